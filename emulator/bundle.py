@@ -1,0 +1,100 @@
+"""The bundle: fake Segment, fake Mailjet and the Mailjet destination, wired together.
+
+All three are real uvicorn servers on real sockets in one event loop, sharing one virtual
+clock. `Bundle` runs inside a caller's loop (`segjet up`); `BackgroundBundle` runs it on a
+thread of its own (tests, the pytest plugin, `segjet demo`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from destination.app import create_app as create_destination_app
+from destination.keyring import KeyRing, MailjetAccount
+
+from .common.clock import Clock
+from .common.server import LoopThread, Runner, bind, url_of
+from .config import BundleConfig, BundleUrls
+from .mailjet.routes import create_app as create_mailjet_app
+from .segment.routes import create_app as create_segment_app
+
+
+class Bundle:
+    def __init__(self, config: BundleConfig) -> None:
+        self.config = config
+        self.clock = Clock()
+        self.runner = Runner()
+        self.urls: BundleUrls | None = None
+        self._clock_task: asyncio.Task[None] | None = None
+
+    async def start(self) -> dict[str, Any]:
+        config = self.config
+        segment_sock = bind(config.host, config.segment_port)
+        mailjet_sock = bind(config.host, config.mailjet_port)
+        destination_sock = bind(config.host, config.destination_port)
+        self.urls = BundleUrls(url_of(segment_sock), url_of(mailjet_sock), url_of(destination_sock))
+        key_ring = KeyRing(
+            {config.auth_key: MailjetAccount(self.urls.mailjet_url, config.mailjet_api_key, config.mailjet_secret_key)}
+        )
+        self.runner.add("segment", create_segment_app(config, self.clock, self.urls), segment_sock)
+        self.runner.add("mailjet", create_mailjet_app(config, self.clock, self.urls), mailjet_sock)
+        self.runner.add("destination", create_destination_app(key_ring), destination_sock)
+        self._clock_task = asyncio.create_task(self.clock.run_forever(), name="segjet-clock")
+        await self.runner.start()
+        return self.info()
+
+    def info(self) -> dict[str, Any]:
+        assert self.urls is not None, "the bundle is not started"
+        return {
+            "segment_url": self.urls.segment_url,
+            "mailjet_url": self.urls.mailjet_url,
+            "destination_url": self.urls.destination_url,
+            "dashboard_url": self.urls.segment_url + "/",
+            "write_key": self.config.write_key,
+            "mailjet_api_key": self.config.mailjet_api_key,
+            "mailjet_secret_key": self.config.mailjet_secret_key,
+            "auth_key": self.config.auth_key,
+            "list_id": self.config.list_id,
+        }
+
+    async def wait(self) -> None:
+        await self.runner.wait()
+        await self._stop_clock()
+
+    async def stop(self) -> None:
+        await self.runner.stop()
+        await self._stop_clock()
+
+    async def _stop_clock(self) -> None:
+        if self._clock_task is not None:
+            self._clock_task.cancel()
+            try:
+                await self._clock_task
+            except asyncio.CancelledError:
+                pass
+            self._clock_task = None
+
+
+class BackgroundBundle:
+    """A bundle on its own thread and event loop; `start()` returns once every server answers."""
+
+    def __init__(self, config: BundleConfig) -> None:
+        self.bundle = Bundle(config)
+        self._loop_thread: LoopThread | None = None
+
+    def start(self) -> dict[str, Any]:
+        self._loop_thread = LoopThread("segjet-bundle")
+        return self._loop_thread.run(self.bundle.start())
+
+    def stop(self) -> None:
+        if self._loop_thread is not None:
+            self._loop_thread.run(self.bundle.stop())
+            self._loop_thread.close()
+            self._loop_thread = None
+
+    def __enter__(self) -> dict[str, Any]:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

@@ -1,0 +1,92 @@
+"""The `segjet` command: up | demo | check | validate."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+from pathlib import Path
+from typing import Any, Sequence
+
+from .bundle import Bundle
+from .config import BundleConfig
+
+
+def _add_up_arguments(parser: argparse.ArgumentParser) -> None:
+    defaults = BundleConfig()
+    parser.add_argument("--host", default=defaults.host)
+    parser.add_argument("--segment-port", type=int, default=defaults.segment_port, help="0 picks a free port")
+    parser.add_argument("--mailjet-port", type=int, default=defaults.mailjet_port, help="0 picks a free port")
+    parser.add_argument("--destination-port", type=int, default=defaults.destination_port, help="0 picks a free port")
+    parser.add_argument("--write-key", default=defaults.write_key, help="write key of the default Segment source")
+    parser.add_argument("--mailjet-api-key", default=defaults.mailjet_api_key)
+    parser.add_argument("--mailjet-secret-key", default=defaults.mailjet_secret_key)
+    parser.add_argument("--auth-key", default=None, help="Mailjet's Segment authentication key (default: generated)")
+    parser.add_argument("--list-id", type=int, default=defaults.list_id)
+    parser.add_argument("--data-dir", default=None)
+    parser.add_argument("--seed", type=int, default=None)
+    parser.add_argument("--strict", action="store_true", help="reject contract violations with 400")
+    parser.add_argument(
+        "--no-enable", action="store_true", help="leave the Mailjet destination disabled in the fake Segment"
+    )
+    parser.add_argument("--ready-file", type=Path, default=None, help="write URLs and credentials here as JSON")
+
+
+def config_from_args(args: argparse.Namespace) -> BundleConfig:
+    config = BundleConfig(
+        host=args.host,
+        segment_port=args.segment_port,
+        mailjet_port=args.mailjet_port,
+        destination_port=args.destination_port,
+        write_key=args.write_key,
+        mailjet_api_key=args.mailjet_api_key,
+        mailjet_secret_key=args.mailjet_secret_key,
+        list_id=args.list_id,
+        data_dir=args.data_dir,
+        seed=args.seed,
+        strict=args.strict,
+        enable_destination=not args.no_enable,
+    )
+    if args.auth_key:
+        config.auth_key = args.auth_key
+    return config
+
+
+def _print_ready(info: dict[str, Any]) -> None:
+    print("segjet is up", flush=True)
+    print(f"  fake Segment   {info['segment_url']}   write key {info['write_key']}")
+    print(f"  fake Mailjet   {info['mailjet_url']}   API key {info['mailjet_api_key']} / {info['mailjet_secret_key']}")
+    print(f"  destination    {info['destination_url']}   authentication key {info['auth_key']}, list {info['list_id']}")
+    print(f"  dashboard      {info['dashboard_url']}")
+    print("Ctrl-C stops.", flush=True)
+
+
+async def _up(args: argparse.Namespace) -> int:
+    bundle = Bundle(config_from_args(args))
+    info = await bundle.start()
+    bundle.runner.install_signal_handlers()
+    if args.ready_file:
+        args.ready_file.write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
+    _print_ready(info)
+    await bundle.wait()
+    print("segjet stopped", flush=True)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="segjet", description="Offline Segment → Mailjet emulator and contract harness")
+    commands = parser.add_subparsers(dest="command", required=True)
+    _add_up_arguments(commands.add_parser("up", help="start fake Segment, fake Mailjet and the destination"))
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.command == "up":
+        try:
+            return asyncio.run(_up(args))
+        except OSError as exc:
+            print(f"segjet: cannot start: {exc}", file=sys.stderr)
+            return 1
+    return 2

@@ -1,0 +1,166 @@
+"""The virtual clock: real time plus an offset, and timers that fire as it passes them.
+
+Everything time-based in the emulator (retries, jobs, syncs, simulated events, dedupe
+windows) reads this clock, so a test can move 31 days ahead instead of sleeping.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import inspect
+import itertools
+import re
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from typing import Any, Awaitable, Callable
+
+TimerCallback = Callable[[], "Awaitable[Any] | Any"]
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)\s*$")
+_UNIT_SECONDS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+def parse_duration(text: str) -> timedelta:
+    """Parse "90s", "10m", "2h", "31d" (also "ms" and "w") into a timedelta."""
+    match = _DURATION.match(text) if isinstance(text, str) else None
+    if not match:
+        raise ValueError(f"invalid duration {text!r}: expected a number and a unit (ms, s, m, h, d, w), e.g. '31d'")
+    return timedelta(seconds=float(match.group(1)) * _UNIT_SECONDS[match.group(2)])
+
+
+def parse_iso(text: str) -> datetime:
+    """Parse an ISO-8601 timestamp leniently (Z suffix, missing zero padding); naive means UTC."""
+    if not isinstance(text, str) or not text:
+        raise ValueError(f"invalid timestamp {text!r}")
+    value = text.strip().replace("Z", "+00:00").replace("z", "+00:00")
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        parsed = _parse_unpadded(value)
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=timezone.utc)
+    return parsed.astimezone(timezone.utc)
+
+
+_UNPADDED = re.compile(
+    r"^(\d{4})-(\d{1,2})-(\d{1,2})(?:[T ](\d{1,2}):(\d{1,2})(?::(\d{1,2})(?:\.(\d+))?)?)?([+-]\d{2}:?\d{2})?$"
+)
+
+
+def _parse_unpadded(value: str) -> datetime:
+    # Segment's own docs show timestamps such as "2015-2-02T00:30:08.276Z"; accept them.
+    match = _UNPADDED.match(value)
+    if not match:
+        raise ValueError(f"invalid timestamp {value!r}")
+    year, month, day, hour, minute, second, fraction, offset = match.groups()
+    micro = int((fraction or "0")[:6].ljust(6, "0"))
+    tz = timezone.utc
+    if offset:
+        sign = -1 if offset[0] == "-" else 1
+        digits = offset[1:].replace(":", "")
+        tz = timezone(sign * timedelta(hours=int(digits[:2]), minutes=int(digits[2:])))
+    return datetime(
+        int(year), int(month), int(day), int(hour or 0), int(minute or 0), int(second or 0), micro, tzinfo=tz
+    )
+
+
+def iso(moment: datetime) -> str:
+    """Render a datetime as Segment and Mailjet do: UTC with milliseconds and a Z."""
+    return moment.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+
+
+@dataclass(order=True)
+class _Timer:
+    due: datetime
+    seq: int
+    callback: TimerCallback = field(compare=False)
+    owner: str = field(default="", compare=False)
+    cancelled: bool = field(default=False, compare=False)
+
+
+class Clock:
+    """Real time shifted by an offset that only moves forward or is set explicitly."""
+
+    def __init__(self) -> None:
+        self._offset = timedelta()
+        self._timers: list[_Timer] = []
+        self._seq = itertools.count()
+        self._firing = asyncio.Lock()
+        self._wake: asyncio.Event | None = None
+
+    def now(self) -> datetime:
+        return datetime.now(timezone.utc) + self._offset
+
+    def advance(self, delta: timedelta) -> datetime:
+        if delta < timedelta():
+            raise ValueError("the clock only moves forward; use set to go back")
+        self._offset += delta
+        self._poke()
+        return self.now()
+
+    def set(self, moment: datetime) -> datetime:
+        self._offset = moment - datetime.now(timezone.utc)
+        self._poke()
+        return self.now()
+
+    def reset(self, owner: str) -> None:
+        """Back to real time, and drop the timers of one service (the others in a bundle keep theirs)."""
+        self._offset = timedelta()
+        for timer in self._timers:
+            if timer.owner == owner:
+                timer.cancelled = True
+
+    def call_at(self, due: datetime, callback: TimerCallback, owner: str = "") -> _Timer:
+        """Run `callback` (sync or async) once the virtual time reaches `due`."""
+        timer = _Timer(due, next(self._seq), callback, owner)
+        heapq.heappush(self._timers, timer)
+        self._poke()
+        return timer
+
+    def call_later(self, delay: timedelta, callback: TimerCallback, owner: str = "") -> _Timer:
+        return self.call_at(self.now() + delay, callback, owner)
+
+    @staticmethod
+    def cancel(timer: _Timer) -> None:
+        timer.cancelled = True
+
+    def pending(self) -> int:
+        return sum(1 for timer in self._timers if not timer.cancelled)
+
+    def next_due(self) -> datetime | None:
+        live = [timer.due for timer in self._timers if not timer.cancelled]
+        return min(live) if live else None
+
+    async def run_due(self) -> int:
+        """Fire every timer that is due, including ones scheduled by timers that fired; return the count.
+
+        Callers wait for timers already firing elsewhere, so that after `POST clock` answers,
+        everything the move made due has happened.
+        """
+        fired = 0
+        async with self._firing:
+            while self._timers and self._timers[0].due <= self.now():
+                timer = heapq.heappop(self._timers)
+                if timer.cancelled:
+                    continue
+                fired += 1
+                result = timer.callback()
+                if inspect.isawaitable(result):
+                    await result
+        return fired
+
+    async def run_forever(self, poll_seconds: float = 0.05) -> None:
+        """Fire timers as real time reaches them; started once per event loop by the server runner."""
+        self._wake = asyncio.Event()
+        while True:
+            await self.run_due()
+            self._wake.clear()
+            try:
+                await asyncio.wait_for(self._wake.wait(), timeout=poll_seconds)
+            except asyncio.TimeoutError:
+                pass
+
+    def _poke(self) -> None:
+        if self._wake is not None:
+            self._wake.set()

@@ -1,0 +1,115 @@
+"""The control API every fake server shares, under /_emulator/: health, reset, requests, clock.
+
+Control endpoints speak plain JSON in and out; errors are `{"error": message}` with a 4xx status.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Callable
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from .clock import Clock, iso, parse_duration, parse_iso
+from .journal import Journal
+
+MAX_LIST_LIMIT = 10_000
+
+
+class ControlError(Exception):
+    def __init__(self, message: str, status: int = 400) -> None:
+        super().__init__(message)
+        self.message = message
+        self.status = status
+
+
+def control_error_response(exc: ControlError) -> JSONResponse:
+    return JSONResponse({"error": exc.message}, status_code=exc.status)
+
+
+async def read_json_object(request: Request) -> dict[str, Any]:
+    """The body of a control request as a JSON object, or ControlError(400)."""
+    raw = await request.body()
+    if not raw.strip():
+        return {}
+    try:
+        payload = json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ControlError(f"body is not valid JSON: {exc}") from exc
+    if not isinstance(payload, dict):
+        raise ControlError("body must be a JSON object")
+    return payload
+
+
+def query_limit(request: Request, default: int = 100) -> int:
+    raw = request.query_params.get("limit")
+    if raw is None:
+        return default
+    try:
+        limit = int(raw)
+    except ValueError as exc:
+        raise ControlError(f"limit must be an integer, got {raw!r}") from exc
+    if not 0 <= limit <= MAX_LIST_LIMIT:
+        raise ControlError(f"limit must be between 0 and {MAX_LIST_LIMIT}")
+    return limit
+
+
+def clock_state(clock: Clock) -> dict[str, Any]:
+    due = clock.next_due()
+    return {"now": iso(clock.now()), "pending_timers": clock.pending(), "next_due": iso(due) if due else None}
+
+
+async def move_clock(clock: Clock, body: dict[str, Any]) -> dict[str, Any]:
+    """Apply `{"advance": "31d"}` or `{"set": ISO}`, then fire every timer that became due."""
+    if ("advance" in body) == ("set" in body):
+        raise ControlError('give exactly one of "advance" (e.g. "31d") or "set" (ISO-8601)')
+    try:
+        if "advance" in body:
+            clock.advance(parse_duration(body["advance"]))
+        else:
+            clock.set(parse_iso(body["set"]))
+    except ValueError as exc:
+        raise ControlError(str(exc)) from exc
+    fired = await clock.run_due()
+    return {**clock_state(clock), "fired": fired}
+
+
+def control_routes(service: str, clock: Clock, journal: Journal, reset: Callable[[], None]) -> list[Route]:
+    """Routes for health, reset, requests and clock; `reset` clears the service's own state."""
+
+    async def health(request: Request) -> Response:
+        return JSONResponse({"status": "ok", "service": service, "now": iso(clock.now())})
+
+    async def do_reset(request: Request) -> Response:
+        reset()
+        journal.clear()
+        clock.reset(owner=service)
+        return JSONResponse({"status": "ok", "service": service})
+
+    async def requests(request: Request) -> Response:
+        try:
+            limit = query_limit(request)
+        except ControlError as exc:
+            return control_error_response(exc)
+        entries = journal.entries(request.query_params.get("method"), request.query_params.get("path"), limit)
+        return JSONResponse({"requests": [entry.to_json() for entry in entries]})
+
+    async def clock_get(request: Request) -> Response:
+        return JSONResponse(clock_state(clock))
+
+    async def clock_post(request: Request) -> Response:
+        try:
+            return JSONResponse(await move_clock(clock, await read_json_object(request)))
+        except ControlError as exc:
+            return control_error_response(exc)
+
+    return [
+        Route("/_emulator/health", health, methods=["GET"]),
+        Route("/_emulator/reset", do_reset, methods=["POST"]),
+        Route("/_emulator/requests", requests, methods=["GET"]),
+        Route("/_emulator/clock", clock_get, methods=["GET"]),
+        Route("/_emulator/clock", clock_post, methods=["POST"]),
+    ]
+

@@ -1,0 +1,123 @@
+"""Run several ASGI apps as real uvicorn servers on real sockets, in one event loop.
+
+Sockets are bound before the apps are built, so port 0 gives a free port with no
+find-then-close race, and every app can be told the real URLs of the others.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+import socket
+import threading
+from dataclasses import dataclass
+from typing import Any, Coroutine, Iterator, TypeVar
+
+import uvicorn
+from starlette.types import ASGIApp
+
+T = TypeVar("T")
+
+
+def bind(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, port))
+    sock.listen(2048)
+    sock.setblocking(False)
+    return sock
+
+
+def url_of(sock: socket.socket) -> str:
+    host, port = sock.getsockname()[:2]
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+
+
+class _QuietServer(uvicorn.Server):
+    """uvicorn.Server that leaves signal handling to the runner (one handler stops every server)."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+@dataclass
+class ServerHandle:
+    name: str
+    sock: socket.socket
+    server: uvicorn.Server
+    task: asyncio.Task[None] | None = None
+
+    @property
+    def url(self) -> str:
+        return url_of(self.sock)
+
+
+class Runner:
+    """Starts uvicorn servers on pre-bound sockets and stops them together."""
+
+    def __init__(self) -> None:
+        self.handles: list[ServerHandle] = []
+
+    def add(self, name: str, app: ASGIApp, sock: socket.socket) -> ServerHandle:
+        config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="on", timeout_graceful_shutdown=2)
+        handle = ServerHandle(name, sock, _QuietServer(config))
+        self.handles.append(handle)
+        return handle
+
+    async def start(self) -> None:
+        for handle in self.handles:
+            handle.task = asyncio.create_task(handle.server.serve(sockets=[handle.sock]), name=f"uvicorn-{handle.name}")
+        while not all(handle.server.started for handle in self.handles):
+            failed = [handle for handle in self.handles if handle.task is not None and handle.task.done()]
+            if failed:
+                raise RuntimeError(f"server {failed[0].name} failed to start")
+            await asyncio.sleep(0.005)
+
+    def request_stop(self) -> None:
+        for handle in self.handles:
+            handle.server.should_exit = True
+
+    async def wait(self) -> None:
+        await asyncio.gather(*(handle.task for handle in self.handles if handle.task is not None))
+
+    async def stop(self) -> None:
+        self.request_stop()
+        await self.wait()
+
+    def install_signal_handlers(self) -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, self.request_stop)
+
+
+class LoopThread:
+    """An event loop on a daemon thread, for running servers beside synchronous code (tests, CLI)."""
+
+    def __init__(self, name: str = "segjet-loop") -> None:
+        self.loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self.loop.run_forever, name=name, daemon=True)
+        self._thread.start()
+
+    def run(self, coro: Coroutine[Any, Any, T], timeout: float = 30) -> T:
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout=timeout)
+
+    def close(self) -> None:
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self._thread.join(timeout=10)
+        self.loop.close()
+
+
+def serve_in_background(apps: dict[str, ASGIApp], host: str = "127.0.0.1") -> tuple[LoopThread, Runner, dict[str, str]]:
+    """Start each app on a free port of `host` on a background loop; answer the loop, runner and URLs."""
+    loop_thread = LoopThread()
+    runner = Runner()
+    urls = {}
+    for name, app in apps.items():
+        sock = bind(host, 0)
+        runner.add(name, app, sock)
+        urls[name] = url_of(sock)
+    loop_thread.run(runner.start())
+    return loop_thread, runner, urls

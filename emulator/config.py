@@ -1,0 +1,42 @@
+"""Settings of one segjet bundle: addresses, credentials, and behaviour switches."""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+
+def _generated_auth_key() -> str:
+    return secrets.token_hex(16)
+
+
+@dataclass
+class BundleConfig:
+    host: str = "127.0.0.1"
+    segment_port: int = 8701
+    mailjet_port: int = 8702
+    destination_port: int = 8703
+    write_key: str = "segjet-write-key"
+    mailjet_api_key: str = "segjet-api-key"
+    mailjet_secret_key: str = "segjet-secret-key"
+    # Mailjet shows a fresh Segment authentication key per account on its App Connections page.
+    auth_key: str = field(default_factory=_generated_auth_key)
+    list_id: int = 1
+    data_dir: str | None = None
+    seed: int | None = None
+    strict: bool = False
+    enable_destination: bool = True
+    # Extra Segment sources beyond the default one: [{"name": ..., "write_key": ...}].
+    sources: list[dict[str, Any]] = field(default_factory=list)
+    journal_capacity: int = 10_000
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class BundleUrls:
+    segment_url: str
+    mailjet_url: str
+    destination_url: str
