@@ -1,0 +1,98 @@
+import asyncio
+from datetime import datetime, timedelta, timezone
+
+import pytest
+
+from emulator.common.clock import Clock, iso, parse_duration, parse_iso
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [("90s", timedelta(seconds=90)), ("10m", timedelta(minutes=10)), ("2h", timedelta(hours=2)),
+     ("31d", timedelta(days=31)), ("1w", timedelta(weeks=1)), ("250ms", timedelta(milliseconds=250)),
+     ("1.5h", timedelta(minutes=90))],
+)
+def test_parse_duration(text, expected):
+    assert parse_duration(text) == expected
+
+
+@pytest.mark.parametrize("text", ["", "31", "d", "-1d", "3 days", "1y", None, 5])
+def test_parse_duration_rejects(text):
+    with pytest.raises(ValueError):
+        parse_duration(text)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [("2012-12-02T00:30:08.276Z", datetime(2012, 12, 2, 0, 30, 8, 276000, tzinfo=timezone.utc)),
+     ("2025-01-01T12:00:00.123456+00:00", datetime(2025, 1, 1, 12, 0, 0, 123456, tzinfo=timezone.utc)),
+     ("2025-01-01T14:00:00+02:00", datetime(2025, 1, 1, 12, 0, tzinfo=timezone.utc)),
+     ("2015-2-02T00:30:08.276Z", datetime(2015, 2, 2, 0, 30, 8, 276000, tzinfo=timezone.utc)),
+     ("2025-01-01T12:00:00", datetime(2025, 1, 1, 12, 0, tzinfo=timezone.utc))],
+)
+def test_parse_iso(text, expected):
+    assert parse_iso(text) == expected
+
+
+@pytest.mark.parametrize("text", ["", "yesterday", "2025-13-45T00:00:00Z", None])
+def test_parse_iso_rejects(text):
+    with pytest.raises(ValueError):
+        parse_iso(text)
+
+
+def test_iso_renders_milliseconds_and_z():
+    assert iso(datetime(2025, 1, 1, 12, 0, 0, 123456, tzinfo=timezone.utc)) == "2025-01-01T12:00:00.123Z"
+
+
+def test_advance_and_set():
+    clock = Clock()
+    before = clock.now()
+    after = clock.advance(timedelta(days=31))
+    assert after - before >= timedelta(days=31)
+    assert clock.now() - before < timedelta(days=31, seconds=5)
+    target = datetime(2030, 1, 1, tzinfo=timezone.utc)
+    assert abs(clock.set(target) - target) < timedelta(seconds=1)
+    with pytest.raises(ValueError):
+        clock.advance(timedelta(seconds=-1))
+
+
+def test_timers_fire_in_order_when_the_clock_passes_them():
+    clock = Clock()
+    fired = []
+
+    async def late():
+        fired.append("late")
+        clock.call_later(timedelta(0), lambda: fired.append("chained"))
+
+    clock.call_later(timedelta(hours=2), late)
+    clock.call_later(timedelta(hours=1), lambda: fired.append("early"))
+    clock.call_later(timedelta(days=2), lambda: fired.append("never"))
+
+    assert asyncio.run(clock.run_due()) == 0
+    clock.advance(timedelta(hours=3))
+    assert asyncio.run(clock.run_due()) == 3
+    assert fired == ["early", "late", "chained"]
+    assert clock.pending() == 1
+
+
+def test_reset_drops_only_the_owners_timers_and_the_offset():
+    clock = Clock()
+    fired = []
+    clock.call_later(timedelta(hours=1), lambda: fired.append("segment"), owner="segment")
+    clock.call_later(timedelta(hours=1), lambda: fired.append("mailjet"), owner="mailjet")
+    clock.advance(timedelta(days=1))
+    clock.reset("segment")
+    assert clock.now() - datetime.now(timezone.utc) < timedelta(seconds=1)
+    clock.advance(timedelta(hours=2))
+    asyncio.run(clock.run_due())
+    assert fired == ["mailjet"]
+
+
+def test_cancelled_timer_does_not_fire():
+    clock = Clock()
+    fired = []
+    timer = clock.call_later(timedelta(seconds=1), lambda: fired.append(1))
+    Clock.cancel(timer)
+    clock.advance(timedelta(seconds=2))
+    asyncio.run(clock.run_due())
+    assert fired == [] and clock.pending() == 0
