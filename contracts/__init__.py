@@ -65,17 +65,42 @@ def _validator(name: str) -> Draft202012Validator:
     )
 
 
-def _json_path(error: ValidationError) -> str:
-    path = "$"
-    for part in error.absolute_path:
-        path += f"[{part}]" if isinstance(part, int) else f".{part}"
-    return path
+def _parts(error: ValidationError) -> list[str | int]:
+    """The instance path of the error; a missing required property is reported at its own path
+    (`$.event`, not `$`), as Protocols names the field (`properties.products is required`)."""
+    parts = list(error.absolute_path)
+    if error.validator == "required":
+        missing = [key for key in error.validator_value if error.message.startswith(f"{key!r} ")]
+        parts += missing[:1]
+    return parts
+
+
+def _json_path(parts: list[str | int]) -> str:
+    return "$" + "".join(f"[{part}]" if isinstance(part, int) else f".{part}" for part in parts)
+
+
+MAX_MESSAGE = 300
+
+
+def _message(error: ValidationError) -> str:
+    """jsonschema's message, except for combinators: `anyOf`/`oneOf`/`not` print the whole instance,
+    so the schema's own `description` (what was expected) is used when it has one. Capped in length:
+    messages are recorded on stored events."""
+    message = error.message
+    if error.validator in ("anyOf", "oneOf", "not") and isinstance(error.schema, dict) and "description" in error.schema:
+        message = error.schema["description"]
+    return message if len(message) <= MAX_MESSAGE else message[: MAX_MESSAGE - 1] + "…"
+
+
+def _sort_key(item: tuple[list[str | int], ValidationError]) -> tuple:
+    parts, error = item
+    return [(0, part, "") if isinstance(part, int) else (1, 0, part) for part in parts], str(error.validator)
 
 
 def validate(name: str, payload: Any) -> list[Violation]:
     """Every violation of contract `name` by `payload`, in path order; [] when the payload is valid."""
-    errors = sorted(_validator(name).iter_errors(payload), key=lambda e: (list(map(str, e.absolute_path)), e.validator))
-    return [Violation(_json_path(error), str(error.validator), error.message) for error in errors]
+    found = sorted(((_parts(error), error) for error in _validator(name).iter_errors(payload)), key=_sort_key)
+    return [Violation(_json_path(parts), str(error.validator), _message(error)) for parts, error in found]
 
 
 def is_valid(name: str, payload: Any) -> bool:
