@@ -11,6 +11,7 @@ from typing import Any, Sequence
 
 from .bundle import Bundle
 from .config import BundleConfig
+from .harness import run, validate
 
 
 def _add_up_arguments(parser: argparse.ArgumentParser) -> None:
@@ -78,11 +79,43 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="segjet", description="Offline Segment → Mailjet emulator and contract harness")
     commands = parser.add_subparsers(dest="command", required=True)
     _add_up_arguments(commands.add_parser("up", help="start fake Segment, fake Mailjet and the destination"))
+    demo = commands.add_parser("demo", help="start the stack here and run the scripted round trip")
+    demo.add_argument("--seed", type=int, default=0, help="seed of the faker-made users")
+    demo.add_argument("--users", type=int, default=3)
+    demo.add_argument("--keep-running", action="store_true", help="leave the servers up afterwards")
+    check = commands.add_parser("check", help="run the scripted round trip against running servers")
+    check.add_argument("--segment-url", required=True)
+    check.add_argument("--mailjet-url", required=True)
+    check.add_argument("--write-key", default=BundleConfig.write_key)
+    check.add_argument("--mailjet-api-key", default=BundleConfig.mailjet_api_key)
+    check.add_argument("--mailjet-secret-key", default=BundleConfig.mailjet_secret_key)
+    check.add_argument("--list-id", type=int, default=BundleConfig.list_id)
+    check.add_argument("--seed", type=int, default=0)
+    check.add_argument("--users", type=int, default=3)
+    check.add_argument("--junit", type=Path, default=None, help="write a JUnit XML report here")
+    check.add_argument("--json", type=Path, default=None, help="write a JSON report (hops and traces) here")
+    validate = commands.add_parser("validate", help="validate JSON payloads against a contract")
+    validate.add_argument("contract", help="contract name, e.g. segment.identify")
+    validate.add_argument("files", nargs="+", help="JSON files (one document or JSON lines); - for stdin")
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.command == "validate":
+        return validate.main(args.contract, args.files)
+    if args.command == "demo":
+        return run.demo(args.seed, args.users, args.keep_running)
+    if args.command == "check":
+        info = {
+            "segment_url": args.segment_url.rstrip("/"),
+            "mailjet_url": args.mailjet_url.rstrip("/"),
+            "write_key": args.write_key,
+            "mailjet_api_key": args.mailjet_api_key,
+            "mailjet_secret_key": args.mailjet_secret_key,
+            "list_id": args.list_id,
+        }
+        return run.run_scenario(info, args.seed, args.users, args.junit, args.json)
     if args.command == "up":
         try:
             return asyncio.run(_up(args))

@@ -1,0 +1,182 @@
+"""A client for a running segjet stack: drive it and wait on its state over HTTP.
+
+Used by the pytest plugin, `segjet demo` and `segjet check`. Waits poll server state with a
+short interval; nothing sleeps a fixed time.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Callable, TypeVar
+
+import httpx
+
+import contracts
+
+T = TypeVar("T")
+_POLL_SECONDS = 0.02
+
+
+class SegjetTimeout(AssertionError):
+    """A wait ran out of time; the message says what was last seen."""
+
+
+class SegjetClient:
+    """The running stack and helpers to drive it; attributes mirror `segjet up --ready-file`."""
+
+    def __init__(self, info: dict[str, Any]) -> None:
+        self.info = info
+        self.segment_url: str = info["segment_url"]
+        self.mailjet_url: str = info["mailjet_url"]
+        self.write_key: str = info["write_key"]
+        self.mailjet_api_key: str = info["mailjet_api_key"]
+        self.mailjet_secret_key: str = info["mailjet_secret_key"]
+        self.list_id: int = int(info.get("list_id", 1))
+        # Known when the stack was started here; `segjet check` against running servers may not know them.
+        self.destination_url: str | None = info.get("destination_url")
+        self.dashboard_url: str | None = info.get("dashboard_url")
+        self.auth_key: str | None = info.get("auth_key")
+        self.http = httpx.Client(timeout=30)
+        self._analytics: Any = None
+
+    # -- plumbing -------------------------------------------------------------------------
+    def close(self) -> None:
+        self.http.close()
+        if self._analytics is not None:
+            self._analytics.shutdown()
+
+    def reset(self) -> None:
+        for url in (self.segment_url, self.mailjet_url):
+            self.http.post(f"{url}/_emulator/reset").raise_for_status()
+
+    def segment(self, method: str, path: str, **kwargs: Any) -> Any:
+        response = self.http.request(method, f"{self.segment_url}{path}", **kwargs)
+        response.raise_for_status()
+        return response.json()
+
+    def mailjet(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        """A Mailjet REST call with the account's key pair; answers the raw response."""
+        return self.http.request(
+            method, f"{self.mailjet_url}{path}", auth=(self.mailjet_api_key, self.mailjet_secret_key), **kwargs
+        )
+
+    def wait_until(self, probe: Callable[[], T | None], timeout: float, what: str) -> T:
+        """Poll `probe` until it answers something other than None."""
+        deadline = time.monotonic() + timeout
+        while True:
+            result = probe()
+            if result is not None:
+                return result
+            if time.monotonic() >= deadline:
+                raise SegjetTimeout(f"timed out after {timeout}s waiting for {what}")
+            time.sleep(_POLL_SECONDS)
+
+    # -- Segment side ---------------------------------------------------------------------
+    @property
+    def analytics(self) -> Any:
+        """An analytics-python client pointed at the fake Segment, posting synchronously."""
+        if self._analytics is None:
+            from segment.analytics import Client
+
+            self._analytics = Client(self.write_key, host=self.segment_url, sync_mode=True, max_retries=0)
+        return self._analytics
+
+    def identify(self, user_id: str, traits: dict[str, Any]) -> None:
+        self.analytics.identify(user_id, traits)
+
+    def track(self, user_id: str, event: str, properties: dict[str, Any] | None = None) -> None:
+        self.analytics.track(user_id, event, properties or {})
+
+    def events(self, **filters: Any) -> list[dict[str, Any]]:
+        params = {k: v for k, v in filters.items() if v is not None}
+        return self.segment("GET", "/_emulator/events", params=params)["events"]
+
+    def wait_for_event(self, event: str | None = None, user_id: str | None = None, timeout: float = 10) -> dict[str, Any]:
+        def probe() -> dict[str, Any] | None:
+            found = self.events(event=event, userId=user_id, status="accepted", limit=1)
+            return found[-1] if found else None
+
+        return self.wait_until(probe, timeout, f"event {event!r} of user {user_id!r} in the fake Segment")
+
+    def deliveries(self, **filters: Any) -> list[dict[str, Any]]:
+        params = {k: v for k, v in filters.items() if v is not None}
+        return self.segment("GET", "/_emulator/deliveries", params=params)["deliveries"]
+
+    def advance_clock(self, duration: str) -> dict[str, Any]:
+        return self.segment("POST", "/_emulator/clock", json={"advance": duration})
+
+    def define_audience(self, name: str, rule: dict[str, Any], key: str | None = None) -> str:
+        body: dict[str, Any] = {"name": name, "rule": rule}
+        if key is not None:
+            body["key"] = key
+        return self.segment("POST", "/_emulator/engage/audiences", json=body)["key"]
+
+    def sync_engage(self) -> dict[str, Any]:
+        return self.segment("POST", "/_emulator/engage/sync")
+
+    # -- Mailjet side ---------------------------------------------------------------------
+    def contact_properties(self, email: str) -> dict[str, str] | None:
+        response = self.mailjet("GET", f"/v3/REST/contactdata/{email}")
+        if response.status_code == 404:
+            return None
+        response.raise_for_status()
+        data = response.json()["Data"]
+        return {item["Name"]: item["Value"] for item in data[0]["Data"]} if data else None
+
+    def wait_for_contact(
+        self, email: str, properties: dict[str, Any] | None = None, timeout: float = 10
+    ) -> dict[str, str]:
+        """The contact's properties once it exists (and carries `properties`, compared as strings)."""
+        expected = {name: _as_mailjet_string(value) for name, value in (properties or {}).items()}
+
+        def probe() -> dict[str, str] | None:
+            current = self.contact_properties(email)
+            if current is None or any(current.get(name) != value for name, value in expected.items()):
+                return None
+            return current
+
+        return self.wait_until(probe, timeout, f"Mailjet contact {email} with {expected or 'any properties'}")
+
+    def mailjet_settings(self, changes: dict[str, Any]) -> dict[str, Any]:
+        """Merge `changes` into Mailjet's App Connections → Segment settings; answer the result."""
+        response = self.http.put(f"{self.mailjet_url}/_emulator/app-connections/segment", json=changes)
+        response.raise_for_status()
+        return response.json()
+
+    def send_email(self, to: str, subject: str, html: str) -> int:
+        response = self.mailjet(
+            "POST",
+            "/v3.1/send",
+            json={
+                "Messages": [
+                    {
+                        "From": {"Email": "demo@segjet.test", "Name": "segjet"},
+                        "To": [{"Email": to}],
+                        "Subject": subject,
+                        "HTMLPart": html,
+                    }
+                ]
+            },
+        )
+        response.raise_for_status()
+        return response.json()["Messages"][0]["To"][0]["MessageID"]
+
+    def emit_email_event(self, message_id: int, event: str, **fields: Any) -> dict[str, Any]:
+        response = self.http.post(
+            f"{self.mailjet_url}/_emulator/messages/{message_id}/events", json={"event": event, **fields}
+        )
+        response.raise_for_status()
+        return response.json()
+
+    # -- contracts ------------------------------------------------------------------------
+    @staticmethod
+    def assert_contract(name: str, payload: Any) -> None:
+        violations = contracts.validate(name, payload)
+        assert not violations, f"payload breaks contract {name}:\n" + "\n".join(f"  {v}" for v in violations)
+
+
+def _as_mailjet_string(value: Any) -> str:
+    # Mailjet answers contactdata values as strings; booleans as "true"/"false".
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)

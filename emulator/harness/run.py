@@ -1,0 +1,51 @@
+"""`segjet demo` (starts the stack here) and `segjet check` (uses running servers)."""
+
+from __future__ import annotations
+
+import signal
+import threading
+from pathlib import Path
+from typing import Any
+
+from ..bundle import BackgroundBundle
+from ..config import BundleConfig
+from .client import SegjetClient
+from .report import HopPrinter, summary_table, write_json, write_junit
+from .scenario import Scenario
+
+
+def run_scenario(
+    info: dict[str, Any], seed: int, users: int, junit: Path | None = None, json_file: Path | None = None
+) -> int:
+    client = SegjetClient(info)
+    try:
+        scenario = Scenario(client, seed=seed, user_count=users)
+        expected = len(scenario.hops())
+        results = scenario.run(HopPrinter())
+    finally:
+        client.close()
+    print()
+    print(summary_table(results, expected))
+    if junit:
+        write_junit(junit, results, expected)
+    if json_file:
+        write_json(json_file, results, scenario.traces(), expected)
+    return 0 if len(results) == expected and all(result.ok for result in results) else 1
+
+
+def demo(seed: int, users: int, keep_running: bool) -> int:
+    bundle = BackgroundBundle(BundleConfig(segment_port=0, mailjet_port=0, destination_port=0, seed=seed))
+    info = bundle.start()
+    try:
+        print(f"segjet demo: fake Segment {info['segment_url']}, fake Mailjet {info['mailjet_url']}, "
+              f"destination {info['destination_url']}\n", flush=True)
+        code = run_scenario(info, seed, users)
+        if keep_running:
+            print(f"\nServers left running; dashboard {info['dashboard_url']}. Ctrl-C stops.", flush=True)
+            stop = threading.Event()
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                signal.signal(sig, lambda *_: stop.set())
+            stop.wait()
+        return code
+    finally:
+        bundle.stop()

@@ -1,0 +1,276 @@
+"""The scripted round trip, written once and used by `segjet demo`, `segjet check` and the tests.
+
+identify → contacts in the list → "Order Completed" → an Engage audience syncs `true` → the
+clock moves 31 days → it syncs `false` → an email goes out → open and click → Email events
+arrive in Segment with the user's userId. After each hop the scenario checks the state on both
+sides and validates every payload that crossed the hop against its contract, and records one
+trace per user linked by Segment `messageId`.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from faker import Faker
+
+import contracts
+
+from .client import SegjetClient, SegjetTimeout
+
+AUDIENCE_NAME = "Order Completed Last 30 Days"
+AUDIENCE_KEY = "order_completed_last_30days"
+EMAIL_EVENTS = {
+    "Email Delivered": "segment.email_delivered",
+    "Email Opened": "segment.email_opened",
+    "Email Link Clicked": "segment.email_link_clicked",
+}
+LINK = "https://shop.segjet.test/offer"
+
+
+class HopFailed(Exception):
+    """A hop's state or contract check failed; `detail` says where (hop, payload path, rule)."""
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(detail)
+        self.detail = detail
+
+
+@dataclass
+class HopResult:
+    name: str
+    ok: bool
+    detail: str
+    payloads_checked: int = 0
+    seconds: float = 0.0
+
+
+@dataclass
+class User:
+    user_id: str
+    email: str
+    traits: dict[str, Any]
+    orders: bool
+    trace: list[dict[str, Any]] = field(default_factory=list)
+
+    def note(self, hop: str, what: str, message_id: str | None = None) -> None:
+        self.trace.append({"hop": hop, "what": what, "messageId": message_id})
+
+
+def _expected_properties(traits: dict[str, Any], user_id: str) -> dict[str, Any]:
+    # What the destination sets (DESIGN §4 "Destination"): nested objects flattened with "_".
+    expected: dict[str, Any] = {"segment_user_id": user_id}
+    for name, value in traits.items():
+        if isinstance(value, dict):
+            expected.update({f"{name}_{inner}": inner_value for inner, inner_value in value.items()})
+        elif name not in ("email", "name"):
+            expected[name] = value
+    return expected
+
+
+def make_users(seed: int, count: int) -> list[User]:
+    fake = Faker()
+    fake.seed_instance(seed)
+    users = []
+    for index in range(count):
+        first, last = fake.first_name(), fake.last_name()
+        email = f"{first}.{last}.{index}@{fake.free_email_domain()}".lower()
+        traits = {
+            "email": email,
+            "firstName": first,
+            "lastName": last,
+            "plan": fake.random_element(["free", "pro", "enterprise"]),
+            "logins": fake.random_int(1, 50),
+            "address": {"city": fake.city(), "country": fake.country_code()},
+        }
+        users.append(User(f"user-{seed}-{index}", email, traits, orders=index % 2 == 0))
+    return users
+
+
+def check_contract(hop: str, name: str, payload: Any) -> None:
+    violations = contracts.validate(name, payload)
+    if violations:
+        first = violations[0]
+        raise HopFailed(f"{hop}: payload breaks contract {name} at {first.path} ({first.rule}): {first.message}")
+
+
+class Scenario:
+    """Runs the hops in order against a live stack; stops at the first failure."""
+
+    def __init__(self, client: SegjetClient, seed: int = 0, user_count: int = 3, timeout: float = 15) -> None:
+        self.client = client
+        self.users = make_users(seed, user_count)
+        self.timeout = timeout
+        self.message_ids: dict[str, dict[str, int]] = {}
+
+    def hops(self) -> list[tuple[str, Callable[[], tuple[str, int]]]]:
+        return [
+            ("App Connections: write key pasted, email events on", self.connect_mailjet_to_segment),
+            ("identify → fake Segment", self.identify),
+            ("Segment → destination → Mailjet contacts", self.contacts_in_list),
+            ("Order Completed → fake Segment", self.order_events),
+            ("Engage audience syncs true", self.audience_true),
+            ("clock +31d → audience syncs false", self.audience_false),
+            ("email sent through Send API v3.1", self.send_emails),
+            ("open and click → Email events in Segment", self.email_events),
+        ]
+
+    def run(self, on_hop: Callable[[HopResult], None] = lambda result: None) -> list[HopResult]:
+        """Run every hop in order, calling `on_hop` after each; stop at the first that fails."""
+        results = []
+        for name, hop in self.hops():
+            started = time.monotonic()
+            try:
+                detail, checked = hop()
+                result = HopResult(name, True, detail, checked, time.monotonic() - started)
+            except HopFailed as exc:
+                result = HopResult(name, False, exc.detail, 0, time.monotonic() - started)
+            results.append(result)
+            on_hop(result)
+            if not result.ok:
+                break
+        return results
+
+    def traces(self) -> dict[str, list[dict[str, Any]]]:
+        return {user.user_id: user.trace for user in self.users}
+
+    # -- hops --------------------------------------------------------------------------------
+    def connect_mailjet_to_segment(self) -> tuple[str, int]:
+        settings = self.client.mailjet_settings(
+            {"writeKey": self.client.write_key, "sendEvents": True, "segmentUrl": self.client.segment_url}
+        )
+        if not settings.get("sendEvents") or settings.get("writeKey") != self.client.write_key:
+            raise HopFailed(f"App Connections did not keep the write key and switch: {settings}")
+        return f"Mailjet sends email events to {self.client.segment_url}", 0
+
+    def identify(self) -> tuple[str, int]:
+        checked = 0
+        for user in self.users:
+            self.client.identify(user.user_id, user.traits)
+            stored = self._wait_event("identify", user.user_id, lambda m: m["type"] == "identify")
+            if stored.get("violations"):
+                raise HopFailed(f"identify of {user.user_id}: Segment recorded violations {stored['violations']}")
+            check_contract("identify", "segment.identify", stored)
+            user.note("identify", "accepted by the fake Segment", stored["messageId"])
+            checked += 1
+        return f"{len(self.users)} identify calls accepted", checked
+
+    def contacts_in_list(self) -> tuple[str, int]:
+        checked = 0
+        for user in self.users:
+            identify_id = user.trace[0]["messageId"]
+            delivery = self._wait_delivery(identify_id)
+            for attempt in delivery["attempts"]:
+                check_contract("Segment → destination", "destination.request", attempt["request"])
+                checked += 1
+            user.note("delivery", f"delivered to the destination in {len(delivery['attempts'])} attempt(s)", identify_id)
+            expected = _expected_properties(user.traits, user.user_id)
+            try:
+                self.client.wait_for_contact(user.email, expected, timeout=self.timeout)
+            except SegjetTimeout as exc:
+                seen = self.client.contact_properties(user.email)
+                raise HopFailed(f"Mailjet contact {user.email}: expected {expected}, found {seen}") from exc
+            if not self._in_list(user.email):
+                raise HopFailed(f"Mailjet contact {user.email} is not subscribed to list {self.client.list_id}")
+            user.note("mailjet", f"contact in list {self.client.list_id} with {len(expected)} properties", identify_id)
+        return f"{len(self.users)} contacts in list {self.client.list_id} with their properties", checked
+
+    def order_events(self) -> tuple[str, int]:
+        buyers = [user for user in self.users if user.orders]
+        for user in buyers:
+            self.client.track(user.user_id, "Order Completed", {"revenue": 42.5, "currency": "USD"})
+            stored = self._wait_event("Order Completed", user.user_id, lambda m: m.get("event") == "Order Completed")
+            check_contract("track", "segment.track", stored)
+            user.note("track", "Order Completed accepted", stored["messageId"])
+        return f"{len(buyers)} of {len(self.users)} users completed an order", len(buyers)
+
+    def audience_true(self) -> tuple[str, int]:
+        key = self.client.define_audience(AUDIENCE_NAME, {"event": "Order Completed", "within": "30d"})
+        if key != AUDIENCE_KEY:
+            raise HopFailed(f"audience key: expected {AUDIENCE_KEY!r}, Segment made {key!r}")
+        return self._sync_and_expect(True, "audience")
+
+    def audience_false(self) -> tuple[str, int]:
+        self.client.advance_clock("31d")
+        return self._sync_and_expect(False, "audience exit")
+
+    def send_emails(self) -> tuple[str, int]:
+        for user in self.users:
+            html = f'<p>Hello {user.traits["firstName"]}, <a href="{LINK}">see the offer</a></p>'
+            message_id = self.client.send_email(user.email, "Your offer", html)
+            user.note("email", f"message {message_id} sent")
+            self.message_ids[user.user_id] = {"MessageID": message_id}
+        return f"{len(self.users)} emails sent", 0
+
+    def email_events(self) -> tuple[str, int]:
+        checked = 0
+        for user in self.users:
+            message_id = self.message_ids[user.user_id]["MessageID"]
+            self.client.emit_email_event(message_id, "open")
+            self.client.emit_email_event(message_id, "click", url=LINK)
+            for event, contract in EMAIL_EVENTS.items():
+                stored = self._wait_event(event, user.user_id, lambda m, e=event: m.get("event") == e)
+                check_contract(f"Mailjet → Segment ({event})", contract, stored)
+                user.note("email event", f"{event} arrived in Segment", stored["messageId"])
+                checked += 1
+        return f"{checked} email events arrived in Segment with the users' userId", checked
+
+    # -- helpers -----------------------------------------------------------------------------
+    def _sync_and_expect(self, member_value: bool, hop: str) -> tuple[str, int]:
+        sent = self.client.sync_engage()["sent"]
+        sent_to = {message["userId"]: message for message in sent}
+        expected = {user.user_id for user in self.users if user.orders}
+        if set(sent_to) != expected:
+            raise HopFailed(f"{hop} sync: expected identify calls for {sorted(expected)}, sent {sorted(sent_to)}")
+        for user in self.users:
+            if user.user_id not in sent_to:
+                continue
+            message = sent_to[user.user_id]
+            check_contract(f"{hop} sync", "segment.engage_audience_identify", message)
+            if message["traits"].get(AUDIENCE_KEY) is not member_value:
+                raise HopFailed(f"{hop} sync: {user.user_id} got {AUDIENCE_KEY}={message['traits'].get(AUDIENCE_KEY)!r}")
+            self._wait_delivery(message["messageId"])
+            try:
+                self.client.wait_for_contact(user.email, {AUDIENCE_KEY: member_value}, timeout=self.timeout)
+            except SegjetTimeout as exc:
+                raise HopFailed(f"{hop}: Mailjet contact {user.email} never got {AUDIENCE_KEY}={member_value}") from exc
+            user.note("engage", f"{AUDIENCE_KEY}={member_value} synced to Mailjet", message["messageId"])
+        return f"{len(sent)} identify calls with {AUDIENCE_KEY}={str(member_value).lower()}", len(sent)
+
+    def _wait_event(self, event: str, user_id: str, matches: Callable[[dict[str, Any]], bool]) -> dict[str, Any]:
+        def probe() -> dict[str, Any] | None:
+            found = [m for m in self.client.events(userId=user_id, limit=10_000) if matches(m)]
+            return found[-1] if found else None
+
+        try:
+            return self.client.wait_until(probe, self.timeout, f"{event} of {user_id}")
+        except SegjetTimeout as exc:
+            raise HopFailed(f"{event} of {user_id} never reached the fake Segment") from exc
+
+    def _wait_delivery(self, message_id: str) -> dict[str, Any]:
+        def probe() -> dict[str, Any] | None:
+            records = self.client.deliveries(messageId=message_id)
+            final = [r for r in records if r["state"] in ("delivered", "failed", "skipped")]
+            return final[-1] if final else None
+
+        try:
+            record = self.client.wait_until(probe, self.timeout, f"delivery of {message_id}")
+        except SegjetTimeout as exc:
+            raise HopFailed(
+                f"message {message_id} was never delivered to the Mailjet destination "
+                "(is the destination enabled in the fake Segment?)"
+            ) from exc
+        if record["state"] != "delivered":
+            raise HopFailed(f"message {message_id} was {record['state']}: {record.get('reason')}")
+        return record
+
+    def _in_list(self, email: str) -> bool:
+        contact = self.client.mailjet("GET", f"/v3/REST/contact/{email}")
+        if contact.status_code != 200:
+            return False
+        contact_id = contact.json()["Data"][0]["ID"]
+        recipients = self.client.mailjet(
+            "GET", "/v3/REST/listrecipient", params={"ContactsList": self.client.list_id, "Contact": contact_id}
+        ).json()["Data"]
+        return any(not recipient.get("IsUnsubscribed") for recipient in recipients)

@@ -1,0 +1,78 @@
+"""`segjet validate CONTRACT FILE...`: check JSON payloads against a contract, with readable errors.
+
+A file holds one JSON document, or JSON lines (one payload per line); `-` reads standard input.
+Exit codes: 0 every payload valid, 1 at least one invalid (or not JSON), 2 usage error.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TextIO
+
+import contracts
+
+EXIT_VALID, EXIT_INVALID, EXIT_USAGE = 0, 1, 2
+
+
+@dataclass
+class Payload:
+    label: str
+    value: Any = None
+    parse_error: str | None = None
+
+
+def split_payloads(source: str, text: str) -> list[Payload]:
+    """One payload when the whole text is JSON; otherwise one per non-empty line."""
+    try:
+        return [Payload(source, json.loads(text))]
+    except ValueError:
+        pass
+    payloads = []
+    for number, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        label = f"{source}:{number}"
+        try:
+            payloads.append(Payload(label, json.loads(line)))
+        except ValueError as exc:
+            payloads.append(Payload(label, parse_error=f"not valid JSON: {exc}"))
+    if not payloads:
+        payloads.append(Payload(source, parse_error="empty input: no JSON payload"))
+    return payloads
+
+
+def run(contract: str, files: list[str], stdin: TextIO, out: TextIO, err: TextIO) -> int:
+    if contract not in contracts.names():
+        print(f"segjet validate: unknown contract {contract!r}; known: {', '.join(contracts.names())}", file=err)
+        return EXIT_USAGE
+    texts = []
+    for name in files:
+        if name == "-":
+            texts.append(("<stdin>", stdin.read()))
+            continue
+        try:
+            texts.append((name, Path(name).read_text(encoding="utf-8")))
+        except (OSError, UnicodeDecodeError) as exc:
+            print(f"segjet validate: cannot read {name}: {exc}", file=err)
+            return EXIT_USAGE
+    invalid = 0
+    for source, text in texts:
+        for payload in split_payloads(source, text):
+            problems = (
+                [payload.parse_error] if payload.parse_error else [str(v) for v in contracts.validate(contract, payload.value)]
+            )
+            if problems:
+                invalid += 1
+                print(f"{payload.label}: invalid against {contract}", file=out)
+                for problem in problems:
+                    print(f"  {problem}", file=out)
+            else:
+                print(f"{payload.label}: valid", file=out)
+    return EXIT_INVALID if invalid else EXIT_VALID
+
+
+def main(contract: str, files: list[str]) -> int:
+    return run(contract, files, sys.stdin, sys.stdout, sys.stderr)

@@ -1,0 +1,55 @@
+import io
+import json
+
+from emulator.harness.validate import EXIT_INVALID, EXIT_USAGE, EXIT_VALID, run
+
+VALID = {"type": "identify", "userId": "u1", "traits": {"email": "ada@example.com"}}
+INVALID = {"type": "identify", "traits": {"age": "old"}}
+
+
+def run_with(contract, files, stdin_text=""):
+    out, err = io.StringIO(), io.StringIO()
+    code = run(contract, files, io.StringIO(stdin_text), out, err)
+    return code, out.getvalue(), err.getvalue()
+
+
+def test_valid_file_exits_zero(tmp_path):
+    path = tmp_path / "ok.json"
+    path.write_text(json.dumps(VALID))
+    code, out, _ = run_with("segment.identify", [str(path)])
+    assert code == EXIT_VALID
+    assert out == f"{path}: valid\n"
+
+
+def test_invalid_payload_names_path_and_rule(tmp_path):
+    path = tmp_path / "bad.json"
+    path.write_text(json.dumps(INVALID))
+    code, out, _ = run_with("segment.identify", [str(path)])
+    assert code == EXIT_INVALID
+    assert f"{path}: invalid against segment.identify" in out
+    assert "$.traits.age:" in out and "(type)" in out
+
+
+def test_stdin_json_lines_are_checked_one_by_one():
+    lines = "\n".join([json.dumps(VALID), "", json.dumps(INVALID), "{not json"])
+    code, out, _ = run_with("segment.identify", ["-"], lines)
+    assert code == EXIT_INVALID
+    assert "<stdin>:1: valid" in out
+    assert "<stdin>:3: invalid against segment.identify" in out
+    assert "<stdin>:4: invalid against segment.identify" in out and "not valid JSON" in out
+
+
+def test_unknown_contract_is_a_usage_error():
+    code, out, err = run_with("segment.nope", ["-"], json.dumps(VALID))
+    assert code == EXIT_USAGE and out == ""
+    assert "unknown contract 'segment.nope'" in err and "segment.identify" in err
+
+
+def test_missing_file_is_a_usage_error(tmp_path):
+    code, _, err = run_with("segment.identify", [str(tmp_path / "missing.json")])
+    assert code == EXIT_USAGE and "cannot read" in err
+
+
+def test_empty_input_is_invalid():
+    code, out, _ = run_with("segment.identify", ["-"], "\n\n")
+    assert code == EXIT_INVALID and "empty input" in out
