@@ -1,0 +1,159 @@
+"""The destination's HTTP face: Segment's partner direct-destination POST at `/`.
+
+Status codes follow Segment's direct-destination contract (reference/segment.md §5.2) and its
+retry policy (§5.1): 5xx except 501 and 429 are retried for four hours, other 4xx are final.
+So every failure that may heal by itself (Mailjet down, slow, rate-limiting) is answered 503,
+and every failure a retry cannot fix (bad message, bad settings, bad key) a 4xx.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from contextlib import asynccontextmanager
+from typing import Any, AsyncIterator
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+from .client import MailjetClient, MailjetError, create_http_client
+from .identify import apply_identify
+from .keyring import KeyRing, MailjetAccount
+from .mapping import MappingError, map_identify
+from .settings import MissingAuthenticationKey, SettingsError, parse_authentication_key, parse_settings
+
+logger = logging.getLogger("destination")
+
+# Segment caps a tracking call at 32 KB and adds its own fields before delivery; anything near a
+# megabyte is not from Segment, and reading it whole would only cost memory.
+MAX_BODY_BYTES = 1024 * 1024
+
+SEGMENT_CALL_TYPES = ("track", "page", "screen", "group", "alias")
+
+
+def _answer(status: int, message: str) -> JSONResponse:
+    return JSONResponse({"message": message}, status_code=status)
+
+
+class _BodyTooLarge(Exception):
+    pass
+
+
+async def _read_body(request: Request) -> bytes:
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > MAX_BODY_BYTES:
+            raise _BodyTooLarge
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _reject_constant(name: str) -> Any:
+    # Python's json accepts NaN and Infinity; JSON (and Mailjet) do not.
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def _answer_mailjet_error(error: MailjetError, list_id: int) -> JSONResponse:
+    if error.temporary:
+        logger.warning("Mailjet temporarily unavailable: %s", error)
+        return _answer(503, f"Mailjet is temporarily unavailable, retry later: {error}")
+    if error.status == 401:
+        # Segment treats 401 as final: a wrong key pair will not heal by retrying, and someone has
+        # to fix the account's Mailjet API key / secret key behind this authentication key.
+        return _answer(401, f"Mailjet rejected the API key pair of the account behind this authentication key: {error}")
+    if error.status == 403:
+        return _answer(403, f"Mailjet refused this account access: {error}")
+    if error.status == 404:
+        # The list id is the only id in the paths the destination calls, so a 404 means the list.
+        return _answer(400, f"Mailjet contact list {list_id} does not exist; check the List ID setting ({error})")
+    return _answer(400, f"Mailjet rejected the contact update for list {list_id}: {error}")
+
+
+class Destination:
+    def __init__(self, key_ring: KeyRing) -> None:
+        self.key_ring = key_ring
+        self.http = create_http_client()
+        self._clients: dict[MailjetAccount, MailjetClient] = {}
+
+    def client_for(self, account: MailjetAccount) -> MailjetClient:
+        # One MailjetClient per account, so each account keeps its own property cache.
+        client = self._clients.get(account)
+        if client is None:
+            client = self._clients[account] = MailjetClient(self.http, account)
+        return client
+
+    async def receive(self, request: Request) -> JSONResponse:
+        authorization = request.headers.get("authorization")
+        try:
+            auth_key = parse_authentication_key(authorization)
+        except MissingAuthenticationKey as exc:
+            return _answer(401, str(exc))
+        account = self.key_ring.account_for(auth_key)
+        if account is None:
+            return _answer(401, "unknown authentication key: copy it from Mailjet, Account settings → App Connections → Segment")
+
+        try:
+            message = json.loads(await _read_body(request), parse_constant=_reject_constant)
+        except _BodyTooLarge:
+            return _answer(400, f"message larger than {MAX_BODY_BYTES} bytes")
+        except ValueError as exc:
+            return _answer(400, f"malformed JSON: {exc}")
+        if not isinstance(message, dict):
+            return _answer(400, f"the message must be a JSON object, got {type(message).__name__}")
+
+        call_type = message.get("type")
+        if call_type != "identify":
+            if call_type in SEGMENT_CALL_TYPES:
+                return _answer(501, f"the Mailjet destination accepts identify calls only, not {call_type}")
+            return _answer(400, f"unknown message type {json.dumps(call_type)}: expected identify")
+
+        try:
+            settings = parse_settings(authorization, request.headers.get("x-segment-settings"))
+            update = map_identify(message)
+        except (SettingsError, MappingError) as exc:
+            return _answer(400, str(exc))
+
+        try:
+            outcome = await apply_identify(self.client_for(account), settings.list_id, update)
+        except MailjetError as exc:
+            return _answer_mailjet_error(exc, settings.list_id)
+        return JSONResponse(outcome.to_json())
+
+    async def close(self) -> None:
+        await self.http.aclose()
+
+
+async def _health(request: Request) -> JSONResponse:
+    return JSONResponse({"status": "ok", "service": "destination"})
+
+
+async def _http_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, HTTPException)
+    return JSONResponse({"message": exc.detail}, status_code=exc.status_code, headers=exc.headers)
+
+
+async def _unexpected_error(request: Request, exc: Exception) -> JSONResponse:
+    # A bug, but still answered in the contract's shape. 500 makes Segment retry, which is right
+    # for a transient fault and harmless for a deterministic one (it fails again, then gives up).
+    logger.exception("unexpected error handling %s %s", request.method, request.url.path)
+    return _answer(500, f"internal error in the Mailjet destination: {exc.__class__.__name__}")
+
+
+def create_app(key_ring: KeyRing) -> Starlette:
+    destination = Destination(key_ring)
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        yield
+        await destination.close()
+
+    return Starlette(
+        routes=[Route("/", destination.receive, methods=["POST"]), Route("/health", _health, methods=["GET"])],
+        exception_handlers={HTTPException: _http_error, Exception: _unexpected_error},
+        lifespan=lifespan,
+    )

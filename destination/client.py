@@ -1,0 +1,183 @@
+"""An async client for the Mailjet REST v3 calls the destination makes, for one account.
+
+All accounts share one `httpx.AsyncClient` (one connection pool per app); a `MailjetClient` adds
+the account's credentials, Mailjet's error shape, and a cache of contact property definitions so
+that a steady stream of identifies costs one managecontact call each.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+import httpx
+
+from .keyring import MailjetAccount
+
+MANAGECONTACT_ACTION = "addnoforce"
+# Mailjet's page size maximum (reference/mailjet.md §1).
+METADATA_PAGE_SIZE = 1000
+
+
+def create_http_client() -> httpx.AsyncClient:
+    """The pooled HTTP client an app shares across accounts and requests."""
+    # Segment times a destination out after about 5 s (webhooks doc), so a slow Mailjet call must
+    # fail before that and be answered 503 for Segment to retry it.
+    return httpx.AsyncClient(
+        timeout=httpx.Timeout(4.0, connect=2.0),
+        limits=httpx.Limits(max_connections=256, max_keepalive_connections=128),
+        headers={"User-Agent": "segjet-destination/0.1", "Accept": "application/json"},
+    )
+
+
+class MailjetError(Exception):
+    """Mailjet answered an error (`status` is its HTTP status) or could not be reached (`status` None)."""
+
+    def __init__(self, status: int | None, message: str, info: Any = None) -> None:
+        super().__init__(status, message, info)
+        self.status = status
+        self.message = message
+        self.info = info
+
+    @property
+    def temporary(self) -> bool:
+        """Worth retrying later: unreachable, timed out, rate-limited or a server error."""
+        return self.status is None or self.status == 429 or self.status >= 500
+
+    def __str__(self) -> str:
+        status = "unreachable" if self.status is None else str(self.status)
+        detail = f" ({self.info if isinstance(self.info, str) else json.dumps(self.info)})" if self.info else ""
+        return f"Mailjet {status}: {self.message}{detail}"
+
+
+@dataclass(frozen=True)
+class PropertyDefinition:
+    name: str
+    datatype: str
+
+
+def _field(body: Mapping[str, Any], name: str) -> Any:
+    """`body[name]`, matching the key case-insensitively: Mailjet's casing varies ("Datatype"/"DataType")."""
+    if name in body:
+        return body[name]
+    lowered = name.lower()
+    return next((value for key, value in body.items() if key.lower() == lowered), None)
+
+
+def _error_from(response: httpx.Response) -> MailjetError:
+    message = response.reason_phrase or f"HTTP {response.status_code}"
+    info: Any = None
+    try:
+        body = response.json()
+    except ValueError:
+        # Some errors have no JSON body: 429 answers an HTML page, an old 401 an empty body.
+        body = None
+    if isinstance(body, Mapping):
+        error_message = _field(body, "ErrorMessage")
+        if error_message:
+            message = error_message if isinstance(error_message, str) else json.dumps(error_message)
+        info = _field(body, "ErrorInfo") or None
+    return MailjetError(response.status_code, message, info)
+
+
+class MailjetClient:
+    def __init__(self, http: httpx.AsyncClient, account: MailjetAccount) -> None:
+        self.http = http
+        self.account = account
+        token = base64.b64encode(f"{account.api_key}:{account.secret_key}".encode()).decode("ascii")
+        self._headers = {"Authorization": f"Basic {token}"}
+        # Property definitions by lower-cased name. Guess: Mailjet matches property names
+        # case-insensitively, as it does JSON keys, so "Plan" and "plan" are one property.
+        self._definitions: dict[str, PropertyDefinition] | None = None
+        self._definitions_lock = asyncio.Lock()
+
+    async def _request(self, method: str, path: str, *, params: Mapping[str, Any] | None = None, body: Any = None) -> dict[str, Any]:
+        url = f"{self.account.base_url}{path}"
+        try:
+            response = await self.http.request(method, url, params=params, json=body, headers=self._headers)
+        except httpx.TimeoutException as exc:
+            raise MailjetError(None, f"timed out calling {method} {path}") from exc
+        except httpx.HTTPError as exc:
+            raise MailjetError(None, f"cannot reach {self.account.base_url}: {exc.__class__.__name__} {exc}".strip()) from exc
+        if response.status_code >= 400:
+            raise _error_from(response)
+        try:
+            answer = response.json()
+        except ValueError as exc:
+            raise MailjetError(response.status_code, f"{method} {path} answered a body that is not JSON") from exc
+        if not isinstance(answer, dict) or not isinstance(_field(answer, "Data"), list):
+            raise MailjetError(response.status_code, f"{method} {path} answered no Data array")
+        return answer
+
+    async def _fetch_definitions(self) -> dict[str, PropertyDefinition]:
+        definitions: dict[str, PropertyDefinition] = {}
+        offset = 0
+        while True:
+            page = await self._request("GET", "/v3/REST/contactmetadata", params={"Limit": METADATA_PAGE_SIZE, "Offset": offset})
+            data = _field(page, "Data")
+            for item in data:
+                name, datatype = _field(item, "Name"), _field(item, "Datatype")
+                if isinstance(name, str) and isinstance(datatype, str):
+                    definitions[name.lower()] = PropertyDefinition(name, datatype)
+            offset += len(data)
+            if len(data) < METADATA_PAGE_SIZE:
+                return definitions
+
+    async def property_definitions(self) -> dict[str, PropertyDefinition]:
+        """The account's contact properties by lower-cased name; fetched once, then cached."""
+        if self._definitions is None:
+            async with self._definitions_lock:
+                if self._definitions is None:
+                    self._definitions = await self._fetch_definitions()
+        return self._definitions
+
+    def forget_property_definitions(self) -> None:
+        """Drop the cache (someone may have deleted or retyped a property in Mailjet's UI)."""
+        self._definitions = None
+
+    async def _create_property(self, name: str, datatype: str) -> PropertyDefinition:
+        answer = await self._request("POST", "/v3/REST/contactmetadata", body={"Name": name, "Datatype": datatype, "NameSpace": "static"})
+        created = _field(answer, "Data")[0] if _field(answer, "Data") else {}
+        return PropertyDefinition(_field(created, "Name") or name, _field(created, "Datatype") or datatype)
+
+    async def define_properties(self, wanted: Mapping[str, str]) -> tuple[dict[str, PropertyDefinition], list[PropertyDefinition]]:
+        """Create the properties of `wanted` (name → datatype) that the account lacks.
+
+        Answers all definitions and the ones created. Creation is serialised per account so that
+        concurrent identifies carrying the same new trait create it once.
+        """
+        definitions = await self.property_definitions()
+        if all(name.lower() in definitions for name in wanted):
+            return definitions, []
+        async with self._definitions_lock:
+            definitions = self._definitions if self._definitions is not None else await self._fetch_definitions()
+            missing = {name: datatype for name, datatype in wanted.items() if name.lower() not in definitions}
+            results = await asyncio.gather(*(self._create_property(n, t) for n, t in missing.items()), return_exceptions=True)
+            created = [result for result in results if isinstance(result, PropertyDefinition)]
+            failures = [result for result in results if isinstance(result, BaseException)]
+            definitions = dict(definitions)
+            definitions.update((definition.name.lower(), definition) for definition in created)
+            if failures:
+                # Another writer may have created the same name meanwhile: re-read before failing.
+                definitions = await self._fetch_definitions()
+                self._definitions = definitions
+                if any(name.lower() not in definitions for name in missing):
+                    raise failures[0]
+            self._definitions = definitions
+            return definitions, created
+
+    async def upsert_contact(self, list_id: int, email: str, name: str | None, properties: Mapping[str, Any]) -> dict[str, Any]:
+        """Create or update the contact and add it to the list without touching its subscription
+        status (`addnoforce`, DESIGN §4). Answers Mailjet's Data[0] (ContactID, Email, ...)."""
+        body: dict[str, Any] = {"Email": email, "Action": MANAGECONTACT_ACTION}
+        # Without Name, managecontact leaves the contact's current name as it is.
+        if name is not None:
+            body["Name"] = name
+        if properties:
+            body["Properties"] = dict(properties)
+        answer = await self._request("POST", f"/v3/REST/contactslist/{list_id}/managecontact", body=body)
+        data = _field(answer, "Data")
+        return data[0] if data and isinstance(data[0], dict) else {}

@@ -1,0 +1,65 @@
+"""Which Mailjet account a Segment authentication key stands for.
+
+Real Mailjet shows one authentication key per account on App Connections → Segment; the
+destination looks the key up and calls that account's API with its API key pair. The base URL is
+per account so the same code talks to `https://api.mailjet.com/` or to a fake.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+
+class KeyRingError(ValueError):
+    """A key ring file or object that cannot be loaded."""
+
+
+@dataclass(frozen=True)
+class MailjetAccount:
+    base_url: str
+    api_key: str
+    # Kept out of repr so that logs and tracebacks never show the secret.
+    secret_key: str = field(repr=False)
+
+    def __post_init__(self) -> None:
+        # Paths are appended as "/v3/REST/...": accept "https://api.mailjet.com/" and the bare host alike.
+        object.__setattr__(self, "base_url", self.base_url.rstrip("/"))
+
+
+class KeyRing:
+    """Authentication key → Mailjet account."""
+
+    def __init__(self, accounts: Mapping[str, MailjetAccount]) -> None:
+        self._accounts = dict(accounts)
+
+    def account_for(self, auth_key: str) -> MailjetAccount | None:
+        return self._accounts.get(auth_key)
+
+    def __len__(self) -> int:
+        return len(self._accounts)
+
+    @classmethod
+    def from_json(cls, data: Any) -> KeyRing:
+        """From `{"accounts": {auth_key: {"base_url", "api_key", "secret_key"}}}`."""
+        if not isinstance(data, dict) or not isinstance(data.get("accounts"), dict):
+            raise KeyRingError('a key ring is a JSON object {"accounts": {auth_key: {"base_url", "api_key", "secret_key"}}}')
+        accounts = {}
+        for auth_key, entry in data["accounts"].items():
+            if not auth_key:
+                raise KeyRingError("an authentication key in the key ring is empty")
+            missing = [name for name in ("base_url", "api_key", "secret_key") if not isinstance(entry, dict) or not isinstance(entry.get(name), str) or not entry[name]]
+            if missing:
+                raise KeyRingError(f"key ring entry {auth_key!r} lacks non-empty string field(s): {', '.join(missing)}")
+            accounts[auth_key] = MailjetAccount(entry["base_url"], entry["api_key"], entry["secret_key"])
+        return cls(accounts)
+
+    @classmethod
+    def from_file(cls, path: str | Path) -> KeyRing:
+        try:
+            data = json.loads(Path(path).read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise KeyRingError(f"cannot read key ring {path}: {exc}") from exc
+        return cls.from_json(data)

@@ -1,0 +1,262 @@
+"""A Segment identify call → what to write to Mailjet. Pure functions: no I/O, no clock.
+
+The rules follow Mailjet's own Segment user guide where it says something (nested objects are
+flattened with `_`, arrays cannot be stored) and DESIGN §4 "Destination" elsewhere. Every choice
+the guide does not document is marked "Guess:" and listed in README "Fidelity".
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import unicodedata
+from dataclasses import dataclass, replace
+from datetime import datetime, timezone
+from typing import Any, Literal, Mapping, cast
+
+Datatype = Literal["bool", "int", "float", "datetime", "str"]
+Scalar = bool | int | float | str
+
+USER_ID_PROPERTY = "segment_user_id"
+NAME_TRAITS = ("name", "firstName", "lastName", "first_name", "last_name")
+
+# Guess: Mailjet documents no integer range; its int properties are assumed to be 64-bit, and a
+# larger integer (an id, a phone number) is kept exactly by storing it as text.
+_INT64 = range(-(2**63), 2**63)
+
+# ISO-8601 dates and date-times as Segment libraries send them ("2024-05-01T10:00:00.123Z").
+_ISO_DATETIME = re.compile(r"\d{4}-\d{2}-\d{2}(?:[T ]\d{2}:\d{2}(?::\d{2}(?:\.\d{1,6})?)?(?:Z|[+-]\d{2}:?\d{2})?)?\Z")
+
+# Guess: Mailjet does not document which property names it accepts. Its template syntax
+# ([[data:name]]) and third-party integrations use ASCII letters, digits and "_"; we also require a
+# leading letter so a name never looks like a number.
+_VALID_PROPERTY_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]*\Z")
+_INVALID_NAME_CHARACTERS = re.compile(r"[^A-Za-z0-9_]+")
+
+
+class MappingError(ValueError):
+    """The identify call cannot be applied (no email, traits not an object); answered 400."""
+
+
+@dataclass(frozen=True)
+class Property:
+    """One Mailjet contact property to set, from one trait (dotted path) or from userId."""
+
+    name: str
+    raw: Scalar
+    datatype: Datatype
+    source: str
+
+    @property
+    def value(self) -> Scalar:
+        return render_value(self.raw, self.datatype)
+
+
+@dataclass(frozen=True)
+class SkippedTrait:
+    trait: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class RenamedTrait:
+    trait: str
+    property: str
+
+
+@dataclass(frozen=True)
+class ContactUpdate:
+    """What one identify asks of Mailjet: upsert `email` in the list with `name` and `properties`."""
+
+    email: str
+    name: str | None
+    properties: tuple[Property, ...]
+    skipped: tuple[SkippedTrait, ...]
+    renamed: tuple[RenamedTrait, ...]
+
+
+def _object_or_empty(value: Any, where: str) -> Mapping[str, Any]:
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise MappingError(f"{where} must be an object, got {type(value).__name__}")
+    return value
+
+
+def find_email(message: Mapping[str, Any]) -> str | None:
+    """`traits.email`, else `context.traits.email` (where Engage and some sources put it)."""
+    traits = _object_or_empty(message.get("traits"), "traits")
+    context = _object_or_empty(message.get("context"), "context")
+    context_traits = _object_or_empty(context.get("traits"), "context.traits")
+    for where, candidate in (("traits.email", traits.get("email")), ("context.traits.email", context_traits.get("email"))):
+        if candidate is None or candidate == "":
+            continue
+        if not isinstance(candidate, str):
+            raise MappingError(f"{where} must be a string, got {type(candidate).__name__}")
+        email = candidate.strip()
+        # A light check only: Mailjet itself decides what it accepts as an address.
+        local, at, domain = email.rpartition("@")
+        if not at or not local or not domain or " " in email:
+            raise MappingError(f"{where} is not an email address: {candidate!r}")
+        return email
+    return None
+
+
+def _text(value: Any) -> str:
+    return value.strip() if isinstance(value, str) else ""
+
+
+def contact_name(traits: Mapping[str, Any]) -> str | None:
+    """Mailjet's contact `Name`: `name`, else first and last name (camelCase or snake_case)."""
+    name = _text(traits.get("name"))
+    if name:
+        return name
+    first = _text(traits.get("firstName")) or _text(traits.get("first_name"))
+    last = _text(traits.get("lastName")) or _text(traits.get("last_name"))
+    return " ".join(part for part in (first, last) if part) or None
+
+
+def parse_iso_datetime(text: str) -> datetime | None:
+    """The instant an ISO-8601 date or date-time string names, in UTC; None for any other string."""
+    if not _ISO_DATETIME.match(text):
+        return None
+    try:
+        parsed = datetime.fromisoformat(text)
+    except ValueError:
+        return None
+    # Guess: a date-time without an offset is taken as UTC, as Segment timestamps are.
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=timezone.utc)
+    return parsed.astimezone(timezone.utc)
+
+
+def infer_datatype(value: Any) -> Datatype | None:
+    """Mailjet `Datatype` for a trait value; None when no property can hold it (null, list, object)."""
+    # bool first: in Python True is an int.
+    if isinstance(value, bool):
+        return "bool"
+    if isinstance(value, int):
+        return "int" if value in _INT64 else "str"
+    if isinstance(value, float):
+        return "float" if math.isfinite(value) else None
+    if isinstance(value, str):
+        return "datetime" if parse_iso_datetime(value) is not None else "str"
+    return None
+
+
+def _rfc3339(instant: datetime) -> str:
+    # Mailjet's examples use whole seconds ("2018-01-01T00:00:00"); sub-second precision is dropped.
+    return instant.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def render_value(raw: Scalar, datatype: Datatype) -> Scalar:
+    """The value as sent in managecontact `Properties`: JSON bool/number for bool/int/float (as in
+    Mailjet's own examples, `"Age": 30`), RFC3339 UTC text for datetime, text for str."""
+    if datatype == "datetime":
+        if isinstance(raw, str):
+            instant = parse_iso_datetime(raw)
+            if instant is None:
+                raise ValueError(f"not an ISO-8601 date-time: {raw!r}")
+            return _rfc3339(instant)
+        # Mailjet datetime properties also accept a Unix timestamp (reference/mailjet.md §4).
+        return _rfc3339(datetime.fromtimestamp(raw, timezone.utc))
+    if datatype == "str":
+        if isinstance(raw, bool):
+            return "true" if raw else "false"
+        return raw if isinstance(raw, str) else repr(raw)
+    if datatype == "float":
+        return float(raw)
+    return raw
+
+
+def sanitize_property_name(name: str) -> str:
+    """A valid Mailjet property name for `name`: accents folded to ASCII, other invalid characters
+    replaced by "_", and a "trait_" prefix when it would not start with a letter."""
+    if _VALID_PROPERTY_NAME.match(name):
+        return name
+    ascii_name = unicodedata.normalize("NFKD", name).encode("ascii", "ignore").decode("ascii")
+    cleaned = _INVALID_NAME_CHARACTERS.sub("_", ascii_name).strip("_")
+    if not cleaned[:1].isalpha():
+        cleaned = f"trait_{cleaned}" if cleaned else "trait"
+    return cleaned
+
+
+def flatten_traits(traits: Mapping[str, Any]) -> tuple[list[tuple[str, str, Any]], list[SkippedTrait]]:
+    """Leaves of `traits` as (dotted trait path, "_"-joined name, value), and the traits skipped.
+
+    Nested objects are flattened with "_" (`location.latitude` → `location_latitude`), as Mailjet's
+    Segment guide describes; arrays are skipped because a Mailjet property holds one value.
+    """
+    leaves: list[tuple[str, str, Any]] = []
+    skipped: list[SkippedTrait] = []
+
+    def walk(value: Any, path: list[str]) -> None:
+        dotted = ".".join(path)
+        if isinstance(value, Mapping):
+            if not value:
+                skipped.append(SkippedTrait(dotted, "empty object: nothing to store"))
+            for key, child in value.items():
+                walk(child, [*path, str(key)])
+        elif isinstance(value, (list, tuple)):
+            skipped.append(SkippedTrait(dotted, "array: a Mailjet property holds a single value"))
+        else:
+            leaves.append((dotted, "_".join(path), value))
+
+    for key, value in traits.items():
+        walk(value, [str(key)])
+    return leaves, skipped
+
+
+def map_identify(message: Mapping[str, Any]) -> ContactUpdate:
+    """The Mailjet contact update for an identify call; raises MappingError without an email."""
+    traits = _object_or_empty(message.get("traits"), "traits")
+    email = find_email(message)
+    if email is None:
+        raise MappingError("no email: the Mailjet destination needs traits.email (or context.traits.email) to identify a contact")
+
+    leaves, skipped = flatten_traits(traits)
+    properties: dict[str, Property] = {}
+    renamed: list[RenamedTrait] = []
+
+    user_id = message.get("userId")
+    if isinstance(user_id, (str, int)) and not isinstance(user_id, bool) and str(user_id) != "":
+        # Kept so that Mailjet's email events can be sent back to Segment with this userId.
+        properties[USER_ID_PROPERTY.lower()] = Property(USER_ID_PROPERTY, str(user_id), "str", "userId")
+
+    for trait, joined, value in leaves:
+        # The email is the contact's own key (Contact.Email); a property copy would add nothing and
+        # could drift from it. Name traits do become properties too (first_name, lastName, ...):
+        # Mailjet's Name is one field, and templates personalise with properties ([[data:first_name]]).
+        if trait == "email":
+            continue
+        datatype = infer_datatype(value)
+        if datatype is None:
+            reason = "null: Mailjet property left unchanged" if value is None else f"unsupported value {value!r}"
+            skipped.append(SkippedTrait(trait, reason))
+            continue
+        name = sanitize_property_name(joined)
+        # Guess: Mailjet property names are matched case-insensitively, like its JSON keys.
+        taken_by = properties.get(name.lower())
+        if taken_by is not None:
+            skipped.append(SkippedTrait(trait, f"same Mailjet property name {name!r} as {taken_by.source}"))
+            continue
+        if name != joined:
+            renamed.append(RenamedTrait(trait, name))
+        properties[name.lower()] = Property(name, value, datatype, trait)
+
+    return ContactUpdate(email, contact_name(traits), tuple(properties.values()), tuple(skipped), tuple(renamed))
+
+
+def conform_to_definition(prop: Property, defined: str) -> Property | None:
+    """`prop` typed as the property already defined in Mailjet, or None when its value cannot be.
+
+    Mailjet rejects the whole managecontact call on one mistyped property ("Property type does not
+    match definition"), so a value that fits the existing definition is converted, and one that
+    does not is skipped (and reported) rather than losing the contact update.
+    """
+    if defined == prop.datatype:
+        return prop
+    # Any scalar has a text form; an integer is a valid float and a valid Unix timestamp.
+    if defined == "str" or (prop.datatype == "int" and defined in ("float", "datetime")):
+        return replace(prop, datatype=cast(Datatype, defined))
+    return None
