@@ -1,0 +1,246 @@
+import pytest
+
+from destination.mapping import (
+    ContactUpdate,
+    MappingError,
+    Property,
+    conform_to_definition,
+    contact_name,
+    find_email,
+    flatten_traits,
+    infer_datatype,
+    map_identify,
+    render_value,
+    sanitize_property_name,
+)
+
+
+def identify(traits=None, **fields):
+    return {"type": "identify", "userId": "u1", "traits": {"email": "ada@example.com", **(traits or {})}, **fields}
+
+
+def props(update: ContactUpdate) -> dict:
+    return {prop.name: (prop.value, prop.datatype) for prop in update.properties}
+
+
+def test_nested_objects_are_flattened_with_underscores():
+    update = map_identify(identify({"location": {"latitude": 48.87, "longitude": 2.37, "address": {"city": {"name": "Paris"}}}}))
+    assert props(update)["location_latitude"] == (48.87, "float")
+    assert props(update)["location_longitude"] == (2.37, "float")
+    assert props(update)["location_address_city_name"] == ("Paris", "str")
+    assert {prop.name: prop.source for prop in update.properties}["location_address_city_name"] == "location.address.city.name"
+    # Flattening is the documented rule, not a rename.
+    assert update.renamed == ()
+
+
+def test_arrays_are_skipped_and_reported_at_any_depth():
+    update = map_identify(identify({"tags": ["a", "b"], "company": {"ids": [1, 2], "plan": "pro"}}))
+    assert {skipped.trait for skipped in update.skipped} == {"tags", "company.ids"}
+    assert all("array" in skipped.reason for skipped in update.skipped)
+    assert "tags" not in props(update) and "company_ids" not in props(update)
+    assert props(update)["company_plan"] == ("pro", "str")
+
+
+def test_empty_object_is_reported():
+    update = map_identify(identify({"address": {}}))
+    assert [skipped.trait for skipped in update.skipped] == ["address"]
+
+
+def test_flatten_traits_yields_path_name_and_value():
+    leaves, skipped = flatten_traits({"a": {"b": 1}, "c": [1]})
+    assert leaves == [("a.b", "a_b", 1)]
+    assert skipped[0].trait == "c"
+
+
+@pytest.mark.parametrize(
+    ("traits", "expected"),
+    [
+        ({"name": "Ada Lovelace", "firstName": "Augusta"}, "Ada Lovelace"),
+        ({"firstName": "Ada", "lastName": "Lovelace"}, "Ada Lovelace"),
+        ({"first_name": "Ada", "last_name": "Lovelace"}, "Ada Lovelace"),
+        ({"firstName": "Ada", "last_name": "Lovelace"}, "Ada Lovelace"),
+        ({"firstName": "Ada"}, "Ada"),
+        ({"lastName": "Lovelace"}, "Lovelace"),
+        ({"name": "  ", "first_name": " Ada "}, "Ada"),
+        ({"name": 42}, None),
+        ({}, None),
+    ],
+)
+def test_contact_name(traits, expected):
+    assert contact_name(traits) == expected
+
+
+def test_name_traits_also_become_properties_but_email_does_not():
+    update = map_identify(identify({"firstName": "Ada", "last_name": "Lovelace"}))
+    assert update.name == "Ada Lovelace"
+    assert props(update)["firstName"] == ("Ada", "str")
+    assert props(update)["last_name"] == ("Lovelace", "str")
+    assert "email" not in props(update)
+
+
+@pytest.mark.parametrize(
+    ("value", "datatype"),
+    [
+        (True, "bool"),
+        (False, "bool"),
+        (1, "int"),
+        (0, "int"),
+        (-7, "int"),
+        (1.0, "float"),
+        (0.5, "float"),
+        (2**70, "str"),
+        (float("nan"), None),
+        ("2024-05-01T10:00:00Z", "datetime"),
+        ("2024-05-01T10:00:00.123+02:00", "datetime"),
+        ("2024-05-01T10:00", "datetime"),
+        ("1990-05-12", "datetime"),
+        ("2024-13-45", "str"),
+        ("2024", "str"),
+        ("May 1st", "str"),
+        ("", "str"),
+        (None, None),
+        ([1], None),
+        ({"a": 1}, None),
+    ],
+)
+def test_infer_datatype(value, datatype):
+    assert infer_datatype(value) == datatype
+
+
+@pytest.mark.parametrize(
+    ("raw", "datatype", "rendered"),
+    [
+        (True, "bool", True),
+        (3, "int", 3),
+        (1.0, "float", 1.0),
+        ("2024-05-01T10:00:00.123+02:00", "datetime", "2024-05-01T08:00:00Z"),
+        ("2024-05-01T10:00:00", "datetime", "2024-05-01T10:00:00Z"),
+        ("1990-05-12", "datetime", "1990-05-12T00:00:00Z"),
+        (0, "datetime", "1970-01-01T00:00:00Z"),
+        (True, "str", "true"),
+        (42, "str", "42"),
+        (2.5, "str", "2.5"),
+        (7, "float", 7.0),
+    ],
+)
+def test_render_value(raw, datatype, rendered):
+    value = render_value(raw, datatype)
+    assert value == rendered and type(value) is type(rendered)
+
+
+def test_none_is_skipped_not_sent():
+    update = map_identify(identify({"plan": None}))
+    assert "plan" not in props(update)
+    assert update.skipped[0].trait == "plan" and "null" in update.skipped[0].reason
+
+
+def test_engage_audience_traits_become_boolean_properties():
+    message = identify({"order_completed_last_30days": True, "churn_risk": False})
+    message["context"] = {"personas": {"computation_class": "audience", "computation_key": "order_completed_last_30days"}}
+    update = map_identify(message)
+    assert props(update)["order_completed_last_30days"] == (True, "bool")
+    assert props(update)["churn_risk"] == (False, "bool")
+
+
+def test_email_from_traits_wins_over_context_traits():
+    message = identify(context={"traits": {"email": "context@example.com"}})
+    assert map_identify(message).email == "ada@example.com"
+
+
+def test_email_from_context_traits_when_traits_have_none():
+    message = {"type": "identify", "userId": "u1", "traits": {"plan": "pro"}, "context": {"traits": {"email": " ctx@example.com "}}}
+    assert map_identify(message).email == "ctx@example.com"
+    assert find_email({"traits": {"email": ""}, "context": {"traits": {"email": "b@example.com"}}}) == "b@example.com"
+
+
+@pytest.mark.parametrize(
+    "message",
+    [
+        {"type": "identify", "userId": "u1", "traits": {"name": "Ada"}},
+        {"type": "identify", "userId": "u1"},
+        {"type": "identify", "userId": "u1", "traits": {"email": ""}, "context": {"traits": {}}},
+    ],
+)
+def test_missing_email_is_a_mapping_error(message):
+    with pytest.raises(MappingError, match="no email"):
+        map_identify(message)
+
+
+@pytest.mark.parametrize(
+    ("message", "error"),
+    [
+        ({"traits": {"email": "not-an-address"}}, "not an email address"),
+        ({"traits": {"email": 42}}, "must be a string"),
+        ({"traits": "ada@example.com"}, "traits must be an object"),
+        ({"traits": {}, "context": {"traits": ["x"]}}, "context.traits must be an object"),
+    ],
+)
+def test_bad_email_or_traits_shape(message, error):
+    with pytest.raises(MappingError, match=error):
+        map_identify({"type": "identify", "userId": "u1", **message})
+
+
+def test_user_id_is_kept_as_segment_user_id():
+    update = map_identify(identify(userId="user-42"))
+    assert props(update)["segment_user_id"] == ("user-42", "str")
+    assert update.properties[0].source == "userId"
+
+
+def test_user_id_wins_over_a_trait_of_the_same_name():
+    update = map_identify(identify({"segment_user_id": "forged"}, userId="user-42"))
+    assert props(update)["segment_user_id"] == ("user-42", "str")
+    assert [skipped.trait for skipped in update.skipped] == ["segment_user_id"]
+
+
+def test_anonymous_identify_has_no_segment_user_id():
+    message = {"type": "identify", "anonymousId": "anon-1", "traits": {"email": "ada@example.com"}}
+    assert "segment_user_id" not in props(map_identify(message))
+
+
+@pytest.mark.parametrize(
+    ("name", "sanitized"),
+    [
+        ("plan", "plan"),
+        ("Plan_Tier2", "Plan_Tier2"),
+        ("plan tier", "plan_tier"),
+        ("plan-tier", "plan_tier"),
+        ("a.b", "a_b"),
+        ("été", "ete"),
+        ("1st_order", "trait_1st_order"),
+        ("_private", "private"),
+        ("$$$", "trait"),
+        ("日本", "trait"),
+    ],
+)
+def test_sanitize_property_name(name, sanitized):
+    assert sanitize_property_name(name) == sanitized
+
+
+def test_sanitized_names_are_reported_and_collisions_skipped():
+    update = map_identify(identify({"plan tier": "gold", "plan_tier": "silver", "Plan-Tier": "bronze"}))
+    assert props(update) == {"segment_user_id": ("u1", "str"), "plan_tier": ("gold", "str")}
+    assert [(renamed.trait, renamed.property) for renamed in update.renamed] == [("plan tier", "plan_tier")]
+    assert [skipped.trait for skipped in update.skipped] == ["plan_tier", "Plan-Tier"]
+    assert "same Mailjet property name" in update.skipped[0].reason
+
+
+def test_nested_key_needing_sanitizing_is_reported_as_renamed():
+    update = map_identify(identify({"address": {"zip code": "75001"}}))
+    assert [(renamed.trait, renamed.property) for renamed in update.renamed] == [("address.zip code", "address_zip_code")]
+
+
+@pytest.mark.parametrize(
+    ("prop", "defined", "expected"),
+    [
+        (Property("age", 30, "int", "age"), "int", ("int", 30)),
+        (Property("age", 30, "int", "age"), "float", ("float", 30.0)),
+        (Property("age", 30, "int", "age"), "str", ("str", "30")),
+        (Property("vip", True, "bool", "vip"), "str", ("str", "true")),
+        (Property("seen", 0, "int", "seen"), "datetime", ("datetime", "1970-01-01T00:00:00Z")),
+        (Property("age", "thirty", "str", "age"), "int", None),
+        (Property("vip", True, "bool", "vip"), "int", None),
+    ],
+)
+def test_conform_to_definition(prop, defined, expected):
+    fitted = conform_to_definition(prop, defined)
+    assert (None if fitted is None else (fitted.datatype, fitted.value)) == expected

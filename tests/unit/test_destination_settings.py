@@ -1,0 +1,101 @@
+import base64
+import json
+
+import pytest
+
+from destination.keyring import KeyRing, KeyRingError, MailjetAccount
+from destination.settings import (
+    DestinationSettings,
+    MissingAuthenticationKey,
+    SettingsError,
+    parse_authentication_key,
+    parse_list_id,
+    parse_settings,
+    parse_settings_header,
+)
+
+
+def basic(username: str) -> str:
+    return "Basic " + base64.b64encode(f"{username}:".encode()).decode()
+
+
+def settings_header(settings) -> str:
+    return base64.b64encode(json.dumps(settings).encode()).decode()
+
+
+def test_parse_settings_from_segment_headers():
+    parsed = parse_settings(basic("auth-key-1"), settings_header({"apiKey": "auth-key-1", "listId": "42"}))
+    assert parsed == DestinationSettings(api_key="auth-key-1", list_id=42)
+
+
+def test_authentication_key_without_colon_is_tolerated():
+    assert parse_authentication_key("Basic " + base64.b64encode(b"k").decode()) == "k"
+
+
+@pytest.mark.parametrize(
+    "authorization",
+    [None, "", "Bearer abc", "Basic !!!not-base64", basic(""), "Basic " + base64.b64encode(b"\xff\xfe:").decode()],
+)
+def test_missing_or_unusable_authentication_key(authorization):
+    with pytest.raises(MissingAuthenticationKey):
+        parse_authentication_key(authorization)
+
+
+def test_settings_header_absent_is_empty():
+    assert parse_settings_header(None) == {}
+    assert parse_settings_header("  ") == {}
+
+
+@pytest.mark.parametrize(
+    ("header", "error"),
+    [
+        ("%%%not base64%%%", "not valid base64"),
+        (base64.b64encode(b"{not json").decode(), "not base64 of JSON"),
+        (base64.b64encode(b"\xff\xfe").decode(), "not base64 of JSON"),
+        (settings_header(["listId", "1"]), "must be a JSON object"),
+    ],
+)
+def test_bad_settings_header(header, error):
+    with pytest.raises(SettingsError, match=error):
+        parse_settings_header(header)
+
+
+def test_missing_list_id_is_an_error():
+    with pytest.raises(SettingsError, match="listId is required"):
+        parse_settings(basic("k"), settings_header({"apiKey": "k"}))
+    with pytest.raises(SettingsError, match="listId is required"):
+        parse_settings(basic("k"), None)
+
+
+@pytest.mark.parametrize(("value", "expected"), [("1", 1), (" 12 ", 12), (7, 7)])
+def test_valid_list_id(value, expected):
+    assert parse_list_id(value) == expected
+
+
+@pytest.mark.parametrize("value", ["", "0", "-3", "abc", "1.5", "١٢", None, True, 1.0, 0, ["1"]])
+def test_invalid_list_id(value):
+    with pytest.raises(SettingsError, match="listId"):
+        parse_list_id(value)
+
+
+def test_key_ring_from_json_and_lookup(tmp_path):
+    path = tmp_path / "keyring.json"
+    path.write_text(json.dumps({"accounts": {"auth-1": {"base_url": "https://api.mailjet.com/", "api_key": "pk", "secret_key": "sk"}}}))
+    ring = KeyRing.from_file(path)
+    assert ring.account_for("auth-1") == MailjetAccount("https://api.mailjet.com", "pk", "sk")
+    assert ring.account_for("other") is None
+    assert "sk" not in repr(ring.account_for("auth-1"))
+
+
+@pytest.mark.parametrize(
+    "data",
+    [[], {"accounts": []}, {"accounts": {"a": {"base_url": "u", "api_key": "k"}}}, {"accounts": {"": {"base_url": "u", "api_key": "k", "secret_key": "s"}}}],
+)
+def test_bad_key_ring(data):
+    with pytest.raises(KeyRingError):
+        KeyRing.from_json(data)
+
+
+def test_unreadable_key_ring_file(tmp_path):
+    with pytest.raises(KeyRingError, match="cannot read"):
+        KeyRing.from_file(tmp_path / "missing.json")
