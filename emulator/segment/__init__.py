@@ -1,0 +1,1 @@
+"""The fake Segment: tracking API, sources, message store, profiles."""

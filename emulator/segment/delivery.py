@@ -1,0 +1,504 @@
+"""Delivery of accepted messages from the fake Segment to the Mailjet destination, with Segment's retries.
+
+State and rules only; HTTP in and out of the control API is in `delivery_routes.py`. The one place
+this module does I/O is the POST to the destination endpoint, as Segment does for a partner "direct
+destination" (reference/segment.md §5.2).
+
+How a message travels:
+- The message store calls `DeliveryPipeline.submit(message)` with every accepted message. Messages
+  the Mailjet destination would never get are recorded `skipped` at once, without any request.
+- The others join their user's FIFO lane (userId, else anonymousId). A lane is served by one worker
+  at a time, so a user's messages reach the destination in the order Segment accepted them, and a
+  message waits while the one before it is retrying. Lanes of different users run concurrently on a
+  fixed pool of workers sharing one HTTP connection pool.
+- A retryable failure puts the lane to sleep until `next_attempt_at` on the virtual clock
+  (`clock.call_at`); `POST /_emulator/clock` therefore fires due retries, and sends what waited
+  behind them, before it answers.
+
+Record states (`GET /_emulator/deliveries`):
+- `queued`: accepted for delivery, not attempted yet (the first attempt may be in flight);
+- `retrying`: at least one attempt failed with a retryable error; `next_attempt_at` says when next;
+- `delivered`: the destination answered 2xx;
+- `failed`: a final error (non-retryable status, or retries exhausted); `reason` says why;
+- `skipped`: never sent; `reason` is Segment's Delivery Overview code.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import logging
+import random
+from collections import deque
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+import httpx
+
+from ..common.clock import Clock, iso
+
+if TYPE_CHECKING:
+    from ..common.clock import _Timer
+
+logger = logging.getLogger(__name__)
+
+DESTINATION_NAME = "Mailjet"
+CLOCK_OWNER = "segment"
+
+QUEUED = "queued"
+RETRYING = "retrying"
+DELIVERED = "delivered"
+FAILED = "failed"
+SKIPPED = "skipped"
+STATES = (QUEUED, RETRYING, DELIVERED, FAILED, SKIPPED)
+
+# The Mailjet tile in Segment's catalog declares identify only (reference/segment.md §7.1).
+SUPPORTED_TYPES = frozenset({"identify"})
+# Segment's Delivery Overview vocabulary for "filtered at destination".
+UNSUPPORTED_EVENT_TYPE = "UNSUPPORTED_EVENT_TYPE"
+FILTERED_BY_INTEGRATIONS_OBJECT = "FILTERED_BY_INTEGRATIONS_OBJECT"
+
+# "retry failed destination API calls for four hours with a randomized exponential backoff"
+# (reference/segment.md §5.1). The schedule itself is not published: we guess a first wait drawn
+# from 30-60 s that doubles after each failure (about 8 retries in the window) and clamp the last
+# attempt to the end of the window, so a destination down for 4 h gets one attempt at the 4 h mark.
+RETRY_WINDOW = timedelta(hours=4)
+FIRST_BACKOFF_SECONDS = (30.0, 60.0)
+RETRIES_EXHAUSTED = "retries exhausted after 4h"
+# Actions framework policy (packages/core/src/errors.ts): 4xx are final except these; 5xx are
+# retried except 501 (unsupported call type). Timeouts and connection errors are retried too.
+RETRYABLE_4XX = frozenset({408, 423, 429})
+NOT_RETRYABLE_5XX = frozenset({501})
+
+# Segment's webhooks must answer within 5 s; we assume the same budget for direct destinations.
+DEFAULT_TIMEOUT_SECONDS = 5.0
+DEFAULT_MAX_IN_FLIGHT = 64
+DEFAULT_MAX_RECORDS = 100_000
+_RESPONSE_TEXT_LIMIT = 16 * 1024
+
+# Fields the emulator's message store may keep beside a message; Segment never sends them on.
+EMULATOR_ONLY_FIELDS = frozenset({"status", "discard_reason", "violations"})
+
+
+class DestinationConfigError(ValueError):
+    """A destination setting that Segment's UI would not accept; answered 400 by the control API."""
+
+
+@dataclass(frozen=True)
+class DestinationConfig:
+    """The Mailjet tile in the Segment workspace: on/off, its two settings, and where it is served."""
+
+    url: str
+    enabled: bool
+    settings: dict[str, str]
+
+    def __post_init__(self) -> None:
+        unknown = sorted(set(self.settings) - {"apiKey", "listId"})
+        if unknown:
+            raise DestinationConfigError(f"unknown Mailjet setting(s): {', '.join(unknown)}; expected apiKey, listId")
+        api_key = self.settings.get("apiKey", "")
+        if not isinstance(api_key, str):
+            raise DestinationConfigError("settings.apiKey (the Mailjet authentication key) must be a string")
+        if self.enabled and not api_key:
+            raise DestinationConfigError("settings.apiKey (the Mailjet authentication key) is required to enable the destination")
+        list_id = self.settings.get("listId")
+        # The setting is a string in Segment's catalog; Mailjet list ids are positive integers.
+        if not isinstance(list_id, str) or not list_id.isascii() or not list_id.isdigit() or int(list_id) < 1:
+            raise DestinationConfigError(f'settings.listId must be a string holding a positive integer, e.g. "1"; got {json.dumps(list_id)}')
+        if not isinstance(self.enabled, bool):
+            raise DestinationConfigError("enabled must be true or false")
+
+    def merged(self, update: dict[str, Any]) -> DestinationConfig:
+        """A copy with the fields of `update` (`enabled`, `settings.apiKey`, `settings.listId`) applied."""
+        unknown = sorted(set(update) - {"enabled", "settings"})
+        if unknown:
+            raise DestinationConfigError(f"unknown field(s): {', '.join(unknown)}; expected enabled, settings")
+        settings = update.get("settings", {})
+        if not isinstance(settings, dict):
+            raise DestinationConfigError("settings must be an object, e.g. {\"listId\": \"2\"}")
+        return DestinationConfig(self.url, update.get("enabled", self.enabled), {**self.settings, **settings})
+
+    def to_json(self) -> dict[str, Any]:
+        return {"enabled": self.enabled, "settings": dict(self.settings)}
+
+
+def skip_reason(message: dict[str, Any]) -> str | None:
+    """Why the Mailjet destination would not receive `message`, or None when it would."""
+    # The integrations object is applied before the destination's supported types, as Segment
+    # routes on it first (a guess: both land in Delivery Overview's "Filtered at destination").
+    integrations = message.get("integrations")
+    if isinstance(integrations, dict):
+        choice = integrations.get(DESTINATION_NAME)
+        if choice is False or (choice is None and integrations.get("All") is False):
+            return FILTERED_BY_INTEGRATIONS_OBJECT
+    if message.get("type") not in SUPPORTED_TYPES:
+        return UNSUPPORTED_EVENT_TYPE
+    return None
+
+
+def is_retryable(status: int | None) -> bool:
+    """Whether Segment retries an attempt that ended with `status` (None: timeout or connection error)."""
+    if status is None:
+        return True
+    if 500 <= status <= 599:
+        return status not in NOT_RETRYABLE_5XX
+    return status in RETRYABLE_4XX
+
+
+def backoff_delay(seed: int, message_id: str, failures: int) -> timedelta:
+    """Wait after the `failures`-th failed attempt: uniform 30-60 s, doubled per earlier failure.
+
+    Drawn from (seed, messageId, failures) rather than one shared generator, so a message's schedule
+    is reproducible whatever other messages fail around it.
+    """
+    low, high = FIRST_BACKOFF_SECONDS
+    jitter = random.Random(f"{seed}:{message_id}:{failures}").uniform(low, high)
+    return timedelta(seconds=jitter * 2 ** (failures - 1))
+
+
+def destination_headers(settings: dict[str, str]) -> dict[str, str]:
+    """Headers of Segment's request to a direct destination (reference/segment.md §5.2)."""
+    others = {name: value for name, value in settings.items() if name != "apiKey"}
+    credentials = base64.b64encode(f"{settings.get('apiKey', '')}:".encode()).decode()
+    return {
+        "Accept": "*/*",
+        "Authorization": f"Basic {credentials}",
+        "Cache-Control": "no-cache",
+        "Connection": "Keep-Alive",
+        "Content-Type": "application/json",
+        "User-Agent": "Segment.io/1.0",
+        "X-Segment-Settings": base64.b64encode(json.dumps(others, separators=(",", ":")).encode()).decode(),
+    }
+
+
+def wire_message(message: dict[str, Any]) -> dict[str, Any]:
+    """The message as Segment delivers it: the stored wire message without emulator bookkeeping."""
+    return {name: value for name, value in message.items() if name not in EMULATOR_ONLY_FIELDS}
+
+
+@dataclass
+class DeliveryRecord:
+    message_id: str
+    type: str | None
+    user_id: str | None
+    event: str | None
+    body: dict[str, Any]
+    state: str = QUEUED
+    reason: str | None = None
+    next_attempt_at: datetime | None = None
+    first_attempt_at: datetime | None = None
+    attempts: list[dict[str, Any]] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "messageId": self.message_id,
+            "type": self.type,
+            "userId": self.user_id,
+            "event": self.event,
+            "destination": DESTINATION_NAME,
+            "state": self.state,
+            "reason": self.reason,
+            "next_attempt_at": iso(self.next_attempt_at) if self.next_attempt_at else None,
+            "attempts": list(self.attempts),
+        }
+
+
+@dataclass
+class _Outcome:
+    status: int | None
+    response: Any
+    error: str | None
+    message: str
+
+
+@dataclass(eq=False)
+class _Lane:
+    """One user's FIFO of messages still to deliver."""
+
+    key: str
+    generation: int
+    pending: deque[DeliveryRecord] = field(default_factory=deque)
+    scheduled: bool = False  # waiting in the ready queue for a worker
+    active: bool = False  # a worker or the retry timer is sending its head
+    timer: _Timer | None = None  # set while its head waits for a retry
+
+    @property
+    def idle(self) -> bool:
+        return not (self.scheduled or self.active or self.timer)
+
+
+class DeliveryPipeline:
+    """Delivers accepted messages to the Mailjet destination endpoint and records every attempt."""
+
+    def __init__(
+        self,
+        clock: Clock,
+        destination_url: str,
+        seed: int | None = None,
+        *,
+        api_key: str = "",
+        list_id: str = "1",
+        enabled: bool = True,
+        timeout_seconds: float = DEFAULT_TIMEOUT_SECONDS,
+        max_in_flight: int = DEFAULT_MAX_IN_FLIGHT,
+        max_records: int = DEFAULT_MAX_RECORDS,
+    ) -> None:
+        self._clock = clock
+        self._initial_destination = DestinationConfig(destination_url.rstrip("/"), enabled, {"apiKey": api_key, "listId": list_id})
+        self._destination = self._initial_destination
+        self._seed = seed if seed is not None else random.SystemRandom().randrange(2**32)
+        self._timeout = timeout_seconds
+        self._max_in_flight = max_in_flight
+        self._max_records = max_records
+        self._generation = 0
+        self._lanes: dict[str, _Lane] = {}
+        self._waiting: dict[str, _Lane] = {}
+        self._records: deque[DeliveryRecord] = deque()
+        self._by_message_id: dict[str, list[DeliveryRecord]] = {}
+        # Created on first use, inside the event loop that serves the app.
+        self._ready: asyncio.Queue[_Lane] | None = None
+        self._workers: list[asyncio.Task[None]] = []
+        self._client: httpx.AsyncClient | None = None
+        # Bounds concurrent requests across the workers and the retry timer to the pool size
+        # (asyncio primitives bind to the running loop on first use, so this is safe to build here).
+        self._in_flight = asyncio.Semaphore(max_in_flight)
+
+    # --- configuration -------------------------------------------------------------------------
+
+    @property
+    def destination(self) -> DestinationConfig:
+        return self._destination
+
+    def configure(self, update: dict[str, Any]) -> DestinationConfig:
+        """Merge `update` into the destination's config; DestinationConfigError leaves it unchanged.
+
+        Messages already queued or retrying keep going after a change, and their next attempt uses
+        the new settings (a guess: Segment reads the settings when it sends).
+        """
+        self._destination = self._destination.merged(update)
+        return self._destination
+
+    # --- intake --------------------------------------------------------------------------------
+
+    def submit(self, message: dict[str, Any]) -> None:
+        """Route one accepted message (the message store's listener); must run in the event loop."""
+        # A disabled destination is not part of the routing at all, so nothing is recorded for it,
+        # as Segment shows no delivery for a destination that is off.
+        if not self._destination.enabled:
+            return
+        record = DeliveryRecord(
+            message_id=str(message.get("messageId")),
+            type=message.get("type"),
+            user_id=message.get("userId"),
+            event=message.get("event"),
+            body=wire_message(message),
+        )
+        self._remember(record)
+        reason = skip_reason(message)
+        if reason is not None:
+            record.state, record.reason = SKIPPED, reason
+            return
+        key = _lane_key(message)
+        lane = self._lanes.get(key)
+        if lane is None:
+            lane = self._lanes[key] = _Lane(key, self._generation)
+        lane.pending.append(record)
+        if lane.idle:
+            self._schedule(lane)
+
+    # --- reading -------------------------------------------------------------------------------
+
+    def records(
+        self, message_id: str | None = None, state: str | None = None, user_id: str | None = None, limit: int = 100
+    ) -> list[dict[str, Any]]:
+        """Delivery records, oldest first, the newest `limit` of those matching every filter given."""
+        candidates = self._by_message_id.get(message_id, []) if message_id is not None else self._records
+        selected = [
+            record
+            for record in candidates
+            if (state is None or record.state == state) and (user_id is None or record.user_id == user_id)
+        ]
+        return [record.to_json() for record in selected[-limit:]] if limit else []
+
+    # --- lifecycle -----------------------------------------------------------------------------
+
+    def reset(self) -> None:
+        """Forget every record and pending delivery, cancel retry timers, restore the startup config."""
+        # Attempts in flight belong to the old generation: their results are dropped.
+        self._generation += 1
+        for lane in self._waiting.values():
+            if lane.timer is not None:
+                Clock.cancel(lane.timer)
+        self._lanes.clear()
+        self._waiting.clear()
+        self._records.clear()
+        self._by_message_id.clear()
+        self._destination = self._initial_destination
+
+    async def aclose(self) -> None:
+        """Stop the workers and close the connection pool (app shutdown)."""
+        for worker in self._workers:
+            worker.cancel()
+        await asyncio.gather(*self._workers, return_exceptions=True)
+        self._workers.clear()
+        if self._client is not None:
+            await self._client.aclose()
+            self._client = None
+
+    # --- delivery ------------------------------------------------------------------------------
+
+    def _remember(self, record: DeliveryRecord) -> None:
+        if len(self._records) >= self._max_records:
+            oldest = self._records.popleft()
+            same_id = self._by_message_id.get(oldest.message_id, [])
+            if oldest in same_id:
+                same_id.remove(oldest)
+            if not same_id:
+                self._by_message_id.pop(oldest.message_id, None)
+        self._records.append(record)
+        self._by_message_id.setdefault(record.message_id, []).append(record)
+
+    def _schedule(self, lane: _Lane) -> None:
+        if self._ready is None:
+            self._ready = asyncio.Queue()
+            self._client = httpx.AsyncClient(
+                limits=httpx.Limits(max_connections=self._max_in_flight, max_keepalive_connections=self._max_in_flight),
+                # Offline tool: proxy variables from the environment must not reroute 127.0.0.1.
+                trust_env=False,
+            )
+            self._workers = [
+                asyncio.create_task(self._work(), name=f"segment-delivery-{n}") for n in range(self._max_in_flight)
+            ]
+        lane.scheduled = True
+        self._ready.put_nowait(lane)
+
+    async def _work(self) -> None:
+        assert self._ready is not None
+        while True:
+            lane = await self._ready.get()
+            lane.scheduled = False
+            if lane.generation != self._generation or lane.active:
+                continue
+            try:
+                await self._serve(lane)
+            except Exception:  # a bug must not cost the pool a worker
+                logger.exception("delivery of lane %s failed unexpectedly", lane.key)
+
+    async def _fire_due(self) -> None:
+        """Timer callback: retry every lane whose head is due, concurrently, and drain what follows."""
+        now = self._clock.now()
+        due = [lane for lane in self._waiting.values() if lane.pending[0].next_attempt_at <= now]
+        for lane in due:
+            del self._waiting[lane.key]
+            # One callback serves every due lane; their own timers have nothing left to do.
+            Clock.cancel(lane.timer)
+            lane.timer = None
+        results = await asyncio.gather(*(self._serve(lane) for lane in due), return_exceptions=True)
+        for lane, result in zip(due, results):
+            if isinstance(result, Exception):
+                logger.error("retry of lane %s failed unexpectedly", lane.key, exc_info=result)
+
+    async def _serve(self, lane: _Lane) -> None:
+        """Send the lane's messages in order until it is empty or its head must wait for a retry."""
+        lane.active = True
+        try:
+            while lane.pending:
+                record = lane.pending[0]
+                await self._attempt(record)
+                if lane.generation != self._generation:
+                    return
+                if record.state == RETRYING:
+                    lane.timer = self._clock.call_at(record.next_attempt_at, self._fire_due, owner=CLOCK_OWNER)
+                    self._waiting[lane.key] = lane
+                    return
+                lane.pending.popleft()
+            if self._lanes.get(lane.key) is lane:
+                del self._lanes[lane.key]
+        finally:
+            lane.active = False
+
+    async def _attempt(self, record: DeliveryRecord) -> None:
+        assert self._client is not None
+        async with self._in_flight:
+            # Settings are read per attempt, so a retry after a settings change uses the new ones.
+            destination = self._destination
+            headers = destination_headers(destination.settings)
+            at = self._clock.now()
+            outcome = await self._send(destination.url + "/", headers, record.body)
+        if record.first_attempt_at is None:
+            record.first_attempt_at = at
+        record.attempts.append(
+            {
+                "at": iso(at),
+                "status": outcome.status,
+                "response": outcome.response,
+                "error": outcome.error,
+                "request": {"method": "POST", "url": destination.url + "/", "headers": headers, "body": record.body},
+            }
+        )
+        self._settle(record, outcome)
+
+    async def _send(self, url: str, headers: dict[str, str], body: dict[str, Any]) -> _Outcome:
+        assert self._client is not None
+        content = json.dumps(body, separators=(",", ":")).encode()
+        try:
+            response = await self._client.post(url, content=content, headers=headers, timeout=self._timeout)
+        except httpx.TimeoutException:
+            return _Outcome(None, None, "ETIMEDOUT", f"timeout: no response within {self._timeout:g}s")
+        except httpx.ConnectError as exc:
+            return _Outcome(None, None, "ECONNREFUSED", f"connection error: {exc or type(exc).__name__}")
+        except httpx.TransportError as exc:
+            return _Outcome(None, None, "ECONNRESET", f"connection error: {exc or type(exc).__name__}")
+        parsed = _parse_body(response)
+        return _Outcome(response.status_code, parsed, None, _destination_message(response.status_code, parsed))
+
+    def _settle(self, record: DeliveryRecord, outcome: _Outcome) -> None:
+        record.next_attempt_at = None
+        if outcome.status is not None and 200 <= outcome.status <= 299:
+            record.state, record.reason = DELIVERED, None
+            return
+        if not is_retryable(outcome.status):
+            # The destination's own words are the most useful reason (e.g. "no email in traits").
+            record.state, record.reason = FAILED, outcome.message
+            return
+        now = self._clock.now()
+        assert record.first_attempt_at is not None
+        deadline = record.first_attempt_at + RETRY_WINDOW
+        if now >= deadline:
+            record.state, record.reason = FAILED, RETRIES_EXHAUSTED
+            return
+        record.state = RETRYING
+        record.reason = outcome.message if outcome.status is None else f"HTTP {outcome.status}: {outcome.message}"
+        failures = len(record.attempts)
+        record.next_attempt_at = min(now + backoff_delay(self._seed, record.message_id, failures), deadline)
+
+
+def _lane_key(message: dict[str, Any]) -> str:
+    for name in ("userId", "anonymousId"):
+        value = message.get(name)
+        if value not in (None, ""):
+            return f"{name}:{value}"
+    # Accepted messages always have one of the two; this keeps a malformed one from sharing a lane.
+    return f"messageId:{message.get('messageId')}"
+
+
+def _parse_body(response: httpx.Response) -> Any:
+    if not response.content:
+        return None
+    try:
+        return response.json()
+    except ValueError:
+        return response.text[:_RESPONSE_TEXT_LIMIT]
+
+
+def _destination_message(status: int, body: Any) -> str:
+    """The destination's explanation: `{"message": ...}` per the direct-destination contract, else the text."""
+    if isinstance(body, dict):
+        for name in ("message", "error"):
+            if isinstance(body.get(name), str) and body[name]:
+                return body[name]
+    if isinstance(body, str) and body.strip():
+        return body.strip()
+    return f"HTTP {status}"

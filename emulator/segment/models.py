@@ -1,0 +1,778 @@
+"""State and rules of the fake Segment tracking API: sources, ingestion, message store, profiles.
+
+No HTTP here: `routes.py` hands over the raw body and two headers, this module decides what the
+real API would answer and what it would keep. Rules come from reference/segment.md §1, §2, §6;
+where the real behaviour is undocumented the rule is marked GUESS (also in README "Fidelity").
+
+Nothing a client sent is lost silently: a call Segment would drop with a 200 is stored with
+`status: "discarded"` and a `discard_reason`, so tests and the debugger can see why.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import bisect
+import hashlib
+import heapq
+import json
+import logging
+import re
+import uuid
+import zlib
+from collections import OrderedDict, deque
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+import contracts
+
+from ..common.clock import Clock, iso, parse_iso
+from ..config import BundleConfig
+
+log = logging.getLogger("segjet.segment")
+
+# Limits from the HTTP API docs ("Max request size", "Errors"), reference §1.5.
+MAX_CALL_BYTES = 32 * 1024
+MAX_BATCH_BYTES = 500 * 1024
+MAX_BATCH_EVENTS = 2500
+# Reading stops here: even gzip cannot make a body this big fit the batch limit once inflated.
+MAX_RAW_BODY_BYTES = 2 * MAX_BATCH_BYTES
+# "99% of your data won't have duplicates within an approximately 24 hour look-back window".
+DEDUPE_WINDOW = timedelta(hours=24)
+# The debugger feed keeps the newest messages only; profiles and listeners see every message.
+MESSAGE_LOG_CAPACITY = 200_000
+
+CALL_TYPES = ("identify", "track", "page", "screen", "group", "alias")
+# /v1/<endpoint> → call type; None marks the batch endpoints (analytics.js posts batches to /v1/b,
+# legacy analytics-android to /v1/import).
+ENDPOINTS: dict[str, str | None] = {
+    **{call_type: call_type for call_type in CALL_TYPES},
+    **{call_type[0]: call_type for call_type in CALL_TYPES},
+    "batch": None,
+    "b": None,
+    "import": None,
+}
+
+ACCEPTED = "accepted"
+DISCARDED = "discarded"
+
+# Discard reasons. Those marked "docs" are Delivery Overview "Failed on ingest" codes (reference §1.6).
+UNKNOWN_WRITE_KEY = "unknown_write_key"  # GUESS: Segment says `unknown_source`; ours names the cause
+NO_USER_ANON_ID = "no_user_anon_id"  # docs
+ID_NOT_STRING = "id_not_string"  # docs
+ID_REQUIRED = "id_required"  # docs; GUESS that it covers alias previousId/userId and group groupId
+EVENT_NOT_DEFINED = "event_not_defined"  # docs
+EVENT_NOT_STRING = "event_not_string"  # docs
+PROPERTIES_NOT_OBJECT = "properties_not_object"  # docs
+TRAITS_NOT_OBJECT = "traits_not_object"  # docs
+NAME_NOT_STRING = "name_not_string"  # docs
+CATEGORY_NOT_STRING = "category_not_string"  # docs
+BAD_REQUEST = "bad_request"  # docs; used for a batch item that is not an object, or context not an object
+INVALID_TYPE = "invalid_type"  # GUESS: a batch item whose `type` is not one of CALL_TYPES
+EVENT_TOO_LARGE = "event_too_large"  # GUESS: a batch item over 32 KB
+BATCH_TOO_MANY_EVENTS = "batch_too_many_events"  # GUESS: every item of a batch of more than 2,500
+SCHEMA_VIOLATION = "schema_violation"  # docs ("Filtered at source"), only with --strict
+DUPLICATE_MESSAGE_ID = "duplicate_message_id"  # GUESS: Segment drops duplicates silently
+
+
+class TrackingApiError(Exception):
+    """A request the real API answers with a 4xx and `{"code", "message"}`.
+
+    The body shape is a GUESS (undocumented); it is what analytics-python parses (reference §8.3).
+    The codes are ours, chosen to say what went wrong.
+    """
+
+    def __init__(self, code: str, message: str, status: int = 400) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.status = status
+
+    def to_json(self) -> dict[str, str]:
+        return {"code": self.code, "message": self.message}
+
+
+# ---------------------------------------------------------------------------------------------
+# Request decoding: bytes → JSON object, and the write key.
+
+
+def decode_body(raw: bytes, content_encoding: str | None, limit: int) -> tuple[dict[str, Any], int]:
+    """The body as a JSON object and its size in bytes once inflated, or TrackingApiError(400).
+
+    GUESS: the size limits apply to the inflated JSON, as the official clients measure them.
+    """
+    encoding = (content_encoding or "").strip().lower()
+    if encoding in ("gzip", "x-gzip"):
+        raw = _gunzip(raw, limit)
+    elif encoding not in ("", "identity"):
+        raise TrackingApiError("unsupported_content_encoding", f"Content-Encoding {encoding!r} is not supported; use gzip")
+    if len(raw) > limit:
+        raise TrackingApiError("payload_too_large", f"request body is {len(raw)} bytes; the limit is {limit} bytes")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise TrackingApiError("invalid_json", f"request body is not valid UTF-8: {exc}") from exc
+    try:
+        payload = json.loads(text, parse_constant=_reject_constant)
+    except (ValueError, RecursionError) as exc:
+        raise TrackingApiError("invalid_json", f"request body is not valid JSON: {exc}") from exc
+    if not isinstance(payload, dict):
+        raise TrackingApiError("invalid_payload", "request body must be a JSON object")
+    return payload, len(raw)
+
+
+def _reject_constant(name: str) -> None:
+    # Python's json accepts NaN and Infinity; JSON (and Segment's Go edge) does not.
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def _gunzip(raw: bytes, limit: int) -> bytes:
+    inflater = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)  # gzip framing required
+    try:
+        data = inflater.decompress(raw, limit + 1)  # bounded: a gzip bomb stops at the limit
+    except zlib.error as exc:
+        raise TrackingApiError("invalid_gzip", f"Content-Encoding is gzip but the body is not gzip data: {exc}") from exc
+    if len(data) > limit:
+        raise TrackingApiError("payload_too_large", f"inflated request body exceeds the limit of {limit} bytes")
+    if not inflater.eof:
+        raise TrackingApiError("invalid_gzip", "Content-Encoding is gzip but the gzip data is truncated")
+    return data
+
+
+def write_key_from(authorization: str | None, body: dict[str, Any]) -> str:
+    """Basic auth username (with or without the colon), else the body's `writeKey` (reference §1.3)."""
+    key = _basic_auth_username(authorization) or body.get("writeKey")
+    if not isinstance(key, str) or not key:
+        raise TrackingApiError(
+            "missing_write_key",
+            "no write key: send it as the Basic auth username or as writeKey in the body",
+        )
+    return key
+
+
+def _basic_auth_username(authorization: str | None) -> str | None:
+    scheme, _, encoded = (authorization or "").partition(" ")
+    if scheme.lower() != "basic":
+        return None
+    try:
+        decoded = base64.b64decode(encoded.strip(), validate=True).decode("utf-8")
+    except (binascii.Error, UnicodeDecodeError):
+        return None
+    return decoded.partition(":")[0] or None
+
+
+# ---------------------------------------------------------------------------------------------
+# Sources and stored messages.
+
+
+@dataclass(frozen=True)
+class Source:
+    name: str | None
+    write_key: str
+    id: str | None  # None: a write key no source owns
+
+    @classmethod
+    def named(cls, name: str, write_key: str) -> Source:
+        # Derived from the write key, so ids stay the same across restarts and resets.
+        return cls(name, write_key, "src_" + hashlib.sha256(write_key.encode()).hexdigest()[:20])
+
+    @property
+    def known(self) -> bool:
+        return self.id is not None
+
+    def ref(self) -> dict[str, Any]:
+        """What a stored message says about its source; an unknown key is shown so it can be fixed."""
+        if self.known:
+            return {"id": self.id, "name": self.name}
+        return {"id": None, "name": None, "writeKey": self.write_key}
+
+    def to_json(self) -> dict[str, Any]:
+        return {"id": self.id, "name": self.name, "writeKey": self.write_key}
+
+
+@dataclass(slots=True)
+class StoredMessage:
+    """One message as Segment kept it. `message` is what destinations receive; the rest is ours."""
+
+    message: dict[str, Any]
+    source: Source
+    received_at: datetime
+    timestamp: datetime  # the corrected `timestamp`, already parsed
+    status: str = ACCEPTED
+    discard_reason: str | None = None
+    violations: list[dict[str, str]] = field(default_factory=list)
+
+    @property
+    def accepted(self) -> bool:
+        return self.status == ACCEPTED
+
+    @property
+    def type(self) -> Any:
+        return self.message.get("type")
+
+    @property
+    def user_id(self) -> Any:
+        return self.message.get("userId")
+
+    @property
+    def anonymous_id(self) -> Any:
+        return self.message.get("anonymousId")
+
+    @property
+    def event(self) -> Any:
+        return self.message.get("event")
+
+    @property
+    def message_id(self) -> str:
+        return self.message["messageId"]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            **self.message,
+            "source": self.source.ref(),
+            "status": self.status,
+            "discard_reason": self.discard_reason,
+            "violations": self.violations,
+        }
+
+
+# ---------------------------------------------------------------------------------------------
+# Profiles: merged traits and event history, indexed for Engage.
+
+
+@dataclass(slots=True)
+class ProfileEvent:
+    type: str
+    event: str | None  # the track event name; None for other calls
+    name: str | None  # the page/screen name; None for other calls
+    properties: dict[str, Any]
+    timestamp: datetime
+    message_id: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "type": self.type,
+            "event": self.event,
+            "name": self.name,
+            "properties": self.properties,
+            "timestamp": iso(self.timestamp),
+            "messageId": self.message_id,
+        }
+
+
+def _timestamp_of(event: ProfileEvent) -> datetime:
+    return event.timestamp
+
+
+def _insert_by_time(events: list[ProfileEvent], event: ProfileEvent) -> None:
+    # Events mostly arrive in time order, so this is an append; a late one is placed by bisection.
+    if not events or events[-1].timestamp <= event.timestamp:
+        events.append(event)
+    else:
+        bisect.insort_right(events, event, key=_timestamp_of)
+
+
+class Profile:
+    """One person: a userId (when known), the anonymousIds linked to it, traits and history.
+
+    `events` holds every identify/track/page/screen/group call in timestamp order;
+    `events_by_name` holds the track calls per event name, also in timestamp order, so
+    "performed E at least N times within 30 days" is one dict lookup and one bisection.
+    """
+
+    __slots__ = ("user_id", "anonymous_ids", "traits", "events", "events_by_name")
+
+    def __init__(self, user_id: str | None = None) -> None:
+        self.user_id = user_id
+        self.anonymous_ids: dict[str, None] = {}  # an ordered set
+        self.traits: dict[str, Any] = {}
+        self.events: list[ProfileEvent] = []
+        self.events_by_name: dict[str, list[ProfileEvent]] = {}
+
+    def add_event(self, event: ProfileEvent) -> None:
+        _insert_by_time(self.events, event)
+        if event.event is not None:
+            _insert_by_time(self.events_by_name.setdefault(event.event, []), event)
+
+    def events_since(self, event: str, since: datetime) -> list[ProfileEvent]:
+        """Track calls named `event` whose timestamp is at or after `since`, oldest first."""
+        named = self.events_by_name.get(event)
+        if not named:
+            return []
+        return named[bisect.bisect_left(named, since, key=_timestamp_of):]
+
+    def count_since(self, event: str, since: datetime) -> int:
+        named = self.events_by_name.get(event)
+        if not named:
+            return 0
+        return len(named) - bisect.bisect_left(named, since, key=_timestamp_of)
+
+    def absorb(self, other: Profile) -> None:
+        """Take over `other` (identity merge): its ids, the traits this profile lacks, its history."""
+        self.anonymous_ids.update(other.anonymous_ids)
+        self.traits = {**other.traits, **self.traits}
+        self.events = list(heapq.merge(self.events, other.events, key=_timestamp_of))
+        for name, events in other.events_by_name.items():
+            mine = self.events_by_name.get(name)
+            self.events_by_name[name] = list(heapq.merge(mine, events, key=_timestamp_of)) if mine else events
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "userId": self.user_id,
+            "anonymousIds": list(self.anonymous_ids),
+            "traits": self.traits,
+            "events": [event.to_json() for event in self.events],
+        }
+
+
+class ProfileStore:
+    """Identity resolution, simplified: one profile per userId; anonymousIds link to it.
+
+    GUESS (Unify's real rules are configurable): a call with both ids merges the anonymous
+    profile into the user's; an anonymousId already tied to another user moves to the new one;
+    alias merges the previousId's profile (a userId or an anonymousId) into the userId's.
+    """
+
+    def __init__(self) -> None:
+        self._by_user: dict[str, Profile] = {}
+        self._by_anonymous: dict[str, Profile] = {}
+
+    def get(self, user_or_anonymous_id: str) -> Profile | None:
+        return self._by_user.get(user_or_anonymous_id) or self._by_anonymous.get(user_or_anonymous_id)
+
+    def __iter__(self) -> Iterator[Profile]:
+        """Every distinct profile once (userIds of merged-away profiles point at their survivor)."""
+        seen: set[int] = set()
+        for profile in (*self._by_user.values(), *self._by_anonymous.values()):
+            if id(profile) not in seen:
+                seen.add(id(profile))
+                yield profile
+
+    def __len__(self) -> int:
+        return sum(1 for _ in self)
+
+    def record(self, stored: StoredMessage) -> None:
+        message = stored.message
+        call_type = message["type"]
+        if call_type == "alias":
+            self._alias(str(message["previousId"]), message["userId"])
+            return
+        profile = self._resolve(message.get("userId") or None, message.get("anonymousId") or None)
+        if call_type == "identify" and message.get("traits"):
+            profile.traits.update(message["traits"])
+        profile.add_event(
+            ProfileEvent(
+                call_type,
+                message.get("event") if call_type == "track" else None,
+                message.get("name") if call_type in ("page", "screen") else None,
+                message.get("properties") or {},
+                stored.timestamp,
+                message["messageId"],
+            )
+        )
+
+    def _resolve(self, user_id: str | None, anonymous_id: str | None) -> Profile:
+        user_profile = self._by_user.get(user_id) if user_id else None
+        anonymous_profile = self._by_anonymous.get(anonymous_id) if anonymous_id else None
+        if user_profile is None:
+            if anonymous_profile is not None and (user_id is None or anonymous_profile.user_id is None):
+                user_profile = anonymous_profile
+            else:
+                user_profile = Profile(user_id)
+            if user_id:
+                user_profile.user_id = user_id
+                self._by_user[user_id] = user_profile
+        elif anonymous_profile is not None and anonymous_profile is not user_profile and anonymous_profile.user_id is None:
+            self._merge(anonymous_profile, into=user_profile)
+        if anonymous_id:
+            user_profile.anonymous_ids[anonymous_id] = None
+            self._by_anonymous[anonymous_id] = user_profile
+        return user_profile
+
+    def _alias(self, previous_id: str, user_id: str) -> None:
+        target = self._resolve(user_id, None)
+        previous = self.get(previous_id)
+        if previous is None:
+            # GUESS: an unseen previousId is taken as an anonymousId (the common case).
+            target.anonymous_ids[previous_id] = None
+            self._by_anonymous[previous_id] = target
+        elif previous is not target:
+            self._merge(previous, into=target)
+
+    def _merge(self, merged: Profile, into: Profile) -> None:
+        into.absorb(merged)
+        for anonymous_id in merged.anonymous_ids:
+            self._by_anonymous[anonymous_id] = into
+        if merged.user_id is not None:
+            self._by_user[merged.user_id] = into
+
+
+# ---------------------------------------------------------------------------------------------
+# The backend.
+
+Listener = Callable[[StoredMessage], None]
+
+
+class SegmentBackend:
+    """Sources, the message store, dedupe, profiles and listeners of one fake Segment workspace."""
+
+    def __init__(self, clock: Clock, sources: Iterable[Source], strict: bool = False) -> None:
+        self.clock = clock
+        self.strict = strict
+        self.sources = list(sources)
+        self._sources_by_key = {source.write_key: source for source in self.sources}
+        self._listeners: list[Listener] = []
+        self.reset()
+
+    @classmethod
+    def from_config(cls, config: BundleConfig, clock: Clock) -> SegmentBackend:
+        sources = [Source.named("segjet", config.write_key)]
+        sources += [Source.named(entry["name"], entry["write_key"]) for entry in config.sources]
+        return cls(clock, sources, strict=config.strict)
+
+    def reset(self) -> None:
+        """Forget messages, profiles and seen messageIds; sources and listeners stay."""
+        self.messages: deque[StoredMessage] = deque(maxlen=MESSAGE_LOG_CAPACITY)
+        self.profiles = ProfileStore()
+        self._seen_message_ids: OrderedDict[tuple[str | None, str], datetime] = OrderedDict()
+
+    def add_listener(self, callback: Listener) -> None:
+        """Call `callback(stored)` synchronously with every accepted message, after it is stored."""
+        self._listeners.append(callback)
+
+    # -- ingestion -----------------------------------------------------------------------------
+
+    def receive(
+        self, endpoint: str, raw: bytes, content_encoding: str | None = None, authorization: str | None = None
+    ) -> list[StoredMessage]:
+        """Handle one POST /v1/<endpoint>; answer what was stored, or raise TrackingApiError (a 4xx).
+
+        `endpoint` must be a key of ENDPOINTS.
+        """
+        call_type = ENDPOINTS[endpoint]
+        body, size = decode_body(raw, content_encoding, MAX_CALL_BYTES if call_type else MAX_BATCH_BYTES)
+        source = self._source_for(write_key_from(authorization, body))
+        received_at = _to_millisecond(self.clock.now())
+        if call_type is None:
+            return self._receive_batch(body, size, source, received_at)
+        item = {key: value for key, value in body.items() if key != "writeKey"}
+        item["type"] = call_type  # the path decides the type of a single call
+        stored = self._process(item, source, received_at, body.get("sentAt"))
+        if stored.discard_reason == SCHEMA_VIOLATION:
+            raise TrackingApiError("schema_violation", "; ".join(v["description"] for v in stored.violations))
+        return [stored]
+
+    def _source_for(self, write_key: str) -> Source:
+        return self._sources_by_key.get(write_key) or Source(None, write_key, None)
+
+    def _receive_batch(
+        self, body: dict[str, Any], size: int, source: Source, received_at: datetime
+    ) -> list[StoredMessage]:
+        items = body.get("batch")
+        if not isinstance(items, list):
+            raise TrackingApiError("invalid_payload", '"batch" must be a list of messages')
+        shared: dict[str, dict[str, Any]] = {}
+        for key in ("context", "integrations"):
+            value = body.get(key)
+            if value is not None and not isinstance(value, dict):
+                raise TrackingApiError("invalid_payload", f'batch-level "{key}" must be an object')
+            if value:
+                shared[key] = value
+        # Docs: "Segment returns a 200 response but rejects the event" when a batch exceeds
+        # 2,500 events. GUESS: the whole batch is rejected; each item is recorded as discarded.
+        too_many = len(items) > MAX_BATCH_EVENTS
+        # A body within 32 KB cannot hold an item over 32 KB, so only bigger batches pay for measuring.
+        measure_items = size > MAX_CALL_BYTES
+        # An empty batch stores nothing (Segment counts it as `empty_batch`); the journal shows it.
+        return [
+            self._process(
+                item, source, received_at, body.get("sentAt"), shared,
+                forced_reason=BATCH_TOO_MANY_EVENTS if too_many else None, measure=measure_items,
+            )
+            for item in items
+        ]
+
+    def _process(
+        self,
+        item: Any,
+        source: Source,
+        received_at: datetime,
+        sent_at: Any,
+        shared: dict[str, dict[str, Any]] | None = None,
+        forced_reason: str | None = None,
+        measure: bool = False,
+    ) -> StoredMessage:
+        if not isinstance(item, dict):
+            stub = {"type": None, "messageId": _new_message_id(), "receivedAt": iso(received_at), "item": item}
+            return self._store(StoredMessage(stub, source, received_at, received_at, DISCARDED, BAD_REQUEST))
+        message, timestamp = _enrich(item, received_at, sent_at, shared)
+        stored = StoredMessage(message, source, received_at, timestamp)
+        reason = forced_reason or (None if source.known else UNKNOWN_WRITE_KEY) or _ingest_problem(message)
+        # Docs: "each batched event needs to be less than 32KB ... Segment returns a 200 response
+        # but rejects the event" — so an oversized item is dropped alone, not the whole batch.
+        if reason is None and measure and _encoded_size(item) > MAX_CALL_BYTES:
+            reason = EVENT_TOO_LARGE
+        if reason is None:
+            stored.violations = _violations(message)
+            if stored.violations:
+                message["context"] = _with_protocols(message.get("context"), stored.violations, source)
+                if self.strict:
+                    reason = SCHEMA_VIOLATION
+        if reason is None and self._is_duplicate(source, message["messageId"], received_at):
+            reason = DUPLICATE_MESSAGE_ID
+        if reason is not None:
+            stored.status, stored.discard_reason = DISCARDED, reason
+        return self._store(stored)
+
+    def _is_duplicate(self, source: Source, message_id: str, now: datetime) -> bool:
+        """True when `message_id` was accepted within 24 h; otherwise remember it as seen now.
+
+        GUESS: dedupe is per source (two sources may reuse an id). Entries are kept in arrival
+        order, so expired ones are dropped from the front in O(1) each.
+        """
+        key = (source.id, message_id)
+        seen = self._seen_message_ids.get(key)
+        if seen is not None and now - seen < DEDUPE_WINDOW:
+            return True
+        self._seen_message_ids.pop(key, None)
+        self._seen_message_ids[key] = now
+        while self._seen_message_ids:
+            oldest_key, oldest = next(iter(self._seen_message_ids.items()))
+            if now - oldest < DEDUPE_WINDOW:
+                break
+            del self._seen_message_ids[oldest_key]
+        return False
+
+    def _store(self, stored: StoredMessage) -> StoredMessage:
+        self.messages.append(stored)
+        if stored.accepted:
+            self.profiles.record(stored)
+            for listener in self._listeners:
+                try:
+                    listener(stored)
+                except Exception:  # one broken consumer must not stop ingestion or the others
+                    log.exception("segment listener %r failed on message %s", listener, stored.message_id)
+        return stored
+
+    # -- queries -------------------------------------------------------------------------------
+
+    def events(
+        self,
+        type: str | None = None,
+        user_id: str | None = None,
+        event: str | None = None,
+        source: str | None = None,
+        status: str | None = None,
+        message_id: str | None = None,
+        limit: int = 100,
+    ) -> list[StoredMessage]:
+        """The newest `limit` stored messages matching every filter given, newest last.
+
+        `source` matches a source id or name.
+        """
+        found: list[StoredMessage] = []
+        if limit <= 0:
+            return found
+        for stored in reversed(self.messages):
+            if (
+                (type is None or stored.type == type)
+                and (user_id is None or stored.user_id == user_id)
+                and (event is None or stored.event == event)
+                and (source is None or source in (stored.source.id, stored.source.name))
+                and (status is None or stored.status == status)
+                and (message_id is None or stored.message.get("messageId") == message_id)
+            ):
+                found.append(stored)
+                if len(found) == limit:
+                    break
+        found.reverse()
+        return found
+
+
+# ---------------------------------------------------------------------------------------------
+# Per-message rules.
+
+
+def _new_message_id() -> str:
+    # GUESS at the format: ids Segment assigns at ingest look like "api-<random>".
+    return f"api-{uuid.uuid4()}"
+
+
+def _enrich(
+    item: dict[str, Any], received_at: datetime, sent_at: Any, shared: dict[str, dict[str, Any]] | None
+) -> tuple[dict[str, Any], datetime]:
+    """The message as Segment stores it, and its corrected timestamp.
+
+    Adds receivedAt, messageId when absent, originalTimestamp (the timestamp as given) and the
+    skew-corrected timestamp; merges batch-level context/integrations (item keys win).
+    """
+    message = dict(item)  # nested objects are shared with the request, never mutated
+    message.pop("writeKey", None)
+    if shared:
+        for key, batch_value in shared.items():
+            own = message.get(key)
+            if own is None:
+                message[key] = dict(batch_value)
+            elif isinstance(own, dict):
+                message[key] = {**batch_value, **own}
+    if "sentAt" not in message and sent_at is not None:
+        message["sentAt"] = sent_at  # batch-level sentAt applies to each item
+    message_id = message.get("messageId")
+    if message_id is None or message_id == "":
+        message["messageId"] = _new_message_id()
+    elif not isinstance(message_id, str):
+        message["messageId"] = json.dumps(message_id)
+    original = message.get("timestamp")
+    timestamp = _to_millisecond(_corrected_timestamp(original, message.get("sentAt"), received_at))
+    if original is not None:
+        message["originalTimestamp"] = original
+    message["timestamp"] = iso(timestamp)
+    message["receivedAt"] = iso(received_at)
+    return message, timestamp
+
+
+def _to_millisecond(moment: datetime) -> datetime:
+    # As rendered: the parsed times kept beside a message then agree with its ISO strings.
+    return moment.replace(microsecond=moment.microsecond // 1000 * 1000)
+
+
+def _corrected_timestamp(original: Any, sent_at: Any, received_at: datetime) -> datetime:
+    """`receivedAt - (sentAt - originalTimestamp)` (spec/common.md).
+
+    GUESS where the docs are silent: no sentAt → the timestamp as given; no or unreadable
+    timestamp → receivedAt; unreadable sentAt → the timestamp as given.
+    """
+    if original is None:
+        return received_at
+    try:
+        original_at = parse_iso(original)
+    except (ValueError, OverflowError):
+        return received_at
+    if sent_at is None:
+        return original_at
+    try:
+        return received_at - (parse_iso(sent_at) - original_at)
+    except (ValueError, OverflowError):
+        return original_at
+
+
+def _missing(value: Any) -> bool:
+    return value is None or value == ""
+
+
+def _ingest_problem(message: dict[str, Any]) -> str | None:
+    """The reason Segment's ingest would drop this message with a 200, or None (reference §1.6, §1.8)."""
+    call_type = message.get("type")
+    if call_type not in CALL_TYPES:
+        return INVALID_TYPE
+    for key in ("context", "integrations"):
+        if message.get(key) is not None and not isinstance(message[key], dict):
+            return BAD_REQUEST
+    user_id = message.get("userId")
+    if call_type == "alias":
+        if _missing(message.get("previousId")) or _missing(user_id):
+            return ID_REQUIRED
+        if not isinstance(user_id, str):
+            return ID_NOT_STRING
+        return None
+    anonymous_id = message.get("anonymousId")
+    if _missing(user_id) and _missing(anonymous_id):
+        return NO_USER_ANON_ID
+    if any(not _missing(value) and not isinstance(value, str) for value in (user_id, anonymous_id)):
+        return ID_NOT_STRING
+    if call_type == "track":
+        event = message.get("event")
+        if _missing(event):
+            return EVENT_NOT_DEFINED
+        if not isinstance(event, str):
+            return EVENT_NOT_STRING
+    elif call_type == "group" and _missing(message.get("groupId")):
+        return ID_REQUIRED
+    elif call_type in ("page", "screen"):
+        name = message.get("name")
+        if name is not None and (not isinstance(name, str) or not name):
+            return NAME_NOT_STRING
+        if message.get("category") is not None and not isinstance(message["category"], str):
+            return CATEGORY_NOT_STRING
+    if call_type in ("track", "page", "screen"):
+        if message.get("properties") is not None and not isinstance(message["properties"], dict):
+            return PROPERTIES_NOT_OBJECT
+    elif call_type in ("identify", "group"):
+        if message.get("traits") is not None and not isinstance(message["traits"], dict):
+            return TRAITS_NOT_OBJECT
+    return None
+
+
+def _encoded_size(item: dict[str, Any]) -> int:
+    return len(json.dumps(item, separators=(",", ":"), ensure_ascii=False).encode("utf-8"))
+
+
+# -- Protocols-style violations ----------------------------------------------------------------
+
+_JSON_TYPES = ((bool, "boolean"), (int, "integer"), (float, "number"), (str, "string"), (list, "array"), (dict, "object"))
+_PATH_PART = re.compile(r"\.([^.\[]+)|\[(\d+)\]")
+_REQUIRED_NAME = re.compile(r"^'(.+)' is a required property$")
+_EXPECTED_TYPE = re.compile(r"is not of type (.+)$")
+
+
+def _violations(message: dict[str, Any]) -> list[dict[str, str]]:
+    """The message's breaches of contract `segment.<type>`, in Protocols' shape (reference §6)."""
+    name = f"segment.{message['type']}"
+    try:
+        if contracts.is_valid(name, message):
+            return []
+        return [_protocols_violation(violation, message) for violation in contracts.validate(name, message)]
+    except RecursionError:
+        return [{"type": "Invalid Value", "field": "", "description": "the message is nested too deeply to validate"}]
+
+
+def _protocols_violation(violation: contracts.Violation, message: dict[str, Any]) -> dict[str, str]:
+    """Map a JSON Schema error to `{"type", "field", "description"}`.
+
+    Protocols' types seen in the docs are "Required" and "Invalid Type"; GUESS: every other
+    schema keyword (enum, pattern, format, ...) is reported as "Invalid Value".
+    """
+    parts = [key or index for key, index in _PATH_PART.findall(violation.path)]
+    field_path = ".".join(parts)
+    if violation.rule == "required":
+        missing = _REQUIRED_NAME.match(violation.message)
+        field_path = ".".join(filter(None, (field_path, missing.group(1) if missing else "")))
+        return {"type": "Required", "field": field_path, "description": f"{field_path} is required"}
+    if violation.rule == "type":
+        expected = _EXPECTED_TYPE.search(violation.message)
+        wanted = expected.group(1).replace("'", "") if expected else "?"
+        given = _json_type(_value_at(message, parts))
+        return {
+            "type": "Invalid Type",
+            "field": field_path,
+            "description": f"Invalid type. Expected: {wanted}, given: {given}",
+        }
+    return {"type": "Invalid Value", "field": field_path, "description": f"{field_path}: {violation.message}"}
+
+
+def _value_at(message: Any, parts: list[str]) -> Any:
+    value = message
+    for part in parts:
+        try:
+            value = value[int(part)] if isinstance(value, list) else value[part]
+        except (KeyError, IndexError, TypeError, ValueError):
+            return None
+    return value
+
+
+def _json_type(value: Any) -> str:
+    for python_type, json_name in _JSON_TYPES:
+        if isinstance(value, python_type):
+            return json_name
+    return "null"
+
+
+def _with_protocols(
+    context: dict[str, Any] | None, violations: list[dict[str, str]], source: Source
+) -> dict[str, Any]:
+    context = context or {}
+    protocols = context.get("protocols")
+    protocols = protocols if isinstance(protocols, dict) else {}
+    return {**context, "protocols": {**protocols, "sourceId": source.id, "violations": violations}}

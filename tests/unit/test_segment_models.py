@@ -1,0 +1,391 @@
+"""Rules of the fake Segment tracking API, straight on the model with a virtual clock."""
+
+from __future__ import annotations
+
+import base64
+import gzip
+import json
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+import pytest
+
+from emulator.common.clock import Clock, parse_iso
+from emulator.config import BundleConfig
+from emulator.segment.models import (
+    MAX_BATCH_BYTES,
+    MAX_CALL_BYTES,
+    SegmentBackend,
+    StoredMessage,
+    TrackingApiError,
+)
+
+KEY = "unit-write-key"
+OTHER_KEY = "mobile-write-key"
+
+
+@pytest.fixture
+def clock() -> Clock:
+    clock = Clock()
+    clock.set(datetime(2025, 3, 1, 12, 0, tzinfo=timezone.utc))
+    return clock
+
+
+def make_backend(clock: Clock, strict: bool = False) -> SegmentBackend:
+    config = BundleConfig(write_key=KEY, strict=strict, sources=[{"name": "mobile", "write_key": OTHER_KEY}])
+    return SegmentBackend.from_config(config, clock)
+
+
+@pytest.fixture
+def backend(clock: Clock) -> SegmentBackend:
+    return make_backend(clock)
+
+
+def body(payload: Any) -> bytes:
+    return json.dumps(payload).encode()
+
+
+def send(backend: SegmentBackend, endpoint: str, payload: dict[str, Any], **headers: str) -> list[StoredMessage]:
+    payload = {"writeKey": KEY, **payload}
+    return backend.receive(endpoint, body(payload), headers.get("encoding"), headers.get("auth"))
+
+
+def one(backend: SegmentBackend, endpoint: str, payload: dict[str, Any]) -> StoredMessage:
+    [stored] = send(backend, endpoint, payload)
+    return stored
+
+
+def batch(backend: SegmentBackend, items: list[Any], **extra: Any) -> list[StoredMessage]:
+    return send(backend, "batch", {"batch": items, **extra})
+
+
+def basic(user_pass: str) -> str:
+    return "Basic " + base64.b64encode(user_pass.encode()).decode()
+
+
+def rejected(backend: SegmentBackend, endpoint: str, raw: bytes, encoding: str | None = None, auth: str | None = None) -> str:
+    with pytest.raises(TrackingApiError) as caught:
+        backend.receive(endpoint, raw, encoding, auth)
+    assert caught.value.status == 400
+    return caught.value.code
+
+
+# -- accepted calls and enrichment ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize("endpoint,call_type", [("identify", "identify"), ("t", "track"), ("p", "page"),
+                                                ("screen", "screen"), ("g", "group"), ("i", "identify")])
+def test_single_calls_take_their_type_from_the_path(backend: SegmentBackend, endpoint: str, call_type: str) -> None:
+    stored = one(backend, endpoint, {"userId": "u1", "event": "Signed Up", "groupId": "g1"})
+    assert stored.accepted and stored.type == call_type
+    assert stored.source.name == "segjet" and stored.source.id.startswith("src_")
+    assert "writeKey" not in stored.message
+
+
+def test_enrichment_sets_received_at_message_id_and_corrected_timestamp(backend: SegmentBackend, clock: Clock) -> None:
+    stored = one(backend, "track", {
+        "userId": "u1", "event": "Order Completed",
+        "timestamp": "2025-03-01T10:00:00.000Z", "sentAt": "2025-03-01T10:00:05.000Z",
+    })
+    received = parse_iso(stored.message["receivedAt"])
+    assert abs(received - clock.now()) < timedelta(seconds=5)
+    assert stored.message["originalTimestamp"] == "2025-03-01T10:00:00.000Z"
+    assert parse_iso(stored.message["timestamp"]) == received - timedelta(seconds=5)
+    assert stored.timestamp == received - timedelta(seconds=5)
+    assert stored.message["messageId"].startswith("api-")
+
+
+def test_timestamp_without_sent_at_is_kept_and_absent_timestamp_is_received_at(backend: SegmentBackend) -> None:
+    kept = one(backend, "track", {"userId": "u1", "event": "E", "timestamp": "2020-01-01T00:00:00Z"})
+    assert kept.message["timestamp"] == "2020-01-01T00:00:00.000Z"
+    stamped = one(backend, "track", {"userId": "u1", "event": "E"})
+    assert stamped.message["timestamp"] == stamped.message["receivedAt"]
+    assert "originalTimestamp" not in stamped.message
+
+
+def test_unreadable_timestamp_falls_back_to_received_at(backend: SegmentBackend) -> None:
+    stored = one(backend, "track", {"userId": "u1", "event": "E", "timestamp": "yesterday"})
+    assert stored.accepted and stored.message["timestamp"] == stored.message["receivedAt"]
+    assert stored.message["originalTimestamp"] == "yesterday"
+    assert [v["field"] for v in stored.violations] == ["originalTimestamp"]
+
+
+def test_batch_merges_context_integrations_and_sent_at_into_items(backend: SegmentBackend) -> None:
+    stored = batch(backend, [
+        {"type": "track", "userId": "u1", "event": "E", "timestamp": "2025-03-01T11:00:00Z", "context": {"ip": "1.2.3.4"}},
+        {"type": "identify", "userId": "u1", "integrations": {"Mailjet": False}},
+    ], context={"ip": "9.9.9.9", "locale": "fr-FR"}, integrations={"All": True}, sentAt="2025-03-01T11:00:10Z")
+    first, second = (s.message for s in stored)
+    assert first["context"] == {"ip": "1.2.3.4", "locale": "fr-FR"}
+    assert second["context"] == {"ip": "9.9.9.9", "locale": "fr-FR"}
+    assert second["integrations"] == {"All": True, "Mailjet": False}
+    assert first["sentAt"] == "2025-03-01T11:00:10Z"
+    assert parse_iso(first["timestamp"]) == parse_iso(first["receivedAt"]) - timedelta(seconds=10)
+
+
+def test_import_and_short_batch_paths_are_batches(backend: SegmentBackend) -> None:
+    for endpoint in ("import", "b"):
+        [stored] = send(backend, endpoint, {"batch": [{"type": "track", "userId": "u", "event": "E"}]})
+        assert stored.accepted
+
+
+def test_empty_batch_is_accepted_and_stores_nothing(backend: SegmentBackend) -> None:
+    assert batch(backend, []) == []
+    assert backend.events() == []
+
+
+# -- write keys and sources ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("credentials", [f"{KEY}:", KEY])
+def test_write_key_from_basic_auth_with_or_without_colon(backend: SegmentBackend, credentials: str) -> None:
+    [stored] = backend.receive("track", body({"userId": "u", "event": "E"}), None, basic(credentials))
+    assert stored.accepted and stored.source.write_key == KEY
+
+
+def test_second_source_is_routed_by_its_key(backend: SegmentBackend) -> None:
+    [stored] = backend.receive("track", body({"userId": "u", "event": "E", "writeKey": OTHER_KEY}))
+    assert stored.source.name == "mobile"
+    assert [s.message_id for s in backend.events(source="mobile")] == [stored.message_id]
+    assert backend.events(source=stored.source.id)[0] is stored
+
+
+@pytest.mark.parametrize("auth,payload", [(None, {}), (None, {"writeKey": ""}), (basic(":"), {}),
+                                          (None, {"writeKey": 42}), ("Basic !!!", {}), ("Bearer x", {})])
+def test_missing_write_key_is_400(backend: SegmentBackend, auth: str | None, payload: dict[str, Any]) -> None:
+    raw = body({"userId": "u", "event": "E", **payload})
+    assert rejected(backend, "track", raw, auth=auth) == "missing_write_key"
+
+
+def test_unknown_write_key_is_stored_discarded_and_not_profiled(backend: SegmentBackend) -> None:
+    seen: list[StoredMessage] = []
+    backend.add_listener(seen.append)
+    [stored] = backend.receive("identify", body({"writeKey": "nope", "userId": "u", "traits": {"a": 1}}))
+    assert (stored.status, stored.discard_reason) == ("discarded", "unknown_write_key")
+    assert stored.to_json()["source"] == {"id": None, "name": None, "writeKey": "nope"}
+    assert seen == [] and backend.profiles.get("u") is None
+
+
+# -- 400s ------------------------------------------------------------------------------------------
+
+
+def test_bad_bodies_are_400(backend: SegmentBackend) -> None:
+    assert rejected(backend, "track", b"{not json") == "invalid_json"
+    assert rejected(backend, "track", b'{"userId": NaN}') == "invalid_json"
+    assert rejected(backend, "track", b"\xff\xfe{}") == "invalid_json"
+    assert rejected(backend, "track", b"[" * 5000 + b"]" * 5000) == "invalid_json"
+    assert rejected(backend, "track", b"[1, 2]") == "invalid_payload"
+    assert rejected(backend, "track", b'"text"') == "invalid_payload"
+    assert rejected(backend, "batch", body({"writeKey": KEY, "batch": {"type": "track"}})) == "invalid_payload"
+    assert rejected(backend, "batch", body({"writeKey": KEY})) == "invalid_payload"
+    assert rejected(backend, "batch", body({"writeKey": KEY, "batch": [], "context": "x"})) == "invalid_payload"
+
+
+def test_gzip_bodies(backend: SegmentBackend) -> None:
+    raw = gzip.compress(body({"writeKey": KEY, "userId": "u", "event": "E"}))
+    [stored] = backend.receive("track", raw, "gzip")
+    assert stored.accepted
+    assert rejected(backend, "track", body({"writeKey": KEY}), "gzip") == "invalid_gzip"
+    assert rejected(backend, "track", raw[:-10], "gzip") == "invalid_gzip"
+    assert rejected(backend, "track", raw, "br") == "unsupported_content_encoding"
+
+
+def test_size_limits(backend: SegmentBackend) -> None:
+    big_call = body({"writeKey": KEY, "userId": "u", "event": "E", "properties": {"pad": "x" * MAX_CALL_BYTES}})
+    assert rejected(backend, "track", big_call) == "payload_too_large"
+    assert rejected(backend, "track", gzip.compress(big_call), "gzip") == "payload_too_large"
+    items = [{"type": "track", "userId": "u", "event": "E", "properties": {"pad": "x" * 20_000}}] * 26
+    assert len(body(items)) > MAX_BATCH_BYTES
+    assert rejected(backend, "batch", body({"writeKey": KEY, "batch": items})) == "payload_too_large"
+
+
+def test_batch_item_over_32kb_is_discarded_alone(backend: SegmentBackend) -> None:
+    stored = batch(backend, [
+        {"type": "track", "userId": "u", "event": "Big", "properties": {"pad": "x" * MAX_CALL_BYTES}},
+        {"type": "track", "userId": "u", "event": "Small"},
+    ])
+    assert [(s.status, s.discard_reason) for s in stored] == [("discarded", "event_too_large"), ("accepted", None)]
+
+
+def test_more_than_2500_events_drops_the_whole_batch(backend: SegmentBackend) -> None:
+    stored = batch(backend, [{"type": "track", "userId": "u", "event": "E"}] * 2501)
+    assert len(stored) == 2501
+    assert {(s.status, s.discard_reason) for s in stored} == {("discarded", "batch_too_many_events")}
+    assert backend.profiles.get("u") is None
+    assert all(s.accepted for s in batch(backend, [{"type": "track", "userId": "u", "event": "E"}] * 2500))
+
+
+# -- ingest discards -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("item,reason", [
+    ({"type": "track", "event": "E"}, "no_user_anon_id"),
+    ({"type": "track", "event": "E", "userId": "", "anonymousId": None}, "no_user_anon_id"),
+    ({"type": "identify", "userId": 42}, "id_not_string"),
+    ({"type": "track", "userId": "u"}, "event_not_defined"),
+    ({"type": "track", "userId": "u", "event": ""}, "event_not_defined"),
+    ({"type": "track", "userId": "u", "event": 7}, "event_not_string"),
+    ({"type": "track", "userId": "u", "event": "E", "properties": "x"}, "properties_not_object"),
+    ({"type": "identify", "userId": "u", "traits": "x"}, "traits_not_object"),
+    ({"type": "group", "userId": "u", "traits": ["x"], "groupId": "g"}, "traits_not_object"),
+    ({"type": "group", "userId": "u"}, "id_required"),
+    ({"type": "page", "userId": "u", "name": ""}, "name_not_string"),
+    ({"type": "screen", "userId": "u", "category": 3}, "category_not_string"),
+    ({"type": "alias", "userId": "u"}, "id_required"),
+    ({"type": "alias", "previousId": "a"}, "id_required"),
+    ({"type": "track", "userId": "u", "event": "E", "context": "x"}, "bad_request"),
+    ({"type": "unknown", "userId": "u"}, "invalid_type"),
+    ({"userId": "u"}, "invalid_type"),
+    ("not an object", "bad_request"),
+])
+def test_ingest_discards_answer_200_and_are_recorded(backend: SegmentBackend, item: Any, reason: str) -> None:
+    [stored] = batch(backend, [item])
+    assert (stored.status, stored.discard_reason) == ("discarded", reason)
+    assert backend.events(status="discarded")[-1] is stored
+    assert backend.profiles.get("u") is None
+
+
+def test_nulls_sent_by_analytics_python_are_fine(backend: SegmentBackend) -> None:
+    stored = one(backend, "page", {"userId": "u", "anonymousId": None, "name": None, "category": None, "properties": {}})
+    assert stored.accepted and stored.violations == []
+
+
+# -- contracts -----------------------------------------------------------------------------------
+
+
+def test_violations_are_recorded_in_protocols_shape(backend: SegmentBackend) -> None:
+    stored = one(backend, "track", {"userId": "u", "event": "Order Completed", "properties": {"revenue": "12"}})
+    expected = {"type": "Invalid Type", "field": "properties.revenue",
+                "description": "Invalid type. Expected: number, null, given: string"}
+    assert stored.accepted and stored.violations == [expected]
+    assert stored.message["context"]["protocols"]["violations"] == [expected]
+    assert stored.message["context"]["protocols"]["sourceId"] == stored.source.id
+
+
+def test_required_violation_names_the_missing_field(backend: SegmentBackend) -> None:
+    [stored] = batch(backend, [{"type": "alias", "userId": "u", "previousId": True}])
+    assert stored.accepted
+    assert stored.violations[0]["field"] == "previousId"
+
+
+def test_strict_rejects_a_violating_call_and_discards_violating_batch_items(clock: Clock) -> None:
+    strict = make_backend(clock, strict=True)
+    raw = body({"writeKey": KEY, "userId": "u", "event": "E", "properties": {"revenue": "12"}})
+    assert rejected(strict, "track", raw) == "schema_violation"
+    assert strict.events()[-1].discard_reason == "schema_violation"
+    stored = batch(strict, [{"type": "track", "userId": "u", "event": "E", "properties": {"revenue": "1"}},
+                            {"type": "track", "userId": "u", "event": "E", "properties": {"revenue": 1}}])
+    assert [s.discard_reason for s in stored] == ["schema_violation", None]
+
+
+def test_deep_nesting_never_raises(backend: SegmentBackend) -> None:
+    nested: Any = "leaf"
+    for _ in range(400):
+        nested = {"n": nested}
+    stored = one(backend, "track", {"userId": "u", "event": "E", "properties": {"deep": nested}})
+    assert stored.accepted
+
+
+# -- dedupe ----------------------------------------------------------------------------------------
+
+
+def test_duplicate_message_id_within_24h_is_dropped_and_accepted_after(backend: SegmentBackend, clock: Clock) -> None:
+    call = {"userId": "u", "event": "E", "messageId": "m-1"}
+    assert one(backend, "track", call).accepted
+    clock.advance(timedelta(hours=23))
+    duplicate = one(backend, "track", call)
+    assert (duplicate.status, duplicate.discard_reason) == ("discarded", "duplicate_message_id")
+    clock.advance(timedelta(hours=2))  # 25 h after the first
+    assert one(backend, "track", call).accepted
+    assert one(backend, "track", {**call, "writeKey": OTHER_KEY}).accepted  # another source, another stream
+
+
+def test_discarded_messages_do_not_reserve_their_message_id(backend: SegmentBackend) -> None:
+    assert not one(backend, "track", {"userId": "u", "messageId": "m-2"}).accepted  # no event name
+    assert one(backend, "track", {"userId": "u", "event": "E", "messageId": "m-2"}).accepted
+
+
+# -- listeners, queries, reset ---------------------------------------------------------------------
+
+
+def test_listeners_see_accepted_messages_only_and_one_failure_does_not_stop_others(backend: SegmentBackend) -> None:
+    seen: list[str] = []
+
+    def broken(stored: StoredMessage) -> None:
+        raise RuntimeError("listener bug")
+
+    backend.add_listener(broken)
+    backend.add_listener(lambda stored: seen.append(stored.message_id))
+    stored = batch(backend, [{"type": "track", "userId": "u", "event": "E"}, {"type": "track", "event": "E"}])
+    assert seen == [stored[0].message_id]
+
+
+def test_event_filters_and_limit(backend: SegmentBackend) -> None:
+    batch(backend, [{"type": "track", "userId": f"u{i % 2}", "event": f"E{i % 3}"} for i in range(10)])
+    one(backend, "identify", {"userId": "u0"})
+    assert len(backend.events(limit=4)) == 4
+    assert backend.events(limit=1)[0].type == "identify"
+    assert [s.event for s in backend.events(type="track", user_id="u0", event="E0")] == ["E0", "E0"]
+    assert backend.events(limit=0) == []
+    newest_last = backend.events(type="track")
+    assert [s.message_id for s in newest_last] == [s.message_id for s in list(backend.messages)[:10]]
+
+
+def test_reset_forgets_messages_profiles_and_message_ids_but_keeps_listeners(backend: SegmentBackend) -> None:
+    seen: list[StoredMessage] = []
+    backend.add_listener(seen.append)
+    one(backend, "track", {"userId": "u", "event": "E", "messageId": "m"})
+    backend.reset()
+    assert backend.events() == [] and backend.profiles.get("u") is None
+    assert one(backend, "track", {"userId": "u", "event": "E", "messageId": "m"}).accepted
+    assert len(seen) == 2
+
+
+# -- profiles ------------------------------------------------------------------------------------
+
+
+def test_identify_traits_merge_per_user(backend: SegmentBackend) -> None:
+    one(backend, "identify", {"userId": "u", "traits": {"email": "a@example.com", "plan": "free"}})
+    one(backend, "identify", {"userId": "u", "traits": {"plan": "pro", "age": 30}})
+    profile = backend.profiles.get("u")
+    assert profile.traits == {"email": "a@example.com", "plan": "pro", "age": 30}
+    assert [e["type"] for e in profile.to_json()["events"]] == ["identify", "identify"]
+
+
+def test_anonymous_history_joins_the_user_when_both_ids_arrive(backend: SegmentBackend) -> None:
+    one(backend, "identify", {"anonymousId": "a1", "traits": {"email": "a@example.com"}})
+    one(backend, "track", {"anonymousId": "a1", "event": "Viewed"})
+    one(backend, "identify", {"userId": "u", "traits": {"name": "Ann"}})
+    one(backend, "track", {"userId": "u", "anonymousId": "a1", "event": "Bought"})
+    profile = backend.profiles.get("u")
+    assert backend.profiles.get("a1") is profile
+    assert profile.to_json()["anonymousIds"] == ["a1"]
+    assert profile.traits == {"email": "a@example.com", "name": "Ann"}
+    assert [e.event for e in profile.events if e.type == "track"] == ["Viewed", "Bought"]
+    assert len(backend.profiles) == 1
+
+
+def test_alias_links_previous_id(backend: SegmentBackend) -> None:
+    one(backend, "track", {"anonymousId": "old", "event": "Viewed"})
+    one(backend, "alias", {"previousId": "old", "userId": "u"})
+    one(backend, "alias", {"previousId": "never-seen", "userId": "u"})
+    profile = backend.profiles.get("u")
+    assert backend.profiles.get("old") is profile and backend.profiles.get("never-seen") is profile
+    assert profile.count_since("Viewed", datetime(2000, 1, 1, tzinfo=timezone.utc)) == 1
+
+
+def test_events_by_name_are_time_ordered_for_window_counts(backend: SegmentBackend, clock: Clock) -> None:
+    now = clock.now()
+    for days_ago in (40, 2, 20, 31, 1):
+        stamp = (now - timedelta(days=days_ago)).isoformat()
+        one(backend, "track", {"userId": "u", "event": "Order Completed", "timestamp": stamp})
+    one(backend, "track", {"userId": "u", "event": "Other"})
+    profile = backend.profiles.get("u")
+    since = now - timedelta(days=30)
+    assert profile.count_since("Order Completed", since) == 3
+    assert [e.timestamp for e in profile.events_since("Order Completed", since)] == sorted(
+        now - timedelta(days=d) for d in (20, 2, 1)
+    )
+    assert profile.count_since("Never", since) == 0
+    timestamps = [e.timestamp for e in profile.events]
+    assert timestamps == sorted(timestamps)
