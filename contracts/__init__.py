@@ -98,9 +98,11 @@ def _sort_key(item: tuple[list[str | int], ValidationError]) -> tuple:
 
 
 def validate(name: str, payload: Any) -> list[Violation]:
-    """Every violation of contract `name` by `payload`, in path order; [] when the payload is valid."""
+    """Every violation of contract `name` by `payload`, in path order; [] when the payload is valid.
+    A rule met twice through shared definitions (`$ref`, `allOf`) is reported once."""
     found = sorted(((_parts(error), error) for error in _validator(name).iter_errors(payload)), key=_sort_key)
-    return [Violation(_json_path(parts), str(error.validator), _message(error)) for parts, error in found]
+    violations = (Violation(_json_path(parts), str(error.validator), _message(error)) for parts, error in found)
+    return list(dict.fromkeys(violations))
 
 
 def is_valid(name: str, payload: Any) -> bool:
