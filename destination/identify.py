@@ -44,8 +44,7 @@ def _contact_id(contact: dict[str, Any]) -> int | None:
     return int(value) if isinstance(value, str) and value.isdigit() else None
 
 
-async def apply_identify(client: MailjetClient, list_id: int, update: ContactUpdate) -> IdentifyOutcome:
-    """Make sure every property is defined, then upsert the contact with `addnoforce`."""
+async def _apply(client: MailjetClient, list_id: int, update: ContactUpdate) -> IdentifyOutcome:
     definitions, created = await client.define_properties({prop.name: prop.datatype for prop in update.properties})
     properties: list[Property] = []
     skipped = list(update.skipped)
@@ -57,12 +56,18 @@ async def apply_identify(client: MailjetClient, list_id: int, update: ContactUpd
         else:
             # Send the name as Mailjet spells it ("Plan" when the trait says "plan").
             properties.append(replace(fitted, name=definition.name))
-    try:
-        contact = await client.upsert_contact(list_id, update.email, update.name, {prop.name: prop.value for prop in properties})
-    except MailjetError as exc:
-        # A property deleted or retyped in Mailjet's UI makes managecontact fail with 400: re-read
-        # the definitions on the next identify instead of trusting the cache forever.
-        if exc.status == 400:
-            client.forget_property_definitions()
-        raise
+    contact = await client.upsert_contact(list_id, update.email, update.name, {prop.name: prop.value for prop in properties})
     return IdentifyOutcome(update, list_id, _contact_id(contact), tuple(properties), tuple(created), tuple(skipped))
+
+
+async def apply_identify(client: MailjetClient, list_id: int, update: ContactUpdate) -> IdentifyOutcome:
+    """Make sure every property is defined, then upsert the contact with `addnoforce`."""
+    try:
+        return await _apply(client, list_id, update)
+    except MailjetError as exc:
+        # "Object properties invalid" with cached definitions means a property was deleted or
+        # retyped in Mailjet since they were read: read them again and try once more.
+        if exc.status != 400 or "propert" not in str(exc).lower():
+            raise
+    client.forget_property_definitions()
+    return await _apply(client, list_id, update)

@@ -24,6 +24,11 @@ NAME_TRAITS = ("name", "firstName", "lastName", "first_name", "last_name")
 # larger integer (an id, a phone number) is kept exactly by storing it as text.
 _INT64 = range(-(2**63), 2**63)
 
+# Guess: Mailjet publishes no length limit for Name or text property values; 255 is the usual
+# column size (the fake Mailjet uses it too). A longer value would make Mailjet reject the whole
+# contact update, so that one value is skipped and reported instead.
+MAX_TEXT_LENGTH = 255
+
 # ISO-8601 dates and date-times as Segment libraries send them ("2024-05-01T10:00:00.123Z").
 _ISO_DATETIME = re.compile(r"\d{4}-\d{2}-\d{2}(?:[T ]\d{2}:\d{2}(?::\d{2}(?:\.\d{1,6})?)?(?:Z|[+-]\d{2}:?\d{2})?)?\Z")
 
@@ -234,6 +239,9 @@ def map_identify(message: Mapping[str, Any]) -> ContactUpdate:
             reason = "null: Mailjet property left unchanged" if value is None else f"unsupported value {value!r}"
             skipped.append(SkippedTrait(trait, reason))
             continue
+        if datatype == "str" and len(render_value(value, "str")) > MAX_TEXT_LENGTH:
+            skipped.append(SkippedTrait(trait, f"text longer than {MAX_TEXT_LENGTH} characters"))
+            continue
         name = sanitize_property_name(joined)
         # Guess: Mailjet property names are matched case-insensitively, like its JSON keys.
         taken_by = properties.get(name.lower())
@@ -244,7 +252,12 @@ def map_identify(message: Mapping[str, Any]) -> ContactUpdate:
             renamed.append(RenamedTrait(trait, name))
         properties[name.lower()] = Property(name, value, datatype, trait)
 
-    return ContactUpdate(email, contact_name(traits), tuple(properties.values()), tuple(skipped), tuple(renamed))
+    name = contact_name(traits)
+    if name is not None and len(name) > MAX_TEXT_LENGTH:
+        # Without Name, managecontact keeps the contact's current name.
+        skipped.append(SkippedTrait("name", f"contact Name longer than {MAX_TEXT_LENGTH} characters"))
+        name = None
+    return ContactUpdate(email, name, tuple(properties.values()), tuple(skipped), tuple(renamed))
 
 
 def conform_to_definition(prop: Property, defined: str) -> Property | None:

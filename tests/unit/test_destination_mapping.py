@@ -244,3 +244,16 @@ def test_nested_key_needing_sanitizing_is_reported_as_renamed():
 def test_conform_to_definition(prop, defined, expected):
     fitted = conform_to_definition(prop, defined)
     assert (None if fitted is None else (fitted.datatype, fitted.value)) == expected
+
+
+def test_text_longer_than_mailjet_limit_is_skipped_not_truncated():
+    update = map_identify(identify({"bio": "x" * 256, "motto": "y" * 255}))
+    assert "bio" not in props(update)
+    assert props(update)["motto"] == ("y" * 255, "str")
+    assert [(skipped.trait, skipped.reason) for skipped in update.skipped] == [("bio", "text longer than 255 characters")]
+
+
+def test_name_longer_than_mailjet_limit_leaves_name_unchanged():
+    update = map_identify(identify({"firstName": "A" * 200, "lastName": "B" * 100}))
+    assert update.name is None
+    assert [skipped.trait for skipped in update.skipped] == ["name"]
