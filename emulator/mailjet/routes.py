@@ -1,0 +1,475 @@
+"""HTTP of the fake Mailjet: parse the request, call the model, render Mailjet's response shapes.
+
+The public API is matched by hand rather than by Starlette path templates because Mailjet
+paths are case-insensitive (`/ManageContact` works) and an id may be a percent-encoded email
+(`/contact/a%2Bb%40x.com`), which must be decoded segment by segment from the raw path.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import logging
+import uuid
+from dataclasses import dataclass
+from typing import Any, Awaitable, Callable
+from urllib.parse import unquote, unquote_plus
+
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from ..common.clock import Clock
+from ..common.control import ControlError, control_error_response, control_routes, query_limit, read_json_object
+from ..common.journal import CONTROL_PREFIX, Journal, JournalMiddleware
+from ..config import BundleConfig, BundleUrls
+from .models import SERVICE, Account, MailjetBackend, MailjetError, Query, paginate
+from .send import SendError, malformed_json, send
+
+log = logging.getLogger(__name__)
+
+ALL_METHODS = ["GET", "POST", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS"]
+AUTH_FAILURE = (
+    "API key authentication/authorization failure. You may be unauthorized to access the API or your API key "
+    "may be expired. Visit API keys management section to check your keys."
+)
+# Filters whose values are email addresses: an old client sends their `+` unencoded, and a `+`
+# is never a space in an address, so these keep it literally (reference §0).
+_EMAIL_FILTERS = {"email", "contactemail", "contactalt"}
+
+Handler = Callable[[Account, Request, list[str]], Awaitable[Response]]
+
+
+# ---------------------------------------------------------------- rendering
+
+
+def envelope(data: list[dict[str, Any]], total: int | None = None, status: int = 200) -> JSONResponse:
+    """Every REST v3 answer: `{"Count": len(Data), "Data": [...], "Total": all matches}`."""
+    return JSONResponse({"Count": len(data), "Data": data, "Total": len(data) if total is None else total}, status)
+
+
+def listing(rows: list[dict[str, Any]], query: Query) -> JSONResponse:
+    page, total = paginate(rows, query)
+    if query.count_only:
+        # Documented: countOnly answers the number of records and no Data.
+        return JSONResponse({"Count": total, "Data": [], "Total": total})
+    return envelope(page, total)
+
+
+def created(item: dict[str, Any]) -> JSONResponse:
+    return envelope([item], status=201)
+
+
+def updated(item: dict[str, Any], changed: bool) -> Response:
+    # Documented: "304 Not Modified: The PUT request didn't affect any record".
+    return envelope([item]) if changed else Response(status_code=304)
+
+
+def no_content() -> Response:
+    return Response(status_code=204)
+
+
+def error_response(error: MailjetError) -> JSONResponse:
+    return JSONResponse(error.to_json(), error.status)
+
+
+def unexpected_error() -> JSONResponse:
+    # The shape of a real 500 (php#123), so clients parse it like any other Mailjet error.
+    body = {
+        "ErrorIdentifier": str(uuid.uuid4()),
+        "ErrorInfo": "",
+        "ErrorMessage": "An Unexpected Error occurred during API request",
+        "StatusCode": 500,
+    }
+    return JSONResponse(body, 500)
+
+
+# ---------------------------------------------------------------- parsing
+
+
+def path_segments(request: Request) -> list[str]:
+    """Percent-decoded segments of the raw path, so an encoded `/` or `+` stays inside its segment."""
+    raw = request.scope.get("raw_path") or request.scope["path"].encode()
+    segments = [unquote(part) for part in raw.decode("latin-1").split("/")[1:]]
+    if segments and segments[-1] == "":
+        segments.pop()
+    return segments
+
+
+def parse_query(request: Request) -> Query:
+    params = []
+    for pair in request.scope.get("query_string", b"").decode("latin-1").split("&"):
+        if not pair:
+            continue
+        name, _, value = pair.partition("=")
+        name = unquote_plus(name)
+        params.append((name, unquote(value) if name.lower() in _EMAIL_FILTERS else unquote_plus(value)))
+    return Query.parse(params)
+
+
+async def read_body(request: Request) -> dict[str, Any]:
+    """The JSON object of a POST/PUT; an empty body counts as `{}` so missing fields are reported."""
+    raw = await request.body()
+    if not raw.strip():
+        return {}
+    try:
+        payload = json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as exc:
+        # Guess: the real text for unparsable JSON is not documented; it starts like the
+        # documented "Invalid json input: ..." of unknown fields.
+        raise MailjetError(400, f"Invalid json input: {exc}") from exc
+    if not isinstance(payload, dict):
+        raise MailjetError(400, f"Invalid json input: expected a JSON object, got {type(payload).__name__}")
+    return payload
+
+
+def credentials(request: Request) -> tuple[str, str] | None:
+    header = request.headers.get("authorization", "")
+    scheme, _, encoded = header.partition(" ")
+    if scheme.lower() != "basic":
+        return None
+    try:
+        decoded = base64.b64decode(encoded.strip(), validate=True).decode("utf-8")
+    except (binascii.Error, UnicodeDecodeError):
+        return None
+    key, separator, secret = decoded.partition(":")
+    return (key, secret) if separator else None
+
+
+# ---------------------------------------------------------------- REST v3 handlers
+
+
+async def list_contacts(account: Account, request: Request, ids: list[str]) -> Response:
+    query = parse_query(request)
+    return listing([c.to_json() for c in account.list_contacts(query)], query)
+
+
+async def create_contact(account: Account, request: Request, ids: list[str]) -> Response:
+    return created(account.create_contact(await read_body(request)).to_json())
+
+
+async def get_contact(account: Account, request: Request, ids: list[str]) -> Response:
+    return envelope([account.get_contact(ids[0]).to_json()])
+
+
+async def update_contact(account: Account, request: Request, ids: list[str]) -> Response:
+    contact, changed = account.update_contact(ids[0], await read_body(request))
+    return updated(contact.to_json(), changed)
+
+
+async def manage_contacts_lists(account: Account, request: Request, ids: list[str]) -> Response:
+    items = account.manage_contacts_lists(ids[0], await read_body(request))
+    return created({"ContactsLists": items})
+
+
+async def get_contacts_lists(account: Account, request: Request, ids: list[str]) -> Response:
+    return listing(account.get_contacts_lists(ids[0]), parse_query(request))
+
+
+async def start_contacts_job(account: Account, request: Request, ids: list[str]) -> Response:
+    return created({"JobID": account.start_contacts_job(await read_body(request)).id})
+
+
+async def get_contacts_job(account: Account, request: Request, ids: list[str]) -> Response:
+    return envelope([account.get_job(ids[0]).to_json()])
+
+
+async def list_lists(account: Account, request: Request, ids: list[str]) -> Response:
+    query = parse_query(request)
+    return listing([account.list_json(l) for l in account.list_lists(query)], query)
+
+
+async def create_list(account: Account, request: Request, ids: list[str]) -> Response:
+    return created(account.list_json(account.create_list(await read_body(request))))
+
+
+async def get_list(account: Account, request: Request, ids: list[str]) -> Response:
+    return envelope([account.list_json(account.get_list(ids[0]))])
+
+
+async def update_list(account: Account, request: Request, ids: list[str]) -> Response:
+    contacts_list, changed = account.update_list(ids[0], await read_body(request))
+    return updated(account.list_json(contacts_list), changed)
+
+
+async def delete_list(account: Account, request: Request, ids: list[str]) -> Response:
+    account.delete_list(ids[0])
+    return no_content()
+
+
+async def manage_contact(account: Account, request: Request, ids: list[str]) -> Response:
+    # Guess: 201 like every other POST (the real status is unconfirmed, reference §8.3).
+    return created(account.manage_contact(ids[0], await read_body(request)))
+
+
+async def start_list_job(account: Account, request: Request, ids: list[str]) -> Response:
+    return created({"JobID": account.start_list_job(ids[0], await read_body(request)).id})
+
+
+async def get_list_job(account: Account, request: Request, ids: list[str]) -> Response:
+    return envelope([account.get_job(ids[1], list_ref=ids[0]).to_json()])
+
+
+async def list_recipients(account: Account, request: Request, ids: list[str]) -> Response:
+    query = parse_query(request)
+    return listing([account.recipient_json(r) for r in account.list_recipients(query)], query)
+
+
+async def create_recipient(account: Account, request: Request, ids: list[str]) -> Response:
+    return created(account.recipient_json(account.create_recipient(await read_body(request))))
+
+
+async def get_recipient(account: Account, request: Request, ids: list[str]) -> Response:
+    return envelope([account.recipient_json(account.get_recipient(ids[0]))])
+
+
+async def update_recipient(account: Account, request: Request, ids: list[str]) -> Response:
+    recipient, changed = account.update_recipient(ids[0], await read_body(request))
+    return updated(account.recipient_json(recipient), changed)
+
+
+async def delete_recipient(account: Account, request: Request, ids: list[str]) -> Response:
+    account.delete_recipient(ids[0])
+    return no_content()
+
+
+async def list_properties(account: Account, request: Request, ids: list[str]) -> Response:
+    query = parse_query(request)
+    return listing([p.to_json() for p in account.list_properties(query)], query)
+
+
+async def create_property(account: Account, request: Request, ids: list[str]) -> Response:
+    return created(account.create_property(await read_body(request)).to_json())
+
+
+async def get_property(account: Account, request: Request, ids: list[str]) -> Response:
+    return envelope([account.get_property(ids[0]).to_json()])
+
+
+async def update_property(account: Account, request: Request, ids: list[str]) -> Response:
+    definition, changed = account.update_property(ids[0], await read_body(request))
+    return updated(definition.to_json(), changed)
+
+
+async def delete_property(account: Account, request: Request, ids: list[str]) -> Response:
+    account.delete_property(ids[0])
+    return no_content()
+
+
+async def list_contact_data(account: Account, request: Request, ids: list[str]) -> Response:
+    query = parse_query(request)
+    return listing([account.contact_data_json(c) for c in account.list_contact_data(query)], query)
+
+
+async def create_contact_data(account: Account, request: Request, ids: list[str]) -> Response:
+    contact, _ = account.set_contact_data(None, await read_body(request))
+    return created(account.contact_data_json(contact))
+
+
+async def get_contact_data(account: Account, request: Request, ids: list[str]) -> Response:
+    return envelope([account.contact_data_json(account.get_contact(ids[0]))])
+
+
+async def update_contact_data(account: Account, request: Request, ids: list[str]) -> Response:
+    contact, changed = account.set_contact_data(ids[0], await read_body(request))
+    return updated(account.contact_data_json(contact), changed)
+
+
+async def delete_contact_data(account: Account, request: Request, ids: list[str]) -> Response:
+    account.clear_contact_data(ids[0])
+    return no_content()
+
+
+async def list_callbacks(account: Account, request: Request, ids: list[str]) -> Response:
+    query = parse_query(request)
+    return listing([c.to_json() for c in account.list_callbacks(query)], query)
+
+
+async def create_callback(account: Account, request: Request, ids: list[str]) -> Response:
+    return created(account.create_callback(await read_body(request)).to_json())
+
+
+async def get_callback(account: Account, request: Request, ids: list[str]) -> Response:
+    return envelope([account.get_callback(ids[0]).to_json()])
+
+
+async def update_callback(account: Account, request: Request, ids: list[str]) -> Response:
+    callback, changed = account.update_callback(ids[0], await read_body(request))
+    return updated(callback.to_json(), changed)
+
+
+async def delete_callback(account: Account, request: Request, ids: list[str]) -> Response:
+    account.delete_callback(ids[0])
+    return no_content()
+
+
+@dataclass(frozen=True)
+class RestRoute:
+    """A REST v3 path shape under /v3/REST/: literal segments (lower case) and `{}` for an id."""
+
+    shape: tuple[str, ...]
+    handlers: dict[str, Handler]
+
+    def match(self, lowered: list[str], original: list[str]) -> list[str] | None:
+        if len(lowered) != len(self.shape):
+            return None
+        ids = []
+        for part, low, raw in zip(self.shape, lowered, original):
+            if part == "{}":
+                ids.append(raw)
+            elif part != low:
+                return None
+        return ids
+
+    @property
+    def literal_count(self) -> int:
+        return sum(part != "{}" for part in self.shape)
+
+
+REST_ROUTES = [
+    RestRoute(("contact",), {"GET": list_contacts, "POST": create_contact}),
+    RestRoute(("contact", "managemanycontacts"), {"POST": start_contacts_job}),
+    RestRoute(("contact", "managemanycontacts", "{}"), {"GET": get_contacts_job}),
+    # No DELETE: contacts are deleted only through the GDPR endpoint DELETE /v4/contacts/{id}.
+    RestRoute(("contact", "{}"), {"GET": get_contact, "PUT": update_contact}),
+    RestRoute(("contact", "{}", "managecontactslists"), {"POST": manage_contacts_lists}),
+    RestRoute(("contact", "{}", "getcontactslists"), {"GET": get_contacts_lists}),
+    RestRoute(("contactslist",), {"GET": list_lists, "POST": create_list}),
+    RestRoute(("contactslist", "{}"), {"GET": get_list, "PUT": update_list, "DELETE": delete_list}),
+    RestRoute(("contactslist", "{}", "managecontact"), {"POST": manage_contact}),
+    RestRoute(("contactslist", "{}", "managemanycontacts"), {"POST": start_list_job}),
+    RestRoute(("contactslist", "{}", "managemanycontacts", "{}"), {"GET": get_list_job}),
+    RestRoute(("listrecipient",), {"GET": list_recipients, "POST": create_recipient}),
+    RestRoute(("listrecipient", "{}"), {"GET": get_recipient, "PUT": update_recipient, "DELETE": delete_recipient}),
+    RestRoute(("contactmetadata",), {"GET": list_properties, "POST": create_property}),
+    RestRoute(("contactmetadata", "{}"), {"GET": get_property, "PUT": update_property, "DELETE": delete_property}),
+    RestRoute(("contactdata",), {"GET": list_contact_data, "POST": create_contact_data}),
+    RestRoute(("contactdata", "{}"), {"GET": get_contact_data, "PUT": update_contact_data, "DELETE": delete_contact_data}),
+    RestRoute(("eventcallbackurl",), {"GET": list_callbacks, "POST": create_callback}),
+    RestRoute(("eventcallbackurl", "{}"), {"GET": get_callback, "PUT": update_callback, "DELETE": delete_callback}),
+]
+KNOWN_RESOURCES = {route.shape[0] for route in REST_ROUTES}
+
+
+def resolve_rest(method: str, segments: list[str]) -> tuple[Handler, list[str]]:
+    """The handler and ids for /v3/REST/<segments>; MailjetError 400/405 otherwise."""
+    lowered = [segment.lower() for segment in segments]
+    matches = [(route, ids) for route in REST_ROUTES if (ids := route.match(lowered, segments)) is not None]
+    if not matches:
+        # Documented: 400 for an "unknown resource or action"; the texts are guesses.
+        if not lowered or lowered[0] not in KNOWN_RESOURCES:
+            raise MailjetError(400, f'Unknown resource: "{segments[0] if segments else ""}"')
+        raise MailjetError(400, f'Unknown action on resource "{segments[0]}": "{"/".join(segments[1:])}"')
+    route, ids = max(matches, key=lambda match: match[0].literal_count)
+    handler = route.handlers.get(method)
+    if handler is None:
+        raise MailjetError(405, "Method not allowed")  # observed (java#48)
+    return handler, ids
+
+
+# ---------------------------------------------------------------- the app
+
+
+def create_app(config: BundleConfig, clock: Clock, urls: BundleUrls) -> Starlette:
+    backend = MailjetBackend(config, clock, urls.mailjet_url, urls.segment_url)
+    journal = Journal(clock, config.journal_capacity)
+
+    async def api(request: Request) -> Response:
+        """Everything that is not the control API: REST v3, Send v3.1, and Mailjet-shaped 4xx for the rest."""
+        if request.url.path.startswith(CONTROL_PREFIX):
+            return control_error_response(ControlError(f"no control endpoint {request.method} {request.url.path}", 404))
+        segments = path_segments(request)
+        lowered = [segment.lower() for segment in segments]
+        is_send_v31 = lowered[:1] == ["v3.1"]
+        try:
+            account = authenticate(request)
+            if account is None:
+                return auth_failure(is_send_v31)
+            if is_send_v31:
+                return await send_v31(account, request, lowered)
+            if lowered[:2] == ["v3", "rest"]:
+                handler, ids = resolve_rest(request.method, segments[2:])
+                return await handler(account, request, ids)
+            if lowered[:2] == ["v3", "send"]:
+                # The pre-2017 Send API v3 (FromEmail, Recipients, ...) is not emulated.
+                raise MailjetError(
+                    400, "Send API v3 (POST /v3/send) is not emulated by segjet; use Send API v3.1 (POST /v3.1/send)"
+                )
+            if lowered[:3] == ["v3", "data", "batchjob"] and len(segments) >= 4 and request.method == "GET":
+                # The ErrorFile of a managemanycontacts job: /v3/DATA/batchjob/{JobID}/JSONError/application:json/LAST
+                return JSONResponse(account.job_errors(segments[3]))
+            raise MailjetError(404, "Object not found")
+        except MailjetError as error:
+            return error_response(error)
+        except SendError as error:
+            return JSONResponse(error.to_json(str(uuid.uuid4())), error.status)
+        except Exception:  # noqa: BLE001 - answered in Mailjet's shape; tests assert it never happens
+            log.exception("unexpected error on %s %s", request.method, request.url.path)
+            return unexpected_error()
+
+    def authenticate(request: Request) -> Account | None:
+        pair = credentials(request)
+        return backend.authenticate(*pair) if pair else None
+
+    def auth_failure(is_send_v31: bool) -> JSONResponse:
+        if is_send_v31:
+            # Observed v3.1 body (php#109, go fixture), with the documented code for bad credentials.
+            body: dict[str, Any] = {
+                "ErrorIdentifier": str(uuid.uuid4()),
+                "ErrorCode": "mj-0015",
+                "StatusCode": 401,
+                "ErrorMessage": AUTH_FAILURE,
+            }
+        else:
+            # Guess: the v3 REST body is unconfirmed; this is the reference's recommendation.
+            body = MailjetError(401, AUTH_FAILURE).to_json()
+        return JSONResponse(body, 401, headers={"WWW-Authenticate": 'Basic realm="Provide an apiKey and secretKey"'})
+
+    async def send_v31(account: Account, request: Request, lowered: list[str]) -> Response:
+        if lowered != ["v3.1", "send"]:
+            # v3.1 exists only for /send; other v3.1 paths gave 404 (php#133).
+            raise MailjetError(404, "Object not found")
+        if request.method != "POST":
+            raise MailjetError(405, "Method not allowed")
+        try:
+            body = json.loads(await request.body())
+        except (ValueError, UnicodeDecodeError):
+            raise malformed_json() from None
+        status, result = send(account, body)
+        return JSONResponse(result, status)
+
+    async def app_connection_get(request: Request) -> Response:
+        return JSONResponse(backend.default_account.app_connection.to_json())
+
+    async def app_connection_put(request: Request) -> Response:
+        try:
+            changes = await read_json_object(request)
+            try:
+                connection = backend.default_account.update_app_connection(changes)
+            except ValueError as exc:
+                raise ControlError(str(exc)) from exc
+        except ControlError as exc:
+            return control_error_response(exc)
+        return JSONResponse(connection.to_json())
+
+    async def messages(request: Request) -> Response:
+        try:
+            limit = query_limit(request)
+        except ControlError as exc:
+            return control_error_response(exc)
+        stored = backend.default_account.messages
+        return JSONResponse({"messages": [m.to_json() for m in stored[-limit:]] if limit else []})
+
+    routes = control_routes(SERVICE, clock, journal, backend.reset) + [
+        Route("/_emulator/app-connections/segment", app_connection_get, methods=["GET"]),
+        Route("/_emulator/app-connections/segment", app_connection_put, methods=["PUT"]),
+        Route("/_emulator/messages", messages, methods=["GET"]),
+        Route("/{path:path}", api, methods=ALL_METHODS),
+    ]
+    app = Starlette(routes=routes, middleware=[Middleware(JournalMiddleware, journal=journal)])
+    # The model, for the parts of the fake built on it later (email events) and for tests.
+    app.state.backend = backend
+    return app
