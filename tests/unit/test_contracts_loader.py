@@ -102,14 +102,22 @@ def test_missing_required_property_is_reported_at_its_own_path() -> None:
 
 
 def test_violations_are_in_path_order_with_numeric_indexes() -> None:
-    batch = [{"type": "track", "userId": "u"} if i in (2, 10) else {"type": "track", "userId": "u", "event": "e"} for i in range(11)]
+    good, no_event = {"type": "track", "userId": "u", "event": "e"}, {"type": "track", "userId": "u"}
+    batch = [no_event if index in (2, 10) else good for index in range(11)]
     assert [v.path for v in validate("segment.batch", {"batch": batch})] == ["$.batch[2].event", "$.batch[10].event"]
 
 
 def test_a_rule_met_twice_through_shared_definitions_is_reported_once() -> None:
     """segment.engage_audience_identify requires type identify itself and through segment.identify."""
-    violations = validate("segment.engage_audience_identify", {"type": "track", "userId": "u", "traits": {"a": True}, "context": {"personas": {
-        "computation_class": "audience", "computation_id": "aud_1", "computation_key": "a", "namespace": "spa_1", "space_id": "spa_1"}}})
+    personas = {
+        "computation_class": "audience",
+        "computation_id": "aud_1",
+        "computation_key": "a",
+        "namespace": "spa_1",
+        "space_id": "spa_1",
+    }
+    payload = {"type": "track", "userId": "u", "traits": {"a": True}, "context": {"personas": personas}}
+    violations = validate("segment.engage_audience_identify", payload)
     assert [(v.path, v.rule) for v in violations] == [("$.type", "const")]
 
 

@@ -352,7 +352,7 @@ def anonymous(payload: dict) -> dict:
 
 
 # ---------------------------------------------------------------------------------------------
-# the examples
+# the examples: one case per line, so each table reads as a table
 
 VALID: list[tuple[str, str, Any]] = [
     ("segment.identify", "docs identify", DOC_IDENTIFY),
@@ -392,7 +392,7 @@ VALID: list[tuple[str, str, Any]] = [
     ("segment.engage_audience_identify", "fake Engage: entered", ENGAGE_AUDIENCE_IDENTIFY),
     ("segment.engage_audience_identify", "fake Engage: exited", changed(ENGAGE_AUDIENCE_IDENTIFY, traits__order_completed_last_30days=False)),
     ("segment.engage_audience_identify", "anonymous profile", changed(without(ENGAGE_AUDIENCE_IDENTIFY, "userId"), anonymousId="anon-9")),
-    ("segment.engage_audience_identify", "still a valid identify", DOC_AUDIENCE_IDENTIFY),
+    ("segment.identify", "docs audience identify is an identify", DOC_AUDIENCE_IDENTIFY),
     ("segment.identify", "Engage audience identify is an identify", ENGAGE_AUDIENCE_IDENTIFY),
     ("segment.engage_trait_identify", "docs computed-trait identify", DOC_TRAIT_IDENTIFY),
     ("segment.engage_trait_identify", "fake Engage: computed trait", ENGAGE_TRAIT_IDENTIFY),
@@ -603,7 +603,8 @@ def test_messages_built_by_the_installed_analytics_python_pass() -> None:
 
 def test_readable_messages() -> None:
     """The messages that go into context.protocols.violations say what was expected."""
-    by_path = {v.path: v.message for v in validate("segment.engage_audience_identify", changed(DOC_AUDIENCE_IDENTIFY, userId=None, traits={"x": 1}))}
+    payload = changed(DOC_AUDIENCE_IDENTIFY, userId=None, traits={"x": 1})
+    by_path = {v.path: v.message for v in validate("segment.engage_audience_identify", payload)}
     assert by_path["$"] == "A userId or an anonymousId is required: a non-empty string (null does not count)."
     assert "at least one boolean" in by_path["$.traits"]
     [missing] = validate("segment.track", without(DOC_TRACK, "event"))
