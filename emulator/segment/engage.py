@@ -1,0 +1,848 @@
+"""Engage: audiences and computed traits over the fake Segment's profiles, synced as identify calls.
+
+State and rules only (no HTTP). The engine reads profiles through `ProfileSource`, learns about
+changes through `observe(message)` (the Segment backend's listener), and hands every message it
+produces to `emit` (the backend's ingest path, under the Engage source).
+
+Incremental by design: a sync costs in proportion to what changed, not to the audience size.
+- Each definition keeps what the destination was last told (audience members, trait values).
+- `observe` marks a profile dirty only in the definitions that read that event name or trait name
+  (or in all of them the first time a profile is seen, since "did not perform" can hold for it).
+- Time passing is handled by an expiry heap per definition: for each evaluated profile, the instant
+  after which its result could change with no new data (an in-window event lapsing). A sync pops
+  only the entries that lapsed.
+The first sync of a definition evaluates every profile (Segment's historical backfill).
+"""
+
+from __future__ import annotations
+
+import heapq
+import re
+import secrets
+import string
+import unicodedata
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any, Callable, Iterable, Mapping, Protocol, Sequence
+
+from ..common.clock import Clock, iso, parse_duration
+
+COMPARISON_OPERATORS = ("equals", "not_equals", "gt", "gte", "lt", "lte", "exists")
+COMPUTED_KINDS = ("count", "sum", "avg", "most_frequent", "first", "last")
+INTEGRATIONS = {"All": False, "Mailjet": True}
+REALTIME = "realtime"
+MANUAL = "manual"
+# Timers fire when due <= now, and an event at exactly `now - within` is still inside the window,
+# so a lapse is acted on one clock tick (datetime resolution) after it.
+_TICK = timedelta(microseconds=1)
+_KEY = re.compile(r"^[a-z0-9][a-z0-9_]*$")
+_WINDOW = re.compile(r"^([1-9]\d*)([dh])$")
+
+
+class DefinitionError(ValueError):
+    """A definition that cannot be accepted; the message says what to fix (HTTP 400)."""
+
+    status = 400
+
+
+class DuplicateKeyError(DefinitionError):
+    """The key is already used by an audience or a computed trait (HTTP 409)."""
+
+    status = 409
+
+
+class UnknownDefinition(KeyError):
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+
+# ---------------------------------------------------------------------------------------------
+# Keys
+
+
+def snake_case_key(name: str) -> str:
+    """The audience/trait key Engage derives from a name.
+
+    Segment only documents "snake_cased" with examples (reference/segment.md §4.2), the canonical
+    one being "Order Completed Last 30 Days" → `order_completed_last_30days`. The rule here:
+    1. accents are dropped (é → e) and other non-ASCII characters removed (Engage builders take
+       Latin characters only);
+    2. camelCase is split: `orderCompleted` → `order Completed`, `HTMLEmail` → `HTML Email`;
+    3. whitespace between a digit and a following letter is removed, so a number attaches to the
+       unit after it: `30 Days` → `30Days` (punctuation between them is kept as `_`);
+    4. lower-cased; every run of characters other than a-z and 0-9 becomes one `_`; `_` trimmed.
+    A name that is already snake_case comes back unchanged (`total_revenue_180_days`).
+    """
+    ascii_text = unicodedata.normalize("NFKD", name).encode("ascii", "ignore").decode("ascii")
+    split = re.sub(r"(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])", " ", ascii_text)
+    attached = re.sub(r"(?<=[0-9])\s+(?=[A-Za-z])", "", split)
+    key = re.sub(r"[^a-z0-9]+", "_", attached.lower()).strip("_")
+    if not key:
+        raise DefinitionError(f"cannot derive a key from the name {name!r} (Latin letters or digits needed); give a key")
+    return key
+
+
+# ---------------------------------------------------------------------------------------------
+# Profiles as the engine sees them
+
+
+class ProfileEvent(Protocol):
+    """One tracked event of a profile: when it happened (event `timestamp`) and its properties."""
+
+    @property
+    def timestamp(self) -> datetime: ...
+
+    @property
+    def properties(self) -> Mapping[str, Any]: ...
+
+
+class ProfileSource(Protocol):
+    """Read access to the profiles the engine computes over (the fake Segment's profile store)."""
+
+    def user_ids(self) -> Iterable[str]: ...
+
+    def traits(self, user_id: str) -> Mapping[str, Any]: ...
+
+    def events(self, user_id: str, event: str) -> Sequence[ProfileEvent]: ...
+
+
+@dataclass
+class _Subject:
+    """One profile at one instant, with the window arithmetic the rules share."""
+
+    profiles: ProfileSource
+    user_id: str
+    now: datetime
+
+    def in_window(self, event: str, within: timedelta | None) -> list[ProfileEvent]:
+        # Hour-precise windows on the event timestamp: an event exactly `within` old is inside;
+        # events stamped in the future count as inside too (they never lapse earlier).
+        events = self.profiles.events(self.user_id, event)
+        if within is None:
+            return list(events)
+        start = self.now - within
+        return [item for item in events if item.timestamp >= start]
+
+
+def _lookup(values: Mapping[str, Any], path: str) -> tuple[bool, Any]:
+    """A field by name, or by dotted path into nested objects (`address.city`)."""
+    if path in values:
+        return True, values[path]
+    current: Any = values
+    for part in path.split("."):
+        if not isinstance(current, Mapping) or part not in current:
+            return False, None
+        current = current[part]
+    return True, current
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+# ---------------------------------------------------------------------------------------------
+# Conditions and rules (parsed from JSON, then evaluated)
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """`{"property"|"trait": name, <operator>: value}` against one mapping of values."""
+
+    field: str
+    operator: str
+    value: Any
+
+    def holds(self, values: Mapping[str, Any]) -> bool:
+        present, actual = _lookup(values, self.field)
+        if self.operator == "exists":
+            return (present and actual is not None) == self.value
+        if self.operator == "equals":
+            return present and _same(actual, self.value)
+        if self.operator == "not_equals":
+            # A missing field "does not equal" the value (guess; Segment does not document it).
+            return not (present and _same(actual, self.value))
+        # Ordering compares numbers with numbers and strings with strings (ISO dates order as text).
+        comparable = (_is_number(actual) and _is_number(self.value)) or (
+            isinstance(actual, str) and isinstance(self.value, str)
+        )
+        if not present or not comparable:
+            return False
+        if self.operator == "gt":
+            return actual > self.value
+        if self.operator == "gte":
+            return actual >= self.value
+        if self.operator == "lt":
+            return actual < self.value
+        return actual <= self.value
+
+
+def _same(actual: Any, expected: Any) -> bool:
+    # JSON equality: true is not 1, and 1 equals 1.0.
+    if isinstance(actual, bool) or isinstance(expected, bool):
+        return isinstance(actual, bool) and isinstance(expected, bool) and actual == expected
+    return actual == expected
+
+
+class Rule:
+    """A node of an audience rule. `evaluate` answers membership now and when that could change."""
+
+    def evaluate(self, subject: _Subject) -> tuple[bool, datetime | None]:
+        """(holds, lapse): with no new data the answer stays the same up to and including `lapse`."""
+        raise NotImplementedError
+
+    def event_names(self) -> set[str]:
+        return set()
+
+    def trait_names(self) -> set[str]:
+        return set()
+
+
+@dataclass(frozen=True)
+class PropertyCondition:
+    """A `where` tree over event properties: comparisons combined with all/any/not."""
+
+    comparison: Comparison | None = None
+    combinator: str | None = None
+    children: tuple["PropertyCondition", ...] = ()
+
+    def holds(self, properties: Mapping[str, Any]) -> bool:
+        if self.comparison is not None:
+            return self.comparison.holds(properties)
+        if self.combinator == "all":
+            return all(child.holds(properties) for child in self.children)
+        if self.combinator == "any":
+            return any(child.holds(properties) for child in self.children)
+        return not self.children[0].holds(properties)
+
+
+@dataclass(frozen=True)
+class EventRule(Rule):
+    event: str
+    within: timedelta | None
+    at_least: int | None
+    at_most: int | None
+    where: PropertyCondition | None
+
+    def evaluate(self, subject: _Subject) -> tuple[bool, datetime | None]:
+        matching = [
+            item for item in subject.in_window(self.event, self.within)
+            if self.where is None or self.where.holds(item.properties)
+        ]
+        count = len(matching)
+        if self.at_most is not None:
+            holds = count <= self.at_most
+            # Not a member yet: becomes one once enough of the oldest events lapse.
+            lapsing = count - self.at_most if not holds else 0
+        else:
+            assert self.at_least is not None
+            holds = count >= self.at_least
+            # A member until the count falls below at_least.
+            lapsing = count - self.at_least + 1 if holds else 0
+        if self.within is None or lapsing == 0:
+            return holds, None
+        oldest = heapq.nsmallest(lapsing, (item.timestamp for item in matching))[-1]
+        return holds, oldest + self.within
+
+    def event_names(self) -> set[str]:
+        return {self.event}
+
+
+@dataclass(frozen=True)
+class TraitRule(Rule):
+    comparison: Comparison
+
+    def evaluate(self, subject: _Subject) -> tuple[bool, datetime | None]:
+        return self.comparison.holds(subject.profiles.traits(subject.user_id)), None
+
+    def trait_names(self) -> set[str]:
+        return {self.comparison.field.split(".")[0]}
+
+
+@dataclass(frozen=True)
+class CombinedRule(Rule):
+    combinator: str  # all | any | not
+    children: tuple[Rule, ...]
+
+    def evaluate(self, subject: _Subject) -> tuple[bool, datetime | None]:
+        # Every child is evaluated so the lapse covers any child that could flip the result.
+        results = [child.evaluate(subject) for child in self.children]
+        lapses = [lapse for _, lapse in results if lapse is not None]
+        lapse = min(lapses) if lapses else None
+        if self.combinator == "all":
+            return all(holds for holds, _ in results), lapse
+        if self.combinator == "any":
+            return any(holds for holds, _ in results), lapse
+        return not results[0][0], lapse
+
+    def event_names(self) -> set[str]:
+        return set().union(*(child.event_names() for child in self.children))
+
+    def trait_names(self) -> set[str]:
+        return set().union(*(child.trait_names() for child in self.children))
+
+
+def _describe(value: Any) -> str:
+    return f"{value!r}" if not isinstance(value, Mapping) else "an object"
+
+
+def _expect_object(value: Any, where: str) -> Mapping[str, Any]:
+    if not isinstance(value, Mapping):
+        raise DefinitionError(f"{where} must be a JSON object, got {_describe(value)}")
+    return value
+
+
+def _parse_window(value: Any, where: str) -> timedelta | None:
+    if value is None:
+        return None
+    match = _WINDOW.match(value) if isinstance(value, str) else None
+    if not match:
+        raise DefinitionError(
+            f"{where}: bad window {value!r}; expected a whole number of days or hours, e.g. '30d' or '12h'"
+        )
+    amount, unit = int(match.group(1)), match.group(2)
+    return timedelta(days=amount) if unit == "d" else timedelta(hours=amount)
+
+
+def _parse_comparison(node: Mapping[str, Any], subject_field: str, where: str) -> Comparison:
+    name = node[subject_field]
+    if not isinstance(name, str) or not name:
+        raise DefinitionError(f"{where}.{subject_field} must be a non-empty string")
+    others = [key for key in node if key != subject_field]
+    unknown = [key for key in others if key not in COMPARISON_OPERATORS]
+    if unknown:
+        raise DefinitionError(
+            f"{where}: unknown operator {unknown[0]!r}; expected one of {', '.join(COMPARISON_OPERATORS)}"
+        )
+    if len(others) != 1:
+        raise DefinitionError(
+            f"{where}: give exactly one operator ({', '.join(COMPARISON_OPERATORS)}) with {subject_field!r}"
+        )
+    operator = others[0]
+    value = node[operator]
+    if operator == "exists" and not isinstance(value, bool):
+        raise DefinitionError(f"{where}.exists must be true or false")
+    if operator in ("gt", "gte", "lt", "lte") and not (_is_number(value) or isinstance(value, str)):
+        raise DefinitionError(f"{where}.{operator} must be a number or a string")
+    return Comparison(name, operator, value)
+
+
+def _parse_combinator(node: Mapping[str, Any], where: str, parse_child: Callable[[Any, str], Any]) -> tuple[str, tuple]:
+    if len(node) != 1:
+        raise DefinitionError(f"{where}: 'all', 'any' and 'not' take no sibling fields")
+    combinator, value = next(iter(node.items()))
+    if combinator == "not":
+        return combinator, (parse_child(value, f"{where}.not"),)
+    if not isinstance(value, list) or not value:
+        raise DefinitionError(f"{where}.{combinator} must be a non-empty list of rules")
+    return combinator, tuple(parse_child(item, f"{where}.{combinator}[{index}]") for index, item in enumerate(value))
+
+
+def parse_where(value: Any, where: str = "where") -> PropertyCondition:
+    node = _expect_object(value, where)
+    if "property" in node:
+        return PropertyCondition(comparison=_parse_comparison(node, "property", where))
+    if node.keys() & {"all", "any", "not"}:
+        combinator, children = _parse_combinator(node, where, parse_where)
+        return PropertyCondition(combinator=combinator, children=children)
+    raise DefinitionError(f"{where}: expected {{'property': P, <operator>: V}} or all/any/not, got keys {sorted(node)}")
+
+
+_EVENT_RULE_FIELDS = {"event", "within", "at_least", "at_most", "where"}
+
+
+def parse_rule(value: Any, where: str = "rule") -> Rule:
+    """Parse and validate an audience rule; DefinitionError says what is wrong and where."""
+    node = _expect_object(value, where)
+    if "event" in node:
+        unknown = sorted(set(node) - _EVENT_RULE_FIELDS)
+        if unknown:
+            raise DefinitionError(f"{where}: unknown field {unknown[0]!r} in an event rule; allowed: {', '.join(sorted(_EVENT_RULE_FIELDS))}")
+        if not isinstance(node["event"], str) or not node["event"]:
+            raise DefinitionError(f"{where}.event must be a non-empty string")
+        if "at_least" in node and "at_most" in node:
+            raise DefinitionError(f"{where}: give at_least or at_most, not both")
+        at_least = at_most = None
+        if "at_most" in node:
+            at_most = node["at_most"]
+            if not isinstance(at_most, int) or isinstance(at_most, bool) or at_most < 0:
+                raise DefinitionError(f"{where}.at_most must be an integer >= 0 (0 means did not perform)")
+        else:
+            at_least = node.get("at_least", 1)
+            if not isinstance(at_least, int) or isinstance(at_least, bool) or at_least < 1:
+                raise DefinitionError(f"{where}.at_least must be an integer >= 1")
+        within = _parse_window(node.get("within"), f"{where}.within")
+        condition = parse_where(node["where"], f"{where}.where") if "where" in node else None
+        return EventRule(node["event"], within, at_least, at_most, condition)
+    if "trait" in node:
+        return TraitRule(_parse_comparison(node, "trait", where))
+    if node.keys() & {"all", "any", "not"}:
+        combinator, children = _parse_combinator(node, where, parse_rule)
+        return CombinedRule(combinator, children)
+    raise DefinitionError(
+        f"{where}: expected an event rule ('event'), a trait condition ('trait') or all/any/not, got keys {sorted(node)}"
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# Definitions
+
+
+def _new_ksuid() -> str:
+    # Segment ids (aud_, tra_, spa_, personas_) carry a 27-character base62 KSUID.
+    alphabet = string.digits + string.ascii_letters
+    return "".join(secrets.choice(alphabet) for _ in range(27))
+
+
+@dataclass
+class Audience:
+    id: str
+    name: str
+    key: str
+    rule: Rule
+    rule_json: Mapping[str, Any]
+    created_at: datetime
+
+    computation_class = "audience"
+
+    def to_json(self) -> dict[str, Any]:
+        return {"id": self.id, "name": self.name, "key": self.key, "rule": self.rule_json,
+                "created_at": iso(self.created_at)}
+
+    def event_names(self) -> set[str]:
+        return self.rule.event_names()
+
+    def trait_names(self) -> set[str]:
+        return self.rule.trait_names()
+
+
+@dataclass
+class ComputedTrait:
+    id: str
+    name: str
+    key: str
+    computed: str
+    event: str
+    property: str | None
+    within: timedelta | None
+    within_text: str | None
+    created_at: datetime
+
+    computation_class = "trait"
+
+    def to_json(self) -> dict[str, Any]:
+        return {"id": self.id, "name": self.name, "key": self.key, "computed": self.computed, "event": self.event,
+                "property": self.property, "within": self.within_text, "created_at": iso(self.created_at)}
+
+    def event_names(self) -> set[str]:
+        return {self.event}
+
+    def trait_names(self) -> set[str]:
+        return set()
+
+    def evaluate(self, subject: _Subject) -> tuple[bool, Any, datetime | None]:
+        """(present, value, lapse): present is False when no in-window event carries a value.
+
+        Absent values read 0 for count and sum, null otherwise (sent only after a value was sent).
+        """
+        events = subject.in_window(self.event, self.within)
+        if self.computed == "count":
+            samples = [(item.timestamp, None) for item in events]
+        else:
+            samples = []
+            for item in events:
+                present, value = _lookup(item.properties, self.property or "")
+                if not present or value is None:
+                    continue
+                if self.computed in ("sum", "avg") and not _is_number(value):
+                    continue  # non-numeric values are ignored by sum and avg (guess)
+                if self.computed == "most_frequent" and not isinstance(value, (str, int, float, bool)):
+                    continue
+                samples.append((item.timestamp, value))
+        # Any in-window sample lapsing can change count/sum/avg/first; `last` and most_frequent
+        # may not change, but re-evaluating them then is cheap and the sync compares values.
+        lapse = min(timestamp for timestamp, _ in samples) + self.within if samples and self.within else None
+        if not samples:
+            return False, (0 if self.computed in ("count", "sum") else None), lapse
+        return True, _aggregate(self.computed, samples), lapse
+
+
+def _aggregate(kind: str, samples: list[tuple[datetime, Any]]) -> Any:
+    if kind == "count":
+        return len(samples)
+    values = [value for _, value in samples]
+    if kind == "sum":
+        return sum(values)
+    if kind == "avg":
+        return sum(values) / len(values)
+    ordered = sorted(samples, key=lambda sample: sample[0])  # stable: arrival order breaks ties
+    if kind == "first":
+        return ordered[0][1]
+    if kind == "last":
+        return ordered[-1][1]
+    # most_frequent: the highest count wins; a tie goes to the value seen most recently (guess).
+    counts = Counter((type(value).__name__, value) for value in values)
+    latest: dict[tuple[str, Any], int] = {}
+    for position, (_, value) in enumerate(ordered):
+        latest[(type(value).__name__, value)] = position
+    winner = max(counts, key=lambda item: (counts[item], latest[item]))
+    return winner[1]
+
+
+_AUDIENCE_FIELDS = {"name", "key", "rule"}
+_TRAIT_FIELDS = {"name", "key", "computed", "event", "property", "within"}
+
+
+def _check_fields(body: Mapping[str, Any], allowed: set[str], what: str) -> None:
+    unknown = sorted(set(body) - allowed)
+    if unknown:
+        raise DefinitionError(f"unknown field {unknown[0]!r} in {what}; allowed: {', '.join(sorted(allowed))}")
+    name = body.get("name")
+    if not isinstance(name, str) or not name.strip():
+        raise DefinitionError(f"{what} needs a non-empty 'name'")
+
+
+def _key_of(body: Mapping[str, Any]) -> str:
+    if "key" not in body or body["key"] is None:
+        return snake_case_key(body["name"])
+    key = body["key"]
+    if not isinstance(key, str) or not _KEY.match(key):
+        raise DefinitionError(f"key {key!r} must be lower-case snake_case: a-z, 0-9 and '_', not starting with '_'")
+    return key
+
+
+def parse_audience(body: Any, created_at: datetime, new_id: Callable[[], str] = _new_ksuid) -> Audience:
+    body = _expect_object(body, "an audience definition")
+    _check_fields(body, _AUDIENCE_FIELDS, "an audience definition")
+    if "rule" not in body:
+        raise DefinitionError("an audience definition needs a 'rule'")
+    rule = parse_rule(body["rule"])
+    return Audience("aud_" + new_id(), body["name"], _key_of(body), rule, body["rule"], created_at)
+
+
+def parse_trait(body: Any, created_at: datetime, new_id: Callable[[], str] = _new_ksuid) -> ComputedTrait:
+    body = _expect_object(body, "a computed trait definition")
+    _check_fields(body, _TRAIT_FIELDS, "a computed trait definition")
+    computed = body.get("computed")
+    if computed not in COMPUTED_KINDS:
+        raise DefinitionError(f"computed must be one of {', '.join(COMPUTED_KINDS)}, got {computed!r}")
+    event = body.get("event")
+    if not isinstance(event, str) or not event:
+        raise DefinitionError("a computed trait needs an 'event' (non-empty string)")
+    prop = body.get("property")
+    if computed == "count":
+        if prop is not None:
+            raise DefinitionError("a count takes no 'property'")
+    elif not isinstance(prop, str) or not prop:
+        raise DefinitionError(f"a {computed} computed trait needs a 'property' (non-empty string)")
+    within_text = body.get("within")
+    within = _parse_window(within_text, "within")
+    return ComputedTrait("tra_" + new_id(), body["name"], _key_of(body), computed, event, prop, within,
+                         within_text, created_at)
+
+
+# ---------------------------------------------------------------------------------------------
+# Incremental computation state
+
+
+@dataclass
+class _Computation:
+    """What one definition last told the destination, and which profiles to look at next sync."""
+
+    definition: Audience | ComputedTrait
+    synced: bool = False
+    dirty: set[str] = field(default_factory=set)
+    # (lapse, user_id); an entry is live only while `lapses[user_id]` still equals it.
+    expiry: list[tuple[datetime, str]] = field(default_factory=list)
+    lapses: dict[str, datetime] = field(default_factory=dict)
+    members: set[str] = field(default_factory=set)  # audiences: synced membership
+    values: dict[str, Any] = field(default_factory=dict)  # computed traits: last value sent
+
+    def schedule_lapse(self, user_id: str, lapse: datetime | None) -> None:
+        if lapse is None:
+            self.lapses.pop(user_id, None)
+            return
+        self.lapses[user_id] = lapse
+        heapq.heappush(self.expiry, (lapse, user_id))
+        if len(self.expiry) > 2 * len(self.lapses) + 64:
+            # Re-evaluations leave stale entries behind; rebuild so the heap stays O(profiles).
+            self.expiry = [(when, user) for user, when in self.lapses.items()]
+            heapq.heapify(self.expiry)
+
+    def pop_lapsed(self, now: datetime) -> set[str]:
+        lapsed = set()
+        while self.expiry and self.expiry[0][0] < now:
+            when, user_id = heapq.heappop(self.expiry)
+            if self.lapses.get(user_id) == when:
+                del self.lapses[user_id]
+                lapsed.add(user_id)
+        return lapsed
+
+    def next_lapse(self) -> datetime | None:
+        while self.expiry and self.lapses.get(self.expiry[0][1]) != self.expiry[0][0]:
+            heapq.heappop(self.expiry)
+        return self.expiry[0][0] if self.expiry else None
+
+
+@dataclass
+class SyncResult:
+    sent: list[dict[str, Any]]
+    evaluated: int
+
+    def to_json(self) -> dict[str, Any]:
+        return {"count": len(self.sent), "evaluated": self.evaluated, "sent": self.sent}
+
+
+class EngageEngine:
+    """Audiences and computed traits of one Engage space, synced incrementally as identify calls."""
+
+    def __init__(
+        self,
+        profiles: ProfileSource,
+        emit: Callable[[dict[str, Any]], Any],
+        now: Callable[[], datetime],
+        space_id: str,
+        new_id: Callable[[], str] = _new_ksuid,
+    ) -> None:
+        self.profiles = profiles
+        self.emit = emit
+        self.now = now
+        self.space_id = space_id
+        self.new_id = new_id
+        self._computations: dict[str, _Computation] = {}  # by key; audiences and traits share keys
+        self._by_event: dict[str, list[_Computation]] = {}
+        self._by_trait: dict[str, list[_Computation]] = {}
+        self._seen: set[str] = set()
+
+    # definitions -----------------------------------------------------------------------------
+
+    def define_audience(self, body: Any) -> Audience:
+        return self._add(parse_audience(body, self.now(), self.new_id))
+
+    def define_trait(self, body: Any) -> ComputedTrait:
+        return self._add(parse_trait(body, self.now(), self.new_id))
+
+    def _add(self, definition: Any) -> Any:
+        existing = self._computations.get(definition.key)
+        if existing is not None:
+            kind = "an audience" if isinstance(existing.definition, Audience) else "a computed trait"
+            raise DuplicateKeyError(f"key {definition.key!r} is already used by {kind}; keys are fixed once created")
+        self._computations[definition.key] = _Computation(definition)
+        self._reindex()
+        return definition
+
+    def delete_audience(self, key: str) -> Audience:
+        computation = self._computations.get(key)
+        if computation is None or not isinstance(computation.definition, Audience):
+            raise UnknownDefinition(f"no audience with key {key!r}")
+        # No exit identifies are sent for a deleted audience (guess: Engage stops syncing it).
+        del self._computations[key]
+        self._reindex()
+        return computation.definition
+
+    def audiences(self) -> list[Audience]:
+        return [c.definition for c in self._computations.values() if isinstance(c.definition, Audience)]
+
+    def traits(self) -> list[ComputedTrait]:
+        return [c.definition for c in self._computations.values() if isinstance(c.definition, ComputedTrait)]
+
+    def member_count(self, key: str) -> int:
+        return len(self._computations[key].members)
+
+    def _reindex(self) -> None:
+        self._by_event, self._by_trait = {}, {}
+        for computation in self._computations.values():
+            for name in computation.definition.event_names():
+                self._by_event.setdefault(name, []).append(computation)
+            for name in computation.definition.trait_names():
+                self._by_trait.setdefault(name, []).append(computation)
+
+    # changes ---------------------------------------------------------------------------------
+
+    def observe(self, message: Mapping[str, Any]) -> bool:
+        """Note an accepted user message (never an Engage one); True when some definition must re-evaluate."""
+        user_id = message.get("userId")
+        if not isinstance(user_id, str) or not user_id:
+            return False
+        touched: list[_Computation] = []
+        if user_id not in self._seen:
+            self._seen.add(user_id)
+            touched = list(self._computations.values())
+        elif message.get("type") == "track":
+            touched = self._by_event.get(message.get("event"), [])
+        elif message.get("type") == "identify" and isinstance(message.get("traits"), Mapping):
+            for name in message["traits"]:
+                touched.extend(self._by_trait.get(name, []))
+        for computation in touched:
+            if computation.synced:
+                computation.dirty.add(user_id)
+        return bool(touched)
+
+    def has_pending(self) -> bool:
+        """Something to send at the next sync without time passing (dirty profiles, first syncs)."""
+        return any(not c.synced or c.dirty for c in self._computations.values())
+
+    def next_lapse(self) -> datetime | None:
+        lapses = [lapse for c in self._computations.values() if (lapse := c.next_lapse()) is not None]
+        return min(lapses) if lapses else None
+
+    # sync ------------------------------------------------------------------------------------
+
+    def sync(self) -> SyncResult:
+        """Evaluate what changed at the clock's time and emit one identify per change."""
+        now = self.now()
+        sent: list[dict[str, Any]] = []
+        evaluated = 0
+        for computation in list(self._computations.values()):
+            if computation.synced:
+                candidates = computation.dirty | computation.pop_lapsed(now)
+            else:
+                # The first sync is a backfill over every profile.
+                candidates = set(self.profiles.user_ids())
+                self._seen.update(candidates)
+                computation.expiry, computation.lapses = [], {}
+            computation.dirty = set()
+            computation.synced = True
+            evaluated += len(candidates)
+            for user_id in sorted(candidates):
+                message = self._evaluate(computation, _Subject(self.profiles, user_id, now))
+                if message is not None:
+                    sent.append(message)
+        for message in sent:
+            self.emit(message)
+        return SyncResult(sent, evaluated)
+
+    def _evaluate(self, computation: _Computation, subject: _Subject) -> dict[str, Any] | None:
+        definition = computation.definition
+        user_id = subject.user_id
+        if isinstance(definition, Audience):
+            holds, lapse = definition.rule.evaluate(subject)
+            computation.schedule_lapse(user_id, lapse)
+            if holds == (user_id in computation.members):
+                return None
+            (computation.members.add if holds else computation.members.discard)(user_id)
+            return self._identify(definition, user_id, holds, subject.now)
+        present, value, lapse = definition.evaluate(subject)
+        computation.schedule_lapse(user_id, lapse)
+        if user_id not in computation.values:
+            if not present:
+                return None
+        elif _same(computation.values[user_id], value):
+            return None
+        computation.values[user_id] = value
+        return self._identify(definition, user_id, value, subject.now)
+
+    def _identify(self, definition: Audience | ComputedTrait, user_id: str, value: Any, now: datetime) -> dict[str, Any]:
+        traits: dict[str, Any] = {definition.key: value}
+        email = self.profiles.traits(user_id).get("email")
+        if isinstance(email, str) and email:
+            traits["email"] = email
+        return {
+            "type": "identify",
+            "userId": user_id,
+            "traits": traits,
+            "context": {
+                "personas": {
+                    "computation_class": definition.computation_class,
+                    "computation_id": definition.id,
+                    "computation_key": definition.key,
+                    "namespace": self.space_id,
+                    "space_id": self.space_id,
+                }
+            },
+            "integrations": dict(INTEGRATIONS),
+            "messageId": "personas_" + self.new_id(),
+            "timestamp": iso(now),
+        }
+
+    # reading ---------------------------------------------------------------------------------
+
+    def profile_view(self, user_id: str) -> dict[str, Any]:
+        """Audience membership and computed trait values of one profile, computed now."""
+        subject = _Subject(self.profiles, user_id, self.now())
+        audiences: dict[str, bool] = {}
+        computed: dict[str, Any] = {}
+        for computation in self._computations.values():
+            definition = computation.definition
+            if isinstance(definition, Audience):
+                audiences[definition.key] = definition.rule.evaluate(subject)[0]
+            else:
+                present, value, _ = definition.evaluate(subject)
+                if present or user_id in computation.values:
+                    computed[definition.key] = value
+        return {"audiences": audiences, "computed_traits": computed}
+
+    def reset(self, audiences: Iterable[Any] = (), traits: Iterable[Any] = ()) -> None:
+        """Forget every definition and sync state, then define the given ones (from config) afresh."""
+        self._computations, self._seen = {}, set()
+        self._reindex()
+        for body in audiences:
+            self.define_audience(body)
+        for body in traits:
+            self.define_trait(body)
+
+
+# ---------------------------------------------------------------------------------------------
+# When syncs happen
+
+
+def parse_sync_interval(text: str) -> timedelta | str:
+    """"realtime" (sync on each change), "manual" (only POST engage/sync) or a duration ("2h")."""
+    if text in (REALTIME, MANUAL):
+        return text
+    try:
+        interval = parse_duration(text)
+    except ValueError as exc:
+        raise DefinitionError(f"engage sync interval: {exc}, or 'realtime' or 'manual'") from exc
+    if interval <= timedelta():
+        raise DefinitionError("engage sync interval must be positive")
+    return interval
+
+
+class EngageScheduler:
+    """Runs the engine's syncs on the virtual clock.
+
+    A duration syncs every interval of virtual time (a clock jump fires one sync at the new time,
+    not one per missed interval); "realtime" syncs as soon as something changed or a window lapsed;
+    "manual" leaves it to `POST /_emulator/engage/sync`. Timers are re-armed lazily because a
+    service reset drops them together with the clock offset.
+    """
+
+    def __init__(self, engine: EngageEngine, clock: Clock, interval: str, owner: str) -> None:
+        self.engine = engine
+        self.clock = clock
+        self.interval = parse_sync_interval(interval)
+        self.owner = owner
+        self._timer: Any = None
+
+    def arm(self) -> None:
+        """Make sure the next sync is scheduled; call after anything that can change what to send."""
+        if self.interval == MANUAL:
+            return
+        if self.interval == REALTIME:
+            due = self.clock.now() if self.engine.has_pending() else None
+            if due is None and (lapse := self.engine.next_lapse()) is not None:
+                due = lapse + _TICK
+            if due is None:
+                return
+            if self._live_timer() and self._timer.due <= due:
+                return
+            self._cancel()
+        elif self._live_timer():
+            return
+        else:
+            due = self.clock.now() + self.interval
+        self._timer = self.clock.call_at(due, self._fire, owner=self.owner)
+
+    def _fire(self) -> None:
+        self._timer = None
+        self.engine.sync()
+        self.arm()
+
+    def _live_timer(self) -> bool:
+        return self._timer is not None and not self._timer.cancelled
+
+    def _cancel(self) -> None:
+        if self._timer is not None:
+            Clock.cancel(self._timer)
+            self._timer = None

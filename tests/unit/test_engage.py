@@ -1,0 +1,610 @@
+"""Engage engine: keys, rules at window edges, computed traits, incremental sync, expiry."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import defaultdict
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+import pytest
+
+import contracts
+from emulator.common.clock import Clock
+from emulator.segment.engage import (
+    DefinitionError,
+    DuplicateKeyError,
+    EngageEngine,
+    EngageScheduler,
+    UnknownDefinition,
+    parse_rule,
+    parse_sync_interval,
+    snake_case_key,
+)
+
+T0 = datetime(2025, 3, 1, 12, 0, tzinfo=timezone.utc)
+MS = timedelta(milliseconds=1)
+ORDER = "Order Completed"
+LAST_30 = {"name": "Order Completed Last 30 Days", "rule": {"event": ORDER, "within": "30d"}}
+
+
+@dataclass(frozen=True)
+class Event:
+    timestamp: datetime
+    properties: dict[str, Any]
+
+
+@dataclass
+class World:
+    """Profiles plus an engine observing them, on a hand-moved clock."""
+
+    now: datetime = T0
+    traits_of: dict[str, dict[str, Any]] = field(default_factory=dict)
+    events_of: dict[str, dict[str, list[Event]]] = field(default_factory=lambda: defaultdict(lambda: defaultdict(list)))
+    emitted: list[dict[str, Any]] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        ids = iter(range(10**9))
+        self.engine = EngageEngine(self, self.emitted.append, lambda: self.now, "spa_test",
+                                   new_id=lambda: f"{next(ids):027d}")
+
+    # ProfileSource
+    def user_ids(self):
+        return list(self.traits_of.keys() | self.events_of.keys())
+
+    def traits(self, user_id):
+        return self.traits_of.get(user_id, {})
+
+    def events(self, user_id, event):
+        return self.events_of[user_id][event] if user_id in self.events_of else []
+
+    # what the Segment backend does on accepted messages
+    def identify(self, user_id: str, **traits: Any) -> None:
+        self.traits_of.setdefault(user_id, {}).update(traits)
+        self.engine.observe({"type": "identify", "userId": user_id, "traits": traits})
+
+    def track(self, user_id: str, event: str = ORDER, ago: timedelta = timedelta(), **properties: Any) -> None:
+        self.events_of[user_id][event].append(Event(self.now - ago, properties))
+        self.engine.observe({"type": "track", "userId": user_id, "event": event, "properties": properties})
+
+    def advance(self, delta: timedelta) -> None:
+        self.now += delta
+
+    def member(self, rule: dict, user_id: str = "u1") -> bool:
+        key = f"a{len(self.engine.audiences())}"
+        self.engine.define_audience({"name": key, "rule": rule})
+        return self.engine.profile_view(user_id)["audiences"][key]
+
+    def sync(self) -> dict[str, Any]:
+        """userId → traits sent by one sync (without email)."""
+        sent = self.engine.sync().sent
+        return {m["userId"]: {k: v for k, v in m["traits"].items() if k != "email"} for m in sent}
+
+
+# --- keys ----------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize(
+    ("name", "key"),
+    [
+        ("Order Completed Last 30 Days", "order_completed_last_30days"),
+        ("First Time Shopper", "first_time_shopper"),
+        ("Dormant Shoppers", "dormant_shoppers"),
+        ("total_revenue_180_days", "total_revenue_180_days"),
+        ("  High   Value  Users ", "high_value_users"),
+        ("High-Value Users!", "high_value_users"),
+        ("VIP's (EU) / 2025", "vip_s_eu_2025"),
+        ("orderCompletedLast30Days", "order_completed_last30days"),
+        ("HTMLEmailOpeners", "html_email_openers"),
+        ("Top 10 Users", "top_10users"),
+        ("30-Day Buyers", "30_day_buyers"),
+        ("Version 2 3", "version_2_3"),
+        ("Café Clients", "cafe_clients"),
+    ],
+)
+def test_snake_case_key(name, key):
+    assert snake_case_key(name) == key
+
+
+def test_snake_case_key_needs_latin_characters():
+    with pytest.raises(DefinitionError, match="give a key"):
+        snake_case_key("顧客 !!")
+
+
+def test_audience_key_defaults_to_snake_case_and_is_unique():
+    world = World()
+    audience = world.engine.define_audience(LAST_30)
+    assert audience.key == "order_completed_last_30days"
+    assert audience.id.startswith("aud_")
+    with pytest.raises(DuplicateKeyError):
+        world.engine.define_audience(LAST_30)
+    with pytest.raises(DuplicateKeyError):  # traits and audiences share the profile's key space
+        world.engine.define_trait({"name": "x", "key": "order_completed_last_30days", "computed": "count",
+                                   "event": ORDER})
+    assert world.engine.define_audience({**LAST_30, "key": "buyers"}).key == "buyers"
+
+
+@pytest.mark.parametrize("key", ["Bad Key", "_lead", "UPPER", "", 5])
+def test_explicit_key_must_be_snake_case(key):
+    with pytest.raises(DefinitionError, match="key"):
+        World().engine.define_audience({**LAST_30, "key": key})
+
+
+def test_delete_audience():
+    world = World()
+    world.engine.define_audience(LAST_30)
+    assert world.engine.delete_audience("order_completed_last_30days").key == "order_completed_last_30days"
+    assert world.engine.audiences() == []
+    with pytest.raises(UnknownDefinition):
+        world.engine.delete_audience("order_completed_last_30days")
+
+
+# --- validation ----------------------------------------------------------------------------------
+
+@pytest.mark.parametrize(
+    ("rule", "message"),
+    [
+        ({"event": ORDER, "within": "30 days"}, "bad window"),
+        ({"event": ORDER, "within": "30m"}, "bad window"),
+        ({"event": ORDER, "within": "0d"}, "bad window"),
+        ({"event": ORDER, "at_least": 1, "at_most": 3}, "not both"),
+        ({"event": ORDER, "at_least": 0}, "at_least"),
+        ({"event": ORDER, "at_most": -1}, "at_most"),
+        ({"event": ORDER, "at_least": True}, "at_least"),
+        ({"event": ORDER, "where": {"property": "revenue", "greater": 3}}, "unknown operator 'greater'"),
+        ({"event": ORDER, "where": {"property": "revenue", "gt": 3, "lt": 9}}, "exactly one operator"),
+        ({"event": ORDER, "where": {"property": "revenue", "gt": [1]}}, "number or a string"),
+        ({"event": ORDER, "count": 3}, "unknown field 'count'"),
+        ({"event": ""}, "event must be"),
+        ({"trait": "plan", "like": "pro"}, "unknown operator 'like'"),
+        ({"trait": "plan", "exists": "yes"}, "true or false"),
+        ({"all": []}, "non-empty list"),
+        ({"any": [{"event": ORDER}, {"bogus": 1}]}, r"rule.any\[1\]"),
+        ({"not": {"trait": "plan"}}, "exactly one operator"),
+        ({"all": [{"event": ORDER}], "any": []}, "no sibling"),
+        ([], "JSON object"),
+    ],
+)
+def test_rule_validation(rule, message):
+    with pytest.raises(DefinitionError, match=message):
+        parse_rule(rule)
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        ({"rule": {"event": ORDER}}, "name"),
+        ({"name": "x"}, "rule"),
+        ({"name": "x", "rule": {"event": ORDER}, "color": "red"}, "unknown field 'color'"),
+    ],
+)
+def test_audience_validation(body, message):
+    with pytest.raises(DefinitionError, match=message):
+        World().engine.define_audience(body)
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        ({"name": "x", "computed": "median", "event": ORDER, "property": "p"}, "computed must be one of"),
+        ({"name": "x", "computed": "sum", "event": ORDER}, "needs a 'property'"),
+        ({"name": "x", "computed": "count", "event": ORDER, "property": "p"}, "no 'property'"),
+        ({"name": "x", "computed": "count"}, "event"),
+        ({"name": "x", "computed": "count", "event": ORDER, "within": "1y"}, "bad window"),
+    ],
+)
+def test_trait_validation(body, message):
+    with pytest.raises(DefinitionError, match=message):
+        World().engine.define_trait(body)
+
+
+# --- event rules at window edges -------------------------------------------------------------------
+
+def test_window_is_inclusive_to_the_millisecond():
+    world = World()
+    world.track("u1", ago=timedelta(days=30))
+    world.track("u2", ago=timedelta(days=30) + MS)
+    world.engine.define_audience(LAST_30)
+    assert world.engine.profile_view("u1")["audiences"]["order_completed_last_30days"] is True
+    assert world.engine.profile_view("u2")["audiences"]["order_completed_last_30days"] is False
+
+
+def test_hour_windows():
+    world = World()
+    world.track("u1", ago=timedelta(hours=12))
+    assert world.member({"event": ORDER, "within": "12h"}) is True
+    assert world.member({"event": ORDER, "within": "11h"}) is False
+
+
+def test_no_window_means_any_time():
+    world = World()
+    world.track("u1", ago=timedelta(days=3000))
+    assert world.member({"event": ORDER}) is True
+
+
+@pytest.mark.parametrize(("orders", "at_least", "expected"), [(2, 3, False), (3, 3, True), (4, 3, True)])
+def test_at_least_boundary(orders, at_least, expected):
+    world = World()
+    for _ in range(orders):
+        world.track("u1", ago=timedelta(days=1))
+    world.track("u1", ago=timedelta(days=40))  # outside the window: not counted
+    assert world.member({"event": ORDER, "within": "30d", "at_least": at_least}) is expected
+
+
+@pytest.mark.parametrize(("orders", "at_most", "expected"), [(0, 0, True), (1, 0, False), (2, 2, True), (3, 2, False)])
+def test_at_most_boundary(orders, at_most, expected):
+    world = World()
+    world.identify("u1", email="u1@example.com")
+    for _ in range(orders):
+        world.track("u1", ago=timedelta(days=1))
+    assert world.member({"event": ORDER, "within": "30d", "at_most": at_most}) is expected
+
+
+def test_did_not_perform_counts_only_the_window():
+    world = World()
+    world.track("u1", ago=timedelta(days=31))
+    assert world.member({"event": ORDER, "within": "30d", "at_most": 0}) is True
+
+
+@pytest.mark.parametrize(
+    ("where", "expected"),
+    [
+        ({"property": "revenue", "gt": 10}, True),
+        ({"property": "revenue", "gt": 25}, False),
+        ({"property": "revenue", "gte": 25}, True),
+        ({"property": "revenue", "lt": 25}, False),
+        ({"property": "revenue", "lte": 25}, True),
+        ({"property": "revenue", "equals": 25.0}, True),
+        ({"property": "revenue", "not_equals": 25}, False),
+        ({"property": "currency", "equals": "EUR"}, True),
+        ({"property": "currency", "gt": 3}, False),  # a string never orders against a number
+        ({"property": "coupon", "exists": False}, True),
+        ({"property": "coupon", "exists": True}, False),
+        ({"property": "coupon", "not_equals": "X"}, True),
+        ({"property": "shipping.country", "equals": "FR"}, True),
+        ({"property": "gift", "equals": 1}, False),  # true is not 1
+        ({"any": [{"property": "revenue", "gt": 100}, {"property": "currency", "equals": "EUR"}]}, True),
+        ({"all": [{"property": "revenue", "gt": 100}, {"property": "currency", "equals": "EUR"}]}, False),
+        ({"not": {"property": "currency", "equals": "EUR"}}, False),
+    ],
+)
+def test_where_conditions(where, expected):
+    world = World()
+    world.track("u1", revenue=25, currency="EUR", shipping={"country": "FR"}, gift=True)
+    assert world.member({"event": ORDER, "within": "30d", "where": where}) is expected
+
+
+def test_where_filters_before_counting():
+    world = World()
+    world.track("u1", revenue=5)
+    world.track("u1", revenue=50)
+    rule = {"event": ORDER, "at_least": 2, "where": {"property": "revenue", "gt": 10}}
+    assert world.member(rule) is False
+    world.track("u1", revenue=11)
+    assert world.engine.profile_view("u1")["audiences"]["a0"] is True
+
+
+@pytest.mark.parametrize(
+    ("condition", "expected"),
+    [
+        ({"trait": "plan", "equals": "pro"}, True),
+        ({"trait": "plan", "not_equals": "pro"}, False),
+        ({"trait": "missing", "not_equals": "pro"}, True),
+        ({"trait": "age", "gte": 30}, True),
+        ({"trait": "age", "gt": 30}, False),
+        ({"trait": "age", "lt": 31}, True),
+        ({"trait": "age", "lte": 29}, False),
+        ({"trait": "signup", "gte": "2025-01-01"}, True),
+        ({"trait": "email", "exists": True}, True),
+        ({"trait": "phone", "exists": True}, False),
+        ({"trait": "address.city", "equals": "Lyon"}, True),
+    ],
+)
+def test_trait_conditions(condition, expected):
+    world = World()
+    world.identify("u1", email="u1@example.com", plan="pro", age=30, signup="2025-02-10", address={"city": "Lyon"})
+    assert world.member(condition) is expected
+
+
+def test_all_any_not():
+    world = World()
+    world.identify("u1", plan="pro")
+    world.track("u1", ago=timedelta(days=2))
+    ordered = {"event": ORDER, "within": "30d"}
+    pro = {"trait": "plan", "equals": "pro"}
+    free = {"trait": "plan", "equals": "free"}
+    assert world.member({"all": [ordered, pro]}) is True
+    assert world.member({"all": [ordered, free]}) is False
+    assert world.member({"any": [free, ordered]}) is True
+    assert world.member({"any": [free, {"not": ordered}]}) is False
+    assert world.member({"not": {"all": [ordered, free]}}) is True
+
+
+# --- computed traits -------------------------------------------------------------------------------
+
+@pytest.mark.parametrize(
+    ("computed", "expected"),
+    [("count", 4), ("sum", 70), ("avg", 17.5), ("most_frequent", "EUR"), ("first", "USD"), ("last", "GBP")],
+)
+def test_computed_traits(computed, expected):
+    world = World()
+    world.track("u1", ago=timedelta(days=100), revenue=1000, currency="JPY")  # outside 90d
+    world.track("u1", ago=timedelta(days=80), revenue=10, currency="USD")
+    world.track("u1", ago=timedelta(days=20), revenue=20, currency="EUR")
+    world.track("u1", ago=timedelta(days=10), revenue=30, currency="EUR")
+    world.track("u1", ago=timedelta(days=1), revenue=10, currency="GBP")
+    world.track("u1", "Product Viewed", revenue=99, currency="EUR")  # another event
+    prop = {"count": None, "sum": "revenue", "avg": "revenue"}.get(computed, "currency")
+    body = {"name": f"t {computed}", "computed": computed, "event": ORDER, "within": "90d"}
+    if prop:
+        body["property"] = prop
+    trait = world.engine.define_trait(body)
+    assert trait.id.startswith("tra_")
+    assert world.engine.profile_view("u1")["computed_traits"][trait.key] == expected
+
+
+def test_most_frequent_tie_goes_to_the_latest_value():
+    world = World()
+    world.track("u1", ago=timedelta(days=3), currency="USD")
+    world.track("u1", ago=timedelta(days=2), currency="EUR")
+    world.engine.define_trait({"name": "c", "computed": "most_frequent", "event": ORDER, "property": "currency"})
+    assert world.engine.profile_view("u1")["computed_traits"]["c"] == "EUR"
+
+
+def test_sum_and_avg_ignore_non_numbers():
+    world = World()
+    world.track("u1", revenue=10)
+    world.track("u1", revenue="12")
+    world.track("u1", revenue=True)
+    world.engine.define_trait({"name": "s", "computed": "sum", "event": ORDER, "property": "revenue"})
+    world.engine.define_trait({"name": "a", "computed": "avg", "event": ORDER, "property": "revenue"})
+    assert world.engine.profile_view("u1")["computed_traits"] == {"s": 10, "a": 10.0}
+
+
+def test_computed_trait_window_lapses():
+    world = World()
+    world.track("u1", ago=timedelta(days=89), revenue=10)
+    world.track("u1", ago=timedelta(days=1), revenue=5)
+    world.engine.define_trait({"name": "r", "computed": "sum", "event": ORDER, "property": "revenue", "within": "90d"})
+    assert world.sync() == {"u1": {"r": 15}}
+    world.advance(timedelta(days=1))
+    assert world.sync() == {}  # exactly 90 days old: still inside
+    world.advance(MS)
+    assert world.sync() == {"u1": {"r": 5}}
+    world.advance(timedelta(days=89))
+    assert world.sync() == {"u1": {"r": 0}}  # the last order lapsed: an absent sum reads 0
+    world.advance(timedelta(days=1))
+    assert world.sync() == {}
+
+
+# --- incremental sync ------------------------------------------------------------------------------
+
+def _shop(world: World) -> None:
+    for user in ("alice", "bob", "carol", "dave"):
+        world.identify(user, email=f"{user}@example.com")
+    world.track("alice", ago=timedelta(days=1))
+    world.track("bob", ago=timedelta(days=20))
+    world.track("carol", ago=timedelta(days=29))
+    world.track("dave", ago=timedelta(days=45))
+
+
+def test_first_sync_sends_every_member_then_only_changes():
+    world = World()
+    _shop(world)
+    world.engine.define_audience(LAST_30)
+    first = world.engine.sync()
+    assert [m["userId"] for m in first.sent] == ["alice", "bob", "carol"]
+    assert first.evaluated == 4
+    assert world.engine.sync().sent == []  # nothing changed
+    world.track("dave")  # enters
+    world.identify("alice", plan="pro")  # irrelevant to the audience
+    second = world.engine.sync()
+    assert [(m["userId"], m["traits"]["order_completed_last_30days"]) for m in second.sent] == [("dave", True)]
+    assert second.evaluated == 1
+    assert world.emitted == first.sent + second.sent
+
+
+def test_exits_send_false_when_the_window_lapses():
+    world = World()
+    _shop(world)
+    world.engine.define_audience(LAST_30)
+    world.engine.sync()
+    world.advance(timedelta(days=1))
+    assert world.engine.sync().evaluated == 0  # carol's order is exactly 30 days old: still in
+    world.advance(MS)
+    result = world.engine.sync()
+    assert result.evaluated == 1  # only carol's window lapsed
+    assert world_traits(result) == {"carol": False}
+    world.track("bob")  # orders again inside the window: stays
+    world.advance(timedelta(days=29))
+    result = world.engine.sync()
+    assert world_traits(result) == {"alice": False}
+    assert result.evaluated == 2  # alice's and bob's first orders lapsed; bob has a newer one
+    assert world.engine.profile_view("bob")["audiences"]["order_completed_last_30days"] is True
+    assert world.engine.member_count("order_completed_last_30days") == 1
+
+
+def world_traits(result) -> dict[str, Any]:
+    return {m["userId"]: m["traits"]["order_completed_last_30days"] for m in result.sent}
+
+
+def test_expiry_with_at_least_waits_for_the_count_to_fall_below():
+    world = World()
+    world.track("u1", ago=timedelta(days=25))
+    world.track("u1", ago=timedelta(days=20))
+    world.track("u1", ago=timedelta(days=10))
+    world.engine.define_audience({"name": "Repeat", "rule": {"event": ORDER, "within": "30d", "at_least": 2}})
+    assert world.sync() == {"u1": {"repeat": True}}
+    world.advance(timedelta(days=5, milliseconds=1))  # 25-day-old order lapses; two remain
+    assert world.sync() == {}
+    world.advance(timedelta(days=5))  # the 20-day-old one lapses
+    assert world.sync() == {"u1": {"repeat": False}}
+
+
+def test_did_not_perform_audience_entered_by_lapse():
+    world = World()
+    world.identify("u1", email="u1@example.com")
+    world.identify("u2", email="u2@example.com")
+    world.track("u1", ago=timedelta(days=29))
+    world.engine.define_audience({"name": "Dormant", "rule": {"event": ORDER, "within": "30d", "at_most": 0}})
+    assert world.sync() == {"u2": {"dormant": True}}
+    world.advance(timedelta(days=1, milliseconds=1))
+    assert world.sync() == {"u1": {"dormant": True}}
+    world.track("u2")
+    world.identify("u3", email="u3@example.com")  # a new profile can be dormant straight away
+    assert world.sync() == {"u2": {"dormant": False}, "u3": {"dormant": True}}
+
+
+def test_trait_condition_changes_are_picked_up():
+    world = World()
+    world.identify("u1", plan="free")
+    world.engine.define_audience({"name": "Pro", "rule": {"trait": "plan", "equals": "pro"}})
+    assert world.sync() == {}
+    world.identify("u1", plan="pro")
+    assert world.sync() == {"u1": {"pro": True}}
+    world.identify("u1", plan="free")
+    assert world.sync() == {"u1": {"pro": False}}
+
+
+def test_computed_traits_sent_only_when_the_value_changes():
+    world = World()
+    _shop(world)
+    world.identify("erin", email="erin@example.com")  # no orders: no value, nothing sent
+    world.engine.define_trait({"name": "Orders 90 Days", "computed": "count", "event": ORDER, "within": "90d"})
+    assert world.sync() == {u: {"orders_90days": 1} for u in ("alice", "bob", "carol", "dave")}
+    world.track("alice")
+    world.track("bob", "Product Viewed")
+    assert world.sync() == {"alice": {"orders_90days": 2}}
+    assert world.sync() == {}
+
+
+def test_payloads_follow_design_and_contracts():
+    world = World()
+    _shop(world)
+    world.identify("nomail")
+    world.track("nomail")
+    audience = world.engine.define_audience(LAST_30)
+    trait = world.engine.define_trait({"name": "Total Revenue", "computed": "count", "event": ORDER})
+    sent = world.engine.sync().sent
+    alice = next(m for m in sent if m["userId"] == "alice" and m["context"]["personas"]["computation_class"] == "audience")
+    assert alice == {
+        "type": "identify",
+        "userId": "alice",
+        "traits": {"order_completed_last_30days": True, "email": "alice@example.com"},
+        "context": {"personas": {"computation_class": "audience", "computation_id": audience.id,
+                                 "computation_key": "order_completed_last_30days",
+                                 "namespace": "spa_test", "space_id": "spa_test"}},
+        "integrations": {"All": False, "Mailjet": True},
+        "messageId": alice["messageId"],
+        "timestamp": "2025-03-01T12:00:00.000Z",
+    }
+    assert alice["messageId"].startswith("personas_")
+    assert len({m["messageId"] for m in sent}) == len(sent)
+    nomail = next(m for m in sent if m["userId"] == "nomail")
+    assert "email" not in nomail["traits"]
+    counts = [m for m in sent if m["context"]["personas"]["computation_class"] == "trait"]
+    assert {m["context"]["personas"]["computation_id"] for m in counts} == {trait.id}
+    for message in sent:
+        klass = message["context"]["personas"]["computation_class"]
+        name = "segment.engage_audience_identify" if klass == "audience" else "segment.engage_trait_identify"
+        if name not in contracts.names():
+            pytest.skip(f"contract {name} not written yet")
+        assert contracts.validate(name, message) == [], message
+
+
+def test_definitions_created_after_profiles_backfill_and_new_definitions_sync_on_their_own():
+    world = World()
+    _shop(world)
+    world.engine.define_audience(LAST_30)
+    world.engine.sync()
+    world.engine.define_audience({"name": "Old Buyers", "rule": {"event": ORDER, "within": "60d"}})
+    assert world.sync() == {u: {"old_buyers": True} for u in ("alice", "bob", "carol", "dave")}
+
+
+def test_reset_restores_given_definitions_with_fresh_state():
+    world = World()
+    _shop(world)
+    world.engine.define_audience({"name": "Temp", "rule": {"event": ORDER}})
+    world.engine.sync()
+    world.engine.reset(audiences=[LAST_30])
+    assert [a.key for a in world.engine.audiences()] == ["order_completed_last_30days"]
+    assert set(world.sync()) == {"alice", "bob", "carol"}
+
+
+# --- scheduling on the virtual clock ------------------------------------------------------------------
+
+@pytest.mark.parametrize("text", ["2h", "realtime", "manual", "90s"])
+def test_parse_sync_interval(text):
+    parse_sync_interval(text)
+
+
+@pytest.mark.parametrize("text", ["", "often", "0s", "-2h"])
+def test_parse_sync_interval_rejects(text):
+    with pytest.raises(DefinitionError):
+        parse_sync_interval(text)
+
+
+class ClockWorld(World):
+    def __init__(self, clock: Clock) -> None:
+        self.clock = clock
+        super().__init__()
+
+    # The world's notion of now (the engine's and the events') follows the virtual clock.
+    @property  # type: ignore[override]
+    def now(self):
+        return self.clock.now()
+
+    @now.setter
+    def now(self, value):
+        pass
+
+
+def test_interval_schedule_syncs_as_the_clock_advances():
+    async def scenario():
+        clock = Clock()
+        world = ClockWorld(clock)
+        scheduler = EngageScheduler(world.engine, clock, "2h", owner="segment")
+        _shop(world)
+        world.engine.define_audience(LAST_30)
+        scheduler.arm()
+        clock.advance(timedelta(hours=1))
+        await clock.run_due()
+        assert world.emitted == []
+        clock.advance(timedelta(hours=1))
+        await clock.run_due()
+        assert {m["userId"] for m in world.emitted} == {"alice", "bob", "carol"}
+        clock.advance(timedelta(days=31))  # one sync at the new time, not one per missed interval
+        assert await clock.run_due() == 1
+        assert {m["userId"] for m in world.emitted[3:]} == {"alice", "bob", "carol"}
+        clock.reset(owner="segment")  # a service reset drops the timer; arm() schedules a new one
+        scheduler.arm()
+        assert clock.pending() == 1
+
+    asyncio.run(scenario())
+
+
+def test_realtime_schedule_syncs_changes_and_lapses():
+    async def scenario():
+        clock = Clock()
+        world = ClockWorld(clock)
+        scheduler = EngageScheduler(world.engine, clock, "realtime", owner="segment")
+        world.engine.define_audience(LAST_30)
+        scheduler.arm()
+        await clock.run_due()
+        world.track("alice")
+        scheduler.arm()
+        await clock.run_due()
+        assert [(m["userId"], m["traits"]["order_completed_last_30days"]) for m in world.emitted] == [("alice", True)]
+        clock.advance(timedelta(days=30, milliseconds=1))
+        await clock.run_due()
+        assert world.emitted[-1]["traits"]["order_completed_last_30days"] is False
+
+    asyncio.run(scenario())
+
+
+def test_manual_schedule_sets_no_timer():
+    clock = Clock()
+    world = ClockWorld(clock)
+    world.engine.define_audience(LAST_30)
+    EngageScheduler(world.engine, clock, "manual", owner="segment").arm()
+    assert clock.pending() == 0
