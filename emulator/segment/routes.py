@@ -23,6 +23,7 @@ from .models import (
     ACCEPTED,
     DISCARDED,
     ENDPOINTS,
+    MAX_BATCH_BYTES,
     MAX_RAW_BODY_BYTES,
     SegmentBackend,
     TrackingApiError,
@@ -97,14 +98,19 @@ def create_app(config: BundleConfig, clock: Clock, urls: BundleUrls) -> Starlett
 
 
 async def _read_body(request: Request) -> bytes:
-    """The raw body, refusing to buffer more than any acceptable request could need."""
+    """The raw body, never buffering more than any acceptable request could need.
+
+    An oversized body is still read to its end (and thrown away) so the client, which is
+    usually still sending, gets the 400 instead of a reset connection.
+    """
     chunks: list[bytes] = []
     size = 0
     async for chunk in request.stream():
         size += len(chunk)
-        if size > MAX_RAW_BODY_BYTES:
-            raise TrackingApiError("payload_too_large", f"request body exceeds {MAX_RAW_BODY_BYTES} bytes")
-        chunks.append(chunk)
+        if size <= MAX_RAW_BODY_BYTES:
+            chunks.append(chunk)
+    if size > MAX_RAW_BODY_BYTES:
+        raise TrackingApiError("payload_too_large", f"request body is {size} bytes; the limit is {MAX_BATCH_BYTES}")
     return b"".join(chunks)
 
 

@@ -375,7 +375,7 @@ def test_alias_links_previous_id(backend: SegmentBackend) -> None:
 
 
 def test_events_by_name_are_time_ordered_for_window_counts(backend: SegmentBackend, clock: Clock) -> None:
-    now = clock.now()
+    now = clock.now().replace(microsecond=0)
     for days_ago in (40, 2, 20, 31, 1):
         stamp = (now - timedelta(days=days_ago)).isoformat()
         one(backend, "track", {"userId": "u", "event": "Order Completed", "timestamp": stamp})
@@ -389,3 +389,15 @@ def test_events_by_name_are_time_ordered_for_window_counts(backend: SegmentBacke
     assert profile.count_since("Never", since) == 0
     timestamps = [e.timestamp for e in profile.events]
     assert timestamps == sorted(timestamps)
+
+
+def test_profile_store_offers_the_read_api_engage_computes_over(backend: SegmentBackend) -> None:
+    one(backend, "identify", {"userId": "u", "traits": {"email": "a@example.com"}})
+    one(backend, "track", {"userId": "u", "event": "Order Completed", "properties": {"revenue": 5}})
+    one(backend, "track", {"anonymousId": "visitor", "event": "Order Completed"})
+    store = backend.profiles
+    assert store.user_ids() == ["u"]
+    assert store.traits("u") == {"email": "a@example.com"} and store.traits("nobody") == {}
+    [event] = store.events("u", "Order Completed")
+    assert event.properties == {"revenue": 5} and event.timestamp.tzinfo is not None
+    assert store.events("u", "Never") == [] and store.events("nobody", "Order Completed") == []
