@@ -472,7 +472,15 @@ class DeliveryPipeline:
         record.state = RETRYING
         record.reason = outcome.message if outcome.status is None else f"HTTP {outcome.status}: {outcome.message}"
         failures = len(record.attempts)
-        record.next_attempt_at = min(now + backoff_delay(self._seed, record.message_id, failures), deadline)
+        next_attempt_at = min(now + backoff_delay(self._seed, record.message_id, failures), deadline)
+        record.next_attempt_at = _ceil_to_millisecond(next_attempt_at)
+
+
+def _ceil_to_millisecond(moment: datetime) -> datetime:
+    # The control API shows times to the millisecond; rounding up makes `POST clock {"set": next_attempt_at}`
+    # with the value shown fire the retry, where truncation would stop a few microseconds short.
+    extra = moment.microsecond % 1000
+    return moment + timedelta(microseconds=1000 - extra) if extra else moment
 
 
 def _lane_key(message: dict[str, Any]) -> str:

@@ -1,0 +1,471 @@
+"""The delivery pipeline against a real HTTP receiver that answers scripted statuses.
+
+Retries are driven by moving the virtual clock, never by waiting; waits poll state.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import socket
+import time
+from collections import deque
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+import httpx
+import pytest
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from emulator.common.clock import Clock, parse_iso
+from emulator.common.server import serve_in_background
+from emulator.segment.delivery import (
+    FILTERED_BY_INTEGRATIONS_OBJECT,
+    RETRIES_EXHAUSTED,
+    UNSUPPORTED_EVENT_TYPE,
+    DeliveryPipeline,
+    DestinationConfig,
+    DestinationConfigError,
+    backoff_delay,
+    is_retryable,
+)
+from emulator.segment.delivery_routes import delivery_routes
+
+AUTH_KEY = "auth-key-123"
+SEED = 7
+HANG = "hang"
+
+
+class Receiver:
+    """A stand-in destination: answers per-user scripted statuses (default 200) and keeps what it got."""
+
+    def __init__(self) -> None:
+        self.script: dict[str, deque[int | str]] = {}
+        self.received: list[dict[str, Any]] = []
+        self.release = asyncio.Event()
+        self.app = Starlette(routes=[Route("/", self._endpoint, methods=["POST"])])
+
+    async def _endpoint(self, request: Request) -> Response:
+        body = json.loads(await request.body())
+        self.received.append({"headers": dict(request.headers), "body": body, "path": request.url.path})
+        steps = self.script.get(body.get("userId") or "", deque())
+        step = steps.popleft() if steps else 200
+        if step == HANG:
+            await self.release.wait()
+            return JSONResponse({"message": "too late"}, status_code=200)
+        if step == 200:
+            return JSONResponse({"ok": True})
+        return JSONResponse({"message": f"scripted {step}"}, status_code=step)
+
+    def bodies_of(self, user_id: str) -> list[str]:
+        return [entry["body"]["messageId"] for entry in self.received if entry["body"].get("userId") == user_id]
+
+
+@dataclass
+class Harness:
+    receiver: Receiver
+    clock: Clock
+    pipeline: DeliveryPipeline
+    loop_thread: Any
+    control_url: str
+    _ids: int = 0
+
+    def run(self, coro):
+        return self.loop_thread.run(coro)
+
+    def submit(self, message: dict[str, Any]) -> str:
+        async def call() -> None:
+            self.pipeline.submit(message)
+
+        self.run(call())
+        return message["messageId"]
+
+    def identify(self, user_id: str, **fields: Any) -> str:
+        self._ids += 1
+        message = {
+            "type": "identify",
+            "messageId": f"m-{self._ids}",
+            "userId": user_id,
+            "anonymousId": None,
+            "traits": {"email": f"{user_id}@example.com"},
+            "context": {"library": {"name": "analytics-python", "version": "2.3.4"}},
+            "integrations": {},
+            "timestamp": "2025-01-01T12:00:00.000Z",
+            "receivedAt": "2025-01-01T12:00:00.100Z",
+            **fields,
+        }
+        return self.submit(message)
+
+    def record(self, message_id: str) -> dict[str, Any]:
+        (found,) = self.pipeline.records(message_id=message_id)
+        return found
+
+    def wait_state(self, message_id: str, *states: str, timeout: float = 10) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        while True:
+            found = self.record(message_id)
+            if found["state"] in states:
+                return found
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{message_id} stayed {found['state']}, expected {states}: {found}")
+            time.sleep(0.005)
+
+    def fire_retry(self, message_id: str) -> dict[str, Any]:
+        """Move the clock to the message's next attempt and fire what became due."""
+        due = parse_iso(self.record(message_id)["next_attempt_at"])
+
+        async def move() -> None:
+            if due > self.clock.now():
+                self.clock.set(due)
+            await self.clock.run_due()
+
+        self.run(move())
+        return self.record(message_id)
+
+
+@pytest.fixture
+def harness():
+    receiver = Receiver()
+    clock = Clock()
+    # The control app is built before the pipeline exists, as the receiver's URL is needed first.
+    control_app = Starlette()
+    loop_thread, runner, urls = serve_in_background({"receiver": receiver.app, "control": control_app})
+    pipeline = DeliveryPipeline(clock, urls["receiver"], SEED, api_key=AUTH_KEY, list_id="1", timeout_seconds=0.3)
+    for route in delivery_routes(pipeline):
+        control_app.router.routes.append(route)
+    h = Harness(receiver, clock, pipeline, loop_thread, urls["control"])
+    yield h
+    loop_thread.loop.call_soon_threadsafe(receiver.release.set)
+    loop_thread.run(pipeline.aclose())
+    loop_thread.run(runner.stop())
+    loop_thread.close()
+
+
+# --- the happy path and the request Segment sends ----------------------------------------------
+
+
+def test_identify_is_delivered_with_segment_direct_destination_request(harness):
+    message_id = harness.identify("ada", violations=[], status="accepted")
+    record = harness.wait_state(message_id, "delivered")
+
+    (got,) = harness.receiver.received
+    assert got["path"] == "/"
+    headers = got["headers"]
+    assert headers["authorization"] == "Basic " + base64.b64encode(f"{AUTH_KEY}:".encode()).decode()
+    assert json.loads(base64.b64decode(headers["x-segment-settings"])) == {"listId": "1"}
+    assert headers["content-type"] == "application/json"
+    assert headers["user-agent"] == "Segment.io/1.0"
+    assert headers["accept"] == "*/*"
+    # Emulator bookkeeping never leaves the fake Segment; the wire message does, untouched.
+    assert "violations" not in got["body"] and "status" not in got["body"]
+    assert got["body"]["traits"] == {"email": "ada@example.com"}
+    assert got["body"]["receivedAt"] == "2025-01-01T12:00:00.100Z"
+
+    assert record["destination"] == "Mailjet"
+    assert record["type"] == "identify" and record["userId"] == "ada" and record["event"] is None
+    assert record["reason"] is None and record["next_attempt_at"] is None
+    (attempt,) = record["attempts"]
+    assert attempt["status"] == 200 and attempt["response"] == {"ok": True} and attempt["error"] is None
+    assert attempt["request"]["body"] == got["body"]
+    assert attempt["request"]["url"].endswith("/")
+    assert attempt["request"]["headers"]["User-Agent"] == "Segment.io/1.0"
+
+
+def test_a_message_is_queued_before_its_first_attempt(harness):
+    harness.receiver.script["slow"] = deque([HANG])
+    first = harness.identify("slow")
+    second = harness.identify("slow")
+    harness.wait_state(first, "retrying")
+    assert harness.record(second) == {**harness.record(second), "state": "queued", "attempts": []}
+
+
+# --- the retry table ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("status", [408, 423, 429, 500, 502, 503, 504])
+def test_retryable_statuses_are_retried_then_delivered(harness, status):
+    harness.receiver.script["ada"] = deque([status])
+    message_id = harness.identify("ada")
+    record = harness.wait_state(message_id, "retrying")
+    assert record["reason"] == f"HTTP {status}: scripted {status}"
+    assert record["attempts"][0]["status"] == status
+    assert record["attempts"][0]["response"] == {"message": f"scripted {status}"}
+    assert harness.clock.pending() == 1
+
+    record = harness.fire_retry(message_id)
+    assert record["state"] == "delivered"
+    assert [attempt["status"] for attempt in record["attempts"]] == [status, 200]
+    assert harness.clock.pending() == 0
+
+
+@pytest.mark.parametrize("status", [400, 401, 403, 404, 501])
+def test_other_4xx_and_501_fail_at_once_with_the_destinations_message(harness, status):
+    harness.receiver.script["ada"] = deque([status])
+    message_id = harness.identify("ada")
+    record = harness.wait_state(message_id, "failed")
+    assert record["reason"] == f"scripted {status}"
+    assert len(record["attempts"]) == 1 and record["next_attempt_at"] is None
+    assert harness.clock.pending() == 0
+
+
+def test_retry_classification():
+    assert [s for s in (None, 408, 423, 429, 500, 501, 502, 503, 511, 599) if is_retryable(s)] == [
+        None, 408, 423, 429, 500, 502, 503, 511, 599
+    ]
+    assert not any(is_retryable(s) for s in (200, 301, 400, 401, 403, 404, 409, 410, 422, 501))
+
+
+# --- backoff -----------------------------------------------------------------------------------
+
+
+def test_backoff_doubles_within_its_jitter_and_is_reproducible_for_a_seed():
+    for failures in range(1, 9):
+        delay = backoff_delay(SEED, "m-1", failures).total_seconds()
+        assert 30 * 2 ** (failures - 1) <= delay <= 60 * 2 ** (failures - 1)
+    schedule = [backoff_delay(SEED, "m-1", n) for n in range(1, 6)]
+    assert schedule == [backoff_delay(SEED, "m-1", n) for n in range(1, 6)]
+    assert schedule != [backoff_delay(SEED + 1, "m-1", n) for n in range(1, 6)]
+    assert schedule != [backoff_delay(SEED, "m-2", n) for n in range(1, 6)]
+
+
+def test_retry_schedule_follows_the_seeded_backoff_and_gives_up_after_4h(harness):
+    harness.receiver.script["down"] = deque([503] * 50)
+    message_id = harness.identify("down")
+    record = harness.wait_state(message_id, "retrying")
+    first_at = parse_iso(record["attempts"][0]["at"])
+    deadline = first_at + timedelta(hours=4)
+    gaps = []
+    while record["state"] == "retrying":
+        last_at = parse_iso(record["attempts"][-1]["at"])
+        due = parse_iso(record["next_attempt_at"])
+        gaps.append((due - last_at, len(record["attempts"])))
+        record = harness.fire_retry(message_id)
+
+    assert record["state"] == "failed" and record["reason"] == RETRIES_EXHAUSTED
+    assert record["next_attempt_at"] is None and harness.clock.pending() == 0
+    # Every wait but the last (clamped to the 4 h mark) is the seeded backoff; each doubles.
+    for gap, failures in gaps[:-1]:
+        assert abs(gap - backoff_delay(SEED, message_id, failures)) < timedelta(seconds=1)
+    assert all(later[0] > earlier[0] for earlier, later in zip(gaps[:-2], gaps[1:-1]))
+    last_attempt_at = parse_iso(record["attempts"][-1]["at"])
+    assert abs(last_attempt_at - deadline) < timedelta(seconds=1)
+    assert 8 <= len(record["attempts"]) <= 11
+
+
+def test_one_big_clock_jump_past_the_window_fails_after_one_more_attempt(harness):
+    harness.receiver.script["down"] = deque([503] * 5)
+    message_id = harness.identify("down")
+    harness.wait_state(message_id, "retrying")
+
+    async def jump() -> None:
+        harness.clock.advance(timedelta(hours=5))
+        await harness.clock.run_due()
+
+    harness.run(jump())
+    record = harness.record(message_id)
+    assert record["state"] == "failed" and record["reason"] == RETRIES_EXHAUSTED
+    assert len(record["attempts"]) == 2
+
+
+# --- ordering ----------------------------------------------------------------------------------
+
+
+def test_a_users_order_is_kept_while_its_head_retries_and_other_users_go_on(harness):
+    harness.receiver.script["ada"] = deque([503])
+    ada_1 = harness.identify("ada")
+    ada_2 = harness.identify("ada")
+    bob_1 = harness.identify("bob")
+    harness.wait_state(bob_1, "delivered")
+    harness.wait_state(ada_1, "retrying")
+    assert harness.record(ada_2)["state"] == "queued" and harness.record(ada_2)["attempts"] == []
+    assert harness.receiver.bodies_of("ada") == [ada_1]
+
+    harness.fire_retry(ada_1)
+    # The retry fired and what waited behind it was sent before the clock move returned.
+    assert harness.record(ada_1)["state"] == "delivered"
+    assert harness.record(ada_2)["state"] == "delivered"
+    assert harness.receiver.bodies_of("ada") == [ada_1, ada_1, ada_2]
+
+
+def test_many_users_are_delivered_concurrently_each_in_order(harness):
+    ids = {f"user-{n}": [harness.identify(f"user-{n}") for _ in range(3)] for n in range(150)}
+    for messages in ids.values():
+        harness.wait_state(messages[-1], "delivered")
+    for user_id, messages in ids.items():
+        assert harness.receiver.bodies_of(user_id) == messages
+
+
+def test_anonymous_messages_share_a_lane_by_anonymous_id(harness):
+    harness.receiver.script[""] = deque([503])
+    first = harness.identify(None, anonymousId="anon-1")
+    second = harness.identify(None, anonymousId="anon-1")
+    harness.wait_state(first, "retrying")
+    assert harness.record(second)["state"] == "queued"
+
+
+# --- what is never sent --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("kind", ["track", "page", "screen", "group", "alias"])
+def test_types_other_than_identify_are_skipped_without_a_request(harness, kind):
+    message_id = harness.submit({"type": kind, "messageId": f"x-{kind}", "userId": "ada", "event": "Signed Up"})
+    record = harness.record(message_id)
+    assert record["state"] == "skipped" and record["reason"] == UNSUPPORTED_EVENT_TYPE
+    assert record["attempts"] == [] and record["event"] == "Signed Up"
+    assert harness.receiver.received == []
+
+
+@pytest.mark.parametrize(
+    ("integrations", "expected"),
+    [({"All": False}, "skipped"), ({"Mailjet": False}, "skipped"), ({"All": True, "Mailjet": False}, "skipped"),
+     ({"All": False, "Mailjet": True}, "delivered"), ({"All": False, "Mailjet": {"list": 3}}, "delivered"),
+     ({"All": False, "Mailchimp": True}, "skipped"), ({"Mailchimp": False}, "delivered"), ({}, "delivered")],
+)
+def test_integrations_object_filters_the_destination(harness, integrations, expected):
+    message_id = harness.identify("ada", integrations=integrations)
+    record = harness.wait_state(message_id, "skipped", "delivered")
+    assert record["state"] == expected
+    if expected == "skipped":
+        assert record["reason"] == FILTERED_BY_INTEGRATIONS_OBJECT
+        assert harness.receiver.received == []
+
+
+def test_integrations_filter_is_reported_before_the_unsupported_type(harness):
+    message_id = harness.submit({"type": "track", "messageId": "t-1", "userId": "ada", "event": "E", "integrations": {"All": False}})
+    assert harness.record(message_id)["reason"] == FILTERED_BY_INTEGRATIONS_OBJECT
+
+
+def test_a_disabled_destination_gets_nothing_and_nothing_is_recorded(harness):
+    harness.pipeline.configure({"enabled": False})
+    harness.identify("ada")
+    harness.submit({"type": "track", "messageId": "t-1", "userId": "ada", "event": "E"})
+    assert harness.pipeline.records() == []
+    assert harness.receiver.received == []
+
+
+# --- transport failures ------------------------------------------------------------------------
+
+
+def test_a_destination_slower_than_the_timeout_is_retried(harness):
+    harness.receiver.script["slow"] = deque([HANG])
+    message_id = harness.identify("slow")
+    record = harness.wait_state(message_id, "retrying")
+    (attempt,) = record["attempts"]
+    assert attempt["status"] is None and attempt["error"] == "ETIMEDOUT" and attempt["response"] is None
+    assert record["reason"] == "timeout: no response within 0.3s"
+    assert harness.fire_retry(message_id)["state"] == "delivered"
+
+
+def test_a_refused_connection_is_retried():
+    # Bound but not listening: the kernel refuses connections to it.
+    closed = socket.socket()
+    closed.bind(("127.0.0.1", 0))
+    url = f"http://127.0.0.1:{closed.getsockname()[1]}"
+    receiver = Receiver()
+    loop_thread, runner, _ = serve_in_background({"unused": receiver.app})
+    clock = Clock()
+    pipeline = DeliveryPipeline(clock, url, SEED, api_key=AUTH_KEY)
+    try:
+        h = Harness(receiver, clock, pipeline, loop_thread, "")
+        message_id = h.identify("ada")
+        record = h.wait_state(message_id, "retrying")
+        assert record["attempts"][0]["error"] == "ECONNREFUSED"
+        assert record["reason"].startswith("connection error")
+    finally:
+        loop_thread.run(pipeline.aclose())
+        loop_thread.run(runner.stop())
+        loop_thread.close()
+        closed.close()
+
+
+# --- settings and reset ------------------------------------------------------------------------
+
+
+def test_a_settings_change_applies_to_the_next_attempt(harness):
+    harness.receiver.script["ada"] = deque([503])
+    message_id = harness.identify("ada")
+    harness.wait_state(message_id, "retrying")
+    harness.pipeline.configure({"settings": {"listId": "2", "apiKey": "other-key"}})
+    harness.fire_retry(message_id)
+    first, second = harness.receiver.received
+    assert json.loads(base64.b64decode(first["headers"]["x-segment-settings"])) == {"listId": "1"}
+    assert json.loads(base64.b64decode(second["headers"]["x-segment-settings"])) == {"listId": "2"}
+    assert base64.b64decode(second["headers"]["authorization"].split()[1]) == b"other-key:"
+
+
+def test_reset_forgets_records_cancels_retries_and_restores_the_config(harness):
+    harness.receiver.script["ada"] = deque([503])
+    retrying = harness.identify("ada")
+    harness.wait_state(retrying, "retrying")
+    harness.pipeline.configure({"settings": {"listId": "9"}})
+    assert harness.clock.pending() == 1
+
+    harness.pipeline.reset()
+    assert harness.pipeline.records() == []
+    assert harness.clock.pending() == 0
+    assert harness.pipeline.destination.to_json() == {"enabled": True, "settings": {"apiKey": AUTH_KEY, "listId": "1"}}
+    # The user's lane is gone too: a new message is not stuck behind the forgotten one.
+    fresh = harness.identify("ada")
+    assert harness.wait_state(fresh, "delivered")["attempts"][0]["status"] == 200
+
+
+@pytest.mark.parametrize(
+    ("update", "error"),
+    [({"settings": {"listId": "0"}}, "listId"), ({"settings": {"listId": "abc"}}, "listId"),
+     ({"settings": {"listId": 2}}, "listId"), ({"settings": {"apiKey": ""}}, "apiKey"),
+     ({"settings": {"apiKey": 5}}, "apiKey"), ({"settings": {"region": "eu"}}, "region"),
+     ({"enabled": "yes"}, "enabled"), ({"colour": "red"}, "colour"), ({"settings": []}, "settings")],
+)
+def test_destination_config_rejects_what_segment_would_not_accept(update, error):
+    config = DestinationConfig("http://x", True, {"apiKey": "k", "listId": "1"})
+    with pytest.raises(DestinationConfigError, match=error):
+        config.merged(update)
+
+
+def test_destination_config_merges_and_allows_an_empty_key_while_disabled():
+    config = DestinationConfig("http://x", False, {"apiKey": "", "listId": "1"})
+    assert config.merged({"settings": {"listId": "2"}}).to_json() == {"enabled": False, "settings": {"apiKey": "", "listId": "2"}}
+    with pytest.raises(DestinationConfigError, match="apiKey"):
+        config.merged({"enabled": True})
+    assert config.merged({"enabled": True, "settings": {"apiKey": "k"}}).enabled is True
+
+
+# --- control routes ----------------------------------------------------------------------------
+
+
+def test_control_routes_read_and_merge_settings_and_list_deliveries(harness):
+    url = harness.control_url
+    assert httpx.get(f"{url}/_emulator/destinations/mailjet").json() == {
+        "enabled": True, "settings": {"apiKey": AUTH_KEY, "listId": "1"}
+    }
+    answer = httpx.put(f"{url}/_emulator/destinations/mailjet", json={"settings": {"listId": "2"}})
+    assert answer.status_code == 200 and answer.json()["settings"] == {"apiKey": AUTH_KEY, "listId": "2"}
+    bad = httpx.put(f"{url}/_emulator/destinations/mailjet", json={"settings": {"listId": "two"}})
+    assert bad.status_code == 400 and "listId" in bad.json()["error"]
+    assert httpx.put(f"{url}/_emulator/destinations/mailjet", content=b"[1]").status_code == 400
+    assert httpx.get(f"{url}/_emulator/destinations/mailjet").json()["settings"]["listId"] == "2"
+
+    harness.receiver.script["bob"] = deque([400])
+    delivered = harness.identify("ada")
+    failed = harness.identify("bob")
+    harness.wait_state(delivered, "delivered")
+    harness.wait_state(failed, "failed")
+    harness.submit({"type": "track", "messageId": "t-1", "userId": "ada", "event": "E"})
+
+    def listed(query: str) -> list[str]:
+        answer = httpx.get(f"{url}/_emulator/deliveries{query}")
+        assert answer.status_code == 200
+        return [record["messageId"] for record in answer.json()["deliveries"]]
+
+    assert listed("") == [delivered, failed, "t-1"]
+    assert listed("?state=failed") == [failed]
+    assert listed("?userId=ada") == [delivered, "t-1"]
+    assert listed(f"?messageId={delivered}") == [delivered]
+    assert listed("?limit=1") == ["t-1"]
+    assert httpx.get(f"{url}/_emulator/deliveries?state=lost").status_code == 400
+    assert httpx.get(f"{url}/_emulator/deliveries?limit=x").status_code == 400
