@@ -78,9 +78,6 @@ DEFAULT_MAX_IN_FLIGHT = 64
 DEFAULT_MAX_RECORDS = 100_000
 _RESPONSE_TEXT_LIMIT = 16 * 1024
 
-# Fields the emulator's message store may keep beside a message; Segment never sends them on.
-EMULATOR_ONLY_FIELDS = frozenset({"status", "discard_reason", "violations"})
-
 
 class DestinationConfigError(ValueError):
     """A destination setting that Segment's UI would not accept; answered 400 by the control API."""
@@ -171,11 +168,6 @@ def destination_headers(settings: dict[str, str]) -> dict[str, str]:
         "User-Agent": "Segment.io/1.0",
         "X-Segment-Settings": base64.b64encode(json.dumps(others, separators=(",", ":")).encode()).decode(),
     }
-
-
-def wire_message(message: dict[str, Any]) -> dict[str, Any]:
-    """The message as Segment delivers it: the stored wire message without emulator bookkeeping."""
-    return {name: value for name, value in message.items() if name not in EMULATOR_ONLY_FIELDS}
 
 
 @dataclass
@@ -283,7 +275,10 @@ class DeliveryPipeline:
     # --- intake --------------------------------------------------------------------------------
 
     def submit(self, message: dict[str, Any]) -> None:
-        """Route one accepted message (the message store's listener); must run in the event loop."""
+        """Route one accepted message, in Segment's wire format as stored (`StoredMessage.message`).
+
+        Called by the message store's listener, synchronously; must run in the event loop.
+        """
         # A disabled destination is not part of the routing at all, so nothing is recorded for it,
         # as Segment shows no delivery for a destination that is off.
         if not self._destination.enabled:
@@ -293,7 +288,8 @@ class DeliveryPipeline:
             type=message.get("type"),
             user_id=message.get("userId"),
             event=message.get("event"),
-            body=wire_message(message),
+            # A shallow copy: the body sent, and recorded with each attempt, is the message as accepted.
+            body=dict(message),
         )
         self._remember(record)
         reason = skip_reason(message)

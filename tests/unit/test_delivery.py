@@ -150,7 +150,7 @@ def harness():
 
 
 def test_identify_is_delivered_with_segment_direct_destination_request(harness):
-    message_id = harness.identify("ada", violations=[], status="accepted")
+    message_id = harness.identify("ada")
     record = harness.wait_state(message_id, "delivered")
 
     (got,) = harness.receiver.received
@@ -161,8 +161,7 @@ def test_identify_is_delivered_with_segment_direct_destination_request(harness):
     assert headers["content-type"] == "application/json"
     assert headers["user-agent"] == "Segment.io/1.0"
     assert headers["accept"] == "*/*"
-    # Emulator bookkeeping never leaves the fake Segment; the wire message does, untouched.
-    assert "violations" not in got["body"] and "status" not in got["body"]
+    # The wire message goes out untouched.
     assert got["body"]["traits"] == {"email": "ada@example.com"}
     assert got["body"]["receivedAt"] == "2025-01-01T12:00:00.100Z"
 
