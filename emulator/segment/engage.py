@@ -16,6 +16,7 @@ The first sync of a definition evaluates every profile (Segment's historical bac
 
 from __future__ import annotations
 
+import hashlib
 import heapq
 import re
 import secrets
@@ -24,9 +25,14 @@ import unicodedata
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any, Callable, Iterable, Mapping, Protocol, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping, Protocol, Sequence
 
 from ..common.clock import Clock, iso, parse_duration
+
+from .models import SegmentBackend, Source, StoredMessage
+
+if TYPE_CHECKING:
+    from ..config import BundleConfig
 
 COMPARISON_OPERATORS = ("equals", "not_equals", "gt", "gte", "lt", "lte", "exists")
 COMPUTED_KINDS = ("count", "sum", "avg", "most_frequent", "first", "last")
@@ -104,7 +110,28 @@ class ProfileSource(Protocol):
 
     def traits(self, user_id: str) -> Mapping[str, Any]: ...
 
-    def events(self, user_id: str, event: str) -> Sequence[ProfileEvent]: ...
+    def events(self, user_id: str, event: str, since: datetime | None) -> Sequence[ProfileEvent]:
+        """Track calls named `event` with a timestamp at or after `since` (all when None), oldest first."""
+        ...
+
+
+class SegmentProfiles:
+    """`ProfileSource` over the fake Segment's profile store (profiles with a userId only)."""
+
+    def __init__(self, backend: SegmentBackend) -> None:
+        self.backend = backend  # its ProfileStore is replaced on reset, so it is read through here
+
+    def user_ids(self) -> list[str]:
+        return self.backend.profiles.user_ids()
+
+    def traits(self, user_id: str) -> Mapping[str, Any]:
+        return self.backend.profiles.traits(user_id)
+
+    def events(self, user_id: str, event: str, since: datetime | None) -> Sequence[ProfileEvent]:
+        if since is None:
+            return self.backend.profiles.events(user_id, event)
+        profile = self.backend.profiles.get(user_id)
+        return profile.events_since(event, since) if profile is not None else []
 
 
 @dataclass
@@ -115,14 +142,10 @@ class _Subject:
     user_id: str
     now: datetime
 
-    def in_window(self, event: str, within: timedelta | None) -> list[ProfileEvent]:
+    def in_window(self, event: str, within: timedelta | None) -> Sequence[ProfileEvent]:
         # Hour-precise windows on the event timestamp: an event exactly `within` old is inside;
         # events stamped in the future count as inside too (they never lapse earlier).
-        events = self.profiles.events(self.user_id, event)
-        if within is None:
-            return list(events)
-        start = self.now - within
-        return [item for item in events if item.timestamp >= start]
+        return self.profiles.events(self.user_id, event, None if within is None else self.now - within)
 
 
 def _lookup(values: Mapping[str, Any], path: str) -> tuple[bool, Any]:
@@ -241,8 +264,8 @@ class EventRule(Rule):
             lapsing = count - self.at_least + 1 if holds else 0
         if self.within is None or lapsing == 0:
             return holds, None
-        oldest = heapq.nsmallest(lapsing, (item.timestamp for item in matching))[-1]
-        return holds, oldest + self.within
+        # `matching` is oldest first: the lapsing-th oldest event decides when the answer flips.
+        return holds, matching[lapsing - 1].timestamp + self.within
 
     def event_names(self) -> set[str]:
         return {self.event}
@@ -388,10 +411,17 @@ def parse_rule(value: Any, where: str = "rule") -> Rule:
 # Definitions
 
 
+_BASE62 = string.digits + string.ascii_uppercase + string.ascii_lowercase
+
+
 def _new_ksuid() -> str:
-    # Segment ids (aud_, tra_, spa_, personas_) carry a 27-character base62 KSUID.
-    alphabet = string.digits + string.ascii_letters
-    return "".join(secrets.choice(alphabet) for _ in range(27))
+    """27 base62 characters, the shape of the KSUIDs in Segment ids (aud_…, tra_…, personas_…)."""
+    number = int.from_bytes(secrets.token_bytes(20), "big")  # a KSUID is 20 bytes
+    digits = []
+    for _ in range(27):
+        number, digit = divmod(number, 62)
+        digits.append(_BASE62[digit])
+    return "".join(reversed(digits))
 
 
 @dataclass
@@ -461,7 +491,7 @@ class ComputedTrait:
                 samples.append((item.timestamp, value))
         # Any in-window sample lapsing can change count/sum/avg/first; `last` and most_frequent
         # may not change, but re-evaluating them then is cheap and the sync compares values.
-        lapse = min(timestamp for timestamp, _ in samples) + self.within if samples and self.within else None
+        lapse = samples[0][0] + self.within if samples and self.within else None  # oldest first
         if not samples:
             return False, (0 if self.computed in ("count", "sum") else None), lapse
         return True, _aggregate(self.computed, samples), lapse
@@ -475,15 +505,15 @@ def _aggregate(kind: str, samples: list[tuple[datetime, Any]]) -> Any:
         return sum(values)
     if kind == "avg":
         return sum(values) / len(values)
-    ordered = sorted(samples, key=lambda sample: sample[0])  # stable: arrival order breaks ties
+    # Samples are oldest first (equal timestamps in arrival order).
     if kind == "first":
-        return ordered[0][1]
+        return samples[0][1]
     if kind == "last":
-        return ordered[-1][1]
+        return samples[-1][1]
     # most_frequent: the highest count wins; a tie goes to the value seen most recently (guess).
     counts = Counter((type(value).__name__, value) for value in values)
     latest: dict[tuple[str, Any], int] = {}
-    for position, (_, value) in enumerate(ordered):
+    for position, (_, value) in enumerate(samples):
         latest[(type(value).__name__, value)] = position
     winner = max(counts, key=lambda item: (counts[item], latest[item]))
     return winner[1]
@@ -612,7 +642,8 @@ class EngageEngine:
         self._computations: dict[str, _Computation] = {}  # by key; audiences and traits share keys
         self._by_event: dict[str, list[_Computation]] = {}
         self._by_trait: dict[str, list[_Computation]] = {}
-        self._seen: set[str] = set()
+        self._seen: set[str] = set()  # userIds observed or backfilled
+        self._linked: set[str] = set()  # anonymousIds observed together with a userId
 
     # definitions -----------------------------------------------------------------------------
 
@@ -646,8 +677,12 @@ class EngageEngine:
     def traits(self) -> list[ComputedTrait]:
         return [c.definition for c in self._computations.values() if isinstance(c.definition, ComputedTrait)]
 
-    def member_count(self, key: str) -> int:
-        return len(self._computations[key].members)
+    def describe(self, definition: Audience | ComputedTrait) -> dict[str, Any]:
+        """The definition with its sync state: synced yet, and how many profiles the destination knows."""
+        computation = self._computations[definition.key]
+        known = len(computation.members) if isinstance(definition, Audience) else len(computation.values)
+        count_name = "members" if isinstance(definition, Audience) else "profiles_with_value"
+        return {**definition.to_json(), "synced": computation.synced, count_name: known}
 
     def _reindex(self) -> None:
         self._by_event, self._by_trait = {}, {}
@@ -663,10 +698,19 @@ class EngageEngine:
         """Note an accepted user message (never an Engage one); True when some definition must re-evaluate."""
         user_id = message.get("userId")
         if not isinstance(user_id, str) or not user_id:
-            return False
+            return False  # anonymous-only profiles are not synced
+        users = [user_id]
         touched: list[_Computation] = []
-        if user_id not in self._seen:
+        anonymous_id = message.get("anonymousId")
+        if message.get("type") == "alias" and isinstance(message.get("previousId"), str):
+            # A merge can bring any history and traits: both ids re-evaluate everywhere.
+            users.append(message["previousId"])
+            touched = list(self._computations.values())
+        elif user_id not in self._seen or (anonymous_id and anonymous_id not in self._linked):
+            # A new profile can match "did not perform" rules; a new anonymousId may merge history.
             self._seen.add(user_id)
+            if anonymous_id:
+                self._linked.add(anonymous_id)
             touched = list(self._computations.values())
         elif message.get("type") == "track":
             touched = self._by_event.get(message.get("event"), [])
@@ -675,7 +719,7 @@ class EngageEngine:
                 touched.extend(self._by_trait.get(name, []))
         for computation in touched:
             if computation.synced:
-                computation.dirty.add(user_id)
+                computation.dirty.update(users)
         return bool(touched)
 
     def has_pending(self) -> bool:
@@ -774,7 +818,7 @@ class EngageEngine:
 
     def reset(self, audiences: Iterable[Any] = (), traits: Iterable[Any] = ()) -> None:
         """Forget every definition and sync state, then define the given ones (from config) afresh."""
-        self._computations, self._seen = {}, set()
+        self._computations, self._seen, self._linked = {}, set(), set()
         self._reindex()
         for body in audiences:
             self.define_audience(body)
@@ -846,3 +890,61 @@ class EngageScheduler:
         if self._timer is not None:
             Clock.cancel(self._timer)
             self._timer = None
+
+
+# ---------------------------------------------------------------------------------------------
+# The space: engine + schedule, wired to the fake Segment backend
+
+
+ENGAGE_SOURCE_NAME = "Engage"
+
+
+class EngageSpace:
+    """The one Engage space of a fake Segment workspace.
+
+    Listens to the backend's accepted messages (ignoring its own, so syncs never feed back into
+    the computation), reads the backend's profiles, and sends every identify through the
+    backend's ingest path under an "Engage" source: they are stored, shown in the debugger and
+    delivered to destinations like tracked calls.
+    """
+
+    def __init__(self, backend: SegmentBackend, config: BundleConfig, clock: Clock, owner: str) -> None:
+        self.backend = backend
+        self.config = config
+        # Derived from the write key so the space id stays the same across restarts and resets.
+        digest = hashlib.sha256(f"engage-space:{config.write_key}".encode()).hexdigest()
+        self.space_id = "spa_" + digest[:22]
+        self.source = Source.named(ENGAGE_SOURCE_NAME, f"engage:{self.space_id}")
+        self.engine = EngageEngine(SegmentProfiles(backend), self._emit, clock.now, self.space_id)
+        self.scheduler = EngageScheduler(self.engine, clock, config.engage_sync_interval, owner)
+        self.engine.reset(config.engage_audiences, config.engage_traits)
+        backend.add_listener(self._on_message)
+
+    def _emit(self, message: dict[str, Any]) -> None:
+        self.backend.ingest(message, self.source)
+
+    def _on_message(self, stored: StoredMessage) -> None:
+        if stored.source.id == self.source.id:
+            return
+        self.engine.observe(stored.message)
+        self.scheduler.arm()
+
+    def sync(self) -> SyncResult:
+        result = self.engine.sync()
+        self.scheduler.arm()
+        return result
+
+    def define_audience(self, body: Any) -> Audience:
+        audience = self.engine.define_audience(body)
+        self.scheduler.arm()
+        return audience
+
+    def define_trait(self, body: Any) -> ComputedTrait:
+        trait = self.engine.define_trait(body)
+        self.scheduler.arm()
+        return trait
+
+    def reset(self) -> None:
+        """Back to the definitions of the config, none synced yet."""
+        self.engine.reset(self.config.engage_audiences, self.config.engage_traits)
+        self.scheduler.arm()

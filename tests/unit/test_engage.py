@@ -56,8 +56,9 @@ class World:
     def traits(self, user_id):
         return self.traits_of.get(user_id, {})
 
-    def events(self, user_id, event):
-        return self.events_of[user_id][event] if user_id in self.events_of else []
+    def events(self, user_id, event, since):
+        found = self.events_of[user_id][event] if user_id in self.events_of else []
+        return sorted((item for item in found if since is None or item.timestamp >= since), key=lambda e: e.timestamp)
 
     # what the Segment backend does on accepted messages
     def identify(self, user_id: str, **traits: Any) -> None:
@@ -421,7 +422,8 @@ def test_exits_send_false_when_the_window_lapses():
     assert world_traits(result) == {"alice": False}
     assert result.evaluated == 2  # alice's and bob's first orders lapsed; bob has a newer one
     assert world.engine.profile_view("bob")["audiences"]["order_completed_last_30days"] is True
-    assert world.engine.member_count("order_completed_last_30days") == 1
+    audience = world.engine.audiences()[0]
+    assert world.engine.describe(audience) == {**audience.to_json(), "synced": True, "members": 1}
 
 
 def world_traits(result) -> dict[str, Any]:
@@ -507,8 +509,6 @@ def test_payloads_follow_design_and_contracts():
     for message in sent:
         klass = message["context"]["personas"]["computation_class"]
         name = "segment.engage_audience_identify" if klass == "audience" else "segment.engage_trait_identify"
-        if name not in contracts.names():
-            pytest.skip(f"contract {name} not written yet")
         assert contracts.validate(name, message) == [], message
 
 

@@ -1,0 +1,63 @@
+"""HTTP of Engage in the fake Segment's control API: definitions and syncs (state in `engage.py`).
+
+- `GET|POST /_emulator/engage/audiences`: list; define (201 with the stored definition, its `key`
+  and `id`; 400 for an invalid definition, 409 for a key already used by an audience or a trait).
+- `DELETE /_emulator/engage/audiences/{key}`: 200 with the removed definition; 404 when unknown.
+- `GET|POST /_emulator/engage/traits`: computed traits, same answers.
+- `POST /_emulator/engage/sync`: sync now; answers `{"count", "evaluated", "sent": [identify...]}`.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from ..common.control import ControlError, control_error_response, read_json_object
+from .engage import DefinitionError, EngageSpace, UnknownDefinition
+
+
+def engage_routes(space: EngageSpace) -> list[Route]:
+    engine = space.engine
+
+    async def audiences(request: Request) -> Response:
+        return JSONResponse({"audiences": [engine.describe(audience) for audience in engine.audiences()]})
+
+    async def define_audience(request: Request) -> Response:
+        return await _define(request, space.define_audience)
+
+    async def delete_audience(request: Request) -> Response:
+        try:
+            removed = engine.delete_audience(request.path_params["key"])
+        except UnknownDefinition as exc:
+            return control_error_response(ControlError(str(exc), status=404))
+        return JSONResponse(removed.to_json())
+
+    async def traits(request: Request) -> Response:
+        return JSONResponse({"traits": [engine.describe(trait) for trait in engine.traits()]})
+
+    async def define_trait(request: Request) -> Response:
+        return await _define(request, space.define_trait)
+
+    async def sync(request: Request) -> Response:
+        return JSONResponse(space.sync().to_json())
+
+    async def _define(request: Request, define: Callable[[Any], Any]) -> Response:
+        try:
+            definition = define(await read_json_object(request))
+        except ControlError as exc:
+            return control_error_response(exc)
+        except DefinitionError as exc:
+            return control_error_response(ControlError(str(exc), status=exc.status))
+        return JSONResponse(engine.describe(definition), status_code=201)
+
+    return [
+        Route("/_emulator/engage/audiences", audiences, methods=["GET"]),
+        Route("/_emulator/engage/audiences", define_audience, methods=["POST"]),
+        Route("/_emulator/engage/audiences/{key}", delete_audience, methods=["DELETE"]),
+        Route("/_emulator/engage/traits", traits, methods=["GET"]),
+        Route("/_emulator/engage/traits", define_trait, methods=["POST"]),
+        Route("/_emulator/engage/sync", sync, methods=["POST"]),
+    ]
