@@ -38,6 +38,7 @@ from typing import TYPE_CHECKING, Any
 import httpx
 
 from ..common.clock import Clock, iso
+from ..config import BundleConfig, BundleUrls
 
 if TYPE_CHECKING:
     from ..common.clock import _Timer
@@ -256,6 +257,18 @@ class DeliveryPipeline:
         # Bounds concurrent requests across the workers and the retry timer to the pool size
         # (asyncio primitives bind to the running loop on first use, so this is safe to build here).
         self._in_flight = asyncio.Semaphore(max_in_flight)
+
+    @classmethod
+    def from_config(cls, config: BundleConfig, clock: Clock, urls: BundleUrls) -> DeliveryPipeline:
+        """The bundle's pipeline: the Mailjet tile set up with the account's authentication key and list."""
+        return cls(
+            clock,
+            urls.destination_url,
+            config.seed,
+            api_key=config.auth_key,
+            list_id=str(config.list_id),
+            enabled=config.enable_destination,
+        )
 
     # --- configuration -------------------------------------------------------------------------
 
