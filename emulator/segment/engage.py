@@ -128,10 +128,10 @@ class SegmentProfiles:
         return self.backend.profiles.traits(user_id)
 
     def events(self, user_id: str, event: str, since: datetime | None) -> Sequence[ProfileEvent]:
-        if since is None:
-            return self.backend.profiles.events(user_id, event)
         profile = self.backend.profiles.get(user_id)
-        return profile.events_since(event, since) if profile is not None else []
+        if profile is None:
+            return []
+        return profile.events_by_name.get(event, []) if since is None else profile.events_since(event, since)
 
 
 @dataclass
@@ -699,12 +699,10 @@ class EngageEngine:
         user_id = message.get("userId")
         if not isinstance(user_id, str) or not user_id:
             return False  # anonymous-only profiles are not synced
-        users = [user_id]
         touched: list[_Computation] = []
         anonymous_id = message.get("anonymousId")
-        if message.get("type") == "alias" and isinstance(message.get("previousId"), str):
-            # A merge can bring any history and traits: both ids re-evaluate everywhere.
-            users.append(message["previousId"])
+        if message.get("type") == "alias":
+            # A merge can bring any history and traits into the userId's profile.
             touched = list(self._computations.values())
         elif user_id not in self._seen or (anonymous_id and anonymous_id not in self._linked):
             # A new profile can match "did not perform" rules; a new anonymousId may merge history.
@@ -719,7 +717,7 @@ class EngageEngine:
                 touched.extend(self._by_trait.get(name, []))
         for computation in touched:
             if computation.synced:
-                computation.dirty.update(users)
+                computation.dirty.add(user_id)
         return bool(touched)
 
     def has_pending(self) -> bool:

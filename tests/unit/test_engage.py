@@ -608,3 +608,18 @@ def test_manual_schedule_sets_no_timer():
     world.engine.define_audience(LAST_30)
     EngageScheduler(world.engine, clock, "manual", owner="segment").arm()
     assert clock.pending() == 0
+
+
+def test_only_relevant_messages_mark_profiles_dirty():
+    world = World()
+    _shop(world)
+    world.engine.define_audience(LAST_30)
+    world.engine.sync()
+    world.track("alice", "Product Viewed")  # an event no definition reads
+    world.identify("bob", plan="free")  # a trait no definition reads
+    assert world.engine.sync().evaluated == 0
+    # A new anonymousId with a known userId may merge history in; so may an alias.
+    world.engine.observe({"type": "page", "userId": "alice", "anonymousId": "anon-1"})
+    world.engine.observe({"type": "alias", "userId": "bob", "previousId": "anon-2"})
+    world.engine.observe({"type": "track", "anonymousId": "anon-3", "event": ORDER})  # anonymous: not synced
+    assert world.engine.sync().evaluated == 2

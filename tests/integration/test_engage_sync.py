@@ -1,0 +1,202 @@
+"""Engage over the whole bundle: analytics-python → fake Segment → Engage sync → destination → fake Mailjet.
+
+Users order through the official client, an audience is defined and synced, Mailjet contacts get
+the audience key as a property; 31 virtual days later only the users who left are sent again.
+Waits poll server state; the clock is moved with `POST /_emulator/clock`.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+from segment.analytics import Client as SegmentClient
+
+import contracts
+from emulator.bundle import BackgroundBundle
+from emulator.config import BundleConfig
+
+WAIT_SECONDS = 15
+KEY = "order_completed_last_30days"
+AUDIENCE = {"name": "Order Completed Last 30 Days", "rule": {"event": "Order Completed", "within": "30d"}}
+
+
+class Stack:
+    def __init__(self, info: dict[str, Any]) -> None:
+        self.info = info
+        self.segment = httpx.Client(base_url=info["segment_url"], timeout=30)
+        self.mailjet = httpx.Client(
+            base_url=info["mailjet_url"], auth=(info["mailjet_api_key"], info["mailjet_secret_key"]), timeout=30
+        )
+        self.analytics = SegmentClient(info["write_key"], host=info["segment_url"], sync_mode=True)
+
+    def close(self) -> None:
+        self.segment.close()
+        self.mailjet.close()
+
+    def identify(self, user_id: str, traits: dict[str, Any]) -> None:
+        ok, _ = self.analytics.identify(user_id, traits)
+        assert ok
+
+    def order(self, user_id: str, revenue: float) -> None:
+        ok, _ = self.analytics.track(user_id, "Order Completed", {"revenue": revenue})
+        assert ok
+
+    def post(self, path: str, body: dict[str, Any] | None = None, status: int = 200) -> dict[str, Any]:
+        answer = self.segment.post(path, json=body or {})
+        assert answer.status_code == status, answer.text
+        return answer.json()
+
+    def get(self, path: str, **params: Any) -> dict[str, Any]:
+        answer = self.segment.get(path, params=params)
+        assert answer.status_code == 200, answer.text
+        return answer.json()
+
+    def sync(self) -> dict[str, bool]:
+        """POST engage/sync; userId → the audience value sent."""
+        sent = self.post("/_emulator/engage/sync")["sent"]
+        for message in sent:
+            assert contracts.validate("segment.engage_audience_identify", message) == [], message
+        return {message["userId"]: message["traits"][KEY] for message in sent}
+
+    def engage_deliveries(self) -> list[dict[str, Any]]:
+        deliveries = self.get("/_emulator/deliveries", limit=10_000)["deliveries"]
+        return [item for item in deliveries if item["messageId"].startswith("personas_")]
+
+    def wait_until_delivered(self, count: int) -> list[dict[str, Any]]:
+        """Wait until `count` Engage identifies were delivered, and none is still on its way."""
+        deadline = time.monotonic() + WAIT_SECONDS
+        while True:
+            found = self.engage_deliveries()
+            if len(found) >= count and all(item["state"] == "delivered" for item in found):
+                assert len(found) == count, found
+                return found
+            assert time.monotonic() < deadline, f"expected {count} delivered Engage identifies, have {found}"
+            time.sleep(0.02)
+
+    def contact_property(self, email: str, name: str) -> str | None:
+        answer = self.mailjet.get(f"/v3/REST/contactdata/{email}")
+        assert answer.status_code == 200, answer.text
+        (entry,) = answer.json()["Data"]
+        return {item["Name"]: item["Value"] for item in entry["Data"]}.get(name)
+
+    def wait_for_property(self, email: str, name: str, value: str) -> None:
+        deadline = time.monotonic() + WAIT_SECONDS
+        while (current := self.contact_property(email, name)) != value:
+            assert time.monotonic() < deadline, f"{email}: {name} is {current!r}, expected {value!r}"
+            time.sleep(0.02)
+
+    def advance(self, duration: str) -> None:
+        self.post("/_emulator/clock", {"advance": duration})
+
+
+def _stack(config: BundleConfig) -> Iterator[Stack]:
+    background = BackgroundBundle(config)
+    stack = Stack(background.start())
+    yield stack
+    stack.close()
+    background.stop()
+
+
+@pytest.fixture(scope="module")
+def manual() -> Iterator[Stack]:
+    """Syncs only on POST engage/sync, so each step's sync is the one the test asserts on."""
+    yield from _stack(BundleConfig(segment_port=0, mailjet_port=0, destination_port=0, engage_sync_interval="manual"))
+
+
+@pytest.fixture(scope="module")
+def scheduled() -> Iterator[Stack]:
+    yield from _stack(BundleConfig(segment_port=0, mailjet_port=0, destination_port=0))
+
+
+@pytest.fixture
+def stack(manual: Stack) -> Stack:
+    for client in (manual.segment, manual.mailjet):
+        assert client.post("/_emulator/reset").status_code == 200
+    return manual
+
+
+USERS = {"alice": "alice@example.com", "bob": "bob@example.com", "carol": "carol@example.com",
+         "dave": "dave@example.com"}
+
+
+def test_audience_sync_enters_then_only_leavers_are_sent(stack):
+    for user_id, email in USERS.items():
+        stack.identify(user_id, {"email": email, "plan": "pro"})
+    for user_id in ("alice", "bob", "carol"):  # dave never orders
+        stack.order(user_id, 25.0)
+
+    audience = stack.post("/_emulator/engage/audiences", AUDIENCE, status=201)
+    assert audience["key"] == KEY and audience["id"].startswith("aud_")
+
+    assert stack.sync() == {"alice": True, "bob": True, "carol": True}
+    stack.wait_until_delivered(3)
+    for user_id in ("alice", "bob", "carol"):
+        stack.wait_for_property(USERS[user_id], KEY, "true")
+    assert stack.contact_property(USERS["dave"], KEY) is None
+
+    # The identifies went through ingestion under the Engage source, like any tracked call.
+    engage_events = stack.get("/_emulator/events", source="Engage")["events"]
+    assert sorted(event["userId"] for event in engage_events) == ["alice", "bob", "carol"]
+    assert {event["source"]["name"] for event in engage_events} == {"Engage"}
+    assert all(event["status"] == "accepted" for event in engage_events)
+    assert stack.sync() == {}  # no change, nothing sent; Engage's own identifies do not feed back
+
+    stack.advance("20d")
+    stack.order("bob", 12.0)  # inside the window: bob stays
+    stack.advance("11d")
+    assert stack.get("/_emulator/profiles/alice")["audiences"] == {KEY: False}
+    assert stack.sync() == {"alice": False, "carol": False}
+
+    deliveries = stack.wait_until_delivered(5)
+    for user_id in ("alice", "carol"):
+        stack.wait_for_property(USERS[user_id], KEY, "false")
+    assert stack.contact_property(USERS["bob"], KEY) == "true"
+    per_user = {user_id: sum(1 for item in deliveries if item["userId"] == user_id) for user_id in USERS}
+    assert per_user == {"alice": 2, "bob": 1, "carol": 2, "dave": 0}
+
+
+def test_computed_trait_and_profile_view(stack):
+    stack.identify("erin", {"email": "erin@example.com"})
+    stack.order("erin", 10.0)
+    stack.order("erin", 15.5)
+    trait = stack.post("/_emulator/engage/traits", {"name": "Revenue 90 Days", "computed": "sum", "event":
+                       "Order Completed", "property": "revenue", "within": "90d"}, status=201)
+    assert trait["key"] == "revenue_90days" and trait["id"].startswith("tra_")
+    sent = stack.post("/_emulator/engage/sync")["sent"]
+    assert [(m["userId"], m["traits"]) for m in sent] == [("erin", {"revenue_90days": 25.5, "email": "erin@example.com"})]
+    assert contracts.validate("segment.engage_trait_identify", sent[0]) == []
+    stack.wait_until_delivered(1)
+    stack.wait_for_property("erin@example.com", "revenue_90days", "25.5")
+    profile = stack.get("/_emulator/profiles/erin")
+    assert profile["computed_traits"] == {"revenue_90days": 25.5}
+    assert profile["audiences"] == {}
+    assert stack.get("/_emulator/engage/traits")["traits"][0]["profiles_with_value"] == 1
+
+
+def test_definition_errors(stack):
+    stack.post("/_emulator/engage/audiences", AUDIENCE, status=201)
+    duplicate = stack.post("/_emulator/engage/audiences", AUDIENCE, status=409)
+    assert KEY in duplicate["error"]
+    bad = stack.post("/_emulator/engage/audiences",
+                     {"name": "x", "rule": {"event": "E", "within": "1 month"}}, status=400)
+    assert "bad window" in bad["error"]
+    assert stack.segment.delete("/_emulator/engage/audiences/nope").status_code == 404
+    assert stack.segment.delete(f"/_emulator/engage/audiences/{KEY}").json()["key"] == KEY
+    assert stack.get("/_emulator/engage/audiences") == {"audiences": []}
+
+
+def test_scheduled_sync_follows_the_virtual_clock(scheduled):
+    for client in (scheduled.segment, scheduled.mailjet):
+        assert client.post("/_emulator/reset").status_code == 200
+    scheduled.identify("frank", {"email": "frank@example.com"})
+    scheduled.order("frank", 30.0)
+    scheduled.post("/_emulator/engage/audiences", AUDIENCE, status=201)
+    scheduled.advance("2h")  # the default interval: the first sync fires as the clock passes it
+    scheduled.wait_for_property("frank@example.com", KEY, "true")
+    scheduled.advance("31d")  # one sync at the new time sends the exit
+    scheduled.wait_for_property("frank@example.com", KEY, "false")
+    assert len(scheduled.wait_until_delivered(2)) == 2
