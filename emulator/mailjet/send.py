@@ -146,9 +146,9 @@ def _validate_message(account: Account, message: Any, index: int) -> list[dict[s
         # We emulate no templates, so every TemplateID is "not accessible" (send-0010).
         errors.append(_error(account, "send-0010", f'Template ID "{template_id}" doesn\'t exist for your account.', ["TemplateID"]))
     sender = ci_get(message, "From")
-    if sender is None:
+    if sender is None and template_id is None:  # documented: a template may define the sender
         errors.append(_error(account, "mj-0003", 'Missing mandatory property "From".', ["From"]))
-    else:
+    elif sender is not None:
         errors += _check_address(account, sender, "From")
     total, mistyped = 0, False
     for kind in ("To", "Cc", "Bcc"):
@@ -213,7 +213,7 @@ def _check_address(account: Account, value: Any, where: str) -> list[dict[str, A
 
 def _accept(account: Account, message: dict[str, Any], sandbox: bool) -> dict[str, Any]:
     result: dict[str, Any] = {"Status": "success", "CustomID": ci_get(message, "CustomID") or ""}
-    sender = _address(ci_get(message, "From"))
+    sender = _address(ci_get(message, "From") or {})
     payload = ci_get(message, "EventPayload")
     for kind in ("To", "Cc", "Bcc"):
         result[kind] = []

@@ -1,0 +1,407 @@
+"""The fake Mailjet over real HTTP: the official `mailjet_rest` client, and raw httpx for exact shapes."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+import pytest
+from mailjet_rest import Client
+from mailjet_rest.errors import DoesNotExistError, MailjetAuthError, ValidationError
+
+import contracts
+from emulator.common.clock import Clock
+from emulator.common.server import serve_in_background
+from emulator.config import BundleConfig, BundleUrls
+from emulator.mailjet.routes import create_app
+
+CONFIG = BundleConfig(mailjet_api_key="mj-key", mailjet_secret_key="mj-secret", auth_key="seg-auth-key")
+
+
+@dataclass
+class Server:
+    url: str
+    http: httpx.Client
+
+    def client(self, **kwargs: Any) -> Client:
+        return Client(auth=(CONFIG.mailjet_api_key, CONFIG.mailjet_secret_key), api_url=f"{self.url}/", **kwargs)
+
+    def control(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        return self.http.request(method, f"/_emulator/{path}", **kwargs)
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[Server]:
+    clock = Clock()
+    app = create_app(CONFIG, clock, BundleUrls("http://127.0.0.1:9/segment", "http://127.0.0.1:9", "http://127.0.0.1:9"))
+    loop_thread, runner, urls = serve_in_background({"mailjet": app})
+    # The bundle runs the clock's timer loop; a lone server needs it started here.
+    clock_task = asyncio.run_coroutine_threadsafe(clock.run_forever(), loop_thread.loop)
+    http = httpx.Client(base_url=urls["mailjet"], auth=(CONFIG.mailjet_api_key, CONFIG.mailjet_secret_key))
+    yield Server(urls["mailjet"], http)
+    http.close()
+    clock_task.cancel()
+    loop_thread.run(runner.stop())
+    loop_thread.close()
+
+
+@pytest.fixture(autouse=True)
+def fresh(server: Server) -> Iterator[None]:
+    assert server.control("POST", "reset").status_code == 200
+    yield
+    # Never a 500: every exchange of the test was answered by a rule, not by the exception handler.
+    statuses = [entry["status"] for entry in server.control("GET", "requests?limit=10000").json()["requests"]]
+    assert all(status < 500 for status in statuses), statuses
+
+
+def data(response: Any) -> list[dict[str, Any]]:
+    return response.json()["Data"]
+
+
+def wait_for(predicate: Any, timeout: float = 10) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        result = predicate()
+        if result:
+            return result
+        time.sleep(0.02)
+    raise AssertionError("condition not met in time")
+
+
+# ---------------------------------------------------------------- official client
+
+
+def test_fresh_account_has_list_1(server: Server) -> None:
+    lists = data(server.client().contactslist.get())
+    assert [(l["ID"], l["Name"]) for l in lists] == [(1, "segjet")]
+    assert contracts.validate("mailjet.contactslist", lists[0]) == []
+
+
+def test_wrong_key_raises_auth_error(server: Server) -> None:
+    client = Client(auth=("mj-key", "wrong"), api_url=f"{server.url}/")
+    with pytest.raises(MailjetAuthError) as raised:
+        client.contact.get()
+    assert raised.value.status_code == 401
+
+
+def test_contact_create_get_update_and_duplicate(server: Server) -> None:
+    mj = server.client()
+    created = mj.contact.create(data={"Email": "John.Doe+x@example.com", "Name": "John", "IsExcludedFromCampaigns": "true"})
+    assert created.status_code == 201
+    contact = data(created)[0]
+    assert contracts.validate("mailjet.contact", contact) == []
+    assert contact["IsExcludedFromCampaigns"] is True
+    by_email = data(mj.contact.get(id="john.doe+x@example.com"))[0]
+    assert by_email["ID"] == contact["ID"]
+    assert data(mj.contact.update(id=contact["ID"], data={"Name": "Johnny"}))[0]["Name"] == "Johnny"
+    assert mj.contact.update(id=contact["ID"], data={"Name": "Johnny"}).status_code == 304
+    with pytest.raises(ValidationError, match='MJ18 A Contact resource with value "John.Doe\\+x@example.com" for Email already exists.'):
+        mj.contact.create(data={"Email": "John.Doe+x@example.com"})
+    with pytest.raises(DoesNotExistError, match="Object not found"):
+        mj.contact.get(id=999)
+
+
+def test_contactslist_crud(server: Server) -> None:
+    mj = server.client()
+    created = data(mj.contactslist.create(data={"Name": "newsletter"}))[0]
+    assert created["ID"] == 2 and created["SubscriberCount"] == 0
+    assert data(mj.contactslist.get(id=2))[0]["Name"] == "newsletter"
+    assert data(mj.contactslist.update(id=2, data={"Name": "weekly"}))[0]["Name"] == "weekly"
+    assert [l["ID"] for l in data(mj.contactslist.get(filters={"Name": "weekly"}))] == [2]
+    assert mj.contactslist.delete(id=2).status_code == 204
+    with pytest.raises(DoesNotExistError):
+        mj.contactslist.get(id=2)
+    with pytest.raises(ValidationError, match="Object properties invalid"):
+        mj.contactslist.create(data={"Name": ""})
+
+
+def test_managecontact_with_properties_then_contactdata_as_strings(server: Server) -> None:
+    mj = server.client()
+    for name, datatype in [("age", "int"), ("vip", "bool"), ("score", "float"), ("signup", "datetime"), ("plan", "str")]:
+        created = mj.contactmetadata.create(data={"Name": name, "Datatype": datatype, "NameSpace": "static"})
+        assert created.status_code == 201
+        assert contracts.validate("mailjet.contactmetadata", data(created)[0]) == []
+    body = {"Email": "ann@example.com", "Name": "Ann", "Action": "addnoforce",
+            "Properties": {"age": 42, "vip": True, "score": 1.5, "signup": "2024-01-02T03:04:05Z", "plan": "pro"}}
+    assert contracts.validate("mailjet.managecontact.request", body) == []
+    response = mj.contactslist_managecontact.create(id=1, data=body)
+    assert response.status_code == 201
+    assert contracts.validate("mailjet.managecontact.response", response.json()) == []
+    contact_id = data(response)[0]["ContactID"]
+    values = data(mj.contactdata.get(id="ann@example.com"))[0]
+    assert contracts.validate("mailjet.contactdata", values) == []
+    assert values["ID"] == contact_id
+    assert {d["Name"]: d["Value"] for d in values["Data"]} == {
+        "age": "42", "vip": "true", "score": "1.5", "signup": "2024-01-02T03:04:05Z", "plan": "pro"}
+    recipients = data(mj.listrecipient.get(filters={"ContactsList": 1, "ContactEmail": "ann@example.com"}))
+    assert len(recipients) == 1 and recipients[0]["IsUnsubscribed"] is False
+    assert contracts.validate("mailjet.listrecipient", recipients[0]) == []
+
+
+def test_managecontact_errors(server: Server) -> None:
+    mj = server.client()
+    mj.contactmetadata.create(data={"Name": "age", "Datatype": "int"})
+    with pytest.raises(ValidationError) as raised:
+        mj.contactslist_managecontact.create(id=1, data={"Email": "a@example.com", "Action": "addnoforce",
+                                                         "Properties": {"nope": "x", "age": "old"}})
+    assert raised.value.response_body and '"Property not defined"' in raised.value.response_body
+    assert '"Property type does not match definition"' in raised.value.response_body
+    with pytest.raises(ValidationError, match="Object properties invalid"):
+        mj.contactslist_managecontact.create(id=1, data={"Email": "a@example.com"})
+    with pytest.raises(DoesNotExistError):
+        mj.contactslist_managecontact.create(id=77, data={"Email": "a@example.com", "Action": "addforce"})
+
+
+def test_contactdata_update_and_undefined_key(server: Server) -> None:
+    mj = server.client()
+    mj.contact.create(data={"Email": "b@example.com"})
+    mj.contactmetadata.create(data={"Name": "first_name", "Datatype": "str"})
+    updated = mj.contactdata.update(id="b@example.com", data={"Data": [{"Name": "first_name", "Value": "Bea"}]})
+    assert updated.status_code == 200
+    assert data(updated)[0]["Data"] == [{"Name": "first_name", "Value": "Bea"}]
+    assert mj.contactdata.update(id="b@example.com", data={"Data": [{"name": "first_name", "value": "Bea"}]}).status_code == 304
+    with pytest.raises(ValidationError, match='Invalid key name: "createdate"'):
+        mj.contactdata.update(id="b@example.com", data={"Data": [{"Name": "createdate", "Value": "x"}]})
+
+
+def test_contact_lists_of_a_contact(server: Server) -> None:
+    mj = server.client()
+    mj.contactslist.create(data={"Name": "second"})
+    contact_id = data(mj.contact.create(data={"Email": "c@example.com"}))[0]["ID"]
+    response = mj.contact_managecontactslists.create(
+        id=contact_id, data={"ContactsLists": [{"ListID": 1, "Action": "addforce"}, {"ListID": 2, "Action": "unsub"}]})
+    assert response.status_code == 201
+    lists = data(mj.contact_getcontactslists.get(id=contact_id))
+    assert {(l["ListID"], l["IsUnsub"]) for l in lists} == {(1, False), (2, True)}
+    with pytest.raises(ValidationError) as raised:
+        mj.contact_managecontactslists.create(id=contact_id, data={"ContactsLists": [{"ListID": 99, "Action": "addforce"}]})
+    assert "listID missing or not valid" in raised.value.response_body
+    with pytest.raises(DoesNotExistError):
+        mj.contact_managecontactslists.create(id=424242, data={"ContactsLists": [{"ListID": 1, "Action": "addforce"}]})
+
+
+def test_listrecipient_crud(server: Server) -> None:
+    mj = server.client()
+    mj.contact.create(data={"Email": "d@example.com"})
+    created = mj.listrecipient.create(data={"ContactAlt": "d@example.com", "ListID": 1})
+    assert created.status_code == 201
+    recipient_id = data(created)[0]["ID"]
+    with pytest.raises(ValidationError, match="A duplicate ListRecipient already exists."):
+        mj.listrecipient.create(data={"ContactAlt": "d@example.com", "ListID": 1})
+    unsubscribed = data(mj.listrecipient.update(id=recipient_id, data={"IsUnsubscribed": True}))[0]
+    assert unsubscribed["IsUnsubscribed"] is True and unsubscribed["UnsubscribedAt"]
+    assert [r["ID"] for r in data(mj.listrecipient.get(filters={"Unsub": "true"}))] == [recipient_id]
+    assert mj.listrecipient.delete(id=recipient_id).status_code == 204
+    with pytest.raises(ValidationError, match='alternate key value "nobody@example.com" could not be resolved'):
+        mj.listrecipient.create(data={"ContactAlt": "nobody@example.com", "ListID": 1})
+
+
+def test_eventcallbackurl_crud(server: Server) -> None:
+    mj = server.client()
+    created = mj.eventcallbackurl.create(data={"EventType": "open", "Url": "http://127.0.0.1:9/hook", "Version": 2})
+    assert created.status_code == 201
+    callback = data(created)[0]
+    assert contracts.validate("mailjet.eventcallbackurl", callback) == []
+    assert [c["ID"] for c in data(mj.eventcallbackurl.get(filters={"EventType": 6}))] == [callback["ID"]]
+    assert data(mj.eventcallbackurl.get(id="open|false"))[0]["ID"] == callback["ID"]
+    assert data(mj.eventcallbackurl.update(id=callback["ID"], data={"Version": 1}))[0]["Version"] == 1
+    assert mj.eventcallbackurl.delete(id=callback["ID"]).status_code == 204
+    with pytest.raises(ValidationError):
+        mj.eventcallbackurl.create(data={"EventType": "delivered", "Url": "http://127.0.0.1:9/hook"})
+
+
+def test_paging_with_limit_offset_sort_and_count_only(server: Server) -> None:
+    mj = server.client()
+    for index in range(25):
+        mj.contact.create(data={"Email": f"user{index:02d}@example.com"})
+    first = mj.contact.get().json()
+    assert (first["Count"], first["Total"], len(first["Data"])) == (10, 25, 10)
+    seen = []
+    for offset in range(0, 25, 7):
+        seen += [c["Email"] for c in data(mj.contact.get(filters={"Limit": 7, "Offset": offset}))]
+    assert seen == [f"user{i:02d}@example.com" for i in range(25)]
+    descending = data(mj.contact.get(filters={"Sort": "ID DESC", "Limit": 3}))
+    assert [c["Email"] for c in descending] == ["user24@example.com", "user23@example.com", "user22@example.com"]
+    assert mj.contact.get(filters={"Limit": 0}).json()["Count"] == 25
+    assert mj.contact.get(filters={"countOnly": 1}).json() == {"Count": 25, "Data": [], "Total": 25}
+
+
+def test_managemanycontacts_job_completes_on_the_clock(server: Server) -> None:
+    mj = server.client()
+    mj.contactmetadata.create(data={"Name": "age", "Datatype": "int"})
+    body = {"Action": "addnoforce", "Contacts": [{"Email": "e1@example.com", "Properties": {"age": 3}},
+                                                 {"Email": "e2@example.com", "Name": "E2"}]}
+    assert contracts.validate("mailjet.managemanycontacts.request", body) == []
+    response = mj.contactslist_managemanycontacts.create(id=1, data=body)
+    assert response.status_code == 201
+    job_id = data(response)[0]["JobID"]
+    job = data(mj.contactslist_managemanycontacts.get(id=1, action_id=job_id))[0]
+    assert contracts.validate("mailjet.managemanycontacts.job", job) == []
+    assert job["Status"] in ("In Progress", "Completed")
+    # Real time moves the virtual clock too: poll until the 1 s job completes.
+    done = wait_for(lambda: [j for j in data(mj.contactslist_managemanycontacts.get(id=1, action_id=job_id)) if j["Status"] != "In Progress"])
+    assert done[0]["Status"] == "Completed" and done[0]["Count"] == 2
+    assert mj.contact.get(filters={"ContactsList": 1}).json()["Total"] == 2
+
+
+def test_contact_managemanycontacts_errors_only_in_the_job_and_clock_advance(server: Server) -> None:
+    server.control("POST", "clock", json={"set": "2030-01-01T00:00:00Z"})
+    mj = server.client()
+    mj.contactslist.create(data={"Name": "second"})
+    body = {"ContactsLists": [{"ListID": 1, "Action": "addforce"}, {"ListID": 2, "Action": "addnoforce"}],
+            "Contacts": [{"Email": "ok@example.com"}, {"Email": "bad@example.com", "Properties": {"undefined": 1}}]}
+    job_id = data(mj.contact_managemanycontacts.create(data=body))[0]["JobID"]
+    advanced = server.control("POST", "clock", json={"advance": "2s"}).json()
+    assert advanced["fired"] >= 1
+    job = data(mj.contact_managemanycontacts.get(action_id=job_id))[0]
+    assert job["Status"] == "Error" and job["Count"] == 1
+    assert job["Error"] == "property not defined"
+    errors = httpx.get(job["ErrorFile"].replace("http://127.0.0.1:9", server.url), auth=server.http.auth).json()
+    assert errors == [{"Index": 1, "Email": "bad@example.com", "Error": "property not defined"}]
+    assert len(data(mj.contact_getcontactslists.get(id="ok@example.com"))) == 2
+
+
+def test_send_v31_with_the_official_client(server: Server) -> None:
+    mj = server.client(version="v3.1")
+    body = {"Messages": [{"From": {"Email": "pilot@example.com", "Name": "Pilot"},
+                          "To": [{"Email": "passenger@example.com", "Name": "Passenger"}],
+                          "Cc": [{"Email": "cc@example.com"}],
+                          "Subject": "Your flight", "TextPart": "Hello", "HTMLPart": "<h3>Hello</h3>",
+                          "CustomID": "ticket-1", "EventPayload": "row,15"}]}
+    assert contracts.validate("mailjet.send.request", body) == []
+    response = mj.send.create(data=body)
+    assert response.status_code == 200
+    result = response.json()
+    assert contracts.validate("mailjet.send.response", result) == []
+    sent = result["Messages"][0]
+    assert sent["Status"] == "success" and sent["CustomID"] == "ticket-1"
+    message_id = sent["To"][0]["MessageID"]
+    assert sent["To"][0]["MessageHref"].endswith(f"/v3/REST/message/{message_id}")
+    stored = server.control("GET", "messages").json()["messages"]
+    assert [(m["to"]["Email"], m["recipient_type"]) for m in stored] == [("passenger@example.com", "To"), ("cc@example.com", "Cc")]
+    assert stored[0]["MessageID"] == message_id and stored[0]["EventPayload"] == "row,15" and stored[0]["sandbox"] is False
+    assert stored[0]["events"] == [] and stored[0]["status"] == "queued"
+    # Unknown recipients became contacts.
+    assert data(server.client().contact.get(id="passenger@example.com"))[0]["Name"] == "Passenger"
+
+
+def test_send_v31_sandbox_and_errors(server: Server) -> None:
+    mj = server.client(version="v3.1")
+    sandbox = mj.send.create(data={"SandboxMode": True, "Messages": [
+        {"From": {"Email": "a@example.com"}, "To": [{"Email": "b@example.com"}], "TextPart": "x"}]}).json()
+    recipient = sandbox["Messages"][0]["To"][0]
+    assert (recipient["MessageID"], recipient["MessageUUID"]) == (0, "")
+    assert server.control("GET", "messages").json()["messages"][0]["sandbox"] is True
+    with pytest.raises(ValidationError, match='At least "HTMLPart", "TextPart" or "TemplateID" must be provided.'):
+        mj.send.create(data={"Messages": [{"From": {"Email": "a@example.com"}, "To": [{"Email": "b@example.com"}]}]})
+    with pytest.raises(ValidationError):
+        mj.send.create(data={"InvalidField": True})
+
+
+# ---------------------------------------------------------------- raw HTTP
+
+
+def test_401_body_and_header(server: Server) -> None:
+    response = httpx.get(f"{server.url}/v3/REST/contact", auth=("mj-key", "nope"))
+    assert response.status_code == 401
+    assert response.headers["www-authenticate"].startswith("Basic")
+    assert response.json() == {
+        "ErrorInfo": "",
+        "ErrorMessage": "API key authentication/authorization failure. You may be unauthorized to access the API or your API key may be expired. Visit API keys management section to check your keys.",
+        "StatusCode": 401,
+    }
+    assert httpx.get(f"{server.url}/v3/REST/contact").status_code == 401
+    v31 = httpx.post(f"{server.url}/v3.1/send", json={}, auth=("x", "y"))
+    assert v31.status_code == 401 and contracts.validate("mailjet.send.error", v31.json()) == []
+
+
+def test_paths_and_keys_are_case_insensitive_and_ids_percent_decoded(server: Server) -> None:
+    http = server.http
+    created = http.post("/V3/rest/ContactsList/1/ManageContact", json={"email": "p+q@example.com", "action": "addforce", "name": "PQ"})
+    assert created.status_code == 201
+    assert http.get("/v3/REST/contact/p%2Bq%40example.com").json()["Data"][0]["Name"] == "PQ"
+    assert http.get("/v3/REST/contact/p+q@example.com").json()["Data"][0]["Name"] == "PQ"
+    # An old client's unencoded `+` in a query string still finds the address.
+    assert http.get("/v3/REST/contact?Email=p+q@example.com").json()["Total"] == 1
+    assert http.get("/v3/REST/listrecipient?contactslist=1&CONTACTEMAIL=p%2Bq%40example.com").json()["Total"] == 1
+    assert http.get("/v3/REST/contact?Sort=ID+DESC").status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "body", "status", "message"),
+    [
+        ("POST", "/v3/REST/contact", {"Email": "not-an-email"}, 400, "Object properties invalid"),
+        ("POST", "/v3/REST/contact", {"Email": "x@example.com", "firstname": "X"}, 400,
+         'Invalid json input: object ""->"TContact" has no property "firstname"'),
+        ("POST", "/v3/REST/contact", {"Email": "x@example.com", "Name": "n" * 256}, 400, "Object properties invalid"),
+        ("POST", "/v3/REST/contactslist", {"Name": ""}, 400, "Object properties invalid"),
+        ("POST", "/v3/REST/contactslist/1/managecontact", {"Email": "x@example.com"}, 400, "Object properties invalid"),
+        ("POST", "/v3/REST/contactslist/42/managecontact", {"Email": "x@example.com", "Action": "addforce"}, 404, "Object not found"),
+        ("POST", "/v3/REST/contactmetadata", {"Name": "x", "Datatype": "string"}, 400, "Object properties invalid"),
+        ("DELETE", "/v3/REST/contact/1", None, 405, "Method not allowed"),
+        ("PATCH", "/v3/REST/contactslist/1", {}, 405, "Method not allowed"),
+        ("GET", "/v3/REST/nosuchresource", None, 400, 'Unknown resource: "nosuchresource"'),
+        ("GET", "/v3/REST/contact/12345", None, 404, "Object not found"),
+        ("GET", "/v3.1/REST/contact", None, 404, "Object not found"),
+        ("POST", "/v3/send", {"FromEmail": "a@example.com"}, 400, None),
+    ],
+)
+def test_error_statuses_and_bodies(server: Server, method: str, path: str, body: Any, status: int, message: str | None) -> None:
+    response = server.http.request(method, path, json=body)
+    assert response.status_code == status
+    assert contracts.validate("mailjet.error", response.json()) == []
+    if message is not None:
+        assert response.json()["ErrorMessage"] == message
+
+
+@pytest.mark.parametrize("raw", [b"{not json", b"[1, 2]", b'"text"', b"\xff\xfe"])
+def test_bodies_that_are_not_json_objects(server: Server, raw: bytes) -> None:
+    response = server.http.post("/v3/REST/contact", content=raw, headers={"Content-Type": "application/json"})
+    assert response.status_code == 400
+    assert response.json()["ErrorMessage"].startswith("Invalid json input")
+    send = server.http.post("/v3.1/send", content=raw, headers={"Content-Type": "application/json"})
+    assert send.status_code == 400 and send.json()["ErrorCode"] == "mj-0002"
+
+
+def test_send_v31_per_message_errors_in_their_real_shape(server: Server) -> None:
+    many = [{"Email": f"r{i}@example.com"} for i in range(51)]
+    response = server.http.post("/v3.1/send", json={"Messages": [
+        {"From": {"Email": "a@example.com"}, "To": [{"Email": "x"}], "TextPart": "t"},
+        {"From": {"Email": "a@example.com"}, "To": many, "TextPart": "t"},
+        {"From": {"Email": "a@example.com"}, "To": [{"Email": "ok@example.com"}], "TextPart": "t", "Subject": "s" * 256},
+    ]})
+    assert response.status_code == 400
+    result = response.json()
+    assert contracts.validate("mailjet.send.response", result) == []
+    codes = [[e["ErrorCode"] for e in m["Errors"]] for m in result["Messages"]]
+    assert codes == [["mj-0013"], ["send-0015"], ["mj-0006"]]
+    assert result["Messages"][0]["Errors"][0]["ErrorMessage"] == '"x" is an invalid email address.'
+    assert result["Messages"][0]["Errors"][0]["ErrorRelatedTo"] == ["To[0].Email"]
+
+
+def test_app_connection_segment(server: Server) -> None:
+    settings = server.control("GET", "app-connections/segment").json()
+    assert settings == {"authenticationKey": "seg-auth-key", "listId": 1, "sendEvents": False, "writeKey": None,
+                        "segmentUrl": "http://127.0.0.1:9/segment"}
+    changed = server.control("PUT", "app-connections/segment", json={"writeKey": "wk", "sendEvents": True}).json()
+    assert (changed["writeKey"], changed["sendEvents"], changed["listId"]) == ("wk", True, 1)
+    bad_list = server.control("PUT", "app-connections/segment", json={"listId": 99})
+    assert bad_list.status_code == 400 and "99" in bad_list.json()["error"]
+    bad_type = server.control("PUT", "app-connections/segment", json={"sendEvents": "yes"})
+    assert bad_type.status_code == 400 and "error" in bad_type.json()
+    server.control("POST", "reset")
+    assert server.control("GET", "app-connections/segment").json()["writeKey"] is None
+
+
+def test_reset_gives_a_fresh_account(server: Server) -> None:
+    mj = server.client()
+    mj.contact.create(data={"Email": "gone@example.com"})
+    mj.contactslist.create(data={"Name": "gone"})
+    assert server.control("POST", "reset").json() == {"status": "ok", "service": "mailjet"}
+    assert mj.contact.get().json()["Total"] == 0
+    assert [l["ID"] for l in data(mj.contactslist.get())] == [1]
+    assert server.control("GET", "health").json()["service"] == "mailjet"

@@ -1,0 +1,186 @@
+"""Every Mailjet contract: the reference's verbatim examples pass, broken payloads fail where expected."""
+
+from __future__ import annotations
+
+import copy
+import json
+
+import pytest
+
+import contracts
+
+MAILJET_CONTRACTS = [name for name in contracts.names() if name.startswith("mailjet.") and name != "mailjet.common"]
+
+# Verbatim from reference/mailjet.md (DevGuide, _newsletter.md, _contacts_bulk.md, _send-api.md, _event-api.md).
+CONTACT_DEVGUIDE = json.loads(
+    '{"IsExcludedFromCampaigns":true,"Name":"New Contact","CreatedAt":"2018-01-01T00:00:00",'
+    '"DeliveredCount":10,"Email":"passenger@mailjet.com","ExclusionFromCampaignsUpdatedAt":"2018-01-01T00:00:00",'
+    '"ID":123456789,"IsOptInPending":false,"IsSpamComplaining":false,"LastActivityAt":"2018-01-01T00:00:00",'
+    '"LastUpdateAt":"2018-01-01T00:00:00","UnsubscribedAt":"2018-01-01T00:00:00","UnsubscribedBy":"2018-01-01T00:00:00"}'
+)
+CONTACT_OBSERVED = json.loads(
+    '{"CreatedAt":"2026-01-07T09:32:32Z","DeliveredCount":0,"Email":"febe@example.com","ExclusionFromCampaignsUpdatedAt":"",'
+    '"ID":12338756133,"IsExcludedFromCampaigns":false,"IsOptInPending":false,"IsSpamComplaining":false,'
+    '"LastActivityAt":"","LastUpdateAt":"","Name":"Geraldin Febe","UnsubscribedAt":"","UnsubscribedBy":""}'
+)
+CONTACTSLIST = {"Name": "my_contactslist", "Address": "abcdef123", "CreatedAt": "2018-01-01T00:00:00", "ID": 123456,
+                "SubscriberCount": 111, "IsDeleted": False}
+MANAGECONTACT_RESPONSE = json.loads(
+    '{"Count":1,"Data":[{"ContactID":"10","Email":"mrsmith@mailjet.com","Action":"addnoforce","Name":"MrSmith",'
+    '"Properties":{"property1":"value","propertyN":"valueN"}}],"Total":1}'
+)
+MANAGECONTACT_REQUEST = {"Email": "mrsmith@mailjet.com", "Name": "MrSmith", "Action": "addnoforce",
+                         "Properties": {"property1": "value", "propertyN": "valueN"}}
+JOB = json.loads(
+    '{"ContactsLists":[{"ListID":987654321,"Action":"addnoforce"}],"Count":1,"Error":"","ErrorFile":"",'
+    '"JobEnd":"2018-01-01T00:00:00","JobStart":"2018-01-01T00:00:00","Status":"Completed"}'
+)
+BULK_REQUEST = {"Action": "addnoforce", "Contacts": [{"Email": "a@example.com", "Name": "A", "IsExcludedFromCampaigns": "true",
+                                                      "Properties": {"age": 30, "gone": None}}]}
+METADATA = {"Datatype": "str", "ID": 4321, "Name": "first_name", "NameSpace": "static"}
+CONTACTDATA = json.loads('{"ContactID":207971034,"Data":[{"Name":"test","Value":"Test 2"}],"ID":207971034}')
+LISTRECIPIENT = json.loads(
+    '{"IsUnsubscribed":true,"ContactID":987654321,"ID":1234567890,"IsActive":true,"ListID":123456,"ListName":"abcdef123",'
+    '"SubscribedAt":"2018-01-01T00:00:00","UnsubscribedAt":"2018-01-01T00:00:00"}'
+)
+CALLBACK = {"APIKeyID": 1234, "EventType": "click", "ID": 567, "IsBackup": False, "Status": "alive",
+            "Url": "https://example.com/click.php", "Version": 2}
+SEND_REQUEST = json.loads(
+    '{"Messages":[{"From":{"Email":"pilot@mailjet.com","Name":"Mailjet Pilot"},'
+    '"To":[{"Email":"passenger1@mailjet.com","Name":"passenger 1"}],'
+    '"Subject":"Your email flight plan!","TextPart":"Dear passenger 1, …","HTMLPart":"<h3>…</h3>",'
+    '"CustomID":"PassengerEticket1234","EventPayload":"Eticket,1234,row,15,seat,B"}],"SandboxMode": true}'
+)
+SEND_RESPONSE = json.loads(
+    '{"Messages":[{"Status":"success","CustomID":"","To":[{"Email":"passenger1@mailjet.com",'
+    '"MessageUUID":"cb927469-36fd-4c02-bce4-0d199929a207","MessageID":70650219165027410,'
+    '"MessageHref":"https://api.mailjet.com/v3/REST/message/70650219165027410"}],"Cc":[],"Bcc":[]}]}'
+)
+SEND_PARTIAL_ERROR = {"Messages": [
+    {"Status": "error", "Errors": [{"ErrorIdentifier": "x", "ErrorCode": "send-0003", "StatusCode": 400,
+                                    "ErrorMessage": 'At least "HTMLPart", "TextPart" or "TemplateID" must be provided.',
+                                    "ErrorRelatedTo": ["HTMLPart", "TextPart"]}]},
+    SEND_RESPONSE["Messages"][0]]}
+SEND_ERROR = json.loads(
+    '{"ErrorIdentifier":"06df1144-c6f3-4ca7-8885-7ec5d4344113","ErrorCode":"mj-0002",'
+    '"ErrorMessage":"Malformed JSON, please review the syntax and properties types.","StatusCode":400}'
+)
+SEND_401 = {"ErrorIdentifier": "26d1af4f-2c3f-4e9a-96f7-60ab32470a13", "StatusCode": 401,
+            "ErrorMessage": "API key authentication/authorization failure. You may be unauthorized to access the API or your API key may be expired. Visit API keys management section to check your keys."}
+REST_ERRORS = [
+    {"ErrorInfo": "", "ErrorMessage": 'MJ18 A Contact resource with value "foo@domain.tld" for Email already exists.', "StatusCode": 400},
+    {"ErrorInfo": "", "ErrorMessage": "Object not found", "StatusCode": 404},
+    {"ErrorInfo": "MJ08 Property Name is invalid: MJ04 Value must have at least length 1", "ErrorMessage": "Object properties invalid", "StatusCode": 400},
+    {"ErrorInfo": "", "ErrorMessage": "Method not allowed", "StatusCode": 405},
+    {"ErrorIdentifier": "A8EBD4F2-1", "ErrorInfo": "", "ErrorMessage": "An Unexpected Error occurred during API request", "StatusCode": "500"},
+    {"ErrorInfo": {"Properties": [{"property1": "Property not defined"}, {"propertyN": "Property type does not match definition"}]},
+     "ErrorMessage": "Object properties invalid", "StatusCode": 400},
+    {"ErrorInfo": "", "ErrorMessage": {"ContactsLists": [{"ListID": "9", "Action": "x", "Error": "action missing or not valid"}]}, "StatusCode": 400},
+]
+EVENTS = {
+    "sent": '{"event":"sent","time":1433333949,"MessageID":19421777835146490,"Message_GUID":"1ab23cd4-e567-8901-2345-6789f0gh1i2j","email":"api@mailjet.com","mj_campaign_id":7257,"mj_contact_id":4,"customcampaign":"","mj_message_id":"19421777835146490","smtp_reply":"sent (250 2.0.0 OK 1433333948 fa5si855896wjc.199 - gsmtp)","CustomID":"helloworld","Payload":""}',
+    "open": '{"event":"open","time":1433103519,"MessageID":19421777396190490,"Message_GUID":"1ab23cd4-e567-8901-2345-6789f0gh1i2j","email":"api@mailjet.com","mj_campaign_id":7173,"mj_contact_id":320,"customcampaign":"","CustomID":"helloworld","Payload":"","ip":"127.0.0.1","geo":"US","agent":"Mozilla/5.0 (Windows NT 5.1; rv:11.0) Gecko Firefox/11.0"}',
+    "click": '{"event":"click","time":1433334653,"MessageID":19421777836302490,"Message_GUID":"1ab23cd4-e567-8901-2345-6789f0gh1i2j","email":"api@mailjet.com","mj_campaign_id":7272,"mj_contact_id":4,"customcampaign":"","CustomID":"helloworld","Payload":"","url":"https://mailjet.com","ip":"127.0.0.1","geo":"FR","agent":"Mozilla/5.0 (Macintosh; Intel Mac OS X 10_10_0) AppleWebKit/537.36"}',
+    "bounce": '{"event":"bounce","time":1430812195,"MessageID":13792286917004336,"Message_GUID":"1ab23cd4-e567-8901-2345-6789f0gh1i2j","email":"bounce@mailjet.com","mj_campaign_id":0,"mj_contact_id":0,"customcampaign":"","CustomID":"helloworld","Payload":"","blocked":false,"hard_bounce":true,"error_related_to":"recipient","error":"user unknown","comment":"Host or domain name not found. Name service error for name=lbjsnrftlsiuvbsren.com type=A: Host not found"}',
+    "blocked": '{"event":"blocked","time":1430812195,"MessageID":13792286917004336,"Message_GUID":"1ab23cd4-e567-8901-2345-6789f0gh1i2j","email":"bounce@mailjet.com","mj_campaign_id":0,"mj_contact_id":0,"customcampaign":"","CustomID":"helloworld","Payload":"","error_related_to":"recipient","error":"user unknown"}',
+    "spam": '{"event":"spam","time":1430812195,"MessageID":13792286917004336,"Message_GUID":"1ab23cd4-e567-8901-2345-6789f0gh1i2j","email":"bounce@mailjet.com","mj_campaign_id":0,"mj_contact_id":0,"customcampaign":"","CustomID":"helloworld","Payload":"","source":"JMRPP"}',
+    "unsub": '{"event":"unsub","time":1433334941,"MessageID":20547674933128000,"Message_GUID":"1ab23cd4-e567-8901-2345-6789f0gh1i2j","email":"api@mailjet.com","mj_campaign_id":7276,"mj_contact_id":126,"customcampaign":"","CustomID":"helloworld","Payload":"","mj_list_id":1,"ip":"127.0.0.1","geo":"FR","agent":"Mozilla/5.0 (Macintosh; Intel Mac OS X 10_10_0) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/42.0.2311.135 Safari/537.36"}',
+}
+
+VALID = {
+    "mailjet.contact": [CONTACT_DEVGUIDE, CONTACT_OBSERVED],
+    "mailjet.contactslist": [CONTACTSLIST],
+    "mailjet.managecontact.request": [MANAGECONTACT_REQUEST, {"Email": "a@b.co", "Action": "unsub"}],
+    "mailjet.managecontact.response": [MANAGECONTACT_RESPONSE],
+    "mailjet.managemanycontacts.request": [BULK_REQUEST, {"ContactsLists": [{"ListID": 1, "Action": "addforce"}], "Contacts": [{"Email": "a@b.co"}]}],
+    "mailjet.managemanycontacts.job": [JOB, {**JOB, "Status": "In Progress", "JobEnd": "", "Count": 0}],
+    "mailjet.contactmetadata": [METADATA],
+    "mailjet.contactdata": [CONTACTDATA, {"ContactID": 1, "Data": [], "ID": 1}],
+    "mailjet.listrecipient": [LISTRECIPIENT],
+    "mailjet.eventcallbackurl": [CALLBACK],
+    "mailjet.error": REST_ERRORS,
+    "mailjet.send.request": [SEND_REQUEST],
+    "mailjet.send.response": [SEND_RESPONSE, SEND_PARTIAL_ERROR],
+    "mailjet.send.error": [SEND_ERROR, SEND_401],
+    **{f"mailjet.event.{name}": [json.loads(text)] for name, text in EVENTS.items()},
+}
+
+
+def _without(payload: dict, key: str) -> dict:
+    broken = copy.deepcopy(payload)
+    broken.pop(key)
+    return broken
+
+
+def _with(payload: dict, **changes) -> dict:
+    return {**copy.deepcopy(payload), **changes}
+
+
+# (contract, payload, JSON path of the violation, rule)
+INVALID = [
+    ("mailjet.contact", _with(CONTACT_OBSERVED, IsExcludedFromCampaigns="false"), "$.IsExcludedFromCampaigns", "type"),
+    ("mailjet.contact", _with(CONTACT_OBSERVED, LastActivityAt=None), "$.LastActivityAt", "anyOf"),
+    ("mailjet.contact", _without(CONTACT_OBSERVED, "Email"), "$.Email", "required"),
+    ("mailjet.contact", _with(CONTACT_OBSERVED, firstname="x"), "$", "additionalProperties"),
+    ("mailjet.contactslist", _with(CONTACTSLIST, Name=""), "$.Name", "minLength"),
+    ("mailjet.managecontact.request", _without(MANAGECONTACT_REQUEST, "Action"), "$.Action", "required"),
+    ("mailjet.managecontact.request", _with(MANAGECONTACT_REQUEST, Action="add"), "$.Action", "enum"),
+    ("mailjet.managecontact.request", _with(MANAGECONTACT_REQUEST, Properties='{"a": 1}'), "$.Properties", "type"),
+    ("mailjet.managecontact.request", _with(MANAGECONTACT_REQUEST, Email="not-an-email"), "$.Email", "format"),
+    ("mailjet.managecontact.request", _with(MANAGECONTACT_REQUEST, Name="x" * 256), "$.Name", "maxLength"),
+    ("mailjet.managecontact.response", {"Count": 1, "Data": {"ContactID": 1}, "Total": 1}, "$.Data", "type"),
+    ("mailjet.managemanycontacts.request", _with(BULK_REQUEST, Contacts=[]), "$.Contacts", "minItems"),
+    ("mailjet.managemanycontacts.request", _with(BULK_REQUEST, ContactsLists=[]), "$", "not"),
+    ("mailjet.managemanycontacts.request", _with(BULK_REQUEST, Contacts=[{"Name": "no email"}]), "$.Contacts[0].Email", "required"),
+    ("mailjet.managemanycontacts.job", _with(JOB, Status="Done"), "$.Status", "enum"),
+    ("mailjet.contactmetadata", _with(METADATA, Datatype="string"), "$.Datatype", "enum"),
+    ("mailjet.contactmetadata", _with(_without(METADATA, "Datatype"), DataType="str"), "$", "additionalProperties"),
+    ("mailjet.contactdata", {"ContactID": 1, "ID": 1, "Data": [{"Name": "age", "Value": 42}]}, "$.Data[0].Value", "type"),
+    ("mailjet.listrecipient", _with(LISTRECIPIENT, IsUnsubscribed="true"), "$.IsUnsubscribed", "type"),
+    ("mailjet.eventcallbackurl", _with(CALLBACK, EventType="delivered"), "$.EventType", "enum"),
+    ("mailjet.eventcallbackurl", _with(CALLBACK, Version=3), "$.Version", "enum"),
+    ("mailjet.error", {"ErrorMessage": "x", "StatusCode": 400}, "$.ErrorInfo", "required"),
+    ("mailjet.error", {"ErrorInfo": "", "ErrorMessage": "x", "StatusCode": 200}, "$.StatusCode", "anyOf"),
+    ("mailjet.send.request", {"InvalidField": True}, "$.Messages", "required"),
+    ("mailjet.send.request", {"Messages": []}, "$.Messages", "minItems"),
+    ("mailjet.send.request", {"Messages": [{**SEND_REQUEST["Messages"][0], "Subject": "s" * 256}]}, "$.Messages[0].Subject", "maxLength"),
+    ("mailjet.send.request", {"Messages": [{"From": {"Email": "a@b.co"}, "To": [{"Email": "c@d.co"}]}]}, "$.Messages[0]", "anyOf"),
+    ("mailjet.send.request", {"Messages": [{"TextPart": "t", "To": [{"Email": "c@d.co"}]}]}, "$.Messages[0].From", "required"),
+    ("mailjet.send.request", {"Messages": [{**SEND_REQUEST["Messages"][0], "To": [{"Email": f"r{i}@x.co"} for i in range(51)]}]},
+     "$.Messages[0].To", "maxItems"),
+    ("mailjet.send.response", {"Messages": [{"Status": "success", "To": [{"Email": "a@b.co", "MessageID": "1"}], "Cc": [], "Bcc": []}]},
+     "$.Messages[0]", "oneOf"),
+    ("mailjet.send.error", _without(SEND_ERROR, "ErrorIdentifier"), "$.ErrorIdentifier", "required"),
+    ("mailjet.send.error", _with(SEND_ERROR, ErrorCode="E2"), "$.ErrorCode", "pattern"),
+    ("mailjet.event.sent", _without(json.loads(EVENTS["sent"]), "smtp_reply"), "$.smtp_reply", "required"),
+    ("mailjet.event.open", _without(json.loads(EVENTS["open"]), "agent"), "$.agent", "required"),
+    ("mailjet.event.click", _with(json.loads(EVENTS["click"]), event="open"), "$.event", "const"),
+    ("mailjet.event.bounce", _with(json.loads(EVENTS["bounce"]), hard_bounce="true"), "$.hard_bounce", "type"),
+    ("mailjet.event.blocked", _with(json.loads(EVENTS["blocked"]), blocked=True), "$", "enum"),
+    ("mailjet.event.spam", _with(json.loads(EVENTS["spam"]), time="1430812195"), "$.time", "type"),
+    ("mailjet.event.unsub", _with(json.loads(EVENTS["unsub"]), mj_list_id="1"), "$.mj_list_id", "type"),
+    ("mailjet.event.sent", _with(json.loads(EVENTS["sent"]), MessageID="19421777835146490"), "$.MessageID", "type"),
+]
+
+
+def test_every_mailjet_contract_has_valid_and_invalid_examples() -> None:
+    assert sorted(VALID) == sorted(MAILJET_CONTRACTS)
+    assert {name for name, *_ in INVALID} == set(MAILJET_CONTRACTS)
+
+
+@pytest.mark.parametrize(("name", "payload"), [(n, p) for n, ps in VALID.items() for p in ps])
+def test_valid_examples_pass(name: str, payload: dict) -> None:
+    assert contracts.validate(name, payload) == []
+
+
+@pytest.mark.parametrize(("name", "payload", "path", "rule"), INVALID)
+def test_invalid_examples_fail_at_the_expected_place(name: str, payload: dict, path: str, rule: str) -> None:
+    violations = contracts.validate(name, payload)
+    assert (path, rule) in [(v.path, v.rule) for v in violations], violations
+
+
+def test_bounce_sample_with_the_docs_missing_comma_is_not_json() -> None:
+    # The _event-api.md bounce sample lacks a comma; the DevGuide one (used above) is correct.
+    broken = EVENTS["bounce"].replace('"user unknown",', '"user unknown"')
+    with pytest.raises(json.JSONDecodeError):
+        json.loads(broken)

@@ -1,0 +1,196 @@
+"""The fake Mailjet's rules, on the model directly (no HTTP)."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import timedelta
+
+import pytest
+
+from emulator.common.clock import Clock
+from emulator.config import BundleConfig
+from emulator.mailjet.models import Account, MailjetBackend, MailjetError, Query, coerce_property, paginate
+from emulator.mailjet.send import SendError, send
+
+
+@pytest.fixture
+def backend() -> MailjetBackend:
+    return MailjetBackend(BundleConfig(seed=7), Clock(), "http://mj.test", "http://segment.test")
+
+
+@pytest.fixture
+def account(backend: MailjetBackend) -> Account:
+    return backend.default_account
+
+
+def error_of(call, *args) -> MailjetError:
+    with pytest.raises(MailjetError) as raised:
+        call(*args)
+    return raised.value
+
+
+def test_authentication_is_by_key_and_secret(backend: MailjetBackend) -> None:
+    config = backend.config
+    assert backend.authenticate(config.mailjet_api_key, config.mailjet_secret_key) is backend.default_account
+    assert backend.authenticate(config.mailjet_api_key, "wrong") is None
+    assert backend.authenticate("other", config.mailjet_secret_key) is None
+
+
+def test_fresh_account_and_reset(backend: MailjetBackend, account: Account) -> None:
+    assert list(account.lists) == [1] and account.lists[1].name == "segjet"
+    account.create_contact({"Email": "a@example.com"})
+    backend.reset()
+    assert backend.default_account.contacts == {} and list(backend.default_account.lists) == [1]
+
+
+def test_contact_rules(account: Account) -> None:
+    contact = account.create_contact({"email": "A@Example.com", "NAME": "A"})
+    assert account.find_contact("a@example.com") is contact and account.find_contact(str(contact.id)) is contact
+    duplicate = error_of(account.create_contact, {"Email": "a@example.com"})
+    assert duplicate.to_json() == {"ErrorInfo": "", "ErrorMessage": 'MJ18 A Contact resource with value "a@example.com" for Email already exists.', "StatusCode": 400}
+    assert error_of(account.create_contact, {"Email": "nope"}).message == "Object properties invalid"
+    assert error_of(account.create_contact, {}).info == "MJ08 Property Email is invalid: MJ03 A non-empty value is required"
+    assert "has no property" in error_of(account.create_contact, {"Email": "b@example.com", "firstname": "B"}).message
+    assert "MJ04" in error_of(account.create_contact, {"Email": "b@example.com", "Name": "x" * 256}).info
+    assert account.update_contact(str(contact.id), {"Name": "A"}) == (contact, False)
+    assert account.update_contact(str(contact.id), {"IsExcludedFromCampaigns": "true"})[1] is True
+    assert "MJ19" in error_of(account.update_contact, str(contact.id), {"CreatedAt": "x"}).message
+    assert error_of(account.get_contact, "999").status == 404
+
+
+@pytest.mark.parametrize(
+    ("datatype", "value", "stored"),
+    [("str", "x", "x"), ("str", 5, "5"), ("int", 42, "42"), ("int", "42", "42"), ("float", 1.5, "1.5"), ("float", "2", "2.0"),
+     ("bool", True, "true"), ("bool", "False", "false"), ("datetime", 0, "1970-01-01T00:00:00Z"),
+     ("datetime", "2018-01-01T00:00:00", "2018-01-01T00:00:00Z"), ("int", None, None)],
+)
+def test_property_values_are_stored_as_strings(datatype: str, value: object, stored: str | None) -> None:
+    assert coerce_property(datatype, value) == stored
+
+
+@pytest.mark.parametrize(("datatype", "value"), [("int", "4.5"), ("int", True), ("float", "abc"), ("bool", "yes"), ("bool", 1),
+                                                 ("datetime", "tomorrow"), ("str", {"a": 1}), ("float", "nan")])
+def test_property_type_mismatches(datatype: str, value: object) -> None:
+    with pytest.raises(ValueError):
+        coerce_property(datatype, value)
+
+
+def test_managecontact_actions_and_properties(account: Account) -> None:
+    account.create_property({"Name": "age", "Datatype": "int"})
+    result = account.manage_contact("1", {"Email": "m@example.com", "Action": "addnoforce", "Properties": {"AGE": "7"}})
+    contact = account.get_contact("m@example.com")
+    assert result["ContactID"] == contact.id and contact.properties == {"age": "7"}
+    account.manage_contact("1", {"Email": "m@example.com", "Action": "unsub"})
+    assert account.find_recipient(contact.id, 1).is_unsubscribed is True
+    account.manage_contact("1", {"Email": "m@example.com", "Action": "addnoforce"})
+    assert account.find_recipient(contact.id, 1).is_unsubscribed is True  # addnoforce keeps the unsub status
+    account.manage_contact("1", {"Email": "m@example.com", "Action": "addforce"})
+    assert account.find_recipient(contact.id, 1).is_unsubscribed is False
+    account.manage_contact("1", {"Email": "m@example.com", "Action": "remove"})
+    assert account.find_recipient(contact.id, 1) is None
+    problems = error_of(account.manage_contact, "1", {"Email": "m@example.com", "Action": "addforce", "Properties": {"x": 1, "age": "old"}})
+    assert problems.info == {"Properties": [{"x": "Property not defined"}, {"age": "Property type does not match definition"}]}
+    assert error_of(account.manage_contact, "1", {"Email": "m@example.com"}).info.startswith("MJ08 Property Action is invalid")
+    assert error_of(account.manage_contact, "9", {"Email": "m@example.com", "Action": "addforce"}).status == 404
+    assert error_of(account.manage_contact, "1", {"Email": "m@example.com", "Action": "addforce", "Properties": "{}"}).status == 400
+
+
+def test_contactdata_merges_and_rejects_undefined_keys(account: Account) -> None:
+    account.create_property({"Name": "first", "Datatype": "str"})
+    account.create_property({"Name": "last", "Datatype": "str"})
+    account.create_contact({"Email": "d@example.com"})
+    account.set_contact_data("d@example.com", {"Data": [{"Name": "first", "Value": "D"}]})
+    contact, changed = account.set_contact_data("d@example.com", {"Data": [{"Name": "last", "Value": "E"}]})
+    assert changed and account.contact_data_json(contact)["Data"] == [{"Name": "first", "Value": "D"}, {"Name": "last", "Value": "E"}]
+    assert account.set_contact_data("d@example.com", {"Data": [{"Name": "last", "Value": "E"}]})[1] is False
+    assert error_of(account.set_contact_data, "d@example.com", {"Data": [{"Name": "nope", "Value": 1}]}).message == 'Invalid key name: "nope"'
+
+
+def test_metadata_rename_and_delete_follow_the_values(account: Account) -> None:
+    definition = account.create_property({"Name": "plan", "Datatype": "str"})
+    contact = account.create_contact({"Email": "p@example.com"})
+    account.set_contact_data(str(contact.id), {"Data": [{"Name": "plan", "Value": "pro"}]})
+    account.update_property(str(definition.id), {"Name": "tier"})
+    assert contact.properties == {"tier": "pro"}
+    assert "MJ18" in error_of(account.create_property, {"Name": "TIER", "Datatype": "str"}).message
+    account.delete_property("tier")
+    assert contact.properties == {}
+
+
+def test_paging_sort_and_limits() -> None:
+    rows = [{"ID": i, "Email": f"{i}@x.co"} for i in range(1, 31)]
+    assert paginate(rows, Query.parse([])) == (rows[:10], 30)
+    assert paginate(rows, Query.parse([("limit", "0")]))[0] == rows
+    assert Query.parse([("Limit", "5000")]).limit == 1000
+    page, total = paginate(rows, Query.parse([("Sort", "ID DESC"), ("Limit", "2"), ("Offset", "1")]))
+    assert [r["ID"] for r in page] == [29, 28] and total == 30
+    assert Query.parse([("Name", "a"), ("name", "b")]).get("Name") == "a"  # first occurrence wins
+    assert paginate(rows, Query.parse([("countOnly", "1")])) == ([], 30)
+    with pytest.raises(MailjetError):
+        Query.parse([("Limit", "ten")])
+    with pytest.raises(MailjetError):
+        paginate(rows, Query.parse([("Sort", "Nope")]))
+
+
+def test_jobs_wait_for_the_clock(account: Account) -> None:
+    clock = account.clock
+    job = account.start_list_job("1", {"Action": "addforce", "Contacts": [{"Email": "j@example.com"}, {"Email": "bad"}]})
+    assert job.status == "In Progress" and account.find_contact("j@example.com") is None
+    assert asyncio.run(clock.run_due()) == 0
+    clock.advance(timedelta(seconds=1))
+    assert asyncio.run(clock.run_due()) == 1
+    assert job.status == "Error" and job.count == 1 and job.to_json()["Error"] == "email missing or not valid"
+    assert job.to_json()["ErrorFile"].endswith(f"/v3/DATA/batchjob/{job.id}/JSONError/application:json/LAST")
+    assert account.find_contact("j@example.com") is not None
+    assert error_of(account.start_list_job, "1", {"Contacts": []}).status == 400
+    assert error_of(account.get_job, str(job.id), "2").status == 404
+
+
+def test_contact_jobs_validate_lists_up_front(account: Account) -> None:
+    problem = error_of(account.start_contacts_job, {"ContactsLists": [{"ListID": 5, "Action": "addforce"}], "Contacts": [{"Email": "a@b.co"}]})
+    assert problem.message == {"ContactsLists": [{"ListID": "5", "Action": "addforce", "Error": "listID missing or not valid"}]}
+
+
+def test_webhooks_one_per_event_type_and_backup(account: Account) -> None:
+    primary = account.create_callback({"EventType": "sent", "Url": "http://h.test/a"})
+    backup = account.create_callback({"EventType": "sent", "Url": "http://h.test/b", "IsBackup": True})
+    assert "MJ18" in error_of(account.create_callback, {"EventType": "sent", "Url": "http://h.test/c"}).message
+    assert account.callbacks_for("sent") == [primary]
+    account.update_callback(str(primary.id), {"Status": "dead"})
+    assert account.callbacks_for("sent") == [backup]
+    assert error_of(account.create_callback, {"EventType": "open", "Url": "ftp://x"}).status == 400
+
+
+def test_app_connection_updates(account: Account) -> None:
+    account.update_app_connection({"listId": "1", "writeKey": "wk"})
+    assert account.app_connection.to_json()["writeKey"] == "wk"
+    for bad in ({"listId": 3}, {"sendEvents": 1}, {"writeKey": 5}, {"segmentUrl": "nope"}, {"colour": "red"}):
+        with pytest.raises(ValueError):
+            account.update_app_connection(bad)
+    assert account.app_connection.write_key == "wk"  # a refused PUT changes nothing
+
+
+def test_send_creates_one_message_per_recipient_and_contacts(account: Account) -> None:
+    hooked = []
+    account.on_message_sent.append(hooked.append)
+    status, body = send(account, {"Messages": [{"From": {"Email": "f@example.com"}, "To": [{"Email": "t@example.com", "Name": "T"}],
+                                                "Bcc": [{"Email": "b@example.com"}], "HTMLPart": "<p>x</p>", "CustomID": "c1"}]})
+    assert status == 200 and body["Messages"][0]["Status"] == "success"
+    assert [m.recipient["Email"] for m in account.messages] == ["t@example.com", "b@example.com"] == [m.recipient["Email"] for m in hooked]
+    assert len({m.message_id for m in account.messages}) == 2 and account.messages[0].custom_id == "c1"
+    assert account.find_contact("t@example.com").name == "T"
+
+
+def test_send_global_errors(account: Account) -> None:
+    for body, code in [([], "mj-0002"), ({}, "mj-0003"), ({"Messages": {}}, "mj-0004"), ({"Messages": []}, "mj-0007"),
+                       ({"Messages": [{}] * 51}, "mj-0008"), ({"Messages": [{}], "SandboxMode": "yes"}, "mj-0004")]:
+        with pytest.raises(SendError) as raised:
+            send(account, body)
+        assert raised.value.code == code
+
+
+def test_send_all_failed_answers_the_first_error_status(account: Account) -> None:
+    status, body = send(account, {"Messages": [{"To": [{"Email": "t@example.com"}], "TextPart": "x", "TemplateID": 1}]})
+    assert status == 400
+    assert [e["ErrorCode"] for e in body["Messages"][0]["Errors"]] == ["send-0010"]
+    assert account.messages == []
