@@ -1,0 +1,116 @@
+"""Pieces both dashboards share: the page shell, static files, and a Server-Sent Events fan-out."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, Response, StreamingResponse
+from starlette.routing import BaseRoute, Mount, Route
+from starlette.staticfiles import StaticFiles
+
+STATIC_DIR = Path(__file__).parent / "static"
+STATIC_PREFIX = "/_emulator/dashboard/static"
+# A queue per connected browser holds at most this many unsent items; a slow client loses the oldest.
+CLIENT_QUEUE_SIZE = 1000
+KEEPALIVE_SECONDS = 15.0
+SSE_HEADERS = {"Cache-Control": "no-store", "X-Accel-Buffering": "no"}
+
+
+def page_routes(shell: str, paths: list[str]) -> list[BaseRoute]:
+    """Every path answers the same HTML shell; the page's script picks the view from the path."""
+
+    async def page(request: Request) -> Response:
+        html = (STATIC_DIR / shell).read_text(encoding="utf-8")
+        return HTMLResponse(html, headers={"Cache-Control": "no-store"})
+
+    return [Route(path, page, methods=["GET"]) for path in paths]
+
+
+def static_mount() -> Mount:
+    return Mount(STATIC_PREFIX, app=StaticFiles(directory=STATIC_DIR), name="dashboard-static")
+
+
+def sse_data(item: Any) -> str:
+    return f"data: {json.dumps(item, separators=(',', ':'), default=str)}\n\n"
+
+
+class Broadcaster:
+    """Fan-out of items to every connected SSE client: one bounded asyncio queue each.
+
+    `publish` is synchronous and runs on the event loop (the Segment backend calls its listeners
+    there); a full queue drops its oldest item, so a slow browser never slows ingestion down.
+    """
+
+    def __init__(self, capacity: int = CLIENT_QUEUE_SIZE) -> None:
+        self.capacity = capacity
+        self._queues: set[asyncio.Queue[Any]] = set()
+
+    @property
+    def clients(self) -> int:
+        return len(self._queues)
+
+    def publish(self, item: Any) -> None:
+        for queue in self._queues:
+            if queue.full():
+                queue.get_nowait()
+            queue.put_nowait(item)
+
+    def subscribe(self) -> asyncio.Queue[Any]:
+        queue: asyncio.Queue[Any] = asyncio.Queue(maxsize=self.capacity)
+        self._queues.add(queue)
+        return queue
+
+    def unsubscribe(self, queue: asyncio.Queue[Any]) -> None:
+        self._queues.discard(queue)
+
+    def stream(self) -> StreamingResponse:
+        queue = self.subscribe()
+
+        async def events() -> AsyncIterator[str]:
+            try:
+                yield ": connected\n\n"
+                while True:
+                    try:
+                        item = await asyncio.wait_for(queue.get(), timeout=KEEPALIVE_SECONDS)
+                    except asyncio.TimeoutError:
+                        yield ": keepalive\n\n"
+                        continue
+                    yield sse_data(item)
+            finally:
+                self.unsubscribe(queue)
+
+        return StreamingResponse(events(), media_type="text/event-stream", headers=SSE_HEADERS)
+
+
+def polling_stream(probe: Callable[[], Awaitable[Any] | Any], interval: float = 0.5) -> StreamingResponse:
+    """An SSE stream that sends `{"kind": "changed", "version": N}` whenever `probe()` answers a new value.
+
+    For a model with no change hook: the server polls its own state, the browser refetches.
+    """
+
+    async def events() -> AsyncIterator[str]:
+        yield ": connected\n\n"
+        last: Any = object()
+        version = 0
+        idle = 0.0
+        while True:
+            current = probe()
+            if asyncio.iscoroutine(current):
+                current = await current
+            if current != last:
+                last = current
+                version += 1
+                idle = 0.0
+                yield sse_data({"kind": "changed", "version": version})
+            elif idle >= KEEPALIVE_SECONDS:
+                idle = 0.0
+                yield ": keepalive\n\n"
+            await asyncio.sleep(interval)
+            idle += interval
+
+    return StreamingResponse(events(), media_type="text/event-stream", headers=SSE_HEADERS)

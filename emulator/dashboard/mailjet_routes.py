@@ -1,0 +1,80 @@
+"""Dashboard routes of the fake Mailjet: pages, a change feed, and dashboard-only reads of the model.
+
+The pages never hold the API secret: lists and contacts come from `/_emulator/dashboard/...`,
+which read the model directly (and, being control routes, stay out of the request journal).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import BaseRoute, Route
+
+from ..config import BundleUrls
+from .common import page_routes, polling_stream, static_mount
+
+if TYPE_CHECKING:
+    from ..mailjet.models import Account, Contact, MailjetBackend
+
+PAGES = ["/", "/app-connections", "/contacts", "/messages"]
+
+
+def mailjet_dashboard_routes(backend: MailjetBackend, urls: BundleUrls) -> list[BaseRoute]:
+    """Routes to add to the fake Mailjet's app. The account is looked up per request (reset replaces it)."""
+
+    def account() -> Account:
+        return backend.default_account
+
+    async def stream(request: Request) -> Response:
+        # The Mailjet model has no general change hook (only `on_message_sent`), so the server
+        # polls a fingerprint of its own state and tells the page when to refetch.
+        return polling_stream(lambda: fingerprint(account()))
+
+    async def lists(request: Request) -> Response:
+        current = account()
+        return JSONResponse({"lists": [current.list_json(item) for item in current.lists.values()]})
+
+    async def contacts(request: Request) -> Response:
+        current = account()
+        wanted = (request.query_params.get("email") or "").strip().lower()
+        found = [c for c in current.contacts.values() if not wanted or c.email.lower() == wanted]
+        return JSONResponse({"contacts": [contact_json(current, contact) for contact in found]})
+
+    async def info(request: Request) -> Response:
+        current = account()
+        return JSONResponse({"service": "mailjet", "mailjet_url": urls.mailjet_url, "segment_url": urls.segment_url,
+                             "apiKey": current.api_key})
+
+    return [
+        *page_routes("mailjet.html", PAGES),
+        static_mount(),
+        Route("/_emulator/stream", stream, methods=["GET"]),
+        Route("/_emulator/dashboard/lists", lists, methods=["GET"]),
+        Route("/_emulator/dashboard/contacts", contacts, methods=["GET"]),
+        Route("/_emulator/dashboard/info", info, methods=["GET"]),
+    ]
+
+
+def contact_json(account: Account, contact: Contact) -> dict[str, Any]:
+    """The contact as the REST API shows it, with its property values and its subscriptions."""
+    subscriptions = [account.recipient_json(r) for r in account.recipients.values() if r.contact_id == contact.id]
+    return {**contact.to_json(), "Properties": dict(contact.properties), "Lists": subscriptions}
+
+
+def fingerprint(account: Account) -> tuple[Any, ...]:
+    """Cheap summary that changes whenever something the pages show changes."""
+    contacts = account.contacts.values()
+    return (
+        id(account),
+        len(contacts),
+        max((c.last_update_at or c.created_at for c in contacts), default=None),
+        sum(len(c.properties) for c in contacts),
+        tuple((r.id, r.is_unsubscribed, r.is_active) for r in account.recipients.values()),
+        tuple((l.id, l.name, l.is_deleted) for l in account.lists.values()),
+        len(account.messages),
+        sum(len(getattr(m, "events", ())) for m in account.messages),
+        tuple(getattr(m, "status", "") for m in account.messages[-50:]),
+        tuple(sorted(account.app_connection.to_json().items())),
+    )

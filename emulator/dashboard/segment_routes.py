@@ -1,0 +1,117 @@
+"""Dashboard routes of the fake Segment: pages, the live debugger feed, validation, the trace."""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import TYPE_CHECKING, Any
+
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, JSONResponse, Response
+from starlette.routing import BaseRoute, Route
+
+import contracts
+
+from ..config import BundleUrls
+from .common import STATIC_DIR, Broadcaster, page_routes, static_mount
+from .contracts_for import violation_json
+from .trace import build_trace
+
+if TYPE_CHECKING:
+    from ..segment.models import SegmentBackend, StoredMessage
+
+PAGES = ["/", "/debugger", "/destinations", "/deliveries", "/engage", "/trace"]
+
+
+def segment_dashboard_routes(backend: SegmentBackend, urls: BundleUrls) -> list[BaseRoute]:
+    """Routes to add to the fake Segment's app. Registers one listener on `backend`."""
+    feed = Broadcaster()
+
+    def on_message(stored: StoredMessage) -> None:
+        feed.publish(stored.to_json())
+
+    backend.add_listener(on_message)
+
+    async def stream(request: Request) -> Response:
+        # Each accepted message as it is stored (the backend's listeners see accepted ones only;
+        # the Debugger polls `GET /_emulator/events?status=discarded` for the others).
+        return feed.stream()
+
+    async def validate(request: Request) -> Response:
+        name = request.path_params["contract"]
+        if name not in contracts.names():
+            return JSONResponse({"error": f"unknown contract {name!r}; known: {', '.join(contracts.names())}"}, status_code=404)
+        try:
+            payload = json.loads(await request.body())
+        except (ValueError, UnicodeDecodeError) as exc:
+            return JSONResponse({"error": f"body is not valid JSON: {exc}"}, status_code=400)
+        try:
+            found = [violation_json(v) for v in contracts.validate(name, payload)]
+        except RecursionError:
+            return JSONResponse({"error": "payload is nested too deeply to validate"}, status_code=400)
+        return JSONResponse({"contract": name, "violations": found})
+
+    async def contract_names(request: Request) -> Response:
+        return JSONResponse({"contracts": contracts.names()})
+
+    async def info(request: Request) -> Response:
+        return JSONResponse({"service": "segment", "segment_url": urls.segment_url, "mailjet_url": urls.mailjet_url,
+                             "sources": [source.to_json() for source in backend.sources]})
+
+    async def trace(request: Request) -> Response:
+        user = request.query_params.get("user", "").strip()
+        if not user:
+            return JSONResponse({"error": "give ?user= a userId or an email"}, status_code=400)
+        return JSONResponse(await build_trace(urls.segment_url, urls.mailjet_url, user))
+
+    async def trace_export(request: Request) -> Response:
+        user = request.query_params.get("user", "").strip()
+        if not user:
+            return JSONResponse({"error": "give ?user= a userId or an email"}, status_code=400)
+        data = await build_trace(urls.segment_url, urls.mailjet_url, user)
+        filename = "segjet-trace-" + (re.sub(r"[^A-Za-z0-9._-]+", "_", user) or "user") + ".html"
+        return HTMLResponse(export_html(data), headers={"Content-Disposition": f'attachment; filename="{filename}"'})
+
+    return [
+        *page_routes("segment.html", PAGES),
+        static_mount(),
+        Route("/_emulator/events/stream", stream, methods=["GET"]),
+        Route("/_emulator/validate/{contract}", validate, methods=["POST"]),
+        Route("/_emulator/contracts", contract_names, methods=["GET"]),
+        Route("/_emulator/dashboard/info", info, methods=["GET"]),
+        Route("/_emulator/dashboard/trace", trace, methods=["GET"]),
+        Route("/_emulator/dashboard/trace/export", trace_export, methods=["GET"]),
+    ]
+
+
+def _inline_json(data: Any) -> str:
+    # Safe inside <script>: no "</" can close the element early.
+    return json.dumps(data, default=str).replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
+
+
+def export_html(data: dict[str, Any]) -> str:
+    """One self-contained HTML file: the dashboard CSS, the trace renderer and the data, inline."""
+    css = (STATIC_DIR / "dashboard.css").read_text(encoding="utf-8")
+    script = (STATIC_DIR / "trace-view.js").read_text(encoding="utf-8")
+    title = f"segjet trace: {data.get('user', '')}".replace("<", "&lt;").replace("&", "&amp;")
+    return f"""<!doctype html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>{title}</title>
+<style>{css}</style>
+</head>
+<body>
+<header class="topbar"><span class="brand">segjet</span><span class="crumb">exported trace</span></header>
+<main id="view" class="view"><h1>Trace of <span id="trace-user"></span></h1><div id="trace-result"></div></main>
+<script type="application/json" id="trace-data">{_inline_json(data)}</script>
+<script>{script}</script>
+<script>
+  const data = JSON.parse(document.getElementById("trace-data").textContent);
+  document.getElementById("trace-user").textContent = data.user;
+  SegjetTrace.render(document.getElementById("trace-result"), data);
+</script>
+</body>
+</html>
+"""

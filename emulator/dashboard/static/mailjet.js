@@ -1,0 +1,281 @@
+/* The fake Mailjet's pages: Account, App Connections → Segment, Contacts, Messages. */
+"use strict";
+
+(() => {
+  const { h, api, pretty, dateTime, badge, table, say, copy, currentView, subscribe, debounce, fail } = Segjet;
+  const main = document.getElementById("view");
+  let onChange = () => {};   // the current view's refresh, called when the model changed
+  let info = {};
+
+  const alertRegion = () => h("div", { class: "alert bad", role: "alert" });
+
+  // -------------------------------------------------------------------------------- Account
+  async function viewAccount() {
+    const [connection, lists] = await Promise.all([
+      api("GET", "/_emulator/app-connections/segment").catch(() => null),
+      api("GET", "/_emulator/dashboard/lists").catch(() => ({ lists: [] })),
+    ]);
+    main.replaceChildren(
+      h("h1", {}, "Mailjet account"),
+      h("p", { class: "lede" }, "A fake Mailjet account: REST API v3, Send API v3.1, email events and the Segment app connection. The API secret never reaches this page."),
+      h("div", { class: "cards" },
+        h("div", { class: "card" }, h("div", { class: "stat-label" }, "API key"), h("code", {}, info.apiKey || "—"),
+          h("p", { class: "hint" }, "The secret is the one given to segjet up (--mailjet-secret-key).")),
+        h("div", { class: "card" }, h("div", { class: "stat-label" }, "Contact lists"), h("div", { class: "stat" }, String(lists.lists.length))),
+        h("div", { class: "card" }, h("div", { class: "stat-label" }, "Email events to Segment"),
+          h("div", { class: "stat" }, connection ? (connection.sendEvents ? "On" : "Off") : "—"))),
+      h("h2", {}, "Where to go"),
+      h("ul", {},
+        h("li", {}, h("a", { href: "/app-connections" }, "App Connections → Segment"), ": the Segment authentication key, the contact list, the write key."),
+        h("li", {}, h("a", { href: "/contacts" }, "Contacts"), ": lists, contacts, their properties and subscriptions."),
+        h("li", {}, h("a", { href: "/messages" }, "Messages"), ": emails sent through the Send API, their events, and buttons to open, click, bounce or unsubscribe.")));
+    onChange = viewAccount;
+  }
+
+  // -------------------------------------------------------------------------------- App Connections
+  async function viewAppConnections() {
+    const errors = alertRegion();
+    const saved = h("div", { class: "alert ok", role: "status" });
+    const authKey = h("input", { id: "ac-auth-key", type: "text", readOnly: true, class: "mono" });
+    const listSelect = h("select", { id: "ac-list" });
+    const listIdOut = h("output", { id: "ac-list-id", for: "ac-list", "aria-live": "polite" });
+    const sendEvents = h("input", { id: "ac-send-events", type: "checkbox", role: "switch" });
+    const writeKey = h("input", { id: "ac-write-key", type: "text", autocomplete: "off", spellcheck: "false", placeholder: "Segment write key" });
+    const segmentUrl = h("input", { id: "ac-segment-url", type: "text" });
+
+    const showListId = () => { listIdOut.textContent = listSelect.value ? `List ID: ${listSelect.value}` : ""; };
+    listSelect.addEventListener("change", showListId);
+
+    function show(connection, lists) {
+      authKey.value = connection.authenticationKey || "";
+      if (lists) {
+        listSelect.replaceChildren(...lists.map((l) => h("option", { value: String(l.ID) }, `${l.Name} (${l.SubscriberCount} contacts)`)));
+      }
+      listSelect.value = String(connection.listId);
+      showListId();
+      sendEvents.checked = !!connection.sendEvents;
+      writeKey.value = connection.writeKey || "";
+      segmentUrl.value = connection.segmentUrl || "";
+    }
+
+    const copyButton = h("button", { type: "button", "aria-label": "Copy authentication key" }, "Copy");
+    copyButton.addEventListener("click", async () => { await copy(authKey.value); say("Authentication key copied"); });
+
+    const form = h("form", { class: "settings", "aria-label": "Segment connection" },
+      h("div", { class: "field" },
+        h("label", { for: "ac-auth-key" }, "Segment Authentication key"),
+        h("div", { class: "row" }, authKey, copyButton),
+        h("span", { class: "hint" }, "Paste it in Segment: Destinations → Mailjet → Authentication key.")),
+      h("div", { class: "field" },
+        h("label", { for: "ac-list" }, "Contact list"),
+        listSelect,
+        listIdOut,
+        h("span", { class: "hint" }, "The list Segment sends contact property data to; copy its ID into Segment's List ID.")),
+      h("h3", {}, "Send email events to Segment"),
+      h("div", { class: "field" }, h("label", { class: "switch" }, sendEvents, "Send email events to Segment")),
+      h("div", { class: "field" },
+        h("label", { for: "ac-write-key" }, "Segment write key"),
+        writeKey,
+        h("span", { class: "hint" }, "Email Delivered, Opened, Link Clicked, Bounced, Marked as Spam and Unsubscribed are sent as track calls with this key.")),
+      h("details", {}, h("summary", {}, "Advanced"),
+        h("div", { class: "field" }, h("label", { for: "ac-segment-url" }, "Segment API URL"), segmentUrl)),
+      h("button", { type: "submit", class: "primary" }, "Save"));
+    form.addEventListener("submit", async (event) => {
+      event.preventDefault();
+      errors.textContent = ""; saved.textContent = "";
+      const changes = { listId: Number(listSelect.value), sendEvents: sendEvents.checked, writeKey: writeKey.value.trim() || null };
+      if (segmentUrl.value.trim()) changes.segmentUrl = segmentUrl.value.trim();
+      try {
+        show(await api("PUT", "/_emulator/app-connections/segment", changes));
+        saved.textContent = "Segment connection saved.";
+      } catch (error) { fail(errors, error); }
+    });
+
+    main.replaceChildren(
+      h("h1", {}, "App Connections"),
+      h("section", { class: "card", "aria-labelledby": "ac-segment" },
+        h("div", { class: "tile-head" },
+          h("div", { class: "tile-logo", style: "background:#52bd94", "aria-hidden": "true" }, "S"),
+          h("h2", { id: "ac-segment", style: "margin:0" }, "Segment")),
+        errors, saved, form));
+    try {
+      const [connection, lists] = await Promise.all([
+        api("GET", "/_emulator/app-connections/segment"),
+        api("GET", "/_emulator/dashboard/lists"),
+      ]);
+      show(connection, lists.lists);
+    } catch (error) { fail(errors, error); }
+    // The form holds unsaved input: only the list counts are refreshed live.
+    onChange = async () => {
+      try {
+        const lists = (await api("GET", "/_emulator/dashboard/lists")).lists;
+        const chosen = listSelect.value;
+        listSelect.replaceChildren(...lists.map((l) => h("option", { value: String(l.ID) }, `${l.Name} (${l.SubscriberCount} contacts)`)));
+        listSelect.value = chosen;
+      } catch { /* keep what is shown */ }
+    };
+  }
+
+  // -------------------------------------------------------------------------------- Contacts
+  async function viewContacts() {
+    const errors = alertRegion();
+    const search = h("input", { id: "ct-search", type: "search", placeholder: "email or property" });
+    const listFilter = h("select", { id: "ct-list" }, h("option", { value: "" }, "All lists"));
+    const listsBox = h("div");
+    const contactsBox = h("div");
+    let lists = [];
+    let contacts = [];
+
+    function render() {
+      const needle = search.value.trim().toLowerCase();
+      const wanted = listFilter.value;
+      const shown = contacts.filter((c) =>
+        (!wanted || (c.Lists || []).some((s) => String(s.ListID) === wanted)) &&
+        (!needle || JSON.stringify(c).toLowerCase().includes(needle)));
+      contactsBox.replaceChildren(shown.length ? table([
+        { label: "Email", render: (c) => h("strong", {}, c.Email) },
+        { label: "Name", render: (c) => c.Name || "—" },
+        { label: "ID", render: (c) => String(c.ID), class: "num" },
+        { label: "Lists", render: (c) => (c.Lists || []).length
+          ? (c.Lists || []).map((s) => h("div", {}, `${s.ListName || "list"} (ID ${s.ListID}) `,
+              s.IsUnsubscribed ? badge("unsubscribed", "bad") : badge("subscribed", "ok")))
+          : badge("no list") },
+        { label: "Properties", render: (c) => Object.keys(c.Properties || {}).length
+          ? h("div", { class: "chips" }, Object.entries(c.Properties).map(([k, v]) => h("span", { class: "chip" }, `${k}=${v}`)))
+          : "—" },
+        { label: "Campaigns", render: (c) => c.IsExcludedFromCampaigns ? badge("excluded", "warn") : "included" },
+        { label: "Updated", render: (c) => dateTime(c.LastUpdateAt || c.CreatedAt) },
+      ], shown, { label: "Contacts", rowAttrs: (c) => ({ "data-email": c.Email }) })
+        : h("p", { class: "empty" }, contacts.length ? "No contact matches." : "No contacts yet. Send an identify through Segment with the destination enabled."));
+    }
+
+    async function refresh() {
+      try {
+        [lists, contacts] = await Promise.all([
+          api("GET", "/_emulator/dashboard/lists").then((d) => d.lists),
+          api("GET", "/_emulator/dashboard/contacts").then((d) => d.contacts),
+        ]);
+        errors.textContent = "";
+      } catch (error) { fail(errors, error); return; }
+      const chosen = listFilter.value;
+      listFilter.replaceChildren(h("option", { value: "" }, "All lists"), ...lists.map((l) => h("option", { value: String(l.ID) }, `${l.Name} (ID ${l.ID})`)));
+      listFilter.value = chosen;
+      listsBox.replaceChildren(table([
+        { label: "ID", render: (l) => String(l.ID), class: "num" },
+        { label: "Name", render: (l) => l.Name },
+        { label: "Subscribers", render: (l) => String(l.SubscriberCount), class: "num" },
+        { label: "Address", render: (l) => h("code", {}, l.Address) },
+        { label: "Created", render: (l) => dateTime(l.CreatedAt) },
+      ], lists, { label: "Contact lists" }));
+      render();
+    }
+    search.addEventListener("input", debounce(render, 120));
+    listFilter.addEventListener("change", render);
+
+    main.replaceChildren(
+      h("h1", {}, "Contacts"),
+      errors,
+      h("h2", {}, "Contact lists"), listsBox,
+      h("h2", {}, "Contacts"),
+      h("div", { class: "toolbar" },
+        h("div", { class: "field" }, h("label", { for: "ct-search" }, "Search contacts"), search),
+        h("div", { class: "field" }, h("label", { for: "ct-list" }, "List"), listFilter)),
+      contactsBox);
+    await refresh();
+    onChange = refresh;
+  }
+
+  // -------------------------------------------------------------------------------- Messages
+  async function viewMessages() {
+    const errors = alertRegion();
+    const messagesBox = h("div");
+    const eventsBox = h("div");
+    const ACTIONS = [["open", "Open"], ["click", "Click"], ["bounce", "Bounce"], ["unsub", "Unsubscribe"]];
+
+    async function emit(message, event) {
+      errors.textContent = "";
+      const body = { event };
+      if (event === "click") body.url = "https://example.com/?utm_source=segjet";
+      try {
+        await api("POST", `/_emulator/messages/${message.MessageID}/events`, body);
+        say(`${event} recorded for message ${message.MessageID}`);
+        refresh();
+      } catch (error) { fail(errors, error); }
+    }
+
+    function eventList(m) {
+      const events = m.events || [];
+      return events.length ? h("div", { class: "chips" }, events.map((e) => h("span", { class: "chip" }, e.event || e.type || JSON.stringify(e)))) : "—";
+    }
+
+    async function refresh() {
+      let messages, events;
+      try {
+        [messages, events] = await Promise.all([
+          api("GET", "/_emulator/messages?limit=500").then((d) => d.messages || []),
+          api("GET", "/_emulator/email-events?limit=500").then((d) => d.events || d["email-events"] || d.email_events || []).catch(() => null),
+        ]);
+        errors.textContent = "";
+      } catch (error) { fail(errors, error); return; }
+      messages = messages.slice().reverse();
+      messagesBox.replaceChildren(messages.length ? table([
+        { label: "Sent", render: (m) => dateTime(m.created_at) },
+        { label: "To", render: (m) => h("strong", {}, (m.to && m.to.Email) || "?") },
+        { label: "Subject", render: (m) => m.subject || "" },
+        { label: "MessageID", render: (m) => h("code", {}, String(m.MessageID)) },
+        { label: "Status", render: (m) => badge(m.status || "?", m.status === "bounced" || m.status === "blocked" ? "bad" : m.status === "opened" || m.status === "clicked" ? "ok" : "info") },
+        { label: "Events", render: eventList },
+        { label: "Simulate", render: (m) => h("div", { class: "row", role: "group", "aria-label": `Simulate events for message ${m.MessageID}` },
+          ACTIONS.map(([event, label]) => h("button", { type: "button", class: "small", onclick: () => emit(m, event) }, label))) },
+      ], messages, { label: "Messages", rowAttrs: (m) => ({ "data-message-id": String(m.MessageID), "data-to": (m.to && m.to.Email) || "" }) })
+        : h("p", { class: "empty" }, "No email sent yet. Send one with POST /v3.1/send."));
+      if (events === null) {
+        eventsBox.replaceChildren(h("p", { class: "empty" }, "The email-events feed is not available on this server."));
+      } else {
+        events = events.slice().reverse();
+        eventsBox.replaceChildren(events.length ? table([
+          { label: "Time", render: (e) => dateTime(e.at || (typeof e.time === "number" ? new Date(e.time * 1000).toISOString() : e.time)) },
+          { label: "Event", render: (e) => badge(e.event || (e.payload && e.payload.event) || "?", "type") },
+          { label: "Email", render: (e) => e.email || (e.payload && e.payload.email) || "" },
+          { label: "MessageID", render: (e) => h("code", {}, String(e.MessageID || (e.payload && e.payload.MessageID) || "")) },
+          { label: "Webhook", render: (e) => statusText(e.webhook ?? e.webhook_status) },
+          { label: "To Segment", render: (e) => statusText(e.segment ?? e.segment_status ?? e.forward) },
+          { label: "Payload", render: (e) => h("details", {}, h("summary", {}, "JSON"), h("pre", {}, pretty(e))) },
+        ], events, { label: "Email events" }) : h("p", { class: "empty" }, "No email events yet."));
+      }
+    }
+
+    function statusText(value) {
+      if (value === undefined || value === null) return "—";
+      if (typeof value === "string") return badge(value, /sent|deliver|ok|success/i.test(value) ? "ok" : /fail|error/i.test(value) ? "bad" : "");
+      return h("code", {}, JSON.stringify(value));
+    }
+
+    main.replaceChildren(
+      h("h1", {}, "Messages"),
+      h("p", { class: "lede" }, "Emails accepted by the Send API. The buttons act as the recipient: each records an email event, fires webhooks and, when switched on in App Connections, sends the matching track call to Segment."),
+      errors, messagesBox,
+      h("h2", {}, "Email events"), eventsBox);
+    await refresh();
+    onChange = refresh;
+  }
+
+  // -------------------------------------------------------------------------------- boot
+  const views = {
+    "/": [viewAccount, "Account"],
+    "/app-connections": [viewAppConnections, "App Connections"],
+    "/contacts": [viewContacts, "Contacts"],
+    "/messages": [viewMessages, "Messages"],
+  };
+
+  async function boot() {
+    const [view, title] = currentView(views);
+    document.title = `${title} · segjet · fake Mailjet`;
+    try { info = await api("GET", "/_emulator/dashboard/info"); } catch { /* links only */ }
+    if (info.segment_url) document.getElementById("other-dashboard").href = `${info.segment_url}/`;
+    subscribe("/_emulator/stream", debounce(() => onChange(), 150));
+    try { await view(); } catch (error) { main.replaceChildren(h("h1", {}, title), h("p", { class: "alert bad", role: "alert" }, String(error.message || error))); }
+    document.body.dataset.ready = "true";
+  }
+  boot();
+})();

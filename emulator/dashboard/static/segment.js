@@ -1,0 +1,515 @@
+/* The fake Segment's pages: Overview, Debugger, Destinations, Event Delivery, Engage, Trace. */
+"use strict";
+
+(() => {
+  const { h, api, pretty, time, dateTime, badge, table, say, copy, currentView, subscribe, debounce, fail } = Segjet;
+  const main = document.getElementById("view");
+  const CAP = 500;
+  let onMessage = () => {};   // the current view's handler for each message the SSE feed pushes
+  let info = { sources: [], mailjet_url: null };
+
+  const alertRegion = () => h("div", { class: "alert bad", role: "alert" });
+
+  // -------------------------------------------------------------------------------- helpers
+  function summary(m) {
+    const traits = m.traits || {};
+    switch (m.type) {
+      case "identify": return traits.email || traits.name || "Identify";
+      case "track": return m.event || "(no event)";
+      case "page": case "screen": return m.name || m.type;
+      case "group": return `group ${m.groupId ?? ""}`;
+      case "alias": return `${m.previousId} → ${m.userId}`;
+      default: return m.type || "not a message";
+    }
+  }
+
+  function prettyCall(m) {
+    const who = m.userId ? JSON.stringify(m.userId) : JSON.stringify(m.anonymousId ?? null);
+    const args = {
+      identify: () => [who, pretty(m.traits || {})],
+      track: () => [who, JSON.stringify(m.event), pretty(m.properties || {})],
+      page: () => [who, JSON.stringify(m.category ?? null), JSON.stringify(m.name ?? null), pretty(m.properties || {})],
+      screen: () => [who, JSON.stringify(m.name ?? null), pretty(m.properties || {})],
+      group: () => [who, JSON.stringify(m.groupId), pretty(m.traits || {})],
+      alias: () => [JSON.stringify(m.previousId), JSON.stringify(m.userId)],
+    }[m.type];
+    if (!args) return pretty(m);
+    const context = m.context ? `\n\n// context\n${pretty(m.context)}` : "";
+    return `analytics.${m.type}(${args().join(", ")})${context}`;
+  }
+
+  const keyOf = (m) => `${m.messageId}|${m.status}|${m.receivedAt}`;
+
+  function statusBadges(m) {
+    const out = [];
+    if (m.status === "discarded") out.push(badge(`discarded: ${m.discard_reason}`, "bad"));
+    if ((m.violations || []).length) out.push(badge(`${m.violations.length} violation${m.violations.length > 1 ? "s" : ""}`, "warn"));
+    if (!out.length) out.push(badge("accepted", "ok"));
+    return out;
+  }
+
+  // -------------------------------------------------------------------------------- Overview
+  async function viewOverview() {
+    const errors = alertRegion();
+    const [destination, events] = await Promise.all([
+      api("GET", "/_emulator/destinations/mailjet").catch(() => null),
+      api("GET", "/_emulator/events?limit=500").catch(() => ({ events: [] })),
+    ]);
+    const mj = info.mailjet_url;
+    const source = info.sources[0] || {};
+    const step = (done, title, ...body) => h("li", { class: "card" },
+      h("h3", {}, done ? badge("done", "ok") : badge("to do", "warn"), " ", title), ...body);
+    main.replaceChildren(
+      h("h1", {}, "Getting started"),
+      h("p", { class: "lede" }, "Walk the Segment → Mailjet setup with no real accounts. Every button calls the same control API a script would."),
+      errors,
+      h("div", { class: "cards" },
+        h("div", { class: "card" }, h("div", { class: "stat-label" }, "Source"), h("div", { class: "stat" }, source.name || "—"),
+          h("div", { class: "row" }, h("code", {}, source.writeKey || ""),
+            h("button", { class: "small", type: "button", "aria-label": "Copy write key", onclick: async () => { await copy(source.writeKey || ""); say("Write key copied"); } }, "Copy"))),
+        h("div", { class: "card" }, h("div", { class: "stat-label" }, "Messages shown in the Debugger"), h("div", { class: "stat" }, String(events.events.length))),
+        h("div", { class: "card" }, h("div", { class: "stat-label" }, "Mailjet destination"),
+          h("div", { class: "stat" }, destination ? (destination.enabled ? "Enabled" : "Disabled") : "—"))),
+      h("h2", {}, "Steps"),
+      h("ol", { class: "steps", style: "padding-left:1.2rem" },
+        step(false, "Copy the Segment authentication key in Mailjet",
+          h("p", {}, "Mailjet → Account → ", mj ? h("a", { href: `${mj}/app-connections` }, "App Connections → Segment") : "App Connections", ": copy the key and pick a contact list.")),
+        step(destination && destination.settings && destination.settings.apiKey, "Configure the Mailjet destination",
+          h("p", {}, h("a", { href: "/destinations" }, "Destinations"), ": paste the key and the list ID, Save.")),
+        step(destination && destination.enabled, "Enable the destination",
+          h("p", {}, "Switch on ", h("a", { href: "/destinations" }, "Enable Destination"), ".")),
+        step(events.events.some((m) => m.type === "identify"), "Send an identify",
+          h("pre", {}, `curl -s ${location.origin}/v1/identify -u ${source.writeKey || "WRITE_KEY"}: \\\n  -H 'Content-Type: application/json' \\\n  -d '{"userId": "u1", "traits": {"email": "ada@example.com"}}'`),
+          h("p", {}, "Watch it arrive in the ", h("a", { href: "/debugger" }, "Debugger"), ", then its ", h("a", { href: "/deliveries" }, "delivery"), ".")),
+        step(events.events.some((m) => m.type === "track" && /^Email /.test(m.event || "")), "Get email events back",
+          h("p", {}, "In Mailjet's App Connections paste the write key and switch events on; send an email and open it from ",
+            mj ? h("a", { href: `${mj}/messages` }, "Messages") : "Messages", "."))));
+    onMessage = debounce(viewOverview, 300);
+  }
+
+  // -------------------------------------------------------------------------------- Debugger
+  async function viewDebugger() {
+    const state = { messages: [], keys: new Set(), paused: false, pending: [], selected: null, mode: "pretty" };
+    const errors = alertRegion();
+    const sourceSelect = h("select", { id: "dbg-source" },
+      h("option", { value: "" }, "All sources"),
+      info.sources.map((s) => h("option", { value: s.id }, `${s.name} (${s.writeKey})`)));
+    const search = h("input", { id: "dbg-search", type: "search", placeholder: "type, event, userId, email…" });
+    const liveButton = h("button", { type: "button", "aria-pressed": "false" }, "Pause");
+    const indicator = h("span", { class: "hint", "aria-live": "polite" });
+    const list = h("ol", { class: "events", "aria-label": "Events" });
+    const detail = h("section", { class: "card detail", "aria-label": "Event details" },
+      h("h2", {}, "Event details"), h("p", { class: "empty" }, "Select an event to see it."));
+
+    main.replaceChildren(
+      h("h1", {}, "Debugger"),
+      h("p", { class: "lede" }, `The last ${CAP} messages this workspace received, newest first. Discarded messages and contract violations are marked.`),
+      errors,
+      h("div", { class: "toolbar" },
+        h("div", { class: "field" }, h("label", { for: "dbg-source" }, "Source"), sourceSelect),
+        h("div", { class: "field" }, h("label", { for: "dbg-search" }, "Search"), search),
+        h("div", { class: "row" }, liveButton, indicator)),
+      h("div", { class: "debugger" }, list, detail));
+
+    function add(messages) {
+      for (const m of messages) {
+        const key = keyOf(m);
+        if (state.keys.has(key)) continue;
+        state.keys.add(key);
+        state.messages.push(m);
+      }
+      state.messages.sort((a, b) => String(a.receivedAt).localeCompare(String(b.receivedAt)));
+      while (state.messages.length > CAP) state.keys.delete(keyOf(state.messages.shift()));
+    }
+
+    function visible() {
+      const needle = search.value.trim().toLowerCase();
+      const source = sourceSelect.value;
+      return state.messages.filter((m) =>
+        (!source || (m.source && m.source.id === source)) &&
+        (!needle || JSON.stringify(m).toLowerCase().includes(needle))).reverse();
+    }
+
+    function renderList() {
+      const shown = visible();
+      indicator.replaceChildren(
+        h("span", { class: "live-dot", "aria-hidden": "true" }),
+        state.paused ? `Paused · ${state.pending.length} new` : "Live",
+        ` · showing ${shown.length} of ${state.messages.length}`);
+      indicator.parentElement.classList.toggle("paused", state.paused);
+      list.replaceChildren(...(shown.length ? shown.map((m) => {
+        const key = keyOf(m);
+        return h("li", {}, h("button", {
+          type: "button",
+          class: `event-row ${m.status === "discarded" ? "discarded" : ""}`,
+          "aria-current": key === state.selected ? "true" : "false",
+          onclick: () => { state.selected = key; renderList(); renderDetail(m); },
+        },
+          h("span", { class: "time" }, time(m.receivedAt)),
+          h("span", { class: "type-cell" }, badge(m.type || "?", "type")),
+          h("span", { class: "what" }, summary(m), h("br"), h("span", { class: "who" }, m.userId || m.anonymousId || "")),
+          h("span", {}, statusBadges(m))));
+      }) : [h("li", { class: "empty", style: "padding:0.8rem" }, "No messages yet. Send one with analytics-python or curl.")]));
+    }
+
+    function renderDetail(m) {
+      const body = h("pre", { "aria-label": state.mode === "pretty" ? "Pretty view" : "Raw view" },
+        state.mode === "pretty" ? prettyCall(m) : pretty(m));
+      const tab = (mode, label) => h("button", {
+        type: "button", class: "small", "aria-pressed": String(state.mode === mode),
+        onclick: () => { state.mode = mode; renderDetail(m); },
+      }, label);
+      const person = m.userId || m.anonymousId;
+      detail.replaceChildren(
+        h("h2", {}, "Event details"),
+        h("dl", { class: "kv" },
+          h("dt", {}, "Type"), h("dd", {}, m.type || "?"),
+          m.event ? [h("dt", {}, "Event"), h("dd", {}, m.event)] : null,
+          h("dt", {}, "userId"), h("dd", {}, m.userId || "—"),
+          h("dt", {}, "anonymousId"), h("dd", {}, m.anonymousId || "—"),
+          h("dt", {}, "messageId"), h("dd", { class: "mono" }, m.messageId || ""),
+          h("dt", {}, "Source"), h("dd", {}, m.source ? (m.source.name || `unknown key ${m.source.writeKey}`) : "—"),
+          h("dt", {}, "Received"), h("dd", {}, dateTime(m.receivedAt)),
+          h("dt", {}, "Status"), h("dd", {}, statusBadges(m))),
+        m.status === "discarded" ? h("div", { class: "alert bad" }, `Discarded: ${m.discard_reason}`) : null,
+        (m.violations || []).length ? h("div", { class: "alert bad" }, h("strong", {}, "Contract violations"),
+          h("ul", { class: "violations" }, m.violations.map((v) => h("li", {}, `${v.type}: ${v.description}`)))) : null,
+        h("div", { class: "tabs", role: "group", "aria-label": "View" }, tab("pretty", "Pretty"), tab("raw", "Raw")),
+        body,
+        person ? h("p", {}, h("a", { href: `/trace?user=${encodeURIComponent(person)}` }, "Trace this user across both services →")) : null);
+    }
+
+    liveButton.addEventListener("click", () => {
+      state.paused = !state.paused;
+      liveButton.setAttribute("aria-pressed", String(state.paused));
+      if (!state.paused) { add(state.pending); state.pending = []; }
+      renderList();
+    });
+    search.addEventListener("input", debounce(renderList, 120));
+    sourceSelect.addEventListener("change", renderList);
+
+    const receive = (messages) => {
+      if (state.paused) state.pending.push(...messages);
+      else add(messages);
+      renderList();
+    };
+    onMessage = (m) => receive([m]);
+    try {
+      add((await api("GET", `/_emulator/events?limit=${CAP}`)).events);
+    } catch (error) { fail(errors, error); }
+    renderList();
+    // The backend's listeners see accepted messages only; discarded ones are picked up by polling.
+    setInterval(async () => {
+      try { receive((await api("GET", "/_emulator/events?status=discarded&limit=100")).events.filter((m) => !state.keys.has(keyOf(m)))); }
+      catch { /* the server may be restarting */ }
+    }, 3000);
+  }
+
+  // -------------------------------------------------------------------------------- Destinations
+  async function viewDestinations() {
+    const errors = alertRegion();
+    const saved = h("div", { class: "alert ok", role: "status" });
+    const apiKey = h("input", { id: "dest-api-key", type: "text", autocomplete: "off", spellcheck: "false", "aria-describedby": "dest-api-key-hint" });
+    const listId = h("input", { id: "dest-list-id", type: "text", inputmode: "numeric", value: "1", "aria-describedby": "dest-list-id-hint" });
+    const enabled = h("input", { id: "dest-enabled", type: "checkbox", role: "switch" });
+    const pill = h("span");
+
+    function show(config) {
+      apiKey.value = config.settings.apiKey || "";
+      listId.value = config.settings.listId || "1";
+      enabled.checked = !!config.enabled;
+      pill.replaceChildren(config.enabled ? badge("Enabled", "ok") : badge("Disabled"));
+    }
+
+    const form = h("form", { class: "settings", "aria-label": "Mailjet settings" },
+      h("div", { class: "field" },
+        h("label", { for: "dest-api-key" }, "Authentication key"),
+        apiKey,
+        h("span", { class: "hint", id: "dest-api-key-hint" }, "Your Mailjet Authentication key (Mailjet → App Connections → Segment).")),
+      h("div", { class: "field" },
+        h("label", { for: "dest-list-id" }, "List ID"),
+        listId,
+        h("span", { class: "hint", id: "dest-list-id-hint" }, "Please provide the default list id for which contacts will be associated with.")),
+      h("button", { type: "submit", class: "primary" }, "Save"));
+    form.addEventListener("submit", async (event) => {
+      event.preventDefault();
+      errors.textContent = ""; saved.textContent = "";
+      try {
+        show(await api("PUT", "/_emulator/destinations/mailjet", { settings: { apiKey: apiKey.value.trim(), listId: listId.value.trim() } }));
+        saved.textContent = "Settings saved.";
+      } catch (error) { fail(errors, error); }
+    });
+    enabled.addEventListener("change", async () => {
+      errors.textContent = ""; saved.textContent = "";
+      const wanted = enabled.checked;
+      try {
+        show(await api("PUT", "/_emulator/destinations/mailjet", { enabled: wanted }));
+        saved.textContent = wanted ? "Destination enabled." : "Destination disabled.";
+      } catch (error) {
+        enabled.checked = !wanted;
+        fail(errors, error);
+      }
+    });
+
+    main.replaceChildren(
+      h("h1", {}, "Destinations"),
+      h("section", { class: "card", "aria-labelledby": "tile-mailjet" },
+        h("div", { class: "tile-head" },
+          h("div", { class: "tile-logo", "aria-hidden": "true" }, "MJ"),
+          h("div", {}, h("h2", { id: "tile-mailjet", style: "margin:0" }, "Mailjet"),
+            h("span", { class: "hint" }, "Email Marketing · cloud mode · accepts Identify calls only")),
+          pill),
+        h("h3", {}, "Settings"),
+        errors, saved,
+        form,
+        h("div", { class: "field", style: "margin-top:1rem" }, h("label", { class: "switch" }, enabled, "Enable Destination"))));
+    try { show(await api("GET", "/_emulator/destinations/mailjet")); } catch (error) { fail(errors, error); }
+    onMessage = () => {};
+  }
+
+  // -------------------------------------------------------------------------------- Event Delivery
+  async function viewDeliveries() {
+    const errors = alertRegion();
+    const stateSelect = h("select", { id: "dlv-state" },
+      h("option", { value: "" }, "All states"),
+      ["delivered", "retrying", "failed", "skipped"].map((s) => h("option", { value: s }, s)));
+    const stats = h("div", { class: "cards" });
+    const rows = h("div");
+    const detail = h("section", { class: "card", "aria-label": "Delivery details" });
+    let selected = null;
+    const tone = { delivered: "ok", retrying: "warn", failed: "bad", skipped: "" };
+
+    main.replaceChildren(
+      h("h1", {}, "Event Delivery"),
+      h("p", { class: "lede" }, "Each message routed to the Mailjet destination: delivered, retrying, failed or skipped, with what was sent and what came back."),
+      errors, stats,
+      h("div", { class: "toolbar" }, h("div", { class: "field" }, h("label", { for: "dlv-state" }, "State"), stateSelect),
+        h("button", { type: "button", onclick: () => refresh() }, "Refresh")),
+      rows, detail);
+
+    async function showDetail(record) {
+      selected = record.messageId;
+      let sent = null;
+      try { sent = (await api("GET", `/_emulator/events?messageId=${encodeURIComponent(record.messageId)}&limit=1`)).events[0]; } catch { /* shown as unknown */ }
+      const wire = sent ? Object.fromEntries(Object.entries(sent).filter(([k]) => !["status", "discard_reason", "violations", "source"].includes(k))) : null;
+      detail.replaceChildren(
+        h("h2", {}, `Delivery of ${record.messageId}`),
+        h("dl", { class: "kv" },
+          h("dt", {}, "State"), h("dd", {}, badge(record.state, tone[record.state])),
+          h("dt", {}, "Reason"), h("dd", {}, record.reason || "—"),
+          h("dt", {}, "Next attempt"), h("dd", {}, record.next_attempt_at ? dateTime(record.next_attempt_at) : "—")),
+        h("h3", {}, "Request to destination"),
+        wire ? h("pre", {}, pretty(wire)) : h("p", { class: "empty" }, "The message is no longer in the store."),
+        h("h3", {}, `Attempts (${(record.attempts || []).length})`),
+        (record.attempts || []).map((a, i) => h("div", {},
+          h("p", {}, h("strong", {}, `#${i + 1}`), ` ${dateTime(a.at)} · `, badge(a.status == null ? "no response" : `HTTP ${a.status}`, a.status >= 200 && a.status < 300 ? "ok" : "bad")),
+          h("pre", { "aria-label": `Response from destination, attempt ${i + 1}` }, pretty(a.response ?? null)))));
+    }
+
+    async function refresh() {
+      let records = [];
+      try {
+        const state = stateSelect.value;
+        records = (await api("GET", `/_emulator/deliveries?limit=${CAP}${state ? `&state=${state}` : ""}`)).deliveries;
+        errors.textContent = "";
+      } catch (error) { fail(errors, error); return; }
+      const count = (s) => records.filter((r) => r.state === s).length;
+      stats.replaceChildren(...["delivered", "retrying", "failed", "skipped"].map((s) =>
+        h("div", { class: "card" }, h("div", { class: "stat-label" }, s[0].toUpperCase() + s.slice(1)), h("div", { class: "stat" }, String(count(s))))));
+      records = records.slice().reverse();
+      rows.replaceChildren(records.length ? table([
+        { label: "Last attempt", render: (r) => dateTime((r.attempts || []).slice(-1)[0]?.at) || "—" },
+        { label: "Message", render: (r) => h("button", { type: "button", class: "small", onclick: () => showDetail(r), "aria-label": `Details of ${r.messageId}` }, r.messageId) },
+        { label: "Type", render: (r) => [badge(r.type || "?", "type"), r.event ? ` ${r.event}` : ""] },
+        { label: "userId", render: (r) => r.userId || "—" },
+        { label: "State", render: (r) => badge(r.state, tone[r.state]) },
+        { label: "Attempts", render: (r) => String((r.attempts || []).length), class: "num" },
+        { label: "Reason", render: (r) => r.reason || "" },
+      ], records, { label: "Deliveries" }) : h("p", { class: "empty" }, "Nothing routed to the destination yet."));
+      if (selected) {
+        const again = records.find((r) => r.messageId === selected);
+        if (again) showDetail(again);
+      }
+    }
+    stateSelect.addEventListener("change", refresh);
+    await refresh();
+    setInterval(refresh, 2000);   // retries change records without new messages
+    onMessage = debounce(refresh, 200);
+  }
+
+  // -------------------------------------------------------------------------------- Engage
+  async function viewEngage() {
+    const errors = alertRegion();
+    const clockNow = h("span", { class: "mono" });
+    const syncOut = h("div");
+    const body = h("div");
+    const advance = h("input", { id: "eng-advance", type: "text", value: "31d", size: "6" });
+    const name = h("input", { id: "eng-name", type: "text", placeholder: "Order Completed Last 30 Days" });
+    const rule = h("textarea", { id: "eng-rule" });
+    rule.value = pretty({ event: "Order Completed", within: "30d", at_least: 1 });
+
+    async function refreshClock() {
+      try { clockNow.textContent = (await api("GET", "/_emulator/clock")).now; } catch { /* ignore */ }
+    }
+
+    async function refresh() {
+      const [audiences, traits, identifies] = await Promise.all([
+        api("GET", "/_emulator/engage/audiences").catch((e) => ({ error: e })),
+        api("GET", "/_emulator/engage/traits").catch((e) => ({ error: e })),
+        api("GET", "/_emulator/events?type=identify&limit=2000").catch(() => ({ events: [] })),
+      ]);
+      const synced = identifies.events.filter((m) => m.context && m.context.personas).reverse();
+      // Latest value Engage sent per (computation, user), from its identify calls: the members.
+      const latest = {};
+      for (const m of synced.slice().reverse()) {
+        const key = m.context.personas.computation_key;
+        (latest[key] ||= {})[m.userId || m.anonymousId] = (m.traits || {})[key];
+      }
+      const chips = (values, keep) => {
+        const entries = Object.entries(values || {}).filter(([, v]) => keep(v));
+        return entries.length ? h("div", { class: "chips" }, entries.map(([u, v]) => h("span", { class: "chip" }, v === true ? u : `${u}=${JSON.stringify(v)}`))) : "—";
+      };
+      body.replaceChildren(
+        h("h2", {}, "Audiences"),
+        audiences.error ? h("p", { class: "alert bad" }, `Audiences unavailable: ${audiences.error.message}`)
+          : (audiences.audiences || []).length ? table([
+            { label: "Name", render: (a) => a.name },
+            { label: "Key", render: (a) => h("code", {}, a.key) },
+            { label: "Rule", render: (a) => h("code", {}, JSON.stringify(a.rule)) },
+            { label: "Synced", render: (a) => a.synced ? badge("synced", "ok") : badge("not yet") },
+            { label: "Members", render: (a) => [String(a.members ?? "—"), " ", chips(latest[a.key], (v) => v === true)] },
+          ], audiences.audiences, { label: "Audiences" }) : h("p", { class: "empty" }, "No audiences defined."),
+        h("h2", {}, "Computed traits"),
+        traits.error ? h("p", { class: "alert bad" }, `Computed traits unavailable: ${traits.error.message}`)
+          : (traits.traits || []).length ? table([
+            { label: "Name", render: (t) => t.name },
+            { label: "Key", render: (t) => h("code", {}, t.key) },
+            { label: "Computation", render: (t) => `${t.computed} of ${t.event}${t.property ? "." + t.property : ""} within ${t.within || "all time"}` },
+            { label: "Profiles", render: (t) => String(t.profiles_with_value ?? "—") },
+            { label: "Values", render: (t) => chips(latest[t.key], () => true) },
+          ], traits.traits, { label: "Computed traits" }) : h("p", { class: "empty" }, "No computed traits defined."),
+        h("h2", {}, "Sync history"),
+        h("p", { class: "hint" }, "The identify calls Engage sent to destinations (messages carrying context.personas)."),
+        synced.length ? table([
+          { label: "Time", render: (m) => dateTime(m.receivedAt) },
+          { label: "userId", render: (m) => m.userId || m.anonymousId },
+          { label: "Computation", render: (m) => h("code", {}, m.context.personas.computation_key || "") },
+          { label: "Value", render: (m) => JSON.stringify((m.traits || {})[m.context.personas.computation_key]) },
+          { label: "messageId", render: (m) => h("code", {}, m.messageId) },
+        ], synced, { label: "Sync history" }) : h("p", { class: "empty" }, "Nothing synced yet."));
+      refreshClock();
+    }
+
+    const syncButton = h("button", { type: "button", class: "primary" }, "Sync now");
+    syncButton.addEventListener("click", async () => {
+      errors.textContent = "";
+      try {
+        const answer = await api("POST", "/_emulator/engage/sync");
+        syncOut.replaceChildren(h("h3", {}, "Last sync sent"), h("pre", {}, pretty(answer)));
+        say("Engage synced");
+        refresh();
+      } catch (error) { fail(errors, error); }
+    });
+    const clockForm = h("form", { class: "row", "aria-label": "Virtual clock" },
+      h("label", { for: "eng-advance" }, "Advance the clock by"), advance, h("button", { type: "submit" }, "Advance clock"));
+    clockForm.addEventListener("submit", async (event) => {
+      event.preventDefault();
+      errors.textContent = "";
+      try {
+        const answer = await api("POST", "/_emulator/clock", { advance: advance.value.trim() });
+        say(`Clock now ${answer.now}; ${answer.fired} timer(s) fired`);
+        refresh();
+      } catch (error) { fail(errors, error); }
+    });
+    const audienceForm = h("form", { class: "card settings", "aria-label": "New audience" },
+      h("h2", {}, "New audience"),
+      h("div", { class: "field" }, h("label", { for: "eng-name" }, "Audience name"), name),
+      h("div", { class: "field" }, h("label", { for: "eng-rule" }, "Rule (JSON)"), rule),
+      h("button", { type: "submit", class: "primary" }, "Create audience"));
+    audienceForm.addEventListener("submit", async (event) => {
+      event.preventDefault();
+      errors.textContent = "";
+      try {
+        const created = await api("POST", "/_emulator/engage/audiences", { name: name.value.trim(), rule: JSON.parse(rule.value) });
+        say(`Audience ${created.key} created`);
+        refresh();
+      } catch (error) { fail(errors, error); }
+    });
+
+    main.replaceChildren(
+      h("h1", {}, "Engage"),
+      h("p", { class: "lede" }, "Audiences and computed traits, their members, and what each sync sent. Time is virtual: advance it to age events out of a window."),
+      errors,
+      h("div", { class: "card" }, h("div", { class: "row" }, syncButton, clockForm), h("p", { class: "hint" }, "Virtual time: ", clockNow), syncOut),
+      body, audienceForm);
+    await refresh();
+    onMessage = debounce(refresh, 500);
+  }
+
+  // -------------------------------------------------------------------------------- Trace
+  async function viewTrace() {
+    const errors = alertRegion();
+    const input = h("input", { id: "trace-user", type: "text", list: "trace-users", autocomplete: "off", placeholder: "u1 or ada@example.com" });
+    const users = h("datalist", { id: "trace-users" });
+    const result = h("div", { id: "trace-result" });
+    const exportLink = h("a", { class: "button", hidden: true }, "Export as HTML");
+    const form = h("form", { class: "toolbar", "aria-label": "Pick a user" },
+      h("div", { class: "field", style: "flex:1 1 16rem" }, h("label", { for: "trace-user" }, "User ID or email"), input, users),
+      h("button", { type: "submit", class: "primary" }, "Show trace"), exportLink);
+
+    async function show(user) {
+      errors.textContent = "";
+      result.replaceChildren(h("p", {}, "Loading…"));
+      try {
+        const data = await api("GET", `/_emulator/dashboard/trace?user=${encodeURIComponent(user)}`);
+        SegjetTrace.render(result, data);
+        exportLink.href = `/_emulator/dashboard/trace/export?user=${encodeURIComponent(user)}`;
+        exportLink.setAttribute("download", `segjet-trace-${user.replace(/[^A-Za-z0-9._-]+/g, "_")}.html`);
+        exportLink.hidden = false;
+      } catch (error) { result.replaceChildren(); fail(errors, error); }
+    }
+    form.addEventListener("submit", (event) => {
+      event.preventDefault();
+      const user = input.value.trim();
+      if (!user) { errors.textContent = "Enter a userId or an email."; return; }
+      history.replaceState(null, "", `/trace?user=${encodeURIComponent(user)}`);
+      show(user);
+    });
+
+    main.replaceChildren(
+      h("h1", {}, "Trace"),
+      h("p", { class: "lede" }, "One user's journey across both fakes, in order: identify → delivery attempts → Mailjet API calls → emails → email events back in Segment, each payload checked against its contract."),
+      errors, form, result);
+    try {
+      const seen = new Set();
+      for (const m of (await api("GET", "/_emulator/events?limit=2000")).events) {
+        for (const v of [m.userId, (m.traits || {}).email]) if (v) seen.add(v);
+      }
+      users.replaceChildren(...[...seen].map((v) => h("option", { value: v })));
+    } catch { /* suggestions only */ }
+    const wanted = new URLSearchParams(location.search).get("user");
+    if (wanted) { input.value = wanted; show(wanted); }
+    onMessage = () => {};
+  }
+
+  // -------------------------------------------------------------------------------- boot
+  const views = {
+    "/": [viewOverview, "Overview"],
+    "/debugger": [viewDebugger, "Debugger"],
+    "/destinations": [viewDestinations, "Destinations"],
+    "/deliveries": [viewDeliveries, "Event Delivery"],
+    "/engage": [viewEngage, "Engage"],
+    "/trace": [viewTrace, "Trace"],
+  };
+
+  async function boot() {
+    const [view, title] = currentView(views);
+    document.title = `${title} · segjet · fake Segment`;
+    try { info = await api("GET", "/_emulator/dashboard/info"); } catch { /* links only */ }
+    if (info.mailjet_url) document.getElementById("other-dashboard").href = `${info.mailjet_url}/`;
+    subscribe("/_emulator/events/stream", (m) => onMessage(m));
+    try { await view(); } catch (error) { main.replaceChildren(h("h1", {}, title), h("p", { class: "alert bad", role: "alert" }, String(error.message || error))); }
+    document.body.dataset.ready = "true";
+  }
+  boot();
+})();

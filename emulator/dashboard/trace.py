@@ -1,0 +1,209 @@
+"""One user's journey across both fakes, assembled from their control APIs.
+
+A pure HTTP client of `GET /_emulator/...` on the fake Segment and the fake Mailjet (control
+requests are not journaled, so building a trace leaves no mark in either journal). The Segment
+side serves it as `GET /_emulator/dashboard/trace?user=`; the browser never talks to Mailjet.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timezone
+from typing import Any
+
+import httpx
+
+from ..common.clock import parse_iso
+from .contracts_for import check, first_known, segment_contract
+
+LIMIT = 10_000
+# Order of steps that share a timestamp (Mailjet times have whole seconds only).
+PHASES = {
+    "segment": 0,
+    "engage": 0,
+    "delivery": 1,
+    "mailjet-call": 2,
+    "email": 3,
+    "email-event": 4,
+    "segment-email-event": 5,
+}
+
+
+async def _get(http: httpx.AsyncClient, url: str, key: str, params: dict[str, Any] | None = None) -> list[Any]:
+    """`key` of the JSON answer, or [] when that control route does not exist (yet) or failed."""
+    try:
+        response = await http.get(url, params=params)
+    except httpx.HTTPError:
+        return []
+    if response.status_code != 200:
+        return []
+    body = response.json()
+    value = body.get(key) if isinstance(body, dict) else None
+    return value if isinstance(value, list) else []
+
+
+def _time_key(value: Any) -> datetime:
+    if isinstance(value, (int, float)):
+        return datetime.fromtimestamp(value, timezone.utc)
+    try:
+        return parse_iso(value)
+    except (ValueError, TypeError):
+        return datetime.max.replace(tzinfo=timezone.utc)
+
+
+def _when(value: Any) -> str | None:
+    if isinstance(value, (int, float)):
+        return datetime.fromtimestamp(value, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return value if isinstance(value, str) else None
+
+
+def _email_of(message: dict[str, Any]) -> str | None:
+    for holder in (message.get("traits"), (message.get("context") or {}).get("traits")):
+        if isinstance(holder, dict) and isinstance(holder.get("email"), str):
+            return holder["email"]
+    return None
+
+
+def _mentions(entry: Any, needles: list[str]) -> bool:
+    text = json.dumps(entry, default=str).lower()
+    return any(needle.lower() in text for needle in needles if needle)
+
+
+def _step(kind: str, at: Any, title: str, summary: str, payload: Any, **extra: Any) -> dict[str, Any]:
+    return {"kind": kind, "at": _when(at), "title": title, "summary": summary, "payload": payload, **extra}
+
+
+async def build_trace(segment_url: str, mailjet_url: str, user: str, timeout: float = 10) -> dict[str, Any]:
+    """`{"user", "userId", "email", "steps": [...], "contact": {...}|None}`, steps oldest first."""
+    user = user.strip()
+    async with httpx.AsyncClient(timeout=timeout) as http:
+        events = await _get(http, f"{segment_url}/_emulator/events", "events", {"limit": LIMIT})
+        user_id, email = _identify_user(user, events)
+        ids = {value for value in (user_id, email, user) if value}
+        mine = [
+            event for event in events
+            if event.get("userId") in ids or event.get("anonymousId") in ids or (email and _email_of(event) == email)
+        ]
+        message_ids = {event.get("messageId") for event in mine}
+        deliveries = [
+            record for record in await _get(http, f"{segment_url}/_emulator/deliveries", "deliveries", {"limit": LIMIT})
+            if record.get("messageId") in message_ids or (user_id and record.get("userId") == user_id)
+        ]
+        needles = [value for value in (email, user_id) if value]
+        journal = [
+            entry for entry in await _get(http, f"{mailjet_url}/_emulator/requests", "requests", {"limit": LIMIT})
+            if needles and _mentions({"path": entry.get("path"), "body": entry.get("body"), "response": entry.get("response")}, needles)
+        ]
+        messages = [
+            message for message in await _get(http, f"{mailjet_url}/_emulator/messages", "messages", {"limit": LIMIT})
+            if email and _mentions(message.get("to") or message.get("To") or message, [email])
+        ]
+        email_events = [
+            event for event in await _get(http, f"{mailjet_url}/_emulator/email-events", "email-events", {"limit": LIMIT})
+            + await _get(http, f"{mailjet_url}/_emulator/email-events", "events", {"limit": LIMIT})
+            if email and _mentions(event, [email])
+        ]
+        contacts = (
+            await _get(http, f"{mailjet_url}/_emulator/dashboard/contacts", "contacts", {"email": email}) if email else []
+        )
+    steps = (
+        [_segment_step(event) for event in mine]
+        + [step for record in deliveries for step in _delivery_steps(record)]
+        + [_journal_step(entry) for entry in journal]
+        + [_message_step(message) for message in messages]
+        + [_email_event_step(event) for event in email_events]
+    )
+    steps.sort(key=lambda step: (_time_key(step["at"]).replace(microsecond=0), PHASES.get(step["kind"], 9), _time_key(step["at"])))
+    return {"user": user, "userId": user_id, "email": email, "steps": steps, "contact": contacts[0] if contacts else None}
+
+
+def _identify_user(user: str, events: list[dict[str, Any]]) -> tuple[str | None, str | None]:
+    """(userId, email) for a userId or an email, from the identify calls Segment stored."""
+    user_id = email = None
+    if "@" in user:
+        email = user
+        for event in events:
+            if _email_of(event) == user and event.get("userId"):
+                user_id = event["userId"]
+    else:
+        user_id = user
+        for event in events:
+            if event.get("userId") == user and _email_of(event):
+                email = _email_of(event)
+    return user_id, email
+
+
+def _segment_step(event: dict[str, Any]) -> dict[str, Any]:
+    call_type = event.get("type") or "?"
+    wire = {key: value for key, value in event.items() if key not in ("status", "discard_reason", "violations", "source")}
+    verdict = check(segment_contract(wire), wire)
+    personas = (event.get("context") or {}).get("personas") if isinstance(event.get("context"), dict) else None
+    event_name = event.get("event")
+    if isinstance(personas, dict):
+        kind, title = "engage", f"Engage sync: identify ({personas.get('computation_key', '?')})"
+    elif call_type == "track" and isinstance(event_name, str) and event_name.startswith("Email "):
+        kind, title = "segment-email-event", f"Segment received track “{event_name}”"
+    else:
+        kind, title = "segment", f"Segment received {call_type}" + (f" “{event_name}”" if event_name else "")
+    status = event.get("status", "accepted")
+    summary = f"messageId {event.get('messageId')} · {status}"
+    if event.get("discard_reason"):
+        summary += f" ({event['discard_reason']})"
+    return _step(kind, event.get("receivedAt"), title, summary, wire, service="segment", status=status,
+                 storedViolations=event.get("violations") or [], **verdict)
+
+
+def _delivery_steps(record: dict[str, Any]) -> list[dict[str, Any]]:
+    attempts = record.get("attempts") or []
+    steps = []
+    for number, attempt in enumerate(attempts, start=1):
+        steps.append(_step(
+            "delivery", attempt.get("at"),
+            f"Delivery to Mailjet destination, attempt {number}",
+            f"HTTP {attempt.get('status')} · record {record.get('state')}" + (f" · {record['reason']}" if record.get("reason") else ""),
+            {"messageId": record.get("messageId"), "attempt": attempt},
+            service="segment", state=record.get("state"), contract=None, violations=[],
+        ))
+    if not attempts:
+        steps.append(_step(
+            "delivery", record.get("next_attempt_at"), "Delivery to Mailjet destination",
+            f"{record.get('state')}" + (f" · {record['reason']}" if record.get("reason") else ""),
+            record, service="segment", state=record.get("state"), contract=None, violations=[],
+        ))
+    return steps
+
+
+def _journal_step(entry: dict[str, Any]) -> dict[str, Any]:
+    path = str(entry.get("path", ""))
+    contract = None
+    if "managecontact" in path.lower():
+        contract = first_known("mailjet.managecontact", "destination.managecontact")
+    elif "/v3.1/send" in path.lower():
+        contract = first_known("mailjet.send", "mailjet.send_v31")
+    verdict = check(contract, entry.get("body")) if contract else {"contract": None, "violations": []}
+    return _step(
+        "mailjet-call", entry.get("at"), f"Mailjet API {entry.get('method')} {path}",
+        f"HTTP {entry.get('status')}", entry, service="mailjet", **verdict,
+    )
+
+
+def _message_step(message: dict[str, Any]) -> dict[str, Any]:
+    to = message.get("to") or {}
+    return _step(
+        "email", message.get("created_at") or message.get("CreatedAt"),
+        f"Mailjet sent email “{message.get('subject', '')}”",
+        f"MessageID {message.get('MessageID')} · to {to.get('Email', '?') if isinstance(to, dict) else to} · {message.get('status', '')}",
+        message, service="mailjet", contract=None, violations=[],
+    )
+
+
+def _email_event_step(event: dict[str, Any]) -> dict[str, Any]:
+    name = event.get("event") or event.get("type") or "?"
+    payload = event.get("payload") if isinstance(event.get("payload"), dict) else event
+    verdict = check(first_known(f"mailjet.event_{name}", "mailjet.event", "mailjet.webhook_event"), payload)
+    forwarded = event.get("segment") or event.get("segment_status") or event.get("forward")
+    summary = f"MessageID {payload.get('MessageID', event.get('MessageID', '?'))}"
+    if forwarded is not None:
+        summary += f" · to Segment: {forwarded if isinstance(forwarded, str) else json.dumps(forwarded)[:80]}"
+    at = event.get("at") or event.get("time") or payload.get("time")
+    return _step("email-event", at, f"Mailjet email event “{name}”", summary, event, service="mailjet", **verdict)
