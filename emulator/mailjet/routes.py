@@ -26,6 +26,7 @@ from ..common.clock import Clock
 from ..common.control import ControlError, control_error_response, control_routes, query_limit, read_json_object
 from ..common.journal import CONTROL_PREFIX, Journal, JournalMiddleware
 from ..config import BundleConfig, BundleUrls
+from ..dashboard import mailjet_dashboard_routes
 from .models import SERVICE, Account, MailjetBackend, MailjetError, Query, paginate
 from .send import SendError, malformed_json, send
 
@@ -467,6 +468,7 @@ def create_app(config: BundleConfig, clock: Clock, urls: BundleUrls) -> Starlett
         Route("/_emulator/app-connections/segment", app_connection_get, methods=["GET"]),
         Route("/_emulator/app-connections/segment", app_connection_put, methods=["PUT"]),
         Route("/_emulator/messages", messages, methods=["GET"]),
+        *mailjet_dashboard_routes(backend, urls),  # pages at /, /app-connections, ...; before the catch-all
         Route("/{path:path}", api, methods=ALL_METHODS),
     ]
     app = Starlette(routes=routes, middleware=[Middleware(JournalMiddleware, journal=journal)])
