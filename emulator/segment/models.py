@@ -30,6 +30,7 @@ import contracts
 
 from ..common.clock import Clock, iso, parse_iso
 from ..config import BundleConfig
+from . import fast_validation
 
 log = logging.getLogger("segjet.segment")
 
@@ -478,6 +479,14 @@ class SegmentBackend:
             raise TrackingApiError("schema_violation", "; ".join(v["description"] for v in stored.violations))
         return [stored]
 
+    def ingest(self, message: dict[str, Any], source: Source) -> StoredMessage:
+        """Store a message made inside the workspace (e.g. by Engage) under `source`.
+
+        Same rules as a batch item of the tracking API (enrichment, discards, contracts, dedupe,
+        profiles, listeners); never raises: with --strict a violating message is stored discarded.
+        """
+        return self._process(message, source, _to_millisecond(self.clock.now()), message.get("sentAt"))
+
     def _source_for(self, write_key: str) -> Source:
         return self._sources_by_key.get(write_key) or Source(None, write_key, None)
 
@@ -735,7 +744,7 @@ def _violations(message: dict[str, Any]) -> list[dict[str, str]]:
     """The message's breaches of contract `segment.<type>`, in Protocols' shape (reference §6)."""
     name = f"segment.{message['type']}"
     try:
-        if contracts.is_valid(name, message):
+        if fast_validation.is_valid(name, message):
             return []
         return [_protocols_violation(violation, message) for violation in contracts.validate(name, message)]
     except RecursionError:

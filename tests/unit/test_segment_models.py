@@ -3,19 +3,25 @@
 from __future__ import annotations
 
 import base64
+import copy
 import gzip
 import json
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
+import contracts
 from emulator.common.clock import Clock, parse_iso
 from emulator.config import BundleConfig
+from emulator.segment import fast_validation
 from emulator.segment.models import (
     MAX_BATCH_BYTES,
     MAX_CALL_BYTES,
     SegmentBackend,
+    Source,
     StoredMessage,
     TrackingApiError,
 )
@@ -165,6 +171,15 @@ def test_unknown_write_key_is_stored_discarded_and_not_profiled(backend: Segment
     assert stored.to_json()["source"] == {"id": None, "name": None, "writeKey": "nope"}
     assert seen == [] and backend.profiles.get("u") is None
 
+
+def test_ingest_stores_an_internal_message_under_its_source(backend: SegmentBackend) -> None:
+    seen: list[StoredMessage] = []
+    backend.add_listener(seen.append)
+    engage = Source.named("Engage", "engage:spa_1")
+    stored = backend.ingest({"type": "identify", "userId": "u", "traits": {"vip": True}, "messageId": "personas_1"}, engage)
+    assert stored.accepted and stored.source is engage and seen == [stored]
+    assert stored.message["receivedAt"] and backend.profiles.traits("u") == {"vip": True}
+    assert backend.ingest({"type": "identify", "traits": {}}, engage).discard_reason == "no_user_anon_id"
 
 # -- 400s ------------------------------------------------------------------------------------------
 
@@ -401,3 +416,52 @@ def test_profile_store_offers_the_read_api_engage_computes_over(backend: Segment
     [event] = store.events("u", "Order Completed")
     assert event.properties == {"revenue": 5} and event.timestamp.tzinfo is not None
     assert store.events("u", "Never") == [] and store.events("nobody", "Order Completed") == []
+
+
+# -- the compiled contract check agrees with jsonschema -------------------------------------------
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(max_size=8) | st.sampled_from(["", "2025-01-01T00:00:00Z", "2025-1-1", "2025-01-01",
+                                               "a@example.com", "personas_1", "spa_1", "mailjet", "track"]),
+    lambda children: st.lists(children, max_size=3) | st.dictionaries(st.text(max_size=5), children, max_size=3),
+    max_leaves=6,
+)
+MUTABLE_PATHS = [
+    ("type",), ("userId",), ("anonymousId",), ("event",), ("name",), ("category",), ("groupId",), ("previousId",),
+    ("messageId",), ("timestamp",), ("sentAt",), ("properties",), ("properties", "revenue"), ("properties", "email_id"),
+    ("traits",), ("traits", "email"), ("traits", "age"), ("traits", "birthday"), ("traits", "address"),
+    ("context",), ("context", "library"), ("context", "screen"), ("context", "personas"),
+    ("context", "personas", "space_id"), ("context", "traits", "email"), ("context", "integration", "name"),
+    ("context", "protocols", "violations"), ("integrations",), ("integrations", "All"), ("batch",),
+]
+BASE_MESSAGES = [
+    {"type": "track", "userId": "u", "event": "Email Opened", "messageId": "m", "timestamp": "2025-01-01T00:00:00Z",
+     "properties": {"email_id": "1", "email_subject": "s", "campaign_id": "c", "campaign_name": "n"},
+     "context": {"traits": {"email": "a@example.com"}, "integration": {"name": "mailjet"}}},
+    {"type": "identify", "userId": "u", "messageId": "personas_1", "integrations": {"All": False, "Mailjet": True},
+     "traits": {"vip": True, "email": "a@example.com"},
+     "context": {"personas": {"computation_class": "audience", "computation_id": "aud_1", "computation_key": "vip",
+                              "namespace": "spa_1", "space_id": "spa_1"}}},
+    {"type": "page", "anonymousId": "a", "name": "Home", "properties": {"url": "https://x"}},
+    {"type": "screen", "userId": "u", "name": "Home", "sentAt": "2025-01-01T00:00:00.123+00:00"},
+    {"type": "alias", "previousId": "a", "userId": "u"},
+    {"type": "group", "userId": "u", "groupId": "g", "traits": {"name": "Initech"}},
+    {"batch": [{"type": "screen", "userId": "u", "name": "Home"}], "writeKey": "k"},
+]
+
+
+@settings(max_examples=400, deadline=None)
+@given(base=st.sampled_from(BASE_MESSAGES), mutations=st.lists(st.tuples(st.sampled_from(MUTABLE_PATHS), json_values), max_size=3))
+def test_compiled_contract_check_agrees_with_jsonschema(base: dict[str, Any], mutations: list[Any]) -> None:
+    message = copy.deepcopy(base)
+    for path, value in mutations:
+        target = message
+        for key in path[:-1]:
+            if not isinstance(target.get(key), dict):
+                target[key] = {}
+            target = target[key]
+        target[path[-1]] = value
+    for name in contracts.names():
+        if name.startswith("segment."):
+            assert fast_validation.is_valid(name, message) == contracts.is_valid(name, message), name
