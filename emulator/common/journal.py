@@ -52,7 +52,7 @@ def _decode(raw: bytes) -> Any:
         return {"truncated": True, "bytes": len(raw)}
     try:
         return json.loads(raw)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):  # RecursionError: JSON nested too deeply
         return raw.decode("utf-8", "replace")
 
 

@@ -260,6 +260,19 @@ def test_bad_input_never_gets_a_500_and_the_server_keeps_serving(http: httpx.Cli
     assert http.get("/_emulator/health").json()["status"] == "ok"
 
 
+def test_deeply_nested_json_is_answered_and_stays_readable(http: httpx.Client) -> None:
+    def nested(depth: int) -> str:
+        return '{"writeKey": "%s", "userId": "u1", "event": "E", "properties": {"d": %s1%s}}' % (
+            WRITE_KEY, '{"a": ' * depth, "}" * depth)
+
+    assert http.post("/v1/track", content=nested(300)).status_code == 200
+    too_deep = http.post("/v1/track", content=nested(4000))
+    assert too_deep.status_code == 400 and too_deep.json()["code"] == "invalid_json"
+    assert [e["status"] for e in events(http)] == ["accepted"]
+    assert http.get("/_emulator/profiles/u1").status_code == 200
+    assert [r["status"] for r in http.get("/_emulator/requests").json()["requests"]] == [200, 400]
+
+
 def test_unknown_paths_and_methods_answer_in_segment_shape(http: httpx.Client) -> None:
     missing = post(http, "/v1/launch", {"writeKey": WRITE_KEY})
     assert missing.status_code == 404 and missing.json()["code"] == "not_found"
