@@ -1,0 +1,325 @@
+"""The destination over real HTTP, against the fake Mailjet over real HTTP.
+
+No Segment emulator: the tests POST direct-destination requests as Segment would, and read
+Mailjet's state back through its public REST API. The destination is given nothing but a Mailjet
+URL and a key pair, as it would be in production.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import socket
+import uuid
+from dataclasses import dataclass
+from typing import Any, Iterator
+
+import httpx
+import pytest
+
+import contracts
+from destination.app import create_app
+from destination.keyring import KeyRing, MailjetAccount
+from emulator.common.clock import Clock
+from emulator.common.server import LoopThread, Runner, bind, serve_in_background, url_of
+from emulator.config import BundleConfig, BundleUrls
+from emulator.mailjet.routes import create_app as create_mailjet_app
+
+API_KEY = "it-api-key"
+SECRET_KEY = "it-secret-key"
+AUTH_KEY = "it-auth-key"
+WRONG_SECRET_AUTH_KEY = "it-auth-key-wrong-secret"
+UNREACHABLE_AUTH_KEY = "it-auth-key-unreachable"
+LIST_ID = 1
+
+
+@dataclass
+class Stack:
+    mailjet_url: str
+    destination_url: str
+
+
+def _closed_port_url() -> str:
+    # Bound then closed: nothing listens there, so connecting is refused at once.
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    sock.close()
+    return f"http://127.0.0.1:{port}"
+
+
+@pytest.fixture(scope="module")
+def stack() -> Iterator[Stack]:
+    config = BundleConfig(mailjet_api_key=API_KEY, mailjet_secret_key=SECRET_KEY, auth_key=AUTH_KEY, list_id=LIST_ID)
+    # The fake Mailjet is told its own URL at build time, so its socket is bound first.
+    mailjet_sock = bind("127.0.0.1", 0)
+    mailjet_url = url_of(mailjet_sock)
+    urls = BundleUrls(segment_url=_closed_port_url(), mailjet_url=mailjet_url, destination_url=_closed_port_url())
+    mailjet_loop = LoopThread("it-mailjet")
+    mailjet_runner = Runner()
+    mailjet_runner.add("mailjet", create_mailjet_app(config, Clock(), urls), mailjet_sock)
+    mailjet_loop.run(mailjet_runner.start())
+
+    key_ring = KeyRing(
+        {
+            AUTH_KEY: MailjetAccount(mailjet_url, API_KEY, SECRET_KEY),
+            WRONG_SECRET_AUTH_KEY: MailjetAccount(mailjet_url, API_KEY, "not-the-secret"),
+            UNREACHABLE_AUTH_KEY: MailjetAccount(_closed_port_url(), API_KEY, SECRET_KEY),
+        }
+    )
+    destination_loop, destination_runner, served = serve_in_background({"destination": create_app(key_ring)})
+    try:
+        yield Stack(mailjet_url, served["destination"])
+    finally:
+        destination_loop.run(destination_runner.stop())
+        destination_loop.close()
+        mailjet_loop.run(mailjet_runner.stop())
+        mailjet_loop.close()
+
+
+def _basic(username: str) -> str:
+    return "Basic " + base64.b64encode(f"{username}:".encode()).decode()
+
+
+def _settings(settings: dict[str, Any]) -> str:
+    return base64.b64encode(json.dumps(settings).encode()).decode()
+
+
+def segment_headers(auth_key: str = AUTH_KEY, list_id: Any = str(LIST_ID)) -> dict[str, str]:
+    """The headers Segment sends a direct destination (reference/segment.md §5.2)."""
+    return {
+        "Authorization": _basic(auth_key),
+        "X-Segment-Settings": _settings({"apiKey": auth_key, "listId": list_id}),
+        "Content-Type": "application/json",
+        "User-Agent": "Segment.io/1.0",
+        "Accept": "*/*",
+        "Cache-Control": "no-cache",
+    }
+
+
+def unique_email() -> str:
+    return f"it-{uuid.uuid4().hex[:12]}@example.com"
+
+
+def identify(email: str | None, traits: dict[str, Any] | None = None, **fields: Any) -> dict[str, Any]:
+    all_traits = {"email": email} if email else {}
+    all_traits.update(traits or {})
+    return {
+        "type": "identify",
+        "messageId": f"it-{uuid.uuid4().hex}",
+        "userId": f"user-{uuid.uuid4().hex[:8]}",
+        "traits": all_traits,
+        "timestamp": "2024-05-01T10:00:00.000Z",
+        "receivedAt": "2024-05-01T10:00:00.100Z",
+        **fields,
+    }
+
+
+def post(stack: Stack, body: Any, headers: dict[str, str] | None = None) -> httpx.Response:
+    content = body if isinstance(body, (bytes, str)) else json.dumps(body)
+    return httpx.post(stack.destination_url + "/", content=content, headers=segment_headers() if headers is None else headers, timeout=10)
+
+
+def mailjet_get(stack: Stack, path: str, **params: Any) -> httpx.Response:
+    return httpx.get(f"{stack.mailjet_url}/v3/REST/{path}", params=params, auth=(API_KEY, SECRET_KEY), timeout=10)
+
+
+def contact_data(stack: Stack, email: str) -> dict[str, str]:
+    response = mailjet_get(stack, f"contactdata/{email}")
+    assert response.status_code == 200, response.text
+    return {item["Name"]: item["Value"] for item in response.json()["Data"][0]["Data"]}
+
+
+def property_types(stack: Stack) -> dict[str, str]:
+    response = mailjet_get(stack, "contactmetadata", Limit=1000)
+    assert response.status_code == 200, response.text
+    return {item["Name"]: item["Datatype"] for item in response.json()["Data"]}
+
+
+def assert_error(response: httpx.Response, status: int, *fragments: str) -> None:
+    assert response.status_code == status, response.text
+    message = response.json()["message"]
+    for fragment in fragments:
+        assert fragment in message, message
+
+
+def test_health(stack):
+    response = httpx.get(stack.destination_url + "/health")
+    assert response.status_code == 200
+    assert response.json()["status"] == "ok"
+
+
+def test_nested_traits_become_typed_properties_in_the_list(stack):
+    email = unique_email()
+    traits = {
+        "firstName": "Ada",
+        "lastName": "Lovelace",
+        "location": {"latitude": 48.87, "longitude": 2.37, "city": "Paris"},
+        "it_age": 36,
+        "it_vip": True,
+        "it_signed_up_at": "2024-01-02T03:04:05.678Z",
+        "it_tags": ["math", "engines"],
+    }
+    message = identify(email, traits)
+    assert contracts.validate("destination.request", message) == []
+
+    response = post(stack, message)
+
+    assert response.status_code == 200, response.text
+    answer = response.json()
+    assert contracts.validate("destination.response", answer) == []
+    assert answer["email"] == email and answer["listId"] == LIST_ID and answer["name"] == "Ada Lovelace"
+    assert answer["skipped"] == [{"trait": "it_tags", "reason": "array: a Mailjet property holds a single value"}]
+
+    contact = mailjet_get(stack, f"contact/{email}").json()["Data"][0]
+    assert contact["Name"] == "Ada Lovelace" and contact["ID"] == answer["contactId"]
+    # contactdata answers every value as a string.
+    data = contact_data(stack, email)
+    assert data["location_latitude"] == "48.87"
+    assert data["location_longitude"] == "2.37"
+    assert data["location_city"] == "Paris"
+    assert data["it_age"] == "36"
+    assert data["it_vip"] == "true"
+    assert data["it_signed_up_at"] == "2024-01-02T03:04:05Z"
+    assert data["firstName"] == "Ada"
+    assert data["segment_user_id"] == message["userId"]
+    assert "email" not in data and "it_tags" not in data
+
+    types = property_types(stack)
+    assert types["location_latitude"] == "float"
+    assert types["location_city"] == "str"
+    assert types["it_age"] == "int"
+    assert types["it_vip"] == "bool"
+    assert types["it_signed_up_at"] == "datetime"
+    assert types["segment_user_id"] == "str"
+
+    membership = mailjet_get(stack, "listrecipient", ContactsList=LIST_ID, Contact=contact["ID"]).json()
+    assert membership["Count"] == 1
+    assert membership["Data"][0]["ListID"] == LIST_ID and membership["Data"][0]["IsUnsubscribed"] is False
+
+
+def test_second_identify_updates_without_duplicating(stack):
+    email = unique_email()
+    first = identify(email, {"name": "Ada", "it_plan": "free"})
+    assert post(stack, first).status_code == 200
+    second = identify(email, {"name": "Ada Lovelace", "it_plan": "pro"}, userId=first["userId"])
+    response = post(stack, second)
+
+    assert response.status_code == 200, response.text
+    assert contact_data(stack, email)["it_plan"] == "pro"
+    listed = mailjet_get(stack, "contact", ContactsList=LIST_ID, Limit=1000).json()["Data"]
+    same = [contact for contact in listed if contact["Email"] == email]
+    assert len(same) == 1 and same[0]["Name"] == "Ada Lovelace"
+    assert mailjet_get(stack, "listrecipient", ContactsList=LIST_ID, Contact=same[0]["ID"]).json()["Count"] == 1
+    # The definition was created by the first identify only.
+    assert response.json()["createdProperties"] == []
+
+
+def test_engage_audience_trait_becomes_a_boolean_property(stack):
+    email = unique_email()
+    message = identify(
+        email,
+        {"it_order_completed_last_30days": True},
+        context={"personas": {"computation_class": "audience", "computation_key": "it_order_completed_last_30days"}},
+    )
+    assert post(stack, message).status_code == 200
+    assert contact_data(stack, email)["it_order_completed_last_30days"] == "true"
+    assert property_types(stack)["it_order_completed_last_30days"] == "bool"
+
+
+def test_email_from_context_traits(stack):
+    email = unique_email()
+    response = post(stack, identify(None, {"it_city": "Lyon"}, context={"traits": {"email": email}}))
+    assert response.status_code == 200, response.text
+    assert contact_data(stack, email)["it_city"] == "Lyon"
+
+
+def test_value_not_matching_an_existing_definition_is_skipped(stack):
+    email = unique_email()
+    assert post(stack, identify(email, {"it_score": 10})).status_code == 200
+    response = post(stack, identify(email, {"it_score": "high", "it_note": "kept"}))
+    assert response.status_code == 200, response.text
+    assert [skipped["trait"] for skipped in response.json()["skipped"]] == ["it_score"]
+    assert contact_data(stack, email)["it_score"] == "10"
+    assert contact_data(stack, email)["it_note"] == "kept"
+
+
+def test_sanitized_property_name(stack):
+    email = unique_email()
+    response = post(stack, identify(email, {"it plan-tier": "gold"}))
+    assert response.status_code == 200, response.text
+    assert response.json()["renamed"] == [{"trait": "it plan-tier", "property": "it_plan_tier"}]
+    assert contact_data(stack, email)["it_plan_tier"] == "gold"
+
+
+def test_a_33kb_trait_value_is_skipped_and_the_contact_still_upserted(stack):
+    email = unique_email()
+    response = post(stack, identify(email, {"it_essay": "x" * 33 * 1024, "it_short": "ok"}))
+    assert response.status_code == 200, response.text
+    assert response.json()["skipped"] == [{"trait": "it_essay", "reason": "text longer than 255 characters"}]
+    data = contact_data(stack, email)
+    assert data["it_short"] == "ok" and "it_essay" not in data
+
+
+def test_concurrent_identifies_define_a_new_property_once(stack):
+    emails = [unique_email() for _ in range(40)]
+
+    async def send_all() -> list[httpx.Response]:
+        async with httpx.AsyncClient(timeout=10) as client:
+            return await asyncio.gather(
+                *(client.post(stack.destination_url + "/", json=identify(email, {"it_burst": index}), headers=segment_headers()) for index, email in enumerate(emails))
+            )
+
+    responses = asyncio.run(send_all())
+    assert [response.status_code for response in responses] == [200] * len(emails)
+    created = [prop for response in responses for prop in response.json()["createdProperties"] if prop["name"] == "it_burst"]
+    assert created == [{"name": "it_burst", "datatype": "int"}]
+    assert [name for name in property_types(stack) if name.lower() == "it_burst"] == ["it_burst"]
+    assert contact_data(stack, emails[-1])["it_burst"] == str(len(emails) - 1)
+
+
+def test_no_email_is_400(stack):
+    assert_error(post(stack, identify(None, {"name": "Nobody"})), 400, "no email")
+
+
+def test_malformed_or_non_object_json_is_400(stack):
+    assert_error(post(stack, b"{not json"), 400, "malformed JSON")
+    assert_error(post(stack, "[1, 2]"), 400, "JSON object")
+
+
+def test_invalid_settings_are_400(stack):
+    assert_error(post(stack, identify(unique_email()), headers=segment_headers(list_id="abc")), 400, "listId")
+    headers = segment_headers()
+    headers["X-Segment-Settings"] = "***"
+    assert_error(post(stack, identify(unique_email()), headers=headers), 400, "X-Segment-Settings")
+
+
+def test_unknown_or_missing_key_is_401(stack):
+    assert_error(post(stack, identify(unique_email()), headers=segment_headers(auth_key="nobody")), 401, "unknown authentication key")
+    headers = segment_headers()
+    del headers["Authorization"]
+    assert_error(post(stack, identify(unique_email()), headers=headers), 401, "Authorization")
+
+
+@pytest.mark.parametrize("call_type", ["track", "page", "screen", "group", "alias"])
+def test_other_call_types_are_501(stack, call_type):
+    message = {"type": call_type, "messageId": "m", "userId": "u1", "event": "Signed Up", "traits": {"email": unique_email()}}
+    assert_error(post(stack, message), 501, "identify calls only", call_type)
+
+
+def test_unknown_list_is_400_with_a_clear_message(stack):
+    email = unique_email()
+    response = post(stack, identify(email, {"it_city": "Nice"}), headers=segment_headers(list_id="987654"))
+    assert_error(response, 400, "list 987654 does not exist", "List ID")
+    assert mailjet_get(stack, f"contact/{email}").status_code == 404
+
+
+def test_wrong_mailjet_key_pair_is_401_naming_the_key_pair(stack):
+    response = post(stack, identify(unique_email()), headers=segment_headers(auth_key=WRONG_SECRET_AUTH_KEY))
+    assert_error(response, 401, "Mailjet rejected the API key pair")
+
+
+def test_unreachable_mailjet_is_503_so_segment_retries(stack):
+    response = post(stack, identify(unique_email()), headers=segment_headers(auth_key=UNREACHABLE_AUTH_KEY))
+    assert_error(response, 503, "temporarily unavailable")
