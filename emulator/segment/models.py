@@ -736,7 +736,6 @@ def _encoded_size(item: dict[str, Any]) -> int:
 
 _JSON_TYPES = ((bool, "boolean"), (int, "integer"), (float, "number"), (str, "string"), (list, "array"), (dict, "object"))
 _PATH_PART = re.compile(r"\.([^.\[]+)|\[(\d+)\]")
-_REQUIRED_NAME = re.compile(r"^'(.+)' is a required property$")
 _EXPECTED_TYPE = re.compile(r"is not of type (.+)$")
 
 
@@ -760,8 +759,6 @@ def _protocols_violation(violation: contracts.Violation, message: dict[str, Any]
     parts = [key or index for key, index in _PATH_PART.findall(violation.path)]
     field_path = ".".join(parts)
     if violation.rule == "required":
-        missing = _REQUIRED_NAME.match(violation.message)
-        field_path = ".".join(filter(None, (field_path, missing.group(1) if missing else "")))
         return {"type": "Required", "field": field_path, "description": f"{field_path} is required"}
     if violation.rule == "type":
         expected = _EXPECTED_TYPE.search(violation.message)

@@ -283,6 +283,15 @@ def test_required_violation_names_the_missing_field(backend: SegmentBackend) -> 
     assert stored.violations[0]["field"] == "previousId"
 
 
+def test_missing_field_is_named_once() -> None:
+    # The loader reports a missing required field at its own path ($.previousId), not at its parent.
+    from emulator.segment.models import _protocols_violation
+
+    violation = contracts.Violation("$.context.library.name", "required", "'name' is a required property")
+    assert _protocols_violation(violation, {}) == {
+        "type": "Required", "field": "context.library.name", "description": "context.library.name is required"}
+
+
 def test_strict_rejects_a_violating_call_and_discards_violating_batch_items(clock: Clock) -> None:
     strict = make_backend(clock, strict=True)
     raw = body({"writeKey": KEY, "userId": "u", "event": "E", "properties": {"revenue": "12"}})
