@@ -30,6 +30,11 @@ class BundleConfig:
     # Extra Segment sources beyond the default one: [{"name": ..., "write_key": ...}].
     sources: list[dict[str, Any]] = field(default_factory=list)
     journal_capacity: int = 10_000
+    # Engage: definitions as in DESIGN §3 (also POST /_emulator/engage/...), and when syncs run:
+    # a duration of virtual time ("2h"), "realtime" (on each change) or "manual" (POST engage/sync).
+    engage_audiences: list[dict[str, Any]] = field(default_factory=list)
+    engage_traits: list[dict[str, Any]] = field(default_factory=list)
+    engage_sync_interval: str = "2h"
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
