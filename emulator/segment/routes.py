@@ -19,6 +19,8 @@ from ..common.clock import Clock
 from ..common.control import ControlError, control_error_response, control_routes, query_limit
 from ..common.journal import CONTROL_PREFIX, Journal, JournalMiddleware
 from ..config import BundleConfig, BundleUrls
+from .engage import EngageSpace
+from .engage_routes import engage_routes
 from .models import (
     ACCEPTED,
     DISCARDED,
@@ -37,6 +39,11 @@ SUCCESS = {"success": True}
 def create_app(config: BundleConfig, clock: Clock, urls: BundleUrls) -> Starlette:
     backend = SegmentBackend.from_config(config, clock)
     journal = Journal(clock, config.journal_capacity)
+    engage = EngageSpace(backend, config, clock, owner="segment")
+
+    def reset() -> None:
+        backend.reset()
+        engage.reset()
 
     async def tracking(request: Request) -> Response:
         endpoint = request.path_params["endpoint"]
@@ -77,7 +84,9 @@ def create_app(config: BundleConfig, clock: Clock, urls: BundleUrls) -> Starlett
         found = backend.profiles.get(user_id)
         if found is None:
             return JSONResponse({"error": f"no profile for userId {user_id!r}"}, status_code=404)
-        return JSONResponse(found.to_json())
+        # Engage computes over userIds only; an anonymous profile is in no audience.
+        computed = engage.engine.profile_view(found.user_id) if found.user_id else {"audiences": {}, "computed_traits": {}}
+        return JSONResponse({**found.to_json(), **computed})
 
     async def sources(request: Request) -> Response:
         return JSONResponse({"sources": [source.to_json() for source in backend.sources]})
@@ -85,15 +94,17 @@ def create_app(config: BundleConfig, clock: Clock, urls: BundleUrls) -> Starlett
     app = Starlette(
         routes=[
             Route("/v1/{endpoint}", tracking, methods=["POST"]),
-            *control_routes("segment", clock, journal, backend.reset),
+            *control_routes("segment", clock, journal, reset),
             Route("/_emulator/events", events, methods=["GET"]),
             Route("/_emulator/profiles/{user_id:path}", profile, methods=["GET"]),
             Route("/_emulator/sources", sources, methods=["GET"]),
+            *engage_routes(engage),
         ],
         middleware=[Middleware(JournalMiddleware, journal=journal)],
         exception_handlers={HTTPException: _http_error, Exception: _internal_error},
     )
     app.state.backend = backend
+    app.state.engage = engage
     return app
 
 
