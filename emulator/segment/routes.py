@@ -19,6 +19,7 @@ from ..common.clock import Clock
 from ..common.control import ControlError, control_error_response, control_routes, query_limit
 from ..common.journal import CONTROL_PREFIX, Journal, JournalMiddleware
 from ..config import BundleConfig, BundleUrls
+from ..dashboard import segment_dashboard_routes
 from .engage import EngageSpace
 from .engage_routes import engage_routes
 from .models import (
@@ -99,6 +100,7 @@ def create_app(config: BundleConfig, clock: Clock, urls: BundleUrls) -> Starlett
             Route("/_emulator/profiles/{user_id:path}", profile, methods=["GET"]),
             Route("/_emulator/sources", sources, methods=["GET"]),
             *engage_routes(engage),
+            *segment_dashboard_routes(backend, urls),  # pages at /, /debugger, ...; SSE, validate, trace
         ],
         middleware=[Middleware(JournalMiddleware, journal=journal)],
         exception_handlers={HTTPException: _http_error, Exception: _internal_error},
