@@ -41,9 +41,8 @@ class SegjetClient:
 
     # -- plumbing -------------------------------------------------------------------------
     def close(self) -> None:
+        # The analytics client posts synchronously: no consumer thread to shut down.
         self.http.close()
-        if self._analytics is not None:
-            self._analytics.shutdown()
 
     def reset(self) -> None:
         for url in (self.segment_url, self.mailjet_url):

@@ -13,6 +13,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+import httpx
 from faker import Faker
 
 import contracts
@@ -126,6 +127,9 @@ class Scenario:
                 result = HopResult(name, True, detail, checked, time.monotonic() - started)
             except HopFailed as exc:
                 result = HopResult(name, False, exc.detail, 0, time.monotonic() - started)
+            except httpx.HTTPError as exc:
+                # A stack that answers oddly or not at all is a failed hop, not a crash of the checker.
+                result = HopResult(name, False, f"{name}: HTTP error: {exc}", 0, time.monotonic() - started)
             results.append(result)
             on_hop(result)
             if not result.ok:
