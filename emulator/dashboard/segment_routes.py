@@ -108,7 +108,10 @@ def export_html(data: dict[str, Any]) -> str:
 <script type="application/json" id="trace-data">{_inline_json(data)}</script>
 <script>{script}</script>
 <script>
-  const data = JSON.parse(document.getElementById("trace-data").textContent);
+  // Mailjet MessageIDs exceed 2^53: keep such integers as their exact digits.
+  const exact = (key, value, context) =>
+    typeof value === "number" && !Number.isSafeInteger(value) && context && /^-?\\d+$/.test(context.source) ? context.source : value;
+  const data = JSON.parse(document.getElementById("trace-data").textContent, exact);
   document.getElementById("trace-user").textContent = data.user;
   SegjetTrace.render(document.getElementById("trace-result"), data);
 </script>

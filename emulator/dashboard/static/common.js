@@ -35,7 +35,7 @@ const Segjet = (() => {
     const response = await fetch(path, init);
     const text = await response.text();
     let data = null;
-    try { data = text ? JSON.parse(text) : null; } catch { data = text; }
+    try { data = text ? JSON.parse(text, keepBigIntegers) : null; } catch { data = text; }
     if (!response.ok) {
       const message = (data && (data.error || data.message || data.ErrorMessage)) || `${response.status} ${response.statusText}`;
       const error = new Error(message);
@@ -43,6 +43,14 @@ const Segjet = (() => {
       throw error;
     }
     return data;
+  }
+
+  /** Mailjet MessageIDs exceed 2^53: keep such integers as their exact digits (a string). */
+  function keepBigIntegers(key, value, context) {
+    if (typeof value === "number" && !Number.isSafeInteger(value) && context && /^-?\d+$/.test(context.source)) {
+      return context.source;
+    }
+    return value;
   }
 
   const pretty = (value) => JSON.stringify(value, null, 2);

@@ -149,7 +149,8 @@
           h("span", { class: "type-cell" }, badge(m.type || "?", "type")),
           h("span", { class: "what" }, summary(m), h("br"), h("span", { class: "who" }, m.userId || m.anonymousId || "")),
           h("span", {}, statusBadges(m))));
-      }) : [h("li", { class: "empty", style: "padding:0.8rem" }, "No messages yet. Send one with analytics-python or curl.")]));
+      }) : [h("li", { class: "empty", style: "padding:0.8rem" },
+        state.messages.length ? "No message matches the search or source." : "No messages yet. Send one with analytics-python or curl.")]));
     }
 
     function renderDetail(m) {

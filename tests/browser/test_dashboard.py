@@ -1,0 +1,320 @@
+"""Browser tests of the dashboard: the seed's Getting Started walked in Chromium, pages only.
+
+Runs Debian's Chromium (`/usr/bin/chromium`) through Playwright for Python against a whole
+bundle on free ports. Screenshots of every page at 1280×800 and 390×844 go to
+`test-artifacts/screenshots/` (gitignored). Waits are Playwright's auto-waiting `expect`s on
+page state, never fixed sleeps.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+CHROMIUM = Path(os.environ.get("SEGJET_CHROMIUM", "/usr/bin/chromium"))
+try:
+    from playwright.sync_api import Browser, Page, expect, sync_playwright
+except ImportError:  # pragma: no cover - depends on the machine
+    pytest.skip("playwright is not installed: pip install playwright (the `test` extra)", allow_module_level=True)
+if not CHROMIUM.exists():  # pragma: no cover - depends on the machine
+    pytest.skip(f"no Chromium at {CHROMIUM}: apt-get install -y chromium", allow_module_level=True)
+
+from emulator.bundle import BackgroundBundle  # noqa: E402
+from emulator.config import BundleConfig  # noqa: E402
+
+expect.set_options(timeout=15_000)
+
+SCREENSHOTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "screenshots"
+CHROMIUM_ARGS = [
+    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+]
+DESKTOP = {"width": 1280, "height": 800}
+PHONE = {"width": 390, "height": 844}
+WAIT_MS = 15_000
+EMAIL = "ada@example.com"
+SEGMENT_PAGES = ["/", "/debugger", "/destinations", "/deliveries", "/engage", "/trace"]
+MAILJET_PAGES = ["/", "/app-connections", "/contacts", "/messages"]
+
+
+# ------------------------------------------------------------------------------------ fixtures
+
+@pytest.fixture(scope="module")
+def stack() -> Iterator[dict[str, Any]]:
+    bundle = BackgroundBundle(BundleConfig(segment_port=0, mailjet_port=0, destination_port=0, enable_destination=False))
+    info = bundle.start()
+    try:
+        yield info
+    finally:
+        bundle.stop()
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        try:
+            yield chromium
+        finally:
+            chromium.close()
+
+
+@pytest.fixture
+def page(browser: Browser, stack: dict[str, Any]) -> Iterator[Page]:
+    """A fresh desktop-sized page on a freshly reset stack; the context closes its SSE feeds at the end."""
+    http = httpx.Client(timeout=10)
+    for url in (stack["segment_url"], stack["mailjet_url"]):
+        http.post(f"{url}/_emulator/reset").raise_for_status()
+    # The tile as a new workspace has it: off (whatever an earlier test of this module left).
+    http.put(f"{stack['segment_url']}/_emulator/destinations/mailjet", json={"enabled": False}).raise_for_status()
+    http.close()
+    context = browser.new_context(viewport=DESKTOP)
+    context.grant_permissions(["clipboard-read", "clipboard-write"])
+    context.set_default_timeout(WAIT_MS)
+    opened = context.new_page()
+    errors: list[str] = []
+    opened.on("pageerror", lambda error: errors.append(str(error)))
+    try:
+        yield opened
+    finally:
+        context.close()
+    assert not errors, f"JavaScript errors on the pages: {errors}"
+
+
+@pytest.fixture
+def http(stack: dict[str, Any]) -> Iterator[httpx.Client]:
+    with httpx.Client(timeout=10) as client:
+        yield client
+
+
+# ------------------------------------------------------------------------------------ helpers
+
+def open_page(page: Page, url: str) -> None:
+    page.goto(url)
+    expect(page.locator("body")).to_have_attribute("data-ready", "true")
+
+
+def analytics_client(stack: dict[str, Any], write_key: str | None = None) -> Any:
+    from segment.analytics import Client
+
+    return Client(write_key or stack["write_key"], host=stack["segment_url"], sync_mode=True, max_retries=0)
+
+
+def identify_ada(stack: dict[str, Any]) -> None:
+    client = analytics_client(stack)
+    client.identify("u1", {"email": EMAIL, "name": "Ada Lovelace", "plan": "pro"})  # sync_mode: sent on return
+
+
+
+def walk_setup(page: Page, stack: dict[str, Any]) -> str:
+    """Mailjet App Connections → copy key, pick list 1 → Segment Mailjet tile: paste, Save, Enable.
+
+    Answers the key as read from the clipboard.
+    """
+    open_page(page, f"{stack['mailjet_url']}/app-connections")
+    key_box = page.get_by_label("Segment Authentication key")
+    expect(key_box).not_to_have_value("")
+    page.get_by_role("button", name="Copy authentication key").click()
+    copied = page.evaluate("navigator.clipboard.readText()")
+    assert copied == stack["auth_key"]
+    page.get_by_label("Contact list").select_option("1")
+    expect(page.locator("#ac-list-id")).to_have_text("List ID: 1")
+    list_id = page.locator("#ac-list-id").inner_text().removeprefix("List ID: ")
+
+    open_page(page, f"{stack['segment_url']}/destinations")
+    expect(page.get_by_role("heading", name="Mailjet")).to_be_visible()
+    page.get_by_label("Authentication key").fill(copied)
+    expect(page.get_by_label("List ID")).to_have_value("1")  # the catalog's default
+    page.get_by_label("List ID").fill(list_id)
+    page.get_by_role("button", name="Save").click()
+    expect(page.get_by_text("Settings saved.")).to_be_visible()
+    page.get_by_role("switch", name="Enable Destination").check()
+    expect(page.get_by_text("Destination enabled.")).to_be_visible()
+    expect(page.get_by_text("Enabled", exact=True)).to_be_visible()
+    return copied
+
+
+def shoot(page: Page, name: str) -> None:
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    size = page.viewport_size or DESKTOP
+    page.screenshot(path=str(SCREENSHOTS / f"{name}-{size['width']}x{size['height']}.png"), full_page=True)
+
+
+# ------------------------------------------------------------------------------------ tests
+
+def test_setup_from_the_pages_makes_an_identify_reach_mailjet(page: Page, stack: dict[str, Any], http: httpx.Client) -> None:
+    key = walk_setup(page, stack)
+    tile = http.get(f"{stack['segment_url']}/_emulator/destinations/mailjet").json()
+    assert tile == {"enabled": True, "settings": {"apiKey": key, "listId": "1"}}
+
+    # The Debugger is open before the identify is sent: the row arrives over the SSE feed.
+    open_page(page, f"{stack['segment_url']}/debugger")
+    identify_ada(stack)
+    row = page.get_by_role("list", name="Events").get_by_role("button").filter(has_text=EMAIL)
+    expect(row).to_be_visible()
+    expect(row).to_contain_text("accepted")
+    row.click()
+    details = page.get_by_role("region", name="Event details")
+    expect(details.get_by_label("Pretty view")).to_contain_text('analytics.identify("u1"')
+    details.get_by_role("button", name="Raw").click()
+    expect(details.get_by_label("Raw view")).to_contain_text('"messageId"')
+
+    open_page(page, f"{stack['mailjet_url']}/contacts")
+    contact = page.get_by_role("table", name="Contacts").locator(f'tr[data-email="{EMAIL}"]')
+    expect(contact).to_be_visible()
+    expect(contact).to_contain_text("subscribed")
+    expect(contact).to_contain_text("name=Ada Lovelace")
+    expect(contact).to_contain_text("segjet (ID 1)")
+
+    open_page(page, f"{stack['segment_url']}/deliveries")
+    expect(page.get_by_role("table", name="Deliveries")).to_contain_text("delivered")
+
+
+def test_email_opened_from_messages_reaches_the_debugger(page: Page, stack: dict[str, Any], http: httpx.Client) -> None:
+    """Needs the email-events feature (POST /_emulator/messages/{id}/events and the Segment forwarder)."""
+    walk_setup(page, stack)
+    identify_ada(stack)
+
+    open_page(page, f"{stack['segment_url']}/")
+    page.get_by_role("button", name="Copy write key").click()
+    write_key = page.evaluate("navigator.clipboard.readText()")
+    assert write_key == stack["write_key"]
+
+    open_page(page, f"{stack['mailjet_url']}/app-connections")
+    page.get_by_label("Segment write key").fill(write_key)
+    page.get_by_role("switch", name="Send email events to Segment").check()
+    page.get_by_role("button", name="Save").click()
+    expect(page.get_by_text("Segment connection saved.")).to_be_visible()
+    connection = http.get(f"{stack['mailjet_url']}/_emulator/app-connections/segment").json()
+    assert connection["sendEvents"] is True and connection["writeKey"] == write_key
+
+    sent = http.post(
+        f"{stack['mailjet_url']}/v3.1/send",
+        auth=(stack["mailjet_api_key"], stack["mailjet_secret_key"]),
+        json={"Messages": [{"From": {"Email": "demo@segjet.test", "Name": "segjet"}, "To": [{"Email": EMAIL}],
+                            "Subject": "Welcome", "HTMLPart": "<p>Hello</p>"}]},
+    )
+    assert sent.status_code == 200, sent.text
+    message_id = sent.json()["Messages"][0]["To"][0]["MessageID"]
+
+    open_page(page, f"{stack['mailjet_url']}/messages")
+    row = page.locator(f'tr[data-message-id="{message_id}"]')
+    expect(row).to_contain_text("Welcome")
+    row.get_by_role("button", name="Open").click()
+    expect(row.get_by_text("open", exact=True)).to_be_visible()
+
+    open_page(page, f"{stack['segment_url']}/debugger")
+    expect(page.get_by_role("list", name="Events").get_by_role("button").filter(has_text="Email Opened")).to_be_visible()
+
+
+def test_debugger_marks_discards_and_violations_and_pauses(page: Page, stack: dict[str, Any], http: httpx.Client) -> None:
+    open_page(page, f"{stack['segment_url']}/debugger")
+    events = page.get_by_role("list", name="Events")
+    client = analytics_client(stack)
+    client.track("u2", "Signed Up", {"plan": "free"})
+    expect(events.get_by_role("button").filter(has_text="Signed Up")).to_be_visible()
+
+    # Discarded (no userId nor anonymousId) and a contract violation (traits must be an object of the spec's types).
+    http.post(f"{stack['segment_url']}/v1/track", auth=(stack["write_key"], ""), json={"event": "Orphan"})
+    http.post(f"{stack['segment_url']}/v1/identify", auth=(stack["write_key"], ""),
+              json={"userId": "u3", "traits": {"email": 42}})
+    expect(events.get_by_role("button").filter(has_text="Orphan")).to_contain_text("discarded: no_user_anon_id")
+    expect(events.get_by_role("button").filter(has_text="u3")).to_contain_text(re.compile(r"\d+ violations?"))
+    events.get_by_role("button").filter(has_text="u3").click()
+    expect(page.get_by_role("region", name="Event details")).to_contain_text("Contract violations")
+
+    pause = page.get_by_role("button", name="Pause")
+    pause.click()
+    expect(pause).to_have_attribute("aria-pressed", "true")
+    client.track("u2", "While Paused")
+    expect(page.get_by_text(re.compile(r"Paused · 1 new"))).to_be_visible()
+    expect(events.get_by_role("button").filter(has_text="While Paused")).to_have_count(0)
+    pause.click()
+    expect(events.get_by_role("button").filter(has_text="While Paused")).to_be_visible()
+
+    page.get_by_label("Search").fill("Signed Up")
+    expect(events.get_by_role("button")).to_have_count(1)
+    page.get_by_label("Search").fill("no such thing anywhere")
+    expect(events).to_contain_text("No message matches")
+
+
+def test_trace_shows_the_journey_and_exports_one_html_file(page: Page, stack: dict[str, Any], tmp_path: Path) -> None:
+    walk_setup(page, stack)
+    identify_ada(stack)
+    # Wait for the contact so that the whole hop is done before tracing.
+    open_page(page, f"{stack['mailjet_url']}/contacts")
+    expect(page.locator(f'tr[data-email="{EMAIL}"]')).to_be_visible()
+
+    open_page(page, f"{stack['segment_url']}/trace")
+    page.get_by_label("User ID or email").fill("u1")
+    page.get_by_role("button", name="Show trace").click()
+    journey = page.get_by_role("list", name="Journey")
+    expect(journey.get_by_role("article").first).to_contain_text("Segment received identify")
+    expect(journey).to_contain_text("✓ segment.identify")
+    expect(journey).to_contain_text("Delivery to Mailjet destination, attempt 1")
+    expect(journey).to_contain_text("POST /v3/REST/contactslist/1/managecontact")
+    expect(page.get_by_label("Mailjet contact state")).to_contain_text(EMAIL)
+    titles = journey.locator(".step-title").all_inner_texts()
+    assert titles.index("Segment received identify") < titles.index("Delivery to Mailjet destination, attempt 1")
+    assert titles.index("Delivery to Mailjet destination, attempt 1") < next(
+        i for i, title in enumerate(titles) if "managecontact" in title)
+
+    with page.expect_download() as download_info:
+        page.get_by_role("link", name="Export as HTML").click()
+    exported = tmp_path / "trace.html"
+    download_info.value.save_as(exported)
+    html = exported.read_text(encoding="utf-8")
+    assert "<style>" in html and "SegjetTrace" in html
+    assert not re.search(r'(src|href)="https?://', html), "the export must not load anything"
+    data = json.loads(re.search(r'<script type="application/json" id="trace-data">(.*?)</script>', html, re.S).group(1))
+    assert data["userId"] == "u1" and data["email"] == EMAIL
+
+    # The file renders on its own, with no server behind it.
+    open_page_file = page.context.new_page()
+    open_page_file.goto(exported.as_uri())
+    expect(open_page_file.get_by_role("list", name="Journey")).to_contain_text("Segment received identify")
+    open_page_file.close()
+
+
+def test_validation_endpoint_answers_violations(stack: dict[str, Any], http: httpx.Client) -> None:
+    url = f"{stack['segment_url']}/_emulator/validate"
+    good = http.post(f"{url}/segment.identify", json={"type": "identify", "userId": "u1", "messageId": "m1",
+                                                      "timestamp": "2024-01-01T00:00:00.000Z", "traits": {}})
+    assert good.status_code == 200 and good.json()["contract"] == "segment.identify"
+    bad = http.post(f"{url}/segment.identify", json={"type": "identify"})
+    assert bad.status_code == 200 and bad.json()["violations"]
+    assert {"path", "rule", "message"} <= set(bad.json()["violations"][0])
+    assert http.post(f"{url}/no.such.contract", json={}).status_code == 404
+    assert http.post(f"{url}/segment.identify", content=b"{not json").status_code == 400
+
+
+@pytest.mark.parametrize("viewport", [DESKTOP, PHONE], ids=["desktop", "phone"])
+def test_every_page_fits_the_screen(browser: Browser, stack: dict[str, Any], viewport: dict[str, int]) -> None:
+    """Each page renders its heading with no sideways scrolling; screenshots for human eyes."""
+    identify_ada(stack)
+    context = browser.new_context(viewport=viewport)
+    context.set_default_timeout(WAIT_MS)
+    page = context.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda error: errors.append(str(error)))
+    try:
+        for service, pages in (("segment", SEGMENT_PAGES), ("mailjet", MAILJET_PAGES)):
+            for path in pages:
+                open_page(page, f"{stack[f'{service}_url']}{path}")
+                expect(page.get_by_role("heading", level=1)).to_be_visible()
+                if path == "/debugger":
+                    page.get_by_role("list", name="Events").get_by_role("button").first.click()
+                overflow = page.evaluate("document.documentElement.scrollWidth - window.innerWidth")
+                name = f"{service}-{path.strip('/') or 'home'}"
+                shoot(page, name)
+                assert overflow <= 1, f"{name} scrolls sideways by {overflow}px at {viewport['width']}px"
+    finally:
+        context.close()
+    assert not errors, f"JavaScript errors on the pages: {errors}"
