@@ -32,6 +32,13 @@ def _add_up_arguments(parser: argparse.ArgumentParser) -> None:
         "--no-enable", action="store_true", help="leave the Mailjet destination disabled in the fake Segment"
     )
     parser.add_argument("--ready-file", type=Path, default=None, help="write URLs and credentials here as JSON")
+    parser.add_argument(
+        "--engage-sync-interval", default=defaults.engage_sync_interval,
+        help='virtual time between Engage syncs ("2h"), "realtime" or "manual"',
+    )
+    parser.add_argument(
+        "--config", type=Path, default=None, help='JSON file of Engage definitions: {"audiences": [...], "traits": [...]}'
+    )
 
 
 def config_from_args(args: argparse.Namespace) -> BundleConfig:
@@ -48,10 +55,27 @@ def config_from_args(args: argparse.Namespace) -> BundleConfig:
         seed=args.seed,
         strict=args.strict,
         enable_destination=not args.no_enable,
+        engage_sync_interval=args.engage_sync_interval,
     )
     if args.auth_key:
         config.auth_key = args.auth_key
+    if args.config:
+        config.engage_audiences, config.engage_traits = _engage_definitions(args.config)
     return config
+
+
+def _engage_definitions(path: Path) -> tuple[list[Any], list[Any]]:
+    """Audiences and computed traits of a --config file; ValueError says what is wrong with it."""
+    try:
+        document = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"--config {path}: {exc}") from exc
+    if not isinstance(document, dict) or set(document) - {"audiences", "traits"}:
+        raise ValueError(f'--config {path}: expected {{"audiences": [...], "traits": [...]}}')
+    audiences, traits = document.get("audiences", []), document.get("traits", [])
+    if not isinstance(audiences, list) or not isinstance(traits, list):
+        raise ValueError(f"--config {path}: audiences and traits must be lists")
+    return audiences, traits
 
 
 def _print_ready(info: dict[str, Any]) -> None:
@@ -119,7 +143,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "up":
         try:
             return asyncio.run(_up(args))
-        except OSError as exc:
+        except (OSError, ValueError) as exc:  # ValueError: a bad --config or Engage definition
             print(f"segjet: cannot start: {exc}", file=sys.stderr)
             return 1
     return 2

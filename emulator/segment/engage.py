@@ -818,10 +818,13 @@ class EngageEngine:
         """Forget every definition and sync state, then define the given ones (from config) afresh."""
         self._computations, self._seen, self._linked = {}, set(), set()
         self._reindex()
-        for body in audiences:
-            self.define_audience(body)
-        for body in traits:
-            self.define_trait(body)
+        for kind, bodies, define in (("audiences", audiences, self.define_audience),
+                                     ("traits", traits, self.define_trait)):
+            for index, body in enumerate(bodies):
+                try:
+                    define(body)
+                except DefinitionError as exc:
+                    raise type(exc)(f"engage {kind}[{index}]: {exc}") from exc
 
 
 # ---------------------------------------------------------------------------------------------
