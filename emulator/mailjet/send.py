@@ -44,6 +44,10 @@ class Message:
     created_at: datetime
     status: str = "queued"
     events: list[dict[str, Any]] = field(default_factory=list)
+    # Set for campaign sends and for CustomCampaign groups; 0 / "" for a plain transactional email.
+    campaign_id: int = 0
+    campaign_name: str = ""
+    list_id: int = 0  # the contact list a campaign went to
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -64,6 +68,9 @@ class Message:
             "created_at": mj_time(self.created_at),
             "status": self.status,
             "events": self.events,
+            "campaign_id": self.campaign_id,
+            "campaign_name": self.campaign_name,
+            "list_id": self.list_id,
         }
 
 
@@ -219,23 +226,11 @@ def _accept(account: Account, message: dict[str, Any], sandbox: bool) -> dict[st
         result[kind] = []
         for raw in ci_get(message, kind) or []:
             recipient = _address(raw)
-            if sandbox:
-                # Documented: sandbox answers the normal shape with an empty UUID and ID 0, delivers nothing.
-                message_id, message_uuid, contact_id = 0, "", 0
-            else:
-                message_id = FIRST_MESSAGE_ID + next(account._ids["message"])
-                message_uuid = _uuid(account)
-                # Documented: sending auto-creates unknown recipients as contacts.
-                contact_id = account.ensure_contact(recipient["Email"], recipient["Name"] or None).id
-            href = f"{account.base_url}/v3/REST/message/{message_id}"
-            stored = Message(
-                message_id=message_id,
-                message_uuid=message_uuid,
-                message_href=href,
+            stored = new_message(
+                account,
                 sender=sender,
                 recipient=recipient,
                 recipient_type=kind,
-                contact_id=contact_id,
                 subject=ci_get(message, "Subject") or "",
                 text_part=ci_get(message, "TextPart"),
                 html_part=ci_get(message, "HTMLPart"),
@@ -243,17 +238,68 @@ def _accept(account: Account, message: dict[str, Any], sandbox: bool) -> dict[st
                 event_payload=payload if isinstance(payload, str) else ("" if payload is None else _json_text(payload)),
                 custom_campaign=ci_get(message, "CustomCampaign") or "",
                 sandbox=sandbox,
-                created_at=account.clock.now(),
-                status="sandbox" if sandbox else "queued",
             )
-            account.messages.append(stored)
-            if not sandbox:
-                for hook in account.on_message_sent:
-                    hook(stored)
+            store_message(account, stored)
             result[kind].append(
-                {"Email": recipient["Email"], "MessageUUID": message_uuid, "MessageID": message_id, "MessageHref": href}
+                {
+                    "Email": recipient["Email"],
+                    "MessageUUID": stored.message_uuid,
+                    "MessageID": stored.message_id,
+                    "MessageHref": stored.message_href,
+                }
             )
     return result
+
+
+def new_message(
+    account: Account,
+    *,
+    sender: dict[str, str],
+    recipient: dict[str, str],
+    recipient_type: str,
+    subject: str,
+    text_part: str | None,
+    html_part: str | None,
+    custom_id: str = "",
+    event_payload: str = "",
+    custom_campaign: str = "",
+    sandbox: bool = False,
+) -> Message:
+    """A message to one recipient, with its MessageID and MessageUUID (Send v3.1 and campaign sends)."""
+    if sandbox:
+        # Documented: sandbox answers the normal shape with an empty UUID and ID 0, delivers nothing.
+        message_id, message_uuid, contact_id = 0, "", 0
+    else:
+        message_id = FIRST_MESSAGE_ID + next(account._ids["message"])
+        message_uuid = _uuid(account)
+        # Documented: sending auto-creates unknown recipients as contacts.
+        contact_id = account.ensure_contact(recipient["Email"], recipient["Name"] or None).id
+    return Message(
+        message_id=message_id,
+        message_uuid=message_uuid,
+        message_href=f"{account.base_url}/v3/REST/message/{message_id}",
+        sender=sender,
+        recipient=recipient,
+        recipient_type=recipient_type,
+        contact_id=contact_id,
+        subject=subject,
+        text_part=text_part,
+        html_part=html_part,
+        custom_id=custom_id,
+        event_payload=event_payload,
+        custom_campaign=custom_campaign,
+        sandbox=sandbox,
+        created_at=account.clock.now(),
+        status="sandbox" if sandbox else "queued",
+    )
+
+
+def store_message(account: Account, message: Message) -> None:
+    """Keep the message and, unless it is a sandbox one, tell the email-events lifecycle it was sent."""
+    account.messages.append(message)
+    if not message.sandbox:
+        for hook in account.on_message_sent:
+            hook(message)
 
 
 def _address(value: dict[str, Any]) -> dict[str, str]:
