@@ -12,6 +12,8 @@ import binascii
 import json
 import logging
 import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any, Awaitable, Callable
 from urllib.parse import unquote, unquote_plus
@@ -27,7 +29,10 @@ from ..common.control import ControlError, control_error_response, control_route
 from ..common.journal import CONTROL_PREFIX, Journal, JournalMiddleware
 from ..config import BundleConfig, BundleUrls
 from ..dashboard import mailjet_dashboard_routes
+from .event_routes import email_event_routes
+from .events import EmailEvents
 from .models import SERVICE, Account, MailjetBackend, MailjetError, Query, paginate
+from .outbound import Outbox
 from .send import SendError, malformed_json, send
 
 log = logging.getLogger(__name__)
@@ -377,6 +382,19 @@ def resolve_rest(method: str, segments: list[str]) -> tuple[Handler, list[str]]:
 def create_app(config: BundleConfig, clock: Clock, urls: BundleUrls) -> Starlette:
     backend = MailjetBackend(config, clock, urls.mailjet_url, urls.segment_url)
     journal = Journal(clock, config.journal_capacity)
+    email_events = EmailEvents(backend, clock, config.seed)
+    outbox = Outbox(clock, lambda: backend.default_account)
+    email_events.listeners.append(outbox.route)
+
+    def reset() -> None:
+        backend.reset()
+        email_events.reset()  # after the backend: it watches the new account
+        outbox.reset()
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        yield
+        await outbox.aclose()
 
     async def api(request: Request) -> Response:
         """Everything that is not the control API: REST v3, Send v3.1, and Mailjet-shaped 4xx for the rest."""
@@ -464,14 +482,17 @@ def create_app(config: BundleConfig, clock: Clock, urls: BundleUrls) -> Starlett
         stored = backend.default_account.messages
         return JSONResponse({"messages": [m.to_json() for m in stored[-limit:]] if limit else []})
 
-    routes = control_routes(SERVICE, clock, journal, backend.reset) + [
+    routes = control_routes(SERVICE, clock, journal, reset) + [
         Route("/_emulator/app-connections/segment", app_connection_get, methods=["GET"]),
         Route("/_emulator/app-connections/segment", app_connection_put, methods=["PUT"]),
         Route("/_emulator/messages", messages, methods=["GET"]),
+        *email_event_routes(email_events),
         *mailjet_dashboard_routes(backend, urls),  # pages at /, /app-connections, ...; before the catch-all
         Route("/{path:path}", api, methods=ALL_METHODS),
     ]
-    app = Starlette(routes=routes, middleware=[Middleware(JournalMiddleware, journal=journal)])
-    # The model, for the parts of the fake built on it later (email events) and for tests.
+    app = Starlette(routes=routes, middleware=[Middleware(JournalMiddleware, journal=journal)], lifespan=lifespan)
+    # The models, for the dashboard and for tests.
     app.state.backend = backend
+    app.state.email_events = email_events
+    app.state.outbox = outbox
     return app
