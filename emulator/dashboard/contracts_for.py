@@ -8,6 +8,10 @@ from typing import Any
 import contracts
 
 
+def contract_names() -> set[str]:
+    return set(contracts.names())
+
+
 def _snake(text: str) -> str:
     return re.sub(r"[^a-z0-9]+", "_", text.lower()).strip("_")
 

@@ -8,13 +8,14 @@ side serves it as `GET /_emulator/dashboard/trace?user=`; the browser never talk
 from __future__ import annotations
 
 import json
+import re
 from datetime import datetime, timezone
 from typing import Any
 
 import httpx
 
 from ..common.clock import parse_iso
-from .contracts_for import check, first_known, segment_contract
+from .contracts_for import check, contract_names, first_known, segment_contract
 
 LIMIT = 10_000
 # Order of steps that share a timestamp (Mailjet times have whole seconds only).
@@ -87,13 +88,12 @@ async def build_trace(segment_url: str, mailjet_url: str, user: str, timeout: fl
         message_ids = {event.get("messageId") for event in mine}
         deliveries = [
             record for record in await _get(http, f"{segment_url}/_emulator/deliveries", "deliveries", {"limit": LIMIT})
-            if record.get("messageId") in message_ids or (user_id and record.get("userId") == user_id)
+            if record.get("messageId") in message_ids
         ]
         needles = [value for value in (email, user_id) if value]
-        journal = [
-            entry for entry in await _get(http, f"{mailjet_url}/_emulator/requests", "requests", {"limit": LIMIT})
-            if needles and _mentions({"path": entry.get("path"), "body": entry.get("body"), "response": entry.get("response")}, needles)
-        ]
+        journal = _journal_of_user(
+            await _get(http, f"{mailjet_url}/_emulator/requests", "requests", {"limit": LIMIT}), needles, deliveries
+        )
         messages = [
             message for message in await _get(http, f"{mailjet_url}/_emulator/messages", "messages", {"limit": LIMIT})
             if email and _mentions(message.get("to") or message.get("To") or message, [email])
@@ -115,6 +115,23 @@ async def build_trace(segment_url: str, mailjet_url: str, user: str, timeout: fl
     )
     steps.sort(key=lambda step: (_time_key(step["at"]).replace(microsecond=0), PHASES.get(step["kind"], 9), _time_key(step["at"])))
     return {"user": user, "userId": user_id, "email": email, "steps": steps, "contact": contacts[0] if contacts else None}
+
+
+def _journal_of_user(entries: list[dict[str, Any]], needles: list[str], deliveries: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Mailjet calls that name the user, and the property-definition calls (`/contactmetadata`,
+    which name no one) made between the user's first delivery attempt and last call naming them."""
+    if not needles:
+        return []
+    named = [e for e in entries if _mentions({"path": e.get("path"), "body": e.get("body"), "response": e.get("response")}, needles)]
+    starts = [attempt.get("at") for record in deliveries for attempt in record.get("attempts") or [] if attempt.get("at")]
+    if not named or not starts:
+        return named
+    low, high = min(_time_key(at) for at in starts), max(_time_key(e.get("at")) for e in named)
+    shared = [
+        {**e, "shared": True} for e in entries
+        if "contactmetadata" in str(e.get("path", "")).lower() and low <= _time_key(e.get("at")) <= high
+    ]
+    return sorted(named + shared, key=lambda e: e.get("id", 0))
 
 
 def _identify_user(user: str, events: list[dict[str, Any]]) -> tuple[str | None, str | None]:
@@ -162,29 +179,67 @@ def _delivery_steps(record: dict[str, Any]) -> list[dict[str, Any]]:
             f"Delivery to Mailjet destination, attempt {number}",
             f"HTTP {attempt.get('status')} · record {record.get('state')}" + (f" · {record['reason']}" if record.get("reason") else ""),
             {"messageId": record.get("messageId"), "attempt": attempt},
-            service="segment", state=record.get("state"), contract=None, violations=[],
+            service="segment", state=record.get("state"),
+            **(check("destination.response", attempt.get("response")) if _ok(attempt.get("status")) else _no_verdict()),
         ))
     if not attempts:
         steps.append(_step(
             "delivery", record.get("next_attempt_at"), "Delivery to Mailjet destination",
             f"{record.get('state')}" + (f" · {record['reason']}" if record.get("reason") else ""),
-            record, service="segment", state=record.get("state"), contract=None, violations=[],
+            record, service="segment", state=record.get("state"), **_no_verdict(),
         ))
     return steps
 
 
+# (method, path pattern) → (request contract, response contract when 2xx, item contract of the response's Data)
+_CALL_CONTRACTS: list[tuple[str, re.Pattern[str], str | None, str | None, str | None]] = [
+    ("POST", re.compile(r"^/v3/rest/contactslist/[^/]+/managecontact$"), "mailjet.managecontact.request", "mailjet.managecontact.response", None),
+    ("POST", re.compile(r"^/v3/rest/contactslist/[^/]+/managemanycontacts$"), "mailjet.managemanycontacts.request", None, None),
+    ("POST", re.compile(r"^/v3/rest/contactmetadata$"), None, None, "mailjet.contactmetadata"),
+    ("GET", re.compile(r"^/v3/rest/contactmetadata$"), None, None, "mailjet.contactmetadata"),
+    ("GET", re.compile(r"^/v3/rest/contactdata/[^/]+$"), None, None, "mailjet.contactdata"),
+    ("GET", re.compile(r"^/v3/rest/contact/[^/]+$"), None, None, "mailjet.contact"),
+    ("POST", re.compile(r"^/v3.1/send$"), "mailjet.send.request", "mailjet.send.response", None),
+]
+
+
 def _journal_step(entry: dict[str, Any]) -> dict[str, Any]:
     path = str(entry.get("path", ""))
-    contract = None
-    if "managecontact" in path.lower():
-        contract = first_known("mailjet.managecontact", "destination.managecontact")
-    elif "/v3.1/send" in path.lower():
-        contract = first_known("mailjet.send", "mailjet.send_v31")
-    verdict = check(contract, entry.get("body")) if contract else {"contract": None, "violations": []}
-    return _step(
-        "mailjet-call", entry.get("at"), f"Mailjet API {entry.get('method')} {path}",
-        f"HTTP {entry.get('status')}", entry, service="mailjet", **verdict,
-    )
+    method = str(entry.get("method", "")).upper()
+    verdict = _call_verdict(method, path.lower(), entry.get("body"), entry.get("status"), entry.get("response"))
+    title = f"Mailjet API {method} {path}" + (" (property definitions, not only this user's)" if entry.get("shared") else "")
+    return _step("mailjet-call", entry.get("at"), title, f"HTTP {entry.get('status')}", entry, service="mailjet", **verdict)
+
+
+def _call_verdict(method: str, path: str, body: Any, status: Any, response: Any) -> dict[str, Any]:
+    """Request and response checked against their contracts; violations say which side broke."""
+    for wanted_method, pattern, request_contract, response_contract, item_contract in _CALL_CONTRACTS:
+        if method != wanted_method or not pattern.match(path):
+            continue
+        checks: list[tuple[str, str | None, Any]] = [("request", request_contract, body)]
+        if _ok(status):
+            checks.append(("response", response_contract, response))
+            data = response.get("Data") if isinstance(response, dict) else None
+            checks += [(f"response Data[{i}]", item_contract, item) for i, item in enumerate(data or []) if item_contract]
+        elif isinstance(status, int) and status >= 400:
+            checks.append(("response", first_known("mailjet.send.error" if "v3.1" in path else "mailjet.error"), response))
+        names, violations = [], []
+        for side, contract, payload in checks:
+            if contract is None or contract not in contract_names():
+                continue
+            if contract not in names:
+                names.append(contract)
+            violations += [{**v, "path": f"{side} {v['path']}"} for v in check(contract, payload)["violations"]]
+        return {"contract": " + ".join(names) or None, "violations": violations}
+    return _no_verdict()
+
+
+def _ok(status: Any) -> bool:
+    return isinstance(status, int) and 200 <= status < 300
+
+
+def _no_verdict() -> dict[str, Any]:
+    return {"contract": None, "violations": []}
 
 
 def _message_step(message: dict[str, Any]) -> dict[str, Any]:
@@ -193,14 +248,14 @@ def _message_step(message: dict[str, Any]) -> dict[str, Any]:
         "email", message.get("created_at") or message.get("CreatedAt"),
         f"Mailjet sent email “{message.get('subject', '')}”",
         f"MessageID {message.get('MessageID')} · to {to.get('Email', '?') if isinstance(to, dict) else to} · {message.get('status', '')}",
-        message, service="mailjet", contract=None, violations=[],
+        message, service="mailjet", **_no_verdict(),
     )
 
 
 def _email_event_step(event: dict[str, Any]) -> dict[str, Any]:
     name = event.get("event") or event.get("type") or "?"
     payload = event.get("payload") if isinstance(event.get("payload"), dict) else event
-    verdict = check(first_known(f"mailjet.event_{name}", "mailjet.event", "mailjet.webhook_event"), payload)
+    verdict = check(first_known(f"mailjet.event.{name}"), payload)
     forwarded = event.get("segment") or event.get("segment_status") or event.get("forward")
     summary = f"MessageID {payload.get('MessageID', event.get('MessageID', '?'))}"
     if forwarded is not None:

@@ -40,7 +40,7 @@ DESKTOP = {"width": 1280, "height": 800}
 PHONE = {"width": 390, "height": 844}
 WAIT_MS = 15_000
 EMAIL = "ada@example.com"
-SEGMENT_PAGES = ["/", "/debugger", "/destinations", "/deliveries", "/engage", "/trace"]
+SEGMENT_PAGES = ["/", "/debugger", "/destinations", "/deliveries", "/engage", "/trace?user=u1"]
 MAILJET_PAGES = ["/", "/app-connections", "/contacts", "/messages"]
 
 
@@ -139,6 +139,23 @@ def walk_setup(page: Page, stack: dict[str, Any]) -> str:
     expect(page.get_by_text("Destination enabled.")).to_be_visible()
     expect(page.get_by_text("Enabled", exact=True)).to_be_visible()
     return copied
+
+
+def populate(stack: dict[str, Any]) -> None:
+    """Data for the screenshots, set up through the control API: tile on, a contact, an email, an audience."""
+    with httpx.Client(timeout=10) as http:
+        segment, mailjet = stack["segment_url"], stack["mailjet_url"]
+        http.put(f"{segment}/_emulator/destinations/mailjet",
+                 json={"enabled": True, "settings": {"apiKey": stack["auth_key"], "listId": "1"}}).raise_for_status()
+        identify_ada(stack)
+        analytics_client(stack).track("u1", "Order Completed", {"revenue": 42})
+        audience = http.post(f"{segment}/_emulator/engage/audiences",
+                             json={"name": "Big Spenders", "rule": {"event": "Order Completed", "within": "30d", "at_least": 1}})
+        assert audience.status_code in (201, 409), audience.text
+        http.post(f"{segment}/_emulator/engage/sync").raise_for_status()
+        http.post(f"{mailjet}/v3.1/send", auth=(stack["mailjet_api_key"], stack["mailjet_secret_key"]),
+                  json={"Messages": [{"From": {"Email": "demo@segjet.test"}, "To": [{"Email": EMAIL}],
+                                      "Subject": "Welcome", "HTMLPart": "<p>Hello</p>"}]}).raise_for_status()
 
 
 def shoot(page: Page, name: str) -> None:
@@ -298,7 +315,7 @@ def test_validation_endpoint_answers_violations(stack: dict[str, Any], http: htt
 @pytest.mark.parametrize("viewport", [DESKTOP, PHONE], ids=["desktop", "phone"])
 def test_every_page_fits_the_screen(browser: Browser, stack: dict[str, Any], viewport: dict[str, int]) -> None:
     """Each page renders its heading with no sideways scrolling; screenshots for human eyes."""
-    identify_ada(stack)
+    populate(stack)
     context = browser.new_context(viewport=viewport)
     context.set_default_timeout(WAIT_MS)
     page = context.new_page()
@@ -312,7 +329,7 @@ def test_every_page_fits_the_screen(browser: Browser, stack: dict[str, Any], vie
                 if path == "/debugger":
                     page.get_by_role("list", name="Events").get_by_role("button").first.click()
                 overflow = page.evaluate("document.documentElement.scrollWidth - window.innerWidth")
-                name = f"{service}-{path.strip('/') or 'home'}"
+                name = f"{service}-{path.strip('/').split('?')[0] or 'home'}"
                 shoot(page, name)
                 assert overflow <= 1, f"{name} scrolls sideways by {overflow}px at {viewport['width']}px"
     finally:

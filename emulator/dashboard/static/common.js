@@ -25,6 +25,12 @@ const Segjet = (() => {
     return node;
   }
 
+  /** Replace a node's children; null, undefined and false children are skipped. */
+  function fill(node, ...children) {
+    node.replaceChildren();
+    return append(node, children);
+  }
+
   /** JSON in, JSON out; a non-2xx answer throws an Error carrying the server's message. */
   async function api(method, path, body) {
     const init = { method, headers: { Accept: "application/json" } };
@@ -134,5 +140,5 @@ const Segjet = (() => {
     region.textContent = error instanceof Error ? error.message : String(error);
   }
 
-  return { h, append, api, pretty, time, dateTime, badge, table, say, copy, currentView, subscribe, debounce, fail };
+  return { h, append, fill, api, pretty, time, dateTime, badge, table, say, copy, currentView, subscribe, debounce, fail };
 })();

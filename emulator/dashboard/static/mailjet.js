@@ -2,7 +2,7 @@
 "use strict";
 
 (() => {
-  const { h, api, pretty, dateTime, badge, table, say, copy, currentView, subscribe, debounce, fail } = Segjet;
+  const { h, fill, api, pretty, dateTime, badge, table, say, copy, currentView, subscribe, debounce, fail } = Segjet;
   const main = document.getElementById("view");
   let onChange = () => {};   // the current view's refresh, called when the model changed
   let info = {};
@@ -15,7 +15,7 @@
       api("GET", "/_emulator/app-connections/segment").catch(() => null),
       api("GET", "/_emulator/dashboard/lists").catch(() => ({ lists: [] })),
     ]);
-    main.replaceChildren(
+    fill(main, 
       h("h1", {}, "Mailjet account"),
       h("p", { class: "lede" }, "A fake Mailjet account: REST API v3, Send API v3.1, email events and the Segment app connection. The API secret never reaches this page."),
       h("div", { class: "cards" },
@@ -49,7 +49,7 @@
     function show(connection, lists) {
       authKey.value = connection.authenticationKey || "";
       if (lists) {
-        listSelect.replaceChildren(...lists.map((l) => h("option", { value: String(l.ID) }, `${l.Name} (${l.SubscriberCount} contacts)`)));
+        fill(listSelect, ...lists.map((l) => h("option", { value: String(l.ID) }, `${l.Name} (${l.SubscriberCount} contacts)`)));
       }
       listSelect.value = String(connection.listId);
       showListId();
@@ -91,7 +91,7 @@
       } catch (error) { fail(errors, error); }
     });
 
-    main.replaceChildren(
+    fill(main, 
       h("h1", {}, "App Connections"),
       h("section", { class: "card", "aria-labelledby": "ac-segment" },
         h("div", { class: "tile-head" },
@@ -110,7 +110,7 @@
       try {
         const lists = (await api("GET", "/_emulator/dashboard/lists")).lists;
         const chosen = listSelect.value;
-        listSelect.replaceChildren(...lists.map((l) => h("option", { value: String(l.ID) }, `${l.Name} (${l.SubscriberCount} contacts)`)));
+        fill(listSelect, ...lists.map((l) => h("option", { value: String(l.ID) }, `${l.Name} (${l.SubscriberCount} contacts)`)));
         listSelect.value = chosen;
       } catch { /* keep what is shown */ }
     };
@@ -132,7 +132,7 @@
       const shown = contacts.filter((c) =>
         (!wanted || (c.Lists || []).some((s) => String(s.ListID) === wanted)) &&
         (!needle || JSON.stringify(c).toLowerCase().includes(needle)));
-      contactsBox.replaceChildren(shown.length ? table([
+      fill(contactsBox, shown.length ? table([
         { label: "Email", render: (c) => h("strong", {}, c.Email) },
         { label: "Name", render: (c) => c.Name || "—" },
         { label: "ID", render: (c) => String(c.ID), class: "num" },
@@ -158,9 +158,9 @@
         errors.textContent = "";
       } catch (error) { fail(errors, error); return; }
       const chosen = listFilter.value;
-      listFilter.replaceChildren(h("option", { value: "" }, "All lists"), ...lists.map((l) => h("option", { value: String(l.ID) }, `${l.Name} (ID ${l.ID})`)));
+      fill(listFilter, h("option", { value: "" }, "All lists"), ...lists.map((l) => h("option", { value: String(l.ID) }, `${l.Name} (ID ${l.ID})`)));
       listFilter.value = chosen;
-      listsBox.replaceChildren(table([
+      fill(listsBox, table([
         { label: "ID", render: (l) => String(l.ID), class: "num" },
         { label: "Name", render: (l) => l.Name },
         { label: "Subscribers", render: (l) => String(l.SubscriberCount), class: "num" },
@@ -172,7 +172,7 @@
     search.addEventListener("input", debounce(render, 120));
     listFilter.addEventListener("change", render);
 
-    main.replaceChildren(
+    fill(main, 
       h("h1", {}, "Contacts"),
       errors,
       h("h2", {}, "Contact lists"), listsBox,
@@ -218,7 +218,7 @@
         errors.textContent = "";
       } catch (error) { fail(errors, error); return; }
       messages = messages.slice().reverse();
-      messagesBox.replaceChildren(messages.length ? table([
+      fill(messagesBox, messages.length ? table([
         { label: "Sent", render: (m) => dateTime(m.created_at) },
         { label: "To", render: (m) => h("strong", {}, (m.to && m.to.Email) || "?") },
         { label: "Subject", render: (m) => m.subject || "" },
@@ -230,10 +230,10 @@
       ], messages, { label: "Messages", rowAttrs: (m) => ({ "data-message-id": String(m.MessageID), "data-to": (m.to && m.to.Email) || "" }) })
         : h("p", { class: "empty" }, "No email sent yet. Send one with POST /v3.1/send."));
       if (events === null) {
-        eventsBox.replaceChildren(h("p", { class: "empty" }, "The email-events feed is not available on this server."));
+        fill(eventsBox, h("p", { class: "empty" }, "The email-events feed is not available on this server."));
       } else {
         events = events.slice().reverse();
-        eventsBox.replaceChildren(events.length ? table([
+        fill(eventsBox, events.length ? table([
           { label: "Time", render: (e) => dateTime(e.at || (typeof e.time === "number" ? new Date(e.time * 1000).toISOString() : e.time)) },
           { label: "Event", render: (e) => badge(e.event || (e.payload && e.payload.event) || "?", "type") },
           { label: "Email", render: (e) => e.email || (e.payload && e.payload.email) || "" },
@@ -251,7 +251,7 @@
       return h("code", {}, JSON.stringify(value));
     }
 
-    main.replaceChildren(
+    fill(main, 
       h("h1", {}, "Messages"),
       h("p", { class: "lede" }, "Emails accepted by the Send API. The buttons act as the recipient: each records an email event, fires webhooks and, when switched on in App Connections, sends the matching track call to Segment."),
       errors, messagesBox,
@@ -274,7 +274,7 @@
     try { info = await api("GET", "/_emulator/dashboard/info"); } catch { /* links only */ }
     if (info.segment_url) document.getElementById("other-dashboard").href = `${info.segment_url}/`;
     subscribe("/_emulator/stream", debounce(() => onChange(), 150));
-    try { await view(); } catch (error) { main.replaceChildren(h("h1", {}, title), h("p", { class: "alert bad", role: "alert" }, String(error.message || error))); }
+    try { await view(); } catch (error) { fill(main, h("h1", {}, title), h("p", { class: "alert bad", role: "alert" }, String(error.message || error))); }
     document.body.dataset.ready = "true";
   }
   boot();

@@ -2,7 +2,7 @@
 "use strict";
 
 (() => {
-  const { h, api, pretty, time, dateTime, badge, table, say, copy, currentView, subscribe, debounce, fail } = Segjet;
+  const { h, fill, api, pretty, time, dateTime, badge, table, say, copy, currentView, subscribe, debounce, fail } = Segjet;
   const main = document.getElementById("view");
   const CAP = 500;
   let onMessage = () => {};   // the current view's handler for each message the SSE feed pushes
@@ -59,7 +59,7 @@
     const source = info.sources[0] || {};
     const step = (done, title, ...body) => h("li", { class: "card" },
       h("h3", {}, done ? badge("done", "ok") : badge("to do", "warn"), " ", title), ...body);
-    main.replaceChildren(
+    fill(main, 
       h("h1", {}, "Getting started"),
       h("p", { class: "lede" }, "Walk the Segment → Mailjet setup with no real accounts. Every button calls the same control API a script would."),
       errors,
@@ -101,7 +101,7 @@
     const detail = h("section", { class: "card detail", "aria-label": "Event details" },
       h("h2", {}, "Event details"), h("p", { class: "empty" }, "Select an event to see it."));
 
-    main.replaceChildren(
+    fill(main, 
       h("h1", {}, "Debugger"),
       h("p", { class: "lede" }, `The last ${CAP} messages this workspace received, newest first. Discarded messages and contract violations are marked.`),
       errors,
@@ -132,12 +132,12 @@
 
     function renderList() {
       const shown = visible();
-      indicator.replaceChildren(
+      fill(indicator, 
         h("span", { class: "live-dot", "aria-hidden": "true" }),
         state.paused ? `Paused · ${state.pending.length} new` : "Live",
         ` · showing ${shown.length} of ${state.messages.length}`);
       indicator.parentElement.classList.toggle("paused", state.paused);
-      list.replaceChildren(...(shown.length ? shown.map((m) => {
+      fill(list, ...(shown.length ? shown.map((m) => {
         const key = keyOf(m);
         return h("li", {}, h("button", {
           type: "button",
@@ -161,7 +161,7 @@
         onclick: () => { state.mode = mode; renderDetail(m); },
       }, label);
       const person = m.userId || m.anonymousId;
-      detail.replaceChildren(
+      fill(detail, 
         h("h2", {}, "Event details"),
         h("dl", { class: "kv" },
           h("dt", {}, "Type"), h("dd", {}, m.type || "?"),
@@ -219,7 +219,7 @@
       apiKey.value = config.settings.apiKey || "";
       listId.value = config.settings.listId || "1";
       enabled.checked = !!config.enabled;
-      pill.replaceChildren(config.enabled ? badge("Enabled", "ok") : badge("Disabled"));
+      fill(pill, config.enabled ? badge("Enabled", "ok") : badge("Disabled"));
     }
 
     const form = h("form", { class: "settings", "aria-label": "Mailjet settings" },
@@ -252,7 +252,7 @@
       }
     });
 
-    main.replaceChildren(
+    fill(main, 
       h("h1", {}, "Destinations"),
       h("section", { class: "card", "aria-labelledby": "tile-mailjet" },
         h("div", { class: "tile-head" },
@@ -280,7 +280,7 @@
     let selected = null;
     const tone = { delivered: "ok", retrying: "warn", failed: "bad", skipped: "" };
 
-    main.replaceChildren(
+    fill(main, 
       h("h1", {}, "Event Delivery"),
       h("p", { class: "lede" }, "Each message routed to the Mailjet destination: delivered, retrying, failed or skipped, with what was sent and what came back."),
       errors, stats,
@@ -293,7 +293,7 @@
       let sent = null;
       try { sent = (await api("GET", `/_emulator/events?messageId=${encodeURIComponent(record.messageId)}&limit=1`)).events[0]; } catch { /* shown as unknown */ }
       const wire = sent ? Object.fromEntries(Object.entries(sent).filter(([k]) => !["status", "discard_reason", "violations", "source"].includes(k))) : null;
-      detail.replaceChildren(
+      fill(detail, 
         h("h2", {}, `Delivery of ${record.messageId}`),
         h("dl", { class: "kv" },
           h("dt", {}, "State"), h("dd", {}, badge(record.state, tone[record.state])),
@@ -315,10 +315,10 @@
         errors.textContent = "";
       } catch (error) { fail(errors, error); return; }
       const count = (s) => records.filter((r) => r.state === s).length;
-      stats.replaceChildren(...["delivered", "retrying", "failed", "skipped"].map((s) =>
+      fill(stats, ...["delivered", "retrying", "failed", "skipped"].map((s) =>
         h("div", { class: "card" }, h("div", { class: "stat-label" }, s[0].toUpperCase() + s.slice(1)), h("div", { class: "stat" }, String(count(s))))));
       records = records.slice().reverse();
-      rows.replaceChildren(records.length ? table([
+      fill(rows, records.length ? table([
         { label: "Last attempt", render: (r) => dateTime((r.attempts || []).slice(-1)[0]?.at) || "—" },
         { label: "Message", render: (r) => h("button", { type: "button", class: "small", onclick: () => showDetail(r), "aria-label": `Details of ${r.messageId}` }, r.messageId) },
         { label: "Type", render: (r) => [badge(r.type || "?", "type"), r.event ? ` ${r.event}` : ""] },
@@ -370,7 +370,7 @@
         const entries = Object.entries(values || {}).filter(([, v]) => keep(v));
         return entries.length ? h("div", { class: "chips" }, entries.map(([u, v]) => h("span", { class: "chip" }, v === true ? u : `${u}=${JSON.stringify(v)}`))) : "—";
       };
-      body.replaceChildren(
+      fill(body, 
         h("h2", {}, "Audiences"),
         audiences.error ? h("p", { class: "alert bad" }, `Audiences unavailable: ${audiences.error.message}`)
           : (audiences.audiences || []).length ? table([
@@ -406,7 +406,7 @@
       errors.textContent = "";
       try {
         const answer = await api("POST", "/_emulator/engage/sync");
-        syncOut.replaceChildren(h("h3", {}, "Last sync sent"), h("pre", {}, pretty(answer)));
+        fill(syncOut, h("h3", {}, "Last sync sent"), h("pre", {}, pretty(answer)));
         say("Engage synced");
         refresh();
       } catch (error) { fail(errors, error); }
@@ -437,7 +437,7 @@
       } catch (error) { fail(errors, error); }
     });
 
-    main.replaceChildren(
+    fill(main, 
       h("h1", {}, "Engage"),
       h("p", { class: "lede" }, "Audiences and computed traits, their members, and what each sync sent. Time is virtual: advance it to age events out of a window."),
       errors,
@@ -460,14 +460,14 @@
 
     async function show(user) {
       errors.textContent = "";
-      result.replaceChildren(h("p", {}, "Loading…"));
+      fill(result, h("p", {}, "Loading…"));
       try {
         const data = await api("GET", `/_emulator/dashboard/trace?user=${encodeURIComponent(user)}`);
         SegjetTrace.render(result, data);
         exportLink.href = `/_emulator/dashboard/trace/export?user=${encodeURIComponent(user)}`;
         exportLink.setAttribute("download", `segjet-trace-${user.replace(/[^A-Za-z0-9._-]+/g, "_")}.html`);
         exportLink.hidden = false;
-      } catch (error) { result.replaceChildren(); fail(errors, error); }
+      } catch (error) { fill(result); fail(errors, error); }
     }
     form.addEventListener("submit", (event) => {
       event.preventDefault();
@@ -477,7 +477,7 @@
       show(user);
     });
 
-    main.replaceChildren(
+    fill(main, 
       h("h1", {}, "Trace"),
       h("p", { class: "lede" }, "One user's journey across both fakes, in order: identify → delivery attempts → Mailjet API calls → emails → email events back in Segment, each payload checked against its contract."),
       errors, form, result);
@@ -486,7 +486,7 @@
       for (const m of (await api("GET", "/_emulator/events?limit=2000")).events) {
         for (const v of [m.userId, (m.traits || {}).email]) if (v) seen.add(v);
       }
-      users.replaceChildren(...[...seen].map((v) => h("option", { value: v })));
+      fill(users, ...[...seen].map((v) => h("option", { value: v })));
     } catch { /* suggestions only */ }
     const wanted = new URLSearchParams(location.search).get("user");
     if (wanted) { input.value = wanted; show(wanted); }
@@ -509,7 +509,7 @@
     try { info = await api("GET", "/_emulator/dashboard/info"); } catch { /* links only */ }
     if (info.mailjet_url) document.getElementById("other-dashboard").href = `${info.mailjet_url}/`;
     subscribe("/_emulator/events/stream", (m) => onMessage(m));
-    try { await view(); } catch (error) { main.replaceChildren(h("h1", {}, title), h("p", { class: "alert bad", role: "alert" }, String(error.message || error))); }
+    try { await view(); } catch (error) { fill(main, h("h1", {}, title), h("p", { class: "alert bad", role: "alert" }, String(error.message || error))); }
     document.body.dataset.ready = "true";
   }
   boot();
