@@ -1,0 +1,601 @@
+"""Email events of the fake Mailjet on the models (no sockets): the lifecycle rules, the simulation,
+payloads and Segment track calls against the contracts, and the webhook / Segment delivery rules
+with a scripted transport on the virtual clock."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any
+
+import pytest
+
+import contracts
+from emulator.common.clock import Clock
+from emulator.config import BundleConfig
+from emulator.mailjet.events import SENT_DELAY, EmailEvent, EmailEventError, EmailEvents, Simulation, links_of, track_call
+from emulator.mailjet.models import Account, MailjetBackend
+from emulator.mailjet.outbound import Outbox, Outcome
+from emulator.mailjet.send import send
+
+LINK = "https://shop.example.com/offer?a=1&b=2"
+HTML = f'<p>Hi <a href="{LINK.replace("&", "&amp;")}">offer</a> <a href=\'https://example.com/faq\'>faq</a></p>'
+SEGMENT_CONTRACTS = {
+    "Email Delivered": "segment.email_delivered",
+    "Email Opened": "segment.email_opened",
+    "Email Link Clicked": "segment.email_link_clicked",
+    "Email Bounced": "segment.email_bounced",
+    "Email Marked as Spam": "segment.email_marked_as_spam",
+    "Email Unsubscribed": "segment.email_unsubscribed",
+}
+
+
+@dataclass
+class ScriptedTransport:
+    """Answers POSTs from a script of statuses (None = connection error); the last one repeats."""
+
+    statuses: list[int | None] = field(default_factory=lambda: [200])
+    posts: list[tuple[str, Any, dict[str, str]]] = field(default_factory=list)
+
+    async def post_json(self, url: str, body: Any, headers: dict[str, str], timeout: float) -> Outcome:
+        self.posts.append((url, body, headers))
+        status = self.statuses.pop(0) if len(self.statuses) > 1 else self.statuses[0]
+        if status is None:
+            return Outcome(None, error="connection error: refused")
+        return Outcome(status, {"code": "x", "message": f"scripted {status}"})
+
+    async def aclose(self) -> None:
+        pass
+
+
+class Fake:
+    """A Mailjet backend with its lifecycle and outbox, driven on a private event loop."""
+
+    def __init__(self, seed: int = 7) -> None:
+        self.clock = Clock()
+        self.backend = MailjetBackend(BundleConfig(seed=seed), self.clock, "http://mj.test", "http://segment.test")
+        self.events = EmailEvents(self.backend, self.clock, seed)
+        self.transport = ScriptedTransport()
+        self.outbox = Outbox(self.clock, lambda: self.backend.default_account, self.transport)  # type: ignore[arg-type]
+        self.events.listeners.append(self.outbox.route)
+        self.loop = asyncio.new_event_loop()
+
+    @property
+    def account(self) -> Account:
+        return self.backend.default_account
+
+    def send(self, to: str = "ada@example.com", html: str | None = HTML, **extra: Any) -> int:
+        message: dict[str, Any] = {"From": {"Email": "shop@example.com"}, "To": [{"Email": to}], "Subject": "Your offer", **extra}
+        message["HTMLPart" if html else "TextPart"] = html or "plain text"
+        status, body = send(self.account, {"Messages": [message]})
+        assert status == 200, body
+        return body["Messages"][0]["To"][0]["MessageID"]
+
+    def advance(self, delta: timedelta = SENT_DELAY) -> None:
+        self.clock.advance(delta)
+        self.loop.run_until_complete(self.clock.run_due())
+
+    def emit(self, message_id: int | str, event: str, **fields: Any) -> EmailEvent:
+        return self.events.apply(message_id, {"event": event, **fields})
+
+    def refused(self, message_id: int | str, event: str, **fields: Any) -> EmailEventError:
+        with pytest.raises(EmailEventError) as raised:
+            self.emit(message_id, event, **fields)
+        return raised.value
+
+    def kinds(self, message_id: int) -> list[str]:
+        return [record.event for record in self.events.events(message_id=message_id)]
+
+    def subscribe(self, email: str, list_id: int = 1) -> None:
+        contact = self.account.ensure_contact(email)
+        self.account.apply_action(contact, list_id, "addnoforce")
+
+    def close(self) -> None:
+        self.loop.close()
+
+
+@pytest.fixture
+def fake() -> Iterator[Fake]:
+    made = Fake()
+    yield made
+    made.close()
+
+
+def assert_contract(name: str, payload: Any) -> None:
+    violations = contracts.validate(name, payload)
+    assert not violations, f"{name}: " + "; ".join(str(v) for v in violations)
+
+
+# ---------------------------------------------------------------- lifecycle
+
+
+def test_sent_follows_a_send_after_a_little_virtual_time(fake: Fake) -> None:
+    message_id = fake.send()
+    message = fake.events.find_message(message_id)
+    assert message.status == "queued" and fake.kinds(message_id) == []
+    fake.advance()
+    assert fake.kinds(message_id) == ["sent"] and message.status == "sent"
+    (sent,) = message.events
+    assert sent["mj_message_id"] == str(message_id) and sent["smtp_reply"].startswith("sent (250")
+    assert sent["Message_GUID"] == message.message_uuid and sent["time"] == int(message.created_at.timestamp() + 1)
+    assert fake.account.contacts[message.contact_id].delivered_count == 1
+    fake.advance(timedelta(days=1))
+    assert fake.kinds(message_id) == ["sent"]
+
+
+def test_unknown_and_sandbox_messages_and_bad_requests_are_refused(fake: Fake) -> None:
+    assert fake.refused(123, "open").status == 404
+    assert fake.refused("abc", "open").status == 404
+    send(fake.account, {"SandboxMode": True, "Messages": [{"From": {"Email": "a@example.com"}, "To": [{"Email": "b@example.com"}], "TextPart": "x"}]})
+    sandbox = fake.refused(0, "open")
+    assert sandbox.status == 400 and "Sandbox" in sandbox.message
+    message_id = fake.send()
+    assert "by itself" in fake.refused(message_id, "sent").message
+    assert "must be one of" in fake.refused(message_id, "delivered").message
+    assert "unknown field(s) for open: url" in fake.refused(message_id, "open", url=LINK).message
+    assert "non-empty string" in fake.refused(message_id, "open", ip="").message
+    assert "true or false" in fake.refused(message_id, "bounce", hard_bounce="yes").message
+    assert fake.kinds(message_id) == []
+
+
+def test_engagement_on_a_queued_message_delivers_it_first(fake: Fake) -> None:
+    message_id = fake.send()
+    opened = fake.emit(message_id, "open", ip="10.1.2.3", geo="FR", agent="Thunderbird")
+    assert fake.kinds(message_id) == ["sent", "open"]
+    assert {key: opened.payload[key] for key in ("ip", "geo", "agent")} == {"ip": "10.1.2.3", "geo": "FR", "agent": "Thunderbird"}
+    fake.advance()  # the sent timer was cancelled: no second sent
+    assert fake.kinds(message_id) == ["sent", "open"]
+    made_up = fake.emit(message_id, "open").payload
+    assert made_up["ip"].count(".") == 3 and len(made_up["geo"]) == 2 and made_up["agent"]
+    assert fake.events.find_message(message_id).status == "opened"
+
+
+def test_click_needs_one_of_the_message_links(fake: Fake) -> None:
+    message_id = fake.send()
+    assert links_of(fake.events.find_message(message_id)) == [LINK, "https://example.com/faq"]
+    assert fake.emit(message_id, "click").payload["url"] == LINK  # default: the first link
+    assert fake.emit(message_id, "click", url="https://example.com/faq").payload["url"] == "https://example.com/faq"
+    assert "is not a link of message" in fake.refused(message_id, "click", url="https://elsewhere.example.com/").message
+    plain = fake.send("bob@example.com", html=None)
+    assert "has no http(s) link" in fake.refused(plain, "click").message
+    assert fake.events.find_message(message_id).status == "clicked"
+
+
+def test_hard_bounce_replaces_sent_excludes_the_contact_and_ends_engagement(fake: Fake) -> None:
+    message_id = fake.send()
+    bounce = fake.emit(message_id, "bounce").payload
+    assert (bounce["hard_bounce"], bounce["blocked"], bounce["error_related_to"], bounce["error"]) == (True, False, "recipient", "user unknown")
+    fake.advance()
+    assert fake.kinds(message_id) == ["bounce"]
+    contact = fake.account.find_contact("ada@example.com")
+    assert contact.is_excluded_from_campaigns and contact.to_json()["ExclusionFromCampaignsUpdatedAt"]
+    for event in ("open", "click", "spam", "unsub"):
+        assert "hard-bounced" in fake.refused(message_id, event).message
+    assert "already hard-bounced" in fake.refused(message_id, "bounce").message
+    assert fake.events.find_message(message_id).status == "bounced"
+
+
+def test_bounce_error_pairs_are_the_documented_ones(fake: Fake) -> None:
+    message_id = fake.send()
+    assert "error_related_to must be one of" in fake.refused(message_id, "bounce", error_related_to="network").message
+    assert "does not go with" in fake.refused(message_id, "bounce", error_related_to="domain", error="user unknown").message
+    soft = fake.emit(message_id, "bounce", hard_bounce=False, error_related_to="domain", error="greylisted", comment="try later").payload
+    assert (soft["hard_bounce"], soft["error"], soft["comment"]) == (False, "greylisted", "try later")
+    assert not fake.account.find_contact("ada@example.com").is_excluded_from_campaigns
+    fake.emit(message_id, "open")  # a soft bounce does not stop a later delivery
+    assert fake.kinds(message_id) == ["bounce", "sent", "open"]
+
+
+def test_an_asynchronous_bounce_may_follow_sent(fake: Fake) -> None:
+    message_id = fake.send()
+    fake.advance()
+    fake.emit(message_id, "bounce")
+    assert fake.kinds(message_id) == ["sent", "bounce"]
+
+
+def test_blocked_only_instead_of_sending(fake: Fake) -> None:
+    queued = fake.send()
+    blocked = fake.emit(queued, "blocked").payload
+    assert (blocked["error_related_to"], blocked["error"]) == ("mailjet", "preblocked")
+    fake.advance()
+    assert fake.kinds(queued) == ["blocked"]
+    assert "was blocked" in fake.refused(queued, "open").message
+    assert "was blocked" in fake.refused(queued, "bounce").message
+    sent = fake.send("bob@example.com")
+    fake.advance()
+    assert "already sent" in fake.refused(sent, "blocked").message
+    assert "does not go with" in fake.refused(fake.send("cy@example.com"), "blocked", error_related_to="spam", error="preblocked").message
+
+
+def test_spam_marks_the_contact_once(fake: Fake) -> None:
+    message_id = fake.send()
+    assert fake.emit(message_id, "spam").payload["source"] == "JMRPP"
+    contact = fake.account.find_contact("ada@example.com")
+    assert contact.is_spam_complaining and contact.to_json()["IsSpamComplaining"] is True
+    assert "already reported" in fake.refused(message_id, "spam").message
+    assert fake.kinds(message_id) == ["sent", "spam"]
+
+
+def test_unsub_needs_a_list_the_contact_is_on(fake: Fake) -> None:
+    message_id = fake.send()
+    assert "needs mj_list_id" in fake.refused(message_id, "unsub").message
+    assert "not a contact list" in fake.refused(message_id, "unsub", mj_list_id=99).message
+    assert "is not on contact list 1" in fake.refused(message_id, "unsub", mj_list_id=1).message
+    fake.subscribe("ada@example.com")
+    unsub = fake.emit(message_id, "unsub", mj_list_id=1).payload
+    assert unsub["mj_list_id"] == 1 and unsub["ip"]
+    contact = fake.account.find_contact("ada@example.com")
+    recipient = fake.account.find_recipient(contact.id, 1)
+    assert recipient.is_unsubscribed and recipient.unsubscribed_at is not None
+    assert "already unsubscribed" in fake.refused(message_id, "unsub", mj_list_id=1).message
+
+
+# ---------------------------------------------------------------- campaigns
+
+
+def test_campaign_goes_to_subscribed_contacts_not_excluded(fake: Fake) -> None:
+    for email in ("ada@example.com", "bob@example.com", "cy@example.com", "di@example.com"):
+        fake.subscribe(email)
+    fake.account.apply_action(fake.account.find_contact("bob@example.com"), 1, "unsub")
+    fake.account.find_contact("cy@example.com").is_excluded_from_campaigns = True
+    fake.account.find_contact("di@example.com").is_spam_complaining = True
+    campaign = fake.events.send_campaign({"list_id": 1, "subject": "Spring sale", "html": HTML, "name": "Spring 2026"})
+    assert campaign.to_json()["skipped"] == [
+        {"email": "bob@example.com", "reason": "unsubscribed"},
+        {"email": "cy@example.com", "reason": "excluded from campaigns"},
+        {"email": "di@example.com", "reason": "spam complaint"},
+    ]
+    (message_id,) = campaign.message_ids
+    message = fake.events.find_message(message_id)
+    assert (message.recipient["Email"], message.campaign_id, message.campaign_name, message.list_id) == ("ada@example.com", campaign.id, "Spring 2026", 1)
+    assert message.sender == {"Email": "campaigns@segjet.test", "Name": "segjet"}
+    fake.advance()
+    assert message.events[0]["mj_campaign_id"] == campaign.id
+    assert fake.emit(message_id, "unsub").payload["mj_list_id"] == 1  # the campaign's list by default
+
+
+def test_campaign_requests_are_checked(fake: Fake) -> None:
+    def refused(body: dict[str, Any]) -> str:
+        with pytest.raises(EmailEventError) as raised:
+            fake.events.send_campaign(body)
+        return raised.value.message
+
+    assert "not a contact list" in refused({"list_id": 5, "subject": "s", "html": "<p>x</p>"})
+    assert "list_id must be" in refused({"list_id": "1", "subject": "s", "html": "<p>x</p>"})
+    assert "subject must be" in refused({"list_id": 1, "subject": "", "html": "<p>x</p>"})
+    assert "html must be" in refused({"list_id": 1, "subject": "s"})
+    assert "from must be" in refused({"list_id": 1, "subject": "s", "html": "<p>x</p>", "from": "nobody"})
+    assert "unknown field(s): to" in refused({"list_id": 1, "subject": "s", "html": "<p>x</p>", "to": "x"})
+    empty = fake.events.send_campaign({"list_id": 1, "subject": "s", "html": "<p>x</p>", "from": "news@example.com"})
+    assert empty.message_ids == [] and empty.name == "s"
+
+
+def test_custom_campaign_groups_transactional_emails(fake: Fake) -> None:
+    first = fake.events.find_message(fake.send(CustomCampaign="welcome"))
+    second = fake.events.find_message(fake.send("bob@example.com", CustomCampaign="welcome"))
+    other = fake.events.find_message(fake.send("cy@example.com"))
+    assert first.campaign_id == second.campaign_id > 0 and first.campaign_name == "welcome"
+    assert (other.campaign_id, other.campaign_name) == (0, "")
+    fake.advance()
+    assert first.events[0]["customcampaign"] == "welcome" and first.events[0]["mj_campaign_id"] == first.campaign_id
+
+
+# ---------------------------------------------------------------- simulation
+
+
+def test_simulation_settings_are_validated_and_merged() -> None:
+    simulation = Simulation(seed=1).merged({"open_rate": 0.5, "delay": "2h"})
+    assert simulation.merged({"click_rate": 1}).to_json() == {
+        "open_rate": 0.5, "click_rate": 1.0, "bounce_rate": 0.0, "spam_rate": 0.0, "unsub_rate": 0.0,
+        "delay": "2h", "seed": 1, "active": True,
+    }
+    for bad, text in (
+        ({"open_rate": 1.5}, "from 0 to 1"),
+        ({"open_rate": True}, "from 0 to 1"),
+        ({"delay": "soon"}, "invalid duration"),
+        ({"seed": "x"}, "seed must be an integer"),
+        ({"opens": 1}, "unknown field(s): opens"),
+    ):
+        with pytest.raises(ValueError, match=re.escape(text)):
+            simulation.merged(bad)
+    assert not Simulation().active
+
+
+def simulate(seed: int, sends: int = 30) -> list[tuple[Any, ...]]:
+    fake = Fake(seed=3)
+    try:
+        fake.events.configure_simulation(
+            {"open_rate": 0.6, "click_rate": 0.5, "bounce_rate": 0.2, "spam_rate": 0.1, "unsub_rate": 0.3, "delay": "1h", "seed": seed}
+        )
+        for number in range(sends):
+            fake.subscribe(f"user{number}@example.com")
+        campaign = fake.events.send_campaign({"list_id": 1, "subject": "News", "html": HTML})
+        fake.advance(timedelta(hours=4))
+        return [
+            # Times relative to the send: the virtual clock runs on from real time.
+            (r.event, r.message.message_id, r.at - r.message.created_at, r.payload.get("ip"), r.payload.get("url"), r.payload.get("error"))
+            for r in fake.events.records
+            if r.message.message_id in campaign.message_ids
+        ]
+    finally:
+        fake.close()
+
+
+def test_simulation_is_reproducible_for_a_seed() -> None:
+    first, again, other = simulate(11), simulate(11), simulate(12)
+    assert first == again and first != other
+    kinds = {event for event, *_ in first}
+    assert {"sent", "open", "click", "bounce", "unsub"} <= kinds
+    # Every message either bounced or was sent; clicks follow opens, all within the delays.
+    by_message: dict[int, list[str]] = {}
+    for event, message_id, *_ in sorted(first, key=lambda row: row[2]):
+        by_message.setdefault(message_id, []).append(event)
+    for events in by_message.values():
+        assert (events[0] == "bounce") != ("sent" in events)
+        if "click" in events:
+            assert events.index("open") < events.index("click")
+
+
+def test_simulation_only_acts_through_the_same_rules(fake: Fake) -> None:
+    fake.events.configure_simulation({"open_rate": 1, "click_rate": 1, "delay": "10m", "seed": 5})
+    message_id = fake.send()
+    fake.emit(message_id, "bounce")  # the control API gets there first: the recipient never sees it
+    fake.advance(timedelta(hours=1))
+    assert fake.kinds(message_id) == ["bounce"]
+    clicked = fake.send("bob@example.com")
+    fake.advance(timedelta(hours=1))
+    assert fake.kinds(clicked) == ["sent", "open", "click"]
+    records = fake.events.events(message_id=clicked)
+    assert records[1].payload["ip"] == records[2].payload["ip"]  # the same recipient device
+
+
+def test_reset_forgets_events_and_watches_the_new_account(fake: Fake) -> None:
+    fake.events.configure_simulation({"open_rate": 1})
+    fake.send()
+    fake.backend.reset()
+    fake.events.reset()
+    fake.clock.reset(owner="mailjet")
+    assert fake.events.records == [] and not fake.events.simulation.active
+    message_id = fake.send()
+    fake.advance()
+    assert fake.kinds(message_id) == ["sent"]
+
+
+# ---------------------------------------------------------------- payloads and Segment mapping
+
+
+def every_event(fake: Fake) -> list[EmailEvent]:
+    """One record of each of the seven types, on one campaign and two transactional messages."""
+    fake.subscribe("ada@example.com")
+    campaign = fake.events.send_campaign({"list_id": 1, "subject": "Spring sale", "html": HTML})
+    (message_id,) = campaign.message_ids
+    fake.advance()
+    for event in ("open", "click", "spam", "unsub"):
+        fake.emit(message_id, event)
+    fake.emit(fake.send("bounce@example.com", CustomID="helloworld", EventPayload="Eticket,1234"), "bounce")
+    fake.emit(fake.send("blocked@example.com"), "blocked")
+    return fake.events.records
+
+
+def test_webhook_payloads_match_the_contracts(fake: Fake) -> None:
+    records = every_event(fake)
+    assert sorted({record.event for record in records}) == ["blocked", "bounce", "click", "open", "sent", "spam", "unsub"]
+    for record in records:
+        assert_contract(f"mailjet.event.{record.event}", record.payload)
+    bounce = next(record.payload for record in records if record.event == "bounce")
+    assert (bounce["CustomID"], bounce["Payload"], bounce["mj_campaign_id"], bounce["customcampaign"]) == ("helloworld", "Eticket,1234", 0, "")
+    assert list(bounce)[:8] == ["event", "time", "MessageID", "Message_GUID", "email", "mj_campaign_id", "mj_contact_id", "customcampaign"]
+
+
+def test_track_calls_match_the_email_contracts(fake: Fake) -> None:
+    records = every_event(fake)
+    ada = fake.account.find_contact("ada@example.com")
+    ada.properties["segment_user_id"] = "user-ada"
+    names = {}
+    for record in records:
+        call = track_call(record, fake.account, f"mj-{record.id}")
+        if record.event == "blocked":
+            assert call is None
+            continue
+        assert_contract(SEGMENT_CONTRACTS[call["event"]], call)
+        assert all(isinstance(value, str) for value in call["properties"].values())
+        assert call["context"]["integration"] == {"name": "mailjet", "version": "1.0.0"}
+        assert call["timestamp"].endswith("Z") and call["messageId"] == f"mj-{record.id}"
+        names[record.event] = call
+    assert set(names) == {"sent", "open", "click", "spam", "unsub", "bounce"}
+    opened = names["open"]
+    assert opened["userId"] == "user-ada" and "anonymousId" not in opened
+    assert opened["context"]["ip"] == records[1].payload["ip"] and opened["context"]["userAgent"] == records[1].payload["agent"]
+    assert opened["context"]["traits"] == {"email": "ada@example.com"}
+    assert opened["properties"]["email_subject"] == "Spring sale" and opened["properties"]["campaign_name"] == "Spring sale"
+    assert names["click"]["properties"]["link_url"] == LINK
+    assert (names["unsub"]["properties"]["list_id"], names["unsub"]["properties"]["list_name"]) == ("1", "segjet")
+    bounced = names["bounce"]
+    assert bounced["anonymousId"] == "bounce@example.com" and "userId" not in bounced
+    assert bounced["properties"]["campaign_id"] == "" and "ip" not in bounced["context"]
+    assert names["sent"]["properties"]["email_id"] == str(records[0].message.message_id)
+
+
+# ---------------------------------------------------------------- webhooks
+
+
+def register(fake: Fake, event_type: str, url: str, version: int = 1, backup: bool = False) -> int:
+    return fake.account.create_callback({"EventType": event_type, "Url": url, "Version": version, "IsBackup": backup}).id
+
+
+def test_webhook_version_1_posts_one_object_per_event(fake: Fake) -> None:
+    register(fake, "sent", "http://hooks.test/sent")
+    register(fake, "open", "http://user:pw@hooks.test/open")
+    first, second = fake.send(), fake.send("bob@example.com")
+    fake.advance()
+    fake.emit(first, "open")
+    fake.advance(timedelta(0))
+    assert [(url, body["event"]) for url, body, _ in fake.transport.posts] == [
+        ("http://hooks.test/sent", "sent"), ("http://hooks.test/sent", "sent"), ("http://user:pw@hooks.test/open", "open")
+    ]
+    assert {body["MessageID"] for _, body, _ in fake.transport.posts[:2]} == {first, second}
+    webhook = fake.events.events(event="open")[0].to_json()["webhook"]
+    assert (webhook["state"], webhook["version"], len(webhook["attempts"]), webhook["attempts"][0]["status"]) == ("delivered", 1, 1, 200)
+    assert fake.events.events(event="click") == []
+    fake.emit(first, "click")
+    assert fake.events.events(event="click")[0].to_json()["webhook"]["state"] == "none"
+
+
+def test_webhook_version_2_groups_the_events_of_a_second(fake: Fake) -> None:
+    for event_type in ("sent", "open"):
+        register(fake, event_type, "http://hooks.test/all", version=2)
+    first, second = fake.send(), fake.send("bob@example.com")
+    fake.advance(timedelta(0))
+    fake.emit(first, "open")  # delivers first now, same second: sent + open
+    fake.advance(timedelta(0))
+    assert fake.transport.posts == []  # the second is not over yet
+    fake.advance(timedelta(seconds=1))
+    fake.advance(timedelta(seconds=1))
+    bodies = [body for _, body, _ in fake.transport.posts]
+    assert [[(e["event"], e["MessageID"]) for e in body] for body in bodies] == [
+        [("sent", first), ("open", first)],
+        [("sent", second)],
+    ]
+    record = fake.events.events(event="open")[0].to_json()["webhook"]
+    assert (record["state"], record["batch_size"], record["version"]) == ("delivered", 2, 2)
+
+
+def test_failing_webhook_retries_every_30s_for_24h_then_dies(fake: Fake) -> None:
+    primary = register(fake, "open", "http://hooks.test/down")
+    backup = register(fake, "open", "http://hooks.test/backup", backup=True)
+    fake.transport.statuses = [201]  # only 200 counts
+    message_id = fake.send()
+    fake.emit(message_id, "open")
+    fake.advance(timedelta(0))
+    webhook = fake.events.events(event="open")[0].webhook
+    assert webhook.state == "retrying" and len(webhook.attempts) == 1 and webhook.reason == "HTTP 201"
+    first_at = webhook.attempts[0]["at"]
+    for _ in range(3):
+        fake.advance(timedelta(seconds=30))
+    assert len(webhook.attempts) == 4 and fake.account.callbacks[primary].status == "alive"
+    fake.advance(timedelta(hours=24))
+    assert webhook.state == "failed" and "Status dead" in webhook.reason and len(webhook.attempts) == 5
+    assert webhook.attempts[0]["at"] == first_at
+    assert fake.account.callbacks[primary].to_json()["Status"] == "dead"
+    fake.transport.statuses = [200]
+    fake.emit(message_id, "open")
+    fake.advance(timedelta(0))
+    latest = fake.events.events(event="open")[-1].to_json()["webhook"]
+    assert (latest["url"], latest["callback_ids"], latest["state"]) == ("http://hooks.test/backup", [backup], "delivered")
+
+
+def test_a_webhook_that_recovers_is_delivered(fake: Fake) -> None:
+    register(fake, "sent", "http://hooks.test/flaky")
+    fake.transport.statuses = [None, 500, 200]
+    fake.send()
+    fake.advance()
+    webhook = fake.events.records[0].webhook
+    assert webhook.state == "retrying" and "connection error" in webhook.reason
+    fake.advance(timedelta(seconds=30))
+    fake.advance(timedelta(seconds=30))
+    assert webhook.state == "delivered" and [a["status"] for a in webhook.attempts] == [None, 500, 200]
+
+
+# ---------------------------------------------------------------- Segment forwarding
+
+
+def connect(fake: Fake, **changes: Any) -> None:
+    fake.account.update_app_connection({"writeKey": "wk-1", "sendEvents": True, **changes})
+
+
+def segment_posts(fake: Fake) -> list[tuple[str, Any, dict[str, str]]]:
+    return [post for post in fake.transport.posts if post[0].endswith("/v1/batch")]
+
+
+def test_nothing_goes_to_segment_unless_switched_on_with_a_write_key(fake: Fake) -> None:
+    fake.send()
+    fake.advance()
+    # What counts is App Connections at the moment of the event.
+    fake.account.update_app_connection({"sendEvents": True})
+    fake.send("bob@example.com")
+    fake.advance()
+    reasons = [record.to_json()["segment"] for record in fake.events.records]
+    assert [(s["state"], s["reason"]) for s in reasons] == [
+        ("not_forwarded", "sendEvents is off in App Connections → Segment"),
+        ("not_forwarded", "no Segment write key in App Connections → Segment"),
+    ]
+    assert segment_posts(fake) == []
+
+
+def test_events_are_batched_to_segment_as_track_calls(fake: Fake) -> None:
+    connect(fake)
+    fake.account.ensure_contact("ada@example.com").properties["segment_user_id"] = "user-ada"
+    first, second = fake.send(), fake.send("bob@example.com")
+    fake.advance()
+    fake.emit(first, "open")
+    blocked = fake.send("cy@example.com")
+    fake.emit(blocked, "blocked")
+    fake.advance(timedelta(0))
+    (url, body, headers), (_, later, _) = segment_posts(fake)
+    assert url == "http://segment.test/v1/batch" and body["writeKey"] == "wk-1" and headers["Authorization"].startswith("Basic ")
+    assert [(call["event"], call.get("userId"), call.get("anonymousId")) for call in body["batch"]] == [
+        ("Email Delivered", "user-ada", None),
+        ("Email Delivered", None, "bob@example.com"),
+    ]
+    assert [call["event"] for call in later["batch"]] == ["Email Opened"]
+    assert_contract("segment.batch", {**body, "batch": [{**call} for call in body["batch"]]})
+    forwarded = fake.events.events(event="open")[0].to_json()["segment"]
+    assert (forwarded["state"], forwarded["event"], forwarded["attempts"][0]["status"]) == ("delivered", "Email Opened", 200)
+    assert forwarded["messageId"] == later["batch"][0]["messageId"]
+    not_sent = fake.events.events(event="blocked")[0].to_json()["segment"]
+    assert (not_sent["state"], not_sent["reason"]) == ("not_forwarded", "the Mailjet source has no Segment event for blocked")
+
+
+def test_segment_retries_follow_analytics_python(fake: Fake) -> None:
+    connect(fake, segmentUrl="http://other-segment.test")
+    fake.transport.statuses = [503, None, 429, 200]
+    fake.send()
+    fake.advance()
+    forward = fake.events.records[0].segment
+    assert forward.state == "retrying" and forward.to_json()["next_attempt_at"] is not None
+    waits = []
+    while forward.state == "retrying":
+        due = forward.batch.due
+        waits.append((due - fake.clock.now()).total_seconds())
+        fake.advance(due - fake.clock.now())
+    assert forward.state == "delivered" and [round(w) for w in waits] == [1, 2, 4]
+    assert [a["status"] for a in forward.batch.attempts] == [503, None, 429, 200]
+    assert segment_posts(fake)[0][0] == "http://other-segment.test/v1/batch"
+
+
+def test_segment_4xx_is_final_and_10_retries_is_the_limit(fake: Fake) -> None:
+    connect(fake)
+    fake.transport.statuses = [400]
+    fake.send()
+    fake.advance()
+    final = fake.events.records[0].segment.to_json()
+    assert (final["state"], len(final["attempts"])) == ("failed", 1) and final["reason"] == "HTTP 400: scripted 400"
+    fake.transport.statuses = [500]
+    fake.send("bob@example.com")
+    fake.advance()
+    forward = fake.events.records[1].segment
+    while forward.state == "retrying":
+        fake.advance(timedelta(seconds=600))
+    assert forward.state == "failed" and len(forward.batch.attempts) == 11 and "gave up after 10 retries" in forward.batch.reason
+    fake.transport.statuses = [200]
+    fake.send("cy@example.com")  # the queue moves on after a final failure
+    fake.advance()
+    assert fake.events.records[2].segment.state == "delivered"
+
+
+def test_events_queue_behind_a_retrying_batch(fake: Fake) -> None:
+    connect(fake)
+    fake.transport.statuses = [500, 200]
+    first = fake.send()
+    fake.advance()
+    fake.emit(first, "open")
+    fake.advance(timedelta(0))
+    assert len(segment_posts(fake)) == 1 and fake.events.records[1].segment.state == "queued"
+    fake.advance(timedelta(seconds=1))
+    assert [[call["event"] for call in body["batch"]] for _, body, _ in segment_posts(fake)] == [
+        ["Email Delivered"], ["Email Delivered"], ["Email Opened"]
+    ]
+    assert all(record.segment.state == "delivered" for record in fake.events.records)
