@@ -99,9 +99,8 @@ async def build_trace(segment_url: str, mailjet_url: str, user: str, timeout: fl
             if email and _mentions(message.get("to") or message.get("To") or message, [email])
         ]
         email_events = [
-            event for event in await _get(http, f"{mailjet_url}/_emulator/email-events", "email-events", {"limit": LIMIT})
-            + await _get(http, f"{mailjet_url}/_emulator/email-events", "events", {"limit": LIMIT})
-            if email and _mentions(event, [email])
+            event for event in await _get(http, f"{mailjet_url}/_emulator/email-events", "email_events", {"limit": LIMIT})
+            if email and str(event.get("email", "")).lower() == email.lower()
         ]
         contacts = (
             await _get(http, f"{mailjet_url}/_emulator/dashboard/contacts", "contacts", {"email": email}) if email else []
@@ -256,9 +255,9 @@ def _email_event_step(event: dict[str, Any]) -> dict[str, Any]:
     name = event.get("event") or event.get("type") or "?"
     payload = event.get("payload") if isinstance(event.get("payload"), dict) else event
     verdict = check(first_known(f"mailjet.event.{name}"), payload)
-    forwarded = event.get("segment") or event.get("segment_status") or event.get("forward")
-    summary = f"MessageID {payload.get('MessageID', event.get('MessageID', '?'))}"
-    if forwarded is not None:
-        summary += f" · to Segment: {forwarded if isinstance(forwarded, str) else json.dumps(forwarded)[:80]}"
+    summary = f"MessageID {event.get('MessageID', payload.get('MessageID', '?'))}"
+    for label, status in (("webhook", event.get("webhook")), ("to Segment", event.get("segment"))):
+        if isinstance(status, dict):
+            summary += f" · {label}: {status.get('state')}" + (f" ({status['reason']})" if status.get("reason") else "")
     at = event.get("at") or event.get("time") or payload.get("time")
     return _step("email-event", at, f"Mailjet email event “{name}”", summary, event, service="mailjet", **verdict)

@@ -194,8 +194,7 @@
 
     async function emit(message, event) {
       errors.textContent = "";
-      const body = { event };
-      if (event === "click") body.url = "https://example.com/?utm_source=segjet";
+      const body = { event };   // a click uses the message's first link unless told otherwise
       try {
         await api("POST", `/_emulator/messages/${message.MessageID}/events`, body);
         say(`${event} recorded for message ${message.MessageID}`);
@@ -213,7 +212,7 @@
       try {
         [messages, events] = await Promise.all([
           api("GET", "/_emulator/messages?limit=500").then((d) => d.messages || []),
-          api("GET", "/_emulator/email-events?limit=500").then((d) => d.events || d["email-events"] || d.email_events || []).catch(() => null),
+          api("GET", "/_emulator/email-events?limit=500").then((d) => d.email_events || []).catch(() => null),
         ]);
         errors.textContent = "";
       } catch (error) { fail(errors, error); return; }
@@ -247,8 +246,14 @@
 
     function statusText(value) {
       if (value === undefined || value === null) return "—";
-      if (typeof value === "string") return badge(value, /sent|deliver|ok|success/i.test(value) ? "ok" : /fail|error/i.test(value) ? "bad" : "");
-      return h("code", {}, JSON.stringify(value));
+      if (typeof value === "string") value = { state: value };
+      const state = String(value.state ?? "?");
+      const tone = /sent|deliver|forwarded$|ok|success/i.test(state) && !/not_/.test(state) ? "ok"
+        : /fail|error|dead/i.test(state) ? "bad" : /retry|pending|queued/i.test(state) ? "warn" : "";
+      const attempts = Array.isArray(value.attempts) ? value.attempts.length : 0;
+      return h("div", {}, badge(state.replace(/_/g, " "), tone),
+        attempts ? h("span", { class: "hint" }, ` ${attempts} attempt${attempts > 1 ? "s" : ""}`) : null,
+        value.reason ? h("div", { class: "hint" }, value.reason) : null);
     }
 
     fill(main, 
