@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 import json
 import re
 from typing import TYPE_CHECKING, Any
@@ -93,7 +94,7 @@ def export_html(data: dict[str, Any]) -> str:
     """One self-contained HTML file: the dashboard CSS, the trace renderer and the data, inline."""
     css = (STATIC_DIR / "dashboard.css").read_text(encoding="utf-8")
     script = (STATIC_DIR / "trace-view.js").read_text(encoding="utf-8")
-    title = f"segjet trace: {data.get('user', '')}".replace("<", "&lt;").replace("&", "&amp;")
+    title = html.escape(f"segjet trace: {data.get('user', '')}")
     return f"""<!doctype html>
 <html lang="en">
 <head>

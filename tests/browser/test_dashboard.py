@@ -300,18 +300,6 @@ def test_trace_shows_the_journey_and_exports_one_html_file(page: Page, stack: di
     open_page_file.close()
 
 
-def test_validation_endpoint_answers_violations(stack: dict[str, Any], http: httpx.Client) -> None:
-    url = f"{stack['segment_url']}/_emulator/validate"
-    good = http.post(f"{url}/segment.identify", json={"type": "identify", "userId": "u1", "messageId": "m1",
-                                                      "timestamp": "2024-01-01T00:00:00.000Z", "traits": {}})
-    assert good.status_code == 200 and good.json()["contract"] == "segment.identify"
-    bad = http.post(f"{url}/segment.identify", json={"type": "identify"})
-    assert bad.status_code == 200 and bad.json()["violations"]
-    assert {"path", "rule", "message"} <= set(bad.json()["violations"][0])
-    assert http.post(f"{url}/no.such.contract", json={}).status_code == 404
-    assert http.post(f"{url}/segment.identify", content=b"{not json").status_code == 400
-
-
 @pytest.mark.parametrize("viewport", [DESKTOP, PHONE], ids=["desktop", "phone"])
 def test_every_page_fits_the_screen(browser: Browser, stack: dict[str, Any], viewport: dict[str, int]) -> None:
     """Each page renders its heading with no sideways scrolling; screenshots for human eyes."""

@@ -1,0 +1,125 @@
+"""The dashboard's JSON and SSE feeds over real HTTP, without a browser."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+
+from emulator.bundle import BackgroundBundle
+from emulator.config import BundleConfig
+from emulator.dashboard.common import Broadcaster
+from emulator.dashboard.segment_routes import export_html
+
+
+@pytest.fixture(scope="module")
+def stack() -> Iterator[dict[str, Any]]:
+    bundle = BackgroundBundle(BundleConfig(segment_port=0, mailjet_port=0, destination_port=0, enable_destination=False))
+    info = bundle.start()
+    try:
+        yield info
+    finally:
+        bundle.stop()
+
+
+@pytest.fixture
+def http(stack: dict[str, Any]) -> Iterator[httpx.Client]:
+    with httpx.Client(timeout=10) as client:
+        for url in (stack["segment_url"], stack["mailjet_url"]):
+            client.post(f"{url}/_emulator/reset").raise_for_status()
+        yield client
+
+
+def first_data(lines: Iterator[str]) -> Any:
+    for line in lines:
+        if line.startswith("data:"):
+            return json.loads(line[len("data:"):])
+    raise AssertionError("the stream ended without data")
+
+
+def test_segment_stream_sends_each_stored_message(stack: dict[str, Any], http: httpx.Client) -> None:
+    with httpx.Client(timeout=10) as listener, listener.stream("GET", f"{stack['segment_url']}/_emulator/events/stream") as stream:
+        assert stream.headers["content-type"].startswith("text/event-stream")
+        lines = stream.iter_lines()
+        assert next(lines) == ": connected"
+        http.post(f"{stack['segment_url']}/v1/identify", auth=(stack["write_key"], ""),
+                  json={"userId": "u1", "traits": {"email": "ada@example.com"}}).raise_for_status()
+        message = first_data(lines)
+    assert message["type"] == "identify" and message["userId"] == "u1" and message["status"] == "accepted"
+
+
+def test_mailjet_stream_tells_of_changes(stack: dict[str, Any], http: httpx.Client) -> None:
+    auth = (stack["mailjet_api_key"], stack["mailjet_secret_key"])
+    with httpx.Client(timeout=10) as listener, listener.stream("GET", f"{stack['mailjet_url']}/_emulator/stream") as stream:
+        lines = stream.iter_lines()
+        first = first_data(lines)
+        http.post(f"{stack['mailjet_url']}/v3/REST/contact", auth=auth, json={"Email": "bo@example.com"}).raise_for_status()
+        second = first_data(lines)
+    assert first["kind"] == second["kind"] == "changed" and second["version"] > first["version"]
+
+
+def test_dashboard_reads_of_the_mailjet_model_need_no_secret(stack: dict[str, Any], http: httpx.Client) -> None:
+    lists = http.get(f"{stack['mailjet_url']}/_emulator/dashboard/lists").json()["lists"]
+    assert [item["ID"] for item in lists] == [1]
+    auth = (stack["mailjet_api_key"], stack["mailjet_secret_key"])
+    http.post(f"{stack['mailjet_url']}/v3/REST/contactslist/1/managecontact", auth=auth,
+              json={"Email": "ada@example.com", "Action": "addnoforce"}).raise_for_status()
+    contacts = http.get(f"{stack['mailjet_url']}/_emulator/dashboard/contacts", params={"email": "ADA@example.com"}).json()["contacts"]
+    assert contacts[0]["Email"] == "ada@example.com"
+    assert contacts[0]["Lists"][0]["ListID"] == 1 and contacts[0]["Lists"][0]["IsUnsubscribed"] is False
+    info = http.get(f"{stack['mailjet_url']}/_emulator/dashboard/info").json()
+    assert stack["mailjet_secret_key"] not in json.dumps(info)
+
+
+def test_pages_and_static_files_are_served(stack: dict[str, Any], http: httpx.Client) -> None:
+    for url, paths in ((stack["segment_url"], ["/", "/debugger", "/destinations", "/deliveries", "/engage", "/trace"]),
+                       (stack["mailjet_url"], ["/", "/app-connections", "/contacts", "/messages"])):
+        for path in paths:
+            page = http.get(f"{url}{path}")
+            assert page.status_code == 200 and page.headers["content-type"].startswith("text/html"), path
+            assert "http://" not in page.text and "https://" not in page.text, f"{path} must not load anything external"
+        for asset in ("common.js", "dashboard.css", "trace-view.js"):
+            assert http.get(f"{url}/_emulator/dashboard/static/{asset}").status_code == 200
+
+
+def test_validation_endpoint_answers_violations(stack: dict[str, Any], http: httpx.Client) -> None:
+    url = f"{stack['segment_url']}/_emulator/validate"
+    good = http.post(f"{url}/segment.identify", json={"type": "identify", "userId": "u1", "messageId": "m1",
+                                                      "timestamp": "2024-01-01T00:00:00.000Z", "traits": {}})
+    assert good.status_code == 200 and good.json() == {"contract": "segment.identify", "violations": []}
+    bad = http.post(f"{url}/segment.identify", json={"type": "identify"})
+    assert bad.status_code == 200 and bad.json()["violations"]
+    assert {"path", "rule", "message"} <= set(bad.json()["violations"][0])
+    assert http.post(f"{url}/no.such.contract", json={}).status_code == 404
+    assert http.post(f"{url}/segment.identify", content=b"{not json").status_code == 400
+
+
+def test_trace_of_an_unknown_user_is_empty_and_user_is_required(stack: dict[str, Any], http: httpx.Client) -> None:
+    trace = http.get(f"{stack['segment_url']}/_emulator/dashboard/trace", params={"user": "nobody"}).json()
+    assert trace["steps"] == [] and trace["contact"] is None
+    assert http.get(f"{stack['segment_url']}/_emulator/dashboard/trace").status_code == 400
+
+
+def test_export_cannot_be_broken_out_of_by_the_data() -> None:
+    html = export_html({"user": "</script><script>alert(1)</script>", "steps": [], "contact": None})
+    assert "</script><script>alert(1)" not in html
+    assert html.count("<script") == 3
+
+
+def test_a_slow_client_loses_its_oldest_items() -> None:
+    async def scenario() -> list[int]:
+        feed = Broadcaster(capacity=3)
+        queue = feed.subscribe()
+        for item in range(5):
+            feed.publish(item)
+        received = [queue.get_nowait() for _ in range(queue.qsize())]
+        feed.unsubscribe(queue)
+        feed.publish(99)
+        assert feed.clients == 0
+        return received
+
+    assert asyncio.run(scenario()) == [2, 3, 4]
