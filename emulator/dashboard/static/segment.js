@@ -72,7 +72,7 @@
           h("div", { class: "stat" }, destination ? (destination.enabled ? "Enabled" : "Disabled") : "—"))),
       h("h2", {}, "Steps"),
       h("ol", { class: "steps", style: "padding-left:1.2rem" },
-        step(false, "Copy the Segment authentication key in Mailjet",
+        step(destination && destination.settings && destination.settings.apiKey, "Copy the Segment authentication key in Mailjet",
           h("p", {}, "Mailjet → Account → ", mj ? h("a", { href: `${mj}/app-connections` }, "App Connections → Segment") : "App Connections", ": copy the key and pick a contact list.")),
         step(destination && destination.settings && destination.settings.apiKey, "Configure the Mailjet destination",
           h("p", {}, h("a", { href: "/destinations" }, "Destinations"), ": paste the key and the list ID, Save.")),
