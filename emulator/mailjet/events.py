@@ -126,7 +126,9 @@ class EmailEvent:
             "webhook": self.webhook.to_json()
             if self.webhook is not None
             else {"state": "none", "reason": f"no live webhook for {self.event} events", "attempts": []},
-            "segment": self.segment.to_json() if self.segment is not None else {"state": "not_forwarded", "attempts": []},
+            "segment": self.segment.to_json()
+            if self.segment is not None
+            else {"state": "not_forwarded", "reason": "not routed", "attempts": []},
         }
 
 
@@ -252,6 +254,8 @@ class EmailEvents:
         # Where control events leave ip/geo/agent out, these are made up (seeded with the bundle).
         self._faker = Faker()
         self._faker.seed_instance(self.seed)
+        # Reseeded per message, so a simulated recipient depends only on the seed and the MessageID.
+        self._simulation_faker = Faker()
         if self._on_sent not in self.account.on_message_sent:
             self.account.on_message_sent.append(self._on_sent)
 
@@ -545,7 +549,7 @@ class EmailEvents:
         """What the simulated recipient of `message` does, and when; the same for the same seed and MessageID."""
         sim = self.simulation
         rng = random.Random(f"{sim.seed}:{message.message_id}")
-        fake = Faker()
+        fake = self._simulation_faker
         fake.seed_instance(f"{sim.seed}:{message.message_id}")
 
         def later(start: datetime) -> datetime:

@@ -188,14 +188,21 @@ class Webhooks:
         self._clock.call_at(delivery.due, self._fire_due, owner=SERVICE)
 
     async def _fire_due(self) -> None:
-        """Timer callback: attempt every delivery that is due, concurrently."""
+        """Timer callback: attempt every delivery that is due; URLs concurrently, each URL's in order."""
         now = self._clock.now()
-        due = [delivery for delivery in self._waiting.values() if delivery.due <= now]
-        for delivery in due:
-            del self._waiting[delivery.id]
-            if self._open_batches.get(delivery.url) is delivery:
-                del self._open_batches[delivery.url]
-        await asyncio.gather(*(self._attempt(delivery) for delivery in due))
+        by_url: dict[str, list[WebhookDelivery]] = {}
+        for delivery in sorted(self._waiting.values(), key=lambda d: d.id):
+            if delivery.due <= now:
+                del self._waiting[delivery.id]
+                if self._open_batches.get(delivery.url) is delivery:
+                    del self._open_batches[delivery.url]
+                by_url.setdefault(delivery.url, []).append(delivery)
+        await asyncio.gather(*(self._attempt_in_order(deliveries) for deliveries in by_url.values()))
+
+    async def _attempt_in_order(self, deliveries: list[WebhookDelivery]) -> None:
+        # Guess: Mailjet promises no order; keeping it per URL makes `sent` arrive before its `open`.
+        for delivery in deliveries:
+            await self._attempt(delivery)
 
     async def _attempt(self, delivery: WebhookDelivery) -> None:
         account = self._account()
