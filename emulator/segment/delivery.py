@@ -75,7 +75,10 @@ NOT_RETRYABLE_5XX = frozenset({501})
 
 # Segment's webhooks must answer within 5 s; we assume the same budget for direct destinations.
 DEFAULT_TIMEOUT_SECONDS = 5.0
-DEFAULT_MAX_IN_FLIGHT = 64
+# Concurrent requests to the destination (workers = pooled connections). Measured on a bundle in
+# one event loop: httpcore's pool bookkeeping grows with its size, and 64 connections delivered
+# ~2.5x fewer messages per second than 16; beyond ~16 nothing is gained on localhost.
+DEFAULT_MAX_IN_FLIGHT = 16
 DEFAULT_MAX_RECORDS = 100_000
 _RESPONSE_TEXT_LIMIT = 16 * 1024
 

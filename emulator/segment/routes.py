@@ -7,6 +7,8 @@ The backend is exposed as `app.state.backend` for the components wired beside it
 from __future__ import annotations
 
 import logging
+from contextlib import asynccontextmanager
+from typing import AsyncIterator
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -20,6 +22,8 @@ from ..common.control import ControlError, control_error_response, control_route
 from ..common.journal import CONTROL_PREFIX, Journal, JournalMiddleware
 from ..config import BundleConfig, BundleUrls
 from ..dashboard import segment_dashboard_routes
+from .delivery import DeliveryPipeline
+from .delivery_routes import delivery_routes
 from .engage import EngageSpace
 from .engage_routes import engage_routes
 from .models import (
@@ -41,10 +45,18 @@ def create_app(config: BundleConfig, clock: Clock, urls: BundleUrls) -> Starlett
     backend = SegmentBackend.from_config(config, clock)
     journal = Journal(clock, config.journal_capacity)
     engage = EngageSpace(backend, config, clock, owner="segment")
+    pipeline = DeliveryPipeline.from_config(config, clock, urls)
+    backend.add_listener(lambda stored: pipeline.submit(stored.message))
 
     def reset() -> None:
         backend.reset()
         engage.reset()
+        pipeline.reset()
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        yield
+        await pipeline.aclose()  # stop the delivery workers and close their connection pool
 
     async def tracking(request: Request) -> Response:
         endpoint = request.path_params["endpoint"]
@@ -100,13 +112,16 @@ def create_app(config: BundleConfig, clock: Clock, urls: BundleUrls) -> Starlett
             Route("/_emulator/profiles/{user_id:path}", profile, methods=["GET"]),
             Route("/_emulator/sources", sources, methods=["GET"]),
             *engage_routes(engage),
+            *delivery_routes(pipeline),
             *segment_dashboard_routes(backend, urls),  # pages at /, /debugger, ...; SSE, validate, trace
         ],
         middleware=[Middleware(JournalMiddleware, journal=journal)],
         exception_handlers={HTTPException: _http_error, Exception: _internal_error},
+        lifespan=lifespan,
     )
     app.state.backend = backend
     app.state.engage = engage
+    app.state.pipeline = pipeline
     return app
 
 
