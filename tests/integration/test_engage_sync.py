@@ -78,7 +78,10 @@ class Stack:
             time.sleep(0.02)
 
     def contact_property(self, email: str, name: str) -> str | None:
+        """The contact's property as Mailjet shows it (a string); None while there is no such contact."""
         answer = self.mailjet.get(f"/v3/REST/contactdata/{email}")
+        if answer.status_code == 404:
+            return None
         assert answer.status_code == 200, answer.text
         (entry,) = answer.json()["Data"]
         return {item["Name"]: item["Value"] for item in entry["Data"]}.get(name)
