@@ -720,6 +720,16 @@ class EngageEngine:
                 computation.dirty.add(user_id)
         return bool(touched)
 
+    def observe_own(self, message: Mapping[str, Any]) -> None:
+        """Note an identify Engage itself sent. Not a user event, but the profile now carries its
+        key as a trait, so rules reading that trait (an audience of audience members) re-evaluate."""
+        user_id, traits = message.get("userId"), message.get("traits")
+        if isinstance(user_id, str) and isinstance(traits, Mapping):
+            for name in traits:
+                for computation in self._by_trait.get(name, []):
+                    if computation.synced:
+                        computation.dirty.add(user_id)
+
     def has_pending(self) -> bool:
         """Something to send at the next sync without time passing (dirty profiles, first syncs)."""
         return any(not c.synced or c.dirty for c in self._computations.values())
@@ -926,8 +936,9 @@ class EngageSpace:
 
     def _on_message(self, stored: StoredMessage) -> None:
         if stored.source.id == self.source.id:
-            return
-        self.engine.observe(stored.message)
+            self.engine.observe_own(stored.message)
+        else:
+            self.engine.observe(stored.message)
         self.scheduler.arm()
 
     def sync(self) -> SyncResult:

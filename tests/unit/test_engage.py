@@ -623,3 +623,15 @@ def test_only_relevant_messages_mark_profiles_dirty():
     world.engine.observe({"type": "alias", "userId": "bob", "previousId": "anon-2"})
     world.engine.observe({"type": "track", "anonymousId": "anon-3", "event": ORDER})  # anonymous: not synced
     assert world.engine.sync().evaluated == 2
+
+
+def test_an_audience_of_audience_members_follows_engage_identifies():
+    world = World()
+    _shop(world)
+    buyers = world.engine.define_audience(LAST_30)
+    world.engine.define_audience({"name": "Buyers Again", "rule": {"trait": buyers.key, "equals": True}})
+    world.engine.sync()  # nothing carries the trait yet: the fake backend merges Engage identifies below
+    for message in world.emitted:
+        world.traits_of[message["userId"]].update(message["traits"])
+        world.engine.observe_own(message)
+    assert world.sync() == {u: {"buyers_again": True} for u in ("alice", "bob", "carol")}
