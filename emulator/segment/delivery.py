@@ -96,6 +96,8 @@ class DestinationConfig:
     settings: dict[str, str]
 
     def __post_init__(self) -> None:
+        if not isinstance(self.enabled, bool):
+            raise DestinationConfigError("enabled must be true or false")
         unknown = sorted(set(self.settings) - {"apiKey", "listId"})
         if unknown:
             raise DestinationConfigError(f"unknown Mailjet setting(s): {', '.join(unknown)}; expected apiKey, listId")
@@ -108,8 +110,6 @@ class DestinationConfig:
         # The setting is a string in Segment's catalog; Mailjet list ids are positive integers.
         if not isinstance(list_id, str) or not list_id.isascii() or not list_id.isdigit() or int(list_id) < 1:
             raise DestinationConfigError(f'settings.listId must be a string holding a positive integer, e.g. "1"; got {json.dumps(list_id)}')
-        if not isinstance(self.enabled, bool):
-            raise DestinationConfigError("enabled must be true or false")
 
     def merged(self, update: dict[str, Any]) -> DestinationConfig:
         """A copy with the fields of `update` (`enabled`, `settings.apiKey`, `settings.listId`) applied."""
