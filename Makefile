@@ -14,7 +14,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/segjet up
+	$(BIN)/segjet demo
 
 up: $(STAMP)
 	$(BIN)/segjet up

@@ -136,6 +136,18 @@ class SegjetClient:
 
         return self.wait_until(probe, timeout, f"Mailjet contact {email} with {expected or 'any properties'}")
 
+    def mailjet_requests(self, method: str | None = None, path: str | None = None) -> list[dict[str, Any]]:
+        """The fake Mailjet's request journal, filtered by method and a path fragment."""
+        params = {"method": method, "path": path, "limit": 10_000}
+        response = self.http.get(f"{self.mailjet_url}/_emulator/requests", params={k: v for k, v in params.items() if v})
+        response.raise_for_status()
+        return response.json()["requests"]
+
+    def mailjet_email_events(self, message_id: int) -> list[dict[str, Any]]:
+        response = self.http.get(f"{self.mailjet_url}/_emulator/email-events", params={"MessageID": message_id})
+        response.raise_for_status()
+        return response.json()["email_events"]
+
     def mailjet_settings(self, changes: dict[str, Any]) -> dict[str, Any]:
         """Merge `changes` into Mailjet's App Connections → Segment settings; answer the result."""
         response = self.http.put(f"{self.mailjet_url}/_emulator/app-connections/segment", json=changes)

@@ -180,6 +180,7 @@ class Scenario:
             if not self._in_list(user.email):
                 raise HopFailed(f"Mailjet contact {user.email} is not subscribed to list {self.client.list_id}")
             user.note("mailjet", f"contact in list {self.client.list_id} with {len(expected)} properties", identify_id)
+        checked += self._check_journal("destination → Mailjet", "POST", "/managecontact", "mailjet.managecontact")
         return f"{len(self.users)} contacts in list {self.client.list_id} with their properties", checked
 
     def order_events(self) -> tuple[str, int]:
@@ -207,7 +208,8 @@ class Scenario:
             message_id = self.client.send_email(user.email, "Your offer", html)
             user.note("email", f"message {message_id} sent")
             self.message_ids[user.user_id] = {"MessageID": message_id}
-        return f"{len(self.users)} emails sent", 0
+        checked = self._check_journal("Send API v3.1", "POST", "/v3.1/send", "mailjet.send")
+        return f"{len(self.users)} emails sent", checked
 
     def email_events(self) -> tuple[str, int]:
         checked = 0
@@ -215,6 +217,9 @@ class Scenario:
             message_id = self.message_ids[user.user_id]["MessageID"]
             self.client.emit_email_event(message_id, "open")
             self.client.emit_email_event(message_id, "click", url=LINK)
+            for record in self.client.mailjet_email_events(message_id):
+                check_contract("Mailjet event", f"mailjet.event.{record['event']}", record["payload"])
+                checked += 1
             for event, contract in EMAIL_EVENTS.items():
                 stored = self._wait_event(event, user.user_id, lambda m, e=event: m.get("event") == e)
                 check_contract(f"Mailjet → Segment ({event})", contract, stored)
@@ -247,6 +252,17 @@ class Scenario:
                 raise HopFailed(f"{hop}: Mailjet contact {user.email} never got {AUDIENCE_KEY}={member_value}") from exc
             user.note("engage", f"{AUDIENCE_KEY}={member_value} synced to Mailjet", message["messageId"])
         return f"{len(sent_to)} identify calls with {AUDIENCE_KEY}={str(member_value).lower()}", len(sent_to)
+
+    def _check_journal(self, hop: str, method: str, path: str, contract_prefix: str) -> int:
+        """Validate each request and response of the Mailjet journal entries that crossed this hop."""
+        entries = self.client.mailjet_requests(method=method, path=path)
+        if not entries:
+            raise HopFailed(f"{hop}: the fake Mailjet journal shows no {method} {path}")
+        for entry in entries:
+            check_contract(hop, f"{contract_prefix}.request", entry["body"])
+            if entry["status"] < 300:
+                check_contract(hop, f"{contract_prefix}.response", entry["response"])
+        return 2 * len(entries)
 
     def _wait_event(self, event: str, user_id: str, matches: Callable[[dict[str, Any]], bool]) -> dict[str, Any]:
         def probe() -> dict[str, Any] | None:
