@@ -116,6 +116,10 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--list-id", type=int, default=BundleConfig.list_id)
     check.add_argument("--seed", type=int, default=0)
     check.add_argument("--users", type=int, default=3)
+    check.add_argument(
+        "--no-reset", action="store_true",
+        help="keep the servers' state (by default check resets both fakes so the scenario starts clean)",
+    )
     check.add_argument("--junit", type=Path, default=None, help="write a JUnit XML report here")
     check.add_argument("--json", type=Path, default=None, help="write a JSON report (hops and traces) here")
     validate = commands.add_parser("validate", help="validate JSON payloads against a contract")
@@ -139,7 +143,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "mailjet_secret_key": args.mailjet_secret_key,
             "list_id": args.list_id,
         }
-        return run.run_scenario(info, args.seed, args.users, args.junit, args.json)
+        return run.run_scenario(info, args.seed, args.users, args.junit, args.json, reset=not args.no_reset)
     if args.command == "up":
         try:
             return asyncio.run(_up(args))

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import signal
+import sys
 import threading
 from pathlib import Path
 from typing import Any
+
+import httpx
 
 from ..bundle import BackgroundBundle
 from ..config import BundleConfig
@@ -15,10 +18,18 @@ from .scenario import Scenario
 
 
 def run_scenario(
-    info: dict[str, Any], seed: int, users: int, junit: Path | None = None, json_file: Path | None = None
+    info: dict[str, Any], seed: int, users: int, junit: Path | None = None, json_file: Path | None = None,
+    reset: bool = False,
 ) -> int:
     client = SegjetClient(info)
     try:
+        if reset:
+            try:
+                client.reset()
+            except httpx.HTTPError as exc:
+                print(f"segjet check: cannot reset the stack ({info['segment_url']}, {info['mailjet_url']}): {exc}",
+                      file=sys.stderr)
+                return 1
         scenario = Scenario(client, seed=seed, user_count=users)
         expected = len(scenario.hops())
         results = scenario.run(HopPrinter())

@@ -1,0 +1,160 @@
+"""The harness as users run it: `segjet demo`, `segjet up` + `segjet check`, and the pytest plugin."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from xml.etree import ElementTree
+
+import httpx
+import pytest
+
+SEGJET = [sys.executable, "-m", "emulator"]
+HOPS = 8
+
+
+def wait_for_file(path: Path, process: subprocess.Popen, timeout: float = 30) -> dict:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if path.exists() and path.read_text().strip():
+            return json.loads(path.read_text())
+        if process.poll() is not None:
+            raise AssertionError(f"segjet up exited early: {process.stdout.read()}")
+        time.sleep(0.05)
+    raise AssertionError("segjet up never wrote its ready file")
+
+
+@pytest.fixture
+def segjet_up(tmp_path):
+    """`segjet up` on free ports in a subprocess; yields (ready info, process) and stops it."""
+    started = []
+
+    def start(*flags: str) -> tuple[dict, subprocess.Popen]:
+        ready = tmp_path / f"ready-{len(started)}.json"
+        process = subprocess.Popen(
+            [*SEGJET, "up", "--segment-port", "0", "--mailjet-port", "0", "--destination-port", "0",
+             "--ready-file", str(ready), *flags],
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        )
+        started.append(process)
+        return wait_for_file(ready, process), process
+
+    yield start
+    for process in started:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+
+
+def check(info: dict, tmp_path: Path) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [*SEGJET, "check", "--segment-url", info["segment_url"], "--mailjet-url", info["mailjet_url"],
+         "--write-key", info["write_key"], "--mailjet-api-key", info["mailjet_api_key"],
+         "--mailjet-secret-key", info["mailjet_secret_key"],
+         "--junit", str(tmp_path / "junit.xml"), "--json", str(tmp_path / "report.json")],
+        capture_output=True, text=True, timeout=120,
+    )
+
+
+def test_demo_runs_the_whole_round_trip():
+    result = subprocess.run([*SEGJET, "demo"], capture_output=True, text=True, timeout=180)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert f"{HOPS} passed, 0 failed" in result.stdout
+    assert "FAIL" not in result.stdout
+    assert result.stdout.count("PASS ") == HOPS
+
+
+def test_up_serves_and_check_passes_against_it(segjet_up, tmp_path):
+    info, process = segjet_up()
+    assert set(info) >= {"segment_url", "mailjet_url", "destination_url", "dashboard_url", "write_key",
+                         "mailjet_api_key", "mailjet_secret_key", "auth_key", "list_id"}
+    for url in (info["segment_url"], info["mailjet_url"], info["destination_url"]):
+        health = httpx.get(f"{url}/_emulator/health" if url != info["destination_url"] else f"{url}/health")
+        assert health.status_code == 200 and health.json()["status"] == "ok"
+
+    result = check(info, tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    suite = ElementTree.parse(tmp_path / "junit.xml").getroot()
+    assert suite.get("tests") == str(HOPS) and suite.get("failures") == "0"
+    assert len(suite.findall("testcase")) == HOPS
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert report["ok"] is True and len(report["hops"]) == HOPS
+    assert all(report["traces"].values())
+
+    # A second check starts clean (check resets both fakes) and passes again.
+    assert check(info, tmp_path).returncode == 0
+
+    process.send_signal(signal.SIGTERM)
+    output, _ = process.communicate(timeout=15)
+    assert process.returncode == 0
+    assert "segjet stopped" in output
+
+
+def test_check_catches_a_stack_whose_destination_is_off(segjet_up, tmp_path):
+    info, _ = segjet_up("--no-enable")
+    result = check(info, tmp_path)
+    assert result.returncode == 1
+    assert "FAIL Segment → destination → Mailjet contacts" in result.stdout
+    assert "never delivered to the Mailjet destination" in result.stdout
+    suite = ElementTree.parse(tmp_path / "junit.xml").getroot()
+    failures = [case for case in suite.findall("testcase") if case.find("failure") is not None]
+    assert [case.get("name") for case in failures] == ["Segment → destination → Mailjet contacts"]
+    assert suite.get("failures") == str(HOPS - 2)  # the hops after the broken one never ran
+    assert json.loads((tmp_path / "report.json").read_text())["ok"] is False
+
+
+def test_check_reports_a_server_that_is_not_there(tmp_path):
+    result = subprocess.run(
+        [*SEGJET, "check", "--segment-url", "http://127.0.0.1:9", "--mailjet-url", "http://127.0.0.1:9"],
+        capture_output=True, text=True, timeout=60,
+    )
+    assert result.returncode == 1
+    assert "cannot reset the stack" in result.stderr and "Connection refused" in result.stderr
+    no_reset = subprocess.run(
+        [*SEGJET, "check", "--no-reset", "--segment-url", "http://127.0.0.1:9", "--mailjet-url", "http://127.0.0.1:9"],
+        capture_output=True, text=True, timeout=60,
+    )
+    assert no_reset.returncode == 1
+    assert "FAIL App Connections" in no_reset.stdout and "HTTP error" in no_reset.stdout
+
+
+PLUGIN_TEST = '''
+def test_identify_reaches_mailjet(segjet):
+    segjet.identify("u-42", {"email": "ada@example.com", "plan": "pro", "address": {"city": "London"}})
+    properties = segjet.wait_for_contact("ada@example.com", {"plan": "pro", "address_city": "London"})
+    assert properties["segment_user_id"] == "u-42"
+    segjet.assert_contract("segment.identify", segjet.wait_for_event(user_id="u-42"))
+
+
+def test_each_test_starts_clean(segjet):
+    assert segjet.events() == []
+    assert segjet.contact_properties("ada@example.com") is None
+
+
+def test_audience_and_email_events(segjet):
+    segjet.identify("u-7", {"email": "grace@example.com"})
+    segjet.wait_for_contact("grace@example.com")
+    segjet.track("u-7", "Order Completed", {"revenue": 10})
+    segjet.wait_for_event("Order Completed", "u-7")
+    key = segjet.define_audience("Order Completed Last 30 Days", {"event": "Order Completed", "within": "30d"})
+    segjet.sync_engage()
+    segjet.wait_for_contact("grace@example.com", {key: True})
+    segjet.advance_clock("31d")
+    segjet.sync_engage()
+    segjet.wait_for_contact("grace@example.com", {key: False})
+
+    segjet.mailjet_settings({"writeKey": segjet.write_key, "sendEvents": True})
+    message_id = segjet.send_email("grace@example.com", "Hi", '<a href="https://example.com">x</a>')
+    segjet.emit_email_event(message_id, "open")
+    opened = segjet.wait_for_event("Email Opened", "u-7")
+    segjet.assert_contract("segment.email_opened", opened)
+'''
+
+
+def test_plugin_in_a_user_project(pytester):
+    pytester.makepyfile(test_user_project=PLUGIN_TEST)
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider")
+    result.assert_outcomes(passed=3)
