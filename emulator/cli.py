@@ -25,7 +25,6 @@ def _add_up_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--mailjet-secret-key", default=defaults.mailjet_secret_key)
     parser.add_argument("--auth-key", default=None, help="Mailjet's Segment authentication key (default: generated)")
     parser.add_argument("--list-id", type=int, default=defaults.list_id)
-    parser.add_argument("--data-dir", default=None)
     parser.add_argument("--seed", type=int, default=None)
     parser.add_argument("--strict", action="store_true", help="reject contract violations with 400")
     parser.add_argument(
@@ -51,7 +50,6 @@ def config_from_args(args: argparse.Namespace) -> BundleConfig:
         mailjet_api_key=args.mailjet_api_key,
         mailjet_secret_key=args.mailjet_secret_key,
         list_id=args.list_id,
-        data_dir=args.data_dir,
         seed=args.seed,
         strict=args.strict,
         enable_destination=not args.no_enable,

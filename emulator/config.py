@@ -23,7 +23,6 @@ class BundleConfig:
     # Mailjet shows a fresh Segment authentication key per account on its App Connections page.
     auth_key: str = field(default_factory=_generated_auth_key)
     list_id: int = 1
-    data_dir: str | None = None
     seed: int | None = None
     strict: bool = False
     enable_destination: bool = True
