@@ -7,8 +7,6 @@ paths are case-insensitive (`/ManageContact` works) and an id may be a percent-e
 
 from __future__ import annotations
 
-import base64
-import binascii
 import json
 import logging
 import uuid
@@ -24,6 +22,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from ..common.auth import basic_credentials
 from ..common.clock import Clock
 from ..common.control import ControlError, control_error_response, control_routes, query_limit, read_json_object
 from ..common.journal import CONTROL_PREFIX, Journal, JournalMiddleware
@@ -130,19 +129,6 @@ async def read_body(request: Request) -> dict[str, Any]:
     if not isinstance(payload, dict):
         raise MailjetError(400, f"Invalid json input: expected a JSON object, got {type(payload).__name__}")
     return payload
-
-
-def credentials(request: Request) -> tuple[str, str] | None:
-    header = request.headers.get("authorization", "")
-    scheme, _, encoded = header.partition(" ")
-    if scheme.lower() != "basic":
-        return None
-    try:
-        decoded = base64.b64decode(encoded.strip(), validate=True).decode("utf-8")
-    except (binascii.Error, UnicodeDecodeError):
-        return None
-    key, separator, secret = decoded.partition(":")
-    return (key, secret) if separator else None
 
 
 # ---------------------------------------------------------------- REST v3 handlers
@@ -430,8 +416,10 @@ def create_app(config: BundleConfig, clock: Clock, urls: BundleUrls) -> Starlett
             return unexpected_error()
 
     def authenticate(request: Request) -> Account | None:
-        pair = credentials(request)
-        return backend.authenticate(*pair) if pair else None
+        credentials = basic_credentials(request.headers.get("authorization"))
+        if credentials is None or credentials[1] is None:
+            return None
+        return backend.authenticate(credentials[0], credentials[1])
 
     def auth_failure(is_send_v31: bool) -> JSONResponse:
         if is_send_v31:

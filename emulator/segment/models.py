@@ -10,8 +10,6 @@ Nothing a client sent is lost silently: a call Segment would drop with a 200 is 
 
 from __future__ import annotations
 
-import base64
-import binascii
 import bisect
 import hashlib
 import heapq
@@ -28,6 +26,7 @@ from typing import Any
 
 import contracts
 
+from ..common.auth import basic_credentials
 from ..common.clock import Clock, iso, parse_iso
 from ..config import BundleConfig
 from . import fast_validation
@@ -144,24 +143,14 @@ def _gunzip(raw: bytes, limit: int) -> bytes:
 
 def write_key_from(authorization: str | None, body: dict[str, Any]) -> str:
     """Basic auth username (with or without the colon), else the body's `writeKey` (reference §1.3)."""
-    key = _basic_auth_username(authorization) or body.get("writeKey")
+    credentials = basic_credentials(authorization)
+    key = (credentials[0] if credentials else None) or body.get("writeKey")
     if not isinstance(key, str) or not key:
         raise TrackingApiError(
             "missing_write_key",
             "no write key: send it as the Basic auth username or as writeKey in the body",
         )
     return key
-
-
-def _basic_auth_username(authorization: str | None) -> str | None:
-    scheme, _, encoded = (authorization or "").partition(" ")
-    if scheme.lower() != "basic":
-        return None
-    try:
-        decoded = base64.b64decode(encoded.strip(), validate=True).decode("utf-8")
-    except (binascii.Error, UnicodeDecodeError):
-        return None
-    return decoded.partition(":")[0] or None
 
 
 # ---------------------------------------------------------------------------------------------
