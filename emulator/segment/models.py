@@ -343,7 +343,7 @@ class ProfileStore:
     def __len__(self) -> int:
         return sum(1 for _ in self)
 
-    # The read API Engage computes over (engage.ProfileSource).
+    # Read by Engage through engage.SegmentProfiles.
 
     def user_ids(self) -> list[str]:
         return [profile.user_id for profile in self if profile.user_id is not None]
@@ -351,11 +351,6 @@ class ProfileStore:
     def traits(self, user_id: str) -> dict[str, Any]:
         profile = self._by_user.get(user_id)
         return profile.traits if profile is not None else {}
-
-    def events(self, user_id: str, event: str) -> list[ProfileEvent]:
-        """The track calls named `event` of a user, oldest first."""
-        profile = self._by_user.get(user_id)
-        return profile.events_by_name.get(event, []) if profile is not None else []
 
     def record(self, stored: StoredMessage) -> None:
         message = stored.message

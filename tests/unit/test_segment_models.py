@@ -422,9 +422,9 @@ def test_profile_store_offers_the_read_api_engage_computes_over(backend: Segment
     store = backend.profiles
     assert store.user_ids() == ["u"]
     assert store.traits("u") == {"email": "a@example.com"} and store.traits("nobody") == {}
-    [event] = store.events("u", "Order Completed")
+    [event] = store.get("u").events_by_name["Order Completed"]
     assert event.properties == {"revenue": 5} and event.timestamp.tzinfo is not None
-    assert store.events("u", "Never") == [] and store.events("nobody", "Order Completed") == []
+    assert "Never" not in store.get("u").events_by_name and store.get("nobody") is None
 
 
 # -- the compiled contract check agrees with jsonschema -------------------------------------------
