@@ -1,0 +1,83 @@
+"""Open a service's SQLite database for `segjet up --data-dir DIR`: WAL, pragmas, schema version.
+
+Each fake keeps its own file (`DIR/segment.sqlite3`, `DIR/mailjet.sqlite3`) and its own schema;
+this module only opens the file the same way for both and refuses a file written by another
+schema version, rather than guessing a migration.
+
+Durability: WAL with `synchronous=NORMAL` makes a committed transaction survive the process being
+killed (SIGKILL, a crash): the commit is in the WAL file, in the OS page cache, before `commit()`
+returns. It may be lost on a power cut, which an emulator does not need to survive.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sqlite3
+from pathlib import Path
+from typing import Iterator
+
+
+class SchemaVersionError(RuntimeError):
+    """The database was written by another schema version of the service."""
+
+
+def open_database(path: Path | str, schema: str, version: int) -> sqlite3.Connection:
+    """Open (creating if needed) the database at `path` with `schema` at `version`.
+
+    `schema` is a script of `CREATE TABLE IF NOT EXISTS ...` statements, run on a new database.
+    The version lives in `PRAGMA user_version`; 0 means a new file. A file at another version
+    raises SchemaVersionError naming both versions and the file.
+    """
+    if version < 1:
+        raise ValueError("schema versions start at 1")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # isolation_level=None: no implicit transactions; `transaction()` opens them explicitly.
+    # check_same_thread=False: the app is built on one thread and served on the event loop's thread;
+    # each service uses its connection from one thread at a time.
+    connection = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    try:
+        connection.execute("PRAGMA journal_mode=WAL")
+        connection.execute("PRAGMA synchronous=NORMAL")
+        connection.execute("PRAGMA foreign_keys=ON")
+        found = connection.execute("PRAGMA user_version").fetchone()[0]
+        if found == 0:
+            with transaction(connection):
+                for statement in _statements(schema):
+                    connection.execute(statement)
+                connection.execute(f"PRAGMA user_version = {int(version)}")
+        elif found != version:
+            raise SchemaVersionError(
+                f"{path} was written by schema version {found}, this segjet reads version {version}; "
+                "use another --data-dir or delete the file"
+            )
+    except BaseException:
+        connection.close()
+        raise
+    return connection
+
+
+@contextlib.contextmanager
+def transaction(connection: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
+    """One transaction: committed when the block ends, rolled back if it raises."""
+    connection.execute("BEGIN IMMEDIATE")
+    try:
+        yield connection
+    except BaseException:
+        connection.execute("ROLLBACK")
+        raise
+    connection.execute("COMMIT")
+
+
+def _statements(script: str) -> list[str]:
+    # executescript() would COMMIT our open transaction first; split the script so the schema and
+    # its version are written in one transaction.
+    statements, pending = [], ""
+    for line in script.splitlines(keepends=True):
+        pending += line
+        if sqlite3.complete_statement(pending):
+            statements.append(pending.strip())
+            pending = ""
+    if pending.strip():
+        raise ValueError(f"incomplete SQL statement in schema: {pending.strip()[:80]!r}")
+    return [statement for statement in statements if statement]
