@@ -314,6 +314,7 @@ def test_every_page_fits_the_screen(browser: Browser, stack: dict[str, Any], vie
             for path in pages:
                 open_page(page, f"{stack[f'{service}_url']}{path}")
                 expect(page.get_by_role("heading", level=1)).to_be_visible()
+                expect(page.get_by_text("Loading…")).to_have_count(0)  # the screenshot shows content
                 if path == "/debugger":
                     page.get_by_role("list", name="Events").get_by_role("button").first.click()
                 overflow = page.evaluate("document.documentElement.scrollWidth - window.innerWidth")
