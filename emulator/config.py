@@ -25,6 +25,9 @@ class BundleConfig:
     list_id: int = 1
     seed: int | None = None
     strict: bool = False
+    # False skips the contract check at ingest (no violations recorded, --strict has nothing to
+    # reject): only for measuring what validation costs (benchmarks/).
+    validate: bool = True
     enable_destination: bool = True
     # Extra Segment sources beyond the default one: [{"name": ..., "write_key": ...}].
     sources: list[dict[str, Any]] = field(default_factory=list)

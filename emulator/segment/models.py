@@ -417,9 +417,10 @@ Listener = Callable[[StoredMessage], None]
 class SegmentBackend:
     """Sources, the message store, dedupe, profiles and listeners of one fake Segment workspace."""
 
-    def __init__(self, clock: Clock, sources: Iterable[Source], strict: bool = False) -> None:
+    def __init__(self, clock: Clock, sources: Iterable[Source], strict: bool = False, validate: bool = True) -> None:
         self.clock = clock
         self.strict = strict
+        self.validate = validate
         self.sources = list(sources)
         self._sources_by_key = {source.write_key: source for source in self.sources}
         self._listeners: list[Listener] = []
@@ -429,7 +430,7 @@ class SegmentBackend:
     def from_config(cls, config: BundleConfig, clock: Clock) -> SegmentBackend:
         sources = [Source.named("segjet", config.write_key)]
         sources += [Source.named(entry["name"], entry["write_key"]) for entry in config.sources]
-        return cls(clock, sources, strict=config.strict)
+        return cls(clock, sources, strict=config.strict, validate=config.validate)
 
     def reset(self) -> None:
         """Forget messages, profiles and seen messageIds; sources and listeners stay."""
@@ -521,7 +522,7 @@ class SegmentBackend:
         # but rejects the event" — so an oversized item is dropped alone, not the whole batch.
         if reason is None and measure and _encoded_size(item) > MAX_CALL_BYTES:
             reason = EVENT_TOO_LARGE
-        if reason is None:
+        if reason is None and self.validate:
             stored.violations = _violations(message)
             if stored.violations:
                 message["context"] = _with_protocols(message.get("context"), stored.violations, source)

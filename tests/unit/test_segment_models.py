@@ -302,6 +302,14 @@ def test_strict_rejects_a_violating_call_and_discards_violating_batch_items(cloc
     assert [s.discard_reason for s in stored] == ["schema_violation", None]
 
 
+def test_validation_off_records_no_violations_and_strict_keeps_the_message(clock: Clock) -> None:
+    config = BundleConfig(write_key=KEY, strict=True, validate=False)
+    unchecked = SegmentBackend.from_config(config, clock)
+    [stored] = batch(unchecked, [{"type": "track", "userId": "u", "event": "E", "properties": {"revenue": "1"}}])
+    assert stored.accepted and stored.violations == []
+    assert "protocols" not in stored.message.get("context", {})
+
+
 def test_deep_nesting_never_raises(backend: SegmentBackend) -> None:
     nested: Any = "leaf"
     for _ in range(400):
