@@ -56,6 +56,7 @@ class Bundle:
             "mailjet_secret_key": self.config.mailjet_secret_key,
             "auth_key": self.config.auth_key,
             "list_id": self.config.list_id,
+            "control_token": self.config.control_token,
         }
 
     async def wait(self) -> None:

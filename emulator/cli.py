@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import ipaddress
 import json
 import sys
 from pathlib import Path
@@ -38,6 +39,21 @@ def _add_up_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--config", type=Path, default=None, help='JSON file of Engage definitions: {"audiences": [...], "traits": [...]}'
     )
+    parser.add_argument(
+        "--faults", type=Path, default=None, help='JSON file of fault rules: {"segment": [...], "mailjet": [...]}'
+    )
+    parser.add_argument(
+        "--journal-capacity", type=_positive_int, default=defaults.journal_capacity,
+        help="requests kept in each server's journal (older ones dropped)",
+    )
+    parser.add_argument(
+        "--events-capacity", type=_positive_int, default=defaults.events_capacity,
+        help="messages kept in the fake Segment's events feed (older ones dropped; profiles keep everything)",
+    )
+    parser.add_argument(
+        "--control-token", default=None,
+        help="require this token on /_emulator/* (Authorization: Bearer T or X-Segjet-Token: T)",
+    )
 
 
 def config_from_args(args: argparse.Namespace) -> BundleConfig:
@@ -54,12 +70,53 @@ def config_from_args(args: argparse.Namespace) -> BundleConfig:
         strict=args.strict,
         enable_destination=not args.no_enable,
         engage_sync_interval=args.engage_sync_interval,
+        journal_capacity=args.journal_capacity,
+        events_capacity=args.events_capacity,
+        control_token=args.control_token or None,
     )
     if args.auth_key:
         config.auth_key = args.auth_key
     if args.config:
         config.engage_audiences, config.engage_traits = _engage_definitions(args.config)
+    if args.faults:
+        config.faults = _fault_rules(args.faults)
     return config
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be at least 1")
+    return value
+
+
+def _fault_rules(path: Path) -> dict[str, list[Any]]:
+    """The rules of a --faults file; ValueError says what is wrong (each rule is checked at start)."""
+    try:
+        document = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"--faults {path}: {exc}") from exc
+    if not isinstance(document, dict) or set(document) - {"segment", "mailjet"}:
+        raise ValueError(f'--faults {path}: expected {{"segment": [rules...], "mailjet": [rules...]}}')
+    if not all(isinstance(rules, list) for rules in document.values()):
+        raise ValueError(f"--faults {path}: segment and mailjet must be lists of rules")
+    return document
+
+
+def _warn_if_exposed(host: str, control_token: str | None) -> None:
+    """The fakes accept any traffic and hold test credentials: say so when they are reachable from elsewhere."""
+    try:
+        loopback = ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        loopback = host == "localhost"
+    if not loopback:
+        print(
+            f"segjet: WARNING: listening on {host}, reachable from other machines. The fakes take any traffic,"
+            " show their credentials on the dashboard"
+            + ("" if control_token else " and their control API (/_emulator/) is open; see --control-token")
+            + ".",
+            file=sys.stderr, flush=True,
+        )
 
 
 def _engage_definitions(path: Path) -> tuple[list[Any], list[Any]]:
@@ -82,11 +139,16 @@ def _print_ready(info: dict[str, Any]) -> None:
     print(f"  fake Mailjet   {info['mailjet_url']}   API key {info['mailjet_api_key']} / {info['mailjet_secret_key']}")
     print(f"  destination    {info['destination_url']}   authentication key {info['auth_key']}, list {info['list_id']}")
     print(f"  dashboard      {info['dashboard_url']}")
+    if info.get("control_token"):
+        # The token is the user's own; it is not echoed. The page keeps it for the browser session.
+        print("  control API    needs the --control-token; open the dashboard once as /?token=<token>")
     print("Ctrl-C stops.", flush=True)
 
 
 async def _up(args: argparse.Namespace) -> int:
-    bundle = Bundle(config_from_args(args))
+    config = config_from_args(args)
+    _warn_if_exposed(config.host, config.control_token)
+    bundle = Bundle(config)
     info = await bundle.start()
     bundle.runner.install_signal_handlers()
     if args.ready_file:
@@ -118,6 +180,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--no-reset", action="store_true",
         help="keep the servers' state (by default check resets both fakes so the scenario starts clean)",
     )
+    check.add_argument("--control-token", default=None, help="the servers' --control-token, if they have one")
     check.add_argument("--junit", type=Path, default=None, help="write a JUnit XML report here")
     check.add_argument("--json", type=Path, default=None, help="write a JSON report (hops and traces) here")
     validate = commands.add_parser("validate", help="validate JSON payloads against a contract")
@@ -140,6 +203,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "mailjet_api_key": args.mailjet_api_key,
             "mailjet_secret_key": args.mailjet_secret_key,
             "list_id": args.list_id,
+            "control_token": args.control_token,
         }
         return run.run_scenario(info, args.seed, args.users, args.junit, args.json, reset=not args.no_reset)
     if args.command == "up":

@@ -31,7 +31,13 @@ class BundleConfig:
     enable_destination: bool = True
     # Extra Segment sources beyond the default one: [{"name": ..., "write_key": ...}].
     sources: list[dict[str, Any]] = field(default_factory=list)
+    # Capped feeds: the newest entries are kept, older ones dropped and counted ("dropped").
     journal_capacity: int = 10_000
+    events_capacity: int = 200_000
+    # Fault rules loaded at start (`--faults FILE`): {"segment": [rule...], "mailjet": [rule...]}.
+    faults: dict[str, list[Any]] = field(default_factory=dict)
+    # When set, /_emulator/* needs `Authorization: Bearer <token>` or `X-Segjet-Token: <token>`.
+    control_token: str | None = None
     # Engage: definitions as in DESIGN §3 (also POST /_emulator/engage/...), and when syncs run:
     # a duration of virtual time ("2h"), "realtime" (on each change) or "manual" (POST engage/sync).
     engage_audiences: list[dict[str, Any]] = field(default_factory=list)

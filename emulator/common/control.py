@@ -5,15 +5,18 @@ Control endpoints speak plain JSON in and out; errors are `{"error": message}` w
 
 from __future__ import annotations
 
+import hmac
 import json
 from typing import Any, Callable
+from urllib.parse import unquote_plus
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from .clock import Clock, iso, parse_duration, parse_iso
-from .journal import Journal
+from .journal import CONTROL_PREFIX, Journal
 
 MAX_LIST_LIMIT = 10_000
 
@@ -94,7 +97,10 @@ def control_routes(service: str, clock: Clock, journal: Journal, reset: Callable
         except ControlError as exc:
             return control_error_response(exc)
         entries = journal.entries(request.query_params.get("method"), request.query_params.get("path"), limit)
-        return JSONResponse({"requests": [entry.to_json() for entry in entries]})
+        # `dropped`: exchanges pushed out of the capped journal since the last reset.
+        return JSONResponse(
+            {"requests": [entry.to_json() for entry in entries], "dropped": journal.dropped, "capacity": journal.capacity}
+        )
 
     async def clock_get(request: Request) -> Response:
         return JSONResponse(clock_state(clock))
@@ -113,3 +119,55 @@ def control_routes(service: str, clock: Clock, journal: Journal, reset: Callable
         Route("/_emulator/clock", clock_post, methods=["POST"]),
     ]
 
+
+
+# ---------------------------------------------------------------- control token
+
+TOKEN_HEADER = "x-segjet-token"
+# Browsers cannot set headers on EventSource or on a download link: those pass `?token=`.
+TOKEN_QUERY = "token"
+# The dashboard's scripts and styles load through <script>/<link> tags, which carry no header;
+# they hold no state, so they stay open.
+_OPEN_PREFIXES = ("/_emulator/dashboard/static/", "/_emulator/health")
+
+
+def presented_token(scope: Scope) -> str | None:
+    """The control token a request carries: `Authorization: Bearer T`, `X-Segjet-Token: T` or `?token=T`."""
+    for key, value in scope["headers"]:
+        name = key.decode("latin-1").lower()
+        if name == TOKEN_HEADER:
+            return value.decode("latin-1").strip()
+        if name == "authorization":
+            scheme, _, token = value.decode("latin-1").partition(" ")
+            if scheme.lower() == "bearer":
+                return token.strip()
+    for pair in scope.get("query_string", b"").decode("latin-1").split("&"):
+        name, _, value = pair.partition("=")
+        if name == TOKEN_QUERY:
+            return unquote_plus(value)
+    return None
+
+
+class ControlTokenMiddleware:
+    """Pure ASGI middleware: `/_emulator/*` answers 401 `{"error": ...}` without the control token.
+
+    The public APIs (tracking, REST, Send) and the dashboard pages are not affected; health stays
+    open so scripts can wait for a server before they know the token is right.
+    """
+
+    def __init__(self, app: ASGIApp, token: str) -> None:
+        self.app = app
+        self.token = token
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        path = scope.get("path", "")
+        if scope["type"] != "http" or not path.startswith(CONTROL_PREFIX) or path.startswith(_OPEN_PREFIXES):
+            await self.app(scope, receive, send)
+            return
+        given = presented_token(scope)
+        if given is not None and hmac.compare_digest(given.encode(), self.token.encode()):
+            await self.app(scope, receive, send)
+            return
+        message = "the control API needs the token: Authorization: Bearer <token> or X-Segjet-Token: <token>"
+        response = JSONResponse({"error": message}, status_code=401, headers={"WWW-Authenticate": "Bearer"})
+        await response(scope, receive, send)

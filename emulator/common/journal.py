@@ -17,7 +17,11 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from .clock import Clock, iso
 
 CONTROL_PREFIX = "/_emulator/"
-_REDACTED_HEADERS = {"authorization", "x-segment-settings"}
+# Where FaultMiddleware leaves the id of the fault rule that delayed a request it let through.
+FAULT_SCOPE_KEY = "segjet.fault"
+_REDACTED_HEADERS = {"authorization", "x-segment-settings", "x-segjet-token"}
+# A Segment write key in a body is a credential like the Authorization header, so it is hidden too.
+_REDACTED_BODY_FIELDS = {"writeKey"}
 _BODY_LIMIT = 64 * 1024
 
 
@@ -30,8 +34,10 @@ class Exchange:
     query: str
     headers: dict[str, str]
     body: Any
-    status: int = 0
+    status: int | None = 0
     response: Any = None
+    # The fault rule that failed or delayed this exchange; a dropped or held request has no status.
+    fault: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -44,6 +50,7 @@ class Exchange:
             "body": self.body,
             "status": self.status,
             "response": self.response,
+            "fault": self.fault,
         }
 
 
@@ -51,20 +58,32 @@ def _decode(raw: bytes) -> Any:
     if len(raw) > _BODY_LIMIT:
         return {"truncated": True, "bytes": len(raw)}
     try:
-        return json.loads(raw)
+        decoded = json.loads(raw)
     except (ValueError, UnicodeDecodeError, RecursionError):  # RecursionError: JSON nested too deeply
         return raw.decode("utf-8", "replace")
+    if isinstance(decoded, dict) and _REDACTED_BODY_FIELDS & decoded.keys():
+        decoded = {k: ("<redacted>" if k in _REDACTED_BODY_FIELDS else v) for k, v in decoded.items()}
+    return decoded
 
 
 class Journal:
+    """The newest `capacity` exchanges; older ones are dropped and counted in `dropped`."""
+
     def __init__(self, clock: Clock, capacity: int = 10_000) -> None:
         self.clock = clock
+        self.capacity = capacity
         self._entries: deque[Exchange] = deque(maxlen=capacity)
         self._ids = itertools.count(1)
+        self.dropped = 0
 
-    def record(self, method: str, path: str, query: str, headers: dict[str, str], body: bytes) -> Exchange:
+    def record(
+        self, method: str, path: str, query: str, headers: dict[str, str], body: bytes, fault: str | None = None
+    ) -> Exchange:
         safe_headers = {k: ("<redacted>" if k in _REDACTED_HEADERS else v) for k, v in headers.items()}
         entry = Exchange(next(self._ids), iso(self.clock.now()), method, path, query, safe_headers, _decode(body))
+        entry.fault = fault
+        if len(self._entries) == self.capacity:
+            self.dropped += 1
         self._entries.append(entry)
         return entry
 
@@ -79,6 +98,7 @@ class Journal:
 
     def clear(self) -> None:
         self._entries.clear()
+        self.dropped = 0
 
 
 class JournalMiddleware:
@@ -112,6 +132,7 @@ class JournalMiddleware:
                     headers, b"".join(chunks),
                 )
                 entry.status = message["status"]
+                entry.fault = scope.get(FAULT_SCOPE_KEY)
             elif message["type"] == "http.response.body":
                 response_chunks.append(message.get("body", b""))
                 if not message.get("more_body", False) and entry is not None:

@@ -13,6 +13,7 @@ from starlette.routing import BaseRoute, Route
 
 import contracts
 
+from ..common.control import presented_token
 from ..config import BundleUrls
 from .common import STATIC_DIR, Broadcaster, page_routes, static_mount
 from .contracts_for import violation_json
@@ -63,13 +64,15 @@ def segment_dashboard_routes(backend: SegmentBackend, urls: BundleUrls) -> list[
         user = request.query_params.get("user", "").strip()
         if not user:
             return JSONResponse({"error": "give ?user= a userId or an email"}, status_code=400)
-        return JSONResponse(await build_trace(urls.segment_url, urls.mailjet_url, user))
+        return JSONResponse(
+            await build_trace(urls.segment_url, urls.mailjet_url, user, control_token=presented_token(request.scope))
+        )
 
     async def trace_export(request: Request) -> Response:
         user = request.query_params.get("user", "").strip()
         if not user:
             return JSONResponse({"error": "give ?user= a userId or an email"}, status_code=400)
-        data = await build_trace(urls.segment_url, urls.mailjet_url, user)
+        data = await build_trace(urls.segment_url, urls.mailjet_url, user, control_token=presented_token(request.scope))
         filename = "segjet-trace-" + (re.sub(r"[^A-Za-z0-9._-]+", "_", user) or "user") + ".html"
         return HTMLResponse(export_html(data), headers={"Content-Disposition": f'attachment; filename="{filename}"'})
 

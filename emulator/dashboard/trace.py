@@ -74,10 +74,14 @@ def _step(kind: str, at: Any, title: str, summary: str, payload: Any, **extra: A
     return {"kind": kind, "at": _when(at), "title": title, "summary": summary, "payload": payload, **extra}
 
 
-async def build_trace(segment_url: str, mailjet_url: str, user: str, timeout: float = 10) -> dict[str, Any]:
+async def build_trace(
+    segment_url: str, mailjet_url: str, user: str, timeout: float = 10, control_token: str | None = None
+) -> dict[str, Any]:
     """`{"user", "userId", "email", "steps": [...], "contact": {...}|None}`, steps oldest first."""
     user = user.strip()
-    async with httpx.AsyncClient(timeout=timeout) as http:
+    # The control token the browser presented, passed on: both servers share it in a bundle.
+    headers = {"X-Segjet-Token": control_token} if control_token else {}
+    async with httpx.AsyncClient(timeout=timeout, headers=headers) as http:
         events = await _get(http, f"{segment_url}/_emulator/events", "events", {"limit": LIMIT})
         user_id, email = _identify_user(user, events)
         ids = {value for value in (user_id, email, user) if value}

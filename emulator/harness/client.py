@@ -36,7 +36,10 @@ class SegjetClient:
         self.destination_url: str | None = info.get("destination_url")
         self.dashboard_url: str | None = info.get("dashboard_url")
         self.auth_key: str | None = info.get("auth_key")
-        self.http = httpx.Client(timeout=30)
+        self.control_token: str | None = info.get("control_token")
+        # The control token travels in its own header, so it never collides with Mailjet's Basic auth.
+        headers = {"X-Segjet-Token": self.control_token} if self.control_token else {}
+        self.http = httpx.Client(timeout=30, headers=headers)
         self._analytics: Any = None
 
     # -- plumbing -------------------------------------------------------------------------

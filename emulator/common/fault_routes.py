@@ -1,0 +1,319 @@
+"""Fault injection over HTTP: the ASGI middleware that applies `FaultRules`, and the control routes.
+
+- `POST /_emulator/faults` adds a rule (answers it with its `id`, 201); `GET` lists them with their
+  `matched`/`fired` counts; `DELETE` clears all; `DELETE /_emulator/faults/{id}` removes one.
+- `FaultMiddleware` sits outside the journal: a request it answers, drops or holds is journaled
+  here with `"fault": rule_id`; a late pass-through is journaled by `JournalMiddleware`, which reads
+  the rule id this middleware leaves in the scope.
+
+A `respond` fault answers in the shape the real service uses for that status (see
+`segment_fault_response`, `mailjet_fault_response`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+import zlib
+from http import HTTPStatus
+from typing import Any, Callable
+
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from .auth import basic_credentials
+from .control import ControlError, ControlTokenMiddleware, control_error_response, read_json_object
+from .faults import DROP, TIMEOUT, FaultRule, FaultRuleError, FaultRules
+from .journal import CONTROL_PREFIX, FAULT_SCOPE_KEY, Exchange, Journal, JournalMiddleware
+
+# A held request (`timeout`) is released after this long if the client never gives up.
+HOLD_CAP_SECONDS = 30.0
+# Bodies read to match a write key or to journal a faulted request: never more than this is kept.
+_BODY_KEEP_BYTES = 1024 * 1024
+
+Renderer = Callable[[FaultRule, Scope], tuple[int, dict[str, str], bytes]]
+
+
+# ---------------------------------------------------------------- what each service answers
+
+
+def mailjet_fault_response(rule: FaultRule, scope: Scope) -> tuple[int, dict[str, str], bytes]:
+    status = rule.status or 503
+    if status == 429:
+        # Observed (mailjet-apiv3-nodejs#178): the real 429 is an HTML page, not JSON, with no
+        # Retry-After header. The page text beyond the heading is ours.
+        page = (
+            "<html><head><title>429 Too Many Requests</title></head><body>"
+            "<h1>429 Too Many Requests</h1>You have sent too many requests in a given amount of time."
+            "</body></html>"
+        )
+        return status, {"content-type": "text/html; charset=utf-8"}, page.encode()
+    message = HTTPStatus(status).phrase if status in HTTPStatus._value2member_map_ else "Error"
+    if scope["path"].lower().startswith("/v3.1/"):
+        body: dict[str, Any] = {"ErrorIdentifier": str(uuid.uuid4()), "StatusCode": status, "ErrorMessage": message}
+    else:
+        body = {"ErrorInfo": "", "ErrorMessage": message, "StatusCode": status}
+    return status, {"content-type": "application/json"}, json.dumps(body).encode()
+
+
+def segment_fault_response(rule: FaultRule, scope: Scope) -> tuple[int, dict[str, str], bytes]:
+    status = rule.status or 503
+    headers = {"content-type": "application/json"}
+    if status == 429:
+        # Documented (reference/segment.md §1.7): both headers hold the seconds to wait.
+        headers["retry-after"] = str(rule.retry_after)
+        headers["x-ratelimit-reset"] = str(rule.retry_after)
+    # The body shape analytics-python reads (`code`, `message`); the code names are ours.
+    code = {429: "rate_limited", 500: "internal_error", 502: "bad_gateway", 503: "service_unavailable",
+            504: "gateway_timeout"}.get(status, "error")
+    message = HTTPStatus(status).phrase if status in HTTPStatus._value2member_map_ else "Error"
+    return status, headers, json.dumps({"code": code, "message": message}).encode()
+
+
+# ---------------------------------------------------------------- whose request it is
+
+
+def basic_username(scope: Scope, body: bytes | None) -> str | None:
+    """The Basic-auth username (Mailjet's API key)."""
+    credentials = basic_credentials(_header(scope, b"authorization"))
+    return credentials[0] if credentials else None
+
+
+def write_key(scope: Scope, body: bytes | None) -> str | None:
+    """The Segment write key: Basic-auth username first, else the body's `writeKey` (as the fake reads it)."""
+    username = basic_username(scope, None)
+    if username:
+        return username
+    if not body:
+        return None
+    wbits = {"gzip": 16 + zlib.MAX_WBITS, "deflate": zlib.MAX_WBITS}.get((_header(scope, b"content-encoding") or "").lower())
+    try:
+        if wbits is not None:
+            # Bounded: a small body must not inflate into gigabytes here.
+            body = zlib.decompressobj(wbits).decompress(body, _BODY_KEEP_BYTES)
+        payload = json.loads(body)
+    except (ValueError, zlib.error):
+        return None
+    key = payload.get("writeKey") if isinstance(payload, dict) else None
+    return key if isinstance(key, str) else None
+
+
+def _header(scope: Scope, name: bytes) -> str | None:
+    for key, value in scope["headers"]:
+        if key.lower() == name:
+            return value.decode("latin-1")
+    return None
+
+
+# ---------------------------------------------------------------- the middleware
+
+
+class FaultMiddleware:
+    """Pure ASGI middleware: lets a request through, or fails it as the first firing rule says.
+
+    Control paths are never faulted, so a rule cannot lock the tests out of the control API.
+    """
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        rules: FaultRules,
+        journal: Journal,
+        render: Renderer,
+        credential: Callable[[Scope, bytes | None], str | None],
+        credential_in_body: bool = False,
+    ) -> None:
+        self.app = app
+        self.rules = rules
+        self.journal = journal
+        self.render = render
+        self.credential = credential
+        self.credential_in_body = credential_in_body
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or not self.rules or scope["path"].startswith(CONTROL_PREFIX):
+            await self.app(scope, receive, send)
+            return
+        candidates = self.rules.candidates(scope["method"], scope["path"])
+        if not candidates:
+            await self.app(scope, receive, send)
+            return
+        body: bytes | None = None
+        credential: str | None = None
+        if FaultRules.needs_credential(candidates):
+            if self.credential_in_body:
+                body = await _read_body(receive)
+            credential = self.credential(scope, body)
+        rule = FaultRules.choose(candidates, credential)
+        downstream_receive = receive if body is None else _replay(body, receive)
+        if rule is None:
+            await self.app(scope, downstream_receive, send)
+            return
+        if rule.delay_ms:
+            await asyncio.sleep(rule.delay_ms / 1000)
+        if rule.action == DROP:
+            await self._drop(scope, receive, body, rule)
+        elif rule.action == TIMEOUT:
+            await self._hold(scope, receive, body, rule)
+        elif rule.status is None:
+            scope[FAULT_SCOPE_KEY] = rule.id  # the real answer, late; journaled downstream
+            await self.app(scope, downstream_receive, send)
+        else:
+            await self._respond(scope, receive, send, body, rule)
+
+    async def _respond(self, scope: Scope, receive: Receive, send: Send, body: bytes | None, rule: FaultRule) -> None:
+        if body is None:
+            body = await _read_body(receive)
+        status, headers, content = self.render(rule, scope)
+        entry = self._journal(scope, body, rule)
+        entry.status = status
+        entry.response = _decoded(content)
+        raw_headers = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in headers.items()]
+        raw_headers.append((b"content-length", str(len(content)).encode()))
+        await send({"type": "http.response.start", "status": status, "headers": raw_headers})
+        await send({"type": "http.response.body", "body": content})
+
+    async def _drop(self, scope: Scope, receive: Receive, body: bytes | None, rule: FaultRule) -> None:
+        if body is None:
+            body = await _read_body(receive)
+        self._journal(scope, body, rule)
+        _close_connection(receive)
+        await _until_disconnect(receive)
+
+    async def _hold(self, scope: Scope, receive: Receive, body: bytes | None, rule: FaultRule) -> None:
+        """Answer nothing until the client disconnects; after the cap, drop the connection.
+
+        On server shutdown uvicorn cancels the held request after its graceful-shutdown timeout.
+        """
+        if body is None:
+            body = await _read_body(receive)
+        self._journal(scope, body, rule)
+        try:
+            await asyncio.wait_for(_until_disconnect(receive), HOLD_CAP_SECONDS)
+        except asyncio.TimeoutError:
+            _close_connection(receive)
+            await _until_disconnect(receive)
+
+    def _journal(self, scope: Scope, body: bytes, rule: FaultRule) -> Exchange:
+        """The faulted exchange, with no status: a dropped or held request is never answered."""
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+        entry = self.journal.record(
+            scope["method"], scope["path"], scope.get("query_string", b"").decode("latin-1"), headers, body,
+            fault=rule.id,
+        )
+        entry.status = None
+        return entry
+
+
+async def _read_body(receive: Receive) -> bytes:
+    """The request body, keeping at most `_BODY_KEEP_BYTES` (the rest is read and thrown away)."""
+    chunks: list[bytes] = []
+    kept = 0
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":
+            break
+        chunk = message.get("body", b"")
+        if kept < _BODY_KEEP_BYTES:
+            chunks.append(chunk[: _BODY_KEEP_BYTES - kept])
+            kept += len(chunks[-1])
+        if not message.get("more_body", False):
+            break
+    return b"".join(chunks)
+
+
+def _replay(body: bytes, receive: Receive) -> Receive:
+    """A receive that gives the already-read body once, then defers to the server's (disconnects)."""
+    sent = False
+
+    async def replay() -> Message:
+        nonlocal sent
+        if not sent:
+            sent = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await receive()
+
+    return replay
+
+
+async def _until_disconnect(receive: Receive) -> None:
+    while (await receive())["type"] != "http.disconnect":
+        pass
+
+
+def _close_connection(receive: Receive) -> None:
+    """Close the TCP connection under this request without answering.
+
+    ASGI has no way to say "no response"; uvicorn's `receive` is a method of its request cycle,
+    which holds the transport. Closing it makes the client see the connection end with no answer.
+    """
+    transport = getattr(getattr(receive, "__self__", None), "transport", None)
+    if transport is None:
+        raise RuntimeError("fault action drop needs uvicorn (the server's transport is not reachable)")
+    transport.close()
+
+
+def _decoded(content: bytes) -> Any:
+    try:
+        return json.loads(content)
+    except ValueError:
+        return content.decode("utf-8", "replace")
+
+
+# ---------------------------------------------------------------- control routes
+
+
+def fault_routes(rules: FaultRules) -> list[Route]:
+    async def list_faults(request: Request) -> Response:
+        return JSONResponse({"faults": [rule.to_json() for rule in rules.rules()]})
+
+    async def add_fault(request: Request) -> Response:
+        try:
+            spec = await read_json_object(request)
+            try:
+                rule = rules.add(spec)
+            except FaultRuleError as exc:
+                raise ControlError(str(exc)) from exc
+        except ControlError as exc:
+            return control_error_response(exc)
+        return JSONResponse(rule.to_json(), status_code=201)
+
+    async def clear_faults(request: Request) -> Response:
+        rules.clear()
+        return JSONResponse({"faults": []})
+
+    async def delete_fault(request: Request) -> Response:
+        rule_id = request.path_params["rule_id"]
+        if not rules.remove(rule_id):
+            return control_error_response(ControlError(f"no fault rule {rule_id!r}", 404))
+        return Response(status_code=204)
+
+    return [
+        Route("/_emulator/faults", list_faults, methods=["GET"]),
+        Route("/_emulator/faults", add_fault, methods=["POST"]),
+        Route("/_emulator/faults", clear_faults, methods=["DELETE"]),
+        Route("/_emulator/faults/{rule_id}", delete_fault, methods=["DELETE"]),
+    ]
+
+
+def service_middleware(
+    rules: FaultRules,
+    journal: Journal,
+    render: Renderer,
+    credential: Callable[[Scope, bytes | None], str | None],
+    control_token: str | None,
+    credential_in_body: bool = False,
+) -> list[Middleware]:
+    """The middleware stack both fakes share, outermost first: control token, faults, journal."""
+    stack = [] if control_token is None else [Middleware(ControlTokenMiddleware, token=control_token)]
+    return stack + [
+        Middleware(
+            FaultMiddleware, rules=rules, journal=journal, render=render, credential=credential,
+            credential_in_body=credential_in_body,
+        ),
+        Middleware(JournalMiddleware, journal=journal),
+    ]
