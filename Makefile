@@ -3,8 +3,9 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
+BENCH_STAMP := $(VENV)/.installed-bench-$(shell cksum pyproject.toml | cut -d' ' -f1)
 
-.PHONY: demo test up clean chromium
+.PHONY: demo test up bench clean chromium
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -21,6 +22,14 @@ up: $(STAMP)
 
 test: $(STAMP) chromium
 	$(BIN)/python -m pytest -n 2 -q
+
+# Prints a table and writes benchmarks/results/latest.json; BENCH_QUICK=1 runs small sizes (CI).
+bench: $(BENCH_STAMP)
+	$(BIN)/python -m benchmarks.run
+
+$(BENCH_STAMP): $(STAMP)
+	$(BIN)/python -m pip install --quiet -e '.[bench]'
+	touch $(BENCH_STAMP)
 
 # Browser tests use Debian's Chromium; install it where missing and we may (root with apt-get).
 chromium:

@@ -1,0 +1,453 @@
+"""Every segjet benchmark in one run: a table on stdout, every figure in benchmarks/results/latest.json.
+
+`make bench` runs it; `BENCH_QUICK=1 make bench` runs small sizes for a few seconds each, only to
+prove the benchmarks still work (CI). Figures are printed, never asserted.
+
+Servers run in their own processes (`segjet up`, or `benchmarks/servers.py` for the bare endpoint,
+the bundle with validation off, and moto); load comes from `benchmarks/http_load.py` in yet another
+process, or from this process. How each figure is measured is said beside it in FIGURES.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import httpx
+
+from emulator.harness.client import SegjetClient
+
+from . import engage_sync
+
+QUICK = os.environ.get("BENCH_QUICK") == "1"
+RESULTS = Path(__file__).parent / "results" / "latest.json"
+WRITE_KEY = "segjet-write-key"
+MAILJET_AUTH = ("segjet-api-key", "segjet-secret-key")
+# Basic auth headers for the load generator, which sends pre-built bytes.
+SEGMENT_AUTHORIZATION = "Basic c2VnamV0LXdyaXRlLWtleTo="  # "segjet-write-key:"
+MAILJET_AUTHORIZATION = "Basic c2VnamV0LWFwaS1rZXk6c2VnamV0LXNlY3JldC1rZXk="  # "segjet-api-key:segjet-secret-key"
+
+
+@dataclass(frozen=True)
+class Sizes:
+    load_seconds: float  # measuring window of each closed-loop load
+    warmup_seconds: float
+    roundtrip_seconds: float  # paced identifies at 200/s
+    sustained_seconds: float
+    startup_runs: int
+    resets: int
+    engage_profiles: tuple[int, ...]
+    memory_events: int
+    memory_contacts: int
+
+
+FULL = Sizes(10, 2, 20, 20, 5, 300, (10_000, 100_000), 1_000_000, 100_000)
+SMALL = Sizes(2, 0.5, 3, 4, 2, 50, (10_000,), 50_000, 10_000)
+SIZES = SMALL if QUICK else FULL
+
+# figure → (comparison, target). Figures without a target are context for the ones with one.
+TARGETS: dict[str, tuple[str, float]] = {
+    "ingest_ratio_vs_bare": (">=", 0.5),
+    "roundtrip_p99_ms": ("<=", 50),
+    "roundtrip_sustained_per_s": (">=", 1000),
+    "mailjet_ratio_vs_moto": (">=", 10),
+    "engage_change_ratio_100k": ("<=", 0.05),
+    "startup_s": ("<=", 1),
+    "reset_ms": ("<=", 5),
+    "rss_bytes_per_event": ("<=", 1024),
+}
+
+_work = Path(tempfile.mkdtemp(prefix="segjet-bench-"))
+_counter = iter(range(1 << 30))
+
+
+# ---------------------------------------------------------------------------------------------
+# Processes.
+
+
+def _python(*args: str) -> list[str]:
+    return [sys.executable, *args]
+
+
+def _segjet_up() -> list[str]:
+    # The console script a user runs; `python -m emulator` where it is not installed.
+    script = Path(sys.executable).with_name("segjet")
+    command = [str(script)] if script.exists() else _python("-m", "emulator")
+    return [*command, "up", "--segment-port", "0", "--mailjet-port", "0", "--destination-port", "0", "--seed", "0"]
+
+
+def _read_ready(path: Path) -> dict[str, Any] | None:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (FileNotFoundError, ValueError):  # not written yet, or half written
+        return None
+
+
+@contextlib.contextmanager
+def server(command: list[str], timeout: float = 60) -> Iterator[tuple[dict[str, Any], subprocess.Popen]]:
+    """Start a server process with `--ready-file`; yield what it wrote there, and its process."""
+    name = f"server-{next(_counter)}"
+    ready = _work / f"{name}.json"
+    log = (_work / f"{name}.log").open("w")
+    process = subprocess.Popen([*command, "--ready-file", str(ready)], stdout=log, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + timeout
+        while (info := _read_ready(ready)) is None:
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"{command} did not start; see {log.name}")
+            time.sleep(0.01)
+        yield info, process
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+        log.close()
+
+
+def load(spec: dict[str, Any], *options: str) -> dict[str, Any]:
+    """Run benchmarks/http_load.py on `spec` in its own process; answer its JSON result."""
+    spec_file = _work / f"spec-{next(_counter)}.json"
+    spec_file.write_text(json.dumps(spec), encoding="utf-8")
+    output = subprocess.run(_python("-m", "benchmarks.http_load", str(spec_file), *options),
+                            check=True, capture_output=True, text=True).stdout
+    return json.loads(output)
+
+
+def closed_load(spec: dict[str, Any], connections: int) -> dict[str, Any]:
+    result = load(spec, "--mode", "closed", "--connections", str(connections),
+                  "--duration", str(SIZES.load_seconds), "--warmup", str(SIZES.warmup_seconds))
+    bad = {status: count for status, count in result["statuses"].items() if not status.startswith("2")}
+    if bad or not result["requests"]:
+        raise RuntimeError(f"unexpected answers from {spec['url']}{spec['path']}: {result['statuses']}")
+    return result
+
+
+def rss_bytes(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    raise RuntimeError("no VmRSS")
+
+
+# ---------------------------------------------------------------------------------------------
+# Ingestion: /v1/batch with 100 track events, segjet (validation on, off) beside a bare endpoint.
+
+EVENTS_PER_BATCH = 100
+INGEST_CONNECTIONS = 8
+
+
+def batch_body() -> str:
+    """analytics-python's shape: 100 track calls with unique messageIds (@N@ is the request number)."""
+    items = [
+        {
+            "type": "track", "userId": f"user-{i}", "event": "Order Completed",
+            "properties": {"revenue": 42.5, "currency": "EUR", "order_id": f"o-@N@-{i}"},
+            "context": {"library": {"name": "analytics-python", "version": "2.3.4"}},
+            "timestamp": "2025-03-01T12:00:00.000+00:00", "messageId": f"m-@N@-{i}", "integrations": {},
+        }
+        for i in range(EVENTS_PER_BATCH)
+    ]
+    return json.dumps({"batch": items, "sentAt": "2025-03-01T12:00:00.100+00:00", "writeKey": WRITE_KEY})
+
+
+def ingest_spec(url: str) -> dict[str, Any]:
+    return {"url": url, "method": "POST", "path": "/v1/batch", "body": batch_body(),
+            "headers": {"Content-Type": "application/json", "Authorization": SEGMENT_AUTHORIZATION}}
+
+
+def bench_ingest(figures: dict[str, Any]) -> None:
+    rates = {}
+    for label, command in (
+        ("validated", _python("-m", "benchmarks.servers", "bundle")),
+        ("unvalidated", _python("-m", "benchmarks.servers", "bundle", "--no-validate")),
+        ("bare", _python("-m", "benchmarks.servers", "bare")),
+    ):
+        with server(command) as (info, _):
+            url = info.get("segment_url") or info["url"]
+            rates[label] = closed_load(ingest_spec(url), INGEST_CONNECTIONS)["per_s"] * EVENTS_PER_BATCH
+    figures["ingest_events_per_s_validated"] = round(rates["validated"])
+    figures["ingest_events_per_s_unvalidated"] = round(rates["unvalidated"])
+    figures["ingest_bare_events_per_s"] = round(rates["bare"])
+    figures["ingest_ratio_vs_bare"] = round(rates["validated"] / rates["bare"], 3)
+
+
+# ---------------------------------------------------------------------------------------------
+# Fake Mailjet managecontact beside moto's SQS SendMessage.
+
+MAILJET_CONNECTIONS = 8
+
+
+def managecontact_spec(url: str) -> dict[str, Any]:
+    body = {"Email": "bench-@N@@example.com", "Name": "Bench @N@", "Action": "addnoforce",
+            "Properties": {"plan": "pro", "segment_user_id": "u-@N@"}}
+    return {"url": url, "method": "POST", "path": "/v3/REST/contactslist/1/managecontact", "body": json.dumps(body),
+            "headers": {"Content-Type": "application/json", "Authorization": MAILJET_AUTHORIZATION}}
+
+
+def sqs_spec(url: str, queue_url: str) -> dict[str, Any]:
+    # SQS query protocol; moto does not check signatures, it reads the region from the credential scope.
+    body = httpx.QueryParams({"Action": "SendMessage", "Version": "2012-11-05", "QueueUrl": queue_url,
+                              "MessageBody": "hello"})
+    return {"url": url, "method": "POST", "path": "/", "body": str(body) + "-@N@", "headers": {
+        "Content-Type": "application/x-www-form-urlencoded; charset=utf-8", "X-Amz-Date": "20250301T120000Z",
+        "Authorization": "AWS4-HMAC-SHA256 Credential=testing/20250301/us-east-1/sqs/aws4_request, "
+                         "SignedHeaders=content-type;host;x-amz-date, Signature=" + "0" * 64}}
+
+
+def bench_mailjet_vs_moto(figures: dict[str, Any]) -> None:
+    with server(_segjet_up()) as (info, _):
+        url = info["mailjet_url"]
+        for name in ("plan", "segment_user_id"):
+            httpx.post(f"{url}/v3/REST/contactmetadata", auth=MAILJET_AUTH,
+                       json={"Name": name, "Datatype": "str", "NameSpace": "static"}).raise_for_status()
+        mailjet = closed_load(managecontact_spec(url), MAILJET_CONNECTIONS)
+    with server(_python("-m", "benchmarks.servers", "moto")) as (info, _):
+        url = info["url"]
+        created = httpx.post(url + "/", data={"Action": "CreateQueue", "QueueName": "bench", "Version": "2012-11-05"},
+                             headers=sqs_spec(url, "")["headers"] | {"Content-Type": "application/x-www-form-urlencoded"})
+        created.raise_for_status()
+        queue_url = created.text.split("<QueueUrl>")[1].split("</QueueUrl>")[0]
+        moto = closed_load(sqs_spec(url, queue_url), MAILJET_CONNECTIONS)
+    figures["mailjet_managecontact_per_s"] = round(mailjet["per_s"])
+    figures["moto_sqs_send_per_s"] = round(moto["per_s"])
+    figures["mailjet_ratio_vs_moto"] = round(mailjet["per_s"] / moto["per_s"], 2)
+
+
+# ---------------------------------------------------------------------------------------------
+# Round trip: identify → contact in Mailjet.
+
+ROUNDTRIP_RATE = 200
+BACKLOG_LIMIT = 2000  # identifies sent but not yet in Mailjet, in the sustained run
+
+
+def contact_count(client: httpx.Client, mailjet_url: str) -> int:
+    answer = client.get(f"{mailjet_url}/v3/REST/contact", params={"countOnly": 1}, auth=MAILJET_AUTH)
+    answer.raise_for_status()
+    return answer.json()["Total"]
+
+
+def wait_for_contacts(client: httpx.Client, mailjet_url: str, count: int, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while (seen := contact_count(client, mailjet_url)) < count:
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"only {seen} of {count} contacts reached Mailjet within {timeout} s")
+        time.sleep(0.05)
+
+
+def bench_roundtrip_latency(figures: dict[str, Any]) -> None:
+    """p50/p99 from sending an identify to the contact's properties being in the fake Mailjet.
+
+    Paced open loop at 200 identifies/s (POST /v1/identify, one user each). Latency of one identify =
+    the moment the fake Mailjet answered the destination's managecontact for that email (its
+    request journal's `at`, taken when the response starts, i.e. after the contact and its
+    properties are stored and readable through the REST API), minus the moment the identify was
+    due to be sent. Both are wall-clock readings of the same machine; the journal keeps
+    milliseconds, so each latency is low by less than 1 ms.
+    """
+    with server(_segjet_up()) as (info, _), httpx.Client(timeout=30) as client:
+        segment, mailjet = info["segment_url"], info["mailjet_url"]
+        # Warm-up: the first identify makes the destination define the properties; not measured.
+        client.post(f"{segment}/v1/identify", auth=(WRITE_KEY, ""),
+                    json={"userId": "warm", "traits": {"email": "warm@example.com", "plan": "pro"}}).raise_for_status()
+        wait_for_contacts(client, mailjet, 1, 30)
+        spec = {"url": segment, "method": "POST", "path": "/v1/identify",
+                "headers": {"Content-Type": "application/json", "Authorization": SEGMENT_AUTHORIZATION},
+                "body": json.dumps({"userId": "rt-@N@", "messageId": "rt-@N@",
+                                    "traits": {"email": "rt-@N@@example.com", "plan": "pro"}})}
+        result = load(spec, "--mode", "paced", "--rate", str(ROUNDTRIP_RATE), "--connections", "64",
+                      "--duration", str(SIZES.roundtrip_seconds))
+        wait_for_contacts(client, mailjet, 1 + result["requests"], 120)
+        journal = client.get(f"{mailjet}/_emulator/requests",
+                             params={"method": "POST", "path": "managecontact", "limit": 10_000}).json()["requests"]
+        answered = {entry["body"]["Email"]: datetime.fromisoformat(entry["at"].replace("Z", "+00:00")).timestamp()
+                    for entry in journal if entry["status"] == 201}
+        latencies = sorted((answered[f"rt-{number}@example.com"] - due) * 1000 for number, due in result["sent"])
+        sample = client.get(f"{mailjet}/v3/REST/contactdata/rt-1@example.com", auth=MAILJET_AUTH).json()
+        assert {"Name": "plan", "Value": "pro"} in sample["Data"][0]["Data"], sample
+    figures["roundtrip_p50_ms"] = round(statistics.median(latencies), 1)
+    figures["roundtrip_p99_ms"] = round(latencies[int(len(latencies) * 0.99) - 1], 1)
+    figures["roundtrip_max_ms"] = round(latencies[-1], 1)
+    figures["roundtrip_identifies"] = len(latencies)
+    figures["roundtrip_sender_late"] = result["late"]
+
+
+def bench_roundtrip_sustained(figures: dict[str, Any]) -> None:
+    """Identifies/s delivered end to end when sent as fast as delivery keeps up.
+
+    This process sends /v1/batch requests of 100 identifies (new users) while fewer than
+    BACKLOG_LIMIT sent identifies are missing from Mailjet, and counts the contacts in the fake
+    Mailjet (REST `countOnly`) as they arrive; the figure is contacts added per second over the
+    window after the warm-up.
+    """
+    asyncio.run(_sustained(figures))
+
+
+async def _sustained(figures: dict[str, Any]) -> None:
+    with server(_segjet_up()) as (info, _):
+        segment, mailjet = info["segment_url"], info["mailjet_url"]
+        async with httpx.AsyncClient(timeout=30) as client:
+            sent = 0
+            samples: list[tuple[float, int]] = []
+            start = time.perf_counter()
+            end = start + SIZES.warmup_seconds + SIZES.sustained_seconds
+            while (now := time.perf_counter()) < end:
+                answer = await client.get(f"{mailjet}/v3/REST/contact", params={"countOnly": 1}, auth=MAILJET_AUTH)
+                count = answer.json()["Total"]
+                samples.append((now, count))
+                if sent - count < BACKLOG_LIMIT:
+                    batch = [{"type": "identify", "userId": f"s-{sent + i}", "messageId": f"s-{sent + i}",
+                              "traits": {"email": f"s-{sent + i}@example.com", "plan": "pro"}}
+                             for i in range(EVENTS_PER_BATCH)]
+                    (await client.post(f"{segment}/v1/batch", auth=(WRITE_KEY, ""), json={"batch": batch})).raise_for_status()
+                    sent += EVENTS_PER_BATCH
+                else:
+                    await asyncio.sleep(0.05)
+    window = [(at, count) for at, count in samples if at >= start + SIZES.warmup_seconds]
+    (first_at, first), (last_at, last) = window[0], window[-1]
+    figures["roundtrip_sustained_per_s"] = round((last - first) / (last_at - first_at))
+
+
+# ---------------------------------------------------------------------------------------------
+# Start-up and reset.
+
+
+def bench_startup(figures: dict[str, Any]) -> None:
+    """`segjet up` (ports 0, --ready-file) from process start to all three servers answering health."""
+    times = []
+    for _ in range(SIZES.startup_runs):
+        started = time.perf_counter()
+        with server(_segjet_up()) as (info, _), httpx.Client() as client:
+            for url in (info["segment_url"] + "/_emulator/health", info["mailjet_url"] + "/_emulator/health",
+                        info["destination_url"] + "/health"):
+                client.get(url).raise_for_status()
+            times.append(time.perf_counter() - started)
+    figures["startup_s"] = round(statistics.median(times), 3)
+
+
+def bench_reset(figures: dict[str, Any]) -> None:
+    """The pytest plugin's per-test reset (`SegjetClient.reset`: POST /_emulator/reset on both fakes).
+
+    Each reset follows one identify delivered to Mailjet, so there is a little state to forget, as
+    after a short test.
+    """
+    times = []
+    with server(_segjet_up()) as (info, _):
+        stack = SegjetClient(info)
+        try:
+            for n in range(SIZES.resets):
+                stack.http.post(f"{stack.segment_url}/v1/identify", auth=(WRITE_KEY, ""),
+                                json={"userId": f"r-{n}", "traits": {"email": f"r-{n}@example.com"}}).raise_for_status()
+                wait_for_contacts(stack.http, stack.mailjet_url, 1, 30)
+                started = time.perf_counter()
+                stack.reset()
+                times.append(time.perf_counter() - started)
+        finally:
+            stack.close()
+    figures["reset_ms"] = round(statistics.median(times) * 1000, 2)
+
+
+# ---------------------------------------------------------------------------------------------
+# Engage and memory (model level, in-process).
+
+
+def bench_engage(figures: dict[str, Any]) -> None:
+    """Initial and 1 %-change sync, with benchmarks/engage_sync.py's data and steps."""
+    for profiles in SIZES.engage_profiles:
+        clock, backend, space = engage_sync.build(profiles, seed=7)
+        engage_sync.warm_up(clock)
+        started = time.perf_counter()
+        space.engine.sync()
+        initial = time.perf_counter() - started
+        engage_sync.change(backend, space, clock, profiles)
+        started = time.perf_counter()
+        space.engine.sync()
+        changed = time.perf_counter() - started
+        label = f"{profiles // 1000}k"
+        figures[f"engage_initial_s_{label}"] = round(initial, 3)
+        figures[f"engage_change_s_{label}"] = round(changed, 4)
+        figures[f"engage_change_ratio_{label}"] = round(changed / initial, 4)
+        del clock, backend, space
+
+
+def bench_memory(figures: dict[str, Any]) -> None:
+    output = subprocess.run(
+        _python("-m", "benchmarks.stored_memory", "--events", str(SIZES.memory_events),
+                "--contacts", str(SIZES.memory_contacts)),
+        check=True, capture_output=True, text=True).stdout
+    figures.update(json.loads(output))
+
+
+# ---------------------------------------------------------------------------------------------
+
+BENCHES: list[tuple[str, Callable[[dict[str, Any]], None]]] = [
+    ("ingest", bench_ingest),
+    ("mailjet vs moto", bench_mailjet_vs_moto),
+    ("round trip latency", bench_roundtrip_latency),
+    ("round trip sustained", bench_roundtrip_sustained),
+    ("start-up", bench_startup),
+    ("reset", bench_reset),
+    ("engage", bench_engage),
+    ("memory", bench_memory),
+]
+
+
+def verdicts(figures: dict[str, Any]) -> dict[str, bool | None]:
+    met: dict[str, bool | None] = {}
+    for name, (comparison, target) in TARGETS.items():
+        value = figures.get(name)
+        met[name] = None if value is None else (value >= target if comparison == ">=" else value <= target)
+    return met
+
+
+def print_table(figures: dict[str, Any], met: dict[str, bool | None]) -> None:
+    print(f"\n{'figure':<34} {'value':>14}  {'target':<10} met")
+    for name, value in figures.items():
+        if name in ("targets", "met", "mode", "machine"):
+            continue
+        comparison, target = TARGETS.get(name, ("", None))
+        target_text = f"{comparison} {target:g}" if target is not None else ""
+        verdict = {True: "yes", False: "NO", None: "-"}[met.get(name)] if name in TARGETS else ""
+        shown = f"{value:,}" if isinstance(value, (int, float)) else str(value)
+        print(f"{name:<34} {shown:>14}  {target_text:<10} {verdict}")
+
+
+def main() -> None:
+    figures: dict[str, Any] = {
+        "mode": "quick" if QUICK else "full",
+        "machine": f"{os.cpu_count()} CPUs, {platform.python_implementation()} {platform.python_version()}",
+    }
+    try:
+        for title, bench in BENCHES:
+            started = time.perf_counter()
+            print(f"{title} ...", end=" ", flush=True)
+            bench(figures)
+            print(f"{time.perf_counter() - started:.1f} s", flush=True)
+    finally:
+        shutil.rmtree(_work, ignore_errors=True)
+    met = verdicts(figures)
+    figures["targets"] = {name: f"{comparison} {target:g}" for name, (comparison, target) in TARGETS.items()}
+    figures["met"] = met
+    print_table(figures, met)
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS.write_text(json.dumps(figures, indent=2) + "\n", encoding="utf-8")
+    print(f"\nwritten to {RESULTS}")
+
+
+if __name__ == "__main__":
+    main()

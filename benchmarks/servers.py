@@ -1,0 +1,90 @@
+"""Servers the benchmarks measure beside `segjet up`, each started as its own process.
+
+- `bare`: a Starlette + uvicorn endpoint `POST /v1/batch` that only parses the JSON body and
+  appends its events to a list: the floor any Python tracking endpoint pays, served exactly as the
+  bundle serves its apps (`emulator.common.server.Runner`, same uvicorn settings).
+- `bundle`: the three servers in one process as `segjet up` runs them, from a BundleConfig, so a
+  switch `segjet up` has no flag for (`--no-validate`: BundleConfig.validate = False) can be set.
+- `moto`: moto's `ThreadedMotoServer` (Werkzeug, threaded), the reference fake for AWS.
+
+Each writes `{"url": ...}` (the bundle: what `--ready-file` holds) to `--ready-file` once it
+answers, then runs until SIGTERM.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import signal
+import threading
+from pathlib import Path
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from emulator.bundle import Bundle
+from emulator.common.server import Runner, bind, url_of
+from emulator.config import BundleConfig
+
+
+def bare_app() -> Starlette:
+    received: list[Any] = []
+
+    async def batch(request: Request) -> Response:
+        received.extend(json.loads(await request.body())["batch"])
+        return JSONResponse({"success": True})
+
+    return Starlette(routes=[Route("/v1/batch", batch, methods=["POST"])])
+
+
+async def serve_bare(ready_file: Path) -> None:
+    runner = Runner()
+    sock = bind("127.0.0.1", 0)
+    runner.add("bare", bare_app(), sock)
+    await runner.start()
+    runner.install_signal_handlers()
+    ready_file.write_text(json.dumps({"url": url_of(sock)}), encoding="utf-8")
+    await runner.wait()
+
+
+async def serve_bundle(ready_file: Path, validate: bool) -> None:
+    bundle = Bundle(BundleConfig(segment_port=0, mailjet_port=0, destination_port=0, seed=0, validate=validate))
+    info = await bundle.start()
+    bundle.runner.install_signal_handlers()
+    ready_file.write_text(json.dumps(info), encoding="utf-8")
+    await bundle.wait()
+
+
+def serve_moto(ready_file: Path) -> None:
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    ready_file.write_text(json.dumps({"url": f"http://{host}:{port}"}), encoding="utf-8")
+    stop.wait()
+    server.stop()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("server", choices=("bare", "bundle", "moto"))
+    parser.add_argument("--ready-file", type=Path, required=True)
+    parser.add_argument("--no-validate", action="store_true", help="bundle: skip contract validation at ingest")
+    args = parser.parse_args()
+    if args.server == "bare":
+        asyncio.run(serve_bare(args.ready_file))
+    elif args.server == "bundle":
+        asyncio.run(serve_bundle(args.ready_file, validate=not args.no_validate))
+    else:
+        serve_moto(args.ready_file)
+
+
+if __name__ == "__main__":
+    main()

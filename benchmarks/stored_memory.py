@@ -1,0 +1,85 @@
+"""Resident memory per stored event (fake Segment) and per contact (fake Mailjet), model level.
+
+Run in a fresh process by benchmarks/run.py: RSS is read before and after filling the models.
+Events go through `SegmentBackend.receive("batch", ...)`, the tracking route's model call (JSON
+decoding, enrichment, validation, dedupe index, message log, profiles), 100 per batch, over
+100,000 users (identify 1 in 5, else track). Not included: HTTP, the request journal (capped at
+10,000 requests) and the delivery records (capped at 100,000), which `segjet up` also keeps.
+Contacts go through `Account.manage_contact`, as the destination's managecontact call does.
+Prints one JSON object.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+from pathlib import Path
+
+from emulator.common.clock import Clock
+from emulator.config import BundleConfig
+from emulator.mailjet.models import MailjetBackend
+from emulator.segment.models import SegmentBackend
+
+USERS = 100_000
+
+
+def rss_bytes() -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    raise RuntimeError("no VmRSS")
+
+
+def batch_of(start: int, size: int) -> bytes:
+    items = []
+    for n in range(start, start + size):
+        user = f"user-{n % USERS}"
+        if n % 5 == 0:
+            items.append({"type": "identify", "userId": user, "messageId": f"m-{n}",
+                          "traits": {"email": f"{user}@example.com", "plan": "pro", "name": f"User {n % USERS}"}})
+        else:
+            items.append({"type": "track", "userId": user, "event": "Order Completed", "messageId": f"m-{n}",
+                          "properties": {"revenue": n % 200, "currency": "EUR", "order_id": f"o-{n}"}})
+    payload = {"batch": items, "writeKey": "segjet-write-key",
+               "context": {"library": {"name": "analytics-python", "version": "2.3.4"}}}
+    return json.dumps(payload).encode()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--events", type=int, default=1_000_000)
+    parser.add_argument("--contacts", type=int, default=100_000)
+    args = parser.parse_args()
+    config = BundleConfig(seed=0)
+    clock = Clock()
+    segment = SegmentBackend.from_config(config, clock)
+    mailjet = MailjetBackend(config, clock, "http://127.0.0.1:8702", "http://127.0.0.1:8701")
+    account = mailjet.default_account
+    for name in ("plan", "segment_user_id"):
+        account.create_property({"Name": name, "Datatype": "str", "NameSpace": "static"})
+    segment.receive("batch", batch_of(0, 100))  # compile validators and warm caches before measuring
+    segment.reset()
+    gc.collect()
+
+    before = rss_bytes()
+    for start in range(0, args.events, 100):
+        segment.receive("batch", batch_of(start, min(100, args.events - start)))
+    gc.collect()
+    after_events = rss_bytes()
+    for n in range(args.contacts):
+        account.manage_contact("1", {"Email": f"user-{n}@example.com", "Name": f"User {n}", "Action": "addnoforce",
+                                     "Properties": {"plan": "pro", "segment_user_id": f"user-{n}"}})
+    gc.collect()
+    after_contacts = rss_bytes()
+    print(json.dumps({
+        "rss_events_stored": args.events,
+        "rss_bytes_per_event": round((after_events - before) / args.events),
+        "rss_contacts_stored": args.contacts,
+        "rss_bytes_per_contact": round((after_contacts - after_events) / args.contacts),
+        "rss_total_mb": round(after_contacts / 2**20, 1),
+    }))
+
+
+if __name__ == "__main__":
+    main()
