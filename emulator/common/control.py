@@ -79,13 +79,31 @@ async def move_clock(clock: Clock, body: dict[str, Any]) -> dict[str, Any]:
     return {**clock_state(clock), "fired": fired}
 
 
-def control_routes(service: str, clock: Clock, journal: Journal, reset: Callable[[], None]) -> list[Route]:
-    """Routes for health, reset, requests and clock; `reset` clears the service's own state."""
+def control_routes(
+    service: str,
+    clock: Clock,
+    journal: Journal,
+    reset: Callable[[], None],
+    scoped_reset: Callable[[Request], dict[str, Any] | None] | None = None,
+) -> list[Route]:
+    """Routes for health, reset, requests and clock; `reset` clears the service's own state.
+
+    `scoped_reset(request)`, when given, handles a reset that names one tenant (e.g. `?writeKey=`):
+    it resets that tenant alone and answers extra fields for the reply, or None when the request
+    names no tenant, for the whole-service reset (which also clears the journal and the clock offset).
+    """
 
     async def health(request: Request) -> Response:
         return JSONResponse({"status": "ok", "service": service, "now": iso(clock.now())})
 
     async def do_reset(request: Request) -> Response:
+        if scoped_reset is not None:
+            try:
+                scoped = scoped_reset(request)
+            except ControlError as exc:
+                return control_error_response(exc)
+            if scoped is not None:
+                return JSONResponse({"status": "ok", "service": service, **scoped})
         reset()
         journal.clear()
         clock.reset(owner=service)
