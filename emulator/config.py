@@ -43,6 +43,9 @@ class BundleConfig:
     engage_audiences: list[dict[str, Any]] = field(default_factory=list)
     engage_traits: list[dict[str, Any]] = field(default_factory=list)
     engage_sync_interval: str = "2h"
+    # `segjet up --data-dir DIR`: each fake keeps its state in DIR (segment.sqlite3, mailjet.sqlite3)
+    # and finds it again after a restart. None: memory only.
+    data_dir: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
