@@ -40,6 +40,10 @@ def _add_up_arguments(parser: argparse.ArgumentParser) -> None:
         "--config", type=Path, default=None, help='JSON file of Engage definitions: {"audiences": [...], "traits": [...]}'
     )
     parser.add_argument(
+        "--data-dir", type=Path, default=None,
+        help="keep the fakes' state in this directory across restarts (default: memory only)",
+    )
+    parser.add_argument(
         "--faults", type=Path, default=None, help='JSON file of fault rules: {"segment": [...], "mailjet": [...]}'
     )
     parser.add_argument(
@@ -73,6 +77,7 @@ def config_from_args(args: argparse.Namespace) -> BundleConfig:
         journal_capacity=args.journal_capacity,
         events_capacity=args.events_capacity,
         control_token=args.control_token or None,
+        data_dir=str(args.data_dir) if args.data_dir else None,
     )
     if args.auth_key:
         config.auth_key = args.auth_key
