@@ -8,6 +8,10 @@ thread of its own (tests, the pytest plugin, `segjet demo`).
 from __future__ import annotations
 
 import asyncio
+import json
+import os
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
 from typing import Any
 
 from destination.app import create_app as create_destination_app
@@ -20,10 +24,39 @@ from .mailjet.routes import create_app as create_mailjet_app
 from .segment.routes import create_app as create_segment_app
 
 
+# With --data-dir, what the bundle itself keeps across restarts (each fake keeps its own state):
+# the generated authentication key (the fake Segment's destination settings and Mailjet's App
+# Connections page hold it) and the shared virtual clock's offset, so that retries and syncs
+# scheduled in virtual time are still due when they should be.
+BUNDLE_STATE_FILE = "bundle.json"
+
+
+def _read_bundle_state(data_dir: str) -> dict[str, Any]:
+    try:
+        state = json.loads((Path(data_dir) / BUNDLE_STATE_FILE).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return {}
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"{Path(data_dir) / BUNDLE_STATE_FILE}: {exc}") from exc
+    return state if isinstance(state, dict) else {}
+
+
+def remembered_auth_key(data_dir: str) -> str | None:
+    """The authentication key generated at the first start on `data_dir`, if any."""
+    key = _read_bundle_state(data_dir).get("auth_key")
+    return key if isinstance(key, str) and key else None
+
+
 class Bundle:
     def __init__(self, config: BundleConfig) -> None:
         self.config = config
         self.clock = Clock()
+        if config.data_dir:
+            offset = _read_bundle_state(config.data_dir).get("clock_offset_seconds")
+            if isinstance(offset, (int, float)) and not isinstance(offset, bool):
+                self.clock.set(datetime.now(timezone.utc) + timedelta(seconds=offset))
+            self.clock.on_move = self._save_state
+            self._save_state()
         self.runner = Runner()
         self.urls: BundleUrls | None = None
         self._clock_task: asyncio.Task[None] | None = None
@@ -58,6 +91,16 @@ class Bundle:
             "list_id": self.config.list_id,
             "control_token": self.config.control_token,
         }
+
+    def _save_state(self) -> None:
+        assert self.config.data_dir is not None
+        path = Path(self.config.data_dir) / BUNDLE_STATE_FILE
+        path.parent.mkdir(parents=True, exist_ok=True)
+        state = {"auth_key": self.config.auth_key, "clock_offset_seconds": self.clock.offset.total_seconds()}
+        # Written aside and renamed: a kill mid-write leaves the previous file whole.
+        temporary = path.with_suffix(".json.tmp")
+        temporary.write_text(json.dumps(state) + "\n", encoding="utf-8")
+        os.replace(temporary, path)
 
     async def wait(self) -> None:
         await self.runner.wait()

@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 from typing import Any, Sequence
 
-from .bundle import Bundle
+from .bundle import Bundle, remembered_auth_key
 from .config import BundleConfig
 from .harness import run, validate
 
@@ -81,6 +81,9 @@ def config_from_args(args: argparse.Namespace) -> BundleConfig:
     )
     if args.auth_key:
         config.auth_key = args.auth_key
+    elif config.data_dir:
+        # A restart on the same data keeps the key the stored destination settings hold.
+        config.auth_key = remembered_auth_key(config.data_dir) or config.auth_key
     if args.config:
         config.engage_audiences, config.engage_traits = _engage_definitions(args.config)
     if args.faults:

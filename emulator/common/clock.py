@@ -88,6 +88,13 @@ class Clock:
         self._seq = itertools.count()
         self._firing = asyncio.Lock()
         self._wake: asyncio.Event | None = None
+        # Called after the offset changes (advance, set, reset): the bundle keeps it with --data-dir.
+        self.on_move: Callable[[], None] | None = None
+
+    @property
+    def offset(self) -> timedelta:
+        """Virtual time minus real time."""
+        return self._offset
 
     def now(self) -> datetime:
         return datetime.now(timezone.utc) + self._offset
@@ -96,17 +103,18 @@ class Clock:
         if delta < timedelta():
             raise ValueError("the clock only moves forward; use set to go back")
         self._offset += delta
-        self._poke()
+        self._moved()
         return self.now()
 
     def set(self, moment: datetime) -> datetime:
         self._offset = moment - datetime.now(timezone.utc)
-        self._poke()
+        self._moved()
         return self.now()
 
     def reset(self, owner: str) -> None:
         """Back to real time, and drop the timers of one service (the others in a bundle keep theirs)."""
         self._offset = timedelta()
+        self._moved()
         for timer in self._timers:
             if timer.owner == owner:
                 timer.cancelled = True
@@ -160,6 +168,11 @@ class Clock:
                 await asyncio.wait_for(self._wake.wait(), timeout=poll_seconds)
             except asyncio.TimeoutError:
                 pass
+
+    def _moved(self) -> None:
+        if self.on_move is not None:
+            self.on_move()
+        self._poke()
 
     def _poke(self) -> None:
         if self._wake is not None:

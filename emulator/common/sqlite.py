@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Iterator
 
 
-class SchemaVersionError(RuntimeError):
+class SchemaVersionError(ValueError):
     """The database was written by another schema version of the service."""
 
 

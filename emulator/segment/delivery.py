@@ -33,7 +33,7 @@ import random
 from collections import deque
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Iterable, Protocol
 
 import httpx
 
@@ -46,6 +46,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 DESTINATION_NAME = "Mailjet"
+# Timers are owned by the workspace: resetting one workspace cancels its retries only.
 CLOCK_OWNER = "segment"
 
 QUEUED = "queued"
@@ -174,8 +175,19 @@ def destination_headers(settings: dict[str, str]) -> dict[str, str]:
     }
 
 
+class DeliveryChanges(Protocol):
+    """Told of every change worth keeping across a restart (storage.py writes them)."""
+
+    def delivery_changed(self, record: DeliveryRecord) -> None: ...
+
+    def delivery_dropped(self, record: DeliveryRecord) -> None: ...
+
+    def destination_changed(self) -> None: ...
+
+
 @dataclass
 class DeliveryRecord:
+    seq: int  # order of intake in the workspace; the storage's row id
     message_id: str
     type: str | None
     user_id: str | None
@@ -240,8 +252,12 @@ class DeliveryPipeline:
         timeout_seconds: float = DEFAULT_TIMEOUT_SECONDS,
         max_in_flight: int = DEFAULT_MAX_IN_FLIGHT,
         max_records: int = DEFAULT_MAX_RECORDS,
+        owner: str = CLOCK_OWNER,
     ) -> None:
         self._clock = clock
+        self._owner = owner
+        self.changes: DeliveryChanges | None = None
+        self._next_seq = 1
         self._initial_destination = DestinationConfig(destination_url.rstrip("/"), enabled, {"apiKey": api_key, "listId": list_id})
         self._destination = self._initial_destination
         self._seed = seed if seed is not None else random.SystemRandom().randrange(2**32)
@@ -252,6 +268,8 @@ class DeliveryPipeline:
         self._lanes: dict[str, _Lane] = {}
         self._waiting: dict[str, _Lane] = {}
         self._records: deque[DeliveryRecord] = deque()
+        # Records pushed out by `max_records` since the last reset (oldest first).
+        self.dropped = 0
         self._by_message_id: dict[str, list[DeliveryRecord]] = {}
         # Created on first use, inside the event loop that serves the app.
         self._ready: asyncio.Queue[_Lane] | None = None
@@ -262,7 +280,9 @@ class DeliveryPipeline:
         self._in_flight = asyncio.Semaphore(max_in_flight)
 
     @classmethod
-    def from_config(cls, config: BundleConfig, clock: Clock, urls: BundleUrls) -> DeliveryPipeline:
+    def from_config(
+        cls, config: BundleConfig, clock: Clock, urls: BundleUrls, owner: str = CLOCK_OWNER
+    ) -> DeliveryPipeline:
         """The bundle's pipeline: the Mailjet tile set up with the account's authentication key and list."""
         return cls(
             clock,
@@ -271,6 +291,7 @@ class DeliveryPipeline:
             api_key=config.auth_key,
             list_id=str(config.list_id),
             enabled=config.enable_destination,
+            owner=owner,
         )
 
     # --- configuration -------------------------------------------------------------------------
@@ -286,6 +307,8 @@ class DeliveryPipeline:
         the new settings (a guess: Segment reads the settings when it sends).
         """
         self._destination = self._destination.merged(update)
+        if self.changes is not None:
+            self.changes.destination_changed()
         return self._destination
 
     # --- intake --------------------------------------------------------------------------------
@@ -300,6 +323,7 @@ class DeliveryPipeline:
         if not self._destination.enabled:
             return
         record = DeliveryRecord(
+            seq=self._next_seq,
             message_id=str(message.get("messageId")),
             type=message.get("type"),
             user_id=message.get("userId"),
@@ -307,18 +331,25 @@ class DeliveryPipeline:
             # A shallow copy: the body sent, and recorded with each attempt, is the message as accepted.
             body=dict(message),
         )
+        self._next_seq += 1
         self._remember(record)
         reason = skip_reason(message)
         if reason is not None:
             record.state, record.reason = SKIPPED, reason
-            return
-        key = _lane_key(message)
+        else:
+            lane = self._lane_for(record)
+            lane.pending.append(record)
+            if lane.idle:
+                self._schedule(lane)
+        if self.changes is not None:
+            self.changes.delivery_changed(record)
+
+    def _lane_for(self, record: DeliveryRecord) -> _Lane:
+        key = _lane_key(record.body)
         lane = self._lanes.get(key)
         if lane is None:
             lane = self._lanes[key] = _Lane(key, self._generation)
-        lane.pending.append(record)
-        if lane.idle:
-            self._schedule(lane)
+        return lane
 
     # --- reading -------------------------------------------------------------------------------
 
@@ -347,10 +378,45 @@ class DeliveryPipeline:
         self._waiting.clear()
         self._records.clear()
         self._by_message_id.clear()
+        self.dropped = 0
+        self._next_seq = 1
         self._destination = self._initial_destination
 
+    def restore(self, destination: dict[str, Any], records: Iterable[DeliveryRecord]) -> None:
+        """Take back the destination settings and the records kept before a restart, oldest first.
+
+        Unfinished records rejoin their user's lane in order: a lane whose head was retrying
+        waits for its `next_attempt_at` on the clock again; a lane whose head was queued (maybe
+        in flight when the process stopped) is sent again by `resume()`, once the loop runs.
+        Call on a fresh or reset pipeline.
+        """
+        self._destination = self._initial_destination.merged(destination)
+        for record in records:
+            self._remember(record)
+            self._next_seq = max(self._next_seq, record.seq + 1)
+            if record.state in (QUEUED, RETRYING):
+                self._lane_for(record).pending.append(record)
+        for lane in self._lanes.values():
+            head = lane.pending[0]
+            if head.state == RETRYING and head.next_attempt_at is not None:
+                lane.timer = self._clock.call_at(head.next_attempt_at, self._fire_due, owner=self._owner)
+                self._waiting[lane.key] = lane
+
+    def resume(self) -> None:
+        """Start sending the restored lanes that wait for no retry; must run in the event loop."""
+        for lane in list(self._lanes.values()):
+            if lane.idle:
+                self._schedule(lane)
+
+    def all_records(self) -> list[DeliveryRecord]:
+        """Every record kept, oldest first (for the snapshot)."""
+        return list(self._records)
+
     async def aclose(self) -> None:
-        """Stop the workers and close the connection pool (app shutdown)."""
+        """Stop the workers and the retry timers, and close the connection pool (app shutdown)."""
+        for lane in self._waiting.values():
+            if lane.timer is not None:
+                Clock.cancel(lane.timer)
         for worker in self._workers:
             worker.cancel()
         await asyncio.gather(*self._workers, return_exceptions=True)
@@ -358,12 +424,16 @@ class DeliveryPipeline:
         if self._client is not None:
             await self._client.aclose()
             self._client = None
+        self._ready = None
 
     # --- delivery ------------------------------------------------------------------------------
 
     def _remember(self, record: DeliveryRecord) -> None:
         if len(self._records) >= self._max_records:
             oldest = self._records.popleft()
+            self.dropped += 1
+            if self.changes is not None:
+                self.changes.delivery_dropped(oldest)
             same_id = self._by_message_id.get(oldest.message_id, [])
             if oldest in same_id:
                 same_id.remove(oldest)
@@ -373,6 +443,12 @@ class DeliveryPipeline:
         self._by_message_id.setdefault(record.message_id, []).append(record)
 
     def _schedule(self, lane: _Lane) -> None:
+        ready = self._start()
+        lane.scheduled = True
+        ready.put_nowait(lane)
+
+    def _start(self) -> asyncio.Queue[_Lane]:
+        """The ready queue; the queue, connection pool and workers are made on first use, in the serving loop."""
         if self._ready is None:
             self._ready = asyncio.Queue()
             self._client = httpx.AsyncClient(
@@ -383,8 +459,7 @@ class DeliveryPipeline:
             self._workers = [
                 asyncio.create_task(self._work(), name=f"segment-delivery-{n}") for n in range(self._max_in_flight)
             ]
-        lane.scheduled = True
-        self._ready.put_nowait(lane)
+        return self._ready
 
     async def _work(self) -> None:
         assert self._ready is not None
@@ -400,6 +475,7 @@ class DeliveryPipeline:
 
     async def _fire_due(self) -> None:
         """Timer callback: retry every lane whose head is due, concurrently, and drain what follows."""
+        self._start()  # a retry restored from the database may be the first thing this pipeline sends
         now = self._clock.now()
         due = [lane for lane in self._waiting.values() if lane.pending[0].next_attempt_at <= now]
         for lane in due:
@@ -420,9 +496,11 @@ class DeliveryPipeline:
                 record = lane.pending[0]
                 await self._attempt(record)
                 if lane.generation != self._generation:
-                    return
+                    return  # reset while in flight: the record belongs to the forgotten state
+                if self.changes is not None:
+                    self.changes.delivery_changed(record)
                 if record.state == RETRYING:
-                    lane.timer = self._clock.call_at(record.next_attempt_at, self._fire_due, owner=CLOCK_OWNER)
+                    lane.timer = self._clock.call_at(record.next_attempt_at, self._fire_due, owner=self._owner)
                     self._waiting[lane.key] = lane
                     return
                 lane.pending.popleft()

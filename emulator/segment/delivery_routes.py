@@ -3,9 +3,13 @@
 - `GET /_emulator/destinations/mailjet` → `{"enabled", "settings": {"apiKey", "listId"}}`
 - `PUT /_emulator/destinations/mailjet` merges `{"enabled": bool}` and/or `{"settings": {...}}`
 - `GET /_emulator/deliveries?messageId=&state=&userId=&limit=` → `{"deliveries": [...]}`, newest last
+
+Each call acts on the pipeline of the workspace `pipeline_of(request)` names (`?writeKey=`).
 """
 
 from __future__ import annotations
+
+from typing import Callable
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -15,12 +19,18 @@ from ..common.control import ControlError, control_error_response, query_limit, 
 from .delivery import STATES, DeliveryPipeline, DestinationConfigError
 
 
-def delivery_routes(pipeline: DeliveryPipeline) -> list[Route]:
+def delivery_routes(pipeline_of: Callable[[Request], DeliveryPipeline]) -> list[Route]:
+    """`pipeline_of(request)` answers the request's pipeline or raises ControlError (unknown write key)."""
+
     async def get_destination(request: Request) -> Response:
-        return JSONResponse(pipeline.destination.to_json())
+        try:
+            return JSONResponse(pipeline_of(request).destination.to_json())
+        except ControlError as exc:
+            return control_error_response(exc)
 
     async def put_destination(request: Request) -> Response:
         try:
+            pipeline = pipeline_of(request)
             update = await read_json_object(request)
             try:
                 return JSONResponse(pipeline.configure(update).to_json())
@@ -31,6 +41,7 @@ def delivery_routes(pipeline: DeliveryPipeline) -> list[Route]:
 
     async def deliveries(request: Request) -> Response:
         try:
+            pipeline = pipeline_of(request)
             limit = query_limit(request)
             state = request.query_params.get("state")
             if state is not None and state not in STATES:
@@ -43,7 +54,7 @@ def delivery_routes(pipeline: DeliveryPipeline) -> list[Route]:
             user_id=request.query_params.get("userId"),
             limit=limit,
         )
-        return JSONResponse({"deliveries": records})
+        return JSONResponse({"deliveries": records, "dropped": pipeline.dropped})
 
     return [
         Route("/_emulator/destinations/mailjet", get_destination, methods=["GET"]),

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping, Protocol, Sequence
 
-from ..common.clock import Clock, iso, parse_duration
+from ..common.clock import Clock, iso, parse_duration, parse_iso
 
 from .models import SegmentBackend, Source, StoredMessage
 
@@ -436,8 +436,8 @@ class Audience:
     computation_class = "audience"
 
     def to_json(self) -> dict[str, Any]:
-        return {"id": self.id, "name": self.name, "key": self.key, "rule": self.rule_json,
-                "created_at": iso(self.created_at)}
+        return {"id": self.id, "kind": self.computation_class, "name": self.name, "key": self.key,
+                "rule": self.rule_json, "created_at": iso(self.created_at)}
 
     def event_names(self) -> set[str]:
         return self.rule.event_names()
@@ -461,7 +461,8 @@ class ComputedTrait:
     computation_class = "trait"
 
     def to_json(self) -> dict[str, Any]:
-        return {"id": self.id, "name": self.name, "key": self.key, "computed": self.computed, "event": self.event,
+        return {"id": self.id, "kind": self.computation_class, "name": self.name, "key": self.key,
+                "computed": self.computed, "event": self.event,
                 "property": self.property, "within": self.within_text, "created_at": iso(self.created_at)}
 
     def event_names(self) -> set[str]:
@@ -517,6 +518,26 @@ def _aggregate(kind: str, samples: list[tuple[datetime, Any]]) -> Any:
         latest[(type(value).__name__, value)] = position
     winner = max(counts, key=lambda item: (counts[item], latest[item]))
     return winner[1]
+
+
+def definition_from_json(data: Any) -> Audience | ComputedTrait:
+    """A definition as `to_json` rendered it (with its `id` and `created_at`), for storage and snapshots."""
+    data = _expect_object(data, "a stored definition")
+    kind, definition_id, created_at = data.get("kind"), data.get("id"), data.get("created_at")
+    prefix = {"audience": "aud_", "trait": "tra_"}.get(kind)  # type: ignore[arg-type]
+    if prefix is None:
+        raise DefinitionError(f"kind must be 'audience' or 'trait', got {kind!r}")
+    if not isinstance(definition_id, str) or not definition_id.startswith(prefix) or len(definition_id) <= len(prefix):
+        raise DefinitionError(f"id must be a string starting with {prefix!r}, got {definition_id!r}")
+    try:
+        created = parse_iso(created_at)
+    except ValueError as exc:
+        raise DefinitionError(f"created_at: {exc}") from exc
+    keep_id = lambda: definition_id[len(prefix):]  # noqa: E731 - the parser adds the prefix back
+    if kind == "audience":
+        return parse_audience({name: data[name] for name in _AUDIENCE_FIELDS if name in data}, created, keep_id)
+    body = {name: data[name] for name in _TRAIT_FIELDS if name in data and data[name] is not None}
+    return parse_trait(body, created, keep_id)
 
 
 _AUDIENCE_FIELDS = {"name", "key", "rule"}
@@ -612,6 +633,16 @@ class _Computation:
         while self.expiry and self.lapses.get(self.expiry[0][1]) != self.expiry[0][0]:
             heapq.heappop(self.expiry)
         return self.expiry[0][0] if self.expiry else None
+
+
+@dataclass
+class ComputationState:
+    """One definition and its last-synced state, as storage and snapshots keep it."""
+
+    definition: Audience | ComputedTrait
+    synced: bool
+    members: list[str]  # audiences: the userIds last synced as members
+    values: dict[str, Any]  # computed traits: the value last sent per userId
 
 
 @dataclass
@@ -734,6 +765,10 @@ class EngageEngine:
         """Something to send at the next sync without time passing (dirty profiles, first syncs)."""
         return any(not c.synced or c.dirty for c in self._computations.values())
 
+    def has_unsynced(self) -> bool:
+        """Some definition was never synced (its first sync is a backfill)."""
+        return any(not c.synced for c in self._computations.values())
+
     def next_lapse(self) -> datetime | None:
         lapses = [lapse for c in self._computations.values() if (lapse := c.next_lapse()) is not None]
         return min(lapses) if lapses else None
@@ -824,6 +859,31 @@ class EngageEngine:
                     computed[definition.key] = value
         return {"audiences": audiences, "computed_traits": computed}
 
+    def export_state(self) -> list[ComputationState]:
+        """Each definition with what the destination was last told, in definition order."""
+        return [
+            ComputationState(c.definition, c.synced, sorted(c.members), dict(c.values))
+            for c in self._computations.values()
+        ]
+
+    def restore(self, states: Iterable[ComputationState]) -> None:
+        """Replace every definition and its sync state (a restart, a snapshot import).
+
+        Pending work and lapse times are not kept: every profile is marked to re-evaluate in
+        the synced definitions, so the next sync compares them all with what was last sent and
+        sends only the differences (and lapses are found again).
+        """
+        self._computations, self._seen, self._linked = {}, set(), set()
+        for state in states:
+            self._computations[state.definition.key] = _Computation(
+                state.definition, state.synced, members=set(state.members), values=dict(state.values)
+            )
+        self._reindex()
+        user_ids = set(self.profiles.user_ids())
+        for computation in self._computations.values():
+            if computation.synced:
+                computation.dirty = set(user_ids)
+
     def reset(self, audiences: Iterable[Any] = (), traits: Iterable[Any] = ()) -> None:
         """Forget every definition and sync state, then define the given ones (from config) afresh."""
         self._computations, self._seen, self._linked = {}, set(), set()
@@ -863,8 +923,11 @@ class EngageScheduler:
     service reset drops them together with the clock offset.
     """
 
-    def __init__(self, engine: EngageEngine, clock: Clock, interval: str, owner: str) -> None:
+    def __init__(
+        self, engine: EngageEngine, clock: Clock, interval: str, owner: str, sync: Callable[[], Any] | None = None
+    ) -> None:
         self.engine = engine
+        self.sync = sync or engine.sync
         self.clock = clock
         self.interval = parse_sync_interval(interval)
         self.owner = owner
@@ -882,7 +945,7 @@ class EngageScheduler:
                 return
             if self._live_timer() and self._timer.due <= due:
                 return
-            self._cancel()
+            self.cancel()
         elif self._live_timer():
             return
         else:
@@ -891,13 +954,13 @@ class EngageScheduler:
 
     def _fire(self) -> None:
         self._timer = None
-        self.engine.sync()
+        self.sync()
         self.arm()
 
     def _live_timer(self) -> bool:
         return self._timer is not None and not self._timer.cancelled
 
-    def _cancel(self) -> None:
+    def cancel(self) -> None:
         if self._timer is not None:
             Clock.cancel(self._timer)
             self._timer = None
@@ -910,24 +973,34 @@ class EngageScheduler:
 ENGAGE_SOURCE_NAME = "Engage"
 
 
+class EngageChanges(Protocol):
+    """Told when definitions or sync state change (storage.py writes them)."""
+
+    def engage_changed(self) -> None: ...
+
+
 class EngageSpace:
-    """The one Engage space of a fake Segment workspace.
+    """The Engage space of one fake Segment workspace.
 
     Listens to the backend's accepted messages (ignoring its own, so syncs never feed back into
     the computation), reads the backend's profiles, and sends every identify through the
-    backend's ingest path under an "Engage" source: they are stored, shown in the debugger and
-    delivered to destinations like tracked calls.
+    backend's ingest path under the workspace's "Engage" source: they are stored, shown in the
+    debugger and delivered to destinations like tracked calls.
     """
 
-    def __init__(self, backend: SegmentBackend, config: BundleConfig, clock: Clock, owner: str) -> None:
+    def __init__(
+        self, backend: SegmentBackend, config: BundleConfig, clock: Clock, owner: str, space_key: str | None = None
+    ) -> None:
         self.backend = backend
         self.config = config
-        # Derived from the write key so the space id stays the same across restarts and resets.
-        digest = hashlib.sha256(f"engage-space:{config.write_key}".encode()).hexdigest()
+        self.changes: EngageChanges | None = None
+        # Derived from the workspace's first write key, so the space id stays the same across
+        # restarts and resets (the default workspace: the bundle's write key).
+        digest = hashlib.sha256(f"engage-space:{space_key or config.write_key}".encode()).hexdigest()
         self.space_id = "spa_" + digest[:22]
         self.source = Source.named(ENGAGE_SOURCE_NAME, f"engage:{self.space_id}")
         self.engine = EngageEngine(SegmentProfiles(backend), self._emit, clock.now, self.space_id)
-        self.scheduler = EngageScheduler(self.engine, clock, config.engage_sync_interval, owner)
+        self.scheduler = EngageScheduler(self.engine, clock, config.engage_sync_interval, owner, sync=self._sync)
         self.engine.reset(config.engage_audiences, config.engage_traits)
         backend.add_listener(self._on_message)
 
@@ -941,22 +1014,49 @@ class EngageSpace:
             self.engine.observe(stored.message)
         self.scheduler.arm()
 
-    def sync(self) -> SyncResult:
+    def _sync(self) -> SyncResult:
+        first_syncs = self.engine.has_unsynced()
         result = self.engine.sync()
+        if result.sent or first_syncs:
+            self._changed()
+        return result
+
+    def sync(self) -> SyncResult:
+        result = self._sync()
         self.scheduler.arm()
         return result
 
     def define_audience(self, body: Any) -> Audience:
         audience = self.engine.define_audience(body)
+        self._changed()
         self.scheduler.arm()
         return audience
 
     def define_trait(self, body: Any) -> ComputedTrait:
         trait = self.engine.define_trait(body)
+        self._changed()
         self.scheduler.arm()
         return trait
+
+    def delete_audience(self, key: str) -> Audience:
+        audience = self.engine.delete_audience(key)
+        self._changed()
+        return audience
+
+    def restore(self, states: Iterable[ComputationState]) -> None:
+        """Definitions and last-synced state kept before a restart or from a snapshot."""
+        self.engine.restore(states)
+        self.scheduler.arm()
 
     def reset(self) -> None:
         """Back to the definitions of the config, none synced yet."""
         self.engine.reset(self.config.engage_audiences, self.config.engage_traits)
         self.scheduler.arm()
+
+    def close(self) -> None:
+        """Stop syncing on the clock (the workspace is gone)."""
+        self.scheduler.cancel()
+
+    def _changed(self) -> None:
+        if self.changes is not None:
+            self.changes.engage_changed()

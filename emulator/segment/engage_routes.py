@@ -5,6 +5,8 @@
 - `DELETE /_emulator/engage/audiences/{key}`: 200 with the removed definition; 404 when unknown.
 - `GET|POST /_emulator/engage/traits`: computed traits, same answers.
 - `POST /_emulator/engage/sync`: sync now; answers `{"count", "evaluated", "sent": [identify...]}`.
+
+Each call acts on the Engage space of the workspace `workspace_of(request)` names (`?writeKey=`).
 """
 
 from __future__ import annotations
@@ -19,39 +21,53 @@ from ..common.control import ControlError, control_error_response, read_json_obj
 from .engage import DefinitionError, EngageSpace, UnknownDefinition
 
 
-def engage_routes(space: EngageSpace) -> list[Route]:
-    engine = space.engine
+def engage_routes(space_of: Callable[[Request], EngageSpace]) -> list[Route]:
+    """`space_of(request)` answers the request's Engage space or raises ControlError (unknown write key)."""
 
     async def audiences(request: Request) -> Response:
+        try:
+            engine = space_of(request).engine
+        except ControlError as exc:
+            return control_error_response(exc)
         return JSONResponse({"audiences": [engine.describe(audience) for audience in engine.audiences()]})
 
     async def define_audience(request: Request) -> Response:
-        return await _define(request, space.define_audience)
+        return await _define(request, EngageSpace.define_audience)
 
     async def delete_audience(request: Request) -> Response:
         try:
-            removed = engine.delete_audience(request.path_params["key"])
+            removed = space_of(request).delete_audience(request.path_params["key"])
+        except ControlError as exc:
+            return control_error_response(exc)
         except UnknownDefinition as exc:
             return control_error_response(ControlError(str(exc), status=404))
         return JSONResponse(removed.to_json())
 
     async def traits(request: Request) -> Response:
+        try:
+            engine = space_of(request).engine
+        except ControlError as exc:
+            return control_error_response(exc)
         return JSONResponse({"traits": [engine.describe(trait) for trait in engine.traits()]})
 
     async def define_trait(request: Request) -> Response:
-        return await _define(request, space.define_trait)
+        return await _define(request, EngageSpace.define_trait)
 
     async def sync(request: Request) -> Response:
-        return JSONResponse(space.sync().to_json())
-
-    async def _define(request: Request, define: Callable[[Any], Any]) -> Response:
         try:
-            definition = define(await read_json_object(request))
+            return JSONResponse(space_of(request).sync().to_json())
+        except ControlError as exc:
+            return control_error_response(exc)
+
+    async def _define(request: Request, define: Callable[[EngageSpace, Any], Any]) -> Response:
+        try:
+            space = space_of(request)
+            definition = define(space, await read_json_object(request))
         except ControlError as exc:
             return control_error_response(exc)
         except DefinitionError as exc:
             return control_error_response(ControlError(str(exc), status=exc.status))
-        return JSONResponse(engine.describe(definition), status_code=201)
+        return JSONResponse(space.engine.describe(definition), status_code=201)
 
     return [
         Route("/_emulator/engage/audiences", audiences, methods=["GET"]),

@@ -141,6 +141,28 @@ def _gunzip(raw: bytes, limit: int) -> bytes:
     return data
 
 
+@dataclass(frozen=True)
+class TrackingRequest:
+    """One POST /v1/<endpoint>, decoded: which call, its body, and the write key it carries."""
+
+    call_type: str | None  # None for the batch endpoints
+    body: dict[str, Any]
+    size: int  # bytes of JSON once inflated
+    write_key: str
+
+
+def parse_tracking_request(
+    endpoint: str, raw: bytes, content_encoding: str | None = None, authorization: str | None = None
+) -> TrackingRequest:
+    """Decode a tracking call (`endpoint` a key of ENDPOINTS), or raise TrackingApiError (a 4xx).
+
+    Decoding comes before routing: the write key inside says which workspace the call belongs to.
+    """
+    call_type = ENDPOINTS[endpoint]
+    body, size = decode_body(raw, content_encoding, MAX_CALL_BYTES if call_type else MAX_BATCH_BYTES)
+    return TrackingRequest(call_type, body, size, write_key_from(authorization, body))
+
+
 def write_key_from(authorization: str | None, body: dict[str, Any]) -> str:
     """Basic auth username (with or without the colon), else the body's `writeKey` (reference §1.3)."""
     credentials = basic_credentials(authorization)
@@ -417,30 +439,73 @@ Listener = Callable[[StoredMessage], None]
 class SegmentBackend:
     """Sources, the message store, dedupe, profiles and listeners of one fake Segment workspace."""
 
-    def __init__(self, clock: Clock, sources: Iterable[Source], strict: bool = False, validate: bool = True) -> None:
+    def __init__(
+        self, clock: Clock, sources: Iterable[Source], strict: bool = False, validate: bool = True,
+        events_capacity: int = MESSAGE_LOG_CAPACITY,
+    ) -> None:
         self.clock = clock
         self.strict = strict
         self.validate = validate
+        self.events_capacity = events_capacity
         self.sources = list(sources)
         self._sources_by_key = {source.write_key: source for source in self.sources}
         self._listeners: list[Listener] = []
+        # Called with every stored message, accepted or discarded, before the listeners: the
+        # persistence of `segjet up --data-dir` writes it (storage.py). None keeps memory only.
+        self.recorder: Listener | None = None
         self.reset()
 
     @classmethod
     def from_config(cls, config: BundleConfig, clock: Clock) -> SegmentBackend:
         sources = [Source.named("segjet", config.write_key)]
         sources += [Source.named(entry["name"], entry["write_key"]) for entry in config.sources]
-        return cls(clock, sources, strict=config.strict, validate=config.validate)
+        return cls(
+            clock, sources, strict=config.strict, validate=config.validate, events_capacity=config.events_capacity
+        )
 
     def reset(self) -> None:
         """Forget messages, profiles and seen messageIds; sources and listeners stay."""
-        self.messages: deque[StoredMessage] = deque(maxlen=MESSAGE_LOG_CAPACITY)
+        self.messages: deque[StoredMessage] = deque(maxlen=self.events_capacity)
+        # Messages pushed out of the capped feed since the last reset (profiles and delivery saw them).
+        self.dropped = 0
         self.profiles = ProfileStore()
         self._seen_message_ids: OrderedDict[tuple[str | None, str], datetime] = OrderedDict()
 
     def add_listener(self, callback: Listener) -> None:
         """Call `callback(stored)` synchronously with every accepted message, after it is stored."""
         self._listeners.append(callback)
+
+    def add_source(self, source: Source) -> None:
+        """Give this workspace another source; its write key must not be in use (the caller checks)."""
+        self.sources.append(source)
+        self._sources_by_key[source.write_key] = source
+
+    def replace_sources(self, sources: Iterable[Source]) -> None:
+        self.sources = list(sources)
+        self._sources_by_key = {source.write_key: source for source in self.sources}
+
+    def source_for_key(self, write_key: str) -> Source | None:
+        return self._sources_by_key.get(write_key)
+
+    def restore(self, stored_messages: Iterable[StoredMessage]) -> None:
+        """Rebuild the message log, profiles and dedupe window from stored messages, oldest first.
+
+        Listeners are not called: what they did with these messages (deliveries, Engage state)
+        is restored on its own, so nothing is delivered twice.
+        """
+        seen = self._seen_message_ids
+        for stored in stored_messages:
+            if len(self.messages) == self.events_capacity:
+                self.dropped += 1
+            self.messages.append(stored)
+            if stored.accepted:
+                self.profiles.record(stored)
+                key = (stored.source.id, stored.message_id)
+                seen.pop(key, None)
+                seen[key] = stored.received_at
+        now = self.clock.now()
+        while seen and now - next(iter(seen.values())) >= DEDUPE_WINDOW:
+            seen.popitem(last=False)
 
     # -- ingestion -----------------------------------------------------------------------------
 
@@ -451,12 +516,15 @@ class SegmentBackend:
 
         `endpoint` must be a key of ENDPOINTS.
         """
-        call_type = ENDPOINTS[endpoint]
-        body, size = decode_body(raw, content_encoding, MAX_CALL_BYTES if call_type else MAX_BATCH_BYTES)
-        source = self._source_for(write_key_from(authorization, body))
+        return self.accept(parse_tracking_request(endpoint, raw, content_encoding, authorization))
+
+    def accept(self, request: TrackingRequest) -> list[StoredMessage]:
+        """Store a decoded tracking call under its write key's source; raise TrackingApiError for a 4xx."""
+        call_type, body = request.call_type, request.body
+        source = self._source_for(request.write_key)
         received_at = _to_millisecond(self.clock.now())
         if call_type is None:
-            return self._receive_batch(body, size, source, received_at)
+            return self._receive_batch(body, request.size, source, received_at)
         item = {key: value for key, value in body.items() if key != "writeKey"}
         item["type"] = call_type  # the path decides the type of a single call
         stored = self._process(item, source, received_at, body.get("sentAt"))
@@ -554,7 +622,11 @@ class SegmentBackend:
         return False
 
     def _store(self, stored: StoredMessage) -> StoredMessage:
+        if len(self.messages) == self.events_capacity:
+            self.dropped += 1
         self.messages.append(stored)
+        if self.recorder is not None:
+            self.recorder(stored)
         if stored.accepted:
             self.profiles.record(stored)
             for listener in self._listeners:

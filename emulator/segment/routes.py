@@ -1,7 +1,10 @@
 """HTTP of the fake Segment: parse the request, call `SegmentBackend`, render Segment's shapes.
 
-Tracking API: POST /v1/<endpoint> (see models.ENDPOINTS). Control API under /_emulator/.
-The backend is exposed as `app.state.backend` for the components wired beside it (delivery, Engage).
+Tracking API: POST /v1/<endpoint> (see models.ENDPOINTS); the write key picks the workspace.
+Control API under /_emulator/; a call names its workspace with `?writeKey=K` or the header
+`X-Segjet-Write-Key: K`, else it acts on the default workspace. `app.state.workspaces` is the
+registry; `app.state.backend`, `engage` and `pipeline` are the default workspace's.
+With `config.data_dir`, the state is kept in `DIR/segment.sqlite3` (storage.py).
 """
 
 from __future__ import annotations
@@ -19,12 +22,12 @@ from starlette.routing import Route
 
 from ..common.clock import Clock
 from ..common.control import ControlError, control_error_response, control_routes, query_limit
-from ..common.journal import CONTROL_PREFIX, Journal, JournalMiddleware
+from ..common.fault_routes import fault_routes, segment_fault_response, service_middleware, write_key
+from ..common.faults import FaultRules
+from ..common.journal import CONTROL_PREFIX, Journal
 from ..config import BundleConfig, BundleUrls
 from ..dashboard import segment_dashboard_routes
-from .delivery import DeliveryPipeline
 from .delivery_routes import delivery_routes
-from .engage import EngageSpace
 from .engage_routes import engage_routes
 from .models import (
     ACCEPTED,
@@ -32,31 +35,57 @@ from .models import (
     ENDPOINTS,
     MAX_BATCH_BYTES,
     MAX_RAW_BODY_BYTES,
-    SegmentBackend,
     TrackingApiError,
+    parse_tracking_request,
 )
+from .storage import FlushBeforeAnswer, SegmentStore
+from .workspace_routes import workspace_routes
+from .workspaces import Workspace, Workspaces
 
 log = logging.getLogger("segjet.segment")
 
 SUCCESS = {"success": True}
+WRITE_KEY_PARAM = "writeKey"
+WRITE_KEY_HEADER = "x-segjet-write-key"
 
 
 def create_app(config: BundleConfig, clock: Clock, urls: BundleUrls) -> Starlette:
-    backend = SegmentBackend.from_config(config, clock)
+    workspaces = Workspaces(config, clock, urls)
+    store = SegmentStore(config.data_dir) if config.data_dir else None
+    if store is not None:
+        workspaces.attach(store)  # restores what the database holds; nothing is delivered again
+    default = workspaces.default
     journal = Journal(clock, config.journal_capacity)
-    engage = EngageSpace(backend, config, clock, owner="segment")
-    pipeline = DeliveryPipeline.from_config(config, clock, urls)
-    backend.add_listener(lambda stored: pipeline.submit(stored.message))
+    faults = FaultRules("write_key", case_insensitive_paths=False)
+    faults.add_all(config.faults.get("segment", []))
+
+    def workspace_of(request: Request) -> Workspace:
+        key = request.query_params.get(WRITE_KEY_PARAM) or request.headers.get(WRITE_KEY_HEADER)
+        if not key:
+            return default
+        workspace = workspaces.for_write_key(key)
+        if workspace is None:
+            raise ControlError(f"no source has write key {key!r}; create one with POST /_emulator/sources", 404)
+        return workspace
 
     def reset() -> None:
-        backend.reset()
-        engage.reset()
-        pipeline.reset()
+        default.reset()
+        faults.clear()
+
+    def reset_workspace(request: Request) -> dict[str, str] | None:
+        # A reset naming a write key resets that workspace alone: other workspaces, the journal
+        # and the bundle's clock are left as they are (parallel jobs share them).
+        if not (request.query_params.get(WRITE_KEY_PARAM) or request.headers.get(WRITE_KEY_HEADER)):
+            return None
+        workspace = workspace_of(request)
+        workspace.reset()
+        return {"workspace": workspace.id}
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        workspaces.resume()  # deliveries restored from the database that wait for no retry
         yield
-        await pipeline.aclose()  # stop the delivery workers and close their connection pool
+        await workspaces.aclose()  # stop the delivery workers, close their connections and the database
 
     async def tracking(request: Request) -> Response:
         endpoint = request.path_params["endpoint"]
@@ -64,9 +93,10 @@ def create_app(config: BundleConfig, clock: Clock, urls: BundleUrls) -> Starlett
             return JSONResponse({"code": "not_found", "message": f"no endpoint /v1/{endpoint}"}, status_code=404)
         try:
             raw = await _read_body(request)
-            backend.receive(
+            call = parse_tracking_request(
                 endpoint, raw, request.headers.get("content-encoding"), request.headers.get("authorization")
             )
+            workspaces.for_tracking(call.write_key).backend.accept(call)
         except TrackingApiError as exc:
             return JSONResponse(exc.to_json(), status_code=exc.status)
         return JSONResponse(SUCCESS)
@@ -74,6 +104,7 @@ def create_app(config: BundleConfig, clock: Clock, urls: BundleUrls) -> Starlett
     async def events(request: Request) -> Response:
         params = request.query_params
         try:
+            backend = workspace_of(request).backend
             limit = query_limit(request)
             status = params.get("status")
             if status not in (None, ACCEPTED, DISCARDED):
@@ -89,39 +120,46 @@ def create_app(config: BundleConfig, clock: Clock, urls: BundleUrls) -> Starlett
             message_id=params.get("messageId"),
             limit=limit,
         )
-        return JSONResponse({"events": [stored.to_json() for stored in found]})
+        return JSONResponse({"events": [stored.to_json() for stored in found], "dropped": backend.dropped})
 
     async def profile(request: Request) -> Response:
         # Looked up by userId, then by anonymousId (an anonymous visitor has a profile too).
         user_id = request.path_params["user_id"]
-        found = backend.profiles.get(user_id)
+        try:
+            workspace = workspace_of(request)
+        except ControlError as exc:
+            return control_error_response(exc)
+        found = workspace.backend.profiles.get(user_id)
         if found is None:
             return JSONResponse({"error": f"no profile for userId {user_id!r}"}, status_code=404)
         # Engage computes over userIds only; an anonymous profile is in no audience.
-        computed = engage.engine.profile_view(found.user_id) if found.user_id else {"audiences": {}, "computed_traits": {}}
+        engine = workspace.engage.engine
+        computed = engine.profile_view(found.user_id) if found.user_id else {"audiences": {}, "computed_traits": {}}
         return JSONResponse({**found.to_json(), **computed})
-
-    async def sources(request: Request) -> Response:
-        return JSONResponse({"sources": [source.to_json() for source in backend.sources]})
 
     app = Starlette(
         routes=[
             Route("/v1/{endpoint}", tracking, methods=["POST"]),
-            *control_routes("segment", clock, journal, reset),
+            *control_routes("segment", clock, journal, reset, reset_workspace),
+            *fault_routes(faults),
             Route("/_emulator/events", events, methods=["GET"]),
             Route("/_emulator/profiles/{user_id:path}", profile, methods=["GET"]),
-            Route("/_emulator/sources", sources, methods=["GET"]),
-            *engage_routes(engage),
-            *delivery_routes(pipeline),
-            *segment_dashboard_routes(backend, urls),  # pages at /, /debugger, ...; SSE, validate, trace
+            *workspace_routes(workspaces, workspace_of, clock),
+            *engage_routes(lambda request: workspace_of(request).engage),
+            *delivery_routes(lambda request: workspace_of(request).pipeline),
+            # The dashboard shows the default workspace.
+            *segment_dashboard_routes(default.backend, urls),  # pages at /, /debugger, ...; SSE, validate, trace
         ],
-        middleware=[Middleware(JournalMiddleware, journal=journal)],
+        middleware=service_middleware(
+            faults, journal, segment_fault_response, write_key, config.control_token, credential_in_body=True
+        ) + ([Middleware(FlushBeforeAnswer, store=store)] if store is not None else []),
         exception_handlers={HTTPException: _http_error, Exception: _internal_error},
         lifespan=lifespan,
     )
-    app.state.backend = backend
-    app.state.engage = engage
-    app.state.pipeline = pipeline
+    app.state.workspaces = workspaces
+    app.state.backend = default.backend
+    app.state.engage = default.engage
+    app.state.pipeline = default.pipeline
     return app
 
 

@@ -136,7 +136,7 @@ def harness():
     control_app = Starlette()
     loop_thread, runner, urls = serve_in_background({"receiver": receiver.app, "control": control_app})
     pipeline = DeliveryPipeline(clock, urls["receiver"], SEED, api_key=AUTH_KEY, list_id="1", timeout_seconds=0.3)
-    for route in delivery_routes(pipeline):
+    for route in delivery_routes(lambda request: pipeline):
         control_app.router.routes.append(route)
     h = Harness(receiver, clock, pipeline, loop_thread, urls["control"])
     yield h

@@ -1,0 +1,221 @@
+"""Workspaces of the fake Segment: full isolation by write key, so parallel CI jobs can share one server.
+
+A `Workspace` holds what one Segment workspace has: its sources (write keys), the message store
+and profiles (`SegmentBackend`), an Engage space with its own "Engage" source, and the Mailjet
+destination's settings with its delivery records (`DeliveryPipeline`). Listeners (delivery,
+Engage) are wired inside a workspace, so nothing crosses from one to another.
+
+`Workspaces` is the registry, keyed by write key. The default workspace holds the bundle's write
+key and the config's sources; control calls without a write key act on it, and a tracking call
+with a write key no source owns is stored there as discarded (`unknown_write_key`), as before.
+A new workspace starts as the default one does after a reset: the config's Engage definitions
+and the Mailjet destination set up with the bundle's authentication key and list.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+
+from ..common.clock import Clock
+from ..config import BundleConfig, BundleUrls
+from .delivery import CLOCK_OWNER, DeliveryPipeline
+from .engage import EngageSpace
+from .models import SegmentBackend, Source
+from .storage import SegmentStore, WorkspaceRecorder, WorkspaceState, workspace_id
+
+DEFAULT_SOURCE_NAME = "segjet"
+
+
+class WorkspaceError(ValueError):
+    """A request about workspaces or sources that cannot be done; `status` is the HTTP status."""
+
+    def __init__(self, message: str, status: int = 400) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class Workspace:
+    """Sources, messages, profiles, Engage and delivery of one fake Segment workspace."""
+
+    def __init__(
+        self, write_key: str, sources: list[Source], config: BundleConfig, clock: Clock, urls: BundleUrls, owner: str
+    ) -> None:
+        self.write_key = write_key  # the key it was created with; its id and Engage space derive from it
+        self.id = workspace_id(write_key)
+        # Clock timers (retries, Engage syncs) carry this owner: resetting one workspace cancels its own.
+        self.owner = owner
+        self.backend = SegmentBackend(
+            clock, sources, strict=config.strict, validate=config.validate, events_capacity=config.events_capacity
+        )
+        self.engage = EngageSpace(self.backend, config, clock, owner=owner, space_key=write_key)
+        self.pipeline = DeliveryPipeline.from_config(config, clock, urls, owner=owner)
+        self.backend.add_listener(lambda stored: self.pipeline.submit(stored.message))
+        self.recorder: WorkspaceRecorder | None = None
+
+    def attach(self, store: SegmentStore) -> None:
+        """Write every change of this workspace to `store` from now on."""
+        self.recorder = store.recorder(self)
+        self.backend.recorder = self.recorder.message_stored
+        self.pipeline.changes = self.recorder
+        self.engage.changes = self.recorder
+
+    def reset(self) -> None:
+        """Forget messages, profiles, deliveries; Engage and the destination back to the config. Sources stay."""
+        self.clear()
+        if self.recorder is not None:
+            self.recorder.cleared()
+
+    def add_source(self, source: Source) -> None:
+        self.backend.add_source(source)
+        if self.recorder is not None:
+            self.recorder.sources_changed()
+
+    def export(self, with_rows: bool = True) -> WorkspaceState:
+        """The state to keep (storage) or export (snapshot); messages and deliveries only `with_rows`."""
+        return WorkspaceState(
+            self.write_key,
+            list(self.backend.sources),
+            self.pipeline.destination.to_json(),
+            self.engage.engine.export_state(),
+            list(self.backend.messages) if with_rows else [],
+            self.pipeline.all_records() if with_rows else [],
+        )
+
+    def restore(self, state: WorkspaceState) -> None:
+        """Take `state` (sources already placed by the registry); nothing is delivered or synced again."""
+        self.clear()
+        self.backend.restore(state.messages)
+        self.engage.restore(state.engage)  # after the messages: it re-evaluates the restored profiles
+        self.pipeline.restore(state.destination, state.deliveries)
+
+    def close(self) -> None:
+        """Stop its timers (the workspace is being removed); the caller awaits `pipeline.aclose()`."""
+        self.clear()
+        self.engage.close()
+
+    def clear(self) -> None:
+        """Reset in memory only (the storage is told by `reset`, or rewritten by the caller)."""
+        self.backend.reset()
+        self.engage.reset()
+        self.pipeline.reset()
+
+
+class Workspaces:
+    """The registry: workspaces by id, and by the write keys of their sources."""
+
+    def __init__(self, config: BundleConfig, clock: Clock, urls: BundleUrls) -> None:
+        self.config = config
+        self.clock = clock
+        self.urls = urls
+        self.store: SegmentStore | None = None
+        self._config_sources = [Source.named(DEFAULT_SOURCE_NAME, config.write_key)] + [
+            Source.named(entry["name"], entry["write_key"]) for entry in config.sources
+        ]
+        self.default = Workspace(config.write_key, list(self._config_sources), config, clock, urls, CLOCK_OWNER)
+        self._by_id: dict[str, Workspace] = {self.default.id: self.default}
+        self._by_key: dict[str, Workspace] = {source.write_key: self.default for source in self._config_sources}
+
+    def __iter__(self) -> Iterator[Workspace]:
+        return iter(list(self._by_id.values()))
+
+    def for_write_key(self, write_key: str) -> Workspace | None:
+        return self._by_key.get(write_key)
+
+    def for_tracking(self, write_key: str) -> Workspace:
+        """Where a tracking call with this write key is stored (an unknown key: the default workspace)."""
+        return self._by_key.get(write_key, self.default)
+
+    def attach(self, store: SegmentStore) -> None:
+        """Keep every workspace in `store`: restore what it holds, then write every change to it."""
+        self.restore(store.load())
+        self.store = store
+        for workspace in self:
+            workspace.attach(store)
+            # Settings rows are rewritten (a new database gets its default workspace); the
+            # messages and deliveries loaded are already there.
+            store.settings_changed(workspace)
+        store.flush()
+
+    def add_source(self, name: str, write_key: str, workspace: str | None = None) -> tuple[Source, Workspace]:
+        """A new source in a new workspace, or in the workspace with id `workspace`."""
+        if not isinstance(name, str) or not name.strip():
+            raise WorkspaceError('"name" must be a non-empty string')
+        if not isinstance(write_key, str) or not write_key.strip() or write_key != write_key.strip():
+            raise WorkspaceError('"write_key" must be a non-empty string without surrounding spaces')
+        if write_key in self._by_key:
+            raise WorkspaceError(f"write key {write_key!r} is already used by a source", status=409)
+        source = Source.named(name, write_key)
+        if workspace is None:
+            target = self._create(write_key, [source])
+        else:
+            if not isinstance(workspace, str) or workspace not in self._by_id:
+                raise WorkspaceError(f"no workspace with id {workspace!r}", status=404)
+            target = self._by_id[workspace]
+            target.add_source(source)
+        self._by_key[write_key] = target
+        return source, target
+
+    def export(self) -> list[WorkspaceState]:
+        return [workspace.export() for workspace in self]
+
+    def restore(self, states: list[WorkspaceState]) -> list[Workspace]:
+        """Make the workspaces hold `states` (already validated); answer the workspaces removed.
+
+        The default workspace always stays (with the config's sources); one absent from `states`
+        is left as after a reset. The caller closes the removed ones' connections.
+        """
+        wanted = {workspace_id(state.write_key) for state in states}
+        removed = [ws for ws in self if ws.id not in wanted and ws is not self.default]
+        for workspace in removed:
+            workspace.close()
+            del self._by_id[workspace.id]
+        self._by_key = {source.write_key: self.default for source in self._config_sources}
+        self.default.backend.replace_sources(self._config_sources)
+        if self.default.id not in wanted:
+            self.default.clear()
+        for state in states:
+            # The config's write keys stay with the default workspace whatever the state says.
+            sources = [source for source in state.sources if source.write_key not in self._by_key]
+            workspace = self._by_id.get(workspace_id(state.write_key))
+            if workspace is None:
+                workspace = self._create(state.write_key, sources)
+            elif workspace is self.default:
+                workspace.backend.replace_sources(self._config_sources + sources)
+            else:
+                workspace.backend.replace_sources(sources)
+            for source in sources:
+                self._by_key[source.write_key] = workspace
+            workspace.restore(state)
+        return removed
+
+    async def replace(self, states: list[WorkspaceState]) -> None:
+        """A snapshot import: hold exactly `states` (validated), in memory and in the database."""
+        for workspace in self.restore(states):
+            await workspace.pipeline.aclose()
+        if self.store is not None:
+            self.store.replace(self.export())
+        self.resume()
+
+    def resume(self) -> None:
+        """Send restored deliveries that were not waiting for a retry; in the event loop."""
+        for workspace in self:
+            workspace.pipeline.resume()
+
+    async def aclose(self) -> None:
+        """App shutdown: stop every timer and worker, close the connections and the database."""
+        for workspace in self:
+            workspace.engage.close()
+            await workspace.pipeline.aclose()
+        if self.store is not None:
+            self.store.close()
+
+    def _create(self, write_key: str, sources: Iterable[Source]) -> Workspace:
+        key = workspace_id(write_key)
+        workspace = Workspace(
+            write_key, list(sources), self.config, self.clock, self.urls, owner=f"{CLOCK_OWNER}:{key}"
+        )
+        self._by_id[key] = workspace
+        if self.store is not None:
+            workspace.attach(self.store)
+            self.store.settings_changed(workspace)
+        return workspace

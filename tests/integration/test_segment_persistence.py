@@ -1,0 +1,231 @@
+"""The fake Segment with a data directory, over real HTTP: restarts keep state, retries resume, snapshots round-trip.
+
+A "restart" stops the Segment server and starts a new app on the same data directory and the
+same clock (the bundle's clock is shared and kept by the bundle itself). The destination is a
+real server that can be told to fail, to hang, or to work.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from segment.analytics import Client
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from emulator.common.clock import Clock
+from emulator.common.server import LoopThread, Runner, serve_in_background
+from emulator.config import BundleConfig, BundleUrls
+from emulator.segment.routes import create_app
+
+KEY = "persist-key"
+WAIT_SECONDS = 15
+
+
+class Destination:
+    """A destination endpoint whose answer the test chooses: 503, 200, or hanging until released."""
+
+    def __init__(self) -> None:
+        self.mode = "fail"
+        self.received: list[dict[str, Any]] = []
+        self.release: asyncio.Event | None = None
+        self.app = Starlette(routes=[Route("/", self.endpoint, methods=["POST"])])
+
+    async def endpoint(self, request: Request) -> Response:
+        body = await request.json()
+        if self.mode == "hang":
+            self.release = self.release or asyncio.Event()
+            await self.release.wait()
+            return JSONResponse({"message": "released"}, status_code=503)
+        if self.mode == "fail":
+            return JSONResponse({"message": "Mailjet unavailable"}, status_code=503)
+        self.received.append(body)
+        return JSONResponse({"message": "ok"})
+
+
+class Segment:
+    """One life of the fake Segment on `data_dir`; `restart()` starts the next one."""
+
+    def __init__(self, data_dir: Path, destination_url: str, **config: Any) -> None:
+        self.clock = Clock()
+        self.config = BundleConfig(write_key=KEY, data_dir=str(data_dir), engage_sync_interval="manual", **config)
+        self.urls = BundleUrls("http://127.0.0.1:9", "http://127.0.0.1:9", destination_url)
+        self._server: tuple[LoopThread, Runner] | None = None
+        self.url = ""
+        self.start()
+
+    def start(self) -> None:
+        loop_thread, runner, urls = serve_in_background({"segment": create_app(self.config, self.clock, self.urls)})
+        self._server = (loop_thread, runner)
+        self.url = urls["segment"]
+
+    def stop(self) -> None:
+        assert self._server is not None
+        loop_thread, runner = self._server
+        loop_thread.run(runner.stop())
+        loop_thread.close()
+        self._server = None
+
+    def restart(self) -> None:
+        self.stop()
+        self.start()
+
+    def get(self, path: str, **params: Any) -> Any:
+        answer = httpx.get(self.url + path, params=params, timeout=30)
+        assert answer.status_code == 200, answer.text
+        return answer.json()
+
+    def send(self, method: str, path: str, body: Any = None, status: int = 200, **params: Any) -> Any:
+        answer = httpx.request(method, self.url + path, json=body, params=params, timeout=30)
+        assert answer.status_code == status, answer.text
+        return answer.json()
+
+    def identify(self, user_id: str, traits: dict[str, Any]) -> str:
+        client = Client(KEY, host=self.url, sync_mode=True)
+        ok, message = client.identify(user_id, traits)
+        assert ok
+        return message["messageId"]
+
+    def delivery(self, message_id: str) -> dict[str, Any]:
+        [record] = self.get("/_emulator/deliveries", messageId=message_id)["deliveries"]
+        return record
+
+    def wait_for(self, what: str, check: Callable[[], Any]) -> Any:
+        deadline = time.monotonic() + WAIT_SECONDS
+        while True:
+            found = check()
+            if found:
+                return found
+            assert time.monotonic() < deadline, f"timed out waiting for {what}"
+            time.sleep(0.01)
+
+
+@pytest.fixture(scope="module")
+def destination() -> Iterator[tuple[Destination, str]]:
+    receiver = Destination()
+    loop_thread, runner, urls = serve_in_background({"destination": receiver.app})
+    yield receiver, urls["destination"]
+    if receiver.release is not None:
+        loop_thread.loop.call_soon_threadsafe(receiver.release.set)
+    loop_thread.run(runner.stop())
+    loop_thread.close()
+
+
+@pytest.fixture
+def segment(tmp_path: Path, destination: tuple[Destination, str]) -> Iterator[Segment]:
+    receiver, url = destination
+    receiver.mode, receiver.received = "fail", []
+    fake = Segment(tmp_path, url)
+    yield fake
+    if fake._server is not None:
+        fake.stop()
+
+
+def test_a_restart_keeps_messages_profiles_engage_and_destination_settings(segment: Segment) -> None:
+    segment.identify("u1", {"email": "ada@example.com", "plan": "pro"})
+    segment.send("POST", "/v1/track", {"userId": "u1", "event": "Order Completed", "writeKey": KEY})
+    segment.send("POST", "/_emulator/engage/audiences", {"name": "Pro", "rule": {"trait": "plan", "equals": "pro"}},
+                 status=201)
+    assert segment.send("POST", "/_emulator/engage/sync")["count"] == 1
+    segment.send("PUT", "/_emulator/destinations/mailjet", {"settings": {"listId": "42"}})
+    events_before = segment.get("/_emulator/events")["events"]
+    profile_before = segment.get("/_emulator/profiles/u1")
+    audiences_before = segment.get("/_emulator/engage/audiences")
+
+    segment.restart()
+
+    assert segment.get("/_emulator/events")["events"] == events_before
+    assert segment.get("/_emulator/profiles/u1") == profile_before
+    assert segment.get("/_emulator/engage/audiences") == audiences_before
+    assert segment.get("/_emulator/destinations/mailjet")["settings"]["listId"] == "42"
+    # Engage remembers what it sent: nothing again, then only the change.
+    assert segment.send("POST", "/_emulator/engage/sync")["count"] == 0
+    segment.identify("u1", {"plan": "free"})
+    sent = segment.send("POST", "/_emulator/engage/sync")["sent"]
+    assert [(message["userId"], message["traits"]["pro"]) for message in sent] == [("u1", False)]
+
+
+def test_a_retry_pending_at_shutdown_resumes_after_the_restart_and_delivers(
+    segment: Segment, destination: tuple[Destination, str]
+) -> None:
+    receiver, _ = destination
+    message_id = segment.identify("u1", {"email": "ada@example.com"})
+    retrying = segment.wait_for("a retry", lambda: (r := segment.delivery(message_id))["state"] == "retrying" and r)
+    assert retrying["attempts"][0]["status"] == 503
+
+    segment.restart()
+    receiver.mode = "ok"
+    assert segment.delivery(message_id)["next_attempt_at"] == retrying["next_attempt_at"]
+    segment.send("POST", "/_emulator/clock", {"set": retrying["next_attempt_at"]})
+
+    delivered = segment.wait_for("the delivery", lambda: (r := segment.delivery(message_id))["state"] == "delivered" and r)
+    assert [attempt["status"] for attempt in delivered["attempts"]] == [503, 200]
+    assert [body["messageId"] for body in receiver.received] == [message_id]
+
+
+def test_a_delivery_in_flight_at_shutdown_is_sent_again_after_the_restart(
+    segment: Segment, destination: tuple[Destination, str]
+) -> None:
+    receiver, _ = destination
+    receiver.mode = "hang"
+    message_id = segment.identify("u1", {"email": "ada@example.com"})
+    segment.wait_for("the request to reach the destination", lambda: receiver.release is not None)
+    assert segment.delivery(message_id)["state"] == "queued"
+
+    receiver.mode = "ok"
+    segment.restart()  # the hanging attempt dies with the old server
+
+    delivered = segment.wait_for("the delivery", lambda: (r := segment.delivery(message_id))["state"] == "delivered" and r)
+    assert [attempt["status"] for attempt in delivered["attempts"]] == [200]
+    assert [body["messageId"] for body in receiver.received] == [message_id]
+
+
+def test_snapshot_export_reset_import_gives_the_same_state(segment: Segment) -> None:
+    segment.identify("u1", {"email": "ada@example.com", "plan": "pro"})
+    segment.send("POST", "/_emulator/engage/audiences", {"name": "Pro", "rule": {"trait": "plan", "equals": "pro"}},
+                 status=201)
+    segment.send("POST", "/_emulator/engage/sync")
+    segment.send("POST", "/_emulator/sources", {"name": "ci", "write_key": "persist-ci"}, status=201)
+    segment.send("POST", "/v1/identify", {"userId": "c1", "writeKey": "persist-ci"})
+    # Stable state: each user's first delivery waits for a retry (later ones queue behind it).
+    for key in (KEY, "persist-ci"):
+        segment.wait_for("a retry", lambda: segment.get("/_emulator/deliveries", writeKey=key)["deliveries"][0]["state"] == "retrying")
+    exported = segment.get("/_emulator/snapshot")
+    assert (exported["format"], exported["service"], exported["version"]) == ("segjet-snapshot", "segment", 1)
+
+    segment.send("POST", "/_emulator/reset")
+    segment.send("POST", "/_emulator/reset", writeKey="persist-ci")
+    assert segment.get("/_emulator/events")["events"] == []
+
+    answer = segment.send("PUT", "/_emulator/snapshot", exported)
+    assert answer["workspaces"] == 2
+    assert segment.get("/_emulator/snapshot")["state"] == exported["state"]
+    segment.restart()  # the import was written to the database too
+    assert segment.get("/_emulator/snapshot")["state"] == exported["state"]
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"format": "other"}, "format must be 'segjet-snapshot'"),
+        ({"service": "mailjet"}, "snapshot is of 'mailjet'"),
+        ({"version": 99}, "version 99 is not supported"),
+        ({"state": {"workspaces": [{"write_key": "k"}]}}, "state.workspaces[0].sources must be a list"),
+    ],
+)
+def test_a_wrong_snapshot_answers_400_and_changes_nothing(segment: Segment, change: dict[str, Any], message: str) -> None:
+    segment.identify("u1", {"email": "ada@example.com"})
+    before = segment.get("/_emulator/snapshot")["state"]
+    answer = httpx.put(segment.url + "/_emulator/snapshot", json={**segment.get("/_emulator/snapshot"), **change})
+    assert answer.status_code == 400
+    assert message in answer.json()["error"]
+    assert httpx.put(segment.url + "/_emulator/snapshot", content=b"{nope").status_code == 400
+    assert segment.get("/_emulator/snapshot")["state"] == before

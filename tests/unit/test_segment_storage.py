@@ -1,0 +1,292 @@
+"""The fake Segment's state through SQLite and through snapshots: every kind of state round-trips.
+
+Workspaces are driven on a real event loop (delivery needs one); the destination is a closed
+port, so deliveries stay `retrying` and nothing depends on another server.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import json
+import sqlite3
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from emulator.common.clock import Clock
+from emulator.common.sqlite import SchemaVersionError, open_database, transaction
+from emulator.config import BundleConfig, BundleUrls
+from emulator.segment.models import TrackingRequest
+from emulator.segment.storage import (
+    DATABASE_NAME,
+    SnapshotError,
+    SegmentStore,
+    snapshot_document,
+    state_from_snapshot,
+)
+from emulator.segment.workspaces import Workspaces
+
+KEY = "storage-key"
+CI_KEY = "storage-ci-key"
+# Nothing listens on port 9: every delivery attempt fails at once with a connection error.
+URLS = BundleUrls("http://127.0.0.1:9", "http://127.0.0.1:9", "http://127.0.0.1:9")
+START = datetime(2025, 3, 1, 12, 0, tzinfo=timezone.utc)
+
+
+def config(data_dir: Path | None = None) -> BundleConfig:
+    return BundleConfig(
+        write_key=KEY,
+        engage_sync_interval="manual",
+        sources=[{"name": "mobile", "write_key": "storage-mobile"}],
+        engage_audiences=[{"name": "Has Email", "rule": {"trait": "email", "exists": True}}],
+        data_dir=str(data_dir) if data_dir else None,
+    )
+
+
+def open_workspaces(clock: Clock, data_dir: Path | None) -> Workspaces:
+    workspaces = Workspaces(config(data_dir), clock, URLS)
+    if data_dir is not None:
+        workspaces.attach(SegmentStore(data_dir))
+    return workspaces
+
+
+def send(workspaces: Workspaces, write_key: str, call_type: str | None, body: dict[str, Any]) -> None:
+    call = TrackingRequest(call_type, body, len(json.dumps(body)), write_key)
+    workspaces.for_tracking(write_key).backend.accept(call)
+
+
+def state(workspaces: Workspaces, clock: Clock) -> dict[str, Any]:
+    return snapshot_document(workspaces.export(), clock.now())["state"]
+
+
+async def populate(workspaces: Workspaces) -> None:
+    """One of every kind of state, in two workspaces."""
+    send(workspaces, KEY, "identify", {"userId": "u1", "anonymousId": "a1", "traits": {"email": "ada@example.com"}})
+    send(workspaces, KEY, "track", {"userId": "u1", "event": "Order Completed", "properties": {"revenue": 12}})
+    send(workspaces, KEY, "track", {"anonymousId": "a2", "event": "Viewed"})
+    send(workspaces, KEY, "alias", {"previousId": "a2", "userId": "u1"})
+    send(workspaces, KEY, None, {"batch": [{"type": "identify", "userId": "u2", "traits": {"plan": 3}},
+                                          {"type": "track", "userId": "u2"}]})  # the second is discarded
+    send(workspaces, "nobody-has-this-key", "identify", {"userId": "u3"})  # discarded, in the default workspace
+    send(workspaces, KEY, "identify", {"userId": "u1", "messageId": "fixed-id", "traits": {"plan": "pro"}})
+    default = workspaces.default
+    default.engage.define_trait({"name": "Orders", "computed": "count", "event": "Order Completed", "within": "30d"})
+    default.engage.define_audience({"name": "Big Spenders", "rule": {"event": "Order Completed",
+                                                                     "where": {"property": "revenue", "gt": 10}}})
+    default.engage.sync()
+    default.pipeline.configure({"settings": {"listId": "7"}})
+    _, ci = workspaces.add_source("ci", CI_KEY)
+    workspaces.add_source("ci-mobile", "storage-ci-mobile", ci.id)
+    send(workspaces, CI_KEY, "identify", {"userId": "c1", "traits": {"email": "c1@example.com"}})
+    ci.pipeline.configure({"enabled": False})
+    await wait_until_settled(workspaces)
+
+
+async def wait_until_settled(workspaces: Workspaces) -> None:
+    # Connection refused comes back at once. Settled: each user's first message is retrying, and
+    # the user's later ones wait queued behind it (delivery keeps a user's order).
+    for _ in range(2000):
+        records = [record for workspace in workspaces for record in workspace.pipeline.all_records()]
+        retrying = {record.user_id for record in records if record.state == "retrying"}
+        if all(record.user_id in retrying for record in records if record.state == "queued"):
+            return
+        await asyncio.sleep(0.005)
+    raise AssertionError("deliveries never settled")
+
+
+def run(coroutine: Any) -> Any:
+    return asyncio.run(coroutine)
+
+
+@pytest.fixture
+def clock() -> Clock:
+    clock = Clock()
+    clock.set(START)
+    return clock
+
+
+# -- the SQLite helper -------------------------------------------------------------------------
+
+
+def test_open_database_writes_the_schema_and_its_version_then_refuses_another_version(tmp_path: Path) -> None:
+    path = tmp_path / "sub" / "x.sqlite3"
+    schema = "CREATE TABLE IF NOT EXISTS things (name TEXT);\nCREATE TABLE IF NOT EXISTS others (n INTEGER);"
+    db = open_database(path, schema, 3)
+    assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert db.execute("PRAGMA user_version").fetchone()[0] == 3
+    with transaction(db):
+        db.execute("INSERT INTO things VALUES ('kept')")
+    db.close()
+    again = open_database(path, schema, 3)
+    assert again.execute("SELECT name FROM things").fetchall() == [("kept",)]
+    again.close()
+    with pytest.raises(SchemaVersionError, match="schema version 3.*reads version 4"):
+        open_database(path, schema, 4)
+
+
+def test_a_failed_transaction_leaves_nothing(tmp_path: Path) -> None:
+    db = open_database(tmp_path / "x.sqlite3", "CREATE TABLE IF NOT EXISTS things (name TEXT UNIQUE);", 1)
+    with pytest.raises(sqlite3.IntegrityError):
+        with transaction(db):
+            db.execute("INSERT INTO things VALUES ('a')")
+            db.execute("INSERT INTO things VALUES ('a')")
+    assert db.execute("SELECT count(*) FROM things").fetchone()[0] == 0
+
+
+def test_the_segment_database_of_another_schema_version_is_refused(tmp_path: Path, clock: Clock) -> None:
+    db = sqlite3.connect(tmp_path / DATABASE_NAME)
+    db.execute("PRAGMA user_version = 99")
+    db.close()
+    with pytest.raises(SchemaVersionError, match="99"):
+        SegmentStore(tmp_path)
+
+
+# -- round trips -------------------------------------------------------------------------------
+
+
+def test_every_kind_of_state_survives_a_restart_on_the_same_database(tmp_path: Path, clock: Clock) -> None:
+    async def first_life() -> tuple[dict[str, Any], dict[str, Any]]:
+        workspaces = open_workspaces(clock, tmp_path)
+        await populate(workspaces)
+        kept = state(workspaces, clock)
+        profile = workspaces.default.backend.profiles.get("u1").to_json()
+        await workspaces.aclose()
+        return kept, profile
+
+    async def second_life() -> tuple[dict[str, Any], dict[str, Any], Workspaces]:
+        workspaces = open_workspaces(clock, tmp_path)
+        return state(workspaces, clock), workspaces.default.backend.profiles.get("u1").to_json(), workspaces
+
+    before, profile_before = run(first_life())
+    after, profile_after, workspaces = run(second_life())
+    assert after == before
+    assert profile_after == profile_before  # rebuilt from the messages, aliases and merges included
+    kinds = {message["status"] for workspace in before["workspaces"] for message in workspace["messages"]}
+    assert kinds == {"accepted", "discarded"}
+    default, ci = before["workspaces"]
+    assert {source["writeKey"] for source in ci["sources"]} == {CI_KEY, "storage-ci-mobile"}
+    assert default["destination"]["settings"]["listId"] == "7" and ci["destination"]["enabled"] is False
+    assert [entry["definition"]["key"] for entry in default["engage"]] == ["has_email", "orders", "big_spenders"]
+    assert {record["state"] for record in default["deliveries"]} >= {"retrying", "skipped"}
+    assert workspaces.for_write_key("storage-ci-mobile") is workspaces.for_write_key(CI_KEY)
+
+
+def test_after_a_restart_dedupe_still_knows_the_ids_and_engage_sends_only_changes(tmp_path: Path, clock: Clock) -> None:
+    async def first_life() -> None:
+        workspaces = open_workspaces(clock, tmp_path)
+        await populate(workspaces)
+        await workspaces.aclose()
+
+    async def second_life() -> tuple[str | None, int, list[dict[str, Any]]]:
+        workspaces = open_workspaces(clock, tmp_path)
+        send(workspaces, KEY, "identify", {"userId": "u1", "messageId": "fixed-id"})
+        reason = workspaces.default.backend.messages[-1].discard_reason
+        unchanged = workspaces.default.engage.sync()
+        send(workspaces, KEY, "identify", {"userId": "u9", "traits": {"email": "new@example.com"}})
+        changed = workspaces.default.engage.sync()
+        await workspaces.aclose()
+        return reason, len(unchanged.sent), changed.sent
+
+    run(first_life())
+    reason, unchanged, changed = run(second_life())
+    assert reason == "duplicate_message_id"
+    assert unchanged == 0
+    assert [(message["userId"], message["traits"]) for message in changed] == [
+        ("u9", {"has_email": True, "email": "new@example.com"})
+    ]
+
+
+def test_a_snapshot_round_trips_into_a_fresh_server_and_into_a_database(tmp_path: Path, clock: Clock) -> None:
+    async def scenario() -> None:
+        original = open_workspaces(clock, None)
+        await populate(original)
+        document = json.loads(json.dumps(snapshot_document(original.export(), clock.now())))
+        await original.aclose()
+
+        imported = open_workspaces(clock, tmp_path)  # a database, so the import is written too
+        await imported.replace(state_from_snapshot(document))
+        assert state(imported, clock) == document["state"]
+        await imported.aclose()
+
+        reopened = open_workspaces(clock, tmp_path)
+        assert state(reopened, clock) == document["state"]
+        await reopened.aclose()
+
+    run(scenario())
+
+
+def test_an_import_removes_workspaces_the_snapshot_lacks_and_resets_a_missing_default(clock: Clock) -> None:
+    async def scenario() -> None:
+        workspaces = open_workspaces(clock, None)
+        await populate(workspaces)
+        document = snapshot_document(workspaces.export(), clock.now())
+        ci_only = copy.deepcopy(document)
+        ci_only["state"]["workspaces"] = ci_only["state"]["workspaces"][1:]
+        await workspaces.replace(state_from_snapshot(ci_only))
+        assert len(list(workspaces)) == 2
+        assert list(workspaces.default.backend.messages) == []
+        assert workspaces.for_write_key(CI_KEY) is not None
+        empty = {**document, "state": {"workspaces": []}}
+        await workspaces.replace(state_from_snapshot(empty))
+        assert list(workspaces) == [workspaces.default] and workspaces.for_write_key(CI_KEY) is None
+        await workspaces.aclose()
+
+    run(scenario())
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (lambda d: d.update(format="other"), "format must be 'segjet-snapshot'"),
+        (lambda d: d.update(service="mailjet"), "snapshot is of 'mailjet'"),
+        (lambda d: d.update(version=2), "version 2 is not supported"),
+        (lambda d: d.update(state=[]), "state must be a JSON object"),
+        (lambda d: d["state"]["workspaces"][0]["messages"][0].update(status="maybe"),
+         r"state.workspaces\[0\].messages\[0\].status"),
+        (lambda d: d["state"]["workspaces"][0]["messages"][1].update(received_at="yesterday"),
+         r"messages\[1\].received_at"),
+        (lambda d: d["state"]["workspaces"][0]["deliveries"][0].update(state="lost"),
+         r"deliveries\[0\].state must be one of"),
+        (lambda d: d["state"]["workspaces"][0]["engage"][0]["definition"].update(rule={"trait": "x", "nope": 1}),
+         r"engage\[0\].definition: .*unknown operator"),
+        (lambda d: d["state"]["workspaces"][0]["destination"]["settings"].update(listId="zero"),
+         r"destination: settings.listId"),
+        (lambda d: d["state"]["workspaces"][1]["sources"].append({"name": "x", "writeKey": KEY}),
+         "already belongs to"),
+    ],
+)
+def test_a_wrong_snapshot_is_refused_with_the_place_at_fault(clock: Clock, change: Any, message: str) -> None:
+    async def make() -> dict[str, Any]:
+        workspaces = open_workspaces(clock, None)
+        await populate(workspaces)
+        document = json.loads(json.dumps(snapshot_document(workspaces.export(), clock.now())))
+        await workspaces.aclose()
+        return document
+
+    document = run(make())
+    change(document)
+    with pytest.raises(SnapshotError, match=message):
+        state_from_snapshot(document)
+
+
+def test_a_reset_workspace_is_cleared_in_the_database_and_the_others_stay(tmp_path: Path, clock: Clock) -> None:
+    async def first_life() -> dict[str, Any]:
+        workspaces = open_workspaces(clock, tmp_path)
+        await populate(workspaces)
+        workspaces.for_write_key(CI_KEY).reset()
+        kept = state(workspaces, clock)
+        await workspaces.aclose()
+        return kept
+
+    async def second_life() -> dict[str, Any]:
+        workspaces = open_workspaces(clock, tmp_path)
+        kept = state(workspaces, clock)
+        await workspaces.aclose()
+        return kept
+
+    before = run(first_life())
+    assert before["workspaces"][1]["messages"] == [] and before["workspaces"][0]["messages"]
+    assert run(second_life()) == before
