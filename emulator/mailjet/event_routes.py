@@ -1,5 +1,7 @@
 """Control API of email events (thin: parse, call `EmailEvents`, render JSON).
 
+Each call is about one account: `?apiKey=K` or `X-Segjet-Api-Key: K`, else the configured one.
+
 - `POST /_emulator/messages/{MessageID}/events` `{"event": ..., fields}` → 201 the event record
 - `GET /_emulator/email-events?MessageID=&event=&limit=` → `{"email_events": [record, ...]}`, newest last
 - `GET|PUT /_emulator/simulation` → the simulation settings (PUT merges the fields given)
@@ -7,6 +9,8 @@
 """
 
 from __future__ import annotations
+
+from typing import Callable
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -16,9 +20,12 @@ from ..common.control import ControlError, control_error_response, query_limit, 
 from .events import EmailEventError, EmailEvents
 
 
-def email_event_routes(events: EmailEvents) -> list[Route]:
+def email_event_routes(events_of: Callable[[Request], EmailEvents]) -> list[Route]:
+    """`events_of(request)`: the email events of the account the request names (ControlError if unknown)."""
+
     async def emit(request: Request) -> Response:
         try:
+            events = events_of(request)
             body = await read_json_object(request)
             record = events.apply(request.path_params["message_id"], body)
         except ControlError as exc:
@@ -30,6 +37,7 @@ def email_event_routes(events: EmailEvents) -> list[Route]:
     async def email_events(request: Request) -> Response:
         params = request.query_params
         try:
+            events = events_of(request)
             limit = query_limit(request)
             raw_id = params.get("MessageID")
             if raw_id is not None and not raw_id.isdigit():
@@ -40,10 +48,15 @@ def email_event_routes(events: EmailEvents) -> list[Route]:
         return JSONResponse({"email_events": [record.to_json() for record in found]})
 
     async def simulation_get(request: Request) -> Response:
+        try:
+            events = events_of(request)
+        except ControlError as exc:
+            return control_error_response(exc)
         return JSONResponse(events.simulation.to_json())
 
     async def simulation_put(request: Request) -> Response:
         try:
+            events = events_of(request)
             changes = await read_json_object(request)
             try:
                 simulation = events.configure_simulation(changes)
@@ -55,7 +68,7 @@ def email_event_routes(events: EmailEvents) -> list[Route]:
 
     async def campaign_post(request: Request) -> Response:
         try:
-            campaign = events.send_campaign(await read_json_object(request))
+            campaign = events_of(request).send_campaign(await read_json_object(request))
         except ControlError as exc:
             return control_error_response(exc)
         except EmailEventError as exc:

@@ -19,7 +19,6 @@ a message still queued delivers it first, as the recipient evidently got it.
 from __future__ import annotations
 
 import html
-import itertools
 import random
 import re
 from dataclasses import dataclass, field, replace
@@ -29,7 +28,7 @@ from typing import TYPE_CHECKING, Any, Callable
 from faker import Faker
 
 from ..common.clock import Clock, iso, parse_duration
-from .models import SERVICE, Account, Contact, MailjetBackend
+from .models import Account, Contact
 from .send import Message, new_message, store_message
 
 if TYPE_CHECKING:
@@ -202,15 +201,22 @@ class Simulation:
 
 
 @dataclass
-class _Life:
-    """Where one message stands; the rules read this, not the `status` word."""
+class Life:
+    """Where one message stands; the rules read this, not the `status` word.
+
+    `sent_due` and `plan` (the simulated recipient's events still to come) are what the timers
+    will do, kept so that a restored state can arm them again.
+    """
 
     message: Message
-    sent_timer: _Timer | None = None
+    position: int  # the message's index in `Account.messages`, its stored key
+    sent_due: datetime | None = None
+    plan: list[tuple[datetime, str, dict[str, Any]]] = field(default_factory=list)
     delivered: bool = False
     hard_bounced: bool = False
     blocked: bool = False
     spam_reported: bool = False
+    sent_timer: _Timer | None = None
 
 
 def links_of(message: Message) -> list[str]:
@@ -224,31 +230,19 @@ def unix_time(moment: datetime) -> int:
 
 
 class EmailEvents:
-    """The email-events lifecycle of the account of a `MailjetBackend` (re-attached after each reset)."""
+    """The email-events lifecycle of one account (a reset of the account makes a new one)."""
 
-    def __init__(self, backend: MailjetBackend, clock: Clock, seed: int | None = None) -> None:
-        self.backend = backend
+    def __init__(self, account: Account, clock: Clock, seed: int | None = None) -> None:
+        self.account = account
         self.clock = clock
         self.seed = seed
         self.listeners: list[Callable[[EmailEvent], None]] = []
-        self.reset()
-
-    @property
-    def account(self) -> Account:
-        return self.backend.default_account
-
-    def reset(self) -> None:
-        """Forget every event, campaign and simulation; watch the (new) account's sends.
-
-        Called after `backend.reset()`, which replaces the account; pending timers belong to the
-        service and are cancelled by the clock reset of the control API.
-        """
-        self.records: list[EmailEvent] = []
-        self._record_ids = itertools.count(1)
-        self._lives: dict[int, _Life] = {}
+        self.records: list[EmailEvent] = []  # record `id` n is at index n - 1
+        self._lives: dict[int, Life] = {}
         self.campaigns: dict[int, Campaign] = {}
-        self._campaign_ids = itertools.count(1)
         self._custom_campaigns: dict[str, Campaign] = {}
+        self.next_record_id = 1
+        self.next_campaign_id = 1
         # Without a bundle seed the simulation still needs one to report, so runs can be repeated.
         self.simulation = Simulation(seed=self.seed if self.seed is not None else random.SystemRandom().randrange(2**31))
         # Where control events leave ip/geo/agent out, these are made up (seeded with the bundle).
@@ -256,8 +250,49 @@ class EmailEvents:
         self._faker.seed_instance(self.seed)
         # Reseeded per message, so a simulated recipient depends only on the seed and the MessageID.
         self._simulation_faker = Faker()
-        if self._on_sent not in self.account.on_message_sent:
-            self.account.on_message_sent.append(self._on_sent)
+        self.account.on_message_sent.append(self._on_sent)
+
+    # -- storage
+
+    def life_of(self, message: Message) -> Life | None:
+        """Where a delivered (non-sandbox) message stands; None for sandbox messages."""
+        return None if message.sandbox else self._lives.get(message.message_id)
+
+    def restore(
+        self,
+        records: list[EmailEvent],
+        lives: list[Life],
+        campaigns: list[Campaign],
+        simulation: Simulation,
+        next_record_id: int,
+        next_campaign_id: int,
+    ) -> None:
+        """Replace the whole state (storage and snapshots); no timer is armed until `resume_timers`."""
+        self.records = records
+        self._lives = {life.message.message_id: life for life in lives}
+        self.campaigns = {campaign.id: campaign for campaign in campaigns}
+        # Campaigns without a list are the groups of one CustomCampaign value.
+        self._custom_campaigns = {c.name: c for c in campaigns if not c.list_id}
+        self.simulation = simulation
+        self.next_record_id = next_record_id
+        self.next_campaign_id = next_campaign_id
+
+    def resume_timers(self) -> None:
+        for life in self._lives.values():
+            self._arm(life)
+
+    def _arm(self, life: Life) -> None:
+        """Timers for the `sent` and the simulated events still due for this message."""
+        if life.sent_due is not None:
+            sent_at = life.sent_due
+            life.sent_timer = self.account.timers.call_at(sent_at, lambda: self._deliver(life, sent_at))
+        for step in life.plan:
+            self.account.timers.call_at(step[0], self._simulated(life, step))
+
+    def _touch(self, life: Life) -> None:
+        self.account.touch("message", life.position)
+        # Every rule that changes a contact (counts, exclusion, spam) ends in an event of its message.
+        self.account.touch("contact", life.message.contact_id)
 
     # -- reading
 
@@ -291,22 +326,24 @@ class EmailEvents:
             campaign = self._custom_campaign(message.custom_campaign)
             message.campaign_id, message.campaign_name = campaign.id, campaign.name
             campaign.message_ids.append(message.message_id)
-        life = _Life(message)
+            self.account.touch("campaign", campaign.id)
+        # store_message appended the message just before telling us.
+        life = Life(message, len(self.account.messages) - 1)
         self._lives[message.message_id] = life
         sent_at = message.created_at + SENT_DELAY
-        plan = self._plan(message, sent_at) if self.simulation.active else []
+        life.plan = self._plan(message, sent_at) if self.simulation.active else []
         # When the simulated recipient's server refuses the mail, the bounce takes the place of `sent`.
-        if not (plan and plan[0][1] == "bounce"):
-            life.sent_timer = self.clock.call_at(sent_at, lambda: self._deliver(life, sent_at), owner=SERVICE)
-        for at, event, fields in plan:
-            self.clock.call_at(at, self._simulated(message, event, fields, at), owner=SERVICE)
+        if not (life.plan and life.plan[0][1] == "bounce"):
+            life.sent_due = sent_at
+        self._arm(life)
+        self._touch(life)
 
     def _custom_campaign(self, name: str) -> Campaign:
         # Guess: Mailjet groups transactional emails of one CustomCampaign value into one campaign
         # (mj_campaign_id); emails without one have mj_campaign_id 0, as in the docs' bounce sample.
         campaign = self._custom_campaigns.get(name)
         if campaign is None:
-            campaign = Campaign(next(self._campaign_ids), name)
+            campaign = Campaign(self._new_campaign_id(), name)
             self.campaigns[campaign.id] = campaign
             self._custom_campaigns[name] = campaign
         return campaign
@@ -341,8 +378,9 @@ class EmailEvents:
             raise EmailEventError("name must be a non-empty string")
         sender = self._campaign_sender(body.get("from"))
 
-        campaign = Campaign(next(self._campaign_ids), name, list_id, subject)
+        campaign = Campaign(self._new_campaign_id(), name, list_id, subject)
         self.campaigns[campaign.id] = campaign
+        self.account.touch("campaign", campaign.id)
         for recipient in [r for r in self.account.recipients.values() if r.list_id == list_id]:
             contact = self.account.contacts[recipient.contact_id]
             reason = _campaign_skip_reason(contact, recipient.is_unsubscribed, recipient.is_active)
@@ -362,6 +400,10 @@ class EmailEvents:
             campaign.message_ids.append(message.message_id)
             store_message(self.account, message)
         return campaign
+
+    def _new_campaign_id(self) -> int:
+        self.next_campaign_id += 1
+        return self.next_campaign_id - 1
 
     @staticmethod
     def _campaign_sender(raw: Any) -> dict[str, str]:
@@ -397,7 +439,7 @@ class EmailEvents:
         fields = {name: value for name, value in body.items() if name != "event"}
         return self._apply(self._lives[message.message_id], event, fields, self.clock.now())
 
-    def _apply(self, life: _Life, event: str, fields: dict[str, Any], at: datetime) -> EmailEvent:
+    def _apply(self, life: Life, event: str, fields: dict[str, Any], at: datetime) -> EmailEvent:
         """Check `event` against the message's life, apply its side effects, and record it."""
         message = life.message
         if life.blocked:
@@ -408,17 +450,15 @@ class EmailEvents:
         extra = handler(life, fields, at)
         return self._emit(life, event, extra, at)
 
-    def _deliver_first(self, life: _Life, at: datetime) -> None:
+    def _deliver_first(self, life: Life, at: datetime) -> None:
         """Engagement proves delivery: a message still queued gets its `sent` now."""
         if not life.delivered:
             self._deliver(life, at)
 
-    def _deliver(self, life: _Life, at: datetime) -> None:
+    def _deliver(self, life: Life, at: datetime) -> None:
         if life.delivered or life.blocked or life.hard_bounced:
             return
-        if life.sent_timer is not None:
-            Clock.cancel(life.sent_timer)
-            life.sent_timer = None
+        self._cancel_sent(life)
         life.delivered = True
         contact = self._contact(life)
         # Guess: DeliveredCount counts `sent` events.
@@ -427,12 +467,12 @@ class EmailEvents:
         reply = f"sent (250 2.0.0 OK {unix_time(at)} {message.message_uuid[:8]}.{message.message_id % 1000} - gsmtp)"
         self._emit(life, "sent", {"mj_message_id": str(message.message_id), "smtp_reply": reply}, at)
 
-    def _open(self, life: _Life, fields: dict[str, Any], at: datetime) -> dict[str, Any]:
+    def _open(self, life: Life, fields: dict[str, Any], at: datetime) -> dict[str, Any]:
         self._deliver_first(life, at)
         self._contact(life).last_activity_at = at
         return self._client_fields(fields)
 
-    def _click(self, life: _Life, fields: dict[str, Any], at: datetime) -> dict[str, Any]:
+    def _click(self, life: Life, fields: dict[str, Any], at: datetime) -> dict[str, Any]:
         links = links_of(life.message)
         if not links:
             raise EmailEventError(f"message {life.message.message_id} has no http(s) link in its HTMLPart to click")
@@ -444,17 +484,16 @@ class EmailEvents:
         self._contact(life).last_activity_at = at
         return {"url": url, **self._client_fields(fields)}
 
-    def _bounce(self, life: _Life, fields: dict[str, Any], at: datetime) -> dict[str, Any]:
+    def _bounce(self, life: Life, fields: dict[str, Any], at: datetime) -> dict[str, Any]:
         if life.hard_bounced:
             raise EmailEventError(f"message {life.message.message_id} already hard-bounced")
         hard = fields.get("hard_bounce", True)
         default_related, default_error = DEFAULT_BOUNCE[hard]
         related, error = _error_pair(fields.get("error_related_to", default_related), fields.get("error", default_error))
-        if not life.delivered and life.sent_timer is not None:
+        if not life.delivered:
             # The receiving server refused it: the bounce replaces `sent`. After `sent`, a bounce is an
             # asynchronous one (guess: Mailjet reports those too).
-            Clock.cancel(life.sent_timer)
-            life.sent_timer = None
+            self._cancel_sent(life)
         if hard:
             life.hard_bounced = True
             contact = self._contact(life)
@@ -472,20 +511,18 @@ class EmailEvents:
             "comment": fields.get("comment", f"{code} <{life.message.recipient['Email']}>: {error}"),
         }
 
-    def _blocked(self, life: _Life, fields: dict[str, Any], at: datetime) -> dict[str, Any]:
+    def _blocked(self, life: Life, fields: dict[str, Any], at: datetime) -> dict[str, Any]:
         message = life.message
         if life.delivered:
             raise EmailEventError(f"message {message.message_id} was already sent; Mailjet blocks a message instead of sending it")
         if life.hard_bounced:
             raise EmailEventError(f"message {message.message_id} already hard-bounced")
         related, error = _error_pair(fields.get("error_related_to", DEFAULT_BLOCKED[0]), fields.get("error", DEFAULT_BLOCKED[1]))
-        if life.sent_timer is not None:
-            Clock.cancel(life.sent_timer)
-            life.sent_timer = None
+        self._cancel_sent(life)
         life.blocked = True
         return {"error_related_to": related, "error": error}
 
-    def _spam(self, life: _Life, fields: dict[str, Any], at: datetime) -> dict[str, Any]:
+    def _spam(self, life: Life, fields: dict[str, Any], at: datetime) -> dict[str, Any]:
         if life.spam_reported:
             raise EmailEventError(f"message {life.message.message_id} was already reported as spam")
         self._deliver_first(life, at)
@@ -495,7 +532,7 @@ class EmailEvents:
         contact.last_update_at = at
         return {"source": fields.get("source", DEFAULT_SPAM_SOURCE)}
 
-    def _unsub(self, life: _Life, fields: dict[str, Any], at: datetime) -> dict[str, Any]:
+    def _unsub(self, life: Life, fields: dict[str, Any], at: datetime) -> dict[str, Any]:
         message = life.message
         list_id = fields.get("mj_list_id", message.list_id or None)
         if list_id is None:
@@ -516,6 +553,12 @@ class EmailEvents:
         contact.last_activity_at = at
         return {"mj_list_id": list_id, **client}
 
+    def _cancel_sent(self, life: Life) -> None:
+        if life.sent_timer is not None:
+            self.account.timers.cancel(life.sent_timer)
+            life.sent_timer = None
+        life.sent_due = None
+
     def _client_fields(self, fields: dict[str, Any]) -> dict[str, str]:
         """Where the recipient acted from: given, or made up by faker."""
         return {
@@ -524,18 +567,21 @@ class EmailEvents:
             "agent": fields.get("agent") or self._faker.user_agent(),
         }
 
-    def _contact(self, life: _Life) -> Contact:
+    def _contact(self, life: Life) -> Contact:
         # Contacts are never deleted by the REST API, and a reset drops the messages with them.
         return self.account.contacts[life.message.contact_id]
 
-    def _emit(self, life: _Life, event: str, extra: dict[str, Any], at: datetime) -> EmailEvent:
+    def _emit(self, life: Life, event: str, extra: dict[str, Any], at: datetime) -> EmailEvent:
         message = life.message
-        record = EmailEvent(next(self._record_ids), event, message, at, event_payload(message, event, at, extra))
+        record = EmailEvent(self.next_record_id, event, message, at, event_payload(message, event, at, extra))
+        self.next_record_id += 1
         message.status = STATUS_AFTER[event]
         message.events.append(record.payload)
         self.records.append(record)
         for listener in self.listeners:
             listener(record)
+        self._touch(life)
+        self.account.touch("event", record.id)
         return record
 
     # -- simulation
@@ -543,6 +589,7 @@ class EmailEvents:
     def configure_simulation(self, changes: dict[str, Any]) -> Simulation:
         """Merge `changes` into the simulation; applies to messages sent from now on."""
         self.simulation = self.simulation.merged(changes)
+        self.account.touch("account", 0)
         return self.simulation
 
     def _plan(self, message: Message, sent_at: datetime) -> list[tuple[datetime, str, dict[str, Any]]]:
@@ -575,11 +622,11 @@ class EmailEvents:
             plan.append((later(opened_at), "unsub", {**client, "mj_list_id": message.list_id}))
         return plan
 
-    def _simulated(self, message: Message, event: str, fields: dict[str, Any], at: datetime) -> Callable[[], None]:
+    def _simulated(self, life: Life, step: tuple[datetime, str, dict[str, Any]]) -> Callable[[], None]:
         def fire() -> None:
-            life = self._lives.get(message.message_id)
-            if life is None:
-                return
+            life.plan.remove(step)
+            self._touch(life)
+            at, event, fields = step
             try:
                 self._apply(life, event, fields, at)
             except EmailEventError:

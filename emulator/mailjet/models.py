@@ -5,14 +5,18 @@ Plain Python, no HTTP. Every rule that the real API enforces and that a client c
 here, with Mailjet's error texts where they are known (reference/mailjet.md); where we had to
 guess a text or a behaviour, the comment says "Guess".
 
-Accounts are keyed by API key so that several could coexist; one is configured today.
+Accounts are keyed by API key and share nothing: each has its own contacts, lists, properties,
+webhooks, jobs, messages and App Connections settings (`POST /_emulator/accounts` adds one).
+
+Persistence (`--data-dir`) is not done here: every mutation marks the rows it changed in the
+backend's `Changes`, and `storage.py` writes the marked rows once per request or timer.
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
-import itertools
+import inspect
 import math
 import random
 import re
@@ -20,7 +24,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any, Callable, Iterable
 
-from ..common.clock import Clock, parse_iso
+from ..common.clock import Clock, TimerCallback, _Timer, parse_iso
 from ..config import BundleConfig
 
 if TYPE_CHECKING:
@@ -73,6 +77,16 @@ def invalid_property(name: str, detail: str) -> MailjetError:
 
 def required(name: str) -> MailjetError:
     return invalid_property(name, "MJ03 A non-empty value is required")
+
+
+def account_rng(seed: int | None, api_key_id: int, sent: int) -> random.Random:
+    """The random source of an account's MessageUUIDs: seeded when the bundle has a seed, distinct
+    per account, and moved on past the `sent` messages of a restored account."""
+    if seed is None:
+        return random.Random()
+    if api_key_id == 1 and sent == 0:
+        return random.Random(seed)  # the default account, as before accounts could be added
+    return random.Random(f"{seed}:{api_key_id}:{sent}")
 
 
 # ---------------------------------------------------------------- input helpers
@@ -474,6 +488,64 @@ class AppConnection:
         }
 
 
+# ---------------------------------------------------------------- changes and timers
+
+
+class Changes:
+    """Which stored rows changed since the last save: `(api_key, kind, key)`, plus accounts to wipe.
+
+    Off (marks nothing) unless a store is attached; `save` is the store's writer, called after each
+    request (by the persistence middleware) and after each timer (by `AccountTimers`).
+    """
+
+    def __init__(self) -> None:
+        self.enabled = False
+        self.rows: set[tuple[str, str, int]] = set()
+        self.wiped: set[str] = set()
+        self.save: Callable[[], None] = lambda: None
+
+    def mark(self, api_key: str, kind: str, key: int) -> None:
+        if self.enabled:
+            self.rows.add((api_key, kind, key))
+
+    def wipe(self, api_key: str) -> None:
+        """Every stored row of the account goes (before the rows marked after this are written)."""
+        if self.enabled:
+            self.wiped.add(api_key)
+            self.rows = {row for row in self.rows if row[0] != api_key}
+
+
+class AccountTimers:
+    """The clock timers of one account: cancelled together when the account is reset, and each
+    followed by a save of what it changed (a timer runs outside any request)."""
+
+    def __init__(self, clock: Clock, changes: Changes) -> None:
+        self._clock = clock
+        self._changes = changes
+        self._live: dict[int, _Timer] = {}  # by id(): timers compare by due time, they do not hash
+
+    def call_at(self, due: datetime, callback: TimerCallback) -> _Timer:
+        async def run() -> None:
+            self._live.pop(id(timer), None)
+            result = callback()
+            if inspect.isawaitable(result):
+                await result
+            self._changes.save()
+
+        timer = self._clock.call_at(due, run, owner=SERVICE)
+        self._live[id(timer)] = timer
+        return timer
+
+    def cancel(self, timer: _Timer) -> None:
+        Clock.cancel(timer)
+        self._live.pop(id(timer), None)
+
+    def cancel_all(self) -> None:
+        for timer in self._live.values():
+            Clock.cancel(timer)
+        self._live.clear()
+
+
 # ---------------------------------------------------------------- the account
 
 
@@ -492,14 +564,18 @@ class Account:
         auth_key: str,
         segment_url: str,
         seed: int | None = None,
+        changes: Changes | None = None,
     ) -> None:
         self.api_key = api_key
         self.secret_key = secret_key
         self.api_key_id = api_key_id
         self.clock = clock
         self.base_url = base_url.rstrip("/")
+        self.seed = seed
         # Seeded when the bundle has a seed, so MessageUUIDs repeat from run to run.
-        self.rng = random.Random(seed)
+        self.rng = account_rng(seed, api_key_id, 0)
+        self.changes = changes or Changes()
+        self.timers = AccountTimers(clock, self.changes)
         self.contacts: dict[int, Contact] = {}
         self.lists: dict[int, ContactsList] = {}
         self.recipients: dict[int, ListRecipient] = {}
@@ -507,13 +583,62 @@ class Account:
         self.callbacks: dict[int, EventCallback] = {}
         self.jobs: dict[int, Job] = {}
         self.messages: list[Message] = []
+        # Indexes: 100,000 contacts must not mean a scan per lookup.
+        self._contacts_by_email: dict[str, Contact] = {}
+        self._recipients_by_pair: dict[tuple[int, int], ListRecipient] = {}
         # Hooks other parts of the fake (e.g. the email-events lifecycle) subscribe to.
         self.on_message_sent: list[Callable[[Message], None]] = []
-        self._ids = {name: itertools.count(1) for name in ("contact", "recipient", "property", "callback", "job", "message")}
-        self._list_ids = itertools.count(default_list_id + 1)
+        # The next ID of each kind of object (lists count on from the account's first list).
+        self.next_ids = {name: 1 for name in ("contact", "recipient", "property", "callback", "job", "message")}
+        self.next_ids["list"] = default_list_id + 1
         # A fresh account has one contact list, as a new Mailjet account does after sign-up.
         self.lists[default_list_id] = ContactsList(default_list_id, "segjet", self._address(default_list_id), clock.now())
+        self.touch("list", default_list_id)
         self.app_connection = AppConnection(auth_key, default_list_id, segment_url)
+        self.touch("account", 0)
+
+    def new_id(self, kind: str) -> int:
+        number = self.next_ids[kind]
+        self.next_ids[kind] = number + 1
+        return number
+
+    def touch(self, kind: str, key: int) -> None:
+        """Mark a stored row as changed (created, modified or deleted) for the next save."""
+        self.changes.mark(self.api_key, kind, key)
+
+    def restore(
+        self,
+        *,
+        contacts: list[Contact],
+        lists: list[ContactsList],
+        recipients: list[ListRecipient],
+        properties: list[PropertyDefinition],
+        callbacks: list[EventCallback],
+        jobs: list[Job],
+        messages: list[Message],
+        next_ids: dict[str, int],
+        app_connection: AppConnection,
+    ) -> None:
+        """Replace the whole state (storage and snapshots); no timer is armed until `resume_timers`."""
+        self.contacts = {c.id: c for c in contacts}
+        self.lists = {l.id: l for l in lists}
+        self.recipients = {r.id: r for r in recipients}
+        self.properties = {p.id: p for p in properties}
+        self.callbacks = {c.id: c for c in callbacks}
+        self.jobs = {j.id: j for j in jobs}
+        self.messages = messages
+        self.next_ids = dict(next_ids)
+        self.app_connection = app_connection
+        self._contacts_by_email = {c.email.lower(): c for c in contacts}
+        self._recipients_by_pair = {(r.contact_id, r.list_id): r for r in recipients}
+        # Not the old stream: a restored seeded account must not hand out its MessageUUIDs again.
+        self.rng = account_rng(self.seed, self.api_key_id, self.next_ids["message"])
+
+    def resume_timers(self) -> None:
+        """Arm the timers a restored state needs: jobs still In Progress run when due."""
+        for job in self.jobs.values():
+            if job.status == "In Progress":
+                self.timers.call_at(job.started_at + JOB_DURATION, lambda job_id=job.id: self.run_job(job_id))
 
     # -- credentials
 
@@ -526,8 +651,7 @@ class Account:
         """A contact by ID or by email (case-insensitive), as `/contact/{ID or email}` accepts."""
         if isinstance(ref, int) or (isinstance(ref, str) and ref.strip().isdigit()):
             return self.contacts.get(int(ref))
-        wanted = str(ref).strip().lower()
-        return next((c for c in self.contacts.values() if c.email.lower() == wanted), None)
+        return self._contacts_by_email.get(str(ref).strip().lower())
 
     def get_contact(self, ref: str | int) -> Contact:
         contact = self.find_contact(ref)
@@ -564,6 +688,7 @@ class Account:
                 changed = True
         if changed:
             contact.last_update_at = self.clock.now()
+            self.touch("contact", contact.id)
         return contact, changed
 
     def list_contacts(self, query: Query) -> list[Contact]:
@@ -574,7 +699,8 @@ class Account:
             contacts = [c for c in contacts if c.id in members]
         email = query.get("Email")
         if email is not None:
-            contacts = [c for c in contacts if c.email.lower() == email.strip().lower()]
+            found = self._contacts_by_email.get(email.strip().lower())
+            contacts = [c for c in contacts if c is found]
         excluded = query.get_bool("IsExcludedFromCampaigns")
         if excluded is not None:
             contacts = [c for c in contacts if c.is_excluded_from_campaigns == excluded]
@@ -588,8 +714,10 @@ class Account:
         return contact
 
     def _new_contact(self, email: str, name: str) -> Contact:
-        contact = Contact(next(self._ids["contact"]), email, self.clock.now(), name=name)
+        contact = Contact(self.new_id("contact"), email, self.clock.now(), name=name)
         self.contacts[contact.id] = contact
+        self._contacts_by_email[email.lower()] = contact
+        self.touch("contact", contact.id)
         return contact
 
     # -- contact lists
@@ -611,11 +739,12 @@ class Account:
         fields = read_fields(body, "TContactsList", ("Name", "IsDeleted"), _LIST_READ_ONLY)
         name = check_string(fields.get("Name", ""), "Name", allow_empty=False)
         self._check_list_name_free(name, None)
-        list_id = next(self._list_ids)
+        list_id = self.new_id("list")
         contacts_list = ContactsList(list_id, name, self._address(list_id), self.clock.now())
         if "IsDeleted" in fields:
             contacts_list.is_deleted = parse_bool(fields["IsDeleted"], "IsDeleted")
         self.lists[list_id] = contacts_list
+        self.touch("list", list_id)
         return contacts_list
 
     def update_list(self, ref: str, body: dict[str, Any]) -> tuple[ContactsList, bool]:
@@ -635,6 +764,7 @@ class Account:
             deleted = parse_bool(fields["IsDeleted"], "IsDeleted")
             changed |= deleted != contacts_list.is_deleted
             contacts_list.is_deleted = deleted
+        self.touch("list", contacts_list.id)
         return contacts_list, changed
 
     def delete_list(self, ref: str) -> None:
@@ -642,8 +772,9 @@ class Account:
         # with IsDeleted=true for a while).
         contacts_list = self.get_list(ref)
         del self.lists[contacts_list.id]
-        for recipient_id in [r.id for r in self.recipients.values() if r.list_id == contacts_list.id]:
-            del self.recipients[recipient_id]
+        self.touch("list", contacts_list.id)
+        for recipient in [r for r in self.recipients.values() if r.list_id == contacts_list.id]:
+            self._remove_recipient(recipient)
         if self.app_connection.list_id == contacts_list.id:
             self.app_connection.list_id = 0
 
@@ -688,7 +819,17 @@ class Account:
     # -- subscriptions (list recipients)
 
     def find_recipient(self, contact_id: int, list_id: int) -> ListRecipient | None:
-        return next((r for r in self.recipients.values() if r.contact_id == contact_id and r.list_id == list_id), None)
+        return self._recipients_by_pair.get((contact_id, list_id))
+
+    def _add_recipient(self, recipient: ListRecipient) -> None:
+        self.recipients[recipient.id] = recipient
+        self._recipients_by_pair[(recipient.contact_id, recipient.list_id)] = recipient
+        self.touch("recipient", recipient.id)
+
+    def _remove_recipient(self, recipient: ListRecipient) -> None:
+        del self.recipients[recipient.id]
+        del self._recipients_by_pair[(recipient.contact_id, recipient.list_id)]
+        self.touch("recipient", recipient.id)
 
     def apply_action(self, contact: Contact, list_id: int, action: str) -> ListRecipient | None:
         """addforce | addnoforce | remove | unsub, as documented for managecontact."""
@@ -696,11 +837,12 @@ class Account:
         now = self.clock.now()
         if action == "remove":
             if recipient is not None:
-                del self.recipients[recipient.id]
+                self._remove_recipient(recipient)
             return None
         if recipient is None:
-            recipient = ListRecipient(next(self._ids["recipient"]), contact.id, list_id, now)
-            self.recipients[recipient.id] = recipient
+            recipient = ListRecipient(self.new_id("recipient"), contact.id, list_id, now)
+            self._add_recipient(recipient)
+        self.touch("recipient", recipient.id)
         recipient.is_active = True
         if action == "addforce" and recipient.is_unsubscribed:
             recipient.is_unsubscribed = False
@@ -732,13 +874,13 @@ class Account:
         )
         if self.find_recipient(contact.id, contacts_list.id) is not None:
             raise MailjetError(400, "A duplicate ListRecipient already exists.")  # observed, php-simple#46
-        recipient = ListRecipient(next(self._ids["recipient"]), contact.id, contacts_list.id, self.clock.now())
+        recipient = ListRecipient(self.new_id("recipient"), contact.id, contacts_list.id, self.clock.now())
         if "IsActive" in fields:
             recipient.is_active = parse_bool(fields["IsActive"], "IsActive")
         if "IsUnsubscribed" in fields and parse_bool(fields["IsUnsubscribed"], "IsUnsubscribed"):
             recipient.is_unsubscribed = True
             recipient.unsubscribed_at = recipient.subscribed_at
-        self.recipients[recipient.id] = recipient
+        self._add_recipient(recipient)
         return recipient
 
     def _resolve_ref(self, fields: dict[str, Any], id_key: str, alt_key: str, label: str, lookup: Callable[[Any], Any]) -> Any:
@@ -777,10 +919,11 @@ class Account:
                 recipient.is_unsubscribed = unsubscribed
                 recipient.unsubscribed_at = self.clock.now() if unsubscribed else None
                 changed = True
+        self.touch("recipient", recipient.id)
         return recipient, changed
 
     def delete_recipient(self, ref: str) -> None:
-        del self.recipients[self.get_recipient(ref).id]
+        self._remove_recipient(self.get_recipient(ref))
 
     def list_recipients(self, query: Query) -> list[ListRecipient]:
         recipients = list(self.recipients.values())
@@ -913,8 +1056,9 @@ class Account:
         if self.find_property(name) is not None:
             # Guess: the MJ18 pattern of duplicate contacts.
             raise MailjetError(400, f'MJ18 A ContactMetaData resource with value "{name}" for Name already exists.')
-        definition = PropertyDefinition(next(self._ids["property"]), name, datatype, namespace)
+        definition = PropertyDefinition(self.new_id("property"), name, datatype, namespace)
         self.properties[definition.id] = definition
+        self.touch("property", definition.id)
         return definition
 
     def update_property(self, ref: str, body: dict[str, Any]) -> tuple[PropertyDefinition, bool]:
@@ -930,6 +1074,7 @@ class Account:
                 for contact in self.contacts.values():
                     if definition.name in contact.properties:
                         contact.properties[name] = contact.properties.pop(definition.name)
+                        self.touch("contact", contact.id)
                 definition.name = name
                 changed = True
         if "Datatype" in fields:
@@ -940,13 +1085,16 @@ class Account:
             namespace = self._check_namespace(fields["NameSpace"])
             changed |= namespace != definition.namespace
             definition.namespace = namespace
+        self.touch("property", definition.id)
         return definition, changed
 
     def delete_property(self, ref: str) -> None:
         definition = self.get_property(ref)
         del self.properties[definition.id]
+        self.touch("property", definition.id)
         for contact in self.contacts.values():
-            contact.properties.pop(definition.name, None)
+            if contact.properties.pop(definition.name, None) is not None:
+                self.touch("contact", contact.id)
 
     def list_properties(self, query: Query) -> list[PropertyDefinition]:
         definitions = list(self.properties.values())
@@ -1025,6 +1173,7 @@ class Account:
                 changed = True
         if changed:
             contact.last_update_at = self.clock.now()
+            self.touch("contact", contact.id)
         return changed
 
     def contact_data_json(self, contact: Contact) -> dict[str, Any]:
@@ -1077,6 +1226,7 @@ class Account:
         contact = self.get_contact(contact_ref)
         contact.properties.clear()
         contact.last_update_at = self.clock.now()
+        self.touch("contact", contact.id)
 
     # -- webhooks (/eventcallbackurl)
 
@@ -1099,7 +1249,7 @@ class Account:
     def create_callback(self, body: dict[str, Any]) -> EventCallback:
         fields = read_fields(body, "TEventCallbackUrl", ("EventType", "Url", "Version", "IsBackup", "Status"), ("ID", "APIKeyID"))
         callback = EventCallback(
-            next(self._ids["callback"]),
+            self.new_id("callback"),
             self.api_key_id,
             self._check_event_type(fields.get("EventType")),
             self._check_url(fields.get("Url")),
@@ -1112,6 +1262,7 @@ class Account:
             callback.status = self._check_status(fields["Status"])
         self._check_callback_free(callback.event_type, callback.is_backup, None)
         self.callbacks[callback.id] = callback
+        self.touch("callback", callback.id)
         return callback
 
     def update_callback(self, ref: str, body: dict[str, Any]) -> tuple[EventCallback, bool]:
@@ -1131,10 +1282,13 @@ class Account:
             callback.version = self._check_version(fields["Version"])
         if "Status" in fields:
             callback.status = self._check_status(fields["Status"])
+        self.touch("callback", callback.id)
         return callback, callback.to_json() != before
 
     def delete_callback(self, ref: str) -> None:
-        del self.callbacks[self.get_callback(ref).id]
+        callback_id = self.get_callback(ref).id
+        del self.callbacks[callback_id]
+        self.touch("callback", callback_id)
 
     def list_callbacks(self, query: Query) -> list[EventCallback]:
         callbacks = list(self.callbacks.values())
@@ -1234,9 +1388,10 @@ class Account:
 
     def _start_job(self, contacts_lists: list[dict[str, Any]], contacts: list[Any], list_id: int | None) -> Job:
         now = self.clock.now()
-        job = Job(next(self._ids["job"]), contacts_lists, contacts, now, list_id)
+        job = Job(self.new_id("job"), contacts_lists, contacts, now, list_id)
         self.jobs[job.id] = job
-        self.clock.call_at(now + JOB_DURATION, lambda: self.run_job(job.id), owner=SERVICE)
+        self.touch("job", job.id)
+        self.timers.call_at(now + JOB_DURATION, lambda: self.run_job(job.id))
         return job
 
     def run_job(self, job_id: int) -> None:
@@ -1252,6 +1407,7 @@ class Account:
                 email = ci_get(raw, "Email", "") if isinstance(raw, dict) else ""
                 job.errors.append({"Index": index, "Email": email, "Error": problem})
         job.ended_at = self.clock.now()
+        self.touch("job", job.id)
         # Guess: a job with any failed contact ends in Error (valid contacts are still applied).
         job.status = "Error" if job.errors else "Completed"
         if job.errors:
@@ -1320,6 +1476,7 @@ class Account:
                 raise ValueError("segmentUrl must be an http(s) URL")
             updated.segment_url = changes["segmentUrl"].rstrip("/")
         self.app_connection = updated
+        self.touch("account", 0)
         return updated
 
 
@@ -1343,31 +1500,39 @@ def _quoted(value: Any) -> str:
 
 
 class MailjetBackend:
-    """All accounts of the fake, keyed by API key; `reset()` brings back a fresh configured account."""
+    """The REST side of every account of the fake, keyed by API key (`MailjetService` keeps it in
+    step with each account's email events); `reset()` brings back one fresh configured account."""
 
     def __init__(self, config: BundleConfig, clock: Clock, base_url: str, segment_url: str) -> None:
         self.config = config
         self.clock = clock
         self.base_url = base_url
         self.segment_url = segment_url
+        self.changes = Changes()
         self.accounts: dict[str, Account] = {}
         self.reset()
 
     def reset(self) -> None:
+        for api_key in self.accounts:
+            self.changes.wipe(api_key)
         config = self.config
-        self.accounts = {
-            config.mailjet_api_key: Account(
-                api_key=config.mailjet_api_key,
-                secret_key=config.mailjet_secret_key,
-                api_key_id=1,
-                clock=self.clock,
-                base_url=self.base_url,
-                default_list_id=config.list_id,
-                auth_key=config.auth_key,
-                segment_url=self.segment_url,
-                seed=config.seed,
-            )
-        }
+        account = self.new_account(config.mailjet_api_key, config.mailjet_secret_key, 1, config.auth_key)
+        self.accounts = {account.api_key: account}
+
+    def new_account(self, api_key: str, secret_key: str, api_key_id: int, auth_key: str) -> Account:
+        """A fresh account (not yet registered): one contact list, App Connections not set up."""
+        return Account(
+            api_key=api_key,
+            secret_key=secret_key,
+            api_key_id=api_key_id,
+            clock=self.clock,
+            base_url=self.base_url,
+            default_list_id=self.config.list_id,
+            auth_key=auth_key,
+            segment_url=self.segment_url,
+            seed=self.config.seed,
+            changes=self.changes,
+        )
 
     @property
     def default_account(self) -> Account:

@@ -1,7 +1,7 @@
 """Where email events go: Event API webhooks and, when App Connections says so, Segment track calls.
 
-Both deliveries run on the virtual clock: every send and every retry is a clock timer (owner
-"mailjet"), so `POST /_emulator/clock` fires what became due, and waits for it, before it answers.
+Each account has its own outbox. Both deliveries run on the virtual clock: every send and every
+retry is a timer of the account (owner "mailjet"), so `POST /_emulator/clock` fires what became due, and waits for it, before it answers.
 A retry due during a clock jump happens once, at the new time; attempts skipped by the jump are not
 replayed one by one. The only HTTP is `HttpTransport`, one shared `httpx.AsyncClient`.
 
@@ -23,20 +23,19 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import itertools
 import json
 import logging
 import uuid
 from collections import deque
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
-from typing import Any, Callable
+from typing import Any
 
 import httpx
 
-from ..common.clock import Clock, iso
+from ..common.clock import iso
 from .events import SEGMENT_EVENTS, EmailEvent, track_call
-from .models import SERVICE, Account
+from .models import Account
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +65,7 @@ class Outcome:
 
 
 class HttpTransport:
-    """The one HTTP client of the fake Mailjet's outgoing calls, created in the serving event loop."""
+    """The one HTTP client of the fake Mailjet's outgoing calls (all accounts), created in the serving event loop."""
 
     def __init__(self) -> None:
         self._client: httpx.AsyncClient | None = None
@@ -143,24 +142,39 @@ class WebhookDelivery:
 
 
 class Webhooks:
-    """Routes each event to its webhook and delivers with Mailjet's retry rule."""
+    """Routes each event of one account to its webhook and delivers with Mailjet's retry rule."""
 
-    def __init__(self, clock: Clock, transport: HttpTransport, account: Callable[[], Account]) -> None:
-        self._clock = clock
-        self._transport = transport
+    def __init__(self, account: Account, transport: HttpTransport) -> None:
         self._account = account
+        self._clock = account.clock
+        self._transport = transport
         self._generation = 0
-        self.reset()
-
-    def reset(self) -> None:
-        # Attempts in flight belong to the old generation: their results are dropped.
-        self._generation += 1
-        self._ids = itertools.count(1)
+        self.deliveries: dict[int, WebhookDelivery] = {}
+        self.next_id = 1
         self._waiting: dict[int, WebhookDelivery] = {}
         self._open_batches: dict[str, WebhookDelivery] = {}  # Version 2, by URL: the batch still filling
 
+    def close(self) -> None:
+        """The account was reset: attempts in flight belong to the old generation, their results are dropped."""
+        self._generation += 1
+
+    def restore(self, deliveries: list[WebhookDelivery], next_id: int) -> None:
+        """Replace every delivery (storage and snapshots); no timer is armed until `resume_timers`."""
+        self.deliveries = {delivery.id: delivery for delivery in deliveries}
+        self.next_id = next_id
+        self._waiting = {d.id: d for d in deliveries if d.state in (PENDING, RETRYING)}
+        self._open_batches = {}
+        for delivery in deliveries:
+            delivery.generation = self._generation
+            if delivery.version == 2 and delivery.state == PENDING and not delivery.attempts:
+                self._open_batches[delivery.url] = delivery
+
+    def resume_timers(self) -> None:
+        for delivery in self._waiting.values():
+            self._account.timers.call_at(delivery.due, self._fire_due)
+
     def route(self, record: EmailEvent) -> None:
-        callbacks = self._account().callbacks_for(record.event)
+        callbacks = self._account.callbacks_for(record.event)
         if not callbacks:
             return
         callback = callbacks[0]
@@ -172,12 +186,15 @@ class Webhooks:
                 batch.events.append(record)
                 batch.callback_ids.add(callback.id)
                 record.webhook = batch
+                self._account.touch("webhook", batch.id)
                 return
         # Version 2 waits for the end of the event's second, so the second's events travel together.
         due = record.at if callback.version == 1 else datetime.fromtimestamp(second + 1, tz=timezone.utc)
         delivery = WebhookDelivery(
-            next(self._ids), callback.url, callback.version, {callback.id}, [record], due, second, self._generation
+            self.next_id, callback.url, callback.version, {callback.id}, [record], due, second, self._generation
         )
+        self.next_id += 1
+        self.deliveries[delivery.id] = delivery
         if callback.version == 2:
             self._open_batches[callback.url] = delivery
         record.webhook = delivery
@@ -185,7 +202,8 @@ class Webhooks:
 
     def _wait(self, delivery: WebhookDelivery) -> None:
         self._waiting[delivery.id] = delivery
-        self._clock.call_at(delivery.due, self._fire_due, owner=SERVICE)
+        self._account.touch("webhook", delivery.id)
+        self._account.timers.call_at(delivery.due, self._fire_due)
 
     async def _fire_due(self) -> None:
         """Timer callback: attempt every delivery that is due; URLs concurrently, each URL's in order."""
@@ -205,11 +223,12 @@ class Webhooks:
             await self._attempt(delivery)
 
     async def _attempt(self, delivery: WebhookDelivery) -> None:
-        account = self._account()
+        account = self._account
         callbacks = [account.callbacks.get(callback_id) for callback_id in delivery.callback_ids]
         if all(callback is None or callback.status == "dead" for callback in callbacks):
             delivery.state = FAILED
             delivery.reason = "the webhook was deleted or suspended (Status dead) before this attempt"
+            account.touch("webhook", delivery.id)
             return
         at = self._clock.now()
         try:
@@ -220,6 +239,7 @@ class Webhooks:
         if delivery.generation != self._generation:
             return
         delivery.attempts.append(_attempt_json(at, outcome))
+        account.touch("webhook", delivery.id)
         if outcome.status == 200:
             delivery.state, delivery.reason = DELIVERED, None
             return
@@ -233,6 +253,7 @@ class Webhooks:
             for callback in callbacks:
                 if callback is not None:
                     callback.status = "dead"
+                    account.touch("callback", callback.id)
             return
         delivery.state, delivery.reason = RETRYING, outcome.describe()
         delivery.due = min(at + WEBHOOK_RETRY_INTERVAL, deadline)
@@ -246,6 +267,7 @@ class Webhooks:
 class SegmentBatch:
     """One `POST /v1/batch` and its retries; shared by the events it carries."""
 
+    id: int
     url: str
     write_key: str
     forwards: list[SegmentForward]
@@ -267,6 +289,7 @@ class SegmentForward:
     write_key: str = ""
     reason: str | None = None
     batch: SegmentBatch | None = None
+    record_id: int = 0  # the email event it carries
 
     @property
     def state(self) -> str:
@@ -288,22 +311,47 @@ class SegmentForward:
 
 
 class SegmentForwarder:
-    """Sends email events to Segment as track calls, as the Mailjet source does with a pasted write key."""
+    """Sends one account's email events to Segment as track calls, as the Mailjet source does with a
+    pasted write key."""
 
-    def __init__(self, clock: Clock, transport: HttpTransport, account: Callable[[], Account]) -> None:
-        self._clock = clock
-        self._transport = transport
+    def __init__(self, account: Account, transport: HttpTransport) -> None:
         self._account = account
+        self._clock = account.clock
+        self._transport = transport
         self._generation = 0
-        self.reset()
-
-    def reset(self) -> None:
-        self._generation += 1
+        self.batches: dict[int, SegmentBatch] = {}
+        self.next_batch_id = 1
         self._queue: deque[SegmentForward] = deque()
         self._current: SegmentBatch | None = None
 
+    def close(self) -> None:
+        """The account was reset: the result of a batch in flight is dropped."""
+        self._generation += 1
+
+    def restore(self, batches: list[SegmentBatch], queued: list[SegmentForward], next_batch_id: int) -> None:
+        """Replace the batches and the queue (storage and snapshots); no timer is armed until `resume_timers`."""
+        self.batches = {batch.id: batch for batch in batches}
+        self.next_batch_id = next_batch_id
+        self._queue = deque(queued)
+        self._current = None
+        for batch in batches:
+            batch.generation = self._generation
+            if batch.state in (QUEUED, RETRYING):
+                self._current = batch  # one batch in flight at a time
+
+    def resume_timers(self) -> None:
+        timers = self._account.timers
+        if self._current is not None:
+            # A batch in flight when the server stopped is sent again at once.
+            timers.call_at(self._current.due or self._clock.now(), self._retry)
+        elif self._queue:
+            timers.call_at(self._clock.now(), self._pump)
+
+    def queued(self) -> list[SegmentForward]:
+        return list(self._queue)
+
     def route(self, record: EmailEvent) -> None:
-        account = self._account()
+        account = self._account
         connection = account.app_connection
         name = SEGMENT_EVENTS.get(record.event)
         if name is None:
@@ -315,11 +363,11 @@ class SegmentForwarder:
         else:
             # The write key and URL of the moment the event happened, as a client built with them would send.
             call = track_call(record, account, str(uuid.uuid4()))
-            forward = SegmentForward(name, call, connection.segment_url, connection.write_key)
+            forward = SegmentForward(name, call, connection.segment_url, connection.write_key, record_id=record.id)
             record.segment = forward
             self._queue.append(forward)
             if self._current is None:
-                self._clock.call_at(self._clock.now(), self._pump, owner=SERVICE)
+                account.timers.call_at(self._clock.now(), self._pump)
 
     async def _pump(self) -> None:
         """Timer callback: send batches until the queue is empty or a batch waits for a retry."""
@@ -334,9 +382,12 @@ class SegmentForwarder:
                 and (self._queue[0].url, self._queue[0].write_key) == (first.url, first.write_key)
             ):
                 forwards.append(self._queue.popleft())
-            batch = SegmentBatch(first.url, first.write_key, forwards, self._generation)
+            batch = SegmentBatch(self.next_batch_id, first.url, first.write_key, forwards, self._generation)
+            self.next_batch_id += 1
+            self.batches[batch.id] = batch
             for forward in forwards:
                 forward.batch = batch
+            self._account.touch("segment_batch", batch.id)
             self._current = batch
             await self._attempt(batch)
             if batch.generation != self._generation or batch.state == RETRYING:
@@ -345,7 +396,8 @@ class SegmentForwarder:
 
     async def _retry(self) -> None:
         batch = self._current
-        if batch is None or batch.due is None or batch.due > self._clock.now():
+        # due is None only for a restored batch that was in flight: it goes again now.
+        if batch is None or (batch.due is not None and batch.due > self._clock.now()):
             return
         await self._attempt(batch)
         if batch.generation == self._generation and batch.state != RETRYING:
@@ -367,6 +419,7 @@ class SegmentForwarder:
         if batch.generation != self._generation:
             return
         batch.attempts.append(_attempt_json(at, outcome))
+        self._account.touch("segment_batch", batch.id)
         status = outcome.status
         if status == 200:
             batch.state, batch.reason, batch.due = DELIVERED, None, None
@@ -380,7 +433,7 @@ class SegmentForwarder:
             # the jitter so a test can step the clock to each retry.
             batch.state, batch.reason = RETRYING, outcome.describe()
             batch.due = at + timedelta(seconds=2 ** (batch.retries - 1))
-            self._clock.call_at(batch.due, self._retry, owner=SERVICE)
+            self._account.timers.call_at(batch.due, self._retry)
 
 
 def _segment_message(body: Any) -> str:
@@ -391,20 +444,20 @@ def _segment_message(body: Any) -> str:
 
 
 class Outbox:
-    """Both destinations of email events, behind one listener; owns the shared transport."""
+    """Both destinations of one account's email events, behind one listener."""
 
-    def __init__(self, clock: Clock, account: Callable[[], Account], transport: HttpTransport | None = None) -> None:
-        self.transport = transport or HttpTransport()
-        self.webhooks = Webhooks(clock, self.transport, account)
-        self.segment = SegmentForwarder(clock, self.transport, account)
+    def __init__(self, account: Account, transport: HttpTransport) -> None:
+        self.webhooks = Webhooks(account, transport)
+        self.segment = SegmentForwarder(account, transport)
 
     def route(self, record: EmailEvent) -> None:
         self.webhooks.route(record)
         self.segment.route(record)
 
-    def reset(self) -> None:
-        self.webhooks.reset()
-        self.segment.reset()
+    def resume_timers(self) -> None:
+        self.webhooks.resume_timers()
+        self.segment.resume_timers()
 
-    async def aclose(self) -> None:
-        await self.transport.aclose()
+    def close(self) -> None:
+        self.webhooks.close()
+        self.segment.close()

@@ -3,6 +3,9 @@
 The public API is matched by hand rather than by Starlette path templates because Mailjet
 paths are case-insensitive (`/ManageContact` works) and an id may be a percent-encoded email
 (`/contact/a%2Bb%40x.com`), which must be decoded segment by segment from the raw path.
+
+With `config.data_dir`, the state is kept in `DIR/mailjet.sqlite3` (storage.py): loaded at start,
+and what each request changed is written before its response starts.
 """
 
 from __future__ import annotations
@@ -24,15 +27,17 @@ from starlette.routing import Route
 
 from ..common.auth import basic_credentials
 from ..common.clock import Clock
-from ..common.control import ControlError, control_error_response, control_routes, query_limit, read_json_object
+from ..common.control import ControlError, control_error_response, control_routes
 from ..common.journal import CONTROL_PREFIX, Journal, JournalMiddleware
 from ..config import BundleConfig, BundleUrls
 from ..dashboard import mailjet_dashboard_routes
+from .account_routes import account_routes, scoped_reset, tenant_of
 from .event_routes import email_event_routes
 from .events import EmailEvents
-from .models import SERVICE, Account, MailjetBackend, MailjetError, Query, paginate
-from .outbound import Outbox
+from .models import SERVICE, Account, MailjetError, Query, paginate
 from .send import SendError, malformed_json, send
+from .service import MailjetService
+from .storage import MailjetStore, PersistMiddleware
 
 log = logging.getLogger(__name__)
 
@@ -366,21 +371,24 @@ def resolve_rest(method: str, segments: list[str]) -> tuple[Handler, list[str]]:
 
 
 def create_app(config: BundleConfig, clock: Clock, urls: BundleUrls) -> Starlette:
-    backend = MailjetBackend(config, clock, urls.mailjet_url, urls.segment_url)
+    service = MailjetService(config, clock, urls.mailjet_url, urls.segment_url)
+    store = MailjetStore(config.data_dir) if config.data_dir else None
+    if store is not None:
+        store.load_into(service)
     journal = Journal(clock, config.journal_capacity)
-    email_events = EmailEvents(backend, clock, config.seed)
-    outbox = Outbox(clock, lambda: backend.default_account)
-    email_events.listeners.append(outbox.route)
 
     def reset() -> None:
-        backend.reset()
-        email_events.reset()  # after the backend: it watches the new account
-        outbox.reset()
+        service.reset()
+
+    def events_of(request: Request) -> EmailEvents:
+        return tenant_of(service, request).events
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         yield
-        await outbox.aclose()
+        await service.aclose()
+        if store is not None:
+            store.close()
 
     async def api(request: Request) -> Response:
         """Everything that is not the control API: REST v3, Send v3.1, and Mailjet-shaped 4xx for the rest."""
@@ -419,7 +427,7 @@ def create_app(config: BundleConfig, clock: Clock, urls: BundleUrls) -> Starlett
         credentials = basic_credentials(request.headers.get("authorization"))
         if credentials is None or credentials[1] is None:
             return None
-        return backend.authenticate(credentials[0], credentials[1])
+        return service.backend.authenticate(credentials[0], credentials[1])
 
     def auth_failure(is_send_v31: bool) -> JSONResponse:
         if is_send_v31:
@@ -448,39 +456,16 @@ def create_app(config: BundleConfig, clock: Clock, urls: BundleUrls) -> Starlett
         status, result = send(account, body)
         return JSONResponse(result, status)
 
-    async def app_connection_get(request: Request) -> Response:
-        return JSONResponse(backend.default_account.app_connection.to_json())
-
-    async def app_connection_put(request: Request) -> Response:
-        try:
-            changes = await read_json_object(request)
-            try:
-                connection = backend.default_account.update_app_connection(changes)
-            except ValueError as exc:
-                raise ControlError(str(exc)) from exc
-        except ControlError as exc:
-            return control_error_response(exc)
-        return JSONResponse(connection.to_json())
-
-    async def messages(request: Request) -> Response:
-        try:
-            limit = query_limit(request)
-        except ControlError as exc:
-            return control_error_response(exc)
-        stored = backend.default_account.messages
-        return JSONResponse({"messages": [m.to_json() for m in stored[-limit:]] if limit else []})
-
-    routes = control_routes(SERVICE, clock, journal, reset) + [
-        Route("/_emulator/app-connections/segment", app_connection_get, methods=["GET"]),
-        Route("/_emulator/app-connections/segment", app_connection_put, methods=["PUT"]),
-        Route("/_emulator/messages", messages, methods=["GET"]),
-        *email_event_routes(email_events),
-        *mailjet_dashboard_routes(backend, urls),  # pages at /, /app-connections, ...; before the catch-all
+    routes = control_routes(SERVICE, clock, journal, reset, lambda request: scoped_reset(service, request)) + [
+        *account_routes(service, store),
+        *email_event_routes(events_of),
+        *mailjet_dashboard_routes(service.backend, urls),  # pages at /, /app-connections, ...; before the catch-all
         Route("/{path:path}", api, methods=ALL_METHODS),
     ]
-    app = Starlette(routes=routes, middleware=[Middleware(JournalMiddleware, journal=journal)], lifespan=lifespan)
+    middleware = [Middleware(JournalMiddleware, journal=journal)]
+    if store is not None:
+        middleware.append(Middleware(PersistMiddleware, save=service.changes.save))
+    app = Starlette(routes=routes, middleware=middleware, lifespan=lifespan)
     # The models, for the dashboard and for tests.
-    app.state.backend = backend
-    app.state.email_events = email_events
-    app.state.outbox = outbox
+    app.state.service = service
     return app

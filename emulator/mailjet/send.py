@@ -19,8 +19,10 @@ MAX_MESSAGES = 50
 MAX_RECIPIENTS = 50
 MAX_SUBJECT_LENGTH = 255
 TRACKING_VALUES = ("account_default", "disabled", "enabled")
-# Real MessageIDs are large int64 values (e.g. 576460772022727317); ours count up from 2**59.
+# Real MessageIDs are large int64 values (e.g. 576460772022727317), unique across accounts; ours
+# count up from 2**59, each account in its own range of 2**32.
 FIRST_MESSAGE_ID = 2**59
+ACCOUNT_MESSAGE_ID_RANGE = 2**32
 
 
 @dataclass
@@ -270,7 +272,7 @@ def new_message(
         # Documented: sandbox answers the normal shape with an empty UUID and ID 0, delivers nothing.
         message_id, message_uuid, contact_id = 0, "", 0
     else:
-        message_id = FIRST_MESSAGE_ID + next(account._ids["message"])
+        message_id = FIRST_MESSAGE_ID + (account.api_key_id - 1) * ACCOUNT_MESSAGE_ID_RANGE + account.new_id("message")
         message_uuid = _uuid(account)
         # Documented: sending auto-creates unknown recipients as contacts.
         contact_id = account.ensure_contact(recipient["Email"], recipient["Name"] or None).id
@@ -297,6 +299,7 @@ def new_message(
 def store_message(account: Account, message: Message) -> None:
     """Keep the message and, unless it is a sandbox one, tell the email-events lifecycle it was sent."""
     account.messages.append(message)
+    account.touch("message", len(account.messages) - 1)  # messages are stored by position: sandbox ones share ID 0
     if not message.sandbox:
         for hook in account.on_message_sent:
             hook(message)

@@ -19,6 +19,7 @@ from emulator.config import BundleConfig
 from emulator.mailjet.events import SENT_DELAY, EmailEvent, EmailEventError, EmailEvents, Simulation, links_of, track_call
 from emulator.mailjet.models import Account, MailjetBackend
 from emulator.mailjet.outbound import Outbox, Outcome
+from emulator.mailjet.service import MailjetService
 from emulator.mailjet.send import send
 
 LINK = "https://shop.example.com/offer?a=1&b=2"
@@ -56,12 +57,23 @@ class Fake:
 
     def __init__(self, seed: int = 7) -> None:
         self.clock = Clock()
-        self.backend = MailjetBackend(BundleConfig(seed=seed), self.clock, "http://mj.test", "http://segment.test")
-        self.events = EmailEvents(self.backend, self.clock, seed)
         self.transport = ScriptedTransport()
-        self.outbox = Outbox(self.clock, lambda: self.backend.default_account, self.transport)  # type: ignore[arg-type]
-        self.events.listeners.append(self.outbox.route)
+        self.service = MailjetService(
+            BundleConfig(seed=seed), self.clock, "http://mj.test", "http://segment.test", self.transport  # type: ignore[arg-type]
+        )
         self.loop = asyncio.new_event_loop()
+
+    @property
+    def backend(self) -> MailjetBackend:
+        return self.service.backend
+
+    @property
+    def events(self) -> EmailEvents:
+        return self.service.default.events
+
+    @property
+    def outbox(self) -> Outbox:
+        return self.service.default.outbox
 
     @property
     def account(self) -> Account:
@@ -355,8 +367,7 @@ def test_simulation_only_acts_through_the_same_rules(fake: Fake) -> None:
 def test_reset_forgets_events_and_watches_the_new_account(fake: Fake) -> None:
     fake.events.configure_simulation({"open_rate": 1})
     fake.send()
-    fake.backend.reset()
-    fake.events.reset()
+    fake.service.reset()
     fake.clock.reset(owner="mailjet")
     assert fake.events.records == [] and not fake.events.simulation.active
     message_id = fake.send()

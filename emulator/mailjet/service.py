@@ -1,0 +1,119 @@
+"""The fake Mailjet's accounts, each with its REST state, its email events and its outbox.
+
+A `Tenant` is one account (one API key pair) and everything it owns; tenants share nothing but
+the clock and the HTTP client, so a send, a REST call or a control call scoped to one account never
+sees another's data. `MailjetService` is what the routes scope by API key, what a reset replaces,
+and what storage and snapshots save and restore.
+"""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass
+
+from ..common.clock import Clock
+from ..config import BundleConfig
+from .events import EmailEvents
+from .models import Account, Changes, MailjetBackend
+from .outbound import HttpTransport, Outbox
+
+
+@dataclass
+class Tenant:
+    account: Account
+    events: EmailEvents
+    outbox: Outbox
+
+    def resume_timers(self) -> None:
+        """Arm every timer a restored state needs (jobs, sends, simulated events, deliveries)."""
+        self.account.resume_timers()
+        self.events.resume_timers()
+        self.outbox.resume_timers()
+
+    def close(self) -> None:
+        """The account is being replaced: its timers stop and attempts in flight are dropped."""
+        self.account.timers.cancel_all()
+        self.outbox.close()
+
+
+class MailjetService:
+    def __init__(self, config: BundleConfig, clock: Clock, base_url: str, segment_url: str, transport: HttpTransport | None = None) -> None:
+        self.config = config
+        self.clock = clock
+        self.backend = MailjetBackend(config, clock, base_url, segment_url)
+        self.transport = transport or HttpTransport()
+        self.tenants: dict[str, Tenant] = {}
+        self.install({api_key: self.attach(account) for api_key, account in self.backend.accounts.items()})
+
+    @property
+    def changes(self) -> Changes:
+        return self.backend.changes
+
+    @property
+    def default(self) -> Tenant:
+        return self.tenants[self.config.mailjet_api_key]
+
+    def tenant(self, api_key: str) -> Tenant | None:
+        return self.tenants.get(api_key)
+
+    def attach(self, account: Account) -> Tenant:
+        """The email events and outbox of an account; not registered until `install`."""
+        events = EmailEvents(account, self.clock, self.config.seed)
+        outbox = Outbox(account, self.transport)
+        events.listeners.append(outbox.route)
+        return Tenant(account, events, outbox)
+
+    def new_tenant(self, api_key: str, secret_key: str, api_key_id: int, auth_key: str) -> Tenant:
+        return self.attach(self.backend.new_account(api_key, secret_key, api_key_id, auth_key))
+
+    def install(self, tenants: dict[str, Tenant]) -> None:
+        """Replace every account at once (startup, snapshot import) and arm the new ones' timers.
+
+        The server's configured account is always there: a fresh one is added when `tenants` lacks it.
+        """
+        for tenant in self.tenants.values():
+            tenant.close()
+        tenants = dict(tenants)
+        if self.config.mailjet_api_key not in tenants:
+            config = self.config
+            fresh = self.new_tenant(config.mailjet_api_key, config.mailjet_secret_key, _free_key_id(tenants), config.auth_key)
+            tenants[config.mailjet_api_key] = fresh
+        self.tenants = tenants
+        self.backend.accounts = {api_key: tenant.account for api_key, tenant in tenants.items()}
+        for tenant in tenants.values():
+            tenant.resume_timers()
+
+    def reset(self) -> None:
+        """Back to one fresh configured account; every other account is gone."""
+        for tenant in self.tenants.values():
+            tenant.close()
+        self.backend.reset()
+        self.tenants = {api_key: self.attach(account) for api_key, account in self.backend.accounts.items()}
+
+    def reset_account(self, api_key: str) -> Tenant:
+        """One account back to fresh (same keys, same Segment authentication key); the others keep everything."""
+        old = self.tenants[api_key]
+        old.close()
+        self.changes.wipe(api_key)
+        account = old.account
+        fresh = self.new_tenant(api_key, account.secret_key, account.api_key_id, account.app_connection.authentication_key)
+        self.tenants[api_key] = fresh
+        self.backend.accounts[api_key] = fresh.account
+        return fresh
+
+    def create_account(self, api_key: str, secret_key: str) -> Tenant:
+        """A new account with its own contact list and its own Segment authentication key; ValueError if taken."""
+        if api_key in self.tenants:
+            raise ValueError(f"an account with API key {api_key!r} already exists")
+        # Mailjet shows a fresh Segment authentication key per account on its App Connections page.
+        tenant = self.new_tenant(api_key, secret_key, _free_key_id(self.tenants), secrets.token_hex(16))
+        self.tenants[api_key] = tenant
+        self.backend.accounts[api_key] = tenant.account
+        return tenant
+
+    async def aclose(self) -> None:
+        await self.transport.aclose()
+
+
+def _free_key_id(tenants: dict[str, Tenant]) -> int:
+    return max((tenant.account.api_key_id for tenant in tenants.values()), default=0) + 1

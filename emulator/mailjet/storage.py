@@ -1,0 +1,563 @@
+"""Persistence and snapshots of the fake Mailjet: one (de)serialization of its whole state, written
+row by row to SQLite (`segjet up --data-dir DIR` → `DIR/mailjet.sqlite3`) and whole as JSON
+(`GET|PUT /_emulator/snapshot`).
+
+The state is a list of accounts; each account is its own row (counters, App Connections, the
+simulation) plus one row per object: contact, list, recipient, property, callback, job, message
+(with where its lifecycle stands), email event, campaign, webhook delivery, Segment batch. A JSON
+snapshot holds exactly these rows, grouped by account and kind.
+
+Writes: the models mark what they change (`Changes`); `MailjetStore.save` writes the marked rows in
+one transaction. The persistence middleware calls it before a response starts, so a mutating request
+answered 2xx is in the database first; timers call it after they run. Pending work (jobs, `sent`,
+simulated events, webhook and Segment retries) is stored with its due time and armed again when the
+state is loaded (`Tenant.resume_timers`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import sqlite3
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Callable
+
+from starlette.types import ASGIApp, Message as AsgiMessage, Receive, Scope, Send
+
+from ..common.clock import iso, parse_iso
+from ..common.sqlite import open_database, transaction
+from .events import Campaign, EmailEvent, Life, Simulation
+from .models import AppConnection, Contact, ContactsList, EventCallback, Job, ListRecipient, PropertyDefinition
+from .outbound import SegmentBatch, SegmentForward, WebhookDelivery
+from .send import Message
+from .service import MailjetService, Tenant
+
+SNAPSHOT_FORMAT = "segjet-snapshot"
+SNAPSHOT_VERSION = 1
+SERVICE = "mailjet"
+FILE_NAME = "mailjet.sqlite3"
+SCHEMA_VERSION = 1
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS rows (
+    api_key TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    key INTEGER NOT NULL,
+    data TEXT NOT NULL,
+    PRIMARY KEY (api_key, kind, key)
+) WITHOUT ROWID;
+"""
+ACCOUNT_KIND = "account"
+# Row kind → the account's collection in a snapshot, in load order (later kinds refer to earlier ones).
+COLLECTIONS = {
+    "property": "properties",
+    "contact": "contacts",
+    "list": "lists",
+    "recipient": "recipients",
+    "callback": "callbacks",
+    "job": "jobs",
+    "message": "messages",
+    "event": "events",
+    "campaign": "campaigns",
+    "webhook": "webhooks",
+    "segment_batch": "segment_batches",
+}
+
+
+class StateError(ValueError):
+    """A snapshot or stored state that cannot be loaded; the message says where and why."""
+
+
+# ---------------------------------------------------------------- dataclass fields ↔ JSON
+
+
+def _encode(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return value.isoformat()  # full precision, so a round trip is exact
+    if isinstance(value, set):
+        return sorted(value)
+    return value
+
+
+def dump_fields(obj: Any, skip: tuple[str, ...] = ()) -> dict[str, Any]:
+    return {f.name: _encode(getattr(obj, f.name)) for f in dataclasses.fields(obj) if f.name not in skip}
+
+
+_SCALARS: dict[str, Callable[[Any], bool]] = {
+    "int": lambda v: isinstance(v, int) and not isinstance(v, bool),
+    "float": lambda v: isinstance(v, (int, float)) and not isinstance(v, bool),
+    "str": lambda v: isinstance(v, str),
+    "bool": lambda v: isinstance(v, bool),
+    "dict": lambda v: isinstance(v, dict),
+    "list": lambda v: isinstance(v, list),
+    "set": lambda v: isinstance(v, list),
+    "datetime": lambda v: isinstance(v, str),
+    "Any": lambda v: True,
+}
+
+
+def _decode(value: Any, annotation: str, where: str) -> Any:
+    """Check `value` against a field annotation ("datetime | None", "dict[str, str]", ...) and convert it."""
+    if annotation.endswith(" | None"):
+        if value is None:
+            return None
+        annotation = annotation[: -len(" | None")]
+    base = annotation.split("[", 1)[0]
+    check = _SCALARS.get(base)
+    if check is None:
+        raise TypeError(f"no codec for {annotation}")  # a model field this module does not know yet
+    if not check(value):
+        raise StateError(f"{where}: expected {annotation}, got {json.dumps(value)[:80]}")
+    if base == "datetime":
+        try:
+            return parse_iso(value)
+        except ValueError as exc:
+            raise StateError(f"{where}: {exc}") from None
+    if annotation == "dict[str, str]" and not all(isinstance(v, str) for v in value.values()):
+        raise StateError(f"{where}: expected string values")
+    if annotation in ("list[int]", "set[int]") and not all(_SCALARS["int"](v) for v in value):
+        raise StateError(f"{where}: expected a list of integers")
+    if base == "set":
+        return set(value)
+    return value
+
+
+def load_fields(cls: type, data: Any, where: str, **given: Any) -> Any:
+    """An instance of dataclass `cls` from `data`, every field type-checked; `given` fields are not read."""
+    if not isinstance(data, dict):
+        raise StateError(f"{where}: expected an object")
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.init and f.name not in given}
+    unknown = sorted(set(data) - set(fields))
+    if unknown:
+        raise StateError(f"{where}: unknown field(s) {', '.join(unknown)}")
+    values = dict(given)
+    for name, f in fields.items():
+        if name in data:
+            values[name] = _decode(data[name], str(f.type), f"{where}.{name}")
+        elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+            raise StateError(f"{where}: missing field {name}")
+    return cls(**values)
+
+
+def _require(data: dict[str, Any], name: str, check: str, where: str) -> Any:
+    if name not in data:
+        raise StateError(f"{where}: missing field {name}")
+    return _decode(data[name], check, f"{where}.{name}")
+
+
+# ---------------------------------------------------------------- one account ↔ rows
+
+
+def account_row(tenant: Tenant) -> dict[str, Any]:
+    account, events, outbox = tenant.account, tenant.events, tenant.outbox
+    simulation = events.simulation.to_json()
+    del simulation["active"]
+    return {
+        "api_key": account.api_key,
+        "secret_key": account.secret_key,
+        "api_key_id": account.api_key_id,
+        "next_ids": dict(account.next_ids),
+        "app_connection": dump_fields(account.app_connection),
+        "simulation": simulation,
+        "next_event_id": events.next_record_id,
+        "next_campaign_id": events.next_campaign_id,
+        "next_webhook_id": outbox.webhooks.next_id,
+        "next_segment_batch_id": outbox.segment.next_batch_id,
+    }
+
+
+def dump_row(tenant: Tenant, kind: str, key: int) -> dict[str, Any] | None:
+    """The stored form of one object, or None when it no longer exists (the row is deleted)."""
+    account, events = tenant.account, tenant.events
+    if kind == "contact":
+        return _dump_optional(account.contacts.get(key))
+    if kind == "list":
+        return _dump_optional(account.lists.get(key))
+    if kind == "recipient":
+        return _dump_optional(account.recipients.get(key))
+    if kind == "property":
+        return _dump_optional(account.properties.get(key))
+    if kind == "callback":
+        return _dump_optional(account.callbacks.get(key))
+    if kind == "job":
+        return _dump_optional(account.jobs.get(key))
+    if kind == "campaign":
+        return _dump_optional(events.campaigns.get(key))
+    if kind == "message":
+        return _dump_message(tenant, account.messages[key]) if key < len(account.messages) else None
+    if kind == "event":
+        return _dump_event(events.records[key - 1]) if 0 < key <= len(events.records) else None
+    if kind == "webhook":
+        delivery = tenant.outbox.webhooks.deliveries.get(key)
+        if delivery is None:
+            return None
+        return {**dump_fields(delivery, skip=("events", "generation")), "events": [record.id for record in delivery.events]}
+    if kind == "segment_batch":
+        batch = tenant.outbox.segment.batches.get(key)
+        if batch is None:
+            return None
+        return {**dump_fields(batch, skip=("forwards", "generation")), "events": [f.record_id for f in batch.forwards]}
+    raise ValueError(f"unknown row kind {kind!r}")
+
+
+def _dump_optional(obj: Any) -> dict[str, Any] | None:
+    return dump_fields(obj) if obj is not None else None
+
+
+def _dump_message(tenant: Tenant, message: Message) -> dict[str, Any]:
+    life = tenant.events.life_of(message)
+    life_json = None
+    if life is not None:
+        life_json = {
+            **dump_fields(life, skip=("message", "position", "plan", "sent_timer")),
+            "plan": [[_encode(at), event, fields] for at, event, fields in life.plan],
+        }
+    return {**dump_fields(message), "life": life_json}
+
+
+def _dump_event(record: EmailEvent) -> dict[str, Any]:
+    segment = record.segment
+    return {
+        "id": record.id,
+        "event": record.event,
+        "message_id": record.message.message_id,
+        "at": _encode(record.at),
+        "payload": record.payload,
+        "segment": dump_fields(segment, skip=("batch",)) if segment is not None else None,
+    }
+
+
+def dump_account(tenant: Tenant) -> dict[str, Any]:
+    """The whole account as a snapshot holds it: its row and every object row by collection."""
+    account, events, outbox = tenant.account, tenant.events, tenant.outbox
+    keys: dict[str, list[int]] = {
+        "property": list(account.properties),
+        "contact": list(account.contacts),
+        "list": list(account.lists),
+        "recipient": list(account.recipients),
+        "callback": list(account.callbacks),
+        "job": list(account.jobs),
+        "message": list(range(len(account.messages))),
+        "event": [record.id for record in events.records],
+        "campaign": list(events.campaigns),
+        "webhook": list(outbox.webhooks.deliveries),
+        "segment_batch": list(outbox.segment.batches),
+    }
+    dumped: dict[str, Any] = {"account": account_row(tenant)}
+    for kind, collection in COLLECTIONS.items():
+        dumped[collection] = [dump_row(tenant, kind, key) for key in sorted(keys[kind])]
+    return dumped
+
+
+def dump_state(service: MailjetService) -> dict[str, Any]:
+    tenants = sorted(service.tenants.values(), key=lambda tenant: tenant.account.api_key_id)
+    return {"accounts": [dump_account(tenant) for tenant in tenants]}
+
+
+def load_account(service: MailjetService, data: Any, where: str) -> Tenant:
+    """A tenant from its snapshot form, fully checked; its timers are not armed (see `install`)."""
+    if not isinstance(data, dict):
+        raise StateError(f"{where}: expected an object")
+    unknown = sorted(set(data) - {"account", *COLLECTIONS.values()})
+    if unknown:
+        raise StateError(f"{where}: unknown field(s) {', '.join(unknown)}")
+    row = data.get("account")
+    if not isinstance(row, dict):
+        raise StateError(f"{where}.account: expected an object")
+    at = f"{where}.account"
+    known = {"api_key", "secret_key", "api_key_id", "next_ids", "app_connection", "simulation", "next_event_id",
+             "next_campaign_id", "next_webhook_id", "next_segment_batch_id"}
+    if set(row) != known:
+        raise StateError(f"{at}: fields must be {', '.join(sorted(known))}")
+    api_key = _require(row, "api_key", "str", at)
+    connection: AppConnection = load_fields(AppConnection, row["app_connection"], f"{at}.app_connection")
+    tenant = service.new_tenant(api_key, _require(row, "secret_key", "str", at), _require(row, "api_key_id", "int", at),
+                                connection.authentication_key)
+    account, events, outbox = tenant.account, tenant.events, tenant.outbox
+    next_ids = _require(row, "next_ids", "dict", at)
+    if set(next_ids) != set(account.next_ids) or not all(_SCALARS["int"](v) for v in next_ids.values()):
+        raise StateError(f"{at}.next_ids: expected integers for {', '.join(sorted(account.next_ids))}")
+    try:
+        simulation = Simulation().merged(_require(row, "simulation", "dict", at))
+    except ValueError as exc:
+        raise StateError(f"{at}.simulation: {exc}") from None
+
+    def rows(collection: str) -> list[Any]:
+        found = data.get(collection, [])
+        if not isinstance(found, list):
+            raise StateError(f"{where}.{collection}: expected a list")
+        return found
+
+    def build(cls: type, collection: str) -> list[Any]:
+        built = [load_fields(cls, item, f"{where}.{collection}[{i}]") for i, item in enumerate(rows(collection))]
+        ids = [obj.id for obj in built]
+        if len(set(ids)) != len(ids):
+            raise StateError(f"{where}.{collection}: duplicate id")
+        return built
+
+    properties = build(PropertyDefinition, "properties")
+    contacts = build(Contact, "contacts")
+    lists = build(ContactsList, "lists")
+    recipients = build(ListRecipient, "recipients")
+    callbacks = build(EventCallback, "callbacks")
+    jobs = build(Job, "jobs")
+    contact_ids, list_ids = {c.id for c in contacts}, {l.id for l in lists}
+    emails = [c.email.lower() for c in contacts]
+    if len(set(emails)) != len(emails):
+        raise StateError(f"{where}.contacts: two contacts with one email")
+    for recipient in recipients:
+        if recipient.contact_id not in contact_ids or recipient.list_id not in list_ids:
+            raise StateError(f"{where}.recipients: recipient {recipient.id} refers to a missing contact or list")
+    for kind, objects in (("property", properties), ("contact", contacts), ("list", lists), ("recipient", recipients),
+                          ("callback", callbacks), ("job", jobs)):
+        if objects and max(obj.id for obj in objects) >= next_ids[kind]:
+            raise StateError(f"{at}.next_ids.{kind}: must be above every {kind} id")
+
+    messages, lives = [], []
+    for position, item in enumerate(rows("messages")):
+        place = f"{where}.messages[{position}]"
+        if not isinstance(item, dict) or "life" not in item:
+            raise StateError(f"{place}: expected an object with a life")
+        message: Message = load_fields(Message, {k: v for k, v in item.items() if k != "life"}, place)
+        if message.contact_id and message.contact_id not in contact_ids:
+            raise StateError(f"{place}: contact {message.contact_id} is missing")
+        messages.append(message)
+        if item["life"] is not None:
+            lives.append(_load_life(item["life"], message, position, f"{place}.life"))
+    by_message_id = {life.message.message_id: life.message for life in lives}
+
+    records: list[EmailEvent] = []
+    for index, item in enumerate(rows("events")):
+        place = f"{where}.events[{index}]"
+        if not isinstance(item, dict) or set(item) != {"id", "event", "message_id", "at", "payload", "segment"}:
+            raise StateError(f"{place}: fields must be at, event, id, message_id, payload, segment")
+        if _require(item, "id", "int", place) != index + 1:
+            raise StateError(f"{place}: events must be numbered 1, 2, 3... in order")
+        message = by_message_id.get(_require(item, "message_id", "int", place))
+        if message is None:
+            raise StateError(f"{place}: no delivered message {item['message_id']}")
+        record = EmailEvent(index + 1, _require(item, "event", "str", place), message, _require(item, "at", "datetime", place),
+                            _require(item, "payload", "dict", place))
+        if item["segment"] is not None:
+            record.segment = load_fields(SegmentForward, item["segment"], f"{place}.segment", batch=None)
+        records.append(record)
+    campaigns = build(Campaign, "campaigns")
+
+    deliveries = []
+    for index, item in enumerate(rows("webhooks")):
+        place = f"{where}.webhooks[{index}]"
+        event_ids = _require(item, "events", "list[int]", place) if isinstance(item, dict) else None
+        linked = _records(records, event_ids, place)
+        delivery = load_fields(WebhookDelivery, {k: v for k, v in item.items() if k != "events"}, place, events=linked, generation=0)
+        for record in linked:
+            record.webhook = delivery
+        deliveries.append(delivery)
+    batches = []
+    for index, item in enumerate(rows("segment_batches")):
+        place = f"{where}.segment_batches[{index}]"
+        event_ids = _require(item, "events", "list[int]", place) if isinstance(item, dict) else None
+        linked = _records(records, event_ids, place)
+        if any(record.segment is None for record in linked):
+            raise StateError(f"{place}: an event of the batch was not forwarded")
+        forwards = [record.segment for record in linked]
+        batch = load_fields(SegmentBatch, {k: v for k, v in item.items() if k != "events"}, place, forwards=forwards, generation=0)
+        for forward in forwards:
+            forward.batch = batch
+        batches.append(batch)
+    queued = [r.segment for r in records if r.segment is not None and r.segment.call is not None and r.segment.batch is None]
+
+    account.restore(contacts=contacts, lists=lists, recipients=recipients, properties=properties, callbacks=callbacks,
+                    jobs=jobs, messages=messages, next_ids=next_ids, app_connection=connection)
+    events.restore(records, lives, campaigns, simulation, _require(row, "next_event_id", "int", at),
+                   _require(row, "next_campaign_id", "int", at))
+    outbox.webhooks.restore(deliveries, _require(row, "next_webhook_id", "int", at))
+    outbox.segment.restore(batches, queued, _require(row, "next_segment_batch_id", "int", at))
+    return tenant
+
+
+def _records(records: list[EmailEvent], event_ids: list[int] | None, where: str) -> list[EmailEvent]:
+    if event_ids is None:
+        raise StateError(f"{where}: expected an object")
+    if not event_ids or not all(0 < event_id <= len(records) for event_id in event_ids):
+        raise StateError(f"{where}.events: unknown event id")
+    return [records[event_id - 1] for event_id in event_ids]
+
+
+def _load_life(data: Any, message: Message, position: int, where: str) -> Life:
+    if not isinstance(data, dict):
+        raise StateError(f"{where}: expected an object")
+    plan = []
+    for index, step in enumerate(_require(data, "plan", "list", where)):
+        if not (isinstance(step, list) and len(step) == 3 and isinstance(step[1], str) and isinstance(step[2], dict)):
+            raise StateError(f"{where}.plan[{index}]: expected [time, event, fields]")
+        plan.append((_decode(step[0], "datetime", f"{where}.plan[{index}]"), step[1], step[2]))
+    return load_fields(Life, {k: v for k, v in data.items() if k != "plan"}, where, message=message, position=position, plan=plan)
+
+
+def load_state(service: MailjetService, state: Any) -> dict[str, Tenant]:
+    """Every account of a state, checked as a whole before anything is replaced."""
+    if not isinstance(state, dict) or set(state) != {"accounts"} or not isinstance(state["accounts"], list):
+        raise StateError('state: expected {"accounts": [...]}')
+    tenants: dict[str, Tenant] = {}
+    for index, data in enumerate(state["accounts"]):
+        tenant = load_account(service, data, f"state.accounts[{index}]")
+        if tenant.account.api_key in tenants:
+            raise StateError(f"state.accounts[{index}]: a second account with API key {tenant.account.api_key!r}")
+        tenants[tenant.account.api_key] = tenant
+    key_ids = [tenant.account.api_key_id for tenant in tenants.values()]
+    if len(set(key_ids)) != len(key_ids):
+        raise StateError("state.accounts: two accounts with one api_key_id")
+    return tenants
+
+
+# ---------------------------------------------------------------- snapshots
+
+
+def export_snapshot(service: MailjetService) -> dict[str, Any]:
+    return {
+        "format": SNAPSHOT_FORMAT,
+        "service": SERVICE,
+        "version": SNAPSHOT_VERSION,
+        "exported_at": iso(service.clock.now()),
+        "state": dump_state(service),
+    }
+
+
+def read_snapshot(service: MailjetService, snapshot: Any) -> dict[str, Tenant]:
+    """The accounts of a snapshot document; StateError for another format, service or version, or bad state."""
+    if not isinstance(snapshot, dict):
+        raise StateError("a snapshot is a JSON object")
+    if snapshot.get("format") != SNAPSHOT_FORMAT:
+        raise StateError(f'format must be "{SNAPSHOT_FORMAT}", got {snapshot.get("format")!r}')
+    if snapshot.get("service") != SERVICE:
+        raise StateError(f'this is the {SERVICE} server: service must be "{SERVICE}", got {snapshot.get("service")!r}')
+    if snapshot.get("version") != SNAPSHOT_VERSION:
+        raise StateError(f"version must be {SNAPSHOT_VERSION}, got {snapshot.get('version')!r}")
+    if "state" not in snapshot:
+        raise StateError("missing state")
+    return load_state(service, snapshot["state"])
+
+
+def import_snapshot(service: MailjetService, snapshot: Any, store: MailjetStore | None) -> None:
+    """Replace the whole state by the snapshot's, all or nothing (checked first, then stored, then swapped)."""
+    tenants = read_snapshot(service, snapshot)
+    service.changes.rows.clear()  # building the tenants marked their rows; the store is rewritten whole
+    if store is not None:
+        store.replace([dump_account(tenant) for tenant in tenants.values()])
+    service.install(tenants)
+    if store is not None:
+        store.save(service)  # a default account added by `install`
+
+
+# ---------------------------------------------------------------- SQLite
+
+
+class MailjetStore:
+    """`DIR/mailjet.sqlite3`: one row per object, written by `save` in one transaction per request or timer."""
+
+    def __init__(self, data_dir: Path | str) -> None:
+        self.path = Path(data_dir) / FILE_NAME
+        self.connection = open_database(self.path, SCHEMA, SCHEMA_VERSION)
+
+    def load_into(self, service: MailjetService) -> None:
+        """Restore the stored accounts (if any), arm their timers, and start saving changes."""
+        accounts = self._read_accounts()
+        changes = service.changes
+        if accounts:
+            try:
+                tenants = load_state(service, {"accounts": accounts})
+            except StateError as exc:
+                raise StateError(f"{self.path}: {exc}") from None
+            changes.enabled = True  # from here on, so that a default account added by `install` is marked
+            service.install(tenants)
+        else:
+            # A new data dir starts with the fresh configured account.
+            self.replace([dump_account(tenant) for tenant in service.tenants.values()])
+            changes.enabled = True
+        changes.save = lambda: self.save(service)
+        self.save(service)
+
+    def _read_accounts(self) -> list[dict[str, Any]]:
+        accounts: dict[str, dict[str, Any]] = {}
+        cursor = self.connection.execute("SELECT api_key, kind, key, data FROM rows ORDER BY api_key, kind, key")
+        for api_key, kind, _key, data in cursor:
+            account = accounts.setdefault(api_key, {collection: [] for collection in COLLECTIONS.values()})
+            if kind == ACCOUNT_KIND:
+                account["account"] = json.loads(data)
+            else:
+                account[COLLECTIONS[kind]].append(json.loads(data))
+        return sorted(accounts.values(), key=lambda account: account.get("account", {}).get("api_key_id", 0))
+
+    def save(self, service: MailjetService) -> None:
+        changes = service.changes
+        if not changes.rows and not changes.wiped:
+            return
+        rows, wiped = changes.rows, changes.wiped
+        changes.rows, changes.wiped = set(), set()
+        try:
+            with transaction(self.connection) as db:
+                for api_key in wiped:
+                    db.execute("DELETE FROM rows WHERE api_key = ?", (api_key,))
+                touched: set[str] = set()
+                for api_key, kind, key in rows:
+                    tenant = service.tenant(api_key)
+                    if tenant is None:
+                        continue  # a late change of an account replaced since
+                    touched.add(api_key)
+                    if kind == ACCOUNT_KIND:
+                        continue
+                    data = dump_row(tenant, kind, key)
+                    if data is None:
+                        db.execute("DELETE FROM rows WHERE api_key = ? AND kind = ? AND key = ?", (api_key, kind, key))
+                    else:
+                        self._upsert(db, api_key, kind, key, data)
+                for api_key in touched:
+                    self._upsert(db, api_key, ACCOUNT_KIND, 0, account_row(service.tenants[api_key]))
+        except BaseException:
+            # Not written: keep the marks so the next save tries again.
+            changes.rows |= rows
+            changes.wiped |= wiped
+            raise
+
+    def replace(self, accounts: list[dict[str, Any]]) -> None:
+        """Rewrite the whole database with these accounts (snapshot form), in one transaction."""
+        with transaction(self.connection) as db:
+            db.execute("DELETE FROM rows")
+            for account in accounts:
+                api_key = account["account"]["api_key"]
+                self._upsert(db, api_key, ACCOUNT_KIND, 0, account["account"])
+                for kind, collection in COLLECTIONS.items():
+                    for position, data in enumerate(account[collection]):
+                        key = position if kind == "message" else data["id"]
+                        self._upsert(db, api_key, kind, key, data)
+
+    @staticmethod
+    def _upsert(db: sqlite3.Connection, api_key: str, kind: str, key: int, data: dict[str, Any]) -> None:
+        db.execute(
+            "INSERT INTO rows (api_key, kind, key, data) VALUES (?, ?, ?, ?) "
+            "ON CONFLICT (api_key, kind, key) DO UPDATE SET data = excluded.data",
+            (api_key, kind, key, json.dumps(data, separators=(",", ":"))),
+        )
+
+    def close(self) -> None:
+        self.connection.close()
+
+
+class PersistMiddleware:
+    """Saves what a request changed before its response starts: a 2xx answer means it is stored."""
+
+    def __init__(self, app: ASGIApp, save: Callable[[], None]) -> None:
+        self.app = app
+        self.save = save
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def send_after_save(message: AsgiMessage) -> None:
+            if message["type"] == "http.response.start":
+                self.save()
+            await send(message)
+
+        await self.app(scope, receive, send_after_save)

@@ -1,0 +1,153 @@
+"""Several Mailjet accounts on one fake server, over real HTTP with the official `mailjet_rest` client
+and each account's own key pair: contacts, lists, properties, messages, email events, webhooks, jobs,
+App Connections and resets never cross from one account to another."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+import pytest
+from mailjet_rest import Client
+from mailjet_rest.errors import DoesNotExistError, MailjetAuthError, ValidationError
+
+from emulator.common.clock import Clock
+from emulator.common.server import serve_in_background
+from emulator.config import BundleConfig, BundleUrls
+from emulator.mailjet.routes import create_app
+
+CONFIG = BundleConfig(mailjet_api_key="key-a", mailjet_secret_key="secret-a", auth_key="auth-a")
+A = ("key-a", "secret-a")
+B = ("key-b", "secret-b")
+
+
+@dataclass
+class Server:
+    url: str
+    http: httpx.Client
+
+    def client(self, keys: tuple[str, str], **kwargs: Any) -> Client:
+        return Client(auth=keys, api_url=f"{self.url}/", **kwargs)
+
+    def control(self, method: str, path: str, api_key: str | None = None, **kwargs: Any) -> httpx.Response:
+        params = {"apiKey": api_key} if api_key else None
+        return self.http.request(method, f"/_emulator/{path}", params=params, **kwargs)
+
+    def send(self, keys: tuple[str, str], to: str) -> int:
+        message = {"From": {"Email": "shop@example.com"}, "To": [{"Email": to}], "Subject": "Hi", "TextPart": "Hello"}
+        answer = self.client(keys, version="v3.1").send.create(data={"Messages": [message]})
+        assert answer.status_code == 200, answer.text
+        return answer.json()["Messages"][0]["To"][0]["MessageID"]
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[Server]:
+    clock = Clock()
+    app = create_app(CONFIG, clock, BundleUrls("http://127.0.0.1:9", "http://127.0.0.1:9", "http://127.0.0.1:9"))
+    loop_thread, runner, urls = serve_in_background({"mailjet": app})
+    clock_task = asyncio.run_coroutine_threadsafe(clock.run_forever(), loop_thread.loop)
+    http = httpx.Client(base_url=urls["mailjet"])
+    yield Server(urls["mailjet"], http)
+    http.close()
+    clock_task.cancel()
+    loop_thread.run(runner.stop())
+    loop_thread.close()
+
+
+@pytest.fixture(autouse=True)
+def two_accounts(server: Server) -> None:
+    assert server.control("POST", "reset").status_code == 200  # a plain reset drops every added account
+    created = server.control("POST", "accounts", json={"api_key": B[0], "secret_key": B[1]})
+    assert created.status_code == 201, created.text
+
+
+def data(response: Any) -> list[dict[str, Any]]:
+    assert response.status_code in (200, 201), response.text
+    return response.json()["Data"]
+
+
+def test_a_new_account_has_its_own_list_and_segment_key(server: Server) -> None:
+    accounts = server.control("GET", "accounts").json()["accounts"]
+    assert [(a["apiKey"], a["apiKeyId"], a["listId"]) for a in accounts] == [("key-a", 1, 1), ("key-b", 2, 1)]
+    assert accounts[0]["authenticationKey"] == "auth-a" and len(accounts[1]["authenticationKey"]) == 32
+    assert server.control("GET", "app-connections/segment", B[0]).json()["authenticationKey"] == accounts[1]["authenticationKey"]
+    assert [l["ID"] for l in data(server.client(B).contactslist.get())] == [1]
+    again = server.control("POST", "accounts", json={"api_key": B[0], "secret_key": "x"})
+    assert again.status_code == 409 and "already exists" in again.json()["error"]
+    assert server.control("POST", "accounts", json={"api_key": "", "secret_key": "x"}).status_code == 400
+    unknown = server.control("GET", "messages", "nobody")
+    assert unknown.status_code == 404 and "POST /_emulator/accounts" in unknown.json()["error"]
+    with pytest.raises(MailjetAuthError):
+        server.client(("key-b", "secret-a")).contact.get()  # one account's key with another's secret
+
+
+def test_contacts_lists_and_properties_are_per_account(server: Server) -> None:
+    a, b = server.client(A), server.client(B)
+    a.contactmetadata.create(data={"Name": "plan", "Datatype": "str"})
+    a.contactslist_managecontact.create(id=1, data={"Email": "ada@example.com", "Action": "addnoforce", "Properties": {"plan": "pro"}})
+    a.contactslist.create(data={"Name": "VIP"})
+    assert data(b.contact.get()) == [] and data(b.listrecipient.get()) == [] and data(b.contactmetadata.get()) == []
+    with pytest.raises(DoesNotExistError):
+        b.contact.get(id="ada@example.com")
+    with pytest.raises(ValidationError, match="Object properties invalid"):  # B has no property "plan"
+        b.contactslist_managecontact.create(id=1, data={"Email": "ada@example.com", "Action": "addnoforce", "Properties": {"plan": "x"}})
+    # The same names and emails live side by side, each with its own IDs.
+    b.contactslist.create(data={"Name": "VIP"})
+    b.contactslist_managecontact.create(id=1, data={"Email": "ada@example.com", "Name": "Other Ada", "Action": "addnoforce"})
+    assert [c["Name"] for c in data(a.contact.get())] == [""] and [c["Name"] for c in data(b.contact.get())] == ["Other Ada"]
+    assert data(a.contactdata.get(id="ada@example.com"))[0]["Data"] == [{"Name": "plan", "Value": "pro"}]
+    assert data(b.contactdata.get(id="ada@example.com"))[0]["Data"] == []
+
+
+def test_messages_events_webhooks_and_jobs_are_per_account(server: Server) -> None:
+    a, b = server.client(A), server.client(B)
+    a.eventcallbackurl.create(data={"EventType": "sent", "Url": "http://127.0.0.1:9/a"})
+    job = a.contact_managemanycontacts.create(data={"Contacts": [{"Email": "job@example.com"}]}).json()["Data"][0]["JobID"]
+    from_a, from_b = server.send(A, "ada@example.com"), server.send(B, "bob@example.com")
+    assert from_a != from_b  # MessageIDs are unique across accounts, as Mailjet's are
+    server.control("POST", "clock", json={"advance": "2s"})
+    assert data(b.eventcallbackurl.get()) == []
+    with pytest.raises(DoesNotExistError):
+        b.contact_managemanycontacts.get(id=job)
+    assert [m["MessageID"] for m in server.control("GET", "messages").json()["messages"]] == [from_a]
+    assert [m["MessageID"] for m in server.control("GET", "messages", B[0]).json()["messages"]] == [from_b]
+    events_a = server.control("GET", "email-events").json()["email_events"]
+    events_b = server.control("GET", "email-events", B[0]).json()["email_events"]
+    assert [(e["MessageID"], e["event"]) for e in events_a] == [(from_a, "sent")]
+    assert [(e["MessageID"], e["event"]) for e in events_b] == [(from_b, "sent")]
+    assert events_a[0]["webhook"]["state"] != "none" and events_b[0]["webhook"]["state"] == "none"  # only A has a webhook
+    # A control event names a message of the account it is scoped to.
+    assert server.control("POST", f"messages/{from_a}/events", B[0], json={"event": "open"}).status_code == 404
+    assert server.control("POST", f"messages/{from_b}/events", B[0], json={"event": "open"}).status_code == 201
+    assert server.control("PUT", "simulation", B[0], json={"open_rate": 0.5}).json()["open_rate"] == 0.5
+    assert server.control("GET", "simulation").json()["open_rate"] == 0
+    # The header names the account as well as the query does.
+    by_header = server.http.get("/_emulator/messages", headers={"X-Segjet-Api-Key": B[0]}).json()["messages"]
+    assert [m["MessageID"] for m in by_header] == [from_b]
+
+
+def test_app_connections_are_per_account(server: Server) -> None:
+    server.control("PUT", "app-connections/segment", B[0], json={"writeKey": "wk-b", "sendEvents": True})
+    assert server.control("GET", "app-connections/segment").json()["writeKey"] is None
+    assert server.control("GET", "app-connections/segment", B[0]).json()["writeKey"] == "wk-b"
+    other_list = data(server.client(A).contactslist.create(data={"Name": "Only in A"}))[0]["ID"]
+    refused = server.control("PUT", "app-connections/segment", B[0], json={"listId": other_list})
+    assert refused.status_code == 400 and "not a contact list of this account" in refused.json()["error"]
+
+
+def test_reset_of_one_account_leaves_the_other(server: Server) -> None:
+    a, b = server.client(A), server.client(B)
+    a.contactslist_managecontact.create(id=1, data={"Email": "ada@example.com", "Action": "addnoforce"})
+    b.contactslist_managecontact.create(id=1, data={"Email": "bob@example.com", "Action": "addnoforce"})
+    key_b = server.control("GET", "app-connections/segment", B[0]).json()["authenticationKey"]
+    answer = server.control("POST", "reset", B[0])
+    assert answer.status_code == 200 and answer.json()["apiKey"] == B[0]
+    assert data(b.contact.get()) == [] and [c["Email"] for c in data(a.contact.get())] == ["ada@example.com"]
+    assert server.control("GET", "app-connections/segment", B[0]).json()["authenticationKey"] == key_b  # same keys
+    assert server.control("POST", "reset", "nobody").status_code == 404
+    server.control("POST", "reset", A[0])
+    assert data(a.contact.get()) == [] and data(b.contact.get()) == []
+    assert len(server.control("GET", "accounts").json()["accounts"]) == 2  # a scoped reset keeps the account

@@ -1,0 +1,207 @@
+"""The fake Mailjet with a data dir, over real HTTP: a restart on the same dir keeps everything (read
+back with the official `mailjet_rest` client), a webhook retry pending at the stop is delivered after
+the restart to a real local receiver, and a snapshot export → reset → import gives the same state."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from mailjet_rest import Client
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from emulator.common.clock import Clock
+from emulator.common.server import LoopThread, Runner, serve_in_background
+from emulator.config import BundleConfig, BundleUrls
+from emulator.mailjet.routes import create_app
+
+CONFIG = BundleConfig(mailjet_api_key="mj-key", mailjet_secret_key="mj-secret", auth_key="seg-auth-key", seed=5)
+HTML = '<p>Hello <a href="https://shop.example.com/offer">offer</a></p>'
+
+
+@dataclass
+class Receiver:
+    """A webhook endpoint that answers `status` and keeps every body."""
+
+    status: int = 500
+    received: list[Any] = field(default_factory=list)
+
+    async def endpoint(self, request: Request) -> Response:
+        self.received.append(await request.json())
+        return JSONResponse({"status": self.status}, status_code=self.status)
+
+
+@pytest.fixture(scope="module")
+def receiver() -> Iterator[tuple[Receiver, str]]:
+    made = Receiver()
+    loop_thread, runner, urls = serve_in_background({"hooks": Starlette(routes=[Route("/{path:path}", made.endpoint, methods=["POST"])])})
+    yield made, urls["hooks"]
+    loop_thread.run(runner.stop())
+    loop_thread.close()
+
+
+@dataclass
+class Server:
+    url: str
+    http: httpx.Client
+    loop_thread: LoopThread
+    runner: Runner
+    clock_task: Any
+
+    def client(self, **kwargs: Any) -> Client:
+        return Client(auth=(CONFIG.mailjet_api_key, CONFIG.mailjet_secret_key), api_url=f"{self.url}/", **kwargs)
+
+    def control(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        return self.http.request(method, f"/_emulator/{path}", **kwargs)
+
+    def stop(self) -> None:
+        self.http.close()
+        self.clock_task.cancel()
+        self.loop_thread.run(self.runner.stop())
+        self.loop_thread.close()
+
+
+def start(data_dir: Path) -> Server:
+    clock = Clock()
+    app = create_app(replace(CONFIG, data_dir=str(data_dir)), clock, BundleUrls("http://127.0.0.1:9", "http://127.0.0.1:9", "http://127.0.0.1:9"))
+    loop_thread, runner, urls = serve_in_background({"mailjet": app})
+    # The bundle runs the clock's timer loop; a lone server needs it started here.
+    clock_task = asyncio.run_coroutine_threadsafe(clock.run_forever(), loop_thread.loop)
+    http = httpx.Client(base_url=urls["mailjet"], auth=(CONFIG.mailjet_api_key, CONFIG.mailjet_secret_key))
+    return Server(urls["mailjet"], http, loop_thread, runner, clock_task)
+
+
+@pytest.fixture
+def servers(tmp_path: Path) -> Iterator[list[Server]]:
+    """Servers started in a test, stopped at its end (a test restarts by stopping and starting)."""
+    started: list[Server] = []
+    yield started
+    for server in started:
+        if not server.loop_thread.loop.is_closed():
+            server.stop()
+
+
+def data(response: Any) -> list[dict[str, Any]]:
+    assert response.status_code in (200, 201), response.text
+    return response.json()["Data"]
+
+
+def everything(server: Server, job: int | None = None) -> dict[str, Any]:
+    """What a user can read back: REST v3 through the official client, and the control API."""
+    mj = server.client()
+    big = {"Limit": 1000}
+    return {
+        "job": data(mj.contact_managemanycontacts.get(id=job)) if job is not None else None,
+        "contacts": data(mj.contact.get(filters=big)),
+        "lists": data(mj.contactslist.get(filters=big)),
+        "recipients": data(mj.listrecipient.get(filters=big)),
+        "properties": data(mj.contactmetadata.get(filters=big)),
+        "contact_data": data(mj.contactdata.get(filters=big)),
+        "webhooks": data(mj.eventcallbackurl.get(filters=big)),
+        "app_connection": server.control("GET", "app-connections/segment").json(),
+        "messages": server.control("GET", "messages").json()["messages"],
+        "email_events": server.control("GET", "email-events").json()["email_events"],
+    }
+
+
+def test_a_restart_on_the_same_data_dir_keeps_everything(tmp_path: Path, servers: list[Server]) -> None:
+    first = start(tmp_path)
+    servers.append(first)
+    mj = first.client()
+    assert mj.contactmetadata.create(data={"Name": "plan", "Datatype": "str"}).status_code == 201
+    assert mj.contactslist_managecontact.create(
+        id=1, data={"Email": "ada@example.com", "Name": "Ada", "Action": "addnoforce", "Properties": {"plan": "pro"}}
+    ).status_code == 201
+    vip = data(mj.contactslist.create(data={"Name": "VIP"}))[0]["ID"]
+    ada = data(mj.contact.get(id="ada@example.com"))[0]["ID"]
+    assert mj.listrecipient.create(data={"ContactID": ada, "ListID": vip, "IsUnsubscribed": True}).status_code == 201
+    assert mj.eventcallbackurl.create(data={"EventType": "open", "Url": "http://127.0.0.1:9/hook"}).status_code == 201
+    job = mj.contact_managemanycontacts.create(data={"Contacts": [{"Email": "bob@example.com"}]}).json()["Data"][0]["JobID"]
+    assert first.control("POST", "clock", json={"advance": "2s"}).status_code == 200  # the job runs
+    assert data(mj.contact_managemanycontacts.get(id=job))[0]["Status"] == "Completed"
+    assert first.control("PUT", "app-connections/segment", json={"writeKey": "wk-1"}).status_code == 200
+    sent = first.client(version="v3.1").send.create(data={"Messages": [{"From": {"Email": "shop@example.com"}, "To": [{"Email": "ada@example.com"}],
+                                             "Subject": "Hi", "HTMLPart": HTML}]})
+    message_id = sent.json()["Messages"][0]["To"][0]["MessageID"]
+    assert first.control("POST", f"messages/{message_id}/events", json={"event": "click"}).status_code == 201
+    before = everything(first, job)
+    first.stop()
+
+    second = start(tmp_path)
+    servers.append(second)
+    assert everything(second, job) == before
+    assert data(second.client().contact.get(id="ADA@example.com"))[0]["ID"] == ada  # the email index is rebuilt
+    assert [e["event"] for e in before["email_events"]] == ["sent", "click"]
+    # New objects continue the stored numbering.
+    assert data(second.client().contactslist.create(data={"Name": "Later"}))[0]["ID"] == vip + 1
+
+
+def test_a_webhook_retry_pending_at_the_stop_is_delivered_after_the_restart(
+    tmp_path: Path, servers: list[Server], receiver: tuple[Receiver, str]
+) -> None:
+    hooks, hooks_url = receiver
+    hooks.status, hooks.received[:] = 500, []
+    first = start(tmp_path)
+    servers.append(first)
+    mj = first.client()
+    assert mj.eventcallbackurl.create(data={"EventType": "sent", "Url": f"{hooks_url}/mailjet"}).status_code == 201
+    sent = first.client(version="v3.1").send.create(data={"Messages": [{"From": {"Email": "shop@example.com"}, "To": [{"Email": "ada@example.com"}],
+                                             "Subject": "Hi", "TextPart": "Hello"}]})
+    message_id = sent.json()["Messages"][0]["To"][0]["MessageID"]
+    first.control("POST", "clock", json={"advance": "1s"})  # sent → the webhook answers 500 before the clock call returns
+    (event,) = first.control("GET", "email-events").json()["email_events"]
+    assert event["webhook"]["state"] == "retrying" and len(hooks.received) == 1
+    first.stop()
+
+    hooks.status = 200
+    second = start(tmp_path)
+    servers.append(second)
+    # A fresh server's clock starts at real time again; the retry was due 30 s after the failure.
+    second.control("POST", "clock", json={"advance": "40s"})
+    (event,) = second.control("GET", "email-events").json()["email_events"]
+    assert event["webhook"]["state"] == "delivered" and [a["status"] for a in event["webhook"]["attempts"]] == [500, 200]
+    assert [body["MessageID"] for body in hooks.received] == [message_id, message_id]
+    assert hooks.received[1]["event"] == "sent"
+
+
+def test_snapshot_export_reset_import_gives_the_same_state(tmp_path: Path, servers: list[Server]) -> None:
+    server = start(tmp_path)
+    servers.append(server)
+    mj = server.client()
+    mj.contactmetadata.create(data={"Name": "plan", "Datatype": "str"})
+    for email in ("ada@example.com", "bob@example.com"):
+        mj.contactslist_managecontact.create(id=1, data={"Email": email, "Action": "addnoforce", "Properties": {"plan": "free"}})
+    server.client(version="v3.1").send.create(data={"Messages": [{"From": {"Email": "shop@example.com"}, "To": [{"Email": "ada@example.com"}],
+                                      "Subject": "Hi", "TextPart": "Hello"}]})
+    server.control("POST", "clock", json={"advance": "1s"})
+    assert server.control("POST", "accounts", json={"api_key": "second", "secret_key": "s2"}).status_code == 201
+    snapshot = server.control("GET", "snapshot").json()
+    assert (snapshot["format"], snapshot["service"], snapshot["version"]) == ("segjet-snapshot", "mailjet", 1)
+    before = everything(server)
+
+    assert server.control("POST", "reset").status_code == 200
+    assert everything(server)["contacts"] == []
+    imported = server.control("PUT", "snapshot", json=snapshot)
+    assert imported.status_code == 200, imported.text
+    assert everything(server) == before
+    assert server.control("GET", "snapshot").json()["state"] == snapshot["state"]
+    assert data(Client(auth=("second", "s2"), api_url=f"{server.url}/").contact.get()) == []  # the second account is back
+
+    for bad, words in [({**snapshot, "version": 9}, "version"), ({**snapshot, "service": "segment"}, "service"),
+                       ({"format": "other"}, "format"), ({**snapshot, "state": {"accounts": "x"}}, "accounts")]:
+        refused = server.control("PUT", "snapshot", json=bad)
+        assert refused.status_code == 400 and words in refused.json()["error"]
+    assert everything(server) == before  # all or nothing
+
+    server.stop()
+    restarted = start(tmp_path)
+    servers.append(restarted)
+    assert everything(restarted) == before  # the import was stored

@@ -1,0 +1,252 @@
+"""Storage and snapshots of the fake Mailjet on the models (no sockets): every kind of state makes the
+round trip through SQLite and through a snapshot, pending work resumes on the clock after a load, a
+bad snapshot changes nothing, and a database of another schema version is refused."""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import json
+import sqlite3
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from emulator.common.clock import Clock
+from emulator.common.sqlite import SchemaVersionError
+from emulator.config import BundleConfig
+from emulator.mailjet.outbound import Outcome
+from emulator.mailjet.send import send
+from emulator.mailjet.service import MailjetService
+from emulator.mailjet.storage import (
+    SCHEMA_VERSION,
+    MailjetStore,
+    StateError,
+    dump_state,
+    export_snapshot,
+    import_snapshot,
+    read_snapshot,
+)
+
+HTML = '<p>Hi <a href="https://shop.example.com/offer">offer</a></p>'
+
+
+@dataclass
+class Transport:
+    """Answers every POST with `status` and remembers it."""
+
+    status: int = 500
+    posts: list[tuple[str, Any]] = field(default_factory=list)
+
+    async def post_json(self, url: str, body: Any, headers: dict[str, str], timeout: float) -> Outcome:
+        self.posts.append((url, body))
+        return Outcome(self.status, {"message": f"scripted {self.status}"})
+
+    async def aclose(self) -> None:
+        pass
+
+
+class World:
+    """A clock, a transport and a private loop; services made here share them, as restarts in one bundle would."""
+
+    def __init__(self, data_dir: Path) -> None:
+        self.data_dir = data_dir
+        self.clock = Clock()
+        self.transport = Transport()
+        self.loop = asyncio.new_event_loop()
+        self.stores: list[MailjetStore] = []
+
+    def service(self, persistent: bool = True) -> MailjetService:
+        service = MailjetService(BundleConfig(seed=3), self.clock, "http://mj.test", "http://segment.test", self.transport)  # type: ignore[arg-type]
+        if persistent:
+            store = MailjetStore(self.data_dir)
+            self.stores.append(store)
+            store.load_into(service)
+        return service
+
+    def advance(self, delta: timedelta) -> None:
+        self.clock.advance(delta)
+        self.loop.run_until_complete(self.clock.run_due())
+
+    def stop(self, service: MailjetService) -> None:
+        """What a stopped server leaves: its timers no longer fire (the store keeps the state)."""
+        for tenant in service.tenants.values():
+            tenant.close()
+
+    def close(self) -> None:
+        for store in self.stores:
+            store.close()
+        self.loop.close()
+
+
+@pytest.fixture
+def world(tmp_path: Path) -> Iterator[World]:
+    made = World(tmp_path)
+    yield made
+    made.close()
+
+
+def populate(world: World, service: MailjetService) -> dict[str, int]:
+    """Every kind of state: properties, contacts, lists, subscriptions, webhooks, jobs, App Connections,
+    messages (sandbox too), email events, campaigns, simulated events to come, webhook and Segment
+    deliveries waiting for a retry, and a second account."""
+    tenant = service.default
+    account, events = tenant.account, tenant.events
+    account.create_property({"Name": "plan", "Datatype": "str"})
+    account.create_property({"Name": "age", "Datatype": "int"})
+    account.delete_property(str(account.create_property({"Name": "gone", "Datatype": "bool"}).id))
+    account.manage_contact("1", {"Email": "Ada@Example.com", "Name": "Ada", "Action": "addnoforce", "Properties": {"plan": "pro", "age": 36}})
+    account.manage_contact("1", {"Email": "bob@example.com", "Action": "addforce"})
+    account.manage_contact("1", {"Email": "bob@example.com", "Action": "unsub"})
+    vip = account.create_list({"Name": "VIP"})
+    account.update_list(str(vip.id), {"Name": "VIP customers"})
+    account.delete_list(str(account.create_list({"Name": "Temporary"}).id))
+    carol = account.create_contact({"Email": "carol@example.com", "IsExcludedFromCampaigns": True})
+    account.create_recipient({"ContactID": carol.id, "ListID": vip.id})
+    account.create_callback({"EventType": "sent", "Url": "http://hooks.test/sent"})
+    account.create_callback({"EventType": "open", "Url": "http://hooks.test/open", "Version": 2})
+    account.start_list_job("1", {"Action": "addnoforce", "Contacts": [{"Email": "dan@example.com"}, {"Email": "bad"}]})
+    world.advance(timedelta(seconds=2))  # the first job completes (with an error)
+    pending_job = account.start_contacts_job({"Contacts": [{"Email": "erin@example.com"}]})
+    account.update_app_connection({"writeKey": "wk", "sendEvents": True})
+    status, body = send(account, {"Messages": [{"From": {"Email": "shop@example.com"}, "To": [{"Email": "ada@example.com"}],
+                                                "Subject": "Hi", "HTMLPart": HTML, "CustomCampaign": "welcome"}]})
+    assert status == 200
+    message_id = body["Messages"][0]["To"][0]["MessageID"]
+    send(account, {"SandboxMode": True, "Messages": [{"From": {"Email": "shop@example.com"}, "To": [{"Email": "x@example.com"}], "TextPart": "t"}]})
+    world.advance(timedelta(seconds=1))  # sent → webhook and Segment fail → both retrying
+    events.apply(message_id, {"event": "open"})
+    events.apply(message_id, {"event": "click"})
+    events.send_campaign({"list_id": 1, "subject": "Spring", "html": HTML})
+    events.configure_simulation({"open_rate": 1, "delay": "2h", "seed": 11})
+    account.manage_contact("1", {"Email": "fay@example.com", "Action": "addnoforce"})
+    send(account, {"Messages": [{"From": {"Email": "shop@example.com"}, "To": [{"Email": "fay@example.com"}], "Subject": "S", "TextPart": "t"}]})
+    other = service.create_account("other-key", "other-secret").account
+    other.manage_contact("1", {"Email": "ada@example.com", "Action": "addnoforce"})
+    return {"pending_job": pending_job.id, "message_id": message_id}
+
+
+def test_every_kind_of_state_survives_a_restart(world: World) -> None:
+    first = world.service()
+    populate(world, first)
+    first.changes.save()
+    before = dump_state(first)
+    world.stop(first)
+
+    second = world.service()
+    assert dump_state(second) == before
+    account = second.default.account
+    assert account.find_contact("ADA@example.com").properties == {"plan": "pro", "age": "36"}
+    assert account.find_recipient(account.find_contact("bob@example.com").id, 1).is_unsubscribed
+    assert [l.name for l in account.lists.values()] == ["segjet", "VIP customers"]
+    assert second.tenant("other-key").account.find_contact("ada@example.com") is not None
+    assert second.backend.authenticate("other-key", "other-secret") is second.tenant("other-key").account
+    sections = before["accounts"][0]
+    for collection in ("properties", "contacts", "lists", "recipients", "callbacks", "jobs", "messages", "events", "campaigns",
+                       "webhooks", "segment_batches"):
+        assert sections[collection], f"populate() made no {collection}"
+
+
+def test_later_changes_and_deletions_are_written_row_by_row(world: World) -> None:
+    first = world.service()
+    populate(world, first)
+    first.changes.save()
+    account = first.default.account
+    account.delete_list(str(next(l.id for l in account.lists.values() if l.name == "VIP customers")))
+    account.delete_callback("open|false")
+    account.update_contact("ada@example.com", {"Name": "Ada L."})
+    first.reset_account("other-key")
+    first.changes.save()
+    before = dump_state(first)
+    world.stop(first)
+    second = world.service()
+    assert dump_state(second) == before
+    assert second.tenant("other-key").account.contacts == {}
+
+
+def test_pending_work_resumes_on_the_clock_after_a_load(world: World) -> None:
+    first = world.service()
+    ids = populate(world, first)
+    first.changes.save()
+    world.stop(first)
+    second = world.service()
+    tenant = second.default
+    webhook = tenant.events.events(message_id=ids["message_id"], event="sent")[0].webhook
+    assert webhook.state == "retrying" and len(webhook.attempts) == 1
+    world.transport.status = 200
+    world.advance(timedelta(hours=3))
+    assert tenant.account.jobs[ids["pending_job"]].status == "Completed"
+    assert tenant.account.find_contact("erin@example.com") is not None
+    assert webhook.state == "delivered" and len(webhook.attempts) == 2
+    assert all(batch.state == "delivered" for batch in tenant.outbox.segment.batches.values())
+    fay = [m for m in tenant.account.messages if m.recipient["Email"] == "fay@example.com"][0]
+    assert [event["event"] for event in fay.events] == ["sent", "open"]  # the simulated open planned before the stop
+    # ...and what the timers did is stored too.
+    world.stop(second)
+    assert dump_state(world.service()) == dump_state(second)
+
+
+def test_a_seeded_account_does_not_repeat_message_uuids_after_a_restart(world: World) -> None:
+    first = world.service()
+    message = {"From": {"Email": "shop@example.com"}, "To": [{"Email": "ada@example.com"}], "Subject": "S", "TextPart": "t"}
+    send(first.default.account, {"Messages": [message]})
+    first.changes.save()
+    world.stop(first)
+    second = world.service()
+    send(second.default.account, {"Messages": [message]})
+    uuids = [m.message_uuid for m in second.default.account.messages]
+    ids = [m.message_id for m in second.default.account.messages]
+    assert len(set(uuids)) == 2 and ids[1] == ids[0] + 1
+
+
+def test_snapshot_round_trip_and_atomic_import(world: World) -> None:
+    source = world.service(persistent=False)
+    populate(world, source)
+    snapshot = json.loads(json.dumps(export_snapshot(source)))  # as it travels over HTTP
+    assert (snapshot["format"], snapshot["service"], snapshot["version"]) == ("segjet-snapshot", "mailjet", 1)
+
+    target = world.service()
+    import_snapshot(target, snapshot, world.stores[-1])
+    assert dump_state(target) == snapshot["state"]
+    world.stop(target)
+    assert dump_state(world.service()) == snapshot["state"]  # stored as a whole
+
+    current = dump_state(target)
+    broken = copy.deepcopy(snapshot)
+    broken["state"]["accounts"][0]["recipients"][0]["contact_id"] = 999_999
+    for bad, words in [
+        ({**snapshot, "format": "other"}, "format must be"),
+        ({**snapshot, "service": "segment"}, "service must be"),
+        ({**snapshot, "version": 2}, "version must be"),
+        (broken, "refers to a missing contact"),
+        ({**snapshot, "state": {"accounts": [{"account": {}}]}}, "fields must be"),
+    ]:
+        with pytest.raises(StateError, match=words):
+            import_snapshot(target, bad, world.stores[-1])
+        assert dump_state(target) == current
+
+
+def test_snapshot_checks_every_field(world: World) -> None:
+    service = world.service(persistent=False)
+    populate(world, service)
+    snapshot = export_snapshot(service)
+    contact = snapshot["state"]["accounts"][0]["contacts"][0]
+    for change, words in [({"created_at": "yesterday"}, "contacts\\[0\\].created_at"), ({"id": "7"}, "expected int"),
+                          ({"colour": "red"}, "unknown field"), ({"properties": {"age": 3}}, "string values")]:
+        bad = copy.deepcopy(snapshot)
+        bad["state"]["accounts"][0]["contacts"][0] = {**contact, **change}
+        with pytest.raises(StateError, match=words):
+            read_snapshot(service, bad)
+
+
+def test_a_database_of_another_schema_version_is_refused(world: World) -> None:
+    world.service()  # creates the file at the current version
+    connection = sqlite3.connect(world.data_dir / "mailjet.sqlite3")
+    connection.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
+    connection.close()
+    with pytest.raises(SchemaVersionError, match="schema version"):
+        world.service()
