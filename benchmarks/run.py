@@ -57,7 +57,7 @@ class Sizes:
 # Contacts: 20,000, not 100,000: the fake Mailjet looks contacts up by email with a scan, so
 # filling 100,000 through managecontact is quadratic (~10 min); the figure is per contact.
 FULL = Sizes(10, 2, 20, 20, 5, 300, (10_000, 100_000), 1_000_000, 20_000)
-SMALL = Sizes(2, 0.5, 3, 4, 2, 50, (10_000,), 50_000, 10_000)
+SMALL = Sizes(2, 0.5, 3, 4, 2, 50, (10_000,), 50_000, 5_000)
 SIZES = SMALL if QUICK else FULL
 
 # figure → (comparison, target). Figures without a target are context for the ones with one.
