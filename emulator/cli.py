@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from .bundle import Bundle, remembered_auth_key
+from .common.faults import FaultRuleError, FaultRules
 from .config import BundleConfig
 from .harness import run, validate
 
@@ -108,6 +109,12 @@ def _fault_rules(path: Path) -> dict[str, list[Any]]:
         raise ValueError(f'--faults {path}: expected {{"segment": [rules...], "mailjet": [rules...]}}')
     if not all(isinstance(rules, list) for rules in document.values()):
         raise ValueError(f"--faults {path}: segment and mailjet must be lists of rules")
+    # Checked here, before any port is bound, with each service's credential field.
+    for service, credential_field in (("segment", "write_key"), ("mailjet", "api_key")):
+        try:
+            FaultRules(credential_field, case_insensitive_paths=False).add_all(document.get(service, []))
+        except FaultRuleError as exc:
+            raise ValueError(f"--faults {path}: {service} {exc}") from exc
     return document
 
 

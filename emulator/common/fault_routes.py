@@ -149,10 +149,13 @@ class FaultMiddleware:
                 body = await _read_body(receive)
             credential = self.credential(scope, body)
         rule = FaultRules.choose(candidates, credential)
-        downstream_receive = receive if body is None else _replay(body, receive)
         if rule is None:
-            await self.app(scope, downstream_receive, send)
+            await self.app(scope, receive if body is None else _replay(body, receive), send)
             return
+        # The whole request arrives before the fault acts, as it would at a slow or failing server;
+        # a late answer is still computed even if the client has given up meanwhile.
+        if body is None:
+            body = await _read_body(receive)
         if rule.delay_ms:
             await asyncio.sleep(rule.delay_ms / 1000)
         if rule.action == DROP:
@@ -161,13 +164,11 @@ class FaultMiddleware:
             await self._hold(scope, receive, body, rule)
         elif rule.status is None:
             scope[FAULT_SCOPE_KEY] = rule.id  # the real answer, late; journaled downstream
-            await self.app(scope, downstream_receive, send)
+            await self.app(scope, _replay(body, receive), send)
         else:
-            await self._respond(scope, receive, send, body, rule)
+            await self._respond(scope, send, body, rule)
 
-    async def _respond(self, scope: Scope, receive: Receive, send: Send, body: bytes | None, rule: FaultRule) -> None:
-        if body is None:
-            body = await _read_body(receive)
+    async def _respond(self, scope: Scope, send: Send, body: bytes, rule: FaultRule) -> None:
         status, headers, content = self.render(rule, scope)
         entry = self._journal(scope, body, rule)
         entry.status = status
@@ -177,20 +178,16 @@ class FaultMiddleware:
         await send({"type": "http.response.start", "status": status, "headers": raw_headers})
         await send({"type": "http.response.body", "body": content})
 
-    async def _drop(self, scope: Scope, receive: Receive, body: bytes | None, rule: FaultRule) -> None:
-        if body is None:
-            body = await _read_body(receive)
+    async def _drop(self, scope: Scope, receive: Receive, body: bytes, rule: FaultRule) -> None:
         self._journal(scope, body, rule)
         _close_connection(receive)
         await _until_disconnect(receive)
 
-    async def _hold(self, scope: Scope, receive: Receive, body: bytes | None, rule: FaultRule) -> None:
+    async def _hold(self, scope: Scope, receive: Receive, body: bytes, rule: FaultRule) -> None:
         """Answer nothing until the client disconnects; after the cap, drop the connection.
 
         On server shutdown uvicorn cancels the held request after its graceful-shutdown timeout.
         """
-        if body is None:
-            body = await _read_body(receive)
         self._journal(scope, body, rule)
         try:
             await asyncio.wait_for(_until_disconnect(receive), HOLD_CAP_SECONDS)

@@ -2,6 +2,23 @@
 "use strict";
 
 const Segjet = (() => {
+  // The control token (segjet up --control-token): the page is opened once as /?token=T; the token
+  // is kept for the browser tab in sessionStorage and taken out of the address bar.
+  const TOKEN_KEY = "segjet-control-token";
+  const opened = new URLSearchParams(location.search);
+  if (opened.has("token")) {
+    sessionStorage.setItem(TOKEN_KEY, opened.get("token"));
+    opened.delete("token");
+    history.replaceState(null, "", location.pathname + (opened.toString() ? `?${opened}` : "") + location.hash);
+  }
+  const token = () => sessionStorage.getItem(TOKEN_KEY);
+
+  /** A URL the browser loads without our headers (EventSource, a download, the other dashboard): the token rides in the query. */
+  function withToken(url) {
+    const value = token();
+    return value ? `${url}${url.includes("?") ? "&" : "?"}token=${encodeURIComponent(value)}` : url;
+  }
+
   /** Build an element: h("button", {class: "primary", onclick: fn}, "Save"). Text is never parsed as HTML. */
   function h(tag, attrs, ...children) {
     const node = document.createElement(tag);
@@ -34,6 +51,7 @@ const Segjet = (() => {
   /** JSON in, JSON out; a non-2xx answer throws an Error carrying the server's message. */
   async function api(method, path, body) {
     const init = { method, headers: { Accept: "application/json" } };
+    if (token()) init.headers["X-Segjet-Token"] = token();
     if (body !== undefined) {
       init.headers["Content-Type"] = "application/json";
       init.body = JSON.stringify(body);
@@ -122,7 +140,7 @@ const Segjet = (() => {
 
   /** Subscribe to an SSE feed; `onData(parsed)` per message. Reconnects on its own (EventSource does). */
   function subscribe(url, onData) {
-    const source = new EventSource(url);
+    const source = new EventSource(withToken(url));
     source.onmessage = (event) => {
       try { onData(JSON.parse(event.data)); } catch (error) { console.error("bad SSE data", error); }
     };
@@ -140,5 +158,31 @@ const Segjet = (() => {
     region.textContent = error instanceof Error ? error.message : String(error);
   }
 
-  return { h, append, fill, api, pretty, time, dateTime, badge, table, say, copy, currentView, subscribe, debounce, fail };
+  /** The server's fault rules (POST /_emulator/faults), small: what fails, how often, and a Remove button. */
+  function faultsPanel() {
+    const panel = h("section", { "aria-labelledby": "faults-title" }, h("h2", { id: "faults-title" }, "Faults"));
+    const body = h("div", {}, h("p", { class: "empty" }, "Loading…"));
+    panel.append(body);
+    async function refresh() {
+      let rules;
+      try { rules = (await api("GET", "/_emulator/faults")).faults; } catch (error) { fill(body, h("p", { class: "alert bad", role: "alert" }, error.message)); return; }
+      if (!rules.length) {
+        fill(body, h("p", { class: "empty" }, "No fault injected. Add rules with POST /_emulator/faults or segjet up --faults FILE."));
+        return;
+      }
+      const remove = async (id) => { await api("DELETE", `/_emulator/faults/${encodeURIComponent(id)}`); say(`Fault ${id} removed`); refresh(); };
+      fill(body, table([
+        { label: "Rule", render: (r) => h("code", {}, r.id) },
+        { label: "Request", render: (r) => h("code", {}, `${r.method} ${r.path}`) },
+        { label: "Fault", render: (r) => `${r.action}${r.status ? ` ${r.status}` : ""}${r.delay_ms ? ` +${r.delay_ms} ms` : ""}` },
+        { label: "Rate", render: (r) => `${Math.round(r.rate * 100)} %${r.times ? `, ${r.times}×` : ""}` },
+        { label: "Fired", render: (r) => r.spent ? badge(`${r.fired}/${r.matched} spent`, "warn") : `${r.fired}/${r.matched}` },
+        { label: "", render: (r) => h("button", { class: "small", type: "button", "aria-label": `Remove fault ${r.id}`, onclick: () => remove(r.id) }, "Remove") },
+      ], rules, { label: "Fault rules" }));
+    }
+    refresh();
+    return panel;
+  }
+
+  return { h, append, fill, api, pretty, time, dateTime, badge, table, say, copy, currentView, subscribe, debounce, fail, withToken, faultsPanel };
 })();

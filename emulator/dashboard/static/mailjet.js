@@ -2,7 +2,7 @@
 "use strict";
 
 (() => {
-  const { h, fill, api, pretty, dateTime, badge, table, say, copy, currentView, subscribe, debounce, fail } = Segjet;
+  const { h, fill, api, pretty, dateTime, badge, table, say, copy, currentView, subscribe, debounce, fail, withToken, faultsPanel } = Segjet;
   const main = document.getElementById("view");
   let onChange = () => {};   // the current view's refresh, called when the model changed
   let info = {};
@@ -28,7 +28,8 @@
       h("ul", {},
         h("li", {}, h("a", { href: "/app-connections" }, "App Connections → Segment"), ": the Segment authentication key, the contact list, the write key."),
         h("li", {}, h("a", { href: "/contacts" }, "Contacts"), ": lists, contacts, their properties and subscriptions."),
-        h("li", {}, h("a", { href: "/messages" }, "Messages"), ": emails sent through the Send API, their events, and buttons to open, click, bounce or unsubscribe.")));
+        h("li", {}, h("a", { href: "/messages" }, "Messages"), ": emails sent through the Send API, their events, and buttons to open, click, bounce or unsubscribe.")),
+      faultsPanel());
     onChange = viewAccount;
   }
 
@@ -277,7 +278,7 @@
     const [view, title] = currentView(views);
     document.title = `${title} · segjet · fake Mailjet`;
     try { info = await api("GET", "/_emulator/dashboard/info"); } catch { /* links only */ }
-    if (info.segment_url) document.getElementById("other-dashboard").href = `${info.segment_url}/`;
+    if (info.segment_url) document.getElementById("other-dashboard").href = withToken(`${info.segment_url}/`);
     subscribe("/_emulator/stream", debounce(() => onChange(), 150));
     try { await view(); } catch (error) { fill(main, h("h1", {}, title), h("p", { class: "alert bad", role: "alert" }, String(error.message || error))); }
     document.body.dataset.ready = "true";

@@ -2,7 +2,7 @@
 "use strict";
 
 (() => {
-  const { h, fill, api, pretty, time, dateTime, badge, table, say, copy, currentView, subscribe, debounce, fail } = Segjet;
+  const { h, fill, api, pretty, time, dateTime, badge, table, say, copy, currentView, subscribe, debounce, fail, withToken, faultsPanel } = Segjet;
   const main = document.getElementById("view");
   const CAP = 500;
   let onMessage = () => {};   // the current view's handler for each message the SSE feed pushes
@@ -83,7 +83,8 @@
           h("p", {}, "Watch it arrive in the ", h("a", { href: "/debugger" }, "Debugger"), ", then its ", h("a", { href: "/deliveries" }, "delivery"), ".")),
         step(events.events.some((m) => m.type === "track" && /^Email /.test(m.event || "")), "Get email events back",
           h("p", {}, "In Mailjet's App Connections paste the write key and switch events on; send an email and open it from ",
-            mj ? h("a", { href: `${mj}/messages` }, "Messages") : "Messages", "."))));
+            mj ? h("a", { href: `${mj}/messages` }, "Messages") : "Messages", "."))),
+      faultsPanel());
     onMessage = debounce(viewOverview, 300);
   }
 
@@ -464,7 +465,7 @@
       try {
         const data = await api("GET", `/_emulator/dashboard/trace?user=${encodeURIComponent(user)}`);
         SegjetTrace.render(result, data);
-        exportLink.href = `/_emulator/dashboard/trace/export?user=${encodeURIComponent(user)}`;
+        exportLink.href = withToken(`/_emulator/dashboard/trace/export?user=${encodeURIComponent(user)}`);
         exportLink.setAttribute("download", `segjet-trace-${user.replace(/[^A-Za-z0-9._-]+/g, "_")}.html`);
         exportLink.hidden = false;
       } catch (error) { fill(result); fail(errors, error); }
@@ -507,7 +508,7 @@
     const [view, title] = currentView(views);
     document.title = `${title} · segjet · fake Segment`;
     try { info = await api("GET", "/_emulator/dashboard/info"); } catch { /* links only */ }
-    if (info.mailjet_url) document.getElementById("other-dashboard").href = `${info.mailjet_url}/`;
+    if (info.mailjet_url) document.getElementById("other-dashboard").href = withToken(`${info.mailjet_url}/`);
     subscribe("/_emulator/events/stream", (m) => onMessage(m));
     try { await view(); } catch (error) { fill(main, h("h1", {}, title), h("p", { class: "alert bad", role: "alert" }, String(error.message || error))); }
     document.body.dataset.ready = "true";

@@ -1,0 +1,202 @@
+"""Fault injection over HTTP on both fakes: rules through the control API and `--faults`, each
+action seen by real clients (httpx, analytics-python, mailjet_rest), the journal and reset."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from mailjet_rest import Client as MailjetClient
+from mailjet_rest.errors import ApiRateLimitError
+from segment.analytics import Client as SegmentClient
+from segment.analytics.request import APIError
+
+from emulator.bundle import BackgroundBundle
+from emulator.cli import build_parser, config_from_args
+from emulator.config import BundleConfig
+
+MANAGECONTACT = "/v3/REST/contactslist/*/managecontact"
+
+
+@pytest.fixture(scope="module")
+def stack() -> Iterator[dict[str, Any]]:
+    with BackgroundBundle(BundleConfig(segment_port=0, mailjet_port=0, destination_port=0, seed=1)) as info:
+        yield info
+
+
+@pytest.fixture
+def http(stack: dict[str, Any]) -> Iterator[httpx.Client]:
+    with httpx.Client(timeout=10) as client:
+        for url in (stack["segment_url"], stack["mailjet_url"]):
+            client.post(f"{url}/_emulator/reset").raise_for_status()
+        yield client
+
+
+def add_fault(http: httpx.Client, url: str, rule: dict[str, Any]) -> dict[str, Any]:
+    response = http.post(f"{url}/_emulator/faults", json=rule)
+    assert response.status_code == 201, response.text
+    return response.json()
+
+
+def manage(http: httpx.Client, stack: dict[str, Any], path: str = "/v3/REST/contactslist/1/managecontact") -> httpx.Response:
+    return http.post(
+        stack["mailjet_url"] + path,
+        auth=(stack["mailjet_api_key"], stack["mailjet_secret_key"]),
+        json={"Email": "ada@example.com", "Action": "addnoforce"},
+    )
+
+
+def journal(http: httpx.Client, url: str) -> list[dict[str, Any]]:
+    return http.get(f"{url}/_emulator/requests").json()["requests"]
+
+
+def test_mailjet_503_in_mailjet_shape_case_insensitive_then_spent(http: httpx.Client, stack: dict[str, Any]) -> None:
+    rule = add_fault(http, stack["mailjet_url"], {"method": "POST", "path": MANAGECONTACT, "status": 503, "times": 1})
+    assert rule["id"] and rule["times"] == 1
+    failed = manage(http, stack, "/V3/rest/ContactsList/1/ManageContact")
+    assert failed.status_code == 503
+    assert failed.json() == {"ErrorInfo": "", "ErrorMessage": "Service Unavailable", "StatusCode": 503}
+    assert manage(http, stack).status_code == 201
+    entries = journal(http, stack["mailjet_url"])
+    assert [(entry["status"], entry["fault"]) for entry in entries] == [(503, rule["id"]), (201, None)]
+    assert entries[0]["body"] == {"Email": "ada@example.com", "Action": "addnoforce"}
+    listed = http.get(f"{stack['mailjet_url']}/_emulator/faults").json()["faults"]
+    assert [(r["id"], r["matched"], r["fired"], r["spent"]) for r in listed] == [(rule["id"], 1, 1, True)]
+
+
+def test_mailjet_429_is_an_html_page_as_the_real_one(http: httpx.Client, stack: dict[str, Any]) -> None:
+    add_fault(http, stack["mailjet_url"], {"path": "/v3/REST/contact", "status": 429})
+    mailjet = MailjetClient(auth=(stack["mailjet_api_key"], stack["mailjet_secret_key"]), api_url=stack["mailjet_url"] + "/")
+    with pytest.raises(ApiRateLimitError) as failure:  # mailjet_rest 1.9 raises on 429
+        mailjet.contact.get()
+    assert "<h1>429 Too Many Requests</h1>" in str(failure.value)
+    answer = http.get(stack["mailjet_url"] + "/v3/REST/contact", auth=(stack["mailjet_api_key"], stack["mailjet_secret_key"]))
+    assert answer.status_code == 429 and answer.headers["content-type"].startswith("text/html")
+
+
+def test_mailjet_fault_on_send_v31_uses_the_v31_error_shape(http: httpx.Client, stack: dict[str, Any]) -> None:
+    add_fault(http, stack["mailjet_url"], {"path": "/v3.1/send", "status": 500})
+    answer = http.post(stack["mailjet_url"] + "/v3.1/send", auth=(stack["mailjet_api_key"], stack["mailjet_secret_key"]), json={})
+    assert answer.status_code == 500
+    assert set(answer.json()) == {"ErrorIdentifier", "StatusCode", "ErrorMessage"}
+
+
+def test_a_rule_for_one_api_key_spares_the_others(http: httpx.Client, stack: dict[str, Any]) -> None:
+    add_fault(http, stack["mailjet_url"], {"path": MANAGECONTACT, "api_key": "someone-else"})
+    assert manage(http, stack).status_code == 201
+    add_fault(http, stack["mailjet_url"], {"path": MANAGECONTACT, "api_key": stack["mailjet_api_key"]})
+    assert manage(http, stack).status_code == 503
+
+
+def test_drop_closes_the_connection_without_an_answer(http: httpx.Client, stack: dict[str, Any]) -> None:
+    rule = add_fault(http, stack["mailjet_url"], {"path": MANAGECONTACT, "action": "drop", "times": 1})
+    with pytest.raises(httpx.RemoteProtocolError):
+        manage(http, stack)
+    assert manage(http, stack).status_code == 201  # a new connection works
+    entries = journal(http, stack["mailjet_url"])
+    assert [(entry["status"], entry["fault"]) for entry in entries] == [(None, rule["id"]), (201, None)]
+
+
+def test_timeout_holds_the_request_until_the_client_gives_up(http: httpx.Client, stack: dict[str, Any]) -> None:
+    rule = add_fault(http, stack["mailjet_url"], {"path": MANAGECONTACT, "action": "timeout", "times": 1})
+    with httpx.Client(timeout=0.3) as impatient:
+        with pytest.raises(httpx.ReadTimeout):
+            impatient.post(
+                stack["mailjet_url"] + "/v3/REST/contactslist/1/managecontact",
+                auth=(stack["mailjet_api_key"], stack["mailjet_secret_key"]), json={"Email": "x@example.com"},
+            )
+    assert [(e["status"], e["fault"]) for e in journal(http, stack["mailjet_url"])] == [(None, rule["id"])]
+    # Mailjet did nothing with the held request.
+    contacts = http.get(stack["mailjet_url"] + "/v3/REST/contact", auth=(stack["mailjet_api_key"], stack["mailjet_secret_key"]))
+    assert contacts.json()["Total"] == 0
+
+
+def test_null_status_answers_for_real_late_and_is_journaled(http: httpx.Client, stack: dict[str, Any]) -> None:
+    rule = add_fault(http, stack["mailjet_url"], {"path": MANAGECONTACT, "status": None, "delay_ms": 20})
+    assert manage(http, stack).status_code == 201
+    assert [(e["status"], e["fault"]) for e in journal(http, stack["mailjet_url"])] == [(201, rule["id"])]
+
+
+def test_segment_429_carries_retry_headers_and_analytics_python_reads_it(http: httpx.Client, stack: dict[str, Any]) -> None:
+    rule = add_fault(
+        http, stack["segment_url"],
+        {"method": "POST", "path": "/v1/*", "status": 429, "retry_after": 7, "write_key": stack["write_key"], "times": 1},
+    )
+    answer = http.post(stack["segment_url"] + "/v1/track", json={"writeKey": stack["write_key"], "userId": "u", "event": "E"})
+    assert answer.status_code == 429
+    assert (answer.headers["retry-after"], answer.headers["x-ratelimit-reset"]) == ("7", "7")
+    assert answer.json() == {"code": "rate_limited", "message": "Too Many Requests"}
+    entry = journal(http, stack["segment_url"])[0]
+    assert entry["fault"] == rule["id"] and entry["body"]["writeKey"] == "<redacted>"
+
+    add_fault(http, stack["segment_url"], {"path": "/v1/batch", "status": 503, "times": 1})
+    client = SegmentClient(stack["write_key"], host=stack["segment_url"], sync_mode=True, max_retries=0)
+    with pytest.raises(APIError) as failure:
+        client.identify("u1", {"email": "u1@example.com"})
+    assert failure.value.status == 503 and failure.value.code == "service_unavailable"
+    client.identify("u1", {"email": "u1@example.com"})  # the rule is spent
+    assert http.get(stack["segment_url"] + "/_emulator/events", params={"userId": "u1"}).json()["events"]
+
+
+def test_segment_write_key_rule_reads_a_gzipped_body(http: httpx.Client, stack: dict[str, Any]) -> None:
+    add_fault(http, stack["segment_url"], {"path": "/v1/batch", "write_key": stack["write_key"]})
+    client = SegmentClient("another-key", host=stack["segment_url"], sync_mode=True, max_retries=0, gzip=True)
+    client.identify("u2", {"email": "u2@example.com"})  # another write key: untouched
+    client = SegmentClient(stack["write_key"], host=stack["segment_url"], sync_mode=True, max_retries=0, gzip=True)
+    with pytest.raises(APIError):
+        client.identify("u2", {"email": "u2@example.com"})
+
+
+def test_control_routes_are_never_faulted_and_reset_clears_rules(http: httpx.Client, stack: dict[str, Any]) -> None:
+    for url in (stack["segment_url"], stack["mailjet_url"]):
+        add_fault(http, url, {"path": "/*", "action": "drop"})
+        assert http.get(f"{url}/_emulator/health").status_code == 200
+        http.post(f"{url}/_emulator/reset").raise_for_status()
+        assert http.get(f"{url}/_emulator/faults").json() == {"faults": []}
+
+
+def test_delete_one_and_all_and_bad_rules(http: httpx.Client, stack: dict[str, Any]) -> None:
+    url = stack["mailjet_url"]
+    first, second = add_fault(http, url, {"path": "/a"}), add_fault(http, url, {"path": "/b"})
+    assert http.delete(f"{url}/_emulator/faults/{first['id']}").status_code == 204
+    missing = http.delete(f"{url}/_emulator/faults/{first['id']}")
+    assert missing.status_code == 404 and "error" in missing.json()
+    assert [rule["id"] for rule in http.get(f"{url}/_emulator/faults").json()["faults"]] == [second["id"]]
+    assert http.delete(f"{url}/_emulator/faults").json() == {"faults": []}
+    bad = http.post(f"{url}/_emulator/faults", json={"path": "/a", "rate": 3})
+    assert bad.status_code == 400 and "rate" in bad.json()["error"]
+    assert http.post(f"{url}/_emulator/faults", content=b"[").status_code == 400
+
+
+def test_faults_file_loads_rules_into_both_fakes(tmp_path: Path) -> None:
+    path = tmp_path / "faults.json"
+    path.write_text(json.dumps({
+        "segment": [{"path": "/v1/batch", "status": 500}],
+        "mailjet": [{"method": "POST", "path": MANAGECONTACT, "status": 429, "rate": 0.5, "seed": 9}],
+    }))
+    args = build_parser().parse_args(
+        ["up", "--segment-port", "0", "--mailjet-port", "0", "--destination-port", "0", "--faults", str(path)]
+    )
+    with BackgroundBundle(config_from_args(args)) as info, httpx.Client() as client:
+        segment_rules = client.get(info["segment_url"] + "/_emulator/faults").json()["faults"]
+        mailjet_rules = client.get(info["mailjet_url"] + "/_emulator/faults").json()["faults"]
+    assert [(r["path"], r["status"]) for r in segment_rules] == [("/v1/batch", 500)]
+    assert [(r["path"], r["rate"], r["seed"]) for r in mailjet_rules] == [(MANAGECONTACT, 0.5, 9)]
+
+
+@pytest.mark.parametrize(
+    ("content", "complaint"),
+    [("{", "--faults"), ('{"sendgrid": []}', "expected"), ('{"mailjet": [{"path": "x"}]}', "path must be")],
+)
+def test_a_bad_faults_file_stops_segjet_up(tmp_path: Path, content: str, complaint: str, capsys: pytest.CaptureFixture[str]) -> None:
+    from emulator.cli import main
+
+    path = tmp_path / "faults.json"
+    path.write_text(content)
+    code = main(["up", "--segment-port", "0", "--mailjet-port", "0", "--destination-port", "0", "--faults", str(path)])
+    assert code == 1
+    assert complaint in capsys.readouterr().err

@@ -1,0 +1,133 @@
+"""Fault rules as plain Python: parsing, matching, seeded draws, `times`, credentials."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from emulator.common.faults import FaultRuleError, FaultRules
+
+
+def mailjet() -> FaultRules:
+    return FaultRules("api_key", case_insensitive_paths=True)
+
+
+def fires(rules: FaultRules, method: str, path: str, credential: str | None = None) -> str | None:
+    rule = FaultRules.choose(rules.candidates(method, path), credential)
+    return rule.id if rule else None
+
+
+def test_a_rule_gets_an_id_and_defaults() -> None:
+    rule = mailjet().add({"path": "/v3/REST/contact"})
+    assert rule.to_json() | {"id": None} == {
+        "id": None, "method": "*", "path": "/v3/REST/contact", "action": "respond", "status": 503, "rate": 1.0,
+        "times": None, "delay_ms": 0, "seed": 0, "api_key": None, "retry_after": 1, "matched": 0, "fired": 0,
+        "spent": False,
+    }
+
+
+def test_glob_star_spans_characters_and_slashes_and_mailjet_paths_ignore_case() -> None:
+    rules = mailjet()
+    rule = rules.add({"method": "post", "path": "/v3/REST/contactslist/*/managecontact"})
+    assert fires(rules, "POST", "/V3/rest/ContactsList/12/ManageContact") == rule.id
+    assert fires(rules, "GET", "/v3/REST/contactslist/12/managecontact") is None
+    assert fires(rules, "POST", "/v3/REST/contactslist/12/managecontact/extra") is None
+    assert fires(rules, "POST", "/v3/REST/contactslist/a/b/managecontact") == rule.id
+
+
+def test_segment_paths_are_case_sensitive() -> None:
+    rules = FaultRules("write_key", case_insensitive_paths=False)
+    rules.add({"path": "/v1/*"})
+    assert fires(rules, "POST", "/v1/batch") is not None
+    assert fires(rules, "POST", "/V1/batch") is None
+
+
+def test_glob_characters_other_than_star_are_literal() -> None:
+    rules = mailjet()
+    rules.add({"path": "/v3/REST/contact?x.[1]"})
+    assert fires(rules, "GET", "/v3/REST/contact?x.[1]") is not None
+    assert fires(rules, "GET", "/v3/REST/contactAx.1") is None
+
+
+def test_times_spends_a_rule() -> None:
+    rules = mailjet()
+    rule = rules.add({"path": "/x", "times": 2})
+    assert [fires(rules, "GET", "/x") for _ in range(4)] == [rule.id, rule.id, None, None]
+    assert rule.to_json()["spent"] is True and rule.fired == 2
+
+
+def test_seeded_rate_repeats_run_after_run_and_follows_the_seed() -> None:
+    def pattern() -> list[bool]:
+        rules = mailjet()
+        rules.add({"path": "/x", "rate": 0.4, "seed": 3})
+        return [fires(rules, "GET", "/x") is not None for _ in range(200)]
+
+    first = pattern()
+    assert first == pattern()
+    rng = random.Random(3)
+    assert first == [rng.random() < 0.4 for _ in range(200)]
+    assert 40 < sum(first) < 120
+
+
+def test_rules_are_tried_in_order_and_a_miss_falls_through() -> None:
+    rules = mailjet()
+    never = rules.add({"path": "/x", "rate": 0})
+    always = rules.add({"path": "/x", "status": 429})
+    assert fires(rules, "GET", "/x") == always.id
+    assert never.matched == 1 and never.fired == 0
+
+
+def test_credential_limits_a_rule_to_one_key() -> None:
+    rules = mailjet()
+    rules.add({"path": "/x", "api_key": "k1"})
+    assert FaultRules.needs_credential(rules.candidates("GET", "/x"))
+    assert fires(rules, "GET", "/x", "k2") is None
+    assert fires(rules, "GET", "/x", None) is None
+    assert fires(rules, "GET", "/x", "k1") is not None
+
+
+def test_remove_and_clear() -> None:
+    rules = mailjet()
+    first, second = rules.add({"path": "/a"}), rules.add({"path": "/b"})
+    assert rules.remove(first.id) and not rules.remove(first.id)
+    assert [rule.id for rule in rules.rules()] == [second.id]
+    rules.clear()
+    assert not rules
+
+
+@pytest.mark.parametrize(
+    ("spec", "complaint"),
+    [
+        ([], "JSON object"),
+        ({}, "path must be"),
+        ({"path": "v3"}, "path must be"),
+        ({"path": "/x", "action": "explode"}, "action must be"),
+        ({"path": "/x", "status": 200}, "status must be"),
+        ({"path": "/x", "status": True}, "status must be"),
+        ({"path": "/x", "action": "drop", "status": 503}, "no meaning"),
+        ({"path": "/x", "rate": 1.5}, "rate must be"),
+        ({"path": "/x", "times": 0}, "times must be"),
+        ({"path": "/x", "delay_ms": -1}, "delay_ms must be"),
+        ({"path": "/x", "delay_ms": 600_000}, "delay_ms must be"),
+        ({"path": "/x", "seed": "a"}, "seed must be"),
+        ({"path": "/x", "write_key": "k"}, "unknown field"),
+        ({"path": "/x", "api_key": 3}, "api_key must be"),
+    ],
+)
+def test_bad_rules_are_refused_with_a_reason(spec: object, complaint: str) -> None:
+    with pytest.raises(FaultRuleError, match=complaint):
+        mailjet().add(spec)
+
+
+def test_add_all_is_all_or_nothing() -> None:
+    rules = mailjet()
+    with pytest.raises(FaultRuleError, match="rule 1"):
+        rules.add_all([{"path": "/a"}, {"path": "/b", "rate": 2}])
+    assert not rules
+    assert len(rules.add_all([{"path": "/a"}, {"path": "/b"}])) == 2
+
+
+def test_a_null_status_passes_through_late() -> None:
+    rule = mailjet().add({"path": "/x", "status": None, "delay_ms": 100})
+    assert rule.status is None and rule.action == "respond"
