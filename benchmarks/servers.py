@@ -14,7 +14,6 @@ answers, then runs until SIGTERM.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import signal
 import threading
@@ -27,7 +26,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from emulator.bundle import Bundle
-from emulator.common.server import Runner, bind, url_of
+from emulator.common.server import Runner, bind, run, url_of
 from emulator.config import BundleConfig
 
 
@@ -79,9 +78,9 @@ def main() -> None:
     parser.add_argument("--no-validate", action="store_true", help="bundle: skip contract validation at ingest")
     args = parser.parse_args()
     if args.server == "bare":
-        asyncio.run(serve_bare(args.ready_file))
+        run(serve_bare(args.ready_file))
     elif args.server == "bundle":
-        asyncio.run(serve_bundle(args.ready_file, validate=not args.no_validate))
+        run(serve_bundle(args.ready_file, validate=not args.no_validate))
     else:
         serve_moto(args.ready_file)
 

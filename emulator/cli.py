@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import ipaddress
 import json
 import sys
@@ -11,6 +10,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from .bundle import Bundle, remembered_auth_key
+from .common import server
 from .common.faults import FaultRuleError, FaultRules
 from .config import BundleConfig
 from .harness import run, validate
@@ -223,7 +223,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return run.run_scenario(info, args.seed, args.users, args.junit, args.json, reset=not args.no_reset)
     if args.command == "up":
         try:
-            return asyncio.run(_up(args))
+            return server.run(_up(args))
         except (OSError, ValueError) as exc:  # ValueError: a bad --config or Engage definition
             print(f"segjet: cannot start: {exc}", file=sys.stderr)
             return 1
