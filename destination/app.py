@@ -101,7 +101,7 @@ class Destination:
             message = json.loads(await _read_body(request), parse_constant=_reject_constant)
         except _BodyTooLarge:
             return _answer(400, f"message larger than {MAX_BODY_BYTES} bytes")
-        except ValueError as exc:
+        except (ValueError, RecursionError) as exc:  # RecursionError: nested too deeply
             return _answer(400, f"malformed JSON: {exc}")
         if not isinstance(message, dict):
             return _answer(400, f"the message must be a JSON object, got {type(message).__name__}")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import base64
-import binascii
 
 
 def basic_credentials(authorization: str | None) -> tuple[str, str | None] | None:
@@ -16,7 +15,7 @@ def basic_credentials(authorization: str | None) -> tuple[str, str | None] | Non
         return None
     try:
         decoded = base64.b64decode(encoded.strip(), validate=True).decode("utf-8")
-    except (binascii.Error, UnicodeDecodeError):
+    except ValueError:  # bad base64 (binascii.Error), non-ASCII header text, or credentials not UTF-8
         return None
     username, separator, password = decoded.partition(":")
     return username, (password if separator else None)

@@ -26,7 +26,10 @@ def parse_duration(text: str) -> timedelta:
     match = _DURATION.match(text) if isinstance(text, str) else None
     if not match:
         raise ValueError(f"invalid duration {text!r}: expected a number and a unit (ms, s, m, h, d, w), e.g. '31d'")
-    return timedelta(seconds=float(match.group(1)) * _UNIT_SECONDS[match.group(2)])
+    try:
+        return timedelta(seconds=float(match.group(1)) * _UNIT_SECONDS[match.group(2)])
+    except OverflowError:
+        raise ValueError(f"invalid duration {text!r}: too long") from None
 
 
 def parse_iso(text: str) -> datetime:
@@ -79,6 +82,17 @@ class _Timer:
     cancelled: bool = field(default=False, compare=False)
 
 
+# The virtual clock stays well inside datetime's range (years 1..9999), so that every timer and
+# window computed from it (retries hours ahead, 90-day windows behind) can be represented.
+EARLIEST = datetime(1000, 1, 1, tzinfo=timezone.utc)
+LATEST = datetime(9000, 1, 1, tzinfo=timezone.utc)
+
+
+def _check_range(moment: datetime) -> None:
+    if not EARLIEST <= moment <= LATEST:
+        raise ValueError(f"the clock must stay between {iso(EARLIEST)} and {iso(LATEST)}")
+
+
 class Clock:
     """Real time shifted by an offset that only moves forward or is set explicitly."""
 
@@ -102,11 +116,16 @@ class Clock:
     def advance(self, delta: timedelta) -> datetime:
         if delta < timedelta():
             raise ValueError("the clock only moves forward; use set to go back")
+        try:
+            _check_range(self.now() + delta)
+        except OverflowError:
+            raise ValueError(f"the clock cannot move past {iso(LATEST)}") from None
         self._offset += delta
         self._moved()
         return self.now()
 
     def set(self, moment: datetime) -> datetime:
+        _check_range(moment)
         self._offset = moment - datetime.now(timezone.utc)
         self._moved()
         return self.now()

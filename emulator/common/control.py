@@ -39,7 +39,7 @@ async def read_json_object(request: Request) -> dict[str, Any]:
         return {}
     try:
         payload = json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as exc:
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:  # RecursionError: nested too deeply
         raise ControlError(f"body is not valid JSON: {exc}") from exc
     if not isinstance(payload, dict):
         raise ControlError("body must be a JSON object")

@@ -45,7 +45,7 @@ def segment_dashboard_routes(backend: SegmentBackend, urls: BundleUrls) -> list[
             return JSONResponse({"error": f"unknown contract {name!r}; known: {', '.join(contracts.names())}"}, status_code=404)
         try:
             payload = json.loads(await request.body())
-        except (ValueError, UnicodeDecodeError) as exc:
+        except (ValueError, UnicodeDecodeError, RecursionError) as exc:  # RecursionError: nested too deeply
             return JSONResponse({"error": f"body is not valid JSON: {exc}"}, status_code=400)
         try:
             found = [violation_json(v) for v in contracts.validate(name, payload)]

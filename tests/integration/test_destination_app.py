@@ -323,3 +323,9 @@ def test_wrong_mailjet_key_pair_is_401_naming_the_key_pair(stack):
 def test_unreachable_mailjet_is_503_so_segment_retries(stack):
     response = post(stack, identify(unique_email()), headers=segment_headers(auth_key=UNREACHABLE_AUTH_KEY))
     assert_error(response, 503, "temporarily unavailable")
+
+
+def test_body_nested_too_deeply_is_a_400(stack: Stack) -> None:
+    # Found by tests/fuzz: json.loads raised RecursionError, answered 500 (which Segment retries).
+    response = post(stack, b"[" * 100_000 + b"]" * 100_000)
+    assert response.status_code == 400

@@ -362,3 +362,26 @@ def test_journal_shows_tracking_calls(http: httpx.Client) -> None:
     [entry] = http.get("/_emulator/requests", params={"path": "/v1/"}).json()["requests"]
     assert entry["path"] == "/v1/identify" and entry["status"] == 200
     assert entry["body"]["userId"] == "u1" and entry["response"] == {"success": True}
+
+
+# -- found by the fuzzers (tests/fuzz) -----------------------------------------------------------
+
+
+def test_non_ascii_authorization_is_no_write_key_not_a_500(http: httpx.Client) -> None:
+    response = http.post("/v1/identify", content=b'{"userId": "u1"}', headers={"Authorization": "Basic \xe9t\xe9".encode("latin-1")})
+    assert response.status_code == 400
+    assert response.json()["code"] == "missing_write_key"
+
+
+@pytest.mark.parametrize("move", [{"advance": "99999999999999999999w"}, {"advance": "400000w"}, {"set": "9999-12-31T23:59:59Z"}])
+def test_clock_refuses_to_leave_datetime_range(http: httpx.Client, move: dict[str, str]) -> None:
+    response = http.post("/_emulator/clock", json=move)
+    assert response.status_code == 400 and "error" in response.json()
+    assert http.get("/_emulator/health").json()["status"] == "ok"
+
+
+def test_control_body_nested_too_deeply_is_a_400(http: httpx.Client) -> None:
+    deep = b"[" * 100_000 + b"]" * 100_000
+    for method, path in (("POST", "/_emulator/clock"), ("POST", "/_emulator/validate/segment.identify")):
+        response = http.request(method, path, content=deep)
+        assert response.status_code == 400 and "error" in response.json()

@@ -96,3 +96,17 @@ def test_cancelled_timer_does_not_fire():
     clock.advance(timedelta(seconds=2))
     asyncio.run(clock.run_due())
     assert fired == [] and clock.pending() == 0
+
+
+def test_the_clock_stays_inside_datetime_range():
+    # Found by tests/fuzz: a huge advance overflowed (500), and a clock near year 9999 broke every timer.
+    clock = Clock()
+    with pytest.raises(ValueError):
+        parse_duration("99999999999999999999w")
+    with pytest.raises(ValueError):
+        clock.advance(timedelta(weeks=400_000))
+    with pytest.raises(ValueError):
+        clock.set(datetime(9999, 12, 31, tzinfo=timezone.utc))
+    with pytest.raises(ValueError):
+        clock.set(datetime(1, 1, 1, tzinfo=timezone.utc))
+    assert clock.now().year < 3000
