@@ -69,7 +69,7 @@ def create_app(config: BundleConfig, clock: Clock, urls: BundleUrls) -> Starlett
         return workspace
 
     def reset() -> None:
-        default.reset()
+        workspaces.reset()
         faults.clear()
 
     def reset_workspace(request: Request) -> dict[str, str] | None:

@@ -86,11 +86,11 @@ class WorkspaceState:
 
 
 def message_to_json(stored: StoredMessage) -> dict[str, Any]:
+    # The times are not repeated: the message carries `receivedAt` and the corrected `timestamp`
+    # as ingestion rendered them (a stub for a non-object batch item has `receivedAt` only).
     return {
         "message": stored.message,
         "source": stored.source.to_json(),
-        "received_at": iso(stored.received_at),
-        "timestamp": iso(stored.timestamp),
         "status": stored.status,
         "discard_reason": stored.discard_reason,
         "violations": stored.violations,
@@ -261,11 +261,13 @@ def message_from_json(data: Any, where: str) -> StoredMessage:
     if (reason is None) != (status == ACCEPTED) or (reason is not None and not isinstance(reason, str)):
         raise SnapshotError(f"{where}.discard_reason must be a string for a discarded message, null otherwise")
     violations = _list(data.get("violations", []), f"{where}.violations")
+    received_at = _time(message.get("receivedAt"), f"{where}.message.receivedAt")
+    timestamp = received_at if "timestamp" not in message else _time(message["timestamp"], f"{where}.message.timestamp")
     return StoredMessage(
         message,
         Source(name, _string(source.get("writeKey"), f"{where}.source.writeKey"), source_id),
-        _time(data.get("received_at"), f"{where}.received_at"),
-        _time(data.get("timestamp"), f"{where}.timestamp"),
+        received_at,
+        timestamp,
         status,
         reason,
         violations,

@@ -14,6 +14,7 @@ and the Mailjet destination set up with the bundle's authentication key and list
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterable, Iterator
 
 from ..common.clock import Clock
@@ -114,6 +115,7 @@ class Workspaces:
         self.default = Workspace(config.write_key, list(self._config_sources), config, clock, urls, CLOCK_OWNER)
         self._by_id: dict[str, Workspace] = {self.default.id: self.default}
         self._by_key: dict[str, Workspace] = {source.write_key: self.default for source in self._config_sources}
+        self._closing: set[asyncio.Task[None]] = set()  # connection pools of removed workspaces, closing
 
     def __iter__(self) -> Iterator[Workspace]:
         return iter(list(self._by_id.values()))
@@ -154,6 +156,21 @@ class Workspaces:
             target.add_source(source)
         self._by_key[write_key] = target
         return source, target
+
+    def reset(self) -> None:
+        """The whole service back to its start: added workspaces removed, the default one reset."""
+        for workspace in self:
+            if workspace is not self.default:
+                workspace.close()
+                del self._by_id[workspace.id]
+                if self.store is not None:
+                    self.store.workspace_removed(workspace.id)
+                task = asyncio.get_running_loop().create_task(workspace.pipeline.aclose())
+                self._closing.add(task)
+                task.add_done_callback(self._closing.discard)
+        self._by_key = {source.write_key: self.default for source in self._config_sources}
+        self.default.backend.replace_sources(self._config_sources)
+        self.default.reset()
 
     def export(self) -> list[WorkspaceState]:
         return [workspace.export() for workspace in self]

@@ -246,8 +246,8 @@ def test_an_import_removes_workspaces_the_snapshot_lacks_and_resets_a_missing_de
         (lambda d: d.update(state=[]), "state must be a JSON object"),
         (lambda d: d["state"]["workspaces"][0]["messages"][0].update(status="maybe"),
          r"state.workspaces\[0\].messages\[0\].status"),
-        (lambda d: d["state"]["workspaces"][0]["messages"][1].update(received_at="yesterday"),
-         r"messages\[1\].received_at"),
+        (lambda d: d["state"]["workspaces"][0]["messages"][1]["message"].update(receivedAt="yesterday"),
+         r"messages\[1\].message.receivedAt"),
         (lambda d: d["state"]["workspaces"][0]["deliveries"][0].update(state="lost"),
          r"deliveries\[0\].state must be one of"),
         (lambda d: d["state"]["workspaces"][0]["engage"][0]["definition"].update(rule={"trait": "x", "nope": 1}),
@@ -290,3 +290,23 @@ def test_a_reset_workspace_is_cleared_in_the_database_and_the_others_stay(tmp_pa
     before = run(first_life())
     assert before["workspaces"][1]["messages"] == [] and before["workspaces"][0]["messages"]
     assert run(second_life()) == before
+
+
+def test_a_whole_reset_removes_the_added_workspaces_from_the_database(tmp_path: Path, clock: Clock) -> None:
+    async def first_life() -> None:
+        workspaces = open_workspaces(clock, tmp_path)
+        await populate(workspaces)
+        workspaces.reset()
+        await workspaces.aclose()
+
+    async def second_life() -> dict[str, Any]:
+        workspaces = open_workspaces(clock, tmp_path)
+        kept = state(workspaces, clock)
+        assert workspaces.for_write_key(CI_KEY) is None
+        await workspaces.aclose()
+        return kept
+
+    run(first_life())
+    [default] = run(second_life())["workspaces"]
+    assert default["messages"] == [] and default["deliveries"] == []
+    assert [entry["definition"]["key"] for entry in default["engage"]] == ["has_email"]
