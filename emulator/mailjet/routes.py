@@ -28,7 +28,9 @@ from starlette.routing import Route
 from ..common.auth import basic_credentials
 from ..common.clock import Clock
 from ..common.control import ControlError, control_error_response, control_routes
-from ..common.journal import CONTROL_PREFIX, Journal, JournalMiddleware
+from ..common.fault_routes import basic_username, fault_routes, mailjet_fault_response, service_middleware
+from ..common.faults import FaultRules
+from ..common.journal import CONTROL_PREFIX, Journal
 from ..config import BundleConfig, BundleUrls
 from ..dashboard import mailjet_dashboard_routes
 from .account_routes import account_routes, scoped_reset, tenant_of
@@ -49,6 +51,8 @@ AUTH_FAILURE = (
 # Filters whose values are email addresses: an old client sends their `+` unencoded, and a `+`
 # is never a space in an address, so these keep it literally (reference §0).
 _EMAIL_FILTERS = {"email", "contactemail", "contactalt"}
+# Send v3.1 takes up to 15 MB of attachments (reference §6), about 20 MB once base64-encoded.
+MAX_BODY_BYTES = 25 * 1024 * 1024
 
 Handler = Callable[[Account, Request, list[str]], Awaitable[Response]]
 
@@ -120,9 +124,23 @@ def parse_query(request: Request) -> Query:
     return Query.parse(params)
 
 
+async def read_capped(request: Request) -> bytes:
+    """The raw body, never buffering more than MAX_BODY_BYTES; a larger one is drained, then refused."""
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size <= MAX_BODY_BYTES:
+            chunks.append(chunk)
+    if size > MAX_BODY_BYTES:
+        # Guess: Mailjet publishes no request size limit or its answer; 413 in the REST error shape.
+        raise MailjetError(413, f"Request entity too large: {size} bytes; the limit is {MAX_BODY_BYTES}")
+    return b"".join(chunks)
+
+
 async def read_body(request: Request) -> dict[str, Any]:
     """The JSON object of a POST/PUT; an empty body counts as `{}` so missing fields are reported."""
-    raw = await request.body()
+    raw = await read_capped(request)
     if not raw.strip():
         return {}
     try:
@@ -376,9 +394,12 @@ def create_app(config: BundleConfig, clock: Clock, urls: BundleUrls) -> Starlett
     if store is not None:
         store.load_into(service)
     journal = Journal(clock, config.journal_capacity)
+    faults = FaultRules("api_key", case_insensitive_paths=True)
+    faults.add_all(config.faults.get("mailjet", []))
 
     def reset() -> None:
         service.reset()
+        faults.clear()
 
     def events_of(request: Request) -> EmailEvents:
         return tenant_of(service, request).events
@@ -450,19 +471,21 @@ def create_app(config: BundleConfig, clock: Clock, urls: BundleUrls) -> Starlett
         if request.method != "POST":
             raise MailjetError(405, "Method not allowed")
         try:
-            body = json.loads(await request.body())
+            body = json.loads(await read_capped(request))
         except (ValueError, UnicodeDecodeError):
             raise malformed_json() from None
         status, result = send(account, body)
         return JSONResponse(result, status)
 
-    routes = control_routes(SERVICE, clock, journal, reset, lambda request: scoped_reset(service, request)) + [
+    routes = [
+        *control_routes(SERVICE, clock, journal, reset, lambda request: scoped_reset(service, request)),
+        *fault_routes(faults),
         *account_routes(service, store),
         *email_event_routes(events_of),
         *mailjet_dashboard_routes(service.backend, urls),  # pages at /, /app-connections, ...; before the catch-all
         Route("/{path:path}", api, methods=ALL_METHODS),
     ]
-    middleware = [Middleware(JournalMiddleware, journal=journal)]
+    middleware = service_middleware(faults, journal, mailjet_fault_response, basic_username, config.control_token)
     if store is not None:
         middleware.append(Middleware(PersistMiddleware, save=service.changes.save))
     app = Starlette(routes=routes, middleware=middleware, lifespan=lifespan)
