@@ -17,6 +17,7 @@ state is loaded (`Tenant.resume_timers`).
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import sqlite3
 from datetime import datetime
@@ -80,7 +81,13 @@ def _encode(value: Any) -> Any:
 
 
 def dump_fields(obj: Any, skip: tuple[str, ...] = ()) -> dict[str, Any]:
-    return {f.name: _encode(getattr(obj, f.name)) for f in dataclasses.fields(obj) if f.name not in skip}
+    return {name: _encode(getattr(obj, name)) for name in _field_names(type(obj)) if name not in skip}
+
+
+@functools.cache
+def _field_names(cls: type) -> tuple[str, ...]:
+    # dataclasses.fields() is slow enough to show in every save (one per changed row).
+    return tuple(f.name for f in dataclasses.fields(cls))
 
 
 _SCALARS: dict[str, Callable[[Any], bool]] = {
