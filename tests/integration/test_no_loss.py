@@ -53,7 +53,7 @@ def send_identifies(info: dict[str, Any]) -> list[str]:
     """10,000 identify calls through analytics-python's batching consumer; answers their messageIds."""
     failures: list[Any] = []
     client = Client(
-        info["write_key"], host=info["segment_url"], upload_size=100, max_queue_size=USERS * 2,
+        info["write_key"], host=info["segment_url"], upload_size=100, max_queue_size=USERS * 2, timeout=60,
         on_error=lambda error, batch: failures.append(error),
     )
     message_ids = []
@@ -75,7 +75,8 @@ def any_in(http: httpx.Client, info: dict[str, Any], state: str) -> bool:
 
 def run_retries_to_the_end(http: httpx.Client, info: dict[str, Any]) -> None:
     """Wait while first attempts are in flight; when only retries remain, move the clock 2 minutes."""
-    deadline = time.monotonic() + 240
+    # Only a guard against a hang: on a loaded 2-core machine the whole run has taken ~4 minutes.
+    deadline = time.monotonic() + 900
     while time.monotonic() < deadline:
         queued, retrying = any_in(http, info, "queued"), any_in(http, info, "retrying")
         if not queued and not retrying:
