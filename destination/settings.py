@@ -8,7 +8,6 @@ other settings as base64 JSON in `X-Segment-Settings` (reference/segment.md §5.
 from __future__ import annotations
 
 import base64
-import binascii
 import json
 from dataclasses import dataclass
 from typing import Any
@@ -37,7 +36,7 @@ def parse_authentication_key(authorization: str | None) -> str:
         raise MissingAuthenticationKey(f"unsupported Authorization scheme {scheme!r}: expected Basic")
     try:
         decoded = base64.b64decode(credentials.strip(), validate=True).decode("utf-8")
-    except (binascii.Error, UnicodeDecodeError) as exc:
+    except ValueError as exc:  # bad base64 (binascii.Error), non-ASCII header text, or a key not UTF-8
         raise MissingAuthenticationKey("Authorization header is not valid base64 of 'key:'") from exc
     # The password is always empty for direct destinations; tolerate a missing colon.
     key = decoded.partition(":")[0]
@@ -52,11 +51,11 @@ def parse_settings_header(header: str | None) -> dict[str, Any]:
         return {}
     try:
         raw = base64.b64decode(header.strip(), validate=True)
-    except binascii.Error as exc:
+    except ValueError as exc:  # bad base64 (binascii.Error), or non-ASCII header text
         raise SettingsError("X-Segment-Settings is not valid base64") from exc
     try:
         settings = json.loads(raw)
-    except (UnicodeDecodeError, ValueError) as exc:
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
         raise SettingsError(f"X-Segment-Settings is not base64 of JSON: {exc}") from exc
     if not isinstance(settings, dict):
         raise SettingsError(f"X-Segment-Settings must be a JSON object, got {type(settings).__name__}")

@@ -20,6 +20,7 @@ from typing import Any, Awaitable, Callable
 from urllib.parse import unquote, unquote_plus
 
 from starlette.applications import Starlette
+from starlette.convertors import PathConvertor, register_url_convertor
 from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -31,12 +32,14 @@ from ..common.control import ControlError, control_error_response, control_route
 from ..common.fault_routes import basic_username, fault_routes, mailjet_fault_response, service_middleware
 from ..common.faults import FaultRules
 from ..common.journal import CONTROL_PREFIX, Journal
+from ..common.openapi import openapi_route
 from ..config import BundleConfig, BundleUrls
 from ..dashboard import mailjet_dashboard_routes
 from .account_routes import account_routes, scoped_reset, tenant_of
 from .event_routes import email_event_routes
 from .events import EmailEvents
 from .models import SERVICE, Account, MailjetError, Query, paginate
+from .openapi import openapi_document
 from .send import SendError, malformed_json, send
 from .service import MailjetService
 from .storage import MailjetStore, PersistMiddleware
@@ -55,6 +58,16 @@ _EMAIL_FILTERS = {"email", "contactemail", "contactalt"}
 MAX_BODY_BYTES = 25 * 1024 * 1024
 
 Handler = Callable[[Account, Request, list[str]], Awaitable[Response]]
+
+
+class AnyPathConvertor(PathConvertor):
+    """Like `path`, and also across newlines: an id may hold a percent-encoded `%0A`, which the
+    `path` convertor's `.*` does not match, leaving Starlette to answer a plain-text 404."""
+
+    regex = r"[\s\S]*"
+
+
+register_url_convertor("anypath", AnyPathConvertor())
 
 
 # ---------------------------------------------------------------- rendering
@@ -145,7 +158,7 @@ async def read_body(request: Request) -> dict[str, Any]:
         return {}
     try:
         payload = json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as exc:
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:  # RecursionError: nested too deeply
         # Guess: the real text for unparsable JSON is not documented; it starts like the
         # documented "Invalid json input: ..." of unknown fields.
         raise MailjetError(400, f"Invalid json input: {exc}") from exc
@@ -472,7 +485,7 @@ def create_app(config: BundleConfig, clock: Clock, urls: BundleUrls) -> Starlett
             raise MailjetError(405, "Method not allowed")
         try:
             body = json.loads(await read_capped(request))
-        except (ValueError, UnicodeDecodeError):
+        except (ValueError, UnicodeDecodeError, RecursionError):
             raise malformed_json() from None
         status, result = send(account, body)
         return JSONResponse(result, status)
@@ -481,9 +494,10 @@ def create_app(config: BundleConfig, clock: Clock, urls: BundleUrls) -> Starlett
         *control_routes(SERVICE, clock, journal, reset, lambda request: scoped_reset(service, request)),
         *fault_routes(faults),
         *account_routes(service, store),
+        openapi_route(openapi_document),
         *email_event_routes(events_of),
         *mailjet_dashboard_routes(service.backend, urls),  # pages at /, /app-connections, ...; before the catch-all
-        Route("/{path:path}", api, methods=ALL_METHODS),
+        Route("/{path:anypath}", api, methods=ALL_METHODS),
     ]
     middleware = service_middleware(faults, journal, mailjet_fault_response, basic_username, config.control_token)
     if store is not None:

@@ -15,6 +15,7 @@ import hashlib
 import heapq
 import json
 import logging
+import math
 import re
 import uuid
 import zlib
@@ -115,12 +116,20 @@ def decode_body(raw: bytes, content_encoding: str | None, limit: int) -> tuple[d
     except UnicodeDecodeError as exc:
         raise TrackingApiError("invalid_json", f"request body is not valid UTF-8: {exc}") from exc
     try:
-        payload = json.loads(text, parse_constant=_reject_constant)
+        payload = json.loads(text, parse_constant=_reject_constant, parse_float=_finite_float)
     except (ValueError, RecursionError) as exc:
         raise TrackingApiError("invalid_json", f"request body is not valid JSON: {exc}") from exc
     if not isinstance(payload, dict):
         raise TrackingApiError("invalid_payload", "request body must be a JSON object")
     return payload, len(raw)
+
+
+def _finite_float(text: str) -> float:
+    # 1e999 parses to inf, which no JSON encoder can render back (the debugger, deliveries).
+    number = float(text)
+    if not math.isfinite(number):
+        raise ValueError(f"number {text[:40]} is out of range")
+    return number
 
 
 def _reject_constant(name: str) -> None:

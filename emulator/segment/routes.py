@@ -25,6 +25,7 @@ from ..common.control import ControlError, control_error_response, control_route
 from ..common.fault_routes import fault_routes, segment_fault_response, service_middleware, write_key
 from ..common.faults import FaultRules
 from ..common.journal import CONTROL_PREFIX, Journal
+from ..common.openapi import openapi_route
 from ..config import BundleConfig, BundleUrls
 from ..dashboard import segment_dashboard_routes
 from .delivery_routes import delivery_routes
@@ -38,6 +39,7 @@ from .models import (
     TrackingApiError,
     parse_tracking_request,
 )
+from .openapi import openapi_document
 from .storage import FlushBeforeAnswer, SegmentStore
 from .workspace_routes import workspace_routes
 from .workspaces import Workspace, Workspaces
@@ -145,6 +147,7 @@ def create_app(config: BundleConfig, clock: Clock, urls: BundleUrls) -> Starlett
             Route("/_emulator/events", events, methods=["GET"]),
             Route("/_emulator/profiles/{user_id:path}", profile, methods=["GET"]),
             *workspace_routes(workspaces, workspace_of, clock),
+            openapi_route(openapi_document),
             *engage_routes(lambda request: workspace_of(request).engage),
             *delivery_routes(lambda request: workspace_of(request).pipeline),
             # The dashboard shows the default workspace.

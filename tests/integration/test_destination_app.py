@@ -329,3 +329,11 @@ def test_body_nested_too_deeply_is_a_400(stack: Stack) -> None:
     # Found by tests/fuzz: json.loads raised RecursionError, answered 500 (which Segment retries).
     response = post(stack, b"[" * 100_000 + b"]" * 100_000)
     assert response.status_code == 400
+
+
+def test_non_ascii_authorization_and_settings_are_4xx(stack: Stack) -> None:
+    # Found by tests/fuzz: base64 of non-ASCII header text raised ValueError, answered 500.
+    response = post(stack, identify("a@example.com"), headers={"Authorization": "Basic \xe9".encode("latin-1")})
+    assert response.status_code == 401
+    response = post(stack, identify("a@example.com"), headers={**segment_headers(), "X-Segment-Settings": "\xe9".encode("latin-1")})
+    assert response.status_code == 400

@@ -405,3 +405,25 @@ def test_reset_gives_a_fresh_account(server: Server) -> None:
     assert mj.contact.get().json()["Total"] == 0
     assert [l["ID"] for l in data(mj.contactslist.get())] == [1]
     assert server.control("GET", "health").json()["service"] == "mailjet"
+
+
+# ---------------------------------------------------------------- found by the fuzzers (tests/fuzz)
+
+
+def test_newline_in_an_id_is_answered_by_mailjet(server: Server) -> None:
+    response = server.http.post("/v3/REST/contactslist/1%0A2/managecontact", json={"Email": "a@example.com", "Action": "addnoforce"})
+    assert response.status_code == 404
+    assert response.json() == {"ErrorInfo": "", "ErrorMessage": "Object not found", "StatusCode": 404}
+
+
+def test_non_ascii_authorization_is_a_401(server: Server) -> None:
+    response = httpx.get(f"{server.url}/v3/REST/contact", headers={"Authorization": "Basic \xe9".encode("latin-1")})
+    assert response.status_code == 401 and response.json()["StatusCode"] == 401
+
+
+def test_body_nested_too_deeply_is_a_400(server: Server) -> None:
+    deep = b"[" * 100_000 + b"]" * 100_000
+    response = server.http.post("/v3/REST/contact", content=deep)
+    assert response.status_code == 400 and set(response.json()) == {"ErrorInfo", "ErrorMessage", "StatusCode"}
+    response = server.http.post("/v3.1/send", content=deep)
+    assert response.status_code == 400 and response.json()["ErrorCode"] == "mj-0002"

@@ -385,3 +385,10 @@ def test_control_body_nested_too_deeply_is_a_400(http: httpx.Client) -> None:
     for method, path in (("POST", "/_emulator/clock"), ("POST", "/_emulator/validate/segment.identify")):
         response = http.request(method, path, content=deep)
         assert response.status_code == 400 and "error" in response.json()
+
+
+def test_number_out_of_float_range_is_invalid_json(http: httpx.Client) -> None:
+    # Found by tests/fuzz: 1e999 was stored as inf, and GET /_emulator/events then answered 500.
+    response = http.post("/v1/identify", content=b'{"userId": "u1", "traits": {"n": 1e999}}', headers=basic(f"{WRITE_KEY}:"))
+    assert response.status_code == 400 and response.json()["code"] == "invalid_json"
+    assert http.get("/_emulator/events").status_code == 200

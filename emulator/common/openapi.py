@@ -1,0 +1,141 @@
+"""Pieces of the OpenAPI 3.1 descriptions both fakes publish at `GET /_emulator/openapi.json`.
+
+Contracts are JSON Schema 2020-12 files that `$ref` each other by file name. A description embeds
+the ones it uses under `components/schemas/<contract name>`, each with its `$ref`s rewritten to
+point inside the document, so any OpenAPI tool (schemathesis included) resolves them without
+fetching files. Each contract keeps its own `$defs`, reached as `#/components/schemas/<name>/$defs/x`.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+import contracts
+
+OPENAPI_PATH = "/_emulator/openapi.json"
+# Keywords of a contract file that name or version the file itself, meaningless once embedded.
+_FILE_KEYWORDS = ("$schema", "$id")
+
+
+def contract_ref(name: str) -> dict[str, str]:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _rewrite(node: Any, owner: str, found: set[str]) -> Any:
+    """A copy of `node` with every `$ref` pointing into the document; collects the contracts it names."""
+    if isinstance(node, list):
+        return [_rewrite(item, owner, found) for item in node]
+    if not isinstance(node, dict):
+        return node
+    rewritten = {}
+    for key, value in node.items():
+        if key == "$ref" and isinstance(value, str):
+            file, _, fragment = value.partition("#")
+            target = file.removesuffix(".json") if file else owner
+            found.add(target)
+            rewritten[key] = contract_ref(target)["$ref"] + fragment
+        else:
+            rewritten[key] = _rewrite(value, owner, found)
+    return rewritten
+
+
+def contract_components(names: list[str]) -> dict[str, Any]:
+    """`components/schemas` holding the named contracts and every contract they reference."""
+    components: dict[str, Any] = {}
+    pending = list(names)
+    while pending:
+        name = pending.pop()
+        if name in components:
+            continue
+        found: set[str] = set()
+        body = {key: value for key, value in contracts.schema(name).items() if key not in _FILE_KEYWORDS}
+        components[name] = _rewrite(body, name, found)
+        pending.extend(found - components.keys())
+    return dict(sorted(components.items()))
+
+
+def json_content(schema: dict[str, Any]) -> dict[str, Any]:
+    return {"application/json": {"schema": schema}}
+
+
+def json_response(description: str, schema: dict[str, Any] | None = None) -> dict[str, Any]:
+    return {"description": description, "content": json_content(schema or {"type": "object"})}
+
+
+CONTROL_ERROR = {
+    "type": "object",
+    "required": ["error"],
+    "properties": {"error": {"type": "string"}},
+    "additionalProperties": False,
+}
+
+
+def control_error(description: str) -> dict[str, Any]:
+    return json_response(description, CONTROL_ERROR)
+
+
+def control_operation(
+    summary: str,
+    *,
+    ok: int = 200,
+    body: dict[str, Any] | None = None,
+    query: dict[str, dict[str, Any]] | None = None,
+    errors: tuple[int, ...] = (),
+) -> dict[str, Any]:
+    """One operation of the control API: JSON object in (when `body`), JSON object out, `{"error"}` on 4xx."""
+    operation: dict[str, Any] = {
+        "tags": ["control"],
+        "summary": summary,
+        "responses": {str(ok): json_response("OK"), **{str(status): control_error("error") for status in errors}},
+    }
+    if query:
+        operation["parameters"] = [
+            {"name": name, "in": "query", "required": False, "schema": schema} for name, schema in query.items()
+        ]
+    if body is not None:
+        operation["requestBody"] = {"required": False, "content": json_content(body)}
+    return operation
+
+
+LIMIT = {"type": "integer", "minimum": 0, "maximum": 10_000}
+DURATION = {"type": "string", "pattern": r"^\d+(\.\d+)?(ms|s|m|h|d|w)$"}
+
+
+def control_paths() -> dict[str, Any]:
+    """The control API every fake shares (emulator/common/control.py) and this description's own route."""
+    return {
+        "/_emulator/health": {"get": control_operation("Health: {status, service, now}")},
+        "/_emulator/reset": {"post": control_operation("Forget all state of this server")},
+        "/_emulator/requests": {
+            "get": control_operation(
+                "The request journal, newest last",
+                query={"method": {"type": "string"}, "path": {"type": "string"}, "limit": LIMIT},
+                errors=(400,),
+            )
+        },
+        "/_emulator/clock": {
+            "get": control_operation("The virtual clock"),
+            "post": control_operation(
+                "Move the virtual clock, then fire the timers that became due",
+                body={
+                    "type": "object",
+                    "properties": {"advance": DURATION, "set": {"type": "string", "format": "date-time"}},
+                },
+                errors=(400,),
+            ),
+        },
+        OPENAPI_PATH: {"get": control_operation("This OpenAPI description")},
+    }
+
+
+def openapi_route(document: Callable[[], dict[str, Any]]) -> Route:
+    """`GET /_emulator/openapi.json`; `document` builds the description (cached by its module)."""
+
+    async def openapi(request: Request) -> Response:
+        return JSONResponse(document())
+
+    return Route(OPENAPI_PATH, openapi, methods=["GET"])

@@ -1,0 +1,329 @@
+"""OpenAPI 3.1 description of the fake Mailjet, served at `GET /_emulator/openapi.json`.
+
+REST v3 (`/v3/REST/...`) and Send v3.1 (`/v3.1/send`) behind Basic auth (API key + secret), with
+the REST envelope and error bodies from the `mailjet.*` contracts, and the control API under
+/_emulator/. Paths are described in Mailjet's documented case; the fake also takes any other case.
+Not described: the dashboard pages and the Server-Sent Events feed (`/_emulator/stream`).
+"""
+
+from __future__ import annotations
+
+from functools import cache
+from typing import Any
+
+from ..common.openapi import (
+    LIMIT,
+    contract_components,
+    contract_ref,
+    control_operation,
+    control_paths,
+    json_content,
+    json_response,
+)
+from .models import EVENT_TYPES
+
+CONTRACTS = [
+    "mailjet.contact",
+    "mailjet.contactslist",
+    "mailjet.listrecipient",
+    "mailjet.contactmetadata",
+    "mailjet.contactdata",
+    "mailjet.eventcallbackurl",
+    "mailjet.managecontact.request",
+    "mailjet.managecontact.response",
+    "mailjet.managemanycontacts.request",
+    "mailjet.managemanycontacts.job",
+    "mailjet.send.request",
+    "mailjet.send.response",
+    "mailjet.send.error",
+    "mailjet.error",
+]
+
+
+def _common(definition: str) -> dict[str, str]:
+    return {"$ref": contract_ref("mailjet.common")["$ref"] + f"/$defs/{definition}"}
+
+
+TEXT = {"type": "string"}
+ID = {"type": "string", "description": "An ID, or for contacts their email, percent-encoded"}
+BOOL = _common("bool_or_text")
+ERROR = contract_ref("mailjet.error")
+# Listing parameters every REST v3 GET takes (documented: Limit default 10, max 1000; Offset; Sort;
+# countOnly), strings on the wire.
+PAGING = {
+    "Limit": {"type": "integer", "minimum": 0, "maximum": 1000},
+    "Offset": {"type": "integer", "minimum": 0},
+    "Sort": {"type": "string", "pattern": r"^[A-Za-z]+( (ASC|DESC))?$"},
+    "countOnly": {"enum": ["0", "1", "true", "false"]},
+}
+
+
+def _envelope(item: dict[str, Any]) -> dict[str, Any]:
+    return {"allOf": [_common("envelope"), {"properties": {"Data": {"type": "array", "items": item}}}]}
+
+
+def _errors(*statuses: int) -> dict[str, Any]:
+    return {str(status): json_response("Mailjet error", ERROR) for status in statuses}
+
+
+def _operation(
+    summary: str,
+    ok: int,
+    item: dict[str, Any] | None,
+    *,
+    body: dict[str, Any] | None = None,
+    filters: dict[str, dict[str, Any]] | None = None,
+    ids: tuple[str, ...] = (),
+    envelope: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """One REST v3 operation: `ok` with the envelope of `item` (no body for 204/304), errors 400/401/404/405."""
+    responses: dict[str, Any] = {}
+    if item is None:
+        responses[str(ok)] = {"description": "Done"}
+    else:
+        responses[str(ok)] = json_response("OK", envelope or _envelope(item))
+    if ok == 200 and body is not None:  # a PUT that changes nothing
+        responses["304"] = {"description": "Not Modified: the PUT changed nothing"}
+    responses.update(_errors(400, 401, 404, 405))
+    operation: dict[str, Any] = {"tags": ["REST v3"], "summary": summary, "responses": responses}
+    parameters = [{"name": name, "in": "path", "required": True, "schema": ID} for name in ids]
+    if filters is not None:
+        parameters += [
+            {"name": name, "in": "query", "required": False, "schema": schema}
+            for name, schema in {**filters, **PAGING}.items()
+        ]
+    if parameters:
+        operation["parameters"] = parameters
+    if body is not None:
+        operation["requestBody"] = {"required": True, "content": json_content(body)}
+    return operation
+
+
+def _fields(**properties: dict[str, Any]) -> dict[str, Any]:
+    return {"type": "object", "properties": properties}
+
+
+def _rest_paths() -> dict[str, Any]:
+    contact = contract_ref("mailjet.contact")
+    contacts_list = contract_ref("mailjet.contactslist")
+    recipient = contract_ref("mailjet.listrecipient")
+    metadata = contract_ref("mailjet.contactmetadata")
+    data = contract_ref("mailjet.contactdata")
+    callback = contract_ref("mailjet.eventcallbackurl")
+    job_id = {"type": "object", "required": ["JobID"], "properties": {"JobID": _common("id")}}
+    contact_body = _fields(Email=_common("email"), Name=_common("name"), IsExcludedFromCampaigns=BOOL)
+    list_body = _fields(Name=_common("name"), IsDeleted=BOOL)
+    recipient_body = _fields(
+        ContactID=_common("id_or_digits"), ContactALT=TEXT, ListID=_common("id_or_digits"), ListALT=TEXT,
+        IsUnsubscribed=BOOL, IsActive=BOOL,
+    )
+    metadata_body = _fields(Name=TEXT, Datatype=_common("datatype"), NameSpace={"enum": ["static", "historic"]})
+    data_body = _fields(
+        ContactID=_common("id_or_digits"),
+        Data={"type": "array", "items": _fields(Name=TEXT, Value=_common("property_value"))},
+    )
+    callback_body = _fields(
+        EventType={"enum": list(EVENT_TYPES)}, Url={"type": "string", "format": "uri"}, Version={"enum": [1, 2]},
+        IsBackup=BOOL, Status={"enum": ["alive", "dead"]},
+    )
+    contacts_lists_body = _fields(
+        ContactsLists={"type": "array", "items": _fields(ListID=_common("id_or_digits"), Action=_common("action"))}
+    )
+    rest = "/v3/REST"
+    return {
+        f"{rest}/contact": {
+            "get": _operation("List contacts", 200, contact, filters={
+                "ContactsList": {"type": "integer"}, "Email": TEXT, "IsExcludedFromCampaigns": BOOL}),
+            "post": _operation("Create a contact", 201, contact, body=contact_body),
+        },
+        f"{rest}/contact/{{contact_id}}": {
+            "get": _operation("One contact", 200, contact, ids=("contact_id",)),
+            "put": _operation("Update a contact", 200, contact, body=contact_body, ids=("contact_id",)),
+        },
+        f"{rest}/contact/managemanycontacts": {
+            "post": _operation("Bulk contacts job", 201, job_id, body=contract_ref("mailjet.managemanycontacts.request")),
+        },
+        f"{rest}/contact/managemanycontacts/{{job_id}}": {
+            "get": _operation("A bulk job", 200, contract_ref("mailjet.managemanycontacts.job"), ids=("job_id",)),
+        },
+        f"{rest}/contact/{{contact_id}}/managecontactslists": {
+            "post": _operation("Subscribe a contact to lists", 201, {"type": "object"}, body=contacts_lists_body,
+                               ids=("contact_id",)),
+        },
+        f"{rest}/contact/{{contact_id}}/getcontactslists": {
+            "get": _operation("Lists of a contact", 200, {"type": "object"}, filters={}, ids=("contact_id",)),
+        },
+        f"{rest}/contactslist": {
+            "get": _operation("List contact lists", 200, contacts_list, filters={
+                "Name": TEXT, "Address": TEXT, "IsDeleted": BOOL, "ExcludeID": {"type": "integer"}}),
+            "post": _operation("Create a list", 201, contacts_list, body=list_body),
+        },
+        f"{rest}/contactslist/{{list_id}}": {
+            "get": _operation("One list", 200, contacts_list, ids=("list_id",)),
+            "put": _operation("Update a list", 200, contacts_list, body=list_body, ids=("list_id",)),
+            "delete": _operation("Delete a list", 204, None, ids=("list_id",)),
+        },
+        f"{rest}/contactslist/{{list_id}}/managecontact": {
+            "post": _operation("Add, update or unsubscribe one contact", 201, None,
+                               body=contract_ref("mailjet.managecontact.request"), ids=("list_id",),
+                               envelope=contract_ref("mailjet.managecontact.response")),
+        },
+        f"{rest}/contactslist/{{list_id}}/managemanycontacts": {
+            "post": _operation("Bulk job on one list", 201, job_id, body=contract_ref("mailjet.managemanycontacts.request"),
+                               ids=("list_id",)),
+        },
+        f"{rest}/contactslist/{{list_id}}/managemanycontacts/{{job_id}}": {
+            "get": _operation("A bulk job on one list", 200, contract_ref("mailjet.managemanycontacts.job"),
+                              ids=("list_id", "job_id")),
+        },
+        f"{rest}/listrecipient": {
+            "get": _operation("List subscriptions", 200, recipient, filters={
+                "Contact": {"type": "integer"}, "ContactEmail": TEXT, "ContactsList": {"type": "integer"},
+                "ListName": TEXT, "Unsub": BOOL, "IsExcludedFromCampaigns": BOOL}),
+            "post": _operation("Subscribe", 201, recipient, body=recipient_body),
+        },
+        f"{rest}/listrecipient/{{recipient_id}}": {
+            "get": _operation("One subscription", 200, recipient, ids=("recipient_id",)),
+            "put": _operation("Update a subscription", 200, recipient, body=recipient_body, ids=("recipient_id",)),
+            "delete": _operation("Delete a subscription", 204, None, ids=("recipient_id",)),
+        },
+        f"{rest}/contactmetadata": {
+            "get": _operation("List property definitions", 200, metadata, filters={
+                "DataType": TEXT, "Namespace": TEXT, "Name": TEXT}),
+            "post": _operation("Define a property", 201, metadata, body=metadata_body),
+        },
+        f"{rest}/contactmetadata/{{property_id}}": {
+            "get": _operation("One property definition", 200, metadata, ids=("property_id",)),
+            "put": _operation("Update a property definition", 200, metadata, body=metadata_body, ids=("property_id",)),
+            "delete": _operation("Delete a property definition", 204, None, ids=("property_id",)),
+        },
+        f"{rest}/contactdata": {
+            "get": _operation("List contacts' property values", 200, data, filters={
+                "ContactEmail": TEXT, "ContactsList": {"type": "integer"}}),
+            "post": _operation("Set a contact's property values", 201, data, body=data_body),
+        },
+        f"{rest}/contactdata/{{contact_id}}": {
+            "get": _operation("One contact's property values", 200, data, ids=("contact_id",)),
+            "put": _operation("Set property values", 200, data, body=data_body, ids=("contact_id",)),
+            "delete": _operation("Clear property values", 204, None, ids=("contact_id",)),
+        },
+        f"{rest}/eventcallbackurl": {
+            "get": _operation("List webhooks", 200, callback, filters={
+                "EventType": TEXT, "Backup": BOOL, "Status": TEXT, "Version": {"type": "integer"}}),
+            "post": _operation("Create a webhook", 201, callback, body=callback_body),
+        },
+        f"{rest}/eventcallbackurl/{{callback_id}}": {
+            "get": _operation("One webhook", 200, callback, ids=("callback_id",)),
+            "put": _operation("Update a webhook", 200, callback, body=callback_body, ids=("callback_id",)),
+            "delete": _operation("Delete a webhook", 204, None, ids=("callback_id",)),
+        },
+    }
+
+
+def _send_path() -> dict[str, Any]:
+    request_error = json_response("The whole request was refused", contract_ref("mailjet.send.error"))
+    per_message = json_response("Every message failed: the status of the first error",
+                                {"anyOf": [contract_ref("mailjet.send.response"), contract_ref("mailjet.send.error")]})
+    return {
+        "/v3.1/send": {
+            "post": {
+                "tags": ["Send v3.1"],
+                "summary": "Send emails",
+                "requestBody": {"required": True, "content": json_content(contract_ref("mailjet.send.request"))},
+                "responses": {
+                    "200": json_response("At least one message was sent", contract_ref("mailjet.send.response")),
+                    "400": per_message,
+                    "401": request_error,
+                    "403": per_message,
+                },
+            }
+        }
+    }
+
+
+def _mailjet_control_paths() -> dict[str, Any]:
+    return {
+        "/_emulator/app-connections/segment": {
+            "get": control_operation("App Connections → Segment"),
+            "put": control_operation(
+                "Merge settings",
+                body=_fields(
+                    authenticationKey=TEXT, listId={"type": "integer"}, sendEvents={"type": "boolean"},
+                    writeKey={"type": ["string", "null"]}, segmentUrl={"type": "string", "format": "uri"},
+                ),
+                errors=(400,),
+            ),
+        },
+        "/_emulator/messages": {"get": control_operation("Messages sent", query={"limit": LIMIT}, errors=(400,))},
+        "/_emulator/messages/{message_id}/events": {
+            "post": {
+                **control_operation(
+                    "Make a message's recipient act",
+                    ok=201,
+                    body={
+                        **_fields(
+                            event={"enum": ["open", "click", "bounce", "blocked", "spam", "unsub"]}, url=TEXT,
+                            hard_bounce={"type": "boolean"}, error_related_to=TEXT, error=TEXT,
+                            mj_list_id={"type": "integer"},
+                        ),
+                        "required": ["event"],
+                    },
+                    errors=(400, 404),
+                ),
+                "parameters": [{"name": "message_id", "in": "path", "required": True, "schema": TEXT}],
+            }
+        },
+        "/_emulator/email-events": {
+            "get": control_operation(
+                "Email events", query={"MessageID": {"type": "integer"}, "event": TEXT, "limit": LIMIT}, errors=(400,)
+            )
+        },
+        "/_emulator/simulation": {
+            "get": control_operation("Recipient simulation"),
+            "put": control_operation(
+                "Merge simulation settings",
+                body=_fields(
+                    **{rate: {"type": "number", "minimum": 0, "maximum": 1}
+                       for rate in ("open_rate", "click_rate", "bounce_rate", "spam_rate", "unsub_rate")},
+                    delay={"type": "string", "pattern": r"^\d+(ms|s|m|h|d|w)$"}, seed={"type": ["integer", "null"]},
+                ),
+                errors=(400,),
+            ),
+        },
+        "/_emulator/campaigns": {
+            "post": control_operation(
+                "Send a campaign to a list",
+                ok=201,
+                body=_fields(list_id={"type": "integer"}, subject=TEXT, html=TEXT, text=TEXT, name=TEXT, **{"from": TEXT}),
+                errors=(400, 404),
+            )
+        },
+        "/_emulator/dashboard/lists": {"get": control_operation("Lists, for the dashboard")},
+        "/_emulator/dashboard/contacts": {"get": control_operation("Contacts, for the dashboard")},
+        "/_emulator/dashboard/info": {"get": control_operation("What the dashboard shows in its header")},
+    }
+
+
+@cache
+def openapi_document() -> dict[str, Any]:
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "segjet fake Mailjet",
+            "version": "1",
+            "description": "Mailjet's REST API v3 and Send API v3.1 as segjet emulates them, and segjet's control API.",
+        },
+        "security": [{"apiKey": []}],
+        "paths": {
+            **_rest_paths(),
+            **_send_path(),
+            **{path: {method: {**op, "security": []} for method, op in item.items()}
+               for path, item in {**control_paths(), **_mailjet_control_paths()}.items()},
+        },
+        "components": {
+            "securitySchemes": {
+                "apiKey": {"type": "http", "scheme": "basic", "description": "API key as username, secret key as password"}
+            },
+            "schemas": contract_components(CONTRACTS),
+        },
+    }
