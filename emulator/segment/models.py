@@ -493,9 +493,6 @@ class SegmentBackend:
         self.sources = list(sources)
         self._sources_by_key = {source.write_key: source for source in self.sources}
 
-    def source_for_key(self, write_key: str) -> Source | None:
-        return self._sources_by_key.get(write_key)
-
     def restore(self, stored_messages: Iterable[StoredMessage]) -> None:
         """Rebuild the message log, profiles and dedupe window from stored messages, oldest first.
 
