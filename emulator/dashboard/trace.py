@@ -84,12 +84,13 @@ async def build_trace(
     async with httpx.AsyncClient(timeout=timeout, headers=headers) as http:
         events = await _get(http, f"{segment_url}/_emulator/events", "events", {"limit": LIMIT})
         user_id, email = _identify_user(user, events)
-        ids = {value for value in (user_id, email, user) if value}
+        # A tuple, not a set: a discarded event's userId or anonymousId may be any JSON value (a dict).
+        ids = tuple(value for value in (user_id, email, user) if value)
         mine = [
             event for event in events
             if event.get("userId") in ids or event.get("anonymousId") in ids or (email and _email_of(event) == email)
         ]
-        message_ids = {event.get("messageId") for event in mine}
+        message_ids = {event.get("messageId") for event in mine if isinstance(event.get("messageId"), str)}
         deliveries = [
             record for record in await _get(http, f"{segment_url}/_emulator/deliveries", "deliveries", {"limit": LIMIT})
             if record.get("messageId") in message_ids

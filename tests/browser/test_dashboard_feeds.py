@@ -104,6 +104,14 @@ def test_trace_of_an_unknown_user_is_empty_and_user_is_required(stack: dict[str,
     assert http.get(f"{stack['segment_url']}/_emulator/dashboard/trace").status_code == 400
 
 
+def test_trace_survives_events_whose_ids_are_not_strings(stack: dict[str, Any], http: httpx.Client) -> None:
+    # Found by tests/fuzz: a discarded event with a dict anonymousId made the trace answer 500.
+    body = {"userId": {"a": 1}, "anonymousId": {"b": 2}, "messageId": {"c": 3}, "writeKey": stack["write_key"]}
+    assert http.post(f"{stack['segment_url']}/v1/track", json=body).status_code == 200
+    response = http.get(f"{stack['segment_url']}/_emulator/dashboard/trace", params={"user": "nobody"})
+    assert response.status_code == 200 and response.json()["steps"] == []
+
+
 def test_export_cannot_be_broken_out_of_by_the_data() -> None:
     html = export_html({"user": "</script><script>alert(1)</script>", "steps": [], "contact": None})
     assert "</script><script>alert(1)" not in html
