@@ -59,7 +59,8 @@ def _when(value: Any) -> str | None:
 
 
 def _email_of(message: dict[str, Any]) -> str | None:
-    for holder in (message.get("traits"), (message.get("context") or {}).get("traits")):
+    context = message.get("context")  # any JSON value on a discarded event
+    for holder in (message.get("traits"), context.get("traits") if isinstance(context, dict) else None):
         if isinstance(holder, dict) and isinstance(holder.get("email"), str):
             return holder["email"]
     return None
