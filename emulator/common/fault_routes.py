@@ -172,7 +172,7 @@ class FaultMiddleware:
         status, headers, content = self.render(rule, scope)
         entry = self._journal(scope, body, rule)
         entry.status = status
-        entry.response = _decoded(content)
+        entry.response_body = content
         raw_headers = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in headers.items()]
         raw_headers.append((b"content-length", str(len(content)).encode()))
         await send({"type": "http.response.start", "status": status, "headers": raw_headers})
@@ -197,11 +197,7 @@ class FaultMiddleware:
 
     def _journal(self, scope: Scope, body: bytes, rule: FaultRule) -> Exchange:
         """The faulted exchange, with no status: a dropped or held request is never answered."""
-        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
-        entry = self.journal.record(
-            scope["method"], scope["path"], scope.get("query_string", b"").decode("latin-1"), headers, body,
-            fault=rule.id,
-        )
+        entry = self.journal.record(scope, body, fault=rule.id)
         entry.status = None
         return entry
 
@@ -252,13 +248,6 @@ def _close_connection(receive: Receive) -> None:
     if transport is None:
         raise RuntimeError("fault action drop needs uvicorn (the server's transport is not reachable)")
     transport.close()
-
-
-def _decoded(content: bytes) -> Any:
-    try:
-        return json.loads(content)
-    except ValueError:
-        return content.decode("utf-8", "replace")
 
 
 # ---------------------------------------------------------------- control routes

@@ -27,29 +27,35 @@ _BODY_LIMIT = 64 * 1024
 
 @dataclass
 class Exchange:
+    """One exchange as it crossed the wire; bodies and headers are decoded only when read, off the hot path."""
+
     id: int
     at: str
     method: str
     path: str
-    query: str
-    headers: dict[str, str]
-    body: Any
+    query: bytes
+    raw_headers: list[tuple[bytes, bytes]]
+    request_body: bytes
     status: int | None = 0
-    response: Any = None
+    response_body: bytes = b""
     # The fault rule that failed or delayed this exchange; a dropped or held request has no status.
     fault: str | None = None
 
     def to_json(self) -> dict[str, Any]:
+        headers = {}
+        for raw_name, raw_value in self.raw_headers:
+            name = raw_name.decode("latin-1").lower()
+            headers[name] = "<redacted>" if name in _REDACTED_HEADERS else raw_value.decode("latin-1")
         return {
             "id": self.id,
             "at": self.at,
             "method": self.method,
             "path": self.path,
-            "query": self.query,
-            "headers": self.headers,
-            "body": self.body,
+            "query": self.query.decode("latin-1"),
+            "headers": headers,
+            "body": _decode(self.request_body),
             "status": self.status,
-            "response": self.response,
+            "response": _decode(self.response_body) if self.status is not None else None,
             "fault": self.fault,
         }
 
@@ -76,12 +82,11 @@ class Journal:
         self._ids = itertools.count(1)
         self.dropped = 0
 
-    def record(
-        self, method: str, path: str, query: str, headers: dict[str, str], body: bytes, fault: str | None = None
-    ) -> Exchange:
-        safe_headers = {k: ("<redacted>" if k in _REDACTED_HEADERS else v) for k, v in headers.items()}
-        entry = Exchange(next(self._ids), iso(self.clock.now()), method, path, query, safe_headers, _decode(body))
-        entry.fault = fault
+    def record(self, scope: Scope, body: bytes, fault: str | None = None) -> Exchange:
+        entry = Exchange(
+            next(self._ids), iso(self.clock.now()), scope["method"], scope["path"],
+            scope.get("query_string", b""), scope["headers"], body, fault=fault,
+        )
         if len(self._entries) == self.capacity:
             self.dropped += 1
         self._entries.append(entry)
@@ -126,17 +131,12 @@ class JournalMiddleware:
         async def send_and_keep(message: Message) -> None:
             nonlocal entry
             if message["type"] == "http.response.start":
-                headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
-                entry = self.journal.record(
-                    scope["method"], scope["path"], scope.get("query_string", b"").decode("latin-1"),
-                    headers, b"".join(chunks),
-                )
+                entry = self.journal.record(scope, b"".join(chunks), scope.get(FAULT_SCOPE_KEY))
                 entry.status = message["status"]
-                entry.fault = scope.get(FAULT_SCOPE_KEY)
             elif message["type"] == "http.response.body":
                 response_chunks.append(message.get("body", b""))
                 if not message.get("more_body", False) and entry is not None:
-                    entry.response = _decode(b"".join(response_chunks))
+                    entry.response_body = b"".join(response_chunks)
             await send(message)
 
         await self.app(scope, receive_and_keep, send_and_keep)
