@@ -336,10 +336,7 @@ def paginate(rows: list[dict[str, Any]], query: Query) -> tuple[list[dict[str, A
             # Guess: the real API says some properties cannot be sorted on; the text is ours.
             raise MailjetError(400, f'Sort on property "{name}" is not supported')
         rows = sorted(rows, key=lambda row: _sort_key(row.get(key)), reverse=descending)
-    total = len(rows)
-    if query.count_only:
-        return [], total
-    return rows[query.offset : query.offset + query.limit], total
+    return rows[query.offset : query.offset + query.limit], len(rows)
 
 
 def _sort_key(value: Any) -> tuple[int, Any]:

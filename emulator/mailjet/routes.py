@@ -16,7 +16,7 @@ import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import Any, Awaitable, Callable
+from typing import Any, Awaitable, Callable, Sequence, TypeVar
 from urllib.parse import unquote, unquote_plus
 
 from starlette.applications import Starlette
@@ -38,13 +38,14 @@ from ..dashboard import mailjet_dashboard_routes
 from .account_routes import account_routes, scoped_reset, tenant_of
 from .event_routes import email_event_routes
 from .events import EmailEvents
-from .models import SERVICE, Account, MailjetError, Query, paginate
+from .models import SERVICE, Account, Contact, EventCallback, MailjetError, PropertyDefinition, Query, paginate
 from .openapi import openapi_document
 from .send import SendError, malformed_json, send
 from .service import MailjetService
 from .storage import MailjetStore, PersistMiddleware
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 ALL_METHODS = ["GET", "POST", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS"]
 AUTH_FAILURE = (
@@ -78,11 +79,14 @@ def envelope(data: list[dict[str, Any]], total: int | None = None, status: int =
     return JSONResponse({"Count": len(data), "Data": data, "Total": len(data) if total is None else total}, status)
 
 
-def listing(rows: list[dict[str, Any]], query: Query) -> JSONResponse:
-    page, total = paginate(rows, query)
+def listing(items: Sequence[T], query: Query, render: Callable[[T], dict[str, Any]]) -> JSONResponse:
+    """A page of `items` in the envelope; only the page is rendered unless a Sort needs every row."""
     if query.count_only:
         # Documented: countOnly answers the number of records and no Data.
-        return JSONResponse({"Count": total, "Data": [], "Total": total})
+        return JSONResponse({"Count": len(items), "Data": [], "Total": len(items)})
+    if not query.sort:
+        return envelope([render(item) for item in items[query.offset : query.offset + query.limit]], len(items))
+    page, total = paginate([render(item) for item in items], query)
     return envelope(page, total)
 
 
@@ -172,7 +176,7 @@ async def read_body(request: Request) -> dict[str, Any]:
 
 async def list_contacts(account: Account, request: Request, ids: list[str]) -> Response:
     query = parse_query(request)
-    return listing([c.to_json() for c in account.list_contacts(query)], query)
+    return listing(account.list_contacts(query), query, Contact.to_json)
 
 
 async def create_contact(account: Account, request: Request, ids: list[str]) -> Response:
@@ -194,7 +198,7 @@ async def manage_contacts_lists(account: Account, request: Request, ids: list[st
 
 
 async def get_contacts_lists(account: Account, request: Request, ids: list[str]) -> Response:
-    return listing(account.get_contacts_lists(ids[0]), parse_query(request))
+    return listing(account.get_contacts_lists(ids[0]), parse_query(request), dict)
 
 
 async def start_contacts_job(account: Account, request: Request, ids: list[str]) -> Response:
@@ -207,7 +211,7 @@ async def get_contacts_job(account: Account, request: Request, ids: list[str]) -
 
 async def list_lists(account: Account, request: Request, ids: list[str]) -> Response:
     query = parse_query(request)
-    return listing([account.list_json(l) for l in account.list_lists(query)], query)
+    return listing(account.list_lists(query), query, account.list_json)
 
 
 async def create_list(account: Account, request: Request, ids: list[str]) -> Response:
@@ -243,7 +247,7 @@ async def get_list_job(account: Account, request: Request, ids: list[str]) -> Re
 
 async def list_recipients(account: Account, request: Request, ids: list[str]) -> Response:
     query = parse_query(request)
-    return listing([account.recipient_json(r) for r in account.list_recipients(query)], query)
+    return listing(account.list_recipients(query), query, account.recipient_json)
 
 
 async def create_recipient(account: Account, request: Request, ids: list[str]) -> Response:
@@ -266,7 +270,7 @@ async def delete_recipient(account: Account, request: Request, ids: list[str]) -
 
 async def list_properties(account: Account, request: Request, ids: list[str]) -> Response:
     query = parse_query(request)
-    return listing([p.to_json() for p in account.list_properties(query)], query)
+    return listing(account.list_properties(query), query, PropertyDefinition.to_json)
 
 
 async def create_property(account: Account, request: Request, ids: list[str]) -> Response:
@@ -289,7 +293,7 @@ async def delete_property(account: Account, request: Request, ids: list[str]) ->
 
 async def list_contact_data(account: Account, request: Request, ids: list[str]) -> Response:
     query = parse_query(request)
-    return listing([account.contact_data_json(c) for c in account.list_contact_data(query)], query)
+    return listing(account.list_contact_data(query), query, account.contact_data_json)
 
 
 async def create_contact_data(account: Account, request: Request, ids: list[str]) -> Response:
@@ -313,7 +317,7 @@ async def delete_contact_data(account: Account, request: Request, ids: list[str]
 
 async def list_callbacks(account: Account, request: Request, ids: list[str]) -> Response:
     query = parse_query(request)
-    return listing([c.to_json() for c in account.list_callbacks(query)], query)
+    return listing(account.list_callbacks(query), query, EventCallback.to_json)
 
 
 async def create_callback(account: Account, request: Request, ids: list[str]) -> Response:

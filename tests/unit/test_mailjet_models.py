@@ -125,7 +125,7 @@ def test_paging_sort_and_limits() -> None:
     page, total = paginate(rows, Query.parse([("Sort", "ID DESC"), ("Limit", "2"), ("Offset", "1")]))
     assert [r["ID"] for r in page] == [29, 28] and total == 30
     assert Query.parse([("Name", "a"), ("name", "b")]).get("Name") == "a"  # first occurrence wins
-    assert paginate(rows, Query.parse([("countOnly", "1")])) == ([], 30)
+    assert Query.parse([("countOnly", "1")]).count_only  # answered by the route, without rendering rows
     with pytest.raises(MailjetError):
         Query.parse([("Limit", "ten")])
     with pytest.raises(MailjetError):
