@@ -31,6 +31,7 @@ from ..common.clock import Clock
 from ..common.control import ControlError, control_error_response, control_routes
 from ..common.fault_routes import basic_username, fault_routes, mailjet_fault_response, service_middleware
 from ..common.faults import FaultRules
+from ..common.http import BeforeAnswer, BodyTooLarge, read_capped
 from ..common.journal import CONTROL_PREFIX, Journal
 from ..common.openapi import openapi_route
 from ..config import BundleConfig, BundleUrls
@@ -42,7 +43,7 @@ from .models import SERVICE, Account, Contact, EventCallback, MailjetError, Prop
 from .openapi import openapi_document
 from .send import SendError, malformed_json, send
 from .service import MailjetService
-from .storage import MailjetStore, PersistMiddleware
+from .storage import MailjetStore
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -141,23 +142,17 @@ def parse_query(request: Request) -> Query:
     return Query.parse(params)
 
 
-async def read_capped(request: Request) -> bytes:
-    """The raw body, never buffering more than MAX_BODY_BYTES; a larger one is drained, then refused."""
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size <= MAX_BODY_BYTES:
-            chunks.append(chunk)
-    if size > MAX_BODY_BYTES:
+async def read_raw(request: Request) -> bytes:
+    try:
+        return await read_capped(request, MAX_BODY_BYTES)
+    except BodyTooLarge as exc:
         # Guess: Mailjet publishes no request size limit or its answer; 413 in the REST error shape.
-        raise MailjetError(413, f"Request entity too large: {size} bytes; the limit is {MAX_BODY_BYTES}")
-    return b"".join(chunks)
+        raise MailjetError(413, f"Request entity too large: {exc.size} bytes; the limit is {MAX_BODY_BYTES}") from None
 
 
 async def read_body(request: Request) -> dict[str, Any]:
     """The JSON object of a POST/PUT; an empty body counts as `{}` so missing fields are reported."""
-    raw = await read_capped(request)
+    raw = await read_raw(request)
     if not raw.strip():
         return {}
     try:
@@ -488,7 +483,7 @@ def create_app(config: BundleConfig, clock: Clock, urls: BundleUrls) -> Starlett
         if request.method != "POST":
             raise MailjetError(405, "Method not allowed")
         try:
-            body = json.loads(await read_capped(request))
+            body = json.loads(await read_raw(request))
         except (ValueError, UnicodeDecodeError, RecursionError):
             raise malformed_json() from None
         status, result = send(account, body)
@@ -505,7 +500,7 @@ def create_app(config: BundleConfig, clock: Clock, urls: BundleUrls) -> Starlett
     ]
     middleware = service_middleware(faults, journal, mailjet_fault_response, basic_username, config.control_token)
     if store is not None:
-        middleware.append(Middleware(PersistMiddleware, save=service.changes.save))
+        middleware.append(Middleware(BeforeAnswer, hook=service.changes.save))
     app = Starlette(routes=routes, middleware=middleware, lifespan=lifespan)
     # The models, for the dashboard and for tests.
     app.state.service = service

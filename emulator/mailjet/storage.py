@@ -24,8 +24,6 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Callable
 
-from starlette.types import ASGIApp, Message as AsgiMessage, Receive, Scope, Send
-
 from ..common.clock import iso, parse_iso
 from ..common.sqlite import open_database, transaction
 from .events import Campaign, EmailEvent, Life, Simulation
@@ -548,23 +546,3 @@ class MailjetStore:
 
     def close(self) -> None:
         self.connection.close()
-
-
-class PersistMiddleware:
-    """Saves what a request changed before its response starts: a 2xx answer means it is stored."""
-
-    def __init__(self, app: ASGIApp, save: Callable[[], None]) -> None:
-        self.app = app
-        self.save = save
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-
-        async def send_after_save(message: AsgiMessage) -> None:
-            if message["type"] == "http.response.start":
-                self.save()
-            await send(message)
-
-        await self.app(scope, receive, send_after_save)

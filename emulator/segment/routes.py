@@ -24,6 +24,7 @@ from ..common.clock import Clock
 from ..common.control import ControlError, control_error_response, control_routes, query_limit
 from ..common.fault_routes import fault_routes, segment_fault_response, service_middleware, write_key
 from ..common.faults import FaultRules
+from ..common.http import BeforeAnswer, BodyTooLarge, read_capped
 from ..common.journal import CONTROL_PREFIX, Journal
 from ..common.openapi import openapi_route
 from ..config import BundleConfig, BundleUrls
@@ -40,7 +41,7 @@ from .models import (
     parse_tracking_request,
 )
 from .openapi import openapi_document
-from .storage import FlushBeforeAnswer, SegmentStore
+from .storage import SegmentStore
 from .workspace_routes import workspace_routes
 from .workspaces import Workspace, Workspaces
 
@@ -94,7 +95,12 @@ def create_app(config: BundleConfig, clock: Clock, urls: BundleUrls) -> Starlett
         if endpoint not in ENDPOINTS:
             return JSONResponse({"code": "not_found", "message": f"no endpoint /v1/{endpoint}"}, status_code=404)
         try:
-            raw = await _read_body(request)
+            try:
+                raw = await read_capped(request, MAX_RAW_BODY_BYTES)
+            except BodyTooLarge as exc:
+                raise TrackingApiError(
+                    "payload_too_large", f"request body is {exc.size} bytes; the limit is {MAX_BATCH_BYTES}"
+                ) from None
             call = parse_tracking_request(
                 endpoint, raw, request.headers.get("content-encoding"), request.headers.get("authorization")
             )
@@ -155,7 +161,7 @@ def create_app(config: BundleConfig, clock: Clock, urls: BundleUrls) -> Starlett
         ],
         middleware=service_middleware(
             faults, journal, segment_fault_response, write_key, config.control_token, credential_in_body=True
-        ) + ([Middleware(FlushBeforeAnswer, store=store)] if store is not None else []),
+        ) + ([Middleware(BeforeAnswer, hook=store.flush)] if store is not None else []),
         exception_handlers={HTTPException: _http_error, Exception: _internal_error},
         lifespan=lifespan,
     )
@@ -164,23 +170,6 @@ def create_app(config: BundleConfig, clock: Clock, urls: BundleUrls) -> Starlett
     app.state.engage = default.engage
     app.state.pipeline = default.pipeline
     return app
-
-
-async def _read_body(request: Request) -> bytes:
-    """The raw body, never buffering more than any acceptable request could need.
-
-    An oversized body is still read to its end (and thrown away) so the client, which is
-    usually still sending, gets the 400 instead of a reset connection.
-    """
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size <= MAX_RAW_BODY_BYTES:
-            chunks.append(chunk)
-    if size > MAX_RAW_BODY_BYTES:
-        raise TrackingApiError("payload_too_large", f"request body is {size} bytes; the limit is {MAX_BATCH_BYTES}")
-    return b"".join(chunks)
 
 
 def _is_control(request: Request) -> bool:

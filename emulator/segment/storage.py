@@ -524,23 +524,3 @@ class WorkspaceRecorder:
 
     def cleared(self) -> None:
         self.store.workspace_cleared(self.workspace)
-
-
-class FlushBeforeAnswer:
-    """Pure ASGI middleware: write pending changes before a response starts, so an answer is durable."""
-
-    def __init__(self, app: Any, store: SegmentStore) -> None:
-        self.app = app
-        self.store = store
-
-    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-
-        async def send_after_flush(message: Any) -> None:
-            if message["type"] == "http.response.start":
-                self.store.flush()
-            await send(message)
-
-        await self.app(scope, receive, send_after_flush)

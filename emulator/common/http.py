@@ -1,0 +1,51 @@
+"""ASGI pieces both fakes share: a capped body reader and a hook that runs before each answer."""
+
+from __future__ import annotations
+
+from typing import Callable
+
+from starlette.requests import Request
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+
+class BodyTooLarge(Exception):
+    def __init__(self, size: int) -> None:
+        super().__init__(f"request body is {size} bytes")
+        self.size = size
+
+
+async def read_capped(request: Request, limit: int) -> bytes:
+    """The raw body, never buffering more than `limit` bytes; a larger one raises BodyTooLarge.
+
+    An oversized body is still read to its end (and thrown away) so the client, which is
+    usually still sending, gets the service's error instead of a reset connection.
+    """
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size <= limit:
+            chunks.append(chunk)
+    if size > limit:
+        raise BodyTooLarge(size)
+    return b"".join(chunks)
+
+
+class BeforeAnswer:
+    """Pure ASGI middleware: calls `hook` when a response starts (persistence: a 2xx is already stored)."""
+
+    def __init__(self, app: ASGIApp, hook: Callable[[], None]) -> None:
+        self.app = app
+        self.hook = hook
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def send_after_hook(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                self.hook()
+            await send(message)
+
+        await self.app(scope, receive, send_after_hook)
