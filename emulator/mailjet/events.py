@@ -18,6 +18,7 @@ a message still queued delivers it first, as the recipient evidently got it.
 
 from __future__ import annotations
 
+import functools
 import html
 import random
 import re
@@ -245,12 +246,22 @@ class EmailEvents:
         self.next_campaign_id = 1
         # Without a bundle seed the simulation still needs one to report, so runs can be repeated.
         self.simulation = Simulation(seed=self.seed if self.seed is not None else random.SystemRandom().randrange(2**31))
-        # Where control events leave ip/geo/agent out, these are made up (seeded with the bundle).
-        self._faker = Faker()
-        self._faker.seed_instance(self.seed)
-        # Reseeded per message, so a simulated recipient depends only on the seed and the MessageID.
-        self._simulation_faker = Faker()
         self.account.on_message_sent.append(self._on_sent)
+
+    @functools.cached_property
+    def _faker(self) -> Faker:
+        """Makes up ip/geo/agent where control events leave them out (seeded with the bundle).
+
+        Built on first use: a Faker costs milliseconds, and every reset makes a new EmailEvents.
+        """
+        fake = Faker()
+        fake.seed_instance(self.seed)
+        return fake
+
+    @functools.cached_property
+    def _simulation_faker(self) -> Faker:
+        # Reseeded per message, so a simulated recipient depends only on the seed and the MessageID.
+        return Faker()
 
     # -- storage
 
