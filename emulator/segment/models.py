@@ -700,7 +700,7 @@ def _enrich(
         for key, batch_value in shared.items():
             own = message.get(key)
             if own is None:
-                message[key] = dict(batch_value)
+                message[key] = batch_value  # shared by the batch's items, as nested objects are: never mutated
             elif isinstance(own, dict):
                 message[key] = {**batch_value, **own}
     if "sentAt" not in message and sent_at is not None:
