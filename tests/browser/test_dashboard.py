@@ -9,7 +9,6 @@ page state, never fixed sleeps.
 from __future__ import annotations
 
 import json
-import os
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,9 +17,10 @@ from typing import Any
 import httpx
 import pytest
 
-CHROMIUM = Path(os.environ.get("SEGJET_CHROMIUM", "/usr/bin/chromium"))
+from tests.browser.conftest import CHROMIUM
+
 try:
-    from playwright.sync_api import Browser, Page, expect, sync_playwright
+    from playwright.sync_api import Browser, Page, expect
 except ImportError:  # pragma: no cover - depends on the machine
     pytest.skip("playwright is not installed: pip install playwright (the `test` extra)", allow_module_level=True)
 if not CHROMIUM.exists():  # pragma: no cover - depends on the machine
@@ -32,10 +32,6 @@ from emulator.config import BundleConfig  # noqa: E402
 expect.set_options(timeout=15_000)
 
 SCREENSHOTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "screenshots"
-CHROMIUM_ARGS = [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
-]
 DESKTOP = {"width": 1280, "height": 800}
 PHONE = {"width": 390, "height": 844}
 WAIT_MS = 15_000
@@ -54,16 +50,6 @@ def stack() -> Iterator[dict[str, Any]]:
         yield info
     finally:
         bundle.stop()
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        try:
-            yield chromium
-        finally:
-            chromium.close()
 
 
 @pytest.fixture

@@ -3,17 +3,16 @@ SSE feed, the link to the other dashboard), and the Faults list shows each serve
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
-CHROMIUM = Path(os.environ.get("SEGJET_CHROMIUM", "/usr/bin/chromium"))
+from tests.browser.conftest import CHROMIUM
+
 try:
-    from playwright.sync_api import Browser, expect, sync_playwright
+    from playwright.sync_api import Browser, expect
 except ImportError:  # pragma: no cover - depends on the machine
     pytest.skip("playwright is not installed: pip install playwright (the `test` extra)", allow_module_level=True)
 if not CHROMIUM.exists():  # pragma: no cover - depends on the machine
@@ -23,7 +22,6 @@ from emulator.bundle import BackgroundBundle  # noqa: E402
 from emulator.config import BundleConfig  # noqa: E402
 
 TOKEN = "dashboard-token"
-ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking"]
 
 
 @pytest.fixture(scope="module")
@@ -31,16 +29,6 @@ def stack() -> Iterator[dict[str, Any]]:
     config = BundleConfig(segment_port=0, mailjet_port=0, destination_port=0, control_token=TOKEN)
     with BackgroundBundle(config) as info:
         yield info
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(executable_path=str(CHROMIUM), args=ARGS)
-        try:
-            yield chromium
-        finally:
-            chromium.close()
 
 
 def test_token_once_then_pages_feeds_and_faults_work(browser: Browser, stack: dict[str, Any]) -> None:
