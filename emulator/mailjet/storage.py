@@ -24,7 +24,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Callable
 
-from ..common.clock import iso, parse_iso
+from ..common.clock import parse_iso
+from ..common.snapshot import snapshot_document, snapshot_state
 from ..common.sqlite import open_database, transaction
 from .events import Campaign, EmailEvent, Life, Simulation
 from .models import AppConnection, Contact, ContactsList, EventCallback, Job, ListRecipient, PropertyDefinition
@@ -32,7 +33,6 @@ from .outbound import SegmentBatch, SegmentForward, WebhookDelivery
 from .send import Message
 from .service import MailjetService, Tenant
 
-SNAPSHOT_FORMAT = "segjet-snapshot"
 SNAPSHOT_VERSION = 1
 SERVICE = "mailjet"
 FILE_NAME = "mailjet.sqlite3"
@@ -419,28 +419,12 @@ def load_state(service: MailjetService, state: Any) -> dict[str, Tenant]:
 
 
 def export_snapshot(service: MailjetService) -> dict[str, Any]:
-    return {
-        "format": SNAPSHOT_FORMAT,
-        "service": SERVICE,
-        "version": SNAPSHOT_VERSION,
-        "exported_at": iso(service.clock.now()),
-        "state": dump_state(service),
-    }
+    return snapshot_document(SERVICE, SNAPSHOT_VERSION, service.clock.now(), dump_state(service))
 
 
 def read_snapshot(service: MailjetService, snapshot: Any) -> dict[str, Tenant]:
     """The accounts of a snapshot document; StateError for another format, service or version, or bad state."""
-    if not isinstance(snapshot, dict):
-        raise StateError("a snapshot is a JSON object")
-    if snapshot.get("format") != SNAPSHOT_FORMAT:
-        raise StateError(f'format must be "{SNAPSHOT_FORMAT}", got {snapshot.get("format")!r}')
-    if snapshot.get("service") != SERVICE:
-        raise StateError(f'this is the {SERVICE} server: service must be "{SERVICE}", got {snapshot.get("service")!r}')
-    if snapshot.get("version") != SNAPSHOT_VERSION:
-        raise StateError(f"version must be {SNAPSHOT_VERSION}, got {snapshot.get('version')!r}")
-    if "state" not in snapshot:
-        raise StateError("missing state")
-    return load_state(service, snapshot["state"])
+    return load_state(service, snapshot_state(snapshot, SERVICE, SNAPSHOT_VERSION, StateError))
 
 
 def import_snapshot(service: MailjetService, snapshot: Any, store: MailjetStore | None) -> None:

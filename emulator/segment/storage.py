@@ -33,12 +33,12 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from ..common.clock import iso, parse_iso
+from ..common import snapshot
 from ..common.sqlite import open_database, transaction
 from .delivery import STATES, DeliveryRecord, DestinationConfig, DestinationConfigError
 from .engage import ComputationState, DefinitionError, definition_from_json
 from .models import ACCEPTED, DISCARDED, Source, StoredMessage
 
-SNAPSHOT_FORMAT = "segjet-snapshot"
 SNAPSHOT_VERSION = 1
 SERVICE = "segment"
 DATABASE_NAME = "segment.sqlite3"
@@ -142,13 +142,8 @@ def workspace_to_json(state: WorkspaceState) -> dict[str, Any]:
 
 
 def snapshot_document(workspaces: list[WorkspaceState], exported_at: datetime) -> dict[str, Any]:
-    return {
-        "format": SNAPSHOT_FORMAT,
-        "service": SERVICE,
-        "version": SNAPSHOT_VERSION,
-        "exported_at": iso(exported_at),
-        "state": {"workspaces": [workspace_to_json(state) for state in workspaces]},
-    }
+    state = {"workspaces": [workspace_to_json(workspace) for workspace in workspaces]}
+    return snapshot.snapshot_document(SERVICE, SNAPSHOT_VERSION, exported_at, state)
 
 
 def workspace_id(write_key: str) -> str:
@@ -166,15 +161,7 @@ def _iso_or_none(moment: datetime | None) -> str | None:
 
 def state_from_snapshot(document: Any) -> list[WorkspaceState]:
     """The workspaces of a snapshot document; SnapshotError on a wrong format, service, version or state."""
-    if not isinstance(document, dict):
-        raise SnapshotError("a snapshot must be a JSON object")
-    if document.get("format") != SNAPSHOT_FORMAT:
-        raise SnapshotError(f"format must be {SNAPSHOT_FORMAT!r}, got {document.get('format')!r}")
-    if document.get("service") != SERVICE:
-        raise SnapshotError(f"this is the fake {SERVICE!r}; the snapshot is of {document.get('service')!r}")
-    if document.get("version") != SNAPSHOT_VERSION:
-        raise SnapshotError(f"snapshot version {document.get('version')!r} is not supported; expected {SNAPSHOT_VERSION}")
-    return state_from_json(document.get("state"))
+    return state_from_json(snapshot.snapshot_state(document, SERVICE, SNAPSHOT_VERSION, SnapshotError))
 
 
 def state_from_json(state: Any) -> list[WorkspaceState]:
