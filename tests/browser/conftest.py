@@ -9,6 +9,9 @@ from typing import Any
 
 import pytest
 
+from emulator.bundle import BackgroundBundle
+from emulator.config import BundleConfig
+
 CHROMIUM = Path(os.environ.get("SEGJET_CHROMIUM", "/usr/bin/chromium"))
 # Without the background-networking flags Chromium keeps dialing out, and this machine has no network.
 CHROMIUM_ARGS = [
@@ -27,3 +30,10 @@ def browser() -> Iterator[Any]:
             yield chromium
         finally:
             chromium.close()
+
+
+@pytest.fixture(scope="module")
+def stack() -> Iterator[dict[str, Any]]:
+    """A whole bundle with the Mailjet destination off, so the pages can walk the setup."""
+    with BackgroundBundle(BundleConfig(segment_port=0, mailjet_port=0, destination_port=0, enable_destination=False)) as info:
+        yield info

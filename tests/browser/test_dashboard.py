@@ -26,8 +26,6 @@ except ImportError:  # pragma: no cover - depends on the machine
 if not CHROMIUM.exists():  # pragma: no cover - depends on the machine
     pytest.skip(f"no Chromium at {CHROMIUM}: apt-get install -y chromium", allow_module_level=True)
 
-from emulator.bundle import BackgroundBundle  # noqa: E402
-from emulator.config import BundleConfig  # noqa: E402
 
 expect.set_options(timeout=15_000)
 
@@ -41,16 +39,6 @@ MAILJET_PAGES = ["/", "/app-connections", "/contacts", "/messages"]
 
 
 # ------------------------------------------------------------------------------------ fixtures
-
-@pytest.fixture(scope="module")
-def stack() -> Iterator[dict[str, Any]]:
-    bundle = BackgroundBundle(BundleConfig(segment_port=0, mailjet_port=0, destination_port=0, enable_destination=False))
-    info = bundle.start()
-    try:
-        yield info
-    finally:
-        bundle.stop()
-
 
 @pytest.fixture
 def page(browser: Browser, stack: dict[str, Any]) -> Iterator[Page]:

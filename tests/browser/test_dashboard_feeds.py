@@ -10,20 +10,8 @@ from typing import Any
 import httpx
 import pytest
 
-from emulator.bundle import BackgroundBundle
-from emulator.config import BundleConfig
 from emulator.dashboard.common import Broadcaster
 from emulator.dashboard.segment_routes import export_html
-
-
-@pytest.fixture(scope="module")
-def stack() -> Iterator[dict[str, Any]]:
-    bundle = BackgroundBundle(BundleConfig(segment_port=0, mailjet_port=0, destination_port=0, enable_destination=False))
-    info = bundle.start()
-    try:
-        yield info
-    finally:
-        bundle.stop()
 
 
 @pytest.fixture

@@ -28,8 +28,6 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
-from emulator.bundle import BackgroundBundle
-from emulator.config import BundleConfig
 from emulator.mailjet.openapi import openapi_document
 
 from .malformed import FUZZ_SETTINGS, authorizations, json_texts, raw_bodies, url_texts
@@ -38,13 +36,6 @@ schema = schemathesis.openapi.from_dict(openapi_document(), config=SchemathesisC
 CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance]
 REST_ERROR_KEYS = {"ErrorInfo", "ErrorMessage", "StatusCode"}
 RESOURCES = ["contact", "contactslist", "listrecipient", "contactmetadata", "contactdata", "eventcallbackurl"]
-
-
-@pytest.fixture(scope="module")
-def stack() -> Iterator[dict[str, Any]]:
-    config = BundleConfig(segment_port=0, mailjet_port=0, destination_port=0, seed=7, engage_sync_interval="manual")
-    with BackgroundBundle(config) as info:
-        yield info
 
 
 @pytest.fixture(scope="module")

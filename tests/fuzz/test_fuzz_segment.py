@@ -25,8 +25,6 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
-from emulator.bundle import BackgroundBundle
-from emulator.config import BundleConfig
 from emulator.segment.models import ENDPOINTS
 from emulator.segment.openapi import openapi_document
 
@@ -44,13 +42,6 @@ phases.coverage.enabled = false
 )
 schema = schemathesis.openapi.from_dict(openapi_document(), config=CONFIG)
 CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance]
-
-
-@pytest.fixture(scope="module")
-def stack() -> Iterator[dict[str, Any]]:
-    config = BundleConfig(segment_port=0, mailjet_port=0, destination_port=0, seed=7, engage_sync_interval="manual")
-    with BackgroundBundle(config) as info:
-        yield info
 
 
 @pytest.fixture(scope="module")
