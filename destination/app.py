@@ -13,6 +13,7 @@ import logging
 from contextlib import asynccontextmanager
 from typing import Any, AsyncIterator
 
+import aiohttp
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
@@ -77,14 +78,17 @@ def _answer_mailjet_error(error: MailjetError, list_id: int) -> JSONResponse:
 class Destination:
     def __init__(self, key_ring: KeyRing) -> None:
         self.key_ring = key_ring
-        self.http = create_http_client()
+        # Made on first use: an aiohttp session belongs to the event loop that serves the app.
+        self._http: aiohttp.ClientSession | None = None
         self._clients: dict[MailjetAccount, MailjetClient] = {}
 
     def client_for(self, account: MailjetAccount) -> MailjetClient:
         # One MailjetClient per account, so each account keeps its own property cache.
+        if self._http is None:
+            self._http = create_http_client()
         client = self._clients.get(account)
         if client is None:
-            client = self._clients[account] = MailjetClient(self.http, account)
+            client = self._clients[account] = MailjetClient(self._http, account)
         return client
 
     async def receive(self, request: Request) -> JSONResponse:
@@ -125,7 +129,8 @@ class Destination:
         return JSONResponse(outcome.to_json())
 
     async def close(self) -> None:
-        await self.http.aclose()
+        if self._http is not None:
+            await self._http.close()
 
 
 async def _health(request: Request) -> JSONResponse:
