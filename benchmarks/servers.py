@@ -26,7 +26,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from emulator.bundle import Bundle
-from emulator.common.server import Runner, bind, freeze_startup_heap, run, url_of
+from emulator.common.server import Runner, bind, tune_gc_for_serving, run, url_of
 from emulator.config import BundleConfig
 
 
@@ -53,7 +53,7 @@ async def serve_bare(ready_file: Path) -> None:
 async def serve_bundle(ready_file: Path, validate: bool) -> None:
     bundle = Bundle(BundleConfig(segment_port=0, mailjet_port=0, destination_port=0, seed=0, validate=validate))
     info = await bundle.start()
-    freeze_startup_heap()
+    tune_gc_for_serving()
     bundle.runner.install_signal_handlers()
     ready_file.write_text(json.dumps(info), encoding="utf-8")
     await bundle.wait()

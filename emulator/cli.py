@@ -165,7 +165,7 @@ async def _up(args: argparse.Namespace) -> int:
     _warn_if_exposed(config.host, config.control_token)
     bundle = Bundle(config)
     info = await bundle.start()
-    server.freeze_startup_heap()
+    server.tune_gc_for_serving()
     bundle.runner.install_signal_handlers()
     if args.ready_file:
         args.ready_file.write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")

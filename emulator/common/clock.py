@@ -13,6 +13,7 @@ import itertools
 import re
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
+from functools import lru_cache
 from typing import Any, Awaitable, Callable
 
 TimerCallback = Callable[[], "Awaitable[Any] | Any"]
@@ -36,6 +37,12 @@ def parse_iso(text: str) -> datetime:
     """Parse an ISO-8601 timestamp leniently (Z suffix, missing zero padding); naive means UTC."""
     if not isinstance(text, str) or not text:
         raise ValueError(f"invalid timestamp {text!r}")
+    return _parse_iso_text(text)
+
+
+# Cached: the tracking API parses each message's timestamp and its batch's sentAt, which repeat.
+@lru_cache(maxsize=4096)
+def _parse_iso_text(text: str) -> datetime:
     value = text.strip().replace("Z", "+00:00").replace("z", "+00:00")
     try:
         parsed = datetime.fromisoformat(value)
@@ -68,9 +75,14 @@ def _parse_unpadded(value: str) -> datetime:
     )
 
 
+@lru_cache(maxsize=4096)
 def iso(moment: datetime) -> str:
-    """Render a datetime as Segment and Mailjet do: UTC with milliseconds and a Z."""
-    return moment.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+    """Render a datetime as Segment and Mailjet do: UTC with milliseconds and a Z.
+
+    Cached: the messages of one batch share their receivedAt, and often their timestamp.
+    """
+    utc = moment.astimezone(timezone.utc)
+    return utc.strftime("%Y-%m-%dT%H:%M:%S.") + f"{utc.microsecond // 1000:03d}Z"
 
 
 @dataclass(order=True)

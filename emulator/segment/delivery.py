@@ -196,7 +196,9 @@ class DeliveryRecord:
     reason: str | None = None
     next_attempt_at: datetime | None = None
     first_attempt_at: datetime | None = None
-    attempts: list[dict[str, Any]] = field(default_factory=list)
+    # A tuple, replaced at each attempt: most records are skipped and never attempted, and one
+    # shared () costs the garbage collector nothing (every stored event has a record).
+    attempts: tuple[dict[str, Any], ...] = ()
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -269,7 +271,9 @@ class DeliveryPipeline:
         self._records: deque[DeliveryRecord] = deque()
         # Records pushed out by `max_records` since the last reset (oldest first).
         self.dropped = 0
-        self._by_message_id: dict[str, list[DeliveryRecord]] = {}
+        # messageId → its record, or its records when several share the id (rare: a resend after
+        # the 24 h dedupe window, another source): no list per message, for the GC's sake.
+        self._by_message_id: dict[str, DeliveryRecord | list[DeliveryRecord]] = {}
         # Created on first use, inside the event loop that serves the app.
         self._ready: asyncio.Queue[_Lane] | None = None
         self._workers: list[asyncio.Task[None]] = []
@@ -327,8 +331,8 @@ class DeliveryPipeline:
             type=message.get("type"),
             user_id=message.get("userId"),
             event=message.get("event"),
-            # A shallow copy: the body sent, and recorded with each attempt, is the message as accepted.
-            body=dict(message),
+            # Not a copy: a stored message is never changed, so this is the message as accepted.
+            body=message,
         )
         self._next_seq += 1
         self._remember(record)
@@ -356,7 +360,7 @@ class DeliveryPipeline:
         self, message_id: str | None = None, state: str | None = None, user_id: str | None = None, limit: int = 100
     ) -> list[dict[str, Any]]:
         """Delivery records, oldest first, the newest `limit` of those matching every filter given."""
-        candidates = self._by_message_id.get(message_id, []) if message_id is not None else self._records
+        candidates = self._records_with_id(message_id) if message_id is not None else self._records
         selected = [
             record
             for record in candidates
@@ -433,13 +437,27 @@ class DeliveryPipeline:
             self.dropped += 1
             if self.changes is not None:
                 self.changes.delivery_dropped(oldest)
-            same_id = self._by_message_id.get(oldest.message_id, [])
-            if oldest in same_id:
+            same_id = self._by_message_id.get(oldest.message_id)
+            if same_id is oldest:
+                del self._by_message_id[oldest.message_id]
+            elif isinstance(same_id, list) and oldest in same_id:
                 same_id.remove(oldest)
-            if not same_id:
-                self._by_message_id.pop(oldest.message_id, None)
+                if len(same_id) == 1:
+                    self._by_message_id[oldest.message_id] = same_id[0]
         self._records.append(record)
-        self._by_message_id.setdefault(record.message_id, []).append(record)
+        same_id = self._by_message_id.get(record.message_id)
+        if same_id is None:
+            self._by_message_id[record.message_id] = record
+        elif isinstance(same_id, list):
+            same_id.append(record)
+        else:
+            self._by_message_id[record.message_id] = [same_id, record]
+
+    def _records_with_id(self, message_id: str) -> list[DeliveryRecord]:
+        same_id = self._by_message_id.get(message_id)
+        if same_id is None:
+            return []
+        return same_id if isinstance(same_id, list) else [same_id]
 
     def _schedule(self, lane: _Lane) -> None:
         ready = self._start()
@@ -522,15 +540,14 @@ class DeliveryPipeline:
             outcome = await self._send(destination.url + "/", headers, record.body)
         if record.first_attempt_at is None:
             record.first_attempt_at = at
-        record.attempts.append(
-            {
-                "at": iso(at),
-                "status": outcome.status,
-                "response": outcome.response,
-                "error": outcome.error,
-                "request": {"method": "POST", "url": destination.url + "/", "headers": headers, "body": record.body},
-            }
-        )
+        attempt = {
+            "at": iso(at),
+            "status": outcome.status,
+            "response": outcome.response,
+            "error": outcome.error,
+            "request": {"method": "POST", "url": destination.url + "/", "headers": headers, "body": record.body},
+        }
+        record.attempts = (*record.attempts, attempt)
         self._settle(record, outcome)
 
     async def _send(self, url: str, headers: dict[str, str], body: dict[str, Any]) -> _Outcome:

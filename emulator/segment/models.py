@@ -21,7 +21,7 @@ import uuid
 import zlib
 from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -223,7 +223,8 @@ class StoredMessage:
     timestamp: datetime  # the corrected `timestamp`, already parsed
     status: str = ACCEPTED
     discard_reason: str | None = None
-    violations: list[dict[str, str]] = field(default_factory=list)
+    # A tuple: most messages have none, and one shared () costs the garbage collector nothing.
+    violations: tuple[dict[str, str], ...] = ()
 
     @property
     def accepted(self) -> bool:
@@ -255,7 +256,7 @@ class StoredMessage:
             "source": self.source.ref(),
             "status": self.status,
             "discard_reason": self.discard_reason,
-            "violations": self.violations,
+            "violations": list(self.violations),
         }
 
 
@@ -802,15 +803,15 @@ _PATH_PART = re.compile(r"\.([^.\[]+)|\[(\d+)\]")
 _EXPECTED_TYPE = re.compile(r"is not of type (.+)$")
 
 
-def _violations(message: dict[str, Any]) -> list[dict[str, str]]:
+def _violations(message: dict[str, Any]) -> tuple[dict[str, str], ...]:
     """The message's breaches of contract `segment.<type>`, in Protocols' shape (reference §6)."""
     name = f"segment.{message['type']}"
     try:
         if fast_validation.is_valid(name, message):
-            return []
-        return [_protocols_violation(violation, message) for violation in contracts.validate(name, message)]
+            return ()
+        return tuple(_protocols_violation(violation, message) for violation in contracts.validate(name, message))
     except RecursionError:
-        return [{"type": "Invalid Value", "field": "", "description": "the message is nested too deeply to validate"}]
+        return ({"type": "Invalid Value", "field": "", "description": "the message is nested too deeply to validate"},)
 
 
 def _protocols_violation(violation: contracts.Violation, message: dict[str, Any]) -> dict[str, str]:
@@ -853,9 +854,9 @@ def _json_type(value: Any) -> str:
 
 
 def _with_protocols(
-    context: dict[str, Any] | None, violations: list[dict[str, str]], source: Source
+    context: dict[str, Any] | None, violations: tuple[dict[str, str], ...], source: Source
 ) -> dict[str, Any]:
     context = context or {}
     protocols = context.get("protocols")
     protocols = protocols if isinstance(protocols, dict) else {}
-    return {**context, "protocols": {**protocols, "sourceId": source.id, "violations": violations}}
+    return {**context, "protocols": {**protocols, "sourceId": source.id, "violations": list(violations)}}

@@ -93,7 +93,7 @@ def message_to_json(stored: StoredMessage) -> dict[str, Any]:
         "source": stored.source.to_json(),
         "status": stored.status,
         "discard_reason": stored.discard_reason,
-        "violations": stored.violations,
+        "violations": list(stored.violations),
     }
 
 
@@ -109,7 +109,7 @@ def delivery_to_json(record: DeliveryRecord) -> dict[str, Any]:
         "reason": record.reason,
         "next_attempt_at": _iso_or_none(record.next_attempt_at),
         "first_attempt_at": _iso_or_none(record.first_attempt_at),
-        "attempts": record.attempts,
+        "attempts": list(record.attempts),
     }
 
 
@@ -257,7 +257,7 @@ def message_from_json(data: Any, where: str) -> StoredMessage:
         timestamp,
         status,
         reason,
-        violations,
+        tuple(violations),
     )
 
 
@@ -286,7 +286,7 @@ def delivery_from_json(data: Any, where: str) -> DeliveryRecord:
         reason=data.get("reason"),
         next_attempt_at=next_attempt_at,
         first_attempt_at=_optional_time(data.get("first_attempt_at"), f"{where}.first_attempt_at"),
-        attempts=[_object(item, f"{where}.attempts[{index}]") for index, item in enumerate(_list(data.get("attempts", []), f"{where}.attempts"))],
+        attempts=tuple(_object(item, f"{where}.attempts[{index}]") for index, item in enumerate(_list(data.get("attempts", []), f"{where}.attempts"))),
     )
 
 

@@ -194,7 +194,8 @@ def test_a_disabled_destination_delivers_nothing(stack):
     assert httpx.get(f"{stack.segment_url}/_emulator/destinations/mailjet").json()["enabled"] is True
 
 
-def test_the_destination_starts_configured_from_the_bundle(bundle):
+def test_the_destination_starts_configured_from_the_bundle(bundle, stack):
+    # `stack` resets: another test of this module's bundle may have changed the settings.
     answer = httpx.get(f"{bundle['segment_url']}/_emulator/destinations/mailjet").json()
     assert answer == {"enabled": True, "settings": {"apiKey": bundle["auth_key"], "listId": str(bundle["list_id"])}}
 
