@@ -45,6 +45,7 @@ async def serve_bare(ready_file: Path) -> None:
     sock = bind("127.0.0.1", 0)
     runner.add("bare", bare_app(), sock)
     await runner.start()
+    tune_gc_for_serving()
     runner.install_signal_handlers()
     ready_file.write_text(json.dumps({"url": url_of(sock)}), encoding="utf-8")
     await runner.wait()

@@ -51,7 +51,7 @@ def main() -> None:
     parser.add_argument("--events", type=int, default=1_000_000)
     parser.add_argument("--contacts", type=int, default=100_000)
     args = parser.parse_args()
-    config = BundleConfig(seed=0)
+    config = BundleConfig(seed=0, events_capacity=max(args.events, 1))
     clock = Clock()
     segment = SegmentBackend.from_config(config, clock)
     mailjet = MailjetBackend(config, clock, "http://127.0.0.1:8702", "http://127.0.0.1:8701")

@@ -55,7 +55,7 @@ def tune_gc_for_serving() -> None:
     bundles: frozen objects are never collected.
     """
     gc.freeze()
-    gc.set_threshold(10_000, 10, 1000)
+    gc.set_threshold(5_000, 0, 1000)
 
 
 def bind(host: str, port: int) -> socket.socket:
@@ -102,7 +102,10 @@ class Runner:
         self.handles: list[ServerHandle] = []
 
     def add(self, name: str, app: ASGIApp, sock: socket.socket) -> ServerHandle:
-        config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="on", timeout_graceful_shutdown=2)
+        # No proxy-header rewriting: the servers face their clients directly, never a proxy.
+        config = uvicorn.Config(
+            app, log_level="warning", access_log=False, lifespan="on", timeout_graceful_shutdown=2, proxy_headers=False
+        )
         handle = ServerHandle(name, sock, _QuietServer(config))
         self.handles.append(handle)
         return handle

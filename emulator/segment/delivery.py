@@ -184,7 +184,7 @@ class DeliveryChanges(Protocol):
     def destination_changed(self) -> None: ...
 
 
-@dataclass
+@dataclass(slots=True)
 class DeliveryRecord:
     seq: int  # order of intake in the workspace; the storage's row id
     message_id: str

@@ -17,12 +17,14 @@ import json
 import logging
 import math
 import re
+import sys
 import uuid
 import zlib
-from collections import OrderedDict, deque
-from collections.abc import Callable, Iterable, Iterator
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from types import MappingProxyType
 from typing import Any
 
 import contracts
@@ -46,6 +48,8 @@ DEDUPE_WINDOW = timedelta(hours=24)
 MESSAGE_LOG_CAPACITY = 200_000
 
 CALL_TYPES = ("identify", "track", "page", "screen", "group", "alias")
+_CALL_TYPE_NAMES = {name: name for name in CALL_TYPES}
+_REPEATED_STRING_FIELDS = ("event", "userId", "anonymousId")
 # /v1/<endpoint> → call type; None marks the batch endpoints (analytics.js posts batches to /v1/b,
 # legacy analytics-android to /v1/import).
 ENDPOINTS: dict[str, str | None] = {
@@ -264,12 +268,16 @@ class StoredMessage:
 # Profiles: merged traits and event history, indexed for Engage.
 
 
+# Shared by every event without properties (an identify has traits instead), read-only.
+_NO_PROPERTIES: Mapping[str, Any] = MappingProxyType({})
+
+
 @dataclass(slots=True)
 class ProfileEvent:
     type: str
     event: str | None  # the track event name; None for other calls
     name: str | None  # the page/screen name; None for other calls
-    properties: dict[str, Any]
+    properties: Mapping[str, Any]
     timestamp: datetime
     message_id: str
 
@@ -278,7 +286,7 @@ class ProfileEvent:
             "type": self.type,
             "event": self.event,
             "name": self.name,
-            "properties": self.properties,
+            "properties": dict(self.properties),
             "timestamp": iso(self.timestamp),
             "messageId": self.message_id,
         }
@@ -398,7 +406,7 @@ class ProfileStore:
                 call_type,
                 message.get("event") if call_type == "track" else None,
                 message.get("name") if call_type in ("page", "screen") else None,
-                message.get("properties") or {},
+                message.get("properties") or _NO_PROPERTIES,
                 stored.timestamp,
                 message["messageId"],
             )
@@ -446,6 +454,32 @@ class ProfileStore:
 Listener = Callable[[StoredMessage], None]
 
 
+class DedupeWindow:
+    """The messageIds one source had accepted in the last 24 h of virtual time.
+
+    A dict for lookups and a deque of ids in arrival order, so expired ones are dropped from the
+    front in O(1) each (lighter than an OrderedDict: ~40 bytes a message less). Expired ids are
+    dropped before each lookup, so an id is never in the deque twice.
+    """
+
+    def __init__(self) -> None:
+        self._accepted_at: dict[str, datetime] = {}
+        self._order: deque[str] = deque()
+
+    def holds(self, message_id: str) -> bool:
+        return message_id in self._accepted_at
+
+    def remember(self, message_id: str, at: datetime) -> None:
+        if message_id not in self._accepted_at:
+            self._order.append(message_id)
+        self._accepted_at[message_id] = at
+
+    def forget_expired(self, now: datetime) -> None:
+        order, accepted_at = self._order, self._accepted_at
+        while order and now - accepted_at[order[0]] >= DEDUPE_WINDOW:
+            del accepted_at[order.popleft()]
+
+
 class SegmentBackend:
     """Sources, the message store, dedupe, profiles and listeners of one fake Segment workspace."""
 
@@ -479,7 +513,7 @@ class SegmentBackend:
         # Messages pushed out of the capped feed since the last reset (profiles and delivery saw them).
         self.dropped = 0
         self.profiles = ProfileStore()
-        self._seen_message_ids: OrderedDict[tuple[str | None, str], datetime] = OrderedDict()
+        self._dedupe_windows: dict[str | None, DedupeWindow] = {}  # by source id
 
     def add_listener(self, callback: Listener) -> None:
         """Call `callback(stored)` synchronously with every accepted message, after it is stored."""
@@ -500,19 +534,17 @@ class SegmentBackend:
         Listeners are not called: what they did with these messages (deliveries, Engage state)
         is restored on its own, so nothing is delivered twice.
         """
-        seen = self._seen_message_ids
         for stored in stored_messages:
             if len(self.messages) == self.events_capacity:
                 self.dropped += 1
             self.messages.append(stored)
             if stored.accepted:
                 self.profiles.record(stored)
-                key = (stored.source.id, stored.message_id)
-                seen.pop(key, None)
-                seen[key] = stored.received_at
+                self._dedupe_window(stored.source).forget_expired(stored.received_at)
+                self._dedupe_window(stored.source).remember(stored.message_id, stored.received_at)
         now = self.clock.now()
-        while seen and now - next(iter(seen.values())) >= DEDUPE_WINDOW:
-            seen.popitem(last=False)
+        for window in self._dedupe_windows.values():
+            window.forget_expired(now)
 
     # -- ingestion -----------------------------------------------------------------------------
 
@@ -545,7 +577,8 @@ class SegmentBackend:
         Same rules as a batch item of the tracking API (enrichment, discards, contracts, dedupe,
         profiles, listeners); never raises: with --strict a violating message is stored discarded.
         """
-        return self._process(message, source, _to_millisecond(self.clock.now()), message.get("sentAt"))
+        # A copy: enrichment fills in the message it is given, and this one is the caller's.
+        return self._process(dict(message), source, _to_millisecond(self.clock.now()), message.get("sentAt"))
 
     def _source_for(self, write_key: str) -> Source:
         return self._sources_by_key.get(write_key) or Source(None, write_key, None)
@@ -590,12 +623,14 @@ class SegmentBackend:
         if not isinstance(item, dict):
             stub = {"type": None, "messageId": _new_message_id(), "receivedAt": iso(received_at), "item": item}
             return self._store(StoredMessage(stub, source, received_at, received_at, DISCARDED, BAD_REQUEST))
+        # Docs: "each batched event needs to be less than 32KB ... Segment returns a 200 response
+        # but rejects the event" — so an oversized item is dropped alone, not the whole batch.
+        # Measured as sent, before enrichment adds to it.
+        too_large = measure and _encoded_size(item) > MAX_CALL_BYTES
         message, timestamp = _enrich(item, received_at, sent_at, shared)
         stored = StoredMessage(message, source, received_at, timestamp)
         reason = forced_reason or (None if source.known else UNKNOWN_WRITE_KEY) or _ingest_problem(message)
-        # Docs: "each batched event needs to be less than 32KB ... Segment returns a 200 response
-        # but rejects the event" — so an oversized item is dropped alone, not the whole batch.
-        if reason is None and measure and _encoded_size(item) > MAX_CALL_BYTES:
+        if reason is None and too_large:
             reason = EVENT_TOO_LARGE
         if reason is None and self.validate:
             stored.violations = _violations(message)
@@ -612,21 +647,20 @@ class SegmentBackend:
     def _is_duplicate(self, source: Source, message_id: str, now: datetime) -> bool:
         """True when `message_id` was accepted within 24 h; otherwise remember it as seen now.
 
-        GUESS: dedupe is per source (two sources may reuse an id). Entries are kept in arrival
-        order, so expired ones are dropped from the front in O(1) each.
+        GUESS: dedupe is per source (two sources may reuse an id).
         """
-        key = (source.id, message_id)
-        seen = self._seen_message_ids.get(key)
-        if seen is not None and now - seen < DEDUPE_WINDOW:
+        window = self._dedupe_window(source)
+        window.forget_expired(now)
+        if window.holds(message_id):
             return True
-        self._seen_message_ids.pop(key, None)
-        self._seen_message_ids[key] = now
-        while self._seen_message_ids:
-            oldest_key, oldest = next(iter(self._seen_message_ids.items()))
-            if now - oldest < DEDUPE_WINDOW:
-                break
-            del self._seen_message_ids[oldest_key]
+        window.remember(message_id, now)
         return False
+
+    def _dedupe_window(self, source: Source) -> DedupeWindow:
+        window = self._dedupe_windows.get(source.id)
+        if window is None:
+            window = self._dedupe_windows[source.id] = DedupeWindow()
+        return window
 
     def _store(self, stored: StoredMessage) -> StoredMessage:
         if len(self.messages) == self.events_capacity:
@@ -690,13 +724,23 @@ def _new_message_id() -> str:
 def _enrich(
     item: dict[str, Any], received_at: datetime, sent_at: Any, shared: dict[str, dict[str, Any]] | None
 ) -> tuple[dict[str, Any], datetime]:
-    """The message as Segment stores it, and its corrected timestamp.
+    """The message as Segment stores it (`item` itself, filled in), and its corrected timestamp.
 
     Adds receivedAt, messageId when absent, originalTimestamp (the timestamp as given) and the
-    skew-corrected timestamp; merges batch-level context/integrations (item keys win).
+    skew-corrected timestamp; merges batch-level context/integrations (item keys win). `item` must
+    be the caller's to give (freshly decoded, or a copy): its nested objects are never mutated.
     """
-    message = dict(item)  # nested objects are shared with the request, never mutated
+    message = item
     message.pop("writeKey", None)
+    # One string object per call type, event name and user, not one per message (~170 bytes a
+    # message): a user's messages repeat the same few strings.
+    call_type = message.get("type")
+    if call_type.__class__ is str:
+        message["type"] = _CALL_TYPE_NAMES.get(call_type, call_type)
+    for name in _REPEATED_STRING_FIELDS:
+        value = message.get(name)
+        if value.__class__ is str:
+            message[name] = sys.intern(value)
     if shared:
         for key, batch_value in shared.items():
             own = message.get(key)
@@ -722,7 +766,8 @@ def _enrich(
 
 def _to_millisecond(moment: datetime) -> datetime:
     # As rendered: the parsed times kept beside a message then agree with its ISO strings.
-    return moment.replace(microsecond=moment.microsecond // 1000 * 1000)
+    extra = moment.microsecond % 1000
+    return moment.replace(microsecond=moment.microsecond - extra) if extra else moment
 
 
 def _corrected_timestamp(original: Any, sent_at: Any, received_at: datetime) -> datetime:
