@@ -66,8 +66,10 @@ class Receiver:
     """A webhook endpoint: `/ok/...` answers 200, `/fail/...` answers 500; every POST is kept."""
 
     received: list[tuple[str, Any]] = field(default_factory=list)
+    authorizations: dict[str, str | None] = field(default_factory=dict)  # by path, the last seen
 
     async def endpoint(self, request: Request) -> Response:
+        self.authorizations[request.url.path] = request.headers.get("authorization")
         self.received.append((request.url.path, await request.json()))
         if request.url.path.startswith("/fail"):
             return JSONResponse({"error": "scripted failure"}, status_code=500)
@@ -158,6 +160,7 @@ def stack(receiver_and_bundle: tuple[Receiver, dict[str, Any], str]) -> Stack:
     for url in (info["segment_url"], info["mailjet_url"]):
         httpx.post(f"{url}/_emulator/reset").raise_for_status()
     receiver.received.clear()
+    receiver.authorizations.clear()
     return Stack(info, receiver_url)
 
 
@@ -224,6 +227,15 @@ def test_webhooks_version_1_get_one_object_per_post(stack: Stack, receiver: Rece
     assert (bodies[1]["ip"], bodies[1]["geo"], bodies[1]["agent"]) == ("10.0.0.7", "DE", "Mutt/2.2")
     records = wait_rows(stack, lambda rows: all(row["webhook"]["state"] == "delivered" for row in rows), "delivered webhooks")
     assert [row["webhook"]["attempts"][0]["status"] for row in records] == [200, 200]
+
+
+def test_webhook_credentials_in_the_url_are_sent_as_basic_auth(stack: Stack, receiver: Receiver) -> None:
+    # Mailjet's way to protect an endpoint: https://user:password@host/path as the callback URL.
+    stack.receiver_url = stack.receiver_url.replace("http://", "http://hook-user:s3cret@")
+    stack.register_webhook("sent", "/ok/auth", version=1)
+    stack.send_email("carol@example.com")
+    wait_for(lambda: receiver.bodies("/ok/auth"), "the sent event's post")
+    assert receiver.authorizations["/ok/auth"] == "Basic aG9vay11c2VyOnMzY3JldA=="  # hook-user:s3cret
 
 
 def test_webhooks_version_2_get_the_events_of_a_second_in_one_array(stack: Stack, receiver: Receiver) -> None:
