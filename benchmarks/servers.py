@@ -2,7 +2,8 @@
 
 - `bare`: a Starlette + uvicorn endpoint `POST /v1/batch` that only parses the JSON body and
   appends its events to a list: the floor any Python tracking endpoint pays, served exactly as the
-  bundle serves its apps (`emulator.common.server.Runner`, same uvicorn settings).
+  bundle serves its apps (`emulator.common.server.Runner`, same uvicorn settings, same GC settings
+  unless `--default-gc`).
 - `bundle`: the three servers in one process as `segjet up` runs them, from a BundleConfig, so a
   switch `segjet up` has no flag for (`--no-validate`: BundleConfig.validate = False) can be set.
 - `moto`: moto's `ThreadedMotoServer` (Werkzeug, threaded), the reference fake for AWS.
@@ -40,12 +41,13 @@ def bare_app() -> Starlette:
     return Starlette(routes=[Route("/v1/batch", batch, methods=["POST"])])
 
 
-async def serve_bare(ready_file: Path) -> None:
+async def serve_bare(ready_file: Path, default_gc: bool) -> None:
     runner = Runner()
     sock = bind("127.0.0.1", 0)
     runner.add("bare", bare_app(), sock)
     await runner.start()
-    tune_gc_for_serving()
+    if not default_gc:
+        tune_gc_for_serving()
     runner.install_signal_handlers()
     ready_file.write_text(json.dumps({"url": url_of(sock)}), encoding="utf-8")
     await runner.wait()
@@ -78,9 +80,10 @@ def main() -> None:
     parser.add_argument("server", choices=("bare", "bundle", "moto"))
     parser.add_argument("--ready-file", type=Path, required=True)
     parser.add_argument("--no-validate", action="store_true", help="bundle: skip contract validation at ingest")
+    parser.add_argument("--default-gc", action="store_true", help="bare: keep Python's default GC settings")
     args = parser.parse_args()
     if args.server == "bare":
-        run(serve_bare(args.ready_file))
+        run(serve_bare(args.ready_file, default_gc=args.default_gc))
     elif args.server == "bundle":
         run(serve_bundle(args.ready_file, validate=not args.no_validate))
     else:
