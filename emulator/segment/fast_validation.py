@@ -31,8 +31,8 @@ def is_valid(name: str, payload: Any) -> bool:
     try:
         return validator.is_valid(payload)
     except ValueError:
-        # Something jsonschema-rs cannot take in (nesting past its depth limit, an integer past
-        # 64 bits): jsonschema itself answers.
+        # A value JSON cannot hold (bytes, a set: only a message built in Python can have one),
+        # which jsonschema-rs refuses to read: jsonschema itself answers.
         return contracts.is_valid(name, payload)
 
 

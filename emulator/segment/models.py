@@ -540,8 +540,9 @@ class SegmentBackend:
             self.messages.append(stored)
             if stored.accepted:
                 self.profiles.record(stored)
-                self._dedupe_window(stored.source).forget_expired(stored.received_at)
-                self._dedupe_window(stored.source).remember(stored.message_id, stored.received_at)
+                window = self._dedupe_window(stored.source)
+                window.forget_expired(stored.received_at)
+                window.remember(stored.message_id, stored.received_at)
         now = self.clock.now()
         for window in self._dedupe_windows.values():
             window.forget_expired(now)
