@@ -1010,9 +1010,9 @@ class EngageSpace:
     def _on_message(self, stored: StoredMessage) -> None:
         if stored.source.id == self.source.id:
             self.engine.observe_own(stored.message)
-        else:
-            self.engine.observe(stored.message)
-        self.scheduler.arm()
+            self.scheduler.arm()
+        elif self.engine.observe(stored.message):
+            self.scheduler.arm()  # only then can the next sync have something new to send
 
     def _sync(self) -> SyncResult:
         first_syncs = self.engine.has_unsynced()
