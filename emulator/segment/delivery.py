@@ -326,6 +326,7 @@ class DeliveryPipeline:
         # as Segment shows no delivery for a destination that is off.
         if not self._destination.enabled:
             return
+        reason = skip_reason(message)
         record = DeliveryRecord(
             seq=self._next_seq,
             message_id=str(message.get("messageId")),
@@ -334,13 +335,12 @@ class DeliveryPipeline:
             event=message.get("event"),
             # Not a copy: a stored message is never changed, so this is the message as accepted.
             body=message,
+            state=QUEUED if reason is None else SKIPPED,
+            reason=reason,
         )
         self._next_seq += 1
         self._remember(record)
-        reason = skip_reason(message)
-        if reason is not None:
-            record.state, record.reason = SKIPPED, reason
-        else:
+        if reason is None:
             lane = self._lane_for(record)
             lane.pending.append(record)
             if lane.idle:

@@ -730,7 +730,7 @@ class EngageEngine:
         user_id = message.get("userId")
         if not isinstance(user_id, str) or not user_id:
             return False  # anonymous-only profiles are not synced
-        touched: list[_Computation] = []
+        touched: Sequence[_Computation] = ()
         anonymous_id = message.get("anonymousId")
         if message.get("type") == "alias":
             # A merge can bring any history and traits into the userId's profile.
@@ -742,10 +742,9 @@ class EngageEngine:
                 self._linked.add(anonymous_id)
             touched = list(self._computations.values())
         elif message.get("type") == "track":
-            touched = self._by_event.get(message.get("event"), [])
+            touched = self._by_event.get(message.get("event"), ())
         elif message.get("type") == "identify" and isinstance(message.get("traits"), Mapping):
-            for name in message["traits"]:
-                touched.extend(self._by_trait.get(name, []))
+            touched = [computation for name in message["traits"] for computation in self._by_trait.get(name, ())]
         for computation in touched:
             if computation.synced:
                 computation.dirty.add(user_id)

@@ -50,6 +50,7 @@ MESSAGE_LOG_CAPACITY = 200_000
 CALL_TYPES = ("identify", "track", "page", "screen", "group", "alias")
 _CALL_TYPE_NAMES = {name: name for name in CALL_TYPES}
 _REPEATED_STRING_FIELDS = ("event", "userId", "anonymousId")
+_CONTRACT_OF_TYPE = {name: f"segment.{name}" for name in CALL_TYPES}
 # /v1/<endpoint> → call type; None marks the batch endpoints (analytics.js posts batches to /v1/b,
 # legacy analytics-android to /v1/import).
 ENDPOINTS: dict[str, str | None] = {
@@ -465,6 +466,9 @@ class DedupeWindow:
     def __init__(self) -> None:
         self._accepted_at: dict[str, datetime] = {}
         self._order: deque[str] = deque()
+        # The messages of a batch share their arrival time: the cutoff is computed once for them.
+        self._now: datetime | None = None
+        self._cutoff: datetime | None = None
 
     def holds(self, message_id: str) -> bool:
         return message_id in self._accepted_at
@@ -475,8 +479,10 @@ class DedupeWindow:
         self._accepted_at[message_id] = at
 
     def forget_expired(self, now: datetime) -> None:
-        order, accepted_at = self._order, self._accepted_at
-        while order and now - accepted_at[order[0]] >= DEDUPE_WINDOW:
+        if now is not self._now:
+            self._now, self._cutoff = now, now - DEDUPE_WINDOW
+        order, accepted_at, cutoff = self._order, self._accepted_at, self._cutoff
+        while order and accepted_at[order[0]] <= cutoff:
             del accepted_at[order.popleft()]
 
 
@@ -851,7 +857,7 @@ _EXPECTED_TYPE = re.compile(r"is not of type (.+)$")
 
 def _violations(message: dict[str, Any]) -> tuple[dict[str, str], ...]:
     """The message's breaches of contract `segment.<type>`, in Protocols' shape (reference §6)."""
-    name = f"segment.{message['type']}"
+    name = _CONTRACT_OF_TYPE[message["type"]]
     try:
         if fast_validation.is_valid(name, message):
             return ()
