@@ -609,43 +609,70 @@ class SegmentBackend:
         # A body within 32 KB cannot hold an item over 32 KB, so only bigger batches pay for measuring.
         measure_items = size > MAX_CALL_BYTES
         # An empty batch stores nothing (Segment counts it as `empty_batch`); the journal shows it.
-        return [
-            self._process(
-                item, source, received_at, body.get("sentAt"), shared,
-                forced_reason=BATCH_TOO_MANY_EVENTS if too_many else None, measure=measure_items,
-            )
+        forced_reason = BATCH_TOO_MANY_EVENTS if too_many else None
+        prepared = [
+            self._prepare(item, source, received_at, body.get("sentAt"), shared, forced_reason, measure_items)
             for item in items
         ]
+        valid_types = self._types_all_valid(prepared)
+        return [
+            self._finish(stored, reason, known_valid=reason is None and stored.message["type"] in valid_types)
+            for stored, reason in prepared
+        ]
 
-    def _process(
+    def _process(self, item: Any, source: Source, received_at: datetime, sent_at: Any) -> StoredMessage:
+        """Store one call, as a batch of one."""
+        stored, reason = self._prepare(item, source, received_at, sent_at, None, None, False)
+        return self._finish(stored, reason, known_valid=False)
+
+    def _prepare(
         self,
         item: Any,
         source: Source,
         received_at: datetime,
         sent_at: Any,
-        shared: dict[str, dict[str, Any]] | None = None,
-        forced_reason: str | None = None,
-        measure: bool = False,
-    ) -> StoredMessage:
+        shared: dict[str, dict[str, Any]] | None,
+        forced_reason: str | None,
+        measure: bool,
+    ) -> tuple[StoredMessage, str | None]:
+        """The item enriched, and why it is discarded before contracts and dedupe are looked at (or None)."""
         if not isinstance(item, dict):
             stub = {"type": None, "messageId": _new_message_id(), "receivedAt": iso(received_at), "item": item}
-            return self._store(StoredMessage(stub, source, received_at, received_at, DISCARDED, BAD_REQUEST))
+            return StoredMessage(stub, source, received_at, received_at), BAD_REQUEST
         # Docs: "each batched event needs to be less than 32KB ... Segment returns a 200 response
         # but rejects the event" — so an oversized item is dropped alone, not the whole batch.
         # Measured as sent, before enrichment adds to it.
         too_large = measure and _encoded_size(item) > MAX_CALL_BYTES
         message, timestamp = _enrich(item, received_at, sent_at, shared)
-        stored = StoredMessage(message, source, received_at, timestamp)
         reason = forced_reason or (None if source.known else UNKNOWN_WRITE_KEY) or _ingest_problem(message)
         if reason is None and too_large:
             reason = EVENT_TOO_LARGE
-        if reason is None and self.validate:
+        return StoredMessage(message, source, received_at, timestamp), reason
+
+    def _types_all_valid(self, prepared: list[tuple[StoredMessage, str | None]]) -> set[str]:
+        """The call types whose messages still in the running all meet their contract, checked with
+        one call per type; the messages of other types are checked one by one for the details."""
+        if not self.validate:
+            return set()
+        by_type: dict[str, list[dict[str, Any]]] = {}
+        for stored, reason in prepared:
+            if reason is None:
+                by_type.setdefault(stored.message["type"], []).append(stored.message)
+        try:
+            return {kind for kind, messages in by_type.items() if fast_validation.all_valid(_CONTRACT_OF_TYPE[kind], messages)}
+        except RecursionError:
+            return set()  # nested too deeply for jsonschema: each message is reported on its own
+
+    def _finish(self, stored: StoredMessage, reason: str | None, known_valid: bool) -> StoredMessage:
+        """Contracts (unless the message is `known_valid`), dedupe, then the message is stored."""
+        message = stored.message
+        if reason is None and self.validate and not known_valid:
             stored.violations = _violations(message)
             if stored.violations:
-                message["context"] = _with_protocols(message.get("context"), stored.violations, source)
+                message["context"] = _with_protocols(message.get("context"), stored.violations, stored.source)
                 if self.strict:
                     reason = SCHEMA_VIOLATION
-        if reason is None and self._is_duplicate(source, message["messageId"], received_at):
+        if reason is None and self._is_duplicate(stored.source, message["messageId"], stored.received_at):
             reason = DUPLICATE_MESSAGE_ID
         if reason is not None:
             stored.status, stored.discard_reason = DISCARDED, reason

@@ -277,6 +277,19 @@ def test_violations_are_recorded_in_protocols_shape(backend: SegmentBackend) -> 
     assert stored.message["context"]["protocols"]["sourceId"] == stored.source.id
 
 
+@pytest.mark.parametrize("strict", [False, True])
+def test_in_a_batch_only_the_violating_messages_carry_violations(clock: Clock, strict: bool) -> None:
+    # A batch's messages of one type are checked together first; the violating one must still be found.
+    backend = make_backend(clock, strict=strict)
+    good = {"type": "track", "userId": "u", "event": "Order Completed", "properties": {"revenue": 12}}
+    bad = {"type": "track", "userId": "u", "event": "Order Completed", "properties": {"revenue": "12"}}
+    stored = batch(backend, [dict(good), bad, dict(good), {"type": "identify", "userId": "u", "traits": {"plan": "pro"}}])
+    assert [len(message.violations) for message in stored] == [0, 1, 0, 0]
+    assert [message.accepted for message in stored] == [True, not strict, True, True]
+    assert "protocols" not in stored[0].message.get("context", {})
+    assert stored[1].message["context"]["protocols"]["violations"][0]["field"] == "properties.revenue"
+
+
 def test_required_violation_names_the_missing_field(backend: SegmentBackend) -> None:
     [stored] = batch(backend, [{"type": "alias", "userId": "u", "previousId": True}])
     assert stored.accepted
@@ -481,4 +494,6 @@ def test_compiled_contract_check_agrees_with_jsonschema(base: dict[str, Any], mu
         target[path[-1]] = value
     for name in contracts.names():
         if name.startswith("segment."):
-            assert fast_validation.is_valid(name, message) == contracts.is_valid(name, message), name
+            expected = contracts.is_valid(name, message)
+            assert fast_validation.is_valid(name, message) == expected, name
+            assert fast_validation.all_valid(name, [base, message]) == (expected and contracts.is_valid(name, base)), name
