@@ -828,6 +828,10 @@ def _missing(value: Any) -> bool:
     return value is None or value == ""
 
 
+def _present_but_not_string(value: Any) -> bool:
+    return not (value is None or value == "" or isinstance(value, str))
+
+
 def _ingest_problem(message: dict[str, Any]) -> str | None:
     """The reason Segment's ingest would drop this message with a 200, or None (reference §1.6, §1.8)."""
     call_type = message.get("type")
@@ -846,7 +850,7 @@ def _ingest_problem(message: dict[str, Any]) -> str | None:
     anonymous_id = message.get("anonymousId")
     if _missing(user_id) and _missing(anonymous_id):
         return NO_USER_ANON_ID
-    if any(not _missing(value) and not isinstance(value, str) for value in (user_id, anonymous_id)):
+    if _present_but_not_string(user_id) or _present_but_not_string(anonymous_id):
         return ID_NOT_STRING
     if call_type == "track":
         event = message.get("event")
