@@ -27,7 +27,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from emulator.bundle import Bundle
-from emulator.common.server import Runner, bind, tune_gc_for_serving, run, url_of
+from emulator.common.server import Runner, bind, run, tune_gc_for_serving, url_of
 from emulator.config import BundleConfig
 
 

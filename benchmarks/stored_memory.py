@@ -3,8 +3,9 @@
 Run in a fresh process by benchmarks/run.py: RSS is read before and after filling the models.
 Events go through `SegmentBackend.receive("batch", ...)`, the tracking route's model call (JSON
 decoding, enrichment, validation, dedupe index, message log, profiles), 100 per batch, ten per
-user (1,000,000 events over 100,000 users; identify 1 in 5, else track). Not included: HTTP, the request journal (capped at
-10,000 requests) and the delivery records (capped at 100,000), which `segjet up` also keeps.
+user (1,000,000 events over 100,000 users; identify 1 in 5, else track), all kept (the events
+feed's capacity is raised to the count). Not included: HTTP, the request journal (capped at 10,000
+requests) and the delivery records (capped at 100,000), which `segjet up` also keeps.
 Contacts go through `Account.manage_contact`, as the destination's managecontact call does.
 Prints one JSON object.
 """
