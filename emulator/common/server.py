@@ -20,6 +20,13 @@ from starlette.types import ASGIApp
 
 T = TypeVar("T")
 
+# How long the servers keep an idle keep-alive connection (uvicorn's default, set explicitly), and
+# how long the servers' own aiohttp clients keep theirs: shorter, so that a client never sends a
+# POST on a connection the server is closing (aiohttp retries no POST; with its 15 s default, 3 of
+# 24 POSTs sent after ~5 s idle failed with ServerDisconnected).
+KEEP_ALIVE_SECONDS = 5
+CLIENT_IDLE_SECONDS = 4.0
+
 
 def new_event_loop() -> asyncio.AbstractEventLoop:
     """uvloop's loop where it is installed (every server runs on it), else asyncio's."""
@@ -106,7 +113,8 @@ class Runner:
     def add(self, name: str, app: ASGIApp, sock: socket.socket) -> ServerHandle:
         # No proxy-header rewriting: the servers face their clients directly, never a proxy.
         config = uvicorn.Config(
-            app, log_level="warning", access_log=False, lifespan="on", timeout_graceful_shutdown=2, proxy_headers=False
+            app, log_level="warning", access_log=False, lifespan="on", timeout_graceful_shutdown=2, proxy_headers=False,
+            timeout_keep_alive=KEEP_ALIVE_SECONDS,
         )
         handle = ServerHandle(name, sock, _QuietServer(config))
         self.handles.append(handle)

@@ -34,6 +34,7 @@ from typing import Any
 import aiohttp
 
 from ..common.clock import iso
+from ..common.server import CLIENT_IDLE_SECONDS
 from .events import SEGMENT_EVENTS, EmailEvent, track_call
 from .models import Account
 
@@ -74,9 +75,7 @@ class HttpTransport:
         if self._client is None:
             # aiohttp, as the fake Segment's delivery: an httpx request cost ~15x the CPU on the
             # bundle's one event loop (benchmarks/). It ignores proxy variables unless told to.
-            # Idle connections are closed before uvicorn's 5 s keep-alive would close them, so a
-            # POST never goes out on a connection the receiver is closing (aiohttp retries no POST).
-            self._client = aiohttp.ClientSession(connector=aiohttp.TCPConnector(keepalive_timeout=4.0))
+            self._client = aiohttp.ClientSession(connector=aiohttp.TCPConnector(keepalive_timeout=CLIENT_IDLE_SECONDS))
         content = json.dumps(body, separators=(",", ":")).encode()
         try:
             # aiohttp turns user:password@ in a URL into Basic auth, which is how Mailjet webhooks authenticate.

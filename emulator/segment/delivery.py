@@ -38,6 +38,7 @@ from typing import TYPE_CHECKING, Any, Iterable, Protocol
 import aiohttp
 
 from ..common.clock import Clock, iso
+from ..common.server import CLIENT_IDLE_SECONDS
 from ..config import BundleConfig, BundleUrls
 
 if TYPE_CHECKING:
@@ -80,7 +81,6 @@ DEFAULT_TIMEOUT_SECONDS = 5.0
 # gained on localhost.
 DEFAULT_MAX_IN_FLIGHT = 16
 DEFAULT_MAX_RECORDS = 100_000
-IDLE_CONNECTION_SECONDS = 4.0
 _RESPONSE_TEXT_LIMIT = 16 * 1024
 
 
@@ -452,9 +452,7 @@ class DeliveryPipeline:
             # request against ~50 µs here (benchmarks/, issue 10). It ignores proxy variables
             # unless trust_env is set, as an offline tool must.
             self._client = aiohttp.ClientSession(
-                # Idle connections closed before uvicorn's 5 s keep-alive closes them: a POST never
-                # goes out on a connection the server is closing (aiohttp retries no POST).
-                connector=aiohttp.TCPConnector(limit=self._max_in_flight, keepalive_timeout=IDLE_CONNECTION_SECONDS),
+                connector=aiohttp.TCPConnector(limit=self._max_in_flight, keepalive_timeout=CLIENT_IDLE_SECONDS),
                 timeout=aiohttp.ClientTimeout(total=self._timeout),
                 # Only the headers of Segment's request (destination_headers), not aiohttp's own.
                 skip_auto_headers=("User-Agent", "Accept-Encoding"),
