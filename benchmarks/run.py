@@ -152,13 +152,19 @@ INGEST_CONNECTIONS = 8
 
 
 def batch_body() -> str:
-    """analytics-python's shape: 100 track calls with unique messageIds (@N@ is the request number)."""
+    """analytics-python's shape: 100 track calls with unique messageIds (@N@ is the request number).
+
+    Each call has its own timestamp, different in every request, as a client's are (each event is
+    stamped when it happens): parsing, checking and rendering timestamps is part of the cost, and
+    caches keyed by timestamp must not make it look free. The fraction grows with the request
+    number (".042" + "1234"), which RFC 3339 allows.
+    """
     items = [
         {
             "type": "track", "userId": f"user-{i}", "event": "Order Completed",
             "properties": {"revenue": 42.5, "currency": "EUR", "order_id": f"o-@N@-{i}"},
             "context": {"library": {"name": "analytics-python", "version": "2.3.4"}},
-            "timestamp": "2025-03-01T12:00:00.000+00:00", "messageId": f"m-@N@-{i}", "integrations": {},
+            "timestamp": f"2025-03-01T12:00:00.{i:03d}@N@+00:00", "messageId": f"m-@N@-{i}", "integrations": {},
         }
         for i in range(EVENTS_PER_BATCH)
     ]
@@ -176,10 +182,10 @@ def bench_ingest(figures: dict[str, Any]) -> None:
         ("validated", _python("-m", "benchmarks.servers", "bundle")),
         ("unvalidated", _python("-m", "benchmarks.servers", "bundle", "--no-validate")),
         ("bare", _python("-m", "benchmarks.servers", "bare")),
-        # Context: the bare endpoint with Python's default GC settings. The ratio uses the bare
-        # endpoint served as segjet is, with the same GC settings (segjet gains far more from them:
-        # it holds more objects an event).
-        ("bare_default_gc", _python("-m", "benchmarks.servers", "bare", "--default-gc")),
+        # Context: the bare endpoint keeping every event in its list. Its heap grows all the run,
+        # and it slows as it grows, so its rate depends on the run's length; the ratio uses the
+        # bare endpoint that keeps as many events as segjet's store.
+        ("bare_keep_all", _python("-m", "benchmarks.servers", "bare", "--keep-all")),
     ):
         with server(command) as (info, _):
             url = info.get("segment_url") or info["url"]
@@ -187,7 +193,7 @@ def bench_ingest(figures: dict[str, Any]) -> None:
     figures["ingest_events_per_s_validated"] = round(rates["validated"])
     figures["ingest_events_per_s_unvalidated"] = round(rates["unvalidated"])
     figures["ingest_bare_events_per_s"] = round(rates["bare"])
-    figures["ingest_bare_default_gc_events_per_s"] = round(rates["bare_default_gc"])
+    figures["ingest_bare_keep_all_events_per_s"] = round(rates["bare_keep_all"])
     figures["ingest_ratio_vs_bare"] = round(rates["validated"] / rates["bare"], 3)
 
 
