@@ -37,20 +37,17 @@ def parse_iso(text: str) -> datetime:
     """Parse an ISO-8601 timestamp leniently (Z suffix, missing zero padding); naive means UTC."""
     if not isinstance(text, str) or not text:
         raise ValueError(f"invalid timestamp {text!r}")
-    return _parse_iso_text(text)
-
-
-# Cached: the tracking API parses each message's timestamp and its batch's sentAt, which repeat.
-@lru_cache(maxsize=4096)
-def _parse_iso_text(text: str) -> datetime:
-    value = text.strip().replace("Z", "+00:00").replace("z", "+00:00")
     try:
-        parsed = datetime.fromisoformat(value)
+        parsed = datetime.fromisoformat(text)  # most timestamps, on Python 3.11+ ("Z" included)
     except ValueError:
-        parsed = _parse_unpadded(value)
+        value = text.strip().replace("Z", "+00:00").replace("z", "+00:00")
+        try:
+            parsed = datetime.fromisoformat(value)
+        except ValueError:
+            parsed = _parse_unpadded(value)
     if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=timezone.utc)
-    return parsed.astimezone(timezone.utc)
+        return parsed.replace(tzinfo=timezone.utc)
+    return parsed if parsed.tzinfo is timezone.utc else parsed.astimezone(timezone.utc)
 
 
 _UNPADDED = re.compile(
@@ -75,14 +72,10 @@ def _parse_unpadded(value: str) -> datetime:
     )
 
 
-@lru_cache(maxsize=4096)
 def iso(moment: datetime) -> str:
-    """Render a datetime as Segment and Mailjet do: UTC with milliseconds and a Z.
-
-    Cached: the messages of one batch share their receivedAt, and often their timestamp.
-    """
-    utc = moment.astimezone(timezone.utc)
-    return utc.strftime("%Y-%m-%dT%H:%M:%S.") + f"{utc.microsecond // 1000:03d}Z"
+    """Render a datetime as Segment and Mailjet do: UTC with milliseconds and a Z."""
+    utc = moment if moment.tzinfo is timezone.utc else moment.astimezone(timezone.utc)
+    return utc.isoformat(timespec="milliseconds")[:-6] + "Z"  # "+00:00" → "Z"
 
 
 @dataclass(order=True)

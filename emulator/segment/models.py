@@ -22,7 +22,7 @@ import uuid
 import zlib
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from types import MappingProxyType
 from typing import Any
@@ -486,6 +486,19 @@ class DedupeWindow:
             del accepted_at[order.popleft()]
 
 
+@dataclass(frozen=True, slots=True)
+class _Arrival:
+    """What the calls of one request share: their source, when they arrived, the batch's fields."""
+
+    source: Source
+    received_at: datetime
+    received_iso: str  # rendered once for the whole batch
+    sent_at: Any
+    shared: dict[str, dict[str, Any]] | None = None  # batch-level context and integrations
+    forced_reason: str | None = None  # every item is discarded for this reason
+    measure: bool = False  # whether items must be measured against the 32 KB limit
+
+
 class SegmentBackend:
     """Sources, the message store, dedupe, profiles and listeners of one fake Segment workspace."""
 
@@ -567,13 +580,12 @@ class SegmentBackend:
     def accept(self, request: TrackingRequest) -> list[StoredMessage]:
         """Store a decoded tracking call under its write key's source; raise TrackingApiError for a 4xx."""
         call_type, body = request.call_type, request.body
-        source = self._source_for(request.write_key)
-        received_at = _to_millisecond(self.clock.now())
+        arrival = self._arrival(self._source_for(request.write_key), body.get("sentAt"))
         if call_type is None:
-            return self._receive_batch(body, request.size, source, received_at)
+            return self._receive_batch(body, request.size, arrival)
         item = {key: value for key, value in body.items() if key != "writeKey"}
         item["type"] = call_type  # the path decides the type of a single call
-        stored = self._process(item, source, received_at, body.get("sentAt"))
+        stored = self._process(item, arrival)
         if stored.discard_reason == SCHEMA_VIOLATION:
             raise TrackingApiError("schema_violation", "; ".join(v["description"] for v in stored.violations))
         return [stored]
@@ -585,14 +597,16 @@ class SegmentBackend:
         profiles, listeners); never raises: with --strict a violating message is stored discarded.
         """
         # A copy: enrichment fills in the message it is given, and this one is the caller's.
-        return self._process(dict(message), source, _to_millisecond(self.clock.now()), message.get("sentAt"))
+        return self._process(dict(message), self._arrival(source, message.get("sentAt")))
 
     def _source_for(self, write_key: str) -> Source:
         return self._sources_by_key.get(write_key) or Source(None, write_key, None)
 
-    def _receive_batch(
-        self, body: dict[str, Any], size: int, source: Source, received_at: datetime
-    ) -> list[StoredMessage]:
+    def _arrival(self, source: Source, sent_at: Any) -> _Arrival:
+        received_at = _to_millisecond(self.clock.now())
+        return _Arrival(source, received_at, iso(received_at), sent_at)
+
+    def _receive_batch(self, body: dict[str, Any], size: int, arrival: _Arrival) -> list[StoredMessage]:
         items = body.get("batch")
         if not isinstance(items, list):
             raise TrackingApiError("invalid_payload", '"batch" must be a list of messages')
@@ -609,42 +623,33 @@ class SegmentBackend:
         # A body within 32 KB cannot hold an item over 32 KB, so only bigger batches pay for measuring.
         measure_items = size > MAX_CALL_BYTES
         # An empty batch stores nothing (Segment counts it as `empty_batch`); the journal shows it.
-        forced_reason = BATCH_TOO_MANY_EVENTS if too_many else None
-        prepared = [
-            self._prepare(item, source, received_at, body.get("sentAt"), shared, forced_reason, measure_items)
-            for item in items
-        ]
+        arrival = replace(
+            arrival, shared=shared, forced_reason=BATCH_TOO_MANY_EVENTS if too_many else None, measure=measure_items
+        )
+        prepared = [self._prepare(item, arrival) for item in items]
         valid_types = self._types_all_valid(prepared)
         return [
             self._finish(stored, reason, known_valid=reason is None and stored.message["type"] in valid_types)
             for stored, reason in prepared
         ]
 
-    def _process(self, item: Any, source: Source, received_at: datetime, sent_at: Any) -> StoredMessage:
+    def _process(self, item: Any, arrival: _Arrival) -> StoredMessage:
         """Store one call, as a batch of one."""
-        stored, reason = self._prepare(item, source, received_at, sent_at, None, None, False)
+        stored, reason = self._prepare(item, arrival)
         return self._finish(stored, reason, known_valid=False)
 
-    def _prepare(
-        self,
-        item: Any,
-        source: Source,
-        received_at: datetime,
-        sent_at: Any,
-        shared: dict[str, dict[str, Any]] | None,
-        forced_reason: str | None,
-        measure: bool,
-    ) -> tuple[StoredMessage, str | None]:
+    def _prepare(self, item: Any, arrival: _Arrival) -> tuple[StoredMessage, str | None]:
         """The item enriched, and why it is discarded before contracts and dedupe are looked at (or None)."""
+        source, received_at = arrival.source, arrival.received_at
         if not isinstance(item, dict):
-            stub = {"type": None, "messageId": _new_message_id(), "receivedAt": iso(received_at), "item": item}
+            stub = {"type": None, "messageId": _new_message_id(), "receivedAt": arrival.received_iso, "item": item}
             return StoredMessage(stub, source, received_at, received_at), BAD_REQUEST
         # Docs: "each batched event needs to be less than 32KB ... Segment returns a 200 response
         # but rejects the event" — so an oversized item is dropped alone, not the whole batch.
         # Measured as sent, before enrichment adds to it.
-        too_large = measure and _encoded_size(item) > MAX_CALL_BYTES
-        message, timestamp = _enrich(item, received_at, sent_at, shared)
-        reason = forced_reason or (None if source.known else UNKNOWN_WRITE_KEY) or _ingest_problem(message)
+        too_large = arrival.measure and _encoded_size(item) > MAX_CALL_BYTES
+        message, timestamp = _enrich(item, arrival)
+        reason = arrival.forced_reason or (None if source.known else UNKNOWN_WRITE_KEY) or _ingest_problem(message)
         if reason is None and too_large:
             reason = EVENT_TOO_LARGE
         return StoredMessage(message, source, received_at, timestamp), reason
@@ -755,9 +760,7 @@ def _new_message_id() -> str:
     return f"api-{uuid.uuid4()}"
 
 
-def _enrich(
-    item: dict[str, Any], received_at: datetime, sent_at: Any, shared: dict[str, dict[str, Any]] | None
-) -> tuple[dict[str, Any], datetime]:
+def _enrich(item: dict[str, Any], arrival: _Arrival) -> tuple[dict[str, Any], datetime]:
     """The message as Segment stores it (`item` itself, filled in), and its corrected timestamp.
 
     Adds receivedAt, messageId when absent, originalTimestamp (the timestamp as given) and the
@@ -775,26 +778,26 @@ def _enrich(
         value = message.get(name)
         if value.__class__ is str:
             message[name] = sys.intern(value)
-    if shared:
-        for key, batch_value in shared.items():
+    if arrival.shared:
+        for key, batch_value in arrival.shared.items():
             own = message.get(key)
             if own is None:
                 message[key] = batch_value  # shared by the batch's items, as nested objects are: never mutated
             elif isinstance(own, dict):
                 message[key] = {**batch_value, **own}
-    if "sentAt" not in message and sent_at is not None:
-        message["sentAt"] = sent_at  # batch-level sentAt applies to each item
+    if "sentAt" not in message and arrival.sent_at is not None:
+        message["sentAt"] = arrival.sent_at  # batch-level sentAt applies to each item
     message_id = message.get("messageId")
     if message_id is None or message_id == "":
         message["messageId"] = _new_message_id()
     elif not isinstance(message_id, str):
         message["messageId"] = json.dumps(message_id)
     original = message.get("timestamp")
-    timestamp = _to_millisecond(_corrected_timestamp(original, message.get("sentAt"), received_at))
+    timestamp = _to_millisecond(_corrected_timestamp(original, message.get("sentAt"), arrival.received_at))
     if original is not None:
         message["originalTimestamp"] = original
     message["timestamp"] = iso(timestamp)
-    message["receivedAt"] = iso(received_at)
+    message["receivedAt"] = arrival.received_iso
     return message, timestamp
 
 

@@ -497,3 +497,32 @@ def test_compiled_contract_check_agrees_with_jsonschema(base: dict[str, Any], mu
             expected = contracts.is_valid(name, message)
             assert fast_validation.is_valid(name, message) == expected, name
             assert fast_validation.all_valid(name, [base, message]) == (expected and contracts.is_valid(name, base)), name
+
+
+DATE_TIME_EDGES = [
+    f"{year}-{month}-{day}T12:00:00Z"
+    for year in ("0000", "0001", "0004", "0100", "0400", "1900", "2000", "2023", "2024", "2100", "9999")
+    for month in ("00", "01", "02", "04", "09", "11", "12", "13")
+    for day in ("00", "01", "28", "29", "30", "31", "32")
+] + [
+    f"2024-02-29{separator}{hour}:{minute}:{second}{fraction}{zone}{tail}"
+    for separator in ("T", "t", " ")
+    for hour, minute, second in (("00", "00", "00"), ("23", "59", "59"), ("24", "00", "00"), ("12", "60", "00"), ("12", "00", "60"), ("1", "2", "3"))
+    for fraction in ("", ".", ".5", ".123456789")
+    for zone in ("Z", "z", "+23:59", "-00:00", "+24:00", "+0100", "+01", "")
+    for tail in ("", "\n", "\n\n", " ")
+]
+
+
+def test_compiled_date_time_check_agrees_with_jsonschema_on_edges() -> None:
+    # The compiled check reads date-time as a pattern (fast_validation.DATE_TIME_PATTERN).
+    for text in DATE_TIME_EDGES:
+        message = {"type": "track", "userId": "u", "event": "E", "timestamp": text}
+        assert fast_validation.is_valid("segment.track", message) == contracts.is_valid("segment.track", message), text
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(alphabet="0123456789-:.+TtZz \n", max_size=30))
+def test_compiled_date_time_check_agrees_with_jsonschema(text: str) -> None:
+    message = {"type": "track", "userId": "u", "event": "E", "timestamp": text}
+    assert fast_validation.is_valid("segment.track", message) == contracts.is_valid("segment.track", message), text
