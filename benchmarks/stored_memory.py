@@ -3,7 +3,8 @@
 Run in a fresh process by benchmarks/run.py: RSS is read before and after filling the models.
 Events go through `SegmentBackend.receive("batch", ...)`, the tracking route's model call (JSON
 decoding, enrichment, validation, dedupe index, message log, profiles), 100 per batch, ten per
-user (1,000,000 events over 100,000 users; identify 1 in 5, else track), all kept (the events
+user (1,000,000 events over 100,000 users; identify 1 in 5, else track), each with its own
+timestamp and the batch with a sentAt as analytics-python sends them, all kept (the events
 feed's capacity is raised to the count). Not included: HTTP, the request journal (capped at 10,000
 requests) and the delivery records (capped at 100,000), which `segjet up` also keeps.
 Contacts go through `Account.manage_contact`, as the destination's managecontact call does.
@@ -15,6 +16,7 @@ from __future__ import annotations
 import argparse
 import gc
 import json
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 from emulator.common.clock import Clock
@@ -36,15 +38,25 @@ def batch_of(start: int, size: int, users: int) -> bytes:
     items = []
     for n in range(start, start + size):
         user = f"user-{n % users}"
+        timestamp = _stamp(n)
         if n % 5 == 0:
-            items.append({"type": "identify", "userId": user, "messageId": f"m-{n}",
+            items.append({"type": "identify", "userId": user, "messageId": f"m-{n}", "timestamp": timestamp,
                           "traits": {"email": f"{user}@example.com", "plan": "pro", "name": f"User {n % users}"}})
         else:
             items.append({"type": "track", "userId": user, "event": "Order Completed", "messageId": f"m-{n}",
+                          "timestamp": timestamp,
                           "properties": {"revenue": n % 200, "currency": "EUR", "order_id": f"o-{n}"}})
-    payload = {"batch": items, "writeKey": "segjet-write-key",
+    payload = {"batch": items, "writeKey": "segjet-write-key", "sentAt": _stamp(start + size),
                "context": {"library": {"name": "analytics-python", "version": "2.3.4"}}}
     return json.dumps(payload).encode()
+
+
+_EPOCH = datetime(2025, 3, 1, tzinfo=timezone.utc)
+
+
+def _stamp(n: int) -> str:
+    # As analytics-python stamps each call: isoformat of an aware datetime, microseconds included.
+    return (_EPOCH + timedelta(microseconds=n * 1_237)).isoformat()
 
 
 def main() -> None:

@@ -494,6 +494,7 @@ class _Arrival:
     received_at: datetime
     received_iso: str  # rendered once for the whole batch
     sent_at: Any
+    skew: timedelta | None  # receivedAt - sentAt, None when sentAt is absent or unreadable
     shared: dict[str, dict[str, Any]] | None = None  # batch-level context and integrations
     forced_reason: str | None = None  # every item is discarded for this reason
     measure: bool = False  # whether items must be measured against the 32 KB limit
@@ -604,7 +605,7 @@ class SegmentBackend:
 
     def _arrival(self, source: Source, sent_at: Any) -> _Arrival:
         received_at = _to_millisecond(self.clock.now())
-        return _Arrival(source, received_at, iso(received_at), sent_at)
+        return _Arrival(source, received_at, iso(received_at), sent_at, _skew(received_at, sent_at))
 
     def _receive_batch(self, body: dict[str, Any], size: int, arrival: _Arrival) -> list[StoredMessage]:
         items = body.get("batch")
@@ -793,7 +794,7 @@ def _enrich(item: dict[str, Any], arrival: _Arrival) -> tuple[dict[str, Any], da
     elif not isinstance(message_id, str):
         message["messageId"] = json.dumps(message_id)
     original = message.get("timestamp")
-    timestamp = _to_millisecond(_corrected_timestamp(original, message.get("sentAt"), arrival.received_at))
+    timestamp = _to_millisecond(_corrected_timestamp(original, message.get("sentAt"), arrival))
     if original is not None:
         message["originalTimestamp"] = original
     message["timestamp"] = iso(timestamp)
@@ -807,24 +808,35 @@ def _to_millisecond(moment: datetime) -> datetime:
     return moment.replace(microsecond=moment.microsecond - extra) if extra else moment
 
 
-def _corrected_timestamp(original: Any, sent_at: Any, received_at: datetime) -> datetime:
+def _corrected_timestamp(original: Any, sent_at: Any, arrival: _Arrival) -> datetime:
     """`receivedAt - (sentAt - originalTimestamp)` (spec/common.md).
 
     GUESS where the docs are silent: no sentAt → the timestamp as given; no or unreadable
     timestamp → receivedAt; unreadable sentAt → the timestamp as given.
     """
     if original is None:
-        return received_at
+        return arrival.received_at
     try:
         original_at = parse_iso(original)
     except (ValueError, OverflowError):
-        return received_at
-    if sent_at is None:
+        return arrival.received_at
+    # Items of a batch carry the batch's sentAt: its skew is worked out once.
+    skew = arrival.skew if sent_at is arrival.sent_at else _skew(arrival.received_at, sent_at)
+    if skew is None:
         return original_at
     try:
-        return received_at - (parse_iso(sent_at) - original_at)
-    except (ValueError, OverflowError):
+        return original_at + skew
+    except OverflowError:
         return original_at
+
+
+def _skew(received_at: datetime, sent_at: Any) -> timedelta | None:
+    if sent_at is None:
+        return None
+    try:
+        return received_at - parse_iso(sent_at)
+    except (ValueError, OverflowError):
+        return None
 
 
 def _missing(value: Any) -> bool:
