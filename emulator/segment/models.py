@@ -470,8 +470,14 @@ class DedupeWindow:
         self._now: datetime | None = None
         self._cutoff: datetime | None = None
 
-    def holds(self, message_id: str) -> bool:
-        return message_id in self._accepted_at
+    def admit(self, message_id: str, now: datetime) -> bool:
+        """Remember `message_id` as accepted `now` and answer True; False if it is in the window."""
+        self.forget_expired(now)
+        if message_id in self._accepted_at:
+            return False
+        self._order.append(message_id)
+        self._accepted_at[message_id] = now
+        return True
 
     def remember(self, message_id: str, at: datetime) -> None:
         if message_id not in self._accepted_at:
@@ -689,12 +695,7 @@ class SegmentBackend:
 
         GUESS: dedupe is per source (two sources may reuse an id).
         """
-        window = self._dedupe_window(source)
-        window.forget_expired(now)
-        if window.holds(message_id):
-            return True
-        window.remember(message_id, now)
-        return False
+        return not self._dedupe_window(source).admit(message_id, now)
 
     def _dedupe_window(self, source: Source) -> DedupeWindow:
         window = self._dedupe_windows.get(source.id)
