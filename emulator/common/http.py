@@ -1,11 +1,24 @@
-"""ASGI pieces both fakes share: a capped body reader and a hook that runs before each answer."""
+"""HTTP pieces both fakes share: a capped body reader, a hook that runs before each answer, and
+how an answer their own clients got is recorded."""
 
 from __future__ import annotations
 
-from typing import Callable
+import json
+from typing import Any, Callable
 
 from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+
+def recorded_body(raw: bytes, text_limit: int) -> Any:
+    """An answer's body as kept in a delivery's attempts: its JSON, else its text cut to
+    `text_limit` characters; None when it is empty."""
+    if not raw:
+        return None
+    try:
+        return json.loads(raw)
+    except ValueError:
+        return raw.decode("utf-8", "replace")[:text_limit]
 
 
 class BodyTooLarge(Exception):

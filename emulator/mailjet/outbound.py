@@ -34,6 +34,7 @@ from typing import Any
 import aiohttp
 
 from ..common.clock import iso
+from ..common.http import recorded_body
 from ..common.server import CLIENT_IDLE_SECONDS
 from .events import SEGMENT_EVENTS, EmailEvent, track_call
 from .models import Account
@@ -88,19 +89,12 @@ class HttpTransport:
             return Outcome(None, error=f"timeout: no answer within {timeout:g} s")
         except aiohttp.ClientError as exc:
             return Outcome(None, error=f"connection error: {exc or type(exc).__name__}")
-        return Outcome(status, _body_of(raw))
+        return Outcome(status, recorded_body(raw, _RESPONSE_TEXT_LIMIT))
 
     async def aclose(self) -> None:
         if self._client is not None:
             await self._client.close()
             self._client = None
-
-
-def _body_of(raw: bytes) -> Any:
-    try:
-        return json.loads(raw)
-    except ValueError:
-        return raw.decode("utf-8", "replace")[:_RESPONSE_TEXT_LIMIT]
 
 
 def _attempt_json(at: datetime, outcome: Outcome) -> dict[str, Any]:

@@ -38,6 +38,7 @@ from typing import TYPE_CHECKING, Any, Iterable, Protocol
 import aiohttp
 
 from ..common.clock import Clock, iso
+from ..common.http import recorded_body
 from ..common.server import CLIENT_IDLE_SECONDS
 from ..config import BundleConfig, BundleUrls
 
@@ -542,7 +543,7 @@ class DeliveryPipeline:
             return _Outcome(None, None, "ECONNREFUSED", f"connection error: {exc or type(exc).__name__}")
         except aiohttp.ClientError as exc:
             return _Outcome(None, None, "ECONNRESET", f"connection error: {exc or type(exc).__name__}")
-        parsed = _parse_body(raw)
+        parsed = recorded_body(raw, _RESPONSE_TEXT_LIMIT)
         return _Outcome(status, parsed, None, _destination_message(status, parsed))
 
     def _settle(self, record: DeliveryRecord, outcome: _Outcome) -> None:
@@ -581,15 +582,6 @@ def _lane_key(message: dict[str, Any]) -> str:
             return f"{name}:{value}"
     # Accepted messages always have one of the two; this keeps a malformed one from sharing a lane.
     return f"messageId:{message.get('messageId')}"
-
-
-def _parse_body(raw: bytes) -> Any:
-    if not raw:
-        return None
-    try:
-        return json.loads(raw)
-    except ValueError:
-        return raw.decode("utf-8", "replace")[:_RESPONSE_TEXT_LIMIT]
 
 
 def _destination_message(status: int, body: Any) -> str:

@@ -1,7 +1,6 @@
 """The harness as users run it: `segjet demo`, `segjet up` + `segjet check`, and the pytest plugin."""
 
 import json
-import os
 import signal
 import subprocess
 import sys

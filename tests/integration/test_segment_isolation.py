@@ -17,7 +17,6 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from emulator.common.clock import Clock
-from emulator.common.server import serve_in_background
 from emulator.config import BundleConfig, BundleUrls
 from emulator.segment.routes import create_app
 
