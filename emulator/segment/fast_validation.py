@@ -12,7 +12,6 @@ its `date-time` laxer): `date-time`, on every message four times, is rewritten a
 
 from __future__ import annotations
 
-import copy
 from functools import cache, lru_cache, partial
 from typing import Any, Callable
 
@@ -67,7 +66,7 @@ def _date_time_as_pattern(schema: Any) -> Any:
     if isinstance(schema, list):
         return [_date_time_as_pattern(item) for item in schema]
     if not isinstance(schema, dict):
-        return copy.deepcopy(schema)
+        return schema  # a JSON scalar: immutable
     rewritten = {key: _date_time_as_pattern(value) for key, value in schema.items()}
     if rewritten.get("format") == "date-time":
         del rewritten["format"]
