@@ -37,14 +37,12 @@ def parse_iso(text: str) -> datetime:
     """Parse an ISO-8601 timestamp leniently (Z suffix, missing zero padding); naive means UTC."""
     if not isinstance(text, str) or not text:
         raise ValueError(f"invalid timestamp {text!r}")
+    # "Z" replaced, not left to fromisoformat: it would also take it as the date/time separator.
+    value = text.strip().replace("Z", "+00:00").replace("z", "+00:00")
     try:
-        parsed = datetime.fromisoformat(text)  # most timestamps, on Python 3.11+ ("Z" included)
+        parsed = datetime.fromisoformat(value)
     except ValueError:
-        value = text.strip().replace("Z", "+00:00").replace("z", "+00:00")
-        try:
-            parsed = datetime.fromisoformat(value)
-        except ValueError:
-            parsed = _parse_unpadded(value)
+        parsed = _parse_unpadded(value)
     if parsed.tzinfo is None:
         return parsed.replace(tzinfo=timezone.utc)
     return parsed if parsed.tzinfo is timezone.utc else parsed.astimezone(timezone.utc)
@@ -77,7 +75,8 @@ def iso(moment: datetime) -> str:
     """Render a datetime as Segment and Mailjet do: UTC with milliseconds and a Z.
 
     Cached: a busy source sends many events a millisecond, and their messages then share one
-    string (75 bytes an event less in benchmarks/stored_memory.py, and fewer instructions).
+    string (77 bytes of RSS an event less in benchmarks/stored_memory.py, and fewer instructions).
+    isoformat pads years below 1000 to four digits, as RFC 3339 requires (strftime did not).
     """
     utc = moment if moment.tzinfo is timezone.utc else moment.astimezone(timezone.utc)
     return utc.isoformat(timespec="milliseconds")[:-6] + "Z"  # "+00:00" → "Z"

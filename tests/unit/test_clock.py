@@ -34,7 +34,7 @@ def test_parse_iso(text, expected):
     assert parse_iso(text) == expected
 
 
-@pytest.mark.parametrize("text", ["", "yesterday", "2025-13-45T00:00:00Z", None])
+@pytest.mark.parametrize("text", ["", "yesterday", "2025-13-45T00:00:00Z", "2024-02-29Z23:59:59", None])
 def test_parse_iso_rejects(text):
     with pytest.raises(ValueError):
         parse_iso(text)
@@ -42,6 +42,8 @@ def test_parse_iso_rejects(text):
 
 def test_iso_renders_milliseconds_and_z():
     assert iso(datetime(2025, 1, 1, 12, 0, 0, 123456, tzinfo=timezone.utc)) == "2025-01-01T12:00:00.123Z"
+    assert iso(datetime(2025, 1, 1, 14, 0, tzinfo=timezone(timedelta(hours=2)))) == "2025-01-01T12:00:00.000Z"
+    assert iso(datetime(500, 1, 1, tzinfo=timezone.utc)) == "0500-01-01T00:00:00.000Z"  # four-digit year
 
 
 def test_advance_and_set():
