@@ -479,11 +479,6 @@ class DedupeWindow:
         self._accepted_at[message_id] = now
         return True
 
-    def remember(self, message_id: str, at: datetime) -> None:
-        if message_id not in self._accepted_at:
-            self._order.append(message_id)
-        self._accepted_at[message_id] = at
-
     def forget_expired(self, now: datetime) -> None:
         if now is not self._now:
             self._now, self._cutoff = now, now - DEDUPE_WINDOW
@@ -566,9 +561,8 @@ class SegmentBackend:
             self.messages.append(stored)
             if stored.accepted:
                 self.profiles.record(stored)
-                window = self._dedupe_window(stored.source)
-                window.forget_expired(stored.received_at)
-                window.remember(stored.message_id, stored.received_at)
+                # Always admitted: these messages were accepted, so none repeats an id within 24 h.
+                self._dedupe_window(stored.source).admit(stored.message_id, stored.received_at)
         now = self.clock.now()
         for window in self._dedupe_windows.values():
             window.forget_expired(now)
