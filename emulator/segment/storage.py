@@ -255,7 +255,6 @@ def message_from_json(data: Any, where: str) -> StoredMessage:
         Source(name, _string(source.get("writeKey"), f"{where}.source.writeKey"), source_id),
         received_at,
         timestamp,
-        status,
         reason,
         tuple(violations),
     )

@@ -195,6 +195,16 @@ def test_bad_bodies_are_400(backend: SegmentBackend) -> None:
     assert rejected(backend, "batch", body({"writeKey": KEY})) == "invalid_payload"
     assert rejected(backend, "batch", body({"writeKey": KEY, "batch": [], "context": "x"})) == "invalid_payload"
 
+def test_json_the_fast_decoder_refuses_is_still_read_as_json_reads_it(backend: SegmentBackend) -> None:
+    # orjson turns away a lone surrogate and a byte order mark; the standard library accepts both.
+    surrogate = f'{{"writeKey": "{KEY}", "userId": "u", "event": "\\ud800"}}'.encode()
+    assert backend.receive("track", surrogate)[0].message["event"] == "\ud800"
+    with_bom = b"\xef\xbb\xbf" + body({"writeKey": KEY, "userId": "u", "event": "BOM"})
+    assert rejected(backend, "track", with_bom) == "invalid_json"
+    huge = f'{{"writeKey": "{KEY}", "userId": "u", "event": "E", "properties": {{"n": {2**64}, "m": {2**64 - 1}}}}}'
+    assert backend.receive("track", huge.encode())[0].message["properties"] == {"n": float(2**64), "m": 2**64 - 1}
+
+
 
 def test_gzip_bodies(backend: SegmentBackend) -> None:
     raw = gzip.compress(body({"writeKey": KEY, "userId": "u", "event": "E"}))
