@@ -830,10 +830,14 @@ def _shared_time(moment: datetime) -> tuple[datetime, str]:
     return moment, iso(moment)
 
 
+# Subtracting one of these is 0.06 µs; datetime.replace or building the timedelta, ~0.5 µs (they
+# parse keyword arguments), a twentieth of an event's ingestion.
+_MICROSECONDS = tuple(timedelta(microseconds=n) for n in range(1000))
+
+
 def _to_millisecond(moment: datetime) -> datetime:
     # As rendered: the parsed times kept beside a message then agree with its ISO strings.
-    extra = moment.microsecond % 1000
-    return moment.replace(microsecond=moment.microsecond - extra) if extra else moment
+    return moment - _MICROSECONDS[moment.microsecond % 1000]
 
 
 def _corrected_timestamp(original: Any, sent_at: Any, arrival: _Arrival) -> datetime:
