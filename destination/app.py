@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import logging
 from contextlib import asynccontextmanager
-from typing import Any, AsyncIterator
+from typing import AsyncIterator
 
 import aiohttp
 from starlette.applications import Starlette
@@ -22,6 +22,7 @@ from starlette.routing import Route
 
 from .client import MailjetClient, MailjetError, create_http_client
 from .identify import apply_identify
+from .json_body import read_json
 from .keyring import KeyRing, MailjetAccount
 from .mapping import MappingError, map_identify
 from .settings import MissingAuthenticationKey, SettingsError, parse_authentication_key, parse_settings
@@ -52,11 +53,6 @@ async def _read_body(request: Request) -> bytes:
             raise _BodyTooLarge
         chunks.append(chunk)
     return b"".join(chunks)
-
-
-def _reject_constant(name: str) -> Any:
-    # Python's json accepts NaN and Infinity; JSON (and Mailjet) do not.
-    raise ValueError(f"{name} is not valid JSON")
 
 
 def _answer_mailjet_error(error: MailjetError, list_id: int) -> JSONResponse:
@@ -102,10 +98,10 @@ class Destination:
             return _answer(401, "unknown authentication key: copy it from Mailjet, Account settings → App Connections → Segment")
 
         try:
-            message = json.loads(await _read_body(request), parse_constant=_reject_constant)
+            message = read_json(await _read_body(request))
         except _BodyTooLarge:
             return _answer(400, f"message larger than {MAX_BODY_BYTES} bytes")
-        except (ValueError, RecursionError) as exc:  # RecursionError: nested too deeply
+        except ValueError as exc:
             return _answer(400, f"malformed JSON: {exc}")
         if not isinstance(message, dict):
             return _answer(400, f"the message must be a JSON object, got {type(message).__name__}")

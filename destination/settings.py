@@ -12,6 +12,8 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+from .json_body import read_json
+
 
 class SettingsError(ValueError):
     """The settings Segment sent cannot be used; answered 400 (Segment does not retry it)."""
@@ -54,8 +56,8 @@ def parse_settings_header(header: str | None) -> dict[str, Any]:
     except ValueError as exc:  # bad base64 (binascii.Error), or non-ASCII header text
         raise SettingsError("X-Segment-Settings is not valid base64") from exc
     try:
-        settings = json.loads(raw)
-    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+        settings = read_json(raw)
+    except ValueError as exc:
         raise SettingsError(f"X-Segment-Settings is not base64 of JSON: {exc}") from exc
     if not isinstance(settings, dict):
         raise SettingsError(f"X-Segment-Settings must be a JSON object, got {type(settings).__name__}")

@@ -6,7 +6,6 @@ Control endpoints speak plain JSON in and out; errors are `{"error": message}` w
 from __future__ import annotations
 
 import hmac
-import json
 from typing import Any, Callable
 from urllib.parse import unquote_plus
 
@@ -17,6 +16,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from .clock import Clock, iso, parse_duration, parse_iso
 from .journal import CONTROL_PREFIX, Journal
+from .json_body import decode_json
 
 MAX_LIST_LIMIT = 10_000
 
@@ -38,8 +38,8 @@ async def read_json_object(request: Request) -> dict[str, Any]:
     if not raw.strip():
         return {}
     try:
-        payload = json.loads(raw)
-    except (ValueError, UnicodeDecodeError, RecursionError) as exc:  # RecursionError: nested too deeply
+        payload = decode_json(raw)
+    except ValueError as exc:
         raise ControlError(f"body is not valid JSON: {exc}") from exc
     if not isinstance(payload, dict):
         raise ControlError("body must be a JSON object")

@@ -29,6 +29,7 @@ from .auth import basic_credentials
 from .control import ControlError, ControlTokenMiddleware, control_error_response, read_json_object
 from .faults import DROP, TIMEOUT, FaultRule, FaultRuleError, FaultRules
 from .journal import CONTROL_PREFIX, FAULT_SCOPE_KEY, Exchange, Journal, JournalMiddleware
+from .json_body import decode_json
 
 # A held request (`timeout`) is released after this long if the client never gives up.
 HOLD_CAP_SECONDS = 30.0
@@ -95,7 +96,7 @@ def write_key(scope: Scope, body: bytes | None) -> str | None:
         if wbits is not None:
             # Bounded: a small body must not inflate into gigabytes here.
             body = zlib.decompressobj(wbits).decompress(body, _BODY_KEEP_BYTES)
-        payload = json.loads(body)
+        payload = decode_json(body)
     except (ValueError, zlib.error):
         return None
     key = payload.get("writeKey") if isinstance(payload, dict) else None

@@ -3,11 +3,12 @@ how an answer their own clients got is recorded."""
 
 from __future__ import annotations
 
-import json
 from typing import Any, Callable
 
 from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from .json_body import decode_json
 
 
 def recorded_body(raw: bytes, text_limit: int) -> Any:
@@ -16,7 +17,7 @@ def recorded_body(raw: bytes, text_limit: int) -> Any:
     if not raw:
         return None
     try:
-        return json.loads(raw)
+        return decode_json(raw)
     except ValueError:
         return raw.decode("utf-8", "replace")[:text_limit]
 

@@ -7,7 +7,6 @@ Modelled on WireMock's request journal: tests and the round-trip checker read it
 from __future__ import annotations
 
 import itertools
-import json
 from collections import deque
 from dataclasses import dataclass
 from typing import Any
@@ -15,6 +14,7 @@ from typing import Any
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .clock import Clock, iso
+from .json_body import decode_json
 
 CONTROL_PREFIX = "/_emulator/"
 # Where FaultMiddleware leaves the id of the fault rule that delayed a request it let through.
@@ -64,8 +64,8 @@ def _decode(raw: bytes) -> Any:
     if len(raw) > _BODY_LIMIT:
         return {"truncated": True, "bytes": len(raw)}
     try:
-        decoded = json.loads(raw)
-    except (ValueError, UnicodeDecodeError, RecursionError):  # RecursionError: JSON nested too deeply
+        decoded = decode_json(raw)
+    except ValueError:
         return raw.decode("utf-8", "replace")
     if isinstance(decoded, dict) and _REDACTED_BODY_FIELDS & decoded.keys():
         decoded = {k: ("<redacted>" if k in _REDACTED_BODY_FIELDS else v) for k, v in decoded.items()}

@@ -14,6 +14,7 @@ from starlette.routing import BaseRoute, Route
 import contracts
 
 from ..common.control import presented_token
+from ..common.json_body import decode_json
 from ..config import BundleUrls
 from .common import STATIC_DIR, Broadcaster, page_routes, static_mount
 from .contracts_for import violation_json
@@ -45,8 +46,8 @@ def segment_dashboard_routes(backend: SegmentBackend, urls: BundleUrls) -> list[
         if name not in contracts.names():
             return JSONResponse({"error": f"unknown contract {name!r}; known: {', '.join(contracts.names())}"}, status_code=404)
         try:
-            payload = json.loads(await request.body())
-        except (ValueError, UnicodeDecodeError, RecursionError) as exc:  # RecursionError: nested too deeply
+            payload = decode_json(await request.body())
+        except ValueError as exc:
             return JSONResponse({"error": f"body is not valid JSON: {exc}"}, status_code=400)
         try:
             found = [violation_json(v) for v in contracts.validate(name, payload)]

@@ -10,7 +10,6 @@ and what each request changed is written before its response starts.
 
 from __future__ import annotations
 
-import json
 import logging
 import uuid
 from collections.abc import AsyncIterator
@@ -33,6 +32,7 @@ from ..common.fault_routes import basic_username, fault_routes, mailjet_fault_re
 from ..common.faults import FaultRules
 from ..common.http import BeforeAnswer, BodyTooLarge, read_capped
 from ..common.journal import CONTROL_PREFIX, Journal
+from ..common.json_body import decode_json
 from ..common.openapi import openapi_route
 from ..config import BundleConfig, BundleUrls
 from ..dashboard import mailjet_dashboard_routes
@@ -156,8 +156,8 @@ async def read_body(request: Request) -> dict[str, Any]:
     if not raw.strip():
         return {}
     try:
-        payload = json.loads(raw)
-    except (ValueError, UnicodeDecodeError, RecursionError) as exc:  # RecursionError: nested too deeply
+        payload = decode_json(raw)
+    except ValueError as exc:
         # Guess: the real text for unparsable JSON is not documented; it starts like the
         # documented "Invalid json input: ..." of unknown fields.
         raise MailjetError(400, f"Invalid json input: {exc}") from exc
@@ -483,8 +483,8 @@ def create_app(config: BundleConfig, clock: Clock, urls: BundleUrls) -> Starlett
         if request.method != "POST":
             raise MailjetError(405, "Method not allowed")
         try:
-            body = json.loads(await read_raw(request))
-        except (ValueError, UnicodeDecodeError, RecursionError):
+            body = decode_json(await read_raw(request))
+        except ValueError:
             raise malformed_json() from None
         status, result = send(account, body)
         return JSONResponse(result, status)

@@ -28,12 +28,11 @@ from datetime import datetime, timedelta
 from types import MappingProxyType
 from typing import Any
 
-import orjson
-
 import contracts
 
 from ..common.auth import basic_credentials
 from ..common.clock import Clock, iso, parse_iso
+from ..common.json_body import decode_json
 from ..config import BundleConfig
 from . import fast_validation
 
@@ -126,25 +125,17 @@ def decode_body(raw: bytes, content_encoding: str | None, limit: int) -> tuple[d
 
 
 def _loads(raw: bytes) -> Any:
-    """`raw` decoded, or TrackingApiError; orjson first (half the time of json on a batch).
-
-    orjson turns away what json turns away here (NaN, Infinity, numbers out of a double's range,
-    invalid UTF-8) and some that json accepts (lone surrogates, a BOM): json then decides, and
-    explains a refusal. One difference is left: an integer beyond 64 bits becomes a float (RFC 8259
-    §6 leaves such numbers to the reader; JavaScript and Go clients read every number as a double).
-    """
     try:
-        return orjson.loads(raw)
-    except orjson.JSONDecodeError:
-        pass
-    try:
-        text = raw.decode("utf-8")
+        return decode_json(raw, _strict_json)
     except UnicodeDecodeError as exc:
         raise TrackingApiError("invalid_json", f"request body is not valid UTF-8: {exc}") from exc
-    try:
-        return json.loads(text, parse_constant=_reject_constant, parse_float=_finite_float)
-    except (ValueError, RecursionError) as exc:
+    except ValueError as exc:
         raise TrackingApiError("invalid_json", f"request body is not valid JSON: {exc}") from exc
+
+
+def _strict_json(raw: bytes) -> Any:
+    # UTF-8 only (json alone would also take UTF-16 and UTF-32), and only JSON's own numbers.
+    return json.loads(raw.decode("utf-8"), parse_constant=_reject_constant, parse_float=_finite_float)
 
 
 def _finite_float(text: str) -> float:

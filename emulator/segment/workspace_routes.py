@@ -11,7 +11,6 @@
 
 from __future__ import annotations
 
-import json
 from typing import Callable
 
 from starlette.requests import Request
@@ -20,6 +19,7 @@ from starlette.routing import Route
 
 from ..common.clock import Clock
 from ..common.control import ControlError, control_error_response, read_json_object
+from ..common.json_body import decode_json
 from .storage import SnapshotError, snapshot_document, state_from_snapshot
 from .workspaces import Workspace, WorkspaceError, Workspaces
 
@@ -55,8 +55,8 @@ def workspace_routes(workspaces: Workspaces, workspace_of: Callable[[Request], W
         raw = await request.body()
         try:
             try:
-                document = json.loads(raw)
-            except (ValueError, UnicodeDecodeError) as exc:
+                document = decode_json(raw)
+            except ValueError as exc:
                 raise ControlError(f"body is not valid JSON: {exc}") from exc
             try:
                 states = state_from_snapshot(document)

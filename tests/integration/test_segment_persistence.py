@@ -228,4 +228,5 @@ def test_a_wrong_snapshot_answers_400_and_changes_nothing(segment: Segment, chan
     assert answer.status_code == 400
     assert message in answer.json()["error"]
     assert httpx.put(segment.url + "/_emulator/snapshot", content=b"{nope").status_code == 400
+    assert httpx.put(segment.url + "/_emulator/snapshot", content=b"[" * 5000 + b"]" * 5000).status_code == 400
     assert segment.get("/_emulator/snapshot")["state"] == before

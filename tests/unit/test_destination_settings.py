@@ -99,3 +99,15 @@ def test_bad_key_ring(data):
 def test_unreadable_key_ring_file(tmp_path):
     with pytest.raises(KeyRingError, match="cannot read"):
         KeyRing.from_file(tmp_path / "missing.json")
+
+
+@pytest.mark.parametrize(
+    ("text", "explained"),
+    [
+        (b"[" * 5000 + b"]" * 5000, "nested more than 1,024 levels"),
+        (b'{"listId": NaN}', "NaN is not valid JSON"),
+    ],
+)
+def test_settings_header_that_is_not_json_is_refused(text: bytes, explained: str):
+    with pytest.raises(SettingsError, match=explained):
+        parse_settings_header(base64.b64encode(text).decode())
