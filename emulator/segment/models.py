@@ -23,8 +23,8 @@ import zlib
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, replace
-from functools import lru_cache
 from datetime import datetime, timedelta
+from functools import lru_cache
 from types import MappingProxyType
 from typing import Any
 
@@ -815,8 +815,7 @@ def _shared_time(moment: datetime) -> tuple[datetime, str]:
     """`moment` and its ISO text, the same two objects for every message of that millisecond.
 
     A busy source sends many events a millisecond; sharing saves their messages a datetime each
-    (48 bytes; the string is shared by `iso`'s own cache). Equal instants in other time zones
-    share the first one's datetime: every use of it compares or renders in UTC.
+    (48 bytes; the string is shared by `iso`'s own cache).
     """
     return moment, iso(moment)
 
