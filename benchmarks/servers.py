@@ -3,12 +3,12 @@
 - `bare`: a Starlette + uvicorn endpoint `POST /v1/batch` that only parses the JSON body (with
   orjson, as segjet's tracking API does) and appends its events to a list: the floor any Python
   tracking endpoint pays, served exactly as the bundle serves its apps
-  (`emulator.common.server.Runner`, same uvicorn settings, same GC settings). The list keeps as many
-  events as segjet's message store does (its capacity, 200,000); `--keep-all` keeps every event
-  instead, and then the endpoint slows as its heap grows (a 3 s run measured twice the rate of a
-  12 s run). segjet's heap still grows beyond its store (the 24-hour dedupe index and profile histories
-  keep every event, as Segment's rules need), so its side of the ratio pays for growth and the bare
-  side does not: the ratio errs against segjet.
+  (`emulator.common.server.Runner`, same uvicorn settings, same GC settings). The list keeps as
+  many events as segjet's message store does (its capacity, 200,000); `--keep-all` keeps every
+  event instead, and then the endpoint slows as its heap grows (a 3 s run measured twice the rate
+  of a 12 s run). segjet's heap still grows beyond its store (the 24-hour dedupe index and profile
+  histories keep every event, as Segment's rules need), so its side of the ratio pays for growth
+  and the bare side does not: the ratio errs against segjet.
 - `bundle`: the three servers in one process as `segjet up` runs them, from a BundleConfig, so a
   switch `segjet up` has no flag for (`--no-validate`: BundleConfig.validate = False) can be set.
 - `moto`: moto's `ThreadedMotoServer` (Werkzeug, threaded), the reference fake for AWS.
