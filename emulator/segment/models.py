@@ -47,7 +47,7 @@ MAX_RAW_BODY_BYTES = 2 * MAX_BATCH_BYTES
 # "99% of your data won't have duplicates within an approximately 24 hour look-back window".
 DEDUPE_WINDOW = timedelta(hours=24)
 # The debugger feed keeps the newest messages only; profiles and listeners see every message.
-MESSAGE_LOG_CAPACITY = 200_000
+MESSAGE_LOG_CAPACITY = BundleConfig.events_capacity  # the default of `segjet up --events-capacity`
 
 CALL_TYPES = ("identify", "track", "page", "screen", "group", "alias")
 _CALL_TYPE_NAMES = {name: name for name in CALL_TYPES}
