@@ -30,10 +30,13 @@ def test_depth_is_refused_before_json_recurses() -> None:
 
 
 def test_recursion_in_the_fallback_is_a_value_error() -> None:
-    # orjson stops at the lone surrogate, before the depth; json then recurses to the limit.
-    deep = b'["\\ud800",' + b"[" * 100_000 + b"]" * 100_000 + b"]"
+    # As json raises on a body orjson stopped reading before its depth (a lone surrogate first),
+    # without recursing to the limit here.
+    def too_deep(raw: bytes) -> None:
+        raise RecursionError("maximum recursion depth exceeded")
+
     with pytest.raises(ValueError, match="nested too deeply"):
-        decode_json(deep)
+        decode_json(b'["\\ud800", [[[]]]]', too_deep)
 
 
 def test_integers_beyond_64_bits_become_floats() -> None:
