@@ -35,7 +35,10 @@ class Exchange:
     path: str
     query: bytes
     raw_headers: list[tuple[bytes, bytes]]
+    # Empty when the body was over _BODY_LIMIT: it is never shown, so only its size is kept (the
+    # journal holds 10,000 requests, and a batch can be 500 KB).
     request_body: bytes
+    request_size: int
     status: int | None = 0
     response_body: bytes = b""
     # The fault rule that failed or delayed this exchange; a dropped or held request has no status.
@@ -53,16 +56,16 @@ class Exchange:
             "path": self.path,
             "query": self.query.decode("latin-1"),
             "headers": headers,
-            "body": _decode(self.request_body),
+            "body": _decode(self.request_body, self.request_size),
             "status": self.status,
-            "response": _decode(self.response_body) if self.status is not None else None,
+            "response": _decode(self.response_body, len(self.response_body)) if self.status is not None else None,
             "fault": self.fault,
         }
 
 
-def _decode(raw: bytes) -> Any:
-    if len(raw) > _BODY_LIMIT:
-        return {"truncated": True, "bytes": len(raw)}
+def _decode(raw: bytes, size: int) -> Any:
+    if size > _BODY_LIMIT:
+        return {"truncated": True, "bytes": size}
     try:
         decoded = decode_json(raw)
     except ValueError:
@@ -85,7 +88,8 @@ class Journal:
     def record(self, scope: Scope, body: bytes, fault: str | None = None) -> Exchange:
         entry = Exchange(
             next(self._ids), iso(self.clock.now()), scope["method"], scope["path"],
-            scope.get("query_string", b""), scope["headers"], body, fault=fault,
+            scope.get("query_string", b""), scope["headers"], body if len(body) <= _BODY_LIMIT else b"", len(body),
+            fault=fault,
         )
         if len(self._entries) == self.capacity:
             self.dropped += 1

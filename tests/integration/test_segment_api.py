@@ -364,6 +364,15 @@ def test_journal_shows_tracking_calls(http: httpx.Client) -> None:
     assert entry["body"]["userId"] == "u1" and entry["response"] == {"success": True}
 
 
+def test_journal_keeps_only_the_size_of_a_body_over_64_kb(http: httpx.Client) -> None:
+    batch = [{"type": "track", "userId": f"u{n}", "event": "Viewed", "properties": {"text": "x" * 300}} for n in range(300)]
+    raw = json.dumps({"writeKey": WRITE_KEY, "batch": batch}).encode()
+    assert 64 * 1024 < len(raw) < 500 * 1024
+    assert http.post("/v1/batch", content=raw).status_code == 200
+    [entry] = http.get("/_emulator/requests", params={"path": "/v1/batch"}).json()["requests"]
+    assert entry["body"] == {"truncated": True, "bytes": len(raw)} and entry["response"] == {"success": True}
+
+
 # -- found by the fuzzers (tests/fuzz) -----------------------------------------------------------
 
 
