@@ -19,6 +19,7 @@ from typing import Any, Mapping
 
 import aiohttp
 
+from .json_body import read_json
 from .keyring import MailjetAccount
 
 MANAGECONTACT_ACTION = "addnoforce"
@@ -77,7 +78,7 @@ def _error_from(status: int, reason: str | None, raw: bytes) -> MailjetError:
     message = reason or f"HTTP {status}"
     info: Any = None
     try:
-        body = json.loads(raw)
+        body = read_json(raw)
     except ValueError:
         # Some errors have no JSON body: 429 answers an HTML page, an old 401 an empty body.
         body = None
@@ -115,7 +116,7 @@ class MailjetClient:
         if status >= 400:
             raise _error_from(status, reason, raw)
         try:
-            answer = json.loads(raw)
+            answer = read_json(raw)
         except ValueError as exc:
             raise MailjetError(status, f"{method} {path} answered a body that is not JSON") from exc
         if not isinstance(answer, dict) or not isinstance(_field(answer, "Data"), list):

@@ -173,7 +173,7 @@ class FaultMiddleware:
         status, headers, content = self.render(rule, scope)
         entry = self._journal(scope, body, rule)
         entry.status = status
-        entry.response_body = content
+        entry.keep_response(content)
         raw_headers = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in headers.items()]
         raw_headers.append((b"content-length", str(len(content)).encode()))
         await send({"type": "http.response.start", "status": status, "headers": raw_headers})

@@ -35,14 +35,18 @@ class Exchange:
     path: str
     query: bytes
     raw_headers: list[tuple[bytes, bytes]]
-    # Empty when the body was over _BODY_LIMIT: it is never shown, so only its size is kept (the
-    # journal holds 10,000 requests, and a batch can be 500 KB).
+    # A body over _BODY_LIMIT is never shown, so only its size is kept: the journal holds 10,000
+    # exchanges, and a batch can be 500 KB.
     request_body: bytes
     request_size: int
     status: int | None = 0
     response_body: bytes = b""
+    response_size: int = 0
     # The fault rule that failed or delayed this exchange; a dropped or held request has no status.
     fault: str | None = None
+
+    def keep_response(self, body: bytes) -> None:
+        self.response_body, self.response_size = _kept(body), len(body)
 
     def to_json(self) -> dict[str, Any]:
         headers = {}
@@ -58,9 +62,13 @@ class Exchange:
             "headers": headers,
             "body": _decode(self.request_body, self.request_size),
             "status": self.status,
-            "response": _decode(self.response_body, len(self.response_body)) if self.status is not None else None,
+            "response": _decode(self.response_body, self.response_size) if self.status is not None else None,
             "fault": self.fault,
         }
+
+
+def _kept(body: bytes) -> bytes:
+    return body if len(body) <= _BODY_LIMIT else b""
 
 
 def _decode(raw: bytes, size: int) -> Any:
@@ -88,8 +96,7 @@ class Journal:
     def record(self, scope: Scope, body: bytes, fault: str | None = None) -> Exchange:
         entry = Exchange(
             next(self._ids), iso(self.clock.now()), scope["method"], scope["path"],
-            scope.get("query_string", b""), scope["headers"], body if len(body) <= _BODY_LIMIT else b"", len(body),
-            fault=fault,
+            scope.get("query_string", b""), scope["headers"], _kept(body), len(body), fault=fault,
         )
         if len(self._entries) == self.capacity:
             self.dropped += 1
@@ -140,7 +147,7 @@ class JournalMiddleware:
             elif message["type"] == "http.response.body":
                 response_chunks.append(message.get("body", b""))
                 if not message.get("more_body", False) and entry is not None:
-                    entry.response_body = b"".join(response_chunks)
+                    entry.keep_response(b"".join(response_chunks))
             await send(message)
 
         await self.app(scope, receive_and_keep, send_and_keep)

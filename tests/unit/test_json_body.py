@@ -2,7 +2,11 @@ import json
 
 import pytest
 
-from emulator.common.json_body import MAX_DEPTH, decode_json
+from emulator.common.json_body import FALLBACK_MAX_DEPTH, MAX_DEPTH, decode_json, nesting_depth
+
+
+def nested(depth: int) -> bytes:
+    return b"[" * depth + b"]" * depth
 
 
 def test_reads_json() -> None:
@@ -21,17 +25,42 @@ def test_fallback_decides() -> None:
         decode_json(b'\xff{"a": 1}', lambda raw: json.loads(raw.decode("utf-8")))
 
 
-def test_depth_is_refused_before_json_recurses() -> None:
-    assert decode_json(b"[" * MAX_DEPTH + b"]" * MAX_DEPTH) is not None
+def test_orjson_reads_up_to_its_depth_and_json_never_sees_deeper() -> None:
+    value, depth = decode_json(nested(MAX_DEPTH)), 0
+    while isinstance(value, list):  # walked, not compared: == would recurse as deep
+        value, depth = (value[0] if value else None), depth + 1
+    assert depth == MAX_DEPTH
     reached: list[bytes] = []
-    with pytest.raises(ValueError, match=f"more than {MAX_DEPTH} levels"):
-        decode_json(b"[" * 100_000 + b"]" * 100_000, reached.append)
-    assert reached == []  # json never saw it
+    with pytest.raises(ValueError, match=f"more than {MAX_DEPTH:,} levels"):
+        decode_json(nested(100_000), reached.append)
+    assert reached == []
+
+
+@pytest.mark.parametrize(
+    "refused_first",
+    [b"\xef\xbb\xbf", b'["\\ud800",', b"[1e999,", b"[" * 10],  # orjson stops here, before the depth
+    ids=["bom", "lone surrogate", "infinite number", "unclosed"],
+)
+def test_a_deep_body_orjson_refuses_for_another_reason_never_reaches_json(refused_first: bytes) -> None:
+    reached: list[bytes] = []
+    with pytest.raises(ValueError, match="nested too deeply"):
+        decode_json(refused_first + nested(FALLBACK_MAX_DEPTH + 1), reached.append)
+    assert reached == []
+
+
+def test_a_shallow_body_orjson_refuses_goes_to_json() -> None:
+    body = b'["\\ud800",' + nested(FALLBACK_MAX_DEPTH - 1) + b"]"
+    assert decode_json(body, lambda raw: "read by json") == "read by json"
+
+
+def test_nesting_depth_skips_strings() -> None:
+    assert nesting_depth(b'{"a": "[[[\\"[[", "b": [[1], {}]}') == 3
+    assert nesting_depth(b'"[[[') == 0  # an unterminated string runs to the end
+    assert nesting_depth(b"") == 0
 
 
 def test_recursion_in_the_fallback_is_a_value_error() -> None:
-    # As json raises on a body orjson stopped reading before its depth (a lone surrogate first),
-    # without recursing to the limit here.
+    # Stands for json reaching the recursion limit when the caller's stack is deep already.
     def too_deep(raw: bytes) -> None:
         raise RecursionError("maximum recursion depth exceeded")
 
@@ -40,4 +69,6 @@ def test_recursion_in_the_fallback_is_a_value_error() -> None:
 
 
 def test_integers_beyond_64_bits_become_floats() -> None:
-    assert decode_json(b"[18446744073709551615, 18446744073709551616]") == [2**64 - 1, float(2**64)]
+    within, beyond = decode_json(b"[18446744073709551615, 18446744073709551616]")
+    assert (type(within), within) == (int, 2**64 - 1)
+    assert (type(beyond), beyond) == (float, float(2**64))
