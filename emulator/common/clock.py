@@ -13,7 +13,6 @@ import itertools
 import re
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
-from functools import lru_cache
 from typing import Any, Awaitable, Callable
 
 TimerCallback = Callable[[], "Awaitable[Any] | Any"]
@@ -70,12 +69,9 @@ def _parse_unpadded(value: str) -> datetime:
     )
 
 
-@lru_cache(maxsize=4096)
 def iso(moment: datetime) -> str:
     """Render a datetime as Segment and Mailjet do: UTC with milliseconds and a Z.
 
-    Cached: a busy source sends many events a millisecond, and their messages then share one
-    string (77 bytes of RSS an event less in benchmarks/stored_memory.py, and fewer instructions).
     isoformat pads years below 1000 to four digits, as RFC 3339 requires (strftime did not).
     """
     utc = moment if moment.tzinfo is timezone.utc else moment.astimezone(timezone.utc)
