@@ -131,7 +131,7 @@ class SegmentProfiles:
         profile = self.backend.profiles.get(user_id)
         if profile is None:
             return []
-        return profile.events_by_name.get(event, []) if since is None else profile.events_since(event, since)
+        return profile.tracked(event, since)
 
 
 @dataclass

@@ -13,6 +13,7 @@ from __future__ import annotations
 import bisect
 import hashlib
 import heapq
+import itertools
 import json
 import logging
 import math
@@ -310,57 +311,41 @@ def _timestamp_of(event: ProfileEvent) -> datetime:
     return event.timestamp
 
 
-def _insert_by_time(events: list[ProfileEvent], event: ProfileEvent) -> None:
-    # Events mostly arrive in time order, so this is an append; a late one is placed by bisection.
-    if not events or events[-1].timestamp <= event.timestamp:
-        events.append(event)
-    else:
-        bisect.insort_right(events, event, key=_timestamp_of)
-
-
 class Profile:
     """One person: a userId (when known), the anonymousIds linked to it, traits and history.
 
-    `events` holds every identify/track/page/screen/group call in timestamp order;
-    `events_by_name` holds the track calls per event name, also in timestamp order, so
-    "performed E at least N times within 30 days" is one dict lookup and one bisection.
+    `events` holds every identify/track/page/screen/group call in timestamp order, so "performed
+    E at least N times within 30 days" is one bisection and a scan of the window. (An index per
+    event name made that scan shorter but cost ~25 bytes a stored event.)
     """
 
-    __slots__ = ("user_id", "anonymous_ids", "traits", "events", "events_by_name")
+    __slots__ = ("user_id", "anonymous_ids", "traits", "events")
 
     def __init__(self, user_id: str | None = None) -> None:
         self.user_id = user_id
         self.anonymous_ids: dict[str, None] = {}  # an ordered set
         self.traits: dict[str, Any] = {}
         self.events: list[ProfileEvent] = []
-        self.events_by_name: dict[str, list[ProfileEvent]] = {}
 
     def add_event(self, event: ProfileEvent) -> None:
-        _insert_by_time(self.events, event)
-        if event.event is not None:
-            _insert_by_time(self.events_by_name.setdefault(event.event, []), event)
+        # Events mostly arrive in time order, so this is an append; a late one is placed by bisection.
+        events = self.events
+        if not events or events[-1].timestamp <= event.timestamp:
+            events.append(event)
+        else:
+            bisect.insort_right(events, event, key=_timestamp_of)
 
-    def events_since(self, event: str, since: datetime) -> list[ProfileEvent]:
-        """Track calls named `event` whose timestamp is at or after `since`, oldest first."""
-        named = self.events_by_name.get(event)
-        if not named:
-            return []
-        return named[bisect.bisect_left(named, since, key=_timestamp_of):]
-
-    def count_since(self, event: str, since: datetime) -> int:
-        named = self.events_by_name.get(event)
-        if not named:
-            return 0
-        return len(named) - bisect.bisect_left(named, since, key=_timestamp_of)
+    def tracked(self, event: str, since: datetime | None = None) -> list[ProfileEvent]:
+        """Track calls named `event` whose timestamp is at or after `since` (all when None), oldest first."""
+        events = self.events
+        start = 0 if since is None else bisect.bisect_left(events, since, key=_timestamp_of)
+        return [item for item in itertools.islice(events, start, None) if item.event == event]
 
     def absorb(self, other: Profile) -> None:
         """Take over `other` (identity merge): its ids, the traits this profile lacks, its history."""
         self.anonymous_ids.update(other.anonymous_ids)
         self.traits = {**other.traits, **self.traits}
         self.events = list(heapq.merge(self.events, other.events, key=_timestamp_of))
-        for name, events in other.events_by_name.items():
-            mine = self.events_by_name.get(name)
-            self.events_by_name[name] = list(heapq.merge(mine, events, key=_timestamp_of)) if mine else events
 
     def to_json(self) -> dict[str, Any]:
         return {

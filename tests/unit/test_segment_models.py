@@ -428,10 +428,10 @@ def test_alias_links_previous_id(backend: SegmentBackend) -> None:
     one(backend, "alias", {"previousId": "never-seen", "userId": "u"})
     profile = backend.profiles.get("u")
     assert backend.profiles.get("old") is profile and backend.profiles.get("never-seen") is profile
-    assert profile.count_since("Viewed", datetime(2000, 1, 1, tzinfo=timezone.utc)) == 1
+    assert [e.event for e in profile.tracked("Viewed", datetime(2000, 1, 1, tzinfo=timezone.utc))] == ["Viewed"]
 
 
-def test_events_by_name_are_time_ordered_for_window_counts(backend: SegmentBackend, clock: Clock) -> None:
+def test_tracked_events_are_time_ordered_for_window_counts(backend: SegmentBackend, clock: Clock) -> None:
     now = clock.now().replace(microsecond=0)
     for days_ago in (40, 2, 20, 31, 1):
         stamp = (now - timedelta(days=days_ago)).isoformat()
@@ -439,11 +439,11 @@ def test_events_by_name_are_time_ordered_for_window_counts(backend: SegmentBacke
     one(backend, "track", {"userId": "u", "event": "Other"})
     profile = backend.profiles.get("u")
     since = now - timedelta(days=30)
-    assert profile.count_since("Order Completed", since) == 3
-    assert [e.timestamp for e in profile.events_since("Order Completed", since)] == sorted(
+    assert [e.timestamp for e in profile.tracked("Order Completed", since)] == sorted(
         now - timedelta(days=d) for d in (20, 2, 1)
     )
-    assert profile.count_since("Never", since) == 0
+    assert len(profile.tracked("Order Completed")) == 5
+    assert profile.tracked("Never", since) == [] and profile.tracked("Other", since)[0].event == "Other"
     timestamps = [e.timestamp for e in profile.events]
     assert timestamps == sorted(timestamps)
 
@@ -455,9 +455,9 @@ def test_profile_store_offers_the_read_api_engage_computes_over(backend: Segment
     store = backend.profiles
     assert store.user_ids() == ["u"]
     assert store.traits("u") == {"email": "a@example.com"} and store.traits("nobody") == {}
-    [event] = store.get("u").events_by_name["Order Completed"]
+    [event] = store.get("u").tracked("Order Completed")
     assert event.properties == {"revenue": 5} and event.timestamp.tzinfo is not None
-    assert "Never" not in store.get("u").events_by_name and store.get("nobody") is None
+    assert store.get("u").tracked("Never") == [] and store.get("nobody") is None
 
 
 # -- the compiled contract check agrees with jsonschema -------------------------------------------
