@@ -234,8 +234,6 @@ class StoredMessage:
 
     message: dict[str, Any]
     source: Source
-    received_at: datetime
-    timestamp: datetime  # the corrected `timestamp`, already parsed
     discard_reason: str | None = None  # None: accepted
     # A tuple: most messages have none, and one shared () costs the garbage collector nothing.
     violations: tuple[dict[str, str], ...] = ()
@@ -246,7 +244,8 @@ class StoredMessage:
 
     @property
     def status(self) -> str:
-        # Derived, not kept: six fields fit an 80-byte object, seven take 96 (pymalloc's 16-byte steps).
+        # Derived, not kept, as are the parsed times: four fields fit a 64-byte object, five take 80
+        # (pymalloc's 16-byte steps), and a million stored messages are 16 MB either way.
         return ACCEPTED if self.discard_reason is None else DISCARDED
 
     @property
@@ -279,22 +278,61 @@ class StoredMessage:
         }
 
 
+def stored_times(message: Mapping[str, Any]) -> tuple[datetime, datetime]:
+    """A stored message's `receivedAt` and corrected `timestamp`, parsed (a stub for a non-object
+    batch item has `receivedAt` only, which then stands for both)."""
+    received_at = parse_iso(message["receivedAt"])
+    return received_at, parse_iso(message["timestamp"]) if "timestamp" in message else received_at
+
+
 # ---------------------------------------------------------------------------------------------
-# Profiles: merged traits and event history, indexed for Engage.
+# Profiles: merged traits and event history, for Engage.
 
 
 # Shared by every event without properties (an identify has traits instead), read-only.
 _NO_PROPERTIES: Mapping[str, Any] = MappingProxyType({})
 
 
+@dataclass(frozen=True, slots=True)
+class EventKind:
+    """What a profile event is; one object for all the events of one kind (see `_event_kind`)."""
+
+    type: str
+    event: Any  # the track event name (a string when contracts are on); None for other calls
+    name: Any  # the page/screen name; None for other calls
+
+
+@lru_cache(maxsize=4096)
+def _shared_event_kind(call_type: str, event: str | None, name: str | None) -> EventKind:
+    return EventKind(call_type, event, name)
+
+
+def _event_kind(call_type: str, event: Any, name: Any) -> EventKind:
+    # Shared: a profile's events repeat a few kinds, and three fields fewer per event make it a
+    # 64-byte object instead of an 80-byte one (pymalloc's 16-byte steps).
+    if (event is None or event.__class__ is str) and (name is None or name.__class__ is str):
+        return _shared_event_kind(call_type, event, name)
+    return EventKind(call_type, event, name)  # a name that is not a string (contracts off) is not hashable
+
+
 @dataclass(slots=True)
 class ProfileEvent:
-    type: str
-    event: str | None  # the track event name; None for other calls
-    name: str | None  # the page/screen name; None for other calls
+    kind: EventKind
     properties: Mapping[str, Any]
     timestamp: datetime
     message_id: str
+
+    @property
+    def type(self) -> str:
+        return self.kind.type
+
+    @property
+    def event(self) -> Any:
+        return self.kind.event
+
+    @property
+    def name(self) -> Any:
+        return self.kind.name
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -391,7 +429,8 @@ class ProfileStore:
         profile = self._by_user.get(user_id)
         return profile.traits if profile is not None else {}
 
-    def record(self, stored: StoredMessage) -> None:
+    def record(self, stored: StoredMessage, timestamp: datetime) -> None:
+        """Add an accepted message to its profile; `timestamp` is its corrected timestamp, parsed."""
         message = stored.message
         call_type = message["type"]
         if call_type == "alias":
@@ -402,11 +441,13 @@ class ProfileStore:
             profile.traits.update(message["traits"])
         profile.add_event(
             ProfileEvent(
-                call_type,
-                message.get("event") if call_type == "track" else None,
-                message.get("name") if call_type in ("page", "screen") else None,
+                _event_kind(
+                    call_type,
+                    message.get("event") if call_type == "track" else None,
+                    message.get("name") if call_type in ("page", "screen") else None,
+                ),
                 message.get("properties") or _NO_PROPERTIES,
-                stored.timestamp,
+                timestamp,
                 message["messageId"],
             )
         )
@@ -499,6 +540,11 @@ class _Arrival:
     measure: bool = False  # whether items must be measured against the 32 KB limit
 
 
+# A batch item between enrichment and storage: the message, its corrected timestamp (parsed), and
+# why it is discarded before contracts and dedupe are looked at (None: not yet).
+_Prepared = tuple[StoredMessage, datetime, str | None]
+
+
 class SegmentBackend:
     """Sources, the message store, dedupe, profiles and listeners of one fake Segment workspace."""
 
@@ -558,9 +604,10 @@ class SegmentBackend:
                 self.dropped += 1
             self.messages.append(stored)
             if stored.accepted:
-                self.profiles.record(stored)
+                received_at, timestamp = stored_times(stored.message)
+                self.profiles.record(stored, timestamp)
                 # Always admitted: these messages were accepted, so none repeats an id within 24 h.
-                self._dedupe_window(stored.source).admit(stored.message_id, stored.received_at)
+                self._dedupe_window(stored.source).admit(stored.message_id, received_at)
         now = self.clock.now()
         for window in self._dedupe_windows.values():
             window.forget_expired(now)
@@ -628,21 +675,24 @@ class SegmentBackend:
         prepared = [self._prepare(item, arrival) for item in items]
         valid_types = self._types_all_valid(prepared)
         return [
-            self._finish(stored, reason, known_valid=reason is None and stored.message["type"] in valid_types)
-            for stored, reason in prepared
+            self._finish(
+                stored, timestamp, reason, arrival, known_valid=reason is None and stored.message["type"] in valid_types
+            )
+            for stored, timestamp, reason in prepared
         ]
 
     def _process(self, item: Any, arrival: _Arrival) -> StoredMessage:
         """Store one call, as a batch of one."""
-        stored, reason = self._prepare(item, arrival)
-        return self._finish(stored, reason, known_valid=False)
+        stored, timestamp, reason = self._prepare(item, arrival)
+        return self._finish(stored, timestamp, reason, arrival, known_valid=False)
 
-    def _prepare(self, item: Any, arrival: _Arrival) -> tuple[StoredMessage, str | None]:
-        """The item enriched, and why it is discarded before contracts and dedupe are looked at (or None)."""
-        source, received_at = arrival.source, arrival.received_at
+    def _prepare(self, item: Any, arrival: _Arrival) -> _Prepared:
+        """The item enriched, its corrected timestamp, and why it is discarded before contracts and
+        dedupe are looked at (or None)."""
+        source = arrival.source
         if not isinstance(item, dict):
             stub = {"type": None, "messageId": _new_message_id(), "receivedAt": arrival.received_iso, "item": item}
-            return StoredMessage(stub, source, received_at, received_at), BAD_REQUEST
+            return StoredMessage(stub, source), arrival.received_at, BAD_REQUEST
         # Docs: "each batched event needs to be less than 32KB ... Segment returns a 200 response
         # but rejects the event" — so an oversized item is dropped alone, not the whole batch.
         # Measured as sent, before enrichment adds to it.
@@ -651,15 +701,15 @@ class SegmentBackend:
         reason = arrival.forced_reason or (None if source.known else UNKNOWN_WRITE_KEY) or _ingest_problem(message)
         if reason is None and too_large:
             reason = EVENT_TOO_LARGE
-        return StoredMessage(message, source, received_at, timestamp), reason
+        return StoredMessage(message, source), timestamp, reason
 
-    def _types_all_valid(self, prepared: list[tuple[StoredMessage, str | None]]) -> set[str]:
+    def _types_all_valid(self, prepared: list[_Prepared]) -> set[str]:
         """The call types whose messages still in the running all meet their contract, checked with
         one call per type; the messages of other types are checked one by one for the details."""
         if not self.validate:
             return set()
         by_type: dict[str, list[dict[str, Any]]] = {}
-        for stored, reason in prepared:
+        for stored, _, reason in prepared:
             if reason is None:
                 by_type.setdefault(stored.message["type"], []).append(stored.message)
         try:
@@ -667,7 +717,9 @@ class SegmentBackend:
         except RecursionError:
             return set()  # nested too deeply for jsonschema: each message is reported on its own
 
-    def _finish(self, stored: StoredMessage, reason: str | None, known_valid: bool) -> StoredMessage:
+    def _finish(
+        self, stored: StoredMessage, timestamp: datetime, reason: str | None, arrival: _Arrival, known_valid: bool
+    ) -> StoredMessage:
         """Contracts (unless the message is `known_valid`), dedupe, then the message is stored."""
         message = stored.message
         if reason is None and self.validate and not known_valid:
@@ -676,10 +728,10 @@ class SegmentBackend:
                 message["context"] = _with_protocols(message.get("context"), stored.violations, stored.source)
                 if self.strict:
                     reason = SCHEMA_VIOLATION
-        if reason is None and self._is_duplicate(stored.source, message["messageId"], stored.received_at):
+        if reason is None and self._is_duplicate(stored.source, message["messageId"], arrival.received_at):
             reason = DUPLICATE_MESSAGE_ID
         stored.discard_reason = reason
-        return self._store(stored)
+        return self._store(stored, timestamp)
 
     def _is_duplicate(self, source: Source, message_id: str, now: datetime) -> bool:
         """True when `message_id` was accepted within 24 h; otherwise remember it as seen now.
@@ -694,14 +746,14 @@ class SegmentBackend:
             window = self._dedupe_windows[source.id] = DedupeWindow()
         return window
 
-    def _store(self, stored: StoredMessage) -> StoredMessage:
+    def _store(self, stored: StoredMessage, timestamp: datetime) -> StoredMessage:
         if len(self.messages) == self.events_capacity:
             self.dropped += 1
         self.messages.append(stored)
         if self.recorder is not None:
             self.recorder(stored)
         if stored.accepted:
-            self.profiles.record(stored)
+            self.profiles.record(stored, timestamp)
             for listener in self._listeners:
                 try:
                     listener(stored)

@@ -248,13 +248,13 @@ def message_from_json(data: Any, where: str) -> StoredMessage:
     if (reason is None) != (status == ACCEPTED) or (reason is not None and not isinstance(reason, str)):
         raise SnapshotError(f"{where}.discard_reason must be a string for a discarded message, null otherwise")
     violations = _list(data.get("violations", []), f"{where}.violations")
-    received_at = _time(message.get("receivedAt"), f"{where}.message.receivedAt")
-    timestamp = received_at if "timestamp" not in message else _time(message["timestamp"], f"{where}.message.timestamp")
+    # Checked here so that a bad time is refused with its place; the backend parses them again on restore.
+    _time(message.get("receivedAt"), f"{where}.message.receivedAt")
+    if "timestamp" in message:
+        _time(message["timestamp"], f"{where}.message.timestamp")
     return StoredMessage(
         message,
         Source(name, _string(source.get("writeKey"), f"{where}.source.writeKey"), source_id),
-        received_at,
-        timestamp,
         reason,
         tuple(violations),
     )

@@ -97,7 +97,7 @@ def test_enrichment_sets_received_at_message_id_and_corrected_timestamp(backend:
     assert abs(received - clock.now()) < timedelta(seconds=5)
     assert stored.message["originalTimestamp"] == "2025-03-01T10:00:00.000Z"
     assert parse_iso(stored.message["timestamp"]) == received - timedelta(seconds=5)
-    assert stored.timestamp == received - timedelta(seconds=5)
+    assert backend.profiles.get("u1").events[0].timestamp == received - timedelta(seconds=5)
     assert stored.message["messageId"].startswith("api-")
 
 
