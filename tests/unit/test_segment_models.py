@@ -18,6 +18,7 @@ from emulator.common.clock import Clock, parse_iso
 from emulator.config import BundleConfig
 from emulator.segment import fast_validation
 from emulator.segment.models import (
+    DedupeWindow,
     MAX_BATCH_BYTES,
     MAX_CALL_BYTES,
     SegmentBackend,
@@ -355,6 +356,19 @@ def test_duplicate_message_id_within_24h_is_dropped_and_accepted_after(backend: 
     clock.advance(timedelta(hours=2))  # 25 h after the first
     assert one(backend, "track", call).accepted
     assert one(backend, "track", {**call, "writeKey": OTHER_KEY}).accepted  # another source, another stream
+
+
+def test_the_dedupe_window_holds_24_hours_of_ids_and_sweeps_out_older_ones() -> None:
+    window = DedupeWindow()
+    start = datetime(2025, 1, 1, tzinfo=timezone.utc)
+    assert window.admit("a", start) and window.admit("b", start + timedelta(minutes=30))
+    assert not window.admit("a", start + timedelta(hours=23, minutes=59))
+    assert window.admit("a", start + timedelta(hours=24, seconds=1))  # expired: accepted again, from now
+    assert len(window) == 2
+    assert window.admit("b", start + timedelta(hours=24, minutes=45))  # expired, though not yet swept out
+    assert not window.admit("a", start + timedelta(hours=48))  # within 24 h of its second acceptance
+    window.forget_expired(start + timedelta(hours=72))
+    assert len(window) == 0
 
 
 def test_discarded_messages_do_not_reserve_their_message_id(backend: SegmentBackend) -> None:
