@@ -23,7 +23,7 @@ ORDER = "Order Completed"
 def record(backend: SegmentBackend, message: dict, timestamp) -> None:
     # Straight into the profile store: building 100k profiles through HTTP is not what is measured.
     message = {**message, "messageId": f"bench-{random.getrandbits(64):x}", "timestamp": iso(timestamp)}
-    backend.profiles.record(StoredMessage(message, Source.named("bench", "bench"), timestamp, timestamp))
+    backend.profiles.record(StoredMessage(message, Source.named("bench", "bench")), timestamp)
 
 
 def build(profiles: int, seed: int) -> tuple[Clock, SegmentBackend, EngageSpace]:
