@@ -246,7 +246,7 @@ class StoredMessage:
     @property
     def status(self) -> str:
         # Derived, not kept, as are the parsed times: four fields fit a 64-byte object, five take 80
-        # (pymalloc's 16-byte steps), and a million stored messages are 16 MB either way.
+        # (pymalloc's 16-byte steps): 16 MB a million messages.
         return ACCEPTED if self.discard_reason is None else DISCARDED
 
     @property
@@ -309,7 +309,7 @@ def _shared_event_kind(call_type: str, event: str | None, name: str | None) -> E
 
 
 def _event_kind(call_type: str, event: Any, name: Any) -> EventKind:
-    # Shared: a profile's events repeat a few kinds, and three fields fewer per event make it a
+    # Shared: a profile's events repeat a few kinds, and two fields fewer per event make it a
     # 64-byte object instead of an 80-byte one (pymalloc's 16-byte steps).
     if (event is None or event.__class__ is str) and (name is None or name.__class__ is str):
         return _shared_event_kind(call_type, event, name)
