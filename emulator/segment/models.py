@@ -499,8 +499,8 @@ class DedupeWindow:
     """The messageIds one source had accepted in the last 24 h of virtual time.
 
     One dict of id -> time accepted; a lookup disregards an entry older than 24 h. Expired entries
-    are swept out in one pass at most once an hour of virtual time, so the dict holds at most 25
-    hours of ids, and no second structure in arrival order is kept (a deque cost ~8 bytes a message).
+    are swept out in one pass at most once an hour of virtual time, so the dict holds about 25 hours
+    of ids and no second structure in arrival order is kept (a deque of ids cost ~8 bytes a message).
     """
 
     def __init__(self) -> None:
@@ -527,8 +527,10 @@ class DedupeWindow:
     def forget_expired(self, now: datetime) -> None:
         self._now, self._cutoff = now, now - DEDUPE_WINDOW
         if self._next_sweep is None or now >= self._next_sweep:
-            cutoff = self._cutoff
-            self._accepted_at = {key: at for key, at in self._accepted_at.items() if at > cutoff}
+            # In place: a million ids take ~25 ms to look over, and rebuilding the dict ~200 ms.
+            accepted_at, cutoff = self._accepted_at, self._cutoff
+            for key in [key for key, at in accepted_at.items() if at <= cutoff]:
+                del accepted_at[key]
             self._next_sweep = now + DEDUPE_SWEEP_INTERVAL
 
 
