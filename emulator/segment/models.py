@@ -23,7 +23,7 @@ import uuid
 import zlib
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import KW_ONLY, dataclass, replace
 from datetime import datetime, timedelta
 from functools import lru_cache
 from types import MappingProxyType
@@ -235,6 +235,7 @@ class StoredMessage:
 
     message: dict[str, Any]
     source: Source
+    _: KW_ONLY
     discard_reason: str | None = None  # None: accepted
     # A tuple: most messages have none, and one shared () costs the garbage collector nothing.
     violations: tuple[dict[str, str], ...] = ()
@@ -299,8 +300,8 @@ class EventKind:
     """What a profile event is; one object for all the events of one kind (see `_event_kind`)."""
 
     type: str
-    event: Any  # the track event name (a string when contracts are on); None for other calls
-    name: Any  # the page/screen name; None for other calls
+    event: str | None  # the track event name; None for other calls
+    name: str | None  # the page/screen name; None for other calls
 
 
 @lru_cache(maxsize=4096)
@@ -308,12 +309,13 @@ def _shared_event_kind(call_type: str, event: str | None, name: str | None) -> E
     return EventKind(call_type, event, name)
 
 
-def _event_kind(call_type: str, event: Any, name: Any) -> EventKind:
+def _event_kind(call_type: str, event: str | None, name: str | None) -> EventKind:
     # Shared: a profile's events repeat a few kinds, and two fields fewer per event make it a
     # 64-byte object instead of an 80-byte one (pymalloc's 16-byte steps).
-    if (event is None or event.__class__ is str) and (name is None or name.__class__ is str):
+    try:
         return _shared_event_kind(call_type, event, name)
-    return EventKind(call_type, event, name)  # a name that is not a string (contracts off) is not hashable
+    except TypeError:  # unhashable: only a hand-edited snapshot brings such a message back
+        return EventKind(call_type, event, name)
 
 
 @dataclass(slots=True)
@@ -328,11 +330,11 @@ class ProfileEvent:
         return self.kind.type
 
     @property
-    def event(self) -> Any:
+    def event(self) -> str | None:
         return self.kind.event
 
     @property
-    def name(self) -> Any:
+    def name(self) -> str | None:
         return self.kind.name
 
     def to_json(self) -> dict[str, Any]:
@@ -406,6 +408,9 @@ class ProfileStore:
     def __init__(self) -> None:
         self._by_user: dict[str, Profile] = {}
         self._by_anonymous: dict[str, Profile] = {}
+        # The userIds, other than its own, that point at a profile which took over others: a
+        # later merge must move them too. Only merges fill it, so most profiles have no entry.
+        self._absorbed_user_ids: dict[Profile, list[str]] = {}
 
     def get(self, user_or_anonymous_id: str) -> Profile | None:
         return self._by_user.get(user_or_anonymous_id) or self._by_anonymous.get(user_or_anonymous_id)
@@ -485,8 +490,13 @@ class ProfileStore:
         into.absorb(merged)
         for anonymous_id in merged.anonymous_ids:
             self._by_anonymous[anonymous_id] = into
+        user_ids = self._absorbed_user_ids.pop(merged, [])
         if merged.user_id is not None:
-            self._by_user[merged.user_id] = into
+            user_ids.append(merged.user_id)
+        for user_id in user_ids:
+            self._by_user[user_id] = into
+        if user_ids:
+            self._absorbed_user_ids.setdefault(into, []).extend(user_ids)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -499,8 +509,9 @@ class DedupeWindow:
     """The messageIds one source had accepted in the last 24 h of virtual time.
 
     One dict of id -> time accepted; a lookup disregards an entry older than 24 h. Expired entries
-    are swept out in one pass at most once an hour of virtual time, so the dict holds about 25 hours
-    of ids and no second structure in arrival order is kept (a deque of ids cost ~8 bytes a message).
+    are swept out in one pass at most once an hour of virtual time (and whenever the clock is set
+    back), so the dict holds about 25 hours of ids and no second structure in arrival order is kept
+    (a deque of ids cost ~8 bytes a message).
     """
 
     def __init__(self) -> None:
@@ -525,8 +536,11 @@ class DedupeWindow:
         return len(self._accepted_at)
 
     def forget_expired(self, now: datetime) -> None:
+        """Take `now` as the time; sweep out the expired ids if an hour has passed since the last
+        sweep, or the clock was set back before it."""
         self._now, self._cutoff = now, now - DEDUPE_WINDOW
-        if self._next_sweep is None or now >= self._next_sweep:
+        next_sweep = self._next_sweep
+        if next_sweep is None or not next_sweep - DEDUPE_SWEEP_INTERVAL <= now < next_sweep:
             # In place: a million ids take ~25 ms to look over, and rebuilding the dict ~200 ms.
             accepted_at, cutoff = self._accepted_at, self._cutoff
             for key in [key for key, at in accepted_at.items() if at <= cutoff]:
@@ -859,8 +873,9 @@ def _enrich(item: dict[str, Any], arrival: _Arrival) -> tuple[dict[str, Any], da
 def _shared_time(moment: datetime) -> tuple[datetime, str]:
     """`moment` and its ISO text, the same two objects for every message of that millisecond.
 
-    A busy source sends many events a millisecond; sharing saves their messages a datetime and a
-    string each (~120 bytes in benchmarks/stored_memory.py), and rendering it again.
+    A busy source sends many events a millisecond; sharing saves each a string in its message and
+    a datetime in its profile history (~120 bytes in benchmarks/stored_memory.py), and rendering
+    the string again.
     """
     return moment, iso(moment)
 

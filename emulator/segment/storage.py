@@ -255,8 +255,8 @@ def message_from_json(data: Any, where: str) -> StoredMessage:
     return StoredMessage(
         message,
         Source(name, _string(source.get("writeKey"), f"{where}.source.writeKey"), source_id),
-        reason,
-        tuple(violations),
+        discard_reason=reason,
+        violations=tuple(violations),
     )
 
 

@@ -371,6 +371,16 @@ def test_the_dedupe_window_holds_24_hours_of_ids_and_sweeps_out_older_ones() -> 
     assert len(window) == 0
 
 
+def test_the_dedupe_window_sweeps_again_when_the_clock_is_set_back() -> None:
+    window = DedupeWindow()
+    start = datetime(2025, 1, 1, tzinfo=timezone.utc)
+    assert window.admit("late", start + timedelta(days=31))
+    assert window.admit("a", start)  # set back a month: swept, "late" is 31 days ahead and kept
+    assert len(window) == 2
+    window.forget_expired(start + timedelta(days=2))  # the next sweep is due an hour after the set-back one
+    assert len(window) == 1  # "a" is gone; "late" is still ahead of the clock
+
+
 def test_discarded_messages_do_not_reserve_their_message_id(backend: SegmentBackend) -> None:
     assert not one(backend, "track", {"userId": "u", "messageId": "m-2"}).accepted  # no event name
     assert one(backend, "track", {"userId": "u", "event": "E", "messageId": "m-2"}).accepted
@@ -443,6 +453,27 @@ def test_alias_links_previous_id(backend: SegmentBackend) -> None:
     profile = backend.profiles.get("u")
     assert backend.profiles.get("old") is profile and backend.profiles.get("never-seen") is profile
     assert [e.event for e in profile.tracked("Viewed", datetime(2000, 1, 1, tzinfo=timezone.utc))] == ["Viewed"]
+
+
+def test_a_profile_merged_twice_takes_every_user_id_it_absorbed_along(backend: SegmentBackend) -> None:
+    one(backend, "track", {"userId": "u1", "event": "E"})
+    for user_id in ("u2", "u3"):
+        one(backend, "identify", {"userId": user_id})
+    one(backend, "alias", {"previousId": "u1", "userId": "u2"})
+    one(backend, "alias", {"previousId": "u2", "userId": "u3"})
+    one(backend, "track", {"userId": "u1", "event": "E"})
+    profile = backend.profiles.get("u3")
+    assert backend.profiles.get("u1") is profile and backend.profiles.get("u2") is profile
+    assert len(profile.tracked("E")) == 2 and len(backend.profiles) == 1
+
+
+def test_a_restored_message_with_unhashable_names_still_joins_its_profile(backend: SegmentBackend) -> None:
+    # Ingest discards such messages; only a hand-edited snapshot brings them back as accepted.
+    message = {"type": "track", "userId": "u", "event": {"odd": 1}, "messageId": "m-1",
+               "receivedAt": "2025-03-01T00:00:00.000Z", "timestamp": "2025-03-01T00:00:00.000Z"}
+    backend.restore([StoredMessage(message, backend.sources[0])])
+    [event] = backend.profiles.get("u").events
+    assert event.event == {"odd": 1} and event.type == "track"
 
 
 def test_tracked_events_are_time_ordered_for_window_counts(backend: SegmentBackend, clock: Clock) -> None:
