@@ -3,46 +3,110 @@
 from __future__ import annotations
 
 import json
+import math
 import re
-from typing import Any, Callable
+from typing import Any, Callable, Iterable
 
 import orjson
 
-# orjson's reader (yyjson) stops at this depth in its own code, with this message (since orjson
+# The deepest JSON any body may nest: what orjson can encode again (it stops at 255 levels, with
+# JSONEncodeError). Every answer that shows a message nests it a level or two deeper, and Python's
+# json, which renders those answers, recurses on the interpreter's stack: at ~1,000 levels (what
+# orjson reads) a message was accepted and then broke every answer and delivery that showed it.
+MAX_DEPTH = 254
+# orjson's reader (yyjson) stops at 1,024 levels in its own code, with this message (since orjson
 # 3.9.15, CVE-2024-27454).
-MAX_DEPTH = 1024
-_TOO_DEEP = "depth limit exceeded"
-# json recurses once a level on the interpreter's stack (1,000 frames by default): it is given
-# only bodies shallow enough to leave room for the frames below it.
-FALLBACK_MAX_DEPTH = 500
+_ORJSON_TOO_DEEP = "depth limit exceeded"
 # A JSON string, or an unterminated one to the end; no backtracking either way.
 _STRING = re.compile(rb'"(?:[^"\\]|\\.)*"?', re.DOTALL)
 _NOT_BRACKETS = bytes(byte for byte in range(256) if byte not in b"[]{}")
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
+_SURROGATE = re.compile("[\ud800-\udfff]")
+REPLACEMENT_CHARACTER = "\ufffd"
 
 
-def decode_json(raw: bytes, fallback: Callable[[bytes], Any] = json.loads) -> Any:
+def read_with_json(raw: bytes | str) -> Any:
+    """json.loads, but only JSON's own numbers: no NaN or Infinity, no number beyond a double."""
+    return json.loads(raw, parse_constant=_reject_constant, parse_float=_finite_float)
+
+
+def _reject_constant(name: str) -> None:
+    # Python's json accepts NaN and Infinity; JSON does not, nor does any encoder that renders
+    # the value back (Starlette's JSONResponse, orjson).
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def _finite_float(text: str) -> float:
+    # 1e999 parses to inf, which no JSON encoder can render back.
+    number = float(text)
+    if not math.isfinite(number):
+        raise ValueError(f"number {text[:40]} is out of range")
+    return number
+
+
+def decode_json(raw: bytes, fallback: Callable[[bytes], Any] = read_with_json) -> Any:
     """`raw` as JSON, or ValueError (UnicodeDecodeError for bytes that are no text).
 
     orjson first: twice as fast as json. What it refuses goes to `fallback` (json), which decides
     and explains (json also reads lone surrogates, a byte order mark and UTF-16), unless it is
-    nested deeper than FALLBACK_MAX_DEPTH: json would recurse to the interpreter's recursion
-    limit, where any finalizer the garbage collector runs meanwhile fails (pytest saw
-    RecursionError in weakref.finalize). One difference from json is left: an integer beyond 64
-    bits becomes a float (RFC 8259 §6 leaves such numbers to the reader; JavaScript and Go read
-    every number as a double).
+    nested deeper than MAX_DEPTH: json recurses on the interpreter's stack, and near its limit any
+    finalizer the garbage collector runs meanwhile fails (pytest saw RecursionError in
+    weakref.finalize). A lone surrogate escape ("\\ud800") is read as U+FFFD, as Go's
+    encoding/json reads it (Segment's edge is Go): kept as a surrogate, the string could never be
+    encoded as UTF-8 again, so every answer showing it would fail. One difference from json is
+    left: an integer beyond 64 bits becomes a float (RFC 8259 §6 leaves such numbers to the
+    reader; JavaScript and Go read every number as a double).
     """
     try:
-        return orjson.loads(raw)
+        value = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
-        if exc.msg.startswith(_TOO_DEEP):
-            raise ValueError(f"JSON is nested more than {MAX_DEPTH:,} levels deep") from None
-    depth = nesting_depth(raw)
-    if depth > FALLBACK_MAX_DEPTH:
-        raise ValueError(f"JSON is nested too deeply ({depth:,} levels)")
+        if exc.msg.startswith(_ORJSON_TOO_DEEP):
+            raise _too_deep() from None
+        return _read_refused(raw, fallback)
     try:
-        return fallback(raw)
+        orjson.dumps(value)  # the exact depth check, and the cheapest (~1 µs for 10 KB)
+    except orjson.JSONEncodeError:
+        raise _too_deep() from None
+    return value
+
+
+def _too_deep() -> ValueError:
+    return ValueError(f"JSON is nested more than {MAX_DEPTH} levels deep")
+
+
+def _read_refused(raw: bytes, fallback: Callable[[bytes], Any]) -> Any:
+    if nesting_depth(raw) > MAX_DEPTH:
+        raise _too_deep()
+    try:
+        value = fallback(raw)
     except RecursionError:  # the caller's own stack was deep already
         raise ValueError("JSON is nested too deeply") from None
+    return _without_lone_surrogates(value) if _SURROGATE_ESCAPE.search(raw) else value
+
+
+def _without_lone_surrogates(value: Any) -> Any:
+    """`value` with each lone surrogate in its strings (keys too) replaced by U+FFFD; objects and
+    arrays are changed in place, walked without recursion. (json has joined every valid pair.)"""
+    if isinstance(value, str):
+        return _SURROGATE.sub(REPLACEMENT_CHARACTER, value)
+    pending = [value] if isinstance(value, (dict, list)) else []
+    while pending:
+        container = pending.pop()
+        slots: Iterable[Any]
+        if isinstance(container, dict):
+            entries = [(_SURROGATE.sub(REPLACEMENT_CHARACTER, key), item) for key, item in container.items()]
+            container.clear()
+            container.update(entries)
+            slots = list(container)
+        else:
+            slots = range(len(container))
+        for slot in slots:
+            item = container[slot]
+            if isinstance(item, str):
+                container[slot] = _SURROGATE.sub(REPLACEMENT_CHARACTER, item)
+            elif isinstance(item, (dict, list)):
+                pending.append(item)
+    return value
 
 
 def nesting_depth(raw: bytes) -> int:

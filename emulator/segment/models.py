@@ -16,7 +16,6 @@ import heapq
 import itertools
 import json
 import logging
-import math
 import re
 import sys
 import uuid
@@ -33,7 +32,7 @@ import contracts
 
 from ..common.auth import basic_credentials
 from ..common.clock import Clock, iso, parse_iso
-from ..common.json_body import decode_json
+from ..common.json_body import decode_json, read_with_json
 from ..config import BundleConfig
 from . import fast_validation
 
@@ -136,21 +135,8 @@ def _loads(raw: bytes) -> Any:
 
 
 def _strict_json(raw: bytes) -> Any:
-    # UTF-8 only (json alone would also take UTF-16 and UTF-32), and only JSON's own numbers.
-    return json.loads(raw.decode("utf-8"), parse_constant=_reject_constant, parse_float=_finite_float)
-
-
-def _finite_float(text: str) -> float:
-    # 1e999 parses to inf, which no JSON encoder can render back (the debugger, deliveries).
-    number = float(text)
-    if not math.isfinite(number):
-        raise ValueError(f"number {text[:40]} is out of range")
-    return number
-
-
-def _reject_constant(name: str) -> None:
-    # Python's json accepts NaN and Infinity; JSON (and Segment's Go edge) does not.
-    raise ValueError(f"{name} is not valid JSON")
+    # UTF-8 only: json alone would also take UTF-16 and UTF-32.
+    return read_with_json(raw.decode("utf-8"))
 
 
 def _gunzip(raw: bytes, limit: int) -> bytes:

@@ -265,12 +265,23 @@ def test_deeply_nested_json_is_answered_and_stays_readable(http: httpx.Client) -
         return '{"writeKey": "%s", "userId": "u1", "event": "E", "properties": {"d": %s1%s}}' % (
             WRITE_KEY, '{"a": ' * depth, "}" * depth)
 
-    assert http.post("/v1/track", content=nested(300)).status_code == 200
-    too_deep = http.post("/v1/track", content=nested(4000))
-    assert too_deep.status_code == 400 and too_deep.json()["code"] == "invalid_json"
+    assert http.post("/v1/track", content=nested(250)).status_code == 200
+    for depth in (300, 1000, 4000):
+        too_deep = http.post("/v1/track", content=nested(depth))
+        assert too_deep.status_code == 400 and too_deep.json()["code"] == "invalid_json"
+        assert "nested more than 254 levels" in too_deep.json()["message"]
     assert [e["status"] for e in events(http)] == ["accepted"]
     assert http.get("/_emulator/profiles/u1").status_code == 200
-    assert [r["status"] for r in http.get("/_emulator/requests").json()["requests"]] == [200, 400]
+    assert [r["status"] for r in http.get("/_emulator/requests").json()["requests"]] == [200, 400, 400, 400]
+
+
+def test_a_lone_surrogate_is_kept_as_the_replacement_character_and_stays_readable(http: httpx.Client) -> None:
+    raw = '{"writeKey": "%s", "userId": "u1", "traits": {"name": "Ada \\ud83d"}}' % WRITE_KEY
+    assert http.post("/v1/identify", content=raw).status_code == 200
+    [stored] = events(http)
+    assert stored["traits"] == {"name": "Ada \ufffd"}
+    assert http.get("/_emulator/profiles/u1").json()["traits"] == {"name": "Ada \ufffd"}
+    assert http.get("/_emulator/snapshot").status_code == 200
 
 
 def test_unknown_paths_and_methods_answer_in_segment_shape(http: httpx.Client) -> None:

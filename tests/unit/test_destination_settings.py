@@ -104,7 +104,7 @@ def test_unreadable_key_ring_file(tmp_path):
 @pytest.mark.parametrize(
     ("text", "explained"),
     [
-        (b"[" * 5000 + b"]" * 5000, "nested more than 1,024 levels"),
+        (b"[" * 5000 + b"]" * 5000, "nested more than 254 levels"),
         (b'{"listId": NaN}', "NaN is not valid JSON"),
     ],
 )

@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from emulator.common.json_body import FALLBACK_MAX_DEPTH, MAX_DEPTH, decode_json, nesting_depth
+from emulator.common.json_body import MAX_DEPTH, decode_json, nesting_depth
 
 
 def nested(depth: int) -> bytes:
@@ -14,10 +14,22 @@ def test_reads_json() -> None:
 
 
 def test_what_orjson_refuses_is_read_as_json_reads_it() -> None:
-    assert decode_json(b'{"a": "\\ud800"}') == {"a": "\ud800"}  # a lone surrogate
     assert decode_json('{"a": 1}'.encode("utf-16")) == {"a": 1}  # json detects UTF-16 in bytes
     with pytest.raises(ValueError, match="Expecting property name"):
         decode_json(b"{not json")  # json's own explanation
+
+
+def test_a_lone_surrogate_is_read_as_the_replacement_character_as_go_reads_it() -> None:
+    value = decode_json(b'{"a\\ud800": ["x\\udc00y", {"k": "\\ud83d\\ude00", "n": 1}], "b": "\\ud800"}')
+    assert value == {"a\ufffd": ["x\ufffdy", {"k": "\U0001f600", "n": 1}], "b": "\ufffd"}  # a pair stays one character
+    assert decode_json(b'"\\udfff"') == "\ufffd"
+    json.dumps(value, ensure_ascii=False).encode("utf-8")  # what every answer showing it does
+
+
+@pytest.mark.parametrize("body", [b"[NaN]", b'{"a": -Infinity}', b"[1e999]"])
+def test_numbers_json_does_not_have_are_refused(body: bytes) -> None:
+    with pytest.raises(ValueError, match="not valid JSON|out of range"):
+        decode_json(body)
 
 
 def test_fallback_decides() -> None:
@@ -25,15 +37,16 @@ def test_fallback_decides() -> None:
         decode_json(b'\xff{"a": 1}', lambda raw: json.loads(raw.decode("utf-8")))
 
 
-def test_orjson_reads_up_to_its_depth_and_json_never_sees_deeper() -> None:
+def test_up_to_max_depth_is_read_and_deeper_is_refused_wherever_it_is_read() -> None:
     value, depth = decode_json(nested(MAX_DEPTH)), 0
     while isinstance(value, list):  # walked, not compared: == would recurse as deep
         value, depth = (value[0] if value else None), depth + 1
     assert depth == MAX_DEPTH
-    reached: list[bytes] = []
-    with pytest.raises(ValueError, match=f"more than {MAX_DEPTH:,} levels"):
-        decode_json(nested(100_000), reached.append)
-    assert reached == []
+    for too_deep in (nested(MAX_DEPTH + 1), nested(100_000), b'["\\ud800",' + nested(MAX_DEPTH) + b"]"):
+        reached: list[bytes] = []
+        with pytest.raises(ValueError, match=f"more than {MAX_DEPTH} levels"):
+            decode_json(too_deep, reached.append)
+        assert reached == []  # json never recursed into it
 
 
 @pytest.mark.parametrize(
@@ -43,13 +56,13 @@ def test_orjson_reads_up_to_its_depth_and_json_never_sees_deeper() -> None:
 )
 def test_a_deep_body_orjson_refuses_for_another_reason_never_reaches_json(refused_first: bytes) -> None:
     reached: list[bytes] = []
-    with pytest.raises(ValueError, match="nested too deeply"):
-        decode_json(refused_first + nested(FALLBACK_MAX_DEPTH + 1), reached.append)
+    with pytest.raises(ValueError, match="nested more than"):
+        decode_json(refused_first + nested(MAX_DEPTH + 1), reached.append)
     assert reached == []
 
 
 def test_a_shallow_body_orjson_refuses_goes_to_json() -> None:
-    body = b'["\\ud800",' + nested(FALLBACK_MAX_DEPTH - 1) + b"]"
+    body = b'["\\ud800",' + nested(MAX_DEPTH - 1) + b"]"
     assert decode_json(body, lambda raw: "read by json") == "read by json"
 
 

@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 
 import contracts
 from emulator.common.clock import Clock, parse_iso
+from emulator.common.json_body import MAX_DEPTH
 from emulator.config import BundleConfig
 from emulator.segment import fast_validation
 from emulator.segment.models import (
@@ -198,9 +199,9 @@ def test_bad_bodies_are_400(backend: SegmentBackend) -> None:
 
 
 def test_what_orjson_refuses_the_tracking_api_reads_as_json_would(backend: SegmentBackend) -> None:
-    # A lone surrogate: orjson refuses it, json reads it.
-    surrogate = f'{{"writeKey": "{KEY}", "userId": "u", "event": "\\ud800"}}'.encode()
-    assert backend.receive("track", surrogate)[0].message["event"] == "\ud800"
+    # A lone surrogate: orjson refuses it, json reads it, as U+FFFD (as Go does) so it can be shown.
+    surrogate = f'{{"writeKey": "{KEY}", "userId": "u", "event": "E\\ud800"}}'.encode()
+    assert backend.receive("track", surrogate)[0].message["event"] == "E\ufffd"
     # A byte order mark: orjson refuses it, and so does json once the body is decoded as UTF-8.
     with_bom = b"\xef\xbb\xbf" + body({"writeKey": KEY, "userId": "u", "event": "BOM"})
     assert rejected(backend, "track", with_bom) == "invalid_json"
@@ -338,10 +339,12 @@ def test_validation_off_records_no_violations_and_strict_keeps_the_message(clock
 
 def test_deep_nesting_never_raises(backend: SegmentBackend) -> None:
     nested: Any = "leaf"
-    for _ in range(400):
+    for _ in range(MAX_DEPTH - 2):  # the message and its properties are the first two levels
         nested = {"n": nested}
     stored = one(backend, "track", {"userId": "u", "event": "E", "properties": {"deep": nested}})
     assert stored.accepted
+    too_deep = body({"writeKey": KEY, "userId": "u", "event": "E", "properties": {"deep": {"n": nested}}})
+    assert rejected(backend, "track", too_deep) == "invalid_json"
 
 
 # -- dedupe ----------------------------------------------------------------------------------------
