@@ -492,7 +492,7 @@ Listener = Callable[[StoredMessage], None]
 
 
 class DedupeWindow:
-    """The messageIds one source had accepted in the last 24 h of virtual time.
+    """The messageIds a workspace had accepted in the last 24 h of virtual time.
 
     One dict of id -> time accepted; a lookup disregards an entry older than 24 h. Expired entries
     are swept out in one pass at most once an hour of virtual time (and whenever the clock is set
@@ -586,7 +586,9 @@ class SegmentBackend:
         # Messages pushed out of the capped feed since the last reset (profiles and delivery saw them).
         self.dropped = 0
         self.profiles = ProfileStore()
-        self._dedupe_windows: dict[str | None, DedupeWindow] = {}  # by source id
+        # Docs: dedupe is "not scoped to a specific source or a workspace" (reference §5.3). It is
+        # scoped to the workspace here: workspaces are how parallel test jobs stay apart.
+        self._dedupe_window = DedupeWindow()
 
     def add_listener(self, callback: Listener) -> None:
         """Call `callback(stored)` synchronously with every accepted message, after it is stored."""
@@ -615,10 +617,8 @@ class SegmentBackend:
                 received_at, timestamp = stored_times(stored.message)
                 self.profiles.record(stored, timestamp)
                 # Always admitted: these messages were accepted, so none repeats an id within 24 h.
-                self._dedupe_window(stored.source).admit(stored.message_id, received_at)
-        now = self.clock.now()
-        for window in self._dedupe_windows.values():
-            window.forget_expired(now)
+                self._dedupe_window.admit(stored.message_id, received_at)
+        self._dedupe_window.forget_expired(self.clock.now())
 
     # -- ingestion -----------------------------------------------------------------------------
 
@@ -736,23 +736,10 @@ class SegmentBackend:
                 message["context"] = _with_protocols(message.get("context"), stored.violations, stored.source)
                 if self.strict:
                     reason = SCHEMA_VIOLATION
-        if reason is None and self._is_duplicate(stored.source, message["messageId"], arrival.received_at):
+        if reason is None and not self._dedupe_window.admit(message["messageId"], arrival.received_at):
             reason = DUPLICATE_MESSAGE_ID
         stored.discard_reason = reason
         return self._store(stored, timestamp)
-
-    def _is_duplicate(self, source: Source, message_id: str, now: datetime) -> bool:
-        """True when `message_id` was accepted within 24 h; otherwise remember it as seen now.
-
-        GUESS: dedupe is per source (two sources may reuse an id).
-        """
-        return not self._dedupe_window(source).admit(message_id, now)
-
-    def _dedupe_window(self, source: Source) -> DedupeWindow:
-        window = self._dedupe_windows.get(source.id)
-        if window is None:
-            window = self._dedupe_windows[source.id] = DedupeWindow()
-        return window
 
     def _store(self, stored: StoredMessage, timestamp: datetime) -> StoredMessage:
         if len(self.messages) == self.events_capacity:
