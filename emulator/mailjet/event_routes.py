@@ -18,6 +18,7 @@ from starlette.routing import Route
 
 from ..common.control import ControlError, control_error_response, query_limit, read_json_object
 from .events import EmailEventError, EmailEvents
+from .models import read_id
 
 
 def email_event_routes(events_of: Callable[[Request], EmailEvents]) -> list[Route]:
@@ -27,7 +28,11 @@ def email_event_routes(events_of: Callable[[Request], EmailEvents]) -> list[Rout
         try:
             events = events_of(request)
             body = await read_json_object(request)
-            record = events.apply(request.path_params["message_id"], body)
+            ref = request.path_params["message_id"]
+            message_id = read_id(ref)  # read here as for ?MessageID=: int() would take "１２" and "1_0"
+            if message_id is None:
+                raise ControlError(f"no message with MessageID {ref!r}", 404)
+            record = events.apply(message_id, body)
         except ControlError as exc:
             return control_error_response(exc)
         except EmailEventError as exc:
@@ -40,11 +45,12 @@ def email_event_routes(events_of: Callable[[Request], EmailEvents]) -> list[Rout
             events = events_of(request)
             limit = query_limit(request)
             raw_id = params.get("MessageID")
-            if raw_id is not None and not raw_id.isdigit():
+            message_id = None if raw_id is None else read_id(raw_id)
+            if raw_id is not None and message_id is None:
                 raise ControlError(f"MessageID must be an integer, got {raw_id!r}")
         except ControlError as exc:
             return control_error_response(exc)
-        found = events.events(int(raw_id) if raw_id is not None else None, params.get("event"), limit)
+        found = events.events(message_id, params.get("event"), limit)
         return JSONResponse({"email_events": [record.to_json() for record in found]})
 
     async def simulation_get(request: Request) -> Response:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import inspect
+import logging
 import math
 import random
 import re
@@ -30,6 +31,7 @@ from ..config import BundleConfig
 if TYPE_CHECKING:
     from .send import Message
 
+log = logging.getLogger(__name__)
 SERVICE = "mailjet"
 ACTIONS = ("addforce", "addnoforce", "remove", "unsub")
 DATATYPES = ("str", "int", "float", "bool", "datetime")
@@ -42,15 +44,35 @@ MAX_LIMIT = 1000
 # column size and matches the documented Send API Subject limit.
 MAX_STRING_LENGTH = 255
 JOB_DURATION = timedelta(seconds=1)
-# Deliberately simple, like most APIs: one @, no spaces, a dot in the domain.
-EMAIL_PATTERN = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+# Deliberately simple, like most APIs: one @, no spaces, a dot in the domain. Always used with
+# fullmatch: `$` would also match before a trailing newline.
+EMAIL_PATTERN = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s]+")
+# Ids are int64 (MessageIDs such as 576460772022727317), so at most 19 digits; ASCII only, as
+# `\d`, str.isdigit() and int() also take "²", "١٢" or "１２" (and int() "1_0", and refuses
+# more than 4,300 digits with ValueError).
+_ID = re.compile(r"[0-9]{1,19}")
+# JSON's number grammar: float() also takes "1_000", "nan", " infinity" and non-ASCII digits.
+_JSON_NUMBER = re.compile(r"-?(?:0|[1-9][0-9]*)(?:\.[0-9]+)?(?:[eE][+-]?[0-9]+)?")
 _TRUE = ("true", "1")
 _FALSE = ("false", "0")
 
 
 def mj_time(moment: datetime | None) -> str:
-    """Mailjet renders timestamps as RFC 3339 with a Z and no fraction; unset ones are ""."""
-    return moment.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ") if moment else ""
+    """Mailjet renders timestamps as RFC 3339 with a Z and no fraction; unset ones are "".
+
+    isoformat, not strftime("%Y"): glibc does not pad years below 1000 to the four digits RFC 3339
+    requires.
+    """
+    if moment is None:
+        return ""
+    return moment.astimezone(timezone.utc).isoformat(timespec="seconds").removesuffix("+00:00") + "Z"
+
+
+def read_id(text: str) -> int | None:
+    """The id (or other count, such as a Limit) in client text: ASCII digits, surrounding spaces
+    allowed; None for anything else, so a caller answers "not found" or its own 400."""
+    stripped = text.strip()
+    return int(stripped) if _ID.fullmatch(stripped) else None
 
 
 class MailjetError(Exception):
@@ -134,13 +156,14 @@ def parse_bool(value: Any, name: str) -> bool:
 
 
 def parse_int(value: Any, name: str) -> int:
-    if isinstance(value, bool):
-        raise invalid_property(name, f"value {value!r} is not an integer")
-    if isinstance(value, int):
+    """An integer field of a body (ContactID, ListID, Version): a JSON integer, or a string that
+    `read_id` takes (every such field is an id or a small count, so a string has no sign)."""
+    if isinstance(value, int) and not isinstance(value, bool):
         return value
-    if isinstance(value, str) and re.fullmatch(r"\s*-?\d+\s*", value):
-        return int(value)
-    raise invalid_property(name, f"value {value!r} is not an integer")
+    number = read_id(value) if isinstance(value, str) else None
+    if number is None:
+        raise invalid_property(name, f"value {value!r} is not an integer")
+    return number
 
 
 def check_string(value: Any, name: str, *, allow_empty: bool = True) -> str:
@@ -158,7 +181,7 @@ def check_string(value: Any, name: str, *, allow_empty: bool = True) -> str:
 
 def check_email(value: Any, name: str = "Email") -> str:
     email = check_string(value, name, allow_empty=False).strip()
-    if not EMAIL_PATTERN.match(email):
+    if not EMAIL_PATTERN.fullmatch(email):
         # Guess: the REST v3 text for a malformed address is not documented.
         raise invalid_property(name, f'"{email}" is not a valid email address')
     return email
@@ -200,19 +223,19 @@ def coerce_property(datatype: str, value: Any) -> str | None:
             return str(value)
         if isinstance(value, float) and value.is_integer():
             return str(int(value))
-        if isinstance(value, str) and re.fullmatch(r"-?\d+", value.strip()):
+        if isinstance(value, str) and re.fullmatch(r"-?[0-9]+", value.strip()):
             return str(int(value))
         raise ValueError("not an int")
     if datatype == "float":
         if isinstance(value, bool):
             raise ValueError("bool is not float")
         if isinstance(value, (int, float)):
-            number = float(value)
-        elif isinstance(value, str):
             try:
-                number = float(value.strip())
-            except ValueError as exc:
-                raise ValueError("not a float") from exc
+                number = float(value)
+            except OverflowError as exc:  # an int beyond 1e308
+                raise ValueError("out of a double's range") from exc
+        elif isinstance(value, str) and _JSON_NUMBER.fullmatch(value.strip()):
+            number = float(value)
         else:
             raise ValueError("not a float")
         if not math.isfinite(number):
@@ -228,13 +251,17 @@ def coerce_property(datatype: str, value: Any) -> str | None:
         # Documented: a Unix timestamp or RFC 3339 ("2018-01-01T00:00:00").
         if isinstance(value, bool):
             raise ValueError("bool is not a datetime")
-        if isinstance(value, (int, float)) or (isinstance(value, str) and re.fullmatch(r"\d+", value.strip())):
+        if isinstance(value, (int, float)) or (isinstance(value, str) and re.fullmatch(r"[0-9]+", value.strip())):
             try:
                 return mj_time(datetime.fromtimestamp(float(value), tz=timezone.utc))
             except (OverflowError, OSError, ValueError) as exc:
                 raise ValueError("timestamp out of range") from exc
-        if isinstance(value, str) and re.match(r"^\d{4}-\d{2}-\d{2}", value.strip()):
-            return mj_time(parse_iso(value.strip()))
+        # ASCII only: parse_iso reads any Unicode digit ("٢٠١٨-01-01").
+        if isinstance(value, str) and value.isascii() and re.match(r"[0-9]{4}-[0-9]{2}-[0-9]{2}", value.strip()):
+            try:
+                return mj_time(parse_iso(value.strip()))
+            except OverflowError as exc:  # e.g. 0001-01-01T00:00:00+01:00 is before year 1 in UTC
+                raise ValueError("date out of range") from exc
         raise ValueError("not a datetime")
     raise ValueError(f"unknown datatype {datatype}")
 
@@ -265,12 +292,12 @@ class Query:
                 continue  # documented: only the first occurrence of a filter counts
             query.filters[lowered] = value
         if "limit" in query.filters:
-            limit = _paging_int(query.filters.pop("limit"), "Limit")
+            limit = _int_filter(query.filters.pop("limit"), "Limit")
             # Documented: "Limit=0 delivers the maximum amount of results - 1000". Guess: larger
             # values are capped at the maximum rather than refused.
             query.limit = MAX_LIMIT if limit == 0 else min(limit, MAX_LIMIT)
         if "offset" in query.filters:
-            query.offset = _paging_int(query.filters.pop("offset"), "Offset")
+            query.offset = _int_filter(query.filters.pop("offset"), "Offset")
         if "sort" in query.filters:
             query.sort = _parse_sort(query.filters.pop("sort"))
         if "countonly" in query.filters:
@@ -282,12 +309,7 @@ class Query:
 
     def get_int(self, name: str) -> int | None:
         raw = self.get(name)
-        if raw is None:
-            return None
-        try:
-            return int(raw)
-        except ValueError:
-            raise _bad_filter(name, raw) from None
+        return None if raw is None else _int_filter(raw, name)
 
     def get_bool(self, name: str) -> bool | None:
         raw = self.get(name)
@@ -304,12 +326,10 @@ def _bad_filter(name: str, raw: str) -> MailjetError:
     return MailjetError(400, f'Invalid value "{raw}" for filter "{name}"')
 
 
-def _paging_int(raw: str, name: str) -> int:
-    try:
-        number = int(raw)
-    except ValueError:
-        raise _bad_filter(name, raw) from None
-    if number < 0:
+def _int_filter(raw: str, name: str) -> int:
+    """A filter or paging value that is a number (an id, a Limit): 400 unless `read_id` takes it."""
+    number = read_id(raw)
+    if number is None:
         raise _bad_filter(name, raw)
     return number
 
@@ -646,9 +666,10 @@ class Account:
 
     def find_contact(self, ref: str | int) -> Contact | None:
         """A contact by ID or by email (case-insensitive), as `/contact/{ID or email}` accepts."""
-        if isinstance(ref, int) or (isinstance(ref, str) and ref.strip().isdigit()):
-            return self.contacts.get(int(ref))
-        return self._contacts_by_email.get(str(ref).strip().lower())
+        contact_id = ref if isinstance(ref, int) else read_id(ref)
+        if contact_id is not None:
+            return self.contacts.get(contact_id)
+        return self._contacts_by_email.get(ref.strip().lower())
 
     def get_contact(self, ref: str | int) -> Contact:
         contact = self.find_contact(ref)
@@ -719,11 +740,9 @@ class Account:
 
     # -- contact lists
 
-    def get_list(self, ref: str | int) -> ContactsList:
-        try:
-            contacts_list = self.lists.get(int(ref))
-        except ValueError:
-            contacts_list = None
+    def get_list(self, ref: str) -> ContactsList:
+        list_id = read_id(ref)
+        contacts_list = None if list_id is None else self.lists.get(list_id)
         if contacts_list is None:
             raise not_found()
         return contacts_list
@@ -850,10 +869,8 @@ class Account:
         return recipient
 
     def get_recipient(self, ref: str) -> ListRecipient:
-        try:
-            recipient = self.recipients.get(int(ref))
-        except ValueError:
-            recipient = None
+        recipient_id = read_id(ref)
+        recipient = None if recipient_id is None else self.recipients.get(recipient_id)
         if recipient is None:
             raise not_found()
         return recipient
@@ -1040,7 +1057,8 @@ class Account:
 
     def get_property(self, ref: str) -> PropertyDefinition:
         """By ID, or by name (`/contactmetadata/{ID or name}`; by name is a guess)."""
-        found = self.properties.get(int(ref)) if ref.strip().isdigit() else self.find_property(ref)
+        property_id = read_id(ref)
+        found = self.find_property(ref) if property_id is None else self.properties.get(property_id)
         if found is None:
             raise not_found()
         return found
@@ -1230,8 +1248,9 @@ class Account:
     def get_callback(self, ref: str) -> EventCallback:
         """By ID, or by the documented composite key `EventType|IsBackup` (e.g. `open|false`)."""
         found = None
-        if ref.strip().isdigit():
-            found = self.callbacks.get(int(ref))
+        callback_id = read_id(ref)
+        if callback_id is not None:
+            found = self.callbacks.get(callback_id)
         elif "|" in ref:
             event_type, _, backup = ref.partition("|")
             is_backup = backup.strip().lower() in _TRUE
@@ -1367,10 +1386,10 @@ class Account:
         return self._start_job(lists, contacts, None)
 
     def get_job(self, job_ref: str, list_ref: str | None = None) -> Job:
-        if list_ref is not None:
-            self.get_list(list_ref)
-        job = self.jobs.get(int(job_ref)) if job_ref.strip().isdigit() else None
-        if job is None or (list_ref is not None and job.list_id != int(list_ref)):
+        list_id = None if list_ref is None else self.get_list(list_ref).id
+        job_id = read_id(job_ref)
+        job = None if job_id is None else self.jobs.get(job_id)
+        if job is None or (list_id is not None and job.list_id != list_id):
             raise not_found()
         return job
 
@@ -1397,7 +1416,13 @@ class Account:
         if job is None or job.status != "In Progress":
             return
         for index, raw in enumerate(job.contacts):
-            problem = self._apply_job_contact(raw, job.contacts_lists)
+            # A bug met by one contact must not leave the job In Progress forever (its timer fires
+            # once): that contact is reported as failed, and the others are still applied.
+            try:
+                problem = self._apply_job_contact(raw, job.contacts_lists)
+            except Exception:
+                log.exception("managemanycontacts job %s: contact %s", job.id, index)
+                problem = "contact could not be processed"  # Guess: our text
             if problem is None:
                 job.count += 1
             else:
@@ -1414,7 +1439,7 @@ class Account:
         if not isinstance(raw, dict):
             return "contact must be a JSON object"
         email = ci_get(raw, "Email")
-        if not isinstance(email, str) or not EMAIL_PATTERN.match(email.strip()):
+        if not isinstance(email, str) or not EMAIL_PATTERN.fullmatch(email.strip()):
             return "email missing or not valid"
         name = ci_get(raw, "Name")
         if name is not None and (not isinstance(name, str) or len(name) > MAX_STRING_LENGTH):
@@ -1454,12 +1479,13 @@ class Account:
                 raise ValueError("authenticationKey must be a non-empty string")
             updated.authentication_key = changes["authenticationKey"]
         if "listId" in changes:
-            raw = changes["listId"]
-            if isinstance(raw, bool) or not (isinstance(raw, int) or (isinstance(raw, str) and raw.strip().isdigit())):
-                raise ValueError("listId must be an integer (or a string of digits)")
-            if int(raw) not in self.lists:
-                raise ValueError(f"listId {int(raw)} is not a contact list of this account")
-            updated.list_id = int(raw)
+            try:
+                list_id = parse_int(changes["listId"], "listId")
+            except MailjetError:
+                raise ValueError("listId must be an integer (or a string of digits)") from None
+            if list_id not in self.lists:
+                raise ValueError(f"listId {list_id} is not a contact list of this account")
+            updated.list_id = list_id
         if "sendEvents" in changes:
             if not isinstance(changes["sendEvents"], bool):
                 raise ValueError("sendEvents must be a boolean")

@@ -41,7 +41,7 @@ from .event_routes import email_event_routes
 from .events import EmailEvents
 from .models import SERVICE, Account, Contact, EventCallback, MailjetError, PropertyDefinition, Query, paginate
 from .openapi import openapi_document
-from .send import SendError, malformed_json, send
+from .send import SendError, malformed_json, method_not_allowed, send
 from .service import MailjetService
 from .storage import MailjetStore
 
@@ -481,7 +481,7 @@ def create_app(config: BundleConfig, clock: Clock, urls: BundleUrls) -> Starlett
             # v3.1 exists only for /send; other v3.1 paths gave 404 (php#133).
             raise MailjetError(404, "Object not found")
         if request.method != "POST":
-            raise MailjetError(405, "Method not allowed")
+            raise method_not_allowed()
         try:
             body = decode_json(await read_raw(request))
         except ValueError:

@@ -77,20 +77,31 @@ class Message:
 
 
 class SendError(Exception):
-    """A request-level (global) Send API error: the whole request is refused."""
+    """A request-level (global) Send API error: the whole request is refused.
 
-    def __init__(self, code: str, message: str, status: int = 400) -> None:
+    `code` is None where Mailjet documents none: the body then has no ErrorCode, as the observed
+    401 body of 2018 had none (reference §1).
+    """
+
+    def __init__(self, code: str | None, message: str, status: int = 400) -> None:
         super().__init__(message)
         self.code = code
         self.message = message
         self.status = status
 
     def to_json(self, identifier: str) -> dict[str, Any]:
-        return {"ErrorIdentifier": identifier, "ErrorCode": self.code, "ErrorMessage": self.message, "StatusCode": self.status}
+        code = {} if self.code is None else {"ErrorCode": self.code}
+        return {"ErrorIdentifier": identifier, **code, "ErrorMessage": self.message, "StatusCode": self.status}
 
 
 def malformed_json() -> SendError:
     return SendError("mj-0002", "Malformed JSON, please review the syntax and properties types.")  # documented
+
+
+def method_not_allowed() -> SendError:
+    # Guess: the v3.1 answer to a method other than POST is unknown; REST v3's observed text
+    # (java#48) in the v3.1 shape, without an ErrorCode (none is documented for it).
+    return SendError(None, "Method not allowed", 405)
 
 
 def _error(account: Account, code: str, message: str, related: list[str], status: int = 400) -> dict[str, Any]:
@@ -212,7 +223,7 @@ def _check_address(account: Account, value: Any, where: str) -> list[dict[str, A
         errors.append(_error(account, "mj-0004", f'Type mismatch: "{where}.Email" must be a string.', [f"{where}.Email"]))
     elif email == "":
         errors.append(_error(account, "mj-0012", f'"{where}.Email" must not be an empty string.', [f"{where}.Email"]))
-    elif not EMAIL_PATTERN.match(email):
+    elif not EMAIL_PATTERN.fullmatch(email):
         # Observed text (a public test fixture).
         errors.append(_error(account, "mj-0013", f'"{email}" is an invalid email address.', [f"{where}.Email"]))
     if name is not None and not isinstance(name, str):

@@ -427,3 +427,106 @@ def test_body_nested_too_deeply_is_a_400(server: Server) -> None:
     assert response.status_code == 400 and set(response.json()) == {"ErrorInfo", "ErrorMessage", "StatusCode"}
     response = server.http.post("/v3.1/send", content=deep)
     assert response.status_code == 400 and response.json()["ErrorCode"] == "mj-0002"
+
+
+# ---------------------------------------------------------------- found in review
+
+HUGE = "9" * 5000
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "body", "status"),
+    [
+        ("GET", "/v3/REST/contact/%C2%B2", None, 404),
+        ("GET", "/v3/REST/contact/%EF%BC%91", None, 404),  # a fullwidth 1 is not contact 1
+        ("PUT", "/v3/REST/contact/%C2%B2", {"Name": "x"}, 404),
+        ("GET", "/v3/REST/contact/%C2%B2/getcontactslists", None, 404),
+        ("GET", "/v3/REST/contactslist/0_1", None, 404),
+        ("GET", "/v3/REST/contactmetadata/%C2%B2", None, 404),
+        ("GET", "/v3/REST/eventcallbackurl/%C2%B2", None, 404),
+        ("GET", "/v3/REST/contact/managemanycontacts/%C2%B2", None, 404),
+        ("GET", "/v3/REST/contactslist/1/managemanycontacts/%C2%B2", None, 404),
+        ("GET", "/v3/REST/contactslist/%C2%B2/managemanycontacts/1", None, 404),
+        ("GET", "/v3/DATA/batchjob/%C2%B2/x", None, 404),
+        ("GET", "/v3/REST/contactdata/%C2%B2", None, 404),
+        ("GET", f"/v3/REST/contact/{HUGE}", None, 404),
+        ("GET", f"/v3/REST/contactmetadata/{HUGE}", None, 404),
+        ("GET", f"/v3/REST/eventcallbackurl/{HUGE}", None, 404),
+        ("GET", f"/v3/REST/contact/managemanycontacts/{HUGE}", None, 404),
+        ("GET", f"/v3/REST/contact?ContactsList={HUGE}", None, 400),
+        ("GET", "/v3/REST/contact?Limit=%EF%BC%91%EF%BC%92", None, 400),
+        ("GET", "/v3/REST/contact?Offset=1_0", None, 400),
+        ("GET", "/v3/REST/listrecipient?Contact=%C2%B2", None, 400),
+        ("POST", "/v3/REST/listrecipient", {"ContactID": HUGE, "ListID": 1}, 400),
+        ("POST", "/v3/REST/contact/managemanycontacts", {"ContactsLists": [{"ListID": HUGE, "Action": "addforce"}],
+                                                         "Contacts": [{"Email": "a@example.com"}]}, 400),
+        ("POST", "/v3/REST/eventcallbackurl", {"EventType": "open", "Url": "http://127.0.0.1:9/hook", "Version": HUGE}, 400),
+    ],
+)
+def test_ids_that_are_not_ascii_digits_or_too_long(server: Server, method: str, path: str, body: Any, status: int) -> None:
+    server.client().contact.create(data={"Email": "one@example.com"})
+    response = server.http.request(method, path, json=body)
+    assert response.status_code == status, response.text
+    assert set(response.json()) == {"ErrorInfo", "ErrorMessage", "StatusCode"}
+
+
+def test_control_message_ids_are_ascii_digits(server: Server) -> None:
+    for raw in ("%C2%B2", HUGE, "1_0"):
+        response = server.control("GET", f"email-events?MessageID={raw}")
+        assert response.status_code == 400 and set(response.json()) == {"error"}, response.text
+    sent = server.http.post("/v3.1/send", json={"Messages": [
+        {"From": {"Email": "a@example.com"}, "To": [{"Email": "b@example.com"}], "TextPart": "x"}]}).json()
+    message_id = str(sent["Messages"][0]["To"][0]["MessageID"])
+    fullwidth = "".join(chr(ord(digit) - ord("0") + ord("０")) for digit in message_id)
+    for ref in (fullwidth, HUGE):
+        response = server.control("POST", f"messages/{ref}/events", json={"event": "open"})
+        assert response.status_code == 404 and set(response.json()) == {"error"}, response.text
+    assert server.control("GET", f"email-events?MessageID={message_id}").json()["email_events"] == []
+    response = server.control("PUT", "app-connections/segment", json={"listId": "１"})
+    assert response.status_code == 400 and "listId must be an integer" in response.json()["error"]
+
+
+def test_property_values_beyond_range_are_type_mismatches(server: Server) -> None:
+    mj = server.client()
+    mj.contactmetadata.create(data={"Name": "signup", "Datatype": "datetime"})
+    mj.contactmetadata.create(data={"Name": "score", "Datatype": "float"})
+    mj.contact.create(data={"Email": "c@example.com"})
+    for name, value in [("signup", "0001-01-01T00:00:00+01:00"), ("signup", "9999-12-31T23:00:00-05:00"), ("score", "1_000")]:
+        response = server.http.post("/v3/REST/contactslist/1/managecontact",
+                                    json={"Email": "c@example.com", "Action": "addforce", "Properties": {name: value}})
+        assert response.status_code == 400, response.text
+        assert response.json()["ErrorInfo"] == {"Properties": [{name: "Property type does not match definition"}]}
+        response = server.http.put("/v3/REST/contactdata/c@example.com", json={"Data": [{"Name": name, "Value": value}]})
+        assert response.status_code == 400 and response.json()["ErrorMessage"] == "Object properties invalid", response.text
+    earliest = server.http.put("/v3/REST/contactdata/c@example.com", json={"Data": [{"Name": "signup", "Value": "0001-01-01T01:00:00+01:00"}]})
+    assert data(earliest)[0]["Data"] == [{"Name": "signup", "Value": "0001-01-01T00:00:00Z"}]
+
+
+def test_job_with_a_datetime_out_of_range_ends_and_the_clock_keeps_running(server: Server) -> None:
+    mj = server.client()
+    mj.contactmetadata.create(data={"Name": "signup", "Datatype": "datetime"})
+    body = {"Action": "addforce", "Contacts": [{"Email": "far@example.com", "Properties": {"signup": "0001-01-01T00:00:00+01:00"}},
+                                               {"Email": "ok@example.com", "Properties": {"signup": "2024-01-01"}}]}
+    job_id = data(mj.contactslist_managemanycontacts.create(id=1, data=body))[0]["JobID"]
+    assert server.control("POST", "clock", json={"advance": "2s"}).status_code == 200
+    job = data(mj.contactslist_managemanycontacts.get(id=1, action_id=job_id))[0]
+    assert (job["Status"], job["Count"], job["Error"]) == ("Error", 1, "property type does not match definition")
+    assert data(mj.contactdata.get(id="ok@example.com"))[0]["Data"] == [{"Name": "signup", "Value": "2024-01-01T00:00:00Z"}]
+    # The clock still runs timers: a second job completes on real time alone.
+    second = data(mj.contactslist_managemanycontacts.create(id=1, data={"Action": "addforce", "Contacts": [{"Email": "x@example.com"}]}))
+    wait_for(lambda: data(mj.contactslist_managemanycontacts.get(id=1, action_id=second[0]["JobID"]))[0]["Status"] == "Completed")
+
+
+def test_send_v31_refuses_an_email_ending_in_a_newline(server: Server) -> None:
+    response = server.http.post("/v3.1/send", json={"Messages": [
+        {"From": {"Email": "a@example.com"}, "To": [{"Email": "x@y.co\n"}], "TextPart": "t"}]})
+    assert response.status_code == 400
+    assert response.json()["Messages"][0]["Errors"][0]["ErrorCode"] == "mj-0013"
+    assert server.http.get("/v3/REST/contact").json()["Total"] == 0
+
+
+def test_send_v31_wrong_method_answers_the_v31_error_shape(server: Server) -> None:
+    response = server.http.get("/v3.1/send")
+    assert response.status_code == 405
+    assert contracts.validate("mailjet.send.error", response.json()) == []
+    assert response.json()["ErrorMessage"] == "Method not allowed"

@@ -3,13 +3,24 @@
 from __future__ import annotations
 
 import asyncio
-from datetime import timedelta
+from datetime import datetime, timedelta, timezone
 
 import pytest
 
 from emulator.common.clock import Clock
 from emulator.config import BundleConfig
-from emulator.mailjet.models import Account, MailjetBackend, MailjetError, Query, coerce_property, paginate
+from emulator.mailjet.models import (
+    EMAIL_PATTERN,
+    JOB_DURATION,
+    Account,
+    MailjetBackend,
+    MailjetError,
+    Query,
+    coerce_property,
+    mj_time,
+    paginate,
+    read_id,
+)
 from emulator.mailjet.send import SendError, send
 
 
@@ -194,3 +205,112 @@ def test_send_all_failed_answers_the_first_error_status(account: Account) -> Non
     assert status == 400
     assert [e["ErrorCode"] for e in body["Messages"][0]["Errors"]] == ["send-0010"]
     assert account.messages == []
+
+
+# ---------------------------------------------------------------- found in review
+
+
+@pytest.mark.parametrize("text", ["²", "１", "١", "0_1", "+1", "-1", "", " ", "1" * 20, "9" * 5000])
+def test_read_id_takes_ascii_digits_of_int64_length_only(text: str) -> None:
+    assert read_id(text) is None
+
+
+def test_read_id_reads_what_clients_send() -> None:
+    assert (read_id("42"), read_id(" 7 "), read_id("0"), read_id("9" * 19)) == (42, 7, 0, int("9" * 19))
+
+
+def test_ids_in_paths_are_ascii_digits_of_bounded_length(account: Account) -> None:
+    contact = account.create_contact({"Email": "one@example.com"})
+    assert contact.id == 1
+    definition = account.create_property({"Name": "plan", "Datatype": "str"})
+    callback = account.create_callback({"EventType": "open", "Url": "http://h.test/a"})
+    job = account.start_list_job("1", {"Action": "addforce", "Contacts": [{"Email": "j@example.com"}]})
+    recipient = account.create_recipient({"ContactID": 1, "ListID": 1})
+    assert definition.id == callback.id == job.id == recipient.id == 1
+    for ref in ("²", "１", "0_1", "9" * 5000):
+        assert account.find_contact(ref) is None
+        for call in (account.get_contact, account.get_list, account.get_recipient, account.get_property,
+                     account.get_callback, account.get_job, account.job_errors):
+            assert error_of(call, ref).status == 404, (call, ref)
+        assert error_of(account.get_job, "1", ref).status == 404
+        assert error_of(account.get_job, ref, "1").status == 404
+
+
+@pytest.mark.parametrize("raw", ["１２", "1_0", "²", "9" * 5000, "-1", "20000000000000000000"])
+def test_integer_filters_and_paging_are_ascii_digits(raw: str) -> None:
+    for name in ("Limit", "Offset"):
+        assert error_of(Query.parse, [(name, raw)]).status == 400
+    assert error_of(Query.parse([("ContactsList", raw)]).get_int, "ContactsList").status == 400
+
+
+def test_integer_body_fields_are_ascii_digits(account: Account) -> None:
+    account.create_contact({"Email": "one@example.com"})
+    huge = "9" * 5000
+    for body in ({"ContactID": huge, "ListID": 1}, {"ContactID": "１", "ListID": 1}, {"ContactID": 1, "ListID": "²"}):
+        assert error_of(account.create_recipient, body).status == 400
+    problem = error_of(account.start_contacts_job, {"ContactsLists": [{"ListID": huge, "Action": "addforce"}], "Contacts": [{"Email": "a@b.co"}]})
+    assert problem.message["ContactsLists"][0]["Error"] == "listID missing or not valid"
+    for version in (huge, "２"):
+        assert error_of(account.create_callback, {"EventType": "open", "Url": "http://h.test/a", "Version": version}).status == 400
+    for list_id in ("１", "²", huge):
+        with pytest.raises(ValueError, match="listId must be an integer"):
+            account.update_app_connection({"listId": list_id})
+    assert account.app_connection.list_id == 1
+
+
+@pytest.mark.parametrize(
+    ("datatype", "value"),
+    [("float", 10**400), ("float", "1_000"), ("float", "١٢"), ("float", ".5"), ("int", "١٢"), ("int", "１２"),
+     ("datetime", "0001-01-01T00:00:00+01:00"), ("datetime", "9999-12-31T23:00:00-05:00"), ("datetime", "٢٠١٨-01-01T00:00:00"),
+     ("datetime", "２０１８-01-01"), ("datetime", "١٢")],
+)
+def test_property_values_out_of_range_or_not_ascii_are_mismatches(datatype: str, value: object) -> None:
+    with pytest.raises(ValueError):
+        coerce_property(datatype, value)
+
+
+def test_times_render_with_four_digit_years() -> None:
+    assert mj_time(datetime(1, 1, 1, tzinfo=timezone.utc)) == "0001-01-01T00:00:00Z"
+    assert mj_time(datetime(2024, 5, 6, 7, 8, 9, 999, tzinfo=timezone(timedelta(hours=2)))) == "2024-05-06T05:08:09Z"
+    assert coerce_property("datetime", "0001-01-01T01:00:00+01:00") == "0001-01-01T00:00:00Z"
+    assert coerce_property("datetime", -62135596800) == "0001-01-01T00:00:00Z"
+
+
+def test_an_email_ending_in_a_newline_is_invalid(account: Account) -> None:
+    status, body = send(account, {"Messages": [{"From": {"Email": "f@example.com"}, "To": [{"Email": "x@y.co\n"}], "TextPart": "x"}]})
+    assert status == 400 and body["Messages"][0]["Errors"][0]["ErrorCode"] == "mj-0013"
+    assert account.contacts == {}
+    assert not EMAIL_PATTERN.fullmatch("x@y.co\n")
+
+
+def run_jobs(account: Account) -> None:
+    account.clock.advance(JOB_DURATION)
+    asyncio.run(account.clock.run_due())
+
+
+def test_job_with_a_datetime_out_of_range_ends_in_error(account: Account) -> None:
+    account.create_property({"Name": "signup", "Datatype": "datetime"})
+    job = account.start_list_job("1", {"Action": "addforce", "Contacts": [
+        {"Email": "far@example.com", "Properties": {"signup": "0001-01-01T00:00:00+01:00"}},
+        {"Email": "ok@example.com", "Properties": {"signup": "2024-01-01T00:00:00Z"}}]})
+    run_jobs(account)
+    assert (job.status, job.count) == ("Error", 1)
+    assert job.errors == [{"Index": 0, "Email": "far@example.com", "Error": "property type does not match definition"}]
+    assert account.get_contact("ok@example.com").properties == {"signup": "2024-01-01T00:00:00Z"}
+    assert account.find_contact("far@example.com") is None
+
+
+def test_job_ends_even_when_a_contact_fails_unexpectedly(account: Account, monkeypatch: pytest.MonkeyPatch) -> None:
+    applied = Account._apply_job_contact
+
+    def flaky(self: Account, raw: dict, contacts_lists: list) -> str | None:
+        if raw["Email"] == "boom@example.com":
+            raise RuntimeError("a bug")
+        return applied(self, raw, contacts_lists)
+
+    monkeypatch.setattr(Account, "_apply_job_contact", flaky)
+    job = account.start_list_job("1", {"Action": "addforce", "Contacts": [{"Email": "boom@example.com"}, {"Email": "ok@example.com"}]})
+    run_jobs(account)
+    assert (job.status, job.count) == ("Error", 1)
+    assert [error["Email"] for error in job.errors] == ["boom@example.com"]
+    assert account.find_recipient(account.get_contact("ok@example.com").id, 1) is not None
