@@ -25,6 +25,9 @@ from .keyring import MailjetAccount
 MANAGECONTACT_ACTION = "addnoforce"
 # Mailjet's page size maximum (reference/mailjet.md §1).
 METADATA_PAGE_SIZE = 1000
+# What managecontact says of a property in ErrorInfo.Properties when it is not defined or its value
+# is not of the defined type (reference/mailjet.md §1, §3), lower-cased.
+_DEFINITION_PROBLEMS = ("property not defined", "property type does not match definition")
 
 
 def create_http_client() -> aiohttp.ClientSession:
@@ -53,6 +56,20 @@ class MailjetError(Exception):
     def temporary(self) -> bool:
         """Worth retrying later: unreachable, timed out, rate-limited or a server error."""
         return self.status is None or self.status == 429 or self.status >= 500
+
+    @property
+    def about_property_definitions(self) -> bool:
+        """Mailjet refused a property as not defined or not of its defined type: the 400
+        `{"ErrorInfo": {"Properties": [{"plan": "Property not defined"}]}, ...}`. Other 400s that
+        also say "Object properties invalid" (an invalid Email: ErrorInfo "MJ08 Property Email is
+        invalid: ...") are not."""
+        problems = _field(self.info, "Properties") if self.status == 400 and isinstance(self.info, Mapping) else None
+        if not isinstance(problems, list):
+            return False
+        return any(
+            isinstance(problem, Mapping) and any(isinstance(text, str) and text.lower() in _DEFINITION_PROBLEMS for text in problem.values())
+            for problem in problems
+        )
 
     def __str__(self) -> str:
         status = "unreachable" if self.status is None else str(self.status)

@@ -44,30 +44,49 @@ def _contact_id(contact: dict[str, Any]) -> int | None:
     return int(value) if isinstance(value, str) and value.isdigit() else None
 
 
-async def _apply(client: MailjetClient, list_id: int, update: ContactUpdate) -> IdentifyOutcome:
-    definitions, created = await client.define_properties({prop.name: prop.datatype for prop in update.properties})
+class _MayBeStale(Exception):
+    """A value does not fit the cached definition of its property, which may be out of date."""
+
+
+async def _apply(
+    client: MailjetClient, list_id: int, update: ContactUpdate, created: list[PropertyDefinition], *, cache_checked: bool
+) -> IdentifyOutcome:
+    # `created` is shared by both attempts: properties created by a first attempt that then has to
+    # be made again are reported too.
+    definitions, newly_created = await client.define_properties({prop.name: prop.datatype for prop in update.properties})
+    created.extend(newly_created)
     properties: list[Property] = []
     skipped = list(update.skipped)
     for prop in update.properties:
         definition = definitions[prop.name.lower()]
-        fitted = conform_to_definition(prop, definition.datatype)
-        if fitted is None:
-            skipped.append(SkippedTrait(prop.source, f"Mailjet property {definition.name!r} is defined as {definition.datatype}; the value is {prop.datatype}"))
-        else:
-            # Send the name as Mailjet spells it ("Plan" when the trait says "plan").
-            properties.append(replace(fitted, name=definition.name))
+        try:
+            fitted = conform_to_definition(prop, definition.datatype)
+        except ValueError as exc:
+            if not cache_checked:
+                raise _MayBeStale from exc
+            skipped.append(SkippedTrait(prop.source, f"Mailjet property {definition.name!r} is defined as {definition.datatype}: {exc}"))
+            continue
+        # Send the name as Mailjet spells it ("Plan" when the trait says "plan").
+        properties.append(replace(fitted, name=definition.name))
     contact = await client.upsert_contact(list_id, update.email, update.name, {prop.name: prop.value for prop in properties})
     return IdentifyOutcome(update, list_id, _contact_id(contact), tuple(properties), tuple(created), tuple(skipped))
 
 
 async def apply_identify(client: MailjetClient, list_id: int, update: ContactUpdate) -> IdentifyOutcome:
-    """Make sure every property is defined, then upsert the contact with `addnoforce`."""
+    """Make sure every property is defined, then upsert the contact with `addnoforce`.
+
+    Property definitions are cached, and a property may have been deleted or retyped in Mailjet
+    since they were read. So before a value is skipped for not fitting its cached definition, and
+    when Mailjet refuses a property as not defined or mistyped, the definitions are read again and
+    the identify applied once more: one extra read at most, and none when the cache agrees.
+    """
+    created: list[PropertyDefinition] = []
     try:
-        return await _apply(client, list_id, update)
+        return await _apply(client, list_id, update, created, cache_checked=False)
+    except _MayBeStale:
+        pass
     except MailjetError as exc:
-        # "Object properties invalid" with cached definitions means a property was deleted or
-        # retyped in Mailjet since they were read: read them again and try once more.
-        if exc.status != 400 or "propert" not in str(exc).lower():
+        if not exc.about_property_definitions:
             raise
     client.forget_property_definitions()
-    return await _apply(client, list_id, update)
+    return await _apply(client, list_id, update, created, cache_checked=True)

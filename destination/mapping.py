@@ -10,8 +10,8 @@ from __future__ import annotations
 import math
 import re
 import unicodedata
-from dataclasses import dataclass, replace
-from datetime import datetime, timezone
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta, timezone
 from typing import Any, Literal, Mapping, cast
 
 Datatype = Literal["bool", "int", "float", "datetime", "str"]
@@ -28,9 +28,17 @@ _INT64 = range(-(2**63), 2**63)
 # column size (the fake Mailjet uses it too). A longer value would make Mailjet reject the whole
 # contact update, so that one value is skipped and reported instead.
 MAX_TEXT_LENGTH = 255
+# Guess: Mailjet publishes no length limit for property names either; the fake Mailjet's 255 is
+# the same guess. A longer name would fail its /contactmetadata creation and so the whole update.
+MAX_PROPERTY_NAME_LENGTH = 255
 
-# ISO-8601 dates and date-times as Segment libraries send them ("2024-05-01T10:00:00.123Z").
-_ISO_DATETIME = re.compile(r"\d{4}-\d{2}-\d{2}(?:[T ]\d{2}:\d{2}(?::\d{2}(?:\.\d{1,6})?)?(?:Z|[+-]\d{2}:?\d{2})?)?\Z")
+# ISO-8601 dates and date-times as Segment libraries send them ("2024-05-01T10:00:00.123Z"). Parsed
+# from these groups rather than by datetime.fromisoformat, which on Python 3.10 rejects "Z" and
+# fractions of other than 3 or 6 digits. ASCII: \d alone would also match other scripts' digits.
+_ISO_DATETIME = re.compile(
+    r"(\d{4})-(\d{2})-(\d{2})(?:[T ](\d{2}):(\d{2})(?::(\d{2})(?:\.(\d{1,6}))?)?(?:Z|([+-])(\d{2}):?([0-5]\d))?)?\Z",
+    re.ASCII,
+)
 
 # Guess: Mailjet does not document which property names it accepts. Its template syntax
 # ([[data:name]]) and third-party integrations use ASCII letters, digits and "_"; we also require a
@@ -45,16 +53,25 @@ class MappingError(ValueError):
 
 @dataclass(frozen=True)
 class Property:
-    """One Mailjet contact property to set, from one trait (dotted path) or from userId."""
+    """One Mailjet contact property to set, from one trait (dotted path) or from userId.
+
+    Made only if Mailjet can take it (ValueError otherwise, saying why): one property Mailjet
+    refuses fails the whole managecontact call, so such a trait is skipped and reported instead.
+    """
 
     name: str
     raw: Scalar
     datatype: Datatype
     source: str
+    value: Scalar = field(init=False)
 
-    @property
-    def value(self) -> Scalar:
-        return render_value(self.raw, self.datatype)
+    def __post_init__(self) -> None:
+        if len(self.name) > MAX_PROPERTY_NAME_LENGTH:
+            raise ValueError(f"property name longer than {MAX_PROPERTY_NAME_LENGTH} characters")
+        value = render_value(self.raw, self.datatype)
+        if isinstance(value, str) and len(value) > MAX_TEXT_LENGTH:
+            raise ValueError(f"text longer than {MAX_TEXT_LENGTH} characters")
+        object.__setattr__(self, "value", value)
 
 
 @dataclass(frozen=True)
@@ -122,17 +139,22 @@ def contact_name(traits: Mapping[str, Any]) -> str | None:
 
 
 def parse_iso_datetime(text: str) -> datetime | None:
-    """The instant an ISO-8601 date or date-time string names, in UTC; None for any other string."""
-    if not _ISO_DATETIME.match(text):
+    """The instant an ISO-8601 date or date-time string names, at its own offset; None for any
+    other string (including impossible dates such as "2024-13-45")."""
+    match = _ISO_DATETIME.match(text)
+    if match is None:
         return None
+    year, month, day, hour, minute, second, fraction, sign, offset_hours, offset_minutes = match.groups()
     try:
-        parsed = datetime.fromisoformat(text)
+        # Guess: a date-time without an offset is taken as UTC, as Segment timestamps are.
+        zone = timezone.utc
+        if sign:
+            offset = timedelta(hours=int(offset_hours), minutes=int(offset_minutes))
+            zone = timezone(-offset if sign == "-" else offset)  # ValueError from 24 h on
+        fields = (year, month, day, hour or 0, minute or 0, second or 0, (fraction or "0").ljust(6, "0"))
+        return datetime(*map(int, fields), tzinfo=zone)
     except ValueError:
         return None
-    # Guess: a date-time without an offset is taken as UTC, as Segment timestamps are.
-    if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=timezone.utc)
-    return parsed.astimezone(timezone.utc)
 
 
 def infer_datatype(value: Any) -> Datatype | None:
@@ -150,13 +172,19 @@ def infer_datatype(value: Any) -> Datatype | None:
 
 
 def _rfc3339(instant: datetime) -> str:
+    try:
+        utc = instant.astimezone(timezone.utc)
+    except OverflowError:
+        raise ValueError("date-time outside the years 1 to 9999 once in UTC") from None
     # Mailjet's examples use whole seconds ("2018-01-01T00:00:00"); sub-second precision is dropped.
-    return instant.strftime("%Y-%m-%dT%H:%M:%SZ")
+    # isoformat, not strftime: strftime does not pad years below 1000 to four digits.
+    return utc.replace(microsecond=0, tzinfo=None).isoformat() + "Z"
 
 
 def render_value(raw: Scalar, datatype: Datatype) -> Scalar:
     """The value as sent in managecontact `Properties`: JSON bool/number for bool/int/float (as in
-    Mailjet's own examples, `"Age": 30`), RFC3339 UTC text for datetime, text for str."""
+    Mailjet's own examples, `"Age": 30`), RFC3339 UTC text for datetime, text for str. ValueError
+    for a date-time that cannot be written so."""
     if datatype == "datetime":
         if isinstance(raw, str):
             instant = parse_iso_datetime(raw)
@@ -164,7 +192,11 @@ def render_value(raw: Scalar, datatype: Datatype) -> Scalar:
                 raise ValueError(f"not an ISO-8601 date-time: {raw!r}")
             return _rfc3339(instant)
         # Mailjet datetime properties also accept a Unix timestamp (reference/mailjet.md §4).
-        return _rfc3339(datetime.fromtimestamp(raw, timezone.utc))
+        try:
+            return _rfc3339(datetime.fromtimestamp(raw, timezone.utc))
+        except (OverflowError, OSError, ValueError):
+            # Often a timestamp in milliseconds; guessing its unit could store a wrong date.
+            raise ValueError(f"{raw!r} is not a Unix timestamp (seconds) within the years 1 to 9999") from None
     if datatype == "str":
         if isinstance(raw, bool):
             return "true" if raw else "false"
@@ -194,21 +226,30 @@ def flatten_traits(traits: Mapping[str, Any]) -> tuple[list[tuple[str, str, Any]
     """
     leaves: list[tuple[str, str, Any]] = []
     skipped: list[SkippedTrait] = []
-
-    def walk(value: Any, path: list[str]) -> None:
+    # Depth-first in the traits' order with a stack of open objects rather than recursion, so that
+    # traits nested however deep raise no RecursionError. `path` holds the keys leading to the
+    # object being read: one fewer than `open_objects`.
+    path: list[str] = []
+    open_objects = [iter(traits.items())]
+    while open_objects:
+        entry = next(open_objects[-1], None)
+        if entry is None:
+            open_objects.pop()
+            del path[-1:]
+            continue
+        key, value = entry
+        path.append(str(key))
+        if isinstance(value, Mapping) and value:
+            open_objects.append(iter(value.items()))
+            continue
         dotted = ".".join(path)
         if isinstance(value, Mapping):
-            if not value:
-                skipped.append(SkippedTrait(dotted, "empty object: nothing to store"))
-            for key, child in value.items():
-                walk(child, [*path, str(key)])
+            skipped.append(SkippedTrait(dotted, "empty object: nothing to store"))
         elif isinstance(value, (list, tuple)):
             skipped.append(SkippedTrait(dotted, "array: a Mailjet property holds a single value"))
         else:
             leaves.append((dotted, "_".join(path), value))
-
-    for key, value in traits.items():
-        walk(value, [str(key)])
+        path.pop()
     return leaves, skipped
 
 
@@ -223,10 +264,24 @@ def map_identify(message: Mapping[str, Any]) -> ContactUpdate:
     properties: dict[str, Property] = {}
     renamed: list[RenamedTrait] = []
 
+    def keep(name: str, value: Scalar, datatype: Datatype, source: str) -> bool:
+        try:
+            prop = Property(name, value, datatype, source)
+        except ValueError as exc:
+            skipped.append(SkippedTrait(source, str(exc)))
+            return False
+        # Guess: Mailjet property names are matched case-insensitively, like its JSON keys.
+        taken_by = properties.get(name.lower())
+        if taken_by is not None:
+            skipped.append(SkippedTrait(source, f"same Mailjet property name {name!r} as {taken_by.source}"))
+            return False
+        properties[name.lower()] = prop
+        return True
+
     user_id = message.get("userId")
     if isinstance(user_id, (str, int)) and not isinstance(user_id, bool) and str(user_id) != "":
         # Kept so that Mailjet's email events can be sent back to Segment with this userId.
-        properties[USER_ID_PROPERTY.lower()] = Property(USER_ID_PROPERTY, str(user_id), "str", "userId")
+        keep(USER_ID_PROPERTY, str(user_id), "str", "userId")
 
     for trait, joined, value in leaves:
         # The email is the contact's own key (Contact.Email); a property copy would add nothing and
@@ -239,18 +294,9 @@ def map_identify(message: Mapping[str, Any]) -> ContactUpdate:
             reason = "null: Mailjet property left unchanged" if value is None else f"unsupported value {value!r}"
             skipped.append(SkippedTrait(trait, reason))
             continue
-        if datatype == "str" and len(render_value(value, "str")) > MAX_TEXT_LENGTH:
-            skipped.append(SkippedTrait(trait, f"text longer than {MAX_TEXT_LENGTH} characters"))
-            continue
         name = sanitize_property_name(joined)
-        # Guess: Mailjet property names are matched case-insensitively, like its JSON keys.
-        taken_by = properties.get(name.lower())
-        if taken_by is not None:
-            skipped.append(SkippedTrait(trait, f"same Mailjet property name {name!r} as {taken_by.source}"))
-            continue
-        if name != joined:
+        if keep(name, value, datatype, trait) and name != joined:
             renamed.append(RenamedTrait(trait, name))
-        properties[name.lower()] = Property(name, value, datatype, trait)
 
     name = contact_name(traits)
     if name is not None and len(name) > MAX_TEXT_LENGTH:
@@ -260,8 +306,8 @@ def map_identify(message: Mapping[str, Any]) -> ContactUpdate:
     return ContactUpdate(email, name, tuple(properties.values()), tuple(skipped), tuple(renamed))
 
 
-def conform_to_definition(prop: Property, defined: str) -> Property | None:
-    """`prop` typed as the property already defined in Mailjet, or None when its value cannot be.
+def conform_to_definition(prop: Property, defined: str) -> Property:
+    """`prop` typed as the property already defined in Mailjet; ValueError saying why it cannot be.
 
     Mailjet rejects the whole managecontact call on one mistyped property ("Property type does not
     match definition"), so a value that fits the existing definition is converted, and one that
@@ -269,7 +315,7 @@ def conform_to_definition(prop: Property, defined: str) -> Property | None:
     """
     if defined == prop.datatype:
         return prop
-    # Any scalar has a text form; an integer is a valid float and a valid Unix timestamp.
+    # Any scalar has a text form; an integer is a valid float and may be a valid Unix timestamp.
     if defined == "str" or (prop.datatype == "int" and defined in ("float", "datetime")):
         return replace(prop, datatype=cast(Datatype, defined))
-    return None
+    raise ValueError(f"a {prop.datatype} value does not fit")

@@ -137,6 +137,24 @@ def property_types(stack: Stack) -> dict[str, str]:
     return {item["Name"]: item["Datatype"] for item in response.json()["Data"]}
 
 
+def last_mailjet_call(stack: Stack) -> int:
+    response = httpx.get(f"{stack.mailjet_url}/_emulator/requests", params={"limit": 1}, timeout=10)
+    response.raise_for_status()
+    return max((entry["id"] for entry in response.json()["requests"]), default=0)
+
+
+def mailjet_calls_since(stack: Stack, last: int) -> list[tuple[str, str]]:
+    """The fake Mailjet's requests after the one numbered `last` (other tests' are all done by then)."""
+    response = httpx.get(f"{stack.mailjet_url}/_emulator/requests", params={"limit": 10_000}, timeout=10)
+    response.raise_for_status()
+    return [(entry["method"], entry["path"]) for entry in sorted(response.json()["requests"], key=lambda entry: entry["id"]) if entry["id"] > last]
+
+
+def mailjet_send(stack: Stack, method: str, path: str, body: Any = None) -> None:
+    response = httpx.request(method, f"{stack.mailjet_url}/v3/REST/{path}", json=body, auth=(API_KEY, SECRET_KEY), timeout=10)
+    assert response.status_code < 300, response.text
+
+
 def assert_error(response: httpx.Response, status: int, *fragments: str) -> None:
     assert response.status_code == status, response.text
     message = response.json()["message"]
@@ -243,6 +261,83 @@ def test_value_not_matching_an_existing_definition_is_skipped(stack):
     assert [skipped["trait"] for skipped in response.json()["skipped"]] == ["it_score"]
     assert contact_data(stack, email)["it_score"] == "10"
     assert contact_data(stack, email)["it_note"] == "kept"
+
+
+def test_unusable_date_or_timestamp_is_skipped_not_a_500(stack):
+    # Each was a 500, which Segment retries for 4 h while the user's later identifies queue behind.
+    email = unique_email()
+    assert post(stack, identify(email, {"it_created_at": "2024-05-01T10:00:00Z"})).status_code == 200
+    traits = {"it_created_at": 1714557600000, "it_born": "0001-01-01T00:00:00+01:00", "it_note": "kept"}
+    response = post(stack, identify(email, traits))
+    assert response.status_code == 200, response.text
+    assert response.json()["skipped"] == [
+        {"trait": "it_born", "reason": "date-time outside the years 1 to 9999 once in UTC"},
+        {
+            "trait": "it_created_at",
+            "reason": "Mailjet property 'it_created_at' is defined as datetime: 1714557600000 is not a Unix timestamp (seconds) within the years 1 to 9999",
+        },
+    ]
+    assert contact_data(stack, email)["it_created_at"] == "2024-05-01T10:00:00Z"
+    assert contact_data(stack, email)["it_note"] == "kept"
+
+
+def test_overlong_property_name_is_skipped_and_the_contact_still_upserted(stack):
+    # The /contactmetadata creation failed and the whole update was answered a final 400.
+    email = unique_email()
+    deep: dict[str, Any] = {"it": 1}
+    for _ in range(200):
+        deep = {"a": deep}
+    response = post(stack, identify(email, {"it_" + "k" * 300: 1, "it_deep": deep, "it_kept": "yes"}))
+    assert response.status_code == 200, response.text
+    assert [skipped["reason"] for skipped in response.json()["skipped"]] == ["property name longer than 255 characters"] * 2
+    assert contact_data(stack, email)["it_kept"] == "yes"
+
+
+def _retype(stack: Stack, name: str) -> None:
+    mailjet_send(stack, "PUT", f"contactmetadata/{name}", {"Datatype": "str"})
+
+
+def _delete_and_recreate(stack: Stack, name: str) -> None:
+    # What the emulator's reset between tests does while the destination keeps its cache.
+    mailjet_send(stack, "DELETE", f"contactmetadata/{name}")
+    mailjet_send(stack, "POST", "contactmetadata", {"Name": name, "Datatype": "str", "NameSpace": "static"})
+
+
+@pytest.mark.parametrize("change", [_retype, _delete_and_recreate])
+def test_property_changed_in_mailjet_after_caching_is_not_dropped(stack, change):
+    email = unique_email()
+    name = f"it_changed_{change.__name__.strip('_')}"
+    assert post(stack, identify(email, {name: 5})).status_code == 200
+    change(stack, name)
+    response = post(stack, identify(email, {name: "gold", f"{name}_new": 1}))
+    assert response.status_code == 200, response.text
+    assert response.json()["skipped"] == []
+    # Created before the definitions were found stale and read again: still reported.
+    assert response.json()["createdProperties"] == [{"name": f"{name}_new", "datatype": "int"}]
+    assert contact_data(stack, email)[name] == "gold"
+
+
+def test_cached_definitions_cost_no_call_and_a_misfit_one_reread(stack):
+    email = unique_email()
+    assert post(stack, identify(email, {"it_cached": "a", "it_count_a": 1, "it_count_b": 2})).status_code == 200
+    last = last_mailjet_call(stack)
+    assert post(stack, identify(email, {"it_cached": "b"})).status_code == 200
+    assert mailjet_calls_since(stack, last) == [("POST", f"/v3/REST/contactslist/{LIST_ID}/managecontact")]
+
+    last = last_mailjet_call(stack)
+    response = post(stack, identify(email, {"it_count_a": "many", "it_count_b": "more"}))
+    assert [skipped["trait"] for skipped in response.json()["skipped"]] == ["it_count_a", "it_count_b"]
+    # One read of the definitions for the identify, not one per trait.
+    assert mailjet_calls_since(stack, last) == [("GET", "/v3/REST/contactmetadata"), ("POST", f"/v3/REST/contactslist/{LIST_ID}/managecontact")]
+
+
+def test_invalid_email_refused_by_mailjet_is_not_retried(stack):
+    assert post(stack, identify(unique_email(), {"it_city": "Paris"})).status_code == 200
+    last = last_mailjet_call(stack)
+    # The destination's light check lets it through; the fake Mailjet wants a dot in the domain.
+    response = post(stack, identify("user@localhost", {"it_city": "Paris"}))
+    assert_error(response, 400, "Object properties invalid", "Email")
+    assert mailjet_calls_since(stack, last) == [("POST", f"/v3/REST/contactslist/{LIST_ID}/managecontact")]
 
 
 def test_sanitized_property_name(stack):

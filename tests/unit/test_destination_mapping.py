@@ -1,3 +1,5 @@
+from datetime import datetime, timezone
+
 import pytest
 
 from destination.mapping import (
@@ -10,6 +12,7 @@ from destination.mapping import (
     flatten_traits,
     infer_datatype,
     map_identify,
+    parse_iso_datetime,
     render_value,
     sanitize_property_name,
 )
@@ -237,13 +240,104 @@ def test_nested_key_needing_sanitizing_is_reported_as_renamed():
         (Property("age", 30, "int", "age"), "str", ("str", "30")),
         (Property("vip", True, "bool", "vip"), "str", ("str", "true")),
         (Property("seen", 0, "int", "seen"), "datetime", ("datetime", "1970-01-01T00:00:00Z")),
-        (Property("age", "thirty", "str", "age"), "int", None),
-        (Property("vip", True, "bool", "vip"), "int", None),
     ],
 )
 def test_conform_to_definition(prop, defined, expected):
     fitted = conform_to_definition(prop, defined)
-    assert (None if fitted is None else (fitted.datatype, fitted.value)) == expected
+    assert (fitted.datatype, fitted.value) == expected
+
+
+@pytest.mark.parametrize(
+    ("prop", "defined", "reason"),
+    [
+        (Property("age", "thirty", "str", "age"), "int", "a str value does not fit"),
+        (Property("vip", True, "bool", "vip"), "int", "a bool value does not fit"),
+        # A JavaScript Date.now() sent to a datetime property: once a 500 (year out of range).
+        (Property("createdAt", 1714557600000, "int", "createdAt"), "datetime", "not a Unix timestamp"),
+        (Property("createdAt", -(2**62), "int", "createdAt"), "datetime", "not a Unix timestamp"),
+    ],
+)
+def test_value_not_fitting_the_definition_says_why(prop, defined, reason):
+    with pytest.raises(ValueError, match=reason):
+        conform_to_definition(prop, defined)
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        # Valid ISO-8601 date-times that are out of range once in UTC: once an OverflowError (500).
+        "0001-01-01T00:00:00+01:00",
+        "9999-12-31T23:30:00-01:00",
+    ],
+)
+def test_date_time_out_of_range_in_utc_is_skipped_and_the_rest_kept(value):
+    update = map_identify(identify({"birthday": value, "plan": "pro"}))
+    assert [(skipped.trait, skipped.reason) for skipped in update.skipped] == [("birthday", "date-time outside the years 1 to 9999 once in UTC")]
+    assert props(update)["plan"] == ("pro", "str")
+
+
+def test_years_below_1000_are_written_with_four_digits():
+    # strftime wrote "500-01-01T00:00:00Z", which Mailjet's RFC 3339 check refuses.
+    assert render_value("0500-01-01", "datetime") == "0500-01-01T00:00:00Z"
+    assert render_value(-62135596800, "datetime") == "0001-01-01T00:00:00Z"
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        # What Python 3.10's datetime.fromisoformat refuses: "Z", fractions of 1, 2, 4 or 5 digits.
+        ("2024-05-01T10:00:00.123Z", datetime(2024, 5, 1, 10, 0, 0, 123000, timezone.utc)),
+        ("2024-05-01T10:00:00.1Z", datetime(2024, 5, 1, 10, 0, 0, 100000, timezone.utc)),
+        ("2024-05-01T10:00:00.12345+02:00", datetime(2024, 5, 1, 8, 0, 0, 123450, timezone.utc)),
+        ("2024-05-01T10:00Z", datetime(2024, 5, 1, 10, 0, tzinfo=timezone.utc)),
+        ("2024-05-01 10:00:00-0130", datetime(2024, 5, 1, 11, 30, tzinfo=timezone.utc)),
+        ("1990-05-12", datetime(1990, 5, 12, tzinfo=timezone.utc)),
+        ("2024-05-01T10:00:00", datetime(2024, 5, 1, 10, tzinfo=timezone.utc)),
+        ("2024-05-01T10:00:00+24:00", None),
+        ("2024-05-01T10:00:00+01:60", None),
+        ("2024-02-30", None),
+        ("2024-05-01T24:00:00Z", None),
+        ("2024-05-01T10:00:00.1234567Z", None),
+        ("2024-05-01T10:00:00z", None),
+        ("\u0662\u0660\u0662\u0664-05-01", None),
+    ],
+)
+def test_parse_iso_datetime(text, expected):
+    assert parse_iso_datetime(text) == expected
+
+
+def test_iso_timestamps_with_z_or_any_fraction_become_datetimes():
+    update = map_identify(identify({"a": "2024-05-01T10:00:00.123Z", "b": "2024-05-01T10:00:00.12Z"}))
+    assert props(update)["a"] == ("2024-05-01T10:00:00Z", "datetime")
+    assert props(update)["b"] == ("2024-05-01T10:00:00Z", "datetime")
+
+
+def test_traits_nested_deeper_than_the_recursion_limit_are_skipped_not_a_crash():
+    deep: dict = {"leaf": 1}
+    for _ in range(5000):
+        deep = {"a": deep}
+    update = map_identify(identify({"deep": deep, "plan": "pro"}))
+    assert [(skipped.trait[:8], skipped.reason) for skipped in update.skipped] == [("deep.a.a", "property name longer than 255 characters")]
+    assert props(update)["plan"] == ("pro", "str")
+
+
+def test_flatten_traits_keeps_the_traits_order_at_every_depth():
+    leaves, skipped = flatten_traits({"a": {"b": 1, "c": {}, "d": {"e": 2}}, "f": 3, "g": [1]})
+    assert leaves == [("a.b", "a_b", 1), ("a.d.e", "a_d_e", 2), ("f", "f", 3)]
+    assert [item.trait for item in skipped] == ["a.c", "g"]
+
+
+def test_property_name_longer_than_255_is_skipped_and_the_rest_kept():
+    update = map_identify(identify({"k" * 256: 1, "j" * 255: 2, "plan": "pro"}))
+    assert [(skipped.trait, skipped.reason) for skipped in update.skipped] == [("k" * 256, "property name longer than 255 characters")]
+    assert props(update)["j" * 255] == (2, "int")
+    assert props(update)["plan"] == ("pro", "str")
+
+
+def test_user_id_longer_than_255_is_skipped_not_sent():
+    update = map_identify(identify(userId="u" * 256))
+    assert "segment_user_id" not in props(update)
+    assert [(skipped.trait, skipped.reason) for skipped in update.skipped] == [("userId", "text longer than 255 characters")]
 
 
 def test_text_longer_than_mailjet_limit_is_skipped_not_truncated():
