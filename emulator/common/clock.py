@@ -10,12 +10,21 @@ import asyncio
 import heapq
 import inspect
 import itertools
+import logging
 import re
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Any, Awaitable, Callable
 
 TimerCallback = Callable[[], "Awaitable[Any] | Any"]
+
+logger = logging.getLogger(__name__)
+
+# A run of due timers goes in rounds (see Clock.run_due) and stops after this many, so a timer that
+# keeps scheduling itself due now cannot hold the run, and `POST clock`, forever. Real chains are a
+# few links long (an email event, then its Segment forward; an audience, then an audience of its
+# members), far below this.
+MAX_ROUNDS = 100
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)\s*$")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
@@ -168,19 +177,45 @@ class Clock:
         """Fire every timer that is due, including ones scheduled by timers that fired; return the count.
 
         Callers wait for timers already firing elsewhere, so that after `POST clock` answers,
-        everything the move made due has happened.
+        everything the move made due has happened. Timers fire in due order, in rounds: a round
+        fires the timers that existed and were due when it started, and ends at the first one
+        scheduled since (the next round takes it up); the event loop serves others in between.
+        What is still due after MAX_ROUNDS (a timer re-scheduling itself forever) is left to the
+        next run, with a warning. A timer that raises is logged, and the other timers still fire.
         """
         fired = 0
         async with self._firing:
-            while self._timers and self._timers[0].due <= self.now():
-                timer = heapq.heappop(self._timers)
-                if timer.cancelled:
-                    continue
-                fired += 1
-                result = timer.callback()
-                if inspect.isawaitable(result):
-                    await result
+            for _ in range(MAX_ROUNDS):
+                horizon = self.now()
+                if not self._due(horizon):
+                    return fired
+                newer = next(self._seq)  # timers scheduled from now on have a higher seq
+                while self._due(horizon) and self._timers[0].seq < newer:
+                    timer = heapq.heappop(self._timers)
+                    if not timer.cancelled:
+                        fired += 1
+                        await self._fire(timer)
+                await asyncio.sleep(0)
+            now = self.now()
+            owners = sorted({timer.owner or "?" for timer in self._timers if timer.due <= now and not timer.cancelled})
+            if owners:
+                logger.warning(
+                    "timers of %s still due after %d rounds (a timer re-scheduling itself?); left to the next run",
+                    ", ".join(owners), MAX_ROUNDS,
+                )
         return fired
+
+    def _due(self, horizon: datetime) -> bool:
+        return bool(self._timers) and self._timers[0].due <= horizon
+
+    @staticmethod
+    async def _fire(timer: _Timer) -> None:
+        try:
+            result = timer.callback()
+            if inspect.isawaitable(result):
+                await result
+        except Exception:  # one service's broken timer must not stop the others' (the clock is shared)
+            logger.exception("a timer of %s failed", timer.owner or "?")
 
     async def run_forever(self, poll_seconds: float = 0.05) -> None:
         """Fire timers as real time reaches them; started once per event loop by the server runner."""

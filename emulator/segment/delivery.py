@@ -19,7 +19,8 @@ Record states (`GET /_emulator/deliveries`):
 - `queued`: accepted for delivery, not attempted yet (the first attempt may be in flight);
 - `retrying`: at least one attempt failed with a retryable error; `next_attempt_at` says when next;
 - `delivered`: the destination answered 2xx;
-- `failed`: a final error (non-retryable status, or retries exhausted); `reason` says why;
+- `failed`: a final error (non-retryable status, retries exhausted, or an internal error such as a
+  message that cannot be encoded); `reason` says why;
 - `skipped`: never sent; `reason` is Segment's Delivery Overview code.
 """
 
@@ -496,7 +497,13 @@ class DeliveryPipeline:
         try:
             while lane.pending:
                 record = lane.pending[0]
-                await self._attempt(record)
+                try:
+                    await self._attempt(record)
+                except Exception as exc:
+                    # The record ends failed rather than holding its user's later messages forever.
+                    logger.exception("delivery of message %s failed unexpectedly", record.message_id)
+                    record.state, record.reason = FAILED, f"internal error: {type(exc).__name__}: {exc}"
+                    record.next_attempt_at = None
                 if lane.generation != self._generation:
                     return  # reset while in flight: the record belongs to the forgotten state
                 if self.changes is not None:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import heapq
+import math
 import re
 import secrets
 import string
@@ -27,7 +28,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping, Protocol, Sequence
 
-from ..common.clock import Clock, iso, parse_duration, parse_iso
+from ..common.clock import LATEST, Clock, iso, parse_duration, parse_iso
 
 from .models import SegmentBackend, Source, StoredMessage
 
@@ -44,6 +45,10 @@ MANUAL = "manual"
 _TICK = timedelta(microseconds=1)
 _KEY = re.compile(r"^[a-z0-9][a-z0-9_]*$")
 _WINDOW = re.compile(r"^([1-9]\d*)([dh])$")
+# GUESS: Segment sets no documented maximum (its "Events Lookback History" limit of 1 or 3 years was
+# removed from the product limits in 2025). Ten years covers any real window and keeps the window
+# arithmetic well inside datetime's range.
+MAX_WINDOW_DAYS = 3650
 
 
 class DefinitionError(ValueError):
@@ -114,6 +119,10 @@ class ProfileSource(Protocol):
         """Track calls named `event` with a timestamp at or after `since` (all when None), oldest first."""
         ...
 
+    def linked_user_id(self, anonymous_id: str) -> str | None:
+        """The userId of the profile an anonymousId belongs to, or None (unknown, or anonymous only)."""
+        ...
+
 
 class SegmentProfiles:
     """`ProfileSource` over the fake Segment's profile store (profiles with a userId only)."""
@@ -133,6 +142,10 @@ class SegmentProfiles:
             return []
         return profile.tracked(event, since)
 
+    def linked_user_id(self, anonymous_id: str) -> str | None:
+        profile = self.backend.profiles.get(anonymous_id)
+        return profile.user_id if profile is not None else None
+
 
 @dataclass
 class _Subject:
@@ -145,7 +158,27 @@ class _Subject:
     def in_window(self, event: str, within: timedelta | None) -> Sequence[ProfileEvent]:
         # Hour-precise windows on the event timestamp: an event exactly `within` old is inside;
         # events stamped in the future count as inside too (they never lapse earlier).
-        return self.profiles.events(self.user_id, event, None if within is None else self.now - within)
+        return self.profiles.events(self.user_id, event, _window_start(self.now, within))
+
+
+def _window_start(now: datetime, within: timedelta | None) -> datetime | None:
+    """The oldest timestamp inside the window; None (all time) also when that is before datetime's range."""
+    if within is None:
+        return None
+    try:
+        return now - within
+    except OverflowError:
+        return None
+
+
+def _lapse(timestamp: datetime, within: timedelta) -> datetime | None:
+    """When an event stamped `timestamp` leaves the window, or None for never: the clock stops at
+    LATEST, and a timestamp (kept as sent, up to year 9999) can put the sum past datetime's range."""
+    try:
+        lapse = timestamp + within
+    except OverflowError:
+        return None
+    return lapse if lapse < LATEST else None
 
 
 def _lookup(values: Mapping[str, Any], path: str) -> tuple[bool, Any]:
@@ -265,7 +298,7 @@ class EventRule(Rule):
         if self.within is None or lapsing == 0:
             return holds, None
         # `matching` is oldest first: the lapsing-th oldest event decides when the answer flips.
-        return holds, matching[lapsing - 1].timestamp + self.within
+        return holds, _lapse(matching[lapsing - 1].timestamp, self.within)
 
     def event_names(self) -> set[str]:
         return {self.event}
@@ -324,6 +357,11 @@ def _parse_window(value: Any, where: str) -> timedelta | None:
             f"{where}: bad window {value!r}; expected a whole number of days or hours, e.g. '30d' or '12h'"
         )
     amount, unit = int(match.group(1)), match.group(2)
+    if amount > (MAX_WINDOW_DAYS if unit == "d" else MAX_WINDOW_DAYS * 24):
+        raise DefinitionError(
+            f"{where}: window {value!r} is too long; at most {MAX_WINDOW_DAYS}d ({MAX_WINDOW_DAYS * 24}h), "
+            "or no window for all time"
+        )
     return timedelta(days=amount) if unit == "d" else timedelta(hours=amount)
 
 
@@ -472,7 +510,8 @@ class ComputedTrait:
         return set()
 
     def evaluate(self, subject: _Subject) -> tuple[bool, Any, datetime | None]:
-        """(present, value, lapse): present is False when no in-window event carries a value.
+        """(present, value, lapse): present is False when no in-window event carries a value, or
+        when a sum or average is beyond a double's range (GUESS: JSON has no infinity, so no value).
 
         Absent values read 0 for count and sum, null otherwise (sent only after a value was sent).
         """
@@ -492,20 +531,25 @@ class ComputedTrait:
                 samples.append((item.timestamp, value))
         # Any in-window sample lapsing can change count/sum/avg/first; `last` and most_frequent
         # may not change, but re-evaluating them then is cheap and the sync compares values.
-        lapse = samples[0][0] + self.within if samples and self.within else None  # oldest first
+        lapse = _lapse(samples[0][0], self.within) if samples and self.within else None  # oldest first
         if not samples:
             return False, (0 if self.computed in ("count", "sum") else None), lapse
-        return True, _aggregate(self.computed, samples), lapse
+        value = _aggregate(self.computed, samples)
+        return value is not None, value, lapse
 
 
 def _aggregate(kind: str, samples: list[tuple[datetime, Any]]) -> Any:
+    """The value of `kind` over non-empty samples; None for a sum or average beyond a double's range."""
     if kind == "count":
         return len(samples)
     values = [value for _, value in samples]
-    if kind == "sum":
-        return sum(values)
-    if kind == "avg":
-        return sum(values) / len(values)
+    if kind in ("sum", "avg"):
+        try:
+            total = sum(values)
+            result = total if kind == "sum" else total / len(values)
+        except OverflowError:  # an integer beyond a double's range (JSON keeps them exact) met a float
+            return None
+        return None if isinstance(result, float) and not math.isfinite(result) else result
     # Samples are oldest first (equal timestamps in arrival order).
     if kind == "first":
         return samples[0][1]
@@ -538,6 +582,38 @@ def definition_from_json(data: Any) -> Audience | ComputedTrait:
         return parse_audience({name: data[name] for name in _AUDIENCE_FIELDS if name in data}, created, keep_id)
     body = {name: data[name] for name in _TRAIT_FIELDS if name in data and data[name] is not None}
     return parse_trait(body, created, keep_id)
+
+
+def check_dependencies(definitions: Iterable[Audience | ComputedTrait]) -> None:
+    """Refuse definitions whose value would depend on itself (DefinitionError naming the chain).
+
+    Engage writes each value as a trait named by its key, and audiences may read traits: one that
+    reads its own key, directly or through other audiences, would change its own result at every
+    sync (a negated one flips forever, and in realtime mode syncs without end). GUESS: Segment's
+    builder offers no such reference; it is refused rather than given a meaning.
+    """
+    by_key = {definition.key: definition for definition in definitions}
+    reads = {key: sorted(definition.trait_names() & by_key.keys()) for key, definition in by_key.items()}
+    done: set[str] = set()
+
+    def visit(path: list[str]) -> list[str] | None:
+        for name in reads[path[-1]]:
+            if name in path:
+                return path[path.index(name):] + [name]
+            if name not in done:
+                cycle = visit(path + [name])
+                if cycle is not None:
+                    return cycle
+        done.add(path[-1])
+        return None
+
+    for key in by_key:
+        cycle = None if key in done else visit([key])
+        if cycle is not None:
+            raise DefinitionError(
+                f"{cycle[0]!r} would depend on its own value ({' → '.join(cycle)}): Engage writes each key as a "
+                "trait, so a rule reading it would change its own result at every sync"
+            )
 
 
 _AUDIENCE_FIELDS = {"name", "key", "rule"}
@@ -634,6 +710,23 @@ class _Computation:
             heapq.heappop(self.expiry)
         return self.expiry[0][0] if self.expiry else None
 
+    def record(self, user_id: str, value: Any) -> None:
+        """Note the value the destination is told for a profile (membership for an audience)."""
+        if isinstance(self.definition, Audience):
+            (self.members.add if value else self.members.discard)(user_id)
+        else:
+            self.values[user_id] = value
+
+
+@dataclass
+class _Result:
+    """One profile evaluated by a sync, before anything is recorded."""
+
+    user_id: str
+    value: Any
+    lapse: datetime | None
+    identify: dict[str, Any] | None  # to send: the value differs from what the destination was told
+
 
 @dataclass
 class ComputationState:
@@ -689,6 +782,7 @@ class EngageEngine:
         if existing is not None:
             kind = "an audience" if isinstance(existing.definition, Audience) else "a computed trait"
             raise DuplicateKeyError(f"key {definition.key!r} is already used by {kind}; keys are fixed once created")
+        check_dependencies([*(c.definition for c in self._computations.values()), definition])
         self._computations[definition.key] = _Computation(definition)
         self._reindex()
         return definition
@@ -728,10 +822,13 @@ class EngageEngine:
     def observe(self, message: Mapping[str, Any]) -> bool:
         """Note an accepted user message (never an Engage one); True when some definition must re-evaluate."""
         user_id = message.get("userId")
-        if not isinstance(user_id, str) or not user_id:
-            return False  # anonymous-only profiles are not synced
-        touched: Sequence[_Computation] = ()
         anonymous_id = message.get("anonymousId")
+        if not isinstance(user_id, str) or not user_id:
+            # A call with only an anonymousId already linked to a user lands on that user's profile.
+            user_id = self.profiles.linked_user_id(anonymous_id) if isinstance(anonymous_id, str) else None
+            if not user_id:
+                return False  # anonymous-only profiles are not synced
+        touched: Sequence[_Computation] = ()
         if message.get("type") == "alias":
             # A merge can bring any history and traits into the userId's profile.
             touched = list(self._computations.values())
@@ -775,48 +872,59 @@ class EngageEngine:
     # sync ------------------------------------------------------------------------------------
 
     def sync(self) -> SyncResult:
-        """Evaluate what changed at the clock's time and emit one identify per change."""
+        """Evaluate what changed at the clock's time and emit one identify per change.
+
+        Every profile is evaluated before anything is recorded, so a failure midway (a bug) loses
+        no work: the profiles taken for this sync stay marked for the next one, and what the
+        destination was told stays as it was.
+        """
         now = self.now()
+        taken: list[tuple[_Computation, list[str]]] = []
+        try:
+            for computation in list(self._computations.values()):
+                if computation.synced:
+                    candidates = computation.dirty | computation.pop_lapsed(now)
+                else:
+                    candidates = set(self.profiles.user_ids())  # the first sync is a backfill over every profile
+                taken.append((computation, sorted(candidates)))
+            outcomes = [
+                [self._evaluate(computation, _Subject(self.profiles, user_id, now)) for user_id in user_ids]
+                for computation, user_ids in taken
+            ]
+        except Exception:
+            for computation, user_ids in taken:
+                if computation.synced:
+                    computation.dirty.update(user_ids)  # lapsed profiles were taken off the expiry heap
+            raise
         sent: list[dict[str, Any]] = []
-        evaluated = 0
-        for computation in list(self._computations.values()):
-            if computation.synced:
-                candidates = computation.dirty | computation.pop_lapsed(now)
-            else:
-                # The first sync is a backfill over every profile.
-                candidates = set(self.profiles.user_ids())
-                self._seen.update(candidates)
+        for (computation, user_ids), results in zip(taken, outcomes):
+            if not computation.synced:
+                self._seen.update(user_ids)
                 computation.expiry, computation.lapses = [], {}
+                computation.synced = True
             computation.dirty = set()
-            computation.synced = True
-            evaluated += len(candidates)
-            for user_id in sorted(candidates):
-                message = self._evaluate(computation, _Subject(self.profiles, user_id, now))
-                if message is not None:
-                    sent.append(message)
+            for result in results:
+                computation.schedule_lapse(result.user_id, result.lapse)
+                if result.identify is not None:
+                    computation.record(result.user_id, result.value)
+                    sent.append(result.identify)
         for message in sent:
             self.emit(message)
-        return SyncResult(sent, evaluated)
+        return SyncResult(sent, sum(len(user_ids) for _, user_ids in taken))
 
-    def _evaluate(self, computation: _Computation, subject: _Subject) -> dict[str, Any] | None:
+    def _evaluate(self, computation: _Computation, subject: _Subject) -> _Result:
+        """One profile's result now, compared with what the destination was last told; records nothing."""
         definition = computation.definition
         user_id = subject.user_id
         if isinstance(definition, Audience):
-            holds, lapse = definition.rule.evaluate(subject)
-            computation.schedule_lapse(user_id, lapse)
-            if holds == (user_id in computation.members):
-                return None
-            (computation.members.add if holds else computation.members.discard)(user_id)
-            return self._identify(definition, user_id, holds, subject.now)
-        present, value, lapse = definition.evaluate(subject)
-        computation.schedule_lapse(user_id, lapse)
-        if user_id not in computation.values:
-            if not present:
-                return None
-        elif _same(computation.values[user_id], value):
-            return None
-        computation.values[user_id] = value
-        return self._identify(definition, user_id, value, subject.now)
+            value, lapse = definition.rule.evaluate(subject)
+            changed = value != (user_id in computation.members)
+        else:
+            present, value, lapse = definition.evaluate(subject)
+            # A profile never told a value is told only once it has one.
+            changed = not _same(computation.values[user_id], value) if user_id in computation.values else present
+        identify = self._identify(definition, user_id, value, subject.now) if changed else None
+        return _Result(user_id, value, lapse, identify)
 
     def _identify(self, definition: Audience | ComputedTrait, user_id: str, value: Any, now: datetime) -> dict[str, Any]:
         traits: dict[str, Any] = {definition.key: value}

@@ -706,7 +706,7 @@ class SegmentBackend:
         # Measured as sent, before enrichment adds to it.
         too_large = arrival.measure and _encoded_size(item) > MAX_CALL_BYTES
         message, timestamp = _enrich(item, arrival)
-        reason = arrival.forced_reason or (None if source.known else UNKNOWN_WRITE_KEY) or _ingest_problem(message)
+        reason = arrival.forced_reason or (None if source.known else UNKNOWN_WRITE_KEY) or ingest_problem(message)
         if reason is None and too_large:
             reason = EVENT_TOO_LARGE
         return StoredMessage(message, source), timestamp, reason
@@ -902,7 +902,7 @@ def _present_but_not_string(value: Any) -> bool:
     return not isinstance(value, str) and not _missing(value)
 
 
-def _ingest_problem(message: dict[str, Any]) -> str | None:
+def ingest_problem(message: dict[str, Any]) -> str | None:
     """The reason Segment's ingest would drop this message with a 200, or None (reference §1.6, §1.8)."""
     call_type = message.get("type")
     if call_type not in CALL_TYPES:

@@ -36,8 +36,8 @@ from ..common.clock import iso, parse_iso
 from ..common import snapshot
 from ..common.sqlite import open_database, transaction
 from .delivery import STATES, DeliveryRecord, DestinationConfig, DestinationConfigError
-from .engage import ComputationState, DefinitionError, definition_from_json
-from .models import ACCEPTED, DISCARDED, Source, StoredMessage
+from .engage import ComputationState, DefinitionError, check_dependencies, definition_from_json
+from .models import ACCEPTED, DISCARDED, Source, StoredMessage, ingest_problem
 
 SNAPSHOT_VERSION = 1
 SERVICE = "segment"
@@ -202,6 +202,10 @@ def workspace_from_json(data: Any, where: str) -> WorkspaceState:
     keys = [computation.definition.key for computation in engage]
     if len(set(keys)) != len(keys):
         raise SnapshotError(f"{where}.engage: two definitions share a key")
+    try:
+        check_dependencies(computation.definition for computation in engage)
+    except DefinitionError as exc:
+        raise SnapshotError(f"{where}.engage: {exc}") from exc
     messages = [
         message_from_json(item, f"{where}.messages[{index}]")
         for index, item in enumerate(_list(data.get("messages", []), f"{where}.messages"))
@@ -248,6 +252,12 @@ def message_from_json(data: Any, where: str) -> StoredMessage:
     if (reason is None) != (status == ACCEPTED) or (reason is not None and not isinstance(reason, str)):
         raise SnapshotError(f"{where}.discard_reason must be a string for a discarded message, null otherwise")
     violations = _list(data.get("violations", []), f"{where}.violations")
+    # An accepted message is filed on a profile on restore, which relies on what ingestion checked.
+    problem = ingest_problem(message) if status == ACCEPTED else None
+    if problem is not None:
+        raise SnapshotError(
+            f"{where}.message: ingestion would have discarded it ({problem}), yet status is {ACCEPTED!r}"
+        )
     # Checked here so that a bad time is refused with its place; the backend parses them again on restore.
     _time(message.get("receivedAt"), f"{where}.message.receivedAt")
     if "timestamp" in message:

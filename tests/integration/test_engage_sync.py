@@ -203,3 +203,54 @@ def test_scheduled_sync_follows_the_virtual_clock(scheduled):
     scheduled.advance("31d")  # one sync at the new time sends the exit
     scheduled.wait_for_property("frank@example.com", KEY, "false")
     assert len(scheduled.wait_until_delivered(2)) == 2
+
+
+def _send(stack: Stack, call: str, body: dict[str, Any]) -> None:
+    assert stack.post(f"/v1/{call}", {**body, "writeKey": stack.info["write_key"]}) == {"success": True}
+
+
+def test_a_far_future_timestamp_and_over_long_windows(stack):
+    # An event stamped near year 9999 overflowed the window arithmetic: every sync and the profile
+    # answered 500. Windows too long for a datetime were accepted (or answered 500).
+    stack.identify("gina", {"email": "gina@example.com"})
+    _send(stack, "track", {"userId": "gina", "event": "Order Completed", "timestamp": "9999-12-20T00:00:00Z"})
+    stack.post("/_emulator/engage/audiences", AUDIENCE, status=201)
+    assert stack.sync() == {"gina": True}
+    assert stack.get("/_emulator/profiles/gina")["audiences"] == {KEY: True}
+    for within in ("999999999d", "1000000000d"):
+        refused = stack.post("/_emulator/engage/audiences", {"name": "Long", "rule": {"event": "E", "within": within}},
+                             status=400)
+        assert "too long" in refused["error"]
+    assert stack.post("/_emulator/engage/sync")["count"] == 0
+
+
+def test_an_anonymous_event_on_a_known_users_profile_is_synced(stack):
+    buyers = stack.post("/_emulator/engage/audiences", {"name": "Buyers", "rule": {"event": "Order Completed"}},
+                        status=201)
+    _send(stack, "identify", {"userId": "hal", "anonymousId": "anon-1", "traits": {"email": "hal@example.com"}})
+    assert stack.post("/_emulator/engage/sync")["sent"] == []
+    _send(stack, "track", {"anonymousId": "anon-1", "event": "Order Completed"})
+    assert stack.get("/_emulator/profiles/hal")["audiences"] == {buyers["key"]: True}
+    sent = stack.post("/_emulator/engage/sync")["sent"]
+    assert [(message["userId"], message["traits"][buyers["key"]]) for message in sent] == [("hal", True)]
+
+
+def test_an_audience_reading_its_own_value_is_refused(stack):
+    # It flipped at every sync; in realtime mode it synced without end and the server stopped answering.
+    refused = stack.post("/_emulator/engage/audiences", {"name": "Newcomers", "key": "newcomer",
+                                                         "rule": {"not": {"trait": "newcomer", "equals": True}}},
+                         status=400)
+    assert "its own value" in refused["error"]
+    assert stack.get("/_emulator/engage/audiences") == {"audiences": []}
+
+
+def test_a_sum_beyond_a_doubles_range_breaks_nothing(stack):
+    # inf made the sync answer 500, then /events and /profiles, and delivery sent `Infinity`.
+    stack.identify("ivan", {"email": "ivan@example.com"})
+    for _ in range(2):
+        _send(stack, "track", {"userId": "ivan", "event": "Order Completed", "properties": {"revenue": 1e308}})
+    stack.post("/_emulator/engage/traits", {"name": "Revenue", "computed": "sum", "event": "Order Completed",
+                                            "property": "revenue"}, status=201)
+    assert stack.post("/_emulator/engage/sync")["sent"] == []
+    assert stack.get("/_emulator/profiles/ivan")["computed_traits"] == {}
+    assert stack.get("/_emulator/events", userId="ivan")["events"]

@@ -8,6 +8,7 @@ real server that can be told to fail, to hang, or to work.
 from __future__ import annotations
 
 import asyncio
+import copy
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -230,3 +231,31 @@ def test_a_wrong_snapshot_answers_400_and_changes_nothing(segment: Segment, chan
     assert httpx.put(segment.url + "/_emulator/snapshot", content=b"{nope").status_code == 400
     assert httpx.put(segment.url + "/_emulator/snapshot", content=b"[" * 5000 + b"]" * 5000).status_code == 400
     assert segment.get("/_emulator/snapshot")["state"] == before
+
+
+@pytest.mark.parametrize(
+    ("index", "change", "message"),
+    [
+        (0, lambda m: m.pop("type"), "invalid_type"),
+        (1, lambda m: m.pop("previousId"), "id_required"),
+        (0, lambda m: m.update(userId=["u1"]), "id_not_string"),
+        (0, lambda m: m.update(traits=["email"]), "traits_not_object"),
+        (2, lambda m: m.update(properties=[]), "properties_not_object"),
+    ],
+)
+def test_a_snapshot_with_an_accepted_message_ingestion_would_discard_answers_400(
+    segment: Segment, index: int, change: Callable[[dict[str, Any]], Any], message: str
+) -> None:
+    # Such a message used to pass the check: PUT answered 500 with the state half replaced, or
+    # GET profiles failed afterwards.
+    segment.identify("u1", {"email": "ada@example.com"})
+    segment.send("POST", "/v1/alias", {"userId": "u1", "previousId": "anon-1", "writeKey": KEY})
+    segment.send("POST", "/v1/track", {"userId": "u1", "event": "Order Completed", "writeKey": KEY})
+    document = segment.get("/_emulator/snapshot")
+    messages_before = copy.deepcopy(document["state"]["workspaces"][0]["messages"])
+    change(document["state"]["workspaces"][0]["messages"][index]["message"])
+    answer = httpx.put(segment.url + "/_emulator/snapshot", json=document)
+    assert answer.status_code == 400, answer.text
+    assert f"messages[{index}].message" in answer.json()["error"] and message in answer.json()["error"]
+    assert segment.get("/_emulator/snapshot")["state"]["workspaces"][0]["messages"] == messages_before
+    assert segment.get("/_emulator/profiles/u1")["traits"] == {"email": "ada@example.com"}

@@ -112,3 +112,82 @@ def test_the_clock_stays_inside_datetime_range():
     with pytest.raises(ValueError):
         clock.set(datetime(1, 1, 1, tzinfo=timezone.utc))
     assert clock.now().year < 3000
+
+
+def test_a_failing_timer_is_logged_and_the_others_still_fire(caplog):
+    # One server's broken timer used to escape run_due and end the shared clock task of `segjet up`.
+    clock = Clock()
+    fired = []
+
+    def broken():
+        raise RuntimeError("boom")
+
+    clock.call_later(timedelta(minutes=1), lambda: fired.append("before"), owner="segment")
+    clock.call_later(timedelta(minutes=2), broken, owner="mailjet")
+    clock.call_later(timedelta(minutes=3), lambda: fired.append("after"), owner="segment")
+    clock.advance(timedelta(hours=1))
+    with caplog.at_level("ERROR", logger="emulator.common.clock"):
+        assert asyncio.run(clock.run_due()) == 3
+    assert fired == ["before", "after"]
+    (entry,) = caplog.records
+    assert "mailjet" in entry.getMessage() and entry.exc_info[0] is RuntimeError
+
+
+def test_the_clock_task_keeps_firing_after_a_timer_fails():
+    clock = Clock()
+    fired = asyncio.Event()
+
+    def broken():
+        raise RuntimeError("boom")
+
+    async def scenario():
+        task = asyncio.create_task(clock.run_forever(poll_seconds=0.01))
+        clock.call_later(timedelta(0), broken, owner="mailjet")
+        await asyncio.sleep(0.05)
+        clock.call_later(timedelta(0), fired.set, owner="segment")
+        try:
+            await asyncio.wait_for(fired.wait(), timeout=5)
+            assert not task.done()
+        finally:
+            task.cancel()
+
+    asyncio.run(scenario())
+
+
+def test_a_timer_rescheduling_itself_due_now_cannot_hold_the_run():
+    # Before, run_due looped until the chain ended (here, never returning before 10,000 firings:
+    # forever for a chain that never ends), without letting the event loop serve anything.
+    clock = Clock()
+    calls = []
+    other = []
+
+    def again():
+        calls.append(1)
+        if len(calls) < 10_000:
+            clock.call_later(timedelta(0), again, owner="segment")
+
+    clock.call_later(timedelta(0), again, owner="segment")
+    clock.call_later(timedelta(0), lambda: other.append(1), owner="mailjet")
+    assert asyncio.run(clock.run_due()) < 10_000
+    assert other == [1]  # due with the first round, fired despite the endless chain
+    assert 0 < len(calls) < 10_000 and clock.pending() == 1
+
+
+def test_a_finite_chain_of_timers_completes_within_one_run():
+    # The guarantee behind POST clock: what the move made due, and what that scheduled, has happened.
+    clock = Clock()
+    order = []
+
+    def link(depth: int):
+        def fire():
+            order.append(depth)
+            if depth < 20:
+                clock.call_later(timedelta(0), link(depth + 1))
+        return fire
+
+    clock.call_later(timedelta(hours=1), link(0))
+    clock.call_later(timedelta(hours=2), lambda: order.append("later"))
+    clock.advance(timedelta(hours=3))
+    assert asyncio.run(clock.run_due()) == 22
+    assert order == [0, "later", *range(1, 21)]
+    assert clock.pending() == 0

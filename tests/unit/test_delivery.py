@@ -291,6 +291,21 @@ def test_a_users_order_is_kept_while_its_head_retries_and_other_users_go_on(harn
     assert harness.receiver.bodies_of("ada") == [ada_1, ada_1, ada_2]
 
 
+def test_a_message_that_cannot_be_sent_fails_and_its_users_later_messages_go_on(harness):
+    # Encoding this message raises RecursionError: it used to stay at the head of its lane with no
+    # final state, and every later message of the user stayed queued forever.
+    nested: dict[str, Any] = {}
+    for _ in range(100_000):
+        nested = {"n": nested}
+    broken = harness.identify("ada", traits={"email": "ada@example.com", "deep": nested})
+    after = harness.identify("ada")
+    record = harness.wait_state(broken, "failed")
+    assert record["reason"].startswith("internal error: RecursionError")
+    assert record["attempts"] == [] and record["next_attempt_at"] is None
+    harness.wait_state(after, "delivered")
+    assert harness.receiver.bodies_of("ada") == [after]
+
+
 def test_many_users_are_delivered_concurrently_each_in_order(harness):
     ids = {f"user-{n}": [harness.identify(f"user-{n}") for _ in range(3)] for n in range(150)}
     for messages in ids.values():

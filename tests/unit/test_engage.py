@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
@@ -43,6 +44,7 @@ class World:
     traits_of: dict[str, dict[str, Any]] = field(default_factory=dict)
     events_of: dict[str, dict[str, list[Event]]] = field(default_factory=lambda: defaultdict(lambda: defaultdict(list)))
     emitted: list[dict[str, Any]] = field(default_factory=list)
+    user_of_anonymous: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         ids = iter(range(10**9))
@@ -59,6 +61,9 @@ class World:
     def events(self, user_id, event, since):
         found = self.events_of[user_id][event] if user_id in self.events_of else []
         return sorted((item for item in found if since is None or item.timestamp >= since), key=lambda e: e.timestamp)
+
+    def linked_user_id(self, anonymous_id):
+        return self.user_of_anonymous.get(anonymous_id)
 
     # what the Segment backend does on accepted messages
     def identify(self, user_id: str, **traits: Any) -> None:
@@ -533,9 +538,12 @@ def test_reset_restores_given_definitions_with_fresh_state():
 
 # --- scheduling on the virtual clock ------------------------------------------------------------------
 
-@pytest.mark.parametrize("text", ["2h", "realtime", "manual", "90s"])
-def test_parse_sync_interval(text):
-    parse_sync_interval(text)
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [("2h", timedelta(hours=2)), ("realtime", "realtime"), ("manual", "manual"), ("90s", timedelta(seconds=90))],
+)
+def test_parse_sync_interval(text, expected):
+    assert parse_sync_interval(text) == expected
 
 
 @pytest.mark.parametrize("text", ["", "often", "0s", "-2h"])
@@ -635,3 +643,179 @@ def test_an_audience_of_audience_members_follows_engage_identifies():
         world.traits_of[message["userId"]].update(message["traits"])
         world.engine.observe_own(message)
     assert world.sync() == {u: {"buyers_again": True} for u in ("alice", "bob", "carol")}
+
+
+# --- robustness (reviewed defects) -----------------------------------------------------------------
+
+@pytest.mark.parametrize("within", ["3651d", "87601h", "999999999d", "1000000000d", "10" * 30 + "h"])
+def test_windows_longer_than_ten_years_are_refused(within):
+    # "999999999d" was accepted and overflowed every sync; "1000000000d" overflowed while parsing.
+    world = World()
+    with pytest.raises(DefinitionError, match="too long"):
+        world.engine.define_audience({"name": "a", "rule": {"event": ORDER, "within": within}})
+    with pytest.raises(DefinitionError, match="too long"):
+        world.engine.define_trait({"name": "t", "computed": "count", "event": ORDER, "within": within})
+
+
+def test_the_longest_window_is_accepted():
+    world = World()
+    world.track("u1", ago=timedelta(days=3650))
+    world.engine.define_audience({"name": "a", "rule": {"event": ORDER, "within": "3650d"}})
+    world.engine.define_trait({"name": "t", "computed": "count", "event": ORDER, "within": "87600h"})
+    assert world.engine.profile_view("u1") == {"audiences": {"a": True}, "computed_traits": {"t": 1}}
+
+
+def test_far_future_timestamps_never_lapse_instead_of_overflowing():
+    # An event stamped near year 9999 made `timestamp + within` overflow: every sync answered 500.
+    world = World()
+    world.events_of["u1"][ORDER].append(Event(datetime(9999, 12, 20, tzinfo=timezone.utc), {"revenue": 5}))
+    world.engine.observe({"type": "track", "userId": "u1", "event": ORDER})
+    world.engine.define_audience(LAST_30)
+    world.engine.define_trait({"name": "r", "computed": "sum", "event": ORDER, "property": "revenue", "within": "30d"})
+    assert [m["traits"] for m in world.engine.sync().sent] == [{"order_completed_last_30days": True}, {"r": 5}]
+    assert world.engine.next_lapse() is None
+    assert world.engine.profile_view("u1")["audiences"] == {"order_completed_last_30days": True}
+
+
+def test_a_window_reaching_before_datetimes_range_covers_all_time():
+    world = World(now=datetime(1, 1, 2, tzinfo=timezone.utc))
+    world.events_of["u1"][ORDER].append(Event(datetime(1, 1, 1, tzinfo=timezone.utc), {}))
+    world.engine.observe({"type": "track", "userId": "u1", "event": ORDER})
+    world.engine.define_audience(LAST_30)
+    assert world.engine.profile_view("u1")["audiences"] == {"order_completed_last_30days": True}
+
+
+class BrokenWorld(World):
+    """A profile source that fails on one user's events, as a bug in a rule would."""
+
+    broken: str | None = None
+
+    def events(self, user_id, event, since):
+        if user_id == self.broken:
+            raise RuntimeError("cannot read events")
+        return super().events(user_id, event, since)
+
+
+def test_a_sync_failing_midway_records_nothing_and_loses_no_work():
+    # The dirty set was cleared and alice's membership recorded before bob's evaluation failed, so
+    # alice's entry was never sent, and the next sync had nothing left to look at.
+    world = BrokenWorld()
+    world.engine.define_audience(LAST_30)
+    world.engine.sync()
+    world.track("alice")
+    world.track("bob")
+    world.broken = "bob"
+    with pytest.raises(RuntimeError):
+        world.engine.sync()
+    assert world.emitted == [] and world.engine.has_pending()
+    world.broken = None
+    assert world.sync() == {user: {"order_completed_last_30days": True} for user in ("alice", "bob")}
+
+
+def test_a_lapse_taken_by_a_failed_sync_is_evaluated_by_the_next():
+    world = BrokenWorld()
+    world.track("alice")
+    world.track("bob", ago=timedelta(days=10))
+    world.engine.define_audience(LAST_30)
+    assert set(world.sync()) == {"alice", "bob"}
+    world.advance(timedelta(days=31))  # both lapse
+    world.broken = "bob"
+    with pytest.raises(RuntimeError):
+        world.engine.sync()
+    world.broken = None
+    assert world.sync() == {user: {"order_completed_last_30days": False} for user in ("alice", "bob")}
+
+
+def test_an_anonymous_call_on_a_known_users_profile_is_synced():
+    # The profile store files a call with only a linked anonymousId on the user's profile; Engage
+    # used to ignore it, so the profile view said "member" while no sync ever sent it.
+    world = World()
+    world.engine.define_audience({"name": "Buyers", "rule": {"event": ORDER}})
+    world.user_of_anonymous["anon-1"] = "u1"
+    world.identify("u1", email="u1@example.com")
+    world.engine.observe({"type": "identify", "userId": "u1", "anonymousId": "anon-1"})
+    assert world.sync() == {}
+    world.events_of["u1"][ORDER].append(Event(world.now, {}))
+    assert world.engine.observe({"type": "track", "anonymousId": "anon-1", "event": ORDER})
+    assert world.sync() == {"u1": {"buyers": True}}
+    assert not world.engine.observe({"type": "track", "anonymousId": "anon-2", "event": ORDER})  # not linked
+
+
+@pytest.mark.parametrize(
+    "definitions",
+    [
+        [{"name": "Newcomers", "key": "newcomer", "rule": {"not": {"trait": "newcomer", "equals": True}}}],
+        [{"name": "Plan", "key": "plan", "rule": {"trait": "plan.tier", "exists": True}}],
+        [{"name": "A", "rule": {"trait": "b", "equals": True}},
+         {"name": "B", "rule": {"any": [{"event": ORDER}, {"not": {"trait": "a", "equals": True}}]}}],
+        [{"name": "A", "rule": {"trait": "b", "equals": True}}, {"name": "B", "rule": {"trait": "c", "equals": True}},
+         {"name": "C", "rule": {"trait": "a", "equals": True}}],
+    ],
+)
+def test_an_audience_depending_on_its_own_value_is_refused(definitions):
+    # A negated self-reference flipped at every sync, and in realtime mode synced without end.
+    world = World()
+    *accepted, last = definitions
+    for body in accepted:
+        world.engine.define_audience(body)
+    with pytest.raises(DefinitionError, match="its own value"):
+        world.engine.define_audience(last)
+    assert [a.key for a in world.engine.audiences()] == [body.get("key") or body["name"].lower() for body in accepted]
+
+
+def test_a_realtime_schedule_settles_with_audiences_of_audience_members():
+    async def scenario():
+        clock = Clock()
+        world = ClockWorld(clock)
+
+        def emit(message):  # what the backend does with Engage's identifies
+            world.emitted.append(message)
+            world.traits_of.setdefault(message["userId"], {}).update(message["traits"])
+            world.engine.observe_own(message)
+            scheduler.arm()
+
+        world.engine.emit = emit
+        scheduler = EngageScheduler(world.engine, clock, "realtime", owner="segment")
+        buyers = world.engine.define_audience(LAST_30)
+        world.engine.define_audience({"name": "Not Buyers", "rule": {"not": {"trait": buyers.key, "equals": True}}})
+        world.track("alice")
+        scheduler.arm()
+        await clock.run_due()
+        # Both evaluated before alice carried the first audience's trait; the second then follows it.
+        assert [m["traits"] for m in world.emitted] == [
+            {"order_completed_last_30days": True}, {"not_buyers": True}, {"not_buyers": False},
+        ]
+        assert clock.pending() == 1  # only alice's lapse, 30 days ahead
+
+    asyncio.run(scenario())
+
+
+def test_a_sum_beyond_a_doubles_range_is_no_value():
+    # Two 1e308 revenues summed to inf: the sync answered 500 and delivery sent `Infinity`.
+    world = World()
+    world.track("u1", revenue=1e308)
+    world.track("u2", revenue=1e308)
+    world.track("u2", revenue=1e308)
+    world.engine.define_trait({"name": "s", "computed": "sum", "event": ORDER, "property": "revenue"})
+    world.engine.define_trait({"name": "a", "computed": "avg", "event": ORDER, "property": "revenue"})
+
+    def sent() -> list[tuple[str, dict[str, Any]]]:
+        messages = world.engine.sync().sent
+        json.dumps(messages, allow_nan=False)  # valid JSON, as the control API renders it
+        return [(m["userId"], m["traits"]) for m in messages]
+
+    assert sent() == [("u1", {"s": 1e308}), ("u1", {"a": 1e308})]  # u2 has no value to send yet
+    assert world.engine.profile_view("u2")["computed_traits"] == {}
+    world.track("u1", revenue=1e308)
+    assert sent() == [("u1", {"s": None}), ("u1", {"a": None})]  # what was sent no longer holds
+    assert world.engine.profile_view("u1")["computed_traits"] == {"s": None, "a": None}
+
+
+def test_integers_beyond_a_doubles_range_sum_exactly_and_never_overflow():
+    world = World()
+    world.track("u1", revenue=10**400)  # JSON bodies keep such integers exact
+    world.engine.define_trait({"name": "s", "computed": "sum", "event": ORDER, "property": "revenue"})
+    world.engine.define_trait({"name": "a", "computed": "avg", "event": ORDER, "property": "revenue"})
+    assert world.engine.profile_view("u1")["computed_traits"] == {"s": 10**400}
+    world.track("u1", revenue=1.5)
+    assert world.engine.profile_view("u1")["computed_traits"] == {}

@@ -256,6 +256,21 @@ def test_an_import_removes_workspaces_the_snapshot_lacks_and_resets_a_missing_de
          r"destination: settings.listId"),
         (lambda d: d["state"]["workspaces"][1]["sources"].append({"name": "x", "writeKey": KEY}),
          "already belongs to"),
+        # Accepted messages the profiles could not take (PUT answered 500 with half the state replaced).
+        (lambda d: d["state"]["workspaces"][0]["messages"][0]["message"].pop("type"),
+         r"messages\[0\].message: ingestion would have discarded it \(invalid_type\)"),
+        (lambda d: d["state"]["workspaces"][0]["messages"][3]["message"].pop("previousId"),
+         r"messages\[3\].message: .*\(id_required\)"),
+        (lambda d: d["state"]["workspaces"][0]["messages"][0]["message"].update(userId=["u1"]),
+         r"messages\[0\].message: .*\(id_not_string\)"),
+        (lambda d: d["state"]["workspaces"][0]["messages"][0]["message"].update(traits=[["email", "x"]]),
+         r"messages\[0\].message: .*\(traits_not_object\)"),
+        (lambda d: d["state"]["workspaces"][0]["messages"][1]["message"].update(properties=[1]),
+         r"messages\[1\].message: .*\(properties_not_object\)"),
+        # A definition reading its own value would flip at every sync.
+        (lambda d: d["state"]["workspaces"][0]["engage"][2]["definition"].update(
+            rule={"not": {"trait": "big_spenders", "equals": True}}),
+         r"engage: 'big_spenders' would depend on its own value"),
     ],
 )
 def test_a_wrong_snapshot_is_refused_with_the_place_at_fault(clock: Clock, change: Any, message: str) -> None:
