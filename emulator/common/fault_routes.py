@@ -16,6 +16,7 @@ import asyncio
 import json
 import uuid
 import zlib
+from collections import deque
 from http import HTTPStatus
 from typing import Any, Callable
 
@@ -33,8 +34,11 @@ from .json_body import decode_json
 
 # A held request (`timeout`) is released after this long if the client never gives up.
 HOLD_CAP_SECONDS = 30.0
-# Bodies read to match a write key or to journal a faulted request: never more than this is kept.
-_BODY_KEEP_BYTES = 1024 * 1024
+# A write key is looked for in the first MB of a body: the fake Segment refuses larger ones unread.
+_CREDENTIAL_BYTES = 1024 * 1024
+# How much of a body is read before a rule acts, so the request has arrived whole: more than either
+# fake accepts (Mailjet 25 MB). The rest of a larger body is passed on, or thrown away, as it comes.
+_READ_AHEAD_BYTES = 32 * 1024 * 1024
 
 Renderer = Callable[[FaultRule, Scope], tuple[int, dict[str, str], bytes]]
 
@@ -95,7 +99,7 @@ def write_key(scope: Scope, body: bytes | None) -> str | None:
     try:
         if wbits is not None:
             # Bounded: a small body must not inflate into gigabytes here.
-            body = zlib.decompressobj(wbits).decompress(body, _BODY_KEEP_BYTES)
+            body = zlib.decompressobj(wbits).decompress(body, _CREDENTIAL_BYTES)
         payload = decode_json(body)
     except (ValueError, zlib.error):
         return None
@@ -143,31 +147,33 @@ class FaultMiddleware:
         if not candidates:
             await self.app(scope, receive, send)
             return
-        body: bytes | None = None
+        body = _ReadAhead(receive)
         credential: str | None = None
         if FaultRules.needs_credential(candidates):
             if self.credential_in_body:
-                body = await _read_body(receive)
-            credential = self.credential(scope, body)
+                await body.read(_CREDENTIAL_BYTES)
+            credential = self.credential(scope, body.content())
         rule = FaultRules.choose(candidates, credential)
         if rule is None:
-            await self.app(scope, receive if body is None else _replay(body, receive), send)
+            await self.app(scope, body.replay(), send)
             return
         # The whole request arrives before the fault acts, as it would at a slow or failing server;
         # a late answer is still computed even if the client has given up meanwhile.
-        if body is None:
-            body = await _read_body(receive)
+        late_answer = rule.action not in (DROP, TIMEOUT) and rule.status is None
+        await body.read(_READ_AHEAD_BYTES)
+        if not late_answer:
+            await body.discard_rest()
         if rule.delay_ms:
             await asyncio.sleep(rule.delay_ms / 1000)
-        if rule.action == DROP:
-            await self._drop(scope, receive, body, rule)
-        elif rule.action == TIMEOUT:
-            await self._hold(scope, receive, body, rule)
-        elif rule.status is None:
+        if late_answer:
             scope[FAULT_SCOPE_KEY] = rule.id  # the real answer, late; journaled downstream
-            await self.app(scope, _replay(body, receive), send)
+            await self.app(scope, body.replay(), send)
+        elif rule.action == DROP:
+            await self._drop(scope, receive, body.content(), rule)
+        elif rule.action == TIMEOUT:
+            await self._hold(scope, receive, body.content(), rule)
         else:
-            await self._respond(scope, send, body, rule)
+            await self._respond(scope, send, body.content(), rule)
 
     async def _respond(self, scope: Scope, send: Send, body: bytes, rule: FaultRule) -> None:
         status, headers, content = self.render(rule, scope)
@@ -203,35 +209,44 @@ class FaultMiddleware:
         return entry
 
 
-async def _read_body(receive: Receive) -> bytes:
-    """The request body, keeping at most `_BODY_KEEP_BYTES` (the rest is read and thrown away)."""
-    chunks: list[bytes] = []
-    kept = 0
-    while True:
-        message = await receive()
-        if message["type"] != "http.request":
-            break
-        chunk = message.get("body", b"")
-        if kept < _BODY_KEEP_BYTES:
-            chunks.append(chunk[: _BODY_KEEP_BYTES - kept])
-            kept += len(chunks[-1])
-        if not message.get("more_body", False):
-            break
-    return b"".join(chunks)
+class _ReadAhead:
+    """A request body read before the app sees it. The app is given what was read, then the rest
+    straight from the client, so it always gets the whole body, however little was read here."""
 
+    def __init__(self, receive: Receive) -> None:
+        self._receive = receive
+        self._messages: list[Message] = []
+        self._size = 0
+        self._ended = False
 
-def _replay(body: bytes, receive: Receive) -> Receive:
-    """A receive that gives the already-read body once, then defers to the server's (disconnects)."""
-    sent = False
+    async def read(self, limit: int) -> None:
+        """Read on until the body has ended or more than `limit` bytes of it are in."""
+        while not self._ended and self._size <= limit:
+            message = await self._receive()
+            self._messages.append(message)
+            self._take(message)
 
-    async def replay() -> Message:
-        nonlocal sent
-        if not sent:
-            sent = True
-            return {"type": "http.request", "body": body, "more_body": False}
-        return await receive()
+    async def discard_rest(self) -> None:
+        """Read the rest of the body and throw it away (a faulted request never reaches the app)."""
+        while not self._ended:
+            self._take(await self._receive())
 
-    return replay
+    def _take(self, message: Message) -> None:
+        self._size += len(message.get("body", b""))
+        self._ended = message["type"] != "http.request" or not message.get("more_body", False)
+
+    def content(self) -> bytes:
+        """The part of the body read ahead: what a rule matches on, and the journal's copy."""
+        return b"".join(message.get("body", b"") for message in self._messages)
+
+    def replay(self) -> Receive:
+        """A receive that gives the messages read ahead, then defers to the server's."""
+        pending = deque(self._messages)
+
+        async def receive() -> Message:
+            return pending.popleft() if pending else await self._receive()
+
+        return receive
 
 
 async def _until_disconnect(receive: Receive) -> None:

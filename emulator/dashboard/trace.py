@@ -145,7 +145,8 @@ def _identify_user(user: str, events: list[dict[str, Any]]) -> tuple[str | None,
     if "@" in user:
         email = user
         for event in events:
-            if _email_of(event) == user and event.get("userId"):
+            # A discarded call's userId may be any JSON value (`id_not_string`); only a string names a user.
+            if _email_of(event) == user and isinstance(event.get("userId"), str) and event["userId"]:
                 user_id = event["userId"]
     else:
         user_id = user

@@ -592,6 +592,8 @@ class Account:
         # Seeded when the bundle has a seed, so MessageUUIDs repeat from run to run.
         self.rng = account_rng(seed, api_key_id, 0)
         self.changes = changes or Changes()
+        # Every change `touch` marks, counted whether or not it is stored: the dashboard's change feed.
+        self.version = 0
         self.timers = AccountTimers(clock, self.changes)
         self.contacts: dict[int, Contact] = {}
         self.lists: dict[int, ContactsList] = {}
@@ -620,7 +622,8 @@ class Account:
         return number
 
     def touch(self, kind: str, key: int) -> None:
-        """Mark a stored row as changed (created, modified or deleted) for the next save."""
+        """Mark a stored row as changed (created, modified or deleted) for the next save, and count the change."""
+        self.version += 1
         self.changes.mark(self.api_key, kind, key)
 
     def restore(

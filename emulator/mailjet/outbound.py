@@ -1,7 +1,10 @@
 """Where email events go: Event API webhooks and, when App Connections says so, Segment track calls.
 
 Each account has its own outbox. Both deliveries run on the virtual clock: every send and every
-retry is a timer of the account (owner "mailjet"), so `POST /_emulator/clock` fires what became due, and waits for it, before it answers.
+retry is a timer of the account (owner "mailjet"), so `POST /_emulator/clock` starts what became due
+before it answers. The timer only starts the HTTP, as a task: the clock is shared by all three
+servers, and a slow endpoint must not hold it (a webhook attempt may take 5 s, a Segment batch 15 s).
+The result is recorded when the answer arrives; until then the delivery shows its last state.
 A retry due during a clock jump happens once, at the new time; attempts skipped by the jump are not
 replayed one by one. The only HTTP is `HttpTransport`, one shared `aiohttp.ClientSession`.
 
@@ -9,8 +12,11 @@ Webhooks (reference/mailjet.md §5):
 - an event goes to the live primary `/eventcallbackurl` of its type, else to the live backup;
 - Version 1: one POST per event, a JSON object; Version 2: one POST per URL per second of event
   time, a JSON array of the events of that second (types mixed), sent when the second is over;
+- each URL gets its deliveries one after another, different URLs at the same time;
 - only 200 counts as delivered; anything else is retried every 30 s until 24 h after the first
-  failure, then the delivery fails and its webhook's Status becomes `dead` (the backup takes over).
+  failure, then the delivery fails. Its webhook's Status becomes `dead` (the backup takes over) only
+  if the URL answered nothing but failures all that time;
+- a retry goes to the webhook's URL of the moment, so fixing the URL delivers what was waiting.
 
 Segment (the Mailjet source, reference/segment.md §7.2 and §8):
 - each forwarded event is one track call; calls are batched (at most 100, as analytics-python) to
@@ -27,17 +33,18 @@ import json
 import logging
 import uuid
 from collections import deque
+from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import aiohttp
 
-from ..common.clock import iso
+from ..common.clock import iso, parse_iso
 from ..common.http import recorded_body
 from ..common.server import CLIENT_IDLE_SECONDS
 from .events import SEGMENT_EVENTS, EmailEvent, track_call
-from .models import Account
+from .models import Account, EventCallback
 
 log = logging.getLogger(__name__)
 
@@ -67,10 +74,24 @@ class Outcome:
 
 
 class HttpTransport:
-    """The one HTTP client of the fake Mailjet's outgoing calls (all accounts), created in the serving event loop."""
+    """The one HTTP client of the fake Mailjet's outgoing calls (all accounts), created in the serving
+    event loop, and the keeper of the tasks that make those calls."""
 
     def __init__(self) -> None:
         self._client: aiohttp.ClientSession | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def spawn(self, work: Coroutine[Any, Any, None]) -> None:
+        """Run `work` (attempts and the recording of their results) as a task of the running loop,
+        so that the timer callback that starts it returns without waiting on the network."""
+        task = asyncio.get_running_loop().create_task(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._finished)
+
+    def _finished(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("an outgoing delivery failed unexpectedly", exc_info=task.exception())
 
     async def post_json(self, url: str, body: Any, headers: dict[str, str], timeout: float) -> Outcome:
         if self._client is None:
@@ -92,6 +113,12 @@ class HttpTransport:
         return Outcome(status, recorded_body(raw, _RESPONSE_TEXT_LIMIT))
 
     async def aclose(self) -> None:
+        """Server shutdown: attempts in flight are abandoned unrecorded (a stored delivery is sent
+        again after a restart), then the connections close."""
+        tasks = list(self._tasks)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
         if self._client is not None:
             await self._client.close()
             self._client = None
@@ -106,7 +133,10 @@ def _attempt_json(at: datetime, outcome: Outcome) -> dict[str, Any]:
 
 @dataclass
 class WebhookDelivery:
-    """One POST to a webhook URL (one event for Version 1, the events of one second for Version 2)."""
+    """One POST to a webhook URL (one event for Version 1, the events of one second for Version 2).
+
+    `url` is where it goes: its webhook's URL, followed when that changes; `first_failure_at` is
+    the first failure at that URL."""
 
     id: int
     url: str
@@ -151,6 +181,10 @@ class Webhooks:
         self.next_id = 1
         self._waiting: dict[int, WebhookDelivery] = {}
         self._open_batches: dict[str, WebhookDelivery] = {}  # Version 2, by URL: the batch still filling
+        # By URL: deliveries due, sent one after another by the one task that drains the lane.
+        self._lanes: dict[str, deque[WebhookDelivery]] = {}
+        # By URL: when it last answered 200, which proves it alive (see `_give_up`).
+        self._last_ok: dict[str, datetime] = {}
 
     def close(self) -> None:
         """The account was reset: attempts in flight belong to the old generation, their results are dropped."""
@@ -162,10 +196,21 @@ class Webhooks:
         self.next_id = next_id
         self._waiting = {d.id: d for d in deliveries if d.state in (PENDING, RETRYING)}
         self._open_batches = {}
+        self._last_ok = {}
         for delivery in deliveries:
             delivery.generation = self._generation
             if delivery.version == 2 and delivery.state == PENDING and not delivery.attempts:
                 self._open_batches[delivery.url] = delivery
+            if delivery.state == DELIVERED and delivery.attempts:
+                # A delivery ends at its first 200, at the URL it still names.
+                try:
+                    self._note_ok(delivery.url, parse_iso(delivery.attempts[-1]["at"]))
+                except (KeyError, TypeError, ValueError):  # a hand-made snapshot: nothing proven
+                    pass
+
+    def _note_ok(self, url: str, at: datetime) -> None:
+        if url not in self._last_ok or at > self._last_ok[url]:
+            self._last_ok[url] = at
 
     def resume_timers(self) -> None:
         for delivery in self._waiting.values():
@@ -203,59 +248,108 @@ class Webhooks:
         self._account.touch("webhook", delivery.id)
         self._account.timers.call_at(delivery.due, self._fire_due)
 
-    async def _fire_due(self) -> None:
-        """Timer callback: attempt every delivery that is due; URLs concurrently, each URL's in order."""
+    def _fire_due(self) -> None:
+        """Timer callback: put every due delivery in its URL's lane, in order, and return at once."""
         now = self._clock.now()
-        by_url: dict[str, list[WebhookDelivery]] = {}
         for delivery in sorted(self._waiting.values(), key=lambda d: d.id):
-            if delivery.due <= now:
-                del self._waiting[delivery.id]
-                if self._open_batches.get(delivery.url) is delivery:
-                    del self._open_batches[delivery.url]
-                by_url.setdefault(delivery.url, []).append(delivery)
-        await asyncio.gather(*(self._attempt_in_order(deliveries) for deliveries in by_url.values()))
+            if delivery.due > now:
+                continue
+            del self._waiting[delivery.id]
+            if self._open_batches.get(delivery.url) is delivery:
+                del self._open_batches[delivery.url]
+            url = self._target(delivery) or delivery.url
+            lane = self._lanes.get(url)
+            if lane is None:
+                lane = self._lanes[url] = deque()
+                self._transport.spawn(self._drain(url, lane))
+            lane.append(delivery)
 
-    async def _attempt_in_order(self, deliveries: list[WebhookDelivery]) -> None:
+    async def _drain(self, url: str, lane: deque[WebhookDelivery]) -> None:
         # Guess: Mailjet promises no order; keeping it per URL makes `sent` arrive before its `open`.
-        for delivery in deliveries:
-            await self._attempt(delivery)
+        try:
+            while lane:
+                await self._attempt(lane[0])
+                lane.popleft()
+        finally:
+            if self._lanes.get(url) is lane:
+                del self._lanes[url]
+
+    def _live_callbacks(self, delivery: WebhookDelivery) -> list[EventCallback]:
+        found = (self._account.callbacks.get(callback_id) for callback_id in sorted(delivery.callback_ids))
+        return [callback for callback in found if callback is not None and callback.status != "dead"]
+
+    def _target(self, delivery: WebhookDelivery) -> str | None:
+        """Where the delivery goes now: its URL while one of its live webhooks still has it, else
+        the URL its webhook was given since; None when every one of its webhooks was deleted or suspended."""
+        live = self._live_callbacks(delivery)
+        if not live:
+            return None
+        # Guess: Mailjet does not say what becomes of waiting retries when a webhook's URL changes.
+        # Changing the URL is its documented cure for a failing endpoint, so they follow the webhook.
+        return delivery.url if any(callback.url == delivery.url for callback in live) else live[0].url
 
     async def _attempt(self, delivery: WebhookDelivery) -> None:
+        if delivery.generation != self._generation:
+            return  # the account was reset while this waited in its lane
         account = self._account
-        callbacks = [account.callbacks.get(callback_id) for callback_id in delivery.callback_ids]
-        if all(callback is None or callback.status == "dead" for callback in callbacks):
+        url = self._target(delivery)
+        if url is None:
             delivery.state = FAILED
             delivery.reason = "the webhook was deleted or suspended (Status dead) before this attempt"
             account.touch("webhook", delivery.id)
+            account.changes.save()
             return
+        if url != delivery.url:
+            # The 24 hours before a suspension count failures at the URL the webhook has now.
+            delivery.url, delivery.first_failure_at = url, None
         at = self._clock.now()
         try:
-            outcome = await self._transport.post_json(delivery.url, delivery.body(), {}, WEBHOOK_TIMEOUT_SECONDS)
-        except Exception as exc:  # a bug must not stop the other deliveries of this timer
+            outcome = await self._transport.post_json(url, delivery.body(), {}, WEBHOOK_TIMEOUT_SECONDS)
+        except Exception as exc:  # a bug must not stop the other deliveries of this lane
             log.exception("webhook delivery %s failed unexpectedly", delivery.id)
             outcome = Outcome(None, error=f"internal error: {exc!r}")
         if delivery.generation != self._generation:
             return
-        delivery.attempts.append(_attempt_json(at, outcome))
-        account.touch("webhook", delivery.id)
+        self._record(delivery, at, outcome)
+        # The answer came outside any request or timer, which are what save otherwise (--data-dir).
+        account.changes.save()
+
+    def _record(self, delivery: WebhookDelivery, at: datetime, outcome: Outcome) -> None:
+        delivery.attempts.append({**_attempt_json(at, outcome), "url": delivery.url})
+        self._account.touch("webhook", delivery.id)
         if outcome.status == 200:
             delivery.state, delivery.reason = DELIVERED, None
+            self._note_ok(delivery.url, at)
             return
         # Documented: "Any other HTTP code will result in our server retrying the request later."
         if delivery.first_failure_at is None:
             delivery.first_failure_at = at
-        deadline = delivery.first_failure_at + WEBHOOK_RETRY_WINDOW
+        failing_since = delivery.first_failure_at
+        deadline = failing_since + WEBHOOK_RETRY_WINDOW
         if at >= deadline:
             delivery.state = FAILED
-            delivery.reason = f"{outcome.describe()}; retried every 30 s for 24 h, webhook suspended (Status dead)"
-            for callback in callbacks:
-                if callback is not None:
-                    callback.status = "dead"
-                    account.touch("callback", callback.id)
+            delivery.reason = f"{outcome.describe()}; retried every 30 s for 24 h, {self._give_up(delivery, failing_since)}"
             return
         delivery.state, delivery.reason = RETRYING, outcome.describe()
         delivery.due = min(at + WEBHOOK_RETRY_INTERVAL, deadline)
         self._wait(delivery)
+
+    def _give_up(self, delivery: WebhookDelivery, failing_since: datetime) -> str:
+        """Suspend the webhooks of a delivery that failed for 24 h, unless its URL proved alive meanwhile; say which."""
+        # Documented: retries "stop 24 hours after the initial failure, unless a new event is
+        # generated", and a backup URL takes over from a suspended one. Guess: what suspends a URL is
+        # 24 h of nothing but failures; one event it keeps refusing, while it answers 200 to the
+        # others, only fails that event.
+        last_ok = self._last_ok.get(delivery.url)
+        if last_ok is not None and last_ok >= failing_since:
+            return "given up; the webhook stays alive: its URL answered 200 to other events meanwhile"
+        suspended = [callback for callback in self._live_callbacks(delivery) if callback.url == delivery.url]
+        if not suspended:
+            return "given up; the webhook has another URL now"
+        for callback in suspended:
+            callback.status = "dead"
+            self._account.touch("callback", callback.id)
+        return "webhook suspended (Status dead)"
 
 
 # ---------------------------------------------------------------- Segment
@@ -321,6 +415,7 @@ class SegmentForwarder:
         self.next_batch_id = 1
         self._queue: deque[SegmentForward] = deque()
         self._current: SegmentBatch | None = None
+        self._sending = False  # the task of `_send` is running
 
     def close(self) -> None:
         """The account was reset: the result of a batch in flight is dropped."""
@@ -338,12 +433,10 @@ class SegmentForwarder:
                 self._current = batch  # one batch in flight at a time
 
     def resume_timers(self) -> None:
-        timers = self._account.timers
-        if self._current is not None:
-            # A batch in flight when the server stopped is sent again at once.
-            timers.call_at(self._current.due or self._clock.now(), self._retry)
-        elif self._queue:
-            timers.call_at(self._clock.now(), self._pump)
+        if self._current is not None or self._queue:
+            # A batch in flight when the server stopped (no `due`) is sent again at once.
+            due = self._current.due if self._current is not None else None
+            self._account.timers.call_at(due or self._clock.now(), self._wake)
 
     def queued(self) -> list[SegmentForward]:
         return list(self._queue)
@@ -364,43 +457,55 @@ class SegmentForwarder:
             forward = SegmentForward(name, call, connection.segment_url, connection.write_key, record_id=record.id)
             record.segment = forward
             self._queue.append(forward)
-            if self._current is None:
-                account.timers.call_at(self._clock.now(), self._pump)
+            # A running task takes it up; a batch waiting for its retry keeps it queued behind.
+            if self._current is None and not self._sending:
+                account.timers.call_at(self._clock.now(), self._wake)
 
-    async def _pump(self) -> None:
-        """Timer callback: send batches until the queue is empty or a batch waits for a retry."""
-        if self._current is not None:
-            return
-        while self._queue:
-            first = self._queue.popleft()
-            forwards = [first]
-            while (
-                self._queue
-                and len(forwards) < SEGMENT_BATCH_SIZE
-                and (self._queue[0].url, self._queue[0].write_key) == (first.url, first.write_key)
-            ):
-                forwards.append(self._queue.popleft())
-            batch = SegmentBatch(self.next_batch_id, first.url, first.write_key, forwards, self._generation)
-            self.next_batch_id += 1
-            self.batches[batch.id] = batch
-            for forward in forwards:
-                forward.batch = batch
-            self._account.touch("segment_batch", batch.id)
-            self._current = batch
-            await self._attempt(batch)
-            if batch.generation != self._generation or batch.state == RETRYING:
-                return
-            self._current = None
+    def _wake(self) -> None:
+        """Timer callback: start sending unless a task is at it already; returns at once."""
+        if not self._sending:
+            self._sending = True
+            self._transport.spawn(self._send(self._generation))
 
-    async def _retry(self) -> None:
-        batch = self._current
-        # due is None only for a restored batch that was in flight: it goes again now.
-        if batch is None or (batch.due is not None and batch.due > self._clock.now()):
-            return
-        await self._attempt(batch)
-        if batch.generation == self._generation and batch.state != RETRYING:
-            self._current = None
-            await self._pump()
+    async def _send(self, generation: int) -> None:
+        """Send batches one at a time until the queue is empty or a batch waits for its retry."""
+        try:
+            while generation == self._generation:
+                batch = self._current
+                if batch is None:
+                    if not self._queue:
+                        return
+                    batch = self._current = self._next_batch()
+                elif batch.due is not None and batch.due > self._clock.now():
+                    return  # not due yet: its retry timer wakes the sending up
+                await self._attempt(batch)
+                if batch.generation != self._generation:
+                    return
+                # The answer came outside any request or timer, which are what save otherwise (--data-dir).
+                self._account.changes.save()
+                if batch.state == RETRYING:
+                    return  # its retry timer wakes the sending up again
+                self._current = None
+        finally:
+            self._sending = False
+
+    def _next_batch(self) -> SegmentBatch:
+        """The next batch from the head of the queue: calls to the same URL with the same write key."""
+        first = self._queue.popleft()
+        forwards = [first]
+        while (
+            self._queue
+            and len(forwards) < SEGMENT_BATCH_SIZE
+            and (self._queue[0].url, self._queue[0].write_key) == (first.url, first.write_key)
+        ):
+            forwards.append(self._queue.popleft())
+        batch = SegmentBatch(self.next_batch_id, first.url, first.write_key, forwards, self._generation)
+        self.next_batch_id += 1
+        self.batches[batch.id] = batch
+        for forward in forwards:
+            forward.batch = batch
+        self._account.touch("segment_batch", batch.id)
+        return batch
 
     async def _attempt(self, batch: SegmentBatch) -> None:
         at = self._clock.now()
@@ -431,7 +536,7 @@ class SegmentForwarder:
             # the jitter so a test can step the clock to each retry.
             batch.state, batch.reason = RETRYING, outcome.describe()
             batch.due = at + timedelta(seconds=2 ** (batch.retries - 1))
-            self._account.timers.call_at(batch.due, self._retry)
+            self._account.timers.call_at(batch.due, self._wake)
 
 
 def _segment_message(body: Any) -> str:

@@ -20,7 +20,7 @@ import pytest
 from tests.browser.conftest import CHROMIUM
 
 try:
-    from playwright.sync_api import Browser, Page, expect
+    from playwright.sync_api import Browser, Page, Route, expect
 except ImportError:  # pragma: no cover - depends on the machine
     pytest.skip("playwright is not installed: pip install playwright (the `test` extra)", allow_module_level=True)
 if not CHROMIUM.exists():  # pragma: no cover - depends on the machine
@@ -203,6 +203,46 @@ def test_email_opened_from_messages_reaches_the_debugger(page: Page, stack: dict
 
     open_page(page, f"{stack['segment_url']}/debugger")
     expect(page.get_by_role("list", name="Events").get_by_role("button").filter(has_text="Email Opened")).to_be_visible()
+
+
+def test_app_connections_saves_after_its_list_was_deleted(page: Page, stack: dict[str, Any], http: httpx.Client) -> None:
+    mailjet, auth = stack["mailjet_url"], (stack["mailjet_api_key"], stack["mailjet_secret_key"])
+    assert http.delete(f"{mailjet}/v3/REST/contactslist/1", auth=auth).status_code == 204
+    spare = http.post(f"{mailjet}/v3/REST/contactslist", auth=auth, json={"Name": "Spare"}).json()["Data"][0]["ID"]
+    open_page(page, f"{mailjet}/app-connections")
+    expect(page.get_by_label("Contact list")).to_have_value("")  # App Connections has no list any more
+    page.get_by_label("Segment write key").fill(stack["write_key"])
+    page.get_by_role("switch", name="Send email events to Segment").check()
+    page.get_by_role("button", name="Save").click()
+    expect(page.get_by_text("Segment connection saved.")).to_be_visible()
+    connection = http.get(f"{mailjet}/_emulator/app-connections/segment").json()
+    assert (connection["writeKey"], connection["sendEvents"]) == (stack["write_key"], True)
+
+    page.get_by_label("Contact list").select_option(str(spare))
+    page.get_by_role("button", name="Save").click()
+    expect(page.locator("#ac-list-id")).to_have_text(f"List ID: {spare}")
+    assert http.get(f"{mailjet}/_emulator/app-connections/segment").json()["listId"] == spare
+
+
+def test_debugger_catches_up_on_what_arrived_while_its_feed_was_down(page: Page, stack: dict[str, Any]) -> None:
+    connections: list[Route] = []
+
+    def feed(route: Route) -> None:
+        connections.append(route)
+        if len(connections) == 1:
+            # The first connection breaks at once; EventSource comes back 50 ms later.
+            route.fulfill(status=200, headers={"Content-Type": "text/event-stream"}, body=": connected\n\nretry: 50\n\n")
+        # The reconnection waits until the test lets it through.
+
+    page.route("**/_emulator/events/stream*", feed)
+    open_page(page, f"{stack['segment_url']}/debugger")
+    events = page.get_by_role("list", name="Events")
+    expect(events).to_contain_text("No messages yet")
+    while len(connections) < 2:
+        page.wait_for_timeout(20)  # Playwright runs the route handler meanwhile
+    analytics_client(stack).track("u4", "Sent During The Break")  # stored while no feed is connected
+    connections[1].continue_()
+    expect(events.get_by_role("button").filter(has_text="Sent During The Break")).to_be_visible()
 
 
 def test_debugger_marks_discards_and_violations_and_pauses(page: Page, stack: dict[str, Any], http: httpx.Client) -> None:

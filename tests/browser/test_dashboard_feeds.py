@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -48,6 +49,31 @@ def test_mailjet_stream_tells_of_changes(stack: dict[str, Any], http: httpx.Clie
         http.post(f"{stack['mailjet_url']}/v3/REST/contact", auth=auth, json={"Email": "bo@example.com"}).raise_for_status()
         second = first_data(lines)
     assert first["kind"] == second["kind"] == "changed" and second["version"] > first["version"]
+
+
+def test_mailjet_stream_tells_of_webhook_delivery_changes(stack: dict[str, Any], http: httpx.Client) -> None:
+    auth = (stack["mailjet_api_key"], stack["mailjet_secret_key"])
+    mailjet = stack["mailjet_url"]
+    http.post(f"{mailjet}/v3/REST/eventcallbackurl", auth=auth, json={"EventType": "sent", "Url": "http://127.0.0.1:9/down"}).raise_for_status()
+    message = {"From": {"Email": "shop@example.com"}, "To": [{"Email": "ada@example.com"}], "Subject": "Hi", "TextPart": "x"}
+    http.post(f"{mailjet}/v3.1/send", auth=auth, json={"Messages": [message]}).raise_for_status()
+    http.post(f"{mailjet}/_emulator/clock", json={"advance": "1s"}).raise_for_status()
+
+    def attempts() -> int:
+        rows = http.get(f"{mailjet}/_emulator/email-events").json()["email_events"]
+        return len(rows[0]["webhook"]["attempts"]) if rows else 0
+
+    deadline = time.monotonic() + 10
+    while attempts() < 1:
+        assert time.monotonic() < deadline, "no first webhook attempt"
+        time.sleep(0.02)
+    with httpx.Client(timeout=10) as listener, listener.stream("GET", f"{mailjet}/_emulator/stream") as stream:
+        lines = stream.iter_lines()
+        first = first_data(lines)
+        # The retry changes nothing but the webhook delivery's attempts: the page must still hear of it.
+        http.post(f"{mailjet}/_emulator/clock", json={"advance": "31s"}).raise_for_status()
+        second = first_data(lines)
+    assert second["version"] > first["version"] and attempts() == 2
 
 
 def test_dashboard_reads_of_the_mailjet_model_need_no_secret(stack: dict[str, Any], http: httpx.Client) -> None:
@@ -100,6 +126,18 @@ def test_trace_survives_events_whose_ids_are_not_strings(stack: dict[str, Any], 
     assert http.post(f"{stack['segment_url']}/v1/identify", json=body).status_code == 200
     response = http.get(f"{stack['segment_url']}/_emulator/dashboard/trace", params={"user": "nobody"})
     assert response.status_code == 200
+
+
+def test_trace_by_email_skips_a_user_id_that_is_not_a_string(stack: dict[str, Any], http: httpx.Client) -> None:
+    auth = (stack["mailjet_api_key"], stack["mailjet_secret_key"])
+    http.get(f"{stack['mailjet_url']}/v3/REST/contact", auth=auth).raise_for_status()  # the Mailjet journal is searched
+    body = {"userId": 42, "traits": {"email": "zed@example.com"}}  # discarded: id_not_string
+    assert http.post(f"{stack['segment_url']}/v1/identify", auth=(stack["write_key"], ""), json=body).status_code == 200
+    for route in ("trace", "trace/export"):
+        response = http.get(f"{stack['segment_url']}/_emulator/dashboard/{route}", params={"user": "zed@example.com"})
+        assert response.status_code == 200, route
+    trace = http.get(f"{stack['segment_url']}/_emulator/dashboard/trace", params={"user": "zed@example.com"}).json()
+    assert trace["userId"] is None and [step["status"] for step in trace["steps"]] == ["discarded"]
 
 
 def test_export_cannot_be_broken_out_of_by_the_data() -> None:

@@ -3,6 +3,7 @@ action seen by real clients (httpx, analytics-python, mailjet_rest), the journal
 
 from __future__ import annotations
 
+import base64
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -119,6 +120,31 @@ def test_null_status_answers_for_real_late_and_is_journaled(http: httpx.Client, 
     rule = add_fault(http, stack["mailjet_url"], {"path": MANAGECONTACT, "status": None, "delay_ms": 20})
     assert manage(http, stack).status_code == 201
     assert [(e["status"], e["fault"]) for e in journal(http, stack["mailjet_url"])] == [(201, rule["id"])]
+
+
+def test_a_late_answer_gets_the_whole_body_however_large(http: httpx.Client, stack: dict[str, Any]) -> None:
+    # Send v3.1 takes up to 15 MB of attachments; the rule must not cut what it passes on.
+    rule = add_fault(http, stack["mailjet_url"], {"path": "/v3.1/send", "status": None, "delay_ms": 10})
+    attachment = base64.b64encode(b"x" * 1_500_000).decode()
+    message = {"From": {"Email": "shop@example.com"}, "To": [{"Email": "ada@example.com"}], "Subject": "Report", "TextPart": "attached",
+               "Attachments": [{"ContentType": "application/pdf", "Filename": "r.pdf", "Base64Content": attachment}]}
+    answer = http.post(stack["mailjet_url"] + "/v3.1/send", auth=(stack["mailjet_api_key"], stack["mailjet_secret_key"]),
+                       json={"Messages": [message]})
+    assert answer.status_code == 200, answer.text[:300]
+    assert answer.json()["Messages"][0]["Status"] == "success"
+    (entry,) = journal(http, stack["mailjet_url"])
+    assert (entry["status"], entry["fault"]) == (200, rule["id"])
+
+
+def test_a_write_key_rule_that_does_not_fire_passes_the_whole_body_on(http: httpx.Client, stack: dict[str, Any]) -> None:
+    add_fault(http, stack["segment_url"], {"path": "/v1/batch", "write_key": "another-key"})
+    events = [{"type": "track", "userId": "u", "event": "E", "properties": {"pad": "x" * 10_000}} for _ in range(120)]
+    body = json.dumps({"writeKey": stack["write_key"], "batch": events}).encode()
+    assert len(body) > 1024 * 1024
+    answer = http.post(stack["segment_url"] + "/v1/batch", content=body, headers={"Content-Type": "application/json"})
+    # Segment's own answer to the whole body, not invalid_json for the first MB of it.
+    assert answer.status_code == 400 and answer.json()["code"] == "payload_too_large", answer.text
+    assert str(len(body)) in answer.json()["message"]
 
 
 def test_segment_429_carries_retry_headers_and_analytics_python_reads_it(http: httpx.Client, stack: dict[str, Any]) -> None:

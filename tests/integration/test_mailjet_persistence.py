@@ -5,6 +5,7 @@ the restart to a real local receiver, and a snapshot export → reset → import
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -144,6 +145,17 @@ def test_a_restart_on_the_same_data_dir_keeps_everything(tmp_path: Path, servers
     assert data(second.client().contactslist.create(data={"Name": "Later"}))[0]["ID"] == vip + 1
 
 
+def wait_for_webhook(server: Server, state: str) -> dict[str, Any]:
+    """The one email event, once its webhook delivery is in `state` (the clock answers before the webhook does)."""
+    deadline = time.monotonic() + 15
+    while True:
+        (event,) = server.control("GET", "email-events").json()["email_events"]
+        if event["webhook"]["state"] == state:
+            return event
+        assert time.monotonic() < deadline, f"the webhook delivery stayed {event['webhook']['state']}, not {state}"
+        time.sleep(0.02)
+
+
 def test_a_webhook_retry_pending_at_the_stop_is_delivered_after_the_restart(
     tmp_path: Path, servers: list[Server], receiver: tuple[Receiver, str]
 ) -> None:
@@ -156,9 +168,9 @@ def test_a_webhook_retry_pending_at_the_stop_is_delivered_after_the_restart(
     sent = first.client(version="v3.1").send.create(data={"Messages": [{"From": {"Email": "shop@example.com"}, "To": [{"Email": "ada@example.com"}],
                                              "Subject": "Hi", "TextPart": "Hello"}]})
     message_id = sent.json()["Messages"][0]["To"][0]["MessageID"]
-    first.control("POST", "clock", json={"advance": "1s"})  # sent → the webhook answers 500 before the clock call returns
-    (event,) = first.control("GET", "email-events").json()["email_events"]
-    assert event["webhook"]["state"] == "retrying" and len(hooks.received) == 1
+    first.control("POST", "clock", json={"advance": "1s"})  # sent → the webhook answers 500
+    event = wait_for_webhook(first, "retrying")
+    assert len(hooks.received) == 1
     first.stop()
 
     hooks.status = 200
@@ -166,8 +178,8 @@ def test_a_webhook_retry_pending_at_the_stop_is_delivered_after_the_restart(
     servers.append(second)
     # A fresh server's clock starts at real time again; the retry was due 30 s after the failure.
     second.control("POST", "clock", json={"advance": "40s"})
-    (event,) = second.control("GET", "email-events").json()["email_events"]
-    assert event["webhook"]["state"] == "delivered" and [a["status"] for a in event["webhook"]["attempts"]] == [500, 200]
+    event = wait_for_webhook(second, "delivered")
+    assert [a["status"] for a in event["webhook"]["attempts"]] == [500, 200]
     assert [body["MessageID"] for body in hooks.received] == [message_id, message_id]
     assert hooks.received[1]["event"] == "sent"
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
@@ -18,7 +18,7 @@ from emulator.common.clock import Clock
 from emulator.config import BundleConfig
 from emulator.mailjet.events import SENT_DELAY, EmailEvent, EmailEventError, EmailEvents, Simulation, links_of, track_call
 from emulator.mailjet.models import Account, MailjetBackend
-from emulator.mailjet.outbound import Outbox, Outcome
+from emulator.mailjet.outbound import HttpTransport, Outbox, Outcome
 from emulator.mailjet.service import MailjetService
 from emulator.mailjet.send import send
 
@@ -35,21 +35,38 @@ SEGMENT_CONTRACTS = {
 
 
 @dataclass
-class ScriptedTransport:
-    """Answers POSTs from a script of statuses (None = connection error); the last one repeats."""
+class ScriptedTransport(HttpTransport):
+    """Answers POSTs from a script of statuses (None = connection error); the last one repeats.
+
+    `answer`, when set, gives the status for each (url, body) instead; `gate`, when set, holds every
+    POST until it is set (an endpoint slow to answer)."""
 
     statuses: list[int | None] = field(default_factory=lambda: [200])
     posts: list[tuple[str, Any, dict[str, str]]] = field(default_factory=list)
+    answer: Callable[[str, Any], int | None] | None = None
+    gate: asyncio.Event | None = None
+
+    def __post_init__(self) -> None:
+        super().__init__()
 
     async def post_json(self, url: str, body: Any, headers: dict[str, str], timeout: float) -> Outcome:
         self.posts.append((url, body, headers))
-        status = self.statuses.pop(0) if len(self.statuses) > 1 else self.statuses[0]
+        if self.gate is not None:
+            await self.gate.wait()
+        if self.answer is not None:
+            status = self.answer(url, body)
+        else:
+            status = self.statuses.pop(0) if len(self.statuses) > 1 else self.statuses[0]
         if status is None:
             return Outcome(None, error="connection error: refused")
         return Outcome(status, {"code": "x", "message": f"scripted {status}"})
 
-    async def aclose(self) -> None:
-        pass
+
+async def settle(clock: Clock) -> None:
+    """Fire what is due, then wait for the deliveries the timers started (they run as tasks, off the clock)."""
+    await clock.run_due()
+    while pending := asyncio.all_tasks() - {asyncio.current_task()}:
+        await asyncio.gather(*pending)
 
 
 class Fake:
@@ -88,7 +105,7 @@ class Fake:
 
     def advance(self, delta: timedelta = SENT_DELAY) -> None:
         self.clock.advance(delta)
-        self.loop.run_until_complete(self.clock.run_due())
+        self.loop.run_until_complete(settle(self.clock))
 
     def emit(self, message_id: int | str, event: str, **fields: Any) -> EmailEvent:
         return self.events.apply(message_id, {"event": event, **fields})
@@ -508,6 +525,89 @@ def test_a_webhook_that_recovers_is_delivered(fake: Fake) -> None:
     fake.advance(timedelta(seconds=30))
     fake.advance(timedelta(seconds=30))
     assert webhook.state == "delivered" and [a["status"] for a in webhook.attempts] == [None, 500, 200]
+
+
+def test_a_slow_endpoint_holds_neither_the_clock_nor_other_urls(fake: Fake) -> None:
+    register(fake, "sent", "http://hooks.test/sent")
+    register(fake, "open", "http://hooks.test/open")
+    connect(fake)
+    first, second = fake.send(), fake.send("bob@example.com")
+    fake.emit(first, "open")  # each open delivers its message first: sent, open, sent, open
+    fake.emit(second, "open")
+    gate = fake.transport.gate = asyncio.Event()
+    # The timers return while every POST hangs: the clock is shared by all three servers.
+    fake.loop.run_until_complete(asyncio.wait_for(fake.clock.run_due(), timeout=5))
+
+    async def first_posts() -> None:
+        while len(fake.transport.posts) < 3:
+            await asyncio.sleep(0)
+
+    fake.loop.run_until_complete(asyncio.wait_for(first_posts(), timeout=5))
+    in_flight = [(url, body["event"] if "event" in body else "batch") for url, body, _ in fake.transport.posts]
+    # One POST per URL at a time: each URL's second event waits for the first answer.
+    assert sorted(in_flight) == [
+        ("http://hooks.test/open", "open"), ("http://hooks.test/sent", "sent"), ("http://segment.test/v1/batch", "batch")
+    ]
+    assert [record.webhook.state for record in fake.events.records] == ["pending"] * 4
+    gate.set()
+    fake.advance(timedelta(0))
+    delivered = [(url, body["MessageID"]) for url, body, _ in fake.transport.posts if "/hooks.test/" in url]
+    assert [post for post in delivered if post[0].endswith("/open")] == [("http://hooks.test/open", first), ("http://hooks.test/open", second)]
+    assert [record.webhook.state for record in fake.events.records] == ["delivered"] * 4
+    assert all(record.segment.state == "delivered" for record in fake.events.records)
+
+
+def test_fixing_a_webhook_url_sends_the_waiting_retries_there(fake: Fake) -> None:
+    callback = register(fake, "open", "http://hooks.test/typo")
+    fake.transport.answer = lambda url, body: None if "typo" in url else 200
+    waiting = fake.send()
+    fake.emit(waiting, "open")
+    fake.advance(timedelta(0))
+    webhook = fake.events.events(event="open")[0].webhook
+    assert webhook.state == "retrying"
+    # Documented: "To reactivate a suspended endpoint URL, you need to update it with a new URL".
+    fake.account.update_callback(str(callback), {"Url": "http://hooks.test/fixed"})
+    fake.emit(fake.send("bob@example.com"), "open")
+    fake.advance(timedelta(seconds=30))
+    assert webhook.state == "delivered" and webhook.url == "http://hooks.test/fixed"
+    assert [a["url"] for a in webhook.attempts] == ["http://hooks.test/typo", "http://hooks.test/fixed"]
+    fake.advance(timedelta(hours=25))
+    assert fake.account.callbacks[callback].status == "alive"
+    assert [record.webhook.state for record in fake.events.events(event="open")] == ["delivered", "delivered"]
+
+
+def test_the_24_hours_before_a_suspension_count_at_the_url_of_now(fake: Fake) -> None:
+    callback = register(fake, "open", "http://hooks.test/old")
+    fake.transport.statuses = [500]
+    fake.emit(fake.send(), "open")
+    fake.advance(timedelta(0))
+    fake.advance(timedelta(hours=23))
+    fake.account.update_callback(str(callback), {"Url": "http://hooks.test/new"})  # down too
+    fake.advance(timedelta(hours=1, seconds=1))  # 24 h after the first failure at the old URL
+    webhook = fake.events.events(event="open")[0].webhook
+    assert webhook.state == "retrying" and webhook.attempts[-1]["url"] == "http://hooks.test/new"
+    assert fake.account.callbacks[callback].status == "alive"
+    fake.advance(timedelta(hours=24))
+    assert webhook.state == "failed" and "Status dead" in webhook.reason
+    assert fake.account.callbacks[callback].status == "dead"
+
+
+def test_one_event_an_endpoint_keeps_refusing_does_not_suspend_it(fake: Fake) -> None:
+    callback = register(fake, "open", "http://hooks.test/hook")
+    fake.transport.answer = lambda url, body: 400 if body["email"] == "poison@example.com" else 200
+    fake.emit(fake.send("poison@example.com"), "open")
+    fake.advance(timedelta(0))
+    fake.advance(timedelta(hours=12))
+    fake.emit(fake.send("fine@example.com"), "open")
+    fake.advance(timedelta(0))
+    fake.advance(timedelta(hours=12))
+    poison, fine = (record.webhook for record in fake.events.events(event="open"))
+    assert fine.state == "delivered"
+    assert poison.state == "failed" and "stays alive" in poison.reason
+    assert fake.account.callbacks[callback].status == "alive"
+    fake.emit(fake.send("later@example.com"), "open")
+    fake.advance(timedelta(0))
+    assert fake.events.events(event="open")[-1].webhook.state == "delivered"
 
 
 # ---------------------------------------------------------------- Segment forwarding

@@ -19,7 +19,7 @@ import pytest
 from emulator.common.clock import Clock
 from emulator.common.sqlite import SchemaVersionError
 from emulator.config import BundleConfig
-from emulator.mailjet.outbound import Outcome
+from emulator.mailjet.outbound import HttpTransport, Outcome
 from emulator.mailjet.send import send
 from emulator.mailjet.service import MailjetService
 from emulator.mailjet.storage import (
@@ -36,18 +36,18 @@ HTML = '<p>Hi <a href="https://shop.example.com/offer">offer</a></p>'
 
 
 @dataclass
-class Transport:
+class Transport(HttpTransport):
     """Answers every POST with `status` and remembers it."""
 
     status: int = 500
     posts: list[tuple[str, Any]] = field(default_factory=list)
 
+    def __post_init__(self) -> None:
+        super().__init__()
+
     async def post_json(self, url: str, body: Any, headers: dict[str, str], timeout: float) -> Outcome:
         self.posts.append((url, body))
         return Outcome(self.status, {"message": f"scripted {self.status}"})
-
-    async def aclose(self) -> None:
-        pass
 
 
 class World:
@@ -70,7 +70,13 @@ class World:
 
     def advance(self, delta: timedelta) -> None:
         self.clock.advance(delta)
-        self.loop.run_until_complete(self.clock.run_due())
+        self.loop.run_until_complete(self._settle())
+
+    async def _settle(self) -> None:
+        """Fire what is due, then wait for the deliveries the timers started (they run as tasks, off the clock)."""
+        await self.clock.run_due()
+        while pending := asyncio.all_tasks() - {asyncio.current_task()}:
+            await asyncio.gather(*pending)
 
     def stop(self, service: MailjetService) -> None:
         """What a stopped server leaves: its timers no longer fire (the store keeps the state)."""

@@ -138,9 +138,15 @@ const Segjet = (() => {
     return routes[path] || routes["/"];
   }
 
-  /** Subscribe to an SSE feed; `onData(parsed)` per message. Reconnects on its own (EventSource does). */
-  function subscribe(url, onData) {
+  /** Subscribe to an SSE feed; `onData(parsed)` per message. Reconnects on its own (EventSource does);
+   *  `onReconnect()` is called each time it is back, since what the feed sent while it was away is lost. */
+  function subscribe(url, onData, onReconnect = () => {}) {
     const source = new EventSource(withToken(url));
+    let opened = false;
+    source.onopen = () => {
+      if (opened) onReconnect();
+      opened = true;
+    };
     source.onmessage = (event) => {
       try { onData(JSON.parse(event.data)); } catch (error) { console.error("bad SSE data", error); }
     };

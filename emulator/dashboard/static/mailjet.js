@@ -46,13 +46,20 @@
 
     const showListId = () => { listIdOut.textContent = listSelect.value ? `List ID: ${listSelect.value}` : ""; };
     listSelect.addEventListener("change", showListId);
+    let savedListId = "";   // the list App Connections holds, "" when it holds none (its list was deleted)
+
+    /** The account's lists as options, keeping `chosen` selected; a placeholder when no list is chosen. */
+    function listOptions(lists, chosen) {
+      const options = lists.map((l) => h("option", { value: String(l.ID) }, `${l.Name} (${l.SubscriberCount} contacts)`));
+      const known = options.some((option) => option.value === chosen);
+      fill(listSelect, known ? null : h("option", { value: "", disabled: true }, "No list chosen"), ...options);
+      listSelect.value = known ? chosen : "";
+    }
 
     function show(connection, lists) {
       authKey.value = connection.authenticationKey || "";
-      if (lists) {
-        fill(listSelect, ...lists.map((l) => h("option", { value: String(l.ID) }, `${l.Name} (${l.SubscriberCount} contacts)`)));
-      }
-      listSelect.value = String(connection.listId);
+      listOptions(lists, String(connection.listId));
+      savedListId = listSelect.value;
       showListId();
       sendEvents.checked = !!connection.sendEvents;
       writeKey.value = connection.writeKey || "";
@@ -84,10 +91,16 @@
     form.addEventListener("submit", async (event) => {
       event.preventDefault();
       errors.textContent = ""; saved.textContent = "";
-      const changes = { listId: Number(listSelect.value), sendEvents: sendEvents.checked, writeKey: writeKey.value.trim() || null };
+      const changes = { sendEvents: sendEvents.checked, writeKey: writeKey.value.trim() || null };
+      // Only a list chosen here is sent: with none (its list deleted) the other settings still save.
+      if (listSelect.value && listSelect.value !== savedListId) changes.listId = Number(listSelect.value);
       if (segmentUrl.value.trim()) changes.segmentUrl = segmentUrl.value.trim();
       try {
-        show(await api("PUT", "/_emulator/app-connections/segment", changes));
+        const [connection, lists] = await Promise.all([
+          api("PUT", "/_emulator/app-connections/segment", changes),
+          api("GET", "/_emulator/dashboard/lists"),
+        ]);
+        show(connection, lists.lists);
         saved.textContent = "Segment connection saved.";
       } catch (error) { fail(errors, error); }
     });
@@ -109,10 +122,8 @@
     // The form holds unsaved input: only the list counts are refreshed live.
     onChange = async () => {
       try {
-        const lists = (await api("GET", "/_emulator/dashboard/lists")).lists;
-        const chosen = listSelect.value;
-        fill(listSelect, ...lists.map((l) => h("option", { value: String(l.ID) }, `${l.Name} (${l.SubscriberCount} contacts)`)));
-        listSelect.value = chosen;
+        listOptions((await api("GET", "/_emulator/dashboard/lists")).lists, listSelect.value || savedListId);
+        showListId();
       } catch { /* keep what is shown */ }
     };
   }

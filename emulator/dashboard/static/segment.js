@@ -6,6 +6,9 @@
   const main = document.getElementById("view");
   const CAP = 500;
   let onMessage = () => {};   // the current view's handler for each message the SSE feed pushes
+  // The current view's catch-up when the feed is back after a break (what it pushed meanwhile is
+  // lost): the views that refresh on any message refresh; the Debugger re-reads the latest messages.
+  let onReconnect = () => onMessage();
   let info = { sources: [], mailjet_url: null };
 
   const alertRegion = () => h("div", { class: "alert bad", role: "alert" });
@@ -196,8 +199,13 @@
       renderList();
     };
     onMessage = (m) => receive([m]);
+    const fetchLatest = async () => (await api("GET", `/_emulator/events?limit=${CAP}`)).events;
+    onReconnect = async () => {
+      try { receive((await fetchLatest()).filter((m) => !state.keys.has(keyOf(m)))); }
+      catch { /* the server may be restarting; the next reconnect tries again */ }
+    };
     try {
-      add((await api("GET", `/_emulator/events?limit=${CAP}`)).events);
+      add(await fetchLatest());
     } catch (error) { fail(errors, error); }
     renderList();
     // The backend's listeners see accepted messages only; discarded ones are picked up by polling.
@@ -509,7 +517,7 @@
     document.title = `${title} · segjet · fake Segment`;
     try { info = await api("GET", "/_emulator/dashboard/info"); } catch { /* links only */ }
     if (info.mailjet_url) document.getElementById("other-dashboard").href = withToken(`${info.mailjet_url}/`);
-    subscribe("/_emulator/events/stream", (m) => onMessage(m));
+    subscribe("/_emulator/events/stream", (m) => onMessage(m), () => onReconnect());
     try { await view(); } catch (error) { fill(main, h("h1", {}, title), h("p", { class: "alert bad", role: "alert" }, String(error.message || error))); }
     document.body.dataset.ready = "true";
   }
