@@ -1,9 +1,11 @@
 """JSON-schema contracts for every payload that crosses a hop, and a small loader.
 
 Each file `schemas/<name>.json` is one contract, named by its file name without `.json`
-(e.g. `segment.identify`). Schemas are JSON Schema draft 2020-12; `$ref`s between files use
-the file name (`"$ref": "segment.common.json#/$defs/context"`) and are resolved through a
-`referencing` registry. Validators are compiled once, on first use.
+(e.g. `segment.identify`), except the files of shared definitions (`segment.common`,
+`mailjet.common`): their root holds only `$defs`, constrains nothing, and is no contract.
+Schemas are JSON Schema draft 2020-12; `$ref`s between files use the file name
+(`"$ref": "segment.common.json#/$defs/context"`) and are resolved through a `referencing`
+registry. Validators are compiled once, on first use.
 """
 
 from __future__ import annotations
@@ -35,7 +37,14 @@ class Violation:
 
 class UnknownContract(KeyError):
     def __str__(self) -> str:
-        return f"unknown contract {self.args[0]!r}; known: {', '.join(names())}"
+        name = self.args[0]
+        if name in schema_names():
+            return f"{name!r} holds definitions the contracts share, not a contract; known: {', '.join(names())}"
+        return f"unknown contract {name!r}; known: {', '.join(names())}"
+
+
+# Keywords of a schema's root that name or describe it; a root with nothing else checks nothing.
+_ANNOTATIONS = frozenset({"$schema", "$id", "$comment", "title", "description", "$defs"})
 
 
 @cache
@@ -47,11 +56,18 @@ def _registry() -> Registry:
     return Registry().with_resources(resources)
 
 
-def names() -> list[str]:
+def schema_names() -> list[str]:
+    """Every schema file: the contracts and the shared definitions they `$ref` (a registry needs them all)."""
     return sorted(path.stem for path in SCHEMA_DIR.glob("*.json"))
 
 
+def names() -> list[str]:
+    """The contracts: every schema file but the shared definitions, whose root would accept any payload."""
+    return [name for name in schema_names() if not set(schema(name)) <= _ANNOTATIONS]
+
+
 def schema(name: str) -> dict[str, Any]:
+    """The schema document `name` (a contract, or shared definitions for a `$ref` to reach)."""
     try:
         return _registry().contents(f"{name}.json")
     except LookupError as exc:
@@ -60,6 +76,8 @@ def schema(name: str) -> dict[str, Any]:
 
 @cache
 def _validator(name: str) -> Draft202012Validator:
+    if name not in names():
+        raise UnknownContract(name)
     return Draft202012Validator(
         schema(name), registry=_registry(), format_checker=Draft202012Validator.FORMAT_CHECKER
     )

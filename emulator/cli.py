@@ -38,7 +38,9 @@ def _add_up_arguments(parser: argparse.ArgumentParser) -> None:
         help='virtual time between Engage syncs ("2h"), "realtime" or "manual"',
     )
     parser.add_argument(
-        "--config", type=Path, default=None, help='JSON file of Engage definitions: {"audiences": [...], "traits": [...]}'
+        "--config", type=Path, default=None,
+        help='JSON file of Engage definitions and extra sources of the default workspace:'
+        ' {"audiences": [...], "traits": [...], "sources": [{"name": ..., "write_key": ...}]}',
     )
     parser.add_argument(
         "--data-dir", type=Path, default=None,
@@ -86,7 +88,7 @@ def config_from_args(args: argparse.Namespace) -> BundleConfig:
         # A restart on the same data keeps the key the stored destination settings hold.
         config.auth_key = remembered_auth_key(config.data_dir) or config.auth_key
     if args.config:
-        config.engage_audiences, config.engage_traits = _engage_definitions(args.config)
+        config.engage_audiences, config.engage_traits, config.sources = _config_file(args.config, config.write_key)
     if args.faults:
         config.faults = _fault_rules(args.faults)
     return config
@@ -134,18 +136,35 @@ def _warn_if_exposed(host: str, control_token: str | None) -> None:
         )
 
 
-def _engage_definitions(path: Path) -> tuple[list[Any], list[Any]]:
-    """Audiences and computed traits of a --config file; ValueError says what is wrong with it."""
+def _config_file(path: Path, write_key: str) -> tuple[list[Any], list[Any], list[dict[str, str]]]:
+    """Audiences, computed traits and extra sources of a --config file; ValueError says what is wrong.
+
+    The Engage definitions are checked when the fake Segment starts; the sources here, as
+    `POST /_emulator/sources` checks them, since the default workspace takes them without a check.
+    """
     try:
         document = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
         raise ValueError(f"--config {path}: {exc}") from exc
-    if not isinstance(document, dict) or set(document) - {"audiences", "traits"}:
-        raise ValueError(f'--config {path}: expected {{"audiences": [...], "traits": [...]}}')
-    audiences, traits = document.get("audiences", []), document.get("traits", [])
-    if not isinstance(audiences, list) or not isinstance(traits, list):
-        raise ValueError(f"--config {path}: audiences and traits must be lists")
-    return audiences, traits
+    if not isinstance(document, dict) or set(document) - {"audiences", "traits", "sources"}:
+        raise ValueError(f'--config {path}: expected {{"audiences": [...], "traits": [...], "sources": [...]}}')
+    audiences, traits, sources = (document.get(key, []) for key in ("audiences", "traits", "sources"))
+    if not all(isinstance(value, list) for value in (audiences, traits, sources)):
+        raise ValueError(f"--config {path}: audiences, traits and sources must be lists")
+    taken = {write_key}
+    for index, source in enumerate(sources):
+        where = f"--config {path}: sources[{index}]"
+        if not isinstance(source, dict) or set(source) != {"name", "write_key"}:
+            raise ValueError(f'{where}: expected {{"name": ..., "write_key": ...}}')
+        name, key = source["name"], source["write_key"]
+        if not isinstance(name, str) or not name.strip():
+            raise ValueError(f'{where}: "name" must be a non-empty string')
+        if not isinstance(key, str) or not key.strip() or key != key.strip():
+            raise ValueError(f'{where}: "write_key" must be a non-empty string without surrounding spaces')
+        if key in taken:
+            raise ValueError(f"{where}: write key {key!r} is already used by a source")
+        taken.add(key)
+    return audiences, traits, sources
 
 
 def _print_ready(info: dict[str, Any]) -> None:

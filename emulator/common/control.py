@@ -6,7 +6,7 @@ Control endpoints speak plain JSON in and out; errors are `{"error": message}` w
 from __future__ import annotations
 
 import hmac
-from typing import Any, Callable
+from typing import Any, Awaitable, Callable
 from urllib.parse import unquote_plus
 
 from starlette.requests import Request
@@ -85,29 +85,34 @@ def control_routes(
     journal: Journal,
     reset: Callable[[], None],
     scoped_reset: Callable[[Request], dict[str, Any] | None] | None = None,
+    quiesce: Callable[[], Awaitable[None]] | None = None,
 ) -> list[Route]:
     """Routes for health, reset, requests and clock; `reset` clears the service's own state.
 
     `scoped_reset(request)`, when given, handles a reset that names one tenant (e.g. `?writeKey=`):
     it resets that tenant alone and answers extra fields for the reply, or None when the request
     names no tenant, for the whole-service reset (which also clears the journal and the clock offset).
+    `quiesce()`, when given, is awaited after either reset: the reset answers once the work the
+    service started before it (requests it sent) has ended, so none of it lands after the answer.
     """
 
     async def health(request: Request) -> Response:
         return JSONResponse({"status": "ok", "service": service, "now": iso(clock.now())})
 
     async def do_reset(request: Request) -> Response:
+        scoped = None
         if scoped_reset is not None:
             try:
                 scoped = scoped_reset(request)
             except ControlError as exc:
                 return control_error_response(exc)
-            if scoped is not None:
-                return JSONResponse({"status": "ok", "service": service, **scoped})
-        reset()
-        journal.clear()
-        clock.reset(owner=service)
-        return JSONResponse({"status": "ok", "service": service})
+        if scoped is None:
+            reset()
+            journal.clear()
+            clock.reset(owner=service)
+        if quiesce is not None:
+            await quiesce()
+        return JSONResponse({"status": "ok", "service": service, **(scoped or {})})
 
     async def requests(request: Request) -> Response:
         try:

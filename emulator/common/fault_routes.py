@@ -147,6 +147,7 @@ class FaultMiddleware:
         if not candidates:
             await self.app(scope, receive, send)
             return
+        arrived = self.journal.generation
         body = _ReadAhead(receive)
         credential: str | None = None
         if FaultRules.needs_credential(candidates):
@@ -165,7 +166,12 @@ class FaultMiddleware:
             await body.discard_rest()
         if rule.delay_ms:
             await asyncio.sleep(rule.delay_ms / 1000)
-        if late_answer:
+        if self.journal.generation != arrived:
+            # The server was reset while the request was held: it belongs to the forgotten state, so
+            # it is neither handled nor journaled, and its client sees the connection close unanswered.
+            _close_connection(receive)
+            await _until_disconnect(receive)
+        elif late_answer:
             scope[FAULT_SCOPE_KEY] = rule.id  # the real answer, late; journaled downstream
             await self.app(scope, body.replay(), send)
         elif rule.action == DROP:

@@ -92,6 +92,9 @@ class Journal:
         self._entries: deque[Exchange] = deque(maxlen=capacity)
         self._ids = itertools.count(1)
         self.dropped = 0
+        # Bumped by `clear()`, which a whole-service reset calls: a request that arrived in an older
+        # generation belongs to the state the reset forgot (FaultMiddleware drops it if still held).
+        self.generation = 0
 
     def record(self, scope: Scope, body: bytes, fault: str | None = None) -> Exchange:
         entry = Exchange(
@@ -115,6 +118,7 @@ class Journal:
     def clear(self) -> None:
         self._entries.clear()
         self.dropped = 0
+        self.generation += 1
 
 
 class JournalMiddleware:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import time
 from typing import Any, Callable, TypeVar
+from urllib.parse import quote
 
 import httpx
 
@@ -48,6 +49,12 @@ class SegjetClient:
         self.http.close()
 
     def reset(self) -> None:
+        """Both fakes back to fresh, with nothing sent before this call landing after it.
+
+        Segment first: its reset answers once the deliveries it had in flight are answered, and the
+        destination answers only after its last Mailjet call, so their writes are done when Mailjet
+        is reset. A request Mailjet still holds in a fault's delay is dropped by Mailjet's reset.
+        """
         for url in (self.segment_url, self.mailjet_url):
             self.http.post(f"{url}/_emulator/reset").raise_for_status()
 
@@ -118,7 +125,7 @@ class SegjetClient:
 
     # -- Mailjet side ---------------------------------------------------------------------
     def contact_properties(self, email: str) -> dict[str, str] | None:
-        response = self.mailjet("GET", f"/v3/REST/contactdata/{email}")
+        response = self.mailjet("GET", f"/v3/REST/contactdata/{path_segment(email)}")
         if response.status_code == 404:
             return None
         response.raise_for_status()
@@ -187,6 +194,11 @@ class SegjetClient:
     def assert_contract(name: str, payload: Any) -> None:
         violations = contracts.validate(name, payload)
         assert not violations, f"payload breaks contract {name}:\n" + "\n".join(f"  {v}" for v in violations)
+
+
+def path_segment(value: str) -> str:
+    """`value` as one URL path segment: an email may hold '#', '?', '/' or '%', which would end or split the path."""
+    return quote(value, safe="")
 
 
 def _as_mailjet_string(value: Any) -> str:

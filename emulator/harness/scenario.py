@@ -18,7 +18,7 @@ from faker import Faker
 
 import contracts
 
-from .client import SegjetClient, SegjetTimeout
+from .client import SegjetClient, SegjetTimeout, path_segment
 
 AUDIENCE_NAME = "Order Completed Last 30 Days"
 AUDIENCE_KEY = "order_completed_last_30days"
@@ -292,7 +292,7 @@ class Scenario:
         return record
 
     def _in_list(self, email: str) -> bool:
-        contact = self.client.mailjet("GET", f"/v3/REST/contact/{email}")
+        contact = self.client.mailjet("GET", f"/v3/REST/contact/{path_segment(email)}")
         if contact.status_code != 200:
             return False
         contact_id = contact.json()["Data"][0]["ID"]

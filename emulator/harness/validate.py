@@ -46,7 +46,8 @@ def split_payloads(source: str, text: str) -> list[Payload]:
 
 def run(contract: str, files: list[str], stdin: TextIO, out: TextIO, err: TextIO) -> int:
     if contract not in contracts.names():
-        print(f"segjet validate: unknown contract {contract!r}; known: {', '.join(contracts.names())}", file=err)
+        # Says whether the name is unknown or names shared definitions, and lists the contracts.
+        print(f"segjet validate: {contracts.UnknownContract(contract)}", file=err)
         return EXIT_USAGE
     texts = []
     for name in files:

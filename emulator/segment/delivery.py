@@ -281,6 +281,10 @@ class DeliveryPipeline:
         # Bounds concurrent requests across the workers and the retry timer to the pool size
         # (asyncio primitives bind to the running loop on first use, so this is safe to build here).
         self._in_flight = asyncio.Semaphore(max_in_flight)
+        # Requests out to the destination, by the generation that sent them, and a signal at each
+        # answer: `quiesce` waits for those sent before the last reset.
+        self._sending: dict[int, int] = {}
+        self._answered = asyncio.Event()
 
     @classmethod
     def from_config(
@@ -413,6 +417,16 @@ class DeliveryPipeline:
             if lane.idle:
                 self._schedule(lane)
 
+    async def quiesce(self) -> None:
+        """Return once every request sent to the destination before the last `reset()` has its answer.
+
+        The destination answers after its last Mailjet call, so from then on nothing from before the
+        reset can still reach Mailjet through it. Each request ends within the timeout (5 s).
+        """
+        while any(generation != self._generation for generation in self._sending):
+            self._answered.clear()
+            await self._answered.wait()
+
     def all_records(self) -> list[DeliveryRecord]:
         """Every record kept, oldest first (for the snapshot)."""
         return list(self._records)
@@ -498,7 +512,7 @@ class DeliveryPipeline:
             while lane.pending:
                 record = lane.pending[0]
                 try:
-                    await self._attempt(record)
+                    await self._attempt(record, lane.generation)
                 except Exception as exc:
                     # The record ends failed rather than holding its user's later messages forever.
                     logger.exception("delivery of message %s failed unexpectedly", record.message_id)
@@ -518,14 +532,23 @@ class DeliveryPipeline:
         finally:
             lane.active = False
 
-    async def _attempt(self, record: DeliveryRecord) -> None:
+    async def _attempt(self, record: DeliveryRecord, generation: int) -> None:
         assert self._client is not None
         async with self._in_flight:
+            if generation != self._generation:
+                return  # reset while waiting for a free slot: nothing is sent, and the caller sees the reset
             # Settings are read per attempt, so a retry after a settings change uses the new ones.
             destination = self._destination
             headers = destination_headers(destination.settings)
             at = self._clock.now()
-            outcome = await self._send(destination.url + "/", headers, record.body)
+            self._sending[generation] = self._sending.get(generation, 0) + 1
+            try:
+                outcome = await self._send(destination.url + "/", headers, record.body)
+            finally:
+                self._sending[generation] -= 1
+                if not self._sending[generation]:
+                    del self._sending[generation]
+                self._answered.set()
         if record.first_attempt_at is None:
             record.first_attempt_at = at
         attempt = {

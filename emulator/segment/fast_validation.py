@@ -76,7 +76,7 @@ def _date_time_as_pattern(schema: Any) -> Any:
 
 @cache
 def _registry() -> jsonschema_rs.Registry:
-    return jsonschema_rs.Registry([(f"{_BASE}{name}.json", _with_absolute_id(name)) for name in contracts.names()])
+    return jsonschema_rs.Registry([(f"{_BASE}{name}.json", _with_absolute_id(name)) for name in contracts.schema_names()])
 
 
 @cache

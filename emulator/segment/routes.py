@@ -148,7 +148,7 @@ def create_app(config: BundleConfig, clock: Clock, urls: BundleUrls) -> Starlett
     app = Starlette(
         routes=[
             Route("/v1/{endpoint}", tracking, methods=["POST"]),
-            *control_routes("segment", clock, journal, reset, reset_workspace),
+            *control_routes("segment", clock, journal, reset, reset_workspace, workspaces.quiesce),
             *fault_routes(faults),
             Route("/_emulator/events", events, methods=["GET"]),
             Route("/_emulator/profiles/{user_id:path}", profile, methods=["GET"]),

@@ -165,12 +165,27 @@ class Workspaces:
                 del self._by_id[workspace.id]
                 if self.store is not None:
                     self.store.workspace_removed(workspace.id)
-                task = asyncio.get_running_loop().create_task(workspace.pipeline.aclose())
+                task = asyncio.get_running_loop().create_task(self._retire(workspace.pipeline))
                 self._closing.add(task)
                 task.add_done_callback(self._closing.discard)
         self._by_key = {source.write_key: self.default for source in self._config_sources}
         self.default.backend.replace_sources(self._config_sources)
         self.default.reset()
+
+    async def quiesce(self) -> None:
+        """Return once no delivery sent before the last reset is still out, in any workspace (removed
+        ones included): a reset answers only then (see DeliveryPipeline.quiesce)."""
+        if self._closing:
+            await asyncio.wait(self._closing)
+        for workspace in self:  # one after the other: their requests are out together anyway
+            await workspace.pipeline.quiesce()
+
+    @staticmethod
+    async def _retire(pipeline: DeliveryPipeline) -> None:
+        # Its requests in flight are answered before its connections close: cancelled, they would
+        # leave the destination still writing their results to Mailjet.
+        await pipeline.quiesce()
+        await pipeline.aclose()
 
     def export(self) -> list[WorkspaceState]:
         return [workspace.export() for workspace in self]

@@ -4,12 +4,15 @@ import json
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from xml.etree import ElementTree
 
 import httpx
 import pytest
+
+from emulator.harness.scenario import Scenario
 
 SEGJET = [sys.executable, "-m", "emulator"]
 HOPS = 8
@@ -118,6 +121,71 @@ def test_check_reports_a_server_that_is_not_there(tmp_path):
     )
     assert no_reset.returncode == 1
     assert "FAIL App Connections" in no_reset.stdout and "HTTP error" in no_reset.stdout
+
+
+# Characters an email may hold that end ('#', '?') or split ('/') a URL path, and '%' which escapes.
+AWKWARD_EMAIL = "ada#love?lace/x%y@example.com"
+
+
+def test_contact_waits_quote_the_email_in_the_path(segjet):
+    segjet.identify("u-awkward", {"email": AWKWARD_EMAIL, "plan": "pro"})
+    assert segjet.wait_for_contact(AWKWARD_EMAIL, {"plan": "pro"})["segment_user_id"] == "u-awkward"
+
+
+def test_scenario_finds_a_contact_in_the_list_whose_email_needs_quoting(segjet):
+    scenario = Scenario(segjet, user_count=1, timeout=5)
+    [user] = scenario.users
+    user.email = user.traits["email"] = AWKWARD_EMAIL
+    scenario.identify()
+    scenario.contacts_in_list()  # raises HopFailed when the contact is not found in the list
+
+
+MANAGECONTACT = "/v3/REST/contactslist/*/managecontact"
+
+
+def fired(segjet, rule_id: str) -> bool:
+    rules = segjet.http.get(f"{segjet.mailjet_url}/_emulator/faults").json()["faults"]
+    return any(rule["id"] == rule_id and rule["fired"] for rule in rules)
+
+
+def test_reset_lets_nothing_from_before_it_land_after_it(segjet):
+    """A delivery in flight at the reset (the destination's managecontact held 1 s by Mailjet) never
+    writes to the fresh Mailjet: the reset answers once the destination has had its answer."""
+    rule = segjet.http.post(
+        f"{segjet.mailjet_url}/_emulator/faults", json={"method": "POST", "path": MANAGECONTACT, "delay_ms": 1000}
+    ).json()
+    segjet.identify("u-late", {"email": "late@example.com", "plan": "pro"})
+    segjet.wait_until(lambda: fired(segjet, rule["id"]) or None, 10, "the destination's managecontact held by Mailjet")
+    segjet.reset()
+    # Watched past the end of the delay, when a write from before the reset would have landed.
+    deadline = time.monotonic() + 1.5
+    while time.monotonic() < deadline:
+        assert segjet.contact_properties("late@example.com") is None
+        assert segjet.mailjet_requests(path="/managecontact") == []
+        time.sleep(0.05)
+
+
+def test_a_request_mailjet_holds_across_its_reset_is_dropped_not_applied(segjet):
+    rule = segjet.http.post(
+        f"{segjet.mailjet_url}/_emulator/faults", json={"method": "POST", "path": MANAGECONTACT, "delay_ms": 500}
+    ).json()
+    outcome: list[object] = []
+    body = {"Email": "held@example.com", "Action": "addnoforce"}
+    sender = threading.Thread(target=lambda: outcome.append(_post_or_error(segjet, body)))
+    sender.start()
+    segjet.wait_until(lambda: fired(segjet, rule["id"]) or None, 10, "the managecontact held by Mailjet")
+    segjet.http.post(f"{segjet.mailjet_url}/_emulator/reset").raise_for_status()
+    sender.join(timeout=10)
+    assert isinstance(outcome[0], httpx.RemoteProtocolError)  # closed unanswered
+    assert segjet.mailjet_requests() == []  # not journaled either
+    assert segjet.contact_properties("held@example.com") is None
+
+
+def _post_or_error(segjet, body: dict) -> object:
+    try:
+        return segjet.mailjet("POST", "/v3/REST/contactslist/1/managecontact", json=body)
+    except httpx.HTTPError as exc:
+        return exc
 
 
 PLUGIN_TEST = '''

@@ -27,9 +27,23 @@ def _refs(node: Any) -> Iterator[str]:
             yield from _refs(item)
 
 
-def test_names_lists_every_schema_file() -> None:
-    assert names() == sorted(path.name.removesuffix(".json") for path in SCHEMA_FILES)
-    assert {"segment.common", "segment.identify", "segment.batch"} <= set(names())
+SHARED_DEFINITIONS = {"segment.common", "mailjet.common"}
+
+
+def test_names_lists_the_contracts_not_the_shared_definitions() -> None:
+    every_file = sorted(path.name.removesuffix(".json") for path in SCHEMA_FILES)
+    assert contracts.schema_names() == every_file
+    assert names() == [name for name in every_file if name not in SHARED_DEFINITIONS]
+    assert {"segment.identify", "segment.batch", "mailjet.managecontact.request"} <= set(names())
+
+
+@pytest.mark.parametrize("name", sorted(SHARED_DEFINITIONS))
+def test_shared_definitions_are_refused_as_a_contract_but_still_reachable(name: str) -> None:
+    for call in (validate, is_valid):
+        with pytest.raises(UnknownContract) as caught:
+            call(name, "garbage")
+        assert str(caught.value).startswith(f"{name!r} holds definitions the contracts share, not a contract; known: ")
+    assert schema(name)["$defs"]  # a `$ref` into it, and a registry built from schema_names(), still find it
 
 
 def test_unknown_contract_is_a_readable_error() -> None:

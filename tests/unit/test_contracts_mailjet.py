@@ -9,7 +9,7 @@ import pytest
 
 import contracts
 
-MAILJET_CONTRACTS = [name for name in contracts.names() if name.startswith("mailjet.") and name != "mailjet.common"]
+MAILJET_CONTRACTS = [name for name in contracts.names() if name.startswith("mailjet.")]
 
 # Verbatim from reference/mailjet.md (DevGuide, _newsletter.md, _contacts_bulk.md, _send-api.md, _event-api.md).
 CONTACT_DEVGUIDE = json.loads(
@@ -37,6 +37,12 @@ JOB = json.loads(
 )
 BULK_REQUEST = {"Action": "addnoforce", "Contacts": [{"Email": "a@example.com", "Name": "A", "IsExcludedFromCampaigns": "true",
                                                       "Properties": {"age": 30, "gone": None}}]}
+# The API matches keys in any case (reference/mailjet.md §1): php#244 posted {"email": ...}, and
+# RudderStack's destination sends lowercase "email" and "properties" in its contacts (§7).
+MANAGECONTACT_LOWERCASE = {"email": "low@example.com", "action": "addnoforce", "properties": {"plan": "pro"}}
+BULK_RUDDERSTACK = {"Action": "addnoforce", "Contacts": [{"email": "a@example.com", "Name": "A", "IsExcludedFromCampaigns": False,
+                                                          "properties": {"plan": "pro"}}]}
+BULK_ANY_CASE = {"contactslists": [{"listid": "1", "ACTION": "addforce"}], "CONTACTS": [{"EMAIL": "a@b.co", "isExcludedFromCampaigns": "true"}]}
 METADATA = {"Datatype": "str", "ID": 4321, "Name": "first_name", "NameSpace": "static"}
 CONTACTDATA = json.loads('{"ContactID":207971034,"Data":[{"Name":"test","Value":"Test 2"}],"ID":207971034}')
 LISTRECIPIENT = json.loads(
@@ -90,9 +96,11 @@ EVENTS = {
 VALID = {
     "mailjet.contact": [CONTACT_DEVGUIDE, CONTACT_OBSERVED],
     "mailjet.contactslist": [CONTACTSLIST],
-    "mailjet.managecontact.request": [MANAGECONTACT_REQUEST, {"Email": "a@b.co", "Action": "unsub"}],
+    "mailjet.managecontact.request": [MANAGECONTACT_REQUEST, {"Email": "a@b.co", "Action": "unsub"}, MANAGECONTACT_LOWERCASE,
+                                      {"EMAIL": "a@b.co", "AcTiOn": "unsub", "name": "A"}],
     "mailjet.managecontact.response": [MANAGECONTACT_RESPONSE],
-    "mailjet.managemanycontacts.request": [BULK_REQUEST, {"ContactsLists": [{"ListID": 1, "Action": "addforce"}], "Contacts": [{"Email": "a@b.co"}]}],
+    "mailjet.managemanycontacts.request": [BULK_REQUEST, {"ContactsLists": [{"ListID": 1, "Action": "addforce"}], "Contacts": [{"Email": "a@b.co"}]},
+                                           BULK_RUDDERSTACK, BULK_ANY_CASE],
     "mailjet.managemanycontacts.job": [JOB, {**JOB, "Status": "In Progress", "JobEnd": "", "Count": 0}],
     "mailjet.contactmetadata": [METADATA],
     "mailjet.contactdata": [CONTACTDATA, {"ContactID": 1, "Data": [], "ID": 1}],
@@ -132,6 +140,16 @@ INVALID = [
     ("mailjet.managemanycontacts.request", _with(BULK_REQUEST, Contacts=[]), "$.Contacts", "minItems"),
     ("mailjet.managemanycontacts.request", _with(BULK_REQUEST, ContactsLists=[]), "$", "not"),
     ("mailjet.managemanycontacts.request", _with(BULK_REQUEST, Contacts=[{"Name": "no email"}]), "$.Contacts[0].Email", "required"),
+    # Any casing of a key counts: a mandatory key is still mandatory, an unknown one still refused.
+    ("mailjet.managecontact.request", _without(MANAGECONTACT_LOWERCASE, "action"), "$.Action", "required"),
+    ("mailjet.managecontact.request", _without(MANAGECONTACT_LOWERCASE, "email"), "$.Email", "required"),
+    ("mailjet.managecontact.request", _with(MANAGECONTACT_LOWERCASE, firstname="x"), "$", "additionalProperties"),
+    ("mailjet.managecontact.request", _with(MANAGECONTACT_LOWERCASE, action="add"), "$.action", "enum"),
+    ("mailjet.managecontact.request", _with(MANAGECONTACT_LOWERCASE, email="not-an-email"), "$.email", "format"),
+    ("mailjet.managemanycontacts.request", {"action": "addnoforce"}, "$.Contacts", "required"),
+    ("mailjet.managemanycontacts.request", _with(BULK_ANY_CASE, action="addnoforce"), "$", "not"),
+    ("mailjet.managemanycontacts.request", _with(BULK_ANY_CASE, CONTACTS=[{"name": "no email"}]), "$.CONTACTS[0].Email", "required"),
+    ("mailjet.managemanycontacts.request", _with(BULK_ANY_CASE, contactslists=[{"listid": 1}]), "$.contactslists[0].Action", "required"),
     ("mailjet.managemanycontacts.job", _with(JOB, Status="Done"), "$.Status", "enum"),
     ("mailjet.contactmetadata", _with(METADATA, Datatype="string"), "$.Datatype", "enum"),
     ("mailjet.contactmetadata", _with(_without(METADATA, "Datatype"), DataType="str"), "$", "additionalProperties"),

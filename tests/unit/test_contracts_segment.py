@@ -551,7 +551,7 @@ def test_invalid_payload(contract: str, label: str, payload: Any, expected: list
     assert [(violation.path, violation.rule) for violation in validate(contract, payload)] == expected
 
 
-SEGMENT_CONTRACTS = [name for name in names() if name.startswith("segment.") and name != "segment.common"]
+SEGMENT_CONTRACTS = [name for name in names() if name.startswith("segment.")]
 
 
 @pytest.mark.parametrize("contract", SEGMENT_CONTRACTS)

@@ -45,6 +45,14 @@ def test_unknown_contract_is_a_usage_error():
     assert "unknown contract 'segment.nope'" in err and "segment.identify" in err
 
 
+def test_shared_definitions_are_not_a_contract_to_validate_against():
+    # The root of mailjet.common holds only $defs: it would call any payload valid.
+    code, out, err = run_with("mailjet.common", ["-"], '"garbage"')
+    assert code == EXIT_USAGE and out == ""
+    assert "'mailjet.common' holds definitions the contracts share, not a contract" in err
+    assert "mailjet.managecontact.request" in err and "mailjet.common," not in err
+
+
 def test_missing_file_is_a_usage_error(tmp_path):
     code, _, err = run_with("segment.identify", [str(tmp_path / "missing.json")])
     assert code == EXIT_USAGE and "cannot read" in err

@@ -1,0 +1,50 @@
+"""`segjet up --config FILE`: Engage definitions and the default workspace's extra sources."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from emulator.cli import build_parser, config_from_args
+from emulator.config import BundleConfig
+
+AUDIENCE = {"name": "Big Spenders", "rule": {"event": "Order Completed", "within": "30d"}}
+WEB = {"name": "web", "write_key": "web-write-key"}
+
+
+def config_of(tmp_path: Path, document: Any, *flags: str) -> BundleConfig:
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(document), encoding="utf-8")
+    return config_from_args(build_parser().parse_args(["up", "--config", str(path), *flags]))
+
+
+def test_config_file_gives_engage_definitions_and_sources(tmp_path: Path) -> None:
+    config = config_of(tmp_path, {"audiences": [AUDIENCE], "sources": [WEB]})
+    assert config.engage_audiences == [AUDIENCE] and config.engage_traits == []
+    assert config.sources == [WEB]
+
+
+@pytest.mark.parametrize(
+    ("sources", "message"),
+    [
+        ({"web": "web-write-key"}, "audiences, traits and sources must be lists"),
+        (["web-write-key"], 'sources[0]: expected {"name": ..., "write_key": ...}'),
+        ([{**WEB, "workspace": "w"}], 'sources[0]: expected {"name": ..., "write_key": ...}'),
+        ([{**WEB, "name": " "}], 'sources[0]: "name" must be a non-empty string'),
+        ([{**WEB, "write_key": " web "}], 'sources[0]: "write_key" must be a non-empty string without surrounding spaces'),
+        ([WEB, {**WEB, "name": "web again"}], "sources[1]: write key 'web-write-key' is already used by a source"),
+        ([{**WEB, "write_key": "main-key"}], "sources[0]: write key 'main-key' is already used by a source"),
+    ],
+)
+def test_a_bad_source_is_refused_with_what_is_wrong(tmp_path: Path, sources: Any, message: str) -> None:
+    with pytest.raises(ValueError) as caught:
+        config_of(tmp_path, {"sources": sources}, "--write-key", "main-key")
+    assert message in str(caught.value)
+
+
+def test_an_unknown_key_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match=r'expected \{"audiences": \[...\], "traits": \[...\], "sources": \[...\]\}'):
+        config_of(tmp_path, {"destinations": []})
