@@ -25,6 +25,11 @@ json_texts = st.one_of(
             lambda number: template % number
         )
     ),
+    # Lone UTF-16 surrogate escapes (a string cut inside an emoji): read, and shown back everywhere.
+    st.sampled_from(['"\\ud800"', '{"userId": "u\\ud800", "event": "E\\udfff", "traits": {"n\\ud83d": "\\ud83d\\ude00x\\ud83d"}}',
+                     '{"Email": "a\\udc00@example.com", "Name": "\\ud800"}']),
+    # Nesting around the deepest accepted (254 levels), inside a call that is otherwise valid.
+    st.integers(min_value=240, max_value=270).map(lambda depth: '{"userId": "u", "event": "E", "traits": {"d": %s}}' % _nested(depth)),
     st.text(max_size=200),
     st.recursive(st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=20),
                  lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=10), children, max_size=4),

@@ -46,7 +46,12 @@ def client(stack: dict[str, Any]) -> Iterator[httpx.Client]:
         http.post("/v3/REST/contactmetadata", json={"Name": "plan", "Datatype": "str"})
         http.post("/v3/REST/contactslist/1/managecontact", json={"Email": "a+b@example.com", "Action": "addnoforce", "Properties": {"plan": "pro"}})
         yield http
+        # Whatever the fuzzers sent, the server is still serving, and everything it kept can be shown.
         assert http.get("/_emulator/health").json()["status"] == "ok"
+        for path in ("/v3/REST/contact?Limit=1000", "/v3/REST/contactdata?Limit=1000", "/v3/REST/contactmetadata",
+                     "/v3/REST/contactslist", "/v3/REST/listrecipient?Limit=1000", "/v3/REST/eventcallbackurl",
+                     "/_emulator/messages", "/_emulator/email-events", "/_emulator/snapshot"):
+            assert http.get(path).status_code == 200, path
 
 
 def test_published_description_is_the_one_fuzzed(client: httpx.Client) -> None:

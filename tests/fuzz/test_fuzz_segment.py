@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 from collections.abc import Iterator
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 import hypothesis
@@ -25,6 +26,7 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
+from emulator.common.control import MAX_LIST_LIMIT
 from emulator.segment.models import ENDPOINTS
 from emulator.segment.openapi import openapi_document
 
@@ -48,9 +50,15 @@ CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance,
 def client(stack: dict[str, Any]) -> Iterator[httpx.Client]:
     with httpx.Client(base_url=stack["segment_url"], timeout=30) as http:
         yield http
-    # Whatever the fuzzers sent, the server is still serving.
+    # Whatever the fuzzers sent, the server is still serving, and everything it accepted can be shown.
     with httpx.Client(base_url=stack["segment_url"], timeout=30) as http:
         assert http.get("/_emulator/health").json()["status"] == "ok"
+        for path in (f"/_emulator/events?limit={MAX_LIST_LIMIT}", f"/_emulator/deliveries?limit={MAX_LIST_LIMIT}", "/_emulator/snapshot"):
+            assert http.get(path).status_code == 200, path
+        user_ids = {event.get("userId") for event in http.get(f"/_emulator/events?limit={MAX_LIST_LIMIT}").json()["events"]}
+        for user_id in sorted(user_id for user_id in user_ids if isinstance(user_id, str) and user_id)[:200]:
+            profile = http.get(f"/_emulator/profiles/{quote(user_id, safe='')}")
+            assert profile.status_code in (200, 404), user_id
 
 
 def write_key_auth(stack: dict[str, Any]) -> str:
