@@ -13,6 +13,7 @@ from .bundle import Bundle, remembered_auth_key
 from .common import server
 from .common.faults import FaultRuleError, FaultRules
 from .config import BundleConfig
+from .segment.workspaces import WorkspaceError, check_source
 from .harness import run, validate
 
 
@@ -157,10 +158,10 @@ def _config_file(path: Path, write_key: str) -> tuple[list[Any], list[Any], list
         if not isinstance(source, dict) or set(source) != {"name", "write_key"}:
             raise ValueError(f'{where}: expected {{"name": ..., "write_key": ...}}')
         name, key = source["name"], source["write_key"]
-        if not isinstance(name, str) or not name.strip():
-            raise ValueError(f'{where}: "name" must be a non-empty string')
-        if not isinstance(key, str) or not key.strip() or key != key.strip():
-            raise ValueError(f'{where}: "write_key" must be a non-empty string without surrounding spaces')
+        try:
+            check_source(name, key)
+        except WorkspaceError as exc:
+            raise ValueError(f"{where}: {exc}") from None
         if key in taken:
             raise ValueError(f"{where}: write key {key!r} is already used by a source")
         taken.add(key)

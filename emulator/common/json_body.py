@@ -20,7 +20,6 @@ _ORJSON_TOO_DEEP = "depth limit exceeded"
 # A JSON string, or an unterminated one to the end; no backtracking either way.
 _STRING = re.compile(rb'"(?:[^"\\]|\\.)*"?', re.DOTALL)
 _NOT_BRACKETS = bytes(byte for byte in range(256) if byte not in b"[]{}")
-_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
 _SURROGATE = re.compile("[\ud800-\udfff]")
 REPLACEMENT_CHARACTER = "\ufffd"
 
@@ -81,7 +80,8 @@ def _read_refused(raw: bytes, fallback: Callable[[bytes], Any]) -> Any:
         value = fallback(raw)
     except RecursionError:  # the caller's own stack was deep already
         raise ValueError("JSON is nested too deeply") from None
-    return _without_lone_surrogates(value) if _SURROGATE_ESCAPE.search(raw) else value
+    # Always walked: a UTF-16 body (which json also reads) hides its escapes from a byte search.
+    return _without_lone_surrogates(value)
 
 
 def _without_lone_surrogates(value: Any) -> Any:

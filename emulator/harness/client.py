@@ -49,11 +49,13 @@ class SegjetClient:
         self.http.close()
 
     def reset(self) -> None:
-        """Both fakes back to fresh, with nothing sent before this call landing after it.
+        """Both fakes back to fresh, with no delivery from before this call landing after it.
 
-        Segment first: its reset answers once the deliveries it had in flight are answered, and the
-        destination answers only after its last Mailjet call, so their writes are done when Mailjet
-        is reset. A request Mailjet still holds in a fault's delay is dropped by Mailjet's reset.
+        Segment first: its reset answers once the deliveries it had in flight are answered (within
+        their 5 s timeout), and the destination answers only after its last Mailjet call, so their
+        writes are done when Mailjet is reset. A request Mailjet still holds in a fault's delay is
+        dropped by Mailjet's reset. Not covered: a webhook or email-event forward the fake Mailjet
+        has in flight at that moment (only a test that sends email and resets mid-flight has one).
         """
         for url in (self.segment_url, self.mailjet_url):
             self.http.post(f"{url}/_emulator/reset").raise_for_status()

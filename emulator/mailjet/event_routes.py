@@ -28,11 +28,7 @@ def email_event_routes(events_of: Callable[[Request], EmailEvents]) -> list[Rout
         try:
             events = events_of(request)
             body = await read_json_object(request)
-            ref = request.path_params["message_id"]
-            message_id = read_id(ref)  # read here as for ?MessageID=: int() would take "１２" and "1_0"
-            if message_id is None:
-                raise ControlError(f"no message with MessageID {ref!r}", 404)
-            record = events.apply(message_id, body)
+            record = events.apply(request.path_params["message_id"], body)
         except ControlError as exc:
             return control_error_response(exc)
         except EmailEventError as exc:

@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any, Callable
 from faker import Faker
 
 from ..common.clock import Clock, iso, parse_duration
-from .models import Account, Contact
+from .models import Account, Contact, read_id
 from .send import Message, new_message, store_message
 
 if TYPE_CHECKING:
@@ -309,10 +309,9 @@ class EmailEvents:
 
     def find_message(self, ref: str | int) -> Message:
         """The message a control request names; 404 when unknown, 400 for a sandbox message."""
-        try:
-            message_id = int(ref)
-        except ValueError:
-            raise EmailEventError(f"no message with MessageID {ref!r}", 404) from None
+        message_id = ref if isinstance(ref, int) else read_id(ref)
+        if message_id is None:
+            raise EmailEventError(f"no message with MessageID {ref!r}", 404)
         life = self._lives.get(message_id)
         if life is not None:
             return life.message

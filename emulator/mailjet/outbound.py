@@ -268,7 +268,14 @@ class Webhooks:
         # Guess: Mailjet promises no order; keeping it per URL makes `sent` arrive before its `open`.
         try:
             while lane:
-                await self._attempt(lane[0])
+                delivery = lane[0]
+                try:
+                    await self._attempt(delivery)
+                except Exception as exc:
+                    # It ends failed rather than holding the deliveries behind it pending forever.
+                    log.exception("webhook delivery %s failed unexpectedly", delivery.id)
+                    delivery.state, delivery.reason = FAILED, f"internal error: {type(exc).__name__}: {exc}"
+                    self._account.touch("webhook", delivery.id)
                 lane.popleft()
         finally:
             if self._lanes.get(url) is lane:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterable, Iterator
+from typing import Any
 
 from ..common.clock import Clock
 from ..config import BundleConfig, BundleUrls
@@ -101,6 +102,14 @@ class Workspace:
         self.pipeline.reset()
 
 
+def check_source(name: Any, write_key: Any) -> None:
+    """WorkspaceError unless `name` and `write_key` can make a source (uniqueness is the caller's)."""
+    if not isinstance(name, str) or not name.strip():
+        raise WorkspaceError('"name" must be a non-empty string')
+    if not isinstance(write_key, str) or not write_key.strip() or write_key != write_key.strip():
+        raise WorkspaceError('"write_key" must be a non-empty string without surrounding spaces')
+
+
 class Workspaces:
     """The registry: workspaces by id, and by the write keys of their sources."""
 
@@ -140,10 +149,7 @@ class Workspaces:
 
     def add_source(self, name: str, write_key: str, workspace: str | None = None) -> tuple[Source, Workspace]:
         """A new source in a new workspace, or in the workspace with id `workspace`."""
-        if not isinstance(name, str) or not name.strip():
-            raise WorkspaceError('"name" must be a non-empty string')
-        if not isinstance(write_key, str) or not write_key.strip() or write_key != write_key.strip():
-            raise WorkspaceError('"write_key" must be a non-empty string without surrounding spaces')
+        check_source(name, write_key)
         if write_key in self._by_key:
             raise WorkspaceError(f"write key {write_key!r} is already used by a source", status=409)
         source = Source.named(name, write_key)
@@ -221,9 +227,13 @@ class Workspaces:
         return removed
 
     async def replace(self, states: list[WorkspaceState]) -> None:
-        """A snapshot import: hold exactly `states` (validated), in memory and in the database."""
+        """A snapshot import: hold exactly `states` (validated), in memory and in the database.
+
+        Deliveries in flight from the replaced state are answered first, as at a reset.
+        """
         for workspace in self.restore(states):
-            await workspace.pipeline.aclose()
+            await self._retire(workspace.pipeline)
+        await self.quiesce()
         if self.store is not None:
             self.store.replace(self.export())
         self.resume()
@@ -235,6 +245,8 @@ class Workspaces:
 
     async def aclose(self) -> None:
         """App shutdown: stop every timer and worker, close the connections and the database."""
+        if self._closing:
+            await asyncio.wait(self._closing)  # workspaces removed by a reset, still retiring
         for workspace in self:
             workspace.engage.close()
             await workspace.pipeline.aclose()

@@ -148,16 +148,24 @@ def fired(segjet, rule_id: str) -> bool:
     return any(rule["id"] == rule_id and rule["fired"] for rule in rules)
 
 
-def test_reset_lets_nothing_from_before_it_land_after_it(segjet):
-    """A delivery in flight at the reset (the destination's managecontact held 1 s by Mailjet) never
-    writes to the fresh Mailjet: the reset answers once the destination has had its answer."""
-    rule = segjet.http.post(
-        f"{segjet.mailjet_url}/_emulator/faults", json={"method": "POST", "path": MANAGECONTACT, "delay_ms": 1000}
+def late_answers(segjet, delay_ms: int) -> dict:
+    """A fault rule holding Mailjet's real managecontact answer for `delay_ms` (the call is applied)."""
+    return segjet.http.post(
+        f"{segjet.mailjet_url}/_emulator/faults",
+        json={"method": "POST", "path": MANAGECONTACT, "status": None, "delay_ms": delay_ms},
     ).json()
+
+
+def test_reset_lets_nothing_from_before_it_land_after_it(segjet):
+    """A delivery in flight at the reset (the destination's managecontact answered 1 s late by
+    Mailjet): Segment's reset answers only once the destination has had that answer, so the write
+    is done before Mailjet is reset, and never lands in the fresh Mailjet."""
+    rule = late_answers(segjet, 1000)
     segjet.identify("u-late", {"email": "late@example.com", "plan": "pro"})
     segjet.wait_until(lambda: fired(segjet, rule["id"]) or None, 10, "the destination's managecontact held by Mailjet")
+    segjet.http.post(f"{segjet.segment_url}/_emulator/reset").raise_for_status()
+    assert segjet.contact_properties("late@example.com") is not None  # applied before Segment's reset answered
     segjet.reset()
-    # Watched past the end of the delay, when a write from before the reset would have landed.
     deadline = time.monotonic() + 1.5
     while time.monotonic() < deadline:
         assert segjet.contact_properties("late@example.com") is None
@@ -166,9 +174,7 @@ def test_reset_lets_nothing_from_before_it_land_after_it(segjet):
 
 
 def test_a_request_mailjet_holds_across_its_reset_is_dropped_not_applied(segjet):
-    rule = segjet.http.post(
-        f"{segjet.mailjet_url}/_emulator/faults", json={"method": "POST", "path": MANAGECONTACT, "delay_ms": 500}
-    ).json()
+    rule = late_answers(segjet, 500)
     outcome: list[object] = []
     body = {"Email": "held@example.com", "Action": "addnoforce"}
     sender = threading.Thread(target=lambda: outcome.append(_post_or_error(segjet, body)))
@@ -177,6 +183,7 @@ def test_a_request_mailjet_holds_across_its_reset_is_dropped_not_applied(segjet)
     segjet.http.post(f"{segjet.mailjet_url}/_emulator/reset").raise_for_status()
     sender.join(timeout=10)
     assert isinstance(outcome[0], httpx.RemoteProtocolError)  # closed unanswered
+    time.sleep(0.6)  # past the delay: a request still held would be applied by now
     assert segjet.mailjet_requests() == []  # not journaled either
     assert segjet.contact_properties("held@example.com") is None
 

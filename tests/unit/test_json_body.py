@@ -23,6 +23,7 @@ def test_a_lone_surrogate_is_read_as_the_replacement_character_as_go_reads_it() 
     value = decode_json(b'{"a\\ud800": ["x\\udc00y", {"k": "\\ud83d\\ude00", "n": 1}], "b": "\\ud800"}')
     assert value == {"a\ufffd": ["x\ufffdy", {"k": "\U0001f600", "n": 1}], "b": "\ufffd"}  # a pair stays one character
     assert decode_json(b'"\\udfff"') == "\ufffd"
+    assert decode_json('{"a": "x\\ud800"}'.encode("utf-16")) == {"a": "x\ufffd"}  # escapes a byte search misses
     json.dumps(value, ensure_ascii=False).encode("utf-8")  # what every answer showing it does
 
 

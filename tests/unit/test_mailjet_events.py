@@ -610,6 +610,29 @@ def test_one_event_an_endpoint_keeps_refusing_does_not_suspend_it(fake: Fake) ->
     assert fake.events.events(event="open")[-1].webhook.state == "delivered"
 
 
+def test_a_webhook_delivery_failing_unexpectedly_ends_failed_and_the_next_is_delivered(
+    fake: Fake, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A bug outside the HTTP call (here in recording the answer): the lane's task ended, and the
+    # deliveries behind it in the lane stayed pending forever.
+    register(fake, "open", "http://hooks.test/hook")
+    webhooks = fake.outbox.webhooks
+    record = webhooks._record
+
+    def record_failing_for_broken(delivery, at, outcome) -> None:  # type: ignore[no-untyped-def]
+        if delivery.body()["email"] == "broken@example.com":
+            raise RuntimeError("a bug")
+        record(delivery, at, outcome)
+
+    monkeypatch.setattr(webhooks, "_record", record_failing_for_broken)
+    fake.emit(fake.send("broken@example.com"), "open")
+    fake.emit(fake.send("fine@example.com"), "open")
+    fake.advance(timedelta(0))
+    broken, fine = (record.webhook for record in fake.events.events(event="open"))
+    assert broken.state == "failed" and broken.reason == "internal error: RuntimeError: a bug"
+    assert fine.state == "delivered"
+
+
 # ---------------------------------------------------------------- Segment forwarding
 
 
