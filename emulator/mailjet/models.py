@@ -718,10 +718,8 @@ class Account:
         if list_id is not None:
             members = {r.contact_id for r in self.recipients.values() if r.list_id == list_id}
             contacts = [c for c in contacts if c.id in members]
-        email = query.get("Email")
-        if email is not None:
-            found = self._contacts_by_email.get(email.strip().lower())
-            contacts = [c for c in contacts if c is found]
+        # No Email filter: Mailjet's /contact has none, and an unknown filter is ignored (observed:
+        # ?Email= answered the first contacts, reference §1); /contact/{email} finds one by address.
         excluded = query.get_bool("IsExcludedFromCampaigns")
         if excluded is not None:
             contacts = [c for c in contacts if c.is_excluded_from_campaigns == excluded]

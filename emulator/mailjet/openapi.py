@@ -133,7 +133,7 @@ def _rest_paths() -> dict[str, Any]:
     return {
         f"{rest}/contact": {
             "get": _operation("List contacts", 200, contact, filters={
-                "ContactsList": {"type": "integer"}, "Email": TEXT, "IsExcludedFromCampaigns": BOOL}),
+                "ContactsList": {"type": "integer"}, "IsExcludedFromCampaigns": BOOL}),
             "post": _operation("Create a contact", 201, contact, body=contact_body),
         },
         f"{rest}/contact/{{contact_id}}": {

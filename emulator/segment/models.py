@@ -898,8 +898,10 @@ def _missing(value: Any) -> bool:
     return value is None or value == ""
 
 
-def _present_but_not_string(value: Any) -> bool:
-    return not isinstance(value, str) and not _missing(value)
+def _not_an_id(value: Any) -> bool:
+    """Present (not null) but no id: docs, id_not_string: "The userID or anonymousId was an empty
+    string or not a string" (when the other id is there; both missing is no_user_anon_id)."""
+    return value is not None and (value == "" or not isinstance(value, str))
 
 
 def ingest_problem(message: dict[str, Any]) -> str | None:
@@ -920,7 +922,7 @@ def ingest_problem(message: dict[str, Any]) -> str | None:
     anonymous_id = message.get("anonymousId")
     if _missing(user_id) and _missing(anonymous_id):
         return NO_USER_ANON_ID
-    if _present_but_not_string(user_id) or _present_but_not_string(anonymous_id):
+    if _not_an_id(user_id) or _not_an_id(anonymous_id):
         return ID_NOT_STRING
     if call_type == "track":
         event = message.get("event")

@@ -319,6 +319,15 @@ def test_401_body_and_header(server: Server) -> None:
     assert v31.status_code == 401 and contracts.validate("mailjet.send.error", v31.json()) == []
 
 
+def test_contact_has_no_email_filter_so_it_is_ignored_as_mailjet_ignores_it(server: Server) -> None:
+    # Observed (reference §1): GET /contact?Email= answered the first contacts, not that one.
+    http = server.http
+    for email in ("a@example.com", "b@example.com"):
+        assert http.post("/v3/REST/contact", json={"Email": email}).status_code == 201
+    assert http.get("/v3/REST/contact?Email=b@example.com").json()["Total"] == 2
+    assert http.get("/v3/REST/contact/b@example.com").json()["Data"][0]["Email"] == "b@example.com"
+
+
 def test_paths_and_keys_are_case_insensitive_and_ids_percent_decoded(server: Server) -> None:
     http = server.http
     created = http.post("/V3/rest/ContactsList/1/ManageContact", json={"email": "p+q@example.com", "action": "addforce", "name": "PQ"})
@@ -326,7 +335,7 @@ def test_paths_and_keys_are_case_insensitive_and_ids_percent_decoded(server: Ser
     assert http.get("/v3/REST/contact/p%2Bq%40example.com").json()["Data"][0]["Name"] == "PQ"
     assert http.get("/v3/REST/contact/p+q@example.com").json()["Data"][0]["Name"] == "PQ"
     # An old client's unencoded `+` in a query string still finds the address.
-    assert http.get("/v3/REST/contact?Email=p+q@example.com").json()["Total"] == 1
+    assert http.get("/v3/REST/listrecipient?ContactsList=1&ContactEmail=p+q@example.com").json()["Total"] == 1
     assert http.get("/v3/REST/listrecipient?contactslist=1&CONTACTEMAIL=p%2Bq%40example.com").json()["Total"] == 1
     assert http.get("/v3/REST/contact?Sort=ID+DESC").status_code == 200
 

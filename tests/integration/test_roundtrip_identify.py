@@ -150,8 +150,9 @@ def test_a_second_identify_updates_the_contact_without_duplicating_it(stack):
     properties = stack.contact_properties("bob@example.com")
     assert properties["plan"] == "enterprise" and properties["seats"] == "12"
     assert len(stack.list_memberships("bob@example.com")) == 1
-    contacts = stack.mailjet().contact.get(filters={"Email": "bob@example.com"}).json()
-    assert contacts["Total"] == 1
+    contacts = stack.mailjet().contact.get(id="bob@example.com").json()
+    assert contacts["Count"] == 1 and contacts["Data"][0]["Email"] == "bob@example.com"
+    assert stack.mailjet().contact.get().json()["Total"] == 1  # one contact, not two
 
 
 def test_an_identify_without_email_fails_and_is_not_retried(stack):

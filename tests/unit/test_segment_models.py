@@ -251,6 +251,8 @@ def test_more_than_2500_events_drops_the_whole_batch(backend: SegmentBackend) ->
     ({"type": "track", "event": "E"}, "no_user_anon_id"),
     ({"type": "track", "event": "E", "userId": "", "anonymousId": None}, "no_user_anon_id"),
     ({"type": "identify", "userId": 42}, "id_not_string"),
+    ({"type": "track", "event": "E", "userId": "", "anonymousId": "a"}, "id_not_string"),  # docs: "an empty string"
+    ({"type": "identify", "userId": "u", "anonymousId": ""}, "id_not_string"),
     ({"type": "track", "userId": "u"}, "event_not_defined"),
     ({"type": "track", "userId": "u", "event": ""}, "event_not_defined"),
     ({"type": "track", "userId": "u", "event": 7}, "event_not_string"),
