@@ -1,8 +1,10 @@
 """Send API v3.1 (`POST /v3.1/send`): validation with Mailjet's error codes, and the stored messages.
 
 One `Message` per recipient, as Mailjet gives each To/Cc/Bcc address its own MessageID and
-MessageUUID; the email events of a later stage attach to that MessageID. Error codes and the
-send-0003 and mj-0013 texts are documented (reference/mailjet.md §6); the other texts are guesses.
+MessageUUID; the email events of a later stage attach to that MessageID. Error codes, statuses and
+the properties each applies to follow the DevGuide's "Send API errors" table (reference/mailjet.md
+§6, `api-documentation:guides/_send-api.md`); the send-0003, mj-0002, mj-0013 texts, the mj-0003
+wording and "Max Allowed item limit is 50" are documented, the other texts are guesses.
 """
 
 from __future__ import annotations
@@ -15,10 +17,29 @@ from typing import Any
 
 from .models import EMAIL_PATTERN, Account, ci_get, mj_time
 
-MAX_MESSAGES = 50
+# Documented for Messages, Attachments, InlinedAttachments, Headers and Variables (mj-0008).
+MAX_ITEMS = 50
 MAX_RECIPIENTS = 50
-MAX_SUBJECT_LENGTH = 255
+# Documented maximum lengths (mj-0006): Subject 255, URLTags 256 (reference §6).
+MAX_LENGTHS = {"Subject": 255, "URLTags": 256}
 TRACKING_VALUES = ("account_default", "disabled", "enabled")
+# The four X-Mailjet-Prio levels (0-1 low queue, 2 the default, 3 before the high queue), from
+# Mailjet's "Email Priority Management" article; Priority is the same setting (mj-0005).
+PRIORITY_VALUES = (0, 1, 2, 3)
+ATTACHMENT_FIELDS = ("ContentType", "Filename", "Base64Content")
+# The DevGuide's list of forbidden headers (send-0011), exactly; Reply-To is not in it.
+FORBIDDEN_HEADERS = frozenset(
+    name.lower()
+    for name in (
+        "From", "Sender", "Subject", "To", "Cc", "Bcc", "Return-Path", "Delivered-To", "DKIM-Signature",
+        "DomainKey-Status", "Received-SPF", "Authentication-Results", "Received", "X-Mailjet-Prio",
+        "X-Mailjet-Debug", "User-Agent", "X-Mailer", "X-MJ-CustomID", "X-MJ-EventPayload", "X-MJ-Vars",
+        "X-MJ-TemplateErrorDeliver", "X-MJ-TemplateErrorReporting", "X-MJ-TemplateLanguage",
+        "X-Mailjet-TrackOpen", "X-Mailjet-TrackClick", "X-MJ-TemplateID", "X-MJ-WorkflowID", "X-Feedback-Id",
+        "X-Mailjet-Segmentation", "List-Id", "X-MJ-MID", "X-MJ-ErrorMessage", "Date", "X-CSA-Complaints",
+        "Message-Id", "X-Mailjet-Campaign", "X-MJ-StatisticsContactsListID",
+    )
+)
 # Real MessageIDs are large int64 values (e.g. 576460772022727317), unique across accounts; ours
 # count up from 2**59, each account in its own range of 2**32.
 FIRST_MESSAGE_ID = 2**59
@@ -131,13 +152,13 @@ def send(account: Account, body: Any) -> tuple[int, dict[str, Any]]:
     if not isinstance(sandbox, bool):
         raise SendError("mj-0004", 'Type mismatch: "SandboxMode" must be a boolean.')
     if messages is None:
-        raise SendError("mj-0003", 'Missing mandatory property "Messages".')
+        raise SendError("mj-0003", _missing_text("Messages"))
     if not isinstance(messages, list):
         raise SendError("mj-0004", 'Type mismatch: "Messages" must be an array.')
     if not messages:
-        raise SendError("mj-0007", 'Empty array: "Messages" must contain at least one message.')
-    if len(messages) > MAX_MESSAGES:
-        raise SendError("mj-0008", f'Too many items in "Messages": Max Allowed item limit is {MAX_MESSAGES}.')
+        raise SendError("mj-0007", _empty_array_text("Messages"))
+    if len(messages) > MAX_ITEMS:
+        raise SendError("mj-0008", _too_many_text("Messages"))
     globals_ = ci_get(body, "Globals") or {}
     if not isinstance(globals_, dict):
         raise SendError("mj-0004", 'Type mismatch: "Globals" must be an object.')
@@ -157,6 +178,20 @@ def send(account: Account, body: Any) -> tuple[int, dict[str, Any]]:
     return status, {"Messages": results}
 
 
+def _missing_text(name: str) -> str:
+    # Documented for a message without To (DevGuide sample, there under a garbled code: mj-0005);
+    # GUESS that every mandatory property gets the same wording.
+    return f"The {name} is mandatory but missing from the input"
+
+
+def _empty_array_text(name: str) -> str:
+    return f'Empty array: "{name}" must not be empty.'  # GUESS: no text documented
+
+
+def _too_many_text(name: str) -> str:
+    return f'Too many items in "{name}": Max Allowed item limit is {MAX_ITEMS}.'  # the limit's words are documented
+
+
 def _validate_message(account: Account, message: Any, index: int) -> list[dict[str, Any]]:
     if not isinstance(message, dict):
         return [_error(account, "mj-0004", f"Type mismatch: Messages[{index}] must be an object.", [f"Messages[{index}]"])]
@@ -167,34 +202,18 @@ def _validate_message(account: Account, message: Any, index: int) -> list[dict[s
         errors.append(_error(account, "send-0010", f'Template ID "{template_id}" doesn\'t exist for your account.', ["TemplateID"]))
     sender = ci_get(message, "From")
     if sender is None and template_id is None:  # documented: a template may define the sender
-        errors.append(_error(account, "mj-0003", 'Missing mandatory property "From".', ["From"]))
+        errors.append(_error(account, "mj-0003", _missing_text("From"), ["From"]))
     elif sender is not None:
         errors += _check_address(account, sender, "From")
-    total, mistyped = 0, False
-    for kind in ("To", "Cc", "Bcc"):
-        recipients = ci_get(message, kind)
-        if recipients is None:
-            continue
-        if not isinstance(recipients, list):
-            errors.append(_error(account, "mj-0004", f'Type mismatch: "{kind}" must be an array.', [kind]))
-            mistyped = True
-            continue
-        total += len(recipients)
-        for position, recipient in enumerate(recipients):
-            errors += _check_address(account, recipient, f"{kind}[{position}]")
-    if total == 0 and not mistyped:
-        errors.append(_error(account, "mj-0003", 'Missing mandatory property "To".', ["To"]))
-    if total > MAX_RECIPIENTS:
-        errors.append(
-            _error(account, "send-0015", f"Too many recipients: To, Cc and Bcc may hold {MAX_RECIPIENTS} addresses in all.", ["To", "Cc", "Bcc"])
-        )
-    for name in ("Subject", "TextPart", "HTMLPart", "CustomID", "CustomCampaign"):
+    errors += _check_recipients(account, message)
+    for name in ("Subject", "TextPart", "HTMLPart", "CustomID", "CustomCampaign", "URLTags"):
         value = ci_get(message, name)
         if value is not None and not isinstance(value, str):
             errors.append(_error(account, "mj-0004", f'Type mismatch: "{name}" must be a string.', [name]))
-    subject = ci_get(message, "Subject")
-    if isinstance(subject, str) and len(subject) > MAX_SUBJECT_LENGTH:
-        errors.append(_error(account, "mj-0006", f'"Subject" is too long: at most {MAX_SUBJECT_LENGTH} characters.', ["Subject"]))
+    for name, limit in MAX_LENGTHS.items():
+        value = ci_get(message, name)
+        if isinstance(value, str) and len(value) > limit:
+            errors.append(_error(account, "mj-0006", f'"{name}" is too long: at most {limit} characters.', [name]))
     payload = ci_get(message, "EventPayload")
     if payload is not None and not isinstance(payload, (str, dict)):
         errors.append(_error(account, "mj-0004", 'Type mismatch: "EventPayload" must be a string.', ["EventPayload"]))
@@ -205,10 +224,103 @@ def _validate_message(account: Account, message: Any, index: int) -> list[dict[s
     for name in ("TrackOpens", "TrackClicks"):
         value = ci_get(message, name)
         if value is not None and value not in TRACKING_VALUES:
-            errors.append(_error(account, "mj-0005", f'Value not allowed for "{name}": use {", ".join(TRACKING_VALUES)}.', [name]))
+            errors.append(_not_allowed(account, name, TRACKING_VALUES))
+    priority = ci_get(message, "Priority")
+    if priority is not None:
+        if not isinstance(priority, int) or isinstance(priority, bool):
+            errors.append(_error(account, "mj-0004", 'Type mismatch: "Priority" must be an integer.', ["Priority"]))
+        elif priority not in PRIORITY_VALUES:
+            errors.append(_not_allowed(account, "Priority", PRIORITY_VALUES))
     if ci_get(message, "DeduplicateCampaign") and not ci_get(message, "CustomCampaign"):
-        errors.append(_error(account, "send-0012", '"DeduplicateCampaign" needs "CustomCampaign".', ["DeduplicateCampaign"]))
+        related = ["CustomCampaign", "DeduplicateCampaign"]  # documented
+        errors.append(_error(account, "send-0012", '"DeduplicateCampaign" needs "CustomCampaign".', related))
+    # Documented: only a missing TemplateLanguage counts; GUESS that `false` is accepted, as it is given.
+    error_options = [ci_get(message, name) for name in ("TemplateErrorReporting", "TemplateErrorDeliver")]
+    if any(option is not None for option in error_options) and ci_get(message, "TemplateLanguage") is None:
+        text = '"TemplateErrorReporting" and "TemplateErrorDeliver" need "TemplateLanguage".'
+        errors.append(_error(account, "send-0016", text, ["TemplateLanguage"]))
+    # The error table spells the inline list "InlineAttachments"; the property is InlinedAttachments (§6).
+    for name in ("Attachments", "InlinedAttachments"):
+        errors += _check_attachments(account, ci_get(message, name), name)
+    headers = ci_get(message, "Headers")
+    errors += _check_object(account, headers, "Headers")
+    if isinstance(headers, dict):
+        for header in headers:
+            if header.lower() in FORBIDDEN_HEADERS:  # GUESS: names match case-insensitively, as in email
+                text = f'The "{header}" header cannot be set in "Headers": use its message property.'
+                errors.append(_error(account, "send-0011", text, [f'Headers["{header}"]']))  # documented form
+    errors += _check_object(account, ci_get(message, "Variables"), "Variables")
     return errors
+
+
+def _check_recipients(account: Account, message: dict[str, Any]) -> list[dict[str, Any]]:
+    """To is mandatory and cannot be empty (documented); Cc and Bcc are optional and may be empty."""
+    errors: list[dict[str, Any]] = []
+    total = 0
+    for kind in ("To", "Cc", "Bcc"):
+        recipients = ci_get(message, kind)
+        if recipients is None:
+            if kind == "To":  # documented: missing or null
+                errors.append(_error(account, "mj-0003", _missing_text("To"), ["To"]))
+            continue
+        if not isinstance(recipients, list):
+            errors.append(_error(account, "mj-0004", f'Type mismatch: "{kind}" must be an array.', [kind]))
+            continue
+        if kind == "To" and not recipients:
+            errors.append(_error(account, "mj-0007", _empty_array_text("To"), ["To"]))
+        total += len(recipients)
+        for position, recipient in enumerate(recipients):
+            errors += _check_address(account, recipient, f"{kind}[{position}]")
+    if total > MAX_RECIPIENTS:
+        errors.append(
+            _error(account, "send-0015", f"Too many recipients: To, Cc and Bcc may hold {MAX_RECIPIENTS} addresses in all.", ["To", "Cc", "Bcc"])
+        )
+    return errors
+
+
+def _check_attachments(account: Account, attachments: Any, name: str) -> list[dict[str, Any]]:
+    if attachments is None:
+        return []
+    if not isinstance(attachments, list):
+        return [_error(account, "mj-0004", f'Type mismatch: "{name}" must be an array.', [name])]
+    errors = []
+    if len(attachments) > MAX_ITEMS:
+        errors.append(_error(account, "mj-0008", _too_many_text(name), [name]))
+    for position, attachment in enumerate(attachments):
+        where = f"{name}[{position}]"
+        if not isinstance(attachment, dict):
+            errors.append(_error(account, "mj-0004", f'Type mismatch: "{where}" must be an object.', [where]))
+            continue
+        # GUESS: all three fields are mandatory, as every documented attachment carries them.
+        for field_name in ATTACHMENT_FIELDS:
+            errors += _check_text(account, ci_get(attachment, field_name), f"{where}.{field_name}")
+    return errors
+
+
+def _check_object(account: Account, value: Any, name: str) -> list[dict[str, Any]]:
+    """Headers and Variables: JSON objects of at most MAX_ITEMS entries."""
+    if value is None:
+        return []
+    if not isinstance(value, dict):
+        return [_error(account, "mj-0004", f'Type mismatch: "{name}" must be an object.', [name])]
+    if len(value) > MAX_ITEMS:
+        return [_error(account, "mj-0008", _too_many_text(name), [name])]
+    return []
+
+
+def _not_allowed(account: Account, name: str, allowed: tuple[Any, ...]) -> dict[str, Any]:
+    return _error(account, "mj-0005", f'Value not allowed for "{name}": use {", ".join(map(str, allowed))}.', [name])
+
+
+def _check_text(account: Account, value: Any, where: str) -> list[dict[str, Any]]:
+    """A mandatory string that may not be empty (mj-0003, mj-0004, mj-0012)."""
+    if value is None:
+        return [_error(account, "mj-0003", _missing_text(where), [where])]
+    if not isinstance(value, str):
+        return [_error(account, "mj-0004", f'Type mismatch: "{where}" must be a string.', [where])]
+    if value == "":
+        return [_error(account, "mj-0012", f'"{where}" must not be an empty string.', [where])]
+    return []
 
 
 def _check_address(account: Account, value: Any, where: str) -> list[dict[str, Any]]:
@@ -216,14 +328,8 @@ def _check_address(account: Account, value: Any, where: str) -> list[dict[str, A
         return [_error(account, "mj-0004", f'Type mismatch: "{where}" must be an object with "Email".', [where])]
     email = ci_get(value, "Email")
     name = ci_get(value, "Name")
-    errors = []
-    if email is None:
-        errors.append(_error(account, "mj-0003", f'Missing mandatory property "{where}.Email".', [f"{where}.Email"]))
-    elif not isinstance(email, str):
-        errors.append(_error(account, "mj-0004", f'Type mismatch: "{where}.Email" must be a string.', [f"{where}.Email"]))
-    elif email == "":
-        errors.append(_error(account, "mj-0012", f'"{where}.Email" must not be an empty string.', [f"{where}.Email"]))
-    elif not EMAIL_PATTERN.fullmatch(email):
+    errors = _check_text(account, email, f"{where}.Email")
+    if not errors and not EMAIL_PATTERN.fullmatch(email):
         # Observed text (a public test fixture).
         errors.append(_error(account, "mj-0013", f'"{email}" is an invalid email address.', [f"{where}.Email"]))
     if name is not None and not isinstance(name, str):

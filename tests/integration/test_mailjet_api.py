@@ -539,3 +539,31 @@ def test_send_v31_wrong_method_answers_the_v31_error_shape(server: Server) -> No
     assert response.status_code == 405
     assert contracts.validate("mailjet.send.error", response.json()) == []
     assert response.json()["ErrorMessage"] == "Method not allowed"
+
+
+def test_send_v31_documented_errors_over_http(server: Server) -> None:
+    sender, text = {"Email": "a@example.com"}, "t"
+    response = server.http.post("/v3.1/send", json={"Messages": [
+        {"From": sender, "To": [], "TextPart": text},
+        {"From": sender, "Bcc": [{"Email": "b@example.com"}], "TextPart": text},
+        {"From": sender, "To": [{"Email": "c@example.com"}], "TextPart": text,
+         "Headers": {"Reply-To": "r@example.com", "X-MJ-CustomID": "x"}},
+        {"From": sender, "To": [{"Email": "d@example.com"}], "TextPart": text, "Priority": 5, "TemplateErrorDeliver": True,
+         "Attachments": [{"ContentType": "text/plain", "Filename": "", "Base64Content": "aGk="}]},
+        {"From": sender, "To": [{"Email": "ok@example.com"}], "TextPart": text, "Priority": 3, "URLTags": "utm_source=x",
+         "Headers": {"Reply-To": "r@example.com"}, "Variables": {"day": "Monday"}, "TemplateLanguage": True,
+         "InlinedAttachments": [{"ContentType": "image/png", "Filename": "a.png", "ContentID": "id1", "Base64Content": "aGk="}]},
+    ]})
+    assert response.status_code == 200
+    result = response.json()
+    assert contracts.validate("mailjet.send.response", result) == []
+    related = [[(e["ErrorCode"], e["ErrorRelatedTo"]) for e in m.get("Errors", [])] for m in result["Messages"]]
+    assert related == [
+        [("mj-0007", ["To"])],
+        [("mj-0003", ["To"])],
+        [("send-0011", ['Headers["X-MJ-CustomID"]'])],
+        [("mj-0005", ["Priority"]), ("send-0016", ["TemplateLanguage"]), ("mj-0012", ["Attachments[0].Filename"])],
+        [],
+    ]
+    assert result["Messages"][1]["Errors"][0]["ErrorMessage"] == "The To is mandatory but missing from the input"
+    assert result["Messages"][4]["Status"] == "success"

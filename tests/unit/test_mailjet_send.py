@@ -1,0 +1,218 @@
+"""Send API v3.1 validation against the DevGuide's "Send API errors" table (reference/mailjet.md §6).
+
+Each rule is checked both ways: the valid edge is sent, the invalid one answers its documented
+ErrorCode, StatusCode and ErrorRelatedTo in the per-message error shape.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from emulator.common.clock import Clock
+from emulator.config import BundleConfig
+from emulator.mailjet.models import Account, MailjetBackend
+from emulator.mailjet.send import FORBIDDEN_HEADERS, SendError, send
+
+DROP = object()  # a `message()` change that removes the key
+ATTACHMENT = {"ContentType": "text/plain", "Filename": "a.txt", "Base64Content": "aGk="}
+# The DevGuide's forbidden headers, as it prints them.
+DOCUMENTED_FORBIDDEN = [
+    "From", "Sender", "Subject", "To", "Cc", "Bcc", "Return-Path", "Delivered-To", "DKIM-Signature", "DomainKey-Status",
+    "Received-SPF", "Authentication-Results", "Received", "X-Mailjet-Prio", "X-Mailjet-Debug", "User-Agent", "X-Mailer",
+    "X-MJ-CustomID", "X-MJ-EventPayload", "X-MJ-Vars", "X-MJ-TemplateErrorDeliver", "X-MJ-TemplateErrorReporting",
+    "X-MJ-TemplateLanguage", "X-Mailjet-TrackOpen", "X-Mailjet-TrackClick", "X-MJ-TemplateID", "X-MJ-WorkflowID",
+    "X-Feedback-Id", "X-Mailjet-Segmentation", "List-Id", "X-MJ-MID", "X-MJ-ErrorMessage", "Date", "X-CSA-Complaints",
+    "Message-Id", "X-Mailjet-Campaign", "X-MJ-StatisticsContactsListID",
+]
+
+
+@pytest.fixture
+def account() -> Account:
+    return MailjetBackend(BundleConfig(seed=7), Clock(), "http://mj.test", "http://segment.test").default_account
+
+
+def message(**changes: Any) -> dict[str, Any]:
+    base: dict[str, Any] = {"From": {"Email": "f@example.com"}, "To": [{"Email": "t@example.com"}], "TextPart": "x"}
+    base.update(changes)
+    return {key: value for key, value in base.items() if value is not DROP}
+
+
+def answer(account: Account, sent: dict[str, Any]) -> dict[str, Any]:
+    status, body = send(account, {"Messages": [sent]})
+    result = body["Messages"][0]
+    assert status == (200 if result["Status"] == "success" else 400)
+    return result
+
+
+def errors(account: Account, sent: dict[str, Any]) -> list[tuple[str, list[str]]]:
+    """(ErrorCode, ErrorRelatedTo) of each error; every error has the documented shape and status 400."""
+    result = answer(account, sent)
+    assert result["Status"] == "error", result
+    for error in result["Errors"]:
+        assert set(error) == {"ErrorIdentifier", "ErrorCode", "StatusCode", "ErrorMessage", "ErrorRelatedTo"}
+        assert error["StatusCode"] == 400
+    return [(error["ErrorCode"], error["ErrorRelatedTo"]) for error in result["Errors"]]
+
+
+def accepted(account: Account, sent: dict[str, Any]) -> bool:
+    return answer(account, sent)["Status"] == "success"
+
+
+# ---------------------------------------------------------------- mj-0005 value not allowed
+
+
+@pytest.mark.parametrize("priority", [0, 1, 2, 3])
+def test_priority_takes_the_four_documented_levels(account: Account, priority: int) -> None:
+    assert accepted(account, message(Priority=priority))
+
+
+@pytest.mark.parametrize("priority", [4, -1, 100])
+def test_priority_outside_the_levels_is_not_allowed(account: Account, priority: int) -> None:
+    assert errors(account, message(Priority=priority)) == [("mj-0005", ["Priority"])]
+
+
+@pytest.mark.parametrize("priority", ["2", 2.5, True, "high"])
+def test_priority_that_is_not_an_integer_is_a_type_mismatch(account: Account, priority: Any) -> None:
+    assert errors(account, message(Priority=priority)) == [("mj-0004", ["Priority"])]
+
+
+def test_tracking_values_stay_checked(account: Account) -> None:
+    assert accepted(account, message(TrackOpens="enabled", TrackClicks="disabled"))
+    assert errors(account, message(TrackOpens="yes", TrackClicks=1)) == [("mj-0005", ["TrackOpens"]), ("mj-0005", ["TrackClicks"])]
+
+
+# ---------------------------------------------------------------- mj-0006 too long
+
+
+def test_urltags_up_to_256_characters(account: Account) -> None:
+    assert accepted(account, message(URLTags="a" * 256))
+    assert errors(account, message(URLTags="a" * 257)) == [("mj-0006", ["URLTags"])]
+    assert errors(account, message(URLTags=["utm_source=x"])) == [("mj-0004", ["URLTags"])]
+
+
+def test_subject_up_to_255_characters(account: Account) -> None:
+    assert accepted(account, message(Subject="s" * 255))
+    assert errors(account, message(Subject="s" * 256)) == [("mj-0006", ["Subject"])]
+
+
+# ---------------------------------------------------------------- mj-0007 empty array, To mandatory
+
+
+def test_an_empty_to_is_an_empty_array(account: Account) -> None:
+    assert errors(account, message(To=[], Cc=[{"Email": "c@example.com"}])) == [("mj-0007", ["To"])]
+
+
+@pytest.mark.parametrize("to", [DROP, None])
+def test_to_is_mandatory_even_with_cc_or_bcc(account: Account, to: Any) -> None:
+    result = answer(account, message(To=to, Bcc=[{"Email": "b@example.com"}]))
+    assert [(e["ErrorCode"], e["ErrorRelatedTo"]) for e in result["Errors"]] == [("mj-0003", ["To"])]
+    assert result["Errors"][0]["ErrorMessage"] == "The To is mandatory but missing from the input"  # documented text
+    assert account.messages == []
+
+
+def test_cc_and_bcc_may_be_empty(account: Account) -> None:
+    assert accepted(account, message(Cc=[], Bcc=[]))
+
+
+def test_an_empty_messages_array_and_missing_messages(account: Account) -> None:
+    for body, code in [({"Messages": []}, "mj-0007"), ({}, "mj-0003")]:
+        with pytest.raises(SendError) as raised:
+            send(account, body)
+        assert raised.value.code == code
+    assert raised.value.message == "The Messages is mandatory but missing from the input"
+
+
+# ---------------------------------------------------------------- mj-0008 too many items
+
+
+@pytest.mark.parametrize("name", ["Attachments", "InlinedAttachments"])
+def test_attachment_lists_hold_at_most_50(account: Account, name: str) -> None:
+    assert accepted(account, message(**{name: [ATTACHMENT] * 50}))
+    result = answer(account, message(**{name: [ATTACHMENT] * 51}))
+    assert [(e["ErrorCode"], e["ErrorRelatedTo"]) for e in result["Errors"]] == [("mj-0008", [name])]
+    assert result["Errors"][0]["ErrorMessage"].endswith("Max Allowed item limit is 50.")  # documented words
+
+
+@pytest.mark.parametrize("name", ["Headers", "Variables"])
+def test_headers_and_variables_hold_at_most_50_entries(account: Account, name: str) -> None:
+    assert accepted(account, message(**{name: {f"X-Key-{i}": "v" for i in range(50)}}))
+    assert errors(account, message(**{name: {f"X-Key-{i}": "v" for i in range(51)}})) == [("mj-0008", [name])]
+    assert errors(account, message(**{name: ["X-Key: v"]})) == [("mj-0004", [name])]
+
+
+def test_attachments_must_be_an_array_of_objects(account: Account) -> None:
+    assert errors(account, message(Attachments=ATTACHMENT)) == [("mj-0004", ["Attachments"])]
+    assert errors(account, message(Attachments=["a.txt"])) == [("mj-0004", ["Attachments[0]"])]
+
+
+# ---------------------------------------------------------------- mj-0012 empty string
+
+
+@pytest.mark.parametrize("name", ["Attachments", "InlinedAttachments"])
+@pytest.mark.parametrize("field", ["ContentType", "Filename", "Base64Content"])
+def test_attachment_fields_may_not_be_empty(account: Account, name: str, field: str) -> None:
+    where = f"{name}[1].{field}"
+    assert errors(account, message(**{name: [ATTACHMENT, {**ATTACHMENT, field: ""}]})) == [("mj-0012", [where])]
+    assert errors(account, message(**{name: [ATTACHMENT, {**ATTACHMENT, field: 7}]})) == [("mj-0004", [where])]
+    missing = {key: value for key, value in ATTACHMENT.items() if key != field}
+    assert errors(account, message(**{name: [ATTACHMENT, missing]})) == [("mj-0003", [where])]
+
+
+def test_attachment_field_names_are_case_insensitive(account: Account) -> None:
+    # The error table writes "FileName"; §6 and the clients write "Filename".
+    assert accepted(account, message(Attachments=[{"ContentType": "text/plain", "FileName": "a.txt", "Base64Content": "aGk="}]))
+
+
+def test_an_empty_email_stays_mj_0012(account: Account) -> None:
+    assert errors(account, message(To=[{"Email": ""}])) == [("mj-0012", ["To[0].Email"])]
+
+
+# ---------------------------------------------------------------- send-0011 forbidden header
+
+
+def test_the_forbidden_list_is_the_documented_one() -> None:
+    assert FORBIDDEN_HEADERS == {name.lower() for name in DOCUMENTED_FORBIDDEN}
+
+
+@pytest.mark.parametrize("header", DOCUMENTED_FORBIDDEN + ["x-mj-customid", "MESSAGE-ID"])
+def test_a_forbidden_header_is_refused(account: Account, header: str) -> None:
+    assert errors(account, message(Headers={"X-My-Header": "ok", header: "v"})) == [("send-0011", [f'Headers["{header}"]'])]
+
+
+@pytest.mark.parametrize("header", ["X-My-header", "Reply-To", "X-Mailjet-Campaign-Name", "List-Unsubscribe"])
+def test_other_headers_are_sent(account: Account, header: str) -> None:
+    assert accepted(account, message(Headers={header: "X2332X-324-432-534"}))
+
+
+# ---------------------------------------------------------------- send-0016 TemplateLanguage missing
+
+
+@pytest.mark.parametrize("option", [{"TemplateErrorReporting": {"Email": "dev@example.com"}}, {"TemplateErrorDeliver": True}])
+def test_template_error_options_need_template_language(account: Account, option: dict[str, Any]) -> None:
+    assert errors(account, message(**option)) == [("send-0016", ["TemplateLanguage"])]
+    assert errors(account, message(**option, TemplateLanguage=None)) == [("send-0016", ["TemplateLanguage"])]
+    assert accepted(account, message(**option, TemplateLanguage=True))
+
+
+def test_template_language_alone_is_fine(account: Account) -> None:
+    assert accepted(account, message(TemplateLanguage=True, Variables={"day": "Monday"}))
+
+
+# ---------------------------------------------------------------- send-0012 related properties
+
+
+def test_deduplicate_campaign_relates_to_both_properties(account: Account) -> None:
+    assert errors(account, message(DeduplicateCampaign=True)) == [("send-0012", ["CustomCampaign", "DeduplicateCampaign"])]
+    assert accepted(account, message(DeduplicateCampaign=True, CustomCampaign="welcome"))
+
+
+def test_a_message_can_fail_several_rules_at_once_and_others_still_go(account: Account) -> None:
+    bad = message(To=[], Priority=9, URLTags="u" * 300, Headers={"From": "x"}, TemplateErrorDeliver=True,
+                  Attachments=[{**ATTACHMENT, "Base64Content": ""}])
+    status, body = send(account, {"Messages": [bad, message()]})
+    assert status == 200
+    codes = [error["ErrorCode"] for error in body["Messages"][0]["Errors"]]
+    assert codes == ["mj-0007", "mj-0006", "mj-0005", "send-0016", "mj-0012", "send-0011"]
+    assert body["Messages"][1]["Status"] == "success" and len(account.messages) == 1
