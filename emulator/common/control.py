@@ -32,13 +32,14 @@ def control_error_response(exc: ControlError) -> JSONResponse:
     return JSONResponse({"error": exc.message}, status_code=exc.status)
 
 
-async def read_json_object(request: Request) -> dict[str, Any]:
-    """The body of a control request as a JSON object, or ControlError(400)."""
+async def read_json_object(request: Request, decode: Callable[[bytes], Any] = decode_json) -> dict[str, Any]:
+    """The body of a control request as a JSON object, or ControlError(400); `decode_snapshot` for a
+    snapshot document."""
     raw = await request.body()
     if not raw.strip():
         return {}
     try:
-        payload = decode_json(raw)
+        payload = decode(raw)
     except ValueError as exc:
         raise ControlError(f"body is not valid JSON: {exc}") from exc
     if not isinstance(payload, dict):

@@ -14,6 +14,8 @@ import orjson
 # json, which renders those answers, recurses on the interpreter's stack: at ~1,000 levels (what
 # orjson reads) a message was accepted and then broke every answer and delivery that showed it.
 MAX_DEPTH = 254
+# How much deeper a snapshot nests what it holds (document, state, workspaces, list, record, ...).
+SNAPSHOT_WRAPPING = 8
 # orjson's reader (yyjson) stops at 1,024 levels in its own code, with this message (since orjson
 # 3.9.15, CVE-2024-27454).
 _ORJSON_TOO_DEEP = "depth limit exceeded"
@@ -56,32 +58,48 @@ def decode_json(raw: bytes, fallback: Callable[[bytes], Any] = read_with_json) -
     left: an integer beyond 64 bits becomes a float (RFC 8259 §6 leaves such numbers to the
     reader; JavaScript and Go read every number as a double).
     """
-    try:
-        value = orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
-        if exc.msg.startswith(_ORJSON_TOO_DEEP):
-            raise _too_deep() from None
-        return _read_refused(raw, fallback)
-    try:
-        orjson.dumps(value)  # the exact depth check, and the cheapest (~1 µs for 10 KB)
-    except orjson.JSONEncodeError:
-        raise _too_deep() from None
+    value = _loads(raw, fallback, MAX_DEPTH)
+    if not fits_depth(value):
+        raise _too_deep(MAX_DEPTH)
     return value
 
 
-def _too_deep() -> ValueError:
-    return ValueError(f"JSON is nested more than {MAX_DEPTH} levels deep")
+def decode_snapshot(raw: bytes) -> Any:
+    """A snapshot document, read as `decode_json` reads a body but without its depth limit: it holds
+    values that may each nest MAX_DEPTH levels, a few levels down, and its loaders check each with
+    `fits_depth`. (orjson still stops at 1,024 levels; json, for what orjson refuses, at
+    MAX_DEPTH + SNAPSHOT_WRAPPING.)"""
+    return _loads(raw, read_with_json, MAX_DEPTH + SNAPSHOT_WRAPPING)
 
 
-def _read_refused(raw: bytes, fallback: Callable[[bytes], Any]) -> Any:
-    if nesting_depth(raw) > MAX_DEPTH:
-        raise _too_deep()
+def fits_depth(value: Any) -> bool:
+    """Whether `value` nests at most MAX_DEPTH levels: the exact check, and the cheapest (orjson
+    encodes at most that deep; ~1 µs for 10 KB)."""
+    try:
+        orjson.dumps(value)
+    except orjson.JSONEncodeError as exc:
+        return "Recursion limit" not in str(exc)  # anything else (an integer beyond 64 bits) is no depth
+    return True
+
+
+def _loads(raw: bytes, fallback: Callable[[bytes], Any], max_depth: int) -> Any:
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        if exc.msg.startswith(_ORJSON_TOO_DEEP):
+            raise _too_deep(max_depth) from None
+    if nesting_depth(raw) > max_depth:
+        raise _too_deep(max_depth)
     try:
         value = fallback(raw)
     except RecursionError:  # the caller's own stack was deep already
         raise ValueError("JSON is nested too deeply") from None
     # Always walked: a UTF-16 body (which json also reads) hides its escapes from a byte search.
     return _without_lone_surrogates(value)
+
+
+def _too_deep(max_depth: int) -> ValueError:
+    return ValueError(f"JSON is nested more than {max_depth} levels deep")
 
 
 def _without_lone_surrogates(value: Any) -> Any:

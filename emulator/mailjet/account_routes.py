@@ -19,6 +19,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from ..common.control import ControlError, control_error_response, query_limit, read_json_object
+from ..common.json_body import decode_snapshot
 from .service import MailjetService, Tenant
 from .storage import MailjetStore, StateError, export_snapshot, import_snapshot
 
@@ -109,7 +110,7 @@ def account_routes(service: MailjetService, store: MailjetStore | None) -> list[
 
     async def snapshot_put(request: Request) -> Response:
         try:
-            import_snapshot(service, await read_json_object(request), store)
+            import_snapshot(service, await read_json_object(request, decode_snapshot), store)
         except ControlError as exc:
             return control_error_response(exc)
         except StateError as exc:

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from ..common.clock import parse_iso
+from ..common.json_body import MAX_DEPTH, fits_depth
 from ..common.snapshot import snapshot_document, snapshot_state
 from ..common.sqlite import open_database, transaction
 from .events import Campaign, EmailEvent, Life, Simulation
@@ -116,8 +117,11 @@ def _decode(value: Any, annotation: str, where: str) -> Any:
     if base == "datetime":
         try:
             return parse_iso(value)
-        except ValueError as exc:
+        except (ValueError, OverflowError) as exc:  # OverflowError: in range as written, not once in UTC
             raise StateError(f"{where}: {exc}") from None
+    if base in ("list", "dict") and not fits_depth(value):
+        # Any JSON a client sent that is kept as is (a job's contacts): an answer showing it must render.
+        raise StateError(f"{where}: nested more than {MAX_DEPTH} levels deep")
     if annotation == "dict[str, str]" and not all(isinstance(v, str) for v in value.values()):
         raise StateError(f"{where}: expected string values")
     if annotation in ("list[int]", "set[int]") and not all(_SCALARS["int"](v) for v in value):

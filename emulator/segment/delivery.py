@@ -335,7 +335,9 @@ class DeliveryPipeline:
             message_id=str(message.get("messageId")),
             type=message.get("type"),
             user_id=message.get("userId"),
-            event=message.get("event"),
+            # Only a track call's event is its name (ingest checked it); another call may carry
+            # any value there, which the record is no place for.
+            event=message.get("event") if message.get("type") == "track" else None,
             # Not a copy: a stored message is never changed, so this is the message as accepted.
             body=message,
             state=QUEUED if reason is None else SKIPPED,

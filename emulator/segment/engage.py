@@ -578,7 +578,7 @@ def definition_from_json(data: Any) -> Audience | ComputedTrait:
         raise DefinitionError(f"id must be a string starting with {prefix!r}, got {definition_id!r}")
     try:
         created = parse_iso(created_at)
-    except ValueError as exc:
+    except (ValueError, OverflowError) as exc:  # OverflowError: in range as written, not once in UTC
         raise DefinitionError(f"created_at: {exc}") from exc
     keep_id = lambda: definition_id[len(prefix):]  # noqa: E731 - the parser adds the prefix back
     if kind == "audience":
@@ -1023,10 +1023,11 @@ def parse_sync_interval(text: str) -> timedelta | str:
 class EngageScheduler:
     """Runs the engine's syncs on the virtual clock.
 
-    A duration syncs every interval of virtual time (a clock jump fires one sync at the new time,
-    not one per missed interval); "realtime" syncs as soon as something changed or a window lapsed;
-    "manual" leaves it to `POST /_emulator/engage/sync`. Timers are re-armed lazily because a
-    service reset drops them together with the clock offset.
+    A duration syncs every interval of virtual time, counted from the creation of the earliest
+    definition: it is stored with the definitions, so a restart keeps the next sync's due time (a
+    clock jump fires one sync at the new time, not one per missed interval); "realtime" syncs as soon
+    as something changed or a window lapsed; "manual" leaves it to `POST /_emulator/engage/sync`.
+    Timers are re-armed lazily because a service reset drops them together with the clock offset.
     """
 
     def __init__(
@@ -1055,7 +1056,11 @@ class EngageScheduler:
         elif self._live_timer():
             return
         else:
-            due = self.clock.now() + self.interval
+            created = [definition.created_at for definition in (*self.engine.audiences(), *self.engine.traits())]
+            if not created:
+                return  # nothing to sync; defining something arms the schedule
+            anchor = min(created)
+            due = anchor + self.interval * ((self.clock.now() - anchor) // self.interval + 1)
         self._timer = self.clock.call_at(due, self._fire, owner=self.owner)
 
     def _fire(self) -> None:
@@ -1152,6 +1157,7 @@ class EngageSpace:
     def restore(self, states: Iterable[ComputationState]) -> None:
         """Definitions and last-synced state kept before a restart or from a snapshot."""
         self.engine.restore(states)
+        self.scheduler.cancel()  # a snapshot's definitions bring their own schedule
         self.scheduler.arm()
 
     def reset(self) -> None:

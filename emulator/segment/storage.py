@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from ..common.clock import iso, parse_iso
+from ..common.json_body import MAX_DEPTH, fits_depth
 from ..common import snapshot
 from ..common.sqlite import open_database, transaction
 from .delivery import STATES, DeliveryRecord, DestinationConfig, DestinationConfigError
@@ -235,7 +236,7 @@ def computation_from_json(data: Any, where: str) -> ComputationState:
 
 def message_from_json(data: Any, where: str) -> StoredMessage:
     data = _object(data, where)
-    message = _object(data.get("message"), f"{where}.message")
+    message = _deep_enough(_object(data.get("message"), f"{where}.message"), f"{where}.message")
     if not isinstance(message.get("messageId"), str):
         raise SnapshotError(f"{where}.message.messageId must be a string")
     source = _object(data.get("source"), f"{where}.source")
@@ -290,7 +291,7 @@ def delivery_from_json(data: Any, where: str) -> DeliveryRecord:
         type=data.get("type"),
         user_id=data.get("userId"),
         event=data.get("event"),
-        body=_object(data.get("body"), f"{where}.body"),
+        body=_deep_enough(_object(data.get("body"), f"{where}.body"), f"{where}.body"),
         state=state,
         reason=data.get("reason"),
         next_attempt_at=next_attempt_at,
@@ -302,6 +303,13 @@ def delivery_from_json(data: Any, where: str) -> DeliveryRecord:
 def _object(value: Any, where: str) -> dict[str, Any]:
     if not isinstance(value, dict):
         raise SnapshotError(f"{where} must be a JSON object")
+    return value
+
+
+def _deep_enough(value: dict[str, Any], where: str) -> dict[str, Any]:
+    # A snapshot may nest deeper than a body (decode_snapshot); what it holds may not.
+    if not fits_depth(value):
+        raise SnapshotError(f"{where} is nested more than {MAX_DEPTH} levels deep")
     return value
 
 

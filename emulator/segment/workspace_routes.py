@@ -19,7 +19,7 @@ from starlette.routing import Route
 
 from ..common.clock import Clock
 from ..common.control import ControlError, control_error_response, read_json_object
-from ..common.json_body import decode_json
+from ..common.json_body import decode_snapshot
 from .storage import SnapshotError, snapshot_document, state_from_snapshot
 from .workspaces import Workspace, WorkspaceError, Workspaces
 
@@ -52,19 +52,18 @@ def workspace_routes(workspaces: Workspaces, workspace_of: Callable[[Request], W
         return JSONResponse(snapshot_document(workspaces.export(), clock.now()))
 
     async def import_snapshot(request: Request) -> Response:
-        raw = await request.body()
         try:
-            try:
-                document = decode_json(raw)
-            except ValueError as exc:
-                raise ControlError(f"body is not valid JSON: {exc}") from exc
+            document = await read_json_object(request, decode_snapshot)
             try:
                 states = state_from_snapshot(document)
             except SnapshotError as exc:
                 raise ControlError(str(exc)) from exc
+            try:
+                await workspaces.replace(states)
+            except WorkspaceError as exc:  # refused before anything changed
+                raise ControlError(str(exc), exc.status) from exc
         except ControlError as exc:
             return control_error_response(exc)
-        await workspaces.replace(states)
         return JSONResponse(
             {
                 "status": "ok",

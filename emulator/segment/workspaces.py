@@ -202,6 +202,14 @@ class Workspaces:
         The default workspace always stays (with the config's sources); one absent from `states`
         is left as after a reset. The caller closes the removed ones' connections.
         """
+        config_keys = {source.write_key for source in self._config_sources}
+        for state in states:
+            if workspace_id(state.write_key) != self.default.id and state.write_key in config_keys:
+                # Its own key would go to the default workspace, leaving it unreachable and saved so.
+                raise WorkspaceError(
+                    f"workspace {workspace_id(state.write_key)} has write key {state.write_key!r}, which --config "
+                    "gives the default workspace; remove that source from --config"
+                )
         wanted = {workspace_id(state.write_key) for state in states}
         removed = [ws for ws in self if ws.id not in wanted and ws is not self.default]
         for workspace in removed:
@@ -229,13 +237,16 @@ class Workspaces:
     async def replace(self, states: list[WorkspaceState]) -> None:
         """A snapshot import: hold exactly `states` (validated), in memory and in the database.
 
-        Deliveries in flight from the replaced state are answered first, as at a reset.
+        The database is rewritten at once, before anything else can write to it (a save left to
+        run while deliveries in flight are answered mixed old and new rows). Those deliveries are
+        then answered, as at a reset, before the import answers.
         """
-        for workspace in self.restore(states):
-            await self._retire(workspace.pipeline)
-        await self.quiesce()
+        removed = self.restore(states)
         if self.store is not None:
             self.store.replace(self.export())
+        for workspace in removed:
+            await self._retire(workspace.pipeline)
+        await self.quiesce()
         self.resume()
 
     def resume(self) -> None:

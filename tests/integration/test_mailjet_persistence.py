@@ -5,6 +5,7 @@ the restart to a real local receiver, and a snapshot export → reset → import
 from __future__ import annotations
 
 import asyncio
+import copy
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
@@ -20,6 +21,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from emulator.common.clock import Clock
+from emulator.common.json_body import MAX_DEPTH
 from emulator.common.server import LoopThread, Runner, serve_in_background
 from emulator.config import BundleConfig, BundleUrls
 from emulator.mailjet.routes import create_app
@@ -217,3 +219,22 @@ def test_snapshot_export_reset_import_gives_the_same_state(tmp_path: Path, serve
     restarted = start(tmp_path)
     servers.append(restarted)
     assert everything(restarted) == before  # the import was stored
+
+
+def test_a_job_holding_json_as_deep_as_accepted_comes_back_from_a_snapshot(tmp_path: Path, servers: list[Server]) -> None:
+    # Jobs keep the contacts as sent; the snapshot nests them deeper than a body may be, and PUT refused it.
+    server = start(tmp_path)
+    servers.append(server)
+    deep: Any = "leaf"
+    for _ in range(MAX_DEPTH - 3):  # under the body, its Contacts list and the contact: as deep as accepted
+        deep = {"n": deep}
+    job = server.http.post("/v3/REST/contact/managemanycontacts", json={"Contacts": [{"Email": "a@example.com", "Deep": deep}]})
+    assert job.status_code == 201, job.text
+    assert server.http.post("/v3/REST/contact", json={"Email": "b@example.com"}).status_code == 201
+    snapshot = server.control("GET", "snapshot").json()
+    assert server.control("PUT", "snapshot", json=snapshot).status_code == 200
+    assert server.control("GET", "snapshot").json()["state"] == snapshot["state"]
+    bad = copy.deepcopy(snapshot)
+    bad["state"]["accounts"][0]["contacts"][0]["created_at"] = "9999-12-31T23:59:59-05:00"
+    refused = server.control("PUT", "snapshot", json=bad)
+    assert refused.status_code == 400 and "created_at" in refused.json()["error"]

@@ -23,6 +23,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from emulator.common.clock import Clock
+from emulator.common.json_body import MAX_DEPTH
 from emulator.common.server import LoopThread, Runner, serve_in_background
 from emulator.config import BundleConfig, BundleUrls
 from emulator.segment.routes import create_app
@@ -259,3 +260,49 @@ def test_a_snapshot_with_an_accepted_message_ingestion_would_discard_answers_400
     assert f"messages[{index}].message" in answer.json()["error"] and message in answer.json()["error"]
     assert segment.get("/_emulator/snapshot")["state"]["workspaces"][0]["messages"] == messages_before
     assert segment.get("/_emulator/profiles/u1")["traits"] == {"email": "ada@example.com"}
+
+
+def test_whatever_the_tracking_api_accepted_comes_back_from_a_snapshot_and_a_restart(segment: Segment) -> None:
+    # A page's `event` of 123 made its delivery record unloadable (every restart failed), and a
+    # message nested near the limit made the snapshot too deep for PUT.
+    deep: Any = "leaf"
+    for _ in range(MAX_DEPTH - 2):  # under the message and its properties: as deep as accepted
+        deep = {"n": deep}
+    segment.send("POST", "/v1/page", {"userId": "u1", "name": "Home", "event": 123, "writeKey": KEY})
+    segment.send("POST", "/v1/track", {"userId": "u1", "event": "Deep", "properties": {"deep": deep}, "writeKey": KEY})
+    exported = segment.get("/_emulator/snapshot")
+    segment.send("PUT", "/_emulator/snapshot", exported)
+    assert segment.get("/_emulator/snapshot")["state"] == exported["state"]
+    segment.restart()
+    assert segment.get("/_emulator/snapshot")["state"] == exported["state"]
+    too_deep = copy.deepcopy(exported)
+    too_deep["state"]["workspaces"][0]["messages"][-1]["message"]["properties"]["deep"] = {"n": deep}
+    answer = httpx.put(segment.url + "/_emulator/snapshot", json=too_deep)
+    assert answer.status_code == 400 and "nested more than 254 levels" in answer.json()["error"]
+
+
+def test_a_snapshot_time_out_of_range_once_in_utc_answers_400(segment: Segment) -> None:
+    segment.send("POST", "/_emulator/engage/audiences", {"name": "Pro", "rule": {"trait": "plan", "equals": "pro"}},
+                 status=201)
+    document = segment.get("/_emulator/snapshot")
+    document["state"]["workspaces"][0]["engage"][0]["definition"]["created_at"] = "9999-12-31T23:59:59-05:00"
+    answer = httpx.put(segment.url + "/_emulator/snapshot", json=document)
+    assert answer.status_code == 400 and "created_at" in answer.json()["error"]
+
+
+def test_a_workspace_reached_by_a_config_source_key_is_refused_not_emptied(
+    tmp_path: Path, destination: tuple[Destination, str]
+) -> None:
+    # Its own key went to the default workspace and it was saved with no source: every later start failed.
+    plain = Segment(tmp_path / "a", destination[1])
+    plain.send("POST", "/_emulator/sources", {"name": "ci", "write_key": "persist-ci"}, status=201)
+    document = plain.get("/_emulator/snapshot")
+    plain.stop()
+    configured = Segment(tmp_path / "b", destination[1], sources=[{"name": "ci", "write_key": "persist-ci"}])
+    try:
+        before = configured.get("/_emulator/snapshot")["state"]
+        answer = httpx.put(configured.url + "/_emulator/snapshot", json=document)
+        assert answer.status_code == 400 and "--config" in answer.json()["error"]
+        assert configured.get("/_emulator/snapshot")["state"] == before
+    finally:
+        configured.stop()

@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from emulator.common.json_body import MAX_DEPTH, decode_json, nesting_depth
+from emulator.common.json_body import MAX_DEPTH, decode_json, decode_snapshot, fits_depth, nesting_depth
 
 
 def nested(depth: int) -> bytes:
@@ -86,3 +86,17 @@ def test_integers_beyond_64_bits_become_floats() -> None:
     within, beyond = decode_json(b"[18446744073709551615, 18446744073709551616]")
     assert (type(within), within) == (int, 2**64 - 1)
     assert (type(beyond), beyond) == (float, float(2**64))
+
+
+def test_a_snapshot_may_nest_what_it_holds_a_few_levels_deeper_and_its_loaders_check_each_value() -> None:
+    holding = b'{"state": {"workspaces": [{"messages": [' + nested(MAX_DEPTH) + b"]}]}}"
+    with pytest.raises(ValueError, match=f"more than {MAX_DEPTH} levels"):
+        decode_json(holding)
+    document = decode_snapshot(holding)
+    held = document["state"]["workspaces"][0]["messages"][0]
+    assert fits_depth(held) and not fits_depth([held])
+    assert fits_depth([2**70])  # json reads it as an int orjson cannot encode: not a depth problem
+    with pytest.raises(ValueError, match="more than"):
+        decode_snapshot(nested(2000))  # orjson's own limit
+    with pytest.raises(ValueError, match="more than"):
+        decode_snapshot(b'["\\ud800",' + nested(MAX_DEPTH + 100) + b"]")  # json's, for what orjson refuses
