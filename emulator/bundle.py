@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
+import math
 import os
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -17,7 +19,7 @@ from typing import Any
 from destination.app import create_app as create_destination_app
 from destination.keyring import KeyRing, MailjetAccount
 
-from .common.clock import Clock
+from .common.clock import EARLIEST, LATEST, Clock, iso
 from .common.server import LoopThread, Runner, bind, url_of
 from .config import BundleConfig, BundleUrls
 from .mailjet.routes import create_app as create_mailjet_app
@@ -29,6 +31,8 @@ from .segment.routes import create_app as create_segment_app
 # Connections page hold it) and the shared virtual clock's offset, so that retries and syncs
 # scheduled in virtual time are still due when they should be.
 BUNDLE_STATE_FILE = "bundle.json"
+
+log = logging.getLogger("segjet.bundle")
 
 
 def _read_bundle_state(data_dir: str) -> dict[str, Any]:
@@ -47,14 +51,31 @@ def remembered_auth_key(data_dir: str) -> str | None:
     return key if isinstance(key, str) and key else None
 
 
+def _restored_time(offset_seconds: float) -> datetime:
+    """Real time plus the saved clock offset, kept within the clock's range (with a warning).
+
+    The virtual clock runs on while the bundle is stopped, so a clock set at its upper limit is past
+    it at the next start; a data dir must never stop the bundle from starting.
+    """
+    now = datetime.now(timezone.utc)
+    try:
+        saved = now + timedelta(seconds=offset_seconds)
+    except OverflowError:  # an offset edited by hand, beyond datetime's range
+        saved = LATEST if offset_seconds > 0 else EARLIEST
+    moment = min(max(saved, EARLIEST), LATEST)
+    if moment != saved:
+        log.warning("segjet: the virtual clock saved in the data dir is out of range; it starts at %s", iso(moment))
+    return moment
+
+
 class Bundle:
     def __init__(self, config: BundleConfig) -> None:
         self.config = config
         self.clock = Clock()
         if config.data_dir:
             offset = _read_bundle_state(config.data_dir).get("clock_offset_seconds")
-            if isinstance(offset, (int, float)) and not isinstance(offset, bool):
-                self.clock.set(datetime.now(timezone.utc) + timedelta(seconds=offset))
+            if isinstance(offset, (int, float)) and not isinstance(offset, bool) and not math.isnan(offset):
+                self.clock.set(_restored_time(offset))
             self.clock.on_move = self._save_state
             self._save_state()
         self.runner = Runner()

@@ -494,6 +494,10 @@ class AppConnection:
     segment_url: str
     send_events: bool = False
     write_key: str | None = None
+    # True once a user gave a segmentUrl other than the bundle's own Segment: only such a URL is kept
+    # across restarts. Otherwise the connection follows the bundle's Segment, whose port may change
+    # at each start (--segment-port 0); see `Tenant.follow_bundle_segment`.
+    segment_url_explicit: bool = False
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -588,6 +592,7 @@ class Account:
         self.api_key_id = api_key_id
         self.clock = clock
         self.base_url = base_url.rstrip("/")
+        self.bundle_segment_url = segment_url  # the bundle's Segment in this run: App Connections' default
         self.seed = seed
         # Seeded when the bundle has a seed, so MessageUUIDs repeat from run to run.
         self.rng = account_rng(seed, api_key_id, 0)
@@ -1499,6 +1504,8 @@ class Account:
             if not isinstance(changes["segmentUrl"], str) or not re.match(r"^https?://\S+$", changes["segmentUrl"]):
                 raise ValueError("segmentUrl must be an http(s) URL")
             updated.segment_url = changes["segmentUrl"].rstrip("/")
+            # The bundle's own URL (the dashboard sends back the one it shows) keeps following the bundle.
+            updated.segment_url_explicit = updated.segment_url != self.bundle_segment_url
         self.app_connection = updated
         self.touch("account", 0)
         return updated

@@ -15,7 +15,7 @@ from ..common.clock import Clock
 from ..config import BundleConfig
 from .events import EmailEvents
 from .models import Account, Changes, MailjetBackend
-from .outbound import HttpTransport, Outbox
+from .outbound import QUEUED, RETRYING, HttpTransport, Outbox
 
 
 @dataclass
@@ -23,6 +23,27 @@ class Tenant:
     account: Account
     events: EmailEvents
     outbox: Outbox
+
+    def follow_bundle_segment(self) -> None:
+        """Unless a user gave App Connections a URL of their own, point it at the bundle's Segment of
+        this run, and with it the Segment deliveries still waiting: a restored state (a restart, a
+        snapshot import) names the Segment of the run that stored it, whose port may be gone
+        (--segment-port 0), and they would retry against it forever."""
+        account, forwarder = self.account, self.outbox.segment
+        connection, url = account.app_connection, account.bundle_segment_url
+        if connection.segment_url_explicit:
+            return
+        if connection.segment_url != url:
+            connection.segment_url = url
+            account.touch("account", 0)
+        for forward in forwarder.queued():
+            if forward.url != url:
+                forward.url = url
+                account.touch("event", forward.record_id)
+        for batch in forwarder.batches.values():
+            if batch.state in (QUEUED, RETRYING) and batch.url != url:
+                batch.url = url
+                account.touch("segment_batch", batch.id)
 
     def resume_timers(self) -> None:
         """Arm every timer a restored state needs (jobs, sends, simulated events, deliveries)."""
@@ -81,6 +102,7 @@ class MailjetService:
         self.tenants = tenants
         self.backend.accounts = {api_key: tenant.account for api_key, tenant in tenants.items()}
         for tenant in tenants.values():
+            tenant.follow_bundle_segment()
             tenant.resume_timers()
 
     def reset(self) -> None:

@@ -1,0 +1,147 @@
+"""What the bundle carries across a restart on one --data-dir, with every port 0 (each start gets new ones).
+
+Each test starts a `BackgroundBundle` on a data dir, stops it, and starts another on the same dir.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable, Iterator
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from emulator.bundle import BUNDLE_STATE_FILE, BackgroundBundle, Bundle
+from emulator.common.clock import EARLIEST, LATEST, iso, parse_iso
+from emulator.config import BundleConfig
+
+WAIT_SECONDS = 15
+SEND = {"Messages": [{"From": {"Email": "shop@example.com"}, "To": [{"Email": "ada@example.com"}],
+                      "Subject": "Hi", "TextPart": "Hello"}]}
+
+
+@pytest.fixture
+def start(tmp_path: Path) -> Iterator[Callable[..., dict[str, Any]]]:
+    """`start(**config)`: a bundle on the test's data dir; starting again stops the one before."""
+    running: list[BackgroundBundle] = []
+
+    def start_bundle(**config: Any) -> dict[str, Any]:
+        if running:
+            running.pop().stop()
+        bundle = BackgroundBundle(BundleConfig(segment_port=0, mailjet_port=0, destination_port=0,
+                                               data_dir=str(tmp_path / "data"), **config))
+        running.append(bundle)
+        return bundle.start()
+
+    yield start_bundle
+    for bundle in running:
+        bundle.stop()
+
+
+def call(method: str, url: str, body: Any = None, auth: tuple[str, str] | None = None) -> Any:
+    answer = httpx.request(method, url, json=body, auth=auth, timeout=WAIT_SECONDS)
+    assert answer.is_success, answer.text
+    return answer.json()
+
+
+def wait_for(what: str, check: Callable[[], Any]) -> Any:
+    deadline = time.monotonic() + WAIT_SECONDS
+    while not (found := check()):
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.05)
+    return found
+
+
+def forward_states(info: dict[str, Any]) -> list[str]:
+    records = call("GET", f"{info['mailjet_url']}/_emulator/email-events")["email_events"]
+    return [record["segment"]["state"] for record in records]
+
+
+def send_email(info: dict[str, Any]) -> None:
+    call("POST", f"{info['mailjet_url']}/v3.1/send", SEND, auth=(info["mailjet_api_key"], info["mailjet_secret_key"]))
+
+
+def test_email_events_follow_the_bundles_segment_to_its_new_port(start: Callable[..., dict[str, Any]]) -> None:
+    # The App Connections segmentUrl was stored: after a restart on new ports, waiting and new email
+    # events went to the old Segment port and were retried forever ("Cannot connect to host").
+    first = start()
+    connection = {"writeKey": first["write_key"], "sendEvents": True}
+    call("PUT", f"{first['mailjet_url']}/_emulator/app-connections/segment", connection)
+    call("POST", f"{first['segment_url']}/_emulator/faults", {"path": "/v1/batch", "status": 500})
+    send_email(first)
+    wait_for("the forward to wait for its retry", lambda: forward_states(first) == ["retrying"])
+
+    second = start()
+    assert second["segment_url"] != first["segment_url"]
+    connection = call("GET", f"{second['mailjet_url']}/_emulator/app-connections/segment")
+    assert connection["segmentUrl"] == second["segment_url"]
+    send_email(second)  # a new event, queued behind the batch waiting for its retry
+    call("POST", f"{second['segment_url']}/_emulator/clock", {"advance": "1m"})
+    wait_for("both forwards delivered", lambda: forward_states(second) == ["delivered", "delivered"])
+    tracked = call("GET", f"{second['segment_url']}/_emulator/events?type=track")["events"]
+    assert len(tracked) == 2
+
+
+@pytest.mark.parametrize(("given", "kept"), [("http://127.0.0.1:9/segment", True), ("bundle's own", False)])
+def test_only_a_segment_url_given_by_a_user_is_kept_across_restarts(
+    start: Callable[..., dict[str, Any]], given: str, kept: bool
+) -> None:
+    first = start()
+    # The dashboard sends back the URL it shows: the bundle's own, which keeps following the bundle.
+    url = first["segment_url"] if given == "bundle's own" else given
+    call("PUT", f"{first['mailjet_url']}/_emulator/app-connections/segment", {"segmentUrl": url})
+    second = start()
+    connection = call("GET", f"{second['mailjet_url']}/_emulator/app-connections/segment")
+    assert connection["segmentUrl"] == (given if kept else second["segment_url"])
+
+
+def engage_identifies(info: dict[str, Any]) -> list[dict[str, Any]]:
+    return call("GET", f"{info['segment_url']}/_emulator/events?source=Engage")["events"]
+
+
+def test_a_restart_keeps_the_due_time_of_the_scheduled_engage_sync(start: Callable[..., dict[str, Any]]) -> None:
+    # The scheduler set the next sync to start + interval: a restart 1 min before it was due put it
+    # off by the whole interval (2 h).
+    first = start()
+    segment = first["segment_url"]
+    call("POST", f"{segment}/_emulator/engage/audiences", {"name": "Pro", "rule": {"trait": "plan", "equals": "pro"}})
+    identify = {"userId": "u1", "traits": {"email": "ada@example.com", "plan": "pro"}}
+    call("POST", f"{segment}/v1/identify", identify, auth=(first["write_key"], ""))
+    call("POST", f"{segment}/_emulator/clock", {"advance": "119m"})
+    assert engage_identifies(first) == []
+
+    second = start()
+    call("POST", f"{second['segment_url']}/_emulator/clock", {"advance": "2m"})
+    assert [event["userId"] for event in engage_identifies(second)] == ["u1"]
+
+
+def test_a_clock_set_at_its_upper_limit_does_not_stop_the_next_start(
+    start: Callable[..., dict[str, Any]], caplog: pytest.LogCaptureFixture
+) -> None:
+    # The clock ran on past its limit while the bundle was stopped: the start failed with "the clock
+    # must stay between ..." until bundle.json was edited by hand.
+    first = start()
+    call("POST", f"{first['segment_url']}/_emulator/clock", {"set": iso(LATEST)})
+    time.sleep(0.01)
+    with caplog.at_level(logging.WARNING, logger="segjet.bundle"):
+        second = start()
+    now = parse_iso(call("GET", f"{second['segment_url']}/_emulator/clock")["now"])
+    assert LATEST <= now < LATEST + timedelta(seconds=WAIT_SECONDS)
+    assert "out of range" in caplog.text
+
+
+@pytest.mark.parametrize(("offset_seconds", "moment"), [(1e30, LATEST), (-1e30, EARLIEST), (2.3e11, LATEST)])
+def test_a_saved_clock_offset_out_of_range_starts_the_clock_at_the_limit(
+    tmp_path: Path, offset_seconds: float, moment: datetime
+) -> None:
+    # Written by hand (or left by an older version): anything that is a number starts the bundle.
+    (tmp_path / BUNDLE_STATE_FILE).write_text(json.dumps({"clock_offset_seconds": offset_seconds}), encoding="utf-8")
+    clock = Bundle(BundleConfig(data_dir=str(tmp_path))).clock
+    assert moment <= clock.now() < moment + timedelta(seconds=WAIT_SECONDS)
+    saved = json.loads((tmp_path / BUNDLE_STATE_FILE).read_text(encoding="utf-8"))["clock_offset_seconds"]
+    assert abs(saved - (moment - datetime.now(timezone.utc)).total_seconds()) < WAIT_SECONDS
