@@ -116,7 +116,8 @@ class Bundle:
     def _save_state(self) -> None:
         assert self.config.data_dir is not None
         path = Path(self.config.data_dir) / BUNDLE_STATE_FILE
-        path.parent.mkdir(parents=True, exist_ok=True)
+        # Readable by this user only, when created here: it holds the keys and the databases.
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         state = {"auth_key": self.config.auth_key, "clock_offset_seconds": self.clock.offset.total_seconds()}
         # Written aside and renamed: a kill mid-write leaves the previous file whole.
         temporary = path.with_suffix(".json.tmp")

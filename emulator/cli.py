@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import ipaddress
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any, Sequence
@@ -15,6 +16,10 @@ from .common.faults import FaultRuleError, FaultRules
 from .config import BundleConfig
 from .segment.workspaces import WorkspaceError, check_source
 from .harness import run, validate
+
+
+# The control token from the environment: an argument is visible to every user in `ps`.
+CONTROL_TOKEN_VARIABLE = "SEGJET_CONTROL_TOKEN"
 
 
 def _add_up_arguments(parser: argparse.ArgumentParser) -> None:
@@ -59,8 +64,9 @@ def _add_up_arguments(parser: argparse.ArgumentParser) -> None:
         help="messages kept in the fake Segment's events feed (older ones dropped; profiles keep everything)",
     )
     parser.add_argument(
-        "--control-token", default=None,
-        help="require this token on /_emulator/* (Authorization: Bearer T or X-Segjet-Token: T)",
+        "--control-token", default=os.environ.get(CONTROL_TOKEN_VARIABLE),
+        help="require this token on /_emulator/* (Authorization: Bearer T or X-Segjet-Token: T);"
+        f" default ${CONTROL_TOKEN_VARIABLE}, which other users cannot read in the process list",
     )
 
 
@@ -80,7 +86,7 @@ def config_from_args(args: argparse.Namespace) -> BundleConfig:
         engage_sync_interval=args.engage_sync_interval,
         journal_capacity=args.journal_capacity,
         events_capacity=args.events_capacity,
-        control_token=args.control_token or None,
+        control_token=_control_token(args.control_token),
         data_dir=str(args.data_dir) if args.data_dir else None,
     )
     if args.auth_key:
@@ -119,6 +125,21 @@ def _fault_rules(path: Path) -> dict[str, list[Any]]:
         except FaultRuleError as exc:
             raise ValueError(f"--faults {path}: {service} {exc}") from exc
     return document
+
+
+def _control_token(given: str | None) -> str | None:
+    if given is not None and not given.strip():
+        # Most likely `--control-token "$UNSET_VARIABLE"` in CI: refused rather than left open.
+        raise ValueError("--control-token is empty; give a token, or leave the flag out for an open control API")
+    return given
+
+
+def _write_private(path: Path, text: str) -> None:
+    """Write `text` readable by this user only: the ready file holds the credentials and the token."""
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.fchmod(descriptor, 0o600)  # a file that already existed keeps its mode otherwise
+    with os.fdopen(descriptor, "w", encoding="utf-8") as file:
+        file.write(text)
 
 
 def _warn_if_exposed(host: str, control_token: str | None) -> None:
@@ -188,7 +209,7 @@ async def _up(args: argparse.Namespace) -> int:
     server.tune_gc_for_serving()
     bundle.runner.install_signal_handlers()
     if args.ready_file:
-        args.ready_file.write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
+        _write_private(args.ready_file, json.dumps(info, indent=2) + "\n")
     _print_ready(info)
     await bundle.wait()
     print("segjet stopped", flush=True)
@@ -216,7 +237,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--no-reset", action="store_true",
         help="keep the servers' state (by default check resets both fakes so the scenario starts clean)",
     )
-    check.add_argument("--control-token", default=None, help="the servers' --control-token, if they have one")
+    check.add_argument("--control-token", default=os.environ.get(CONTROL_TOKEN_VARIABLE),
+                       help=f"the servers' --control-token, if they have one (default ${CONTROL_TOKEN_VARIABLE})")
     check.add_argument("--junit", type=Path, default=None, help="write a JUnit XML report here")
     check.add_argument("--json", type=Path, default=None, help="write a JSON report (hops and traces) here")
     validate = commands.add_parser("validate", help="validate JSON payloads against a contract")

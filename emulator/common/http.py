@@ -11,11 +11,19 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from .json_body import decode_json
 
 
+# At most this much of an answer to our own outgoing calls is read and kept: an endpoint answering
+# megabytes (every 30 s for a day, for a retried webhook) must not fill the server's memory.
+ANSWER_KEEP_BYTES = 64 * 1024
+
+
 def recorded_body(raw: bytes, text_limit: int) -> Any:
     """An answer's body as kept in a delivery's attempts: its JSON, else its text cut to
-    `text_limit` characters; None when it is empty."""
+    `text_limit` characters; None when it is empty. `raw` is read with
+    `response.content.read(ANSWER_KEEP_BYTES + 1)`: a longer one is only said to be longer."""
     if not raw:
         return None
+    if len(raw) > ANSWER_KEEP_BYTES:
+        return {"truncated": True, "bytes": f"more than {ANSWER_KEEP_BYTES}"}
     try:
         return decode_json(raw)
     except ValueError:

@@ -23,6 +23,9 @@ _REDACTED_HEADERS = {"authorization", "x-segment-settings", "x-segjet-token"}
 # A Segment write key in a body is a credential like the Authorization header, so it is hidden too.
 _REDACTED_BODY_FIELDS = {"writeKey"}
 _BODY_LIMIT = 64 * 1024
+# A header value is kept up to this long: uvicorn takes headers of megabytes, and the journal holds
+# 10,000 exchanges until a reset.
+_HEADER_LIMIT = 8 * 1024
 
 
 @dataclass
@@ -96,10 +99,15 @@ class Journal:
         # generation belongs to the state the reset forgot (FaultMiddleware drops it if still held).
         self.generation = 0
 
-    def record(self, scope: Scope, body: bytes, fault: str | None = None) -> Exchange:
+    def record(self, scope: Scope, body: bytes, fault: str | None = None, size: int | None = None) -> Exchange:
+        """Keep an exchange; `size` is the body's whole size when only its start (`body`) was kept."""
+        headers = scope["headers"]
+        if any(len(value) > _HEADER_LIMIT for _, value in headers):
+            headers = [(name, value[:_HEADER_LIMIT] + b"...") if len(value) > _HEADER_LIMIT else (name, value)
+                       for name, value in headers]
         entry = Exchange(
             next(self._ids), iso(self.clock.now()), scope["method"], scope["path"],
-            scope.get("query_string", b""), scope["headers"], _kept(body), len(body), fault=fault,
+            scope.get("query_string", b""), headers, _kept(body), len(body) if size is None else size, fault=fault,
         )
         if len(self._entries) == self.capacity:
             self.dropped += 1
@@ -132,12 +140,21 @@ class JournalMiddleware:
         if scope["type"] != "http" or scope["path"].startswith(CONTROL_PREFIX):
             await self.app(scope, receive, send)
             return
+        # Only a body the journal would show is kept: the app drains oversized bodies through this
+        # receive, and keeping a gigabyte upload here cost twice its size in memory.
         chunks: list[bytes] = []
+        size = 0
 
         async def receive_and_keep() -> Message:
+            nonlocal size
             message = await receive()
             if message["type"] == "http.request":
-                chunks.append(message.get("body", b""))
+                chunk = message.get("body", b"")
+                size += len(chunk)
+                if size <= _BODY_LIMIT:
+                    chunks.append(chunk)
+                else:
+                    chunks.clear()
             return message
 
         response_chunks: list[bytes] = []
@@ -146,7 +163,7 @@ class JournalMiddleware:
         async def send_and_keep(message: Message) -> None:
             nonlocal entry
             if message["type"] == "http.response.start":
-                entry = self.journal.record(scope, b"".join(chunks), scope.get(FAULT_SCOPE_KEY))
+                entry = self.journal.record(scope, b"".join(chunks), scope.get(FAULT_SCOPE_KEY), size)
                 entry.status = message["status"]
             elif message["type"] == "http.response.body":
                 response_chunks.append(message.get("body", b""))

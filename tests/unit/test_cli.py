@@ -48,3 +48,15 @@ def test_a_bad_source_is_refused_with_what_is_wrong(tmp_path: Path, sources: Any
 def test_an_unknown_key_is_refused(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match=r'expected \{"audiences": \[...\], "traits": \[...\], "sources": \[...\]\}'):
         config_of(tmp_path, {"destinations": []})
+
+
+def test_an_empty_control_token_is_refused_not_taken_as_none() -> None:
+    # `--control-token "$UNSET"` in CI left the control API open without a word.
+    with pytest.raises(ValueError, match="--control-token is empty"):
+        config_from_args(build_parser().parse_args(["up", "--control-token", ""]))
+
+
+def test_the_control_token_comes_from_the_environment_out_of_the_process_list(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SEGJET_CONTROL_TOKEN", "from-env")
+    assert config_from_args(build_parser().parse_args(["up"])).control_token == "from-env"
+    assert config_from_args(build_parser().parse_args(["up", "--control-token", "flag"])).control_token == "flag"

@@ -1,5 +1,9 @@
+import asyncio
+import tracemalloc
+
 from emulator.common.clock import Clock
-from emulator.common.journal import Journal
+from emulator.common.http import ANSWER_KEEP_BYTES, recorded_body
+from emulator.common.journal import Journal, JournalMiddleware
 
 SCOPE = {"method": "POST", "path": "/v1/batch", "query_string": b"", "headers": []}
 BIG = b'{"batch": [' + b'"x",' * 20_000 + b'"x"]}'
@@ -22,3 +26,49 @@ def test_a_small_body_is_shown_decoded_with_the_write_key_hidden() -> None:
     entry.keep_response(b'{"success": true}')
     shown = entry.to_json()
     assert shown["body"] == {"writeKey": "<redacted>", "userId": "u"} and shown["response"] == {"success": True}
+
+
+def test_a_long_header_is_kept_cut() -> None:
+    # uvicorn takes headers of megabytes; 10,000 kept whole held gigabytes until a reset.
+    journal = Journal(Clock(), capacity=10)
+    entry = journal.record({**SCOPE, "headers": [(b"x-pad", b"p" * 5_000_000), (b"accept", b"*/*")]}, b"")
+    headers = entry.to_json()["headers"]
+    assert len(headers["x-pad"]) < 10_000 and headers["x-pad"].endswith("...") and headers["accept"] == "*/*"
+
+
+def test_the_middleware_keeps_no_more_of_a_body_than_it_can_show() -> None:
+    # The app drains an oversized body through the journal's receive: all of it was kept, then
+    # joined (a 1 GB upload took 2 GB).
+    journal = Journal(Clock(), capacity=10)
+    chunk = b"x" * 1_000_000
+    received = iter([{"type": "http.request", "body": chunk, "more_body": True}] * 5
+                    + [{"type": "http.request", "body": b"", "more_body": False}])
+
+    async def receive() -> dict:
+        return next(received)
+
+    async def app(scope, receive, send) -> None:  # type: ignore[no-untyped-def]
+        while (await receive()).get("more_body"):
+            pass
+        await send({"type": "http.response.start", "status": 400, "headers": []})
+        await send({"type": "http.response.body", "body": b"{}"})
+
+    async def send(message: dict) -> None:
+        pass
+
+    tracemalloc.start()
+    try:
+        asyncio.run(JournalMiddleware(app, journal)({**SCOPE, "type": "http"}, receive, send))
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 1_000_000
+    [entry] = journal.entries()
+    assert entry.to_json()["body"] == {"truncated": True, "bytes": 5_000_000}
+
+
+def test_recorded_answers_to_our_outgoing_calls_are_capped_too() -> None:
+    # A webhook endpoint answering 20 MB, every 30 s for a day, kept every copy.
+    assert recorded_body(b'{"ok": true}', 2000) == {"ok": True}
+    too_long = b'"' + b"x" * ANSWER_KEEP_BYTES + b'"'
+    assert recorded_body(too_long, 2000) == {"truncated": True, "bytes": f"more than {ANSWER_KEEP_BYTES}"}

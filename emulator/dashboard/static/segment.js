@@ -76,7 +76,7 @@
       h("h2", {}, "Steps"),
       h("ol", { class: "steps", style: "padding-left:1.2rem" },
         step(destination && destination.settings && destination.settings.apiKey, "Copy the Segment authentication key in Mailjet",
-          h("p", {}, "Mailjet → Account → ", mj ? h("a", { href: `${mj}/app-connections` }, "App Connections → Segment") : "App Connections", ": copy the key and pick a contact list.")),
+          h("p", {}, "Mailjet → Account → ", mj ? h("a", { href: withToken(`${mj}/app-connections`) }, "App Connections → Segment") : "App Connections", ": copy the key and pick a contact list.")),
         step(destination && destination.settings && destination.settings.apiKey, "Configure the Mailjet destination",
           h("p", {}, h("a", { href: "/destinations" }, "Destinations"), ": paste the key and the list ID, Save.")),
         step(destination && destination.enabled, "Enable the destination",
@@ -86,7 +86,7 @@
           h("p", {}, "Watch it arrive in the ", h("a", { href: "/debugger" }, "Debugger"), ", then its ", h("a", { href: "/deliveries" }, "delivery"), ".")),
         step(events.events.some((m) => m.type === "track" && /^Email /.test(m.event || "")), "Get email events back",
           h("p", {}, "In Mailjet's App Connections paste the write key and switch events on; send an email and open it from ",
-            mj ? h("a", { href: `${mj}/messages` }, "Messages") : "Messages", "."))),
+            mj ? h("a", { href: withToken(`${mj}/messages`) }, "Messages") : "Messages", "."))),
       faultsPanel());
     onMessage = debounce(viewOverview, 300);
   }
