@@ -8,13 +8,15 @@ thread of its own (tests, the pytest plugin, `segjet demo`).
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import json
 import logging
 import math
 import os
+import socket
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 from destination.app import create_app as create_destination_app
 from destination.keyring import KeyRing, MailjetAccount
@@ -31,6 +33,7 @@ from .segment.routes import create_app as create_segment_app
 # Connections page hold it) and the shared virtual clock's offset, so that retries and syncs
 # scheduled in virtual time are still due when they should be.
 BUNDLE_STATE_FILE = "bundle.json"
+LOCK_FILE = "segjet.lock"
 
 log = logging.getLogger("segjet.bundle")
 
@@ -68,11 +71,40 @@ def _restored_time(offset_seconds: float) -> datetime:
     return moment
 
 
+def _lock_data_dir(data_dir: str) -> TextIO:
+    """Hold DIR/segjet.lock for the bundle's life: two bundles on one data dir would each write over
+    what the other answered 2xx for (ids, rows), and neither would notice."""
+    path = Path(data_dir)
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)  # readable by this user only: keys, databases
+    lock = (path / LOCK_FILE).open("a+", encoding="utf-8")
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        lock.seek(0)
+        holder = lock.read().strip()
+        lock.close()
+        raise OSError(f"--data-dir {data_dir} is in use by another segjet{f' (pid {holder})' if holder else ''}") from None
+    lock.seek(0)
+    lock.truncate()
+    lock.write(str(os.getpid()))
+    lock.flush()
+    return lock
+
+
+def _bind(host: str, port: int, server: str, flag: str) -> socket.socket:
+    try:
+        return bind(host, port)
+    except OSError as exc:
+        raise OSError(f"{server} cannot listen on {host}:{port}: {exc.strerror or exc} ({flag}; 0 picks a free port)") from None
+
+
 class Bundle:
     def __init__(self, config: BundleConfig) -> None:
         self.config = config
         self.clock = Clock()
+        self._lock: TextIO | None = None
         if config.data_dir:
+            self._lock = _lock_data_dir(config.data_dir)
             offset = _read_bundle_state(config.data_dir).get("clock_offset_seconds")
             if isinstance(offset, (int, float)) and not isinstance(offset, bool) and not math.isnan(offset):
                 self.clock.set(_restored_time(offset))
@@ -84,9 +116,19 @@ class Bundle:
 
     async def start(self) -> dict[str, Any]:
         config = self.config
-        segment_sock = bind(config.host, config.segment_port)
-        mailjet_sock = bind(config.host, config.mailjet_port)
-        destination_sock = bind(config.host, config.destination_port)
+        sockets: list[socket.socket] = []
+        try:
+            for port, server, flag in (
+                (config.segment_port, "the fake Segment", "--segment-port"),
+                (config.mailjet_port, "the fake Mailjet", "--mailjet-port"),
+                (config.destination_port, "the destination", "--destination-port"),
+            ):
+                sockets.append(_bind(config.host, port, server, flag))
+        except OSError:
+            for sock in sockets:
+                sock.close()
+            raise
+        segment_sock, mailjet_sock, destination_sock = sockets
         self.urls = BundleUrls(url_of(segment_sock), url_of(mailjet_sock), url_of(destination_sock))
         key_ring = KeyRing(
             {config.auth_key: MailjetAccount(self.urls.mailjet_url, config.mailjet_api_key, config.mailjet_secret_key)}
@@ -116,8 +158,6 @@ class Bundle:
     def _save_state(self) -> None:
         assert self.config.data_dir is not None
         path = Path(self.config.data_dir) / BUNDLE_STATE_FILE
-        # Readable by this user only, when created here: it holds the keys and the databases.
-        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         state = {"auth_key": self.config.auth_key, "clock_offset_seconds": self.clock.offset.total_seconds()}
         # Written aside and renamed: a kill mid-write leaves the previous file whole.
         temporary = path.with_suffix(".json.tmp")
@@ -126,13 +166,14 @@ class Bundle:
 
     async def wait(self) -> None:
         await self.runner.wait()
-        await self._stop_clock()
+        await self._stopped()
 
     async def stop(self) -> None:
         await self.runner.stop()
-        await self._stop_clock()
+        await self._stopped()
 
-    async def _stop_clock(self) -> None:
+    async def _stopped(self) -> None:
+        """The servers are down: stop the clock and let another bundle have the data dir."""
         if self._clock_task is not None:
             self._clock_task.cancel()
             try:
@@ -140,6 +181,9 @@ class Bundle:
             except asyncio.CancelledError:
                 pass
             self._clock_task = None
+        if self._lock is not None:
+            self._lock.close()  # closing the file releases its lock
+            self._lock = None
 
 
 class BackgroundBundle:

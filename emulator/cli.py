@@ -25,9 +25,9 @@ CONTROL_TOKEN_VARIABLE = "SEGJET_CONTROL_TOKEN"
 def _add_up_arguments(parser: argparse.ArgumentParser) -> None:
     defaults = BundleConfig()
     parser.add_argument("--host", default=defaults.host)
-    parser.add_argument("--segment-port", type=int, default=defaults.segment_port, help="0 picks a free port")
-    parser.add_argument("--mailjet-port", type=int, default=defaults.mailjet_port, help="0 picks a free port")
-    parser.add_argument("--destination-port", type=int, default=defaults.destination_port, help="0 picks a free port")
+    parser.add_argument("--segment-port", type=_port, default=defaults.segment_port, help="0 picks a free port")
+    parser.add_argument("--mailjet-port", type=_port, default=defaults.mailjet_port, help="0 picks a free port")
+    parser.add_argument("--destination-port", type=_port, default=defaults.destination_port, help="0 picks a free port")
     parser.add_argument("--write-key", default=defaults.write_key, help="write key of the default Segment source")
     parser.add_argument("--mailjet-api-key", default=defaults.mailjet_api_key)
     parser.add_argument("--mailjet-secret-key", default=defaults.mailjet_secret_key)
@@ -101,6 +101,13 @@ def config_from_args(args: argparse.Namespace) -> BundleConfig:
     return config
 
 
+def _port(text: str) -> int:
+    value = int(text)
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"{value} is not a port (0-65535; 0 picks a free one)")
+    return value
+
+
 def _positive_int(text: str) -> int:
     value = int(text)
     if value < 1:
@@ -130,16 +137,22 @@ def _fault_rules(path: Path) -> dict[str, list[Any]]:
 def _control_token(given: str | None) -> str | None:
     if given is not None and not given.strip():
         # Most likely `--control-token "$UNSET_VARIABLE"` in CI: refused rather than left open.
-        raise ValueError("--control-token is empty; give a token, or leave the flag out for an open control API")
+        raise ValueError(
+            f"the control token (--control-token or ${CONTROL_TOKEN_VARIABLE}) is empty; give one, or neither"
+            " for an open control API"
+        )
     return given
 
 
 def _write_private(path: Path, text: str) -> None:
-    """Write `text` readable by this user only: the ready file holds the credentials and the token."""
-    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    """Write `text` readable by this user only (the ready file holds the credentials and the token),
+    aside and renamed, so that a reader never sees it half written."""
+    temporary = path.with_name(path.name + ".tmp")
+    descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     os.fchmod(descriptor, 0o600)  # a file that already existed keeps its mode otherwise
     with os.fdopen(descriptor, "w", encoding="utf-8") as file:
         file.write(text)
+    os.replace(temporary, path)
 
 
 def _warn_if_exposed(host: str, control_token: str | None) -> None:
@@ -204,6 +217,8 @@ def _print_ready(info: dict[str, Any]) -> None:
 async def _up(args: argparse.Namespace) -> int:
     config = config_from_args(args)
     _warn_if_exposed(config.host, config.control_token)
+    if args.ready_file:
+        args.ready_file.unlink(missing_ok=True)  # a script waiting for it must not read a previous run's URLs
     bundle = Bundle(config)
     info = await bundle.start()
     server.tune_gc_for_serving()

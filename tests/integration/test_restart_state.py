@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import logging
+import socket
 import time
 from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta, timezone
@@ -145,3 +146,32 @@ def test_a_saved_clock_offset_out_of_range_starts_the_clock_at_the_limit(
     assert moment <= clock.now() < moment + timedelta(seconds=WAIT_SECONDS)
     saved = json.loads((tmp_path / BUNDLE_STATE_FILE).read_text(encoding="utf-8"))["clock_offset_seconds"]
     assert abs(saved - (moment - datetime.now(timezone.utc)).total_seconds()) < WAIT_SECONDS
+
+
+def test_a_second_bundle_on_the_same_data_dir_is_refused_and_the_first_keeps_it(tmp_path: Path) -> None:
+    # Both used to start, and each wrote over what the other had answered 2xx for.
+    config = BundleConfig(segment_port=0, mailjet_port=0, destination_port=0, data_dir=str(tmp_path))
+    first = BackgroundBundle(config)
+    first.start()
+    try:
+        with pytest.raises(OSError, match="is in use by another segjet"):
+            Bundle(config)
+    finally:
+        first.stop()
+    second = BackgroundBundle(config)  # released when the first stopped
+    second.start()
+    second.stop()
+
+
+def test_a_port_in_use_names_the_server_and_its_flag(tmp_path: Path) -> None:
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", 0))
+    taken.listen()
+    try:
+        port = taken.getsockname()[1]
+        bundle = BackgroundBundle(BundleConfig(segment_port=0, mailjet_port=port, destination_port=0))
+        with pytest.raises(OSError, match=f"the fake Mailjet cannot listen on 127.0.0.1:{port}.*--mailjet-port"):
+            bundle.start()
+        bundle.stop()
+    finally:
+        taken.close()

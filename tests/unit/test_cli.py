@@ -52,7 +52,7 @@ def test_an_unknown_key_is_refused(tmp_path: Path) -> None:
 
 def test_an_empty_control_token_is_refused_not_taken_as_none() -> None:
     # `--control-token "$UNSET"` in CI left the control API open without a word.
-    with pytest.raises(ValueError, match="--control-token is empty"):
+    with pytest.raises(ValueError, match="control token .* is empty"):
         config_from_args(build_parser().parse_args(["up", "--control-token", ""]))
 
 
@@ -60,3 +60,9 @@ def test_the_control_token_comes_from_the_environment_out_of_the_process_list(mo
     monkeypatch.setenv("SEGJET_CONTROL_TOKEN", "from-env")
     assert config_from_args(build_parser().parse_args(["up"])).control_token == "from-env"
     assert config_from_args(build_parser().parse_args(["up", "--control-token", "flag"])).control_token == "flag"
+
+
+def test_a_port_out_of_range_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["up", "--segment-port", "70000"])
+    assert "70000 is not a port" in capsys.readouterr().err
