@@ -237,7 +237,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_up_arguments(commands.add_parser("up", help="start fake Segment, fake Mailjet and the destination"))
     demo = commands.add_parser("demo", help="start the stack here and run the scripted round trip")
     demo.add_argument("--seed", type=int, default=0, help="seed of the faker-made users")
-    demo.add_argument("--users", type=int, default=3)
+    demo.add_argument("--users", type=_positive_int, default=3)
     demo.add_argument("--keep-running", action="store_true", help="leave the servers up afterwards")
     check = commands.add_parser("check", help="run the scripted round trip against running servers")
     check.add_argument("--segment-url", required=True)
@@ -247,7 +247,7 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--mailjet-secret-key", default=BundleConfig.mailjet_secret_key)
     check.add_argument("--list-id", type=int, default=BundleConfig.list_id)
     check.add_argument("--seed", type=int, default=0)
-    check.add_argument("--users", type=int, default=3)
+    check.add_argument("--users", type=_positive_int, default=3)
     check.add_argument(
         "--no-reset", action="store_true",
         help="keep the servers' state (by default check resets both fakes so the scenario starts clean)",

@@ -16,10 +16,53 @@ import contracts
 
 T = TypeVar("T")
 _POLL_SECONDS = 0.02
+_BODY_LIMIT = 500
 
 
 class SegjetTimeout(AssertionError):
     """A wait ran out of time; the message says what was last seen."""
+
+
+class SegjetHTTPError(httpx.HTTPStatusError):
+    """A 4xx/5xx answer; the message carries the request and the server's own explanation."""
+
+
+def checked(response: httpx.Response) -> httpx.Response:
+    """`response` when it succeeded; otherwise SegjetHTTPError, since httpx's message drops the body
+    that says what was wrong (a bad window, a taken key, Mailjet's ErrorMessage)."""
+    if response.is_success:
+        return response
+    request = response.request
+    raise SegjetHTTPError(
+        f"{request.method} {request.url} answered {response.status_code} {response.reason_phrase}: "
+        f"{_explanation(response)}",
+        request=request,
+        response=response,
+    )
+
+
+def _explanation(response: httpx.Response) -> str:
+    """The error text of a segjet control answer, Mailjet's REST or Send API, else the raw body, cut."""
+    try:
+        body = response.json()
+    except ValueError:
+        body = None
+    if isinstance(body, dict):
+        if "error" in body:
+            return str(body["error"])
+        if body.get("ErrorMessage") or body.get("ErrorInfo"):
+            return " ".join(str(body[name]) for name in ("ErrorMessage", "ErrorInfo") if body.get(name))
+        send_errors = [
+            f"{', '.join(error.get('ErrorRelatedTo') or [])}: {error.get('ErrorMessage')}"
+            for message in body.get("Messages") or []
+            if isinstance(message, dict)
+            for error in message.get("Errors") or []
+            if isinstance(error, dict)
+        ]
+        if send_errors:
+            return "; ".join(send_errors)
+    text = response.text
+    return text if len(text) <= _BODY_LIMIT else text[:_BODY_LIMIT] + "…"
 
 
 class SegjetClient:
@@ -58,12 +101,10 @@ class SegjetClient:
         has in flight at that moment (only a test that sends email and resets mid-flight has one).
         """
         for url in (self.segment_url, self.mailjet_url):
-            self.http.post(f"{url}/_emulator/reset").raise_for_status()
+            checked(self.http.post(f"{url}/_emulator/reset"))
 
     def segment(self, method: str, path: str, **kwargs: Any) -> Any:
-        response = self.http.request(method, f"{self.segment_url}{path}", **kwargs)
-        response.raise_for_status()
-        return response.json()
+        return checked(self.http.request(method, f"{self.segment_url}{path}", **kwargs)).json()
 
     def mailjet(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
         """A Mailjet REST call with the account's key pair; answers the raw response."""
@@ -71,15 +112,19 @@ class SegjetClient:
             method, f"{self.mailjet_url}{path}", auth=(self.mailjet_api_key, self.mailjet_secret_key), **kwargs
         )
 
-    def wait_until(self, probe: Callable[[], T | None], timeout: float, what: str) -> T:
-        """Poll `probe` until it answers something other than None."""
+    def wait_until(
+        self, probe: Callable[[], T | None], timeout: float, what: str, last_seen: Callable[[], str] | None = None
+    ) -> T:
+        """Poll `probe` until it answers something other than None; on timeout the message ends with
+        `last_seen()`, asked once then, so the failure shows the state that did not match."""
         deadline = time.monotonic() + timeout
         while True:
             result = probe()
             if result is not None:
                 return result
             if time.monotonic() >= deadline:
-                raise SegjetTimeout(f"timed out after {timeout}s waiting for {what}")
+                seen = f"; last seen: {last_seen()}" if last_seen else ""
+                raise SegjetTimeout(f"timed out after {timeout}s waiting for {what}{seen}")
             time.sleep(_POLL_SECONDS)
 
     # -- Segment side ---------------------------------------------------------------------
@@ -92,26 +137,53 @@ class SegjetClient:
             self._analytics = Client(self.write_key, host=self.segment_url, sync_mode=True, max_retries=0)
         return self._analytics
 
-    def identify(self, user_id: str, traits: dict[str, Any]) -> None:
-        self.analytics.identify(user_id, traits)
+    def identify(self, user_id: str, traits: dict[str, Any]) -> str:
+        """Send an identify call; answers its messageId, to look it up in `events` or `deliveries`."""
+        return self.analytics.identify(user_id, traits)[1]["messageId"]
 
-    def track(self, user_id: str, event: str, properties: dict[str, Any] | None = None) -> None:
-        self.analytics.track(user_id, event, properties or {})
+    def track(self, user_id: str, event: str, properties: dict[str, Any] | None = None) -> str:
+        """Send a track call; answers its messageId."""
+        return self.analytics.track(user_id, event, properties or {})[1]["messageId"]
 
-    def events(self, **filters: Any) -> list[dict[str, Any]]:
-        params = {k: v for k, v in filters.items() if v is not None}
-        return self.segment("GET", "/_emulator/events", params=params)["events"]
+    def events(
+        self,
+        *,
+        type: str | None = None,
+        user_id: str | None = None,
+        event: str | None = None,
+        source: str | None = None,
+        status: str | None = None,
+        message_id: str | None = None,
+        limit: int | None = None,
+    ) -> list[dict[str, Any]]:
+        """Stored messages, newest last. Named parameters, because the server ignores a query name it
+        does not know: a misspelt filter would silently answer every message."""
+        params = {"type": type, "userId": user_id, "event": event, "source": source, "status": status,
+                  "messageId": message_id, "limit": limit}
+        return self.segment("GET", "/_emulator/events", params=_present(params))["events"]
 
     def wait_for_event(self, event: str | None = None, user_id: str | None = None, timeout: float = 10) -> dict[str, Any]:
         def probe() -> dict[str, Any] | None:
-            found = self.events(event=event, userId=user_id, status="accepted", limit=1)
+            found = self.events(event=event, user_id=user_id, status="accepted", limit=1)
             return found[-1] if found else None
 
-        return self.wait_until(probe, timeout, f"event {event!r} of user {user_id!r} in the fake Segment")
+        def last_seen() -> str:
+            recent = self.events(user_id=user_id, limit=5)
+            return ", ".join(_describe_event(message) for message in recent) or "no events"
 
-    def deliveries(self, **filters: Any) -> list[dict[str, Any]]:
-        params = {k: v for k, v in filters.items() if v is not None}
-        return self.segment("GET", "/_emulator/deliveries", params=params)["deliveries"]
+        return self.wait_until(probe, timeout, f"event {event!r} of user {user_id!r} in the fake Segment", last_seen)
+
+    def deliveries(
+        self,
+        *,
+        message_id: str | None = None,
+        state: str | None = None,
+        user_id: str | None = None,
+        limit: int | None = None,
+    ) -> list[dict[str, Any]]:
+        """Delivery records to the Mailjet destination, newest last (named parameters as in `events`)."""
+        params = {"messageId": message_id, "state": state, "userId": user_id, "limit": limit}
+        return self.segment("GET", "/_emulator/deliveries", params=_present(params))["deliveries"]
 
     def advance_clock(self, duration: str) -> dict[str, Any]:
         return self.segment("POST", "/_emulator/clock", json={"advance": duration})
@@ -130,8 +202,7 @@ class SegjetClient:
         response = self.mailjet("GET", f"/v3/REST/contactdata/{path_segment(email)}")
         if response.status_code == 404:
             return None
-        response.raise_for_status()
-        data = response.json()["Data"]
+        data = checked(response).json()["Data"]
         return {item["Name"]: item["Value"] for item in data[0]["Data"]} if data else None
 
     def wait_for_contact(
@@ -139,32 +210,33 @@ class SegjetClient:
     ) -> dict[str, str]:
         """The contact's properties once it exists (and carries `properties`, compared as strings)."""
         expected = {name: _as_mailjet_string(value) for name, value in (properties or {}).items()}
+        # What the last probe read, for the timeout message (no extra request).
+        seen: list[dict[str, str] | None] = [None]
 
         def probe() -> dict[str, str] | None:
-            current = self.contact_properties(email)
+            seen[0] = current = self.contact_properties(email)
             if current is None or any(current.get(name) != value for name, value in expected.items()):
                 return None
             return current
 
-        return self.wait_until(probe, timeout, f"Mailjet contact {email} with {expected or 'any properties'}")
+        return self.wait_until(
+            probe, timeout, f"Mailjet contact {email} with {expected or 'any properties'}",
+            lambda: "no such contact" if seen[0] is None else f"properties {seen[0]}",
+        )
 
     def mailjet_requests(self, method: str | None = None, path: str | None = None) -> list[dict[str, Any]]:
         """The fake Mailjet's request journal, filtered by method and a path fragment."""
         params = {"method": method, "path": path, "limit": 10_000}
         response = self.http.get(f"{self.mailjet_url}/_emulator/requests", params={k: v for k, v in params.items() if v})
-        response.raise_for_status()
-        return response.json()["requests"]
+        return checked(response).json()["requests"]
 
     def mailjet_email_events(self, message_id: int) -> list[dict[str, Any]]:
         response = self.http.get(f"{self.mailjet_url}/_emulator/email-events", params={"MessageID": message_id})
-        response.raise_for_status()
-        return response.json()["email_events"]
+        return checked(response).json()["email_events"]
 
     def mailjet_settings(self, changes: dict[str, Any]) -> dict[str, Any]:
         """Merge `changes` into Mailjet's App Connections → Segment settings; answer the result."""
-        response = self.http.put(f"{self.mailjet_url}/_emulator/app-connections/segment", json=changes)
-        response.raise_for_status()
-        return response.json()
+        return checked(self.http.put(f"{self.mailjet_url}/_emulator/app-connections/segment", json=changes)).json()
 
     def send_email(self, to: str, subject: str, html: str) -> int:
         response = self.mailjet(
@@ -181,15 +253,13 @@ class SegjetClient:
                 ]
             },
         )
-        response.raise_for_status()
-        return response.json()["Messages"][0]["To"][0]["MessageID"]
+        return checked(response).json()["Messages"][0]["To"][0]["MessageID"]
 
     def emit_email_event(self, message_id: int, event: str, **fields: Any) -> dict[str, Any]:
         response = self.http.post(
             f"{self.mailjet_url}/_emulator/messages/{message_id}/events", json={"event": event, **fields}
         )
-        response.raise_for_status()
-        return response.json()
+        return checked(response).json()
 
     # -- contracts ------------------------------------------------------------------------
     @staticmethod
@@ -201,6 +271,17 @@ class SegjetClient:
 def path_segment(value: str) -> str:
     """`value` as one URL path segment: an email may hold '#', '?', '/' or '%', which would end or split the path."""
     return quote(value, safe="")
+
+
+def _present(params: dict[str, Any]) -> dict[str, Any]:
+    return {name: value for name, value in params.items() if value is not None}
+
+
+def _describe_event(message: dict[str, Any]) -> str:
+    what = message.get("event") or message.get("type")
+    if message.get("status") == "accepted":
+        return f"{what} accepted"
+    return f"{what} discarded ({message.get('discard_reason')})"
 
 
 def _as_mailjet_string(value: Any) -> str:

@@ -12,7 +12,7 @@ from .scenario import HopResult
 
 
 class HopPrinter:
-    """Prints each hop as it finishes: a ✓/✗ line on a terminal, PASS/FAIL when piped."""
+    """Prints each hop as it finishes: a ✓/✗/- line on a terminal, PASS/FAIL/SKIP when piped."""
 
     def __init__(self, out: TextIO = sys.stdout) -> None:
         self.out = out
@@ -20,40 +20,53 @@ class HopPrinter:
 
     def __call__(self, result: HopResult) -> None:
         if self.tty:
-            mark = "\033[32m✓\033[0m" if result.ok else "\033[31m✗\033[0m"
+            mark = "-" if result.skipped else "\033[32m✓\033[0m" if result.ok else "\033[31m✗\033[0m"
         else:
-            mark = "PASS" if result.ok else "FAIL"
+            mark = _verdict(result).upper()
         print(f"{mark} {result.name} ({result.seconds:.2f}s): {result.detail}", file=self.out, flush=True)
 
 
-def summary_table(results: list[HopResult], expected_hops: int) -> str:
+def _verdict(result: HopResult) -> str:
+    return "skip" if result.skipped else "pass" if result.ok else "fail"
+
+
+def _counts(results: list[HopResult]) -> tuple[int, int, int]:
+    """(passed, failed, skipped): a hop that never ran is skipped, not failed."""
+    passed = sum(result.ok for result in results)
+    skipped = sum(result.skipped for result in results)
+    return passed, len(results) - passed - skipped, skipped
+
+
+def summary_table(results: list[HopResult]) -> str:
     width = max(len(result.name) for result in results) if results else 10
     lines = [f"{'hop'.ljust(width)}  result  payloads checked  seconds"]
     for result in results:
-        verdict = "pass" if result.ok else "FAIL"
+        verdict = "FAIL" if _verdict(result) == "fail" else _verdict(result)
         lines.append(f"{result.name.ljust(width)}  {verdict:<6}  {result.payloads_checked:>16}  {result.seconds:>7.2f}")
-    passed = sum(result.ok for result in results)
-    lines.append(f"{passed} passed, {expected_hops - passed} failed")
+    passed, failed, skipped = _counts(results)
+    lines.append(f"{passed} passed, {failed} failed, {skipped} skipped")
     return "\n".join(lines)
 
 
-def write_junit(path: Path, results: list[HopResult], expected_hops: int) -> None:
-    failures = expected_hops - sum(result.ok for result in results)
+def write_junit(path: Path, results: list[HopResult]) -> None:
+    _, failed, skipped = _counts(results)
     suite = ElementTree.Element(
-        "testsuite", name="segjet check", tests=str(expected_hops), failures=str(failures),
+        "testsuite", name="segjet check", tests=str(len(results)), failures=str(failed), skipped=str(skipped),
         time=f"{sum(result.seconds for result in results):.3f}",
     )
     for result in results:
         case = ElementTree.SubElement(suite, "testcase", classname="segjet.roundtrip", name=result.name,
                                       time=f"{result.seconds:.3f}")
-        if not result.ok:
+        if result.skipped:
+            ElementTree.SubElement(case, "skipped", message=result.detail)
+        elif not result.ok:
             ElementTree.SubElement(case, "failure", message=result.detail).text = result.detail
     ElementTree.ElementTree(suite).write(path, encoding="utf-8", xml_declaration=True)
 
 
-def write_json(path: Path, results: list[HopResult], traces: dict[str, Any], expected_hops: int) -> None:
+def write_json(path: Path, results: list[HopResult], traces: dict[str, Any]) -> None:
     document = {
-        "ok": len(results) == expected_hops and all(result.ok for result in results),
+        "ok": all(result.ok for result in results),
         "hops": [result.__dict__ for result in results],
         "traces": traces,
     }

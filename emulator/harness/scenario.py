@@ -22,12 +22,15 @@ from .client import SegjetClient, SegjetTimeout, path_segment
 
 AUDIENCE_NAME = "Order Completed Last 30 Days"
 AUDIENCE_KEY = "order_completed_last_30days"
+# The README's --config example, so a stack started with it passes the check (orders are over 10).
+AUDIENCE_RULE = {"event": "Order Completed", "within": "30d", "at_least": 1, "where": {"property": "revenue", "gt": 10}}
 EMAIL_EVENTS = {
     "Email Delivered": "segment.email_delivered",
     "Email Opened": "segment.email_opened",
     "Email Link Clicked": "segment.email_link_clicked",
 }
 LINK = "https://shop.segjet.test/offer"
+WRITE_KEY_HINT = ": is --write-key the one `segjet up` was given?"
 
 
 class HopFailed(Exception):
@@ -45,6 +48,7 @@ class HopResult:
     detail: str
     payloads_checked: int = 0
     seconds: float = 0.0
+    skipped: bool = False  # not run because an earlier hop failed (`ok` is False too)
 
 
 @dataclass
@@ -118,23 +122,29 @@ class Scenario:
         ]
 
     def run(self, on_hop: Callable[[HopResult], None] = lambda result: None) -> list[HopResult]:
-        """Run every hop in order, calling `on_hop` after each; stop at the first that fails."""
-        results = []
+        """Run every hop in order, calling `on_hop` after each; after the first failure the rest are
+        answered as skipped, so reports tell hops that never ran from hops that failed."""
+        results: list[HopResult] = []
         for name, hop in self.hops():
-            started = time.monotonic()
-            try:
-                detail, checked = hop()
-                result = HopResult(name, True, detail, checked, time.monotonic() - started)
-            except HopFailed as exc:
-                result = HopResult(name, False, exc.detail, 0, time.monotonic() - started)
-            except httpx.HTTPError as exc:
-                # A stack that answers oddly or not at all is a failed hop, not a crash of the checker.
-                result = HopResult(name, False, f"{name}: HTTP error: {exc}", 0, time.monotonic() - started)
+            if results and not results[-1].ok:
+                result = HopResult(name, False, "not run: an earlier hop failed", skipped=True)
+            else:
+                result = self._run_hop(name, hop)
             results.append(result)
             on_hop(result)
-            if not result.ok:
-                break
         return results
+
+    @staticmethod
+    def _run_hop(name: str, hop: Callable[[], tuple[str, int]]) -> HopResult:
+        started = time.monotonic()
+        try:
+            detail, checked = hop()
+            return HopResult(name, True, detail, checked, time.monotonic() - started)
+        except HopFailed as exc:
+            return HopResult(name, False, exc.detail, 0, time.monotonic() - started)
+        except httpx.HTTPError as exc:
+            # A stack that answers oddly or not at all is a failed hop, not a crash of the checker.
+            return HopResult(name, False, f"{name}: HTTP error: {exc}", 0, time.monotonic() - started)
 
     def traces(self) -> dict[str, list[dict[str, Any]]]:
         return {user.user_id: user.trace for user in self.users}
@@ -151,8 +161,8 @@ class Scenario:
     def identify(self) -> tuple[str, int]:
         checked = 0
         for user in self.users:
-            self.client.identify(user.user_id, user.traits)
-            stored = self._wait_event("identify", user.user_id, lambda m: m["type"] == "identify")
+            message_id = self.client.identify(user.user_id, user.traits)
+            stored = self._wait_event(f"identify of {user.user_id}", message_id=message_id)
             if stored.get("violations"):
                 raise HopFailed(f"identify of {user.user_id}: Segment recorded violations {stored['violations']}")
             check_contract("identify", "segment.identify", stored)
@@ -186,16 +196,27 @@ class Scenario:
     def order_events(self) -> tuple[str, int]:
         buyers = [user for user in self.users if user.orders]
         for user in buyers:
-            self.client.track(user.user_id, "Order Completed", {"revenue": 42.5, "currency": "USD"})
-            stored = self._wait_event("Order Completed", user.user_id, lambda m: m.get("event") == "Order Completed")
+            message_id = self.client.track(user.user_id, "Order Completed", {"revenue": 42.5, "currency": "USD"})
+            stored = self._wait_event(f"Order Completed of {user.user_id}", message_id=message_id)
             check_contract("track", "segment.track", stored)
             user.note("track", "Order Completed accepted", stored["messageId"])
         return f"{len(buyers)} of {len(self.users)} users completed an order", len(buyers)
 
     def audience_true(self) -> tuple[str, int]:
-        key = self.client.define_audience(AUDIENCE_NAME, {"event": "Order Completed", "within": "30d"})
-        if key != AUDIENCE_KEY:
-            raise HopFailed(f"audience key: expected {AUDIENCE_KEY!r}, Segment made {key!r}")
+        # The audience may already exist: from `segjet up --config` (reset keeps those) or a check
+        # run with --no-reset before. The same rule is reused; another rule would change the outcome.
+        existing = {a["key"]: a for a in self.client.segment("GET", "/_emulator/engage/audiences")["audiences"]}
+        if AUDIENCE_KEY in existing:
+            rule = existing[AUDIENCE_KEY]["rule"]
+            if rule != AUDIENCE_RULE:
+                raise HopFailed(
+                    f"the fake Segment already has audience {AUDIENCE_KEY!r} with rule {rule}, and the check "
+                    f"needs {AUDIENCE_RULE}: start `segjet up` without that audience in --config, or with this rule"
+                )
+        else:
+            key = self.client.define_audience(AUDIENCE_NAME, AUDIENCE_RULE)
+            if key != AUDIENCE_KEY:
+                raise HopFailed(f"audience key: expected {AUDIENCE_KEY!r}, Segment made {key!r}")
         return self._sync_and_expect(True, "audience")
 
     def audience_false(self) -> tuple[str, int]:
@@ -221,7 +242,7 @@ class Scenario:
                 check_contract("Mailjet event", f"mailjet.event.{record['event']}", record["payload"])
                 checked += 1
             for event, contract in EMAIL_EVENTS.items():
-                stored = self._wait_event(event, user.user_id, lambda m, e=event: m.get("event") == e)
+                stored = self._wait_event(f"{event} of {user.user_id}", event=event, user_id=user.user_id)
                 check_contract(f"Mailjet → Segment ({event})", contract, stored)
                 user.note("email event", f"{event} arrived in Segment", stored["messageId"])
                 checked += 1
@@ -264,19 +285,26 @@ class Scenario:
                 check_contract(hop, f"{contract_prefix}.response", entry["response"])
         return 2 * len(entries)
 
-    def _wait_event(self, event: str, user_id: str, matches: Callable[[dict[str, Any]], bool]) -> dict[str, Any]:
+    def _wait_event(self, what: str, **filters: str) -> dict[str, Any]:
+        """The newest stored message matching `filters` (as `SegjetClient.events`), which must be accepted."""
         def probe() -> dict[str, Any] | None:
-            found = [m for m in self.client.events(userId=user_id, limit=10_000) if matches(m)]
+            found = self.client.events(limit=1, **filters)
             return found[-1] if found else None
 
         try:
-            return self.client.wait_until(probe, self.timeout, f"{event} of {user_id}")
+            stored = self.client.wait_until(probe, self.timeout, what)
         except SegjetTimeout as exc:
-            raise HopFailed(f"{event} of {user_id} never reached the fake Segment") from exc
+            raise HopFailed(f"{what} never reached the fake Segment") from exc
+        if stored["status"] != "accepted":
+            # Stored all the same, so only the status tells a discarded message from a delivered one.
+            reason = stored.get("discard_reason")
+            hint = WRITE_KEY_HINT if reason == "unknown_write_key" else ""
+            raise HopFailed(f"{what} was stored discarded, not accepted: {reason}{hint}")
+        return stored
 
     def _wait_delivery(self, message_id: str) -> dict[str, Any]:
         def probe() -> dict[str, Any] | None:
-            records = self.client.deliveries(messageId=message_id)
+            records = self.client.deliveries(message_id=message_id)
             final = [r for r in records if r["state"] in ("delivered", "failed", "skipped")]
             return final[-1] if final else None
 

@@ -64,7 +64,7 @@ def check(info: dict, tmp_path: Path) -> subprocess.CompletedProcess:
 def test_demo_runs_the_whole_round_trip():
     result = subprocess.run([*SEGJET, "demo"], capture_output=True, text=True, timeout=180)
     assert result.returncode == 0, result.stdout + result.stderr
-    assert f"{HOPS} passed, 0 failed" in result.stdout
+    assert f"{HOPS} passed, 0 failed, 0 skipped" in result.stdout
     assert "FAIL" not in result.stdout
     assert result.stdout.count("PASS ") == HOPS
 
@@ -101,10 +101,12 @@ def test_check_catches_a_stack_whose_destination_is_off(segjet_up, tmp_path):
     assert result.returncode == 1
     assert "FAIL Segment → destination → Mailjet contacts" in result.stdout
     assert "never delivered to the Mailjet destination" in result.stdout
+    assert "2 passed, 1 failed, 5 skipped" in result.stdout  # the hops after the broken one never ran
     suite = ElementTree.parse(tmp_path / "junit.xml").getroot()
     failures = [case for case in suite.findall("testcase") if case.find("failure") is not None]
     assert [case.get("name") for case in failures] == ["Segment → destination → Mailjet contacts"]
-    assert suite.get("failures") == str(HOPS - 2)  # the hops after the broken one never ran
+    assert (suite.get("tests"), suite.get("failures"), suite.get("skipped")) == (str(HOPS), "1", str(HOPS - 3))
+    assert len(suite.findall("testcase/skipped")) == HOPS - 3
     assert json.loads((tmp_path / "report.json").read_text())["ok"] is False
 
 
