@@ -53,7 +53,12 @@ def parse_iso(text: str) -> datetime:
         parsed = _parse_unpadded(value)
     if parsed.tzinfo is None:
         return parsed.replace(tzinfo=timezone.utc)
-    return parsed if parsed.tzinfo is timezone.utc else parsed.astimezone(timezone.utc)
+    if parsed.tzinfo is timezone.utc:
+        return parsed
+    try:
+        return parsed.astimezone(timezone.utc)
+    except OverflowError:  # in range as written, not once in UTC ("9999-12-31T23:00:00-05:00")
+        raise ValueError(f"timestamp {text!r} is out of range once in UTC") from None
 
 
 _UNPADDED = re.compile(

@@ -258,10 +258,7 @@ def coerce_property(datatype: str, value: Any) -> str | None:
                 raise ValueError("timestamp out of range") from exc
         # ASCII only: parse_iso reads any Unicode digit ("٢٠١٨-01-01").
         if isinstance(value, str) and value.isascii() and re.match(r"[0-9]{4}-[0-9]{2}-[0-9]{2}", value.strip()):
-            try:
-                return mj_time(parse_iso(value.strip()))
-            except OverflowError as exc:  # e.g. 0001-01-01T00:00:00+01:00 is before year 1 in UTC
-                raise ValueError("date out of range") from exc
+            return mj_time(parse_iso(value.strip()))  # ValueError also when out of range once in UTC
         raise ValueError("not a datetime")
     raise ValueError(f"unknown datatype {datatype}")
 

@@ -578,7 +578,7 @@ def definition_from_json(data: Any) -> Audience | ComputedTrait:
         raise DefinitionError(f"id must be a string starting with {prefix!r}, got {definition_id!r}")
     try:
         created = parse_iso(created_at)
-    except (ValueError, OverflowError) as exc:  # OverflowError: in range as written, not once in UTC
+    except ValueError as exc:
         raise DefinitionError(f"created_at: {exc}") from exc
     keep_id = lambda: definition_id[len(prefix):]  # noqa: E731 - the parser adds the prefix back
     if kind == "audience":

@@ -873,7 +873,7 @@ def _corrected_timestamp(original: Any, sent_at: Any, arrival: _Arrival) -> date
         return arrival.received_at
     try:
         original_at = parse_iso(original)
-    except (ValueError, OverflowError):
+    except ValueError:
         return arrival.received_at
     # Items of a batch carry the batch's sentAt: its skew is worked out once.
     skew = arrival.skew if sent_at is arrival.sent_at else _skew(arrival.received_at, sent_at)

@@ -328,7 +328,7 @@ def _string(value: Any, where: str) -> str:
 def _time(value: Any, where: str) -> datetime:
     try:
         return parse_iso(value)
-    except (ValueError, OverflowError) as exc:
+    except ValueError as exc:
         raise SnapshotError(f"{where}: {exc}") from exc
 
 

@@ -191,3 +191,11 @@ def test_a_finite_chain_of_timers_completes_within_one_run():
     assert asyncio.run(clock.run_due()) == 22
     assert order == [0, "later", *range(1, 21)]
     assert clock.pending() == 0
+
+
+def test_a_timestamp_out_of_range_once_in_utc_is_a_value_error() -> None:
+    # It raised OverflowError, which callers catching ValueError let through as a 500.
+    with pytest.raises(ValueError, match="out of range once in UTC"):
+        parse_iso("9999-12-31T23:00:00-05:00")
+    with pytest.raises(ValueError, match="out of range once in UTC"):
+        parse_iso("0001-01-01T00:00:00+01:00")
