@@ -13,6 +13,7 @@ import base64
 import json
 from collections.abc import Iterator
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 import hypothesis
@@ -170,3 +171,24 @@ def test_destination_requests(stack: dict[str, Any], body: bytes, settings: byte
     response = httpx.post(stack["destination_url"] + "/", content=body, headers=headers, timeout=30)
     assert response.status_code < 500 or response.status_code in (501, 503), response.text
     assert "message" in response.json()
+
+
+trait_values = (st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False)
+                | st.text(max_size=300) | st.lists(st.integers(), max_size=2) | st.dictionaries(st.text(max_size=5), st.integers(), max_size=2))
+
+
+@given(email=st.emails(), traits=st.dictionaries(st.text(max_size=300), trait_values, max_size=6))
+@hypothesis.settings(max_examples=60, **FUZZ_SETTINGS)
+def test_destination_identifies_reach_mailjet_and_never_fail_it(stack: dict[str, Any], email: str, traits: dict[str, Any]) -> None:
+    # The test above mostly stops at the destination's own checks (auth, settings, JSON): these
+    # identifies are valid, so each goes on to Mailjet, whose answers must never be a failure (the
+    # destination turns a Mailjet 5xx into 503, which the test above accepts).
+    settings = base64.b64encode(json.dumps({"listId": stack["list_id"]}).encode())
+    headers = {"Authorization": _basic(stack["auth_key"].encode()), "X-Segment-Settings": settings}
+    body = {"type": "identify", "messageId": "fuzz", "userId": "u-fuzz", "traits": {**traits, "email": email}}
+    response = httpx.post(stack["destination_url"] + "/", json=body, headers=headers, timeout=30)
+    assert response.status_code in (200, 400), response.text
+    if response.status_code == 200:
+        contact = httpx.get(f"{stack['mailjet_url']}/v3/REST/contact/{quote(email.strip(), safe='')}",
+                            auth=(stack["mailjet_api_key"], stack["mailjet_secret_key"]), timeout=30)
+        assert contact.status_code == 200, contact.text

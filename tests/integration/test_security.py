@@ -66,6 +66,14 @@ def test_control_api_needs_the_token_in_any_of_three_places(guarded: dict[str, A
             assert http.get("/_emulator/health").status_code == 200
             assert http.get("/").status_code == 200
             assert http.get("/_emulator/dashboard/static/common.js").status_code == 200
+            # The dashboard's data is not: only its pages and static files are open.
+            assert http.get("/_emulator/dashboard/info").status_code == 401
+    with httpx.Client(base_url=guarded["segment_url"]) as http:
+        for path in ("/_emulator/dashboard/trace?user=u1", "/_emulator/dashboard/trace/export?user=u1"):
+            assert http.get(path).status_code == 401, path
+    with httpx.Client(base_url=guarded["mailjet_url"]) as http:
+        for path in ("/_emulator/dashboard/contacts", "/_emulator/dashboard/lists"):
+            assert http.get(path).status_code == 401, path
 
 
 def test_public_apis_do_not_need_the_token(guarded: dict[str, Any]) -> None:

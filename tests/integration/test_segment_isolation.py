@@ -137,6 +137,12 @@ def test_a_reset_with_a_write_key_clears_that_workspace_only(http: httpx.Client,
     # The source stays: the job keeps sending with its key.
     identify(url, c, "u2", {"email": "c2@example.com"})
     assert [event["userId"] for event in get(http, "/_emulator/events", c)["events"]] == ["u2"]
+    # The journal and the bundle's clock are shared by every job: a scoped reset leaves them alone.
+    moved = http.post("/_emulator/clock", json={"advance": "1h"}).json()["now"]
+    journaled = len(get(http, "/_emulator/requests", limit=1000)["requests"])
+    assert http.post("/_emulator/reset", params={"writeKey": c}).status_code == 200
+    assert get(http, "/_emulator/clock")["now"] >= moved
+    assert len(get(http, "/_emulator/requests", limit=1000)["requests"]) >= journaled
 
     # A reset without a key is the whole server's: added workspaces go, the default one is emptied.
     assert http.post("/_emulator/reset").status_code == 200

@@ -72,3 +72,10 @@ def test_recorded_answers_to_our_outgoing_calls_are_capped_too() -> None:
     assert recorded_body(b'{"ok": true}', 2000) == {"ok": True}
     too_long = b'"' + b"x" * ANSWER_KEEP_BYTES + b'"'
     assert recorded_body(too_long, 2000) == {"truncated": True, "bytes": f"more than {ANSWER_KEEP_BYTES}"}
+
+
+def test_the_journal_keeps_the_newest_and_counts_what_it_dropped() -> None:
+    journal = Journal(Clock(), capacity=2)
+    for _ in range(3):
+        journal.record(SCOPE, b"{}")
+    assert [entry.id for entry in journal.entries()] == [2, 3] and journal.dropped == 1

@@ -684,6 +684,20 @@ def test_events_are_batched_to_segment_as_track_calls(fake: Fake) -> None:
     assert (not_sent["state"], not_sent["reason"]) == ("not_forwarded", "the Mailjet source has no Segment event for blocked")
 
 
+def test_segment_batches_hold_at_most_100_calls_as_analytics_python_uploads(fake: Fake) -> None:
+    connect(fake)
+    for index in range(150):
+        fake.send(f"user{index}@example.com")
+    fake.advance()
+    assert [len(body["batch"]) for _, body, _ in segment_posts(fake)] == [100, 50]
+
+
+def test_message_ids_count_from_2_to_the_59_in_the_accounts_range(fake: Fake) -> None:
+    # The default account is the first: its range starts at 2**59 (README "Fidelity").
+    first, second = fake.send(), fake.send("bob@example.com")
+    assert 2**59 < first < second < 2**59 + 2**32
+
+
 def test_segment_retries_follow_analytics_python(fake: Fake) -> None:
     connect(fake, segmentUrl="http://other-segment.test")
     fake.transport.statuses = [503, None, 429, 200]

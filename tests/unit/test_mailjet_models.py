@@ -71,7 +71,7 @@ def test_contact_rules(account: Account) -> None:
 
 @pytest.mark.parametrize(
     ("datatype", "value", "stored"),
-    [("str", "x", "x"), ("str", 5, "5"), ("int", 42, "42"), ("int", "42", "42"), ("float", 1.5, "1.5"), ("float", "2", "2.0"),
+    [("str", "x", "x"), ("str", 5, "5"), ("int", 42, "42"), ("int", "42", "42"), ("int", 4.0, "4"), ("int", "-3", "-3"), ("float", 1.5, "1.5"), ("float", "2", "2.0"),
      ("bool", True, "true"), ("bool", "False", "false"), ("datetime", 0, "1970-01-01T00:00:00Z"),
      ("datetime", "2018-01-01T00:00:00", "2018-01-01T00:00:00Z"), ("int", None, None)],
 )
@@ -79,8 +79,9 @@ def test_property_values_are_stored_as_strings(datatype: str, value: object, sto
     assert coerce_property(datatype, value) == stored
 
 
-@pytest.mark.parametrize(("datatype", "value"), [("int", "4.5"), ("int", True), ("float", "abc"), ("bool", "yes"), ("bool", 1),
-                                                 ("datetime", "tomorrow"), ("str", {"a": 1}), ("float", "nan")])
+@pytest.mark.parametrize(("datatype", "value"), [("int", "4.5"), ("int", 4.5), ("int", "+5"), ("int", True), ("float", "abc"),
+                                                 ("bool", "yes"), ("bool", 1), ("datetime", "tomorrow"), ("str", {"a": 1}),
+                                                 ("float", "nan")])
 def test_property_type_mismatches(datatype: str, value: object) -> None:
     with pytest.raises(ValueError):
         coerce_property(datatype, value)

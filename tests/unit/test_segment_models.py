@@ -453,6 +453,29 @@ def test_anonymous_history_joins_the_user_when_both_ids_arrive(backend: SegmentB
     assert len(backend.profiles) == 1
 
 
+def test_a_merge_keeps_the_surviving_profiles_traits_over_the_absorbed_ones(backend: SegmentBackend) -> None:
+    one(backend, "identify", {"anonymousId": "a1", "traits": {"plan": "free", "email": "a@example.com"}})
+    one(backend, "identify", {"userId": "u", "traits": {"plan": "pro"}})
+    one(backend, "track", {"userId": "u", "anonymousId": "a1", "event": "E"})
+    assert backend.profiles.get("u").traits == {"plan": "pro", "email": "a@example.com"}
+
+
+def test_a_window_holds_an_event_stamped_exactly_at_its_start(backend: SegmentBackend) -> None:
+    one(backend, "track", {"userId": "u", "event": "E", "timestamp": "2025-02-01T12:00:00.000Z"})
+    start = datetime(2025, 2, 1, 12, tzinfo=timezone.utc)
+    profile = backend.profiles.get("u")
+    assert [event.event for event in profile.tracked("E", start)] == ["E"]
+    assert profile.tracked("E", start + timedelta(milliseconds=1)) == []
+
+
+def test_the_events_feed_keeps_the_newest_and_counts_what_it_dropped(clock: Clock) -> None:
+    backend = SegmentBackend.from_config(BundleConfig(write_key=KEY, events_capacity=3), clock)
+    for index in range(5):
+        one(backend, "track", {"userId": "u", "event": f"E{index}"})
+    assert [stored.event for stored in backend.events(limit=10)] == ["E2", "E3", "E4"] and backend.dropped == 2
+    assert len(backend.profiles.get("u").events) == 5  # profiles see every message
+
+
 def test_alias_links_previous_id(backend: SegmentBackend) -> None:
     one(backend, "track", {"anonymousId": "old", "event": "Viewed"})
     one(backend, "alias", {"previousId": "old", "userId": "u"})
