@@ -317,6 +317,24 @@ def test_property_changed_in_mailjet_after_caching_is_not_dropped(stack, change)
     assert contact_data(stack, email)[name] == "gold"
 
 
+def test_a_cached_property_deleted_in_mailjet_is_defined_again_when_mailjet_refuses_it(stack):
+    # The cache says the property exists and the value fits it, so only Mailjet's refusal
+    # ("Property not defined") can tell the destination to read the definitions again.
+    email = unique_email()
+    assert post(stack, identify(email, {"it_deleted": "a"})).status_code == 200
+    mailjet_send(stack, "DELETE", "contactmetadata/it_deleted")
+    last = last_mailjet_call(stack)
+    response = post(stack, identify(email, {"it_deleted": "b"}))
+    assert response.status_code == 200, response.text
+    assert mailjet_calls_since(stack, last) == [
+        ("POST", f"/v3/REST/contactslist/{LIST_ID}/managecontact"),
+        ("GET", "/v3/REST/contactmetadata"),
+        ("POST", "/v3/REST/contactmetadata"),
+        ("POST", f"/v3/REST/contactslist/{LIST_ID}/managecontact"),
+    ]
+    assert contact_data(stack, email)["it_deleted"] == "b"
+
+
 def test_cached_definitions_cost_no_call_and_a_misfit_one_reread(stack):
     email = unique_email()
     assert post(stack, identify(email, {"it_cached": "a", "it_count_a": 1, "it_count_b": 2})).status_code == 200
