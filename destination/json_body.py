@@ -1,7 +1,6 @@
-"""Reading the JSON the destination is sent (a Segment message, the settings header) or answered.
-
-A copy of the emulator's reader (emulator/common/json_body.py: the reasons are written there),
-because the destination imports nothing of the emulator.
+"""Reading JSON the one way segjet does it: what the destination is sent (a Segment message, the
+settings header) or answered, and every body either fake reads (emulator/common/json_body.py uses
+this module: the destination imports nothing of the emulator, the emulator may import it).
 """
 
 from __future__ import annotations
@@ -9,7 +8,7 @@ from __future__ import annotations
 import json
 import math
 import re
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 import orjson
 
@@ -47,35 +46,55 @@ def _finite_float(text: str) -> float:
     return number
 
 
-def read_json(raw: bytes) -> Any:
-    """`raw` as JSON, or ValueError (UnicodeDecodeError for bytes that are no text): orjson, then
-    json for what orjson refuses; nested at most MAX_DEPTH levels; lone surrogates read as U+FFFD."""
-    try:
-        value = orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
-        if exc.msg.startswith(_ORJSON_TOO_DEEP):
-            raise _too_deep() from None
-        return _read_refused(raw)
-    try:
-        orjson.dumps(value)  # the exact depth check, and the cheapest (~1 µs for 10 KB)
-    except orjson.JSONEncodeError:
-        raise _too_deep() from None
+def read_json(raw: bytes, fallback: Callable[[bytes], Any] = read_with_json) -> Any:
+    """`raw` as JSON, or ValueError (UnicodeDecodeError for bytes that are no text).
+
+    orjson first: twice as fast as json. What it refuses goes to `fallback` (json), which decides
+    and explains (json also reads lone surrogates, a byte order mark and UTF-16), unless it is
+    nested deeper than MAX_DEPTH: json recurses on the interpreter's stack, and near its limit any
+    finalizer the garbage collector runs meanwhile fails (pytest saw RecursionError in
+    weakref.finalize). A lone surrogate escape ("\\ud800") is read as U+FFFD, as Go's
+    encoding/json reads it (Segment's edge is Go): kept as a surrogate, the string could never be
+    encoded as UTF-8 again, so every answer showing it would fail. One difference from json is
+    left: an integer beyond 64 bits becomes a float (RFC 8259 §6 leaves such numbers to the
+    reader; JavaScript and Go read every number as a double).
+    """
+    value = read_json_nested(raw, MAX_DEPTH, fallback)
+    if not fits_depth(value):
+        raise _too_deep(MAX_DEPTH)
     return value
 
 
-def _too_deep() -> ValueError:
-    return ValueError(f"JSON is nested more than {MAX_DEPTH} levels deep")
-
-
-def _read_refused(raw: bytes) -> Any:
-    if nesting_depth(raw) > MAX_DEPTH:
-        raise _too_deep()
+def fits_depth(value: Any) -> bool:
+    """Whether `value` nests at most MAX_DEPTH levels: the exact check, and the cheapest (orjson
+    encodes at most that deep; ~1 µs for 10 KB)."""
     try:
-        value = read_with_json(raw)
+        orjson.dumps(value)
+    except orjson.JSONEncodeError as exc:
+        return "Recursion limit" not in str(exc)  # anything else (an integer beyond 64 bits) is no depth
+    return True
+
+
+def read_json_nested(raw: bytes, max_depth: int, fallback: Callable[[bytes], Any] = read_with_json) -> Any:
+    """`raw` as `read_json` reads it, but the depth is left to the caller (`fits_depth`): orjson reads
+    up to its own 1,024 levels, and json, for what orjson refuses, up to `max_depth`."""
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        if exc.msg.startswith(_ORJSON_TOO_DEEP):
+            raise _too_deep(max_depth) from None
+    if nesting_depth(raw) > max_depth:
+        raise _too_deep(max_depth)
+    try:
+        value = fallback(raw)
     except RecursionError:  # the caller's own stack was deep already
         raise ValueError("JSON is nested too deeply") from None
     # Always walked: a UTF-16 body (which json also reads) hides its escapes from a byte search.
     return _without_lone_surrogates(value)
+
+
+def _too_deep(max_depth: int) -> ValueError:
+    return ValueError(f"JSON is nested more than {max_depth} levels deep")
 
 
 def _without_lone_surrogates(value: Any) -> Any:
