@@ -448,6 +448,17 @@ class SegmentForwarder:
     def queued(self) -> list[SegmentForward]:
         return list(self._queue)
 
+    def retarget(self, url: str) -> None:
+        """Send what still waits (queued forwards, the batch being retried) to Segment at `url`."""
+        for forward in self._queue:
+            if forward.url != url:
+                forward.url = url
+                self._account.touch("event", forward.record_id)
+        for batch in self.batches.values():
+            if batch.state in (QUEUED, RETRYING) and batch.url != url:
+                batch.url = url
+                self._account.touch("segment_batch", batch.id)
+
     def route(self, record: EmailEvent) -> None:
         account = self._account
         connection = account.app_connection

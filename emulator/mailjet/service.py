@@ -15,7 +15,7 @@ from ..common.clock import Clock
 from ..config import BundleConfig
 from .events import EmailEvents
 from .models import Account, Changes, MailjetBackend
-from .outbound import QUEUED, RETRYING, HttpTransport, Outbox
+from .outbound import HttpTransport, Outbox
 
 
 @dataclass
@@ -29,21 +29,14 @@ class Tenant:
         this run, and with it the Segment deliveries still waiting: a restored state (a restart, a
         snapshot import) names the Segment of the run that stored it, whose port may be gone
         (--segment-port 0), and they would retry against it forever."""
-        account, forwarder = self.account, self.outbox.segment
+        account = self.account
         connection, url = account.app_connection, account.bundle_segment_url
         if connection.segment_url_explicit:
             return
         if connection.segment_url != url:
             connection.segment_url = url
             account.touch("account", 0)
-        for forward in forwarder.queued():
-            if forward.url != url:
-                forward.url = url
-                account.touch("event", forward.record_id)
-        for batch in forwarder.batches.values():
-            if batch.state in (QUEUED, RETRYING) and batch.url != url:
-                batch.url = url
-                account.touch("segment_batch", batch.id)
+        self.outbox.segment.retarget(url)
 
     def resume_timers(self) -> None:
         """Arm every timer a restored state needs (jobs, sends, simulated events, deliveries)."""
