@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import inspect
+import json
 import logging
 import math
 import random
@@ -167,11 +168,13 @@ def parse_int(value: Any, name: str) -> int:
 
 
 def check_string(value: Any, name: str, *, allow_empty: bool = True) -> str:
-    if value is None or (value == "" and not allow_empty):
+    if value is None:
         raise required(name)
     if not isinstance(value, str):
         raise invalid_property(name, f"value {value!r} is not a string")
     if not allow_empty and not value:
+        # Observed (php#38): a list created without a Name answered this text (callers pass a
+        # missing Name as ""); a null value is "MJ03 A non-empty value is required" above.
         raise invalid_property(name, "MJ04 Value must have at least length 1")
     if len(value) > MAX_STRING_LENGTH:
         # Guess: the text mirrors the observed MJ04 "at least" message.
@@ -256,8 +259,7 @@ def coerce_property(datatype: str, value: Any) -> str | None:
                 return mj_time(datetime.fromtimestamp(float(value), tz=timezone.utc))
             except (OverflowError, OSError, ValueError) as exc:
                 raise ValueError("timestamp out of range") from exc
-        # ASCII only: parse_iso reads any Unicode digit ("٢٠١٨-01-01").
-        if isinstance(value, str) and value.isascii() and re.match(r"[0-9]{4}-[0-9]{2}-[0-9]{2}", value.strip()):
+        if isinstance(value, str) and re.match(r"[0-9]{4}-[0-9]{2}-[0-9]{2}", value.strip()):
             return mj_time(parse_iso(value.strip()))  # ValueError also when out of range once in UTC
         raise ValueError("not a datetime")
     raise ValueError(f"unknown datatype {datatype}")
@@ -1031,7 +1033,7 @@ class Account:
             if error is None and (not isinstance(action, str) or action.lower() not in ACTIONS):
                 error = "action missing or not valid"
             if error:
-                problems.append({"ListID": str(ci_get(entry, "ListID", "")), "Action": str(ci_get(entry, "Action", "")), "Error": error})
+                problems.append({"ListID": _echo(ci_get(entry, "ListID")), "Action": _echo(ci_get(entry, "Action")), "Error": error})
             else:
                 items.append({"ListID": list_id, "Action": action.lower()})
         if problems:
@@ -1217,11 +1219,11 @@ class Account:
     def set_contact_data(self, contact_ref: str | None, body: dict[str, Any]) -> tuple[Contact, bool]:
         """PUT /contactdata/{id} (merge, like PATCH) and POST /contactdata (contact in the body)."""
         if contact_ref is None:
-            fields = read_fields(body, "TContactData", ("ContactID", "ContactALT", "Data"), ("ID",))
+            fields = self._contact_data_fields(body, ("ContactID", "ContactALT", "Data"), ("ID",))
             contact = self._resolve_ref(fields, "ContactID", "ContactALT", "Contact", self.find_contact)
         else:
             contact = self.get_contact(contact_ref)
-            fields = read_fields(body, "TContactData", ("Data",), ("ID", "ContactID"))
+            fields = self._contact_data_fields(body, ("Data",), ("ID", "ContactID"))
         entries = fields.get("Data")
         if not isinstance(entries, list):
             raise required("Data")
@@ -1239,6 +1241,17 @@ class Account:
             # Guess: the managecontact problem texts, keyed by "Data" here.
             raise MailjetError(400, "Object properties invalid", {"Data": problems})
         return contact, self.apply_contact_changes(contact, None, None, values)
+
+    @staticmethod
+    def _contact_data_fields(body: dict[str, Any], writable: tuple[str, ...], read_only: tuple[str, ...]) -> dict[str, Any]:
+        known = {name.lower() for name in writable + read_only}
+        unknown = next((key for key in body if key.lower() not in known), None)
+        if unknown is not None:
+            # Per a Mailjet maintainer (mailjet-apiv3-nodejs PR #304), raw property pairs given
+            # instead of Data ({"first_name": "John"}) are refused as "Invalid key name", not with
+            # the "has no property" text of other objects.
+            raise MailjetError(400, f'Invalid key name: "{unknown}"')
+        return read_fields(body, "TContactData", writable, read_only)
 
     def clear_contact_data(self, contact_ref: str) -> None:
         contact = self.get_contact(contact_ref)
@@ -1441,8 +1454,11 @@ class Account:
     def _apply_job_contact(self, raw: Any, contacts_lists: list[dict[str, Any]]) -> str | None:
         if not isinstance(raw, dict):
             return "contact must be a JSON object"
-        email = ci_get(raw, "Email")
-        if not isinstance(email, str) or not EMAIL_PATTERN.fullmatch(email.strip()):
+        try:
+            # The rules of managecontact (type, length, format), so a job stores no address that
+            # the synchronous calls refuse.
+            email = check_email(ci_get(raw, "Email"))
+        except MailjetError:
             return "email missing or not valid"
         name = ci_get(raw, "Name")
         if name is not None and (not isinstance(name, str) or len(name) > MAX_STRING_LENGTH):
@@ -1460,7 +1476,7 @@ class Account:
             # Observed: "property not defined" (php#245); the type-mismatch text is a guess.
             name_problem = next(iter(problems[0].items()))
             return "property not defined" if name_problem[1] == "Property not defined" else "property type does not match definition"
-        contact = self.ensure_contact(email.strip(), name)
+        contact = self.ensure_contact(email, name)
         self.apply_contact_changes(contact, name, excluded, values)
         for item in contacts_lists:
             if item["ListID"] in self.lists:
@@ -1521,6 +1537,14 @@ _CONTACT_READ_ONLY = (
     "UnsubscribedBy",
 )
 _LIST_READ_ONLY = ("ID", "Address", "CreatedAt", "SubscriberCount")
+
+
+def _echo(value: Any) -> str:
+    """A client's value shown as text in an error: as JSON writes it (not Python's "None" or
+    "True"), and "" when it is missing or null."""
+    if value is None:
+        return ""
+    return value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
 
 
 def _quoted(value: Any) -> str:

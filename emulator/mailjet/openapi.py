@@ -112,16 +112,18 @@ def _rest_paths() -> dict[str, Any]:
     callback = contract_ref("mailjet.eventcallbackurl")
     job_id = {"type": "object", "required": ["JobID"], "properties": {"JobID": _common("id")}}
     contact_body = _fields(Email=_common("email"), Name=_common("name"), IsExcludedFromCampaigns=BOOL)
+    # A PUT takes fewer fields than the POST (node's Put*Body types); the others answer MJ19.
+    contact_put_body = _fields(Name=_common("name"), IsExcludedFromCampaigns=BOOL)
     list_body = _fields(Name=_common("name"), IsDeleted=BOOL)
     recipient_body = _fields(
         ContactID=_common("id_or_digits"), ContactALT=TEXT, ListID=_common("id_or_digits"), ListALT=TEXT,
         IsUnsubscribed=BOOL, IsActive=BOOL,
     )
+    recipient_put_body = _fields(IsUnsubscribed=BOOL, IsActive=BOOL)
     metadata_body = _fields(Name=TEXT, Datatype=_common("datatype"), NameSpace={"enum": ["static", "historic"]})
-    data_body = _fields(
-        ContactID=_common("id_or_digits"),
-        Data={"type": "array", "items": _fields(Name=TEXT, Value=_common("property_value"))},
-    )
+    data_items = {"type": "array", "items": _fields(Name=TEXT, Value=_common("property_value"))}
+    data_body = _fields(ContactID=_common("id_or_digits"), ContactALT=TEXT, Data=data_items)
+    data_put_body = _fields(Data=data_items)
     callback_body = _fields(
         EventType={"enum": list(EVENT_TYPES)}, Url={"type": "string", "format": "uri"}, Version={"enum": [1, 2]},
         IsBackup=BOOL, Status={"enum": ["alive", "dead"]},
@@ -138,7 +140,7 @@ def _rest_paths() -> dict[str, Any]:
         },
         f"{rest}/contact/{{contact_id}}": {
             "get": _operation("One contact", 200, contact, ids=("contact_id",)),
-            "put": _operation("Update a contact", 200, contact, body=contact_body, ids=("contact_id",)),
+            "put": _operation("Update a contact", 200, contact, body=contact_put_body, ids=("contact_id",)),
         },
         f"{rest}/contact/managemanycontacts": {
             "post": _operation("Bulk contacts job", 201, job_id, body=contract_ref("mailjet.managemanycontacts.request")),
@@ -184,7 +186,7 @@ def _rest_paths() -> dict[str, Any]:
         },
         f"{rest}/listrecipient/{{recipient_id}}": {
             "get": _operation("One subscription", 200, recipient, ids=("recipient_id",)),
-            "put": _operation("Update a subscription", 200, recipient, body=recipient_body, ids=("recipient_id",)),
+            "put": _operation("Update a subscription", 200, recipient, body=recipient_put_body, ids=("recipient_id",)),
             "delete": _operation("Delete a subscription", 204, None, ids=("recipient_id",)),
         },
         f"{rest}/contactmetadata": {
@@ -204,7 +206,7 @@ def _rest_paths() -> dict[str, Any]:
         },
         f"{rest}/contactdata/{{contact_id}}": {
             "get": _operation("One contact's property values", 200, data, ids=("contact_id",)),
-            "put": _operation("Set property values", 200, data, body=data_body, ids=("contact_id",)),
+            "put": _operation("Set property values", 200, data, body=data_put_body, ids=("contact_id",)),
             "delete": _operation("Clear property values", 204, None, ids=("contact_id",)),
         },
         f"{rest}/eventcallbackurl": {

@@ -17,6 +17,7 @@ import contracts
 from emulator.common.clock import Clock
 from emulator.common.server import serve_in_background
 from emulator.config import BundleConfig, BundleUrls
+from emulator.mailjet.openapi import openapi_document
 from emulator.mailjet.routes import create_app
 
 CONFIG = BundleConfig(mailjet_api_key="mj-key", mailjet_secret_key="mj-secret", auth_key="seg-auth-key")
@@ -567,3 +568,42 @@ def test_send_v31_documented_errors_over_http(server: Server) -> None:
     ]
     assert result["Messages"][1]["Errors"][0]["ErrorMessage"] == "The To is mandatory but missing from the input"
     assert result["Messages"][4]["Status"] == "success"
+
+
+def test_published_put_bodies_list_only_fields_a_put_takes(server: Server) -> None:
+    # The node client's Put*Body types: a PUT takes fewer fields than the POST (no Email on
+    # /contact, only IsUnsubscribed on /listrecipient, only Data on /contactdata).
+    http = server.http
+    http.post("/v3/REST/contact", json={"Email": "put@example.com"})
+    http.post("/v3/REST/contactmetadata", json={"Name": "plan", "Datatype": "str"})
+    http.post("/v3/REST/listrecipient", json={"ContactID": 1, "ListID": 1})
+    http.post("/v3/REST/eventcallbackurl", json={"EventType": "open", "Url": "http://127.0.0.1:9/hook"})
+    paths = openapi_document()["paths"]
+    checked = 0
+    for path, item in paths.items():
+        if "put" not in item or not path.startswith("/v3/REST/"):
+            continue
+        schema = item["put"]["requestBody"]["content"]["application/json"]["schema"]
+        for field in schema["properties"]:
+            # null reaches the key check (unknown or read-only) before any value check.
+            response = http.put(path.split("{")[0] + "1", json={field: None})
+            message = response.json().get("ErrorMessage", "") if response.status_code == 400 else ""
+            assert not message.startswith(("MJ19", "Invalid json input")), (path, field, message)
+            checked += 1
+    assert checked >= 10
+
+
+def test_contactdata_with_raw_property_pairs_instead_of_data_is_an_invalid_key_name(server: Server) -> None:
+    # A Mailjet maintainer (mailjet-apiv3-nodejs PR #304): a PUT /contactdata body of raw pairs
+    # ({first_name: "John"}) instead of Data is refused with a 400 "Invalid key name".
+    mj = server.client()
+    mj.contact.create(data={"Email": "raw@example.com"})
+    mj.contactmetadata.create(data={"Name": "first_name", "Datatype": "str"})
+    with pytest.raises(ValidationError, match='Invalid key name: "first_name"'):
+        mj.contactdata.update(id="raw@example.com", data={"first_name": "John"})
+    with pytest.raises(ValidationError, match='Invalid key name: "first_name"'):
+        mj.contactdata.create(data={"ContactID": 1, "first_name": "John"})
+    # The keys of the object itself keep their own answers.
+    with pytest.raises(ValidationError, match="MJ19"):
+        mj.contactdata.update(id="raw@example.com", data={"ContactID": 1, "Data": []})
+    assert data(mj.contactdata.get(id="raw@example.com"))[0]["Data"] == []

@@ -263,7 +263,7 @@ def test_integer_body_fields_are_ascii_digits(account: Account) -> None:
     ("datatype", "value"),
     [("float", 10**400), ("float", "1_000"), ("float", "١٢"), ("float", ".5"), ("int", "١٢"), ("int", "１２"),
      ("datetime", "0001-01-01T00:00:00+01:00"), ("datetime", "9999-12-31T23:00:00-05:00"), ("datetime", "٢٠١٨-01-01T00:00:00"),
-     ("datetime", "２０１８-01-01"), ("datetime", "١٢")],
+     ("datetime", "２０１８-01-01"), ("datetime", "2018-01-01T00:00:0١"), ("datetime", "١٢")],
 )
 def test_property_values_out_of_range_or_not_ascii_are_mismatches(datatype: str, value: object) -> None:
     with pytest.raises(ValueError):
@@ -315,3 +315,31 @@ def test_job_ends_even_when_a_contact_fails_unexpectedly(account: Account, monke
     assert (job.status, job.count) == ("Error", 1)
     assert [error["Email"] for error in job.errors] == ["boom@example.com"]
     assert account.find_recipient(account.get_contact("ok@example.com").id, 1) is not None
+
+
+def test_a_missing_or_empty_name_answers_the_observed_mj04(account: Account) -> None:
+    # Observed (php#38): POST /contactslist without a Name answered this ErrorInfo, not MJ03.
+    expected = "MJ08 Property Name is invalid: MJ04 Value must have at least length 1"
+    assert error_of(account.create_list, {}).info == expected
+    assert error_of(account.create_list, {"Name": ""}).info == expected
+    assert error_of(account.update_list, "1", {"Name": ""}).info == expected
+    assert error_of(account.create_property, {"Name": "", "Datatype": "str"}).info == expected
+    # A null is still "a non-empty value is required" (as for a missing Email).
+    assert "MJ03" in error_of(account.create_list, {"Name": None}).info
+
+
+def test_job_contacts_follow_the_email_rules_of_managecontact(account: Account) -> None:
+    too_long = "a" * 250 + "@example.com"
+    assert "MJ04" in error_of(account.manage_contact, "1", {"Email": too_long, "Action": "addforce"}).info
+    job = account.start_list_job("1", {"Action": "addforce", "Contacts": [{"Email": too_long}, {"Email": " ok@example.com "}]})
+    account.run_job(job.id)
+    assert job.errors == [{"Index": 0, "Email": too_long, "Error": "email missing or not valid"}]
+    assert [c.email for c in account.contacts.values()] == ["ok@example.com"]
+
+
+def test_contacts_lists_errors_echo_the_values_as_json_text(account: Account) -> None:
+    contact = account.create_contact({"Email": "e@example.com"})
+    error = error_of(account.manage_contacts_lists, str(contact.id), {"ContactsLists": [
+        {"ListID": None, "Action": True}, {"ListID": {"a": 1}, "Action": "addforce"}, {"Action": "addforce"}]})
+    # Not Python's "None", "True" or "{'a': 1}": what the client sent, as JSON writes it.
+    assert [(p["ListID"], p["Action"]) for p in error.message["ContactsLists"]] == [("", "true"), ('{"a": 1}', "addforce"), ("", "addforce")]
