@@ -69,6 +69,9 @@ def account_routes(service: MailjetService, store: MailjetStore | None) -> list[
             api_key, secret_key = body.get("api_key"), body.get("secret_key")
             if not isinstance(api_key, str) or not api_key or not isinstance(secret_key, str) or not secret_key:
                 raise ControlError("api_key and secret_key must be non-empty strings")
+            if ":" in api_key:
+                # Basic auth ends the username at the first colon (RFC 7617): such a key could never authenticate.
+                raise ControlError("api_key must not contain a colon: Basic auth could not carry it")
             try:
                 tenant = service.create_account(api_key, secret_key)
             except ValueError as exc:

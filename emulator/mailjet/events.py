@@ -40,7 +40,8 @@ if TYPE_CHECKING:
 SENT_DELAY = timedelta(seconds=1)
 CONTROL_EVENTS = ("open", "click", "bounce", "blocked", "spam", "unsub")
 ENGAGEMENT_EVENTS = ("open", "click", "spam", "unsub")
-# The message `status` after each event, in the words of Mailjet's /message resource.
+# The message `status` after each event, in the words of Mailjet's /message resource (node
+# `CurrentMessageStatus`), except `bounced`: ours, where /message says bounce, hardbounced or softbounced.
 STATUS_AFTER = {
     "sent": "sent",
     "open": "opened",
@@ -76,6 +77,9 @@ CONTROL_FIELDS: dict[str, tuple[str, ...]] = {
 _LINK = re.compile(r"""href\s*=\s*["'](https?://[^"']+)["']""", re.IGNORECASE)
 SIMULATION_RATES = ("open_rate", "click_rate", "bounce_rate", "spam_rate", "unsub_rate")
 DEFAULT_SIMULATION_DELAY = timedelta(minutes=10)
+# A recipient's events chain up to two delays after `sent`; from the clock's last moment (year 9000)
+# they must stay inside the calendar (year 9999), or every send would fail while planning them.
+MAX_SIMULATION_DELAY = timedelta(days=365)
 MAX_SUBJECT_LENGTH = 255
 DEFAULT_CAMPAIGN_SENDER = {"Email": "campaigns@segjet.test", "Name": "segjet"}
 
@@ -188,6 +192,8 @@ class Simulation:
                 updated[name] = float(rate)
         if "delay" in changes:
             updated["delay"] = parse_duration(changes["delay"])  # ValueError names the expected form
+            if updated["delay"] > MAX_SIMULATION_DELAY:
+                raise ValueError(f"delay must be at most {MAX_SIMULATION_DELAY.days}d, got {changes['delay']!r}")
             updated["delay_text"] = changes["delay"]
         if "seed" in changes:
             seed = changes["seed"]
@@ -431,22 +437,8 @@ class EmailEvents:
         """A control event `{"event": ..., fields}` for a message, checked for sense; answers its record."""
         message = self.find_message(message_ref)
         event = body.get("event")
-        if event == "sent":
-            raise EmailEventError("sent happens by itself after a send; post open, click, bounce, blocked, spam or unsub")
-        if event not in CONTROL_EVENTS:
-            raise EmailEventError(f"event must be one of {', '.join(CONTROL_EVENTS)}, got {event!r}")
-        unknown = sorted(set(body) - {"event"} - set(CONTROL_FIELDS[event]))
-        if unknown:
-            raise EmailEventError(
-                f"unknown field(s) for {event}: {', '.join(unknown)}; {event} takes {', '.join(CONTROL_FIELDS[event]) or 'nothing'}"
-            )
-        for name in ("ip", "geo", "agent", "url", "comment", "source", "error_related_to", "error"):
-            if name in body and (not isinstance(body[name], str) or not body[name]):
-                raise EmailEventError(f"{name} must be a non-empty string")
-        for name in ("hard_bounce", "blocked"):
-            if name in body and not isinstance(body[name], bool):
-                raise EmailEventError(f"{name} must be true or false")
         fields = {name: value for name, value in body.items() if name != "event"}
+        check_control_event(event, fields)
         return self._apply(self._lives[message.message_id], event, fields, self.clock.now())
 
     def _apply(self, life: Life, event: str, fields: dict[str, Any], at: datetime) -> EmailEvent:
@@ -498,8 +490,7 @@ class EmailEvents:
         if life.hard_bounced:
             raise EmailEventError(f"message {life.message.message_id} already hard-bounced")
         hard = fields.get("hard_bounce", True)
-        default_related, default_error = DEFAULT_BOUNCE[hard]
-        related, error = _error_pair(fields.get("error_related_to", default_related), fields.get("error", default_error))
+        related, error = _error_pair(fields, DEFAULT_BOUNCE[hard], hard)
         if not life.delivered:
             # The receiving server refused it: the bounce replaces `sent`. After `sent`, a bounce is an
             # asynchronous one (guess: Mailjet reports those too).
@@ -527,7 +518,7 @@ class EmailEvents:
             raise EmailEventError(f"message {message.message_id} was already sent; Mailjet blocks a message instead of sending it")
         if life.hard_bounced:
             raise EmailEventError(f"message {message.message_id} already hard-bounced")
-        related, error = _error_pair(fields.get("error_related_to", DEFAULT_BLOCKED[0]), fields.get("error", DEFAULT_BLOCKED[1]))
+        related, error = _error_pair(fields, DEFAULT_BLOCKED)
         self._cancel_sent(life)
         life.blocked = True
         return {"error_related_to": related, "error": error}
@@ -646,9 +637,43 @@ class EmailEvents:
         return fire
 
 
-def _error_pair(related: str, error: str) -> tuple[str, str]:
+def check_control_event(event: Any, fields: dict[str, Any]) -> None:
+    """The shape of a control event and its fields (also of a simulated one restored from storage);
+    EmailEventError when the rules could not take it. Whether it makes sense for the message is `_apply`'s."""
+    if event == "sent":
+        raise EmailEventError("sent happens by itself after a send; post open, click, bounce, blocked, spam or unsub")
+    if event not in CONTROL_EVENTS:
+        raise EmailEventError(f"event must be one of {', '.join(CONTROL_EVENTS)}, got {event!r}")
+    unknown = sorted(set(fields) - set(CONTROL_FIELDS[event]))
+    if unknown:
+        raise EmailEventError(
+            f"unknown field(s) for {event}: {', '.join(unknown)}; {event} takes {', '.join(CONTROL_FIELDS[event]) or 'nothing'}"
+        )
+    for name in ("ip", "geo", "agent", "url", "comment", "source", "error_related_to", "error"):
+        if name in fields and (not isinstance(fields[name], str) or not fields[name]):
+            raise EmailEventError(f"{name} must be a non-empty string")
+    for name in ("hard_bounce", "blocked"):
+        if name in fields and not isinstance(fields[name], bool):
+            raise EmailEventError(f"{name} must be true or false")
+
+
+def _error_pair(fields: dict[str, Any], default: tuple[str, str], hard: bool | None = None) -> tuple[str, str]:
+    """The (error_related_to, error) of a bounce or blocked event: as given, the half left out
+    following the half given (an error belongs to one group; a group's default error is its first
+    one of the bounce's kind, hard or soft), the default pair when neither is given."""
+    related, error = fields.get("error_related_to"), fields.get("error")
+    if related is None and error is None:
+        return default
+    if related is None:
+        related = next((group for group, errors in ERROR_PAIRS.items() if error in errors), None)
+        if related is None:
+            known = ", ".join(e for errors in ERROR_PAIRS.values() for e in errors)
+            raise EmailEventError(f"error must be one of {known}, got {error!r}")
     if related not in ERROR_PAIRS:
         raise EmailEventError(f"error_related_to must be one of {', '.join(ERROR_PAIRS)}, got {related!r}")
+    if error is None:
+        errors = ERROR_PAIRS[related]
+        return related, next((e for e in errors if hard is None or (e in HARD_BOUNCE_ERRORS) == hard), errors[0])
     if error not in ERROR_PAIRS[related]:
         raise EmailEventError(f"error {error!r} does not go with error_related_to {related!r}; use one of {', '.join(ERROR_PAIRS[related])}")
     return related, error

@@ -165,7 +165,7 @@ def send(account: Account, body: Any) -> tuple[int, dict[str, Any]]:
 
     results = []
     for index, raw in enumerate(messages):
-        message = {**globals_, **raw} if isinstance(raw, dict) else raw
+        message = _with_globals(globals_, raw) if isinstance(raw, dict) else raw
         errors = _validate_message(account, message, index)
         if errors:
             results.append({"Status": "error", "Errors": errors})
@@ -176,6 +176,13 @@ def send(account: Account, body: Any) -> tuple[int, dict[str, Any]]:
     else:
         status = results[0]["Errors"][0]["StatusCode"]
     return status, {"Messages": results}
+
+
+def _with_globals(globals_: dict[str, Any], message: dict[str, Any]) -> dict[str, Any]:
+    """The message with the Globals it does not set itself. Keys match case-insensitively, so a
+    message's "Subject" replaces Globals' "subject" (`ci_get` would otherwise find the global first)."""
+    own = {key.lower() for key in message}
+    return {**{key: value for key, value in globals_.items() if key.lower() not in own}, **message}
 
 
 def _missing_text(name: str) -> str:

@@ -28,7 +28,7 @@ from ..common.clock import parse_iso
 from ..common.json_body import MAX_DEPTH, fits_depth
 from ..common.snapshot import snapshot_document, snapshot_state
 from ..common.sqlite import open_database, transaction
-from .events import Campaign, EmailEvent, Life, Simulation
+from .events import Campaign, EmailEvent, EmailEventError, Life, Simulation, check_control_event
 from .models import AppConnection, Contact, ContactsList, EventCallback, Job, ListRecipient, PropertyDefinition
 from .outbound import SegmentBatch, SegmentForward, WebhookDelivery
 from .send import Message
@@ -328,7 +328,11 @@ def load_account(service: MailjetService, data: Any, where: str) -> Tenant:
         if not isinstance(item, dict) or "life" not in item:
             raise StateError(f"{place}: expected an object with a life")
         message: Message = load_fields(Message, {k: v for k, v in item.items() if k != "life"}, place)
-        if message.contact_id and message.contact_id not in contact_ids:
+        for name in ("sender", "recipient"):
+            if set(getattr(message, name)) != {"Email", "Name"}:
+                raise StateError(f'{place}.{name}: expected {{"Email": ..., "Name": ...}}')
+        # A delivered message's events change its contact (counts, exclusion, unsubscription).
+        if (message.contact_id or item["life"] is not None) and message.contact_id not in contact_ids:
             raise StateError(f"{place}: contact {message.contact_id} is missing")
         messages.append(message)
         if item["life"] is not None:
@@ -349,6 +353,12 @@ def load_account(service: MailjetService, data: Any, where: str) -> Tenant:
                             _require(item, "payload", "dict", place))
         if item["segment"] is not None:
             record.segment = load_fields(SegmentForward, item["segment"], f"{place}.segment", batch=None)
+            call = record.segment.call
+            if call is not None:  # forwarded: it names its event, and its record shows the messageId
+                if record.segment.record_id != record.id:
+                    raise StateError(f"{place}.segment.record_id must be {record.id}, the event's id")
+                if not isinstance(call.get("messageId"), str):
+                    raise StateError(f"{place}.segment.call: expected a track call with a string messageId")
         records.append(record)
     campaigns = build(Campaign, "campaigns")
 
@@ -399,8 +409,15 @@ def _load_life(data: Any, message: Message, position: int, where: str) -> Life:
     for index, step in enumerate(_require(data, "plan", "list", where)):
         if not (isinstance(step, list) and len(step) == 3 and isinstance(step[1], str) and isinstance(step[2], dict)):
             raise StateError(f"{where}.plan[{index}]: expected [time, event, fields]")
+        try:
+            # A step fires through the rules of a control event: what they could not take would fail in its timer.
+            check_control_event(step[1], step[2])
+        except EmailEventError as exc:
+            raise StateError(f"{where}.plan[{index}]: {exc.message}") from None
         plan.append((_decode(step[0], "datetime", f"{where}.plan[{index}]"), step[1], step[2]))
-    return load_fields(Life, {k: v for k, v in data.items() if k != "plan"}, where, message=message, position=position, plan=plan)
+    # sent_timer is armed by `resume_timers`, never stored.
+    fields = {k: v for k, v in data.items() if k != "plan"}
+    return load_fields(Life, fields, where, message=message, position=position, plan=plan, sent_timer=None)
 
 
 def load_state(service: MailjetService, state: Any) -> dict[str, Tenant]:

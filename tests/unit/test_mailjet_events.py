@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 import contracts
-from emulator.common.clock import Clock
+from emulator.common.clock import LATEST, Clock
 from emulator.config import BundleConfig
 from emulator.mailjet.events import SENT_DELAY, EmailEvent, EmailEventError, EmailEvents, Simulation, links_of, track_call
 from emulator.mailjet.models import Account, MailjetBackend
@@ -218,6 +218,22 @@ def test_bounce_error_pairs_are_the_documented_ones(fake: Fake) -> None:
     assert fake.kinds(message_id) == ["bounce", "sent", "open"]
 
 
+def test_the_half_of_an_error_pair_left_out_follows_the_half_given(fake: Fake) -> None:
+    # The default pair (recipient/user unknown) used to fill in a missing half, so giving only
+    # error_related_to "domain" was refused: "error 'user unknown' does not go with 'domain'".
+    def pair(event: str, **fields: Any) -> tuple[str, str]:
+        payload = fake.emit(fake.send(), event, **fields).payload
+        return payload["error_related_to"], payload["error"]
+
+    assert pair("bounce", error_related_to="domain") == ("domain", "invalid domain")
+    assert pair("bounce", hard_bounce=False, error_related_to="domain") == ("domain", "relay/access denied")
+    assert pair("bounce", hard_bounce=False, error_related_to="system") == ("system", "system issue")
+    assert pair("bounce", error="no mail host") == ("domain", "no mail host")
+    assert pair("blocked", error_related_to="spam") == ("spam", "sender blocked")
+    assert pair("blocked", error="duplicate in campaign") == ("mailjet", "duplicate in campaign")
+    assert "error must be one of" in fake.refused(fake.send(), "blocked", error="oops").message
+
+
 def test_an_asynchronous_bounce_may_follow_sent(fake: Fake) -> None:
     message_id = fake.send()
     fake.advance()
@@ -331,6 +347,17 @@ def test_simulation_settings_are_validated_and_merged() -> None:
         with pytest.raises(ValueError, match=re.escape(text)):
             simulation.merged(bad)
     assert not Simulation().active
+
+
+def test_a_simulation_delay_too_long_for_the_calendar_is_refused(fake: Fake) -> None:
+    # A delay the calendar cannot hold after the clock's last moment made every later send a 500.
+    with pytest.raises(ValueError, match=re.escape("delay must be at most 365d")):
+        fake.events.configure_simulation({"open_rate": 1, "click_rate": 1, "delay": "3000000d"})
+    assert fake.events.simulation.delay_text == "10m"
+    fake.events.configure_simulation({"open_rate": 1, "click_rate": 1, "delay": "365d"})
+    fake.clock.set(LATEST)
+    message_id = fake.send()  # the longest delay still fits after the clock's last moment
+    assert fake.events.find_message(message_id).status == "queued"
 
 
 def simulate(seed: int, sends: int = 30) -> list[tuple[Any, ...]]:

@@ -216,3 +216,16 @@ def test_a_message_can_fail_several_rules_at_once_and_others_still_go(account: A
     codes = [error["ErrorCode"] for error in body["Messages"][0]["Errors"]]
     assert codes == ["mj-0007", "mj-0006", "mj-0005", "send-0016", "mj-0012", "send-0011"]
     assert body["Messages"][1]["Status"] == "success" and len(account.messages) == 1
+
+
+# ---------------------------------------------------------------- Globals
+
+
+def test_a_message_property_wins_over_globals_whatever_the_key_case(account: Account) -> None:
+    # Keys are case-insensitive: a message's "Subject" must win over Globals' "subject", as over "Subject".
+    for global_key in ("Subject", "subject", "SUBJECT"):
+        status, body = send(account, {"Globals": {global_key: "global", "customid": "g"}, "Messages": [message(Subject="own", CustomID="m")]})
+        assert status == 200 and body["Messages"][0]["CustomID"] == "m"
+        assert account.messages[-1].subject == "own" and account.messages[-1].custom_id == "m"
+    status, body = send(account, {"Globals": {"subject": "global"}, "Messages": [message()]})
+    assert status == 200 and account.messages[-1].subject == "global"

@@ -249,6 +249,38 @@ def test_snapshot_checks_every_field(world: World) -> None:
             read_snapshot(service, bad)
 
 
+def _delivered(account: dict[str, Any]) -> dict[str, Any]:
+    return next(m for m in account["messages"] if m["life"] is not None and m["life"]["plan"] == [] and m["events"])
+
+
+def _planned(account: dict[str, Any]) -> dict[str, Any]:
+    return next(m for m in account["messages"] if m["life"] is not None and m["life"]["plan"])
+
+
+@pytest.mark.parametrize(
+    ("change", "words"),
+    [
+        # Each was loaded, then failed later: a 500 on GET email-events or on a control event, or a timer error.
+        (lambda a: _delivered(a).update(recipient={}), r"recipient: expected .*Email"),
+        (lambda a: _delivered(a).update(sender={"Name": "Shop"}), r"sender: expected .*Email"),
+        (lambda a: _delivered(a).update(contact_id=0), "contact 0 is missing"),
+        (lambda a: a["events"][0]["segment"]["call"].pop("messageId"), r"segment.call: expected .*messageId"),
+        (lambda a: a["events"][0]["segment"].update(record_id=99), "record_id must be 1"),
+        (lambda a: _planned(a)["life"]["plan"][0].__setitem__(1, "deliver"), r"plan\[0\]: .*open, click"),
+        (lambda a: _planned(a)["life"]["plan"][0][2].update(ip=7), r"plan\[0\]: ip must be a non-empty string"),
+        (lambda a: _planned(a)["life"].update(sent_timer=5), "unknown field"),
+    ],
+)
+def test_snapshot_refuses_what_would_break_later(world: World, change: Any, words: str) -> None:
+    service = world.service(persistent=False)
+    populate(world, service)
+    snapshot = json.loads(json.dumps(export_snapshot(service)))
+    read_snapshot(service, snapshot)  # the unchanged snapshot loads
+    change(snapshot["state"]["accounts"][0])
+    with pytest.raises(StateError, match=words):
+        read_snapshot(service, snapshot)
+
+
 def test_a_database_of_another_schema_version_is_refused(world: World) -> None:
     world.service()  # creates the file at the current version
     connection = sqlite3.connect(world.data_dir / "mailjet.sqlite3")
