@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
+import aiohttp
 from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -16,10 +17,26 @@ from .json_body import decode_json
 ANSWER_KEEP_BYTES = 64 * 1024
 
 
+async def read_answer(response: aiohttp.ClientResponse) -> bytes:
+    """An answer's body, at most ANSWER_KEEP_BYTES + 1 bytes of it (one more says it is longer).
+    One `content.read(n)` is not enough: it returns what has arrived so far, so an answer sent in
+    pieces (chunked) was kept cut after the first."""
+    limit = ANSWER_KEEP_BYTES + 1
+    chunks: list[bytes] = []
+    size = 0
+    while size < limit:
+        chunk = await response.content.read(limit - size)
+        if not chunk:
+            break
+        chunks.append(chunk)
+        size += len(chunk)
+    return b"".join(chunks)
+
+
 def recorded_body(raw: bytes, text_limit: int) -> Any:
     """An answer's body as kept in a delivery's attempts: its JSON, else its text cut to
-    `text_limit` characters; None when it is empty. `raw` is read with
-    `response.content.read(ANSWER_KEEP_BYTES + 1)`: a longer one is only said to be longer."""
+    `text_limit` characters; None when it is empty. `raw` is read with `read_answer`: a longer
+    one is only said to be longer."""
     if not raw:
         return None
     if len(raw) > ANSWER_KEEP_BYTES:

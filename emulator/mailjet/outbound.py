@@ -41,7 +41,7 @@ from typing import Any
 import aiohttp
 
 from ..common.clock import iso, parse_iso
-from ..common.http import ANSWER_KEEP_BYTES, recorded_body
+from ..common.http import read_answer, recorded_body
 from ..common.server import CLIENT_IDLE_SECONDS
 from .events import SEGMENT_EVENTS, EmailEvent, track_call
 from .models import Account, EventCallback
@@ -105,7 +105,7 @@ class HttpTransport:
                 url, data=content, headers={"Content-Type": "application/json", **headers},
                 timeout=aiohttp.ClientTimeout(total=timeout),
             ) as response:
-                status, raw = response.status, await response.content.read(ANSWER_KEEP_BYTES + 1)
+                status, raw = response.status, await read_answer(response)
         except asyncio.TimeoutError:
             return Outcome(None, error=f"timeout: no answer within {timeout:g} s")
         except aiohttp.ClientError as exc:

@@ -39,7 +39,7 @@ from typing import TYPE_CHECKING, Any, Iterable, Protocol
 import aiohttp
 
 from ..common.clock import Clock, iso
-from ..common.http import ANSWER_KEEP_BYTES, recorded_body
+from ..common.http import read_answer, recorded_body
 from ..common.server import CLIENT_IDLE_SECONDS
 from ..config import BundleConfig, BundleUrls
 
@@ -568,7 +568,7 @@ class DeliveryPipeline:
         content = json.dumps(body, separators=(",", ":")).encode()
         try:
             async with self._client.post(url, data=content, headers=headers) as response:
-                status, raw = response.status, await response.content.read(ANSWER_KEEP_BYTES + 1)
+                status, raw = response.status, await read_answer(response)
         except asyncio.TimeoutError:
             return _Outcome(None, None, "ETIMEDOUT", f"timeout: no response within {self._timeout:g}s")
         except aiohttp.ClientConnectorError as exc:

@@ -8,8 +8,9 @@ Every hop is a real server; waits poll server state, and retries are driven by `
 
 from __future__ import annotations
 
+import asyncio
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -20,7 +21,7 @@ from mailjet_rest.errors import DoesNotExistError
 from segment.analytics import Client as SegmentClient
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 import contracts
@@ -73,6 +74,12 @@ class Receiver:
         self.received.append((request.url.path, await request.json()))
         if request.url.path.startswith("/fail"):
             return JSONResponse({"error": "scripted failure"}, status_code=500)
+        if request.url.path.startswith("/split"):
+            async def pieces() -> AsyncIterator[bytes]:
+                yield b'{"error": "scripted '
+                await asyncio.sleep(0.05)
+                yield b'failure in pieces"}'
+            return StreamingResponse(pieces(), status_code=500, media_type="application/json")
         return JSONResponse({"ok": True})
 
     def bodies(self, path: str) -> list[Any]:
@@ -277,6 +284,14 @@ def test_a_failing_webhook_is_retried_on_the_virtual_clock_and_dies_after_24h(st
     assert contracts.validate("mailjet.eventcallbackurl", callback) == []
 
 
+def test_an_answer_sent_in_pieces_is_recorded_whole(stack: Stack, receiver: Receiver) -> None:
+    # One `content.read(n)` returns what has arrived so far: the attempt kept '{"error": "scripted '.
+    stack.register_webhook("sent", "/split/hook", version=1)
+    stack.send_email("fay@example.com")
+    (row,) = wait_rows(stack, lambda rows: bool(rows[0]["webhook"]["attempts"]), "a first attempt", event="sent")
+    assert row["webhook"]["attempts"][0]["response"] == {"error": "scripted failure in pieces"}
+
+
 def test_with_send_events_off_nothing_reaches_segment(stack: Stack) -> None:
     stack.connect_segment(writeKey=stack.info["write_key"], sendEvents=False)
     message_id = stack.send_email("eve@example.com")
@@ -311,3 +326,14 @@ def test_control_errors_over_http(stack: Stack) -> None:
     assert rate.status_code == 400 and "from 0 to 1" in rate.json()["error"]
     campaign = httpx.post(f"{stack.mailjet_url}/_emulator/campaigns", json={"list_id": 77, "subject": "s", "html": HTML})
     assert campaign.status_code == 400 and "not a contact list" in campaign.json()["error"]
+
+
+def test_an_account_whose_api_key_basic_auth_cannot_carry_is_refused(stack: Stack) -> None:
+    # Basic auth splits at the first colon (RFC 7617), so such an account could never authenticate.
+    answer = httpx.post(f"{stack.mailjet_url}/_emulator/accounts", json={"api_key": "team:a", "secret_key": "s"})
+    assert answer.status_code == 400 and "colon" in answer.json()["error"]
+    assert httpx.get(f"{stack.mailjet_url}/_emulator/accounts").json()["accounts"][-1]["apiKey"] != "team:a"
+    made = httpx.post(f"{stack.mailjet_url}/_emulator/accounts", json={"api_key": "team-a", "secret_key": "s:with:colons"})
+    assert made.status_code == 201, made.text
+    client = MailjetClient(auth=("team-a", "s:with:colons"), api_url=stack.mailjet_url + "/")
+    assert client.contactslist.get().status_code == 200

@@ -19,7 +19,7 @@ import httpx
 import pytest
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from emulator.common.clock import Clock, parse_iso
@@ -39,6 +39,8 @@ from emulator.segment.delivery_routes import delivery_routes
 AUTH_KEY = "auth-key-123"
 SEED = 7
 HANG = "hang"
+# A 400 whose JSON body arrives in two pieces, as from a destination that streams its answer.
+SPLIT_400 = "split-400"
 
 
 class Receiver:
@@ -58,6 +60,13 @@ class Receiver:
         if step == HANG:
             await self.release.wait()
             return JSONResponse({"message": "too late"}, status_code=200)
+        if step == SPLIT_400:
+            async def pieces():
+                yield b'{"message": "no email '
+                await asyncio.sleep(0.05)  # the first piece reaches the client on its own
+                yield b'in traits"}'
+
+            return StreamingResponse(pieces(), status_code=400, media_type="application/json")
         if step == 200:
             return JSONResponse({"ok": True})
         return JSONResponse({"message": f"scripted {step}"}, status_code=step)
@@ -212,6 +221,16 @@ def test_other_4xx_and_501_fail_at_once_with_the_destinations_message(harness, s
     assert record["reason"] == f"scripted {status}"
     assert len(record["attempts"]) == 1 and record["next_attempt_at"] is None
     assert harness.clock.pending() == 0
+
+
+def test_an_answer_sent_in_pieces_is_recorded_whole(harness):
+    # The answer used to be read with one `content.read(n)`, which returns the first piece only:
+    # the record showed '{"message": "no email ' and the reason was that broken text.
+    harness.receiver.script["ada"] = deque([SPLIT_400])
+    message_id = harness.identify("ada")
+    record = harness.wait_state(message_id, "failed")
+    assert record["attempts"][0]["response"] == {"message": "no email in traits"}
+    assert record["reason"] == "no email in traits"
 
 
 def test_retry_classification():
