@@ -10,13 +10,27 @@ import uvicorn
 from .app import create_app
 from .keyring import KeyRing, KeyRingError
 
+# uvicorn's level names; another is a KeyError deep inside uvicorn.
+LOG_LEVELS = ("critical", "error", "warning", "info", "debug", "trace")
+
+
+def _port(text: str) -> int:
+    # The OS keeps only 16 bits of a port: 99999 would be served on 34463 while 99999 is announced.
+    try:
+        port = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a port number: {text!r}") from None
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"port must be between 0 and 65535, got {port}")
+    return port
+
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m destination", description="Mailjet's Segment direct-destination endpoint.")
     parser.add_argument("--keyring", required=True, help='JSON file {"accounts": {auth_key: {"base_url", "api_key", "secret_key"}}}')
     parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=8703)
-    parser.add_argument("--log-level", default="info")
+    parser.add_argument("--port", type=_port, default=8703)
+    parser.add_argument("--log-level", default="info", type=str.lower, choices=LOG_LEVELS)
     args = parser.parse_args(argv)
     try:
         key_ring = KeyRing.from_file(args.keyring)

@@ -8,6 +8,7 @@ and every failure a retry cannot fix (bad message, bad settings, bad key) a 4xx.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from contextlib import asynccontextmanager
@@ -34,6 +35,12 @@ logger = logging.getLogger("destination")
 MAX_BODY_BYTES = 1024 * 1024
 
 SEGMENT_CALL_TYPES = ("track", "page", "screen", "group", "alias")
+
+# Segment gives a destination about 5 s (its webhooks doc) and records a later answer as a timeout.
+# One identify may make several Mailjet calls, each with its own 4 s limit (client.py), so the
+# identify as a whole is cut at this budget and answered 503: the answer reaches Segment in time,
+# and no Mailjet call starts after Segment has given up. GUESS: 4.5 s leaves Segment's side 0.5 s.
+IDENTIFY_BUDGET_SECONDS = 4.5
 
 
 def _answer(status: int, message: str) -> JSONResponse:
@@ -119,7 +126,11 @@ class Destination:
             return _answer(400, str(exc))
 
         try:
-            outcome = await apply_identify(self.client_for(account), settings.list_id, update)
+            outcome = await asyncio.wait_for(apply_identify(self.client_for(account), settings.list_id, update), IDENTIFY_BUDGET_SECONDS)
+        except asyncio.TimeoutError:
+            # The client turns its own timeouts into MailjetError: this one is the whole budget's.
+            logger.warning("Mailjet calls for one identify took over %gs", IDENTIFY_BUDGET_SECONDS)
+            return _answer(503, f"Mailjet is temporarily unavailable, retry later: its calls for this identify took over {IDENTIFY_BUDGET_SECONDS:g}s")
         except MailjetError as exc:
             return _answer_mailjet_error(exc, settings.list_id)
         return JSONResponse(outcome.to_json())

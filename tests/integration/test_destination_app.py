@@ -11,6 +11,7 @@ import asyncio
 import base64
 import json
 import socket
+import time
 import uuid
 from dataclasses import dataclass
 from typing import Any, Iterator
@@ -450,3 +451,21 @@ def test_non_ascii_authorization_and_settings_are_4xx(stack: Stack) -> None:
     assert response.status_code == 401
     response = post(stack, identify("a@example.com"), headers={**segment_headers(), "X-Segment-Settings": "\xe9".encode("latin-1")})
     assert response.status_code == 400
+
+
+def test_an_identify_slower_than_segments_timeout_in_total_is_answered_503_in_time(stack: Stack) -> None:
+    # Each Mailjet call had its own 4 s budget but an identify makes several: two slow ones made the
+    # answer come after Segment's 5 s timeout, while the destination kept writing to Mailjet after
+    # Segment had given up (and after an emulator reset).
+    faults = f"{stack.mailjet_url}/_emulator/faults"
+    for path in ("/v3/REST/contactmetadata", f"/v3/REST/contactslist/{LIST_ID}/managecontact"):
+        rule = {"method": "POST", "path": path, "status": None, "delay_ms": 2600, "times": 1}
+        assert httpx.post(faults, json=rule, timeout=10).status_code < 300
+    try:
+        started = time.monotonic()
+        response = post(stack, identify(unique_email(), {f"it_slow_{uuid.uuid4().hex[:8]}": 1}))
+        elapsed = time.monotonic() - started
+    finally:
+        httpx.delete(faults, timeout=10).raise_for_status()
+    assert_error(response, 503, "temporarily unavailable")
+    assert elapsed < 5.0, elapsed

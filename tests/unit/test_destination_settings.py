@@ -111,3 +111,22 @@ def test_unreadable_key_ring_file(tmp_path):
 def test_settings_header_that_is_not_json_is_refused(text: bytes, explained: str):
     with pytest.raises(SettingsError, match=explained):
         parse_settings_header(base64.b64encode(text).decode())
+
+
+@pytest.mark.parametrize("option", [["--port", "99999"], ["--port", "-1"], ["--log-level", "verbose"]])
+def test_destination_command_refuses_a_bad_port_or_log_level(tmp_path, capsys, monkeypatch, option):
+    # Port 99999 used to be served on 34463 (the OS keeps 16 bits) while 99999 was announced; an
+    # unknown log level was a KeyError traceback from uvicorn. argparse refuses both with usage.
+    import destination.__main__ as command
+
+    def serve(*args, **kwargs):
+        raise AssertionError(f"served with {kwargs}")
+
+    monkeypatch.setattr(command.uvicorn, "run", serve)
+    main = command.main
+    path = tmp_path / "keyring.json"
+    path.write_text(json.dumps({"accounts": {"auth-1": {"base_url": "http://127.0.0.1:1", "api_key": "pk", "secret_key": "sk"}}}))
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--keyring", str(path), *option])
+    assert exit_info.value.code == 2
+    assert option[0] in capsys.readouterr().err
