@@ -26,7 +26,8 @@ logger = logging.getLogger(__name__)
 # members), far below this.
 MAX_ROUNDS = 100
 
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)\s*$")
+# re.ASCII: `\d` would otherwise take any Unicode digit ("١٠s"), which the OpenAPI pattern refuses.
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)\s*$", re.ASCII)
 _UNIT_SECONDS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 
 
@@ -61,8 +62,10 @@ def parse_iso(text: str) -> datetime:
         raise ValueError(f"timestamp {text!r} is out of range once in UTC") from None
 
 
+# ASCII digits only, as fromisoformat and Go's time parsing read them: "٢٠١٨-01-01" is no timestamp.
 _UNPADDED = re.compile(
-    r"^(\d{4})-(\d{1,2})-(\d{1,2})(?:[T ](\d{1,2}):(\d{1,2})(?::(\d{1,2})(?:\.(\d+))?)?)?([+-]\d{2}:?\d{2})?$"
+    r"^(\d{4})-(\d{1,2})-(\d{1,2})(?:[T ](\d{1,2}):(\d{1,2})(?::(\d{1,2})(?:\.(\d+))?)?)?([+-]\d{2}:?\d{2})?$",
+    re.ASCII,
 )
 
 

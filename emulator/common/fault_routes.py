@@ -95,11 +95,15 @@ def write_key(scope: Scope, body: bytes | None) -> str | None:
         return username
     if not body:
         return None
-    wbits = {"gzip": 16 + zlib.MAX_WBITS, "deflate": zlib.MAX_WBITS}.get((_header(scope, b"content-encoding") or "").lower())
+    # The encodings the fake Segment reads (segment/models.py `decode_body`): a body it refuses
+    # unread (deflate, br) carries no write key it would see, so none is read here either.
+    encoding = (_header(scope, b"content-encoding") or "").strip().lower()
+    if encoding not in ("", "identity", "gzip", "x-gzip"):
+        return None
     try:
-        if wbits is not None:
+        if encoding in ("gzip", "x-gzip"):
             # Bounded: a small body must not inflate into gigabytes here.
-            body = zlib.decompressobj(wbits).decompress(body, _CREDENTIAL_BYTES)
+            body = zlib.decompressobj(16 + zlib.MAX_WBITS).decompress(body, _CREDENTIAL_BYTES)
         payload = decode_json(body)
     except (ValueError, zlib.error):
         return None

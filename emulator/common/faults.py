@@ -35,6 +35,7 @@ TIMEOUT = "timeout"
 ACTIONS = (RESPOND, DROP, TIMEOUT)
 
 _BASE_FIELDS = {"method", "path", "status", "rate", "times", "delay_ms", "action", "seed", "retry_after"}
+_METHOD = re.compile(r"[A-Za-z]+(?:-[A-Za-z]+)*")
 # How long a request may be delayed or held: beyond this a test is stuck, not exercising a client.
 MAX_DELAY_MS = 60_000
 
@@ -179,8 +180,10 @@ class FaultRules:
         if not isinstance(path, str) or not path.startswith("/"):
             raise FaultRuleError('path must be a string starting with "/" (a glob: * matches anything)')
         method = spec.get("method", "*")
-        if not isinstance(method, str) or not method:
-            raise FaultRuleError('method must be an HTTP method or "*"')
+        # One method's name (letters, as uvicorn's parser knows them; "M-SEARCH"): "GET,POST" or
+        # "POST " would be kept and never match a request.
+        if not isinstance(method, str) or not (method == "*" or _METHOD.fullmatch(method)):
+            raise FaultRuleError('method must be one HTTP method (e.g. "POST") or "*" for any')
         action = spec.get("action", RESPOND)
         if action not in ACTIONS:
             raise FaultRuleError(f"action must be one of {', '.join(ACTIONS)}; got {action!r}")

@@ -7,6 +7,7 @@ Modelled on WireMock's request journal: tests and the round-trip checker read it
 from __future__ import annotations
 
 import itertools
+import zlib
 from collections import deque
 from dataclasses import dataclass
 from typing import Any
@@ -56,6 +57,13 @@ class Exchange:
         for raw_name, raw_value in self.raw_headers:
             name = raw_name.decode("latin-1").lower()
             headers[name] = "<redacted>" if name in _REDACTED_HEADERS else raw_value.decode("latin-1")
+        body = self.request_body
+        if headers.get("content-encoding", "").strip().lower() in ("gzip", "x-gzip") and self.request_size <= _BODY_LIMIT:
+            inflated = _gunzipped(body)
+            if inflated is not None and len(inflated) > _BODY_LIMIT:
+                body = None
+            elif inflated is not None:
+                body = inflated
         return {
             "id": self.id,
             "at": self.at,
@@ -63,7 +71,7 @@ class Exchange:
             "path": self.path,
             "query": self.query.decode("latin-1"),
             "headers": headers,
-            "body": _decode(self.request_body, self.request_size),
+            "body": _decode(body, self.request_size) if body is not None else {"truncated": True, "bytes": self.request_size},
             "status": self.status,
             "response": _decode(self.response_body, self.response_size) if self.status is not None else None,
             "fault": self.fault,
@@ -72,6 +80,17 @@ class Exchange:
 
 def _kept(body: bytes) -> bytes:
     return body if len(body) <= _BODY_LIMIT else b""
+
+
+def _gunzipped(raw: bytes) -> bytes | None:
+    """A gzipped body inflated for showing (clients gzip batches), at most one byte past what the
+    journal shows; None when it is not whole gzip data (it is then shown as it came)."""
+    inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
+    try:
+        inflated = inflater.decompress(raw, _BODY_LIMIT + 1)
+    except zlib.error:
+        return None
+    return inflated if inflater.eof or len(inflated) > _BODY_LIMIT else None
 
 
 def _decode(raw: bytes, size: int) -> Any:

@@ -69,9 +69,10 @@ class Broadcaster:
         self._queues.discard(queue)
 
     def stream(self) -> StreamingResponse:
-        queue = self.subscribe()
-
         async def events() -> AsyncIterator[str]:
+            # Subscribed once the body runs, inside the `try`: a response cancelled before its body
+            # started (the client left at once) would otherwise keep a queue that nobody unsubscribes.
+            queue = self.subscribe()
             try:
                 yield ": connected\n\n"
                 while True:

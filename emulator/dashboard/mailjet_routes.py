@@ -40,7 +40,7 @@ def mailjet_dashboard_routes(backend: MailjetBackend, urls: BundleUrls) -> list[
         current = account()
         wanted = (request.query_params.get("email") or "").strip().lower()
         found = [c for c in current.contacts.values() if not wanted or c.email.lower() == wanted]
-        return JSONResponse({"contacts": [contact_json(current, contact) for contact in found]})
+        return JSONResponse({"contacts": contacts_json(current, found)})
 
     async def info(request: Request) -> Response:
         current = account()
@@ -57,10 +57,21 @@ def mailjet_dashboard_routes(backend: MailjetBackend, urls: BundleUrls) -> list[
     ]
 
 
-def contact_json(account: Account, contact: Contact) -> dict[str, Any]:
-    """The contact as the REST API shows it, with its property values and its subscriptions."""
-    subscriptions = [account.recipient_json(r) for r in account.recipients.values() if r.contact_id == contact.id]
-    return {**contact.to_json(), "Properties": dict(contact.properties), "Lists": subscriptions}
+def contacts_json(account: Account, contacts: list[Contact]) -> list[dict[str, Any]]:
+    """Each contact as the REST API shows it, with its property values and its subscriptions.
+
+    The subscriptions are grouped in one pass: looked up per contact, they cost contacts x
+    subscriptions on the event loop every server of the bundle shares (minutes at 100,000).
+    """
+    wanted = {contact.id for contact in contacts}
+    subscriptions: dict[int, list[dict[str, Any]]] = {}
+    for recipient in account.recipients.values():
+        if recipient.contact_id in wanted:
+            subscriptions.setdefault(recipient.contact_id, []).append(account.recipient_json(recipient))
+    return [
+        {**contact.to_json(), "Properties": dict(contact.properties), "Lists": subscriptions.get(contact.id, [])}
+        for contact in contacts
+    ]
 
 
 def fingerprint(account: Account) -> tuple[Account, int]:

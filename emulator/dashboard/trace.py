@@ -7,7 +7,6 @@ side serves it as `GET /_emulator/dashboard/trace?user=`; the browser never talk
 
 from __future__ import annotations
 
-import json
 import re
 from datetime import datetime, timezone
 from typing import Any
@@ -66,9 +65,30 @@ def _email_of(message: dict[str, Any]) -> str | None:
     return None
 
 
-def _mentions(entry: Any, needles: list[str]) -> bool:
-    text = json.dumps(entry, default=str).lower()
-    return any(needle.lower() in text for needle in needles if needle)
+def _same_email(value: Any, email: str | None) -> bool:
+    # Mailjet matches emails case-insensitively (README, Fidelity), so the trace does too.
+    return isinstance(value, str) and email is not None and value.casefold() == email.casefold()
+
+
+def _names(value: Any, email: str | None, user_id: str | None, path: str = "") -> bool:
+    """Does `value` (any JSON value) hold the user's email or userId, or a segment of `path` the email?
+
+    Whole strings, not substrings: `u1` is inside `u10`, `ada@example.co` inside `ada@example.com`,
+    and neither is that user. A Mailjet path names a contact by email or Mailjet id, never by the
+    Segment userId: a userId "1" is not `/contactslist/1/managecontact`.
+    """
+    if any(_same_email(part, email) for part in path.split("/")):
+        return True
+    pending = [value]
+    while pending:
+        item = pending.pop()
+        if isinstance(item, dict):
+            pending.extend(item.values())
+        elif isinstance(item, list):
+            pending.extend(item)
+        elif isinstance(item, str) and (_same_email(item, email) or (user_id is not None and item == user_id)):
+            return True
+    return False
 
 
 def _step(kind: str, at: Any, title: str, summary: str, payload: Any, **extra: Any) -> dict[str, Any]:
@@ -89,20 +109,19 @@ async def build_trace(
         ids = tuple(value for value in (user_id, email, user) if value)
         mine = [
             event for event in events
-            if event.get("userId") in ids or event.get("anonymousId") in ids or (email and _email_of(event) == email)
+            if event.get("userId") in ids or event.get("anonymousId") in ids or _same_email(_email_of(event), email)
         ]
         message_ids = {event.get("messageId") for event in mine if isinstance(event.get("messageId"), str)}
         deliveries = [
             record for record in await _get(http, f"{segment_url}/_emulator/deliveries", "deliveries", {"limit": LIMIT})
             if record.get("messageId") in message_ids
         ]
-        needles = [value for value in (email, user_id) if value]
         journal = _journal_of_user(
-            await _get(http, f"{mailjet_url}/_emulator/requests", "requests", {"limit": LIMIT}), needles, deliveries
+            await _get(http, f"{mailjet_url}/_emulator/requests", "requests", {"limit": LIMIT}), email, user_id, deliveries
         )
         messages = [
             message for message in await _get(http, f"{mailjet_url}/_emulator/messages", "messages", {"limit": LIMIT})
-            if email and _mentions(message.get("to") or message.get("To") or message, [email])
+            if email and _names(message.get("to") or message.get("To") or message, email, None)
         ]
         email_events = [
             event for event in await _get(http, f"{mailjet_url}/_emulator/email-events", "email_events", {"limit": LIMIT})
@@ -122,12 +141,14 @@ async def build_trace(
     return {"user": user, "userId": user_id, "email": email, "steps": steps, "contact": contacts[0] if contacts else None}
 
 
-def _journal_of_user(entries: list[dict[str, Any]], needles: list[str], deliveries: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def _journal_of_user(
+    entries: list[dict[str, Any]], email: str | None, user_id: str | None, deliveries: list[dict[str, Any]]
+) -> list[dict[str, Any]]:
     """Mailjet calls that name the user, and the property-definition calls (`/contactmetadata`,
     which name no one) made between the user's first delivery attempt and last call naming them."""
-    if not needles:
+    if not email and not user_id:
         return []
-    named = [e for e in entries if _mentions({"path": e.get("path"), "body": e.get("body"), "response": e.get("response")}, needles)]
+    named = [e for e in entries if _names([e.get("body"), e.get("response")], email, user_id, str(e.get("path", "")))]
     starts = [attempt.get("at") for record in deliveries for attempt in record.get("attempts") or [] if attempt.get("at")]
     if not named or not starts:
         return named
@@ -146,7 +167,7 @@ def _identify_user(user: str, events: list[dict[str, Any]]) -> tuple[str | None,
         email = user
         for event in events:
             # A discarded call's userId may be any JSON value (`id_not_string`); only a string names a user.
-            if _email_of(event) == user and isinstance(event.get("userId"), str) and event["userId"]:
+            if _same_email(_email_of(event), user) and isinstance(event.get("userId"), str) and event["userId"]:
                 user_id = event["userId"]
     else:
         user_id = user

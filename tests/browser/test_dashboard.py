@@ -338,3 +338,18 @@ def test_every_page_fits_the_screen(browser: Browser, stack: dict[str, Any], vie
     finally:
         context.close()
     assert not errors, f"JavaScript errors on the pages: {errors}"
+
+
+def test_a_paused_debugger_counts_a_discarded_message_once(page: Page, stack: dict[str, Any], http: httpx.Client) -> None:
+    # Discarded messages come by polling every 3 s; while paused each poll queued them again.
+    open_page(page, f"{stack['segment_url']}/debugger")
+    pause = page.get_by_role("button", name="Pause")
+    pause.click()
+    expect(pause).to_have_attribute("aria-pressed", "true")
+    http.post(f"{stack['segment_url']}/v1/track", auth=(stack["write_key"], ""), json={"event": "Orphan While Paused"})
+    for _ in range(2):  # two polls that both answer the discarded message
+        with page.expect_response(lambda r: "status=discarded" in r.url and "Orphan While Paused" in r.text(), timeout=10_000):
+            pass
+    expect(page.get_by_text(re.compile(r"Paused · 1 new"))).to_be_visible()
+    pause.click()
+    expect(page.get_by_role("list", name="Events").get_by_role("button").filter(has_text="Orphan While Paused")).to_have_count(1)

@@ -226,3 +226,19 @@ def test_a_bad_faults_file_stops_segjet_up(tmp_path: Path, content: str, complai
     code = main(["up", "--segment-port", "0", "--mailjet-port", "0", "--destination-port", "0", "--faults", str(path)])
     assert code == 1
     assert complaint in capsys.readouterr().err
+
+
+def test_segment_write_key_rule_reads_the_body_as_the_fake_does(http: httpx.Client, stack: dict[str, Any]) -> None:
+    import gzip
+    import zlib
+
+    add_fault(http, stack["segment_url"], {"path": "/v1/identify", "write_key": stack["write_key"], "status": 503})
+    body = json.dumps({"userId": "u3", "writeKey": stack["write_key"]}).encode()
+    url = stack["segment_url"] + "/v1/identify"
+    # The fake reads x-gzip (and any case) as gzip: so does the rule, and it fires.
+    for encoding in ("x-gzip", "GZIP"):
+        answer = http.post(url, content=gzip.compress(body), headers={"Content-Encoding": encoding})
+        assert answer.status_code == 503, encoding
+    # The fake refuses deflate unread: the rule cannot read a write key there either, so it is the fake's 400.
+    answer = http.post(url, content=zlib.compress(body), headers={"Content-Encoding": "deflate"})
+    assert answer.status_code == 400 and answer.json()["code"] == "unsupported_content_encoding"

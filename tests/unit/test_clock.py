@@ -16,7 +16,8 @@ def test_parse_duration(text, expected):
     assert parse_duration(text) == expected
 
 
-@pytest.mark.parametrize("text", ["", "31", "d", "-1d", "3 days", "1y", None, 5])
+# Digits are ASCII, as in the OpenAPI pattern (`\d` in JSON Schema) and in Go's time parsing.
+@pytest.mark.parametrize("text", ["", "31", "d", "-1d", "3 days", "1y", None, 5, "\u0661\u0660s", "\uff13d"])
 def test_parse_duration_rejects(text):
     with pytest.raises(ValueError):
         parse_duration(text)
@@ -34,7 +35,9 @@ def test_parse_iso(text, expected):
     assert parse_iso(text) == expected
 
 
-@pytest.mark.parametrize("text", ["", "yesterday", "2025-13-45T00:00:00Z", "2024-02-29Z23:59:59", None])
+@pytest.mark.parametrize("text", ["", "yesterday", "2025-13-45T00:00:00Z", "2024-02-29Z23:59:59", None,
+                                  "\u0662\u0660\u0661\u0668-01-01T00:00:00Z", "\uff12\uff10\uff12\uff10-1-1",
+                                  "2020-1-1T1:2:3.\u0665Z"])
 def test_parse_iso_rejects(text):
     with pytest.raises(ValueError):
         parse_iso(text)

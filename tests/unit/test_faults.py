@@ -113,6 +113,10 @@ def test_remove_and_clear() -> None:
         ({"path": "/x", "seed": "a"}, "seed must be"),
         ({"path": "/x", "write_key": "k"}, "unknown field"),
         ({"path": "/x", "api_key": 3}, "api_key must be"),
+        # Would never match a request: a rule that silently cannot fire.
+        ({"path": "/x", "method": "GET,POST"}, "method must be"),
+        ({"path": "/x", "method": "POST "}, "method must be"),
+        ({"path": "/x", "method": "GET|POST"}, "method must be"),
     ],
 )
 def test_bad_rules_are_refused_with_a_reason(spec: object, complaint: str) -> None:

@@ -79,3 +79,22 @@ def test_the_journal_keeps_the_newest_and_counts_what_it_dropped() -> None:
     for _ in range(3):
         journal.record(SCOPE, b"{}")
     assert [entry.id for entry in journal.entries()] == [2, 3] and journal.dropped == 1
+
+
+def test_a_gzipped_body_is_shown_inflated_with_the_write_key_hidden() -> None:
+    # analytics-python (gzip=True) and other clients gzip their batches: the journal showed the
+    # compressed bytes as mangled text, neither the bytes that crossed nor the JSON they carry.
+    import gzip
+
+    journal = Journal(Clock(), capacity=10)
+    for encoding in (b"gzip", b"x-gzip"):
+        scope = {**SCOPE, "headers": [(b"content-encoding", encoding)]}
+        entry = journal.record(scope, gzip.compress(b'{"writeKey": "k", "batch": []}'))
+        assert entry.to_json()["body"] == {"writeKey": "<redacted>", "batch": []}
+    # Inflated beyond what the journal shows: only its size, as for a large plain body.
+    bomb = gzip.compress(BIG)
+    entry = journal.record({**SCOPE, "headers": [(b"content-encoding", b"gzip")]}, bomb)
+    assert entry.to_json()["body"] == {"truncated": True, "bytes": len(bomb)}
+    # Not gzip after all: shown as it came.
+    entry = journal.record({**SCOPE, "headers": [(b"content-encoding", b"gzip")]}, b"plain")
+    assert entry.to_json()["body"] == "plain"

@@ -194,8 +194,14 @@
     sourceSelect.addEventListener("change", renderList);
 
     const receive = (messages) => {
-      if (state.paused) state.pending.push(...messages);
-      else add(messages);
+      if (state.paused) {
+        // The discarded-message poll answers the same messages every 3 s: queue each one once.
+        const waiting = new Set(state.pending.map(keyOf));
+        for (const m of messages) {
+          const key = keyOf(m);
+          if (!state.keys.has(key) && !waiting.has(key)) { waiting.add(key); state.pending.push(m); }
+        }
+      } else add(messages);
       renderList();
     };
     onMessage = (m) => receive([m]);
