@@ -196,6 +196,12 @@ def _lookup(values: Mapping[str, Any], path: str) -> tuple[bool, Any]:
     return True, current
 
 
+def _email_of(traits: Mapping[str, Any]) -> str | None:
+    """The profile's email as Engage sends it in `traits.email`, or None."""
+    email = traits.get("email")
+    return email if isinstance(email, str) and email else None
+
+
 def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
@@ -315,7 +321,8 @@ class TraitRule(Rule):
         return self.comparison.holds(subject.profiles.traits(subject.user_id)), None
 
     def trait_names(self) -> set[str]:
-        return {self.comparison.field.split(".")[0]}
+        # `_lookup` reads a trait named with the whole path first ("a.b"), else walks into "a".
+        return {self.comparison.field, self.comparison.field.split(".")[0]}
 
 
 @dataclass(frozen=True)
@@ -354,17 +361,19 @@ def _expect_object(value: Any, where: str) -> Mapping[str, Any]:
 def _parse_window(value: Any, where: str) -> timedelta | None:
     if value is None:
         return None
-    match = _WINDOW.match(value) if isinstance(value, str) else None
+    match = _WINDOW.fullmatch(value) if isinstance(value, str) else None
     if not match:
         raise DefinitionError(
             f"{where}: bad window {value!r}; expected a whole number of days or hours, e.g. '30d' or '12h'"
         )
-    amount, unit = int(match.group(1)), match.group(2)
-    if amount > (MAX_WINDOW_DAYS if unit == "d" else MAX_WINDOW_DAYS * 24):
+    digits, unit = match.group(1), match.group(2)
+    # Measured before int(): it refuses strings over 4,300 digits with a plain ValueError.
+    if len(digits) > 6 or int(digits) > (MAX_WINDOW_DAYS if unit == "d" else MAX_WINDOW_DAYS * 24):
         raise DefinitionError(
             f"{where}: window {value!r} is too long; at most {MAX_WINDOW_DAYS}d ({MAX_WINDOW_DAYS * 24}h), "
             "or no window for all time"
         )
+    amount = int(digits)
     return timedelta(days=amount) if unit == "d" else timedelta(hours=amount)
 
 
@@ -598,25 +607,27 @@ def check_dependencies(definitions: Iterable[Audience | ComputedTrait]) -> None:
     by_key = {definition.key: definition for definition in definitions}
     reads = {key: sorted(definition.trait_names() & by_key.keys()) for key, definition in by_key.items()}
     done: set[str] = set()
-
-    def visit(path: list[str]) -> list[str] | None:
-        for name in reads[path[-1]]:
-            if name in path:
-                return path[path.index(name):] + [name]
-            if name not in done:
-                cycle = visit(path + [name])
-                if cycle is not None:
-                    return cycle
-        done.add(path[-1])
-        return None
-
+    # Depth-first without recursion: a chain of audiences can be longer than Python's stack.
     for key in by_key:
-        cycle = None if key in done else visit([key])
-        if cycle is not None:
-            raise DefinitionError(
-                f"{cycle[0]!r} would depend on its own value ({' → '.join(cycle)}): Engage writes each key as a "
-                "trait, so a rule reading it would change its own result at every sync"
-            )
+        if key in done:
+            continue
+        path, on_path, pending = [key], {key}, [iter(reads[key])]
+        while pending:
+            name = next(pending[-1], None)
+            if name is None:
+                pending.pop()
+                on_path.discard(path[-1])
+                done.add(path.pop())
+            elif name in on_path:
+                cycle = path[path.index(name):] + [name]
+                raise DefinitionError(
+                    f"{cycle[0]!r} would depend on its own value ({' → '.join(cycle)}): Engage writes each key as a "
+                    "trait, so a rule reading it would change its own result at every sync"
+                )
+            elif name not in done:
+                path.append(name)
+                on_path.add(name)
+                pending.append(iter(reads[name]))
 
 
 _AUDIENCE_FIELDS = {"name", "key", "rule"}
@@ -636,7 +647,7 @@ def _key_of(body: Mapping[str, Any]) -> str:
     if "key" not in body or body["key"] is None:
         return snake_case_key(body["name"])
     key = body["key"]
-    if not isinstance(key, str) or not _KEY.match(key):
+    if not isinstance(key, str) or not _KEY.fullmatch(key):
         raise DefinitionError(f"key {key!r} must be lower-case snake_case: a-z, 0-9 and '_', not starting with '_'")
     return key
 
@@ -773,6 +784,10 @@ class EngageEngine:
         self._by_trait: dict[str, list[_Computation]] = {}
         self._seen: set[str] = set()  # userIds observed or backfilled
         self._linked: set[str] = set()  # anonymousIds observed together with a userId
+        # The email of the last identify sent per userId (None: sent without one). Engage re-syncs
+        # what it told when an email is added to a profile (Segment docs, using-engage-data.md,
+        # "New external identifiers added to a profile"); the destination keys contacts by email.
+        self._sent_email: dict[str, str | None] = {}
 
     # definitions -----------------------------------------------------------------------------
 
@@ -783,6 +798,12 @@ class EngageEngine:
         return self._add(parse_trait(body, self.now(), self.new_id))
 
     def _add(self, definition: Any) -> Any:
+        if definition.key == "email":
+            # GUESS: Engage writes the profile's email in the same traits as the key, so this key's
+            # value would be lost under the address (or replace it on the profile). Refused when
+            # defined; a stored one still loads.
+            raise DefinitionError("the key 'email' is taken by the profile's email, which Engage sends with each "
+                                  "value; give another key")
         existing = self._computations.get(definition.key)
         if existing is not None:
             kind = "an audience" if isinstance(existing.definition, Audience) else "a computed trait"
@@ -847,6 +868,8 @@ class EngageEngine:
             touched = self._by_event.get(message.get("event"), ())
         elif message.get("type") == "identify" and isinstance(message.get("traits"), Mapping):
             touched = [computation for name in message["traits"] for computation in self._by_trait.get(name, ())]
+            if "email" in message["traits"] and self._email_to_resend(user_id) is not None:
+                touched = list(self._computations.values())  # every value told is sent to the new address
         for computation in touched:
             if computation.synced:
                 computation.dirty.add(user_id)
@@ -861,6 +884,13 @@ class EngageEngine:
                 for computation in self._by_trait.get(name, []):
                     if computation.synced:
                         computation.dirty.add(user_id)
+
+    def _email_to_resend(self, user_id: str) -> str | None:
+        """The profile's email when Engage has told this user something, but never with that email."""
+        if user_id not in self._sent_email:
+            return None
+        email = _email_of(self.profiles.traits(user_id))
+        return email if email is not None and email != self._sent_email[user_id] else None
 
     def has_pending(self) -> bool:
         """Something to send at the next sync without time passing (dirty profiles, first syncs)."""
@@ -885,6 +915,8 @@ class EngageEngine:
         now = self.now()
         sent: list[dict[str, Any]] = []
         evaluated = 0
+        # Applied once every definition is looked at, so that each resends to a new email.
+        sent_email: dict[str, str | None] = {}
         for computation in list(self._computations.values()):
             if computation.synced:
                 candidates = computation.dirty | computation.failed | computation.pop_lapsed(now)
@@ -907,6 +939,8 @@ class EngageEngine:
                 if result.identify is not None:
                     computation.record(user_id, result.value)
                     sent.append(result.identify)
+                    sent_email[user_id] = result.identify["traits"].get("email")
+        self._sent_email.update(sent_email)
         for message in sent:
             self.emit(message)
         return SyncResult(sent, evaluated)
@@ -917,18 +951,22 @@ class EngageEngine:
         user_id = subject.user_id
         if isinstance(definition, Audience):
             value, lapse = definition.rule.evaluate(subject)
-            changed = value != (user_id in computation.members)
+            told = user_id in computation.members
+            changed = value != told
         else:
             present, value, lapse = definition.evaluate(subject)
+            told = user_id in computation.values and computation.values[user_id] is not None
             # A profile never told a value is told only once it has one.
             changed = not _same(computation.values[user_id], value) if user_id in computation.values else present
+        if not changed and told and self._email_to_resend(user_id) is not None:
+            changed = True  # unchanged, but the destination has not had it with this email
         identify = self._identify(definition, user_id, value, subject.now) if changed else None
         return _Result(value, lapse, identify)
 
     def _identify(self, definition: Audience | ComputedTrait, user_id: str, value: Any, now: datetime) -> dict[str, Any]:
         traits: dict[str, Any] = {definition.key: value}
-        email = self.profiles.traits(user_id).get("email")
-        if isinstance(email, str) and email:
+        email = _email_of(self.profiles.traits(user_id))
+        if email is not None:
             traits["email"] = email
         return {
             "type": "identify",
@@ -989,10 +1027,15 @@ class EngageEngine:
         for computation in self._computations.values():
             if computation.synced:
                 computation.dirty = set(user_ids)
+        # Taken as told with the profile's email: a new one while running was resent at once.
+        self._sent_email = {
+            user_id: _email_of(self.profiles.traits(user_id))
+            for c in self._computations.values() for user_id in (*c.members, *c.values)
+        }
 
     def reset(self, audiences: Iterable[Any] = (), traits: Iterable[Any] = ()) -> None:
         """Forget every definition and sync state, then define the given ones (from config) afresh."""
-        self._computations, self._seen, self._linked = {}, set(), set()
+        self._computations, self._seen, self._linked, self._sent_email = {}, set(), set(), {}
         self._reindex()
         for kind, bodies, define in (("audiences", audiences, self.define_audience),
                                      ("traits", traits, self.define_trait)):
@@ -1060,7 +1103,10 @@ class EngageScheduler:
             if not created:
                 return  # nothing to sync; defining something arms the schedule
             anchor = min(created)
-            due = anchor + self.interval * ((self.clock.now() - anchor) // self.interval + 1)
+            try:
+                due = anchor + self.interval * ((self.clock.now() - anchor) // self.interval + 1)
+            except OverflowError:
+                return  # the next mark is past datetime's range, far beyond the clock's: never due
         self._timer = self.clock.call_at(due, self._fire, owner=self.owner)
 
     def _fire(self) -> None:
@@ -1163,6 +1209,8 @@ class EngageSpace:
     def reset(self) -> None:
         """Back to the definitions of the config, none synced yet."""
         self.engine.reset(self.config.engage_audiences, self.config.engage_traits)
+        # A workspace's own reset keeps the clock and its timers: the old schedule's is dropped here.
+        self.scheduler.cancel()
         self.scheduler.arm()
 
     def close(self) -> None:

@@ -254,3 +254,37 @@ def test_a_sum_beyond_a_doubles_range_breaks_nothing(stack):
     assert stack.post("/_emulator/engage/sync")["sent"] == []
     assert stack.get("/_emulator/profiles/ivan")["computed_traits"] == {}
     assert stack.get("/_emulator/events", userId="ivan")["events"]
+
+
+def test_definitions_that_crashed_the_routes_are_answered_400(stack):
+    # A window of 5,000 digits answered 500 (audiences) or dropped the connection (traits); the key
+    # "email" was accepted, and Engage's identify then carried the address in place of the value.
+    within = "9" * 5000 + "d"
+    for path, body in (("audiences", {"name": "Long", "rule": {"event": "E", "within": within}}),
+                       ("traits", {"name": "Long", "computed": "count", "event": "E", "within": within}),
+                       ("audiences", {"name": "Email", "rule": {"event": "E"}}),
+                       ("traits", {"name": "x", "key": "email", "computed": "count", "event": "E"})):
+        refused = stack.post(f"/_emulator/engage/{path}", body, status=400)
+        assert "too long" in refused["error"] or "'email'" in refused["error"]
+    assert stack.get("/_emulator/engage/audiences") == {"audiences": []}
+    assert stack.get("/_emulator/engage/traits") == {"traits": []}
+
+
+def test_a_member_synced_before_having_an_email_reaches_mailjet_once_it_has_one(stack):
+    # The destination refuses an identify without an email (failed, not retried); Engage sent the
+    # membership only when it changed, so a user who ordered before identifying never got it.
+    stack.order("jill", 20.0)
+    stack.post("/_emulator/engage/audiences", AUDIENCE, status=201)
+    assert stack.sync() == {"jill": True}
+    deadline = time.monotonic() + WAIT_SECONDS
+    while [item["state"] for item in stack.engage_deliveries()] != ["failed"]:
+        assert time.monotonic() < deadline, stack.engage_deliveries()
+        time.sleep(0.02)
+    stack.identify("jill", {"email": "jill@example.com"})
+    sent = stack.post("/_emulator/engage/sync")["sent"]
+    assert [(message["userId"], message["traits"]) for message in sent] == [
+        ("jill", {KEY: True, "email": "jill@example.com"})
+    ]
+    stack.wait_for_property("jill@example.com", KEY, "true")
+    stack.identify("jill", {"email": "jill@example.com", "plan": "pro"})
+    assert stack.sync() == {}

@@ -13,12 +13,17 @@ import pytest
 
 import contracts
 from emulator.common.clock import Clock
+from emulator.config import BundleConfig
+from emulator.segment.models import SegmentBackend, Source
 from emulator.segment.engage import (
     DefinitionError,
     DuplicateKeyError,
     EngageEngine,
     EngageScheduler,
+    EngageSpace,
     UnknownDefinition,
+    check_dependencies,
+    parse_audience,
     parse_rule,
     parse_sync_interval,
     snake_case_key,
@@ -130,7 +135,7 @@ def test_audience_key_defaults_to_snake_case_and_is_unique():
     assert world.engine.define_audience({**LAST_30, "key": "buyers"}).key == "buyers"
 
 
-@pytest.mark.parametrize("key", ["Bad Key", "_lead", "UPPER", "", 5])
+@pytest.mark.parametrize("key", ["Bad Key", "_lead", "UPPER", "", 5, "buyers\n"])  # `$` let "\n" through
 def test_explicit_key_must_be_snake_case(key):
     with pytest.raises(DefinitionError, match="key"):
         World().engine.define_audience({**LAST_30, "key": key})
@@ -153,6 +158,7 @@ def test_delete_audience():
         ({"event": ORDER, "within": "30 days"}, "bad window"),
         ({"event": ORDER, "within": "30m"}, "bad window"),
         ({"event": ORDER, "within": "0d"}, "bad window"),
+        ({"event": ORDER, "within": "30d\n"}, "bad window"),
         ({"event": ORDER, "at_least": 1, "at_most": 3}, "not both"),
         ({"event": ORDER, "at_least": 0}, "at_least"),
         ({"event": ORDER, "at_most": -1}, "at_most"),
@@ -819,3 +825,119 @@ def test_integers_beyond_a_doubles_range_sum_exactly_and_never_overflow():
     assert world.engine.profile_view("u1")["computed_traits"] == {"s": 10**400}
     world.track("u1", revenue=1.5)
     assert world.engine.profile_view("u1")["computed_traits"] == {}
+
+
+def test_a_window_with_thousands_of_digits_is_refused_not_a_crash():
+    # int() refuses strings over 4,300 digits with a plain ValueError: POST engage/audiences and
+    # engage/traits answered 500 (the trait route dropped the connection).
+    world = World()
+    within = "9" * 5000 + "d"
+    with pytest.raises(DefinitionError, match="too long"):
+        world.engine.define_audience({"name": "a", "rule": {"event": ORDER, "within": within}})
+    with pytest.raises(DefinitionError, match="too long"):
+        world.engine.define_trait({"name": "t", "computed": "count", "event": ORDER, "within": within})
+
+
+def test_an_interval_reaching_past_datetimes_range_schedules_nothing():
+    # "100000000d" is a valid duration, but the next sync's time overflowed: every definition
+    # answered 500 and every tracked call logged a failed listener.
+    clock = Clock()
+    world = ClockWorld(clock)
+    scheduler = EngageScheduler(world.engine, clock, "100000000d", owner="segment")
+    world.engine.define_audience(LAST_30)
+    scheduler.arm()
+    assert clock.pending() == 0
+
+
+def test_a_trait_whose_name_has_a_dot_is_followed():
+    # A rule on "a.b" reads the trait named "a.b" when the profile has one, but only changes to
+    # the trait "a" marked the profile for evaluation: the audience never saw "a.b" change.
+    world = World()
+    world.identify("u1", email="u1@example.com")
+    world.engine.define_audience({"name": "Dotted", "rule": {"trait": "plan.tier", "equals": "gold"}})
+    assert world.sync() == {}
+    world.identify("u1", **{"plan.tier": "gold"})
+    assert world.sync() == {"u1": {"dotted": True}}
+
+
+@pytest.mark.parametrize("body", [
+    {"name": "Email", "rule": {"event": ORDER}},
+    {"name": "x", "key": "email", "rule": {"event": ORDER}},
+])
+def test_the_key_email_is_refused(body):
+    # Engage writes the profile's email next to the key in the same traits: with the key "email"
+    # the membership was overwritten by the address and never reached the destination.
+    world = World()
+    with pytest.raises(DefinitionError, match="email"):
+        world.engine.define_audience(body)
+    with pytest.raises(DefinitionError, match="email"):
+        world.engine.define_trait({"name": body["name"], **({"key": "email"} if "key" in body else {}),
+                                   "computed": "count", "event": ORDER})
+
+
+def test_a_workspace_reset_restarts_the_schedule_from_the_new_definitions():
+    # A reset of one workspace (POST reset?writeKey=K) keeps the clock, so the old schedule's timer
+    # stayed armed: syncs kept the old definitions' marks instead of counting from the new ones.
+    async def scenario():
+        clock = Clock()
+        config = BundleConfig(engage_audiences=[LAST_30])
+        space = EngageSpace(SegmentBackend(clock, [Source.named("app", "wk")]), config, clock, owner="segment")
+        space.scheduler.arm()
+        first_due = clock.next_due()
+        clock.advance(timedelta(hours=1))
+        space.reset()  # the config's definition again, created now
+        assert clock.pending() == 1
+        assert clock.next_due() - first_due >= timedelta(hours=1) - timedelta(seconds=5)
+        clock.advance(timedelta(hours=1, minutes=1))
+        await clock.run_due()
+        assert space.engine.describe(space.engine.audiences()[0])["synced"] is False
+
+    asyncio.run(scenario())
+
+
+def test_an_email_added_to_a_profile_resends_what_the_destination_was_told():
+    # Segment docs (engage/using-engage-data.md, "New external identifiers added to a profile"):
+    # Engage re-syncs an audience or computed trait when an email is added to the profile, although
+    # the value is unchanged. Without it a member synced before having an email (the Mailjet
+    # destination refuses that identify) never reached Mailjet.
+    world = World()
+    world.track("u1")  # no email yet
+    world.identify("u2", email="u2@example.com")
+    world.track("u2")
+    world.engine.define_audience(LAST_30)
+    world.engine.define_trait({"name": "Orders", "computed": "count", "event": ORDER})
+    first = world.engine.sync().sent
+    assert [m["traits"] for m in first if m["userId"] == "u1"] == [{"order_completed_last_30days": True}, {"orders": 1}]
+
+    def sent() -> list[tuple[str, dict[str, Any]]]:
+        return [(m["userId"], m["traits"]) for m in world.engine.sync().sent]
+
+    world.identify("u1", email="u1@example.com")
+    assert sent() == [("u1", {"order_completed_last_30days": True, "email": "u1@example.com"}),
+                      ("u1", {"orders": 1, "email": "u1@example.com"})]
+    assert sent() == []
+    world.identify("u1", email="u1@example.com", plan="pro")  # the same address again: nothing new
+    world.identify("u2", email="u2@example.com")
+    assert sent() == []
+    world.identify("u1", email="ada@example.com")  # another address: Engage sends to it too
+    world.track("u1")
+    assert sent() == [("u1", {"order_completed_last_30days": True, "email": "ada@example.com"}),
+                      ("u1", {"orders": 2, "email": "ada@example.com"})]
+    # A restart restores what was told; the addresses already sent to are not sent to again.
+    world.engine.restore(world.engine.export_state())
+    world.identify("u1", email="ada@example.com")
+    assert sent() == []
+    world.identify("u2", email="bob@example.com")
+    assert sent() == [("u2", {"order_completed_last_30days": True, "email": "bob@example.com"}),
+                      ("u2", {"orders": 1, "email": "bob@example.com"})]
+
+
+def test_a_long_chain_of_audiences_reading_each_other_is_checked_without_recursion():
+    # The dependency check recursed once per link: the 996th audience of a chain defined from its
+    # start (each reading the next one's key) answered 500 with RecursionError (so did a snapshot).
+    chain = [parse_audience({"name": f"a{index}", "rule": {"trait": f"a{index + 1}", "equals": True}}, T0)
+             for index in range(5000)]
+    check_dependencies(chain)
+    closing = parse_audience({"name": "a5000", "rule": {"trait": "a0", "equals": True}}, T0)
+    with pytest.raises(DefinitionError, match=r"'a0' would depend on its own value \(a0 → a1 → a2 → .* → a5000 → a0\)"):
+        check_dependencies([*chain, closing])
