@@ -431,6 +431,10 @@ class ProfileStore:
         profile = self._resolve(message.get("userId") or None, message.get("anonymousId") or None)
         if call_type == "identify" and message.get("traits"):
             profile.traits.update(message["traits"])
+        # Ingest checks `properties` on track/page/screen only: an identify's may be a list.
+        properties = message.get("properties")
+        if properties.__class__ is not dict or not properties:
+            properties = _NO_PROPERTIES
         profile.add_event(
             ProfileEvent(
                 _event_kind(
@@ -438,7 +442,7 @@ class ProfileStore:
                     message.get("event") if call_type == "track" else None,
                     message.get("name") if call_type in ("page", "screen") else None,
                 ),
-                message.get("properties") or _NO_PROPERTIES,
+                properties,
                 timestamp,
                 message["messageId"],
             )
@@ -458,6 +462,10 @@ class ProfileStore:
         elif anonymous_profile is not None and anonymous_profile is not user_profile and anonymous_profile.user_id is None:
             self._merge(anonymous_profile, into=user_profile)
         if anonymous_id:
+            if anonymous_profile is not None and anonymous_profile is not user_profile:
+                # Moved from another user's profile: that one no longer lists it, or a later
+                # merge of it (alias) would take the id back.
+                anonymous_profile.anonymous_ids.pop(anonymous_id, None)
             user_profile.anonymous_ids[anonymous_id] = None
             self._by_anonymous[anonymous_id] = user_profile
         return user_profile

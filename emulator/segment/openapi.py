@@ -2,7 +2,8 @@
 
 The tracking API as the real one answers it (reference/segment.md §1), request bodies being the
 `segment.*` contracts, and the control API under /_emulator/. Not described: the dashboard pages
-and the Server-Sent Events feed (`/_emulator/events/stream`, a stream without end).
+(with their trace export), the Server-Sent Events feed (`/_emulator/events/stream`, a stream
+without end) and the fault rules (`/_emulator/faults`, shared with the fake Mailjet).
 """
 
 from __future__ import annotations
@@ -22,8 +23,10 @@ from ..common.openapi import (
     json_content,
     json_response,
 )
+from ..common.snapshot import SNAPSHOT_FORMAT
 from .delivery import STATES
 from .models import ACCEPTED, CALL_TYPES, DISCARDED
+from .storage import SERVICE, SNAPSHOT_VERSION
 
 SUCCESS = {
     "type": "object",
@@ -124,7 +127,38 @@ def _segment_control_paths() -> dict[str, Any]:
                 "parameters": [{"name": "user_id", "in": "path", "required": True, "schema": text}],
             }
         },
-        "/_emulator/sources": {"get": control_operation("Sources and their write keys")},
+        "/_emulator/sources": {
+            "get": control_operation("Sources and their write keys"),
+            "post": control_operation(
+                "Add a source: to a new workspace, or to the workspace named",
+                ok=201,
+                body={
+                    "type": "object",
+                    "required": ["name", "write_key"],
+                    "properties": {"name": text, "write_key": text, "workspace": text},
+                    "additionalProperties": False,
+                },
+                errors=(400, 404, 409),
+            ),
+        },
+        "/_emulator/snapshot": {
+            "get": control_operation("The whole fake Segment, every workspace, as a snapshot document"),
+            "put": control_operation(
+                "Replace the whole state with a snapshot document, all or nothing",
+                body={
+                    "type": "object",
+                    "required": ["format", "service", "version", "state"],
+                    "properties": {
+                        "format": {"const": SNAPSHOT_FORMAT},
+                        "service": {"const": SERVICE},
+                        "version": {"const": SNAPSHOT_VERSION},
+                        "exported_at": text,
+                        "state": {"type": "object"},
+                    },
+                },
+                errors=(400,),
+            ),
+        },
         "/_emulator/destinations/mailjet": {
             "get": control_operation("The Mailjet destination's settings"),
             "put": control_operation(

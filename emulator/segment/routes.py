@@ -36,6 +36,7 @@ from .models import (
     DISCARDED,
     ENDPOINTS,
     MAX_BATCH_BYTES,
+    MAX_CALL_BYTES,
     MAX_RAW_BODY_BYTES,
     TrackingApiError,
     parse_tracking_request,
@@ -98,8 +99,9 @@ def create_app(config: BundleConfig, clock: Clock, urls: BundleUrls) -> Starlett
             try:
                 raw = await read_capped(request, MAX_RAW_BODY_BYTES)
             except BodyTooLarge as exc:
+                limit = MAX_CALL_BYTES if ENDPOINTS[endpoint] else MAX_BATCH_BYTES  # as decode_body says it
                 raise TrackingApiError(
-                    "payload_too_large", f"request body is {exc.size} bytes; the limit is {MAX_BATCH_BYTES}"
+                    "payload_too_large", f"request body is {exc.size} bytes; the limit is {limit} bytes"
                 ) from None
             call = parse_tracking_request(
                 endpoint, raw, request.headers.get("content-encoding"), request.headers.get("authorization")

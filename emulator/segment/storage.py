@@ -448,6 +448,24 @@ class SegmentStore:
         cleared, settings, messages = self._cleared, self._settings, self._messages
         deliveries, dropped = self._deliveries, self._dropped
         self._discard_pending()
+        try:
+            self._write(cleared, settings, messages, deliveries, dropped)
+        except BaseException:
+            # Rolled back (a full disk, say): kept for the next flush, or the messages a 200 or a
+            # 500 answered would be in memory (a retry of them a duplicate) and never on disk.
+            # Nothing was recorded meanwhile: a flush runs without yielding to the event loop.
+            self._cleared, self._settings, self._messages = cleared, settings, messages
+            self._deliveries, self._dropped = deliveries, dropped
+            raise
+
+    def _write(
+        self,
+        cleared: set[str],
+        settings: dict[str, Workspace],
+        messages: list[tuple[str, StoredMessage]],
+        deliveries: dict[tuple[str, int], DeliveryRecord],
+        dropped: set[tuple[str, int]],
+    ) -> None:
         with transaction(self.db):
             for key in cleared:
                 self.db.execute("DELETE FROM messages WHERE workspace = ?", (key,))

@@ -108,6 +108,10 @@ def check_source(name: Any, write_key: Any) -> None:
         raise WorkspaceError('"name" must be a non-empty string')
     if not isinstance(write_key, str) or not write_key.strip() or write_key != write_key.strip():
         raise WorkspaceError('"write_key" must be a non-empty string without surrounding spaces')
+    if ":" in write_key:
+        # Basic auth's username ends at the first colon: calls signed with this key would come in
+        # under a shorter one and be stored discarded (unknown_write_key).
+        raise WorkspaceError('"write_key" must not contain \':\' (Basic auth could not carry it)')
 
 
 class Workspaces:

@@ -55,8 +55,10 @@ def client(stack: dict[str, Any]) -> Iterator[httpx.Client]:
         assert http.get("/_emulator/health").json()["status"] == "ok"
         for path in (f"/_emulator/events?limit={MAX_LIST_LIMIT}", f"/_emulator/deliveries?limit={MAX_LIST_LIMIT}", "/_emulator/snapshot"):
             assert http.get(path).status_code == 200, path
-        user_ids = {event.get("userId") for event in http.get(f"/_emulator/events?limit={MAX_LIST_LIMIT}").json()["events"]}
-        for user_id in sorted(user_id for user_id in user_ids if isinstance(user_id, str) and user_id)[:200]:
+        # Only strings: a discarded message keeps the userId it was sent with (a list, an object).
+        stored = http.get(f"/_emulator/events?limit={MAX_LIST_LIMIT}").json()["events"]
+        user_ids = {event.get("userId") for event in stored if isinstance(event.get("userId"), str)}
+        for user_id in sorted(user_id for user_id in user_ids if user_id)[:200]:
             profile = http.get(f"/_emulator/profiles/{quote(user_id, safe='')}")
             assert profile.status_code in (200, 404), user_id
 

@@ -173,3 +173,11 @@ def test_sources_join_a_workspace_and_write_keys_are_checked(http: httpx.Client,
     identify(url, "iso-unknown", "u9", {"email": "x@example.com"})
     [unknown] = get(http, "/_emulator/events", status="discarded", userId="u9")["events"]
     assert unknown["discard_reason"] == "unknown_write_key"
+
+
+def test_a_write_key_basic_auth_would_cut_is_refused(http: httpx.Client, stack: tuple[str, Destination]) -> None:
+    # Basic auth ends the username at the first colon: analytics-python's calls with "iso:h" came as
+    # key "iso", were answered 200 and stored discarded (unknown_write_key) in the default workspace.
+    answer = http.post("/_emulator/sources", json={"name": "colon", "write_key": "iso:h"})
+    assert answer.status_code == 400 and ":" in answer.json()["error"]
+    assert http.get("/_emulator/sources", params={"writeKey": "iso:h"}).status_code == 404

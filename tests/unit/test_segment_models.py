@@ -506,6 +506,28 @@ def test_a_restored_message_with_unhashable_names_still_joins_its_profile(backen
     assert event.event == {"odd": 1} and event.type == "track"
 
 
+def test_an_identify_with_non_object_properties_keeps_its_profile_readable(backend: SegmentBackend) -> None:
+    # Ingest checks `properties` on track/page/screen only; an identify's list or string made
+    # GET /_emulator/profiles answer 500 (dict() of it in ProfileEvent.to_json).
+    for user_id, properties in (("u1", [1, 2]), ("u2", "ab"), ("u3", {"a": 1})):
+        assert one(backend, "identify", {"userId": user_id, "properties": properties}).accepted
+    assert [event["properties"] for event in backend.profiles.get("u1").to_json()["events"]] == [{}]
+    assert [event["properties"] for event in backend.profiles.get("u2").to_json()["events"]] == [{}]
+    assert [event["properties"] for event in backend.profiles.get("u3").to_json()["events"]] == [{"a": 1}]
+
+
+def test_an_anonymous_id_that_moved_to_another_user_stays_with_it_through_later_merges(backend: SegmentBackend) -> None:
+    one(backend, "identify", {"userId": "u1", "anonymousId": "a1"})
+    one(backend, "identify", {"userId": "u2", "anonymousId": "a1"})  # a1 moves to u2
+    assert backend.profiles.get("a1") is backend.profiles.get("u2")
+    assert backend.profiles.get("u1").to_json()["anonymousIds"] == []
+    one(backend, "alias", {"previousId": "u1", "userId": "u3"})  # u1 merges into u3: a1 is not u1's
+    one(backend, "track", {"anonymousId": "a1", "event": "E"})
+    assert backend.profiles.get("a1") is backend.profiles.get("u2")
+    assert [event.event for event in backend.profiles.get("u2").events] == [None, "E"]
+    assert backend.profiles.get("u3").to_json()["anonymousIds"] == []
+
+
 def test_tracked_events_are_time_ordered_for_window_counts(backend: SegmentBackend, clock: Clock) -> None:
     now = clock.now().replace(microsecond=0)
     for days_ago in (40, 2, 20, 31, 1):

@@ -325,3 +325,51 @@ def test_a_whole_reset_removes_the_added_workspaces_from_the_database(tmp_path: 
     [default] = run(second_life())["workspaces"]
     assert default["messages"] == [] and default["deliveries"] == []
     assert [entry["definition"]["key"] for entry in default["engage"]] == ["has_email"]
+
+
+class _FullDisk:
+    """The store's connection, failing the next write as a full disk does."""
+
+    def __init__(self, db: sqlite3.Connection) -> None:
+        self.db = db
+        self.failing = True
+
+    def execute(self, sql: str, *args: Any) -> Any:
+        if self.failing and sql.startswith("INSERT"):
+            self.failing = False
+            raise sqlite3.OperationalError("database or disk is full")
+        return self.db.execute(sql, *args)
+
+    def executemany(self, sql: str, rows: Any) -> Any:
+        if self.failing:
+            self.failing = False
+            raise sqlite3.OperationalError("database or disk is full")
+        return self.db.executemany(sql, rows)
+
+
+def test_changes_a_failed_write_did_not_keep_are_written_by_the_next_flush(tmp_path: Path, clock: Clock) -> None:
+    # They were dropped before the transaction: the call got a 500, its retry was a duplicate in
+    # memory, and after a restart the accepted message was gone.
+    async def first_life() -> list[str]:
+        workspaces = open_workspaces(clock, tmp_path)
+        store = workspaces.store
+        assert store is not None
+        send(workspaces, KEY, "identify", {"userId": "u1", "messageId": "kept-1"})
+        real, store.db = store.db, _FullDisk(store.db)  # type: ignore[assignment]
+        with pytest.raises(sqlite3.OperationalError):
+            store.flush()
+        store.db = real
+        send(workspaces, KEY, "identify", {"userId": "u1", "messageId": "kept-1"})  # the client's retry
+        store.flush()
+        ids = [stored.message_id for stored in workspaces.default.backend.messages]
+        await workspaces.aclose()
+        return ids
+
+    async def second_life() -> list[tuple[str, str | None]]:
+        workspaces = open_workspaces(clock, tmp_path)
+        kept = [(stored.message_id, stored.discard_reason) for stored in workspaces.default.backend.messages]
+        await workspaces.aclose()
+        return kept
+
+    assert run(first_life()) == ["kept-1", "kept-1"]
+    assert run(second_life()) == [("kept-1", None), ("kept-1", "duplicate_message_id")]
