@@ -14,7 +14,7 @@ from .bundle import Bundle, remembered_auth_key
 from .common import server
 from .common.faults import FaultRuleError, FaultRules
 from .config import BundleConfig
-from .segment.workspaces import WorkspaceError, check_source
+from .segment.workspaces import DEFAULT_SOURCE_NAME, WorkspaceError, check_source
 from .harness import run, validate
 
 
@@ -89,7 +89,8 @@ def config_from_args(args: argparse.Namespace) -> BundleConfig:
         control_token=_control_token(args.control_token),
         data_dir=str(args.data_dir) if args.data_dir else None,
     )
-    if args.auth_key:
+    _check_credentials(args)
+    if args.auth_key is not None:
         config.auth_key = args.auth_key
     elif config.data_dir:
         # A restart on the same data keeps the key the stored destination settings hold.
@@ -99,6 +100,23 @@ def config_from_args(args: argparse.Namespace) -> BundleConfig:
     if args.faults:
         config.faults = _fault_rules(args.faults)
     return config
+
+
+def _check_credentials(args: argparse.Namespace) -> None:
+    """ValueError for a key no client could use: most likely `--write-key "$UNSET_VARIABLE"`, which
+    started a stack whose default source took no call (the control API refuses such keys too)."""
+    try:
+        check_source(DEFAULT_SOURCE_NAME, args.write_key)
+    except WorkspaceError as exc:
+        raise ValueError(f"--write-key: {exc}") from None
+    for flag, value in (("--mailjet-api-key", args.mailjet_api_key), ("--mailjet-secret-key", args.mailjet_secret_key),
+                        ("--auth-key", args.auth_key)):
+        if value is not None and not value.strip():
+            generated = ", or leave it out to generate one" if flag == "--auth-key" else ""
+            raise ValueError(f"{flag} is empty; give one{generated}")
+    if ":" in args.mailjet_api_key:
+        # It travels as Basic auth's user name, which ends at the first colon: no call would authenticate.
+        raise ValueError("--mailjet-api-key must not contain ':' (Basic auth could not carry it)")
 
 
 def _port(text: str) -> int:

@@ -224,9 +224,11 @@ class SegjetClient:
             lambda: "no such contact" if seen[0] is None else f"properties {seen[0]}",
         )
 
-    def mailjet_requests(self, method: str | None = None, path: str | None = None) -> list[dict[str, Any]]:
-        """The fake Mailjet's request journal, filtered by method and a path fragment."""
-        params = {"method": method, "path": path, "limit": 10_000}
+    def mailjet_requests(
+        self, method: str | None = None, path: str | None = None, limit: int = 10_000
+    ) -> list[dict[str, Any]]:
+        """The fake Mailjet's request journal, newest last, filtered by method and a path fragment."""
+        params = {"method": method, "path": path, "limit": limit}
         response = self.http.get(f"{self.mailjet_url}/_emulator/requests", params={k: v for k, v in params.items() if v})
         return checked(response).json()["requests"]
 

@@ -15,6 +15,7 @@ from typing import Any, Callable
 
 import httpx
 from faker import Faker
+from segment.analytics.request import APIError
 
 import contracts
 
@@ -63,6 +64,11 @@ class User:
         self.trace.append({"hop": hop, "what": what, "messageId": message_id})
 
 
+def _email_id(message: dict[str, Any]) -> Any:
+    properties = message.get("properties")
+    return properties.get("email_id") if isinstance(properties, dict) else None
+
+
 def _expected_properties(traits: dict[str, Any], user_id: str) -> dict[str, Any]:
     # What the destination sets (DESIGN §4 "Destination"): nested objects flattened with "_".
     expected: dict[str, Any] = {"segment_user_id": user_id}
@@ -108,6 +114,11 @@ class Scenario:
         self.users = make_users(seed, user_count)
         self.timeout = timeout
         self.message_ids: dict[str, dict[str, int]] = {}
+        # What the stack held before this run's traffic, so that a check with --no-reset (or a second
+        # run on the same stack) looks only at what this run caused: Engage identify calls stored
+        # before the orders, and the Mailjet journal's last entry before each hop's requests.
+        self._engage_before: set[str] = set()
+        self._journal_marks: dict[str, int] = {}
 
     def hops(self) -> list[tuple[str, Callable[[], tuple[str, int]]]]:
         return [
@@ -142,8 +153,10 @@ class Scenario:
             return HopResult(name, True, detail, checked, time.monotonic() - started)
         except HopFailed as exc:
             return HopResult(name, False, exc.detail, 0, time.monotonic() - started)
-        except httpx.HTTPError as exc:
-            # A stack that answers oddly or not at all is a failed hop, not a crash of the checker.
+        except (httpx.HTTPError, OSError, APIError) as exc:
+            # A stack that answers oddly or not at all is a failed hop, not a crash of the checker
+            # (identify and track go through analytics-python: its APIError, and requests' errors,
+            # which are OSErrors).
             return HopResult(name, False, f"{name}: HTTP error: {exc}", 0, time.monotonic() - started)
 
     def traces(self) -> dict[str, list[dict[str, Any]]]:
@@ -159,6 +172,7 @@ class Scenario:
         return f"Mailjet sends email events to {self.client.segment_url}", 0
 
     def identify(self) -> tuple[str, int]:
+        self._journal_marks["/managecontact"] = self._journal_last_id()  # the deliveries' calls come next
         checked = 0
         for user in self.users:
             message_id = self.client.identify(user.user_id, user.traits)
@@ -194,6 +208,7 @@ class Scenario:
         return f"{len(self.users)} contacts in list {self.client.list_id} with their properties", checked
 
     def order_events(self) -> tuple[str, int]:
+        self._engage_before = {message["messageId"] for message in self._engage_identifies()}
         buyers = [user for user in self.users if user.orders]
         for user in buyers:
             message_id = self.client.track(user.user_id, "Order Completed", {"revenue": 42.5, "currency": "USD"})
@@ -224,6 +239,7 @@ class Scenario:
         return self._sync_and_expect(False, "audience exit")
 
     def send_emails(self) -> tuple[str, int]:
+        self._journal_marks["/v3.1/send"] = self._journal_last_id()
         for user in self.users:
             html = f'<p>Hello {user.traits["firstName"]}, <a href="{LINK}">see the offer</a></p>'
             message_id = self.client.send_email(user.email, "Your offer", html)
@@ -241,8 +257,13 @@ class Scenario:
             for record in self.client.mailjet_email_events(message_id):
                 check_contract("Mailjet event", f"mailjet.event.{record['event']}", record["payload"])
                 checked += 1
+            email_id = str(message_id)
             for event, contract in EMAIL_EVENTS.items():
-                stored = self._wait_event(f"{event} of {user.user_id}", event=event, user_id=user.user_id)
+                # This message's event: an earlier run's for the same user (--no-reset) must not stand in for it.
+                stored = self._wait_event(
+                    f"{event} of {user.user_id}", lambda message, wanted=email_id: _email_id(message) == wanted,
+                    event=event, user_id=user.user_id,
+                )
                 check_contract(f"Mailjet → Segment ({event})", contract, stored)
                 user.note("email event", f"{event} arrived in Segment", stored["messageId"])
                 checked += 1
@@ -253,10 +274,12 @@ class Scenario:
         # The scheduled sync may already have run while the clock moved; either way the identify
         # calls Engage sent are stored under its source, so the check reads them there.
         self.client.sync_engage()
+        run_users = {user.user_id for user in self.users}
         sent_to = {
             message["userId"]: message
-            for message in self.client.events(source="Engage", type="identify", limit=10_000)
-            if message.get("traits", {}).get(AUDIENCE_KEY) is member_value
+            for message in self._engage_identifies()
+            if message["messageId"] not in self._engage_before and message.get("userId") in run_users
+            and message.get("traits", {}).get(AUDIENCE_KEY) is member_value
         }
         expected = {user.user_id for user in self.users if user.orders}
         if set(sent_to) != expected:
@@ -274,9 +297,22 @@ class Scenario:
             user.note("engage", f"{AUDIENCE_KEY}={member_value} synced to Mailjet", message["messageId"])
         return f"{len(sent_to)} identify calls with {AUDIENCE_KEY}={str(member_value).lower()}", len(sent_to)
 
+    def _engage_identifies(self) -> list[dict[str, Any]]:
+        return self.client.events(source="Engage", type="identify", limit=10_000)
+
+    def _journal_last_id(self) -> int:
+        newest = self.client.mailjet_requests(limit=1)
+        return newest[-1]["id"] if newest else 0
+
     def _check_journal(self, hop: str, method: str, path: str, contract_prefix: str) -> int:
-        """Validate each request and response of the Mailjet journal entries that crossed this hop."""
-        entries = self.client.mailjet_requests(method=method, path=path)
+        """Validate each request and response of the Mailjet journal entries that crossed this hop:
+        calls to `path` itself (the journal's filter is a fragment: `/managecontact` is also in
+        `/managecontactslists`) made since the hop began."""
+        since = self._journal_marks.get(path, 0)
+        entries = [
+            entry for entry in self.client.mailjet_requests(method=method, path=path)
+            if entry["id"] > since and entry["path"].lower().endswith(path.lower())
+        ]
         if not entries:
             raise HopFailed(f"{hop}: the fake Mailjet journal shows no {method} {path}")
         for entry in entries:
@@ -285,10 +321,14 @@ class Scenario:
                 check_contract(hop, f"{contract_prefix}.response", entry["response"])
         return 2 * len(entries)
 
-    def _wait_event(self, what: str, **filters: str) -> dict[str, Any]:
-        """The newest stored message matching `filters` (as `SegjetClient.events`), which must be accepted."""
+    def _wait_event(
+        self, what: str, match: Callable[[dict[str, Any]], bool] | None = None, **filters: str
+    ) -> dict[str, Any]:
+        """The newest stored message matching `filters` (as `SegjetClient.events`) and `match`, which
+        must be accepted."""
         def probe() -> dict[str, Any] | None:
-            found = self.client.events(limit=1, **filters)
+            found = self.client.events(limit=1 if match is None else 10_000, **filters)
+            found = [message for message in found if match is None or match(message)]
             return found[-1] if found else None
 
         try:

@@ -6,13 +6,14 @@ Exit codes: 0 every payload valid, 1 at least one invalid (or not JSON), 2 usage
 
 from __future__ import annotations
 
-import json
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
 import contracts
+
+from ..common.json_body import decode_json
 
 EXIT_VALID, EXIT_INVALID, EXIT_USAGE = 0, 1, 2
 
@@ -24,10 +25,16 @@ class Payload:
     parse_error: str | None = None
 
 
+def _loads(text: str) -> Any:
+    """`text` as the fakes read a body (ValueError otherwise): no NaN or Infinity, no 1e999, at most
+    MAX_DEPTH levels deep (json.loads takes NaN and 1e999, and crashes on deep nesting)."""
+    return decode_json(text.encode("utf-8"))  # UnicodeEncodeError (a ValueError): stdin's undecodable bytes
+
+
 def split_payloads(source: str, text: str) -> list[Payload]:
     """One payload when the whole text is JSON; otherwise one per non-empty line."""
     try:
-        return [Payload(source, json.loads(text))]
+        return [Payload(source, _loads(text))]
     except ValueError:
         pass
     payloads = []
@@ -36,7 +43,7 @@ def split_payloads(source: str, text: str) -> list[Payload]:
             continue
         label = f"{source}:{number}"
         try:
-            payloads.append(Payload(label, json.loads(line)))
+            payloads.append(Payload(label, _loads(line)))
         except ValueError as exc:
             payloads.append(Payload(label, parse_error=f"not valid JSON: {exc}"))
     if not payloads:

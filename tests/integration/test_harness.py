@@ -234,3 +234,17 @@ def test_plugin_in_a_user_project(pytester):
     pytester.makepyfile(test_user_project=PLUGIN_TEST)
     result = pytester.runpytest_subprocess("-p", "no:cacheprovider")
     result.assert_outcomes(passed=3)
+
+
+def readme_plugin_example() -> str:
+    """The README's pytest plugin example, as a user pastes it."""
+    readme = (Path(__file__).parents[2] / "README.md").read_text(encoding="utf-8")
+    after = readme.split("Paste this into a test file:", 1)[1]
+    return after.split("```python\n", 1)[1].split("```", 1)[0]
+
+
+def test_the_readme_plugin_example_passes_as_pasted(pytester):
+    example = readme_plugin_example()
+    pytester.makepyfile(test_from_readme=example)
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider")
+    result.assert_outcomes(passed=example.count("\ndef test_") + example.startswith("def test_"))

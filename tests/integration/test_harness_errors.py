@@ -108,3 +108,51 @@ def test_reports_count_hops_that_never_ran_as_skipped(tmp_path: Path):
     suite = ElementTree.parse(tmp_path / "junit.xml").getroot()
     assert (suite.get("tests"), suite.get("failures"), suite.get("skipped")) == ("4", "1", "2")
     assert [case.find("skipped") is not None for case in suite.findall("testcase")] == [False, False, True, True]
+
+
+def test_a_run_without_reset_looks_only_at_what_it_caused(segjet):
+    # `segjet check --no-reset` after another run: the earlier users' audience syncs are stored
+    # under Engage too, and must not count as this run's (they made the sync hop fail).
+    first = Scenario(segjet, seed=0, user_count=3, timeout=5).run()
+    assert all(result.ok for result in first), [r.detail for r in first if not r.ok]
+    second = Scenario(segjet, seed=1, user_count=1, timeout=5).run()
+    assert all(result.ok for result in second), [r.detail for r in second if not r.ok]
+
+
+def test_the_journal_check_reads_only_the_hops_own_calls(segjet):
+    # A managecontactslists call (its path holds "/managecontact") made by hand before the check.
+    segjet.mailjet("POST", "/v3/REST/contact", json={"Email": "by-hand@example.com"}).raise_for_status()
+    segjet.mailjet(
+        "POST", "/v3/REST/contact/by-hand@example.com/managecontactslists",
+        json={"ContactsLists": [{"ListID": 1, "Action": "addnoforce"}]},
+    ).raise_for_status()
+    results = Scenario(segjet, user_count=1, timeout=5).run()
+    assert all(result.ok for result in results), [r.detail for r in results if not r.ok]
+
+
+def test_the_email_events_hop_waits_for_this_messages_events(segjet):
+    assert all(result.ok for result in Scenario(segjet, seed=0, user_count=1, timeout=5).run())
+    again = Scenario(segjet, seed=0, user_count=1, timeout=5)  # the same user, without a reset
+    for name, hop in again.hops()[:-1]:
+        hop()
+    segjet.mailjet_settings({"sendEvents": False})  # this run's opens and clicks never reach Segment
+    again.timeout = 0.5
+    # (Email Delivered may have gone out already, if `sent` fell due before the switch.)
+    with pytest.raises(HopFailed, match="Email .+ of user-0-0 never reached the fake Segment"):
+        again.email_events()
+
+
+def test_a_segment_that_refuses_or_is_gone_fails_the_identify_hop_not_the_checker(segjet):
+    # analytics-python sends the calls: its errors are requests' and its own APIError, not httpx's.
+    segjet.http.post(f"{segjet.segment_url}/_emulator/faults",
+                     json={"method": "POST", "path": "/v1/batch", "status": 400}).raise_for_status()
+    results = Scenario(segjet, user_count=1, timeout=5).run()
+    assert [(r.ok, r.skipped) for r in results] == [(True, False), (False, False)] + [(False, True)] * 6
+    assert "identify → fake Segment: HTTP error: [Segment] error: Bad Request (400)" in results[1].detail
+    gone = SegjetClient(dict(segjet.info, segment_url="http://127.0.0.1:9"))
+    try:
+        results = Scenario(gone, user_count=1, timeout=5).run()
+    finally:
+        gone.close()
+    assert [(r.ok, r.skipped) for r in results[:2]] == [(True, False), (False, False)]
+    assert "Connection refused" in results[1].detail

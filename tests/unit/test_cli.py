@@ -35,6 +35,7 @@ def test_config_file_gives_engage_definitions_and_sources(tmp_path: Path) -> Non
         ([{**WEB, "workspace": "w"}], 'sources[0]: expected {"name": ..., "write_key": ...}'),
         ([{**WEB, "name": " "}], 'sources[0]: "name" must be a non-empty string'),
         ([{**WEB, "write_key": " web "}], 'sources[0]: "write_key" must be a non-empty string without surrounding spaces'),
+        ([{**WEB, "write_key": "web:key"}], 'sources[0]: "write_key" must not contain \':\''),
         ([WEB, {**WEB, "name": "web again"}], "sources[1]: write key 'web-write-key' is already used by a source"),
         ([{**WEB, "write_key": "main-key"}], "sources[0]: write key 'main-key' is already used by a source"),
     ],
@@ -66,3 +67,31 @@ def test_a_port_out_of_range_is_a_usage_error(capsys: pytest.CaptureFixture[str]
     with pytest.raises(SystemExit):
         build_parser().parse_args(["up", "--segment-port", "70000"])
     assert "70000 is not a port" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        # `--write-key "$UNSET"` started a stack whose default source took no call.
+        (["--write-key", ""], '--write-key: "write_key" must be a non-empty string without surrounding spaces'),
+        (["--write-key", " key"], '--write-key: "write_key" must be a non-empty string without surrounding spaces'),
+        (["--write-key", "a:b"], '--write-key: "write_key" must not contain \':\''),
+        (["--mailjet-api-key", ""], "--mailjet-api-key is empty"),
+        (["--mailjet-api-key", "a:b"], "--mailjet-api-key must not contain ':'"),
+        (["--mailjet-secret-key", " "], "--mailjet-secret-key is empty"),
+        # Was silently replaced by a generated key.
+        (["--auth-key", ""], "--auth-key is empty; give one, or leave it out to generate one"),
+    ],
+)
+def test_a_credential_no_client_could_use_is_refused(flags: list[str], message: str) -> None:
+    with pytest.raises(ValueError) as caught:
+        config_from_args(build_parser().parse_args(["up", *flags]))
+    assert message in str(caught.value)
+
+
+def test_the_credentials_given_are_the_stacks() -> None:
+    config = config_from_args(build_parser().parse_args(
+        ["up", "--write-key", "wk", "--mailjet-api-key", "ak", "--mailjet-secret-key", "s:k", "--auth-key", "auth"]
+    ))
+    given = (config.write_key, config.mailjet_api_key, config.mailjet_secret_key, config.auth_key)
+    assert given == ("wk", "ak", "s:k", "auth")

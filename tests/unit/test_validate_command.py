@@ -61,3 +61,24 @@ def test_missing_file_is_a_usage_error(tmp_path):
 def test_empty_input_is_invalid():
     code, out, _ = run_with("segment.identify", ["-"], "\n\n")
     assert code == EXIT_INVALID and "empty input" in out
+
+
+def test_what_the_fakes_refuse_as_json_is_not_valid_json_here_either(tmp_path):
+    # Python's json reads NaN, Infinity and 1e999 (inf); no JSON encoder, nor the fake Segment, does.
+    lines = [
+        '{"userId": "u1", "traits": {"score": NaN}}',
+        '{"userId": "u1", "traits": {"score": -Infinity}}',
+        '{"userId": "u1", "traits": {"score": 1e999}}',
+    ]
+    code, out, _ = run_with("segment.identify", ["-"], "\n".join(lines))
+    assert code == EXIT_INVALID
+    assert out.count("invalid against segment.identify\n  not valid JSON: ") == 3
+    assert "NaN is not valid JSON" in out and "Infinity is not valid JSON" in out and "1e999 is out of range" in out
+
+
+def test_json_nested_too_deep_is_reported_not_a_crash(tmp_path):
+    path = tmp_path / "deep.json"
+    path.write_text("[" * 100_000 + "]" * 100_000)
+    code, out, _ = run_with("segment.identify", [str(path)])
+    assert code == EXIT_INVALID
+    assert f"{path}:1: invalid against segment.identify" in out and "nested more than" in out
