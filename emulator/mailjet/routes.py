@@ -41,7 +41,7 @@ from .event_routes import email_event_routes
 from .events import EmailEvents
 from .models import SERVICE, Account, Contact, EventCallback, MailjetError, PropertyDefinition, Query, paginate
 from .openapi import openapi_document
-from .send import SendError, malformed_json, method_not_allowed, send
+from .send import SendError, malformed_json, method_not_allowed, payload_too_big, send
 from .service import MailjetService
 from .storage import MailjetStore
 
@@ -146,7 +146,8 @@ async def read_raw(request: Request) -> bytes:
     try:
         return await read_capped(request, MAX_BODY_BYTES)
     except BodyTooLarge as exc:
-        # Guess: Mailjet publishes no request size limit or its answer; 413 in the REST error shape.
+        # Guess: Mailjet publishes no REST request size limit or its answer; 413 in the REST error
+        # shape (Send v3.1 documents its own: `payload_too_big`).
         raise MailjetError(413, f"Request entity too large: {exc.size} bytes; the limit is {MAX_BODY_BYTES}") from None
 
 
@@ -483,7 +484,11 @@ def create_app(config: BundleConfig, clock: Clock, urls: BundleUrls) -> Starlett
         if request.method != "POST":
             raise method_not_allowed()
         try:
-            body = decode_json(await read_raw(request))
+            raw = await read_capped(request, MAX_BODY_BYTES)
+        except BodyTooLarge as exc:
+            raise payload_too_big(exc.size, MAX_BODY_BYTES) from None
+        try:
+            body = decode_json(raw)
         except ValueError:
             raise malformed_json() from None
         status, result = send(account, body)

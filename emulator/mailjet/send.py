@@ -119,6 +119,12 @@ def malformed_json() -> SendError:
     return SendError("mj-0002", "Malformed JSON, please review the syntax and properties types.")  # documented
 
 
+def payload_too_big(size: int, limit: int) -> SendError:
+    # Documented code and status (DevGuide "Send API errors": mj-0011, 400, "payload too big");
+    # GUESS: the text, and the limit, which Mailjet does not publish (15 MB of attachments fit).
+    return SendError("mj-0011", f"Payload too big: {size} bytes; the limit is {limit} bytes.")
+
+
 def method_not_allowed() -> SendError:
     # Guess: the v3.1 answer to a method other than POST is unknown; REST v3's observed text
     # (java#48) in the v3.1 shape, without an ErrorCode (none is documented for it).

@@ -127,6 +127,18 @@ def test_mailjet_refuses_a_body_over_the_cap_in_its_error_shape(guarded: dict[st
     assert answer.json()["StatusCode"] == 413 and "too large" in answer.json()["ErrorMessage"]
 
 
+def test_send_v31_refuses_a_body_over_the_cap_with_its_documented_code(guarded: dict[str, Any]) -> None:
+    # Send v3.1 documents "mj-0011 payload too big" as a 400 in its own error shape.
+    body = b'{"Messages": [{"Subject": "' + b"x" * MAX_BODY_BYTES + b'"}]}'
+    answer = httpx.post(
+        guarded["mailjet_url"] + "/v3.1/send", content=body,
+        auth=(guarded["mailjet_api_key"], guarded["mailjet_secret_key"]), timeout=30,
+    )
+    assert answer.status_code == 400
+    error = answer.json()
+    assert (error["ErrorCode"], error["StatusCode"]) == ("mj-0011", 400) and error["ErrorIdentifier"]
+
+
 def test_segment_drains_an_oversized_body_and_answers_400(guarded: dict[str, Any]) -> None:
     answer = httpx.post(guarded["segment_url"] + "/v1/batch", content=b"x" * (8 * 1024 * 1024), timeout=30)
     assert answer.status_code == 400 and answer.json()["code"] == "payload_too_large"
