@@ -23,7 +23,7 @@ def snapshot_state(document: Any, service: str, version: int, error: type[ValueE
         raise error(f"format must be {SNAPSHOT_FORMAT!r}, got {document.get('format')!r}")
     if document.get("service") != service:
         raise error(f"service must be {service!r}: this is the fake {service}; the snapshot is of {document.get('service')!r}")
-    if document.get("version") != version:
+    if type(document.get("version")) is not int or document["version"] != version:  # `true == 1` in Python
         raise error(f"version must be {version}: snapshot version {document.get('version')!r} is not supported")
     if "state" not in document:
         raise error("missing state")

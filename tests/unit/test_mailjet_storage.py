@@ -228,6 +228,7 @@ def test_snapshot_round_trip_and_atomic_import(world: World) -> None:
         ({**snapshot, "format": "other"}, "format must be"),
         ({**snapshot, "service": "segment"}, "service must be"),
         ({**snapshot, "version": 2}, "version must be"),
+        ({**snapshot, "version": True}, "version must be"),
         (broken, "refers to a missing contact"),
         ({**snapshot, "state": {"accounts": [{"account": {}}]}}, "fields must be"),
     ]:

@@ -136,6 +136,23 @@ def test_a_failed_transaction_leaves_nothing(tmp_path: Path) -> None:
     assert db.execute("SELECT count(*) FROM things").fetchone()[0] == 0
 
 
+def test_a_transaction_whose_commit_fails_is_rolled_back_and_the_next_one_runs(tmp_path: Path) -> None:
+    schema = (
+        "CREATE TABLE IF NOT EXISTS parents (id INTEGER PRIMARY KEY);\n"
+        "CREATE TABLE IF NOT EXISTS children (parent INTEGER REFERENCES parents(id) DEFERRABLE INITIALLY DEFERRED);"
+    )
+    db = open_database(tmp_path / "x.sqlite3", schema, 1)
+    db.execute("PRAGMA foreign_keys = ON")
+    with pytest.raises(sqlite3.IntegrityError):
+        with transaction(db):
+            db.execute("INSERT INTO children VALUES (7)")  # checked only at COMMIT
+    assert not db.in_transaction
+    with transaction(db):
+        db.execute("INSERT INTO parents VALUES (7)")
+        db.execute("INSERT INTO children VALUES (7)")
+    assert db.execute("SELECT count(*) FROM children").fetchone()[0] == 1
+
+
 def test_the_segment_database_of_another_schema_version_is_refused(tmp_path: Path, clock: Clock) -> None:
     db = sqlite3.connect(tmp_path / DATABASE_NAME)
     db.execute("PRAGMA user_version = 99")
