@@ -43,6 +43,12 @@ MANAGECONTACT_LOWERCASE = {"email": "low@example.com", "action": "addnoforce", "
 BULK_RUDDERSTACK = {"Action": "addnoforce", "Contacts": [{"email": "a@example.com", "Name": "A", "IsExcludedFromCampaigns": False,
                                                           "properties": {"plan": "pro"}}]}
 BULK_ANY_CASE = {"contactslists": [{"listid": "1", "ACTION": "addforce"}], "CONTACTS": [{"EMAIL": "a@b.co", "isExcludedFromCampaigns": "true"}]}
+# The official Go client (mailjet-apiv3-go) marshals every field of its request structs that has no
+# omitempty: ContactslistManageContact and AddContactAction send "Name": "" and "Properties": null
+# when not set, ContactManagemanycontacts "ContactsLists": null (resources/resources.go, core.go buildMap).
+MANAGECONTACT_GO = {"Email": "go@example.com", "Name": "", "Action": "addnoforce", "Properties": None}
+BULK_GO = {"Action": "addnoforce", "Contacts": [{"Email": "go@example.com", "Name": "", "Properties": None}]}
+BULK_CONTACT_GO = {"ContactsLists": None, "Contacts": [{"Email": "go@example.com", "Name": "", "Properties": None}]}
 METADATA = {"Datatype": "str", "ID": 4321, "Name": "first_name", "NameSpace": "static"}
 CONTACTDATA = json.loads('{"ContactID":207971034,"Data":[{"Name":"test","Value":"Test 2"}],"ID":207971034}')
 LISTRECIPIENT = json.loads(
@@ -57,6 +63,16 @@ SEND_REQUEST = json.loads(
     '"Subject":"Your email flight plan!","TextPart":"Dear passenger 1, …","HTMLPart":"<h3>…</h3>",'
     '"CustomID":"PassengerEticket1234","EventPayload":"Eticket,1234,row,15,seat,B"}],"SandboxMode": true}'
 )
+# Properties every message needs may come from Globals (a message's own property winning), as the
+# fake merges them: From, Subject and the parts once, To per message.
+SEND_GLOBALS = {"Globals": {"From": {"Email": "pilot@mailjet.com", "Name": "Mailjet Pilot"}, "Subject": "Your email flight plan!",
+                            "TextPart": "Dear passenger, welcome!", "TemplateLanguage": True},
+                "Messages": [{"To": [{"Email": "passenger1@mailjet.com"}], "TemplateErrorDeliver": True},
+                             {"To": [{"Email": "passenger2@mailjet.com"}], "Subject": "Your own plan"}]}
+SEND_GLOBAL_TO = {"Globals": {"To": [{"Email": "ops@example.com"}], "CustomCampaign": "spring"},
+                  "Messages": [{"From": {"Email": "a@b.co"}, "HTMLPart": "<p>x</p>", "DeduplicateCampaign": True}]}
+# mailjet-apiv3-go's MessagesV31 names the root flag "SandBoxMode"; root keys match in any case.
+SEND_GO_SANDBOX = {"Messages": SEND_REQUEST["Messages"], "SandBoxMode": True}
 SEND_RESPONSE = json.loads(
     '{"Messages":[{"Status":"success","CustomID":"","To":[{"Email":"passenger1@mailjet.com",'
     '"MessageUUID":"cb927469-36fd-4c02-bce4-0d199929a207","MessageID":70650219165027410,'
@@ -97,17 +113,17 @@ VALID = {
     "mailjet.contact": [CONTACT_DEVGUIDE, CONTACT_OBSERVED],
     "mailjet.contactslist": [CONTACTSLIST],
     "mailjet.managecontact.request": [MANAGECONTACT_REQUEST, {"Email": "a@b.co", "Action": "unsub"}, MANAGECONTACT_LOWERCASE,
-                                      {"EMAIL": "a@b.co", "AcTiOn": "unsub", "name": "A"}],
+                                      {"EMAIL": "a@b.co", "AcTiOn": "unsub", "name": "A"}, MANAGECONTACT_GO],
     "mailjet.managecontact.response": [MANAGECONTACT_RESPONSE],
     "mailjet.managemanycontacts.request": [BULK_REQUEST, {"ContactsLists": [{"ListID": 1, "Action": "addforce"}], "Contacts": [{"Email": "a@b.co"}]},
-                                           BULK_RUDDERSTACK, BULK_ANY_CASE],
+                                           BULK_RUDDERSTACK, BULK_ANY_CASE, BULK_GO, BULK_CONTACT_GO],
     "mailjet.managemanycontacts.job": [JOB, {**JOB, "Status": "In Progress", "JobEnd": "", "Count": 0}],
     "mailjet.contactmetadata": [METADATA],
     "mailjet.contactdata": [CONTACTDATA, {"ContactID": 1, "Data": [], "ID": 1}],
     "mailjet.listrecipient": [LISTRECIPIENT],
     "mailjet.eventcallbackurl": [CALLBACK],
     "mailjet.error": REST_ERRORS,
-    "mailjet.send.request": [SEND_REQUEST],
+    "mailjet.send.request": [SEND_REQUEST, SEND_GLOBALS, SEND_GLOBAL_TO, SEND_GO_SANDBOX],
     "mailjet.send.response": [SEND_RESPONSE, SEND_PARTIAL_ERROR],
     "mailjet.send.error": [SEND_ERROR, SEND_401],
     **{f"mailjet.event.{name}": [json.loads(text)] for name, text in EVENTS.items()},
@@ -150,6 +166,11 @@ INVALID = [
     ("mailjet.managemanycontacts.request", _with(BULK_ANY_CASE, action="addnoforce"), "$", "not"),
     ("mailjet.managemanycontacts.request", _with(BULK_ANY_CASE, CONTACTS=[{"name": "no email"}]), "$.CONTACTS[0].Email", "required"),
     ("mailjet.managemanycontacts.request", _with(BULK_ANY_CASE, contactslists=[{"listid": 1}]), "$.contactslists[0].Action", "required"),
+    ("mailjet.managecontact.request", _with(MANAGECONTACT_GO, Properties=[]), "$.Properties", "type"),
+    ("mailjet.managemanycontacts.request", _with(BULK_CONTACT_GO, ContactsLists={"ListID": 1}), "$.ContactsLists", "type"),
+    # An id given as text is ASCII digits: an Arabic-Indic "١" is no list id (the fake answers "listID missing or not valid").
+    ("mailjet.managemanycontacts.request", _with(BULK_CONTACT_GO, ContactsLists=[{"ListID": "\u0661", "Action": "addnoforce"}]),
+     "$.ContactsLists[0].ListID", "anyOf"),
     ("mailjet.managemanycontacts.job", _with(JOB, Status="Done"), "$.Status", "enum"),
     ("mailjet.contactmetadata", _with(METADATA, Datatype="string"), "$.Datatype", "enum"),
     ("mailjet.contactmetadata", _with(_without(METADATA, "Datatype"), DataType="str"), "$", "additionalProperties"),
@@ -166,6 +187,22 @@ INVALID = [
     ("mailjet.send.request", {"Messages": [{"TextPart": "t", "To": [{"Email": "c@d.co"}]}]}, "$.Messages[0].From", "required"),
     ("mailjet.send.request", {"Messages": [{**SEND_REQUEST["Messages"][0], "To": [{"Email": f"r{i}@x.co"} for i in range(51)]}]},
      "$.Messages[0].To", "maxItems"),
+    # What Globals cannot stand in for: an empty To, a part or sender given nowhere; Globals obey the message rules.
+    ("mailjet.send.request", _with(SEND_GLOBALS, Globals={**SEND_GLOBALS["Globals"], "To": []}, Messages=[{"TextPart": "t"}]),
+     "$.Messages[0].To", "required"),
+    ("mailjet.send.request", _with(SEND_GLOBAL_TO, Messages=[{"From": {"Email": "a@b.co"}}]), "$.Messages[0]", "anyOf"),
+    ("mailjet.send.request", _with(SEND_GLOBAL_TO, Messages=[{"TextPart": "t"}]), "$.Messages[0].From", "required"),
+    ("mailjet.send.request", {"Messages": [{**SEND_REQUEST["Messages"][0], "TemplateErrorDeliver": True}]},
+     "$.Messages[0]", "dependentRequired"),
+    ("mailjet.send.request", {"Messages": [{**SEND_REQUEST["Messages"][0], "DeduplicateCampaign": True}]},
+     "$.Messages[0].CustomCampaign", "required"),
+    ("mailjet.send.request", _with(SEND_REQUEST, Globals={"Priority": 7}), "$.Globals.Priority", "enum"),
+    ("mailjet.send.request", _with(SEND_REQUEST, Globals={"Headers": {f"X-H{i}": "v" for i in range(51)}}), "$.Globals.Headers", "maxProperties"),
+    ("mailjet.send.request", _with(SEND_REQUEST, Globals={"Attachments": [{"ContentType": "text/plain", "Filename": "", "Base64Content": "YQ=="}]}),
+     "$.Globals.Attachments[0].Filename", "minLength"),
+    ("mailjet.send.request", _with(SEND_REQUEST, Globals={"Bogus": 1}), "$.Globals", "additionalProperties"),
+    ("mailjet.send.request", _with(SEND_GO_SANDBOX, SandBoxMode="yes"), "$.SandBoxMode", "type"),
+    ("mailjet.send.request", {"messages": []}, "$.messages", "minItems"),
     ("mailjet.send.response", {"Messages": [{"Status": "success", "To": [{"Email": "a@b.co", "MessageID": "1"}], "Cc": [], "Bcc": []}]},
      "$.Messages[0]", "oneOf"),
     ("mailjet.send.error", _without(SEND_ERROR, "ErrorIdentifier"), "$.ErrorIdentifier", "required"),
