@@ -135,6 +135,7 @@ class FaultMiddleware:
         render: Renderer,
         credential: Callable[[Scope, bytes | None], str | None],
         credential_in_body: bool = False,
+        tenant_epoch: Callable[[str | None], object] | None = None,
     ) -> None:
         self.app = app
         self.rules = rules
@@ -142,6 +143,7 @@ class FaultMiddleware:
         self.render = render
         self.credential = credential
         self.credential_in_body = credential_in_body
+        self.tenant_epoch = tenant_epoch
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or not self.rules or scope["path"].startswith(CONTROL_PREFIX):
@@ -168,11 +170,13 @@ class FaultMiddleware:
         await body.read(_READ_AHEAD_BYTES)
         if not late_answer:
             await body.discard_rest()
+        epoch = self._epoch(scope, body, credential) if late_answer else None
         if rule.delay_ms:
             await asyncio.sleep(rule.delay_ms / 1000)
-        if self.journal.generation != arrived:
-            # The server was reset while the request was held: it belongs to the forgotten state, so
-            # it is neither handled nor journaled, and its client sees the connection close unanswered.
+        if self.journal.generation != arrived or (late_answer and self._epoch(scope, body, credential) != epoch):
+            # The server, or the request's own account or workspace, was reset while the request was
+            # held: it belongs to the forgotten state, so it is neither handled nor journaled, and its
+            # client sees the connection close unanswered.
             _close_connection(receive)
             await _until_disconnect(receive)
         elif late_answer:
@@ -184,6 +188,12 @@ class FaultMiddleware:
             await self._hold(scope, receive, body.content(), rule)
         else:
             await self._respond(scope, send, body.content(), rule)
+
+    def _epoch(self, scope: Scope, body: _ReadAhead, credential: str | None) -> object:
+        """What a reset of the request's account or workspace changes (None without `tenant_epoch`)."""
+        if self.tenant_epoch is None:
+            return None
+        return self.tenant_epoch(credential if credential is not None else self.credential(scope, body.content()))
 
     async def _respond(self, scope: Scope, send: Send, body: bytes, rule: FaultRule) -> None:
         status, headers, content = self.render(rule, scope)
@@ -319,13 +329,18 @@ def service_middleware(
     credential: Callable[[Scope, bytes | None], str | None],
     control_token: str | None,
     credential_in_body: bool = False,
+    tenant_epoch: Callable[[str | None], object] | None = None,
 ) -> list[Middleware]:
-    """The middleware stack both fakes share, outermost first: control token, faults, journal."""
+    """The middleware stack both fakes share, outermost first: control token, faults, journal.
+
+    `tenant_epoch(credential)` changes when the account or workspace a request's credential names
+    is reset: a request a fault held across that reset is closed unanswered, as across a whole one.
+    """
     stack = [] if control_token is None else [Middleware(ControlTokenMiddleware, token=control_token)]
     return stack + [
         Middleware(
             FaultMiddleware, rules=rules, journal=journal, render=render, credential=credential,
-            credential_in_body=credential_in_body,
+            credential_in_body=credential_in_body, tenant_epoch=tenant_epoch,
         ),
         Middleware(JournalMiddleware, journal=journal),
     ]

@@ -27,7 +27,11 @@ API_KEY_HEADER = "X-Segjet-Api-Key"
 
 
 def named_api_key(request: Request) -> str | None:
-    return request.query_params.get("apiKey") or request.headers.get(API_KEY_HEADER)
+    """The API key the call names, None when it names none. A key given empty (`?apiKey=` from an unset
+    variable) still names an account, an unknown one: taken as "none", a scoped reset became the
+    whole-server reset and deleted every other account."""
+    query = request.query_params.get("apiKey")
+    return query if query is not None else request.headers.get(API_KEY_HEADER)
 
 
 def tenant_of(service: MailjetService, request: Request) -> Tenant:

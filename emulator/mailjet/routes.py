@@ -503,7 +503,11 @@ def create_app(config: BundleConfig, clock: Clock, urls: BundleUrls) -> Starlett
         *mailjet_dashboard_routes(service.backend, urls),  # pages at /, /app-connections, ...; before the catch-all
         Route("/{path:anypath}", api, methods=ALL_METHODS),
     ]
-    middleware = service_middleware(faults, journal, mailjet_fault_response, basic_username, config.control_token)
+    middleware = service_middleware(
+        faults, journal, mailjet_fault_response, basic_username, config.control_token,
+        # A reset of one account replaces its Tenant: a request held across it is not applied to the new one.
+        tenant_epoch=lambda api_key: service.tenant(api_key) if api_key is not None else None,
+    )
     if store is not None:
         middleware.append(Middleware(BeforeAnswer, hook=service.changes.save))
     app = Starlette(routes=routes, middleware=middleware, lifespan=lifespan)

@@ -63,9 +63,15 @@ def create_app(config: BundleConfig, clock: Clock, urls: BundleUrls) -> Starlett
     faults = FaultRules("write_key", case_insensitive_paths=False)
     faults.add_all(config.faults.get("segment", []))
 
+    def named_write_key(request: Request) -> str | None:
+        # A key given empty (`?writeKey=$UNSET`) still names a workspace, an unknown one (404): taken
+        # as "none", a scoped reset became the whole-server reset and deleted every other workspace.
+        query = request.query_params.get(WRITE_KEY_PARAM)
+        return query if query is not None else request.headers.get(WRITE_KEY_HEADER)
+
     def workspace_of(request: Request) -> Workspace:
-        key = request.query_params.get(WRITE_KEY_PARAM) or request.headers.get(WRITE_KEY_HEADER)
-        if not key:
+        key = named_write_key(request)
+        if key is None:
             return default
         workspace = workspaces.for_write_key(key)
         if workspace is None:
@@ -79,7 +85,7 @@ def create_app(config: BundleConfig, clock: Clock, urls: BundleUrls) -> Starlett
     def reset_workspace(request: Request) -> dict[str, str] | None:
         # A reset naming a write key resets that workspace alone: other workspaces, the journal
         # and the bundle's clock are left as they are (parallel jobs share them).
-        if not (request.query_params.get(WRITE_KEY_PARAM) or request.headers.get(WRITE_KEY_HEADER)):
+        if named_write_key(request) is None:
             return None
         workspace = workspace_of(request)
         workspace.reset()
@@ -162,7 +168,8 @@ def create_app(config: BundleConfig, clock: Clock, urls: BundleUrls) -> Starlett
             *segment_dashboard_routes(default.backend, urls),  # pages at /, /debugger, ...; SSE, validate, trace
         ],
         middleware=service_middleware(
-            faults, journal, segment_fault_response, write_key, config.control_token, credential_in_body=True
+            faults, journal, segment_fault_response, write_key, config.control_token, credential_in_body=True,
+            tenant_epoch=lambda key: (workspace := workspaces.for_tracking(key or ""), workspace.resets),
         ) + ([Middleware(BeforeAnswer, hook=store.flush)] if store is not None else []),
         exception_handlers={HTTPException: _http_error, Exception: _internal_error},
         lifespan=lifespan,

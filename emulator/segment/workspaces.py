@@ -53,6 +53,8 @@ class Workspace:
         self.pipeline = DeliveryPipeline.from_config(config, clock, urls, owner=owner)
         self.backend.add_listener(lambda stored: self.pipeline.submit(stored.message))
         self.recorder: WorkspaceRecorder | None = None
+        # Counts resets: a request a fault held across one belongs to the forgotten state (fault_routes).
+        self.resets = 0
 
     def attach(self, store: SegmentStore) -> None:
         """Write every change of this workspace to `store` from now on."""
@@ -63,6 +65,7 @@ class Workspace:
 
     def reset(self) -> None:
         """Forget messages, profiles, deliveries; Engage and the destination back to the config. Sources stay."""
+        self.resets += 1
         self.clear()
         if self.recorder is not None:
             self.recorder.cleared()

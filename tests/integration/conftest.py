@@ -2,12 +2,21 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 
+import httpx
 import pytest
 from starlette.types import ASGIApp
 
-from emulator.common.server import LoopThread, Runner, serve_in_background
+from destination.app import create_app as create_destination_app
+from destination.keyring import KeyRing, MailjetAccount
+from emulator.common.clock import Clock
+from emulator.common.server import LoopThread, Runner, bind, serve_in_background, url_of
+from emulator.config import BundleConfig, BundleUrls
+from emulator.mailjet.routes import create_app as create_mailjet_app
+from emulator.segment.routes import create_app as create_segment_app
 
 StartApps = Callable[[dict[str, ASGIApp]], dict[str, str]]
 
@@ -26,3 +35,70 @@ def serve() -> Iterator[StartApps]:
     for loop_thread, runner in started:
         loop_thread.run(runner.stop())
         loop_thread.close()
+
+
+@dataclass
+class TwoTenantStack:
+    """A bundle whose destination knows two Mailjet accounts: A (the configured one, default workspace
+    `ws-a`) and B (added per test by `tenant_b`); one event loop, one running virtual clock."""
+
+    segment_url: str
+    mailjet_url: str
+    http: httpx.Client
+
+
+TWO_TENANTS = {
+    "a": {"write_key": "ws-a", "api_key": "key-a", "secret_key": "secret-a", "auth_key": "auth-a"},
+    "b": {"write_key": "ws-b", "api_key": "key-b", "secret_key": "secret-b", "auth_key": "auth-b"},
+}
+
+
+@pytest.fixture(scope="module")
+def two_tenant_stack() -> Iterator[TwoTenantStack]:
+    a, b = TWO_TENANTS["a"], TWO_TENANTS["b"]
+    loop_thread = LoopThread()
+    sockets = [bind("127.0.0.1", 0) for _ in range(3)]
+    urls = BundleUrls(*(url_of(sock) for sock in sockets))
+    clock = Clock()
+    config = BundleConfig(
+        write_key=a["write_key"], mailjet_api_key=a["api_key"], mailjet_secret_key=a["secret_key"],
+        auth_key=a["auth_key"], seed=0,
+    )
+    ring = KeyRing({
+        tenant["auth_key"]: MailjetAccount(urls.mailjet_url, tenant["api_key"], tenant["secret_key"])
+        for tenant in (a, b)
+    })
+    runner = Runner()
+    runner.add("segment", create_segment_app(config, clock, urls), sockets[0])
+    runner.add("mailjet", create_mailjet_app(config, clock, urls), sockets[1])
+    runner.add("destination", create_destination_app(ring), sockets[2])
+    loop_thread.run(runner.start())
+    clock_task = asyncio.run_coroutine_threadsafe(clock.run_forever(), loop_thread.loop)
+    http = httpx.Client(timeout=30)
+    yield TwoTenantStack(urls.segment_url, urls.mailjet_url, http)
+    http.close()
+    clock_task.cancel()
+    loop_thread.run(runner.stop())
+    loop_thread.close()
+
+
+@pytest.fixture
+def tenant_b(two_tenant_stack: TwoTenantStack) -> TwoTenantStack:
+    """Both fakes reset, then tenant B set up as a parallel job would: its own source (workspace), its
+    own Mailjet account, each pointing at the other; A's App Connections send events to `ws-a`."""
+    stack, a, b = two_tenant_stack, TWO_TENANTS["a"], TWO_TENANTS["b"]
+    http, segment, mailjet = stack.http, stack.segment_url, stack.mailjet_url
+    for url in (segment, mailjet):
+        assert http.post(f"{url}/_emulator/reset").status_code == 200
+    steps = [
+        http.post(f"{segment}/_emulator/sources", json={"name": "job b", "write_key": b["write_key"]}),
+        http.post(f"{mailjet}/_emulator/accounts", json={"api_key": b["api_key"], "secret_key": b["secret_key"]}),
+        http.put(f"{mailjet}/_emulator/app-connections/segment", params={"apiKey": b["api_key"]},
+                 json={"authenticationKey": b["auth_key"], "writeKey": b["write_key"], "sendEvents": True}),
+        http.put(f"{mailjet}/_emulator/app-connections/segment", json={"writeKey": a["write_key"], "sendEvents": True}),
+        http.put(f"{segment}/_emulator/destinations/mailjet", params={"writeKey": b["write_key"]},
+                 json={"settings": {"apiKey": b["auth_key"]}}),
+    ]
+    for answer in steps:
+        assert answer.status_code in (200, 201), answer.text
+    return stack

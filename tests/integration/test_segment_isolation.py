@@ -4,6 +4,7 @@ deliveries and resets stay separate, as parallel CI jobs sharing one server need
 from __future__ import annotations
 
 import base64
+import threading
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -19,6 +20,7 @@ from starlette.routing import Route
 from emulator.common.clock import Clock
 from emulator.config import BundleConfig, BundleUrls
 from emulator.segment.routes import create_app
+from tests.integration.conftest import TWO_TENANTS, TwoTenantStack
 
 DEFAULT_KEY = "iso-default"
 WAIT_SECONDS = 15
@@ -181,3 +183,198 @@ def test_a_write_key_basic_auth_would_cut_is_refused(http: httpx.Client, stack: 
     answer = http.post("/_emulator/sources", json={"name": "colon", "write_key": "iso:h"})
     assert answer.status_code == 400 and ":" in answer.json()["error"]
     assert http.get("/_emulator/sources", params={"writeKey": "iso:h"}).status_code == 404
+
+
+# ---------------------------------------------------------------- two jobs on one whole stack
+# Workspace ws-a (the default) delivers to Mailjet account A, workspace ws-b to account B; each
+# account's App Connections send email events back to its own workspace (conftest `tenant_b`).
+
+A, B = TWO_TENANTS["a"], TWO_TENANTS["b"]
+
+
+def keys(tenant: dict[str, str]) -> tuple[str, str]:
+    return tenant["api_key"], tenant["secret_key"]
+
+
+def contact_emails(stack: TwoTenantStack, tenant: dict[str, str]) -> list[str]:
+    answer = stack.http.get(f"{stack.mailjet_url}/v3/REST/contact", params={"Limit": 1000}, auth=keys(tenant))
+    assert answer.status_code == 200, answer.text
+    return sorted(contact["Email"] for contact in answer.json()["Data"])
+
+
+def contact_data(stack: TwoTenantStack, tenant: dict[str, str], email: str) -> dict[str, str]:
+    answer = stack.http.get(f"{stack.mailjet_url}/v3/REST/contactdata/{email}", auth=keys(tenant))
+    assert answer.status_code == 200, answer.text
+    return {item["Name"]: item["Value"] for item in answer.json()["Data"][0]["Data"]}
+
+
+def segment_get(stack: TwoTenantStack, path: str, tenant: dict[str, str], **params: Any) -> Any:
+    answer = stack.http.get(f"{stack.segment_url}{path}", params={"writeKey": tenant["write_key"], **params})
+    assert answer.status_code == 200, answer.text
+    return answer.json()
+
+
+def wait(probe: Any, what: str) -> Any:
+    deadline = time.monotonic() + WAIT_SECONDS
+    while True:
+        found = probe()
+        if found:
+            return found
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.02)
+
+
+def send_email(stack: TwoTenantStack, tenant: dict[str, str], to: str) -> int:
+    message = {"From": {"Email": "shop@example.com"}, "To": [{"Email": to}], "Subject": "Hi", "HTMLPart": "<p>Hi</p>"}
+    answer = stack.http.post(f"{stack.mailjet_url}/v3.1/send", json={"Messages": [message]}, auth=keys(tenant))
+    assert answer.status_code == 200, answer.text
+    return answer.json()["Messages"][0]["To"][0]["MessageID"]
+
+
+def tracked(stack: TwoTenantStack, tenant: dict[str, str]) -> list[tuple[str, str]]:
+    events = segment_get(stack, "/_emulator/events", tenant, type="track", limit=1000)["events"]
+    return [(event["event"], event.get("userId") or event.get("anonymousId")) for event in events]
+
+
+def test_two_jobs_run_the_round_trip_at_the_same_time(tenant_b: TwoTenantStack) -> None:
+    stack = tenant_b
+
+    def job(tenant: dict[str, str]) -> None:
+        client = Client(tenant["write_key"], host=stack.segment_url, sync_mode=True, max_retries=0)
+        for i in range(15):
+            assert client.identify(f"u{i}", {"email": f"{tenant['write_key']}-{i}@example.com", "plan": "pro"})[0]
+
+    threads = [threading.Thread(target=job, args=(tenant,)) for tenant in (A, B)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    for tenant in (A, B):
+        expected = sorted(f"{tenant['write_key']}-{i}@example.com" for i in range(15))
+        wait(lambda tenant=tenant, expected=expected: contact_emails(stack, tenant) == expected, f"{tenant['api_key']}'s contacts")
+
+    # An audience of B's workspace: its sync reaches B's contacts only, under B's Engage space.
+    answer = stack.http.post(f"{stack.segment_url}/_emulator/engage/audiences", params={"writeKey": B["write_key"]},
+                             json={"name": "Pro", "rule": {"trait": "plan", "equals": "pro"}})
+    assert answer.status_code == 201, answer.text
+    synced = stack.http.post(f"{stack.segment_url}/_emulator/engage/sync", params={"writeKey": B["write_key"]}).json()
+    assert synced["count"] == 15
+    wait(lambda: len(segment_get(stack, "/_emulator/deliveries", B, state="delivered", limit=1000)["deliveries"]) == 30,
+         "B's identifies and Engage syncs delivered")
+    assert contact_data(stack, B, "ws-b-3@example.com")["pro"] == "true"
+    assert "pro" not in contact_data(stack, A, "ws-a-3@example.com")
+    assert segment_get(stack, "/_emulator/events", A, source="Engage")["events"] == []
+
+    # Email events go back to the workspace of the account that sent the email.
+    sent_a, sent_b = send_email(stack, A, "ws-a-1@example.com"), send_email(stack, B, "ws-b-2@example.com")
+    for tenant, sent in ((A, sent_a), (B, sent_b)):
+        opened = stack.http.post(f"{stack.mailjet_url}/_emulator/messages/{sent}/events",
+                                 params={"apiKey": tenant["api_key"]}, json={"event": "open"})
+        assert opened.status_code == 201, opened.text
+    wait(lambda: ("Email Opened", "u1") in tracked(stack, A) and ("Email Opened", "u2") in tracked(stack, B), "opens")
+    assert sorted(tracked(stack, A)) == [("Email Delivered", "u1"), ("Email Opened", "u1")]
+    assert sorted(tracked(stack, B)) == [("Email Delivered", "u2"), ("Email Opened", "u2")]
+
+
+def test_resetting_one_job_mid_delivery_of_the_other(tenant_b: TwoTenantStack) -> None:
+    stack = tenant_b
+    http, segment, mailjet = stack.http, stack.segment_url, stack.mailjet_url
+    Client(A["write_key"], host=segment, sync_mode=True).identify("a1", {"email": "a1@example.com"})
+    wait(lambda: contact_emails(stack, A) == ["a1@example.com"], "A's contact")
+    # B's upserts are answered late by Mailjet: B's delivery is in flight while A resets both fakes.
+    fault = http.post(f"{mailjet}/_emulator/faults", json={"path": "/v3/REST/contactslist/*/managecontact",
+                                                           "status": None, "delay_ms": 800, "api_key": B["api_key"]})
+    assert fault.status_code == 201, fault.text
+    Client(B["write_key"], host=segment, sync_mode=True).identify("b1", {"email": "b1@example.com"})
+    wait(lambda: http.get(f"{mailjet}/_emulator/faults").json()["faults"][0]["fired"] == 1, "B's upsert held")
+
+    assert http.post(f"{segment}/_emulator/reset", params={"writeKey": A["write_key"]}).status_code == 200
+    assert http.post(f"{mailjet}/_emulator/reset", params={"apiKey": A["api_key"]}).status_code == 200
+
+    assert contact_emails(stack, A) == []
+    assert segment_get(stack, "/_emulator/events", A)["events"] == []
+    [delivered] = wait(lambda: segment_get(stack, "/_emulator/deliveries", B, state="delivered")["deliveries"], "B's delivery")
+    assert delivered["userId"] == "b1"
+    assert contact_emails(stack, B) == ["b1@example.com"]
+    assert http.get(f"{segment}/_emulator/sources", params={"writeKey": B["write_key"]}).status_code == 200
+    assert len(http.get(f"{mailjet}/_emulator/accounts").json()["accounts"]) == 2
+
+
+def test_one_clock_move_fires_each_jobs_own_timers_only(tenant_b: TwoTenantStack) -> None:
+    stack = tenant_b
+    http, segment, mailjet = stack.http, stack.segment_url, stack.mailjet_url
+    # A: an audience on the bundle's 2 h Engage schedule. B: a delivery Mailjet fails once (retried on
+    # the clock), and email events Segment refuses for B's write key only (forwards retried on the clock).
+    answer = http.post(f"{segment}/_emulator/engage/audiences", json={"name": "Pro", "rule": {"trait": "plan", "equals": "pro"}})
+    assert answer.status_code == 201, answer.text
+    rule = {"path": "/v3/REST/*", "status": 503, "times": 1, "api_key": B["api_key"]}
+    assert http.post(f"{mailjet}/_emulator/faults", json=rule).status_code == 201
+    Client(A["write_key"], host=segment, sync_mode=True).identify("a1", {"email": "a1@example.com", "plan": "pro"})
+    wait(lambda: contact_emails(stack, A) == ["a1@example.com"], "A's contact")
+    Client(B["write_key"], host=segment, sync_mode=True).identify("b1", {"email": "b1@example.com", "plan": "pro"})
+    [retrying] = wait(lambda: segment_get(stack, "/_emulator/deliveries", B, state="retrying")["deliveries"], "B retrying")
+    assert retrying["userId"] == "b1"
+    assert segment_get(stack, "/_emulator/deliveries", A, state="retrying")["deliveries"] == []
+    rule = {"path": "/v1/*", "status": 503, "times": 1, "write_key": B["write_key"]}
+    assert http.post(f"{segment}/_emulator/faults", json=rule).status_code == 201
+    sent_a, sent_b = send_email(stack, A, "a1@example.com"), send_email(stack, B, "b1@example.com")
+    wait(lambda: tracked(stack, A) == [("Email Delivered", "a1")], "A's email event in A")
+
+    def forward_state() -> str:
+        rows = http.get(f"{mailjet}/_emulator/email-events", params={"apiKey": B["api_key"], "MessageID": sent_b}).json()
+        return rows["email_events"][0]["segment"]["state"] if rows["email_events"] else ""
+
+    wait(lambda: forward_state() == "retrying", "B's email event refused by Segment, retrying")
+
+    moved = http.post(f"{segment}/_emulator/clock", json={"advance": "2h"})
+    assert moved.status_code == 200, moved.text
+    wait(lambda: contact_emails(stack, B) == ["b1@example.com"], "B's retried contact")
+    wait(lambda: contact_data(stack, A, "a1@example.com").get("pro") == "true", "A's audience synced to A")
+    assert "pro" not in contact_data(stack, B, "b1@example.com")  # A's sync went to A's account only
+    assert segment_get(stack, "/_emulator/events", B, source="Engage")["events"] == []
+    assert [event["userId"] for event in segment_get(stack, "/_emulator/events", A, source="Engage")["events"]] == ["a1"]
+    # B's email event reached B's workspace once retried; A's was never held up.
+    # (B's email went out before B's contact existed, so its event names the email, not a userId.)
+    wait(lambda: tracked(stack, B) == [("Email Delivered", "b1@example.com")], "B's email event in B")
+    assert tracked(stack, A) == [("Email Delivered", "a1")] and sent_a != sent_b
+
+
+def test_a_reset_naming_an_empty_write_key_resets_nothing(http: httpx.Client, stack: tuple[str, Destination]) -> None:
+    # A CI job resetting "its" workspace with an unset variable (`?writeKey=$KEY`) named no workspace,
+    # and got the whole-server reset: every other job's workspace was deleted mid-run.
+    url, _ = stack
+    new_workspace(http, "iso-h")
+    identify(url, "iso-h", "u1", {"email": "h@example.com"})
+    answer = http.post("/_emulator/reset", params={"writeKey": ""})
+    assert answer.status_code == 404
+    assert len(get(http, "/_emulator/events", "iso-h")["events"]) == 1
+
+
+def test_a_call_held_by_a_fault_across_a_reset_of_its_workspace_is_not_stored(
+    http: httpx.Client, stack: tuple[str, Destination]
+) -> None:
+    # A whole reset drops a call a fault still holds; a reset of its workspace did not: the held
+    # identify was stored (and delivered) in the fresh workspace, after the reset had answered.
+    url, _ = stack
+    new_workspace(http, "iso-held")
+    rule = {"path": "/v1/*", "status": None, "delay_ms": 600, "write_key": "iso-held"}
+    fault = http.post("/_emulator/faults", json=rule)
+    assert fault.status_code == 201, fault.text
+    try:
+        def held_identify() -> None:
+            try:
+                Client("iso-held", host=url, sync_mode=True, max_retries=0).identify("u1", {"email": "x@example.com"})
+            except Exception:  # noqa: BLE001 - closed unanswered, as a whole reset does to it
+                pass
+
+        thread = threading.Thread(target=held_identify)
+        thread.start()
+        deadline = time.monotonic() + WAIT_SECONDS
+        while get(http, "/_emulator/faults")["faults"][0]["fired"] == 0:
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        assert http.post("/_emulator/reset", params={"writeKey": "iso-held"}).status_code == 200
+        thread.join()
+        assert get(http, "/_emulator/events", "iso-held")["events"] == []
+    finally:
+        http.delete(f"/_emulator/faults/{fault.json()['id']}")
