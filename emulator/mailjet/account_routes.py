@@ -93,8 +93,8 @@ def account_routes(service: MailjetService, store: MailjetStore | None) -> list[
 
     async def app_connection_put(request: Request) -> Response:
         try:
+            changes = await read_json_object(request)  # first: the account may be reset while it arrives
             tenant = tenant_of(service, request)
-            changes = await read_json_object(request)
             try:
                 connection = tenant.account.update_app_connection(changes)
             except ValueError as exc:

@@ -22,12 +22,16 @@ from .models import read_id
 
 
 def email_event_routes(events_of: Callable[[Request], EmailEvents]) -> list[Route]:
-    """`events_of(request)`: the email events of the account the request names (ControlError if unknown)."""
+    """`events_of(request)`: the email events of the account the request names (ControlError if unknown).
+
+    A body is read before the account is looked up: a reset of the account while the body arrives
+    replaces it, and the change must go to the account that is, not to the one that was.
+    """
 
     async def emit(request: Request) -> Response:
         try:
-            events = events_of(request)
             body = await read_json_object(request)
+            events = events_of(request)
             record = events.apply(request.path_params["message_id"], body)
         except ControlError as exc:
             return control_error_response(exc)
@@ -58,8 +62,8 @@ def email_event_routes(events_of: Callable[[Request], EmailEvents]) -> list[Rout
 
     async def simulation_put(request: Request) -> Response:
         try:
-            events = events_of(request)
             changes = await read_json_object(request)
+            events = events_of(request)
             try:
                 simulation = events.configure_simulation(changes)
             except ValueError as exc:
@@ -70,7 +74,8 @@ def email_event_routes(events_of: Callable[[Request], EmailEvents]) -> list[Rout
 
     async def campaign_post(request: Request) -> Response:
         try:
-            campaign = events_of(request).send_campaign(await read_json_object(request))
+            body = await read_json_object(request)
+            campaign = events_of(request).send_campaign(body)
         except ControlError as exc:
             return control_error_response(exc)
         except EmailEventError as exc:

@@ -15,7 +15,7 @@ import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import Any, Awaitable, Callable, Sequence, TypeVar
+from typing import Any, Callable, Sequence, TypeVar
 from urllib.parse import unquote, unquote_plus
 
 from starlette.applications import Starlette
@@ -59,7 +59,7 @@ _EMAIL_FILTERS = {"email", "contactemail", "contactalt"}
 # Send v3.1 takes up to 15 MB of attachments (reference §6), about 20 MB once base64-encoded.
 MAX_BODY_BYTES = 25 * 1024 * 1024
 
-Handler = Callable[[Account, Request, list[str]], Awaitable[Response]]
+Handler = Callable[[Account, Request, list[str]], Response]
 
 
 class AnyPathConvertor(PathConvertor):
@@ -142,18 +142,16 @@ def parse_query(request: Request) -> Query:
     return Query.parse(params)
 
 
-async def read_raw(request: Request) -> bytes:
-    try:
-        return await read_capped(request, MAX_BODY_BYTES)
-    except BodyTooLarge as exc:
-        # Guess: Mailjet publishes no REST request size limit or its answer; 413 in the REST error
-        # shape (Send v3.1 documents its own: `payload_too_big`).
-        raise MailjetError(413, f"Request entity too large: {exc.size} bytes; the limit is {MAX_BODY_BYTES}") from None
+def body_too_large(size: int) -> MailjetError:
+    # Guess: Mailjet publishes no REST request size limit or its answer; 413 in the REST error
+    # shape (Send v3.1 documents its own: `payload_too_big`).
+    return MailjetError(413, f"Request entity too large: {size} bytes; the limit is {MAX_BODY_BYTES}")
 
 
-async def read_body(request: Request) -> dict[str, Any]:
-    """The JSON object of a POST/PUT; an empty body counts as `{}` so missing fields are reported."""
-    raw = await read_raw(request)
+def read_body(request: Request) -> dict[str, Any]:
+    """The JSON object of a POST/PUT (read by `api` before the account is picked); an empty body
+    counts as `{}` so missing fields are reported."""
+    raw: bytes = request.state.raw_body
     if not raw.strip():
         return {}
     try:
@@ -170,166 +168,166 @@ async def read_body(request: Request) -> dict[str, Any]:
 # ---------------------------------------------------------------- REST v3 handlers
 
 
-async def list_contacts(account: Account, request: Request, ids: list[str]) -> Response:
+def list_contacts(account: Account, request: Request, ids: list[str]) -> Response:
     query = parse_query(request)
     return listing(account.list_contacts(query), query, Contact.to_json)
 
 
-async def create_contact(account: Account, request: Request, ids: list[str]) -> Response:
-    return created(account.create_contact(await read_body(request)).to_json())
+def create_contact(account: Account, request: Request, ids: list[str]) -> Response:
+    return created(account.create_contact(read_body(request)).to_json())
 
 
-async def get_contact(account: Account, request: Request, ids: list[str]) -> Response:
+def get_contact(account: Account, request: Request, ids: list[str]) -> Response:
     return envelope([account.get_contact(ids[0]).to_json()])
 
 
-async def update_contact(account: Account, request: Request, ids: list[str]) -> Response:
-    contact, changed = account.update_contact(ids[0], await read_body(request))
+def update_contact(account: Account, request: Request, ids: list[str]) -> Response:
+    contact, changed = account.update_contact(ids[0], read_body(request))
     return updated(contact.to_json(), changed)
 
 
-async def manage_contacts_lists(account: Account, request: Request, ids: list[str]) -> Response:
-    items = account.manage_contacts_lists(ids[0], await read_body(request))
+def manage_contacts_lists(account: Account, request: Request, ids: list[str]) -> Response:
+    items = account.manage_contacts_lists(ids[0], read_body(request))
     return created({"ContactsLists": items})
 
 
-async def get_contacts_lists(account: Account, request: Request, ids: list[str]) -> Response:
+def get_contacts_lists(account: Account, request: Request, ids: list[str]) -> Response:
     return listing(account.get_contacts_lists(ids[0]), parse_query(request), dict)
 
 
-async def start_contacts_job(account: Account, request: Request, ids: list[str]) -> Response:
-    return created({"JobID": account.start_contacts_job(await read_body(request)).id})
+def start_contacts_job(account: Account, request: Request, ids: list[str]) -> Response:
+    return created({"JobID": account.start_contacts_job(read_body(request)).id})
 
 
-async def get_contacts_job(account: Account, request: Request, ids: list[str]) -> Response:
+def get_contacts_job(account: Account, request: Request, ids: list[str]) -> Response:
     return envelope([account.get_job(ids[0]).to_json()])
 
 
-async def list_lists(account: Account, request: Request, ids: list[str]) -> Response:
+def list_lists(account: Account, request: Request, ids: list[str]) -> Response:
     query = parse_query(request)
     return listing(account.list_lists(query), query, account.list_json)
 
 
-async def create_list(account: Account, request: Request, ids: list[str]) -> Response:
-    return created(account.list_json(account.create_list(await read_body(request))))
+def create_list(account: Account, request: Request, ids: list[str]) -> Response:
+    return created(account.list_json(account.create_list(read_body(request))))
 
 
-async def get_list(account: Account, request: Request, ids: list[str]) -> Response:
+def get_list(account: Account, request: Request, ids: list[str]) -> Response:
     return envelope([account.list_json(account.get_list(ids[0]))])
 
 
-async def update_list(account: Account, request: Request, ids: list[str]) -> Response:
-    contacts_list, changed = account.update_list(ids[0], await read_body(request))
+def update_list(account: Account, request: Request, ids: list[str]) -> Response:
+    contacts_list, changed = account.update_list(ids[0], read_body(request))
     return updated(account.list_json(contacts_list), changed)
 
 
-async def delete_list(account: Account, request: Request, ids: list[str]) -> Response:
+def delete_list(account: Account, request: Request, ids: list[str]) -> Response:
     account.delete_list(ids[0])
     return no_content()
 
 
-async def manage_contact(account: Account, request: Request, ids: list[str]) -> Response:
+def manage_contact(account: Account, request: Request, ids: list[str]) -> Response:
     # Guess: 201 like every other POST (the real status is unconfirmed, reference §8.3).
-    return created(account.manage_contact(ids[0], await read_body(request)))
+    return created(account.manage_contact(ids[0], read_body(request)))
 
 
-async def start_list_job(account: Account, request: Request, ids: list[str]) -> Response:
-    return created({"JobID": account.start_list_job(ids[0], await read_body(request)).id})
+def start_list_job(account: Account, request: Request, ids: list[str]) -> Response:
+    return created({"JobID": account.start_list_job(ids[0], read_body(request)).id})
 
 
-async def get_list_job(account: Account, request: Request, ids: list[str]) -> Response:
+def get_list_job(account: Account, request: Request, ids: list[str]) -> Response:
     return envelope([account.get_job(ids[1], list_ref=ids[0]).to_json()])
 
 
-async def list_recipients(account: Account, request: Request, ids: list[str]) -> Response:
+def list_recipients(account: Account, request: Request, ids: list[str]) -> Response:
     query = parse_query(request)
     return listing(account.list_recipients(query), query, account.recipient_json)
 
 
-async def create_recipient(account: Account, request: Request, ids: list[str]) -> Response:
-    return created(account.recipient_json(account.create_recipient(await read_body(request))))
+def create_recipient(account: Account, request: Request, ids: list[str]) -> Response:
+    return created(account.recipient_json(account.create_recipient(read_body(request))))
 
 
-async def get_recipient(account: Account, request: Request, ids: list[str]) -> Response:
+def get_recipient(account: Account, request: Request, ids: list[str]) -> Response:
     return envelope([account.recipient_json(account.get_recipient(ids[0]))])
 
 
-async def update_recipient(account: Account, request: Request, ids: list[str]) -> Response:
-    recipient, changed = account.update_recipient(ids[0], await read_body(request))
+def update_recipient(account: Account, request: Request, ids: list[str]) -> Response:
+    recipient, changed = account.update_recipient(ids[0], read_body(request))
     return updated(account.recipient_json(recipient), changed)
 
 
-async def delete_recipient(account: Account, request: Request, ids: list[str]) -> Response:
+def delete_recipient(account: Account, request: Request, ids: list[str]) -> Response:
     account.delete_recipient(ids[0])
     return no_content()
 
 
-async def list_properties(account: Account, request: Request, ids: list[str]) -> Response:
+def list_properties(account: Account, request: Request, ids: list[str]) -> Response:
     query = parse_query(request)
     return listing(account.list_properties(query), query, PropertyDefinition.to_json)
 
 
-async def create_property(account: Account, request: Request, ids: list[str]) -> Response:
-    return created(account.create_property(await read_body(request)).to_json())
+def create_property(account: Account, request: Request, ids: list[str]) -> Response:
+    return created(account.create_property(read_body(request)).to_json())
 
 
-async def get_property(account: Account, request: Request, ids: list[str]) -> Response:
+def get_property(account: Account, request: Request, ids: list[str]) -> Response:
     return envelope([account.get_property(ids[0]).to_json()])
 
 
-async def update_property(account: Account, request: Request, ids: list[str]) -> Response:
-    definition, changed = account.update_property(ids[0], await read_body(request))
+def update_property(account: Account, request: Request, ids: list[str]) -> Response:
+    definition, changed = account.update_property(ids[0], read_body(request))
     return updated(definition.to_json(), changed)
 
 
-async def delete_property(account: Account, request: Request, ids: list[str]) -> Response:
+def delete_property(account: Account, request: Request, ids: list[str]) -> Response:
     account.delete_property(ids[0])
     return no_content()
 
 
-async def list_contact_data(account: Account, request: Request, ids: list[str]) -> Response:
+def list_contact_data(account: Account, request: Request, ids: list[str]) -> Response:
     query = parse_query(request)
     return listing(account.list_contact_data(query), query, account.contact_data_json)
 
 
-async def create_contact_data(account: Account, request: Request, ids: list[str]) -> Response:
-    contact, _ = account.set_contact_data(None, await read_body(request))
+def create_contact_data(account: Account, request: Request, ids: list[str]) -> Response:
+    contact, _ = account.set_contact_data(None, read_body(request))
     return created(account.contact_data_json(contact))
 
 
-async def get_contact_data(account: Account, request: Request, ids: list[str]) -> Response:
+def get_contact_data(account: Account, request: Request, ids: list[str]) -> Response:
     return envelope([account.contact_data_json(account.get_contact(ids[0]))])
 
 
-async def update_contact_data(account: Account, request: Request, ids: list[str]) -> Response:
-    contact, changed = account.set_contact_data(ids[0], await read_body(request))
+def update_contact_data(account: Account, request: Request, ids: list[str]) -> Response:
+    contact, changed = account.set_contact_data(ids[0], read_body(request))
     return updated(account.contact_data_json(contact), changed)
 
 
-async def delete_contact_data(account: Account, request: Request, ids: list[str]) -> Response:
+def delete_contact_data(account: Account, request: Request, ids: list[str]) -> Response:
     account.clear_contact_data(ids[0])
     return no_content()
 
 
-async def list_callbacks(account: Account, request: Request, ids: list[str]) -> Response:
+def list_callbacks(account: Account, request: Request, ids: list[str]) -> Response:
     query = parse_query(request)
     return listing(account.list_callbacks(query), query, EventCallback.to_json)
 
 
-async def create_callback(account: Account, request: Request, ids: list[str]) -> Response:
-    return created(account.create_callback(await read_body(request)).to_json())
+def create_callback(account: Account, request: Request, ids: list[str]) -> Response:
+    return created(account.create_callback(read_body(request)).to_json())
 
 
-async def get_callback(account: Account, request: Request, ids: list[str]) -> Response:
+def get_callback(account: Account, request: Request, ids: list[str]) -> Response:
     return envelope([account.get_callback(ids[0]).to_json()])
 
 
-async def update_callback(account: Account, request: Request, ids: list[str]) -> Response:
-    callback, changed = account.update_callback(ids[0], await read_body(request))
+def update_callback(account: Account, request: Request, ids: list[str]) -> Response:
+    callback, changed = account.update_callback(ids[0], read_body(request))
     return updated(callback.to_json(), changed)
 
 
-async def delete_callback(account: Account, request: Request, ids: list[str]) -> Response:
+def delete_callback(account: Account, request: Request, ids: list[str]) -> Response:
     account.delete_callback(ids[0])
     return no_content()
 
@@ -432,14 +430,23 @@ def create_app(config: BundleConfig, clock: Clock, urls: BundleUrls) -> Starlett
         lowered = [segment.lower() for segment in segments]
         is_send_v31 = lowered[:1] == ["v3.1"]
         try:
+            # The body is read before the account is picked: a reset of the account while it arrives
+            # replaces the account, and a write answered 2xx must land in the one that is.
+            too_large = None
+            try:
+                request.state.raw_body = await read_capped(request, MAX_BODY_BYTES)
+            except BodyTooLarge as exc:
+                too_large = exc.size
             account = authenticate(request)
             if account is None:
                 return auth_failure(is_send_v31)
+            if too_large is not None:
+                raise payload_too_big(too_large, MAX_BODY_BYTES) if is_send_v31 else body_too_large(too_large)
             if is_send_v31:
-                return await send_v31(account, request, lowered)
+                return send_v31(account, request, lowered)
             if lowered[:2] == ["v3", "rest"]:
                 handler, ids = resolve_rest(request.method, segments[2:])
-                return await handler(account, request, ids)
+                return handler(account, request, ids)
             if lowered[:2] == ["v3", "send"]:
                 # The pre-2017 Send API v3 (FromEmail, Recipients, ...) is not emulated.
                 raise MailjetError(
@@ -477,18 +484,14 @@ def create_app(config: BundleConfig, clock: Clock, urls: BundleUrls) -> Starlett
             body = MailjetError(401, AUTH_FAILURE).to_json()
         return JSONResponse(body, 401, headers={"WWW-Authenticate": 'Basic realm="Provide an apiKey and secretKey"'})
 
-    async def send_v31(account: Account, request: Request, lowered: list[str]) -> Response:
+    def send_v31(account: Account, request: Request, lowered: list[str]) -> Response:
         if lowered != ["v3.1", "send"]:
             # v3.1 exists only for /send; other v3.1 paths gave 404 (php#133).
             raise MailjetError(404, "Object not found")
         if request.method != "POST":
             raise method_not_allowed()
         try:
-            raw = await read_capped(request, MAX_BODY_BYTES)
-        except BodyTooLarge as exc:
-            raise payload_too_big(exc.size, MAX_BODY_BYTES) from None
-        try:
-            body = decode_json(raw)
+            body = decode_json(request.state.raw_body)
         except ValueError:
             raise malformed_json() from None
         status, result = send(account, body)

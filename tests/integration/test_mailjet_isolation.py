@@ -5,6 +5,9 @@ App Connections and resets never cross from one account to another."""
 from __future__ import annotations
 
 import asyncio
+import base64
+import json
+import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -192,3 +195,35 @@ def test_a_call_held_by_a_fault_across_a_reset_of_its_account_is_not_applied(ser
     thread.join()
     assert results and results[0] != 201
     assert data(server.client(B).contact.get()) == []
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "reset_path"),
+    [
+        ("/v3/REST/contact", {"Email": "straddle@example.com"}, "/_emulator/reset?apiKey=key-b"),
+        ("/_emulator/simulation?apiKey=key-b", {"open_rate": 0.5}, "/_emulator/reset?apiKey=key-b"),
+    ],
+)
+def test_a_write_whose_body_arrives_across_a_reset_of_its_account_lands_in_the_fresh_one(
+    server: Server, path: str, body: dict[str, Any], reset_path: str
+) -> None:
+    # The account used to be picked before the body was read: the write went to the account the
+    # reset had replaced, was answered 2xx, and was nowhere to be found.
+    raw = json.dumps(body).encode()
+    authorization = "Basic " + base64.b64encode(f"{B[0]}:{B[1]}".encode()).decode()
+    host, port = server.url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port))) as sock:
+        head = (f"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {len(raw)}\r\n"
+                f"Authorization: {authorization}\r\nConnection: close\r\n\r\n")
+        sock.sendall(head.encode() + raw[:5])
+        time.sleep(0.2)
+        assert server.http.post(reset_path).status_code == 200
+        sock.sendall(raw[5:])
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+    assert answer.split(b" ", 2)[1] in (b"200", b"201"), answer[:200]
+    if path.startswith("/v3/REST/contact"):
+        assert [c["Email"] for c in data(server.client(B).contact.get())] == ["straddle@example.com"]
+    else:
+        assert server.control("GET", "simulation", B[0]).json()["open_rate"] == 0.5
