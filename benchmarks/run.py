@@ -308,7 +308,7 @@ def bench_roundtrip_sustained(figures: dict[str, Any]) -> None:
 
     This process sends /v1/batch requests of 100 identifies (new users) while fewer than
     BACKLOG_LIMIT sent identifies are missing from Mailjet, and counts the contacts in the fake
-    Mailjet (REST `countOnly`) as they arrive; the figure is contacts added per second over the
+    Mailjet (list 1's SubscriberCount) as they arrive; the figure is contacts added per second over the
     window after the warm-up.
     """
     asyncio.run(_sustained(figures))

@@ -345,8 +345,8 @@ def _parse_sort(raw: str) -> list[tuple[str, bool]]:
     return keys
 
 
-def paginate(rows: list[dict[str, Any]], query: Query) -> tuple[list[dict[str, Any]], int]:
-    """Sort, then cut a page; answers the page and the number of matches before the cut."""
+def paginate(rows: list[dict[str, Any]], query: Query) -> list[dict[str, Any]]:
+    """Sort, then cut a page."""
     for name, descending in reversed(query.sort):
         if not rows:
             break
@@ -355,7 +355,7 @@ def paginate(rows: list[dict[str, Any]], query: Query) -> tuple[list[dict[str, A
             # Guess: the real API says some properties cannot be sorted on; the text is ours.
             raise MailjetError(400, f'Sort on property "{name}" is not supported')
         rows = sorted(rows, key=lambda row: _sort_key(row.get(key)), reverse=descending)
-    return rows[query.offset : query.offset + query.limit], len(rows)
+    return rows[query.offset : query.offset + query.limit]
 
 
 def _sort_key(value: Any) -> tuple[int, Any]:

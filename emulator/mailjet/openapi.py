@@ -141,6 +141,12 @@ def _rest_paths() -> dict[str, Any]:
         f"{rest}/contact/{{contact_id}}": {
             "get": _operation("One contact", 200, contact, ids=("contact_id",)),
             "put": _operation("Update a contact", 200, contact, body=contact_put_body, ids=("contact_id",)),
+            "delete": {
+                "tags": ["REST v3"],
+                "summary": "Refused: v3 does not delete contacts (401 Operation not allowed, as observed)",
+                "parameters": [{"name": "contact_id", "in": "path", "required": True, "schema": ID}],
+                "responses": _errors(401),
+            },
         },
         f"{rest}/contact/managemanycontacts": {
             "post": _operation("Bulk contacts job", 201, job_id, body=contract_ref("mailjet.managemanycontacts.request")),

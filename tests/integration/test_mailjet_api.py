@@ -220,7 +220,7 @@ def test_paging_with_limit_offset_sort_and_count_only(server: Server) -> None:
     for index in range(25):
         mj.contact.create(data={"Email": f"user{index:02d}@example.com"})
     first = mj.contact.get().json()
-    assert (first["Count"], first["Total"], len(first["Data"])) == (10, 25, 10)
+    assert (first["Count"], first["Total"], len(first["Data"])) == (10, 10, 10)  # the page's, documented
     seen = []
     for offset in range(0, 25, 7):
         seen += [c["Email"] for c in data(mj.contact.get(filters={"Limit": 7, "Offset": offset}))]
@@ -352,7 +352,7 @@ def test_paths_and_keys_are_case_insensitive_and_ids_percent_decoded(server: Ser
         ("POST", "/v3/REST/contactslist/1/managecontact", {"Email": "x@example.com"}, 400, "Object properties invalid"),
         ("POST", "/v3/REST/contactslist/42/managecontact", {"Email": "x@example.com", "Action": "addforce"}, 404, "Object not found"),
         ("POST", "/v3/REST/contactmetadata", {"Name": "x", "Datatype": "string"}, 400, "Object properties invalid"),
-        ("DELETE", "/v3/REST/contact/1", None, 405, "Method not allowed"),
+        ("DELETE", "/v3/REST/contact/1", None, 401, "Operation not allowed"),  # observed (php#98)
         ("PATCH", "/v3/REST/contactslist/1", {}, 405, "Method not allowed"),
         ("GET", "/v3/REST/nosuchresource", None, 400, 'Unknown resource: "nosuchresource"'),
         ("GET", "/v3/REST/contact/12345", None, 404, "Object not found"),

@@ -88,7 +88,8 @@ def run_retries_to_the_end(http: httpx.Client, info: dict[str, Any]) -> None:
 
 
 def mailjet_pages(http: httpx.Client, info: dict[str, Any], resource: str, **params: Any) -> list[dict[str, Any]]:
-    """Every row of a REST resource, read 1,000 at a time as a client must."""
+    """Every row of a REST resource, read 1,000 at a time as a client must: until a page is short
+    (Total is the page's count, not the number of matches)."""
     rows: list[dict[str, Any]] = []
     auth = (info["mailjet_api_key"], info["mailjet_secret_key"])
     while True:
@@ -98,7 +99,7 @@ def mailjet_pages(http: httpx.Client, info: dict[str, Any], resource: str, **par
         response.raise_for_status()
         page = response.json()
         rows += page["Data"]
-        if len(rows) >= page["Total"] or not page["Data"]:
+        if len(page["Data"]) < 1000:
             return rows
 
 

@@ -131,11 +131,11 @@ def test_metadata_rename_and_delete_follow_the_values(account: Account) -> None:
 
 def test_paging_sort_and_limits() -> None:
     rows = [{"ID": i, "Email": f"{i}@x.co"} for i in range(1, 31)]
-    assert paginate(rows, Query.parse([])) == (rows[:10], 30)
-    assert paginate(rows, Query.parse([("limit", "0")]))[0] == rows
+    assert paginate(rows, Query.parse([])) == rows[:10]
+    assert paginate(rows, Query.parse([("limit", "0")])) == rows
     assert Query.parse([("Limit", "5000")]).limit == 1000
-    page, total = paginate(rows, Query.parse([("Sort", "ID DESC"), ("Limit", "2"), ("Offset", "1")]))
-    assert [r["ID"] for r in page] == [29, 28] and total == 30
+    page = paginate(rows, Query.parse([("Sort", "ID DESC"), ("Limit", "2"), ("Offset", "1")]))
+    assert [r["ID"] for r in page] == [29, 28]
     assert Query.parse([("Name", "a"), ("name", "b")]).get("Name") == "a"  # first occurrence wins
     assert Query.parse([("countOnly", "1")]).count_only  # answered by the route, without rendering rows
     with pytest.raises(MailjetError):
