@@ -18,6 +18,8 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, TextIO
 
+from starlette.applications import Starlette
+
 from destination.app import create_app as create_destination_app
 from destination.keyring import KeyRing, MailjetAccount
 
@@ -103,8 +105,13 @@ class Bundle:
         self.config = config
         self.clock = Clock()
         self._lock: TextIO | None = None
+        # The authentication key the stored state is wired with; it stays the one bundle.json names
+        # until `_follow_auth_key` has moved the state to this start's key (a start that fails before,
+        # on a port in use say, must leave the next one something to follow).
+        self._wired_auth_key = config.auth_key
         if config.data_dir:
             self._lock = _lock_data_dir(config.data_dir)
+            self._wired_auth_key = remembered_auth_key(config.data_dir) or config.auth_key
             offset = _read_bundle_state(config.data_dir).get("clock_offset_seconds")
             if isinstance(offset, (int, float)) and not isinstance(offset, bool) and not math.isnan(offset):
                 self.clock.set(_restored_time(offset))
@@ -133,12 +140,40 @@ class Bundle:
         key_ring = KeyRing(
             {config.auth_key: MailjetAccount(self.urls.mailjet_url, config.mailjet_api_key, config.mailjet_secret_key)}
         )
-        self.runner.add("segment", create_segment_app(config, self.clock, self.urls), segment_sock)
-        self.runner.add("mailjet", create_mailjet_app(config, self.clock, self.urls), mailjet_sock)
+        segment_app = create_segment_app(config, self.clock, self.urls)
+        mailjet_app = create_mailjet_app(config, self.clock, self.urls)
+        self._follow_auth_key(segment_app, mailjet_app)
+        self.runner.add("segment", segment_app, segment_sock)
+        self.runner.add("mailjet", mailjet_app, mailjet_sock)
         self.runner.add("destination", create_destination_app(key_ring), destination_sock)
         self._clock_task = asyncio.create_task(self.clock.run_forever(), name="segjet-clock")
         await self.runner.start()
         return self.info()
+
+    def _follow_auth_key(self, segment_app: Starlette, mailjet_app: Starlette) -> None:
+        """Re-wire state stored with the previous start's authentication key to this start's.
+
+        The destination knows only this start's key (`--auth-key`, or a new BundleConfig's generated
+        one), while the restored Mailjet tiles of the fake Segment and the configured account's App
+        Connections page still hold the old one: every delivery would fail "unknown authentication
+        key". A key a user set (another value) is theirs and stays, as App Connections' segmentUrl does.
+        """
+        old, new = self._wired_auth_key, self.config.auth_key
+        if old == new:
+            return
+        workspaces = segment_app.state.workspaces
+        for workspace in workspaces:
+            if workspace.pipeline.destination.settings.get("apiKey") == old:
+                workspace.pipeline.configure({"settings": {"apiKey": new}})
+        if workspaces.store is not None:
+            workspaces.store.flush()
+        service = mailjet_app.state.service
+        account = service.default.account
+        if account.app_connection.authentication_key == old:
+            account.update_app_connection({"authenticationKey": new})
+            service.changes.save()
+        self._wired_auth_key = new
+        self._save_state()
 
     def info(self) -> dict[str, Any]:
         assert self.urls is not None, "the bundle is not started"
@@ -158,7 +193,7 @@ class Bundle:
     def _save_state(self) -> None:
         assert self.config.data_dir is not None
         path = Path(self.config.data_dir) / BUNDLE_STATE_FILE
-        state = {"auth_key": self.config.auth_key, "clock_offset_seconds": self.clock.offset.total_seconds()}
+        state = {"auth_key": self._wired_auth_key, "clock_offset_seconds": self.clock.offset.total_seconds()}
         # Written aside and renamed: a kill mid-write leaves the previous file whole.
         temporary = path.with_suffix(".json.tmp")
         temporary.write_text(json.dumps(state) + "\n", encoding="utf-8")

@@ -8,6 +8,11 @@ from typing import Any
 from .clock import iso
 
 SNAPSHOT_FORMAT = "segjet-snapshot"
+# The largest id or id counter a snapshot may hold. Ids are SQLite integer keys (at most 2**63 - 1)
+# and counters hand out the next ones: a counter near that limit gave an id no save could write,
+# and every later save failed with it. 2**53 (JavaScript's largest exact integer, which the
+# dashboards read ids as) leaves room for more ids than any emulator run makes.
+MAX_ID = 2**53
 
 
 def snapshot_document(service: str, version: int, exported_at: datetime, state: Any) -> dict[str, Any]:

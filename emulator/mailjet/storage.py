@@ -26,7 +26,7 @@ from typing import Any, Callable
 
 from ..common.clock import parse_iso
 from ..common.json_body import MAX_DEPTH, fits_depth
-from ..common.snapshot import snapshot_document, snapshot_state
+from ..common.snapshot import MAX_ID, snapshot_document, snapshot_state
 from ..common.sqlite import open_database, transaction
 from .events import Campaign, EmailEvent, EmailEventError, Life, Simulation, check_control_event
 from .models import AppConnection, Contact, ContactsList, EventCallback, Job, ListRecipient, PropertyDefinition
@@ -36,6 +36,9 @@ from .service import MailjetService, Tenant
 
 SNAPSHOT_VERSION = 1
 SERVICE = "mailjet"
+# The account's MessageIDs are built from its api_key_id (send.py): beyond this they outgrow int64,
+# which JSON readers (orjson, JavaScript) no longer read back as integers.
+MAX_API_KEY_ID = 2**30
 FILE_NAME = "mailjet.sqlite3"
 SCHEMA_VERSION = 1
 SCHEMA = """
@@ -280,12 +283,16 @@ def load_account(service: MailjetService, data: Any, where: str) -> Tenant:
         raise StateError(f"{at}: fields must be {', '.join(sorted(known))}")
     api_key = _require(row, "api_key", "str", at)
     connection: AppConnection = load_fields(AppConnection, row["app_connection"], f"{at}.app_connection")
-    tenant = service.new_tenant(api_key, _require(row, "secret_key", "str", at), _require(row, "api_key_id", "int", at),
-                                connection.authentication_key)
+    api_key_id = _require(row, "api_key_id", "int", at)
+    if not 1 <= api_key_id <= MAX_API_KEY_ID:
+        raise StateError(f"{at}.api_key_id: must be between 1 and {MAX_API_KEY_ID}, got {api_key_id}")
+    tenant = service.new_tenant(api_key, _require(row, "secret_key", "str", at), api_key_id, connection.authentication_key)
     account, events, outbox = tenant.account, tenant.events, tenant.outbox
     next_ids = _require(row, "next_ids", "dict", at)
     if set(next_ids) != set(account.next_ids) or not all(_SCALARS["int"](v) for v in next_ids.values()):
         raise StateError(f"{at}.next_ids: expected integers for {', '.join(sorted(account.next_ids))}")
+    for kind, value in next_ids.items():
+        _check_counter(value, f"{at}.next_ids.{kind}")
     try:
         simulation = Simulation().merged(_require(row, "simulation", "dict", at))
     except ValueError as exc:
@@ -310,6 +317,10 @@ def load_account(service: MailjetService, data: Any, where: str) -> Tenant:
     recipients = build(ListRecipient, "recipients")
     callbacks = build(EventCallback, "callbacks")
     jobs = build(Job, "jobs")
+    for index, job in enumerate(jobs):
+        # A job shows its first error's text (Job.to_json).
+        if not all(isinstance(error, dict) and "Error" in error for error in job.errors):
+            raise StateError(f"{where}.jobs[{index}].errors: expected objects with an Error")
     contact_ids, list_ids = {c.id for c in contacts}, {l.id for l in lists}
     emails = [c.email.lower() for c in contacts]
     if len(set(emails)) != len(emails):
@@ -334,6 +345,9 @@ def load_account(service: MailjetService, data: Any, where: str) -> Tenant:
         # A delivered message's events change its contact (counts, exclusion, unsubscription).
         if (message.contact_id or item["life"] is not None) and message.contact_id not in contact_ids:
             raise StateError(f"{place}: contact {message.contact_id} is missing")
+        if message.sandbox and item["life"] is not None:
+            # It would be exported without its life (EmailEvents.life_of), and its events with no message.
+            raise StateError(f"{place}: a sandbox message is never delivered: its life must be null")
         messages.append(message)
         if item["life"] is not None:
             lives.append(_load_life(item["life"], message, position, f"{place}.life"))
@@ -385,13 +399,35 @@ def load_account(service: MailjetService, data: Any, where: str) -> Tenant:
         batches.append(batch)
     queued = [r.segment for r in records if r.segment is not None and r.segment.call is not None and r.segment.batch is None]
 
+    # Events are stored by their number, which is their place in the list: the next one must be the next place.
+    next_event_id = _require(row, "next_event_id", "int", at)
+    if next_event_id != len(records) + 1:
+        raise StateError(f"{at}.next_event_id: must be {len(records) + 1}, one above the last event's id")
+    # An id handed out twice replaced the object that had it.
+    next_campaign_id = _next_id(row, "next_campaign_id", at, campaigns)
+    next_webhook_id = _next_id(row, "next_webhook_id", at, deliveries)
+    next_segment_batch_id = _next_id(row, "next_segment_batch_id", at, batches)
+
     account.restore(contacts=contacts, lists=lists, recipients=recipients, properties=properties, callbacks=callbacks,
                     jobs=jobs, messages=messages, next_ids=next_ids, app_connection=connection)
-    events.restore(records, lives, campaigns, simulation, _require(row, "next_event_id", "int", at),
-                   _require(row, "next_campaign_id", "int", at))
-    outbox.webhooks.restore(deliveries, _require(row, "next_webhook_id", "int", at))
-    outbox.segment.restore(batches, queued, _require(row, "next_segment_batch_id", "int", at))
+    events.restore(records, lives, campaigns, simulation, next_event_id, next_campaign_id)
+    outbox.webhooks.restore(deliveries, next_webhook_id)
+    outbox.segment.restore(batches, queued, next_segment_batch_id)
     return tenant
+
+
+def _check_counter(value: int, where: str) -> None:
+    if not 1 <= value <= MAX_ID:
+        raise StateError(f"{where}: must be between 1 and {MAX_ID}, got {value}")
+
+
+def _next_id(row: dict[str, Any], name: str, where: str, objects: list[Any]) -> int:
+    """The counter `name` of the account row, checked to hand out ids that are new and storable."""
+    value = _require(row, name, "int", where)
+    _check_counter(value, f"{where}.{name}")
+    if objects and max(obj.id for obj in objects) >= value:
+        raise StateError(f"{where}.{name}: must be above every id it gave ({max(obj.id for obj in objects)})")
+    return value
 
 
 def _records(records: list[EmailEvent], event_ids: list[int] | None, where: str) -> list[EmailEvent]:

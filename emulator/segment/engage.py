@@ -580,7 +580,7 @@ def definition_from_json(data: Any) -> Audience | ComputedTrait:
     """A definition as `to_json` rendered it (with its `id` and `created_at`), for storage and snapshots."""
     data = _expect_object(data, "a stored definition")
     kind, definition_id, created_at = data.get("kind"), data.get("id"), data.get("created_at")
-    prefix = {"audience": "aud_", "trait": "tra_"}.get(kind)  # type: ignore[arg-type]
+    prefix = {"audience": "aud_", "trait": "tra_"}.get(kind) if isinstance(kind, str) else None
     if prefix is None:
         raise DefinitionError(f"kind must be 'audience' or 'trait', got {kind!r}")
     if not isinstance(definition_id, str) or not definition_id.startswith(prefix) or len(definition_id) <= len(prefix):

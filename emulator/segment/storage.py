@@ -28,11 +28,11 @@ import asyncio
 import hashlib
 import json
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, Protocol
 
-from ..common.clock import iso, parse_iso
+from ..common.clock import EARLIEST, LATEST, iso, parse_iso
 from ..common.json_body import MAX_DEPTH, fits_depth
 from ..common import snapshot
 from ..common.sqlite import open_database, transaction
@@ -42,6 +42,10 @@ from .models import ACCEPTED, DISCARDED, Source, StoredMessage, ingest_problem
 
 SNAPSHOT_VERSION = 1
 SERVICE = "segment"
+# A message's receivedAt is the virtual clock's time, which keeps between the clock's limits (past
+# the upper one only by the real time run since it was set there). Further out, rebuilding the
+# dedupe window from it overflowed datetime halfway through an import.
+RECEIVED_AT_RANGE = (EARLIEST, LATEST + timedelta(days=366))
 DATABASE_NAME = "segment.sqlite3"
 SCHEMA_VERSION = 1
 
@@ -260,7 +264,12 @@ def message_from_json(data: Any, where: str) -> StoredMessage:
             f"{where}.message: ingestion would have discarded it ({problem}), yet status is {ACCEPTED!r}"
         )
     # Checked here so that a bad time is refused with its place; the backend parses them again on restore.
-    _time(message.get("receivedAt"), f"{where}.message.receivedAt")
+    received_at = _time(message.get("receivedAt"), f"{where}.message.receivedAt")
+    if not RECEIVED_AT_RANGE[0] <= received_at <= RECEIVED_AT_RANGE[1]:
+        raise SnapshotError(
+            f"{where}.message.receivedAt: must be between {iso(RECEIVED_AT_RANGE[0])} and {iso(RECEIVED_AT_RANGE[1])}, "
+            "the virtual clock's range"
+        )
     if "timestamp" in message:
         _time(message["timestamp"], f"{where}.message.timestamp")
     return StoredMessage(
@@ -274,8 +283,9 @@ def message_from_json(data: Any, where: str) -> StoredMessage:
 def delivery_from_json(data: Any, where: str) -> DeliveryRecord:
     data = _object(data, where)
     seq = data.get("seq")
-    if not isinstance(seq, int) or isinstance(seq, bool) or seq < 1:
-        raise SnapshotError(f"{where}.seq must be a positive integer")
+    # Bounded: it is a SQLite key, and the workspace's next records are numbered on from it.
+    if not isinstance(seq, int) or isinstance(seq, bool) or not 1 <= seq <= snapshot.MAX_ID:
+        raise SnapshotError(f"{where}.seq must be a positive integer of at most {snapshot.MAX_ID}")
     state = data.get("state")
     if state not in STATES:
         raise SnapshotError(f"{where}.state must be one of {', '.join(STATES)}, got {state!r}")

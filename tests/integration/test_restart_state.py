@@ -175,3 +175,69 @@ def test_a_port_in_use_names_the_server_and_its_flag(tmp_path: Path) -> None:
         bundle.stop()
     finally:
         taken.close()
+
+
+def contact_of(info: dict[str, Any], email: str) -> dict[str, Any] | None:
+    answer = httpx.get(f"{info['mailjet_url']}/v3/REST/contact/{email}", auth=(info["mailjet_api_key"], info["mailjet_secret_key"]))
+    return answer.json()["Data"][0] if answer.status_code == 200 else None
+
+
+def delivery_states(info: dict[str, Any], user_id: str) -> list[str]:
+    records = call("GET", f"{info['segment_url']}/_emulator/deliveries?userId={user_id}")["deliveries"]
+    return [record["state"] for record in records]
+
+
+@pytest.mark.parametrize("keys", [("first-key", "second-key"), (None, None)], ids=["--auth-key changed", "generated"])
+def test_the_stored_round_trip_follows_the_authentication_key_of_the_new_start(
+    start: Callable[..., dict[str, Any]], keys: tuple[str | None, str | None]
+) -> None:
+    # The fake Segment's Mailjet destination and Mailjet's App Connections kept the key of the first
+    # start while the destination knew only the new one: every identify failed "unknown
+    # authentication key", silently, and at every later start (bundle.json remembered the new key).
+    first = start(**({"auth_key": keys[0]} if keys[0] else {}))
+    call("POST", f"{first['segment_url']}/v1/identify", {"userId": "u1", "traits": {"email": "u1@example.com"}},
+         auth=(first["write_key"], ""))
+    wait_for("the first identify delivered", lambda: delivery_states(first, "u1") == ["delivered"])
+    # A key a user set on the tile is theirs: it stays whatever the bundle's key.
+    call("POST", f"{first['segment_url']}/_emulator/sources", {"name": "ci", "write_key": "ci-key"})
+    call("PUT", f"{first['segment_url']}/_emulator/destinations/mailjet?writeKey=ci-key", {"settings": {"apiKey": "users-own"}})
+
+    second = start(**({"auth_key": keys[1]} if keys[1] else {}))
+    assert second["auth_key"] != first["auth_key"]
+    tile = call("GET", f"{second['segment_url']}/_emulator/destinations/mailjet")
+    assert tile["settings"]["apiKey"] == second["auth_key"]
+    connection = call("GET", f"{second['mailjet_url']}/_emulator/app-connections/segment")
+    assert connection["authenticationKey"] == second["auth_key"]
+    ci_tile = call("GET", f"{second['segment_url']}/_emulator/destinations/mailjet?writeKey=ci-key")
+    assert ci_tile["settings"]["apiKey"] == "users-own"
+    call("POST", f"{second['segment_url']}/v1/identify", {"userId": "u2", "traits": {"email": "u2@example.com"}},
+         auth=(second["write_key"], ""))
+    wait_for("the identify after the restart delivered", lambda: delivery_states(second, "u2") == ["delivered"])
+    assert contact_of(second, "u2@example.com") is not None
+
+    third = start(**({"auth_key": keys[1]} if keys[1] else {}))  # and it is what the next start finds stored
+    assert call("GET", f"{third['segment_url']}/_emulator/destinations/mailjet")["settings"]["apiKey"] == third["auth_key"]
+
+
+def test_a_start_that_fails_before_serving_leaves_the_key_change_to_the_next_one(tmp_path: Path) -> None:
+    # bundle.json took the new key as the bundle was made: a start that then failed (a port in use)
+    # left the next start with that key, nothing to move the stored state from, and deliveries failing.
+    def config(auth_key: str, mailjet_port: int = 0) -> BundleConfig:
+        return BundleConfig(segment_port=0, mailjet_port=mailjet_port, destination_port=0,
+                            data_dir=str(tmp_path / "data"), auth_key=auth_key)
+
+    with BackgroundBundle(config("first-key")):
+        pass
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", 0))
+    taken.listen()
+    try:
+        failed = BackgroundBundle(config("second-key", mailjet_port=taken.getsockname()[1]))
+        with pytest.raises(OSError, match="cannot listen"):
+            failed.start()
+        failed.stop()
+    finally:
+        taken.close()
+    with BackgroundBundle(config("second-key")) as info:
+        tile = call("GET", f"{info['segment_url']}/_emulator/destinations/mailjet")
+        assert tile["settings"]["apiKey"] == "second-key"

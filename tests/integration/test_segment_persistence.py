@@ -306,3 +306,28 @@ def test_a_workspace_reached_by_a_config_source_key_is_refused_not_emptied(
         assert configured.get("/_emulator/snapshot")["state"] == before
     finally:
         configured.stop()
+
+
+def test_a_delivery_seq_beyond_what_sqlite_keys_hold_answers_400_and_tracking_keeps_working(segment: Segment) -> None:
+    # PUT answered 500 with the state replaced in memory only; from then on every flush failed, so
+    # every tracking call answered 500 until a restart, which brought back the state before the import.
+    segment.identify("u1", {"email": "ada@example.com"})
+    document = segment.get("/_emulator/snapshot")
+    document["state"]["workspaces"][0]["deliveries"][0]["seq"] = 2**63
+    answer = httpx.put(segment.url + "/_emulator/snapshot", json=document)
+    assert answer.status_code == 400 and "deliveries[0].seq" in answer.json()["error"], answer.text
+    message_id = segment.identify("u2", {"email": "bob@example.com"})
+    segment.restart()
+    assert [event["messageId"] for event in segment.get("/_emulator/events")["events"]][-1] == message_id
+
+
+def test_a_received_at_the_clock_never_shows_answers_400_and_changes_nothing(segment: Segment) -> None:
+    # Rebuilding the dedupe window overflowed datetime halfway through the import: PUT answered 500
+    # with the workspace emptied in memory (still whole in the database, so a restart brought it back).
+    segment.identify("u1", {"email": "ada@example.com"})
+    before = segment.get("/_emulator/snapshot")
+    document = copy.deepcopy(before)
+    document["state"]["workspaces"][0]["messages"][0]["message"]["receivedAt"] = "9999-12-31T23:59:59.000Z"
+    answer = httpx.put(segment.url + "/_emulator/snapshot", json=document)
+    assert answer.status_code == 400 and "messages[0].message.receivedAt" in answer.json()["error"], answer.text
+    assert segment.get("/_emulator/snapshot")["state"] == before["state"]

@@ -265,8 +265,16 @@ def test_an_import_removes_workspaces_the_snapshot_lacks_and_resets_a_missing_de
          r"state.workspaces\[0\].messages\[0\].status"),
         (lambda d: d["state"]["workspaces"][0]["messages"][1]["message"].update(receivedAt="yesterday"),
          r"messages\[1\].message.receivedAt"),
+        # Rebuilding the dedupe window overflowed datetime: PUT answered 500 with the state half replaced.
+        (lambda d: d["state"]["workspaces"][0]["messages"][1]["message"].update(receivedAt="9999-12-31T23:59:59.000Z"),
+         r"messages\[1\].message.receivedAt: .*between 1000-01-01T00:00:00.000Z and"),
+        (lambda d: d["state"]["workspaces"][0]["messages"][1]["message"].update(receivedAt="0001-01-01T00:00:00.000Z"),
+         r"messages\[1\].message.receivedAt: .*between"),
         (lambda d: d["state"]["workspaces"][0]["deliveries"][0].update(state="lost"),
          r"deliveries\[0\].state must be one of"),
+        # Beyond SQLite's integer keys: the import failed half done (500) and every later save with it.
+        (lambda d: d["state"]["workspaces"][0]["deliveries"][-1].update(seq=2**63),
+         r"deliveries\[\d+\].seq must be a positive integer of at most 9007199254740992"),
         (lambda d: d["state"]["workspaces"][0]["engage"][0]["definition"].update(rule={"trait": "x", "nope": 1}),
          r"engage\[0\].definition: .*unknown operator"),
         (lambda d: d["state"]["workspaces"][0]["destination"]["settings"].update(listId="zero"),
@@ -390,3 +398,18 @@ def test_changes_a_failed_write_did_not_keep_are_written_by_the_next_flush(tmp_p
 
     assert run(first_life()) == ["kept-1", "kept-1"]
     assert run(second_life()) == [("kept-1", None), ("kept-1", "duplicate_message_id")]
+
+
+@pytest.mark.parametrize("kind", [[], {}])
+def test_a_definition_kind_that_is_not_a_string_is_refused_with_its_place(clock: Clock, kind: Any) -> None:
+    async def make() -> dict[str, Any]:
+        workspaces = open_workspaces(clock, None)
+        await populate(workspaces)
+        document = json.loads(json.dumps(snapshot_document(workspaces.export(), clock.now())))
+        await workspaces.aclose()
+        return document
+
+    document = run(make())
+    document["state"]["workspaces"][0]["engage"][0]["definition"]["kind"] = kind
+    with pytest.raises(SnapshotError, match=r"engage\[0\].definition: kind must be 'audience' or 'trait'"):
+        state_from_snapshot(document)
