@@ -1096,8 +1096,6 @@ class EngageScheduler:
             if self._live_timer() and self._timer.due <= due:
                 return
             self.cancel()
-        elif self._live_timer():
-            return
         else:
             created = [definition.created_at for definition in (*self.engine.audiences(), *self.engine.traits())]
             if not created:
@@ -1107,6 +1105,11 @@ class EngageScheduler:
                 due = anchor + self.interval * ((self.clock.now() - anchor) // self.interval + 1)
             except OverflowError:
                 return  # the next mark is past datetime's range, far beyond the clock's: never due
+            # A timer due no later than the next mark stays (after a jump forward it fires the one
+            # sync at the new time); one due later was armed before the clock was set back.
+            if self._live_timer() and self._timer.due <= due:
+                return
+            self.cancel()
         self._timer = self.clock.call_at(due, self._fire, owner=self.owner)
 
     def _fire(self) -> None:

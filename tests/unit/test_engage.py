@@ -597,6 +597,29 @@ def test_interval_schedule_syncs_as_the_clock_advances():
     asyncio.run(scenario())
 
 
+def test_an_interval_schedule_follows_the_clock_set_back():
+    # The timer armed 10 days ahead stayed there: after `POST clock {"set": earlier}` no sync ran
+    # for 10 days, though the schedule promises one every interval.
+    async def scenario():
+        clock = Clock()
+        world = ClockWorld(clock)
+        scheduler = EngageScheduler(world.engine, clock, "2h", owner="segment")
+        start = world.engine.define_audience(LAST_30).created_at  # the schedule's anchor
+        scheduler.arm()
+        clock.advance(timedelta(days=10))
+        await clock.run_due()
+        scheduler.arm()
+        clock.set(start + timedelta(minutes=30))
+        world.track("alice")
+        scheduler.arm()  # as after any message that can change what to send
+        assert clock.next_due() == start + timedelta(hours=2)
+        clock.advance(timedelta(hours=2))
+        await clock.run_due()
+        assert [m["userId"] for m in world.emitted] == ["alice"]
+
+    asyncio.run(scenario())
+
+
 def test_realtime_schedule_syncs_changes_and_lapses():
     async def scenario():
         clock = Clock()
