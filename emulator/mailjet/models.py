@@ -25,6 +25,7 @@ import re
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any, Callable, Iterable
+from urllib.parse import unquote, urlsplit
 
 from ..common.clock import Clock, TimerCallback, _Timer, parse_iso
 from ..config import BundleConfig
@@ -1367,7 +1368,8 @@ class Account:
         if value in (None, ""):
             raise required("Url")
         url = value if isinstance(value, str) else ""
-        if not re.match(r"^https?://[^\s/]+\S*$", url):
+        if not re.match(r"^https?://[^\s/]+\S*$", url) or unreachable_url(url):
+            # GUESS: the text; Mailjet refuses a Url it cannot call, in words it does not publish.
             raise invalid_property("Url", f'"{url}" is not an http(s) URL')
         return url
 
@@ -1514,8 +1516,11 @@ class Account:
                 raise ValueError("writeKey must be a string or null")
             updated.write_key = changes["writeKey"] or None
         if "segmentUrl" in changes:
-            if not isinstance(changes["segmentUrl"], str) or not re.match(r"^https?://\S+$", changes["segmentUrl"]):
+            url = changes["segmentUrl"]
+            if not isinstance(url, str) or not re.match(r"^https?://\S+$", url) or unreachable_url(url):
                 raise ValueError("segmentUrl must be an http(s) URL")
+            if urlsplit(url).username is not None:
+                raise ValueError("segmentUrl must carry no user:password: forwards authenticate with the write key")
             updated.segment_url = changes["segmentUrl"].rstrip("/")
             # The bundle's own URL (the dashboard sends back the one it shows) keeps following the bundle.
             updated.segment_url_explicit = updated.segment_url != self.bundle_segment_url
@@ -1537,6 +1542,30 @@ _CONTACT_READ_ONLY = (
     "UnsubscribedBy",
 )
 _LIST_READ_ONLY = ("ID", "Address", "CreatedAt", "SubscriberCount")
+
+
+def unreachable_url(url: str) -> str | None:
+    """Why an http(s) URL could never be posted to (a port that is no port, a broken IPv6 host,
+    credentials Basic auth cannot carry), or None. Accepted, such a URL failed every attempt for a day."""
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises ValueError for a port out of range or not a number
+    except ValueError as exc:
+        return str(exc)
+    if not parts.hostname:
+        return "no host"
+    for credential in (parts.username, parts.password):
+        if credential is not None and not _latin1(unquote(credential)):
+            return "user name and password must be Latin-1 (Basic auth)"
+    return None
+
+
+def _latin1(text: str) -> bool:
+    try:
+        text.encode("latin-1")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _echo(value: Any) -> str:
