@@ -159,6 +159,9 @@ def _control_token(given: str | None) -> str | None:
             f"the control token (--control-token or ${CONTROL_TOKEN_VARIABLE}) is empty; give one, or neither"
             " for an open control API"
         )
+    if given is not None and not (given.isascii() and given.isprintable() and given == given.strip()):
+        # It travels in a header, read as Latin-1 and trimmed: another token could never be presented.
+        raise ValueError("the control token must be printable ASCII without surrounding spaces")
     return given
 
 

@@ -57,6 +57,13 @@ def test_an_empty_control_token_is_refused_not_taken_as_none() -> None:
         config_from_args(build_parser().parse_args(["up", "--control-token", ""]))
 
 
+@pytest.mark.parametrize("token", ["tökén", " padded ", "tab\there"])
+def test_a_control_token_no_header_can_carry_is_refused(token: str) -> None:
+    # Accepted, "tökén" could never be presented in a header (read as Latin-1), only as ?token=.
+    with pytest.raises(ValueError, match="printable ASCII"):
+        config_from_args(build_parser().parse_args(["up", "--control-token", token]))
+
+
 def test_the_control_token_comes_from_the_environment_out_of_the_process_list(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("SEGJET_CONTROL_TOKEN", "from-env")
     assert config_from_args(build_parser().parse_args(["up"])).control_token == "from-env"
