@@ -17,10 +17,12 @@ from typing import AsyncIterator
 import aiohttp
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
+from .asgi import QuietDisconnect
 from .client import MailjetClient, MailjetError, create_http_client
 from .identify import apply_identify
 from .json_body import read_json
@@ -166,6 +168,7 @@ def create_app(key_ring: KeyRing) -> Starlette:
 
     return Starlette(
         routes=[Route("/", destination.receive, methods=["POST"]), Route("/health", _health, methods=["GET"])],
+        middleware=[Middleware(QuietDisconnect)],
         exception_handlers={HTTPException: _http_error, Exception: _unexpected_error},
         lifespan=lifespan,
     )

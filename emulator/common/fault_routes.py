@@ -26,6 +26,8 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from destination.asgi import QuietDisconnect
+
 from .auth import basic_credentials
 from .control import ControlError, ControlTokenMiddleware, control_error_response, read_json_object
 from .faults import DROP, TIMEOUT, FaultRule, FaultRuleError, FaultRules
@@ -331,12 +333,15 @@ def service_middleware(
     credential_in_body: bool = False,
     tenant_epoch: Callable[[str | None], object] | None = None,
 ) -> list[Middleware]:
-    """The middleware stack both fakes share, outermost first: control token, faults, journal.
+    """The middleware stack both fakes share, outermost first: a client gone mid-body is no error,
+    control token, faults, journal.
 
     `tenant_epoch(credential)` changes when the account or workspace a request's credential names
     is reset: a request a fault held across that reset is closed unanswered, as across a whole one.
     """
-    stack = [] if control_token is None else [Middleware(ControlTokenMiddleware, token=control_token)]
+    stack = [Middleware(QuietDisconnect)]
+    if control_token is not None:
+        stack.append(Middleware(ControlTokenMiddleware, token=control_token))
     return stack + [
         Middleware(
             FaultMiddleware, rules=rules, journal=journal, render=render, credential=credential,

@@ -21,7 +21,7 @@ from urllib.parse import unquote, unquote_plus
 from starlette.applications import Starlette
 from starlette.convertors import PathConvertor, register_url_convertor
 from starlette.middleware import Middleware
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
@@ -468,6 +468,8 @@ def create_app(config: BundleConfig, clock: Clock, urls: BundleUrls) -> Starlett
             return error_response(error)
         except SendError as error:
             return JSONResponse(error.to_json(str(uuid.uuid4())), error.status)
+        except ClientDisconnect:
+            raise  # the client left mid-body: no error of ours (QuietDisconnect ends the request)
         except Exception:  # noqa: BLE001 - answered in Mailjet's shape; tests assert it never happens
             log.exception("unexpected error on %s %s", request.method, request.url.path)
             return unexpected_error()

@@ -4,9 +4,11 @@ and `segjet up` warns when it listens beyond loopback."""
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -176,3 +178,25 @@ def test_up_warns_off_loopback_and_prints_no_secret_after_the_banner(tmp_path: P
     for text in (after, err):
         assert secret not in text and TOKEN not in text and info["auth_key"] not in text
     assert TOKEN not in banner
+
+
+@pytest.mark.parametrize(
+    ("server", "path"),
+    [("segment_url", "/v1/track"), ("mailjet_url", "/v3/REST/contact"), ("mailjet_url", "/_emulator/accounts"),
+     ("destination_url", "/")],
+)
+def test_a_client_gone_mid_body_is_no_logged_error(
+    guarded: dict[str, Any], server: str, path: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Each server logged a ClientDisconnect traceback as its own bug ("bug in the fake Segment ...").
+    host, port = guarded[server].removeprefix("http://").rsplit(":", 1)
+    # The destination reads the body only for a known authentication key.
+    key = base64.b64encode(f"{guarded['auth_key']}:".encode()).decode()
+    with caplog.at_level("ERROR"):
+        with socket.create_connection((host, int(port))) as sock:
+            sock.sendall(f"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                         f"X-Segjet-Token: {TOKEN}\r\nAuthorization: Basic {key}\r\n"
+                         f"Content-Length: 1000\r\n\r\n{{\"userId\": ".encode())
+            time.sleep(0.1)
+        time.sleep(0.3)
+    assert [record.getMessage() for record in caplog.records if record.levelname == "ERROR"] == []
