@@ -149,6 +149,11 @@ def _gunzip(raw: bytes, limit: int) -> bytes:
         raise TrackingApiError("payload_too_large", f"inflated request body exceeds the limit of {limit} bytes")
     if not inflater.eof:
         raise TrackingApiError("invalid_gzip", "Content-Encoding is gzip but the gzip data is truncated")
+    if inflater.unused_data:
+        # Bytes after the first gzip member were ignored, and with them the calls a second member
+        # held. GUESS: Segment's Go reader takes every member (two JSON documents: invalid JSON) and
+        # refuses other trailing bytes as a bad header; either way a 400.
+        raise TrackingApiError("invalid_gzip", "Content-Encoding is gzip but bytes follow the gzip data; send one gzip member")
     return data
 
 

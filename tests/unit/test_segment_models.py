@@ -217,6 +217,10 @@ def test_gzip_bodies(backend: SegmentBackend) -> None:
     assert rejected(backend, "track", body({"writeKey": KEY}), "gzip") == "invalid_gzip"
     assert rejected(backend, "track", raw[:-10], "gzip") == "invalid_gzip"
     assert rejected(backend, "track", raw, "br") == "unsupported_content_encoding"
+    # What followed the first member was ignored: a second member's call, or garbage, answered 200.
+    second = gzip.compress(body({"writeKey": KEY, "userId": "u2", "event": "Lost"}))
+    assert rejected(backend, "track", raw + second, "gzip") == "invalid_gzip"
+    assert rejected(backend, "track", raw + b"garbage", "gzip") == "invalid_gzip"
 
 
 def test_size_limits(backend: SegmentBackend) -> None:
