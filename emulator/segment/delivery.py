@@ -58,6 +58,7 @@ DELIVERED = "delivered"
 FAILED = "failed"
 SKIPPED = "skipped"
 STATES = (QUEUED, RETRYING, DELIVERED, FAILED, SKIPPED)
+FINISHED = (DELIVERED, FAILED, SKIPPED)
 
 # The Mailjet tile in Segment's catalog declares identify only (reference/segment.md §7.1).
 SUPPORTED_TYPES = frozenset({"identify"})
@@ -450,7 +451,10 @@ class DeliveryPipeline:
     # --- delivery ------------------------------------------------------------------------------
 
     def _remember(self, record: DeliveryRecord) -> None:
-        if len(self._records) >= self._max_records:
+        # Only finished records make room: an unfinished one dropped from the store would be gone
+        # after a restart, though its message was answered 200. Until the oldest finishes, the log
+        # holds more than max_records.
+        while len(self._records) >= self._max_records and self._records[0].state in FINISHED:
             oldest = self._records.popleft()
             self.dropped += 1
             if self.changes is not None:

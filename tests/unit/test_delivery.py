@@ -422,6 +422,30 @@ def test_a_refused_connection_is_retried():
         closed.close()
 
 
+def test_only_finished_records_make_room_in_the_capped_log():
+    # The oldest record was dropped (from memory and the store) even while it was retrying: a
+    # restart then lost a message that had been answered 200.
+    receiver = Receiver()
+    loop_thread, runner, urls = serve_in_background({"receiver": receiver.app})
+    clock = Clock()
+    pipeline = DeliveryPipeline(clock, urls["receiver"], SEED, api_key=AUTH_KEY, max_records=2)
+    try:
+        h = Harness(receiver, clock, pipeline, loop_thread, "")
+        receiver.script["ada"] = deque([503])
+        waiting = h.identify("ada")
+        h.wait_state(waiting, "retrying")
+        for user in ("bob", "cy"):
+            h.wait_state(h.identify(user), "delivered")
+        assert [r.message_id for r in pipeline.all_records()][0] == waiting and pipeline.dropped == 0
+        h.fire_retry(waiting)
+        h.wait_state(h.identify("dee"), "delivered")
+        assert [r.message_id for r in pipeline.all_records()] == ["m-3", "m-4"] and pipeline.dropped == 2
+    finally:
+        loop_thread.run(pipeline.aclose())
+        loop_thread.run(runner.stop())
+        loop_thread.close()
+
+
 # --- settings and reset ------------------------------------------------------------------------
 
 
