@@ -9,7 +9,6 @@ Every hop is a real server; waits poll server state, and retries are driven by `
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -29,6 +28,8 @@ from emulator.bundle import BackgroundBundle
 from emulator.common.server import serve_in_background
 from emulator.config import BundleConfig
 
+from .polling import wait_for as poll
+
 WAIT_SECONDS = 15
 LINK = "https://shop.example.com/offer"
 HTML = f'<p>Hello Ada, <a href="{LINK}">see the offer</a></p>'
@@ -42,14 +43,7 @@ STORE_FIELDS = ("source", "status", "discard_reason", "violations")
 
 
 def wait_for(probe: Callable[[], Any], what: str) -> Any:
-    deadline = time.monotonic() + WAIT_SECONDS
-    while True:
-        found = probe()
-        if found:
-            return found
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.02)
+    return poll(probe, what, WAIT_SECONDS)
 
 
 def wait_rows(stack: Stack, done: Callable[[list[dict[str, Any]]], bool], what: str, **query: Any) -> list[dict[str, Any]]:

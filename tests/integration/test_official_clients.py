@@ -12,8 +12,7 @@ from __future__ import annotations
 import json
 import math
 import tempfile
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from datetime import date, datetime, timedelta, timezone
 from decimal import Decimal
 from pathlib import Path
@@ -36,7 +35,8 @@ from emulator.bundle import BackgroundBundle
 from emulator.common.clock import parse_iso
 from emulator.config import BundleConfig
 
-WAIT_SECONDS = 10
+from .polling import wait_for
+
 # analytics-python's own limits (segment/analytics/consumer.py): MAX_MSG_SIZE and BATCH_SIZE_LIMIT.
 CLIENT_MAX_MSG_BYTES = 32 << 10
 CLIENT_BATCH_BYTES = 475_000
@@ -64,17 +64,6 @@ def control(base: str, route: str, method: str = "GET", body: Any = None, **para
     response = httpx.request(method, f"{base}/_emulator/{route}", params=params, json=body, timeout=30)
     assert response.status_code < 300, response.text
     return response.json() if response.content else None
-
-
-def wait_for(probe: Callable[[], Any], what: str) -> Any:
-    deadline = time.monotonic() + WAIT_SECONDS
-    while True:
-        found = probe()
-        if found:
-            return found
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.02)
 
 
 # ================================================================ analytics-python → fake Segment
