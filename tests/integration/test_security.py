@@ -119,26 +119,23 @@ def test_journal_redacts_credentials(guarded: dict[str, Any]) -> None:
         assert '"authorization":"<redacted>"' in text.replace(" ", "")
 
 
-def test_mailjet_refuses_a_body_over_the_cap_in_its_error_shape(guarded: dict[str, Any]) -> None:
-    body = b'{"Email": "' + b"x" * MAX_BODY_BYTES + b'"}'
+@pytest.mark.parametrize(
+    ("path", "head", "status", "error"),
+    [
+        ("/v3/REST/contact", b'{"Email": "', 413, {"StatusCode": 413}),
+        # Send v3.1 documents "mj-0011 payload too big" as a 400 in its own error shape.
+        ("/v3.1/send", b'{"Messages": [{"Subject": "', 400, {"ErrorCode": "mj-0011", "StatusCode": 400}),
+    ],
+)
+def test_mailjet_refuses_a_body_over_the_cap_in_the_shape_of_the_api_called(
+    guarded: dict[str, Any], path: str, head: bytes, status: int, error: dict[str, Any]
+) -> None:
     answer = httpx.post(
-        guarded["mailjet_url"] + "/v3/REST/contact", content=body,
+        guarded["mailjet_url"] + path, content=head + b"x" * MAX_BODY_BYTES + b'"}',
         auth=(guarded["mailjet_api_key"], guarded["mailjet_secret_key"]), timeout=30,
     )
-    assert answer.status_code == 413
-    assert answer.json()["StatusCode"] == 413 and "too large" in answer.json()["ErrorMessage"]
-
-
-def test_send_v31_refuses_a_body_over_the_cap_with_its_documented_code(guarded: dict[str, Any]) -> None:
-    # Send v3.1 documents "mj-0011 payload too big" as a 400 in its own error shape.
-    body = b'{"Messages": [{"Subject": "' + b"x" * MAX_BODY_BYTES + b'"}]}'
-    answer = httpx.post(
-        guarded["mailjet_url"] + "/v3.1/send", content=body,
-        auth=(guarded["mailjet_api_key"], guarded["mailjet_secret_key"]), timeout=30,
-    )
-    assert answer.status_code == 400
-    error = answer.json()
-    assert (error["ErrorCode"], error["StatusCode"]) == ("mj-0011", 400) and error["ErrorIdentifier"]
+    assert answer.status_code == status
+    assert error.items() <= answer.json().items()
 
 
 def test_segment_drains_an_oversized_body_and_answers_400(guarded: dict[str, Any]) -> None:
