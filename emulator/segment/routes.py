@@ -69,6 +69,11 @@ def create_app(config: BundleConfig, clock: Clock, urls: BundleUrls) -> Starlett
         query = request.query_params.get(WRITE_KEY_PARAM)
         return query if query is not None else request.headers.get(WRITE_KEY_HEADER)
 
+    def workspace_epoch(write_key: str | None) -> tuple[Workspace, int]:
+        # What a reset of the workspace a tracking call goes to changes (fault_routes holds calls).
+        workspace = workspaces.for_tracking(write_key or "")
+        return workspace, workspace.resets
+
     def workspace_of(request: Request) -> Workspace:
         key = named_write_key(request)
         if key is None:
@@ -169,7 +174,7 @@ def create_app(config: BundleConfig, clock: Clock, urls: BundleUrls) -> Starlett
         ],
         middleware=service_middleware(
             faults, journal, segment_fault_response, write_key, config.control_token, credential_in_body=True,
-            tenant_epoch=lambda key: (workspace := workspaces.for_tracking(key or ""), workspace.resets),
+            tenant_epoch=workspace_epoch,
         ) + ([Middleware(BeforeAnswer, hook=store.flush)] if store is not None else []),
         exception_handlers={HTTPException: _http_error, Exception: _internal_error},
         lifespan=lifespan,
