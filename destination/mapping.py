@@ -18,7 +18,6 @@ Datatype = Literal["bool", "int", "float", "datetime", "str"]
 Scalar = bool | int | float | str
 
 USER_ID_PROPERTY = "segment_user_id"
-NAME_TRAITS = ("name", "firstName", "lastName", "first_name", "last_name")
 
 # Guess: Mailjet documents no integer range; its int properties are assumed to be 64-bit, and a
 # larger integer (an id, a phone number) is kept exactly by storing it as text.
@@ -34,9 +33,11 @@ MAX_PROPERTY_NAME_LENGTH = 255
 
 # ISO-8601 dates and date-times as Segment libraries send them ("2024-05-01T10:00:00.123Z"). Parsed
 # from these groups rather than by datetime.fromisoformat, which on Python 3.10 rejects "Z" and
-# fractions of other than 3 or 6 digits. ASCII: \d alone would also match other scripts' digits.
+# fractions of other than 3 or 6 digits. Fractions of up to 9 digits are read (.NET's "o" format
+# writes 7, Go's RFC3339Nano up to 9) and cut to microseconds: Mailjet keeps whole seconds anyway.
+# ASCII: \d alone would also match other scripts' digits.
 _ISO_DATETIME = re.compile(
-    r"(\d{4})-(\d{2})-(\d{2})(?:[T ](\d{2}):(\d{2})(?::(\d{2})(?:\.(\d{1,6}))?)?(?:Z|([+-])(\d{2}):?([0-5]\d))?)?\Z",
+    r"(\d{4})-(\d{2})-(\d{2})(?:[T ](\d{2}):(\d{2})(?::(\d{2})(?:\.(\d{1,9}))?)?(?:Z|([+-])(\d{2}):?([0-5]\d))?)?\Z",
     re.ASCII,
 )
 
@@ -129,13 +130,20 @@ def _text(value: Any) -> str:
 
 
 def contact_name(traits: Mapping[str, Any]) -> str | None:
-    """Mailjet's contact `Name`: `name`, else first and last name (camelCase or snake_case)."""
+    """Mailjet's contact `Name`: `name`, else first and last name (camelCase or snake_case) when
+    both are given; None (Name left as it is) otherwise.
+
+    Both, as Segment's own facade builds a name (segmentio/facade lib/identify.js: "if (firstName &&
+    lastName)") and as the identify spec says ("If you only pass a first and last name"): an update
+    carrying only one half would otherwise replace a full Name with it. That half is still kept as
+    a property.
+    """
     name = _text(traits.get("name"))
     if name:
         return name
     first = _text(traits.get("firstName")) or _text(traits.get("first_name"))
     last = _text(traits.get("lastName")) or _text(traits.get("last_name"))
-    return " ".join(part for part in (first, last) if part) or None
+    return f"{first} {last}" if first and last else None
 
 
 def parse_iso_datetime(text: str) -> datetime | None:
@@ -151,7 +159,7 @@ def parse_iso_datetime(text: str) -> datetime | None:
         if sign:
             offset = timedelta(hours=int(offset_hours), minutes=int(offset_minutes))
             zone = timezone(-offset if sign == "-" else offset)  # ValueError from 24 h on
-        fields = (year, month, day, hour or 0, minute or 0, second or 0, (fraction or "0").ljust(6, "0"))
+        fields = (year, month, day, hour or 0, minute or 0, second or 0, (fraction or "0")[:6].ljust(6, "0"))
         return datetime(*map(int, fields), tzinfo=zone)
     except ValueError:
         return None

@@ -15,6 +15,9 @@ from typing import Any
 from .json_body import read_json
 
 
+_INT64_MAX = 2**63 - 1
+
+
 class SettingsError(ValueError):
     """The settings Segment sent cannot be used; answered 400 (Segment does not retry it)."""
 
@@ -73,9 +76,16 @@ def parse_list_id(value: Any) -> int:
         text = value.strip()
     else:
         raise SettingsError(f"setting listId must be a string holding a positive integer, got {json.dumps(value)}")
-    if not text.isascii() or not text.isdigit() or int(text) < 1:
-        raise SettingsError(f"setting listId must be a positive integer (a Mailjet contact list id), got {json.dumps(value)}")
-    return int(text)
+    # Mailjet ids are int64 (ListID, reference/mailjet.md §3). The length is checked before int():
+    # past 4,300 digits int() raises a ValueError of its own, which would be answered 500.
+    digits = text.lstrip("0")
+    if not text.isascii() or not text.isdigit() or not digits or len(digits) > 19 or int(digits) > _INT64_MAX:
+        raise SettingsError(f"setting listId must be a positive integer (a Mailjet contact list id), got {_shorten(json.dumps(value))}")
+    return int(digits)
+
+
+def _shorten(text: str, limit: int = 40) -> str:
+    return text if len(text) <= limit else f"{text[:limit]}..."
 
 
 def parse_settings(authorization: str | None, settings_header: str | None) -> DestinationSettings:

@@ -235,6 +235,32 @@ def test_second_identify_updates_without_duplicating(stack):
     assert response.json()["createdProperties"] == []
 
 
+def test_an_update_with_only_a_last_name_keeps_the_full_name(stack):
+    # {"lastName": "Byron"} alone once replaced the contact's Name "Ada Lovelace" by "Byron".
+    email = unique_email()
+    first = identify(email, {"name": "Ada Lovelace"})
+    assert post(stack, first).status_code == 200
+    response = post(stack, identify(email, {"lastName": "Byron"}, userId=first["userId"]))
+    assert response.status_code == 200, response.text
+    assert response.json()["name"] is None
+    assert mailjet_get(stack, f"contact/{email}").json()["Data"][0]["Name"] == "Ada Lovelace"
+    assert contact_data(stack, email)["lastName"] == "Byron"
+
+
+def test_a_later_identify_does_not_resubscribe_a_contact_who_unsubscribed(stack):
+    # addnoforce "does not change the subscription status" (reference/mailjet.md §3); addforce would
+    # put the contact back on the list against their choice.
+    email = unique_email()
+    assert post(stack, identify(email, {"it_plan": "free"})).status_code == 200
+    mailjet_send(stack, "POST", f"contactslist/{LIST_ID}/managecontact", {"Email": email, "Action": "unsub"})
+    response = post(stack, identify(email, {"it_plan": "pro", "it_unsubscribed": False}))
+    assert response.status_code == 200, response.text
+    contact_id = response.json()["contactId"]
+    (membership,) = mailjet_get(stack, "listrecipient", ContactsList=LIST_ID, Contact=contact_id).json()["Data"]
+    assert membership["IsUnsubscribed"] is True
+    assert contact_data(stack, email)["it_plan"] == "pro"
+
+
 def test_engage_audience_trait_becomes_a_boolean_property(stack):
     email = unique_email()
     message = identify(
@@ -404,6 +430,8 @@ def test_malformed_or_non_object_json_is_400(stack):
 
 def test_invalid_settings_are_400(stack):
     assert_error(post(stack, identify(unique_email()), headers=segment_headers(list_id="abc")), 400, "listId")
+    # Once a 500 (int() refuses more than 4,300 digits), which Segment retries for 4 h.
+    assert_error(post(stack, identify(unique_email()), headers=segment_headers(list_id="1" * 5000)), 400, "listId")
     headers = segment_headers()
     headers["X-Segment-Settings"] = "***"
     assert_error(post(stack, identify(unique_email()), headers=headers), 400, "X-Segment-Settings")

@@ -62,15 +62,25 @@ def test_flatten_traits_yields_path_name_and_value():
         ({"firstName": "Ada", "lastName": "Lovelace"}, "Ada Lovelace"),
         ({"first_name": "Ada", "last_name": "Lovelace"}, "Ada Lovelace"),
         ({"firstName": "Ada", "last_name": "Lovelace"}, "Ada Lovelace"),
-        ({"firstName": "Ada"}, "Ada"),
-        ({"lastName": "Lovelace"}, "Lovelace"),
-        ({"name": "  ", "first_name": " Ada "}, "Ada"),
+        ({"name": "  ", "first_name": " Ada ", "lastName": "Lovelace"}, "Ada Lovelace"),
+        # One half only leaves Name as it is (Segment's facade: name() joins only "if firstName &&
+        # lastName"): an update carrying just {"lastName": "Byron"} once replaced "Ada Lovelace" by "Byron".
+        ({"firstName": "Ada"}, None),
+        ({"lastName": "Lovelace"}, None),
+        ({"name": "  ", "first_name": " Ada "}, None),
+        ({"firstName": "Ada", "lastName": "  "}, None),
         ({"name": 42}, None),
         ({}, None),
     ],
 )
 def test_contact_name(traits, expected):
     assert contact_name(traits) == expected
+
+
+def test_a_first_name_alone_is_kept_as_a_property_and_leaves_name_unchanged():
+    update = map_identify(identify({"firstName": "Augusta"}))
+    assert update.name is None
+    assert props(update)["firstName"] == ("Augusta", "str")
 
 
 def test_name_traits_also_become_properties_but_email_does_not():
@@ -297,7 +307,11 @@ def test_years_below_1000_are_written_with_four_digits():
         ("2024-05-01T10:00:00+01:60", None),
         ("2024-02-30", None),
         ("2024-05-01T24:00:00Z", None),
-        ("2024-05-01T10:00:00.1234567Z", None),
+        # More digits than a datetime holds, cut to microseconds: .NET's "o" format writes 7 and
+        # Go's RFC3339Nano (analytics-go marshals time.Time so) up to 9. Once read as text.
+        ("2024-05-01T10:00:00.1234567Z", datetime(2024, 5, 1, 10, 0, 0, 123456, timezone.utc)),
+        ("2024-05-01T10:00:00.999999999+02:00", datetime(2024, 5, 1, 8, 0, 0, 999999, timezone.utc)),
+        ("2024-05-01T10:00:00.1234567891Z", None),
         ("2024-05-01T10:00:00z", None),
         ("\u0662\u0660\u0662\u0664-05-01", None),
     ],
@@ -307,9 +321,10 @@ def test_parse_iso_datetime(text, expected):
 
 
 def test_iso_timestamps_with_z_or_any_fraction_become_datetimes():
-    update = map_identify(identify({"a": "2024-05-01T10:00:00.123Z", "b": "2024-05-01T10:00:00.12Z"}))
+    update = map_identify(identify({"a": "2024-05-01T10:00:00.123Z", "b": "2024-05-01T10:00:00.12Z", "c": "2024-05-01T10:00:00.123456789Z"}))
     assert props(update)["a"] == ("2024-05-01T10:00:00Z", "datetime")
     assert props(update)["b"] == ("2024-05-01T10:00:00Z", "datetime")
+    assert props(update)["c"] == ("2024-05-01T10:00:00Z", "datetime")
 
 
 def test_traits_nested_deeper_than_the_recursion_limit_are_skipped_not_a_crash():

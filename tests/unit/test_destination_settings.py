@@ -78,6 +78,18 @@ def test_invalid_list_id(value):
         parse_list_id(value)
 
 
+@pytest.mark.parametrize("value", ["1" * 5000, "9" * 20, str(2**63), 2**63])
+def test_list_id_beyond_a_mailjet_id_is_a_settings_error_not_a_500(value):
+    # 5,000 digits made int() raise a plain ValueError (Python's 4,300-digit limit): answered 500,
+    # which Segment retries for 4 h. Mailjet ids are int64 (ListID: reference/mailjet.md §3).
+    with pytest.raises(SettingsError, match="listId"):
+        parse_list_id(value)
+
+
+def test_list_id_with_leading_zeros_is_still_a_list_id():
+    assert parse_list_id("0" * 30 + "42") == 42
+
+
 def test_key_ring_from_json_and_lookup(tmp_path):
     path = tmp_path / "keyring.json"
     path.write_text(json.dumps({"accounts": {"auth-1": {"base_url": "https://api.mailjet.com/", "api_key": "pk", "secret_key": "sk"}}}))
