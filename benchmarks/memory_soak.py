@@ -75,7 +75,8 @@ def main() -> None:
             batch = [call(args.type, (sent + i) % args.users, sent + i) for i in range(min(BATCH, args.events - sent))]
             http.post(url, json={"writeKey": info["write_key"], "batch": batch}).raise_for_status()
             sent += len(batch)
-            if sent % args.every == 0 or sent == args.events:
+            # Crossed a multiple of --every (batches are BATCH calls, so it need not be one of BATCH's).
+            if sent // args.every != (sent - len(batch)) // args.every or sent == args.events:
                 if args.advance:
                     http.post(info["segment_url"] + "/_emulator/clock", json={"advance": args.advance}).raise_for_status()
                 gc.collect()
