@@ -639,6 +639,33 @@ def test_realtime_schedule_syncs_changes_and_lapses():
     asyncio.run(scenario())
 
 
+def test_realtime_schedule_acts_on_a_lapse_one_tick_after_the_window_edge():
+    # An event exactly `within` old is still inside: a timer due at the edge itself would sync for
+    # nothing and re-arm itself at the same moment, round after round.
+    class FrozenClock(Clock):  # real time stands still: the test lands on the edge exactly
+        def now(self):
+            return T0 + self.offset
+
+    async def scenario():
+        clock = FrozenClock()
+        world = ClockWorld(clock)
+        scheduler = EngageScheduler(world.engine, clock, "realtime", owner="segment")
+        world.engine.define_audience(LAST_30)
+        world.track("alice")
+        scheduler.arm()
+        await clock.run_due()
+        assert [m["traits"]["order_completed_last_30days"] for m in world.emitted] == [True]
+        assert clock.next_due() == T0 + timedelta(days=30, microseconds=1)
+        clock.advance(timedelta(days=30))
+        assert await clock.run_due() == 0  # at the edge the order is still inside the window
+        assert len(world.emitted) == 1
+        clock.advance(timedelta(microseconds=1))
+        await clock.run_due()
+        assert [m["traits"]["order_completed_last_30days"] for m in world.emitted] == [True, False]
+
+    asyncio.run(scenario())
+
+
 def test_manual_schedule_sets_no_timer():
     clock = Clock()
     world = ClockWorld(clock)

@@ -80,11 +80,27 @@ def test_rules_are_tried_in_order_and_a_miss_falls_through() -> None:
 
 def test_credential_limits_a_rule_to_one_key() -> None:
     rules = mailjet()
-    rules.add({"path": "/x", "api_key": "k1"})
+    rule = rules.add({"path": "/x", "api_key": "k1"})
     assert FaultRules.needs_credential(rules.candidates("GET", "/x"))
     assert fires(rules, "GET", "/x", "k2") is None
     assert fires(rules, "GET", "/x", None) is None
     assert fires(rules, "GET", "/x", "k1") is not None
+    assert (rule.matched, rule.fired) == (1, 1)  # other keys' requests are not this rule's
+
+
+def test_other_keys_requests_do_not_move_a_rules_seeded_draws() -> None:
+    # Parallel jobs share the server: job k1's faults must fall the same whatever k2 sends meanwhile.
+    def pattern(interleave: bool) -> list[bool]:
+        rules = mailjet()
+        rules.add({"path": "/x", "rate": 0.5, "seed": 5, "api_key": "k1"})
+        drawn = []
+        for _ in range(50):
+            if interleave:
+                fires(rules, "GET", "/x", "k2")
+            drawn.append(fires(rules, "GET", "/x", "k1") is not None)
+        return drawn
+
+    assert pattern(interleave=True) == pattern(interleave=False)
 
 
 def test_remove_and_clear() -> None:

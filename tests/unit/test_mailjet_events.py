@@ -499,9 +499,27 @@ def test_webhook_version_1_posts_one_object_per_event(fake: Fake) -> None:
     assert fake.events.events(event="click")[0].to_json()["webhook"]["state"] == "none"
 
 
+def test_webhook_version_2_never_puts_two_seconds_in_one_batch(fake: Fake) -> None:
+    # An event of a later second found the earlier second's batch still open (its timer not run
+    # yet): it must start a batch of its own, not ride along with the earlier second's events.
+    register(fake, "open", "http://hooks.test/open", version=2)
+    message = fake.send()
+    fake.advance()
+    fake.emit(message, "open")
+    fake.clock.advance(timedelta(seconds=2))  # the first second's batch is due; its timer has not run
+    fake.emit(message, "open")
+    fake.loop.run_until_complete(settle(fake.clock))
+    fake.advance(timedelta(seconds=1))
+    assert [[event["event"] for event in body] for _, body, _ in fake.transport.posts] == [["open"], ["open"]]
+
+
 def test_webhook_version_2_groups_the_events_of_a_second(fake: Fake) -> None:
     for event_type in ("sent", "open"):
         register(fake, event_type, "http://hooks.test/all", version=2)
+    # The clock runs with real time: start just after a whole second, so that the wall clock does not
+    # end the second between the open and the check that its batch still waits.
+    now = fake.clock.now()
+    fake.clock.set(now.replace(microsecond=0) + timedelta(seconds=1, milliseconds=1))
     first, second = fake.send(), fake.send("bob@example.com")
     fake.advance(timedelta(0))
     fake.emit(first, "open")  # delivers first now, same second: sent + open
@@ -760,6 +778,26 @@ def test_segment_4xx_is_final_and_10_retries_is_the_limit(fake: Fake) -> None:
     fake.send("cy@example.com")  # the queue moves on after a final failure
     fake.advance()
     assert fake.events.records[2].segment.state == "delivered"
+
+
+def test_a_batch_never_mixes_write_keys(fake: Fake) -> None:
+    # Each event goes with the write key of the moment it happened: the queue behind a retrying
+    # batch splits where the key changes, one POST per key.
+    connect(fake)
+    fake.transport.statuses = [500, 200]
+    first = fake.send()
+    fake.advance()
+    fake.emit(first, "open")
+    fake.account.update_app_connection({"writeKey": "wk-2"})
+    fake.emit(first, "click", url=LINK)
+    fake.advance(timedelta(0))
+    assert len(segment_posts(fake)) == 1  # the delivered event waits for its retry; the others queue
+    fake.advance(timedelta(seconds=1))
+    fake.advance(timedelta(0))
+    assert [(body["writeKey"], [call["event"] for call in body["batch"]]) for _, body, _ in segment_posts(fake)] == [
+        ("wk-1", ["Email Delivered"]), ("wk-1", ["Email Delivered"]), ("wk-1", ["Email Opened"]),
+        ("wk-2", ["Email Link Clicked"]),
+    ]
 
 
 def test_events_queue_behind_a_retrying_batch(fake: Fake) -> None:

@@ -144,6 +144,34 @@ def test_paging_sort_and_limits() -> None:
         paginate(rows, Query.parse([("Sort", "Nope")]))
 
 
+def test_sort_on_several_keys_orders_by_the_first_then_the_next() -> None:
+    rows = [{"ID": 1, "Name": "b"}, {"ID": 2, "Name": "a"}, {"ID": 3, "Name": "b"}, {"ID": 4, "Name": "a"}]
+    page = paginate(rows, Query.parse([("Sort", "Name,ID DESC")]))
+    assert [r["ID"] for r in page] == [4, 2, 3, 1]
+
+
+def test_list_metadata_filters_by_datatype_namespace_and_name(account: Account) -> None:
+    account.create_property({"Name": "plan", "Datatype": "str"})
+    account.create_property({"Name": "visits", "Datatype": "int", "NameSpace": "historic"})
+    account.create_property({"Name": "age", "Datatype": "int"})
+
+    def names(*params: tuple[str, str]) -> list[str]:
+        return [p.name for p in account.list_properties(Query.parse(list(params)))]
+
+    assert names(("Namespace", "historic")) == ["visits"]
+    assert names(("DataType", "int"), ("Namespace", "static")) == ["age"]
+    assert names(("Name", "PLAN")) == ["plan"]
+
+
+def test_a_list_update_answers_whether_it_changed_and_keeps_its_address(account: Account) -> None:
+    news = account.create_list({"Name": "News"})
+    assert account.update_list(str(news.id), {"Name": "News"})[1] is False  # the route answers 304
+    assert account.update_list(str(news.id), {"Name": "News 2", "Address": news.address})[1] is True
+    refused = error_of(account.update_list, str(news.id), {"Address": "elsewhere"})
+    assert refused.status == 400 and "can't be changed" in refused.message
+    assert account.get_list(str(news.id)).name == "News 2"
+
+
 def test_jobs_wait_for_the_clock(account: Account) -> None:
     clock = account.clock
     job = account.start_list_job("1", {"Action": "addforce", "Contacts": [{"Email": "j@example.com"}, {"Email": "bad"}]})

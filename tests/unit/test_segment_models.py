@@ -111,6 +111,12 @@ def test_timestamp_without_sent_at_is_kept_and_absent_timestamp_is_received_at(b
     assert "originalTimestamp" not in stamped.message
 
 
+def test_timestamp_with_an_unreadable_sent_at_is_kept(backend: SegmentBackend) -> None:
+    # No skew can be worked out from a sentAt that is no time: the client's timestamp stands as given.
+    kept = one(backend, "track", {"userId": "u1", "event": "E", "timestamp": "2020-01-01T00:00:00Z", "sentAt": "soon"})
+    assert kept.accepted and kept.message["timestamp"] == "2020-01-01T00:00:00.000Z"
+
+
 def test_unreadable_timestamp_falls_back_to_received_at(backend: SegmentBackend) -> None:
     stored = one(backend, "track", {"userId": "u1", "event": "E", "timestamp": "yesterday"})
     assert stored.accepted and stored.message["timestamp"] == stored.message["receivedAt"]
@@ -268,6 +274,7 @@ def test_more_than_2500_events_drops_the_whole_batch(backend: SegmentBackend) ->
     ({"type": "screen", "userId": "u", "category": 3}, "category_not_string"),
     ({"type": "alias", "userId": "u"}, "id_required"),
     ({"type": "alias", "previousId": "a"}, "id_required"),
+    ({"type": "alias", "previousId": "a", "userId": 42}, "id_not_string"),
     ({"type": "track", "userId": "u", "event": "E", "context": "x"}, "bad_request"),
     ({"type": "unknown", "userId": "u"}, "invalid_type"),
     ({"userId": "u"}, "invalid_type"),
