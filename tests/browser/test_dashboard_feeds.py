@@ -41,6 +41,13 @@ def test_segment_stream_sends_each_stored_message(stack: dict[str, Any], http: h
     assert message["type"] == "identify" and message["userId"] == "u1" and message["status"] == "accepted"
 
 
+def test_segment_stream_refuses_another_workspaces_key(stack: dict[str, Any], http: httpx.Client) -> None:
+    # It streamed the default workspace's messages to a caller naming another workspace.
+    assert http.get(f"{stack['segment_url']}/_emulator/events/stream", params={"writeKey": "other-job"}).status_code == 400
+    with http.stream("GET", f"{stack['segment_url']}/_emulator/events/stream", params={"writeKey": stack["write_key"]}) as own:
+        assert own.status_code == 200 and next(own.iter_lines()) == ": connected"
+
+
 def test_mailjet_stream_tells_of_changes(stack: dict[str, Any], http: httpx.Client) -> None:
     auth = (stack["mailjet_api_key"], stack["mailjet_secret_key"])
     with httpx.Client(timeout=10) as listener, listener.stream("GET", f"{stack['mailjet_url']}/_emulator/stream") as stream:
