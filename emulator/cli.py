@@ -14,6 +14,7 @@ from .bundle import Bundle, remembered_auth_key
 from .common import server
 from .common.faults import FaultRuleError, FaultRules
 from .config import BundleConfig
+from .mailjet.service import api_key_problem
 from .segment.workspaces import DEFAULT_SOURCE_NAME, WorkspaceError, check_source
 from .harness import run, validate
 
@@ -114,9 +115,8 @@ def _check_credentials(args: argparse.Namespace) -> None:
         if value is not None and not value.strip():
             generated = ", or leave it out to generate one" if flag == "--auth-key" else ""
             raise ValueError(f"{flag} is empty; give one{generated}")
-    if ":" in args.mailjet_api_key:
-        # It travels as Basic auth's user name, which ends at the first colon: no call would authenticate.
-        raise ValueError("--mailjet-api-key must not contain ':' (Basic auth could not carry it)")
+    if (problem := api_key_problem(args.mailjet_api_key)) is not None:
+        raise ValueError(f"--mailjet-api-key {problem}")
 
 
 def _port(text: str) -> int:

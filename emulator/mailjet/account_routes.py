@@ -20,7 +20,7 @@ from starlette.routing import Route
 
 from ..common.control import ControlError, control_error_response, query_limit, read_json_object
 from ..common.json_body import decode_snapshot
-from .service import MailjetService, Tenant
+from .service import MailjetService, Tenant, api_key_problem
 from .storage import MailjetStore, StateError, export_snapshot, import_snapshot
 
 API_KEY_HEADER = "X-Segjet-Api-Key"
@@ -73,9 +73,8 @@ def account_routes(service: MailjetService, store: MailjetStore | None) -> list[
             api_key, secret_key = body.get("api_key"), body.get("secret_key")
             if not isinstance(api_key, str) or not api_key or not isinstance(secret_key, str) or not secret_key:
                 raise ControlError("api_key and secret_key must be non-empty strings")
-            if ":" in api_key:
-                # Basic auth ends the username at the first colon (RFC 7617): such a key could never authenticate.
-                raise ControlError("api_key must not contain a colon: Basic auth could not carry it")
+            if (problem := api_key_problem(api_key)) is not None:
+                raise ControlError(f"api_key {problem}")
             try:
                 tenant = service.create_account(api_key, secret_key)
             except ValueError as exc:

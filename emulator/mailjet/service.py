@@ -130,5 +130,14 @@ class MailjetService:
         await self.transport.aclose()
 
 
+def api_key_problem(api_key: str) -> str | None:
+    """Why no call could reach an account with this API key, or None (the control API and `segjet
+    up` refuse such keys)."""
+    if ":" in api_key:
+        # Basic auth ends the user name at the first colon (RFC 7617).
+        return "must not contain ':', a colon, which Basic auth could not carry"
+    return None
+
+
 def _free_key_id(tenants: dict[str, Tenant]) -> int:
     return max((tenant.account.api_key_id for tenant in tenants.values()), default=0) + 1
