@@ -60,6 +60,14 @@ def query_limit(request: Request, default: int = 100) -> int:
     return limit
 
 
+def named_tenant(request: Request, param: str, header: str) -> str | None:
+    """The workspace or account key a control call names (`?param=K`, else the header), None when
+    it names none. A key given empty (`?writeKey=$UNSET`) still names one, an unknown one (404):
+    taken as "none", a scoped reset became the whole-server reset and deleted every other tenant."""
+    query = request.query_params.get(param)
+    return query if query is not None else request.headers.get(header)
+
+
 def clock_state(clock: Clock) -> dict[str, Any]:
     due = clock.next_due()
     return {"now": iso(clock.now()), "pending_timers": clock.pending(), "next_due": iso(due) if due else None}

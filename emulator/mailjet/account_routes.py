@@ -18,7 +18,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from ..common.control import ControlError, control_error_response, query_limit, read_json_object
+from ..common.control import ControlError, control_error_response, named_tenant, query_limit, read_json_object
 from ..common.json_body import decode_snapshot
 from .service import MailjetService, Tenant, api_key_problem
 from .storage import MailjetStore, StateError, export_snapshot, import_snapshot
@@ -27,11 +27,8 @@ API_KEY_HEADER = "X-Segjet-Api-Key"
 
 
 def named_api_key(request: Request) -> str | None:
-    """The API key the call names, None when it names none. A key given empty (`?apiKey=` from an unset
-    variable) still names an account, an unknown one: taken as "none", a scoped reset became the
-    whole-server reset and deleted every other account."""
-    query = request.query_params.get("apiKey")
-    return query if query is not None else request.headers.get(API_KEY_HEADER)
+    """The API key the call names, None when it names none."""
+    return named_tenant(request, "apiKey", API_KEY_HEADER)
 
 
 def tenant_of(service: MailjetService, request: Request) -> Tenant:

@@ -21,7 +21,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from ..common.clock import Clock
-from ..common.control import ControlError, control_error_response, control_routes, query_limit
+from ..common.control import ControlError, control_error_response, control_routes, named_tenant, query_limit
 from ..common.fault_routes import fault_routes, segment_fault_response, service_middleware, write_key
 from ..common.faults import FaultRules
 from ..common.http import BeforeAnswer, BodyTooLarge, read_capped
@@ -64,10 +64,7 @@ def create_app(config: BundleConfig, clock: Clock, urls: BundleUrls) -> Starlett
     faults.add_all(config.faults.get("segment", []))
 
     def named_write_key(request: Request) -> str | None:
-        # A key given empty (`?writeKey=$UNSET`) still names a workspace, an unknown one (404): taken
-        # as "none", a scoped reset became the whole-server reset and deleted every other workspace.
-        query = request.query_params.get(WRITE_KEY_PARAM)
-        return query if query is not None else request.headers.get(WRITE_KEY_HEADER)
+        return named_tenant(request, WRITE_KEY_PARAM, WRITE_KEY_HEADER)
 
     def workspace_epoch(write_key: str | None) -> tuple[Workspace, int]:
         # What a reset of the workspace a tracking call goes to changes (fault_routes holds calls).
