@@ -13,7 +13,7 @@ from starlette.routing import BaseRoute, Route
 
 import contracts
 
-from ..common.control import ControlError, control_error_response, presented_token
+from ..common.control import ControlError, control_error_response, named_tenant, presented_token
 from ..common.json_body import decode_json
 from ..config import BundleUrls
 from .common import STATIC_DIR, Broadcaster, page_routes, static_mount
@@ -39,7 +39,7 @@ def segment_dashboard_routes(backend: SegmentBackend, urls: BundleUrls) -> list[
     async def stream(request: Request) -> Response:
         # Each accepted message as it is stored (the backend's listeners see accepted ones only;
         # the Debugger polls `GET /_emulator/events?status=discarded` for the others).
-        key = request.query_params.get("writeKey", request.headers.get("x-segjet-write-key"))
+        key = named_tenant(request, "writeKey", "x-segjet-write-key")
         if key is not None and key not in {source.write_key for source in backend.sources}:
             # The feed is the default workspace's, like the dashboard: another workspace's caller
             # silently got the default's messages.
