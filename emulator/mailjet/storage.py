@@ -425,8 +425,9 @@ def _next_id(row: dict[str, Any], name: str, where: str, objects: list[Any]) -> 
     """The counter `name` of the account row, checked to hand out ids that are new and storable."""
     value = _require(row, name, "int", where)
     _check_counter(value, f"{where}.{name}")
-    if objects and max(obj.id for obj in objects) >= value:
-        raise StateError(f"{where}.{name}: must be above every id it gave ({max(obj.id for obj in objects)})")
+    highest = max((obj.id for obj in objects), default=0)
+    if highest >= value:
+        raise StateError(f"{where}.{name}: must be above every id it gave ({highest})")
     return value
 
 
