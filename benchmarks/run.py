@@ -397,7 +397,7 @@ def bench_startup(figures: dict[str, Any]) -> None:
 
 
 def bench_reset(figures: dict[str, Any]) -> None:
-    """The pytest plugin's per-test reset (`SegjetClient.reset`: POST /_emulator/reset on both fakes).
+    """The pytest plugin's per-test reset (`SegjetClient.reset`: POST /_emulator/reset on Mailjet, Segment, Mailjet).
 
     On the stack the plugin's session fixture starts: a BackgroundBundle on a thread of the test's
     own process (here this one), with the fixture's config, not a `segjet up` process: the client

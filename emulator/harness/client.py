@@ -94,13 +94,14 @@ class SegjetClient:
     def reset(self) -> None:
         """Both fakes back to fresh, with no delivery from before this call landing after it.
 
-        Segment first: its reset answers once the deliveries it had in flight are answered (within
-        their 5 s timeout), and the destination answers only after its last Mailjet call, so their
-        writes are done when Mailjet is reset. A request Mailjet still holds in a fault's delay is
-        dropped by Mailjet's reset. Not covered: a webhook or email-event forward the fake Mailjet
-        has in flight at that moment (only a test that sends email and resets mid-flight has one).
+        Each reset answers once the calls its server had in flight are answered (each within its
+        timeout), and a request a fault held is dropped. Mailjet, then Segment, then Mailjet again:
+        the first answers after its email-event forwards reached the old Segment; Segment's answers
+        after the destination's last Mailjet call, which may have reached the fresh Mailjet; the
+        second Mailjet reset clears that. Neither the destination's writes nor the second reset
+        start any call to Segment.
         """
-        for url in (self.segment_url, self.mailjet_url):
+        for url in (self.mailjet_url, self.segment_url, self.mailjet_url):
             checked(self.http.post(f"{url}/_emulator/reset"))
 
     def segment(self, method: str, path: str, **kwargs: Any) -> Any:

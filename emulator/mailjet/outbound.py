@@ -79,17 +79,21 @@ class HttpTransport:
 
     def __init__(self) -> None:
         self._client: aiohttp.ClientSession | None = None
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._tasks: dict[asyncio.Task[None], Account] = {}  # each with the account whose call it makes
 
-    def spawn(self, work: Coroutine[Any, Any, None]) -> None:
+    def spawn(self, work: Coroutine[Any, Any, None], account: Account) -> None:
         """Run `work` (attempts and the recording of their results) as a task of the running loop,
         so that the timer callback that starts it returns without waiting on the network."""
         task = asyncio.get_running_loop().create_task(work)
-        self._tasks.add(task)
+        self._tasks[task] = account
         task.add_done_callback(self._finished)
 
+    def in_flight(self, account: Account) -> list[asyncio.Task[None]]:
+        """The tasks making `account`'s calls now."""
+        return [task for task, owner in self._tasks.items() if owner is account]
+
     def _finished(self, task: asyncio.Task[None]) -> None:
-        self._tasks.discard(task)
+        self._tasks.pop(task, None)
         if not task.cancelled() and task.exception() is not None:
             log.error("an outgoing delivery failed unexpectedly", exc_info=task.exception())
 
@@ -261,7 +265,7 @@ class Webhooks:
             lane = self._lanes.get(url)
             if lane is None:
                 lane = self._lanes[url] = deque()
-                self._transport.spawn(self._drain(url, lane))
+                self._transport.spawn(self._drain(url, lane), self._account)
             lane.append(delivery)
 
     async def _drain(self, url: str, lane: deque[WebhookDelivery]) -> None:
@@ -483,7 +487,7 @@ class SegmentForwarder:
         """Timer callback: start sending unless a task is at it already; returns at once."""
         if not self._sending:
             self._sending = True
-            self._transport.spawn(self._send(self._generation))
+            self._transport.spawn(self._send(self._generation), self._account)
 
     async def _send(self, generation: int) -> None:
         """Send batches one at a time until the queue is empty or a batch waits for its retry."""

@@ -508,7 +508,7 @@ def create_app(config: BundleConfig, clock: Clock, urls: BundleUrls) -> Starlett
         return JSONResponse(result, status)
 
     routes = [
-        *control_routes(SERVICE, clock, journal, reset, lambda request: scoped_reset(service, request)),
+        *control_routes(SERVICE, clock, journal, reset, lambda request: scoped_reset(service, request), service.quiesce),
         *fault_routes(faults),
         *account_routes(service, store),
         openapi_route(openapi_document),

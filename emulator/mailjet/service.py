@@ -8,6 +8,7 @@ and what storage and snapshots save and restore.
 
 from __future__ import annotations
 
+import asyncio
 import secrets
 from dataclasses import dataclass
 
@@ -57,6 +58,8 @@ class MailjetService:
         self.backend = MailjetBackend(config, clock, base_url, segment_url)
         self.transport = transport or HttpTransport()
         self.tenants: dict[str, Tenant] = {}
+        # Calls replaced accounts had in flight; their answers are dropped, but they still land where they went.
+        self._retiring: set[asyncio.Task[None]] = set()
         self.install({api_key: self.attach(account) for api_key, account in self.backend.accounts.items()})
 
     @property
@@ -86,7 +89,7 @@ class MailjetService:
         The server's configured account is always there: a fresh one is added when `tenants` lacks it.
         """
         for tenant in self.tenants.values():
-            tenant.close()
+            self._retire(tenant)
         tenants = dict(tenants)
         if self.config.mailjet_api_key not in tenants:
             config = self.config
@@ -101,14 +104,14 @@ class MailjetService:
     def reset(self) -> None:
         """Back to one fresh configured account; every other account is gone."""
         for tenant in self.tenants.values():
-            tenant.close()
+            self._retire(tenant)
         self.backend.reset()
         self.tenants = {api_key: self.attach(account) for api_key, account in self.backend.accounts.items()}
 
     def reset_account(self, api_key: str) -> Tenant:
         """One account back to fresh (same keys, same Segment authentication key); the others keep everything."""
         old = self.tenants[api_key]
-        old.close()
+        self._retire(old)
         self.changes.wipe(api_key)
         account = old.account
         fresh = self.new_tenant(api_key, account.secret_key, account.api_key_id, account.app_connection.authentication_key)
@@ -125,6 +128,18 @@ class MailjetService:
         self.tenants[api_key] = tenant
         self.backend.accounts[api_key] = tenant.account
         return tenant
+
+    def _retire(self, tenant: Tenant) -> None:
+        tenant.close()
+        self._retiring.update(self.transport.in_flight(tenant.account))
+
+    async def quiesce(self) -> None:
+        """Return once every webhook or Segment call that a replaced account had in flight has its
+        answer (within its timeout: 5 s, 15 s), so none lands after a reset has answered."""
+        retiring = [task for task in self._retiring if not task.done()]
+        self._retiring.clear()
+        if retiring:
+            await asyncio.wait(retiring)
 
     async def aclose(self) -> None:
         await self.transport.aclose()

@@ -58,14 +58,20 @@ def wait_rows(stack: Stack, done: Callable[[list[dict[str, Any]]], bool], what: 
 
 @dataclass
 class Receiver:
-    """A webhook endpoint: `/ok/...` answers 200, `/fail/...` answers 500; every POST is kept."""
+    """A webhook endpoint: `/ok/...` answers 200, `/slow/...` answers 200 after half a second,
+    `/fail/...` answers 500; every POST is kept."""
 
     received: list[tuple[str, Any]] = field(default_factory=list)
     authorizations: dict[str, str | None] = field(default_factory=dict)  # by path, the last seen
+    answered_slowly: list[str] = field(default_factory=list)  # paths, as each slow answer goes out
 
     async def endpoint(self, request: Request) -> Response:
         self.authorizations[request.url.path] = request.headers.get("authorization")
         self.received.append((request.url.path, await request.json()))
+        if request.url.path.startswith("/slow"):
+            await asyncio.sleep(0.5)
+            self.answered_slowly.append(request.url.path)
+            return JSONResponse({"success": True})
         if request.url.path.startswith("/fail"):
             return JSONResponse({"error": "scripted failure"}, status_code=500)
         if request.url.path.startswith("/split"):
@@ -162,6 +168,7 @@ def stack(receiver_and_bundle: tuple[Receiver, dict[str, Any], str]) -> Stack:
         httpx.post(f"{url}/_emulator/reset").raise_for_status()
     receiver.received.clear()
     receiver.authorizations.clear()
+    receiver.answered_slowly.clear()
     return Stack(info, receiver_url)
 
 
@@ -254,6 +261,25 @@ def test_webhooks_version_2_get_the_events_of_a_second_in_one_array(stack: Stack
     for event in body:
         assert contracts.validate(f"mailjet.event.{event['event']}", event) == []
     assert len({event["time"] for event in body}) == 1
+
+
+def test_a_reset_answers_once_the_webhook_call_in_flight_is_answered(stack: Stack, receiver: Receiver) -> None:
+    stack.register_webhook("sent", "/slow/hook", version=1)
+    stack.send_email("dee@example.com")
+    wait_for(lambda: receiver.bodies("/slow/hook"), "the webhook call to start")
+    httpx.post(f"{stack.mailjet_url}/_emulator/reset").raise_for_status()
+    assert receiver.answered_slowly == ["/slow/hook"]
+
+
+def test_a_reset_of_the_account_answers_once_its_segment_forward_in_flight_is_answered(
+    stack: Stack, receiver: Receiver
+) -> None:
+    stack.connect_segment(segmentUrl=f"{stack.receiver_url}/slow", writeKey=stack.info["write_key"], sendEvents=True)
+    stack.send_email("eve@example.com")
+    wait_for(lambda: receiver.bodies("/slow/v1/batch"), "the Segment batch to start")
+    answer = httpx.post(f"{stack.mailjet_url}/_emulator/reset", params={"apiKey": stack.info["mailjet_api_key"]})
+    answer.raise_for_status()
+    assert receiver.answered_slowly == ["/slow/v1/batch"]
 
 
 def test_a_failing_webhook_is_retried_on_the_virtual_clock_and_dies_after_24h(stack: Stack, receiver: Receiver) -> None:
