@@ -32,6 +32,7 @@ from .auth import basic_credentials
 from .control import ControlError, ControlTokenMiddleware, control_error_response, read_json_object
 from .faults import DROP, TIMEOUT, FaultRule, FaultRuleError, FaultRules
 from .journal import CONTROL_PREFIX, FAULT_SCOPE_KEY, Exchange, Journal, JournalMiddleware
+from .http import GZIP_ENCODINGS, gunzip_bounded
 from .json_body import decode_json
 
 # A held request (`timeout`) is released after this long if the client never gives up.
@@ -100,12 +101,11 @@ def write_key(scope: Scope, body: bytes | None) -> str | None:
     # The encodings the fake Segment reads (segment/models.py `decode_body`): a body it refuses
     # unread (deflate, br) carries no write key it would see, so none is read here either.
     encoding = (_header(scope, b"content-encoding") or "").strip().lower()
-    if encoding not in ("", "identity", "gzip", "x-gzip"):
+    if encoding not in ("", "identity", *GZIP_ENCODINGS):
         return None
     try:
-        if encoding in ("gzip", "x-gzip"):
-            # Bounded: a small body must not inflate into gigabytes here.
-            body = zlib.decompressobj(16 + zlib.MAX_WBITS).decompress(body, _CREDENTIAL_BYTES)
+        if encoding in GZIP_ENCODINGS:
+            body = gunzip_bounded(body, _CREDENTIAL_BYTES).data
         payload = decode_json(body)
     except (ValueError, zlib.error):
         return None

@@ -1,8 +1,10 @@
-"""HTTP pieces both fakes share: a capped body reader, a hook that runs before each answer, and
-how an answer their own clients got is recorded."""
+"""HTTP pieces both fakes share: a capped body reader, a bounded gzip inflater, a hook that runs
+before each answer, and how an answer their own clients got is recorded."""
 
 from __future__ import annotations
 
+import zlib
+from dataclasses import dataclass
 from typing import Any, Callable
 
 import aiohttp
@@ -45,6 +47,27 @@ def recorded_body(raw: bytes, text_limit: int) -> Any:
         return decode_json(raw)
     except ValueError:
         return raw.decode("utf-8", "replace")[:text_limit]
+
+
+GZIP_ENCODINGS = ("gzip", "x-gzip")
+
+
+@dataclass(frozen=True)
+class Inflated:
+    """A gzip body inflated up to a limit. `data` holds at most limit + 1 bytes (one more says it is
+    longer); `whole`: the gzip member ended within them; `trailing`: bytes follow that member."""
+
+    data: bytes
+    whole: bool
+    trailing: bool
+
+
+def gunzip_bounded(raw: bytes, limit: int) -> Inflated:
+    """Inflate `raw` as gzip (framing required), never past limit + 1 bytes: a small body must not
+    inflate into gigabytes. Raises zlib.error when `raw` is not gzip data."""
+    inflater = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)
+    data = inflater.decompress(raw, limit + 1)
+    return Inflated(data, inflater.eof, bool(inflater.unused_data))
 
 
 class BodyTooLarge(Exception):

@@ -15,6 +15,7 @@ from typing import Any
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .clock import Clock, iso
+from .http import GZIP_ENCODINGS, gunzip_bounded
 from .json_body import decode_json
 
 CONTROL_PREFIX = "/_emulator/"
@@ -58,7 +59,7 @@ class Exchange:
             name = raw_name.decode("latin-1").lower()
             headers[name] = "<redacted>" if name in _REDACTED_HEADERS else raw_value.decode("latin-1")
         body = self.request_body
-        if headers.get("content-encoding", "").strip().lower() in ("gzip", "x-gzip") and self.request_size <= _BODY_LIMIT:
+        if headers.get("content-encoding", "").strip().lower() in GZIP_ENCODINGS and self.request_size <= _BODY_LIMIT:
             inflated = _gunzipped(body)
             if inflated is not None and len(inflated) > _BODY_LIMIT:
                 body = None
@@ -85,12 +86,11 @@ def _kept(body: bytes) -> bytes:
 def _gunzipped(raw: bytes) -> bytes | None:
     """A gzipped body inflated for showing (clients gzip batches), at most one byte past what the
     journal shows; None when it is not whole gzip data (it is then shown as it came)."""
-    inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
     try:
-        inflated = inflater.decompress(raw, _BODY_LIMIT + 1)
+        inflated = gunzip_bounded(raw, _BODY_LIMIT)
     except zlib.error:
         return None
-    return inflated if inflater.eof or len(inflated) > _BODY_LIMIT else None
+    return inflated.data if inflated.whole or len(inflated.data) > _BODY_LIMIT else None
 
 
 def _decode(raw: bytes, size: int) -> Any:

@@ -32,6 +32,7 @@ import contracts
 
 from ..common.auth import basic_credentials
 from ..common.clock import Clock, iso, parse_iso
+from ..common.http import GZIP_ENCODINGS, gunzip_bounded
 from ..common.json_body import decode_json, read_with_json
 from ..config import BundleConfig
 from . import fast_validation
@@ -113,7 +114,7 @@ def decode_body(raw: bytes, content_encoding: str | None, limit: int) -> tuple[d
     GUESS: the size limits apply to the inflated JSON, as the official clients measure them.
     """
     encoding = (content_encoding or "").strip().lower()
-    if encoding in ("gzip", "x-gzip"):
+    if encoding in GZIP_ENCODINGS:
         raw = _gunzip(raw, limit)
     elif encoding not in ("", "identity"):
         raise TrackingApiError("unsupported_content_encoding", f"Content-Encoding {encoding!r} is not supported; use gzip")
@@ -140,21 +141,20 @@ def _strict_json(raw: bytes) -> Any:
 
 
 def _gunzip(raw: bytes, limit: int) -> bytes:
-    inflater = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)  # gzip framing required
     try:
-        data = inflater.decompress(raw, limit + 1)  # bounded: a gzip bomb stops at the limit
+        inflated = gunzip_bounded(raw, limit)
     except zlib.error as exc:
         raise TrackingApiError("invalid_gzip", f"Content-Encoding is gzip but the body is not gzip data: {exc}") from exc
-    if len(data) > limit:
+    if len(inflated.data) > limit:
         raise TrackingApiError("payload_too_large", f"inflated request body exceeds the limit of {limit} bytes")
-    if not inflater.eof:
+    if not inflated.whole:
         raise TrackingApiError("invalid_gzip", "Content-Encoding is gzip but the gzip data is truncated")
-    if inflater.unused_data:
+    if inflated.trailing:
         # Bytes after the first gzip member were ignored, and with them the calls a second member
         # held. GUESS: Segment's Go reader takes every member (two JSON documents: invalid JSON) and
         # refuses other trailing bytes as a bad header; either way a 400.
         raise TrackingApiError("invalid_gzip", "Content-Encoding is gzip but bytes follow the gzip data; send one gzip member")
-    return data
+    return inflated.data
 
 
 @dataclass(frozen=True)
