@@ -119,6 +119,7 @@ class Bundle:
             self._save_state()
         self.runner = Runner()
         self.urls: BundleUrls | None = None
+        self._list_id = config.list_id  # the default workspace's Mailjet tile's, once started
         self._clock_task: asyncio.Task[None] | None = None
 
     async def start(self) -> dict[str, Any]:
@@ -143,6 +144,8 @@ class Bundle:
         segment_app = create_segment_app(config, self.clock, self.urls)
         mailjet_app = create_mailjet_app(config, self.clock, self.urls)
         self._follow_auth_key(segment_app, mailjet_app)
+        # A restored tile keeps the list it was given (`--list-id` makes new state only).
+        self._list_id = int(segment_app.state.pipeline.destination.settings["listId"])
         self.runner.add("segment", segment_app, segment_sock)
         self.runner.add("mailjet", mailjet_app, mailjet_sock)
         self.runner.add("destination", create_destination_app(key_ring), destination_sock)
@@ -186,7 +189,7 @@ class Bundle:
             "mailjet_api_key": self.config.mailjet_api_key,
             "mailjet_secret_key": self.config.mailjet_secret_key,
             "auth_key": self.config.auth_key,
-            "list_id": self.config.list_id,
+            "list_id": self._list_id,
             "control_token": self.config.control_token,
         }
 

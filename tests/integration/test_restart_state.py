@@ -241,3 +241,12 @@ def test_a_start_that_fails_before_serving_leaves_the_key_change_to_the_next_one
     with BackgroundBundle(config("second-key")) as info:
         tile = call("GET", f"{info['segment_url']}/_emulator/destinations/mailjet")
         assert tile["settings"]["apiKey"] == "second-key"
+
+
+def test_a_restart_names_the_list_the_restored_tile_writes_to_not_the_flags(start: Callable[..., dict[str, Any]]) -> None:
+    first = start(list_id=7)
+    assert first["list_id"] == 7
+    again = start(list_id=9)  # --list-id makes new state only: the stored tile still writes to list 7
+    assert again["list_id"] == 7
+    tile = call("GET", f"{again['segment_url']}/_emulator/destinations/mailjet")
+    assert tile["settings"]["listId"] == "7"
