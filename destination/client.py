@@ -54,8 +54,11 @@ class MailjetError(Exception):
 
     @property
     def temporary(self) -> bool:
-        """Worth retrying later: unreachable, timed out, rate-limited or a server error."""
-        return self.status is None or self.status == 429 or self.status >= 500
+        """Worth retrying later: unreachable, timed out, rate-limited, a server error, or an answer
+        with no error status that is still no REST envelope (`_request`). That last one is a fault
+        of the server side (an outage page served 200, by Mailjet or a proxy before it), not of the
+        message, and the contact may not be updated: answered 400, Segment would drop the message."""
+        return self.status is None or self.status == 429 or self.status >= 500 or self.status < 400
 
     @property
     def about_property_definitions(self) -> bool:

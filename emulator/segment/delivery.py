@@ -87,6 +87,10 @@ DEFAULT_MAX_RECORDS = 100_000
 _RESPONSE_TEXT_LIMIT = 16 * 1024
 
 
+# Mailjet ids are int64 (reference/mailjet.md §3: ListID).
+MAX_LIST_ID = 2**63 - 1
+
+
 class DestinationConfigError(ValueError):
     """A destination setting that Segment's UI would not accept; answered 400 by the control API."""
 
@@ -111,8 +115,14 @@ class DestinationConfig:
         if self.enabled and not api_key:
             raise DestinationConfigError("settings.apiKey (the Mailjet authentication key) is required to enable the destination")
         list_id = self.settings.get("listId")
-        # The setting is a string in Segment's catalog; Mailjet list ids are positive integers.
-        if not isinstance(list_id, str) or not list_id.isascii() or not list_id.isdigit() or int(list_id) < 1:
+        # The setting is a string in Segment's catalog; Mailjet list ids are positive int64s (the
+        # destination refuses any other). The length is checked before int(): past 4,300 digits
+        # int() raises a ValueError of its own, which the control API would answer 500.
+        digits = list_id.lstrip("0") if isinstance(list_id, str) else ""
+        if (
+            not isinstance(list_id, str) or not list_id.isascii() or not list_id.isdigit()
+            or not digits or len(digits) > 19 or int(digits) > MAX_LIST_ID
+        ):
             raise DestinationConfigError(f'settings.listId must be a string holding a positive integer, e.g. "1"; got {json.dumps(list_id)}')
 
     def merged(self, update: dict[str, Any]) -> DestinationConfig:

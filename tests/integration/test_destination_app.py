@@ -497,3 +497,27 @@ def test_an_identify_slower_than_segments_timeout_in_total_is_answered_503_in_ti
         httpx.delete(faults, timeout=10).raise_for_status()
     assert_error(response, 503, "temporarily unavailable")
     assert elapsed < 5.0, elapsed
+
+
+def test_a_mailjet_answer_without_its_envelope_is_503_so_segment_retries() -> None:
+    # An outage page answered 200 (by Mailjet or a proxy before it) is no REST envelope: the contact
+    # may not be updated, and the message is not at fault, so Segment must retry it, not drop it.
+    from starlette.applications import Starlette
+    from starlette.responses import HTMLResponse
+    from starlette.routing import Route
+
+    async def outage(request: Any) -> HTMLResponse:
+        return HTMLResponse("<html><body>Down for maintenance</body></html>", status_code=200)
+
+    stub = Starlette(routes=[Route("/{path:path}", outage, methods=["GET", "POST"])])
+    stub_loop, stub_runner, stub_urls = serve_in_background({"mailjet": stub})
+    key_ring = KeyRing({AUTH_KEY: MailjetAccount(stub_urls["mailjet"], API_KEY, SECRET_KEY)})
+    loop, runner, served = serve_in_background({"destination": create_app(key_ring)})
+    try:
+        response = post(Stack(stub_urls["mailjet"], served["destination"]), identify(unique_email()))
+    finally:
+        loop.run(runner.stop())
+        loop.close()
+        stub_loop.run(stub_runner.stop())
+        stub_loop.close()
+    assert_error(response, 503, "temporarily unavailable", "not JSON")

@@ -482,7 +482,10 @@ def test_reset_forgets_records_cancels_retries_and_restores_the_config(harness):
     [({"settings": {"listId": "0"}}, "listId"), ({"settings": {"listId": "abc"}}, "listId"),
      ({"settings": {"listId": 2}}, "listId"), ({"settings": {"apiKey": ""}}, "apiKey"),
      ({"settings": {"apiKey": 5}}, "apiKey"), ({"settings": {"region": "eu"}}, "region"),
-     ({"enabled": "yes"}, "enabled"), ({"colour": "red"}, "colour"), ({"settings": []}, "settings")],
+     ({"enabled": "yes"}, "enabled"), ({"colour": "red"}, "colour"), ({"settings": []}, "settings"),
+     # Past 4,300 digits int() raises a ValueError of its own (answered 500); past int64 no
+     # Mailjet list can have the id, and the destination answers every message 400.
+     ({"settings": {"listId": "1" * 5000}}, "listId"), ({"settings": {"listId": str(2**63)}}, "listId")],
 )
 def test_destination_config_rejects_what_segment_would_not_accept(update, error):
     config = DestinationConfig("http://x", True, {"apiKey": "k", "listId": "1"})
@@ -511,6 +514,8 @@ def test_control_routes_read_and_merge_settings_and_list_deliveries(harness):
     bad = httpx.put(f"{url}/_emulator/destinations/mailjet", json={"settings": {"listId": "two"}})
     assert bad.status_code == 400 and "listId" in bad.json()["error"]
     assert httpx.put(f"{url}/_emulator/destinations/mailjet", content=b"[1]").status_code == 400
+    huge = httpx.put(f"{url}/_emulator/destinations/mailjet", json={"settings": {"listId": "9" * 5000}})
+    assert huge.status_code == 400 and "listId" in huge.json()["error"]
     assert httpx.get(f"{url}/_emulator/destinations/mailjet").json()["settings"]["listId"] == "2"
 
     harness.receiver.script["bob"] = deque([400])

@@ -30,3 +30,16 @@ def test_undefined_or_mistyped_property_is_about_property_definitions(info):
 )
 def test_other_errors_are_not_about_property_definitions(status, message, info):
     assert not MailjetError(status, message, info).about_property_definitions
+
+
+@pytest.mark.parametrize("status", [200, 201, 304])
+def test_an_answer_neither_error_nor_readable_is_temporary(status):
+    # Mailjet (or a proxy before it: an outage page served 200) answered no REST envelope. The
+    # message is not at fault, and the upsert may not have happened: Segment must retry (503),
+    # not drop the message as malformed (400).
+    assert MailjetError(status, "POST /v3/REST/contactslist/1/managecontact answered a body that is not JSON").temporary
+
+
+@pytest.mark.parametrize("status", [400, 401, 403, 404, 405])
+def test_mailjet_4xx_is_final(status):
+    assert not MailjetError(status, "refused").temporary
