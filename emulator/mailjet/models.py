@@ -701,13 +701,14 @@ class Account:
     def update_contact(self, ref: str, body: dict[str, Any]) -> tuple[Contact, bool]:
         contact = self.get_contact(ref)
         fields = read_fields(body, "TContact", ("Name", "IsExcludedFromCampaigns"), ("Email",) + _CONTACT_READ_ONLY)
+        # Every field checked before any is applied: a PUT answered 400 changes nothing.
+        name = check_string(fields["Name"], "Name") if "Name" in fields else None
+        excluded = parse_bool(fields["IsExcludedFromCampaigns"], "IsExcludedFromCampaigns") if "IsExcludedFromCampaigns" in fields else None
         changed = False
-        if "Name" in fields:
-            name = check_string(fields["Name"], "Name")
+        if name is not None:
             changed |= name != contact.name
             contact.name = name
-        if "IsExcludedFromCampaigns" in fields:
-            excluded = parse_bool(fields["IsExcludedFromCampaigns"], "IsExcludedFromCampaigns")
+        if excluded is not None:
             if excluded != contact.is_excluded_from_campaigns:
                 contact.is_excluded_from_campaigns = excluded
                 contact.exclusion_updated_at = self.clock.now()
@@ -761,10 +762,11 @@ class Account:
         fields = read_fields(body, "TContactsList", ("Name", "IsDeleted"), _LIST_READ_ONLY)
         name = check_string(fields.get("Name", ""), "Name", allow_empty=False)
         self._check_list_name_free(name, None)
+        # Checked before the ID is taken: a refused POST must not use one up (the stored counter
+        # is written only with a changed row).
+        deleted = parse_bool(fields["IsDeleted"], "IsDeleted") if "IsDeleted" in fields else False
         list_id = self.new_id("list")
-        contacts_list = ContactsList(list_id, name, self._address(list_id), self.clock.now())
-        if "IsDeleted" in fields:
-            contacts_list.is_deleted = parse_bool(fields["IsDeleted"], "IsDeleted")
+        contacts_list = ContactsList(list_id, name, self._address(list_id), self.clock.now(), deleted)
         self.lists[list_id] = contacts_list
         self.touch("list", list_id)
         return contacts_list
@@ -776,14 +778,16 @@ class Account:
             raise MailjetError(400, "Internal error: List address is automatically generated and can't be changed")
         body = {k: v for k, v in body.items() if k.lower() != "address"}
         fields = read_fields(body, "TContactsList", ("Name", "IsDeleted"), _LIST_READ_ONLY)
-        changed = False
-        if "Name" in fields:
-            name = check_string(fields["Name"], "Name", allow_empty=False)
+        # Every field checked before any is applied: a PUT answered 400 changes nothing.
+        name = check_string(fields["Name"], "Name", allow_empty=False) if "Name" in fields else None
+        if name is not None:
             self._check_list_name_free(name, contacts_list.id)
+        deleted = parse_bool(fields["IsDeleted"], "IsDeleted") if "IsDeleted" in fields else None
+        changed = False
+        if name is not None:
             changed |= name != contacts_list.name
             contacts_list.name = name
-        if "IsDeleted" in fields:
-            deleted = parse_bool(fields["IsDeleted"], "IsDeleted")
+        if deleted is not None:
             changed |= deleted != contacts_list.is_deleted
             contacts_list.is_deleted = deleted
         self.touch("list", contacts_list.id)
@@ -894,10 +898,11 @@ class Account:
         )
         if self.find_recipient(contact.id, contacts_list.id) is not None:
             raise MailjetError(400, "A duplicate ListRecipient already exists.")  # observed, php-simple#46
-        recipient = ListRecipient(self.new_id("recipient"), contact.id, contacts_list.id, self.clock.now())
-        if "IsActive" in fields:
-            recipient.is_active = parse_bool(fields["IsActive"], "IsActive")
-        if "IsUnsubscribed" in fields and parse_bool(fields["IsUnsubscribed"], "IsUnsubscribed"):
+        # Checked before the ID is taken: a refused POST must not use one up.
+        active = parse_bool(fields["IsActive"], "IsActive") if "IsActive" in fields else True
+        unsubscribed = parse_bool(fields["IsUnsubscribed"], "IsUnsubscribed") if "IsUnsubscribed" in fields else False
+        recipient = ListRecipient(self.new_id("recipient"), contact.id, contacts_list.id, self.clock.now(), is_active=active)
+        if unsubscribed:
             recipient.is_unsubscribed = True
             recipient.unsubscribed_at = recipient.subscribed_at
         self._add_recipient(recipient)
@@ -928,13 +933,14 @@ class Account:
             ("IsUnsubscribed", "IsActive"),
             ("ID", "ContactID", "ContactALT", "ListID", "ListALT", "ListName", "SubscribedAt", "UnsubscribedAt"),
         )
+        # Every field checked before any is applied: a PUT answered 400 changes nothing.
+        active = parse_bool(fields["IsActive"], "IsActive") if "IsActive" in fields else None
+        unsubscribed = parse_bool(fields["IsUnsubscribed"], "IsUnsubscribed") if "IsUnsubscribed" in fields else None
         changed = False
-        if "IsActive" in fields:
-            active = parse_bool(fields["IsActive"], "IsActive")
+        if active is not None:
             changed |= active != recipient.is_active
             recipient.is_active = active
-        if "IsUnsubscribed" in fields:
-            unsubscribed = parse_bool(fields["IsUnsubscribed"], "IsUnsubscribed")
+        if unsubscribed is not None:
             if unsubscribed != recipient.is_unsubscribed:
                 recipient.is_unsubscribed = unsubscribed
                 recipient.unsubscribed_at = self.clock.now() if unsubscribed else None
@@ -1085,12 +1091,16 @@ class Account:
     def update_property(self, ref: str, body: dict[str, Any]) -> tuple[PropertyDefinition, bool]:
         definition = self.get_property(ref)
         fields = read_fields(body, "TContactMetaData", ("Name", "Datatype", "NameSpace"), ("ID",))
-        changed = False
-        if "Name" in fields:
-            name = check_string(fields["Name"], "Name", allow_empty=False)
+        # Every field checked before any is applied: a PUT answered 400 renames no value.
+        name = check_string(fields["Name"], "Name", allow_empty=False) if "Name" in fields else None
+        if name is not None:
             other = self.find_property(name)
             if other is not None and other.id != definition.id:
                 raise MailjetError(400, f'MJ18 A ContactMetaData resource with value "{name}" for Name already exists.')
+        datatype = self._check_datatype(fields["Datatype"]) if "Datatype" in fields else None
+        namespace = self._check_namespace(fields["NameSpace"]) if "NameSpace" in fields else None
+        changed = False
+        if name is not None:
             if name != definition.name:
                 for contact in self.contacts.values():
                     if definition.name in contact.properties:
@@ -1098,12 +1108,10 @@ class Account:
                         self.touch("contact", contact.id)
                 definition.name = name
                 changed = True
-        if "Datatype" in fields:
-            datatype = self._check_datatype(fields["Datatype"])
+        if datatype is not None:
             changed |= datatype != definition.datatype
             definition.datatype = datatype
-        if "NameSpace" in fields:
-            namespace = self._check_namespace(fields["NameSpace"])
+        if namespace is not None:
             changed |= namespace != definition.namespace
             definition.namespace = namespace
         self.touch("property", definition.id)
@@ -1281,12 +1289,9 @@ class Account:
 
     def create_callback(self, body: dict[str, Any]) -> EventCallback:
         fields = read_fields(body, "TEventCallbackUrl", ("EventType", "Url", "Version", "IsBackup", "Status"), ("ID", "APIKeyID"))
-        callback = EventCallback(
-            self.new_id("callback"),
-            self.api_key_id,
-            self._check_event_type(fields.get("EventType")),
-            self._check_url(fields.get("Url")),
-        )
+        # Every check before the ID is taken: a refused POST that used up an ID would leave the
+        # stored counter (written only with a changed row) behind the one in memory.
+        callback = EventCallback(0, self.api_key_id, self._check_event_type(fields.get("EventType")), self._check_url(fields.get("Url")))
         if "Version" in fields:
             callback.version = self._check_version(fields["Version"])
         if "IsBackup" in fields:
@@ -1294,6 +1299,7 @@ class Account:
         if "Status" in fields:
             callback.status = self._check_status(fields["Status"])
         self._check_callback_free(callback.event_type, callback.is_backup, None)
+        callback.id = self.new_id("callback")
         self.callbacks[callback.id] = callback
         self.touch("callback", callback.id)
         return callback
@@ -1305,16 +1311,18 @@ class Account:
         event_type = self._check_event_type(fields["EventType"]) if "EventType" in fields else callback.event_type
         is_backup = parse_bool(fields["IsBackup"], "IsBackup") if "IsBackup" in fields else callback.is_backup
         self._check_callback_free(event_type, is_backup, callback.id)
+        # Every field checked before any is applied: a PUT answered 400 changes nothing.
+        url = self._check_url(fields["Url"]) if "Url" in fields else None
+        version = self._check_version(fields["Version"]) if "Version" in fields else None
+        status = self._check_status(fields["Status"]) if "Status" in fields else None
         callback.event_type, callback.is_backup = event_type, is_backup
-        if "Url" in fields:
-            url = self._check_url(fields["Url"])
-            if url != callback.url:
-                # Documented: a suspended URL is reactivated by updating it with a new URL.
-                callback.url, callback.status = url, "alive"
-        if "Version" in fields:
-            callback.version = self._check_version(fields["Version"])
-        if "Status" in fields:
-            callback.status = self._check_status(fields["Status"])
+        if url is not None and url != callback.url:
+            # Documented: a suspended URL is reactivated by updating it with a new URL.
+            callback.url, callback.status = url, "alive"
+        if version is not None:
+            callback.version = version
+        if status is not None:
+            callback.status = status
         self.touch("callback", callback.id)
         return callback, callback.to_json() != before
 

@@ -607,3 +607,30 @@ def test_contactdata_with_raw_property_pairs_instead_of_data_is_an_invalid_key_n
     with pytest.raises(ValidationError, match="MJ19"):
         mj.contactdata.update(id="raw@example.com", data={"ContactID": 1, "Data": []})
     assert data(mj.contactdata.get(id="raw@example.com"))[0]["Data"] == []
+
+
+@pytest.mark.parametrize(
+    ("path", "body"),
+    [
+        ("/v3/REST/contact/1", {"Name": "Renamed", "IsExcludedFromCampaigns": "maybe"}),
+        ("/v3/REST/contactslist/1", {"Name": "renamed", "IsDeleted": "maybe"}),
+        ("/v3/REST/listrecipient/1", {"IsActive": False, "IsUnsubscribed": "maybe"}),
+        ("/v3/REST/contactmetadata/1", {"Name": "years", "Datatype": "bogus"}),
+        ("/v3/REST/eventcallbackurl/1", {"EventType": "click", "Url": "not a url"}),
+        ("/v3/REST/eventcallbackurl/1", {"Version": 2, "Status": "sleeping"}),
+    ],
+)
+def test_a_put_answered_400_changes_nothing(server: Server, path: str, body: dict[str, Any]) -> None:
+    # Each PUT applied its valid fields before a later one was refused: the client saw a 400, and the
+    # object had changed anyway (and the change was not stored, so a restart undid it).
+    http = server.http
+    http.post("/v3/REST/contactmetadata", json={"Name": "age", "Datatype": "int"})
+    http.post("/v3/REST/contactslist/1/managecontact", json={"Email": "put@example.com", "Name": "Put", "Action": "addnoforce",
+                                                            "Properties": {"age": 3}})
+    http.post("/v3/REST/eventcallbackurl", json={"EventType": "open", "Url": "http://127.0.0.1:9/hook"})
+    before = http.get(path).json()
+    contact_data = http.get("/v3/REST/contactdata/1").json()
+    response = http.put(path, json=body)
+    assert response.status_code == 400, response.text
+    assert http.get(path).json() == before
+    assert http.get("/v3/REST/contactdata/1").json() == contact_data

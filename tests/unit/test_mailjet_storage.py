@@ -19,6 +19,7 @@ import pytest
 from emulator.common.clock import Clock
 from emulator.common.sqlite import SchemaVersionError
 from emulator.config import BundleConfig
+from emulator.mailjet.models import MailjetError
 from emulator.mailjet.outbound import HttpTransport, Outcome
 from emulator.mailjet.send import send
 from emulator.mailjet.service import MailjetService
@@ -172,6 +173,33 @@ def test_later_changes_and_deletions_are_written_row_by_row(world: World) -> Non
     second = world.service()
     assert dump_state(second) == before
     assert second.tenant("other-key").account.contacts == {}
+
+
+@pytest.mark.parametrize(
+    ("create", "refused", "kind"),
+    [
+        (lambda a: a.create_callback({"EventType": "open", "Url": "http://hooks.test/open"}),
+         lambda a: a.create_callback({"EventType": "open", "Url": "http://hooks.test/other"}), "callback"),
+        (lambda a: a.create_list({"Name": "VIP"}), lambda a: a.create_list({"Name": "Other", "IsDeleted": "maybe"}), "list"),
+        (lambda a: a.create_recipient({"ContactID": a.create_contact({"Email": "r@example.com"}).id, "ListID": 1}),
+         lambda a: a.create_recipient({"ContactID": a.create_contact({"Email": "s@example.com"}).id, "ListID": 1, "IsActive": "maybe"}),
+         "recipient"),
+    ],
+    ids=["callback", "list", "recipient"],
+)
+def test_a_refused_post_leaves_the_stored_state_as_the_live_one(world: World, create: Any, refused: Any, kind: str) -> None:
+    # Refused after taking an ID: nothing stored the used-up ID, so after a restart the counter was
+    # behind the live server's and the IDs handed out differed.
+    first = world.service()
+    account = first.default.account
+    create(account)
+    with pytest.raises(MailjetError):
+        refused(account)
+    first.changes.save()
+    before = dump_state(first)
+    world.stop(first)
+    assert dump_state(world.service()) == before
+    assert account.next_ids[kind] == max(getattr(account, {"callback": "callbacks", "list": "lists", "recipient": "recipients"}[kind])) + 1
 
 
 def test_pending_work_resumes_on_the_clock_after_a_load(world: World) -> None:
