@@ -45,7 +45,7 @@ MANUAL = "manual"
 # so a lapse is acted on one clock tick (datetime resolution) after it.
 _TICK = timedelta(microseconds=1)
 _KEY = re.compile(r"^[a-z0-9][a-z0-9_]*$")
-_WINDOW = re.compile(r"^([1-9]\d*)([dh])$")
+_WINDOW = re.compile(r"^([1-9]\d*)([dh])$", re.ASCII)  # `\d` would also take "٠" (as int() does)
 # GUESS: Segment sets no documented maximum (its "Events Lookback History" limit of 1 or 3 years was
 # removed from the product limits in 2025). Ten years covers any real window and keeps the window
 # arithmetic well inside datetime's range.
@@ -122,8 +122,9 @@ class ProfileSource(Protocol):
         """Track calls named `event` with a timestamp at or after `since` (all when None), oldest first."""
         ...
 
-    def linked_user_id(self, anonymous_id: str) -> str | None:
-        """The userId of the profile an anonymousId belongs to, or None (unknown, or anonymous only)."""
+    def linked_user_id(self, profile_id: str) -> str | None:
+        """The userId of the profile an anonymousId (or a userId) belongs to, or None (unknown, or
+        anonymous only). For a userId an alias merged into another user's profile: the survivor's."""
         ...
 
 
@@ -145,8 +146,8 @@ class SegmentProfiles:
             return []
         return profile.tracked(event, since)
 
-    def linked_user_id(self, anonymous_id: str) -> str | None:
-        profile = self.backend.profiles.get(anonymous_id)
+    def linked_user_id(self, profile_id: str) -> str | None:
+        profile = self.backend.profiles.get(profile_id)
         return profile.user_id if profile is not None else None
 
 
@@ -567,13 +568,19 @@ def _aggregate(kind: str, samples: list[tuple[datetime, Any]]) -> Any:
         return samples[0][1]
     if kind == "last":
         return samples[-1][1]
-    # most_frequent: the highest count wins; a tie goes to the value seen most recently (guess).
-    counts = Counter((type(value).__name__, value) for value in values)
-    latest: dict[tuple[str, Any], int] = {}
+    # most_frequent: the highest count wins; a tie goes to the value seen most recently (guess),
+    # and is reported as last spelled (4 or 4.0).
+    counts = Counter(_json_value_key(value) for value in values)
+    latest: dict[tuple[str, Any], tuple[int, Any]] = {}
     for position, (_, value) in enumerate(samples):
-        latest[(type(value).__name__, value)] = position
-    winner = max(counts, key=lambda item: (counts[item], latest[item]))
-    return winner[1]
+        latest[_json_value_key(value)] = (position, value)
+    winner = max(counts, key=lambda item: (counts[item], latest[item][0]))
+    return latest[winner][1]
+
+
+def _json_value_key(value: Any) -> tuple[str, Any]:
+    """A scalar as JSON tells values apart: 4 and 4.0 are one number, true is not 1 (Python's == says so)."""
+    return ("boolean" if isinstance(value, bool) else "number" if _is_number(value) else "string", value)
 
 
 def definition_from_json(data: Any) -> Audience | ComputedTrait:
@@ -701,6 +708,9 @@ class _Computation:
     lapses: dict[str, datetime] = field(default_factory=dict)
     members: set[str] = field(default_factory=set)  # audiences: synced membership
     values: dict[str, Any] = field(default_factory=dict)  # computed traits: last value sent
+    # Surviving userIds that took over what was told under a merged-away one: their value is sent
+    # at their next evaluation even if unchanged, as Engage re-syncs a profile's new identifier.
+    resend: set[str] = field(default_factory=set)
 
     def schedule_lapse(self, user_id: str, lapse: datetime | None) -> None:
         if lapse is None:
@@ -733,6 +743,33 @@ class _Computation:
             (self.members.add if value else self.members.discard)(user_id)
         else:
             self.values[user_id] = value
+
+    def take_over(self, merged: str, survivor: str) -> bool:
+        """Move what was told under `merged` (a userId an alias merged into `survivor`'s profile) to
+        `survivor`, where it was told nothing; True when something was moved.
+
+        GUESS (Segment documents one call per identifier, not merges): the merged-away userId is not
+        synced again. What it was told becomes the survivor's, so a later change (an exit above all)
+        is sent under the survivor and reaches the same contact.
+        """
+        self.dirty.discard(merged)
+        self.failed.discard(merged)
+        self.lapses.pop(merged, None)  # its heap entry goes stale and is skipped
+        if isinstance(self.definition, Audience):
+            if merged not in self.members:
+                return False
+            self.members.discard(merged)
+            if survivor in self.members:
+                return False
+            self.members.add(survivor)
+            return True
+        if merged not in self.values:
+            return False
+        value = self.values.pop(merged)
+        if survivor in self.values:
+            return False
+        self.values[survivor] = value
+        return True
 
 
 @dataclass
@@ -854,10 +891,16 @@ class EngageEngine:
             user_id = self.profiles.linked_user_id(anonymous_id) if isinstance(anonymous_id, str) else None
             if not user_id:
                 return False  # anonymous-only profiles are not synced
+        user_id = self._current_user_id(user_id)
         touched: Sequence[_Computation] = ()
         if message.get("type") == "alias":
             # A merge can bring any history and traits into the userId's profile.
             touched = list(self._computations.values())
+            previous_id = str(message.get("previousId"))  # as the profile store reads it: any JSON value
+            for computation in touched:
+                if previous_id in computation.members or previous_id in computation.values:
+                    # A userId Engage told something: the next sync hands that to the survivor.
+                    computation.dirty.add(previous_id)
         elif user_id not in self._seen or (anonymous_id and anonymous_id not in self._linked):
             # A new profile can match "did not perform" rules; a new anonymousId may merge history.
             self._seen.add(user_id)
@@ -884,6 +927,21 @@ class EngageEngine:
                 for computation in self._by_trait.get(name, []):
                     if computation.synced:
                         computation.dirty.add(user_id)
+
+    def _current_user_id(self, user_id: str) -> str:
+        """The userId `user_id`'s profile goes by: the survivor's once an alias merged it away."""
+        return self.profiles.linked_user_id(user_id) or user_id
+
+    def _take_over(self, computation: _Computation, user_id: str) -> str:
+        """The userId to evaluate for `user_id`: itself, or the survivor of a merge, which then takes
+        over what `computation` (and the email record) kept under `user_id`."""
+        current = self._current_user_id(user_id)
+        if current != user_id:
+            if computation.take_over(user_id, current):
+                computation.resend.add(current)
+            if user_id in self._sent_email:
+                self._sent_email.setdefault(current, self._sent_email.pop(user_id))
+        return current
 
     def _email_to_resend(self, user_id: str) -> str | None:
         """The profile's email when Engage has told this user something, but never with that email."""
@@ -919,7 +977,10 @@ class EngageEngine:
         sent_email: dict[str, str | None] = {}
         for computation in list(self._computations.values()):
             if computation.synced:
-                candidates = computation.dirty | computation.failed | computation.pop_lapsed(now)
+                candidates = {
+                    self._take_over(computation, user_id)
+                    for user_id in computation.dirty | computation.failed | computation.pop_lapsed(now)
+                }
             else:
                 candidates = set(self.profiles.user_ids())  # the first sync is a backfill over every profile
                 self._seen.update(candidates)
@@ -936,6 +997,7 @@ class EngageEngine:
                     computation.failed.add(user_id)
                     continue
                 computation.schedule_lapse(user_id, result.lapse)
+                computation.resend.discard(user_id)
                 if result.identify is not None:
                     computation.record(user_id, result.value)
                     sent.append(result.identify)
@@ -960,6 +1022,8 @@ class EngageEngine:
             changed = not _same(computation.values[user_id], value) if user_id in computation.values else present
         if not changed and told and self._email_to_resend(user_id) is not None:
             changed = True  # unchanged, but the destination has not had it with this email
+        if not changed and told and user_id in computation.resend:
+            changed = True  # unchanged, but the destination has not had it under this userId
         identify = self._identify(definition, user_id, value, subject.now) if changed else None
         return _Result(value, lapse, identify)
 
@@ -1010,12 +1074,13 @@ class EngageEngine:
             for c in self._computations.values()
         ]
 
-    def restore(self, states: Iterable[ComputationState]) -> None:
+    def restore(self, states: Iterable[ComputationState], sent_email: Mapping[str, str | None] | None = None) -> None:
         """Replace every definition and its sync state (a restart, a snapshot import).
 
         Pending work and lapse times are not kept: every profile is marked to re-evaluate in
         the synced definitions, so the next sync compares them all with what was last sent and
-        sends only the differences (and lapses are found again).
+        sends only the differences (and lapses are found again). `sent_email`: the email of the
+        last identify sent per userId (None: sent without one), as the stored messages show it.
         """
         self._computations, self._seen, self._linked = {}, set(), set()
         for state in states:
@@ -1026,10 +1091,14 @@ class EngageEngine:
         user_ids = set(self.profiles.user_ids())
         for computation in self._computations.values():
             if computation.synced:
-                computation.dirty = set(user_ids)
-        # Taken as told with the profile's email: a new one while running was resent at once.
+                # With the userIds merged away since this state was kept: the sync moves theirs on.
+                told = (*computation.members, *computation.values)
+                merged = {user_id for user_id in told if self._current_user_id(user_id) != user_id}
+                computation.dirty = user_ids | merged
+        # A userId whose last identify is not known is taken as told with the profile's email.
+        sent_email = sent_email or {}
         self._sent_email = {
-            user_id: _email_of(self.profiles.traits(user_id))
+            user_id: sent_email[user_id] if user_id in sent_email else _email_of(self.profiles.traits(user_id))
             for c in self._computations.values() for user_id in (*c.members, *c.values)
         }
 
@@ -1204,8 +1273,9 @@ class EngageSpace:
         return audience
 
     def restore(self, states: Iterable[ComputationState]) -> None:
-        """Definitions and last-synced state kept before a restart or from a snapshot."""
-        self.engine.restore(states)
+        """Definitions and last-synced state kept before a restart or from a snapshot; call after
+        the backend's restore (the emails Engage last sent with are read from its messages)."""
+        self.engine.restore(states, self._emails_sent())
         self.scheduler.cancel()  # a snapshot's definitions bring their own schedule
         self.scheduler.arm()
 
@@ -1215,6 +1285,16 @@ class EngageSpace:
         # A workspace's own reset keeps the clock and its timers: the old schedule's is dropped here.
         self.scheduler.cancel()
         self.scheduler.arm()
+
+    def _emails_sent(self) -> dict[str, str | None]:
+        """The email of the last identify this space sent per userId, from the stored messages
+        (those still in the events feed: an older one is taken as sent with the current email)."""
+        emails: dict[str, str | None] = {}
+        for stored in self.backend.messages:
+            if stored.source.id == self.source.id and isinstance(stored.user_id, str):
+                traits = stored.message.get("traits")
+                emails[stored.user_id] = _email_of(traits) if isinstance(traits, Mapping) else None
+        return emails
 
     def close(self) -> None:
         """Stop syncing on the clock (the workspace is gone)."""

@@ -290,3 +290,23 @@ def test_a_member_synced_before_having_an_email_reaches_mailjet_once_it_has_one(
     stack.wait_for_property("jill@example.com", KEY, "true")
     stack.identify("jill", {"email": "jill@example.com", "plan": "pro"})
     assert stack.sync() == {}
+
+
+def test_after_an_alias_the_audience_follows_the_surviving_user_id_to_mailjet(stack):
+    # Engage kept what it told under the userId an alias merged away, and synced the merged profile
+    # under it: an exit went out once per userId, and the contact kept the old id.
+    stack.identify("kim-old", {"email": "kim@example.com"})
+    stack.order("kim-old", 20.0)
+    stack.post("/_emulator/engage/audiences", AUDIENCE, status=201)
+    assert stack.sync() == {"kim-old": True}
+    stack.wait_for_property("kim@example.com", "segment_user_id", "kim-old")
+    ok, _ = stack.analytics.alias("kim-old", "kim")
+    assert ok
+    assert stack.sync() == {"kim": True}  # the survivor is a new identifier: sent once under it
+    stack.wait_for_property("kim@example.com", "segment_user_id", "kim")
+    stack.order("kim-old", 30.0)  # a client still sending the old id lands on the merged profile
+    assert stack.sync() == {}
+    stack.advance("31d")
+    assert stack.sync() == {"kim": False}
+    stack.wait_for_property("kim@example.com", KEY, "false")
+    assert stack.get("/_emulator/engage/audiences")["audiences"][0]["members"] == 0

@@ -155,6 +155,23 @@ def test_a_restart_keeps_messages_profiles_engage_and_destination_settings(segme
     assert [(message["userId"], message["traits"]["pro"]) for message in sent] == [("u1", False)]
 
 
+def test_an_email_changed_before_a_restart_is_sent_to_at_the_first_sync_after_it(segment: Segment) -> None:
+    # Engage re-sends what it told when a profile gets a new email; after a restart the profile's
+    # current email was taken as already sent with, so a change made before it was never sent.
+    segment.identify("u1", {"email": "ada@example.com", "plan": "pro"})
+    segment.send("POST", "/_emulator/engage/audiences", {"name": "Pro", "rule": {"trait": "plan", "equals": "pro"}},
+                 status=201)
+    assert segment.send("POST", "/_emulator/engage/sync")["count"] == 1
+    segment.identify("u1", {"email": "ada@new.example.com"})
+
+    segment.restart()
+
+    sent = segment.send("POST", "/_emulator/engage/sync")["sent"]
+    assert [(message["userId"], message["traits"]) for message in sent] == [
+        ("u1", {"pro": True, "email": "ada@new.example.com"})]
+    assert segment.send("POST", "/_emulator/engage/sync")["count"] == 0
+
+
 def test_a_retry_pending_at_shutdown_resumes_after_the_restart_and_delivers(
     segment: Segment, destination: tuple[Destination, str]
 ) -> None:

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 import contracts
-from emulator.common.clock import Clock
+from emulator.common.clock import Clock, iso
 from emulator.config import BundleConfig
 from emulator.segment.models import SegmentBackend, Source
 from emulator.segment.engage import (
@@ -363,6 +363,21 @@ def test_most_frequent_tie_goes_to_the_latest_value():
     assert world.engine.profile_view("u1")["computed_traits"]["c"] == "EUR"
 
 
+def test_most_frequent_counts_one_number_whatever_its_json_spelling():
+    # JSON has one number type: 4 and 4.0 are the same rating (a Python client sends 4.0, analytics.js
+    # 4). They were counted apart, so 5 (sent three times) beat 4 (sent four times). true stays apart from 1.
+    world = World()
+    for rating in (4, 4.0, 4, 4.0, 5, 5, 5, True, True, True, 1):
+        world.track("u1", rating=rating)
+    world.engine.define_trait({"name": "r", "computed": "most_frequent", "event": ORDER, "property": "rating"})
+    assert world.engine.profile_view("u1")["computed_traits"]["r"] == 4
+    world.track("u1", rating=1)
+    world.track("u1", rating=1.0)
+    world.track("u1", rating=1)
+    assert world.engine.profile_view("u1")["computed_traits"]["r"] is not True  # 1 x4 ties 4 x4, and is the latest
+    assert world.engine.profile_view("u1")["computed_traits"]["r"] == 1
+
+
 def test_sum_and_avg_ignore_non_numbers():
     world = World()
     world.track("u1", revenue=10)
@@ -703,6 +718,17 @@ def test_an_audience_of_audience_members_follows_engage_identifies():
 
 # --- robustness (reviewed defects) -----------------------------------------------------------------
 
+@pytest.mark.parametrize("within", ["1٠h", "3٠d", "1２h"])
+def test_windows_take_ascii_digits_only(within):
+    # `\d` took any Unicode digit after the first: "3٠d" was stored and counted as 30 days, while the OpenAPI
+    # description's pattern (ECMA regex, ASCII digits) and the clock's durations refuse it.
+    world = World()
+    with pytest.raises(DefinitionError, match="bad window"):
+        world.engine.define_audience({"name": "a", "rule": {"event": ORDER, "within": within}})
+    with pytest.raises(DefinitionError, match="bad window"):
+        world.engine.define_trait({"name": "t", "computed": "count", "event": ORDER, "within": within})
+
+
 @pytest.mark.parametrize("within", ["3651d", "87601h", "999999999d", "1000000000d", "10" * 30 + "h"])
 def test_windows_longer_than_ten_years_are_refused(within):
     # "999999999d" was accepted and overflowed every sync; "1000000000d" overflowed while parsing.
@@ -991,3 +1017,105 @@ def test_a_long_chain_of_audiences_reading_each_other_is_checked_without_recursi
     closing = parse_audience({"name": "a5000", "rule": {"trait": "a0", "equals": True}}, T0)
     with pytest.raises(DefinitionError, match=r"'a0' would depend on its own value \(a0 → a1 → a2 → .* → a5000 → a0\)"):
         check_dependencies([*chain, closing])
+
+
+def _space_on_backend(clock: Clock) -> tuple[SegmentBackend, EngageSpace]:
+    backend = SegmentBackend(clock, [Source.named("app", "wk")])
+    space = EngageSpace(backend, BundleConfig(engage_sync_interval="manual"), clock, owner="segment")
+    return backend, space
+
+
+def _call(backend: SegmentBackend, call_type: str, **body: Any) -> None:
+    [stored] = backend.receive(call_type, json.dumps({"writeKey": "wk", **body}).encode())
+    assert stored.accepted, stored.discard_reason
+
+
+def test_after_an_alias_merges_two_users_engage_syncs_under_the_surviving_user_id():
+    # alias previousId=old userId=new merges old's profile into new's (ProfileStore._alias), and
+    # calls still sent with userId "old" land on the merged profile. Engage kept its per-user state
+    # under "old": a later order under the old id was sent as {"userId": "old", "orders": 2}
+    # ("new" kept orders 1), and the lapse sent every exit twice, once per userId.
+    clock = Clock()
+    clock.set(T0)
+    backend, space = _space_on_backend(clock)
+    _call(backend, "identify", userId="old", traits={"email": "p@example.com"})
+    _call(backend, "track", userId="old", event=ORDER)
+    space.define_audience(LAST_30)
+    space.define_trait({"name": "Orders", "computed": "count", "event": ORDER, "within": "30d"})
+
+    def sent() -> list[tuple[str, dict[str, Any]]]:
+        return [(m["userId"], {k: v for k, v in m["traits"].items() if k != "email"}) for m in space.sync().sent]
+
+    assert sent() == [("old", {"order_completed_last_30days": True}), ("old", {"orders": 1})]
+    _call(backend, "alias", previousId="old", userId="new")
+    # The surviving userId is a new identifier of the profile: what it holds is sent under it once.
+    assert sent() == [("new", {"order_completed_last_30days": True}), ("new", {"orders": 1})]
+    _call(backend, "track", userId="old", event=ORDER, timestamp=iso(T0 + timedelta(days=1)))
+    assert sent() == [("new", {"orders": 2})]
+    clock.advance(timedelta(days=32))
+    assert sent() == [("new", {"order_completed_last_30days": False}), ("new", {"orders": 0})]
+    states = {state.definition.key: state for state in space.engine.export_state()}
+    assert states["order_completed_last_30days"].members == []
+    assert states["orders"].values == {"new": 0}
+
+
+def test_an_exit_told_under_a_merged_away_user_id_is_sent_under_the_survivor():
+    # "old" was told it is a member; the merged profile takes the survivor's traits and no longer
+    # qualifies. The destination must be told false (under the surviving userId), not be left at true.
+    clock = Clock()
+    clock.set(T0)
+    backend, space = _space_on_backend(clock)
+    _call(backend, "identify", userId="old", traits={"email": "p@example.com", "plan": "pro"})
+    _call(backend, "identify", userId="new", traits={"email": "p@example.com", "plan": "free"})
+    space.define_audience({"name": "Pro", "rule": {"trait": "plan", "equals": "pro"}})
+    assert [(m["userId"], m["traits"]["pro"]) for m in space.sync().sent] == [("old", True)]
+    _call(backend, "alias", previousId="old", userId="new")
+    assert [(m["userId"], m["traits"]["pro"]) for m in space.sync().sent] == [("new", False)]
+    assert space.sync().sent == []
+    assert space.engine.describe(space.engine.audiences()[0])["members"] == 0
+
+
+def test_state_kept_under_a_merged_away_user_id_is_taken_over_on_restore():
+    # Engage state exported before the alias was synced (a restart between the two) still names
+    # "old"; the restored engine must not sync it under that id.
+    clock = Clock()
+    clock.set(T0)
+    backend, space = _space_on_backend(clock)
+    _call(backend, "identify", userId="old", traits={"email": "p@example.com"})
+    _call(backend, "track", userId="old", event=ORDER)
+    space.define_audience(LAST_30)
+    space.sync()
+    kept = space.engine.export_state()
+    _call(backend, "alias", previousId="old", userId="new")
+    space.restore(kept)
+    assert [(m["userId"], m["traits"]["order_completed_last_30days"]) for m in space.sync().sent] == [("new", True)]
+    clock.advance(timedelta(days=31))
+    assert [(m["userId"], m["traits"]["order_completed_last_30days"]) for m in space.sync().sent] == [("new", False)]
+    assert space.engine.export_state()[0].members == []  # "old" is not kept as a member forever
+
+
+def test_an_email_changed_before_a_restart_is_still_sent_to_after_it():
+    # Engage re-sends what it told when the profile gets a new email. What address it last sent
+    # with was not kept: a restart took the profile's current email as already sent with, so a
+    # change made before the restart (the default schedule syncs every 2 h) was never sent.
+    clock = Clock()
+    clock.set(T0)
+    backend, space = _space_on_backend(clock)
+    _call(backend, "identify", userId="u1", traits={"email": "old@example.com"})
+    _call(backend, "track", userId="u1", event=ORDER)
+    _call(backend, "identify", userId="u2", traits={"email": "same@example.com"})
+    _call(backend, "track", userId="u2", event=ORDER)
+    _call(backend, "track", userId="u3", event=ORDER)  # sent without an email
+    space.define_audience(LAST_30)
+    assert len(space.sync().sent) == 3
+    _call(backend, "identify", userId="u1", traits={"email": "new@example.com"})
+    _call(backend, "identify", userId="u3", traits={"email": "u3@example.com"})
+
+    kept = space.engine.export_state()
+    restarted = SegmentBackend(clock, [Source.named("app", "wk")])
+    restarted.restore(list(backend.messages))
+    space = EngageSpace(restarted, BundleConfig(engage_sync_interval="manual"), clock, owner="segment")
+    space.restore(kept)
+    assert sorted((m["userId"], m["traits"]["email"]) for m in space.sync().sent) == [
+        ("u1", "new@example.com"), ("u3", "u3@example.com")]
+    assert space.sync().sent == []
