@@ -116,9 +116,11 @@ def control_routes(
             except ControlError as exc:
                 return control_error_response(exc)
         if scoped is None:
+            # The clock first: the fresh state is made at the time the reset goes back to, and the
+            # timers it arms (the configured Engage definitions' sync) are not cancelled with the old.
+            clock.reset(owner=service)
             reset()
             journal.clear()
-            clock.reset(owner=service)
         if quiesce is not None:
             await quiesce()
         return JSONResponse({"status": "ok", "service": service, **(scoped or {})})

@@ -310,3 +310,15 @@ def test_after_an_alias_the_audience_follows_the_surviving_user_id_to_mailjet(st
     assert stack.sync() == {"kim": False}
     stack.wait_for_property("kim@example.com", KEY, "false")
     assert stack.get("/_emulator/engage/audiences")["audiences"][0]["members"] == 0
+
+
+def test_a_whole_reset_starts_the_configured_definitions_at_the_reset_clock_with_their_sync_armed() -> None:
+    config = BundleConfig(segment_port=0, mailjet_port=0, destination_port=0, engage_audiences=[AUDIENCE])
+    for stack in _stack(config):
+        stack.advance("31d")
+        stack.post("/_emulator/reset")
+        (audience,) = stack.get("/_emulator/engage/audiences")["audiences"]
+        clock = stack.get("/_emulator/clock")
+        # Made at the real time the reset went back to, not 31 days ahead of it.
+        assert audience["created_at"] <= clock["now"]
+        assert clock["pending_timers"] >= 1, "the 2 h sync of the configured audience is armed"
