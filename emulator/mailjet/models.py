@@ -346,15 +346,24 @@ def _parse_sort(raw: str) -> list[tuple[str, bool]]:
     return keys
 
 
-def paginate(rows: list[dict[str, Any]], query: Query) -> list[dict[str, Any]]:
-    """Sort, then cut a page."""
-    for name, descending in reversed(query.sort):
-        if not rows:
-            break
-        key = next((k for k in rows[0] if k.lower() == name.lower()), None)
+def sort_keys(query: Query, fields: Iterable[str]) -> list[tuple[str, bool]]:
+    """The Sort of `query` as (field, descending), each name matched case-insensitively to one of
+    `fields`, the field names of the listing's rows; 400 for any other name. Checked against the
+    names, not a row, so the answer does not depend on whether anything matched."""
+    by_lower = {name.lower(): name for name in fields}
+    keys = []
+    for name, descending in query.sort:
+        key = by_lower.get(name.lower())
         if key is None:
             # Guess: the real API says some properties cannot be sorted on; the text is ours.
             raise MailjetError(400, f'Sort on property "{name}" is not supported')
+        keys.append((key, descending))
+    return keys
+
+
+def paginate(rows: list[dict[str, Any]], query: Query, fields: Iterable[str]) -> list[dict[str, Any]]:
+    """Sort (by `fields`, the names Sort may use; see `sort_keys`), then cut a page."""
+    for key, descending in reversed(sort_keys(query, fields)):
         rows = sorted(rows, key=lambda row: _sort_key(row.get(key)), reverse=descending)
     return rows[query.offset : query.offset + query.limit]
 

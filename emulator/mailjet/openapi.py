@@ -293,7 +293,7 @@ def _mailjet_control_paths() -> dict[str, Any]:
                 body=_fields(
                     **{rate: {"type": "number", "minimum": 0, "maximum": 1}
                        for rate in ("open_rate", "click_rate", "bounce_rate", "spam_rate", "unsub_rate")},
-                    delay={"type": "string", "pattern": r"^\d+(ms|s|m|h|d|w)$"}, seed={"type": ["integer", "null"]},
+                    delay={"type": "string", "pattern": r"^\d+(ms|s|m|h|d|w)$"}, seed={"type": "integer"},
                 ),
                 errors=(400,),
             ),

@@ -19,8 +19,9 @@ Webhooks (reference/mailjet.md §5):
 - a retry goes to the webhook's URL of the moment, so fixing the URL delivers what was waiting.
 
 Segment (the Mailjet source, reference/segment.md §7.2 and §8):
-- each forwarded event is one track call; calls are batched (at most 100, as analytics-python) to
-  `POST {segmentUrl}/v1/batch` with `{"batch", "writeKey", "sentAt"}`, one batch in flight at a time;
+- each forwarded event is one track call; calls are batched (at most 100 and 475,000 bytes, as
+  analytics-python) to `POST {segmentUrl}/v1/batch` with `{"batch", "writeKey", "sentAt"}`, one
+  batch in flight at a time;
 - analytics-python's rules: 200 succeeds; other 4xx except 429 are final; 429, 5xx, other statuses
   and connection errors are retried with exponential backoff (1 s, 2 s, 4 s, ...), up to 10 retries.
 """
@@ -53,6 +54,9 @@ WEBHOOK_RETRY_WINDOW = timedelta(hours=24)
 # Guess: no webhook timeout is documented (reference §8.7); a slow answer counts as a failure.
 WEBHOOK_TIMEOUT_SECONDS = 5.0
 SEGMENT_BATCH_SIZE = 100  # analytics-python upload_size
+# analytics-python's BATCH_SIZE_LIMIT: "Our servers only accept batches less than 500KB", less
+# room for `sentAt`; a larger batch is refused whole (400, not retried).
+SEGMENT_BATCH_BYTES = 475_000
 SEGMENT_MAX_RETRIES = 10  # analytics-python max_retries
 SEGMENT_TIMEOUT_SECONDS = 15.0  # analytics-python timeout
 _RESPONSE_TEXT_LIMIT = 2000
@@ -184,7 +188,10 @@ class Webhooks:
         self.deliveries: dict[int, WebhookDelivery] = {}
         self.next_id = 1
         self._waiting: dict[int, WebhookDelivery] = {}
-        self._open_batches: dict[str, WebhookDelivery] = {}  # Version 2, by URL: the batch still filling
+        # Version 2, by (URL, second of event time): the batches still filling. By second too: a timer
+        # runs after the clock passed it, so an event of an earlier second may come after one of
+        # the current second, whose batch must stay open for the rest of its second.
+        self._open_batches: dict[tuple[str, int], WebhookDelivery] = {}
         # By URL: deliveries due, sent one after another by the one task that drains the lane.
         self._lanes: dict[str, deque[WebhookDelivery]] = {}
         # By URL: when it last answered 200, which proves it alive (see `_give_up`).
@@ -204,7 +211,7 @@ class Webhooks:
         for delivery in deliveries:
             delivery.generation = self._generation
             if delivery.version == 2 and delivery.state == PENDING and not delivery.attempts:
-                self._open_batches[delivery.url] = delivery
+                self._open_batches[(delivery.url, delivery.second)] = delivery
             if delivery.state == DELIVERED and delivery.attempts:
                 # A delivery ends at its first 200, at the URL it still names.
                 try:
@@ -227,9 +234,9 @@ class Webhooks:
         callback = callbacks[0]
         second = int(record.at.timestamp())
         if callback.version == 2:
-            batch = self._open_batches.get(callback.url)
+            batch = self._open_batches.get((callback.url, second))
             # An open batch has not been sent yet (it leaves `_open_batches` when its timer fires).
-            if batch is not None and batch.second == second:
+            if batch is not None:
                 batch.events.append(record)
                 batch.callback_ids.add(callback.id)
                 record.webhook = batch
@@ -243,7 +250,7 @@ class Webhooks:
         self.next_id += 1
         self.deliveries[delivery.id] = delivery
         if callback.version == 2:
-            self._open_batches[callback.url] = delivery
+            self._open_batches[(callback.url, second)] = delivery
         record.webhook = delivery
         self._wait(delivery)
 
@@ -259,8 +266,8 @@ class Webhooks:
             if delivery.due > now:
                 continue
             del self._waiting[delivery.id]
-            if self._open_batches.get(delivery.url) is delivery:
-                del self._open_batches[delivery.url]
+            if self._open_batches.get((delivery.url, delivery.second)) is delivery:
+                del self._open_batches[(delivery.url, delivery.second)]
             url = self._target(delivery) or delivery.url
             lane = self._lanes.get(url)
             if lane is None:
@@ -512,15 +519,19 @@ class SegmentForwarder:
             self._sending = False
 
     def _next_batch(self) -> SegmentBatch:
-        """The next batch from the head of the queue: calls to the same URL with the same write key."""
+        """The next batch from the head of the queue: calls to the same URL with the same write key,
+        as many as analytics-python puts in one upload (by count and by bytes)."""
         first = self._queue.popleft()
         forwards = [first]
+        size = _json_size(first.call)
         while (
             self._queue
             and len(forwards) < SEGMENT_BATCH_SIZE
             and (self._queue[0].url, self._queue[0].write_key) == (first.url, first.write_key)
+            and size + (next_size := _json_size(self._queue[0].call)) <= SEGMENT_BATCH_BYTES
         ):
             forwards.append(self._queue.popleft())
+            size += next_size
         batch = SegmentBatch(self.next_batch_id, first.url, first.write_key, forwards, self._generation)
         self.next_batch_id += 1
         self.batches[batch.id] = batch
@@ -559,6 +570,11 @@ class SegmentForwarder:
             batch.state, batch.reason = RETRYING, outcome.describe()
             batch.due = at + timedelta(seconds=2 ** (batch.retries - 1))
             self._account.timers.call_at(batch.due, self._wake)
+
+
+def _json_size(call: dict[str, Any] | None) -> int:
+    """Bytes of one call in the batch's JSON (a queued forward always has its call)."""
+    return len(json.dumps(call, separators=(",", ":")).encode())
 
 
 def _segment_message(body: Any) -> str:

@@ -39,7 +39,7 @@ from ..dashboard import mailjet_dashboard_routes
 from .account_routes import account_routes, scoped_reset, tenant_of
 from .event_routes import email_event_routes
 from .events import EmailEvents
-from .models import SERVICE, Account, Contact, EventCallback, MailjetError, PropertyDefinition, Query, paginate
+from .models import SERVICE, Account, Contact, EventCallback, MailjetError, PropertyDefinition, Query, paginate, sort_keys
 from .openapi import openapi_document
 from .send import SendError, malformed_json, method_not_allowed, payload_too_big, send
 from .service import MailjetService
@@ -82,14 +82,34 @@ def envelope(data: list[dict[str, Any]], status: int = 200) -> JSONResponse:
     return JSONResponse({"Count": len(data), "Data": data, "Total": len(data)}, status)
 
 
-def listing(items: Sequence[T], query: Query, render: Callable[[T], dict[str, Any]]) -> JSONResponse:
-    """A page of `items` in the envelope; only the page is rendered unless a Sort needs every row."""
+# The field names of each listing's rows (the keys its render gives), which Sort may name. Known
+# before any row is rendered, so `Sort=Unknown` is refused whether or not anything matched.
+CONTACT_FIELDS = (
+    "CreatedAt", "DeliveredCount", "Email", "ExclusionFromCampaignsUpdatedAt", "ID", "IsExcludedFromCampaigns",
+    "IsOptInPending", "IsSpamComplaining", "LastActivityAt", "LastUpdateAt", "Name", "UnsubscribedAt", "UnsubscribedBy",
+)
+CONTACT_LISTS_FIELDS = ("IsActive", "IsUnsub", "ListID", "SubscribedAt")  # getcontactslists
+LIST_FIELDS = ("Address", "CreatedAt", "ID", "IsDeleted", "Name", "SubscriberCount")
+RECIPIENT_FIELDS = (
+    "ContactID", "ID", "IsActive", "IsUnsubscribed", "ListID", "ListName", "SubscribedAt", "UnsubscribedAt",
+)
+PROPERTY_FIELDS = ("Datatype", "ID", "Name", "NameSpace")
+CONTACT_DATA_FIELDS = ("ContactID", "Data", "ID")
+CALLBACK_FIELDS = ("APIKeyID", "EventType", "ID", "IsBackup", "Status", "Url", "Version")
+
+
+def listing(
+    items: Sequence[T], query: Query, render: Callable[[T], dict[str, Any]], fields: Sequence[str]
+) -> JSONResponse:
+    """A page of `items` in the envelope; only the page is rendered unless a Sort needs every row.
+    `fields`: the names of the rendered rows' fields, which a Sort must name."""
+    keys = sort_keys(query, fields)
     if query.count_only:
         # Documented: countOnly answers the number of records and no Data.
         return JSONResponse({"Count": len(items), "Data": [], "Total": len(items)})
-    if not query.sort:
+    if not keys:
         return envelope([render(item) for item in items[query.offset : query.offset + query.limit]])
-    return envelope(paginate([render(item) for item in items], query))
+    return envelope(paginate([render(item) for item in items], query, fields))
 
 
 def created(item: dict[str, Any]) -> JSONResponse:
@@ -171,7 +191,7 @@ def read_body(request: Request) -> dict[str, Any]:
 
 def list_contacts(account: Account, request: Request, ids: list[str]) -> Response:
     query = parse_query(request)
-    return listing(account.list_contacts(query), query, Contact.to_json)
+    return listing(account.list_contacts(query), query, Contact.to_json, CONTACT_FIELDS)
 
 
 def create_contact(account: Account, request: Request, ids: list[str]) -> Response:
@@ -201,7 +221,7 @@ def refuse_contact_delete(account: Account, request: Request, ids: list[str]) ->
 
 
 def get_contacts_lists(account: Account, request: Request, ids: list[str]) -> Response:
-    return listing(account.get_contacts_lists(ids[0]), parse_query(request), dict)
+    return listing(account.get_contacts_lists(ids[0]), parse_query(request), dict, CONTACT_LISTS_FIELDS)
 
 
 def start_contacts_job(account: Account, request: Request, ids: list[str]) -> Response:
@@ -214,7 +234,7 @@ def get_contacts_job(account: Account, request: Request, ids: list[str]) -> Resp
 
 def list_lists(account: Account, request: Request, ids: list[str]) -> Response:
     query = parse_query(request)
-    return listing(account.list_lists(query), query, account.list_json)
+    return listing(account.list_lists(query), query, account.list_json, LIST_FIELDS)
 
 
 def create_list(account: Account, request: Request, ids: list[str]) -> Response:
@@ -250,7 +270,7 @@ def get_list_job(account: Account, request: Request, ids: list[str]) -> Response
 
 def list_recipients(account: Account, request: Request, ids: list[str]) -> Response:
     query = parse_query(request)
-    return listing(account.list_recipients(query), query, account.recipient_json)
+    return listing(account.list_recipients(query), query, account.recipient_json, RECIPIENT_FIELDS)
 
 
 def create_recipient(account: Account, request: Request, ids: list[str]) -> Response:
@@ -273,7 +293,7 @@ def delete_recipient(account: Account, request: Request, ids: list[str]) -> Resp
 
 def list_properties(account: Account, request: Request, ids: list[str]) -> Response:
     query = parse_query(request)
-    return listing(account.list_properties(query), query, PropertyDefinition.to_json)
+    return listing(account.list_properties(query), query, PropertyDefinition.to_json, PROPERTY_FIELDS)
 
 
 def create_property(account: Account, request: Request, ids: list[str]) -> Response:
@@ -296,7 +316,7 @@ def delete_property(account: Account, request: Request, ids: list[str]) -> Respo
 
 def list_contact_data(account: Account, request: Request, ids: list[str]) -> Response:
     query = parse_query(request)
-    return listing(account.list_contact_data(query), query, account.contact_data_json)
+    return listing(account.list_contact_data(query), query, account.contact_data_json, CONTACT_DATA_FIELDS)
 
 
 def create_contact_data(account: Account, request: Request, ids: list[str]) -> Response:
@@ -320,7 +340,7 @@ def delete_contact_data(account: Account, request: Request, ids: list[str]) -> R
 
 def list_callbacks(account: Account, request: Request, ids: list[str]) -> Response:
     query = parse_query(request)
-    return listing(account.list_callbacks(query), query, EventCallback.to_json)
+    return listing(account.list_callbacks(query), query, EventCallback.to_json, CALLBACK_FIELDS)
 
 
 def create_callback(account: Account, request: Request, ids: list[str]) -> Response:

@@ -17,6 +17,7 @@ import contracts
 from emulator.common.clock import Clock
 from emulator.common.server import serve_in_background
 from emulator.config import BundleConfig, BundleUrls
+from emulator.mailjet import routes
 from emulator.mailjet.openapi import openapi_document
 from emulator.mailjet.routes import create_app
 
@@ -229,6 +230,43 @@ def test_paging_with_limit_offset_sort_and_count_only(server: Server) -> None:
     assert [c["Email"] for c in descending] == ["user24@example.com", "user23@example.com", "user22@example.com"]
     assert mj.contact.get(filters={"Limit": 0}).json()["Count"] == 25
     assert mj.contact.get(filters={"countOnly": 1}).json() == {"Count": 25, "Data": [], "Total": 25}
+
+
+# Each REST listing with one row: Sort takes every field of its rows and refuses any other,
+# whether or not the listing has rows (it used to read the names from the first row: 200 when empty).
+LISTINGS = {
+    "/v3/REST/contact": routes.CONTACT_FIELDS,
+    "/v3/REST/contactslist": routes.LIST_FIELDS,
+    "/v3/REST/listrecipient": routes.RECIPIENT_FIELDS,
+    "/v3/REST/contactmetadata": routes.PROPERTY_FIELDS,
+    "/v3/REST/contactdata": routes.CONTACT_DATA_FIELDS,
+    "/v3/REST/eventcallbackurl": routes.CALLBACK_FIELDS,
+    "/v3/REST/contact/s@example.com/getcontactslists": routes.CONTACT_LISTS_FIELDS,
+}
+
+
+def test_sort_takes_the_fields_of_each_listing_and_refuses_others_even_when_empty(server: Server) -> None:
+    http = server.http
+    # Empty first (list 1 exists from the start: contactslist is never empty, the others are).
+    paths = list(LISTINGS)
+    for path in [paths[0], *paths[2:6]]:
+        assert http.get(f"{path}?Sort=Nope").status_code == 400, path
+        assert http.get(f"{path}?Sort=ID+DESC").status_code == 200, path
+    assert http.post("/v3/REST/contact", json={"Email": "s@example.com"}).status_code == 201
+    assert http.get("/v3/REST/contact/s@example.com/getcontactslists?Sort=Nope").status_code == 400
+    assert http.get("/v3/REST/contact/s@example.com/getcontactslists?Sort=ListID").status_code == 200
+    assert http.post("/v3/REST/contactmetadata", json={"Name": "tier", "Datatype": "str"}).status_code == 201
+    assert http.post("/v3/REST/contactslist/1/managecontact",
+                     json={"Email": "s@example.com", "Action": "addnoforce", "Properties": {"tier": "pro"}}).status_code == 201
+    assert http.post("/v3/REST/eventcallbackurl", json={"EventType": "open", "Url": "http://127.0.0.1:9/h"}).status_code == 201
+    for path, fields in LISTINGS.items():
+        rows = http.get(path).json()["Data"]
+        assert len(rows) == 1 and sorted(rows[0]) == sorted(fields), path  # the route names its rows' fields
+        for name in rows[0]:
+            for sort in (name, f"{name.upper()} DESC"):
+                assert http.get(path, params={"Sort": sort}).status_code == 200, (path, sort)
+        error = http.get(path, params={"Sort": "Nope"})
+        assert error.status_code == 400 and error.json()["ErrorMessage"] == 'Sort on property "Nope" is not supported'
 
 
 def test_managemanycontacts_job_completes_on_the_clock(server: Server) -> None:
@@ -634,3 +672,11 @@ def test_a_put_answered_400_changes_nothing(server: Server, path: str, body: dic
     assert response.status_code == 400, response.text
     assert http.get(path).json() == before
     assert http.get("/v3/REST/contactdata/1").json() == contact_data
+
+
+def test_published_simulation_seed_is_what_the_server_takes(server: Server) -> None:
+    # The description said the seed may be null; the server answers that 400 "seed must be an integer".
+    schema = openapi_document()["paths"]["/_emulator/simulation"]["put"]["requestBody"]["content"]["application/json"]["schema"]
+    assert schema["properties"]["seed"] == {"type": "integer"}
+    assert server.control("PUT", "simulation", json={"seed": None}).status_code == 400
+    assert server.control("PUT", "simulation", json={"seed": 3}).json()["seed"] == 3

@@ -5,6 +5,7 @@ with a scripted transport on the virtual clock."""
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -513,6 +514,26 @@ def test_webhook_version_2_never_puts_two_seconds_in_one_batch(fake: Fake) -> No
     assert [[event["event"] for event in body] for _, body, _ in fake.transport.posts] == [["open"], ["open"]]
 
 
+def test_webhook_version_2_keeps_one_batch_per_second_when_an_earlier_second_comes_late(fake: Fake) -> None:
+    # A timer fires after the clock passed it, so an event of an earlier second (here A's `sent`)
+    # can be routed after one of the current second: it took the URL's open batch over, and the
+    # current second's next event started a third POST instead of joining its second's batch.
+    register(fake, "sent", "http://hooks.test/all", version=2)
+    register(fake, "open", "http://hooks.test/all", version=2)
+    now = fake.clock.now()
+    fake.clock.set(now.replace(microsecond=0) + timedelta(seconds=1, milliseconds=1))
+    late = fake.send()  # its `sent` is due in 1 s
+    fake.clock.advance(timedelta(seconds=3))  # past it; the timer has not run yet
+    current = fake.send("bob@example.com")
+    fake.emit(current, "open")  # sent + open of bob, this second
+    fake.loop.run_until_complete(settle(fake.clock))  # ada's sent, of 3 s ago
+    fake.emit(current, "open")  # bob again, the same second
+    fake.advance(timedelta(seconds=1))
+    fake.advance(timedelta(0))
+    bodies = sorted([[(e["event"], e["MessageID"]) for e in body] for _, body, _ in fake.transport.posts], key=len)
+    assert bodies == [[("sent", late)], [("sent", current), ("open", current), ("open", current)]]
+
+
 def test_webhook_version_2_groups_the_events_of_a_second(fake: Fake) -> None:
     for event_type in ("sent", "open"):
         register(fake, event_type, "http://hooks.test/all", version=2)
@@ -735,6 +756,25 @@ def test_segment_batches_hold_at_most_100_calls_as_analytics_python_uploads(fake
         fake.send(f"user{index}@example.com")
     fake.advance()
     assert [len(body["batch"]) for _, body, _ in segment_posts(fake)] == [100, 50]
+
+
+def test_segment_batches_stay_under_the_500_kb_segment_accepts(fake: Fake) -> None:
+    # analytics-python also closes a batch at 475,000 bytes (consumer.py BATCH_SIZE_LIMIT: "Our
+    # servers only accept batches less than 500KB"); 100 clicks on 30 KB links made one 3 MB POST,
+    # which Segment refuses whole (400, final): every event in it was lost.
+    connect(fake)
+    long_link = "https://shop.example.com/?q=" + "x" * 30_000
+    sent = [fake.send(f"user{index}@example.com", html=f'<a href="{long_link}">go</a>') for index in range(40)]
+    fake.advance()
+    for message_id in sent:
+        fake.emit(message_id, "click")
+    fake.advance(timedelta(0))
+    posts = segment_posts(fake)
+    sizes = [len(json.dumps(body, separators=(",", ":")).encode()) for _, body, _ in posts]
+    assert all(size < 500 * 1024 for size in sizes), sizes
+    clicks = [call for _, body, _ in posts for call in body["batch"] if call["event"] == "Email Link Clicked"]
+    assert len(clicks) == 40 and len(posts) > 3
+    assert all(record.segment.state == "delivered" for record in fake.events.records)
 
 
 def test_message_ids_count_from_2_to_the_59_in_the_accounts_range(fake: Fake) -> None:
