@@ -7,7 +7,8 @@ A rule (DESIGN §3, `POST /_emulator/faults`):
 
 - `method`: an HTTP method, or absent / `"*"` for any.
 - `path`: a glob on the request path; `*` matches any run of characters, `/` included. The fake
-  Mailjet matches it case-insensitively (its paths are), the fake Segment exactly.
+  Mailjet matches it case-insensitively (its paths are), the fake Segment exactly. A glob that can
+  only match the control API (`/_emulator/...`, never faulted) is refused.
 - `action`: `respond` (answer `status` in the real service's error shape; without `status`, let the
   real handler answer, only `delay_ms` late), `drop` (close the connection without an answer) or
   `timeout` (hold the request, unanswered, until the client gives up).
@@ -28,6 +29,8 @@ import random
 import re
 from dataclasses import dataclass, field
 from typing import Any
+
+from .journal import CONTROL_PREFIX
 
 RESPOND = "respond"
 DROP = "drop"
@@ -179,6 +182,10 @@ class FaultRules:
         path = spec.get("path")
         if not isinstance(path, str) or not path.startswith("/"):
             raise FaultRuleError('path must be a string starting with "/" (a glob: * matches anything)')
+        literal = path.split("*", 1)[0]
+        if (literal.lower() if self.case_insensitive_paths else literal).startswith(CONTROL_PREFIX):
+            # Control paths are never faulted (fault_routes.py): the rule would be kept and never fire.
+            raise FaultRuleError(f"path {path!r} only matches the control API ({CONTROL_PREFIX}...), which is never faulted")
         method = spec.get("method", "*")
         # One method's name (letters, as uvicorn's parser knows them; "M-SEARCH"): "GET,POST" or
         # "POST " would be kept and never match a request.

@@ -24,6 +24,11 @@ if TYPE_CHECKING:
     from ..segment.models import SegmentBackend, StoredMessage
 
 PAGES = ["/", "/debugger", "/destinations", "/deliveries", "/engage", "/trace"]
+# The trace reads the default workspace's events and deliveries, and the configured Mailjet account.
+TRACE_REFUSAL = (
+    "the trace shows the default workspace only; read GET /_emulator/events?writeKey=K and "
+    "GET /_emulator/deliveries?writeKey=K for another"
+)
 
 
 def segment_dashboard_routes(backend: SegmentBackend, urls: BundleUrls) -> list[BaseRoute]:
@@ -36,17 +41,21 @@ def segment_dashboard_routes(backend: SegmentBackend, urls: BundleUrls) -> list[
 
     backend.add_listener(on_message)
 
+    def other_workspace(request: Request, refusal: str) -> Response | None:
+        """400 when the request names a workspace other than the default one, which is all the
+        dashboard's feeds read: its caller silently got the default workspace's data instead."""
+        key = named_tenant(request, "writeKey", "x-segjet-write-key")
+        if key is not None and key not in {source.write_key for source in backend.sources}:
+            return control_error_response(ControlError(refusal))
+        return None
+
     async def stream(request: Request) -> Response:
         # Each accepted message as it is stored (the backend's listeners see accepted ones only;
         # the Debugger polls `GET /_emulator/events?status=discarded` for the others).
-        key = named_tenant(request, "writeKey", "x-segjet-write-key")
-        if key is not None and key not in {source.write_key for source in backend.sources}:
-            # The feed is the default workspace's, like the dashboard: another workspace's caller
-            # silently got the default's messages.
-            return control_error_response(ControlError(
-                "the live feed shows the default workspace only; poll GET /_emulator/events?writeKey=K for another"
-            ))
-        return feed.stream()
+        refused = other_workspace(
+            request, "the live feed shows the default workspace only; poll GET /_emulator/events?writeKey=K for another"
+        )
+        return refused or feed.stream()
 
     async def validate(request: Request) -> Response:
         name = request.path_params["contract"]
@@ -70,6 +79,8 @@ def segment_dashboard_routes(backend: SegmentBackend, urls: BundleUrls) -> list[
                              "sources": [source.to_json() for source in backend.sources]})
 
     async def trace(request: Request) -> Response:
+        if refused := other_workspace(request, TRACE_REFUSAL):
+            return refused
         user = request.query_params.get("user", "").strip()
         if not user:
             return JSONResponse({"error": "give ?user= a userId or an email"}, status_code=400)
@@ -78,6 +89,8 @@ def segment_dashboard_routes(backend: SegmentBackend, urls: BundleUrls) -> list[
         )
 
     async def trace_export(request: Request) -> Response:
+        if refused := other_workspace(request, TRACE_REFUSAL):
+            return refused
         user = request.query_params.get("user", "").strip()
         if not user:
             return JSONResponse({"error": "give ?user= a userId or an email"}, status_code=400)

@@ -101,9 +101,11 @@ async def build_trace(
     """`{"user", "userId", "email", "steps": [...], "contact": {...}|None}`, steps oldest first."""
     user = user.strip()
     # The control token the browser presented, passed on: both servers share it in a bundle.
-    # Only an ASCII token can be a header, and only such a token can be the bundle's (cli.py): another,
-    # presented to an open control API, is not needed to read it.
-    headers = {"X-Segjet-Token": control_token} if control_token and control_token.isascii() else {}
+    # Only a printable ASCII token can be a header, and only such a token can be the bundle's
+    # (cli.py): another (a control character made every call fail, and the trace empty), presented
+    # to an open control API, is not needed to read it.
+    usable = control_token and control_token.isascii() and control_token.isprintable()
+    headers = {"X-Segjet-Token": control_token} if usable else {}
     async with httpx.AsyncClient(timeout=timeout, headers=headers) as http:
         events = await _get(http, f"{segment_url}/_emulator/events", "events", {"limit": LIMIT})
         user_id, email = _identify_user(user, events)

@@ -107,28 +107,50 @@ def _tracking_paths() -> dict[str, Any]:
     return paths
 
 
+# A control call acts on the workspace it names (routes.py), else on the default one.
+WORKSPACE_PARAMETERS = [
+    {"name": "writeKey", "in": "query", "required": False, "schema": {"type": "string"},
+     "description": "A write key of the workspace to act on (default: the default workspace)"},
+    {"name": "X-Segjet-Write-Key", "in": "header", "required": False, "schema": {"type": "string"},
+     "description": "The same, as a header; the query parameter wins"},
+]
+
+
+def _in_workspace(operation: dict[str, Any]) -> dict[str, Any]:
+    """`operation` taking the workspace parameters, and answering 404 for a key no source has."""
+    return {
+        **operation,
+        "parameters": [*operation.get("parameters", []), *WORKSPACE_PARAMETERS],
+        "responses": {**operation["responses"], "404": control_error("No source has the write key named (an empty one too)")},
+    }
+
+
 def _segment_control_paths() -> dict[str, Any]:
     text = {"type": "string"}
     definition_errors = (400, 409)
     return {
+        # The shared reset (common/openapi.py), which here may name one workspace to reset alone.
+        "/_emulator/reset": {
+            "post": _in_workspace(control_operation("Forget all state of this server, or of the workspace named"))
+        },
         "/_emulator/events": {
-            "get": control_operation(
+            "get": _in_workspace(control_operation(
                 "Stored messages, newest last",
                 query={
                     "type": text, "userId": text, "event": text, "source": text, "messageId": text,
                     "status": {"enum": [ACCEPTED, DISCARDED]}, "limit": LIMIT,
                 },
                 errors=(400,),
-            )
+            ))
         },
         "/_emulator/profiles/{user_id}": {
-            "get": {
+            "get": _in_workspace({
                 **control_operation("One profile by userId or anonymousId", errors=(404,)),
                 "parameters": [{"name": "user_id", "in": "path", "required": True, "schema": text}],
-            }
+            })
         },
         "/_emulator/sources": {
-            "get": control_operation("Sources and their write keys"),
+            "get": _in_workspace(control_operation("Sources and their write keys")),
             "post": control_operation(
                 "Add a source: to a new workspace, or to the workspace named",
                 ok=201,
@@ -160,8 +182,8 @@ def _segment_control_paths() -> dict[str, Any]:
             ),
         },
         "/_emulator/destinations/mailjet": {
-            "get": control_operation("The Mailjet destination's settings"),
-            "put": control_operation(
+            "get": _in_workspace(control_operation("The Mailjet destination's settings")),
+            "put": _in_workspace(control_operation(
                 "Merge settings",
                 body={
                     "type": "object",
@@ -171,34 +193,34 @@ def _segment_control_paths() -> dict[str, Any]:
                     },
                 },
                 errors=(400,),
-            ),
+            )),
         },
         "/_emulator/deliveries": {
-            "get": control_operation(
+            "get": _in_workspace(control_operation(
                 "Delivery records, newest last",
                 query={"messageId": text, "state": {"enum": list(STATES)}, "userId": text, "limit": LIMIT},
                 errors=(400,),
-            )
+            ))
         },
         "/_emulator/engage/audiences": {
-            "get": control_operation("Audience definitions"),
-            "post": control_operation(
+            "get": _in_workspace(control_operation("Audience definitions")),
+            "post": _in_workspace(control_operation(
                 "Define an audience", ok=201, body={"$ref": "#/components/schemas/engage.audience"}, errors=definition_errors
-            ),
+            )),
         },
         "/_emulator/engage/audiences/{key}": {
-            "delete": {
+            "delete": _in_workspace({
                 **control_operation("Remove an audience", errors=(404,)),
                 "parameters": [{"name": "key", "in": "path", "required": True, "schema": text}],
-            }
+            })
         },
         "/_emulator/engage/traits": {
-            "get": control_operation("Computed trait definitions"),
-            "post": control_operation(
+            "get": _in_workspace(control_operation("Computed trait definitions")),
+            "post": _in_workspace(control_operation(
                 "Define a computed trait", ok=201, body={"$ref": "#/components/schemas/engage.trait"}, errors=definition_errors
-            ),
+            )),
         },
-        "/_emulator/engage/sync": {"post": control_operation("Sync Engage now")},
+        "/_emulator/engage/sync": {"post": _in_workspace(control_operation("Sync Engage now"))},
         "/_emulator/validate/{contract}": {
             "post": {
                 "tags": ["control"],

@@ -144,3 +144,32 @@ def test_clock_moves(client: httpx.Client, amount: float, unit: str) -> None:
     response = client.post("/_emulator/clock", json={"advance": f"{amount}{unit}"})
     assert response.status_code in (200, 400), response.text
     assert client.post("/_emulator/clock", json={"set": "2030-01-01T00:00:00Z"}).status_code == 200
+
+
+# Near-valid fault rules and sources: every field present or not, of the right type or not.
+_odd_values = st.one_of(
+    st.none(), st.booleans(), st.integers(), st.floats(allow_nan=False), st.text(max_size=20),
+    st.sampled_from(["/v1/*", "/_emulator/*", "/", "*", "POST", "drop", "timeout", "respond", "\u0000", "\ud7ff"]),
+    st.lists(st.integers(), max_size=2), st.dictionaries(st.text(max_size=3), st.integers(), max_size=2),
+)
+fault_specs = st.dictionaries(
+    st.sampled_from(["method", "path", "status", "rate", "times", "delay_ms", "action", "seed", "retry_after",
+                     "write_key", "api_key", "other"]),
+    _odd_values, max_size=6,
+)
+source_specs = st.dictionaries(st.sampled_from(["name", "write_key", "workspace", "other"]), _odd_values, max_size=4)
+
+
+@given(rule=fault_specs, source=source_specs)
+@hypothesis.settings(max_examples=150, **FUZZ_SETTINGS)
+def test_fault_rules_and_sources(client: httpx.Client, rule: dict[str, Any], source: dict[str, Any]) -> None:
+    # A rule that could hold requests would slow the run down, not find a bug: delays stay off.
+    rule.pop("delay_ms", None)
+    try:
+        for route, body in (("/_emulator/faults", rule), ("/_emulator/sources", source)):
+            response = client.post(route, json=body)
+            assert response.status_code in (201, 400, 404, 409), (route, body, response.text)
+            assert set(response.json()) == {"error"} if response.status_code >= 400 else "id" in response.json()
+        assert client.get("/_emulator/faults").status_code == 200
+    finally:
+        assert client.delete("/_emulator/faults").status_code == 200

@@ -442,3 +442,28 @@ def test_the_published_description_names_every_control_route_of_the_fake_segment
         if method.lower() not in paths.get(route.path.replace(":path}", "}"), {})
     ]
     assert missing == []
+
+
+def test_the_published_description_says_which_routes_take_a_workspace(http: httpx.Client) -> None:
+    # Every control route that acts on the workspace named by `?writeKey=` or `X-Segjet-Write-Key`
+    # (and answers 404 for a key no source has) was described without either parameter or the 404:
+    # a client built from the description could only ever reach the default workspace.
+    from emulator.segment.openapi import openapi_document
+
+    scoped, undocumented = [], []
+    for path, operations in openapi_document()["paths"].items():
+        if not path.startswith("/_emulator/"):
+            continue
+        concrete = path.replace("{user_id}", "u1").replace("{key}", "k").replace("{contract}", "segment.identify")
+        for method, operation in operations.items():
+            # An empty body: whatever does not check the key first refuses it, and nothing changes.
+            answer = http.request(method.upper(), concrete, params={"writeKey": "no-such-key"}, json={})
+            if answer.status_code != 404 or "no source has write key" not in answer.text:
+                continue
+            scoped.append((method, path))
+            named = {(p["in"], p["name"].lower()) for p in operation.get("parameters", [])}
+            if not {("query", "writekey"), ("header", "x-segjet-write-key")} <= named or "404" not in operation["responses"]:
+                undocumented.append((method, path))
+    assert ("get", "/_emulator/events") in scoped and ("post", "/_emulator/reset") in scoped
+    assert undocumented == []
+

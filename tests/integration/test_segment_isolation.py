@@ -378,3 +378,38 @@ def test_a_call_held_by_a_fault_across_a_reset_of_its_workspace_is_not_stored(
         assert get(http, "/_emulator/events", "iso-held")["events"] == []
     finally:
         http.delete(f"/_emulator/faults/{fault.json()['id']}")
+
+
+
+def trace_steps(stack: TwoTenantStack, user: str, **named: Any) -> httpx.Response:
+    params = {"user": user, **named.pop("params", {})}
+    return stack.http.get(f"{stack.segment_url}/_emulator/dashboard/trace", params=params, **named)
+
+
+def test_the_trace_of_another_workspace_is_refused_not_the_default_ones(tenant_b: TwoTenantStack) -> None:
+    # The trace reads the default workspace, as the dashboard does; naming another workspace
+    # silently answered the default workspace's user of that id (another job's), or nothing.
+    stack = tenant_b
+    Client(A["write_key"], host=stack.segment_url, sync_mode=True).identify("u-trace", {"email": "a-trace@example.com"})
+    Client(B["write_key"], host=stack.segment_url, sync_mode=True).identify("u-trace", {"email": "b-trace@example.com"})
+    for path in ("/_emulator/dashboard/trace", "/_emulator/dashboard/trace/export"):
+        for named in ({"params": {"writeKey": B["write_key"]}}, {"headers": {"X-Segjet-Write-Key": B["write_key"]}}):
+            params = {"user": "u-trace", **named.get("params", {})}
+            answer = stack.http.get(f"{stack.segment_url}{path}", params=params, headers=named.get("headers"))
+            assert answer.status_code == 400, (path, named, answer.text[:200])
+            assert "default workspace" in answer.json()["error"]
+    trace = trace_steps(stack, "u-trace", params={"writeKey": A["write_key"]})
+    assert trace.status_code == 200 and trace.json()["email"] == "a-trace@example.com"
+
+
+def test_a_junk_token_on_an_open_control_api_does_not_empty_the_trace(tenant_b: TwoTenantStack) -> None:
+    # The trace passed any ASCII `?token=` on to the control calls it makes; one with a control
+    # character cannot be a header, so every call failed and the trace came back empty, with a 200.
+    stack = tenant_b
+    Client(A["write_key"], host=stack.segment_url, sync_mode=True).identify("u-junk", {"email": "junk@example.com"})
+    plain = trace_steps(stack, "u-junk").json()
+    assert plain["email"] == "junk@example.com" and plain["steps"][0]["kind"] == "segment"
+    for token in ("a\nb", "a\x00b", "\x7f", "tab\there"):
+        trace = trace_steps(stack, "u-junk", params={"token": token})
+        assert trace.status_code == 200
+        assert (trace.json()["email"], trace.json()["steps"][:1]) == (plain["email"], plain["steps"][:1]), repr(token)

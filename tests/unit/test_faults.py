@@ -133,6 +133,10 @@ def test_remove_and_clear() -> None:
         ({"path": "/x", "method": "GET,POST"}, "method must be"),
         ({"path": "/x", "method": "POST "}, "method must be"),
         ({"path": "/x", "method": "GET|POST"}, "method must be"),
+        # Control paths are never faulted (fault_routes.py): such a rule was kept and never fired.
+        ({"path": "/_emulator/reset"}, "control API"),
+        ({"path": "/_emulator/*", "action": "drop"}, "control API"),
+        ({"path": "/_Emulator/events"}, "control API"),
     ],
 )
 def test_bad_rules_are_refused_with_a_reason(spec: object, complaint: str) -> None:
@@ -151,3 +155,9 @@ def test_add_all_is_all_or_nothing() -> None:
 def test_a_null_status_passes_through_late() -> None:
     rule = mailjet().add({"path": "/x", "status": None, "delay_ms": 100})
     assert rule.status is None and rule.action == "respond"
+
+
+def test_a_glob_that_may_reach_beyond_the_control_api_is_kept() -> None:
+    rules = FaultRules("write_key", case_insensitive_paths=False)
+    assert rules.add({"path": "/*"}) and rules.add({"path": "/_emulat*"}) and rules.add({"path": "/*/_emulator/x"})
+    assert rules.add({"path": "/_Emulator/events"})  # the fake Segment's paths are case-sensitive: not a control path
