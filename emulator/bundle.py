@@ -123,19 +123,30 @@ class Bundle:
         self._clock_task: asyncio.Task[None] | None = None
 
     async def start(self) -> dict[str, Any]:
-        config = self.config
+        """Serve; a start that fails (a port in use, a damaged database) holds nothing afterwards: not
+        the sockets, not the data dir (a new Bundle on it in this process would be refused "in use").
+        A bundle whose start failed is done: make another."""
         sockets: list[socket.socket] = []
         try:
-            for port, server, flag in (
-                (config.segment_port, "the fake Segment", "--segment-port"),
-                (config.mailjet_port, "the fake Mailjet", "--mailjet-port"),
-                (config.destination_port, "the destination", "--destination-port"),
-            ):
-                sockets.append(_bind(config.host, port, server, flag))
-        except OSError:
+            return await self._start(sockets)
+        except BaseException:
             for sock in sockets:
-                sock.close()
+                sock.close()  # the ones no server took yet (closing one twice does nothing)
+            try:
+                await self.runner.stop()
+            except Exception:  # a server that failed to start fails its wait too: the first error is the one raised
+                log.debug("segjet: stopping the servers of a failed start", exc_info=True)
+            await self._stopped()
             raise
+
+    async def _start(self, sockets: list[socket.socket]) -> dict[str, Any]:
+        config = self.config
+        for port, server, flag in (
+            (config.segment_port, "the fake Segment", "--segment-port"),
+            (config.mailjet_port, "the fake Mailjet", "--mailjet-port"),
+            (config.destination_port, "the destination", "--destination-port"),
+        ):
+            sockets.append(_bind(config.host, port, server, flag))
         segment_sock, mailjet_sock, destination_sock = sockets
         self.urls = BundleUrls(url_of(segment_sock), url_of(mailjet_sock), url_of(destination_sock))
         key_ring = KeyRing(
@@ -233,7 +244,13 @@ class BackgroundBundle:
 
     def start(self) -> dict[str, Any]:
         self._loop_thread = LoopThread("segjet-bundle")
-        return self._loop_thread.run(self.bundle.start())
+        try:
+            return self._loop_thread.run(self.bundle.start())
+        except BaseException:
+            # The bundle let go of what it held; its thread goes too (`with` calls no stop() then).
+            self._loop_thread.close()
+            self._loop_thread = None
+            raise
 
     def stop(self) -> None:
         if self._loop_thread is not None:

@@ -12,6 +12,7 @@ returns. It may be lost on a power cut, which an emulator does not need to survi
 from __future__ import annotations
 
 import contextlib
+import re
 import sqlite3
 from pathlib import Path
 from typing import Iterator
@@ -21,12 +22,19 @@ class SchemaVersionError(ValueError):
     """The database was written by another schema version of the service."""
 
 
+class DatabaseFileError(ValueError):
+    """The file cannot serve as the service's database: not SQLite, damaged, another program's, or
+    not openable. A ValueError, as SchemaVersionError: `segjet up` reports it as why it cannot start.
+    """
+
+
 def open_database(path: Path | str, schema: str, version: int) -> sqlite3.Connection:
     """Open (creating if needed) the database at `path` with `schema` at `version`.
 
     `schema` is a script of `CREATE TABLE IF NOT EXISTS ...` statements, run on a new database.
     The version lives in `PRAGMA user_version`; 0 means a new file. A file at another version
-    raises SchemaVersionError naming both versions and the file.
+    raises SchemaVersionError naming both versions and the file; a file that is no SQLite database,
+    is damaged, lacks a table of `schema` or cannot be opened raises DatabaseFileError naming it.
     """
     if version < 1:
         raise ValueError("schema versions start at 1")
@@ -35,22 +43,41 @@ def open_database(path: Path | str, schema: str, version: int) -> sqlite3.Connec
     # isolation_level=None: no implicit transactions; `transaction()` opens them explicitly.
     # check_same_thread=False: the app is built on one thread and served on the event loop's thread;
     # each service uses its connection from one thread at a time.
-    connection = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
     try:
-        connection.execute("PRAGMA journal_mode=WAL")
-        connection.execute("PRAGMA synchronous=NORMAL")
-        connection.execute("PRAGMA foreign_keys=ON")
-        found = connection.execute("PRAGMA user_version").fetchone()[0]
-        if found == 0:
-            with transaction(connection):
-                for statement in _statements(schema):
-                    connection.execute(statement)
-                connection.execute(f"PRAGMA user_version = {int(version)}")
-        elif found != version:
-            raise SchemaVersionError(
-                f"{path} was written by schema version {found}, this segjet reads version {version}; "
-                "use another --data-dir or delete the file"
-            )
+        connection = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    except sqlite3.Error as exc:  # a directory at that path, no permission
+        raise DatabaseFileError(f"{path}: {exc}") from None
+    try:
+        try:
+            connection.execute("PRAGMA journal_mode=WAL")
+            connection.execute("PRAGMA synchronous=NORMAL")
+            connection.execute("PRAGMA foreign_keys=ON")
+            found = connection.execute("PRAGMA user_version").fetchone()[0]
+            if found == 0:
+                with transaction(connection):
+                    for statement in _statements(schema):
+                        connection.execute(statement)
+                    connection.execute(f"PRAGMA user_version = {int(version)}")
+            elif found != version:
+                raise SchemaVersionError(
+                    f"{path} was written by schema version {found}, this segjet reads version {version}; "
+                    "use another --data-dir or delete the file"
+                )
+            else:
+                # Another program's database (or the other fake's: both are at version 1) passes
+                # the version check; without this, the first read of a missing table crashed.
+                tables = {name for (name,) in connection.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+                missing = sorted(set(_tables(schema)) - tables)
+                if missing:
+                    raise DatabaseFileError(
+                        f"{path} is not a database of this service (it has no table {', '.join(missing)}); "
+                        "use another --data-dir or delete the file"
+                    )
+        except sqlite3.OperationalError as exc:  # locked by another program, read-only: the file may be fine
+            raise DatabaseFileError(f"{path}: {exc}") from None
+        except sqlite3.DatabaseError as exc:
+            # Not SQLite at all, or damaged: "file is not a database", "database disk image is malformed".
+            raise DatabaseFileError(f"{path}: {exc}; use another --data-dir or delete the file") from None
     except BaseException:
         connection.close()
         raise
@@ -74,6 +101,10 @@ def transaction(connection: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
         if connection.in_transaction:
             connection.execute("ROLLBACK")
         raise
+
+
+def _tables(schema: str) -> list[str]:
+    return re.findall(r"CREATE TABLE IF NOT EXISTS (\w+)", schema, flags=re.IGNORECASE)
 
 
 def _statements(script: str) -> list[str]:

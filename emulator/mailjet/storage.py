@@ -27,7 +27,7 @@ from typing import Any, Callable
 from ..common.clock import parse_iso
 from ..common.json_body import MAX_DEPTH, fits_depth
 from ..common.snapshot import MAX_ID, snapshot_document, snapshot_state
-from ..common.sqlite import open_database, transaction
+from ..common.sqlite import DatabaseFileError, open_database, transaction
 from .events import Campaign, EmailEvent, EmailEventError, Life, Simulation, check_control_event
 from .models import AppConnection, Contact, ContactsList, EventCallback, Job, ListRecipient, PropertyDefinition
 from .outbound import SegmentBatch, SegmentForward, WebhookDelivery
@@ -499,6 +499,11 @@ def import_snapshot(service: MailjetService, snapshot: Any, store: MailjetStore 
 # ---------------------------------------------------------------- SQLite
 
 
+def _sort_key(api_key_id: Any) -> int:
+    # Accounts load in api_key_id order; a damaged one is refused by load_account, not by sorted().
+    return api_key_id if isinstance(api_key_id, int) else 0
+
+
 class MailjetStore:
     """`DIR/mailjet.sqlite3`: one row per object, written by `save` in one transaction per request or timer."""
 
@@ -508,13 +513,15 @@ class MailjetStore:
 
     def load_into(self, service: MailjetService) -> None:
         """Restore the stored accounts (if any), arm their timers, and start saving changes."""
-        accounts = self._read_accounts()
         changes = service.changes
-        if accounts:
-            try:
-                tenants = load_state(service, {"accounts": accounts})
-            except StateError as exc:
-                raise StateError(f"{self.path}: {exc}") from None
+        try:
+            accounts = self._read_accounts()
+            tenants = load_state(service, {"accounts": accounts}) if accounts else None
+        except sqlite3.DatabaseError as exc:  # damaged pages past the header: "database disk image is malformed"
+            raise DatabaseFileError(f"{self.path}: {exc}; use another --data-dir or delete the file") from None
+        except StateError as exc:
+            raise StateError(f"{self.path}: {exc}") from None
+        if tenants is not None:
             changes.enabled = True  # from here on, so that a default account added by `install` is marked
             service.install(tenants)
         else:
@@ -527,13 +534,22 @@ class MailjetStore:
     def _read_accounts(self) -> list[dict[str, Any]]:
         accounts: dict[str, dict[str, Any]] = {}
         cursor = self.connection.execute("SELECT api_key, kind, key, data FROM rows ORDER BY api_key, kind, key")
-        for api_key, kind, _key, data in cursor:
+        for api_key, kind, key, data in cursor:
+            where = f"the {kind} row {key} of account {api_key}"
+            if kind != ACCOUNT_KIND and kind not in COLLECTIONS:
+                raise StateError(f"{where}: unknown kind")
+            try:
+                value = json.loads(data)
+            except (TypeError, ValueError) as exc:  # a row damaged by hand: refused, not a crash at start
+                raise StateError(f"{where}: not JSON ({exc})") from None
             account = accounts.setdefault(api_key, {collection: [] for collection in COLLECTIONS.values()})
             if kind == ACCOUNT_KIND:
-                account["account"] = json.loads(data)
+                if not isinstance(value, dict):
+                    raise StateError(f"{where}: expected an object")
+                account["account"] = value
             else:
-                account[COLLECTIONS[kind]].append(json.loads(data))
-        return sorted(accounts.values(), key=lambda account: account.get("account", {}).get("api_key_id", 0))
+                account[COLLECTIONS[kind]].append(value)
+        return sorted(accounts.values(), key=lambda account: _sort_key(account.get("account", {}).get("api_key_id")))
 
     def save(self, service: MailjetService) -> None:
         changes = service.changes

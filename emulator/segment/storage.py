@@ -27,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import sqlite3
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -35,7 +36,7 @@ from typing import Any, Protocol
 from ..common.clock import EARLIEST, LATEST, iso, parse_iso
 from ..common.json_body import MAX_DEPTH, fits_depth
 from ..common import snapshot
-from ..common.sqlite import open_database, transaction
+from ..common.sqlite import DatabaseFileError, open_database, transaction
 from .delivery import STATES, DeliveryRecord, DestinationConfig, DestinationConfigError
 from .engage import ComputationState, DefinitionError, check_dependencies, definition_from_json
 from .models import ACCEPTED, DISCARDED, Source, StoredMessage, ingest_problem
@@ -362,6 +363,17 @@ def _dumps(value: Any) -> str:
     return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
 
 
+def _row(data: Any, what: str) -> dict[str, Any]:
+    """A stored row's JSON object; SnapshotError (not a crash at start) for one damaged by hand."""
+    try:
+        value = json.loads(data)
+    except (TypeError, ValueError) as exc:
+        raise SnapshotError(f"{what}: the stored row is not JSON ({exc})") from None
+    if not isinstance(value, dict):
+        raise SnapshotError(f"{what}: the stored row is not a JSON object")
+    return value
+
+
 class SegmentStore:
     """`DIR/segment.sqlite3`: load at start, write what changed in one transaction per flush."""
 
@@ -377,20 +389,22 @@ class SegmentStore:
 
     def load(self) -> list[WorkspaceState]:
         """The state kept in the database, parsed and validated as a snapshot's state is."""
-        workspaces = []
-        for workspace, data in self.db.execute("SELECT id, data FROM workspaces ORDER BY position").fetchall():
-            document = json.loads(data)
-            document["messages"] = [
-                json.loads(row[0])
-                for row in self.db.execute("SELECT data FROM messages WHERE workspace = ? ORDER BY seq", (workspace,))
-            ]
-            document["deliveries"] = [
-                json.loads(row[0])
-                for row in self.db.execute("SELECT data FROM deliveries WHERE workspace = ? ORDER BY seq", (workspace,))
-            ]
-            workspaces.append(document)
         try:
+            workspaces = []
+            for workspace, data in self.db.execute("SELECT id, data FROM workspaces ORDER BY position").fetchall():
+                document = _row(data, f"workspace {workspace}")
+                document["messages"] = [
+                    _row(row[0], f"a message of workspace {workspace}")
+                    for row in self.db.execute("SELECT data FROM messages WHERE workspace = ? ORDER BY seq", (workspace,))
+                ]
+                document["deliveries"] = [
+                    _row(row[0], f"a delivery record of workspace {workspace}")
+                    for row in self.db.execute("SELECT data FROM deliveries WHERE workspace = ? ORDER BY seq", (workspace,))
+                ]
+                workspaces.append(document)
             return state_from_json({"workspaces": workspaces})
+        except sqlite3.DatabaseError as exc:  # damaged pages past the header: "database disk image is malformed"
+            raise DatabaseFileError(f"{self.path}: {exc}; use another --data-dir or delete the file") from None
         except SnapshotError as exc:
             raise SnapshotError(f"{self.path}: {exc}") from exc
 

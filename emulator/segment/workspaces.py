@@ -145,13 +145,22 @@ class Workspaces:
 
     def attach(self, store: SegmentStore) -> None:
         """Keep every workspace in `store`: restore what it holds, then write every change to it."""
-        self.restore(store.load())
+        states = store.load()
+        self.restore(states)
         self.store = store
         for workspace in self:
             workspace.attach(store)
             # Settings rows are rewritten (a new database gets its default workspace); the
             # messages and deliveries loaded are already there.
             store.settings_changed(workspace)
+        for state in states:
+            # Restoring drops the oldest finished records past the delivery log's cap before the
+            # store listens: their rows go now, or every start would load and drop them again.
+            workspace = self._by_id[workspace_id(state.write_key)]
+            kept = {record.seq for record in workspace.pipeline.all_records()}
+            for record in state.deliveries:
+                if record.seq not in kept:
+                    store.delivery_dropped(workspace, record)
         store.flush()
 
     def add_source(self, name: str, write_key: str, workspace: str | None = None) -> tuple[Source, Workspace]:

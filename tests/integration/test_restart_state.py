@@ -250,3 +250,18 @@ def test_a_restart_names_the_list_the_restored_tile_writes_to_not_the_flags(star
     assert again["list_id"] == 7
     tile = call("GET", f"{again['segment_url']}/_emulator/destinations/mailjet")
     assert tile["settings"]["listId"] == "7"
+
+
+@pytest.mark.parametrize("damaged", ["segment.sqlite3", "mailjet.sqlite3"])
+def test_a_start_refused_by_a_damaged_database_leaves_the_data_dir_free(tmp_path: Path, damaged: str) -> None:
+    # The failed start kept the data dir's lock (and its loop thread): once the file was fixed, the
+    # next start in the same process was refused "in use by another segjet" (its own pid).
+    data_dir = tmp_path / "data"
+    data_dir.mkdir()
+    (data_dir / damaged).write_bytes(b"not a database\n" * 20)
+    config = BundleConfig(segment_port=0, mailjet_port=0, destination_port=0, data_dir=str(data_dir))
+    with pytest.raises(ValueError, match=f"{damaged}: file is not a database"), BackgroundBundle(config):
+        pass
+    (data_dir / damaged).unlink()
+    with BackgroundBundle(config) as info:
+        assert call("GET", f"{info['segment_url']}/_emulator/health")["status"] == "ok"

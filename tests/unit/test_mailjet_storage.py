@@ -335,3 +335,39 @@ def test_a_database_of_another_schema_version_is_refused(world: World) -> None:
     connection.close()
     with pytest.raises(SchemaVersionError, match="schema version"):
         world.service()
+
+
+@pytest.mark.parametrize(
+    ("where", "data", "words"),
+    [
+        ("kind = 'account'", "[1, 2]", r"the account row 0 of account segjet-api-key: expected an object"),
+        ("kind = 'contact'", "{oops", r"the contact row \d+ of account segjet-api-key: not JSON"),
+        ("kind = 'contact'", "7", r"accounts\[0\].contacts\[0\]: expected an object"),
+    ],
+)
+def test_a_damaged_row_is_refused_with_the_file_and_the_row(world: World, where: str, data: str, words: str) -> None:
+    # A row that was no JSON, or an account row that was no object, crashed the start (JSONDecodeError
+    # without the file's name, AttributeError).
+    first = world.service()
+    populate(world, first)
+    first.changes.save()
+    world.stop(first)
+    connection = sqlite3.connect(world.data_dir / "mailjet.sqlite3")
+    with connection:
+        connection.execute(
+            f"UPDATE rows SET data = ? WHERE api_key = 'segjet-api-key' AND {where} "
+            f"AND key = (SELECT MIN(key) FROM rows WHERE api_key = 'segjet-api-key' AND {where})", (data,)
+        )
+    connection.close()
+    with pytest.raises(StateError, match=rf"mailjet.sqlite3: .*{words}"):
+        world.service()
+
+
+def test_a_row_of_an_unknown_kind_is_refused(world: World) -> None:
+    world.service()
+    connection = sqlite3.connect(world.data_dir / "mailjet.sqlite3")
+    with connection:
+        connection.execute("INSERT INTO rows VALUES ('segjet-api-key', 'template', 1, '{}')")
+    connection.close()
+    with pytest.raises(StateError, match="the template row 1 of account segjet-api-key: unknown kind"):
+        world.service()

@@ -17,8 +17,9 @@ from typing import Any
 import pytest
 
 from emulator.common.clock import Clock
-from emulator.common.sqlite import SchemaVersionError, open_database, transaction
+from emulator.common.sqlite import DatabaseFileError, SchemaVersionError, open_database, transaction
 from emulator.config import BundleConfig, BundleUrls
+from emulator.mailjet.storage import FILE_NAME as MAILJET_FILE_NAME, MailjetStore
 from emulator.segment.models import TrackingRequest
 from emulator.segment.storage import (
     DATABASE_NAME,
@@ -159,6 +160,78 @@ def test_the_segment_database_of_another_schema_version_is_refused(tmp_path: Pat
     db.close()
     with pytest.raises(SchemaVersionError, match="99"):
         SegmentStore(tmp_path)
+
+
+@pytest.mark.parametrize("open_store", [SegmentStore, MailjetStore])
+def test_a_file_that_is_no_sqlite_database_is_refused_with_its_path(tmp_path: Path, open_store: Any) -> None:
+    # sqlite3.DatabaseError went up as a traceback: `segjet up` reports ValueErrors only.
+    for name in (DATABASE_NAME, MAILJET_FILE_NAME):
+        (tmp_path / name).write_bytes(b"not a database at all, some notes\n" * 10)
+    with pytest.raises(DatabaseFileError, match="file is not a database; use another --data-dir") as raised:
+        open_store(tmp_path)
+    assert str(tmp_path) in str(raised.value)
+    assert isinstance(raised.value, ValueError)
+
+
+def test_a_damaged_segment_database_is_refused_with_its_path(tmp_path: Path, clock: Clock) -> None:
+    async def first_life() -> None:
+        workspaces = open_workspaces(clock, tmp_path)
+        await populate(workspaces)
+        await workspaces.aclose()
+
+    run(first_life())
+    path = tmp_path / DATABASE_NAME
+    db = sqlite3.connect(path)
+    db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    db.close()
+    content = bytearray(path.read_bytes())
+    page = 4096
+    assert len(content) > 2 * page
+    content[page:] = b"\xff" * (len(content) - page)  # the header page whole, every other page garbage
+    path.write_bytes(bytes(content))
+    with pytest.raises(DatabaseFileError, match="database disk image is malformed; use another --data-dir"):
+        SegmentStore(tmp_path).load()
+
+
+def test_the_other_fakes_database_is_refused_not_read(tmp_path: Path) -> None:
+    # Both files are at schema version 1: the segment store then crashed on "no such table".
+    MailjetStore(tmp_path / "mj").close()
+    (tmp_path / "mj" / MAILJET_FILE_NAME).rename(tmp_path / DATABASE_NAME)
+    with pytest.raises(DatabaseFileError, match="is not a database of this service .*no table deliveries, messages, workspaces"):
+        SegmentStore(tmp_path)
+    SegmentStore(tmp_path / "seg").close()
+    (tmp_path / "seg" / DATABASE_NAME).rename(tmp_path / MAILJET_FILE_NAME)
+    with pytest.raises(DatabaseFileError, match="no table rows"):
+        MailjetStore(tmp_path)
+
+
+@pytest.mark.parametrize(
+    ("table", "data", "words"),
+    [
+        ("workspaces", "{not json", r"workspace ws_\w+: the stored row is not JSON"),
+        ("workspaces", "[]", r"workspace ws_\w+: the stored row is not a JSON object"),
+        ("messages", "7", r"a message of workspace ws_\w+: the stored row is not a JSON object"),
+        ("deliveries", "", r"a delivery record of workspace ws_\w+: the stored row is not JSON"),
+    ],
+)
+def test_a_damaged_segment_row_is_refused_with_the_file_and_the_row(
+    tmp_path: Path, clock: Clock, table: str, data: str, words: str
+) -> None:
+    # A row that was not a JSON object crashed the start with a TypeError.
+    async def first_life() -> None:
+        workspaces = open_workspaces(clock, tmp_path)
+        await populate(workspaces)
+        await workspaces.aclose()
+
+    run(first_life())
+    db = sqlite3.connect(tmp_path / DATABASE_NAME)
+    with db:
+        db.execute(f"UPDATE {table} SET data = ? WHERE rowid = (SELECT MIN(rowid) FROM {table})"
+                   if table != "deliveries" else
+                   "UPDATE deliveries SET data = ? WHERE seq = (SELECT MIN(seq) FROM deliveries)", (data,))
+    db.close()
+    with pytest.raises(SnapshotError, match=f"{DATABASE_NAME}: {words}"):
+        SegmentStore(tmp_path).load()
 
 
 # -- round trips -------------------------------------------------------------------------------
@@ -401,3 +474,35 @@ def test_changes_a_failed_write_did_not_keep_are_written_by_the_next_flush(tmp_p
 
     assert run(first_life()) == ["kept-1", "kept-1"]
     assert run(second_life()) == [("kept-1", None), ("kept-1", "duplicate_message_id")]
+
+
+def test_delivery_records_a_restart_drops_past_the_cap_leave_the_database(tmp_path: Path, clock: Clock) -> None:
+    # restore() dropped the oldest finished records past the cap before the store was attached:
+    # their rows stayed, and were loaded and dropped (and counted in `dropped`) at every start.
+    def with_cap(cap: int) -> Workspaces:
+        workspaces = Workspaces(config(tmp_path), clock, URLS)
+        workspaces.default.pipeline._max_records = cap  # the cap is not configurable; a small one here
+        workspaces.attach(SegmentStore(tmp_path))
+        return workspaces
+
+    def rows() -> list[int]:
+        db = sqlite3.connect(tmp_path / DATABASE_NAME)
+        try:
+            return [seq for (seq,) in db.execute("SELECT seq FROM deliveries ORDER BY seq")]
+        finally:
+            db.close()
+
+    async def life(cap: int, pages: int = 0) -> tuple[list[int], int]:
+        workspaces = with_cap(cap)
+        for index in range(pages):  # a page call is skipped by the Mailjet destination: finished at once
+            send(workspaces, KEY, "page", {"userId": f"p{index}", "name": "Home"})
+        kept = [record.seq for record in workspaces.default.pipeline.all_records()]
+        dropped = workspaces.default.pipeline.dropped
+        await workspaces.aclose()
+        return kept, dropped
+
+    assert run(life(100, pages=5)) == ([1, 2, 3, 4, 5], 0)
+    assert rows() == [1, 2, 3, 4, 5]
+    assert run(life(2)) == ([4, 5], 3)
+    assert rows() == [4, 5]
+    assert run(life(2)) == ([4, 5], 0)  # nothing left to drop again
