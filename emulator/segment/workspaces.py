@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterable, Iterator
+import dataclasses
 from typing import Any
 
 from ..common.clock import Clock
@@ -259,7 +260,12 @@ class Workspaces:
         """
         removed = self.restore(states)
         if self.store is not None:
-            self.store.replace(self.export())
+            # Every imported message, not the capped feed that holds the newest: the profiles were
+            # built from them all, and a restart rebuilds them from the database.
+            imported = {workspace_id(state.write_key): state.messages for state in states}
+            self.store.replace([
+                dataclasses.replace(kept, messages=imported.get(workspace_id(kept.write_key), [])) for kept in self.export()
+            ])
         for workspace in removed:
             await self._retire(workspace.pipeline)
         await self.quiesce()

@@ -348,3 +348,21 @@ def test_a_received_at_the_clock_never_shows_answers_400_and_changes_nothing(seg
     answer = httpx.put(segment.url + "/_emulator/snapshot", json=document)
     assert answer.status_code == 400 and "messages[0].message.receivedAt" in answer.json()["error"], answer.text
     assert segment.get("/_emulator/snapshot")["state"] == before["state"]
+
+
+def test_an_import_larger_than_the_feed_keeps_its_profiles_across_a_restart(
+    segment: Segment, tmp_path: Path, destination: tuple[Destination, str]
+) -> None:
+    for n in range(10):
+        segment.identify("u1", {f"t{n}": n})
+    exported = segment.get("/_emulator/snapshot")
+    small = Segment(tmp_path / "small", destination[1], events_capacity=3)
+    try:
+        small.send("PUT", "/_emulator/snapshot", exported)
+        traits = {f"t{n}": n for n in range(10)}
+        assert small.get("/_emulator/profiles/u1")["traits"] == traits
+        small.restart()  # the database holds every imported message, as it holds every tracked one
+        assert small.get("/_emulator/profiles/u1")["traits"] == traits
+        assert len(small.get("/_emulator/events")["events"]) == 3
+    finally:
+        small.stop()
