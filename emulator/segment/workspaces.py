@@ -15,8 +15,8 @@ and the Mailjet destination set up with the bundle's authentication key and list
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable, Iterator
 import dataclasses
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 from ..common.clock import Clock
