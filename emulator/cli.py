@@ -10,6 +10,8 @@ import sys
 from pathlib import Path
 from typing import Any, Sequence
 
+import httpx
+
 from .bundle import Bundle, remembered_auth_key
 from .common import server
 from .common.faults import FaultRuleError, FaultRules
@@ -33,8 +35,8 @@ def _add_up_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--mailjet-api-key", default=defaults.mailjet_api_key)
     parser.add_argument("--mailjet-secret-key", default=defaults.mailjet_secret_key)
     parser.add_argument("--auth-key", default=None, help="Mailjet's Segment authentication key (default: generated)")
-    parser.add_argument("--list-id", type=int, default=defaults.list_id)
-    parser.add_argument("--seed", type=int, default=None)
+    parser.add_argument("--list-id", type=_list_id, default=defaults.list_id)
+    parser.add_argument("--seed", type=_whole_number, default=None)
     parser.add_argument("--strict", action="store_true", help="reject contract violations with 400")
     parser.add_argument(
         "--no-enable", action="store_true", help="leave the Mailjet destination disabled in the fake Segment"
@@ -57,11 +59,11 @@ def _add_up_arguments(parser: argparse.ArgumentParser) -> None:
         "--faults", type=Path, default=None, help='JSON file of fault rules: {"segment": [...], "mailjet": [...]}'
     )
     parser.add_argument(
-        "--journal-capacity", type=_positive_int, default=defaults.journal_capacity,
+        "--journal-capacity", type=_capacity, default=defaults.journal_capacity,
         help="requests kept in each server's journal (older ones dropped)",
     )
     parser.add_argument(
-        "--events-capacity", type=_positive_int, default=defaults.events_capacity,
+        "--events-capacity", type=_capacity, default=defaults.events_capacity,
         help="messages kept in the fake Segment's events feed (older ones dropped; profiles keep everything)",
     )
     parser.add_argument(
@@ -119,18 +121,64 @@ def _check_credentials(args: argparse.Namespace) -> None:
         raise ValueError(f"--mailjet-api-key {problem}")
 
 
+def _whole_number(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        # argparse would say "invalid _port value", naming this module's function.
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+
+
 def _port(text: str) -> int:
-    value = int(text)
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
     if not 0 <= value <= 65535:
-        raise argparse.ArgumentTypeError(f"{value} is not a port (0-65535; 0 picks a free one)")
+        raise argparse.ArgumentTypeError(f"{text} is not a port (0-65535; 0 picks a free one)")
     return value
 
 
 def _positive_int(text: str) -> int:
-    value = int(text)
+    value = _whole_number(text)
     if value < 1:
         raise argparse.ArgumentTypeError("must be at least 1")
     return value
+
+
+def _capacity(text: str) -> int:
+    """How many entries a capped feed keeps: beyond sys.maxsize no deque can be sized to it."""
+    value = _whole_number(text)
+    if not 1 <= value <= sys.maxsize:
+        raise argparse.ArgumentTypeError(f"must be from 1 to {sys.maxsize}")
+    return value
+
+
+# What the destination and the fake Segment's Mailjet tile take as listId (a positive int64).
+MAX_LIST_ID = 2**63 - 1
+
+
+def _list_id(text: str) -> int:
+    """A Mailjet list id; refused here, naming the flag, rather than at start as a bad `settings.listId`."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if not 1 <= value <= MAX_LIST_ID:
+        raise argparse.ArgumentTypeError(f"a Mailjet list id is a whole number from 1 to {MAX_LIST_ID}, got {text!r}")
+    return value
+
+
+def _base_url(text: str) -> str:
+    """The base URL of a running server, without a trailing slash; what httpx could not call (a bad
+    port, no scheme) is a usage error here, not a traceback from the first request."""
+    try:
+        url = httpx.URL(text)
+    except httpx.InvalidURL as exc:
+        raise argparse.ArgumentTypeError(f"{text!r}: {exc}") from None
+    if url.scheme not in ("http", "https") or not url.host:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected an http:// or https:// URL, e.g. http://127.0.0.1:8701")
+    return text.rstrip("/")
 
 
 def _fault_rules(path: Path) -> dict[str, list[Any]]:
@@ -239,13 +287,21 @@ async def _up(args: argparse.Namespace) -> int:
     config = config_from_args(args)
     _warn_if_exposed(config.host, config.control_token)
     if args.ready_file:
-        args.ready_file.unlink(missing_ok=True)  # a script waiting for it must not read a previous run's URLs
+        try:
+            args.ready_file.unlink(missing_ok=True)  # a script waiting for it must not read a previous run's URLs
+        except OSError as exc:
+            raise OSError(f"--ready-file {args.ready_file}: {exc.strerror or exc}") from None
     bundle = Bundle(config)
     info = await bundle.start()
     server.tune_gc_for_serving()
     bundle.runner.install_signal_handlers()
     if args.ready_file:
-        _write_private(args.ready_file, json.dumps(info, indent=2) + "\n")
+        try:
+            _write_private(args.ready_file, json.dumps(info, indent=2) + "\n")
+        except OSError as exc:
+            # A script waits for this file: stop cleanly (the data dir's lock and stores) and say which file.
+            await bundle.stop()
+            raise OSError(f"--ready-file {args.ready_file}: {exc.strerror or exc}") from None
     _print_ready(info)
     await bundle.wait()
     print("segjet stopped", flush=True)
@@ -257,17 +313,19 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
     _add_up_arguments(commands.add_parser("up", help="start fake Segment, fake Mailjet and the destination"))
     demo = commands.add_parser("demo", help="start the stack here and run the scripted round trip")
-    demo.add_argument("--seed", type=int, default=0, help="seed of the faker-made users")
+    demo.add_argument("--seed", type=_whole_number, default=0, help="seed of the faker-made users")
     demo.add_argument("--users", type=_positive_int, default=3)
     demo.add_argument("--keep-running", action="store_true", help="leave the servers up afterwards")
     check = commands.add_parser("check", help="run the scripted round trip against running servers")
-    check.add_argument("--segment-url", required=True)
-    check.add_argument("--mailjet-url", required=True)
-    check.add_argument("--write-key", default=BundleConfig.write_key)
-    check.add_argument("--mailjet-api-key", default=BundleConfig.mailjet_api_key)
+    check.add_argument("--segment-url", type=_base_url, required=True)
+    check.add_argument("--mailjet-url", type=_base_url, required=True)
+    check.add_argument("--write-key", default=BundleConfig.write_key,
+                       help="the source to send with; the check reads that source's workspace")
+    check.add_argument("--mailjet-api-key", default=BundleConfig.mailjet_api_key,
+                       help="the Mailjet account to check; its App Connections page is the one set up")
     check.add_argument("--mailjet-secret-key", default=BundleConfig.mailjet_secret_key)
-    check.add_argument("--list-id", type=int, default=BundleConfig.list_id)
-    check.add_argument("--seed", type=int, default=0)
+    check.add_argument("--list-id", type=_list_id, default=BundleConfig.list_id)
+    check.add_argument("--seed", type=_whole_number, default=0)
     check.add_argument("--users", type=_positive_int, default=3)
     check.add_argument(
         "--no-reset", action="store_true",
@@ -290,14 +348,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "demo":
         return run.demo(args.seed, args.users, args.keep_running)
     if args.command == "check":
+        try:
+            control_token = _control_token(args.control_token)
+        except ValueError as exc:
+            # As `segjet up` refuses it: no server has such a token (and httpx could not send it).
+            print(f"segjet check: {exc}", file=sys.stderr)
+            return 2
         info = {
-            "segment_url": args.segment_url.rstrip("/"),
-            "mailjet_url": args.mailjet_url.rstrip("/"),
+            "segment_url": args.segment_url,
+            "mailjet_url": args.mailjet_url,
             "write_key": args.write_key,
             "mailjet_api_key": args.mailjet_api_key,
             "mailjet_secret_key": args.mailjet_secret_key,
             "list_id": args.list_id,
-            "control_token": args.control_token,
+            "control_token": control_token,
         }
         return run.run_scenario(info, args.seed, args.users, args.junit, args.json, reset=not args.no_reset)
     if args.command == "up":

@@ -17,6 +17,12 @@ import contracts
 T = TypeVar("T")
 _POLL_SECONDS = 0.02
 _BODY_LIMIT = 500
+# How a control call names its tenant (README "Workspaces"; the fake Mailjet's accounts): the
+# workspace of a write key, the account of an API key. Without them it acts on the default workspace
+# and the configured account, whatever keys this client's own traffic carries. Query parameters, not
+# the headers: httpx sends only ASCII header values, and a write key may hold other characters.
+_WORKSPACE_PARAM = "writeKey"
+_ACCOUNT_PARAM = "apiKey"
 
 
 class SegjetTimeout(AssertionError):
@@ -105,7 +111,10 @@ class SegjetClient:
             checked(self.http.post(f"{url}/_emulator/reset"))
 
     def segment(self, method: str, path: str, **kwargs: Any) -> Any:
-        return checked(self.http.request(method, f"{self.segment_url}{path}", **kwargs)).json()
+        """A fake Segment control call, in the workspace of this client's write key: where its identify
+        and track calls are stored (a key no source has is a 404 saying so)."""
+        params = {_WORKSPACE_PARAM: self.write_key, **(kwargs.pop("params", None) or {})}
+        return checked(self.http.request(method, f"{self.segment_url}{path}", params=params, **kwargs)).json()
 
     def mailjet(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
         """A Mailjet REST call with the account's key pair; answers the raw response."""
@@ -234,12 +243,16 @@ class SegjetClient:
         return checked(response).json()["requests"]
 
     def mailjet_email_events(self, message_id: int) -> list[dict[str, Any]]:
-        response = self.http.get(f"{self.mailjet_url}/_emulator/email-events", params={"MessageID": message_id})
+        response = self.http.get(
+            f"{self.mailjet_url}/_emulator/email-events", params={"MessageID": message_id, **self._account()}
+        )
         return checked(response).json()["email_events"]
 
     def mailjet_settings(self, changes: dict[str, Any]) -> dict[str, Any]:
-        """Merge `changes` into Mailjet's App Connections → Segment settings; answer the result."""
-        return checked(self.http.put(f"{self.mailjet_url}/_emulator/app-connections/segment", json=changes)).json()
+        """Merge `changes` into the App Connections → Segment settings of this client's Mailjet account;
+        answer the result."""
+        url = f"{self.mailjet_url}/_emulator/app-connections/segment"
+        return checked(self.http.put(url, json=changes, params=self._account())).json()
 
     def send_email(self, to: str, subject: str, html: str) -> int:
         response = self.mailjet(
@@ -260,9 +273,15 @@ class SegjetClient:
 
     def emit_email_event(self, message_id: int, event: str, **fields: Any) -> dict[str, Any]:
         response = self.http.post(
-            f"{self.mailjet_url}/_emulator/messages/{message_id}/events", json={"event": event, **fields}
+            f"{self.mailjet_url}/_emulator/messages/{message_id}/events", json={"event": event, **fields},
+            params=self._account(),
         )
         return checked(response).json()
+
+    def _account(self) -> dict[str, str]:
+        """Names this client's Mailjet account on an account-level control call (the messages it sent,
+        its App Connections page); a key no account has is a 404 saying so."""
+        return {_ACCOUNT_PARAM: self.mailjet_api_key}
 
     # -- contracts ------------------------------------------------------------------------
     @staticmethod

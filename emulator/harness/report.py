@@ -14,9 +14,10 @@ from .scenario import HopResult
 class HopPrinter:
     """Prints each hop as it finishes: a ✓/✗/- line on a terminal, PASS/FAIL/SKIP when piped."""
 
-    def __init__(self, out: TextIO = sys.stdout) -> None:
-        self.out = out
-        self.tty = out.isatty()
+    def __init__(self, out: TextIO | None = None) -> None:
+        # Looked up now, not at import: the summary is printed to the sys.stdout of the run's time.
+        self.out = out if out is not None else sys.stdout
+        self.tty = self.out.isatty()
 
     def __call__(self, result: HopResult) -> None:
         if self.tty:

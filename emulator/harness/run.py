@@ -16,6 +16,9 @@ from .client import SegjetClient
 from .report import HopPrinter, summary_table, write_json, write_junit
 from .scenario import Scenario
 
+# A report file that could not be written: a usage error (its path), as argparse's exit code.
+EXIT_REPORT_UNWRITTEN = 2
+
 
 def run_scenario(
     info: dict[str, Any], seed: int, users: int, junit: Path | None = None, json_file: Path | None = None,
@@ -36,11 +39,20 @@ def run_scenario(
         client.close()
     print()
     print(summary_table(results))
-    if junit:
-        write_junit(junit, results)
-    if json_file:
-        write_json(json_file, results, scenario.traces())
-    return 0 if all(result.ok for result in results) else 1
+    code = 0 if all(result.ok for result in results) else 1
+    for flag, path, write in (
+        ("--junit", junit, lambda path: write_junit(path, results)),
+        ("--json", json_file, lambda path: write_json(path, results, scenario.traces())),
+    ):
+        if path is None:
+            continue
+        try:
+            write(path)
+        except OSError as exc:
+            # After the run, which is shown above; a CI job must not take the missing report for a pass.
+            print(f"segjet check: cannot write {flag} {path}: {exc.strerror or exc}", file=sys.stderr)
+            code = EXIT_REPORT_UNWRITTEN
+    return code
 
 
 def demo(seed: int, users: int, keep_running: bool) -> int:

@@ -19,7 +19,8 @@ from segment.analytics.request import APIError
 
 import contracts
 
-from .client import SegjetClient, SegjetTimeout, path_segment
+from .client import SegjetClient, SegjetHTTPError, SegjetTimeout, path_segment
+from .client import checked as succeeded  # `checked` names the hops' count of payloads checked
 
 AUDIENCE_NAME = "Order Completed Last 30 Days"
 AUDIENCE_KEY = "order_completed_last_30days"
@@ -176,7 +177,13 @@ class Scenario:
         checked = 0
         for user in self.users:
             message_id = self.client.identify(user.user_id, user.traits)
-            stored = self._wait_event(f"identify of {user.user_id}", message_id=message_id)
+            try:
+                stored = self._wait_event(f"identify of {user.user_id}", message_id=message_id)
+            except SegjetHTTPError as exc:
+                if exc.response.status_code != 404:
+                    raise
+                # The run's first call to the write key's workspace: 404 when no source has the key.
+                raise HopFailed(f"identify of {user.user_id}: {exc}{WRITE_KEY_HINT}") from exc
             if stored.get("violations"):
                 raise HopFailed(f"identify of {user.user_id}: Segment recorded violations {stored['violations']}")
             check_contract("identify", "segment.identify", stored)
@@ -364,7 +371,7 @@ class Scenario:
         if contact.status_code != 200:
             return False
         contact_id = contact.json()["Data"][0]["ID"]
-        recipients = self.client.mailjet(
+        recipients = succeeded(self.client.mailjet(
             "GET", "/v3/REST/listrecipient", params={"ContactsList": self.client.list_id, "Contact": contact_id}
-        ).json()["Data"]
+        )).json()["Data"]
         return any(not recipient.get("IsUnsubscribed") for recipient in recipients)

@@ -51,6 +51,13 @@ def split_payloads(source: str, text: str) -> list[Payload]:
     return payloads
 
 
+def _read_stdin(stdin: TextIO) -> str:
+    """Standard input as UTF-8, as the files are read: JSON is UTF-8 (RFC 8259 §8.1) whatever the
+    locale's codec, which would misread it (latin-1) or crash on it (ASCII, strict UTF-8)."""
+    buffer = getattr(stdin, "buffer", None)
+    return buffer.read().decode("utf-8") if buffer is not None else stdin.read()
+
+
 def run(contract: str, files: list[str], stdin: TextIO, out: TextIO, err: TextIO) -> int:
     if contract not in contracts.names():
         # Says whether the name is unknown or names shared definitions, and lists the contracts.
@@ -58,13 +65,11 @@ def run(contract: str, files: list[str], stdin: TextIO, out: TextIO, err: TextIO
         return EXIT_USAGE
     texts = []
     for name in files:
-        if name == "-":
-            texts.append(("<stdin>", stdin.read()))
-            continue
+        source = "<stdin>" if name == "-" else name
         try:
-            texts.append((name, Path(name).read_text(encoding="utf-8")))
+            texts.append((source, _read_stdin(stdin) if name == "-" else Path(name).read_text(encoding="utf-8")))
         except (OSError, UnicodeDecodeError) as exc:
-            print(f"segjet validate: cannot read {name}: {exc}", file=err)
+            print(f"segjet validate: cannot read {source}: {exc}", file=err)
             return EXIT_USAGE
     invalid = 0
     for source, text in texts:

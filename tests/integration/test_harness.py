@@ -248,3 +248,20 @@ def test_the_readme_plugin_example_passes_as_pasted(pytester):
     pytester.makepyfile(test_from_readme=example)
     result = pytester.runpytest_subprocess("-p", "no:cacheprovider")
     result.assert_outcomes(passed=example.count("\ndef test_") + example.startswith("def test_"))
+
+
+@pytest.mark.parametrize(
+    ("where", "problem"), [("missing/ready.json", "No such file or directory"), (".", "Is a directory")]
+)
+def test_up_says_which_ready_file_it_cannot_write_and_stops(tmp_path, where, problem):
+    # It failed naming only "<file>.tmp" (or the bare path), and after the servers had started left
+    # the bundle up until the process died.
+    ready = tmp_path / where
+    result = subprocess.run(
+        [*SEGJET, "up", "--segment-port", "0", "--mailjet-port", "0", "--destination-port", "0",
+         "--data-dir", str(tmp_path / "data"), "--ready-file", str(ready)],
+        capture_output=True, text=True, timeout=60,
+    )
+    assert result.returncode == 1
+    assert f"segjet: cannot start: --ready-file {ready}: {problem}" in result.stderr
+    assert "Traceback" not in result.stderr and "segjet is up" not in result.stdout

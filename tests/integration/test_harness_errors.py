@@ -1,5 +1,7 @@
 """How the harness explains what went wrong: HTTP errors, timeouts, filters and the check's report."""
 
+import contextlib
+import io
 from pathlib import Path
 from typing import Any, Callable
 from xml.etree import ElementTree
@@ -8,7 +10,8 @@ import httpx
 import pytest
 
 from emulator.harness.client import SegjetClient, SegjetTimeout
-from emulator.harness.report import summary_table, write_junit
+from emulator.harness.report import HopPrinter, summary_table, write_junit
+from emulator.harness.run import run_scenario
 from emulator.harness.scenario import AUDIENCE_NAME, HopFailed, HopResult, Scenario
 
 
@@ -75,13 +78,69 @@ def test_events_and_deliveries_filter_by_python_names(segjet):
         segjet.deliveries(messageId=first)
 
 
-def test_identify_hop_fails_on_a_discarded_identify(segjet):
+def test_identify_hop_fails_on_a_write_key_no_source_has(segjet):
     wrong_key = SegjetClient(dict(segjet.info, write_key="not-the-key"))
     try:
-        with pytest.raises(HopFailed, match="discarded, not accepted: unknown_write_key: is --write-key"):
-            Scenario(wrong_key, user_count=1, timeout=5).identify()
+        results = Scenario(wrong_key, user_count=1, timeout=5).run()
     finally:
         wrong_key.close()
+    assert [(r.ok, r.skipped) for r in results[:3]] == [(True, False), (False, False), (False, True)]
+    assert "404 Not Found: no source has write key 'not-the-key'" in results[1].detail
+    assert results[1].detail.endswith("is --write-key the one `segjet up` was given?")
+
+
+def test_a_check_with_another_workspaces_write_key_reads_that_workspace(segjet):
+    # Parallel CI jobs sharing one server each create a source (a workspace of its own) and send with
+    # its key: the check's control calls must read that workspace, not the default one (they did, and
+    # the identify hop said the calls "never reached the fake Segment").
+    source = {"name": "ci-job", "write_key": "ci-job-key"}
+    created = segjet.http.post(f"{segjet.segment_url}/_emulator/sources", json=source)
+    default_workspace = segjet.segment("GET", "/_emulator/sources")["workspace"]
+    assert created.status_code == 201 and created.json()["workspace"] != default_workspace
+    job = SegjetClient(dict(segjet.info, write_key="ci-job-key"))
+    try:
+        results = Scenario(job, user_count=1, timeout=5).run()
+        assert all(result.ok for result in results), [r.detail for r in results if not r.ok]
+        assert job.events(type="identify") and job.deliveries()
+    finally:
+        job.close()
+    assert segjet.events() == [] and segjet.deliveries() == []  # the default workspace saw none of it
+
+
+def test_the_mailjet_helpers_act_on_the_account_of_their_api_key(segjet):
+    account = {"api_key": "key-b", "secret_key": "s-b"}
+    created = segjet.http.post(f"{segjet.mailjet_url}/_emulator/accounts", json=account)
+    created.raise_for_status()
+    other = SegjetClient(dict(segjet.info, mailjet_api_key="key-b", mailjet_secret_key="s-b"))
+    try:
+        assert other.mailjet_settings({"writeKey": "b-write-key"})["writeKey"] == "b-write-key"
+        message_id = other.send_email("b@example.com", "Hi", "<p>x</p>")  # sent from account B
+        assert other.emit_email_event(message_id, "open")["event"] == "open"
+        assert [record["event"] for record in other.mailjet_email_events(message_id)] == ["sent", "open"]
+    finally:
+        other.close()
+    configured = segjet.http.get(f"{segjet.mailjet_url}/_emulator/app-connections/segment").json()
+    assert configured["writeKey"] != "b-write-key"  # the configured account's page was left alone
+
+
+def test_a_list_id_mailjet_refuses_fails_the_contacts_hop_not_the_checker(segjet):
+    # listrecipient answers 400 for a ContactsList filter beyond int64: read unchecked, a KeyError.
+    huge_list = SegjetClient(dict(segjet.info, list_id=10**23))
+    try:
+        results = Scenario(huge_list, user_count=1, timeout=5).run()
+    finally:
+        huge_list.close()
+    assert [(r.ok, r.skipped) for r in results[1:4]] == [(True, False), (False, False), (False, True)]
+    refused = 'answered 400 Bad Request: Invalid value "100000000000000000000000" for filter "ContactsList"'
+    assert refused in results[2].detail
+
+
+def test_a_report_that_cannot_be_written_is_said_not_a_traceback(segjet, tmp_path, capsys):
+    code = run_scenario(segjet.info, 0, 1, junit=tmp_path / "missing" / "junit.xml", json_file=tmp_path)
+    assert code == 2
+    err = capsys.readouterr().err
+    assert f"segjet check: cannot write --junit {tmp_path / 'missing' / 'junit.xml'}: No such file or directory" in err
+    assert f"segjet check: cannot write --json {tmp_path}: Is a directory" in err
 
 
 def test_scenario_reuses_an_audience_that_already_exists(segjet):
@@ -156,3 +215,12 @@ def test_a_segment_that_refuses_or_is_gone_fails_the_identify_hop_not_the_checke
         gone.close()
     assert [(r.ok, r.skipped) for r in results[:2]] == [(True, False), (False, False)]
     assert "Connection refused" in results[1].detail
+
+
+def test_hop_lines_go_where_the_summary_goes():
+    # The printer's default stream was bound when the module was imported: with stdout redirected
+    # (contextlib, a test's capture), the hop lines went elsewhere than the summary table.
+    shown = io.StringIO()
+    with contextlib.redirect_stdout(shown):
+        HopPrinter()(HopResult("a hop", True, "fine"))
+    assert shown.getvalue() == "PASS a hop (0.00s): fine\n"

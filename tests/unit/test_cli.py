@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from emulator.cli import build_parser, config_from_args
+from emulator.cli import build_parser, config_from_args, main
 from emulator.config import BundleConfig
 
 AUDIENCE = {"name": "Big Spenders", "rule": {"event": "Order Completed", "within": "30d"}}
@@ -102,3 +102,61 @@ def test_the_credentials_given_are_the_stacks() -> None:
     ))
     given = (config.write_key, config.mailjet_api_key, config.mailjet_secret_key, config.auth_key)
     assert given == ("wk", "ak", "s:k", "auth")
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        # argparse named the converter: "invalid _port value: 'abc'".
+        (["up", "--segment-port", "abc"], "argument --segment-port: abc is not a port"),
+        (["up", "--journal-capacity", "many"], "argument --journal-capacity: 'many' is not a whole number"),
+        (["demo", "--users", "two"], "argument --users: 'two' is not a whole number"),
+        # Beyond what a deque can be sized to: an OverflowError traceback once the servers were built.
+        (["up", "--events-capacity", str(2**63)], f"argument --events-capacity: must be from 1 to {2**63 - 1}"),
+        (["up", "--journal-capacity", str(10**30)], f"argument --journal-capacity: must be from 1 to {2**63 - 1}"),
+        # Was refused at start as "settings.listId must be a string holding a positive integer", a
+        # setting the user never gave.
+        (["up", "--list-id", "0"], f"argument --list-id: a Mailjet list id is a whole number from 1 to {2**63 - 1}"),
+        (["check", "--segment-url", "http://a", "--mailjet-url", "http://b", "--list-id", str(2**63)],
+         f"argument --list-id: a Mailjet list id is a whole number from 1 to {2**63 - 1}"),
+    ],
+)
+def test_a_bad_number_is_a_usage_error_naming_the_flag(
+    argv: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exited:
+        build_parser().parse_args(argv)
+    assert exited.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("url", "problem"),
+    [
+        ("http://[::1", "Invalid port"),  # httpx.InvalidURL escaped the checker as a traceback
+        ("127.0.0.1:8701", "expected an http:// or https:// URL"),
+        ("ftp://127.0.0.1:8701", "expected an http:// or https:// URL"),
+        ("http://", "expected an http:// or https:// URL"),
+    ],
+)
+def test_check_refuses_a_url_it_could_not_call(url: str, problem: str, capsys: pytest.CaptureFixture[str]) -> None:
+    for flag, other in (("--segment-url", "--mailjet-url"), ("--mailjet-url", "--segment-url")):
+        with pytest.raises(SystemExit) as exited:
+            build_parser().parse_args(["check", flag, url, other, "http://127.0.0.1:1"])
+        assert exited.value.code == 2
+        err = capsys.readouterr().err
+        assert f"argument {flag}: " in err and problem in err
+
+
+def test_check_takes_a_url_with_a_trailing_slash() -> None:
+    args = build_parser().parse_args(["check", "--segment-url", "http://127.0.0.1:8701/", "--mailjet-url", "https://h"])
+    assert (args.segment_url, args.mailjet_url) == ("http://127.0.0.1:8701", "https://h")
+
+
+@pytest.mark.parametrize("token", ["tökén", "", " padded "])
+def test_check_refuses_a_control_token_no_server_could_have(token: str, capsys: pytest.CaptureFixture[str]) -> None:
+    # `segjet up` refuses these; check sent "tökén" in a header, and httpx crashed encoding it.
+    code = main(["check", "--segment-url", "http://127.0.0.1:1", "--mailjet-url", "http://127.0.0.1:1",
+                 "--control-token", token])
+    assert code == 2
+    assert capsys.readouterr().err.startswith("segjet check: the control token ")

@@ -82,3 +82,16 @@ def test_json_nested_too_deep_is_reported_not_a_crash(tmp_path):
     code, out, _ = run_with("segment.identify", [str(path)])
     assert code == EXIT_INVALID
     assert f"{path}:1: invalid against segment.identify" in out and "nested more than" in out
+
+
+def test_stdin_is_read_as_utf8_whatever_the_locale_says():
+    # JSON is UTF-8 (RFC 8259 §8.1). Read through the locale's codec, an ASCII or strict UTF-8
+    # standard input crashed on bytes it could not decode (a traceback, not exit 2).
+    payload = json.dumps({"type": "identify", "userId": "Zoë"}, ensure_ascii=False).encode("utf-8")
+    out, err = io.StringIO(), io.StringIO()
+    stdin = io.TextIOWrapper(io.BytesIO(payload), encoding="ascii", errors="strict")
+    assert run("segment.identify", ["-"], stdin, out, err) == EXIT_VALID
+    assert out.getvalue() == "<stdin>: valid\n"
+    stdin = io.TextIOWrapper(io.BytesIO(b'\xff{"type": "identify"}'), encoding="utf-8", errors="strict")
+    assert run("segment.identify", ["-"], stdin, out, err) == EXIT_USAGE
+    assert "segjet validate: cannot read <stdin>: 'utf-8' codec can't decode byte 0xff" in err.getvalue()
