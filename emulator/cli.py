@@ -343,6 +343,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    try:
+        return _run_command(args)
+    except KeyboardInterrupt:
+        # Ctrl-C during `demo`, `check` or `validate -` is the user's choice, not a crash: no traceback.
+        print("segjet: interrupted", file=sys.stderr)
+        return 130
+
+
+def _run_command(args: argparse.Namespace) -> int:
     if args.command == "validate":
         return validate.main(args.contract, args.files)
     if args.command == "demo":

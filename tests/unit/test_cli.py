@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from emulator import cli
 from emulator.cli import build_parser, config_from_args, main
 from emulator.config import BundleConfig
 
@@ -160,3 +161,12 @@ def test_check_refuses_a_control_token_no_server_could_have(token: str, capsys: 
                  "--control-token", token])
     assert code == 2
     assert capsys.readouterr().err.startswith("segjet check: the control token ")
+
+
+def test_ctrl_c_during_a_command_exits_130_without_a_traceback(monkeypatch, capsys) -> None:
+    def interrupted(*args: object) -> int:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli.validate, "main", interrupted)
+    assert main(["validate", "segment.track", "-"]) == 130
+    assert capsys.readouterr().err == "segjet: interrupted\n"
