@@ -77,8 +77,11 @@ def _lock_data_dir(data_dir: str) -> TextIO:
     """Hold DIR/segjet.lock for the bundle's life: two bundles on one data dir would each write over
     what the other answered 2xx for (ids, rows), and neither would notice."""
     path = Path(data_dir)
-    path.mkdir(mode=0o700, parents=True, exist_ok=True)  # readable by this user only: keys, databases
-    lock = (path / LOCK_FILE).open("a+", encoding="utf-8")
+    try:
+        path.mkdir(mode=0o700, parents=True, exist_ok=True)  # readable by this user only: keys, databases
+        lock = (path / LOCK_FILE).open("a+", encoding="utf-8")
+    except OSError as exc:
+        raise OSError(f"--data-dir {data_dir}: {exc.strerror or exc}") from None
     try:
         fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:

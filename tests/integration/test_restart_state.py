@@ -148,6 +148,13 @@ def test_a_saved_clock_offset_out_of_range_starts_the_clock_at_the_limit(
     assert abs(saved - (moment - datetime.now(timezone.utc)).total_seconds()) < WAIT_SECONDS
 
 
+def test_a_data_dir_that_cannot_be_made_names_the_flag(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    with pytest.raises(OSError, match=f"--data-dir {blocker}/data: "):
+        Bundle(BundleConfig(segment_port=0, mailjet_port=0, destination_port=0, data_dir=str(blocker / "data")))
+
+
 def test_a_second_bundle_on_the_same_data_dir_is_refused_and_the_first_keeps_it(tmp_path: Path) -> None:
     # Both used to start, and each wrote over what the other had answered 2xx for.
     config = BundleConfig(segment_port=0, mailjet_port=0, destination_port=0, data_dir=str(tmp_path))
