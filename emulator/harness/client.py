@@ -218,8 +218,9 @@ class SegjetClient:
     def wait_for_contact(
         self, email: str, properties: dict[str, Any] | None = None, timeout: float = 10
     ) -> dict[str, str]:
-        """The contact's properties once it exists (and carries `properties`, compared as strings)."""
-        expected = {name: _as_mailjet_string(value) for name, value in (properties or {}).items()}
+        """The contact's properties once it exists (and carries `properties`, compared as strings; a
+        None there: the contact has no such property, as the destination sends no null trait)."""
+        expected = {name: None if value is None else _as_mailjet_string(value) for name, value in (properties or {}).items()}
         # What the last probe read, for the timeout message (no extra request).
         seen: list[dict[str, str] | None] = [None]
 

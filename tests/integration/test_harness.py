@@ -12,6 +12,7 @@ from xml.etree import ElementTree
 import httpx
 import pytest
 
+from emulator.harness.client import SegjetTimeout
 from emulator.harness.scenario import Scenario
 
 SEGJET = [sys.executable, "-m", "emulator"]
@@ -132,6 +133,14 @@ AWKWARD_EMAIL = "ada#love?lace/x%y@example.com"
 def test_contact_waits_quote_the_email_in_the_path(segjet):
     segjet.identify("u-awkward", {"email": AWKWARD_EMAIL, "plan": "pro"})
     assert segjet.wait_for_contact(AWKWARD_EMAIL, {"plan": "pro"})["segment_user_id"] == "u-awkward"
+
+
+def test_a_contact_wait_takes_none_as_no_such_property(segjet):
+    segjet.identify("u-none", {"email": "none@example.com", "plan": None, "tier": "gold"})
+    properties = segjet.wait_for_contact("none@example.com", {"plan": None, "tier": "gold"})
+    assert "plan" not in properties
+    with pytest.raises(SegjetTimeout, match="tier"):
+        segjet.wait_for_contact("none@example.com", {"tier": None}, timeout=0.2)
 
 
 def test_scenario_finds_a_contact_in_the_list_whose_email_needs_quoting(segjet):
