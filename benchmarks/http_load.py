@@ -10,7 +10,9 @@ A request spec (JSON file): {"url", "method", "path", "headers": {...}, "body": 
 
 Modes:
 - closed: `--connections` connections each send the next request as soon as the last is answered;
-  answers completed during `--duration` seconds after `--warmup` are counted.
+  `requests` and `per_s` count the 2xx answers completed during `--duration` seconds after
+  `--warmup` (an error answer is never throughput); `statuses` counts every answer of the run,
+  warm-up included, so the caller can refuse a run that saw any error.
 - paced: open loop, request n is due at start + n / `--rate`, whatever the server does; it goes
   out on the first free connection (up to `--connections`). Prints each request's due time (wall
   clock, `time.time()`), so the caller can measure latency from it.
@@ -73,7 +75,11 @@ class Connection:
             if ":" in line:
                 name, value = line.split(":", 1)
                 headers[name.strip().lower()] = value.strip().lower()
-        if "content-length" in headers:
+        if status in ("204", "304"):
+            # No body, whatever the headers say (RFC 9112 §6.3): reading to EOF would wait for the
+            # server's idle timeout on a keep-alive connection.
+            pass
+        elif "content-length" in headers:
             await self.reader.readexactly(int(headers["content-length"]))
         elif headers.get("transfer-encoding") == "chunked":
             while True:
@@ -107,9 +113,9 @@ async def closed_loop(spec: RequestSpec, connections: int, duration: float, warm
         while time.perf_counter() < window_end:
             status = await connection.exchange(spec.render(next(numbers)))
             now = time.perf_counter()
-            if window_start <= now <= window_end:
+            statuses[status] += 1
+            if window_start <= now <= window_end and 200 <= status < 300:
                 counted += 1
-                statuses[status] += 1
         connection.close()
 
     await asyncio.gather(*(client() for _ in range(connections)))

@@ -45,7 +45,8 @@ def main() -> None:
     parser.add_argument("--events", type=int, default=200_000, help="calls to send")
     parser.add_argument(
         "--type", choices=("track", "identify"), default="track",
-        help="track calls also grow each profile's event history (a store of record); identify calls of the same users do not",
+        # ProfileStore.record adds every accepted call, identify included, to its profile's history.
+        help="the calls sent; either kind adds an entry to its profile's call history (a store of record)",
     )
     parser.add_argument("--users", type=int, default=200, help="distinct userIds the events cycle through")
     parser.add_argument("--events-capacity", type=int, default=20_000)
