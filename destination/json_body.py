@@ -83,7 +83,7 @@ def read_json_nested(raw: bytes, max_depth: int, fallback: Callable[[bytes], Any
     except orjson.JSONDecodeError as exc:
         if exc.msg.startswith(_ORJSON_TOO_DEEP):
             raise _too_deep(max_depth) from None
-    if nesting_depth(raw) > max_depth:
+    if nesting_depth(_as_utf8(raw)) > max_depth:
         raise _too_deep(max_depth)
     try:
         value = fallback(raw)
@@ -91,6 +91,16 @@ def read_json_nested(raw: bytes, max_depth: int, fallback: Callable[[bytes], Any
         raise ValueError("JSON is nested too deeply") from None
     # Always walked: a UTF-16 body (which json also reads) hides its escapes from a byte search.
     return _without_lone_surrogates(value)
+
+
+def _as_utf8(raw: bytes) -> bytes:
+    """`raw` in UTF-8 when json would read it as UTF-16 or UTF-32, for `nesting_depth` only (the
+    fallback decides on the bytes as they came): there an escaped quote is `\\`, NUL, `"`, and the
+    byte search took that `"` for the string's end, hiding every bracket after it."""
+    encoding = json.detect_encoding(raw)
+    if encoding in ("utf-8", "utf-8-sig"):
+        return raw
+    return raw.decode(encoding, "replace").encode("utf-8")
 
 
 def _too_deep(max_depth: int) -> ValueError:

@@ -48,6 +48,10 @@ def parse_iso(text: str) -> datetime:
         raise ValueError(f"invalid timestamp {text!r}")
     # "Z" replaced, not left to fromisoformat: it would also take it as the date/time separator.
     value = text.strip().replace("Z", "+00:00").replace("z", "+00:00")
+    offset = _OFFSET.search(value)
+    if offset and any(part and int(part) > 59 for part in offset.groups()):
+        # fromisoformat takes "+00:99" as +01:39 (and timezone() would too): a wrong instant, not an error.
+        raise ValueError(f"invalid timestamp {text!r}: offset minutes and seconds must be below 60")
     try:
         parsed = datetime.fromisoformat(value)
     except ValueError:
@@ -61,6 +65,11 @@ def parse_iso(text: str) -> datetime:
     except OverflowError:  # in range as written, not once in UTC ("9999-12-31T23:00:00-05:00")
         raise ValueError(f"timestamp {text!r} is out of range once in UTC") from None
 
+
+# A UTC offset ending the text: "+05:30", "-0530", "+05:30:15.5" (fromisoformat also takes seconds).
+# Its minutes and seconds (the groups) are checked by parse_iso. A date alone ends with no offset:
+# "-01" has two digits, and basic dates ("20250101") have no sign.
+_OFFSET = re.compile(r"[+-]\d{2}:?(\d{2})(?::?(\d{2})(?:\.\d+)?)?$", re.ASCII)
 
 # ASCII digits only, as fromisoformat and Go's time parsing read them: "٢٠١٨-01-01" is no timestamp.
 _UNPADDED = re.compile(

@@ -12,6 +12,7 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Any
 
+from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .clock import Clock, iso
@@ -22,7 +23,8 @@ CONTROL_PREFIX = "/_emulator/"
 # Where FaultMiddleware leaves the id of the fault rule that delayed a request it let through.
 FAULT_SCOPE_KEY = "segjet.fault"
 _REDACTED_HEADERS = {"authorization", "x-segment-settings", "x-segjet-token"}
-# A Segment write key in a body is a credential like the Authorization header, so it is hidden too.
+# A Segment write key in a body (or in a batch's events) is a credential like the Authorization
+# header, so it is hidden too.
 _REDACTED_BODY_FIELDS = {"writeKey"}
 _BODY_LIMIT = 64 * 1024
 # A header value is kept up to this long: uvicorn takes headers of megabytes, and the journal holds
@@ -100,9 +102,19 @@ def _decode(raw: bytes, size: int) -> Any:
         decoded = decode_json(raw)
     except ValueError:
         return raw.decode("utf-8", "replace")
-    if isinstance(decoded, dict) and _REDACTED_BODY_FIELDS & decoded.keys():
-        decoded = {k: ("<redacted>" if k in _REDACTED_BODY_FIELDS else v) for k, v in decoded.items()}
+    if isinstance(decoded, dict):
+        decoded = _redacted(decoded)
+        # analytics.js (analytics-next's segmentio normalize) puts the write key in every event,
+        # and its batched dispatcher sends those events as a batch.
+        if isinstance(decoded.get("batch"), list):
+            decoded["batch"] = [_redacted(item) if isinstance(item, dict) else item for item in decoded["batch"]]
     return decoded
+
+
+def _redacted(fields: dict[str, Any]) -> dict[str, Any]:
+    if not _REDACTED_BODY_FIELDS & fields.keys():
+        return fields
+    return {k: ("<redacted>" if k in _REDACTED_BODY_FIELDS else v) for k, v in fields.items()}
 
 
 class Journal:
@@ -190,4 +202,15 @@ class JournalMiddleware:
                     entry.keep_response(b"".join(response_chunks))
             await send(message)
 
-        await self.app(scope, receive_and_keep, send_and_keep)
+        try:
+            await self.app(scope, receive_and_keep, send_and_keep)
+        except ClientDisconnect:
+            raise  # the client left: it is answered nothing (QuietDisconnect), so nothing crossed back
+        except Exception:
+            if entry is None:
+                # Starlette answers an unhandled exception with a 500 from outside every middleware
+                # (ServerErrorMiddleware, with the app's `Exception` handler): journaled with its
+                # status, its body unseen from here.
+                entry = self.journal.record(scope, b"".join(chunks), scope.get(FAULT_SCOPE_KEY), size)
+                entry.status = 500
+            raise

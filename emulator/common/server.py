@@ -85,11 +85,22 @@ def url_of(sock: socket.socket) -> str:
 
 
 class _QuietServer(uvicorn.Server):
-    """uvicorn.Server that leaves signal handling to the runner (one handler stops every server)."""
+    """uvicorn.Server that leaves signal handling to the runner (one handler stops every server),
+    and a failed start to it too."""
 
     @contextlib.contextmanager
     def capture_signals(self) -> Iterator[None]:
         yield
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        try:
+            await super().startup(sockets=sockets)
+        except SystemExit:
+            # uvicorn exits the process when an app's lifespan startup fails (it has logged why). Out
+            # of a task, SystemExit ended the whole event loop: the other servers were left open on
+            # a dead loop, and a background start waited out its timeout. Here this server just
+            # ends unstarted, which Runner.start reports.
+            self.should_exit = True
 
 
 @dataclass
@@ -134,7 +145,14 @@ class Runner:
             handle.server.should_exit = True
 
     async def wait(self) -> None:
-        await asyncio.gather(*(handle.task for handle in self.handles if handle.task is not None))
+        """Until every server has stopped; then raise the first failure, if any. (gather alone raised
+        it at once, with the other servers still running, and the caller closed the loop under them.)"""
+        results = await asyncio.gather(
+            *(handle.task for handle in self.handles if handle.task is not None), return_exceptions=True
+        )
+        for result in results:
+            if isinstance(result, BaseException):
+                raise result
 
     async def stop(self) -> None:
         self.request_stop()
@@ -168,9 +186,19 @@ def serve_in_background(apps: dict[str, ASGIApp], host: str = "127.0.0.1") -> tu
     loop_thread = LoopThread()
     runner = Runner()
     urls = {}
-    for name, app in apps.items():
-        sock = bind(host, 0)
-        runner.add(name, app, sock)
-        urls[name] = url_of(sock)
-    loop_thread.run(runner.start())
+    sockets: list[socket.socket] = []
+    try:
+        for name, app in apps.items():
+            sockets.append(bind(host, 0))
+            runner.add(name, app, sockets[-1])
+            urls[name] = url_of(sockets[-1])
+        loop_thread.run(runner.start())
+    except BaseException:
+        # A failed start holds nothing afterwards: not the servers that did start, nor the thread.
+        with contextlib.suppress(Exception):  # a server that failed fails its wait too: the first error is raised
+            loop_thread.run(runner.stop())
+        for sock in sockets:
+            sock.close()
+        loop_thread.close()
+        raise
     return loop_thread, runner, urls

@@ -7,11 +7,13 @@ The check is jsonschema-rs (a compiled validator: ~1 µs a message, ~7 µs for t
 it replaced; benchmarks/, issue 10) over the same schema files, so the answer is the same as
 `contracts.is_valid`. Formats keep jsonschema's meaning (jsonschema-rs's own `email` is stricter,
 its `date-time` laxer): `date-time`, on every message four times, is rewritten as the equivalent
-`pattern`, checked in Rust; the others are checked by jsonschema's format checker.
+`pattern`, checked in Rust; the others are checked by jsonschema's format checker. Patterns keep
+Python's meaning too (see _python_pattern_format).
 """
 
 from __future__ import annotations
 
+import re
 from functools import cache, lru_cache, partial
 from typing import Any, Callable
 
@@ -57,21 +59,72 @@ def all_valid(name: str, payloads: list[Any]) -> bool:
         return all(contracts.is_valid(name, payload) for payload in payloads)
 
 
+# jsonschema reads a pattern with Python's `re` (re.search); jsonschema-rs as ECMA-262 does. They
+# differ: Python's `$` also matches before a final newline, its `\d` takes any Unicode digit
+# ("١٢"), its `.` any character but "\n". A pattern made only of what both read alike (literal
+# ASCII, classes, groups, quantifiers, a leading `^`) stays in Rust: every pattern of a Segment
+# contract is one ("^spa_"). Any other is checked in Python, as a format of its own.
+_READ_ALIKE = re.compile(r"\^?[A-Za-z0-9_/:, \-\[\]()|+*?{}]*")
+_PATTERN_FORMAT = "segjet-python-pattern:"
+
+
 def _with_absolute_id(name: str) -> dict[str, Any]:
-    return {**_date_time_as_pattern(contracts.schema(name)), "$id": f"{_BASE}{name}.json"}
+    return {**_rewritten(contracts.schema(name)), "$id": f"{_BASE}{name}.json"}
 
 
-def _date_time_as_pattern(schema: Any) -> Any:
-    """A copy of `schema` where each `"format": "date-time"` is DATE_TIME_PATTERN instead."""
+def _rewritten(schema: Any) -> Any:
+    """A copy of `schema` that jsonschema-rs reads as jsonschema reads the original: each
+    `"format": "date-time"` is DATE_TIME_PATTERN instead, each pattern not read alike is a Python
+    check, each patternProperties key is read as Python reads it."""
     if isinstance(schema, list):
-        return [_date_time_as_pattern(item) for item in schema]
+        return [_rewritten(item) for item in schema]
     if not isinstance(schema, dict):
         return schema  # a JSON scalar: immutable
-    rewritten = {key: _date_time_as_pattern(value) for key, value in schema.items()}
+    rewritten = {key: _rewritten(value) for key, value in schema.items()}
+    extra: list[dict[str, Any]] = []
     if rewritten.get("format") == "date-time":
         del rewritten["format"]
-        rewritten["allOf"] = [*rewritten.get("allOf", []), {"pattern": DATE_TIME_PATTERN}]
+        extra.append({"pattern": DATE_TIME_PATTERN})
+    pattern = rewritten.get("pattern")
+    if isinstance(pattern, str) and not _READ_ALIKE.fullmatch(pattern):
+        del rewritten["pattern"]
+        extra.append({"format": _PATTERN_FORMAT + pattern})
+    if isinstance(rewritten.get("patternProperties"), dict):
+        rewritten["patternProperties"] = {_key_pattern(key): value for key, value in rewritten["patternProperties"].items()}
+    if extra:
+        rewritten["allOf"] = [*rewritten.get("allOf", []), *extra]
     return rewritten
+
+
+def _key_pattern(pattern: str) -> str:
+    """A patternProperties key (no format can stand for it) as ECMA-262 reads Python's meaning:
+    a final `$` also before a final newline ("Email\\n" is an `^[Ee][Mm][Aa][Ii][Ll]$` key to jsonschema)."""
+    if _READ_ALIKE.fullmatch(pattern):
+        return pattern
+    if pattern.endswith("$") and _READ_ALIKE.fullmatch(pattern[:-1]):
+        return pattern[:-1] + r"\n?$"
+    raise ValueError(f"patternProperties key {pattern!r}: no ECMA-262 equivalent of its Python reading known")
+
+
+def _python_patterns() -> set[str]:
+    """Every pattern of the contracts checked in Python (see _READ_ALIKE)."""
+    found: set[str] = set()
+    pending: list[Any] = [contracts.schema(name) for name in contracts.schema_names()]
+    while pending:
+        node = pending.pop()
+        if isinstance(node, dict):
+            pattern = node.get("pattern")
+            if isinstance(pattern, str) and not _READ_ALIKE.fullmatch(pattern):
+                found.add(pattern)
+            pending.extend(node.values())
+        elif isinstance(node, list):
+            pending.extend(node)
+    return found
+
+
+def _python_pattern_format(pattern: str) -> Callable[[str], bool]:
+    compiled = re.compile(pattern)
+    return lambda text: compiled.search(text) is not None  # as jsonschema's `pattern` keyword
 
 
 @cache
@@ -83,11 +136,13 @@ def _registry() -> jsonschema_rs.Registry:
 def _format_checks() -> dict[str, Callable[[str], bool]]:
     # Cached, and called by jsonschema-rs with no Python frame in between on a hit: the same
     # emails and dates come back with each of a user's messages. Not date-time: it is a pattern.
-    return {
+    checks = {
         name: lru_cache(maxsize=4096)(partial(_FORMATS.conforms, format=name))
         for name in _FORMATS.checkers
         if name != "date-time"
     }
+    checks.update({_PATTERN_FORMAT + pattern: _python_pattern_format(pattern) for pattern in _python_patterns()})
+    return checks
 
 
 @cache

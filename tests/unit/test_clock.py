@@ -202,3 +202,14 @@ def test_a_timestamp_out_of_range_once_in_utc_is_a_value_error() -> None:
         parse_iso("9999-12-31T23:00:00-05:00")
     with pytest.raises(ValueError, match="out of range once in UTC"):
         parse_iso("0001-01-01T00:00:00+01:00")
+
+
+@pytest.mark.parametrize("text", ["2015-02-02T00:30:08+00:99", "2015-02-02T00:30:08+0160", "2015-2-2T1:2:3-01:75",
+                                  "2015-02-02T00:30:08+01:00:75", "20150202T003008-0099"])
+def test_a_timestamp_with_an_offset_of_60_minutes_or_more_is_refused(text: str) -> None:
+    # "+00:99" was read as +01:39 (by fromisoformat and by timezone() alike): a wrong instant, not an error.
+    with pytest.raises(ValueError):
+        parse_iso(text)
+    assert parse_iso("2015-2-02T00:30:08+01:30") == datetime(2015, 2, 1, 23, 0, 8, tzinfo=timezone.utc)
+    assert parse_iso("2015-02-02T00:30:08-0059") == datetime(2015, 2, 2, 1, 29, 8, tzinfo=timezone.utc)
+    assert parse_iso("2015-02-02") == parse_iso("20150202") == datetime(2015, 2, 2, tzinfo=timezone.utc)

@@ -1,9 +1,17 @@
 import asyncio
+import contextlib
+import threading
 import tracemalloc
+from types import SimpleNamespace
+
+import pytest
+from starlette.applications import Starlette
+from starlette.requests import ClientDisconnect
 
 from emulator.common.clock import Clock
 from emulator.common.http import ANSWER_KEEP_BYTES, recorded_body
 from emulator.common.journal import Journal, JournalMiddleware
+from emulator.common.server import Runner, ServerHandle, serve_in_background
 
 SCOPE = {"method": "POST", "path": "/v1/batch", "query_string": b"", "headers": []}
 BIG = b'{"batch": [' + b'"x",' * 20_000 + b'"x"]}'
@@ -98,3 +106,89 @@ def test_a_gzipped_body_is_shown_inflated_with_the_write_key_hidden() -> None:
     # Not gzip after all: shown as it came.
     entry = journal.record({**SCOPE, "headers": [(b"content-encoding", b"gzip")]}, b"plain")
     assert entry.to_json()["body"] == "plain"
+
+
+def test_runner_wait_lets_every_server_finish_before_raising_the_first_failure() -> None:
+    # asyncio.gather raised the first failure at once: the other servers were still serving (or
+    # shutting down) when a failed start or `segjet up` went on to close the loop under them.
+    stopped: list[str] = []
+
+    async def failing() -> None:
+        raise RuntimeError("boom")
+
+    async def slow_to_stop() -> None:
+        await asyncio.sleep(0.2)
+        stopped.append("slow")
+
+    async def scenario() -> None:
+        runner = Runner()
+        for name, serve in (("failing", failing), ("slow", slow_to_stop)):
+            handle = ServerHandle(name, None, SimpleNamespace(should_exit=False))  # type: ignore[arg-type]
+            handle.task = asyncio.create_task(serve())
+            runner.handles.append(handle)
+        try:
+            await runner.stop()
+        except RuntimeError as exc:
+            assert str(exc) == "boom"
+        else:
+            raise AssertionError("the failure was lost")
+        assert stopped == ["slow"]
+
+    asyncio.run(scenario())
+
+
+def test_serve_in_background_lets_go_of_everything_when_a_server_fails_to_start() -> None:
+    # uvicorn's sys.exit on a failed lifespan startup ended the loop: the healthy server stayed
+    # open on a dead loop thread, and the start waited out its 30 s timeout.
+    @contextlib.asynccontextmanager
+    async def broken(app: Starlette):  # type: ignore[no-untyped-def]
+        raise RuntimeError("startup failed")
+        yield
+
+    def loop_threads() -> int:
+        return sum(1 for thread in threading.enumerate() if thread.name == "segjet-loop" and thread.is_alive())
+
+    before = loop_threads()
+    with pytest.raises(RuntimeError, match="failed to start"):
+        serve_in_background({"healthy": Starlette(), "broken": Starlette(lifespan=broken)})
+    assert loop_threads() == before
+
+
+def test_an_exchange_the_app_failed_on_is_journaled_as_the_500_it_was_answered() -> None:
+    # Starlette answers an unhandled exception (the fake Segment's `_internal_error`) outside every
+    # middleware: the exchange that most needs looking at was missing from the journal.
+    journal = Journal(Clock(), capacity=10)
+
+    async def receive() -> dict:
+        return {"type": "http.request", "body": b'{"userId": "u"}', "more_body": False}
+
+    async def send(message: dict) -> None:
+        pass
+
+    async def broken(scope, receive, send) -> None:  # type: ignore[no-untyped-def]
+        await receive()
+        raise RuntimeError("bug")
+
+    async def client_left(scope, receive, send) -> None:  # type: ignore[no-untyped-def]
+        raise ClientDisconnect()
+
+    with pytest.raises(RuntimeError):
+        asyncio.run(JournalMiddleware(broken, journal)({**SCOPE, "type": "http"}, receive, send))
+    [entry] = journal.entries()
+    assert (entry.status, entry.to_json()["body"]) == (500, {"userId": "u"})
+    # A client that left is answered nothing (QuietDisconnect), so there is no exchange to show.
+    with pytest.raises(ClientDisconnect):
+        asyncio.run(JournalMiddleware(client_left, journal)({**SCOPE, "type": "http"}, receive, send))
+    assert len(journal.entries()) == 1
+
+
+def test_a_write_key_inside_batch_items_is_hidden_too() -> None:
+    # analytics.js (analytics-next's batched dispatcher) sends each event with its writeKey inside
+    # the batch; the journal showed them all while hiding the top-level one.
+    journal = Journal(Clock(), capacity=10)
+    body = b'{"batch": [{"type": "track", "writeKey": "secret"}, {"type": "page"}, "odd"], "writeKey": "secret"}'
+    entry = journal.record(SCOPE, body)
+    shown = entry.to_json()["body"]
+    assert shown == {"batch": [{"type": "track", "writeKey": "<redacted>"}, {"type": "page"}, "odd"],
+                     "writeKey": "<redacted>"}
+    assert "secret" not in str(shown)

@@ -100,3 +100,18 @@ def test_a_snapshot_may_nest_what_it_holds_a_few_levels_deeper_and_its_loaders_c
         decode_snapshot(nested(2000))  # orjson's own limit
     with pytest.raises(ValueError, match="more than"):
         decode_snapshot(b'["\\ud800",' + nested(MAX_DEPTH + 100) + b"]")  # json's, for what orjson refuses
+
+
+def test_a_deep_utf16_body_is_refused_before_json_reads_it() -> None:
+    # In UTF-16 an escaped quote (\") is `\`, NUL, `"`: the byte search took that `"` for the end
+    # of the string, then the real end for the start of one running to the end, and counted one
+    # level where there were hundreds; json then recursed into all of them.
+    for encoding in ("utf-16", "utf-16-be", "utf-32"):
+        body = ('["\\"", ' + "[" * (MAX_DEPTH + 1) + "]" * (MAX_DEPTH + 1) + "]").encode(encoding)
+        reached: list[bytes] = []
+        with pytest.raises(ValueError, match=f"more than {MAX_DEPTH} levels"):
+            decode_json(body, reached.append)
+        assert reached == [], encoding
+    shallow = '["\\"", [[1]]]'.encode("utf-16")
+    assert decode_json(shallow) == ['"', [[1]]]
+    assert decode_json(shallow, lambda raw: raw) == shallow  # the fallback still gets the bytes as they came
