@@ -376,7 +376,8 @@ def _run_command(args: argparse.Namespace) -> int:
     if args.command == "up":
         try:
             return server.run(_up(args))
-        except (OSError, ValueError) as exc:  # ValueError: a bad --config or Engage definition
+        # ValueError: a bad --config or Engage definition; ServerStartError: an app's startup failed.
+        except (OSError, ValueError, server.ServerStartError) as exc:
             print(f"segjet: cannot start: {exc}", file=sys.stderr)
             return 1
     return 2

@@ -84,6 +84,10 @@ def url_of(sock: socket.socket) -> str:
     return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
 
 
+class ServerStartError(RuntimeError):
+    """A server of the runner did not start (its app's startup failed; uvicorn logged why)."""
+
+
 class _QuietServer(uvicorn.Server):
     """uvicorn.Server that leaves signal handling to the runner (one handler stops every server),
     and a failed start to it too."""
@@ -137,7 +141,7 @@ class Runner:
         while not all(handle.server.started for handle in self.handles):
             failed = [handle for handle in self.handles if handle.task is not None and handle.task.done()]
             if failed:
-                raise RuntimeError(f"server {failed[0].name} failed to start")
+                raise ServerStartError(f"server {failed[0].name} failed to start")
             await asyncio.sleep(0.005)
 
     def request_stop(self) -> None:

@@ -11,7 +11,7 @@ from starlette.requests import ClientDisconnect
 from emulator.common.clock import Clock
 from emulator.common.http import ANSWER_KEEP_BYTES, recorded_body
 from emulator.common.journal import Journal, JournalMiddleware
-from emulator.common.server import Runner, ServerHandle, serve_in_background
+from emulator.common.server import Runner, ServerHandle, ServerStartError, serve_in_background
 
 SCOPE = {"method": "POST", "path": "/v1/batch", "query_string": b"", "headers": []}
 BIG = b'{"batch": [' + b'"x",' * 20_000 + b'"x"]}'
@@ -149,7 +149,7 @@ def test_serve_in_background_lets_go_of_everything_when_a_server_fails_to_start(
         return sum(1 for thread in threading.enumerate() if thread.name == "segjet-loop" and thread.is_alive())
 
     before = loop_threads()
-    with pytest.raises(RuntimeError, match="failed to start"):
+    with pytest.raises(ServerStartError, match="failed to start"):
         serve_in_background({"healthy": Starlette(), "broken": Starlette(lifespan=broken)})
     assert loop_threads() == before
 
