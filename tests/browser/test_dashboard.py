@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import re
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -353,3 +354,229 @@ def test_a_paused_debugger_counts_a_discarded_message_once(page: Page, stack: di
     expect(page.get_by_text(re.compile(r"Paused · 1 new"))).to_be_visible()
     pause.click()
     expect(page.get_by_role("list", name="Events").get_by_role("button").filter(has_text="Orphan While Paused")).to_have_count(1)
+
+
+def test_engage_survives_a_computation_key_named_like_an_object_property(page: Page, stack: dict[str, Any], http: httpx.Client) -> None:
+    # context.personas is the sender's to write: a computation_key "__proto__" once set the members
+    # map's prototype, and its userId "error" made every later object look like a failed fetch.
+    segment = stack["segment_url"]
+    http.post(f"{segment}/_emulator/engage/audiences",
+              json={"name": "Big Spenders", "rule": {"event": "Order Completed", "within": "30d", "at_least": 1}}).raise_for_status()
+    http.post(f"{segment}/v1/identify", auth=(stack["write_key"], ""),
+              json={"userId": "error", "traits": {"__proto__": True}, "context": {"personas": {"computation_key": "__proto__"}}}).raise_for_status()
+    open_page(page, f"{segment}/engage")
+    expect(page.get_by_role("table", name="Audiences")).to_contain_text("Big Spenders")
+    expect(page.get_by_role("table", name="Sync history")).to_contain_text("__proto__")
+    expect(page.locator("#view")).not_to_contain_text("unavailable")
+    assert page.evaluate("Object.keys(Object.prototype)") == []
+
+
+def test_debugger_details_of_a_message_whose_type_names_an_object_property(page: Page, stack: dict[str, Any], http: httpx.Client) -> None:
+    # A batch item's type is the sender's to write; "constructor" once picked Object() as the call printer.
+    http.post(f"{stack['segment_url']}/v1/batch", auth=(stack["write_key"], ""),
+              json={"batch": [{"type": "constructor", "userId": "u-odd"}]}).raise_for_status()
+    open_page(page, f"{stack['segment_url']}/debugger")
+    page.get_by_role("list", name="Events").get_by_role("button").filter(has_text="u-odd").click()
+    expect(page.get_by_role("region", name="Event details").get_by_label("Pretty view")).to_contain_text('"type": "constructor"')
+
+
+def test_debugger_shows_ids_that_are_not_strings_as_json(page: Page, stack: dict[str, Any], http: httpx.Client) -> None:
+    # Discarded (id_not_string) messages keep the ids as sent: an object read "[object Object]" and
+    # an array ["a", "b"] read "ab", and the trace link named a user no trace can match.
+    segment, auth = stack["segment_url"], (stack["write_key"], "")
+    http.post(f"{segment}/v1/identify", auth=auth, json={"userId": {"id": 7}, "traits": {"name": "Odd Object"}}).raise_for_status()
+    http.post(f"{segment}/v1/track", auth=auth, json={"anonymousId": ["a", "b"], "event": "Odd Array"}).raise_for_status()
+    http.post(f"{segment}/v1/track", auth=auth, json={"userId": "u-odd", "event": {"name": "Odd Event"}}).raise_for_status()
+    open_page(page, f"{segment}/debugger")
+    rows = page.get_by_role("list", name="Events").get_by_role("button")
+    expect(rows.filter(has_text="Odd Array")).to_contain_text('["a","b"]')
+    expect(rows.filter(has_text='{"id":7}')).to_have_count(1)
+    expect(rows.filter(has_text='{"name":"Odd Event"}')).to_have_count(1)
+    expect(page.locator("#view")).not_to_contain_text("[object Object]")
+    rows.filter(has_text='{"id":7}').click()
+    details = page.get_by_role("region", name="Event details")
+    expect(details).to_contain_text('{"id":7}')
+    expect(details.get_by_role("link", name=re.compile("Trace this user"))).to_have_count(0)
+
+
+def test_removing_a_fault_rule_that_is_gone_says_so(page: Page, stack: dict[str, Any], http: httpx.Client) -> None:
+    segment = stack["segment_url"]
+    rule = http.post(f"{segment}/_emulator/faults", json={"path": "/v1/batch", "status": 503}).json()["id"]
+    try:
+        open_page(page, f"{segment}/")
+        expect(page.get_by_role("table", name="Fault rules")).to_contain_text("/v1/batch")
+        http.delete(f"{segment}/_emulator/faults/{rule}").raise_for_status()  # a script removed it meanwhile
+        page.get_by_role("button", name=f"Remove fault {rule}").click()
+        expect(page.get_by_role("alert").filter(has_text=f"no fault rule '{rule}'")).to_be_visible()
+        expect(page.locator("#view")).to_contain_text("No fault injected")  # the list is read again
+    finally:
+        http.delete(f"{segment}/_emulator/faults")
+
+
+def test_debugger_keeps_keyboard_focus_when_nothing_new_arrives(page: Page, stack: dict[str, Any]) -> None:
+    # The discarded-message poll (every 3 s) rebuilt the list even when it brought nothing new,
+    # throwing a keyboard user's focus off the row they were on.
+    analytics_client(stack).track("u5", "Focus Me")
+    open_page(page, f"{stack['segment_url']}/debugger")
+    row = page.get_by_role("list", name="Events").get_by_role("button").filter(has_text="Focus Me")
+    row.focus()
+    for _ in range(2):
+        with page.expect_response(lambda r: "status=discarded" in r.url, timeout=10_000):
+            pass
+    page.wait_for_timeout(100)  # the poll's answer is handled after the response event
+    focused = "[document.activeElement.className, document.activeElement.textContent]"
+    assert "event-row" in page.evaluate(focused)[0] and "Focus Me" in page.evaluate(focused)[1], page.evaluate(focused)
+    # A new row from the live feed rebuilds the list: the focus stays on the same message.
+    analytics_client(stack).track("u5", "Arrives Later")
+    expect(page.get_by_role("list", name="Events").get_by_role("button").filter(has_text="Arrives Later")).to_be_visible()
+    assert "Focus Me" in page.evaluate(focused)[1], page.evaluate(focused)
+
+
+def test_trace_shows_the_user_asked_last_whatever_answers_last(page: Page, stack: dict[str, Any]) -> None:
+    analytics_client(stack).identify("u-slow", {"email": "slow@example.com"})
+    identify_ada(stack)
+    held: list[Route] = []
+    page.route("**/_emulator/dashboard/trace?user=u-slow", lambda route: held.append(route))
+    open_page(page, f"{stack['segment_url']}/trace")
+    expect(page.get_by_text("Export as HTML")).to_be_hidden()  # nothing to export before a trace is shown
+    page.get_by_label("User ID or email").fill("u-slow")
+    page.get_by_role("button", name="Show trace").click()
+    while not held:
+        page.wait_for_timeout(20)  # Playwright runs the route handler meanwhile
+    page.get_by_label("User ID or email").fill("u1")
+    page.get_by_role("button", name="Show trace").click()
+    result = page.locator("#trace-result")
+    expect(result).to_contain_text("userId u1")
+    with page.expect_response(lambda response: "user=u-slow" in response.url):
+        held[0].continue_()  # the first trace answers last
+    page.wait_for_timeout(200)  # the page handles the answer after the response event
+    expect(result).to_contain_text("userId u1")
+    expect(page.get_by_role("link", name="Export as HTML")).to_have_attribute("href", re.compile(r"user=u1(&|$)"))
+
+    # A trace that fails leaves no export link to the previous user's trace.
+    page.route("**/_emulator/dashboard/trace?user=u-broken", lambda route: route.fulfill(status=500, json={"error": "broken"}))
+    page.get_by_label("User ID or email").fill("u-broken")
+    page.get_by_role("button", name="Show trace").click()
+    expect(page.get_by_role("alert").filter(has_text="broken")).to_be_visible()
+    expect(page.get_by_role("link", name="Export as HTML")).to_be_hidden()
+
+
+def test_debugger_catches_up_on_what_arrived_before_its_feed_first_connected(page: Page, stack: dict[str, Any]) -> None:
+    # The page reads the latest messages and opens its feed at the same time: a message stored
+    # after the read and before the feed listened was on neither, and never shown.
+    held: list[Route] = []
+    page.route("**/_emulator/events/stream*", lambda route: held.append(route))
+    open_page(page, f"{stack['segment_url']}/debugger")
+    events = page.get_by_role("list", name="Events")
+    expect(events).to_contain_text("No messages yet")
+    while not held:
+        page.wait_for_timeout(20)  # Playwright runs the route handler meanwhile
+    analytics_client(stack).track("u6", "Sent Before The Feed Listened")
+    held[0].continue_()
+    expect(events.get_by_role("button").filter(has_text="Sent Before The Feed Listened")).to_be_visible()
+
+
+def test_event_delivery_keeps_keyboard_focus_between_polls(page: Page, stack: dict[str, Any], http: httpx.Client) -> None:
+    # The page polls every 2 s (retries change records with no new message) and rebuilt its table
+    # each time, even unchanged: a keyboard user's focus went back to the top every 2 s.
+    http.put(f"{stack['segment_url']}/_emulator/destinations/mailjet",
+             json={"enabled": True, "settings": {"apiKey": stack["auth_key"], "listId": "1"}}).raise_for_status()
+    analytics_client(stack).track("u7", "Not For Mailjet")  # recorded as skipped: identify only
+    open_page(page, f"{stack['segment_url']}/deliveries")
+    details = page.get_by_role("table", name="Deliveries").get_by_role("button", name=re.compile("Details of"))
+    expect(details).to_have_count(1)
+    details.focus()
+    for _ in range(2):
+        with page.expect_response(lambda r: "/_emulator/deliveries" in r.url, timeout=10_000):
+            pass
+    page.wait_for_timeout(100)  # the poll's answer is handled after the response event
+    assert page.evaluate("document.activeElement.getAttribute('aria-label') || ''").startswith("Details of")
+
+
+def test_messages_keep_keyboard_focus_on_the_button_pressed(page: Page, stack: dict[str, Any], http: httpx.Client) -> None:
+    # Each event recorded rebuilds the table: the button just pressed with the keyboard was gone,
+    # and the focus with it (back to the top of the page for the next one).
+    sent = http.post(f"{stack['mailjet_url']}/v3.1/send", auth=(stack["mailjet_api_key"], stack["mailjet_secret_key"]),
+                     json={"Messages": [{"From": {"Email": "demo@segjet.test"}, "To": [{"Email": EMAIL}],
+                                         "Subject": "Welcome", "HTMLPart": "<p>Hello</p>"}]})
+    message_id = sent.json()["Messages"][0]["To"][0]["MessageID"]
+    open_page(page, f"{stack['mailjet_url']}/messages")
+    row = page.locator(f'tr[data-message-id="{message_id}"]')
+    row.get_by_role("button", name="Open").focus()
+    page.keyboard.press("Enter")
+    expect(row.get_by_text("open", exact=True)).to_be_visible()
+    page.wait_for_timeout(500)  # the change feed's refresh, too
+    focused = page.evaluate("[document.activeElement.textContent, document.activeElement.closest('tr')?.dataset.messageId]")
+    assert focused == ["Open", str(message_id)], focused
+
+
+def test_a_paused_full_debugger_does_not_count_old_discards_as_new(page: Page, stack: dict[str, Any], http: httpx.Client) -> None:
+    # The list keeps the latest 500; the discarded-message poll also answers older ones, which a
+    # paused Debugger counted as new (and a live one re-added, only to trim them again).
+    segment, auth = stack["segment_url"], (stack["write_key"], "")
+    http.post(f"{segment}/v1/track", auth=auth, json={"event": "Old Orphan"}).raise_for_status()
+    batch = [{"type": "track", "userId": "u8", "event": f"Bulk {i}"} for i in range(500)]
+    http.post(f"{segment}/v1/batch", auth=auth, json={"batch": batch}).raise_for_status()
+    open_page(page, f"{segment}/debugger")
+    expect(page.get_by_text(re.compile(r"showing 500 of 500"))).to_be_visible()
+    pause = page.get_by_role("button", name="Pause")
+    pause.click()
+    for _ in range(2):
+        with page.expect_response(lambda r: "status=discarded" in r.url and "Old Orphan" in r.text(), timeout=10_000):
+            pass
+    page.wait_for_timeout(100)  # the poll's answer is handled after the response event
+    expect(page.get_by_text(re.compile(r"Paused · 0 new"))).to_be_visible()
+
+
+def test_debugger_shows_every_message_that_reuses_a_message_id(page: Page, stack: dict[str, Any], http: httpx.Client) -> None:
+    # A client that reuses a messageId is what the Debugger is for: the duplicates are discarded,
+    # and those of one batch share the receivedAt, which the page took as one message shown once.
+    open_page(page, f"{stack['segment_url']}/debugger")
+    batch = [{"type": "track", "userId": "u9", "event": f"Dup {letter}", "messageId": "dup-1"} for letter in "ABC"]
+    http.post(f"{stack['segment_url']}/v1/batch", auth=(stack["write_key"], ""), json={"batch": batch}).raise_for_status()
+    rows = page.get_by_role("list", name="Events").get_by_role("button")
+    for letter in "ABC":
+        expect(rows.filter(has_text=f"Dup {letter}")).to_have_count(1)
+
+
+def test_debugger_shows_big_integers_of_a_live_message_exactly(page: Page, stack: dict[str, Any]) -> None:
+    # Read with the page's fetches they kept their digits; pushed by the live feed they were rounded.
+    open_page(page, f"{stack['segment_url']}/debugger")
+    analytics_client(stack).track("u10", "Big Order", {"order_id": 12345678901234567891})
+    page.get_by_role("list", name="Events").get_by_role("button").filter(has_text="Big Order").click()
+    expect(page.get_by_role("region", name="Event details").get_by_label("Pretty view")).to_contain_text("12345678901234567891")
+
+
+def test_overview_refreshes_while_messages_keep_coming(page: Page, stack: dict[str, Any], http: httpx.Client) -> None:
+    # The page re-read itself 300 ms after the last message of a burst: under steady traffic (one
+    # every 100 ms) that moment never came, and the page stayed as it was while traffic lasted.
+    open_page(page, f"{stack['segment_url']}/")
+    count = page.locator(".card").filter(has_text="Messages shown in the Debugger").locator(".stat")
+    expect(count).to_have_text("0")
+    stop = threading.Event()
+
+    def traffic() -> None:
+        with httpx.Client(timeout=10) as sender:
+            while not stop.is_set():
+                sender.post(f"{stack['segment_url']}/v1/track", auth=(stack["write_key"], ""),
+                            json={"userId": "u11", "event": "Steady"})
+                stop.wait(0.1)
+
+    sender = threading.Thread(target=traffic)
+    sender.start()
+    try:
+        expect(count).not_to_have_text("0", timeout=4_000)
+    finally:
+        stop.set()
+        sender.join()
+
+
+def test_pages_load_without_console_errors(page: Page, stack: dict[str, Any]) -> None:
+    # The browser asked each server for /favicon.ico: the fake Mailjet answered 401 (its API needs
+    # the key pair) and the fake Segment 404, an error in the console on every page load.
+    logged: list[str] = []
+    page.on("console", lambda message: message.type == "error" and logged.append(message.text))
+    for url in (f"{stack['segment_url']}/destinations", f"{stack['mailjet_url']}/app-connections"):
+        open_page(page, url)
+        page.wait_for_timeout(300)  # the icon is asked for after the page loaded
+    assert logged == []

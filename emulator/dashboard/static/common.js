@@ -139,16 +139,15 @@ const Segjet = (() => {
   }
 
   /** Subscribe to an SSE feed; `onData(parsed)` per message. Reconnects on its own (EventSource does);
-   *  `onReconnect()` is called each time it is back, since what the feed sent while it was away is lost. */
-  function subscribe(url, onData, onReconnect = () => {}) {
+   *  `onOpen()` is called each time it is connected, the first time included: what was stored while
+   *  it was away is lost, and so is what was stored between the page's first read and the feed
+   *  listening (the two requests race). */
+  function subscribe(url, onData, onOpen = () => {}) {
     const source = new EventSource(withToken(url));
-    let opened = false;
-    source.onopen = () => {
-      if (opened) onReconnect();
-      opened = true;
-    };
+    source.onopen = () => onOpen();
     source.onmessage = (event) => {
-      try { onData(JSON.parse(event.data)); } catch (error) { console.error("bad SSE data", error); }
+      // Read as api() reads: a big integer pushed live keeps its digits, and equals the same message fetched.
+      try { onData(JSON.parse(event.data, keepBigIntegers)); } catch (error) { console.error("bad SSE data", error); }
     };
     window.addEventListener("pagehide", () => source.close());
     return source;
@@ -159,6 +158,32 @@ const Segjet = (() => {
     return (...args) => { clearTimeout(timer); timer = setTimeout(() => fn(...args), ms); };
   }
 
+  /** Call `fn` once, `ms` after the first of a run of calls. Unlike debounce, a steady run (a busy
+   *  live feed) still gets it called every `ms` instead of never, while the run lasts. */
+  function throttle(fn, ms) {
+    let timer = null;
+    return (...args) => {
+      if (timer === null) timer = setTimeout(() => { timer = null; fn(...args); }, ms);
+    };
+  }
+
+  /** Who a control is, surviving a rebuild: its row's data-* keys (rowAttrs), its tag, label and text. */
+  function identity(node) {
+    const row = node.closest("tr, li");
+    return JSON.stringify([row ? Object.entries(row.dataset) : [], node.tagName, node.getAttribute("aria-label"), node.textContent]);
+  }
+
+  /** Rebuild part of a page with `rebuild()`, keeping keyboard focus on the same control: a live page
+   *  rebuilds its tables on every change, and the button just pressed would take the focus with it. */
+  function keepFocus(container, rebuild) {
+    const active = document.activeElement;
+    const wanted = active && active !== document.body && container.contains(active) ? identity(active) : null;
+    rebuild();
+    if (wanted === null || container.contains(document.activeElement)) return;
+    const again = [...container.querySelectorAll("button, a[href], input, select, textarea, summary")].find((node) => identity(node) === wanted);
+    if (again) again.focus();
+  }
+
   /** Show an error in the view's alert region (role=alert) instead of failing silently. */
   function fail(region, error) {
     region.textContent = error instanceof Error ? error.message : String(error);
@@ -167,8 +192,9 @@ const Segjet = (() => {
   /** The server's fault rules (POST /_emulator/faults), small: what fails, how often, and a Remove button. */
   function faultsPanel() {
     const panel = h("section", { "aria-labelledby": "faults-title" }, h("h2", { id: "faults-title" }, "Faults"));
+    const problem = h("div", { class: "alert bad", role: "alert" });
     const body = h("div", {}, h("p", { class: "empty" }, "Loading…"));
-    panel.append(body);
+    panel.append(problem, body);
     async function refresh() {
       let rules;
       try { rules = (await api("GET", "/_emulator/faults")).faults; } catch (error) { fill(body, h("p", { class: "alert bad", role: "alert" }, error.message)); return; }
@@ -176,7 +202,16 @@ const Segjet = (() => {
         fill(body, h("p", { class: "empty" }, "No fault injected. Add rules with POST /_emulator/faults or segjet up --faults FILE."));
         return;
       }
-      const remove = async (id) => { await api("DELETE", `/_emulator/faults/${encodeURIComponent(id)}`); say(`Fault ${id} removed`); refresh(); };
+      // A refused removal (the rule is gone: a script or the other tab removed it) is said, and the
+      // list read again either way.
+      const remove = async (id) => {
+        problem.textContent = "";
+        try {
+          await api("DELETE", `/_emulator/faults/${encodeURIComponent(id)}`);
+          say(`Fault ${id} removed`);
+        } catch (error) { fail(problem, error); }
+        refresh();
+      };
       fill(body, table([
         { label: "Rule", render: (r) => h("code", {}, r.id) },
         { label: "Request", render: (r) => h("code", {}, `${r.method} ${r.path}`) },
@@ -190,5 +225,5 @@ const Segjet = (() => {
     return panel;
   }
 
-  return { h, append, fill, api, pretty, time, dateTime, badge, table, say, copy, currentView, subscribe, debounce, fail, withToken, faultsPanel };
+  return { h, append, fill, api, pretty, time, dateTime, badge, table, say, copy, currentView, subscribe, debounce, throttle, fail, keepFocus, withToken, faultsPanel };
 })();

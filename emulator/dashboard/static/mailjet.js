@@ -2,7 +2,7 @@
 "use strict";
 
 (() => {
-  const { h, fill, api, pretty, dateTime, badge, table, say, copy, currentView, subscribe, debounce, fail, withToken, faultsPanel } = Segjet;
+  const { h, fill, api, pretty, dateTime, badge, table, say, copy, currentView, subscribe, debounce, fail, keepFocus, withToken, faultsPanel } = Segjet;
   const main = document.getElementById("view");
   let onChange = () => {};   // the current view's refresh, called when the model changed
   let info = {};
@@ -229,7 +229,7 @@
         errors.textContent = "";
       } catch (error) { fail(errors, error); return; }
       messages = messages.slice().reverse();
-      fill(messagesBox, messages.length ? table([
+      keepFocus(messagesBox, () => fill(messagesBox, messages.length ? table([
         { label: "Sent", render: (m) => dateTime(m.created_at) },
         { label: "To", render: (m) => h("strong", {}, (m.to && m.to.Email) || "?") },
         { label: "Subject", render: (m) => m.subject || "" },
@@ -239,12 +239,12 @@
         { label: "Simulate", render: (m) => h("div", { class: "row", role: "group", "aria-label": `Simulate events for message ${m.MessageID}` },
           ACTIONS.map(([event, label]) => h("button", { type: "button", class: "small", onclick: () => emit(m, event) }, label))) },
       ], messages, { label: "Messages", rowAttrs: (m) => ({ "data-message-id": String(m.MessageID), "data-to": (m.to && m.to.Email) || "" }) })
-        : h("p", { class: "empty" }, "No email sent yet. Send one with POST /v3.1/send."));
+        : h("p", { class: "empty" }, "No email sent yet. Send one with POST /v3.1/send.")));
       if (events === null) {
         fill(eventsBox, h("p", { class: "empty" }, "The email-events feed is not available on this server."));
       } else {
         events = events.slice().reverse();
-        fill(eventsBox, events.length ? table([
+        keepFocus(eventsBox, () => fill(eventsBox, events.length ? table([
           { label: "Time", render: (e) => dateTime(e.at || (typeof e.time === "number" ? new Date(e.time * 1000).toISOString() : e.time)) },
           { label: "Event", render: (e) => badge(e.event || (e.payload && e.payload.event) || "?", "type") },
           { label: "Email", render: (e) => e.email || (e.payload && e.payload.email) || "" },
@@ -252,7 +252,7 @@
           { label: "Webhook", render: (e) => statusText(e.webhook ?? e.webhook_status) },
           { label: "To Segment", render: (e) => statusText(e.segment ?? e.segment_status ?? e.forward) },
           { label: "Payload", render: (e) => h("details", {}, h("summary", {}, "JSON"), h("pre", {}, pretty(e))) },
-        ], events, { label: "Email events" }) : h("p", { class: "empty" }, "No email events yet."));
+        ], events, { label: "Email events" }) : h("p", { class: "empty" }, "No email events yet.")));
       }
     }
 

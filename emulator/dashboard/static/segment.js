@@ -2,46 +2,65 @@
 "use strict";
 
 (() => {
-  const { h, fill, api, pretty, time, dateTime, badge, table, say, copy, currentView, subscribe, debounce, fail, withToken, faultsPanel } = Segjet;
+  const { h, fill, api, pretty, time, dateTime, badge, table, say, copy, currentView, subscribe, debounce, throttle, fail, keepFocus, withToken, faultsPanel } = Segjet;
   const main = document.getElementById("view");
   const CAP = 500;
   let onMessage = () => {};   // the current view's handler for each message the SSE feed pushes
-  // The current view's catch-up when the feed is back after a break (what it pushed meanwhile is
-  // lost): the views that refresh on any message refresh; the Debugger re-reads the latest messages.
+  // The current view's catch-up each time the feed connects (what was stored before it listened is
+  // not on it): the views that refresh on any message refresh; the Debugger re-reads the latest messages.
   let onReconnect = () => onMessage();
   let info = { sources: [], mailjet_url: null };
 
   const alertRegion = () => h("div", { class: "alert bad", role: "alert" });
 
   // -------------------------------------------------------------------------------- helpers
+  /** A field as the sender wrote it: a discarded message keeps ids and names of any JSON type, which
+   *  String() would show as "[object Object]" (and h() would flatten an array into "ab"). */
+  const text = (value) => typeof value === "string" ? value : value === null || value === undefined ? "" : JSON.stringify(value);
+
   function summary(m) {
     const traits = m.traits || {};
     switch (m.type) {
-      case "identify": return traits.email || traits.name || "Identify";
-      case "track": return m.event || "(no event)";
-      case "page": case "screen": return m.name || m.type;
-      case "group": return `group ${m.groupId ?? ""}`;
-      case "alias": return `${m.previousId} → ${m.userId}`;
-      default: return m.type || "not a message";
+      case "identify": return text(traits.email || traits.name || "Identify");
+      case "track": return text(m.event || "(no event)");
+      case "page": case "screen": return text(m.name || m.type);
+      case "group": return `group ${text(m.groupId)}`;
+      case "alias": return `${text(m.previousId)} → ${text(m.userId)}`;
+      default: return text(m.type || "not a message");
     }
   }
 
   function prettyCall(m) {
     const who = m.userId ? JSON.stringify(m.userId) : JSON.stringify(m.anonymousId ?? null);
-    const args = {
+    const printers = {
       identify: () => [who, pretty(m.traits || {})],
       track: () => [who, JSON.stringify(m.event), pretty(m.properties || {})],
       page: () => [who, JSON.stringify(m.category ?? null), JSON.stringify(m.name ?? null), pretty(m.properties || {})],
       screen: () => [who, JSON.stringify(m.name ?? null), pretty(m.properties || {})],
       group: () => [who, JSON.stringify(m.groupId), pretty(m.traits || {})],
       alias: () => [JSON.stringify(m.previousId), JSON.stringify(m.userId)],
-    }[m.type];
+    };
+    // Own keys only: the type is the sender's to write, and "constructor" would find Object().
+    const args = typeof m.type === "string" && Object.hasOwn(printers, m.type) ? printers[m.type] : null;
     if (!args) return pretty(m);
     const context = m.context ? `\n\n// context\n${pretty(m.context)}` : "";
     return `analytics.${m.type}(${args().join(", ")})${context}`;
   }
 
-  const keyOf = (m) => `${m.messageId}|${m.status}|${m.receivedAt}`;
+  // A message's identity: its messageId, status and receivedAt, and a digest of all of it, since a
+  // client that reuses a messageId sends several in one batch (one receivedAt), each discarded.
+  const keys = new WeakMap();
+  function keyOf(m) {
+    let key = keys.get(m);
+    if (key === undefined) {
+      const json = JSON.stringify(m);
+      let digest = 0x811c9dc5;   // FNV-1a
+      for (let i = 0; i < json.length; i++) digest = Math.imul(digest ^ json.charCodeAt(i), 0x01000193);
+      key = `${text(m.messageId)}|${m.status}|${m.receivedAt}|${(digest >>> 0).toString(36)}`;
+      keys.set(m, key);
+    }
+    return key;
+  }
 
   function statusBadges(m) {
     const out = [];
@@ -62,7 +81,7 @@
     const source = info.sources[0] || {};
     const step = (done, title, ...body) => h("li", { class: "card" },
       h("h3", {}, done ? badge("done", "ok") : badge("to do", "warn"), " ", title), ...body);
-    fill(main, 
+    keepFocus(main, () => fill(main, 
       h("h1", {}, "Getting started"),
       h("p", { class: "lede" }, "Walk the Segment → Mailjet setup with no real accounts. Every button calls the same control API a script would."),
       errors,
@@ -87,8 +106,10 @@
         step(events.events.some((m) => m.type === "track" && /^Email /.test(m.event || "")), "Get email events back",
           h("p", {}, "In Mailjet's App Connections paste the write key and switch events on; send an email and open it from ",
             mj ? h("a", { href: withToken(`${mj}/messages`) }, "Messages") : "Messages", "."))),
-      faultsPanel());
-    onMessage = debounce(viewOverview, 300);
+      faultsPanel()));
+    // Throttled, not debounced: steady traffic would starve a debounce, and the page never change.
+    // Once a second at most, as each time the page is rebuilt (keyboard focus is kept).
+    onMessage = throttle(viewOverview, 1000);
   }
 
   // -------------------------------------------------------------------------------- Debugger
@@ -135,6 +156,8 @@
     }
 
     function renderList() {
+      // The list is rebuilt (the live feed does it often): keep keyboard focus on the row that had it.
+      const focused = list.contains(document.activeElement) ? document.activeElement.dataset.key : undefined;
       const shown = visible();
       fill(indicator, 
         h("span", { class: "live-dot", "aria-hidden": "true" }),
@@ -146,15 +169,20 @@
         return h("li", {}, h("button", {
           type: "button",
           class: `event-row ${m.status === "discarded" ? "discarded" : ""}`,
+          dataset: { key },
           "aria-current": key === state.selected ? "true" : "false",
           onclick: () => { state.selected = key; renderList(); renderDetail(m); },
         },
           h("span", { class: "time" }, time(m.receivedAt)),
-          h("span", { class: "type-cell" }, badge(m.type || "?", "type")),
-          h("span", { class: "what" }, summary(m), h("br"), h("span", { class: "who" }, m.userId || m.anonymousId || "")),
+          h("span", { class: "type-cell" }, badge(text(m.type || "?"), "type")),
+          h("span", { class: "what" }, summary(m), h("br"), h("span", { class: "who" }, text(m.userId || m.anonymousId))),
           h("span", {}, statusBadges(m))));
       }) : [h("li", { class: "empty", style: "padding:0.8rem" },
         state.messages.length ? "No message matches the search or source." : "No messages yet. Send one with analytics-python or curl.")]));
+      if (focused !== undefined) {
+        const again = [...list.querySelectorAll(".event-row")].find((row) => row.dataset.key === focused);
+        if (again) again.focus();
+      }
     }
 
     function renderDetail(m) {
@@ -164,15 +192,16 @@
         type: "button", class: "small", "aria-pressed": String(state.mode === mode),
         onclick: () => { state.mode = mode; renderDetail(m); },
       }, label);
-      const person = m.userId || m.anonymousId;
+      // The trace matches string ids only: no link for an id of another JSON type.
+      const person = [m.userId, m.anonymousId].find((id) => typeof id === "string" && id);
       fill(detail, 
         h("h2", {}, "Event details"),
         h("dl", { class: "kv" },
-          h("dt", {}, "Type"), h("dd", {}, m.type || "?"),
-          m.event ? [h("dt", {}, "Event"), h("dd", {}, m.event)] : null,
-          h("dt", {}, "userId"), h("dd", {}, m.userId || "—"),
-          h("dt", {}, "anonymousId"), h("dd", {}, m.anonymousId || "—"),
-          h("dt", {}, "messageId"), h("dd", { class: "mono" }, m.messageId || ""),
+          h("dt", {}, "Type"), h("dd", {}, text(m.type || "?")),
+          m.event ? [h("dt", {}, "Event"), h("dd", {}, text(m.event))] : null,
+          h("dt", {}, "userId"), h("dd", {}, text(m.userId || "—")),
+          h("dt", {}, "anonymousId"), h("dd", {}, text(m.anonymousId || "—")),
+          h("dt", {}, "messageId"), h("dd", { class: "mono" }, text(m.messageId)),
           h("dt", {}, "Source"), h("dd", {}, m.source ? (m.source.name || `unknown key ${m.source.writeKey}`) : "—"),
           h("dt", {}, "Received"), h("dd", {}, dateTime(m.receivedAt)),
           h("dt", {}, "Status"), h("dd", {}, statusBadges(m))),
@@ -194,14 +223,24 @@
     sourceSelect.addEventListener("change", renderList);
 
     const receive = (messages) => {
+      // What is not shown yet and, once the list is full, no older than its oldest row: one trimmed
+      // off the end is no news, though the discarded-message poll answers it again every 3 s.
+      const floor = state.messages.length >= CAP ? String(state.messages[0].receivedAt) : null;
+      const fresh = messages.filter((m) =>
+        !state.keys.has(keyOf(m)) && (floor === null || String(m.receivedAt).localeCompare(floor) >= 0));
       if (state.paused) {
         // The discarded-message poll answers the same messages every 3 s: queue each one once.
         const waiting = new Set(state.pending.map(keyOf));
-        for (const m of messages) {
+        const before = state.pending.length;
+        for (const m of fresh) {
           const key = keyOf(m);
-          if (!state.keys.has(key) && !waiting.has(key)) { waiting.add(key); state.pending.push(m); }
+          if (!waiting.has(key)) { waiting.add(key); state.pending.push(m); }
         }
-      } else add(messages);
+        if (state.pending.length === before) return;
+      } else {
+        if (!fresh.length) return;   // nothing new: a rebuilt list would only lose focus and selection
+        add(fresh);
+      }
       renderList();
     };
     onMessage = (m) => receive([m]);
@@ -322,6 +361,7 @@
           h("pre", { "aria-label": `Response from destination, attempt ${i + 1}` }, pretty(a.response ?? null)))));
     }
 
+    let shownRecords = null;   // what the table shows, as JSON
     async function refresh() {
       let records = [];
       try {
@@ -329,11 +369,15 @@
         records = (await api("GET", `/_emulator/deliveries?limit=${CAP}${state ? `&state=${state}` : ""}`)).deliveries;
         errors.textContent = "";
       } catch (error) { fail(errors, error); return; }
+      // The 2 s poll mostly answers what is shown: rebuilding it anyway threw keyboard focus off.
+      const seen = JSON.stringify(records);
+      if (seen === shownRecords) return;
+      shownRecords = seen;
       const count = (s) => records.filter((r) => r.state === s).length;
       fill(stats, ...["delivered", "retrying", "failed", "skipped"].map((s) =>
         h("div", { class: "card" }, h("div", { class: "stat-label" }, s[0].toUpperCase() + s.slice(1)), h("div", { class: "stat" }, String(count(s))))));
       records = records.slice().reverse();
-      fill(rows, records.length ? table([
+      keepFocus(rows, () => fill(rows, records.length ? table([
         { label: "Last attempt", render: (r) => dateTime((r.attempts || []).slice(-1)[0]?.at) || "—" },
         { label: "Message", render: (r) => h("button", { type: "button", class: "small", onclick: () => showDetail(r), "aria-label": `Details of ${r.messageId}` }, r.messageId) },
         { label: "Type", render: (r) => [badge(r.type || "?", "type"), r.event ? ` ${r.event}` : ""] },
@@ -341,7 +385,7 @@
         { label: "State", render: (r) => badge(r.state, tone[r.state]) },
         { label: "Attempts", render: (r) => String((r.attempts || []).length), class: "num" },
         { label: "Reason", render: (r) => r.reason || "" },
-      ], records, { label: "Deliveries" }) : h("p", { class: "empty" }, "Nothing routed to the destination yet."));
+      ], records, { label: "Deliveries" }) : h("p", { class: "empty" }, "Nothing routed to the destination yet.")));
       if (selected) {
         const again = records.find((r) => r.messageId === selected);
         if (again) showDetail(again);
@@ -350,7 +394,7 @@
     stateSelect.addEventListener("change", refresh);
     await refresh();
     setInterval(refresh, 2000);   // retries change records without new messages
-    onMessage = debounce(refresh, 200);
+    onMessage = throttle(refresh, 200);
   }
 
   // -------------------------------------------------------------------------------- Engage
@@ -376,10 +420,11 @@
       ]);
       const synced = identifies.events.filter((m) => m.context && m.context.personas).reverse();
       // Latest value Engage sent per (computation, user), from its identify calls: the members.
-      const latest = {};
+      // Maps without a prototype: the keys come from the messages, and "__proto__" would reach it.
+      const latest = Object.create(null);
       for (const m of synced.slice().reverse()) {
         const key = m.context.personas.computation_key;
-        (latest[key] ||= {})[m.userId || m.anonymousId] = (m.traits || {})[key];
+        (latest[key] ||= Object.create(null))[m.userId || m.anonymousId] = (m.traits || {})[key];
       }
       const chips = (values, keep) => {
         const entries = Object.entries(values || {}).filter(([, v]) => keep(v));
@@ -409,7 +454,7 @@
         synced.length ? table([
           { label: "Time", render: (m) => dateTime(m.receivedAt) },
           { label: "userId", render: (m) => m.userId || m.anonymousId },
-          { label: "Computation", render: (m) => h("code", {}, m.context.personas.computation_key || "") },
+          { label: "Computation", render: (m) => h("code", {}, text(m.context.personas.computation_key)) },
           { label: "Value", render: (m) => JSON.stringify((m.traits || {})[m.context.personas.computation_key]) },
           { label: "messageId", render: (m) => h("code", {}, m.messageId) },
         ], synced, { label: "Sync history" }) : h("p", { class: "empty" }, "Nothing synced yet."));
@@ -459,7 +504,7 @@
       h("div", { class: "card" }, h("div", { class: "row" }, syncButton, clockForm), h("p", { class: "hint" }, "Virtual time: ", clockNow), syncOut),
       body, audienceForm);
     await refresh();
-    onMessage = debounce(refresh, 500);
+    onMessage = throttle(refresh, 500);
   }
 
   // -------------------------------------------------------------------------------- Trace
@@ -473,16 +518,20 @@
       h("div", { class: "field", style: "flex:1 1 16rem" }, h("label", { for: "trace-user" }, "User ID or email"), input, users),
       h("button", { type: "submit", class: "primary" }, "Show trace"), exportLink);
 
+    let latest = 0;   // the newest request: a trace asked before it and answering after it is dropped
     async function show(user) {
+      const mine = ++latest;
       errors.textContent = "";
+      exportLink.hidden = true;   // until this user's trace is shown, the link would export another's
       fill(result, h("p", {}, "Loading…"));
       try {
         const data = await api("GET", `/_emulator/dashboard/trace?user=${encodeURIComponent(user)}`);
+        if (mine !== latest) return;
         SegjetTrace.render(result, data);
         exportLink.href = withToken(`/_emulator/dashboard/trace/export?user=${encodeURIComponent(user)}`);
         exportLink.setAttribute("download", `segjet-trace-${user.replace(/[^A-Za-z0-9._-]+/g, "_")}.html`);
         exportLink.hidden = false;
-      } catch (error) { fill(result); fail(errors, error); }
+      } catch (error) { if (mine === latest) { fill(result); fail(errors, error); } }
     }
     form.addEventListener("submit", (event) => {
       event.preventDefault();
@@ -499,7 +548,7 @@
     try {
       const seen = new Set();
       for (const m of (await api("GET", "/_emulator/events?limit=2000")).events) {
-        for (const v of [m.userId, (m.traits || {}).email]) if (v) seen.add(v);
+        for (const v of [m.userId, (m.traits || {}).email]) if (v && typeof v === "string") seen.add(v);
       }
       fill(users, ...[...seen].map((v) => h("option", { value: v })));
     } catch { /* suggestions only */ }
