@@ -1019,10 +1019,22 @@ def test_a_long_chain_of_audiences_reading_each_other_is_checked_without_recursi
         check_dependencies([*chain, closing])
 
 
-def _space_on_backend(clock: Clock) -> tuple[SegmentBackend, EngageSpace]:
+def _space_on_backend() -> tuple[Clock, SegmentBackend, EngageSpace]:
+    """A clock at T0, a backend, and an Engage space on it that syncs when told."""
+    clock = Clock()
+    clock.set(T0)
     backend = SegmentBackend(clock, [Source.named("app", "wk")])
     space = EngageSpace(backend, BundleConfig(engage_sync_interval="manual"), clock, owner="segment")
-    return backend, space
+    return clock, backend, space
+
+
+def _old_user_who_ordered() -> tuple[Clock, SegmentBackend, EngageSpace]:
+    """User "old" (with an email) ordered once; the last-30-days audience is defined, not synced."""
+    clock, backend, space = _space_on_backend()
+    _call(backend, "identify", userId="old", traits={"email": "p@example.com"})
+    _call(backend, "track", userId="old", event=ORDER)
+    space.define_audience(LAST_30)
+    return clock, backend, space
 
 
 def _call(backend: SegmentBackend, call_type: str, **body: Any) -> None:
@@ -1035,12 +1047,7 @@ def test_after_an_alias_merges_two_users_engage_syncs_under_the_surviving_user_i
     # calls still sent with userId "old" land on the merged profile. Engage kept its per-user state
     # under "old": a later order under the old id was sent as {"userId": "old", "orders": 2}
     # ("new" kept orders 1), and the lapse sent every exit twice, once per userId.
-    clock = Clock()
-    clock.set(T0)
-    backend, space = _space_on_backend(clock)
-    _call(backend, "identify", userId="old", traits={"email": "p@example.com"})
-    _call(backend, "track", userId="old", event=ORDER)
-    space.define_audience(LAST_30)
+    clock, backend, space = _old_user_who_ordered()
     space.define_trait({"name": "Orders", "computed": "count", "event": ORDER, "within": "30d"})
 
     def sent() -> list[tuple[str, dict[str, Any]]]:
@@ -1062,9 +1069,7 @@ def test_after_an_alias_merges_two_users_engage_syncs_under_the_surviving_user_i
 def test_an_exit_told_under_a_merged_away_user_id_is_sent_under_the_survivor():
     # "old" was told it is a member; the merged profile takes the survivor's traits and no longer
     # qualifies. The destination must be told false (under the surviving userId), not be left at true.
-    clock = Clock()
-    clock.set(T0)
-    backend, space = _space_on_backend(clock)
+    _, backend, space = _space_on_backend()
     _call(backend, "identify", userId="old", traits={"email": "p@example.com", "plan": "pro"})
     _call(backend, "identify", userId="new", traits={"email": "p@example.com", "plan": "free"})
     space.define_audience({"name": "Pro", "rule": {"trait": "plan", "equals": "pro"}})
@@ -1078,12 +1083,7 @@ def test_an_exit_told_under_a_merged_away_user_id_is_sent_under_the_survivor():
 def test_state_kept_under_a_merged_away_user_id_is_taken_over_on_restore():
     # Engage state exported before the alias was synced (a restart between the two) still names
     # "old"; the restored engine must not sync it under that id.
-    clock = Clock()
-    clock.set(T0)
-    backend, space = _space_on_backend(clock)
-    _call(backend, "identify", userId="old", traits={"email": "p@example.com"})
-    _call(backend, "track", userId="old", event=ORDER)
-    space.define_audience(LAST_30)
+    clock, backend, space = _old_user_who_ordered()
     space.sync()
     kept = space.engine.export_state()
     _call(backend, "alias", previousId="old", userId="new")
@@ -1098,9 +1098,7 @@ def test_an_email_changed_before_a_restart_is_still_sent_to_after_it():
     # Engage re-sends what it told when the profile gets a new email. What address it last sent
     # with was not kept: a restart took the profile's current email as already sent with, so a
     # change made before the restart (the default schedule syncs every 2 h) was never sent.
-    clock = Clock()
-    clock.set(T0)
-    backend, space = _space_on_backend(clock)
+    clock, backend, space = _space_on_backend()
     _call(backend, "identify", userId="u1", traits={"email": "old@example.com"})
     _call(backend, "track", userId="u1", event=ORDER)
     _call(backend, "identify", userId="u2", traits={"email": "same@example.com"})
