@@ -27,6 +27,15 @@ TRACKING_VALUES = ("account_default", "disabled", "enabled")
 # Mailjet's "Email Priority Management" article; Priority is the same setting (mj-0005).
 PRIORITY_VALUES = (0, 1, 2, 3)
 ATTACHMENT_FIELDS = ("ContentType", "Filename", "Base64Content")
+# How Globals combine with a message's own property (DevGuide "Set global payload properties"):
+# these objects are merged key by key, the message's keys winning; these arrays are appended after
+# the global items; any other property of the message replaces the global one. The DevGuide's list
+# writes "InlineAttachments"; the property is InlinedAttachments (§6).
+MERGED_OBJECTS = frozenset({"from", "sender", "replyto", "templateerrorreporting", "headers", "variables"})
+APPENDED_ARRAYS = frozenset({"cc", "bcc", "attachments", "inlinedattachments"})
+# Address objects other than From and the recipients; checked as From is.
+OTHER_ADDRESSES = ("Sender", "ReplyTo", "TemplateErrorReporting")
+BOOLEAN_PROPERTIES = ("DeduplicateCampaign", "TemplateLanguage", "TemplateErrorDeliver")
 # The DevGuide's list of forbidden headers (send-0011), exactly; Reply-To is not in it.
 FORBIDDEN_HEADERS = frozenset(
     name.lower()
@@ -165,8 +174,10 @@ def send(account: Account, body: Any) -> tuple[int, dict[str, Any]]:
         raise SendError("mj-0007", _empty_array_text("Messages"))
     if len(messages) > MAX_ITEMS:
         raise SendError("mj-0008", _too_many_text("Messages"))
-    globals_ = ci_get(body, "Globals") or {}
-    if not isinstance(globals_, dict):
+    globals_ = ci_get(body, "Globals")
+    if globals_ is None:
+        globals_ = {}
+    elif not isinstance(globals_, dict):  # [], "", 0 and false included
         raise SendError("mj-0004", 'Type mismatch: "Globals" must be an object.')
 
     results = []
@@ -185,10 +196,35 @@ def send(account: Account, body: Any) -> tuple[int, dict[str, Any]]:
 
 
 def _with_globals(globals_: dict[str, Any], message: dict[str, Any]) -> dict[str, Any]:
-    """The message with the Globals it does not set itself. Keys match case-insensitively, so a
-    message's "Subject" replaces Globals' "subject" (`ci_get` would otherwise find the global first)."""
-    own = {key.lower() for key in message}
-    return {**{key: value for key, value in globals_.items() if key.lower() not in own}, **message}
+    """The message combined with Globals as the DevGuide documents: objects merged, arrays appended,
+    other values replaced by the message's own (MERGED_OBJECTS, APPENDED_ARRAYS).
+
+    Keys match case-insensitively, so a message's "Subject" replaces Globals' "subject" (`ci_get`
+    would otherwise find the global first). "In Globals you can specify values for all message
+    properties, except To": GUESS that a global To is ignored (each message then needs its own).
+    """
+    own = {key.lower(): key for key in message}
+    merged = dict(message)
+    for key, value in globals_.items():
+        name = key.lower()
+        if name == "to":
+            continue
+        if name not in own:
+            merged[key] = value
+            continue
+        mine = message[own[name]]
+        if name in MERGED_OBJECTS and isinstance(value, dict) and isinstance(mine, dict):
+            # Variables keys are template names, matched as written (GUESS); header names and the
+            # address keys (Email, Name) match case-insensitively.
+            merged[own[name]] = {**value, **mine} if name == "variables" else _with_globals_object(value, mine)
+        elif name in APPENDED_ARRAYS and isinstance(value, list) and isinstance(mine, list):
+            merged[own[name]] = value + mine
+    return merged
+
+
+def _with_globals_object(global_value: dict[str, Any], mine: dict[str, Any]) -> dict[str, Any]:
+    own = {key.lower() for key in mine}
+    return {**{key: item for key, item in global_value.items() if key.lower() not in own}, **mine}
 
 
 def _missing_text(name: str) -> str:
@@ -218,11 +254,20 @@ def _validate_message(account: Account, message: Any, index: int) -> list[dict[s
         errors.append(_error(account, "mj-0003", _missing_text("From"), ["From"]))
     elif sender is not None:
         errors += _check_address(account, sender, "From")
+    for name in OTHER_ADDRESSES:
+        value = ci_get(message, name)
+        if value is not None:
+            errors += _check_address(account, value, name)
     errors += _check_recipients(account, message)
-    for name in ("Subject", "TextPart", "HTMLPart", "CustomID", "CustomCampaign", "URLTags"):
+    for name in ("Subject", "TextPart", "HTMLPart", "CustomID", "CustomCampaign", "URLTags", "MonitoringCategory"):
         value = ci_get(message, name)
         if value is not None and not isinstance(value, str):
             errors.append(_error(account, "mj-0004", f'Type mismatch: "{name}" must be a string.', [name]))
+    # "false" is a type mismatch, not a truthy DeduplicateCampaign (which would ask for a CustomCampaign).
+    for name in BOOLEAN_PROPERTIES:
+        value = ci_get(message, name)
+        if value is not None and not isinstance(value, bool):
+            errors.append(_error(account, "mj-0004", f'Type mismatch: "{name}" must be a boolean.', [name]))
     for name, limit in MAX_LENGTHS.items():
         value = ci_get(message, name)
         if isinstance(value, str) and len(value) > limit:
@@ -244,7 +289,7 @@ def _validate_message(account: Account, message: Any, index: int) -> list[dict[s
             errors.append(_error(account, "mj-0004", 'Type mismatch: "Priority" must be an integer.', ["Priority"]))
         elif priority not in PRIORITY_VALUES:
             errors.append(_not_allowed(account, "Priority", PRIORITY_VALUES))
-    if ci_get(message, "DeduplicateCampaign") and not ci_get(message, "CustomCampaign"):
+    if ci_get(message, "DeduplicateCampaign") is True and not ci_get(message, "CustomCampaign"):
         related = ["CustomCampaign", "DeduplicateCampaign"]  # documented
         errors.append(_error(account, "send-0012", '"DeduplicateCampaign" needs "CustomCampaign".', related))
     # Documented: only a missing TemplateLanguage counts; GUESS that `false` is accepted, as it is given.

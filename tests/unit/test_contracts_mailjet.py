@@ -63,16 +63,20 @@ SEND_REQUEST = json.loads(
     '"Subject":"Your email flight plan!","TextPart":"Dear passenger 1, …","HTMLPart":"<h3>…</h3>",'
     '"CustomID":"PassengerEticket1234","EventPayload":"Eticket,1234,row,15,seat,B"}],"SandboxMode": true}'
 )
-# Properties every message needs may come from Globals (a message's own property winning), as the
-# fake merges them: From, Subject and the parts once, To per message.
+# Properties every message needs may come from Globals, To excepted (DevGuide "Set global payload
+# properties": "In Globals you can specify values for all message properties, except To"): From,
+# Subject and the parts once, To per message; arrays such as Cc are appended to the message's.
 SEND_GLOBALS = {"Globals": {"From": {"Email": "pilot@mailjet.com", "Name": "Mailjet Pilot"}, "Subject": "Your email flight plan!",
                             "TextPart": "Dear passenger, welcome!", "TemplateLanguage": True},
                 "Messages": [{"To": [{"Email": "passenger1@mailjet.com"}], "TemplateErrorDeliver": True},
                              {"To": [{"Email": "passenger2@mailjet.com"}], "Subject": "Your own plan"}]}
-SEND_GLOBAL_TO = {"Globals": {"To": [{"Email": "ops@example.com"}], "CustomCampaign": "spring"},
-                  "Messages": [{"From": {"Email": "a@b.co"}, "HTMLPart": "<p>x</p>", "DeduplicateCampaign": True}]}
+SEND_GLOBAL_CC = {"Globals": {"Cc": [{"Email": "ops@example.com"}], "CustomCampaign": "spring"},
+                  "Messages": [{"From": {"Email": "a@b.co"}, "To": [{"Email": "c@d.co"}], "Cc": [{"Email": "e@f.co"}],
+                                "HTMLPart": "<p>x</p>", "DeduplicateCampaign": True}]}
 # mailjet-apiv3-go's MessagesV31 names the root flag "SandBoxMode"; root keys match in any case.
 SEND_GO_SANDBOX = {"Messages": SEND_REQUEST["Messages"], "SandBoxMode": True}
+# mailjet-apiv3-go's InfoMessagesV31 also has StatisticsContactsListID (an int, sent when set).
+SEND_GO_STATISTICS_LIST = {"Messages": [{**SEND_REQUEST["Messages"][0], "StatisticsContactsListID": 42}]}
 SEND_RESPONSE = json.loads(
     '{"Messages":[{"Status":"success","CustomID":"","To":[{"Email":"passenger1@mailjet.com",'
     '"MessageUUID":"cb927469-36fd-4c02-bce4-0d199929a207","MessageID":70650219165027410,'
@@ -123,7 +127,7 @@ VALID = {
     "mailjet.listrecipient": [LISTRECIPIENT],
     "mailjet.eventcallbackurl": [CALLBACK],
     "mailjet.error": REST_ERRORS,
-    "mailjet.send.request": [SEND_REQUEST, SEND_GLOBALS, SEND_GLOBAL_TO, SEND_GO_SANDBOX],
+    "mailjet.send.request": [SEND_REQUEST, SEND_GLOBALS, SEND_GLOBAL_CC, SEND_GO_SANDBOX, SEND_GO_STATISTICS_LIST],
     "mailjet.send.response": [SEND_RESPONSE, SEND_PARTIAL_ERROR],
     "mailjet.send.error": [SEND_ERROR, SEND_401],
     **{f"mailjet.event.{name}": [json.loads(text)] for name, text in EVENTS.items()},
@@ -187,11 +191,17 @@ INVALID = [
     ("mailjet.send.request", {"Messages": [{"TextPart": "t", "To": [{"Email": "c@d.co"}]}]}, "$.Messages[0].From", "required"),
     ("mailjet.send.request", {"Messages": [{**SEND_REQUEST["Messages"][0], "To": [{"Email": f"r{i}@x.co"} for i in range(51)]}]},
      "$.Messages[0].To", "maxItems"),
-    # What Globals cannot stand in for: an empty To, a part or sender given nowhere; Globals obey the message rules.
+    # What Globals cannot stand in for: To (never allowed there), a part or sender given nowhere; Globals obey the message rules.
     ("mailjet.send.request", _with(SEND_GLOBALS, Globals={**SEND_GLOBALS["Globals"], "To": []}, Messages=[{"TextPart": "t"}]),
      "$.Messages[0].To", "required"),
-    ("mailjet.send.request", _with(SEND_GLOBAL_TO, Messages=[{"From": {"Email": "a@b.co"}}]), "$.Messages[0]", "anyOf"),
-    ("mailjet.send.request", _with(SEND_GLOBAL_TO, Messages=[{"TextPart": "t"}]), "$.Messages[0].From", "required"),
+    ("mailjet.send.request", _with(SEND_GLOBALS, Globals={**SEND_GLOBALS["Globals"], "To": [{"Email": "ops@example.com"}]}),
+     "$.Globals", "not"),
+    ("mailjet.send.request", _with(SEND_GLOBALS, Globals={**SEND_GLOBALS["Globals"], "To": [{"Email": "ops@example.com"}]},
+                                   Messages=[{"TextPart": "t"}]), "$.Messages[0].To", "required"),
+    ("mailjet.send.request", _with(SEND_GLOBAL_CC, Messages=[{"From": {"Email": "a@b.co"}, "To": [{"Email": "c@d.co"}]}]),
+     "$.Messages[0]", "anyOf"),
+    ("mailjet.send.request", _with(SEND_GLOBAL_CC, Messages=[{"TextPart": "t", "To": [{"Email": "c@d.co"}]}]),
+     "$.Messages[0].From", "required"),
     ("mailjet.send.request", {"Messages": [{**SEND_REQUEST["Messages"][0], "TemplateErrorDeliver": True}]},
      "$.Messages[0]", "dependentRequired"),
     ("mailjet.send.request", {"Messages": [{**SEND_REQUEST["Messages"][0], "DeduplicateCampaign": True}]},
@@ -202,6 +212,8 @@ INVALID = [
      "$.Globals.Attachments[0].Filename", "minLength"),
     ("mailjet.send.request", _with(SEND_REQUEST, Globals={"Bogus": 1}), "$.Globals", "additionalProperties"),
     ("mailjet.send.request", _with(SEND_GO_SANDBOX, SandBoxMode="yes"), "$.SandBoxMode", "type"),
+    ("mailjet.send.request", {"Messages": [{**SEND_REQUEST["Messages"][0], "StatisticsContactsListID": "42"}]},
+     "$.Messages[0].StatisticsContactsListID", "type"),
     ("mailjet.send.request", {"messages": []}, "$.messages", "minItems"),
     ("mailjet.send.response", {"Messages": [{"Status": "success", "To": [{"Email": "a@b.co", "MessageID": "1"}], "Cc": [], "Bcc": []}]},
      "$.Messages[0]", "oneOf"),

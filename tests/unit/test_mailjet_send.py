@@ -229,3 +229,83 @@ def test_a_message_property_wins_over_globals_whatever_the_key_case(account: Acc
         assert account.messages[-1].subject == "own" and account.messages[-1].custom_id == "m"
     status, body = send(account, {"Globals": {"subject": "global"}, "Messages": [message()]})
     assert status == 200 and account.messages[-1].subject == "global"
+
+
+# The DevGuide's "Set global payload properties": "In Globals you can specify values for all message
+# properties, except To"; object properties (From, Sender, ReplyTo, TemplateErrorReporting, Headers,
+# Variables) are merged with the message's, its keys winning; arrays (Cc, Bcc, Attachments,
+# InlinedAttachments) are appended; strings, integers and booleans are replaced.
+
+
+def test_globals_objects_are_merged_with_the_message_keys_winning(account: Account) -> None:
+    globals_ = {"From": {"Email": "pilot@example.com", "Name": "Pilot"}}
+    status, _ = send(account, {"Globals": globals_, "Messages": [message(From={"name": "Copilot"})]})
+    assert status == 200
+    assert account.messages[-1].sender == {"Email": "pilot@example.com", "Name": "Copilot"}
+    # 30 global and 30 own variables, 10 of them shared: 50 after the merge, 51 with one more.
+    shared = {f"v{i}": "g" for i in range(30)}
+    own = {f"v{i}": "m" for i in range(20, 50)}
+    status, _ = send(account, {"Globals": {"Variables": shared}, "Messages": [message(Variables=own)]})
+    assert status == 200
+    status, body = send(account, {"Globals": {"Variables": shared}, "Messages": [message(Variables={**own, "v50": "m"})]})
+    assert status == 400 and [e["ErrorCode"] for e in body["Messages"][0]["Errors"]] == ["mj-0008"]
+    # Headers merge as header names compare: case-insensitively.
+    headers = {f"X-H{i}": "g" for i in range(30)}
+    status, _ = send(account, {"Globals": {"Headers": headers}, "Messages": [message(Headers={f"x-h{i}": "m" for i in range(30)})]})
+    assert status == 200
+
+
+def test_globals_arrays_are_appended_before_the_message_items(account: Account) -> None:
+    globals_ = {"Bcc": [{"Email": "archive@example.com"}], "Attachments": [ATTACHMENT] * 25}
+    own = message(Bcc=[{"Email": "b@example.com"}], Attachments=[ATTACHMENT] * 25)
+    status, body = send(account, {"Globals": globals_, "Messages": [own]})
+    assert status == 200
+    assert [r["Email"] for r in body["Messages"][0]["Bcc"]] == ["archive@example.com", "b@example.com"]
+    assert [(m.recipient["Email"], m.recipient_type) for m in account.messages] == [
+        ("t@example.com", "To"), ("archive@example.com", "Bcc"), ("b@example.com", "Bcc")]
+    status, body = send(account, {"Globals": globals_, "Messages": [message(Attachments=[ATTACHMENT] * 26)]})
+    assert status == 400 and [e["ErrorRelatedTo"] for e in body["Messages"][0]["Errors"]] == [["Attachments"]]
+
+
+def test_globals_never_give_a_message_its_to(account: Account) -> None:
+    globals_ = {"To": [{"Email": "everyone@example.com"}]}
+    status, body = send(account, {"Globals": globals_, "Messages": [message(To=DROP), message()]})
+    assert status == 200
+    assert [(e["ErrorCode"], e["ErrorRelatedTo"]) for e in body["Messages"][0]["Errors"]] == [("mj-0003", ["To"])]
+    assert [r["Email"] for r in body["Messages"][1]["To"]] == ["t@example.com"]
+    assert [m.recipient["Email"] for m in account.messages] == ["t@example.com"]
+
+
+@pytest.mark.parametrize("globals_", [[], "", 0, False, [{"Subject": "s"}]])
+def test_globals_that_are_not_an_object_are_a_type_mismatch(account: Account, globals_: Any) -> None:
+    with pytest.raises(SendError) as raised:
+        send(account, {"Globals": globals_, "Messages": [message()]})
+    assert raised.value.code == "mj-0004"
+    assert account.messages == []
+
+
+# ---------------------------------------------------------------- other addresses and flags
+
+
+@pytest.mark.parametrize("name", ["ReplyTo", "Sender", "TemplateErrorReporting"])
+def test_other_address_properties_are_checked_as_from_is(account: Account, name: str) -> None:
+    extra = {"TemplateLanguage": True} if name == "TemplateErrorReporting" else {}
+    assert accepted(account, message(**{name: {"Email": "r@example.com", "Name": "R"}}, **extra))
+    assert errors(account, message(**{name: "r@example.com"}, **extra)) == [("mj-0004", [name])]
+    assert errors(account, message(**{name: {"Email": "nope"}}, **extra)) == [("mj-0013", [f"{name}.Email"])]
+    assert errors(account, message(**{name: {"Email": ""}}, **extra)) == [("mj-0012", [f"{name}.Email"])]
+    assert errors(account, message(**{name: {"Name": "R"}}, **extra)) == [("mj-0003", [f"{name}.Email"])]
+
+
+@pytest.mark.parametrize("name", ["DeduplicateCampaign", "TemplateLanguage", "TemplateErrorDeliver"])
+@pytest.mark.parametrize("value", ["false", "true", 1, 0])
+def test_boolean_properties_must_be_booleans(account: Account, name: str, value: Any) -> None:
+    extra = {"CustomCampaign": "c", "TemplateLanguage": True}
+    extra.pop(name, None)
+    assert errors(account, message(**{name: value}, **extra)) == [("mj-0004", [name])]
+    assert accepted(account, message(**{name: False}, **extra))
+
+
+def test_monitoring_category_is_a_string(account: Account) -> None:
+    assert accepted(account, message(MonitoringCategory="orders"))
+    assert errors(account, message(MonitoringCategory=7)) == [("mj-0004", ["MonitoringCategory"])]
