@@ -256,7 +256,7 @@ class Scenario:
         return f"{len(self.users)} emails sent", checked
 
     def email_events(self) -> tuple[str, int]:
-        checked = 0
+        checked = arrived = 0  # payloads checked (Mailjet's events and Segment's calls); calls arrived
         for user in self.users:
             message_id = self.message_ids[user.user_id]["MessageID"]
             self.client.emit_email_event(message_id, "open")
@@ -274,7 +274,8 @@ class Scenario:
                 check_contract(f"Mailjet → Segment ({event})", contract, stored)
                 user.note("email event", f"{event} arrived in Segment", stored["messageId"])
                 checked += 1
-        return f"{checked} email events arrived in Segment with the users' userId", checked
+                arrived += 1
+        return f"{arrived} email events arrived in Segment with the users' userId", checked
 
     # -- helpers -----------------------------------------------------------------------------
     def _sync_and_expect(self, member_value: bool, hop: str) -> tuple[str, int]:
@@ -302,7 +303,8 @@ class Scenario:
             except SegjetTimeout as exc:
                 raise HopFailed(f"{hop}: Mailjet contact {user.email} never got {AUDIENCE_KEY}={member_value}") from exc
             user.note("engage", f"{AUDIENCE_KEY}={member_value} synced to Mailjet", message["messageId"])
-        return f"{len(sent_to)} identify calls with {AUDIENCE_KEY}={str(member_value).lower()}", len(sent_to)
+        calls = "identify call" if len(sent_to) == 1 else "identify calls"
+        return f"{len(sent_to)} {calls} with {AUDIENCE_KEY}={str(member_value).lower()}", len(sent_to)
 
     def _engage_identifies(self) -> list[dict[str, Any]]:
         return self.client.events(source="Engage", type="identify", limit=10_000)

@@ -68,6 +68,8 @@ def test_demo_runs_the_whole_round_trip():
     assert f"{HOPS} passed, 0 failed, 0 skipped" in result.stdout
     assert "FAIL" not in result.stdout
     assert result.stdout.count("PASS ") == HOPS
+    # Three users, each with Email Delivered, Opened and Link Clicked in Segment.
+    assert "9 email events arrived in Segment" in result.stdout
 
 
 def test_up_serves_and_check_passes_against_it(segjet_up, tmp_path):
