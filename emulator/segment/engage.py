@@ -29,7 +29,10 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping, Protocol, Sequence
 
+from destination.mapping import USER_ID_PROPERTY
+
 from ..common.clock import LATEST, Clock, iso, parse_duration, parse_iso
+from ..common.json_body import MAX_DEPTH
 
 from .models import SegmentBackend, Source, StoredMessage
 
@@ -398,7 +401,32 @@ def _parse_comparison(node: Mapping[str, Any], subject_field: str, where: str) -
         raise DefinitionError(f"{where}.exists must be true or false")
     if operator in ("gt", "gte", "lt", "lte") and not (_is_number(value) or isinstance(value, str)):
         raise DefinitionError(f"{where}.{operator} must be a number or a string")
+    _check_json_value(value, f"{where}.{operator}")
     return Comparison(name, operator, value)
+
+
+def _check_json_value(value: Any, where: str) -> None:
+    """Refuse what JSON cannot hold: a definition read with Python's json (the --config file takes
+    `NaN` and `Infinity`) or given in Python (BundleConfig) can carry it, and every answer showing
+    the definition would then fail."""
+    pending = [value]
+    while pending:
+        item = pending.pop()
+        if isinstance(item, float) and not math.isfinite(item):
+            raise DefinitionError(f"{where}: {_json_name(item)} is not a JSON value")
+        if isinstance(item, Mapping):
+            if not all(isinstance(name, str) for name in item):
+                raise DefinitionError(f"{where}: object keys must be strings")
+            pending.extend(item.values())
+        elif isinstance(item, (list, tuple)):
+            pending.extend(item)
+        elif item is not None and not isinstance(item, (str, int, float)):  # bool is an int
+            raise DefinitionError(f"{where}: {type(item).__name__} is not a JSON value")
+
+
+def _json_name(number: float) -> str:
+    """How Python's json spells a non-finite float (what the config file said)."""
+    return "NaN" if math.isnan(number) else "Infinity" if number > 0 else "-Infinity"
 
 
 def _parse_combinator(node: Mapping[str, Any], where: str, parse_child: Callable[[Any, str], Any]) -> tuple[str, tuple]:
@@ -659,8 +687,24 @@ def _key_of(body: Mapping[str, Any]) -> str:
     return key
 
 
+def _check_depth(body: Mapping[str, Any], what: str) -> None:
+    """Refuse a definition nested deeper than an HTTP body may be: parsing and evaluating a rule
+    recurses, and a --config file or a BundleConfig has no depth limit of its own (Python's stack
+    ran out at ~700 levels). Counted without recursion, the body itself being level 1."""
+    pending: list[tuple[Any, int]] = [(body, 1)]
+    while pending:
+        item, depth = pending.pop()
+        children = item.values() if isinstance(item, Mapping) else item if isinstance(item, (list, tuple)) else None
+        if children is None:
+            continue
+        if depth > MAX_DEPTH:
+            raise DefinitionError(f"{what} nests more than {MAX_DEPTH} levels deep")
+        pending.extend((child, depth + 1) for child in children)
+
+
 def parse_audience(body: Any, created_at: datetime, new_id: Callable[[], str] = _new_ksuid) -> Audience:
     body = _expect_object(body, "an audience definition")
+    _check_depth(body, "an audience definition")
     _check_fields(body, _AUDIENCE_FIELDS, "an audience definition")
     if "rule" not in body:
         raise DefinitionError("an audience definition needs a 'rule'")
@@ -670,6 +714,7 @@ def parse_audience(body: Any, created_at: datetime, new_id: Callable[[], str] = 
 
 def parse_trait(body: Any, created_at: datetime, new_id: Callable[[], str] = _new_ksuid) -> ComputedTrait:
     body = _expect_object(body, "a computed trait definition")
+    _check_depth(body, "a computed trait definition")
     _check_fields(body, _TRAIT_FIELDS, "a computed trait definition")
     computed = body.get("computed")
     if computed not in COMPUTED_KINDS:
@@ -841,6 +886,12 @@ class EngageEngine:
             # defined; a stored one still loads.
             raise DefinitionError("the key 'email' is taken by the profile's email, which Engage sends with each "
                                   "value; give another key")
+        if definition.key == USER_ID_PROPERTY:
+            # Not Segment's rule but the bundle's: its Mailjet destination writes the userId to this
+            # contact property and skips a trait of the same name, so the value would be synced at
+            # every change and never reach Mailjet. Refused when defined; a stored one still loads.
+            raise DefinitionError(f"the key {USER_ID_PROPERTY!r} is taken by the Mailjet destination, which stores "
+                                  "the userId in that contact property; give another key")
         existing = self._computations.get(definition.key)
         if existing is not None:
             kind = "an audience" if isinstance(existing.definition, Audience) else "a computed trait"
@@ -868,7 +919,9 @@ class EngageEngine:
     def describe(self, definition: Audience | ComputedTrait) -> dict[str, Any]:
         """The definition with its sync state: synced yet, and how many profiles the destination knows."""
         computation = self._computations[definition.key]
-        known = len(computation.members) if isinstance(definition, Audience) else len(computation.values)
+        # A computed trait's value told as null (its events lapsed) is no value.
+        known = (len(computation.members) if isinstance(definition, Audience)
+                 else sum(1 for value in computation.values.values() if value is not None))
         count_name = "members" if isinstance(definition, Audience) else "profiles_with_value"
         return {**definition.to_json(), "synced": computation.synced, count_name: known}
 
@@ -1270,6 +1323,10 @@ class EngageSpace:
     def delete_audience(self, key: str) -> Audience:
         audience = self.engine.delete_audience(key)
         self._changed()
+        # An interval schedule counts from the earliest remaining definition (as after a restart),
+        # and with none left no sync is due: the timer armed for the old schedule is dropped.
+        self.scheduler.cancel()
+        self.scheduler.arm()
         return audience
 
     def restore(self, states: Iterable[ComputationState]) -> None:

@@ -322,3 +322,17 @@ def test_a_whole_reset_starts_the_configured_definitions_at_the_reset_clock_with
         # Made at the real time the reset went back to, not 31 days ahead of it.
         assert audience["created_at"] <= clock["now"]
         assert clock["pending_timers"] >= 1, "the 2 h sync of the configured audience is armed"
+
+
+def test_a_key_the_mailjet_destination_takes_for_the_user_id_is_refused(stack):
+    # The destination writes the userId to the contact property segment_user_id and skips a trait of
+    # that name: the audience was answered 201 and synced, and Mailjet never saw its value.
+    for path, body in (
+        ("audiences", {"name": "Segment User Id", "rule": {"event": "Order Completed"}}),
+        ("traits", {"name": "x", "key": "segment_user_id", "computed": "count", "event": "Order Completed"}),
+    ):
+        refused = stack.post(f"/_emulator/engage/{path}", body, status=400)
+        assert refused == {"error": "the key 'segment_user_id' is taken by the Mailjet destination, which stores the "
+                                    "userId in that contact property; give another key"}
+    assert stack.get("/_emulator/engage/audiences") == {"audiences": []}
+    assert stack.get("/_emulator/engage/traits") == {"traits": []}

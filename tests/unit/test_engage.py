@@ -1117,3 +1117,90 @@ def test_an_email_changed_before_a_restart_is_still_sent_to_after_it():
     assert sorted((m["userId"], m["traits"]["email"]) for m in space.sync().sent) == [
         ("u1", "new@example.com"), ("u3", "u3@example.com")]
     assert space.sync().sent == []
+
+
+@pytest.mark.parametrize("value", [float("inf"), float("-inf"), float("nan"), [1, float("nan")],
+                                   {"a": {"b": float("inf")}}, {"x", "y"}, T0, {1: "a"}])
+@pytest.mark.parametrize("operator", ["equals", "not_equals", "gt"])
+def test_a_comparison_value_json_cannot_hold_is_refused(value, operator):
+    # Read with Python's json (the --config file: `Infinity`, `NaN`) or given in Python
+    # (BundleConfig), such a value was accepted, and then every answer showing the definition
+    # (GET engage/audiences, POST's own 201) failed with 500.
+    for rule in ({"trait": "plan", operator: value}, {"event": ORDER, "where": {"property": "revenue", operator: value}}):
+        with pytest.raises(DefinitionError, match=operator):
+            World().engine.define_audience({"name": "x", "rule": rule})
+    # JSON's own values still go through, nested ones too.
+    world = World()
+    world.engine.define_audience({"name": "x", "rule": {"trait": "plan", "equals": [1, 2.5, None, {"a": ["b", True]}]}})
+    json.dumps(world.engine.describe(world.engine.audiences()[0]), allow_nan=False)
+
+
+@pytest.mark.parametrize("body", [
+    {"name": "Segment User Id", "rule": {"event": ORDER}},
+    {"name": "x", "key": "segment_user_id", "rule": {"event": ORDER}},
+])
+def test_the_key_segment_user_id_is_refused(body):
+    # The bundle's Mailjet destination writes the userId to the contact property segment_user_id and
+    # skips a trait of that name: the audience was synced at every change but never reached Mailjet.
+    world = World()
+    with pytest.raises(DefinitionError, match="segment_user_id"):
+        world.engine.define_audience(body)
+    with pytest.raises(DefinitionError, match="segment_user_id"):
+        world.engine.define_trait({"name": body["name"], **({"key": body["key"]} if "key" in body else {}),
+                                   "computed": "count", "event": ORDER})
+    assert world.engine.audiences() == [] and world.engine.traits() == []
+
+
+def test_deleting_an_audience_moves_the_schedule_to_the_remaining_definitions():
+    # The schedule counts from the earliest definition; deleting it left its timer armed, so the next
+    # sync came at the deleted audience's mark (a restart would have used the remaining one's), and
+    # deleting the last audience left a timer for a sync of nothing.
+    async def scenario():
+        clock = Clock()
+        backend = SegmentBackend(clock, [Source.named("app", "wk")])
+        space = EngageSpace(backend, BundleConfig(), clock, owner="segment")
+        space.define_audience(LAST_30)
+        clock.advance(timedelta(hours=1))
+        later = space.define_audience({"name": "Buyers", "rule": {"event": ORDER}})
+        space.delete_audience("order_completed_last_30days")
+        assert clock.pending() == 1
+        assert clock.next_due() == later.created_at + timedelta(hours=2)
+        space.delete_audience("buyers")
+        assert clock.pending() == 0
+
+    asyncio.run(scenario())
+
+
+def test_profiles_with_value_leaves_out_profiles_last_told_null():
+    # A computed trait whose events all lapsed sends null; the profile was still counted in
+    # GET engage/traits' `profiles_with_value`, which then never went down.
+    world = World()
+    world.track("u1", plan="pro")
+    world.track("u2", ago=timedelta(days=20), plan="free")
+    trait = world.engine.define_trait({"name": "Last Plan", "computed": "last", "event": ORDER, "property": "plan",
+                                       "within": "30d"})
+    assert world.sync() == {"u1": {"last_plan": "pro"}, "u2": {"last_plan": "free"}}
+    assert world.engine.describe(trait)["profiles_with_value"] == 2
+    world.advance(timedelta(days=11))
+    assert world.sync() == {"u2": {"last_plan": None}}
+    assert world.engine.describe(trait)["profiles_with_value"] == 1
+
+
+def _nested_not(levels: int) -> dict[str, Any]:
+    rule: dict[str, Any] = {"trait": "plan", "equals": "pro"}
+    for _ in range(levels):
+        rule = {"not": rule}
+    return rule
+
+
+def test_a_definition_nested_deeper_than_a_body_may_be_is_refused():
+    # An HTTP body nests at most 254 levels; a --config file or a BundleConfig had no limit, and a
+    # rule ~700 levels deep stopped `segjet up` with a RecursionError traceback.
+    world = World()
+    world.engine.define_audience({"name": "deepest", "rule": _nested_not(252)})  # 254 levels, as over HTTP
+    for body in ({"name": "deeper", "rule": _nested_not(253)}, {"name": "far", "rule": _nested_not(5000)}):
+        with pytest.raises(DefinitionError, match="more than 254 levels"):
+            world.engine.define_audience(body)
+    with pytest.raises(DefinitionError, match="more than 254 levels"):
+        world.engine.define_audience({"name": "deep value", "rule": {"trait": "plan", "equals": _nested_not(5000)}})
+    assert [audience.key for audience in world.engine.audiences()] == ["deepest"]
