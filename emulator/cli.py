@@ -15,8 +15,10 @@ import httpx
 from .bundle import Bundle, remembered_auth_key
 from .common import server
 from .common.faults import FaultRuleError, FaultRules
+from .common.json_body import decode_json
 from .config import BundleConfig
 from .mailjet.service import api_key_problem
+from .segment.engage import parse_sync_interval
 from .segment.workspaces import DEFAULT_SOURCE_NAME, WorkspaceError, check_source
 from .harness import run, validate
 
@@ -43,7 +45,7 @@ def _add_up_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--ready-file", type=Path, default=None, help="write URLs and credentials here as JSON")
     parser.add_argument(
-        "--engage-sync-interval", default=defaults.engage_sync_interval,
+        "--engage-sync-interval", default=defaults.engage_sync_interval, type=_sync_interval,
         help='virtual time between Engage syncs ("2h"), "realtime" or "manual"',
     )
     parser.add_argument(
@@ -129,6 +131,15 @@ def _whole_number(text: str) -> int:
         raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
 
 
+def _sync_interval(text: str) -> str:
+    """Checked as the command line is read, not once the ports are bound."""
+    try:
+        parse_sync_interval(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return text
+
+
 def _port(text: str) -> int:
     try:
         value = int(text)
@@ -184,7 +195,7 @@ def _base_url(text: str) -> str:
 def _fault_rules(path: Path) -> dict[str, list[Any]]:
     """The rules of a --faults file; ValueError says what is wrong (each rule is checked at start)."""
     try:
-        document = json.loads(path.read_text(encoding="utf-8"))
+        document = decode_json(path.read_bytes())  # as the control API reads a rule
     except (OSError, ValueError) as exc:
         raise ValueError(f"--faults {path}: {exc}") from exc
     if not isinstance(document, dict) or set(document) - {"segment", "mailjet"}:
@@ -247,7 +258,8 @@ def _config_file(path: Path, write_key: str) -> tuple[list[Any], list[Any], list
     `POST /_emulator/sources` checks them, since the default workspace takes them without a check.
     """
     try:
-        document = json.loads(path.read_text(encoding="utf-8"))
+        # As the fake Segment reads a body: strict JSON (no NaN), UTF-8, at most MAX_DEPTH levels.
+        document = decode_json(path.read_bytes())
     except (OSError, ValueError) as exc:
         raise ValueError(f"--config {path}: {exc}") from exc
     if not isinstance(document, dict) or set(document) - {"audiences", "traits", "sources"}:

@@ -170,3 +170,17 @@ def test_ctrl_c_during_a_command_exits_130_without_a_traceback(monkeypatch, caps
     monkeypatch.setattr(cli.validate, "main", interrupted)
     assert main(["validate", "segment.track", "-"]) == 130
     assert capsys.readouterr().err == "segjet: interrupted\n"
+
+
+def test_a_bad_engage_sync_interval_is_a_usage_error_before_any_port_is_bound(capsys) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        build_parser().parse_args(["up", "--engage-sync-interval", "3x"])
+    assert exit_info.value.code == 2
+    assert "--engage-sync-interval: engage sync interval: invalid duration '3x'" in capsys.readouterr().err
+
+
+def test_a_config_file_nested_beyond_any_body_is_refused_not_a_traceback(tmp_path: Path) -> None:
+    deep = tmp_path / "deep.json"
+    deep.write_text('{"audiences": [' + "[" * 2000 + "]" * 2000 + "]}")
+    with pytest.raises(ValueError, match="nested more than 254 levels"):
+        config_from_args(build_parser().parse_args(["up", "--config", str(deep)]))
