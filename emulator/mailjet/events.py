@@ -5,7 +5,8 @@ payload exactly as Mailjet POSTs it to webhooks (reference/mailjet.md §5); list
 outbox and the Segment forwarder in `outbound.py`) route it on and note their progress on it.
 
 Where events come from:
-- every non-sandbox message gets `sent` SENT_DELAY after the send (a clock timer);
+- every non-sandbox message gets `sent` SENT_DELAY after the send (a clock timer), or `blocked`
+  ("duplicate in campaign") instead when DeduplicateCampaign finds its campaign already mailed the contact;
 - the control API (`POST /_emulator/messages/{MessageID}/events`), checked for sense by `apply`;
 - the recipient simulation (`PUT /_emulator/simulation`): rates and a seed decide, per message, what
   its recipient does and when, scheduled on the virtual clock;
@@ -64,6 +65,8 @@ ERROR_PAIRS: dict[str, tuple[str, ...]] = {
 HARD_BOUNCE_ERRORS = {"user unknown", "mailbox inactive", "invalid domain", "no mail host"}
 DEFAULT_BOUNCE = {True: ("recipient", "user unknown"), False: ("recipient", "quota exceeded")}  # by hard_bounce
 DEFAULT_BLOCKED = ("mailjet", "preblocked")
+# What a DeduplicateCampaign send to a contact its campaign already mailed becomes (reference §5).
+DUPLICATE_IN_CAMPAIGN = {"error_related_to": "mailjet", "error": "duplicate in campaign"}
 DEFAULT_SPAM_SOURCE = "JMRPP"  # the docs' sample
 # Which body fields each control event takes besides "event".
 CONTROL_FIELDS: dict[str, tuple[str, ...]] = {
@@ -338,8 +341,10 @@ class EmailEvents:
 
     def _on_sent(self, message: Message) -> None:
         """Hook of every non-sandbox send: plan its delivery (and its simulated recipient)."""
+        duplicate = False
         if message.custom_campaign and not message.campaign_id:
             campaign = self._custom_campaign(message.custom_campaign)
+            duplicate = message.deduplicate_campaign and self._mailed_in(campaign, message.contact_id)
             message.campaign_id, message.campaign_name = campaign.id, campaign.name
             campaign.message_ids.append(message.message_id)
             self.account.touch("campaign", campaign.id)
@@ -347,12 +352,24 @@ class EmailEvents:
         life = Life(message, len(self.account.messages) - 1)
         self._lives[message.message_id] = life
         sent_at = message.created_at + SENT_DELAY
-        life.plan = self._plan(message, sent_at) if self.simulation.active else []
-        # When the simulated recipient's server refuses the mail, the bounce takes the place of `sent`.
-        if not (life.plan and life.plan[0][1] == "bounce"):
+        if duplicate:
+            # DevGuide: DeduplicateCampaign stops contacts "from being emailed several times in the same
+            # campaign". GUESS: Send v3.1 still answers success with a MessageID (the check comes after
+            # acceptance) and the message's life is a `blocked` event where `sent` would have come.
+            life.plan = [(sent_at, "blocked", dict(DUPLICATE_IN_CAMPAIGN))]
+        else:
+            life.plan = self._plan(message, sent_at) if self.simulation.active else []
+        # When the simulated recipient's server refuses the mail (or Mailjet blocks it), that event
+        # takes the place of `sent`.
+        if not (life.plan and life.plan[0][1] in ("bounce", "blocked")):
             life.sent_due = sent_at
         self._arm(life)
         self._touch(life)
+
+    def _mailed_in(self, campaign: Campaign, contact_id: int) -> bool:
+        """Whether an earlier message of `campaign` went to the contact (sandbox sends never join one)."""
+        lives = (self._lives.get(message_id) for message_id in campaign.message_ids)
+        return any(life is not None and life.message.contact_id == contact_id for life in lives)
 
     def _custom_campaign(self, name: str) -> Campaign:
         # Guess: Mailjet groups transactional emails of one CustomCampaign value into one campaign

@@ -80,6 +80,9 @@ class Message:
     campaign_id: int = 0
     campaign_name: str = ""
     list_id: int = 0  # the contact list a campaign went to
+    # DeduplicateCampaign: blocked instead of sent when its campaign already mailed the contact. Only
+    # read when the send is planned (the plan is stored), so rows from before it load as False.
+    deduplicate_campaign: bool = False
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -103,6 +106,7 @@ class Message:
             "campaign_id": self.campaign_id,
             "campaign_name": self.campaign_name,
             "list_id": self.list_id,
+            "DeduplicateCampaign": self.deduplicate_campaign,
         }
 
 
@@ -414,6 +418,8 @@ def _accept(account: Account, message: dict[str, Any], sandbox: bool) -> dict[st
                 custom_id=ci_get(message, "CustomID") or "",
                 event_payload=payload if isinstance(payload, str) else ("" if payload is None else _json_text(payload)),
                 custom_campaign=ci_get(message, "CustomCampaign") or "",
+                # Validation let it through as true only with a CustomCampaign (send-0012).
+                deduplicate_campaign=ci_get(message, "DeduplicateCampaign") is True,
                 sandbox=sandbox,
             )
             store_message(account, stored)
@@ -440,6 +446,7 @@ def new_message(
     custom_id: str = "",
     event_payload: str = "",
     custom_campaign: str = "",
+    deduplicate_campaign: bool = False,
     sandbox: bool = False,
 ) -> Message:
     """A message to one recipient, with its MessageID and MessageUUID (Send v3.1 and campaign sends)."""
@@ -465,6 +472,7 @@ def new_message(
         custom_id=custom_id,
         event_payload=event_payload,
         custom_campaign=custom_campaign,
+        deduplicate_campaign=deduplicate_campaign,
         sandbox=sandbox,
         created_at=account.clock.now(),
         status="sandbox" if sandbox else "queued",

@@ -329,6 +329,55 @@ def test_custom_campaign_groups_transactional_emails(fake: Fake) -> None:
     assert first.events[0]["customcampaign"] == "welcome" and first.events[0]["mj_campaign_id"] == first.campaign_id
 
 
+def test_deduplicate_campaign_blocks_a_second_email_to_the_same_contact_in_the_campaign(fake: Fake) -> None:
+    # DevGuide "Group into a campaign": DeduplicateCampaign true stops contacts from being emailed
+    # several times in the same campaign; the event docs name the blocked error "duplicate in campaign".
+    register(fake, "blocked", "http://hooks.test/blocked")
+    connect(fake)
+    first = fake.send(CustomCampaign="welcome")
+    duplicate = fake.send(CustomCampaign="welcome", DeduplicateCampaign=True)  # answered success, with its MessageID
+    other_contact = fake.send("bob@example.com", CustomCampaign="welcome", DeduplicateCampaign=True)
+    other_campaign = fake.send(CustomCampaign="spring", DeduplicateCampaign=True)
+    not_asked = fake.send(CustomCampaign="welcome")  # without the flag Mailjet lets it through
+    message = fake.events.find_message(duplicate)
+    assert duplicate != first and message.status == "queued" and fake.kinds(duplicate) == []
+    fake.advance()
+    assert fake.kinds(duplicate) == ["blocked"] and message.status == "blocked"
+    for message_id in (first, other_contact, other_campaign, not_asked):
+        assert fake.kinds(message_id) == ["sent"]
+    (blocked,) = message.events
+    assert (blocked["error_related_to"], blocked["error"]) == ("mailjet", "duplicate in campaign")
+    assert blocked["time"] == int(message.created_at.timestamp() + 1)  # when `sent` would have come
+    assert (blocked["customcampaign"], blocked["mj_campaign_id"]) == ("welcome", fake.events.find_message(first).campaign_id)
+    assert_contract("mailjet.event.blocked", blocked)
+    assert fake.account.find_contact("ada@example.com").delivered_count == 3  # first, other_campaign, not_asked
+    assert "was blocked" in fake.refused(duplicate, "open").message
+    assert [(url, body["MessageID"]) for url, body, _ in fake.transport.posts if "hooks.test" in url] == [("http://hooks.test/blocked", duplicate)]
+    record = fake.events.events(event="blocked")[0].to_json()["segment"]
+    assert record["state"] == "not_forwarded"
+    assert all(call["properties"]["email_id"] != str(duplicate) for _, body, _ in segment_posts(fake) for call in body["batch"])
+
+
+def test_deduplicate_campaign_counts_only_earlier_delivered_sends(fake: Fake) -> None:
+    # A sandbox send delivers nothing, so it does not make the next one a duplicate; a dedup send to a
+    # contact the campaign has not mailed yet goes; a repeat within one request is a duplicate.
+    message = {"From": {"Email": "shop@example.com"}, "To": [{"Email": "ada@example.com"}], "TextPart": "x", "CustomCampaign": "welcome"}
+    send(fake.account, {"SandboxMode": True, "Messages": [message]})
+    status, body = send(fake.account, {"Messages": [{**message, "DeduplicateCampaign": True}] * 2})
+    assert status == 200 and [result["Status"] for result in body["Messages"]] == ["success", "success"]
+    first, second = (result["To"][0]["MessageID"] for result in body["Messages"])
+    fake.advance()
+    assert (fake.kinds(first), fake.kinds(second)) == (["sent"], ["blocked"])
+
+
+def test_a_duplicate_in_campaign_has_no_simulated_recipient(fake: Fake) -> None:
+    fake.events.configure_simulation({"open_rate": 1, "click_rate": 1, "bounce_rate": 0, "seed": 5})
+    fake.send(CustomCampaign="welcome")
+    duplicate = fake.send(CustomCampaign="welcome", DeduplicateCampaign=True)
+    fake.advance(timedelta(hours=1))
+    assert fake.kinds(duplicate) == ["blocked"]
+
+
 # ---------------------------------------------------------------- simulation
 
 

@@ -208,6 +208,17 @@ def test_deduplicate_campaign_relates_to_both_properties(account: Account) -> No
     assert accepted(account, message(DeduplicateCampaign=True, CustomCampaign="welcome"))
 
 
+def test_deduplicate_campaign_is_kept_on_each_stored_message(account: Account) -> None:
+    # The email-events lifecycle reads it to block a second email of a campaign to one contact.
+    status, _ = send(account, {"Globals": {"DeduplicateCampaign": True, "CustomCampaign": "welcome"},
+                               "Messages": [message(Cc=[{"Email": "c@example.com"}]), message(DeduplicateCampaign=False)]})
+    assert status == 200
+    assert [(m.recipient["Email"], m.deduplicate_campaign) for m in account.messages] == [
+        ("t@example.com", True), ("c@example.com", True), ("t@example.com", False)
+    ]
+    assert account.messages[0].to_json()["DeduplicateCampaign"] is True
+
+
 def test_a_message_can_fail_several_rules_at_once_and_others_still_go(account: Account) -> None:
     bad = message(To=[], Priority=9, URLTags="u" * 300, Headers={"From": "x"}, TemplateErrorDeliver=True,
                   Attachments=[{**ATTACHMENT, "Base64Content": ""}])

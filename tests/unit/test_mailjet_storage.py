@@ -371,3 +371,27 @@ def test_a_row_of_an_unknown_kind_is_refused(world: World) -> None:
     connection.close()
     with pytest.raises(StateError, match="the template row 1 of account segjet-api-key: unknown kind"):
         world.service()
+
+
+def test_a_duplicate_in_campaign_pending_at_a_restart_is_still_blocked(world: World) -> None:
+    # DeduplicateCampaign is decided at the send; what stays to do is the planned `blocked`, stored with the life.
+    first = world.service()
+    message = {"From": {"Email": "shop@example.com"}, "To": [{"Email": "ada@example.com"}], "TextPart": "t", "CustomCampaign": "welcome"}
+    send(first.default.account, {"Messages": [message, {**message, "DeduplicateCampaign": True}]})
+    first.changes.save()
+    world.stop(first)
+    second = world.service()
+    world.advance(timedelta(seconds=1))
+    kept, duplicate = second.default.account.messages
+    assert (kept.status, duplicate.status, duplicate.deduplicate_campaign) == ("sent", "blocked", True)
+    assert (duplicate.events[0]["error_related_to"], duplicate.events[0]["error"]) == ("mailjet", "duplicate in campaign")
+
+
+def test_messages_stored_before_deduplicate_campaign_existed_still_load(world: World) -> None:
+    service = world.service(persistent=False)
+    populate(world, service)
+    snapshot = json.loads(json.dumps(export_snapshot(service)))
+    for message in snapshot["state"]["accounts"][0]["messages"]:
+        del message["deduplicate_campaign"]
+    loaded = read_snapshot(service, snapshot)
+    assert not any(m.deduplicate_campaign for tenant in loaded.values() for m in tenant.account.messages)
