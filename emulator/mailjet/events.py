@@ -14,7 +14,8 @@ Where events come from:
 
 A message's life: `queued` → `sent` (or `bounced`/`blocked` instead) → `opened`, `clicked`, `spam`,
 `unsub` (the message `status` is the latest event's word). Engagement (open, click, spam, unsub) on
-a message still queued delivers it first, as the recipient evidently got it.
+a message still queued delivers it first, as the recipient evidently got it; after engagement the
+message can no longer bounce.
 """
 
 from __future__ import annotations
@@ -52,6 +53,7 @@ STATUS_AFTER = {
     "spam": "spam",
     "unsub": "unsub",
 }
+ENGAGED_STATUSES = frozenset(STATUS_AFTER[event] for event in ENGAGEMENT_EVENTS)
 # Documented error_related_to → error pairs (reference/mailjet.md §5).
 ERROR_PAIRS: dict[str, tuple[str, ...]] = {
     "recipient": ("user unknown", "mailbox inactive", "quota exceeded", "blacklisted", "spam reporter"),
@@ -444,9 +446,14 @@ class EmailEvents:
             return dict(DEFAULT_CAMPAIGN_SENDER)
         if isinstance(raw, str):
             raw = {"Email": raw}
-        if not isinstance(raw, dict) or not isinstance(raw.get("Email"), str) or "@" not in raw["Email"]:
+        if (
+            not isinstance(raw, dict)
+            or not isinstance(raw.get("Email"), str)
+            or "@" not in raw["Email"]
+            or not isinstance(raw.get("Name", ""), (str, type(None)))
+        ):
             raise EmailEventError('from must be an email address or {"Email": ..., "Name": ...}')
-        return {"Email": raw["Email"], "Name": str(raw.get("Name") or "")}
+        return {"Email": raw["Email"], "Name": raw.get("Name") or ""}
 
     # -- control events
 
@@ -506,6 +513,13 @@ class EmailEvents:
     def _bounce(self, life: Life, fields: dict[str, Any], at: datetime) -> dict[str, Any]:
         if life.hard_bounced:
             raise EmailEventError(f"message {life.message.message_id} already hard-bounced")
+        if life.message.status in ENGAGED_STATUSES:
+            # A bounce says the mail never reached the mailbox; an open, click, spam report or unsub
+            # says it did (and a simulated bounce due after a control open must not undo that). Only
+            # engagement can follow engagement (no bounce, and no blocked after delivery), so the
+            # status keeps saying so.
+            message_id = life.message.message_id
+            raise EmailEventError(f"message {message_id} is {life.message.status!r}: it reached the recipient, so it cannot bounce")
         hard = fields.get("hard_bounce", True)
         related, error = _error_pair(fields, DEFAULT_BOUNCE[hard], hard)
         if not life.delivered:
@@ -567,7 +581,12 @@ class EmailEvents:
             raise EmailEventError(f"{contact.email} is already unsubscribed from contact list {list_id}")
         client = self._client_fields(fields)
         self._deliver_first(life, at)
-        self.account.apply_action(contact, list_id, "unsub")
+        # Not apply_action's unsub: managecontact adds "with active=true" (Go doc), but a recipient's
+        # click on an unsubscribe link leaves IsActive alone; and UnsubscribedAt is the event's time
+        # (a simulated unsub fires after a clock jump at its own, earlier, time).
+        recipient.is_unsubscribed = True
+        recipient.unsubscribed_at = at
+        self.account.touch("recipient", recipient.id)
         contact.last_activity_at = at
         return {"mj_list_id": list_id, **client}
 

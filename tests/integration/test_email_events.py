@@ -342,6 +342,10 @@ def test_control_errors_over_http(stack: Stack) -> None:
     message_id = stack.send_email("gus@example.com")
     bad = httpx.post(f"{stack.mailjet_url}/_emulator/messages/{message_id}/events", json={"event": "click", "url": "https://elsewhere.example.com/"})
     assert bad.status_code == 400 and "is not a link" in bad.json()["error"]
+    stack.emit(message_id, "open")
+    bounce = httpx.post(f"{stack.mailjet_url}/_emulator/messages/{message_id}/events", json={"event": "bounce"})
+    assert bounce.status_code == 400 and "cannot bounce" in bounce.json()["error"]
+    assert [row["event"] for row in stack.email_events(MessageID=message_id)] == ["sent", "open"]
     rate = httpx.put(f"{stack.mailjet_url}/_emulator/simulation", json={"open_rate": 2})
     assert rate.status_code == 400 and "from 0 to 1" in rate.json()["error"]
     campaign = httpx.post(f"{stack.mailjet_url}/_emulator/campaigns", json={"list_id": 77, "subject": "s", "html": HTML})

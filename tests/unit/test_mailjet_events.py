@@ -279,6 +279,43 @@ def test_unsub_needs_a_list_the_contact_is_on(fake: Fake) -> None:
     assert "already unsubscribed" in fake.refused(message_id, "unsub", mj_list_id=1).message
 
 
+def test_a_message_its_recipient_acted_on_cannot_bounce(fake: Fake) -> None:
+    # A bounce says the mail never reached the mailbox; after an open (click, spam, unsub) it did.
+    for event in ("open", "click", "spam"):
+        message_id = fake.send(f"{event}@example.com")
+        fake.emit(message_id, event)
+        assert "cannot bounce" in fake.refused(message_id, "bounce").message
+        assert "cannot bounce" in fake.refused(message_id, "bounce", hard_bounce=False).message
+        assert fake.kinds(message_id) == ["sent", event]
+        assert not fake.account.find_contact(f"{event}@example.com").is_excluded_from_campaigns
+    # The simulated recipient's server bounces it, but a control open got there first.
+    fake.events.configure_simulation({"bounce_rate": 1, "seed": 5})
+    opened = fake.send("late@example.com")
+    fake.emit(opened, "open")
+    fake.advance(timedelta(hours=1))
+    assert fake.kinds(opened) == ["sent", "open"] and fake.events.find_message(opened).status == "opened"
+
+
+def test_an_unsub_event_only_unsubscribes_at_its_own_time(fake: Fake) -> None:
+    # apply_action's unsub (managecontact: "active=true") used to reactivate an inactive subscription,
+    # and UnsubscribedAt was the clock's time when a simulated unsub fired late, not the event's.
+    fake.subscribe("ada@example.com")
+    contact = fake.account.find_contact("ada@example.com")
+    recipient = fake.account.find_recipient(contact.id, 1)
+    recipient.is_active = False
+    unsub = fake.emit(fake.send(), "unsub", mj_list_id=1)
+    assert recipient.is_unsubscribed and not recipient.is_active
+    assert recipient.unsubscribed_at == unsub.at
+    fake.events.configure_simulation({"open_rate": 1, "unsub_rate": 1, "delay": "10m", "seed": 3})
+    fake.subscribe("bob@example.com")
+    fake.events.send_campaign({"list_id": 1, "subject": "News", "html": HTML})
+    fake.advance(timedelta(days=2))
+    (simulated,) = [record for record in fake.events.events(event="unsub") if record.message.recipient["Email"] == "bob@example.com"]
+    bob = fake.account.find_recipient(fake.account.find_contact("bob@example.com").id, 1)
+    assert bob.unsubscribed_at == simulated.at == fake.account.find_contact("bob@example.com").last_activity_at
+    assert bob.unsubscribed_at < fake.clock.now() - timedelta(days=1)
+
+
 # ---------------------------------------------------------------- campaigns
 
 
@@ -314,6 +351,8 @@ def test_campaign_requests_are_checked(fake: Fake) -> None:
     assert "subject must be" in refused({"list_id": 1, "subject": "", "html": "<p>x</p>"})
     assert "html must be" in refused({"list_id": 1, "subject": "s"})
     assert "from must be" in refused({"list_id": 1, "subject": "s", "html": "<p>x</p>", "from": "nobody"})
+    # A Name that is no string used to go out as its Python repr ("{'x': 1}").
+    assert "from must be" in refused({"list_id": 1, "subject": "s", "html": "<p>x</p>", "from": {"Email": "a@example.com", "Name": {"x": 1}}})
     assert "unknown field(s): to" in refused({"list_id": 1, "subject": "s", "html": "<p>x</p>", "to": "x"})
     empty = fake.events.send_campaign({"list_id": 1, "subject": "s", "html": "<p>x</p>", "from": "news@example.com"})
     assert empty.message_ids == [] and empty.name == "s"
