@@ -55,6 +55,7 @@ EMAIL_PATTERN = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s]+")
 _ID = re.compile(r"[0-9]{1,19}")
 # JSON's number grammar: float() also takes "1_000", "nan", " infinity" and non-ASCII digits.
 _JSON_NUMBER = re.compile(r"-?(?:0|[1-9][0-9]*)(?:\.[0-9]+)?(?:[eE][+-]?[0-9]+)?")
+_INT64 = range(-(2**63), 2**63)
 _TRUE = ("true", "1")
 _FALSE = ("false", "0")
 
@@ -224,12 +225,18 @@ def coerce_property(datatype: str, value: Any) -> str | None:
         if isinstance(value, bool):
             raise ValueError("bool is not int")
         if isinstance(value, int):
-            return str(value)
-        if isinstance(value, float) and value.is_integer():
-            return str(int(value))
-        if isinstance(value, str) and re.fullmatch(r"-?[0-9]+", value.strip()):
-            return str(int(value))
-        raise ValueError("not an int")
+            number = value
+        elif isinstance(value, float) and value.is_integer():
+            number = int(value)
+        elif isinstance(value, str) and re.fullmatch(r"-?[0-9]+", value.strip()):
+            number = int(value)
+        else:
+            raise ValueError("not an int")
+        if number not in _INT64:
+            # GUESS: an int property is 64 bits (the destination sends larger integers as `str`);
+            # unbounded, 1e300 was stored as a 301-digit "int".
+            raise ValueError("out of int64 range")
+        return str(number)
     if datatype == "float":
         if isinstance(value, bool):
             raise ValueError("bool is not float")
@@ -738,7 +745,17 @@ class Account:
         excluded = query.get_bool("IsExcludedFromCampaigns")
         if excluded is not None:
             contacts = [c for c in contacts if c.is_excluded_from_campaigns == excluded]
-        return contacts
+        return self._in_campaign(contacts, query)
+
+    def _in_campaign(self, contacts: list[Contact], query: Query) -> list[Contact]:
+        """The `Campaign` filter of /contact and /contactdata (node types): the contacts a message of
+        that campaign went to. GUESS: any of its messages counts, whatever became of it; campaign
+        ID 0 (a plain transactional email's mj_campaign_id) is no campaign."""
+        campaign_id = query.get_int("Campaign")
+        if campaign_id is None:
+            return contacts
+        recipients = {m.contact_id for m in self.messages if campaign_id and m.campaign_id == campaign_id}
+        return [c for c in contacts if c.id in recipients]
 
     def ensure_contact(self, email: str, name: str | None = None) -> Contact:
         """The contact for `email`, created if new (managecontact and Send create contacts)."""
@@ -1232,7 +1249,7 @@ class Account:
         if list_id is not None:
             members = {r.contact_id for r in self.recipients.values() if r.list_id == list_id}
             contacts = [c for c in contacts if c.id in members]
-        return contacts
+        return self._in_campaign(contacts, query)
 
     def set_contact_data(self, contact_ref: str | None, body: dict[str, Any]) -> tuple[Contact, bool]:
         """PUT /contactdata/{id} (merge, like PATCH) and POST /contactdata (contact in the body)."""
@@ -1487,14 +1504,20 @@ class Account:
             excluded = parse_bool(excluded_raw, "IsExcludedFromCampaigns") if excluded_raw is not None else None
         except MailjetError:
             return "IsExcludedFromCampaigns not valid"
-        properties = ci_get(raw, "Properties") or {}
-        if not isinstance(properties, dict):
+        properties = ci_get(raw, "Properties")
+        if properties is None:
+            properties = {}  # null is what the Go client sends for no properties
+        elif not isinstance(properties, dict):
+            # As managecontact refuses them: "", [] or false are no "no properties" either.
             return "properties must be a JSON object"
         values, problems = self.coerce_properties(properties)
         if problems:
             # Observed: "property not defined" (php#245); the type-mismatch text is a guess.
             name_problem = next(iter(problems[0].items()))
             return "property not defined" if name_problem[1] == "Property not defined" else "property type does not match definition"
+        if self.find_contact(email) is None and contacts_lists and all(item["Action"] == "remove" for item in contacts_lists):
+            # As managecontact (`manage_contact`): removing an unknown address creates nothing.
+            return None
         contact = self.ensure_contact(email, name)
         self.apply_contact_changes(contact, name, excluded, values)
         for item in contacts_lists:

@@ -680,3 +680,25 @@ def test_published_simulation_seed_is_what_the_server_takes(server: Server) -> N
     assert schema["properties"]["seed"] == {"type": "integer"}
     assert server.control("PUT", "simulation", json={"seed": None}).status_code == 400
     assert server.control("PUT", "simulation", json={"seed": 3}).json()["seed"] == 3
+
+
+def test_campaign_filter_of_contact_and_contactdata_keeps_the_campaigns_recipients(server: Server) -> None:
+    http = server.http
+    assert http.post("/v3/REST/contactslist", json={"Name": "promo"}).status_code == 201
+    for email, list_id in (("in@example.com", 2), ("out@example.com", 1)):
+        assert http.post(f"/v3/REST/contactslist/{list_id}/managecontact", json={"Email": email, "Action": "addforce"}).status_code == 201
+    campaign = server.control("POST", "campaigns", json={"list_id": 2, "subject": "s", "html": "<p>x</p>"})
+    assert campaign.status_code == 201
+    campaign_id = campaign.json()["id"]
+    in_id = http.get("/v3/REST/contact/in@example.com").json()["Data"][0]["ID"]
+    assert [r["Email"] for r in http.get(f"/v3/REST/contact?campaign={campaign_id}").json()["Data"]] == ["in@example.com"]
+    assert [r["ContactID"] for r in http.get(f"/v3/REST/contactdata?Campaign={campaign_id}").json()["Data"]] == [in_id]
+    assert http.get("/v3/REST/contact?Campaign=999").json()["Total"] == 0
+
+
+def test_a_job_removing_unknown_emails_creates_no_contacts(server: Server) -> None:
+    mj = server.client()
+    job_id = data(mj.contactslist_managemanycontacts.create(id=1, data={"Action": "remove", "Contacts": [{"Email": "nobody@example.com"}]}))[0]["JobID"]
+    server.control("POST", "clock", json={"advance": "2s"})
+    assert data(mj.contactslist_managemanycontacts.get(id=1, action_id=job_id))[0]["Status"] == "Completed"
+    assert mj.contact.get().json()["Total"] == 0

@@ -377,3 +377,54 @@ def test_contacts_lists_errors_echo_the_values_as_json_text(account: Account) ->
         {"ListID": None, "Action": True}, {"ListID": {"a": 1}, "Action": "addforce"}, {"Action": "addforce"}]})
     # Not Python's "None", "True" or "{'a': 1}": what the client sent, as JSON writes it.
     assert [(p["ListID"], p["Action"]) for p in error.message["ContactsLists"]] == [("", "true"), ('{"a": 1}', "addforce"), ("", "addforce")]
+
+
+def test_a_job_removing_an_unknown_email_creates_nothing_as_managecontact_does(account: Account) -> None:
+    assert account.manage_contact("1", {"Email": "gone@example.com", "Action": "remove"})["ContactID"] == 0
+    job = account.start_list_job("1", {"Action": "remove", "Contacts": [{"Email": "gone@example.com", "Name": "G"}]})
+    many = account.start_contacts_job({"ContactsLists": [{"ListID": 1, "Action": "remove"}], "Contacts": [{"Email": "gone2@example.com"}]})
+    run_jobs(account)
+    assert (job.status, job.count, many.status, many.count) == ("Completed", 1, "Completed", 1)
+    assert account.contacts == {} and account.recipients == {}
+    # A job with no list, or one list it adds to, still creates the contact.
+    account.start_contacts_job({"ContactsLists": [{"ListID": 1, "Action": "remove"}, {"ListID": 1, "Action": "addnoforce"}],
+                                "Contacts": [{"Email": "kept@example.com"}]})
+    account.start_contacts_job({"Contacts": [{"Email": "alone@example.com"}]})
+    run_jobs(account)
+    assert sorted(c.email for c in account.contacts.values()) == ["alone@example.com", "kept@example.com"]
+
+
+@pytest.mark.parametrize("properties", ["", "{}", [], 0, False])
+def test_job_properties_that_are_not_an_object_fail_as_in_managecontact(account: Account, properties: object) -> None:
+    assert error_of(account.manage_contact, "1", {"Email": "p@example.com", "Action": "addforce", "Properties": properties}).status == 400
+    job = account.start_list_job("1", {"Action": "addforce", "Contacts": [{"Email": "p@example.com", "Properties": properties}]})
+    run_jobs(account)
+    assert job.errors == [{"Index": 0, "Email": "p@example.com", "Error": "properties must be a JSON object"}]
+    assert account.find_contact("p@example.com") is None
+
+
+@pytest.mark.parametrize("value", [2**63, -(2**63) - 1, "9223372036854775808", 1e19, 1e300])
+def test_int_property_values_beyond_int64_are_mismatches(value: object) -> None:
+    with pytest.raises(ValueError):
+        coerce_property("int", value)
+
+
+def test_int_property_values_at_the_int64_bounds_are_kept() -> None:
+    assert coerce_property("int", 2**63 - 1) == "9223372036854775807"
+    assert coerce_property("int", str(-(2**63))) == "-9223372036854775808"
+
+
+def test_contact_and_contactdata_campaign_filter_keeps_the_campaigns_recipients(account: Account) -> None:
+    # `Campaign` is a documented filter of GET /contact and /contactdata (node GetContactQueryParams,
+    # GetContactDataQueryParams): it must filter, not answer every contact.
+    account.create_contact({"Email": "never@example.com"})
+    send(account, {"Messages": [{"From": {"Email": "f@example.com"}, "To": [{"Email": "in@example.com"}], "HTMLPart": "x"},
+                                {"From": {"Email": "f@example.com"}, "To": [{"Email": "other@example.com"}], "HTMLPart": "x"}]})
+    account.messages[0].campaign_id, account.messages[1].campaign_id = 7, 8
+    in_seven = account.get_contact("in@example.com")
+    assert account.list_contacts(Query.parse([("Campaign", "7")])) == [in_seven]
+    assert account.list_contact_data(Query.parse([("campaign", "7")])) == [in_seven]
+    assert account.list_contacts(Query.parse([("Campaign", "9")])) == []
+    assert account.list_contacts(Query.parse([("Campaign", "0")])) == []
+    assert len(account.list_contacts(Query())) == 3
+    assert error_of(account.list_contacts, Query.parse([("Campaign", "x")])).status == 400
