@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import html
 import json
 import re
@@ -115,15 +117,40 @@ def _inline_json(data: Any) -> str:
     return json.dumps(data, default=str).replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
 
 
+def _csp_hash(text: str) -> str:
+    return "'sha256-" + base64.b64encode(hashlib.sha256(text.encode("utf-8")).digest()).decode("ascii") + "'"
+
+
+# Runs after the renderer: reads the inline data and renders it.
+_EXPORT_BOOT = """
+  // Mailjet MessageIDs exceed 2^53: keep such integers as their exact digits.
+  const exact = (key, value, context) =>
+    typeof value === "number" && !Number.isSafeInteger(value) && context && /^-?\\d+$/.test(context.source) ? context.source : value;
+  const data = JSON.parse(document.getElementById("trace-data").textContent, exact);
+  document.getElementById("trace-user").textContent = data.user;
+  SegjetTrace.render(document.getElementById("trace-result"), data);
+"""
+
+
 def export_html(data: dict[str, Any]) -> str:
-    """One self-contained HTML file: the dashboard CSS, the trace renderer and the data, inline."""
+    """One self-contained HTML file: the dashboard CSS, the trace renderer and the data, inline.
+
+    A Content-Security-Policy meta, second to the escaping of the data: nothing is fetched, and only
+    the file's own style and scripts run (allowed by hash), so markup that got in runs no script.
+    The data's `<script type="application/json">` is never run, so it needs no hash.
+    """
     css = (STATIC_DIR / "dashboard.css").read_text(encoding="utf-8")
     script = (STATIC_DIR / "trace-view.js").read_text(encoding="utf-8")
     title = html.escape(f"segjet trace: {data.get('user', '')}")
+    policy = (
+        f"default-src 'none'; style-src {_csp_hash(css)}; script-src {_csp_hash(script)} {_csp_hash(_EXPORT_BOOT)}; "
+        "base-uri 'none'; form-action 'none'"
+    )
     return f"""<!doctype html>
 <html lang="en">
 <head>
 <meta charset="utf-8">
+<meta http-equiv="Content-Security-Policy" content="{policy}">
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <title>{title}</title>
 <style>{css}</style>
@@ -133,14 +160,7 @@ def export_html(data: dict[str, Any]) -> str:
 <main id="view" class="view"><h1>Trace of <span id="trace-user"></span></h1><div id="trace-result"></div></main>
 <script type="application/json" id="trace-data">{_inline_json(data)}</script>
 <script>{script}</script>
-<script>
-  // Mailjet MessageIDs exceed 2^53: keep such integers as their exact digits.
-  const exact = (key, value, context) =>
-    typeof value === "number" && !Number.isSafeInteger(value) && context && /^-?\\d+$/.test(context.source) ? context.source : value;
-  const data = JSON.parse(document.getElementById("trace-data").textContent, exact);
-  document.getElementById("trace-user").textContent = data.user;
-  SegjetTrace.render(document.getElementById("trace-result"), data);
-</script>
+<script>{_EXPORT_BOOT}</script>
 </body>
 </html>
 """

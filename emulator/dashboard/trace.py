@@ -7,6 +7,7 @@ side serves it as `GET /_emulator/dashboard/trace?user=`; the browser never talk
 
 from __future__ import annotations
 
+import json
 import re
 from datetime import datetime, timezone
 from typing import Any
@@ -70,14 +71,16 @@ def _same_email(value: Any, email: str | None) -> bool:
     return isinstance(value, str) and email is not None and value.casefold() == email.casefold()
 
 
-def _names(value: Any, email: str | None, user_id: str | None, path: str = "") -> bool:
-    """Does `value` (any JSON value) hold the user's email or userId, or a segment of `path` the email?
+def _names(value: Any, emails: tuple[str, ...], user_id: str | None, path: str = "") -> bool:
+    """Does `value` (any JSON value) hold one of the user's emails or their userId, or a segment of
+    `path` an email?
 
     Whole strings, not substrings: `u1` is inside `u10`, `ada@example.co` inside `ada@example.com`,
     and neither is that user. A Mailjet path names a contact by email or Mailjet id, never by the
     Segment userId: a userId "1" is not `/contactslist/1/managecontact`.
     """
-    if any(_same_email(part, email) for part in path.split("/")):
+    folded = {email.casefold() for email in emails}
+    if any(part.casefold() in folded for part in path.split("/")):
         return True
     pending = [value]
     while pending:
@@ -86,9 +89,15 @@ def _names(value: Any, email: str | None, user_id: str | None, path: str = "") -
             pending.extend(item.values())
         elif isinstance(item, list):
             pending.extend(item)
-        elif isinstance(item, str) and (_same_email(item, email) or (user_id is not None and item == user_id)):
+        elif isinstance(item, str) and (item.casefold() in folded or (user_id is not None and item == user_id)):
             return True
     return False
+
+
+def _shown(value: Any) -> str:
+    """A value for a title: a string as it is, any other JSON value (a discarded call's `event` may
+    be an object) as JSON, not as Python's repr of it."""
+    return value if isinstance(value, str) else json.dumps(value, ensure_ascii=False, default=str)
 
 
 def _step(kind: str, at: Any, title: str, summary: str, payload: Any, **extra: Any) -> dict[str, Any]:
@@ -111,32 +120,45 @@ async def build_trace(
         user_id, email = _identify_user(user, events)
         # A tuple, not a set: a discarded event's userId or anonymousId may be any JSON value (a dict).
         ids = tuple(value for value in (user_id, email, user) if value)
+        emails = _emails_of_user(email, user_id, events)
+        # An anonymous visitor's calls (no userId) are the user's once an identify tied the two;
+        # a call with another userId is another user's, even on the same device.
+        linked = _linked_ids(ids, events)
         mine = [
             event for event in events
-            if event.get("userId") in ids or event.get("anonymousId") in ids or _same_email(_email_of(event), email)
+            if event.get("userId") in ids or event.get("anonymousId") in ids
+            or (not event.get("userId") and event.get("anonymousId") in linked) or event.get("userId") in linked
+            or any(_same_email(_email_of(event), address) for address in emails)
         ]
         message_ids = {event.get("messageId") for event in mine if isinstance(event.get("messageId"), str)}
+        # When each message was accepted: a record never attempted (skipped, or queued) has no time
+        # of its own, and stands at its message's. Only accepted messages have a record; a discarded
+        # duplicate's messageId must not move it.
+        received = {
+            event["messageId"]: event.get("receivedAt") for event in reversed(mine)
+            if event.get("messageId") in message_ids and event.get("status", "accepted") == "accepted"
+        }
         deliveries = [
             record for record in await _get(http, f"{segment_url}/_emulator/deliveries", "deliveries", {"limit": LIMIT})
             if record.get("messageId") in message_ids
         ]
         journal = _journal_of_user(
-            await _get(http, f"{mailjet_url}/_emulator/requests", "requests", {"limit": LIMIT}), email, user_id, deliveries
+            await _get(http, f"{mailjet_url}/_emulator/requests", "requests", {"limit": LIMIT}), emails, user_id, deliveries
         )
         messages = [
             message for message in await _get(http, f"{mailjet_url}/_emulator/messages", "messages", {"limit": LIMIT})
-            if email and _names(message.get("to") or message.get("To") or message, email, None)
+            if _names(message.get("to") or message.get("To") or message, emails, None)
         ]
         email_events = [
             event for event in await _get(http, f"{mailjet_url}/_emulator/email-events", "email_events", {"limit": LIMIT})
-            if email and str(event.get("email", "")).lower() == email.lower()
+            if any(_same_email(event.get("email"), address) for address in emails)
         ]
         contacts = (
             await _get(http, f"{mailjet_url}/_emulator/dashboard/contacts", "contacts", {"email": email}) if email else []
         )
     steps = (
         [_segment_step(event) for event in mine]
-        + [step for record in deliveries for step in _delivery_steps(record)]
+        + [step for record in deliveries for step in _delivery_steps(record, received.get(record.get("messageId")))]
         + [_journal_step(entry) for entry in journal]
         + [_message_step(message) for message in messages]
         + [_email_event_step(event) for event in email_events]
@@ -146,26 +168,32 @@ async def build_trace(
 
 
 def _journal_of_user(
-    entries: list[dict[str, Any]], email: str | None, user_id: str | None, deliveries: list[dict[str, Any]]
+    entries: list[dict[str, Any]], emails: tuple[str, ...], user_id: str | None, deliveries: list[dict[str, Any]]
 ) -> list[dict[str, Any]]:
     """Mailjet calls that name the user, and the property-definition calls (`/contactmetadata`,
     which name no one) made between the user's first delivery attempt and last call naming them."""
-    if not email and not user_id:
+    if not emails and not user_id:
         return []
-    named = [e for e in entries if _names([e.get("body"), e.get("response")], email, user_id, str(e.get("path", "")))]
+    named = [e for e in entries if _names([e.get("body"), e.get("response")], emails, user_id, str(e.get("path", "")))]
     starts = [attempt.get("at") for record in deliveries for attempt in record.get("attempts") or [] if attempt.get("at")]
     if not named or not starts:
         return named
     low, high = min(_time_key(at) for at in starts), max(_time_key(e.get("at")) for e in named)
+    # A definition call that also names the user (a userId that is a property's name) is one step, not two.
+    named_ids = {e.get("id") for e in named}
     shared = [
         {**e, "shared": True} for e in entries
         if "contactmetadata" in str(e.get("path", "")).lower() and low <= _time_key(e.get("at")) <= high
+        and e.get("id") not in named_ids
     ]
     return sorted(named + shared, key=lambda e: e.get("id", 0))
 
 
 def _identify_user(user: str, events: list[dict[str, Any]]) -> tuple[str | None, str | None]:
-    """(userId, email) for a userId or an email, from the identify calls Segment stored."""
+    """(userId, email) for a userId or an email: the email is the one the user's latest identify
+    gave (else the latest any call of theirs carries), not that of the latest call naming one: an
+    "Email Delivered" track the Mailjet App Connection sends back names the address it went to,
+    which may be the user's previous one."""
     user_id = email = None
     if "@" in user:
         email = user
@@ -175,24 +203,52 @@ def _identify_user(user: str, events: list[dict[str, Any]]) -> tuple[str | None,
                 user_id = event["userId"]
     else:
         user_id = user
+        identified = None
         for event in events:
             if event.get("userId") == user and _email_of(event):
                 email = _email_of(event)
+                if event.get("type") == "identify":
+                    identified = email
+        email = identified or email
     return user_id, email
 
 
+def _emails_of_user(email: str | None, user_id: str | None, events: list[dict[str, Any]]) -> tuple[str, ...]:
+    """`email` and every other address the user's calls carried (a user may change theirs): the
+    emails sent to an earlier address, and its events, are still the user's."""
+    found = {email.casefold(): email} if email else {}
+    for event in events:
+        if user_id is not None and event.get("userId") == user_id and (other := _email_of(event)):
+            found.setdefault(other.casefold(), other)
+    return tuple(found.values())
+
+
+def _linked_ids(user_ids: tuple[Any, ...], events: list[dict[str, Any]]) -> tuple[str, ...]:
+    """The anonymousIds Segment merges into the user: those the user's calls carried along with
+    their userId, and the previousIds of their alias calls."""
+    linked: list[str] = []
+    for event in events:
+        if event.get("userId") not in user_ids:
+            continue
+        for value in (event.get("anonymousId"), event.get("previousId") if event.get("type") == "alias" else None):
+            if isinstance(value, str) and value and value not in linked and value not in user_ids:
+                linked.append(value)
+    return tuple(linked)
+
+
 def _segment_step(event: dict[str, Any]) -> dict[str, Any]:
-    call_type = event.get("type") or "?"
+    call_type = _shown(event.get("type") or "?")
     wire = {key: value for key, value in event.items() if key not in ("status", "discard_reason", "violations", "source")}
     verdict = check(segment_contract(wire), wire)
     personas = (event.get("context") or {}).get("personas") if isinstance(event.get("context"), dict) else None
     event_name = event.get("event")
     if isinstance(personas, dict):
-        kind, title = "engage", f"Engage sync: identify ({personas.get('computation_key', '?')})"
+        kind, title = "engage", f"Engage sync: identify ({_shown(personas.get('computation_key', '?'))})"
     elif call_type == "track" and isinstance(event_name, str) and event_name.startswith("Email "):
         kind, title = "segment-email-event", f"Segment received track “{event_name}”"
     else:
-        kind, title = "segment", f"Segment received {call_type}" + (f" “{event_name}”" if event_name else "")
+        shown = f" “{_shown(event_name)}”" if event_name is not None and event_name != "" else ""
+        kind, title = "segment", f"Segment received {call_type}{shown}"
     status = event.get("status", "accepted")
     summary = f"messageId {event.get('messageId')} · {status}"
     if event.get("discard_reason"):
@@ -201,7 +257,9 @@ def _segment_step(event: dict[str, Any]) -> dict[str, Any]:
                  storedViolations=event.get("violations") or [], **verdict)
 
 
-def _delivery_steps(record: dict[str, Any]) -> list[dict[str, Any]]:
+def _delivery_steps(record: dict[str, Any], received_at: Any = None) -> list[dict[str, Any]]:
+    """One step per attempt; a record with none (skipped, or queued) is one step at its next
+    attempt's time, else at `received_at`, its message's."""
     attempts = record.get("attempts") or []
     steps = []
     for number, attempt in enumerate(attempts, start=1):
@@ -215,7 +273,7 @@ def _delivery_steps(record: dict[str, Any]) -> list[dict[str, Any]]:
         ))
     if not attempts:
         steps.append(_step(
-            "delivery", record.get("next_attempt_at"), "Delivery to Mailjet destination",
+            "delivery", record.get("next_attempt_at") or received_at, "Delivery to Mailjet destination",
             f"{record.get('state')}" + (f" · {record['reason']}" if record.get("reason") else ""),
             record, service="segment", state=record.get("state"), **_no_verdict(),
         ))
