@@ -95,6 +95,7 @@ def control_routes(
     reset: Callable[[], None],
     scoped_reset: Callable[[Request], dict[str, Any] | None] | None = None,
     quiesce: Callable[[], Awaitable[None]] | None = None,
+    journal_tenant: Callable[[Request], Callable[[str | None], bool] | None] | None = None,
 ) -> list[Route]:
     """Routes for health, reset, requests and clock; `reset` clears the service's own state.
 
@@ -103,6 +104,9 @@ def control_routes(
     names no tenant, for the whole-service reset (which also clears the journal and the clock offset).
     `quiesce()`, when given, is awaited after either reset: the reset answers once the work the
     service started before it (requests it sent) has ended, so none of it lands after the answer.
+    `journal_tenant(request)`, when given, limits `GET requests` to the tenant the request names
+    (`?writeKey=`, `?apiKey=`): it answers whether an exchange's credential is that tenant's, None when
+    the request names no tenant (every exchange), or raises ControlError (404 for an unknown key).
     """
 
     async def health(request: Request) -> Response:
@@ -128,9 +132,10 @@ def control_routes(
     async def requests(request: Request) -> Response:
         try:
             limit = query_limit(request)
+            tenant = journal_tenant(request) if journal_tenant is not None else None
         except ControlError as exc:
             return control_error_response(exc)
-        entries = journal.entries(request.query_params.get("method"), request.query_params.get("path"), limit)
+        entries = journal.entries(request.query_params.get("method"), request.query_params.get("path"), limit, tenant)
         # `dropped`: exchanges pushed out of the capped journal since the last reset.
         return JSONResponse(
             {"requests": [entry.to_json() for entry in entries], "dropped": journal.dropped, "capacity": journal.capacity}

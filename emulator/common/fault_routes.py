@@ -339,6 +339,7 @@ def service_middleware(
     `tenant_epoch(credential)` changes when the account or workspace a request's credential names
     is reset: a request a fault held across that reset is closed unanswered, as across a whole one.
     """
+    journal.credential = credential  # whose each exchange is, for `GET requests?writeKey=` / `?apiKey=`
     stack = [Middleware(QuietDisconnect)]
     if control_token is not None:
         stack.append(Middleware(ControlTokenMiddleware, token=control_token))

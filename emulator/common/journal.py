@@ -10,7 +10,7 @@ import itertools
 import zlib
 from collections import deque
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable
 
 from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -51,6 +51,9 @@ class Exchange:
     response_size: int = 0
     # The fault rule that failed or delayed this exchange; a dropped or held request has no status.
     fault: str | None = None
+    # The credential (write key, API key) the request carried, worked out on the first tenant-scoped
+    # read rather than on the hot path; `_UNSEEN` until then.
+    credential: object = None
 
     def keep_response(self, body: bytes) -> None:
         self.response_body, self.response_size = _kept(body), len(body)
@@ -117,8 +120,17 @@ def _redacted(fields: dict[str, Any]) -> dict[str, Any]:
     return {k: ("<redacted>" if k in _REDACTED_BODY_FIELDS else v) for k, v in fields.items()}
 
 
+_UNSEEN = object()
+# Reads the credential of a request (fault_routes `write_key`, `basic_username`) from its scope and body.
+Credential = Callable[[Scope, "bytes | None"], "str | None"]
+
+
 class Journal:
-    """The newest `capacity` exchanges; older ones are dropped and counted in `dropped`."""
+    """The newest `capacity` exchanges; older ones are dropped and counted in `dropped`.
+
+    `credential`, when set (service_middleware sets it), tells whose an exchange is, so a read can be
+    limited to one workspace or account: parallel jobs share one server and its journal.
+    """
 
     def __init__(self, clock: Clock, capacity: int = 10_000) -> None:
         self.clock = clock
@@ -129,6 +141,15 @@ class Journal:
         # Bumped by `clear()`, which a whole-service reset calls: a request that arrived in an older
         # generation belongs to the state the reset forgot (FaultMiddleware drops it if still held).
         self.generation = 0
+        self.credential: Credential | None = None
+
+    def credential_of(self, entry: Exchange) -> str | None:
+        """The credential the exchange's request carried, from the headers and body kept: a body
+        over 64 KB is not kept, so a write key only inside such a body is not seen (None)."""
+        if entry.credential is _UNSEEN:
+            scope = {"headers": entry.raw_headers}
+            entry.credential = self.credential(scope, entry.request_body) if self.credential is not None else None
+        return entry.credential  # type: ignore[return-value]
 
     def record(self, scope: Scope, body: bytes, fault: str | None = None, size: int | None = None) -> Exchange:
         """Keep an exchange; `size` is the body's whole size when only its start (`body`) was kept."""
@@ -139,18 +160,27 @@ class Journal:
         entry = Exchange(
             next(self._ids), iso(self.clock.now()), scope["method"], scope["path"],
             scope.get("query_string", b""), headers, _kept(body), len(body) if size is None else size, fault=fault,
+            credential=_UNSEEN,
         )
         if len(self._entries) == self.capacity:
             self.dropped += 1
         self._entries.append(entry)
         return entry
 
-    def entries(self, method: str | None = None, path_contains: str | None = None, limit: int = 100) -> list[Exchange]:
+    def entries(
+        self,
+        method: str | None = None,
+        path_contains: str | None = None,
+        limit: int = 100,
+        tenant: Callable[[str | None], bool] | None = None,
+    ) -> list[Exchange]:
+        """The newest `limit` matches; `tenant(credential)` says whether an exchange is the named tenant's."""
         selected = [
             entry
             for entry in self._entries
             if (method is None or entry.method == method.upper())
             and (path_contains is None or path_contains.lower() in entry.path.lower())
+            and (tenant is None or tenant(self.credential_of(entry)))
         ]
         return selected[-limit:] if limit else []
 

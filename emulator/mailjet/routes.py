@@ -36,7 +36,7 @@ from ..common.json_body import decode_json
 from ..common.openapi import openapi_route
 from ..config import BundleConfig, BundleUrls
 from ..dashboard import mailjet_dashboard_routes
-from .account_routes import account_routes, scoped_reset, tenant_of
+from .account_routes import account_routes, named_api_key, scoped_reset, tenant_of
 from .event_routes import email_event_routes
 from .events import EmailEvents
 from .models import SERVICE, Account, Contact, EventCallback, MailjetError, PropertyDefinition, Query, paginate, sort_keys
@@ -527,8 +527,18 @@ def create_app(config: BundleConfig, clock: Clock, urls: BundleUrls) -> Starlett
         status, result = send(account, body)
         return JSONResponse(result, status)
 
+    def journal_tenant(request: Request) -> Callable[[str | None], bool] | None:
+        # `GET requests?apiKey=K`: the exchanges authenticated (Basic username) as account K.
+        if named_api_key(request) is None:
+            return None
+        api_key = tenant_of(service, request).account.api_key
+        return lambda username: username == api_key
+
     routes = [
-        *control_routes(SERVICE, clock, journal, reset, lambda request: scoped_reset(service, request), service.quiesce),
+        *control_routes(
+            SERVICE, clock, journal, reset, lambda request: scoped_reset(service, request), service.quiesce,
+            journal_tenant,
+        ),
         *fault_routes(faults),
         *account_routes(service, store),
         openapi_route(openapi_document),

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 from contextlib import asynccontextmanager
-from typing import AsyncIterator
+from typing import AsyncIterator, Callable
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -93,6 +93,13 @@ def create_app(config: BundleConfig, clock: Clock, urls: BundleUrls) -> Starlett
         workspace.reset()
         return {"workspace": workspace.id}
 
+    def journal_tenant(request: Request) -> Callable[[str | None], bool] | None:
+        # `GET requests?writeKey=K`: the exchanges whose tracking calls went to K's workspace.
+        if named_write_key(request) is None:
+            return None
+        workspace = workspace_of(request)
+        return lambda key: workspaces.for_tracking(key or "") is workspace
+
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         workspaces.resume()  # deliveries restored from the database that wait for no retry
@@ -158,7 +165,7 @@ def create_app(config: BundleConfig, clock: Clock, urls: BundleUrls) -> Starlett
     app = Starlette(
         routes=[
             Route("/v1/{endpoint}", tracking, methods=["POST"]),
-            *control_routes("segment", clock, journal, reset, reset_workspace, workspaces.quiesce),
+            *control_routes("segment", clock, journal, reset, reset_workspace, workspaces.quiesce, journal_tenant),
             *fault_routes(faults),
             Route("/_emulator/events", events, methods=["GET"]),
             Route("/_emulator/profiles/{user_id:path}", profile, methods=["GET"]),

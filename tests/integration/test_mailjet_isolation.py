@@ -224,3 +224,15 @@ def test_a_write_whose_body_arrives_across_a_reset_of_its_account_lands_in_the_f
         assert [c["Email"] for c in data(server.client(B).contact.get())] == ["straddle@example.com"]
     else:
         assert server.control("GET", "simulation", B[0]).json()["open_rate"] == 0.5
+
+
+def test_a_journal_read_naming_an_account_shows_only_its_calls(server: Server) -> None:
+    server.http.get("/v3/REST/contactslist", auth=B)
+    server.http.get("/v3/REST/contactslist", auth=A)
+    server.http.get("/v3/REST/contactslist", auth=(B[0], "wrong"))
+    of_b = server.control("GET", "requests", B[0]).json()["requests"]
+    assert [(entry["path"], entry["status"]) for entry in of_b] == [("/v3/REST/contactslist", 200), ("/v3/REST/contactslist", 401)]
+    of_a = server.http.get("/_emulator/requests", params={"apiKey": A[0], "path": "/v3/"}).json()["requests"]
+    assert [entry["status"] for entry in of_a] == [200]
+    assert server.control("GET", "requests", "nobody").status_code == 404
+    assert len(server.http.get("/_emulator/requests", params={"path": "/v3/"}).json()["requests"]) == 3

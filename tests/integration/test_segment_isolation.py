@@ -413,3 +413,15 @@ def test_a_junk_token_on_an_open_control_api_does_not_empty_the_trace(tenant_b: 
         trace = trace_steps(stack, "u-junk", params={"token": token})
         assert trace.status_code == 200
         assert (trace.json()["email"], trace.json()["steps"][:1]) == (plain["email"], plain["steps"][:1]), repr(token)
+
+
+def test_a_journal_read_naming_a_workspace_shows_only_its_tracking_calls(http: httpx.Client) -> None:
+    for key in ("journal-a", "journal-b"):
+        new_workspace(http, key)
+    http.post("/v1/track", json={"writeKey": "journal-a", "userId": "ja", "event": "E"})
+    http.post("/v1/track", auth=("journal-b", ""), json={"userId": "jb", "event": "E"})
+    of_a = http.get("/_emulator/requests", params={"writeKey": "journal-a", "path": "/v1/"}).json()["requests"]
+    assert [entry["body"]["userId"] for entry in of_a] == ["ja"]
+    answer = http.get("/_emulator/requests", params={"path": "/v1/"}, headers={"X-Segjet-Write-Key": "journal-b"})
+    assert [entry["body"]["userId"] for entry in answer.json()["requests"]] == ["jb"]
+    assert http.get("/_emulator/requests", params={"writeKey": "journal-none"}).status_code == 404

@@ -192,3 +192,75 @@ def test_a_write_key_inside_batch_items_is_hidden_too() -> None:
     assert shown == {"batch": [{"type": "track", "writeKey": "<redacted>"}, {"type": "page"}, "odd"],
                      "writeKey": "<redacted>"}
     assert "secret" not in str(shown)
+
+
+def test_a_read_naming_a_tenant_sees_only_the_exchanges_its_credential_made() -> None:
+    # Parallel CI jobs share one server and its journal: a job reading it with its own write key
+    # must not see the other jobs' calls, whether the key came in Basic auth or in the body.
+    import base64
+    import gzip
+
+    from emulator.common.fault_routes import write_key
+
+    journal = Journal(Clock(), capacity=10)
+    journal.credential = write_key
+    basic = [(b"authorization", b"Basic " + base64.b64encode(b"mine:"))]
+    journal.record({**SCOPE, "headers": basic}, b'{"batch": []}')
+    journal.record(SCOPE, b'{"writeKey": "theirs", "batch": []}')
+    journal.record(SCOPE, b'{"writeKey": "mine", "batch": []}')
+    journal.record({**SCOPE, "headers": [(b"content-encoding", b"gzip")]}, gzip.compress(b'{"writeKey": "mine"}'))
+    journal.record(SCOPE, b"not json")
+    mine = journal.entries(tenant=lambda key: key == "mine")
+    assert [entry.id for entry in mine] == [1, 3, 4]
+    assert [entry.id for entry in journal.entries(tenant=lambda key: key is None)] == [5]
+    assert len(journal.entries()) == 5  # naming no tenant: everything, as before
+    assert [entry.id for entry in journal.entries(tenant=lambda key: key == "mine", limit=1)] == [4]
+
+
+def test_get_requests_is_filtered_by_the_tenant_the_call_names_and_404s_an_unknown_one() -> None:
+    from starlette.requests import Request
+    from starlette.responses import JSONResponse
+    from starlette.routing import Route
+    import httpx
+
+    from emulator.common.control import ControlError, control_routes
+    from emulator.common.fault_routes import basic_username, mailjet_fault_response, service_middleware
+    from emulator.common.faults import FaultRules
+
+    clock = Clock()
+    journal = Journal(clock, capacity=10)
+    known = {"a", "b"}
+
+    def journal_tenant(request: Request):
+        key = request.query_params.get("apiKey")
+        if key is None:
+            return None
+        if key not in known:
+            raise ControlError(f"no Mailjet account with API key {key!r}", 404)
+        return lambda credential: credential == key
+
+    async def api(request: Request) -> JSONResponse:
+        return JSONResponse({"ok": True})
+
+    app = Starlette(
+        routes=[*control_routes("mailjet", clock, journal, lambda: None, journal_tenant=journal_tenant),
+                Route("/v3/REST/contact", api, methods=["GET"])],
+        middleware=service_middleware(
+            FaultRules("api_key", case_insensitive_paths=True), journal, mailjet_fault_response, basic_username, None
+        ),
+    )
+    loop_thread, runner, urls = serve_in_background({"mailjet": app})
+    try:
+        client = httpx.Client(base_url=urls["mailjet"])
+        client.get("/v3/REST/contact", auth=("a", "s"))
+        client.get("/v3/REST/contact", auth=("b", "s"))
+        client.get("/v3/REST/contact", auth=("a", "s"))
+        shown = client.get("/_emulator/requests", params={"apiKey": "a"}).json()["requests"]
+        assert [entry["id"] for entry in shown] == [1, 3]
+        assert len(client.get("/_emulator/requests").json()["requests"]) == 3
+        unknown = client.get("/_emulator/requests", params={"apiKey": "nobody"})
+        assert unknown.status_code == 404 and "error" in unknown.json()
+    finally:
+        client.close()
+        loop_thread.run(runner.stop())
+        loop_thread.close()
