@@ -238,9 +238,12 @@ class SegjetClient:
     def mailjet_requests(
         self, method: str | None = None, path: str | None = None, limit: int = 10_000
     ) -> list[dict[str, Any]]:
-        """The fake Mailjet's request journal, newest last, filtered by method and a path fragment."""
+        """The calls this client's Mailjet account made (the fake Mailjet's request journal), newest
+        last, filtered by method and a path fragment."""
         params = {"method": method, "path": path, "limit": limit}
-        response = self.http.get(f"{self.mailjet_url}/_emulator/requests", params={k: v for k, v in params.items() if v})
+        response = self.http.get(
+            f"{self.mailjet_url}/_emulator/requests", params={**{k: v for k, v in params.items() if v}, **self._account()}
+        )
         return checked(response).json()["requests"]
 
     def mailjet_email_events(self, message_id: int) -> list[dict[str, Any]]:
