@@ -74,9 +74,13 @@ def _answer_mailjet_error(error: MailjetError, list_id: int) -> JSONResponse:
         return _answer(401, f"Mailjet rejected the API key pair of the account behind this authentication key: {error}")
     if error.status == 403:
         return _answer(403, f"Mailjet refused this account access: {error}")
-    if error.status == 404:
-        # The list id is the only id in the paths the destination calls, so a 404 means the list.
+    if error.status == 404 and error.path is not None and error.path.startswith("/v3/REST/contactslist/"):
+        # The list id is the only id in the paths the destination calls, so a 404 there means the list.
         return _answer(400, f"Mailjet contact list {list_id} does not exist; check the List ID setting ({error})")
+    if error.status == 404:
+        # contactmetadata has no id in its path: Mailjet serves it at every account, so a 404 there
+        # means the key ring's base URL is not Mailjet's API root, not a wrong List ID.
+        return _answer(400, f"Mailjet answered 404 for {error.path}: check the Mailjet base URL of the account behind this authentication key ({error})")
     return _answer(400, f"Mailjet rejected the contact update for list {list_id}: {error}")
 
 

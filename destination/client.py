@@ -46,11 +46,13 @@ def create_http_client() -> aiohttp.ClientSession:
 class MailjetError(Exception):
     """Mailjet answered an error (`status` is its HTTP status) or could not be reached (`status` None)."""
 
-    def __init__(self, status: int | None, message: str, info: Any = None) -> None:
+    def __init__(self, status: int | None, message: str, info: Any = None, path: str | None = None) -> None:
         super().__init__(status, message, info)
         self.status = status
         self.message = message
         self.info = info
+        # The path called (`/v3/REST/...`): which resource a 404 is about.
+        self.path = path
 
     @property
     def temporary(self) -> bool:
@@ -94,7 +96,7 @@ def _field(body: Mapping[str, Any], name: str) -> Any:
     return next((value for key, value in body.items() if key.lower() == lowered), None)
 
 
-def _error_from(status: int, reason: str | None, raw: bytes) -> MailjetError:
+def _error_from(status: int, reason: str | None, raw: bytes, path: str) -> MailjetError:
     message = reason or f"HTTP {status}"
     info: Any = None
     try:
@@ -107,7 +109,7 @@ def _error_from(status: int, reason: str | None, raw: bytes) -> MailjetError:
         if error_message:
             message = error_message if isinstance(error_message, str) else json.dumps(error_message)
         info = _field(body, "ErrorInfo") or None
-    return MailjetError(status, message, info)
+    return MailjetError(status, message, info, path)
 
 
 class MailjetClient:
@@ -127,14 +129,21 @@ class MailjetClient:
         data = None if body is None else json.dumps(body).encode()
         headers = self._headers if body is None else self._json_headers
         try:
-            async with self.http.request(method, url, params=params, data=data, headers=headers) as response:
+            # Redirects are not followed: a client following a 301/302 re-sends a POST as a GET (the
+            # contactmetadata list taken for a created property, a managecontact never made) and
+            # drops Authorization on another origin (a redirect read as a wrong key pair, a 401).
+            async with self.http.request(method, url, params=params, data=data, headers=headers, allow_redirects=False) as response:
                 status, reason, raw = response.status, response.reason, await response.read()
+                location = response.headers.get("Location")
         except asyncio.TimeoutError as exc:
             raise MailjetError(None, f"timed out calling {method} {path}") from exc
         except aiohttp.ClientError as exc:
             raise MailjetError(None, f"cannot reach {self.account.base_url}: {exc.__class__.__name__} {exc}".strip()) from exc
         if status >= 400:
-            raise _error_from(status, reason, raw)
+            raise _error_from(status, reason, raw, path)
+        if 300 <= status < 400 and location:
+            # No REST envelope, so temporary (MailjetError.temporary); the text says what to fix.
+            raise MailjetError(status, f"{method} {path} was redirected to {location}: the account's base URL should be the one Mailjet serves its API at", path=path)
         try:
             answer = read_json(raw)
         except ValueError as exc:
@@ -188,15 +197,20 @@ class MailjetClient:
             missing = {name: datatype for name, datatype in wanted.items() if name.lower() not in definitions}
             results = await asyncio.gather(*(self._create_property(n, t) for n, t in missing.items()), return_exceptions=True)
             created = [result for result in results if isinstance(result, PropertyDefinition)]
-            failures = [result for result in results if isinstance(result, BaseException)]
+            failures = {name: result for name, result in zip(missing, results) if isinstance(result, BaseException)}
             definitions = dict(definitions)
             definitions.update((definition.name.lower(), definition) for definition in created)
             if failures:
                 # Another writer may have created the same name meanwhile: re-read before failing.
                 definitions = await self._fetch_definitions()
+                # What this call created is defined whether or not the re-read shows it yet.
+                definitions.update((definition.name.lower(), definition) for definition in created)
                 self._definitions = definitions
-                if any(name.lower() not in definitions for name in missing):
-                    raise failures[0]
+                # Raise the error of a name still missing: the 400 of a name that lost a creation
+                # race (MJ18) would turn another name's outage (503, retried) into a final 400.
+                unresolved = [failure for name, failure in failures.items() if name.lower() not in definitions]
+                if unresolved:
+                    raise unresolved[0]
             self._definitions = definitions
             return definitions, created
 

@@ -112,11 +112,14 @@ def find_email(message: Mapping[str, Any]) -> str | None:
     context = _object_or_empty(message.get("context"), "context")
     context_traits = _object_or_empty(context.get("traits"), "context.traits")
     for where, candidate in (("traits.email", traits.get("email")), ("context.traits.email", context_traits.get("email"))):
-        if candidate is None or candidate == "":
+        if candidate is None:
             continue
         if not isinstance(candidate, str):
             raise MappingError(f"{where} must be a string, got {type(candidate).__name__}")
         email = candidate.strip()
+        if not email:
+            # Blank, as "" is: no address given here, so the next place is tried.
+            continue
         # A light check only: Mailjet itself decides what it accepts as an address.
         local, at, domain = email.rpartition("@")
         if not at or not local or not domain or " " in email:

@@ -133,6 +133,14 @@ def _segment_control_paths() -> dict[str, Any]:
         "/_emulator/reset": {
             "post": _in_workspace(control_operation("Forget all state of this server, or of the workspace named"))
         },
+        # The shared journal (common/openapi.py), which here may keep one workspace's tracking calls.
+        "/_emulator/requests": {
+            "get": _in_workspace(control_operation(
+                "The request journal, newest last (the tracking calls of the workspace named)",
+                query={"method": text, "path": text, "limit": LIMIT},
+                errors=(400,),
+            ))
+        },
         "/_emulator/events": {
             "get": _in_workspace(control_operation(
                 "Stored messages, newest last",

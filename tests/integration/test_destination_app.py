@@ -521,3 +521,45 @@ def test_a_mailjet_answer_without_its_envelope_is_503_so_segment_retries() -> No
         stub_loop.run(stub_runner.stop())
         stub_loop.close()
     assert_error(response, 503, "temporarily unavailable", "not JSON")
+
+
+def test_a_redirecting_mailjet_url_never_turns_a_post_into_a_get(stack: Stack) -> None:
+    # A key ring base URL that Mailjet (or a proxy) redirects, such as http:// to https://: an
+    # HTTP client following a 301/302 re-sends a POST as a GET. The contactmetadata POST came back
+    # as the list of existing properties (200) and the identify failed with a 500; a managecontact
+    # GET answered with an envelope would have been taken for an upsert.
+    from starlette.applications import Starlette
+    from starlette.responses import RedirectResponse
+    from starlette.routing import Route
+
+    async def moved(request: Any) -> RedirectResponse:
+        return RedirectResponse(f"{stack.mailjet_url}{request.url.path}?{request.url.query}", status_code=301)
+
+    stub = Starlette(routes=[Route("/{path:path}", moved, methods=["GET", "POST"])])
+    stub_loop, stub_runner, stub_urls = serve_in_background({"mailjet": stub})
+    key_ring = KeyRing({AUTH_KEY: MailjetAccount(stub_urls["mailjet"], API_KEY, SECRET_KEY)})
+    loop, runner, served = serve_in_background({"destination": create_app(key_ring)})
+    name = f"it_redirected_{uuid.uuid4().hex[:8]}"
+    try:
+        response = post(Stack(stub_urls["mailjet"], served["destination"]), identify(unique_email(), {name: 1}))
+    finally:
+        loop.run(runner.stop())
+        loop.close()
+        stub_loop.run(stub_runner.stop())
+        stub_loop.close()
+    assert_error(response, 503, "redirected", stack.mailjet_url)
+    assert name not in property_types(stack)
+
+
+def test_a_404_outside_the_list_path_is_not_blamed_on_the_list_id(stack: Stack) -> None:
+    # Answered "contact list 1 does not exist; check the List ID setting": the user would change a
+    # List ID that is right, while the fault is the account's base URL (e.g. one ending in /v3).
+    faults = f"{stack.mailjet_url}/_emulator/faults"
+    rule = {"method": "POST", "path": "/v3/REST/contactmetadata", "status": 404, "times": 1}
+    assert httpx.post(faults, json=rule, timeout=10).status_code < 300
+    try:
+        response = post(stack, identify(unique_email(), {f"it_lost_{uuid.uuid4().hex[:8]}": 1}))
+    finally:
+        httpx.delete(faults, timeout=10).raise_for_status()
+    assert_error(response, 400, "/v3/REST/contactmetadata", "base URL")
+    assert "List ID" not in response.json()["message"]

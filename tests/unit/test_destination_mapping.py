@@ -366,3 +366,11 @@ def test_name_longer_than_mailjet_limit_leaves_name_unchanged():
     update = map_identify(identify({"firstName": "A" * 200, "lastName": "B" * 100}))
     assert update.name is None
     assert [skipped.trait for skipped in update.skipped] == ["name"]
+
+
+def test_a_blank_traits_email_is_absent_like_an_empty_one():
+    # A form field left blank often arrives as " ": it names no address, so context.traits.email
+    # is used, as it is for "", rather than the identify being refused (400, dropped by Segment).
+    assert find_email({"traits": {"email": "  "}, "context": {"traits": {"email": "b@example.com"}}}) == "b@example.com"
+    with pytest.raises(MappingError, match="no email"):
+        map_identify({"type": "identify", "userId": "u1", "traits": {"email": " \t"}})
