@@ -5,7 +5,6 @@ from __future__ import annotations
 import base64
 import hashlib
 import re
-import time
 from typing import Any
 
 import httpx
@@ -13,6 +12,9 @@ import httpx
 from emulator.dashboard.segment_routes import export_html
 
 from .conftest import TWO_TENANTS, TwoTenantStack
+from .polling import wait_for
+
+WAIT_SECONDS = 15
 
 A, B = TWO_TENANTS["a"], TWO_TENANTS["b"]
 
@@ -30,15 +32,6 @@ def trace(stack: TwoTenantStack, user: str) -> dict[str, Any]:
     answer = stack.http.get(f"{stack.segment_url}/_emulator/dashboard/trace", params={"user": user})
     assert answer.status_code == 200, answer.text
     return answer.json()
-
-
-def wait_for(probe: Any, what: str, seconds: float = 15) -> Any:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if found := probe():
-            return found
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def delivered(stack: TwoTenantStack, user_id: str, count: int) -> bool:
@@ -61,7 +54,7 @@ def test_a_skipped_delivery_sits_at_its_messages_time(tenant_b: TwoTenantStack) 
     call(stack, "track", {"userId": "u-skip", "event": "Signed Up"})
     advance(stack, "1m")
     call(stack, "identify", {"userId": "u-skip", "traits": {"email": "skip@example.com"}})
-    wait_for(lambda: delivered(stack, "u-skip", 1), "the identify's delivery")
+    wait_for(lambda: delivered(stack, "u-skip", 1), "the identify's delivery", WAIT_SECONDS)
     steps = trace(stack, "u-skip")["steps"]
     kinds = [(step["kind"], step.get("state")) for step in steps]
     skipped = next(step for step in steps if step.get("state") == "skipped")
@@ -152,7 +145,7 @@ def test_every_email_a_user_had_is_in_their_trace(tenant_b: TwoTenantStack) -> N
     # A user who changed their email: the emails sent to the earlier address were left out.
     stack = tenant_b
     call(stack, "identify", {"userId": "u-multi", "traits": {"email": "first@example.com"}})
-    wait_for(lambda: delivered(stack, "u-multi", 1), "the first identify's delivery")
+    wait_for(lambda: delivered(stack, "u-multi", 1), "the first identify's delivery", WAIT_SECONDS)
     auth = (A["api_key"], A["secret_key"])
     for to in ("first@example.com", "other@example.com"):
         sent = stack.http.post(f"{stack.mailjet_url}/v3.1/send", auth=auth, json={"Messages": [
@@ -160,7 +153,7 @@ def test_every_email_a_user_had_is_in_their_trace(tenant_b: TwoTenantStack) -> N
         assert sent.status_code == 200, sent.text
     advance(stack, "1m")
     call(stack, "identify", {"userId": "u-multi", "traits": {"email": "second@example.com"}})
-    wait_for(lambda: delivered(stack, "u-multi", 2), "the second identify's delivery")
+    wait_for(lambda: delivered(stack, "u-multi", 2), "the second identify's delivery", WAIT_SECONDS)
     found = trace(stack, "u-multi")
     assert found["email"] == "second@example.com"
     emails = [step["title"] for step in found["steps"] if step["kind"] == "email"]

@@ -21,6 +21,7 @@ from emulator.common.clock import Clock
 from emulator.config import BundleConfig, BundleUrls
 from emulator.segment.routes import create_app
 from tests.integration.conftest import TWO_TENANTS, TwoTenantStack
+from tests.integration.polling import wait_for
 
 DEFAULT_KEY = "iso-default"
 WAIT_SECONDS = 15
@@ -215,13 +216,7 @@ def segment_get(stack: TwoTenantStack, path: str, tenant: dict[str, str], **para
 
 
 def wait(probe: Any, what: str) -> Any:
-    deadline = time.monotonic() + WAIT_SECONDS
-    while True:
-        found = probe()
-        if found:
-            return found
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.02)
+    return wait_for(probe, what, WAIT_SECONDS)
 
 
 def send_email(stack: TwoTenantStack, tenant: dict[str, str], to: str) -> int:
