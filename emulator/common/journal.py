@@ -27,6 +27,7 @@ _REDACTED_HEADERS = {"authorization", "x-segment-settings", "x-segjet-token"}
 # header, so it is hidden too.
 _REDACTED_BODY_FIELDS = {"writeKey"}
 _BODY_LIMIT = 64 * 1024
+_UNSEEN = object()  # an exchange's credential before a tenant-scoped read first looks for it
 # A header value is kept up to this long: uvicorn takes headers of megabytes, and the journal holds
 # 10,000 exchanges until a reset.
 _HEADER_LIMIT = 8 * 1024
@@ -53,7 +54,7 @@ class Exchange:
     fault: str | None = None
     # The credential (write key, API key) the request carried, worked out on the first tenant-scoped
     # read rather than on the hot path; `_UNSEEN` until then.
-    credential: object = None
+    credential: object = _UNSEEN
 
     def keep_response(self, body: bytes) -> None:
         self.response_body, self.response_size = _kept(body), len(body)
@@ -120,7 +121,6 @@ def _redacted(fields: dict[str, Any]) -> dict[str, Any]:
     return {k: ("<redacted>" if k in _REDACTED_BODY_FIELDS else v) for k, v in fields.items()}
 
 
-_UNSEEN = object()
 # Reads the credential of a request (fault_routes `write_key`, `basic_username`) from its scope and body.
 Credential = Callable[[Scope, "bytes | None"], "str | None"]
 
@@ -160,7 +160,6 @@ class Journal:
         entry = Exchange(
             next(self._ids), iso(self.clock.now()), scope["method"], scope["path"],
             scope.get("query_string", b""), headers, _kept(body), len(body) if size is None else size, fault=fault,
-            credential=_UNSEEN,
         )
         if len(self._entries) == self.capacity:
             self.dropped += 1

@@ -131,6 +131,8 @@ class MailjetService:
 
     def _retire(self, tenant: Tenant) -> None:
         tenant.close()
+        # Finished ones go: a snapshot import retires accounts too, and no reset may follow to clear them.
+        self._retiring = {task for task in self._retiring if not task.done()}
         self._retiring.update(self.transport.in_flight(tenant.account))
 
     async def quiesce(self) -> None:
