@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import ipaddress
 import json
 import os
@@ -22,6 +23,9 @@ from .segment.engage import parse_sync_interval
 from .segment.workspaces import DEFAULT_SOURCE_NAME, WorkspaceError, check_source
 from .harness import run, validate
 
+
+# Users `segjet up --demo` loads, as many as `segjet demo` runs with by default.
+DEMO_USERS = 3
 
 # The control token from the environment: an argument is visible to every user in `ps`.
 CONTROL_TOKEN_VARIABLE = "SEGJET_CONTROL_TOKEN"
@@ -44,6 +48,10 @@ def _add_up_arguments(parser: argparse.ArgumentParser) -> None:
         "--no-enable", action="store_true", help="leave the Mailjet destination disabled in the fake Segment"
     )
     parser.add_argument("--ready-file", type=Path, default=None, help="write URLs and credentials here as JSON")
+    parser.add_argument(
+        "--demo", action="store_true",
+        help="load demo data first: run segjet demo's round trip against this stack, then keep serving",
+    )
     parser.add_argument(
         "--engage-sync-interval", default=defaults.engage_sync_interval, type=_sync_interval,
         help='virtual time between Engage syncs ("2h"), "realtime" or "manual"',
@@ -95,6 +103,8 @@ def config_from_args(args: argparse.Namespace) -> BundleConfig:
         data_dir=str(args.data_dir) if args.data_dir else None,
     )
     _check_credentials(args)
+    if args.demo and args.no_enable:
+        raise ValueError("--demo runs the round trip through the Mailjet destination; leave out --no-enable")
     if args.auth_key is not None:
         config.auth_key = args.auth_key
     elif config.data_dir:
@@ -307,6 +317,14 @@ async def _up(args: argparse.Namespace) -> int:
     info = await bundle.start()
     server.tune_gc_for_serving()
     bundle.runner.install_signal_handlers()
+    demo_code = 0
+    if args.demo:
+        # In a thread: the scenario's client is synchronous, and this loop serves its requests.
+        demo_code = await asyncio.to_thread(run.run_scenario, info, args.seed or 0, DEMO_USERS)
+        if demo_code != 0:
+            print("segjet: the demo round trip failed (see above); the servers keep running, and the exit"
+                  " status will be 1", file=sys.stderr, flush=True)
+        print(flush=True)
     if args.ready_file:
         try:
             _write_private(args.ready_file, json.dumps(info, indent=2) + "\n")
@@ -317,7 +335,7 @@ async def _up(args: argparse.Namespace) -> int:
     _print_ready(info)
     await bundle.wait()
     print("segjet stopped", flush=True)
-    return 0
+    return demo_code
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -326,7 +344,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_up_arguments(commands.add_parser("up", help="start fake Segment, fake Mailjet and the destination"))
     demo = commands.add_parser("demo", help="start the stack here and run the scripted round trip")
     demo.add_argument("--seed", type=_whole_number, default=0, help="seed of the faker-made users")
-    demo.add_argument("--users", type=_positive_int, default=3)
+    demo.add_argument("--users", type=_positive_int, default=DEMO_USERS)
     demo.add_argument("--keep-running", action="store_true", help="leave the servers up afterwards")
     check = commands.add_parser("check", help="run the scripted round trip against running servers")
     check.add_argument("--segment-url", type=_base_url, required=True)

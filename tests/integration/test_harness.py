@@ -15,6 +15,8 @@ import pytest
 from emulator.harness.client import SegjetTimeout
 from emulator.harness.scenario import Scenario
 
+from .polling import wait_for
+
 SEGJET = [sys.executable, "-m", "emulator"]
 HOPS = 8
 
@@ -96,6 +98,27 @@ def test_up_serves_and_check_passes_against_it(segjet_up, tmp_path):
     output, _ = process.communicate(timeout=15)
     assert process.returncode == 0
     assert "segjet stopped" in output
+
+
+def test_up_with_demo_loads_the_round_trip_before_it_is_ready_and_keeps_serving(segjet_up):
+    info, process = segjet_up("--demo")
+    # The ready file comes after the demo data: the users' contacts and email events are there.
+    mailjet = httpx.Client(base_url=info["mailjet_url"], auth=(info["mailjet_api_key"], info["mailjet_secret_key"]))
+    listed = mailjet.get("/v3/REST/contactslist/1").json()["Data"][0]
+    assert listed["SubscriberCount"] == 3
+    email_events = httpx.get(f"{info['segment_url']}/_emulator/events", params={"event": "Email Opened"}).json()
+    assert len(email_events["events"]) == 3
+    # Still serving after the demo: a new identify goes the whole way.
+    sent = httpx.post(f"{info['segment_url']}/v1/identify", auth=(info["write_key"], ""),
+                      json={"userId": "after-demo", "traits": {"email": "after.demo@example.com"}})
+    assert sent.status_code == 200
+    wait_for(lambda: mailjet.get("/v3/REST/contact/after.demo@example.com").status_code == 200,
+             "the identify sent after the demo to become a contact")
+    process.send_signal(signal.SIGINT)
+    output, _ = process.communicate(timeout=15)
+    assert process.returncode == 0, output
+    assert f"{HOPS} passed, 0 failed, 0 skipped" in output
+    assert output.index("8 passed") < output.index("segjet is up")
 
 
 def test_check_catches_a_stack_whose_destination_is_off(segjet_up, tmp_path):

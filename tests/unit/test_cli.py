@@ -184,3 +184,9 @@ def test_a_config_file_nested_beyond_any_body_is_refused_not_a_traceback(tmp_pat
     deep.write_text('{"audiences": [' + "[" * 2000 + "]" * 2000 + "]}")
     with pytest.raises(ValueError, match="nested more than 254 levels"):
         config_from_args(build_parser().parse_args(["up", "--config", str(deep)]))
+
+
+def test_demo_without_the_destination_enabled_is_refused() -> None:
+    # The demo data is the round trip through the destination: with it off, every hop after the first fails.
+    with pytest.raises(ValueError, match="--demo .* leave out --no-enable"):
+        config_from_args(build_parser().parse_args(["up", "--demo", "--no-enable"]))
