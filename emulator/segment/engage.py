@@ -247,10 +247,25 @@ class Comparison:
 
 
 def _same(actual: Any, expected: Any) -> bool:
-    # JSON equality: true is not 1, and 1 equals 1.0.
-    if isinstance(actual, bool) or isinstance(expected, bool):
-        return isinstance(actual, bool) and isinstance(expected, bool) and actual == expected
-    return actual == expected
+    """JSON equality: true is not 1, and 1 equals 1.0, inside arrays and objects too (Python's ==
+    says [1] == [True]). Without recursion: a value nests as deep as a body may (MAX_DEPTH)."""
+    pending = [(actual, expected)]
+    while pending:
+        left, right = pending.pop()
+        if isinstance(left, bool) or isinstance(right, bool):
+            if not (isinstance(left, bool) and isinstance(right, bool) and left == right):
+                return False
+        elif isinstance(left, Mapping) and isinstance(right, Mapping):
+            if left.keys() != right.keys():
+                return False
+            pending.extend((left[name], right[name]) for name in left)
+        elif isinstance(left, (list, tuple)) and isinstance(right, (list, tuple)):
+            if len(left) != len(right):
+                return False
+            pending.extend(zip(left, right))
+        elif left != right:
+            return False
+    return True
 
 
 class Rule:

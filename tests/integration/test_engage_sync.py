@@ -134,8 +134,13 @@ def test_audience_sync_enters_then_only_leavers_are_sent(stack):
 
     audience = stack.post("/_emulator/engage/audiences", AUDIENCE, status=201)
     assert audience["key"] == KEY and audience["id"].startswith("aud_")
-
-    assert stack.sync() == {"alice": True, "bob": True, "carol": True}
+    first = stack.post("/_emulator/engage/sync")
+    for message in first["sent"]:
+        assert contracts.validate("segment.engage_audience_identify", message) == [], message
+    assert {message["userId"]: message["traits"][KEY] for message in first["sent"]} == {
+        "alice": True, "bob": True, "carol": True}
+    # The first sync is a backfill: each of the 4 profiles is evaluated once (one definition).
+    assert (first["count"], first["evaluated"]) == (3, 4)
     stack.wait_until_delivered(3)
     for user_id in ("alice", "bob", "carol"):
         stack.wait_for_property(USERS[user_id], KEY, "true")
@@ -146,7 +151,8 @@ def test_audience_sync_enters_then_only_leavers_are_sent(stack):
     assert sorted(event["userId"] for event in engage_events) == ["alice", "bob", "carol"]
     assert {event["source"]["name"] for event in engage_events} == {"Engage"}
     assert all(event["status"] == "accepted" for event in engage_events)
-    assert stack.sync() == {}  # no change, nothing sent; Engage's own identifies do not feed back
+    # No change, nothing sent, nothing even looked at: Engage's own identifies do not feed back.
+    assert stack.post("/_emulator/engage/sync") == {"count": 0, "evaluated": 0, "sent": []}
 
     stack.advance("20d")
     stack.order("bob", 12.0)  # inside the window: bob stays
@@ -188,6 +194,11 @@ def test_definition_errors(stack):
                      {"name": "x", "rule": {"event": "E", "within": "1 month"}}, status=400)
     assert "bad window" in bad["error"]
     assert stack.segment.delete("/_emulator/engage/audiences/nope").status_code == 404
+    # A computed trait's key is no audience: DELETE audiences/{key} leaves it (and answers 404).
+    stack.post("/_emulator/engage/traits", {"name": "Orders", "computed": "count", "event": "E"}, status=201)
+    missing = stack.segment.delete("/_emulator/engage/audiences/orders")
+    assert missing.status_code == 404 and "orders" in missing.json()["error"]
+    assert [trait["key"] for trait in stack.get("/_emulator/engage/traits")["traits"]] == ["orders"]
     assert stack.segment.delete(f"/_emulator/engage/audiences/{KEY}").json()["key"] == KEY
     assert stack.get("/_emulator/engage/audiences") == {"audiences": []}
 

@@ -16,6 +16,7 @@ from emulator.common.clock import Clock, iso
 from emulator.config import BundleConfig
 from emulator.segment.models import SegmentBackend, Source
 from emulator.segment.engage import (
+    ENGAGE_SOURCE_NAME,
     DefinitionError,
     DuplicateKeyError,
     EngageEngine,
@@ -23,6 +24,7 @@ from emulator.segment.engage import (
     EngageSpace,
     UnknownDefinition,
     check_dependencies,
+    definition_from_json,
     parse_audience,
     parse_rule,
     parse_sync_interval,
@@ -188,6 +190,7 @@ def test_rule_validation(rule, message):
         ({"rule": {"event": ORDER}}, "name"),
         ({"name": "x"}, "rule"),
         ({"name": "x", "rule": {"event": ORDER}, "color": "red"}, "unknown field 'color'"),
+        ({"name": "   ", "key": "blank", "rule": {"event": ORDER}}, "non-empty 'name'"),  # a key does not excuse it
     ],
 )
 def test_audience_validation(body, message):
@@ -200,6 +203,7 @@ def test_audience_validation(body, message):
     [
         ({"name": "x", "computed": "median", "event": ORDER, "property": "p"}, "computed must be one of"),
         ({"name": "x", "computed": "sum", "event": ORDER}, "needs a 'property'"),
+        ({"name": "x", "computed": "last", "event": ORDER, "property": ""}, "needs a 'property'"),
         ({"name": "x", "computed": "count", "event": ORDER, "property": "p"}, "no 'property'"),
         ({"name": "x", "computed": "count"}, "event"),
         ({"name": "x", "computed": "count", "event": ORDER, "within": "1y"}, "bad window"),
@@ -1188,3 +1192,305 @@ def test_a_definition_nested_deeper_than_a_body_may_be_is_refused():
     with pytest.raises(DefinitionError, match="more than 254 levels"):
         world.engine.define_audience({"name": "deep value", "rule": {"trait": "plan", "equals": _nested_not(5000)}})
     assert [audience.key for audience in world.engine.audiences()] == ["deepest"]
+
+
+# --- rules the tests above did not pin (found by mutating the engine) -----------------------------
+
+def test_a_trait_set_to_null_does_not_exist_and_a_missing_one_equals_nothing():
+    world = World()
+    world.identify("u1", phone=None)
+    assert world.member({"trait": "phone", "exists": True}) is False
+    assert world.member({"trait": "phone", "exists": False}) is True
+    assert world.member({"trait": "phone", "equals": None}) is True  # present, and null
+    assert world.member({"trait": "fax", "equals": None}) is False  # missing: equals nothing, not even null
+    assert world.member({"trait": "fax", "not_equals": None}) is True
+
+
+def test_a_combined_rule_lapses_when_its_first_child_can_change():
+    # Bought in the last 30 days AND viewed in the last 10: the member leaves when the view lapses
+    # (10 days), not when the order does; a lapse taken from the later child kept them in 20 days too long.
+    world = World()
+    world.track("u1")
+    world.track("u1", "Product Viewed")
+    world.engine.define_audience({"name": "Hot", "rule": {"all": [{"event": ORDER, "within": "30d"},
+                                                                  {"event": "Product Viewed", "within": "10d"}]}})
+    assert world.sync() == {"u1": {"hot": True}}
+    assert world.engine.next_lapse() == T0 + timedelta(days=10)
+    world.advance(timedelta(days=10, milliseconds=1))
+    assert world.sync() == {"u1": {"hot": False}}
+
+
+def test_first_last_and_most_frequent_skip_null_values():
+    world = World()
+    world.track("u1", ago=timedelta(days=3), plan=None)
+    world.track("u1", ago=timedelta(days=2), plan="pro")
+    world.track("u1", ago=timedelta(days=1), plan=None)
+    for kind in ("first", "last", "most_frequent"):
+        world.engine.define_trait({"name": kind, "computed": kind, "event": ORDER, "property": "plan"})
+    assert world.engine.profile_view("u1")["computed_traits"] == {"first": "pro", "last": "pro", "most_frequent": "pro"}
+
+
+def test_most_frequent_ignores_objects_and_lists():
+    # They cannot be counted (an object or list is no single value); counting them raised TypeError.
+    world = World()
+    world.track("u1", tag="a")
+    for _ in range(3):
+        world.track("u1", tag={"x": 1})
+        world.track("u1", tag=["a"])
+    world.engine.define_trait({"name": "Tag", "computed": "most_frequent", "event": ORDER, "property": "tag"})
+    assert world.engine.profile_view("u1")["computed_traits"] == {"tag": "a"}
+    assert world.sync() == {"u1": {"tag": "a"}}
+
+
+def test_a_null_key_is_derived_from_the_name():
+    world = World()
+    assert world.engine.define_audience({"name": "Pro Users", "key": None, "rule": {"event": ORDER}}).key == "pro_users"
+    assert world.engine.define_trait({"name": "Orders", "key": None, "computed": "count", "event": ORDER}).key == "orders"
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"id": "tra_2abc"}, "id must be a string starting with 'aud_'"),
+        ({"id": "aud_"}, "id must be"),
+        ({"id": 7}, "id must be"),
+        ({"kind": "segment"}, "kind must be"),
+        ({"created_at": "yesterday"}, "created_at"),
+    ],
+)
+def test_a_stored_definition_is_checked_when_loaded(changes, message):
+    stored = World().engine.define_audience(LAST_30).to_json()
+    assert definition_from_json(stored).to_json() == stored
+    with pytest.raises(DefinitionError, match=message):
+        definition_from_json({**stored, **changes})
+
+
+def test_lapses_after_the_clocks_last_moment_are_not_scheduled():
+    # The clock stops at year 9000: an event whose window ends after it never lapses.
+    world = World()
+    world.events_of["u1"][ORDER].append(Event(datetime(8999, 12, 25, tzinfo=timezone.utc), {}))
+    world.engine.observe({"type": "track", "userId": "u1", "event": ORDER})
+    world.engine.define_audience(LAST_30)
+    assert world.sync() == {"u1": {"order_completed_last_30days": True}}
+    assert world.engine.next_lapse() is None
+
+
+def test_an_alias_merging_two_members_sends_nothing_new():
+    # Both userIds were told true; after the merge the survivor still is a member and was told so
+    # already: nothing to send (no re-send "as a new identifier" of what it had itself).
+    _, backend, space = _space_on_backend()
+    for user_id in ("old", "new"):
+        _call(backend, "identify", userId=user_id, traits={"email": "p@example.com"})
+        _call(backend, "track", userId=user_id, event=ORDER)
+    space.define_audience(LAST_30)
+    assert sorted(m["userId"] for m in space.sync().sent) == ["new", "old"]
+    _call(backend, "alias", previousId="old", userId="new")
+    assert space.sync().sent == []
+    assert space.engine.export_state()[0].members == ["new"]
+
+
+def test_an_alias_keeps_the_value_the_survivor_was_told():
+    # "old" was told plan a, "new" plan b; the merged profile's last plan is b, which "new" was told:
+    # nothing to send. Taking over old's a in place of new's b sent b again.
+    _, backend, space = _space_on_backend()
+    for user_id, plan, day in (("old", "a", 1), ("new", "b", 2)):
+        _call(backend, "identify", userId=user_id, traits={"email": "p@example.com"})
+        _call(backend, "track", userId=user_id, event="Plan Chosen", properties={"plan": plan},
+              timestamp=iso(T0 - timedelta(days=3 - day)))
+    space.define_trait({"name": "Plan", "computed": "last", "event": "Plan Chosen", "property": "plan"})
+    assert sorted((m["userId"], m["traits"]["plan"]) for m in space.sync().sent) == [("new", "b"), ("old", "a")]
+    _call(backend, "alias", previousId="old", userId="new")
+    assert space.sync().sent == []
+    assert space.engine.export_state()[0].values == {"new": "b"}
+
+
+def test_a_realtime_schedule_syncs_a_change_before_a_pending_lapse():
+    # After a sync the timer waits for the next lapse (30 days away); a change must bring it forward.
+    async def scenario():
+        clock = Clock()
+        world = ClockWorld(clock)
+        scheduler = EngageScheduler(world.engine, clock, "realtime", owner="segment")
+        world.engine.define_audience(LAST_30)
+        world.track("alice")
+        scheduler.arm()
+        await clock.run_due()
+        assert clock.next_due() > clock.now() + timedelta(days=29)
+        world.track("bob")
+        scheduler.arm()
+        await clock.run_due()
+        assert [m["userId"] for m in world.emitted] == ["alice", "bob"]
+
+    asyncio.run(scenario())
+
+
+def test_restoring_definitions_moves_the_interval_schedule_to_theirs():
+    async def scenario():
+        clock = Clock()
+        backend = SegmentBackend(clock, [Source.named("app", "wk")])
+        space = EngageSpace(backend, BundleConfig(), clock, owner="segment")
+        space.define_audience(LAST_30)
+        clock.advance(timedelta(hours=1))
+        other = EngageSpace(SegmentBackend(clock, [Source.named("app", "wk")]), BundleConfig(), clock, owner="other")
+        kept = other.define_audience({"name": "Buyers", "rule": {"event": ORDER}})
+        other.close()
+        space.restore(other.engine.export_state())
+        assert clock.pending() == 1
+        assert clock.next_due() == kept.created_at + timedelta(hours=2)
+
+    asyncio.run(scenario())
+
+
+def test_a_first_sync_that_sends_nothing_is_still_stored_as_synced():
+    # Storage writes only when told; a first sync of an empty audience marks it synced (its next
+    # sync is not a backfill), so it must be told even though nothing was sent.
+    class Changes:
+        count = 0
+
+        def engage_changed(self) -> None:
+            self.count += 1
+
+    _, _, space = _space_on_backend()
+    space.changes = changes = Changes()
+    space.define_audience(LAST_30)
+    written = changes.count
+    assert space.sync().sent == []
+    assert changes.count == written + 1
+    space.sync()
+    assert changes.count == written + 1  # nothing changed: nothing to write
+
+
+def test_a_dotted_trait_path_through_a_string_or_a_list_is_no_value():
+    # `"x" in "xyz"` is true for a string: walking into it must stop, not index the string.
+    world = World()
+    world.identify("u1", plan="xyz", tags=["x"])
+    assert world.member({"trait": "plan.x", "exists": True}) is False
+    assert world.member({"trait": "tags.x", "exists": True}) is False
+    assert world.member({"trait": "plan.x", "not_equals": 1}) is True
+
+
+@pytest.mark.parametrize("email", ["", 42, None, {"work": "w@example.com"}])
+def test_an_email_trait_that_is_no_address_is_not_sent_as_the_email(email):
+    world = World()
+    world.identify("u1", email=email)
+    world.track("u1")
+    world.engine.define_audience(LAST_30)
+    (message,) = world.engine.sync().sent
+    assert message["traits"] == {"order_completed_last_30days": True}
+
+
+def test_an_interval_schedule_counts_from_the_earliest_definition():
+    async def scenario():
+        clock = Clock()
+        world = ClockWorld(clock)
+        scheduler = EngageScheduler(world.engine, clock, "2h", owner="segment")
+        start = world.engine.define_audience(LAST_30).created_at
+        scheduler.arm()
+        clock.advance(timedelta(hours=1))
+        world.engine.define_audience({"name": "Buyers", "rule": {"event": ORDER}})
+        scheduler.arm()
+        clock.advance(timedelta(hours=1))
+        assert await clock.run_due() == 1
+        assert clock.next_due() == start + timedelta(hours=4)
+
+    asyncio.run(scenario())
+
+
+def test_a_bad_configured_definition_is_named_by_its_place_in_the_config():
+    world = World()
+    with pytest.raises(DefinitionError, match=r"^engage audiences\[1\]: .*bad window"):
+        world.engine.reset(audiences=[LAST_30, {"name": "x", "rule": {"event": ORDER, "within": "1y"}}])
+    with pytest.raises(DefinitionError, match=r"^engage traits\[0\]: computed must be one of"):
+        world.engine.reset(traits=[{"name": "x", "computed": "median", "event": ORDER, "property": "p"}])
+    with pytest.raises(DuplicateKeyError, match=r"^engage traits\[0\]: key 'order_completed_last_30days'"):
+        world.engine.reset(audiences=[LAST_30], traits=[{"name": "Order Completed Last 30 Days", "computed": "count",
+                                                         "event": ORDER}])
+
+
+def test_true_is_not_1_inside_arrays_and_objects_either():
+    # JSON equality was only applied at the top: Python's [1] == [True] held, so a trait [1]
+    # "equalled" [true], and a `last` value going from [1] to [true] was taken as unchanged and never sent.
+    world = World()
+    world.identify("u1", flags=[1], prefs={"news": 1}, scores=[1.0, {"a": [2]}])
+    assert world.member({"trait": "flags", "equals": [True]}) is False
+    assert world.member({"trait": "flags", "not_equals": [True]}) is True
+    assert world.member({"trait": "flags", "equals": [1, 1]}) is False
+    assert world.member({"trait": "flags", "equals": []}) is False
+    assert world.member({"trait": "prefs", "equals": {"news": True}}) is False
+    assert world.member({"trait": "scores", "equals": [1, {"a": [2.0]}]}) is True  # 1 and 1.0: one number
+    assert world.member({"trait": "scores", "equals": [1, {"a": [2.0], "b": None}]}) is False
+    world = World()
+    world.track("u2", flags=[1])
+    world.engine.define_trait({"name": "Flags", "computed": "last", "event": ORDER, "property": "flags"})
+    assert world.sync() == {"u2": {"flags": [1]}}
+    world.track("u2", flags=[True])
+    assert world.sync() == {"u2": {"flags": [True]}}
+    world.track("u2", flags=[1.0])
+    assert world.sync() == {"u2": {"flags": [1.0]}}
+    world.track("u2", flags=[1])
+    assert world.sync() == {}  # 1.0 and 1 are one JSON number
+
+
+def test_a_profile_re_evaluated_many_times_keeps_exactly_its_latest_lapse():
+    # Each evaluation leaves the previous lapse behind as a stale heap entry, and the heap is
+    # rebuilt now and then: only the latest lapse of each profile may schedule work, and a rebuild
+    # must keep the other profiles' lapses.
+    world = World()
+    world.engine.define_audience(LAST_30)
+    world.track("u2")  # its lapse stays at the top of the heap, under u1's stale entries
+    world.track("u1")
+    assert world.sync() == {"u1": {"order_completed_last_30days": True}, "u2": {"order_completed_last_30days": True}}
+    for _ in range(150):
+        world.advance(timedelta(minutes=1))
+        world.track("u1")
+        assert world.engine.sync().evaluated == 1
+    last_order = world.now
+    world.advance(T0 + timedelta(days=30, milliseconds=1) - world.now)
+    assert world.sync() == {"u2": {"order_completed_last_30days": False}}
+    world.advance(last_order + timedelta(days=30) - world.now)  # u1's earlier orders lapsed, not the last
+    assert world.engine.sync().evaluated == 0
+    assert world.engine.next_lapse() == last_order + timedelta(days=30)
+    world.advance(MS)
+    assert world.sync() == {"u1": {"order_completed_last_30days": False}}
+    assert world.engine.next_lapse() is None
+
+
+def test_a_realtime_space_syncs_as_user_messages_arrive():
+    async def scenario():
+        clock = Clock()
+        backend = SegmentBackend(clock, [Source.named("app", "wk")])
+        space = EngageSpace(backend, BundleConfig(engage_sync_interval="realtime"), clock, owner="segment")
+        space.define_audience(LAST_30)
+        await clock.run_due()  # the first sync: no profiles yet
+        assert clock.pending() == 0
+        _call(backend, "identify", userId="u1", traits={"email": "u1@example.com"})
+        _call(backend, "track", userId="u1", event=ORDER)
+        assert clock.pending() == 1
+        await clock.run_due()
+        sent = backend.events(source=ENGAGE_SOURCE_NAME)
+        assert [(m.user_id, m.message["traits"]["order_completed_last_30days"]) for m in sent] == [("u1", True)]
+
+    asyncio.run(scenario())
+
+
+def test_the_next_lapse_is_the_latest_one_scheduled_for_a_profile():
+    # A realtime schedule arms its timer at next_lapse(): the lapse an order replaced must not count.
+    world = World()
+    world.engine.define_audience(LAST_30)
+    world.track("u1")
+    world.sync()
+    world.advance(timedelta(days=1))
+    world.track("u1")
+    assert world.sync() == {}
+    assert world.engine.next_lapse() == world.now + timedelta(days=30)
+
+
+def test_a_new_email_sent_under_a_merged_away_user_id_reaches_the_survivor():
+    # A client still identifying with the old userId lands on the merged profile: its new email is
+    # the survivor's, and what the survivor was told is sent again with it.
+    _, backend, space = _old_user_who_ordered()
+    space.sync()
+    _call(backend, "alias", previousId="old", userId="new")
+    assert [(m["userId"], m["traits"]["email"]) for m in space.sync().sent] == [("new", "p@example.com")]
+    _call(backend, "identify", userId="old", traits={"email": "q@example.com"})
+    assert [(m["userId"], m["traits"]) for m in space.sync().sent] == [
+        ("new", {"order_completed_last_30days": True, "email": "q@example.com"})]
