@@ -37,11 +37,12 @@ class IdentifyOutcome:
 
 
 def _contact_id(contact: dict[str, Any]) -> int | None:
-    # Real ContactID values are ints; Mailjet's own doc example shows a string ("10").
+    # Real ContactID values are ints; Mailjet's own doc example shows a string ("10"). ASCII only:
+    # isdigit() also accepts other scripts' digits, and int() refuses some of them ("²").
     value = contact.get("ContactID")
     if isinstance(value, int) and not isinstance(value, bool):
         return value
-    return int(value) if isinstance(value, str) and value.isdigit() else None
+    return int(value) if isinstance(value, str) and value.isascii() and value.isdigit() else None
 
 
 class _MayBeStale(Exception):

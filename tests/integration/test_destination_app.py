@@ -563,3 +563,66 @@ def test_a_404_outside_the_list_path_is_not_blamed_on_the_list_id(stack: Stack) 
         httpx.delete(faults, timeout=10).raise_for_status()
     assert_error(response, 400, "/v3/REST/contactmetadata", "base URL")
     assert "List ID" not in response.json()["message"]
+
+
+def mailjet_bodies_since(stack: Stack, last: int, path: str) -> list[Any]:
+    """The request bodies the fake Mailjet received at `path` after the request numbered `last`."""
+    response = httpx.get(f"{stack.mailjet_url}/_emulator/requests", params={"limit": 10_000}, timeout=10)
+    response.raise_for_status()
+    entries = sorted(response.json()["requests"], key=lambda entry: entry["id"])
+    return [entry["body"] for entry in entries if entry["id"] > last and entry["path"] == path]
+
+
+def _answer_with_a_mailjet_fault(stack: Stack, status: int) -> httpx.Response:
+    faults = f"{stack.mailjet_url}/_emulator/faults"
+    rule = {"method": "POST", "path": f"/v3/REST/contactslist/{LIST_ID}/managecontact", "status": status, "times": 1}
+    assert httpx.post(faults, json=rule, timeout=10).status_code < 300
+    try:
+        return post(stack, identify(unique_email()))
+    finally:
+        httpx.delete(faults, timeout=10).raise_for_status()
+
+
+@pytest.mark.parametrize("status", [429, 500, 502])
+def test_mailjet_rate_limiting_or_failing_is_503_so_segment_retries(stack: Stack, status: int) -> None:
+    # Segment retries 429 and 5xx but 501 (reference/segment.md §5.1); answered 400, the contact is dropped.
+    assert_error(_answer_with_a_mailjet_fault(stack, status), 503, "temporarily unavailable", f"Mailjet {status}")
+
+
+def test_mailjet_refusing_the_account_is_403(stack: Stack) -> None:
+    # reference/segment.md §5.2: 403 forbidden, not retried; a 503 would retry what needs a person.
+    assert_error(_answer_with_a_mailjet_fault(stack, 403), 403, "refused this account access")
+
+
+def test_a_body_over_a_megabyte_is_400_unread(stack: Stack) -> None:
+    message = identify(unique_email(), {f"it_k{index}": "x" * 200 for index in range(6000)})
+    assert_error(post(stack, message), 400, "larger than 1048576 bytes")
+
+
+@pytest.mark.parametrize("message", [{"messageId": "m", "traits": {"email": "a@example.com"}}, {"type": "Identify", "traits": {"email": "a@example.com"}}])
+def test_a_message_of_no_segment_type_is_400_not_501(stack: Stack, message: dict[str, Any]) -> None:
+    # 501 says "a call type this destination does not support"; a message with no type (or none of
+    # Segment's) is malformed, a 400 (reference/segment.md §5.2).
+    assert_error(post(stack, message), 400, "unknown message type", "expected identify")
+
+
+def test_a_property_is_sent_as_mailjet_spells_it(stack: Stack) -> None:
+    suffix = uuid.uuid4().hex[:8]
+    mailjet_send(stack, "POST", "contactmetadata", {"Name": f"It_Spelled_{suffix}", "Datatype": "str", "NameSpace": "static"})
+    email = unique_email()
+    last = last_mailjet_call(stack)
+    response = post(stack, identify(email, {f"it_spelled_{suffix}": "gold"}))
+    assert response.status_code == 200, response.text
+    assert {"name": f"It_Spelled_{suffix}", "trait": f"it_spelled_{suffix}", "datatype": "str", "value": "gold"} in response.json()["properties"]
+    [body] = mailjet_bodies_since(stack, last, f"/v3/REST/contactslist/{LIST_ID}/managecontact")
+    assert body["Properties"][f"It_Spelled_{suffix}"] == "gold"
+    assert f"it_spelled_{suffix}" not in body["Properties"]
+    assert response.json()["createdProperties"] == []
+
+
+def test_a_property_created_for_a_trait_is_static_and_typed(stack: Stack) -> None:
+    # reference/mailjet.md /contactmetadata: {"Datatype":"str","Name":"first_name","NameSpace":"static"}.
+    name = f"it_created_{uuid.uuid4().hex[:8]}"
+    last = last_mailjet_call(stack)
+    assert post(stack, identify(unique_email(), {name: 3})).status_code == 200
+    assert mailjet_bodies_since(stack, last, "/v3/REST/contactmetadata") == [{"Name": name, "Datatype": "int", "NameSpace": "static"}]

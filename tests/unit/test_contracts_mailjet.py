@@ -157,6 +157,13 @@ INVALID = [
     ("mailjet.managecontact.request", _with(MANAGECONTACT_REQUEST, Email="not-an-email"), "$.Email", "format"),
     ("mailjet.managecontact.request", _with(MANAGECONTACT_REQUEST, Name="x" * 256), "$.Name", "maxLength"),
     ("mailjet.managecontact.response", {"Count": 1, "Data": {"ContactID": 1}, "Total": 1}, "$.Data", "type"),
+    # Every REST v3 answer is the envelope Count, Data, Total (reference/mailjet.md §1).
+    ("mailjet.managecontact.response", _without(MANAGECONTACT_RESPONSE, "Total"), "$.Total", "required"),
+    ("mailjet.managecontact.response", {**MANAGECONTACT_RESPONSE, "Data": [_without(MANAGECONTACT_RESPONSE["Data"][0], "ContactID")]},
+     "$.Data[0].ContactID", "required"),
+    # A property holds one value: an object (or array) is no str/int/float/bool/datetime value.
+    ("mailjet.managecontact.request", _with(MANAGECONTACT_REQUEST, Properties={"address": {"city": "Paris"}}), "$.Properties.address", "type"),
+    ("mailjet.managecontact.request", _with(MANAGECONTACT_REQUEST, Email="a" * 250 + "@b.com"), "$.Email", "maxLength"),
     ("mailjet.managemanycontacts.request", _with(BULK_REQUEST, Contacts=[]), "$.Contacts", "minItems"),
     ("mailjet.managemanycontacts.request", _with(BULK_REQUEST, ContactsLists=[]), "$", "not"),
     ("mailjet.managemanycontacts.request", _with(BULK_REQUEST, Contacts=[{"Name": "no email"}]), "$.Contacts[0].Email", "required"),
@@ -177,6 +184,7 @@ INVALID = [
      "$.ContactsLists[0].ListID", "anyOf"),
     ("mailjet.managemanycontacts.job", _with(JOB, Status="Done"), "$.Status", "enum"),
     ("mailjet.contactmetadata", _with(METADATA, Datatype="string"), "$.Datatype", "enum"),
+    ("mailjet.contactmetadata", _with(METADATA, NameSpace="dynamic"), "$.NameSpace", "enum"),
     ("mailjet.contactmetadata", _with(_without(METADATA, "Datatype"), DataType="str"), "$", "additionalProperties"),
     ("mailjet.contactdata", {"ContactID": 1, "ID": 1, "Data": [{"Name": "age", "Value": 42}]}, "$.Data[0].Value", "type"),
     ("mailjet.listrecipient", _with(LISTRECIPIENT, IsUnsubscribed="true"), "$.IsUnsubscribed", "type"),

@@ -609,3 +609,64 @@ def test_readable_messages() -> None:
     assert "at least one boolean" in by_path["$.traits"]
     [missing] = validate("segment.track", without(DOC_TRACK, "event"))
     assert str(missing) == "$.event: 'event' is a required property (required)"
+
+
+# ---------------------------------------------------------------------------------------------
+# the destination's hop: what Segment delivers to it (destination.request) and its 200 answer
+
+
+DELIVERED_IDENTIFY = {
+    "type": "identify",
+    "messageId": "ajs-next-1714557600000-7f4c",
+    "userId": "user-42",
+    "traits": {"email": "ada@example.com", "plan": "pro", "location": {"city": "Paris"}},
+    "timestamp": "2024-05-01T10:00:00.000Z",
+    "receivedAt": "2024-05-01T10:00:00.100Z",
+}
+DESTINATION_ANSWER = {
+    "message": "contact ada@example.com upserted in Mailjet list 1",
+    "email": "ada@example.com",
+    "listId": 1,
+    "contactId": 12338756133,
+    "action": "addnoforce",
+    "name": None,
+    "properties": [{"name": "location_city", "trait": "location.city", "datatype": "str", "value": "Paris"}],
+    "createdProperties": [{"name": "location_city", "datatype": "str"}],
+    "skipped": [],
+    "renamed": [],
+}
+DESTINATION_VALID = [
+    ("destination.request", DELIVERED_IDENTIFY),
+    ("destination.response", DESTINATION_ANSWER),
+    ("destination.response", changed(DESTINATION_ANSWER, contactId=None, name="Ada Lovelace")),
+]
+DESTINATION_INVALID = [
+    # Segment sets type and messageId on every message it delivers (reference/segment.md §5.2).
+    ("destination.request", without(DELIVERED_IDENTIFY, "messageId"), [("$.messageId", "required")]),
+    ("destination.request", changed(DELIVERED_IDENTIFY, messageId=""), [("$.messageId", "minLength")]),
+    ("destination.request", without(DELIVERED_IDENTIFY, "type"), [("$.type", "required")]),
+    # The Mailjet tile takes identify only (§7.1): Segment sends it nothing else.
+    ("destination.request", changed(DELIVERED_IDENTIFY, type="track", event="Signed Up"), [("$.type", "const")]),
+    ("destination.response", changed(DESTINATION_ANSWER, action="addforce"), [("$.action", "const")]),
+    ("destination.response", changed(DESTINATION_ANSWER, listId=0), [("$.listId", "minimum")]),
+    # ContactID as Mailjet's docs show it ("10") is turned into an integer before it is answered.
+    ("destination.response", changed(DESTINATION_ANSWER, contactId="10"), [("$.contactId", "type")]),
+    ("destination.response", changed(DESTINATION_ANSWER, renamed=[{"trait": "2fa", "property": "2fa"}]), [("$.renamed[0].property", "pattern")]),
+    ("destination.response", without(DESTINATION_ANSWER, "skipped"), [("$.skipped", "required")]),
+]
+
+
+@pytest.mark.parametrize(("contract", "payload"), DESTINATION_VALID)
+def test_valid_destination_payload(contract: str, payload: Any) -> None:
+    assert validate(contract, payload) == []
+
+
+@pytest.mark.parametrize(("contract", "payload", "expected"), DESTINATION_INVALID)
+def test_invalid_destination_payload(contract: str, payload: Any, expected: list[tuple[str, str]]) -> None:
+    assert [(violation.path, violation.rule) for violation in validate(contract, payload)] == expected
+
+
+def test_every_destination_contract_has_passing_and_failing_examples() -> None:
+    destination_contracts = {name for name in names() if name.startswith("destination.")}
+    assert destination_contracts == {"destination.request", "destination.response"}
+    assert {name for name, _ in DESTINATION_VALID} == {name for name, *_ in DESTINATION_INVALID} == destination_contracts

@@ -1,8 +1,10 @@
 import asyncio
+from typing import Any, Mapping
 
 import pytest
 
-from destination.client import MailjetClient, MailjetError, PropertyDefinition
+from destination.client import METADATA_PAGE_SIZE, MailjetClient, MailjetError, PropertyDefinition
+from destination.identify import _contact_id
 from destination.keyring import MailjetAccount
 
 OBJECT_PROPERTIES_INVALID = "Object properties invalid"
@@ -43,6 +45,13 @@ def test_an_answer_neither_error_nor_readable_is_temporary(status):
     assert MailjetError(status, "POST /v3/REST/contactslist/1/managecontact answered a body that is not JSON").temporary
 
 
+@pytest.mark.parametrize("status", [None, 429, 500, 502, 503, 504])
+def test_unreachable_rate_limited_or_failing_mailjet_is_temporary(status):
+    # Answered 503, which Segment retries for four hours (reference/segment.md §5.1: "timeouts, 429
+    # Too Many Request status codes, and 5xx status codes" are retried; other 4xx are not).
+    assert MailjetError(status, "down").temporary
+
+
 @pytest.mark.parametrize("status", [400, 401, 403, 404, 405])
 def test_mailjet_4xx_is_final(status):
     assert not MailjetError(status, "refused").temporary
@@ -78,3 +87,71 @@ def test_a_failed_creation_reports_the_error_of_the_property_still_missing():
     with pytest.raises(MailjetError) as raised:
         asyncio.run(client.define_properties({"plan": "str", "age": "int"}))
     assert raised.value.status == 503 and raised.value.temporary
+
+
+class _RecordingClient(MailjetClient):
+    """`_request` answered from `pages` of contactmetadata, or an echo of a POST; every call recorded."""
+
+    def __init__(self, pages: list[list[dict[str, Any]]] | None = None) -> None:
+        super().__init__(None, MailjetAccount("http://mailjet.invalid", "k", "s"))  # type: ignore[arg-type]
+        self.pages = pages or []
+        self.calls: list[tuple[str, str, Any, Any]] = []
+
+    async def _request(self, method: str, path: str, *, params: Mapping[str, Any] | None = None, body: Any = None) -> dict[str, Any]:
+        self.calls.append((method, path, dict(params or {}), body))
+        # A client that never moves on to the next page would loop here for ever.
+        assert len(self.calls) <= 10, self.calls[-3:]
+        if method == "POST":
+            return {"Count": 1, "Data": [{**body, "ID": 1}], "Total": 1}
+        offset = int((params or {}).get("Offset", 0))
+        page = self.pages[offset // METADATA_PAGE_SIZE] if offset // METADATA_PAGE_SIZE < len(self.pages) else []
+        return {"Count": len(page), "Data": page, "Total": sum(map(len, self.pages))}
+
+
+def test_every_page_of_property_definitions_is_read():
+    # An account with more properties than one page holds (Limit at most 1000, reference/mailjet.md
+    # §1): a property on the second page, taken for missing, was created again (MJ18, a final 400).
+    pages = [[{"Name": f"p{index}", "Datatype": "str"} for index in range(METADATA_PAGE_SIZE)], [{"Name": "Plan", "Datatype": "int"}]]
+    client = _RecordingClient(pages)
+    definitions = asyncio.run(client.property_definitions())
+    assert len(definitions) == METADATA_PAGE_SIZE + 1
+    assert definitions["plan"] == PropertyDefinition("Plan", "int")
+    assert [params for _, _, params, _ in client.calls] == [{"Limit": METADATA_PAGE_SIZE, "Offset": 0}, {"Limit": METADATA_PAGE_SIZE, "Offset": METADATA_PAGE_SIZE}]
+
+
+def test_a_new_property_is_created_static_with_its_datatype():
+    # reference/mailjet.md /contactmetadata: POST {"Datatype":"str","Name":"first_name","NameSpace":"static"};
+    # managecontact only sets static properties ("must be static").
+    client = _RecordingClient()
+    definitions, created = asyncio.run(client.define_properties({"plan": "str"}))
+    assert created == [PropertyDefinition("plan", "str")]
+    assert client.calls[-1] == ("POST", "/v3/REST/contactmetadata", {}, {"Name": "plan", "Datatype": "str", "NameSpace": "static"})
+
+
+def test_a_property_created_is_defined_even_when_the_reread_after_another_failure_misses_it():
+    # "age" lost a creation race (MJ18) and the re-read shows it, but not yet "plan", which this
+    # call created: without "plan" in the definitions the identify failed with a KeyError (a 500).
+    client = _StubClient({"age": MailjetError(400, 'MJ18 A ContactMetaData resource with value "age" for Name already exists.')}, defined_after={"age": "int"})
+    definitions, created = asyncio.run(client.define_properties({"plan": "str", "age": "int"}))
+    assert created == [PropertyDefinition("plan", "str")]
+    assert definitions["plan"] == PropertyDefinition("plan", "str") and definitions["age"] == PropertyDefinition("age", "int")
+    assert asyncio.run(client.property_definitions()) == definitions
+
+
+@pytest.mark.parametrize(
+    ("contact", "contact_id"),
+    [
+        ({"ContactID": 12338756133}, 12338756133),
+        # Mailjet's own managecontact example shows the id as text ("ContactID":"10", reference/mailjet.md).
+        ({"ContactID": "10"}, 10),
+        ({"ContactID": True}, None),
+        ({"ContactID": ""}, None),
+        # Digits of other scripts: isdigit() says yes, and int("²") raised ValueError, a 500 after
+        # the contact was upserted (Segment retries it for four hours).
+        ({"ContactID": "\u00b2"}, None),
+        ({"ContactID": "\u0661\u0662"}, None),
+        ({}, None),
+    ],
+)
+def test_contact_id_from_managecontact(contact, contact_id):
+    assert _contact_id(contact) == contact_id

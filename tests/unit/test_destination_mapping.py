@@ -102,6 +102,11 @@ def test_name_traits_also_become_properties_but_email_does_not():
         (1.0, "float"),
         (0.5, "float"),
         (2**70, "str"),
+        # A 64-bit integer is the largest kept as int; one past it either way is kept exactly as text.
+        (2**63 - 1, "int"),
+        (-(2**63), "int"),
+        (2**63, "str"),
+        (-(2**63) - 1, "str"),
         (float("nan"), None),
         ("2024-05-01T10:00:00Z", "datetime"),
         ("2024-05-01T10:00:00.123+02:00", "datetime"),
@@ -183,6 +188,7 @@ def test_missing_email_is_a_mapping_error(message):
     ("message", "error"),
     [
         ({"traits": {"email": "not-an-address"}}, "not an email address"),
+        ({"traits": {"email": "ada lovelace@example.com"}}, "not an email address"),
         ({"traits": {"email": 42}}, "must be a string"),
         ({"traits": "ada@example.com"}, "traits must be an object"),
         ({"traits": {}, "context": {"traits": ["x"]}}, "context.traits must be an object"),
@@ -203,6 +209,12 @@ def test_user_id_wins_over_a_trait_of_the_same_name():
     update = map_identify(identify({"segment_user_id": "forged"}, userId="user-42"))
     assert props(update)["segment_user_id"] == ("user-42", "str")
     assert [skipped.trait for skipped in update.skipped] == ["segment_user_id"]
+
+
+@pytest.mark.parametrize("user_id", [True, False, ""])
+def test_a_user_id_that_names_no_user_is_not_kept(user_id):
+    # JSON true is no userId: kept, it would become the text "True" and be sent back with email events.
+    assert "segment_user_id" not in props(map_identify(identify(userId=user_id)))
 
 
 def test_anonymous_identify_has_no_segment_user_id():
@@ -366,6 +378,13 @@ def test_name_longer_than_mailjet_limit_leaves_name_unchanged():
     update = map_identify(identify({"firstName": "A" * 200, "lastName": "B" * 100}))
     assert update.name is None
     assert [skipped.trait for skipped in update.skipped] == ["name"]
+
+
+def test_a_name_of_exactly_255_characters_is_kept_and_one_more_is_not():
+    assert map_identify(identify({"firstName": "A" * 127, "lastName": "B" * 127})).name == "A" * 127 + " " + "B" * 127
+    update = map_identify(identify({"firstName": "A" * 128, "lastName": "B" * 127}))
+    assert update.name is None
+    assert [(skipped.trait, skipped.reason) for skipped in update.skipped] == [("name", "contact Name longer than 255 characters")]
 
 
 def test_a_blank_traits_email_is_absent_like_an_empty_one():

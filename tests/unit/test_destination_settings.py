@@ -32,6 +32,12 @@ def test_authentication_key_without_colon_is_tolerated():
     assert parse_authentication_key("Basic " + base64.b64encode(b"k").decode()) == "k"
 
 
+@pytest.mark.parametrize("scheme", ["basic", "BASIC"])
+def test_the_basic_scheme_matches_in_any_case(scheme):
+    # RFC 9110 §11.1: "It uses a case-insensitive token to identify the authentication scheme".
+    assert parse_authentication_key(basic("auth-key-1").replace("Basic", scheme)) == "auth-key-1"
+
+
 @pytest.mark.parametrize(
     "authorization",
     [None, "", "Bearer abc", "Basic !!!not-base64", basic(""), "Basic " + base64.b64encode(b"\xff\xfe:").decode()],
