@@ -63,10 +63,12 @@ class Receiver:
 
     received: list[tuple[str, Any]] = field(default_factory=list)
     authorizations: dict[str, str | None] = field(default_factory=dict)  # by path, the last seen
+    content_types: dict[str, str | None] = field(default_factory=dict)  # by path, the last seen
     answered_slowly: list[str] = field(default_factory=list)  # paths, as each slow answer goes out
 
     async def endpoint(self, request: Request) -> Response:
         self.authorizations[request.url.path] = request.headers.get("authorization")
+        self.content_types[request.url.path] = request.headers.get("content-type")
         self.received.append((request.url.path, await request.json()))
         if request.url.path.startswith("/slow"):
             await asyncio.sleep(0.5)
@@ -168,6 +170,7 @@ def stack(receiver_and_bundle: tuple[Receiver, dict[str, Any], str]) -> Stack:
         httpx.post(f"{url}/_emulator/reset").raise_for_status()
     receiver.received.clear()
     receiver.authorizations.clear()
+    receiver.content_types.clear()
     receiver.answered_slowly.clear()
     return Stack(info, receiver_url)
 
@@ -229,6 +232,7 @@ def test_webhooks_version_1_get_one_object_per_post(stack: Stack, receiver: Rece
     bodies = wait_for(lambda: len(receiver.bodies("/ok/v1")) == 2 and receiver.bodies("/ok/v1"), "two Version 1 posts")
     assert all(isinstance(body, dict) for body in bodies)
     assert [body["event"] for body in bodies] == ["sent", "open"]
+    assert receiver.content_types["/ok/v1"] == "application/json"  # "Events are POSTed as JSON" (§5)
     for body in bodies:
         assert contracts.validate(f"mailjet.event.{body['event']}", body) == []
         assert body["MessageID"] == message_id and body["email"] == "bob@example.com"
@@ -361,3 +365,21 @@ def test_an_account_whose_api_key_basic_auth_cannot_carry_is_refused(stack: Stac
     assert made.status_code == 201, made.text
     client = MailjetClient(auth=("team-a", "s:with:colons"), api_url=stack.mailjet_url + "/")
     assert client.contactslist.get().status_code == 200
+
+
+def test_control_listings_keep_the_newest_last(stack: Stack) -> None:
+    sent = [stack.send_email(f"list{index}@example.com") for index in range(3)]
+    messages = httpx.get(f"{stack.mailjet_url}/_emulator/messages", params={"limit": 2}).json()["messages"]
+    assert [message["MessageID"] for message in messages] == sent[1:]
+    for message_id in sent:
+        stack.emit(message_id, "open")
+    assert [row["MessageID"] for row in stack.email_events(event="open", limit=2)] == sent[1:]
+    assert httpx.get(f"{stack.mailjet_url}/_emulator/messages", params={"limit": 0}).json()["messages"] == []
+    campaign = httpx.post(f"{stack.mailjet_url}/_emulator/campaigns", json={"list_id": 1, "subject": "s", "html": HTML})
+    assert campaign.status_code == 201 and campaign.json()["list_id"] == 1
+
+
+def test_an_account_is_made_of_an_api_key_and_a_secret_key_only(stack: Stack) -> None:
+    answer = httpx.post(f"{stack.mailjet_url}/_emulator/accounts", json={"api_key": "team-b", "secret_key": "s", "name": "B"})
+    assert answer.status_code == 400 and "unknown field(s): name" in answer.json()["error"]
+    assert all(account["apiKey"] != "team-b" for account in httpx.get(f"{stack.mailjet_url}/_emulator/accounts").json()["accounts"])

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 import contracts
-from emulator.common.clock import LATEST, Clock
+from emulator.common.clock import LATEST, Clock, parse_iso
 from emulator.config import BundleConfig
 from emulator.mailjet.events import SENT_DELAY, EmailEvent, EmailEventError, EmailEvents, Simulation, links_of, track_call
 from emulator.mailjet.models import Account, MailjetBackend
@@ -235,6 +235,47 @@ def test_the_half_of_an_error_pair_left_out_follows_the_half_given(fake: Fake) -
     assert "error must be one of" in fake.refused(fake.send(), "blocked", error="oops").message
 
 
+def test_a_soft_bounce_before_sending_takes_the_place_of_sent(fake: Fake) -> None:
+    # The receiving server refused it: no `sent` may follow when its timer comes.
+    message_id = fake.send()
+    fake.emit(message_id, "bounce", hard_bounce=False)
+    fake.advance(timedelta(minutes=5))
+    assert fake.kinds(message_id) == ["bounce"] and fake.events.find_message(message_id).status == "bounced"
+    assert fake.account.contacts[fake.events.find_message(message_id).contact_id].delivered_count == 0
+
+
+def test_opens_and_clicks_are_the_contacts_last_activity(fake: Fake) -> None:
+    message_id = fake.send()
+    contact = fake.account.contacts[fake.events.find_message(message_id).contact_id]
+    opened = fake.emit(message_id, "open")
+    assert contact.last_activity_at == opened.at
+    fake.clock.advance(timedelta(minutes=3))
+    clicked = fake.emit(message_id, "click")
+    assert contact.last_activity_at == clicked.at > opened.at
+
+
+def test_the_listing_keeps_the_newest_records_newest_last(fake: Fake) -> None:
+    sent = [fake.send(f"user{index}@example.com") for index in range(3)]
+    fake.advance()
+    assert [record.message.message_id for record in fake.events.events(limit=2)] == sent[1:]
+    assert [record.message.message_id for record in fake.events.events(event="sent", limit=1)] == sent[2:]
+    assert fake.events.events(limit=0) == []
+
+
+def test_a_bounce_says_which_address_and_error_by_default(fake: Fake) -> None:
+    bounce = fake.emit(fake.send(), "bounce", hard_bounce=False, error="greylisted").payload
+    assert bounce["comment"] == "452 4.2.2 <ada@example.com>: greylisted"
+
+
+def test_unsub_takes_where_the_recipient_acted_from_and_only_an_integer_list(fake: Fake) -> None:
+    fake.subscribe("ada@example.com")
+    message_id = fake.send()
+    assert "not a contact list" in fake.refused(message_id, "unsub", mj_list_id=True).message
+    assert "not a contact list" in fake.refused(message_id, "unsub", mj_list_id="1").message
+    unsub = fake.emit(message_id, "unsub", mj_list_id=1, ip="10.0.0.1", geo="DE", agent="Mutt").payload
+    assert (unsub["ip"], unsub["geo"], unsub["agent"]) == ("10.0.0.1", "DE", "Mutt")
+
+
 def test_an_asynchronous_bounce_may_follow_sent(fake: Fake) -> None:
     message_id = fake.send()
     fake.advance()
@@ -340,6 +381,16 @@ def test_campaign_goes_to_subscribed_contacts_not_excluded(fake: Fake) -> None:
     assert fake.emit(message_id, "unsub").payload["mj_list_id"] == 1  # the campaign's list by default
 
 
+def test_campaign_skips_inactive_subscriptions(fake: Fake) -> None:
+    for email in ("ada@example.com", "bob@example.com"):
+        fake.subscribe(email)
+    bob = fake.account.find_contact("bob@example.com")
+    fake.account.find_recipient(bob.id, 1).is_active = False
+    campaign = fake.events.send_campaign({"list_id": 1, "subject": "News", "html": HTML})
+    assert campaign.skipped == [{"email": "bob@example.com", "reason": "subscription inactive"}]
+    assert [fake.events.find_message(m).recipient["Email"] for m in campaign.message_ids] == ["ada@example.com"]
+
+
 def test_campaign_requests_are_checked(fake: Fake) -> None:
     def refused(body: dict[str, Any]) -> str:
         with pytest.raises(EmailEventError) as raised:
@@ -356,6 +407,14 @@ def test_campaign_requests_are_checked(fake: Fake) -> None:
     assert "unknown field(s): to" in refused({"list_id": 1, "subject": "s", "html": "<p>x</p>", "to": "x"})
     empty = fake.events.send_campaign({"list_id": 1, "subject": "s", "html": "<p>x</p>", "from": "news@example.com"})
     assert empty.message_ids == [] and empty.name == "s"
+
+
+def test_a_campaign_subject_holds_at_most_255_characters(fake: Fake) -> None:
+    # As Send v3.1's Subject (mj-0006).
+    fake.subscribe("ada@example.com")
+    assert len(fake.events.send_campaign({"list_id": 1, "subject": "s" * 255, "html": HTML}).message_ids) == 1
+    with pytest.raises(EmailEventError, match="at most 255 characters"):
+        fake.events.send_campaign({"list_id": 1, "subject": "s" * 256, "html": HTML})
 
 
 def test_custom_campaign_groups_transactional_emails(fake: Fake) -> None:
@@ -436,6 +495,26 @@ def test_simulation_settings_are_validated_and_merged() -> None:
         with pytest.raises(ValueError, match=re.escape(text)):
             simulation.merged(bad)
     assert not Simulation().active
+
+
+def test_simulation_seed_is_an_integer_not_a_boolean_and_settings_are_saved(fake: Fake) -> None:
+    with pytest.raises(ValueError, match="seed must be an integer"):
+        Simulation().merged({"seed": True})
+    # A changed simulation is a change of the account row, which --data-dir saves.
+    fake.account.changes.enabled = True
+    fake.events.configure_simulation({"open_rate": 0.5})
+    assert (fake.account.api_key, "account", 0) in fake.account.changes.rows
+
+
+def test_simulated_bounces_are_hard_only_for_permanent_errors(fake: Fake) -> None:
+    fake.events.configure_simulation({"bounce_rate": 1, "seed": 11})
+    for number in range(30):
+        fake.send(f"user{number}@example.com")
+    fake.advance(timedelta(minutes=1))
+    bounces = [record.payload for record in fake.events.events(event="bounce")]
+    assert len(bounces) == 30 and fake.events.events(event="sent") == []
+    assert all(b["hard_bounce"] == (b["error"] in ("user unknown", "mailbox inactive", "invalid domain", "no mail host")) for b in bounces)
+    assert {b["hard_bounce"] for b in bounces} == {True, False}
 
 
 def test_a_simulation_delay_too_long_for_the_calendar_is_refused(fake: Fake) -> None:
@@ -669,6 +748,56 @@ def test_failing_webhook_retries_every_30s_for_24h_then_dies(fake: Fake) -> None
     assert (latest["url"], latest["callback_ids"], latest["state"]) == ("http://hooks.test/backup", [backup], "delivered")
 
 
+def test_the_last_retry_is_at_the_24_hour_mark(fake: Fake) -> None:
+    # Documented: retries "stop 24 hours after the initial failure". After a clock jump the retry
+    # comes at the new time; the next one may not go past the 24 hours.
+    register(fake, "open", "http://hooks.test/down")
+    fake.transport.statuses = [500]
+    fake.emit(fake.send(), "open")
+    fake.advance(timedelta(0))
+    webhook = fake.events.events(event="open")[0].webhook
+    deadline = webhook.first_failure_at + timedelta(hours=24)
+    fake.advance(timedelta(hours=24) - timedelta(seconds=10))
+    assert webhook.state == "retrying" and len(webhook.attempts) == 2
+    assert webhook.due == deadline
+    fake.advance(timedelta(seconds=10))
+    assert webhook.state == "failed" and len(webhook.attempts) == 3
+    assert parse_iso(webhook.attempts[-1]["at"]) >= deadline - timedelta(milliseconds=1)
+
+
+def test_a_delivery_whose_webhook_was_suspended_meanwhile_fails_at_its_next_attempt(fake: Fake) -> None:
+    callback = register(fake, "open", "http://hooks.test/down")
+    fake.transport.statuses = [500, 200]
+    fake.emit(fake.send(), "open")
+    fake.advance(timedelta(0))
+    webhook = fake.events.events(event="open")[0].webhook
+    assert webhook.state == "retrying"
+    fake.account.update_callback(str(callback), {"Status": "dead"})
+    fake.advance(timedelta(seconds=30))
+    assert webhook.state == "failed" and "suspended" in webhook.reason
+    assert len(fake.transport.posts) == 1
+
+
+def test_an_endpoint_that_answered_200_before_and_during_the_failures_stays_alive(fake: Fake) -> None:
+    # What counts is its latest 200: one from before the failing event began proves nothing, one
+    # during the 24 hours does.
+    callback = register(fake, "open", "http://hooks.test/hook")
+    fake.transport.answer = lambda url, body: 400 if body["email"] == "poison@example.com" else 200
+    fake.emit(fake.send("early@example.com"), "open")
+    fake.advance(timedelta(0))
+    fake.advance(timedelta(minutes=5))
+    fake.emit(fake.send("poison@example.com"), "open")
+    fake.advance(timedelta(0))
+    fake.advance(timedelta(hours=12))
+    fake.emit(fake.send("fine@example.com"), "open")
+    fake.advance(timedelta(0))
+    fake.advance(timedelta(hours=12))
+    early, poison, fine = (record.webhook for record in fake.events.events(event="open"))
+    assert early.state == fine.state == "delivered" and early.to_json()["next_attempt_at"] is None
+    assert poison.state == "failed" and "stays alive" in poison.reason
+    assert fake.account.callbacks[callback].status == "alive"
+
+
 def test_a_webhook_that_recovers_is_delivered(fake: Fake) -> None:
     register(fake, "sent", "http://hooks.test/flaky")
     fake.transport.statuses = [None, 500, 200]
@@ -886,6 +1015,19 @@ def test_segment_retries_follow_analytics_python(fake: Fake) -> None:
     assert forward.state == "delivered" and [round(w) for w in waits] == [1, 2, 4]
     assert [a["status"] for a in forward.batch.attempts] == [503, None, 429, 200]
     assert segment_posts(fake)[0][0] == "http://other-segment.test/v1/batch"
+
+
+def test_each_segment_attempt_carries_its_own_sent_at(fake: Fake) -> None:
+    # Segment corrects timestamps by `sentAt` (timestamp = receivedAt - (sentAt - timestamp)): a
+    # retry must say when it was sent, not when the first attempt was.
+    connect(fake)
+    fake.transport.statuses = [503, 200]
+    fake.send()
+    fake.advance()
+    fake.advance(timedelta(seconds=1))
+    attempts = fake.events.records[0].segment.batch.attempts
+    assert [body["sentAt"] for _, body, _ in segment_posts(fake)] == [attempt["at"] for attempt in attempts]
+    assert len(attempts) == 2 and attempts[0]["at"] != attempts[1]["at"]
 
 
 def test_segment_4xx_is_final_and_10_retries_is_the_limit(fake: Fake) -> None:

@@ -320,3 +320,137 @@ def test_boolean_properties_must_be_booleans(account: Account, name: str, value:
 def test_monitoring_category_is_a_string(account: Account) -> None:
     assert accepted(account, message(MonitoringCategory="orders"))
     assert errors(account, message(MonitoringCategory=7)) == [("mj-0004", ["MonitoringCategory"])]
+
+
+# ---------------------------------------------------------------- request level, content, recipients
+
+
+def test_messages_hold_at_most_50(account: Account) -> None:
+    status, body = send(account, {"Messages": [message()] * 50})
+    assert status == 200 and len(body["Messages"]) == 50 and len(account.messages) == 50
+    with pytest.raises(SendError) as raised:
+        send(account, {"Messages": [message()] * 51})
+    assert raised.value.code == "mj-0008" and raised.value.message.endswith("Max Allowed item limit is 50.")
+    assert len(account.messages) == 50
+
+
+@pytest.mark.parametrize("sandbox", ["true", 1])
+def test_sandbox_mode_must_be_a_boolean(account: Account, sandbox: Any) -> None:
+    with pytest.raises(SendError) as raised:
+        send(account, {"SandboxMode": sandbox, "Messages": [message()]})
+    assert raised.value.code == "mj-0004"
+    assert account.messages == [] and account.contacts == {}
+
+
+def test_sandbox_answers_id_0_and_an_empty_uuid_and_creates_no_contact(account: Account) -> None:
+    # Documented: the normal shape, "MessageUUID": "" and "MessageID": 0; nothing is delivered.
+    status, body = send(account, {"SandboxMode": True, "Messages": [message()]})
+    assert status == 200
+    sent = body["Messages"][0]["To"][0]
+    assert (sent["MessageID"], sent["MessageUUID"]) == (0, "")
+    assert sent["MessageHref"].endswith("/v3/REST/message/0")
+    assert account.contacts == {} and account.messages[0].status == "sandbox"
+
+
+def test_a_global_error_has_the_documented_shape() -> None:
+    # reference §6: {"ErrorIdentifier", "ErrorCode", "ErrorMessage", "StatusCode"}.
+    body = SendError("mj-0002", "Malformed JSON, please review the syntax and properties types.").to_json("id-1")
+    assert body == {"ErrorIdentifier": "id-1", "ErrorCode": "mj-0002",
+                    "ErrorMessage": "Malformed JSON, please review the syntax and properties types.", "StatusCode": 400}
+    assert SendError(None, "Method not allowed", 405).to_json("id-2") == {
+        "ErrorIdentifier": "id-2", "ErrorMessage": "Method not allowed", "StatusCode": 405}
+
+
+def test_from_is_mandatory(account: Account) -> None:
+    assert errors(account, message(From=DROP)) == [("mj-0003", ["From"])]
+    assert errors(account, message(From=None)) == [("mj-0003", ["From"])]
+
+
+def test_a_template_id_is_never_accessible_and_needs_no_from_nor_parts(account: Account) -> None:
+    # Templates are not emulated (send-0010); a template may define the sender and the parts (documented).
+    assert errors(account, message(From=DROP, TextPart=DROP, TemplateID=4242)) == [("send-0010", ["TemplateID"])]
+
+
+@pytest.mark.parametrize("part", [DROP, None, ""])
+def test_a_message_needs_a_text_or_html_part(account: Account, part: Any) -> None:
+    assert errors(account, message(TextPart=part)) == [("send-0003", ["HTMLPart", "TextPart"])]
+    assert accepted(account, message(TextPart=part, HTMLPart="<p>x</p>"))
+
+
+@pytest.mark.parametrize("name", ["Subject", "TextPart", "HTMLPart", "CustomID", "CustomCampaign", "URLTags", "MonitoringCategory"])
+def test_string_properties_must_be_strings(account: Account, name: str) -> None:
+    assert errors(account, message(**{name: 7})) == [("mj-0004", [name])]
+
+
+def test_event_payload_is_a_string_or_an_object_kept_as_json(account: Account) -> None:
+    assert errors(account, message(EventPayload=7)) == [("mj-0004", ["EventPayload"])]
+    assert errors(account, message(EventPayload=["a"])) == [("mj-0004", ["EventPayload"])]
+    assert accepted(account, message(EventPayload="row,15"))
+    assert accepted(account, message(EventPayload={"seat": "B", "row": 15}))
+    # Webhooks carry it back as the `Payload` string.
+    assert [m.event_payload for m in account.messages] == ["row,15", '{"seat":"B","row":15}']
+
+
+def test_template_language_false_satisfies_template_error_options(account: Account) -> None:
+    # GUESS (README): only a missing TemplateLanguage counts for send-0016.
+    assert accepted(account, message(TemplateErrorDeliver=True, TemplateLanguage=False))
+
+
+def test_to_cc_and_bcc_hold_50_addresses_in_all(account: Account) -> None:
+    def people(kind: str, count: int) -> list[dict[str, str]]:
+        return [{"Email": f"{kind}{i}@example.com"} for i in range(count)]
+
+    assert accepted(account, message(To=people("t", 17), Cc=people("c", 17), Bcc=people("b", 16)))
+    assert errors(account, message(To=people("t", 17), Cc=people("c", 17), Bcc=people("b", 17))) == [
+        ("send-0015", ["To", "Cc", "Bcc"])
+    ]
+    assert errors(account, message(To=people("t", 51))) == [("send-0015", ["To", "Cc", "Bcc"])]
+
+
+def test_a_recipient_name_must_be_a_string(account: Account) -> None:
+    assert errors(account, message(To=[{"Email": "t@example.com", "Name": 7}])) == [("mj-0004", ["To[0].Name"])]
+    assert errors(account, message(Cc=[{"Email": "c@example.com", "Name": ["C"]}])) == [("mj-0004", ["Cc[0].Name"])]
+
+
+def test_a_send_creates_each_unknown_recipient_as_a_contact_with_its_name(account: Account) -> None:
+    status, body = send(account, {"Messages": [message(To=[{"Email": "ada@example.com", "Name": "Ada"}], Bcc=[{"Email": "b@example.com"}])]})
+    assert status == 200
+    contacts = {contact.email: contact for contact in account.contacts.values()}
+    assert (contacts["ada@example.com"].name, contacts["b@example.com"].name) == ("Ada", "")
+    assert [m.contact_id for m in account.messages] == [contacts["ada@example.com"].id, contacts["b@example.com"].id]
+
+
+@pytest.mark.parametrize("body", [[], "Messages", 7, None])
+def test_a_body_that_is_no_object_is_malformed_json(account: Account, body: Any) -> None:
+    with pytest.raises(SendError) as raised:
+        send(account, body)
+    assert (raised.value.code, raised.value.status) == ("mj-0002", 400)
+
+
+def test_the_success_shape_lists_to_cc_and_bcc_even_empty(account: Account) -> None:
+    # Documented sample: {"Status": "success", "CustomID": "", "To": [...], "Cc": [], "Bcc": []}.
+    status, body = send(account, {"Messages": [message()]})
+    assert status == 200
+    result = body["Messages"][0]
+    assert set(result) == {"Status", "CustomID", "To", "Cc", "Bcc"} and (result["Cc"], result["Bcc"]) == ([], [])
+    assert set(result["To"][0]) == {"Email", "MessageUUID", "MessageID", "MessageHref"}
+    stored = account.messages[0].to_json()
+    assert stored["created_at"] and stored["MessageID"] == result["To"][0]["MessageID"]
+
+
+def test_globals_merge_every_documented_object_and_append_every_documented_array(account: Account) -> None:
+    globals_ = {
+        "ReplyTo": {"Email": "support@example.com", "Name": "Support"},
+        "Sender": {"Email": "sender@example.com"},
+        "Cc": [{"Email": "cc-global@example.com"}],
+        "InlinedAttachments": [ATTACHMENT] * 30,
+    }
+    # Merged: a ReplyTo with only a Name keeps the global Email; appended: 30 + 21 inlined is 51.
+    own = message(ReplyTo={"Name": "Help"}, Sender={"Name": "S"}, Cc=[{"Email": "cc@example.com"}], InlinedAttachments=[ATTACHMENT] * 21)
+    status, body = send(account, {"Globals": globals_, "Messages": [own]})
+    assert status == 400
+    assert [(e["ErrorCode"], e["ErrorRelatedTo"]) for e in body["Messages"][0]["Errors"]] == [("mj-0008", ["InlinedAttachments"])]
+    own["InlinedAttachments"] = [ATTACHMENT] * 20
+    status, body = send(account, {"Globals": globals_, "Messages": [own]})
+    assert status == 200
+    assert [r["Email"] for r in body["Messages"][0]["Cc"]] == ["cc-global@example.com", "cc@example.com"]
