@@ -277,6 +277,8 @@ def _validate_message(account: Account, message: Any, index: int) -> list[dict[s
         if isinstance(value, str) and len(value) > limit:
             errors.append(_error(account, "mj-0006", f'"{name}" is too long: at most {limit} characters.', [name]))
     payload = ci_get(message, "EventPayload")
+    # GUESS: the docs type EventPayload as a string; an object is taken too (clients pass one) and
+    # comes back in events as its compact JSON text.
     if payload is not None and not isinstance(payload, (str, dict)):
         errors.append(_error(account, "mj-0004", 'Type mismatch: "EventPayload" must be a string.', ["EventPayload"]))
     if not ci_get(message, "TextPart") and not ci_get(message, "HTMLPart") and template_id is None:
