@@ -357,6 +357,16 @@ def test_events_filters_and_limits(http: httpx.Client) -> None:
         assert response.status_code == 400 and "error" in response.json()
 
 
+def test_the_events_feed_says_how_many_messages_it_dropped(serve: Any) -> None:
+    small = BundleConfig(write_key=WRITE_KEY, events_capacity=2)
+    url = serve({"small": create_app(small, Clock(), PLACEHOLDER_URLS)})["small"]
+    with httpx.Client(base_url=url, timeout=30) as client:
+        batch = [{"type": "track", "userId": "u", "event": f"E{n}"} for n in range(5)]
+        assert post(client, "/v1/batch", {"writeKey": WRITE_KEY, "batch": batch}).status_code == 200
+        feed = client.get("/_emulator/events").json()
+        assert [event["event"] for event in feed["events"]] == ["E3", "E4"] and feed["dropped"] == 3
+
+
 def test_profiles_merge_traits_and_keep_history(http: httpx.Client) -> None:
     batch = [
         {"type": "identify", "anonymousId": "a1", "traits": {"email": "ann@example.com"}},

@@ -168,6 +168,10 @@ def test_sources_join_a_workspace_and_write_keys_are_checked(http: httpx.Client,
     assert http.post("/_emulator/sources", json={"name": "x", "write_key": DEFAULT_KEY}).status_code == 409
     assert http.post("/_emulator/sources", json={"name": "x", "write_key": "iso-f", "workspace": "ws_nope"}).status_code == 404
     assert http.post("/_emulator/sources", json={"name": "", "write_key": "iso-g"}).status_code == 400
+    # A misspelt field ("writeKey", as the sources list spells it) must not make a source with no key.
+    misspelt = http.post("/_emulator/sources", json={"name": "x", "write_key": "iso-h", "writeKey": "iso-h"})
+    assert misspelt.status_code == 400 and "writeKey" in misspelt.json()["error"]
+    assert http.get("/_emulator/sources", params={"writeKey": "iso-h"}).status_code == 404
     for path in ("/_emulator/events", "/_emulator/deliveries", "/_emulator/engage/audiences", "/_emulator/sources"):
         answer = http.get(path, params={"writeKey": "iso-unknown"})
         assert answer.status_code == 404 and "iso-unknown" in answer.json()["error"]

@@ -174,6 +174,7 @@ def test_identify_is_delivered_with_segment_direct_destination_request(harness):
     assert headers["content-type"] == "application/json"
     assert headers["user-agent"] == "Segment.io/1.0"
     assert headers["accept"] == "*/*"
+    assert headers["cache-control"] == "no-cache"
     # The wire message goes out untouched.
     assert got["body"]["traits"] == {"email": "ada@example.com"}
     assert got["body"]["receivedAt"] == "2025-01-01T12:00:00.100Z"
@@ -226,6 +227,16 @@ def test_other_4xx_and_501_fail_at_once_with_the_destinations_message(harness, s
     assert harness.clock.pending() == 0
 
 
+
+def test_only_a_2xx_answer_is_a_delivery(harness):
+    # A 300 (no Location, so no redirect to follow) is neither success nor retryable.
+    harness.receiver.script["ada"] = deque([300])
+    message_id = harness.identify("ada")
+    record = harness.wait_state(message_id, "failed")
+    assert record["reason"] == "scripted 300" and record["attempts"][0]["status"] == 300
+    harness.receiver.script["bob"] = deque([299])
+    assert harness.wait_state(harness.identify("bob"), "delivered", "failed")["state"] == "delivered"
+
 def test_an_answer_sent_in_pieces_is_recorded_whole(harness):
     # The answer used to be read with one `content.read(n)`, which returns the first piece only:
     # the record showed '{"message": "no email ' and the reason was that broken text.
@@ -237,8 +248,8 @@ def test_an_answer_sent_in_pieces_is_recorded_whole(harness):
 
 
 def test_retry_classification():
-    assert [s for s in (None, 408, 423, 429, 500, 501, 502, 503, 511, 599) if is_retryable(s)] == [
-        None, 408, 423, 429, 500, 502, 503, 511, 599
+    assert [s for s in (None, 408, 423, 429, 500, 501, 502, 503, 505, 511, 599) if is_retryable(s)] == [
+        None, 408, 423, 429, 500, 502, 503, 505, 511, 599
     ]
     assert not any(is_retryable(s) for s in (200, 301, 400, 401, 403, 404, 409, 410, 422, 501))
 

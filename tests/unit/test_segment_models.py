@@ -90,6 +90,26 @@ def test_single_calls_take_their_type_from_the_path(backend: SegmentBackend, end
     assert "writeKey" not in stored.message
 
 
+
+def test_the_path_wins_over_a_type_in_the_body_of_a_single_call(backend: SegmentBackend) -> None:
+    # An identify's traits sent to /v1/track would otherwise be filed (and delivered) as an identify.
+    stored = one(backend, "track", {"type": "identify", "userId": "u1", "event": "E", "traits": {"email": "a@example.com"}})
+    assert stored.accepted and stored.type == "track"
+    assert backend.profiles.get("u1").traits == {}
+
+
+
+def test_an_empty_message_id_is_replaced_like_a_missing_one(backend: SegmentBackend) -> None:
+    # Kept as "", every such call after the first would be dropped as its duplicate.
+    first, second = (one(backend, "track", {"userId": "u1", "event": "E", "messageId": ""}) for _ in range(2))
+    assert first.accepted and second.accepted
+    assert first.message_id.startswith("api-") and first.message_id != second.message_id
+
+@pytest.mark.parametrize("message_id,stored_id", [(42, "42"), (True, "true"), (["a", 1], '["a", 1]'), ({"k": None}, '{"k": null}')])
+def test_a_message_id_that_is_no_string_is_kept_as_its_json_text(backend: SegmentBackend, message_id: Any, stored_id: str) -> None:
+    stored = one(backend, "track", {"userId": "u1", "event": "E", "messageId": message_id})
+    assert stored.accepted and stored.message["messageId"] == stored_id
+
 def test_enrichment_sets_received_at_message_id_and_corrected_timestamp(backend: SegmentBackend, clock: Clock) -> None:
     stored = one(backend, "track", {
         "userId": "u1", "event": "Order Completed",
@@ -157,6 +177,11 @@ def test_write_key_from_basic_auth_with_or_without_colon(backend: SegmentBackend
     assert stored.accepted and stored.source.write_key == KEY
 
 
+
+def test_basic_auth_is_read_before_the_body_write_key(backend: SegmentBackend) -> None:
+    [stored] = backend.receive("track", body({"userId": "u", "event": "E", "writeKey": "nope"}), None, basic(f"{OTHER_KEY}:"))
+    assert stored.accepted and stored.source.name == "mobile"
+
 def test_second_source_is_routed_by_its_key(backend: SegmentBackend) -> None:
     [stored] = backend.receive("track", body({"userId": "u", "event": "E", "writeKey": OTHER_KEY}))
     assert stored.source.name == "mobile"
@@ -179,6 +204,12 @@ def test_unknown_write_key_is_stored_discarded_and_not_profiled(backend: Segment
     assert stored.to_json()["source"] == {"id": None, "name": None, "writeKey": "nope"}
     assert seen == [] and backend.profiles.get("u") is None
 
+
+
+def test_an_unknown_write_key_is_the_reason_given_before_any_problem_of_the_message(backend: SegmentBackend) -> None:
+    # The source is looked up first: fixing the message alone would not get it through.
+    [stored] = backend.receive("track", body({"writeKey": "nope", "event": "E"}))
+    assert stored.discard_reason == "unknown_write_key"
 
 def test_ingest_stores_an_internal_message_under_its_source(backend: SegmentBackend) -> None:
     seen: list[StoredMessage] = []
@@ -223,6 +254,9 @@ def test_gzip_bodies(backend: SegmentBackend) -> None:
     assert rejected(backend, "track", body({"writeKey": KEY}), "gzip") == "invalid_gzip"
     assert rejected(backend, "track", raw[:-10], "gzip") == "invalid_gzip"
     assert rejected(backend, "track", raw, "br") == "unsupported_content_encoding"
+    plain = body({"writeKey": KEY, "userId": "u", "event": "E"})
+    assert rejected(backend, "track", plain, "deflate") == "unsupported_content_encoding"
+    assert backend.receive("track", plain, "identity")[0].accepted
     # What followed the first member was ignored: a second member's call, or garbage, answered 200.
     second = gzip.compress(body({"writeKey": KEY, "userId": "u2", "event": "Lost"}))
     assert rejected(backend, "track", raw + second, "gzip") == "invalid_gzip"
@@ -237,6 +271,30 @@ def test_size_limits(backend: SegmentBackend) -> None:
     assert len(body(items)) > MAX_BATCH_BYTES
     assert rejected(backend, "batch", body({"writeKey": KEY, "batch": items})) == "payload_too_large"
 
+
+
+def _padded(payload: dict[str, Any], size: int) -> dict[str, Any]:
+    """`payload` with a `pad` property making its compact JSON exactly `size` bytes."""
+    padded = {**payload, "properties": {"pad": ""}}
+    filler = size - len(json.dumps(padded, separators=(",", ":")).encode())
+    return {**payload, "properties": {"pad": "x" * filler}}
+
+
+def test_a_call_of_exactly_32kb_is_accepted_and_one_byte_more_is_400(backend: SegmentBackend) -> None:
+    # analytics-python refuses a message only when it is over MAX_MSG_SIZE (32 << 10).
+    exact = _padded({"writeKey": KEY, "userId": "u", "event": "E"}, MAX_CALL_BYTES)
+    raw = json.dumps(exact, separators=(",", ":")).encode()
+    assert len(raw) == MAX_CALL_BYTES
+    assert backend.receive("track", raw)[0].accepted
+    assert rejected(backend, "track", raw + b" ") == "payload_too_large"
+
+
+def test_a_batch_item_of_exactly_32kb_is_kept(backend: SegmentBackend) -> None:
+    # Docs: an item "needs to be less than 32KB"; analytics-python sends one of exactly 32 << 10.
+    exact = _padded({"type": "track", "userId": "u", "event": "Exact"}, MAX_CALL_BYTES)
+    over = _padded({"type": "track", "userId": "u", "event": "Over"}, MAX_CALL_BYTES + 1)
+    stored = batch(backend, [exact, over])
+    assert [(s.event, s.discard_reason) for s in stored] == [("Exact", None), ("Over", "event_too_large")]
 
 def test_batch_item_over_32kb_is_discarded_alone(backend: SegmentBackend) -> None:
     stored = batch(backend, [
@@ -270,6 +328,9 @@ def test_more_than_2500_events_drops_the_whole_batch(backend: SegmentBackend) ->
     ({"type": "identify", "userId": "u", "traits": "x"}, "traits_not_object"),
     ({"type": "group", "userId": "u", "traits": ["x"], "groupId": "g"}, "traits_not_object"),
     ({"type": "group", "userId": "u"}, "id_required"),
+    ({"type": "group", "userId": "u", "groupId": ""}, "id_required"),
+    ({"type": "page", "userId": "u", "properties": ["x"]}, "properties_not_object"),
+    ({"type": "screen", "userId": "u", "name": "Home", "properties": "x"}, "properties_not_object"),
     ({"type": "page", "userId": "u", "name": ""}, "name_not_string"),
     ({"type": "screen", "userId": "u", "category": 3}, "category_not_string"),
     ({"type": "alias", "userId": "u"}, "id_required"),
@@ -381,6 +442,12 @@ def test_the_dedupe_window_holds_24_hours_of_ids_and_sweeps_out_older_ones() -> 
     start = datetime(2025, 1, 1, tzinfo=timezone.utc)
     assert window.admit("a", start) and window.admit("b", start + timedelta(minutes=30))
     assert not window.admit("a", start + timedelta(hours=23, minutes=59))
+    # Exactly 24 h old is out of the window, as the sweep has it: the answer must not depend on
+    # whether a sweep ran in between.
+    edge = DedupeWindow()
+    assert edge.admit("e", start + timedelta(minutes=30))
+    assert edge.admit("s", start + timedelta(hours=23, minutes=50))  # swept here; the next sweep is an hour on
+    assert edge.admit("e", start + timedelta(hours=24, minutes=30))  # not swept out, and still expired
     assert window.admit("a", start + timedelta(hours=24, seconds=1))  # expired: accepted again, from now
     assert len(window) == 2
     assert window.admit("b", start + timedelta(hours=24, minutes=45))  # expired, though not yet swept out
@@ -426,6 +493,8 @@ def test_event_filters_and_limit(backend: SegmentBackend) -> None:
     assert backend.events(limit=1)[0].type == "identify"
     assert [s.event for s in backend.events(type="track", user_id="u0", event="E0")] == ["E0", "E0"]
     assert backend.events(limit=0) == []
+    wanted = backend.events(type="track")[3]
+    assert backend.events(message_id=wanted.message_id) == [wanted]
     newest_last = backend.events(type="track")
     assert [s.message_id for s in newest_last] == [s.message_id for s in list(backend.messages)[:10]]
 
@@ -487,6 +556,16 @@ def test_the_events_feed_keeps_the_newest_and_counts_what_it_dropped(clock: Cloc
     assert len(backend.profiles.get("u").events) == 5  # profiles see every message
 
 
+
+def test_a_restored_feed_keeps_the_newest_and_counts_what_it_dropped(clock: Clock) -> None:
+    config = BundleConfig(write_key=KEY, events_capacity=2)
+    first = SegmentBackend.from_config(config, clock)
+    stored = [one(first, "track", {"userId": "u", "event": f"E{index}"}) for index in range(3)]
+    restored = SegmentBackend.from_config(config, clock)
+    restored.restore(stored)  # the database keeps every message, more than the feed holds
+    assert [s.event for s in restored.events()] == ["E1", "E2"] and restored.dropped == 1
+    assert len(restored.profiles.get("u").events) == 3
+
 def test_alias_links_previous_id(backend: SegmentBackend) -> None:
     one(backend, "track", {"anonymousId": "old", "event": "Viewed"})
     one(backend, "alias", {"previousId": "old", "userId": "u"})
@@ -538,6 +617,15 @@ def test_an_anonymous_id_that_moved_to_another_user_stays_with_it_through_later_
     assert [event.event for event in backend.profiles.get("u2").events] == [None, "E"]
     assert backend.profiles.get("u3").to_json()["anonymousIds"] == []
 
+
+
+def test_an_anonymous_id_of_one_known_user_moves_to_another_without_merging_them(backend: SegmentBackend) -> None:
+    one(backend, "identify", {"userId": "u1", "anonymousId": "a1", "traits": {"email": "one@example.com"}})
+    one(backend, "identify", {"userId": "u2", "traits": {"email": "two@example.com"}})
+    one(backend, "track", {"userId": "u2", "anonymousId": "a1", "event": "Shared Device"})
+    first, second = backend.profiles.get("u1"), backend.profiles.get("u2")
+    assert first is not second and backend.profiles.get("a1") is second
+    assert first.traits == {"email": "one@example.com"} and second.traits == {"email": "two@example.com"}
 
 def test_tracked_events_are_time_ordered_for_window_counts(backend: SegmentBackend, clock: Clock) -> None:
     now = clock.now().replace(microsecond=0)

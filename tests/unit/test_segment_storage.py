@@ -336,6 +336,10 @@ def test_an_import_removes_workspaces_the_snapshot_lacks_and_resets_a_missing_de
         (lambda d: d.update(state=[]), "state must be a JSON object"),
         (lambda d: d["state"]["workspaces"][0]["messages"][0].update(status="maybe"),
          r"state.workspaces\[0\].messages\[0\].status"),
+        (lambda d: d["state"]["workspaces"][0]["messages"][0].update(discard_reason="no_user_anon_id"),
+         r"messages\[0\].discard_reason must be a string for a discarded message, null otherwise"),
+        (lambda d: d["state"]["workspaces"][0]["messages"][5].update(discard_reason=None),
+         r"messages\[5\].discard_reason must be a string for a discarded message"),
         (lambda d: d["state"]["workspaces"][0]["messages"][1]["message"].update(receivedAt="yesterday"),
          r"messages\[1\].message.receivedAt"),
         # Rebuilding the dedupe window overflowed datetime: PUT answered 500 with the state half replaced.
@@ -345,6 +349,16 @@ def test_an_import_removes_workspaces_the_snapshot_lacks_and_resets_a_missing_de
          r"messages\[1\].message.receivedAt: .*between"),
         (lambda d: d["state"]["workspaces"][0]["deliveries"][0].update(state="lost"),
          r"deliveries\[0\].state must be one of"),
+        # Without it the record would never be retried after the restart, and its user's later
+        # messages would wait behind it forever.
+        (lambda d: d["state"]["workspaces"][0]["deliveries"][0].update(next_attempt_at=None),
+         r"deliveries\[0\]: a retrying record needs next_attempt_at"),
+        # Two records with one seq share one database row: one of them would be lost at the next start.
+        (lambda d: d["state"]["workspaces"][0]["deliveries"][1].update(seq=d["state"]["workspaces"][0]["deliveries"][0]["seq"]),
+         r"workspaces\[0\].deliveries: seq must be unique and increasing"),
+        # Its id derives from that key; without a source holding it, calls signed with it would go elsewhere.
+        (lambda d: d["state"]["workspaces"][1]["sources"].pop(0),
+         r"workspaces\[1\].sources must include the workspace's write_key 'storage-ci-key'"),
         # Beyond SQLite's integer keys: the import failed half done (500) and every later save with it.
         (lambda d: d["state"]["workspaces"][0]["deliveries"][-1].update(seq=2**63),
          r"deliveries\[\d+\].seq must be a positive integer of at most 9007199254740992"),
@@ -407,6 +421,29 @@ def test_a_reset_workspace_is_cleared_in_the_database_and_the_others_stay(tmp_pa
     assert before["workspaces"][1]["messages"] == [] and before["workspaces"][0]["messages"]
     assert run(second_life()) == before
 
+
+
+def test_a_reset_forgets_the_unwritten_messages_and_keeps_the_workspaces_order(tmp_path: Path, clock: Clock) -> None:
+    async def first_life() -> list[str]:
+        workspaces = open_workspaces(clock, tmp_path)
+        await populate(workspaces)
+        workspaces.add_source("late", "storage-late-key")
+        ci = workspaces.for_write_key(CI_KEY)
+        # Not yet written when the reset comes (no flush in between): it must not reach the database.
+        send(workspaces, CI_KEY, "identify", {"userId": "c2", "traits": {"email": "c2@example.com"}})
+        ci.reset()
+        order = [workspace.id for workspace in workspaces]
+        await workspaces.aclose()
+        return order
+
+    async def second_life() -> tuple[list[str], list[Any]]:
+        workspaces = open_workspaces(clock, tmp_path)
+        kept = [workspace.id for workspace in workspaces], workspaces.for_write_key(CI_KEY).export()
+        await workspaces.aclose()
+        return kept[0], kept[1].messages + kept[1].deliveries
+
+    order = run(first_life())
+    assert run(second_life()) == (order, [])
 
 def test_a_whole_reset_removes_the_added_workspaces_from_the_database(tmp_path: Path, clock: Clock) -> None:
     async def first_life() -> None:
