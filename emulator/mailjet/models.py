@@ -155,7 +155,7 @@ def parse_bool(value: Any, name: str) -> bool:
         return value
     if isinstance(value, str) and value.strip().lower() in _TRUE + _FALSE:
         return value.strip().lower() in _TRUE
-    raise invalid_property(name, f"value {value!r} is not a boolean")
+    raise invalid_property(name, f"value {_as_json(value)} is not a boolean")
 
 
 def parse_int(value: Any, name: str) -> int:
@@ -165,7 +165,7 @@ def parse_int(value: Any, name: str) -> int:
         return value
     number = read_id(value) if isinstance(value, str) else None
     if number is None:
-        raise invalid_property(name, f"value {value!r} is not an integer")
+        raise invalid_property(name, f"value {_as_json(value)} is not an integer")
     return number
 
 
@@ -173,7 +173,7 @@ def check_string(value: Any, name: str, *, allow_empty: bool = True) -> str:
     if value is None:
         raise required(name)
     if not isinstance(value, str):
-        raise invalid_property(name, f"value {value!r} is not a string")
+        raise invalid_property(name, f"value {_as_json(value)} is not a string")
     if not allow_empty and not value:
         # Observed (php#38): a list created without a Name answered this text (callers pass a
         # missing Name as ""); a null value is "MJ03 A non-empty value is required" above.
@@ -197,7 +197,7 @@ def check_action(value: Any) -> str:
         raise required("Action")
     if not isinstance(value, str) or value.lower() not in ACTIONS:
         # Guess: text not documented; it lists the allowed values.
-        raise invalid_property("Action", f"value {value!r} is not one of {', '.join(ACTIONS)}")
+        raise invalid_property("Action", f"value {_as_json(value)} is not one of {', '.join(ACTIONS)}")
     return value.lower()
 
 
@@ -1169,13 +1169,13 @@ class Account:
         if value in (None, ""):
             raise required("Datatype")
         if not isinstance(value, str) or value.lower() not in DATATYPES:
-            raise invalid_property("Datatype", f"value {value!r} is not one of {', '.join(DATATYPES)}")
+            raise invalid_property("Datatype", f"value {_as_json(value)} is not one of {', '.join(DATATYPES)}")
         return value.lower()
 
     @staticmethod
     def _check_namespace(value: Any) -> str:
         if not isinstance(value, str) or value.lower() not in NAMESPACES:
-            raise invalid_property("NameSpace", f"value {value!r} is not one of {', '.join(NAMESPACES)}")
+            raise invalid_property("NameSpace", f"value {_as_json(value)} is not one of {', '.join(NAMESPACES)}")
         return value.lower()
 
     def check_properties(self, raw: Any) -> dict[str, str | None]:
@@ -1394,7 +1394,7 @@ class Account:
         if value in (None, ""):
             raise required("EventType")
         if not isinstance(value, str) or value.lower() not in EVENT_TYPES:
-            raise invalid_property("EventType", f"value {value!r} is not one of {', '.join(EVENT_TYPES)}")
+            raise invalid_property("EventType", f"value {_as_json(value)} is not one of {', '.join(EVENT_TYPES)}")
         return value.lower()
 
     @staticmethod
@@ -1614,6 +1614,12 @@ def _echo(value: Any) -> str:
     if value is None:
         return ""
     return value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
+
+
+def _as_json(value: Any) -> str:
+    """A client's value in an error text as the JSON it sent (`true`, `null`, `"x"`), not as Python
+    shows it (`True`, `None`, `'x'`). The body was decoded from JSON, so it always encodes again."""
+    return json.dumps(value, ensure_ascii=False)
 
 
 def _quoted(value: Any) -> str:

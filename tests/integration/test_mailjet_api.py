@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -702,3 +703,55 @@ def test_a_job_removing_unknown_emails_creates_no_contacts(server: Server) -> No
     server.control("POST", "clock", json={"advance": "2s"})
     assert data(mj.contactslist_managemanycontacts.get(id=1, action_id=job_id))[0]["Status"] == "Completed"
     assert mj.contact.get().json()["Total"] == 0
+
+
+def test_a_list_job_is_not_found_under_another_list(server: Server) -> None:
+    http = server.http
+    other = http.post("/v3/REST/contactslist", json={"Name": "other"}).json()["Data"][0]["ID"]
+    job_id = http.post("/v3/REST/contactslist/1/managemanycontacts", json={"Action": "addforce", "Contacts": [{"Email": "j@example.com"}]}).json()["Data"][0]["JobID"]
+    assert http.get(f"/v3/REST/contactslist/1/managemanycontacts/{job_id}").status_code == 200
+    wrong = http.get(f"/v3/REST/contactslist/{other}/managemanycontacts/{job_id}")
+    assert (wrong.status_code, wrong.json()) == (404, {"ErrorInfo": "", "ErrorMessage": "Object not found", "StatusCode": 404})
+
+
+def test_sort_asc_and_desc_over_http(server: Server) -> None:
+    http = server.http
+    for name in ("b", "c", "a"):
+        http.post("/v3/REST/contactslist", json={"Name": name})
+    names = lambda sort: [row["Name"] for row in http.get(f"/v3/REST/contactslist?Sort={sort}&Limit=3").json()["Data"]]  # noqa: E731
+    assert names("Name+ASC") == ["a", "b", "c"]
+    assert names("Name+DESC") == ["segjet", "c", "b"]
+
+
+def test_an_empty_body_reports_the_missing_fields(server: Server) -> None:
+    response = server.http.post("/v3/REST/contact", content=b"", headers={"Content-Type": "application/json"})
+    assert response.status_code == 400
+    assert response.json()["ErrorInfo"] == "MJ08 Property Email is invalid: MJ03 A non-empty value is required"
+
+
+def test_a_path_outside_the_apis_is_object_not_found(server: Server) -> None:
+    response = server.http.get("/v3/nothing/here")
+    assert (response.status_code, response.json()) == (404, {"ErrorInfo": "", "ErrorMessage": "Object not found", "StatusCode": 404})
+
+
+def test_a_rest_body_over_the_limit_is_a_413_in_the_rest_shape(server: Server, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(routes, "MAX_BODY_BYTES", 1000)
+    response = server.http.post("/v3/REST/contact", json={"Email": "big@example.com", "Name": "x" * 2000})
+    assert response.status_code == 413
+    assert contracts.validate("mailjet.error", response.json()) == [] and response.json()["StatusCode"] == 413
+    monkeypatch.undo()
+    assert server.http.get("/v3/REST/contact/big@example.com").status_code == 404
+
+
+def test_basic_auth_without_a_secret_is_a_401(server: Server) -> None:
+    # "mj-key" alone (no colon): no secret, so no account, whatever the key.
+    token = base64.b64encode(CONFIG.mailjet_api_key.encode()).decode()
+    response = httpx.get(f"{server.url}/v3/REST/contact", headers={"Authorization": f"Basic {token}"})
+    assert response.status_code == 401
+
+
+def test_a_trailing_slash_names_the_same_resource(server: Server) -> None:
+    http = server.http
+    assert http.post("/v3/REST/contact/", json={"Email": "slash@example.com"}).status_code == 201
+    assert http.get("/v3/REST/contact/slash@example.com/").json()["Data"][0]["Email"] == "slash@example.com"
+    assert http.get("/v3/REST/contactslist/").json()["Count"] == 1

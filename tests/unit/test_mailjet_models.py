@@ -428,3 +428,262 @@ def test_contact_and_contactdata_campaign_filter_keeps_the_campaigns_recipients(
     assert account.list_contacts(Query.parse([("Campaign", "0")])) == []
     assert len(account.list_contacts(Query())) == 3
     assert error_of(account.list_contacts, Query.parse([("Campaign", "x")])).status == 400
+
+
+def test_sort_direction_is_ascending_unless_desc() -> None:
+    # Documented (`Sort=ArrivedAt+DESC`, "default ascending"): an explicit ASC is ascending too.
+    rows = [{"ID": i} for i in (2, 3, 1)]
+    for sort, expected in [("ID", [1, 2, 3]), ("ID ASC", [1, 2, 3]), ("ID+asc", [1, 2, 3]), ("ID DESC", [3, 2, 1]), ("ID+desc", [3, 2, 1])]:
+        assert [r["ID"] for r in paginate(rows, Query.parse([("Sort", sort)]), ("ID",))] == expected, sort
+
+
+def test_an_email_with_text_after_the_address_is_invalid(account: Account) -> None:
+    for email in ("a@example.com b", "a@example.com<x>@y", "a@b.co,c@d.co"):
+        assert error_of(account.create_contact, {"Email": email}).info.startswith("MJ08 Property Email is invalid"), email
+    assert account.contacts == {}
+
+
+def test_float_property_strings_beyond_a_double_are_mismatches() -> None:
+    # "1e400" is a JSON number in a string, but float() makes it inf, which no Mailjet float holds.
+    for value in ("1e400", "-1e400", float("inf"), float("nan")):
+        with pytest.raises(ValueError):
+            coerce_property("float", value)
+
+
+def test_contact_filters_exclusion_and_list(account: Account) -> None:
+    kept = account.create_contact({"Email": "kept@example.com"})
+    excluded = account.create_contact({"Email": "out@example.com", "IsExcludedFromCampaigns": True})
+    account.manage_contact("1", {"Email": "kept@example.com", "Action": "addforce"})
+    assert account.list_contacts(Query.parse([("IsExcludedFromCampaigns", "true")])) == [excluded]
+    assert account.list_contacts(Query.parse([("IsExcludedFromCampaigns", "false")])) == [kept]
+    assert account.list_contacts(Query.parse([("ContactsList", "1")])) == [kept]
+
+
+def test_list_filters_exclude_id_and_is_deleted(account: Account) -> None:
+    old = account.create_list({"Name": "Old", "IsDeleted": True})
+    news = account.create_list({"Name": "News"})
+
+    def ids(*params: tuple[str, str]) -> list[int]:
+        return [l.id for l in account.list_lists(Query.parse(list(params)))]
+
+    assert ids(("ExcludeID", str(old.id))) == [1, news.id]
+    assert ids(("IsDeleted", "true")) == [old.id]
+    assert ids(("IsDeleted", "false")) == [1, news.id]
+    assert ids(("Name", "News")) == [news.id]
+    # "Name will be a unique identifier" (reference §contactslist): a second list of one name is refused.
+    assert "MJ18" in error_of(account.create_list, {"Name": "News"}).message
+    assert len(account.lists) == 3
+
+
+def test_subscriber_count_leaves_out_unsubscribed_recipients(account: Account) -> None:
+    account.manage_contact("1", {"Email": "in@example.com", "Action": "addforce"})
+    account.manage_contact("1", {"Email": "gone@example.com", "Action": "unsub"})
+    assert account.list_json(account.get_list("1"))["SubscriberCount"] == 1
+
+
+def test_resubscribing_a_recipient_clears_its_unsubscribed_at(account: Account) -> None:
+    contact = account.create_contact({"Email": "r@example.com"})
+    recipient = account.create_recipient({"ContactID": contact.id, "ListID": 1, "IsUnsubscribed": True})
+    assert account.recipient_json(recipient)["UnsubscribedAt"] != ""
+    assert account.update_recipient(str(recipient.id), {"IsUnsubscribed": False})[1] is True
+    assert account.recipient_json(recipient)["UnsubscribedAt"] == ""
+
+
+def test_recipient_filters_contact_email_and_list_name(account: Account) -> None:
+    news = account.create_list({"Name": "News"})
+    first = account.manage_contact("1", {"Email": "a@example.com", "Action": "addforce"})["ContactID"]
+    account.manage_contact(str(news.id), {"Email": "a@example.com", "Action": "addforce"})
+
+    def lists(*params: tuple[str, str]) -> list[int]:
+        return [r.list_id for r in account.list_recipients(Query.parse(list(params)))]
+
+    assert lists(("ListName", "News")) == [news.id]
+    assert lists(("ContactEmail", "A@example.com"), ("ListName", "segjet")) == [1]
+    # ContactEmail is an address: the contact's ID written there matches no one.
+    assert lists(("ContactEmail", str(first))) == []
+    contact_data = account.list_contact_data(Query.parse([("ContactEmail", " A@Example.COM ")]))
+    assert [c.email for c in contact_data] == ["a@example.com"]
+
+
+def test_a_zero_contact_id_falls_back_to_the_alternate_key(account: Account) -> None:
+    # Typed clients (Go, .NET) send an unset ContactID/ListID as 0 next to the ...ALT they mean.
+    contact = account.create_contact({"Email": "z@example.com"})
+    recipient = account.create_recipient({"ContactID": 0, "ContactALT": "z@example.com", "ListID": "0", "ListALT": "segjet"})
+    assert (recipient.contact_id, recipient.list_id) == (contact.id, 1)
+
+
+def test_contactdata_delete_clears_every_value(account: Account) -> None:
+    account.create_property({"Name": "plan", "Datatype": "str"})
+    account.manage_contact("1", {"Email": "c@example.com", "Action": "addforce", "Properties": {"plan": "pro"}})
+    account.clear_contact_data("c@example.com")
+    assert account.contact_data_json(account.get_contact("c@example.com"))["Data"] == []
+
+
+def test_deleting_the_app_connections_list_unsets_it(account: Account) -> None:
+    news = account.create_list({"Name": "News"})
+    account.update_app_connection({"listId": news.id})
+    account.delete_list(str(news.id))
+    assert account.app_connection.list_id == 0
+
+
+def test_a_job_is_found_only_under_its_own_list(account: Account) -> None:
+    news = account.create_list({"Name": "News"})
+    job = account.start_list_job("1", {"Action": "addforce", "Contacts": [{"Email": "j@example.com"}]})
+    assert account.get_job(str(job.id), "1") is job
+    assert error_of(account.get_job, str(job.id), str(news.id)).status == 404
+
+
+def test_job_envelope_and_contact_checks(account: Account) -> None:
+    assert error_of(account.start_contacts_job, {"Contacts": []}).info == "MJ08 Property Contacts is invalid: MJ03 A non-empty value is required"
+    contact = account.create_contact({"Email": "c@example.com"})
+    assert error_of(account.manage_contacts_lists, str(contact.id), {"ContactsLists": None}).status == 400
+    assert error_of(account.manage_contacts_lists, str(contact.id), {}).status == 400
+    job = account.start_list_job("1", {"Action": "addforce", "Contacts": [{"Email": "long@example.com", "Name": "x" * 256}]})
+    run_jobs(account)
+    assert job.errors == [{"Index": 0, "Email": "long@example.com", "Error": "name not valid"}]
+    assert account.find_contact("long@example.com") is None
+
+
+def test_a_job_whose_list_is_deleted_before_it_runs_subscribes_nowhere(account: Account) -> None:
+    news = account.create_list({"Name": "News"})
+    job = account.start_contacts_job({"ContactsLists": [{"ListID": news.id, "Action": "addforce"}], "Contacts": [{"Email": "j@example.com"}]})
+    account.delete_list(str(news.id))
+    run_jobs(account)
+    assert job.status == "Completed" and account.find_contact("j@example.com") is not None
+    assert account.recipients == {}
+
+
+def test_managecontact_checks_the_name(account: Account) -> None:
+    for name in (5, "x" * 256, ["a"]):
+        assert error_of(account.manage_contact, "1", {"Email": "n@example.com", "Action": "addforce", "Name": name}).status == 400
+    assert account.contacts == {}
+
+
+def test_webhook_filters_composite_key_and_updates(account: Account) -> None:
+    sent = account.create_callback({"EventType": "sent", "Url": "http://h.test/sent"})
+    backup = account.create_callback({"EventType": "open", "Url": "http://h.test/b", "IsBackup": "true", "Status": "dead"})
+    opened = account.create_callback({"EventType": "open", "Url": "http://h.test/o"})
+
+    def ids(*params: tuple[str, str]) -> list[int]:
+        return [c.id for c in account.list_callbacks(Query.parse(list(params)))]
+
+    assert ids(("EventType", "open")) == [backup.id, opened.id] and ids(("EventType", "7")) == [sent.id]
+    assert ids(("Backup", "true")) == [backup.id]
+    assert ids(("Status", "dead")) == [backup.id]
+    assert account.get_callback("open|true") is backup and account.get_callback("OPEN|false") is opened
+    # A dead backup is no fallback.
+    account.update_callback(str(opened.id), {"Status": "dead"})
+    assert account.callbacks_for("open") == []
+    # Documented: updating a suspended webhook with a new URL reactivates it.
+    assert account.update_callback(str(opened.id), {"Url": "http://h.test/o2"})[0].status == "alive"
+    # Moving onto the (EventType, IsBackup) of another webhook is a duplicate, as on create.
+    assert "MJ18" in error_of(account.update_callback, str(sent.id), {"EventType": "open"}).message
+    assert error_of(account.create_callback, {"EventType": "click", "Url": "http://h.test/c", "Version": 3}).status == 400
+
+
+def test_contact_timestamps_follow_changes(account: Account) -> None:
+    clock = account.clock
+    contact = account.create_contact({"Email": "t@example.com", "IsExcludedFromCampaigns": True})
+    created = contact.to_json()
+    assert created["ExclusionFromCampaignsUpdatedAt"] == created["CreatedAt"] != ""
+    assert created["LastUpdateAt"] == ""
+    clock.advance(timedelta(hours=1))
+    account.update_contact(str(contact.id), {"IsExcludedFromCampaigns": False})
+    later = contact.to_json()
+    assert later["ExclusionFromCampaignsUpdatedAt"] == later["LastUpdateAt"] == mj_time(clock.now())
+
+
+def test_unknown_actions_are_refused(account: Account) -> None:
+    for action in ("subscribe", "add", "ADDFORCE "):
+        assert error_of(account.manage_contact, "1", {"Email": "a@example.com", "Action": action}).info.startswith(
+            "MJ08 Property Action is invalid"), action
+    assert account.contacts == {}
+    assert account.manage_contact("1", {"Email": "a@example.com", "Action": "AddForce"})["Action"] == "addforce"
+
+
+def test_adding_an_inactive_recipient_again_makes_it_active(account: Account) -> None:
+    # GUESS (as the model): an add action (re)activates the subscription it finds.
+    contact = account.create_contact({"Email": "i@example.com"})
+    recipient = account.create_recipient({"ContactID": contact.id, "ListID": 1, "IsActive": False})
+    account.manage_contact("1", {"Email": "i@example.com", "Action": "addnoforce"})
+    assert recipient.is_active is True
+
+
+def test_a_null_property_value_unassigns_it(account: Account) -> None:
+    # Documented for managemanycontacts ("null" unassigns); managecontact and contactdata take it the same way.
+    account.create_property({"Name": "plan", "Datatype": "str"})
+    account.manage_contact("1", {"Email": "n@example.com", "Action": "addforce", "Properties": {"plan": "pro"}})
+    account.manage_contact("1", {"Email": "n@example.com", "Action": "addforce", "Properties": {"plan": None}})
+    assert account.get_contact("n@example.com").properties == {}
+    account.set_contact_data("n@example.com", {"Data": [{"Name": "plan", "Value": "pro"}]})
+    contact, changed = account.set_contact_data("n@example.com", {"Data": [{"Name": "plan", "Value": None}]})
+    assert changed and contact.properties == {}
+
+
+def test_a_finished_job_shows_when_it_ended(account: Account) -> None:
+    job = account.start_list_job("1", {"Action": "addforce", "Contacts": [{"Email": "j@example.com"}]})
+    assert job.to_json()["JobEnd"] == ""
+    run_jobs(account)
+    assert job.to_json()["JobEnd"] == mj_time(account.clock.now())
+
+
+def test_invalid_values_are_shown_as_json_writes_them(account: Account) -> None:
+    # The client sent JSON: an error shows `true`, `null` or "x", not Python's True, None or 'x'.
+    assert error_of(account.create_contact, {"Email": "a@example.com", "IsExcludedFromCampaigns": None}).info == (
+        "MJ08 Property IsExcludedFromCampaigns is invalid: value null is not a boolean")
+    assert error_of(account.create_recipient, {"ContactID": True, "ListID": 1}).info == (
+        "MJ08 Property ContactID is invalid: value true is not an integer")
+    assert error_of(account.create_contact, {"Email": "a@example.com", "Name": ["x"]}).info == (
+        'MJ08 Property Name is invalid: value ["x"] is not a string')
+    assert error_of(account.manage_contact, "1", {"Email": "a@example.com", "Action": "añadir"}).info == (
+        'MJ08 Property Action is invalid: value "añadir" is not one of addforce, addnoforce, remove, unsub')
+    assert "value false is not one of" in error_of(account.create_property, {"Name": "p", "Datatype": False}).info
+    assert "value 1 is not one of" in error_of(account.create_property, {"Name": "p", "Datatype": "str", "NameSpace": 1}).info
+    assert "value 6 is not one of" in error_of(account.create_callback, {"EventType": 6, "Url": "http://h.test/x"}).info
+
+
+def test_unchanged_puts_answer_not_modified(account: Account) -> None:
+    # "304 Not Modified: The PUT request didn't affect any record" (reference §1), field by field.
+    news = account.create_list({"Name": "News"})
+    assert account.update_list(str(news.id), {"IsDeleted": False})[1] is False
+    assert account.update_list(str(news.id), {"IsDeleted": True})[1] is True
+    plan = account.create_property({"Name": "plan", "Datatype": "str"})
+    assert account.update_property(str(plan.id), {"Datatype": "str", "NameSpace": "static"})[1] is False
+    # Its own name in other letters is no duplicate: a rename.
+    assert account.update_property(str(plan.id), {"Name": "Plan"})[0].name == "Plan"
+    contact = account.create_contact({"Email": "u@example.com"})
+    recipient = account.create_recipient({"ContactID": contact.id, "ListID": 1})
+    assert account.update_recipient(str(recipient.id), {"IsActive": True, "IsUnsubscribed": False})[1] is False
+
+
+def test_bool_filters_refuse_other_values(account: Account) -> None:
+    for raw in ("yes", "", "2"):
+        assert error_of(account.list_contacts, Query.parse([("IsExcludedFromCampaigns", raw)])).status == 400, raw
+
+
+def test_contacts_are_found_by_an_address_with_spaces_around(account: Account) -> None:
+    contact = account.create_contact({"Email": "s@example.com"})
+    assert account.find_contact(" S@example.com ") is contact
+
+
+def test_contactdata_list_filter_and_contact_lists_of_one_contact(account: Account) -> None:
+    news = account.create_list({"Name": "News"})
+    account.manage_contact("1", {"Email": "one@example.com", "Action": "addforce"})
+    account.manage_contact(str(news.id), {"Email": "two@example.com", "Action": "addforce"})
+    assert [c.email for c in account.list_contact_data(Query.parse([("ContactsList", str(news.id))]))] == ["two@example.com"]
+    assert [row["ListID"] for row in account.get_contacts_lists("one@example.com")] == [1]
+
+
+def test_managecontact_echoes_the_properties_as_sent_and_refuses_an_empty_action(account: Account) -> None:
+    # The documented response echoes Properties; stored values are strings, the echo is what was sent.
+    account.create_property({"Name": "age", "Datatype": "int"})
+    result = account.manage_contact("1", {"Email": "e@example.com", "Action": "addforce", "Properties": {"age": 36}})
+    assert result["Properties"] == {"age": 36}
+    assert error_of(account.manage_contact, "1", {"Email": "e@example.com", "Action": ""}).info == (
+        "MJ08 Property Action is invalid: MJ03 A non-empty value is required")
+
+
+def test_recipients_show_the_list_name(account: Account) -> None:
+    news = account.create_list({"Name": "News"})
+    contact = account.create_contact({"Email": "l@example.com"})
+    assert account.recipient_json(account.create_recipient({"ContactID": contact.id, "ListID": news.id}))["ListName"] == "News"

@@ -118,7 +118,6 @@ def populate(world: World, service: MailjetService) -> dict[str, int]:
     account.create_callback({"EventType": "open", "Url": "http://hooks.test/open", "Version": 2})
     account.start_list_job("1", {"Action": "addnoforce", "Contacts": [{"Email": "dan@example.com"}, {"Email": "bad"}]})
     world.advance(timedelta(seconds=2))  # the first job completes (with an error)
-    pending_job = account.start_contacts_job({"Contacts": [{"Email": "erin@example.com"}]})
     account.update_app_connection({"writeKey": "wk", "sendEvents": True})
     status, body = send(account, {"Messages": [{"From": {"Email": "shop@example.com"}, "To": [{"Email": "ada@example.com"}],
                                                 "Subject": "Hi", "HTMLPart": HTML, "CustomCampaign": "welcome"}]})
@@ -126,6 +125,8 @@ def populate(world: World, service: MailjetService) -> dict[str, int]:
     message_id = body["Messages"][0]["To"][0]["MessageID"]
     send(account, {"SandboxMode": True, "Messages": [{"From": {"Email": "shop@example.com"}, "To": [{"Email": "x@example.com"}], "TextPart": "t"}]})
     world.advance(timedelta(seconds=1))  # sent → webhook and Segment fail → both retrying
+    # After the last advance, so that it is still In Progress when the state is stored.
+    pending_job = account.start_contacts_job({"Contacts": [{"Email": "erin@example.com"}]})
     events.apply(message_id, {"event": "open"})
     events.apply(message_id, {"event": "click"})
     events.send_campaign({"list_id": 1, "subject": "Spring", "html": HTML})
@@ -175,6 +176,38 @@ def test_later_changes_and_deletions_are_written_row_by_row(world: World) -> Non
     assert second.tenant("other-key").account.contacts == {}
 
 
+def test_a_full_reset_is_stored_too(world: World) -> None:
+    # Without the wipe, the old rows stayed under the configured account's key, and came back at the restart.
+    first = world.service()
+    populate(world, first)
+    first.changes.save()
+    first.reset()
+    first.changes.save()
+    fresh = dump_state(first)
+    world.stop(first)
+    second = world.service()
+    assert dump_state(second) == fresh
+    assert second.default.account.contacts == {} and second.tenant("other-key") is None
+
+
+def test_a_save_that_fails_keeps_its_rows_for_the_next(world: World, monkeypatch: pytest.MonkeyPatch) -> None:
+    first = world.service()
+    store = world.stores[-1]
+    account = first.default.account
+    account.create_contact({"Email": "kept@example.com"})
+
+    def failing(*args: Any) -> None:
+        raise sqlite3.OperationalError("database is locked")
+
+    monkeypatch.setattr(store, "_upsert", failing)
+    with pytest.raises(sqlite3.OperationalError):
+        first.changes.save()
+    monkeypatch.undo()
+    first.changes.save()
+    world.stop(first)
+    assert world.service().default.account.find_contact("kept@example.com") is not None
+
+
 @pytest.mark.parametrize(
     ("create", "refused", "kind"),
     [
@@ -211,6 +244,8 @@ def test_pending_work_resumes_on_the_clock_after_a_load(world: World) -> None:
     tenant = second.default
     webhook = tenant.events.events(message_id=ids["message_id"], event="sent")[0].webhook
     assert webhook.state == "retrying" and len(webhook.attempts) == 1
+    assert tenant.account.jobs[ids["pending_job"]].status == "In Progress"  # stored before it ran
+    assert tenant.account.find_contact("erin@example.com") is None
     world.transport.status = 200
     world.advance(timedelta(hours=3))
     assert tenant.account.jobs[ids["pending_job"]].status == "Completed"
@@ -271,11 +306,20 @@ def test_snapshot_checks_every_field(world: World) -> None:
     snapshot = export_snapshot(service)
     contact = snapshot["state"]["accounts"][0]["contacts"][0]
     for change, words in [({"created_at": "yesterday"}, "contacts\\[0\\].created_at"), ({"id": "7"}, "expected int"),
-                          ({"colour": "red"}, "unknown field"), ({"properties": {"age": 3}}, "string values")]:
+                          ({"colour": "red"}, "unknown field"), ({"properties": {"age": 3}}, "string values"),
+                          ({"email": None}, "expected str")]:
         bad = copy.deepcopy(snapshot)
         bad["state"]["accounts"][0]["contacts"][0] = {**contact, **change}
         with pytest.raises(StateError, match=words):
             read_snapshot(service, bad)
+    missing = copy.deepcopy(snapshot)
+    del missing["state"]["accounts"][0]["contacts"][0]["email"]
+    with pytest.raises(StateError, match=r"contacts\[0\]: missing field email"):
+        read_snapshot(service, missing)
+    twice = copy.deepcopy(snapshot)
+    twice["state"]["accounts"][0]["lists"].append({**twice["state"]["accounts"][0]["lists"][0], "name": "again"})
+    with pytest.raises(StateError, match="lists: duplicate id"):
+        read_snapshot(service, twice)
 
 
 def _delivered(account: dict[str, Any]) -> dict[str, Any]:
@@ -315,6 +359,11 @@ def _planned(account: dict[str, Any]) -> dict[str, Any]:
         (lambda a: a["account"].update(next_event_id=len(a["events"]) + 2), r"next_event_id: must be \d+, one above"),
         # Beyond what SQLite keys hold: the first id handed out could not be saved, nor anything after it.
         (lambda a: a["account"]["next_ids"].update(job=2**63), "next_ids.job: must be between 1 and 9007199254740992"),
+        # The next contact (or list) would have replaced the one with the highest id.
+        (lambda a: a["account"]["next_ids"].update(contact=max(c["id"] for c in a["contacts"])), "next_ids.contact: must be above"),
+        (lambda a: a["account"]["next_ids"].update(list=max(l["id"] for l in a["lists"])), "next_ids.list: must be above"),
+        # Two contacts of one address: /contact/{email} and managecontact could reach only one of them.
+        (lambda a: a["contacts"][1].update(email=a["contacts"][0]["email"].upper()), "two contacts with one email"),
         (lambda a: a["account"].update(next_campaign_id=2**53 + 1), "next_campaign_id: must be between 1 and"),
     ],
 )
