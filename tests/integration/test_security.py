@@ -59,9 +59,12 @@ def test_control_api_needs_the_token_in_any_of_three_places(guarded: dict[str, A
         with httpx.Client(base_url=url) as http:
             refused = http.get("/_emulator/requests")
             assert refused.status_code == 401 and "token" in refused.json()["error"]
+            assert refused.headers["www-authenticate"] == "Bearer"
             assert http.get("/_emulator/requests", headers={"Authorization": "Bearer wrong"}).status_code == 401
             assert http.post("/_emulator/faults", json={"path": "/x"}).status_code == 401
             assert http.get("/_emulator/requests", headers={"Authorization": f"Bearer {TOKEN}"}).status_code == 200
+            # An auth scheme's name is case-insensitive (RFC 9110 §11.1).
+            assert http.get("/_emulator/requests", headers={"Authorization": f"bearer {TOKEN}"}).status_code == 200
             assert http.get("/_emulator/requests", headers={"X-Segjet-Token": TOKEN}).status_code == 200
             assert http.get("/_emulator/requests", params={"token": TOKEN}).status_code == 200
             # Open: health (readiness probes), the dashboard's pages and its static files.

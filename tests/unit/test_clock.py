@@ -213,3 +213,22 @@ def test_a_timestamp_with_an_offset_of_60_minutes_or_more_is_refused(text: str) 
     assert parse_iso("2015-2-02T00:30:08+01:30") == datetime(2015, 2, 1, 23, 0, 8, tzinfo=timezone.utc)
     assert parse_iso("2015-02-02T00:30:08-0059") == datetime(2015, 2, 2, 1, 29, 8, tzinfo=timezone.utc)
     assert parse_iso("2015-02-02") == parse_iso("20150202") == datetime(2015, 2, 2, tzinfo=timezone.utc)
+
+
+def test_pending_and_next_due_leave_out_cancelled_timers() -> None:
+    # `GET clock` shows both: a cancelled retry is no timer a test should wait for.
+    clock = Clock()
+    soon = clock.call_later(timedelta(minutes=1), lambda: None)
+    later = clock.call_later(timedelta(hours=1), lambda: None)
+    Clock.cancel(soon)
+    assert (clock.pending(), clock.next_due()) == (1, later.due)
+    Clock.cancel(later)
+    assert (clock.pending(), clock.next_due()) == (0, None)
+
+
+def test_advancing_by_zero_fires_what_is_due_now() -> None:
+    clock = Clock()
+    fired = []
+    clock.call_later(timedelta(0), lambda: fired.append(1))
+    clock.advance(timedelta(0))
+    assert asyncio.run(clock.run_due()) == 1 and fired == [1]

@@ -161,3 +161,27 @@ def test_a_glob_that_may_reach_beyond_the_control_api_is_kept() -> None:
     rules = FaultRules("write_key", case_insensitive_paths=False)
     assert rules.add({"path": "/*"}) and rules.add({"path": "/_emulat*"}) and rules.add({"path": "/*/_emulator/x"})
     assert rules.add({"path": "/_Emulator/events"})  # the fake Segment's paths are case-sensitive: not a control path
+
+
+@pytest.mark.parametrize(
+    ("spec", "complaint"),
+    [
+        ({"path": "/x", "status": 600}, "status must be"),
+        ({"path": "/x", "status": 399}, "status must be"),
+        ({"path": "/x", "rate": True}, "rate must be"),
+        ({"path": "/x", "rate": "0.5"}, "rate must be"),
+        ({"path": "/x", "retry_after": -1}, "retry_after must be"),
+        ({"path": "/x", "delay_ms": 60_001}, "delay_ms must be"),
+        ({"path": "/x", "times": 1.5}, "times must be"),
+    ],
+)
+def test_values_just_outside_a_fields_range_are_refused(spec: object, complaint: str) -> None:
+    with pytest.raises(FaultRuleError, match=complaint):
+        mailjet().add(spec)
+
+
+def test_values_at_the_edge_of_each_fields_range_are_kept() -> None:
+    rules = mailjet()
+    rule = rules.add({"path": "/x", "status": 599, "delay_ms": 60_000, "retry_after": 0, "seed": None, "rate": 0})
+    assert (rule.status, rule.delay_ms, rule.retry_after, rule.seed, rule.rate) == (599, 60_000, 0, 0, 0.0)
+    assert rules.add({"path": "/x", "status": 400, "times": 1}).status == 400

@@ -2,13 +2,14 @@ import asyncio
 import contextlib
 import threading
 import tracemalloc
+from datetime import timedelta
 from types import SimpleNamespace
 
 import pytest
 from starlette.applications import Starlette
 from starlette.requests import ClientDisconnect
 
-from emulator.common.clock import Clock
+from emulator.common.clock import Clock, iso
 from emulator.common.http import ANSWER_KEEP_BYTES, recorded_body
 from emulator.common.journal import Journal, JournalMiddleware
 from emulator.common.server import Runner, ServerHandle, ServerStartError, serve_in_background
@@ -264,3 +265,170 @@ def test_get_requests_is_filtered_by_the_tenant_the_call_names_and_404s_an_unkno
         client.close()
         loop_thread.run(runner.stop())
         loop_thread.close()
+
+
+# ---------------------------------------------------------------- the control API of every server
+
+
+@pytest.fixture(scope="module")
+def control():  # type: ignore[no-untyped-def]
+    """A server with the shared control routes and middleware, and a public `/v3/REST/contact`."""
+    from starlette.requests import Request
+    from starlette.responses import JSONResponse
+    from starlette.routing import Route
+    import httpx
+
+    from emulator.common.control import control_routes
+    from emulator.common.fault_routes import basic_username, mailjet_fault_response, service_middleware
+    from emulator.common.faults import FaultRules
+
+    clock = Clock()
+    journal = Journal(clock, capacity=200)
+    calls: list[str] = []
+
+    async def quiesce() -> None:
+        calls.append("quiesce")
+
+    async def api(request: Request) -> JSONResponse:
+        return JSONResponse({"ok": True})
+
+    app = Starlette(
+        routes=[*control_routes("mailjet", clock, journal, lambda: calls.append("reset"), quiesce=quiesce),
+                Route("/v3/REST/contact", api, methods=["GET", "POST"])],
+        middleware=service_middleware(
+            FaultRules("api_key", case_insensitive_paths=True), journal, mailjet_fault_response, basic_username, None
+        ),
+    )
+    loop_thread, runner, urls = serve_in_background({"mailjet": app})
+    client = httpx.Client(base_url=urls["mailjet"])
+    try:
+        yield SimpleNamespace(http=client, clock=clock, journal=journal, calls=calls)
+    finally:
+        client.close()
+        loop_thread.run(runner.stop())
+        loop_thread.close()
+
+
+def test_health_names_the_service(control: SimpleNamespace) -> None:
+    health = control.http.get("/_emulator/health").json()
+    assert (health["status"], health["service"]) == ("ok", "mailjet") and health["now"].endswith("Z")
+
+
+def test_the_clock_shows_its_next_timer_and_a_move_answers_what_it_fired(control: SimpleNamespace) -> None:
+    control.http.post("/_emulator/reset").raise_for_status()
+    fired: list[int] = []
+    timer = control.clock.call_later(timedelta(hours=1), lambda: fired.append(1), owner="mailjet")
+    control.clock.call_later(timedelta(minutes=5), lambda: None, owner="mailjet").cancelled = True
+    state = control.http.get("/_emulator/clock").json()
+    assert state["pending_timers"] == 1 and state["next_due"] == iso(timer.due)
+    moved = control.http.post("/_emulator/clock", json={"advance": "2h"}).json()
+    assert (moved["fired"], moved["pending_timers"], moved["next_due"], fired) == (1, 0, None, [1])
+    # Zero moves nothing but still fires what is due (nothing here): not an error.
+    assert control.http.post("/_emulator/clock", json={"advance": "0s"}).json()["fired"] == 0
+
+
+@pytest.mark.parametrize(
+    "body",
+    [{}, {"advance": "1m", "set": "2030-01-01T00:00:00Z"}, ["advance"], "advance", {"advance": 5}, {"set": None}],
+    ids=["neither", "both", "list", "string", "number", "null"],
+)
+def test_a_clock_move_that_is_not_exactly_one_valid_field_is_a_400(control: SimpleNamespace, body: object) -> None:
+    answer = control.http.post("/_emulator/clock", json=body)
+    assert answer.status_code == 400 and answer.json()["error"]
+
+
+def test_requests_filters_by_method_and_path_ignoring_case_and_limits(control: SimpleNamespace) -> None:
+    http = control.http
+    http.post("/_emulator/reset").raise_for_status()
+    http.get("/v3/REST/contact", params={"Limit": "1"})
+    http.post("/v3/REST/contact", json={"Email": "a@example.com"})
+    http.get("/v3/REST/contact")
+
+    def ids(**params: object) -> list[int]:
+        answer = http.get("/_emulator/requests", params=params)
+        assert answer.status_code == 200, answer.text
+        return [entry["id"] for entry in answer.json()["requests"]]
+
+    first, second, third = ids()
+    assert ids(method="post") == [second] and ids(method="GET") == [first, third]
+    assert ids(path="REST/CONTACT") == [first, second, third] and ids(path="/segment") == []
+    assert ids(limit=2) == [second, third] and ids(limit=0) == []
+    shown = http.get("/_emulator/requests", params={"limit": 1}).json()
+    assert (shown["dropped"], shown["capacity"]) == (0, 200)
+    assert http.get("/_emulator/requests").json()["requests"][0]["query"] == "Limit=1"
+    for bad in ("-1", "10001", "ten"):
+        answer = http.get("/_emulator/requests", params={"limit": bad})
+        assert answer.status_code == 400 and "limit" in answer.json()["error"], bad
+
+
+def test_requests_answers_the_newest_100_by_default_and_counts_what_was_dropped(control: SimpleNamespace) -> None:
+    control.http.post("/_emulator/reset").raise_for_status()
+    for _ in range(control.journal.capacity + 5):
+        control.journal.record(SCOPE, b"{}")
+    shown = control.http.get("/_emulator/requests").json()
+    newest = control.journal.entries(limit=100)[-1].id
+    assert [entry["id"] for entry in shown["requests"]] == list(range(newest - 99, newest + 1))
+    assert shown["dropped"] == 5
+
+
+def test_reset_clears_the_journal_its_drop_count_and_the_clock_then_waits_for_quiesce(control: SimpleNamespace) -> None:
+    control.journal.record(SCOPE, b"{}")
+    control.journal.dropped = 3
+    control.http.post("/_emulator/clock", json={"advance": "31d"}).raise_for_status()
+    generation = control.journal.generation
+    del control.calls[:]
+    answer = control.http.post("/_emulator/reset")
+    assert answer.json() == {"status": "ok", "service": "mailjet"}
+    assert control.calls == ["reset", "quiesce"]
+    shown = control.http.get("/_emulator/requests").json()
+    assert (shown["requests"], shown["dropped"], control.journal.generation) == ([], 0, generation + 1)
+    assert abs(control.clock.offset) < timedelta(seconds=1)
+
+
+def test_an_unanswered_exchange_shows_no_response() -> None:
+    # A dropped or held request (a fault) was never answered: no response, not an empty string.
+    entry = Journal(Clock(), capacity=10).record(SCOPE, b"{}", fault="fault-1")
+    entry.status = None
+    shown = entry.to_json()
+    assert (shown["status"], shown["response"], shown["fault"]) == (None, None, "fault-1")
+
+
+@pytest.mark.parametrize(("size", "too_large"), [(99, False), (100, False), (101, True)])
+def test_read_capped_takes_a_body_of_exactly_the_limit(size: int, too_large: bool) -> None:
+    from starlette.requests import Request
+
+    from emulator.common.http import BodyTooLarge, read_capped
+
+    messages = [{"type": "http.request", "body": b"x" * (size - 1), "more_body": True},
+                {"type": "http.request", "body": b"x", "more_body": False}]
+
+    async def receive() -> dict:
+        return messages.pop(0)
+
+    request = Request({"type": "http", "method": "POST", "path": "/", "headers": [], "query_string": b""}, receive)
+    if too_large:
+        with pytest.raises(BodyTooLarge):
+            asyncio.run(read_capped(request, 100))
+    else:
+        assert asyncio.run(read_capped(request, 100)) == b"x" * size
+
+
+def test_an_answer_of_exactly_the_kept_size_is_kept() -> None:
+    exact = b'"' + b"x" * (ANSWER_KEEP_BYTES - 2) + b'"'
+    assert recorded_body(exact, 10) == "x" * (ANSWER_KEEP_BYTES - 2)
+
+
+def test_basic_credentials_read_as_the_docstring_says() -> None:
+    import base64
+
+    from emulator.common.auth import basic_credentials
+
+    def basic(text: bytes) -> str:
+        return "Basic " + base64.b64encode(text).decode()
+
+    assert basic_credentials(basic(b"key:secret")) == ("key", "secret")
+    assert basic_credentials(basic(b"key:a:b").replace("Basic", "bASIC")) == ("key", "a:b")
+    assert basic_credentials(basic(b"key:")) == ("key", "")
+    assert basic_credentials(basic(b"key")) == ("key", None)  # no colon: no password at all
+    for refused in (None, "", "Bearer abc", "Basic a2V5!Og==", "Basic a2V5Og", basic(b"\xff:x")):
+        assert basic_credentials(refused) is None, refused

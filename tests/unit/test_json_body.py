@@ -115,3 +115,20 @@ def test_a_deep_utf16_body_is_refused_before_json_reads_it() -> None:
     shallow = '["\\"", [[1]]]'.encode("utf-16")
     assert decode_json(shallow) == ['"', [[1]]]
     assert decode_json(shallow, lambda raw: raw) == shallow  # the fallback still gets the bytes as they came
+
+
+def test_a_snapshot_document_is_checked_before_its_state_is_used() -> None:
+    from emulator.common.snapshot import snapshot_state
+
+    good = {"format": "segjet-snapshot", "service": "mailjet", "version": 1, "state": {}}
+    assert snapshot_state(good, "mailjet", 1, ValueError) == {}
+    for bad, complaint in [
+        ([], "JSON object"),
+        ({**good, "format": "other"}, "format"),
+        ({**good, "service": "segment"}, "service"),
+        ({**good, "version": True}, "version"),
+        ({**good, "version": 2}, "version"),
+        ({key: value for key, value in good.items() if key != "state"}, "missing state"),
+    ]:
+        with pytest.raises(ValueError, match=complaint):
+            snapshot_state(bad, "mailjet", 1, ValueError)
