@@ -110,6 +110,8 @@ def test_journal_redacts_credentials(guarded: dict[str, Any]) -> None:
     headers = {"X-Segjet-Token": TOKEN}
     with httpx.Client(headers=headers) as http:
         http.post(guarded["segment_url"] + "/v1/identify", json={"writeKey": guarded["write_key"], "userId": "r1"})
+        # Basic auth too: alone in a run, this test's own calls must put an Authorization in each journal.
+        http.post(guarded["segment_url"] + "/v1/identify", json={"userId": "r2"}, auth=(guarded["write_key"], ""))
         http.get(guarded["mailjet_url"] + "/v3/REST/contact", auth=(guarded["mailjet_api_key"], guarded["mailjet_secret_key"]))
         journals = [
             http.get(url + "/_emulator/requests", params={"limit": 10_000}).text
