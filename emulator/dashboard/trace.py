@@ -43,6 +43,17 @@ async def _get(http: httpx.AsyncClient, url: str, key: str, params: dict[str, An
     return value if isinstance(value, list) else []
 
 
+async def _configured_api_key(http: httpx.AsyncClient, mailjet_url: str) -> str | None:
+    """The API key of the Mailjet account the dashboard shows (the configured one), None when unknown."""
+    try:
+        response = await http.get(f"{mailjet_url}/_emulator/dashboard/info")
+        body = response.json() if response.status_code == 200 else None
+    except (httpx.HTTPError, ValueError):
+        return None
+    api_key = body.get("apiKey") if isinstance(body, dict) else None
+    return api_key if isinstance(api_key, str) and api_key else None
+
+
 def _time_key(value: Any) -> datetime:
     if isinstance(value, (int, float)):
         return datetime.fromtimestamp(value, timezone.utc)
@@ -142,8 +153,13 @@ async def build_trace(
             record for record in await _get(http, f"{segment_url}/_emulator/deliveries", "deliveries", {"limit": LIMIT})
             if record.get("messageId") in message_ids
         ]
+        # The journal holds every account's calls, the messages, events and contact read below the
+        # configured account's only: a parallel job's account sending the same test user is not this trace.
+        api_key = await _configured_api_key(http, mailjet_url)
         journal = _journal_of_user(
-            await _get(http, f"{mailjet_url}/_emulator/requests", "requests", {"limit": LIMIT}), emails, user_id, deliveries
+            await _get(http, f"{mailjet_url}/_emulator/requests", "requests",
+                       {"limit": LIMIT, **({"apiKey": api_key} if api_key else {})}),
+            emails, user_id, deliveries,
         )
         messages = [
             message for message in await _get(http, f"{mailjet_url}/_emulator/messages", "messages", {"limit": LIMIT})

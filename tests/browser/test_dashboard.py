@@ -105,7 +105,7 @@ def walk_setup(page: Page, stack: dict[str, Any]) -> str:
 
     open_page(page, f"{stack['segment_url']}/destinations")
     expect(page.get_by_role("heading", name="Mailjet")).to_be_visible()
-    page.get_by_label("Authentication key").fill(copied)
+    page.get_by_label("Authentication key").fill(f" {copied} ")  # pasted with spaces around: saved without
     expect(page.get_by_label("List ID")).to_have_value("1")  # the catalog's default
     page.get_by_label("List ID").fill(list_id)
     page.get_by_role("button", name="Save").click()
@@ -212,7 +212,7 @@ def test_app_connections_saves_after_its_list_was_deleted(page: Page, stack: dic
     spare = http.post(f"{mailjet}/v3/REST/contactslist", auth=auth, json={"Name": "Spare"}).json()["Data"][0]["ID"]
     open_page(page, f"{mailjet}/app-connections")
     expect(page.get_by_label("Contact list")).to_have_value("")  # App Connections has no list any more
-    page.get_by_label("Segment write key").fill(stack["write_key"])
+    page.get_by_label("Segment write key").fill(f"  {stack['write_key']} ")  # pasted with spaces around: saved without
     page.get_by_role("switch", name="Send email events to Segment").check()
     page.get_by_role("button", name="Save").click()
     expect(page.get_by_text("Segment connection saved.")).to_be_visible()
@@ -429,7 +429,9 @@ def test_debugger_keeps_keyboard_focus_when_nothing_new_arrives(page: Page, stac
     # A new row from the live feed rebuilds the list: the focus stays on the same message.
     analytics_client(stack).track("u5", "Arrives Later")
     expect(page.get_by_role("list", name="Events").get_by_role("button").filter(has_text="Arrives Later")).to_be_visible()
-    assert "Focus Me" in page.evaluate(focused)[1], page.evaluate(focused)
+    # The class too: on the page's body (focus lost) the text holds "Focus Me" as well.
+    after = page.evaluate(focused)
+    assert "event-row" in after[0] and "Focus Me" in after[1] and "Arrives Later" not in after[1], after
 
 
 def test_trace_shows_the_user_asked_last_whatever_answers_last(page: Page, stack: dict[str, Any]) -> None:
@@ -496,12 +498,17 @@ def test_event_delivery_keeps_keyboard_focus_between_polls(page: Page, stack: di
 def test_messages_keep_keyboard_focus_on_the_button_pressed(page: Page, stack: dict[str, Any], http: httpx.Client) -> None:
     # Each event recorded rebuilds the table: the button just pressed with the keyboard was gone,
     # and the focus with it (back to the top of the page for the next one).
+    http.post(f"{stack['mailjet_url']}/v3.1/send", auth=(stack["mailjet_api_key"], stack["mailjet_secret_key"]),
+              json={"Messages": [{"From": {"Email": "demo@segjet.test"}, "To": [{"Email": EMAIL}],
+                                  "Subject": "Older", "HTMLPart": "<p>Hello</p>"}]}).raise_for_status()
     sent = http.post(f"{stack['mailjet_url']}/v3.1/send", auth=(stack["mailjet_api_key"], stack["mailjet_secret_key"]),
                      json={"Messages": [{"From": {"Email": "demo@segjet.test"}, "To": [{"Email": EMAIL}],
                                          "Subject": "Welcome", "HTMLPart": "<p>Hello</p>"}]})
     message_id = sent.json()["Messages"][0]["To"][0]["MessageID"]
     open_page(page, f"{stack['mailjet_url']}/messages")
     row = page.locator(f'tr[data-message-id="{message_id}"]')
+    # Newest first.
+    expect(page.get_by_role("table", name="Messages").locator("tbody tr").first).to_have_attribute("data-message-id", str(message_id))
     row.get_by_role("button", name="Open").focus()
     page.keyboard.press("Enter")
     expect(row.get_by_text("open", exact=True)).to_be_visible()
@@ -526,6 +533,14 @@ def test_a_paused_full_debugger_does_not_count_old_discards_as_new(page: Page, s
             pass
     page.wait_for_timeout(100)  # the poll's answer is handled after the response event
     expect(page.get_by_text(re.compile(r"Paused · 0 new"))).to_be_visible()
+    # Live again, a new message takes the oldest one's place: the list keeps the latest 500.
+    pause.click()
+    http.post(f"{segment}/v1/track", auth=auth, json={"userId": "u8", "event": "Bulk Newest"}).raise_for_status()
+    events = page.get_by_role("list", name="Events")
+    expect(events.get_by_role("button").filter(has_text="Bulk Newest")).to_be_visible()
+    expect(page.get_by_text(re.compile(r"showing 500 of 500"))).to_be_visible()
+    expect(events.get_by_role("button").filter(has_text="Bulk 1")).not_to_have_count(0)
+    expect(events.get_by_role("button").filter(has_text="Bulk 0")).to_have_count(0)  # the oldest, gone
 
 
 def test_debugger_shows_every_message_that_reuses_a_message_id(page: Page, stack: dict[str, Any], http: httpx.Client) -> None:
@@ -580,3 +595,51 @@ def test_pages_load_without_console_errors(page: Page, stack: dict[str, Any]) ->
         open_page(page, url)
         page.wait_for_timeout(300)  # the icon is asked for after the page loaded
     assert logged == []
+
+
+XSS = '<img src=x onerror="window.__xss = 1">'
+
+
+def test_markup_in_event_fields_is_shown_as_text_on_every_page(page: Page, stack: dict[str, Any], http: httpx.Client) -> None:
+    # Every field of an event, a contact or an email is the sender's to write: shown, never parsed.
+    segment, mailjet = stack["segment_url"], stack["mailjet_url"]
+    auth = (stack["mailjet_api_key"], stack["mailjet_secret_key"])
+    http.post(f"{segment}/v1/track", auth=(stack["write_key"], ""),
+              json={"userId": "u-xss", "event": XSS, "properties": {"note": XSS}}).raise_for_status()
+    http.post(f"{mailjet}/v3/REST/contact", auth=auth, json={"Email": "xss@example.com", "Name": XSS}).raise_for_status()
+    http.post(f"{mailjet}/v3.1/send", auth=auth, json={"Messages": [
+        {"From": {"Email": "demo@segjet.test"}, "To": [{"Email": "xss@example.com"}], "Subject": XSS, "TextPart": "x"}]}).raise_for_status()
+
+    def shown_as_text(where: Any) -> None:
+        expect(where).to_contain_text(XSS)
+        assert page.evaluate("document.querySelectorAll('img').length") == 0
+        assert page.evaluate("window.__xss") is None
+
+    open_page(page, f"{segment}/debugger")
+    row = page.get_by_role("list", name="Events").get_by_role("button").filter(has_text=XSS)
+    shown_as_text(row)
+    row.click()
+    shown_as_text(page.get_by_role("region", name="Event details"))
+    open_page(page, f"{segment}/trace?user=u-xss")
+    shown_as_text(page.get_by_role("list", name="Journey"))
+    open_page(page, f"{mailjet}/contacts")
+    shown_as_text(page.locator('tr[data-email="xss@example.com"]'))
+    open_page(page, f"{mailjet}/messages")
+    shown_as_text(page.get_by_role("table", name="Messages"))
+
+
+def test_delivery_details_show_the_message_delivered_not_a_discarded_duplicate(page: Page, stack: dict[str, Any], http: httpx.Client) -> None:
+    # A client retrying with the same messageId: the second is discarded (duplicate), and the page
+    # showed it, the newest message of that messageId, as the request the destination got.
+    segment, auth = stack["segment_url"], (stack["write_key"], "")
+    http.put(f"{segment}/_emulator/destinations/mailjet",
+             json={"enabled": True, "settings": {"apiKey": stack["auth_key"], "listId": "1"}}).raise_for_status()
+    for event in ("First Try", "Second Try"):
+        http.post(f"{segment}/v1/track", auth=auth, json={"userId": "u-retry", "event": event, "messageId": "m-retried"}).raise_for_status()
+    statuses = [m["status"] for m in http.get(f"{segment}/_emulator/events", params={"messageId": "m-retried"}).json()["events"]]
+    assert statuses == ["accepted", "discarded"]
+    open_page(page, f"{segment}/deliveries")
+    page.get_by_role("button", name="Details of m-retried").click()
+    details = page.get_by_role("region", name="Delivery details")
+    expect(details).to_contain_text('"event": "First Try"')
+    expect(details).not_to_contain_text("Second Try")

@@ -242,3 +242,18 @@ def test_the_contacts_feed_reads_the_subscriptions_once_not_once_per_contact() -
     assert [item["Lists"][0]["ListID"] for item in shown] == [1] * 20
     assert shown[3]["Email"] == "c3@example.com" and shown[3]["Lists"][0]["ContactID"] == shown[3]["ID"]
     assert CountingDict.reads == 1
+
+
+def test_validation_of_a_payload_nested_too_deeply_is_a_400(stack: dict[str, Any], http: httpx.Client) -> None:
+    deep = "[" * 5000 + "]" * 5000
+    answer = http.post(f"{stack['segment_url']}/_emulator/validate/segment.identify",
+                       content=f'{{"type": "identify", "userId": "u1", "traits": {{"deep": {deep}}}}}')
+    assert answer.status_code == 400 and "error" in answer.json()
+
+
+def test_the_export_is_named_after_the_user_in_a_safe_file_name(stack: dict[str, Any], http: httpx.Client) -> None:
+    # The user is typed by whoever exports: a quote would end the filename early, and a character
+    # outside Latin-1 cannot be in a header at all.
+    answer = http.get(f"{stack['segment_url']}/_emulator/dashboard/trace/export", params={"user": 'Zoë "x"; y=1'})
+    assert answer.status_code == 200
+    assert answer.headers["content-disposition"] == 'attachment; filename="segjet-trace-Zo_x_y_1.html"'

@@ -117,7 +117,11 @@ def test_the_mailjet_feeds_show_the_named_account_not_the_default_one(tenant_b: 
     default = {c["Email"] for c in mailjet_get(stack, "/_emulator/dashboard/contacts").json()["contacts"]}
     assert default == {"only-a@example.com"}
     assert mailjet_get(stack, "/_emulator/dashboard/info", apiKey=B["api_key"]).json()["apiKey"] == B["api_key"]
-    assert mailjet_get(stack, "/_emulator/dashboard/lists", apiKey=B["api_key"]).status_code == 200
+    made = stack.http.post(f"{stack.mailjet_url}/v3/REST/contactslist", auth=auth_b, json={"Name": "Only B"})
+    assert made.status_code == 201, made.text
+    lists_b = {item["Name"] for item in mailjet_get(stack, "/_emulator/dashboard/lists", apiKey=B["api_key"]).json()["lists"]}
+    assert "Only B" in lists_b
+    assert "Only B" not in {item["Name"] for item in mailjet_get(stack, "/_emulator/dashboard/lists").json()["lists"]}
     header = stack.http.get(f"{stack.mailjet_url}/_emulator/dashboard/contacts", headers={"X-Segjet-Api-Key": B["api_key"]})
     assert {c["Email"] for c in header.json()["contacts"]} == {"only-b@example.com"}
     for path in ("/_emulator/dashboard/contacts", "/_emulator/dashboard/lists", "/_emulator/dashboard/info", "/_emulator/stream"):
@@ -168,3 +172,180 @@ def test_an_alias_joins_the_previous_id_to_the_user(tenant_b: TwoTenantStack) ->
     call(stack, "alias", {"previousId": "old-id", "userId": "u-alias"})
     titles = [step["title"] for step in trace(stack, "u-alias")["steps"] if step["kind"] == "segment"]
     assert titles == ["Segment received track “Before alias”", "Segment received alias"], titles
+
+
+def delivered_in(stack: TwoTenantStack, write_key: str, user_id: str, count: int) -> bool:
+    records = stack.http.get(f"{stack.segment_url}/_emulator/deliveries",
+                             params={"userId": user_id, "writeKey": write_key}).json()["deliveries"]
+    return sum(record["state"] == "delivered" for record in records) >= count
+
+
+def journal_ids(stack: TwoTenantStack, api_key: str) -> set[int]:
+    answer = mailjet_get(stack, "/_emulator/requests", apiKey=api_key, limit=10_000)
+    assert answer.status_code == 200, answer.text
+    return {entry["id"] for entry in answer.json()["requests"]}
+
+
+def test_the_trace_leaves_out_another_accounts_calls_naming_the_same_email(tenant_b: TwoTenantStack) -> None:
+    # The trace shows the default workspace and the configured Mailjet account's messages, events
+    # and contact, but read the Mailjet journal of every account: a parallel job's workspace (B)
+    # sending the same test user put B's managecontact and contactmetadata calls in A's trace.
+    stack = tenant_b
+    for write_key in (A["write_key"], B["write_key"]):
+        call(stack, "identify", {"userId": "u-both", "traits": {"email": "both@example.com"}}, write_key=write_key)
+        wait_for(lambda key=write_key: delivered_in(stack, key, "u-both", 1), f"the delivery in {write_key}", WAIT_SECONDS)
+    own, other = journal_ids(stack, A["api_key"]), journal_ids(stack, B["api_key"])
+    assert other, "workspace B's delivery made no Mailjet call"
+    calls = [step for step in trace(stack, "u-both")["steps"] if step["kind"] == "mailjet-call"]
+    assert any("managecontact" in step["title"] for step in calls), calls
+    assert {step["payload"]["id"] for step in calls} <= own
+
+
+def test_a_trace_by_anonymous_id_shows_the_visitors_calls(tenant_b: TwoTenantStack) -> None:
+    # The Debugger's "Trace this user" link names the anonymousId of a message that has no userId.
+    stack = tenant_b
+    call(stack, "page", {"anonymousId": "anon-only", "name": "Home"})
+    call(stack, "track", {"anonymousId": "anon-else", "event": "Not Them"})
+    titles = [step["title"] for step in trace(stack, "anon-only")["steps"]]
+    assert titles == ["Segment received page", "Delivery to Mailjet destination"], titles
+
+
+def test_a_trace_shows_the_users_deliveries_only(tenant_b: TwoTenantStack) -> None:
+    stack = tenant_b
+    for user_id in ("u-mine", "u-theirs"):
+        call(stack, "identify", {"userId": user_id, "traits": {"email": f"{user_id}@example.com"}})
+        wait_for(lambda u=user_id: delivered(stack, u, 1), f"{user_id}'s delivery", WAIT_SECONDS)
+    steps = trace(stack, "u-mine")["steps"]
+    own = {step["payload"]["messageId"] for step in steps if step["kind"] == "segment"}
+    deliveries = [step for step in steps if step["kind"] == "delivery"]
+    assert deliveries and {step["payload"]["messageId"] for step in deliveries} == own
+    # Each attempt the destination answered 2xx is checked against the destination's response contract.
+    assert {step["contract"] for step in deliveries} == {"destination.response"}
+    assert all(step["violations"] == [] for step in deliveries)
+    # The attempt comes before the Mailjet calls the destination made during it (in the same second).
+    first_call = next(i for i, step in enumerate(steps) if step["kind"] == "mailjet-call")
+    assert steps.index(deliveries[0]) < first_call, [step["title"] for step in steps]
+
+
+def test_a_mailjet_call_naming_the_user_in_its_path_or_by_user_id_is_theirs(tenant_b: TwoTenantStack) -> None:
+    stack = tenant_b
+    auth = (A["api_key"], A["secret_key"])
+    call(stack, "identify", {"userId": "u-path", "traits": {"email": "path@example.com"}})
+    wait_for(lambda: delivered(stack, "u-path", 1), "the identify's delivery", WAIT_SECONDS)
+    assert stack.http.get(f"{stack.mailjet_url}/v3/REST/contact/PATH@example.com", auth=auth).status_code == 200
+    assert stack.http.get(f"{stack.mailjet_url}/v3/REST/contact/nobody@example.com", auth=auth).status_code == 404
+    # Names the user by the property the destination stores the userId in, not by email.
+    contact_id = stack.http.get(f"{stack.mailjet_url}/v3/REST/contact/path@example.com", auth=auth).json()["Data"][0]["ID"]
+    assert stack.http.put(f"{stack.mailjet_url}/v3/REST/contactdata/{contact_id}", auth=auth,
+                          json={"Data": [{"Name": "segment_user_id", "Value": "u-path"}]}).status_code in (200, 304)
+    calls = {step["title"]: step for step in trace(stack, "u-path")["steps"] if step["kind"] == "mailjet-call"}
+    assert "Mailjet API GET /v3/REST/contact/PATH@example.com" in calls, list(calls)
+    assert f"Mailjet API PUT /v3/REST/contactdata/{contact_id}" in calls, list(calls)
+    assert "Mailjet API GET /v3/REST/contact/nobody@example.com" not in calls
+    # A 4xx answer is checked against Mailjet's error contract.
+    missing = trace(stack, "nobody@example.com")["steps"]
+    assert [(step["title"], step["contract"], step["violations"]) for step in missing] == [
+        ("Mailjet API GET /v3/REST/contact/nobody@example.com", "mailjet.error", [])]
+
+
+def metadata(stack: TwoTenantStack, name: str) -> None:
+    answer = stack.http.post(f"{stack.mailjet_url}/v3/REST/contactmetadata", auth=(A["api_key"], A["secret_key"]),
+                             json={"Name": name, "Datatype": "str", "NameSpace": "static"})
+    assert answer.status_code == 201, answer.text
+
+
+def test_property_definitions_outside_the_users_window_are_not_in_their_trace(tenant_b: TwoTenantStack) -> None:
+    # Only the /contactmetadata calls between the user's first delivery attempt and their last
+    # Mailjet call can be theirs; one that also names them is one step, not two.
+    stack = tenant_b
+    metadata(stack, "before_prop")
+    advance(stack, "1m")
+    call(stack, "identify", {"userId": "u-window", "traits": {"email": "window@example.com"}})
+    wait_for(lambda: delivered(stack, "u-window", 1), "the identify's delivery", WAIT_SECONDS)
+    metadata(stack, "u-window")  # names the user (a string equal to the userId), inside the window
+    advance(stack, "1m")
+    metadata(stack, "after_prop")
+    calls = [step["payload"] for step in trace(stack, "u-window")["steps"] if step["kind"] == "mailjet-call"]
+    names = [entry["body"].get("Name") for entry in calls if isinstance(entry.get("body"), dict)]
+    assert "before_prop" not in names and "after_prop" not in names, names
+    assert names.count("u-window") == 1, names
+    assert len({entry["id"] for entry in calls}) == len(calls)
+
+
+def send_email(stack: TwoTenantStack, sender: str, to: str, subject: str) -> int:
+    sent = stack.http.post(f"{stack.mailjet_url}/v3.1/send", auth=(A["api_key"], A["secret_key"]), json={"Messages": [
+        {"From": {"Email": sender}, "To": [{"Email": to}], "Subject": subject, "TextPart": "x"}]})
+    assert sent.status_code == 200, sent.text
+    return sent.json()["Messages"][0]["To"][0]["MessageID"]
+
+
+def test_emails_and_email_events_of_others_are_not_in_the_trace(tenant_b: TwoTenantStack) -> None:
+    # An email the user sent (From) is not one sent to them, and another recipient's opens are not theirs.
+    stack = tenant_b
+    call(stack, "identify", {"userId": "u-mail", "traits": {"email": "mail@example.com"}})
+    wait_for(lambda: delivered(stack, "u-mail", 1), "the identify's delivery", WAIT_SECONDS)
+    advance(stack, "1m")
+    mine = send_email(stack, "shop@example.com", "mail@example.com", "To them")
+    theirs = send_email(stack, "mail@example.com", "friend@example.com", "From them")
+    for message_id in (mine, theirs):
+        opened = stack.http.post(f"{stack.mailjet_url}/_emulator/messages/{message_id}/events", json={"event": "open"})
+        assert opened.status_code == 201, opened.text
+    steps = trace(stack, "u-mail")["steps"]
+    assert [step["title"] for step in steps if step["kind"] == "email"] == ["Mailjet sent email “To them”"]
+    # The email (its time has whole seconds only) comes after the Send API call that sent it.
+    titles = [step["title"] for step in steps]
+    assert titles.index("Mailjet API POST /v3.1/send") < titles.index("Mailjet sent email “To them”"), titles
+    events = [step for step in steps if step["kind"] == "email-event"]
+    assert {step["payload"]["MessageID"] for step in events} == {mine}, events
+    opened = next(step for step in events if step["payload"]["event"] == "open")
+    # At the event's own time, after the identify's steps, and checked against its contract.
+    assert opened["at"] is not None and opened["at"] > steps[0]["at"]
+    # The track the App Connection sent back for it comes after it.
+    back = next(step for step in steps if step["title"] == "Segment received track “Email Opened”")
+    assert back["kind"] == "segment-email-event" and steps.index(opened) < steps.index(back)
+    assert opened["contract"] == "mailjet.event.open" and opened["violations"] == []
+
+
+def test_the_traces_contact_is_the_users_own(tenant_b: TwoTenantStack) -> None:
+    # ada@example.co has no contact; ada@example.com has: the trace showed the other's, as did the
+    # Contacts feed asked for the one address.
+    stack = tenant_b
+    auth = (A["api_key"], A["secret_key"])
+    for email in ("first-contact@example.com", "ada@example.com"):
+        assert stack.http.post(f"{stack.mailjet_url}/v3/REST/contact", auth=auth, json={"Email": email}).status_code == 201
+    assert trace(stack, "ada@example.com")["contact"]["Email"] == "ada@example.com"
+    assert trace(stack, "ada@example.co")["contact"] is None
+    assert mailjet_get(stack, "/_emulator/dashboard/contacts", email="ada@example.co").json()["contacts"] == []
+
+
+def test_a_discarded_message_does_not_move_the_delivery_record_of_its_message_id(tenant_b: TwoTenantStack) -> None:
+    # The first call with messageId m-reused is discarded (its event is not a string); the second,
+    # accepted, is skipped by the destination (a track). The skipped record stands at the second's time.
+    stack = tenant_b
+    call(stack, "track", {"userId": "u-reuse", "event": {"not": "a string"}, "messageId": "m-reused"})
+    advance(stack, "1m")
+    call(stack, "track", {"userId": "u-reuse", "event": "Real One", "messageId": "m-reused"})
+    steps = trace(stack, "u-reuse")["steps"]
+    accepted = next(step for step in steps if step["title"] == "Segment received track “Real One”")
+    skipped = next(step for step in steps if step["kind"] == "delivery")
+    assert skipped["at"] == accepted["at"], steps
+
+
+def test_an_engage_identify_is_shown_as_an_engage_sync(tenant_b: TwoTenantStack) -> None:
+    stack = tenant_b
+    call(stack, "identify", {"userId": "u-engage", "traits": {"big_spenders": True},
+                             "context": {"personas": {"computation_key": "big_spenders", "computation_class": "audience"}}})
+    steps = trace(stack, "u-engage")["steps"]
+    assert [(step["kind"], step["title"]) for step in steps if step["service"] == "segment" and step["kind"] != "delivery"] == [
+        ("engage", "Engage sync: identify (big_spenders)")]
+    assert steps[0]["contract"] == "segment.engage_audience_identify"
+
+
+def test_a_trace_by_email_is_of_the_user_who_has_it_now(tenant_b: TwoTenantStack) -> None:
+    # An address that moved from one user to another (an account deleted, the email reused): the
+    # trace by email names the user whose call carried it last.
+    stack = tenant_b
+    call(stack, "identify", {"userId": "u-before", "traits": {"email": "moved@example.com"}})
+    advance(stack, "1m")
+    call(stack, "identify", {"userId": "u-now", "traits": {"email": "moved@example.com"}})
+    assert trace(stack, "moved@example.com")["userId"] == "u-now"

@@ -345,7 +345,8 @@
     async function showDetail(record) {
       selected = record.messageId;
       let sent = null;
-      try { sent = (await api("GET", `/_emulator/events?messageId=${encodeURIComponent(record.messageId)}&limit=1`)).events[0]; } catch { /* shown as unknown */ }
+      // The accepted message only: a discarded duplicate (a client's retry) shares its messageId, and was never delivered.
+      try { sent = (await api("GET", `/_emulator/events?messageId=${encodeURIComponent(record.messageId)}&status=accepted&limit=1`)).events[0]; } catch { /* shown as unknown */ }
       const wire = sent ? Object.fromEntries(Object.entries(sent).filter(([k]) => !["status", "discard_reason", "violations", "source"].includes(k))) : null;
       fill(detail, 
         h("h2", {}, `Delivery of ${record.messageId}`),
