@@ -9,6 +9,7 @@ trace per user linked by Segment `messageId`.
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
@@ -159,6 +160,12 @@ class Scenario:
             # (identify and track go through analytics-python: its APIError, and requests' errors,
             # which are OSErrors).
             return HopResult(name, False, f"{name}: HTTP error: {exc}", 0, time.monotonic() - started)
+        except json.JSONDecodeError as exc:
+            # A 2xx that is no JSON: most likely another web app on the port the check was given.
+            return HopResult(
+                name, False, f"{name}: a server answered something that is not JSON ({exc}): is each URL a segjet"
+                " server's?", 0, time.monotonic() - started,
+            )
 
     def traces(self) -> dict[str, list[dict[str, Any]]]:
         return {user.user_id: user.trace for user in self.users}

@@ -76,8 +76,10 @@ def test_demo_runs_the_whole_round_trip():
 
 def test_up_serves_and_check_passes_against_it(segjet_up, tmp_path):
     info, process = segjet_up()
-    assert set(info) >= {"segment_url", "mailjet_url", "destination_url", "dashboard_url", "write_key",
-                         "mailjet_api_key", "mailjet_secret_key", "auth_key", "list_id"}
+    assert set(info) == {"segment_url", "mailjet_url", "destination_url", "dashboard_url", "write_key",
+                         "mailjet_api_key", "mailjet_secret_key", "auth_key", "list_id", "control_token"}
+    assert info["dashboard_url"] == info["segment_url"] + "/" and info["list_id"] == 1
+    assert info["control_token"] is None and info["write_key"] == "segjet-write-key"
     for url in (info["segment_url"], info["mailjet_url"], info["destination_url"]):
         health = httpx.get(f"{url}/_emulator/health" if url != info["destination_url"] else f"{url}/health")
         assert health.status_code == 200 and health.json()["status"] == "ok"
@@ -209,6 +211,21 @@ def test_reset_lets_nothing_from_before_it_land_after_it(segjet):
         time.sleep(0.05)
 
 
+def test_a_reset_amid_deliveries_leaves_nothing_in_the_fresh_mailjet(segjet):
+    """The reset's second Mailjet reset: deliveries Segment's reset waited for wrote to the Mailjet
+    reset just before it (the 200 contacts here are delivered one by one while the reset runs)."""
+    for round_ in range(3):
+        batch = [{"type": "identify", "userId": f"u-{round_}-{i}", "traits": {"email": f"u{round_}.{i}@example.com"}}
+                 for i in range(200)]
+        sent = segjet.http.post(f"{segjet.segment_url}/v1/batch", auth=(segjet.write_key, ""), json={"batch": batch})
+        assert sent.status_code == 200
+        segjet.wait_until(lambda: segjet.mailjet_requests(path="/managecontact", limit=1) or None, 10,
+                          "the first delivery's managecontact")
+        segjet.reset()
+        time.sleep(0.5)  # a write still on its way would have landed by now
+        assert segjet.mailjet_requests() == [] and segjet.deliveries() == []
+
+
 def test_a_request_mailjet_holds_across_its_reset_is_dropped_not_applied(segjet):
     rule = late_answers(segjet, 500)
     outcome: list[object] = []
@@ -264,9 +281,32 @@ def test_audience_and_email_events(segjet):
 '''
 
 
+ONE_STACK_TEST = '''
+seen = []
+
+
+def test_first(segjet):
+    seen.append((segjet, segjet.segment_url))
+    segjet.identify("u-1", {"email": "one@example.com"})
+    segjet.wait_for_contact("one@example.com")
+
+
+def test_second_has_the_same_stack_reset(segjet):
+    assert [(segjet, segjet.segment_url)] == seen
+    assert segjet.contact_properties("one@example.com") is None
+'''
+
+
 def test_plugin_in_a_user_project(pytester):
-    pytester.makepyfile(test_user_project=PLUGIN_TEST)
+    pytester.makepyfile(test_user_project=PLUGIN_TEST, test_one_stack=ONE_STACK_TEST)
     result = pytester.runpytest_subprocess("-p", "no:cacheprovider")
+    result.assert_outcomes(passed=5)
+
+
+def test_plugin_under_xdist(pytester):
+    # One stack per worker, each on its own free ports.
+    pytester.makepyfile(test_user_project=PLUGIN_TEST)
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "-n", "2")
     result.assert_outcomes(passed=3)
 
 
@@ -299,3 +339,19 @@ def test_up_says_which_ready_file_it_cannot_write_and_stops(tmp_path, where, pro
     assert result.returncode == 1
     assert f"segjet: cannot start: --ready-file {ready}: {problem}" in result.stderr
     assert "Traceback" not in result.stderr and "segjet is up" not in result.stdout
+
+
+def test_up_whose_demo_fails_keeps_serving_and_exits_1_when_stopped(segjet_up, tmp_path):
+    # The audience the round trip needs, with another rule: its audience hop fails.
+    config = tmp_path / "config.json"
+    config.write_text(json.dumps({"audiences": [
+        {"name": "Order Completed Last 30 Days", "rule": {"event": "Order Completed", "within": "7d"}}
+    ]}), encoding="utf-8")
+    info, process = segjet_up("--demo", "--config", str(config))
+    assert httpx.get(f"{info['segment_url']}/_emulator/health").status_code == 200
+    process.send_signal(signal.SIGTERM)
+    output, _ = process.communicate(timeout=15)
+    assert process.returncode == 1, output
+    assert "4 passed, 1 failed, 3 skipped" in output
+    assert "the demo round trip failed (see above); the servers keep running, and the exit status will be 1" in output
+    assert "segjet stopped" in output

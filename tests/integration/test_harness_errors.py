@@ -1,9 +1,11 @@
 """How the harness explains what went wrong: HTTP errors, timeouts, filters and the check's report."""
 
 import contextlib
+import http.server
+import threading
 import io
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 from xml.etree import ElementTree
 
 import httpx
@@ -117,6 +119,8 @@ def test_the_mailjet_helpers_act_on_the_account_of_their_api_key(segjet):
         message_id = other.send_email("b@example.com", "Hi", "<p>x</p>")  # sent from account B
         assert other.emit_email_event(message_id, "open")["event"] == "open"
         assert [record["event"] for record in other.mailjet_email_events(message_id)] == ["sent", "open"]
+        assert [(r["method"], r["path"]) for r in other.mailjet_requests()] == [("POST", "/v3.1/send")]
+        assert segjet.mailjet_requests() == []  # the configured account made no call
     finally:
         other.close()
     configured = segjet.http.get(f"{segjet.mailjet_url}/_emulator/app-connections/segment").json()
@@ -160,12 +164,21 @@ def test_scenario_explains_an_audience_with_another_rule_and_skips_the_rest(segj
 
 
 def test_reports_count_hops_that_never_ran_as_skipped(tmp_path: Path):
-    results = [HopResult("a", True, "fine"), HopResult("b", False, "broke"),
-               HopResult("c", False, "not run", skipped=True), HopResult("d", False, "not run", skipped=True)]
-    assert summary_table(results).splitlines()[-1] == "1 passed, 1 failed, 2 skipped"
+    results = [HopResult("hop a", True, "fine", 2, 1.25), HopResult("hop b", False, "broke", 0, 2.5),
+               HopResult("hop c", False, "not run", skipped=True), HopResult("hop d", False, "not run", skipped=True)]
+    assert summary_table(results).splitlines() == [
+        "hop    result  payloads checked  seconds",
+        "hop a  pass                   2     1.25",
+        "hop b  FAIL                   0     2.50",  # upper case: the one line to find in a long table
+        "hop c  skip                   0     0.00",
+        "hop d  skip                   0     0.00",
+        "1 passed, 1 failed, 2 skipped",
+    ]
     write_junit(tmp_path / "junit.xml", results)
     suite = ElementTree.parse(tmp_path / "junit.xml").getroot()
     assert (suite.get("tests"), suite.get("failures"), suite.get("skipped")) == ("4", "1", "2")
+    assert suite.get("time") == "3.750" and [case.get("time") for case in suite] == ["1.250", "2.500", "0.000", "0.000"]
+    assert suite[1].find("failure").get("message") == "broke" and suite[2].find("skipped").get("message") == "not run"
     assert [case.find("skipped") is not None for case in suite.findall("testcase")] == [False, False, True, True]
 
 
@@ -179,14 +192,22 @@ def test_a_run_without_reset_looks_only_at_what_it_caused(segjet):
 
 
 def test_the_journal_check_reads_only_the_hops_own_calls(segjet):
-    # A managecontactslists call (its path holds "/managecontact") made by hand before the check.
+    # Calls by hand that break the managecontact contract: one to managecontact before the check
+    # (`--no-reset` on a stack used by hand), and one to managecontactslists (its path holds
+    # "/managecontact") while the contacts hop's calls are journaled.
+    by_hand = segjet.mailjet("POST", "/v3/REST/contactslist/1/managecontact", json={"Email": "x@example.com"})
+    assert by_hand.status_code == 400
+    assert segjet.mailjet_requests(path="/managecontact")[0]["body"] == {"Email": "x@example.com"}
     segjet.mailjet("POST", "/v3/REST/contact", json={"Email": "by-hand@example.com"}).raise_for_status()
+    scenario = Scenario(segjet, user_count=1, timeout=5)
+    for name, hop in scenario.hops()[:2]:
+        hop()
     segjet.mailjet(
         "POST", "/v3/REST/contact/by-hand@example.com/managecontactslists",
         json={"ContactsLists": [{"ListID": 1, "Action": "addnoforce"}]},
     ).raise_for_status()
-    results = Scenario(segjet, user_count=1, timeout=5).run()
-    assert all(result.ok for result in results), [r.detail for r in results if not r.ok]
+    for name, hop in scenario.hops()[2:]:
+        hop()  # raises HopFailed if a call by hand was checked as the hop's
 
 
 def test_the_email_events_hop_waits_for_this_messages_events(segjet):
@@ -224,3 +245,135 @@ def test_hop_lines_go_where_the_summary_goes():
     with contextlib.redirect_stdout(shown):
         HopPrinter()(HopResult("a hop", True, "fine"))
     assert shown.getvalue() == "PASS a hop (0.00s): fine\n"
+
+
+class _NotSegjet(http.server.BaseHTTPRequestHandler):
+    """Some other web app on the port the check was given: 200 and a page for every request."""
+
+    def _page(self) -> None:
+        self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        body = b"<!doctype html><title>my app</title>"
+        self.send_response(200)
+        self.send_header("Content-Type", "text/html")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    do_GET = do_POST = do_PUT = _page
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+class _EmptyJson(_NotSegjet):
+    """An API that answers `{}` to everything."""
+
+    def _page(self) -> None:
+        self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", "2")
+        self.end_headers()
+        self.wfile.write(b"{}")
+
+    do_GET = do_POST = do_PUT = _page
+
+
+def _serve(handler: type[http.server.BaseHTTPRequestHandler]) -> Iterator[str]:
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.fixture
+def not_segjet_url() -> Iterator[str]:
+    yield from _serve(_NotSegjet)
+
+
+@pytest.fixture
+def empty_json_url() -> Iterator[str]:
+    yield from _serve(_EmptyJson)
+
+
+def test_a_url_that_is_not_segjet_fails_the_hop_not_the_checker(segjet, not_segjet_url, tmp_path, capsys):
+    # Its answers were read as JSON unchecked: the check died with a JSONDecodeError traceback and
+    # wrote no JUnit or JSON report.
+    info = dict(segjet.info, mailjet_url=not_segjet_url)
+    code = run_scenario(info, 0, 1, junit=tmp_path / "junit.xml", json_file=tmp_path / "report.json", reset=True)
+    assert code == 1
+    out = capsys.readouterr().out
+    assert "FAIL App Connections" in out and "answered something that is not JSON" in out
+    assert "1 failed, 7 skipped" in out
+    assert ElementTree.parse(tmp_path / "junit.xml").getroot().get("failures") == "1"
+
+
+def test_define_audience_keeps_the_key_given(segjet):
+    assert segjet.define_audience("Big Spenders", {"event": "Order Completed"}, key="whales") == "whales"
+    assert segjet.define_audience("Big Spenders Again", {"event": "Order Completed"}) == "big_spenders_again"
+    keys = [audience["key"] for audience in segjet.segment("GET", "/_emulator/engage/audiences")["audiences"]]
+    assert keys == ["whales", "big_spenders_again"]
+
+
+class _DuplicateIds(SegjetClient):
+    """Sends every identify with one messageId: Segment keeps the first and discards the others."""
+
+    def identify(self, user_id: str, traits: dict[str, Any]) -> str:
+        return self.analytics.identify(user_id, traits, message_id="the-same-id")[1]["messageId"]
+
+
+def test_the_identify_hop_fails_on_a_call_stored_discarded(segjet):
+    duplicates = _DuplicateIds(segjet.info)
+    try:
+        results = Scenario(duplicates, user_count=2, timeout=5).run()
+    finally:
+        duplicates.close()
+    assert [(r.ok, r.skipped) for r in results[:3]] == [(True, False), (False, False), (False, True)]
+    assert results[1].detail == (
+        "identify of user-0-1 was stored discarded, not accepted: duplicate_message_id"
+    )
+
+
+def test_the_contacts_hop_says_a_delivery_failed(segjet):
+    segjet.http.post(f"{segjet.mailjet_url}/_emulator/faults",
+                     json={"method": "POST", "path": "/v3/REST/contactslist/*/managecontact", "status": 400})
+    results = Scenario(segjet, user_count=1, timeout=5).run()
+    assert [(r.ok, r.skipped) for r in results[1:4]] == [(True, False), (False, False), (False, True)]
+    assert " was failed: " in results[2].detail
+
+
+def test_the_contacts_hop_fails_on_a_contact_unsubscribed_from_the_list(segjet):
+    [user] = Scenario(segjet, user_count=1).users
+    unsubscribed = segjet.mailjet("POST", f"/v3/REST/contactslist/{segjet.list_id}/managecontact",
+                                  json={"Email": user.email, "Action": "unsub"})
+    assert unsubscribed.status_code == 201, unsubscribed.text
+    results = Scenario(segjet, user_count=1, timeout=5).run()
+    assert [(r.ok, r.skipped) for r in results[1:4]] == [(True, False), (False, False), (False, True)]
+    assert results[2].detail == f"Mailjet contact {user.email} is not subscribed to list {segjet.list_id}"
+
+
+def test_app_connections_that_did_not_keep_the_settings_fail_the_first_hop(segjet, empty_json_url):
+    client = SegjetClient(dict(segjet.info, mailjet_url=empty_json_url))
+    try:
+        results = Scenario(client, user_count=1, timeout=5).run()
+    finally:
+        client.close()
+    assert [(r.ok, r.skipped) for r in results[:2]] == [(False, False), (False, True)]
+    assert results[0].detail == "App Connections did not keep the write key and switch: {}"
+
+
+def test_the_identify_hop_fails_on_violations_segment_recorded(segjet):
+    scenario = Scenario(segjet, user_count=1, timeout=5)
+    [user] = scenario.users
+    user.traits["age"] = "old"  # segment.identify: a number
+    results = scenario.run()
+    assert [(r.ok, r.skipped) for r in results[:3]] == [(True, False), (False, False), (False, True)]
+    assert results[1].detail.startswith(f"identify of {user.user_id}: Segment recorded violations [")
+    assert "age" in results[1].detail
+
+
+def test_wait_for_contact_answers_a_contact_without_properties_at_once(segjet):
+    segjet.mailjet("POST", "/v3/REST/contact", json={"Email": "bare@example.com"}).raise_for_status()
+    assert segjet.wait_for_contact("bare@example.com", timeout=2) == {}

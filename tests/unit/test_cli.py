@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import socket
 from pathlib import Path
 from typing import Any
 
@@ -190,3 +191,125 @@ def test_demo_without_the_destination_enabled_is_refused() -> None:
     # The demo data is the round trip through the destination: with it off, every hop after the first fails.
     with pytest.raises(ValueError, match="--demo .* leave out --no-enable"):
         config_from_args(build_parser().parse_args(["up", "--demo", "--no-enable"]))
+
+
+def test_each_up_flag_reaches_the_bundle_config(tmp_path: Path) -> None:
+    config = config_from_args(build_parser().parse_args([
+        "up", "--host", "127.0.0.2", "--segment-port", "0", "--mailjet-port", "65535", "--destination-port", "8",
+        "--list-id", "7", "--seed", "42", "--strict", "--no-enable", "--engage-sync-interval", "manual",
+        "--journal-capacity", "5", "--events-capacity", "6", "--data-dir", str(tmp_path / "data"),
+    ]))
+    assert (config.host, config.segment_port, config.mailjet_port, config.destination_port) == ("127.0.0.2", 0, 65535, 8)
+    assert (config.list_id, config.seed, config.strict, config.enable_destination) == (7, 42, True, False)
+    assert (config.engage_sync_interval, config.journal_capacity, config.events_capacity) == ("manual", 5, 6)
+    assert config.data_dir == str(tmp_path / "data")
+    defaults = config_from_args(build_parser().parse_args(["up"]))
+    assert (defaults.seed, defaults.strict, defaults.enable_destination, defaults.engage_sync_interval) == (
+        None, False, True, "2h")
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["demo", "--users", "0"], "argument --users: must be at least 1"),
+        (["check", "--segment-url", "http://a", "--mailjet-url", "http://b", "--users", "0"],
+         "argument --users: must be at least 1"),
+        (["up", "--journal-capacity", "0"], "argument --journal-capacity: must be from 1 to"),
+        (["up", "--events-capacity", "0"], "argument --events-capacity: must be from 1 to"),
+        (["up", "--mailjet-port", "-1"], "argument --mailjet-port: -1 is not a port"),
+        (["up", "--destination-port", "65536"], "argument --destination-port: 65536 is not a port"),
+    ],
+)
+def test_a_number_just_outside_its_range_is_a_usage_error(
+    argv: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exited:
+        build_parser().parse_args(argv)
+    assert exited.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+def test_check_and_demo_run_with_the_flags_given(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    calls: list[tuple[Any, ...]] = []
+    monkeypatch.setattr(cli.run, "run_scenario", lambda *args, **kwargs: calls.append((args, kwargs)) or 0)
+    monkeypatch.setattr(cli.run, "demo", lambda *args: calls.append(args) or 0)
+    monkeypatch.delenv("SEGJET_CONTROL_TOKEN", raising=False)
+    junit, report = tmp_path / "junit.xml", tmp_path / "report.json"
+    assert main(["check", "--segment-url", "http://s:1/", "--mailjet-url", "http://m:2", "--write-key", "wk",
+                 "--mailjet-api-key", "ak", "--mailjet-secret-key", "sk", "--list-id", "9", "--seed", "4",
+                 "--users", "5", "--control-token", "tok", "--junit", str(junit), "--json", str(report)]) == 0
+    (info, seed, users, junit_given, json_given), kwargs = calls.pop()
+    assert info == {"segment_url": "http://s:1", "mailjet_url": "http://m:2", "write_key": "wk",
+                    "mailjet_api_key": "ak", "mailjet_secret_key": "sk", "list_id": 9, "control_token": "tok"}
+    assert (seed, users, junit_given, json_given, kwargs) == (4, 5, junit, report, {"reset": True})
+    assert main(["check", "--segment-url", "http://s", "--mailjet-url", "http://m", "--no-reset"]) == 0
+    assert calls.pop()[1] == {"reset": False}
+    assert main(["demo", "--seed", "3", "--users", "2", "--keep-running"]) == 0
+    assert calls.pop() == (3, 2, True)
+    assert main(["demo"]) == 0
+    assert calls.pop() == (0, cli.DEMO_USERS, False)
+
+
+def test_the_ready_file_is_private_even_when_it_was_there_before(tmp_path: Path) -> None:
+    ready = tmp_path / "ready.json"
+    ready.write_text("a previous run's", encoding="utf-8")
+    ready.chmod(0o644)
+    cli._write_private(ready, '{"write_key": "k"}\n')
+    assert ready.read_text(encoding="utf-8") == '{"write_key": "k"}\n'
+    assert ready.stat().st_mode & 0o777 == 0o600
+    assert not ready.with_name("ready.json.tmp").exists()
+
+
+def test_a_start_that_fails_leaves_no_previous_ready_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # A script waiting for the file must not read the URLs of a stack that is gone.
+    ready = tmp_path / "ready.json"
+    ready.write_text('{"segment_url": "http://127.0.0.1:1"}', encoding="utf-8")
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        code = main(["up", "--segment-port", str(port), "--mailjet-port", "0", "--destination-port", "0",
+                     "--ready-file", str(ready)])
+    assert code == 1
+    assert f"segjet: cannot start: the fake Segment cannot listen on 127.0.0.1:{port}" in capsys.readouterr().err
+    assert not ready.exists()
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "127.0.0.2", "::1", "localhost"])
+def test_up_on_loopback_warns_of_nothing(host: str, capsys: pytest.CaptureFixture[str]) -> None:
+    cli._warn_if_exposed(host, None)
+    assert capsys.readouterr().err == ""
+
+
+@pytest.mark.parametrize("host", ["0.0.0.0", "::", "192.168.1.5", "myhost.example"])
+def test_up_reachable_from_elsewhere_warns_and_says_whether_the_control_api_is_open(
+    host: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    cli._warn_if_exposed(host, None)
+    err = capsys.readouterr().err
+    assert f"segjet: WARNING: listening on {host}, reachable from other machines" in err
+    assert "control API (/_emulator/) is open; see --control-token" in err
+    cli._warn_if_exposed(host, "token")
+    err = capsys.readouterr().err
+    assert "WARNING" in err and "control API" not in err
+
+
+def test_a_restart_on_a_data_dir_keeps_the_generated_authentication_key(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "bundle.json").write_text(json.dumps({"auth_key": "from-the-first-start"}), encoding="utf-8")
+    restarted = config_from_args(build_parser().parse_args(["up", "--data-dir", str(data)]))
+    assert restarted.auth_key == "from-the-first-start"
+    given = config_from_args(build_parser().parse_args(["up", "--data-dir", str(data), "--auth-key", "mine"]))
+    assert given.auth_key == "mine"
+    assert config_from_args(build_parser().parse_args(["up"])).auth_key != "from-the-first-start"
+
+
+def test_a_data_dir_segjet_makes_is_readable_by_its_owner_only(tmp_path: Path) -> None:
+    from emulator.bundle import _lock_data_dir
+
+    lock = _lock_data_dir(str(tmp_path / "new" / "data"))
+    try:
+        assert (tmp_path / "new" / "data").stat().st_mode & 0o777 == 0o700
+    finally:
+        lock.close()

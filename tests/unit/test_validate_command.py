@@ -95,3 +95,17 @@ def test_stdin_is_read_as_utf8_whatever_the_locale_says():
     stdin = io.TextIOWrapper(io.BytesIO(b'\xff{"type": "identify"}'), encoding="utf-8", errors="strict")
     assert run("segment.identify", ["-"], stdin, out, err) == EXIT_USAGE
     assert "segjet validate: cannot read <stdin>: 'utf-8' codec can't decode byte 0xff" in err.getvalue()
+
+
+def test_every_file_is_checked_and_a_pretty_printed_document_is_one_payload(tmp_path):
+    pretty = tmp_path / "pretty.json"
+    pretty.write_text(json.dumps(VALID, indent=2))
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps(INVALID))
+    code, out, _ = run_with("segment.identify", [str(pretty), str(bad), "-"], json.dumps(VALID))
+    assert code == EXIT_INVALID
+    assert out.splitlines()[0] == f"{pretty}: valid"
+    assert f"{bad}: invalid against segment.identify" in out
+    assert out.endswith("<stdin>: valid\n")
+    code, out, _ = run_with("segment.identify", [str(pretty), "-"], json.dumps(VALID))
+    assert (code, out) == (EXIT_VALID, f"{pretty}: valid\n<stdin>: valid\n")
