@@ -78,6 +78,16 @@ def control_error(description: str) -> dict[str, Any]:
     return json_response(description, CONTROL_ERROR)
 
 
+# With `--control-token T` (common/control.py ControlTokenMiddleware) every control call but health
+# answers 401 without the token; without it they are open, hence the empty alternative.
+CONTROL_TOKEN_SCHEME = {
+    "type": "http",
+    "scheme": "bearer",
+    "description": "The --control-token, when the server has one; also taken as `X-Segjet-Token: T` or `?token=T`",
+}
+CONTROL_SECURITY: list[dict[str, list[str]]] = [{"controlToken": []}, {}]
+
+
 def control_operation(
     summary: str,
     *,
@@ -85,12 +95,18 @@ def control_operation(
     body: dict[str, Any] | None = None,
     query: dict[str, dict[str, Any]] | None = None,
     errors: tuple[int, ...] = (),
+    token: bool = True,
 ) -> dict[str, Any]:
-    """One operation of the control API: JSON object in (when `body`), JSON object out, `{"error"}` on 4xx."""
+    """One operation of the control API: JSON object in (when `body`), JSON object out, `{"error"}` on 4xx.
+    `token`: behind the control token (all but health)."""
+    responses = {str(ok): json_response("OK"), **{str(status): control_error("error") for status in errors}}
+    if token:
+        responses["401"] = control_error("The server has a control token and the request did not carry it")
     operation: dict[str, Any] = {
         "tags": ["control"],
         "summary": summary,
-        "responses": {str(ok): json_response("OK"), **{str(status): control_error("error") for status in errors}},
+        "security": CONTROL_SECURITY if token else [],
+        "responses": responses,
     }
     if query:
         operation["parameters"] = [
@@ -108,7 +124,7 @@ DURATION = {"type": "string", "pattern": r"^\d+(\.\d+)?(ms|s|m|h|d|w)$"}
 def control_paths() -> dict[str, Any]:
     """The control API every fake shares (emulator/common/control.py) and this description's own route."""
     return {
-        "/_emulator/health": {"get": control_operation("Health: {status, service, now}")},
+        "/_emulator/health": {"get": control_operation("Health: {status, service, now}", token=False)},
         "/_emulator/reset": {"post": control_operation("Forget all state of this server")},
         "/_emulator/requests": {
             "get": control_operation(

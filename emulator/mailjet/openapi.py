@@ -3,7 +3,8 @@
 REST v3 (`/v3/REST/...`) and Send v3.1 (`/v3.1/send`) behind Basic auth (API key + secret), with
 the REST envelope and error bodies from the `mailjet.*` contracts, and the control API under
 /_emulator/. Paths are described in Mailjet's documented case; the fake also takes any other case.
-Not described: the dashboard pages and the Server-Sent Events feed (`/_emulator/stream`).
+Not described: the dashboard pages, the Server-Sent Events feed (`/_emulator/stream`, a stream
+without end) and the fault rules (`/_emulator/faults`, shared with the fake Segment).
 """
 
 from __future__ import annotations
@@ -12,15 +13,19 @@ from functools import cache
 from typing import Any
 
 from ..common.openapi import (
+    CONTROL_TOKEN_SCHEME,
     LIMIT,
     contract_components,
     contract_ref,
+    control_error,
     control_operation,
     control_paths,
     json_content,
     json_response,
 )
-from .models import EVENT_TYPES
+from ..common.snapshot import SNAPSHOT_FORMAT
+from .models import EVENT_TYPES, SERVICE
+from .storage import SNAPSHOT_VERSION
 
 CONTRACTS = [
     "mailjet.contact",
@@ -84,7 +89,8 @@ def _operation(
         responses[str(ok)] = json_response("OK", envelope or _envelope(item))
     if ok == 200 and body is not None:  # a PUT that changes nothing
         responses["304"] = {"description": "Not Modified: the PUT changed nothing"}
-    responses.update(_errors(400, 401, 404, 405))
+    # 413: a body over the fake's 25 MB cap (routes.py body_too_large).
+    responses.update(_errors(400, 401, 404, 405, *((413,) if body is not None else ())))
     operation: dict[str, Any] = {"tags": ["REST v3"], "summary": summary, "responses": responses}
     parameters = [{"name": name, "in": "path", "required": True, "schema": ID} for name in ids]
     if filters is not None:
@@ -135,7 +141,7 @@ def _rest_paths() -> dict[str, Any]:
     return {
         f"{rest}/contact": {
             "get": _operation("List contacts", 200, contact, filters={
-                "ContactsList": {"type": "integer"}, "IsExcludedFromCampaigns": BOOL}),
+                "ContactsList": {"type": "integer"}, "IsExcludedFromCampaigns": BOOL, "Campaign": {"type": "integer"}}),
             "post": _operation("Create a contact", 201, contact, body=contact_body),
         },
         f"{rest}/contact/{{contact_id}}": {
@@ -207,7 +213,7 @@ def _rest_paths() -> dict[str, Any]:
         },
         f"{rest}/contactdata": {
             "get": _operation("List contacts' property values", 200, data, filters={
-                "ContactEmail": TEXT, "ContactsList": {"type": "integer"}}),
+                "ContactEmail": TEXT, "ContactsList": {"type": "integer"}, "Campaign": {"type": "integer"}}),
             "post": _operation("Set a contact's property values", 201, data, body=data_body),
         },
         f"{rest}/contactdata/{{contact_id}}": {
@@ -224,6 +230,20 @@ def _rest_paths() -> dict[str, Any]:
             "get": _operation("One webhook", 200, callback, ids=("callback_id",)),
             "put": _operation("Update a webhook", 200, callback, body=callback_body, ids=("callback_id",)),
             "delete": _operation("Delete a webhook", 204, None, ids=("callback_id",)),
+        },
+        # The ErrorFile a bulk job names (reference §8: `/v3/DATA/batchjob/{JobID}/JSONError/application:json/LAST`):
+        # a JSON array, not the REST envelope.
+        "/v3/DATA/batchjob/{job_id}/JSONError/application:json/LAST": {
+            "get": {
+                "tags": ["REST v3"],
+                "summary": "The contacts a bulk job could not apply",
+                "parameters": [{"name": "job_id", "in": "path", "required": True, "schema": ID}],
+                "responses": {
+                    "200": json_response("One entry per contact refused", {"type": "array", "items": _fields(
+                        Index={"type": "integer"}, Email=TEXT, Error=TEXT)}),
+                    **_errors(401, 404),
+                },
+            }
         },
     }
 
@@ -249,22 +269,84 @@ def _send_path() -> dict[str, Any]:
     }
 
 
+# A control call acts on the account it names (account_routes.py), else on the configured one.
+ACCOUNT_PARAMETERS = [
+    {"name": "apiKey", "in": "query", "required": False, "schema": TEXT,
+     "description": "The API key of the account to act on (default: the configured account)"},
+    {"name": "X-Segjet-Api-Key", "in": "header", "required": False, "schema": TEXT,
+     "description": "The same, as a header; the query parameter wins"},
+]
+
+
+def _in_account(operation: dict[str, Any]) -> dict[str, Any]:
+    """`operation` taking the account parameters, and answering 404 for a key no account has."""
+    return {
+        **operation,
+        "parameters": [*operation.get("parameters", []), *ACCOUNT_PARAMETERS],
+        "responses": {**operation["responses"], "404": control_error("No account has the API key named (an empty one too)")},
+    }
+
+
 def _mailjet_control_paths() -> dict[str, Any]:
     return {
-        "/_emulator/app-connections/segment": {
-            "get": control_operation("App Connections → Segment"),
+        # The shared reset (common/openapi.py), which here may name one account to reset alone.
+        "/_emulator/reset": {
+            "post": _in_account(control_operation("Forget all state of this server, or of the account named"))
+        },
+        # The shared journal (common/openapi.py), which here may keep one account's calls.
+        "/_emulator/requests": {
+            "get": _in_account(control_operation(
+                "The request journal, newest last (the calls authenticated as the account named)",
+                query={"method": TEXT, "path": TEXT, "limit": LIMIT},
+                errors=(400,),
+            ))
+        },
+        "/_emulator/accounts": {
+            "get": control_operation("Accounts and their API keys"),
+            "post": control_operation(
+                "Add an account",
+                ok=201,
+                body={
+                    "type": "object",
+                    "required": ["api_key", "secret_key"],
+                    "properties": {"api_key": TEXT, "secret_key": TEXT},
+                    "additionalProperties": False,
+                },
+                errors=(400, 409),
+            ),
+        },
+        "/_emulator/snapshot": {
+            "get": control_operation("The whole fake Mailjet, every account, as a snapshot document"),
             "put": control_operation(
+                "Replace the whole state with a snapshot document, all or nothing",
+                body={
+                    "type": "object",
+                    "required": ["format", "service", "version", "state"],
+                    "properties": {
+                        "format": {"const": SNAPSHOT_FORMAT},
+                        "service": {"const": SERVICE},
+                        "version": {"const": SNAPSHOT_VERSION},
+                        "exported_at": TEXT,
+                        "state": {"type": "object"},
+                    },
+                },
+                errors=(400,),
+            ),
+        },
+        "/_emulator/app-connections/segment": {
+            "get": _in_account(control_operation("App Connections → Segment")),
+            "put": _in_account(control_operation(
                 "Merge settings",
                 body=_fields(
                     authenticationKey=TEXT, listId={"type": "integer"}, sendEvents={"type": "boolean"},
                     writeKey={"type": ["string", "null"]}, segmentUrl={"type": "string", "format": "uri"},
                 ),
                 errors=(400,),
-            ),
+            )),
         },
-        "/_emulator/messages": {"get": control_operation("Messages sent", query={"limit": LIMIT}, errors=(400,))},
+        "/_emulator/messages": {"get": _in_account(control_operation("Messages sent", query={"limit": LIMIT}, errors=(400,)))},
         "/_emulator/messages/{message_id}/events": {
-            "post": {
+            "post": _in_account({
                 **control_operation(
                     "Make a message's recipient act",
                     ok=201,
@@ -279,16 +361,16 @@ def _mailjet_control_paths() -> dict[str, Any]:
                     errors=(400, 404),
                 ),
                 "parameters": [{"name": "message_id", "in": "path", "required": True, "schema": TEXT}],
-            }
+            })
         },
         "/_emulator/email-events": {
-            "get": control_operation(
+            "get": _in_account(control_operation(
                 "Email events", query={"MessageID": {"type": "integer"}, "event": TEXT, "limit": LIMIT}, errors=(400,)
-            )
+            ))
         },
         "/_emulator/simulation": {
-            "get": control_operation("Recipient simulation"),
-            "put": control_operation(
+            "get": _in_account(control_operation("Recipient simulation")),
+            "put": _in_account(control_operation(
                 "Merge simulation settings",
                 body=_fields(
                     **{rate: {"type": "number", "minimum": 0, "maximum": 1}
@@ -296,19 +378,21 @@ def _mailjet_control_paths() -> dict[str, Any]:
                     delay={"type": "string", "pattern": r"^\d+(ms|s|m|h|d|w)$"}, seed={"type": "integer"},
                 ),
                 errors=(400,),
-            ),
+            )),
         },
         "/_emulator/campaigns": {
-            "post": control_operation(
+            "post": _in_account(control_operation(
                 "Send a campaign to a list",
                 ok=201,
                 body=_fields(list_id={"type": "integer"}, subject=TEXT, html=TEXT, text=TEXT, name=TEXT, **{"from": TEXT}),
-                errors=(400, 404),
-            )
+                errors=(400,),
+            ))
         },
-        "/_emulator/dashboard/lists": {"get": control_operation("Lists, for the dashboard")},
-        "/_emulator/dashboard/contacts": {"get": control_operation("Contacts, for the dashboard")},
-        "/_emulator/dashboard/info": {"get": control_operation("What the dashboard shows in its header")},
+        "/_emulator/dashboard/lists": {"get": _in_account(control_operation("Lists, for the dashboard"))},
+        "/_emulator/dashboard/contacts": {"get": _in_account(control_operation(
+            "Contacts, for the dashboard", query={"email": {**TEXT, "description": "Only the contact with this address"}}
+        ))},
+        "/_emulator/dashboard/info": {"get": _in_account(control_operation("What the dashboard shows in its header"))},
     }
 
 
@@ -325,12 +409,14 @@ def openapi_document() -> dict[str, Any]:
         "paths": {
             **_rest_paths(),
             **_send_path(),
-            **{path: {method: {**op, "security": []} for method, op in item.items()}
-               for path, item in {**control_paths(), **_mailjet_control_paths()}.items()},
+            # Not behind the API key pair: each control operation says its own security (common/openapi.py).
+            **control_paths(),
+            **_mailjet_control_paths(),
         },
         "components": {
             "securitySchemes": {
-                "apiKey": {"type": "http", "scheme": "basic", "description": "API key as username, secret key as password"}
+                "apiKey": {"type": "http", "scheme": "basic", "description": "API key as username, secret key as password"},
+                "controlToken": CONTROL_TOKEN_SCHEME,
             },
             "schemas": contract_components(CONTRACTS),
         },

@@ -14,6 +14,8 @@ from typing import Any
 import contracts
 
 from ..common.openapi import (
+    CONTROL_SECURITY,
+    CONTROL_TOKEN_SCHEME,
     LIMIT,
     contract_components,
     contract_ref,
@@ -125,6 +127,16 @@ def _in_workspace(operation: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def _trace_operation() -> dict[str, Any]:
+    operation = control_operation("One user's journey across both services", query={"user": {"type": "string"}}, errors=(400,))
+    # The trace reads the default workspace only: naming another workspace is a 400, not a 404.
+    operation["parameters"] += [
+        {**parameter, "description": "A write key of the default workspace; any other is a 400"}
+        for parameter in WORKSPACE_PARAMETERS
+    ]
+    return operation
+
+
 def _segment_control_paths() -> dict[str, Any]:
     text = {"type": "string"}
     definition_errors = (400, 409)
@@ -233,6 +245,7 @@ def _segment_control_paths() -> dict[str, Any]:
             "post": {
                 "tags": ["control"],
                 "summary": "Validate the JSON body against a contract",
+                "security": CONTROL_SECURITY,
                 "parameters": [
                     {"name": "contract", "in": "path", "required": True, "schema": {"enum": contracts.names()}}
                 ],
@@ -240,6 +253,7 @@ def _segment_control_paths() -> dict[str, Any]:
                 "responses": {
                     "200": json_response("The violations found"),
                     "400": control_error("Not JSON, or nested too deeply"),
+                    "401": control_error("The server has a control token and the request did not carry it"),
                     "404": control_error("Unknown contract"),
                 },
             }
@@ -247,7 +261,7 @@ def _segment_control_paths() -> dict[str, Any]:
         "/_emulator/contracts": {"get": control_operation("Contract names")},
         "/_emulator/dashboard/info": {"get": control_operation("What the dashboard shows in its header")},
         "/_emulator/dashboard/trace": {
-            "get": control_operation("One user's journey across both services", query={"user": text}, errors=(400,))
+            "get": _trace_operation()
         },
     }
 
@@ -265,7 +279,8 @@ def openapi_document() -> dict[str, Any]:
         "paths": {**_tracking_paths(), **control_paths(), **_segment_control_paths()},
         "components": {
             "securitySchemes": {
-                "writeKey": {"type": "http", "scheme": "basic", "description": "The write key as username, no password"}
+                "writeKey": {"type": "http", "scheme": "basic", "description": "The write key as username, no password"},
+                "controlToken": CONTROL_TOKEN_SCHEME,
             },
             "schemas": {**contract_components(contract_names), **ENGAGE_SCHEMAS},
         },
