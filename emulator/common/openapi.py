@@ -14,6 +14,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from .snapshot import SNAPSHOT_FORMAT
+
 import contracts
 
 OPENAPI_PATH = "/_emulator/openapi.json"
@@ -155,3 +157,25 @@ def openapi_route(document: Callable[[], dict[str, Any]]) -> Route:
         return JSONResponse(document())
 
     return Route(OPENAPI_PATH, openapi, methods=["GET"])
+
+
+def snapshot_path(whole: str, service: str, version: int) -> dict[str, Any]:
+    """`GET|PUT /_emulator/snapshot` of a service; `whole` names what a snapshot holds."""
+    return {
+        "get": control_operation(f"{whole} as a snapshot document"),
+        "put": control_operation(
+            "Replace the whole state with a snapshot document, all or nothing",
+            body={
+                "type": "object",
+                "required": ["format", "service", "version", "state"],
+                "properties": {
+                    "format": {"const": SNAPSHOT_FORMAT},
+                    "service": {"const": service},
+                    "version": {"const": version},
+                    "exported_at": {"type": "string"},
+                    "state": {"type": "object"},
+                },
+            },
+            errors=(400,),
+        ),
+    }

@@ -22,8 +22,8 @@ from ..common.openapi import (
     control_paths,
     json_content,
     json_response,
+    snapshot_path,
 )
-from ..common.snapshot import SNAPSHOT_FORMAT
 from .models import EVENT_TYPES, SERVICE
 from .storage import SNAPSHOT_VERSION
 
@@ -315,24 +315,7 @@ def _mailjet_control_paths() -> dict[str, Any]:
                 errors=(400, 409),
             ),
         },
-        "/_emulator/snapshot": {
-            "get": control_operation("The whole fake Mailjet, every account, as a snapshot document"),
-            "put": control_operation(
-                "Replace the whole state with a snapshot document, all or nothing",
-                body={
-                    "type": "object",
-                    "required": ["format", "service", "version", "state"],
-                    "properties": {
-                        "format": {"const": SNAPSHOT_FORMAT},
-                        "service": {"const": SERVICE},
-                        "version": {"const": SNAPSHOT_VERSION},
-                        "exported_at": TEXT,
-                        "state": {"type": "object"},
-                    },
-                },
-                errors=(400,),
-            ),
-        },
+        "/_emulator/snapshot": snapshot_path("The whole fake Mailjet, every account,", SERVICE, SNAPSHOT_VERSION),
         "/_emulator/app-connections/segment": {
             "get": _in_account(control_operation("App Connections → Segment")),
             "put": _in_account(control_operation(

@@ -24,8 +24,8 @@ from ..common.openapi import (
     control_paths,
     json_content,
     json_response,
+    snapshot_path,
 )
-from ..common.snapshot import SNAPSHOT_FORMAT
 from .delivery import STATES
 from .models import ACCEPTED, CALL_TYPES, DISCARDED
 from .storage import SERVICE, SNAPSHOT_VERSION
@@ -183,24 +183,7 @@ def _segment_control_paths() -> dict[str, Any]:
                 errors=(400, 404, 409),
             ),
         },
-        "/_emulator/snapshot": {
-            "get": control_operation("The whole fake Segment, every workspace, as a snapshot document"),
-            "put": control_operation(
-                "Replace the whole state with a snapshot document, all or nothing",
-                body={
-                    "type": "object",
-                    "required": ["format", "service", "version", "state"],
-                    "properties": {
-                        "format": {"const": SNAPSHOT_FORMAT},
-                        "service": {"const": SERVICE},
-                        "version": {"const": SNAPSHOT_VERSION},
-                        "exported_at": text,
-                        "state": {"type": "object"},
-                    },
-                },
-                errors=(400,),
-            ),
-        },
+        "/_emulator/snapshot": snapshot_path("The whole fake Segment, every workspace,", SERVICE, SNAPSHOT_VERSION),
         "/_emulator/destinations/mailjet": {
             "get": _in_workspace(control_operation("The Mailjet destination's settings")),
             "put": _in_workspace(control_operation(
