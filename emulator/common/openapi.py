@@ -88,6 +88,7 @@ CONTROL_TOKEN_SCHEME = {
     "description": "The --control-token, when the server has one; also taken as `X-Segjet-Token: T` or `?token=T`",
 }
 CONTROL_SECURITY: list[dict[str, list[str]]] = [{"controlToken": []}, {}]
+CONTROL_TOKEN_MISSING = control_error("The server has a control token and the request did not carry it")
 
 
 def control_operation(
@@ -103,7 +104,7 @@ def control_operation(
     `token`: behind the control token (all but health)."""
     responses = {str(ok): json_response("OK"), **{str(status): control_error("error") for status in errors}}
     if token:
-        responses["401"] = control_error("The server has a control token and the request did not carry it")
+        responses["401"] = CONTROL_TOKEN_MISSING
     operation: dict[str, Any] = {
         "tags": ["control"],
         "summary": summary,
@@ -123,17 +124,33 @@ LIMIT = {"type": "integer", "minimum": 0, "maximum": 10_000}
 DURATION = {"type": "string", "pattern": r"^\d+(\.\d+)?(ms|s|m|h|d|w)$"}
 
 
-def control_paths() -> dict[str, Any]:
-    """The control API every fake shares (emulator/common/control.py) and this description's own route."""
+def in_tenant(operation: dict[str, Any], parameters: list[dict[str, Any]], not_found: str) -> dict[str, Any]:
+    """`operation` taking the `parameters` that name its tenant (a workspace, an account), and
+    answering 404 `not_found` for a name no tenant has."""
+    return {
+        **operation,
+        "parameters": [*operation.get("parameters", []), *parameters],
+        "responses": {**operation["responses"], "404": control_error(not_found)},
+    }
+
+
+def control_paths(
+    scoped: Callable[[dict[str, Any]], dict[str, Any]], tenant: str, journal_scope: str
+) -> dict[str, Any]:
+    """The control API every fake shares (emulator/common/control.py) and this description's own route.
+
+    Reset and the journal may name one `tenant` ("workspace", "account"): `scoped` adds its
+    parameters to an operation; `journal_scope` says which calls the journal then keeps.
+    """
     return {
         "/_emulator/health": {"get": control_operation("Health: {status, service, now}", token=False)},
-        "/_emulator/reset": {"post": control_operation("Forget all state of this server")},
+        "/_emulator/reset": {"post": scoped(control_operation(f"Forget all state of this server, or of the {tenant} named"))},
         "/_emulator/requests": {
-            "get": control_operation(
-                "The request journal, newest last",
+            "get": scoped(control_operation(
+                f"The request journal, newest last ({journal_scope})",
                 query={"method": {"type": "string"}, "path": {"type": "string"}, "limit": LIMIT},
                 errors=(400,),
-            )
+            ))
         },
         "/_emulator/clock": {
             "get": control_operation("The virtual clock"),

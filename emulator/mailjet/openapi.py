@@ -17,9 +17,9 @@ from ..common.openapi import (
     LIMIT,
     contract_components,
     contract_ref,
-    control_error,
     control_operation,
     control_paths,
+    in_tenant,
     json_content,
     json_response,
     snapshot_path,
@@ -279,28 +279,11 @@ ACCOUNT_PARAMETERS = [
 
 
 def _in_account(operation: dict[str, Any]) -> dict[str, Any]:
-    """`operation` taking the account parameters, and answering 404 for a key no account has."""
-    return {
-        **operation,
-        "parameters": [*operation.get("parameters", []), *ACCOUNT_PARAMETERS],
-        "responses": {**operation["responses"], "404": control_error("No account has the API key named (an empty one too)")},
-    }
+    return in_tenant(operation, ACCOUNT_PARAMETERS, "No account has the API key named (an empty one too)")
 
 
 def _mailjet_control_paths() -> dict[str, Any]:
     return {
-        # The shared reset (common/openapi.py), which here may name one account to reset alone.
-        "/_emulator/reset": {
-            "post": _in_account(control_operation("Forget all state of this server, or of the account named"))
-        },
-        # The shared journal (common/openapi.py), which here may keep one account's calls.
-        "/_emulator/requests": {
-            "get": _in_account(control_operation(
-                "The request journal, newest last (the calls authenticated as the account named)",
-                query={"method": TEXT, "path": TEXT, "limit": LIMIT},
-                errors=(400,),
-            ))
-        },
         "/_emulator/accounts": {
             "get": control_operation("Accounts and their API keys"),
             "post": control_operation(
@@ -393,7 +376,7 @@ def openapi_document() -> dict[str, Any]:
             **_rest_paths(),
             **_send_path(),
             # Not behind the API key pair: each control operation says its own security (common/openapi.py).
-            **control_paths(),
+            **control_paths(_in_account, "account", "the calls authenticated as the account named"),
             **_mailjet_control_paths(),
         },
         "components": {

@@ -15,6 +15,7 @@ import contracts
 
 from ..common.openapi import (
     CONTROL_SECURITY,
+    CONTROL_TOKEN_MISSING,
     CONTROL_TOKEN_SCHEME,
     LIMIT,
     contract_components,
@@ -22,6 +23,7 @@ from ..common.openapi import (
     control_error,
     control_operation,
     control_paths,
+    in_tenant,
     json_content,
     json_response,
     snapshot_path,
@@ -119,12 +121,7 @@ WORKSPACE_PARAMETERS = [
 
 
 def _in_workspace(operation: dict[str, Any]) -> dict[str, Any]:
-    """`operation` taking the workspace parameters, and answering 404 for a key no source has."""
-    return {
-        **operation,
-        "parameters": [*operation.get("parameters", []), *WORKSPACE_PARAMETERS],
-        "responses": {**operation["responses"], "404": control_error("No source has the write key named (an empty one too)")},
-    }
+    return in_tenant(operation, WORKSPACE_PARAMETERS, "No source has the write key named (an empty one too)")
 
 
 def _trace_operation() -> dict[str, Any]:
@@ -141,18 +138,6 @@ def _segment_control_paths() -> dict[str, Any]:
     text = {"type": "string"}
     definition_errors = (400, 409)
     return {
-        # The shared reset (common/openapi.py), which here may name one workspace to reset alone.
-        "/_emulator/reset": {
-            "post": _in_workspace(control_operation("Forget all state of this server, or of the workspace named"))
-        },
-        # The shared journal (common/openapi.py), which here may keep one workspace's tracking calls.
-        "/_emulator/requests": {
-            "get": _in_workspace(control_operation(
-                "The request journal, newest last (the tracking calls of the workspace named)",
-                query={"method": text, "path": text, "limit": LIMIT},
-                errors=(400,),
-            ))
-        },
         "/_emulator/events": {
             "get": _in_workspace(control_operation(
                 "Stored messages, newest last",
@@ -236,7 +221,7 @@ def _segment_control_paths() -> dict[str, Any]:
                 "responses": {
                     "200": json_response("The violations found"),
                     "400": control_error("Not JSON, or nested too deeply"),
-                    "401": control_error("The server has a control token and the request did not carry it"),
+                    "401": CONTROL_TOKEN_MISSING,
                     "404": control_error("Unknown contract"),
                 },
             }
@@ -259,7 +244,8 @@ def openapi_document() -> dict[str, Any]:
             "version": "1",
             "description": "Segment's HTTP tracking API as segjet emulates it, and segjet's control API.",
         },
-        "paths": {**_tracking_paths(), **control_paths(), **_segment_control_paths()},
+        "paths": {**_tracking_paths(), **control_paths(_in_workspace, "workspace", "the tracking calls of the workspace named"),
+                  **_segment_control_paths()},
         "components": {
             "securitySchemes": {
                 "writeKey": {"type": "http", "scheme": "basic", "description": "The write key as username, no password"},
