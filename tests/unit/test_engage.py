@@ -658,6 +658,17 @@ def test_realtime_schedule_syncs_changes_and_lapses():
     asyncio.run(scenario())
 
 
+async def _alice_bought_in_a_realtime_space(clock: Clock) -> tuple[ClockWorld, EngageScheduler]:
+    """A realtime space with LAST_30 in which alice's order has just synced."""
+    world = ClockWorld(clock)
+    scheduler = EngageScheduler(world.engine, clock, "realtime", owner="segment")
+    world.engine.define_audience(LAST_30)
+    world.track("alice")
+    scheduler.arm()
+    await clock.run_due()
+    return world, scheduler
+
+
 def test_realtime_schedule_acts_on_a_lapse_one_tick_after_the_window_edge():
     # An event exactly `within` old is still inside: a timer due at the edge itself would sync for
     # nothing and re-arm itself at the same moment, round after round.
@@ -667,12 +678,7 @@ def test_realtime_schedule_acts_on_a_lapse_one_tick_after_the_window_edge():
 
     async def scenario():
         clock = FrozenClock()
-        world = ClockWorld(clock)
-        scheduler = EngageScheduler(world.engine, clock, "realtime", owner="segment")
-        world.engine.define_audience(LAST_30)
-        world.track("alice")
-        scheduler.arm()
-        await clock.run_due()
+        world, _ = await _alice_bought_in_a_realtime_space(clock)
         assert [m["traits"]["order_completed_last_30days"] for m in world.emitted] == [True]
         assert clock.next_due() == T0 + timedelta(days=30, microseconds=1)
         clock.advance(timedelta(days=30))
@@ -1308,12 +1314,7 @@ def test_a_realtime_schedule_syncs_a_change_before_a_pending_lapse():
     # After a sync the timer waits for the next lapse (30 days away); a change must bring it forward.
     async def scenario():
         clock = Clock()
-        world = ClockWorld(clock)
-        scheduler = EngageScheduler(world.engine, clock, "realtime", owner="segment")
-        world.engine.define_audience(LAST_30)
-        world.track("alice")
-        scheduler.arm()
-        await clock.run_due()
+        world, scheduler = await _alice_bought_in_a_realtime_space(clock)
         assert clock.next_due() > clock.now() + timedelta(days=29)
         world.track("bob")
         scheduler.arm()
