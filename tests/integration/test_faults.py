@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import base64
 import json
-import time
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -20,6 +20,8 @@ from segment.analytics.request import APIError
 from emulator.bundle import BackgroundBundle
 from emulator.cli import build_parser, config_from_args
 from emulator.config import BundleConfig
+
+from .polling import wait_for
 
 MANAGECONTACT = "/v3/REST/contactslist/*/managecontact"
 
@@ -257,8 +259,6 @@ def test_a_request_held_by_a_delay_across_a_reset_is_closed_unanswered_and_not_j
 ) -> None:
     # It belongs to the state the reset forgot: answering it (and journaling it) after the reset
     # would show a test an exchange of the test before.
-    import threading
-
     add_fault(http, stack["mailjet_url"], {"path": MANAGECONTACT, "status": 503, "delay_ms": 3000})
     outcome: list[object] = []
 
@@ -270,10 +270,8 @@ def test_a_request_held_by_a_delay_across_a_reset_is_closed_unanswered_and_not_j
 
     sender = threading.Thread(target=held)
     sender.start()
-    deadline = time.monotonic() + 10
-    while not http.get(f"{stack['mailjet_url']}/_emulator/faults").json()["faults"][0]["fired"]:
-        assert time.monotonic() < deadline, "the request never reached the rule"
-        time.sleep(0.02)
+    wait_for(lambda: http.get(f"{stack['mailjet_url']}/_emulator/faults").json()["faults"][0]["fired"],
+             "the request to reach the rule")
     http.post(f"{stack['mailjet_url']}/_emulator/reset").raise_for_status()
     sender.join(timeout=10)
     assert outcome == [httpx.RemoteProtocolError]
