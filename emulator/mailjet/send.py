@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from .models import EMAIL_PATTERN, Account, ci_get, mj_time
+from .models import EMAIL_PATTERN, MAX_STRING_LENGTH, Account, ci_get, mj_time
 
 # Documented for Messages, Attachments, InlinedAttachments, Headers and Variables (mj-0008).
 MAX_ITEMS = 50
@@ -162,7 +162,10 @@ def send(account: Account, body: Any) -> tuple[int, dict[str, Any]]:
     """Validate and store a v3.1 send; answer (HTTP status, body).
 
     Valid messages are sent even when others in the batch fail (documented). Guess for the
-    status: 200 when any message succeeded, else the first error's StatusCode.
+    status: 200 when any message succeeded, else the first error's StatusCode. GUESS kept though
+    public reports disagree: mailjet-apiv3-java#121 (and PR #122), mailjet-gem#177 and a swoosh
+    user's capture saw a partly failed batch answered 400; mailjet-apiv3-nodejs's
+    examples/node/src/batchSend.js says such a batch is answered 2xx.
     """
     if not isinstance(body, dict):
         raise malformed_json()
@@ -318,9 +321,14 @@ def _validate_message(account: Account, message: Any, index: int) -> list[dict[s
 
 
 def _check_recipients(account: Account, message: dict[str, Any]) -> list[dict[str, Any]]:
-    """To is mandatory and cannot be empty (documented); Cc and Bcc are optional and may be empty."""
+    """To is mandatory and cannot be empty (documented); Cc and Bcc are optional and may be empty.
+
+    The 50-recipient limit counts addresses, not entries: "If a recipient is specified twice (in the
+    to, cc, or bcc), it is counted only once" (DevGuide message properties, To and Cc/Bcc rows).
+    """
     errors: list[dict[str, Any]] = []
-    total = 0
+    addresses: set[str] = set()
+    others = 0  # entries without a string Email: each counts (they are refused on their own anyway)
     for kind in ("To", "Cc", "Bcc"):
         recipients = ci_get(message, kind)
         if recipients is None:
@@ -332,10 +340,14 @@ def _check_recipients(account: Account, message: dict[str, Any]) -> list[dict[st
             continue
         if kind == "To" and not recipients:
             errors.append(_error(account, "mj-0007", _empty_array_text("To"), ["To"]))
-        total += len(recipients)
         for position, recipient in enumerate(recipients):
             errors += _check_address(account, recipient, f"{kind}[{position}]")
-    if total > MAX_RECIPIENTS:
+            email = ci_get(recipient, "Email") if isinstance(recipient, dict) else None
+            if isinstance(email, str):
+                addresses.add(email.lower())  # GUESS: the same address in another case is the same recipient
+            else:
+                others += 1
+    if len(addresses) + others > MAX_RECIPIENTS:
         errors.append(
             _error(account, "send-0015", f"Too many recipients: To, Cc and Bcc may hold {MAX_RECIPIENTS} addresses in all.", ["To", "Cc", "Bcc"])
         )
@@ -393,7 +405,11 @@ def _check_address(account: Account, value: Any, where: str) -> list[dict[str, A
     email = ci_get(value, "Email")
     name = ci_get(value, "Name")
     errors = _check_text(account, email, f"{where}.Email")
-    if not errors and not EMAIL_PATTERN.fullmatch(email):
+    # An address longer than REST v3 keeps (MAX_STRING_LENGTH) is refused before the pattern runs:
+    # the pattern backtracks quadratically on a long dotted string (a 1 MB address held the event
+    # loop for minutes), and the contact the send creates could not be read back through REST.
+    # GUESS: Mailjet publishes no length limit for an address (RFC 5321 allows 254) nor its code.
+    if not errors and (len(email) > MAX_STRING_LENGTH or not EMAIL_PATTERN.fullmatch(email)):
         # Observed text (a public test fixture).
         errors.append(_error(account, "mj-0013", f'"{email}" is an invalid email address.', [f"{where}.Email"]))
     if name is not None and not isinstance(name, str):

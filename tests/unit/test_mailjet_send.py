@@ -6,6 +6,7 @@ ErrorCode, StatusCode and ErrorRelatedTo in the per-message error shape.
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import pytest
@@ -405,6 +406,30 @@ def test_to_cc_and_bcc_hold_50_addresses_in_all(account: Account) -> None:
         ("send-0015", ["To", "Cc", "Bcc"])
     ]
     assert errors(account, message(To=people("t", 51))) == [("send-0015", ["To", "Cc", "Bcc"])]
+
+
+def test_a_recipient_given_twice_counts_once_toward_the_50(account: Account) -> None:
+    # DevGuide message properties: "If a recipient is specified twice (in the to, cc, or bcc), it is
+    # counted only once" (api-documentation guides/_send-api.md, To and Cc/Bcc rows).
+    people = [{"Email": f"p{i}@example.com"} for i in range(30)]
+    shouted = [{"Email": f"P{i}@EXAMPLE.COM"} for i in range(20)]  # GUESS: the same address in any case
+    assert accepted(account, message(To=people, Cc=people, Bcc=shouted))
+    assert errors(account, message(To=people, Cc=people + [{"Email": f"n{i}@example.com"} for i in range(21)])) == [
+        ("send-0015", ["To", "Cc", "Bcc"])
+    ]
+
+
+def test_an_address_longer_than_rest_keeps_is_refused_at_once(account: Account) -> None:
+    # REST v3 keeps Email to 255 characters (models.MAX_STRING_LENGTH); a send must not create a
+    # contact REST could not hold, nor run the address pattern (whose backtracking is quadratic on
+    # a long dotted string) over an address of any size.
+    local = "x" * 243
+    assert len(f"{local}@example.com") == 255 and accepted(account, message(To=[{"Email": f"{local}@example.com"}]))
+    assert errors(account, message(To=[{"Email": f"{local}@example.co.uk"}])) == [("mj-0013", ["To[0].Email"])]
+    started = time.monotonic()
+    assert errors(account, message(From={"Email": "a@" + "b." * 60_000 + " "})) == [("mj-0013", ["From.Email"])]
+    assert time.monotonic() - started < 2
+    assert [contact.email for contact in account.contacts.values()] == [f"{local}@example.com"]
 
 
 def test_a_recipient_name_must_be_a_string(account: Account) -> None:
