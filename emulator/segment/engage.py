@@ -49,6 +49,10 @@ MANUAL = "manual"
 _TICK = timedelta(microseconds=1)
 _KEY = re.compile(r"^[a-z0-9][a-z0-9_]*$")
 _WINDOW = re.compile(r"^([1-9]\d*)([dh])$", re.ASCII)  # `\d` would also take "٠" (as int() does)
+# A scheduled sync that raised (a bug) is tried again after this long in realtime mode (an interval
+# schedule tries at its next mark). GUESS: Segment documents retrying a failed sync up to five times
+# (faqs.md), not when; a delay keeps a sync failing at once from firing round after round.
+SYNC_RETRY = timedelta(minutes=1)
 # GUESS: Segment sets no documented maximum (its "Events Lookback History" limit of 1 or 3 years was
 # removed from the product limits in 2025). Ten years covers any real window and keeps the window
 # arithmetic well inside datetime's range.
@@ -163,8 +167,8 @@ class _Subject:
     now: datetime
 
     def in_window(self, event: str, within: timedelta | None) -> Sequence[ProfileEvent]:
-        # Hour-precise windows on the event timestamp: an event exactly `within` old is inside;
-        # events stamped in the future count as inside too (they never lapse earlier).
+        # Windows on the event timestamp (faqs.md), to the instant rather than rounded to the hour:
+        # an event exactly `within` old is inside; events stamped in the future count as inside too.
         return self.profiles.events(self.user_id, event, _window_start(self.now, within))
 
 
@@ -566,8 +570,9 @@ class ComputedTrait:
         return set()
 
     def evaluate(self, subject: _Subject) -> tuple[bool, Any, datetime | None]:
-        """(present, value, lapse): present is False when no in-window event carries a value, or
-        when a sum or average is beyond a double's range (GUESS: JSON has no infinity, so no value).
+        """(present, value, lapse): present is False when no in-window event carries a value (for
+        most_frequent: fewer than two do), or when a sum or average is beyond a double's range
+        (GUESS: JSON has no infinity, so no value).
 
         Absent values read 0 for count and sum, null otherwise (sent only after a value was sent).
         """
@@ -590,6 +595,10 @@ class ComputedTrait:
         lapse = _lapse(samples[0][0], self.within) if samples and self.within else None  # oldest first
         if not samples:
             return False, (0 if self.computed in ("count", "sum") else None), lapse
+        if self.computed == "most_frequent" and len(samples) < 2:
+            # Docs (computed-traits.md): "the most frequent computed trait requires the event
+            # property to have been tracked at least twice". GUESS: twice within the window.
+            return False, None, lapse
         value = _aggregate(self.computed, samples)
         return value is not None, value, lapse
 
@@ -611,14 +620,23 @@ def _aggregate(kind: str, samples: list[tuple[datetime, Any]]) -> Any:
         return samples[0][1]
     if kind == "last":
         return samples[-1][1]
-    # most_frequent: the highest count wins; a tie goes to the value seen most recently (guess),
-    # and is reported as last spelled (4 or 4.0).
+    # most_frequent: the highest count wins; "In the case of a tie, Segment returns the first
+    # alphabetical value" (computed-traits.md). A value is reported as last spelled (4 or 4.0).
     counts = Counter(_json_value_key(value) for value in values)
-    latest: dict[tuple[str, Any], tuple[int, Any]] = {}
-    for position, (_, value) in enumerate(samples):
-        latest[_json_value_key(value)] = (position, value)
-    winner = max(counts, key=lambda item: (counts[item], latest[item][0]))
-    return latest[winner][1]
+    latest = {_json_value_key(value): value for value in values}
+    winner = min(counts, key=lambda item: (-counts[item], _alphabetical(latest[item]), item[0]))
+    return latest[winner]
+
+
+def _alphabetical(value: Any) -> str:
+    """The text a tie between most_frequent values is ordered by. GUESS: Segment does not say how it
+    orders non-strings or case; strings by code point ("Sandals" before "hats"), other values by their
+    JSON text (10 before 9, false before true)."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return repr(value)  # a JSON number's spelling, as Python's json writes it
 
 
 def _json_value_key(value: Any) -> tuple[str, Any]:
@@ -1036,43 +1054,48 @@ class EngageEngine:
         """Evaluate what changed at the clock's time and emit one identify per change.
 
         A profile whose evaluation fails (a bug) is logged and looked at again at the next sync;
-        the other profiles and definitions are synced as usual.
+        the other profiles and definitions are synced as usual. A sync that raises still sends
+        what it recorded until then.
         """
         now = self.now()
         sent: list[dict[str, Any]] = []
         evaluated = 0
         # Applied once every definition is looked at, so that each resends to a new email.
         sent_email: dict[str, str | None] = {}
-        for computation in list(self._computations.values()):
-            if computation.synced:
-                candidates = {
-                    self._take_over(computation, user_id)
-                    for user_id in computation.dirty | computation.failed | computation.pop_lapsed(now)
-                }
-            else:
-                candidates = set(self.profiles.user_ids())  # the first sync is a backfill over every profile
-                self._seen.update(candidates)
-                computation.expiry, computation.lapses = [], {}
-            computation.dirty, computation.failed = set(), set()
-            computation.synced = True
-            evaluated += len(candidates)
-            for user_id in sorted(candidates):
-                try:
-                    result = self._evaluate(computation, _Subject(self.profiles, user_id, now))
-                except Exception:
-                    log.exception("Engage %r: evaluating %r failed; it is evaluated again at the next sync",
-                                  computation.definition.key, user_id)
-                    computation.failed.add(user_id)
-                    continue
-                computation.schedule_lapse(user_id, result.lapse)
-                computation.resend.discard(user_id)
-                if result.identify is not None:
-                    computation.record(user_id, result.value)
-                    sent.append(result.identify)
-                    sent_email[user_id] = result.identify["traits"].get("email")
-        self._sent_email.update(sent_email)
-        for message in sent:
-            self.emit(message)
+        # What was recorded as told is sent even if a later definition raises (a bug): nothing
+        # else would send it, since the next sync compares with what was recorded.
+        try:
+            for computation in list(self._computations.values()):
+                if computation.synced:
+                    candidates = {
+                        self._take_over(computation, user_id)
+                        for user_id in computation.dirty | computation.failed | computation.pop_lapsed(now)
+                    }
+                else:
+                    candidates = set(self.profiles.user_ids())  # the first sync is a backfill over every profile
+                    self._seen.update(candidates)
+                    computation.expiry, computation.lapses = [], {}
+                computation.dirty, computation.failed = set(), set()
+                computation.synced = True
+                evaluated += len(candidates)
+                for user_id in sorted(candidates):
+                    try:
+                        result = self._evaluate(computation, _Subject(self.profiles, user_id, now))
+                    except Exception:
+                        log.exception("Engage %r: evaluating %r failed; it is evaluated again at the next sync",
+                                      computation.definition.key, user_id)
+                        computation.failed.add(user_id)
+                        continue
+                    computation.schedule_lapse(user_id, result.lapse)
+                    computation.resend.discard(user_id)
+                    if result.identify is not None:
+                        computation.record(user_id, result.value)
+                        sent.append(result.identify)
+                        sent_email[user_id] = result.identify["traits"].get("email")
+        finally:
+            self._sent_email.update(sent_email)
+            for message in sent:
+                self.emit(message)
         return SyncResult(sent, evaluated)
 
     def _evaluate(self, computation: _Computation, subject: _Subject) -> _Result:
@@ -1208,6 +1231,7 @@ class EngageScheduler:
     clock jump fires one sync at the new time, not one per missed interval); "realtime" syncs as soon
     as something changed or a window lapsed; "manual" leaves it to `POST /_emulator/engage/sync`.
     Timers are re-armed lazily because a service reset drops them together with the clock offset.
+    A sync that raises (a bug) is logged and does not end the schedule; realtime waits SYNC_RETRY.
     """
 
     def __init__(
@@ -1219,6 +1243,7 @@ class EngageScheduler:
         self.interval = parse_sync_interval(interval)
         self.owner = owner
         self._timer: Any = None
+        self._retry_at: datetime | None = None  # realtime: no sync before this, after one raised
 
     def arm(self) -> None:
         """Make sure the next sync is scheduled; call after anything that can change what to send."""
@@ -1230,6 +1255,9 @@ class EngageScheduler:
                 due = lapse + _TICK
             if due is None:
                 return
+            # Not after a retry time the clock was set back from (it would hold every sync till then).
+            if self._retry_at is not None and self._retry_at <= self.clock.now() + SYNC_RETRY:
+                due = max(due, self._retry_at)
             if self._live_timer() and self._timer.due <= due:
                 return
             self.cancel()
@@ -1251,7 +1279,14 @@ class EngageScheduler:
 
     def _fire(self) -> None:
         self._timer = None
-        self.sync()
+        try:
+            self.sync()
+            self._retry_at = None
+        except Exception:
+            # Logged with its reason, and the schedule goes on: only arm() sets the next timer, and
+            # without it no sync would run until some message arrived (no lapse would be sent).
+            log.exception("Engage sync of %s failed; it is tried again at the next scheduled sync", self.owner)
+            self._retry_at = self.clock.now() + SYNC_RETRY
         self.arm()
 
     def _live_timer(self) -> bool:

@@ -359,12 +359,35 @@ def test_computed_traits(computed, expected):
     assert world.engine.profile_view("u1")["computed_traits"][trait.key] == expected
 
 
-def test_most_frequent_tie_goes_to_the_latest_value():
+def test_most_frequent_tie_goes_to_the_first_alphabetical_value():
+    # computed-traits.md: "In the case of a tie, Segment returns the first alphabetical value." It went
+    # to the value seen most recently.
     world = World()
-    world.track("u1", ago=timedelta(days=3), currency="USD")
-    world.track("u1", ago=timedelta(days=2), currency="EUR")
+    for days, currency in ((4, "EUR"), (3, "USD"), (2, "EUR"), (1, "USD")):
+        world.track("u1", ago=timedelta(days=days), currency=currency)
     world.engine.define_trait({"name": "c", "computed": "most_frequent", "event": ORDER, "property": "currency"})
     assert world.engine.profile_view("u1")["computed_traits"]["c"] == "EUR"
+    for rating in (9, 10, 9, 10, False, True, False, True):  # GUESS: other values by their JSON text
+        world.track("u1", rating=rating)
+    world.engine.define_trait({"name": "r", "computed": "most_frequent", "event": ORDER, "property": "rating"})
+    assert world.engine.profile_view("u1")["computed_traits"]["r"] == 10
+
+
+def test_most_frequent_needs_the_property_tracked_at_least_twice():
+    # computed-traits.md: "the most frequent computed trait requires the event property to have been
+    # tracked at least twice." One value was enough; a second one lapsing leaves no value again.
+    world = World()
+    world.track("u1", ago=timedelta(days=5), currency="EUR")
+    world.track("u1", "Product Viewed", currency="EUR")  # another event
+    world.track("u1", currency=None)  # no value
+    world.engine.define_trait({"name": "c", "computed": "most_frequent", "event": ORDER, "property": "currency",
+                               "within": "7d"})
+    assert world.engine.profile_view("u1")["computed_traits"] == {}
+    assert world.sync() == {}
+    world.track("u1", ago=timedelta(days=1), currency="USD")
+    assert world.sync() == {"u1": {"c": "EUR"}}
+    world.advance(timedelta(days=2, milliseconds=1))
+    assert world.sync() == {"u1": {"c": None}}
 
 
 def test_most_frequent_counts_one_number_whatever_its_json_spelling():
@@ -378,7 +401,7 @@ def test_most_frequent_counts_one_number_whatever_its_json_spelling():
     world.track("u1", rating=1)
     world.track("u1", rating=1.0)
     world.track("u1", rating=1)
-    assert world.engine.profile_view("u1")["computed_traits"]["r"] is not True  # 1 x4 ties 4 x4, and is the latest
+    assert world.engine.profile_view("u1")["computed_traits"]["r"] is not True  # 1 x4 ties 4 x4, and sorts first
     assert world.engine.profile_view("u1")["computed_traits"]["r"] == 1
 
 
@@ -689,6 +712,90 @@ def test_realtime_schedule_acts_on_a_lapse_one_tick_after_the_window_edge():
         assert [m["traits"]["order_completed_last_30days"] for m in world.emitted] == [True, False]
 
     asyncio.run(scenario())
+
+
+class FailingSync:
+    """A space's sync that raises (a bug) its first `failures` times, then syncs the engine."""
+
+    def __init__(self, engine: EngageEngine, failures: int) -> None:
+        self.engine, self.failures, self.calls = engine, failures, 0
+
+    def __call__(self):
+        self.calls += 1
+        if self.calls <= self.failures:
+            raise RuntimeError("sync broke")
+        return self.engine.sync()
+
+
+def test_an_interval_sync_that_raises_is_logged_and_the_schedule_goes_on(caplog):
+    # The timer re-armed itself only after a sync returned: one that raised ended the schedule
+    # until some message arrived, so the exits of lapsed windows were never sent.
+    async def scenario():
+        clock = Clock()
+        world = ClockWorld(clock)
+        failing = FailingSync(world.engine, failures=1)
+        scheduler = EngageScheduler(world.engine, clock, "2h", owner="segment", sync=failing)
+        _shop(world)
+        world.engine.define_audience(LAST_30)
+        scheduler.arm()
+        clock.advance(timedelta(hours=2))
+        assert await clock.run_due() == 1
+        assert world.emitted == [] and clock.pending() == 1
+        clock.advance(timedelta(hours=2))
+        await clock.run_due()
+        assert failing.calls == 2
+        assert {m["userId"] for m in world.emitted} == {"alice", "bob", "carol"}
+
+    asyncio.run(scenario())
+    assert "Engage sync of segment failed" in caplog.text and "sync broke" in caplog.text
+
+
+def test_a_realtime_sync_that_raises_is_retried_later_not_at_once():
+    async def scenario():
+        clock = Clock()
+        world = ClockWorld(clock)
+        failing = FailingSync(world.engine, failures=2)
+        scheduler = EngageScheduler(world.engine, clock, "realtime", owner="segment", sync=failing)
+        world.engine.define_audience(LAST_30)
+        world.track("alice")
+        scheduler.arm()
+        assert await clock.run_due() == 1  # not fired again and again while the first sync is pending
+        world.track("bob")
+        scheduler.arm()  # a new message does not bring the retry forward either
+        assert await clock.run_due() == 0 and clock.pending() == 1
+        clock.advance(timedelta(minutes=1))
+        assert await clock.run_due() == 1 and failing.calls == 2
+        clock.advance(timedelta(minutes=1))
+        await clock.run_due()
+        assert failing.calls == 3
+        assert sorted(m["userId"] for m in world.emitted) == ["alice", "bob"]
+
+    asyncio.run(scenario())
+
+
+def test_what_a_sync_recorded_before_it_raised_is_still_sent():
+    # The identifies were emitted only after every definition was looked at: a sync raising on a
+    # later definition had already noted alice as told, so her entry was never sent, at any sync.
+    class Flaky(World):
+        broken = False
+
+        def user_ids(self):
+            if self.broken:
+                raise RuntimeError("profile store broke")
+            return super().user_ids()
+
+    world = Flaky()
+    world.engine.define_audience(LAST_30)
+    assert world.sync() == {}
+    world.identify("alice", email="alice@example.com")
+    world.track("alice")
+    world.engine.define_audience({"name": "Anyone", "rule": {"event": ORDER, "at_most": 5}})  # backfills
+    world.broken = True
+    with pytest.raises(RuntimeError):
+        world.engine.sync()
+    assert [m["traits"] for m in world.emitted] == [{"order_completed_last_30days": True, "email": "alice@example.com"}]
+    world.broken = False
+    assert world.sync() == {"alice": {"anyone": True}}
 
 
 def test_manual_schedule_sets_no_timer():
@@ -1230,6 +1337,7 @@ def test_first_last_and_most_frequent_skip_null_values():
     world = World()
     world.track("u1", ago=timedelta(days=3), plan=None)
     world.track("u1", ago=timedelta(days=2), plan="pro")
+    world.track("u1", ago=timedelta(days=2), plan="pro")  # most_frequent needs the property twice
     world.track("u1", ago=timedelta(days=1), plan=None)
     for kind in ("first", "last", "most_frequent"):
         world.engine.define_trait({"name": kind, "computed": kind, "event": ORDER, "property": "plan"})
@@ -1240,6 +1348,7 @@ def test_most_frequent_ignores_objects_and_lists():
     # They cannot be counted (an object or list is no single value); counting them raised TypeError.
     world = World()
     world.track("u1", tag="a")
+    world.track("u1", tag="a")  # most_frequent needs the property twice
     for _ in range(3):
         world.track("u1", tag={"x": 1})
         world.track("u1", tag=["a"])
