@@ -96,7 +96,12 @@ def _tracking_operation(contract: str, summary: str) -> dict[str, Any]:
         "requestBody": {"required": True, "content": json_content(contract_ref(contract))},
         "responses": {
             "200": json_response("Accepted (also when stored as discarded)", SUCCESS),
-            "400": json_response("Invalid JSON, too large, no write key, bad gzip", TRACKING_ERROR),
+            "400": json_response(
+                "Invalid JSON, not an object (a batch: no `batch` list, or a batch-level context or"
+                " integrations not an object), too large, no write key, bad or unsupported"
+                " Content-Encoding; with --strict, a call breaking its contract",
+                TRACKING_ERROR,
+            ),
         },
     }
 
