@@ -1,7 +1,8 @@
 """The destination's HTTP face: Segment's partner direct-destination POST at `/`.
 
 Status codes follow Segment's direct-destination contract (reference/segment.md §5.2) and its
-retry policy (§5.1): 5xx except 501 and 429 are retried for four hours, other 4xx are final.
+retry policy (§5.1): 5xx except 501, and 408, 423 and 429, are retried for four hours; other 4xx
+are final.
 So every failure that may heal by itself (Mailjet down, slow, rate-limiting) is answered 503,
 and every failure a retry cannot fix (bad message, bad settings, bad key) a 4xx.
 """

@@ -22,6 +22,7 @@ from .json_body import decode_json
 CONTROL_PREFIX = "/_emulator/"
 # Where FaultMiddleware leaves the id of the fault rule that delayed a request it let through.
 FAULT_SCOPE_KEY = "segjet.fault"
+REDACTED = "<redacted>"  # what a hidden credential shows as, here and in delivery records
 _REDACTED_HEADERS = {"authorization", "x-segment-settings", "x-segjet-token"}
 # A Segment write key in a body (or in a batch's events) is a credential like the Authorization
 # header, so it is hidden too.
@@ -63,7 +64,7 @@ class Exchange:
         headers = {}
         for raw_name, raw_value in self.raw_headers:
             name = raw_name.decode("latin-1").lower()
-            headers[name] = "<redacted>" if name in _REDACTED_HEADERS else raw_value.decode("latin-1")
+            headers[name] = REDACTED if name in _REDACTED_HEADERS else raw_value.decode("latin-1")
         body = self.request_body
         if headers.get("content-encoding", "").strip().lower() in GZIP_ENCODINGS and self.request_size <= _BODY_LIMIT:
             inflated = _gunzipped(body)
@@ -118,7 +119,7 @@ def _decode(raw: bytes, size: int) -> Any:
 def _redacted(fields: dict[str, Any]) -> dict[str, Any]:
     if not _REDACTED_BODY_FIELDS & fields.keys():
         return fields
-    return {k: ("<redacted>" if k in _REDACTED_BODY_FIELDS else v) for k, v in fields.items()}
+    return {k: (REDACTED if k in _REDACTED_BODY_FIELDS else v) for k, v in fields.items()}
 
 
 # Reads the credential of a request (fault_routes `write_key`, `basic_username`) from its scope and body.

@@ -40,6 +40,7 @@ import aiohttp
 
 from ..common.clock import Clock, iso
 from ..common.http import read_answer, recorded_body
+from ..common.journal import REDACTED
 from ..common.server import CLIENT_IDLE_SECONDS
 from ..config import BundleConfig, BundleUrls
 
@@ -572,7 +573,7 @@ class DeliveryPipeline:
             "status": outcome.status,
             "response": outcome.response,
             "error": outcome.error,
-            "request": {"method": "POST", "url": destination.url + "/", "headers": headers, "body": record.body},
+            "request": {"method": "POST", "url": destination.url + "/", "headers": _recorded_headers(headers), "body": record.body},
         }
         record.attempts = (*record.attempts, attempt)
         self._settle(record, outcome)
@@ -619,6 +620,14 @@ def _ceil_to_millisecond(moment: datetime) -> datetime:
     # with the value shown fire the retry, where truncation would stop a few microseconds short.
     extra = moment.microsecond % 1000
     return moment + timedelta(microseconds=1000 - extra) if extra else moment
+
+
+def _recorded_headers(headers: dict[str, str]) -> dict[str, str]:
+    """The request's headers as a record shows them: the authentication key hidden, as the request
+    journal hides every Authorization header (records are served by the control API and written to
+    snapshots). X-Segment-Settings stays: it holds only listId here (the apiKey travels in
+    Authorization), and shows which list each attempt used."""
+    return {**headers, "Authorization": REDACTED}
 
 
 def _lane_key(message: dict[str, Any]) -> str:

@@ -189,6 +189,21 @@ def test_identify_is_delivered_with_segment_direct_destination_request(harness):
     assert attempt["request"]["headers"]["User-Agent"] == "Segment.io/1.0"
 
 
+def test_a_recorded_attempt_hides_the_authentication_key_it_sent(harness):
+    # The key goes out on the wire, but the record shown by GET /_emulator/deliveries (and kept in
+    # snapshots) hides it, as the request journal hides every Authorization header.
+    message_id = harness.identify("ada")
+    record = harness.wait_state(message_id, "delivered")
+    (got,) = harness.receiver.received
+    assert base64.b64decode(got["headers"]["authorization"].split()[1]) == f"{AUTH_KEY}:".encode()
+    (attempt,) = record["attempts"]
+    assert attempt["request"]["headers"]["Authorization"] == "<redacted>"
+    assert AUTH_KEY not in json.dumps(record)
+    assert base64.b64encode(f"{AUTH_KEY}:".encode()).decode() not in json.dumps(record)
+    # The list the attempt went to is no secret, and shows which settings the attempt used.
+    assert json.loads(base64.b64decode(attempt["request"]["headers"]["X-Segment-Settings"])) == {"listId": "1"}
+
+
 @pytest.mark.parametrize("harness", [SHORT_TIMEOUT], indirect=True)
 def test_a_message_is_queued_before_its_first_attempt(harness):
     harness.receiver.script["slow"] = deque([HANG])
