@@ -13,9 +13,9 @@ Webhooks (reference/mailjet.md §5):
 - Version 1: one POST per event, a JSON object; Version 2: one POST per URL per second of event
   time, a JSON array of the events of that second (types mixed), sent when the second is over;
 - each URL gets its deliveries one after another, different URLs at the same time;
-- only 200 counts as delivered; anything else is retried every 30 s until 24 h after the first
-  failure, then the delivery fails. Its webhook's Status becomes `dead` (the backup takes over) only
-  if the URL answered nothing but failures all that time;
+- only 200 counts as delivered; anything else (a redirect too: none is followed) is retried every
+  30 s until 24 h after the first failure, then the delivery fails. Its webhook's Status becomes
+  `dead` (the backup takes over) only if the URL answered nothing but failures all that time;
 - a retry goes to the webhook's URL of the moment, so fixing the URL delivers what was waiting.
 
 Segment (the Mailjet source, reference/segment.md §7.2 and §8):
@@ -109,9 +109,13 @@ class HttpTransport:
         content = json.dumps(body, separators=(",", ":")).encode()
         try:
             # aiohttp turns user:password@ in a URL into Basic auth, which is how Mailjet webhooks authenticate.
+            # Redirects are not followed: the Event API counts only a 200 ("Any other HTTP code will result
+            # in our server retrying", reference §5), and a followed 301/302/303 turns the POST into a GET
+            # without the body, whose 200 would count events nobody received as delivered. GUESS: Mailjet
+            # does not follow a 307/308 either. Segment never redirects /v1/batch; a 3xx is retried there.
             async with self._client.post(
                 url, data=content, headers={"Content-Type": "application/json", **headers},
-                timeout=aiohttp.ClientTimeout(total=timeout),
+                timeout=aiohttp.ClientTimeout(total=timeout), allow_redirects=False,
             ) as response:
                 status, raw = response.status, await read_answer(response)
         except asyncio.TimeoutError:
