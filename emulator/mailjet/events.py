@@ -7,7 +7,8 @@ outbox and the Segment forwarder in `outbound.py`) route it on and note their pr
 Where events come from:
 - every non-sandbox message gets `sent` SENT_DELAY after the send (a clock timer), or `blocked`
   ("duplicate in campaign") instead when DeduplicateCampaign finds its campaign already mailed the contact;
-- the control API (`POST /_emulator/messages/{MessageID}/events`), checked for sense by `apply`;
+- the control API (`POST /_emulator/messages/{MessageID}/events`), checked for sense by `apply`
+  (e.g. no open for a message sent with TrackOpens "disabled", no click with TrackClicks "disabled");
 - the recipient simulation (`PUT /_emulator/simulation`): rates and a seed decide, per message, what
   its recipient does and when, scheduled on the virtual clock;
 - campaign sends to a contact list (`send_campaign`) produce messages like Send v3.1 does.
@@ -167,7 +168,11 @@ class Campaign:
 class Simulation:
     """How simulated recipients behave. `open_rate` and `bounce_rate` are shares of sent messages;
     `click_rate`, `spam_rate` and `unsub_rate` are shares of opened ones (one must open to act).
-    Each simulated event happens a random time within `delay` after the one it follows."""
+    Each simulated event happens a random time within `delay` after the one it follows.
+
+    A message sent with TrackOpens / TrackClicks "disabled" gets no simulated open / click: its
+    recipient still opens (unseen) and acts at these rates, so a click-tracked message whose opens
+    are not tracked can be clicked, and spam and unsub do not depend on tracking."""
 
     open_rate: float = 0.0
     click_rate: float = 0.0
@@ -494,11 +499,23 @@ class EmailEvents:
         self._emit(life, "sent", {"mj_message_id": str(message.message_id), "smtp_reply": reply}, at)
 
     def _open(self, life: Life, fields: dict[str, Any], at: datetime) -> dict[str, Any]:
+        if not life.message.track_opens:
+            # Mailjet tracks opens with a pixel it adds only when open tracking is on (Send v3.1
+            # TrackOpens); the Segment Mailjet source: "You need to enable Open Tracking" for Email Opened.
+            raise EmailEventError(
+                f'message {life.message.message_id} was sent with TrackOpens "disabled": it has no open-tracking pixel, so no open'
+            )
         self._deliver_first(life, at)
         self._contact(life).last_activity_at = at
         return self._client_fields(fields)
 
     def _click(self, life: Life, fields: dict[str, Any], at: datetime) -> dict[str, Any]:
+        if not life.message.track_clicks:
+            # Clicks are seen through the links Mailjet rewrites, only when click tracking is on
+            # (TrackClicks); the Segment source: "You need to enable Click Tracking" for Email Link Clicked.
+            raise EmailEventError(
+                f'message {life.message.message_id} was sent with TrackClicks "disabled": its links are not tracked, so no click'
+            )
         links = links_of(life.message)
         if not links:
             raise EmailEventError(f"message {life.message.message_id} has no http(s) link in its HTMLPart to click")
@@ -648,11 +665,17 @@ class EmailEvents:
             return []
         # One recipient, one device: all their events come from the same place.
         client = {"ip": fake.ipv4_public(), "geo": fake.country_code(), "agent": fake.user_agent()}
+        # The recipient reads the email whether or not Mailjet can see it: without open tracking the
+        # read is not recorded, but what follows it still happens. Every draw is made either way, so
+        # a seed gives the same recipients whatever the tracking, less what tracking could not see.
         opened_at = later(sent_at)
-        plan: list[tuple[datetime, str, dict[str, Any]]] = [(opened_at, "open", client)]
+        plan: list[tuple[datetime, str, dict[str, Any]]] = [(opened_at, "open", client)] if message.track_opens else []
         links = links_of(message)
         if links and rng.random() < sim.click_rate:
-            plan.append((later(opened_at), "click", {**client, "url": rng.choice(links)}))
+            click_at, url = later(opened_at), rng.choice(links)
+            # A click is seen through the rewritten link, so it is recorded without a tracked open.
+            if message.track_clicks:
+                plan.append((click_at, "click", {**client, "url": url}))
         if rng.random() < sim.spam_rate:
             plan.append((later(opened_at), "spam", {}))
         if message.list_id and rng.random() < sim.unsub_rate:

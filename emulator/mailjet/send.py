@@ -23,6 +23,9 @@ MAX_RECIPIENTS = 50
 # Documented maximum lengths (mj-0006): Subject 255, URLTags 256 (reference §6).
 MAX_LENGTHS = {"Subject": 255, "URLTags": 256}
 TRACKING_VALUES = ("account_default", "disabled", "enabled")
+# GUESS: the fake account's own tracking settings are Mailjet's defaults for a new account, opens and
+# clicks tracked, so "account_default" (or no value) means tracked; only "disabled" turns it off.
+TRACKED_BY_DEFAULT = True
 # The four X-Mailjet-Prio levels (0-1 low queue, 2 the default, 3 before the high queue), from
 # Mailjet's "Email Priority Management" article; Priority is the same setting (mj-0005).
 PRIORITY_VALUES = (0, 1, 2, 3)
@@ -83,6 +86,11 @@ class Message:
     # DeduplicateCampaign: blocked instead of sent when its campaign already mailed the contact. Only
     # read when the send is planned (the plan is stored), so rows from before it load as False.
     deduplicate_campaign: bool = False
+    # TrackOpens / TrackClicks as they apply to this message: without the open pixel or the rewritten
+    # links Mailjet records no open / click. Rows from before these were kept load as tracked, as
+    # every message could then be opened and clicked.
+    track_opens: bool = TRACKED_BY_DEFAULT
+    track_clicks: bool = TRACKED_BY_DEFAULT
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -107,6 +115,8 @@ class Message:
             "campaign_name": self.campaign_name,
             "list_id": self.list_id,
             "DeduplicateCampaign": self.deduplicate_campaign,
+            "track_opens": self.track_opens,
+            "track_clicks": self.track_clicks,
         }
 
 
@@ -438,6 +448,8 @@ def _accept(account: Account, message: dict[str, Any], sandbox: bool) -> dict[st
                 custom_campaign=ci_get(message, "CustomCampaign") or "",
                 # Validation let it through as true only with a CustomCampaign (send-0012).
                 deduplicate_campaign=ci_get(message, "DeduplicateCampaign") is True,
+                track_opens=_tracked(ci_get(message, "TrackOpens")),
+                track_clicks=_tracked(ci_get(message, "TrackClicks")),
                 sandbox=sandbox,
             )
             store_message(account, stored)
@@ -465,6 +477,8 @@ def new_message(
     event_payload: str = "",
     custom_campaign: str = "",
     deduplicate_campaign: bool = False,
+    track_opens: bool = TRACKED_BY_DEFAULT,
+    track_clicks: bool = TRACKED_BY_DEFAULT,
     sandbox: bool = False,
 ) -> Message:
     """A message to one recipient, with its MessageID and MessageUUID (Send v3.1 and campaign sends)."""
@@ -491,6 +505,8 @@ def new_message(
         event_payload=event_payload,
         custom_campaign=custom_campaign,
         deduplicate_campaign=deduplicate_campaign,
+        track_opens=track_opens,
+        track_clicks=track_clicks,
         sandbox=sandbox,
         created_at=account.clock.now(),
         status="sandbox" if sandbox else "queued",
@@ -504,6 +520,19 @@ def store_message(account: Account, message: Message) -> None:
     if not message.sandbox:
         for hook in account.on_message_sent:
             hook(message)
+
+
+def _tracked(value: str | None) -> bool:
+    """Whether a validated TrackOpens / TrackClicks value (Globals merged in) turns tracking on.
+
+    Mailjet's per-message switch overrides the account's tracking setting ("This option overrides
+    your tracking options set on your user account", X-Mailjet-TrackOpen / X-Mailjet-TrackClick in
+    Mailjet's "Emails Headers (X-headers)" article, the SMTP form of these properties);
+    "account_default" leaves the account's, tracked here (TRACKED_BY_DEFAULT).
+    """
+    if value is None or value == "account_default":
+        return TRACKED_BY_DEFAULT
+    return value == "enabled"
 
 
 def _address(value: dict[str, Any]) -> dict[str, str]:

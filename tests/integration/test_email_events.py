@@ -356,6 +356,32 @@ def test_control_errors_over_http(stack: Stack) -> None:
     assert campaign.status_code == 400 and "not a contact list" in campaign.json()["error"]
 
 
+def test_no_open_events_for_an_email_sent_with_open_tracking_disabled(stack: Stack) -> None:
+    # TrackOpens "disabled": Mailjet adds no open pixel, so it can record no open, simulated or posted;
+    # the Segment source likewise says "You need to enable Open Tracking" for Email Opened.
+    answer = httpx.put(f"{stack.mailjet_url}/_emulator/simulation", json={"open_rate": 1, "delay": "0s", "seed": 4})
+    assert answer.status_code == 200, answer.text
+    base = {"From": {"Email": "shop@example.com"}, "Subject": "Your offer", "HTMLPart": HTML}
+    sent = stack.mailjet(version="v3.1").send.create(data={"Messages": [
+        {**base, "To": [{"Email": "untracked@example.com"}], "TrackOpens": "disabled"},
+        {**base, "To": [{"Email": "tracked@example.com"}]},
+    ]})
+    assert sent.status_code == 200, sent.text
+    untracked, tracked = (result["To"][0]["MessageID"] for result in sent.json()["Messages"])
+    wait_rows(stack, lambda rows: [row["event"] for row in rows] == ["sent", "open"], "the tracked email's open", MessageID=tracked)
+    wait_rows(stack, lambda rows: [row["event"] for row in rows] == ["sent"], "the untracked email's sent", MessageID=untracked)
+    refused = httpx.post(f"{stack.mailjet_url}/_emulator/messages/{untracked}/events", json={"event": "open"})
+    assert refused.status_code == 400 and 'TrackOpens "disabled"' in refused.json()["error"]
+    assert [row["MessageID"] for row in stack.email_events(event="open")] == [tracked]
+    # Without click tracking, no click either; the open is still recorded.
+    no_clicks = stack.mailjet(version="v3.1").send.create(
+        data={"Messages": [{**base, "To": [{"Email": "noclicks@example.com"}], "TrackClicks": "disabled"}]}
+    ).json()["Messages"][0]["To"][0]["MessageID"]
+    click = httpx.post(f"{stack.mailjet_url}/_emulator/messages/{no_clicks}/events", json={"event": "click", "url": LINK})
+    assert click.status_code == 400 and 'TrackClicks "disabled"' in click.json()["error"]
+    wait_rows(stack, lambda rows: [row["event"] for row in rows] == ["sent", "open"], "the open without clicks", MessageID=no_clicks)
+
+
 def test_an_account_whose_api_key_basic_auth_cannot_carry_is_refused(stack: Stack) -> None:
     # Basic auth splits at the first colon (RFC 7617), so such an account could never authenticate.
     answer = httpx.post(f"{stack.mailjet_url}/_emulator/accounts", json={"api_key": "team:a", "secret_key": "s"})

@@ -194,6 +194,27 @@ def test_click_needs_one_of_the_message_links(fake: Fake) -> None:
     assert fake.events.find_message(message_id).status == "clicked"
 
 
+def test_no_open_without_open_tracking_and_no_click_without_click_tracking(fake: Fake) -> None:
+    # TrackOpens "disabled": no pixel, so Mailjet can record no open; TrackClicks "disabled": links are
+    # not rewritten, so no click. Refused before anything happens (the message stays queued).
+    no_opens = fake.send(TrackOpens="disabled")
+    refused = fake.refused(no_opens, "open")
+    assert refused.status == 400 and 'TrackOpens "disabled"' in refused.message
+    assert fake.kinds(no_opens) == [] and fake.events.find_message(no_opens).status == "queued"
+    assert fake.emit(no_opens, "click").payload["url"] == LINK  # clicks are tracked by the links alone
+    no_clicks = fake.send("bob@example.com", TrackClicks="disabled")
+    refused = fake.refused(no_clicks, "click", url=LINK)
+    assert refused.status == 400 and 'TrackClicks "disabled"' in refused.message
+    assert fake.kinds(no_clicks) == []
+    fake.emit(no_clicks, "open")
+    fake.emit(no_clicks, "spam")  # spam and unsub do not depend on tracking
+    assert fake.kinds(no_opens) == ["sent", "click"] and fake.kinds(no_clicks) == ["sent", "open", "spam"]
+    default = fake.send("cy@example.com", TrackOpens="account_default", TrackClicks="account_default")
+    fake.emit(default, "open")
+    fake.emit(default, "click")
+    assert fake.kinds(default) == ["sent", "open", "click"]
+
+
 def test_hard_bounce_replaces_sent_excludes_the_contact_and_ends_engagement(fake: Fake) -> None:
     message_id = fake.send()
     bounce = fake.emit(message_id, "bounce").payload
@@ -561,6 +582,36 @@ def test_simulation_is_reproducible_for_a_seed() -> None:
         assert (events[0] == "bounce") != ("sent" in events)
         if "click" in events:
             assert events.index("open") < events.index("click")
+
+
+def simulate_tracking(**tracking: str) -> list[tuple[Any, ...]]:
+    """The records of 20 simulated recipients of emails sent with `tracking` (TrackOpens/TrackClicks)."""
+    fake = Fake(seed=3)
+    try:
+        fake.events.configure_simulation(
+            {"open_rate": 0.7, "click_rate": 0.6, "bounce_rate": 0.1, "spam_rate": 0.3, "delay": "1h", "seed": 21}
+        )
+        for number in range(20):
+            fake.send(f"user{number}@example.com", **tracking)
+        fake.advance(timedelta(hours=4))
+        return [
+            (r.event, r.message.message_id, r.at - r.message.created_at, r.payload.get("ip"), r.payload.get("url"))
+            for r in fake.events.records
+        ]
+    finally:
+        fake.close()
+
+
+def test_the_simulation_plans_no_open_or_click_that_tracking_cannot_see() -> None:
+    # The same seed and MessageIDs make the same recipients: they read, click and complain alike; only
+    # what Mailjet can record differs. A click without a tracked open stays (links are rewritten anyway).
+    tracked = simulate_tracking()
+    assert {"sent", "open", "click", "bounce", "spam"} <= {row[0] for row in tracked}
+    assert simulate_tracking(TrackOpens="disabled") == [row for row in tracked if row[0] != "open"]
+    assert simulate_tracking(TrackClicks="disabled") == [row for row in tracked if row[0] != "click"]
+    both = simulate_tracking(TrackOpens="disabled", TrackClicks="disabled")
+    assert both == [row for row in tracked if row[0] not in ("open", "click")]
+    assert simulate_tracking(TrackOpens="enabled", TrackClicks="account_default") == tracked
 
 
 def test_simulation_only_acts_through_the_same_rules(fake: Fake) -> None:

@@ -84,6 +84,26 @@ def test_tracking_values_stay_checked(account: Account) -> None:
     assert errors(account, message(TrackOpens="yes", TrackClicks=1)) == [("mj-0005", ["TrackOpens"]), ("mj-0005", ["TrackClicks"])]
 
 
+def test_tracking_is_kept_on_each_stored_message(account: Account) -> None:
+    # The email-events lifecycle reads it: no open without the open pixel, no click without rewritten
+    # links. "account_default" (and no value) is the fake account's default, tracking enabled.
+    status, _ = send(account, {"Globals": {"TrackOpens": "disabled"}, "Messages": [
+        message(Cc=[{"Email": "c@example.com"}]),
+        message(To=[{"Email": "own@example.com"}], TrackOpens="enabled", TrackClicks="disabled"),
+        message(To=[{"Email": "default@example.com"}], TrackOpens="account_default", TrackClicks="account_default"),
+    ]})
+    assert status == 200
+    assert [(m.recipient["Email"], m.track_opens, m.track_clicks) for m in account.messages] == [
+        ("t@example.com", False, True), ("c@example.com", False, True),
+        ("own@example.com", True, False), ("default@example.com", True, True),
+    ]
+    assert {key: account.messages[2].to_json()[key] for key in ("track_opens", "track_clicks")} == {
+        "track_opens": True, "track_clicks": False
+    }
+    send(account, {"Messages": [message(To=[{"Email": "plain@example.com"}])]})
+    assert (account.messages[-1].track_opens, account.messages[-1].track_clicks) == (True, True)
+
+
 # ---------------------------------------------------------------- mj-0006 too long
 
 

@@ -19,6 +19,7 @@ import pytest
 from emulator.common.clock import Clock
 from emulator.common.sqlite import SchemaVersionError
 from emulator.config import BundleConfig
+from emulator.mailjet.events import EmailEventError
 from emulator.mailjet.models import MailjetError
 from emulator.mailjet.outbound import HttpTransport, Outcome
 from emulator.mailjet.send import send
@@ -444,3 +445,43 @@ def test_messages_stored_before_deduplicate_campaign_existed_still_load(world: W
         del message["deduplicate_campaign"]
     loaded = read_snapshot(service, snapshot)
     assert not any(m.deduplicate_campaign for tenant in loaded.values() for m in tenant.account.messages)
+
+
+def test_tracking_settings_of_a_message_survive_a_restart_and_a_snapshot(world: World) -> None:
+    first = world.service()
+    message = {"From": {"Email": "shop@example.com"}, "To": [{"Email": "ada@example.com"}], "HTMLPart": HTML,
+               "TrackOpens": "disabled", "TrackClicks": "enabled"}
+    send(first.default.account, {"Messages": [message, {**message, "TrackOpens": "enabled", "TrackClicks": "disabled"}]})
+    first.changes.save()
+    world.stop(first)
+    second = world.service()
+    assert [(m.track_opens, m.track_clicks) for m in second.default.account.messages] == [(False, True), (True, False)]
+    # ...and the rules still read them: no open for the first message after the restart.
+    no_opens = second.default.account.messages[0].message_id
+    with pytest.raises(EmailEventError, match="TrackOpens"):
+        second.default.events.apply(no_opens, {"event": "open"})
+    snapshot = json.loads(json.dumps(export_snapshot(second)))
+    loaded = read_snapshot(second, snapshot)
+    assert [(m.track_opens, m.track_clicks) for m in loaded["segjet-api-key"].account.messages] == [(False, True), (True, False)]
+
+
+def test_messages_stored_before_tracking_settings_existed_load_as_tracked(world: World) -> None:
+    # Before TrackOpens/TrackClicks were kept, every message could be opened and clicked.
+    first = world.service()
+    message = {"From": {"Email": "shop@example.com"}, "To": [{"Email": "ada@example.com"}], "HTMLPart": HTML, "TrackOpens": "disabled"}
+    send(first.default.account, {"Messages": [message]})
+    first.changes.save()
+    snapshot = json.loads(json.dumps(export_snapshot(first)))
+    world.stop(first)
+    for stored in snapshot["state"]["accounts"][0]["messages"]:
+        del stored["track_opens"], stored["track_clicks"]
+    loaded = read_snapshot(first, snapshot)
+    assert [(m.track_opens, m.track_clicks) for m in loaded["segjet-api-key"].account.messages] == [(True, True)]
+    connection = sqlite3.connect(world.data_dir / "mailjet.sqlite3")
+    with connection:
+        connection.execute("UPDATE rows SET data = json_remove(data, '$.track_opens', '$.track_clicks') WHERE kind = 'message'")
+    connection.close()
+    second = world.service()
+    (restored,) = second.default.account.messages
+    assert (restored.track_opens, restored.track_clicks) == (True, True)
+    assert second.default.events.apply(restored.message_id, {"event": "open"}).event == "open"
