@@ -30,6 +30,9 @@ DEMO_USERS = 3
 # The control token from the environment: an argument is visible to every user in `ps`.
 CONTROL_TOKEN_VARIABLE = "SEGJET_CONTROL_TOKEN"
 
+# What a shell reports for a command SIGPIPE ended (128 + 13): output cut short by its reader.
+EXIT_BROKEN_PIPE = 141
+
 
 def _add_up_arguments(parser: argparse.ArgumentParser) -> None:
     defaults = BundleConfig()
@@ -374,11 +377,18 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        return _run_command(args)
+        code = _run_command(args)
+        sys.stdout.flush()  # a reader gone away shows here, not as "Exception ignored" at exit
+        return code
     except KeyboardInterrupt:
         # Ctrl-C during `demo`, `check` or `validate -` is the user's choice, not a crash: no traceback.
         print("segjet: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        # `segjet validate ... | head`: the reader stopped early, as it may. Python's documented recipe:
+        # stdout onto /dev/null, so that the flush at exit does not fail again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_BROKEN_PIPE
 
 
 def _run_command(args: argparse.Namespace) -> int:

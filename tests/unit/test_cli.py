@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import socket
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -179,6 +181,25 @@ def test_ctrl_c_during_a_command_exits_130_without_a_traceback(monkeypatch, caps
     monkeypatch.setattr(cli.validate, "main", interrupted)
     assert main(["validate", "segment.track", "-"]) == 130
     assert capsys.readouterr().err == "segjet: interrupted\n"
+
+
+def test_output_piped_into_a_reader_that_stops_early_ends_without_a_traceback(tmp_path: Path) -> None:
+    # `segjet validate segment.track events.jsonl | head -1`: once head exits, the next write fails (EPIPE).
+    payloads = tmp_path / "events.jsonl"
+    payloads.write_text('{"event": 5}\n' * 20_000, encoding="utf-8")
+    stderr_path = tmp_path / "stderr"
+    with stderr_path.open("wb") as stderr:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "emulator", "validate", "segment.track", str(payloads)],
+            stdout=subprocess.PIPE, stderr=stderr,
+        )
+        assert process.stdout is not None
+        assert process.stdout.readline().endswith(b"invalid against segment.track\n")
+        process.stdout.close()
+        code = process.wait(timeout=60)
+    err = stderr_path.read_text(encoding="utf-8")
+    assert "Traceback" not in err and "BrokenPipeError" not in err, err
+    assert code == cli.EXIT_BROKEN_PIPE
 
 
 def test_a_bad_engage_sync_interval_is_a_usage_error_before_any_port_is_bound(capsys) -> None:
