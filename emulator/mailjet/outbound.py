@@ -248,6 +248,10 @@ class Webhooks:
                 return
         # Version 2 waits for the end of the event's second, so the second's events travel together.
         due = record.at if callback.version == 1 else datetime.fromtimestamp(second + 1, tz=timezone.utc)
+        # Not before now: an event a clock move made due is routed after its own time, and a timer
+        # scheduled in the past of a clock run ends that run's round (clock.run_due); one event per
+        # round, the clock's 100 rounds ran out with events still due when `POST clock` answered.
+        due = max(due, self._clock.now())
         delivery = WebhookDelivery(
             self.next_id, callback.url, callback.version, {callback.id}, [record], due, second, self._generation
         )

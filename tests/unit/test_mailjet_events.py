@@ -891,6 +891,27 @@ def test_a_slow_endpoint_holds_neither_the_clock_nor_other_urls(fake: Fake) -> N
     assert all(record.segment.state == "delivered" for record in fake.events.records)
 
 
+@pytest.mark.parametrize("version", [1, 2])
+def test_one_clock_move_makes_every_due_event_happen_with_webhooks_listening(fake: Fake, version: int) -> None:
+    # A clock move fires due timers in rounds (at most 100), a round ending at the first timer
+    # scheduled since. Each event's delivery was scheduled at the event's time, in the past once the
+    # clock had jumped, so it went first and every round fired one event: with 150 `sent` due, the
+    # clock's answer came while 50 were still to happen (reported by the integration no-loss test).
+    register(fake, "sent", "http://hooks.test/sent", version=version)
+    connect(fake)
+    for n in range(150):
+        fake.send(f"user{n}@example.com")
+    fake.clock.advance(timedelta(minutes=1))
+    fake.loop.run_until_complete(fake.clock.run_due())  # one `POST /_emulator/clock`
+    assert len(fake.events.records) == 150
+    assert all(record.webhook is not None and record.segment.call is not None for record in fake.events.records)
+    fake.loop.run_until_complete(settle(fake.clock))
+    assert {record.webhook.state for record in fake.events.records} == {"delivered"}
+    posted = [body for url, body, _ in fake.transport.posts if url == "http://hooks.test/sent"]
+    events = [event for body in posted for event in (body if version == 2 else [body])]
+    assert sorted(event["MessageID"] for event in events) == sorted(r.message.message_id for r in fake.events.records)
+
+
 def test_fixing_a_webhook_url_sends_the_waiting_retries_there(fake: Fake) -> None:
     callback = register(fake, "open", "http://hooks.test/typo")
     fake.transport.answer = lambda url, body: None if "typo" in url else 200
@@ -1079,6 +1100,21 @@ def test_each_segment_attempt_carries_its_own_sent_at(fake: Fake) -> None:
     attempts = fake.events.records[0].segment.batch.attempts
     assert [body["sentAt"] for _, body, _ in segment_posts(fake)] == [attempt["at"] for attempt in attempts]
     assert len(attempts) == 2 and attempts[0]["at"] != attempts[1]["at"]
+
+
+def test_a_retried_batch_repeats_the_same_calls_with_the_same_message_ids(fake: Fake) -> None:
+    # A batch Segment applied but answered too late is sent again: Segment's messageId dedupe can
+    # drop the copies only if the retry repeats each call's messageId.
+    connect(fake)
+    fake.transport.statuses = [None, 503, 200]
+    fake.send()
+    fake.send("bob@example.com")
+    fake.advance()
+    fake.advance(timedelta(seconds=1))
+    fake.advance(timedelta(seconds=2))
+    bodies = [body for _, body, _ in segment_posts(fake)]
+    assert len(bodies) == 3 and all(body["batch"] == bodies[0]["batch"] for body in bodies)
+    assert [call["messageId"] for call in bodies[0]["batch"]] == [r.segment.call["messageId"] for r in fake.events.records]
 
 
 def test_segment_4xx_is_final_and_10_retries_is_the_limit(fake: Fake) -> None:
