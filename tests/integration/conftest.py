@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future
 from dataclasses import dataclass
 
 import httpx
@@ -18,23 +19,36 @@ from emulator.config import BundleConfig, BundleUrls
 from emulator.mailjet.routes import create_app as create_mailjet_app
 from emulator.segment.routes import create_app as create_segment_app
 
-StartApps = Callable[[dict[str, ASGIApp]], dict[str, str]]
+StartApps = Callable[..., dict[str, str]]
 
 
 @pytest.fixture(scope="module")
 def serve() -> Iterator[StartApps]:
-    """`serve({"name": app, ...}) -> {"name": url}`: real uvicorn servers, stopped after the module."""
-    started: list[tuple[LoopThread, Runner]] = []
+    """`serve({"name": app, ...}, clock=None) -> {"name": url}`: real uvicorn servers, stopped after
+    the module. With `clock`, its timer loop runs on the servers' event loop, as the bundle runs it."""
+    started: list[tuple[LoopThread, Runner, Future[None] | None]] = []
 
-    def start(apps: dict[str, ASGIApp]) -> dict[str, str]:
+    def start(apps: dict[str, ASGIApp], clock: Clock | None = None) -> dict[str, str]:
         loop_thread, runner, urls = serve_in_background(apps)
-        started.append((loop_thread, runner))
+        timers = asyncio.run_coroutine_threadsafe(clock.run_forever(), loop_thread.loop) if clock else None
+        started.append((loop_thread, runner, timers))
         return urls
 
     yield start
-    for loop_thread, runner in started:
+    for loop_thread, runner, timers in started:
+        if timers is not None:
+            timers.cancel()
         loop_thread.run(runner.stop())
         loop_thread.close()
+
+
+def reset_then_no_500s(http: httpx.Client) -> Iterator[None]:
+    """For an autouse fixture (`yield from`): reset the server `http` talks to, run the test, then
+    check that no exchange of it was answered by the exception handler, only by a rule."""
+    assert http.post("/_emulator/reset").status_code == 200
+    yield
+    statuses = [entry["status"] for entry in http.get("/_emulator/requests?limit=10000").json()["requests"]]
+    assert all(status is None or status < 500 for status in statuses), statuses
 
 
 @dataclass

@@ -12,7 +12,6 @@ Where the sources say nothing (the HTTP status of a partly failed batch), nothin
 
 from __future__ import annotations
 
-import asyncio
 import json
 import tempfile
 from collections.abc import Iterator
@@ -28,9 +27,10 @@ from mailjet_rest.errors import MailjetAuthError, ValidationError
 
 import contracts
 from emulator.common.clock import Clock
-from emulator.common.server import serve_in_background
 from emulator.config import BundleConfig, BundleUrls
 from emulator.mailjet.routes import create_app
+
+from .conftest import StartApps, reset_then_no_500s
 
 CONFIG = BundleConfig(mailjet_api_key="mj-key", mailjet_secret_key="mj-secret", auth_key="seg-auth-key")
 PILOT = {"Email": "pilot@mailjet.com", "Name": "Mailjet Pilot"}
@@ -61,25 +61,17 @@ class Server:
 
 
 @pytest.fixture(scope="module")
-def server() -> Iterator[Server]:
+def server(serve: StartApps) -> Iterator[Server]:
     clock = Clock()
     app = create_app(CONFIG, clock, BundleUrls("http://127.0.0.1:9/segment", "http://127.0.0.1:9", "http://127.0.0.1:9"))
-    loop_thread, runner, urls = serve_in_background({"mailjet": app})
-    clock_task = asyncio.run_coroutine_threadsafe(clock.run_forever(), loop_thread.loop)
-    http = httpx.Client(base_url=urls["mailjet"], auth=(CONFIG.mailjet_api_key, CONFIG.mailjet_secret_key))
-    yield Server(urls["mailjet"], http)
-    http.close()
-    clock_task.cancel()
-    loop_thread.run(runner.stop())
-    loop_thread.close()
+    url = serve({"mailjet": app}, clock)["mailjet"]
+    with httpx.Client(base_url=url, auth=(CONFIG.mailjet_api_key, CONFIG.mailjet_secret_key)) as http:
+        yield Server(url, http)
 
 
 @pytest.fixture(autouse=True)
 def fresh(server: Server) -> Iterator[None]:
-    assert server.http.post("/_emulator/reset").status_code == 200
-    yield
-    statuses = [entry["status"] for entry in server.http.get("/_emulator/requests?limit=10000").json()["requests"]]
-    assert all(status < 500 for status in statuses), statuses
+    yield from reset_then_no_500s(server.http)
 
 
 def post(server: Server, body: Any) -> httpx.Response:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import time
 from collections.abc import Iterator
@@ -16,11 +15,12 @@ from mailjet_rest.errors import DoesNotExistError, MailjetAuthError, ValidationE
 
 import contracts
 from emulator.common.clock import Clock
-from emulator.common.server import serve_in_background
 from emulator.config import BundleConfig, BundleUrls
 from emulator.mailjet import routes
 from emulator.mailjet.openapi import openapi_document
 from emulator.mailjet.routes import create_app
+
+from .conftest import StartApps, reset_then_no_500s
 
 CONFIG = BundleConfig(mailjet_api_key="mj-key", mailjet_secret_key="mj-secret", auth_key="seg-auth-key")
 
@@ -38,27 +38,17 @@ class Server:
 
 
 @pytest.fixture(scope="module")
-def server() -> Iterator[Server]:
+def server(serve: StartApps) -> Iterator[Server]:
     clock = Clock()
     app = create_app(CONFIG, clock, BundleUrls("http://127.0.0.1:9/segment", "http://127.0.0.1:9", "http://127.0.0.1:9"))
-    loop_thread, runner, urls = serve_in_background({"mailjet": app})
-    # The bundle runs the clock's timer loop; a lone server needs it started here.
-    clock_task = asyncio.run_coroutine_threadsafe(clock.run_forever(), loop_thread.loop)
-    http = httpx.Client(base_url=urls["mailjet"], auth=(CONFIG.mailjet_api_key, CONFIG.mailjet_secret_key))
-    yield Server(urls["mailjet"], http)
-    http.close()
-    clock_task.cancel()
-    loop_thread.run(runner.stop())
-    loop_thread.close()
+    url = serve({"mailjet": app}, clock)["mailjet"]
+    with httpx.Client(base_url=url, auth=(CONFIG.mailjet_api_key, CONFIG.mailjet_secret_key)) as http:
+        yield Server(url, http)
 
 
 @pytest.fixture(autouse=True)
 def fresh(server: Server) -> Iterator[None]:
-    assert server.control("POST", "reset").status_code == 200
-    yield
-    # Never a 500: every exchange of the test was answered by a rule, not by the exception handler.
-    statuses = [entry["status"] for entry in server.control("GET", "requests?limit=10000").json()["requests"]]
-    assert all(status < 500 for status in statuses), statuses
+    yield from reset_then_no_500s(server.http)
 
 
 def data(response: Any) -> list[dict[str, Any]]:

@@ -4,7 +4,6 @@ App Connections and resets never cross from one account to another."""
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import json
 import socket
@@ -20,9 +19,10 @@ from mailjet_rest import Client
 from mailjet_rest.errors import DoesNotExistError, MailjetAuthError, ValidationError
 
 from emulator.common.clock import Clock
-from emulator.common.server import serve_in_background
 from emulator.config import BundleConfig, BundleUrls
 from emulator.mailjet.routes import create_app
+
+from .conftest import StartApps
 
 CONFIG = BundleConfig(mailjet_api_key="key-a", mailjet_secret_key="secret-a", auth_key="auth-a")
 A = ("key-a", "secret-a")
@@ -49,17 +49,12 @@ class Server:
 
 
 @pytest.fixture(scope="module")
-def server() -> Iterator[Server]:
+def server(serve: StartApps) -> Iterator[Server]:
     clock = Clock()
     app = create_app(CONFIG, clock, BundleUrls("http://127.0.0.1:9", "http://127.0.0.1:9", "http://127.0.0.1:9"))
-    loop_thread, runner, urls = serve_in_background({"mailjet": app})
-    clock_task = asyncio.run_coroutine_threadsafe(clock.run_forever(), loop_thread.loop)
-    http = httpx.Client(base_url=urls["mailjet"])
-    yield Server(urls["mailjet"], http)
-    http.close()
-    clock_task.cancel()
-    loop_thread.run(runner.stop())
-    loop_thread.close()
+    url = serve({"mailjet": app}, clock)["mailjet"]
+    with httpx.Client(base_url=url) as http:
+        yield Server(url, http)
 
 
 @pytest.fixture(autouse=True)
