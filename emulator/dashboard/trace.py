@@ -179,7 +179,21 @@ async def build_trace(
         + [_message_step(message) for message in messages]
         + [_email_event_step(event) for event in email_events]
     )
-    steps.sort(key=lambda step: (_time_key(step["at"]).replace(microsecond=0), PHASES.get(step["kind"], 9), _time_key(step["at"])))
+    # Within a second, by phase; a delivery comes after its own message (an email event's track,
+    # forwarded by Mailjet, is delivered after the email event, not before the email was sent).
+    # A sender's messageId can be any JSON value: only strings are looked up.
+    def message_id(step: dict[str, Any]) -> str | None:
+        found = step["payload"].get("messageId") if isinstance(step["payload"], dict) else None
+        return found if isinstance(found, str) else None
+
+    kind_of = {message_id(step): step["kind"] for step in steps if step["kind"] in ("segment", "engage", "segment-email-event")}
+
+    def phase(step: dict[str, Any]) -> float:
+        if step["kind"] == "delivery":
+            return max(PHASES["delivery"], PHASES.get(kind_of.get(message_id(step), ""), 0) + 0.5)
+        return PHASES.get(step["kind"], 9)
+
+    steps.sort(key=lambda step: (_time_key(step["at"]).replace(microsecond=0), phase(step), _time_key(step["at"])))
     return {"user": user, "userId": user_id, "email": email, "steps": steps, "contact": contacts[0] if contacts else None}
 
 

@@ -56,7 +56,15 @@ const Segjet = (() => {
       init.headers["Content-Type"] = "application/json";
       init.body = JSON.stringify(body);
     }
-    const response = await fetch(path, init);
+    let response;
+    try {
+      response = await fetch(path, init);
+    } catch {
+      // fetch says only "Failed to fetch": the server is gone (stopped, or restarting).
+      const error = new Error(`cannot reach the server at ${location.origin}: is segjet up still running?`);
+      error.status = 0;
+      throw error;
+    }
     const text = await response.text();
     let data = null;
     try { data = text ? JSON.parse(text, keepBigIntegers) : null; } catch { data = text; }
@@ -144,13 +152,40 @@ const Segjet = (() => {
    *  listening (the two requests race). */
   function subscribe(url, onData, onOpen = () => {}) {
     const source = new EventSource(withToken(url));
-    source.onopen = () => onOpen();
+    source.onopen = () => { feedState(true); onOpen(); };
+    // A lost feed is said, not left looking live: EventSource tries again on its own (a restarted
+    // server is caught up with by onOpen), except after an answer that is no stream (a 401).
+    source.onerror = () => feedState(false, source.readyState === EventSource.CLOSED);
     source.onmessage = (event) => {
       // Read as api() reads: a big integer pushed live keeps its digits, and equals the same message fetched.
       try { onData(JSON.parse(event.data, keepBigIntegers)); } catch (error) { console.error("bad SSE data", error); }
     };
     window.addEventListener("pagehide", () => source.close());
     return source;
+  }
+
+  const feedListeners = [];
+  let feedUp = null;   // null until the feed first answers
+  /** Call `fn(up)` each time the live feed connects (true) or is lost (false). */
+  function onFeedState(fn) { feedListeners.push(fn); }
+  const isFeedDown = () => feedUp === false;
+
+  function feedState(up, closed = false) {
+    let banner = document.getElementById("feed-lost");
+    if (up) {
+      if (banner) banner.remove();
+    } else {
+      if (!banner) {
+        banner = h("div", { id: "feed-lost", class: "alert bad feed-lost", role: "alert" });
+        document.querySelector(".topbar").after(banner);
+      }
+      banner.textContent = closed
+        ? "Live updates stopped: the server refused this page's live feed (see the message below). Reload the page once it is fixed."
+        : `Lost the connection to the server at ${location.origin}; reconnecting… What this page shows may be out of date.`;
+    }
+    if (feedUp === up) return;
+    feedUp = up;
+    for (const fn of feedListeners) fn(up);
   }
 
   function debounce(fn, ms) {
@@ -225,5 +260,5 @@ const Segjet = (() => {
     return panel;
   }
 
-  return { h, append, fill, api, pretty, time, dateTime, badge, table, say, copy, currentView, subscribe, debounce, throttle, fail, keepFocus, withToken, faultsPanel };
+  return { h, append, fill, api, pretty, time, dateTime, badge, table, say, copy, currentView, subscribe, onFeedState, isFeedDown, debounce, throttle, fail, keepFocus, withToken, faultsPanel };
 })();

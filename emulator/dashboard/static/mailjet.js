@@ -56,14 +56,28 @@
       listSelect.value = known ? chosen : "";
     }
 
-    function show(connection, lists) {
+    // What the server held when last read. Another tab, a script or a restarted server changes it
+    // under the page: a field the user has not edited follows it, and Save sends only the fields
+    // edited here, so a stale value shown is never written back over a newer one.
+    let loaded = {};   // nothing read yet: the empty form
+    const edits = () => ({
+      sendEvents: sendEvents.checked !== !!loaded.sendEvents,
+      writeKey: writeKey.value.trim() !== (loaded.writeKey || ""),
+      segmentUrl: segmentUrl.value.trim() !== (loaded.segmentUrl || ""),
+      listId: listSelect.value !== savedListId,
+    });
+
+    function show(connection, lists, force = false) {
+      const edited = force ? {} : edits();
       authKey.value = connection.authenticationKey || "";
-      listOptions(lists, String(connection.listId));
-      savedListId = listSelect.value;
+      const held = lists.some((l) => String(l.ID) === String(connection.listId)) ? String(connection.listId) : "";
+      listOptions(lists, edited.listId ? listSelect.value : held);
+      savedListId = held;
       showListId();
-      sendEvents.checked = !!connection.sendEvents;
-      writeKey.value = connection.writeKey || "";
-      segmentUrl.value = connection.segmentUrl || "";
+      if (!edited.sendEvents) sendEvents.checked = !!connection.sendEvents;
+      if (!edited.writeKey) writeKey.value = connection.writeKey || "";
+      if (!edited.segmentUrl) segmentUrl.value = connection.segmentUrl || "";
+      loaded = connection;
     }
 
     const copyButton = h("button", { type: "button", "aria-label": "Copy authentication key" }, "Copy");
@@ -91,17 +105,22 @@
     form.addEventListener("submit", async (event) => {
       event.preventDefault();
       errors.textContent = ""; saved.textContent = "";
-      const changes = { sendEvents: sendEvents.checked, writeKey: writeKey.value.trim() || null };
+      const edited = edits();
+      const changes = {};
+      if (edited.sendEvents) changes.sendEvents = sendEvents.checked;
+      if (edited.writeKey) changes.writeKey = writeKey.value.trim() || null;
       // Only a list chosen here is sent: with none (its list deleted) the other settings still save.
-      if (listSelect.value && listSelect.value !== savedListId) changes.listId = Number(listSelect.value);
-      if (segmentUrl.value.trim()) changes.segmentUrl = segmentUrl.value.trim();
+      if (listSelect.value && edited.listId) changes.listId = Number(listSelect.value);
+      if (segmentUrl.value.trim() && edited.segmentUrl) changes.segmentUrl = segmentUrl.value.trim();
       try {
         const [connection, lists] = await Promise.all([
           api("PUT", "/_emulator/app-connections/segment", changes),
           api("GET", "/_emulator/dashboard/lists"),
         ]);
-        show(connection, lists.lists);
-        saved.textContent = "Segment connection saved.";
+        show(connection, lists.lists, true);
+        saved.textContent = connection.sendEvents && !connection.writeKey
+          ? "Segment connection saved. Email events are on but there is no write key: none reaches Segment until one is pasted."
+          : "Segment connection saved.";
       } catch (error) { fail(errors, error); }
     });
 
@@ -117,13 +136,16 @@
         api("GET", "/_emulator/app-connections/segment"),
         api("GET", "/_emulator/dashboard/lists"),
       ]);
-      show(connection, lists.lists);
+      show(connection, lists.lists, true);
     } catch (error) { fail(errors, error); }
-    // The form holds unsaved input: only the list counts are refreshed live.
+    // Live: the list counts, and each field the user has not edited (unsaved input is kept).
     onChange = async () => {
       try {
-        listOptions((await api("GET", "/_emulator/dashboard/lists")).lists, listSelect.value || savedListId);
-        showListId();
+        const [connection, lists] = await Promise.all([
+          api("GET", "/_emulator/app-connections/segment"),
+          api("GET", "/_emulator/dashboard/lists"),
+        ]);
+        show(connection, lists.lists);
       } catch { /* keep what is shown */ }
     };
   }

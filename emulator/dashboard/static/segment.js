@@ -2,7 +2,7 @@
 "use strict";
 
 (() => {
-  const { h, fill, api, pretty, time, dateTime, badge, table, say, copy, currentView, subscribe, debounce, throttle, fail, keepFocus, withToken, faultsPanel } = Segjet;
+  const { h, fill, api, pretty, time, dateTime, badge, table, say, copy, currentView, subscribe, onFeedState, isFeedDown, debounce, throttle, fail, keepFocus, withToken, faultsPanel } = Segjet;
   const main = document.getElementById("view");
   const CAP = 500;
   let onMessage = () => {};   // the current view's handler for each message the SSE feed pushes
@@ -73,9 +73,11 @@
   // -------------------------------------------------------------------------------- Overview
   async function viewOverview() {
     const errors = alertRegion();
+    // A read that fails is said (a missing control token, a server gone), not shown as "to do".
+    const failed = (fallback) => (error) => { fail(errors, error); return fallback; };
     const [destination, events] = await Promise.all([
-      api("GET", "/_emulator/destinations/mailjet").catch(() => null),
-      api("GET", "/_emulator/events?limit=500").catch(() => ({ events: [] })),
+      api("GET", "/_emulator/destinations/mailjet").catch(failed(null)),
+      api("GET", "/_emulator/events?limit=500").catch(failed({ events: [] })),
     ]);
     const mj = info.mailjet_url;
     const source = info.sources[0] || {};
@@ -161,7 +163,7 @@
       const shown = visible();
       fill(indicator, 
         h("span", { class: "live-dot", "aria-hidden": "true" }),
-        state.paused ? `Paused · ${state.pending.length} new` : "Live",
+        state.paused ? `Paused · ${state.pending.length} new` : isFeedDown() ? "Reconnecting…" : "Live",
         ` · showing ${shown.length} of ${state.messages.length}`);
       indicator.parentElement.classList.toggle("paused", state.paused);
       fill(list, ...(shown.length ? shown.map((m) => {
@@ -221,6 +223,7 @@
     });
     search.addEventListener("input", debounce(renderList, 120));
     sourceSelect.addEventListener("change", renderList);
+    onFeedState(() => renderList());
 
     const receive = (messages) => {
       // What is not shown yet and, once the list is full, no older than its oldest row: one trimmed
@@ -268,12 +271,24 @@
     const listId = h("input", { id: "dest-list-id", type: "text", inputmode: "numeric", value: "1", "aria-describedby": "dest-list-id-hint" });
     const enabled = h("input", { id: "dest-enabled", type: "checkbox", role: "switch" });
     const pill = h("span");
+    // What the server held when last read. Another tab, a script or a restarted server changes it
+    // under the page: a field the user has not edited follows it, and Save sends only the fields
+    // edited here, so a stale value shown is never written back over a newer one.
+    let loaded = null;
+    const shown = (value) => value || "";
+    const edited = (input, value) => input.value.trim() !== shown(value);
 
-    function show(config) {
-      apiKey.value = config.settings.apiKey || "";
-      listId.value = config.settings.listId || "1";
+    function show(config, force = false) {
+      const before = loaded ? loaded.settings : {};
+      if (force || !edited(apiKey, before.apiKey)) apiKey.value = shown(config.settings.apiKey);
+      if (force || !edited(listId, before.listId || "1")) listId.value = config.settings.listId || "1";
       enabled.checked = !!config.enabled;
       fill(pill, config.enabled ? badge("Enabled", "ok") : badge("Disabled"));
+      loaded = config;
+    }
+
+    async function reread() {
+      try { show(await api("GET", "/_emulator/destinations/mailjet")); } catch { /* the banner says when the server is gone */ }
     }
 
     const form = h("form", { class: "settings", "aria-label": "Mailjet settings" },
@@ -289,8 +304,11 @@
     form.addEventListener("submit", async (event) => {
       event.preventDefault();
       errors.textContent = ""; saved.textContent = "";
+      const settings = {};
+      if (!loaded || edited(apiKey, loaded.settings.apiKey)) settings.apiKey = apiKey.value.trim();
+      if (!loaded || edited(listId, loaded.settings.listId || "1")) settings.listId = listId.value.trim();
       try {
-        show(await api("PUT", "/_emulator/destinations/mailjet", { settings: { apiKey: apiKey.value.trim(), listId: listId.value.trim() } }));
+        show(await api("PUT", "/_emulator/destinations/mailjet", { settings }), true);
         saved.textContent = "Settings saved.";
       } catch (error) { fail(errors, error); }
     });
@@ -318,8 +336,11 @@
         errors, saved,
         form,
         h("div", { class: "field", style: "margin-top:1rem" }, h("label", { class: "switch" }, enabled, "Enable Destination"))));
-    try { show(await api("GET", "/_emulator/destinations/mailjet")); } catch (error) { fail(errors, error); }
+    try { show(await api("GET", "/_emulator/destinations/mailjet"), true); } catch (error) { fail(errors, error); }
     onMessage = () => {};
+    onReconnect = reread;   // a restarted server may hold other settings
+    setInterval(reread, 2000);   // no feed tells of a change made in another tab or by a script
+
   }
 
   // -------------------------------------------------------------------------------- Event Delivery
@@ -492,7 +513,9 @@
       event.preventDefault();
       errors.textContent = "";
       try {
-        const created = await api("POST", "/_emulator/engage/audiences", { name: name.value.trim(), rule: JSON.parse(rule.value) });
+        let parsed;
+        try { parsed = JSON.parse(rule.value); } catch (error) { throw new Error(`The rule is not valid JSON: ${error.message}`); }
+        const created = await api("POST", "/_emulator/engage/audiences", { name: name.value.trim(), rule: parsed });
         say(`Audience ${created.key} created`);
         refresh();
       } catch (error) { fail(errors, error); }
