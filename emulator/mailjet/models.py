@@ -474,6 +474,11 @@ class EventCallback:
         }
 
 
+def job_error_file(base_url: str, job_id: int) -> str:
+    """Where a managemanycontacts job that ended in Error serves its ErrorFile."""
+    return f"{base_url}/v3/DATA/batchjob/{job_id}/JSONError/application:json/LAST"
+
+
 @dataclass
 class Job:
     """A managemanycontacts job: `In Progress` until its timer runs it, then Completed or Error."""
@@ -1485,7 +1490,7 @@ class Account:
         # Guess: a job with any failed contact ends in Error (valid contacts are still applied).
         job.status = "Error" if job.errors else "Completed"
         if job.errors:
-            job.error_file = f"{self.base_url}/v3/DATA/batchjob/{job.id}/JSONError/application:json/LAST"
+            job.error_file = job_error_file(self.base_url, job.id)
 
     def _apply_job_contact(self, raw: Any, contacts_lists: list[dict[str, Any]]) -> str | None:
         if not isinstance(raw, dict):

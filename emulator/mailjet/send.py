@@ -464,6 +464,10 @@ def _accept(account: Account, message: dict[str, Any], sandbox: bool) -> dict[st
     return result
 
 
+def message_href(base_url: str, message_id: int) -> str:
+    return f"{base_url}/v3/REST/message/{message_id}"
+
+
 def new_message(
     account: Account,
     *,
@@ -493,7 +497,7 @@ def new_message(
     return Message(
         message_id=message_id,
         message_uuid=message_uuid,
-        message_href=f"{account.base_url}/v3/REST/message/{message_id}",
+        message_href=message_href(account.base_url, message_id),
         sender=sender,
         recipient=recipient,
         recipient_type=recipient_type,

@@ -29,9 +29,9 @@ from ..common.json_body import MAX_DEPTH, fits_depth
 from ..common.snapshot import MAX_ID, snapshot_document, snapshot_state
 from ..common.sqlite import DatabaseFileError, open_database, transaction
 from .events import Campaign, EmailEvent, EmailEventError, Life, Simulation, check_control_event
-from .models import AppConnection, Contact, ContactsList, EventCallback, Job, ListRecipient, PropertyDefinition
+from .models import AppConnection, Contact, ContactsList, EventCallback, Job, ListRecipient, PropertyDefinition, job_error_file
 from .outbound import SegmentBatch, SegmentForward, WebhookDelivery
-from .send import Message
+from .send import Message, message_href
 from .service import MailjetService, Tenant
 
 SNAPSHOT_VERSION = 1
@@ -321,6 +321,10 @@ def load_account(service: MailjetService, data: Any, where: str) -> Tenant:
         # A job shows its first error's text (Job.to_json).
         if not all(isinstance(error, dict) and "Error" in error for error in job.errors):
             raise StateError(f"{where}.jobs[{index}].errors: expected objects with an Error")
+        if job.error_file:
+            # The URLs this server handed out name this run's port (--mailjet-port 0 changes it), not
+            # the one of the run that stored them, as App Connections' segmentUrl follows the bundle.
+            job.error_file = job_error_file(account.base_url, job.id)
     contact_ids, list_ids = {c.id for c in contacts}, {l.id for l in lists}
     emails = [c.email.lower() for c in contacts]
     if len(set(emails)) != len(emails):
@@ -339,6 +343,7 @@ def load_account(service: MailjetService, data: Any, where: str) -> Tenant:
         if not isinstance(item, dict) or "life" not in item:
             raise StateError(f"{place}: expected an object with a life")
         message: Message = load_fields(Message, {k: v for k, v in item.items() if k != "life"}, place)
+        message.message_href = message_href(account.base_url, message.message_id)  # this run's port, as a job's ErrorFile
         for name in ("sender", "recipient"):
             if set(getattr(message, name)) != {"Email", "Name"}:
                 raise StateError(f'{place}.{name}: expected {{"Email": ..., "Name": ...}}')

@@ -272,3 +272,21 @@ def test_a_start_refused_by_a_damaged_database_leaves_the_data_dir_free(tmp_path
     (data_dir / damaged).unlink()
     with BackgroundBundle(config) as info:
         assert call("GET", f"{info['segment_url']}/_emulator/health")["status"] == "ok"
+
+
+def test_urls_the_fake_mailjet_handed_out_follow_it_to_its_new_port(start: Callable[..., dict[str, Any]]) -> None:
+    # Like App Connections' segmentUrl: after a restart on new ports, a restored message's
+    # MessageHref and a finished job's ErrorFile named the port of the run that stored them, gone
+    # (found by test_persistence_differential).
+    first = start()
+    send_email(first)
+    keys = (first["mailjet_api_key"], first["mailjet_secret_key"])
+    jobs = f"{first['mailjet_url']}/v3/REST/contactslist/1/managemanycontacts"
+    job_id = call("POST", jobs, {"Action": "addnoforce", "Contacts": [{"Email": "not-an-email"}]}, auth=keys)["Data"][0]["JobID"]
+    call("POST", f"{first['mailjet_url']}/_emulator/clock", {"advance": "2s"})
+    second = start()
+    [message] = call("GET", f"{second['mailjet_url']}/_emulator/messages")["messages"]
+    assert message["MessageHref"] == f"{second['mailjet_url']}/v3/REST/message/{message['MessageID']}"
+    [job] = call("GET", f"{second['mailjet_url']}/v3/REST/contactslist/1/managemanycontacts/{job_id}", auth=keys)["Data"]
+    assert job["Status"] == "Error"
+    assert job["ErrorFile"] == f"{second['mailjet_url']}/v3/DATA/batchjob/{job_id}/JSONError/application:json/LAST"
