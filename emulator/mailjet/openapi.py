@@ -255,7 +255,7 @@ def _rest_paths() -> dict[str, Any]:
 
 def _send_path() -> dict[str, Any]:
     request_error = json_response("The whole request was refused", contract_ref("mailjet.send.error"))
-    per_message = json_response("Every message failed: the status of the first error",
+    per_message = json_response("A message failed (others may have been sent): the first failed one's status",
                                 {"anyOf": [contract_ref("mailjet.send.response"), contract_ref("mailjet.send.error")]})
     return {
         "/v3.1/send": {
@@ -264,7 +264,7 @@ def _send_path() -> dict[str, Any]:
                 "summary": "Send emails",
                 "requestBody": {"required": True, "content": json_content(contract_ref("mailjet.send.request"))},
                 "responses": {
-                    "200": json_response("At least one message was sent", contract_ref("mailjet.send.response")),
+                    "200": json_response("Every message was sent", contract_ref("mailjet.send.response")),
                     "400": per_message,
                     "401": request_error,
                     "403": per_message,
