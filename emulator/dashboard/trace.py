@@ -186,11 +186,16 @@ async def build_trace(
         found = step["payload"].get("messageId") if isinstance(step["payload"], dict) else None
         return found if isinstance(found, str) else None
 
-    kind_of = {message_id(step): step["kind"] for step in steps if step["kind"] in ("segment", "engage", "segment-email-event")}
+    kind_of = {
+        found: step["kind"] for step in steps
+        if step["kind"] in ("segment", "engage", "segment-email-event") and (found := message_id(step)) is not None
+    }
 
     def phase(step: dict[str, Any]) -> float:
         if step["kind"] == "delivery":
-            return max(PHASES["delivery"], PHASES.get(kind_of.get(message_id(step), ""), 0) + 0.5)
+            found = message_id(step)
+            own = kind_of.get(found) if found is not None else None
+            return max(PHASES["delivery"], PHASES.get(own or "", 0) + 0.5)
         return PHASES.get(step["kind"], 9)
 
     steps.sort(key=lambda step: (_time_key(step["at"]).replace(microsecond=0), phase(step), _time_key(step["at"])))

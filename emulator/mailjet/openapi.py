@@ -55,7 +55,7 @@ BOOL = _common("bool_or_text")
 ERROR = contract_ref("mailjet.error")
 # Listing parameters every REST v3 GET takes (documented: Limit default 10, max 1000; Offset; Sort;
 # countOnly), strings on the wire.
-# A Sort key as the server reads it (models._parse_sort): a field, then ASC or DESC in any case after
+# A Sort key in its documented forms (models._parse_sort takes more): a field, then ASC or DESC in any case after
 # a space or a `+` (`Sort=email+DESC` in the filtering guide; a `+` that a client percent-encodes
 # arrives as `+`; the mailjet_rest README sends "Email desc"); several keys separated by commas.
 # ECMA-262 patterns have no case flag, hence the classes.

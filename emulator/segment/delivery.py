@@ -625,8 +625,8 @@ def _ceil_to_millisecond(moment: datetime) -> datetime:
 def _recorded_headers(headers: dict[str, str]) -> dict[str, str]:
     """The request's headers as a record shows them: the authentication key hidden, as the request
     journal hides every Authorization header (records are served by the control API and written to
-    snapshots). X-Segment-Settings stays: it holds only listId here (the apiKey travels in
-    Authorization), and shows which list each attempt used."""
+    snapshots). Unlike the journal, X-Segment-Settings is shown: it holds only listId here (the
+    apiKey travels in Authorization), and shows which list each attempt used."""
     return {**headers, "Authorization": REDACTED}
 
 

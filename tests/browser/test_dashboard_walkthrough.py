@@ -13,6 +13,7 @@ import httpx
 import pytest
 
 from tests.browser.conftest import CHROMIUM
+from tests.integration.polling import wait_for
 
 try:
     from playwright.sync_api import Browser, BrowserContext, Page, expect
@@ -135,14 +136,16 @@ def test_trace_shows_an_email_events_delivery_after_the_event(stack: dict[str, A
                                          "Subject": "Hi", "HTMLPart": "<p><a href='https://example.com/'>x</a></p>"}]})
     message_id = sent.json()["Messages"][0]["To"][0]["MessageID"]
     http.post(f"{mailjet}/_emulator/messages/{message_id}/events", json={"event": "click"}).raise_for_status()
-    for _ in range(200):  # the forward to Segment and its (skipped) delivery, polled
+
+    def forwarded_and_delivered() -> tuple[list[dict[str, Any]], str] | None:
         steps = http.get(f"{segment}/_emulator/dashboard/trace", params={"user": "t1"}).json()["steps"]
         tracked = [s for s in steps if s["title"] == "Segment received track “Email Link Clicked”"]
         if tracked and any(s["kind"] == "delivery" and s["payload"].get("messageId") == tracked[0]["payload"]["messageId"] for s in steps):
-            break
-        http.get(f"{segment}/_emulator/health")
+            return steps, tracked[0]["payload"]["messageId"]
+        return None
+
+    steps, track_id = wait_for(forwarded_and_delivered, "the click's track in Segment and its (skipped) delivery")
     titles = [(s["kind"], s["title"], (s["payload"] or {}).get("messageId")) for s in steps]
-    track_id = tracked[0]["payload"]["messageId"]
     click = next(i for i, s in enumerate(titles) if s[1] == "Mailjet email event “click”")
     received = next(i for i, s in enumerate(titles) if s[2] == track_id and s[0] == "segment-email-event")
     delivered = next(i for i, s in enumerate(titles) if s[2] == track_id and s[0] == "delivery")

@@ -15,6 +15,7 @@ from __future__ import annotations
 import base64
 import json
 from datetime import timedelta
+from collections.abc import Iterator
 from typing import Any
 
 import httpx
@@ -23,6 +24,8 @@ import pytest
 from emulator.common.clock import Clock, parse_iso
 from emulator.config import BundleConfig, BundleUrls
 from emulator.segment.routes import create_app
+
+from .conftest import reset_then_no_500s
 
 DOCS_KEY = "YOUR_WRITE_KEY"  # the placeholder of every HTTP example
 BASIC_DOCS_KEY = "abc123"  # HTTP "Basic authentication": 'abc123:' → 'YWJjMTIzOg=='
@@ -42,8 +45,8 @@ def http(serve: Any) -> Any:
 
 
 @pytest.fixture(autouse=True)
-def reset(http: httpx.Client) -> None:
-    assert http.post("/_emulator/reset").status_code == 200
+def reset(http: httpx.Client) -> Iterator[None]:
+    yield from reset_then_no_500s(http)
 
 
 def stored(http: httpx.Client) -> list[dict[str, Any]]:

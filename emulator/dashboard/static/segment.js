@@ -340,7 +340,6 @@
     onMessage = () => {};
     onReconnect = reread;   // a restarted server may hold other settings
     setInterval(reread, 2000);   // no feed tells of a change made in another tab or by a script
-
   }
 
   // -------------------------------------------------------------------------------- Event Delivery
