@@ -134,6 +134,10 @@ class ProfileSource(Protocol):
         anonymous only). For a userId an alias merged into another user's profile: the survivor's."""
         ...
 
+    def merged_user_ids(self, user_id: str) -> Iterable[str]:
+        """The userIds, other than its own, whose profiles aliases merged into `user_id`'s."""
+        ...
+
 
 class SegmentProfiles:
     """`ProfileSource` over the fake Segment's profile store (profiles with a userId only)."""
@@ -156,6 +160,11 @@ class SegmentProfiles:
     def linked_user_id(self, profile_id: str) -> str | None:
         profile = self.backend.profiles.get(profile_id)
         return profile.user_id if profile is not None else None
+
+    def merged_user_ids(self, user_id: str) -> Iterable[str]:
+        # The store's own record (a later merge moves it on), not a scan of every userId Engage
+        # told, which would make each alias cost O(told).
+        return self.backend.profiles.merged_user_ids(user_id)
 
 
 @dataclass
@@ -873,6 +882,9 @@ class ComputationState:
 class SyncResult:
     sent: list[dict[str, Any]]
     evaluated: int
+    # userIds merged away whose told state went to their survivor: a change to store even when
+    # nothing is sent (the survivor was told already), or a restart would bring it back.
+    taken_over: int = 0
 
     def to_json(self) -> dict[str, Any]:
         return {"count": len(self.sent), "evaluated": self.evaluated, "sent": self.sent}
@@ -903,6 +915,7 @@ class EngageEngine:
         # what it told when an email is added to a profile (Segment docs, using-engage-data.md,
         # "New external identifiers added to a profile"); the destination keys contacts by email.
         self._sent_email: dict[str, str | None] = {}
+        self._taken_over = 0  # in the current sync: see _take_over
 
     # definitions -----------------------------------------------------------------------------
 
@@ -982,11 +995,15 @@ class EngageEngine:
         if message.get("type") == "alias":
             # A merge can bring any history and traits into the userId's profile.
             touched = list(self._computations.values())
-            previous_id = str(message.get("previousId"))  # as the profile store reads it: any JSON value
+            # Every userId now landing on it, not only the previousId: an anonymousId's profile
+            # brings its user's. State still kept under one of them would otherwise stay there,
+            # counted but never synced, until a restart's restore took it over without a word.
+            merged = list(self.profiles.merged_user_ids(user_id))
             for computation in touched:
-                if previous_id in computation.members or previous_id in computation.values:
-                    # A userId Engage told something: the next sync hands that to the survivor.
-                    computation.dirty.add(previous_id)
+                for merged_id in merged:
+                    if merged_id in computation.members or merged_id in computation.values:
+                        # A userId Engage told something: the next sync hands that to the survivor.
+                        computation.dirty.add(merged_id)
         elif user_id not in self._seen or (anonymous_id and anonymous_id not in self._linked):
             # A new profile can match "did not perform" rules; a new anonymousId may merge history.
             self._seen.add(user_id)
@@ -1020,9 +1037,12 @@ class EngageEngine:
 
     def _take_over(self, computation: _Computation, user_id: str) -> str:
         """The userId to evaluate for `user_id`: itself, or the survivor of a merge, which then takes
-        over what `computation` (and the email record) kept under `user_id`."""
+        over what `computation` (and the email record) kept under `user_id`. Counts in
+        `_taken_over` the userIds whose kept state that changed (the email record is not stored)."""
         current = self._current_user_id(user_id)
         if current != user_id:
+            if user_id in computation.members or user_id in computation.values:
+                self._taken_over += 1
             if computation.take_over(user_id, current):
                 computation.resend.add(current)
             if user_id in self._sent_email:
@@ -1059,7 +1079,7 @@ class EngageEngine:
         """
         now = self.now()
         sent: list[dict[str, Any]] = []
-        evaluated = 0
+        evaluated = self._taken_over = 0
         # Applied once every definition is looked at, so that each resends to a new email.
         sent_email: dict[str, str | None] = {}
         # What was recorded as told is sent even if a later definition raises (a bug): nothing
@@ -1075,7 +1095,9 @@ class EngageEngine:
                     candidates = set(self.profiles.user_ids())  # the first sync is a backfill over every profile
                     self._seen.update(candidates)
                     computation.expiry, computation.lapses = [], {}
-                computation.dirty, computation.failed = set(), set()
+                # Each candidate stays in `failed` until it is done: one whose evaluation fails, and
+                # those a sync raising (a bug) never reached, are looked at again at the next sync.
+                computation.dirty, computation.failed = set(), set(candidates)
                 computation.synced = True
                 evaluated += len(candidates)
                 for user_id in sorted(candidates):
@@ -1084,7 +1106,6 @@ class EngageEngine:
                     except Exception:
                         log.exception("Engage %r: evaluating %r failed; it is evaluated again at the next sync",
                                       computation.definition.key, user_id)
-                        computation.failed.add(user_id)
                         continue
                     computation.schedule_lapse(user_id, result.lapse)
                     computation.resend.discard(user_id)
@@ -1092,11 +1113,12 @@ class EngageEngine:
                         computation.record(user_id, result.value)
                         sent.append(result.identify)
                         sent_email[user_id] = result.identify["traits"].get("email")
+                    computation.failed.discard(user_id)
         finally:
             self._sent_email.update(sent_email)
             for message in sent:
                 self.emit(message)
-        return SyncResult(sent, evaluated)
+        return SyncResult(sent, evaluated, self._taken_over)
 
     def _evaluate(self, computation: _Computation, subject: _Subject) -> _Result:
         """One profile's result now, compared with what the destination was last told; records nothing."""
@@ -1253,11 +1275,13 @@ class EngageScheduler:
             due = self.clock.now() if self.engine.has_pending() else None
             if due is None and (lapse := self.engine.next_lapse()) is not None:
                 due = lapse + _TICK
+            if self._retry_at is not None:
+                # After a sync that raised, the next one is the retry, owed even when nothing else is
+                # pending (what that sync had not finished waits in `failed`): not sooner, and not
+                # later for a lapse; not after a retry time the clock was set back from either.
+                due = min(self._retry_at, self.clock.now() + SYNC_RETRY)
             if due is None:
                 return
-            # Not after a retry time the clock was set back from (it would hold every sync till then).
-            if self._retry_at is not None and self._retry_at <= self.clock.now() + SYNC_RETRY:
-                due = max(due, self._retry_at)
             if self._live_timer() and self._timer.due <= due:
                 return
             self.cancel()
@@ -1286,7 +1310,8 @@ class EngageScheduler:
             # Logged with its reason, and the schedule goes on: only arm() sets the next timer, and
             # without it no sync would run until some message arrived (no lapse would be sent).
             log.exception("Engage sync of %s failed; it is tried again at the next scheduled sync", self.owner)
-            self._retry_at = self.clock.now() + SYNC_RETRY
+            if self.interval == REALTIME:
+                self._retry_at = self.clock.now() + SYNC_RETRY
         self.arm()
 
     def _live_timer(self) -> bool:
@@ -1349,7 +1374,7 @@ class EngageSpace:
     def _sync(self) -> SyncResult:
         first_syncs = self.engine.has_unsynced()
         result = self.engine.sync()
-        if result.sent or first_syncs:
+        if result.sent or result.taken_over or first_syncs:
             self._changed()
         return result
 

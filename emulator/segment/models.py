@@ -426,6 +426,11 @@ class ProfileStore:
         profile = self._by_user.get(user_id)
         return profile.traits if profile is not None else {}
 
+    def merged_user_ids(self, user_id: str) -> list[str]:
+        """The userIds, other than its own, whose profiles merges moved into `user_id`'s."""
+        profile = self._by_user.get(user_id)
+        return self._absorbed_user_ids.get(profile, []) if profile is not None else []
+
     def record(self, stored: StoredMessage, timestamp: datetime) -> None:
         """Add an accepted message to its profile; `timestamp` is its corrected timestamp, parsed."""
         message = stored.message

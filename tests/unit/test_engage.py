@@ -17,12 +17,14 @@ from emulator.config import BundleConfig
 from emulator.segment.models import SegmentBackend, Source
 from emulator.segment.engage import (
     ENGAGE_SOURCE_NAME,
+    SYNC_RETRY,
     DefinitionError,
     DuplicateKeyError,
     EngageEngine,
     EngageScheduler,
     EngageSpace,
     UnknownDefinition,
+    _Computation,
     check_dependencies,
     definition_from_json,
     parse_audience,
@@ -71,6 +73,9 @@ class World:
 
     def linked_user_id(self, anonymous_id):
         return self.user_of_anonymous.get(anonymous_id)
+
+    def merged_user_ids(self, user_id):
+        return [other for other, survivor in self.user_of_anonymous.items() if survivor == user_id and other != user_id]
 
     # what the Segment backend does on accepted messages
     def identify(self, user_id: str, **traits: Any) -> None:
@@ -769,6 +774,36 @@ def test_a_realtime_sync_that_raises_is_retried_later_not_at_once():
         await clock.run_due()
         assert failing.calls == 3
         assert sorted(m["userId"] for m in world.emitted) == ["alice", "bob"]
+
+    asyncio.run(scenario())
+
+
+def test_profiles_a_sync_had_not_finished_when_it_raised_are_synced_at_the_retry(monkeypatch):
+    # The sync raised (a bug) after taking the dirty profiles: those it had not finished were in
+    # no set any more, nothing was pending, and no retry was scheduled; alice was never told.
+    async def scenario():
+        clock = Clock()
+        world = ClockWorld(clock)
+        scheduler = EngageScheduler(world.engine, clock, "realtime", owner="segment")
+        world.engine.define_audience(LAST_30)
+        scheduler.arm()
+        await clock.run_due()
+        broken = [True]
+        record = _Computation.record
+
+        def record_once_broken(self, user_id, value):
+            if broken.pop() if broken else False:
+                raise RuntimeError("record broke")
+            record(self, user_id, value)
+
+        monkeypatch.setattr(_Computation, "record", record_once_broken)
+        world.track("alice")
+        scheduler.arm()
+        await clock.run_due()
+        assert world.emitted == [] and clock.pending() == 1  # the retry
+        clock.advance(SYNC_RETRY)
+        await clock.run_due()
+        assert [m["userId"] for m in world.emitted] == ["alice"]
 
     asyncio.run(scenario())
 
@@ -1604,3 +1639,39 @@ def test_a_new_email_sent_under_a_merged_away_user_id_reaches_the_survivor():
     _call(backend, "identify", userId="old", traits={"email": "q@example.com"})
     assert [(m["userId"], m["traits"]) for m in space.sync().sent] == [
         ("new", {"order_completed_last_30days": True, "email": "q@example.com"})]
+
+
+def test_an_alias_through_an_anonymous_id_hands_the_merged_user_ids_state_to_the_survivor():
+    # alias previousId=<an anonymousId of u2> userId=u1 merges u2's profile into u1's. Engage only
+    # took over state kept under the previousId itself, so "u2" stayed told forever (counted in
+    # profiles_with_value, its exit never sent) until a restart's restore took it over and changed
+    # what Engage showed without sending anything (a differential test found it in realtime mode).
+    _, backend, space = _space_on_backend()
+    _call(backend, "identify", userId="u1", traits={"email": "p@example.com"})
+    _call(backend, "track", userId="u1", event=ORDER)
+    _call(backend, "identify", userId="u2", anonymousId="anon-2", traits={"email": "q@example.com"})
+    _call(backend, "track", userId="u2", event=ORDER)
+    space.define_trait({"name": "Orders", "computed": "count", "event": ORDER, "within": "30d"})
+    assert sorted((m["userId"], m["traits"]["orders"]) for m in space.sync().sent) == [("u1", 1), ("u2", 1)]
+    _call(backend, "alias", previousId="anon-2", userId="u1")
+    assert [(m["userId"], m["traits"]["orders"]) for m in space.sync().sent] == [("u1", 2)]
+    [trait] = space.engine.traits()
+    assert space.engine.export_state()[0].values == {"u1": 2}
+    assert space.engine.describe(trait)["profiles_with_value"] == 1
+    # A restart keeps what was last synced, and its first sync has nothing to send.
+    space.restore(space.engine.export_state())
+    assert space.sync().sent == []
+    assert space.engine.export_state()[0].values == {"u1": 2}
+
+
+def test_an_alias_through_an_anonymous_id_sends_the_merged_members_exit_under_the_survivor():
+    # u2 was told it is a member; the merged profile takes u1's plan and no longer qualifies: the
+    # destination is told false under u1 (as for an alias of the userId itself), not left at true.
+    _, backend, space = _space_on_backend()
+    _call(backend, "identify", userId="u1", traits={"email": "p@example.com", "plan": "free"})
+    _call(backend, "identify", userId="u2", anonymousId="anon-2", traits={"email": "p@example.com", "plan": "pro"})
+    space.define_audience({"name": "Pro", "rule": {"trait": "plan", "equals": "pro"}})
+    assert [(m["userId"], m["traits"]["pro"]) for m in space.sync().sent] == [("u2", True)]
+    _call(backend, "alias", previousId="anon-2", userId="u1")
+    assert [(m["userId"], m["traits"]["pro"]) for m in space.sync().sent] == [("u1", False)]
+    assert space.engine.export_state()[0].members == []

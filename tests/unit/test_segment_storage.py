@@ -543,3 +543,32 @@ def test_delivery_records_a_restart_drops_past_the_cap_leave_the_database(tmp_pa
     assert run(life(2)) == ([4, 5], 3)
     assert rows() == [4, 5]
     assert run(life(2)) == ([4, 5], 0)  # nothing left to drop again
+
+
+def test_a_sync_that_only_hands_a_merged_user_ids_state_to_the_survivor_is_written(tmp_path: Path, clock: Clock) -> None:
+    # u1 and u2 were both told they have an email; an alias merges u2 into u1, and the sync drops
+    # "u2" (the survivor was told already) with nothing to send. That sync wrote nothing, so after
+    # a restart Engage showed u2 as a member again (2 != 1) until its next sync dropped it once more.
+    async def first_life() -> dict[str, Any]:
+        workspaces = open_workspaces(clock, tmp_path)
+        for user_id in ("u1", "u2"):
+            send(workspaces, KEY, "identify", {"userId": user_id, "traits": {"email": "ada@example.com"}})
+        assert len(workspaces.default.engage.sync().sent) == 2
+        workspaces.store.flush()
+        send(workspaces, KEY, "alias", {"previousId": "u2", "userId": "u1"})
+        assert workspaces.default.engage.sync().sent == []
+        kept = state(workspaces, clock)
+        await workspaces.aclose()
+        return kept
+
+    async def second_life() -> dict[str, Any]:
+        workspaces = open_workspaces(clock, tmp_path)
+        shown = state(workspaces, clock)
+        await workspaces.aclose()
+        return shown
+
+    before = run(first_life())
+    assert before["workspaces"][0]["engage"][0]["members"] == ["u1"]
+    after = run(second_life())
+    assert after["workspaces"][0]["engage"] == before["workspaces"][0]["engage"]
+    assert after == before
