@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import httpx
@@ -40,6 +41,17 @@ def serve() -> Iterator[StartApps]:
             timers.cancel()
         loop_thread.run(runner.stop())
         loop_thread.close()
+
+
+@contextmanager
+def lone_mailjet(serve: StartApps, config: BundleConfig) -> Iterator[tuple[str, httpx.Client]]:
+    """A fake Mailjet alone, on its own running clock (its Segment URL leads nowhere): its URL, and
+    an httpx client for it with the config's API key pair."""
+    clock = Clock()
+    app = create_mailjet_app(config, clock, BundleUrls("http://127.0.0.1:9/segment", "http://127.0.0.1:9", "http://127.0.0.1:9"))
+    url = serve({"mailjet": app}, clock)["mailjet"]
+    with httpx.Client(base_url=url, auth=(config.mailjet_api_key, config.mailjet_secret_key)) as http:
+        yield url, http
 
 
 def reset_then_no_500s(http: httpx.Client) -> Iterator[None]:

@@ -26,12 +26,10 @@ import pytest
 from mailjet_rest import Client
 
 import contracts
-from emulator.common.clock import Clock
-from emulator.config import BundleConfig, BundleUrls
+from emulator.config import BundleConfig
 from emulator.mailjet.openapi import openapi_document
-from emulator.mailjet.routes import create_app
 
-from .conftest import StartApps, reset_then_no_500s
+from .conftest import StartApps, lone_mailjet, reset_then_no_500s
 
 CONFIG = BundleConfig(mailjet_api_key="mj-key", mailjet_secret_key="mj-secret", auth_key="seg-auth-key")
 
@@ -47,10 +45,7 @@ class Server:
 
 @pytest.fixture(scope="module")
 def server(serve: StartApps) -> Iterator[Server]:
-    clock = Clock()
-    app = create_app(CONFIG, clock, BundleUrls("http://127.0.0.1:9/segment", "http://127.0.0.1:9", "http://127.0.0.1:9"))
-    url = serve({"mailjet": app}, clock)["mailjet"]
-    with httpx.Client(base_url=url, auth=(CONFIG.mailjet_api_key, CONFIG.mailjet_secret_key)) as http:
+    with lone_mailjet(serve, CONFIG) as (url, http):
         yield Server(url, http)
 
 

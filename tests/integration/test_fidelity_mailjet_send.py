@@ -27,11 +27,9 @@ from mailjet_rest.builders import MessageBuilder, SendPayloadBuilder
 from mailjet_rest.errors import MailjetAuthError, ValidationError
 
 import contracts
-from emulator.common.clock import Clock
-from emulator.config import BundleConfig, BundleUrls
-from emulator.mailjet.routes import create_app
+from emulator.config import BundleConfig
 
-from .conftest import StartApps, reset_then_no_500s
+from .conftest import StartApps, lone_mailjet, reset_then_no_500s
 
 CONFIG = BundleConfig(mailjet_api_key="mj-key", mailjet_secret_key="mj-secret", auth_key="seg-auth-key")
 PILOT = {"Email": "pilot@mailjet.com", "Name": "Mailjet Pilot"}
@@ -63,10 +61,7 @@ class Server:
 
 @pytest.fixture(scope="module")
 def server(serve: StartApps) -> Iterator[Server]:
-    clock = Clock()
-    app = create_app(CONFIG, clock, BundleUrls("http://127.0.0.1:9/segment", "http://127.0.0.1:9", "http://127.0.0.1:9"))
-    url = serve({"mailjet": app}, clock)["mailjet"]
-    with httpx.Client(base_url=url, auth=(CONFIG.mailjet_api_key, CONFIG.mailjet_secret_key)) as http:
+    with lone_mailjet(serve, CONFIG) as (url, http):
         yield Server(url, http)
 
 
