@@ -64,10 +64,13 @@ def _restored_time(offset_seconds: float) -> datetime:
     """
     now = datetime.now(timezone.utc)
     try:
-        saved = now + timedelta(seconds=offset_seconds)
-    except OverflowError:  # an offset edited by hand, beyond datetime's range
-        saved = LATEST if offset_seconds > 0 else EARLIEST
-    moment = min(max(saved, EARLIEST), LATEST)
+        saved: datetime | None = now + timedelta(seconds=offset_seconds)
+    except OverflowError:  # an offset edited by hand, beyond datetime's range: out of range too
+        saved = None
+    if saved is None:
+        moment = LATEST if offset_seconds > 0 else EARLIEST
+    else:
+        moment = min(max(saved, EARLIEST), LATEST)
     if moment != saved:
         log.warning("segjet: the virtual clock saved in the data dir is out of range; it starts at %s", iso(moment))
     return moment

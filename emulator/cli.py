@@ -45,8 +45,16 @@ def _add_up_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--mailjet-secret-key", default=defaults.mailjet_secret_key)
     parser.add_argument("--auth-key", default=None, help="Mailjet's Segment authentication key (default: generated)")
     parser.add_argument("--list-id", type=_list_id, default=defaults.list_id)
-    parser.add_argument("--seed", type=_whole_number, default=None)
-    parser.add_argument("--strict", action="store_true", help="reject contract violations with 400")
+    parser.add_argument(
+        "--seed", type=_whole_number, default=None,
+        help="seed of the random draws (Segment's retry backoff, Mailjet's email events), so that a run"
+        " repeats (default: random)",
+    )
+    parser.add_argument(
+        "--strict", action="store_true",
+        help="answer a single call that breaks its contract 400 schema_violation; a batch is still answered"
+        " 200, its breaking items stored discarded",
+    )
     parser.add_argument(
         "--no-enable", action="store_true", help="leave the Mailjet destination disabled in the fake Segment"
     )
@@ -81,7 +89,7 @@ def _add_up_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--control-token", default=os.environ.get(CONTROL_TOKEN_VARIABLE),
-        help="require this token on /_emulator/* (Authorization: Bearer T or X-Segjet-Token: T);"
+        help="require this token on /_emulator/* (Authorization: Bearer T, X-Segjet-Token: T or ?token=T);"
         f" default ${CONTROL_TOKEN_VARIABLE}, which other users cannot read in the process list",
     )
 

@@ -5,9 +5,10 @@ Plain HTML/CSS/JS under `static/`, no build step and no external URL. Each servi
 
 - `segment_dashboard_routes(backend, urls)`: pages `/`, `/debugger`, `/destinations`,
   `/deliveries`, `/engage`, `/trace`; `GET /_emulator/events/stream` (SSE);
-  `POST /_emulator/validate/{contract}`; `GET /_emulator/dashboard/trace` and `.../trace/export`.
+  `POST /_emulator/validate/{contract}`; `GET /_emulator/contracts`; `GET /_emulator/dashboard/info`,
+  `GET /_emulator/dashboard/trace` and `.../trace/export`.
 - `mailjet_dashboard_routes(backend, urls)`: pages `/`, `/app-connections`, `/contacts`,
-  `/messages`; `GET /_emulator/stream` (SSE); `GET /_emulator/dashboard/lists|contacts`.
+  `/messages`; `GET /_emulator/stream` (SSE); `GET /_emulator/dashboard/lists|contacts|info`.
 
 The two modules are imported lazily so that importing the Segment side never imports
 `emulator.mailjet` (the services meet over HTTP only).

@@ -112,9 +112,11 @@ class SegjetClient:
 
     def segment(self, method: str, path: str, **kwargs: Any) -> Any:
         """A fake Segment control call, in the workspace of this client's write key: where its identify
-        and track calls are stored (a key no source has is a 404 saying so)."""
+        and track calls are stored (a key no source has is a 404 saying so). Answers the JSON, or None
+        for an answer without a body (`DELETE /_emulator/faults/{id}` answers 204)."""
         params = {_WORKSPACE_PARAM: self.write_key, **(kwargs.pop("params", None) or {})}
-        return checked(self.http.request(method, f"{self.segment_url}{path}", params=params, **kwargs)).json()
+        response = checked(self.http.request(method, f"{self.segment_url}{path}", params=params, **kwargs))
+        return response.json() if response.content else None
 
     def mailjet(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
         """A Mailjet REST call with the account's key pair; answers the raw response."""

@@ -14,7 +14,7 @@ from ..bundle import BackgroundBundle
 from ..config import BundleConfig
 from .client import SegjetClient
 from .report import HopPrinter, summary_table, write_json, write_junit
-from .scenario import Scenario
+from .scenario import Scenario, control_token_hint
 
 # A report file that could not be written: a usage error (its path), as argparse's exit code.
 EXIT_REPORT_UNWRITTEN = 2
@@ -30,8 +30,8 @@ def run_scenario(
             try:
                 client.reset()
             except httpx.HTTPError as exc:
-                print(f"segjet check: cannot reset the stack ({info['segment_url']}, {info['mailjet_url']}): {exc}",
-                      file=sys.stderr)
+                print(f"segjet check: cannot reset the stack ({info['segment_url']}, {info['mailjet_url']}): {exc}"
+                      f"{control_token_hint(exc)}", file=sys.stderr)
                 return 1
         scenario = Scenario(client, seed=seed, user_count=users)
         results = scenario.run(HopPrinter())

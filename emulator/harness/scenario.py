@@ -34,6 +34,19 @@ EMAIL_EVENTS = {
 }
 LINK = "https://shop.segjet.test/offer"
 WRITE_KEY_HINT = ": is --write-key the one `segjet up` was given?"
+# The server's 401 names the headers a script sends; a `segjet check` user passes a flag instead.
+CONTROL_TOKEN_HINT = (
+    ": the servers were started with a control token; give segjet check the same one"
+    " (--control-token T or $SEGJET_CONTROL_TOKEN)"
+)
+
+
+def control_token_hint(exc: BaseException) -> str:
+    """CONTROL_TOKEN_HINT when `exc` is a control call refused for its token (401), else ""."""
+    if isinstance(exc, httpx.HTTPStatusError) and exc.response.status_code == 401 \
+            and exc.request.url.path.startswith("/_emulator/"):
+        return CONTROL_TOKEN_HINT
+    return ""
 
 
 class HopFailed(Exception):
@@ -159,7 +172,9 @@ class Scenario:
             # A stack that answers oddly or not at all is a failed hop, not a crash of the checker
             # (identify and track go through analytics-python: its APIError, and requests' errors,
             # which are OSErrors).
-            return HopResult(name, False, f"{name}: HTTP error: {exc}", 0, time.monotonic() - started)
+            return HopResult(
+                name, False, f"{name}: HTTP error: {exc}{control_token_hint(exc)}", 0, time.monotonic() - started
+            )
         except json.JSONDecodeError as exc:
             # A 2xx that is no JSON: most likely another web app on the port the check was given.
             return HopResult(

@@ -377,3 +377,42 @@ def test_the_identify_hop_fails_on_violations_segment_recorded(segjet):
 def test_wait_for_contact_answers_a_contact_without_properties_at_once(segjet):
     segjet.mailjet("POST", "/v3/REST/contact", json={"Email": "bare@example.com"}).raise_for_status()
     assert segjet.wait_for_contact("bare@example.com", timeout=2) == {}
+
+
+class _NeedsToken(_NotSegjet):
+    """A segjet server started with --control-token, asked without it: 401 on every control call."""
+
+    def _page(self) -> None:
+        self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        body = b'{"error": "the control API needs the token: Authorization: Bearer <token> or X-Segjet-Token: <token>"}'
+        self.send_response(401)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    do_GET = do_POST = do_PUT = _page
+
+
+@pytest.fixture
+def needs_token_url() -> Iterator[str]:
+    yield from _serve(_NeedsToken)
+
+
+@pytest.mark.parametrize("reset", [True, False])
+def test_a_check_without_the_servers_control_token_says_which_flag_gives_it(segjet, needs_token_url, capsys, reset):
+    # The server's 401 names headers, which a `segjet check` user never writes: the check itself
+    # must say to pass --control-token (or $SEGJET_CONTROL_TOKEN).
+    info = dict(segjet.info, mailjet_url=needs_token_url)
+    assert run_scenario(info, 0, 1, reset=reset) == 1
+    captured = capsys.readouterr()
+    shown = captured.err if reset else captured.out
+    assert "401" in shown and "--control-token" in shown and "SEGJET_CONTROL_TOKEN" in shown
+
+
+def test_a_control_call_answered_without_a_body_answers_none(segjet):
+    # README: `segment(method, path)` answers the JSON. `DELETE /_emulator/faults/{id}` answers 204
+    # with no body: the rule was removed, then the helper raised JSONDecodeError.
+    rule = segjet.segment("POST", "/_emulator/faults", json={"path": "/v1/nothing", "status": 500})
+    assert segjet.segment("DELETE", f"/_emulator/faults/{rule['id']}") is None
+    assert segjet.segment("GET", "/_emulator/faults") == {"faults": []}

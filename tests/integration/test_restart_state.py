@@ -138,12 +138,16 @@ def test_a_clock_set_at_its_upper_limit_does_not_stop_the_next_start(
 
 @pytest.mark.parametrize(("offset_seconds", "moment"), [(1e30, LATEST), (-1e30, EARLIEST), (2.3e11, LATEST)])
 def test_a_saved_clock_offset_out_of_range_starts_the_clock_at_the_limit(
-    tmp_path: Path, offset_seconds: float, moment: datetime
+    tmp_path: Path, offset_seconds: float, moment: datetime, caplog: pytest.LogCaptureFixture
 ) -> None:
     # Written by hand (or left by an older version): anything that is a number starts the bundle.
     (tmp_path / BUNDLE_STATE_FILE).write_text(json.dumps({"clock_offset_seconds": offset_seconds}), encoding="utf-8")
-    clock = Bundle(BundleConfig(data_dir=str(tmp_path))).clock
+    with caplog.at_level(logging.WARNING, logger="segjet.bundle"):
+        clock = Bundle(BundleConfig(data_dir=str(tmp_path))).clock
     assert moment <= clock.now() < moment + timedelta(seconds=WAIT_SECONDS)
+    # With the warning README "Persistence" promises: an offset beyond datetime's range (1e30) started
+    # the clock at the limit silently.
+    assert "out of range" in caplog.text
     saved = json.loads((tmp_path / BUNDLE_STATE_FILE).read_text(encoding="utf-8"))["clock_offset_seconds"]
     assert abs(saved - (moment - datetime.now(timezone.utc)).total_seconds()) < WAIT_SECONDS
 
