@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import inspect
 import json
 import logging
 import math
@@ -27,7 +26,7 @@ from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any, Callable, Iterable
 from urllib.parse import unquote, urlsplit
 
-from ..common.clock import Clock, TimerCallback, _Timer, parse_iso
+from ..common.clock import Clock, _Timer, parse_iso
 from ..config import BundleConfig
 
 if TYPE_CHECKING:
@@ -566,12 +565,12 @@ class AccountTimers:
         self._changes = changes
         self._live: dict[int, _Timer] = {}  # by id(): timers compare by due time, they do not hash
 
-    def call_at(self, due: datetime, callback: TimerCallback) -> _Timer:
+    def call_at(self, due: datetime, callback: Callable[[], None]) -> _Timer:
+        # Every timer of an account is a plain function: what it starts over the network runs as a
+        # task of its own (outbound.py), so that the shared clock is not held.
         async def run() -> None:
             self._live.pop(id(timer), None)
-            result = callback()
-            if inspect.isawaitable(result):
-                await result
+            callback()
             self._changes.save()
 
         timer = self._clock.call_at(due, run, owner=SERVICE)

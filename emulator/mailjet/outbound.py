@@ -369,9 +369,11 @@ class Webhooks:
         last_ok = self._last_ok.get(delivery.url)
         if last_ok is not None and last_ok >= failing_since:
             return "given up; the webhook stays alive: its URL answered 200 to other events meanwhile"
-        suspended = [callback for callback in self._live_callbacks(delivery) if callback.url == delivery.url]
+        live = self._live_callbacks(delivery)
+        suspended = [callback for callback in live if callback.url == delivery.url]
         if not suspended:
-            return "given up; the webhook has another URL now"
+            # Changed during the last attempt, which went to the URL of its start.
+            return "given up; the webhook has another URL now" if live else "given up; the webhook was deleted or suspended meanwhile"
         for callback in suspended:
             callback.status = "dead"
             self._account.touch("callback", callback.id)
@@ -463,9 +465,6 @@ class SegmentForwarder:
             # A batch in flight when the server stopped (no `due`) is sent again at once.
             due = self._current.due if self._current is not None else None
             self._account.timers.call_at(due or self._clock.now(), self._wake)
-
-    def queued(self) -> list[SegmentForward]:
-        return list(self._queue)
 
     def retarget(self, url: str) -> None:
         """Send what still waits (queued forwards, the batch being retried) to Segment at `url`."""

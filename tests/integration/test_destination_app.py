@@ -169,6 +169,14 @@ def test_health(stack):
     assert response.json()["status"] == "ok"
 
 
+def test_other_paths_and_methods_are_answered_in_the_contracts_json_shape(stack):
+    # Segment only POSTs to the root URL; anything else still gets {"message"}, as every answer does.
+    wrong_method = httpx.get(stack.destination_url + "/", timeout=10)
+    assert (wrong_method.status_code, wrong_method.json(), wrong_method.headers["allow"]) == (405, {"message": "Method Not Allowed"}, "POST")
+    unknown = httpx.post(stack.destination_url + "/v1/identify", content=b"{}", headers=segment_headers(), timeout=10)
+    assert (unknown.status_code, unknown.json()) == (404, {"message": "Not Found"})
+
+
 def test_nested_traits_become_typed_properties_in_the_list(stack):
     email = unique_email()
     traits = {
@@ -499,15 +507,22 @@ def test_an_identify_slower_than_segments_timeout_in_total_is_answered_503_in_ti
     assert elapsed < 5.0, elapsed
 
 
-def test_a_mailjet_answer_without_its_envelope_is_503_so_segment_retries() -> None:
+@pytest.mark.parametrize(
+    ("body", "media_type", "explained"),
+    [
+        ("<html><body>Down for maintenance</body></html>", "text/html", "not JSON"),
+        ('{"status": "maintenance"}', "application/json", "answered no Data array"),
+    ],
+)
+def test_a_mailjet_answer_without_its_envelope_is_503_so_segment_retries(body: str, media_type: str, explained: str) -> None:
     # An outage page answered 200 (by Mailjet or a proxy before it) is no REST envelope: the contact
     # may not be updated, and the message is not at fault, so Segment must retry it, not drop it.
     from starlette.applications import Starlette
-    from starlette.responses import HTMLResponse
+    from starlette.responses import Response
     from starlette.routing import Route
 
-    async def outage(request: Any) -> HTMLResponse:
-        return HTMLResponse("<html><body>Down for maintenance</body></html>", status_code=200)
+    async def outage(request: Any) -> Response:
+        return Response(body, status_code=200, media_type=media_type)
 
     stub = Starlette(routes=[Route("/{path:path}", outage, methods=["GET", "POST"])])
     stub_loop, stub_runner, stub_urls = serve_in_background({"mailjet": stub})
@@ -520,7 +535,7 @@ def test_a_mailjet_answer_without_its_envelope_is_503_so_segment_retries() -> No
         loop.close()
         stub_loop.run(stub_runner.stop())
         stub_loop.close()
-    assert_error(response, 503, "temporarily unavailable", "not JSON")
+    assert_error(response, 503, "temporarily unavailable", explained)
 
 
 def test_a_redirecting_mailjet_url_never_turns_a_post_into_a_get(stack: Stack) -> None:

@@ -379,6 +379,8 @@ def test_paths_and_keys_are_case_insensitive_and_ids_percent_decoded(server: Ser
         ("DELETE", "/v3/REST/contact/1", None, 401, "Operation not allowed"),  # observed (php#98)
         ("PATCH", "/v3/REST/contactslist/1", {}, 405, "Method not allowed"),
         ("GET", "/v3/REST/nosuchresource", None, 400, 'Unknown resource: "nosuchresource"'),
+        ("GET", "/v3/REST/contact/1/history", None, 400, 'Unknown action on resource "contact": "1/history"'),
+        ("POST", "/v3/REST/contactslist/1/managecontact/2", {}, 400, 'Unknown action on resource "contactslist": "1/managecontact/2"'),
         ("GET", "/v3/REST/contact/12345", None, 404, "Object not found"),
         ("GET", "/v3.1/REST/contact", None, 404, "Object not found"),
         ("POST", "/v3/send", {"FromEmail": "a@example.com"}, 400, None),
@@ -740,3 +742,24 @@ def test_a_trailing_slash_names_the_same_resource(server: Server) -> None:
     assert http.post("/v3/REST/contact/", json={"Email": "slash@example.com"}).status_code == 201
     assert http.get("/v3/REST/contact/slash@example.com/").json()["Data"][0]["Email"] == "slash@example.com"
     assert http.get("/v3/REST/contactslist/").json()["Count"] == 1
+
+
+def test_contactdata_post_sets_values_and_delete_clears_them(server: Server) -> None:
+    # reference/mailjet.md /contactdata: POST {"ContactID", "Data"} also exists; DELETE answers 204.
+    http = server.http
+    assert http.post("/v3/REST/contactmetadata", json={"Name": "plan", "Datatype": "str"}).status_code == 201
+    contact_id = http.post("/v3/REST/contact", json={"Email": "cd@example.com"}).json()["Data"][0]["ID"]
+    created = http.post("/v3/REST/contactdata", json={"ContactID": contact_id, "Data": [{"Name": "plan", "Value": "pro"}]})
+    assert created.status_code == 201
+    assert created.json() == {"Count": 1, "Data": [{"ContactID": contact_id, "Data": [{"Name": "plan", "Value": "pro"}], "ID": contact_id}], "Total": 1}
+    assert contracts.validate("mailjet.contactdata", created.json()["Data"][0]) == []
+    deleted = http.delete(f"/v3/REST/contactdata/{contact_id}")
+    assert (deleted.status_code, deleted.content) == (204, b"")
+    assert data(http.get(f"/v3/REST/contactdata/{contact_id}"))[0]["Data"] == []
+
+
+def test_an_unknown_control_path_is_a_control_404(server: Server) -> None:
+    # Not answered in Mailjet's shape: /_emulator/ is segjet's own API, whose errors are {"error"}.
+    response = server.http.get("/_emulator/no-such-endpoint")
+    assert response.status_code == 404
+    assert "no control endpoint GET /_emulator/no-such-endpoint" in response.json()["error"]

@@ -155,3 +155,33 @@ def test_a_property_created_is_defined_even_when_the_reread_after_another_failur
 )
 def test_contact_id_from_managecontact(contact, contact_id):
     assert _contact_id(contact) == contact_id
+
+
+@pytest.mark.parametrize(
+    ("raw", "message", "info"),
+    [
+        # A JSON error without Mailjet's fields (a proxy's): the HTTP reason says what happened.
+        (b'{"message": "Forbidden by policy"}', "Forbidden", None),
+        (b'{"ErrorMessage": "", "ErrorInfo": ""}', "Forbidden", None),
+        (b'{"ErrorMessage": "MJ19 refused", "ErrorInfo": "detail"}', "MJ19 refused", "detail"),
+        (b"<html>403</html>", "Forbidden", None),
+    ],
+)
+def test_an_error_answer_is_read_for_mailjets_fields_else_its_reason(raw, message, info):
+    from destination.client import _error_from
+
+    error = _error_from(403, "Forbidden", raw, "/v3/REST/contactslist/1/managecontact")
+    assert (error.status, error.message, error.info, error.path) == (403, message, info, "/v3/REST/contactslist/1/managecontact")
+
+
+def test_an_upsert_without_name_or_properties_sends_neither():
+    # Without Name, managecontact keeps the contact's name; an empty Properties is no change either.
+    client = _RecordingClient()
+    contact = asyncio.run(client.upsert_contact(3, "a@example.com", None, {}))
+    assert client.calls == [("POST", "/v3/REST/contactslist/3/managecontact", {}, {"Email": "a@example.com", "Action": "addnoforce"})]
+    assert contact["Email"] == "a@example.com"
+
+
+def test_property_definitions_without_a_text_name_and_datatype_are_left_out():
+    client = _RecordingClient([[{"Name": None, "Datatype": "str"}, {"Name": "age"}, {"name": "Plan", "DataType": "int"}]])
+    assert asyncio.run(client.property_definitions()) == {"plan": PropertyDefinition("Plan", "int")}

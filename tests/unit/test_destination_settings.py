@@ -131,7 +131,7 @@ def test_settings_header_that_is_not_json_is_refused(text: bytes, explained: str
         parse_settings_header(base64.b64encode(text).decode())
 
 
-@pytest.mark.parametrize("option", [["--port", "99999"], ["--port", "-1"], ["--log-level", "verbose"]])
+@pytest.mark.parametrize("option", [["--port", "99999"], ["--port", "-1"], ["--port", "http"], ["--log-level", "verbose"]])
 def test_destination_command_refuses_a_bad_port_or_log_level(tmp_path, capsys, monkeypatch, option):
     # Port 99999 used to be served on 34463 (the OS keeps 16 bits) while 99999 was announced; an
     # unknown log level was a KeyError traceback from uvicorn. argparse refuses both with usage.
@@ -148,3 +148,40 @@ def test_destination_command_refuses_a_bad_port_or_log_level(tmp_path, capsys, m
         main(["--keyring", str(path), *option])
     assert exit_info.value.code == 2
     assert option[0] in capsys.readouterr().err
+
+
+def test_destination_command_serves_the_key_ring_it_was_given(tmp_path, capsys, monkeypatch):
+    import destination.__main__ as command
+
+    served = []
+    monkeypatch.setattr(command.uvicorn, "run", lambda app, **options: served.append((app, options)))
+    path = tmp_path / "keyring.json"
+    entry = {"base_url": "http://127.0.0.1:1", "api_key": "pk", "secret_key": "sk"}
+    path.write_text(json.dumps({"accounts": {"auth-1": entry, "auth-2": entry}}))
+    assert command.main(["--keyring", str(path), "--port", "0", "--log-level", "WARNING"]) == 0
+    [(app, options)] = served
+    assert options == {"host": "127.0.0.1", "port": 0, "log_level": "warning"}
+    assert [route.path for route in app.routes] == ["/", "/health"]
+    assert "2 account(s), listening on http://127.0.0.1:0/" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("content", [None, "{not json", '{"accounts": []}'])
+def test_destination_command_refuses_a_key_ring_it_cannot_load(tmp_path, capsys, monkeypatch, content):
+    import destination.__main__ as command
+
+    def serve(*args, **kwargs):
+        raise AssertionError(f"served with {kwargs}")
+
+    monkeypatch.setattr(command.uvicorn, "run", serve)
+    path = tmp_path / "keyring.json"
+    if content is not None:
+        path.write_text(content)
+    assert command.main(["--keyring", str(path)]) == 2
+    assert capsys.readouterr().err.startswith("error: ")
+
+
+def test_a_settings_header_json_reads_only_through_its_fallback_keeps_its_numbers():
+    # A lone surrogate escape sends the header to Python's json (orjson refuses it): its other
+    # values, numbers with a fraction too, come back as they were written.
+    header = base64.b64encode(b'{"listId": "7", "ratio": 0.25, "label": "\\ud800"}').decode()
+    assert parse_settings_header(header) == {"listId": "7", "ratio": 0.25, "label": "\ufffd"}

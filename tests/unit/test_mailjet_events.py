@@ -315,6 +315,10 @@ def test_blocked_only_instead_of_sending(fake: Fake) -> None:
     sent = fake.send("bob@example.com")
     fake.advance()
     assert "already sent" in fake.refused(sent, "blocked").message
+    bounced = fake.send("dee@example.com")
+    fake.emit(bounced, "bounce", hard_bounce=True)  # the receiving server refused it: never sent
+    assert fake.refused(bounced, "blocked").message == f"message {bounced} already hard-bounced"
+    assert fake.kinds(bounced) == ["bounce"]
     assert "does not go with" in fake.refused(fake.send("cy@example.com"), "blocked", error_related_to="spam", error="preblocked").message
 
 
@@ -426,6 +430,10 @@ def test_campaign_requests_are_checked(fake: Fake) -> None:
     # A Name that is no string used to go out as its Python repr ("{'x': 1}").
     assert "from must be" in refused({"list_id": 1, "subject": "s", "html": "<p>x</p>", "from": {"Email": "a@example.com", "Name": {"x": 1}}})
     assert "unknown field(s): to" in refused({"list_id": 1, "subject": "s", "html": "<p>x</p>", "to": "x"})
+    assert refused({"list_id": 1, "subject": "s", "html": "<p>x</p>", "text": 5}) == "text must be a string"
+    for name in ("", None, 7):
+        assert refused({"list_id": 1, "subject": "s", "html": "<p>x</p>", "name": name}) == "name must be a non-empty string"
+    assert fake.events.campaigns == {}
     empty = fake.events.send_campaign({"list_id": 1, "subject": "s", "html": "<p>x</p>", "from": "news@example.com"})
     assert empty.message_ids == [] and empty.name == "s"
 
@@ -965,6 +973,41 @@ def test_one_event_an_endpoint_keeps_refusing_does_not_suspend_it(fake: Fake) ->
     assert fake.events.events(event="open")[-1].webhook.state == "delivered"
 
 
+@pytest.mark.parametrize(
+    ("change", "reason"),
+    [
+        ({"Url": "http://hooks.test/new"}, "given up; the webhook has another URL now"),
+        ({"Status": "dead"}, "given up; the webhook was deleted or suspended meanwhile"),
+        (None, "given up; the webhook was deleted or suspended meanwhile"),  # deleted
+    ],
+)
+def test_a_webhook_changed_during_its_last_attempt_is_left_as_it_is_now(
+    fake: Fake, change: dict[str, Any] | None, reason: str
+) -> None:
+    # The 24 hours ran out while the last attempt was in flight, and meanwhile its webhook was
+    # changed: it is not suspended, and the reason says why. A deleted or suspended one used to be
+    # said to "have another URL now".
+    callback = register(fake, "open", "http://hooks.test/down")
+    fake.transport.statuses = [500]
+    fake.emit(fake.send(), "open")
+    fake.advance(timedelta(0))
+    webhook = fake.events.events(event="open")[0].webhook
+    deadline = webhook.first_failure_at + timedelta(hours=24)
+
+    def answer(url: str, body: Any) -> int:
+        if fake.clock.now() >= deadline and callback in fake.account.callbacks:
+            if change is None:
+                fake.account.delete_callback(str(callback))
+            else:
+                fake.account.update_callback(str(callback), change)
+        return 500
+
+    fake.transport.answer = answer
+    fake.advance(timedelta(hours=24))
+    assert (webhook.state, webhook.reason) == ("failed", f"HTTP 500; retried every 30 s for 24 h, {reason}")
+    assert change is None or fake.account.callbacks[callback].status == change.get("Status", "alive")
+
+
 def test_a_webhook_delivery_failing_unexpectedly_ends_failed_and_the_next_is_delivered(
     fake: Fake, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -1135,6 +1178,19 @@ def test_segment_4xx_is_final_and_10_retries_is_the_limit(fake: Fake) -> None:
     fake.send("cy@example.com")  # the queue moves on after a final failure
     fake.advance()
     assert fake.events.records[2].segment.state == "delivered"
+
+
+def test_a_segment_refusal_that_is_not_json_is_shown_as_text(fake: Fake, monkeypatch: pytest.MonkeyPatch) -> None:
+    # A proxy before Segment may answer a 4xx page: its text is the reason, as the JSON message is.
+    async def refused(url: str, body: Any, headers: dict[str, str], timeout: float) -> Outcome:
+        return Outcome(403, "Forbidden by the proxy")
+
+    monkeypatch.setattr(fake.transport, "post_json", refused)
+    connect(fake)
+    fake.send()
+    fake.advance()
+    forward = fake.events.records[0].segment.to_json()
+    assert (forward["state"], forward["reason"]) == ("failed", "HTTP 403: Forbidden by the proxy")
 
 
 def test_a_batch_never_mixes_write_keys(fake: Fake) -> None:

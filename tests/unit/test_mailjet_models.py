@@ -73,7 +73,7 @@ def test_contact_rules(account: Account) -> None:
     ("datatype", "value", "stored"),
     [("str", "x", "x"), ("str", 5, "5"), ("int", 42, "42"), ("int", "42", "42"), ("int", 4.0, "4"), ("int", "-3", "-3"), ("float", 1.5, "1.5"), ("float", "2", "2.0"),
      ("bool", True, "true"), ("bool", "False", "false"), ("datetime", 0, "1970-01-01T00:00:00Z"),
-     ("datetime", "2018-01-01T00:00:00", "2018-01-01T00:00:00Z"), ("int", None, None)],
+     ("datetime", "2018-01-01T00:00:00", "2018-01-01T00:00:00Z"), ("int", None, None), ("str", True, "true")],
 )
 def test_property_values_are_stored_as_strings(datatype: str, value: object, stored: str | None) -> None:
     assert coerce_property(datatype, value) == stored
@@ -81,7 +81,8 @@ def test_property_values_are_stored_as_strings(datatype: str, value: object, sto
 
 @pytest.mark.parametrize(("datatype", "value"), [("int", "4.5"), ("int", 4.5), ("int", "+5"), ("int", True), ("float", "abc"),
                                                  ("bool", "yes"), ("bool", 1), ("datetime", "tomorrow"), ("str", {"a": 1}),
-                                                 ("float", "nan")])
+                                                 ("float", "nan"), ("str", "x" * 256), ("float", True), ("datetime", False),
+                                                 ("datetime", 10**20)])
 def test_property_type_mismatches(datatype: str, value: object) -> None:
     with pytest.raises(ValueError):
         coerce_property(datatype, value)
@@ -470,6 +471,7 @@ def test_list_filters_exclude_id_and_is_deleted(account: Account) -> None:
     assert ids(("IsDeleted", "true")) == [old.id]
     assert ids(("IsDeleted", "false")) == [1, news.id]
     assert ids(("Name", "News")) == [news.id]
+    assert ids(("Address", news.address)) == [news.id] and ids(("Address", "nope")) == []
     # "Name will be a unique identifier" (reference §contactslist): a second list of one name is refused.
     assert "MJ18" in error_of(account.create_list, {"Name": "News"}).message
     assert len(account.lists) == 3
@@ -687,3 +689,93 @@ def test_recipients_show_the_list_name(account: Account) -> None:
     news = account.create_list({"Name": "News"})
     contact = account.create_contact({"Email": "l@example.com"})
     assert account.recipient_json(account.create_recipient({"ContactID": contact.id, "ListID": news.id}))["ListName"] == "News"
+
+
+def test_an_id_that_resolves_to_nothing_is_a_400_naming_it(account: Account) -> None:
+    error = error_of(account.create_recipient, {"ContactID": 99, "ListID": 1})
+    assert (error.status, error.message) == (400, 'Property "Contact", value "99" could not be resolved to an ID')
+    contact = account.create_contact({"Email": "r@example.com"})
+    assert error_of(account.create_recipient, {"ContactID": contact.id, "ListID": 42}).message == (
+        'Property "List", value "42" could not be resolved to an ID')
+    assert account.recipients == {}
+
+
+def test_a_recipient_put_of_is_active_alone_keeps_its_subscription(account: Account) -> None:
+    contact = account.create_contact({"Email": "a@example.com"})
+    recipient = account.create_recipient({"ContactID": contact.id, "ListID": 1, "IsUnsubscribed": True})
+    assert account.update_recipient(str(recipient.id), {"IsActive": False}) == (recipient, True)
+    assert (recipient.is_active, recipient.is_unsubscribed) == (False, True)
+
+
+def test_recipient_filter_is_excluded_from_campaigns(account: Account) -> None:
+    account.manage_contact("1", {"Email": "in@example.com", "Action": "addforce"})
+    account.manage_contact("1", {"Email": "out@example.com", "Action": "addforce"})
+    account.update_contact("out@example.com", {"IsExcludedFromCampaigns": True})
+
+    def emails(raw: str) -> list[str]:
+        found = account.list_recipients(Query.parse([("IsExcludedFromCampaigns", raw)]))
+        return [account.contacts[r.contact_id].email for r in found]
+
+    assert emails("true") == ["out@example.com"] and emails("false") == ["in@example.com"]
+
+
+def test_contacts_lists_with_an_unknown_action_name_the_action(account: Account) -> None:
+    contact = account.create_contact({"Email": "e@example.com"})
+    error = error_of(account.manage_contacts_lists, str(contact.id), {"ContactsLists": [{"ListID": 1, "Action": "subscribe"}]})
+    assert error.message == {"ContactsLists": [{"ListID": "1", "Action": "subscribe", "Error": "action missing or not valid"}]}
+    assert account.recipients == {}
+
+
+def test_a_property_rename_onto_another_name_is_a_duplicate_and_its_own_name_no_change(account: Account) -> None:
+    plan = account.create_property({"Name": "plan", "Datatype": "str"})
+    account.create_property({"Name": "tier", "Datatype": "str"})
+    error = error_of(account.update_property, str(plan.id), {"Name": "TIER"})
+    assert error.message == 'MJ18 A ContactMetaData resource with value "TIER" for Name already exists.'
+    assert account.update_property(str(plan.id), {"Name": "plan"}) == (plan, False)
+    # A rename moves the values of the contacts that have one, and leaves the others without.
+    valued = account.manage_contact("1", {"Email": "v@example.com", "Action": "addforce", "Properties": {"plan": "pro"}})["ContactID"]
+    bare = account.create_contact({"Email": "b@example.com"})
+    assert account.update_property(str(plan.id), {"Name": "level"})[1] is True
+    assert (account.contacts[valued].properties, bare.properties) == ({"level": "pro"}, {})
+
+
+@pytest.mark.parametrize("entry", [{"Value": "x"}, {"Name": "", "Value": "x"}, {"Name": 5, "Value": "x"}, "plan"])
+def test_contactdata_without_a_name_is_an_invalid_key_name(account: Account, entry: object) -> None:
+    account.create_contact({"Email": "d@example.com"})
+    assert error_of(account.set_contact_data, "d@example.com", {"Data": [entry]}).message == 'Invalid key name: ""'
+
+
+def test_webhook_filter_version(account: Account) -> None:
+    first = account.create_callback({"EventType": "sent", "Url": "http://h.test/a"})
+    second = account.create_callback({"EventType": "open", "Url": "http://h.test/b", "Version": 2})
+    assert [c.id for c in account.list_callbacks(Query.parse([("Version", "2")]))] == [second.id]
+    assert [c.id for c in account.list_callbacks(Query.parse([("Version", "1")]))] == [first.id]
+
+
+def test_job_contacts_that_are_no_object_or_have_a_bad_exclusion_are_reported(account: Account) -> None:
+    job = account.start_list_job("1", {"Action": "addforce", "Contacts": [
+        "x@example.com", {"Email": "b@example.com", "IsExcludedFromCampaigns": "maybe"}, {"Email": "ok@example.com"}]})
+    run_jobs(account)
+    assert (job.status, job.count) == ("Error", 1)
+    assert job.errors == [{"Index": 0, "Email": "", "Error": "contact must be a JSON object"},
+                          {"Index": 1, "Email": "b@example.com", "Error": "IsExcludedFromCampaigns not valid"}]
+    assert [c.email for c in account.contacts.values()] == ["ok@example.com"]
+
+
+@pytest.mark.parametrize("key", ["", 7, None])
+def test_app_connection_authentication_key_must_be_a_non_empty_string(account: Account, key: object) -> None:
+    before = account.app_connection.authentication_key
+    with pytest.raises(ValueError, match="authenticationKey must be a non-empty string"):
+        account.update_app_connection({"authenticationKey": key})
+    assert account.app_connection.authentication_key == before
+
+
+def test_sort_skips_empty_keys() -> None:
+    assert Query.parse([("Sort", "ID DESC,, ,Email")]).sort == [("ID", True), ("Email", False)]
+
+
+@pytest.mark.parametrize("url", ["http://:8080/hook", "http://user@/hook"])
+def test_a_webhook_url_without_a_host_is_refused(account: Account, url: str) -> None:
+    error = error_of(account.create_callback, {"EventType": "open", "Url": url})
+    assert (error.status, error.info) == (400, f'MJ08 Property Url is invalid: "{url}" is not an http(s) URL')
+    assert account.callbacks == {}

@@ -508,3 +508,25 @@ def test_globals_merge_every_documented_object_and_append_every_documented_array
     status, body = send(account, {"Globals": globals_, "Messages": [own]})
     assert status == 200
     assert [r["Email"] for r in body["Messages"][0]["Cc"]] == ["cc-global@example.com", "cc@example.com"]
+
+
+def test_a_message_that_is_not_an_object_is_a_type_mismatch_and_the_others_still_go(account: Account) -> None:
+    status, body = send(account, {"Messages": ["hello", message()]})
+    refused, sent = body["Messages"]
+    assert status == 400 and sent["Status"] == "success"
+    assert [(e["ErrorCode"], e["ErrorRelatedTo"]) for e in refused["Errors"]] == [("mj-0004", ["Messages[0]"])]
+    assert len(account.messages) == 1
+
+
+@pytest.mark.parametrize("kind", ["To", "Cc", "Bcc"])
+def test_recipients_that_are_not_an_array_are_a_type_mismatch(account: Account, kind: str) -> None:
+    assert errors(account, message(**{kind: {"Email": "t@example.com"}})) == [("mj-0004", [kind])]
+    assert account.messages == []
+
+
+def test_entries_without_an_address_count_toward_the_50(account: Account) -> None:
+    # Each is refused on its own too; counted, 50 addresses and one such entry are too many.
+    people = [{"Email": f"p{i}@example.com"} for i in range(50)]
+    assert errors(account, message(To=people + [{"Name": "nobody"}])) == [
+        ("mj-0003", ["To[50].Email"]), ("send-0015", ["To", "Cc", "Bcc"])
+    ]

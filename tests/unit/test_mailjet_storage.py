@@ -366,6 +366,26 @@ def _planned(account: dict[str, Any]) -> dict[str, Any]:
         # Two contacts of one address: /contact/{email} and managecontact could reach only one of them.
         (lambda a: a["contacts"][1].update(email=a["contacts"][0]["email"].upper()), "two contacts with one email"),
         (lambda a: a["account"].update(next_campaign_id=2**53 + 1), "next_campaign_id: must be between 1 and"),
+        # The shape of an account, its rows and their links: each refused with where and why, not a 500.
+        (lambda a: a.update(templates=[]), r"accounts\[0\]: unknown field\(s\) templates"),
+        (lambda a: a.update(account=[]), r"accounts\[0\].account: expected an object"),
+        (lambda a: a["account"]["next_ids"].pop("job"), "next_ids: expected integers for"),
+        (lambda a: a["account"]["simulation"].update(open_rate=2), "simulation: open_rate must be a number from 0 to 1"),
+        (lambda a: a.update(contacts={}), r"accounts\[0\].contacts: expected a list"),
+        (lambda a: a["messages"][0].pop("life"), r"messages\[0\]: expected an object with a life"),
+        (lambda a: _planned(a).update(life=[]), "life: expected an object"),
+        (lambda a: _planned(a)["life"]["plan"][0].append({}), r"plan\[0\]: expected \[time, event, fields\]"),
+        (lambda a: a["events"][0].update(extra=1), r"events\[0\]: fields must be at, event, id, message_id, payload, segment"),
+        (lambda a: a["events"][0].update(id=5), r"events\[0\]: events must be numbered 1, 2, 3"),
+        (lambda a: a["events"][0].update(message_id=12345), r"events\[0\]: no delivered message 12345"),
+        (lambda a: a["events"][0].update(segment=None), r"segment_batches\[0\]: an event of the batch was not forwarded"),
+        (lambda a: a["webhooks"].__setitem__(0, 5), r"webhooks\[0\]: expected an object"),
+        (lambda a: a["webhooks"][0].pop("events"), r"webhooks\[0\]: missing field events"),
+        (lambda a: a["webhooks"][0].update(events=["1"]), r"webhooks\[0\].events: expected a list of integers"),
+        (lambda a: a["webhooks"][0].update(events=[999]), r"webhooks\[0\].events: unknown event id"),
+        (lambda a: a["segment_batches"][0].update(events=[]), r"segment_batches\[0\].events: unknown event id"),
+        # Kept as sent and shown in answers (a job's contacts): no deeper than any answer can render.
+        (lambda a: a["jobs"][0].update(contacts=_nested(300)), r"jobs\[0\].contacts: nested more than 254 levels deep"),
     ],
 )
 def test_snapshot_refuses_what_would_break_later(world: World, change: Any, words: str) -> None:
@@ -376,6 +396,69 @@ def test_snapshot_refuses_what_would_break_later(world: World, change: Any, word
     change(snapshot["state"]["accounts"][0])
     with pytest.raises(StateError, match=words):
         read_snapshot(service, snapshot)
+
+
+def _nested(depth: int) -> list[Any]:
+    value: list[Any] = []
+    for _ in range(depth - 1):
+        value = [value]
+    return value
+
+
+@pytest.mark.parametrize(
+    ("change", "words"),
+    [
+        (lambda accounts: accounts.__setitem__(0, []), r"state.accounts\[0\]: expected an object"),
+        (lambda accounts: accounts.append(copy.deepcopy(accounts[0])), r"state.accounts\[2\]: a second account with API key 'segjet-api-key'"),
+        (lambda accounts: accounts[1]["account"].update(api_key_id=accounts[0]["account"]["api_key_id"]), "two accounts with one api_key_id"),
+    ],
+)
+def test_snapshot_refuses_accounts_that_are_no_object_or_clash(world: World, change: Any, words: str) -> None:
+    service = world.service(persistent=False)
+    populate(world, service)
+    snapshot = json.loads(json.dumps(export_snapshot(service)))
+    change(snapshot["state"]["accounts"])
+    with pytest.raises(StateError, match=words):
+        read_snapshot(service, snapshot)
+
+
+def test_a_snapshot_without_the_configured_account_gets_a_fresh_one_without_a_data_dir(world: World) -> None:
+    # A snapshot of another bundle (another --mailjet-api-key) imported into a server without
+    # --data-dir: its accounts, and still the configured one, which every other part of the bundle calls.
+    source = world.service(persistent=False)
+    populate(world, source)
+    snapshot = json.loads(json.dumps(export_snapshot(source)))
+    snapshot["state"]["accounts"] = [a for a in snapshot["state"]["accounts"] if a["account"]["api_key"] == "other-key"]
+    target = world.service(persistent=False)
+    target.default.account.create_contact({"Email": "before@example.com"})
+    import_snapshot(target, snapshot, None)
+    assert sorted(target.tenants) == ["other-key", "segjet-api-key"]
+    assert [c.email for c in target.tenants["other-key"].account.contacts.values()] == ["ada@example.com"]
+    fresh = target.default.account
+    assert fresh.contacts == {} and fresh.api_key_id not in (0, target.tenants["other-key"].account.api_key_id)
+    assert target.backend.authenticate("segjet-api-key", fresh.secret_key) is fresh
+
+
+def test_events_waiting_for_segment_follow_the_bundles_segment_of_the_run_that_loads_them(world: World) -> None:
+    # A restart with --segment-port 0 gives Segment another URL: the batch waiting for its retry went
+    # there, and so must the events queued behind it (they kept the old URL and failed for good).
+    source = world.service(persistent=False)
+    ids = populate(world, source)
+    queued = [r for r in source.default.events.records if r.segment is not None and r.segment.call is not None and r.segment.batch is None]
+    assert queued, "populate leaves events queued behind the batch being retried"
+    snapshot = json.loads(json.dumps(export_snapshot(source)))
+    world.stop(source)
+    moved = MailjetService(BundleConfig(seed=3), world.clock, "http://mj.test", "http://segment-2.test", world.transport)  # type: ignore[arg-type]
+    import_snapshot(moved, snapshot, None)
+    world.transport.status = 200
+    posted_before = len(world.transport.posts)
+    world.advance(timedelta(hours=1))
+    batch_urls = {url for url, _ in world.transport.posts[posted_before:] if url.endswith("/v1/batch")}
+    assert batch_urls == {"http://segment-2.test/v1/batch"}
+    records = moved.default.events.records
+    assert {r.segment.state for r in records if r.segment.call is not None} == {"delivered"}
+    assert {r.segment.state for r in records if r.id in {q.id for q in queued}} == {"delivered"}
+    assert ids["message_id"] in {r.message.message_id for r in records}
 
 
 def test_a_database_of_another_schema_version_is_refused(world: World) -> None:
