@@ -123,6 +123,8 @@ class MailjetClient:
         # case-insensitively, as it does JSON keys, so "Plan" and "plan" are one property.
         self._definitions: dict[str, PropertyDefinition] | None = None
         self._definitions_lock = asyncio.Lock()
+        # Bumped by `forget_property_definitions`: definitions read before a forget are not cached after it.
+        self._definitions_epoch = 0
 
     async def _request(self, method: str, path: str, *, params: Mapping[str, Any] | None = None, body: Any = None) -> dict[str, Any]:
         url = f"{self.account.base_url}{path}"
@@ -171,12 +173,17 @@ class MailjetClient:
         if self._definitions is None:
             async with self._definitions_lock:
                 if self._definitions is None:
-                    self._definitions = await self._fetch_definitions()
+                    epoch = self._definitions_epoch
+                    fetched = await self._fetch_definitions()
+                    if epoch == self._definitions_epoch:
+                        self._definitions = fetched
+                    return fetched
         return self._definitions
 
     def forget_property_definitions(self) -> None:
         """Drop the cache (someone may have deleted or retyped a property in Mailjet's UI)."""
         self._definitions = None
+        self._definitions_epoch += 1
 
     async def _create_property(self, name: str, datatype: str) -> PropertyDefinition:
         answer = await self._request("POST", "/v3/REST/contactmetadata", body={"Name": name, "Datatype": datatype, "NameSpace": "static"})
@@ -193,6 +200,7 @@ class MailjetClient:
         if all(name.lower() in definitions for name in wanted):
             return definitions, []
         async with self._definitions_lock:
+            epoch = self._definitions_epoch
             definitions = self._definitions if self._definitions is not None else await self._fetch_definitions()
             missing = {name: datatype for name, datatype in wanted.items() if name.lower() not in definitions}
             results = await asyncio.gather(*(self._create_property(n, t) for n, t in missing.items()), return_exceptions=True)
@@ -205,13 +213,16 @@ class MailjetClient:
                 definitions = await self._fetch_definitions()
                 # What this call created is defined whether or not the re-read shows it yet.
                 definitions.update((definition.name.lower(), definition) for definition in created)
-                self._definitions = definitions
+                if epoch == self._definitions_epoch:
+                    self._definitions = definitions
                 # Raise the error of a name still missing: the 400 of a name that lost a creation
                 # race (MJ18) would turn another name's outage (503, retried) into a final 400.
                 unresolved = [failure for name, failure in failures.items() if name.lower() not in definitions]
                 if unresolved:
                     raise unresolved[0]
-            self._definitions = definitions
+            # Dropped meanwhile (a property deleted in Mailjet): this copy may hold it still.
+            if epoch == self._definitions_epoch:
+                self._definitions = definitions
             return definitions, created
 
     async def upsert_contact(self, list_id: int, email: str, name: str | None, properties: Mapping[str, Any]) -> dict[str, Any]:

@@ -114,6 +114,8 @@ def account_routes(service: MailjetService, store: MailjetStore | None) -> list[
     async def snapshot_put(request: Request) -> Response:
         try:
             import_snapshot(service, await read_json_object(request, decode_snapshot), store)
+            # As a reset: answered once the replaced accounts' calls in flight have their answers.
+            await service.quiesce()
         except ControlError as exc:
             return control_error_response(exc)
         except StateError as exc:
