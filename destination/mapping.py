@@ -32,8 +32,8 @@ MAX_TEXT_LENGTH = 255
 MAX_PROPERTY_NAME_LENGTH = 255
 
 # ISO-8601 dates and date-times as Segment libraries send them ("2024-05-01T10:00:00.123Z"). Parsed
-# from these groups rather than by datetime.fromisoformat, which on Python 3.10 rejects "Z" and
-# fractions of other than 3 or 6 digits. Fractions of up to 9 digits are read (.NET's "o" format
+# from these groups rather than by datetime.fromisoformat, which also reads what is no date-time
+# to a Segment library (week dates "2024-W18-3", basic "20240501T100000Z"). Fractions of up to 9 digits are read (.NET's "o" format
 # writes 7, Go's RFC3339Nano up to 9) and cut to microseconds: Mailjet keeps whole seconds anyway.
 # ASCII: \d alone would also match other scripts' digits.
 _ISO_DATETIME = re.compile(

@@ -5,13 +5,10 @@ from __future__ import annotations
 import ast
 import re
 import sys
+import tomllib
 from importlib.metadata import packages_distributions
 from pathlib import Path
 
-import pytest
-
-# Python 3.11+; on 3.10 (also supported) the check is left to the newer interpreters.
-tomllib = pytest.importorskip("tomllib")
 
 ROOT = Path(__file__).resolve().parents[2]
 FIRST_PARTY = {"emulator", "destination", "contracts"}

@@ -307,7 +307,7 @@ def test_years_below_1000_are_written_with_four_digits():
 @pytest.mark.parametrize(
     ("text", "expected"),
     [
-        # What Python 3.10's datetime.fromisoformat refuses: "Z", fractions of 1, 2, 4 or 5 digits.
+        # As Segment libraries write them: "Z", fractions of 1 to 9 digits, offsets with or without ":".
         ("2024-05-01T10:00:00.123Z", datetime(2024, 5, 1, 10, 0, 0, 123000, timezone.utc)),
         ("2024-05-01T10:00:00.1Z", datetime(2024, 5, 1, 10, 0, 0, 100000, timezone.utc)),
         ("2024-05-01T10:00:00.12345+02:00", datetime(2024, 5, 1, 8, 0, 0, 123450, timezone.utc)),
@@ -326,6 +326,9 @@ def test_years_below_1000_are_written_with_four_digits():
         ("2024-05-01T10:00:00.1234567891Z", None),
         ("2024-05-01T10:00:00z", None),
         ("\u0662\u0660\u0662\u0664-05-01", None),
+        # What datetime.fromisoformat also reads, and no Segment library writes.
+        ("2024-W18-3", None),
+        ("20240501T100000Z", None),
     ],
 )
 def test_parse_iso_datetime(text, expected):
