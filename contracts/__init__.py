@@ -11,7 +11,7 @@ registry. Validators are compiled once, on first use.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -25,11 +25,16 @@ SCHEMA_DIR = Path(__file__).parent / "schemas"
 
 @dataclass(frozen=True)
 class Violation:
-    """One broken rule: where (`$.traits.email`), which keyword (`type`), and a readable message."""
+    """One broken rule: where (`$.traits.email`), which keyword (`type`), and a readable message.
+
+    `parts` is the same place as keys and list indexes (`("traits", "email")`): the text path cannot
+    say where a key holding `.` or `[` ends (`$.integrations.Customer.io`). Not compared: `path` says it.
+    """
 
     path: str
     rule: str
     message: str
+    parts: tuple[str | int, ...] = field(default=(), compare=False, repr=False)
 
     def __str__(self) -> str:
         return f"{self.path}: {self.message} ({self.rule})"
@@ -119,7 +124,9 @@ def validate(name: str, payload: Any) -> list[Violation]:
     """Every violation of contract `name` by `payload`, in path order; [] when the payload is valid.
     A rule met twice through shared definitions (`$ref`, `allOf`) is reported once."""
     found = sorted(((_parts(error), error) for error in _validator(name).iter_errors(payload)), key=_sort_key)
-    violations = (Violation(_json_path(parts), str(error.validator), _message(error)) for parts, error in found)
+    violations = (
+        Violation(_json_path(parts), str(error.validator), _message(error), tuple(parts)) for parts, error in found
+    )
     return list(dict.fromkeys(violations))
 
 

@@ -114,10 +114,6 @@ class ServerHandle:
     server: uvicorn.Server
     task: asyncio.Task[None] | None = None
 
-    @property
-    def url(self) -> str:
-        return url_of(self.sock)
-
 
 class Runner:
     """Starts uvicorn servers on pre-bound sockets and stops them together."""

@@ -250,10 +250,6 @@ class StoredMessage:
         return self.message.get("userId")
 
     @property
-    def anonymous_id(self) -> Any:
-        return self.message.get("anonymousId")
-
-    @property
     def event(self) -> Any:
         return self.message.get("event")
 
@@ -738,10 +734,9 @@ class SegmentBackend:
         for stored, _, reason in prepared:
             if reason is None:
                 by_type.setdefault(stored.message["type"], []).append(stored.message)
-        try:
-            return {kind for kind, messages in by_type.items() if fast_validation.all_valid(_CONTRACT_OF_TYPE[kind], messages)}
-        except RecursionError:
-            return set()  # nested too deeply for jsonschema: each message is reported on its own
+        # jsonschema-rs reads any depth; what the API decoded holds only JSON values, so no fallback to
+        # jsonschema (fast_validation) is taken here, and nothing can be nested too deeply for it.
+        return {kind for kind, messages in by_type.items() if fast_validation.all_valid(_CONTRACT_OF_TYPE[kind], messages)}
 
     def _finish(
         self, stored: StoredMessage, timestamp: datetime, reason: str | None, arrival: _Arrival, known_valid: bool
@@ -972,7 +967,6 @@ def _encoded_size(item: dict[str, Any]) -> int:
 # -- Protocols-style violations ----------------------------------------------------------------
 
 _JSON_TYPES = ((bool, "boolean"), (int, "integer"), (float, "number"), (str, "string"), (list, "array"), (dict, "object"))
-_PATH_PART = re.compile(r"\.([^.\[]+)|\[(\d+)\]")
 _EXPECTED_TYPE = re.compile(r"is not of type (.+)$")
 
 
@@ -993,8 +987,9 @@ def _protocols_violation(violation: contracts.Violation, message: dict[str, Any]
     Protocols' types seen in the docs are "Required" and "Invalid Type"; GUESS: every other
     schema keyword (enum, pattern, format, ...) is reported as "Invalid Value".
     """
-    parts = [key or index for key, index in _PATH_PART.findall(violation.path)]
-    field_path = ".".join(parts)
+    # From the parts, not the text path: a key may hold "." (the destination "Customer.io").
+    parts = violation.parts
+    field_path = ".".join(str(part) for part in parts)
     if violation.rule == "required":
         return {"type": "Required", "field": field_path, "description": f"{field_path} is required"}
     if violation.rule == "type":
@@ -1009,13 +1004,11 @@ def _protocols_violation(violation: contracts.Violation, message: dict[str, Any]
     return {"type": "Invalid Value", "field": field_path, "description": f"{field_path}: {violation.message}"}
 
 
-def _value_at(message: Any, parts: list[str]) -> Any:
+def _value_at(message: Any, parts: tuple[str | int, ...]) -> Any:
+    # A type violation's parts lead to the value jsonschema found wrong: each step exists.
     value = message
     for part in parts:
-        try:
-            value = value[int(part)] if isinstance(value, list) else value[part]
-        except (KeyError, IndexError, TypeError, ValueError):
-            return None
+        value = value[part]
     return value
 
 

@@ -252,6 +252,9 @@ def test_segment_write_key_rule_reads_the_body_as_the_fake_does(http: httpx.Clie
     # Even when the bytes under that header are plain JSON: the fake does not read them, nor does the rule.
     answer = http.post(url, content=body, headers={"Content-Encoding": "br", "Content-Type": "application/json"})
     assert answer.status_code == 400 and answer.json()["code"] == "unsupported_content_encoding"
+    # No body and no Basic auth: no write key, so the rule does not fire and the fake answers.
+    answer = http.post(url, content=b"")
+    assert answer.status_code == 400 and answer.json()["code"] == "invalid_json"
 
 
 def test_a_request_held_by_a_delay_across_a_reset_is_closed_unanswered_and_not_journaled(

@@ -300,6 +300,40 @@ def test_unknown_paths_and_methods_answer_in_segment_shape(http: httpx.Client) -
     assert wrong_method.status_code == 405 and wrong_method.json()["code"] == "method_not_allowed"
 
 
+def test_unknown_control_paths_and_methods_answer_in_the_control_apis_shape(http: httpx.Client) -> None:
+    missing = http.get("/_emulator/launch")
+    assert (missing.status_code, missing.json()) == (404, {"error": "Not Found"})
+    wrong_method = http.delete("/_emulator/events")
+    assert (wrong_method.status_code, wrong_method.json()) == (405, {"error": "Method Not Allowed"})
+    assert set(wrong_method.headers["allow"].split(", ")) == {"GET", "HEAD"}
+
+
+def test_an_empty_control_body_is_read_as_an_empty_object(http: httpx.Client) -> None:
+    before = http.get("/_emulator/destinations/mailjet").json()
+    put = http.put("/_emulator/destinations/mailjet", content=b"")
+    assert (put.status_code, put.json()) == (200, before)
+    clock = http.post("/_emulator/clock", content=b" \n")
+    assert clock.status_code == 400 and clock.json()["error"].startswith('give exactly one of "advance"')
+
+
+def test_a_bug_is_answered_500_in_the_shape_of_the_api_called_not_an_html_page(serve: Any) -> None:
+    app = create_app(BundleConfig(write_key=WRITE_KEY), Clock(), PLACEHOLDER_URLS)
+
+    def bug(*args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError("planted")
+
+    app.state.backend.accept = bug
+    app.state.backend.events = bug
+    url = serve({"buggy": app})["buggy"]
+    # One connection each: uvicorn closes a connection whose app raised (Starlette re-raises after
+    # the handler's answer), so a second request on it could meet the close.
+    tracking = httpx.post(f"{url}/v1/track", json={"writeKey": WRITE_KEY, "userId": "u", "event": "E"}, timeout=30)
+    assert (tracking.status_code, tracking.json()) == (
+        500, {"code": "internal_error", "message": "internal error: RuntimeError('planted')"})
+    control = httpx.get(f"{url}/_emulator/events", timeout=30)
+    assert (control.status_code, control.json()) == (500, {"error": "internal error: RuntimeError('planted')"})
+
+
 # -- dedupe and the virtual clock ---------------------------------------------------------------
 
 
@@ -412,7 +446,8 @@ def test_non_ascii_authorization_is_no_write_key_not_a_500(http: httpx.Client) -
     assert response.json()["code"] == "missing_write_key"
 
 
-@pytest.mark.parametrize("move", [{"advance": "99999999999999999999w"}, {"advance": "400000w"}, {"set": "9999-12-31T23:59:59Z"}])
+@pytest.mark.parametrize("move", [{"advance": "99999999999999999999w"}, {"advance": "400000w"}, {"set": "9999-12-31T23:59:59Z"},
+                                  {"advance": "999999999d"}])  # the largest timedelta: now + it overflows datetime
 def test_clock_refuses_to_leave_datetime_range(http: httpx.Client, move: dict[str, str]) -> None:
     response = http.post("/_emulator/clock", json=move)
     assert response.status_code == 400 and "error" in response.json()

@@ -29,6 +29,7 @@ def test_parse_duration_rejects(text):
      ("2025-01-01T12:00:00.123456+00:00", datetime(2025, 1, 1, 12, 0, 0, 123456, tzinfo=timezone.utc)),
      ("2025-01-01T14:00:00+02:00", datetime(2025, 1, 1, 12, 0, tzinfo=timezone.utc)),
      ("2015-2-02T00:30:08.276Z", datetime(2015, 2, 2, 0, 30, 8, 276000, tzinfo=timezone.utc)),
+     ("2015-2-02T00:30:08", datetime(2015, 2, 2, 0, 30, 8, tzinfo=timezone.utc)),  # unpadded and naive: UTC
      ("2025-01-01T12:00:00", datetime(2025, 1, 1, 12, 0, tzinfo=timezone.utc))],
 )
 def test_parse_iso(text, expected):

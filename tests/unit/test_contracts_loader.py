@@ -110,6 +110,14 @@ def test_violation_fields_and_str() -> None:
     assert not is_valid("segment.identify", {"userId": "u", "traits": {"age": "26"}})
 
 
+def test_a_violation_keeps_its_path_as_keys_and_indexes() -> None:
+    # The text path cannot say where a key holding "." or "[" ends; `parts` can.
+    [violation] = validate("segment.track", {"userId": "u", "event": "e", "integrations": {"Customer.io": 1}})
+    assert (violation.path, violation.parts) == ("$.integrations.Customer.io", ("integrations", "Customer.io"))
+    [violation] = validate("segment.batch", {"batch": [{"type": "track", "userId": "u"}]})
+    assert violation.parts == ("batch", 0, "event")
+
+
 def test_missing_required_property_is_reported_at_its_own_path() -> None:
     violations = validate("segment.alias", {})
     assert [(v.path, v.rule) for v in violations] == [("$.previousId", "required"), ("$.userId", "required")]

@@ -9,6 +9,7 @@ import asyncio
 import base64
 import json
 import socket
+import threading
 import time
 from collections import deque
 from dataclasses import dataclass
@@ -42,6 +43,9 @@ HANG = "hang"
 SHORT_TIMEOUT = 0.3  # seconds: for the tests of a destination that does not answer
 # A 400 whose JSON body arrives in two pieces, as from a destination that streams its answer.
 SPLIT_400 = "split-400"
+# A 400 in plain text, and a 400 whose JSON answer is longer than what a record keeps.
+TEXT_400 = "text-400"
+HUGE_400 = "huge-400"
 
 
 class Receiver:
@@ -68,6 +72,10 @@ class Receiver:
                 yield b'in traits"}'
 
             return StreamingResponse(pieces(), status_code=400, media_type="application/json")
+        if step == TEXT_400:
+            return Response("  listId 7 is not a list of this account\n", status_code=400, media_type="text/plain")
+        if step == HUGE_400:
+            return JSONResponse({"message": "x" * 100_000}, status_code=400)
         if step == 200:
             return JSONResponse({"ok": True})
         return JSONResponse({"message": f"scripted {step}"}, status_code=step)
@@ -262,6 +270,18 @@ def test_an_answer_sent_in_pieces_is_recorded_whole(harness):
     assert record["reason"] == "no email in traits"
 
 
+def test_a_plain_text_answer_is_the_reason_and_a_huge_one_is_only_said_to_be_long(harness):
+    harness.receiver.script["ada"] = deque([TEXT_400])
+    record = harness.wait_state(harness.identify("ada"), "failed")
+    assert record["reason"] == "listId 7 is not a list of this account"
+    assert record["attempts"][0]["response"] == "  listId 7 is not a list of this account\n"
+    # Kept whole, a destination answering megabytes on each retry would fill the server's memory.
+    harness.receiver.script["bob"] = deque([HUGE_400])
+    record = harness.wait_state(harness.identify("bob"), "failed")
+    assert record["attempts"][0]["response"] == {"truncated": True, "bytes": "more than 65536"}
+    assert record["reason"] == "HTTP 400"
+
+
 def test_retry_classification():
     assert [s for s in (None, 408, 423, 429, 500, 501, 502, 503, 505, 511, 599) if is_retryable(s)] == [
         None, 408, 423, 429, 500, 502, 503, 505, 511, 599
@@ -447,6 +467,37 @@ def test_a_refused_connection_is_retried():
         loop_thread.run(runner.stop())
         loop_thread.close()
         closed.close()
+
+
+def test_a_connection_closed_without_an_answer_is_retried():
+    # The destination accepts the connection, reads the request and hangs up: no status, a retry.
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen()
+    url = f"http://127.0.0.1:{listener.getsockname()[1]}"
+
+    def hang_up() -> None:
+        connection, _ = listener.accept()
+        connection.recv(65536)
+        connection.close()
+
+    hanging_up = threading.Thread(target=hang_up, daemon=True)
+    hanging_up.start()
+    receiver = Receiver()
+    loop_thread, runner, _ = serve_in_background({"unused": receiver.app})
+    clock = Clock()
+    pipeline = DeliveryPipeline(clock, url, SEED, api_key=AUTH_KEY)
+    try:
+        h = Harness(receiver, clock, pipeline, loop_thread, "")
+        record = h.wait_state(h.identify("ada"), "retrying")
+        assert (record["attempts"][0]["status"], record["attempts"][0]["error"]) == (None, "ECONNRESET")
+        assert record["reason"].startswith("connection error")
+    finally:
+        hanging_up.join(timeout=5)
+        loop_thread.run(pipeline.aclose())
+        loop_thread.run(runner.stop())
+        loop_thread.close()
+        listener.close()
 
 
 def test_only_finished_records_make_room_in_the_capped_log():

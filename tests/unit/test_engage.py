@@ -176,6 +176,9 @@ def test_delete_audience():
         ({"event": ORDER, "count": 3}, "unknown field 'count'"),
         ({"event": ""}, "event must be"),
         ({"trait": "plan", "like": "pro"}, "unknown operator 'like'"),
+        ({"trait": "", "equals": "pro"}, "rule.trait must be a non-empty string"),
+        ({"trait": 5, "equals": "pro"}, "rule.trait must be a non-empty string"),
+        ({"event": ORDER, "where": {"revenue": 3}}, r"rule.where: expected \{'property': P"),
         ({"trait": "plan", "exists": "yes"}, "true or false"),
         ({"all": []}, "non-empty list"),
         ({"any": [{"event": ORDER}, {"bogus": 1}]}, r"rule.any\[1\]"),
@@ -1437,6 +1440,23 @@ def test_an_alias_merging_two_members_sends_nothing_new():
     _call(backend, "alias", previousId="old", userId="new")
     assert space.sync().sent == []
     assert space.engine.export_state()[0].members == ["new"]
+
+
+def test_a_change_pending_under_a_user_id_merged_away_before_the_sync_is_synced_under_the_survivor():
+    # "old" was told nothing (no member, no value) when it ordered and was merged into "new" before
+    # the next sync: its pending change is evaluated on the merged profile, under "new" alone.
+    _, backend, space = _space_on_backend()
+    for user_id in ("old", "new"):
+        _call(backend, "identify", userId=user_id, traits={"email": "p@example.com"})
+    space.define_audience(LAST_30)
+    space.define_trait({"name": "Last Sku", "computed": "last", "event": ORDER, "property": "sku"})
+    assert space.sync().sent == []
+    _call(backend, "track", userId="old", event=ORDER, properties={"sku": "A1"})
+    _call(backend, "alias", previousId="old", userId="new")
+    assert [(m["userId"], {k: v for k, v in m["traits"].items() if k != "email"}) for m in space.sync().sent] == [
+        ("new", {"order_completed_last_30days": True}), ("new", {"last_sku": "A1"})]
+    states = {state.definition.key: state for state in space.engine.export_state()}
+    assert (states["order_completed_last_30days"].members, states["last_sku"].values) == (["new"], {"new": "A1"})
 
 
 def test_an_alias_keeps_the_value_the_survivor_was_told():

@@ -245,3 +245,12 @@ def test_the_generated_messages_reach_both_answers() -> None:
 )
 def test_patterns_are_read_as_pythons_re_reads_them(name: str, message: dict[str, Any]) -> None:
     _agree(name, message)
+
+
+# A message built in Python (Engage's, through SegmentBackend.ingest) may hold values JSON cannot,
+# which jsonschema-rs refuses with ValueError ("Unsupported type: 'set'"): jsonschema answers instead.
+@pytest.mark.parametrize("value", [{"a", "b"}, b"bytes", {1: "int key"}])
+@pytest.mark.parametrize("field", ["userId", "context"])
+def test_values_json_cannot_hold_get_jsonschemas_answer_not_an_error(field: str, value: Any) -> None:
+    message = {"type": "track", "userId": "u", "event": "E", field: value}
+    _agree("segment.track", message)  # raised ValueError without the fallback

@@ -149,6 +149,9 @@ def test_add_all_is_all_or_nothing() -> None:
     with pytest.raises(FaultRuleError, match="rule 1"):
         rules.add_all([{"path": "/a"}, {"path": "/b", "rate": 2}])
     assert not rules
+    with pytest.raises(FaultRuleError, match="expected a list of rules"):
+        rules.add_all({"path": "/a"})  # one rule, not a list of them: a BundleConfig built in Python
+    assert not rules
     assert len(rules.add_all([{"path": "/a"}, {"path": "/b"}])) == 2
 
 

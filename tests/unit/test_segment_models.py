@@ -157,6 +157,12 @@ def test_batch_merges_context_integrations_and_sent_at_into_items(backend: Segme
     assert parse_iso(first["timestamp"]) == parse_iso(first["receivedAt"]) - timedelta(seconds=10)
 
 
+def test_an_item_context_that_is_no_object_is_not_merged_with_the_batchs_and_is_discarded(backend: SegmentBackend) -> None:
+    stored = batch(backend, [{"type": "track", "userId": "u1", "event": "E", "context": "web"},
+                             {"type": "track", "userId": "u1", "event": "E"}], context={"locale": "fr-FR"})
+    assert [(s.message["context"], s.discard_reason) for s in stored] == [("web", "bad_request"), ({"locale": "fr-FR"}, None)]
+
+
 def test_import_and_short_batch_paths_are_batches(backend: SegmentBackend) -> None:
     for endpoint in ("import", "b"):
         [stored] = send(backend, endpoint, {"batch": [{"type": "track", "userId": "u", "event": "E"}]})
@@ -365,6 +371,19 @@ def test_violations_are_recorded_in_protocols_shape(backend: SegmentBackend) -> 
     assert stored.message["context"]["protocols"]["sourceId"] == stored.source.id
 
 
+def test_a_violation_under_a_key_with_a_dot_or_bracket_names_the_key_and_the_type_given(backend: SegmentBackend) -> None:
+    # "Customer.io" is a Segment destination name: its key was split at the dot, so the value given
+    # was looked up at integrations.Customer and reported as null.
+    stored = one(backend, "track", {"userId": "u", "event": "E", "integrations": {"Customer.io": "yes", "a[0]": 1}})
+    assert [(v["field"], v["description"]) for v in stored.violations] == [
+        ("integrations.Customer.io", "Invalid type. Expected: boolean, object, given: string"),
+        ("integrations.a[0]", "Invalid type. Expected: boolean, object, given: integer"),
+    ]
+    stored = one(backend, "track", {"userId": "u", "event": "E", "channel": None})
+    assert stored.violations == ({"type": "Invalid Type", "field": "channel",
+                                  "description": "Invalid type. Expected: string, given: null"},)
+
+
 @pytest.mark.parametrize("strict", [False, True])
 def test_in_a_batch_only_the_violating_messages_carry_violations(clock: Clock, strict: bool) -> None:
     # A batch's messages of one type are checked together first; the violating one must still be found.
@@ -388,7 +407,8 @@ def test_missing_field_is_named_once() -> None:
     # The loader reports a missing required field at its own path ($.previousId), not at its parent.
     from emulator.segment.models import _protocols_violation
 
-    violation = contracts.Violation("$.context.library.name", "required", "'name' is a required property")
+    violation = contracts.Violation(
+        "$.context.library.name", "required", "'name' is a required property", ("context", "library", "name"))
     assert _protocols_violation(violation, {}) == {
         "type": "Required", "field": "context.library.name", "description": "context.library.name is required"}
 
@@ -422,6 +442,18 @@ def test_deep_nesting_never_raises(backend: SegmentBackend) -> None:
 
 
 # -- dedupe ----------------------------------------------------------------------------------------
+
+
+def test_ingest_of_a_message_too_deep_for_jsonschema_records_it_instead_of_raising(backend: SegmentBackend) -> None:
+    # ingest takes messages built in Python (Engage's), which no body depth limit bounds.
+    nested: Any = 1
+    for _ in range(5000):
+        nested = {"n": nested}
+    stored = backend.ingest({"type": "track", "userId": "u", "event": "E", "context": {"library": {"name": nested}}},
+                            backend.sources[0])
+    assert stored.accepted
+    assert stored.violations == (
+        {"type": "Invalid Value", "field": "", "description": "the message is nested too deeply to validate"},)
 
 
 def test_duplicate_message_id_within_24h_is_dropped_and_accepted_after(backend: SegmentBackend, clock: Clock) -> None:
