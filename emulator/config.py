@@ -36,7 +36,7 @@ class BundleConfig:
     events_capacity: int = 200_000
     # Fault rules loaded at start (`--faults FILE`): {"segment": [rule...], "mailjet": [rule...]}.
     faults: dict[str, list[Any]] = field(default_factory=dict)
-    # When set, /_emulator/* needs `Authorization: Bearer <token>` or `X-Segjet-Token: <token>`.
+    # When set, /_emulator/* needs `Authorization: Bearer <token>`, `X-Segjet-Token: <token>` or `?token=<token>`.
     control_token: str | None = None
     # Engage: definitions as in DESIGN §3 (also POST /_emulator/engage/...), and when syncs run:
     # a duration of virtual time ("2h"), "realtime" (on each change) or "manual" (POST engage/sync).

@@ -207,6 +207,8 @@ class ControlTokenMiddleware:
         if given is not None and hmac.compare_digest(given.encode(), self.token.encode()):
             await self.app(scope, receive, send)
             return
-        message = "the control API needs the token: Authorization: Bearer <token> or X-Segjet-Token: <token>"
+        message = (
+            "the control API needs the token: Authorization: Bearer <token>, X-Segjet-Token: <token> or ?token=<token>"
+        )
         response = JSONResponse({"error": message}, status_code=401, headers={"WWW-Authenticate": "Bearer"})
         await response(scope, receive, send)
