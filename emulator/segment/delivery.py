@@ -35,6 +35,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Iterable, Protocol
+from urllib.parse import urljoin, urlsplit
 
 import aiohttp
 
@@ -86,6 +87,11 @@ DEFAULT_TIMEOUT_SECONDS = 5.0
 DEFAULT_MAX_IN_FLIGHT = 16
 DEFAULT_MAX_RECORDS = 100_000
 _RESPONSE_TEXT_LIMIT = 16 * 1024
+# Segment's integration error codes: on a 307 "Segment will automatically retry the request using
+# the redirected URL" (reference/segment.md). GUESS: a 308 too, as it keeps the method and body
+# alike; 301/302/303 are final failures (they would make the POST a GET); aiohttp's hop limit.
+FOLLOWED_REDIRECTS = frozenset({307, 308})
+MAX_REDIRECTS = 10
 
 
 # Mailjet ids are int64 (reference/mailjet.md §3: ListID).
@@ -581,9 +587,21 @@ class DeliveryPipeline:
     async def _send(self, url: str, headers: dict[str, str], body: dict[str, Any]) -> _Outcome:
         assert self._client is not None
         content = json.dumps(body, separators=(",", ":")).encode()
+        target = url
         try:
-            async with self._client.post(url, data=content, headers=headers) as response:
-                status, raw = response.status, await read_answer(response)
+            for _ in range(MAX_REDIRECTS + 1):
+                # Redirects are followed here, not by aiohttp: it turns a POST answered 301, 302 or 303
+                # into a GET without the event, whose 200 would be recorded as a delivery.
+                async with self._client.post(target, data=content, headers=headers, allow_redirects=False) as response:
+                    status, raw = response.status, await read_answer(response)
+                    location = response.headers.get("Location")
+                if status not in FOLLOWED_REDIRECTS or not location:
+                    break
+                moved = urljoin(target, location)
+                if urlsplit(moved)[:2] != urlsplit(target)[:2]:
+                    # As aiohttp and browsers do: the destination's key is not handed to another origin.
+                    headers = {name: value for name, value in headers.items() if name.lower() != "authorization"}
+                target = moved
         except asyncio.TimeoutError:
             return _Outcome(None, None, "ETIMEDOUT", f"timeout: no response within {self._timeout:g}s")
         except aiohttp.ClientConnectorError as exc:

@@ -46,6 +46,9 @@ SPLIT_400 = "split-400"
 # A 400 in plain text, and a 400 whose JSON answer is longer than what a record keeps.
 TEXT_400 = "text-400"
 HUGE_400 = "huge-400"
+# "redirect-307": answered with that status and `Location: /moved`; the other, a 307 to another origin.
+REDIRECT = "redirect-"
+REDIRECT_ELSEWHERE = "elsewhere"
 
 
 class Receiver:
@@ -55,7 +58,10 @@ class Receiver:
         self.script: dict[str, deque[int | str]] = {}
         self.received: list[dict[str, Any]] = []
         self.release = asyncio.Event()
-        self.app = Starlette(routes=[Route("/", self._endpoint, methods=["POST"])])
+        self.app = Starlette(routes=[
+            Route("/", self._endpoint, methods=["POST"]),
+            Route("/moved", self._moved, methods=["GET", "POST"]),
+        ])
 
     async def _endpoint(self, request: Request) -> Response:
         body = json.loads(await request.body())
@@ -78,7 +84,22 @@ class Receiver:
             return JSONResponse({"message": "x" * 100_000}, status_code=400)
         if step == 200:
             return JSONResponse({"ok": True})
+        if step == REDIRECT_ELSEWHERE:
+            # The same server under another name: another origin.
+            elsewhere = str(request.url.replace(hostname="localhost", path="/moved"))
+            return Response(status_code=307, headers={"Location": elsewhere})
+        if isinstance(step, str) and step.startswith(REDIRECT):
+            return Response(status_code=int(step.removeprefix(REDIRECT)), headers={"Location": "/moved"})
         return JSONResponse({"message": f"scripted {step}"}, status_code=step)
+
+    async def _moved(self, request: Request) -> Response:
+        """Where a redirect points: keeps the call with its method, answers 200."""
+        body = await request.body()
+        self.received.append({
+            "headers": dict(request.headers), "body": json.loads(body) if body else None,
+            "path": request.url.path, "method": request.method,
+        })
+        return JSONResponse({"ok": True})
 
     def bodies_of(self, user_id: str) -> list[str]:
         return [entry["body"]["messageId"] for entry in self.received if entry["body"].get("userId") == user_id]
@@ -259,6 +280,40 @@ def test_only_a_2xx_answer_is_a_delivery(harness):
     assert record["reason"] == "scripted 300" and record["attempts"][0]["status"] == 300
     harness.receiver.script["bob"] = deque([299])
     assert harness.wait_state(harness.identify("bob"), "delivered", "failed")["state"] == "delivered"
+
+@pytest.mark.parametrize("status", [307, 308])
+def test_a_temporary_or_permanent_redirect_is_followed_with_the_same_post(harness, status):
+    # Segment's integration error codes: on a 307 "Segment will automatically retry the request
+    # using the redirected URL" (reference/segment.md); a 308 keeps the method and body the same way.
+    harness.receiver.script["ada"] = deque([f"{REDIRECT}{status}"])
+    message_id = harness.identify("ada")
+    record = harness.wait_state(message_id, "delivered", "failed")
+    assert record["state"] == "delivered"
+    moved = [entry for entry in harness.receiver.received if entry["path"] == "/moved"]
+    assert [(entry["method"], entry["body"]["messageId"]) for entry in moved] == [("POST", message_id)]
+    assert moved[0]["headers"]["authorization"].startswith("Basic ")
+
+
+def test_a_redirect_to_another_origin_is_followed_without_the_destinations_key(harness):
+    harness.receiver.script["ada"] = deque([REDIRECT_ELSEWHERE])
+    message_id = harness.identify("ada")
+    assert harness.wait_state(message_id, "delivered", "failed")["state"] == "delivered"
+    moved = [entry for entry in harness.receiver.received if entry["path"] == "/moved"]
+    assert [entry["body"]["messageId"] for entry in moved] == [message_id]
+    assert moved[0]["headers"]["host"].startswith("localhost:")
+    assert "authorization" not in moved[0]["headers"]
+
+
+@pytest.mark.parametrize("status", [301, 302, 303])
+def test_a_redirect_that_would_turn_the_post_into_a_get_is_not_followed(harness, status):
+    # Followed, a 301/302/303 makes the POST a GET without the event: its 200 would record a
+    # delivery of nothing. GUESS: Segment documents only 307; these are final failures, as a 300.
+    harness.receiver.script["ada"] = deque([f"{REDIRECT}{status}"])
+    record = harness.wait_state(harness.identify("ada"), "delivered", "failed")
+    assert record["state"] == "failed"
+    assert record["attempts"][0]["status"] == status
+    assert not [entry for entry in harness.receiver.received if entry["path"] == "/moved"]
+
 
 def test_an_answer_sent_in_pieces_is_recorded_whole(harness):
     # The answer used to be read with one `content.read(n)`, which returns the first piece only:
