@@ -18,6 +18,8 @@ STATIC_PREFIX = "/_emulator/dashboard/static"
 # A queue per connected browser holds at most this many unsent items; a slow client loses the oldest.
 CLIENT_QUEUE_SIZE = 1000
 KEEPALIVE_SECONDS = 15.0
+# How often a feed with an epoch looks whether it changed (a reset): at most this late on the page.
+EPOCH_CHECK_SECONDS = 0.5
 SSE_HEADERS = {"Cache-Control": "no-store", "X-Accel-Buffering": "no"}
 
 
@@ -37,6 +39,11 @@ def static_mount() -> Mount:
 
 def sse_data(item: Any) -> str:
     return f"data: {json.dumps(item, separators=(',', ':'), default=str)}\n\n"
+
+
+def sse_event(name: str, item: Any) -> str:
+    """A named event: a page's `onmessage` never sees it, so no sender's message can pass for one."""
+    return f"event: {name}\n{sse_data(item)}"
 
 
 class Broadcaster:
@@ -68,20 +75,42 @@ class Broadcaster:
     def unsubscribe(self, queue: asyncio.Queue[Any]) -> None:
         self._queues.discard(queue)
 
-    def stream(self) -> StreamingResponse:
+    def stream(self, epoch: Callable[[], str] | None = None) -> StreamingResponse:
+        """The feed; with `epoch`, also an `event: epoch` at connect and whenever `epoch()` changes.
+
+        A page only ever adds what the feed pushes: told nothing of a reset (or of a restarted
+        server, whose epoch is another), it kept showing messages the server had forgotten.
+        """
+
         async def events() -> AsyncIterator[str]:
             # Subscribed once the body runs, inside the `try`: a response cancelled before its body
             # started (the client left at once) would otherwise keep a queue that nobody unsubscribes.
             queue = self.subscribe()
             try:
                 yield ": connected\n\n"
+                current = epoch() if epoch is not None else None
+                if epoch is not None:
+                    yield sse_event("epoch", current)
+                idle = 0.0
+                wait = EPOCH_CHECK_SECONDS if epoch is not None else KEEPALIVE_SECONDS
                 while True:
                     try:
-                        item = await asyncio.wait_for(queue.get(), timeout=KEEPALIVE_SECONDS)
+                        item = await asyncio.wait_for(queue.get(), timeout=wait)
                     except asyncio.TimeoutError:
+                        item, idle = None, idle + wait
+                    if epoch is not None and (now := epoch()) != current:
+                        # What is queued may be from before the change: the page reads the store
+                        # again on this event, which holds whatever of it is still true.
+                        current, idle = now, 0.0
+                        while not queue.empty():
+                            queue.get_nowait()
+                        yield sse_event("epoch", current)
+                    elif item is not None:
+                        idle = 0.0
+                        yield sse_data(item)
+                    elif idle >= KEEPALIVE_SECONDS:
+                        idle = 0.0
                         yield ": keepalive\n\n"
-                        continue
-                    yield sse_data(item)
             finally:
                 self.unsubscribe(queue)
 

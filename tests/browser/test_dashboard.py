@@ -19,6 +19,7 @@ import httpx
 import pytest
 
 from tests.browser.conftest import CHROMIUM
+from tests.integration.polling import wait_for
 
 try:
     from playwright.sync_api import Browser, Page, Route, expect
@@ -643,3 +644,45 @@ def test_delivery_details_show_the_message_delivered_not_a_discarded_duplicate(p
     details = page.get_by_role("region", name="Delivery details")
     expect(details).to_contain_text('"event": "First Try"')
     expect(details).not_to_contain_text("Second Try")
+
+
+def test_event_delivery_counts_and_filters_queued_records(page: Page, stack: dict[str, Any], http: httpx.Client) -> None:
+    # A message waiting behind its user's retrying one is `queued` (GET /_emulator/deliveries): the
+    # page had no card and no filter for that state, so it was counted nowhere.
+    segment, mailjet = stack["segment_url"], stack["mailjet_url"]
+    http.put(f"{segment}/_emulator/destinations/mailjet",
+             json={"enabled": True, "settings": {"apiKey": stack["auth_key"], "listId": "1"}}).raise_for_status()
+    http.post(f"{mailjet}/_emulator/faults",
+              json={"method": "POST", "path": "/v3/REST/contactslist/*/managecontact", "status": 503}).raise_for_status()
+    client = analytics_client(stack)
+    client.identify("u-queue", {"email": "queue@example.com"})
+    client.identify("u-queue", {"email": "queue@example.com", "plan": "pro"})
+    wait_for(lambda: sorted(r["state"] for r in http.get(f"{segment}/_emulator/deliveries").json()["deliveries"])
+             == ["queued", "retrying"], "the first identify retrying, the second queued behind it")
+    open_page(page, f"{segment}/deliveries")
+    card = page.locator(".card").filter(has=page.locator(".stat-label", has_text=re.compile("^Queued$")))
+    expect(card.locator(".stat")).to_have_text("1")
+    page.get_by_label("State").select_option("queued")
+    table = page.get_by_role("table", name="Deliveries")
+    expect(table.locator("tbody tr")).to_have_count(1)
+    expect(table.locator("tbody tr")).to_contain_text("queued")
+
+
+def test_fault_panels_show_rules_added_and_fired_while_open(page: Page, stack: dict[str, Any], http: httpx.Client) -> None:
+    # The panels read the rules once: a rule a script added while the page was open never showed,
+    # nor how often it fired.
+    segment, mailjet = stack["segment_url"], stack["mailjet_url"]
+    open_page(page, f"{segment}/")
+    expect(page.locator("#view")).to_contain_text("No fault injected")
+    rule = http.post(f"{segment}/_emulator/faults", json={"path": "/v1/track", "status": 500, "times": 1}).json()["id"]
+    panel = page.get_by_role("table", name="Fault rules")
+    expect(panel).to_contain_text("/v1/track")
+    assert http.post(f"{segment}/v1/track", auth=(stack["write_key"], ""), json={"userId": "u", "event": "E"}).status_code == 500
+    expect(panel).to_contain_text("1/1 spent")
+    other = page.context.new_page()
+    open_page(other, f"{mailjet}/")
+    expect(other.locator("#view")).to_contain_text("No fault injected")
+    http.post(f"{mailjet}/_emulator/faults", json={"path": "/v3.1/send", "status": 500}).raise_for_status()
+    expect(other.get_by_role("table", name="Fault rules")).to_contain_text("/v3.1/send")
+    http.delete(f"{segment}/_emulator/faults/{rule}").raise_for_status()
+    expect(page.locator("#view")).to_contain_text("No fault injected")

@@ -23,10 +23,16 @@ def http(stack: dict[str, Any]) -> Iterator[httpx.Client]:
         yield client
 
 
-def first_data(lines: Iterator[str]) -> Any:
+def first_data(lines: Iterator[str], event: str | None = None) -> Any:
+    """The data of the first item of the stream named `event` (None: an unnamed one, a message)."""
+    name = None
     for line in lines:
-        if line.startswith("data:"):
+        if line.startswith("event:"):
+            name = line[len("event:"):].strip()
+        elif line.startswith("data:") and name == event:
             return json.loads(line[len("data:"):])
+        elif not line:
+            name = None
     raise AssertionError("the stream ended without data")
 
 
@@ -39,6 +45,18 @@ def test_segment_stream_sends_each_stored_message(stack: dict[str, Any], http: h
                   json={"userId": "u1", "traits": {"email": "ada@example.com"}}).raise_for_status()
         message = first_data(lines)
     assert message["type"] == "identify" and message["userId"] == "u1" and message["status"] == "accepted"
+
+
+def test_segment_stream_names_a_new_epoch_after_a_reset(stack: dict[str, Any], http: httpx.Client) -> None:
+    # Nothing on the feed told a page of a reset: it kept listing messages the server had forgotten.
+    with httpx.Client(timeout=10) as listener, listener.stream("GET", f"{stack['segment_url']}/_emulator/events/stream") as stream:
+        lines = stream.iter_lines()
+        before = first_data(lines, "epoch")
+        http.post(f"{stack['segment_url']}/_emulator/reset").raise_for_status()
+        after = first_data(lines, "epoch")
+    assert isinstance(before, str) and isinstance(after, str) and after != before
+    with httpx.Client(timeout=10) as listener, listener.stream("GET", f"{stack['segment_url']}/_emulator/events/stream") as stream:
+        assert first_data(stream.iter_lines(), "epoch") == after  # a reconnection to the same state: the same epoch
 
 
 def test_segment_stream_refuses_another_workspaces_key(stack: dict[str, Any], http: httpx.Client) -> None:

@@ -160,6 +160,8 @@ def test_pages_say_when_the_server_is_gone_and_catch_up_after_a_restart(context:
         debugger = open_page(context, f"{info['segment_url']}/debugger")
         connection = open_page(context, f"{info['mailjet_url']}/app-connections")
         expect(debugger.get_by_text(re.compile(r"^Live"))).to_be_visible()
+        httpx.post(f"{info['segment_url']}/v1/identify", json={"writeKey": info["write_key"], "userId": "before-restart"})
+        expect(debugger.get_by_role("list", name="Events")).to_contain_text("before-restart")
         bundle.stop()
         for page in (debugger, connection):
             expect(page.get_by_role("alert").filter(has_text="connection")).to_be_visible()
@@ -171,6 +173,8 @@ def test_pages_say_when_the_server_is_gone_and_catch_up_after_a_restart(context:
         assert again["auth_key"] != info["auth_key"]
         httpx.post(f"{again['segment_url']}/v1/identify", json={"writeKey": again["write_key"], "userId": "after-restart"})
         expect(debugger.get_by_role("list", name="Events")).to_contain_text("after-restart", timeout=15_000)
+        # The restarted server (no --data-dir) holds no message from before: none is listed either.
+        expect(debugger.get_by_role("list", name="Events")).not_to_contain_text("before-restart")
         expect(debugger.get_by_text(re.compile(r"^Live"))).to_be_visible()
         for page in (debugger, connection):
             expect(page.get_by_role("alert").filter(has_text="connection")).to_have_count(0)
@@ -186,3 +190,64 @@ def test_engage_names_the_rule_when_its_json_is_broken(context: BrowserContext, 
     page.get_by_label("Rule (JSON)").fill('{"event": "Order Completed",}')
     page.get_by_role("button", name="Create audience").click()
     expect(page.get_by_role("alert").first).to_contain_text("The rule is not valid JSON")
+
+
+def test_pages_forget_what_a_reset_removed(context: BrowserContext, stack: dict[str, Any], http: httpx.Client) -> None:
+    # The Segment pages only ever added what the feed pushed: after a reset the Debugger kept
+    # listing the forgotten messages, and the Overview and Engage kept their counts and audiences.
+    segment = stack["segment_url"]
+    http.post(f"{segment}/v1/track", auth=(stack["write_key"], ""), json={"userId": "u-gone", "event": "Before Reset"}).raise_for_status()
+    http.post(f"{segment}/_emulator/engage/audiences", json={"name": "Gone Soon", "rule": {"event": "Before Reset"}}).raise_for_status()
+    debugger = open_page(context, f"{segment}/debugger")
+    overview = open_page(context, f"{segment}/")
+    engage = open_page(context, f"{segment}/engage")
+    events = debugger.get_by_role("list", name="Events")
+    expect(events).to_contain_text("Before Reset")
+    debugger.get_by_role("button").filter(has_text="Before Reset").click()
+    expect(debugger.get_by_role("region", name="Event details")).to_contain_text("u-gone")
+    expect(engage.get_by_role("table", name="Audiences")).to_contain_text("Gone Soon")
+    http.post(f"{segment}/_emulator/reset").raise_for_status()
+    expect(events).to_contain_text("No messages yet")
+    expect(debugger.get_by_role("region", name="Event details")).not_to_contain_text("u-gone")
+    expect(engage.locator("#view")).to_contain_text("No audiences defined.")
+    count = overview.locator(".card").filter(has_text="Messages shown in the Debugger").locator(".stat")
+    expect(count).to_have_text("0")
+    http.post(f"{segment}/v1/track", auth=(stack["write_key"], ""), json={"userId": "u-new", "event": "After Reset"}).raise_for_status()
+    expect(events).to_contain_text("After Reset")
+    expect(events).not_to_contain_text("Before Reset")
+
+
+HIDE_TAB = """(hidden) => {
+  Object.defineProperty(document, "hidden", { configurable: true, get: () => hidden });
+  Object.defineProperty(document, "visibilityState", { configurable: true, get: () => hidden ? "hidden" : "visible" });
+  document.dispatchEvent(new Event("visibilitychange"));
+}"""
+
+
+def test_hidden_tabs_let_go_of_their_feeds(context: BrowserContext, stack: dict[str, Any], http: httpx.Client) -> None:
+    # A browser opens at most 6 connections to one server and each tab's live feed held one: with
+    # the six Segment pages open in tabs, the sixth never finished loading, nor did any request after.
+    segment = stack["segment_url"]
+    tabs = []
+    for path in ("/", "/debugger", "/destinations", "/deliveries", "/engage", "/trace", "/debugger"):
+        tab = open_page(context, f"{segment}{path}")
+        tab.evaluate(HIDE_TAB, True)  # the user moves on to the next tab
+        tabs.append(tab)
+    http.post(f"{segment}/v1/track", auth=(stack["write_key"], ""), json={"userId": "u-tabs", "event": "While Hidden"}).raise_for_status()
+    debugger = tabs[1]
+    debugger.evaluate(HIDE_TAB, False)  # back to the Debugger: it catches up
+    expect(debugger.get_by_role("list", name="Events")).to_contain_text("While Hidden")
+    http.post(f"{segment}/v1/track", auth=(stack["write_key"], ""), json={"userId": "u-tabs", "event": "Seen Live"}).raise_for_status()
+    expect(debugger.get_by_role("list", name="Events")).to_contain_text("Seen Live")
+
+
+def test_app_connections_says_why_an_emptied_segment_url_is_not_saved(context: BrowserContext, stack: dict[str, Any], http: httpx.Client) -> None:
+    # An emptied URL was left out of the Save, which said "saved" and put the old URL back.
+    page = open_page(context, f"{stack['mailjet_url']}/app-connections")
+    page.get_by_text("Advanced").click()
+    expect(page.get_by_label("Segment API URL")).to_have_value(stack["segment_url"])
+    page.get_by_label("Segment API URL").fill("")
+    page.get_by_role("button", name="Save").click()
+    expect(page.get_by_role("alert").first).to_contain_text("segmentUrl")
+    expect(page.get_by_text("Segment connection saved.")).to_have_count(0)
+    assert http.get(f"{stack['mailjet_url']}/_emulator/app-connections/segment").json()["segmentUrl"] == stack["segment_url"]

@@ -149,19 +149,40 @@ const Segjet = (() => {
   /** Subscribe to an SSE feed; `onData(parsed)` per message. Reconnects on its own (EventSource does);
    *  `onOpen()` is called each time it is connected, the first time included: what was stored while
    *  it was away is lost, and so is what was stored between the page's first read and the feed
-   *  listening (the two requests race). */
-  function subscribe(url, onData, onOpen = () => {}) {
-    const source = new EventSource(withToken(url));
-    source.onopen = () => { feedState(true); onOpen(); };
-    // A lost feed is said, not left looking live: EventSource tries again on its own (a restarted
-    // server is caught up with by onOpen), except after an answer that is no stream (a 401).
-    source.onerror = () => feedState(false, source.readyState === EventSource.CLOSED);
-    source.onmessage = (event) => {
-      // Read as api() reads: a big integer pushed live keeps its digits, and equals the same message fetched.
-      try { onData(JSON.parse(event.data, keepBigIntegers)); } catch (error) { console.error("bad SSE data", error); }
-    };
-    window.addEventListener("pagehide", () => source.close());
-    return source;
+   *  listening (the two requests race). `onReset()` is called when the feed's `epoch` event names
+   *  another epoch than before: the server forgot what the page shows (a reset, or a restart). */
+  function subscribe(url, onData, onOpen = () => {}, onReset = () => {}) {
+    let source = null;
+    let epoch = null;   // kept across connections: a reset while the tab was hidden is caught too
+    function connect() {
+      const current = new EventSource(withToken(url));
+      source = current;
+      current.onopen = () => { feedState(true); onOpen(); };
+      // A lost feed is said, not left looking live: EventSource tries again on its own (a restarted
+      // server is caught up with by onOpen), except after an answer that is no stream (a 401).
+      current.onerror = () => feedState(false, current.readyState === EventSource.CLOSED);
+      current.onmessage = (event) => {
+        // Read as api() reads: a big integer pushed live keeps its digits, and equals the same message fetched.
+        try { onData(JSON.parse(event.data, keepBigIntegers)); } catch (error) { console.error("bad SSE data", error); }
+      };
+      current.addEventListener("epoch", (event) => {
+        let value;
+        try { value = JSON.parse(event.data); } catch { return; }
+        const changed = epoch !== null && value !== epoch;
+        epoch = value;
+        if (changed) onReset();
+      });
+    }
+    // A browser opens at most 6 connections to one server (HTTP/1.1), and each open feed holds one
+    // for good: with 6 tabs of a dashboard open, every other request of every tab waited forever.
+    // A hidden tab lets go of its feed, and catches up (onOpen, onReset) when it is shown again.
+    document.addEventListener("visibilitychange", () => {
+      if (document.hidden && source) { source.close(); source = null; }
+      else if (!document.hidden && !source) connect();
+    });
+    window.addEventListener("pagehide", () => { if (source) source.close(); source = null; });
+    window.addEventListener("pageshow", () => { if (!document.hidden && !source) connect(); });   // back from the page cache
+    if (!document.hidden) connect();
   }
 
   const feedListeners = [];
@@ -230,9 +251,13 @@ const Segjet = (() => {
     const problem = h("div", { class: "alert bad", role: "alert" });
     const body = h("div", {}, h("p", { class: "empty" }, "Loading…"));
     panel.append(problem, body);
+    let shown = null;   // the rules shown, as JSON: an unchanged answer leaves the table (and focus) alone
     async function refresh() {
       let rules;
-      try { rules = (await api("GET", "/_emulator/faults")).faults; } catch (error) { fill(body, h("p", { class: "alert bad", role: "alert" }, error.message)); return; }
+      try { rules = (await api("GET", "/_emulator/faults")).faults; } catch (error) { shown = null; fill(body, h("p", { class: "alert bad", role: "alert" }, error.message)); return; }
+      const seen = JSON.stringify(rules);
+      if (seen === shown) return;
+      shown = seen;
       if (!rules.length) {
         fill(body, h("p", { class: "empty" }, "No fault injected. Add rules with POST /_emulator/faults or segjet up --faults FILE."));
         return;
@@ -247,16 +272,20 @@ const Segjet = (() => {
         } catch (error) { fail(problem, error); }
         refresh();
       };
-      fill(body, table([
+      keepFocus(body, () => fill(body, table([
         { label: "Rule", render: (r) => h("code", {}, r.id) },
         { label: "Request", render: (r) => h("code", {}, `${r.method} ${r.path}`) },
         { label: "Fault", render: (r) => `${r.action}${r.status ? ` ${r.status}` : ""}${r.delay_ms ? ` +${r.delay_ms} ms` : ""}` },
         { label: "Rate", render: (r) => `${Math.round(r.rate * 100)} %${r.times ? `, ${r.times}×` : ""}` },
         { label: "Fired", render: (r) => r.spent ? badge(`${r.fired}/${r.matched} spent`, "warn") : `${r.fired}/${r.matched}` },
         { label: "", render: (r) => h("button", { class: "small", type: "button", "aria-label": `Remove fault ${r.id}`, onclick: () => remove(r.id) }, "Remove") },
-      ], rules, { label: "Fault rules" }));
+      ], rules, { label: "Fault rules", rowAttrs: (r) => ({ "data-rule": r.id }) })));
     }
     refresh();
+    // Rules are added by scripts (POST /_emulator/faults) and fire on requests no feed tells of: read
+    // every 2 s, or a rule added while the page was open never showed, nor how often it fired.
+    // A rebuilt page makes a new panel: the old one's timer stops once it is out of the document.
+    const timer = setInterval(() => { if (panel.isConnected) refresh(); else clearInterval(timer); }, 2000);
     return panel;
   }
 

@@ -111,7 +111,9 @@
       if (edited.writeKey) changes.writeKey = writeKey.value.trim() || null;
       // Only a list chosen here is sent: with none (its list deleted) the other settings still save.
       if (listSelect.value && edited.listId) changes.listId = Number(listSelect.value);
-      if (segmentUrl.value.trim() && edited.segmentUrl) changes.segmentUrl = segmentUrl.value.trim();
+      // An emptied URL is sent too: the server's refusal says why, where skipping it said "saved"
+      // and put the old URL back in the field.
+      if (edited.segmentUrl) changes.segmentUrl = segmentUrl.value.trim();
       try {
         const [connection, lists] = await Promise.all([
           api("PUT", "/_emulator/app-connections/segment", changes),

@@ -9,6 +9,9 @@
   // The current view's catch-up each time the feed connects (what was stored before it listened is
   // not on it): the views that refresh on any message refresh; the Debugger re-reads the latest messages.
   let onReconnect = () => onMessage();
+  // The current view's answer to a reset (or a restarted server): what it shows may be gone. The
+  // views that read everything again on a message do so; the Debugger starts its list over.
+  let onReset = () => onReconnect();
   let info = { sources: [], mailjet_url: null };
 
   const alertRegion = () => h("div", { class: "alert bad", role: "alert" });
@@ -247,10 +250,26 @@
       renderList();
     };
     onMessage = (m) => receive([m]);
+    // Counts resets: a read asked before one and answered after it would bring back what it removed.
+    let generation = 0;
     const fetchLatest = async () => (await api("GET", `/_emulator/events?limit=${CAP}`)).events;
+    const receiveRead = async (read) => {
+      const asked = generation;
+      const messages = await read();
+      if (asked === generation) receive(messages.filter((m) => !state.keys.has(keyOf(m))));
+    };
     onReconnect = async () => {
-      try { receive((await fetchLatest()).filter((m) => !state.keys.has(keyOf(m)))); }
+      try { await receiveRead(fetchLatest); }
       catch { /* the server may be restarting; the next reconnect tries again */ }
+    };
+    onReset = async () => {
+      // The server forgot every message listed (a reset, a snapshot imported, a restart without
+      // --data-dir): the list starts over from what it holds now, and a selection of a gone message goes.
+      generation += 1;
+      Object.assign(state, { messages: [], keys: new Set(), pending: [], selected: null });
+      fill(detail, h("h2", {}, "Event details"), h("p", { class: "empty" }, "Select an event to see it."));
+      renderList();
+      await onReconnect();
     };
     try {
       add(await fetchLatest());
@@ -258,7 +277,7 @@
     renderList();
     // The backend's listeners see accepted messages only; discarded ones are picked up by polling.
     setInterval(async () => {
-      try { receive((await api("GET", "/_emulator/events?status=discarded&limit=100")).events.filter((m) => !state.keys.has(keyOf(m)))); }
+      try { await receiveRead(async () => (await api("GET", "/_emulator/events?status=discarded&limit=100")).events); }
       catch { /* the server may be restarting */ }
     }, 3000);
   }
@@ -345,18 +364,21 @@
   // -------------------------------------------------------------------------------- Event Delivery
   async function viewDeliveries() {
     const errors = alertRegion();
+    // Every state GET /_emulator/deliveries gives a record (delivery.py STATES): a message waiting
+    // behind its user's retrying one, or in flight, is `queued`, and was counted nowhere.
+    const STATES = ["queued", "retrying", "delivered", "failed", "skipped"];
     const stateSelect = h("select", { id: "dlv-state" },
       h("option", { value: "" }, "All states"),
-      ["delivered", "retrying", "failed", "skipped"].map((s) => h("option", { value: s }, s)));
+      STATES.map((s) => h("option", { value: s }, s)));
     const stats = h("div", { class: "cards" });
     const rows = h("div");
     const detail = h("section", { class: "card", "aria-label": "Delivery details" });
     let selected = null;
-    const tone = { delivered: "ok", retrying: "warn", failed: "bad", skipped: "" };
+    const tone = { queued: "info", delivered: "ok", retrying: "warn", failed: "bad", skipped: "" };
 
     fill(main, 
       h("h1", {}, "Event Delivery"),
-      h("p", { class: "lede" }, "Each message routed to the Mailjet destination: delivered, retrying, failed or skipped, with what was sent and what came back."),
+      h("p", { class: "lede" }, "Each message routed to the Mailjet destination: queued, retrying, delivered, failed or skipped, with what was sent and what came back."),
       errors, stats,
       h("div", { class: "toolbar" }, h("div", { class: "field" }, h("label", { for: "dlv-state" }, "State"), stateSelect),
         h("button", { type: "button", onclick: () => refresh() }, "Refresh")),
@@ -395,7 +417,7 @@
       if (seen === shownRecords) return;
       shownRecords = seen;
       const count = (s) => records.filter((r) => r.state === s).length;
-      fill(stats, ...["delivered", "retrying", "failed", "skipped"].map((s) =>
+      fill(stats, ...STATES.map((s) =>
         h("div", { class: "card" }, h("div", { class: "stat-label" }, s[0].toUpperCase() + s.slice(1)), h("div", { class: "stat" }, String(count(s))))));
       records = records.slice().reverse();
       keepFocus(rows, () => fill(rows, records.length ? table([
@@ -416,6 +438,8 @@
     await refresh();
     setInterval(refresh, 2000);   // retries change records without new messages
     onMessage = throttle(refresh, 200);
+    // After a reset the record detailed is gone: its details are not left showing.
+    onReset = () => { selected = null; fill(detail); refresh(); };
   }
 
   // -------------------------------------------------------------------------------- Engage
@@ -595,7 +619,7 @@
     document.title = `${title} · segjet · fake Segment`;
     try { info = await api("GET", "/_emulator/dashboard/info"); } catch { /* links only */ }
     if (info.mailjet_url) document.getElementById("other-dashboard").href = withToken(`${info.mailjet_url}/`);
-    subscribe("/_emulator/events/stream", (m) => onMessage(m), () => onReconnect());
+    subscribe("/_emulator/events/stream", (m) => onMessage(m), () => onReconnect(), () => onReset());
     try { await view(); } catch (error) { fill(main, h("h1", {}, title), h("p", { class: "alert bad", role: "alert" }, String(error.message || error))); }
     document.body.dataset.ready = "true";
   }
