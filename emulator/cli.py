@@ -279,7 +279,7 @@ def _config_file(path: Path, write_key: str) -> tuple[list[Any], list[Any], list
     `POST /_emulator/sources` checks them, since the default workspace takes them without a check.
     """
     try:
-        # As the fake Segment reads a body: strict JSON (no NaN), UTF-8, at most MAX_DEPTH levels.
+        # As the control API reads a body: strict JSON (no NaN), at most MAX_DEPTH levels.
         document = decode_json(path.read_bytes())
     except (OSError, ValueError) as exc:
         raise ValueError(f"--config {path}: {exc}") from exc

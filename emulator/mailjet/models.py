@@ -568,7 +568,7 @@ class AccountTimers:
     def call_at(self, due: datetime, callback: Callable[[], None]) -> _Timer:
         # Every timer of an account is a plain function: what it starts over the network runs as a
         # task of its own (outbound.py), so that the shared clock is not held.
-        async def run() -> None:
+        def run() -> None:
             self._live.pop(id(timer), None)
             callback()
             self._changes.save()

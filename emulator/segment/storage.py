@@ -77,7 +77,7 @@ class SnapshotError(ValueError):
 
 @dataclass
 class WorkspaceState:
-    """Everything one workspace keeps, as objects; `to_json`/`workspace_from_json` convert."""
+    """Everything one workspace keeps, as objects; `workspace_to_json`/`workspace_from_json` convert."""
 
     write_key: str
     sources: list[Source]
