@@ -176,9 +176,9 @@ class FaultMiddleware:
         if rule.delay_ms:
             await asyncio.sleep(rule.delay_ms / 1000)
         if self.journal.generation != arrived or (late_answer and self._epoch(scope, body, credential) != epoch):
-            # The server, or the request's own account or workspace, was reset while the request was
-            # held: it belongs to the forgotten state, so it is neither handled nor journaled, and its
-            # client sees the connection close unanswered.
+            # The server, or the request's own account or workspace, was reset (or replaced by a
+            # snapshot import) while the request was held: it belongs to the forgotten state, so it
+            # is neither handled nor journaled, and its client sees the connection close unanswered.
             _close_connection(receive)
             await _until_disconnect(receive)
         elif late_answer:
@@ -337,7 +337,8 @@ def service_middleware(
     control token, faults, journal.
 
     `tenant_epoch(credential)` changes when the account or workspace a request's credential names
-    is reset: a request a fault held across that reset is closed unanswered, as across a whole one.
+    is reset or replaced by a snapshot import: a request a fault held across that is closed
+    unanswered, as across a whole reset.
     """
     journal.credential = credential  # whose each exchange is, for `GET requests?writeKey=` / `?apiKey=`
     stack = [Middleware(QuietDisconnect)]

@@ -73,6 +73,12 @@ class DuplicateKeyError(DefinitionError):
     status = 409
 
 
+class DefinitionInUse(ValueError):
+    """A definition other definitions read (by its key, as a trait) cannot be deleted (HTTP 409)."""
+
+    status = 409
+
+
 class UnknownDefinition(KeyError):
     def __str__(self) -> str:
         return str(self.args[0])
@@ -948,12 +954,34 @@ class EngageEngine:
         return definition
 
     def delete_audience(self, key: str) -> Audience:
-        computation = self._computations.get(key)
-        if computation is None or not isinstance(computation.definition, Audience):
-            raise UnknownDefinition(f"no audience with key {key!r}")
         # No exit identifies are sent for a deleted audience (guess: Engage stops syncing it).
+        return self._remove(key, Audience)
+
+    def delete_trait(self, key: str) -> ComputedTrait:
+        # No null is sent for a deleted computed trait either: the profiles keep the last value sent.
+        return self._remove(key, ComputedTrait)
+
+    def _remove(self, key: str, kind: type[Any]) -> Any:
+        computation = self._computations.get(key)
+        if computation is None or not isinstance(computation.definition, kind):
+            what = "audience" if kind is Audience else "computed trait"
+            raise UnknownDefinition(f"no {what} with key {key!r}")
+        # GUESS: Segment does not document deleting an audience or computed trait another definition
+        # uses; its docs only say the key stays on the profiles as a trait (segment-docs PR #5489).
+        # A reader would then read a value no sync ever changes again, so the deletion is refused.
+        readers = [c.definition.key for c in self._computations.values() if key in c.definition.trait_names()]
+        if readers:
+            raise DefinitionInUse(
+                f"{key!r} is read by {', '.join(map(repr, readers))}; delete or redefine "
+                f"{'it' if len(readers) == 1 else 'them'} first"
+            )
         del self._computations[key]
         self._reindex()
+        # The email last sent to a userId no remaining definition told anything is forgotten, as a
+        # restart would (restore rebuilds it from the definitions kept): otherwise an email change
+        # re-evaluated that user in every definition, but only until the next restart.
+        told = {user_id for c in self._computations.values() for user_id in (*c.members, *c.values)}
+        self._sent_email = {user_id: email for user_id, email in self._sent_email.items() if user_id in told}
         return computation.definition
 
     def audiences(self) -> list[Audience]:
@@ -1397,12 +1425,20 @@ class EngageSpace:
 
     def delete_audience(self, key: str) -> Audience:
         audience = self.engine.delete_audience(key)
+        self._deleted()
+        return audience
+
+    def delete_trait(self, key: str) -> ComputedTrait:
+        trait = self.engine.delete_trait(key)
+        self._deleted()
+        return trait
+
+    def _deleted(self) -> None:
         self._changed()
         # An interval schedule counts from the earliest remaining definition (as after a restart),
         # and with none left no sync is due: the timer armed for the old schedule is dropped.
         self.scheduler.cancel()
         self.scheduler.arm()
-        return audience
 
     def restore(self, states: Iterable[ComputationState]) -> None:
         """Definitions and last-synced state kept before a restart or from a snapshot; call after

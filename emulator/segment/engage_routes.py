@@ -2,8 +2,9 @@
 
 - `GET|POST /_emulator/engage/audiences`: list; define (201 with the stored definition, its `key`
   and `id`; 400 for an invalid definition, 409 for a key already used by an audience or a trait).
-- `DELETE /_emulator/engage/audiences/{key}`: 200 with the removed definition; 404 when unknown.
-- `GET|POST /_emulator/engage/traits`: computed traits, same answers.
+- `DELETE /_emulator/engage/audiences/{key}`: 200 with the removed definition; 404 when unknown;
+  409 when another definition reads its key as a trait (the error names them).
+- `GET|POST /_emulator/engage/traits`, `DELETE /_emulator/engage/traits/{key}`: computed traits, same answers.
 - `POST /_emulator/engage/sync`: sync now; answers `{"count", "evaluated", "sent": [identify...]}`.
 
 Each call acts on the Engage space of the workspace `workspace_of(request)` names (`?writeKey=`).
@@ -18,7 +19,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from ..common.control import ControlError, control_error_response, read_json_object
-from .engage import DefinitionError, EngageSpace, UnknownDefinition
+from .engage import DefinitionError, DefinitionInUse, EngageSpace, UnknownDefinition
 
 
 def engage_routes(space_of: Callable[[Request], EngageSpace]) -> list[Route]:
@@ -35,13 +36,10 @@ def engage_routes(space_of: Callable[[Request], EngageSpace]) -> list[Route]:
         return await _define(request, EngageSpace.define_audience)
 
     async def delete_audience(request: Request) -> Response:
-        try:
-            removed = space_of(request).delete_audience(request.path_params["key"])
-        except ControlError as exc:
-            return control_error_response(exc)
-        except UnknownDefinition as exc:
-            return control_error_response(ControlError(str(exc), status=404))
-        return JSONResponse(removed.to_json())
+        return _delete(request, EngageSpace.delete_audience)
+
+    async def delete_trait(request: Request) -> Response:
+        return _delete(request, EngageSpace.delete_trait)
 
     async def traits(request: Request) -> Response:
         try:
@@ -59,6 +57,17 @@ def engage_routes(space_of: Callable[[Request], EngageSpace]) -> list[Route]:
         except ControlError as exc:
             return control_error_response(exc)
 
+    def _delete(request: Request, delete: Callable[[EngageSpace, str], Any]) -> Response:
+        try:
+            removed = delete(space_of(request), request.path_params["key"])
+        except ControlError as exc:
+            return control_error_response(exc)
+        except UnknownDefinition as exc:
+            return control_error_response(ControlError(str(exc), status=404))
+        except DefinitionInUse as exc:
+            return control_error_response(ControlError(str(exc), status=exc.status))
+        return JSONResponse(removed.to_json())
+
     async def _define(request: Request, define: Callable[[EngageSpace, Any], Any]) -> Response:
         try:
             space = space_of(request)
@@ -75,5 +84,6 @@ def engage_routes(space_of: Callable[[Request], EngageSpace]) -> list[Route]:
         Route("/_emulator/engage/audiences/{key}", delete_audience, methods=["DELETE"]),
         Route("/_emulator/engage/traits", traits, methods=["GET"]),
         Route("/_emulator/engage/traits", define_trait, methods=["POST"]),
+        Route("/_emulator/engage/traits/{key}", delete_trait, methods=["DELETE"]),
         Route("/_emulator/engage/sync", sync, methods=["POST"]),
     ]

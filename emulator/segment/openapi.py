@@ -203,7 +203,8 @@ def _segment_control_paths() -> dict[str, Any]:
         },
         "/_emulator/engage/audiences/{key}": {
             "delete": _in_workspace({
-                **control_operation("Remove an audience", errors=(404,)),
+                # 409: another definition reads the key as a trait.
+                **control_operation("Remove an audience", errors=(404, 409)),
                 "parameters": [{"name": "key", "in": "path", "required": True, "schema": text}],
             })
         },
@@ -212,6 +213,12 @@ def _segment_control_paths() -> dict[str, Any]:
             "post": _in_workspace(control_operation(
                 "Define a computed trait", ok=201, body={"$ref": "#/components/schemas/engage.trait"}, errors=definition_errors
             )),
+        },
+        "/_emulator/engage/traits/{key}": {
+            "delete": _in_workspace({
+                **control_operation("Remove a computed trait", errors=(404, 409)),
+                "parameters": [{"name": "key", "in": "path", "required": True, "schema": text}],
+            })
         },
         "/_emulator/engage/sync": {"post": _in_workspace(control_operation("Sync Engage now"))},
         "/_emulator/validate/{contract}": {

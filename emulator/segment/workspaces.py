@@ -54,7 +54,8 @@ class Workspace:
         self.pipeline = DeliveryPipeline.from_config(config, clock, urls, owner=owner)
         self.backend.add_listener(lambda stored: self.pipeline.submit(stored.message))
         self.recorder: WorkspaceRecorder | None = None
-        # Counts resets: a request a fault held across one belongs to the forgotten state (fault_routes).
+        # Counts the times its state was replaced (a reset, a snapshot import, a restore: all go
+        # through `clear`): a request a fault held across one belongs to the forgotten state (fault_routes).
         self.resets = 0
 
     def attach(self, store: SegmentStore) -> None:
@@ -66,7 +67,6 @@ class Workspace:
 
     def reset(self) -> None:
         """Forget messages, profiles, deliveries; Engage and the destination back to the config. Sources stay."""
-        self.resets += 1
         self.clear()
         if self.recorder is not None:
             self.recorder.cleared()
@@ -101,6 +101,9 @@ class Workspace:
 
     def clear(self) -> None:
         """Reset in memory only (the storage is told by `reset`, or rewritten by the caller)."""
+        # Counted here, not in `reset`: a snapshot import replaces the state through `restore`, and
+        # a call held across it must not be applied to the imported state either.
+        self.resets += 1
         self.backend.reset()
         self.engage.reset()
         self.pipeline.reset()

@@ -203,6 +203,32 @@ def test_definition_errors(stack):
     assert stack.get("/_emulator/engage/audiences") == {"audiences": []}
 
 
+def test_a_computed_trait_is_deleted_over_http(stack):
+    # There was no DELETE engage/traits/{key}: a computed trait, once defined, stayed for good.
+    stack.post("/_emulator/engage/audiences", AUDIENCE, status=201)
+    trait = stack.post("/_emulator/engage/traits", {"name": "Orders", "computed": "count", "event": "E"}, status=201)
+    for path in ("/_emulator/engage/traits/nope", f"/_emulator/engage/traits/{KEY}"):  # unknown; an audience's key
+        missing = stack.segment.delete(path)
+        assert missing.status_code == 404 and "no computed trait" in missing.json()["error"], path
+    assert stack.segment.delete("/_emulator/engage/traits/orders", params={"writeKey": "nobody"}).status_code == 404
+    # One an audience reads is refused (409, naming it), as is an audience another one reads.
+    reader = stack.post("/_emulator/engage/audiences",
+                        {"name": "Frequent", "rule": {"trait": "orders", "gte": 3}}, status=201)
+    stack.post("/_emulator/engage/audiences", {"name": "Not Buyers", "rule": {"not": {"trait": KEY, "equals": True}}},
+               status=201)
+    for path, reading in (("/_emulator/engage/traits/orders", "frequent"), (f"/_emulator/engage/audiences/{KEY}", "not_buyers")):
+        refused = stack.segment.delete(path)
+        assert refused.status_code == 409, refused.text
+        assert set(refused.json()) == {"error"} and repr(reading) in refused.json()["error"], refused.text
+    assert stack.segment.delete("/_emulator/engage/audiences/frequent").json()["key"] == reader["key"]
+    removed = stack.segment.delete("/_emulator/engage/traits/orders")
+    assert removed.status_code == 200, removed.text
+    assert removed.json() == {key: value for key, value in trait.items() if key not in ("synced", "profiles_with_value")}
+    assert stack.get("/_emulator/engage/traits") == {"traits": []}
+    state = stack.get("/_emulator/snapshot")["state"]["workspaces"][0]["engage"]
+    assert [item["definition"]["key"] for item in state] == [KEY, "not_buyers"]
+
+
 def test_scheduled_sync_follows_the_virtual_clock(scheduled):
     for client in (scheduled.segment, scheduled.mailjet):
         assert client.post("/_emulator/reset").status_code == 200

@@ -279,3 +279,53 @@ def test_a_request_held_by_a_delay_across_a_reset_is_closed_unanswered_and_not_j
     sender.join(timeout=10)
     assert outcome == [httpx.RemoteProtocolError]
     assert journal(http, stack["mailjet_url"]) == []
+
+
+def _held_outcome(send: Any) -> tuple[threading.Thread, list[object]]:
+    """Run `send()` (a request a fault holds) in a thread; the list gets its status or its error type."""
+    outcome: list[object] = []
+
+    def held() -> None:
+        try:
+            outcome.append(send().status_code)
+        except httpx.TransportError as exc:
+            outcome.append(type(exc))
+
+    thread = threading.Thread(target=held)
+    thread.start()
+    return thread, outcome
+
+
+def test_a_tracking_call_held_by_a_delay_across_a_snapshot_import_is_closed_unanswered(
+    http: httpx.Client, stack: dict[str, Any]
+) -> None:
+    # An import replaces the whole state, as a reset forgets it: the held identify was applied to
+    # the imported workspace (stored, in the profile, delivered), after the import had answered.
+    url = stack["segment_url"]
+    snapshot = http.get(f"{url}/_emulator/snapshot").json()
+    add_fault(http, url, {"path": "/v1/identify", "status": None, "delay_ms": 1500})
+    thread, outcome = _held_outcome(lambda: http.post(
+        f"{url}/v1/identify", auth=(stack["write_key"], ""), json={"userId": "held-u1", "traits": {"plan": "pro"}}
+    ))
+    wait_for(lambda: http.get(f"{url}/_emulator/faults").json()["faults"][0]["fired"], "the call to reach the rule")
+    assert http.put(f"{url}/_emulator/snapshot", json=snapshot).status_code == 200
+    thread.join(timeout=10)
+    assert outcome == [httpx.RemoteProtocolError]
+    assert http.get(f"{url}/_emulator/events").json()["events"] == []
+    assert http.get(f"{url}/_emulator/profiles/held-u1").status_code == 404
+
+
+def test_a_mailjet_call_held_by_a_delay_across_a_snapshot_import_is_closed_unanswered(
+    http: httpx.Client, stack: dict[str, Any]
+) -> None:
+    # The same on the fake Mailjet: its import installs new accounts, so the held call's is gone.
+    url = stack["mailjet_url"]
+    snapshot = http.get(f"{url}/_emulator/snapshot").json()
+    add_fault(http, url, {"path": MANAGECONTACT, "status": None, "delay_ms": 1500})
+    thread, outcome = _held_outcome(lambda: manage(http, stack))
+    wait_for(lambda: http.get(f"{url}/_emulator/faults").json()["faults"][0]["fired"], "the call to reach the rule")
+    assert http.put(f"{url}/_emulator/snapshot", json=snapshot).status_code == 200
+    thread.join(timeout=10)
+    assert outcome == [httpx.RemoteProtocolError]
+    contacts = http.get(f"{url}/v3/REST/contact", auth=(stack["mailjet_api_key"], stack["mailjet_secret_key"]))
+    assert contacts.json()["Total"] == 0

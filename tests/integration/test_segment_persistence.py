@@ -155,6 +155,22 @@ def test_a_restart_keeps_messages_profiles_engage_and_destination_settings(segme
     assert [(message["userId"], message["traits"]["pro"]) for message in sent] == [("u1", False)]
 
 
+def test_a_deleted_computed_trait_stays_deleted_across_a_restart(segment: Segment) -> None:
+    segment.identify("u1", {"email": "ada@example.com"})
+    segment.send("POST", "/v1/track", {"userId": "u1", "event": "Order Completed", "writeKey": KEY})
+    segment.send("POST", "/_emulator/engage/traits", {"name": "Orders", "computed": "count", "event": "Order Completed"},
+                 status=201)
+    segment.send("POST", "/_emulator/engage/traits", {"name": "Spent", "computed": "sum", "event": "Order Completed",
+                                                      "property": "revenue"}, status=201)
+    assert segment.send("POST", "/_emulator/engage/sync")["count"] == 1  # orders: 1 (no revenue: no sum)
+    assert segment.send("DELETE", "/_emulator/engage/traits/orders")["key"] == "orders"
+
+    segment.restart()
+
+    assert [trait["key"] for trait in segment.get("/_emulator/engage/traits")["traits"]] == ["spent"]
+    assert segment.send("POST", "/_emulator/engage/sync")["count"] == 0
+
+
 def test_an_email_changed_before_a_restart_is_sent_to_at_the_first_sync_after_it(segment: Segment) -> None:
     # Engage re-sends what it told when a profile gets a new email; after a restart the profile's
     # current email was taken as already sent with, so a change made before it was never sent.

@@ -19,6 +19,7 @@ from emulator.segment.engage import (
     ENGAGE_SOURCE_NAME,
     SYNC_RETRY,
     DefinitionError,
+    DefinitionInUse,
     DuplicateKeyError,
     EngageEngine,
     EngageScheduler,
@@ -155,6 +156,63 @@ def test_delete_audience():
     assert world.engine.audiences() == []
     with pytest.raises(UnknownDefinition):
         world.engine.delete_audience("order_completed_last_30days")
+
+
+def test_delete_trait():
+    # Computed traits could be defined but never deleted (audiences could).
+    world = World()
+    world.engine.define_trait({"name": "Orders", "computed": "count", "event": ORDER})
+    world.engine.define_audience(LAST_30)
+    with pytest.raises(UnknownDefinition, match="no computed trait"):
+        world.engine.delete_trait("order_completed_last_30days")  # an audience's key
+    with pytest.raises(UnknownDefinition, match="no audience"):
+        world.engine.delete_audience("orders")  # a trait's key
+    assert world.engine.delete_trait("orders").key == "orders"
+    assert world.engine.traits() == []
+    assert [audience.key for audience in world.engine.audiences()] == ["order_completed_last_30days"]
+    with pytest.raises(UnknownDefinition):
+        world.engine.delete_trait("orders")
+    # Its key is free again, and a trait defined under it starts unsynced (a backfill).
+    world.track("u1")
+    world.engine.sync()
+    world.engine.define_trait({"name": "Orders", "computed": "count", "event": ORDER})
+    assert world.sync() == {"u1": {"orders": 1}}
+
+
+@pytest.mark.parametrize("kind", ["audience", "trait"])
+def test_a_definition_another_one_reads_is_not_deleted(kind):
+    # Deleting it left the reader reading a trait no sync would ever change again (the profile keeps
+    # the last value sent): refused with 409, naming the readers, for audiences and traits alike.
+    world = World()
+    if kind == "audience":
+        world.engine.define_audience({"name": "Buyers", "rule": {"event": ORDER}})
+    else:
+        world.engine.define_trait({"name": "Buyers", "computed": "count", "event": ORDER})
+    world.engine.define_audience({"name": "Loyal", "rule": {"trait": "buyers", "exists": True}})
+    world.engine.define_audience({"name": "Lapsed", "rule": {"not": {"trait": "buyers.x", "exists": True}}})
+    delete = world.engine.delete_audience if kind == "audience" else world.engine.delete_trait
+    with pytest.raises(DefinitionInUse, match="'loyal', 'lapsed'") as refused:
+        delete("buyers")
+    assert refused.value.status == 409
+    assert len(world.engine.audiences()) + len(world.engine.traits()) == 3  # nothing removed
+    world.engine.delete_audience("loyal")
+    world.engine.delete_audience("lapsed")
+    assert delete("buyers").key == "buyers"
+
+
+def test_deleting_a_definition_forgets_the_emails_only_it_was_sent_with():
+    # The email last sent per userId was kept after the only definition that told the user went, so
+    # an email change re-evaluated the user in every definition, where a restart (which rebuilds it
+    # from the definitions left) did not: `evaluated` differed across a restart.
+    world = World()
+    world.identify("u1", email="a@example.com")
+    world.track("u1")
+    world.engine.define_trait({"name": "Orders", "computed": "count", "event": ORDER})
+    world.engine.define_audience({"name": "Pro", "rule": {"trait": "plan", "equals": "pro"}})
+    world.engine.sync()
+    world.engine.delete_trait("orders")
+    world.identify("u1", email="b@example.com")
+    assert world.engine.sync().evaluated == 0
 
 
 # --- validation ----------------------------------------------------------------------------------
@@ -1302,6 +1360,28 @@ def test_deleting_an_audience_moves_the_schedule_to_the_remaining_definitions():
         clock.advance(timedelta(hours=1))
         later = space.define_audience({"name": "Buyers", "rule": {"event": ORDER}})
         space.delete_audience("order_completed_last_30days")
+        assert clock.pending() == 1
+        assert clock.next_due() == later.created_at + timedelta(hours=2)
+        space.delete_audience("buyers")
+        assert clock.pending() == 0
+
+    asyncio.run(scenario())
+
+
+def test_deleting_a_trait_moves_the_schedule_to_the_remaining_definitions():
+    # As for an audience: the interval counts from the earliest definition left, none left: no timer.
+    async def scenario():
+        clock = Clock()
+        backend = SegmentBackend(clock, [Source.named("app", "wk")])
+        space = EngageSpace(backend, BundleConfig(), clock, owner="segment")
+        changes = []
+        space.changes = type("Changes", (), {"engage_changed": lambda self: changes.append(1)})()
+        space.define_trait({"name": "Orders", "computed": "count", "event": ORDER})
+        clock.advance(timedelta(hours=1))
+        later = space.define_audience({"name": "Buyers", "rule": {"event": ORDER}})
+        changes.clear()
+        space.delete_trait("orders")
+        assert changes == [1]  # stored (--data-dir) at once
         assert clock.pending() == 1
         assert clock.next_due() == later.created_at + timedelta(hours=2)
         space.delete_audience("buyers")
