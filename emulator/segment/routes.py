@@ -67,7 +67,7 @@ def create_app(config: BundleConfig, clock: Clock, urls: BundleUrls) -> Starlett
         return named_tenant(request, WRITE_KEY_PARAM, WRITE_KEY_HEADER)
 
     def workspace_epoch(write_key: str | None) -> tuple[Workspace, int]:
-        # What a reset of the workspace a tracking call goes to changes (fault_routes holds calls).
+        # What a reset or snapshot import of the workspace a tracking call goes to changes (fault_routes holds calls).
         workspace = workspaces.for_tracking(write_key or "")
         return workspace, workspace.resets
 
