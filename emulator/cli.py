@@ -20,7 +20,8 @@ from .common.json_body import decode_json
 from .config import BundleConfig
 from .mailjet.service import api_key_problem
 from .segment.engage import parse_sync_interval
-from .segment.workspaces import DEFAULT_SOURCE_NAME, WorkspaceError, check_source
+from .segment.models import DEFAULT_SOURCE_NAME
+from .segment.workspaces import WorkspaceError, check_source
 from .harness import run, validate
 
 

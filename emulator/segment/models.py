@@ -194,6 +194,9 @@ def write_key_from(authorization: str | None, body: dict[str, Any]) -> str:
 # ---------------------------------------------------------------------------------------------
 # Sources and stored messages.
 
+# The source `segjet up`'s write key belongs to.
+DEFAULT_SOURCE_NAME = "segjet"
+
 
 @dataclass(frozen=True)
 class Source:
@@ -209,6 +212,13 @@ class Source:
     @property
     def known(self) -> bool:
         return self.id is not None
+
+    @classmethod
+    def of_config(cls, config: BundleConfig) -> list[Source]:
+        """The default workspace's sources: the bundle's write key, then `--config`'s extra ones."""
+        return [cls.named(DEFAULT_SOURCE_NAME, config.write_key)] + [
+            cls.named(entry["name"], entry["write_key"]) for entry in config.sources
+        ]
 
     def ref(self) -> dict[str, Any]:
         """What a stored message says about its source; an unknown key is shown so it can be fixed."""
@@ -588,8 +598,10 @@ class SegmentBackend:
 
     @classmethod
     def from_config(cls, config: BundleConfig, clock: Clock) -> SegmentBackend:
-        sources = [Source.named("segjet", config.write_key)]
-        sources += [Source.named(entry["name"], entry["write_key"]) for entry in config.sources]
+        return cls.with_sources(config, clock, Source.of_config(config))
+
+    @classmethod
+    def with_sources(cls, config: BundleConfig, clock: Clock, sources: list[Source]) -> SegmentBackend:
         return cls(
             clock, sources, strict=config.strict, validate=config.validate, events_capacity=config.events_capacity
         )

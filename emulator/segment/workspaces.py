@@ -26,8 +26,6 @@ from .engage import EngageSpace
 from .models import SegmentBackend, Source
 from .storage import SegmentStore, WorkspaceRecorder, WorkspaceState, workspace_id
 
-DEFAULT_SOURCE_NAME = "segjet"
-
 
 class WorkspaceError(ValueError):
     """A request about workspaces or sources that cannot be done; `status` is the HTTP status."""
@@ -47,9 +45,7 @@ class Workspace:
         self.id = workspace_id(write_key)
         # Clock timers (retries, Engage syncs) carry this owner: resetting one workspace cancels its own.
         self.owner = owner
-        self.backend = SegmentBackend(
-            clock, sources, strict=config.strict, validate=config.validate, events_capacity=config.events_capacity
-        )
+        self.backend = SegmentBackend.with_sources(config, clock, sources)
         self.engage = EngageSpace(self.backend, config, clock, owner=owner, space_key=write_key)
         self.pipeline = DeliveryPipeline.from_config(config, clock, urls, owner=owner)
         self.backend.add_listener(lambda stored: self.pipeline.submit(stored.message))
@@ -129,9 +125,7 @@ class Workspaces:
         self.clock = clock
         self.urls = urls
         self.store: SegmentStore | None = None
-        self._config_sources = [Source.named(DEFAULT_SOURCE_NAME, config.write_key)] + [
-            Source.named(entry["name"], entry["write_key"]) for entry in config.sources
-        ]
+        self._config_sources = Source.of_config(config)
         self.default = Workspace(config.write_key, list(self._config_sources), config, clock, urls, CLOCK_OWNER)
         self._by_id: dict[str, Workspace] = {self.default.id: self.default}
         self._by_key: dict[str, Workspace] = {source.write_key: self.default for source in self._config_sources}
