@@ -80,6 +80,10 @@ class DefinitionInUse(ValueError):
 
 
 class UnknownDefinition(KeyError):
+    """No audience or computed trait (as the route asked) has the key (HTTP 404)."""
+
+    status = 404
+
     def __str__(self) -> str:
         return str(self.args[0])
 

@@ -62,9 +62,7 @@ def engage_routes(space_of: Callable[[Request], EngageSpace]) -> list[Route]:
             removed = delete(space_of(request), request.path_params["key"])
         except ControlError as exc:
             return control_error_response(exc)
-        except UnknownDefinition as exc:
-            return control_error_response(ControlError(str(exc), status=404))
-        except DefinitionInUse as exc:
+        except (UnknownDefinition, DefinitionInUse) as exc:
             return control_error_response(ControlError(str(exc), status=exc.status))
         return JSONResponse(removed.to_json())
 
