@@ -28,9 +28,22 @@ from ..common.clock import parse_iso
 from ..common.json_body import MAX_DEPTH, fits_depth
 from ..common.snapshot import MAX_ID, snapshot_document, snapshot_state
 from ..common.sqlite import DatabaseFileError, open_database, transaction
-from .events import Campaign, EmailEvent, EmailEventError, Life, Simulation, check_control_event
-from .models import AppConnection, Contact, ContactsList, EventCallback, Job, ListRecipient, PropertyDefinition, job_error_file
-from .outbound import SegmentBatch, SegmentForward, WebhookDelivery
+from .events import STATUS_AFTER, Campaign, EmailEvent, EmailEventError, Life, Simulation, check_control_event
+from .models import (
+    ACTIONS,
+    DATATYPES,
+    EVENT_TYPES,
+    NAMESPACES,
+    AppConnection,
+    Contact,
+    ContactsList,
+    EventCallback,
+    Job,
+    ListRecipient,
+    PropertyDefinition,
+    job_error_file,
+)
+from .outbound import DELIVERED, FAILED, PENDING, QUEUED, RETRYING, SegmentBatch, SegmentForward, WebhookDelivery
 from .send import Message, message_href
 from .service import MailjetService, Tenant
 
@@ -65,6 +78,16 @@ COLLECTIONS = {
     "webhook": "webhooks",
     "segment_batch": "segment_batches",
 }
+# The values the APIs give these fields (models.py, send.py, events.py, outbound.py); a snapshot may
+# hold no other, since the code that reads them knows no other (a job of another Status never runs,
+# a property of another Datatype takes no value).
+JOB_STATUSES = ("In Progress", "Completed", "Error")  # Account.run_job
+CALLBACK_VERSIONS = (1, 2)  # Account._check_version
+CALLBACK_STATUSES = ("alive", "dead")  # Account._check_status
+RECIPIENT_TYPES = ("To", "Cc", "Bcc")  # send._accept
+MESSAGE_STATUSES = ("queued", "sandbox", *STATUS_AFTER.values())  # send.new_message, then EmailEvents._emit
+WEBHOOK_STATES = (PENDING, RETRYING, DELIVERED, FAILED)
+SEGMENT_BATCH_STATES = (QUEUED, RETRYING, DELIVERED, FAILED)
 
 
 class StateError(ValueError):
@@ -149,6 +172,21 @@ def load_fields(cls: type, data: Any, where: str, **given: Any) -> Any:
         elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
             raise StateError(f"{where}: missing field {name}")
     return cls(**values)
+
+
+def _one_of(value: Any, allowed: tuple[Any, ...], where: str) -> None:
+    """Refuse a value (already type-checked) that the APIs never give this field."""
+    if value not in allowed:
+        raise StateError(f"{where}: must be one of {', '.join(map(str, allowed))}, got {json.dumps(value)[:80]}")
+
+
+def _unique(keys: list[Any], where: str, what: Callable[[Any], str]) -> None:
+    """Refuse two objects under one key the API keeps unique: lookups by that key reached only one of them."""
+    seen: set[Any] = set()
+    for key in keys:
+        if key in seen:
+            raise StateError(f"{where}: two {what(key)}")
+        seen.add(key)
 
 
 def _require(data: dict[str, Any], name: str, check: str, where: str) -> Any:
@@ -312,12 +350,38 @@ def load_account(service: MailjetService, data: Any, where: str) -> Tenant:
         return built
 
     properties = build(PropertyDefinition, "properties")
+    for index, definition in enumerate(properties):
+        # coerce_property knows only these: a value for another Datatype was always refused.
+        _one_of(definition.datatype, DATATYPES, f"{where}.properties[{index}].datatype")
+        _one_of(definition.namespace, NAMESPACES, f"{where}.properties[{index}].namespace")
+    # Names are matched case-insensitively (find_property): values reached the first of two.
+    _unique([p.name.lower() for p in properties], f"{where}.properties", lambda name: f"properties named {name!r} in any case")
     contacts = build(Contact, "contacts")
     lists = build(ContactsList, "lists")
+    _unique([l.name for l in lists], f"{where}.lists", lambda name: f"lists named {name!r}")
     recipients = build(ListRecipient, "recipients")
+    # One subscription per contact and list (indexed by the pair): deleting the list of a second one
+    # failed with a KeyError.
+    _unique([(r.contact_id, r.list_id) for r in recipients], f"{where}.recipients",
+            lambda pair: f"recipients of contact {pair[0]} on list {pair[1]}")
     callbacks = build(EventCallback, "callbacks")
+    for index, callback in enumerate(callbacks):
+        place = f"{where}.callbacks[{index}]"
+        _one_of(callback.event_type, tuple(EVENT_TYPES), f"{place}.event_type")  # no event of another type reaches it
+        _one_of(callback.version, CALLBACK_VERSIONS, f"{place}.version")
+        _one_of(callback.status, CALLBACK_STATUSES, f"{place}.status")  # callbacks_for: alive, else nothing
+    # EventType|IsBackup is a webhook's key (/eventcallbackurl/open|false, callbacks_for).
+    _unique([(c.event_type, c.is_backup) for c in callbacks], f"{where}.callbacks",
+            lambda key: f"webhooks for {key[0]}|{str(key[1]).lower()}")
     jobs = build(Job, "jobs")
     for index, job in enumerate(jobs):
+        # Only an In Progress job runs (resume_timers, run_job); it ends Completed or Error.
+        _one_of(job.status, JOB_STATUSES, f"{where}.jobs[{index}].status")
+        # run_job reads each item's ListID and Action (as _check_contacts_lists made them): without them
+        # every contact of the job failed.
+        if not all(isinstance(item, dict) and set(item) == {"ListID", "Action"} and _SCALARS["int"](item["ListID"])
+                   and item["Action"] in ACTIONS for item in job.contacts_lists):
+            raise StateError(f'{where}.jobs[{index}].contacts_lists: expected [{{"ListID": id, "Action": {"|".join(ACTIONS)}}}, ...]')
         # A job shows its first error's text (Job.to_json).
         if not all(isinstance(error, dict) and "Error" in error for error in job.errors):
             raise StateError(f"{where}.jobs[{index}].errors: expected objects with an Error")
@@ -326,6 +390,9 @@ def load_account(service: MailjetService, data: Any, where: str) -> Tenant:
             # the one of the run that stored them, as App Connections' segmentUrl follows the bundle.
             job.error_file = job_error_file(account.base_url, job.id)
     contact_ids, list_ids = {c.id for c in contacts}, {l.id for l in lists}
+    if connection.list_id and connection.list_id not in list_ids:
+        # PUT app-connection takes only a list of the account, and deleting that list sets 0.
+        raise StateError(f"{at}.app_connection.list_id: {connection.list_id} is not a contact list of this account")
     emails = [c.email.lower() for c in contacts]
     if len(set(emails)) != len(emails):
         raise StateError(f"{where}.contacts: two contacts with one email")
@@ -344,6 +411,9 @@ def load_account(service: MailjetService, data: Any, where: str) -> Tenant:
             raise StateError(f"{place}: expected an object with a life")
         message: Message = load_fields(Message, {k: v for k, v in item.items() if k != "life"}, place)
         message.message_href = message_href(account.base_url, message.message_id)  # this run's port, as a job's ErrorFile
+        # The bounce rule reads the status word (ENGAGED_STATUSES).
+        _one_of(message.status, MESSAGE_STATUSES, f"{place}.status")
+        _one_of(message.recipient_type, RECIPIENT_TYPES, f"{place}.recipient_type")
         for name in ("sender", "recipient"):
             if set(getattr(message, name)) != {"Email", "Name"}:
                 raise StateError(f'{place}.{name}: expected {{"Email": ..., "Name": ...}}')
@@ -356,6 +426,9 @@ def load_account(service: MailjetService, data: Any, where: str) -> Tenant:
         messages.append(message)
         if item["life"] is not None:
             lives.append(_load_life(item["life"], message, position, f"{place}.life"))
+    # Lives are kept by MessageID (EmailEvents._lives): of two, one was never armed again nor found.
+    _unique([m.message_id for m in messages if not m.sandbox], f"{where}.messages",
+            lambda message_id: f"messages with MessageID {message_id}")
     by_message_id = {life.message.message_id: life.message for life in lives}
 
     records: list[EmailEvent] = []
@@ -368,8 +441,9 @@ def load_account(service: MailjetService, data: Any, where: str) -> Tenant:
         message = by_message_id.get(_require(item, "message_id", "int", place))
         if message is None:
             raise StateError(f"{place}: no delivered message {item['message_id']}")
-        record = EmailEvent(index + 1, _require(item, "event", "str", place), message, _require(item, "at", "datetime", place),
-                            _require(item, "payload", "dict", place))
+        event = _require(item, "event", "str", place)
+        _one_of(event, tuple(STATUS_AFTER), f"{place}.event")
+        record = EmailEvent(index + 1, event, message, _require(item, "at", "datetime", place), _require(item, "payload", "dict", place))
         if item["segment"] is not None:
             record.segment = load_fields(SegmentForward, item["segment"], f"{place}.segment", batch=None)
             call = record.segment.call
@@ -387,6 +461,12 @@ def load_account(service: MailjetService, data: Any, where: str) -> Tenant:
         event_ids = _require(item, "events", "list[int]", place) if isinstance(item, dict) else None
         linked = _records(records, event_ids, place)
         delivery = load_fields(WebhookDelivery, {k: v for k, v in item.items() if k != "events"}, place, events=linked, generation=0)
+        # Only pending and retrying deliveries are attempted (Webhooks.restore).
+        _one_of(delivery.state, WEBHOOK_STATES, f"{place}.state")
+        _one_of(delivery.version, CALLBACK_VERSIONS, f"{place}.version")
+        if delivery.version == 1 and len(linked) != 1:
+            # Its POST is the first event's payload (WebhookDelivery.body): the others were never sent.
+            raise StateError(f"{place}: a Version 1 delivery carries one event, got {len(linked)}")
         for record in linked:
             record.webhook = delivery
         deliveries.append(delivery)
@@ -395,10 +475,16 @@ def load_account(service: MailjetService, data: Any, where: str) -> Tenant:
         place = f"{where}.segment_batches[{index}]"
         event_ids = _require(item, "events", "list[int]", place) if isinstance(item, dict) else None
         linked = _records(records, event_ids, place)
-        if any(record.segment is None for record in linked):
+        # Its POST carries each event's call: a null one made Segment refuse the whole batch.
+        if any(record.segment is None or record.segment.call is None for record in linked):
             raise StateError(f"{place}: an event of the batch was not forwarded")
         forwards = [record.segment for record in linked]
         batch = load_fields(SegmentBatch, {k: v for k, v in item.items() if k != "events"}, place, forwards=forwards, generation=0)
+        _one_of(batch.state, SEGMENT_BATCH_STATES, f"{place}.state")
+        waiting = next((b for b in batches if b.state in (QUEUED, RETRYING)), None)
+        if waiting is not None and batch.state in (QUEUED, RETRYING):
+            # The forwarder sends one batch at a time (SegmentForwarder.restore keeps one): the other was never sent.
+            raise StateError(f"{place}: a second batch waiting to be sent (batch {waiting.id} waits)")
         for forward in forwards:
             forward.batch = batch
         batches.append(batch)

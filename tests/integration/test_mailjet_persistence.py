@@ -269,3 +269,33 @@ def test_a_snapshot_counter_beyond_what_sqlite_keys_hold_answers_400_and_the_ser
     restarted = start(tmp_path)
     servers.append(restarted)
     assert [contact["Email"] for contact in data(restarted.client().contact.get())] == ["a@example.com", "b@example.com"]
+
+
+@pytest.mark.parametrize(
+    ("collection", "change", "words"),
+    [
+        ("properties", {"datatype": "blob"}, "properties[0].datatype: must be one of str, int, float, bool, datetime"),
+        ("callbacks", {"version": 3}, "callbacks[0].version: must be one of 1, 2"),
+        ("jobs", {"status": "Weird"}, "jobs[0].status: must be one of In Progress, Completed, Error"),
+    ],
+)
+def test_a_snapshot_value_the_api_never_gives_answers_400_and_changes_nothing(
+    tmp_path: Path, servers: list[Server], collection: str, change: dict[str, Any], words: str
+) -> None:
+    # Accepted, a property of Datatype "blob" refused every value written to it ("Property type does
+    # not match definition"), a webhook of Version 3 got Version 2 bodies, a job "Weird" never ran.
+    server = start(tmp_path)
+    servers.append(server)
+    mj = server.client()
+    assert mj.contactmetadata.create(data={"Name": "plan", "Datatype": "str"}).status_code == 201
+    assert mj.eventcallbackurl.create(data={"EventType": "open", "Url": "http://127.0.0.1:9/hook"}).status_code == 201
+    assert mj.contact_managemanycontacts.create(data={"Contacts": [{"Email": "job@example.com"}]}).status_code == 201
+    snapshot = server.control("GET", "snapshot").json()
+    before = server.control("GET", "snapshot").json()["state"]
+    bad = copy.deepcopy(snapshot)
+    bad["state"]["accounts"][0][collection][0].update(change)
+    refused = server.control("PUT", "snapshot", json=bad)
+    assert refused.status_code == 400 and words in refused.json()["error"], refused.text
+    assert server.control("GET", "snapshot").json()["state"] == before
+    managed = mj.contactslist_managecontact.create(id=1, data={"Email": "ada@example.com", "Action": "addnoforce", "Properties": {"plan": "pro"}})
+    assert managed.status_code == 201, managed.text

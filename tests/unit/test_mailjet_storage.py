@@ -273,6 +273,81 @@ def test_a_seeded_account_does_not_repeat_message_uuids_after_a_restart(world: W
     assert len(set(uuids)) == 2 and ids[1] == ids[0] + 1
 
 
+def test_every_value_the_apis_give_loads_again(world: World) -> None:
+    # The loader refuses values outside what the APIs give (Datatype, Version, Status, states...): each
+    # value they do give must still come back, from a snapshot and from the database.
+    first = world.service()
+    tenant = first.default
+    account, events = tenant.account, tenant.events
+    for datatype in ("str", "int", "float", "bool", "datetime"):
+        account.create_property({"Name": f"p_{datatype}", "Datatype": datatype, "NameSpace": "historic" if datatype == "int" else "static"})
+    for event_type in ("click", "bounce", "spam", "blocked", "unsub", "open", "sent"):
+        account.create_callback({"EventType": event_type, "Url": f"http://hooks.test/{event_type}", "Version": 2 if event_type in ("open", "click") else 1})
+    account.create_callback({"EventType": "sent", "Url": "http://hooks.test/backup", "IsBackup": True, "Status": "dead"})
+    account.update_app_connection({"writeKey": "wk", "sendEvents": True})
+    news = account.create_list({"Name": "News"})
+    account.start_contacts_job({"ContactsLists": [{"ListID": news.id, "Action": action} for action in ("addforce", "addnoforce", "unsub", "remove")],
+                                "Contacts": [{"Email": "job@example.com"}]})
+    account.start_list_job(str(news.id), {"Action": "addforce", "Contacts": [{"Email": "bad"}]})
+    account.manage_contact(str(news.id), {"Email": "reader@example.com", "Action": "addnoforce"})
+    to = {"Email": "ada@example.com", "Name": "Ada"}
+
+    def one(**extra: Any) -> int:
+        body = {"From": {"Email": "shop@example.com"}, "To": [to], "Subject": "S", "HTMLPart": HTML, **extra}
+        return send(account, {"Messages": [body]})[1]["Messages"][0]["To"][0]["MessageID"]
+
+    world.transport.status = 500
+    status, _ = send(account, {"Messages": [{"From": {"Email": "shop@example.com"}, "To": [to], "Cc": [{"Email": "cc@example.com"}],
+                                                "Bcc": [{"Email": "bcc@example.com"}], "Subject": "S", "HTMLPart": HTML}]})
+    assert status == 200
+    world.advance(timedelta(seconds=2))  # sent: the webhook and Segment fail...
+    for _ in range(15):  # ...until they give up (the sent webhook is suspended); one retry per advance
+        world.advance(timedelta(hours=2))
+    world.transport.status = 200
+    opened, clicked, bounced, spam, blocked = one(), one(), one(), one(), one()
+    events.apply(blocked, {"event": "blocked"})
+    world.advance(timedelta(seconds=2))
+    events.apply(opened, {"event": "open"})
+    events.apply(clicked, {"event": "click"})
+    events.apply(bounced, {"event": "bounce"})
+    events.apply(spam, {"event": "spam"})
+    campaign = events.send_campaign({"list_id": news.id, "subject": "Spring", "html": HTML})
+    world.advance(timedelta(seconds=2))
+    events.apply(campaign.message_ids[0], {"event": "unsub"})
+    world.advance(timedelta(seconds=2))  # delivered, to the webhooks and to Segment
+    world.transport.status = 500
+    events.apply(clicked, {"event": "click"})
+    world.advance(timedelta(seconds=2))  # retrying
+    events.apply(opened, {"event": "open"})  # pending, its Segment call queued behind the retry
+    one()  # queued
+    send(account, {"SandboxMode": True, "Messages": [{"From": {"Email": "shop@example.com"}, "To": [to], "TextPart": "t"}]})
+    account.start_contacts_job({"Contacts": [{"Email": "later@example.com"}]})  # In Progress
+    other = first.create_account("other-key", "other-secret").account
+    other.delete_list(str(other.app_connection.list_id))  # App Connections' listId becomes 0
+    first.changes.save()
+
+    state = dump_state(first)
+    sections = state["accounts"][0]
+    assert {p["datatype"] for p in sections["properties"]} == {"str", "int", "float", "bool", "datetime"}
+    assert {p["namespace"] for p in sections["properties"]} == {"static", "historic"}
+    assert {(c["version"], c["status"]) for c in sections["callbacks"]} == {(1, "alive"), (2, "alive"), (1, "dead")}
+    assert {j["status"] for j in sections["jobs"]} == {"In Progress", "Completed", "Error"}
+    assert {m["status"] for m in sections["messages"]} == {"queued", "sandbox", "sent", "opened", "clicked", "bounced", "blocked", "spam", "unsub"}
+    assert {m["recipient_type"] for m in sections["messages"]} == {"To", "Cc", "Bcc"}
+    assert {e["event"] for e in sections["events"]} == {"sent", "open", "click", "bounce", "blocked", "spam", "unsub"}
+    assert {(w["version"], w["state"]) for w in sections["webhooks"]} >= {(1, "failed"), (1, "delivered"), (2, "delivered"), (2, "retrying"), (2, "pending")}
+    assert {b["state"] for b in sections["segment_batches"]} == {"failed", "delivered", "retrying"}
+    assert state["accounts"][1]["account"]["app_connection"]["list_id"] == 0
+
+    snapshot = json.loads(json.dumps(export_snapshot(first)))
+    target = world.service(persistent=False)
+    import_snapshot(target, snapshot, None)
+    assert dump_state(target) == snapshot["state"]
+    world.stop(target)
+    world.stop(first)
+    assert dump_state(world.service()) == state  # and from the database
+
+
 def test_snapshot_round_trip_and_atomic_import(world: World) -> None:
     source = world.service(persistent=False)
     populate(world, source)
@@ -386,6 +461,49 @@ def _planned(account: dict[str, Any]) -> dict[str, Any]:
         (lambda a: a["segment_batches"][0].update(events=[]), r"segment_batches\[0\].events: unknown event id"),
         # Kept as sent and shown in answers (a job's contacts): no deeper than any answer can render.
         (lambda a: a["jobs"][0].update(contacts=_nested(300)), r"jobs\[0\].contacts: nested more than 254 levels deep"),
+        # Values outside the sets the REST API takes: loaded, each broke what came later.
+        # Every write of a value to the property failed "Property type does not match definition".
+        (lambda a: a["properties"][0].update(datatype="blob"), r"properties\[0\].datatype: must be one of str, int, float, bool, datetime, got \"blob\""),
+        # ?Namespace= (lower-cased) never found it.
+        (lambda a: a["properties"][0].update(namespace="Static"), r"properties\[0\].namespace: must be one of static, historic"),
+        # /contactmetadata/{name} and every property value reached only the first of them.
+        (lambda a: a["properties"][1].update(name=a["properties"][0]["name"].upper()), "two properties named 'plan' in any case"),
+        # Delivered with the body of Version 2 (a list), routed with the timing of Version 1.
+        (lambda a: a["callbacks"][0].update(version=3), r"callbacks\[0\].version: must be one of 1, 2, got 3"),
+        # No event of any type reached it.
+        (lambda a: a["callbacks"][0].update(event_type="delivered"), r"callbacks\[0\].event_type: must be one of click, bounce"),
+        (lambda a: a["callbacks"][0].update(status="paused"), r"callbacks\[0\].status: must be one of alive, dead"),
+        # EventType|IsBackup is the webhook's key (/eventcallbackurl/open|false): it reached one of them.
+        (lambda a: a["callbacks"][1].update(event_type="sent"), "two webhooks for sent|false"),
+        # Never run (only In Progress jobs are), never finished.
+        (lambda a: a["jobs"][0].update(status="Weird"), r"jobs\[0\].status: must be one of In Progress, Completed, Error"),
+        # Each contact of the job failed "contact could not be processed" (a KeyError in run_job).
+        (lambda a: a["jobs"][0]["contacts_lists"][0].update(Action="delete"), r"jobs\[0\].contacts_lists: expected \[\{\"ListID\": id, \"Action\": "),
+        (lambda a: a["jobs"][0]["contacts_lists"][0].pop("ListID"), r"jobs\[0\].contacts_lists: expected \[\{\"ListID\": id"),
+        (lambda a: a["jobs"][0]["contacts_lists"].append(7), r"jobs\[0\].contacts_lists: expected \[\{\"ListID\": id"),
+        # The second subscription of a pair hid the first; deleting the list then answered 500 (KeyError).
+        (lambda a: a["recipients"][1].update(contact_id=a["recipients"][0]["contact_id"]), "two recipients of contact 1 on list 1"),
+        # ListALT and the unique Name reached only one of them.
+        (lambda a: a["lists"][1].update(name=a["lists"][0]["name"]), "two lists named 'segjet'"),
+        # PUT app-connection could never set it: the list was deleted (listId goes to 0) or never existed.
+        (lambda a: a["account"]["app_connection"].update(list_id=99), r"app_connection.list_id: 99 is not a contact list of this account"),
+        # A bounce after a delivery is refused by the status word (ENGAGED_STATUSES).
+        (lambda a: _delivered(a).update(status="Weird"), r"messages\[\d+\].status: must be one of queued, sandbox, sent"),
+        (lambda a: _delivered(a).update(recipient_type="Reply-To"), r"messages\[\d+\].recipient_type: must be one of To, Cc, Bcc"),
+        (lambda a: a["events"][0].update(event="delivered"), r"events\[0\].event: must be one of sent, open, click"),
+        # Never attempted again (only pending and retrying deliveries are), nor shown as done.
+        (lambda a: a["webhooks"][0].update(state="lost"), r"webhooks\[0\].state: must be one of pending, retrying, delivered, failed"),
+        (lambda a: a["webhooks"][0].update(version=3), r"webhooks\[0\].version: must be one of 1, 2, got 3"),
+        # A Version 1 POST carries one event: the others were lost.
+        (lambda a: a["webhooks"][0].update(events=[1, 3]), r"webhooks\[0\]: a Version 1 delivery carries one event, got 2"),
+        (lambda a: a["segment_batches"][0].update(state="Weird"), r"segment_batches\[0\].state: must be one of queued, retrying, delivered, failed"),
+        # A batch POSTs each event's call: a null one made Segment refuse the whole batch (400), the others with it.
+        (lambda a: a["events"][0]["segment"].update(call=None), r"segment_batches\[0\]: an event of the batch was not forwarded"),
+        # Lives are found by MessageID: the first message's timers were never armed again (its `sent` never came).
+        (lambda a: a["messages"][2].update(message_id=a["messages"][0]["message_id"]), r"messages: two messages with MessageID \d+"),
+        # One batch is sent at a time: the other one waiting was never sent again.
+        (lambda a: (a["segment_batches"].append({**a["segment_batches"][0], "id": 2, "state": "queued", "due": None, "events": [2]}),
+                    a["account"].update(next_segment_batch_id=3)), r"segment_batches\[1\]: a second batch waiting to be sent \(batch 1 waits\)"),
     ],
 )
 def test_snapshot_refuses_what_would_break_later(world: World, change: Any, words: str) -> None:
@@ -476,6 +594,9 @@ def test_a_database_of_another_schema_version_is_refused(world: World) -> None:
         ("kind = 'account'", "[1, 2]", r"the account row 0 of account segjet-api-key: expected an object"),
         ("kind = 'contact'", "{oops", r"the contact row \d+ of account segjet-api-key: not JSON"),
         ("kind = 'contact'", "7", r"accounts\[0\].contacts\[0\]: expected an object"),
+        # Edited by hand: every value written to the property was refused after the start.
+        ("kind = 'property'", '{"id": 1, "name": "plan", "datatype": "blob", "namespace": "static"}',
+         r"accounts\[0\].properties\[0\].datatype: must be one of str, int"),
     ],
 )
 def test_a_damaged_row_is_refused_with_the_file_and_the_row(world: World, where: str, data: str, words: str) -> None:
