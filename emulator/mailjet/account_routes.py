@@ -20,7 +20,8 @@ from starlette.routing import Route
 
 from ..common.control import ControlError, control_error_response, named_tenant, query_limit, read_json_object
 from ..common.json_body import decode_snapshot
-from .service import MailjetService, Tenant, api_key_problem
+from .models import newest
+from .service import AccountError, MailjetService, Tenant
 from .storage import MailjetStore, StateError, export_snapshot, import_snapshot
 
 API_KEY_HEADER = "X-Segjet-Api-Key"
@@ -67,15 +68,10 @@ def account_routes(service: MailjetService, store: MailjetStore | None) -> list[
             unknown = sorted(set(body) - {"api_key", "secret_key"})
             if unknown:
                 raise ControlError(f"unknown field(s): {', '.join(unknown)}; known: api_key, secret_key")
-            api_key, secret_key = body.get("api_key"), body.get("secret_key")
-            if not isinstance(api_key, str) or not api_key or not isinstance(secret_key, str) or not secret_key:
-                raise ControlError("api_key and secret_key must be non-empty strings")
-            if (problem := api_key_problem(api_key)) is not None:
-                raise ControlError(f"api_key {problem}")
             try:
-                tenant = service.create_account(api_key, secret_key)
-            except ValueError as exc:
-                raise ControlError(str(exc), 409) from exc
+                tenant = service.create_account(body.get("api_key"), body.get("secret_key"))
+            except AccountError as exc:
+                raise ControlError(str(exc), exc.status) from exc
         except ControlError as exc:
             return control_error_response(exc)
         return JSONResponse(account_json(tenant), status_code=201)
@@ -105,8 +101,7 @@ def account_routes(service: MailjetService, store: MailjetStore | None) -> list[
             limit = query_limit(request)
         except ControlError as exc:
             return control_error_response(exc)
-        stored = tenant.account.messages
-        return JSONResponse({"messages": [m.to_json() for m in stored[-limit:]] if limit else []})
+        return JSONResponse({"messages": [m.to_json() for m in newest(tenant.account.messages, limit)]})
 
     async def snapshot_get(request: Request) -> Response:
         return JSONResponse(export_snapshot(service))

@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any, Callable
 from faker import Faker
 
 from ..common.clock import Clock, iso, parse_duration
-from .models import Account, Contact, read_id
+from .models import Account, Contact, newest, read_id
 from .send import Message, new_message, store_message
 
 if TYPE_CHECKING:
@@ -342,7 +342,7 @@ class EmailEvents:
             for record in self.records
             if (message_id is None or record.message.message_id == message_id) and (event is None or record.event == event)
         ]
-        return found[-limit:] if limit else []
+        return newest(found, limit)
 
     # -- sending
 

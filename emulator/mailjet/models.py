@@ -23,16 +23,18 @@ import random
 import re
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
-from typing import TYPE_CHECKING, Any, Callable, Iterable
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Sequence, TypeVar
 from urllib.parse import unquote, urlsplit
 
 from ..common.clock import Clock, _Timer, parse_iso
+from ..common.json_body import decode_json
 from ..config import BundleConfig
 
 if TYPE_CHECKING:
     from .send import Message
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 SERVICE = "mailjet"
 ACTIONS = ("addforce", "addnoforce", "remove", "unsub")
 DATATYPES = ("str", "int", "float", "bool", "datetime")
@@ -45,6 +47,9 @@ MAX_LIMIT = 1000
 # column size and matches the documented Send API Subject limit.
 MAX_STRING_LENGTH = 255
 JOB_DURATION = timedelta(seconds=1)
+# The most a request body may hold, REST or Send: Send v3.1 takes up to 15 MB of attachments
+# (reference §6), about 20 MB once base64-encoded.
+MAX_BODY_BYTES = 25 * 1024 * 1024
 # Deliberately simple, like most APIs: one @, no spaces, a dot in the domain. Always used with
 # fullmatch: `$` would also match before a trailing newline.
 EMAIL_PATTERN = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s]+")
@@ -68,6 +73,11 @@ def mj_time(moment: datetime | None) -> str:
     if moment is None:
         return ""
     return moment.astimezone(timezone.utc).isoformat(timespec="seconds").removesuffix("+00:00") + "Z"
+
+
+def newest(items: Sequence[T], limit: int) -> list[T]:
+    """The last `limit` of `items`, oldest first; none for 0, which as `items[-0:]` would be all of them."""
+    return list(items[-limit:]) if limit else []
 
 
 def read_id(text: str) -> int | None:
@@ -114,6 +124,27 @@ def account_rng(seed: int | None, api_key_id: int, sent: int) -> random.Random:
 
 
 # ---------------------------------------------------------------- input helpers
+
+
+def body_too_large(size: int, limit: int) -> MailjetError:
+    # Guess: Mailjet publishes no REST request size limit or its answer; 413 in the REST error
+    # shape (Send v3.1 documents its own: `payload_too_big`).
+    return MailjetError(413, f"Request entity too large: {size} bytes; the limit is {limit}")
+
+
+def read_rest_body(raw: bytes) -> dict[str, Any]:
+    """The JSON object of a REST v3 POST/PUT; an empty body counts as `{}` so missing fields are reported."""
+    if not raw.strip():
+        return {}
+    try:
+        payload = decode_json(raw)
+    except ValueError as exc:
+        # Guess: the real text for unparsable JSON is not documented; it starts like the
+        # documented "Invalid json input: ..." of unknown fields.
+        raise MailjetError(400, f"Invalid json input: {exc}") from exc
+    if not isinstance(payload, dict):
+        raise MailjetError(400, f"Invalid json input: expected a JSON object, got {type(payload).__name__}")
+    return payload
 
 
 def read_fields(body: dict[str, Any], type_name: str, writable: Iterable[str], read_only: Iterable[str] = ()) -> dict[str, Any]:
@@ -367,11 +398,27 @@ def sort_keys(query: Query, fields: Iterable[str]) -> list[tuple[str, bool]]:
     return keys
 
 
-def paginate(rows: list[dict[str, Any]], query: Query, fields: Iterable[str]) -> list[dict[str, Any]]:
-    """Sort (by `fields`, the names Sort may use; see `sort_keys`), then cut a page."""
-    for key, descending in reversed(sort_keys(query, fields)):
+def paginate(
+    items: Sequence[T], query: Query, render: Callable[[T], dict[str, Any]], fields: Iterable[str]
+) -> tuple[list[dict[str, Any]], int]:
+    """The rendered rows of the page `query` asks for, and the Total to report with them.
+
+    Sorted by `fields`, the names of the rendered rows' fields, which a Sort must name (`sort_keys`).
+    Only the page is rendered unless a Sort needs every row: a listing may hold 100,000 contacts.
+    """
+    keys = sort_keys(query, fields)
+    if query.count_only:
+        # Documented: countOnly answers the number of records and no Data.
+        return [], len(items)
+    window = slice(query.offset, query.offset + query.limit)
+    if not keys:
+        rows = [render(item) for item in items[window]]
+        return rows, len(rows)
+    rows = [render(item) for item in items]
+    for key, descending in reversed(keys):
         rows = sorted(rows, key=lambda row: _sort_key(row.get(key)), reverse=descending)
-    return rows[query.offset : query.offset + query.limit]
+    rows = rows[window]
+    return rows, len(rows)
 
 
 def _sort_key(value: Any) -> tuple[int, Any]:

@@ -94,7 +94,7 @@ def _operation(
         responses[str(ok)] = json_response("OK", envelope or _envelope(item))
     if ok == 200 and body is not None:  # a PUT that changes nothing
         responses["304"] = {"description": "Not Modified: the PUT changed nothing"}
-    # 413: a body over the fake's 25 MB cap (routes.py body_too_large).
+    # 413: a body over the fake's 25 MB cap (models.py body_too_large).
     responses.update(_errors(400, 401, 404, 405, *((413,) if body is not None else ())))
     operation: dict[str, Any] = {"tags": ["REST v3"], "summary": summary, "responses": responses}
     parameters = [{"name": name, "in": "path", "required": True, "schema": ID} for name in ids]

@@ -32,16 +32,18 @@ from ..common.fault_routes import basic_username, fault_routes, mailjet_fault_re
 from ..common.faults import FaultRules
 from ..common.http import BeforeAnswer, BodyTooLarge, read_capped
 from ..common.journal import CONTROL_PREFIX, Journal
-from ..common.json_body import decode_json
 from ..common.openapi import openapi_route
 from ..config import BundleConfig, BundleUrls
 from ..dashboard import mailjet_dashboard_routes
 from .account_routes import account_routes, named_api_key, scoped_reset, tenant_of
 from .event_routes import email_event_routes
 from .events import EmailEvents
-from .models import SERVICE, Account, Contact, EventCallback, MailjetError, PropertyDefinition, Query, paginate, sort_keys
+from .models import (
+    MAX_BODY_BYTES, SERVICE, Account, Contact, EventCallback, MailjetError, PropertyDefinition, Query, body_too_large,
+    paginate, read_rest_body,
+)
 from .openapi import openapi_document
-from .send import SendError, malformed_json, method_not_allowed, payload_too_big, send
+from .send import SendError, method_not_allowed, payload_too_big, read_send_body, send
 from .service import MailjetService
 from .storage import MailjetStore
 
@@ -56,8 +58,6 @@ AUTH_FAILURE = (
 # Filters whose values are email addresses: an old client sends their `+` unencoded, and a `+`
 # is never a space in an address, so these keep it literally (reference §0).
 _EMAIL_FILTERS = {"email", "contactemail", "contactalt"}
-# Send v3.1 takes up to 15 MB of attachments (reference §6), about 20 MB once base64-encoded.
-MAX_BODY_BYTES = 25 * 1024 * 1024
 
 Handler = Callable[[Account, Request, list[str]], Response]
 
@@ -75,11 +75,12 @@ register_url_convertor("anypath", AnyPathConvertor())
 # ---------------------------------------------------------------- rendering
 
 
-def envelope(data: list[dict[str, Any]], status: int = 200) -> JSONResponse:
+def envelope(data: list[dict[str, Any]], status: int = 200, total: int | None = None) -> JSONResponse:
     """Every REST v3 answer: `{"Count": len(Data), "Data": [...], "Total": len(Data)}`. Documented
     (filtering guide, "The Count Filter"): without countOnly, Count and Total "only show you the
-    number of elements extracted and not the global number"."""
-    return JSONResponse({"Count": len(data), "Data": data, "Total": len(data)}, status)
+    number of elements extracted and not the global number". `total`: the one `paginate` reports."""
+    count = len(data) if total is None else total
+    return JSONResponse({"Count": count, "Data": data, "Total": count}, status)
 
 
 # The field names of each listing's rows (the keys its render gives), which Sort may name. Known
@@ -101,15 +102,9 @@ CALLBACK_FIELDS = ("APIKeyID", "EventType", "ID", "IsBackup", "Status", "Url", "
 def listing(
     items: Sequence[T], query: Query, render: Callable[[T], dict[str, Any]], fields: Sequence[str]
 ) -> JSONResponse:
-    """A page of `items` in the envelope; only the page is rendered unless a Sort needs every row.
-    `fields`: the names of the rendered rows' fields, which a Sort must name."""
-    keys = sort_keys(query, fields)
-    if query.count_only:
-        # Documented: countOnly answers the number of records and no Data.
-        return JSONResponse({"Count": len(items), "Data": [], "Total": len(items)})
-    if not keys:
-        return envelope([render(item) for item in items[query.offset : query.offset + query.limit]])
-    return envelope(paginate([render(item) for item in items], query, fields))
+    """The page of `items` that `query` asks for, in the envelope (see `paginate`)."""
+    rows, total = paginate(items, query, render, fields)
+    return envelope(rows, total=total)
 
 
 def created(item: dict[str, Any]) -> JSONResponse:
@@ -163,27 +158,9 @@ def parse_query(request: Request) -> Query:
     return Query.parse(params)
 
 
-def body_too_large(size: int) -> MailjetError:
-    # Guess: Mailjet publishes no REST request size limit or its answer; 413 in the REST error
-    # shape (Send v3.1 documents its own: `payload_too_big`).
-    return MailjetError(413, f"Request entity too large: {size} bytes; the limit is {MAX_BODY_BYTES}")
-
-
 def read_body(request: Request) -> dict[str, Any]:
-    """The JSON object of a POST/PUT (read by `api` before the account is picked); an empty body
-    counts as `{}` so missing fields are reported."""
-    raw: bytes = request.state.raw_body
-    if not raw.strip():
-        return {}
-    try:
-        payload = decode_json(raw)
-    except ValueError as exc:
-        # Guess: the real text for unparsable JSON is not documented; it starts like the
-        # documented "Invalid json input: ..." of unknown fields.
-        raise MailjetError(400, f"Invalid json input: {exc}") from exc
-    if not isinstance(payload, dict):
-        raise MailjetError(400, f"Invalid json input: expected a JSON object, got {type(payload).__name__}")
-    return payload
+    """The JSON object of a POST/PUT, whose bytes `api` read before the account was picked."""
+    return read_rest_body(request.state.raw_body)
 
 
 # ---------------------------------------------------------------- REST v3 handlers
@@ -469,7 +446,7 @@ def create_app(config: BundleConfig, clock: Clock, urls: BundleUrls) -> Starlett
             if account is None:
                 return auth_failure(is_send_v31)
             if too_large is not None:
-                raise payload_too_big(too_large, MAX_BODY_BYTES) if is_send_v31 else body_too_large(too_large)
+                raise payload_too_big(too_large, MAX_BODY_BYTES) if is_send_v31 else body_too_large(too_large, MAX_BODY_BYTES)
             if is_send_v31:
                 return send_v31(account, request, lowered)
             if lowered[:2] == ["v3", "rest"]:
@@ -520,11 +497,7 @@ def create_app(config: BundleConfig, clock: Clock, urls: BundleUrls) -> Starlett
             raise MailjetError(404, "Object not found")
         if request.method != "POST":
             raise method_not_allowed()
-        try:
-            body = decode_json(request.state.raw_body)
-        except ValueError:
-            raise malformed_json() from None
-        status, result = send(account, body)
+        status, result = send(account, read_send_body(request.state.raw_body))
         return JSONResponse(result, status)
 
     def journal_tenant(request: Request) -> Callable[[str | None], bool] | None:

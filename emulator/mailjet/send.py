@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from ..common.json_body import decode_json
 from .models import EMAIL_PATTERN, MAX_STRING_LENGTH, Account, ci_get, mj_time
 
 # Documented for Messages, Attachments, InlinedAttachments, Headers and Variables (mj-0008).
@@ -140,6 +141,15 @@ class SendError(Exception):
 
 def malformed_json() -> SendError:
     return SendError("mj-0002", "Malformed JSON, please review the syntax and properties types.")  # documented
+
+
+def read_send_body(raw: bytes) -> Any:
+    """The JSON of a v3.1 send, whatever its type (`send` checks it); mj-0002 when it is no JSON,
+    an empty body included."""
+    try:
+        return decode_json(raw)
+    except ValueError:
+        raise malformed_json() from None
 
 
 def payload_too_big(size: int, limit: int) -> SendError:

@@ -11,12 +11,21 @@ from __future__ import annotations
 import asyncio
 import secrets
 from dataclasses import dataclass
+from typing import Any
 
 from ..common.clock import Clock
 from ..config import BundleConfig
 from .events import EmailEvents
 from .models import Account, Changes, MailjetBackend
 from .outbound import HttpTransport, Outbox
+
+
+class AccountError(ValueError):
+    """A request about accounts that cannot be done; `status` is the HTTP status."""
+
+    def __init__(self, message: str, status: int = 400) -> None:
+        super().__init__(message)
+        self.status = status
 
 
 @dataclass
@@ -119,10 +128,15 @@ class MailjetService:
         self.backend.accounts[api_key] = fresh.account
         return fresh
 
-    def create_account(self, api_key: str, secret_key: str) -> Tenant:
-        """A new account with its own contact list and its own Segment authentication key; ValueError if taken."""
+    def create_account(self, api_key: Any, secret_key: Any) -> Tenant:
+        """A new account with its own contact list and its own Segment authentication key;
+        AccountError 400 for keys no call could use, 409 for an API key taken."""
+        if not isinstance(api_key, str) or not api_key or not isinstance(secret_key, str) or not secret_key:
+            raise AccountError("api_key and secret_key must be non-empty strings")
+        if (problem := api_key_problem(api_key)) is not None:
+            raise AccountError(f"api_key {problem}")
         if api_key in self.tenants:
-            raise ValueError(f"an account with API key {api_key!r} already exists")
+            raise AccountError(f"an account with API key {api_key!r} already exists", 409)
         # Mailjet shows a fresh Segment authentication key per account on its App Connections page.
         tenant = self.new_tenant(api_key, secret_key, _free_key_id(self.tenants), secrets.token_hex(16))
         self.tenants[api_key] = tenant

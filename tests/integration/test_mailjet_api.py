@@ -433,6 +433,38 @@ def test_app_connection_segment(server: Server) -> None:
     assert server.control("GET", "app-connections/segment").json()["writeKey"] is None
 
 
+NOT_TWO_KEYS = "api_key and secret_key must be non-empty strings"
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "error"),
+    [
+        ({"api_key": "k", "secret_key": "s", "name": "n"}, 400, "unknown field(s): name; known: api_key, secret_key"),
+        ({"api_key": "k"}, 400, NOT_TWO_KEYS),
+        ({"api_key": 7, "secret_key": "s"}, 400, NOT_TWO_KEYS),
+        ({"api_key": "k", "secret_key": ""}, 400, NOT_TWO_KEYS),
+        ({"api_key": "k:1", "secret_key": "s"}, 400, "api_key must not contain ':', a colon, which Basic auth could not carry"),
+        ({"api_key": "mj-key", "secret_key": "s"}, 409, "an account with API key 'mj-key' already exists"),
+    ],
+)
+def test_an_account_is_refused_with_the_status_of_its_problem(server: Server, body: dict[str, Any], status: int, error: str) -> None:
+    answer = server.control("POST", "accounts", json=body)
+    assert (answer.status_code, answer.json()) == (status, {"error": error})
+    assert [account["apiKey"] for account in server.control("GET", "accounts").json()["accounts"]] == ["mj-key"]
+
+
+def test_the_newest_messages_come_last_and_limit_zero_gives_none(server: Server) -> None:
+    mj = server.client(version="v3.1")
+    for subject in ("one", "two", "three"):
+        message = {"From": {"Email": "f@example.com"}, "To": [{"Email": "t@example.com"}], "Subject": subject, "TextPart": "x"}
+        assert mj.send.create(data={"Messages": [message]}).status_code == 200
+
+    def subjects(limit: int) -> list[str]:
+        return [m["subject"] for m in server.control("GET", f"messages?limit={limit}").json()["messages"]]
+
+    assert (subjects(2), subjects(0), subjects(5)) == (["two", "three"], [], ["one", "two", "three"])
+
+
 def test_reset_gives_a_fresh_account(server: Server) -> None:
     mj = server.client()
     mj.contact.create(data={"Email": "gone@example.com"})

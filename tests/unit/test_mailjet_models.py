@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from datetime import datetime, timedelta, timezone
+from typing import Any
 
 import pytest
 
@@ -16,12 +17,16 @@ from emulator.mailjet.models import (
     MailjetBackend,
     MailjetError,
     Query,
+    body_too_large,
     coerce_property,
     mj_time,
+    newest,
     paginate,
     read_id,
+    read_rest_body,
 )
 from emulator.mailjet.send import SendError, send
+from emulator.mailjet.service import AccountError, MailjetService
 
 
 @pytest.fixture
@@ -130,26 +135,86 @@ def test_metadata_rename_and_delete_follow_the_values(account: Account) -> None:
     assert contact.properties == {}
 
 
+def page_ids(rows: list[dict[str, Any]], params: list[tuple[str, str]], fields: tuple[str, ...] = ("ID",)) -> list[int]:
+    page, total = paginate(rows, Query.parse(params), dict, fields)
+    assert total == len(page)
+    return [row["ID"] for row in page]
+
+
+@pytest.mark.parametrize(
+    ("api_key", "secret_key", "status"),
+    [(None, "s", 400), ("k", "", 400), ("k", 7, 400), ("k:1", "s", 400), ("mj-key", "s", 409)],
+)
+def test_an_account_that_cannot_be_created_says_which_status(api_key: object, secret_key: object, status: int) -> None:
+    service = MailjetService(BundleConfig(mailjet_api_key="mj-key", seed=7), Clock(), "http://mj.test", "http://segment.test")
+    with pytest.raises(AccountError) as refused:
+        service.create_account(api_key, secret_key)
+    assert refused.value.status == status and list(service.tenants) == ["mj-key"]
+
+
+def test_newest_keeps_the_last_items_in_order_and_none_for_zero() -> None:
+    assert (newest([1, 2, 3], 2), newest([1, 2, 3], 5), newest([1, 2, 3], 0)) == ([2, 3], [1, 2, 3], [])
+
+
 def test_paging_sort_and_limits() -> None:
     rows = [{"ID": i, "Email": f"{i}@x.co"} for i in range(1, 31)]
     fields = ("ID", "Email")
-    assert paginate(rows, Query.parse([]), fields) == rows[:10]
-    assert paginate(rows, Query.parse([("limit", "0")]), fields) == rows
+    assert paginate(rows, Query.parse([]), dict, fields) == (rows[:10], 10)
+    assert paginate(rows, Query.parse([("limit", "0")]), dict, fields) == (rows, 30)
     assert Query.parse([("Limit", "5000")]).limit == 1000
-    page = paginate(rows, Query.parse([("Sort", "id DESC"), ("Limit", "2"), ("Offset", "1")]), fields)
-    assert [r["ID"] for r in page] == [29, 28]
+    assert page_ids(rows, [("Sort", "id DESC"), ("Limit", "2"), ("Offset", "1")], fields) == [29, 28]
     assert Query.parse([("Name", "a"), ("name", "b")]).get("Name") == "a"  # first occurrence wins
-    assert Query.parse([("countOnly", "1")]).count_only  # answered by the route, without rendering rows
     with pytest.raises(MailjetError):
         Query.parse([("Limit", "ten")])
     with pytest.raises(MailjetError):
-        paginate(rows, Query.parse([("Sort", "Nope")]), fields)
+        paginate(rows, Query.parse([("Sort", "Nope")]), dict, fields)
+
+
+def test_an_empty_rest_body_is_an_empty_object() -> None:
+    # So the missing fields are reported, not the body.
+    assert read_rest_body(b"") == {} and read_rest_body(b" \r\n") == {}
+    assert read_rest_body(b'{"Email": "a@example.com"}') == {"Email": "a@example.com"}
+
+
+@pytest.mark.parametrize(
+    ("raw", "start"), [(b"{", "Invalid json input: "), (b"[]", "Invalid json input: expected a JSON object, got list")]
+)
+def test_a_rest_body_that_is_no_json_object_is_invalid_json_input(raw: bytes, start: str) -> None:
+    error = error_of(read_rest_body, raw)
+    assert error.status == 400 and error.message.startswith(start) and error.info == ""
+
+
+def test_a_rest_body_too_large_is_a_413_naming_the_limit() -> None:
+    assert body_too_large(30, 20).to_json() == {
+        "ErrorInfo": "", "ErrorMessage": "Request entity too large: 30 bytes; the limit is 20", "StatusCode": 413}
+
+
+def test_count_only_reports_every_record_and_renders_none() -> None:
+    rows = [{"ID": i} for i in range(1, 31)]
+
+    def render(row: dict[str, Any]) -> dict[str, Any]:
+        raise AssertionError("countOnly rendered a row")
+
+    assert paginate(rows, Query.parse([("countOnly", "1"), ("Limit", "5")]), render, ("ID",)) == ([], 30)
+    with pytest.raises(MailjetError):  # the Sort is checked all the same
+        paginate(rows, Query.parse([("countOnly", "1"), ("Sort", "Nope")]), render, ("ID",))
+
+
+def test_an_unsorted_page_renders_only_its_rows() -> None:
+    rendered = []
+
+    def render(row: dict[str, Any]) -> dict[str, Any]:
+        rendered.append(row["ID"])
+        return row
+
+    rows = [{"ID": i} for i in range(1, 31)]
+    paginate(rows, Query.parse([("Limit", "2"), ("Offset", "3")]), render, ("ID",))
+    assert rendered == [4, 5]
 
 
 def test_sort_on_several_keys_orders_by_the_first_then_the_next() -> None:
     rows = [{"ID": 1, "Name": "b"}, {"ID": 2, "Name": "a"}, {"ID": 3, "Name": "b"}, {"ID": 4, "Name": "a"}]
-    page = paginate(rows, Query.parse([("Sort", "Name,ID DESC")]), ("ID", "Name"))
-    assert [r["ID"] for r in page] == [4, 2, 3, 1]
+    assert page_ids(rows, [("Sort", "Name,ID DESC")], ("ID", "Name")) == [4, 2, 3, 1]
 
 
 def test_list_metadata_filters_by_datatype_namespace_and_name(account: Account) -> None:
@@ -435,7 +500,7 @@ def test_sort_direction_is_ascending_unless_desc() -> None:
     # Documented (`Sort=ArrivedAt+DESC`, "default ascending"): an explicit ASC is ascending too.
     rows = [{"ID": i} for i in (2, 3, 1)]
     for sort, expected in [("ID", [1, 2, 3]), ("ID ASC", [1, 2, 3]), ("ID+asc", [1, 2, 3]), ("ID DESC", [3, 2, 1]), ("ID+desc", [3, 2, 1])]:
-        assert [r["ID"] for r in paginate(rows, Query.parse([("Sort", sort)]), ("ID",))] == expected, sort
+        assert page_ids(rows, [("Sort", sort)]) == expected, sort
 
 
 def test_an_email_with_text_after_the_address_is_invalid(account: Account) -> None:

@@ -15,7 +15,7 @@ from emulator.common.clock import Clock
 from emulator.config import BundleConfig
 from emulator.mailjet import send as send_module
 from emulator.mailjet.models import EMAIL_PATTERN, MAX_STRING_LENGTH, Account, MailjetBackend
-from emulator.mailjet.send import FORBIDDEN_HEADERS, SendError, send
+from emulator.mailjet.send import FORBIDDEN_HEADERS, SendError, read_send_body, send
 
 DROP = object()  # a `message()` change that removes the key
 ATTACHMENT = {"ContentType": "text/plain", "Filename": "a.txt", "Base64Content": "aGk="}
@@ -479,6 +479,19 @@ def test_a_body_that_is_no_object_is_malformed_json(account: Account, body: Any)
     with pytest.raises(SendError) as raised:
         send(account, body)
     assert (raised.value.code, raised.value.status) == ("mj-0002", 400)
+
+
+@pytest.mark.parametrize("raw", [b"", b"  ", b"{", b'{"Messages": NaN}', b"\xff"])
+def test_a_body_that_is_no_json_is_malformed_json(raw: bytes) -> None:
+    with pytest.raises(SendError) as raised:
+        read_send_body(raw)
+    assert (raised.value.code, raised.value.status) == ("mj-0002", 400)
+
+
+def test_a_send_body_is_read_whatever_its_type() -> None:
+    # `send` refuses what is no object, in its own words.
+    assert read_send_body(b'{"Messages": []}') == {"Messages": []}
+    assert read_send_body(b"[1]") == [1]
 
 
 def test_the_success_shape_lists_to_cc_and_bcc_even_empty(account: Account) -> None:
