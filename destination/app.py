@@ -23,7 +23,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from .asgi import QuietDisconnect
+from .asgi import BodyTooLarge, QuietDisconnect, read_capped
 from .client import MailjetClient, MailjetError, create_http_client
 from .identify import apply_identify
 from .json_body import read_json
@@ -34,7 +34,7 @@ from .settings import MissingAuthenticationKey, SettingsError, parse_authenticat
 logger = logging.getLogger("destination")
 
 # Segment caps a tracking call at 32 KB and adds its own fields before delivery; anything near a
-# megabyte is not from Segment, and reading it whole would only cost memory.
+# megabyte is not from Segment, and keeping it would only cost memory.
 MAX_BODY_BYTES = 1024 * 1024
 
 SEGMENT_CALL_TYPES = ("track", "page", "screen", "group", "alias")
@@ -48,21 +48,6 @@ IDENTIFY_BUDGET_SECONDS = 4.5
 
 def _answer(status: int, message: str) -> JSONResponse:
     return JSONResponse({"message": message}, status_code=status)
-
-
-class _BodyTooLarge(Exception):
-    pass
-
-
-async def _read_body(request: Request) -> bytes:
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > MAX_BODY_BYTES:
-            raise _BodyTooLarge
-        chunks.append(chunk)
-    return b"".join(chunks)
 
 
 def _answer_mailjet_error(error: MailjetError, list_id: int) -> JSONResponse:
@@ -112,8 +97,8 @@ class Destination:
             return _answer(401, "unknown authentication key: copy it from Mailjet, Account settings → App Connections → Segment")
 
         try:
-            message = read_json(await _read_body(request))
-        except _BodyTooLarge:
+            message = read_json(await read_capped(request, MAX_BODY_BYTES))
+        except BodyTooLarge:
             return _answer(400, f"message larger than {MAX_BODY_BYTES} bytes")
         except ValueError as exc:
             return _answer(400, f"malformed JSON: {exc}")

@@ -1,9 +1,33 @@
-"""ASGI middleware the destination and the emulator's servers share."""
+"""ASGI pieces the destination and the emulator's servers share: a capped body reader, and middleware
+that keeps a client's early departure out of the error log."""
 
 from __future__ import annotations
 
-from starlette.requests import ClientDisconnect
+from starlette.requests import ClientDisconnect, Request
 from starlette.types import ASGIApp, Receive, Scope, Send
+
+
+class BodyTooLarge(Exception):
+    def __init__(self, size: int) -> None:
+        super().__init__(f"request body is {size} bytes")
+        self.size = size
+
+
+async def read_capped(request: Request, limit: int) -> bytes:
+    """The raw body, never buffering more than `limit` bytes; a larger one raises BodyTooLarge.
+
+    An oversized body is still read to its end (and thrown away) so the client, which is
+    usually still sending, gets the service's error instead of a reset connection.
+    """
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size <= limit:
+            chunks.append(chunk)
+    if size > limit:
+        raise BodyTooLarge(size)
+    return b"".join(chunks)
 
 
 class QuietDisconnect:

@@ -8,11 +8,18 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 import aiohttp
-from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+# The capped body reader lives with the destination, which must not import the emulator; the fakes
+# take it from here.
+from destination.asgi import BodyTooLarge, read_capped
 
 from .json_body import decode_json
 
+__all__ = [
+    "ANSWER_KEEP_BYTES", "GZIP_ENCODINGS", "BeforeAnswer", "BodyTooLarge", "Inflated", "gunzip_bounded", "read_answer",
+    "read_capped", "recorded_body",
+]
 
 # At most this much of an answer to our own outgoing calls is read and kept: an endpoint answering
 # megabytes (every 30 s for a day, for a retried webhook) must not fill the server's memory.
@@ -68,29 +75,6 @@ def gunzip_bounded(raw: bytes, limit: int) -> Inflated:
     inflater = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)
     data = inflater.decompress(raw, limit + 1)
     return Inflated(data, inflater.eof, bool(inflater.unused_data))
-
-
-class BodyTooLarge(Exception):
-    def __init__(self, size: int) -> None:
-        super().__init__(f"request body is {size} bytes")
-        self.size = size
-
-
-async def read_capped(request: Request, limit: int) -> bytes:
-    """The raw body, never buffering more than `limit` bytes; a larger one raises BodyTooLarge.
-
-    An oversized body is still read to its end (and thrown away) so the client, which is
-    usually still sending, gets the service's error instead of a reset connection.
-    """
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size <= limit:
-            chunks.append(chunk)
-    if size > limit:
-        raise BodyTooLarge(size)
-    return b"".join(chunks)
 
 
 class BeforeAnswer:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -117,7 +117,7 @@ class Broadcaster:
         return StreamingResponse(events(), media_type="text/event-stream", headers=SSE_HEADERS)
 
 
-def polling_stream(probe: Callable[[], Awaitable[Any] | Any], interval: float = 0.5) -> StreamingResponse:
+def polling_stream(probe: Callable[[], Any], interval: float = 0.5) -> StreamingResponse:
     """An SSE stream that sends `{"kind": "changed", "version": N}` whenever `probe()` answers a new value.
 
     For a model with no change hook: the server polls its own state, the browser refetches.
@@ -130,8 +130,6 @@ def polling_stream(probe: Callable[[], Awaitable[Any] | Any], interval: float = 
         idle = 0.0
         while True:
             current = probe()
-            if asyncio.iscoroutine(current):
-                current = await current
             if current != last:
                 last = current
                 version += 1

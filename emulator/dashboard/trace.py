@@ -55,8 +55,7 @@ async def _configured_api_key(http: httpx.AsyncClient, mailjet_url: str) -> str 
 
 
 def _time_key(value: Any) -> datetime:
-    if isinstance(value, (int, float)):
-        return datetime.fromtimestamp(value, timezone.utc)
+    """An ISO time from a control API; a step without one (None) sorts last."""
     try:
         return parse_iso(value)
     except (ValueError, TypeError):
@@ -64,8 +63,6 @@ def _time_key(value: Any) -> datetime:
 
 
 def _when(value: Any) -> str | None:
-    if isinstance(value, (int, float)):
-        return datetime.fromtimestamp(value, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
     return value if isinstance(value, str) else None
 
 
@@ -163,7 +160,7 @@ async def build_trace(
         )
         messages = [
             message for message in await _get(http, f"{mailjet_url}/_emulator/messages", "messages", {"limit": LIMIT})
-            if _names(message.get("to") or message.get("To") or message, emails, None)
+            if _names(message.get("to"), emails, None)
         ]
         email_events = [
             event for event in await _get(http, f"{mailjet_url}/_emulator/email-events", "email_events", {"limit": LIMIT})
@@ -369,7 +366,7 @@ def _no_verdict() -> dict[str, Any]:
 def _message_step(message: dict[str, Any]) -> dict[str, Any]:
     to = message.get("to") or {}
     return _step(
-        "email", message.get("created_at") or message.get("CreatedAt"),
+        "email", message.get("created_at"),
         f"Mailjet sent email “{message.get('subject', '')}”",
         f"MessageID {message.get('MessageID')} · to {to.get('Email', '?') if isinstance(to, dict) else to} · {message.get('status', '')}",
         message, service="mailjet", **_no_verdict(),
@@ -377,12 +374,11 @@ def _message_step(message: dict[str, Any]) -> dict[str, Any]:
 
 
 def _email_event_step(event: dict[str, Any]) -> dict[str, Any]:
-    name = event.get("event") or event.get("type") or "?"
+    name = event.get("event") or "?"
     payload = event.get("payload") if isinstance(event.get("payload"), dict) else event
     verdict = check(first_known(f"mailjet.event.{name}"), payload)
     summary = f"MessageID {event.get('MessageID', payload.get('MessageID', '?'))}"
     for label, status in (("webhook", event.get("webhook")), ("to Segment", event.get("segment"))):
         if isinstance(status, dict):
             summary += f" · {label}: {status.get('state')}" + (f" ({status['reason']})" if status.get("reason") else "")
-    at = event.get("at") or event.get("time") or payload.get("time")
-    return _step("email-event", at, f"Mailjet email event “{name}”", summary, event, service="mailjet", **verdict)
+    return _step("email-event", event.get("at"), f"Mailjet email event “{name}”", summary, event, service="mailjet", **verdict)
