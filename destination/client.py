@@ -40,6 +40,10 @@ def create_http_client() -> aiohttp.ClientSession:
         connector=aiohttp.TCPConnector(limit=256, keepalive_timeout=4.0),
         timeout=aiohttp.ClientTimeout(total=4.0, connect=2.0),
         headers={"User-Agent": "segjet-destination/0.1", "Accept": "application/json"},
+        # No cookie jar: the session serves every account of the key ring, and aiohttp's default jar
+        # sent a cookie Mailjet set on one account's call with every account's later calls (the
+        # official clients keep none: mailjet-apiv3-python calls through requests without a session).
+        cookie_jar=aiohttp.DummyCookieJar(),
     )
 
 

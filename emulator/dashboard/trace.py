@@ -123,7 +123,8 @@ async def build_trace(
     # to an open control API, is not needed to read it.
     usable = control_token and control_token.isascii() and control_token.isprintable()
     headers = {"X-Segjet-Token": control_token} if usable else {}
-    async with httpx.AsyncClient(timeout=timeout, headers=headers) as http:
+    # trust_env=False: segjet's own servers, never through the environment's HTTP(S)_PROXY.
+    async with httpx.AsyncClient(timeout=timeout, headers=headers, trust_env=False) as http:
         events = await _get(http, f"{segment_url}/_emulator/events", "events", {"limit": LIMIT})
         user_id, email = _identify_user(user, events)
         # A tuple, not a set: a discarded event's userId or anonymousId may be any JSON value (a dict).

@@ -23,6 +23,8 @@ _BODY_LIMIT = 500
 # the headers: httpx sends only ASCII header values, and a write key may hold other characters.
 _WORKSPACE_PARAM = "writeKey"
 _ACCOUNT_PARAM = "apiKey"
+# requests' proxy keys: per scheme, and "all" (ALL_PROXY).
+_NO_PROXIES: dict[str, str | None] = {"http": None, "https": None, "all": None}
 
 
 class SegjetTimeout(AssertionError):
@@ -89,7 +91,9 @@ class SegjetClient:
         self.control_token: str | None = info.get("control_token")
         # The control token travels in its own header, so it never collides with Mailjet's Basic auth.
         headers = {"X-Segjet-Token": self.control_token} if self.control_token else {}
-        self.http = httpx.Client(timeout=30, headers=headers)
+        # trust_env=False: httpx sends through HTTP(S)_PROXY/ALL_PROXY by default, and a CI runner's
+        # proxy cannot reach the stack's loopback ports; this client only ever talks to segjet.
+        self.http = httpx.Client(timeout=30, headers=headers, trust_env=False)
         self._analytics: Any = None
 
     # -- plumbing -------------------------------------------------------------------------
@@ -146,7 +150,12 @@ class SegjetClient:
         if self._analytics is None:
             from segment.analytics import Client
 
-            self._analytics = Client(self.write_key, host=self.segment_url, sync_mode=True, max_retries=0)
+            # requests, under analytics-python, reads the proxy variables too; a proxy set to None for
+            # a scheme overrides the environment's (requests drops None settings after merging them).
+            # A copy: requests adds the environment's other entries to the dict it is given.
+            self._analytics = Client(
+                self.write_key, host=self.segment_url, sync_mode=True, max_retries=0, proxies=dict(_NO_PROXIES)
+            )
         return self._analytics
 
     def identify(self, user_id: str, traits: dict[str, Any]) -> str:

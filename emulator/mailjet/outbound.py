@@ -105,7 +105,13 @@ class HttpTransport:
         if self._client is None:
             # aiohttp, as the fake Segment's delivery: an httpx request cost ~15x the CPU on the
             # bundle's one event loop (benchmarks/). It ignores proxy variables unless told to.
-            self._client = aiohttp.ClientSession(connector=aiohttp.TCPConnector(keepalive_timeout=CLIENT_IDLE_SECONDS))
+            # No cookie jar: aiohttp's default one sent what one webhook endpoint set back with every
+            # later call to its host, other accounts' webhooks and Segment forwards included. GUESS:
+            # Mailjet's senders keep no cookies between calls.
+            self._client = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(keepalive_timeout=CLIENT_IDLE_SECONDS),
+                cookie_jar=aiohttp.DummyCookieJar(),
+            )
         content = json.dumps(body, separators=(",", ":")).encode()
         try:
             # aiohttp turns user:password@ in a URL into Basic auth, which is how Mailjet webhooks authenticate.

@@ -495,6 +495,9 @@ class DeliveryPipeline:
                 timeout=aiohttp.ClientTimeout(total=self._timeout),
                 # Only the headers of Segment's request (destination_headers), not aiohttp's own.
                 skip_auto_headers=("User-Agent", "Accept-Encoding"),
+                # aiohttp's default jar keeps what a destination at a host name sets and sends it back
+                # on every later message. GUESS: Segment's senders keep no cookies between requests.
+                cookie_jar=aiohttp.DummyCookieJar(),
             )
             self._workers = [
                 asyncio.create_task(self._work(), name=f"segment-delivery-{n}") for n in range(self._max_in_flight)

@@ -49,6 +49,8 @@ HUGE_400 = "huge-400"
 # "redirect-307": answered with that status and `Location: /moved`; the other, a 307 to another origin.
 REDIRECT = "redirect-"
 REDIRECT_ELSEWHERE = "elsewhere"
+# A 200 that also sets a cookie, as a destination behind a load balancer's sticky session does.
+SET_COOKIE = "set-cookie"
 
 
 class Receiver:
@@ -84,6 +86,10 @@ class Receiver:
             return JSONResponse({"message": "x" * 100_000}, status_code=400)
         if step == 200:
             return JSONResponse({"ok": True})
+        if step == SET_COOKIE:
+            response = JSONResponse({"ok": True})
+            response.set_cookie("session", "from-the-destination")
+            return response
         if step == REDIRECT_ELSEWHERE:
             # The same server under another name: another origin.
             elsewhere = str(request.url.replace(hostname="localhost", path="/moved"))
@@ -313,6 +319,28 @@ def test_a_redirect_that_would_turn_the_post_into_a_get_is_not_followed(harness,
     assert record["state"] == "failed"
     assert record["attempts"][0]["status"] == status
     assert not [entry for entry in harness.receiver.received if entry["path"] == "/moved"]
+
+
+def test_a_cookie_the_destination_sets_is_not_sent_back():
+    # aiohttp keeps a cookie jar by default (cookies of named hosts, not of IP addresses): the next
+    # POSTs to a destination at `localhost` carried `Cookie: session=...`, which Segment, sending
+    # each message on its own, never does. Served at a name, not 127.0.0.1, for the jar to keep it.
+    receiver = Receiver()
+    loop_thread, runner, urls = serve_in_background({"receiver": receiver.app})
+    clock = Clock()
+    pipeline = DeliveryPipeline(clock, urls["receiver"].replace("127.0.0.1", "localhost"), SEED, api_key=AUTH_KEY)
+    try:
+        h = Harness(receiver, clock, pipeline, loop_thread, "")
+        receiver.script["ada"] = deque([SET_COOKIE])
+        h.wait_state(h.identify("ada"), "delivered")
+        h.wait_state(h.identify("ada"), "delivered")
+        h.wait_state(h.identify("bob"), "delivered")
+        assert len(receiver.received) == 3
+        assert [entry["headers"].get("cookie") for entry in receiver.received] == [None, None, None]
+    finally:
+        loop_thread.run(pipeline.aclose())
+        loop_thread.run(runner.stop())
+        loop_thread.close()
 
 
 def test_an_answer_sent_in_pieces_is_recorded_whole(harness):
