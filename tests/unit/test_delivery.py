@@ -12,6 +12,8 @@ import socket
 import threading
 import time
 from collections import deque
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -530,57 +532,49 @@ def test_a_destination_slower_than_the_timeout_is_retried(harness):
     assert harness.fire_retry(message_id)["state"] == "delivered"
 
 
-def test_a_refused_connection_is_retried():
-    # Bound but not listening: the kernel refuses connections to it.
-    closed = socket.socket()
-    closed.bind(("127.0.0.1", 0))
-    url = f"http://127.0.0.1:{closed.getsockname()[1]}"
+@contextmanager
+def harness_delivering_to(url: str) -> Iterator[Harness]:
+    """A harness whose pipeline delivers to `url` (not its receiver's): a destination that misbehaves."""
     receiver = Receiver()
     loop_thread, runner, _ = serve_in_background({"unused": receiver.app})
     clock = Clock()
     pipeline = DeliveryPipeline(clock, url, SEED, api_key=AUTH_KEY)
     try:
-        h = Harness(receiver, clock, pipeline, loop_thread, "")
-        message_id = h.identify("ada")
-        record = h.wait_state(message_id, "retrying")
-        assert record["attempts"][0]["error"] == "ECONNREFUSED"
-        assert record["reason"].startswith("connection error")
+        yield Harness(receiver, clock, pipeline, loop_thread, "")
     finally:
         loop_thread.run(pipeline.aclose())
         loop_thread.run(runner.stop())
         loop_thread.close()
-        closed.close()
+
+
+def test_a_refused_connection_is_retried():
+    # Bound but not listening: the kernel refuses connections to it.
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))
+        with harness_delivering_to(f"http://127.0.0.1:{closed.getsockname()[1]}") as h:
+            record = h.wait_state(h.identify("ada"), "retrying")
+    assert record["attempts"][0]["error"] == "ECONNREFUSED"
+    assert record["reason"].startswith("connection error")
 
 
 def test_a_connection_closed_without_an_answer_is_retried():
     # The destination accepts the connection, reads the request and hangs up: no status, a retry.
-    listener = socket.socket()
-    listener.bind(("127.0.0.1", 0))
-    listener.listen()
-    url = f"http://127.0.0.1:{listener.getsockname()[1]}"
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
 
-    def hang_up() -> None:
-        connection, _ = listener.accept()
-        connection.recv(65536)
-        connection.close()
+        def hang_up() -> None:
+            connection, _ = listener.accept()
+            connection.recv(65536)
+            connection.close()
 
-    hanging_up = threading.Thread(target=hang_up, daemon=True)
-    hanging_up.start()
-    receiver = Receiver()
-    loop_thread, runner, _ = serve_in_background({"unused": receiver.app})
-    clock = Clock()
-    pipeline = DeliveryPipeline(clock, url, SEED, api_key=AUTH_KEY)
-    try:
-        h = Harness(receiver, clock, pipeline, loop_thread, "")
-        record = h.wait_state(h.identify("ada"), "retrying")
-        assert (record["attempts"][0]["status"], record["attempts"][0]["error"]) == (None, "ECONNRESET")
-        assert record["reason"].startswith("connection error")
-    finally:
+        hanging_up = threading.Thread(target=hang_up, daemon=True)
+        hanging_up.start()
+        with harness_delivering_to(f"http://127.0.0.1:{listener.getsockname()[1]}") as h:
+            record = h.wait_state(h.identify("ada"), "retrying")
         hanging_up.join(timeout=5)
-        loop_thread.run(pipeline.aclose())
-        loop_thread.run(runner.stop())
-        loop_thread.close()
-        listener.close()
+    assert (record["attempts"][0]["status"], record["attempts"][0]["error"]) == (None, "ECONNRESET")
+    assert record["reason"].startswith("connection error")
 
 
 def test_only_finished_records_make_room_in_the_capped_log():
