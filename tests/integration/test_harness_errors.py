@@ -11,6 +11,8 @@ from xml.etree import ElementTree
 import httpx
 import pytest
 
+from emulator.bundle import BackgroundBundle
+from emulator.config import BundleConfig
 from emulator.harness.client import SegjetClient, SegjetTimeout
 from emulator.harness.report import HopPrinter, summary_table, write_junit
 from emulator.harness.run import run_scenario
@@ -379,32 +381,19 @@ def test_wait_for_contact_answers_a_contact_without_properties_at_once(segjet):
     assert segjet.wait_for_contact("bare@example.com", timeout=2) == {}
 
 
-class _NeedsToken(_NotSegjet):
-    """A segjet server started with --control-token, asked without it: 401 on every control call."""
-
-    def _page(self) -> None:
-        self.rfile.read(int(self.headers.get("Content-Length") or 0))
-        body = b'{"error": "the control API needs the token: Authorization: Bearer <token> or X-Segjet-Token: <token>"}'
-        self.send_response(401)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    do_GET = do_POST = do_PUT = _page
-
-
-@pytest.fixture
-def needs_token_url() -> Iterator[str]:
-    yield from _serve(_NeedsToken)
+@pytest.fixture(scope="module")
+def guarded_info() -> Iterator[dict[str, Any]]:
+    """A stack started with --control-token, as the info of a check that was not given the token."""
+    config = BundleConfig(segment_port=0, mailjet_port=0, destination_port=0, seed=3, control_token="s3cret")
+    with BackgroundBundle(config) as info:
+        yield {**info, "control_token": None}
 
 
 @pytest.mark.parametrize("reset", [True, False])
-def test_a_check_without_the_servers_control_token_says_which_flag_gives_it(segjet, needs_token_url, capsys, reset):
+def test_a_check_without_the_servers_control_token_says_which_flag_gives_it(guarded_info, capsys, reset):
     # The server's 401 names headers, which a `segjet check` user never writes: the check itself
     # must say to pass --control-token (or $SEGJET_CONTROL_TOKEN).
-    info = dict(segjet.info, mailjet_url=needs_token_url)
-    assert run_scenario(info, 0, 1, reset=reset) == 1
+    assert run_scenario(guarded_info, 0, 1, reset=reset) == 1
     captured = capsys.readouterr()
     shown = captured.err if reset else captured.out
     assert "401" in shown and "--control-token" in shown and "SEGJET_CONTROL_TOKEN" in shown
