@@ -135,6 +135,9 @@ class Clock:
         self._wake: asyncio.Event | None = None
         # Called after the offset changes (advance, set, reset): the bundle keeps it with --data-dir.
         self.on_move: Callable[[], None] | None = None
+        # Also called after the offset changes: rules that must look again when the clock moves
+        # (an Engage schedule whose next sync was armed before the clock was set back).
+        self._watchers: list[Callable[[], None]] = []
 
     @property
     def offset(self) -> timedelta:
@@ -163,11 +166,11 @@ class Clock:
 
     def reset(self, owner: str) -> None:
         """Back to real time, and drop the timers of one service (the others in a bundle keep theirs)."""
-        self._offset = timedelta()
-        self._moved()
         for timer in self._timers:
             if timer.owner == owner:
                 timer.cancelled = True
+        self._offset = timedelta()
+        self._moved()  # after the cancelling: what watchers arm for the new time is kept
 
     def call_at(self, due: datetime, callback: TimerCallback, owner: str = "") -> _Timer:
         """Run `callback` (sync or async) once the virtual time reaches `due`."""
@@ -178,6 +181,14 @@ class Clock:
 
     def call_later(self, delay: timedelta, callback: TimerCallback, owner: str = "") -> _Timer:
         return self.call_at(self.now() + delay, callback, owner)
+
+    def watch_moves(self, callback: Callable[[], None]) -> None:
+        """Call `callback()` after every move of the clock (advance, set, reset), before timers fire."""
+        self._watchers.append(callback)
+
+    def unwatch_moves(self, callback: Callable[[], None]) -> None:
+        if callback in self._watchers:
+            self._watchers.remove(callback)
 
     @staticmethod
     def cancel(timer: _Timer) -> None:
@@ -196,7 +207,8 @@ class Clock:
         Callers wait for timers already firing elsewhere, so that after `POST clock` answers,
         everything the move made due has happened. Timers fire in due order, in rounds: a round
         fires the timers that existed and were due when it started, and ends at the first one
-        scheduled since (the next round takes it up); the event loop serves others in between.
+        scheduled since (the next round takes it up) or no longer due (the clock was set back
+        while a timer awaited); the event loop serves others in between.
         What is still due after MAX_ROUNDS (a timer re-scheduling itself forever) is left to the
         next run, with a warning. A timer that raises is logged, and the other timers still fire.
         """
@@ -212,6 +224,10 @@ class Clock:
                     if not timer.cancelled:
                         fired += 1
                         await self._fire(timer)
+                        # The clock may have been set back while the timer awaited: what is no
+                        # longer due waits for its time, as promised (its callback would skip it,
+                        # and the spent timer would never fire again).
+                        horizon = min(horizon, self.now())
                 await asyncio.sleep(0)
             now = self.now()
             owners = sorted({timer.owner or "?" for timer in self._timers if timer.due <= now and not timer.cancelled})
@@ -248,6 +264,11 @@ class Clock:
     def _moved(self) -> None:
         if self.on_move is not None:
             self.on_move()
+        for callback in list(self._watchers):
+            try:
+                callback()
+            except Exception:  # one service's broken watcher must not fail the move (the clock is shared)
+                logger.exception("a clock watcher failed")
         self._poke()
 
     def _poke(self) -> None:

@@ -926,6 +926,8 @@ class EngageEngine:
         # "New external identifiers added to a profile"); the destination keys contacts by email.
         self._sent_email: dict[str, str | None] = {}
         self._taken_over = 0  # in the current sync: see _take_over
+        # The clock's time at the latest sync: a clock set back before it makes every profile due.
+        self._synced_at: datetime | None = None
 
     # definitions -----------------------------------------------------------------------------
 
@@ -1089,8 +1091,12 @@ class EngageEngine:
         return email if email is not None and email != self._sent_email[user_id] else None
 
     def has_pending(self) -> bool:
-        """Something to send at the next sync without time passing (dirty profiles, first syncs)."""
-        return any(not c.synced or c.dirty for c in self._computations.values())
+        """Something to send at the next sync without time passing (dirty profiles, first syncs, a
+        clock set back before the latest sync)."""
+        return any(not c.synced or c.dirty for c in self._computations.values()) or self._went_back(self.now())
+
+    def _went_back(self, now: datetime) -> bool:
+        return self._synced_at is not None and now < self._synced_at
 
     def has_unsynced(self) -> bool:
         """Some definition was never synced (its first sync is a backfill)."""
@@ -1110,6 +1116,16 @@ class EngageEngine:
         what it recorded until then.
         """
         now = self.now()
+        if self._went_back(now):
+            # GUESS (Segment's clock never goes back): answers and lapse times worked out at a later
+            # time do not hold at an earlier one (an event that had lapsed is inside its window
+            # again), so every profile is looked at again, as after a restart. Marked dirty up
+            # front, so that definitions a failing sync does not reach still have them.
+            user_ids = set(self.profiles.user_ids())
+            for computation in self._computations.values():
+                if computation.synced:
+                    computation.dirty |= user_ids
+        self._synced_at = now
         sent: list[dict[str, Any]] = []
         evaluated = self._taken_over = 0
         # Applied once every definition is looked at, so that each resends to a new email.
@@ -1227,7 +1243,7 @@ class EngageEngine:
         sends only the differences (and lapses are found again). `sent_email`: the email of the
         last identify sent per userId (None: sent without one), as the stored messages show it.
         """
-        self._computations, self._seen, self._linked = {}, set(), set()
+        self._computations, self._seen, self._linked, self._synced_at = {}, set(), set(), None
         for state in states:
             self._computations[state.definition.key] = _Computation(
                 state.definition, state.synced, members=set(state.members), values=dict(state.values)
@@ -1250,6 +1266,7 @@ class EngageEngine:
     def reset(self, audiences: Iterable[Any] = (), traits: Iterable[Any] = ()) -> None:
         """Forget every definition and sync state, then define the given ones (from config) afresh."""
         self._computations, self._seen, self._linked, self._sent_email = {}, set(), set(), {}
+        self._synced_at = None
         self._reindex()
         for kind, bodies, define in (("audiences", audiences, self.define_audience),
                                      ("traits", traits, self.define_trait)):
@@ -1284,7 +1301,8 @@ class EngageScheduler:
     definition: it is stored with the definitions, so a restart keeps the next sync's due time (a
     clock jump fires one sync at the new time, not one per missed interval); "realtime" syncs as soon
     as something changed or a window lapsed; "manual" leaves it to `POST /_emulator/engage/sync`.
-    Timers are re-armed lazily because a service reset drops them together with the clock offset.
+    Timers are re-armed lazily because a service reset drops them together with the clock offset,
+    and after every move of the clock (one set back leaves a timer armed for a later time).
     A sync that raises (a bug) is logged and does not end the schedule; realtime waits SYNC_RETRY.
     """
 
@@ -1298,6 +1316,9 @@ class EngageScheduler:
         self.owner = owner
         self._timer: Any = None
         self._retry_at: datetime | None = None  # realtime: no sync before this, after one raised
+        # A timer armed before the clock was set back would wait the set-back out (an interval's
+        # next mark is earlier now; a realtime space must look at every profile again at once).
+        clock.watch_moves(self.arm)
 
     def arm(self) -> None:
         """Make sure the next sync is scheduled; call after anything that can change what to send."""
@@ -1353,6 +1374,11 @@ class EngageScheduler:
         if self._timer is not None:
             Clock.cancel(self._timer)
             self._timer = None
+
+    def close(self) -> None:
+        """No more syncs, and no more looking at clock moves (the space is gone)."""
+        self.cancel()
+        self.clock.unwatch_moves(self.arm)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -1470,7 +1496,7 @@ class EngageSpace:
 
     def close(self) -> None:
         """Stop syncing on the clock (the workspace is gone)."""
-        self.scheduler.cancel()
+        self.scheduler.close()
 
     def _changed(self) -> None:
         if self.changes is not None:

@@ -518,7 +518,8 @@ Listener = Callable[[StoredMessage], None]
 class DedupeWindow:
     """The messageIds a workspace had accepted in the last 24 h of virtual time.
 
-    One dict of id -> time accepted; a lookup disregards an entry older than 24 h. Expired entries
+    One dict of id -> time accepted; a lookup disregards an entry older than 24 h, and one accepted
+    24 h or more after now (the clock was set back since). Expired entries
     are swept out in one pass at most once an hour of virtual time (and whenever the clock is set
     back), so the dict holds about 25 hours of ids and no second structure in arrival order is kept
     (a deque of ids cost ~8 bytes a message).
@@ -530,13 +531,18 @@ class DedupeWindow:
         # The messages of a batch share their arrival time: the cutoff is computed once for them.
         self._now: datetime | None = None
         self._cutoff: datetime | None = None
+        self._horizon: datetime | None = None
 
     def admit(self, message_id: str, now: datetime) -> bool:
         """Remember `message_id` as accepted `now` and answer True; False if it is in the window."""
         if now is not self._now:
             self.forget_expired(now)
         accepted_at = self._accepted_at.get(message_id)
-        if accepted_at is not None and accepted_at > self._cutoff:
+        # GUESS (Segment's clock never goes back): an id accepted at a later virtual time, before the
+        # clock was set back, is a duplicate only if the two calls are less than 24 h apart, as they
+        # are going forward; otherwise a set-back of a month (or a reset back to wall-clock time)
+        # refused the id for that month on top of the 24 h.
+        if accepted_at is not None and self._cutoff < accepted_at < self._horizon:
             return False
         self._accepted_at[message_id] = now
         return True
@@ -548,7 +554,7 @@ class DedupeWindow:
     def forget_expired(self, now: datetime) -> None:
         """Take `now` as the time; sweep out the expired ids if an hour has passed since the last
         sweep, or the clock was set back before it."""
-        self._now, self._cutoff = now, now - DEDUPE_WINDOW
+        self._now, self._cutoff, self._horizon = now, now - DEDUPE_WINDOW, now + DEDUPE_WINDOW
         next_sweep = self._next_sweep
         if next_sweep is None or not next_sweep - DEDUPE_SWEEP_INTERVAL <= now < next_sweep:
             # In place: a million ids take ~25 ms to look over, and rebuilding the dict ~200 ms.

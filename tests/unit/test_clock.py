@@ -233,3 +233,60 @@ def test_advancing_by_zero_fires_what_is_due_now() -> None:
     clock.call_later(timedelta(0), lambda: fired.append(1))
     clock.advance(timedelta(0))
     assert asyncio.run(clock.run_due()) == 1 and fired == [1]
+
+
+def test_watchers_see_every_move_and_a_failing_one_stops_nothing(caplog) -> None:
+    clock = Clock()
+    seen: list[timedelta] = []
+
+    def broken() -> None:
+        raise RuntimeError("watcher bug")
+
+    clock.watch_moves(broken)
+    clock.watch_moves(lambda: seen.append(clock.offset))
+    clock.advance(timedelta(days=31))
+    clock.set(datetime(2030, 1, 1, tzinfo=timezone.utc))
+    clock.reset(owner="segment")
+    assert len(seen) == 3 and seen[0] >= timedelta(days=31) and seen[2] == timedelta()
+    assert "watcher bug" in caplog.text
+    clock.unwatch_moves(broken)
+    clock.unwatch_moves(broken)  # a second time is no error
+    clock.advance(timedelta(seconds=1))
+    assert len(seen) == 4
+
+
+def test_a_timer_a_watcher_arms_during_a_reset_is_kept() -> None:
+    # A reset cancelled the owner's timers after telling the watchers: what one armed for the new
+    # time (a schedule following the clock) was dropped with the old timers.
+    clock = Clock()
+    clock.advance(timedelta(days=1))
+    clock.call_later(timedelta(hours=1), lambda: None, owner="segment")
+    clock.watch_moves(lambda: clock.call_later(timedelta(hours=2), lambda: None, owner="segment"))
+    clock.reset(owner="segment")
+    assert clock.pending() == 1
+
+
+def test_a_timer_the_clock_was_set_back_from_during_a_run_waits_for_its_time() -> None:
+    # A run's round fired every timer due at its start, even after the clock was set back while an
+    # earlier timer awaited (a delivery retry's HTTP): a callback that checks its own due time then
+    # did nothing, and its timer was spent, so it never fired again.
+    async def scenario() -> None:
+        clock = Clock()
+        start = clock.now()
+        fired: list[str] = []
+
+        async def slow() -> None:
+            fired.append("slow")
+            clock.set(start)  # as `POST clock {"set": earlier}` does while this timer awaits
+            await asyncio.sleep(0)
+
+        clock.call_at(start + timedelta(hours=1), slow)
+        clock.call_at(start + timedelta(hours=2), lambda: fired.append("later"))
+        clock.advance(timedelta(hours=3))
+        assert await clock.run_due() == 1
+        assert fired == ["slow"] and clock.pending() == 1
+        clock.advance(timedelta(hours=2))
+        assert await clock.run_due() == 1
+        assert fired == ["slow", "later"]
+
+    asyncio.run(scenario())

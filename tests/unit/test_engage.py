@@ -728,6 +728,46 @@ def test_an_interval_schedule_follows_the_clock_set_back():
     asyncio.run(scenario())
 
 
+def test_an_interval_schedule_follows_the_clock_set_back_with_no_message():
+    # The schedule was re-armed only by a message or a definition: after the clock went back ten
+    # days with neither, the next sync waited the ten days out.
+    async def scenario():
+        clock = Clock()
+        world = ClockWorld(clock)
+        scheduler = EngageScheduler(world.engine, clock, "2h", owner="segment")
+        start = world.engine.define_audience(LAST_30).created_at
+        scheduler.arm()
+        clock.advance(timedelta(days=10))
+        await clock.run_due()
+        clock.set(start + timedelta(minutes=30))
+        assert clock.next_due() == start + timedelta(hours=2) and clock.pending() == 1
+        scheduler.close()
+        clock.set(start + timedelta(minutes=40))  # a closed schedule arms nothing
+        assert clock.pending() == 0
+
+    asyncio.run(scenario())
+
+
+def test_a_realtime_space_looks_at_every_profile_again_when_the_clock_is_set_back():
+    # After a lapse was sent, the clock set back puts the order inside its window again: the profile
+    # answered `true` while the destination kept `false`, until alice's next event.
+    async def scenario():
+        clock = Clock()
+        world, _ = await _alice_bought_in_a_realtime_space(clock)
+        start = clock.now()
+        clock.advance(timedelta(days=31))
+        await clock.run_due()
+        clock.set(start + timedelta(days=1))
+        assert await clock.run_due() == 1
+        assert [m["traits"]["order_completed_last_30days"] for m in world.emitted] == [True, False, True]
+        # Its lapse is scheduled again from the earlier time, and nothing is due before it.
+        assert clock.next_due() > start + timedelta(days=29)
+        clock.set(start + timedelta(days=2))  # forward: nothing to look at again
+        assert await clock.run_due() == 0
+
+    asyncio.run(scenario())
+
+
 def test_realtime_schedule_syncs_changes_and_lapses():
     async def scenario():
         clock = Clock()

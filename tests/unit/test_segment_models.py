@@ -498,6 +498,19 @@ def test_the_dedupe_window_sweeps_again_when_the_clock_is_set_back() -> None:
     assert len(window) == 1  # "a" is gone; "late" is still ahead of the clock
 
 
+def test_an_id_accepted_later_than_a_clock_set_back_to_is_a_duplicate_only_within_24_hours() -> None:
+    window = DedupeWindow()
+    start = datetime(2025, 1, 1, tzinfo=timezone.utc)
+    assert window.admit("late", start + timedelta(days=31)) and window.admit("near", start + timedelta(hours=23))
+    # The clock set back: "near" was accepted 23 h after now, "late" 31 days after (and exactly 24 h is out).
+    assert not window.admit("near", start)
+    assert window.admit("late", start)
+    assert not window.admit("late", start + timedelta(hours=1))  # within 24 h of its acceptance at `start`
+    edge = DedupeWindow()
+    assert edge.admit("e", start + timedelta(hours=24))
+    assert edge.admit("e", start)
+
+
 def test_discarded_messages_do_not_reserve_their_message_id(backend: SegmentBackend) -> None:
     assert not one(backend, "track", {"userId": "u", "messageId": "m-2"}).accepted  # no event name
     assert one(backend, "track", {"userId": "u", "event": "E", "messageId": "m-2"}).accepted
