@@ -808,7 +808,7 @@ def track_call(record: EmailEvent, account: Account, message_id: str) -> dict[st
         "messageId": message_id,
     }
     contact = account.contacts.get(message.contact_id)
-    user_id = contact.properties.get(USER_ID_PROPERTY) if contact is not None else None
+    user_id = account.property_value(contact, USER_ID_PROPERTY) if contact is not None else None
     if user_id:
         call["userId"] = user_id
     else:

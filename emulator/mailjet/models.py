@@ -1144,6 +1144,14 @@ class Account:
         wanted = name.lower()
         return next((p for p in self.properties.values() if p.name.lower() == wanted), None)
 
+    def property_value(self, contact: Contact, name: str) -> str | None:
+        """`contact`'s value of property `name`, named in any case, or None.
+
+        Values are kept under the defined spelling ("Segment_User_ID") whatever spelling wrote
+        them, so a reader must resolve the name as writers do (find_property), not index by it."""
+        definition = self.find_property(name)
+        return contact.properties.get(definition.name) if definition is not None else None
+
     def get_property(self, ref: str) -> PropertyDefinition:
         """By ID, or by name (`/contactmetadata/{ID or name}`; by name is a guess)."""
         property_id = read_id(ref)

@@ -124,6 +124,20 @@ def test_contactdata_merges_and_rejects_undefined_keys(account: Account) -> None
     assert error_of(account.set_contact_data, "d@example.com", {"Data": [{"Name": "nope", "Value": 1}]}).message == 'Invalid key name: "nope"'
 
 
+def test_a_property_value_is_read_by_its_name_in_any_case(account: Account) -> None:
+    # Values are kept under the defined spelling; a reader naming the property otherwise (the
+    # Segment forwarder asks for `segment_user_id`) must still find it, as writers do.
+    account.create_property({"Name": "Segment_User_ID", "Datatype": "str"})
+    account.manage_contact("1", {"Email": "Ci@Example.com", "Action": "addnoforce", "Properties": {"segment_user_id": "u 1"}})
+    contact = account.get_contact("ci@example.com")
+    assert contact.properties == {"Segment_User_ID": "u 1"}
+    assert account.property_value(contact, "segment_user_id") == "u 1"
+    assert account.property_value(contact, "SEGMENT_USER_ID") == "u 1"
+    assert account.property_value(contact, "undefined") is None
+    account.create_property({"Name": "plan", "Datatype": "str"})
+    assert account.property_value(contact, "plan") is None  # defined, but no value for this contact
+
+
 def test_metadata_rename_and_delete_follow_the_values(account: Account) -> None:
     definition = account.create_property({"Name": "plan", "Datatype": "str"})
     contact = account.create_contact({"Email": "p@example.com"})
