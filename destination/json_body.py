@@ -28,8 +28,9 @@ REPLACEMENT_CHARACTER = "\ufffd"
 
 
 def read_with_json(raw: bytes | str) -> Any:
-    """json.loads, but only JSON's own numbers: no NaN or Infinity, no number beyond a double."""
-    return json.loads(raw, parse_constant=_reject_constant, parse_float=_finite_float)
+    """json.loads, but only JSON's own numbers: no NaN or Infinity, no number beyond a double, and
+    integers as orjson reads them (beyond 64 bits a double), so a body reads the same either way."""
+    return json.loads(raw, parse_constant=_reject_constant, parse_float=_finite_float, parse_int=_orjson_int)
 
 
 def _reject_constant(name: str) -> None:
@@ -44,6 +45,19 @@ def _finite_float(text: str) -> float:
     if not math.isfinite(number):
         raise ValueError(f"number {text[:40]} is out of range")
     return number
+
+
+def _orjson_int(text: str) -> int | float:
+    # orjson keeps an integer in [-2**63, 2**64) and reads a longer one as a double (refusing one
+    # beyond a double's range): json alone kept 10**400 whole, and only when orjson had refused
+    # something else in the body (a lone surrogate).
+    number = int(text)
+    if -(2**63) <= number < 2**64:
+        return number
+    try:
+        return _finite_float(text)
+    except OverflowError:
+        raise ValueError(f"number {text[:40]} is out of range") from None
 
 
 def read_json(raw: bytes, fallback: Callable[[bytes], Any] = read_with_json) -> Any:

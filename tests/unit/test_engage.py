@@ -1143,7 +1143,7 @@ def test_a_sum_beyond_a_doubles_range_is_no_value():
 
 def test_integers_beyond_a_doubles_range_sum_exactly_and_never_overflow():
     world = World()
-    world.track("u1", revenue=10**400)  # JSON bodies keep such integers exact
+    world.track("u1", revenue=10**400)  # only a Python caller gives one: a JSON body with it is refused
     world.engine.define_trait({"name": "s", "computed": "sum", "event": ORDER, "property": "revenue"})
     world.engine.define_trait({"name": "a", "computed": "avg", "event": ORDER, "property": "revenue"})
     assert world.engine.profile_view("u1")["computed_traits"] == {"s": 10**400}

@@ -88,6 +88,18 @@ def test_integers_beyond_64_bits_become_floats() -> None:
     assert (type(beyond), beyond) == (float, float(2**64))
 
 
+def test_integers_read_the_same_when_json_reads_the_body() -> None:
+    # A lone surrogate sends the body to json, which kept 2**64 and 10**400 whole: the same
+    # number was an int or a float (or refused) depending on another field of the body.
+    lone = b'"\\ud800"'
+    low, within, beyond = decode_json(b"[-9223372036854775808, 18446744073709551615, 18446744073709551616, " + lone + b"]")[:3]
+    assert [(type(n), n) for n in (low, within, beyond)] == [(int, -(2**63)), (int, 2**64 - 1), (float, float(2**64))]
+    assert type(decode_json(b"[-9223372036854775809, " + lone + b"]")[0]) is float
+    for body in (b"[1" + b"0" * 400 + b"]", b"[1" + b"0" * 400 + b", " + lone + b"]"):
+        with pytest.raises(ValueError, match="out of range|infinity"):
+            decode_json(body)
+
+
 def test_a_snapshot_may_nest_what_it_holds_a_few_levels_deeper_and_its_loaders_check_each_value() -> None:
     holding = b'{"state": {"workspaces": [{"messages": [' + nested(MAX_DEPTH) + b"]}]}}"
     with pytest.raises(ValueError, match=f"more than {MAX_DEPTH} levels"):
