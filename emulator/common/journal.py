@@ -174,15 +174,26 @@ class Journal:
         limit: int = 100,
         tenant: Callable[[str | None], bool] | None = None,
     ) -> list[Exchange]:
-        """The newest `limit` matches; `tenant(credential)` says whether an exchange is the named tenant's."""
-        selected = [
-            entry
-            for entry in self._entries
-            if (method is None or entry.method == method.upper())
-            and (path_contains is None or path_contains.lower() in entry.path.lower())
-            and (tenant is None or tenant(self.credential_of(entry)))
-        ]
-        return selected[-limit:] if limit else []
+        """The newest `limit` matches, oldest first; `tenant(credential)` says whether an exchange is
+        the named tenant's."""
+        # From the newest back, stopping at `limit`: filtering the whole journal (and working out
+        # every exchange's credential) made each read grow with the history kept, not the answer.
+        wanted_method = method.upper() if method is not None else None
+        wanted_path = path_contains.lower() if path_contains is not None else None
+        selected: list[Exchange] = []
+        if limit <= 0:
+            return selected
+        for entry in reversed(self._entries):
+            if (
+                (wanted_method is None or entry.method == wanted_method)
+                and (wanted_path is None or wanted_path in entry.path.lower())
+                and (tenant is None or tenant(self.credential_of(entry)))
+            ):
+                selected.append(entry)
+                if len(selected) == limit:
+                    break
+        selected.reverse()
+        return selected
 
     def clear(self) -> None:
         self._entries.clear()

@@ -255,6 +255,9 @@ class EmailEvents:
         self.seed = seed
         self.listeners: list[Callable[[EmailEvent], None]] = []
         self.records: list[EmailEvent] = []  # record `id` n is at index n - 1
+        # The records of each message, oldest first: `GET email-events?MessageID=` (what the harness
+        # polls) filtered the account's whole history at each call.
+        self._by_message: dict[int, list[EmailEvent]] = {}
         self._lives: dict[int, Life] = {}
         self.campaigns: dict[int, Campaign] = {}
         self._custom_campaigns: dict[str, Campaign] = {}
@@ -296,6 +299,9 @@ class EmailEvents:
     ) -> None:
         """Replace the whole state (storage and snapshots); no timer is armed until `resume_timers`."""
         self.records = records
+        self._by_message = {}
+        for record in records:
+            self._by_message.setdefault(record.message.message_id, []).append(record)
         self._lives = {life.message.message_id: life for life in lives}
         self.campaigns = {campaign.id: campaign for campaign in campaigns}
         # Campaigns without a list are the groups of one CustomCampaign value.
@@ -337,12 +343,20 @@ class EmailEvents:
 
     def events(self, message_id: int | None = None, event: str | None = None, limit: int = 100) -> list[EmailEvent]:
         """The newest `limit` records matching the filters given, newest last."""
-        found = [
-            record
-            for record in self.records
-            if (message_id is None or record.message.message_id == message_id) and (event is None or record.event == event)
-        ]
-        return newest(found, limit)
+        pool = self.records if message_id is None else self._by_message.get(message_id, [])
+        if event is None:
+            return newest(pool, limit)
+        # From the newest back, stopping at `limit`, rather than filtering the whole history.
+        found: list[EmailEvent] = []
+        if limit <= 0:
+            return found
+        for record in reversed(pool):
+            if record.event == event:
+                found.append(record)
+                if len(found) == limit:
+                    break
+        found.reverse()
+        return found
 
     # -- sending
 
@@ -632,6 +646,7 @@ class EmailEvents:
         message.status = STATUS_AFTER[event]
         message.events.append(record.payload)
         self.records.append(record)
+        self._by_message.setdefault(message.message_id, []).append(record)
         for listener in self.listeners:
             listener(record)
         self._touch(life)

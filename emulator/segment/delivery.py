@@ -28,6 +28,8 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import heapq
+import itertools
 import json
 import logging
 import random
@@ -289,7 +291,15 @@ class DeliveryPipeline:
         self._generation = 0
         self._lanes: dict[str, _Lane] = {}
         self._waiting: dict[str, _Lane] = {}
+        # The waiting lanes by due time, (due, n, lane, timer); an entry whose lane no longer waits
+        # on that timer is skipped when popped. Each lane's timer fires `_fire_due`, which scanned
+        # every waiting lane: thousands of users retrying made each retry wave quadratic.
+        self._due: list[tuple[datetime, int, _Lane, _Timer]] = []
+        self._pushes = itertools.count()
         self._records: deque[DeliveryRecord] = deque()
+        # Unfinished records that reached the front of `_records` when room was needed, oldest
+        # first; every one is older than all of `_records`, so `_held` + `_records` is intake order.
+        self._held: deque[DeliveryRecord] = deque()
         # Records pushed out by `max_records` since the last reset (oldest first).
         self.dropped = 0
         # Created on first use, inside the event loop that serves the app.
@@ -388,7 +398,7 @@ class DeliveryPipeline:
         # an index cost every ingested message a dict entry (~5 % of ingestion, benchmarks/).
         selected = [
             record
-            for record in self._records
+            for record in itertools.chain(self._held, self._records)
             if (message_id is None or record.message_id == message_id)
             and (state is None or record.state == state)
             and (user_id is None or record.user_id == user_id)
@@ -406,7 +416,9 @@ class DeliveryPipeline:
                 Clock.cancel(lane.timer)
         self._lanes.clear()
         self._waiting.clear()
+        self._due.clear()
         self._records.clear()
+        self._held.clear()
         self.dropped = 0
         self._next_seq = 1
         self._destination = self._initial_destination
@@ -428,8 +440,7 @@ class DeliveryPipeline:
         for lane in self._lanes.values():
             head = lane.pending[0]
             if head.state == RETRYING and head.next_attempt_at is not None:
-                lane.timer = self._clock.call_at(head.next_attempt_at, self._fire_due, owner=self._owner)
-                self._waiting[lane.key] = lane
+                self._wait_for_retry(lane, head.next_attempt_at)
 
     def resume(self) -> None:
         """Start sending the restored lanes that wait for no retry; must run in the event loop."""
@@ -449,7 +460,7 @@ class DeliveryPipeline:
 
     def all_records(self) -> list[DeliveryRecord]:
         """Every record kept, oldest first (for the snapshot)."""
-        return list(self._records)
+        return [*self._held, *self._records]
 
     async def aclose(self) -> None:
         """Stop the workers and the retry timers, and close the connection pool (app shutdown)."""
@@ -469,10 +480,21 @@ class DeliveryPipeline:
 
     def _remember(self, record: DeliveryRecord) -> None:
         # Only finished records make room: an unfinished one dropped from the store would be gone
-        # after a restart, though its message was answered 200. Until the oldest finishes, the log
-        # holds more than max_records.
-        while len(self._records) >= self._max_records and self._records[0].state in FINISHED:
-            oldest = self._records.popleft()
+        # after a restart, though its message was answered 200. Unfinished ones at the front are
+        # set aside in `_held` (each once, so intake stays O(1)) and the oldest finished record
+        # behind them goes: stopping at an unfinished front, one message retrying for 4 h kept
+        # every record after it. A held record that finishes is dropped first once it leads
+        # `_held`; one behind an unfinished held record waits for it (the log then holds more
+        # than max_records by the held records, which were all unfinished when set aside).
+        while len(self._held) + len(self._records) >= self._max_records:
+            if self._held and self._held[0].state in FINISHED:
+                oldest = self._held.popleft()
+            else:
+                while self._records and self._records[0].state not in FINISHED:
+                    self._held.append(self._records.popleft())
+                if not self._records:
+                    break
+                oldest = self._records.popleft()
             self.dropped += 1
             if self.changes is not None:
                 self.changes.delivery_dropped(oldest)
@@ -520,16 +542,25 @@ class DeliveryPipeline:
         """Timer callback: retry every lane whose head is due, concurrently, and drain what follows."""
         self._start()  # a retry restored from the database may be the first thing this pipeline sends
         now = self._clock.now()
-        due = [lane for lane in self._waiting.values() if lane.pending[0].next_attempt_at <= now]
-        for lane in due:
+        due: list[_Lane] = []
+        while self._due and self._due[0][0] <= now:
+            _, _, lane, timer = heapq.heappop(self._due)
+            if self._waiting.get(lane.key) is not lane or lane.timer is not timer:
+                continue  # reset, or already served by another lane's callback
             del self._waiting[lane.key]
             # One callback serves every due lane; their own timers have nothing left to do.
-            Clock.cancel(lane.timer)
+            Clock.cancel(timer)
             lane.timer = None
+            due.append(lane)
         results = await asyncio.gather(*(self._serve(lane) for lane in due), return_exceptions=True)
         for lane, result in zip(due, results):
             if isinstance(result, Exception):
                 logger.error("retry of lane %s failed unexpectedly", lane.key, exc_info=result)
+
+    def _wait_for_retry(self, lane: _Lane, at: datetime) -> None:
+        lane.timer = self._clock.call_at(at, self._fire_due, owner=self._owner)
+        self._waiting[lane.key] = lane
+        heapq.heappush(self._due, (at, next(self._pushes), lane, lane.timer))
 
     async def _serve(self, lane: _Lane) -> None:
         """Send the lane's messages in order until it is empty or its head must wait for a retry."""
@@ -549,8 +580,7 @@ class DeliveryPipeline:
                 if self.changes is not None:
                     self.changes.delivery_changed(record)
                 if record.state == RETRYING:
-                    lane.timer = self._clock.call_at(record.next_attempt_at, self._fire_due, owner=self._owner)
-                    self._waiting[lane.key] = lane
+                    self._wait_for_retry(lane, record.next_attempt_at)
                     return
                 lane.pending.popleft()
             if self._lanes.get(lane.key) is lane:

@@ -578,7 +578,7 @@ def test_a_connection_closed_without_an_answer_is_retried():
 
 
 def test_only_finished_records_make_room_in_the_capped_log():
-    # The oldest record was dropped (from memory and the store) even while it was retrying: a
+    # The oldest record was once dropped (from memory and the store) even while it was retrying: a
     # restart then lost a message that had been answered 200.
     receiver = Receiver()
     loop_thread, runner, urls = serve_in_background({"receiver": receiver.app})
@@ -591,10 +591,14 @@ def test_only_finished_records_make_room_in_the_capped_log():
         h.wait_state(waiting, "retrying")
         for user in ("bob", "cy"):
             h.wait_state(h.identify(user), "delivered")
-        assert [r.message_id for r in pipeline.all_records()][0] == waiting and pipeline.dropped == 0
+        # README: "the oldest finished one dropped first (an unfinished one is kept)": bob goes,
+        # the retrying head stays. Until then nothing behind a retrying head was dropped, and the
+        # log grew without bound for as long as one message retried (up to 4 h).
+        assert [r.message_id for r in pipeline.all_records()] == [waiting, "m-3"] and pipeline.dropped == 1
         h.fire_retry(waiting)
         h.wait_state(h.identify("dee"), "delivered")
         assert [r.message_id for r in pipeline.all_records()] == ["m-3", "m-4"] and pipeline.dropped == 2
+        assert [r["messageId"] for r in pipeline.records(limit=10)] == ["m-3", "m-4"]
     finally:
         loop_thread.run(pipeline.aclose())
         loop_thread.run(runner.stop())
@@ -692,3 +696,56 @@ def test_control_routes_read_and_merge_settings_and_list_deliveries(harness):
     assert listed("?limit=1") == ["t-1"]
     assert httpx.get(f"{url}/_emulator/deliveries?state=lost").status_code == 400
     assert httpx.get(f"{url}/_emulator/deliveries?limit=x").status_code == 400
+
+
+def test_a_retrying_record_does_not_stop_the_cap_from_dropping_finished_ones():
+    # One message retrying (for up to 4 h) kept every record that came after it: 1,000 messages
+    # behind it with a cap of 10 left 1,001 records in memory and in the store.
+    from datetime import datetime, timezone
+
+    from emulator.segment.delivery import RETRYING, DeliveryRecord
+
+    clock = Clock()
+    pipeline = DeliveryPipeline(clock, "http://127.0.0.1:9", SEED, api_key=AUTH_KEY, max_records=10)
+    head = DeliveryRecord(1, "m-retrying", "identify", "ada", None, {"type": "identify", "userId": "ada", "messageId": "m-retrying"},
+                          state=RETRYING, next_attempt_at=datetime(9000, 1, 1, tzinfo=timezone.utc),
+                          first_attempt_at=clock.now())
+    pipeline.restore({}, [head])
+    for n in range(1000):  # track calls: recorded skipped at once, never sent
+        pipeline.submit({"type": "track", "userId": f"u{n}", "event": "E", "messageId": f"t-{n}"})
+    kept = [record.message_id for record in pipeline.all_records()]
+    assert kept == ["m-retrying", *(f"t-{n}" for n in range(991, 1000))]
+    assert pipeline.dropped == 991
+    assert [r["messageId"] for r in pipeline.records(limit=2)] == ["t-998", "t-999"]
+    assert pipeline.records(state="retrying")[0]["messageId"] == "m-retrying"
+    pipeline.reset()
+    assert pipeline.all_records() == [] and pipeline.dropped == 0
+
+
+def test_many_users_retrying_each_retry_once_at_their_own_time(harness):
+    # `_fire_due` scanned every waiting lane at each lane's timer (quadratic with thousands of
+    # users retrying); it now pops the due lanes only. What it must keep: each lane is retried at
+    # its own next_attempt_at, not before, once, and a later retry is scheduled again.
+    users = [f"u{n}" for n in range(60)]
+    for user in users:
+        harness.receiver.script[user] = deque([503, 503])
+    ids = [harness.identify(user) for user in users]
+    records = [harness.wait_state(message_id, "retrying") for message_id in ids]
+    dues = sorted({parse_iso(record["next_attempt_at"]) for record in records})
+    assert len(dues) > 10  # jittered: the lanes wait for different times
+
+    async def move_to(moment) -> None:
+        harness.clock.set(moment)
+        await harness.clock.run_due()
+
+    middle = dues[len(dues) // 2]
+    harness.run(move_to(middle))
+    for message_id, record in zip(ids, records):
+        expected = 2 if parse_iso(record["next_attempt_at"]) <= middle else 1
+        assert len(harness.wait_state(message_id, "retrying")["attempts"]) == expected
+    harness.run(move_to(dues[-1]))
+    for message_id in ids:
+        assert len(harness.wait_state(message_id, "retrying")["attempts"]) == 2
+    harness.run(move_to(dues[-1] + timedelta(hours=1)))
+    for message_id in ids:
+        assert len(harness.wait_state(message_id, "delivered")["attempts"]) == 3

@@ -432,3 +432,26 @@ def test_basic_credentials_read_as_the_docstring_says() -> None:
     assert basic_credentials(basic(b"key")) == ("key", None)  # no colon: no password at all
     for refused in (None, "", "Bearer abc", "Basic a2V5!Og==", "Basic a2V5Og", basic(b"\xff:x")):
         assert basic_credentials(refused) is None, refused
+
+
+def test_a_read_of_the_newest_few_works_out_only_the_credentials_it_needs() -> None:
+    # entries() filtered the whole journal (10,000 by default, `--journal-capacity` more), parsing
+    # every exchange's credential, to answer the newest `limit`: each `GET requests?writeKey=`
+    # did work growing with the history kept instead of with the answer.
+    journal = Journal(Clock(), capacity=5_000)
+    seen: list[bytes | None] = []
+
+    def credential(scope, body):  # type: ignore[no-untyped-def]
+        seen.append(body)
+        return body.decode() if body else None
+
+    journal.credential = credential
+    for n in range(5_000):
+        journal.record({**SCOPE, "method": "GET" if n % 2 else "POST"}, b"a" if n % 3 else b"b")
+    newest = journal.entries(limit=3, tenant=lambda key: key == "a")
+    assert [entry.id for entry in newest] == [4997, 4998, 5000]  # 4999 is "b"'s
+    assert len(seen) == 4
+    assert [entry.id for entry in journal.entries(method="get", limit=2, tenant=lambda key: key == "b")] == [4990, 4996]
+    assert [entry.id for entry in journal.entries(path_contains="BATCH", limit=2)] == [4999, 5000]
+    assert journal.entries(limit=0) == [] and len(journal.entries(limit=10_000)) == 5_000
+    assert [entry.id for entry in journal.entries(method="PUT")] == []

@@ -675,6 +675,7 @@ def test_webhook_payloads_match_the_contracts(fake: Fake) -> None:
 def test_track_calls_match_the_email_contracts(fake: Fake) -> None:
     records = every_event(fake)
     ada = fake.account.find_contact("ada@example.com")
+    fake.account.create_property({"Name": "segment_user_id", "Datatype": "str"})
     ada.properties["segment_user_id"] = "user-ada"
     names = {}
     for record in records:
@@ -1059,6 +1060,7 @@ def test_nothing_goes_to_segment_unless_switched_on_with_a_write_key(fake: Fake)
 
 def test_events_are_batched_to_segment_as_track_calls(fake: Fake) -> None:
     connect(fake)
+    fake.account.create_property({"Name": "segment_user_id", "Datatype": "str"})
     fake.account.ensure_contact("ada@example.com").properties["segment_user_id"] = "user-ada"
     first = fake.send()
     fake.send("bob@example.com")
@@ -1226,3 +1228,51 @@ def test_events_queue_behind_a_retrying_batch(fake: Fake) -> None:
         ["Email Delivered"], ["Email Delivered"], ["Email Opened"]
     ]
     assert all(record.segment.state == "delivered" for record in fake.events.records)
+
+
+def test_many_waiting_webhook_deliveries_each_fire_once_in_order_at_their_own_time(fake: Fake) -> None:
+    # `_fire_due` sorted every waiting delivery at each delivery's timer (quadratic with thousands
+    # retrying); it now pops only the due ones. What it must keep: a delivery fires once at its due
+    # time, not before; those due together go in id order; a re-scheduled retry fires at its new time.
+    register(fake, "open", "http://hooks.test/down")
+    fake.transport.statuses = [500]
+    messages = [fake.send(f"u{n}@example.com") for n in range(300)]
+    fake.advance()
+    for n, message_id in enumerate(messages):
+        fake.emit(message_id, "open")
+        if n == 149:
+            fake.advance(timedelta(0))  # the first half fails now
+            fake.advance(timedelta(seconds=10))  # the second half fails 10 s later, so retries 10 s later
+    fake.advance(timedelta(0))
+    webhooks = [record.webhook for record in fake.events.events(event="open", limit=1000)]
+    assert len(webhooks) == 300 and all(w.state == "retrying" and len(w.attempts) == 1 for w in webhooks)
+    fake.transport.posts.clear()
+    fake.advance(timedelta(seconds=25))  # the first half's retries (30 s after their failure) are due
+    assert [len(w.attempts) for w in webhooks] == [2] * 150 + [1] * 150
+    assert [body["MessageID"] for _, body, _ in fake.transport.posts] == messages[:150]
+    fake.advance(timedelta(seconds=10))
+    assert [len(w.attempts) for w in webhooks] == [2] * 300
+    fake.transport.statuses = [200]
+    fake.transport.posts.clear()
+    fake.advance(timedelta(minutes=5))  # one jump past both halves' next retries: one attempt each, in id order
+    assert [body["MessageID"] for _, body, _ in fake.transport.posts] == messages
+    assert all(w.state == "delivered" and len(w.attempts) == 3 for w in webhooks)
+
+
+def test_email_events_read_by_message_and_kind_answer_the_newest_in_order(fake: Fake) -> None:
+    # Reads go through an index by MessageID and stop at `limit` from the newest back (they filtered
+    # every record of the account's history at each poll); the answers must stay what they were.
+    messages = [fake.send(f"u{n}@example.com") for n in range(40)]
+    fake.advance()
+    for _ in range(3):
+        for message_id in messages[::2]:
+            fake.emit(message_id, "open")
+    ids = lambda records: [(r.message.message_id, r.event) for r in records]  # noqa: E731
+    assert ids(fake.events.events(message_id=messages[2])) == [(messages[2], "sent")] + [(messages[2], "open")] * 3
+    assert ids(fake.events.events(message_id=messages[2], limit=2)) == [(messages[2], "open")] * 2
+    assert ids(fake.events.events(message_id=messages[3], event="open")) == []
+    assert ids(fake.events.events(message_id=messages[3], event="sent")) == [(messages[3], "sent")]
+    assert ids(fake.events.events(event="sent", limit=2)) == [(messages[38], "sent"), (messages[39], "sent")]
+    assert [r.id for r in fake.events.events(limit=3)] == [98, 99, 100]
+    assert fake.events.events(limit=0) == [] and fake.events.events(message_id=12345) == []
+    assert len(fake.events.events(limit=10_000)) == 100
