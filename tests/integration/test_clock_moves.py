@@ -12,34 +12,18 @@ from collections.abc import Iterator
 from datetime import timedelta
 from typing import Any
 
-import httpx
 import pytest
 
 from emulator.bundle import BackgroundBundle
 from emulator.common.clock import iso, parse_iso
 from emulator.config import BundleConfig
 
-KEY = "order_completed_last_30days"
-AUDIENCE = {"name": "Order Completed Last 30 Days", "rule": {"event": "Order Completed", "within": "30d"}}
+from .test_engage_sync import AUDIENCE, KEY
+from .test_engage_sync import Stack as EngageStack
 
 
-class Stack:
-    def __init__(self, info: dict[str, Any]) -> None:
-        self.info = info
-        self.segment = httpx.Client(base_url=info["segment_url"], timeout=30)
-        self.mailjet = httpx.Client(
-            base_url=info["mailjet_url"], auth=(info["mailjet_api_key"], info["mailjet_secret_key"]), timeout=30
-        )
-
-    def post(self, path: str, body: dict[str, Any] | None = None, status: int = 200) -> Any:
-        answer = self.segment.post(path, json=body or {})
-        assert answer.status_code == status, answer.text
-        return answer.json()
-
-    def get(self, path: str, **params: Any) -> Any:
-        answer = self.segment.get(path, params=params)
-        assert answer.status_code == 200, answer.text
-        return answer.json()
+class Stack(EngageStack):
+    """test_engage_sync's stack, and the clock and dedupe reads these tests need."""
 
     def track(self, body: dict[str, Any]) -> None:
         assert self.post("/v1/track", {**body, "writeKey": self.info["write_key"]}) == {"success": True}
@@ -62,8 +46,7 @@ def bundle() -> Iterator[Stack]:
     )
     stack = Stack(background.start())
     yield stack
-    stack.segment.close()
-    stack.mailjet.close()
+    stack.close()
     background.stop()
 
 
@@ -120,8 +103,7 @@ def every_2h() -> Iterator[Stack]:
     background = BackgroundBundle(BundleConfig(segment_port=0, mailjet_port=0, destination_port=0))
     stack = Stack(background.start())
     yield stack
-    stack.segment.close()
-    stack.mailjet.close()
+    stack.close()
     background.stop()
 
 
