@@ -16,6 +16,7 @@ from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .clock import Clock, iso
+from .feeds import newest
 from .http import GZIP_ENCODINGS, gunzip_bounded
 from .json_body import decode_json
 
@@ -180,20 +181,15 @@ class Journal:
         # every exchange's credential) made each read grow with the history kept, not the answer.
         wanted_method = method.upper() if method is not None else None
         wanted_path = path_contains.lower() if path_contains is not None else None
-        selected: list[Exchange] = []
-        if limit <= 0:
-            return selected
-        for entry in reversed(self._entries):
-            if (
+
+        def keep(entry: Exchange) -> bool:
+            return (
                 (wanted_method is None or entry.method == wanted_method)
                 and (wanted_path is None or wanted_path in entry.path.lower())
                 and (tenant is None or tenant(self.credential_of(entry)))
-            ):
-                selected.append(entry)
-                if len(selected) == limit:
-                    break
-        selected.reverse()
-        return selected
+            )
+
+        return newest(reversed(self._entries), limit, keep)
 
     def clear(self) -> None:
         self._entries.clear()

@@ -19,8 +19,8 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from ..common.control import ControlError, control_error_response, named_tenant, query_limit, read_json_object
+from ..common.feeds import newest
 from ..common.json_body import decode_snapshot
-from .models import newest
 from .service import AccountError, MailjetService, Tenant
 from .storage import MailjetStore, StateError, export_snapshot, import_snapshot
 
@@ -101,7 +101,7 @@ def account_routes(service: MailjetService, store: MailjetStore | None) -> list[
             limit = query_limit(request)
         except ControlError as exc:
             return control_error_response(exc)
-        return JSONResponse({"messages": [m.to_json() for m in newest(tenant.account.messages, limit)]})
+        return JSONResponse({"messages": [m.to_json() for m in newest(reversed(tenant.account.messages), limit)]})
 
     async def snapshot_get(request: Request) -> Response:
         return JSONResponse(export_snapshot(service))

@@ -32,7 +32,8 @@ from typing import TYPE_CHECKING, Any, Callable
 from faker import Faker
 
 from ..common.clock import Clock, iso, parse_duration
-from .models import Account, Contact, newest, read_id
+from ..common.feeds import newest
+from .models import Account, Contact, read_id
 from .send import Message, new_message, store_message
 
 if TYPE_CHECKING:
@@ -344,19 +345,7 @@ class EmailEvents:
     def events(self, message_id: int | None = None, event: str | None = None, limit: int = 100) -> list[EmailEvent]:
         """The newest `limit` records matching the filters given, newest last."""
         pool = self.records if message_id is None else self._by_message.get(message_id, [])
-        if event is None:
-            return newest(pool, limit)
-        # From the newest back, stopping at `limit`, rather than filtering the whole history.
-        found: list[EmailEvent] = []
-        if limit <= 0:
-            return found
-        for record in reversed(pool):
-            if record.event == event:
-                found.append(record)
-                if len(found) == limit:
-                    break
-        found.reverse()
-        return found
+        return newest(reversed(pool), limit, None if event is None else lambda record: record.event == event)
 
     # -- sending
 

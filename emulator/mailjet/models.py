@@ -75,11 +75,6 @@ def mj_time(moment: datetime | None) -> str:
     return moment.astimezone(timezone.utc).isoformat(timespec="seconds").removesuffix("+00:00") + "Z"
 
 
-def newest(items: Sequence[T], limit: int) -> list[T]:
-    """The last `limit` of `items`, oldest first; none for 0, which as `items[-0:]` would be all of them."""
-    return list(items[-limit:]) if limit else []
-
-
 def read_id(text: str) -> int | None:
     """The id (or other count, such as a Limit) in client text: ASCII digits, surrounding spaces
     allowed; None for anything else, so a caller answers "not found" or its own 400."""

@@ -42,6 +42,7 @@ from urllib.parse import urljoin, urlsplit
 import aiohttp
 
 from ..common.clock import Clock, iso
+from ..common.feeds import newest
 from ..common.http import read_answer, recorded_body
 from ..common.journal import REDACTED
 from ..common.server import CLIENT_IDLE_SECONDS
@@ -396,14 +397,15 @@ class DeliveryPipeline:
         """Delivery records, oldest first, the newest `limit` of those matching every filter given."""
         # A scan, not an index by messageId: at most `max_records` (100,000) records, a few ms, and
         # an index cost every ingested message a dict entry (~5 % of ingestion, benchmarks/).
-        selected = [
-            record
-            for record in itertools.chain(self._held, self._records)
-            if (message_id is None or record.message_id == message_id)
-            and (state is None or record.state == state)
-            and (user_id is None or record.user_id == user_id)
-        ]
-        return [record.to_json() for record in selected[-limit:]] if limit else []
+        def keep(record: DeliveryRecord) -> bool:
+            return (
+                (message_id is None or record.message_id == message_id)
+                and (state is None or record.state == state)
+                and (user_id is None or record.user_id == user_id)
+            )
+
+        newest_first = itertools.chain(reversed(self._records), reversed(self._held))
+        return [record.to_json() for record in newest(newest_first, limit, keep)]
 
     # --- lifecycle -----------------------------------------------------------------------------
 

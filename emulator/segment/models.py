@@ -32,6 +32,7 @@ import contracts
 
 from ..common.auth import basic_credentials
 from ..common.clock import Clock, iso, parse_iso
+from ..common.feeds import newest
 from ..common.http import GZIP_ENCODINGS, gunzip_bounded
 from ..common.json_body import decode_json, read_with_json
 from ..config import BundleConfig
@@ -803,23 +804,18 @@ class SegmentBackend:
 
         `source` matches a source id or name.
         """
-        found: list[StoredMessage] = []
-        if limit <= 0:
-            return found
-        for stored in reversed(self.messages):
-            if (
+
+        def keep(stored: StoredMessage) -> bool:
+            return (
                 (type is None or stored.type == type)
                 and (user_id is None or stored.user_id == user_id)
                 and (event is None or stored.event == event)
                 and (source is None or source in (stored.source.id, stored.source.name))
                 and (status is None or stored.status == status)
                 and (message_id is None or stored.message.get("messageId") == message_id)
-            ):
-                found.append(stored)
-                if len(found) == limit:
-                    break
-        found.reverse()
-        return found
+            )
+
+        return newest(reversed(self.messages), limit, keep)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -20,7 +20,6 @@ from emulator.mailjet.models import (
     body_too_large,
     coerce_property,
     mj_time,
-    newest,
     paginate,
     read_id,
     read_rest_body,
@@ -164,10 +163,6 @@ def test_an_account_that_cannot_be_created_says_which_status(api_key: object, se
     with pytest.raises(AccountError) as refused:
         service.create_account(api_key, secret_key)
     assert refused.value.status == status and list(service.tenants) == ["mj-key"]
-
-
-def test_newest_keeps_the_last_items_in_order_and_none_for_zero() -> None:
-    assert (newest([1, 2, 3], 2), newest([1, 2, 3], 5), newest([1, 2, 3], 0)) == ([2, 3], [1, 2, 3], [])
 
 
 def test_paging_sort_and_limits() -> None:
