@@ -8,7 +8,6 @@ import html
 import json
 import re
 import uuid
-import weakref
 from typing import TYPE_CHECKING, Any
 
 from starlette.requests import Request
@@ -45,19 +44,12 @@ def segment_dashboard_routes(backend: SegmentBackend, urls: BundleUrls) -> list[
 
     backend.add_listener(on_message)
 
-    # The store's epoch: this app's (a restarted server is another) and how many times the message
-    # log was replaced. A reset or a snapshot import replaces `backend.messages` with a new deque
-    # (SegmentBackend.reset); held weakly, the old one is not kept alive to be compared with.
+    # The store's epoch: this app's (a restarted server is another) and how many times its state
+    # was replaced (a reset, a snapshot import).
     boot = uuid.uuid4().hex[:12]
-    resets = 0
-    seen = weakref.ref(backend.messages)
 
     def epoch() -> str:
-        nonlocal resets, seen
-        if seen() is not backend.messages:
-            resets += 1
-            seen = weakref.ref(backend.messages)
-        return f"{boot}.{resets}"
+        return f"{boot}.{backend.generation}"
 
     def other_workspace(request: Request, refusal: str) -> Response | None:
         """400 when the request names a workspace other than the default one, which is all the

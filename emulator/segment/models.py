@@ -601,6 +601,10 @@ class SegmentBackend:
         # Called with every stored message, accepted or discarded, before the listeners: the
         # persistence of `segjet up --data-dir` writes it (storage.py). None keeps memory only.
         self.recorder: Listener | None = None
+        # Counts the times the state was replaced (a reset, a snapshot import, a restore all come
+        # here): a request a fault held across one belongs to the forgotten state (fault_routes),
+        # and a dashboard showing the messages must read them again.
+        self.generation = 0
         self.reset()
 
     @classmethod
@@ -615,6 +619,7 @@ class SegmentBackend:
 
     def reset(self) -> None:
         """Forget messages, profiles and seen messageIds; sources and listeners stay."""
+        self.generation += 1
         self.messages: deque[StoredMessage] = deque(maxlen=self.events_capacity)
         # Messages pushed out of the capped feed since the last reset (profiles and delivery saw them).
         self.dropped = 0

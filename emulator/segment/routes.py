@@ -69,7 +69,7 @@ def create_app(config: BundleConfig, clock: Clock, urls: BundleUrls) -> Starlett
     def workspace_epoch(write_key: str | None) -> tuple[Workspace, int]:
         # What a reset or snapshot import of the workspace a tracking call goes to changes (fault_routes holds calls).
         workspace = workspaces.for_tracking(write_key or "")
-        return workspace, workspace.resets
+        return workspace, workspace.backend.generation
 
     def workspace_of(request: Request) -> Workspace:
         key = named_write_key(request)

@@ -50,9 +50,6 @@ class Workspace:
         self.pipeline = DeliveryPipeline.from_config(config, clock, urls, owner=owner)
         self.backend.add_listener(lambda stored: self.pipeline.submit(stored.message))
         self.recorder: WorkspaceRecorder | None = None
-        # Counts the times its state was replaced (a reset, a snapshot import, a restore: all go
-        # through `clear`): a request a fault held across one belongs to the forgotten state (fault_routes).
-        self.resets = 0
 
     def attach(self, store: SegmentStore) -> None:
         """Write every change of this workspace to `store` from now on."""
@@ -97,9 +94,6 @@ class Workspace:
 
     def clear(self) -> None:
         """Reset in memory only (the storage is told by `reset`, or rewritten by the caller)."""
-        # Counted here, not in `reset`: a snapshot import replaces the state through `restore`, and
-        # a call held across it must not be applied to the imported state either.
-        self.resets += 1
         self.backend.reset()
         self.engage.reset()
         self.pipeline.reset()
