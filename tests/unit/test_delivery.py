@@ -738,7 +738,10 @@ def test_many_users_retrying_each_retry_once_at_their_own_time(harness):
         harness.clock.set(moment)
         await harness.clock.run_due()
 
-    middle = dues[len(dues) // 2]
+    # The virtual clock goes on with real time while the retries run (a loaded machine: tenths of a
+    # second): stop at the lane, in the middle half, that the next one waits furthest behind.
+    k = max(range(len(dues) // 4, 3 * len(dues) // 4), key=lambda i: dues[i + 1] - dues[i])
+    middle = dues[k]
     harness.run(move_to(middle))
     for message_id, record in zip(ids, records):
         expected = 2 if parse_iso(record["next_attempt_at"]) <= middle else 1
