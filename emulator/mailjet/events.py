@@ -424,7 +424,7 @@ class EmailEvents:
         campaign = Campaign(self._new_campaign_id(), name, list_id, subject)
         self.campaigns[campaign.id] = campaign
         self.account.touch("campaign", campaign.id)
-        for recipient in [r for r in self.account.recipients.values() if r.list_id == list_id]:
+        for recipient in list(self.account.list_members(list_id)):
             contact = self.account.contacts[recipient.contact_id]
             reason = _campaign_skip_reason(contact, recipient.is_unsubscribed, recipient.is_active)
             if reason:

@@ -427,7 +427,17 @@ def _sort_key(value: Any) -> tuple[int, Any]:
 # ---------------------------------------------------------------- objects
 
 
-@dataclass
+def _email_key(email: str) -> str:
+    """An address as the contacts' index keys it (Mailjet matches addresses case-insensitively).
+
+    The address itself when it is lower case already, as most are: `lower()` always makes a new
+    string, a second copy of the address (~60 bytes a contact).
+    """
+    key = email.lower()
+    return email if key == email else key
+
+
+@dataclass(slots=True)
 class Contact:
     id: int
     email: str
@@ -471,7 +481,7 @@ class ContactsList:
     is_deleted: bool = False
 
 
-@dataclass
+@dataclass(slots=True)
 class ListRecipient:
     id: int
     contact_id: int
@@ -671,7 +681,8 @@ class Account:
         self.messages: list[Message] = []
         # Indexes: 100,000 contacts must not mean a scan per lookup.
         self._contacts_by_email: dict[str, Contact] = {}
-        self._recipients_by_pair: dict[tuple[int, int], ListRecipient] = {}
+        # list ID -> contact ID -> subscription: a list's members and a contact's lists without a scan.
+        self._recipients_by_list: dict[int, dict[int, ListRecipient]] = {}
         # Hooks other parts of the fake (e.g. the email-events lifecycle) subscribe to.
         self.on_message_sent: list[Callable[[Message], None]] = []
         # The next ID of each kind of object (lists count on from the account's first list).
@@ -716,8 +727,10 @@ class Account:
         self.messages = messages
         self.next_ids = dict(next_ids)
         self.app_connection = app_connection
-        self._contacts_by_email = {c.email.lower(): c for c in contacts}
-        self._recipients_by_pair = {(r.contact_id, r.list_id): r for r in recipients}
+        self._contacts_by_email = {_email_key(c.email): c for c in contacts}
+        self._recipients_by_list = {}
+        for recipient in recipients:
+            self._recipients_by_list.setdefault(recipient.list_id, {})[recipient.contact_id] = recipient
         # Not the old stream: a restored seeded account must not hand out its MessageUUIDs again.
         self.rng = account_rng(self.seed, self.api_key_id, self.next_ids["message"])
 
@@ -784,7 +797,7 @@ class Account:
         contacts = list(self.contacts.values())
         list_id = query.get_int("ContactsList")
         if list_id is not None:
-            members = {r.contact_id for r in self.recipients.values() if r.list_id == list_id}
+            members = self._recipients_by_list.get(list_id, {})
             contacts = [c for c in contacts if c.id in members]
         # No Email filter: Mailjet's /contact has none, and an unknown filter is ignored (observed:
         # ?Email= answered the first contacts, reference §1); /contact/{email} finds one by address.
@@ -813,7 +826,7 @@ class Account:
     def _new_contact(self, email: str, name: str) -> Contact:
         contact = Contact(self.new_id("contact"), email, self.clock.now(), name=name)
         self.contacts[contact.id] = contact
-        self._contacts_by_email[email.lower()] = contact
+        self._contacts_by_email[_email_key(email)] = contact
         self.touch("contact", contact.id)
         return contact
 
@@ -871,7 +884,7 @@ class Account:
         contacts_list = self.get_list(ref)
         del self.lists[contacts_list.id]
         self.touch("list", contacts_list.id)
-        for recipient in [r for r in self.recipients.values() if r.list_id == contacts_list.id]:
+        for recipient in list(self.list_members(contacts_list.id)):
             self._remove_recipient(recipient)
         if self.app_connection.list_id == contacts_list.id:
             self.app_connection.list_id = 0
@@ -894,9 +907,7 @@ class Account:
 
     def list_json(self, contacts_list: ContactsList) -> dict[str, Any]:
         # Guess: SubscriberCount counts subscriptions that are not unsubscribed.
-        subscribers = sum(
-            1 for r in self.recipients.values() if r.list_id == contacts_list.id and not r.is_unsubscribed
-        )
+        subscribers = sum(1 for r in self.list_members(contacts_list.id) if not r.is_unsubscribed)
         return {
             "Address": contacts_list.address,
             "CreatedAt": mj_time(contacts_list.created_at),
@@ -917,16 +928,29 @@ class Account:
     # -- subscriptions (list recipients)
 
     def find_recipient(self, contact_id: int, list_id: int) -> ListRecipient | None:
-        return self._recipients_by_pair.get((contact_id, list_id))
+        members = self._recipients_by_list.get(list_id)
+        return None if members is None else members.get(contact_id)
+
+    def list_members(self, list_id: int) -> Iterable[ListRecipient]:
+        """The subscriptions to list `list_id`, unsubscribed ones included."""
+        return self._recipients_by_list.get(list_id, {}).values()
+
+    def subscriptions_of(self, contact_id: int) -> list[ListRecipient]:
+        """The contact's subscriptions, unsubscribed ones included, oldest first."""
+        found = [members[contact_id] for members in self._recipients_by_list.values() if contact_id in members]
+        return sorted(found, key=lambda recipient: recipient.id)
 
     def _add_recipient(self, recipient: ListRecipient) -> None:
         self.recipients[recipient.id] = recipient
-        self._recipients_by_pair[(recipient.contact_id, recipient.list_id)] = recipient
+        self._recipients_by_list.setdefault(recipient.list_id, {})[recipient.contact_id] = recipient
         self.touch("recipient", recipient.id)
 
     def _remove_recipient(self, recipient: ListRecipient) -> None:
         del self.recipients[recipient.id]
-        del self._recipients_by_pair[(recipient.contact_id, recipient.list_id)]
+        members = self._recipients_by_list[recipient.list_id]
+        del members[recipient.contact_id]
+        if not members:
+            del self._recipients_by_list[recipient.list_id]
         self.touch("recipient", recipient.id)
 
     def apply_action(self, contact: Contact, list_id: int, action: str) -> ListRecipient | None:
@@ -1024,15 +1048,21 @@ class Account:
         self._remove_recipient(self.get_recipient(ref))
 
     def list_recipients(self, query: Query) -> list[ListRecipient]:
-        recipients = list(self.recipients.values())
         contact_id = query.get_int("Contact")
+        list_id = query.get_int("ContactsList")
+        # Started from an index when a filter allows (the filters below still all apply).
+        if list_id is not None:
+            recipients = list(self.list_members(list_id))
+        elif contact_id is not None:
+            recipients = self.subscriptions_of(contact_id)
+        else:
+            recipients = list(self.recipients.values())
         if contact_id is not None:
             recipients = [r for r in recipients if r.contact_id == contact_id]
         email = query.get("ContactEmail")
         if email is not None:
             contact = self.find_contact(email.strip()) if "@" in email else None
             recipients = [r for r in recipients if contact is not None and r.contact_id == contact.id]
-        list_id = query.get_int("ContactsList")
         if list_id is not None:
             recipients = [r for r in recipients if r.list_id == list_id]
         list_name = query.get("ListName")
@@ -1128,8 +1158,7 @@ class Account:
                 "ListID": r.list_id,
                 "SubscribedAt": mj_time(r.subscribed_at),
             }
-            for r in self.recipients.values()
-            if r.contact_id == contact.id
+            for r in self.subscriptions_of(contact.id)
         ]
 
     # -- contact properties (definitions and values)
@@ -1298,10 +1327,11 @@ class Account:
         contacts = list(self.contacts.values())
         email = query.get("ContactEmail")
         if email is not None:
-            contacts = [c for c in contacts if c.email.lower() == email.strip().lower()]
+            contact = self._contacts_by_email.get(email.strip().lower())
+            contacts = [] if contact is None else [contact]
         list_id = query.get_int("ContactsList")
         if list_id is not None:
-            members = {r.contact_id for r in self.recipients.values() if r.list_id == list_id}
+            members = self._recipients_by_list.get(list_id, {})
             contacts = [c for c in contacts if c.id in members]
         return self._in_campaign(contacts, query)
 

@@ -112,6 +112,42 @@ def test_managecontact_actions_and_properties(account: Account) -> None:
     assert error_of(account.manage_contact, "1", {"Email": "m@example.com", "Action": "addforce", "Properties": "{}"}).status == 400
 
 
+def test_subscriptions_read_by_list_and_by_contact_agree_after_every_change(account: Account) -> None:
+    second = account.create_list({"Name": "second"}).id
+    ann, bob = (account.ensure_contact(email) for email in ("ann@example.com", "bob@example.com"))
+    for contact, list_id, action in ((ann, second, "addforce"), (ann, 1, "addforce"), (bob, 1, "addforce"), (bob, second, "unsub")):
+        account.apply_action(contact, list_id, action)
+
+    def lists_of(contact_id: int) -> list[tuple[int, bool]]:
+        return [(row["ListID"], row["IsUnsub"]) for row in account.get_contacts_lists(str(contact_id))]
+
+    def members(list_id: int) -> list[int]:
+        return [r.contact_id for r in account.list_recipients(Query.parse([("ContactsList", str(list_id))]))]
+
+    assert lists_of(ann.id) == [(second, False), (1, False)]  # in subscription order, not list order
+    assert lists_of(bob.id) == [(1, False), (second, True)]
+    assert members(second) == [ann.id, bob.id]
+    assert account.list_json(account.lists[second])["SubscriberCount"] == 1  # bob unsubscribed
+    assert [r.list_id for r in account.list_recipients(Query.parse([("Contact", str(ann.id)), ("ContactsList", "1")]))] == [1]
+    assert [c.email for c in account.list_contacts(Query.parse([("ContactsList", str(second))]))] == ["ann@example.com", "bob@example.com"]
+
+    account.apply_action(ann, second, "remove")
+    assert lists_of(ann.id) == [(1, False)] and members(second) == [bob.id]
+    account.delete_list(str(second))
+    assert lists_of(bob.id) == [(1, False)] and members(second) == []
+    assert [c.email for c in account.list_contacts(Query.parse([("ContactsList", str(second))]))] == []
+
+    restored = MailjetBackend(BundleConfig(seed=7), Clock(), "http://mj.test", "http://segment.test").default_account
+    restored.restore(
+        contacts=list(account.contacts.values()), lists=list(account.lists.values()),
+        recipients=list(account.recipients.values()), properties=[], callbacks=[], jobs=[], messages=[],
+        next_ids=account.next_ids, app_connection=account.app_connection,
+    )
+    assert [row["ListID"] for row in restored.get_contacts_lists("bob@example.com")] == [1]
+    assert restored.find_recipient(ann.id, 1) is not None and restored.find_recipient(ann.id, second) is None
+    assert restored.list_json(restored.lists[1])["SubscriberCount"] == 2
+
+
 def test_contactdata_merges_and_rejects_undefined_keys(account: Account) -> None:
     account.create_property({"Name": "first", "Datatype": "str"})
     account.create_property({"Name": "last", "Datatype": "str"})
