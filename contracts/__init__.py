@@ -103,15 +103,41 @@ def _json_path(parts: list[str | int]) -> str:
 
 
 MAX_MESSAGE = 300
+# How much of the value found a rewritten message quotes.
+MAX_SHOWN = 60
+# Size keywords: what they count, and which bound they set. jsonschema says "<the whole value> is
+# too long", naming no limit; past MAX_MESSAGE characters of the value even "is too long" is cut off.
+_SIZES = {
+    "maxItems": ("items", "at most"),
+    "minItems": ("items", "at least"),
+    "maxLength": ("characters", "at most"),
+    "minLength": ("characters", "at least"),
+    "maxProperties": ("properties", "at most"),
+    "minProperties": ("properties", "at least"),
+}
+
+
+def _shown(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= MAX_SHOWN else text[: MAX_SHOWN - 1] + "…"
 
 
 def _message(error: ValidationError) -> str:
-    """jsonschema's message, except for combinators: `anyOf`/`oneOf`/`not` print the whole instance,
-    so the schema's own `description` (what was expected) is used when it has one. Capped in length:
-    messages are recorded on stored events."""
+    """jsonschema's message, made to say what was expected and what was found: combinators
+    (`anyOf`/`oneOf`/`not`) print the whole instance, so the schema's own `description` is used when
+    it has one; size rules name the size and the limit; `const` adds the value found; a rule on
+    property names says it refused a key. Capped in length: messages are recorded on stored events."""
     message = error.message
     if error.validator in ("anyOf", "oneOf", "not") and isinstance(error.schema, dict) and "description" in error.schema:
         message = error.schema["description"]
+    elif error.validator in _SIZES and isinstance(error.instance, (list, str, dict)):
+        unit, bound = _SIZES[str(error.validator)]
+        message = f"{_shown(error.instance)} has {len(error.instance)} {unit}, expected {bound} {error.validator_value}"
+    elif error.validator == "const":
+        message = f"{error.validator_value!r} was expected, got {_shown(error.instance)}"
+    if "propertyNames" in error.absolute_schema_path:
+        # The instance is a key of the object at the error's path, which jsonschema does not say.
+        message = f"key {message}"
     return message if len(message) <= MAX_MESSAGE else message[: MAX_MESSAGE - 1] + "…"
 
 

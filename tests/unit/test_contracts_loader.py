@@ -154,3 +154,96 @@ def test_long_messages_are_capped() -> None:
     [violation] = validate("segment.track", {"userId": "u", "event": "e", "properties": list(range(1000))})
     assert len(violation.message) == contracts.MAX_MESSAGE
     assert violation.message.endswith("…")
+
+
+def _reported_combinators(node: Any, where: str = "") -> Iterator[tuple[str, dict]]:
+    """Every anyOf / oneOf / not whose failure jsonschema reports as a violation: not those under
+    `if` (an `if` only chooses a branch) nor inside another `not` (its failure is a success)."""
+    if isinstance(node, dict):
+        if any(key in node for key in ("anyOf", "oneOf", "not")):
+            yield where or "/", node
+        for key, value in node.items():
+            if key not in ("if", "not"):
+                yield from _reported_combinators(value, f"{where}/{key}")
+    elif isinstance(node, list):
+        for index, item in enumerate(node):
+            yield from _reported_combinators(item, f"{where}/{index}")
+
+
+@pytest.mark.parametrize("path", SCHEMA_FILES, ids=lambda path: path.name)
+def test_every_reported_combinator_says_what_was_expected(path: Path) -> None:
+    """A failed anyOf/oneOf/not is reported with its schema's description (see contracts._message);
+    without one the message is jsonschema's "<the whole value> is not valid under any of the given
+    schemas", which says neither what was wrong nor what was expected."""
+    document = json.loads(path.read_text(encoding="utf-8"))
+    bare = [where for where, node in _reported_combinators(document) if "description" not in node]
+    assert bare == []
+
+
+def test_a_combinator_at_the_root_is_explained_by_its_own_description_not_the_contracts() -> None:
+    # managemanycontacts: Action (one list, in the URL) or ContactsLists (several lists), not both.
+    payload = {"Action": "addnoforce", "ContactsLists": [{"ListID": 1, "Action": "addforce"}], "Contacts": [{"Email": "a@b.co"}]}
+    [violation] = validate("mailjet.managemanycontacts.request", payload)
+    assert (violation.path, violation.rule) == ("$", "not")
+    assert violation.message != schema("mailjet.managemanycontacts.request")["description"]
+    assert "Action" in violation.message and "ContactsLists" in violation.message and "not both" in violation.message
+
+
+@pytest.mark.parametrize(
+    ("name", "payload", "path", "expected"),
+    [
+        # A reserved Date trait (identify.md: birthday, createdAt "Date"): the message says Date, not the value.
+        ("segment.identify", {"userId": "u", "traits": {"birthday": "10/12/1815"}}, "$.traits.birthday", "date"),
+        ("segment.identify", {"userId": "u", "traits": {"createdAt": {"secret": "x"}}}, "$.traits.createdAt", "date"),
+        ("mailjet.send.response", {"Messages": [{"Status": "success", "To": [{"Email": "a@b.co", "MessageID": "1"}], "Cc": [], "Bcc": []}]},
+         "$.Messages[0]", "MessageID"),
+        ("mailjet.error", {"ErrorInfo": "", "ErrorMessage": "x", "StatusCode": 200}, "$.StatusCode", "400"),
+    ],
+)
+def test_a_failed_combinator_names_what_was_expected(name: str, payload: Any, path: str, expected: str) -> None:
+    [violation] = [v for v in validate(name, payload) if v.path == path]
+    assert expected in violation.message
+    assert "is not valid under any of the given schemas" not in violation.message
+    assert "secret" not in violation.message
+
+
+def test_a_const_violation_says_what_was_found() -> None:
+    payload = {"userId": "u", "event": "Email Open", "properties": {}, "context": {"traits": {"email": "a@b.co"}}}
+    [violation] = [v for v in validate("segment.email_opened", payload) if v.path == "$.event"]
+    assert violation.rule == "const"
+    assert "'Email Opened'" in violation.message and "'Email Open'" in violation.message
+
+
+@pytest.mark.parametrize(
+    ("name", "payload", "path", "rule", "size", "limit"),
+    [
+        # Segment drops a batch of more than 2,500 events (reference/segment.md §1.5).
+        ("segment.batch", {"batch": [{"type": "track", "userId": "u", "event": "e"}] * 2501}, "$.batch", "maxItems", "2501 items", "at most 2500"),
+        ("mailjet.send.request", {"Messages": [{"From": {"Email": "a@b.co"}, "To": [{"Email": "c@d.co"}], "TextPart": "t", "Subject": "s" * 400}]},
+         "$.Messages[0].Subject", "maxLength", "400 characters", "at most 255"),
+        ("mailjet.managemanycontacts.request", {"Action": "addnoforce", "Contacts": []}, "$.Contacts", "minItems", "0 items", "at least 1"),
+        ("segment.track", {"userId": "u", "event": ""}, "$.event", "minLength", "0 characters", "at least 1"),
+        ("mailjet.send.request", {"Messages": [{"From": {"Email": "a@b.co"}, "To": [{"Email": "c@d.co"}], "TextPart": "t",
+                                                "Headers": {f"X-H{i}": "v" for i in range(51)}}]},
+         "$.Messages[0].Headers", "maxProperties", "51 properties", "at most 50"),
+    ],
+)
+def test_a_size_violation_says_the_size_found_and_the_limit(
+    name: str, payload: Any, path: str, rule: str, size: str, limit: str
+) -> None:
+    """jsonschema says "<the whole value> is too long": the limit is not named, and past MAX_MESSAGE
+    characters of the value even "is too long" is cut off."""
+    [violation] = [v for v in validate(name, payload) if v.path == path]
+    assert violation.rule == rule
+    assert size in violation.message and limit in violation.message, violation.message
+    assert len(violation.message) < 120
+
+
+def test_a_key_refused_by_property_names_is_called_a_key() -> None:
+    """The Event API contracts list the keys a payload may carry (propertyNames): jsonschema reports
+    an extra key at the object's path as "'blocked' is not one of [...]", a value for all it says."""
+    payload = {"event": "spam", "time": 1, "MessageID": 1, "Message_GUID": "g", "email": "a@b.co", "mj_campaign_id": 0,
+               "mj_contact_id": 0, "customcampaign": "", "CustomID": "", "Payload": "", "source": "JMRPP", "blocked": True}
+    [violation] = validate("mailjet.event.spam", payload)
+    assert (violation.path, violation.rule) == ("$", "enum")
+    assert violation.message.startswith("key 'blocked' is not one of ['event', ")

@@ -401,6 +401,9 @@ VALID: list[tuple[str, str, Any]] = [
     *[(name, "contact without userId: anonymousId = email", anonymous(p)) for name, p in EMAIL_CONTRACTS.items()],
     ("segment.email_link_clicked", "without optional link_id", without(EMAIL_CONTRACTS["segment.email_link_clicked"], "properties.link_id")),
     ("segment.email_unsubscribed", "without optional list_name", without(EMAIL_CONTRACTS["segment.email_unsubscribed"], "properties.list_name")),
+    # spec/email.md, Unsubscribed: list_id "An optional id used to identify a list" (the unsubscription
+    # "can either happen for a particular list, or globally from all marketing emails, depending on the tool").
+    ("segment.email_unsubscribed", "without optional list_id and list_name", without(EMAIL_CONTRACTS["segment.email_unsubscribed"], "properties.list_id", "properties.list_name")),
     ("segment.email_delivered", "without optional ip and userAgent", without(EMAIL_CONTRACTS["segment.email_delivered"], "context.ip", "context.userAgent")),
     ("segment.email_opened", "integration without version", without(EMAIL_CONTRACTS["segment.email_opened"], "context.integration.version")),
     ("segment.track", "an email event is a track", EMAIL_CONTRACTS["segment.email_opened"]),
@@ -510,7 +513,7 @@ INVALID: list[tuple[str, str, Any, list[tuple[str, str]]]] = [
     ("segment.email_link_clicked", "docs legacy wire format (user_id, no context.integration)", DOC_EMAIL_LINK_CLICKED_LEGACY, [("$", "anyOf"), ("$.context.integration", "required")]),
     ("segment.email_link_clicked", "no link_url", without(CLICKED, "properties.link_url"), [("$.properties.link_url", "required")]),
     ("segment.email_link_clicked", "link_id a number", changed(CLICKED, properties__link_id=101), [("$.properties.link_id", "type")]),
-    ("segment.email_unsubscribed", "no list_id", without(UNSUBSCRIBED, "properties.list_id"), [("$.properties.list_id", "required")]),
+    ("segment.email_unsubscribed", "list_id a number", changed(UNSUBSCRIBED, properties__list_id=1425), [("$.properties.list_id", "type")]),
     ("segment.email_unsubscribed", "list_name null", changed(UNSUBSCRIBED, properties__list_name=None), [("$.properties.list_name", "type")]),
     ("segment.email_unsubscribed", "the Email spec's name Unsubscribed", changed(UNSUBSCRIBED, event="Unsubscribed"), [("$.event", "const")]),
     ("segment.email_opened", "another event's name", EMAIL_CONTRACTS["segment.email_delivered"], [("$.event", "const")]),
