@@ -27,7 +27,7 @@ import unicodedata
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping, Protocol, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping, Protocol, Sequence, TypeVar
 
 from destination.mapping import USER_ID_PROPERTY
 
@@ -622,6 +622,10 @@ class ComputedTrait:
         return value is not None, value, lapse
 
 
+# Either kind of definition, where a method takes one kind and answers that kind.
+_Definition = TypeVar("_Definition", Audience, ComputedTrait)
+
+
 def _aggregate(kind: str, samples: list[tuple[datetime, Any]]) -> Any:
     """The value of `kind` over non-empty samples; None for a sum or average beyond a double's range."""
     if kind == "count":
@@ -967,9 +971,10 @@ class EngageEngine:
         # No null is sent for a deleted computed trait either: the profiles keep the last value sent.
         return self._remove(key, ComputedTrait)
 
-    def _remove(self, key: str, kind: type[Any]) -> Any:
+    def _remove(self, key: str, kind: type[_Definition]) -> _Definition:
         computation = self._computations.get(key)
-        if computation is None or not isinstance(computation.definition, kind):
+        definition = None if computation is None else computation.definition
+        if not isinstance(definition, kind):
             what = "audience" if kind is Audience else "computed trait"
             raise UnknownDefinition(f"no {what} with key {key!r}")
         # GUESS: Segment does not document deleting an audience or computed trait another definition
@@ -988,7 +993,7 @@ class EngageEngine:
         # re-evaluated that user in every definition, but only until the next restart.
         told = {user_id for c in self._computations.values() for user_id in (*c.members, *c.values)}
         self._sent_email = {user_id: email for user_id, email in self._sent_email.items() if user_id in told}
-        return computation.definition
+        return definition
 
     def audiences(self) -> list[Audience]:
         return [c.definition for c in self._computations.values() if isinstance(c.definition, Audience)]
