@@ -78,8 +78,10 @@ class SegjetClient:
 
     def __init__(self, info: dict[str, Any]) -> None:
         self.info = info
-        self.segment_url: str = info["segment_url"]
-        self.mailjet_url: str = info["mailjet_url"]
+        # Paths are appended to these ("/_emulator/..."): a base URL given with its trailing slash (as
+        # `dashboard_url` is written) would make every call "//_emulator/...", which no server routes.
+        self.segment_url: str = info["segment_url"].rstrip("/")
+        self.mailjet_url: str = info["mailjet_url"].rstrip("/")
         self.write_key: str = info["write_key"]
         self.mailjet_api_key: str = info["mailjet_api_key"]
         self.mailjet_secret_key: str = info["mailjet_secret_key"]

@@ -181,6 +181,13 @@ class Scenario:
                 name, False, f"{name}: a server answered something that is not JSON ({exc}): is each URL a segjet"
                 " server's?", 0, time.monotonic() - started,
             )
+        except (KeyError, IndexError, TypeError, AttributeError) as exc:
+            # A 2xx JSON answer without the fields a segjet server answers (another app's JSON API on
+            # that port: `{}` to every call): a failed hop, as a non-JSON answer is, not a traceback.
+            return HopResult(
+                name, False, f"{name}: a server answered something that is not what a segjet server answers"
+                f" ({type(exc).__name__}: {exc}): is each URL a segjet server's?", 0, time.monotonic() - started,
+            )
 
     def traces(self) -> dict[str, list[dict[str, Any]]]:
         return {user.user_id: user.trace for user in self.users}

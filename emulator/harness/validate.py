@@ -28,7 +28,7 @@ class Payload:
 def _loads(text: str) -> Any:
     """`text` as the fakes read a body (ValueError otherwise): no NaN or Infinity, no 1e999, at most
     MAX_DEPTH levels deep (json.loads takes NaN and 1e999, and crashes on deep nesting)."""
-    return decode_json(text.encode("utf-8"))  # UnicodeEncodeError (a ValueError): stdin's undecodable bytes
+    return decode_json(text.encode("utf-8"))  # the text was read as strict UTF-8, so it encodes back
 
 
 def split_payloads(source: str, text: str) -> list[Payload]:

@@ -6,13 +6,15 @@ import subprocess
 import sys
 import threading
 import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from xml.etree import ElementTree
 
 import httpx
 import pytest
 
-from emulator.harness.client import SegjetTimeout
+from emulator.harness.client import SegjetClient, SegjetTimeout
+from emulator.harness.run import run_scenario
 from emulator.harness.scenario import Scenario
 
 from .polling import wait_for
@@ -153,6 +155,44 @@ def test_check_reports_a_server_that_is_not_there(tmp_path):
     assert "FAIL App Connections" in no_reset.stdout and "HTTP error" in no_reset.stdout
 
 
+class _AnyJsonHandler(BaseHTTPRequestHandler):
+    """Another web app's JSON API: 200 and the same JSON document to every request."""
+
+    body = b"{}"
+
+    def _answer(self) -> None:
+        self.rfile.read(int(self.headers.get("content-length") or 0))
+        self.send_response(200)
+        self.send_header("content-type", "application/json")
+        self.send_header("content-length", str(len(self.body)))
+        self.end_headers()
+        self.wfile.write(self.body)
+
+    do_GET = do_POST = do_PUT = do_DELETE = _answer
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.mark.parametrize("body", [b"{}", b"[]"])
+def test_check_fails_the_hop_when_a_server_answers_json_of_another_shape(segjet, body, capsys):
+    # Another app's JSON API on the Segment URL given: the identify hop crashed the check with a
+    # KeyError traceback (`[]` crashed the first hop with an AttributeError) instead of failing it.
+    handler = type("Handler", (_AnyJsonHandler,), {"body": body})
+    other = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=other.serve_forever, daemon=True).start()
+    try:
+        info = {**segjet.info, "segment_url": f"http://127.0.0.1:{other.server_address[1]}"}
+        code = run_scenario(info, 0, 1, reset=False)
+    finally:
+        other.shutdown()
+        other.server_close()
+    out = capsys.readouterr().out
+    assert code == 1
+    assert "FAIL " in out and "answered something that is not what a segjet server answers" in out
+    assert f"0 passed, 1 failed, {HOPS - 1} skipped" in out or f"1 passed, 1 failed, {HOPS - 2} skipped" in out
+
+
 # Characters an email may hold that end ('#', '?') or split ('/') a URL path, and '%' which escapes.
 AWKWARD_EMAIL = "ada#love?lace/x%y@example.com"
 
@@ -176,6 +216,21 @@ def test_scenario_finds_a_contact_in_the_list_whose_email_needs_quoting(segjet):
     user.email = user.traits["email"] = AWKWARD_EMAIL
     scenario.identify()
     scenario.contacts_in_list()  # raises HopFailed when the contact is not found in the list
+
+
+def test_a_client_given_urls_with_a_trailing_slash_drives_the_stack(segjet):
+    # The dashboard URL ends with "/", and a copied base URL often does: every call went to
+    # "//_emulator/...", which the fake Mailjet answered with a misleading 401 on its reset.
+    slashed = SegjetClient({**segjet.info, "segment_url": segjet.segment_url + "/",
+                            "mailjet_url": segjet.mailjet_url + "/"})
+    try:
+        assert (slashed.segment_url, slashed.mailjet_url) == (segjet.segment_url, segjet.mailjet_url)
+        slashed.reset()
+        slashed.identify("u-slash", {"email": "slash@example.com", "plan": "pro"})
+        assert slashed.wait_for_event(user_id="u-slash")["type"] == "identify"
+        assert slashed.wait_for_contact("slash@example.com", {"plan": "pro"})["segment_user_id"] == "u-slash"
+    finally:
+        slashed.close()
 
 
 MANAGECONTACT = "/v3/REST/contactslist/*/managecontact"
