@@ -25,6 +25,8 @@ CONTROL_PREFIX = "/_emulator/"
 FAULT_SCOPE_KEY = "segjet.fault"
 REDACTED = "<redacted>"  # what a hidden credential shows as, here and in delivery records
 _REDACTED_HEADERS = {"authorization", "x-segment-settings", "x-segjet-token"}
+# The control token passed as `?token=` (EventSource, download links, the dashboard's first load).
+_REDACTED_QUERY_PARAMS = {"token"}
 # A Segment write key in a body (or in a batch's events) is a credential like the Authorization
 # header, so it is hidden too.
 _REDACTED_BODY_FIELDS = {"writeKey"}
@@ -78,13 +80,22 @@ class Exchange:
             "at": self.at,
             "method": self.method,
             "path": self.path,
-            "query": self.query.decode("latin-1"),
+            "query": _redacted_query(self.query.decode("latin-1")),
             "headers": headers,
             "body": _decode(body, self.request_size) if body is not None else {"truncated": True, "bytes": self.request_size},
             "status": self.status,
             "response": _decode(self.response_body, self.response_size) if self.status is not None else None,
             "fault": self.fault,
         }
+
+
+def _redacted_query(query: str) -> str:
+    """The query string with each credential's value hidden, its names and order kept."""
+    pairs = [pair.partition("=") for pair in query.split("&")]
+    return "&".join(
+        f"{name}={REDACTED}" if name in _REDACTED_QUERY_PARAMS else name + separator + value
+        for name, separator, value in pairs
+    )
 
 
 def _kept(body: bytes) -> bytes:

@@ -37,6 +37,14 @@ def test_a_small_body_is_shown_decoded_with_the_write_key_hidden() -> None:
     assert shown["body"] == {"writeKey": "<redacted>", "userId": "u"} and shown["response"] == {"success": True}
 
 
+def test_the_control_token_in_a_query_string_is_hidden() -> None:
+    journal = Journal(Clock(), capacity=10)
+    scope = {**SCOPE, "method": "GET", "path": "/", "query_string": b"limit=5&token=s3cret&tokens=x&token"}
+    assert journal.record(scope, b"").to_json()["query"] == "limit=5&token=<redacted>&tokens=x&token=<redacted>"
+    plain = {**SCOPE, "method": "GET", "path": "/", "query_string": b"user=u-1&limit=5"}
+    assert journal.record(plain, b"").to_json()["query"] == "user=u-1&limit=5"
+
+
 def test_a_long_header_is_kept_cut() -> None:
     # uvicorn takes headers of megabytes; 10,000 kept whole held gigabytes until a reset.
     journal = Journal(Clock(), capacity=10)
