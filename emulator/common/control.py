@@ -48,16 +48,23 @@ async def read_json_object(request: Request, decode: Callable[[bytes], Any] = de
 
 
 def query_limit(request: Request, default: int = 100) -> int:
-    raw = request.query_params.get("limit")
+    return query_whole(request, "limit", default, MAX_LIST_LIMIT)
+
+
+def query_whole(request: Request, name: str, default: int, most: int | None = None) -> int:
+    """Query parameter `name` as a whole number up to `most`, `default` when absent; ControlError otherwise."""
+    raw = request.query_params.get(name)
     if raw is None:
         return default
     try:
-        limit = int(raw)
+        value = int(raw)
     except ValueError as exc:
-        raise ControlError(f"limit must be an integer, got {raw!r}") from exc
-    if not 0 <= limit <= MAX_LIST_LIMIT:
-        raise ControlError(f"limit must be between 0 and {MAX_LIST_LIMIT}")
-    return limit
+        raise ControlError(f"{name} must be an integer, got {raw!r}") from exc
+    if most is not None and not 0 <= value <= most:
+        raise ControlError(f"{name} must be between 0 and {most}")
+    if value < 0:
+        raise ControlError(f"{name} must be 0 or more")
+    return value
 
 
 def named_tenant(request: Request, param: str, header: str) -> str | None:

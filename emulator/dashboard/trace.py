@@ -30,17 +30,54 @@ PHASES = {
 }
 
 
-async def _get(http: httpx.AsyncClient, url: str, key: str, params: dict[str, Any] | None = None) -> list[Any]:
-    """`key` of the JSON answer, or [] when that control route does not exist (yet) or failed."""
+class Reads:
+    """What the trace could not read whole: the sources that answered LIMIT records (the newest ones:
+    older records, if any, are not in the trace), those whose capped store has dropped its oldest
+    records (their answer's `dropped`, e.g. `--journal-capacity`), and those not read at all.
+
+    Said in the trace (`truncated`: any of the three, `truncatedSources`, `droppedSources`,
+    `unreadSources`; `readLimit` is LIMIT): a step missing from a partial read looked like a hop
+    lost on the way, where it was only not read. A source of exactly LIMIT records is said to be
+    cut too: the control APIs answer no total.
+    """
+
+    def __init__(self) -> None:
+        self.truncated: list[str] = []
+        self.dropped: list[str] = []
+        self.unread: list[str] = []
+
+    def to_json(self) -> dict[str, Any]:
+        return {"truncated": bool(self.truncated or self.dropped or self.unread), "truncatedSources": self.truncated,
+                "droppedSources": self.dropped, "unreadSources": self.unread, "readLimit": LIMIT}
+
+
+async def _get(
+    http: httpx.AsyncClient, url: str, key: str, params: dict[str, Any] | None = None,
+    source: str | None = None, reads: Reads | None = None,
+) -> list[Any]:
+    """`key` of the JSON answer, or [] when that control route does not exist (yet) or failed; with
+    `reads`, a failure, an answer of `params["limit"]` records (there may be older ones) and one
+    whose store has `dropped` records are noted there under `source`."""
+    value: Any = None
+    body: Any = None
     try:
         response = await http.get(url, params=params)
-    except httpx.HTTPError:
+        body = response.json() if response.status_code == 200 else None
+        value = body.get(key) if isinstance(body, dict) else None
+    except (httpx.HTTPError, ValueError):
+        pass
+    if not isinstance(value, list):
+        if reads is not None and source is not None:
+            reads.unread.append(source)
         return []
-    if response.status_code != 200:
-        return []
-    body = response.json()
-    value = body.get(key) if isinstance(body, dict) else None
-    return value if isinstance(value, list) else []
+    limit = (params or {}).get("limit")
+    if reads is not None and source is not None:
+        if isinstance(limit, int) and len(value) >= limit:
+            reads.truncated.append(source)
+        dropped = body.get("dropped") if isinstance(body, dict) else None
+        if isinstance(dropped, int) and dropped > 0:
+            reads.dropped.append(source)
+    return value
 
 
 async def _configured_api_key(http: httpx.AsyncClient, mailjet_url: str) -> str | None:
@@ -115,8 +152,11 @@ def _step(kind: str, at: Any, title: str, summary: str, payload: Any, **extra: A
 async def build_trace(
     segment_url: str, mailjet_url: str, user: str, timeout: float = 10, control_token: str | None = None
 ) -> dict[str, Any]:
-    """`{"user", "userId", "email", "steps": [...], "contact": {...}|None}`, steps oldest first."""
+    """`{"user", "userId", "email", "steps": [...], "contact": {...}|None, "truncated",
+    "truncatedSources", "droppedSources", "unreadSources", "readLimit"}`, steps oldest first
+    (`Reads` for the last five)."""
     user = user.strip()
+    reads = Reads()
     # The control token the browser presented, passed on: both servers share it in a bundle.
     # Only a printable ASCII token can be a header, and only such a token can be the bundle's
     # (cli.py): another (a control character made every call fail, and the trace empty), presented
@@ -125,7 +165,7 @@ async def build_trace(
     headers = {"X-Segjet-Token": control_token} if usable else {}
     # trust_env=False: segjet's own servers, never through the environment's HTTP(S)_PROXY.
     async with httpx.AsyncClient(timeout=timeout, headers=headers, trust_env=False) as http:
-        events = await _get(http, f"{segment_url}/_emulator/events", "events", {"limit": LIMIT})
+        events = await _get(http, f"{segment_url}/_emulator/events", "events", {"limit": LIMIT}, "Segment events", reads)
         user_id, email = _identify_user(user, events)
         # A tuple, not a set: a discarded event's userId or anonymousId may be any JSON value (a dict).
         ids = tuple(value for value in (user_id, email, user) if value)
@@ -148,7 +188,9 @@ async def build_trace(
             if event.get("messageId") in message_ids and event.get("status", "accepted") == "accepted"
         }
         deliveries = [
-            record for record in await _get(http, f"{segment_url}/_emulator/deliveries", "deliveries", {"limit": LIMIT})
+            record for record in await _get(
+                http, f"{segment_url}/_emulator/deliveries", "deliveries", {"limit": LIMIT}, "Segment deliveries", reads
+            )
             if record.get("messageId") in message_ids
         ]
         # The journal holds every account's calls, the messages, events and contact read below the
@@ -156,19 +198,24 @@ async def build_trace(
         api_key = await _configured_api_key(http, mailjet_url)
         journal = _journal_of_user(
             await _get(http, f"{mailjet_url}/_emulator/requests", "requests",
-                       {"limit": LIMIT, **({"apiKey": api_key} if api_key else {})}),
+                       {"limit": LIMIT, **({"apiKey": api_key} if api_key else {})}, "Mailjet API calls", reads),
             emails, user_id, deliveries,
         )
         messages = [
-            message for message in await _get(http, f"{mailjet_url}/_emulator/messages", "messages", {"limit": LIMIT})
+            message for message in await _get(
+                http, f"{mailjet_url}/_emulator/messages", "messages", {"limit": LIMIT}, "Mailjet emails", reads
+            )
             if _names(message.get("to"), emails, None)
         ]
         email_events = [
-            event for event in await _get(http, f"{mailjet_url}/_emulator/email-events", "email_events", {"limit": LIMIT})
+            event for event in await _get(
+                http, f"{mailjet_url}/_emulator/email-events", "email_events", {"limit": LIMIT}, "Mailjet email events", reads
+            )
             if any(_same_email(event.get("email"), address) for address in emails)
         ]
         contacts = (
-            await _get(http, f"{mailjet_url}/_emulator/dashboard/contacts", "contacts", {"email": email}) if email else []
+            await _get(http, f"{mailjet_url}/_emulator/dashboard/contacts", "contacts", {"email": email}, "Mailjet contact", reads)
+            if email else []
         )
     steps = (
         [_segment_step(event) for event in mine]
@@ -197,7 +244,8 @@ async def build_trace(
         return PHASES.get(step["kind"], 9)
 
     steps.sort(key=lambda step: (_time_key(step["at"]).replace(microsecond=0), phase(step), _time_key(step["at"])))
-    return {"user": user, "userId": user_id, "email": email, "steps": steps, "contact": contacts[0] if contacts else None}
+    return {"user": user, "userId": user_id, "email": email, "steps": steps, "contact": contacts[0] if contacts else None,
+            **reads.to_json()}
 
 
 def _journal_of_user(

@@ -24,6 +24,7 @@ from ..common.openapi import (
     json_response,
     snapshot_path,
 )
+from ..dashboard.mailjet_routes import CONTACTS_MAX_LIMIT
 from .models import EVENT_TYPES, SERVICE
 from .storage import SNAPSHOT_VERSION
 
@@ -361,7 +362,14 @@ def _mailjet_control_paths() -> dict[str, Any]:
         },
         "/_emulator/dashboard/lists": {"get": _in_account(control_operation("Lists, for the dashboard"))},
         "/_emulator/dashboard/contacts": {"get": _in_account(control_operation(
-            "Contacts, for the dashboard", query={"email": {**TEXT, "description": "Only the contact with this address"}}
+            "Contacts, for the dashboard: one page, newest first, with the number of every match (total)",
+            query={
+                "email": {**TEXT, "description": "Only the contact with this address (whole, any case)"},
+                "list": {"type": "integer", "description": "Only the members of this contact list"},
+                "limit": {"type": "integer", "minimum": 0, "maximum": CONTACTS_MAX_LIMIT},
+                "offset": {"type": "integer", "minimum": 0},
+            },
+            errors=(400,),
         ))},
         "/_emulator/dashboard/info": {"get": _in_account(control_operation("What the dashboard shows in its header"))},
     }

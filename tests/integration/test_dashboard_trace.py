@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import re
@@ -9,9 +10,13 @@ from typing import Any
 
 import httpx
 
+from emulator.common.clock import Clock
+from emulator.config import BundleConfig, BundleUrls
 from emulator.dashboard.segment_routes import export_html
+from emulator.dashboard.trace import LIMIT, build_trace
+from emulator.segment.routes import create_app as create_segment_app
 
-from .conftest import TWO_TENANTS, TwoTenantStack
+from .conftest import TWO_TENANTS, StartApps, TwoTenantStack
 from .polling import wait_for
 
 WAIT_SECONDS = 15
@@ -349,3 +354,46 @@ def test_a_trace_by_email_is_of_the_user_who_has_it_now(tenant_b: TwoTenantStack
     advance(stack, "1m")
     call(stack, "identify", {"userId": "u-now", "traits": {"email": "moved@example.com"}})
     assert trace(stack, "moved@example.com")["userId"] == "u-now"
+
+
+def test_a_trace_that_read_only_the_newest_records_of_a_source_says_so(tenant_b: TwoTenantStack) -> None:
+    # The trace reads the newest LIMIT records of each source: the user's identify, older than the
+    # newest 10,000 events, was left out without a word, and looked like a call Segment never got.
+    stack = tenant_b
+    call(stack, "identify", {"userId": "u-old", "traits": {"email": "old@example.com"}})
+    small = trace(stack, "u-old")
+    assert (small["truncated"], small["truncatedSources"], small["unreadSources"]) == (False, [], [])
+    filler = [{"type": "track", "userId": "u-busy", "event": "Tick"} for _ in range(2500)]
+    for _ in range(LIMIT // len(filler)):
+        call(stack, "batch", {"batch": filler})
+    cut = trace(stack, "u-old")
+    assert [step for step in cut["steps"] if step["kind"] == "segment"] == []
+    assert cut["truncated"] is True and "Segment events" in cut["truncatedSources"], cut
+    assert cut["readLimit"] == LIMIT and cut["unreadSources"] == []
+
+
+def test_a_trace_says_which_sources_it_could_not_read(tenant_b: TwoTenantStack) -> None:
+    # A Mailjet that does not answer (stopped, restarting) left every Mailjet step out of the trace
+    # without a word: the user read it as the destination never having called Mailjet.
+    stack = tenant_b
+    call(stack, "identify", {"userId": "u-gone", "traits": {"email": "gone@example.com"}})
+    data = asyncio.run(build_trace(stack.segment_url, "http://127.0.0.1:9", "u-gone", timeout=5))
+    assert [step["kind"] for step in data["steps"]][:1] == ["segment"]
+    assert data["unreadSources"] == [
+        "Mailjet API calls", "Mailjet emails", "Mailjet email events", "Mailjet contact"
+    ], data["unreadSources"]
+    assert data["truncated"] is True and data["truncatedSources"] == data["droppedSources"] == []
+
+
+def test_a_trace_says_which_stores_dropped_their_oldest_records(serve: StartApps) -> None:
+    # A store at its capacity (`--events-capacity`, `--journal-capacity`) drops its oldest records
+    # and counts them (`dropped`): the trace then lacked the user's first calls without a word.
+    config = BundleConfig(write_key="cap-key", events_capacity=3)
+    nowhere = BundleUrls("http://127.0.0.1:9", "http://127.0.0.1:9", "http://127.0.0.1:9")
+    url = serve({"segment": create_segment_app(config, Clock(), nowhere)})["segment"]
+    with httpx.Client(base_url=url, auth=("cap-key", "")) as http:
+        for number in range(4):
+            assert http.post("/v1/identify", json={"userId": "u-cap", "traits": {"n": number}}).status_code == 200
+    data = asyncio.run(build_trace(url, "http://127.0.0.1:9", "u-cap", timeout=5))
+    assert len([step for step in data["steps"] if step["kind"] == "segment"]) == 3
+    assert data["droppedSources"] == ["Segment events"] and data["truncated"] is True, data

@@ -240,6 +240,12 @@ const Segjet = (() => {
     if (again) again.focus();
   }
 
+  /** A note under a list read with `?limit=cap`, when the read answered `cap` items: the control
+   *  APIs answer no total, and without it the older items, not listed, looked lost. */
+  function capNote(count, cap, what, tail = "are shown here; older ones are not listed.") {
+    return count >= cap ? h("p", { class: "hint", role: "note" }, `Only the newest ${cap.toLocaleString("en")} ${what} ${tail}`) : null;
+  }
+
   /** Show an error in the view's alert region (role=alert) instead of failing silently. */
   function fail(region, error) {
     region.textContent = error instanceof Error ? error.message : String(error);
@@ -289,5 +295,5 @@ const Segjet = (() => {
     return panel;
   }
 
-  return { h, append, fill, api, pretty, time, dateTime, badge, table, say, copy, currentView, subscribe, onFeedState, isFeedDown, debounce, throttle, fail, keepFocus, withToken, faultsPanel };
+  return { h, append, fill, api, pretty, time, dateTime, badge, table, say, copy, currentView, subscribe, onFeedState, isFeedDown, debounce, throttle, fail, keepFocus, withToken, faultsPanel, capNote };
 })();

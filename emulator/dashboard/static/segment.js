@@ -2,7 +2,7 @@
 "use strict";
 
 (() => {
-  const { h, fill, api, pretty, time, dateTime, badge, table, say, copy, currentView, subscribe, onFeedState, isFeedDown, debounce, throttle, fail, keepFocus, withToken, faultsPanel } = Segjet;
+  const { h, fill, api, pretty, time, dateTime, badge, table, say, copy, currentView, subscribe, onFeedState, isFeedDown, debounce, throttle, fail, keepFocus, withToken, faultsPanel, capNote } = Segjet;
   const main = document.getElementById("view");
   const CAP = 500;
   let onMessage = () => {};   // the current view's handler for each message the SSE feed pushes
@@ -420,7 +420,8 @@
       fill(stats, ...STATES.map((s) =>
         h("div", { class: "card" }, h("div", { class: "stat-label" }, s[0].toUpperCase() + s.slice(1)), h("div", { class: "stat" }, String(count(s))))));
       records = records.slice().reverse();
-      keepFocus(rows, () => fill(rows, records.length ? table([
+      // The counts are of the records read: said, or 500 delivered read as all there are.
+      keepFocus(rows, () => fill(rows, capNote(records.length, CAP, "delivery records", "are counted above and listed here; older ones are not."), records.length ? table([
         { label: "Last attempt", render: (r) => dateTime((r.attempts || []).slice(-1)[0]?.at) || "—" },
         { label: "Message", render: (r) => h("button", { type: "button", class: "small", onclick: () => showDetail(r), "aria-label": `Details of ${r.messageId}` }, r.messageId) },
         { label: "Type", render: (r) => [badge(r.type || "?", "type"), r.event ? ` ${r.event}` : ""] },
@@ -443,6 +444,7 @@
   }
 
   // -------------------------------------------------------------------------------- Engage
+  const ENGAGE_READ = 2000;
   async function viewEngage() {
     const errors = alertRegion();
     const clockNow = h("span", { class: "mono" });
@@ -461,7 +463,7 @@
       const [audiences, traits, identifies] = await Promise.all([
         api("GET", "/_emulator/engage/audiences").catch((e) => ({ error: e })),
         api("GET", "/_emulator/engage/traits").catch((e) => ({ error: e })),
-        api("GET", "/_emulator/events?type=identify&limit=2000").catch(() => ({ events: [] })),
+        api("GET", `/_emulator/events?type=identify&limit=${ENGAGE_READ}`).catch(() => ({ events: [] })),
       ]);
       const synced = identifies.events.filter((m) => m.context && m.context.personas).reverse();
       // Latest value Engage sent per (computation, user), from its identify calls: the members.
@@ -496,6 +498,8 @@
           ], traits.traits, { label: "Computed traits" }) : h("p", { class: "empty" }, "No computed traits defined."),
         h("h2", {}, "Sync history"),
         h("p", { class: "hint" }, "The identify calls Engage sent to destinations (messages carrying context.personas)."),
+        // Members, values and history come from the newest identify calls only (any identify, not Engage's alone).
+        capNote(identifies.events.length, ENGAGE_READ, "identify calls (of any sender)", "are read for the members, values and history shown; older syncs are not in them."),
         synced.length ? table([
           { label: "Time", render: (m) => dateTime(m.receivedAt) },
           { label: "userId", render: (m) => m.userId || m.anonymousId },

@@ -63,6 +63,20 @@ const SegjetTrace = (() => {
       el("div", { class: "chips" }, props.length ? props : el("span", { class: "empty" }, "no properties")));
   }
 
+  /** Which sources the trace read only in part, or not at all: without it a step it never read
+   *  (older than the newest records it reads) looked like a hop lost on the way. */
+  function partialNote(data) {
+    const cut = data.truncatedSources || [];
+    const dropped = data.droppedSources || [];
+    const unread = data.unreadSources || [];
+    if (!cut.length && !dropped.length && !unread.length) return null;
+    return el("div", { class: "alert warn", role: "note", "aria-label": "Partial trace" },
+      el("strong", {}, "Partial trace. "),
+      cut.length ? `Only the newest ${data.readLimit ? data.readLimit.toLocaleString("en") + " " : ""}records of ${cut.join(", ")} were read: older steps of this user may be missing from it, not lost. ` : null,
+      dropped.length ? `${dropped.join(", ")} dropped their oldest records (the store is full): older steps of this user may be gone from it. ` : null,
+      unread.length ? `Could not read ${unread.join(", ")}: their steps are missing.` : null);
+  }
+
   /** Fill `container` with the summary, the timeline and the current contact state. */
   function render(container, data) {
     container.replaceChildren();
@@ -72,6 +86,7 @@ const SegjetTrace = (() => {
       el("p", { class: "lede" },
         `userId ${data.userId || "unknown"} · email ${data.email || "unknown"} · ${steps.length} steps · `,
         broken ? el("span", { class: "badge bad" }, `${broken} with contract violations`) : el("span", { class: "badge ok" }, "every checked payload meets its contract")),
+      partialNote(data),
       steps.length
         ? el("ol", { class: "timeline", "aria-label": "Journey" }, steps.map(stepNode))
         : el("p", { class: "empty" }, "Nothing recorded for this user yet."),
