@@ -1,6 +1,7 @@
 """HTTP of the fake Segment: parse the request, call `SegmentBackend`, render Segment's shapes.
 
-Tracking API: POST /v1/<endpoint> (see models.ENDPOINTS); the write key picks the workspace.
+Tracking API: POST /v1/<endpoint> (see models.ENDPOINTS); the write key picks the workspace. It
+alone answers cross-origin requests (`TrackingCors`), as analytics.js in any page needs.
 Control API under /_emulator/; a call names its workspace with `?writeKey=K` or the header
 `X-Segjet-Write-Key: K`, else it acts on the default workspace. `app.state.workspaces` is the
 registry; `app.state.backend`, `engage` and `pipeline` are the default workspace's.
@@ -16,9 +17,11 @@ from typing import AsyncIterator, Callable
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
+from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from ..common.clock import Clock
 from ..common.control import ControlError, control_error_response, control_routes, named_tenant, query_limit
@@ -51,6 +54,45 @@ log = logging.getLogger("segjet.segment")
 SUCCESS = {"success": True}
 WRITE_KEY_PARAM = "writeKey"
 WRITE_KEY_HEADER = "x-segjet-write-key"
+TRACKING_PREFIX = "/v1/"
+# What analytics-next reads of a 429 (`x-ratelimit-reset` in batched-dispatcher.ts, `Retry-After` in
+# shared-dispatcher.ts): not CORS-safelisted, so a page of another origin sees them only if exposed.
+EXPOSED_HEADERS = ("Retry-After", "X-RateLimit-Reset")
+
+
+class TrackingCors:
+    """Pure ASGI middleware: CORS on the tracking API (`/v1/...`) only, outermost.
+
+    analytics.js posts from the page's origin to api.segment.io, and Segment's custom-proxy guide has
+    the proxy pass OPTIONS through (segment-docs custom-proxy.md), so the real API answers preflights.
+    What it answers is not published. GUESS: the permissive answer a proxy needs for analytics.js to
+    work with any of its settings: any origin, echoed with credentials allowed (analytics-next has a
+    `credentials` option, and `*` fails a credentialed fetch), any requested header mirrored (Basic
+    auth, X-Retry-Count, the headers a page adds), POST, a private-network preflight accepted.
+    Outermost, so a preflight is never faulted, journaled or held, and every answer under /v1/ (200,
+    4xx, a fault's 429/5xx) is readable. The control API, the dashboard and the fake Mailjet get no
+    CORS: README "Security" relies on a page not reading them.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+        self.cors = CORSMiddleware(
+            app,
+            allow_origins=["*"],
+            allow_methods=["POST"],
+            allow_headers=["*"],
+            allow_credentials=True,
+            allow_private_network=True,
+            expose_headers=EXPOSED_HEADERS,
+            max_age=600,
+        )
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        # Paths are case-sensitive here (Segment's are): `/V1/t` is a 404 and gets no CORS either.
+        if scope["type"] == "http" and scope["path"].startswith(TRACKING_PREFIX):
+            await self.cors(scope, receive, send)
+        else:
+            await self.app(scope, receive, send)
 
 
 def create_app(config: BundleConfig, clock: Clock, urls: BundleUrls) -> Starlette:
@@ -176,7 +218,7 @@ def create_app(config: BundleConfig, clock: Clock, urls: BundleUrls) -> Starlett
             # The dashboard shows the default workspace.
             *segment_dashboard_routes(default.backend, urls),  # pages at /, /debugger, ...; SSE, validate, trace
         ],
-        middleware=service_middleware(
+        middleware=[Middleware(TrackingCors)] + service_middleware(
             faults, journal, segment_fault_response, write_key, config.control_token, credential_in_body=True,
             tenant_epoch=workspace_epoch,
         ) + ([Middleware(BeforeAnswer, hook=store.flush)] if store is not None else []),
