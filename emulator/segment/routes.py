@@ -78,7 +78,11 @@ class TrackingCors:
         self.app = app
         self.cors = CORSMiddleware(
             app,
-            allow_origins=["*"],
+            # Every origin by a pattern, not `["*"]`: with `*`, starlette before 1.0 echoes the origin
+            # only to a request that carries a cookie, and answers `*` (with credentials allowed, which
+            # a browser refuses) to the others; an allowed origin matched by a pattern is echoed by
+            # every version.
+            allow_origin_regex=".*",
             allow_methods=["POST"],
             allow_headers=["*"],
             allow_credentials=True,

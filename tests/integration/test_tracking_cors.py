@@ -72,10 +72,13 @@ def exposed_headers(answer: httpx.Response) -> set[str]:
 
 
 def assert_origin_allowed(answer: httpx.Response) -> None:
-    assert answer.headers.get("access-control-allow-origin") in (ORIGIN, "*"), dict(answer.headers)
-    if answer.headers["access-control-allow-origin"] == ORIGIN:
-        # An echoed origin must vary by Origin, or a shared cache hands one page's answer to another.
-        assert "origin" in answer.headers.get("vary", "").lower()
+    # The origin itself, never `*`: the answer allows credentials, and a browser refuses `*` with
+    # them (a fetch with `credentials: "include"`, and no cookie for the fake, failed under starlette
+    # 0.51-0.52, whose CORSMiddleware echoed the origin only to a request carrying a cookie).
+    assert answer.headers.get("access-control-allow-origin") == ORIGIN, dict(answer.headers)
+    assert answer.headers.get("access-control-allow-credentials") == "true", dict(answer.headers)
+    # An echoed origin must vary by Origin, or a shared cache hands one page's answer to another.
+    assert "origin" in answer.headers.get("vary", "").lower()
 
 
 def assert_no_cors(answer: httpx.Response) -> None:
