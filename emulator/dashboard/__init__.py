@@ -6,7 +6,8 @@ Plain HTML/CSS/JS under `static/`, no build step and no external URL. Each servi
 - `segment_dashboard_routes(backend, urls)`: pages `/`, `/debugger`, `/destinations`,
   `/deliveries`, `/engage`, `/trace`; `GET /_emulator/events/stream` (SSE);
   `POST /_emulator/validate/{contract}`; `GET /_emulator/contracts`; `GET /_emulator/dashboard/info`,
-  `GET /_emulator/dashboard/trace` and `.../trace/export`.
+  `GET /_emulator/dashboard/overview` (the Overview's steps), `GET /_emulator/dashboard/trace` and
+  `.../trace/export`.
 - `mailjet_dashboard_routes(backend, urls)`: pages `/`, `/app-connections`, `/contacts`,
   `/messages`; `GET /_emulator/stream` (SSE); `GET /_emulator/dashboard/lists|contacts|info`.
 

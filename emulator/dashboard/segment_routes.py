@@ -43,6 +43,8 @@ def segment_dashboard_routes(backend: SegmentBackend, urls: BundleUrls) -> list[
             feed.publish(stored.to_json())
 
     backend.add_listener(on_message)
+    steps = OverviewSteps(backend)
+    backend.add_listener(steps.saw)
 
     # The store's epoch: this app's (a restarted server is another) and how many times its state
     # was replaced (a reset, a snapshot import).
@@ -88,6 +90,14 @@ def segment_dashboard_routes(backend: SegmentBackend, urls: BundleUrls) -> list[
         return JSONResponse({"service": "segment", "segment_url": urls.segment_url, "mailjet_url": urls.mailjet_url,
                              "sources": [source.to_json() for source in backend.sources]})
 
+    async def overview(request: Request) -> Response:
+        # The default workspace's, as every dashboard feed: `other_workspace` refuses another's key.
+        if refused := other_workspace(
+            request, "the Overview shows the default workspace only; read GET /_emulator/events?writeKey=K for another"
+        ):
+            return refused
+        return JSONResponse(steps.to_json())
+
     async def trace(request: Request) -> Response:
         if refused := other_workspace(request, TRACE_REFUSAL):
             return refused
@@ -115,9 +125,64 @@ def segment_dashboard_routes(backend: SegmentBackend, urls: BundleUrls) -> list[
         Route("/_emulator/validate/{contract}", validate, methods=["POST"]),
         Route("/_emulator/contracts", contract_names, methods=["GET"]),
         Route("/_emulator/dashboard/info", info, methods=["GET"]),
+        Route("/_emulator/dashboard/overview", overview, methods=["GET"]),
         Route("/_emulator/dashboard/trace", trace, methods=["GET"]),
         Route("/_emulator/dashboard/trace/export", trace_export, methods=["GET"]),
     ]
+
+
+EMAIL_EVENT_PREFIX = "Email "  # Mailjet's email events reach Segment as tracks "Email Opened", ... (mailjet/events.py)
+
+
+class OverviewSteps:
+    """Whether the workspace accepted an identify, and an email event (a track named "Email ..."),
+    since its state was last replaced (a reset, a snapshot import): the Overview's steps.
+
+    Kept by the store's listener, not looked for among the newest N messages: heavy traffic after
+    the identify pushed it out of any such read, and a step done went back to "to do". When the
+    store's generation changes, the flags are read again from the messages it holds (none after a
+    reset; those imported or restored otherwise): a restore calls no listener.
+    """
+
+    def __init__(self, backend: SegmentBackend) -> None:
+        self._backend = backend
+        self._generation: int | None = None  # none yet: the first use reads the store
+        self.identify = False
+        self.email_event = False
+
+    def saw(self, stored: StoredMessage) -> None:
+        """The store's listener: called with each accepted message, after it is stored."""
+        if self.identify and self.email_event and self._generation == self._backend.generation:
+            return  # both steps done: what heavy ingestion mostly sees, so it pays only this check
+        if self._current():
+            self._note(stored)
+
+    def to_json(self) -> dict[str, bool]:
+        self._current()
+        return {"identify_accepted": self.identify, "email_event_accepted": self.email_event}
+
+    def _current(self) -> bool:
+        """True when the flags were already of this generation; else reads them from the store
+        (which holds any message being told of, so that one is counted too)."""
+        if self._generation == self._backend.generation:
+            return True
+        self._generation = self._backend.generation
+        self.identify = self.email_event = False
+        for stored in reversed(self._backend.messages):
+            if stored.accepted:
+                self._note(stored)
+                if self.identify and self.email_event:
+                    break
+        return False
+
+    def _note(self, stored: StoredMessage) -> None:
+        kind = stored.type
+        if kind == "identify":
+            self.identify = True
+        elif kind == "track":
+            event = stored.event
+            if isinstance(event, str) and event.startswith(EMAIL_EVENT_PREFIX):
+                self.email_event = True
 
 
 def _inline_json(data: Any) -> str:

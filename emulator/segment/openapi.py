@@ -129,14 +129,19 @@ def _in_workspace(operation: dict[str, Any]) -> dict[str, Any]:
     return in_tenant(operation, WORKSPACE_PARAMETERS, "No source has the write key named (an empty one too)")
 
 
-def _trace_operation() -> dict[str, Any]:
-    operation = control_operation("One user's journey across both services", query={"user": {"type": "string"}}, errors=(400,))
-    # The trace reads the default workspace only: naming another workspace is a 400, not a 404.
-    operation["parameters"] += [
+def _default_workspace_only(operation: dict[str, Any]) -> dict[str, Any]:
+    """A dashboard read of the default workspace only: naming another workspace is a 400, not a 404."""
+    operation["parameters"] = operation.get("parameters", []) + [
         {**parameter, "description": "A write key of the default workspace; any other is a 400"}
         for parameter in WORKSPACE_PARAMETERS
     ]
     return operation
+
+
+def _trace_operation() -> dict[str, Any]:
+    return _default_workspace_only(
+        control_operation("One user's journey across both services", query={"user": {"type": "string"}}, errors=(400,))
+    )
 
 
 def _segment_control_paths() -> dict[str, Any]:
@@ -240,6 +245,13 @@ def _segment_control_paths() -> dict[str, Any]:
         },
         "/_emulator/contracts": {"get": control_operation("Contract names")},
         "/_emulator/dashboard/info": {"get": control_operation("What the dashboard shows in its header")},
+        "/_emulator/dashboard/overview": {
+            "get": _default_workspace_only(control_operation(
+                "The Overview's steps: whether an identify, and a track named \"Email ...\", were accepted since "
+                "the last reset (`{\"identify_accepted\", \"email_event_accepted\"}`), however many messages followed",
+                errors=(400,),
+            ))
+        },
         "/_emulator/dashboard/trace": {
             "get": _trace_operation()
         },

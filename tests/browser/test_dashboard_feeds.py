@@ -276,3 +276,31 @@ def test_the_export_is_named_after_the_user_in_a_safe_file_name(stack: dict[str,
     answer = http.get(f"{stack['segment_url']}/_emulator/dashboard/trace/export", params={"user": 'Zoë "x"; y=1'})
     assert answer.status_code == 200
     assert answer.headers["content-disposition"] == 'attachment; filename="segjet-trace-Zo_x_y_1.html"'
+
+
+def test_overview_steps_are_kept_whatever_traffic_follows(stack: dict[str, Any], http: httpx.Client) -> None:
+    # The Overview looked for an identify and an email event among the newest 500 messages: 600
+    # more after them, and steps that had happened went back to "to do".
+    segment, auth = stack["segment_url"], (stack["write_key"], "")
+    steps = f"{segment}/_emulator/dashboard/overview"
+    assert http.get(steps).json() == {"identify_accepted": False, "email_event_accepted": False}
+    # Discarded (no userId nor anonymousId): never sent on, so no step is done.
+    http.post(f"{segment}/v1/identify", auth=auth, json={"traits": {"email": "ada@example.com"}}).raise_for_status()
+    http.post(f"{segment}/v1/track", auth=auth, json={"event": "Email Opened"}).raise_for_status()
+    http.post(f"{segment}/v1/track", auth=auth, json={"userId": "u1", "event": "Emailed"}).raise_for_status()
+    assert http.get(steps).json() == {"identify_accepted": False, "email_event_accepted": False}
+    http.post(f"{segment}/v1/identify", auth=auth, json={"userId": "u1", "traits": {"email": "ada@example.com"}}).raise_for_status()
+    http.post(f"{segment}/v1/track", auth=auth, json={"userId": "u1", "event": "Email Opened"}).raise_for_status()
+    batch = [{"type": "track", "userId": "u-busy", "event": f"Busy {n}"} for n in range(600)]
+    http.post(f"{segment}/v1/batch", auth=auth, json={"batch": batch}).raise_for_status()
+    done = {"identify_accepted": True, "email_event_accepted": True}
+    assert http.get(steps).json() == done
+    # A snapshot imported brings its messages' steps; a reset forgets them.
+    snapshot = http.get(f"{segment}/_emulator/snapshot").json()
+    http.post(f"{segment}/_emulator/reset").raise_for_status()
+    assert http.get(steps).json() == {"identify_accepted": False, "email_event_accepted": False}
+    http.put(f"{segment}/_emulator/snapshot", json=snapshot).raise_for_status()
+    assert http.get(steps).json() == done
+    # The default workspace's only, as every dashboard feed.
+    assert http.get(steps, params={"writeKey": "other-job"}).status_code == 400
+    assert http.get(steps, params={"writeKey": stack["write_key"]}).json() == done

@@ -279,15 +279,20 @@
     }
 
     const CAP = 500;
+    // The newest read: under steady sending, reads overlap, and one answering after a newer one put
+    // the older list back (for good, when no change followed).
+    let latest = 0;
     async function refresh() {
+      const mine = ++latest;
       let messages, events;
       try {
         [messages, events] = await Promise.all([
           api("GET", `/_emulator/messages?limit=${CAP}`).then((d) => d.messages || []),
           api("GET", `/_emulator/email-events?limit=${CAP}`).then((d) => d.email_events || []).catch(() => null),
         ]);
+        if (mine !== latest) return;
         errors.textContent = "";
-      } catch (error) { fail(errors, error); return; }
+      } catch (error) { if (mine === latest) fail(errors, error); return; }
       messages = messages.slice().reverse();
       keepFocus(messagesBox, () => fill(messagesBox, capNote(messages.length, CAP, "emails"), messages.length ? table([
         { label: "Sent", render: (m) => dateTime(m.created_at) },

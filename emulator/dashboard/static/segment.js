@@ -74,14 +74,22 @@
   }
 
   // -------------------------------------------------------------------------------- Overview
+  // The newest build of the page: under traffic it reads itself again each second, and a read
+  // answering after a newer one put the older page back (a done step "to do", for good once idle).
+  let overviewBuild = 0;
   async function viewOverview() {
+    const mine = ++overviewBuild;
     const errors = alertRegion();
     // A read that fails is said (a missing control token, a server gone), not shown as "to do".
     const failed = (fallback) => (error) => { fail(errors, error); return fallback; };
-    const [destination, events] = await Promise.all([
+    // The steps come from the server's own record (GET /_emulator/dashboard/overview), not from the
+    // newest messages: 500 more after the identify, and a step done went back to "to do".
+    const [destination, events, steps] = await Promise.all([
       api("GET", "/_emulator/destinations/mailjet").catch(failed(null)),
-      api("GET", "/_emulator/events?limit=500").catch(failed({ events: [] })),
+      api("GET", `/_emulator/events?limit=${CAP}`).catch(failed({ events: [] })),
+      api("GET", "/_emulator/dashboard/overview").catch(failed({})),
     ]);
+    if (mine !== overviewBuild) return;
     const mj = info.mailjet_url;
     const source = info.sources[0] || {};
     const step = (done, title, ...body) => h("li", { class: "card" },
@@ -105,10 +113,10 @@
           h("p", {}, h("a", { href: "/destinations" }, "Destinations"), ": paste the key and the list ID, Save.")),
         step(destination && destination.enabled, "Enable the destination",
           h("p", {}, "Switch on ", h("a", { href: "/destinations" }, "Enable Destination"), ".")),
-        step(events.events.some((m) => m.type === "identify"), "Send an identify",
+        step(steps.identify_accepted, "Send an identify",
           h("pre", {}, `curl -s ${location.origin}/v1/identify -u ${source.writeKey || "WRITE_KEY"}: \\\n  -H 'Content-Type: application/json' \\\n  -d '{"userId": "u1", "traits": {"email": "ada@example.com"}}'`),
           h("p", {}, "Watch it arrive in the ", h("a", { href: "/debugger" }, "Debugger"), ", then its ", h("a", { href: "/deliveries" }, "delivery"), ".")),
-        step(events.events.some((m) => m.type === "track" && /^Email /.test(m.event || "")), "Get email events back",
+        step(steps.email_event_accepted, "Get email events back",
           h("p", {}, "In Mailjet's App Connections paste the write key and switch events on; send an email and open it from ",
             mj ? h("a", { href: withToken(`${mj}/messages`) }, "Messages") : "Messages", "."))),
       faultsPanel()));
@@ -276,8 +284,10 @@
     } catch (error) { fail(errors, error); }
     renderList();
     // The backend's listeners see accepted messages only; discarded ones are picked up by polling.
+    // The newest CAP of them, as many as the list holds: with 100, a burst of more discards between
+    // two polls left the older ones out for good, though newer than every row listed.
     setInterval(async () => {
-      try { await receiveRead(async () => (await api("GET", "/_emulator/events?status=discarded&limit=100")).events); }
+      try { await receiveRead(async () => (await api("GET", `/_emulator/events?status=discarded&limit=${CAP}`)).events); }
       catch { /* the server may be restarting */ }
     }, 3000);
   }
@@ -371,6 +381,7 @@
       h("option", { value: "" }, "All states"),
       STATES.map((s) => h("option", { value: s }, s)));
     const stats = h("div", { class: "cards" });
+    const statsNote = h("div");
     const rows = h("div");
     const detail = h("section", { class: "card", "aria-label": "Delivery details" });
     let selected = null;
@@ -379,7 +390,7 @@
     fill(main, 
       h("h1", {}, "Event Delivery"),
       h("p", { class: "lede" }, "Each message routed to the Mailjet destination: queued, retrying, delivered, failed or skipped, with what was sent and what came back."),
-      errors, stats,
+      errors, stats, statsNote,
       h("div", { class: "toolbar" }, h("div", { class: "field" }, h("label", { for: "dlv-state" }, "State"), stateSelect),
         h("button", { type: "button", onclick: () => refresh() }, "Refresh")),
       rows, detail);
@@ -404,24 +415,34 @@
           h("pre", { "aria-label": `Response from destination, attempt ${i + 1}` }, pretty(a.response ?? null)))));
     }
 
-    let shownRecords = null;   // what the table shows, as JSON
+    let shownRecords = null;   // what the cards and the table show, as JSON
+    let latest = 0;   // the newest read: the 2 s poll asked before a change of filter and answering after it is dropped
     async function refresh() {
-      let records = [];
+      const mine = ++latest;
+      let all, records;
+      const state = stateSelect.value;
       try {
-        const state = stateSelect.value;
-        records = (await api("GET", `/_emulator/deliveries?limit=${CAP}${state ? `&state=${state}` : ""}`)).deliveries;
+        // The cards count every state, whatever the table is filtered to: counted from the filtered
+        // read, each other state's card said 0.
+        [all, records] = await Promise.all([
+          api("GET", `/_emulator/deliveries?limit=${CAP}`).then((d) => d.deliveries),
+          state ? api("GET", `/_emulator/deliveries?limit=${CAP}&state=${state}`).then((d) => d.deliveries) : null,
+        ]);
+        if (mine !== latest) return;
         errors.textContent = "";
-      } catch (error) { fail(errors, error); return; }
+      } catch (error) { if (mine === latest) fail(errors, error); return; }
+      records ??= all;
       // The 2 s poll mostly answers what is shown: rebuilding it anyway threw keyboard focus off.
-      const seen = JSON.stringify(records);
+      const seen = JSON.stringify([state, all, records]);
       if (seen === shownRecords) return;
       shownRecords = seen;
-      const count = (s) => records.filter((r) => r.state === s).length;
+      const count = (s) => all.filter((r) => r.state === s).length;
+      // The counts are of the records read: said, or 500 delivered read as all there are.
       fill(stats, ...STATES.map((s) =>
         h("div", { class: "card" }, h("div", { class: "stat-label" }, s[0].toUpperCase() + s.slice(1)), h("div", { class: "stat" }, String(count(s))))));
+      fill(statsNote, capNote(all.length, CAP, "delivery records", "are counted above; older ones are not."));
       records = records.slice().reverse();
-      // The counts are of the records read: said, or 500 delivered read as all there are.
-      keepFocus(rows, () => fill(rows, capNote(records.length, CAP, "delivery records", "are counted above and listed here; older ones are not."), records.length ? table([
+      keepFocus(rows, () => fill(rows, capNote(records.length, CAP, state ? `${state} delivery records` : "delivery records"), records.length ? table([
         { label: "Last attempt", render: (r) => dateTime((r.attempts || []).slice(-1)[0]?.at) || "—" },
         { label: "Message", render: (r) => h("button", { type: "button", class: "small", onclick: () => showDetail(r), "aria-label": `Details of ${r.messageId}` }, r.messageId) },
         { label: "Type", render: (r) => [badge(r.type || "?", "type"), r.event ? ` ${r.event}` : ""] },
