@@ -315,6 +315,7 @@ class Webhooks:
                     log.exception("webhook delivery %s failed unexpectedly", delivery.id)
                     delivery.state, delivery.reason = FAILED, f"internal error: {type(exc).__name__}: {exc}"
                     self._account.touch("webhook", delivery.id)
+                    self._account.changes.save()  # outside any request or timer, as an answer is
                 lane.popleft()
         finally:
             if self._lanes.get(url) is lane:

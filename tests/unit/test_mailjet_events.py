@@ -1032,6 +1032,22 @@ def test_a_webhook_delivery_failing_unexpectedly_ends_failed_and_the_next_is_del
     assert fine.state == "delivered"
 
 
+def test_a_webhook_delivery_failing_unexpectedly_is_saved_when_it_fails(fake: Fake, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Outside any request or timer, as an answer's outcome is: nothing else would save it (--data-dir).
+    register(fake, "open", "http://hooks.test/hook")
+
+    def record_failing(delivery, at, outcome) -> None:  # type: ignore[no-untyped-def]
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(fake.outbox.webhooks, "_record", record_failing)
+    changes = fake.account.changes
+    changes.enabled, changes.save = True, changes.rows.clear  # a store writes and forgets what it saved
+    fake.emit(fake.send("broken@example.com"), "open")
+    fake.advance(timedelta(0))
+    [broken] = (record.webhook for record in fake.events.events(event="open"))
+    assert broken.state == "failed" and changes.rows == set()
+
+
 # ---------------------------------------------------------------- Segment forwarding
 
 

@@ -209,6 +209,37 @@ def test_a_save_that_fails_keeps_its_rows_for_the_next(world: World, monkeypatch
     assert world.service().default.account.find_contact("kept@example.com") is not None
 
 
+def test_a_save_writes_the_rows_changed_not_the_whole_account(world: World) -> None:
+    # `segjet up --data-dir` at scale: a save after one request must cost what that request
+    # changed, whatever the account already holds (benchmarks/persistence_soak.py).
+    service = world.service()
+    store = world.stores[-1]
+    account = service.default.account
+    for n in range(300):
+        account.manage_contact("1", {"Email": f"c{n}@example.com", "Action": "addforce", "Properties": {}})
+    service.changes.save()
+    statements: list[str] = []
+    store.connection.set_trace_callback(statements.append)
+    account.manage_contact("1", {"Email": "one-more@example.com", "Action": "addforce", "Properties": {}})
+    service.changes.save()
+    store.connection.set_trace_callback(None)
+    written = [s for s in statements if s.startswith(("INSERT", "DELETE", "UPDATE"))]
+    # The new contact, its subscription, the list, the account row: not the 300 others.
+    assert 1 <= len(written) <= 6, written
+    assert service.changes.rows == set()
+
+
+def test_without_a_store_no_change_is_kept(world: World) -> None:
+    # Nothing saves them: marks kept without --data-dir would grow with every request forever.
+    service = world.service(persistent=False)
+    account = service.default.account
+    for n in range(200):
+        account.manage_contact("1", {"Email": f"c{n}@example.com", "Action": "addforce", "Properties": {}})
+    service.reset_account(account.api_key)
+    service.reset()
+    assert service.changes.rows == set() and service.changes.wiped == set()
+
+
 @pytest.mark.parametrize(
     ("create", "refused", "kind"),
     [
