@@ -75,9 +75,10 @@ def assert_mailjet_answer(response: httpx.Response) -> None:
 
 
 @given(resource=st.sampled_from(RESOURCES), ref=url_texts, tail=st.sampled_from(["", "/managecontact", "/getcontactslists", "/managecontactslists"]),
-       method=st.sampled_from(["GET", "PUT", "DELETE", "POST"]))
+       method=st.sampled_from(["GET", "PUT", "DELETE", "POST", "PATCH", "TRACE"]))
 @hypothesis.settings(max_examples=120, **FUZZ_SETTINGS)
 def test_ids_with_any_encoding(client: httpx.Client, resource: str, ref: str, tail: str, method: str) -> None:
+    # TRACE is in no route's methods: Starlette's own 405, which must keep Mailjet's shape too.
     response = client.request(method, f"/v3/REST/{resource}/{ref}{tail}", content=b"{}" if method in ("PUT", "POST") else None)
     assert_mailjet_answer(response)
 

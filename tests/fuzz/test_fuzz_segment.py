@@ -146,9 +146,10 @@ def test_clock_moves(client: httpx.Client, amount: float, unit: str) -> None:
     assert client.post("/_emulator/clock", json={"set": "2030-01-01T00:00:00Z"}).status_code == 200
 
 
-# Near-valid fault rules and sources: every field present or not, of the right type or not.
+# Near-valid fault rules and sources: every field present or not, of the right type or not. No
+# infinity: httpx cannot send it as JSON (ValueError in the test, not the server; json_texts sends it raw).
 _odd_values = st.one_of(
-    st.none(), st.booleans(), st.integers(), st.floats(allow_nan=False), st.text(max_size=20),
+    st.none(), st.booleans(), st.integers(), st.floats(allow_nan=False, allow_infinity=False), st.text(max_size=20),
     st.sampled_from(["/v1/*", "/_emulator/*", "/", "*", "POST", "drop", "timeout", "respond", "\u0000", "\ud7ff"]),
     st.lists(st.integers(), max_size=2), st.dictionaries(st.text(max_size=3), st.integers(), max_size=2),
 )

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import base64
+import json
+import socket
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -598,6 +600,26 @@ def test_send_v31_wrong_method_answers_the_v31_error_shape(server: Server) -> No
     assert response.status_code == 405
     assert contracts.validate("mailjet.send.error", response.json()) == []
     assert response.json()["ErrorMessage"] == "Method not allowed"
+
+
+def test_methods_and_targets_no_route_takes_answer_in_the_shape_of_the_api_called(server: Server) -> None:
+    # TRACE is in no route's methods, and `OPTIONS *` (a request target with no path) matches no
+    # route: both were Starlette's plain-text answers, which no Mailjet client can parse.
+    for path in ("/v3/REST/contact", "/v3.1/send", "/nowhere"):
+        response = server.http.request("TRACE", path)
+        assert response.status_code == 405, (path, response.text)
+        assert response.json() == {"ErrorInfo": "", "ErrorMessage": "Method not allowed", "StatusCode": 405}
+    response = server.http.request("TRACE", "/_emulator/health")
+    assert response.status_code == 405 and set(response.json()) == {"error"}, response.text
+    host, port = server.url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=10) as sock:
+        sock.sendall(b"OPTIONS * HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 404"), answer
+    assert json.loads(body) == {"ErrorInfo": "", "ErrorMessage": "Object not found", "StatusCode": 404}
 
 
 def test_send_v31_documented_errors_over_http(server: Server) -> None:

@@ -158,6 +158,22 @@ def wait_for_webhook(server: Server, state: str) -> dict[str, Any]:
         time.sleep(0.02)
 
 
+def test_a_change_no_request_saved_yet_is_saved_at_the_stop(tmp_path: Path, servers: list[Server]) -> None:
+    # A timer's or a worker's change is written by the next request's save: the stop must write it
+    # too (the fake Segment's store flushes at its close), or a restart loses it.
+    app = create_app(replace(CONFIG, data_dir=str(tmp_path)), Clock(), BundleUrls("http://127.0.0.1:9", "http://127.0.0.1:9", "http://127.0.0.1:9"))
+    loop_thread, runner, _ = serve_in_background({"mailjet": app})
+
+    async def change_outside_a_request() -> None:
+        app.state.service.default.account.create_contact({"Email": "late@example.com"})
+
+    loop_thread.run(change_outside_a_request())
+    loop_thread.run(runner.stop())
+    loop_thread.close()
+    servers.append(restarted := start(tmp_path))
+    assert [c["Email"] for c in data(restarted.client().contact.get(id="late@example.com"))] == ["late@example.com"]
+
+
 def test_a_webhook_retry_pending_at_the_stop_is_delivered_after_the_restart(
     tmp_path: Path, servers: list[Server], receiver: tuple[Receiver, str]
 ) -> None:
