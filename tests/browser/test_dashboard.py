@@ -923,3 +923,193 @@ def test_overview_keeps_the_newest_read_when_an_older_answers_last(page: Page, s
         route.fulfill(response=answer)
     page.wait_for_timeout(300)  # the late answer is handled after the response event
     assert step_badge(page, "Send an identify").inner_text() == "done"  # read now: no message comes to put it right
+
+
+def hold_one_answer(page: Page, pattern: str, wanted: Any) -> list[tuple[Route, Any]]:
+    """Route `pattern`: the first GET whose answer (read now) `wanted(json)` accepts is held, to be
+    answered later with that stale answer; every other request is answered as it comes."""
+    held: list[tuple[Route, Any]] = []
+
+    def handle(route: Route) -> None:
+        if held or route.request.method != "GET":
+            route.continue_()
+            return
+        answer = route.fetch()
+        if wanted(answer.json()):
+            held.append((route, answer))  # read now, answered later
+        else:
+            route.fulfill(response=answer)
+
+    page.route(pattern, handle)
+    return held
+
+
+def answer_late(page: Page, held: list[tuple[Route, Any]]) -> None:
+    while not held:
+        page.wait_for_timeout(20)  # Playwright runs the route handler meanwhile
+    route, answer = held[0]
+    with page.expect_response(lambda response: response.request == route.request):
+        route.fulfill(response=answer)
+    page.wait_for_timeout(300)  # the late answer is handled after the response event
+
+
+def test_engage_keeps_the_newest_read_when_an_older_answers_last(page: Page, stack: dict[str, Any], http: httpx.Client) -> None:
+    # A message read the page again, and an audience created meanwhile read it once more: the first
+    # read answering last put "No audiences defined." back, for good with no message after it.
+    segment = stack["segment_url"]
+    open_page(page, f"{segment}/engage")
+    expect(page.get_by_text("No audiences defined.")).to_be_visible()
+    held = hold_one_answer(page, "**/_emulator/engage/audiences", lambda data: data["audiences"] == [])
+    analytics_client(stack).track("u1", "Order Completed")
+    while not held:
+        page.wait_for_timeout(20)
+    page.get_by_label("Audience name").fill("Buyers")
+    page.get_by_role("button", name="Create audience").click()
+    audiences = page.get_by_role("table", name="Audiences")
+    expect(audiences).to_contain_text("Buyers")
+    answer_late(page, held)
+    assert audiences.count() == 1 and "Buyers" in audiences.inner_text()  # read now: nothing comes to put it right
+
+
+def test_mailjet_account_keeps_the_newest_read_when_an_older_answers_last(page: Page, stack: dict[str, Any], http: httpx.Client) -> None:
+    # Each change reads the Account page again: two lists created close together, and the first
+    # read answering last said one list fewer, for good with no change after it.
+    mailjet, auth = stack["mailjet_url"], (stack["mailjet_api_key"], stack["mailjet_secret_key"])
+    open_page(page, f"{mailjet}/")
+    before = len(http.get(f"{mailjet}/_emulator/dashboard/lists").json()["lists"])
+    count = page.locator(".card").filter(has_text="Contact lists").locator(".stat")
+    expect(count).to_have_text(str(before))
+    held = hold_one_answer(page, "**/_emulator/dashboard/lists", lambda data: len(data["lists"]) == before + 1)
+    http.post(f"{mailjet}/v3/REST/contactslist", auth=auth, json={"Name": "First"}).raise_for_status()
+    while not held:
+        page.wait_for_timeout(20)
+    http.post(f"{mailjet}/v3/REST/contactslist", auth=auth, json={"Name": "Second"}).raise_for_status()
+    expect(count).to_have_text(str(before + 2))
+    answer_late(page, held)
+    assert count.inner_text() == str(before + 2)  # read now: no change comes to put it right
+
+
+def test_app_connections_keep_the_newest_read_when_an_older_answers_last(page: Page, stack: dict[str, Any], http: httpx.Client) -> None:
+    # A script set the write key twice: the read after the first change answering last put the first
+    # key back in the field, where Save would not send it (unedited) but the page showed it as held.
+    mailjet = stack["mailjet_url"]
+    open_page(page, f"{mailjet}/app-connections")
+    held = hold_one_answer(page, "**/_emulator/app-connections/segment", lambda data: data.get("writeKey") == "key-one")
+    http.put(f"{mailjet}/_emulator/app-connections/segment", json={"writeKey": "key-one"}).raise_for_status()
+    while not held:
+        page.wait_for_timeout(20)
+    http.put(f"{mailjet}/_emulator/app-connections/segment", json={"writeKey": "key-two"}).raise_for_status()
+    write_key = page.get_by_label("Segment write key")
+    expect(write_key).to_have_value("key-two")
+    answer_late(page, held)
+    assert write_key.input_value() == "key-two"  # read now: no change comes to put it right
+
+
+def test_app_connections_save_is_not_undone_by_a_read_asked_before_it(page: Page, stack: dict[str, Any], http: httpx.Client) -> None:
+    # A change read in flight when Save was pressed answered after the save: the switch went back off.
+    mailjet = stack["mailjet_url"]
+    http.put(f"{mailjet}/_emulator/app-connections/segment", json={"sendEvents": False, "writeKey": "wk"}).raise_for_status()
+    open_page(page, f"{mailjet}/app-connections")
+    switch = page.get_by_role("switch", name="Send email events to Segment")
+    expect(switch).not_to_be_checked()
+    held = hold_one_answer(page, "**/_emulator/app-connections/segment", lambda data: data.get("writeKey") == "wk2")
+    http.put(f"{mailjet}/_emulator/app-connections/segment", json={"writeKey": "wk2"}).raise_for_status()
+    while not held:
+        page.wait_for_timeout(20)
+    switch.check()
+    page.get_by_role("button", name="Save").click()
+    expect(page.get_by_text("Segment connection saved.")).to_be_visible()
+    page.wait_for_timeout(1500)  # the change feed's last word on the save (it polls every 0.5 s)
+    answer_late(page, held)
+    assert switch.is_checked()
+    assert http.get(f"{mailjet}/_emulator/app-connections/segment").json()["sendEvents"] is True
+
+
+def test_destination_switch_is_not_undone_by_a_poll_asked_before_it(page: Page, stack: dict[str, Any], http: httpx.Client) -> None:
+    # The 2 s poll in flight when the switch was turned on answered after it: the switch went back
+    # off (until the next poll) on a destination the server holds enabled.
+    segment = stack["segment_url"]
+    open_page(page, f"{segment}/destinations")
+    switch = page.get_by_role("switch", name="Enable Destination")
+    expect(switch).not_to_be_checked()
+    held: list[tuple[Route, Any]] = []
+    later: list[Route] = []
+
+    def handle(route: Route) -> None:
+        if route.request.method != "GET":
+            route.continue_()
+        elif not held:
+            held.append((route, route.fetch()))  # the poll, read before the switch: disabled
+        else:
+            later.append(route)  # later polls never answer: only the stale one can undo the switch
+
+    page.route("**/_emulator/destinations/mailjet", handle)
+    while not held:
+        page.wait_for_timeout(20)
+    switch.check()
+    expect(page.get_by_text("Destination enabled.")).to_be_visible()
+    answer_late(page, held)
+    assert switch.is_checked()
+    page.unroute("**/_emulator/destinations/mailjet")
+    for route in later:
+        route.continue_()
+
+
+def test_fault_panel_does_not_bring_back_a_removed_rule(page: Page, stack: dict[str, Any], http: httpx.Client) -> None:
+    # The 2 s poll in flight when Remove was pressed answered after the re-read that followed it:
+    # the removed rule was listed again (until the next poll).
+    mailjet = stack["mailjet_url"]
+    http.post(f"{mailjet}/_emulator/faults", json={"method": "POST", "path": "/v3.1/send", "status": 503}).raise_for_status()
+    open_page(page, f"{mailjet}/")
+    rules = page.get_by_role("table", name="Fault rules").locator("tbody tr")
+    expect(rules).to_have_count(1)
+    held: list[tuple[Route, Any]] = []
+    later: list[Route] = []
+    removed = threading.Event()
+
+    def handle(route: Route) -> None:
+        if route.request.method != "GET":
+            route.continue_()
+        elif not held:
+            held.append((route, route.fetch()))  # the poll, read before the removal
+        elif removed.is_set():
+            later.append(route)  # later polls never answer: only the stale read can bring the rule back
+        else:
+            route.continue_()   # the read after the removal
+
+    page.route("**/_emulator/faults", handle)
+    while not held:
+        page.wait_for_timeout(20)
+    page.get_by_role("button", name=re.compile("^Remove fault")).click()
+    expect(page.get_by_text("No fault injected.")).to_be_visible()
+    removed.set()
+    answer_late(page, held)
+    assert page.get_by_text("No fault injected.").is_visible()
+    page.unroute("**/_emulator/faults")
+    for route in later:
+        route.continue_()
+
+
+def test_delivery_details_show_the_record_asked_last(page: Page, stack: dict[str, Any], http: httpx.Client) -> None:
+    # Details of one record asked, then of another: the first answering last showed its message
+    # under the second record's heading.
+    segment = stack["segment_url"]
+    http.put(f"{segment}/_emulator/destinations/mailjet",
+             json={"enabled": True, "settings": {"apiKey": stack["auth_key"], "listId": "1"}}).raise_for_status()
+    client = analytics_client(stack)
+    client.identify("u-first", {"email": "first@example.com"})
+    client.identify("u-second", {"email": "second@example.com"})
+    wait_for(lambda: len(http.get(f"{segment}/_emulator/deliveries").json()["deliveries"]) == 2, "two records")
+    open_page(page, f"{segment}/deliveries")
+    table = page.get_by_role("table", name="Deliveries")
+    expect(table.locator("tbody tr")).to_have_count(2)
+    held = hold_one_answer(page, "**/_emulator/events?messageId=*", lambda data: data["events"][0]["userId"] == "u-first")
+    table.locator("tbody tr").filter(has_text="u-first").get_by_role("button").click()
+    while not held:
+        page.wait_for_timeout(20)
+    table.locator("tbody tr").filter(has_text="u-second").get_by_role("button").click()
+    detail = page.get_by_role("region", name="Delivery details")
+    expect(detail).to_contain_text('"second@example.com"')
+    answer_late(page, held)
+    shown = detail.inner_text()
+    assert "second@example.com" in shown and "first@example.com" not in shown, shown

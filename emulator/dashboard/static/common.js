@@ -246,6 +246,18 @@ const Segjet = (() => {
     return count >= cap ? h("p", { class: "hint", role: "note" }, `Only the newest ${cap.toLocaleString("en")} ${what} ${tail}`) : null;
   }
 
+  /** One way for overlapping reads of the same thing (a poll, a live feed, a button): the newest
+   *  wins. `const newest = newestOnly();` once, then per read `const current = newest();` before
+   *  awaiting and `if (!current()) return;` after: a read asked before another one and answering
+   *  after it would put the older state back (for good, when no change follows). */
+  function newestOnly() {
+    let latest = 0;
+    return () => {
+      const mine = ++latest;
+      return () => mine === latest;
+    };
+  }
+
   /** Show an error in the view's alert region (role=alert) instead of failing silently. */
   function fail(region, error) {
     region.textContent = error instanceof Error ? error.message : String(error);
@@ -258,9 +270,16 @@ const Segjet = (() => {
     const body = h("div", {}, h("p", { class: "empty" }, "Loading…"));
     panel.append(problem, body);
     let shown = null;   // the rules shown, as JSON: an unchanged answer leaves the table (and focus) alone
+    // The poll in flight when Remove was pressed answered after the read that followed: the rule came back.
+    const newest = newestOnly();
     async function refresh() {
+      const current = newest();
       let rules;
-      try { rules = (await api("GET", "/_emulator/faults")).faults; } catch (error) { shown = null; fill(body, h("p", { class: "alert bad", role: "alert" }, error.message)); return; }
+      try { rules = (await api("GET", "/_emulator/faults")).faults; } catch (error) {
+        if (!current()) return;
+        shown = null; fill(body, h("p", { class: "alert bad", role: "alert" }, error.message)); return;
+      }
+      if (!current()) return;
       const seen = JSON.stringify(rules);
       if (seen === shown) return;
       shown = seen;
@@ -295,5 +314,5 @@ const Segjet = (() => {
     return panel;
   }
 
-  return { h, append, fill, api, pretty, time, dateTime, badge, table, say, copy, currentView, subscribe, onFeedState, isFeedDown, debounce, throttle, fail, keepFocus, withToken, faultsPanel, capNote };
+  return { h, append, fill, api, pretty, time, dateTime, badge, table, say, copy, currentView, subscribe, onFeedState, isFeedDown, debounce, throttle, fail, keepFocus, withToken, faultsPanel, capNote, newestOnly };
 })();

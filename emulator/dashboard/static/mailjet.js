@@ -2,7 +2,7 @@
 "use strict";
 
 (() => {
-  const { h, fill, api, pretty, dateTime, badge, table, say, copy, currentView, subscribe, debounce, fail, keepFocus, withToken, faultsPanel, capNote } = Segjet;
+  const { h, fill, api, pretty, dateTime, badge, table, say, copy, currentView, subscribe, debounce, fail, keepFocus, withToken, faultsPanel, capNote, newestOnly } = Segjet;
   const main = document.getElementById("view");
   let onChange = () => {};   // the current view's refresh, called when the model changed
   let info = {};
@@ -10,11 +10,16 @@
   const alertRegion = () => h("div", { class: "alert bad", role: "alert" });
 
   // -------------------------------------------------------------------------------- Account
+  // Each change builds the page again, and the reads overlap: one answering after a newer one put
+  // the older counts back (for good, when no change followed).
+  const accountRead = newestOnly();
   async function viewAccount() {
+    const current = accountRead();
     const [connection, lists] = await Promise.all([
       api("GET", "/_emulator/app-connections/segment").catch(() => null),
       api("GET", "/_emulator/dashboard/lists").catch(() => ({ lists: [] })),
     ]);
+    if (!current()) return;
     fill(main, 
       h("h1", {}, "Mailjet account"),
       h("p", { class: "lede" }, "A fake Mailjet account: REST API v3, Send API v3.1, email events and the Segment app connection. The API secret never reaches this page."),
@@ -80,6 +85,11 @@
       loaded = connection;
     }
 
+    // Each change reads the form again, and the reads overlap: one answering after a newer one (or
+    // after a save) put older values in the fields the user has not edited. A save's answer is
+    // always shown: it is the server's state after it, and makes every read asked before it stale.
+    const newest = newestOnly();
+
     const copyButton = h("button", { type: "button", "aria-label": "Copy authentication key" }, "Copy");
     copyButton.addEventListener("click", async () => { await copy(authKey.value); say("Authentication key copied"); });
 
@@ -114,6 +124,7 @@
       // An emptied URL is sent too: the server's refusal says why, where skipping it said "saved"
       // and put the old URL back in the field.
       if (edited.segmentUrl) changes.segmentUrl = segmentUrl.value.trim();
+      newest();
       try {
         const [connection, lists] = await Promise.all([
           api("PUT", "/_emulator/app-connections/segment", changes),
@@ -133,21 +144,23 @@
           h("div", { class: "tile-logo", style: "background:#52bd94", "aria-hidden": "true" }, "S"),
           h("h2", { id: "ac-segment", style: "margin:0" }, "Segment")),
         errors, saved, form));
+    const first = newest();
     try {
       const [connection, lists] = await Promise.all([
         api("GET", "/_emulator/app-connections/segment"),
         api("GET", "/_emulator/dashboard/lists"),
       ]);
-      show(connection, lists.lists, true);
-    } catch (error) { fail(errors, error); }
+      if (first()) show(connection, lists.lists, true);
+    } catch (error) { if (first()) fail(errors, error); }
     // Live: the list counts, and each field the user has not edited (unsaved input is kept).
     onChange = async () => {
+      const current = newest();
       try {
         const [connection, lists] = await Promise.all([
           api("GET", "/_emulator/app-connections/segment"),
           api("GET", "/_emulator/dashboard/lists"),
         ]);
-        show(connection, lists.lists);
+        if (current()) show(connection, lists.lists);
       } catch { /* keep what is shown */ }
     };
   }
@@ -168,7 +181,7 @@
     const next = h("button", { type: "button", disabled: true }, "Next");
     const pager = h("div", { class: "row", role: "group", "aria-label": "Contact pages" }, previous, position, next);
     let offset = 0;
-    let latest = 0;   // the newest read: one asked before it and answering after it is dropped
+    const newest = newestOnly();   // a read asked before another and answering after it is dropped
 
     const query = () => {
       const params = new URLSearchParams({ limit: String(CONTACTS_PAGE), offset: String(offset) });
@@ -206,21 +219,21 @@
     /** Read the lists and the page on screen (not the whole account); a page emptied under it (contacts
      *  removed, a reset) steps back to the last page that has any. */
     async function refresh() {
-      const mine = ++latest;
+      const current = newest();
       let lists, page;
       try {
         [lists, page] = await Promise.all([
           api("GET", "/_emulator/dashboard/lists").then((d) => d.lists),
           api("GET", query()),
         ]);
-        if (mine !== latest) return;
+        if (!current()) return;
         if (!page.contacts.length && page.total && offset > 0) {
           offset = Math.floor((page.total - 1) / CONTACTS_PAGE) * CONTACTS_PAGE;
           page = await api("GET", query());
-          if (mine !== latest) return;
+          if (!current()) return;
         }
         errors.textContent = "";
-      } catch (error) { if (mine === latest) fail(errors, error); return; }
+      } catch (error) { if (current()) fail(errors, error); return; }
       const chosen = listFilter.value;
       fill(listFilter, h("option", { value: "" }, "All lists"), ...lists.map((l) => h("option", { value: String(l.ID) }, `${l.Name} (ID ${l.ID})`)));
       // A list deleted under the filter: the filter goes back to every list, and so does the page.
@@ -279,20 +292,20 @@
     }
 
     const CAP = 500;
-    // The newest read: under steady sending, reads overlap, and one answering after a newer one put
-    // the older list back (for good, when no change followed).
-    let latest = 0;
+    // Under steady sending, reads overlap, and one answering after a newer one put the older list
+    // back (for good, when no change followed).
+    const newest = newestOnly();
     async function refresh() {
-      const mine = ++latest;
+      const current = newest();
       let messages, events;
       try {
         [messages, events] = await Promise.all([
           api("GET", `/_emulator/messages?limit=${CAP}`).then((d) => d.messages || []),
           api("GET", `/_emulator/email-events?limit=${CAP}`).then((d) => d.email_events || []).catch(() => null),
         ]);
-        if (mine !== latest) return;
+        if (!current()) return;
         errors.textContent = "";
-      } catch (error) { if (mine === latest) fail(errors, error); return; }
+      } catch (error) { if (current()) fail(errors, error); return; }
       messages = messages.slice().reverse();
       keepFocus(messagesBox, () => fill(messagesBox, capNote(messages.length, CAP, "emails"), messages.length ? table([
         { label: "Sent", render: (m) => dateTime(m.created_at) },

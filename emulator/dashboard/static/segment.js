@@ -2,7 +2,7 @@
 "use strict";
 
 (() => {
-  const { h, fill, api, pretty, time, dateTime, badge, table, say, copy, currentView, subscribe, onFeedState, isFeedDown, debounce, throttle, fail, keepFocus, withToken, faultsPanel, capNote } = Segjet;
+  const { h, fill, api, pretty, time, dateTime, badge, table, say, copy, currentView, subscribe, onFeedState, isFeedDown, debounce, throttle, fail, keepFocus, withToken, faultsPanel, capNote, newestOnly } = Segjet;
   const main = document.getElementById("view");
   const CAP = 500;
   let onMessage = () => {};   // the current view's handler for each message the SSE feed pushes
@@ -76,9 +76,9 @@
   // -------------------------------------------------------------------------------- Overview
   // The newest build of the page: under traffic it reads itself again each second, and a read
   // answering after a newer one put the older page back (a done step "to do", for good once idle).
-  let overviewBuild = 0;
+  const overviewRead = newestOnly();
   async function viewOverview() {
-    const mine = ++overviewBuild;
+    const current = overviewRead();
     const errors = alertRegion();
     // A read that fails is said (a missing control token, a server gone), not shown as "to do".
     const failed = (fallback) => (error) => { fail(errors, error); return fallback; };
@@ -89,7 +89,7 @@
       api("GET", `/_emulator/events?limit=${CAP}`).catch(failed({ events: [] })),
       api("GET", "/_emulator/dashboard/overview").catch(failed({})),
     ]);
-    if (mine !== overviewBuild) return;
+    if (!current()) return;
     const mj = info.mailjet_url;
     const source = info.sources[0] || {};
     const step = (done, title, ...body) => h("li", { class: "card" },
@@ -316,8 +316,16 @@
       loaded = config;
     }
 
+    // The 2 s poll in flight when the switch was turned (or Save pressed) answered after it, and
+    // turned the switch back until the next poll. A write's answer is always shown: it is the
+    // server's state after it, and makes every read asked before it stale.
+    const newest = newestOnly();
     async function reread() {
-      try { show(await api("GET", "/_emulator/destinations/mailjet")); } catch { /* the banner says when the server is gone */ }
+      const current = newest();
+      try {
+        const config = await api("GET", "/_emulator/destinations/mailjet");
+        if (current()) show(config);
+      } catch { /* the banner says when the server is gone */ }
     }
 
     const form = h("form", { class: "settings", "aria-label": "Mailjet settings" },
@@ -337,6 +345,7 @@
       if (!loaded || edited(apiKey, loaded.settings.apiKey)) settings.apiKey = apiKey.value.trim();
       if (!loaded || edited(listId, loaded.settings.listId || "1")) settings.listId = listId.value.trim();
       try {
+        newest();
         show(await api("PUT", "/_emulator/destinations/mailjet", { settings }), true);
         saved.textContent = "Settings saved.";
       } catch (error) { fail(errors, error); }
@@ -345,6 +354,7 @@
       errors.textContent = ""; saved.textContent = "";
       const wanted = enabled.checked;
       try {
+        newest();
         show(await api("PUT", "/_emulator/destinations/mailjet", { enabled: wanted }));
         saved.textContent = wanted ? "Destination enabled." : "Destination disabled.";
       } catch (error) {
@@ -365,7 +375,11 @@
         errors, saved,
         form,
         h("div", { class: "field", style: "margin-top:1rem" }, h("label", { class: "switch" }, enabled, "Enable Destination"))));
-    try { show(await api("GET", "/_emulator/destinations/mailjet"), true); } catch (error) { fail(errors, error); }
+    const first = newest();
+    try {
+      const config = await api("GET", "/_emulator/destinations/mailjet");
+      if (first()) show(config, true);
+    } catch (error) { if (first()) fail(errors, error); }
     onMessage = () => {};
     onReconnect = reread;   // a restarted server may hold other settings
     setInterval(reread, 2000);   // no feed tells of a change made in another tab or by a script
@@ -395,11 +409,16 @@
         h("button", { type: "button", onclick: () => refresh() }, "Refresh")),
       rows, detail);
 
+    // Details of one record asked, then of another: the first answering last showed its message
+    // under the second one's heading.
+    const newestDetail = newestOnly();
     async function showDetail(record) {
+      const current = newestDetail();
       selected = record.messageId;
       let sent = null;
       // The accepted message only: a discarded duplicate (a client's retry) shares its messageId, and was never delivered.
       try { sent = (await api("GET", `/_emulator/events?messageId=${encodeURIComponent(record.messageId)}&status=accepted&limit=1`)).events[0]; } catch { /* shown as unknown */ }
+      if (!current()) return;
       const wire = sent ? Object.fromEntries(Object.entries(sent).filter(([k]) => !["status", "discard_reason", "violations", "source"].includes(k))) : null;
       fill(detail, 
         h("h2", {}, `Delivery of ${record.messageId}`),
@@ -416,9 +435,9 @@
     }
 
     let shownRecords = null;   // what the cards and the table show, as JSON
-    let latest = 0;   // the newest read: the 2 s poll asked before a change of filter and answering after it is dropped
+    const newest = newestOnly();   // the 2 s poll asked before a change of filter and answering after it is dropped
     async function refresh() {
-      const mine = ++latest;
+      const current = newest();
       let all, records;
       const state = stateSelect.value;
       try {
@@ -428,9 +447,9 @@
           api("GET", `/_emulator/deliveries?limit=${CAP}`).then((d) => d.deliveries),
           state ? api("GET", `/_emulator/deliveries?limit=${CAP}&state=${state}`).then((d) => d.deliveries) : null,
         ]);
-        if (mine !== latest) return;
+        if (!current()) return;
         errors.textContent = "";
-      } catch (error) { if (mine === latest) fail(errors, error); return; }
+      } catch (error) { if (current()) fail(errors, error); return; }
       records ??= all;
       // The 2 s poll mostly answers what is shown: rebuilding it anyway threw keyboard focus off.
       const seen = JSON.stringify([state, all, records]);
@@ -476,16 +495,26 @@
     const rule = h("textarea", { id: "eng-rule" });
     rule.value = pretty({ event: "Order Completed", within: "30d", at_least: 1 });
 
+    // Messages, Sync, Advance clock and Create audience each read the page again, and the reads
+    // overlap: one answering after a newer one put the older page (or time) back.
+    const newestClock = newestOnly();
     async function refreshClock() {
-      try { clockNow.textContent = (await api("GET", "/_emulator/clock")).now; } catch { /* ignore */ }
+      const current = newestClock();
+      try {
+        const now = (await api("GET", "/_emulator/clock")).now;
+        if (current()) clockNow.textContent = now;
+      } catch { /* ignore */ }
     }
 
+    const newest = newestOnly();
     async function refresh() {
+      const current = newest();
       const [audiences, traits, identifies] = await Promise.all([
         api("GET", "/_emulator/engage/audiences").catch((e) => ({ error: e })),
         api("GET", "/_emulator/engage/traits").catch((e) => ({ error: e })),
         api("GET", `/_emulator/events?type=identify&limit=${ENGAGE_READ}`).catch(() => ({ events: [] })),
       ]);
+      if (!current()) return;
       const synced = identifies.events.filter((m) => m.context && m.context.personas).reverse();
       // Latest value Engage sent per (computation, user), from its identify calls: the members.
       // Maps without a prototype: the keys come from the messages, and "__proto__" would reach it.
@@ -590,20 +619,20 @@
       h("div", { class: "field", style: "flex:1 1 16rem" }, h("label", { for: "trace-user" }, "User ID or email"), input, users),
       h("button", { type: "submit", class: "primary" }, "Show trace"), exportLink);
 
-    let latest = 0;   // the newest request: a trace asked before it and answering after it is dropped
+    const newest = newestOnly();   // a trace asked before another and answering after it is dropped
     async function show(user) {
-      const mine = ++latest;
+      const current = newest();
       errors.textContent = "";
       exportLink.hidden = true;   // until this user's trace is shown, the link would export another's
       fill(result, h("p", {}, "Loading…"));
       try {
         const data = await api("GET", `/_emulator/dashboard/trace?user=${encodeURIComponent(user)}`);
-        if (mine !== latest) return;
+        if (!current()) return;
         SegjetTrace.render(result, data);
         exportLink.href = withToken(`/_emulator/dashboard/trace/export?user=${encodeURIComponent(user)}`);
         exportLink.setAttribute("download", `segjet-trace-${user.replace(/[^A-Za-z0-9._-]+/g, "_")}.html`);
         exportLink.hidden = false;
-      } catch (error) { if (mine === latest) { fill(result); fail(errors, error); } }
+      } catch (error) { if (current()) { fill(result); fail(errors, error); } }
     }
     form.addEventListener("submit", (event) => {
       event.preventDefault();
