@@ -861,70 +861,6 @@ def test_event_delivery_drops_a_read_that_answers_after_a_newer_one(page: Page, 
     assert len(shown) == 1 and "skipped" in shown[0], shown
 
 
-def test_messages_page_keeps_the_newest_read_when_an_older_answers_last(page: Page, stack: dict[str, Any], http: httpx.Client) -> None:
-    # Two changes close together read the page twice; the first read answering last put the older
-    # list back, and with no change after it the page kept an email short for good.
-    mailjet, auth = stack["mailjet_url"], (stack["mailjet_api_key"], stack["mailjet_secret_key"])
-    message = {"From": {"Email": "shop@example.com"}, "To": [{"Email": "ada@example.com"}], "Subject": "Hi", "TextPart": "x"}
-
-    def send() -> None:
-        http.post(f"{mailjet}/v3.1/send", auth=auth, json={"Messages": [message]}).raise_for_status()
-
-    send()
-    open_page(page, f"{mailjet}/messages")
-    rows = page.get_by_role("table", name="Messages").locator("tbody tr")
-    expect(rows).to_have_count(1)
-    held: list[tuple[Route, Any]] = []
-
-    def hold_first_answer(route: Route) -> None:
-        if held:
-            route.continue_()
-        else:
-            held.append((route, route.fetch()))  # read now, answered later
-
-    page.route("**/_emulator/messages?*", hold_first_answer)
-    send()
-    while not held:
-        page.wait_for_timeout(20)  # Playwright runs the route handler meanwhile
-    send()
-    expect(rows).to_have_count(3)
-    page.wait_for_timeout(1500)  # the change feed's last word on the sends (it polls every 0.5 s)
-    route, answer = held[0]
-    assert len(answer.json()["messages"]) == 2
-    with page.expect_response(lambda response: response.request == route.request):
-        route.fulfill(response=answer)
-    page.wait_for_timeout(300)  # the late answer is handled after the response event
-    assert rows.count() == 3  # read now: nothing changes any more to put it right
-
-
-def test_overview_keeps_the_newest_read_when_an_older_answers_last(page: Page, stack: dict[str, Any], http: httpx.Client) -> None:
-    # Under traffic the page reads itself again each second; a read answering after a newer one put
-    # a done step back to "to do", and with no message after it the page stayed so.
-    segment, auth = stack["segment_url"], (stack["write_key"], "")
-    open_page(page, f"{segment}/")
-    expect(step_badge(page, "Send an identify")).to_have_text("to do")
-    held: list[tuple[Route, Any]] = []
-
-    def hold_first_answer(route: Route) -> None:
-        if held:
-            route.continue_()
-        else:
-            held.append((route, route.fetch()))  # read now, answered later
-
-    page.route("**/_emulator/dashboard/overview*", hold_first_answer)
-    http.post(f"{segment}/v1/track", auth=auth, json={"userId": "u1", "event": "Before"}).raise_for_status()
-    while not held:
-        page.wait_for_timeout(20)  # Playwright runs the route handler meanwhile
-    http.post(f"{segment}/v1/identify", auth=auth, json={"userId": "u1", "traits": {"email": EMAIL}}).raise_for_status()
-    expect(step_badge(page, "Send an identify")).to_have_text("done")
-    route, answer = held[0]
-    assert answer.json()["identify_accepted"] is False
-    with page.expect_response(lambda response: response.request == route.request):
-        route.fulfill(response=answer)
-    page.wait_for_timeout(300)  # the late answer is handled after the response event
-    assert step_badge(page, "Send an identify").inner_text() == "done"  # read now: no message comes to put it right
-
-
 def hold_one_answer(page: Page, pattern: str, wanted: Any) -> list[tuple[Route, Any]]:
     """Route `pattern`: the first GET whose answer (read now) `wanted(json)` accepts is held, to be
     answered later with that stale answer; every other request is answered as it comes."""
@@ -951,6 +887,46 @@ def answer_late(page: Page, held: list[tuple[Route, Any]]) -> None:
     with page.expect_response(lambda response: response.request == route.request):
         route.fulfill(response=answer)
     page.wait_for_timeout(300)  # the late answer is handled after the response event
+
+
+def test_messages_page_keeps_the_newest_read_when_an_older_answers_last(page: Page, stack: dict[str, Any], http: httpx.Client) -> None:
+    # Two changes close together read the page twice; the first read answering last put the older
+    # list back, and with no change after it the page kept an email short for good.
+    mailjet, auth = stack["mailjet_url"], (stack["mailjet_api_key"], stack["mailjet_secret_key"])
+    message = {"From": {"Email": "shop@example.com"}, "To": [{"Email": "ada@example.com"}], "Subject": "Hi", "TextPart": "x"}
+
+    def send() -> None:
+        http.post(f"{mailjet}/v3.1/send", auth=auth, json={"Messages": [message]}).raise_for_status()
+
+    send()
+    open_page(page, f"{mailjet}/messages")
+    rows = page.get_by_role("table", name="Messages").locator("tbody tr")
+    expect(rows).to_have_count(1)
+    held = hold_one_answer(page, "**/_emulator/messages?*", lambda data: len(data["messages"]) == 2)
+    send()
+    while not held:
+        page.wait_for_timeout(20)  # Playwright runs the route handler meanwhile
+    send()
+    expect(rows).to_have_count(3)
+    page.wait_for_timeout(1500)  # the change feed's last word on the sends (it polls every 0.5 s)
+    answer_late(page, held)
+    assert rows.count() == 3  # read now: nothing changes any more to put it right
+
+
+def test_overview_keeps_the_newest_read_when_an_older_answers_last(page: Page, stack: dict[str, Any], http: httpx.Client) -> None:
+    # Under traffic the page reads itself again each second; a read answering after a newer one put
+    # a done step back to "to do", and with no message after it the page stayed so.
+    segment, auth = stack["segment_url"], (stack["write_key"], "")
+    open_page(page, f"{segment}/")
+    expect(step_badge(page, "Send an identify")).to_have_text("to do")
+    held = hold_one_answer(page, "**/_emulator/dashboard/overview*", lambda data: data["identify_accepted"] is False)
+    http.post(f"{segment}/v1/track", auth=auth, json={"userId": "u1", "event": "Before"}).raise_for_status()
+    while not held:
+        page.wait_for_timeout(20)  # Playwright runs the route handler meanwhile
+    http.post(f"{segment}/v1/identify", auth=auth, json={"userId": "u1", "traits": {"email": EMAIL}}).raise_for_status()
+    expect(step_badge(page, "Send an identify")).to_have_text("done")
+    answer_late(page, held)
+    assert step_badge(page, "Send an identify").inner_text() == "done"  # read now: no message comes to put it right
 
 
 def test_engage_keeps_the_newest_read_when_an_older_answers_last(page: Page, stack: dict[str, Any], http: httpx.Client) -> None:
