@@ -1,8 +1,9 @@
 """Open a service's SQLite database for `segjet up --data-dir DIR`: WAL, pragmas, schema version.
 
 Each fake keeps its own file (`DIR/segment.sqlite3`, `DIR/mailjet.sqlite3`) and its own schema;
-this module only opens the file the same way for both and refuses a file written by another
-schema version, rather than guessing a migration.
+this module only opens the file the same way for both. A file of an older schema version is
+migrated in place when the service gives the steps (`migrations`), in one transaction with the new
+version; any other version is refused rather than guessed at.
 
 Durability: WAL with `synchronous=NORMAL` makes a committed transaction survive the process being
 killed (SIGKILL, a crash): the commit is in the WAL file, in the OS page cache, before `commit()`
@@ -15,11 +16,22 @@ import contextlib
 import re
 import sqlite3
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterable, Iterator, Mapping
+
+# Upgrades a database at schema version n to n + 1, inside the opening transaction.
+Migration = Callable[[sqlite3.Connection], None]
 
 
 class SchemaVersionError(ValueError):
     """The database was written by another schema version of the service."""
+
+
+class NotThisService(Exception):
+    """Raised by `require_tables` in a migration: the file lacks tables of the service's old schema."""
+
+    def __init__(self, missing: list[str]) -> None:
+        super().__init__(", ".join(missing))
+        self.missing = missing
 
 
 class DatabaseFileError(ValueError):
@@ -28,13 +40,18 @@ class DatabaseFileError(ValueError):
     """
 
 
-def open_database(path: Path | str, schema: str, version: int) -> sqlite3.Connection:
+def open_database(
+    path: Path | str, schema: str, version: int, migrations: Mapping[int, Migration] | None = None
+) -> sqlite3.Connection:
     """Open (creating if needed) the database at `path` with `schema` at `version`.
 
     `schema` is a script of `CREATE TABLE IF NOT EXISTS ...` statements, run on a new database.
-    The version lives in `PRAGMA user_version`; 0 means a new file. A file at another version
-    raises SchemaVersionError naming both versions and the file; a file that is no SQLite database,
-    is damaged, lacks a table of `schema` or cannot be opened raises DatabaseFileError naming it.
+    The version lives in `PRAGMA user_version`; 0 means a new file. A file at an older version n
+    is upgraded by `migrations[n]`, `migrations[n + 1]`, ... up to `version`, in one transaction
+    that also sets the version (a migration creates its own new tables, and should check with
+    `require_tables` that the file is this service's). A file at a version no migration leads
+    from raises SchemaVersionError naming both versions and the file; a file that is no SQLite
+    database, is damaged, lacks a table of `schema` or cannot be opened raises DatabaseFileError.
     """
     if version < 1:
         raise ValueError("schema versions start at 1")
@@ -58,21 +75,30 @@ def open_database(path: Path | str, schema: str, version: int) -> sqlite3.Connec
                     for statement in _statements(schema):
                         connection.execute(statement)
                     connection.execute(f"PRAGMA user_version = {int(version)}")
+            elif found < version and all(step in (migrations or {}) for step in range(found, version)):
+                try:
+                    with transaction(connection):
+                        for step in range(found, version):
+                            (migrations or {})[step](connection)
+                        connection.execute(f"PRAGMA user_version = {int(version)}")
+                except NotThisService as exc:
+                    raise DatabaseFileError(
+                        f"{path} is not a database of this service (it has no table {', '.join(exc.missing)}); "
+                        "use another --data-dir or delete the file"
+                    ) from None
+                _check_tables(connection, path, schema)
             elif found != version:
+                existing = _existing_tables(connection)
+                if existing and not set(_tables(schema)) & existing:
+                    # Not an older or newer file of this service but another's (the other fake's,
+                    # which may be at another version): said so, rather than "another version".
+                    _check_tables(connection, path, schema)
                 raise SchemaVersionError(
                     f"{path} was written by schema version {found}, this segjet reads version {version}; "
                     "use another --data-dir or delete the file"
                 )
             else:
-                # Another program's database (or the other fake's: both are at version 1) passes
-                # the version check; without this, the first read of a missing table crashed.
-                tables = {name for (name,) in connection.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
-                missing = sorted(set(_tables(schema)) - tables)
-                if missing:
-                    raise DatabaseFileError(
-                        f"{path} is not a database of this service (it has no table {', '.join(missing)}); "
-                        "use another --data-dir or delete the file"
-                    )
+                _check_tables(connection, path, schema)
         except sqlite3.OperationalError as exc:  # locked by another program, read-only: the file may be fine
             raise DatabaseFileError(f"{path}: {exc}") from None
         except sqlite3.DatabaseError as exc:
@@ -101,6 +127,28 @@ def transaction(connection: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
         if connection.in_transaction:
             connection.execute("ROLLBACK")
         raise
+
+
+def require_tables(connection: sqlite3.Connection, tables: Iterable[str]) -> None:
+    """For a migration: NotThisService unless the file has every one of `tables` (the old schema's)."""
+    missing = sorted(set(tables) - _existing_tables(connection))
+    if missing:
+        raise NotThisService(missing)
+
+
+def _check_tables(connection: sqlite3.Connection, path: Path, schema: str) -> None:
+    # Another program's database (or the other fake's) can pass the version check; without this,
+    # the first read of a missing table crashed.
+    missing = sorted(set(_tables(schema)) - _existing_tables(connection))
+    if missing:
+        raise DatabaseFileError(
+            f"{path} is not a database of this service (it has no table {', '.join(missing)}); "
+            "use another --data-dir or delete the file"
+        )
+
+
+def _existing_tables(connection: sqlite3.Connection) -> set[str]:
+    return {name for (name,) in connection.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
 
 
 def _tables(schema: str) -> list[str]:

@@ -27,7 +27,7 @@ import unicodedata
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping, Protocol, Sequence, TypeVar
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping, Optional, Protocol, Sequence, TypeVar
 
 from destination.mapping import USER_ID_PROPERTY
 
@@ -794,6 +794,11 @@ def parse_trait(body: Any, created_at: datetime, new_id: Callable[[], str] = _ne
 # Incremental computation state
 
 
+# What a definition told one userId, as storage keeps it: (True, None) an audience member,
+# (False, value) a computed trait's value, None nothing (not a member, or merged away).
+Told = Optional[tuple[bool, Any]]
+
+
 @dataclass
 class _Computation:
     """What one definition last told the destination, and which profiles to look at next sync."""
@@ -812,6 +817,14 @@ class _Computation:
     # Surviving userIds that took over what was told under a merged-away one: their value is sent
     # at their next evaluation even if unchanged, as Engage re-syncs a profile's new identifier.
     resend: set[str] = field(default_factory=set)
+    # userIds whose entry in `members`/`values` changed since storage last took them (an ordered
+    # set: storage keeps values in the order they were first told).
+    touched: dict[str, None] = field(default_factory=dict)
+
+    def told(self, user_id: str) -> Told:
+        if isinstance(self.definition, Audience):
+            return (True, None) if user_id in self.members else None
+        return (False, self.values[user_id]) if user_id in self.values else None
 
     def schedule_lapse(self, user_id: str, lapse: datetime | None) -> None:
         if lapse is None:
@@ -840,6 +853,7 @@ class _Computation:
 
     def record(self, user_id: str, value: Any) -> None:
         """Note the value the destination is told for a profile (membership for an audience)."""
+        self.touched[user_id] = None
         if isinstance(self.definition, Audience):
             (self.members.add if value else self.members.discard)(user_id)
         else:
@@ -856,6 +870,8 @@ class _Computation:
         self.dirty.discard(merged)
         self.failed.discard(merged)
         self.lapses.pop(merged, None)  # its heap entry goes stale and is skipped
+        if merged in self.members or merged in self.values:
+            self.touched.update({merged: None, survivor: None})
         if isinstance(self.definition, Audience):
             if merged not in self.members:
                 return False
@@ -896,8 +912,8 @@ class ComputationState:
 class SyncResult:
     sent: list[dict[str, Any]]
     evaluated: int
-    # userIds merged away whose told state went to their survivor: a change to store even when
-    # nothing is sent (the survivor was told already), or a restart would bring it back.
+    # userIds merged away whose told state went to their survivor, even when nothing is sent
+    # (the survivor was told already): storage writes it (`take_told`), or a restart would bring it back.
     taken_over: int = 0
 
     def to_json(self) -> dict[str, Any]:
@@ -1240,6 +1256,16 @@ class EngageEngine:
             for c in self._computations.values()
         ]
 
+    def take_told(self) -> dict[str, dict[str, Told]]:
+        """What changed in what the destination was told since the last call, by definition key
+        then userId (storage writes only these); forgotten here once taken."""
+        changes: dict[str, dict[str, Told]] = {}
+        for key, computation in self._computations.items():
+            if computation.touched:
+                changes[key] = {user_id: computation.told(user_id) for user_id in computation.touched}
+                computation.touched = {}
+        return changes
+
     def restore(self, states: Iterable[ComputationState], sent_email: Mapping[str, str | None] | None = None) -> None:
         """Replace every definition and its sync state (a restart, a snapshot import).
 
@@ -1396,7 +1422,14 @@ ENGAGE_SOURCE_NAME = "Engage"
 class EngageChanges(Protocol):
     """Told when definitions or sync state change (storage.py writes them)."""
 
-    def engage_changed(self) -> None: ...
+    def engage_changed(self) -> None:
+        """A definition was added or deleted, or first synced."""
+
+    def engage_told(self, computation: str, told: Mapping[str, Told]) -> None:
+        """A sync changed what the definition keyed `computation` told these userIds."""
+
+    def engage_removed(self, computation: str) -> None:
+        """The definition keyed `computation` was deleted, with what it told."""
 
 
 class EngageSpace:
@@ -1436,10 +1469,17 @@ class EngageSpace:
 
     def _sync(self) -> SyncResult:
         first_syncs = self.engine.has_unsynced()
-        result = self.engine.sync()
-        if result.sent or result.taken_over or first_syncs:
-            self._changed()
-        return result
+        try:
+            return self.engine.sync()
+        finally:
+            # Also after a sync that raised (a bug): what it recorded as told was sent. Taken even
+            # without storage, or the changes would pile up for as long as the server runs.
+            told = self.engine.take_told()
+            if self.changes is not None:
+                if first_syncs:
+                    self._changed()  # `synced`, in the definitions' row
+                for key, users in told.items():
+                    self.changes.engage_told(key, users)
 
     def sync(self) -> SyncResult:
         result = self._sync()
@@ -1460,15 +1500,17 @@ class EngageSpace:
 
     def delete_audience(self, key: str) -> Audience:
         audience = self.engine.delete_audience(key)
-        self._deleted()
+        self._deleted(key)
         return audience
 
     def delete_trait(self, key: str) -> ComputedTrait:
         trait = self.engine.delete_trait(key)
-        self._deleted()
+        self._deleted(key)
         return trait
 
-    def _deleted(self) -> None:
+    def _deleted(self, key: str) -> None:
+        if self.changes is not None:
+            self.changes.engage_removed(key)
         self._changed()
         # An interval schedule counts from the earliest remaining definition (as after a restart),
         # and with none left no sync is due: the timer armed for the old schedule is dropped.

@@ -1,9 +1,10 @@
 """The fake Segment's state as JSON, kept in SQLite (`segjet up --data-dir DIR`) or exported as a snapshot.
 
 One form of the state serves both: the snapshot's `state` is `{"workspaces": [workspace...]}`, and
-the database holds the same JSON, a row per message and per delivery record plus one row per
-workspace for the rest. Loading the database goes through the same parser as importing a snapshot,
-which validates everything before anything is applied.
+the database holds the same JSON, a row per message, per delivery record and per (definition,
+userId) Engage told something, plus one row per workspace for the rest. Loading the database
+reassembles the JSON and goes through the same parser as importing a snapshot, which validates
+everything before anything is applied.
 
 A workspace in JSON:
     {"id": "ws_...", "write_key": the key it was created with (its id and Engage space derive from it),
@@ -17,7 +18,9 @@ what differs from the state kept), and the journal (it is a debugging aid).
 
 Writes: models report changes (`recorder` of the backend, `changes` of the pipeline and the Engage
 space) to a `WorkspaceRecorder`; `SegmentStore.flush()` writes everything pending in one
-transaction. The app flushes before each response starts (so a 200 from the tracking API means
+transaction. A sync writes the `engage_state` rows of the userIds it changed, not the workspace
+row (schema 1 kept every member list in it, so each identify with Engage realtime cost O(all
+members)). The app flushes before each response starts (so a 200 from the tracking API means
 the message is in the database) and on the next loop turn after changes made by timers and
 delivery workers.
 """
@@ -31,14 +34,14 @@ import sqlite3
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Mapping, Protocol
 
 from ..common.clock import EARLIEST, LATEST, iso, parse_iso
 from ..common.json_body import MAX_DEPTH, fits_depth
 from ..common import snapshot
-from ..common.sqlite import DatabaseFileError, open_database, transaction
+from ..common.sqlite import DatabaseFileError, open_database, require_tables, transaction
 from .delivery import STATES, DeliveryRecord, DestinationConfig, DestinationConfigError
-from .engage import ComputationState, DefinitionError, check_dependencies, definition_from_json
+from .engage import ComputationState, DefinitionError, Told, check_dependencies, definition_from_json
 from .models import ACCEPTED, DISCARDED, Source, StoredMessage, ingest_problem
 
 SNAPSHOT_VERSION = 1
@@ -48,13 +51,13 @@ SERVICE = "segment"
 # dedupe window from it overflowed datetime halfway through an import.
 RECEIVED_AT_RANGE = (EARLIEST, LATEST + timedelta(days=366))
 DATABASE_NAME = "segment.sqlite3"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS workspaces (
     id TEXT PRIMARY KEY,
     position INTEGER NOT NULL,
-    data TEXT NOT NULL  -- the workspace's JSON without messages and deliveries
+    data TEXT NOT NULL  -- the workspace's JSON without messages, deliveries, Engage members and values
 );
 CREATE TABLE IF NOT EXISTS messages (
     seq INTEGER PRIMARY KEY,  -- arrival order
@@ -68,7 +71,21 @@ CREATE TABLE IF NOT EXISTS deliveries (
     data TEXT NOT NULL,
     PRIMARY KEY (workspace, seq)
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS engage_state (
+    -- What Engage last told the destination, per definition and userId; a row only for something
+    -- told. A rowid table: loading in rowid order gives back the order values were first told.
+    workspace TEXT NOT NULL,
+    computation TEXT NOT NULL,  -- the definition's key
+    user_id TEXT NOT NULL,
+    member INTEGER NOT NULL,  -- 1: an audience member; 0: a computed trait's value
+    value TEXT,  -- the computed trait's value as JSON (an audience: NULL)
+    PRIMARY KEY (workspace, computation, user_id)
+);
 """
+
+# Version 1 kept each definition's members and values inside the workspace row; migrating a file
+# from it creates this table (as version 2 has it: a later version migrates on from there).
+_ENGAGE_STATE_V2 = SCHEMA[SCHEMA.index("CREATE TABLE IF NOT EXISTS engage_state"):]
 
 
 class SnapshotError(ValueError):
@@ -129,7 +146,7 @@ def computation_to_json(state: ComputationState) -> dict[str, Any]:
 
 
 def workspace_settings_to_json(state: WorkspaceState) -> dict[str, Any]:
-    """The workspace without its messages and deliveries (the database's `workspaces.data`)."""
+    """The workspace without its messages and deliveries."""
     return {
         "id": workspace_id(state.write_key),
         "write_key": state.write_key,
@@ -145,6 +162,24 @@ def workspace_to_json(state: WorkspaceState) -> dict[str, Any]:
         "messages": [message_to_json(stored) for stored in state.messages],
         "deliveries": [delivery_to_json(record) for record in state.deliveries],
     }
+
+
+def _settings_row(state: WorkspaceState) -> dict[str, Any]:
+    """The database's `workspaces.data`: the settings without Engage's members and values, which
+    `engage_state` holds a row each (`_engage_rows`)."""
+    document = workspace_settings_to_json(state)
+    document["engage"] = [{"definition": item["definition"], "synced": item["synced"]} for item in document["engage"]]
+    return document
+
+
+def _engage_rows(state: WorkspaceState) -> list[tuple[str, str, int, str | None]]:
+    """(computation, user_id, member, value) of every userId the workspace's definitions told something."""
+    rows: list[tuple[str, str, int, str | None]] = []
+    for computation in state.engage:
+        key = computation.definition.key
+        rows += [(key, user_id, 1, None) for user_id in computation.members]
+        rows += [(key, user_id, 0, _dumps(value)) for user_id, value in computation.values.items()]
+    return rows
 
 
 def snapshot_document(workspaces: list[WorkspaceState], exported_at: datetime) -> dict[str, Any]:
@@ -374,17 +409,64 @@ def _row(data: Any, what: str) -> dict[str, Any]:
     return value
 
 
+def _json_value(data: Any, what: str) -> Any:
+    """A stored JSON value; SnapshotError (not a crash at start) for one damaged by hand."""
+    try:
+        return json.loads(data)
+    except (TypeError, ValueError) as exc:
+        raise SnapshotError(f"{what}: the stored value is not JSON ({exc})") from None
+
+
+_ENGAGE_UPSERT = (
+    "INSERT INTO engage_state (workspace, computation, user_id, member, value) VALUES (?, ?, ?, ?, ?)"
+    " ON CONFLICT (workspace, computation, user_id) DO UPDATE SET member = excluded.member, value = excluded.value"
+)
+
+
+def _migrate_1_to_2(db: sqlite3.Connection) -> None:
+    """Schema 1 → 2: each definition's `members` and `values` move from the workspace row to
+    `engage_state`. A row or item that is not as version 1 wrote it is left as it is, for `load`
+    to refuse with its place."""
+    require_tables(db, ("workspaces", "messages", "deliveries"))  # not another program's file
+    db.execute(_ENGAGE_STATE_V2)
+    for workspace, data in db.execute("SELECT id, data FROM workspaces").fetchall():
+        try:
+            document = json.loads(data)
+        except (TypeError, ValueError, RecursionError):
+            continue
+        engage = document.get("engage") if isinstance(document, dict) else None
+        if not isinstance(engage, list):
+            continue
+        rows: list[tuple[str, str, str, int, str | None]] = []
+        for item in engage:
+            definition = item.get("definition") if isinstance(item, dict) else None
+            key = definition.get("key") if isinstance(definition, dict) else None
+            members, values = (item.get("members", []), item.get("values", {})) if key is not None else (None, None)
+            if (not isinstance(key, str) or not isinstance(members, list) or not isinstance(values, dict)
+                    or not all(isinstance(user_id, str) for user_id in members) or set(members) & set(values)):
+                continue
+            rows += [(workspace, key, user_id, 1, None) for user_id in members]
+            rows += [(workspace, key, user_id, 0, _dumps(value)) for user_id, value in values.items()]
+            item.pop("members", None)
+            item.pop("values", None)
+        db.executemany(_ENGAGE_UPSERT, rows)
+        db.execute("UPDATE workspaces SET data = ? WHERE id = ?", (_dumps(document), workspace))
+
+
 class SegmentStore:
     """`DIR/segment.sqlite3`: load at start, write what changed in one transaction per flush."""
 
     def __init__(self, data_dir: Path | str) -> None:
         self.path = Path(data_dir) / DATABASE_NAME
-        self.db = open_database(self.path, SCHEMA, SCHEMA_VERSION)
+        self.db = open_database(self.path, SCHEMA, SCHEMA_VERSION, migrations={1: _migrate_1_to_2})
         self._cleared: set[str] = set()  # workspaces whose rows go before this flush's writes
         self._settings: dict[str, Workspace] = {}  # workspaces whose settings row is rewritten
         self._messages: list[tuple[str, StoredMessage]] = []
         self._deliveries: dict[tuple[str, int], DeliveryRecord] = {}
         self._dropped: set[tuple[str, int]] = set()
+        # Engage: definitions deleted (their rows go), then what syncs told per (workspace, key).
+        self._untold: set[tuple[str, str]] = set()
+        self._told: dict[tuple[str, str], dict[str, Told]] = {}
         self._flush_scheduled = False
 
     def load(self) -> list[WorkspaceState]:
@@ -393,6 +475,26 @@ class SegmentStore:
             workspaces = []
             for workspace, data in self.db.execute("SELECT id, data FROM workspaces ORDER BY position").fetchall():
                 document = _row(data, f"workspace {workspace}")
+                told: dict[str, tuple[list[str], dict[str, Any]]] = {}
+                for computation, user_id, member, value in self.db.execute(
+                    "SELECT computation, user_id, member, value FROM engage_state WHERE workspace = ? ORDER BY rowid",
+                    (workspace,),
+                ):
+                    members, values = told.setdefault(computation, ([], {}))
+                    if member:
+                        members.append(user_id)
+                    else:
+                        values[user_id] = _json_value(value, f"workspace {workspace}: {computation!r} of {user_id!r}")
+                engage = document.get("engage")
+                for item in engage if isinstance(engage, list) else []:
+                    definition = item.get("definition") if isinstance(item, dict) else None
+                    key = definition.get("key") if isinstance(definition, dict) else None
+                    if isinstance(key, str):
+                        # A row still holding them (a version-1 item the migration could not move)
+                        # keeps its own, and is validated as such.
+                        members, values = told.get(key, ([], {}))
+                        item.setdefault("members", members)
+                        item.setdefault("values", values)
                 document["messages"] = [
                     _row(row[0], f"a message of workspace {workspace}")
                     for row in self.db.execute("SELECT data FROM messages WHERE workspace = ? ORDER BY seq", (workspace,))
@@ -412,14 +514,15 @@ class SegmentStore:
         """Make the database hold exactly `workspaces` (a snapshot import), in one transaction."""
         self._discard_pending()
         with transaction(self.db):
-            for table in ("workspaces", "messages", "deliveries"):
+            for table in ("workspaces", "messages", "deliveries", "engage_state"):
                 self.db.execute(f"DELETE FROM {table}")
             for position, state in enumerate(workspaces):
                 key = workspace_id(state.write_key)
                 self.db.execute(
                     "INSERT INTO workspaces (id, position, data) VALUES (?, ?, ?)",
-                    (key, position, _dumps(workspace_settings_to_json(state))),
+                    (key, position, _dumps(_settings_row(state))),
                 )
+                self.db.executemany(_ENGAGE_UPSERT, [(key, *row) for row in _engage_rows(state)])
                 self.db.executemany(
                     "INSERT INTO messages (workspace, data) VALUES (?, ?)",
                     [(key, _dumps(message_to_json(stored))) for stored in state.messages],
@@ -452,6 +555,17 @@ class SegmentStore:
         self._dropped.add((workspace.id, record.seq))
         self._schedule_flush()
 
+    def engage_told(self, workspace: Workspace, computation: str, told: Mapping[str, Told]) -> None:
+        """A sync changed what `computation` (a definition's key) told these userIds."""
+        self._told.setdefault((workspace.id, computation), {}).update(told)
+        self._schedule_flush()
+
+    def engage_removed(self, workspace: Workspace, computation: str) -> None:
+        """The definition was deleted: its rows go (before any told afterwards, under a new one)."""
+        self._told.pop((workspace.id, computation), None)
+        self._untold.add((workspace.id, computation))
+        self._schedule_flush()
+
     def workspace_cleared(self, workspace: Workspace) -> None:
         """The workspace was reset: its messages and deliveries go; what it holds now is written."""
         self._forget_pending(workspace.id)
@@ -467,19 +581,20 @@ class SegmentStore:
     def flush(self) -> None:
         """Write everything pending in one transaction (a no-op when nothing is)."""
         self._flush_scheduled = False
-        if not (self._cleared or self._settings or self._messages or self._deliveries or self._dropped):
+        if not (self._cleared or self._settings or self._messages or self._deliveries or self._dropped
+                or self._untold or self._told):
             return
         cleared, settings, messages = self._cleared, self._settings, self._messages
-        deliveries, dropped = self._deliveries, self._dropped
+        deliveries, dropped, untold, told = self._deliveries, self._dropped, self._untold, self._told
         self._discard_pending()
         try:
-            self._write(cleared, settings, messages, deliveries, dropped)
+            self._write(cleared, settings, messages, deliveries, dropped, untold, told)
         except BaseException:
             # Rolled back (a full disk, say): kept for the next flush, or the messages a 200 or a
             # 500 answered would be in memory (a retry of them a duplicate) and never on disk.
             # Nothing was recorded meanwhile: a flush runs without yielding to the event loop.
             self._cleared, self._settings, self._messages = cleared, settings, messages
-            self._deliveries, self._dropped = deliveries, dropped
+            self._deliveries, self._dropped, self._untold, self._told = deliveries, dropped, untold, told
             raise
 
     def _write(
@@ -489,15 +604,20 @@ class SegmentStore:
         messages: list[tuple[str, StoredMessage]],
         deliveries: dict[tuple[str, int], DeliveryRecord],
         dropped: set[tuple[str, int]],
+        untold: set[tuple[str, str]],
+        told: dict[tuple[str, str], dict[str, Told]],
     ) -> None:
         with transaction(self.db):
             for key in cleared:
                 self.db.execute("DELETE FROM messages WHERE workspace = ?", (key,))
                 self.db.execute("DELETE FROM deliveries WHERE workspace = ?", (key,))
+                self.db.execute("DELETE FROM engage_state WHERE workspace = ?", (key,))
                 if key not in settings:
                     self.db.execute("DELETE FROM workspaces WHERE id = ?", (key,))
+            if untold:
+                self.db.executemany("DELETE FROM engage_state WHERE workspace = ? AND computation = ?", sorted(untold))
             for key, workspace in settings.items():
-                data = _dumps(workspace_settings_to_json(workspace.export(with_rows=False)))
+                data = _dumps(_settings_row(workspace.export(with_rows=False)))
                 self.db.execute(
                     "INSERT INTO workspaces (id, position, data)"
                     " VALUES (?, (SELECT COALESCE(MAX(position), -1) + 1 FROM workspaces), ?)"
@@ -516,6 +636,20 @@ class SegmentStore:
                 )
             if dropped:
                 self.db.executemany("DELETE FROM deliveries WHERE workspace = ? AND seq = ?", sorted(dropped))
+            upserts, deletes = [], []
+            for (key, computation), users in told.items():
+                for user_id, state in users.items():
+                    if state is None:
+                        deletes.append((key, computation, user_id))
+                    else:
+                        member, value = state
+                        upserts.append((key, computation, user_id, 1 if member else 0, None if member else _dumps(value)))
+            if deletes:
+                self.db.executemany(
+                    "DELETE FROM engage_state WHERE workspace = ? AND computation = ? AND user_id = ?", deletes
+                )
+            if upserts:
+                self.db.executemany(_ENGAGE_UPSERT, upserts)
 
     def close(self) -> None:
         self.flush()
@@ -537,10 +671,13 @@ class SegmentStore:
         self._messages = [(key, stored) for key, stored in self._messages if key != workspace_key]
         self._deliveries = {ids: record for ids, record in self._deliveries.items() if ids[0] != workspace_key}
         self._dropped = {ids for ids in self._dropped if ids[0] != workspace_key}
+        # Its engage_state rows all go with the clear; what is told after it is written after.
+        self._untold = {ids for ids in self._untold if ids[0] != workspace_key}
+        self._told = {ids: told for ids, told in self._told.items() if ids[0] != workspace_key}
 
     def _discard_pending(self) -> None:
         self._cleared, self._settings, self._messages = set(), {}, []
-        self._deliveries, self._dropped = {}, set()
+        self._deliveries, self._dropped, self._untold, self._told = {}, set(), set(), {}
 
 
 class WorkspaceRecorder:
@@ -563,7 +700,14 @@ class WorkspaceRecorder:
         self.store.settings_changed(self.workspace)
 
     def engage_changed(self) -> None:
+        """Definitions or their `synced` changed (the workspace row; members and values are not in it)."""
         self.store.settings_changed(self.workspace)
+
+    def engage_told(self, computation: str, told: Mapping[str, Told]) -> None:
+        self.store.engage_told(self.workspace, computation, told)
+
+    def engage_removed(self, computation: str) -> None:
+        self.store.engage_removed(self.workspace, computation)
 
     def sources_changed(self) -> None:
         self.store.settings_changed(self.workspace)

@@ -1415,13 +1415,14 @@ def test_deleting_a_trait_moves_the_schedule_to_the_remaining_definitions():
         backend = SegmentBackend(clock, [Source.named("app", "wk")])
         space = EngageSpace(backend, BundleConfig(), clock, owner="segment")
         changes = []
-        space.changes = type("Changes", (), {"engage_changed": lambda self: changes.append(1)})()
+        space.changes = type("Changes", (), {"engage_changed": lambda self: changes.append(1),
+                                             "engage_removed": lambda self, key: changes.append(key)})()
         space.define_trait({"name": "Orders", "computed": "count", "event": ORDER})
         clock.advance(timedelta(hours=1))
         later = space.define_audience({"name": "Buyers", "rule": {"event": ORDER}})
         changes.clear()
         space.delete_trait("orders")
-        assert changes == [1]  # stored (--data-dir) at once
+        assert changes == ["orders", 1]  # stored (--data-dir) at once, with its members and values gone
         assert clock.pending() == 1
         assert clock.next_due() == later.created_at + timedelta(hours=2)
         space.delete_audience("buyers")
@@ -1634,6 +1635,9 @@ def test_a_first_sync_that_sends_nothing_is_still_stored_as_synced():
         def engage_changed(self) -> None:
             self.count += 1
 
+        def engage_told(self, computation: str, told: Any) -> None:
+            pass
+
     _, _, space = _space_on_backend()
     space.changes = changes = Changes()
     space.define_audience(LAST_30)
@@ -1815,3 +1819,63 @@ def test_an_alias_through_an_anonymous_id_sends_the_merged_members_exit_under_th
     _call(backend, "alias", previousId="anon-2", userId="u1")
     assert [(m["userId"], m["traits"]["pro"]) for m in space.sync().sent] == [("u1", False)]
     assert space.engine.export_state()[0].members == []
+
+
+class _ToldChanges:
+    """Storage's view of a space: what each sync hands it to write."""
+
+    def __init__(self) -> None:
+        self.definitions = 0
+        self.told: list[tuple[str, dict[str, Any]]] = []
+        self.removed: list[str] = []
+
+    def engage_changed(self) -> None:
+        self.definitions += 1
+
+    def engage_told(self, computation: str, told: Any) -> None:
+        self.told.append((computation, dict(told)))
+
+    def engage_removed(self, computation: str) -> None:
+        self.removed.append(computation)
+
+
+def test_a_sync_hands_storage_only_the_user_ids_whose_told_state_changed():
+    # Storage rewrote every definition's whole member list and values at each sync that sent
+    # anything (O(all members) per identify with --data-dir); it now writes what this hands it.
+    clock, backend, space = _space_on_backend()
+    for user_id in ("u1", "u2", "u3"):
+        _call(backend, "track", userId=user_id, event=ORDER, properties={"revenue": 5})
+    space.define_audience(LAST_30)
+    space.define_trait({"name": "Orders", "computed": "count", "event": ORDER, "within": "30d"})
+    space.changes = changes = _ToldChanges()
+    space.sync()
+    assert changes.definitions == 1  # both first synced: `synced` is in the definitions' row
+    assert changes.told == [
+        ("order_completed_last_30days", {"u1": (True, None), "u2": (True, None), "u3": (True, None)}),
+        ("orders", {"u1": (False, 1), "u2": (False, 1), "u3": (False, 1)}),
+    ]
+    changes.told.clear()
+    _call(backend, "track", userId="u2", event=ORDER)
+    space.sync()
+    assert changes.told == [("orders", {"u2": (False, 2)})] and changes.definitions == 1
+    changes.told.clear()
+    clock.advance(timedelta(days=31))  # every order lapses: members leave, counts go to 0
+    space.sync()
+    assert changes.told == [
+        ("order_completed_last_30days", {"u1": None, "u2": None, "u3": None}),
+        ("orders", {"u1": (False, 0), "u2": (False, 0), "u3": (False, 0)}),
+    ]
+    changes.told.clear()
+    assert space.sync().sent == [] and changes.told == []  # nothing changed: nothing to write
+    space.delete_trait("orders")
+    assert changes.removed == ["orders"]
+
+
+def test_a_merge_hands_storage_both_the_merged_away_user_id_and_the_survivor():
+    clock, backend, space = _old_user_who_ordered()
+    space.sync()
+    space.changes = changes = _ToldChanges()
+    _call(backend, "alias", previousId="old", userId="new")
+    space.sync()
+    assert changes.told == [("order_completed_last_30days", {"old": None, "new": (True, None)})]
+    assert space.engine.take_told() == {}  # taken once

@@ -10,7 +10,7 @@ import asyncio
 import copy
 import json
 import sqlite3
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -634,3 +634,246 @@ def test_a_sync_that_only_hands_a_merged_user_ids_state_to_the_survivor_is_writt
     after = run(second_life())
     assert after["workspaces"][0]["engage"] == before["workspaces"][0]["engage"]
     assert after == before
+
+
+# -- Engage members and values: a row per userId told ------------------------------------------
+
+
+def test_a_sync_that_changes_one_member_of_a_large_audience_writes_that_member_not_the_others(
+    tmp_path: Path, clock: Clock
+) -> None:
+    # Every sync that sent anything rewrote the workspace row, which held each definition's whole
+    # member list: with --data-dir an identify cost O(all members) (py-spy: 70 % in flush).
+    async def scenario() -> list[str]:
+        workspaces = open_workspaces(clock, tmp_path)
+        for n in range(2000):
+            send(workspaces, KEY, "identify", {"userId": f"u{n}", "traits": {"email": f"u{n}@example.com"}})
+        assert len(workspaces.default.engage.sync().sent) == 2000
+        workspaces.store.flush()
+        statements: list[str] = []
+        workspaces.store.db.set_trace_callback(statements.append)
+        send(workspaces, KEY, "identify", {"userId": "one-more", "traits": {"email": "one-more@example.com"}})
+        assert len(workspaces.default.engage.sync().sent) == 1
+        workspaces.store.flush()
+        workspaces.store.db.set_trace_callback(None)
+        await workspaces.aclose()
+        return [s for s in statements if s.startswith(("INSERT", "DELETE", "UPDATE"))]
+
+    written = run(scenario())
+    # The identify, Engage's identify, at most their delivery records, and the one member's row.
+    assert not [s for s in written if "workspaces" in s], written
+    assert len([s for s in written if "engage_state" in s]) == 1, written
+    assert len(written) <= 6 and max(map(len, written)) < 2000, written
+
+
+def _engage_of(document: dict[str, Any]) -> list[dict[str, Any]]:
+    return document["workspaces"][0]["engage"]
+
+
+def test_members_values_and_synced_come_back_after_a_restart_and_leavers_stay_gone(tmp_path: Path, clock: Clock) -> None:
+    async def first_life() -> dict[str, Any]:
+        workspaces = open_workspaces(clock, tmp_path)
+        await populate(workspaces)
+        default = workspaces.default
+        send(workspaces, KEY, "identify", {"userId": "u2", "traits": {"email": "u2@example.com"}})
+        send(workspaces, KEY, "track", {"userId": "u2", "event": "Order Completed", "properties": {"revenue": 1}})
+        default.engage.sync()
+        workspaces.store.flush()
+        clock.advance(timedelta(days=31))  # the orders lapse: the counts go to 0
+        send(workspaces, KEY, "identify", {"userId": "u1", "traits": {"email": None}})  # leaves has_email
+        default.engage.sync()
+        kept = state(workspaces, clock)
+        await workspaces.aclose()
+        return kept
+
+    async def second_life() -> dict[str, Any]:
+        workspaces = open_workspaces(clock, tmp_path)
+        shown = state(workspaces, clock)
+        assert workspaces.default.engage.sync().sent == []  # nothing differs from what was told
+        await workspaces.aclose()
+        return shown
+
+    before = run(first_life())
+    engage = {item["definition"]["key"]: item for item in _engage_of(before)}
+    assert engage["has_email"]["members"] == ["u2"] and engage["big_spenders"]["members"] == ["u1"]
+    assert engage["orders"]["values"] == {"u1": 0, "u2": 0} and engage["orders"]["synced"] is True
+    assert run(second_life()) == before
+
+
+def test_a_deleted_definition_leaves_no_rows_and_a_new_one_of_its_key_starts_empty(tmp_path: Path, clock: Clock) -> None:
+    # Deleted and defined again within one flush: the old definition's members must not come back
+    # under the new one after a restart.
+    async def first_life() -> dict[str, Any]:
+        workspaces = open_workspaces(clock, tmp_path)
+        await populate(workspaces)
+        engage = workspaces.default.engage
+        engage.delete_audience("big_spenders")
+        engage.delete_trait("orders")
+        engage.define_audience({"name": "Orders", "rule": {"trait": "plan", "exists": True}})
+        kept = state(workspaces, clock)
+        await workspaces.aclose()
+        return kept
+
+    async def second_life() -> dict[str, Any]:
+        workspaces = open_workspaces(clock, tmp_path)
+        shown = state(workspaces, clock)
+        await workspaces.aclose()
+        return shown
+
+    before = run(first_life())
+    assert [(item["definition"]["key"], item["members"], item["values"]) for item in _engage_of(before)] == [
+        ("has_email", ["u1"], {}), ("orders", [], {}),
+    ]
+    assert run(second_life()) == before
+    db = sqlite3.connect(tmp_path / DATABASE_NAME)
+    try:
+        assert sorted(db.execute("SELECT computation, user_id FROM engage_state")) == [("has_email", "u1")]
+    finally:
+        db.close()
+
+
+def test_a_reset_and_an_import_replace_the_engage_rows(tmp_path: Path, clock: Clock) -> None:
+    async def first_life() -> None:
+        workspaces = open_workspaces(clock, tmp_path)
+        await populate(workspaces)
+        other = open_workspaces(clock, None)
+        send(other, KEY, "identify", {"userId": "imported", "traits": {"email": "i@example.com"}})
+        other.default.engage.sync()
+        document = json.loads(json.dumps(snapshot_document(other.export(), clock.now())))
+        await other.aclose()
+        await workspaces.replace(state_from_snapshot(document))
+        await workspaces.aclose()
+
+    run(first_life())
+    db = sqlite3.connect(tmp_path / DATABASE_NAME)
+    try:
+        assert list(db.execute("SELECT computation, user_id, member, value FROM engage_state")) == [
+            ("has_email", "imported", 1, None)
+        ]
+    finally:
+        db.close()
+
+    async def second_life() -> None:
+        workspaces = open_workspaces(clock, tmp_path)
+        workspaces.default.reset()
+        workspaces.store.flush()
+        await workspaces.aclose()
+
+    run(second_life())
+    db = sqlite3.connect(tmp_path / DATABASE_NAME)
+    try:
+        assert list(db.execute("SELECT * FROM engage_state")) == []
+    finally:
+        db.close()
+
+
+# -- schema version 1 (members and values inside the workspace row) ----------------------------
+
+# Version 1's schema, as segjet wrote it before engage_state.
+SCHEMA_V1 = """
+CREATE TABLE workspaces (id TEXT PRIMARY KEY, position INTEGER NOT NULL, data TEXT NOT NULL);
+CREATE TABLE messages (seq INTEGER PRIMARY KEY, workspace TEXT NOT NULL, data TEXT NOT NULL);
+CREATE INDEX messages_by_workspace ON messages (workspace, seq);
+CREATE TABLE deliveries (workspace TEXT NOT NULL, seq INTEGER NOT NULL, data TEXT NOT NULL,
+                         PRIMARY KEY (workspace, seq)) WITHOUT ROWID;
+"""
+
+
+def write_v1_database(path: Path, document: dict[str, Any]) -> None:
+    """A version-1 file holding a snapshot's state, as version 1 laid it out: the workspace row is
+    the workspace's JSON without messages and deliveries, Engage's members and values included."""
+    db = sqlite3.connect(path)
+    db.executescript(SCHEMA_V1)
+    with db:
+        for position, workspace in enumerate(document["workspaces"]):
+            row = {name: value for name, value in workspace.items() if name not in ("messages", "deliveries")}
+            db.execute("INSERT INTO workspaces VALUES (?, ?, ?)", (workspace["id"], position, json.dumps(row)))
+            db.executemany("INSERT INTO messages (workspace, data) VALUES (?, ?)",
+                           [(workspace["id"], json.dumps(message)) for message in workspace["messages"]])
+            db.executemany("INSERT INTO deliveries VALUES (?, ?, ?)",
+                           [(workspace["id"], record["seq"], json.dumps(record)) for record in workspace["deliveries"]])
+    db.execute("PRAGMA user_version = 1")
+    db.close()
+
+
+def test_a_version_1_database_is_migrated_in_place_and_shows_the_same_state(tmp_path: Path, clock: Clock) -> None:
+    async def make() -> dict[str, Any]:
+        workspaces = open_workspaces(clock, None)
+        await populate(workspaces)
+        kept = state(workspaces, clock)
+        await workspaces.aclose()
+        return kept
+
+    async def open_again() -> dict[str, Any]:
+        workspaces = open_workspaces(clock, tmp_path)
+        shown = state(workspaces, clock)
+        assert workspaces.default.engage.sync().sent == []  # what was told came through
+        await workspaces.aclose()
+        return shown
+
+    before = run(make())
+    assert any(item["members"] for item in _engage_of(before)) and any(item["values"] for item in _engage_of(before))
+    write_v1_database(tmp_path / DATABASE_NAME, before)
+    assert run(open_again()) == before
+    db = sqlite3.connect(tmp_path / DATABASE_NAME)
+    try:
+        assert db.execute("PRAGMA user_version").fetchone()[0] == 2
+        for (data,) in db.execute("SELECT data FROM workspaces"):
+            assert all(set(item) == {"definition", "synced"} for item in json.loads(data)["engage"])
+        assert db.execute("SELECT count(*) FROM engage_state").fetchone()[0] > 0
+    finally:
+        db.close()
+    assert run(open_again()) == before  # and it opens again as version 2
+
+
+def test_a_version_1_row_the_migration_cannot_read_is_left_for_load_to_refuse(tmp_path: Path) -> None:
+    db = sqlite3.connect(tmp_path / DATABASE_NAME)
+    db.executescript(SCHEMA_V1)
+    with db:
+        db.execute("INSERT INTO workspaces VALUES ('ws_x', 0, '{not json')")
+    db.execute("PRAGMA user_version = 1")
+    db.close()
+    store = SegmentStore(tmp_path)
+    try:
+        with pytest.raises(SnapshotError, match=r"workspace ws_x: the stored row is not JSON"):
+            store.load()
+    finally:
+        store.db.close()
+
+
+def test_a_migration_that_fails_leaves_the_file_at_its_version(tmp_path: Path) -> None:
+    path = tmp_path / "x.sqlite3"
+    open_database(path, "CREATE TABLE IF NOT EXISTS things (name TEXT);", 1).close()
+
+    def add_and_fail(db: sqlite3.Connection) -> None:
+        db.execute("CREATE TABLE others (n INTEGER)")
+        raise sqlite3.OperationalError("disk I/O error")
+
+    schema = "CREATE TABLE IF NOT EXISTS things (name TEXT);\nCREATE TABLE IF NOT EXISTS others (n INTEGER);"
+    with pytest.raises(DatabaseFileError, match="disk I/O error"):
+        open_database(path, schema, 2, migrations={1: add_and_fail})
+    db = sqlite3.connect(path)
+    assert db.execute("PRAGMA user_version").fetchone()[0] == 1
+    assert [name for (name,) in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")] == ["things"]
+    db.close()
+    with pytest.raises(SchemaVersionError, match="schema version 1.*reads version 3"):
+        open_database(path, schema, 3, migrations={1: lambda db: None})  # no step from 2 to 3
+    migrated = open_database(path, schema, 2, migrations={1: lambda db: db.execute("CREATE TABLE others (n INTEGER)")})
+    assert migrated.execute("PRAGMA user_version").fetchone()[0] == 2
+    migrated.close()
+
+
+@pytest.mark.parametrize("value", ["{not json", None])
+def test_a_damaged_engage_value_is_refused_with_the_file_and_the_row(tmp_path: Path, clock: Clock, value: Any) -> None:
+    async def first_life() -> None:
+        workspaces = open_workspaces(clock, tmp_path)
+        await populate(workspaces)
+        await workspaces.aclose()
+
+    run(first_life())
+    db = sqlite3.connect(tmp_path / DATABASE_NAME)
+    with db:
+        db.execute("UPDATE engage_state SET value = ? WHERE computation = 'orders'", (value,))
+    db.close()
+    with pytest.raises(SnapshotError, match=rf"{DATABASE_NAME}: workspace ws_\w+: 'orders' of 'u1': the stored value is not JSON"):
+        SegmentStore(tmp_path).load()
