@@ -48,8 +48,11 @@ def parse_iso(text: str) -> datetime:
         raise ValueError(f"invalid timestamp {text!r}")
     # "Z" replaced, not left to fromisoformat: it would also take it as the date/time separator.
     value = text.strip().replace("Z", "+00:00").replace("z", "+00:00")
-    offset = _OFFSET.search(value)
-    if offset and any(part and int(part) > 59 for part in offset.groups()):
+    # Every stored time ends so (this runs for each on a restart): the search, which tries each
+    # position, would match that "+00:00" alone (a sign cannot sit inside an offset).
+    offset = None if value.endswith("+00:00") else _OFFSET.search(value)
+    # Two ASCII digits each (re.ASCII), so comparing the strings compares the numbers.
+    if offset and (offset[1] > "59" or (offset[2] or "") > "59"):
         # fromisoformat takes "+00:99" as +01:39 (and timezone() would too): a wrong instant, not an error.
         raise ValueError(f"invalid timestamp {text!r}: offset minutes and seconds must be below 60")
     try:

@@ -26,7 +26,7 @@ from typing import Any, Callable
 
 from ..common.clock import parse_iso
 from ..common.json_body import MAX_DEPTH, fits_depth
-from ..common.snapshot import MAX_ID, snapshot_document, snapshot_state
+from ..common.snapshot import MAX_ID, gc_paused, read_stored_json, snapshot_document, snapshot_state
 from ..common.sqlite import DatabaseFileError, open_database, transaction
 from .events import STATUS_AFTER, Campaign, EmailEvent, EmailEventError, Life, Simulation, check_control_event
 from .models import (
@@ -128,18 +128,32 @@ _SCALARS: dict[str, Callable[[Any], bool]] = {
 }
 
 
-def _decode(value: Any, annotation: str, where: str) -> Any:
-    """Check `value` against a field annotation ("datetime | None", "dict[str, str]", ...) and convert it."""
-    if annotation.endswith(" | None"):
-        if value is None:
-            return None
+@functools.cache
+def _codec(annotation: str) -> tuple[bool, str, str, Callable[[Any], bool] | None]:
+    """A field annotation taken apart once (a restore calls `_decode` for every field of every row):
+    whether None is allowed, the annotation without " | None", its base name, and that base's check."""
+    optional = annotation.endswith(" | None")
+    if optional:
         annotation = annotation[: -len(" | None")]
     base = annotation.split("[", 1)[0]
-    check = _SCALARS.get(base)
+    return optional, annotation, base, _SCALARS.get(base)
+
+
+# Bases whose values `_decode` returns as they are once their check passes.
+_PLAIN = frozenset({"int", "float", "str", "bool", "Any"})
+
+
+def _decode(value: Any, annotation: str, where: str) -> Any:
+    """Check `value` against a field annotation ("datetime | None", "dict[str, str]", ...) and convert it."""
+    optional, annotation, base, check = _codec(annotation)
+    if optional and value is None:
+        return None
     if check is None:
         raise TypeError(f"no codec for {annotation}")  # a model field this module does not know yet
     if not check(value):
         raise StateError(f"{where}: expected {annotation}, got {json.dumps(value)[:80]}")
+    if base in _PLAIN:
+        return value
     if base == "datetime":
         try:
             return parse_iso(value)
@@ -157,19 +171,33 @@ def _decode(value: Any, annotation: str, where: str) -> Any:
     return value
 
 
+@functools.cache
+def _init_fields(cls: type) -> tuple[tuple[tuple[str, str, bool], ...], frozenset[str]]:
+    """`cls`'s init fields as (name, annotation, required), and their names: dataclasses.fields()
+    and str(f.type) cost more than the checks in a restore (a call per row)."""
+    fields = tuple(
+        (f.name, str(f.type), f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING)
+        for f in dataclasses.fields(cls)
+        if f.init
+    )
+    return fields, frozenset(name for name, _, _ in fields)
+
+
 def load_fields(cls: type, data: Any, where: str, **given: Any) -> Any:
     """An instance of dataclass `cls` from `data`, every field type-checked; `given` fields are not read."""
     if not isinstance(data, dict):
         raise StateError(f"{where}: expected an object")
-    fields = {f.name: f for f in dataclasses.fields(cls) if f.init and f.name not in given}
-    unknown = sorted(set(data) - set(fields))
+    fields, names = _init_fields(cls)
+    unknown = sorted(set(data) - (names - given.keys() if given else names))
     if unknown:
         raise StateError(f"{where}: unknown field(s) {', '.join(unknown)}")
     values = dict(given)
-    for name, f in fields.items():
+    for name, annotation, required in fields:
+        if name in given:
+            continue
         if name in data:
-            values[name] = _decode(data[name], str(f.type), f"{where}.{name}")
-        elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+            values[name] = _decode(data[name], annotation, f"{where}.{name}")
+        elif required:
             raise StateError(f"{where}: missing field {name}")
     return cls(**values)
 
@@ -576,6 +604,7 @@ def read_snapshot(service: MailjetService, snapshot: Any) -> dict[str, Tenant]:
     return load_state(service, snapshot_state(snapshot, SERVICE, SNAPSHOT_VERSION, StateError))
 
 
+@gc_paused()
 def import_snapshot(service: MailjetService, snapshot: Any, store: MailjetStore | None) -> None:
     """Replace the whole state by the snapshot's, all or nothing (checked first, then stored, then swapped)."""
     tenants = read_snapshot(service, snapshot)
@@ -602,6 +631,7 @@ class MailjetStore:
         self.path = Path(data_dir) / FILE_NAME
         self.connection = open_database(self.path, SCHEMA, SCHEMA_VERSION)
 
+    @gc_paused()
     def load_into(self, service: MailjetService) -> None:
         """Restore the stored accounts (if any), arm their timers, and start saving changes."""
         changes = service.changes
@@ -630,7 +660,7 @@ class MailjetStore:
             if kind != ACCOUNT_KIND and kind not in COLLECTIONS:
                 raise StateError(f"{where}: unknown kind")
             try:
-                value = json.loads(data)
+                value = read_stored_json(data)
             except (TypeError, ValueError) as exc:  # a row damaged by hand: refused, not a crash at start
                 raise StateError(f"{where}: not JSON ({exc})") from None
             account = accounts.setdefault(api_key, {collection: [] for collection in COLLECTIONS.values()})

@@ -200,6 +200,7 @@ def _iso_or_none(moment: datetime | None) -> str | None:
 # JSON → objects, validating everything (a snapshot may be hand-edited)
 
 
+@snapshot.gc_paused()
 def state_from_snapshot(document: Any) -> list[WorkspaceState]:
     """The workspaces of a snapshot document; SnapshotError on a wrong format, service, version or state."""
     return state_from_json(snapshot.snapshot_state(document, SERVICE, SNAPSHOT_VERSION, SnapshotError))
@@ -401,7 +402,7 @@ def _dumps(value: Any) -> str:
 def _row(data: Any, what: str) -> dict[str, Any]:
     """A stored row's JSON object; SnapshotError (not a crash at start) for one damaged by hand."""
     try:
-        value = json.loads(data)
+        value = snapshot.read_stored_json(data)
     except (TypeError, ValueError) as exc:
         raise SnapshotError(f"{what}: the stored row is not JSON ({exc})") from None
     if not isinstance(value, dict):
@@ -412,7 +413,7 @@ def _row(data: Any, what: str) -> dict[str, Any]:
 def _json_value(data: Any, what: str) -> Any:
     """A stored JSON value; SnapshotError (not a crash at start) for one damaged by hand."""
     try:
-        return json.loads(data)
+        return snapshot.read_stored_json(data)
     except (TypeError, ValueError) as exc:
         raise SnapshotError(f"{what}: the stored value is not JSON ({exc})") from None
 
@@ -469,6 +470,7 @@ class SegmentStore:
         self._told: dict[tuple[str, str], dict[str, Told]] = {}
         self._flush_scheduled = False
 
+    @snapshot.gc_paused()
     def load(self) -> list[WorkspaceState]:
         """The state kept in the database, parsed and validated as a snapshot's state is."""
         try:
