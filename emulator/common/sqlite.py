@@ -55,6 +55,7 @@ def open_database(
     """
     if version < 1:
         raise ValueError("schema versions start at 1")
+    steps = migrations or {}
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     # isolation_level=None: no implicit transactions; `transaction()` opens them explicitly.
@@ -75,11 +76,11 @@ def open_database(
                     for statement in _statements(schema):
                         connection.execute(statement)
                     connection.execute(f"PRAGMA user_version = {int(version)}")
-            elif found < version and all(step in (migrations or {}) for step in range(found, version)):
+            elif found < version and all(step in steps for step in range(found, version)):
                 try:
                     with transaction(connection):
                         for step in range(found, version):
-                            (migrations or {})[step](connection)
+                            steps[step](connection)
                         connection.execute(f"PRAGMA user_version = {int(version)}")
                 except NotThisService as exc:
                     raise DatabaseFileError(

@@ -34,7 +34,7 @@ import sqlite3
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any, Mapping, Protocol
+from typing import Any, Iterable, Mapping, Protocol
 
 from ..common.clock import EARLIEST, LATEST, iso, parse_iso
 from ..common.json_body import MAX_DEPTH, fits_depth
@@ -174,12 +174,15 @@ def _settings_row(state: WorkspaceState) -> dict[str, Any]:
 
 def _engage_rows(state: WorkspaceState) -> list[tuple[str, str, int, str | None]]:
     """(computation, user_id, member, value) of every userId the workspace's definitions told something."""
-    rows: list[tuple[str, str, int, str | None]] = []
-    for computation in state.engage:
-        key = computation.definition.key
-        rows += [(key, user_id, 1, None) for user_id in computation.members]
-        rows += [(key, user_id, 0, _dumps(value)) for user_id, value in computation.values.items()]
-    return rows
+    return [row for computation in state.engage
+            for row in _told_rows(computation.definition.key, computation.members, computation.values)]
+
+
+def _told_rows(key: str, members: Iterable[str], values: Mapping[str, Any]) -> list[tuple[str, str, int, str | None]]:
+    """One definition's (computation, user_id, member, value) rows: members, then values."""
+    return [(key, user_id, 1, None) for user_id in members] + [
+        (key, user_id, 0, _dumps(value)) for user_id, value in values.items()
+    ]
 
 
 def snapshot_document(workspaces: list[WorkspaceState], exported_at: datetime) -> dict[str, Any]:
@@ -446,8 +449,7 @@ def _migrate_1_to_2(db: sqlite3.Connection) -> None:
             if (not isinstance(key, str) or not isinstance(members, list) or not isinstance(values, dict)
                     or not all(isinstance(user_id, str) for user_id in members) or set(members) & set(values)):
                 continue
-            rows += [(workspace, key, user_id, 1, None) for user_id in members]
-            rows += [(workspace, key, user_id, 0, _dumps(value)) for user_id, value in values.items()]
+            rows += [(workspace, *row) for row in _told_rows(key, members, values)]
             item.pop("members", None)
             item.pop("values", None)
         db.executemany(_ENGAGE_UPSERT, rows)

@@ -72,6 +72,12 @@ def http(stack: dict[str, Any]) -> Iterator[httpx.Client]:
 
 # ------------------------------------------------------------------------------------ helpers
 
+
+def enable_destination(http: httpx.Client, stack: dict[str, Any]) -> None:
+    """The Mailjet tile enabled with the bundle's authentication key and list 1."""
+    http.put(f"{stack['segment_url']}/_emulator/destinations/mailjet",
+             json={"enabled": True, "settings": {"apiKey": stack["auth_key"], "listId": "1"}}).raise_for_status()
+
 def open_page(page: Page, url: str) -> None:
     page.goto(url)
     expect(page.locator("body")).to_have_attribute("data-ready", "true")
@@ -121,8 +127,7 @@ def populate(stack: dict[str, Any]) -> None:
     """Data for the screenshots, set up through the control API: tile on, a contact, an email, an audience."""
     with httpx.Client(timeout=10) as http:
         segment, mailjet = stack["segment_url"], stack["mailjet_url"]
-        http.put(f"{segment}/_emulator/destinations/mailjet",
-                 json={"enabled": True, "settings": {"apiKey": stack["auth_key"], "listId": "1"}}).raise_for_status()
+        enable_destination(http, stack)
         identify_ada(stack)
         analytics_client(stack).track("u1", "Order Completed", {"revenue": 42})
         audience = http.post(f"{segment}/_emulator/engage/audiences",
@@ -482,8 +487,7 @@ def test_debugger_catches_up_on_what_arrived_before_its_feed_first_connected(pag
 def test_event_delivery_keeps_keyboard_focus_between_polls(page: Page, stack: dict[str, Any], http: httpx.Client) -> None:
     # The page polls every 2 s (retries change records with no new message) and rebuilt its table
     # each time, even unchanged: a keyboard user's focus went back to the top every 2 s.
-    http.put(f"{stack['segment_url']}/_emulator/destinations/mailjet",
-             json={"enabled": True, "settings": {"apiKey": stack["auth_key"], "listId": "1"}}).raise_for_status()
+    enable_destination(http, stack)
     analytics_client(stack).track("u7", "Not For Mailjet")  # recorded as skipped: identify only
     open_page(page, f"{stack['segment_url']}/deliveries")
     details = page.get_by_role("table", name="Deliveries").get_by_role("button", name=re.compile("Details of"))
@@ -633,8 +637,7 @@ def test_delivery_details_show_the_message_delivered_not_a_discarded_duplicate(p
     # A client retrying with the same messageId: the second is discarded (duplicate), and the page
     # showed it, the newest message of that messageId, as the request the destination got.
     segment, auth = stack["segment_url"], (stack["write_key"], "")
-    http.put(f"{segment}/_emulator/destinations/mailjet",
-             json={"enabled": True, "settings": {"apiKey": stack["auth_key"], "listId": "1"}}).raise_for_status()
+    enable_destination(http, stack)
     for event in ("First Try", "Second Try"):
         http.post(f"{segment}/v1/track", auth=auth, json={"userId": "u-retry", "event": event, "messageId": "m-retried"}).raise_for_status()
     statuses = [m["status"] for m in http.get(f"{segment}/_emulator/events", params={"messageId": "m-retried"}).json()["events"]]
@@ -650,8 +653,7 @@ def test_event_delivery_counts_and_filters_queued_records(page: Page, stack: dic
     # A message waiting behind its user's retrying one is `queued` (GET /_emulator/deliveries): the
     # page had no card and no filter for that state, so it was counted nowhere.
     segment, mailjet = stack["segment_url"], stack["mailjet_url"]
-    http.put(f"{segment}/_emulator/destinations/mailjet",
-             json={"enabled": True, "settings": {"apiKey": stack["auth_key"], "listId": "1"}}).raise_for_status()
+    enable_destination(http, stack)
     http.post(f"{mailjet}/_emulator/faults",
               json={"method": "POST", "path": "/v3/REST/contactslist/*/managecontact", "status": 503}).raise_for_status()
     client = analytics_client(stack)
@@ -808,8 +810,7 @@ def stat(page: Page, label: str) -> Any:
 def test_event_delivery_counts_every_state_while_the_table_is_filtered(page: Page, stack: dict[str, Any], http: httpx.Client) -> None:
     # The cards counted the records the table showed: filtered to one state, every other card said 0.
     segment = stack["segment_url"]
-    http.put(f"{segment}/_emulator/destinations/mailjet",
-             json={"enabled": True, "settings": {"apiKey": stack["auth_key"], "listId": "1"}}).raise_for_status()
+    enable_destination(http, stack)
     client = analytics_client(stack)
     client.identify("u-count", {"email": "count@example.com"})
     client.track("u-count", "Not For Mailjet")  # the destination takes identify calls only: skipped
@@ -829,8 +830,7 @@ def test_event_delivery_drops_a_read_that_answers_after_a_newer_one(page: Page, 
     # A read asked before the filter changed and answered after the filtered one was shown over it:
     # the table listed every state under "skipped" (until the next poll, or for good once idle).
     segment = stack["segment_url"]
-    http.put(f"{segment}/_emulator/destinations/mailjet",
-             json={"enabled": True, "settings": {"apiKey": stack["auth_key"], "listId": "1"}}).raise_for_status()
+    enable_destination(http, stack)
     client = analytics_client(stack)
     client.identify("u-late", {"email": "late@example.com"})
     client.track("u-late", "Not For Mailjet")
@@ -1070,8 +1070,7 @@ def test_delivery_details_show_the_record_asked_last(page: Page, stack: dict[str
     # Details of one record asked, then of another: the first answering last showed its message
     # under the second record's heading.
     segment = stack["segment_url"]
-    http.put(f"{segment}/_emulator/destinations/mailjet",
-             json={"enabled": True, "settings": {"apiKey": stack["auth_key"], "listId": "1"}}).raise_for_status()
+    enable_destination(http, stack)
     client = analytics_client(stack)
     client.identify("u-first", {"email": "first@example.com"})
     client.identify("u-second", {"email": "second@example.com"})

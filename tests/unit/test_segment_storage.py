@@ -63,6 +63,18 @@ def state(workspaces: Workspaces, clock: Clock) -> dict[str, Any]:
     return snapshot_document(workspaces.export(), clock.now())["state"]
 
 
+def state_after_restart(clock: Clock, data_dir: Path) -> dict[str, Any]:
+    """What workspaces opened again on `data_dir` hold."""
+
+    async def restarted() -> dict[str, Any]:
+        workspaces = open_workspaces(clock, data_dir)
+        shown = state(workspaces, clock)
+        await workspaces.aclose()
+        return shown
+
+    return run(restarted())
+
+
 async def populate(workspaces: Workspaces) -> None:
     """One of every kind of state, in two workspaces."""
     send(workspaces, KEY, "identify", {"userId": "u1", "anonymousId": "a1", "traits": {"email": "ada@example.com"}})
@@ -452,15 +464,9 @@ def test_a_reset_workspace_is_cleared_in_the_database_and_the_others_stay(tmp_pa
         await workspaces.aclose()
         return kept
 
-    async def second_life() -> dict[str, Any]:
-        workspaces = open_workspaces(clock, tmp_path)
-        kept = state(workspaces, clock)
-        await workspaces.aclose()
-        return kept
-
     before = run(first_life())
     assert before["workspaces"][1]["messages"] == [] and before["workspaces"][0]["messages"]
-    assert run(second_life()) == before
+    assert state_after_restart(clock, tmp_path) == before
 
 
 
@@ -623,15 +629,9 @@ def test_a_sync_that_only_hands_a_merged_user_ids_state_to_the_survivor_is_writt
         await workspaces.aclose()
         return kept
 
-    async def second_life() -> dict[str, Any]:
-        workspaces = open_workspaces(clock, tmp_path)
-        shown = state(workspaces, clock)
-        await workspaces.aclose()
-        return shown
-
     before = run(first_life())
     assert before["workspaces"][0]["engage"][0]["members"] == ["u1"]
-    after = run(second_life())
+    after = state_after_restart(clock, tmp_path)
     assert after["workspaces"][0]["engage"] == before["workspaces"][0]["engage"]
     assert after == before
 
@@ -714,17 +714,11 @@ def test_a_deleted_definition_leaves_no_rows_and_a_new_one_of_its_key_starts_emp
         await workspaces.aclose()
         return kept
 
-    async def second_life() -> dict[str, Any]:
-        workspaces = open_workspaces(clock, tmp_path)
-        shown = state(workspaces, clock)
-        await workspaces.aclose()
-        return shown
-
     before = run(first_life())
     assert [(item["definition"]["key"], item["members"], item["values"]) for item in _engage_of(before)] == [
         ("has_email", ["u1"], {}), ("orders", [], {}),
     ]
-    assert run(second_life()) == before
+    assert state_after_restart(clock, tmp_path) == before
     db = sqlite3.connect(tmp_path / DATABASE_NAME)
     try:
         assert sorted(db.execute("SELECT computation, user_id FROM engage_state")) == [("has_email", "u1")]
