@@ -7,6 +7,7 @@ Modelled on WireMock's request journal: tests and the round-trip checker read it
 from __future__ import annotations
 
 import itertools
+import re
 import zlib
 from collections import deque
 from dataclasses import dataclass
@@ -30,6 +31,11 @@ _REDACTED_QUERY_PARAMS = {"token"}
 # A Segment write key in a body (or in a batch's events) is a credential like the Authorization
 # header, so it is hidden too.
 _REDACTED_BODY_FIELDS = {"writeKey"}
+# The same fields in a body shown as the text it came as (it is no JSON): a string value, escapes
+# included, or the rest of a body cut inside it.
+_REDACTED_TEXT_FIELDS = re.compile(
+    '"(' + "|".join(map(re.escape, _REDACTED_BODY_FIELDS)) + r')"\s*:\s*"(?:[^"\\]|\\.)*"?'
+)
 _BODY_LIMIT = 64 * 1024
 _UNSEEN = object()  # an exchange's credential before a tenant-scoped read first looks for it
 # A header value is kept up to this long: uvicorn takes headers of megabytes, and the journal holds
@@ -118,7 +124,7 @@ def _decode(raw: bytes, size: int) -> Any:
     try:
         decoded = decode_json(raw)
     except ValueError:
-        return raw.decode("utf-8", "replace")
+        return _REDACTED_TEXT_FIELDS.sub(rf'"\1":"{REDACTED}"', raw.decode("utf-8", "replace"))
     if isinstance(decoded, dict):
         decoded = _redacted(decoded)
         # analytics.js (analytics-next's segmentio normalize) puts the write key in every event,

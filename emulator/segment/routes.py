@@ -229,6 +229,10 @@ def create_app(config: BundleConfig, clock: Clock, urls: BundleUrls) -> Starlett
         exception_handlers={HTTPException: _http_error, Exception: _internal_error},
         lifespan=lifespan,
     )
+    # Starlette answered `/v1/track/` with an empty 307 to `/v1/track`: no answer in Segment's shape,
+    # and a client that does not follow redirects saw its call neither stored nor refused. Such a
+    # path is an unknown path (404 not_found), as every other one.
+    app.router.redirect_slashes = False
     app.state.workspaces = workspaces
     app.state.backend = default.backend
     app.state.engage = default.engage

@@ -300,6 +300,16 @@ def test_unknown_paths_and_methods_answer_in_segment_shape(http: httpx.Client) -
     assert wrong_method.status_code == 405 and wrong_method.json()["code"] == "method_not_allowed"
 
 
+def test_a_path_with_a_trailing_slash_is_not_found_not_redirected(http: httpx.Client) -> None:
+    # Starlette's default answered an empty 307 to the path without the slash: no error in Segment's
+    # shape, and a client that does not follow redirects saw its call neither stored nor refused.
+    for path in ("/v1/track/", "/v1/launch/"):
+        answer = post(http, path, {"writeKey": WRITE_KEY, "userId": "u", "event": "Slashed"})
+        assert answer.status_code == 404 and answer.json()["code"] == "not_found"
+    assert http.get("/_emulator/events/").status_code == 404
+    assert events(http) == []
+
+
 def test_unknown_control_paths_and_methods_answer_in_the_control_apis_shape(http: httpx.Client) -> None:
     missing = http.get("/_emulator/launch")
     assert (missing.status_code, missing.json()) == (404, {"error": "Not Found"})

@@ -463,3 +463,16 @@ def test_a_read_of_the_newest_few_works_out_only_the_credentials_it_needs() -> N
     assert [entry.id for entry in journal.entries(path_contains="BATCH", limit=2)] == [4999, 5000]
     assert journal.entries(limit=0) == [] and len(journal.entries(limit=10_000)) == 5_000
     assert [entry.id for entry in journal.entries(method="PUT")] == []
+
+
+@pytest.mark.parametrize("body", [
+    b'{"writeKey":"secret","userId":"u","event":"bad",}',  # trailing comma: invalid JSON
+    b'{"batch": [{"writeKey" : "sec\\"ret", "n": NaN}], "writeKey":\n"secret"}',
+    b'{"userId":"u", "writeKey": "secret',  # cut inside the key
+])
+def test_a_write_key_in_a_body_that_is_no_json_is_hidden_too(body: bytes) -> None:
+    # Such a body is shown as the text it came as (the tracking API answered 400 invalid_json).
+    shown = Journal(Clock(), capacity=10).record(SCOPE, body).to_json()["body"]
+    assert isinstance(shown, str) and "secret" not in shown and "sec\\" not in shown
+    assert shown.count('"writeKey":"<redacted>"') == body.count(b'"writeKey"')
+    assert '"userId":"u"' in shown or '"n": NaN' in shown  # the rest kept as it came
