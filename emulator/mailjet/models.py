@@ -767,7 +767,7 @@ class Account:
         excluded = parse_bool(fields["IsExcludedFromCampaigns"], "IsExcludedFromCampaigns") if "IsExcludedFromCampaigns" in fields else False
         if self.find_contact(email) is not None:
             raise MailjetError(400, f'MJ18 A Contact resource with value "{email}" for Email already exists.')
-        contact = self._new_contact(email, name)
+        contact = self._new_contact(email, name, self.clock.now())
         if excluded:
             contact.is_excluded_from_campaigns = True
             contact.exclusion_updated_at = contact.created_at
@@ -816,15 +816,18 @@ class Account:
         recipients = {m.contact_id for m in self.messages if campaign_id and m.campaign_id == campaign_id}
         return [c for c in contacts if c.id in recipients]
 
-    def ensure_contact(self, email: str, name: str | None = None) -> Contact:
-        """The contact for `email`, created if new (managecontact and Send create contacts)."""
+    def ensure_contact(self, email: str, name: str | None = None, now: datetime | None = None) -> Contact:
+        """The contact for `email`, created if new (managecontact and Send create contacts).
+
+        `now` is when the change happens, the clock's time unless given (as by a job: `run_job`).
+        """
         contact = self.find_contact(email)
         if contact is None:
-            contact = self._new_contact(email, name or "")
+            contact = self._new_contact(email, name or "", now or self.clock.now())
         return contact
 
-    def _new_contact(self, email: str, name: str) -> Contact:
-        contact = Contact(self.new_id("contact"), email, self.clock.now(), name=name)
+    def _new_contact(self, email: str, name: str, created_at: datetime) -> Contact:
+        contact = Contact(self.new_id("contact"), email, created_at, name=name)
         self.contacts[contact.id] = contact
         self._contacts_by_email[_email_key(email)] = contact
         self.touch("contact", contact.id)
@@ -953,10 +956,10 @@ class Account:
             del self._recipients_by_list[recipient.list_id]
         self.touch("recipient", recipient.id)
 
-    def apply_action(self, contact: Contact, list_id: int, action: str) -> ListRecipient | None:
-        """addforce | addnoforce | remove | unsub, as documented for managecontact."""
+    def apply_action(self, contact: Contact, list_id: int, action: str, now: datetime | None = None) -> ListRecipient | None:
+        """addforce | addnoforce | remove | unsub, as documented for managecontact (`now` as in `ensure_contact`)."""
         recipient = self.find_recipient(contact.id, list_id)
-        now = self.clock.now()
+        now = now or self.clock.now()
         if action == "remove":
             if recipient is not None:
                 self._remove_recipient(recipient)
@@ -1293,15 +1296,17 @@ class Account:
         return values, problems
 
     def apply_contact_changes(
-        self, contact: Contact, name: str | None, excluded: bool | None, properties: dict[str, str | None]
+        self, contact: Contact, name: str | None, excluded: bool | None, properties: dict[str, str | None], now: datetime | None = None
     ) -> bool:
+        """Set what is given and differs; `now` as in `ensure_contact`."""
+        now = now or self.clock.now()
         changed = False
         if name is not None and name != contact.name:
             contact.name = name
             changed = True
         if excluded is not None and excluded != contact.is_excluded_from_campaigns:
             contact.is_excluded_from_campaigns = excluded
-            contact.exclusion_updated_at = self.clock.now()
+            contact.exclusion_updated_at = now
             changed = True
         for key, value in properties.items():
             if value is None:
@@ -1310,7 +1315,7 @@ class Account:
                 contact.properties[key] = value
                 changed = True
         if changed:
-            contact.last_update_at = self.clock.now()
+            contact.last_update_at = now
             self.touch("contact", contact.id)
         return changed
 
@@ -1551,11 +1556,14 @@ class Account:
         job = self.jobs.get(job_id)
         if job is None or job.status != "In Progress":
             return
+        # The job ends when it is due, though a clock jump may run its timer later: its JobEnd and
+        # what it creates or changes carry that time, not the end of the jump.
+        ended_at = job.started_at + JOB_DURATION
         for index, raw in enumerate(job.contacts):
             # A bug met by one contact must not leave the job In Progress forever (its timer fires
             # once): that contact is reported as failed, and the others are still applied.
             try:
-                problem = self._apply_job_contact(raw, job.contacts_lists)
+                problem = self._apply_job_contact(raw, job.contacts_lists, ended_at)
             except Exception:
                 log.exception("managemanycontacts job %s: contact %s", job.id, index)
                 problem = "contact could not be processed"  # Guess: our text
@@ -1564,14 +1572,14 @@ class Account:
             else:
                 email = ci_get(raw, "Email", "") if isinstance(raw, dict) else ""
                 job.errors.append({"Index": index, "Email": email, "Error": problem})
-        job.ended_at = self.clock.now()
+        job.ended_at = ended_at
         self.touch("job", job.id)
         # Guess: a job with any failed contact ends in Error (valid contacts are still applied).
         job.status = "Error" if job.errors else "Completed"
         if job.errors:
             job.error_file = job_error_file(self.base_url, job.id)
 
-    def _apply_job_contact(self, raw: Any, contacts_lists: list[dict[str, Any]]) -> str | None:
+    def _apply_job_contact(self, raw: Any, contacts_lists: list[dict[str, Any]], now: datetime) -> str | None:
         if not isinstance(raw, dict):
             return "contact must be a JSON object"
         try:
@@ -1599,14 +1607,18 @@ class Account:
             # Observed: "property not defined" (php#245); the type-mismatch text is a guess.
             name_problem = next(iter(problems[0].items()))
             return "property not defined" if name_problem[1] == "Property not defined" else "property type does not match definition"
+        if any(item["ListID"] not in self.lists for item in contacts_lists):
+            # A list deleted after the job was accepted: as for a deleted property, the contact
+            # fails and nothing of it is applied. The documented managecontactslists text for a bad
+            # list; Guess: a job reports it the same way.
+            return "listID missing or not valid"
         if self.find_contact(email) is None and contacts_lists and all(item["Action"] == "remove" for item in contacts_lists):
             # As managecontact (`manage_contact`): removing an unknown address creates nothing.
             return None
-        contact = self.ensure_contact(email, name)
-        self.apply_contact_changes(contact, name, excluded, values)
+        contact = self.ensure_contact(email, name, now)
+        self.apply_contact_changes(contact, name, excluded, values, now)
         for item in contacts_lists:
-            if item["ListID"] in self.lists:
-                self.apply_action(contact, item["ListID"], item["Action"])
+            self.apply_action(contact, item["ListID"], item["Action"], now)
         return None
 
     # -- App Connections → Segment

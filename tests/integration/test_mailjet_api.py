@@ -8,6 +8,7 @@ import socket
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import Any
 
 import httpx
@@ -290,6 +291,43 @@ def test_contact_managemanycontacts_errors_only_in_the_job_and_clock_advance(ser
     errors = httpx.get(job["ErrorFile"].replace("http://127.0.0.1:9", server.url), auth=server.http.auth).json()
     assert errors == [{"Index": 1, "Email": "bad@example.com", "Error": "property not defined"}]
     assert len(data(mj.contact_getcontactslists.get(id="ok@example.com"))) == 2
+
+
+def test_a_job_run_late_by_a_clock_jump_is_stamped_with_its_due_time(server: Server) -> None:
+    http = server.http
+    second = data(http.post("/v3/REST/contactslist", json={"Name": "second"}))[0]["ID"]
+    data(http.post("/v3/REST/contact", json={"Email": "old@example.com"}))
+    body = {"ContactsLists": [{"ListID": 1, "Action": "addforce"}, {"ListID": second, "Action": "unsub"}],
+            "Contacts": [{"Email": "late@example.com"}, {"Email": "old@example.com", "Name": "Old", "IsExcludedFromCampaigns": True}]}
+    job_id = data(http.post("/v3/REST/contact/managemanycontacts", json=body))[0]["JobID"]
+    server.control("POST", "clock", json={"advance": "1h"})
+    job = data(http.get(f"/v3/REST/contact/managemanycontacts/{job_id}"))[0]
+    assert job["Status"] == "Completed"
+    # The job ran when it was due, one second after it started, whenever the clock got there.
+    assert datetime.fromisoformat(job["JobEnd"]) - datetime.fromisoformat(job["JobStart"]) == timedelta(seconds=1)
+    late, old = (data(http.get(f"/v3/REST/contact/{email}"))[0] for email in ("late@example.com", "old@example.com"))
+    assert late["CreatedAt"] == job["JobEnd"]
+    assert (old["LastUpdateAt"], old["ExclusionFromCampaignsUpdatedAt"]) == (job["JobEnd"], job["JobEnd"])
+    for contact in (late, old):
+        recipients = data(http.get("/v3/REST/listrecipient", params={"Contact": contact["ID"]}))
+        assert {r["SubscribedAt"] for r in recipients} == {job["JobEnd"]}
+        assert [r["UnsubscribedAt"] for r in recipients if r["ListID"] == second] == [job["JobEnd"]]
+
+
+def test_a_job_whose_list_was_deleted_before_it_ran_reports_each_contact(server: Server) -> None:
+    http = server.http
+    doomed = data(http.post("/v3/REST/contactslist", json={"Name": "doomed"}))[0]["ID"]
+    body = {"ContactsLists": [{"ListID": 1, "Action": "addforce"}, {"ListID": doomed, "Action": "addforce"}],
+            "Contacts": [{"Email": "a@example.com"}]}
+    job_id = data(http.post("/v3/REST/contact/managemanycontacts", json=body))[0]["JobID"]
+    assert http.delete(f"/v3/REST/contactslist/{doomed}").status_code == 204
+    server.control("POST", "clock", json={"advance": "2s"})
+    job = data(http.get(f"/v3/REST/contact/managemanycontacts/{job_id}"))[0]
+    assert (job["Status"], job["Count"], job["Error"]) == ("Error", 0, "listID missing or not valid")
+    errors = httpx.get(job["ErrorFile"].replace("http://127.0.0.1:9", server.url), auth=server.http.auth).json()
+    assert errors == [{"Index": 0, "Email": "a@example.com", "Error": "listID missing or not valid"}]
+    # As for a property deleted before the job ran: the failed contact is not created.
+    assert http.get("/v3/REST/contact/a@example.com").status_code == 404
 
 
 def test_send_v31_with_the_official_client(server: Server) -> None:

@@ -449,10 +449,10 @@ def test_job_with_a_datetime_out_of_range_ends_in_error(account: Account) -> Non
 def test_job_ends_even_when_a_contact_fails_unexpectedly(account: Account, monkeypatch: pytest.MonkeyPatch) -> None:
     applied = Account._apply_job_contact
 
-    def flaky(self: Account, raw: dict, contacts_lists: list) -> str | None:
+    def flaky(self: Account, raw: dict, contacts_lists: list, now: datetime) -> str | None:
         if raw["Email"] == "boom@example.com":
             raise RuntimeError("a bug")
-        return applied(self, raw, contacts_lists)
+        return applied(self, raw, contacts_lists, now)
 
     monkeypatch.setattr(Account, "_apply_job_contact", flaky)
     job = account.start_list_job("1", {"Action": "addforce", "Contacts": [{"Email": "boom@example.com"}, {"Email": "ok@example.com"}]})
@@ -656,13 +656,20 @@ def test_job_envelope_and_contact_checks(account: Account) -> None:
     assert account.find_contact("long@example.com") is None
 
 
-def test_a_job_whose_list_is_deleted_before_it_runs_subscribes_nowhere(account: Account) -> None:
+def test_a_job_whose_list_is_deleted_before_it_runs_fails_each_contact_as_for_a_deleted_property(account: Account) -> None:
     news = account.create_list({"Name": "News"})
-    job = account.start_contacts_job({"ContactsLists": [{"ListID": news.id, "Action": "addforce"}], "Contacts": [{"Email": "j@example.com"}]})
+    account.create_property({"Name": "plan", "Datatype": "str"})
+    lists = [{"ListID": 1, "Action": "addforce"}, {"ListID": news.id, "Action": "addforce"}]
+    job = account.start_contacts_job({"ContactsLists": lists, "Contacts": [{"Email": "j@example.com"}]})
+    by_property = account.start_list_job("1", {"Action": "addforce", "Contacts": [{"Email": "p@example.com", "Properties": {"plan": "pro"}}]})
     account.delete_list(str(news.id))
+    account.delete_property("plan")
     run_jobs(account)
-    assert job.status == "Completed" and account.find_contact("j@example.com") is not None
-    assert account.recipients == {}
+    assert (job.status, job.count) == ("Error", 0)
+    assert job.errors == [{"Index": 0, "Email": "j@example.com", "Error": "listID missing or not valid"}]
+    assert (by_property.status, by_property.errors[0]["Error"]) == ("Error", "property not defined")
+    # Neither failed contact is created, nor subscribed to the list that is still there.
+    assert account.contacts == {} and account.recipients == {}
 
 
 def test_managecontact_checks_the_name(account: Account) -> None:
@@ -736,7 +743,7 @@ def test_a_finished_job_shows_when_it_ended(account: Account) -> None:
     job = account.start_list_job("1", {"Action": "addforce", "Contacts": [{"Email": "j@example.com"}]})
     assert job.to_json()["JobEnd"] == ""
     run_jobs(account)
-    assert job.to_json()["JobEnd"] == mj_time(account.clock.now())
+    assert job.to_json()["JobEnd"] == mj_time(job.started_at + JOB_DURATION)
 
 
 def test_invalid_values_are_shown_as_json_writes_them(account: Account) -> None:
