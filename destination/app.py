@@ -27,7 +27,7 @@ from .asgi import BodyTooLarge, QuietDisconnect, read_capped
 from .client import MailjetClient, MailjetError, create_http_client
 from .identify import apply_identify
 from .json_body import read_json
-from .keyring import KeyRing, MailjetAccount
+from .keyring import AccountLookup, MailjetAccount
 from .mapping import MappingError, map_identify
 from .settings import MissingAuthenticationKey, SettingsError, parse_authentication_key, parse_settings
 
@@ -71,8 +71,8 @@ def _answer_mailjet_error(error: MailjetError, list_id: int) -> JSONResponse:
 
 
 class Destination:
-    def __init__(self, key_ring: KeyRing) -> None:
-        self.key_ring = key_ring
+    def __init__(self, accounts: AccountLookup) -> None:
+        self.accounts = accounts
         # Made on first use: an aiohttp session belongs to the event loop that serves the app.
         self._http: aiohttp.ClientSession | None = None
         self._clients: dict[MailjetAccount, MailjetClient] = {}
@@ -92,7 +92,7 @@ class Destination:
             auth_key = parse_authentication_key(authorization)
         except MissingAuthenticationKey as exc:
             return _answer(401, str(exc))
-        account = self.key_ring.account_for(auth_key)
+        account = self.accounts.account_for(auth_key)
         if account is None:
             return _answer(401, "unknown authentication key: copy it from Mailjet, Account settings → App Connections → Segment")
 
@@ -148,8 +148,8 @@ async def _unexpected_error(request: Request, exc: Exception) -> JSONResponse:
     return _answer(500, f"internal error in the Mailjet destination: {exc.__class__.__name__}")
 
 
-def create_app(key_ring: KeyRing) -> Starlette:
-    destination = Destination(key_ring)
+def create_app(accounts: AccountLookup) -> Starlette:
+    destination = Destination(accounts)
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, Protocol
 
 
 class KeyRingError(ValueError):
@@ -29,8 +29,14 @@ class MailjetAccount:
         object.__setattr__(self, "base_url", self.base_url.rstrip("/"))
 
 
+class AccountLookup(Protocol):
+    """What the destination asks of its keys: the account an authentication key stands for, or None."""
+
+    def account_for(self, auth_key: str) -> MailjetAccount | None: ...
+
+
 class KeyRing:
-    """Authentication key → Mailjet account."""
+    """Authentication key → Mailjet account, fixed at start (a file: `python -m destination --keyring`)."""
 
     def __init__(self, accounts: Mapping[str, MailjetAccount]) -> None:
         self._accounts = dict(accounts)

@@ -21,12 +21,13 @@ from typing import Any, TextIO
 from starlette.applications import Starlette
 
 from destination.app import create_app as create_destination_app
-from destination.keyring import KeyRing, MailjetAccount
+from destination.keyring import MailjetAccount
 
 from .common.clock import EARLIEST, LATEST, Clock, iso
 from .common.server import LoopThread, Runner, bind, url_of
 from .config import BundleConfig, BundleUrls
 from .mailjet.routes import create_app as create_mailjet_app
+from .mailjet.service import MailjetService
 from .segment.routes import create_app as create_segment_app
 
 
@@ -106,6 +107,23 @@ def _bind(host: str, port: int, server: str, flag: str) -> socket.socket:
         raise OSError(f"{server} cannot listen on {host}:{port}: {exc.strerror or exc} ({flag}; 0 picks a free port)") from None
 
 
+class AppConnectionKeys:
+    """The destination's keys in a bundle: each fake Mailjet account's, as its App Connections →
+    Segment page shows it now, as real Mailjet knows the keys it hands out. A key changed there
+    (`PUT /_emulator/app-connections/segment`, a snapshot import, an added account) is the one the
+    destination takes from then on, and the one it replaced is refused."""
+
+    def __init__(self, service: MailjetService, mailjet_url: str) -> None:
+        self.service = service
+        self.mailjet_url = mailjet_url
+
+    def account_for(self, auth_key: str) -> MailjetAccount | None:
+        tenant = self.service.tenant_with_authentication_key(auth_key)
+        if tenant is None:
+            return None
+        return MailjetAccount(self.mailjet_url, tenant.account.api_key, tenant.account.secret_key)
+
+
 class Bundle:
     def __init__(self, config: BundleConfig) -> None:
         self.config = config
@@ -155,9 +173,6 @@ class Bundle:
             sockets.append(_bind(config.host, port, server, flag))
         segment_sock, mailjet_sock, destination_sock = sockets
         self.urls = BundleUrls(url_of(segment_sock), url_of(mailjet_sock), url_of(destination_sock))
-        key_ring = KeyRing(
-            {config.auth_key: MailjetAccount(self.urls.mailjet_url, config.mailjet_api_key, config.mailjet_secret_key)}
-        )
         segment_app = create_segment_app(config, self.clock, self.urls)
         mailjet_app = create_mailjet_app(config, self.clock, self.urls)
         self._follow_auth_key(segment_app, mailjet_app)
@@ -165,7 +180,8 @@ class Bundle:
         self._list_id = int(segment_app.state.pipeline.destination.settings["listId"])
         self.runner.add("segment", segment_app, segment_sock)
         self.runner.add("mailjet", mailjet_app, mailjet_sock)
-        self.runner.add("destination", create_destination_app(key_ring), destination_sock)
+        keys = AppConnectionKeys(mailjet_app.state.service, self.urls.mailjet_url)
+        self.runner.add("destination", create_destination_app(keys), destination_sock)
         self._clock_task = asyncio.create_task(self.clock.run_forever(), name="segjet-clock")
         await self.runner.start()
         return self.info()
@@ -173,10 +189,11 @@ class Bundle:
     def _follow_auth_key(self, segment_app: Starlette, mailjet_app: Starlette) -> None:
         """Re-wire state stored with the previous start's authentication key to this start's.
 
-        The destination knows only this start's key (`--auth-key`, or a new BundleConfig's generated
-        one), while the restored Mailjet tiles of the fake Segment and the configured account's App
-        Connections page still hold the old one: every delivery would fail "unknown authentication
-        key". A key a user set (another value) is theirs and stays, as App Connections' segmentUrl does.
+        This start's key (`--auth-key`, or a new BundleConfig's generated one) is the one `info()`
+        and the ready file give, while the restored Mailjet tiles of the fake Segment and the
+        configured account's App Connections page still hold the old one: a tile set up with the
+        given key would fail "unknown authentication key". A key a user set (another value) is
+        theirs and stays, as App Connections' segmentUrl does.
         """
         old, new = self._wired_auth_key, self.config.auth_key
         if old == new:
@@ -190,7 +207,7 @@ class Bundle:
         service = mailjet_app.state.service
         account = service.default.account
         if account.app_connection.authentication_key == old:
-            account.update_app_connection({"authenticationKey": new})
+            service.update_app_connection(service.default, {"authenticationKey": new})
             service.changes.save()
         self._wired_auth_key = new
         self._save_state()

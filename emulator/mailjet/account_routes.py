@@ -88,9 +88,9 @@ def account_routes(service: MailjetService, store: MailjetStore | None) -> list[
             changes = await read_json_object(request)  # first: the account may be reset while it arrives
             tenant = tenant_of(service, request)
             try:
-                connection = tenant.account.update_app_connection(changes)
-            except ValueError as exc:
-                raise ControlError(str(exc)) from exc
+                connection = service.update_app_connection(tenant, changes)
+            except AccountError as exc:
+                raise ControlError(str(exc), exc.status) from exc
         except ControlError as exc:
             return control_error_response(exc)
         return JSONResponse(connection.to_json())

@@ -16,7 +16,7 @@ from typing import Any
 from ..common.clock import Clock
 from ..config import BundleConfig
 from .events import EmailEvents
-from .models import Account, Changes, MailjetBackend
+from .models import Account, AppConnection, Changes, MailjetBackend
 from .outbound import HttpTransport, Outbox
 
 
@@ -81,6 +81,25 @@ class MailjetService:
 
     def tenant(self, api_key: str) -> Tenant | None:
         return self.tenants.get(api_key)
+
+    def tenant_with_authentication_key(self, auth_key: str) -> Tenant | None:
+        """The account whose App Connections → Segment page shows `auth_key` now (keys are unique)."""
+        for tenant in self.tenants.values():
+            if tenant.account.app_connection.authentication_key == auth_key:
+                return tenant
+        return None
+
+    def update_app_connection(self, tenant: Tenant, changes: dict[str, Any]) -> AppConnection:
+        """`Account.update_app_connection`, refusing (AccountError 409) another account's
+        authentication key: the key says which account the destination writes to."""
+        auth_key = changes.get("authenticationKey")
+        owner = self.tenant_with_authentication_key(auth_key) if isinstance(auth_key, str) else None
+        if owner is not None and owner is not tenant:
+            raise AccountError(f"authenticationKey is the account {owner.account.api_key!r}'s; each account has its own", 409)
+        try:
+            return tenant.account.update_app_connection(changes)
+        except ValueError as exc:
+            raise AccountError(str(exc)) from exc
 
     def attach(self, account: Account) -> Tenant:
         """The email events and outbox of an account; not registered until `install`."""

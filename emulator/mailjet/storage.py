@@ -589,6 +589,10 @@ def load_state(service: MailjetService, state: Any) -> dict[str, Tenant]:
     key_ids = [tenant.account.api_key_id for tenant in tenants.values()]
     if len(set(key_ids)) != len(key_ids):
         raise StateError("state.accounts: two accounts with one api_key_id")
+    # It says which account the destination writes to (MailjetService.tenant_with_authentication_key).
+    auth_keys = [tenant.account.app_connection.authentication_key for tenant in tenants.values()]
+    if len(set(auth_keys)) != len(auth_keys):
+        raise StateError("state.accounts: two accounts with one app_connection.authentication_key")
     return tenants
 
 

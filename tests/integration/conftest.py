@@ -13,7 +13,7 @@ import pytest
 from starlette.types import ASGIApp
 
 from destination.app import create_app as create_destination_app
-from destination.keyring import KeyRing, MailjetAccount
+from emulator.bundle import AppConnectionKeys
 from emulator.common.clock import Clock
 from emulator.common.server import LoopThread, Runner, bind, serve_in_background, url_of
 from emulator.config import BundleConfig, BundleUrls
@@ -81,7 +81,7 @@ TWO_TENANTS = {
 
 @pytest.fixture(scope="module")
 def two_tenant_stack() -> Iterator[TwoTenantStack]:
-    a, b = TWO_TENANTS["a"], TWO_TENANTS["b"]
+    a = TWO_TENANTS["a"]
     loop_thread = LoopThread()
     sockets = [bind("127.0.0.1", 0) for _ in range(3)]
     urls = BundleUrls(*(url_of(sock) for sock in sockets))
@@ -90,14 +90,12 @@ def two_tenant_stack() -> Iterator[TwoTenantStack]:
         write_key=a["write_key"], mailjet_api_key=a["api_key"], mailjet_secret_key=a["secret_key"],
         auth_key=a["auth_key"], seed=0,
     )
-    ring = KeyRing({
-        tenant["auth_key"]: MailjetAccount(urls.mailjet_url, tenant["api_key"], tenant["secret_key"])
-        for tenant in (a, b)
-    })
     runner = Runner()
+    mailjet_app = create_mailjet_app(config, clock, urls)
     runner.add("segment", create_segment_app(config, clock, urls), sockets[0])
-    runner.add("mailjet", create_mailjet_app(config, clock, urls), sockets[1])
-    runner.add("destination", create_destination_app(ring), sockets[2])
+    runner.add("mailjet", mailjet_app, sockets[1])
+    # As the bundle wires it: B's key is known once B's App Connections page shows it (`tenant_b`).
+    runner.add("destination", create_destination_app(AppConnectionKeys(mailjet_app.state.service, urls.mailjet_url)), sockets[2])
     loop_thread.run(runner.start())
     clock_task = asyncio.run_coroutine_threadsafe(clock.run_forever(), loop_thread.loop)
     http = httpx.Client(timeout=30)

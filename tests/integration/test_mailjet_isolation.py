@@ -84,6 +84,20 @@ def test_a_new_account_has_its_own_list_and_segment_key(server: Server) -> None:
         server.client(("key-b", "secret-a")).contact.get()  # one account's key with another's secret
 
 
+def test_an_account_cannot_take_another_accounts_authentication_key(server: Server) -> None:
+    # The key says which account the destination writes to: two accounts with one would be a coin toss.
+    taken = server.control("PUT", "app-connections/segment", B[0], json={"authenticationKey": "auth-a", "sendEvents": True})
+    assert taken.status_code == 409 and "auth-a" not in taken.json()["error"] and "key-a" in taken.json()["error"]
+    assert server.control("GET", "app-connections/segment", B[0]).json()["sendEvents"] is False  # nothing changed
+    own = server.control("PUT", "app-connections/segment", json={"authenticationKey": "auth-a"})
+    assert own.status_code == 200  # its own key again is no conflict
+    snapshot = server.control("GET", "snapshot").json()
+    for account in snapshot["state"]["accounts"]:
+        account["account"]["app_connection"]["authentication_key"] = "one-key"
+    refused = server.control("PUT", "snapshot", json=snapshot)
+    assert refused.status_code == 400 and "authentication_key" in refused.json()["error"]
+
+
 def test_contacts_lists_and_properties_are_per_account(server: Server) -> None:
     a, b = server.client(A), server.client(B)
     a.contactmetadata.create(data={"Name": "plan", "Datatype": "str"})

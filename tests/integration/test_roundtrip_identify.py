@@ -201,6 +201,34 @@ def test_the_destination_starts_configured_from_the_bundle(bundle, stack):
     assert answer == {"enabled": True, "settings": {"apiKey": bundle["auth_key"], "listId": str(bundle["list_id"])}}
 
 
+def test_the_destination_takes_the_key_app_connections_shows_now(stack):
+    # A key changed on Mailjet's page is the destination's from then on; the one it replaced is refused.
+    mailjet_url, old_key = stack.info["mailjet_url"], stack.info["auth_key"]
+    answer = httpx.put(f"{mailjet_url}/_emulator/app-connections/segment", json={"authenticationKey": "regenerated-key"})
+    assert answer.status_code == 200, answer.text
+    stack.configure_destination({"settings": {"apiKey": "regenerated-key"}})
+    delivered = stack.identify("fay-1", {"email": "fay@example.com"})
+    assert stack.wait_delivery(delivered, "delivered", "failed")["state"] == "delivered"
+    assert stack.list_memberships("fay@example.com") != []
+
+    stack.configure_destination({"settings": {"apiKey": old_key}})
+    refused = stack.wait_delivery(stack.identify("gus-1", {"email": "gus@example.com"}), "failed", "delivered")
+    assert refused["state"] == "failed" and "unknown authentication key" in refused["reason"]
+    assert [attempt["status"] for attempt in refused["attempts"]] == [401]
+
+
+def test_an_added_account_is_written_to_with_its_own_key(stack):
+    mailjet_url = stack.info["mailjet_url"]
+    added = httpx.post(f"{mailjet_url}/_emulator/accounts", json={"api_key": "key-2", "secret_key": "secret-2"})
+    assert added.status_code == 201, added.text
+    stack.configure_destination({"settings": {"apiKey": added.json()["authenticationKey"], "listId": "1"}})
+    message_id = stack.identify("hal-1", {"email": "hal@example.com"})
+    assert stack.wait_delivery(message_id, "delivered", "failed")["state"] == "delivered"
+    theirs = MailjetClient(auth=("key-2", "secret-2"), api_url=mailjet_url + "/")
+    assert [c["Email"] for c in theirs.contact.get().json()["Data"]] == ["hal@example.com"]
+    assert stack.mailjet().contact.get().json()["Data"] == []  # not the configured account's
+
+
 def test_no_enable_leaves_the_destination_off():
     config = BundleConfig(segment_port=0, mailjet_port=0, destination_port=0, enable_destination=False)
     with BackgroundBundle(config) as info:
