@@ -588,9 +588,7 @@ class EmailEvents:
         message = life.message
         list_id = fields.get("mj_list_id", message.list_id or None)
         if list_id is None:
-            raise EmailEventError(
-                f"unsub needs mj_list_id: message {message.message_id} was not sent to a contact list (not a campaign)"
-            )
+            list_id = self._only_subscribed_list(life)
         if isinstance(list_id, bool) or not isinstance(list_id, int) or list_id not in self.account.lists:
             raise EmailEventError(f"mj_list_id {list_id!r} is not a contact list of this account")
         contact = self._contact(life)
@@ -609,6 +607,20 @@ class EmailEvents:
         self.account.touch("recipient", recipient.id)
         contact.last_activity_at = at
         return {"mj_list_id": list_id, **client}
+
+    def _only_subscribed_list(self, life: Life) -> int:
+        """The list an unsubscribe without `mj_list_id` from a message sent to no list (Send API) is
+        from. GUESS (Mailjet does not say): the recipient's one subscribed list, so the dashboard's
+        Unsubscribe button works on the contacts the destination subscribes; with none or several,
+        the list must be named."""
+        contact = self._contact(life)
+        subscribed = [r.list_id for r in self.account.subscriptions_of(contact.id) if not r.is_unsubscribed]
+        if len(subscribed) != 1:
+            raise EmailEventError(
+                f"unsub needs mj_list_id: message {life.message.message_id} was not sent to a contact list (not a"
+                f" campaign), and {contact.email} is subscribed to {len(subscribed)} lists, not one"
+            )
+        return subscribed[0]
 
     def _cancel_sent(self, life: Life) -> None:
         if life.sent_timer is not None:

@@ -304,7 +304,8 @@ class Webhooks:
             lane.append(delivery)
 
     async def _drain(self, url: str, lane: deque[WebhookDelivery]) -> None:
-        # Guess: Mailjet promises no order; keeping it per URL makes `sent` arrive before its `open`.
+        # Guess: Mailjet promises no order; first attempts in order per URL make `sent` arrive before
+        # its `open` (a retry waits for its own time and holds nothing back).
         try:
             while lane:
                 delivery = lane[0]

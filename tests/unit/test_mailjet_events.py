@@ -345,6 +345,19 @@ def test_unsub_needs_a_list_the_contact_is_on(fake: Fake) -> None:
     assert "already unsubscribed" in fake.refused(message_id, "unsub", mj_list_id=1).message
 
 
+def test_unsub_of_a_send_api_message_takes_the_recipients_one_subscribed_list(fake: Fake) -> None:
+    # The dashboard's Unsubscribe button posts no mj_list_id; a Send API message has no list.
+    second, third = (fake.account.create_list({"Name": name}).id for name in ("second", "third"))
+    fake.subscribe("ada@example.com", second)
+    message_id = fake.send()
+    assert fake.emit(message_id, "unsub").payload["mj_list_id"] == second
+    assert "needs mj_list_id" in fake.refused(message_id, "unsub").message  # no subscribed list left
+    fake.subscribe("ada@example.com", 1)
+    fake.subscribe("ada@example.com", third)  # on two lists: which one is not said
+    refused = fake.refused(message_id, "unsub").message
+    assert "needs mj_list_id" in refused and "2 lists" in refused
+
+
 def test_a_message_its_recipient_acted_on_cannot_bounce(fake: Fake) -> None:
     # A bounce says the mail never reached the mailbox; after an open (click, spam, unsub) it did.
     for event in ("open", "click", "spam"):
