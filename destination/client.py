@@ -47,6 +47,11 @@ def create_http_client() -> aiohttp.ClientSession:
     )
 
 
+# The 4xx statuses Segment's delivery retries (reference/segment.md §5.1: 429, and the Actions
+# framework's 408 and 423): a Mailjet answering one of them is slow or busy, the message is not at fault.
+TEMPORARY_4XX = frozenset({408, 423, 429})
+
+
 class MailjetError(Exception):
     """Mailjet answered an error (`status` is its HTTP status) or could not be reached (`status` None)."""
 
@@ -60,11 +65,12 @@ class MailjetError(Exception):
 
     @property
     def temporary(self) -> bool:
-        """Worth retrying later: unreachable, timed out, rate-limited, a server error, or an answer
-        with no error status that is still no REST envelope (`_request`). That last one is a fault
-        of the server side (an outage page served 200, by Mailjet or a proxy before it), not of the
-        message, and the contact may not be updated: answered 400, Segment would drop the message."""
-        return self.status is None or self.status == 429 or self.status >= 500 or self.status < 400
+        """Worth retrying later: unreachable, timed out (Mailjet's 408 too), rate-limited, locked, a
+        server error, or an answer with no error status that is still no REST envelope (`_request`).
+        That last one is a fault of the server side (an outage page served 200, by Mailjet or a
+        proxy before it), not of the message, and the contact may not be updated: answered 400,
+        Segment would drop the message."""
+        return self.status is None or self.status in TEMPORARY_4XX or self.status >= 500 or self.status < 400
 
     @property
     def about_property_definitions(self) -> bool:

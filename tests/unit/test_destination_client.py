@@ -45,10 +45,11 @@ def test_an_answer_neither_error_nor_readable_is_temporary(status):
     assert MailjetError(status, "POST /v3/REST/contactslist/1/managecontact answered a body that is not JSON").temporary
 
 
-@pytest.mark.parametrize("status", [None, 429, 500, 502, 503, 504])
+@pytest.mark.parametrize("status", [None, 408, 423, 429, 500, 502, 503, 504])
 def test_unreachable_rate_limited_or_failing_mailjet_is_temporary(status):
     # Answered 503, which Segment retries for four hours (reference/segment.md §5.1: "timeouts, 429
-    # Too Many Request status codes, and 5xx status codes" are retried; other 4xx are not).
+    # Too Many Request status codes, and 5xx status codes" are retried, and the Actions framework
+    # retries 408 and 423 too; other 4xx are not). A Mailjet 408 is a slow Mailjet, not a bad message.
     assert MailjetError(status, "down").temporary
 
 
