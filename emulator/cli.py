@@ -204,13 +204,20 @@ def _list_id(text: str) -> int:
 
 def _base_url(text: str) -> str:
     """The base URL of a running server, without a trailing slash; what httpx could not call (a bad
-    port, no scheme) is a usage error here, not a traceback from the first request."""
+    port, no scheme) or what names more than a server (a path, query or fragment) is a usage error
+    here, not a traceback or a 404 from the first request."""
     try:
         url = httpx.URL(text)
     except httpx.InvalidURL as exc:
         raise argparse.ArgumentTypeError(f"{text!r}: {exc}") from None
     if url.scheme not in ("http", "https") or not url.host:
         raise argparse.ArgumentTypeError(f"{text!r}: expected an http:// or https:// URL, e.g. http://127.0.0.1:8701")
+    # The control API is called at {url}/_emulator/...: under a path, query or fragment it is not
+    # there. raw_path holds the path and any "?"; an empty fragment ("#") shows only in the text.
+    if url.raw_path != b"/" or "#" in text:
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: expected a server's base URL, with no path, query or fragment, e.g. http://127.0.0.1:8701"
+        )
     return text.rstrip("/")
 
 
@@ -224,10 +231,10 @@ def _fault_rules(path: Path) -> dict[str, list[Any]]:
         raise ValueError(f'--faults {path}: expected {{"segment": [rules...], "mailjet": [rules...]}}')
     if not all(isinstance(rules, list) for rules in document.values()):
         raise ValueError(f"--faults {path}: segment and mailjet must be lists of rules")
-    # Checked here, before any port is bound, with each service's credential field.
-    for service, credential_field in (("segment", "write_key"), ("mailjet", "api_key")):
+    # Checked here, before any port is bound, as each fake checks them.
+    for service, rules in (("segment", FaultRules.for_segment()), ("mailjet", FaultRules.for_mailjet())):
         try:
-            FaultRules(credential_field, case_insensitive_paths=False).add_all(document.get(service, []))
+            rules.add_all(document.get(service, []))
         except FaultRuleError as exc:
             raise ValueError(f"--faults {path}: {service} {exc}") from exc
     return document

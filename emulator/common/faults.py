@@ -18,6 +18,9 @@ A rule (DESIGN §3, `POST /_emulator/faults`):
 - `delay_ms`: real milliseconds waited before the fault acts (latency, not virtual time).
 - The credential field (`api_key` on Mailjet, `write_key` on Segment) limits the rule to requests
   made with that key.
+- `retry_after` (Segment only, default 1): the seconds its 429 announces (documented headers). The
+  fake Mailjet's fault answers send no such header (what Mailjet's 429 says is not published), so
+  a Mailjet rule refuses the field rather than keep a value it would never use.
 
 Rules are tried in the order they were added; the first whose draw fires wins.
 """
@@ -37,7 +40,7 @@ DROP = "drop"
 TIMEOUT = "timeout"
 ACTIONS = (RESPOND, DROP, TIMEOUT)
 
-_BASE_FIELDS = {"method", "path", "status", "rate", "times", "delay_ms", "action", "seed", "retry_after"}
+_BASE_FIELDS = {"method", "path", "status", "rate", "times", "delay_ms", "action", "seed"}
 _METHOD = re.compile(r"[A-Za-z]+(?:-[A-Za-z]+)*")
 # How long a request may be delayed or held: beyond this a test is stuck, not exercising a client.
 MAX_DELAY_MS = 60_000
@@ -66,8 +69,8 @@ class FaultRule:
     seed: int
     credential: str | None
     credential_field: str
-    # Seconds announced in Segment's 429 headers (Retry-After, X-RateLimit-Reset).
-    retry_after: int
+    # Seconds announced in Segment's 429 headers (Retry-After, X-RateLimit-Reset); None on Mailjet.
+    retry_after: int | None
     case_insensitive: bool
     matched: int = 0
     fired: int = 0
@@ -107,7 +110,7 @@ class FaultRule:
             "delay_ms": self.delay_ms,
             "seed": self.seed,
             self.credential_field: self.credential,
-            "retry_after": self.retry_after,
+            **({} if self.retry_after is None else {"retry_after": self.retry_after}),
             "matched": self.matched,
             "fired": self.fired,
             "spent": self.spent,
@@ -115,13 +118,25 @@ class FaultRule:
 
 
 class FaultRules:
-    """The fault rules of one service. `credential_field` names the key a rule may match on."""
+    """The fault rules of one service. `credential_field` names the key a rule may match on;
+    `has_retry_after`: a rule takes `retry_after` (the service's 429 announces when to retry)."""
 
-    def __init__(self, credential_field: str, case_insensitive_paths: bool) -> None:
+    def __init__(self, credential_field: str, case_insensitive_paths: bool, has_retry_after: bool = False) -> None:
         self.credential_field = credential_field
         self.case_insensitive_paths = case_insensitive_paths
+        self.has_retry_after = has_retry_after
+        self._fields = _BASE_FIELDS | {credential_field} | ({"retry_after"} if has_retry_after else set())
         self._rules: list[FaultRule] = []
         self._ids = itertools.count(1)
+
+    # Each fake's rules, here so that `segjet up --faults` checks a file exactly as the fake will.
+    @classmethod
+    def for_segment(cls) -> FaultRules:
+        return cls("write_key", case_insensitive_paths=False, has_retry_after=True)
+
+    @classmethod
+    def for_mailjet(cls) -> FaultRules:
+        return cls("api_key", case_insensitive_paths=True)
 
     def __bool__(self) -> bool:
         return bool(self._rules)
@@ -175,9 +190,9 @@ class FaultRules:
     def _parse(self, spec: Any) -> FaultRule:
         if not isinstance(spec, dict):
             raise FaultRuleError("a rule must be a JSON object")
-        unknown = sorted(set(spec) - _BASE_FIELDS - {self.credential_field})
+        unknown = sorted(set(spec) - self._fields)
         if unknown:
-            allowed = ", ".join(sorted(_BASE_FIELDS | {self.credential_field}))
+            allowed = ", ".join(sorted(self._fields))
             raise FaultRuleError(f"unknown field(s) {', '.join(unknown)}; a rule has {allowed}")
         path = spec.get("path")
         if not isinstance(path, str) or not path.startswith("/"):
@@ -213,9 +228,11 @@ class FaultRules:
             seed = 0
         if _not_int(seed):
             raise FaultRuleError("seed must be an integer")
-        retry_after = spec.get("retry_after", 1)
-        if _not_int(retry_after) or retry_after < 0:
-            raise FaultRuleError("retry_after must be a non-negative integer (seconds)")
+        retry_after = None
+        if self.has_retry_after:
+            retry_after = spec.get("retry_after", 1)
+            if _not_int(retry_after) or retry_after < 0:
+                raise FaultRuleError("retry_after must be a non-negative integer (seconds)")
         credential = spec.get(self.credential_field)
         if credential is not None and not isinstance(credential, str):
             raise FaultRuleError(f"{self.credential_field} must be a string")

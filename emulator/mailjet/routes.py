@@ -411,7 +411,7 @@ def create_app(config: BundleConfig, clock: Clock, urls: BundleUrls) -> Starlett
     if store is not None:
         store.load_into(service)
     journal = Journal(clock, config.journal_capacity)
-    faults = FaultRules("api_key", case_insensitive_paths=True)
+    faults = FaultRules.for_mailjet()
     faults.add_all(config.faults.get("mailjet", []))
 
     def reset() -> None:

@@ -106,7 +106,7 @@ def create_app(config: BundleConfig, clock: Clock, urls: BundleUrls) -> Starlett
         workspaces.attach(store)  # restores what the database holds; nothing is delivered again
     default = workspaces.default
     journal = Journal(clock, config.journal_capacity)
-    faults = FaultRules("write_key", case_insensitive_paths=False)
+    faults = FaultRules.for_segment()
     faults.add_all(config.faults.get("segment", []))
 
     def named_write_key(request: Request) -> str | None:

@@ -78,6 +78,15 @@ def test_mailjet_429_is_an_html_page_as_the_real_one(http: httpx.Client, stack: 
     with pytest.raises(ApiRateLimitError) as failure:  # mailjet_rest 1.9 raises on 429
         mailjet.contact.get()
     assert "<h1>429 Too Many Requests</h1>" in str(failure.value)
+
+
+def test_a_mailjet_rule_refuses_retry_after_which_its_429_never_announces(http: httpx.Client, stack: dict[str, Any]) -> None:
+    refused = http.post(f"{stack['mailjet_url']}/_emulator/faults", json={"path": "/v3/REST/contact", "status": 429,
+                                                                        "retry_after": 5})
+    assert refused.status_code == 400 and "unknown field(s) retry_after" in refused.json()["error"]
+    rule = add_fault(http, stack["mailjet_url"], {"path": "/v3/REST/contact", "status": 429})
+    assert "retry_after" not in rule
+    assert add_fault(http, stack["segment_url"], {"path": "/v1/batch", "status": 429})["retry_after"] == 1
     answer = http.get(stack["mailjet_url"] + "/v3/REST/contact", auth=(stack["mailjet_api_key"], stack["mailjet_secret_key"]))
     assert answer.status_code == 429 and answer.headers["content-type"].startswith("text/html")
 
@@ -208,7 +217,7 @@ def test_delete_one_and_all_and_bad_rules(http: httpx.Client, stack: dict[str, A
 def test_faults_file_loads_rules_into_both_fakes(tmp_path: Path) -> None:
     path = tmp_path / "faults.json"
     path.write_text(json.dumps({
-        "segment": [{"path": "/v1/batch", "status": 500}],
+        "segment": [{"path": "/v1/batch", "status": 500, "retry_after": 3}],
         "mailjet": [{"method": "POST", "path": MANAGECONTACT, "status": 429, "rate": 0.5, "seed": 9}],
     }))
     args = build_parser().parse_args(
@@ -217,13 +226,20 @@ def test_faults_file_loads_rules_into_both_fakes(tmp_path: Path) -> None:
     with BackgroundBundle(config_from_args(args)) as info, httpx.Client() as client:
         segment_rules = client.get(info["segment_url"] + "/_emulator/faults").json()["faults"]
         mailjet_rules = client.get(info["mailjet_url"] + "/_emulator/faults").json()["faults"]
-    assert [(r["path"], r["status"]) for r in segment_rules] == [("/v1/batch", 500)]
+    assert [(r["path"], r["status"], r["retry_after"]) for r in segment_rules] == [("/v1/batch", 500, 3)]
     assert [(r["path"], r["rate"], r["seed"]) for r in mailjet_rules] == [(MANAGECONTACT, 0.5, 9)]
 
 
 @pytest.mark.parametrize(
     ("content", "complaint"),
-    [("{", "--faults"), ('{"sendgrid": []}', "expected"), ('{"mailjet": [{"path": "x"}]}', "path must be")],
+    [
+        ("{", "--faults"),
+        ('{"sendgrid": []}', "expected"),
+        ('{"mailjet": [{"path": "x"}]}', "path must be"),
+        ('{"mailjet": [{"path": "/v3/REST/contact", "retry_after": 5}]}', "mailjet rule 0: unknown field(s) retry_after"),
+        # Checked as the fake Mailjet matches paths, case-insensitively: the control API, named as a --faults problem.
+        ('{"mailjet": [{"path": "/_Emulator/reset"}]}', "mailjet rule 0: path '/_Emulator/reset' only matches"),
+    ],
 )
 def test_a_bad_faults_file_stops_segjet_up(tmp_path: Path, content: str, complaint: str, capsys: pytest.CaptureFixture[str]) -> None:
     from emulator.cli import main

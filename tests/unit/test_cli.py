@@ -149,6 +149,13 @@ def test_a_bad_number_is_a_usage_error_naming_the_flag(
         ("127.0.0.1:8701", "expected an http:// or https:// URL"),
         ("ftp://127.0.0.1:8701", "expected an http:// or https:// URL"),
         ("http://", "expected an http:// or https:// URL"),
+        # Check calls {url}/_emulator/reset: under a path, query or fragment that is no server's control API.
+        ("http://127.0.0.1:8701/v1", "no path, query or fragment"),
+        ("http://127.0.0.1:8701//", "no path, query or fragment"),
+        ("http://127.0.0.1:8701?x=1", "no path, query or fragment"),
+        ("http://127.0.0.1:8701/?", "no path, query or fragment"),
+        ("http://127.0.0.1:8701/#top", "no path, query or fragment"),
+        ("http://127.0.0.1:8701#", "no path, query or fragment"),
     ],
 )
 def test_check_refuses_a_url_it_could_not_call(url: str, problem: str, capsys: pytest.CaptureFixture[str]) -> None:

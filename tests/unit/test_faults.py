@@ -10,7 +10,11 @@ from emulator.common.faults import FaultRuleError, FaultRules
 
 
 def mailjet() -> FaultRules:
-    return FaultRules("api_key", case_insensitive_paths=True)
+    return FaultRules.for_mailjet()
+
+
+def segment() -> FaultRules:
+    return FaultRules.for_segment()
 
 
 def fires(rules: FaultRules, method: str, path: str, credential: str | None = None) -> str | None:
@@ -22,9 +26,17 @@ def test_a_rule_gets_an_id_and_defaults() -> None:
     rule = mailjet().add({"path": "/v3/REST/contact"})
     assert rule.to_json() | {"id": None} == {
         "id": None, "method": "*", "path": "/v3/REST/contact", "action": "respond", "status": 503, "rate": 1.0,
-        "times": None, "delay_ms": 0, "seed": 0, "api_key": None, "retry_after": 1, "matched": 0, "fired": 0,
-        "spent": False,
+        "times": None, "delay_ms": 0, "seed": 0, "api_key": None, "matched": 0, "fired": 0, "spent": False,
     }
+
+
+def test_only_segment_rules_take_retry_after_which_only_its_429_announces() -> None:
+    # Mailjet's 429 carries no Retry-After: a Mailjet rule's retry_after was kept and never used.
+    with pytest.raises(FaultRuleError, match=r"unknown field\(s\) retry_after"):
+        mailjet().add({"path": "/x", "status": 429, "retry_after": 5})
+    rules = segment()
+    assert rules.add({"path": "/x"}).to_json()["retry_after"] == 1
+    assert rules.add({"path": "/x", "retry_after": 5}).retry_after == 5
 
 
 def test_glob_star_spans_characters_and_slashes_and_mailjet_paths_ignore_case() -> None:
@@ -37,7 +49,7 @@ def test_glob_star_spans_characters_and_slashes_and_mailjet_paths_ignore_case() 
 
 
 def test_segment_paths_are_case_sensitive() -> None:
-    rules = FaultRules("write_key", case_insensitive_paths=False)
+    rules = segment()
     rules.add({"path": "/v1/*"})
     assert fires(rules, "POST", "/v1/batch") is not None
     assert fires(rules, "POST", "/V1/batch") is None
@@ -161,7 +173,7 @@ def test_a_null_status_passes_through_late() -> None:
 
 
 def test_a_glob_that_may_reach_beyond_the_control_api_is_kept() -> None:
-    rules = FaultRules("write_key", case_insensitive_paths=False)
+    rules = segment()
     assert rules.add({"path": "/*"}) and rules.add({"path": "/_emulat*"}) and rules.add({"path": "/*/_emulator/x"})
     assert rules.add({"path": "/_Emulator/events"})  # the fake Segment's paths are case-sensitive: not a control path
 
@@ -180,11 +192,11 @@ def test_a_glob_that_may_reach_beyond_the_control_api_is_kept() -> None:
 )
 def test_values_just_outside_a_fields_range_are_refused(spec: object, complaint: str) -> None:
     with pytest.raises(FaultRuleError, match=complaint):
-        mailjet().add(spec)
+        segment().add(spec)
 
 
 def test_values_at_the_edge_of_each_fields_range_are_kept() -> None:
-    rules = mailjet()
+    rules = segment()
     rule = rules.add({"path": "/x", "status": 599, "delay_ms": 60_000, "retry_after": 0, "seed": None, "rate": 0})
     assert (rule.status, rule.delay_ms, rule.retry_after, rule.seed, rule.rate) == (599, 60_000, 0, 0, 0.0)
     assert rules.add({"path": "/x", "status": 400, "times": 1}).status == 400

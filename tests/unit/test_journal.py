@@ -255,7 +255,7 @@ def test_get_requests_is_filtered_by_the_tenant_the_call_names_and_404s_an_unkno
         routes=[*control_routes("mailjet", clock, journal, lambda: None, journal_tenant=journal_tenant),
                 Route("/v3/REST/contact", api, methods=["GET"])],
         middleware=service_middleware(
-            FaultRules("api_key", case_insensitive_paths=True), journal, mailjet_fault_response, basic_username, None
+            FaultRules.for_mailjet(), journal, mailjet_fault_response, basic_username, None
         ),
     )
     loop_thread, runner, urls = serve_in_background({"mailjet": app})
@@ -304,7 +304,7 @@ def control():  # type: ignore[no-untyped-def]
         routes=[*control_routes("mailjet", clock, journal, lambda: calls.append("reset"), quiesce=quiesce),
                 Route("/v3/REST/contact", api, methods=["GET", "POST"])],
         middleware=service_middleware(
-            FaultRules("api_key", case_insensitive_paths=True), journal, mailjet_fault_response, basic_username, None
+            FaultRules.for_mailjet(), journal, mailjet_fault_response, basic_username, None
         ),
     )
     loop_thread, runner, urls = serve_in_background({"mailjet": app})

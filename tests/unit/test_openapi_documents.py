@@ -58,7 +58,7 @@ def _operations(routes: list[Any]) -> set[tuple[str, str]]:
 
 
 def _fault_operations() -> set[tuple[str, str]]:
-    return _operations(fault_routes(FaultRules("write_key", case_insensitive_paths=False)))
+    return _operations(fault_routes(FaultRules.for_segment()))
 
 
 def _pages(paths: list[str]) -> set[tuple[str, str]]:
