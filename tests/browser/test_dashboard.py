@@ -746,6 +746,8 @@ def test_a_partial_trace_says_so_on_the_page(page: Page) -> None:
     page.set_content(export_html(quiet))
     expect(page.locator("#trace-result")).to_contain_text("Nothing recorded for this user yet.")
     expect(page.get_by_role("note", name="Partial trace")).to_have_count(0)
+    # No note is no node: Element.append(null) wrote the word "null" under the summary.
+    expect(page.locator("#trace-result")).not_to_contain_text("null")
 
 
 def test_messages_page_says_when_it_lists_only_the_newest_emails(page: Page, stack: dict[str, Any], http: httpx.Client) -> None:

@@ -79,10 +79,10 @@ const SegjetTrace = (() => {
 
   /** Fill `container` with the summary, the timeline and the current contact state. */
   function render(container, data) {
-    container.replaceChildren();
     const steps = data.steps || [];
     const broken = steps.filter((s) => (s.violations || []).length).length;
-    container.append(
+    // No partial note is null, which replaceChildren would write as the text "null".
+    container.replaceChildren(...[
       el("p", { class: "lede" },
         `userId ${data.userId || "unknown"} · email ${data.email || "unknown"} · ${steps.length} steps · `,
         broken ? el("span", { class: "badge bad" }, `${broken} with contract violations`) : el("span", { class: "badge ok" }, "every checked payload meets its contract")),
@@ -91,7 +91,7 @@ const SegjetTrace = (() => {
         ? el("ol", { class: "timeline", "aria-label": "Journey" }, steps.map(stepNode))
         : el("p", { class: "empty" }, "Nothing recorded for this user yet."),
       el("h2", {}, "Contact state now"),
-      contactNode(data.contact));
+      contactNode(data.contact)].filter((node) => node !== null));
   }
 
   return { render };
