@@ -203,7 +203,8 @@ class DeliveryChanges(Protocol):
 
     def delivery_changed(self, record: DeliveryRecord) -> None: ...
 
-    def delivery_dropped(self, record: DeliveryRecord) -> None: ...
+    # `dropped`: how many records the cap has pushed out since the last reset, `record` included.
+    def delivery_dropped(self, record: DeliveryRecord, dropped: int) -> None: ...
 
     def destination_changed(self) -> None: ...
 
@@ -425,8 +426,9 @@ class DeliveryPipeline:
         self._next_seq = 1
         self._destination = self._initial_destination
 
-    def restore(self, destination: dict[str, Any], records: Iterable[DeliveryRecord]) -> None:
-        """Take back the destination settings and the records kept before a restart, oldest first.
+    def restore(self, destination: dict[str, Any], records: Iterable[DeliveryRecord], dropped: int = 0) -> None:
+        """Take back the destination settings, the records kept before a restart, oldest first,
+        and how many records the cap had dropped (`dropped`; records past the cap add to it).
 
         Unfinished records rejoin their user's lane in order: a lane whose head was retrying
         waits for its `next_attempt_at` on the clock again; a lane whose head was queued (maybe
@@ -434,6 +436,7 @@ class DeliveryPipeline:
         Call on a fresh or reset pipeline.
         """
         self._destination = self._initial_destination.merged(destination)
+        self.dropped = dropped
         for record in records:
             self._remember(record)
             self._next_seq = max(self._next_seq, record.seq + 1)
@@ -499,7 +502,7 @@ class DeliveryPipeline:
                 oldest = self._records.popleft()
             self.dropped += 1
             if self.changes is not None:
-                self.changes.delivery_dropped(oldest)
+                self.changes.delivery_dropped(oldest, self.dropped)
         self._records.append(record)
 
     def _schedule(self, lane: _Lane) -> None:

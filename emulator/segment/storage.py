@@ -11,6 +11,9 @@ A workspace in JSON:
      "sources": [{"name", "writeKey"}], "destination": {"enabled", "settings"},
      "engage": [{"definition": {...}, "synced", "members": [userId...], "values": {userId: value}}],
      "messages": [stored message...], "deliveries": [delivery record...]}
+The database's workspace row adds "deliveries_dropped": how many delivery records the cap dropped
+since the last reset (their rows are deleted). A snapshot does not carry it: an import starts the
+count again, as it does the events feed's (which a restart recounts from the messages, all kept).
 
 What is not kept, because it is rebuilt: profiles and the dedupe window (replayed from the
 messages), Engage's pending work (every profile is re-evaluated at the next sync, which sends only
@@ -57,7 +60,7 @@ SCHEMA = """
 CREATE TABLE IF NOT EXISTS workspaces (
     id TEXT PRIMARY KEY,
     position INTEGER NOT NULL,
-    data TEXT NOT NULL  -- the workspace's JSON without messages, deliveries, Engage members and values
+    data TEXT NOT NULL  -- the workspace's JSON without messages, deliveries, Engage members and values, plus deliveries_dropped
 );
 CREATE TABLE IF NOT EXISTS messages (
     seq INTEGER PRIMARY KEY,  -- arrival order
@@ -102,6 +105,7 @@ class WorkspaceState:
     engage: list[ComputationState]
     messages: list[StoredMessage] = field(default_factory=list)
     deliveries: list[DeliveryRecord] = field(default_factory=list)
+    deliveries_dropped: int = 0  # the database's only, not a snapshot's (see the module's docstring)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -166,9 +170,10 @@ def workspace_to_json(state: WorkspaceState) -> dict[str, Any]:
 
 def _settings_row(state: WorkspaceState) -> dict[str, Any]:
     """The database's `workspaces.data`: the settings without Engage's members and values, which
-    `engage_state` holds a row each (`_engage_rows`)."""
+    `engage_state` holds a row each (`_engage_rows`), and with the delivery log's dropped count."""
     document = workspace_settings_to_json(state)
     document["engage"] = [{"definition": item["definition"], "synced": item["synced"]} for item in document["engage"]]
+    document["deliveries_dropped"] = state.deliveries_dropped
     return document
 
 
@@ -467,6 +472,7 @@ class SegmentStore:
         self._messages: list[tuple[str, StoredMessage]] = []
         self._deliveries: dict[tuple[str, int], DeliveryRecord] = {}
         self._dropped: set[tuple[str, int]] = set()
+        self._dropped_counts: dict[str, int] = {}  # each workspace's delivery log's count, for its row
         # Engage: definitions deleted (their rows go), then what syncs told per (workspace, key).
         self._untold: set[tuple[str, str]] = set()
         self._told: dict[tuple[str, str], dict[str, Told]] = {}
@@ -476,9 +482,14 @@ class SegmentStore:
     def load(self) -> list[WorkspaceState]:
         """The state kept in the database, parsed and validated as a snapshot's state is."""
         try:
-            workspaces = []
+            workspaces, dropped_counts = [], []
             for workspace, data in self.db.execute("SELECT id, data FROM workspaces ORDER BY position").fetchall():
                 document = _row(data, f"workspace {workspace}")
+                # Absent from a row an older segjet wrote: nothing counted then.
+                dropped = document.pop("deliveries_dropped", 0)
+                if not isinstance(dropped, int) or isinstance(dropped, bool) or dropped < 0:
+                    raise SnapshotError(f"workspace {workspace}: deliveries_dropped must be a non-negative integer")
+                dropped_counts.append(dropped)
                 told: dict[str, tuple[list[str], dict[str, Any]]] = {}
                 for computation, user_id, member, value in self.db.execute(
                     "SELECT computation, user_id, member, value FROM engage_state WHERE workspace = ? ORDER BY rowid",
@@ -508,7 +519,10 @@ class SegmentStore:
                     for row in self.db.execute("SELECT data FROM deliveries WHERE workspace = ? ORDER BY seq", (workspace,))
                 ]
                 workspaces.append(document)
-            return state_from_json({"workspaces": workspaces})
+            states = state_from_json({"workspaces": workspaces})
+            for state, dropped in zip(states, dropped_counts):
+                state.deliveries_dropped = dropped
+            return states
         except sqlite3.DatabaseError as exc:  # damaged pages past the header: "database disk image is malformed"
             raise DatabaseFileError(f"{self.path}: {exc}; use another --data-dir or delete the file") from None
         except SnapshotError as exc:
@@ -554,9 +568,11 @@ class SegmentStore:
         self._dropped.discard((workspace.id, record.seq))
         self._schedule_flush()
 
-    def delivery_dropped(self, workspace: Workspace, record: DeliveryRecord) -> None:
+    def delivery_dropped(self, workspace: Workspace, record: DeliveryRecord, dropped: int) -> None:
+        """The cap pushed `record` out: its row goes; `dropped` is the workspace's count with it."""
         self._deliveries.pop((workspace.id, record.seq), None)
         self._dropped.add((workspace.id, record.seq))
+        self._dropped_counts[workspace.id] = dropped
         self._schedule_flush()
 
     def engage_told(self, workspace: Workspace, computation: str, told: Mapping[str, Told]) -> None:
@@ -586,19 +602,21 @@ class SegmentStore:
         """Write everything pending in one transaction (a no-op when nothing is)."""
         self._flush_scheduled = False
         if not (self._cleared or self._settings or self._messages or self._deliveries or self._dropped
-                or self._untold or self._told):
+                or self._dropped_counts or self._untold or self._told):
             return
         cleared, settings, messages = self._cleared, self._settings, self._messages
-        deliveries, dropped, untold, told = self._deliveries, self._dropped, self._untold, self._told
+        deliveries, dropped, dropped_counts = self._deliveries, self._dropped, self._dropped_counts
+        untold, told = self._untold, self._told
         self._discard_pending()
         try:
-            self._write(cleared, settings, messages, deliveries, dropped, untold, told)
+            self._write(cleared, settings, messages, deliveries, dropped, dropped_counts, untold, told)
         except BaseException:
             # Rolled back (a full disk, say): kept for the next flush, or the messages a 200 or a
             # 500 answered would be in memory (a retry of them a duplicate) and never on disk.
             # Nothing was recorded meanwhile: a flush runs without yielding to the event loop.
             self._cleared, self._settings, self._messages = cleared, settings, messages
-            self._deliveries, self._dropped, self._untold, self._told = deliveries, dropped, untold, told
+            self._deliveries, self._dropped, self._dropped_counts = deliveries, dropped, dropped_counts
+            self._untold, self._told = untold, told
             raise
 
     def _write(
@@ -608,6 +626,7 @@ class SegmentStore:
         messages: list[tuple[str, StoredMessage]],
         deliveries: dict[tuple[str, int], DeliveryRecord],
         dropped: set[tuple[str, int]],
+        dropped_counts: dict[str, int],
         untold: set[tuple[str, str]],
         told: dict[tuple[str, str], dict[str, Told]],
     ) -> None:
@@ -640,6 +659,13 @@ class SegmentStore:
                 )
             if dropped:
                 self.db.executemany("DELETE FROM deliveries WHERE workspace = ? AND seq = ?", sorted(dropped))
+            if dropped_counts:
+                # Only the count, not the whole settings row: writing that exports Engage's members,
+                # O(all members), and once the log is full every message drops a record.
+                self.db.executemany(
+                    "UPDATE workspaces SET data = json_set(data, '$.deliveries_dropped', ?) WHERE id = ?",
+                    [(count, key) for key, count in dropped_counts.items()],
+                )
             upserts, deletes = [], []
             for (key, computation), users in told.items():
                 for user_id, state in users.items():
@@ -675,13 +701,14 @@ class SegmentStore:
         self._messages = [(key, stored) for key, stored in self._messages if key != workspace_key]
         self._deliveries = {ids: record for ids, record in self._deliveries.items() if ids[0] != workspace_key}
         self._dropped = {ids for ids in self._dropped if ids[0] != workspace_key}
+        self._dropped_counts.pop(workspace_key, None)
         # Its engage_state rows all go with the clear; what is told after it is written after.
         self._untold = {ids for ids in self._untold if ids[0] != workspace_key}
         self._told = {ids: told for ids, told in self._told.items() if ids[0] != workspace_key}
 
     def _discard_pending(self) -> None:
         self._cleared, self._settings, self._messages = set(), {}, []
-        self._deliveries, self._dropped, self._untold, self._told = {}, set(), set(), {}
+        self._deliveries, self._dropped, self._dropped_counts, self._untold, self._told = {}, set(), {}, set(), {}
 
 
 class WorkspaceRecorder:
@@ -697,8 +724,8 @@ class WorkspaceRecorder:
     def delivery_changed(self, record: DeliveryRecord) -> None:
         self.store.delivery_changed(self.workspace, record)
 
-    def delivery_dropped(self, record: DeliveryRecord) -> None:
-        self.store.delivery_dropped(self.workspace, record)
+    def delivery_dropped(self, record: DeliveryRecord, dropped: int) -> None:
+        self.store.delivery_dropped(self.workspace, record, dropped)
 
     def destination_changed(self) -> None:
         self.store.settings_changed(self.workspace)

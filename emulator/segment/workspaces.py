@@ -78,6 +78,7 @@ class Workspace:
             self.engage.engine.export_state(),
             list(self.backend.messages) if with_rows else [],
             self.pipeline.all_records() if with_rows else [],
+            self.pipeline.dropped,
         )
 
     def restore(self, state: WorkspaceState) -> None:
@@ -85,7 +86,7 @@ class Workspace:
         self.clear()
         self.backend.restore(state.messages)
         self.engage.restore(state.engage)  # after the messages: it re-evaluates the restored profiles
-        self.pipeline.restore(state.destination, state.deliveries)
+        self.pipeline.restore(state.destination, state.deliveries, state.deliveries_dropped)
 
     def close(self) -> None:
         """Stop its timers (the workspace is being removed); the caller awaits `pipeline.aclose()`."""
@@ -152,7 +153,7 @@ class Workspaces:
             kept = {record.seq for record in workspace.pipeline.all_records()}
             for record in state.deliveries:
                 if record.seq not in kept:
-                    store.delivery_dropped(workspace, record)
+                    store.delivery_dropped(workspace, record, workspace.pipeline.dropped)
         store.flush()
 
     def add_source(self, name: str, write_key: str, workspace: str | None = None) -> tuple[Source, Workspace]:
