@@ -46,12 +46,13 @@ def open_database(
     """Open (creating if needed) the database at `path` with `schema` at `version`.
 
     `schema` is a script of `CREATE TABLE IF NOT EXISTS ...` statements, run on a new database.
-    The version lives in `PRAGMA user_version`; 0 means a new file. A file at an older version n
-    is upgraded by `migrations[n]`, `migrations[n + 1]`, ... up to `version`, in one transaction
-    that also sets the version (a migration creates its own new tables, and should check with
-    `require_tables` that the file is this service's). A file at a version no migration leads
-    from raises SchemaVersionError naming both versions and the file; a file that is no SQLite
-    database, is damaged, lacks a table of `schema` or cannot be opened raises DatabaseFileError.
+    The version lives in `PRAGMA user_version`; 0 with no tables means a new file. A file at an
+    older version n is upgraded by `migrations[n]`, `migrations[n + 1]`, ... up to `version`, in
+    one transaction that also sets the version (a migration creates its own new tables, and should
+    check with `require_tables` that the file is this service's). A file at a version no migration
+    leads from raises SchemaVersionError naming both versions and the file; a file that is no SQLite
+    database, is damaged, lacks a table of `schema`, has tables but no version (another program's)
+    or cannot be opened raises DatabaseFileError. A refused file is left as it was.
     """
     if version < 1:
         raise ValueError("schema versions start at 1")
@@ -67,11 +68,18 @@ def open_database(
         raise DatabaseFileError(f"{path}: {exc}") from None
     try:
         try:
-            connection.execute("PRAGMA journal_mode=WAL")
+            # Connection settings only: nothing is written to the file before it is accepted.
             connection.execute("PRAGMA synchronous=NORMAL")
             connection.execute("PRAGMA foreign_keys=ON")
             found = connection.execute("PRAGMA user_version").fetchone()[0]
             if found == 0:
+                # Version 0 is also what most programs leave in their files: only an empty one is new.
+                existing = _existing_tables(connection)
+                if existing:
+                    raise DatabaseFileError(
+                        f"{path} is not a database of this service (it has no schema version but has tables "
+                        f"{', '.join(sorted(existing))}); use another --data-dir or delete the file"
+                    )
                 with transaction(connection):
                     for statement in _statements(schema):
                         connection.execute(statement)
@@ -82,12 +90,12 @@ def open_database(
                         for step in range(found, version):
                             steps[step](connection)
                         connection.execute(f"PRAGMA user_version = {int(version)}")
+                        _check_tables(connection, path, schema)  # refused: the migration is rolled back
                 except NotThisService as exc:
                     raise DatabaseFileError(
                         f"{path} is not a database of this service (it has no table {', '.join(exc.missing)}); "
                         "use another --data-dir or delete the file"
                     ) from None
-                _check_tables(connection, path, schema)
             elif found != version:
                 existing = _existing_tables(connection)
                 if existing and not set(_tables(schema)) & existing:
@@ -100,6 +108,7 @@ def open_database(
                 )
             else:
                 _check_tables(connection, path, schema)
+            connection.execute("PRAGMA journal_mode=WAL")  # persistent: kept in the file
         except sqlite3.OperationalError as exc:  # locked by another program, read-only: the file may be fine
             raise DatabaseFileError(f"{path}: {exc}") from None
         except sqlite3.DatabaseError as exc:
