@@ -320,12 +320,18 @@ class DeliveryPipeline:
     def from_config(
         cls, config: BundleConfig, clock: Clock, urls: BundleUrls, owner: str = CLOCK_OWNER
     ) -> DeliveryPipeline:
-        """The bundle's pipeline: the Mailjet tile set up with the account's authentication key and list."""
+        """The bundle's pipeline: the Mailjet tile set up with the account's authentication key and list.
+
+        With `enable_destination` False (`--no-enable`) it is off and has no key, as a destination
+        newly added in Segment has none until the user pastes it. The list stays the account's: the
+        tile always holds one (DestinationConfig requires it), and the one App Connections shows is
+        what the user would pick.
+        """
         return cls(
             clock,
             urls.destination_url,
             config.seed,
-            api_key=config.auth_key,
+            api_key=config.auth_key if config.enable_destination else "",
             list_id=str(config.list_id),
             enabled=config.enable_destination,
             owner=owner,

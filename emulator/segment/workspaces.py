@@ -9,7 +9,8 @@ Engage) are wired inside a workspace, so nothing crosses from one to another.
 key and the config's sources; control calls without a write key act on it, and a tracking call
 with a write key no source owns is stored there as discarded (`unknown_write_key`), as before.
 A new workspace starts as the default one does after a reset: the config's Engage definitions
-and the Mailjet destination set up with the bundle's authentication key and list.
+and the Mailjet destination set up with the bundle's authentication key and list (with the
+destination left off, `--no-enable`, without the key: `DeliveryPipeline.from_config`).
 """
 
 from __future__ import annotations

@@ -175,6 +175,32 @@ def test_setup_from_the_pages_makes_an_identify_reach_mailjet(page: Page, stack:
     expect(page.get_by_role("table", name="Deliveries")).to_contain_text("delivered")
 
 
+def test_overview_leaves_the_key_steps_to_do_until_the_key_is_saved(page: Page, stack: dict[str, Any], http: httpx.Client) -> None:
+    # Under --no-enable the tile was pre-filled with the key: the Overview showed "copy the key" and
+    # "configure the destination" done before the user did anything.
+    segment = stack["segment_url"]
+    open_page(page, f"{segment}/")
+    for title in ("Copy the Segment authentication key in Mailjet", "Configure the Mailjet destination", "Enable the destination"):
+        expect(step_badge(page, title)).to_have_text("to do")
+
+    open_page(page, f"{segment}/destinations")
+    expect(page.get_by_label("Authentication key")).to_have_value("")
+    switch = page.get_by_role("switch", name="Enable Destination")
+    switch.click()  # no key yet: refused (the page turns it back), and nothing can be delivered
+    expect(page.get_by_role("alert").first).to_contain_text("is required to enable the destination")
+    expect(switch).not_to_be_checked()
+    page.get_by_label("Authentication key").fill(stack["auth_key"])
+    page.get_by_role("button", name="Save").click()
+    expect(page.get_by_text("Settings saved.")).to_be_visible()
+
+    open_page(page, f"{segment}/")
+    expect(step_badge(page, "Copy the Segment authentication key in Mailjet")).to_have_text("done")
+    expect(step_badge(page, "Configure the Mailjet destination")).to_have_text("done")
+    expect(step_badge(page, "Enable the destination")).to_have_text("to do")
+    assert http.get(f"{segment}/_emulator/destinations/mailjet").json() == {
+        "enabled": False, "settings": {"apiKey": stack["auth_key"], "listId": "1"}}
+
+
 def test_email_opened_from_messages_reaches_the_debugger(page: Page, stack: dict[str, Any], http: httpx.Client) -> None:
     """Needs the email-events feature (POST /_emulator/messages/{id}/events and the Segment forwarder)."""
     walk_setup(page, stack)
@@ -1007,6 +1033,7 @@ def test_destination_switch_is_not_undone_by_a_poll_asked_before_it(page: Page, 
     # The 2 s poll in flight when the switch was turned on answered after it: the switch went back
     # off (until the next poll) on a destination the server holds enabled.
     segment = stack["segment_url"]
+    http.put(f"{segment}/_emulator/destinations/mailjet", json={"settings": {"apiKey": stack["auth_key"]}}).raise_for_status()
     open_page(page, f"{segment}/destinations")
     switch = page.get_by_role("switch", name="Enable Destination")
     expect(switch).not_to_be_checked()

@@ -230,14 +230,33 @@ def test_an_added_account_is_written_to_with_its_own_key(stack):
 
 
 def test_no_enable_leaves_the_destination_off():
+    # As a Mailjet destination newly added in Segment: no key until the user pastes the one
+    # App Connections shows, so nothing can be delivered before the setup is walked.
     config = BundleConfig(segment_port=0, mailjet_port=0, destination_port=0, enable_destination=False)
     with BackgroundBundle(config) as info:
-        answer = httpx.get(f"{info['segment_url']}/_emulator/destinations/mailjet").json()
-        assert answer == {"enabled": False, "settings": {"apiKey": config.auth_key, "listId": "1"}}
+        tile = f"{info['segment_url']}/_emulator/destinations/mailjet"
+        untouched = {"enabled": False, "settings": {"apiKey": "", "listId": "1"}}
+        assert httpx.get(tile).json() == untouched
         stack = Stack(info)
         message_id = stack.identify("eve-1", {"email": "eve@example.com"})
         stack.wait_accepted(message_id)
         assert stack.deliveries() == []
+        refused = httpx.put(tile, json={"enabled": True})
+        assert refused.status_code == 400 and "apiKey" in refused.json()["error"]
+
+        # A workspace a CI job creates starts as the default one did.
+        created = httpx.post(f"{info['segment_url']}/_emulator/sources", json={"name": "Job", "write_key": "job-key"})
+        assert created.status_code == 201, created.text
+        assert httpx.get(tile, params={"writeKey": "job-key"}).json() == untouched
+
+        # A reset puts the tile back as the bundle started it.
+        stack.configure_destination({"settings": {"apiKey": info["auth_key"]}})
+        httpx.post(f"{info['segment_url']}/_emulator/reset").raise_for_status()
+        assert httpx.get(tile).json() == untouched
+
+        stack.configure_destination({"enabled": True, "settings": {"apiKey": info["auth_key"]}})
+        delivered = stack.identify("eve-2", {"email": "eve@example.com"})
+        assert stack.wait_delivery(delivered, "delivered", "failed")["state"] == "delivered"
 
 
 def test_mailjet_down_then_up_is_delivered_once_after_retries():
