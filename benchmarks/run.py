@@ -435,7 +435,9 @@ def bench_startup(figures: dict[str, Any]) -> None:
 
 
 def bench_reset(figures: dict[str, Any]) -> None:
-    """The pytest plugin's per-test reset (`SegjetClient.reset`: POST /_emulator/reset on Mailjet, Segment, Mailjet).
+    """The pytest plugin's per-test reset: what its `segjet` fixture does before each test (a client of
+    the test's own over the session's connections, then `SegjetClient.reset`: POST /_emulator/reset on
+    Mailjet, Segment, Mailjet).
 
     On the stack the plugin's session fixture starts: a BackgroundBundle on a thread of the test's
     own process (here this one), with the fixture's config, not a `segjet up` process: the client
@@ -452,7 +454,7 @@ def bench_reset(figures: dict[str, Any]) -> None:
                             json={"userId": f"r-{n}", "traits": {"email": f"r-{n}@example.com"}}).raise_for_status()
             wait_for_contacts(stack.http, stack.mailjet_url, 1, 30)
             started = time.perf_counter()
-            stack.reset()
+            stack.for_next_test().reset()
             times.append(time.perf_counter() - started)
     finally:
         stack.close()

@@ -3,12 +3,23 @@
 from __future__ import annotations
 
 import json
+import re
 import sys
 from pathlib import Path
 from typing import Any, TextIO
 from xml.etree import ElementTree
 
 from .scenario import HopResult
+
+# Written as escapes (\x01, \x1b, \r) in the hop lines and the JUnit file, since a server's error text
+# reaches a hop's detail as it was sent: a terminal acts on the C0 and C1 controls but tab and newline
+# (ESC starts a colour, CR rewrites the line), and XML 1.0 cannot hold those C0 controls, surrogates,
+# U+FFFE or U+FFFF at all (the JUnit file was not well-formed).
+_UNSHOWABLE = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\ud800-\udfff\ufffe\uffff]")
+
+
+def _shown(text: str) -> str:
+    return _UNSHOWABLE.sub(lambda match: match.group().encode("unicode_escape").decode("ascii"), text)
 
 
 class HopPrinter:
@@ -24,7 +35,7 @@ class HopPrinter:
             mark = "-" if result.skipped else "\033[32m✓\033[0m" if result.ok else "\033[31m✗\033[0m"
         else:
             mark = _verdict(result).upper()
-        print(f"{mark} {result.name} ({result.seconds:.2f}s): {result.detail}", file=self.out, flush=True)
+        print(f"{mark} {result.name} ({result.seconds:.2f}s): {_shown(result.detail)}", file=self.out, flush=True)
 
 
 def _verdict(result: HopResult) -> str:
@@ -58,10 +69,11 @@ def write_junit(path: Path, results: list[HopResult]) -> None:
     for result in results:
         case = ElementTree.SubElement(suite, "testcase", classname="segjet.roundtrip", name=result.name,
                                       time=f"{result.seconds:.3f}")
+        detail = _shown(result.detail)
         if result.skipped:
-            ElementTree.SubElement(case, "skipped", message=result.detail)
+            ElementTree.SubElement(case, "skipped", message=detail)
         elif not result.ok:
-            ElementTree.SubElement(case, "failure", message=result.detail).text = result.detail
+            ElementTree.SubElement(case, "failure", message=detail).text = detail
     ElementTree.ElementTree(suite).write(path, encoding="utf-8", xml_declaration=True)
 
 

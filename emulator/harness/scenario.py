@@ -381,17 +381,28 @@ class Scenario:
         return stored
 
     def _wait_delivery(self, message_id: str) -> dict[str, Any]:
+        # What the last probe read, for the timeout message (no extra request).
+        seen: list[list[dict[str, Any]]] = [[]]
+
         def probe() -> dict[str, Any] | None:
-            records = self.client.deliveries(message_id=message_id)
+            seen[0] = records = self.client.deliveries(message_id=message_id)
             final = [r for r in records if r["state"] in ("delivered", "failed", "skipped")]
             return final[-1] if final else None
 
         try:
             record = self.client.wait_until(probe, self.timeout, f"delivery of {message_id}")
         except SegjetTimeout as exc:
+            if not seen[0]:
+                raise HopFailed(
+                    f"message {message_id} was never delivered to the Mailjet destination "
+                    "(is the destination enabled in the fake Segment?)"
+                ) from exc
+            # A record still queued or retrying: what its attempts met says more than any hint.
+            newest = seen[0][-1]
+            reason = f": {newest['reason']}" if newest.get("reason") else ""
             raise HopFailed(
-                f"message {message_id} was never delivered to the Mailjet destination "
-                "(is the destination enabled in the fake Segment?)"
+                f"message {message_id} was not delivered to the Mailjet destination within {self.timeout:g}s: "
+                f"its delivery is {newest['state']} after {len(newest['attempts'])} attempt(s){reason}"
             ) from exc
         if record["state"] != "delivered":
             raise HopFailed(f"message {message_id} was {record['state']}: {record.get('reason')}")

@@ -405,3 +405,42 @@ def test_a_control_call_answered_without_a_body_answers_none(segjet):
     rule = segjet.segment("POST", "/_emulator/faults", json={"path": "/v1/nothing", "status": 500})
     assert segjet.segment("DELETE", f"/_emulator/faults/{rule['id']}") is None
     assert segjet.segment("GET", "/_emulator/faults") == {"faults": []}
+
+
+def test_identify_and_track_follow_a_write_key_changed_after_their_first_use(segjet):
+    # The analytics-python client was built on first use and kept: after the switch, identify still
+    # sent under the stack's key while the control calls read job-key's workspace (a SegjetTimeout).
+    segjet.identify("u-before", {"email": "before@example.com"})
+    segjet.http.post(f"{segjet.segment_url}/_emulator/sources",
+                     json={"name": "job", "write_key": "job-key"}).raise_for_status()
+    segjet.write_key = "job-key"
+    segjet.identify("u-after", {"email": "after@example.com"})
+    segjet.track("u-after", "Order Completed")
+    assert [message["userId"] for message in segjet.events()] == ["u-after", "u-after"]
+    segjet.write_key = segjet.info["write_key"]
+    assert [message["userId"] for message in segjet.events()] == ["u-before"]
+
+
+def test_the_contacts_hop_says_what_a_delivery_still_retrying_last_met(segjet):
+    # It said the message was never delivered and asked whether the destination was enabled.
+    segjet.http.post(f"{segjet.mailjet_url}/_emulator/faults",
+                     json={"method": "POST", "path": "/v3/REST/contactslist/*/managecontact", "status": 500})
+    results = Scenario(segjet, user_count=1, timeout=2).run()
+    assert [(r.ok, r.skipped) for r in results[1:4]] == [(True, False), (False, False), (False, True)]
+    assert " is retrying after 1 attempt(s): HTTP 503: Mailjet is temporarily unavailable" in results[2].detail
+    assert "is the destination enabled" not in results[2].detail
+
+
+def test_reports_show_control_characters_of_a_servers_text_escaped(tmp_path: Path):
+    # A 404 body with control characters: the JUnit file was not well-formed XML, and the hop line
+    # wrote them raw to the terminal (ESC starts a colour).
+    detail = "answered 404 Not Found: bad\x01\x02 thing \x1b[31m\r\ttab"
+    shown = "answered 404 Not Found: bad\\x01\\x02 thing \\x1b[31m\\r\ttab"
+    results = [HopResult("a hop", False, detail), HopResult("b hop", False, detail, skipped=True)]
+    write_junit(tmp_path / "junit.xml", results)
+    suite = ElementTree.parse(tmp_path / "junit.xml").getroot()
+    assert suite[0].find("failure").get("message") == suite[0].find("failure").text == shown
+    assert suite[1].find("skipped").get("message") == shown
+    printed = io.StringIO()
+    HopPrinter(printed)(results[0])
+    assert printed.getvalue() == f"FAIL a hop (0.00s): {shown}\n"
