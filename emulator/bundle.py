@@ -145,11 +145,14 @@ class Bundle:
         self.urls: BundleUrls | None = None
         self._list_id = config.list_id  # the default workspace's Mailjet tile's, once started
         self._clock_task: asyncio.Task[None] | None = None
+        self.started = False
 
     async def start(self) -> dict[str, Any]:
         """Serve; a start that fails (a port in use, a damaged database) holds nothing afterwards: not
         the sockets, not the data dir (a new Bundle on it in this process would be refused "in use").
-        A bundle whose start failed is done: make another."""
+        A bundle starts once: stopped, or its start failed, it is done; make another."""
+        self.ensure_not_started()
+        self.started = True
         sockets: list[socket.socket] = []
         try:
             return await self._start(sockets)
@@ -162,6 +165,12 @@ class Bundle:
                 log.debug("segjet: stopping the servers of a failed start", exc_info=True)
             await self._stopped()
             raise
+
+    def ensure_not_started(self) -> None:
+        # Its servers keep the first run's closed sockets: started again, it answered with URLs,
+        # and its stop then failed (EBADF) with tasks left pending.
+        if self.started:
+            raise RuntimeError("a Bundle starts once: make another to start again")
 
     async def _start(self, sockets: list[socket.socket]) -> dict[str, Any]:
         config = self.config
@@ -266,6 +275,7 @@ class BackgroundBundle:
         self._loop_thread: LoopThread | None = None
 
     def start(self) -> dict[str, Any]:
+        self.bundle.ensure_not_started()  # before a second thread takes the place of the running one's
         self._loop_thread = LoopThread("segjet-bundle")
         try:
             return self._loop_thread.run(self.bundle.start())

@@ -188,6 +188,19 @@ def test_a_port_in_use_names_the_server_and_its_flag(tmp_path: Path) -> None:
         taken.close()
 
 
+def test_a_bundle_starts_once(tmp_path: Path) -> None:
+    # Started again after a stop, it answered with URLs, and its second stop failed (EBADF from the
+    # first run's closed sockets) with tasks left pending; running, a second start replaced its thread.
+    bundle = BackgroundBundle(BundleConfig(segment_port=0, mailjet_port=0, destination_port=0))
+    with bundle:
+        with pytest.raises(RuntimeError, match="starts once"):
+            bundle.start()
+        call("GET", f"{bundle.bundle.info()['segment_url']}/_emulator/health")  # the running one is untouched
+    with pytest.raises(RuntimeError, match="starts once"):
+        bundle.start()
+    bundle.stop()  # nothing left to stop
+
+
 def contact_of(info: dict[str, Any], email: str) -> dict[str, Any] | None:
     answer = httpx.get(f"{info['mailjet_url']}/v3/REST/contact/{email}", auth=(info["mailjet_api_key"], info["mailjet_secret_key"]))
     return answer.json()["Data"][0] if answer.status_code == 200 else None
