@@ -24,7 +24,7 @@ from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
+from starlette.routing import Match, Route
 
 from ..common.auth import basic_credentials
 from ..common.clock import Clock
@@ -434,6 +434,9 @@ def create_app(config: BundleConfig, clock: Clock, urls: BundleUrls) -> Starlett
     async def api(request: Request) -> Response:
         """Everything that is not the control API: REST v3, Send v3.1, and Mailjet-shaped 4xx for the rest."""
         if request.url.path.startswith(CONTROL_PREFIX):
+            allowed = _methods_of_control_path(request)
+            if allowed:  # as Starlette answers it on the fake Segment, where no catch-all route takes it
+                return JSONResponse({"error": "Method Not Allowed"}, 405, headers={"Allow": ", ".join(allowed)})
             return control_error_response(ControlError(f"no control endpoint {request.method} {request.url.path}", 404))
         segments = path_segments(request)
         lowered = [segment.lower() for segment in segments]
@@ -537,6 +540,17 @@ def create_app(config: BundleConfig, clock: Clock, urls: BundleUrls) -> Starlett
     # The models, for the dashboard and for tests.
     app.state.service = service
     return app
+
+
+def _methods_of_control_path(request: Request) -> list[str]:
+    """The methods of the control routes with the request's path and another method (Starlette's
+    partial match), none for a path no control route has."""
+    return sorted({
+        method
+        for route in request.app.router.routes
+        if isinstance(route, Route) and route.matches(request.scope)[0] is Match.PARTIAL
+        for method in route.methods or ()
+    })
 
 
 # Starlette's own answers, which the catch-all route leaves for what it cannot take: a method in no

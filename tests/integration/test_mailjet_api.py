@@ -855,3 +855,10 @@ def test_an_unknown_control_path_is_a_control_404(server: Server) -> None:
     response = server.http.get("/_emulator/no-such-endpoint")
     assert response.status_code == 404
     assert "no control endpoint GET /_emulator/no-such-endpoint" in response.json()["error"]
+
+
+def test_a_control_path_called_with_another_method_is_a_405_naming_its_methods(server: Server) -> None:
+    # As the fake Segment answers it: the catch-all of Mailjet's API called it "no control endpoint".
+    response = server.http.request("PATCH", "/_emulator/accounts")
+    assert (response.status_code, response.json()) == (405, {"error": "Method Not Allowed"})
+    assert set(response.headers["allow"].split(", ")) == {"GET", "HEAD", "POST"}
