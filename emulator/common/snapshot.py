@@ -10,6 +10,7 @@ from datetime import datetime
 from typing import Any
 
 import orjson
+from starlette.responses import JSONResponse, Response
 
 from .clock import iso
 
@@ -78,6 +79,16 @@ def gc_paused() -> Iterator[None]:
 def snapshot_document(service: str, version: int, exported_at: datetime, state: Any) -> dict[str, Any]:
     return {"format": SNAPSHOT_FORMAT, "service": service, "version": version, "exported_at": iso(exported_at),
             "state": state}
+
+
+def snapshot_response(document: dict[str, Any]) -> Response:
+    """A snapshot document as the answer to `GET /_emulator/snapshot`, rendered with orjson: json took
+    2.1 s of the event loop every server of the bundle shares at 100,000 messages, orjson 0.26 s.
+    What orjson refuses (an integer beyond 64 bits) is rendered by json, as any other answer."""
+    try:
+        return Response(orjson.dumps(document), media_type="application/json")
+    except orjson.JSONEncodeError:
+        return JSONResponse(document)
 
 
 def snapshot_state(document: Any, service: str, version: int, error: type[ValueError]) -> Any:

@@ -21,6 +21,7 @@ from starlette.routing import Route
 from ..common.control import ControlError, control_error_response, named_tenant, query_limit, read_json_object
 from ..common.feeds import newest
 from ..common.json_body import decode_snapshot
+from ..common.snapshot import snapshot_response
 from .service import AccountError, MailjetService, Tenant
 from .storage import MailjetStore, StateError, export_snapshot, import_snapshot
 
@@ -104,7 +105,7 @@ def account_routes(service: MailjetService, store: MailjetStore | None) -> list[
         return JSONResponse({"messages": [m.to_json() for m in newest(reversed(tenant.account.messages), limit)]})
 
     async def snapshot_get(request: Request) -> Response:
-        return JSONResponse(export_snapshot(service))
+        return snapshot_response(export_snapshot(service))
 
     async def snapshot_put(request: Request) -> Response:
         try:

@@ -20,6 +20,7 @@ from starlette.routing import Route
 from ..common.clock import Clock
 from ..common.control import ControlError, control_error_response, read_json_object
 from ..common.json_body import decode_snapshot
+from ..common.snapshot import snapshot_response
 from .storage import SnapshotError, snapshot_document, state_from_snapshot
 from .workspaces import Workspace, WorkspaceError, Workspaces
 
@@ -49,7 +50,7 @@ def workspace_routes(workspaces: Workspaces, workspace_of: Callable[[Request], W
         return JSONResponse({**source.to_json(), "workspace": workspace.id}, status_code=201)
 
     async def export_snapshot(request: Request) -> Response:
-        return JSONResponse(snapshot_document(workspaces.export(), clock.now()))
+        return snapshot_response(snapshot_document(workspaces.export(), clock.now()))
 
     async def import_snapshot(request: Request) -> Response:
         try:
