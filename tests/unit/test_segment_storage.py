@@ -98,6 +98,17 @@ async def populate(workspaces: Workspaces) -> None:
     await wait_until_settled(workspaces)
 
 
+def populated_database(clock: Clock, tmp_path: Path) -> None:
+    """A database in `tmp_path` holding `populate`'s state, its workspaces closed."""
+
+    async def first_life() -> None:
+        workspaces = open_workspaces(clock, tmp_path)
+        await populate(workspaces)
+        await workspaces.aclose()
+
+    run(first_life())
+
+
 async def wait_until_settled(workspaces: Workspaces) -> None:
     # Connection refused comes back at once. Settled: each user's first message is retrying, and
     # the user's later ones wait queued behind it (delivery keeps a user's order).
@@ -186,12 +197,7 @@ def test_a_file_that_is_no_sqlite_database_is_refused_with_its_path(tmp_path: Pa
 
 
 def test_a_damaged_segment_database_is_refused_with_its_path(tmp_path: Path, clock: Clock) -> None:
-    async def first_life() -> None:
-        workspaces = open_workspaces(clock, tmp_path)
-        await populate(workspaces)
-        await workspaces.aclose()
-
-    run(first_life())
+    populated_database(clock, tmp_path)
     path = tmp_path / DATABASE_NAME
     db = sqlite3.connect(path)
     db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
@@ -274,12 +280,7 @@ def test_a_damaged_segment_row_is_refused_with_the_file_and_the_row(
     tmp_path: Path, clock: Clock, table: str, data: str, words: str
 ) -> None:
     # A row that was not a JSON object crashed the start with a TypeError.
-    async def first_life() -> None:
-        workspaces = open_workspaces(clock, tmp_path)
-        await populate(workspaces)
-        await workspaces.aclose()
-
-    run(first_life())
+    populated_database(clock, tmp_path)
     db = sqlite3.connect(tmp_path / DATABASE_NAME)
     with db:
         db.execute(f"UPDATE {table} SET data = ? WHERE rowid = (SELECT MIN(rowid) FROM {table})"
@@ -689,12 +690,7 @@ def test_the_delivery_records_dropped_count_survives_a_restart_until_a_reset_or_
 def test_a_damaged_delivery_records_dropped_count_is_refused_with_the_file_and_the_workspace(
     tmp_path: Path, clock: Clock, count: Any
 ) -> None:
-    async def first_life() -> None:
-        workspaces = open_workspaces(clock, tmp_path)
-        await populate(workspaces)
-        await workspaces.aclose()
-
-    run(first_life())
+    populated_database(clock, tmp_path)
     db = sqlite3.connect(tmp_path / DATABASE_NAME)
     with db:
         db.execute("UPDATE workspaces SET data = json_set(data, '$.deliveries_dropped', json(?))", (json.dumps(count),))
@@ -949,12 +945,7 @@ def test_a_migration_that_fails_leaves_the_file_at_its_version(tmp_path: Path) -
 
 @pytest.mark.parametrize("value", ["{not json", None])
 def test_a_damaged_engage_value_is_refused_with_the_file_and_the_row(tmp_path: Path, clock: Clock, value: Any) -> None:
-    async def first_life() -> None:
-        workspaces = open_workspaces(clock, tmp_path)
-        await populate(workspaces)
-        await workspaces.aclose()
-
-    run(first_life())
+    populated_database(clock, tmp_path)
     db = sqlite3.connect(tmp_path / DATABASE_NAME)
     with db:
         db.execute("UPDATE engage_state SET value = ? WHERE computation = 'orders'", (value,))
