@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any, Coroutine, Iterator, TypeVar
 
 import uvicorn
-from starlette.types import ASGIApp
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 T = TypeVar("T")
 
@@ -26,6 +26,8 @@ T = TypeVar("T")
 # 24 POSTs sent after ~5 s idle failed with ServerDisconnected).
 KEEP_ALIVE_SECONDS = 5
 CLIENT_IDLE_SECONDS = 4.0
+# Where in each request's ASGI scope a Runner's servers put its `stopping` event, for the app.
+STOPPING_SCOPE_KEY = "segjet.stopping"
 
 
 def new_event_loop() -> asyncio.AbstractEventLoop:
@@ -115,17 +117,31 @@ class ServerHandle:
     task: asyncio.Task[None] | None = None
 
 
+def told_of_stops(app: ASGIApp, stopping: asyncio.Event) -> ASGIApp:
+    """`app`, with `stopping` in the scope of every request (under STOPPING_SCOPE_KEY)."""
+
+    async def app_told_of_stops(scope: Scope, receive: Receive, send: Send) -> None:
+        scope[STOPPING_SCOPE_KEY] = stopping
+        await app(scope, receive, send)
+
+    return app_told_of_stops
+
+
 class Runner:
     """Starts uvicorn servers on pre-bound sockets and stops them together."""
 
     def __init__(self) -> None:
         self.handles: list[ServerHandle] = []
+        # Set once the runner is asked to stop. A response that lasts as long as its client stays
+        # (a dashboard's live feed) ends on it: uvicorn's graceful shutdown waits for every response
+        # in progress, and cancelled an open feed after 2 s with an error and a traceback logged.
+        self.stopping = asyncio.Event()
 
     def add(self, name: str, app: ASGIApp, sock: socket.socket) -> ServerHandle:
         # No proxy-header rewriting: the servers face their clients directly, never a proxy.
         config = uvicorn.Config(
-            app, log_level="warning", access_log=False, lifespan="on", timeout_graceful_shutdown=2, proxy_headers=False,
-            timeout_keep_alive=KEEP_ALIVE_SECONDS,
+            told_of_stops(app, self.stopping), log_level="warning", access_log=False, lifespan="on",
+            timeout_graceful_shutdown=2, proxy_headers=False, timeout_keep_alive=KEEP_ALIVE_SECONDS,
         )
         handle = ServerHandle(name, sock, _QuietServer(config))
         self.handles.append(handle)
@@ -141,6 +157,7 @@ class Runner:
             await asyncio.sleep(0.005)
 
     def request_stop(self) -> None:
+        self.stopping.set()
         for handle in self.handles:
             handle.server.should_exit = True
 

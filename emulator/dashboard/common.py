@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from collections.abc import AsyncIterator, Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +14,8 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response, StreamingResponse
 from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
+
+from ..common.server import STOPPING_SCOPE_KEY
 
 STATIC_DIR = Path(__file__).parent / "static"
 STATIC_PREFIX = "/_emulator/dashboard/static"
@@ -46,6 +50,22 @@ def sse_event(name: str, item: Any) -> str:
     return f"event: {name}\n{sse_data(item)}"
 
 
+def sse_response(request: Request, events: AsyncIterator[str]) -> Response:
+    """A feed's answer. A HEAD gets the feed's headers and no body, its events never started: Starlette
+    answers HEAD on every GET route, and the endless body, never sent, held the connection (the next
+    request on it got nothing) while the feed ran on for nobody."""
+    if request.method == "HEAD":
+        return Response(media_type="text/event-stream", headers=SSE_HEADERS)
+    return StreamingResponse(events, media_type="text/event-stream", headers=SSE_HEADERS)
+
+
+def stopping_of(request: Request) -> asyncio.Event:
+    """Set when the server is asked to stop (`Runner.stopping`): a feed then ends, so that the graceful
+    shutdown finds no response left to wait for. A server no Runner runs never sets it."""
+    stopping = request.scope.get(STOPPING_SCOPE_KEY)
+    return stopping if stopping is not None else asyncio.Event()
+
+
 class Broadcaster:
     """Fan-out of items to every connected SSE client: one bounded asyncio queue each.
 
@@ -55,37 +75,46 @@ class Broadcaster:
 
     def __init__(self, capacity: int = CLIENT_QUEUE_SIZE) -> None:
         self.capacity = capacity
-        self._queues: set[asyncio.Queue[Any]] = set()
+        # Each holds its client's items as SSE text; `None` wakes its feed when the server stops.
+        self._queues: set[asyncio.Queue[str | None]] = set()
 
     @property
     def clients(self) -> int:
         return len(self._queues)
 
     def publish(self, item: Any) -> None:
+        # Encoded once for every client: encoded per client, 20,000 events took 3.15 s with 45 feeds
+        # open, not 1.53 s.
+        text = sse_data(item)
         for queue in self._queues:
-            if queue.full():
-                queue.get_nowait()
-            queue.put_nowait(item)
+            _put_dropping_oldest(queue, text)
 
-    def subscribe(self) -> asyncio.Queue[Any]:
-        queue: asyncio.Queue[Any] = asyncio.Queue(maxsize=self.capacity)
+    def subscribe(self) -> asyncio.Queue[str | None]:
+        queue: asyncio.Queue[str | None] = asyncio.Queue(maxsize=self.capacity)
         self._queues.add(queue)
         return queue
 
-    def unsubscribe(self, queue: asyncio.Queue[Any]) -> None:
+    def unsubscribe(self, queue: asyncio.Queue[str | None]) -> None:
         self._queues.discard(queue)
 
-    def stream(self, epoch: Callable[[], str] | None = None) -> StreamingResponse:
+    def stream(self, request: Request, epoch: Callable[[], str] | None = None) -> Response:
         """The feed; with `epoch`, also an `event: epoch` at connect and whenever `epoch()` changes.
 
         A page only ever adds what the feed pushes: told nothing of a reset (or of a restarted
         server, whose epoch is another), it kept showing messages the server had forgotten.
         """
+        stopping = stopping_of(request)
+
+        def wake(queue: asyncio.Queue[str | None], stopped: asyncio.Future[Any]) -> None:
+            if not stopped.cancelled():  # cancelled: the feed has ended
+                _put_dropping_oldest(queue, None)
 
         async def events() -> AsyncIterator[str]:
             # Subscribed once the body runs, inside the `try`: a response cancelled before its body
             # started (the client left at once) would otherwise keep a queue that nobody unsubscribes.
             queue = self.subscribe()
+            stopped = asyncio.ensure_future(stopping.wait())
+            stopped.add_done_callback(partial(wake, queue))
             try:
                 yield ": connected\n\n"
                 current = epoch() if epoch is not None else None
@@ -93,11 +122,11 @@ class Broadcaster:
                     yield sse_event("epoch", current)
                 idle = 0.0
                 wait = EPOCH_CHECK_SECONDS if epoch is not None else KEEPALIVE_SECONDS
-                while True:
+                while not stopping.is_set():
                     try:
-                        item = await asyncio.wait_for(queue.get(), timeout=wait)
+                        text = await asyncio.wait_for(queue.get(), timeout=wait)
                     except asyncio.TimeoutError:
-                        item, idle = None, idle + wait
+                        text, idle = None, idle + wait
                     if epoch is not None and (now := epoch()) != current:
                         # What is queued may be from before the change: the page reads the store
                         # again on this event, which holds whatever of it is still true.
@@ -105,30 +134,38 @@ class Broadcaster:
                         while not queue.empty():
                             queue.get_nowait()
                         yield sse_event("epoch", current)
-                    elif item is not None:
+                    elif text is not None:
                         idle = 0.0
-                        yield sse_data(item)
+                        yield text
                     elif idle >= KEEPALIVE_SECONDS:
                         idle = 0.0
                         yield ": keepalive\n\n"
             finally:
+                stopped.cancel()
                 self.unsubscribe(queue)
 
-        return StreamingResponse(events(), media_type="text/event-stream", headers=SSE_HEADERS)
+        return sse_response(request, events())
 
 
-def polling_stream(probe: Callable[[], Any], interval: float = 0.5) -> StreamingResponse:
+def _put_dropping_oldest(queue: asyncio.Queue[str | None], entry: str | None) -> None:
+    if queue.full():
+        queue.get_nowait()
+    queue.put_nowait(entry)
+
+
+def polling_stream(request: Request, probe: Callable[[], Any], interval: float = 0.5) -> Response:
     """An SSE stream that sends `{"kind": "changed", "version": N}` whenever `probe()` answers a new value.
 
     For a model with no change hook: the server polls its own state, the browser refetches.
     """
+    stopping = stopping_of(request)
 
     async def events() -> AsyncIterator[str]:
         yield ": connected\n\n"
         last: Any = object()
         version = 0
         idle = 0.0
-        while True:
+        while not stopping.is_set():
             current = probe()
             if current != last:
                 last = current
@@ -138,7 +175,9 @@ def polling_stream(probe: Callable[[], Any], interval: float = 0.5) -> Streaming
             elif idle >= KEEPALIVE_SECONDS:
                 idle = 0.0
                 yield ": keepalive\n\n"
-            await asyncio.sleep(interval)
+            # Waits for the stop as much as for the next poll: a feed open when the server stops ends at once.
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(stopping.wait(), timeout=interval)
             idle += interval
 
-    return StreamingResponse(events(), media_type="text/event-stream", headers=SSE_HEADERS)
+    return sse_response(request, events())

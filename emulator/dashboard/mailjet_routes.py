@@ -58,7 +58,7 @@ def mailjet_dashboard_routes(backend: MailjetBackend, urls: BundleUrls) -> list[
             current = backend.accounts.get(api_key)
             return fingerprint(current) if current is not None else None
 
-        return polling_stream(probe)
+        return polling_stream(request, probe)
 
     async def lists(request: Request) -> Response:
         try:

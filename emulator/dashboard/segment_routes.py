@@ -67,7 +67,7 @@ def segment_dashboard_routes(backend: SegmentBackend, urls: BundleUrls) -> list[
         refused = other_workspace(
             request, "the live feed shows the default workspace only; poll GET /_emulator/events?writeKey=K for another"
         )
-        return refused or feed.stream(epoch)
+        return refused or feed.stream(request, epoch)
 
     async def validate(request: Request) -> Response:
         name = request.path_params["contract"]

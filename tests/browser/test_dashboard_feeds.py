@@ -10,6 +10,7 @@ from typing import Any
 
 import httpx
 import pytest
+from starlette.requests import Request
 
 from emulator.dashboard.common import Broadcaster
 from emulator.dashboard.segment_routes import export_html
@@ -189,7 +190,7 @@ def test_a_slow_client_loses_its_oldest_items() -> None:
         assert feed.clients == 0
         return received
 
-    assert asyncio.run(scenario()) == [2, 3, 4]
+    assert asyncio.run(scenario()) == ["data: 2\n\n", "data: 3\n\n", "data: 4\n\n"]
 
 
 def test_trace_leaves_out_users_whose_ids_only_contain_the_users(stack: dict[str, Any], http: httpx.Client) -> None:
@@ -223,10 +224,11 @@ def test_a_stream_whose_client_left_before_it_started_keeps_no_queue() -> None:
     # a queue subscribed outside the body was then never unsubscribed, and got every message forever.
     async def scenario() -> tuple[int, int, int]:
         feed = Broadcaster()
-        never_started = feed.stream()
+        get = Request({"type": "http", "method": "GET", "path": "/_emulator/events/stream", "headers": []})
+        never_started = feed.stream(get)
         before = feed.clients
         del never_started
-        started = feed.stream()
+        started = feed.stream(get)
         body = started.body_iterator
         assert await body.__anext__() == ": connected\n\n"
         during = feed.clients

@@ -5,13 +5,20 @@ from __future__ import annotations
 import asyncio
 import base64
 import hashlib
+import json
 import re
+import signal
+import subprocess
+import sys
+from pathlib import Path
 from typing import Any
 
 import httpx
+from starlette.requests import Request
 
 from emulator.common.clock import Clock
 from emulator.config import BundleConfig, BundleUrls
+from emulator.dashboard.common import Broadcaster
 from emulator.dashboard.segment_routes import export_html
 from emulator.dashboard.trace import LIMIT, build_trace
 from emulator.segment.routes import create_app as create_segment_app
@@ -401,3 +408,68 @@ def test_a_trace_says_which_stores_dropped_their_oldest_records(serve: StartApps
     data = asyncio.run(build_trace(url, "http://127.0.0.1:9", "u-cap", timeout=5))
     assert len([step for step in data["steps"] if step["kind"] == "segment"]) == 3
     assert data["droppedSources"] == ["Segment events"] and data["truncated"] is True, data
+
+
+def test_a_head_on_a_live_feed_answers_its_headers_and_frees_the_connection(tenant_b: TwoTenantStack) -> None:
+    # Starlette answers HEAD on every GET route: the feed then streamed a body that is never sent, so
+    # the next request on the same connection got nothing, and the feed ran on for nobody.
+    for url, path in ((tenant_b.segment_url, "/_emulator/events/stream"), (tenant_b.mailjet_url, "/_emulator/stream")):
+        with httpx.Client(base_url=url, timeout=5) as client:
+            head = client.head(path)
+            assert head.status_code == 200 and head.headers["content-type"].startswith("text/event-stream"), path
+            assert head.content == b""
+            assert client.get("/_emulator/health").status_code == 200, path
+
+
+def test_each_message_is_encoded_once_whatever_the_number_of_open_feeds() -> None:
+    # Every open Segment feed encoded every message again: 45 open, ingesting took twice as long.
+    class Counted:
+        encodings = 0
+
+        def __str__(self) -> str:
+            Counted.encodings += 1
+            return "counted"
+
+    get = Request({"type": "http", "method": "GET", "path": "/_emulator/events/stream", "headers": []})
+
+    async def scenario() -> list[str]:
+        feed = Broadcaster()
+        bodies = [feed.stream(get).body_iterator for _ in range(3)]
+        for body in bodies:
+            assert await body.__anext__() == ": connected\n\n"
+        feed.publish({"item": Counted()})
+        received = [await body.__anext__() for body in bodies]
+        for body in bodies:
+            await body.aclose()
+        return received
+
+    assert asyncio.run(scenario()) == ['data: {"item":"counted"}\n\n'] * 3
+    assert Counted.encodings == 1
+
+
+def test_segjet_up_stops_cleanly_with_the_dashboards_feeds_open(tmp_path: Path) -> None:
+    # An open dashboard tab is the usual case: its feed never ends, so uvicorn's graceful shutdown
+    # waited out its 2 s, then cancelled it with an ERROR and a CancelledError traceback.
+    ready = tmp_path / "ready.json"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "emulator", "up", "--ready-file", str(ready),
+         "--segment-port", "0", "--mailjet-port", "0", "--destination-port", "0"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+    )
+    try:
+        wait_for(lambda: ready.exists() or process.poll() is not None, "segjet up to be ready", timeout=60)
+        assert process.poll() is None, "segjet up exited before it was ready"
+        info = json.loads(ready.read_text())
+        with httpx.Client(timeout=30) as client, \
+                client.stream("GET", f"{info['segment_url']}/_emulator/events/stream") as segment_feed, \
+                client.stream("GET", f"{info['mailjet_url']}/_emulator/stream") as mailjet_feed:
+            lines = [feed.iter_lines() for feed in (segment_feed, mailjet_feed)]  # kept: a dropped one closes its feed
+            assert [next(feed_lines) for feed_lines in lines] == [": connected"] * 2
+            process.send_signal(signal.SIGTERM)
+            _, errors = process.communicate(timeout=30)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
+    assert process.returncode == 0
+    assert "ERROR" not in errors.decode() and "Traceback" not in errors.decode(), errors.decode()
