@@ -1634,6 +1634,9 @@ class Account:
         if "authenticationKey" in changes:
             if not isinstance(changes["authenticationKey"], str) or not changes["authenticationKey"]:
                 raise ValueError("authenticationKey must be a non-empty string")
+            if ":" in changes["authenticationKey"]:
+                # Segment sends it as the Basic auth user name, which ends at the first colon.
+                raise ValueError("authenticationKey must not contain ':', which Basic auth could not carry")
             updated.authentication_key = changes["authenticationKey"]
         if "listId" in changes:
             try:

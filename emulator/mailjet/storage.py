@@ -593,6 +593,8 @@ def load_state(service: MailjetService, state: Any) -> dict[str, Tenant]:
     auth_keys = [tenant.account.app_connection.authentication_key for tenant in tenants.values()]
     if len(set(auth_keys)) != len(auth_keys):
         raise StateError("state.accounts: two accounts with one app_connection.authentication_key")
+    if any(not key or ":" in key for key in auth_keys):
+        raise StateError("state.accounts: an app_connection.authentication_key is empty or has a ':' (as PUT app-connections refuses)")
     return tenants
 
 

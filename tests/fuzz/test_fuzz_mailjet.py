@@ -163,10 +163,16 @@ settings_headers = st.one_of(
 )
 
 
+def authentication_key(stack: dict[str, Any]) -> str:
+    """The key the destination takes now: the one App Connections shows, which the OpenAPI fuzzing
+    above may have changed (PUT app-connections, a snapshot import) since the stack started."""
+    return httpx.get(f"{stack['mailjet_url']}/_emulator/app-connections/segment", timeout=30).json()["authenticationKey"]
+
+
 @given(body=destination_bodies, settings=settings_headers, good_key=st.booleans(), garbage_auth=authorizations)
 @hypothesis.settings(max_examples=120, **FUZZ_SETTINGS)
 def test_destination_requests(stack: dict[str, Any], body: bytes, settings: bytes | None, good_key: bool, garbage_auth: bytes) -> None:
-    headers = {"Authorization": _basic(stack["auth_key"].encode()) if good_key else garbage_auth, "Content-Type": "application/json"}
+    headers = {"Authorization": _basic(authentication_key(stack).encode()) if good_key else garbage_auth, "Content-Type": "application/json"}
     if settings is not None:
         headers["X-Segment-Settings"] = settings
     response = httpx.post(stack["destination_url"] + "/", content=body, headers=headers, timeout=30)
@@ -185,7 +191,7 @@ def test_destination_identifies_reach_mailjet_and_never_fail_it(stack: dict[str,
     # identifies are valid, so each goes on to Mailjet, whose answers must never be a failure (the
     # destination turns a Mailjet 5xx into 503, which the test above accepts).
     settings = base64.b64encode(json.dumps({"listId": stack["list_id"]}).encode())
-    headers = {"Authorization": _basic(stack["auth_key"].encode()), "X-Segment-Settings": settings}
+    headers = {"Authorization": _basic(authentication_key(stack).encode()), "X-Segment-Settings": settings}
     body = {"type": "identify", "messageId": "fuzz", "userId": "u-fuzz", "traits": {**traits, "email": email}}
     response = httpx.post(stack["destination_url"] + "/", json=body, headers=headers, timeout=30)
     assert response.status_code in (200, 400), response.text

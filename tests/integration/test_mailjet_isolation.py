@@ -91,11 +91,17 @@ def test_an_account_cannot_take_another_accounts_authentication_key(server: Serv
     assert server.control("GET", "app-connections/segment", B[0]).json()["sendEvents"] is False  # nothing changed
     own = server.control("PUT", "app-connections/segment", json={"authenticationKey": "auth-a"})
     assert own.status_code == 200  # its own key again is no conflict
+    colon = server.control("PUT", "app-connections/segment", json={"authenticationKey": "auth:a"})
+    assert colon.status_code == 400 and "':'" in colon.json()["error"]  # Basic auth's user name ends there
     snapshot = server.control("GET", "snapshot").json()
     for account in snapshot["state"]["accounts"]:
         account["account"]["app_connection"]["authentication_key"] = "one-key"
     refused = server.control("PUT", "snapshot", json=snapshot)
     assert refused.status_code == 400 and "authentication_key" in refused.json()["error"]
+    snapshot["state"]["accounts"] = snapshot["state"]["accounts"][:1]
+    snapshot["state"]["accounts"][0]["account"]["app_connection"]["authentication_key"] = "auth:a"
+    refused = server.control("PUT", "snapshot", json=snapshot)
+    assert refused.status_code == 400 and "':'" in refused.json()["error"]
 
 
 def test_contacts_lists_and_properties_are_per_account(server: Server) -> None:
