@@ -18,7 +18,7 @@ from .common import server
 from .common.faults import FaultRuleError, FaultRules
 from .common.json_body import decode_json
 from .config import BundleConfig
-from .mailjet.service import api_key_problem
+from .mailjet.models import basic_username_problem
 from .segment.engage import parse_sync_interval
 from .segment.models import DEFAULT_SOURCE_NAME
 from .segment.workspaces import WorkspaceError, check_source
@@ -141,8 +141,9 @@ def _check_credentials(args: argparse.Namespace) -> None:
         if value is not None and not value.strip():
             generated = ", or leave it out to generate one" if flag == "--auth-key" else ""
             raise ValueError(f"{flag} is empty; give one{generated}")
-    if (problem := api_key_problem(args.mailjet_api_key)) is not None:
-        raise ValueError(f"--mailjet-api-key {problem}")
+    for flag, value in (("--mailjet-api-key", args.mailjet_api_key), ("--auth-key", args.auth_key)):
+        if value is not None and (problem := basic_username_problem(value)) is not None:
+            raise ValueError(f"{flag} {problem}")
 
 
 def _whole_number(text: str) -> int:

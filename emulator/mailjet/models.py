@@ -82,6 +82,14 @@ def read_id(text: str) -> int | None:
     return int(stripped) if _ID.fullmatch(stripped) else None
 
 
+
+def basic_username_problem(name: str) -> str | None:
+    """Why `name` cannot be a Basic auth user name (an API key, a Segment authentication key), or
+    None: the user name ends at the first colon (RFC 7617)."""
+    if ":" in name:
+        return "must not contain ':', a colon, which Basic auth could not carry"
+    return None
+
 class MailjetError(Exception):
     """An answer in the REST v3 error shape `{"ErrorInfo", "ErrorMessage", "StatusCode"}`."""
 
@@ -1634,9 +1642,8 @@ class Account:
         if "authenticationKey" in changes:
             if not isinstance(changes["authenticationKey"], str) or not changes["authenticationKey"]:
                 raise ValueError("authenticationKey must be a non-empty string")
-            if ":" in changes["authenticationKey"]:
-                # Segment sends it as the Basic auth user name, which ends at the first colon.
-                raise ValueError("authenticationKey must not contain ':', which Basic auth could not carry")
+            if (problem := basic_username_problem(changes["authenticationKey"])) is not None:
+                raise ValueError(f"authenticationKey {problem}")  # Segment sends it as the user name
             updated.authentication_key = changes["authenticationKey"]
         if "listId" in changes:
             try:

@@ -16,7 +16,7 @@ from typing import Any
 from ..common.clock import Clock
 from ..config import BundleConfig
 from .events import EmailEvents
-from .models import Account, AppConnection, Changes, MailjetBackend
+from .models import Account, AppConnection, Changes, MailjetBackend, basic_username_problem
 from .outbound import HttpTransport, Outbox
 
 
@@ -152,7 +152,7 @@ class MailjetService:
         AccountError 400 for keys no call could use, 409 for an API key taken."""
         if not isinstance(api_key, str) or not api_key or not isinstance(secret_key, str) or not secret_key:
             raise AccountError("api_key and secret_key must be non-empty strings")
-        if (problem := api_key_problem(api_key)) is not None:
+        if (problem := basic_username_problem(api_key)) is not None:
             raise AccountError(f"api_key {problem}")
         if api_key in self.tenants:
             raise AccountError(f"an account with API key {api_key!r} already exists", 409)
@@ -179,14 +179,6 @@ class MailjetService:
     async def aclose(self) -> None:
         await self.transport.aclose()
 
-
-def api_key_problem(api_key: str) -> str | None:
-    """Why no call could reach an account with this API key, or None (the control API and `segjet
-    up` refuse such keys)."""
-    if ":" in api_key:
-        # Basic auth ends the user name at the first colon (RFC 7617).
-        return "must not contain ':', a colon, which Basic auth could not carry"
-    return None
 
 
 def _free_key_id(tenants: dict[str, Tenant]) -> int:

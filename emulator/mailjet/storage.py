@@ -41,6 +41,7 @@ from .models import (
     Job,
     ListRecipient,
     PropertyDefinition,
+    basic_username_problem,
     job_error_file,
 )
 from .outbound import DELIVERED, FAILED, PENDING, QUEUED, RETRYING, SegmentBatch, SegmentForward, WebhookDelivery
@@ -593,8 +594,10 @@ def load_state(service: MailjetService, state: Any) -> dict[str, Tenant]:
     auth_keys = [tenant.account.app_connection.authentication_key for tenant in tenants.values()]
     if len(set(auth_keys)) != len(auth_keys):
         raise StateError("state.accounts: two accounts with one app_connection.authentication_key")
-    if any(not key or ":" in key for key in auth_keys):
-        raise StateError("state.accounts: an app_connection.authentication_key is empty or has a ':' (as PUT app-connections refuses)")
+    for key in auth_keys:
+        problem = "is empty" if not key else basic_username_problem(key)
+        if problem is not None:  # as PUT app-connections refuses it
+            raise StateError(f"state.accounts: an app_connection.authentication_key {problem}")
     return tenants
 
 

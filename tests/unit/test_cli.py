@@ -89,6 +89,7 @@ def test_a_port_out_of_range_is_a_usage_error(capsys: pytest.CaptureFixture[str]
         (["--write-key", "a:b"], '--write-key: "write_key" must not contain \':\''),
         (["--mailjet-api-key", ""], "--mailjet-api-key is empty"),
         (["--mailjet-api-key", "a:b"], "--mailjet-api-key must not contain ':'"),
+        (["--auth-key", "a:b"], "--auth-key must not contain ':'"),  # as App Connections refuses it
         (["--mailjet-secret-key", " "], "--mailjet-secret-key is empty"),
         # Was silently replaced by a generated key.
         (["--auth-key", ""], "--auth-key is empty; give one, or leave it out to generate one"),
