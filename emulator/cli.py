@@ -11,8 +11,6 @@ import sys
 from pathlib import Path
 from typing import Any, Sequence
 
-import httpx
-
 from .bundle import Bundle, remembered_auth_key
 from .common import server
 from .common.faults import FaultRuleError, FaultRules
@@ -22,7 +20,6 @@ from .mailjet.models import basic_username_problem
 from .segment.engage import parse_sync_interval
 from .segment.models import DEFAULT_SOURCE_NAME
 from .segment.workspaces import WorkspaceError, check_source
-from .harness import run, validate
 
 
 # Users `segjet up --demo` loads, as many as `segjet demo` runs with by default.
@@ -207,6 +204,8 @@ def _base_url(text: str) -> str:
     """The base URL of a running server, without a trailing slash; what httpx could not call (a bad
     port, no scheme) or what names more than a server (a path, query or fragment) is a usage error
     here, not a traceback or a 404 from the first request."""
+    import httpx  # here, as the harness is imported where it runs: `segjet up` starts without them
+
     try:
         url = httpx.URL(text)
     except httpx.InvalidURL as exc:
@@ -339,6 +338,8 @@ async def _up(args: argparse.Namespace) -> int:
     bundle.runner.install_signal_handlers()
     demo_code = 0
     if args.demo:
+        from .harness import run
+
         # In a thread: the scenario's client is synchronous, and this loop serves its requests.
         demo_code = await asyncio.to_thread(run.run_scenario, info, args.seed or 0, DEMO_USERS)
         if demo_code != 0:
@@ -409,6 +410,18 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _run_command(args: argparse.Namespace) -> int:
+    if args.command == "up":
+        try:
+            return server.run(_up(args))
+        # ValueError: a bad --config or Engage definition; ServerStartError: an app's startup failed.
+        except (OSError, ValueError, server.ServerStartError) as exc:
+            print(f"segjet: cannot start: {exc}", file=sys.stderr)
+            return 1
+    # The harness (httpx, faker, segment-analytics-python) is imported by the commands that run it:
+    # its imports took a third of `segjet up`'s start-up, which needs none of it (`up --demo` imports
+    # it when it runs the demo).
+    from .harness import run, validate
+
     if args.command == "validate":
         return validate.main(args.contract, args.files)
     if args.command == "demo":
@@ -430,11 +443,4 @@ def _run_command(args: argparse.Namespace) -> int:
             "control_token": control_token,
         }
         return run.run_scenario(info, args.seed, args.users, args.junit, args.json, reset=not args.no_reset)
-    if args.command == "up":
-        try:
-            return server.run(_up(args))
-        # ValueError: a bad --config or Engage definition; ServerStartError: an app's startup failed.
-        except (OSError, ValueError, server.ServerStartError) as exc:
-            print(f"segjet: cannot start: {exc}", file=sys.stderr)
-            return 1
     return 2

@@ -7,12 +7,13 @@ side serves it as `GET /_emulator/dashboard/trace?user=`; the browser never talk
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 from datetime import datetime, timezone
 from typing import Any
 
-import httpx
+import aiohttp
 
 from ..common.clock import parse_iso
 from .contracts_for import check, contract_names, first_known, segment_contract
@@ -52,7 +53,7 @@ class Reads:
 
 
 async def _get(
-    http: httpx.AsyncClient, url: str, key: str, params: dict[str, Any] | None = None,
+    http: aiohttp.ClientSession, url: str, key: str, params: dict[str, Any] | None = None,
     source: str | None = None, reads: Reads | None = None,
 ) -> list[Any]:
     """`key` of the JSON answer, or [] when that control route does not exist (yet) or failed; with
@@ -61,10 +62,10 @@ async def _get(
     value: Any = None
     body: Any = None
     try:
-        response = await http.get(url, params=params)
-        body = response.json() if response.status_code == 200 else None
+        async with http.get(url, params=params) as response:
+            body = json.loads(await response.read()) if response.status == 200 else None
         value = body.get(key) if isinstance(body, dict) else None
-    except (httpx.HTTPError, ValueError):
+    except (aiohttp.ClientError, asyncio.TimeoutError, ValueError):
         pass
     if not isinstance(value, list):
         if reads is not None and source is not None:
@@ -80,12 +81,12 @@ async def _get(
     return value
 
 
-async def _configured_api_key(http: httpx.AsyncClient, mailjet_url: str) -> str | None:
+async def _configured_api_key(http: aiohttp.ClientSession, mailjet_url: str) -> str | None:
     """The API key of the Mailjet account the dashboard shows (the configured one), None when unknown."""
     try:
-        response = await http.get(f"{mailjet_url}/_emulator/dashboard/info")
-        body = response.json() if response.status_code == 200 else None
-    except (httpx.HTTPError, ValueError):
+        async with http.get(f"{mailjet_url}/_emulator/dashboard/info") as response:
+            body = json.loads(await response.read()) if response.status == 200 else None
+    except (aiohttp.ClientError, asyncio.TimeoutError, ValueError):
         return None
     api_key = body.get("apiKey") if isinstance(body, dict) else None
     return api_key if isinstance(api_key, str) and api_key else None
@@ -163,8 +164,10 @@ async def build_trace(
     # to an open control API, is not needed to read it.
     usable = control_token and control_token.isascii() and control_token.isprintable()
     headers = {"X-Segjet-Token": control_token} if usable else {}
-    # trust_env=False: segjet's own servers, never through the environment's HTTP(S)_PROXY.
-    async with httpx.AsyncClient(timeout=timeout, headers=headers, trust_env=False) as http:
+    # aiohttp, as the servers' other outgoing calls: never through the environment's HTTP(S)_PROXY
+    # (trust_env is off), and `timeout` bounds connecting and each read, not the whole answer.
+    session_timeout = aiohttp.ClientTimeout(total=None, sock_connect=timeout, sock_read=timeout)
+    async with aiohttp.ClientSession(timeout=session_timeout, headers=headers) as http:
         events = await _get(http, f"{segment_url}/_emulator/events", "events", {"limit": LIMIT}, "Segment events", reads)
         user_id, email = _identify_user(user, events)
         # A tuple, not a set: a discarded event's userId or anonymousId may be any JSON value (a dict).

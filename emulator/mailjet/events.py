@@ -29,14 +29,14 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any, Callable
 
-from faker import Faker
-
 from ..common.clock import Clock, iso, parse_duration
 from ..common.feeds import newest
 from .models import Account, Contact, read_id
 from .send import Message, new_message, store_message
 
 if TYPE_CHECKING:
+    from faker import Faker
+
     from ..common.clock import _Timer
 
 # Guess: Mailjet hands a message to the receiving server within seconds; one second of virtual time
@@ -243,6 +243,14 @@ def links_of(message: Message) -> list[str]:
     return list(dict.fromkeys(found))
 
 
+def _new_faker() -> Faker:
+    # Imported here: faker's import took a tenth of a second of every start-up, and most runs never
+    # make up a recipient.
+    from faker import Faker
+
+    return Faker()
+
+
 def unix_time(moment: datetime) -> int:
     return int(moment.astimezone(timezone.utc).timestamp())
 
@@ -274,14 +282,14 @@ class EmailEvents:
 
         Built on first use: a Faker costs milliseconds, and every reset makes a new EmailEvents.
         """
-        fake = Faker()
+        fake = _new_faker()
         fake.seed_instance(self.seed)
         return fake
 
     @functools.cached_property
     def _simulation_faker(self) -> Faker:
         # Reseeded per message, so a simulated recipient depends only on the seed and the MessageID.
-        return Faker()
+        return _new_faker()
 
     # -- storage
 

@@ -14,6 +14,7 @@ import pytest
 from emulator import cli
 from emulator.cli import build_parser, config_from_args, main
 from emulator.config import BundleConfig
+from emulator.harness import run, validate
 
 AUDIENCE = {"name": "Big Spenders", "rule": {"event": "Order Completed", "within": "30d"}}
 WEB = {"name": "web", "write_key": "web-write-key"}
@@ -186,7 +187,7 @@ def test_ctrl_c_during_a_command_exits_130_without_a_traceback(monkeypatch, caps
     def interrupted(*args: object) -> int:
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(cli.validate, "main", interrupted)
+    monkeypatch.setattr(validate, "main", interrupted)
     assert main(["validate", "segment.track", "-"]) == 130
     assert capsys.readouterr().err == "segjet: interrupted\n"
 
@@ -245,10 +246,19 @@ def test_each_up_flag_reaches_the_bundle_config(tmp_path: Path) -> None:
         None, False, True, "2h")
 
 
+def test_segjet_up_starts_without_the_harness_and_its_clients() -> None:
+    # `segjet up` imports what serves; the harness's httpx, faker and analytics client come with the
+    # commands that run it (and faker with the first made-up recipient).
+    code = ("import sys, emulator.cli, emulator.bundle; "
+            "print(sorted(name for name in ('httpx', 'faker', 'segment.analytics', 'emulator.harness') if name in sys.modules))")
+    imported = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert imported.strip() == "[]"
+
+
 def test_check_and_demo_run_with_the_flags_given(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     calls: list[tuple[Any, ...]] = []
-    monkeypatch.setattr(cli.run, "run_scenario", lambda *args, **kwargs: calls.append((args, kwargs)) or 0)
-    monkeypatch.setattr(cli.run, "demo", lambda *args: calls.append(args) or 0)
+    monkeypatch.setattr(run, "run_scenario", lambda *args, **kwargs: calls.append((args, kwargs)) or 0)
+    monkeypatch.setattr(run, "demo", lambda *args: calls.append(args) or 0)
     monkeypatch.delenv("SEGJET_CONTROL_TOKEN", raising=False)
     junit, report = tmp_path / "junit.xml", tmp_path / "report.json"
     assert main(["check", "--segment-url", "http://s:1/", "--mailjet-url", "http://m:2", "--write-key", "wk",
