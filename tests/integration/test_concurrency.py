@@ -111,14 +111,16 @@ def segment_events(http: httpx.Client, stack: dict[str, Any], **query: Any) -> l
 def settled(http: httpx.Client, stack: dict[str, Any], timeout: float = 60) -> list[dict[str, Any]]:
     """Every delivery record once none is queued or retrying (retries run by moving the clock)."""
 
-    def probe() -> list[dict[str, Any]] | None:
+    def probe() -> tuple[list[dict[str, Any]]] | None:
         records = deliveries(http, stack)
         if any(record["state"] == "retrying" for record in records) and not any(record["state"] == "queued" for record in records):
             http.post(f"{stack['segment_url']}/_emulator/clock", json={"advance": "10m"}).raise_for_status()
             return None
-        return None if any(record["state"] in ("queued", "retrying") for record in records) else records
+        # In a tuple: no record at all is settled too (a reset answered after every call), and
+        # wait_for takes an empty list for "not yet".
+        return None if any(record["state"] in ("queued", "retrying") for record in records) else (records,)
 
-    return wait_for(probe, "every delivery to finish", timeout)
+    return wait_for(probe, "every delivery to finish", timeout)[0]
 
 
 def mailjet_emails(http: httpx.Client, stack: dict[str, Any]) -> list[str]:
