@@ -10,6 +10,7 @@ wording and "Max Allowed item limit is 50" are documented, the other texts are g
 from __future__ import annotations
 
 import json
+import re
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -18,6 +19,8 @@ from typing import Any
 from ..common.json_body import decode_json
 from .models import EMAIL_PATTERN, MAX_STRING_LENGTH, Account, ci_get, mj_time
 
+TYPE_MISMATCH = "mj-0004"
+_LIST_INDEX = re.compile(r"\[\d+\]")
 # Documented for Messages, Attachments, InlinedAttachments, Headers and Variables (mj-0008).
 MAX_ITEMS = 50
 MAX_RECIPIENTS = 50
@@ -128,15 +131,17 @@ class SendError(Exception):
     401 body of 2018 had none (reference §1).
     """
 
-    def __init__(self, code: str | None, message: str, status: int = 400) -> None:
+    def __init__(self, code: str | None, message: str, status: int = 400, related: list[str] | None = None) -> None:
         super().__init__(message)
         self.code = code
         self.message = message
         self.status = status
+        self.related = related
 
     def to_json(self, identifier: str) -> dict[str, Any]:
         code = {} if self.code is None else {"ErrorCode": self.code}
-        return {"ErrorIdentifier": identifier, **code, "ErrorMessage": self.message, "StatusCode": self.status}
+        related = {} if self.related is None else {"ErrorRelatedTo": self.related}
+        return {"ErrorIdentifier": identifier, **code, "ErrorMessage": self.message, "StatusCode": self.status, **related}
 
 
 def malformed_json() -> SendError:
@@ -181,7 +186,11 @@ def _uuid(account: Account) -> str:
 def send(account: Account, body: Any) -> tuple[int, dict[str, Any]]:
     """Validate and store a v3.1 send; answer (HTTP status, body).
 
-    Valid messages are sent even when others in the batch fail (documented). The status is 200
+    A type mismatch anywhere refuses the whole request, nothing sent: users saw a flat mj-0004 body
+    naming the property as "Messages.From" (mailjet-apiv3-php#237, 2021) and
+    "Messages.TemplateErrorReporting" (mailjet-apiv3-nodejs#155, 2022), as the body is read into
+    typed messages before any is checked. Valid messages are sent even when others in the batch fail
+    their other checks (documented). The status is 200
     when every message succeeded, else the first failed message's first error's StatusCode, even if
     others were sent: what users saw of the real API (mailjet-apiv3-java#121, "an 400 status code is
     returned if one or more of the messages fails, as documented"; mailjet-gem#177; the thrown error
@@ -193,11 +202,11 @@ def send(account: Account, body: Any) -> tuple[int, dict[str, Any]]:
     messages = ci_get(body, "Messages")
     sandbox = ci_get(body, "SandboxMode", False)
     if not isinstance(sandbox, bool):
-        raise SendError("mj-0004", 'Type mismatch: "SandboxMode" must be a boolean.')
+        raise SendError(TYPE_MISMATCH, 'Type mismatch: "SandboxMode" must be a boolean.', related=["SandboxMode"])
     if messages is None:
         raise SendError("mj-0003", _missing_text("Messages"))
     if not isinstance(messages, list):
-        raise SendError("mj-0004", 'Type mismatch: "Messages" must be an array.')
+        raise SendError(TYPE_MISMATCH, 'Type mismatch: "Messages" must be an array.', related=["Messages"])
     if not messages:
         raise SendError("mj-0007", _empty_array_text("Messages"))
     if len(messages) > MAX_ITEMS:
@@ -206,19 +215,29 @@ def send(account: Account, body: Any) -> tuple[int, dict[str, Any]]:
     if globals_ is None:
         globals_ = {}
     elif not isinstance(globals_, dict):  # [], "", 0 and false included
-        raise SendError("mj-0004", 'Type mismatch: "Globals" must be an object.')
+        raise SendError(TYPE_MISMATCH, 'Type mismatch: "Globals" must be an object.', related=["Globals"])
 
-    results = []
+    checked = []
     for index, raw in enumerate(messages):
         message = _with_globals(globals_, raw) if isinstance(raw, dict) else raw
-        errors = _validate_message(account, message, index)
-        if errors:
-            results.append({"Status": "error", "Errors": errors})
-        else:
-            results.append(_accept(account, message, sandbox))
+        checked.append((message, _validate_message(account, message, index)))
+    for _, errors in checked:
+        for error in errors:
+            if error["ErrorCode"] == TYPE_MISMATCH:
+                raise SendError(TYPE_MISMATCH, error["ErrorMessage"], related=[_request_path(error["ErrorRelatedTo"][0])])
+    results = [
+        {"Status": "error", "Errors": errors} if errors else _accept(account, message, sandbox) for message, errors in checked
+    ]
     failed = [result for result in results if result["Status"] == "error"]
     status = failed[0]["Errors"][0]["StatusCode"] if failed else 200
     return status, {"Messages": results}
+
+
+def _request_path(related: str) -> str:
+    """A message's property as a request-level error names it: "To[0].Name" -> "Messages.To.Name".
+    GUESS: list indexes dropped, as the observed paths ("Messages.From") have none."""
+    path = _LIST_INDEX.sub("", related)
+    return path if path == "Messages" or path.startswith("Messages.") else f"Messages.{path}"
 
 
 def _with_globals(globals_: dict[str, Any], message: dict[str, Any]) -> dict[str, Any]:
@@ -269,7 +288,7 @@ def _too_many_text(name: str) -> str:
 
 def _validate_message(account: Account, message: Any, index: int) -> list[dict[str, Any]]:
     if not isinstance(message, dict):
-        return [_error(account, "mj-0004", f"Type mismatch: Messages[{index}] must be an object.", [f"Messages[{index}]"])]
+        return [_error(account, TYPE_MISMATCH, f"Type mismatch: Messages[{index}] must be an object.", [f"Messages[{index}]"])]
     errors: list[dict[str, Any]] = []
     template_id = ci_get(message, "TemplateID")
     if template_id is not None:
@@ -288,12 +307,12 @@ def _validate_message(account: Account, message: Any, index: int) -> list[dict[s
     for name in ("Subject", "TextPart", "HTMLPart", "CustomID", "CustomCampaign", "URLTags", "MonitoringCategory"):
         value = ci_get(message, name)
         if value is not None and not isinstance(value, str):
-            errors.append(_error(account, "mj-0004", f'Type mismatch: "{name}" must be a string.', [name]))
+            errors.append(_error(account, TYPE_MISMATCH, f'Type mismatch: "{name}" must be a string.', [name]))
     # "false" is a type mismatch, not a truthy DeduplicateCampaign (which would ask for a CustomCampaign).
     for name in BOOLEAN_PROPERTIES:
         value = ci_get(message, name)
         if value is not None and not isinstance(value, bool):
-            errors.append(_error(account, "mj-0004", f'Type mismatch: "{name}" must be a boolean.', [name]))
+            errors.append(_error(account, TYPE_MISMATCH, f'Type mismatch: "{name}" must be a boolean.', [name]))
     for name, limit in MAX_LENGTHS.items():
         value = ci_get(message, name)
         if isinstance(value, str) and len(value) > limit:
@@ -302,7 +321,7 @@ def _validate_message(account: Account, message: Any, index: int) -> list[dict[s
     # GUESS: the docs type EventPayload as a string; an object is taken too (clients pass one) and
     # comes back in events as its compact JSON text.
     if payload is not None and not isinstance(payload, (str, dict)):
-        errors.append(_error(account, "mj-0004", 'Type mismatch: "EventPayload" must be a string.', ["EventPayload"]))
+        errors.append(_error(account, TYPE_MISMATCH, 'Type mismatch: "EventPayload" must be a string.', ["EventPayload"]))
     if not ci_get(message, "TextPart") and not ci_get(message, "HTMLPart") and template_id is None:
         errors.append(
             _error(account, "send-0003", 'At least "HTMLPart", "TextPart" or "TemplateID" must be provided.', ["HTMLPart", "TextPart"])
@@ -314,7 +333,7 @@ def _validate_message(account: Account, message: Any, index: int) -> list[dict[s
     priority = ci_get(message, "Priority")
     if priority is not None:
         if not isinstance(priority, int) or isinstance(priority, bool):
-            errors.append(_error(account, "mj-0004", 'Type mismatch: "Priority" must be an integer.', ["Priority"]))
+            errors.append(_error(account, TYPE_MISMATCH, 'Type mismatch: "Priority" must be an integer.', ["Priority"]))
         elif priority not in PRIORITY_VALUES:
             errors.append(_not_allowed(account, "Priority", PRIORITY_VALUES))
     if ci_get(message, "DeduplicateCampaign") is True and not ci_get(message, "CustomCampaign"):
@@ -355,7 +374,7 @@ def _check_recipients(account: Account, message: dict[str, Any]) -> list[dict[st
                 errors.append(_error(account, "mj-0003", _missing_text("To"), ["To"]))
             continue
         if not isinstance(recipients, list):
-            errors.append(_error(account, "mj-0004", f'Type mismatch: "{kind}" must be an array.', [kind]))
+            errors.append(_error(account, TYPE_MISMATCH, f'Type mismatch: "{kind}" must be an array.', [kind]))
             continue
         if kind == "To" and not recipients:
             errors.append(_error(account, "mj-0007", _empty_array_text("To"), ["To"]))
@@ -377,14 +396,14 @@ def _check_attachments(account: Account, attachments: Any, name: str) -> list[di
     if attachments is None:
         return []
     if not isinstance(attachments, list):
-        return [_error(account, "mj-0004", f'Type mismatch: "{name}" must be an array.', [name])]
+        return [_error(account, TYPE_MISMATCH, f'Type mismatch: "{name}" must be an array.', [name])]
     errors = []
     if len(attachments) > MAX_ITEMS:
         errors.append(_error(account, "mj-0008", _too_many_text(name), [name]))
     for position, attachment in enumerate(attachments):
         where = f"{name}[{position}]"
         if not isinstance(attachment, dict):
-            errors.append(_error(account, "mj-0004", f'Type mismatch: "{where}" must be an object.', [where]))
+            errors.append(_error(account, TYPE_MISMATCH, f'Type mismatch: "{where}" must be an object.', [where]))
             continue
         # GUESS: all three fields are mandatory, as every documented attachment carries them.
         for field_name in ATTACHMENT_FIELDS:
@@ -397,7 +416,7 @@ def _check_object(account: Account, value: Any, name: str) -> list[dict[str, Any
     if value is None:
         return []
     if not isinstance(value, dict):
-        return [_error(account, "mj-0004", f'Type mismatch: "{name}" must be an object.', [name])]
+        return [_error(account, TYPE_MISMATCH, f'Type mismatch: "{name}" must be an object.', [name])]
     if len(value) > MAX_ITEMS:
         return [_error(account, "mj-0008", _too_many_text(name), [name])]
     return []
@@ -412,7 +431,7 @@ def _check_text(account: Account, value: Any, where: str) -> list[dict[str, Any]
     if value is None:
         return [_error(account, "mj-0003", _missing_text(where), [where])]
     if not isinstance(value, str):
-        return [_error(account, "mj-0004", f'Type mismatch: "{where}" must be a string.', [where])]
+        return [_error(account, TYPE_MISMATCH, f'Type mismatch: "{where}" must be a string.', [where])]
     if value == "":
         return [_error(account, "mj-0012", f'"{where}" must not be an empty string.', [where])]
     return []
@@ -420,7 +439,7 @@ def _check_text(account: Account, value: Any, where: str) -> list[dict[str, Any]
 
 def _check_address(account: Account, value: Any, where: str) -> list[dict[str, Any]]:
     if not isinstance(value, dict):
-        return [_error(account, "mj-0004", f'Type mismatch: "{where}" must be an object with "Email".', [where])]
+        return [_error(account, TYPE_MISMATCH, 'Type mismatch. Expected type "emailIn".', [where])]  # observed (php#237)
     email = ci_get(value, "Email")
     name = ci_get(value, "Name")
     errors = _check_text(account, email, f"{where}.Email")
@@ -432,7 +451,7 @@ def _check_address(account: Account, value: Any, where: str) -> list[dict[str, A
         # Observed text (a public test fixture).
         errors.append(_error(account, "mj-0013", f'"{email}" is an invalid email address.', [f"{where}.Email"]))
     if name is not None and not isinstance(name, str):
-        errors.append(_error(account, "mj-0004", f'Type mismatch: "{where}.Name" must be a string.', [f"{where}.Name"]))
+        errors.append(_error(account, TYPE_MISMATCH, f'Type mismatch: "{where}.Name" must be a string.', [f"{where}.Name"]))
     return errors
 
 

@@ -1,7 +1,8 @@
 """Send API v3.1 validation against the DevGuide's "Send API errors" table (reference/mailjet.md §6).
 
 Each rule is checked both ways: the valid edge is sent, the invalid one answers its documented
-ErrorCode, StatusCode and ErrorRelatedTo in the per-message error shape.
+ErrorCode, StatusCode and ErrorRelatedTo in the per-message error shape, or, for a type mismatch
+(mj-0004), refuses the whole request.
 """
 
 from __future__ import annotations
@@ -58,6 +59,18 @@ def errors(account: Account, sent: dict[str, Any]) -> list[tuple[str, list[str]]
     return [(error["ErrorCode"], error["ErrorRelatedTo"]) for error in result["Errors"]]
 
 
+def mismatch(account: Account, sent: dict[str, Any]) -> list[str]:
+    """ErrorRelatedTo of the request-level mj-0004 that refuses a batch holding `sent` after a valid
+    message: neither is sent."""
+    before = len(account.messages)
+    with pytest.raises(SendError) as raised:
+        send(account, {"Messages": [message(), sent]})
+    assert (raised.value.code, raised.value.status) == ("mj-0004", 400)
+    assert len(account.messages) == before
+    assert raised.value.related is not None
+    return raised.value.related
+
+
 def accepted(account: Account, sent: dict[str, Any]) -> bool:
     return answer(account, sent)["Status"] == "success"
 
@@ -77,7 +90,7 @@ def test_priority_outside_the_levels_is_not_allowed(account: Account, priority: 
 
 @pytest.mark.parametrize("priority", ["2", 2.5, True, "high"])
 def test_priority_that_is_not_an_integer_is_a_type_mismatch(account: Account, priority: Any) -> None:
-    assert errors(account, message(Priority=priority)) == [("mj-0004", ["Priority"])]
+    assert mismatch(account, message(Priority=priority)) == ["Messages.Priority"]
 
 
 def test_tracking_values_stay_checked(account: Account) -> None:
@@ -111,7 +124,7 @@ def test_tracking_is_kept_on_each_stored_message(account: Account) -> None:
 def test_urltags_up_to_256_characters(account: Account) -> None:
     assert accepted(account, message(URLTags="a" * 256))
     assert errors(account, message(URLTags="a" * 257)) == [("mj-0006", ["URLTags"])]
-    assert errors(account, message(URLTags=["utm_source=x"])) == [("mj-0004", ["URLTags"])]
+    assert mismatch(account, message(URLTags=["utm_source=x"])) == ["Messages.URLTags"]
 
 
 def test_subject_up_to_255_characters(account: Account) -> None:
@@ -161,12 +174,12 @@ def test_attachment_lists_hold_at_most_50(account: Account, name: str) -> None:
 def test_headers_and_variables_hold_at_most_50_entries(account: Account, name: str) -> None:
     assert accepted(account, message(**{name: {f"X-Key-{i}": "v" for i in range(50)}}))
     assert errors(account, message(**{name: {f"X-Key-{i}": "v" for i in range(51)}})) == [("mj-0008", [name])]
-    assert errors(account, message(**{name: ["X-Key: v"]})) == [("mj-0004", [name])]
+    assert mismatch(account, message(**{name: ["X-Key: v"]})) == [f"Messages.{name}"]
 
 
 def test_attachments_must_be_an_array_of_objects(account: Account) -> None:
-    assert errors(account, message(Attachments=ATTACHMENT)) == [("mj-0004", ["Attachments"])]
-    assert errors(account, message(Attachments=["a.txt"])) == [("mj-0004", ["Attachments[0]"])]
+    assert mismatch(account, message(Attachments=ATTACHMENT)) == ["Messages.Attachments"]
+    assert mismatch(account, message(Attachments=["a.txt"])) == ["Messages.Attachments"]
 
 
 # ---------------------------------------------------------------- mj-0012 empty string
@@ -177,7 +190,7 @@ def test_attachments_must_be_an_array_of_objects(account: Account) -> None:
 def test_attachment_fields_may_not_be_empty(account: Account, name: str, field: str) -> None:
     where = f"{name}[1].{field}"
     assert errors(account, message(**{name: [ATTACHMENT, {**ATTACHMENT, field: ""}]})) == [("mj-0012", [where])]
-    assert errors(account, message(**{name: [ATTACHMENT, {**ATTACHMENT, field: 7}]})) == [("mj-0004", [where])]
+    assert mismatch(account, message(**{name: [ATTACHMENT, {**ATTACHMENT, field: 7}]})) == [f"Messages.{name}.{field}"]
     missing = {key: value for key, value in ATTACHMENT.items() if key != field}
     assert errors(account, message(**{name: [ATTACHMENT, missing]})) == [("mj-0003", [where])]
 
@@ -324,7 +337,7 @@ def test_globals_that_are_not_an_object_are_a_type_mismatch(account: Account, gl
 def test_other_address_properties_are_checked_as_from_is(account: Account, name: str) -> None:
     extra = {"TemplateLanguage": True} if name == "TemplateErrorReporting" else {}
     assert accepted(account, message(**{name: {"Email": "r@example.com", "Name": "R"}}, **extra))
-    assert errors(account, message(**{name: "r@example.com"}, **extra)) == [("mj-0004", [name])]
+    assert mismatch(account, message(**{name: "r@example.com"}, **extra)) == [f"Messages.{name}"]
     assert errors(account, message(**{name: {"Email": "nope"}}, **extra)) == [("mj-0013", [f"{name}.Email"])]
     assert errors(account, message(**{name: {"Email": ""}}, **extra)) == [("mj-0012", [f"{name}.Email"])]
     assert errors(account, message(**{name: {"Name": "R"}}, **extra)) == [("mj-0003", [f"{name}.Email"])]
@@ -335,13 +348,13 @@ def test_other_address_properties_are_checked_as_from_is(account: Account, name:
 def test_boolean_properties_must_be_booleans(account: Account, name: str, value: Any) -> None:
     extra = {"CustomCampaign": "c", "TemplateLanguage": True}
     extra.pop(name, None)
-    assert errors(account, message(**{name: value}, **extra)) == [("mj-0004", [name])]
+    assert mismatch(account, message(**{name: value}, **extra)) == [f"Messages.{name}"]
     assert accepted(account, message(**{name: False}, **extra))
 
 
 def test_monitoring_category_is_a_string(account: Account) -> None:
     assert accepted(account, message(MonitoringCategory="orders"))
-    assert errors(account, message(MonitoringCategory=7)) == [("mj-0004", ["MonitoringCategory"])]
+    assert mismatch(account, message(MonitoringCategory=7)) == ["Messages.MonitoringCategory"]
 
 
 # ---------------------------------------------------------------- request level, content, recipients
@@ -401,12 +414,12 @@ def test_a_message_needs_a_text_or_html_part(account: Account, part: Any) -> Non
 
 @pytest.mark.parametrize("name", ["Subject", "TextPart", "HTMLPart", "CustomID", "CustomCampaign", "URLTags", "MonitoringCategory"])
 def test_string_properties_must_be_strings(account: Account, name: str) -> None:
-    assert errors(account, message(**{name: 7})) == [("mj-0004", [name])]
+    assert mismatch(account, message(**{name: 7})) == [f"Messages.{name}"]
 
 
 def test_event_payload_is_a_string_or_an_object_kept_as_json(account: Account) -> None:
-    assert errors(account, message(EventPayload=7)) == [("mj-0004", ["EventPayload"])]
-    assert errors(account, message(EventPayload=["a"])) == [("mj-0004", ["EventPayload"])]
+    assert mismatch(account, message(EventPayload=7)) == ["Messages.EventPayload"]
+    assert mismatch(account, message(EventPayload=["a"])) == ["Messages.EventPayload"]
     assert accepted(account, message(EventPayload="row,15"))
     assert accepted(account, message(EventPayload={"seat": "B", "row": 15}))
     # Webhooks carry it back as the `Payload` string.
@@ -462,8 +475,8 @@ def test_an_address_longer_than_rest_keeps_is_refused_at_once(account: Account, 
 
 
 def test_a_recipient_name_must_be_a_string(account: Account) -> None:
-    assert errors(account, message(To=[{"Email": "t@example.com", "Name": 7}])) == [("mj-0004", ["To[0].Name"])]
-    assert errors(account, message(Cc=[{"Email": "c@example.com", "Name": ["C"]}])) == [("mj-0004", ["Cc[0].Name"])]
+    assert mismatch(account, message(To=[{"Email": "t@example.com", "Name": 7}])) == ["Messages.To.Name"]
+    assert mismatch(account, message(Cc=[{"Email": "c@example.com", "Name": ["C"]}])) == ["Messages.Cc.Name"]
 
 
 def test_a_send_creates_each_unknown_recipient_as_a_contact_with_its_name(account: Account) -> None:
@@ -523,17 +536,24 @@ def test_globals_merge_every_documented_object_and_append_every_documented_array
     assert [r["Email"] for r in body["Messages"][0]["Cc"]] == ["cc-global@example.com", "cc@example.com"]
 
 
-def test_a_message_that_is_not_an_object_is_a_type_mismatch_and_the_others_still_go(account: Account) -> None:
-    status, body = send(account, {"Messages": ["hello", message()]})
-    refused, sent = body["Messages"]
-    assert status == 400 and sent["Status"] == "success"
-    assert [(e["ErrorCode"], e["ErrorRelatedTo"]) for e in refused["Errors"]] == [("mj-0004", ["Messages[0]"])]
-    assert len(account.messages) == 1
+def test_a_message_that_is_not_an_object_refuses_the_whole_request(account: Account) -> None:
+    assert mismatch(account, "hello") == ["Messages"]
+
+
+def test_a_type_mismatch_is_a_request_level_error_as_users_saw_it(account: Account) -> None:
+    # mailjet-apiv3-php#237: From given as an array of addresses; the whole request was refused with
+    # a flat body, and the valid messages around it were not sent.
+    with pytest.raises(SendError) as raised:
+        send(account, {"Messages": [message(), message(From=[{"Email": "f@example.com"}], To=[{"Email": "x@example.com"}])]})
+    body = raised.value.to_json("id")
+    assert body == {"ErrorIdentifier": "id", "ErrorCode": "mj-0004", "ErrorMessage": 'Type mismatch. Expected type "emailIn".',
+                    "StatusCode": 400, "ErrorRelatedTo": ["Messages.From"]}
+    assert account.messages == [] and account.contacts == {}
 
 
 @pytest.mark.parametrize("kind", ["To", "Cc", "Bcc"])
 def test_recipients_that_are_not_an_array_are_a_type_mismatch(account: Account, kind: str) -> None:
-    assert errors(account, message(**{kind: {"Email": "t@example.com"}})) == [("mj-0004", [kind])]
+    assert mismatch(account, message(**{kind: {"Email": "t@example.com"}})) == [f"Messages.{kind}"]
     assert account.messages == []
 
 
