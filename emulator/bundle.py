@@ -143,6 +143,7 @@ class Bundle:
             self._save_state()
         self.runner = Runner()
         self.urls: BundleUrls | None = None
+        self._mailjet: MailjetService | None = None  # once made: its configured account's key is the one in use
         self._list_id = config.list_id  # the default workspace's Mailjet tile's, once started
         self._clock_task: asyncio.Task[None] | None = None
         self.started = False
@@ -184,6 +185,7 @@ class Bundle:
         self.urls = BundleUrls(url_of(segment_sock), url_of(mailjet_sock), url_of(destination_sock))
         segment_app = create_segment_app(config, self.clock, self.urls)
         mailjet_app = create_mailjet_app(config, self.clock, self.urls)
+        self._mailjet = mailjet_app.state.service
         self._follow_auth_key(segment_app, mailjet_app)
         # A restored tile keeps the list it was given (`--list-id` makes new state only).
         self._list_id = int(segment_app.state.pipeline.destination.settings["listId"])
@@ -203,23 +205,32 @@ class Bundle:
         configured account's App Connections page still hold the old one: a tile set up with the
         given key would fail "unknown authentication key". A key a user set (another value) is
         theirs and stays, as App Connections' segmentUrl does.
+
+        The stored state is wired with the key bundle.json names and with the one the configured
+        account's App Connections page holds: they differ when a run that changed the page (a PUT,
+        a snapshot import) ended without its stop writing bundle.json (a kill).
         """
-        old, new = self._wired_auth_key, self.config.auth_key
-        if old == new:
+        service = mailjet_app.state.service
+        connection_key = service.default.account.app_connection.authentication_key
+        old, new = {self._wired_auth_key, connection_key}, self.config.auth_key
+        if old == {new}:
             return
         workspaces = segment_app.state.workspaces
         for workspace in workspaces:
-            if workspace.pipeline.destination.settings.get("apiKey") == old:
+            if workspace.pipeline.destination.settings.get("apiKey") in old - {new}:
                 workspace.pipeline.configure({"settings": {"apiKey": new}})
         if workspaces.store is not None:
             workspaces.store.flush()
-        service = mailjet_app.state.service
-        account = service.default.account
-        if account.app_connection.authentication_key == old:
+        if connection_key in old - {new}:
             service.update_app_connection(service.default, {"authenticationKey": new})
             service.changes.save()
         self._wired_auth_key = new
         self._save_state()
+
+    def _auth_key_in_use(self) -> str:
+        """The key the destination takes for the configured account: its App Connections page's."""
+        assert self._mailjet is not None
+        return self._mailjet.default.account.app_connection.authentication_key
 
     def info(self) -> dict[str, Any]:
         assert self.urls is not None, "the bundle is not started"
@@ -231,7 +242,8 @@ class Bundle:
             "write_key": self.config.write_key,
             "mailjet_api_key": self.config.mailjet_api_key,
             "mailjet_secret_key": self.config.mailjet_secret_key,
-            "auth_key": self.config.auth_key,
+            # The page's, not the config's: a restored page keeps the key a PUT or an import gave it.
+            "auth_key": self._auth_key_in_use(),
             "list_id": self._list_id,
             "control_token": self.config.control_token,
         }
@@ -254,7 +266,11 @@ class Bundle:
         await self._stopped()
 
     async def _stopped(self) -> None:
-        """The servers are down: stop the clock and let another bundle have the data dir."""
+        """The servers are down: stop the clock, note the key in use for the next start (a PUT or a
+        snapshot import may have changed it), and let another bundle have the data dir."""
+        if self._lock is not None and self._mailjet is not None:
+            self._wired_auth_key = self._auth_key_in_use()
+            self._save_state()
         if self._clock_task is not None:
             self._clock_task.cancel()
             try:

@@ -17,7 +17,7 @@ from typing import Any
 import httpx
 import pytest
 
-from emulator.bundle import BUNDLE_STATE_FILE, BackgroundBundle, Bundle
+from emulator.bundle import BUNDLE_STATE_FILE, BackgroundBundle, Bundle, remembered_auth_key
 from emulator.common.clock import EARLIEST, LATEST, iso, parse_iso
 from emulator.config import BundleConfig
 
@@ -26,14 +26,20 @@ SEND = {"Messages": [{"From": {"Email": "shop@example.com"}, "To": [{"Email": "a
                       "Subject": "Hi", "TextPart": "Hello"}]}
 
 
+REMEMBERED = object()
+
+
 @pytest.fixture
 def start(tmp_path: Path) -> Iterator[Callable[..., dict[str, Any]]]:
-    """`start(**config)`: a bundle on the test's data dir; starting again stops the one before."""
+    """`start(**config)`: a bundle on the test's data dir; starting again stops the one before.
+    `auth_key=REMEMBERED` starts with the key bundle.json holds then, as `segjet up` without --auth-key."""
     running: list[BackgroundBundle] = []
 
     def start_bundle(**config: Any) -> dict[str, Any]:
         if running:
             running.pop().stop()
+        if config.get("auth_key") is REMEMBERED:
+            config["auth_key"] = remembered_auth_key(str(tmp_path / "data"))
         bundle = BackgroundBundle(BundleConfig(segment_port=0, mailjet_port=0, destination_port=0,
                                                data_dir=str(tmp_path / "data"), **config))
         running.append(bundle)
@@ -241,6 +247,35 @@ def test_the_stored_round_trip_follows_the_authentication_key_of_the_new_start(
 
     third = start(**({"auth_key": keys[1]} if keys[1] else {}))  # and it is what the next start finds stored
     assert call("GET", f"{third['segment_url']}/_emulator/destinations/mailjet")["settings"]["apiKey"] == third["auth_key"]
+
+
+@pytest.mark.parametrize("change", ["snapshot import", "App Connections PUT"])
+def test_a_restart_keeps_and_names_the_key_app_connections_holds(start: Callable[..., dict[str, Any]], change: str) -> None:
+    # The start banner and the ready file named the key bundle.json kept from the first start, which
+    # the destination refused (401 "unknown authentication key") once the page held another.
+    first = start(auth_key="first-key")
+    if change == "snapshot import":
+        other = BundleConfig(segment_port=0, mailjet_port=0, destination_port=0, auth_key="imported-key")
+        with BackgroundBundle(other) as exporter:
+            segment_snapshot = call("GET", f"{exporter['segment_url']}/_emulator/snapshot")
+            mailjet_snapshot = call("GET", f"{exporter['mailjet_url']}/_emulator/snapshot")
+        call("PUT", f"{first['segment_url']}/_emulator/snapshot", segment_snapshot)
+        call("PUT", f"{first['mailjet_url']}/_emulator/snapshot", mailjet_snapshot)
+    else:
+        call("PUT", f"{first['mailjet_url']}/_emulator/app-connections/segment", {"authenticationKey": "imported-key"})
+        call("PUT", f"{first['segment_url']}/_emulator/destinations/mailjet", {"settings": {"apiKey": "imported-key"}})
+
+    again = start(auth_key=REMEMBERED)
+    assert again["auth_key"] == "imported-key"
+    call("POST", f"{again['segment_url']}/v1/identify", {"userId": "u1", "traits": {"email": "u1@example.com"}},
+         auth=(again["write_key"], ""))
+    wait_for("the identify after the restart delivered", lambda: delivery_states(again, "u1") == ["delivered"])
+    assert call("GET", f"{again['segment_url']}/_emulator/destinations/mailjet")["settings"]["apiKey"] == "imported-key"
+    assert call("GET", f"{again['mailjet_url']}/_emulator/app-connections/segment")["authenticationKey"] == "imported-key"
+
+    moved = start(auth_key="flag-key")  # --auth-key on a later start moves that key's wiring to the flag's
+    assert moved["auth_key"] == "flag-key"
+    assert call("GET", f"{moved['segment_url']}/_emulator/destinations/mailjet")["settings"]["apiKey"] == "flag-key"
 
 
 def test_a_start_that_fails_before_serving_leaves_the_key_change_to_the_next_one(tmp_path: Path) -> None:
