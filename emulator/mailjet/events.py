@@ -702,8 +702,11 @@ class EmailEvents:
                 plan.append((click_at, "click", {**client, "url": url}))
         if rng.random() < sim.spam_rate:
             plan.append((later(opened_at), "spam", {}))
-        if message.list_id and rng.random() < sim.unsub_rate:
-            plan.append((later(opened_at), "unsub", {**client, "mj_list_id": message.list_id}))
+        if rng.random() < sim.unsub_rate:
+            # From the campaign's list; a message sent to no list (Send API) unsubscribes its recipient
+            # from their one subscribed list when the step fires, as the control API's unsub does, and
+            # from none when they have none or several (`_only_subscribed_list`).
+            plan.append((later(opened_at), "unsub", client))
         return plan
 
     def _simulated(self, life: Life, step: tuple[datetime, str, dict[str, Any]]) -> Callable[[], None]:

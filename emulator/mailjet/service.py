@@ -91,15 +91,20 @@ class MailjetService:
 
     def update_app_connection(self, tenant: Tenant, changes: dict[str, Any]) -> AppConnection:
         """`Account.update_app_connection`, refusing (AccountError 409) another account's
-        authentication key: the key says which account the destination writes to."""
+        authentication key: the key says which account the destination writes to; the Segment
+        forwards still waiting follow a new segmentUrl."""
         auth_key = changes.get("authenticationKey")
         owner = self.tenant_with_authentication_key(auth_key) if isinstance(auth_key, str) else None
         if owner is not None and owner is not tenant:
             raise AccountError(f"authenticationKey is the account {owner.account.api_key!r}'s; each account has its own", 409)
         try:
-            return tenant.account.update_app_connection(changes)
+            connection = tenant.account.update_app_connection(changes)
         except ValueError as exc:
             raise AccountError(str(exc)) from exc
+        # What still waits goes to the URL the page names now, as a webhook's waiting retries go to
+        # its new URL: a forward retrying against a wrong one held every later event for 17 minutes.
+        tenant.outbox.segment.retarget(connection.segment_url)
+        return connection
 
     def attach(self, account: Account) -> Tenant:
         """The email events and outbox of an account; not registered until `install`."""

@@ -285,3 +285,19 @@ def test_a_redirect_from_segment_does_not_count_as_delivered(stack: Stack, endpo
     assert (row["segment"]["state"], row["segment"]["attempts"][0]["status"]) == ("retrying", 302)
     # The retry may already have come (1 s later): never to where the redirect pointed.
     assert {(method, path) for method, path, _ in endpoint.received} == {("POST", "/redirect/302/v1/batch")}
+
+
+def test_a_segment_url_fixed_in_app_connections_takes_the_forwards_still_waiting(stack: Stack, endpoint: Endpoint) -> None:
+    # The forward retrying against the wrong URL kept it after the fix, and held every later event
+    # behind it until its 10 retries ran out (~17 minutes), then failed.
+    stack.connect_segment(segmentUrl=f"{stack.receiver_url}/status/503", writeKey=stack.info["write_key"], sendEvents=True)
+    first = send(stack, "early@mailjet.com")
+    stack.advance("1s")
+    wait_for(lambda: (r := row_of_or_none(stack, first)) and r["segment"]["state"] == "retrying", "a first failed forward")
+    stack.connect_segment(segmentUrl=stack.info["segment_url"])
+    later = send(stack, "late@mailjet.com")
+    stack.advance("2s")  # the retry is due 1 s after the failure; the later `sent` 1 s after its send
+    delivered = wait_for(lambda: len(calls := stack.segment_events(event="Email Delivered")) == 2 and calls,
+                         "both Email Delivered calls in the fake Segment")
+    assert sorted(call["properties"]["email_id"] for call in delivered) == sorted([str(first), str(later)])
+    assert {path for _, path, _ in endpoint.received} == {"/status/503/v1/batch"}

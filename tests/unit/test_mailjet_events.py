@@ -395,6 +395,21 @@ def test_an_unsub_event_only_unsubscribes_at_its_own_time(fake: Fake) -> None:
     assert bob.unsubscribed_at < fake.clock.now() - timedelta(days=1)
 
 
+def test_a_simulated_unsub_of_a_send_api_message_is_from_the_recipients_one_list(fake: Fake) -> None:
+    # Only campaign messages were ever unsubscribed from: the README's unsub rate ("a share of opened
+    # messages") never applied to what the Send API sent. As the control API's unsub, the recipient's
+    # one subscribed list is the one; a recipient on no list (or several) does not unsubscribe.
+    fake.events.configure_simulation({"open_rate": 1, "unsub_rate": 1, "delay": "10m", "seed": 3})
+    fake.subscribe("ada@example.com")
+    subscribed, listless = fake.send("ada@example.com"), fake.send("nolist@example.com")
+    fake.advance(timedelta(hours=1))
+    assert fake.kinds(subscribed) == ["sent", "open", "unsub"]
+    assert fake.kinds(listless) == ["sent", "open"]
+    ada = fake.account.find_recipient(fake.account.find_contact("ada@example.com").id, 1)
+    (unsub,) = fake.events.events(event="unsub")
+    assert ada.is_unsubscribed and ada.unsubscribed_at == unsub.at
+
+
 # ---------------------------------------------------------------- campaigns
 
 
