@@ -1,7 +1,8 @@
 """Every segjet benchmark in one run: a table on stdout, every figure in benchmarks/results/latest.json.
 
-`make bench` runs it; `BENCH_QUICK=1 make bench` runs small sizes for a few seconds each, only to
-prove the benchmarks still work (CI). Figures are printed, never asserted.
+`make bench` (`python -m benchmarks.run`) runs it, for several minutes; `BENCH_QUICK=1 make bench`
+runs small sizes for a few seconds each, only to prove the benchmarks still work (CI). Figures are
+printed, never asserted.
 
 Servers run in their own processes (`segjet up`, or `benchmarks/servers.py` for the ingestion
 bundle with validation on and off, the bare endpoint, and moto), except the reset's: it runs where
@@ -12,6 +13,7 @@ each figure is measured is said in the docstring or comments of its `bench_*` fu
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import contextlib
 import json
@@ -19,6 +21,7 @@ import math
 import os
 import platform
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -521,12 +524,21 @@ def print_table(figures: dict[str, Any], met: dict[str, bool | None]) -> None:
         print(f"{name:<34} {shown:>14}  {target_text:<10} {verdict}")
 
 
+def stop_on_sigterm(signum: int, frame: object) -> None:
+    # Unwinds as Ctrl-C does, so every `finally` runs: server processes stopped, the work dir removed.
+    raise SystemExit(128 + signum)
+
+
 def main() -> None:
+    signal.signal(signal.SIGTERM, stop_on_sigterm)
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.run", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     figures: dict[str, Any] = {
         "mode": "quick" if QUICK else "full",
         "machine": f"{os.cpu_count()} CPUs, {platform.python_implementation()} {platform.python_version()}",
     }
     try:
+        parser.parse_args()  # in the try: the work dir, made at import, goes after --help too
         for title, bench in BENCHES:
             started = time.perf_counter()
             print(f"{title} ...", end=" ", flush=True)
