@@ -375,7 +375,9 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--mailjet-api-key", default=BundleConfig.mailjet_api_key,
                        help="the Mailjet account to check; its App Connections page is the one set up")
     check.add_argument("--mailjet-secret-key", default=BundleConfig.mailjet_secret_key)
-    check.add_argument("--list-id", type=_list_id, default=BundleConfig.list_id)
+    check.add_argument("--list-id", type=_list_id, default=None,
+                       help="the Mailjet list the contacts must be in (default: the list the Mailjet tile of"
+                       " --write-key's source writes to)")
     check.add_argument("--seed", type=_whole_number, default=0)
     check.add_argument("--users", type=_positive_int, default=3)
     check.add_argument(

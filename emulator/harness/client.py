@@ -86,7 +86,9 @@ class SegjetClient:
         self.write_key: str = info["write_key"]
         self.mailjet_api_key: str = info["mailjet_api_key"]
         self.mailjet_secret_key: str = info["mailjet_secret_key"]
-        self.list_id: int = int(info.get("list_id", 1))
+        # None: not given (`segjet check` without --list-id); the scenario reads the list the Mailjet
+        # tile of the write key's workspace writes to.
+        self.list_id: int | None = None if info.get("list_id") is None else int(info["list_id"])
         # Known when the stack was started here; `segjet check` against running servers may not know them.
         self.destination_url: str | None = info.get("destination_url")
         self.dashboard_url: str | None = info.get("dashboard_url")

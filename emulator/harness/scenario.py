@@ -34,6 +34,8 @@ EMAIL_EVENTS = {
 }
 LINK = "https://shop.segjet.test/offer"
 WRITE_KEY_HINT = ": is --write-key the one `segjet up` was given?"
+MAILJET_TILE = "/_emulator/destinations/mailjet"
+LIST_ID_HINT = "; or give segjet check the list with --list-id"
 # The server's 401 names the headers a script sends; a `segjet check` user passes a flag instead.
 CONTROL_TOKEN_HINT = (
     ": the servers were started with a control token; give segjet check the same one"
@@ -221,6 +223,7 @@ class Scenario:
         return f"{len(self.users)} identify calls accepted", checked
 
     def contacts_in_list(self) -> tuple[str, int]:
+        list_id = self._contacts_list_id()
         checked = 0
         for user in self.users:
             identify_id = user.trace[0]["messageId"]
@@ -237,11 +240,11 @@ class Scenario:
             except SegjetTimeout as exc:
                 seen = self.client.contact_properties(user.email)
                 raise HopFailed(f"Mailjet contact {user.email}: expected {expected}, found {seen}") from exc
-            if not self._in_list(user.email):
-                raise HopFailed(f"Mailjet contact {user.email} is not subscribed to list {self.client.list_id}")
-            user.note("mailjet", f"contact in list {self.client.list_id} with {len(expected)} properties", identify_id)
+            if not self._in_list(user.email, list_id):
+                raise HopFailed(f"Mailjet contact {user.email} is not subscribed to list {list_id}")
+            user.note("mailjet", f"contact in list {list_id} with {len(expected)} properties", identify_id)
         checked += self._check_journal("destination → Mailjet", "POST", "/managecontact", "mailjet.managecontact")
-        return f"{len(self.users)} contacts in list {self.client.list_id} with their properties", checked
+        return f"{len(self.users)} contacts in list {list_id} with their properties", checked
 
     def order_events(self) -> tuple[str, int]:
         self._engage_before = {message["messageId"] for message in self._engage_identifies()}
@@ -260,9 +263,13 @@ class Scenario:
         if AUDIENCE_KEY in existing:
             rule = existing[AUDIENCE_KEY]["rule"]
             if rule != AUDIENCE_RULE:
+                # It may come from the control API (a reset drops it) or from --config (a reset redefines it).
                 raise HopFailed(
                     f"the fake Segment already has audience {AUDIENCE_KEY!r} with rule {rule}, and the check "
-                    f"needs {AUDIENCE_RULE}: start `segjet up` without that audience in --config, or with this rule"
+                    f"needs {AUDIENCE_RULE}: remove it with `DELETE /_emulator/engage/audiences/{AUDIENCE_KEY}`"
+                    " (in the --write-key's workspace), or run the check without --no-reset, whose reset drops"
+                    " what the control API defined; one from `segjet up --config` comes back at each reset:"
+                    " start `segjet up` without that audience in --config, or with this rule"
                 )
         else:
             key = self.client.define_audience(AUDIENCE_NAME, AUDIENCE_RULE)
@@ -408,12 +415,27 @@ class Scenario:
             raise HopFailed(f"message {message_id} was {record['state']}: {record.get('reason')}")
         return record
 
-    def _in_list(self, email: str) -> bool:
+    def _contacts_list_id(self) -> int:
+        """The client's list, else the one the Mailjet tile of the write key's workspace writes to: where
+        the destination puts the contacts (`segjet up --list-id 5`, or a tile changed since)."""
+        if self.client.list_id is not None:
+            return self.client.list_id
+        what = "cannot read the list the fake Segment's Mailjet tile writes to"
+        try:
+            tile = self.client.segment("GET", MAILJET_TILE)
+        except httpx.HTTPError as exc:
+            raise HopFailed(f"{what}: {exc}{control_token_hint(exc)}{LIST_ID_HINT}") from exc
+        try:
+            return int(tile["settings"]["listId"])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise HopFailed(f"{what}: GET {MAILJET_TILE} answered {tile!r}{LIST_ID_HINT}") from exc
+
+    def _in_list(self, email: str, list_id: int) -> bool:
         contact = self.client.mailjet("GET", f"/v3/REST/contact/{path_segment(email)}")
         if contact.status_code != 200:
             return False
         contact_id = contact.json()["Data"][0]["ID"]
         recipients = succeeded(self.client.mailjet(
-            "GET", "/v3/REST/listrecipient", params={"ContactsList": self.client.list_id, "Contact": contact_id}
+            "GET", "/v3/REST/listrecipient", params={"ContactsList": list_id, "Contact": contact_id}
         )).json()["Data"]
         return any(not recipient.get("IsUnsubscribed") for recipient in recipients)
