@@ -208,13 +208,18 @@ class Bundle:
 
         The stored state is wired with the key bundle.json names and with the one the configured
         account's App Connections page holds: they differ when a run that changed the page (a PUT,
-        a snapshot import) ended without its stop writing bundle.json (a kill).
+        a snapshot import) ended without its stop writing bundle.json (a kill). A start with the key
+        bundle.json names (`segjet up` without --auth-key) keeps the page's then: the change was
+        answered 2xx, so it is kept, whatever way the run ended.
         """
         service = mailjet_app.state.service
         connection_key = service.default.account.app_connection.authentication_key
-        old, new = {self._wired_auth_key, connection_key}, self.config.auth_key
-        if old == {new}:
+        if self.config.auth_key == self._wired_auth_key:
+            if connection_key != self._wired_auth_key:
+                self._wired_auth_key = connection_key
+                self._save_state()
             return
+        old, new = {self._wired_auth_key, connection_key}, self.config.auth_key
         workspaces = segment_app.state.workspaces
         for workspace in workspaces:
             if workspace.pipeline.destination.settings.get("apiKey") in old - {new}:

@@ -278,6 +278,30 @@ def test_a_restart_keeps_and_names_the_key_app_connections_holds(start: Callable
     assert call("GET", f"{moved['segment_url']}/_emulator/destinations/mailjet")["settings"]["apiKey"] == "flag-key"
 
 
+def test_a_key_changed_in_a_run_that_was_killed_is_kept_by_a_start_without_auth_key(tmp_path: Path) -> None:
+    # A kill left bundle.json naming the first key, and the next start moved the page and the tile
+    # back to it: a change answered 200 was undone, depending on how the run ended.
+    data_dir = tmp_path / "data"
+
+    def config(auth_key: str | None) -> BundleConfig:
+        assert auth_key is not None
+        return BundleConfig(segment_port=0, mailjet_port=0, destination_port=0, data_dir=str(data_dir), auth_key=auth_key)
+
+    with BackgroundBundle(config("first-key")) as first:
+        call("PUT", f"{first['mailjet_url']}/_emulator/app-connections/segment", {"authenticationKey": "put-key"})
+        call("PUT", f"{first['segment_url']}/_emulator/destinations/mailjet", {"settings": {"apiKey": "put-key"}})
+    # What a kill leaves: bundle.json as the start wrote it, not as the stop writes it.
+    (data_dir / BUNDLE_STATE_FILE).write_text(json.dumps({"auth_key": "first-key", "clock_offset_seconds": 0}) + "\n")
+    with BackgroundBundle(config(remembered_auth_key(str(data_dir)))) as again:  # as `segjet up` without --auth-key
+        assert again["auth_key"] == "put-key"
+        assert call("GET", f"{again['mailjet_url']}/_emulator/app-connections/segment")["authenticationKey"] == "put-key"
+        assert call("GET", f"{again['segment_url']}/_emulator/destinations/mailjet")["settings"]["apiKey"] == "put-key"
+        call("POST", f"{again['segment_url']}/v1/identify", {"userId": "u1", "traits": {"email": "u1@example.com"}},
+             auth=(again["write_key"], ""))
+        wait_for("the identify after the restart delivered", lambda: delivery_states(again, "u1") == ["delivered"])
+    assert remembered_auth_key(str(data_dir)) == "put-key"
+
+
 def test_a_start_that_fails_before_serving_leaves_the_key_change_to_the_next_one(tmp_path: Path) -> None:
     # bundle.json took the new key as the bundle was made: a start that then failed (a port in use)
     # left the next start with that key, nothing to move the stored state from, and deliveries failing.
