@@ -10,7 +10,6 @@ wording and "Max Allowed item limit is 50" are documented, the other texts are g
 from __future__ import annotations
 
 import json
-import re
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -20,7 +19,6 @@ from ..common.json_body import decode_json
 from .models import EMAIL_PATTERN, MAX_STRING_LENGTH, Account, ci_get, mj_time
 
 TYPE_MISMATCH = "mj-0004"
-_LIST_INDEX = re.compile(r"\[\d+\]")
 # Documented for Messages, Attachments, InlinedAttachments, Headers and Variables (mj-0008).
 MAX_ITEMS = 50
 MAX_RECIPIENTS = 50
@@ -42,6 +40,8 @@ MERGED_OBJECTS = frozenset({"from", "sender", "replyto", "templateerrorreporting
 APPENDED_ARRAYS = frozenset({"cc", "bcc", "attachments", "inlinedattachments"})
 # Address objects other than From and the recipients; checked as From is.
 OTHER_ADDRESSES = ("Sender", "ReplyTo", "TemplateErrorReporting")
+RECIPIENT_KINDS = ("To", "Cc", "Bcc")
+ATTACHMENT_LISTS = ("Attachments", "InlinedAttachments")
 BOOLEAN_PROPERTIES = ("DeduplicateCampaign", "TemplateLanguage", "TemplateErrorDeliver")
 # The DevGuide's list of forbidden headers (send-0011), exactly; Reply-To is not in it.
 FORBIDDEN_HEADERS = frozenset(
@@ -186,11 +186,10 @@ def _uuid(account: Account) -> str:
 def send(account: Account, body: Any) -> tuple[int, dict[str, Any]]:
     """Validate and store a v3.1 send; answer (HTTP status, body).
 
-    A type mismatch anywhere refuses the whole request, nothing sent: users saw a flat mj-0004 body
-    naming the property as "Messages.From" (mailjet-apiv3-php#237, 2021) and
-    "Messages.TemplateErrorReporting" (mailjet-apiv3-nodejs#155, 2022), as the body is read into
-    typed messages before any is checked. Valid messages are sent even when others in the batch fail
-    their other checks (documented). The status is 200
+    A structure that cannot be read (`_check_structure`: an address that is no object, say) refuses
+    the whole request, nothing sent; a scalar of the wrong type fails its message only (mj-0004),
+    as every other check does, and valid messages are sent even when others in the batch fail
+    (documented). The status is 200
     when every message succeeded, else the first failed message's first error's StatusCode, even if
     others were sent: what users saw of the real API (mailjet-apiv3-java#121, "an 400 status code is
     returned if one or more of the messages fails, as documented"; mailjet-gem#177; the thrown error
@@ -217,27 +216,65 @@ def send(account: Account, body: Any) -> tuple[int, dict[str, Any]]:
     elif not isinstance(globals_, dict):  # [], "", 0 and false included
         raise SendError(TYPE_MISMATCH, 'Type mismatch: "Globals" must be an object.', related=["Globals"])
 
-    checked = []
-    for index, raw in enumerate(messages):
-        message = _with_globals(globals_, raw) if isinstance(raw, dict) else raw
-        checked.append((message, _validate_message(account, message, index)))
-    for _, errors in checked:
-        for error in errors:
-            if error["ErrorCode"] == TYPE_MISMATCH:
-                raise SendError(TYPE_MISMATCH, error["ErrorMessage"], related=[_request_path(error["ErrorRelatedTo"][0])])
-    results = [
-        {"Status": "error", "Errors": errors} if errors else _accept(account, message, sandbox) for message, errors in checked
-    ]
+    _check_structure(globals_, "Globals")
+    for raw in messages:
+        if not isinstance(raw, dict):
+            raise _structure_mismatch("Messages", "object")
+        _check_structure(raw, "Messages")
+
+    results = []
+    for raw in messages:
+        message = _with_globals(globals_, raw)
+        errors = _validate_message(account, message)
+        results.append({"Status": "error", "Errors": errors} if errors else _accept(account, message, sandbox))
     failed = [result for result in results if result["Status"] == "error"]
     status = failed[0]["Errors"][0]["StatusCode"] if failed else 200
     return status, {"Messages": results}
 
 
-def _request_path(related: str) -> str:
-    """A message's property as a request-level error names it: "To[0].Name" -> "Messages.To.Name".
-    GUESS: list indexes dropped, as the observed paths ("Messages.From") have none."""
-    path = _LIST_INDEX.sub("", related)
-    return path if path == "Messages" or path.startswith("Messages.") else f"Messages.{path}"
+def _check_structure(properties: dict[str, Any], root: str) -> None:
+    """Refuse the whole request (SendError mj-0004) for a property of a message or of Globals that
+    cannot be read into its type: an address that is no object, a list that is no array or holds
+    something else, Headers or Variables that are no object.
+
+    Users saw such a request refused with a flat body naming the property from the request's root
+    (`Messages.From`, 'Type mismatch. Expected type "emailIn".': mailjet-apiv3-php#237, 2021;
+    `Messages.TemplateErrorReporting`: mailjet-apiv3-nodejs#155, 2022), and a wrongly typed scalar
+    refused in its message alone (a string TemplateID, 'Expected type "integer".', related
+    `TemplateID`: api-documentation#8). GUESS: the other structures behave as the addresses do,
+    the type names of arrays and objects ("array", "object"), and no list index in the path.
+    """
+    for name in ("From", *OTHER_ADDRESSES):
+        value = ci_get(properties, name)
+        if value is not None and not isinstance(value, dict):
+            raise _structure_mismatch(f"{root}.{name}", "emailIn")
+    for name in RECIPIENT_KINDS:
+        value = ci_get(properties, name)
+        if value is not None:
+            _check_list(value, f"{root}.{name}", "emailIn")
+    for name in ATTACHMENT_LISTS:
+        value = ci_get(properties, name)
+        if value is not None:
+            _check_list(value, f"{root}.{name}", "object")
+    for name in ("Headers", "Variables"):
+        value = ci_get(properties, name)
+        if value is not None and not isinstance(value, dict):
+            raise _structure_mismatch(f"{root}.{name}", "object")
+
+
+def _check_list(value: Any, where: str, item_type: str) -> None:
+    if not isinstance(value, list):
+        raise _structure_mismatch(where, "array")
+    if not all(isinstance(item, dict) for item in value):
+        raise _structure_mismatch(where, item_type)
+
+
+def _structure_mismatch(where: str, expected: str) -> SendError:
+    return SendError(TYPE_MISMATCH, f'Type mismatch. Expected type "{expected}".', related=[where])
+
+
+def _scalar_mismatch(account: Account, where: str, expected: str) -> dict[str, Any]:
+    return _error(account, TYPE_MISMATCH, f'Type mismatch. Expected type "{expected}".', [where])  # observed wording
 
 
 def _with_globals(globals_: dict[str, Any], message: dict[str, Any]) -> dict[str, Any]:
@@ -286,12 +323,13 @@ def _too_many_text(name: str) -> str:
     return f'Too many items in "{name}": Max Allowed item limit is {MAX_ITEMS}.'  # the limit's words are documented
 
 
-def _validate_message(account: Account, message: Any, index: int) -> list[dict[str, Any]]:
-    if not isinstance(message, dict):
-        return [_error(account, TYPE_MISMATCH, f"Type mismatch: Messages[{index}] must be an object.", [f"Messages[{index}]"])]
+def _validate_message(account: Account, message: dict[str, Any]) -> list[dict[str, Any]]:
+    """The message's errors; its structure is already checked (`_check_structure`)."""
     errors: list[dict[str, Any]] = []
     template_id = ci_get(message, "TemplateID")
-    if template_id is not None:
+    if template_id is not None and (not isinstance(template_id, int) or isinstance(template_id, bool)):
+        errors.append(_scalar_mismatch(account, "TemplateID", "integer"))  # observed (api-documentation#8)
+    elif template_id is not None:
         # We emulate no templates, so every TemplateID is "not accessible" (send-0010).
         errors.append(_error(account, "send-0010", f'Template ID "{template_id}" doesn\'t exist for your account.', ["TemplateID"]))
     sender = ci_get(message, "From")
@@ -307,12 +345,12 @@ def _validate_message(account: Account, message: Any, index: int) -> list[dict[s
     for name in ("Subject", "TextPart", "HTMLPart", "CustomID", "CustomCampaign", "URLTags", "MonitoringCategory"):
         value = ci_get(message, name)
         if value is not None and not isinstance(value, str):
-            errors.append(_error(account, TYPE_MISMATCH, f'Type mismatch: "{name}" must be a string.', [name]))
+            errors.append(_scalar_mismatch(account, name, "string"))
     # "false" is a type mismatch, not a truthy DeduplicateCampaign (which would ask for a CustomCampaign).
     for name in BOOLEAN_PROPERTIES:
         value = ci_get(message, name)
         if value is not None and not isinstance(value, bool):
-            errors.append(_error(account, TYPE_MISMATCH, f'Type mismatch: "{name}" must be a boolean.', [name]))
+            errors.append(_scalar_mismatch(account, name, "boolean"))
     for name, limit in MAX_LENGTHS.items():
         value = ci_get(message, name)
         if isinstance(value, str) and len(value) > limit:
@@ -321,7 +359,7 @@ def _validate_message(account: Account, message: Any, index: int) -> list[dict[s
     # GUESS: the docs type EventPayload as a string; an object is taken too (clients pass one) and
     # comes back in events as its compact JSON text.
     if payload is not None and not isinstance(payload, (str, dict)):
-        errors.append(_error(account, TYPE_MISMATCH, 'Type mismatch: "EventPayload" must be a string.', ["EventPayload"]))
+        errors.append(_scalar_mismatch(account, "EventPayload", "string"))
     if not ci_get(message, "TextPart") and not ci_get(message, "HTMLPart") and template_id is None:
         errors.append(
             _error(account, "send-0003", 'At least "HTMLPart", "TextPart" or "TemplateID" must be provided.', ["HTMLPart", "TextPart"])
@@ -333,7 +371,7 @@ def _validate_message(account: Account, message: Any, index: int) -> list[dict[s
     priority = ci_get(message, "Priority")
     if priority is not None:
         if not isinstance(priority, int) or isinstance(priority, bool):
-            errors.append(_error(account, TYPE_MISMATCH, 'Type mismatch: "Priority" must be an integer.', ["Priority"]))
+            errors.append(_scalar_mismatch(account, "Priority", "integer"))
         elif priority not in PRIORITY_VALUES:
             errors.append(_not_allowed(account, "Priority", PRIORITY_VALUES))
     if ci_get(message, "DeduplicateCampaign") is True and not ci_get(message, "CustomCampaign"):
@@ -345,7 +383,7 @@ def _validate_message(account: Account, message: Any, index: int) -> list[dict[s
         text = '"TemplateErrorReporting" and "TemplateErrorDeliver" need "TemplateLanguage".'
         errors.append(_error(account, "send-0016", text, ["TemplateLanguage"]))
     # The error table spells the inline list "InlineAttachments"; the property is InlinedAttachments (§6).
-    for name in ("Attachments", "InlinedAttachments"):
+    for name in ATTACHMENT_LISTS:
         errors += _check_attachments(account, ci_get(message, name), name)
     headers = ci_get(message, "Headers")
     errors += _check_object(account, headers, "Headers")
@@ -367,20 +405,17 @@ def _check_recipients(account: Account, message: dict[str, Any]) -> list[dict[st
     errors: list[dict[str, Any]] = []
     addresses: set[str] = set()
     others = 0  # entries without a string Email: each counts (they are refused on their own anyway)
-    for kind in ("To", "Cc", "Bcc"):
+    for kind in RECIPIENT_KINDS:
         recipients = ci_get(message, kind)
         if recipients is None:
             if kind == "To":  # documented: missing or null
                 errors.append(_error(account, "mj-0003", _missing_text("To"), ["To"]))
             continue
-        if not isinstance(recipients, list):
-            errors.append(_error(account, TYPE_MISMATCH, f'Type mismatch: "{kind}" must be an array.', [kind]))
-            continue
         if kind == "To" and not recipients:
             errors.append(_error(account, "mj-0007", _empty_array_text("To"), ["To"]))
         for position, recipient in enumerate(recipients):
             errors += _check_address(account, recipient, f"{kind}[{position}]")
-            email = ci_get(recipient, "Email") if isinstance(recipient, dict) else None
+            email = ci_get(recipient, "Email")
             if isinstance(email, str):
                 addresses.add(email.lower())  # GUESS: the same address in another case is the same recipient
             else:
@@ -395,16 +430,11 @@ def _check_recipients(account: Account, message: dict[str, Any]) -> list[dict[st
 def _check_attachments(account: Account, attachments: Any, name: str) -> list[dict[str, Any]]:
     if attachments is None:
         return []
-    if not isinstance(attachments, list):
-        return [_error(account, TYPE_MISMATCH, f'Type mismatch: "{name}" must be an array.', [name])]
     errors = []
     if len(attachments) > MAX_ITEMS:
         errors.append(_error(account, "mj-0008", _too_many_text(name), [name]))
     for position, attachment in enumerate(attachments):
         where = f"{name}[{position}]"
-        if not isinstance(attachment, dict):
-            errors.append(_error(account, TYPE_MISMATCH, f'Type mismatch: "{where}" must be an object.', [where]))
-            continue
         # GUESS: all three fields are mandatory, as every documented attachment carries them.
         for field_name in ATTACHMENT_FIELDS:
             errors += _check_text(account, ci_get(attachment, field_name), f"{where}.{field_name}")
@@ -412,11 +442,9 @@ def _check_attachments(account: Account, attachments: Any, name: str) -> list[di
 
 
 def _check_object(account: Account, value: Any, name: str) -> list[dict[str, Any]]:
-    """Headers and Variables: JSON objects of at most MAX_ITEMS entries."""
+    """Headers and Variables: at most MAX_ITEMS entries."""
     if value is None:
         return []
-    if not isinstance(value, dict):
-        return [_error(account, TYPE_MISMATCH, f'Type mismatch: "{name}" must be an object.', [name])]
     if len(value) > MAX_ITEMS:
         return [_error(account, "mj-0008", _too_many_text(name), [name])]
     return []
@@ -431,15 +459,13 @@ def _check_text(account: Account, value: Any, where: str) -> list[dict[str, Any]
     if value is None:
         return [_error(account, "mj-0003", _missing_text(where), [where])]
     if not isinstance(value, str):
-        return [_error(account, TYPE_MISMATCH, f'Type mismatch: "{where}" must be a string.', [where])]
+        return [_scalar_mismatch(account, where, "string")]
     if value == "":
         return [_error(account, "mj-0012", f'"{where}" must not be an empty string.', [where])]
     return []
 
 
-def _check_address(account: Account, value: Any, where: str) -> list[dict[str, Any]]:
-    if not isinstance(value, dict):
-        return [_error(account, TYPE_MISMATCH, 'Type mismatch. Expected type "emailIn".', [where])]  # observed (php#237)
+def _check_address(account: Account, value: dict[str, Any], where: str) -> list[dict[str, Any]]:
     email = ci_get(value, "Email")
     name = ci_get(value, "Name")
     errors = _check_text(account, email, f"{where}.Email")
@@ -451,7 +477,7 @@ def _check_address(account: Account, value: Any, where: str) -> list[dict[str, A
         # Observed text (a public test fixture).
         errors.append(_error(account, "mj-0013", f'"{email}" is an invalid email address.', [f"{where}.Email"]))
     if name is not None and not isinstance(name, str):
-        errors.append(_error(account, TYPE_MISMATCH, f'Type mismatch: "{where}.Name" must be a string.', [f"{where}.Name"]))
+        errors.append(_scalar_mismatch(account, f"{where}.Name", "string"))
     return errors
 
 
