@@ -200,7 +200,7 @@
       next.disabled = page.offset + contacts.length >= total;
       const filtered = search.value.trim() || listFilter.value;
       keepFocus(contactsBox, () => fill(contactsBox, contacts.length ? table([
-        { label: "Email", render: (c) => h("strong", {}, c.Email) },
+        { label: "Email", render: (c) => h("strong", {}, c.Email), class: "address" },
         { label: "Name", render: (c) => c.Name || "—" },
         { label: "ID", render: (c) => String(c.ID), class: "num" },
         { label: "Lists", render: (c) => (c.Lists || []).length
@@ -309,7 +309,7 @@
       messages = messages.slice().reverse();
       keepFocus(messagesBox, () => fill(messagesBox, capNote(messages.length, CAP, "emails"), messages.length ? table([
         { label: "Sent", render: (m) => dateTime(m.created_at) },
-        { label: "To", render: (m) => h("strong", {}, (m.to && m.to.Email) || "?") },
+        { label: "To", render: (m) => h("strong", {}, (m.to && m.to.Email) || "?"), class: "address" },
         { label: "Subject", render: (m) => m.subject || "" },
         { label: "MessageID", render: (m) => h("code", {}, String(m.MessageID)) },
         { label: "Status", render: (m) => badge(m.status || "?", m.status === "bounced" || m.status === "blocked" ? "bad" : m.status === "opened" || m.status === "clicked" ? "ok" : "info") },
@@ -325,7 +325,7 @@
         keepFocus(eventsBox, () => fill(eventsBox, capNote(events.length, CAP, "email events"), events.length ? table([
           { label: "Time", render: (e) => dateTime(e.at || (typeof e.time === "number" ? new Date(e.time * 1000).toISOString() : e.time)) },
           { label: "Event", render: (e) => badge(e.event || (e.payload && e.payload.event) || "?", "type") },
-          { label: "Email", render: (e) => e.email || (e.payload && e.payload.email) || "" },
+          { label: "Email", render: (e) => e.email || (e.payload && e.payload.email) || "", class: "address" },
           { label: "MessageID", render: (e) => h("code", {}, String(e.MessageID || (e.payload && e.payload.MessageID) || "")) },
           { label: "Webhook", render: (e) => statusText(e.webhook ?? e.webhook_status) },
           { label: "To Segment", render: (e) => statusText(e.segment ?? e.segment_status ?? e.forward) },

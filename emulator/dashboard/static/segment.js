@@ -634,13 +634,13 @@
         exportLink.hidden = false;
       } catch (error) { if (current()) { fill(result); fail(errors, error); } }
     }
-    form.addEventListener("submit", (event) => {
-      event.preventDefault();
+    function showEntered() {
       const user = input.value.trim();
       if (!user) { errors.textContent = "Enter a userId or an email."; return; }
       history.replaceState(null, "", `/trace?user=${encodeURIComponent(user)}`);
       show(user);
-    });
+    }
+    form.addEventListener("submit", (event) => { event.preventDefault(); showEntered(); });
 
     fill(main, 
       h("h1", {}, "Trace"),
@@ -656,6 +656,9 @@
     const wanted = new URLSearchParams(location.search).get("user");
     if (wanted) { input.value = wanted; show(wanted); }
     onMessage = () => {};
+    // The server forgot the journey shown (a reset, a snapshot imported, a restart): shown again, as
+    // it is now, with its export link; an empty input has nothing shown to redo.
+    onReset = () => { if (input.value.trim()) showEntered(); };
   }
 
   // -------------------------------------------------------------------------------- boot

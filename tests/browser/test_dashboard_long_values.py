@@ -1,0 +1,144 @@
+"""The dashboard with what a review found it could not take: a very long email address, and a reset
+under an open Trace page. Chromium through Playwright against a whole bundle, as in test_dashboard.py."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.browser.conftest import CHROMIUM
+from tests.integration.polling import wait_for
+
+try:
+    from playwright.sync_api import Browser, BrowserContext, Page, expect
+except ImportError:  # pragma: no cover - depends on the machine
+    pytest.skip("playwright is not installed: pip install playwright (the `test` extra)", allow_module_level=True)
+if not CHROMIUM.exists():  # pragma: no cover - depends on the machine
+    pytest.skip(f"no Chromium at {CHROMIUM}: apt-get install -y chromium", allow_module_level=True)
+
+expect.set_options(timeout=15_000)
+
+DESKTOP = {"width": 1280, "height": 800}
+PHONE = {"width": 390, "height": 844}
+LONG_EMAIL = "a" * 188 + "@example.com"  # 200 characters, none a place to break a line
+
+
+@pytest.fixture
+def http(stack: dict[str, Any]) -> Iterator[httpx.Client]:
+    """A client on a freshly reset stack whose Mailjet tile is on, so an identify makes a contact."""
+    with httpx.Client(timeout=10) as client:
+        for url in (stack["segment_url"], stack["mailjet_url"]):
+            client.post(f"{url}/_emulator/reset").raise_for_status()
+        client.put(f"{stack['segment_url']}/_emulator/destinations/mailjet",
+                   json={"enabled": True, "settings": {"apiKey": stack["auth_key"], "listId": "1"}}).raise_for_status()
+        yield client
+
+
+@pytest.fixture
+def context(browser: Browser) -> Iterator[BrowserContext]:
+    opened = browser.new_context(viewport=DESKTOP)
+    opened.set_default_timeout(15_000)
+    errors: list[str] = []
+    opened.on("weberror", lambda error: errors.append(str(error.error)))
+    try:
+        yield opened
+    finally:
+        opened.close()
+    assert not errors, f"JavaScript errors on the pages: {errors}"
+
+
+def open_page(context: BrowserContext, url: str) -> Page:
+    page = context.new_page()
+    page.goto(url)
+    expect(page.locator("body")).to_have_attribute("data-ready", "true")
+    return page
+
+
+def identify(stack: dict[str, Any], http: httpx.Client, user_id: str, email: str) -> None:
+    """An identify through Segment, waited for until its Mailjet contact exists (the whole hop done)."""
+    http.post(f"{stack['segment_url']}/v1/identify", auth=(stack["write_key"], ""),
+              json={"userId": user_id, "traits": {"email": email}}).raise_for_status()
+    wait_for(lambda: http.get(f"{stack['mailjet_url']}/v3/REST/contact/{email}",
+                              auth=(stack["mailjet_api_key"], stack["mailjet_secret_key"])).status_code == 200,
+             f"the Mailjet contact {email}")
+
+
+def send_email(stack: dict[str, Any], http: httpx.Client, to: str) -> str:
+    sent = http.post(f"{stack['mailjet_url']}/v3.1/send", auth=(stack["mailjet_api_key"], stack["mailjet_secret_key"]),
+                     json={"Messages": [{"From": {"Email": "demo@segjet.test"}, "To": [{"Email": to}],
+                                         "Subject": "Welcome", "HTMLPart": "<p>Hello</p>"}]})
+    assert sent.status_code == 200, sent.text
+    return str(sent.json()["Messages"][0]["To"][0]["MessageID"])
+
+
+def sideways_scroll(page: Page) -> int:
+    return page.evaluate("document.documentElement.scrollWidth - window.innerWidth")
+
+
+def test_trace_page_shows_the_emptied_trace_after_a_reset(context: BrowserContext, stack: dict[str, Any], http: httpx.Client) -> None:
+    # The Trace page ignored the feed's reset: it kept showing a journey the server had forgotten.
+    identify(stack, http, "u1", "ada@example.com")
+    page = open_page(context, f"{stack['segment_url']}/trace?user=u1")
+    journey = page.get_by_role("list", name="Journey")
+    expect(journey).to_contain_text("Segment received identify")
+
+    # Mailjet first: the page hears of Segment's reset only, and reads both fakes when it does.
+    for url in (stack["mailjet_url"], stack["segment_url"]):
+        http.post(f"{url}/_emulator/reset").raise_for_status()
+    assert http.get(f"{stack['segment_url']}/_emulator/dashboard/trace", params={"user": "u1"}).json()["steps"] == []
+    result = page.locator("#trace-result")
+    expect(result).to_contain_text("Nothing recorded for this user yet.")
+    expect(journey).to_have_count(0)
+    expect(result).to_contain_text("No Mailjet contact for this user.")
+    expect(page.get_by_role("link", name="Export as HTML")).to_have_attribute("href", "/_emulator/dashboard/trace/export?user=u1")
+
+
+@pytest.mark.parametrize("viewport", [DESKTOP, PHONE], ids=["desktop", "phone"])
+def test_trace_of_a_long_email_fits_the_screen(context: BrowserContext, stack: dict[str, Any], http: httpx.Client,
+                                               viewport: dict[str, int], tmp_path: Path) -> None:
+    identify(stack, http, "u-long", LONG_EMAIL)
+    page = open_page(context, f"{stack['segment_url']}/trace?user=u-long")
+    page.set_viewport_size(viewport)
+    expect(page.get_by_label("Mailjet contact state")).to_contain_text(LONG_EMAIL)
+    assert sideways_scroll(page) <= 0, f"the Trace page scrolls sideways at {viewport['width']}px"
+
+    # The exported file is rendered by the same script and stylesheet.
+    exported = tmp_path / "trace.html"
+    answer = http.get(f"{stack['segment_url']}/_emulator/dashboard/trace/export", params={"user": "u-long"})
+    answer.raise_for_status()
+    exported.write_bytes(answer.content)
+    page.goto(exported.as_uri())
+    expect(page.get_by_label("Mailjet contact state")).to_contain_text(LONG_EMAIL)
+    assert sideways_scroll(page) <= 0, f"the exported trace scrolls sideways at {viewport['width']}px"
+
+
+def test_messages_to_a_long_email_keep_their_buttons_on_screen(context: BrowserContext, stack: dict[str, Any], http: httpx.Client) -> None:
+    message_id = send_email(stack, http, LONG_EMAIL)
+    page = open_page(context, f"{stack['mailjet_url']}/messages")
+    row = page.locator(f'tr[data-message-id="{message_id}"]')
+    expect(row).to_contain_text(LONG_EMAIL)
+    expect(row.get_by_role("button", name="Open")).to_be_visible()
+    # Measured in one go: the live feed may rebuild the table between two reads of the page.
+    button_right, shown_right = row.evaluate("""row => {
+        const button = [...row.querySelectorAll("button")].find((b) => b.textContent === "Open");
+        const wrap = row.closest(".table-wrap").getBoundingClientRect();
+        return [button.getBoundingClientRect().right, Math.min(window.innerWidth, wrap.right)];
+    }""")
+    assert button_right <= shown_right, f"the Open button ends at {button_right}px, off the {shown_right}px shown"
+
+
+@pytest.mark.parametrize("viewport", [DESKTOP, PHONE], ids=["desktop", "phone"])
+def test_contacts_with_a_long_email_fit_the_screen(context: BrowserContext, stack: dict[str, Any], http: httpx.Client,
+                                                   viewport: dict[str, int]) -> None:
+    identify(stack, http, "u-long", LONG_EMAIL)
+    page = open_page(context, f"{stack['mailjet_url']}/contacts")
+    page.set_viewport_size(viewport)
+    table = page.get_by_role("table", name="Contacts")
+    expect(table.locator(f'tr[data-email="{LONG_EMAIL}"]')).to_be_visible()
+    scroll = table.locator("xpath=..").evaluate("wrap => wrap.scrollWidth - wrap.clientWidth")
+    assert scroll <= 0, f"the Contacts table is cut off by {scroll}px at {viewport['width']}px"
+    assert sideways_scroll(page) <= 0
