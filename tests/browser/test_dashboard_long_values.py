@@ -10,11 +10,11 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.browser.conftest import CHROMIUM
+from tests.browser.conftest import CHROMIUM, DESKTOP, open_page, reset_stack
 from tests.integration.polling import wait_for
 
 try:
-    from playwright.sync_api import Browser, BrowserContext, Page, expect
+    from playwright.sync_api import BrowserContext, Page, expect
 except ImportError:  # pragma: no cover - depends on the machine
     pytest.skip("playwright is not installed: pip install playwright (the `test` extra)", allow_module_level=True)
 if not CHROMIUM.exists():  # pragma: no cover - depends on the machine
@@ -22,7 +22,6 @@ if not CHROMIUM.exists():  # pragma: no cover - depends on the machine
 
 expect.set_options(timeout=15_000)
 
-DESKTOP = {"width": 1280, "height": 800}
 PHONE = {"width": 390, "height": 844}
 LONG_EMAIL = "a" * 188 + "@example.com"  # 200 characters, none a place to break a line
 
@@ -31,31 +30,8 @@ LONG_EMAIL = "a" * 188 + "@example.com"  # 200 characters, none a place to break
 def http(stack: dict[str, Any]) -> Iterator[httpx.Client]:
     """A client on a freshly reset stack whose Mailjet tile is on, so an identify makes a contact."""
     with httpx.Client(timeout=10) as client:
-        for url in (stack["segment_url"], stack["mailjet_url"]):
-            client.post(f"{url}/_emulator/reset").raise_for_status()
-        client.put(f"{stack['segment_url']}/_emulator/destinations/mailjet",
-                   json={"enabled": True, "settings": {"apiKey": stack["auth_key"], "listId": "1"}}).raise_for_status()
+        reset_stack(client, stack, destination_enabled=True)
         yield client
-
-
-@pytest.fixture
-def context(browser: Browser) -> Iterator[BrowserContext]:
-    opened = browser.new_context(viewport=DESKTOP)
-    opened.set_default_timeout(15_000)
-    errors: list[str] = []
-    opened.on("weberror", lambda error: errors.append(str(error.error)))
-    try:
-        yield opened
-    finally:
-        opened.close()
-    assert not errors, f"JavaScript errors on the pages: {errors}"
-
-
-def open_page(context: BrowserContext, url: str) -> Page:
-    page = context.new_page()
-    page.goto(url)
-    expect(page.locator("body")).to_have_attribute("data-ready", "true")
-    return page
 
 
 def identify(stack: dict[str, Any], http: httpx.Client, user_id: str, email: str) -> None:

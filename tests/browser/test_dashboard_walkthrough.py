@@ -12,11 +12,11 @@ from urllib.parse import urlsplit
 import httpx
 import pytest
 
-from tests.browser.conftest import CHROMIUM
+from tests.browser.conftest import CHROMIUM, open_page, reset_stack
 from tests.integration.polling import wait_for
 
 try:
-    from playwright.sync_api import Browser, BrowserContext, Page, expect
+    from playwright.sync_api import BrowserContext, expect
 except ImportError:  # pragma: no cover - depends on the machine
     pytest.skip("playwright is not installed: pip install playwright (the `test` extra)", allow_module_level=True)
 if not CHROMIUM.exists():  # pragma: no cover - depends on the machine
@@ -29,33 +29,10 @@ expect.set_options(timeout=10_000)
 
 
 @pytest.fixture
-def context(browser: Browser) -> Iterator[BrowserContext]:
-    opened = browser.new_context(viewport={"width": 1280, "height": 800})
-    opened.set_default_timeout(10_000)
-    errors: list[str] = []
-    opened.on("weberror", lambda error: errors.append(str(error.error)))
-    try:
-        yield opened
-    finally:
-        opened.close()
-    assert not errors, f"JavaScript errors on the pages: {errors}"
-
-
-@pytest.fixture
 def http(stack: dict[str, Any]) -> Iterator[httpx.Client]:
     with httpx.Client(timeout=10) as client:
-        for url in (stack["segment_url"], stack["mailjet_url"]):
-            client.post(f"{url}/_emulator/reset").raise_for_status()
-        client.put(f"{stack['segment_url']}/_emulator/destinations/mailjet",
-                   json={"enabled": False, "settings": {"apiKey": stack["auth_key"], "listId": "1"}}).raise_for_status()
+        reset_stack(client, stack, destination_enabled=False)
         yield client
-
-
-def open_page(context: BrowserContext, url: str) -> Page:
-    page = context.new_page()
-    page.goto(url)
-    expect(page.locator("body")).to_have_attribute("data-ready", "true")
-    return page
 
 
 def test_destinations_page_follows_a_change_made_in_another_tab(context: BrowserContext, stack: dict[str, Any], http: httpx.Client) -> None:
