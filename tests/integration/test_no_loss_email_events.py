@@ -301,12 +301,15 @@ def test_email_events_survive_failing_webhooks_and_a_faulty_segment(
         assert webhook["version"] == (2 if isinstance(body, list) else 1)
         assert webhook["batch_size"] == (len(body) if isinstance(body, list) else 1)
         answers = receiver.answers[key]
-        assert answers[-1] == OK and answers.count(OK) == 1, answers
         recorded = [(attempt["status"], attempt["error"] or "") for attempt in webhook["attempts"]]
         assert len(recorded) == len(answers), (recorded, answers)
+        assert answers[-1] == OK and recorded[-1] == (OK, ""), (recorded, answers)
         for (status, error), answer in zip(recorded, answers):
             want_status, want_error = expected_attempt(answer)
-            assert status == want_status and error.startswith(want_error), (recorded, answers)
+            # A 200 sent after the sender's 5 s on a loaded machine is recorded as the timeout it was,
+            # and retried (README: a 200 after the timeout counts as a failure).
+            late = answer == OK and status is None and error.startswith("timeout")
+            assert late or (status == want_status and error.startswith(want_error)), (recorded, answers)
     seen = {answer for answers in receiver.answers.values() for answer in answers}
     assert seen == {500, 302, 201, 429, 503, CLOSE, SLOW, OK}, seen
     http.close()
