@@ -82,13 +82,21 @@ def read_id(text: str) -> int | None:
     return int(stripped) if _ID.fullmatch(stripped) else None
 
 
-
 def basic_username_problem(name: str) -> str | None:
     """Why `name` cannot be a Basic auth user name (an API key, a Segment authentication key), or
     None: the user name ends at the first colon (RFC 7617)."""
     if ":" in name:
         return "must not contain ':', a colon, which Basic auth could not carry"
     return None
+
+
+def authentication_key_problem(key: Any) -> str | None:
+    """Why `key` cannot be an App Connections authentication key, or None: Segment sends it as the
+    Basic auth user name, so it is a non-empty string that user name can carry."""
+    if not isinstance(key, str) or not key:
+        return "must be a non-empty string"
+    return basic_username_problem(key)
+
 
 class MailjetError(Exception):
     """An answer in the REST v3 error shape `{"ErrorInfo", "ErrorMessage", "StatusCode"}`."""
@@ -1640,10 +1648,8 @@ class Account:
             raise ValueError(f"unknown field(s): {', '.join(unknown)}; known: {', '.join(sorted(known))}")
         updated = AppConnection(**vars(connection))
         if "authenticationKey" in changes:
-            if not isinstance(changes["authenticationKey"], str) or not changes["authenticationKey"]:
-                raise ValueError("authenticationKey must be a non-empty string")
-            if (problem := basic_username_problem(changes["authenticationKey"])) is not None:
-                raise ValueError(f"authenticationKey {problem}")  # Segment sends it as the user name
+            if (problem := authentication_key_problem(changes["authenticationKey"])) is not None:
+                raise ValueError(f"authenticationKey {problem}")
             updated.authentication_key = changes["authenticationKey"]
         if "listId" in changes:
             try:

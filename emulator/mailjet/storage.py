@@ -41,7 +41,7 @@ from .models import (
     Job,
     ListRecipient,
     PropertyDefinition,
-    basic_username_problem,
+    authentication_key_problem,
     job_error_file,
 )
 from .outbound import DELIVERED, FAILED, PENDING, QUEUED, RETRYING, SegmentBatch, SegmentForward, WebhookDelivery
@@ -595,8 +595,7 @@ def load_state(service: MailjetService, state: Any) -> dict[str, Tenant]:
     if len(set(auth_keys)) != len(auth_keys):
         raise StateError("state.accounts: two accounts with one app_connection.authentication_key")
     for key in auth_keys:
-        problem = "is empty" if not key else basic_username_problem(key)
-        if problem is not None:  # as PUT app-connections refuses it
+        if (problem := authentication_key_problem(key)) is not None:  # as PUT app-connections refuses it
             raise StateError(f"state.accounts: an app_connection.authentication_key {problem}")
     return tenants
 
