@@ -23,6 +23,16 @@ CHROMIUM_ARGS = [
 DESKTOP = {"width": 1280, "height": 800}
 
 
+def skip_module_without_browser() -> None:
+    """Skip the test module importing this where Playwright or Chromium is missing (call it at import)."""
+    try:
+        import playwright.sync_api  # noqa: F401
+    except ImportError:  # pragma: no cover - depends on the machine
+        pytest.skip("playwright is not installed: pip install playwright (the `test` extra)", allow_module_level=True)
+    if not CHROMIUM.exists():  # pragma: no cover - depends on the machine
+        pytest.skip(f"no Chromium at {CHROMIUM}: apt-get install -y chromium", allow_module_level=True)
+
+
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
     from playwright.sync_api import sync_playwright

@@ -18,15 +18,12 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.browser.conftest import CHROMIUM
+from tests.browser.conftest import skip_module_without_browser
 from tests.integration.polling import wait_for
 
-try:
-    from playwright.sync_api import Browser, Page, Route, expect
-except ImportError:  # pragma: no cover - depends on the machine
-    pytest.skip("playwright is not installed: pip install playwright (the `test` extra)", allow_module_level=True)
-if not CHROMIUM.exists():  # pragma: no cover - depends on the machine
-    pytest.skip(f"no Chromium at {CHROMIUM}: apt-get install -y chromium", allow_module_level=True)
+skip_module_without_browser()
+
+from playwright.sync_api import Browser, Page, Route, expect  # noqa: E402
 
 
 expect.set_options(timeout=15_000)

@@ -10,15 +10,12 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.browser.conftest import CHROMIUM, DESKTOP, open_page, reset_stack
+from tests.browser.conftest import DESKTOP, open_page, reset_stack, skip_module_without_browser
 from tests.integration.polling import wait_for
 
-try:
-    from playwright.sync_api import BrowserContext, Page, expect
-except ImportError:  # pragma: no cover - depends on the machine
-    pytest.skip("playwright is not installed: pip install playwright (the `test` extra)", allow_module_level=True)
-if not CHROMIUM.exists():  # pragma: no cover - depends on the machine
-    pytest.skip(f"no Chromium at {CHROMIUM}: apt-get install -y chromium", allow_module_level=True)
+skip_module_without_browser()
+
+from playwright.sync_api import BrowserContext, Page, expect  # noqa: E402
 
 expect.set_options(timeout=15_000)
 

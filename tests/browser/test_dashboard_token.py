@@ -9,14 +9,11 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.browser.conftest import CHROMIUM
+from tests.browser.conftest import skip_module_without_browser
 
-try:
-    from playwright.sync_api import Browser, expect
-except ImportError:  # pragma: no cover - depends on the machine
-    pytest.skip("playwright is not installed: pip install playwright (the `test` extra)", allow_module_level=True)
-if not CHROMIUM.exists():  # pragma: no cover - depends on the machine
-    pytest.skip(f"no Chromium at {CHROMIUM}: apt-get install -y chromium", allow_module_level=True)
+skip_module_without_browser()
+
+from playwright.sync_api import Browser, expect  # noqa: E402
 
 from emulator.bundle import BackgroundBundle  # noqa: E402
 from emulator.config import BundleConfig  # noqa: E402
