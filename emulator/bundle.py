@@ -219,14 +219,15 @@ class Bundle:
                 self._wired_auth_key = connection_key
                 self._save_state()
             return
-        old, new = {self._wired_auth_key, connection_key}, self.config.auth_key
+        new = self.config.auth_key
+        stale = {self._wired_auth_key, connection_key} - {new}
         workspaces = segment_app.state.workspaces
         for workspace in workspaces:
-            if workspace.pipeline.destination.settings.get("apiKey") in old - {new}:
+            if workspace.pipeline.destination.settings.get("apiKey") in stale:
                 workspace.pipeline.configure({"settings": {"apiKey": new}})
         if workspaces.store is not None:
             workspaces.store.flush()
-        if connection_key in old - {new}:
+        if connection_key in stale:
             service.update_app_connection(service.default, {"authenticationKey": new})
             service.changes.save()
         self._wired_auth_key = new
