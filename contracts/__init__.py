@@ -11,6 +11,7 @@ registry. Validators are compiled once, on first use.
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
@@ -92,10 +93,14 @@ def _parts(error: ValidationError) -> list[str | int]:
     """The instance path of the error; a missing required property is reported at its own path
     (`$.event`, not `$`), as Protocols names the field (`properties.products is required`)."""
     parts = list(error.absolute_path)
-    if error.validator == "required":
-        missing = [key for key in error.validator_value if error.message.startswith(f"{key!r} ")]
-        parts += missing[:1]
+    if error.validator == "required" and (key := _missing_key(error)) is not None:
+        parts.append(key)
     return parts
+
+
+def _missing_key(error: ValidationError) -> str | None:
+    """The key a `required` error is about: jsonschema reports each missing key on its own."""
+    return next((key for key in error.validator_value if error.message.startswith(f"{key!r} ")), None)
 
 
 def _json_path(parts: list[str | int]) -> str:
@@ -117,24 +122,70 @@ _SIZES = {
 }
 
 
+def _json(value: Any) -> str:
+    """A value as the payload spelled it (`null`, `true`, `"text"`), not as Python's repr."""
+    return json.dumps(value, ensure_ascii=False, default=repr)
+
+
 def _shown(value: Any) -> str:
-    text = repr(value)
+    text = _json(value)
     return text if len(text) <= MAX_SHOWN else text[: MAX_SHOWN - 1] + "…"
 
 
+# A key pattern of mailjet.common.json: the key's letters in either case (`^[Aa][Cc][Tt]...$`).
+_ANY_CASE_LETTER = re.compile(r"\[([A-Z])([a-z])\]")
+_ANY_CASE_KEY = re.compile(r"\^(?:\[[A-Z][a-z]\]|[0-9_])+\$")
+
+
+def _unknown_keys(error: ValidationError) -> str:
+    """additionalProperties: which keys, and the keys the object may hold (a key pattern that
+    matches any case is named in lower case, with "any case" said)."""
+    schema, instance = error.schema, error.instance
+    known = list(schema.get("properties", {}))
+    patterns = list(schema.get("patternProperties", {}))
+    extras = [key for key in instance if key not in known and not any(re.search(p, key) for p in patterns)]
+    any_case = [_ANY_CASE_LETTER.sub(lambda m: m.group(2), p)[1:-1] for p in patterns if _ANY_CASE_KEY.fullmatch(p)]
+    if not extras:
+        return error.message
+    message = f"unknown key{'s' if len(extras) > 1 else ''} {', '.join(_json(key) for key in extras)}"
+    if len(any_case) == len(patterns) and (known or patterns):
+        allowed = ", ".join(known + any_case)
+        message += f"; allowed{' (in any case)' if any_case else ''}: {allowed}"
+    return message
+
+
 def _message(error: ValidationError) -> str:
-    """jsonschema's message, made to say what was expected and what was found: combinators
-    (`anyOf`/`oneOf`/`not`) print the whole instance, so the schema's own `description` is used when
-    it has one; size rules name the size and the limit; `const` adds the value found; a rule on
-    property names says it refused a key. Capped in length: messages are recorded on stored events."""
-    message = error.message
-    if error.validator in ("anyOf", "oneOf", "not") and isinstance(error.schema, dict) and "description" in error.schema:
+    """What was expected and what was found, values written as JSON: jsonschema's own messages
+    show Python's repr (`None`, `True`, `'text'`), and combinators (`anyOf`/`oneOf`/`not`) print the
+    whole instance, so the schema's own `description` is used when it has one; size rules name the
+    size and the limit; a rule on property names says it refused a key. Capped in length: messages
+    are recorded on stored events."""
+    rule, expected, found = error.validator, error.validator_value, error.instance
+    if rule in ("anyOf", "oneOf", "not") and isinstance(error.schema, dict) and "description" in error.schema:
         message = error.schema["description"]
-    elif error.validator in _SIZES and isinstance(error.instance, (list, str, dict)):
-        unit, bound = _SIZES[str(error.validator)]
-        message = f"{_shown(error.instance)} has {len(error.instance)} {unit}, expected {bound} {error.validator_value}"
-    elif error.validator == "const":
-        message = f"{error.validator_value!r} was expected, got {_shown(error.instance)}"
+    elif rule in _SIZES and isinstance(found, (list, str, dict)):
+        unit, bound = _SIZES[str(rule)]
+        message = f"{_shown(found)} has {len(found)} {unit}, expected {bound} {expected}"
+    elif rule == "type":
+        message = f"{_shown(found)} is not of type {expected if isinstance(expected, str) else ' or '.join(expected)}"
+    elif rule == "const":
+        message = f"{_json(expected)} was expected, got {_shown(found)}"
+    elif rule == "enum":
+        message = f"{_shown(found)} is not one of {_json(expected)}"
+    elif rule == "pattern":
+        described = f" ({error.schema['description']})" if isinstance(error.schema, dict) and "description" in error.schema else ""
+        message = f"{_shown(found)} does not match {expected}{described}"
+    elif rule == "format":
+        message = f"{_shown(found)} is not a valid {expected}"
+    elif rule == "required" and (key := _missing_key(error)) is not None:
+        message = f"{_json(key)} is required"
+    elif rule == "dependentRequired" and isinstance(found, dict):
+        needs = [f"{_json(key)} needs {_json(need)}" for key, needs in expected.items() if key in found for need in needs if need not in found]
+        message = "; ".join(needs)
+    elif rule == "additionalProperties" and isinstance(found, dict) and isinstance(error.schema, dict):
+        message = _unknown_keys(error)
+    else:
+        message = error.message
     if "propertyNames" in error.absolute_schema_path:
         # The instance is a key of the object at the error's path, which jsonschema does not say.
         message = f"key {message}"

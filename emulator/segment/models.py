@@ -1013,7 +1013,7 @@ def _protocols_violation(violation: contracts.Violation, message: dict[str, Any]
         return {"type": "Required", "field": field_path, "description": f"{field_path} is required"}
     if violation.rule == "type":
         expected = _EXPECTED_TYPE.search(violation.message)
-        wanted = expected.group(1).replace("'", "") if expected else "?"
+        wanted = expected.group(1).replace(" or ", ", ") if expected else "?"
         given = _json_type(_value_at(message, parts))
         return {
             "type": "Invalid Type",

@@ -105,8 +105,8 @@ def test_valid_payload_has_no_violations() -> None:
 
 def test_violation_fields_and_str() -> None:
     [violation] = validate("segment.identify", {"userId": "u", "traits": {"age": "26"}})
-    assert violation == Violation("$.traits.age", "type", "'26' is not of type 'number', 'null'")
-    assert str(violation) == "$.traits.age: '26' is not of type 'number', 'null' (type)"
+    assert violation == Violation("$.traits.age", "type", '"26" is not of type number or null')
+    assert str(violation) == '$.traits.age: "26" is not of type number or null (type)'
     assert not is_valid("segment.identify", {"userId": "u", "traits": {"age": "26"}})
 
 
@@ -152,6 +152,10 @@ def test_combinator_message_is_the_schema_description_not_the_payload() -> None:
 
 def test_long_messages_are_capped() -> None:
     [violation] = validate("segment.track", {"userId": "u", "event": "e", "properties": list(range(1000))})
+    assert violation.message.startswith("[0, 1, 2, ") and violation.message.endswith("… is not of type object")
+    assert len(violation.message) < 100
+    unknown_keys = {f"key{index}": index for index in range(100)}
+    [violation] = validate("mailjet.managecontact.request", {"Email": "a@b.co", "Action": "addforce", **unknown_keys})
     assert len(violation.message) == contracts.MAX_MESSAGE
     assert violation.message.endswith("…")
 
@@ -211,7 +215,7 @@ def test_a_const_violation_says_what_was_found() -> None:
     payload = {"userId": "u", "event": "Email Open", "properties": {}, "context": {"traits": {"email": "a@b.co"}}}
     [violation] = [v for v in validate("segment.email_opened", payload) if v.path == "$.event"]
     assert violation.rule == "const"
-    assert "'Email Opened'" in violation.message and "'Email Open'" in violation.message
+    assert violation.message == '"Email Opened" was expected, got "Email Open"'
 
 
 @pytest.mark.parametrize(
@@ -246,4 +250,42 @@ def test_a_key_refused_by_property_names_is_called_a_key() -> None:
                "mj_contact_id": 0, "customcampaign": "", "CustomID": "", "Payload": "", "source": "JMRPP", "blocked": True}
     [violation] = validate("mailjet.event.spam", payload)
     assert (violation.path, violation.rule) == ("$", "enum")
-    assert violation.message.startswith("key 'blocked' is not one of ['event', ")
+    assert violation.message.startswith('key "blocked" is not one of ["event", ')
+
+
+@pytest.mark.parametrize(
+    ("name", "payload", "path", "message"),
+    [
+        ("segment.track", {"userId": "u", "event": "e", "properties": {"revenue": True}}, "$.properties.revenue",
+         "true is not of type number or null"),
+        ("mailjet.send.request", {"Messages": [{"From": {"Email": "a@b.co"}, "To": [{"Email": "c@d.co", "Name": None}], "TextPart": "t"}]},
+         "$.Messages[0].To[0].Name", "null is not of type string"),
+        ("segment.identify", [{"userId": "u"}], "$", '[{"userId": "u"}] is not of type object'),
+        ("segment.track", {"userId": "u"}, "$.event", '"event" is required'),
+        ("segment.track", {"userId": "u", "event": "e", "timestamp": "yesterday"}, "$.timestamp", '"yesterday" is not a valid date-time'),
+        ("mailjet.managecontact.request", {"Email": "a@b.co", "Action": "nope"}, "$.Action",
+         '"nope" is not one of ["addforce", "addnoforce", "remove", "unsub"]'),
+        ("mailjet.send.request", {"Messages": [{"From": {"Email": "a@b.co"}, "To": [{"Email": "c@d.co"}], "TextPart": "t",
+                                                "TemplateErrorDeliver": True}]},
+         "$.Messages[0]", '"TemplateErrorDeliver" needs "TemplateLanguage"'),
+    ],
+)
+def test_messages_write_values_as_json(name: str, payload: Any, path: str, message: str) -> None:
+    """A user who sent null or true reads null or true, not Python's None or True."""
+    assert message in [v.message for v in validate(name, payload) if v.path == path]
+
+
+def test_an_unknown_key_is_named_with_the_keys_allowed() -> None:
+    """Not jsonschema's "'Foo' does not match any of the regexes: '^[Aa][Cc][Tt]...$', ..."."""
+    [violation] = validate("mailjet.managecontact.request", {"Email": "a@b.co", "Action": "addforce", "Foo": 1, "bar": 2})
+    assert (violation.path, violation.rule) == ("$", "additionalProperties")
+    assert violation.message == 'unknown keys "Foo", "bar"; allowed (in any case): email, name, action, properties'
+    [violation] = validate("mailjet.send.request", {"Messages": [{"From": {"Email": "a@b.co"}, "To": [{"Email": "c@d.co"}],
+                                                                  "TextPart": "t", "Bogus": 1}]})
+    assert violation.message.startswith('unknown key "Bogus"; allowed: From, Sender, ReplyTo, To, ')
+
+
+def test_a_pattern_violation_says_what_the_pattern_means_where_the_schema_says() -> None:
+    [violation] = validate("mailjet.managecontact.request", {"Email": "a@b", "Action": "addforce"})
+    assert violation.message.startswith('"a@b" does not match ^')
+    assert "(an email address: no space, one @, a dot after it" in violation.message

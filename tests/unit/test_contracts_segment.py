@@ -611,7 +611,7 @@ def test_readable_messages() -> None:
     assert by_path["$"] == "A userId or an anonymousId is required: a non-empty string (null does not count)."
     assert "at least one boolean" in by_path["$.traits"]
     [missing] = validate("segment.track", without(DOC_TRACK, "event"))
-    assert str(missing) == "$.event: 'event' is a required property (required)"
+    assert str(missing) == '$.event: "event" is required (required)'
 
 
 # ---------------------------------------------------------------------------------------------
