@@ -34,6 +34,7 @@ from .faults import DROP, TIMEOUT, FaultRule, FaultRuleError, FaultRules
 from .journal import CONTROL_PREFIX, FAULT_SCOPE_KEY, Exchange, Journal, JournalMiddleware
 from .http import GZIP_ENCODINGS, gunzip_bounded
 from .json_body import decode_json
+from .server import STOPPING_SCOPE_KEY
 
 # A held request (`timeout`) is released after this long if the client never gives up.
 HOLD_CAP_SECONDS = 30.0
@@ -213,16 +214,22 @@ class FaultMiddleware:
         await _until_disconnect(receive)
 
     async def _hold(self, scope: Scope, receive: Receive, body: bytes, rule: FaultRule) -> None:
-        """Answer nothing until the client disconnects; after the cap, drop the connection.
-
-        On server shutdown uvicorn cancels the held request after its graceful-shutdown timeout.
-        """
+        """Answer nothing until the client disconnects; after the cap, or once the server is asked
+        to stop, drop the connection. Held on, it made uvicorn's graceful shutdown wait its 2 s,
+        then cancel the request, and the destination's call waiting on it, with ERRORs and
+        tracebacks logged."""
         self._journal(scope, body, rule)
+        disconnected = asyncio.ensure_future(_until_disconnect(receive))
+        stopping = scope.get(STOPPING_SCOPE_KEY)
+        stopped = asyncio.ensure_future(stopping.wait() if stopping is not None else asyncio.Event().wait())
         try:
-            await asyncio.wait_for(_until_disconnect(receive), HOLD_CAP_SECONDS)
-        except asyncio.TimeoutError:
-            _close_connection(receive)
-            await _until_disconnect(receive)
+            await asyncio.wait((disconnected, stopped), timeout=HOLD_CAP_SECONDS, return_when=asyncio.FIRST_COMPLETED)
+            if not disconnected.done():
+                _close_connection(receive)
+            await disconnected
+        finally:
+            disconnected.cancel()
+            stopped.cancel()
 
     def _journal(self, scope: Scope, body: bytes, rule: FaultRule) -> Exchange:
         """The faulted exchange, with no status: a dropped or held request is never answered."""
