@@ -18,6 +18,7 @@ from .scenario import Scenario, control_token_hint
 
 # A report file that could not be written: a usage error (its path), as argparse's exit code.
 EXIT_REPORT_UNWRITTEN = 2
+UP_HINT = ": is `segjet up` running at that URL?"
 
 
 def run_scenario(
@@ -30,8 +31,8 @@ def run_scenario(
             try:
                 client.reset()
             except httpx.HTTPError as exc:
-                print(f"segjet check: cannot reset the stack ({info['segment_url']}, {info['mailjet_url']}): {exc}"
-                      f"{control_token_hint(exc)}", file=sys.stderr)
+                print(f"segjet check: cannot reset the stack: {_server_called(client, exc.request)}: {exc}"
+                      f"{control_token_hint(exc) or UP_HINT}", file=sys.stderr)
                 return 1
         scenario = Scenario(client, seed=seed, user_count=users)
         results = scenario.run(HopPrinter())
@@ -53,6 +54,13 @@ def run_scenario(
             print(f"segjet check: cannot write {flag} {path}: {exc.strerror or exc}", file=sys.stderr)
             code = EXIT_REPORT_UNWRITTEN
     return code
+
+
+def _server_called(client: SegjetClient, request: httpx.Request) -> str:
+    """Which fake `request` went to, with the URL and flag it was given by (base URLs have no path)."""
+    if request.url.join("/") == httpx.URL(client.mailjet_url).join("/"):
+        return f"the fake Mailjet at {client.mailjet_url} (--mailjet-url)"
+    return f"the fake Segment at {client.segment_url} (--segment-url)"
 
 
 def demo(seed: int, users: int, keep_running: bool) -> int:

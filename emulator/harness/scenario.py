@@ -51,6 +51,14 @@ def control_token_hint(exc: BaseException) -> str:
     return ""
 
 
+def _http_error_text(exc: BaseException) -> str:
+    """`exc`'s message, led by the request it met when the message does not name it: httpx's
+    transport errors say only "[Errno 111] Connection refused"; its status errors and requests' name it."""
+    if isinstance(exc, httpx.RequestError):
+        return f"{exc.request.method} {exc.request.url}: {exc}"
+    return str(exc)
+
+
 class HopFailed(Exception):
     """A hop's state or contract check failed; `detail` says where (hop, payload path, rule)."""
 
@@ -175,7 +183,8 @@ class Scenario:
             # (identify and track go through analytics-python: its APIError, and requests' errors,
             # which are OSErrors).
             return HopResult(
-                name, False, f"{name}: HTTP error: {exc}{control_token_hint(exc)}", 0, time.monotonic() - started
+                name, False, f"{name}: HTTP error: {_http_error_text(exc)}{control_token_hint(exc)}", 0,
+                time.monotonic() - started,
             )
         except json.JSONDecodeError as exc:
             # A 2xx that is no JSON: most likely another web app on the port the check was given.
@@ -241,7 +250,9 @@ class Scenario:
                 seen = self.client.contact_properties(user.email)
                 raise HopFailed(f"Mailjet contact {user.email}: expected {expected}, found {seen}") from exc
             if not self._in_list(user.email, list_id):
-                raise HopFailed(f"Mailjet contact {user.email} is not subscribed to list {list_id}")
+                raise HopFailed(
+                    f"Mailjet contact {user.email} is not subscribed to list {list_id}{self._no_such_list(list_id)}"
+                )
             user.note("mailjet", f"contact in list {list_id} with {len(expected)} properties", identify_id)
         checked += self._check_journal("destination → Mailjet", "POST", "/managecontact", "mailjet.managecontact")
         return f"{len(self.users)} contacts in list {list_id} with their properties", checked
@@ -429,6 +440,15 @@ class Scenario:
             return int(tile["settings"]["listId"])
         except (KeyError, TypeError, ValueError) as exc:
             raise HopFailed(f"{what}: GET {MAILJET_TILE} answered {tile!r}{LIST_ID_HINT}") from exc
+
+    def _no_such_list(self, list_id: int) -> str:
+        """Why no contact is in list `list_id` when the account has no such list, else "". A tile's list
+        that does not exist fails the deliveries first, so this is mostly a --list-id mistyped or of another account."""
+        if self.client.mailjet("GET", f"/v3/REST/contactslist/{list_id}").status_code != 404:
+            return ""
+        setting = "--list-id" if self.client.list_id is not None else f"the List ID setting of {MAILJET_TILE}"
+        return (f": the fake Mailjet account {self.client.mailjet_api_key} has no list {list_id}; check {setting}"
+                " (GET /v3/REST/contactslist shows its lists)")
 
     def _in_list(self, email: str, list_id: int) -> bool:
         contact = self.client.mailjet("GET", f"/v3/REST/contact/{path_segment(email)}")

@@ -440,3 +440,48 @@ def test_reports_show_control_characters_of_a_servers_text_escaped(tmp_path: Pat
     printed = io.StringIO()
     HopPrinter(printed)(results[0])
     assert printed.getvalue() == f"FAIL a hop (0.00s): {shown}\n"
+
+
+@pytest.mark.parametrize(("gone", "named"), [
+    ("mailjet_url", "the fake Mailjet at http://127.0.0.1:9 (--mailjet-url)"),
+    ("segment_url", "the fake Segment at http://127.0.0.1:9 (--segment-url)"),
+])
+def test_a_reset_that_cannot_reach_a_server_names_that_one(segjet, capsys, gone, named):
+    # It named both URLs ("cannot reset the stack (URL, URL): [Errno 111] Connection refused"), not
+    # the one that refused, nor what to do about it.
+    assert run_scenario(dict(segjet.info, **{gone: "http://127.0.0.1:9"}), 0, 1, reset=True) == 1
+    [line] = capsys.readouterr().err.splitlines()
+    assert line.startswith(f"segjet check: cannot reset the stack: {named}: ") and "Connection refused" in line
+    assert line.endswith(": is `segjet up` running at that URL?")
+    assert segjet.info["segment_url" if gone == "mailjet_url" else "mailjet_url"] not in line
+
+
+def test_a_hop_that_cannot_connect_names_the_url_it_called(segjet):
+    # `segjet check --no-reset` with Mailjet down: "HTTP error: [Errno 111] Connection refused", no URL.
+    gone = SegjetClient(dict(segjet.info, mailjet_url="http://127.0.0.1:9"))
+    try:
+        results = Scenario(gone, user_count=1, timeout=5).run()
+    finally:
+        gone.close()
+    assert [(r.ok, r.skipped) for r in results[:2]] == [(False, False), (False, True)]
+    assert results[0].detail.startswith(
+        "App Connections: write key pasted, email events on: HTTP error: "
+        "PUT http://127.0.0.1:9/_emulator/app-connections/segment?"
+    )
+    assert "Connection refused" in results[0].detail
+
+
+def test_a_list_id_of_no_list_says_the_list_does_not_exist(segjet):
+    # `segjet check --list-id 99`: it said only that the contact was not subscribed to list 99.
+    client = SegjetClient(dict(segjet.info, list_id=99))
+    try:
+        scenario = Scenario(client, user_count=1, timeout=5)
+        results = scenario.run()
+    finally:
+        client.close()
+    [user] = scenario.users
+    assert [(r.ok, r.skipped) for r in results[1:4]] == [(True, False), (False, False), (False, True)]
+    assert results[2].detail == (
+        f"Mailjet contact {user.email} is not subscribed to list 99: the fake Mailjet account"
+        f" {segjet.mailjet_api_key} has no list 99; check --list-id (GET /v3/REST/contactslist shows its lists)"
+    )
