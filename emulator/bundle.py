@@ -187,6 +187,10 @@ class Bundle:
         mailjet_app = create_mailjet_app(config, self.clock, self.urls)
         self._mailjet = mailjet_app.state.service
         self._follow_auth_key(segment_app, mailjet_app)
+        if self._secret_key_in_use() != config.mailjet_secret_key:
+            # A restart keeps stored state: the account answers with the secret it was made with.
+            log.warning("segjet: the data dir's Mailjet account %s keeps its secret key, not the one configured"
+                        " (--mailjet-secret-key)", config.mailjet_api_key)
         # A restored tile keeps the list it was given (`--list-id` makes new state only).
         self._list_id = int(segment_app.state.pipeline.destination.settings["listId"])
         self.runner.add("segment", segment_app, segment_sock)
@@ -238,6 +242,11 @@ class Bundle:
         assert self._mailjet is not None
         return self._mailjet.default.account.app_connection.authentication_key
 
+    def _secret_key_in_use(self) -> str:
+        """The configured account's secret, which a restored account keeps whatever the config says."""
+        assert self._mailjet is not None
+        return self._mailjet.default.account.secret_key
+
     def info(self) -> dict[str, Any]:
         assert self.urls is not None, "the bundle is not started"
         return {
@@ -247,7 +256,7 @@ class Bundle:
             "dashboard_url": self.urls.segment_url + "/",
             "write_key": self.config.write_key,
             "mailjet_api_key": self.config.mailjet_api_key,
-            "mailjet_secret_key": self.config.mailjet_secret_key,
+            "mailjet_secret_key": self._secret_key_in_use(),
             # The page's, not the config's: a restored page keeps the key a PUT or an import gave it.
             "auth_key": self._auth_key_in_use(),
             "list_id": self._list_id,

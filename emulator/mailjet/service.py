@@ -119,13 +119,18 @@ class MailjetService:
     def install(self, tenants: dict[str, Tenant]) -> None:
         """Replace every account at once (startup, snapshot import) and arm the new ones' timers.
 
-        The server's configured account is always there: a fresh one is added when `tenants` lacks it.
+        The server's configured account is always there: a fresh one is added when `tenants` lacks it,
+        with the bundle's authentication key, and an account of `tenants` that holds that key gets
+        a fresh one instead (keys are unique: the bundle's account is the configured one).
         """
         for tenant in self.tenants.values():
             self._retire(tenant)
         tenants = dict(tenants)
         if self.config.mailjet_api_key not in tenants:
             config = self.config
+            for tenant in tenants.values():
+                if tenant.account.app_connection.authentication_key == config.auth_key:
+                    tenant.account.update_app_connection({"authenticationKey": _fresh_authentication_key()})
             fresh = self.new_tenant(config.mailjet_api_key, config.mailjet_secret_key, _free_key_id(tenants), config.auth_key)
             tenants[config.mailjet_api_key] = fresh
         self.tenants = tenants
@@ -161,8 +166,7 @@ class MailjetService:
             raise AccountError(f"api_key {problem}")
         if api_key in self.tenants:
             raise AccountError(f"an account with API key {api_key!r} already exists", 409)
-        # Mailjet shows a fresh Segment authentication key per account on its App Connections page.
-        tenant = self.new_tenant(api_key, secret_key, _free_key_id(self.tenants), secrets.token_hex(16))
+        tenant = self.new_tenant(api_key, secret_key, _free_key_id(self.tenants), _fresh_authentication_key())
         self.tenants[api_key] = tenant
         self.backend.accounts[api_key] = tenant.account
         return tenant
@@ -184,6 +188,11 @@ class MailjetService:
     async def aclose(self) -> None:
         await self.transport.aclose()
 
+
+
+def _fresh_authentication_key() -> str:
+    # Mailjet shows a fresh Segment authentication key per account on its App Connections page.
+    return secrets.token_hex(16)
 
 
 def _free_key_id(tenants: dict[str, Tenant]) -> int:
