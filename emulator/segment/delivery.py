@@ -41,7 +41,7 @@ from urllib.parse import urljoin, urlsplit
 
 import aiohttp
 
-from ..common.clock import Clock, iso
+from ..common.clock import Clock, iso, parse_iso
 from ..common.feeds import newest
 from ..common.http import read_answer, recorded_body
 from ..common.journal import REDACTED
@@ -75,6 +75,8 @@ FILTERED_BY_INTEGRATIONS_OBJECT = "FILTERED_BY_INTEGRATIONS_OBJECT"
 # (reference/segment.md §5.1). The schedule itself is not published: we guess a first wait drawn
 # from 30-60 s that doubles after each failure (about 8 retries in the window) and clamp the last
 # attempt to the end of the window, so a destination down for 4 h gets one attempt at the 4 h mark.
+# The window counts from the message's acceptance (its receivedAt), not from its first attempt: a
+# message waiting behind its user's retrying one gets no fresh 4 h when its turn comes.
 RETRY_WINDOW = timedelta(hours=4)
 FIRST_BACKOFF_SECONDS = (30.0, 60.0)
 RETRIES_EXHAUSTED = "retries exhausted after 4h"
@@ -220,7 +222,6 @@ class DeliveryRecord:
     state: str = QUEUED
     reason: str | None = None
     next_attempt_at: datetime | None = None
-    first_attempt_at: datetime | None = None
     # A tuple, replaced at each attempt: most records are skipped and never attempted, and one
     # shared () costs the garbage collector nothing (every stored event has a record).
     attempts: tuple[dict[str, Any], ...] = ()
@@ -616,8 +617,6 @@ class DeliveryPipeline:
                 if not self._sending[generation]:
                     del self._sending[generation]
                 self._answered.set()
-        if record.first_attempt_at is None:
-            record.first_attempt_at = at
         attempt = {
             "at": iso(at),
             "status": outcome.status,
@@ -665,8 +664,9 @@ class DeliveryPipeline:
             record.state, record.reason = FAILED, outcome.message
             return
         now = self._clock.now()
-        assert record.first_attempt_at is not None
-        deadline = record.first_attempt_at + RETRY_WINDOW
+        # receivedAt is the virtual clock's time at ingestion; every accepted message has one. A
+        # message whose turn came after its window closed has had its one attempt.
+        deadline = parse_iso(record.body["receivedAt"]) + RETRY_WINDOW
         if now >= deadline:
             record.state, record.reason = FAILED, RETRIES_EXHAUSTED
             return

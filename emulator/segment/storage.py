@@ -135,7 +135,6 @@ def delivery_to_json(record: DeliveryRecord) -> dict[str, Any]:
         "state": record.state,
         "reason": record.reason,
         "next_attempt_at": _iso_or_none(record.next_attempt_at),
-        "first_attempt_at": _iso_or_none(record.first_attempt_at),
         "attempts": list(record.attempts),
     }
 
@@ -340,17 +339,18 @@ def delivery_from_json(data: Any, where: str) -> DeliveryRecord:
     for name in ("type", "userId", "event", "reason"):
         if data.get(name) is not None and not isinstance(data[name], str):
             raise SnapshotError(f"{where}.{name} must be a string or null")
+    body = _deep_enough(_object(data.get("body"), f"{where}.body"), f"{where}.body")
+    _time(body.get("receivedAt"), f"{where}.body.receivedAt")  # its retry window counts from it
     return DeliveryRecord(
         seq=seq,
         message_id=_string(data.get("messageId"), f"{where}.messageId"),
         type=data.get("type"),
         user_id=data.get("userId"),
         event=data.get("event"),
-        body=_deep_enough(_object(data.get("body"), f"{where}.body"), f"{where}.body"),
+        body=body,
         state=state,
         reason=data.get("reason"),
         next_attempt_at=next_attempt_at,
-        first_attempt_at=_optional_time(data.get("first_attempt_at"), f"{where}.first_attempt_at"),
         attempts=tuple(_object(item, f"{where}.attempts[{index}]") for index, item in enumerate(_list(data.get("attempts", []), f"{where}.attempts"))),
     )
 

@@ -25,7 +25,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from emulator.common.clock import Clock, parse_iso
+from emulator.common.clock import Clock, iso, parse_iso
 from emulator.common.server import serve_in_background
 from emulator.segment.delivery import (
     FILTERED_BY_INTEGRATIONS_OBJECT,
@@ -143,7 +143,8 @@ class Harness:
             "context": {"library": {"name": "analytics-python", "version": "2.3.4"}},
             "integrations": {},
             "timestamp": "2025-01-01T12:00:00.000Z",
-            "receivedAt": "2025-01-01T12:00:00.100Z",
+            # Accepted now, on the virtual clock, as ingestion stamps it: the retry window counts from it.
+            "receivedAt": iso(self.clock.now()),
             **fields,
         }
         return self.submit(message)
@@ -200,7 +201,7 @@ def harness(request):
 
 
 def test_identify_is_delivered_with_segment_direct_destination_request(harness):
-    message_id = harness.identify("ada")
+    message_id = harness.identify("ada", receivedAt="2025-01-01T12:00:00.100Z")
     record = harness.wait_state(message_id, "delivered")
 
     (got,) = harness.receiver.received
@@ -391,8 +392,7 @@ def test_retry_schedule_follows_the_seeded_backoff_and_gives_up_after_4h(harness
     harness.receiver.script["down"] = deque([503] * 50)
     message_id = harness.identify("down")
     record = harness.wait_state(message_id, "retrying")
-    first_at = parse_iso(record["attempts"][0]["at"])
-    deadline = first_at + timedelta(hours=4)
+    deadline = parse_iso(record["attempts"][0]["request"]["body"]["receivedAt"]) + timedelta(hours=4)
     gaps = []
     while record["state"] == "retrying":
         last_at = parse_iso(record["attempts"][-1]["at"])
@@ -424,6 +424,48 @@ def test_one_big_clock_jump_past_the_window_fails_after_one_more_attempt(harness
     record = harness.record(message_id)
     assert record["state"] == "failed" and record["reason"] == RETRIES_EXHAUSTED
     assert len(record["attempts"]) == 2
+
+
+def test_a_users_messages_waiting_behind_a_retrying_one_still_fail_4h_after_their_acceptance(harness):
+    # Each message's 4 h counted from its own first attempt: with the destination down, a user's
+    # third message was first tried 8 h after it was accepted and was still retrying at 10 h.
+    harness.receiver.script["down"] = deque([503] * 100)
+    ids = [harness.identify("down") for _ in range(3)]
+    harness.wait_state(ids[0], "retrying")
+
+    async def step() -> None:
+        harness.clock.advance(timedelta(minutes=15))
+        await harness.clock.run_due()
+
+    for _ in range(17):  # 4 h 15 min
+        harness.run(step())
+    for message_id in ids:
+        record = harness.record(message_id)
+        assert record["state"] == "failed" and record["reason"] == RETRIES_EXHAUSTED
+        deadline = parse_iso(record["attempts"][0]["request"]["body"]["receivedAt"]) + timedelta(hours=4)
+        # The virtual clock goes on with real time while the attempts run: a second's leeway.
+        assert parse_iso(record["attempts"][-1]["at"]) < deadline + timedelta(seconds=1)
+    assert harness.clock.pending() == 0
+
+
+@pytest.mark.parametrize(("answer", "state"), [(200, "delivered"), (503, "failed")])
+def test_a_message_whose_turn_comes_after_its_window_gets_one_attempt(harness, answer, state):
+    harness.receiver.script["ada"] = deque([503, 503, answer])
+    head = harness.identify("ada")
+    late = harness.identify("ada")
+    harness.wait_state(head, "retrying")
+
+    async def jump() -> None:
+        harness.clock.advance(timedelta(hours=5))
+        await harness.clock.run_due()
+
+    harness.run(jump())
+    assert harness.record(head)["reason"] == RETRIES_EXHAUSTED
+    record = harness.record(late)
+    assert record["state"] == state and record["next_attempt_at"] is None
+    assert [attempt["status"] for attempt in record["attempts"]] == [answer]
+    assert record["reason"] == (RETRIES_EXHAUSTED if answer == 503 else None)
+    assert harness.clock.pending() == 0
 
 
 # --- ordering ----------------------------------------------------------------------------------
@@ -708,8 +750,7 @@ def test_a_retrying_record_does_not_stop_the_cap_from_dropping_finished_ones():
     clock = Clock()
     pipeline = DeliveryPipeline(clock, "http://127.0.0.1:9", SEED, api_key=AUTH_KEY, max_records=10)
     head = DeliveryRecord(1, "m-retrying", "identify", "ada", None, {"type": "identify", "userId": "ada", "messageId": "m-retrying"},
-                          state=RETRYING, next_attempt_at=datetime(9000, 1, 1, tzinfo=timezone.utc),
-                          first_attempt_at=clock.now())
+                          state=RETRYING, next_attempt_at=datetime(9000, 1, 1, tzinfo=timezone.utc))
     pipeline.restore({}, [head])
     for n in range(1000):  # track calls: recorded skipped at once, never sent
         pipeline.submit({"type": "track", "userId": f"u{n}", "event": "E", "messageId": f"t-{n}"})
