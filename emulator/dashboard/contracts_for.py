@@ -3,13 +3,19 @@
 from __future__ import annotations
 
 import re
+from functools import cache
 from typing import Any
 
 import contracts
 
+from ..segment import fast_validation
 
-def contract_names() -> set[str]:
-    return set(contracts.names())
+
+@cache
+def contract_names() -> frozenset[str]:
+    # Read once: the schema files ship with the package, and each read lists their folder and
+    # parses every file (~1.5 ms, twice for each Segment step of a trace).
+    return frozenset(contracts.names())
 
 
 def _snake(text: str) -> str:
@@ -21,7 +27,7 @@ def segment_contract(message: dict[str, Any]) -> str | None:
     call_type = message.get("type")
     if not isinstance(call_type, str):
         return None
-    known = set(contracts.names())
+    known = contract_names()
     personas = (message.get("context") or {}).get("personas") if isinstance(message.get("context"), dict) else None
     if call_type == "identify" and isinstance(personas, dict):
         kind = "audience" if personas.get("computation_class") == "audience" else "trait"
@@ -37,16 +43,18 @@ def segment_contract(message: dict[str, Any]) -> str | None:
 
 
 def first_known(*names: str) -> str | None:
-    known = set(contracts.names())
-    return next((name for name in names if name in known), None)
+    return next((name for name in names if name in contract_names()), None)
 
 
 def check(contract: str | None, payload: Any) -> dict[str, Any]:
-    """`{"contract", "violations": [{"path", "rule", "message"}]}`; no contract → no verdict."""
+    """`{"contract", "violations": [{"path", "rule", "message"}]}`; no contract → no verdict.
+
+    The compiled check answers first (~1 µs, where jsonschema takes ~1 ms and a trace checks
+    thousands of payloads); jsonschema runs only to explain a payload that fails."""
     if contract is None:
         return {"contract": None, "violations": []}
     try:
-        found = contracts.validate(contract, payload)
+        found = [] if fast_validation.is_valid(contract, payload) else contracts.validate(contract, payload)
     except RecursionError:
         return {"contract": contract, "violations": [{"path": "$", "rule": "depth", "message": "nested too deeply"}]}
     return {"contract": contract, "violations": [violation_json(v) for v in found]}

@@ -126,6 +126,9 @@ def _names(value: Any, emails: tuple[str, ...], user_id: str | None, path: str =
     Segment userId: a userId "1" is not `/contactslist/1/managecontact`.
     """
     folded = {email.casefold() for email in emails}
+    # Folding never shortens a string (each character folds to one to three), so a longer one is
+    # no email of theirs: bodies hold long strings, and folding each was most of a journal's walk.
+    longest = max(map(len, folded), default=0)
     if any(part.casefold() in folded for part in path.split("/")):
         return True
     pending = [value]
@@ -135,7 +138,9 @@ def _names(value: Any, emails: tuple[str, ...], user_id: str | None, path: str =
             pending.extend(item.values())
         elif isinstance(item, list):
             pending.extend(item)
-        elif isinstance(item, str) and (item.casefold() in folded or (user_id is not None and item == user_id)):
+        elif isinstance(item, str) and (
+            (len(item) <= longest and item.casefold() in folded) or (user_id is not None and item == user_id)
+        ):
             return True
     return False
 
@@ -170,56 +175,61 @@ async def build_trace(
     async with aiohttp.ClientSession(timeout=session_timeout, headers=headers) as http:
         events = await _get(http, f"{segment_url}/_emulator/events", "events", {"limit": LIMIT}, "Segment events", reads)
         user_id, email = _identify_user(user, events)
-        # A tuple, not a set: a discarded event's userId or anonymousId may be any JSON value (a dict).
-        ids = tuple(value for value in (user_id, email, user) if value)
-        emails = _emails_of_user(email, user_id, events)
-        # An anonymous visitor's calls (no userId) are the user's once an identify tied the two;
-        # a call with another userId is another user's, even on the same device.
-        linked = _linked_ids(ids, events)
-        mine = [
-            event for event in events
-            if event.get("userId") in ids or event.get("anonymousId") in ids
-            or (not event.get("userId") and event.get("anonymousId") in linked) or event.get("userId") in linked
-            or any(_same_email(_email_of(event), address) for address in emails)
-        ]
-        message_ids = {event.get("messageId") for event in mine if isinstance(event.get("messageId"), str)}
-        # When each message was accepted: a record never attempted (skipped, or queued) has no time
-        # of its own, and stands at its message's. Only accepted messages have a record; a discarded
-        # duplicate's messageId must not move it.
-        received = {
-            event["messageId"]: event.get("receivedAt") for event in reversed(mine)
-            if event.get("messageId") in message_ids and event.get("status", "accepted") == "accepted"
-        }
-        deliveries = [
-            record for record in await _get(
-                http, f"{segment_url}/_emulator/deliveries", "deliveries", {"limit": LIMIT}, "Segment deliveries", reads
-            )
-            if record.get("messageId") in message_ids
-        ]
+        deliveries = await _get(
+            http, f"{segment_url}/_emulator/deliveries", "deliveries", {"limit": LIMIT}, "Segment deliveries", reads
+        )
         # The journal holds every account's calls, the messages, events and contact read below the
         # configured account's only: a parallel job's account sending the same test user is not this trace.
         api_key = await _configured_api_key(http, mailjet_url)
-        journal = _journal_of_user(
-            await _get(http, f"{mailjet_url}/_emulator/requests", "requests",
-                       {"limit": LIMIT, **({"apiKey": api_key} if api_key else {})}, "Mailjet API calls", reads),
-            emails, user_id, deliveries,
+        journal = await _get(http, f"{mailjet_url}/_emulator/requests", "requests",
+                             {"limit": LIMIT, **({"apiKey": api_key} if api_key else {})}, "Mailjet API calls", reads)
+        messages = await _get(http, f"{mailjet_url}/_emulator/messages", "messages", {"limit": LIMIT}, "Mailjet emails", reads)
+        email_events = await _get(
+            http, f"{mailjet_url}/_emulator/email-events", "email_events", {"limit": LIMIT}, "Mailjet email events", reads
         )
-        messages = [
-            message for message in await _get(
-                http, f"{mailjet_url}/_emulator/messages", "messages", {"limit": LIMIT}, "Mailjet emails", reads
-            )
-            if _names(message.get("to"), emails, None)
-        ]
-        email_events = [
-            event for event in await _get(
-                http, f"{mailjet_url}/_emulator/email-events", "email_events", {"limit": LIMIT}, "Mailjet email events", reads
-            )
-            if any(_same_email(event.get("email"), address) for address in emails)
-        ]
         contacts = (
             await _get(http, f"{mailjet_url}/_emulator/dashboard/contacts", "contacts", {"email": email}, "Mailjet contact", reads)
             if email else []
         )
+    # Picking the user's records out of up to 10,000 of each source and checking each step takes
+    # seconds of CPU on a busy stack: done off the event loop the three servers share, where it
+    # held deliveries in flight past their timeout.
+    steps = await asyncio.to_thread(_steps_of_user, user, user_id, email, events, deliveries, journal, messages, email_events)
+    return {"user": user, "userId": user_id, "email": email, "steps": steps, "contact": contacts[0] if contacts else None,
+            **reads.to_json()}
+
+
+def _steps_of_user(
+    user: str, user_id: str | None, email: str | None, events: list[dict[str, Any]], all_deliveries: list[dict[str, Any]],
+    all_calls: list[dict[str, Any]], all_messages: list[dict[str, Any]], all_email_events: list[dict[str, Any]],
+) -> list[dict[str, Any]]:
+    """The user's steps among the records the control APIs answered, oldest first."""
+    # A tuple, not a set: a discarded event's userId or anonymousId may be any JSON value (a dict).
+    ids = tuple(value for value in (user_id, email, user) if value)
+    emails = _emails_of_user(email, user_id, events)
+    # An anonymous visitor's calls (no userId) are the user's once an identify tied the two;
+    # a call with another userId is another user's, even on the same device.
+    linked = _linked_ids(ids, events)
+    mine = [
+        event for event in events
+        if event.get("userId") in ids or event.get("anonymousId") in ids
+        or (not event.get("userId") and event.get("anonymousId") in linked) or event.get("userId") in linked
+        or any(_same_email(_email_of(event), address) for address in emails)
+    ]
+    message_ids = {event.get("messageId") for event in mine if isinstance(event.get("messageId"), str)}
+    # When each message was accepted: a record never attempted (skipped, or queued) has no time
+    # of its own, and stands at its message's. Only accepted messages have a record; a discarded
+    # duplicate's messageId must not move it.
+    received = {
+        event["messageId"]: event.get("receivedAt") for event in reversed(mine)
+        if event.get("messageId") in message_ids and event.get("status", "accepted") == "accepted"
+    }
+    deliveries = [record for record in all_deliveries if record.get("messageId") in message_ids]
+    journal = _journal_of_user(all_calls, emails, user_id, deliveries)
+    messages = [message for message in all_messages if _names(message.get("to"), emails, None)]
+    email_events = [
+        event for event in all_email_events if any(_same_email(event.get("email"), address) for address in emails)
+    ]
     steps = (
         [_segment_step(event) for event in mine]
         + [step for record in deliveries for step in _delivery_steps(record, received.get(record.get("messageId")))]
@@ -247,8 +257,7 @@ async def build_trace(
         return PHASES.get(step["kind"], 9)
 
     steps.sort(key=lambda step: (_time_key(step["at"]).replace(microsecond=0), phase(step), _time_key(step["at"])))
-    return {"user": user, "userId": user_id, "email": email, "steps": steps, "contact": contacts[0] if contacts else None,
-            **reads.to_json()}
+    return steps
 
 
 def _journal_of_user(

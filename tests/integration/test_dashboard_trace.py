@@ -59,6 +59,18 @@ def test_a_track_whose_event_is_an_object_is_titled_in_json(tenant_b: TwoTenantS
     assert titles == ['Segment received track “{"x": 1, "y": "é"}”'], titles
 
 
+def test_a_step_that_breaks_its_contract_carries_jsonschemas_violations(tenant_b: TwoTenantStack) -> None:
+    # The compiled check answers yes/no; a payload it fails must still be explained, rule by rule.
+    stack = tenant_b
+    call(stack, "track", {"userId": "u-broken", "event": ""})
+    call(stack, "track", {"userId": "u-broken", "event": "Signed Up"})
+    verdicts = [(step["contract"], step["violations"]) for step in trace(stack, "u-broken")["steps"] if step["kind"] == "segment"]
+    assert verdicts == [
+        ("segment.track", [{"path": "$.event", "rule": "minLength", "message": '"" has 0 characters, expected at least 1'}]),
+        ("segment.track", []),
+    ], verdicts
+
+
 def test_a_skipped_delivery_sits_at_its_messages_time(tenant_b: TwoTenantStack) -> None:
     # A track is never sent to the Mailjet destination (skipped at once, no attempt): its record
     # showed "time unknown" and sorted after everything, e.g. after a later identify's delivery.
