@@ -308,12 +308,7 @@ def message_from_json(data: Any, where: str) -> StoredMessage:
             f"{where}.message: ingestion would have discarded it ({problem}), yet status is {ACCEPTED!r}"
         )
     # Checked here so that a bad time is refused with its place; the backend parses them again on restore.
-    received_at = _time(message.get("receivedAt"), f"{where}.message.receivedAt")
-    if not RECEIVED_AT_RANGE[0] <= received_at <= RECEIVED_AT_RANGE[1]:
-        raise SnapshotError(
-            f"{where}.message.receivedAt: must be between {iso(RECEIVED_AT_RANGE[0])} and {iso(RECEIVED_AT_RANGE[1])}, "
-            "the virtual clock's range"
-        )
+    _received_at(message, f"{where}.message.receivedAt")
     if "timestamp" in message:
         _time(message["timestamp"], f"{where}.message.timestamp")
     return StoredMessage(
@@ -340,7 +335,7 @@ def delivery_from_json(data: Any, where: str) -> DeliveryRecord:
         if data.get(name) is not None and not isinstance(data[name], str):
             raise SnapshotError(f"{where}.{name} must be a string or null")
     body = _deep_enough(_object(data.get("body"), f"{where}.body"), f"{where}.body")
-    _time(body.get("receivedAt"), f"{where}.body.receivedAt")  # its retry window counts from it
+    _received_at(body, f"{where}.body.receivedAt")  # its retry window counts from it
     return DeliveryRecord(
         seq=seq,
         message_id=_string(data.get("messageId"), f"{where}.messageId"),
@@ -385,6 +380,15 @@ def _time(value: Any, where: str) -> datetime:
         return parse_iso(value)
     except ValueError as exc:
         raise SnapshotError(f"{where}: {exc}") from exc
+
+
+def _received_at(message: dict[str, Any], where: str) -> None:
+    """Refuse a receivedAt that is no time, or one outside the virtual clock's range."""
+    received_at = _time(message.get("receivedAt"), where)
+    if not RECEIVED_AT_RANGE[0] <= received_at <= RECEIVED_AT_RANGE[1]:
+        raise SnapshotError(
+            f"{where}: must be between {iso(RECEIVED_AT_RANGE[0])} and {iso(RECEIVED_AT_RANGE[1])}, the virtual clock's range"
+        )
 
 
 def _optional_time(value: Any, where: str) -> datetime | None:

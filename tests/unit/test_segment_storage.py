@@ -440,6 +440,9 @@ def test_an_import_removes_workspaces_the_snapshot_lacks_and_resets_a_missing_de
         # Its 4-hour retry window counts from it: a retry of such a record failed in the pipeline.
         (lambda d: d["state"]["workspaces"][0]["deliveries"][0]["body"].pop("receivedAt"),
          r"deliveries\[0\].body.receivedAt"),
+        # Its window's end overflowed datetime at the record's first retryable failure.
+        (lambda d: d["state"]["workspaces"][0]["deliveries"][0]["body"].update(receivedAt="9999-12-31T23:00:00.000Z"),
+         r"deliveries\[0\].body.receivedAt: must be between"),
         # Two records with one seq share one database row: one of them would be lost at the next start.
         (lambda d: d["state"]["workspaces"][0]["deliveries"][1].update(seq=d["state"]["workspaces"][0]["deliveries"][0]["seq"]),
          r"workspaces\[0\].deliveries: seq must be unique and increasing"),
