@@ -29,6 +29,7 @@ from .config import BundleConfig, BundleUrls
 from .mailjet.routes import create_app as create_mailjet_app
 from .mailjet.service import MailjetService
 from .segment.routes import create_app as create_segment_app
+from .segment.workspaces import Workspaces
 
 
 # With --data-dir, what the bundle itself keeps across restarts (each fake keeps its own state):
@@ -218,24 +219,32 @@ class Bundle:
         """
         service = mailjet_app.state.service
         connection_key = service.default.account.app_connection.authentication_key
+        workspaces = segment_app.state.workspaces
         if self.config.auth_key == self._wired_auth_key:
             if connection_key != self._wired_auth_key:
+                if service.tenant_with_authentication_key(self._wired_auth_key) is not None:
+                    # Another account holds the wired key: it took it when a start made it the
+                    # configured one (MailjetService.install). The tiles follow the configured account.
+                    self._move_tiles(workspaces, {self._wired_auth_key}, connection_key)
                 self._wired_auth_key = connection_key
                 self._save_state()
             return
         new = self.config.auth_key
-        stale = {self._wired_auth_key, connection_key} - {new}
-        workspaces = segment_app.state.workspaces
+        self._move_tiles(workspaces, {self._wired_auth_key, connection_key} - {new}, new)
+        if connection_key != new:
+            service.update_app_connection(service.default, {"authenticationKey": new})
+            service.changes.save()
+        self._wired_auth_key = new
+        self._save_state()
+
+    @staticmethod
+    def _move_tiles(workspaces: Workspaces, stale: set[str], new: str) -> None:
+        """Give every Mailjet tile that holds a `stale` key the `new` one, stored at once."""
         for workspace in workspaces:
             if workspace.pipeline.destination.settings.get("apiKey") in stale:
                 workspace.pipeline.configure({"settings": {"apiKey": new}})
         if workspaces.store is not None:
             workspaces.store.flush()
-        if connection_key in stale:
-            service.update_app_connection(service.default, {"authenticationKey": new})
-            service.changes.save()
-        self._wired_auth_key = new
-        self._save_state()
 
     def _auth_key_in_use(self) -> str:
         """The key the destination takes for the configured account: its App Connections page's."""

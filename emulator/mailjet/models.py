@@ -1755,7 +1755,11 @@ class MailjetBackend:
         for api_key in self.accounts:
             self.changes.wipe(api_key)
         config = self.config
-        account = self.new_account(config.mailjet_api_key, config.mailjet_secret_key, 1, config.auth_key)
+        # A configured account restored from a data dir keeps its secret whatever the config says
+        # (the bundle announces that one), and so does the fresh one a reset makes.
+        kept = self.accounts.get(config.mailjet_api_key)
+        secret_key = kept.secret_key if kept is not None else config.mailjet_secret_key
+        account = self.new_account(config.mailjet_api_key, secret_key, 1, config.auth_key)
         self.accounts = {account.api_key: account}
 
     def new_account(self, api_key: str, secret_key: str, api_key_id: int, auth_key: str) -> Account:

@@ -127,3 +127,26 @@ def test_a_restart_with_another_secret_names_the_secret_the_stored_account_keeps
     assert contact_status(again["mailjet_url"], "nobody@example.com", (again["mailjet_api_key"], again["mailjet_secret_key"])) == 404
     assert "keeps its secret key" in caplog.text
     assert "new-secret" not in caplog.text  # credentials are printed in the banner only
+
+
+def test_a_reset_keeps_the_secret_the_stored_account_kept(start: Callable[..., dict[str, Any]]) -> None:
+    # A reset made the configured account again with the flag's secret: the pair the ready file
+    # named answered 401 from then on (`segjet check` resets first, so it failed).
+    start()
+    again = start(mailjet_secret_key="new-secret")
+    call("POST", f"{again['mailjet_url']}/_emulator/reset")
+    pair = (again["mailjet_api_key"], again["mailjet_secret_key"])
+    assert contact_status(again["mailjet_url"], "nobody@example.com", pair) == 404
+
+
+def test_a_restart_back_to_an_earlier_mailjet_account_moves_the_tile_to_it(start: Callable[..., dict[str, Any]]) -> None:
+    # The earlier account was given a fresh key when the other took the bundle's: back on it, the
+    # bundle took its page's key, while the tile kept the one the other account holds, and wrote there.
+    start()
+    start(mailjet_api_key="other-key", mailjet_secret_key="other-secret")
+    back = start()
+    tile = call("GET", f"{back['segment_url']}/_emulator/destinations/mailjet")["settings"]
+    assert tile["apiKey"] == back["auth_key"] == page_key(back, DEFAULTS.mailjet_api_key)
+    identify_delivered(back, "u1")
+    assert contact_status(back["mailjet_url"], "u1@example.com", (back["mailjet_api_key"], back["mailjet_secret_key"])) == 200
+    assert contact_status(back["mailjet_url"], "u1@example.com", ("other-key", "other-secret")) == 404
