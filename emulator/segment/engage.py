@@ -999,8 +999,8 @@ class EngageEngine:
         readers = [c.definition.key for c in self._computations.values() if key in c.definition.trait_names()]
         if readers:
             raise DefinitionInUse(
-                f"{key!r} is read by {', '.join(map(repr, readers))}; delete or redefine "
-                f"{'it' if len(readers) == 1 else 'them'} first"
+                f"{key!r} is read by {', '.join(map(repr, readers))}; delete "
+                f"{'it' if len(readers) == 1 else 'them'} first (a definition is changed by deleting and adding it again)"
             )
         del self._computations[key]
         self._reindex()

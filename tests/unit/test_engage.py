@@ -194,6 +194,8 @@ def test_a_definition_another_one_reads_is_not_deleted(kind):
     with pytest.raises(DefinitionInUse, match="'loyal', 'lapsed'") as refused:
         delete("buyers")
     assert refused.value.status == 409
+    # There is no redefining in place (no PUT): the message says how a reader is changed.
+    assert str(refused.value).endswith("delete them first (a definition is changed by deleting and adding it again)")
     assert len(world.engine.audiences()) + len(world.engine.traits()) == 3  # nothing removed
     world.engine.delete_audience("loyal")
     world.engine.delete_audience("lapsed")
