@@ -19,9 +19,16 @@ Scalar = bool | int | float | str
 
 USER_ID_PROPERTY = "segment_user_id"
 
-# Guess: Mailjet documents no integer range; its int properties are assumed to be 64-bit, and a
-# larger integer (an id, a phone number) is kept exactly by storing it as text.
+# Guess: Mailjet documents no integer range; its int properties are assumed to be 64-bit. A larger
+# integer (an id, a phone number) below 2**64 is kept exactly by storing it as text; a still larger
+# one has arrived as a double (destination/json_body.py reads JSON as orjson does), so is a float.
 _INT64 = range(-(2**63), 2**63)
+
+# Mailjet documents every property value as text read by its property's type, so text in JSON's
+# number grammar fits an existing int or float property, as that number. Not looser: "007" (a
+# postcode, say) would lose its zeros, and " 45" or "+45" is no number a Segment library writes.
+_JSON_INTEGER = re.compile(r"-?(?:0|[1-9][0-9]*)\Z")
+_JSON_NUMBER = re.compile(r"-?(?:0|[1-9][0-9]*)(?:\.[0-9]+)?(?:[eE][+-]?[0-9]+)?\Z")
 
 # Guess: Mailjet publishes no length limit for Name or text property values; 255 is the usual
 # column size (the fake Mailjet uses it too). A longer value would make Mailjet reject the whole
@@ -128,25 +135,32 @@ def find_email(message: Mapping[str, Any]) -> str | None:
     return None
 
 
-def _text(value: Any) -> str:
-    return value.strip() if isinstance(value, str) else ""
+def _first_text(traits: Mapping[str, Any], *keys: str) -> tuple[str, str]:
+    """(key, stripped text) of the first of `keys` whose trait is text that is not blank; ("", "")
+    when none is."""
+    for key in keys:
+        value = traits.get(key)
+        if isinstance(value, str) and value.strip():
+            return key, value.strip()
+    return "", ""
 
 
-def contact_name(traits: Mapping[str, Any]) -> str | None:
-    """Mailjet's contact `Name`: `name`, else first and last name (camelCase or snake_case) when
-    both are given; None (Name left as it is) otherwise.
+def contact_name(traits: Mapping[str, Any]) -> tuple[str, str] | None:
+    """Mailjet's contact `Name` and the traits it is made of: `name`, else first and last name
+    (camelCase or snake_case) when both are given ("firstName+last_name"); None (Name left as it
+    is) otherwise.
 
     Both, as Segment's own facade builds a name (segmentio/facade lib/identify.js: "if (firstName &&
     lastName)") and as the identify spec says ("If you only pass a first and last name"): an update
     carrying only one half would otherwise replace a full Name with it. That half is still kept as
     a property.
     """
-    name = _text(traits.get("name"))
+    _, name = _first_text(traits, "name")
     if name:
-        return name
-    first = _text(traits.get("firstName")) or _text(traits.get("first_name"))
-    last = _text(traits.get("lastName")) or _text(traits.get("last_name"))
-    return f"{first} {last}" if first and last else None
+        return name, "name"
+    first_key, first = _first_text(traits, "firstName", "first_name")
+    last_key, last = _first_text(traits, "lastName", "last_name")
+    return (f"{first} {last}", f"{first_key}+{last_key}") if first and last else None
 
 
 def parse_iso_datetime(text: str) -> datetime | None:
@@ -309,11 +323,14 @@ def map_identify(message: Mapping[str, Any]) -> ContactUpdate:
         if keep(name, value, datatype, trait) and name != joined:
             renamed.append(RenamedTrait(trait, name))
 
-    name = contact_name(traits)
-    if name is not None and len(name) > MAX_TEXT_LENGTH:
-        # Without Name, managecontact keeps the contact's current name.
-        skipped.append(SkippedTrait("name", f"contact Name longer than {MAX_TEXT_LENGTH} characters"))
-        name = None
+    name: str | None = None
+    named = contact_name(traits)
+    if named is not None:
+        name, name_source = named
+        if len(name) > MAX_TEXT_LENGTH:
+            # Without Name, managecontact keeps the contact's current name.
+            skipped.append(SkippedTrait(name_source, f"contact Name longer than {MAX_TEXT_LENGTH} characters"))
+            name = None
     return ContactUpdate(email, name, tuple(properties.values()), tuple(skipped), tuple(renamed))
 
 
@@ -329,4 +346,25 @@ def conform_to_definition(prop: Property, defined: str) -> Property:
     # Any scalar has a text form; an integer is a valid float and may be a valid Unix timestamp.
     if defined == "str" or (prop.datatype == "int" and defined in ("float", "datetime")):
         return replace(prop, datatype=cast(Datatype, defined))
-    raise ValueError(f"a {prop.datatype} value does not fit")
+    value = _exactly_as(prop.raw, defined)
+    if value is None:
+        raise ValueError(f"a {prop.datatype} value does not fit")
+    return replace(prop, raw=value, datatype=cast(Datatype, defined))
+
+
+def _exactly_as(raw: Scalar, defined: str) -> Scalar | None:
+    """`raw` as a value of the `defined` type it names exactly, written another way: an integral
+    float as an int, or text as an int, float or bool; None when it is none."""
+    if isinstance(raw, float):
+        return int(raw) if defined == "int" and raw.is_integer() and int(raw) in _INT64 else None
+    if not isinstance(raw, str):
+        return None
+    if defined == "int" and _JSON_INTEGER.match(raw) and int(raw) in _INT64:
+        return int(raw)
+    if defined == "float" and _JSON_NUMBER.match(raw):
+        number = float(raw)  # inf beyond a double's range
+        return number if math.isfinite(number) else None
+    # Any case: .NET and Python write a bool as "True". Mailjet is sent a JSON bool either way.
+    if defined == "bool" and raw.lower() in ("true", "false"):
+        return raw.lower() == "true"
+    return None

@@ -139,6 +139,18 @@ def test_a_property_created_is_defined_even_when_the_reread_after_another_failur
     assert asyncio.run(client.property_definitions()) == definitions
 
 
+def test_a_cached_property_mailjet_lost_is_created_when_the_reread_misses_it():
+    # The cache still held "segment_user_id", which Mailjet had lost since (an account reset), so
+    # only "age" was created; it had been created meanwhile (MJ18), and the re-read showed "age" but
+    # not "segment_user_id": the identify then failed with a KeyError (a 500).
+    client = _StubClient({"age": MailjetError(400, 'MJ18 A ContactMetaData resource with value "age" for Name already exists.')},
+                         defined_after={"age": "int"})
+    client._definitions = {"segment_user_id": PropertyDefinition("segment_user_id", "str")}
+    definitions, created = asyncio.run(client.define_properties({"segment_user_id": "str", "age": "int"}))
+    assert created == [PropertyDefinition("segment_user_id", "str")]
+    assert set(definitions) == {"segment_user_id", "age"}
+
+
 @pytest.mark.parametrize(
     ("contact", "contact_id"),
     [

@@ -58,11 +58,11 @@ def test_flatten_traits_yields_path_name_and_value():
 @pytest.mark.parametrize(
     ("traits", "expected"),
     [
-        ({"name": "Ada Lovelace", "firstName": "Augusta"}, "Ada Lovelace"),
-        ({"firstName": "Ada", "lastName": "Lovelace"}, "Ada Lovelace"),
-        ({"first_name": "Ada", "last_name": "Lovelace"}, "Ada Lovelace"),
-        ({"firstName": "Ada", "last_name": "Lovelace"}, "Ada Lovelace"),
-        ({"name": "  ", "first_name": " Ada ", "lastName": "Lovelace"}, "Ada Lovelace"),
+        ({"name": "Ada Lovelace", "firstName": "Augusta"}, ("Ada Lovelace", "name")),
+        ({"firstName": "Ada", "lastName": "Lovelace"}, ("Ada Lovelace", "firstName+lastName")),
+        ({"first_name": "Ada", "last_name": "Lovelace"}, ("Ada Lovelace", "first_name+last_name")),
+        ({"firstName": "Ada", "last_name": "Lovelace"}, ("Ada Lovelace", "firstName+last_name")),
+        ({"name": "  ", "first_name": " Ada ", "lastName": "Lovelace"}, ("Ada Lovelace", "first_name+lastName")),
         # One half only leaves Name as it is (Segment's facade: name() joins only "if firstName &&
         # lastName"): an update carrying just {"lastName": "Byron"} once replaced "Ada Lovelace" by "Byron".
         ({"firstName": "Ada"}, None),
@@ -262,6 +262,21 @@ def test_nested_key_needing_sanitizing_is_reported_as_renamed():
         (Property("age", 30, "int", "age"), "str", ("str", "30")),
         (Property("vip", True, "bool", "vip"), "str", ("str", "true")),
         (Property("seen", 0, "int", "seen"), "datetime", ("datetime", "1970-01-01T00:00:00Z")),
+        # Mailjet documents every property value as text read by the property's type, so the text
+        # of an int, a JSON number or a bool fits (a web form sends "45" where an SDK sent 45).
+        (Property("amount", "45", "str", "amount"), "int", ("int", 45)),
+        (Property("amount", "-9223372036854775808", "str", "amount"), "int", ("int", -(2**63))),
+        (Property("ratio", "0.75", "str", "ratio"), "float", ("float", 0.75)),
+        (Property("ratio", "-1.5e3", "str", "ratio"), "float", ("float", -1500.0)),
+        (Property("ratio", "2", "str", "ratio"), "float", ("float", 2.0)),
+        (Property("flag", "true", "str", "flag"), "bool", ("bool", True)),
+        (Property("flag", "false", "str", "flag"), "bool", ("bool", False)),
+        # .NET's and Python's text of a bool; Mailjet is sent a JSON bool either way.
+        (Property("flag", "False", "str", "flag"), "bool", ("bool", False)),
+        # An integral float is exactly an int.
+        (Property("amount", 46.0, "float", "amount"), "int", ("int", 46)),
+        (Property("amount", -(2.0**63), "float", "amount"), "int", ("int", -(2**63))),
+        (Property("userId", "42", "str", "userId"), "int", ("int", 42)),
     ],
 )
 def test_conform_to_definition(prop, defined, expected):
@@ -277,6 +292,25 @@ def test_conform_to_definition(prop, defined, expected):
         # A JavaScript Date.now() sent to a datetime property: once a 500 (year out of range).
         (Property("createdAt", 1714557600000, "int", "createdAt"), "datetime", "not a Unix timestamp"),
         (Property("createdAt", -(2**62), "int", "createdAt"), "datetime", "not a Unix timestamp"),
+        # Text that is no int, JSON number or bool of the definition's type is still skipped.
+        (Property("amount", "4.5", "str", "amount"), "int", "a str value does not fit"),
+        (Property("amount", "9223372036854775808", "str", "amount"), "int", "a str value does not fit"),
+        (Property("amount", "007", "str", "amount"), "int", "a str value does not fit"),
+        (Property("amount", " 45", "str", "amount"), "int", "a str value does not fit"),
+        (Property("amount", "+45", "str", "amount"), "int", "a str value does not fit"),
+        (Property("amount", "٤٥", "str", "amount"), "int", "a str value does not fit"),
+        (Property("ratio", ".5", "str", "ratio"), "float", "a str value does not fit"),
+        (Property("ratio", "1e999", "str", "ratio"), "float", "a str value does not fit"),
+        (Property("ratio", "NaN", "str", "ratio"), "float", "a str value does not fit"),
+        (Property("flag", "yes", "str", "flag"), "bool", "a str value does not fit"),
+        (Property("flag", "1", "str", "flag"), "bool", "a str value does not fit"),
+        (Property("flag", 1, "int", "flag"), "bool", "a int value does not fit"),
+        (Property("seen", "May 1st", "str", "seen"), "datetime", "a str value does not fit"),
+        (Property("seen", "2024-05-01", "datetime", "seen"), "int", "a datetime value does not fit"),
+        (Property("amount", 46.5, "float", "amount"), "int", "a float value does not fit"),
+        (Property("amount", 2.0**63, "float", "amount"), "int", "a float value does not fit"),
+        # Beyond 64 bits an integer is kept as exact text, which no int property can hold.
+        (Property("amount", 2**63, "str", "amount"), "int", "a str value does not fit"),
     ],
 )
 def test_value_not_fitting_the_definition_says_why(prop, defined, reason):
@@ -380,14 +414,15 @@ def test_text_longer_than_mailjet_limit_is_skipped_not_truncated():
 def test_name_longer_than_mailjet_limit_leaves_name_unchanged():
     update = map_identify(identify({"firstName": "A" * 200, "lastName": "B" * 100}))
     assert update.name is None
-    assert [skipped.trait for skipped in update.skipped] == ["name"]
+    # Reported under the traits the message had: it has no "name".
+    assert [skipped.trait for skipped in update.skipped] == ["firstName+lastName"]
 
 
 def test_a_name_of_exactly_255_characters_is_kept_and_one_more_is_not():
     assert map_identify(identify({"firstName": "A" * 127, "lastName": "B" * 127})).name == "A" * 127 + " " + "B" * 127
-    update = map_identify(identify({"firstName": "A" * 128, "lastName": "B" * 127}))
+    update = map_identify(identify({"first_name": "A" * 128, "lastName": "B" * 127}))
     assert update.name is None
-    assert [(skipped.trait, skipped.reason) for skipped in update.skipped] == [("name", "contact Name longer than 255 characters")]
+    assert [(skipped.trait, skipped.reason) for skipped in update.skipped] == [("first_name+lastName", "contact Name longer than 255 characters")]
 
 
 def test_a_blank_traits_email_is_absent_like_an_empty_one():
