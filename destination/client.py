@@ -214,33 +214,35 @@ class MailjetClient:
             definitions = self._definitions if self._definitions is not None else await self._fetch_definitions()
             definitions, created, failures = await self._create_missing(wanted, definitions)
             if failures:
-                # Another writer may have created the same name meanwhile (MJ18), or the cached
-                # definitions held one Mailjet has lost since, not created above: re-read, and
-                # create what the account still lacks. What this call created is defined whether
-                # or not the re-read shows it yet.
-                reread = await self._fetch_definitions()
-                reread.update((definition.name.lower(), definition) for definition in created)
-                definitions, created_now, failures = await self._create_missing(wanted, reread)
+                # Another writer may have created the same name meanwhile (MJ18): re-read before
+                # failing. What this call created is defined whether or not the re-read shows it yet.
+                definitions = await self._fetch_definitions()
+                definitions.update((definition.name.lower(), definition) for definition in created)
+                # A name the cache took for defined may be one Mailjet has lost since: it is created
+                # now. A name that failed is not tried again (its error is the answer).
+                untried = {name: datatype for name, datatype in wanted.items() if name not in failures}
+                definitions, created_now, failed_now = await self._create_missing(untried, definitions)
                 created += created_now
+                # The error of a name still missing: the 400 of a name that lost a creation race
+                # (MJ18) would turn another name's outage (503, retried) into a final 400.
+                failures = {name: error for name, error in failures.items() if name.lower() not in definitions} | failed_now
             # Dropped meanwhile (a property deleted in Mailjet): this copy may hold it still.
             if epoch == self._definitions_epoch:
                 self._definitions = definitions
             if failures:
-                # Only names still missing failed: a name that lost a creation race (MJ18, a 400)
-                # is defined after the re-read, so its 400 never hides another name's outage (503, retried).
-                raise failures[0]
+                raise next(iter(failures.values()))
             return definitions, created
 
     async def _create_missing(
         self, wanted: Mapping[str, str], definitions: dict[str, PropertyDefinition]
-    ) -> tuple[dict[str, PropertyDefinition], list[PropertyDefinition], list[BaseException]]:
+    ) -> tuple[dict[str, PropertyDefinition], list[PropertyDefinition], dict[str, BaseException]]:
         """Create the names of `wanted` missing from `definitions`: the definitions with those
-        created, the ones created, and the creations' errors."""
+        created, the ones created, and each failed name's error."""
         missing = {name: datatype for name, datatype in wanted.items() if name.lower() not in definitions}
         results = await asyncio.gather(*(self._create_property(n, t) for n, t in missing.items()), return_exceptions=True)
         created = [result for result in results if isinstance(result, PropertyDefinition)]
         definitions = {**definitions, **{definition.name.lower(): definition for definition in created}}
-        return definitions, created, [result for result in results if isinstance(result, BaseException)]
+        return definitions, created, {name: result for name, result in zip(missing, results) if isinstance(result, BaseException)}
 
     async def upsert_contact(self, list_id: int, email: str, name: str | None, properties: Mapping[str, Any]) -> dict[str, Any]:
         """Create or update the contact and add it to the list without touching its subscription

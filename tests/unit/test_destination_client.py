@@ -66,11 +66,13 @@ class _StubClient(MailjetClient):
         self._definitions = {}
         self.create_errors = create_errors
         self.defined_after = defined_after
+        self.attempted: list[str] = []
 
     async def _fetch_definitions(self) -> dict[str, PropertyDefinition]:
         return {name.lower(): PropertyDefinition(name, datatype) for name, datatype in self.defined_after.items()}
 
     async def _create_property(self, name: str, datatype: str) -> PropertyDefinition:
+        self.attempted.append(name)
         await asyncio.sleep(0)
         if name in self.create_errors:
             raise self.create_errors[name]
@@ -88,6 +90,8 @@ def test_a_failed_creation_reports_the_error_of_the_property_still_missing():
     with pytest.raises(MailjetError) as raised:
         asyncio.run(client.define_properties({"plan": "str", "age": "int"}))
     assert raised.value.status == 503 and raised.value.temporary
+    # Each is tried once: Segment's backoff retries an outage, not an immediate second call.
+    assert sorted(client.attempted) == ["age", "plan"]
 
 
 class _RecordingClient(MailjetClient):
