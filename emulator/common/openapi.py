@@ -14,6 +14,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from .faults import ACTIONS, MAX_DELAY_MS, FaultRules
 from .snapshot import SNAPSHOT_FORMAT
 
 import contracts
@@ -174,6 +175,43 @@ def openapi_route(document: Callable[[], dict[str, Any]]) -> Route:
         return JSONResponse(document())
 
     return Route(OPENAPI_PATH, openapi, methods=["GET"])
+
+
+def fault_paths(rules: FaultRules) -> dict[str, Any]:
+    """The fault rules' control routes (common/fault_routes.py), with the fields `rules` takes."""
+    count_or_null = {"type": ["integer", "null"], "minimum": 1}
+    rule = {
+        "type": "object",
+        "required": ["path"],
+        "properties": {
+            "path": {"type": "string", "pattern": "^/", "description": "A glob (* matches anything); never the control API"},
+            "method": {"type": "string", "pattern": r"^([A-Za-z]+(-[A-Za-z]+)*|\*)$"},
+            "action": {"enum": list(ACTIONS)},
+            "status": {"type": ["integer", "null"], "minimum": 400, "maximum": 599},
+            "rate": {"type": "number", "minimum": 0, "maximum": 1},
+            "times": count_or_null,
+            "delay_ms": {"type": "integer", "minimum": 0, "maximum": MAX_DELAY_MS},
+            "seed": {"type": ["integer", "null"]},
+            rules.credential_field: {"type": ["string", "null"]},
+            **({"retry_after": {"type": "integer", "minimum": 0}} if rules.has_retry_after else {}),
+        },
+        "additionalProperties": False,
+    }
+    removed = {
+        "tags": ["control"],
+        "summary": "Remove one rule",
+        "security": CONTROL_SECURITY,
+        "parameters": [{"name": "rule_id", "in": "path", "required": True, "schema": {"type": "string"}}],
+        "responses": {"204": {"description": "Removed"}, "401": CONTROL_TOKEN_MISSING, "404": control_error("No rule has this id")},
+    }
+    return {
+        "/_emulator/faults": {
+            "get": control_operation("The fault rules, each with its matched and fired counts"),
+            "post": control_operation("Add a fault rule; answers it with its id", ok=201, body=rule, errors=(400,)),
+            "delete": control_operation("Remove every fault rule"),
+        },
+        "/_emulator/faults/{rule_id}": {"delete": removed},
+    }
 
 
 def snapshot_path(whole: str, service: str, version: int) -> dict[str, Any]:

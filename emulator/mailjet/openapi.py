@@ -3,8 +3,8 @@
 REST v3 (`/v3/REST/...`) and Send v3.1 (`/v3.1/send`) behind Basic auth (API key + secret), with
 the REST envelope and error bodies from the `mailjet.*` contracts, and the control API under
 /_emulator/. Paths are described in Mailjet's documented case; the fake also takes any other case.
-Not described: the dashboard pages, the Server-Sent Events feed (`/_emulator/stream`, a stream
-without end) and the fault rules (`/_emulator/faults`, shared with the fake Segment).
+Not described: the dashboard pages and the Server-Sent Events feed (`/_emulator/stream`, a stream
+without end).
 """
 
 from __future__ import annotations
@@ -12,19 +12,23 @@ from __future__ import annotations
 from functools import cache
 from typing import Any
 
+from ..common.faults import FaultRules
 from ..common.openapi import (
     CONTROL_TOKEN_SCHEME,
+    DURATION,
     LIMIT,
     contract_components,
     contract_ref,
     control_operation,
     control_paths,
+    fault_paths,
     in_tenant,
     json_content,
     json_response,
     snapshot_path,
 )
 from ..dashboard.mailjet_routes import CONTACTS_MAX_LIMIT
+from .events import DEFAULT_CAMPAIGN_SENDER, MAX_SUBJECT_LENGTH
 from .models import EVENT_TYPES, SERVICE
 from .storage import SNAPSHOT_VERSION
 
@@ -87,12 +91,11 @@ def _operation(
     ids: tuple[str, ...] = (),
     envelope: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """One REST v3 operation: `ok` with the envelope of `item` (no body for 204/304), errors 400/401/404/405."""
-    responses: dict[str, Any] = {}
-    if item is None:
-        responses[str(ok)] = {"description": "Done"}
-    else:
-        responses[str(ok)] = json_response("OK", envelope or _envelope(item))
+    """One REST v3 operation: `ok` with the envelope of `item`, or the whole `envelope` given (neither: no
+    body, for 204), errors 400/401/404/405."""
+    if envelope is None and item is not None:
+        envelope = _envelope(item)
+    responses: dict[str, Any] = {str(ok): {"description": "Done"} if envelope is None else json_response("OK", envelope)}
     if ok == 200 and body is not None:  # a PUT that changes nothing
         responses["304"] = {"description": "Not Modified: the PUT changed nothing"}
     # 413: a body over the fake's 25 MB cap (models.py body_too_large).
@@ -288,6 +291,29 @@ def _in_account(operation: dict[str, Any]) -> dict[str, Any]:
     return in_tenant(operation, ACCOUNT_PARAMETERS, "No account has the API key named (an empty one too)")
 
 
+# What events.py `send_campaign` takes; it refuses any other field.
+_ADDRESS = {"type": "string", "pattern": "@"}
+CAMPAIGN_BODY = {
+    **_fields(
+        list_id={"type": "integer", "description": "A contact list of the account"},
+        subject={"type": "string", "minLength": 1, "maxLength": MAX_SUBJECT_LENGTH},
+        html={"type": "string", "minLength": 1},
+        text={"type": ["string", "null"], "description": "Kept as each message's `text_part` (GET messages); nothing else reads it"},
+        name={"type": "string", "minLength": 1, "description": "The campaign's name (default: the subject)"},
+        **{"from": {
+            "anyOf": [
+                _ADDRESS,
+                {**_fields(Email=_ADDRESS, Name={"type": ["string", "null"]}), "required": ["Email"], "additionalProperties": False},
+                {"type": "null"},
+            ],
+            "description": f"The sender: an address or {{Email, Name}} (default: {DEFAULT_CAMPAIGN_SENDER['Email']})",
+        }},
+    ),
+    "required": ["list_id", "subject", "html"],
+    "additionalProperties": False,
+}
+
+
 def _mailjet_control_paths() -> dict[str, Any]:
     return {
         "/_emulator/accounts": {
@@ -347,7 +373,7 @@ def _mailjet_control_paths() -> dict[str, Any]:
                 body=_fields(
                     **{rate: {"type": "number", "minimum": 0, "maximum": 1}
                        for rate in ("open_rate", "click_rate", "bounce_rate", "spam_rate", "unsub_rate")},
-                    delay={"type": "string", "pattern": r"^\d+(ms|s|m|h|d|w)$"}, seed={"type": "integer"},
+                    delay=DURATION, seed={"type": "integer"},
                 ),
                 errors=(400,),
             )),
@@ -356,7 +382,7 @@ def _mailjet_control_paths() -> dict[str, Any]:
             "post": _in_account(control_operation(
                 "Send a campaign to a list",
                 ok=201,
-                body=_fields(list_id={"type": "integer"}, subject=TEXT, html=TEXT, text=TEXT, name=TEXT, **{"from": TEXT}),
+                body=CAMPAIGN_BODY,
                 errors=(400,),
             ))
         },
@@ -391,6 +417,7 @@ def openapi_document() -> dict[str, Any]:
             # Not behind the API key pair: each control operation says its own security (common/openapi.py).
             **control_paths(_in_account, "account", "the calls authenticated as the account named"),
             **_mailjet_control_paths(),
+            **fault_paths(FaultRules.for_mailjet()),
         },
         "components": {
             "securitySchemes": {

@@ -2,8 +2,8 @@
 
 The tracking API as the real one answers it (reference/segment.md §1), request bodies being the
 `segment.*` contracts, and the control API under /_emulator/. Not described: the dashboard pages
-(with their trace export), the Server-Sent Events feed (`/_emulator/events/stream`, a stream
-without end) and the fault rules (`/_emulator/faults`, shared with the fake Mailjet).
+(with their trace export, an HTML download) and the Server-Sent Events feed
+(`/_emulator/events/stream`, a stream without end).
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from typing import Any
 
 import contracts
 
+from ..common.faults import FaultRules
 from ..common.openapi import (
     CONTROL_SECURITY,
     CONTROL_TOKEN_MISSING,
@@ -23,6 +24,7 @@ from ..common.openapi import (
     control_error,
     control_operation,
     control_paths,
+    fault_paths,
     in_tenant,
     json_content,
     json_response,
@@ -139,9 +141,13 @@ def _default_workspace_only(operation: dict[str, Any]) -> dict[str, Any]:
 
 
 def _trace_operation() -> dict[str, Any]:
-    return _default_workspace_only(
-        control_operation("One user's journey across both services", query={"user": {"type": "string"}}, errors=(400,))
-    )
+    operation = control_operation("One user's journey across both services", errors=(400,))
+    # Required, unlike the control API's other query parameters: without it (or blank) the trace is a 400.
+    operation["parameters"] = [{
+        "name": "user", "in": "query", "required": True, "schema": {"type": "string", "pattern": r"\S"},
+        "description": "A userId or an email",
+    }]
+    return _default_workspace_only(operation)
 
 
 def _segment_control_paths() -> dict[str, Any]:
@@ -269,7 +275,7 @@ def openapi_document() -> dict[str, Any]:
             "description": "Segment's HTTP tracking API as segjet emulates it, and segjet's control API.",
         },
         "paths": {**_tracking_paths(), **control_paths(_in_workspace, "workspace", "the tracking calls of the workspace named"),
-                  **_segment_control_paths()},
+                  **_segment_control_paths(), **fault_paths(FaultRules.for_segment())},
         "components": {
             "securitySchemes": {
                 "writeKey": {"type": "http", "scheme": "basic", "description": "The write key as username, no password"},

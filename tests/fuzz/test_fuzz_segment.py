@@ -42,7 +42,8 @@ include-path-regex = "^/v1/(i|t|p|s|g|a|b|import)$"
 phases.coverage.enabled = false
 """
 )
-schema = schemathesis.openapi.from_dict(openapi_document(), config=CONFIG)
+# Not the fault rules: a rule the fuzzer adds would fail the calls of every test after it.
+schema = schemathesis.openapi.from_dict(openapi_document(), config=CONFIG).exclude(path_regex="^/_emulator/faults")
 CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance]
 
 
