@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import json
+import subprocess
+import sys
+import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 
 import httpx
 import pytest
@@ -126,3 +131,40 @@ def tenant_b(two_tenant_stack: TwoTenantStack) -> TwoTenantStack:
     for answer in steps:
         assert answer.status_code in (200, 201), answer.text
     return stack
+
+
+SegjetUp = Callable[..., tuple[dict, subprocess.Popen]]
+
+
+def wait_for_file(path: Path, process: subprocess.Popen, timeout: float = 30) -> dict:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if path.exists() and path.read_text().strip():
+            return json.loads(path.read_text())
+        if process.poll() is not None:
+            raise AssertionError(f"segjet up exited early: {process.stdout.read() if process.stdout else ''}")
+        time.sleep(0.05)
+    raise AssertionError("segjet up never wrote its ready file")
+
+
+@pytest.fixture
+def segjet_up(tmp_path: Path) -> Iterator[SegjetUp]:
+    """`segjet_up(*flags)`: `segjet up` on free ports in a subprocess, its stdout and stderr read
+    together as text; answers (ready info, process), and kills what is still running after the test."""
+    started: list[subprocess.Popen] = []
+
+    def start(*flags: str) -> tuple[dict, subprocess.Popen]:
+        ready = tmp_path / f"ready-{len(started)}.json"
+        process = subprocess.Popen(
+            [sys.executable, "-m", "emulator", "up", "--segment-port", "0", "--mailjet-port", "0", "--destination-port", "0",
+             "--ready-file", str(ready), *flags],
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        )
+        started.append(process)
+        return wait_for_file(ready, process), process
+
+    yield start
+    for process in started:
+        if process.poll() is None:
+            process.kill()
+            process.wait()

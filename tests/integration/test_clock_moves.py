@@ -17,6 +17,7 @@ import pytest
 from emulator.bundle import BackgroundBundle
 from emulator.common.clock import iso, parse_iso
 from emulator.config import BundleConfig
+from emulator.segment.delivery import RETRIES_EXHAUSTED
 
 from .test_engage_sync import AUDIENCE, KEY
 from .test_engage_sync import Stack as EngageStack
@@ -190,3 +191,32 @@ def test_a_webhook_retry_armed_before_a_set_back_is_attempted_once_at_its_time(s
         time.sleep(0.01)
     stack.post("/_emulator/clock", {"advance": "1s"})
     assert len(webhook()["attempts"]) == 2, webhook()
+
+
+def deliveries(stack: Stack, user_id: str) -> list[dict[str, Any]]:
+    return stack.get("/_emulator/deliveries", userId=user_id)["deliveries"]
+
+
+def test_with_mailjet_down_each_of_a_users_messages_fails_4h_after_its_acceptance(stack):
+    # Real Segment retries a failed destination call "for four hours" (reference/segment.md §5);
+    # segjet keeps a user's messages in order, so its later messages wait behind a retrying one.
+    # Each message's 4 h counted from its own first attempt: w1's third message was first tried
+    # 8 h after it was accepted, and was still retrying at 10 h.
+    fault = stack.mailjet.post("/_emulator/faults", json={"path": "/*", "status": 500, "rate": 1})
+    assert fault.status_code == 201, fault.text
+    for _ in range(3):
+        stack.identify("w1", {"email": "w1@example.com"})
+    deadline = time.monotonic() + 15
+    while deliveries(stack, "w1")[0]["state"] != "retrying":
+        assert time.monotonic() < deadline, deliveries(stack, "w1")
+        time.sleep(0.02)
+
+    for _ in range(17):  # 4 h 15 min; each move fires the retries it makes due before answering
+        stack.advance("15m")
+
+    records = deliveries(stack, "w1")
+    assert [(record["state"], record["reason"]) for record in records] == [("failed", RETRIES_EXHAUSTED)] * 3, records
+    for record in records:
+        accepted = parse_iso(record["attempts"][0]["request"]["body"]["receivedAt"])
+        # The virtual clock goes on with real time while the attempts run: a second's leeway.
+        assert parse_iso(record["attempts"][-1]["at"]) < accepted + timedelta(hours=4, seconds=1)

@@ -8,9 +8,6 @@ import hashlib
 import json
 import re
 import signal
-import subprocess
-import sys
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -23,7 +20,7 @@ from emulator.dashboard.segment_routes import export_html
 from emulator.dashboard.trace import LIMIT, build_trace
 from emulator.segment.routes import create_app as create_segment_app
 
-from .conftest import TWO_TENANTS, StartApps, TwoTenantStack
+from .conftest import TWO_TENANTS, SegjetUp, StartApps, TwoTenantStack
 from .polling import wait_for
 
 WAIT_SECONDS = 15
@@ -459,29 +456,16 @@ def test_each_message_is_encoded_once_whatever_the_number_of_open_feeds() -> Non
     assert Counted.encodings == 1
 
 
-def test_segjet_up_stops_cleanly_with_the_dashboards_feeds_open(tmp_path: Path) -> None:
+def test_segjet_up_stops_cleanly_with_the_dashboards_feeds_open(segjet_up: SegjetUp) -> None:
     # An open dashboard tab is the usual case: its feed never ends, so uvicorn's graceful shutdown
     # waited out its 2 s, then cancelled it with an ERROR and a CancelledError traceback.
-    ready = tmp_path / "ready.json"
-    process = subprocess.Popen(
-        [sys.executable, "-m", "emulator", "up", "--ready-file", str(ready),
-         "--segment-port", "0", "--mailjet-port", "0", "--destination-port", "0"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-    )
-    try:
-        wait_for(lambda: ready.exists() or process.poll() is not None, "segjet up to be ready", timeout=60)
-        assert process.poll() is None, "segjet up exited before it was ready"
-        info = json.loads(ready.read_text())
-        with httpx.Client(timeout=30) as client, \
-                client.stream("GET", f"{info['segment_url']}/_emulator/events/stream") as segment_feed, \
-                client.stream("GET", f"{info['mailjet_url']}/_emulator/stream") as mailjet_feed:
-            lines = [feed.iter_lines() for feed in (segment_feed, mailjet_feed)]  # kept: a dropped one closes its feed
-            assert [next(feed_lines) for feed_lines in lines] == [": connected"] * 2
-            process.send_signal(signal.SIGTERM)
-            _, errors = process.communicate(timeout=30)
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.communicate()
+    info, process = segjet_up()
+    with httpx.Client(timeout=30) as client, \
+            client.stream("GET", f"{info['segment_url']}/_emulator/events/stream") as segment_feed, \
+            client.stream("GET", f"{info['mailjet_url']}/_emulator/stream") as mailjet_feed:
+        lines = [feed.iter_lines() for feed in (segment_feed, mailjet_feed)]  # kept: a dropped one closes its feed
+        assert [next(feed_lines) for feed_lines in lines] == [": connected"] * 2
+        process.send_signal(signal.SIGTERM)
+        output, _ = process.communicate(timeout=30)
     assert process.returncode == 0
-    assert "ERROR" not in errors.decode() and "Traceback" not in errors.decode(), errors.decode()
+    assert "ERROR" not in output and "Traceback" not in output, output

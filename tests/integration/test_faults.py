@@ -6,8 +6,6 @@ from __future__ import annotations
 import base64
 import json
 import signal
-import subprocess
-import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -24,6 +22,7 @@ from emulator.bundle import BackgroundBundle
 from emulator.cli import build_parser, config_from_args
 from emulator.config import BundleConfig
 
+from .conftest import SegjetUp
 from .polling import wait_for
 
 MANAGECONTACT = "/v3/REST/contactslist/*/managecontact"
@@ -350,32 +349,19 @@ def test_a_mailjet_call_held_by_a_delay_across_a_snapshot_import_is_closed_unans
     assert contacts.json()["Total"] == 0
 
 
-def test_segjet_up_stops_cleanly_while_a_timeout_fault_holds_a_request(tmp_path: Path) -> None:
+def test_segjet_up_stops_cleanly_while_a_timeout_fault_holds_a_request(segjet_up: SegjetUp, tmp_path: Path) -> None:
     """A held Mailjet call is dropped when the bundle stops: uvicorn's graceful shutdown waited its
     2 s for it, then cancelled it and the destination's request waiting on it, logging an ERROR and
     CancelledError tracebacks."""
-    ready, faults = tmp_path / "ready.json", tmp_path / "faults.json"
+    faults = tmp_path / "faults.json"
     faults.write_text(json.dumps({"mailjet": [{"path": MANAGECONTACT, "action": "timeout"}]}))
-    process = subprocess.Popen(
-        [sys.executable, "-m", "emulator", "up", "--ready-file", str(ready), "--faults", str(faults),
-         "--data-dir", str(tmp_path / "data"), "--segment-port", "0", "--mailjet-port", "0", "--destination-port", "0"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-    )
-    try:
-        wait_for(lambda: ready.exists() or process.poll() is not None, "segjet up to be ready", timeout=60)
-        assert process.poll() is None, "segjet up exited before it was ready"
-        info = json.loads(ready.read_text())
-        with httpx.Client(timeout=10) as client:
-            identify = {"type": "identify", "userId": "held", "traits": {"email": "held@example.com"}}
-            client.post(f"{info['segment_url']}/v1/identify", json=identify,
-                        auth=(info["write_key"], "")).raise_for_status()
-            wait_for(lambda: any(entry["path"].endswith("/managecontact") for entry in journal(client, info["mailjet_url"])),
-                     "the held managecontact call")
-        process.send_signal(signal.SIGTERM)
-        _, errors = process.communicate(timeout=30)
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.communicate()
+    info, process = segjet_up("--faults", str(faults))
+    with httpx.Client(timeout=10) as client:
+        identify = {"type": "identify", "userId": "held", "traits": {"email": "held@example.com"}}
+        client.post(f"{info['segment_url']}/v1/identify", json=identify, auth=(info["write_key"], "")).raise_for_status()
+        wait_for(lambda: any(entry["path"].endswith("/managecontact") for entry in journal(client, info["mailjet_url"])),
+                 "the held managecontact call")
+    process.send_signal(signal.SIGTERM)
+    output, _ = process.communicate(timeout=30)
     assert process.returncode == 0
-    assert "ERROR" not in errors.decode() and "Traceback" not in errors.decode(), errors.decode()
+    assert "ERROR" not in output and "Traceback" not in output, output

@@ -23,39 +23,6 @@ SEGJET = [sys.executable, "-m", "emulator"]
 HOPS = 8
 
 
-def wait_for_file(path: Path, process: subprocess.Popen, timeout: float = 30) -> dict:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if path.exists() and path.read_text().strip():
-            return json.loads(path.read_text())
-        if process.poll() is not None:
-            raise AssertionError(f"segjet up exited early: {process.stdout.read()}")
-        time.sleep(0.05)
-    raise AssertionError("segjet up never wrote its ready file")
-
-
-@pytest.fixture
-def segjet_up(tmp_path):
-    """`segjet up` on free ports in a subprocess; yields (ready info, process) and stops it."""
-    started = []
-
-    def start(*flags: str) -> tuple[dict, subprocess.Popen]:
-        ready = tmp_path / f"ready-{len(started)}.json"
-        process = subprocess.Popen(
-            [*SEGJET, "up", "--segment-port", "0", "--mailjet-port", "0", "--destination-port", "0",
-             "--ready-file", str(ready), *flags],
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-        )
-        started.append(process)
-        return wait_for_file(ready, process), process
-
-    yield start
-    for process in started:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
-
-
 def check(info: dict, tmp_path: Path) -> subprocess.CompletedProcess:
     return subprocess.run(
         [*SEGJET, "check", "--segment-url", info["segment_url"], "--mailjet-url", info["mailjet_url"],

@@ -1,52 +1,26 @@
 """A restart on one --data-dir with another Mailjet API key pair than the stored account's.
 
 Each test starts a `BackgroundBundle` on a data dir, stops it, and starts another on the same dir
-with other Mailjet credentials, as `segjet up` without --auth-key does (the key bundle.json holds).
+with other Mailjet credentials and the key bundle.json holds, as `segjet up` without --auth-key does.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterator
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import httpx
 import pytest
 
-from emulator.bundle import BackgroundBundle, remembered_auth_key
+from emulator.bundle import BackgroundBundle
 from emulator.config import BundleConfig
+
+from .test_restart_state import REMEMBERED, call, start  # noqa: F401 (start: the fixture)
 
 WAIT_SECONDS = 15
 DEFAULTS = BundleConfig()
-
-
-@pytest.fixture
-def start(tmp_path: Path) -> Iterator[Callable[..., dict[str, Any]]]:
-    """`start(**config)`: a bundle on the test's data dir with the key bundle.json holds (if any);
-    starting again stops the one before."""
-    data_dir = str(tmp_path / "data")
-    running: list[BackgroundBundle] = []
-
-    def start_bundle(**config: Any) -> dict[str, Any]:
-        if running:
-            running.pop().stop()
-        if (remembered := remembered_auth_key(data_dir)) is not None:
-            config.setdefault("auth_key", remembered)
-        bundle = BackgroundBundle(BundleConfig(segment_port=0, mailjet_port=0, destination_port=0, data_dir=data_dir, **config))
-        running.append(bundle)
-        return bundle.start()
-
-    yield start_bundle
-    for bundle in running:
-        bundle.stop()
-
-
-def call(method: str, url: str, body: Any = None, auth: tuple[str, str] | None = None) -> Any:
-    answer = httpx.request(method, url, json=body, auth=auth, timeout=WAIT_SECONDS)
-    assert answer.is_success, answer.text
-    return answer.json()
 
 
 def identify_delivered(info: dict[str, Any], user_id: str) -> None:
@@ -80,7 +54,7 @@ def test_a_restart_with_another_mailjet_account_makes_it_the_bundles_account(sta
     identify_delivered(first, "u1")
     old_keys = (first["mailjet_api_key"], first["mailjet_secret_key"])
 
-    second = start(mailjet_api_key="other-key", mailjet_secret_key="other-secret")
+    second = start(auth_key=REMEMBERED, mailjet_api_key="other-key", mailjet_secret_key="other-secret")
     assert (second["mailjet_api_key"], second["mailjet_secret_key"]) == ("other-key", "other-secret")
     assert second["auth_key"] == first["auth_key"]
     assert page_key(second, "other-key") == second["auth_key"]
@@ -92,7 +66,7 @@ def test_a_restart_with_another_mailjet_account_makes_it_the_bundles_account(sta
     assert contact_status(second["mailjet_url"], "u2@example.com", ("other-key", "other-secret")) == 200
     assert contact_status(second["mailjet_url"], "u2@example.com", old_keys) == 404
 
-    third = start(mailjet_api_key="other-key", mailjet_secret_key="other-secret")  # the data dir restarts
+    third = start(auth_key=REMEMBERED, mailjet_api_key="other-key", mailjet_secret_key="other-secret")  # the data dir restarts
     assert third["auth_key"] == first["auth_key"]
     assert page_key(third, old_keys[0]) == given_up
     identify_delivered(third, "u3")
@@ -112,7 +86,7 @@ def test_a_snapshot_import_without_the_configured_account_but_with_its_key_leave
     identify_delivered(first, "u1")
     assert contact_status(first["mailjet_url"], "u1@example.com", ("other-key", "other-secret")) == 200
 
-    again = start(mailjet_api_key="other-key", mailjet_secret_key="other-secret")  # the data dir restarts
+    again = start(auth_key=REMEMBERED, mailjet_api_key="other-key", mailjet_secret_key="other-secret")  # the data dir restarts
     assert page_key(again, "other-key") == again["auth_key"] == first["auth_key"]
 
 
@@ -122,7 +96,7 @@ def test_a_restart_with_another_secret_names_the_secret_the_stored_account_keeps
     # The banner, the ready file and info() named the flag's secret, which every call was refused with (401).
     start()
     with caplog.at_level(logging.WARNING, logger="segjet.bundle"):
-        again = start(mailjet_secret_key="new-secret")
+        again = start(auth_key=REMEMBERED, mailjet_secret_key="new-secret")
     assert again["mailjet_secret_key"] == DEFAULTS.mailjet_secret_key
     assert contact_status(again["mailjet_url"], "nobody@example.com", (again["mailjet_api_key"], again["mailjet_secret_key"])) == 404
     assert "keeps its secret key" in caplog.text
@@ -133,7 +107,7 @@ def test_a_reset_keeps_the_secret_the_stored_account_kept(start: Callable[..., d
     # A reset made the configured account again with the flag's secret: the pair the ready file
     # named answered 401 from then on (`segjet check` resets first, so it failed).
     start()
-    again = start(mailjet_secret_key="new-secret")
+    again = start(auth_key=REMEMBERED, mailjet_secret_key="new-secret")
     call("POST", f"{again['mailjet_url']}/_emulator/reset")
     pair = (again["mailjet_api_key"], again["mailjet_secret_key"])
     assert contact_status(again["mailjet_url"], "nobody@example.com", pair) == 404
@@ -143,8 +117,8 @@ def test_a_restart_back_to_an_earlier_mailjet_account_moves_the_tile_to_it(start
     # The earlier account was given a fresh key when the other took the bundle's: back on it, the
     # bundle took its page's key, while the tile kept the one the other account holds, and wrote there.
     start()
-    start(mailjet_api_key="other-key", mailjet_secret_key="other-secret")
-    back = start()
+    start(auth_key=REMEMBERED, mailjet_api_key="other-key", mailjet_secret_key="other-secret")
+    back = start(auth_key=REMEMBERED)
     tile = call("GET", f"{back['segment_url']}/_emulator/destinations/mailjet")["settings"]
     assert tile["apiKey"] == back["auth_key"] == page_key(back, DEFAULTS.mailjet_api_key)
     identify_delivered(back, "u1")
