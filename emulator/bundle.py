@@ -14,6 +14,7 @@ import logging
 import math
 import os
 import socket
+from dataclasses import replace
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, TextIO
@@ -127,7 +128,8 @@ class AppConnectionKeys:
 
 class Bundle:
     def __init__(self, config: BundleConfig) -> None:
-        self.config = config
+        # A copy: a start may take the authentication key the stored state holds (_follow_auth_key).
+        self.config = replace(config)
         self.clock = Clock()
         self._lock: TextIO | None = None
         # The authentication key the stored state is wired with; it stays the one bundle.json names
@@ -184,10 +186,11 @@ class Bundle:
             sockets.append(_bind(config.host, port, server, flag))
         segment_sock, mailjet_sock, destination_sock = sockets
         self.urls = BundleUrls(url_of(segment_sock), url_of(mailjet_sock), url_of(destination_sock))
-        segment_app = create_segment_app(config, self.clock, self.urls)
         mailjet_app = create_mailjet_app(config, self.clock, self.urls)
         self._mailjet = mailjet_app.state.service
-        self._follow_auth_key(segment_app, mailjet_app)
+        replaced = self._take_page_key()  # before the fake Segment wires its tiles with the config's key
+        segment_app = create_segment_app(config, self.clock, self.urls)
+        self._follow_auth_key(segment_app, mailjet_app, replaced)
         if self._secret_key_in_use() != config.mailjet_secret_key:
             # A restart keeps stored state: the account answers with the secret it was made with.
             log.warning("segjet: the data dir's Mailjet account %s keeps its secret key, not the one configured"
@@ -202,33 +205,44 @@ class Bundle:
         await self.runner.start()
         return self.info()
 
-    def _follow_auth_key(self, segment_app: Starlette, mailjet_app: Starlette) -> None:
+    def _take_page_key(self) -> str | None:
+        """Take the key the configured account's App Connections page holds, when this start was given
+        the key bundle.json names (`segjet up` without --auth-key) and the page holds another; answer
+        the key it replaces (None: nothing changed).
+
+        They differ when a run that changed the page (a PUT, a snapshot import) ended without its
+        stop writing bundle.json (a kill): the change was answered 2xx, so it is kept, whatever way
+        the run ended. Or when a start made another account the configured one (MailjetService.install
+        gave it the bundle's key, the stored account a fresh one), and this one goes back to it. The
+        page's key is the one in use from now on: the config's, which resets and new workspaces wire.
+        """
+        page_key = self._auth_key_in_use()
+        if self.config.auth_key != self._wired_auth_key or page_key == self._wired_auth_key:
+            return None
+        replaced = self._wired_auth_key
+        self.config.auth_key = self._wired_auth_key = page_key
+        self._save_state()
+        return replaced
+
+    def _follow_auth_key(self, segment_app: Starlette, mailjet_app: Starlette, replaced: str | None) -> None:
         """Re-wire state stored with the previous start's authentication key to this start's.
 
         This start's key (`--auth-key`, or a new BundleConfig's generated one) is the one `info()`
         and the ready file give, while the restored Mailjet tiles of the fake Segment and the
         configured account's App Connections page still hold the old one: a tile set up with the
         given key would fail "unknown authentication key". A key a user set (another value) is
-        theirs and stays, as App Connections' segmentUrl does.
-
-        The stored state is wired with the key bundle.json names and with the one the configured
-        account's App Connections page holds: they differ when a run that changed the page (a PUT,
-        a snapshot import) ended without its stop writing bundle.json (a kill). A start with the key
-        bundle.json names (`segjet up` without --auth-key) keeps the page's then: the change was
-        answered 2xx, so it is kept, whatever way the run ended.
+        theirs and stays, as App Connections' segmentUrl does. After `_take_page_key`, the tiles
+        move only when another account holds the key replaced: they follow the configured account.
         """
         service = mailjet_app.state.service
-        connection_key = service.default.account.app_connection.authentication_key
         workspaces = segment_app.state.workspaces
-        if self.config.auth_key == self._wired_auth_key:
-            if connection_key != self._wired_auth_key:
-                if service.tenant_with_authentication_key(self._wired_auth_key) is not None:
-                    # Another account holds the wired key: it took it when a start made it the
-                    # configured one (MailjetService.install). The tiles follow the configured account.
-                    self._move_tiles(workspaces, {self._wired_auth_key}, connection_key)
-                self._wired_auth_key = connection_key
-                self._save_state()
+        if replaced is not None:
+            if service.tenant_with_authentication_key(replaced) is not None:
+                self._move_tiles(workspaces, {replaced}, self.config.auth_key)
             return
+        if self.config.auth_key == self._wired_auth_key:
+            return
+        connection_key = service.default.account.app_connection.authentication_key
         new = self.config.auth_key
         self._move_tiles(workspaces, {self._wired_auth_key, connection_key} - {new}, new)
         if connection_key != new:

@@ -124,3 +124,16 @@ def test_a_restart_back_to_an_earlier_mailjet_account_moves_the_tile_to_it(start
     identify_delivered(back, "u1")
     assert contact_status(back["mailjet_url"], "u1@example.com", (back["mailjet_api_key"], back["mailjet_secret_key"])) == 200
     assert contact_status(back["mailjet_url"], "u1@example.com", ("other-key", "other-secret")) == 404
+
+
+@pytest.mark.parametrize("reset", ["mailjet_url", "segment_url"])
+def test_a_reset_after_a_start_back_on_an_earlier_account_keeps_its_wiring(start: Callable[..., dict[str, Any]], reset: str) -> None:
+    # The start took the page's key, while a reset of either fake wired the tile or the page with
+    # the key the start was given, which the other account holds: the deliveries failed "unknown
+    # authentication key", or landed in the other account.
+    start()
+    start(auth_key=REMEMBERED, mailjet_api_key="other-key", mailjet_secret_key="other-secret")
+    back = start(auth_key=REMEMBERED)
+    call("POST", f"{back[reset]}/_emulator/reset")
+    identify_delivered(back, "u1")
+    assert contact_status(back["mailjet_url"], "u1@example.com", (back["mailjet_api_key"], back["mailjet_secret_key"])) == 200
