@@ -354,9 +354,12 @@ def conform_to_definition(prop: Property, defined: str) -> Property:
 
 def _exactly_as(raw: Scalar, defined: str) -> Scalar | None:
     """`raw` as a value of the `defined` type it names exactly, written another way: an integral
-    float as an int, or text as an int, float or bool; None when it is none."""
+    float as an int, an integer past int64 (inferred text) as a float, or text as an int, float or
+    bool; None when it is none."""
     if isinstance(raw, float):
         return int(raw) if defined == "int" and raw.is_integer() and int(raw) in _INT64 else None
+    if isinstance(raw, int) and not isinstance(raw, bool):
+        return float(raw) if defined == "float" else None
     if not isinstance(raw, str):
         return None
     if defined == "int" and _JSON_INTEGER.match(raw) and int(raw) in _INT64:

@@ -277,6 +277,9 @@ def test_nested_key_needing_sanitizing_is_reported_as_renamed():
         (Property("amount", 46.0, "float", "amount"), "int", ("int", 46)),
         (Property("amount", -(2.0**63), "float", "amount"), "int", ("int", -(2**63))),
         (Property("userId", "42", "str", "userId"), "int", ("int", 42)),
+        # An integer past int64 is text by inference (its exact digits), yet still an integer: a
+        # float property takes it, as one takes a larger integer that arrived as a double.
+        (Property("big", 2**63, "str", "big"), "float", ("float", float(2**63))),
     ],
 )
 def test_conform_to_definition(prop, defined, expected):
