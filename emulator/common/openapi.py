@@ -14,7 +14,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from .faults import ACTIONS, MAX_DELAY_MS, FaultRules
+from .faults import ACTIONS, MAX_DELAY_MS, RESPOND, FaultRules
+from .journal import CONTROL_PREFIX
 from .snapshot import SNAPSHOT_FORMAT
 
 import contracts
@@ -180,12 +181,15 @@ def openapi_route(document: Callable[[], dict[str, Any]]) -> Route:
 def fault_paths(rules: FaultRules) -> dict[str, Any]:
     """The fault rules' control routes (common/fault_routes.py), with the fields `rules` takes."""
     count_or_null = {"type": ["integer", "null"], "minimum": 1}
+    control = "".join(f"[{c.upper()}{c}]" if c.isalpha() else c for c in CONTROL_PREFIX) if rules.case_insensitive_paths else CONTROL_PREFIX
     rule = {
         "type": "object",
         "required": ["path"],
         "properties": {
-            "path": {"type": "string", "pattern": "^/", "description": "A glob (* matches anything); never the control API"},
-            "method": {"type": "string", "pattern": r"^([A-Za-z]+(-[A-Za-z]+)*|\*)$"},
+            "path": {"type": "string", "pattern": "^/", "not": {"pattern": f"^{control}"},
+                     "description": "A glob (* matches anything); never the control API"},
+            # (?!\n): Python's `$`, the server's, also matches before a final newline.
+            "method": {"type": "string", "pattern": r"^([A-Za-z]+(-[A-Za-z]+)*|\*)$(?!\n)"},
             "action": {"enum": list(ACTIONS)},
             "status": {"type": ["integer", "null"], "minimum": 400, "maximum": 599},
             "rate": {"type": "number", "minimum": 0, "maximum": 1},
@@ -196,6 +200,9 @@ def fault_paths(rules: FaultRules) -> dict[str, Any]:
             **({"retry_after": {"type": "integer", "minimum": 0}} if rules.has_retry_after else {}),
         },
         "additionalProperties": False,
+        # Nothing is answered by a drop or a timeout: a status would mean nothing.
+        "if": {"required": ["action"], "properties": {"action": {"enum": [action for action in ACTIONS if action != RESPOND]}}},
+        "then": {"properties": {"status": {"type": "null"}}},
     }
     removed = {
         "tags": ["control"],

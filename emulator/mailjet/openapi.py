@@ -303,7 +303,7 @@ CAMPAIGN_BODY = {
         **{"from": {
             "anyOf": [
                 _ADDRESS,
-                {**_fields(Email=_ADDRESS, Name={"type": ["string", "null"]}), "required": ["Email"], "additionalProperties": False},
+                {**_fields(Email=_ADDRESS, Name={"type": ["string", "null"]}), "required": ["Email"]},
                 {"type": "null"},
             ],
             "description": f"The sender: an address or {{Email, Name}} (default: {DEFAULT_CAMPAIGN_SENDER['Email']})",

@@ -397,6 +397,15 @@ BODY_CASES = [
     ("mailjet", "post", "/_emulator/faults", {"method": "GET"}, False),
     ("segment", "post", "/_emulator/faults", {"path": "/v1/track", "action": "drop", "write_key": "probe-key", "retry_after": 2}, True),
     ("segment", "post", "/_emulator/faults", {"path": "/v1/*", "rate": 2}, False),
+    # The server's own rules, which the schema did not state.
+    ("mailjet", "post", "/_emulator/faults", {"path": "/v3/REST/contact", "action": "drop", "status": 503}, False),
+    ("segment", "post", "/_emulator/faults", {"path": "/v1/track", "action": "timeout", "status": 500}, False),
+    ("segment", "post", "/_emulator/faults", {"path": "/v1/track", "action": "timeout", "status": None}, True),
+    ("segment", "post", "/_emulator/faults", {"path": "/_emulator/x"}, False),
+    ("mailjet", "post", "/_emulator/faults", {"path": "/_EMULATOR/x"}, False),
+    ("segment", "post", "/_emulator/faults", {"path": "/_emulator*"}, True),
+    ("segment", "post", "/_emulator/faults", {"path": "/v1/*", "method": "GET\n"}, False),
+    ("mailjet", "post", "/_emulator/campaigns", {**CAMPAIGN, "from": {"Email": "a@example.com", "X": 1}}, True),
 ]
 
 
