@@ -172,26 +172,36 @@ def control_routes(
 TOKEN_HEADER = "x-segjet-token"
 # Browsers cannot set headers on EventSource or on a download link: those pass `?token=`.
 TOKEN_QUERY = "token"
+# Where ControlTokenMiddleware leaves the token a request presented rightly.
+TOKEN_SCOPE_KEY = "segjet.control_token"
 # The dashboard's scripts and styles load through <script>/<link> tags, which carry no header;
 # they hold no state, so they stay open.
 _OPEN_PREFIXES = ("/_emulator/dashboard/static/", "/_emulator/health")
 
 
-def presented_token(scope: Scope) -> str | None:
-    """The control token a request carries: `Authorization: Bearer T`, `X-Segjet-Token: T` or `?token=T`."""
+def presented_tokens(scope: Scope) -> list[str]:
+    """The control tokens a request carries: `Authorization: Bearer T`, `X-Segjet-Token: T`, `?token=T`.
+    Each is a candidate: a proxy's own Bearer header must not hide a right `?token=`."""
+    tokens = []
     for key, value in scope["headers"]:
         name = key.decode("latin-1").lower()
         if name == TOKEN_HEADER:
-            return value.decode("latin-1").strip()
-        if name == "authorization":
+            tokens.append(value.decode("latin-1").strip())
+        elif name == "authorization":
             scheme, _, token = value.decode("latin-1").partition(" ")
             if scheme.lower() == "bearer":
-                return token.strip()
+                tokens.append(token.strip())
     for pair in scope.get("query_string", b"").decode("latin-1").split("&"):
         name, _, value = pair.partition("=")
         if name == TOKEN_QUERY:
-            return unquote_plus(value)
-    return None
+            tokens.append(unquote_plus(value))
+    return tokens
+
+
+def control_token_of(scope: Scope) -> str | None:
+    """The token to pass on to another control API: the one ControlTokenMiddleware found right, else
+    (no token asked for) the first one presented."""
+    return scope.get(TOKEN_SCOPE_KEY) or next(iter(presented_tokens(scope)), None)
 
 
 class ControlTokenMiddleware:
@@ -210,8 +220,8 @@ class ControlTokenMiddleware:
         if scope["type"] != "http" or not path.startswith(CONTROL_PREFIX) or path.startswith(_OPEN_PREFIXES):
             await self.app(scope, receive, send)
             return
-        given = presented_token(scope)
-        if given is not None and hmac.compare_digest(given.encode(), self.token.encode()):
+        if any(hmac.compare_digest(given.encode(), self.token.encode()) for given in presented_tokens(scope)):
+            scope[TOKEN_SCOPE_KEY] = self.token
             await self.app(scope, receive, send)
             return
         message = (

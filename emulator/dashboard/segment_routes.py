@@ -16,7 +16,7 @@ from starlette.routing import BaseRoute, Route
 
 import contracts
 
-from ..common.control import ControlError, control_error_response, named_tenant, presented_token
+from ..common.control import ControlError, control_error_response, control_token_of, named_tenant
 from ..common.json_body import decode_json
 from ..config import BundleUrls
 from .common import STATIC_DIR, Broadcaster, page_routes, static_mount
@@ -105,7 +105,7 @@ def segment_dashboard_routes(backend: SegmentBackend, urls: BundleUrls) -> list[
         if not user:
             return JSONResponse({"error": "give ?user= a userId or an email"}, status_code=400)
         return JSONResponse(
-            await build_trace(urls.segment_url, urls.mailjet_url, user, control_token=presented_token(request.scope))
+            await build_trace(urls.segment_url, urls.mailjet_url, user, control_token=control_token_of(request.scope))
         )
 
     async def trace_export(request: Request) -> Response:
@@ -114,7 +114,7 @@ def segment_dashboard_routes(backend: SegmentBackend, urls: BundleUrls) -> list[
         user = request.query_params.get("user", "").strip()
         if not user:
             return JSONResponse({"error": "give ?user= a userId or an email"}, status_code=400)
-        data = await build_trace(urls.segment_url, urls.mailjet_url, user, control_token=presented_token(request.scope))
+        data = await build_trace(urls.segment_url, urls.mailjet_url, user, control_token=control_token_of(request.scope))
         filename = "segjet-trace-" + (re.sub(r"[^A-Za-z0-9._-]+", "_", user) or "user") + ".html"
         return HTMLResponse(export_html(data), headers={"Content-Disposition": f'attachment; filename="{filename}"'})
 

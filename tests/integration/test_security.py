@@ -83,6 +83,22 @@ def test_control_api_needs_the_token_in_any_of_three_places(guarded: dict[str, A
             assert http.get(path).status_code == 401, path
 
 
+def test_the_token_in_one_place_is_enough_whatever_the_others_hold(guarded: dict[str, Any]) -> None:
+    # The first carrier met decided: a proxy's own Bearer header, or an empty X-Segjet-Token, hid a
+    # right ?token= (and 401 was the answer).
+    for url in (guarded["segment_url"], guarded["mailjet_url"]):
+        with httpx.Client(base_url=url) as http:
+            for headers in ({"Authorization": "Bearer other"}, {"X-Segjet-Token": ""}, {"X-Segjet-Token": "wrong"}):
+                assert http.get("/_emulator/requests", headers=headers, params={"token": TOKEN}).status_code == 200, headers
+            both = {"X-Segjet-Token": "wrong", "Authorization": f"Bearer {TOKEN}"}
+            assert http.get("/_emulator/requests", headers=both).status_code == 200
+            assert http.get("/_emulator/requests", headers={"Authorization": "Bearer other"}).status_code == 401
+    # The trace passes on the token that was right, not the first one it meets.
+    with httpx.Client(base_url=guarded["segment_url"]) as http:
+        trace = http.get("/_emulator/dashboard/trace", params={"user": "u1", "token": TOKEN}, headers={"X-Segjet-Token": "wrong"})
+        assert trace.status_code == 200 and trace.json()["unreadSources"] == [], trace.text
+
+
 def test_public_apis_do_not_need_the_token(guarded: dict[str, Any]) -> None:
     client = SegjetClient({**guarded, "control_token": None})
     try:
