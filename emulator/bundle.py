@@ -128,7 +128,7 @@ class AppConnectionKeys:
 
 class Bundle:
     def __init__(self, config: BundleConfig) -> None:
-        # A copy: a start may take the authentication key the stored state holds (_follow_auth_key).
+        # A copy: a start may take the authentication key the stored state holds (_take_page_key).
         self.config = replace(config)
         self.clock = Clock()
         self._lock: TextIO | None = None

@@ -181,7 +181,9 @@ def openapi_route(document: Callable[[], dict[str, Any]]) -> Route:
 def fault_paths(rules: FaultRules) -> dict[str, Any]:
     """The fault rules' control routes (common/fault_routes.py), with the fields `rules` takes."""
     count_or_null = {"type": ["integer", "null"], "minimum": 1}
-    control = "".join(f"[{c.upper()}{c}]" if c.isalpha() else c for c in CONTROL_PREFIX) if rules.case_insensitive_paths else CONTROL_PREFIX
+    control = CONTROL_PREFIX
+    if rules.case_insensitive_paths:
+        control = "".join(f"[{c.upper()}{c}]" if c.isalpha() else c for c in CONTROL_PREFIX)
     rule = {
         "type": "object",
         "required": ["path"],
