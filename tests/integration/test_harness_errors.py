@@ -19,6 +19,15 @@ from emulator.harness.run import run_scenario
 from emulator.harness.scenario import AUDIENCE_NAME, HopFailed, HopResult, Scenario
 
 
+def scenario_with(segjet: Any, **changes: Any) -> list[HopResult]:
+    """One user's run of the check's scenario, by a client whose settings differ from the stack's by `changes`."""
+    client = SegjetClient(dict(segjet.info, **changes))
+    try:
+        return Scenario(client, user_count=1, timeout=5).run()
+    finally:
+        client.close()
+
+
 def _define_twice(segjet: SegjetClient) -> None:
     segjet.define_audience("Twice", {"event": "A"})
     segjet.define_audience("Twice", {"event": "A"})
@@ -83,11 +92,7 @@ def test_events_and_deliveries_filter_by_python_names(segjet):
 
 
 def test_identify_hop_fails_on_a_write_key_no_source_has(segjet):
-    wrong_key = SegjetClient(dict(segjet.info, write_key="not-the-key"))
-    try:
-        results = Scenario(wrong_key, user_count=1, timeout=5).run()
-    finally:
-        wrong_key.close()
+    results = scenario_with(segjet, write_key="not-the-key")
     assert [(r.ok, r.skipped) for r in results[:3]] == [(True, False), (False, False), (False, True)]
     assert "404 Not Found: no source has write key 'not-the-key'" in results[1].detail
     assert results[1].detail.endswith("is --write-key the one `segjet up` was given?")
@@ -131,11 +136,7 @@ def test_the_mailjet_helpers_act_on_the_account_of_their_api_key(segjet):
 
 def test_a_list_id_mailjet_refuses_fails_the_contacts_hop_not_the_checker(segjet):
     # listrecipient answers 400 for a ContactsList filter beyond int64: read unchecked, a KeyError.
-    huge_list = SegjetClient(dict(segjet.info, list_id=10**23))
-    try:
-        results = Scenario(huge_list, user_count=1, timeout=5).run()
-    finally:
-        huge_list.close()
+    results = scenario_with(segjet, list_id=10**23)
     assert [(r.ok, r.skipped) for r in results[1:4]] == [(True, False), (False, False), (False, True)]
     refused = 'answered 400 Bad Request: Invalid value "100000000000000000000000" for filter "ContactsList"'
     assert refused in results[2].detail
@@ -231,11 +232,7 @@ def test_a_segment_that_refuses_or_is_gone_fails_the_identify_hop_not_the_checke
     results = Scenario(segjet, user_count=1, timeout=5).run()
     assert [(r.ok, r.skipped) for r in results] == [(True, False), (False, False)] + [(False, True)] * 6
     assert "identify → fake Segment: HTTP error: [Segment] error: Bad Request (400)" in results[1].detail
-    gone = SegjetClient(dict(segjet.info, segment_url="http://127.0.0.1:9"))
-    try:
-        results = Scenario(gone, user_count=1, timeout=5).run()
-    finally:
-        gone.close()
+    results = scenario_with(segjet, segment_url="http://127.0.0.1:9")
     assert [(r.ok, r.skipped) for r in results[:2]] == [(True, False), (False, False)]
     assert "Connection refused" in results[1].detail
 
@@ -363,11 +360,7 @@ def test_the_contacts_hop_fails_on_a_contact_unsubscribed_from_the_list(segjet):
 
 
 def test_app_connections_that_did_not_keep_the_settings_fail_the_first_hop(segjet, empty_json_url):
-    client = SegjetClient(dict(segjet.info, mailjet_url=empty_json_url))
-    try:
-        results = Scenario(client, user_count=1, timeout=5).run()
-    finally:
-        client.close()
+    results = scenario_with(segjet, mailjet_url=empty_json_url)
     assert [(r.ok, r.skipped) for r in results[:2]] == [(False, False), (False, True)]
     assert results[0].detail == "App Connections did not keep the write key and switch: {}"
 
@@ -458,11 +451,7 @@ def test_a_reset_that_cannot_reach_a_server_names_that_one(segjet, capsys, gone,
 
 def test_a_hop_that_cannot_connect_names_the_url_it_called(segjet):
     # `segjet check --no-reset` with Mailjet down: "HTTP error: [Errno 111] Connection refused", no URL.
-    gone = SegjetClient(dict(segjet.info, mailjet_url="http://127.0.0.1:9"))
-    try:
-        results = Scenario(gone, user_count=1, timeout=5).run()
-    finally:
-        gone.close()
+    results = scenario_with(segjet, mailjet_url="http://127.0.0.1:9")
     assert [(r.ok, r.skipped) for r in results[:2]] == [(False, False), (False, True)]
     assert results[0].detail.startswith(
         "App Connections: write key pasted, email events on: HTTP error: "

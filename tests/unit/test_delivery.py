@@ -125,6 +125,15 @@ class Harness:
     def run(self, coro):
         return self.loop_thread.run(coro)
 
+    def advance(self, delta: timedelta) -> None:
+        """Move the clock on, and fire what falls due on the pipeline's loop."""
+
+        async def move() -> None:
+            self.clock.advance(delta)
+            await self.clock.run_due()
+
+        self.run(move())
+
     def submit(self, message: dict[str, Any]) -> str:
         async def call() -> None:
             self.pipeline.submit(message)
@@ -415,12 +424,7 @@ def test_one_big_clock_jump_past_the_window_fails_after_one_more_attempt(harness
     harness.receiver.script["down"] = deque([503] * 5)
     message_id = harness.identify("down")
     harness.wait_state(message_id, "retrying")
-
-    async def jump() -> None:
-        harness.clock.advance(timedelta(hours=5))
-        await harness.clock.run_due()
-
-    harness.run(jump())
+    harness.advance(timedelta(hours=5))
     record = harness.record(message_id)
     assert record["state"] == "failed" and record["reason"] == RETRIES_EXHAUSTED
     assert len(record["attempts"]) == 2
@@ -432,13 +436,8 @@ def test_a_users_messages_waiting_behind_a_retrying_one_still_fail_4h_after_thei
     harness.receiver.script["down"] = deque([503] * 100)
     ids = [harness.identify("down") for _ in range(3)]
     harness.wait_state(ids[0], "retrying")
-
-    async def step() -> None:
-        harness.clock.advance(timedelta(minutes=15))
-        await harness.clock.run_due()
-
     for _ in range(17):  # 4 h 15 min
-        harness.run(step())
+        harness.advance(timedelta(minutes=15))
     for message_id in ids:
         record = harness.record(message_id)
         assert record["state"] == "failed" and record["reason"] == RETRIES_EXHAUSTED
@@ -454,12 +453,7 @@ def test_a_message_whose_turn_comes_after_its_window_gets_one_attempt(harness, a
     head = harness.identify("ada")
     late = harness.identify("ada")
     harness.wait_state(head, "retrying")
-
-    async def jump() -> None:
-        harness.clock.advance(timedelta(hours=5))
-        await harness.clock.run_due()
-
-    harness.run(jump())
+    harness.advance(timedelta(hours=5))
     assert harness.record(head)["reason"] == RETRIES_EXHAUSTED
     record = harness.record(late)
     assert record["state"] == state and record["next_attempt_at"] is None
