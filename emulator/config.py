@@ -7,7 +7,8 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 
-def _generated_auth_key() -> str:
+def new_authentication_key() -> str:
+    """A fresh Segment authentication key, as Mailjet shows one per account on its App Connections page."""
     return secrets.token_hex(16)
 
 
@@ -20,8 +21,7 @@ class BundleConfig:
     write_key: str = "segjet-write-key"
     mailjet_api_key: str = "segjet-api-key"
     mailjet_secret_key: str = "segjet-secret-key"
-    # Mailjet shows a fresh Segment authentication key per account on its App Connections page.
-    auth_key: str = field(default_factory=_generated_auth_key)
+    auth_key: str = field(default_factory=new_authentication_key)
     list_id: int = 1
     seed: int | None = None
     strict: bool = False

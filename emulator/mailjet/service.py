@@ -9,12 +9,11 @@ and what storage and snapshots save and restore.
 from __future__ import annotations
 
 import asyncio
-import secrets
 from dataclasses import dataclass
 from typing import Any
 
 from ..common.clock import Clock
-from ..config import BundleConfig
+from ..config import BundleConfig, new_authentication_key
 from .events import EmailEvents
 from .models import Account, AppConnection, Changes, MailjetBackend, basic_username_problem
 from .outbound import HttpTransport, Outbox
@@ -130,7 +129,7 @@ class MailjetService:
             config = self.config
             for tenant in tenants.values():
                 if tenant.account.app_connection.authentication_key == config.auth_key:
-                    tenant.account.update_app_connection({"authenticationKey": _fresh_authentication_key()})
+                    tenant.account.update_app_connection({"authenticationKey": new_authentication_key()})
             fresh = self.new_tenant(config.mailjet_api_key, config.mailjet_secret_key, _free_key_id(tenants), config.auth_key)
             tenants[config.mailjet_api_key] = fresh
         self.tenants = tenants
@@ -166,7 +165,7 @@ class MailjetService:
             raise AccountError(f"api_key {problem}")
         if api_key in self.tenants:
             raise AccountError(f"an account with API key {api_key!r} already exists", 409)
-        tenant = self.new_tenant(api_key, secret_key, _free_key_id(self.tenants), _fresh_authentication_key())
+        tenant = self.new_tenant(api_key, secret_key, _free_key_id(self.tenants), new_authentication_key())
         self.tenants[api_key] = tenant
         self.backend.accounts[api_key] = tenant.account
         return tenant
@@ -187,12 +186,6 @@ class MailjetService:
 
     async def aclose(self) -> None:
         await self.transport.aclose()
-
-
-
-def _fresh_authentication_key() -> str:
-    # Mailjet shows a fresh Segment authentication key per account on its App Connections page.
-    return secrets.token_hex(16)
 
 
 def _free_key_id(tenants: dict[str, Tenant]) -> int:
