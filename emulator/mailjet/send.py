@@ -269,12 +269,16 @@ def _check_list(value: Any, where: str, item_type: str) -> None:
         raise _structure_mismatch(where, item_type)
 
 
+def _mismatch_text(expected: str) -> str:
+    return f'Type mismatch. Expected type "{expected}".'  # observed wording
+
+
 def _structure_mismatch(where: str, expected: str) -> SendError:
-    return SendError(TYPE_MISMATCH, f'Type mismatch. Expected type "{expected}".', related=[where])
+    return SendError(TYPE_MISMATCH, _mismatch_text(expected), related=[where])
 
 
 def _scalar_mismatch(account: Account, where: str, expected: str) -> dict[str, Any]:
-    return _error(account, TYPE_MISMATCH, f'Type mismatch. Expected type "{expected}".', [where])  # observed wording
+    return _error(account, TYPE_MISMATCH, _mismatch_text(expected), [where])
 
 
 def _with_globals(globals_: dict[str, Any], message: dict[str, Any]) -> dict[str, Any]:
