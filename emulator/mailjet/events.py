@@ -6,7 +6,8 @@ outbox and the Segment forwarder in `outbound.py`) route it on and note their pr
 
 Where events come from:
 - every non-sandbox message gets `sent` SENT_DELAY after the send (a clock timer), or `blocked`
-  ("duplicate in campaign") instead when DeduplicateCampaign finds its campaign already mailed the contact;
+  instead: "duplicate in campaign" when DeduplicateCampaign finds its campaign already mailed the
+  contact, "error in template language" when its template language failed (`template.py`);
 - the control API (`POST /_emulator/messages/{MessageID}/events`), checked for sense by `apply`
   (e.g. no open for a message sent with TrackOpens "disabled", no click with TrackClicks "disabled");
 - the recipient simulation (`PUT /_emulator/simulation`): rates and a seed decide, per message, what
@@ -71,6 +72,8 @@ DEFAULT_BOUNCE = {True: ("recipient", "user unknown"), False: ("recipient", "quo
 DEFAULT_BLOCKED = ("mailjet", "preblocked")
 # What a DeduplicateCampaign send to a contact its campaign already mailed becomes (reference §5).
 DUPLICATE_IN_CAMPAIGN = {"error_related_to": "mailjet", "error": "duplicate in campaign"}
+# What a message whose template language failed becomes, unless TemplateErrorDeliver (reference §5).
+TEMPLATE_LANGUAGE_ERROR = {"error_related_to": "content", "error": "error in template language"}
 DEFAULT_SPAM_SOURCE = "JMRPP"  # the docs' sample
 # Which body fields each control event takes besides "event".
 CONTROL_FIELDS: dict[str, tuple[str, ...]] = {
@@ -375,6 +378,10 @@ class EmailEvents:
             # campaign". GUESS: Send v3.1 still answers success with a MessageID (the check comes after
             # acceptance) and the message's life is a `blocked` event where `sent` would have come.
             life.plan = [(sent_at, "blocked", dict(DUPLICATE_IN_CAMPAIGN))]
+        elif message.template_error and not message.template_error_deliver:
+            # "By default the delivery is deactivated and the message will be blocked"
+            # (dev.mailjet.com/template-language/SMTP, X-MJ-TemplateErrorDeliver).
+            life.plan = [(sent_at, "blocked", dict(TEMPLATE_LANGUAGE_ERROR))]
         else:
             life.plan = self._plan(message, sent_at) if self.simulation.active else []
         # When the simulated recipient's server refuses the mail (or Mailjet blocks it), that event

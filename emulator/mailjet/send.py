@@ -17,6 +17,7 @@ from typing import Any
 
 from ..common.json_body import decode_json
 from .models import EMAIL_PATTERN, MAX_STRING_LENGTH, Account, ci_get, mj_time
+from .template import render
 
 TYPE_MISMATCH = "mj-0004"
 # Documented for Messages, Attachments, InlinedAttachments, Headers and Variables (mj-0008).
@@ -95,6 +96,10 @@ class Message:
     # every message could then be opened and clicked.
     track_opens: bool = TRACKED_BY_DEFAULT
     track_clicks: bool = TRACKED_BY_DEFAULT
+    # What the template language found wrong (TemplateLanguage true), "" when nothing: the message is
+    # then blocked, unless TemplateErrorDeliver asked for it to go as printed.
+    template_error: str = ""
+    template_error_deliver: bool = False
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -121,6 +126,8 @@ class Message:
             "DeduplicateCampaign": self.deduplicate_campaign,
             "track_opens": self.track_opens,
             "track_clicks": self.track_clicks,
+            "template_error": self.template_error,
+            "TemplateErrorDeliver": self.template_error_deliver,
         }
 
 
@@ -493,14 +500,15 @@ def _accept(account: Account, message: dict[str, Any], sandbox: bool) -> dict[st
         result[kind] = []
         for raw in ci_get(message, kind) or []:
             recipient = _address(raw)
+            content = _content(account, message, recipient["Email"])
             stored = new_message(
                 account,
                 sender=sender,
                 recipient=recipient,
                 recipient_type=kind,
-                subject=ci_get(message, "Subject") or "",
-                text_part=ci_get(message, "TextPart"),
-                html_part=ci_get(message, "HTMLPart"),
+                subject=content.subject,
+                text_part=content.text_part,
+                html_part=content.html_part,
                 custom_id=ci_get(message, "CustomID") or "",
                 event_payload=payload if isinstance(payload, str) else ("" if payload is None else _json_text(payload)),
                 custom_campaign=ci_get(message, "CustomCampaign") or "",
@@ -508,6 +516,8 @@ def _accept(account: Account, message: dict[str, Any], sandbox: bool) -> dict[st
                 deduplicate_campaign=ci_get(message, "DeduplicateCampaign") is True,
                 track_opens=_tracked(ci_get(message, "TrackOpens")),
                 track_clicks=_tracked(ci_get(message, "TrackClicks")),
+                template_error=content.template_error,
+                template_error_deliver=ci_get(message, "TemplateErrorDeliver") is True,
                 sandbox=sandbox,
             )
             store_message(account, stored)
@@ -520,6 +530,38 @@ def _accept(account: Account, message: dict[str, Any], sandbox: bool) -> dict[st
                 }
             )
     return result
+
+
+@dataclass(frozen=True)
+class _Content:
+    subject: str
+    text_part: str | None
+    html_part: str | None
+    template_error: str
+
+
+def _content(account: Account, message: dict[str, Any], email: str) -> _Content:
+    """Subject, TextPart and HTMLPart as the recipient `email` gets them: with TemplateLanguage true,
+    the template language printed with the message's Variables and the recipient's contact properties."""
+    subject, text_part, html_part = ci_get(message, "Subject") or "", ci_get(message, "TextPart"), ci_get(message, "HTMLPart")
+    if ci_get(message, "TemplateLanguage") is not True:
+        return _Content(subject, text_part, html_part, "")
+    variables = ci_get(message, "Variables") or {}
+    contact = account.find_contact(email)
+
+    def contact_data(name: str) -> str | None:
+        return account.property_value(contact, name) if contact is not None else None
+
+    errors: list[str] = []
+
+    def printed(part: str | None) -> str | None:
+        if part is None:
+            return None
+        rendered = render(part, variables, contact_data)
+        errors.extend(rendered.errors)
+        return rendered.text
+
+    return _Content(printed(subject) or "", printed(text_part), printed(html_part), "; ".join(errors))
 
 
 def message_href(base_url: str, message_id: int) -> str:
@@ -541,6 +583,8 @@ def new_message(
     deduplicate_campaign: bool = False,
     track_opens: bool = TRACKED_BY_DEFAULT,
     track_clicks: bool = TRACKED_BY_DEFAULT,
+    template_error: str = "",
+    template_error_deliver: bool = False,
     sandbox: bool = False,
 ) -> Message:
     """A message to one recipient, with its MessageID and MessageUUID (Send v3.1 and campaign sends)."""
@@ -569,6 +613,8 @@ def new_message(
         deduplicate_campaign=deduplicate_campaign,
         track_opens=track_opens,
         track_clicks=track_clicks,
+        template_error=template_error,
+        template_error_deliver=template_error_deliver,
         sandbox=sandbox,
         created_at=account.clock.now(),
         status="sandbox" if sandbox else "queued",

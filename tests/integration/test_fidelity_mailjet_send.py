@@ -277,6 +277,52 @@ def test_mailjet_rest_readme_template_and_tracing_samples_are_400s(server: Serve
             assert error["ErrorCode"] == code
 
 
+def test_devguide_template_language_samples_print_variables_and_contact_properties(server: Server) -> None:
+    # The DevGuide's "Use vars and custom vars" and "Use contact properties" messages, exactly, sent
+    # with the official client to a passenger whose contact has a firstname and to one without.
+    variables = {
+        **BASIC,
+        "TextPart": 'Dear passenger, welcome to Mailjet! On this {{var:day:"monday"}}, may the delivery force be with you! {{var:personalmessage:""}}',
+        "HTMLPart": '<h3>Dear passenger, welcome to <a href="https://www.mailjet.com/">Mailjet</a>!<br /> On this {{var:day:"monday"}}, may the delivery force be with you! {{var:personalmessage:""}}',
+        "TemplateLanguage": True,
+        "Variables": {"day": "Tuesday", "personalmessage": "Happy birthday!"},
+    }
+    properties = {
+        **BASIC,
+        "To": [PASSENGER_1, {"Email": "passenger2@mailjet.com"}],
+        "TemplateLanguage": True,
+        "TextPart": 'Dear {{data:firstname:"passenger"}}, welcome to Mailjet! May the delivery force be with you!',
+        "HTMLPart": '<h3>Dear {{data:firstname:"passenger"}}, welcome to <a href="https://www.mailjet.com/">Mailjet</a>!<br /> May the delivery force be with you!',
+    }
+    rest = Client(auth=(CONFIG.mailjet_api_key, CONFIG.mailjet_secret_key), api_url=f"{server.url}/", version="v3")
+    assert rest.contactmetadata.create(data={"Name": "firstname", "DataType": "str"}).status_code == 201
+    assert rest.contact.create(data={"Email": PASSENGER_1["Email"]}).status_code == 201
+    assert rest.contactdata.update(id=PASSENGER_1["Email"], data={"Data": [{"Name": "firstname", "Value": "Ada"}]}).status_code == 200
+    with server.client() as mailjet:
+        assert mailjet.send.create(data={"Messages": [variables, properties]}).status_code == 200
+    vars_message, ada, other = server.stored()
+    assert vars_message["text_part"] == "Dear passenger, welcome to Mailjet! On this Tuesday, may the delivery force be with you! Happy birthday!"
+    assert vars_message["html_part"].endswith("On this Tuesday, may the delivery force be with you! Happy birthday!")
+    assert (ada["text_part"], other["text_part"]) == (
+        "Dear Ada, welcome to Mailjet! May the delivery force be with you!",
+        "Dear passenger, welcome to Mailjet! May the delivery force be with you!",
+    )
+    assert ada["html_part"].startswith('<h3>Dear Ada, welcome to <a href="https://www.mailjet.com/">')
+    assert [m["template_error"] for m in (vars_message, ada, other)] == ["", "", ""]
+
+
+def test_a_link_printed_from_a_variable_is_the_one_a_recipient_clicks(server: Server) -> None:
+    message = {**BASIC, "TemplateLanguage": True, "Subject": "Order {{var:order_id}} shipped",
+               "HTMLPart": '<a href="https://shop.example/orders/{{var:order_id}}">track it</a>', "Variables": {"order_id": "42"}}
+    with server.client() as mailjet:
+        message_id = mailjet.send.create(data={"Messages": [message]}).json()["Messages"][0]["To"][0]["MessageID"]
+    [stored] = server.stored()
+    assert stored["subject"] == "Order 42 shipped"
+    clicked = server.http.post(f"/_emulator/messages/{message_id}/events", json={"event": "click", "url": "https://shop.example/orders/42"})
+    assert clicked.status_code == 201, clicked.text
+    assert clicked.json()["payload"]["url"] == "https://shop.example/orders/42"
+
+
 def test_mailjet_rest_builders_with_inline_attachment_globals_and_sandbox(server: Server) -> None:
     with tempfile.TemporaryDirectory() as folder:
         logo = Path(folder) / "logo.png"

@@ -525,6 +525,41 @@ def test_deduplicate_campaign_counts_only_earlier_delivered_sends(fake: Fake) ->
     assert (fake.kinds(first), fake.kinds(second)) == (["sent"], ["blocked"])
 
 
+def test_a_template_language_error_blocks_the_message_unless_template_error_deliver(fake: Fake) -> None:
+    # dev.mailjet.com/template-language/SMTP: on an error in the template language "by default the
+    # delivery is deactivated and the message will be blocked"; TemplateErrorDeliver delivers it.
+    # The event docs name that blocked error: content / "error in template language".
+    fake.account.ensure_contact("ada@example.com")
+    template = {"TemplateLanguage": True, "Subject": "Hi {{var:name}}", "Variables": {"day": "Monday"}}
+    blocked_id = fake.send(**template)
+    delivered_id = fake.send(**template, TemplateErrorDeliver=True)
+    fine_id = fake.send(**{**template, "Variables": {"name": "Ada"}})
+    fake.advance()
+    assert (fake.kinds(blocked_id), fake.kinds(delivered_id), fake.kinds(fine_id)) == (["blocked"], ["sent"], ["sent"])
+    blocked = fake.events.find_message(blocked_id)
+    (event,) = blocked.events
+    assert (event["error_related_to"], event["error"]) == ("content", "error in template language")
+    assert_contract("mailjet.event.blocked", event)
+    assert blocked.template_error == '{{var:name}}: the variable "name" has no value and the expression no default'
+    assert blocked.subject == fake.events.find_message(delivered_id).subject == "Hi "
+    assert fake.events.find_message(fine_id).to_json()["subject"] == "Hi Ada"
+    assert fake.events.find_message(fine_id).template_error == ""
+
+
+def test_template_language_prints_each_recipients_own_contact_properties(fake: Fake) -> None:
+    account = fake.account
+    account.create_property({"Name": "firstname", "DataType": "str"})
+    account.set_contact_data(str(account.ensure_contact("ada@example.com").id), {"Data": [{"Name": "FirstName", "Value": "Ada"}]})
+    message = {"From": {"Email": "shop@example.com"}, "To": [{"Email": "ada@example.com"}, {"Email": "bob@example.com"}],
+               "TemplateLanguage": True, "TextPart": 'Dear {{data:firstname:"passenger"}}'}
+    status, body = send(account, {"Messages": [message]})
+    assert status == 200
+    ada, bob = (fake.events.find_message(result["MessageID"]) for result in body["Messages"][0]["To"])
+    assert (ada.text_part, bob.text_part) == ("Dear Ada", "Dear passenger")
+    without_language = send(account, {"Messages": [{**message, "TemplateLanguage": False}]})[1]
+    assert fake.events.find_message(without_language["Messages"][0]["To"][0]["MessageID"]).text_part == message["TextPart"]
+
+
 def test_a_duplicate_in_campaign_has_no_simulated_recipient(fake: Fake) -> None:
     fake.events.configure_simulation({"open_rate": 1, "click_rate": 1, "bounce_rate": 0, "seed": 5})
     fake.send(CustomCampaign="welcome")

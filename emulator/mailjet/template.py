@@ -1,0 +1,69 @@
+"""Mailjet's template language, as far as an inline Send v3.1 message uses it.
+
+With `TemplateLanguage: true`, `{{var:name:default}}` prints one of the message's `Variables` and
+`{{data:name:default}}` one of the recipient's contact properties, in Subject, TextPart and HTMLPart
+(dev.mailjet.com/template-language/reference, "Vars and Custom Vars" and "Contact properties -
+ContactData"; the Send API's own example writes `{{var:day:"monday"}}`). A value that is missing
+with no default is an error in the template language: Mailjet then blocks the message (a `blocked`
+event, `content` / `error in template language`) unless `TemplateErrorDeliver` is true.
+
+Only these two forms are interpreted. Statements (`{% if %}`, `{% for %}`), functions, operators and
+the `mj:` and `segmentation:` namespaces are left as written, and so is anything else between
+`{{` and `}}`.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+# A default is a double-quoted JSON-style string (the documented form) or a bare word such as 0.
+_EXPRESSION = re.compile(
+    r'\{\{\s*(?P<namespace>var|data)\s*:\s*(?P<name>[^\s:{}"]+)\s*'
+    r'(?::\s*(?:"(?P<quoted>(?:[^"\\]|\\.)*)"|(?P<bare>[^\s{}"]*)))?\s*\}\}'
+)
+
+
+@dataclass(frozen=True)
+class Rendered:
+    text: str
+    errors: tuple[str, ...]  # each value the text printed empty because it had none and no default
+
+
+def render(text: str, variables: Mapping[str, Any], contact_data: Callable[[str], str | None]) -> Rendered:
+    """`text` with each `{{var:...}}` and `{{data:...}}` replaced by its value, else its default.
+
+    Variable names are matched as written (GUESS, as `Variables` merge with Globals); contact
+    properties as the REST API matches them, in any case.
+    """
+    errors: list[str] = []
+
+    def printed(match: re.Match[str]) -> str:
+        namespace, name = match["namespace"], match["name"]
+        value = variables.get(name) if namespace == "var" else contact_data(name)
+        if value is not None:
+            return _text_of(value)
+        if match["quoted"] is not None:
+            return _unescaped(match["quoted"])
+        if match["bare"] is not None:
+            return match["bare"]
+        what = "variable" if namespace == "var" else "contact property"
+        errors.append(f'{{{{{namespace}:{name}}}}}: the {what} "{name}" has no value and the expression no default')
+        return ""
+
+    return Rendered(_EXPRESSION.sub(printed, text), tuple(errors))
+
+
+def _text_of(value: Any) -> str:
+    """A value as the email prints it. GUESS: non-strings as their JSON text (42, 4.5, true)."""
+    return value if isinstance(value, str) else json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+
+
+def _unescaped(quoted: str) -> str:
+    try:
+        return json.loads(f'"{quoted}"')
+    except ValueError:  # an escape JSON does not know, such as \x: printed as written
+        return quoted

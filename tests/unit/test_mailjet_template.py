@@ -1,0 +1,62 @@
+"""Mailjet's template language as an inline Send v3.1 message uses it (emulator/mailjet/template.py)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from emulator.mailjet.template import render
+
+# The DevGuide's "Use vars and custom vars" TextPart, exactly.
+DEVGUIDE_TEXT = 'Dear passenger, welcome to Mailjet! On this {{var:day:"monday"}}, may the delivery force be with you! {{var:personalmessage:""}}'
+
+
+def no_contact_data(name: str) -> str | None:
+    return None
+
+
+def test_devguide_vars_are_printed_and_defaults_stand_in_for_missing_ones() -> None:
+    given = render(DEVGUIDE_TEXT, {"day": "Tuesday", "personalmessage": "Happy birthday!"}, no_contact_data)
+    assert given.text == "Dear passenger, welcome to Mailjet! On this Tuesday, may the delivery force be with you! Happy birthday!"
+    defaults = render(DEVGUIDE_TEXT, {}, no_contact_data)
+    assert defaults.text == "Dear passenger, welcome to Mailjet! On this monday, may the delivery force be with you! "
+    assert given.errors == defaults.errors == ()
+
+
+def test_contact_properties_come_from_the_recipients_contact_data() -> None:
+    properties = {"firstname": "Ada"}
+    text = 'Dear {{data:firstname:"passenger"}}, {{ data:city:"somewhere" }}'
+    assert render(text, {}, properties.get).text == "Dear Ada, somewhere"
+
+
+@pytest.mark.parametrize(
+    ("text", "variables", "printed"),
+    [
+        ("{{var:n}} items", {"n": 3}, "3 items"),
+        ("{{var:ratio}}", {"ratio": 4.5}, "4.5"),
+        ("{{var:flag}}", {"flag": True}, "true"),
+        ("{{var:count:0}}", {}, "0"),
+        ('{{var:quote:"say \\"hi\\""}}', {}, 'say "hi"'),
+        ("{{var:none:\"x\"}}", {"none": None}, "x"),
+        ("{{var:Day}}", {"Day": "Mon"}, "Mon"),
+        ("{{ var:productname:\"\" }}!", {"productname": "tea"}, "tea!"),
+    ],
+)
+def test_values_and_defaults_print_as_text(text: str, variables: dict[str, Any], printed: str) -> None:
+    rendered = render(text, variables, no_contact_data)
+    assert (rendered.text, rendered.errors) == (printed, ())
+
+
+def test_a_value_missing_without_a_default_is_an_error_printed_empty() -> None:
+    rendered = render("Hi {{var:name}} from {{data:city}}; {{var:day}}", {"Name": "case matters", "day": "Mon"}, no_contact_data)
+    assert rendered.text == "Hi  from ; Mon"
+    assert rendered.errors == (
+        '{{var:name}}: the variable "name" has no value and the expression no default',
+        '{{data:city}}: the contact property "city" has no value and the expression no default',
+    )
+
+
+def test_what_is_not_emulated_is_left_as_written() -> None:
+    text = '{% if var:step == "refund" %}{{mj:contact.email}} {{ var:a + 1 }}{% endif %} {{plain}}'
+    assert render(text, {"step": "refund", "a": 1}, no_contact_data).text == text
