@@ -527,7 +527,10 @@ class DedupeWindow:
     """
 
     def __init__(self) -> None:
-        self._accepted_at: dict[str, datetime] = {}
+        self._accepted_at: dict[str, datetime] = {}  # an id's latest acceptance
+        # An id's other acceptances still in the window: only after the clock was set back can an id
+        # be accepted again before its latest acceptance is 24 h old, so this stays small.
+        self._earlier: dict[str, list[datetime]] = {}
         self._next_sweep: datetime | None = None
         # The messages of a batch share their arrival time: the cutoff is computed once for them.
         self._now: datetime | None = None
@@ -543,8 +546,14 @@ class DedupeWindow:
         # clock was set back, is a duplicate only if the two calls are less than 24 h apart, as they
         # are going forward; otherwise a set-back of a month (or a reset back to wall-clock time)
         # refused the id for that month on top of the 24 h.
-        if accepted_at is not None and self._cutoff < accepted_at < self._horizon:
-            return False
+        if accepted_at is not None:
+            cutoff, horizon = self._cutoff, self._horizon
+            earlier = self._earlier.get(message_id, ())
+            if cutoff < accepted_at < horizon or any(cutoff < at < horizon for at in earlier):
+                return False
+            if accepted_at > now:
+                self._earlier.setdefault(message_id, []).append(now)
+                return True
         self._accepted_at[message_id] = now
         return True
 
@@ -562,6 +571,10 @@ class DedupeWindow:
             accepted_at, cutoff = self._accepted_at, self._cutoff
             for key in [key for key, at in accepted_at.items() if at <= cutoff]:
                 del accepted_at[key]
+            for key, times in list(self._earlier.items()):
+                times[:] = [at for at in times if at > cutoff]
+                if not times:
+                    del self._earlier[key]
             self._next_sweep = now + DEDUPE_SWEEP_INTERVAL
 
 

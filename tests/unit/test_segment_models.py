@@ -511,6 +511,18 @@ def test_an_id_accepted_later_than_a_clock_set_back_to_is_a_duplicate_only_withi
     assert edge.admit("e", start)
 
 
+def test_an_id_accepted_on_both_sides_of_a_set_back_is_a_duplicate_near_either_acceptance() -> None:
+    window = DedupeWindow()
+    start = datetime(2025, 1, 1, tzinfo=timezone.utc)
+    assert window.admit("a", start + timedelta(days=9))
+    assert window.admit("a", start + timedelta(days=4))  # set back five days: accepted again
+    assert not window.admit("a", start + timedelta(days=4, hours=6))  # 6 h after the second acceptance
+    assert not window.admit("a", start + timedelta(days=9, hours=12))  # 12 h after the first one
+    assert window.admit("a", start + timedelta(days=11))  # more than 24 h after both
+    window.forget_expired(start + timedelta(days=13))
+    assert len(window) == 0
+
+
 def test_discarded_messages_do_not_reserve_their_message_id(backend: SegmentBackend) -> None:
     assert not one(backend, "track", {"userId": "u", "messageId": "m-2"}).accepted  # no event name
     assert one(backend, "track", {"userId": "u", "event": "E", "messageId": "m-2"}).accepted
