@@ -17,6 +17,9 @@ import contracts
 T = TypeVar("T")
 _POLL_SECONDS = 0.02
 _BODY_LIMIT = 500
+# Every call this client makes carries it, so that its own REST calls (wait_for_contact polls
+# contactdata) can be told from the app's in the fake Mailjet's journal.
+HARNESS_USER_AGENT = "segjet-harness/0.1"
 # How a control call names its tenant (README "Workspaces"; the fake Mailjet's accounts): the
 # workspace of a write key, the account of an API key. Without them it acts on the default workspace
 # and the configured account, whatever keys this client's own traffic carries. Query parameters, not
@@ -95,7 +98,9 @@ class SegjetClient:
         self.auth_key: str | None = info.get("auth_key")
         self.control_token: str | None = info.get("control_token")
         # The control token travels in its own header, so it never collides with Mailjet's Basic auth.
-        headers = {"X-Segjet-Token": self.control_token} if self.control_token else {}
+        headers = {"User-Agent": HARNESS_USER_AGENT}
+        if self.control_token:
+            headers["X-Segjet-Token"] = self.control_token
         # trust_env=False: httpx sends through HTTP(S)_PROXY/ALL_PROXY by default, and a CI runner's
         # proxy cannot reach the stack's loopback ports; this client only ever talks to segjet.
         self._owns_http = http is None

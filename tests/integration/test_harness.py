@@ -13,7 +13,7 @@ from xml.etree import ElementTree
 import httpx
 import pytest
 
-from emulator.harness.client import SegjetClient, SegjetTimeout
+from emulator.harness.client import HARNESS_USER_AGENT, SegjetClient, SegjetTimeout
 from emulator.harness.run import run_scenario
 from emulator.harness.scenario import Scenario
 
@@ -167,6 +167,16 @@ AWKWARD_EMAIL = "ada#love?lace/x%y@example.com"
 def test_contact_waits_quote_the_email_in_the_path(segjet):
     segjet.identify("u-awkward", {"email": AWKWARD_EMAIL, "plan": "pro"})
     assert segjet.wait_for_contact(AWKWARD_EMAIL, {"plan": "pro"})["segment_user_id"] == "u-awkward"
+
+
+def test_the_helpers_own_mailjet_calls_are_told_apart_in_the_journal(segjet):
+    # wait_for_contact polls contactdata through the REST API: a test asserting on its app's calls
+    # must be able to leave those out.
+    segjet.identify("u-ua", {"email": "ua@example.com"})
+    segjet.wait_for_contact("ua@example.com")
+    agents = {(entry["path"], entry["headers"]["user-agent"]) for entry in segjet.mailjet_requests()}
+    assert ("/v3/REST/contactdata/ua@example.com", HARNESS_USER_AGENT) in agents
+    assert {agent for _, agent in agents} == {HARNESS_USER_AGENT, "segjet-destination/0.1"}
 
 
 def test_a_contact_wait_takes_none_as_no_such_property(segjet):
