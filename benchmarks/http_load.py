@@ -131,7 +131,7 @@ async def paced(spec: RequestSpec, connections: int, duration: float, rate: floa
     sent: list[tuple[int, float]] = []  # (number, due wall time)
     late = 0  # requests that found no free connection at their due time
 
-    async def send(number: int, raw: bytes) -> None:
+    async def send(raw: bytes) -> None:
         nonlocal late
         if pool.empty():
             late += 1
@@ -152,7 +152,7 @@ async def paced(spec: RequestSpec, connections: int, duration: float, rate: floa
         if delay > 0:
             await asyncio.sleep(delay)
         sent.append((number, wall_start + (due - mono_start)))
-        tasks.append(asyncio.create_task(send(number, raw)))
+        tasks.append(asyncio.create_task(send(raw)))
     await asyncio.gather(*tasks)
     return {"mode": "paced", "requests": total, "rate": rate, "late": late,
             "statuses": {str(k): v for k, v in statuses.items()}, "sent": sent}

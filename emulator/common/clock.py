@@ -99,7 +99,8 @@ def _parse_unpadded(value: str) -> datetime:
 
 
 def iso(moment: datetime) -> str:
-    """Render a datetime as Segment and Mailjet do: UTC with milliseconds and a Z.
+    """Render a datetime as Segment does (and the control API, for both fakes): UTC with
+    milliseconds and a Z. The fake Mailjet's own API renders with `mj_time`, without the fraction.
 
     isoformat pads years below 1000 to four digits, as RFC 3339 requires (strftime did not).
     """
@@ -181,9 +182,6 @@ class Clock:
         heapq.heappush(self._timers, timer)
         self._poke()
         return timer
-
-    def call_later(self, delay: timedelta, callback: TimerCallback, owner: str = "") -> _Timer:
-        return self.call_at(self.now() + delay, callback, owner)
 
     def watch_moves(self, callback: Callable[[], None]) -> None:
         """Call `callback()` after every move of the clock (advance, set, reset), before timers fire."""

@@ -8,7 +8,7 @@ from typing import Any
 
 import contracts
 
-from ..segment import fast_validation
+from ..common import fast_validation
 
 
 @cache

@@ -113,8 +113,9 @@ def _email_of(message: dict[str, Any]) -> str | None:
 
 
 def _same_email(value: Any, email: str | None) -> bool:
-    # Mailjet matches emails case-insensitively (README, Fidelity), so the trace does too.
-    return isinstance(value, str) and email is not None and value.casefold() == email.casefold()
+    # Mailjet matches emails case-insensitively (README, Fidelity), by their lower case as the fake
+    # Mailjet's contacts do (not casefold: "Straße" and "strasse" are two contacts), so the trace does too.
+    return isinstance(value, str) and email is not None and value.lower() == email.lower()
 
 
 def _names(value: Any, emails: tuple[str, ...], user_id: str | None, path: str = "") -> bool:
@@ -125,11 +126,11 @@ def _names(value: Any, emails: tuple[str, ...], user_id: str | None, path: str =
     and neither is that user. A Mailjet path names a contact by email or Mailjet id, never by the
     Segment userId: a userId "1" is not `/contactslist/1/managecontact`.
     """
-    folded = {email.casefold() for email in emails}
-    # Folding never shortens a string (each character folds to one to three), so a longer one is
-    # no email of theirs: bodies hold long strings, and folding each was most of a journal's walk.
-    longest = max(map(len, folded), default=0)
-    if any(part.casefold() in folded for part in path.split("/")):
+    lowered = {email.lower() for email in emails}
+    # Lower-casing never shortens a string (each character becomes one or more), so a longer one is
+    # no email of theirs: bodies hold long strings, and lower-casing each was most of a journal's walk.
+    longest = max(map(len, lowered), default=0)
+    if any(part.lower() in lowered for part in path.split("/")):
         return True
     pending = [value]
     while pending:
@@ -139,7 +140,7 @@ def _names(value: Any, emails: tuple[str, ...], user_id: str | None, path: str =
         elif isinstance(item, list):
             pending.extend(item)
         elif isinstance(item, str) and (
-            (len(item) <= longest and item.casefold() in folded) or (user_id is not None and item == user_id)
+            (len(item) <= longest and item.lower() in lowered) or (user_id is not None and item == user_id)
         ):
             return True
     return False
@@ -309,10 +310,10 @@ def _identify_user(user: str, events: list[dict[str, Any]]) -> tuple[str | None,
 def _emails_of_user(email: str | None, user_id: str | None, events: list[dict[str, Any]]) -> tuple[str, ...]:
     """`email` and every other address the user's calls carried (a user may change theirs): the
     emails sent to an earlier address, and its events, are still the user's."""
-    found = {email.casefold(): email} if email else {}
+    found = {email.lower(): email} if email else {}
     for event in events:
         if user_id is not None and event.get("userId") == user_id and (other := _email_of(event)):
-            found.setdefault(other.casefold(), other)
+            found.setdefault(other.lower(), other)
     return tuple(found.values())
 
 

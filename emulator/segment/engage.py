@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping, Optional, Pr
 from destination.mapping import USER_ID_PROPERTY
 
 from ..common.clock import LATEST, Clock, iso, parse_duration, parse_iso
-from ..common.json_body import MAX_DEPTH
+from ..common.json_body import MAX_DEPTH, fits_depth
 
 from .models import SegmentBackend, Source, StoredMessage
 
@@ -746,16 +746,9 @@ def _key_of(body: Mapping[str, Any]) -> str:
 def _check_depth(body: Mapping[str, Any], what: str) -> None:
     """Refuse a definition nested deeper than an HTTP body may be: parsing and evaluating a rule
     recurses, and a --config file or a BundleConfig has no depth limit of its own (Python's stack
-    ran out at ~700 levels). Counted without recursion, the body itself being level 1."""
-    pending: list[tuple[Any, int]] = [(body, 1)]
-    while pending:
-        item, depth = pending.pop()
-        children = item.values() if isinstance(item, Mapping) else item if isinstance(item, (list, tuple)) else None
-        if children is None:
-            continue
-        if depth > MAX_DEPTH:
-            raise DefinitionError(f"{what} nests more than {MAX_DEPTH} levels deep")
-        pending.extend((child, depth + 1) for child in children)
+    ran out at ~700 levels)."""
+    if not fits_depth(body):
+        raise DefinitionError(f"{what} nests more than {MAX_DEPTH} levels deep")
 
 
 def parse_audience(body: Any, created_at: datetime, new_id: Callable[[], str] = _new_ksuid) -> Audience:
@@ -912,9 +905,6 @@ class ComputationState:
 class SyncResult:
     sent: list[dict[str, Any]]
     evaluated: int
-    # userIds merged away whose told state went to their survivor, even when nothing is sent
-    # (the survivor was told already): storage writes it (`take_told`), or a restart would bring it back.
-    taken_over: int = 0
 
     def to_json(self) -> dict[str, Any]:
         return {"count": len(self.sent), "evaluated": self.evaluated, "sent": self.sent}
@@ -945,7 +935,6 @@ class EngageEngine:
         # what it told when an email is added to a profile (Segment docs, using-engage-data.md,
         # "New external identifiers added to a profile"); the destination keys contacts by email.
         self._sent_email: dict[str, str | None] = {}
-        self._taken_over = 0  # in the current sync: see _take_over
         # The clock's time at the latest sync: a clock set back before it makes every profile due.
         self._synced_at: datetime | None = None
 
@@ -1092,12 +1081,9 @@ class EngageEngine:
 
     def _take_over(self, computation: _Computation, user_id: str) -> str:
         """The userId to evaluate for `user_id`: itself, or the survivor of a merge, which then takes
-        over what `computation` (and the email record) kept under `user_id`. Counts in
-        `_taken_over` the userIds whose kept state that changed (the email record is not stored)."""
+        over what `computation` (and the email record) kept under `user_id`."""
         current = self._current_user_id(user_id)
         if current != user_id:
-            if user_id in computation.members or user_id in computation.values:
-                self._taken_over += 1
             if computation.take_over(user_id, current):
                 computation.resend.add(current)
             if user_id in self._sent_email:
@@ -1148,7 +1134,7 @@ class EngageEngine:
                     computation.dirty |= user_ids
         self._synced_at = now
         sent: list[dict[str, Any]] = []
-        evaluated = self._taken_over = 0
+        evaluated = 0
         # Applied once every definition is looked at, so that each resends to a new email.
         sent_email: dict[str, str | None] = {}
         # What was recorded as told is sent even if a later definition raises (a bug): nothing
@@ -1187,7 +1173,7 @@ class EngageEngine:
             self._sent_email.update(sent_email)
             for message in sent:
                 self.emit(message)
-        return SyncResult(sent, evaluated, self._taken_over)
+        return SyncResult(sent, evaluated)
 
     def _evaluate(self, computation: _Computation, subject: _Subject) -> _Result:
         """One profile's result now, compared with what the destination was last told; records nothing."""

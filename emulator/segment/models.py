@@ -30,13 +30,13 @@ from typing import Any
 
 import contracts
 
+from ..common import fast_validation
 from ..common.auth import basic_credentials
 from ..common.clock import Clock, iso, parse_iso
 from ..common.feeds import newest
 from ..common.http import GZIP_ENCODINGS, gunzip_bounded
 from ..common.json_body import decode_json, read_with_json
 from ..config import BundleConfig
-from . import fast_validation
 
 log = logging.getLogger("segjet.segment")
 

@@ -68,11 +68,11 @@ def test_timers_fire_in_order_when_the_clock_passes_them():
 
     async def late():
         fired.append("late")
-        clock.call_later(timedelta(0), lambda: fired.append("chained"))
+        clock.call_at(clock.now() + timedelta(0), lambda: fired.append("chained"))
 
-    clock.call_later(timedelta(hours=2), late)
-    clock.call_later(timedelta(hours=1), lambda: fired.append("early"))
-    clock.call_later(timedelta(days=2), lambda: fired.append("never"))
+    clock.call_at(clock.now() + timedelta(hours=2), late)
+    clock.call_at(clock.now() + timedelta(hours=1), lambda: fired.append("early"))
+    clock.call_at(clock.now() + timedelta(days=2), lambda: fired.append("never"))
 
     assert asyncio.run(clock.run_due()) == 0
     clock.advance(timedelta(hours=3))
@@ -84,8 +84,8 @@ def test_timers_fire_in_order_when_the_clock_passes_them():
 def test_reset_drops_only_the_owners_timers_and_the_offset():
     clock = Clock()
     fired = []
-    clock.call_later(timedelta(hours=1), lambda: fired.append("segment"), owner="segment")
-    clock.call_later(timedelta(hours=1), lambda: fired.append("mailjet"), owner="mailjet")
+    clock.call_at(clock.now() + timedelta(hours=1), lambda: fired.append("segment"), owner="segment")
+    clock.call_at(clock.now() + timedelta(hours=1), lambda: fired.append("mailjet"), owner="mailjet")
     clock.advance(timedelta(days=1))
     clock.reset("segment")
     assert clock.now() - datetime.now(timezone.utc) < timedelta(seconds=1)
@@ -97,7 +97,7 @@ def test_reset_drops_only_the_owners_timers_and_the_offset():
 def test_cancelled_timer_does_not_fire():
     clock = Clock()
     fired = []
-    timer = clock.call_later(timedelta(seconds=1), lambda: fired.append(1))
+    timer = clock.call_at(clock.now() + timedelta(seconds=1), lambda: fired.append(1))
     Clock.cancel(timer)
     clock.advance(timedelta(seconds=2))
     asyncio.run(clock.run_due())
@@ -126,9 +126,9 @@ def test_a_failing_timer_is_logged_and_the_others_still_fire(caplog):
     def broken():
         raise RuntimeError("boom")
 
-    clock.call_later(timedelta(minutes=1), lambda: fired.append("before"), owner="segment")
-    clock.call_later(timedelta(minutes=2), broken, owner="mailjet")
-    clock.call_later(timedelta(minutes=3), lambda: fired.append("after"), owner="segment")
+    clock.call_at(clock.now() + timedelta(minutes=1), lambda: fired.append("before"), owner="segment")
+    clock.call_at(clock.now() + timedelta(minutes=2), broken, owner="mailjet")
+    clock.call_at(clock.now() + timedelta(minutes=3), lambda: fired.append("after"), owner="segment")
     clock.advance(timedelta(hours=1))
     with caplog.at_level("ERROR", logger="emulator.common.clock"):
         assert asyncio.run(clock.run_due()) == 3
@@ -146,9 +146,9 @@ def test_the_clock_task_keeps_firing_after_a_timer_fails():
 
     async def scenario():
         task = asyncio.create_task(clock.run_forever(poll_seconds=0.01))
-        clock.call_later(timedelta(0), broken, owner="mailjet")
+        clock.call_at(clock.now() + timedelta(0), broken, owner="mailjet")
         await asyncio.sleep(0.05)
-        clock.call_later(timedelta(0), fired.set, owner="segment")
+        clock.call_at(clock.now() + timedelta(0), fired.set, owner="segment")
         try:
             await asyncio.wait_for(fired.wait(), timeout=5)
             assert not task.done()
@@ -168,10 +168,10 @@ def test_a_timer_rescheduling_itself_due_now_cannot_hold_the_run():
     def again():
         calls.append(1)
         if len(calls) < 10_000:
-            clock.call_later(timedelta(0), again, owner="segment")
+            clock.call_at(clock.now() + timedelta(0), again, owner="segment")
 
-    clock.call_later(timedelta(0), again, owner="segment")
-    clock.call_later(timedelta(0), lambda: other.append(1), owner="mailjet")
+    clock.call_at(clock.now() + timedelta(0), again, owner="segment")
+    clock.call_at(clock.now() + timedelta(0), lambda: other.append(1), owner="mailjet")
     assert asyncio.run(clock.run_due()) < 10_000
     assert other == [1]  # due with the first round, fired despite the endless chain
     assert 0 < len(calls) < 10_000 and clock.pending() == 1
@@ -186,11 +186,11 @@ def test_a_finite_chain_of_timers_completes_within_one_run():
         def fire():
             order.append(depth)
             if depth < 20:
-                clock.call_later(timedelta(0), link(depth + 1))
+                clock.call_at(clock.now() + timedelta(0), link(depth + 1))
         return fire
 
-    clock.call_later(timedelta(hours=1), link(0))
-    clock.call_later(timedelta(hours=2), lambda: order.append("later"))
+    clock.call_at(clock.now() + timedelta(hours=1), link(0))
+    clock.call_at(clock.now() + timedelta(hours=2), lambda: order.append("later"))
     clock.advance(timedelta(hours=3))
     assert asyncio.run(clock.run_due()) == 22
     assert order == [0, "later", *range(1, 21)]
@@ -219,8 +219,8 @@ def test_a_timestamp_with_an_offset_of_60_minutes_or_more_is_refused(text: str) 
 def test_pending_and_next_due_leave_out_cancelled_timers() -> None:
     # `GET clock` shows both: a cancelled retry is no timer a test should wait for.
     clock = Clock()
-    soon = clock.call_later(timedelta(minutes=1), lambda: None)
-    later = clock.call_later(timedelta(hours=1), lambda: None)
+    soon = clock.call_at(clock.now() + timedelta(minutes=1), lambda: None)
+    later = clock.call_at(clock.now() + timedelta(hours=1), lambda: None)
     Clock.cancel(soon)
     assert (clock.pending(), clock.next_due()) == (1, later.due)
     Clock.cancel(later)
@@ -230,7 +230,7 @@ def test_pending_and_next_due_leave_out_cancelled_timers() -> None:
 def test_advancing_by_zero_fires_what_is_due_now() -> None:
     clock = Clock()
     fired = []
-    clock.call_later(timedelta(0), lambda: fired.append(1))
+    clock.call_at(clock.now() + timedelta(0), lambda: fired.append(1))
     clock.advance(timedelta(0))
     assert asyncio.run(clock.run_due()) == 1 and fired == [1]
 
@@ -260,8 +260,8 @@ def test_a_timer_a_watcher_arms_during_a_reset_is_kept() -> None:
     # time (a schedule following the clock) was dropped with the old timers.
     clock = Clock()
     clock.advance(timedelta(days=1))
-    clock.call_later(timedelta(hours=1), lambda: None, owner="segment")
-    clock.watch_moves(lambda: clock.call_later(timedelta(hours=2), lambda: None, owner="segment"))
+    clock.call_at(clock.now() + timedelta(hours=1), lambda: None, owner="segment")
+    clock.watch_moves(lambda: clock.call_at(clock.now() + timedelta(hours=2), lambda: None, owner="segment"))
     clock.reset(owner="segment")
     assert clock.pending() == 1
 

@@ -1,4 +1,4 @@
-"""The compiled contract check (emulator/segment/fast_validation.py) must answer exactly as
+"""The compiled contract check (emulator/common/fast_validation.py) must answer exactly as
 jsonschema does (`contracts.is_valid`), for every contract: here on messages generated from the
 schemas themselves and on the contract tests' valid examples, mutated with values where the two
 engines could read JSON differently."""
@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from jsonschema import Draft202012Validator
 
 import contracts
-from emulator.segment import fast_validation
+from emulator.common import fast_validation
 
 FORMATS = Draft202012Validator.FORMAT_CHECKER
 

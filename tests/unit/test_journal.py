@@ -325,8 +325,8 @@ def test_health_names_the_service(control: SimpleNamespace) -> None:
 def test_the_clock_shows_its_next_timer_and_a_move_answers_what_it_fired(control: SimpleNamespace) -> None:
     control.http.post("/_emulator/reset").raise_for_status()
     fired: list[int] = []
-    timer = control.clock.call_later(timedelta(hours=1), lambda: fired.append(1), owner="mailjet")
-    control.clock.call_later(timedelta(minutes=5), lambda: None, owner="mailjet").cancelled = True
+    timer = control.clock.call_at(control.clock.now() + timedelta(hours=1), lambda: fired.append(1), owner="mailjet")
+    control.clock.call_at(control.clock.now() + timedelta(minutes=5), lambda: None, owner="mailjet").cancelled = True
     state = control.http.get("/_emulator/clock").json()
     assert state["pending_timers"] == 1 and state["next_due"] == iso(timer.due)
     moved = control.http.post("/_emulator/clock", json={"advance": "2h"}).json()

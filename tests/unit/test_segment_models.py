@@ -17,7 +17,7 @@ import contracts
 from emulator.common.clock import Clock, parse_iso
 from emulator.common.json_body import MAX_DEPTH
 from emulator.config import BundleConfig
-from emulator.segment import fast_validation
+from emulator.common import fast_validation
 from emulator.segment.models import (
     DedupeWindow,
     MAX_BATCH_BYTES,
