@@ -23,8 +23,8 @@ from typing import Any
 from ..common.clock import Clock
 from ..config import BundleConfig, BundleUrls
 from .delivery import CLOCK_OWNER, DeliveryPipeline
-from .engage import EngageSpace
-from .models import SegmentBackend, Source
+from .engage import Audience, ComputationState, DefinitionError, EngageEngine, EngageSpace, SegmentProfiles
+from .models import DUPLICATE_MESSAGE_ID, DedupeWindow, SegmentBackend, Source, stored_times
 from .storage import SegmentStore, WorkspaceRecorder, WorkspaceState, workspace_id
 
 
@@ -111,6 +111,87 @@ def check_source(name: Any, write_key: Any) -> None:
         # Basic auth's username ends at the first colon: calls signed with this key would come in
         # under a shorter one and be stored discarded (unknown_write_key).
         raise WorkspaceError('"write_key" must not contain \':\' (Basic auth could not carry it)')
+
+
+# Computed traits whose value is a number (or null: an average of nothing, a sum beyond a double).
+_NUMERIC = ("count", "sum", "avg")
+
+
+def check_importable(states: list[WorkspaceState]) -> None:
+    """WorkspaceError naming the place of what a snapshot holds that the API could never have made.
+
+    A snapshot import's only: a database an older segjet wrote may hold what later rules refuse (a
+    key 'email', a write key with ':'), and it still loads.
+    """
+    for index, state in enumerate(states):
+        where = f"state.workspaces[{index}]"
+        for number, source in enumerate(state.sources):
+            try:
+                check_source(source.name, source.write_key)
+            except WorkspaceError as exc:
+                raise WorkspaceError(f"{where}.sources[{number}]: {exc}") from None
+        _check_definable(state.engage, where)
+        for number, computation in enumerate(state.engage):
+            _check_told(computation, f"{where}.engage[{number}]")
+        _check_messages(state, where)
+
+
+def _check_definable(engage: list[ComputationState], where: str) -> None:
+    # Each definition is defined again, in order, in an engine of its own: the rules of POST
+    # engage/audiences|traits (the keys 'email' and 'segment_user_id' refused), not a copy of them.
+    clock = Clock()
+    engine = EngageEngine(SegmentProfiles(SegmentBackend(clock, [])), lambda message: None, clock.now, "")
+    for index, computation in enumerate(engage):
+        definition = computation.definition
+        body = {name: value for name, value in definition.to_json().items()
+                if name not in ("id", "kind", "created_at") and value is not None}
+        define = engine.define_audience if isinstance(definition, Audience) else engine.define_trait
+        try:
+            define(body)
+        except DefinitionError as exc:
+            raise WorkspaceError(f"{where}.engage[{index}].definition: {exc}") from None
+
+
+def _check_told(computation: ComputationState, where: str) -> None:
+    definition = computation.definition
+    listed: set[str] = set()
+    for user_id in computation.members:
+        if user_id in listed:
+            raise WorkspaceError(f"{where}.members: {user_id!r} is listed twice")
+        listed.add(user_id)
+    if isinstance(definition, Audience):
+        if computation.values:
+            raise WorkspaceError(f"{where}.values: an audience tells membership only; values are a computed trait's")
+        return
+    if computation.members:
+        raise WorkspaceError(f"{where}.members: a computed trait tells values; members are an audience's")
+    if definition.computed in _NUMERIC:
+        for user_id, value in computation.values.items():
+            if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))):
+                raise WorkspaceError(
+                    f"{where}.values[{user_id!r}]: a {definition.computed} is a number or null, got {value!r}"
+                )
+
+
+def _check_messages(state: WorkspaceState, where: str) -> None:
+    """Messages ingestion would have stored otherwise: each from a source of the workspace, and no
+    accepted one repeating an id within 24 h, by the dedupe window's own rule replayed in arrival
+    order (a restart rebuilds the window so, taking every accepted message as admitted)."""
+    keys = {source.write_key for source in state.sources}
+    window = DedupeWindow()
+    for index, stored in enumerate(state.messages):
+        # Engage's own source holds ':', which no source of the workspace may: its messages are
+        # made inside the workspace.
+        engage = ":" in stored.source.write_key
+        if (stored.accepted or stored.source.known) and not engage and stored.source.write_key not in keys:
+            raise WorkspaceError(
+                f"{where}.messages[{index}].source: write key {stored.source.write_key!r} is no source of the workspace"
+            )
+        if stored.accepted and not window.admit(stored.message_id, stored_times(stored.message)[0]):
+            raise WorkspaceError(
+                f"{where}.messages[{index}]: messageId {stored.message_id!r} was accepted within 24 h before; "
+                f"ingestion would have discarded it ({DUPLICATE_MESSAGE_ID})"
+            )
 
 
 class Workspaces:
@@ -246,11 +327,13 @@ class Workspaces:
 
     async def replace(self, states: list[WorkspaceState]) -> None:
         """A snapshot import: hold exactly `states` (validated), in memory and in the database.
+        WorkspaceError, with nothing changed, for what the API could never have made (`check_importable`).
 
         The database is rewritten at once, before anything else can write to it (a save left to
         run while deliveries in flight are answered mixed old and new rows). Those deliveries are
         then answered, as at a reset, before the import answers.
         """
+        check_importable(states)
         removed = self.restore(states)
         if self.store is not None:
             # Every imported message, not the capped feed that holds the newest: the profiles were

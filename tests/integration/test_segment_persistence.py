@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import json
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -382,3 +383,90 @@ def test_an_import_larger_than_the_feed_keeps_its_profiles_across_a_restart(
         assert len(small.get("/_emulator/events")["events"]) == 3
     finally:
         small.stop()
+
+
+def _engaged(segment: Segment) -> dict[str, Any]:
+    """An export with an identify, a track, an audience with a member and a sum with a value."""
+    segment.identify("u1", {"email": "ada@example.com", "plan": "pro"})
+    segment.send("POST", "/v1/track", {"userId": "u1", "event": "Order Completed", "properties": {"total": 3},
+                                       "writeKey": KEY})
+    segment.send("POST", "/_emulator/engage/audiences", {"name": "Pro", "rule": {"trait": "plan", "equals": "pro"}},
+                 status=201)
+    segment.send("POST", "/_emulator/engage/traits",
+                 {"name": "Spent", "computed": "sum", "event": "Order Completed", "property": "total"}, status=201)
+    segment.send("POST", "/_emulator/engage/sync")
+    return segment.get("/_emulator/snapshot")
+
+
+def _rename_spent_email(workspace: dict[str, Any]) -> None:
+    # No key: the parser derives it from the name, as POST engage/traits does.
+    definition = workspace["engage"][1]["definition"]
+    del definition["key"]
+    definition["name"] = "Email"
+
+
+@pytest.mark.parametrize(
+    ("change", "place", "message"),
+    [
+        (lambda ws: ws["engage"][1]["definition"].update(key="email"), "engage[1].definition", "'email'"),
+        (_rename_spent_email, "engage[1].definition", "'email'"),
+        (lambda ws: ws["engage"][0]["definition"].update(key="segment_user_id"), "engage[0].definition",
+         "'segment_user_id'"),
+        (lambda ws: ws["messages"][1]["message"].update(messageId=ws["messages"][0]["message"]["messageId"]),
+         "messages[1]", "duplicate_message_id"),
+        (lambda ws: ws["sources"].append({"name": "odd", "writeKey": "odd:key"}), "sources[1]", "':'"),
+        (lambda ws: ws["sources"].append({"name": "odd", "writeKey": ""}), "sources[1].writeKey", "non-empty"),
+        (lambda ws: ws["messages"][1]["source"].update(writeKey="persist-other"), "messages[1].source",
+         "'persist-other'"),
+        (lambda ws: ws["engage"][0].update(members=["u1", "u1"]), "engage[0].members", "'u1'"),
+        (lambda ws: ws["engage"][0].update(values={"u1": True}), "engage[0].values", "audience"),
+        (lambda ws: ws["engage"][1].update(members=["u1"]), "engage[1].members", "computed trait"),
+        (lambda ws: ws["engage"][1]["values"].update(u1="3"), "engage[1].values", "number"),
+    ],
+)
+def test_a_snapshot_holding_what_the_api_never_makes_answers_400_and_changes_nothing(
+    segment: Segment, change: Callable[[dict[str, Any]], Any], place: str, message: str
+) -> None:
+    # Each was imported (200): Engage then sent {"email": 3} over the profile's email, the dedupe
+    # window held one id twice, and a source's key could never sign a call.
+    before = _engaged(segment)
+    document = copy.deepcopy(before)
+    change(document["state"]["workspaces"][0])
+    answer = httpx.put(segment.url + "/_emulator/snapshot", json=document)
+    assert answer.status_code == 400, answer.text
+    error = answer.json()["error"]
+    assert f"state.workspaces[0].{place}" in error and message in error, error
+    assert segment.get("/_emulator/snapshot")["state"] == before["state"]
+
+
+def test_an_export_at_the_edges_of_ingestion_imports_back(segment: Segment) -> None:
+    # No false refusals: an item just under 32 KB stored over it (the batch's context merged in), its
+    # id accepted again 24 h later, Engage's own messages and values.
+    item = {"type": "track", "userId": "u1", "event": "Big", "properties": {"pad": "x" * 32_000}}
+    batch = {"batch": [{**item, "messageId": "m1"}], "context": {"shared": "y" * 20_000}, "writeKey": KEY}
+    segment.send("POST", "/v1/batch", batch)
+    segment.send("POST", "/_emulator/clock", {"advance": "24h"})
+    segment.send("POST", "/v1/batch", batch)
+    exported = _engaged(segment)
+    messages = exported["state"]["workspaces"][0]["messages"]
+    assert [stored["status"] for stored in messages[:2]] == ["accepted", "accepted"]
+    assert len(json.dumps(messages[0]["message"])) > 32 * 1024
+    segment.send("PUT", "/_emulator/snapshot", exported)
+    assert segment.get("/_emulator/snapshot")["state"] == exported["state"]
+
+
+def test_an_id_accepted_again_after_a_clock_set_back_past_its_sweep_imports_back(segment: Segment) -> None:
+    # The dedupe window had swept the id out (a call 25 h later) before the clock went back: the
+    # second acceptance, 1 h after the first, was ingestion's answer, and the import replays it so.
+    call = {"userId": "u1", "event": "E", "messageId": "again", "writeKey": KEY}
+    segment.send("POST", "/v1/track", call)
+    start = segment.get("/_emulator/clock")["now"]
+    segment.send("POST", "/_emulator/clock", {"advance": "25h"})
+    segment.send("POST", "/v1/track", {**call, "messageId": "sweeper"})
+    segment.send("POST", "/_emulator/clock", {"set": start})
+    segment.send("POST", "/_emulator/clock", {"advance": "1h"})
+    segment.send("POST", "/v1/track", call)
+    exported = segment.get("/_emulator/snapshot")
+    assert [stored["status"] for stored in exported["state"]["workspaces"][0]["messages"]] == ["accepted"] * 3
+    segment.send("PUT", "/_emulator/snapshot", exported)
+    assert segment.get("/_emulator/snapshot")["state"] == exported["state"]
