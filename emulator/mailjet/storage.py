@@ -33,6 +33,7 @@ from .models import (
     ACTIONS,
     DATATYPES,
     EVENT_TYPES,
+    MAX_STRING_LENGTH,
     NAMESPACES,
     AppConnection,
     Contact,
@@ -40,8 +41,11 @@ from .models import (
     EventCallback,
     Job,
     ListRecipient,
+    MailjetError,
     PropertyDefinition,
     authentication_key_problem,
+    basic_username_problem,
+    check_email,
     job_error_file,
 )
 from .outbound import DELIVERED, FAILED, PENDING, QUEUED, RETRYING, SegmentBatch, SegmentForward, WebhookDelivery
@@ -218,6 +222,20 @@ def _unique(keys: list[Any], where: str, what: Callable[[Any], str]) -> None:
         seen.add(key)
 
 
+def _not_negative(count: int, where: str) -> None:
+    """Refuse a count below 0: the APIs only ever add to one."""
+    if count < 0:
+        raise StateError(f"{where}: must be 0 or more, got {count}")
+
+
+def _given_id(object_id: int, next_id: int, what: str, where: str) -> None:
+    """Refuse a reference to an id the account never handed out. One it did may name an object
+    deleted since (a job's list, a delivery's webhook), but the next object created takes an id
+    never handed out, and the reference with it."""
+    if not 1 <= object_id < next_id:
+        raise StateError(f"{where}: {object_id} is not the id of {what} this account created")
+
+
 def _require(data: dict[str, Any], name: str, check: str, where: str) -> Any:
     if name not in data:
         raise StateError(f"{where}: missing field {name}")
@@ -349,11 +367,18 @@ def load_account(service: MailjetService, data: Any, where: str) -> Tenant:
     if set(row) != known:
         raise StateError(f"{at}: fields must be {', '.join(sorted(known))}")
     api_key = _require(row, "api_key", "str", at)
+    secret_key = _require(row, "secret_key", "str", at)
+    # As POST accounts refuses them (MailjetService.create_account): no client could authenticate.
+    for name, key in (("api_key", api_key), ("secret_key", secret_key)):
+        if not key:
+            raise StateError(f"{at}.{name}: must be a non-empty string")
+    if (problem := basic_username_problem(api_key)) is not None:
+        raise StateError(f"{at}.api_key: {problem}")
     connection: AppConnection = load_fields(AppConnection, row["app_connection"], f"{at}.app_connection")
     api_key_id = _require(row, "api_key_id", "int", at)
     if not 1 <= api_key_id <= MAX_API_KEY_ID:
         raise StateError(f"{at}.api_key_id: must be between 1 and {MAX_API_KEY_ID}, got {api_key_id}")
-    tenant = service.new_tenant(api_key, _require(row, "secret_key", "str", at), api_key_id, connection.authentication_key)
+    tenant = service.new_tenant(api_key, secret_key, api_key_id, connection.authentication_key)
     account, events, outbox = tenant.account, tenant.events, tenant.outbox
     next_ids = _require(row, "next_ids", "dict", at)
     if set(next_ids) != set(account.next_ids) or not all(_SCALARS["int"](v) for v in next_ids.values()):
@@ -386,6 +411,25 @@ def load_account(service: MailjetService, data: Any, where: str) -> Tenant:
     # Names are matched case-insensitively (find_property): values reached the first of two.
     _unique([p.name.lower() for p in properties], f"{where}.properties", lambda name: f"properties named {name!r} in any case")
     contacts = build(Contact, "contacts")
+    names = {p.name for p in properties}
+    for index, contact in enumerate(contacts):
+        place = f"{where}.contacts[{index}]"
+        try:
+            stored = check_email(contact.email)  # the address as REST stores it (Send takes no other)
+        except MailjetError:
+            stored = None
+        if stored != contact.email:
+            raise StateError(f"{place}.email: {json.dumps(contact.email)[:80]} is not an address the API stores")
+        _not_negative(contact.delivered_count, f"{place}.delivered_count")
+        for name, value in contact.properties.items():
+            # Values are written under the defined name (coerce_properties) and renamed and deleted
+            # with it: one under another name was never read.
+            if name not in names:
+                raise StateError(f"{place}.properties: {name!r} is not the name of a property of this account")
+            # A value stays when its property's Datatype changes (update_property): what any Datatype
+            # stores (coerce_property) is text of at most MAX_STRING_LENGTH characters.
+            if len(value) > MAX_STRING_LENGTH:
+                raise StateError(f"{place}.properties.{name}: longer than {MAX_STRING_LENGTH} characters, which no Datatype stores")
     lists = build(ContactsList, "lists")
     _unique([l.name for l in lists], f"{where}.lists", lambda name: f"lists named {name!r}")
     recipients = build(ListRecipient, "recipients")
@@ -404,16 +448,22 @@ def load_account(service: MailjetService, data: Any, where: str) -> Tenant:
             lambda key: f"webhooks for {key[0]}|{str(key[1]).lower()}")
     jobs = build(Job, "jobs")
     for index, job in enumerate(jobs):
+        place = f"{where}.jobs[{index}]"
         # Only an In Progress job runs (resume_timers, run_job); it ends Completed or Error.
-        _one_of(job.status, JOB_STATUSES, f"{where}.jobs[{index}].status")
+        _one_of(job.status, JOB_STATUSES, f"{place}.status")
         # run_job reads each item's ListID and Action (as _check_contacts_lists made them): without them
         # every contact of the job failed.
         if not all(isinstance(item, dict) and set(item) == {"ListID", "Action"} and _SCALARS["int"](item["ListID"])
                    and item["Action"] in ACTIONS for item in job.contacts_lists):
-            raise StateError(f'{where}.jobs[{index}].contacts_lists: expected [{{"ListID": id, "Action": {"|".join(ACTIONS)}}}, ...]')
+            raise StateError(f'{place}.contacts_lists: expected [{{"ListID": id, "Action": {"|".join(ACTIONS)}}}, ...]')
+        for item in job.contacts_lists:
+            _given_id(item["ListID"], next_ids["list"], "a list", f"{place}.contacts_lists")
+        if job.list_id is not None:
+            _given_id(job.list_id, next_ids["list"], "a list", f"{place}.list_id")
+        _not_negative(job.count, f"{place}.count")
         # A job shows its first error's text (Job.to_json).
         if not all(isinstance(error, dict) and "Error" in error for error in job.errors):
-            raise StateError(f"{where}.jobs[{index}].errors: expected objects with an Error")
+            raise StateError(f"{place}.errors: expected objects with an Error")
         if job.error_file:
             # The URLs this server handed out name this run's port (--mailjet-port 0 changes it), not
             # the one of the run that stored them, as App Connections' segmentUrl follows the bundle.
@@ -483,6 +533,15 @@ def load_account(service: MailjetService, data: Any, where: str) -> Tenant:
                     raise StateError(f"{place}.segment.call: expected a track call with a string messageId")
         records.append(record)
     campaigns = build(Campaign, "campaigns")
+    sent_ids = {m.message_id for m in messages if not m.sandbox}
+    for index, campaign in enumerate(campaigns):
+        place = f"{where}.campaigns[{index}]"
+        if campaign.list_id:  # 0: the group of one CustomCampaign
+            _given_id(campaign.list_id, next_ids["list"], "a list", f"{place}.list_id")
+        # Messages are never deleted; sandbox ones never join a campaign.
+        unsent = next((message_id for message_id in campaign.message_ids if message_id not in sent_ids), None)
+        if unsent is not None:
+            raise StateError(f"{place}.message_ids: {unsent} is not a message this account sent")
 
     deliveries = []
     for index, item in enumerate(rows("webhooks")):
@@ -493,6 +552,11 @@ def load_account(service: MailjetService, data: Any, where: str) -> Tenant:
         # Only pending and retrying deliveries are attempted (Webhooks.restore).
         _one_of(delivery.state, WEBHOOK_STATES, f"{place}.state")
         _one_of(delivery.version, CALLBACK_VERSIONS, f"{place}.version")
+        # Webhooks.route creates a delivery for a webhook and adds each webhook it routes there.
+        if not delivery.callback_ids:
+            raise StateError(f"{place}.callback_ids: expected the webhooks it was routed to")
+        for callback_id in delivery.callback_ids:
+            _given_id(callback_id, next_ids["callback"], "a webhook", f"{place}.callback_ids")
         if delivery.version == 1 and len(linked) != 1:
             # Its POST is the first event's payload (WebhookDelivery.body): the others were never sent.
             raise StateError(f"{place}: a Version 1 delivery carries one event, got {len(linked)}")
@@ -510,6 +574,7 @@ def load_account(service: MailjetService, data: Any, where: str) -> Tenant:
         forwards = [record.segment for record in linked]
         batch = load_fields(SegmentBatch, {k: v for k, v in item.items() if k != "events"}, place, forwards=forwards, generation=0)
         _one_of(batch.state, SEGMENT_BATCH_STATES, f"{place}.state")
+        _not_negative(batch.retries, f"{place}.retries")
         waiting = next((b for b in batches if b.state in (QUEUED, RETRYING)), None)
         if waiting is not None and batch.state in (QUEUED, RETRYING):
             # The forwarder sends one batch at a time (SegmentForwarder.restore keeps one): the other was never sent.

@@ -379,6 +379,39 @@ def test_every_value_the_apis_give_loads_again(world: World) -> None:
     assert dump_state(world.service()) == state  # and from the database
 
 
+def test_what_deletions_and_datatype_changes_leave_behind_loads_again(world: World) -> None:
+    # The loader refuses values and references the API never holds; these it does hold: a value
+    # written before its property's Datatype changed (update_property keeps it), and jobs, campaigns
+    # and webhook deliveries naming a list or webhook deleted since.
+    first = world.service(persistent=False)
+    tenant = first.default
+    account, events = tenant.account, tenant.events
+    score = account.create_property({"Name": "score", "Datatype": "str"})
+    account.manage_contact("1", {"Email": "ada@example.com", "Action": "addnoforce", "Properties": {"score": "high"}})
+    account.update_property(str(score.id), {"Datatype": "int"})
+    news = account.create_list({"Name": "News"})
+    account.manage_contact(str(news.id), {"Email": "bob@example.com", "Action": "addnoforce"})
+    account.start_list_job(str(news.id), {"Action": "addforce", "Contacts": [{"Email": "job@example.com"}]})
+    account.start_contacts_job({"ContactsLists": [{"ListID": news.id, "Action": "addforce"}], "Contacts": [{"Email": "job2@example.com"}]})
+    events.send_campaign({"list_id": news.id, "subject": "Spring", "html": HTML})
+    hook = account.create_callback({"EventType": "sent", "Url": "http://hooks.test/sent"})
+    world.transport.status = 500
+    world.advance(timedelta(seconds=2))  # the jobs run, the campaign's message is sent: its webhook fails
+    account.delete_callback(str(hook.id))
+    account.delete_list(str(news.id))
+    first.create_account(" ", "other-secret")  # POST accounts takes a blank API key
+    state = dump_state(first)
+    sections = state["accounts"][0]
+    assert sections["contacts"][0]["properties"] == {"score": "high"}
+    assert {job["list_id"] for job in sections["jobs"]} == {news.id, None} and sections["campaigns"][0]["list_id"] == news.id
+    assert sections["webhooks"][0]["callback_ids"] == [hook.id]
+
+    snapshot = json.loads(json.dumps(export_snapshot(first)))
+    target = world.service(persistent=False)
+    import_snapshot(target, snapshot, None)
+    assert dump_state(target) == snapshot["state"]
+
+
 def test_snapshot_round_trip_and_atomic_import(world: World) -> None:
     source = world.service(persistent=False)
     populate(world, source)
@@ -535,6 +568,31 @@ def _planned(account: dict[str, Any]) -> dict[str, Any]:
         # One batch is sent at a time: the other one waiting was never sent again.
         (lambda a: (a["segment_batches"].append({**a["segment_batches"][0], "id": 2, "state": "queued", "due": None, "events": [2]}),
                     a["account"].update(next_segment_batch_id=3)), r"segment_batches\[1\]: a second batch waiting to be sent \(batch 1 waits\)"),
+        # Values are kept under the defined spelling of a property (Account.property_value): one under
+        # another name was never read, nor removed with its property.
+        (lambda a: a["contacts"][0]["properties"].update(nope="x"), r"contacts\[0\].properties: 'nope' is not the name of a property"),
+        (lambda a: a["contacts"][0]["properties"].update(PLAN="pro"), r"contacts\[0\].properties: 'PLAN' is not the name of a property"),
+        # No Datatype stores a longer value (coerce_property).
+        (lambda a: a["contacts"][0]["properties"].update(plan="x" * 256), r"contacts\[0\].properties.plan: longer than 255 characters"),
+        # Neither /contact/{email} nor managecontact could reach it (check_email).
+        (lambda a: a["contacts"][0].update(email="not-an-address"), r"contacts\[0\].email: \"not-an-address\" is not an address"),
+        (lambda a: a["contacts"][0].update(email=" ada@example.com"), r"contacts\[0\].email: \" ada@example.com\" is not an address"),
+        (lambda a: a["contacts"][0].update(delivered_count=-1), r"contacts\[0\].delivered_count: must be 0 or more, got -1"),
+        (lambda a: a["jobs"][0].update(count=-1), r"jobs\[0\].count: must be 0 or more, got -1"),
+        (lambda a: a["segment_batches"][0].update(retries=-1), r"segment_batches\[0\].retries: must be 0 or more, got -1"),
+        # POST accounts refuses them: Basic auth could not carry the key.
+        (lambda a: a["account"].update(api_key="a:b"), r"accounts\[0\].account.api_key: must not contain ':'"),
+        (lambda a: a["account"].update(api_key=""), r"accounts\[0\].account.api_key: must be a non-empty string"),
+        (lambda a: a["account"].update(secret_key=""), r"accounts\[0\].account.secret_key: must be a non-empty string"),
+        # An id never handed out: the next object created takes it, and the reference with it.
+        (lambda a: a["jobs"][0].update(list_id=99), r"jobs\[0\].list_id: 99 is not the id of a list this account created"),
+        (lambda a: a["jobs"][0]["contacts_lists"][0].update(ListID=99), r"jobs\[0\].contacts_lists: 99 is not the id of a list"),
+        (lambda a: a["campaigns"][1].update(list_id=99), r"campaigns\[1\].list_id: 99 is not the id of a list"),
+        (lambda a: a["webhooks"][0].update(callback_ids=[99]), r"webhooks\[0\].callback_ids: 99 is not the id of a webhook"),
+        (lambda a: a["webhooks"][0].update(callback_ids=[]), r"webhooks\[0\].callback_ids: expected the webhooks it was routed to"),
+        # Messages are never deleted: its events, its deduplication never reached the message.
+        (lambda a: a["campaigns"][0].update(message_ids=[12345]), r"campaigns\[0\].message_ids: 12345 is not a message this account sent"),
+        (lambda a: a["campaigns"][0].update(message_ids=[0]), r"campaigns\[0\].message_ids: 0 is not a message this account sent"),
     ],
 )
 def test_snapshot_refuses_what_would_break_later(world: World, change: Any, words: str) -> None:
