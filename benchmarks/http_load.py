@@ -13,6 +13,8 @@ Modes:
   `requests` and `per_s` count the 2xx answers completed during `--duration` seconds after
   `--warmup` (an error answer is never throughput); `statuses` counts every answer of the run,
   warm-up included, so the caller can refuse a run that saw any error.
+- count: `--connections` connections send requests 1 to `--requests` between them, each the next
+  as soon as the last is answered (to fill a server with exactly that many objects).
 - paced: open loop, request n is due at start + n / `--rate`, whatever the server does; it goes
   out on the first free connection (up to `--connections`). Prints each request's due time (wall
   clock, `time.time()`), so the caller can measure latency from it.
@@ -123,6 +125,22 @@ async def closed_loop(spec: RequestSpec, connections: int, duration: float, warm
             "statuses": {str(k): v for k, v in statuses.items()}, "connections": connections}
 
 
+async def count(spec: RequestSpec, connections: int, requests: int) -> dict:
+    numbers = iter(range(1, requests + 1))
+    statuses: Counter[int] = Counter()
+
+    async def client() -> None:
+        connection = Connection(spec)
+        for number in numbers:
+            statuses[await connection.exchange(spec.render(number))] += 1
+        connection.close()
+
+    start = time.perf_counter()
+    await asyncio.gather(*(client() for _ in range(connections)))
+    return {"mode": "count", "requests": requests, "seconds": time.perf_counter() - start,
+            "statuses": {str(k): v for k, v in statuses.items()}, "connections": connections}
+
+
 async def paced(spec: RequestSpec, connections: int, duration: float, rate: float) -> dict:
     pool: asyncio.Queue[Connection] = asyncio.Queue()
     for _ in range(connections):
@@ -161,15 +179,18 @@ async def paced(spec: RequestSpec, connections: int, duration: float, rate: floa
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("spec", type=Path)
-    parser.add_argument("--mode", choices=("closed", "paced"), default="closed")
+    parser.add_argument("--mode", choices=("closed", "count", "paced"), default="closed")
     parser.add_argument("--connections", type=int, default=8)
     parser.add_argument("--duration", type=float, default=5.0)
     parser.add_argument("--warmup", type=float, default=1.0)
     parser.add_argument("--rate", type=float, default=200.0)
+    parser.add_argument("--requests", type=int, default=1000, help="count mode: how many requests")
     args = parser.parse_args()
     spec = RequestSpec.load(args.spec)
     if args.mode == "closed":
         result = asyncio.run(closed_loop(spec, args.connections, args.duration, args.warmup))
+    elif args.mode == "count":
+        result = asyncio.run(count(spec, args.connections, args.requests))
     else:
         result = asyncio.run(paced(spec, args.connections, args.duration, args.rate))
     print(json.dumps(result))

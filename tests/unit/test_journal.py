@@ -1,5 +1,6 @@
 import asyncio
 import contextlib
+import json
 import threading
 import tracemalloc
 from datetime import timedelta
@@ -26,6 +27,18 @@ def test_a_body_over_64_kb_is_kept_as_its_size_only() -> None:
     assert entry.request_body == entry.response_body == b""  # not held in memory: never shown
     shown = entry.to_json()
     assert shown["body"] == shown["response"] == {"truncated": True, "bytes": len(BIG)}
+
+
+def test_a_batch_sized_body_is_held_compressed_and_shown_whole() -> None:
+    batch = json.dumps({"writeKey": "k", "batch": [{"type": "track", "userId": f"u{n}", "event": "E"} for n in range(300)]})
+    journal = Journal(Clock(), capacity=10)
+    entry = journal.record(SCOPE, batch.encode())
+    entry.status = 200
+    entry.keep_response(batch.encode())
+    assert len(entry.request_packed) < len(batch) / 5 and len(entry.response_packed) < len(batch) / 5
+    assert entry.request_body == entry.response_body == batch.encode()
+    shown = entry.to_json()
+    assert shown["body"] == {**json.loads(batch), "writeKey": "<redacted>"} and shown["response"]["batch"][299]["userId"] == "u299"
 
 
 def test_a_small_body_is_shown_decoded_with_the_write_key_hidden() -> None:
