@@ -9,7 +9,9 @@ event, `content` / `error in template language`) unless `TemplateErrorDeliver` i
 
 Only these two forms are interpreted. Statements (`{% if %}`, `{% for %}`), functions, operators and
 the `mj:` and `segmentation:` namespaces are left as written, and so is anything else between
-`{{` and `}}`.
+`{{` and `}}`. An expression inside a statement's block is printed too, but a missing value there
+is no error: Mailjet prints a block only when its condition holds, and `{% if var:x %}...{% endif %}`
+is how a template makes a value optional.
 """
 
 from __future__ import annotations
@@ -20,11 +22,16 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-# A default is a double-quoted JSON-style string (the documented form) or a bare word such as 0.
-_EXPRESSION = re.compile(
-    r'\{\{\s*(?P<namespace>var|data)\s*:\s*(?P<name>[^\s:{}"]+)\s*'
-    r'(?::\s*(?:"(?P<quoted>(?:[^"\\]|\\.)*)"|(?P<bare>[^\s{}"]*)))?\s*\}\}'
+# A statement tag, or an expression; a default is a double-quoted JSON-style string (the documented
+# form) or a bare word such as 0.
+_TOKEN = re.compile(
+    r'\{%-?\s*(?P<tag>\w*).*?-?%\}'
+    r'|\{\{\s*(?P<namespace>var|data)\s*:\s*(?P<name>[^\s:{}"]+)\s*'
+    r'(?::\s*(?:"(?P<quoted>(?:[^"\\]|\\.)*)"|(?P<bare>[^\s{}"]*)))?\s*\}\}',
+    re.DOTALL,
 )
+_OPENING_TAGS = frozenset({"if", "for"})
+_CLOSING_TAGS = frozenset({"endif", "endfor"})
 
 
 @dataclass(frozen=True)
@@ -40,21 +47,40 @@ def render(text: str, variables: Mapping[str, Any], contact_data: Callable[[str]
     properties as the REST API matches them, in any case.
     """
     errors: list[str] = []
+    depth = 0  # of the statement blocks around the current token
 
     def printed(match: re.Match[str]) -> str:
+        nonlocal depth
+        if match["namespace"] is None:
+            depth += (match["tag"] in _OPENING_TAGS) - (depth > 0 and match["tag"] in _CLOSING_TAGS)
+            return match[0]
         namespace, name = match["namespace"], match["name"]
-        value = variables.get(name) if namespace == "var" else contact_data(name)
+        value = _variable(variables, name) if namespace == "var" else contact_data(name)
         if value is not None:
             return _text_of(value)
         if match["quoted"] is not None:
             return _unescaped(match["quoted"])
         if match["bare"] is not None:
             return match["bare"]
-        what = "variable" if namespace == "var" else "contact property"
-        errors.append(f'{{{{{namespace}:{name}}}}}: the {what} "{name}" has no value and the expression no default')
+        if depth == 0:
+            what = "variable" if namespace == "var" else "contact property"
+            errors.append(f'{{{{{namespace}:{name}}}}}: the {what} "{name}" has no value and the expression no default')
         return ""
 
-    return Rendered(_EXPRESSION.sub(printed, text), tuple(errors))
+    return Rendered(_TOKEN.sub(printed, text), tuple(errors))
+
+
+def _variable(variables: Mapping[str, Any], name: str) -> Any:
+    """A Variables value by name, or (a name no key has) by a dotted path into nested objects:
+    GUESS, Mailjet's help centre names "multidimensional objects" without their syntax."""
+    if name in variables:
+        return variables[name]
+    value: Any = variables
+    for part in name.split("."):
+        if not isinstance(value, Mapping) or part not in value:
+            return None
+        value = value[part]
+    return value
 
 
 def _text_of(value: Any) -> str:

@@ -24,7 +24,7 @@ from ..common.clock import Clock
 from ..config import BundleConfig, BundleUrls
 from .delivery import CLOCK_OWNER, DeliveryPipeline
 from .engage import Audience, ComputationState, DefinitionError, EngageEngine, EngageSpace, SegmentProfiles
-from .models import DUPLICATE_MESSAGE_ID, DedupeWindow, SegmentBackend, Source, stored_times
+from .models import SegmentBackend, Source
 from .storage import SegmentStore, WorkspaceRecorder, WorkspaceState, workspace_id
 
 
@@ -174,11 +174,11 @@ def _check_told(computation: ComputationState, where: str) -> None:
 
 
 def _check_messages(state: WorkspaceState, where: str) -> None:
-    """Messages ingestion would have stored otherwise: each from a source of the workspace, and no
-    accepted one repeating an id within 24 h, by the dedupe window's own rule replayed in arrival
-    order (a restart rebuilds the window so, taking every accepted message as admitted)."""
+    """Each message accepted, or from a known source, from a source of the workspace.
+
+    A repeated messageId is not checked: ingestion accepts one again 24 h on, or sooner after the
+    clock was set back past the window's sweep, and the clock's history is not in the snapshot."""
     keys = {source.write_key for source in state.sources}
-    window = DedupeWindow()
     for index, stored in enumerate(state.messages):
         # Engage's own source holds ':', which no source of the workspace may: its messages are
         # made inside the workspace.
@@ -186,11 +186,6 @@ def _check_messages(state: WorkspaceState, where: str) -> None:
         if (stored.accepted or stored.source.known) and not engage and stored.source.write_key not in keys:
             raise WorkspaceError(
                 f"{where}.messages[{index}].source: write key {stored.source.write_key!r} is no source of the workspace"
-            )
-        if stored.accepted and not window.admit(stored.message_id, stored_times(stored.message)[0]):
-            raise WorkspaceError(
-                f"{where}.messages[{index}]: messageId {stored.message_id!r} was accepted within 24 h before; "
-                f"ingestion would have discarded it ({DUPLICATE_MESSAGE_ID})"
             )
 
 

@@ -412,8 +412,6 @@ def _rename_spent_email(workspace: dict[str, Any]) -> None:
         (_rename_spent_email, "engage[1].definition", "'email'"),
         (lambda ws: ws["engage"][0]["definition"].update(key="segment_user_id"), "engage[0].definition",
          "'segment_user_id'"),
-        (lambda ws: ws["messages"][1]["message"].update(messageId=ws["messages"][0]["message"]["messageId"]),
-         "messages[1]", "duplicate_message_id"),
         (lambda ws: ws["sources"].append({"name": "odd", "writeKey": "odd:key"}), "sources[1]", "':'"),
         (lambda ws: ws["sources"].append({"name": "odd", "writeKey": ""}), "sources[1].writeKey", "non-empty"),
         (lambda ws: ws["messages"][1]["source"].update(writeKey="persist-other"), "messages[1].source",
@@ -427,8 +425,8 @@ def _rename_spent_email(workspace: dict[str, Any]) -> None:
 def test_a_snapshot_holding_what_the_api_never_makes_answers_400_and_changes_nothing(
     segment: Segment, change: Callable[[dict[str, Any]], Any], place: str, message: str
 ) -> None:
-    # Each was imported (200): Engage then sent {"email": 3} over the profile's email, the dedupe
-    # window held one id twice, and a source's key could never sign a call.
+    # Each was imported (200): Engage then sent {"email": 3} over the profile's email, and a
+    # source's key could never sign a call.
     before = _engaged(segment)
     document = copy.deepcopy(before)
     change(document["state"]["workspaces"][0])

@@ -60,3 +60,20 @@ def test_a_value_missing_without_a_default_is_an_error_printed_empty() -> None:
 def test_what_is_not_emulated_is_left_as_written() -> None:
     text = '{% if var:step == "refund" %}{{mj:contact.email}} {{ var:a + 1 }}{% endif %} {{plain}}'
     assert render(text, {"step": "refund", "a": 1}, no_contact_data).text == text
+
+
+def test_a_missing_value_inside_a_statement_block_is_no_error() -> None:
+    # `{% if var:promo %}` is how a template makes a value optional: Mailjet prints the block only
+    # when the condition holds, so a value missing inside it blocks nothing.
+    text = '{% if var:promo:"" != "" %}Use code {{var:promo}}{% endif %} for {{var:name}}'
+    rendered = render(text, {}, no_contact_data)
+    assert rendered.text == '{% if var:promo:"" != "" %}Use code {% endif %} for '
+    assert rendered.errors == ('{{var:name}}: the variable "name" has no value and the expression no default',)
+    nested = render("{% for item in var:items %}{% if item %}{{var:a}}{% endif %}{{var:b}}{% endfor %}{{var:c}}", {}, no_contact_data)
+    assert [error.split(":")[1] for error in nested.errors] == ["c}}"]
+
+
+def test_a_dotted_name_no_key_has_reads_into_nested_objects() -> None:
+    variables = {"user": {"name": "Bob", "address": {"city": "Lyon"}}, "plan.name": "flat key"}
+    text = "{{var:user.name}} in {{var:user.address.city}}, {{var:plan.name}}, {{var:user.age:\"?\"}}"
+    assert render(text, variables, no_contact_data).text == "Bob in Lyon, flat key, ?"
