@@ -264,8 +264,27 @@ class SegjetClient:
 
         return self.wait_until(
             probe, timeout, f"Mailjet contact {email} with {expected or 'any properties'}",
-            lambda: "no such contact" if seen[0] is None else f"properties {seen[0]}",
+            lambda: f"no such contact; {self._fate_of_identify(email)}" if seen[0] is None else f"properties {seen[0]}",
         )
+
+    def _fate_of_identify(self, email: str) -> str:
+        """What the fake Segment did with the newest identify of this workspace carrying `email`
+        (among the last 1,000), for a timeout: the delivery's record holds why no contact came."""
+        wanted = email.strip().lower()
+        for message in reversed(self.events(type="identify", limit=1000)):
+            context = message.get("context") if isinstance(message.get("context"), dict) else {}
+            carried = [traits.get("email") for traits in (message.get("traits"), context.get("traits")) if isinstance(traits, dict)]
+            if not any(isinstance(value, str) and value.strip().lower() == wanted for value in carried):
+                continue
+            said = f"identify {message['messageId']} of user {message.get('userId')!r}"
+            if message.get("status") != "accepted":
+                return f"{said}: {message.get('status')} ({message.get('discard_reason')})"
+            records = self.deliveries(message_id=message["messageId"])
+            if not records:
+                return f"{said}: no delivery record (is the Mailjet destination enabled?)"
+            record = records[-1]
+            return f"{said}: delivery {record['state']}" + (f": {record['reason']}" if record.get("reason") else "")
+        return "no identify with this email in the fake Segment"
 
     def mailjet_requests(
         self, method: str | None = None, path: str | None = None, limit: int = 10_000

@@ -64,6 +64,18 @@ def test_wait_for_contact_says_what_it_last_saw(segjet):
         segjet.wait_for_contact("free@example.com", {"plan": "pro"}, timeout=0.2)
 
 
+def test_a_contact_wait_for_a_contact_never_made_says_what_became_of_its_identify(segjet):
+    # The delivery's record holds why there is no contact: the timeout says it, not just "no such contact".
+    with pytest.raises(SegjetTimeout, match="no such contact; no identify with this email in the fake Segment"):
+        segjet.wait_for_contact("nobody@example.com", timeout=0.2)
+    message_id = segjet.identify("u-bad", {"email": "bad@@example.com"})
+    segjet.wait_until(lambda: segjet.deliveries(message_id=message_id, state="failed") or None, 10, "the failed delivery")
+    with pytest.raises(SegjetTimeout) as raised:
+        segjet.wait_for_contact("BAD@@example.com", timeout=0.2)
+    assert f"no such contact; identify {message_id} of user 'u-bad': delivery failed: " in str(raised.value)
+    assert "MJ08 Property Email is invalid" in str(raised.value)
+
+
 def test_wait_for_event_says_what_the_user_has(segjet):
     with pytest.raises(SegjetTimeout, match="last seen: no events"):
         segjet.wait_for_event("Order Completed", "u-none", timeout=0.2)
