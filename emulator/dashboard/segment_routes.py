@@ -87,6 +87,9 @@ def segment_dashboard_routes(backend: SegmentBackend, urls: BundleUrls) -> list[
         return JSONResponse({"contracts": contracts.names()})
 
     async def info(request: Request) -> Response:
+        refusal = "the dashboard shows the default workspace only; read GET /_emulator/sources?writeKey=K for another"
+        if refused := other_workspace(request, refusal):
+            return refused
         return JSONResponse({"service": "segment", "segment_url": urls.segment_url, "mailjet_url": urls.mailjet_url,
                              "sources": [source.to_json() for source in backend.sources]})
 

@@ -250,7 +250,9 @@ def _segment_control_paths() -> dict[str, Any]:
             }
         },
         "/_emulator/contracts": {"get": control_operation("Contract names")},
-        "/_emulator/dashboard/info": {"get": control_operation("What the dashboard shows in its header")},
+        "/_emulator/dashboard/info": {
+            "get": _default_workspace_only(control_operation("What the dashboard shows in its header", errors=(400,)))
+        },
         "/_emulator/dashboard/overview": {
             "get": _default_workspace_only(control_operation(
                 "The Overview's steps: whether an identify, and a track named \"Email ...\", were accepted since "

@@ -424,3 +424,12 @@ def test_a_journal_read_naming_a_workspace_shows_only_its_tracking_calls(http: h
     answer = http.get("/_emulator/requests", params={"path": "/v1/"}, headers={"X-Segjet-Write-Key": "journal-b"})
     assert [entry["body"]["userId"] for entry in answer.json()["requests"]] == ["jb"]
     assert http.get("/_emulator/requests", params={"writeKey": "journal-none"}).status_code == 404
+
+
+def test_the_dashboards_info_of_another_workspace_is_refused_not_the_default_ones(tenant_b: TwoTenantStack) -> None:
+    # It answered the default workspace's sources for any write key, as the other feeds once did.
+    stack = tenant_b
+    info = stack.http.get(f"{stack.segment_url}/_emulator/dashboard/info", params={"writeKey": B["write_key"]})
+    assert info.status_code == 400 and "default workspace" in info.json()["error"]
+    own = stack.http.get(f"{stack.segment_url}/_emulator/dashboard/info", params={"writeKey": A["write_key"]})
+    assert own.status_code == 200 and A["write_key"] in [source["writeKey"] for source in own.json()["sources"]]
