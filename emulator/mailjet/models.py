@@ -410,18 +410,26 @@ def sort_keys(query: Query, fields: Iterable[str]) -> list[tuple[str, bool]]:
 
 
 def paginate(
-    items: Sequence[T], query: Query, render: Callable[[T], dict[str, Any]], fields: Iterable[str]
+    items: Sequence[T],
+    query: Query,
+    render: Callable[[T], dict[str, Any]],
+    fields: Iterable[str],
+    id_of: Callable[[T], int] | None = None,
 ) -> tuple[list[dict[str, Any]], int]:
     """The rendered rows of the page `query` asks for, and the Total to report with them.
 
     Sorted by `fields`, the names of the rendered rows' fields, which a Sort must name (`sort_keys`).
-    Only the page is rendered unless a Sort needs every row: a listing may hold 100,000 contacts.
+    Only the page is rendered unless a Sort needs every row: a listing may hold 100,000 contacts,
+    and rendering them all took ~1 s. `id_of(item)`, when given, is the value of its row's `ID`, so
+    a Sort on ID (the usual one) needs no row rendered either; ids are unique, so the first key decides.
     """
     keys = sort_keys(query, fields)
     if query.count_only:
         # Documented: countOnly answers the number of records and no Data.
         return [], len(items)
     window = slice(query.offset, query.offset + query.limit)
+    if keys and keys[0][0] == "ID" and id_of is not None:
+        items, keys = sorted(items, key=id_of, reverse=keys[0][1]), []
     if not keys:
         rows = [render(item) for item in items[window]]
         return rows, len(rows)

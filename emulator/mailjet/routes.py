@@ -15,6 +15,7 @@ import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from operator import attrgetter
 from typing import Any, Callable, Sequence, TypeVar
 from urllib.parse import unquote, unquote_plus
 
@@ -103,8 +104,9 @@ CALLBACK_FIELDS = ("APIKeyID", "EventType", "ID", "IsBackup", "Status", "Url", "
 def listing(
     items: Sequence[T], query: Query, render: Callable[[T], dict[str, Any]], fields: Sequence[str]
 ) -> JSONResponse:
-    """The page of `items` that `query` asks for, in the envelope (see `paginate`)."""
-    rows, total = paginate(items, query, render, fields)
+    """The page of `items` that `query` asks for, in the envelope (see `paginate`). Every listing
+    with an `ID` field renders its object's `id` there."""
+    rows, total = paginate(items, query, render, fields, attrgetter("id") if "ID" in fields else None)
     return envelope(rows, total=total)
 
 

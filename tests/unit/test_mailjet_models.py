@@ -257,6 +257,22 @@ def test_an_unsorted_page_renders_only_its_rows() -> None:
     assert rendered == [4, 5]
 
 
+def test_a_sort_on_id_renders_only_the_page_and_orders_as_the_rows_would() -> None:
+    rendered = []
+
+    def render(row: dict[str, Any]) -> dict[str, Any]:
+        rendered.append(row["ID"])
+        return row
+
+    rows = [{"ID": i, "Name": "same"} for i in (5, 1, 4, 2, 3)]
+    for sort, page in (("ID DESC", [4, 3]), ("ID", [2, 3]), ("ID DESC,Name", [4, 3])):
+        rendered.clear()
+        query = Query.parse([("Sort", sort), ("Limit", "2"), ("Offset", "1")])
+        assert [row["ID"] for row in paginate(rows, query, render, ("ID", "Name"), lambda row: row["ID"])[0]] == page
+        assert rendered == page
+        assert paginate(rows, query, dict, ("ID", "Name"))[0] == [{"ID": i, "Name": "same"} for i in page]
+
+
 def test_sort_on_several_keys_orders_by_the_first_then_the_next() -> None:
     rows = [{"ID": 1, "Name": "b"}, {"ID": 2, "Name": "a"}, {"ID": 3, "Name": "b"}, {"ID": 4, "Name": "a"}]
     assert page_ids(rows, [("Sort", "Name,ID DESC")], ("ID", "Name")) == [4, 2, 3, 1]
