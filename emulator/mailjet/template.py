@@ -25,10 +25,11 @@ from typing import Any
 # A statement tag, or an expression; a default is a double-quoted JSON-style string (the documented
 # form) or a bare word such as 0.
 _TOKEN = re.compile(
-    r'\{%-?\s*(?P<tag>\w*).*?-?%\}'
+    # A tag's body holds no brace nor percent sign: a stray "{%" then matches nothing (not the text
+    # up to some later "%}", such as CSS's "100%}"), and no scan runs past the next brace.
+    r'\{%\s*(?P<tag>\w*)[^{}%]*%\}'
     r'|\{\{\s*(?P<namespace>var|data)\s*:\s*(?P<name>[^\s:{}"]+)\s*'
     r'(?::\s*(?:"(?P<quoted>(?:[^"\\]|\\.)*)"|(?P<bare>[^\s{}"]*)))?\s*\}\}',
-    re.DOTALL,
 )
 _OPENING_TAGS = frozenset({"if", "for"})
 _CLOSING_TAGS = frozenset({"endif", "endfor"})
@@ -52,7 +53,12 @@ def render(text: str, variables: Mapping[str, Any], contact_data: Callable[[str]
     def printed(match: re.Match[str]) -> str:
         nonlocal depth
         if match["namespace"] is None:
-            depth += (match["tag"] in _OPENING_TAGS) - (depth > 0 and match["tag"] in _CLOSING_TAGS)
+            if match["tag"] in _OPENING_TAGS:
+                depth += 1
+            elif match["tag"] in _CLOSING_TAGS:
+                if depth == 0:
+                    errors.append(f"{match[0]} closes no block")
+                depth = max(depth - 1, 0)
             return match[0]
         namespace, name = match["namespace"], match["name"]
         value = _variable(variables, name) if namespace == "var" else contact_data(name)
@@ -67,7 +73,10 @@ def render(text: str, variables: Mapping[str, Any], contact_data: Callable[[str]
             errors.append(f'{{{{{namespace}:{name}}}}}: the {what} "{name}" has no value and the expression no default')
         return ""
 
-    return Rendered(_TOKEN.sub(printed, text), tuple(errors))
+    rendered = _TOKEN.sub(printed, text)
+    if depth:
+        errors.append(f"{depth} {{% if %}} or {{% for %}} block(s) not closed")
+    return Rendered(rendered, tuple(errors))
 
 
 def _variable(variables: Mapping[str, Any], name: str) -> Any:

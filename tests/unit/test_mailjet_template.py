@@ -77,3 +77,18 @@ def test_a_dotted_name_no_key_has_reads_into_nested_objects() -> None:
     variables = {"user": {"name": "Bob", "address": {"city": "Lyon"}}, "plan.name": "flat key"}
     text = "{{var:user.name}} in {{var:user.address.city}}, {{var:plan.name}}, {{var:user.age:\"?\"}}"
     assert render(text, variables, no_contact_data).text == "Bob in Lyon, flat key, ?"
+
+
+def test_a_stray_statement_opening_swallows_nothing() -> None:
+    # "{%" without its "%}" before the next brace is text: the expressions after it are printed, and
+    # a later "%}" (CSS's "100%}") does not close it.
+    text = '<p>{%}</p> Hi {{var:name}}, code {{var:missing}} <div style="x">{width:100%}</div>'
+    rendered = render(text, {"name": "Ann"}, no_contact_data)
+    assert rendered.text == '<p>{%}</p> Hi Ann, code  <div style="x">{width:100%}</div>'
+    assert rendered.errors == ('{{var:missing}}: the variable "missing" has no value and the expression no default',)
+
+
+def test_an_unbalanced_statement_block_is_an_error() -> None:
+    assert render("{% if var:x %}{{var:missing}}", {}, no_contact_data).errors == ("1 {% if %} or {% for %} block(s) not closed",)
+    assert render("{% endif %}", {}, no_contact_data).errors == ("{% endif %} closes no block",)
+    assert render("{% for a in var:b %}{% if a %}x{% endif %}{% endfor %}", {}, no_contact_data).errors == ()
