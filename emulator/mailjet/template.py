@@ -11,7 +11,7 @@ Only these two forms are interpreted. Statements (`{% if %}`, `{% for %}`), func
 the `mj:` and `segmentation:` namespaces are left as written, and so is anything else between
 `{{` and `}}`. An expression inside a statement's block is printed too, but a missing value there
 is no error: Mailjet prints a block only when its condition holds, and `{% if var:x %}...{% endif %}`
-is how a template makes a value optional.
+is how a template makes a value optional. A block left open, or a closing tag with no block, is.
 """
 
 from __future__ import annotations
@@ -38,7 +38,9 @@ _CLOSING_TAGS = frozenset({"endif", "endfor"})
 @dataclass(frozen=True)
 class Rendered:
     text: str
-    errors: tuple[str, ...]  # each value the text printed empty because it had none and no default
+    # What the template language found wrong: a value printed empty, having none and no default
+    # (outside a statement's block), and a block left open or closing none.
+    errors: tuple[str, ...]
 
 
 def render(text: str, variables: Mapping[str, Any], contact_data: Callable[[str], str | None]) -> Rendered:
