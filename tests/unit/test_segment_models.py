@@ -523,6 +523,34 @@ def test_an_id_accepted_on_both_sides_of_a_set_back_is_a_duplicate_near_either_a
     assert len(window) == 0
 
 
+def test_the_events_filters_answer_as_a_scan_of_the_feed_would(backend: SegmentBackend) -> None:
+    # Accepted calls of a user are first looked for in the profile's history; the answer must be
+    # the feed's, whatever merged, was an alias or was discarded.
+    batch(backend, [
+        {"type": "identify", "userId": "u1", "traits": {"email": "a@example.com"}},
+        {"type": "track", "userId": "u1", "event": "Order Completed"},
+        {"type": "track", "anonymousId": "anon", "event": "Viewed"},
+        {"type": "identify", "userId": "u2", "anonymousId": "anon"},
+        {"type": "alias", "previousId": "u2", "userId": "u3"},
+        {"type": "page", "userId": "u3", "name": "Home"},
+        {"type": "track", "userId": "u4"},  # discarded: no event
+        {"type": "track", "userId": "", "anonymousId": "x", "event": "Empty id"},
+    ])
+    one(backend, "track", {"userId": "u5", "event": "Order Completed", "writeKey": "unknown-key"})  # discarded
+    feed = list(backend.messages)
+    for user_id in ("u1", "u2", "u3", "u4", "u5", "anon", "", "nobody"):
+        for type_ in (None, "identify", "track", "page", "alias"):
+            for event in (None, "Order Completed", "Viewed", "Empty id"):
+                for status in (None, "accepted", "discarded"):
+                    expected = [
+                        stored for stored in feed
+                        if stored.message.get("userId") == user_id and (type_ is None or stored.type == type_)
+                        and (event is None or stored.event == event) and (status is None or stored.status == status)
+                    ]
+                    assert backend.events(type=type_, user_id=user_id, event=event, status=status) == expected, (
+                        user_id, type_, event, status)
+
+
 def test_discarded_messages_do_not_reserve_their_message_id(backend: SegmentBackend) -> None:
     assert not one(backend, "track", {"userId": "u", "messageId": "m-2"}).accepted  # no event name
     assert one(backend, "track", {"userId": "u", "event": "E", "messageId": "m-2"}).accepted
