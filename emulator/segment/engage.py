@@ -687,6 +687,22 @@ def definition_from_json(data: Any) -> Audience | ComputedTrait:
     return parse_trait(body, created, keep_id)
 
 
+def check_key(key: str) -> None:
+    """Refuse a key that is taken (DefinitionError): when a definition is made, and when a snapshot
+    brings one (a database an older segjet wrote still loads with it)."""
+    if key == "email":
+        # GUESS: Engage writes the profile's email in the same traits as the key, so this key's
+        # value would be lost under the address (or replace it on the profile).
+        raise DefinitionError("the key 'email' is taken by the profile's email, which Engage sends with each "
+                              "value; give another key")
+    if key == USER_ID_PROPERTY:
+        # Not Segment's rule but the bundle's: its Mailjet destination writes the userId to this
+        # contact property and skips a trait of the same name, so the value would be synced at
+        # every change and never reach Mailjet.
+        raise DefinitionError(f"the key {USER_ID_PROPERTY!r} is taken by the Mailjet destination, which stores "
+                              "the userId in that contact property; give another key")
+
+
 def check_dependencies(definitions: Iterable[Audience | ComputedTrait]) -> None:
     """Refuse definitions whose value would depend on itself (DefinitionError naming the chain).
 
@@ -947,18 +963,7 @@ class EngageEngine:
         return self._add(parse_trait(body, self.now(), self.new_id))
 
     def _add(self, definition: Any) -> Any:
-        if definition.key == "email":
-            # GUESS: Engage writes the profile's email in the same traits as the key, so this key's
-            # value would be lost under the address (or replace it on the profile). Refused when
-            # defined; a stored one still loads.
-            raise DefinitionError("the key 'email' is taken by the profile's email, which Engage sends with each "
-                                  "value; give another key")
-        if definition.key == USER_ID_PROPERTY:
-            # Not Segment's rule but the bundle's: its Mailjet destination writes the userId to this
-            # contact property and skips a trait of the same name, so the value would be synced at
-            # every change and never reach Mailjet. Refused when defined; a stored one still loads.
-            raise DefinitionError(f"the key {USER_ID_PROPERTY!r} is taken by the Mailjet destination, which stores "
-                                  "the userId in that contact property; give another key")
+        check_key(definition.key)
         existing = self._computations.get(definition.key)
         if existing is not None:
             kind = "an audience" if isinstance(existing.definition, Audience) else "a computed trait"

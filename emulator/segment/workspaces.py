@@ -23,7 +23,7 @@ from typing import Any
 from ..common.clock import Clock
 from ..config import BundleConfig, BundleUrls
 from .delivery import CLOCK_OWNER, DeliveryPipeline
-from .engage import Audience, ComputationState, DefinitionError, EngageEngine, EngageSpace, SegmentProfiles
+from .engage import Audience, ComputationState, DefinitionError, EngageSpace, check_key
 from .models import SegmentBackend, Source
 from .storage import SegmentStore, WorkspaceRecorder, WorkspaceState, workspace_id
 
@@ -137,17 +137,11 @@ def check_importable(states: list[WorkspaceState]) -> None:
 
 
 def _check_definable(engage: list[ComputationState], where: str) -> None:
-    # Each definition is defined again, in order, in an engine of its own: the rules of POST
-    # engage/audiences|traits (the keys 'email' and 'segment_user_id' refused), not a copy of them.
-    clock = Clock()
-    engine = EngageEngine(SegmentProfiles(SegmentBackend(clock, [])), lambda message: None, clock.now, "")
+    # Parsed as POST engage/audiences|traits parses them, keys unique and no definition depending
+    # on itself (storage.py); what is left of the control API's rules is the keys it refuses.
     for index, computation in enumerate(engage):
-        definition = computation.definition
-        body = {name: value for name, value in definition.to_json().items()
-                if name not in ("id", "kind", "created_at") and value is not None}
-        define = engine.define_audience if isinstance(definition, Audience) else engine.define_trait
         try:
-            define(body)
+            check_key(computation.definition.key)
         except DefinitionError as exc:
             raise WorkspaceError(f"{where}.engage[{index}].definition: {exc}") from None
 
