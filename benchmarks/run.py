@@ -260,6 +260,13 @@ def managecontact_spec(url: str) -> dict[str, Any]:
             "headers": {"Content-Type": "application/json", "Authorization": MAILJET_AUTHORIZATION}}
 
 
+def define_managecontact_properties(url: str) -> None:
+    """Define the properties `managecontact_spec`'s contacts carry (Mailjet refuses undefined ones)."""
+    for name in ("plan", "segment_user_id"):
+        httpx.post(f"{url}/v3/REST/contactmetadata", auth=MAILJET_AUTH,
+                   json={"Name": name, "Datatype": "str", "NameSpace": "static"}).raise_for_status()
+
+
 def sqs_spec(url: str, action: str, body: dict[str, Any]) -> dict[str, Any]:
     # SQS's JSON protocol, as boto3 sends it today; moto does not check signatures, it reads the
     # region from the credential scope.
@@ -273,9 +280,7 @@ def sqs_spec(url: str, action: str, body: dict[str, Any]) -> dict[str, Any]:
 def bench_mailjet_vs_moto(figures: dict[str, Any]) -> None:
     with server(_segjet_up()) as (info, _):
         url = info["mailjet_url"]
-        for name in ("plan", "segment_user_id"):
-            httpx.post(f"{url}/v3/REST/contactmetadata", auth=MAILJET_AUTH,
-                       json={"Name": name, "Datatype": "str", "NameSpace": "static"}).raise_for_status()
+        define_managecontact_properties(url)
         mailjet = closed_load(managecontact_spec(url), MAILJET_CONNECTIONS)
     with server(_python("-m", "benchmarks.servers", "moto")) as (info, _):
         url = info["url"]
@@ -494,9 +499,7 @@ def bench_memory(figures: dict[str, Any]) -> None:
     with server(_python("-m", "benchmarks.servers", "bundle")) as (info, process), httpx.Client(timeout=60) as client:
         segment, mailjet = info["segment_url"], info["mailjet_url"]
         client.put(f"{segment}/_emulator/destinations/mailjet", json={"enabled": False}).raise_for_status()
-        for name in ("plan", "segment_user_id"):
-            client.post(f"{mailjet}/v3/REST/contactmetadata", auth=MAILJET_AUTH,
-                        json={"Name": name, "Datatype": "str", "NameSpace": "static"}).raise_for_status()
+        define_managecontact_properties(mailjet)
         stored_memory.send_events(segment, stored_memory.BATCH, first=10**9)
         client.post(f"{mailjet}/v3/REST/contactslist/1/managecontact", auth=MAILJET_AUTH,
                     json={"Email": "warm-up@example.org", "Action": "addnoforce"}).raise_for_status()
