@@ -210,13 +210,13 @@ def send(account: Account, body: Any) -> tuple[int, dict[str, Any]]:
     if not isinstance(sandbox, bool):
         raise SendError(TYPE_MISMATCH, 'Type mismatch: "SandboxMode" must be a boolean.', related=["SandboxMode"])
     if messages is None:
-        raise SendError("mj-0003", _missing_text("Messages"))
+        raise SendError("mj-0003", _missing_text("Messages"), related=["Messages"])
     if not isinstance(messages, list):
         raise SendError(TYPE_MISMATCH, 'Type mismatch: "Messages" must be an array.', related=["Messages"])
     if not messages:
-        raise SendError("mj-0007", _empty_array_text("Messages"))
+        raise SendError("mj-0007", _empty_array_text("Messages"), related=["Messages"])
     if len(messages) > MAX_ITEMS:
-        raise SendError("mj-0008", _too_many_text("Messages"))
+        raise SendError("mj-0008", _too_many_text("Messages"), related=["Messages"])
     globals_ = ci_get(body, "Globals")
     if globals_ is None:
         globals_ = {}

@@ -152,11 +152,15 @@ def test_cc_and_bcc_may_be_empty(account: Account) -> None:
     assert accepted(account, message(Cc=[], Bcc=[]))
 
 
-def test_an_empty_messages_array_and_missing_messages(account: Account) -> None:
-    for body, code in [({"Messages": []}, "mj-0007"), ({}, "mj-0003")]:
+def test_an_empty_messages_array_too_many_messages_and_missing_messages(account: Account) -> None:
+    # The DevGuide's error table relates mj-0007 and mj-0008 to "Messages"; an observed mj-0003
+    # about Messages carried "ErrorRelatedTo": ["Messages"] (mailjet-apiv3-java#103).
+    too_many = {"Messages": [message()] * 51}
+    for body, code in [({"Messages": []}, "mj-0007"), (too_many, "mj-0008"), ({}, "mj-0003")]:
         with pytest.raises(SendError) as raised:
             send(account, body)
         assert raised.value.code == code
+        assert raised.value.to_json("id")["ErrorRelatedTo"] == ["Messages"]
     assert raised.value.message == "The Messages is mandatory but missing from the input"
 
 
