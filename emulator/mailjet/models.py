@@ -124,6 +124,12 @@ def required(name: str) -> MailjetError:
     return invalid_property(name, "MJ03 A non-empty value is required")
 
 
+def not_an_array(name: str, value: Any) -> MailjetError:
+    # GUESS at the words, in the form of the other type errors (parse_bool): an object sent where
+    # its array was expected is there, so "a non-empty value is required" would mislead.
+    return invalid_property(name, f"value {_as_json(value)} is not an array")
+
+
 def account_rng(seed: int | None, api_key_id: int, sent: int) -> random.Random:
     """The random source of an account's MessageUUIDs: seeded when the bundle has a seed, distinct
     per account, and moved on past the `sent` messages of a restored account."""
@@ -1153,7 +1159,9 @@ class Account:
         """`[{"ListID", "Action"}]`, validated as a whole; errors in the documented per-item form."""
         if raw is None and not required_list:
             return []
-        if not isinstance(raw, list) or (required_list and not raw):
+        if raw is not None and not isinstance(raw, list):
+            raise not_an_array("ContactsLists", raw)
+        if required_list and not raw:
             raise required("ContactsLists")
         items, problems = [], []
         for entry in raw:
@@ -1373,8 +1381,10 @@ class Account:
             contact = self.get_contact(contact_ref)
             fields = self._contact_data_fields(body, ("Data",), ("ID", "ContactID"))
         entries = fields.get("Data")
-        if not isinstance(entries, list):
+        if entries is None:
             raise required("Data")
+        if not isinstance(entries, list):
+            raise not_an_array("Data", entries)
         raw: dict[str, Any] = {}
         for entry in entries:
             name = ci_get(entry, "Name") if isinstance(entry, dict) else None
@@ -1563,7 +1573,9 @@ class Account:
 
     @staticmethod
     def _check_job_contacts(raw: Any) -> list[Any]:
-        if not isinstance(raw, list) or not raw:
+        if raw is not None and not isinstance(raw, list):
+            raise not_an_array("Contacts", raw)
+        if not raw:
             raise required("Contacts")
         return raw
 

@@ -661,6 +661,24 @@ def test_a_job_is_found_only_under_its_own_list(account: Account) -> None:
     assert error_of(account.get_job, str(job.id), str(news.id)).status == 404
 
 
+def test_an_object_where_a_list_is_expected_is_named_as_such_not_as_missing(account: Account) -> None:
+    # A common client slip (one item sent without its array): "a non-empty value is required" sent
+    # users looking for a missing field. GUESS at the words, in the form of the other type errors.
+    contact = account.create_contact({"Email": "o@example.com"})
+    account.create_property({"Name": "age", "Datatype": "int"})
+    for call, args, name, value in [
+        (account.manage_contacts_lists, (str(contact.id), {"ContactsLists": {"ListID": 1, "Action": "addforce"}}),
+         "ContactsLists", '{"ListID": 1, "Action": "addforce"}'),
+        (account.set_contact_data, ("o@example.com", {"Data": {"Name": "age", "Value": "1"}}), "Data", '{"Name": "age", "Value": "1"}'),
+        (account.start_list_job, ("1", {"Action": "addnoforce", "Contacts": {"Email": "q@example.com"}}),
+         "Contacts", '{"Email": "q@example.com"}'),
+        (account.start_contacts_job, ({"ContactsLists": "1", "Contacts": [{"Email": "q@example.com"}]},), "ContactsLists", '"1"'),
+    ]:
+        error = error_of(call, *args)
+        assert (error.status, error.message) == (400, "Object properties invalid")
+        assert error.info == f"MJ08 Property {name} is invalid: value {value} is not an array"
+
+
 def test_job_envelope_and_contact_checks(account: Account) -> None:
     assert error_of(account.start_contacts_job, {"Contacts": []}).info == "MJ08 Property Contacts is invalid: MJ03 A non-empty value is required"
     contact = account.create_contact({"Email": "c@example.com"})
