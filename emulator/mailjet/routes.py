@@ -123,8 +123,8 @@ def no_content() -> Response:
     return Response(status_code=204)
 
 
-def error_response(error: MailjetError) -> JSONResponse:
-    return JSONResponse(error.to_json(), error.status)
+def error_response(error: MailjetError, headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse(error.to_json(), error.status, headers)
 
 
 def unexpected_error() -> JSONResponse:
@@ -388,20 +388,38 @@ REST_ROUTES = [
 KNOWN_RESOURCES = {route.shape[0] for route in REST_ROUTES}
 
 
-def resolve_rest(method: str, segments: list[str]) -> tuple[Handler, list[str]]:
-    """The handler and ids for /v3/REST/<segments>; MailjetError 400/405 otherwise."""
+def _rest_route(segments: list[str]) -> tuple[RestRoute, list[str]] | None:
+    """The route of /v3/REST/<segments> and its ids; None when no route has that shape."""
     lowered = [segment.lower() for segment in segments]
     matches = [(route, ids) for route in REST_ROUTES if (ids := route.match(lowered, segments)) is not None]
-    if not matches:
+    return max(matches, key=lambda match: match[0].literal_count) if matches else None
+
+
+def resolve_rest(method: str, segments: list[str]) -> tuple[Handler, list[str]]:
+    """The handler and ids for /v3/REST/<segments>; MailjetError 400/405 otherwise."""
+    found = _rest_route(segments)
+    if found is None:
         # Documented: 400 for an "unknown resource or action"; the texts are guesses.
-        if not lowered or lowered[0] not in KNOWN_RESOURCES:
+        if not segments or segments[0].lower() not in KNOWN_RESOURCES:
             raise MailjetError(400, f'Unknown resource: "{segments[0] if segments else ""}"')
         raise MailjetError(400, f'Unknown action on resource "{segments[0]}": "{"/".join(segments[1:])}"')
-    route, ids = max(matches, key=lambda match: match[0].literal_count)
+    route, ids = found
     handler = route.handlers.get(method)
     if handler is None:
         raise MailjetError(405, "Method not allowed")  # observed (java#48)
     return handler, ids
+
+
+def allow_header(request: Request) -> dict[str, str]:
+    """A 405's Allow header (RFC 9110 §15.5.6: the methods the target resource supports), for the
+    paths the API serves; none for another path, whose methods Starlette's catch-all lists."""
+    segments = path_segments(request)
+    lowered = [segment.lower() for segment in segments]
+    if lowered == ["v3.1", "send"]:
+        return {"Allow": "POST"}
+    if lowered[:2] == ["v3", "rest"] and (found := _rest_route(segments[2:])) is not None:
+        return {"Allow": ", ".join(found[0].handlers)}
+    return {}
 
 
 # ---------------------------------------------------------------- the app
@@ -471,9 +489,9 @@ def create_app(config: BundleConfig, clock: Clock, urls: BundleUrls) -> Starlett
                 return JSONResponse(account.job_errors(segments[3]))
             raise MailjetError(404, "Object not found")
         except MailjetError as error:
-            return error_response(error)
+            return error_response(error, allow_header(request) if error.status == 405 else None)
         except SendError as error:
-            return JSONResponse(error.to_json(str(uuid.uuid4())), error.status)
+            return JSONResponse(error.to_json(str(uuid.uuid4())), error.status, allow_header(request) if error.status == 405 else None)
         except ClientDisconnect:
             raise  # the client left mid-body: no error of ours (QuietDisconnect ends the request)
         except Exception:  # noqa: BLE001 - answered in Mailjet's shape; tests assert it never happens
@@ -567,7 +585,10 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     if request.url.path.startswith(CONTROL_PREFIX):
         return JSONResponse({"error": exc.detail}, exc.status_code, headers=exc.headers)
     error = MailjetError(exc.status_code, _HTTP_ERROR_MESSAGES.get(exc.status_code, exc.detail))
-    return JSONResponse(error.to_json(), exc.status_code, headers=exc.headers)
+    headers = exc.headers
+    if exc.status_code == 405:
+        headers = allow_header(request) or headers
+    return JSONResponse(error.to_json(), exc.status_code, headers=headers)
 
 
 async def _internal_error(request: Request, exc: Exception) -> Response:

@@ -638,6 +638,20 @@ def test_send_v31_wrong_method_answers_the_v31_error_shape(server: Server) -> No
     assert response.status_code == 405
     assert contracts.validate("mailjet.send.error", response.json()) == []
     assert response.json()["ErrorMessage"] == "Method not allowed"
+    assert response.headers["Allow"] == "POST"
+
+
+def test_a_405_names_the_methods_the_resource_takes(server: Server) -> None:
+    # RFC 9110 §15.5.6: a 405 MUST carry Allow, the methods the target resource supports.
+    for method, path, allowed in [
+        ("PATCH", "/v3/REST/contact", "GET, POST"),
+        ("TRACE", "/v3/REST/contact", "GET, POST"),
+        ("HEAD", "/v3/REST/contactslist/1", "GET, PUT, DELETE"),
+        ("POST", "/v3/REST/contact/managemanycontacts/1", "GET"),
+        ("TRACE", "/v3.1/send", "POST"),
+    ]:
+        response = server.http.request(method, path)
+        assert (response.status_code, response.headers.get("Allow")) == (405, allowed), (method, path)
 
 
 def test_methods_and_targets_no_route_takes_answer_in_the_shape_of_the_api_called(server: Server) -> None:
