@@ -602,6 +602,10 @@ class DeliveryPipeline:
 
     async def _attempt(self, record: DeliveryRecord, generation: int) -> None:
         assert self._client is not None
+        # Nothing goes out while a request from before the last reset is: sent now, a message
+        # accepted since would reach Mailjet before its user's older one still out (a snapshot
+        # import restores through a reset too), and Mailjet would keep the older value.
+        await self.quiesce()
         async with self._in_flight:
             if generation != self._generation:
                 return  # reset while waiting for a free slot: nothing is sent, and the caller sees the reset

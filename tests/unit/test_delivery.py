@@ -672,6 +672,29 @@ def test_reset_forgets_records_cancels_retries_and_restores_the_config(harness):
     assert harness.wait_state(fresh, "delivered")["attempts"][0]["status"] == 200
 
 
+def test_after_a_reset_nothing_is_sent_until_the_requests_from_before_it_are_answered(harness):
+    # Else a message accepted after the reset overtook the user's request still out from before it,
+    # and Mailjet kept the older value (a snapshot import restores the pipeline through a reset too).
+    harness.receiver.script["ada"] = deque([HANG])
+    before = harness.identify("ada")
+    deadline = time.monotonic() + 10
+    while harness.receiver.bodies_of("ada") != [before]:
+        assert time.monotonic() < deadline, "the first request never reached the receiver"
+        time.sleep(0.005)
+
+    async def reset() -> None:
+        harness.pipeline.reset()
+
+    harness.run(reset())
+    after = harness.identify("ada")
+    time.sleep(0.3)
+    assert harness.receiver.bodies_of("ada") == [before]
+    assert harness.record(after)["state"] == "queued"
+    harness.loop_thread.loop.call_soon_threadsafe(harness.receiver.release.set)
+    harness.wait_state(after, "delivered")
+    assert harness.receiver.bodies_of("ada") == [before, after]
+
+
 @pytest.mark.parametrize(
     ("update", "error"),
     [({"settings": {"listId": "0"}}, "listId"), ({"settings": {"listId": "abc"}}, "listId"),
