@@ -551,7 +551,9 @@ class DeliveryPipeline:
                 logger.exception("delivery of lane %s failed unexpectedly", lane.key)
 
     async def _fire_due(self) -> None:
-        """Timer callback: retry every lane whose head is due, concurrently, and drain what follows."""
+        """Timer callback: retry every lane whose head is due, concurrently; the workers send what
+        follows. The clock holds every timer of the three servers while this runs (Clock.run_due):
+        a user's backlog drained here held Mailjet's jobs and webhooks and Engage's syncs as long."""
         self._start()  # a retry restored from the database may be the first thing this pipeline sends
         now = self._clock.now()
         due: list[_Lane] = []
@@ -564,7 +566,7 @@ class DeliveryPipeline:
             Clock.cancel(timer)
             lane.timer = None
             due.append(lane)
-        results = await asyncio.gather(*(self._serve(lane) for lane in due), return_exceptions=True)
+        results = await asyncio.gather(*(self._serve(lane, head_only=True) for lane in due), return_exceptions=True)
         for lane, result in zip(due, results):
             if isinstance(result, Exception):
                 logger.error("retry of lane %s failed unexpectedly", lane.key, exc_info=result)
@@ -574,8 +576,9 @@ class DeliveryPipeline:
         self._waiting[lane.key] = lane
         heapq.heappush(self._due, (at, next(self._pushes), lane, lane.timer))
 
-    async def _serve(self, lane: _Lane) -> None:
-        """Send the lane's messages in order until it is empty or its head must wait for a retry."""
+    async def _serve(self, lane: _Lane, head_only: bool = False) -> None:
+        """Send the lane's messages in order until it is empty or its head must wait for a retry;
+        with `head_only`, its head only, and the rest is left to the workers."""
         lane.active = True
         try:
             while lane.pending:
@@ -595,10 +598,14 @@ class DeliveryPipeline:
                     self._wait_for_retry(lane, record.next_attempt_at)
                     return
                 lane.pending.popleft()
-            if self._lanes.get(lane.key) is lane:
+                if head_only and lane.pending:
+                    break
+            if not lane.pending and self._lanes.get(lane.key) is lane:
                 del self._lanes[lane.key]
         finally:
             lane.active = False
+        if lane.pending and lane.idle and lane.generation == self._generation:
+            self._schedule(lane)
 
     async def _attempt(self, record: DeliveryRecord, generation: int) -> None:
         assert self._client is not None

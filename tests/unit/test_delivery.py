@@ -672,6 +672,20 @@ def test_reset_forgets_records_cancels_retries_and_restores_the_config(harness):
     assert harness.wait_state(fresh, "delivered")["attempts"][0]["status"] == 200
 
 
+def test_a_due_retry_holds_the_clock_for_its_own_attempt_not_for_the_messages_behind_it(harness):
+    # The clock fires every timer of the three servers under one lock: a user's backlog drained
+    # inside the retry's timer held Mailjet's jobs, webhooks and Engage's syncs for as long.
+    harness.receiver.script["ada"] = deque([503, 200, HANG])
+    head = harness.identify("ada")
+    harness.wait_state(head, "retrying")
+    behind = harness.identify("ada")
+    assert harness.fire_retry(head)["state"] == "delivered"
+    assert harness.record(behind)["attempts"] == []  # the workers' to send: not answered yet
+    harness.loop_thread.loop.call_soon_threadsafe(harness.receiver.release.set)
+    harness.wait_state(behind, "delivered")
+    assert harness.receiver.bodies_of("ada") == [head, head, behind]
+
+
 def test_after_a_reset_nothing_is_sent_until_the_requests_from_before_it_are_answered(harness):
     # Else a message accepted after the reset overtook the user's request still out from before it,
     # and Mailjet kept the older value (a snapshot import restores the pipeline through a reset too).
