@@ -834,12 +834,20 @@ class Account:
         excluded = query.get_bool("IsExcludedFromCampaigns")
         if excluded is not None:
             contacts = [c for c in contacts if c.is_excluded_from_campaigns == excluded]
-        return self._in_campaign(contacts, query)
+        return self._common_contact_filters(contacts, query)
 
-    def _in_campaign(self, contacts: list[Contact], query: Query) -> list[Contact]:
-        """The `Campaign` filter of /contact and /contactdata (node types): the contacts a message of
-        that campaign went to. GUESS: any of its messages counts, whatever became of it; campaign
-        ID 0 (a plain transactional email's mj_campaign_id) is no campaign."""
+    def _common_contact_filters(self, contacts: list[Contact], query: Query) -> list[Contact]:
+        """The filters /contact and /contactdata share.
+
+        `IsUnsubscribed` (the java client's Contact and Contactdata filters) reads the contact's own
+        UnsubscribedAt, which a list's unsub never sets: observed, `ContactsList=1&IsUnsubscribed=true`
+        answered no contact though the list had unsubscribed members (mailjet-apiv3-php#54, #209).
+        `Campaign` (node types): the contacts a message of that campaign went to. GUESS: any of its
+        messages counts, whatever became of it; campaign ID 0 (a plain transactional email's
+        mj_campaign_id) is no campaign."""
+        unsubscribed = query.get_bool("IsUnsubscribed")
+        if unsubscribed is not None:
+            contacts = [c for c in contacts if (c.unsubscribed_at is not None) == unsubscribed]
         campaign_id = query.get_int("Campaign")
         if campaign_id is None:
             return contacts
@@ -1370,7 +1378,7 @@ class Account:
         if list_id is not None:
             members = self._recipients_by_list.get(list_id, {})
             contacts = [c for c in contacts if c.id in members]
-        return self._in_campaign(contacts, query)
+        return self._common_contact_filters(contacts, query)
 
     def set_contact_data(self, contact_ref: str | None, body: dict[str, Any]) -> tuple[Contact, bool]:
         """PUT /contactdata/{id} (merge, like PATCH) and POST /contactdata (contact in the body)."""

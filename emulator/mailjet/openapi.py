@@ -150,7 +150,8 @@ def _rest_paths() -> dict[str, Any]:
     return {
         f"{rest}/contact": {
             "get": _operation("List contacts", 200, contact, filters={
-                "ContactsList": {"type": "integer"}, "IsExcludedFromCampaigns": BOOL, "Campaign": {"type": "integer"}}),
+                "ContactsList": {"type": "integer"}, "IsExcludedFromCampaigns": BOOL, "IsUnsubscribed": BOOL,
+                "Campaign": {"type": "integer"}}),
             "post": _operation("Create a contact", 201, contact, body=contact_body),
         },
         f"{rest}/contact/{{contact_id}}": {
@@ -222,7 +223,8 @@ def _rest_paths() -> dict[str, Any]:
         },
         f"{rest}/contactdata": {
             "get": _operation("List contacts' property values", 200, data, filters={
-                "ContactEmail": TEXT, "ContactsList": {"type": "integer"}, "Campaign": {"type": "integer"}}),
+                "ContactEmail": TEXT, "ContactsList": {"type": "integer"}, "IsUnsubscribed": BOOL,
+                "Campaign": {"type": "integer"}}),
             "post": _operation("Set a contact's property values", 201, data, body=data_body),
         },
         f"{rest}/contactdata/{{contact_id}}": {

@@ -586,6 +586,19 @@ def test_contact_filters_exclusion_and_list(account: Account) -> None:
     assert account.list_contacts(Query.parse([("ContactsList", "1")])) == [kept]
 
 
+def test_contact_and_contactdata_is_unsubscribed_reads_the_contact_not_its_list_memberships(account: Account) -> None:
+    # Observed (mailjet-apiv3-php#54): ContactsList=1&IsUnsubscribed=true on /contact answered no
+    # contact, though the list had unsubscribed members: the filter reads the contact's own
+    # UnsubscribedAt, which a list's unsub never sets (php#209), and false answered them all.
+    account.manage_contact("1", {"Email": "in@example.com", "Action": "addforce"})
+    account.manage_contact("1", {"Email": "gone@example.com", "Action": "unsub"})
+    everyone = account.list_contacts(Query.parse([("ContactsList", "1")]))
+    assert len(everyone) == 2
+    for listing in (account.list_contacts, account.list_contact_data):
+        assert listing(Query.parse([("ContactsList", "1"), ("IsUnsubscribed", "true")])) == []
+        assert listing(Query.parse([("ContactsList", "1"), ("isunsubscribed", "false")])) == everyone
+
+
 def test_list_filters_exclude_id_and_is_deleted(account: Account) -> None:
     old = account.create_list({"Name": "Old", "IsDeleted": True})
     news = account.create_list({"Name": "News"})
