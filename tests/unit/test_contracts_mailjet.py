@@ -254,6 +254,43 @@ def test_valid_examples_pass(name: str, payload: dict) -> None:
     assert contracts.validate(name, payload) == []
 
 
+# The fields each payload always carries (the reference's examples and observed bodies), written
+# out here rather than read from the schemas: a field fallen out of a `required` list by mistake
+# must fail a test, since the harness relies on these contracts to catch a fake or client dropping it.
+REQUIRED_FIELDS = {
+    "mailjet.contact": ["CreatedAt", "DeliveredCount", "Email", "ExclusionFromCampaignsUpdatedAt", "ID",
+                        "IsExcludedFromCampaigns", "IsOptInPending", "IsSpamComplaining", "LastActivityAt",
+                        "LastUpdateAt", "Name", "UnsubscribedAt", "UnsubscribedBy"],
+    "mailjet.contactdata": ["ContactID", "Data", "ID"],
+    "mailjet.contactmetadata": ["Datatype", "ID", "Name", "NameSpace"],
+    "mailjet.contactslist": ["Address", "CreatedAt", "ID", "IsDeleted", "Name", "SubscriberCount"],
+    "mailjet.error": ["ErrorInfo", "ErrorMessage", "StatusCode"],
+    "mailjet.event.blocked": ["error_related_to", "error"],
+    "mailjet.event.bounce": ["blocked", "hard_bounce", "error_related_to", "error", "comment"],
+    "mailjet.event.click": ["url"],
+    "mailjet.event.sent": ["mj_message_id", "smtp_reply"],
+    "mailjet.event.spam": ["source"],
+    "mailjet.event.unsub": ["mj_list_id"],
+    "mailjet.eventcallbackurl": ["APIKeyID", "EventType", "ID", "IsBackup", "Status", "Url", "Version"],
+    "mailjet.listrecipient": ["ContactID", "ID", "IsActive", "IsUnsubscribed", "ListID", "ListName", "SubscribedAt",
+                              "UnsubscribedAt"],
+    "mailjet.managemanycontacts.job": ["ContactsLists", "Count", "Error", "ErrorFile", "JobEnd", "JobStart", "Status"],
+    "mailjet.send.error": ["ErrorIdentifier", "StatusCode", "ErrorMessage"],
+    "mailjet.send.response": ["Messages"],
+}
+
+
+def test_the_required_fields_are_the_schemas() -> None:
+    for name in MAILJET_CONTRACTS:
+        assert sorted(contracts.schema(name).get("required", [])) == sorted(REQUIRED_FIELDS.get(name, [])), name
+
+
+@pytest.mark.parametrize(("name", "key"), [(name, key) for name, keys in REQUIRED_FIELDS.items() for key in keys])
+def test_a_valid_example_without_a_required_field_is_refused_there(name: str, key: str) -> None:
+    violations = contracts.validate(name, _without(VALID[name][0], key))
+    assert (f"$.{key}", "required") in [(v.path, v.rule) for v in violations], violations
+
+
 @pytest.mark.parametrize(("name", "payload", "path", "rule"), INVALID)
 def test_invalid_examples_fail_at_the_expected_place(name: str, payload: dict, path: str, rule: str) -> None:
     violations = contracts.validate(name, payload)

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from contracts import names, validate
+from contracts import names, schema, validate
 
 # ---------------------------------------------------------------------------------------------
 # helpers
@@ -667,6 +667,27 @@ def test_valid_destination_payload(contract: str, payload: Any) -> None:
 @pytest.mark.parametrize(("contract", "payload", "expected"), DESTINATION_INVALID)
 def test_invalid_destination_payload(contract: str, payload: Any, expected: list[tuple[str, str]]) -> None:
     assert [(violation.path, violation.rule) for violation in validate(contract, payload)] == expected
+
+
+DESTINATION_EXAMPLES = {"destination.request": DELIVERED_IDENTIFY, "destination.response": DESTINATION_ANSWER}
+# Written out, not read from the schemas: a field fallen out of a `required` list by mistake must
+# fail a test (the harness relies on these contracts to catch a payload that drops one).
+DESTINATION_REQUIRED = {
+    "destination.request": ["type", "messageId"],
+    "destination.response": ["message", "email", "listId", "contactId", "action", "name", "properties",
+                             "createdProperties", "skipped", "renamed"],
+}
+
+
+def test_the_destination_required_fields_are_the_schemas() -> None:
+    for contract, keys in DESTINATION_REQUIRED.items():
+        assert sorted(schema(contract)["required"]) == sorted(keys), contract
+
+
+@pytest.mark.parametrize(("contract", "key"), [(contract, key) for contract, keys in DESTINATION_REQUIRED.items() for key in keys])
+def test_a_destination_payload_without_a_required_field_is_refused_there(contract: str, key: str) -> None:
+    violations = validate(contract, without(DESTINATION_EXAMPLES[contract], key))
+    assert (f"$.{key}", "required") in [(violation.path, violation.rule) for violation in violations]
 
 
 def test_every_destination_contract_has_passing_and_failing_examples() -> None:

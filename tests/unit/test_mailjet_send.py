@@ -374,6 +374,21 @@ def test_messages_hold_at_most_50(account: Account) -> None:
     assert len(account.messages) == 50
 
 
+def test_each_recipient_gets_its_own_message_id_and_uuid(account: Account) -> None:
+    # Documented: one MessageID and MessageUUID per To, Cc and Bcc address; events attach to the ID.
+    sent = message(To=[{"Email": "t1@example.com"}, {"Email": "t2@example.com"}], Cc=[{"Email": "c@example.com"}],
+                   Bcc=[{"Email": "b@example.com"}])
+    result = answer(account, sent)
+    recipients = [(kind, entry) for kind in ("To", "Cc", "Bcc") for entry in result[kind]]
+    assert [entry["Email"] for _, entry in recipients] == ["t1@example.com", "t2@example.com", "c@example.com", "b@example.com"]
+    assert len({entry["MessageID"] for _, entry in recipients}) == len({entry["MessageUUID"] for _, entry in recipients}) == 4
+    stored = {m.message_id: m for m in account.messages}
+    for kind, entry in recipients:
+        message_of = stored[entry["MessageID"]]
+        assert (message_of.recipient["Email"], message_of.recipient_type, message_of.message_uuid) == (
+            entry["Email"], kind, entry["MessageUUID"])
+
+
 @pytest.mark.parametrize("sandbox", ["true", 1])
 def test_sandbox_mode_must_be_a_boolean(account: Account, sandbox: Any) -> None:
     with pytest.raises(SendError) as raised:
