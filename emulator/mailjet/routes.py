@@ -491,7 +491,8 @@ def create_app(config: BundleConfig, clock: Clock, urls: BundleUrls) -> Starlett
         except MailjetError as error:
             return error_response(error, allow_header(request) if error.status == 405 else None)
         except SendError as error:
-            return JSONResponse(error.to_json(str(uuid.uuid4())), error.status, allow_header(request) if error.status == 405 else None)
+            headers = allow_header(request) if error.status == 405 else None
+            return JSONResponse(error.to_json(str(uuid.uuid4())), error.status, headers)
         except ClientDisconnect:
             raise  # the client left mid-body: no error of ours (QuietDisconnect ends the request)
         except Exception:  # noqa: BLE001 - answered in Mailjet's shape; tests assert it never happens
