@@ -81,6 +81,18 @@ def test_timers_fire_in_order_when_the_clock_passes_them():
     assert clock.pending() == 1
 
 
+def test_timers_due_at_the_same_moment_fire_in_the_order_they_were_set():
+    # A campaign's messages, and the retries of one moment, keep their order.
+    clock = Clock()
+    fired = []
+    due = clock.now() + timedelta(minutes=1)
+    for n in range(8):
+        clock.call_at(due, lambda n=n: fired.append(n))
+    clock.advance(timedelta(minutes=1))
+    assert asyncio.run(clock.run_due()) == 8
+    assert fired == list(range(8))
+
+
 def test_reset_drops_only_the_owners_timers_and_the_offset():
     clock = Clock()
     fired = []
