@@ -145,7 +145,11 @@ async def _unexpected_error(request: Request, exc: Exception) -> JSONResponse:
     # A bug, but still answered in the contract's shape. 500 makes Segment retry, which is right
     # for a transient fault and harmless for a deterministic one (it fails again, then gives up).
     logger.exception("unexpected error handling %s %s", request.method, request.url.path)
-    return _answer(500, f"internal error in the Mailjet destination: {exc.__class__.__name__}")
+    answer = _answer(500, f"internal error in the Mailjet destination: {exc.__class__.__name__}")
+    # Starlette raises the error again after this answer, and uvicorn then closes the connection:
+    # said, so that Segment's next request does not meet the close on a reused connection.
+    answer.headers["Connection"] = "close"
+    return answer
 
 
 def create_app(accounts: AccountLookup) -> Starlette:

@@ -32,7 +32,7 @@ from ..common.clock import Clock
 from ..common.control import ControlError, control_error_response, control_routes
 from ..common.fault_routes import basic_username, fault_routes, mailjet_fault_response, service_middleware
 from ..common.faults import FaultRules
-from ..common.http import BeforeAnswer, BodyTooLarge, read_capped
+from ..common.http import CONNECTION_CLOSE, BeforeAnswer, BodyTooLarge, read_capped
 from ..common.journal import CONTROL_PREFIX, Journal
 from ..common.openapi import openapi_route
 from ..config import BundleConfig, BundleUrls
@@ -593,9 +593,13 @@ async def _http_error(request: Request, exc: Exception) -> Response:
 
 
 async def _internal_error(request: Request, exc: Exception) -> Response:
-    # Only a bug gets here (`api` answers its own): a control route's or a dashboard's, still
-    # answered in the shape of the API called, never Starlette's plain-text page.
+    # Only a bug (`api` answers its own) or a data dir that cannot be written gets here, still
+    # answered in the shape of the API called, never Starlette's plain-text page. Starlette raises
+    # the error again after this answer and uvicorn then closes the connection: `Connection: close`
+    # says so, or a client reusing the connection meets a reset.
     log.error("bug in the fake Mailjet answering %s %s", request.method, request.url.path, exc_info=exc)
     if request.url.path.startswith(CONTROL_PREFIX):
-        return JSONResponse({"error": f"internal error: {exc!r}"}, 500)
-    return unexpected_error()
+        return JSONResponse({"error": f"internal error: {exc!r}"}, 500, CONNECTION_CLOSE)
+    answer = unexpected_error()
+    answer.headers.update(CONNECTION_CLOSE)
+    return answer

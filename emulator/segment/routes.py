@@ -27,7 +27,7 @@ from ..common.clock import Clock
 from ..common.control import ControlError, control_error_response, control_routes, named_tenant, query_limit
 from ..common.fault_routes import fault_routes, segment_fault_response, service_middleware, write_key
 from ..common.faults import FaultRules
-from ..common.http import BeforeAnswer, BodyTooLarge, read_capped
+from ..common.http import CONNECTION_CLOSE, BeforeAnswer, BodyTooLarge, read_capped
 from ..common.journal import CONTROL_PREFIX, Journal
 from ..common.openapi import openapi_route
 from ..config import BundleConfig, BundleUrls
@@ -254,8 +254,11 @@ async def _http_error(request: Request, exc: Exception) -> Response:
 
 
 async def _internal_error(request: Request, exc: Exception) -> Response:
-    # Only a bug gets here; it is still answered in Segment's error shape, never an HTML page.
+    # Only a bug (or a data dir that cannot be written) gets here; it is still answered in
+    # Segment's error shape, never an HTML page. Starlette raises the error again after this answer
+    # and uvicorn then closes the connection: `Connection: close` says so, or a client reusing the
+    # connection meets a reset.
     log.error("bug in the fake Segment answering %s %s", request.method, request.url.path, exc_info=exc)
     if _is_control(request):
-        return JSONResponse({"error": f"internal error: {exc!r}"}, status_code=500)
-    return JSONResponse({"code": "internal_error", "message": f"internal error: {exc!r}"}, status_code=500)
+        return JSONResponse({"error": f"internal error: {exc!r}"}, status_code=500, headers=CONNECTION_CLOSE)
+    return JSONResponse({"code": "internal_error", "message": f"internal error: {exc!r}"}, status_code=500, headers=CONNECTION_CLOSE)

@@ -665,3 +665,22 @@ def test_a_body_far_over_the_cap_gets_its_400_not_a_reset_connection(stack: Stac
     headers = segment_headers() | {"Connection": "close"}
     for _ in range(5):
         assert _status_line_after_sending_all(stack.destination_url, headers, body) == "HTTP/1.1 400 Bad Request"
+
+
+def test_a_bug_is_answered_500_saying_the_connection_closes_and_the_next_request_is_served() -> None:
+    # Starlette raises the error again after the handler's answer and uvicorn closes the
+    # connection: without `Connection: close`, Segment's next request on it met a reset.
+    class BrokenKeys:
+        def account_for(self, auth_key: str) -> MailjetAccount | None:
+            raise RuntimeError("planted")
+
+    loop, runner, served = serve_in_background({"destination": create_app(BrokenKeys())})
+    try:
+        with httpx.Client(base_url=served["destination"], timeout=30) as client:
+            for _ in range(3):
+                answer = client.post("/", json=identify(unique_email()), headers=segment_headers())
+                assert (answer.status_code, answer.json(), answer.headers["connection"]) == (
+                    500, {"message": "internal error in the Mailjet destination: RuntimeError"}, "close")
+    finally:
+        loop.run(runner.stop())
+        loop.close()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import socket
@@ -15,9 +16,11 @@ import httpx
 import pytest
 from mailjet_rest import Client
 from mailjet_rest.errors import DoesNotExistError, MailjetAuthError, ValidationError
+from starlette.requests import Request
 
 import contracts
-from emulator.config import BundleConfig
+from emulator.common.clock import Clock
+from emulator.config import BundleConfig, BundleUrls
 from emulator.mailjet import routes
 from emulator.mailjet.openapi import openapi_document
 
@@ -652,6 +655,26 @@ def test_a_405_names_the_methods_the_resource_takes(server: Server) -> None:
     ]:
         response = server.http.request(method, path)
         assert (response.status_code, response.headers.get("Allow")) == (405, allowed), (method, path)
+
+
+def test_a_bug_is_answered_500_saying_the_connection_closes_and_the_next_request_is_served(serve: StartApps) -> None:
+    # Starlette raises the error again after the handler's answer and uvicorn closes the
+    # connection: without `Connection: close`, a client reusing it met a reset (R35, a full disk).
+    def bug(*args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError("planted")
+
+    app = routes.create_app(CONFIG, Clock(), BundleUrls("http://127.0.0.1:9", "http://127.0.0.1:9", "http://127.0.0.1:9"))
+    app.state.service.tenant = bug
+    url = serve({"buggy": app})["buggy"]
+    with httpx.Client(base_url=url, timeout=30) as client:
+        for _ in range(3):
+            answer = client.get("/_emulator/messages", params={"apiKey": "k"})
+            assert (answer.status_code, answer.json(), answer.headers["connection"]) == (
+                500, {"error": "internal error: RuntimeError('planted')"}, "close")
+    request = Request({"type": "http", "method": "POST", "path": "/v3/REST/contact", "headers": [], "query_string": b""})
+    api_answer = asyncio.run(routes._internal_error(request, OSError("disk I/O error")))
+    assert (api_answer.status_code, api_answer.headers["connection"]) == (500, "close")
+    assert json.loads(api_answer.body)["ErrorMessage"] == "An Unexpected Error occurred during API request"
 
 
 def test_methods_and_targets_no_route_takes_answer_in_the_shape_of_the_api_called(server: Server) -> None:

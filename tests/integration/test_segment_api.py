@@ -335,13 +335,17 @@ def test_a_bug_is_answered_500_in_the_shape_of_the_api_called_not_an_html_page(s
     app.state.backend.accept = bug
     app.state.backend.events = bug
     url = serve({"buggy": app})["buggy"]
-    # One connection each: uvicorn closes a connection whose app raised (Starlette re-raises after
-    # the handler's answer), so a second request on it could meet the close.
-    tracking = httpx.post(f"{url}/v1/track", json={"writeKey": WRITE_KEY, "userId": "u", "event": "E"}, timeout=30)
-    assert (tracking.status_code, tracking.json()) == (
-        500, {"code": "internal_error", "message": "internal error: RuntimeError('planted')"})
-    control = httpx.get(f"{url}/_emulator/events", timeout=30)
-    assert (control.status_code, control.json()) == (500, {"error": "internal error: RuntimeError('planted')"})
+    # One client: uvicorn closes a connection whose app raised (Starlette re-raises after the
+    # handler's answer), so the 500 says `Connection: close`, and the next request takes a new
+    # connection instead of meeting the close (a reset, R35).
+    with httpx.Client(base_url=url, timeout=30) as client:
+        for _ in range(3):
+            tracking = client.post("/v1/track", json={"writeKey": WRITE_KEY, "userId": "u", "event": "E"})
+            assert (tracking.status_code, tracking.json(), tracking.headers["connection"]) == (
+                500, {"code": "internal_error", "message": "internal error: RuntimeError('planted')"}, "close")
+            control = client.get("/_emulator/events")
+            assert (control.status_code, control.json(), control.headers["connection"]) == (
+                500, {"error": "internal error: RuntimeError('planted')"}, "close")
 
 
 # -- dedupe and the virtual clock ---------------------------------------------------------------
