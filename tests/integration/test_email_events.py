@@ -275,6 +275,16 @@ def test_a_reset_answers_once_the_webhook_call_in_flight_is_answered(stack: Stac
     assert receiver.answered_slowly == ["/slow/hook"]
 
 
+def test_a_snapshot_import_answers_once_the_webhook_call_in_flight_is_answered(stack: Stack, receiver: Receiver) -> None:
+    # As a reset: the import replaces the accounts, and a call of the old state must not land after it.
+    document = httpx.get(f"{stack.mailjet_url}/_emulator/snapshot").json()
+    stack.register_webhook("sent", "/slow/hook", version=1)
+    stack.send_email("dee@example.com")
+    wait_for(lambda: receiver.bodies("/slow/hook"), "the webhook call to start")
+    httpx.put(f"{stack.mailjet_url}/_emulator/snapshot", json=document, timeout=30).raise_for_status()
+    assert receiver.answered_slowly == ["/slow/hook"]
+
+
 def test_a_reset_of_the_account_answers_once_its_segment_forward_in_flight_is_answered(
     stack: Stack, receiver: Receiver
 ) -> None:

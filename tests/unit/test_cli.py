@@ -244,6 +244,8 @@ def test_each_up_flag_reaches_the_bundle_config(tmp_path: Path) -> None:
     defaults = config_from_args(build_parser().parse_args(["up"]))
     assert (defaults.seed, defaults.strict, defaults.enable_destination, defaults.engage_sync_interval) == (
         None, False, True, "2h")
+    # 0 is a seed like any other, not "no seed" (the runs it seeds repeat; unseeded ones do not).
+    assert config_from_args(build_parser().parse_args(["up", "--seed", "0"])).seed == 0
 
 
 def test_segjet_up_starts_without_the_harness_and_its_clients() -> None:

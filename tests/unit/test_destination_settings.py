@@ -32,6 +32,11 @@ def test_authentication_key_without_colon_is_tolerated():
     assert parse_authentication_key("Basic " + base64.b64encode(b"k").decode()) == "k"
 
 
+def test_the_authentication_key_is_the_user_name_whatever_the_password():
+    # Segment sends `key:`; a client sending a password too still names the key before the colon.
+    assert parse_authentication_key("Basic " + base64.b64encode(b"auth-key-1:pw").decode()) == "auth-key-1"
+
+
 @pytest.mark.parametrize("scheme", ["basic", "BASIC"])
 def test_the_basic_scheme_matches_in_any_case(scheme):
     # RFC 9110 §11.1: "It uses a case-insensitive token to identify the authentication scheme".

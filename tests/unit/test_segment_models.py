@@ -257,6 +257,9 @@ def test_gzip_bodies(backend: SegmentBackend) -> None:
     raw = gzip.compress(body({"writeKey": KEY, "userId": "u", "event": "E"}))
     [stored] = backend.receive("track", raw, "gzip")
     assert stored.accepted
+    # RFC 9110 §8.4.1.3: a recipient SHOULD take x-gzip as gzip.
+    [stored] = backend.receive("track", gzip.compress(body({"writeKey": KEY, "userId": "u", "event": "X"})), "x-gzip")
+    assert stored.accepted and stored.message["event"] == "X"
     assert rejected(backend, "track", body({"writeKey": KEY}), "gzip") == "invalid_gzip"
     assert rejected(backend, "track", raw[:-10], "gzip") == "invalid_gzip"
     assert rejected(backend, "track", raw, "br") == "unsupported_content_encoding"
