@@ -348,6 +348,16 @@ class RestRoute:
     shape: tuple[str, ...]
     handlers: dict[str, Handler]
 
+    def handler_for(self, method: str) -> Handler | None:
+        # HEAD is GET without content (RFC 9110 §9.3.2; uvicorn leaves the content out), served
+        # wherever GET is. GUESS: Mailjet's answer to HEAD is not documented.
+        return self.handlers.get("GET" if method == "HEAD" else method)
+
+    @property
+    def methods(self) -> list[str]:
+        """The methods it takes, as a 405's Allow header lists them."""
+        return [name for method in self.handlers for name in ((method, "HEAD") if method == "GET" else (method,))]
+
     def match(self, lowered: list[str], original: list[str]) -> list[str] | None:
         if len(lowered) != len(self.shape):
             return None
@@ -404,7 +414,7 @@ def resolve_rest(method: str, segments: list[str]) -> tuple[Handler, list[str]]:
             raise MailjetError(400, f'Unknown resource: "{segments[0] if segments else ""}"')
         raise MailjetError(400, f'Unknown action on resource "{segments[0]}": "{"/".join(segments[1:])}"')
     route, ids = found
-    handler = route.handlers.get(method)
+    handler = route.handler_for(method)
     if handler is None:
         raise MailjetError(405, "Method not allowed")  # observed (java#48)
     return handler, ids
@@ -418,7 +428,7 @@ def allow_header(request: Request) -> dict[str, str]:
     if lowered == ["v3.1", "send"]:
         return {"Allow": "POST"}
     if lowered[:2] == ["v3", "rest"] and (found := _rest_route(segments[2:])) is not None:
-        return {"Allow": ", ".join(found[0].handlers)}
+        return {"Allow": ", ".join(found[0].methods)}
     return {}
 
 

@@ -647,14 +647,23 @@ def test_send_v31_wrong_method_answers_the_v31_error_shape(server: Server) -> No
 def test_a_405_names_the_methods_the_resource_takes(server: Server) -> None:
     # RFC 9110 §15.5.6: a 405 MUST carry Allow, the methods the target resource supports.
     for method, path, allowed in [
-        ("PATCH", "/v3/REST/contact", "GET, POST"),
-        ("TRACE", "/v3/REST/contact", "GET, POST"),
-        ("HEAD", "/v3/REST/contactslist/1", "GET, PUT, DELETE"),
-        ("POST", "/v3/REST/contact/managemanycontacts/1", "GET"),
+        ("PATCH", "/v3/REST/contact", "GET, HEAD, POST"),
+        ("TRACE", "/v3/REST/contact", "GET, HEAD, POST"),
+        ("PATCH", "/v3/REST/contactslist/1", "GET, HEAD, PUT, DELETE"),
+        ("POST", "/v3/REST/contact/managemanycontacts/1", "GET, HEAD"),
+        ("HEAD", "/v3/REST/contact/managemanycontacts", "POST"),
         ("TRACE", "/v3.1/send", "POST"),
     ]:
         response = server.http.request(method, path)
         assert (response.status_code, response.headers.get("Allow")) == (405, allowed), (method, path)
+
+
+def test_head_is_answered_as_get_without_the_body(server: Server) -> None:
+    # RFC 9110 §9.3.2: HEAD is GET without content; GET and HEAD are what every server supports (§9.1).
+    get = server.http.get("/v3/REST/contactslist/1")
+    head = server.http.head("/v3/REST/contactslist/1")
+    assert (head.status_code, head.content, head.headers["content-length"]) == (200, b"", get.headers["content-length"])
+    assert server.http.head("/v3/REST/contactslist/987654").status_code == 404
 
 
 def test_a_bug_is_answered_500_saying_the_connection_closes_and_the_next_request_is_served(serve: StartApps) -> None:

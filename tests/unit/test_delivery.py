@@ -681,9 +681,18 @@ def test_a_due_retry_holds_the_clock_for_its_own_attempt_not_for_the_messages_be
     behind = harness.identify("ada")
     assert harness.fire_retry(head)["state"] == "delivered"
     assert harness.record(behind)["attempts"] == []  # the workers' to send: not answered yet
-    harness.loop_thread.loop.call_soon_threadsafe(harness.receiver.release.set)
-    harness.wait_state(behind, "delivered")
+    deadline = time.monotonic() + 10
+    while harness.receiver.bodies_of("ada") != [head, head, behind]:
+        assert time.monotonic() < deadline, "the message behind the retried one was never sent"
+        time.sleep(0.005)
+    # Still the user's one lane: a message accepted now waits behind the one out (a lane dropped
+    # while it held messages let the next one start a second lane and overtake them).
+    last = harness.identify("ada")
+    time.sleep(0.3)
     assert harness.receiver.bodies_of("ada") == [head, head, behind]
+    harness.loop_thread.loop.call_soon_threadsafe(harness.receiver.release.set)
+    harness.wait_state(last, "delivered")
+    assert harness.receiver.bodies_of("ada") == [head, head, behind, last]
 
 
 def test_after_a_reset_nothing_is_sent_until_the_requests_from_before_it_are_answered(harness):
