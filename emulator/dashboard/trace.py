@@ -238,8 +238,13 @@ def _steps_of_user(
         + [_message_step(message) for message in messages]
         + [_email_event_step(event) for event in email_events]
     )
-    # Within a second, by phase; a delivery comes after its own message (an email event's track,
-    # forwarded by Mailjet, is delivered after the email event, not before the email was sent).
+    return in_order(steps)
+
+
+def in_order(steps: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """`steps` oldest first: by the second, then within a second by phase (PHASES: Mailjet's times
+    have whole seconds only); a delivery comes after its own message (an email event's track,
+    forwarded by Mailjet, is delivered after the email event, not before the email was sent)."""
     # A sender's messageId can be any JSON value: only strings are looked up.
     def message_id(step: dict[str, Any]) -> str | None:
         found = step["payload"].get("messageId") if isinstance(step["payload"], dict) else None
@@ -257,8 +262,7 @@ def _steps_of_user(
             return max(PHASES["delivery"], PHASES.get(own or "", 0) + 0.5)
         return PHASES.get(step["kind"], 9)
 
-    steps.sort(key=lambda step: (_time_key(step["at"]).replace(microsecond=0), phase(step), _time_key(step["at"])))
-    return steps
+    return sorted(steps, key=lambda step: (_time_key(step["at"]).replace(microsecond=0), phase(step), _time_key(step["at"])))
 
 
 def _journal_of_user(

@@ -363,6 +363,13 @@ def test_duplicate_message_id_is_dropped_within_24h_and_accepted_after(http: htt
     assert timedelta(hours=25) <= gap < timedelta(hours=25, minutes=1)
 
 
+def test_the_events_feed_filters_by_message_id(http: httpx.Client) -> None:
+    for message_id in ("feed-a", "feed-b"):
+        assert post(http, "/v1/track", {"writeKey": WRITE_KEY, "userId": "u1", "event": "E", "messageId": message_id}).status_code == 200
+    assert [e["messageId"] for e in events(http, messageId="feed-a")] == ["feed-a"]
+    assert events(http, messageId="feed-c") == []
+
+
 # -- --strict and violations ---------------------------------------------------------------------
 
 

@@ -17,7 +17,9 @@ import pytest
 import contracts
 from emulator.common.clock import LATEST, Clock, parse_iso
 from emulator.config import BundleConfig
-from emulator.mailjet.events import SENT_DELAY, EmailEvent, EmailEventError, EmailEvents, Simulation, links_of, track_call
+from emulator.mailjet.events import (
+    CONTROL_FIELDS, SENT_DELAY, EmailEvent, EmailEventError, EmailEvents, Simulation, check_control_event, links_of, track_call,
+)
 from emulator.mailjet.models import Account, MailjetBackend
 from emulator.mailjet.outbound import HttpTransport, Outbox, Outcome
 from emulator.mailjet.service import MailjetService
@@ -169,6 +171,18 @@ def test_unknown_and_sandbox_messages_and_bad_requests_are_refused(fake: Fake) -
     assert "non-empty string" in fake.refused(message_id, "open", ip="").message
     assert "true or false" in fake.refused(message_id, "bounce", hard_bounce="yes").message
     assert fake.kinds(message_id) == []
+
+
+@pytest.mark.parametrize(
+    ("event", "name"),
+    [(event, name) for event, names in CONTROL_FIELDS.items() for name in names if name not in ("hard_bounce", "blocked", "mj_list_id")],
+)
+@pytest.mark.parametrize("value", [5, "", None, ["x"]])
+def test_a_text_field_of_a_control_event_must_be_a_non_empty_string(event: str, name: str, value: Any) -> None:
+    # What goes into the event payload Mailjet sends as text (webhooks, the Segment forward).
+    with pytest.raises(EmailEventError, match=f"^{name} must be a non-empty string$"):
+        check_control_event(event, {name: value})
+    check_control_event(event, {name: "https://example.com/x" if name == "url" else "text"})
 
 
 def test_engagement_on_a_queued_message_delivers_it_first(fake: Fake) -> None:
