@@ -85,6 +85,7 @@ async def populate(workspaces: Workspaces) -> None:
                                           {"type": "track", "userId": "u2"}]})  # the second is discarded
     send(workspaces, "nobody-has-this-key", "identify", {"userId": "u3"})  # discarded, in the default workspace
     send(workspaces, KEY, "identify", {"userId": "u1", "messageId": "fixed-id", "traits": {"plan": "pro"}})
+    send(workspaces, KEY, "track", {"userId": "u1", "event": "Odd", "context": {"ip": 5}})  # kept, with its violation
     default = workspaces.default
     default.engage.define_trait({"name": "Orders", "computed": "count", "event": "Order Completed", "within": "30d"})
     default.engage.define_audience({"name": "Big Spenders", "rule": {"event": "Order Completed",
@@ -318,6 +319,9 @@ def test_every_kind_of_state_survives_a_restart_on_the_same_database(tmp_path: P
     assert default["destination"]["settings"]["listId"] == "7" and ci["destination"]["enabled"] is False
     assert [entry["definition"]["key"] for entry in default["engage"]] == ["has_email", "orders", "big_spenders"]
     assert {record["state"] for record in default["deliveries"]} >= {"retrying", "skipped"}
+    # Among what `after == before` compares, these are what a restart could lose unseen otherwise.
+    assert any(message["violations"] for message in default["messages"])
+    assert any(record["attempts"] for record in default["deliveries"])
     assert workspaces.for_write_key("storage-ci-mobile") is workspaces.for_write_key(CI_KEY)
 
 
