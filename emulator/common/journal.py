@@ -271,7 +271,8 @@ class JournalMiddleware:
                 entry = self.journal.record(scope, b"".join(chunks), scope.get(FAULT_SCOPE_KEY), size)
                 entry.status = message["status"]
             elif message["type"] == "http.response.body":
-                response_chunks.append(message.get("body", b""))
+                if scope["method"] != "HEAD":  # uvicorn sends no body to a HEAD: none crossed back
+                    response_chunks.append(message.get("body", b""))
                 if not message.get("more_body", False) and entry is not None:
                     entry.keep_response(b"".join(response_chunks))
             await send(message)

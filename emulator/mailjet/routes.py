@@ -429,7 +429,14 @@ def allow_header(request: Request) -> dict[str, str]:
         return {"Allow": "POST"}
     if lowered[:2] == ["v3", "rest"] and (found := _rest_route(segments[2:])) is not None:
         return {"Allow": ", ".join(found[0].methods)}
+    if _is_job_error_file(lowered):
+        return {"Allow": "GET, HEAD"}
     return {}
+
+
+def _is_job_error_file(lowered: list[str]) -> bool:
+    """A managemanycontacts job's ErrorFile: /v3/DATA/batchjob/{JobID}/JSONError/application:json/LAST."""
+    return lowered[:3] == ["v3", "data", "batchjob"] and len(lowered) >= 4
 
 
 # ---------------------------------------------------------------- the app
@@ -494,8 +501,7 @@ def create_app(config: BundleConfig, clock: Clock, urls: BundleUrls) -> Starlett
                 raise MailjetError(
                     400, "Send API v3 (POST /v3/send) is not emulated by segjet; use Send API v3.1 (POST /v3.1/send)"
                 )
-            if lowered[:3] == ["v3", "data", "batchjob"] and len(segments) >= 4 and request.method == "GET":
-                # The ErrorFile of a managemanycontacts job: /v3/DATA/batchjob/{JobID}/JSONError/application:json/LAST
+            if _is_job_error_file(lowered) and request.method in ("GET", "HEAD"):
                 return JSONResponse(account.job_errors(segments[3]))
             raise MailjetError(404, "Object not found")
         except MailjetError as error:

@@ -664,6 +664,15 @@ def test_head_is_answered_as_get_without_the_body(server: Server) -> None:
     head = server.http.head("/v3/REST/contactslist/1")
     assert (head.status_code, head.content, head.headers["content-length"]) == (200, b"", get.headers["content-length"])
     assert server.http.head("/v3/REST/contactslist/987654").status_code == 404
+    # The journal shows what crossed: no body went back to the HEAD.
+    [journaled] = server.control("GET", "requests", params={"method": "HEAD", "path": "/v3/REST/contactslist/1"}).json()["requests"]
+    assert (journaled["status"], journaled["response"]) == (200, "")
+    # The job's ErrorFile, served outside /v3/REST, too.
+    job = server.http.post("/v3/REST/contact/managemanycontacts", json={"Contacts": [{"Email": "not-an-address"}]}).json()["Data"][0]
+    error_file = f"/v3/DATA/batchjob/{job['JobID']}/JSONError/application:json/LAST"
+    get, head = server.http.get(error_file), server.http.head(error_file)
+    assert (head.status_code, head.content, head.headers["content-length"]) == (200, b"", get.headers["content-length"])
+    assert server.http.request("TRACE", error_file).headers["Allow"] == "GET, HEAD"
 
 
 def test_a_bug_is_answered_500_saying_the_connection_closes_and_the_next_request_is_served(serve: StartApps) -> None:
