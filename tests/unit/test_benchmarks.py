@@ -71,10 +71,29 @@ def closed_loop_against(
     return asyncio.run(measure())
 
 
-def test_closed_loop_counts_no_error_answer_as_throughput() -> None:
-    result = closed_loop_against(b"HTTP/1.1 500 Internal Server Error\r\nContent-Length: 2\r\n\r\n{}")
+@pytest.mark.parametrize(("status", "reason"), [(500, "Internal Server Error"), (429, "Too Many Requests"), (404, "Not Found")])
+def test_closed_loop_counts_no_error_answer_as_throughput(status: int, reason: str) -> None:
+    result = closed_loop_against(f"HTTP/1.1 {status} {reason}\r\nContent-Length: 2\r\n\r\n{{}}".encode())
     assert result["requests"] == 0 and result["per_s"] == 0
-    assert result["statuses"]["500"] > 0
+    assert result["statuses"][str(status)] > 0
+
+
+@pytest.mark.parametrize("result", [
+    {"statuses": {"200": 10, "429": 1}, "requests": 10},  # a 4xx anywhere in the run
+    {"statuses": {"200": 10, "301": 1}, "requests": 10},
+    {"statuses": {"200": 5}, "requests": 0},  # no 2xx answer inside the window: no figure
+])
+def test_check_answers_fails_a_figure_with_any_other_answer_or_none_in_its_window(run: Any, result: dict[str, Any]) -> None:
+    with pytest.raises(RuntimeError, match="unexpected answers"):
+        run.check_answers({"url": "http://127.0.0.1", "path": "/x"}, result)
+    run.check_answers({"url": "http://127.0.0.1", "path": "/x"}, {"statuses": {"200": 10, "204": 1}, "requests": 11})
+
+
+def test_verdicts_compare_each_figure_with_its_target_bound_included(run: Any) -> None:
+    met = run.verdicts({"roundtrip_p99_ms": 50, "mailjet_ratio_vs_moto": 10, "startup_s": 1.001})
+    assert (met["roundtrip_p99_ms"], met["mailjet_ratio_vs_moto"], met["startup_s"]) == (True, True, False)
+    assert met["ingest_ratio_vs_bare"] is None  # not measured in this run
+    assert set(met) == set(run.TARGETS)
 
 
 def test_closed_loop_statuses_include_the_warm_up_so_an_error_there_fails_the_figure(run: Any) -> None:
@@ -101,6 +120,7 @@ def test_a_204_answer_without_length_is_complete_at_its_head() -> None:
 def test_nearest_rank_percentile(run: Any) -> None:
     ordered = [float(n) for n in range(1, 4051)]
     assert run.nearest_rank(ordered, 99) == 4010  # 99 % of 4,050 is 4,009.5: the 4,010th value
+    assert run.nearest_rank([float(n) for n in range(1, 4052)], 99) == 4011  # 4,010.49: up, not to the nearest
     assert run.nearest_rank([float(n) for n in range(1, 601)], 99) == 594
     assert run.nearest_rank([float(n) for n in range(1, 4001)], 99) == 3960
     assert run.nearest_rank([7.0], 99) == 7.0

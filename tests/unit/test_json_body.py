@@ -19,6 +19,12 @@ def test_what_orjson_refuses_is_read_as_json_reads_it() -> None:
         decode_json(b"{not json")  # json's own explanation
 
 
+def test_a_repeated_key_keeps_its_last_value_whichever_decoder_reads_the_body() -> None:
+    # orjson keeps the last; a lone surrogate sends the body to json, which must agree.
+    assert decode_json(b'{"a": 1, "a": 2}')["a"] == 2
+    assert decode_json(b'{"a": 1, "a": 2, "s": "\\ud800"}')["a"] == 2
+
+
 def test_a_lone_surrogate_is_read_as_the_replacement_character_as_go_reads_it() -> None:
     value = decode_json(b'{"a\\ud800": ["x\\udc00y", {"k": "\\ud83d\\ude00", "n": 1}], "b": "\\ud800"}')
     assert value == {"a\ufffd": ["x\ufffdy", {"k": "\U0001f600", "n": 1}], "b": "\ufffd"}  # a pair stays one character

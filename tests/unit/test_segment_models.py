@@ -491,6 +491,21 @@ def test_the_dedupe_window_holds_24_hours_of_ids_and_sweeps_out_older_ones() -> 
     assert len(window) == 0
 
 
+def test_the_dedupe_window_sweeps_expired_ids_out_hourly_and_clears_set_back_records() -> None:
+    # Memory, not answers: an id past 24 h is no duplicate either way, but unswept ids pile up.
+    window = DedupeWindow()
+    start = datetime(2025, 1, 1, tzinfo=timezone.utc)
+    assert window.admit("a", start) and window.admit("b", start + timedelta(hours=1))
+    window.forget_expired(start + timedelta(hours=24, minutes=30))
+    assert len(window) == 1  # "a" is swept out
+    window.forget_expired(start + timedelta(hours=25, minutes=40))
+    assert len(window) == 0  # and "b" an hour later: sweeps are hourly, not daily
+    assert window.admit("c", start + timedelta(hours=30))
+    assert window.admit("c", start - timedelta(days=2))  # set back two days: "c" is ahead by more than 24 h
+    window.forget_expired(start + timedelta(days=5))
+    assert (len(window), window._earlier) == (0, {})
+
+
 def test_the_dedupe_window_sweeps_again_when_the_clock_is_set_back() -> None:
     window = DedupeWindow()
     start = datetime(2025, 1, 1, tzinfo=timezone.utc)
