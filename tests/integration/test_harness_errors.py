@@ -4,6 +4,7 @@ import contextlib
 import http.server
 import threading
 import io
+import json
 from pathlib import Path
 from typing import Any, Callable, Iterator
 from xml.etree import ElementTree
@@ -14,7 +15,7 @@ import pytest
 from emulator.bundle import BackgroundBundle
 from emulator.config import BundleConfig
 from emulator.harness.client import SegjetClient, SegjetTimeout
-from emulator.harness.report import HopPrinter, summary_table, write_junit
+from emulator.harness.report import HopPrinter, summary_table, write_json, write_junit
 from emulator.harness.run import run_scenario
 from emulator.harness.scenario import AUDIENCE_NAME, HopFailed, HopResult, Scenario
 
@@ -195,6 +196,12 @@ def test_reports_count_hops_that_never_ran_as_skipped(tmp_path: Path):
     assert suite.get("time") == "3.750" and [case.get("time") for case in suite] == ["1.250", "2.500", "0.000", "0.000"]
     assert suite[1].find("failure").get("message") == "broke" and suite[2].find("skipped").get("message") == "not run"
     assert [case.find("skipped") is not None for case in suite.findall("testcase")] == [False, False, True, True]
+    # README: the JSON report holds every hop, those that never ran included.
+    write_json(tmp_path / "report.json", results, {})
+    report = json.loads((tmp_path / "report.json").read_text(encoding="utf-8"))
+    assert report["ok"] is False
+    assert [(hop["name"], hop["ok"], hop["skipped"]) for hop in report["hops"]] == [
+        ("hop a", True, False), ("hop b", False, False), ("hop c", False, True), ("hop d", False, True)]
 
 
 def test_a_run_without_reset_looks_only_at_what_it_caused(segjet):
