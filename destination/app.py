@@ -23,7 +23,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from .asgi import BodyTooLarge, QuietDisconnect, read_capped
+from .asgi import CONNECTION_CLOSE, BodyTooLarge, QuietDisconnect, read_capped
 from .client import MailjetClient, MailjetError, create_http_client
 from .identify import apply_identify
 from .json_body import read_json
@@ -146,9 +146,7 @@ async def _unexpected_error(request: Request, exc: Exception) -> JSONResponse:
     # for a transient fault and harmless for a deterministic one (it fails again, then gives up).
     logger.exception("unexpected error handling %s %s", request.method, request.url.path)
     answer = _answer(500, f"internal error in the Mailjet destination: {exc.__class__.__name__}")
-    # Starlette raises the error again after this answer, and uvicorn then closes the connection:
-    # said, so that Segment's next request does not meet the close on a reused connection.
-    answer.headers["Connection"] = "close"
+    answer.headers.update(CONNECTION_CLOSE)
     return answer
 
 

@@ -1,10 +1,17 @@
-"""ASGI pieces the destination and the emulator's servers share: a capped body reader, and middleware
-that keeps a client's early departure out of the error log."""
+"""ASGI pieces the destination and the emulator's servers share: a capped body reader, the header of
+an exception handler's answer, and middleware that keeps a client's early departure out of the error
+log."""
 
 from __future__ import annotations
 
 from starlette.requests import ClientDisconnect, Request
 from starlette.types import ASGIApp, Receive, Scope, Send
+
+
+# Headers of the answer an app's `Exception` handler gives: Starlette raises the error again after
+# it, and uvicorn then closes the connection. Said, so that a client does not reuse the connection
+# and meet the close (a reset) on its next request.
+CONNECTION_CLOSE = {"Connection": "close"}
 
 
 class BodyTooLarge(Exception):

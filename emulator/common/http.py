@@ -10,9 +10,9 @@ from typing import Any, Callable
 import aiohttp
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-# The capped body reader lives with the destination, which must not import the emulator; the fakes
-# take it from here.
-from destination.asgi import BodyTooLarge, read_capped
+# The capped body reader and the exception handler's headers live with the destination, which must
+# not import the emulator; the fakes take them from here.
+from destination.asgi import CONNECTION_CLOSE, BodyTooLarge, read_capped
 
 from .json_body import decode_json
 
@@ -20,10 +20,6 @@ __all__ = [
     "ANSWER_KEEP_BYTES", "CONNECTION_CLOSE", "GZIP_ENCODINGS", "BeforeAnswer", "BodyTooLarge", "Inflated", "gunzip_bounded", "read_answer",
     "read_capped", "recorded_body",
 ]
-
-# The header of an answer after which uvicorn closes the connection: the 500 of an exception
-# handler, after which Starlette raises the error again.
-CONNECTION_CLOSE = {"Connection": "close"}
 
 # At most this much of an answer to our own outgoing calls is read and kept: an endpoint answering
 # megabytes (every 30 s for a day, for a retried webhook) must not fill the server's memory.

@@ -610,9 +610,7 @@ async def _http_error(request: Request, exc: Exception) -> Response:
 
 async def _internal_error(request: Request, exc: Exception) -> Response:
     # Only a bug (`api` answers its own) or a data dir that cannot be written gets here, still
-    # answered in the shape of the API called, never Starlette's plain-text page. Starlette raises
-    # the error again after this answer and uvicorn then closes the connection: `Connection: close`
-    # says so, or a client reusing the connection meets a reset.
+    # answered in the shape of the API called, never Starlette's plain-text page, with CONNECTION_CLOSE.
     log.error("bug in the fake Mailjet answering %s %s", request.method, request.url.path, exc_info=exc)
     if request.url.path.startswith(CONTROL_PREFIX):
         return JSONResponse({"error": f"internal error: {exc!r}"}, 500, CONNECTION_CLOSE)

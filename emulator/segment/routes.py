@@ -255,9 +255,7 @@ async def _http_error(request: Request, exc: Exception) -> Response:
 
 async def _internal_error(request: Request, exc: Exception) -> Response:
     # Only a bug (or a data dir that cannot be written) gets here; it is still answered in
-    # Segment's error shape, never an HTML page. Starlette raises the error again after this answer
-    # and uvicorn then closes the connection: `Connection: close` says so, or a client reusing the
-    # connection meets a reset.
+    # Segment's error shape, never an HTML page, with CONNECTION_CLOSE.
     log.error("bug in the fake Segment answering %s %s", request.method, request.url.path, exc_info=exc)
     if _is_control(request):
         return JSONResponse({"error": f"internal error: {exc!r}"}, status_code=500, headers=CONNECTION_CLOSE)
