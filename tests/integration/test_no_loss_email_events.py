@@ -248,18 +248,25 @@ def test_email_events_survive_failing_webhooks_and_a_faulty_segment(
         assert row["segment"]["state"] == "delivered", row["segment"]
         assert row["segment"]["attempts"][-1]["status"] == 200
     # The attempts recorded are the POSTs the fake Segment got: its journal, where an exchange is
-    # recorded once answered (a late answer's after its batch's retry, maybe: wait for it).
-    batches = {json.dumps(row["segment"]["attempts"]): row["segment"]["attempts"] for row in rows}
-    attempts = [attempt for batch in batches.values() for attempt in batch]
+    # recorded once answered (a late answer's after its batch's retry, maybe: wait for it). A batch
+    # is told by the messageIds it carries (two batches sent in one millisecond with the same
+    # outcomes have equal attempt records).
     segment_faults = {rule["id"]: rule["fired"] for rule in http.get(f"{info['segment_url']}/_emulator/faults").json()["faults"]}
     assert all(segment_faults.values()), f"every kind of Segment fault must have happened: {segment_faults}"
 
-    def whole_journal() -> list[dict[str, Any]] | None:
+    def whole_journal() -> dict[frozenset[str], list[dict[str, Any]]] | None:
         answer = http.get(f"{info['segment_url']}/_emulator/requests", params={"path": BATCH, "limit": 10_000})
-        entries = answer.json()["requests"]
-        return entries if len(entries) == len(attempts) else None
+        posts: dict[frozenset[str], list[dict[str, Any]]] = {}
+        for entry in answer.json()["requests"]:
+            posts.setdefault(frozenset(call["messageId"] for call in entry["body"]["batch"]), []).append(entry)
+        complete = set().union(*posts) == set(forwarded) and all(
+            len(group) == len(forwarded[next(iter(ids))]["segment"]["attempts"]) for ids, group in posts.items())
+        return posts if complete else None
 
-    entries = wait_for(whole_journal, f"the {len(attempts)} batch POSTs in the fake Segment's journal")
+    posts = wait_for(whole_journal, "every batch POST in the fake Segment's journal, one for each attempt recorded")
+    entries = [entry for group in posts.values() for entry in group]
+    batches = {ids: forwarded[next(iter(ids))]["segment"]["attempts"] for ids in posts}
+    attempts = [attempt for batch in batches.values() for attempt in batch]
     late = [entry for entry in entries if entry["fault"] == LATE_RULE]
     assert len(late) == segment_faults[LATE_RULE] and {entry["status"] for entry in late} == {200}
     # Each batch ends with one 200; any other unfaulted 200 is an answer that came after the
