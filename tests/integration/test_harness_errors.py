@@ -222,20 +222,20 @@ def test_the_journal_check_reads_only_the_hops_own_calls(segjet):
     assert segjet.mailjet_requests(path="/managecontact")[0]["body"] == {"Email": "x@example.com"}
     segjet.mailjet("POST", "/v3/REST/contact", json={"Email": "by-hand@example.com"}).raise_for_status()
     scenario = Scenario(segjet, user_count=1, timeout=5)
-    for name, hop in scenario.hops()[:2]:
+    for _, hop in scenario.hops()[:2]:
         hop()
     segjet.mailjet(
         "POST", "/v3/REST/contact/by-hand@example.com/managecontactslists",
         json={"ContactsLists": [{"ListID": 1, "Action": "addnoforce"}]},
     ).raise_for_status()
-    for name, hop in scenario.hops()[2:]:
+    for _, hop in scenario.hops()[2:]:
         hop()  # raises HopFailed if a call by hand was checked as the hop's
 
 
 def test_the_email_events_hop_waits_for_this_messages_events(segjet):
     assert all(result.ok for result in Scenario(segjet, seed=0, user_count=1, timeout=5).run())
     again = Scenario(segjet, seed=0, user_count=1, timeout=5)  # the same user, without a reset
-    for name, hop in again.hops()[:-1]:
+    for _, hop in again.hops()[:-1]:
         hop()
     segjet.mailjet_settings({"sendEvents": False})  # this run's opens and clicks never reach Segment
     again.timeout = 0.5

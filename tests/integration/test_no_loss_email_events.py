@@ -294,7 +294,7 @@ def test_email_events_survive_failing_webhooks_and_a_faulty_segment(
 
     # ---- Webhooks: each event delivered; the records agree with what the receiver saw.
     by_event: dict[tuple[int, str], str] = {}  # (MessageID, event) → the body key that carried it
-    for key, (path, body) in receiver.bodies.items():
+    for key, (_, body) in receiver.bodies.items():
         for payload in body if isinstance(body, list) else [body]:
             event_key = (payload["MessageID"], payload["event"])
             assert by_event.setdefault(event_key, key) == key, f"{event_key} posted in two different bodies"
