@@ -299,6 +299,7 @@ def _identify_user(user: str, events: list[dict[str, Any]]) -> tuple[str | None,
             # A discarded call's userId may be any JSON value (`id_not_string`); only a string names a user.
             if _same_email(_email_of(event), user) and isinstance(event.get("userId"), str) and event["userId"]:
                 user_id = event["userId"]
+                email = _email_of(event)  # as the user's calls spell it, not as it was searched for
     else:
         user_id = user
         identified = None

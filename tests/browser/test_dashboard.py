@@ -751,6 +751,24 @@ def test_contacts_page_shows_one_page_of_the_account_at_a_time(page: Page, stack
     expect(page.locator("#view")).to_contain_text("No contact matches.")
 
 
+def test_contacts_page_emptied_by_a_reset_goes_back_to_the_first_page(page: Page, stack: dict[str, Any], http: httpx.Client) -> None:
+    # On page 2 when Mailjet was reset, the page stayed at its offset with Previous enabled, and each
+    # click moved an offset that showed nothing.
+    mailjet, auth = stack["mailjet_url"], (stack["mailjet_api_key"], stack["mailjet_secret_key"])
+    for number in range(55):
+        http.post(f"{mailjet}/v3/REST/contact", auth=auth, json={"Email": f"e{number}@example.com"}).raise_for_status()
+    open_page(page, f"{mailjet}/contacts")
+    position = page.locator("#ct-position")
+    pager = page.get_by_role("group", name="Contact pages")
+    pager.get_by_role("button", name="Next").click()
+    expect(position).to_have_text("Contacts 51–55 of 55")
+    http.post(f"{mailjet}/_emulator/reset").raise_for_status()
+    expect(page.locator("#view")).to_contain_text("No contacts yet.")
+    expect(pager.get_by_role("button", name="Previous")).to_be_disabled()
+    http.post(f"{mailjet}/v3/REST/contact", auth=auth, json={"Email": "after@example.com"}).raise_for_status()
+    expect(position).to_have_text("Contacts 1–1 of 1")
+
+
 def test_a_partial_trace_says_so_on_the_page(page: Page) -> None:
     # The trace reads the newest 10,000 records of each source: a step older than those was left out
     # without a word, and looked like a hop lost on the way.

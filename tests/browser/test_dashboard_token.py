@@ -66,5 +66,8 @@ def test_without_the_token_the_page_says_why(browser: Browser, stack: dict[str, 
         page.goto(stack["mailjet_url"] + "/")
         expect(page.locator("body[data-ready=true]")).to_be_attached(timeout=15_000)
         expect(page.locator("#view")).to_contain_text("token", timeout=15_000)
+        # The reads that failed are said on top, not shown as an account with no list.
+        expect(page.locator("#view .alert.bad").first).to_contain_text("token")
+        expect(page.locator(".card", has_text="Contact lists")).to_contain_text("—")
     finally:
         context.close()

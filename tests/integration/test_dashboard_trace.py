@@ -375,6 +375,15 @@ def test_a_trace_by_email_is_of_the_user_who_has_it_now(tenant_b: TwoTenantStack
     assert trace(stack, "moved@example.com")["userId"] == "u-now"
 
 
+def test_a_trace_by_email_shows_the_address_as_the_users_calls_spell_it(tenant_b: TwoTenantStack) -> None:
+    # Searched for in another case, the trace found the user but its header showed the address as typed.
+    stack = tenant_b
+    call(stack, "identify", {"userId": "u-case", "traits": {"email": "Case@example.com"}})
+    found = trace(stack, "CASE@EXAMPLE.COM")
+    assert (found["userId"], found["email"]) == ("u-case", "Case@example.com")
+    assert any(step["kind"] == "segment" for step in found["steps"])
+
+
 def test_a_trace_that_read_only_the_newest_records_of_a_source_says_so(tenant_b: TwoTenantStack) -> None:
     # The trace reads the newest LIMIT records of each source: the user's identify, older than the
     # newest 10,000 events, was left out without a word, and looked like a call Segment never got.

@@ -15,18 +15,23 @@
   const accountRead = newestOnly();
   async function viewAccount() {
     const current = accountRead();
-    const [connection, lists] = await Promise.all([
-      api("GET", "/_emulator/app-connections/segment").catch(() => null),
-      api("GET", "/_emulator/dashboard/lists").catch(() => ({ lists: [] })),
+    const errors = alertRegion();
+    // A read that fails is said (a missing control token, a server gone), not shown as "0 lists".
+    const failed = (error) => { fail(errors, error); return null; };
+    const [account, connection, lists] = await Promise.all([
+      api("GET", "/_emulator/dashboard/info").catch(failed),
+      api("GET", "/_emulator/app-connections/segment").catch(failed),
+      api("GET", "/_emulator/dashboard/lists").catch(failed),
     ]);
     if (!current()) return;
     fill(main, 
       h("h1", {}, "Mailjet account"),
       h("p", { class: "lede" }, "A fake Mailjet account: REST API v3, Send API v3.1, email events and the Segment app connection. The API secret never reaches this page."),
+      errors,
       h("div", { class: "cards" },
-        h("div", { class: "card" }, h("div", { class: "stat-label" }, "API key"), h("code", {}, info.apiKey || "—"),
+        h("div", { class: "card" }, h("div", { class: "stat-label" }, "API key"), h("code", {}, (account && account.apiKey) || "—"),
           h("p", { class: "hint" }, "The secret is the one given to segjet up (--mailjet-secret-key).")),
-        h("div", { class: "card" }, h("div", { class: "stat-label" }, "Contact lists"), h("div", { class: "stat" }, String(lists.lists.length))),
+        h("div", { class: "card" }, h("div", { class: "stat-label" }, "Contact lists"), h("div", { class: "stat" }, lists ? String(lists.lists.length) : "—")),
         h("div", { class: "card" }, h("div", { class: "stat-label" }, "Email events to Segment"),
           h("div", { class: "stat" }, connection ? (connection.sendEvents ? "On" : "Off") : "—"))),
       h("h2", {}, "Where to go"),
@@ -227,8 +232,9 @@
           api("GET", query()),
         ]);
         if (!current()) return;
-        if (!page.contacts.length && page.total && offset > 0) {
-          offset = Math.floor((page.total - 1) / CONTACTS_PAGE) * CONTACTS_PAGE;
+        if (!page.contacts.length && offset > 0) {
+          // With none left (a reset) the first page, where Previous is off.
+          offset = Math.max(0, Math.floor((page.total - 1) / CONTACTS_PAGE) * CONTACTS_PAGE);
           page = await api("GET", query());
           if (!current()) return;
         }
