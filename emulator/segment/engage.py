@@ -135,6 +135,10 @@ class ProfileSource(Protocol):
 
     def traits(self, user_id: str) -> Mapping[str, Any]: ...
 
+    def emails(self, user_id: str) -> Sequence[str]:
+        """The profile's emails (external ids), oldest first."""
+        ...
+
     def events(self, user_id: str, event: str, since: datetime | None) -> Sequence[ProfileEvent]:
         """Track calls named `event` with a timestamp at or after `since` (all when None), oldest first."""
         ...
@@ -160,6 +164,9 @@ class SegmentProfiles:
 
     def traits(self, user_id: str) -> Mapping[str, Any]:
         return self.backend.profiles.traits(user_id)
+
+    def emails(self, user_id: str) -> Sequence[str]:
+        return self.backend.profiles.emails(user_id)
 
     def events(self, user_id: str, event: str, since: datetime | None) -> Sequence[ProfileEvent]:
         profile = self.backend.profiles.get(user_id)
@@ -224,7 +231,7 @@ def _lookup(values: Mapping[str, Any], path: str) -> tuple[bool, Any]:
 
 
 def _email_of(traits: Mapping[str, Any]) -> str | None:
-    """The profile's email as Engage sends it in `traits.email`, or None."""
+    """The email of an identify Engage sent (its `traits.email`), or None."""
     email = traits.get("email")
     return email if isinstance(email, str) and email else None
 
@@ -904,7 +911,7 @@ class _Result:
 
     value: Any
     lapse: datetime | None
-    identify: dict[str, Any] | None  # to send: the value differs from what the destination was told
+    identifies: list[dict[str, Any]]  # to send: one per email the destination was not told the value with
 
 
 @dataclass
@@ -947,10 +954,11 @@ class EngageEngine:
         self._by_trait: dict[str, list[_Computation]] = {}
         self._seen: set[str] = set()  # userIds observed or backfilled
         self._linked: set[str] = set()  # anonymousIds observed together with a userId
-        # The email of the last identify sent per userId (None: sent without one). Engage re-syncs
-        # what it told when an email is added to a profile (Segment docs, using-engage-data.md,
-        # "New external identifiers added to a profile"); the destination keys contacts by email.
-        self._sent_email: dict[str, str | None] = {}
+        # The emails Engage sent identifies with, per userId it told something (empty: only without
+        # one). Engage sends one identify per email of a profile, and re-syncs what it told when an
+        # email is added to it (Segment docs, using-engage-data.md, "Multiple identifiers of the same
+        # type", "New external identifiers added to a profile"); the destination keys contacts by email.
+        self._told_emails: dict[str, set[str]] = {}
         # The clock's time at the latest sync: a clock set back before it makes every profile due.
         self._synced_at: datetime | None = None
 
@@ -998,11 +1006,11 @@ class EngageEngine:
             )
         del self._computations[key]
         self._reindex()
-        # The email last sent to a userId no remaining definition told anything is forgotten, as a
-        # restart would (restore rebuilds it from the definitions kept): otherwise an email change
+        # The emails sent to a userId no remaining definition told anything are forgotten, as a
+        # restart would (restore rebuilds them from the definitions kept): otherwise a new email
         # re-evaluated that user in every definition, but only until the next restart.
         told = {user_id for c in self._computations.values() for user_id in (*c.members, *c.values)}
-        self._sent_email = {user_id: email for user_id, email in self._sent_email.items() if user_id in told}
+        self._told_emails = {user_id: emails for user_id, emails in self._told_emails.items() if user_id in told}
         return definition
 
     def audiences(self) -> list[Audience]:
@@ -1063,8 +1071,8 @@ class EngageEngine:
             touched = self._by_event.get(message.get("event"), ())
         elif message.get("type") == "identify" and isinstance(message.get("traits"), Mapping):
             touched = [computation for name in message["traits"] for computation in self._by_trait.get(name, ())]
-            if "email" in message["traits"] and self._email_to_resend(user_id) is not None:
-                touched = list(self._computations.values())  # every value told is sent to the new address
+        if self._emails_to_resend(user_id):
+            touched = list(self._computations.values())  # every value told is sent to the new address
         for computation in touched:
             if computation.synced:
                 computation.dirty.add(user_id)
@@ -1091,16 +1099,14 @@ class EngageEngine:
         if current != user_id:
             if computation.take_over(user_id, current):
                 computation.resend.add(current)
-            if user_id in self._sent_email:
-                self._sent_email.setdefault(current, self._sent_email.pop(user_id))
+            if user_id in self._told_emails:
+                self._told_emails.setdefault(current, set()).update(self._told_emails.pop(user_id))
         return current
 
-    def _email_to_resend(self, user_id: str) -> str | None:
-        """The profile's email when Engage has told this user something, but never with that email."""
-        if user_id not in self._sent_email:
-            return None
-        email = _email_of(self.profiles.traits(user_id))
-        return email if email is not None and email != self._sent_email[user_id] else None
+    def _emails_to_resend(self, user_id: str) -> list[str]:
+        """The profile's emails Engage never sent to, when it has told this user something."""
+        told = self._told_emails.get(user_id)
+        return [] if told is None else [email for email in self.profiles.emails(user_id) if email not in told]
 
     def has_pending(self) -> bool:
         """Something to send at the next sync without time passing (dirty profiles, first syncs, a
@@ -1121,7 +1127,7 @@ class EngageEngine:
     # sync ------------------------------------------------------------------------------------
 
     def sync(self) -> SyncResult:
-        """Evaluate what changed at the clock's time and emit one identify per change.
+        """Evaluate what changed at the clock's time and emit one identify per change and email of the profile.
 
         A profile whose evaluation fails (a bug) is logged and looked at again at the next sync;
         the other profiles and definitions are synced as usual. A sync that raises still sends
@@ -1141,7 +1147,7 @@ class EngageEngine:
         sent: list[dict[str, Any]] = []
         evaluated = 0
         # Applied once every definition is looked at, so that each resends to a new email.
-        sent_email: dict[str, str | None] = {}
+        told_emails: dict[str, set[str]] = {}
         # What was recorded as told is sent even if a later definition raises (a bug): nothing
         # else would send it, since the next sync compares with what was recorded.
         try:
@@ -1169,13 +1175,16 @@ class EngageEngine:
                         continue
                     computation.schedule_lapse(user_id, result.lapse)
                     computation.resend.discard(user_id)
-                    if result.identify is not None:
+                    if result.identifies:
                         computation.record(user_id, result.value)
-                        sent.append(result.identify)
-                        sent_email[user_id] = result.identify["traits"].get("email")
+                        sent += result.identifies
+                        told_emails.setdefault(user_id, set()).update(
+                            email for identify in result.identifies if (email := identify["traits"].get("email"))
+                        )
                     computation.failed.discard(user_id)
         finally:
-            self._sent_email.update(sent_email)
+            for user_id, emails in told_emails.items():
+                self._told_emails.setdefault(user_id, set()).update(emails)
             for message in sent:
                 self.emit(message)
         return SyncResult(sent, evaluated)
@@ -1193,16 +1202,20 @@ class EngageEngine:
             told = user_id in computation.values and computation.values[user_id] is not None
             # A profile never told a value is told only once it has one.
             changed = not _same(computation.values[user_id], value) if user_id in computation.values else present
-        if not changed and told and self._email_to_resend(user_id) is not None:
-            changed = True  # unchanged, but the destination has not had it with this email
         if not changed and told and user_id in computation.resend:
             changed = True  # unchanged, but the destination has not had it under this userId
-        identify = self._identify(definition, user_id, value, subject.now) if changed else None
-        return _Result(value, lapse, identify)
+        if changed:
+            emails: Sequence[str | None] = self.profiles.emails(user_id) or (None,)
+        else:
+            # Unchanged, but the destination has not had it with these emails.
+            emails = self._emails_to_resend(user_id) if told else ()
+        identifies = [self._identify(definition, user_id, value, subject.now, email) for email in emails]
+        return _Result(value, lapse, identifies)
 
-    def _identify(self, definition: Audience | ComputedTrait, user_id: str, value: Any, now: datetime) -> dict[str, Any]:
+    def _identify(
+        self, definition: Audience | ComputedTrait, user_id: str, value: Any, now: datetime, email: str | None
+    ) -> dict[str, Any]:
         traits: dict[str, Any] = {definition.key: value}
-        email = _email_of(self.profiles.traits(user_id))
         if email is not None:
             traits["email"] = email
         return {
@@ -1257,13 +1270,13 @@ class EngageEngine:
                 computation.touched = {}
         return changes
 
-    def restore(self, states: Iterable[ComputationState], sent_email: Mapping[str, str | None] | None = None) -> None:
+    def restore(self, states: Iterable[ComputationState], told_emails: Mapping[str, set[str]] | None = None) -> None:
         """Replace every definition and its sync state (a restart, a snapshot import).
 
         Pending work and lapse times are not kept: every profile is marked to re-evaluate in
         the synced definitions, so the next sync compares them all with what was last sent and
-        sends only the differences (and lapses are found again). `sent_email`: the email of the
-        last identify sent per userId (None: sent without one), as the stored messages show it.
+        sends only the differences (and lapses are found again). `told_emails`: the emails Engage
+        sent identifies with per userId, as the stored messages show them.
         """
         self._computations, self._seen, self._linked, self._synced_at = {}, set(), set(), None
         for state in states:
@@ -1278,16 +1291,16 @@ class EngageEngine:
                 told = (*computation.members, *computation.values)
                 merged = {user_id for user_id in told if self._current_user_id(user_id) != user_id}
                 computation.dirty = user_ids | merged
-        # A userId whose last identify is not known is taken as told with the profile's email.
-        sent_email = sent_email or {}
-        self._sent_email = {
-            user_id: sent_email[user_id] if user_id in sent_email else _email_of(self.profiles.traits(user_id))
+        # A userId whose identifies are not known is taken as told with the profile's emails.
+        told_emails = told_emails or {}
+        self._told_emails = {
+            user_id: set(told_emails[user_id]) if user_id in told_emails else set(self.profiles.emails(user_id))
             for c in self._computations.values() for user_id in (*c.members, *c.values)
         }
 
     def reset(self, audiences: Iterable[Any] = (), traits: Iterable[Any] = ()) -> None:
         """Forget every definition and sync state, then define the given ones (from config) afresh."""
-        self._computations, self._seen, self._linked, self._sent_email = {}, set(), set(), {}
+        self._computations, self._seen, self._linked, self._told_emails = {}, set(), set(), {}
         self._synced_at = None
         self._reindex()
         for kind, bodies, define in (("audiences", audiences, self.define_audience),
@@ -1511,7 +1524,7 @@ class EngageSpace:
     def restore(self, states: Iterable[ComputationState]) -> None:
         """Definitions and last-synced state kept before a restart or from a snapshot; call after
         the backend's restore (the emails Engage last sent with are read from its messages)."""
-        self.engine.restore(states, self._emails_sent())
+        self.engine.restore(states, self._emails_told())
         self.scheduler.cancel()  # a snapshot's definitions bring their own schedule
         self.scheduler.arm()
 
@@ -1522,14 +1535,16 @@ class EngageSpace:
         self.scheduler.cancel()
         self.scheduler.arm()
 
-    def _emails_sent(self) -> dict[str, str | None]:
-        """The email of the last identify this space sent per userId, from the stored messages
-        (those still in the events feed: an older one is taken as sent with the current email)."""
-        emails: dict[str, str | None] = {}
+    def _emails_told(self) -> dict[str, set[str]]:
+        """The emails this space sent identifies with per userId, from the stored messages (those
+        still in the events feed: a userId with none there is taken as told with its emails)."""
+        emails: dict[str, set[str]] = {}
         for stored in self.backend.messages:
             if stored.source.id == self.source.id and isinstance(stored.user_id, str):
                 traits = stored.message.get("traits")
-                emails[stored.user_id] = _email_of(traits) if isinstance(traits, Mapping) else None
+                told = emails.setdefault(stored.user_id, set())
+                if isinstance(traits, Mapping) and (email := _email_of(traits)) is not None:
+                    told.add(email)
         return emails
 
     def close(self) -> None:

@@ -350,21 +350,46 @@ def _timestamp_of(event: ProfileEvent) -> datetime:
     return event.timestamp
 
 
+# Segment's default limit of values per identifier type other than user_id (Unify, identity
+# resolution settings, "Limit"). GUESS: a sixth email is not added; its priority rules demote the
+# lower-ranked identifier on the call that would exceed a limit, and email ranks below user_id.
+EMAIL_LIMIT = 5
+
+
+def emails_carried(message: Mapping[str, Any]) -> list[str]:
+    """The emails an identify or track call makes external ids of its profile: `traits.email` and
+    `context.traits.email` (Unify, identity resolution settings: the default external ids)."""
+    context = message.get("context")
+    found = []
+    for holder in (message.get("traits"), context.get("traits") if context.__class__ is dict else None):
+        if holder.__class__ is dict:
+            email = holder.get("email")
+            if email.__class__ is str and email:
+                found.append(email)
+    return found
+
+
 class Profile:
-    """One person: a userId (when known), the anonymousIds linked to it, traits and history.
+    """One person: a userId (when known), the anonymousIds linked to it, its emails (external ids,
+    oldest first), traits and history.
 
     `events` holds every identify/track/page/screen/group call in timestamp order, so "performed
     E at least N times within 30 days" is one bisection and a scan of the window. (An index per
     event name made that scan shorter but cost ~25 bytes a stored event.)
     """
 
-    __slots__ = ("user_id", "anonymous_ids", "traits", "events")
+    __slots__ = ("user_id", "anonymous_ids", "emails", "traits", "events")
 
     def __init__(self, user_id: str | None = None) -> None:
         self.user_id = user_id
         self.anonymous_ids: dict[str, None] = {}  # an ordered set
+        self.emails: tuple[str, ...] = ()  # a tuple: most profiles have one email or none
         self.traits: dict[str, Any] = {}
         self.events: list[ProfileEvent] = []
+
+    def add_email(self, email: str) -> None:
+        if email not in self.emails and len(self.emails) < EMAIL_LIMIT:
+            self.emails += (email,)
 
     def add_event(self, event: ProfileEvent) -> None:
         # Events mostly arrive in time order, so this is an append; a late one is placed by bisection.
@@ -383,6 +408,8 @@ class Profile:
     def absorb(self, other: Profile) -> None:
         """Take over `other` (identity merge): its ids, the traits this profile lacks, its history."""
         self.anonymous_ids.update(other.anonymous_ids)
+        for email in other.emails:
+            self.add_email(email)
         self.traits = {**other.traits, **self.traits}
         self.events = list(heapq.merge(self.events, other.events, key=_timestamp_of))
 
@@ -390,6 +417,7 @@ class Profile:
         return {
             "userId": self.user_id,
             "anonymousIds": list(self.anonymous_ids),
+            "emails": list(self.emails),
             "traits": self.traits,
             "events": [event.to_json() for event in self.events],
         }
@@ -433,6 +461,10 @@ class ProfileStore:
         profile = self._by_user.get(user_id)
         return profile.traits if profile is not None else {}
 
+    def emails(self, user_id: str) -> tuple[str, ...]:
+        profile = self._by_user.get(user_id)
+        return profile.emails if profile is not None else ()
+
     def merged_user_ids(self, user_id: str) -> list[str]:
         """The userIds, other than its own, whose profiles merges moved into `user_id`'s."""
         profile = self._by_user.get(user_id)
@@ -447,7 +479,16 @@ class ProfileStore:
             return
         profile = self._resolve(message.get("userId") or None, message.get("anonymousId") or None)
         if call_type == "identify" and message.get("traits"):
-            profile.traits.update(message["traits"])
+            traits = message["traits"]
+            context = message.get("context")
+            if context.__class__ is dict and context.get("personas") is not None:
+                # Engage's own identify writes the key it computes; its email says which of the
+                # profile's addresses this copy is for (one per email), not a new value of the trait.
+                traits = {name: value for name, value in traits.items() if name != "email"}
+            profile.traits.update(traits)
+        if call_type == "identify" or call_type == "track":
+            for email in emails_carried(message):
+                profile.add_email(email)
         # Ingest checks `properties` on track/page/screen only: an identify's may be a list.
         properties = message.get("properties")
         if properties.__class__ is not dict or not properties:

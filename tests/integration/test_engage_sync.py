@@ -349,6 +349,26 @@ def test_after_an_alias_the_audience_follows_the_surviving_user_id_to_mailjet(st
     assert stack.get("/_emulator/engage/audiences")["audiences"][0]["members"] == 0
 
 
+def test_a_user_who_changed_email_leaves_the_audience_on_both_mailjet_contacts(stack):
+    # Segment docs (engage/using-engage-data.md, "Multiple identifiers of the same type"): one event
+    # per email of the profile. The exit went to the newest address only: the contact of the earlier
+    # one kept `true` in Mailjet for good.
+    old, new = "lena.old@example.com", "lena.new@example.com"
+    stack.identify("lena", {"email": old})
+    stack.order("lena", 20.0)
+    stack.post("/_emulator/engage/audiences", AUDIENCE, status=201)
+    assert stack.sync() == {"lena": True}
+    stack.identify("lena", {"email": new})
+    assert stack.sync() == {"lena": True}  # to the new address only: the old one has it
+    assert stack.get("/_emulator/profiles/lena")["emails"] == [old, new]
+    stack.advance("31d")
+    sent = stack.post("/_emulator/engage/sync")["sent"]
+    assert [(message["userId"], message["traits"]) for message in sent] == [
+        ("lena", {KEY: False, "email": old}), ("lena", {KEY: False, "email": new})]
+    for email in (old, new):
+        stack.wait_for_property(email, KEY, "false")
+
+
 def test_a_whole_reset_starts_the_configured_definitions_at_the_reset_clock_with_their_sync_armed() -> None:
     config = BundleConfig(segment_port=0, mailjet_port=0, destination_port=0, engage_audiences=[AUDIENCE])
     for stack in _stack(config):

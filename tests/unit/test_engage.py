@@ -14,7 +14,7 @@ import pytest
 import contracts
 from emulator.common.clock import Clock, iso
 from emulator.config import BundleConfig
-from emulator.segment.models import SegmentBackend, Source
+from emulator.segment.models import SegmentBackend, Source, emails_carried
 from emulator.segment.engage import (
     ENGAGE_SOURCE_NAME,
     SYNC_RETRY,
@@ -54,6 +54,7 @@ class World:
     traits_of: dict[str, dict[str, Any]] = field(default_factory=dict)
     events_of: dict[str, dict[str, list[Event]]] = field(default_factory=lambda: defaultdict(lambda: defaultdict(list)))
     emitted: list[dict[str, Any]] = field(default_factory=list)
+    emails_of: dict[str, list[str]] = field(default_factory=dict)  # as the profile store keeps them
     user_of_anonymous: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -68,6 +69,9 @@ class World:
     def traits(self, user_id):
         return self.traits_of.get(user_id, {})
 
+    def emails(self, user_id):
+        return self.emails_of.get(user_id, [])
+
     def events(self, user_id, event, since):
         found = self.events_of[user_id][event] if user_id in self.events_of else []
         return sorted((item for item in found if since is None or item.timestamp >= since), key=lambda e: e.timestamp)
@@ -81,6 +85,8 @@ class World:
     # what the Segment backend does on accepted messages
     def identify(self, user_id: str, **traits: Any) -> None:
         self.traits_of.setdefault(user_id, {}).update(traits)
+        emails = self.emails_of.setdefault(user_id, [])
+        emails += [email for email in emails_carried({"traits": traits}) if email not in emails]
         self.engine.observe({"type": "identify", "userId": user_id, "traits": traits})
 
     def track(self, user_id: str, event: str = ORDER, ago: timedelta = timedelta(), **properties: Any) -> None:
@@ -1252,7 +1258,9 @@ def test_an_email_added_to_a_profile_resends_what_the_destination_was_told():
     assert sent() == []
     world.identify("u1", email="ada@example.com")  # another address: Engage sends to it too
     world.track("u1")
+    # An unchanged value goes to the new address only, a changed one to each of the profile's.
     assert sent() == [("u1", {"order_completed_last_30days": True, "email": "ada@example.com"}),
+                      ("u1", {"orders": 2, "email": "u1@example.com"}),
                       ("u1", {"orders": 2, "email": "ada@example.com"})]
     # A restart restores what was told; the addresses already sent to are not sent to again.
     world.engine.restore(world.engine.export_state())
@@ -1261,6 +1269,37 @@ def test_an_email_added_to_a_profile_resends_what_the_destination_was_told():
     world.identify("u2", email="bob@example.com")
     assert sent() == [("u2", {"order_completed_last_30days": True, "email": "bob@example.com"}),
                       ("u2", {"orders": 1, "email": "bob@example.com"})]
+
+
+def test_each_change_is_sent_once_per_email_of_the_profile_exits_included():
+    # Segment docs (engage/using-engage-data.md, "Multiple identifiers of the same type"): a profile
+    # with several emails gets one event per email. Only the newest was sent to, so the contact of
+    # an earlier address kept `true` in Mailjet after the user left the audience.
+    world = World()
+    world.identify("u1", email="old@example.com")
+    world.track("u1")
+    world.engine.define_audience(LAST_30)
+    world.engine.sync()
+    world.identify("u1", email="new@example.com")
+    assert [m["traits"] for m in world.engine.sync().sent] == [
+        {"order_completed_last_30days": True, "email": "new@example.com"}]
+    world.advance(timedelta(days=31))
+    assert [m["traits"] for m in world.engine.sync().sent] == [
+        {"order_completed_last_30days": False, "email": "old@example.com"},
+        {"order_completed_last_30days": False, "email": "new@example.com"}]
+
+
+def test_an_email_given_only_in_context_traits_is_sent_to():
+    # Unify takes context.traits.email as an email external id too: a member whose address came
+    # that way got Engage's identify without an email, which the Mailjet destination refuses.
+    _, backend, space = _space_on_backend()
+    _call(backend, "track", userId="uy", event=ORDER)
+    space.define_audience(LAST_30)
+    assert [m["traits"] for m in space.sync().sent] == [{"order_completed_last_30days": True}]
+    _call(backend, "identify", userId="uy", context={"traits": {"email": "uy@example.com"}})
+    assert [m["traits"] for m in space.sync().sent] == [
+        {"order_completed_last_30days": True, "email": "uy@example.com"}]
+    assert space.sync().sent == []
 
 
 def test_a_long_chain_of_audiences_reading_each_other_is_checked_without_recursion():
@@ -1800,7 +1839,9 @@ def test_an_alias_through_an_anonymous_id_hands_the_merged_user_ids_state_to_the
     space.define_trait({"name": "Orders", "computed": "count", "event": ORDER, "within": "30d"})
     assert sorted((m["userId"], m["traits"]["orders"]) for m in space.sync().sent) == [("u1", 1), ("u2", 1)]
     _call(backend, "alias", previousId="anon-2", userId="u1")
-    assert [(m["userId"], m["traits"]["orders"]) for m in space.sync().sent] == [("u1", 2)]
+    # The merged profile has both users' emails: the change goes to each.
+    assert [(m["userId"], m["traits"]["orders"], m["traits"]["email"]) for m in space.sync().sent] == [
+        ("u1", 2, "p@example.com"), ("u1", 2, "q@example.com")]
     [trait] = space.engine.traits()
     assert space.engine.export_state()[0].values == {"u1": 2}
     assert space.engine.describe(trait)["profiles_with_value"] == 1

@@ -643,6 +643,40 @@ def test_a_merge_keeps_the_surviving_profiles_traits_over_the_absorbed_ones(back
     assert backend.profiles.get("u").traits == {"plan": "pro", "email": "a@example.com"}
 
 
+def test_a_profiles_emails_are_those_its_identify_and_track_calls_carried_up_to_five(backend: SegmentBackend) -> None:
+    # Unify's default external ids: email from traits.email or context.traits.email, in track or
+    # identify calls; 5 values of an identifier type at most (a guess: later ones are not added).
+    one(backend, "identify", {"userId": "u", "traits": {"email": "a@example.com"}})
+    one(backend, "track", {"userId": "u", "event": "E", "context": {"traits": {"email": "b@example.com"}}})
+    one(backend, "identify", {"userId": "u", "traits": {"email": "a@example.com", "plan": "pro"}})
+    one(backend, "page", {"userId": "u", "context": {"traits": {"email": "page@example.com"}}})
+    one(backend, "identify", {"userId": "u", "traits": {"email": None}, "context": {"traits": {"email": 7}}})
+    profile = backend.profiles.get("u")
+    assert profile.emails == ("a@example.com", "b@example.com")
+    assert profile.traits["email"] is None  # the trait changes; the external id stays
+    for number in range(5):
+        one(backend, "identify", {"userId": "u", "traits": {"email": f"more{number}@example.com"}})
+    assert profile.to_json()["emails"] == ["a@example.com", "b@example.com", "more0@example.com",
+                                           "more1@example.com", "more2@example.com"]
+
+
+def test_a_merged_profile_has_both_profiles_emails(backend: SegmentBackend) -> None:
+    one(backend, "identify", {"anonymousId": "a1", "traits": {"email": "anon@example.com"}})
+    one(backend, "identify", {"userId": "u", "traits": {"email": "u@example.com"}})
+    one(backend, "track", {"userId": "u", "anonymousId": "a1", "event": "E"})
+    assert backend.profiles.get("u").emails == ("u@example.com", "anon@example.com")
+
+
+def test_an_engage_identify_writes_its_key_not_the_email_it_is_addressed_to(backend: SegmentBackend) -> None:
+    # Engage sends one identify per email of a profile: each address in turn became the profile's
+    # email trait, and an email trait set to null came back (re-entering an audience of "has an email").
+    one(backend, "identify", {"userId": "u", "traits": {"email": "a@example.com"}})
+    one(backend, "identify", {"userId": "u", "traits": {"email": None}})
+    one(backend, "identify", {"userId": "u", "traits": {"vip": True, "email": "a@example.com"},
+                              "context": {"personas": {"computation_key": "vip"}}})
+    assert backend.profiles.get("u").traits == {"email": None, "vip": True}
+
+
 def test_a_window_holds_an_event_stamped_exactly_at_its_start(backend: SegmentBackend) -> None:
     one(backend, "track", {"userId": "u", "event": "E", "timestamp": "2025-02-01T12:00:00.000Z"})
     start = datetime(2025, 2, 1, 12, tzinfo=timezone.utc)
