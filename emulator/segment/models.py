@@ -65,6 +65,9 @@ ENDPOINTS: dict[str, str | None] = {
     "b": None,
     "import": None,
 }
+# The endpoints analytics.js and the mobile libraries post to: client-side calls, whose
+# `context.ip` Segment's servers fill in (spec/common.md, context `ip`).
+CLIENT_SIDE_ENDPOINTS = frozenset({*(call_type[0] for call_type in CALL_TYPES), "b"})
 
 ACCEPTED = "accepted"
 DISCARDED = "discarded"
@@ -166,10 +169,13 @@ class TrackingRequest:
     body: dict[str, Any]
     size: int  # bytes of JSON once inflated
     write_key: str
+    client_ip: str | None = None  # the address the request came from, when known
+    client_side: bool = False  # posted to an analytics.js endpoint (CLIENT_SIDE_ENDPOINTS)
 
 
 def parse_tracking_request(
-    endpoint: str, raw: bytes, content_encoding: str | None = None, authorization: str | None = None
+    endpoint: str, raw: bytes, content_encoding: str | None = None, authorization: str | None = None,
+    client_ip: str | None = None,
 ) -> TrackingRequest:
     """Decode a tracking call (`endpoint` a key of ENDPOINTS), or raise TrackingApiError (a 4xx).
 
@@ -177,7 +183,9 @@ def parse_tracking_request(
     """
     call_type = ENDPOINTS[endpoint]
     body, size = decode_body(raw, content_encoding, MAX_CALL_BYTES if call_type else MAX_BATCH_BYTES)
-    return TrackingRequest(call_type, body, size, write_key_from(authorization, body))
+    return TrackingRequest(
+        call_type, body, size, write_key_from(authorization, body), client_ip, endpoint in CLIENT_SIDE_ENDPOINTS
+    )
 
 
 def write_key_from(authorization: str | None, body: dict[str, Any]) -> str:
@@ -631,6 +639,8 @@ class _Arrival:
     shared: dict[str, dict[str, Any]] | None = None  # batch-level context and integrations
     forced_reason: str | None = None  # every item is discarded for this reason
     measure: bool = False  # whether items must be measured against the 32 KB limit
+    client_ip: str | None = None  # the request's address: `context.ip` where Segment adds it
+    client_side: bool = False  # an analytics.js endpoint's calls, which get `context.ip`
 
 
 # A batch item between enrichment and storage: the message, its corrected timestamp (parsed), and
@@ -715,18 +725,21 @@ class SegmentBackend:
     # -- ingestion -----------------------------------------------------------------------------
 
     def receive(
-        self, endpoint: str, raw: bytes, content_encoding: str | None = None, authorization: str | None = None
+        self, endpoint: str, raw: bytes, content_encoding: str | None = None, authorization: str | None = None,
+        client_ip: str | None = None,
     ) -> list[StoredMessage]:
         """Handle one POST /v1/<endpoint>; answer what was stored, or raise TrackingApiError (a 4xx).
 
         `endpoint` must be a key of ENDPOINTS.
         """
-        return self.accept(parse_tracking_request(endpoint, raw, content_encoding, authorization))
+        return self.accept(parse_tracking_request(endpoint, raw, content_encoding, authorization, client_ip))
 
     def accept(self, request: TrackingRequest) -> list[StoredMessage]:
         """Store a decoded tracking call under its write key's source; raise TrackingApiError for a 4xx."""
         call_type, body = request.call_type, request.body
-        arrival = self._arrival(self._source_for(request.write_key), body.get("sentAt"))
+        arrival = self._arrival(
+            self._source_for(request.write_key), body.get("sentAt"), request.client_ip, request.client_side
+        )
         if call_type is None:
             return self._receive_batch(body, request.size, arrival)
         item = {key: value for key, value in body.items() if key != "writeKey"}
@@ -748,9 +761,12 @@ class SegmentBackend:
     def _source_for(self, write_key: str) -> Source:
         return self._sources_by_key.get(write_key) or Source(None, write_key, None)
 
-    def _arrival(self, source: Source, sent_at: Any) -> _Arrival:
+    def _arrival(
+        self, source: Source, sent_at: Any, client_ip: str | None = None, client_side: bool = False
+    ) -> _Arrival:
         received_at = _to_millisecond(self.clock.now())
-        return _Arrival(source, received_at, iso(received_at), sent_at, _skew(received_at, sent_at))
+        return _Arrival(source, received_at, iso(received_at), sent_at, _skew(received_at, sent_at),
+                        client_ip=client_ip, client_side=client_side)
 
     def _receive_batch(self, body: dict[str, Any], size: int, arrival: _Arrival) -> list[StoredMessage]:
         items = body.get("batch")
@@ -763,6 +779,9 @@ class SegmentBackend:
                 raise TrackingApiError("invalid_payload", f'batch-level "{key}" must be an object')
             if value:
                 shared[key] = value
+        if arrival.client_side and arrival.client_ip is not None and "ip" not in shared.get("context", {}):
+            # Once for the batch: the items without a context of their own then share this one.
+            shared["context"] = {**shared.get("context", {}), "ip": arrival.client_ip}
         # Docs: "Segment returns a 200 response but rejects the event" when a batch exceeds
         # 2,500 events. GUESS: the whole batch is rejected; each item is recorded as discarded.
         too_many = len(items) > MAX_BATCH_EVENTS
@@ -920,6 +939,8 @@ def _enrich(item: dict[str, Any], arrival: _Arrival) -> tuple[dict[str, Any], da
                 message[key] = batch_value  # shared by the batch's items, as nested objects are: never mutated
             elif isinstance(own, dict):
                 message[key] = {**batch_value, **own}
+    if arrival.client_ip is not None:
+        _add_ip(message, arrival)
     if "sentAt" not in message and arrival.sent_at is not None:
         message["sentAt"] = arrival.sent_at  # batch-level sentAt applies to each item
     message_id = message.get("messageId")
@@ -935,6 +956,18 @@ def _enrich(item: dict[str, Any], arrival: _Arrival) -> tuple[dict[str, Any], da
         message["originalTimestamp"] = original
     message["receivedAt"] = arrival.received_iso
     return message, timestamp
+
+
+def _add_ip(message: dict[str, Any], arrival: _Arrival) -> None:
+    """`context.ip`, the request's address, where Segment's servers add it: on client-side calls
+    (spec/common.md) and on any call whose `context.direct` is true (http-api, "Collecting IP
+    Address"). An ip the call gives is kept; a context that is no object is left to be discarded."""
+    context = message.get("context")
+    if context is None:
+        if arrival.client_side:
+            message["context"] = {"ip": arrival.client_ip}
+    elif context.__class__ is dict and "ip" not in context and (arrival.client_side or context.get("direct") is True):
+        message["context"] = {**context, "ip": arrival.client_ip}
 
 
 @lru_cache(maxsize=4096)

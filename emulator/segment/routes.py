@@ -165,7 +165,8 @@ def create_app(config: BundleConfig, clock: Clock, urls: BundleUrls) -> Starlett
                     "payload_too_large", f"request body is {exc.size} bytes; the limit is {limit} bytes"
                 ) from None
             call = parse_tracking_request(
-                endpoint, raw, request.headers.get("content-encoding"), request.headers.get("authorization")
+                endpoint, raw, request.headers.get("content-encoding"), request.headers.get("authorization"),
+                request.client.host if request.client else None,
             )
             workspaces.for_tracking(call.write_key).backend.accept(call)
         except TrackingApiError as exc:

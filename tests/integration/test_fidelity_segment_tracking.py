@@ -299,6 +299,18 @@ def test_analytics_js_single_calls_and_batches_in_text_plain(http: httpx.Client)
     # The page was sent 10 ms after it happened, the track as it happened.
     leads = [parse_iso(m["receivedAt"]) - parse_iso(m["timestamp"]) for m in messages]
     assert leads == [timedelta(milliseconds=10), timedelta(0)]
+    # COMMON, context `ip`: "filled in by our servers when it receives a message for client side
+    # events only" (this test's client is on the loopback address).
+    assert [m["context"].get("ip") for m in messages] == ["127.0.0.1", "127.0.0.1"]
+
+
+def test_a_server_side_call_gets_context_ip_only_when_it_asks_with_context_direct(http: httpx.Client) -> None:
+    """COMMON: the libraries do not collect the ip; HTTP, "Collecting IP Address": `context.direct`
+    true makes Segment collect the request's."""
+    assert_success(post(http, "/v1/track", {"userId": "u1", "event": "E", "writeKey": DOCS_KEY}))
+    assert_success(post(http, "/v1/track", {"userId": "u1", "event": "E", "writeKey": DOCS_KEY,
+                                            "context": {"direct": True}}))
+    assert [m.get("context") for m in stored(http)] == [None, {"direct": True, "ip": "127.0.0.1"}]
 
 
 # -- the documented edge rules -------------------------------------------------------------------

@@ -612,6 +612,34 @@ def test_reset_forgets_messages_profiles_and_message_ids_but_keeps_listeners(bac
     assert len(seen) == 2
 
 
+def test_context_ip_is_the_request_address_on_client_side_calls_and_direct_ones(backend: SegmentBackend) -> None:
+    # spec/common.md: the ip is "filled in by our servers when it receives a message for client side
+    # events only"; http-api: context.direct true collects the request's ip.
+    def stored(endpoint: str, payload: dict[str, Any]) -> list[StoredMessage]:
+        return backend.receive(endpoint, body({"writeKey": KEY, **payload}), client_ip="203.0.113.9")
+
+    [page] = stored("p", {"anonymousId": "a", "context": {"library": {"name": "analytics.js"}}})
+    assert page.message["context"] == {"library": {"name": "analytics.js"}, "ip": "203.0.113.9"}
+    [bare] = stored("t", {"anonymousId": "a", "event": "E"})
+    assert bare.message["context"] == {"ip": "203.0.113.9"}
+    [given] = stored("i", {"anonymousId": "a", "context": {"ip": "198.51.100.1"}})
+    assert given.message["context"] == {"ip": "198.51.100.1"}
+    [server] = stored("track", {"userId": "u", "event": "E", "context": {"library": {"name": "analytics-python"}}})
+    assert "ip" not in server.message["context"]
+    [direct] = stored("track", {"userId": "u", "event": "E", "context": {"direct": True}})
+    assert direct.message["context"] == {"direct": True, "ip": "203.0.113.9"}
+    shared, own, kept = stored("b", {"context": {"locale": "fr"}, "batch": [
+        {"type": "track", "userId": "u", "event": "E"},
+        {"type": "track", "userId": "u", "event": "E", "context": {"page": {"path": "/"}}},
+        {"type": "track", "userId": "u", "event": "E", "context": {"ip": "198.51.100.2"}},
+    ]})
+    assert shared.message["context"] == {"locale": "fr", "ip": "203.0.113.9"}
+    assert own.message["context"] == {"locale": "fr", "ip": "203.0.113.9", "page": {"path": "/"}}
+    assert kept.message["context"] == {"locale": "fr", "ip": "198.51.100.2"}
+    [no_address] = backend.receive("t", body({"writeKey": KEY, "userId": "u", "event": "E"}))
+    assert "context" not in no_address.message
+
+
 # -- profiles ------------------------------------------------------------------------------------
 
 
