@@ -1725,8 +1725,9 @@ _LIST_READ_ONLY = ("ID", "Address", "CreatedAt", "SubscriberCount")
 
 
 def unreachable_url(url: str) -> str | None:
-    """Why an http(s) URL could never be posted to (a port that is no port, a broken IPv6 host,
-    credentials Basic auth cannot carry), or None. Accepted, such a URL failed every attempt for a day."""
+    """Why an http(s) URL could never be posted to (a port that is no port, a broken IPv6 host, a
+    host name with an empty label or one over 63 characters, credentials Basic auth cannot carry),
+    or None. Accepted, such a URL failed every attempt for a day."""
     try:
         parts = urlsplit(url)
         parts.port  # noqa: B018 - raises ValueError for a port out of range or not a number
@@ -1734,6 +1735,10 @@ def unreachable_url(url: str) -> str | None:
         return str(exc)
     if not parts.hostname:
         return "no host"
+    try:
+        parts.hostname.encode("idna")  # as the resolver is asked, which raised on each attempt
+    except UnicodeError:
+        return "host name labels must be 1 to 63 characters"
     for credential in (parts.username, parts.password):
         if credential is not None and not _latin1(unquote(credential)):
             return "user name and password must be Latin-1 (Basic auth)"

@@ -328,16 +328,21 @@ def test_webhooks_one_per_event_type_and_backup(account: Account) -> None:
     assert account.callbacks_for("sent") == [backup]
     assert error_of(account.create_callback, {"EventType": "open", "Url": "ftp://x"}).status == 400
     # Accepted, these failed every attempt for 24 h (a traceback each for the credentials).
-    for url in ("http://[::1/x", "http://127.0.0.1:99999/x", "http://127.0.0.1:abc/x", "http://✓:p@h.test/x"):
+    # So did a host with an empty label or one over 63 characters, each with a traceback.
+    for url in ("http://[::1/x", "http://127.0.0.1:99999/x", "http://127.0.0.1:abc/x", "http://✓:p@h.test/x",
+                f"http://{'a' * 64}.example/hook", "http://a..b/x"):
         assert error_of(account.create_callback, {"EventType": "open", "Url": url}).status == 400, url
     assert account.create_callback({"EventType": "open", "Url": "http://hook-user:s3cr%C3%A9t@h.test/x"}).id
+    assert account.create_callback({"EventType": "click", "Url": f"http://{'a' * 63}.example./x"}).id
+    assert account.create_callback({"EventType": "bounce", "Url": "http://[::1]:8080/x"}).id
 
 
 def test_app_connection_updates(account: Account) -> None:
     account.update_app_connection({"listId": "1", "writeKey": "wk"})
     assert account.app_connection.to_json()["writeKey"] == "wk"
     for bad in ({"listId": 3}, {"sendEvents": 1}, {"writeKey": 5}, {"segmentUrl": "nope"}, {"colour": "red"},
-                {"segmentUrl": "http://user:pass@127.0.0.1:8701"}, {"segmentUrl": "http://127.0.0.1:99999"}):
+                {"segmentUrl": "http://user:pass@127.0.0.1:8701"}, {"segmentUrl": "http://127.0.0.1:99999"},
+                {"segmentUrl": f"http://{'a' * 64}.com"}):
         with pytest.raises(ValueError):
             account.update_app_connection(bad)
     assert account.app_connection.write_key == "wk"  # a refused PUT changes nothing
