@@ -1533,7 +1533,7 @@ class Account:
         if value in (None, ""):
             raise required("Url")
         url = value if isinstance(value, str) else ""
-        if not re.match(r"^https?://[^\s/]+\S*$", url) or unreachable_url(url):
+        if not re.match(r"^https?://[^\s/]+\S*$", url, re.IGNORECASE) or unreachable_url(url):
             # GUESS: the text; Mailjet refuses a Url it cannot call, in words it does not publish.
             raise invalid_property("Url", f'"{url}" is not an http(s) URL')
         return url
@@ -1697,7 +1697,7 @@ class Account:
             updated.write_key = changes["writeKey"] or None
         if "segmentUrl" in changes:
             url = changes["segmentUrl"]
-            if not isinstance(url, str) or not re.match(r"^https?://\S+$", url) or unreachable_url(url):
+            if not isinstance(url, str) or not re.match(r"^https?://\S+$", url, re.IGNORECASE) or unreachable_url(url):
                 raise ValueError("segmentUrl must be an http(s) URL")
             if urlsplit(url).username is not None:
                 raise ValueError("segmentUrl must carry no user:password: forwards authenticate with the write key")

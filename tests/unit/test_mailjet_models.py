@@ -335,6 +335,7 @@ def test_webhooks_one_per_event_type_and_backup(account: Account) -> None:
     assert account.create_callback({"EventType": "open", "Url": "http://hook-user:s3cr%C3%A9t@h.test/x"}).id
     assert account.create_callback({"EventType": "click", "Url": f"http://{'a' * 63}.example./x"}).id
     assert account.create_callback({"EventType": "bounce", "Url": "http://[::1]:8080/x"}).id
+    assert account.create_callback({"EventType": "spam", "Url": "HTTPS://h.test/x"}).id  # schemes know no case
 
 
 def test_app_connection_updates(account: Account) -> None:
@@ -346,6 +347,8 @@ def test_app_connection_updates(account: Account) -> None:
         with pytest.raises(ValueError):
             account.update_app_connection(bad)
     assert account.app_connection.write_key == "wk"  # a refused PUT changes nothing
+    account.update_app_connection({"segmentUrl": "HTTP://127.0.0.1:8701/"})
+    assert account.app_connection.to_json()["segmentUrl"] == "HTTP://127.0.0.1:8701"
 
 
 def test_send_creates_one_message_per_recipient_and_contacts(account: Account) -> None:
