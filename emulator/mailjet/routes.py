@@ -435,8 +435,10 @@ def allow_header(request: Request) -> dict[str, str]:
 
 
 def _is_job_error_file(lowered: list[str]) -> bool:
-    """A managemanycontacts job's ErrorFile: /v3/DATA/batchjob/{JobID}/JSONError/application:json/LAST."""
-    return lowered[:3] == ["v3", "data", "batchjob"] and len(lowered) >= 4
+    """A managemanycontacts job's ErrorFile: /v3/DATA/batchjob/{JobID}/JSONError/application:json/LAST
+    (any other path under batchjob/{JobID} is no file of ours: 404)."""
+    return (len(lowered) == 7 and lowered[:3] == ["v3", "data", "batchjob"]
+            and lowered[4:] == ["jsonerror", "application:json", "last"])
 
 
 # ---------------------------------------------------------------- the app

@@ -673,6 +673,9 @@ def test_head_is_answered_as_get_without_the_body(server: Server) -> None:
     get, head = server.http.get(error_file), server.http.head(error_file)
     assert (head.status_code, head.content, head.headers["content-length"]) == (200, b"", get.headers["content-length"])
     assert server.http.request("TRACE", error_file).headers["Allow"] == "GET, HEAD"
+    # Only that path is the file: the job's id alone, or anything after it, was served it too.
+    for path in (f"/v3/DATA/batchjob/{job['JobID']}", f"/v3/DATA/batchjob/{job['JobID']}/x/y/z"):
+        assert server.http.get(path).status_code == 404, path
 
 
 def test_a_bug_is_answered_500_saying_the_connection_closes_and_the_next_request_is_served(serve: StartApps) -> None:
