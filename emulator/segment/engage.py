@@ -34,7 +34,7 @@ from destination.mapping import USER_ID_PROPERTY
 from ..common.clock import LATEST, Clock, iso, parse_duration, parse_iso
 from ..common.json_body import MAX_DEPTH, fits_depth
 
-from .models import SegmentBackend, Source, StoredMessage
+from .models import ENGAGE_WRITE_KEY_PREFIX, SegmentBackend, Source, StoredMessage
 
 if TYPE_CHECKING:
     from ..config import BundleConfig
@@ -1099,8 +1099,9 @@ class EngageEngine:
         if current != user_id:
             if computation.take_over(user_id, current):
                 computation.resend.add(current)
-            if user_id in self._told_emails:
-                self._told_emails.setdefault(current, set()).update(self._told_emails.pop(user_id))
+            # What went to the merged-away userId's emails was its own values, not the survivor's: those
+            # emails are new to the survivor, and every definition that told it something sends to them.
+            self._told_emails.pop(user_id, None)
         return current
 
     def _emails_to_resend(self, user_id: str) -> list[str]:
@@ -1148,6 +1149,8 @@ class EngageEngine:
         evaluated = 0
         # Applied once every definition is looked at, so that each resends to a new email.
         told_emails: dict[str, set[str]] = {}
+        looked_at: set[str] = set()
+        completed = False
         # What was recorded as told is sent even if a later definition raises (a bug): nothing
         # else would send it, since the next sync compares with what was recorded.
         try:
@@ -1166,6 +1169,7 @@ class EngageEngine:
                 computation.dirty, computation.failed = set(), set(candidates)
                 computation.synced = True
                 evaluated += len(candidates)
+                looked_at |= candidates
                 for user_id in sorted(candidates):
                     try:
                         result = self._evaluate(computation, _Subject(self.profiles, user_id, now))
@@ -1182,12 +1186,26 @@ class EngageEngine:
                             email for identify in result.identifies if (email := identify["traits"].get("email"))
                         )
                     computation.failed.discard(user_id)
+            completed = True
         finally:
             for user_id, emails in told_emails.items():
                 self._told_emails.setdefault(user_id, set()).update(emails)
+            if completed:
+                self._note_emails_current(looked_at)
             for message in sent:
                 self.emit(message)
         return SyncResult(sent, evaluated)
+
+    def _note_emails_current(self, looked_at: set[str]) -> None:
+        """After a whole sync, each email of a told user it evaluated without failure has every value
+        told (sent now, or earlier): a user left nothing to send to a new address is done with it too,
+        not evaluated everywhere again at every sync. A user with an email not yet sent to is evaluated
+        in every definition (`observe` marks them), so one evaluated anywhere was evaluated everywhere."""
+        failed = set().union(*(computation.failed for computation in self._computations.values()))
+        for user_id in looked_at - failed:
+            told = self._told_emails.get(user_id)
+            if told is not None:
+                told.update(self.profiles.emails(user_id))
 
     def _evaluate(self, computation: _Computation, subject: _Subject) -> _Result:
         """One profile's result now, compared with what the destination was last told; records nothing."""
@@ -1455,7 +1473,7 @@ class EngageSpace:
         # restarts and resets (the default workspace: the bundle's write key).
         digest = hashlib.sha256(f"engage-space:{space_key or config.write_key}".encode()).hexdigest()
         self.space_id = "spa_" + digest[:22]
-        self.source = Source.named(ENGAGE_SOURCE_NAME, f"engage:{self.space_id}")
+        self.source = Source.named(ENGAGE_SOURCE_NAME, ENGAGE_WRITE_KEY_PREFIX + self.space_id)
         self.engine = EngageEngine(SegmentProfiles(backend), self._emit, clock.now, self.space_id)
         self.scheduler = EngageScheduler(self.engine, clock, config.engage_sync_interval, owner, sync=self._sync)
         self.engine.reset(config.engage_audiences, config.engage_traits)

@@ -207,6 +207,10 @@ def write_key_from(authorization: str | None, body: dict[str, Any]) -> str:
 DEFAULT_SOURCE_NAME = "segjet"
 
 
+# The write key of an Engage space's source is this prefix and the space's id.
+ENGAGE_WRITE_KEY_PREFIX = "engage:"
+
+
 @dataclass(frozen=True)
 class Source:
     name: str | None
@@ -221,6 +225,11 @@ class Source:
     @property
     def known(self) -> bool:
         return self.id is not None
+
+    @property
+    def is_engage(self) -> bool:
+        """Engage's own source, which no client can post as: a write key cannot hold `:`."""
+        return self.write_key.startswith(ENGAGE_WRITE_KEY_PREFIX)
 
     @classmethod
     def of_config(cls, config: BundleConfig) -> list[Source]:
@@ -416,8 +425,9 @@ class Profile:
     def absorb(self, other: Profile) -> None:
         """Take over `other` (identity merge): its ids, the traits this profile lacks, its history."""
         self.anonymous_ids.update(other.anonymous_ids)
-        for email in other.emails:
-            self.add_email(email)
+        # Past EMAIL_LIMIT too: each address was told what Engage told its profile, and only an
+        # address kept on the profile is sent the exits.
+        self.emails += tuple(email for email in other.emails if email not in self.emails)
         self.traits = {**other.traits, **self.traits}
         self.events = list(heapq.merge(self.events, other.events, key=_timestamp_of))
 
@@ -488,8 +498,7 @@ class ProfileStore:
         profile = self._resolve(message.get("userId") or None, message.get("anonymousId") or None)
         if call_type == "identify" and message.get("traits"):
             traits = message["traits"]
-            context = message.get("context")
-            if context.__class__ is dict and context.get("personas") is not None:
+            if stored.source.is_engage:
                 # Engage's own identify writes the key it computes; its email says which of the
                 # profile's addresses this copy is for (one per email), not a new value of the trait.
                 traits = {name: value for name, value in traits.items() if name != "email"}

@@ -1302,6 +1302,58 @@ def test_an_email_given_only_in_context_traits_is_sent_to():
     assert space.sync().sent == []
 
 
+@pytest.mark.parametrize("first", ["a1", "a2"])
+def test_after_an_alias_every_definition_that_told_the_survivor_sends_to_the_merged_email(first):
+    # The merged-away user's emails counted as told for the survivor as soon as the first definition
+    # took over its state: A1, told only to p@, sent nothing to q@ when A2 came first (R44).
+    _, backend, space = _space_on_backend()
+    _call(backend, "identify", userId="u1", traits={"email": "p@example.com", "plan": "pro"})
+    _call(backend, "identify", userId="u2", traits={"email": "q@example.com", "tier": "gold"})
+    definitions = {"a1": {"name": "A1", "rule": {"trait": "plan", "equals": "pro"}},
+                   "a2": {"name": "A2", "rule": {"trait": "tier", "equals": "gold"}}}
+    for key in sorted(definitions, key=lambda key: key != first):
+        space.define_audience(definitions[key])
+    space.sync()
+    _call(backend, "alias", previousId="u2", userId="u1")
+    sent = sorted((m["userId"], key, m["traits"]["email"]) for m in space.sync().sent for key in m["traits"] if key != "email")
+    assert sent == [("u1", "a1", "q@example.com"), ("u1", "a2", "p@example.com"), ("u1", "a2", "q@example.com")]
+    assert space.sync().sent == []
+
+
+def test_a_user_told_nothing_now_is_done_with_a_new_email_after_one_sync():
+    # A user who had left every audience, then changed address, was evaluated in every definition at
+    # every sync: nothing was sent to the new address, so it never counted as told (R44).
+    world = World()
+    world.identify("u1", email="a@example.com")
+    world.track("u1")
+    world.engine.define_audience(LAST_30)
+    world.engine.define_audience({"name": "Buyers", "rule": {"event": ORDER, "within": "7d"}})
+    world.engine.sync()
+    world.advance(timedelta(days=31))
+    assert [m["traits"]["email"] for m in world.engine.sync().sent] == ["a@example.com", "a@example.com"]
+    world.identify("u1", email="b@example.com")
+    assert world.engine.sync().sent == []  # told nothing now: nothing to send to the new address
+    world.track("u1", event="Page Viewed")  # read by no definition
+    assert world.engine.sync().evaluated == 0
+
+
+def test_an_exit_reaches_every_email_a_merge_brought_even_past_the_limit():
+    # A merge kept five of the two profiles' six emails: the sixth, told `true`, never got the exit (R44).
+    clock, backend, space = _space_on_backend()
+    for user_id, prefix in (("u1", "p"), ("u2", "q")):
+        for number in range(3):
+            _call(backend, "identify", userId=user_id, traits={"email": f"{prefix}{number}@example.com"})
+        _call(backend, "track", userId=user_id, event=ORDER)
+    space.define_audience(LAST_30)
+    assert len(space.sync().sent) == 6
+    _call(backend, "alias", previousId="u2", userId="u1")
+    space.sync()
+    clock.advance(timedelta(days=31))
+    exits = space.sync().sent
+    assert sorted(m["traits"]["email"] for m in exits if m["traits"]["order_completed_last_30days"] is False) == [
+        f"{prefix}{number}@example.com" for prefix in "pq" for number in range(3)]
+
+
 def test_a_long_chain_of_audiences_reading_each_other_is_checked_without_recursion():
     # The dependency check recursed once per link: the 996th audience of a chain defined from its
     # start (each reading the next one's key) answered 500 with RecursionError (so did a snapshot).

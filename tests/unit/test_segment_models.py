@@ -20,6 +20,7 @@ from emulator.config import BundleConfig
 from emulator.common import fast_validation
 from emulator.segment.models import (
     DedupeWindow,
+    ENGAGE_WRITE_KEY_PREFIX,
     MAX_BATCH_BYTES,
     MAX_CALL_BYTES,
     SegmentBackend,
@@ -700,9 +701,13 @@ def test_an_engage_identify_writes_its_key_not_the_email_it_is_addressed_to(back
     # email trait, and an email trait set to null came back (re-entering an audience of "has an email").
     one(backend, "identify", {"userId": "u", "traits": {"email": "a@example.com"}})
     one(backend, "identify", {"userId": "u", "traits": {"email": None}})
-    one(backend, "identify", {"userId": "u", "traits": {"vip": True, "email": "a@example.com"},
-                              "context": {"personas": {"computation_key": "vip"}}})
+    engage = Source.named("Engage", ENGAGE_WRITE_KEY_PREFIX + "spa_test")
+    backend.ingest({"type": "identify", "userId": "u", "traits": {"vip": True, "email": "a@example.com"},
+                    "context": {"personas": {"computation_key": "vip"}}}, engage)
     assert backend.profiles.get("u").traits == {"email": None, "vip": True}
+    # Told apart by its source: a client's identify that carries context.personas keeps its email.
+    one(backend, "identify", {"userId": "w", "traits": {"email": "w@example.com"}, "context": {"personas": {}}})
+    assert backend.profiles.get("w").traits == {"email": "w@example.com"}
 
 
 def test_a_window_holds_an_event_stamped_exactly_at_its_start(backend: SegmentBackend) -> None:
