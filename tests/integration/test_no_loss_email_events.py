@@ -224,6 +224,23 @@ def expected_attempt(answer: int | str) -> tuple[int | None, str]:
     return int(answer), ""
 
 
+def explains(recorded: list[tuple[int | None, str]], answers: list[int | str]) -> bool:
+    """Is each delivery attempt recorded the receiver's answer to it, in order? On a loaded machine
+    an attempt can time out before the receiver read its body: the receiver has no answer for it
+    (it got there late or never), and a 200 sent after the sender's timeout is recorded as the
+    timeout it was (README: a 200 after the timeout counts as a failure), and retried."""
+    if not recorded:
+        return not answers
+    (status, error), rest = recorded[0], recorded[1:]
+    timed_out = status is None and error.startswith("timeout")
+    if answers:
+        want_status, want_error = expected_attempt(answers[0])
+        late = answers[0] == OK and timed_out
+        if (late or (status == want_status and error.startswith(want_error))) and explains(rest, answers[1:]):
+            return True
+    return timed_out and explains(rest, answers)
+
+
 def test_email_events_survive_failing_webhooks_and_a_faulty_segment(
     stack: tuple[dict[str, Any], Receiver, str], caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -309,14 +326,8 @@ def test_email_events_survive_failing_webhooks_and_a_faulty_segment(
         assert webhook["batch_size"] == (len(body) if isinstance(body, list) else 1)
         answers = receiver.answers[key]
         recorded = [(attempt["status"], attempt["error"] or "") for attempt in webhook["attempts"]]
-        assert len(recorded) == len(answers), (recorded, answers)
         assert answers[-1] == OK and recorded[-1] == (OK, ""), (recorded, answers)
-        for (status, error), answer in zip(recorded, answers):
-            want_status, want_error = expected_attempt(answer)
-            # A 200 sent after the sender's 5 s on a loaded machine is recorded as the timeout it was,
-            # and retried (README: a 200 after the timeout counts as a failure).
-            late = answer == OK and status is None and error.startswith("timeout")
-            assert late or (status == want_status and error.startswith(want_error)), (recorded, answers)
+        assert explains(recorded, answers), (recorded, answers)
     seen = {answer for answers in receiver.answers.values() for answer in answers}
     assert seen == {500, 302, 201, 429, 503, CLOSE, SLOW, OK}, seen
     http.close()
