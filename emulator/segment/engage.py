@@ -1188,13 +1188,26 @@ class EngageEngine:
                     computation.failed.discard(user_id)
             completed = True
         finally:
-            for user_id, emails in told_emails.items():
-                self._told_emails.setdefault(user_id, set()).update(emails)
+            self._note_emails_told(told_emails, completed)
             if completed:
                 self._note_emails_current(looked_at)
             for message in sent:
                 self.emit(message)
         return SyncResult(sent, evaluated)
+
+    def _note_emails_told(self, told_emails: dict[str, set[str]], completed: bool) -> None:
+        """Record the emails a sync sent to. A user told something for the first time was sent it at
+        each of their emails. A user told before keeps the emails recorded for them when an
+        evaluation of theirs failed, or the sync did not finish: the definitions it did not reach
+        would take an email another one sent to as told, and never send theirs; sending again to an
+        email (the same value) is what that costs instead."""
+        failed = set().union(*(computation.failed for computation in self._computations.values()))
+        for user_id, emails in told_emails.items():
+            told = self._told_emails.get(user_id)
+            if told is None:
+                self._told_emails[user_id] = emails
+            elif completed and user_id not in failed:
+                told.update(emails)
 
     def _note_emails_current(self, looked_at: set[str]) -> None:
         """After a whole sync, each email of a told user it evaluated without failure has every value

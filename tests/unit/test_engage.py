@@ -942,6 +942,67 @@ def test_what_a_sync_recorded_before_it_raised_is_still_sent():
     assert world.sync() == {"alice": {"anyone": True}}
 
 
+def _told_pairs(sent: list[dict[str, Any]]) -> list[tuple[str, str]]:
+    return [(key, m["traits"]["email"]) for m in sent for key in m["traits"] if key != "email"]
+
+
+def test_an_email_a_failed_evaluation_did_not_send_to_is_sent_to_at_the_retry():
+    # The emails told are kept per user: Pro's send to b@ counted for every definition, so the
+    # retry of LAST_30 (its evaluation raised) found b@ told and never sent to it (R47).
+    world = BrokenWorld()
+    world.identify("u1", email="a@example.com", plan="pro")
+    world.track("u1")
+    world.engine.define_audience({"name": "Pro", "rule": {"trait": "plan", "equals": "pro"}})
+    world.engine.define_audience(LAST_30)
+    world.engine.sync()
+    world.identify("u1", email="b@example.com")
+    world.broken = "u1"  # LAST_30 reads u1's events and fails; Pro reads a trait
+    assert _told_pairs(world.engine.sync().sent) == [("pro", "b@example.com")]
+    world.broken = None
+    assert _told_pairs(world.engine.sync().sent) == [("order_completed_last_30days", "b@example.com")]
+    assert world.engine.sync().sent == []
+
+
+def test_an_email_a_sync_that_raised_did_not_reach_is_sent_to_at_the_next_sync():
+    # The sync raised (a bug) before LAST_30: Pro's send to b@ counted for it too, and it never sent.
+    class Flaky(World):
+        calls_left: int | None = None  # linked_user_id answers this many more times, then raises
+
+        def linked_user_id(self, anonymous_id):
+            if self.calls_left is not None:
+                if self.calls_left == 0:
+                    raise RuntimeError("profile store broke")
+                self.calls_left -= 1
+            return super().linked_user_id(anonymous_id)
+
+    world = Flaky()
+    world.identify("u1", email="a@example.com", plan="pro")
+    world.track("u1")
+    world.engine.define_audience({"name": "Pro", "rule": {"trait": "plan", "equals": "pro"}})
+    world.engine.define_audience(LAST_30)
+    world.engine.sync()
+    world.identify("u1", email="b@example.com")
+    world.calls_left = 1  # Pro looks u1 up; LAST_30's lookup raises
+    with pytest.raises(RuntimeError):
+        world.engine.sync()
+    assert _told_pairs(world.emitted[-1:]) == [("pro", "b@example.com")]
+    world.calls_left = None
+    assert _told_pairs(world.engine.sync().sent) == [("order_completed_last_30days", "b@example.com")]
+    assert world.engine.sync().sent == []
+
+
+def test_two_emails_added_between_syncs_are_each_sent_what_the_user_was_told():
+    world = World()
+    world.identify("u1", email="a@example.com")
+    world.track("u1")
+    world.engine.define_audience(LAST_30)
+    world.engine.sync()
+    world.identify("u1", email="b@example.com")
+    world.identify("u1", email="c@example.com")
+    assert [m["traits"]["email"] for m in world.engine.sync().sent] == ["b@example.com", "c@example.com"]
+    assert world.engine.sync().sent == []
+
+
 def test_manual_schedule_sets_no_timer():
     clock = Clock()
     world = ClockWorld(clock)
@@ -1347,7 +1408,7 @@ def test_an_exit_reaches_every_email_a_merge_brought_even_past_the_limit():
     space.define_audience(LAST_30)
     assert len(space.sync().sent) == 6
     _call(backend, "alias", previousId="u2", userId="u1")
-    space.sync()
+    assert sorted(m["traits"]["email"] for m in space.sync().sent) == [f"q{number}@example.com" for number in range(3)]
     clock.advance(timedelta(days=31))
     exits = space.sync().sent
     assert sorted(m["traits"]["email"] for m in exits if m["traits"]["order_completed_last_30days"] is False) == [
