@@ -629,12 +629,14 @@ def test_context_ip_is_the_request_address_on_client_side_calls_and_direct_ones(
     assert "ip" not in server.message["context"]
     [direct] = stored("track", {"userId": "u", "event": "E", "context": {"direct": True}})
     assert direct.message["context"] == {"direct": True, "ip": "203.0.113.9"}
-    shared, own, kept = stored("b", {"context": {"locale": "fr"}, "batch": [
+    shared, own, kept, also_shared = stored("b", {"context": {"locale": "fr"}, "batch": [
         {"type": "track", "userId": "u", "event": "E"},
         {"type": "track", "userId": "u", "event": "E", "context": {"page": {"path": "/"}}},
         {"type": "track", "userId": "u", "event": "E", "context": {"ip": "198.51.100.2"}},
+        {"type": "track", "userId": "u", "event": "E"},
     ]})
     assert shared.message["context"] == {"locale": "fr", "ip": "203.0.113.9"}
+    assert also_shared.message["context"] is shared.message["context"]  # one object for the batch's items
     assert own.message["context"] == {"locale": "fr", "ip": "203.0.113.9", "page": {"path": "/"}}
     assert kept.message["context"] == {"locale": "fr", "ip": "198.51.100.2"}
     [no_address] = backend.receive("t", body({"writeKey": KEY, "userId": "u", "event": "E"}))
