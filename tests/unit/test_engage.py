@@ -946,16 +946,21 @@ def _told_pairs(sent: list[dict[str, Any]]) -> list[tuple[str, str]]:
     return [(key, m["traits"]["email"]) for m in sent for key in m["traits"] if key != "email"]
 
 
-def test_an_email_a_failed_evaluation_did_not_send_to_is_sent_to_at_the_retry():
-    # The emails told are kept per user: Pro's send to b@ counted for every definition, so the
-    # retry of LAST_30 (its evaluation raised) found b@ told and never sent to it (R47).
-    world = BrokenWorld()
+def _told_by_two_audiences_then_a_new_email(world: World) -> None:
+    """u1 (a@) told by Pro (reading a trait) and LAST_30 (reading events), then given b@."""
     world.identify("u1", email="a@example.com", plan="pro")
     world.track("u1")
     world.engine.define_audience({"name": "Pro", "rule": {"trait": "plan", "equals": "pro"}})
     world.engine.define_audience(LAST_30)
     world.engine.sync()
     world.identify("u1", email="b@example.com")
+
+
+def test_an_email_a_failed_evaluation_did_not_send_to_is_sent_to_at_the_retry():
+    # The emails told are kept per user: Pro's send to b@ counted for every definition, so the
+    # retry of LAST_30 (its evaluation raised) found b@ told and never sent to it (R47).
+    world = BrokenWorld()
+    _told_by_two_audiences_then_a_new_email(world)
     world.broken = "u1"  # LAST_30 reads u1's events and fails; Pro reads a trait
     assert _told_pairs(world.engine.sync().sent) == [("pro", "b@example.com")]
     world.broken = None
@@ -976,12 +981,7 @@ def test_an_email_a_sync_that_raised_did_not_reach_is_sent_to_at_the_next_sync()
             return super().linked_user_id(anonymous_id)
 
     world = Flaky()
-    world.identify("u1", email="a@example.com", plan="pro")
-    world.track("u1")
-    world.engine.define_audience({"name": "Pro", "rule": {"trait": "plan", "equals": "pro"}})
-    world.engine.define_audience(LAST_30)
-    world.engine.sync()
-    world.identify("u1", email="b@example.com")
+    _told_by_two_audiences_then_a_new_email(world)
     world.calls_left = 1  # Pro looks u1 up; LAST_30's lookup raises
     with pytest.raises(RuntimeError):
         world.engine.sync()
@@ -991,14 +991,19 @@ def test_an_email_a_sync_that_raised_did_not_reach_is_sent_to_at_the_next_sync()
     assert world.engine.sync().sent == []
 
 
-def test_two_emails_added_between_syncs_are_each_sent_what_the_user_was_told():
-    world = World()
-    world.identify("u1", email="a@example.com")
+def _member_given_new_emails(world: World, first: str, *later: str) -> None:
+    """u1, with the email `first`, synced as a member of LAST_30, then given the `later` emails."""
+    world.identify("u1", email=first)
     world.track("u1")
     world.engine.define_audience(LAST_30)
     world.engine.sync()
-    world.identify("u1", email="b@example.com")
-    world.identify("u1", email="c@example.com")
+    for email in later:
+        world.identify("u1", email=email)
+
+
+def test_two_emails_added_between_syncs_are_each_sent_what_the_user_was_told():
+    world = World()
+    _member_given_new_emails(world, "a@example.com", "b@example.com", "c@example.com")
     assert [m["traits"]["email"] for m in world.engine.sync().sent] == ["b@example.com", "c@example.com"]
     assert world.engine.sync().sent == []
 
@@ -1337,11 +1342,7 @@ def test_each_change_is_sent_once_per_email_of_the_profile_exits_included():
     # with several emails gets one event per email. Only the newest was sent to, so the contact of
     # an earlier address kept `true` in Mailjet after the user left the audience.
     world = World()
-    world.identify("u1", email="old@example.com")
-    world.track("u1")
-    world.engine.define_audience(LAST_30)
-    world.engine.sync()
-    world.identify("u1", email="new@example.com")
+    _member_given_new_emails(world, "old@example.com", "new@example.com")
     assert [m["traits"] for m in world.engine.sync().sent] == [
         {"order_completed_last_30days": True, "email": "new@example.com"}]
     world.advance(timedelta(days=31))
