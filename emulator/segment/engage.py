@@ -954,10 +954,10 @@ class EngageEngine:
         self._by_trait: dict[str, list[_Computation]] = {}
         self._seen: set[str] = set()  # userIds observed or backfilled
         self._linked: set[str] = set()  # anonymousIds observed together with a userId
-        # The emails Engage sent identifies with, per userId it told something (empty: only without
-        # one). Engage sends one identify per email of a profile, and re-syncs what it told when an
-        # email is added to it (Segment docs, using-engage-data.md, "Multiple identifiers of the same
-        # type", "New external identifiers added to a profile"); the destination keys contacts by email.
+        # Per userId Engage told something, the emails that have each value it told them (empty:
+        # none yet). Engage sends one identify per email of a profile, and re-syncs what it told when
+        # an email is added to it (Segment docs, using-engage-data.md, "Multiple identifiers of the
+        # same type", "New external identifiers added to a profile"); the destination keys contacts by email.
         self._told_emails: dict[str, set[str]] = {}
         # The clock's time at the latest sync: a clock set back before it makes every profile due.
         self._synced_at: datetime | None = None
