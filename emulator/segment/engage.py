@@ -877,7 +877,7 @@ class _Computation:
 
     def take_over(self, merged: str, survivor: str) -> bool:
         """Move what was told under `merged` (a userId an alias merged into `survivor`'s profile) to
-        `survivor`, where it was told nothing; True when something was moved.
+        `survivor`, where it was told nothing (or a computed trait's null); True when something was moved.
 
         GUESS (Segment documents one call per identifier, not merges): the merged-away userId is not
         synced again. What it was told becomes the survivor's, so a later change (an exit above all)
@@ -899,8 +899,10 @@ class _Computation:
         if merged not in self.values:
             return False
         value = self.values.pop(merged)
-        if survivor in self.values:
+        if self.values.get(survivor) is not None:
             return False
+        # The survivor told nothing, or null: the merged-away userId's emails still hold its value,
+        # which the survivor's next value (null included) must reach.
         self.values[survivor] = value
         return True
 

@@ -1399,6 +1399,28 @@ def test_a_user_told_nothing_now_is_done_with_a_new_email_after_one_sync():
     assert world.engine.sync().evaluated == 0
 
 
+def test_after_an_alias_a_survivor_told_null_sends_its_next_value_to_the_merged_users_emails_too():
+    # The survivor's null kept the merged-away user's value out, and nothing was sent: q@ kept "s2" (R48).
+    clock, backend, space = _space_on_backend()
+    space.define_trait({"name": "Last Sku", "computed": "last", "event": ORDER, "property": "sku", "within": "10d"})
+    _call(backend, "identify", userId="u1", traits={"email": "p@example.com"})
+    _call(backend, "track", userId="u1", event=ORDER, properties={"sku": "s1"})
+    _call(backend, "identify", userId="u2", traits={"email": "q@example.com"})
+
+    def told() -> list[tuple[str, Any, str]]:
+        return sorted((m["userId"], m["traits"]["last_sku"], m["traits"]["email"]) for m in space.sync().sent)
+
+    assert told() == [("u1", "s1", "p@example.com")]
+    clock.advance(timedelta(days=11))
+    assert told() == [("u1", None, "p@example.com")]
+    _call(backend, "track", userId="u2", event=ORDER, properties={"sku": "s2"})
+    assert told() == [("u2", "s2", "q@example.com")]
+    clock.advance(timedelta(days=11))  # u2's value lapses, and before the next sync u2 merges into u1
+    _call(backend, "alias", previousId="u2", userId="u1")
+    assert told() == [("u1", None, "p@example.com"), ("u1", None, "q@example.com")]
+    assert told() == []
+
+
 def test_an_exit_reaches_every_email_a_merge_brought_even_past_the_limit():
     # A merge kept five of the two profiles' six emails: the sixth, told `true`, never got the exit (R44).
     clock, backend, space = _space_on_backend()
