@@ -189,7 +189,12 @@ class Bundle:
         mailjet_app = create_mailjet_app(config, self.clock, self.urls)
         self._mailjet = mailjet_app.state.service
         replaced = self._take_page_key()  # before the fake Segment wires its tiles with the config's key
-        segment_app = create_segment_app(config, self.clock, self.urls)
+        # Tiles made from now on (a new workspace's, a reset's) write to the list the configured
+        # account's App Connections page holds, as a user would pick: --list-id on new state, the
+        # stored one on a restart (the flag's list, which the restored account may not have, made
+        # every delivery of such a tile fail).
+        app_connection = self._mailjet.default.account.app_connection
+        segment_app = create_segment_app(replace(config, list_id=app_connection.list_id), self.clock, self.urls)
         self._follow_auth_key(segment_app, mailjet_app, replaced)
         if self._secret_key_in_use() != config.mailjet_secret_key:
             # A restart keeps stored state: the account answers with the secret it was made with.

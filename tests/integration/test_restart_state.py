@@ -335,6 +335,19 @@ def test_a_restart_names_the_list_the_restored_tile_writes_to_not_the_flags(star
     assert tile["settings"]["listId"] == "7"
 
 
+def test_after_a_restart_new_and_reset_tiles_write_to_the_stored_accounts_list(start: Callable[..., dict[str, Any]]) -> None:
+    # They took --list-id's list (1 here), which the restored account does not have: every delivery
+    # of a new workspace failed "Mailjet contact list 1 does not exist" (R49).
+    start(list_id=7)
+    again = start()
+    segment = again["segment_url"]
+    call("POST", f"{segment}/_emulator/sources", {"name": "job", "write_key": "wk-job"})
+    assert call("GET", f"{segment}/_emulator/destinations/mailjet?writeKey=wk-job")["settings"]["listId"] == "7"
+    call("PUT", f"{segment}/_emulator/destinations/mailjet", {"settings": {"listId": "3"}})
+    call("POST", f"{segment}/_emulator/reset?writeKey={again['write_key']}")
+    assert call("GET", f"{segment}/_emulator/destinations/mailjet")["settings"]["listId"] == "7"
+
+
 @pytest.mark.parametrize("damaged", ["segment.sqlite3", "mailjet.sqlite3"])
 def test_a_start_refused_by_a_damaged_database_leaves_the_data_dir_free(tmp_path: Path, damaged: str) -> None:
     # The failed start kept the data dir's lock (and its loop thread): once the file was fixed, the
