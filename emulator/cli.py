@@ -210,6 +210,10 @@ def _base_url(text: str) -> str:
         url = httpx.URL(text)
     except httpx.InvalidURL as exc:
         raise argparse.ArgumentTypeError(f"{text!r}: {exc}") from None
+    if url.port is not None and url.port > 65535:
+        # httpx takes it, and the connection wraps it modulo 65536: onto another server, which
+        # `segjet check` would then reset.
+        raise argparse.ArgumentTypeError(f"{text!r}: port {url.port} is not a port (1-65535)")
     if url.scheme not in ("http", "https") or not url.host:
         raise argparse.ArgumentTypeError(f"{text!r}: expected an http:// or https:// URL, e.g. http://127.0.0.1:8701")
     # The control API is called at {url}/_emulator/...: under a path, query or fragment it is not
@@ -269,7 +273,7 @@ def _warn_if_exposed(host: str, control_token: str | None) -> None:
     try:
         loopback = ipaddress.ip_address(host).is_loopback
     except ValueError:
-        loopback = host == "localhost"
+        loopback = host.lower() == "localhost"
     if not loopback:
         print(
             f"segjet: WARNING: listening on {host}, reachable from other machines. The fakes take any traffic,"

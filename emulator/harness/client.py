@@ -293,7 +293,7 @@ class SegjetClient:
         last, filtered by method and a path fragment."""
         params = {"method": method, "path": path, "limit": limit}
         response = self.http.get(
-            f"{self.mailjet_url}/_emulator/requests", params={**{k: v for k, v in params.items() if v}, **self._account()}
+            f"{self.mailjet_url}/_emulator/requests", params={**_present(params), **self._account()}
         )
         return checked(response).json()["requests"]
 

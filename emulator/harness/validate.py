@@ -32,13 +32,14 @@ def _loads(text: str) -> Any:
 
 
 def split_payloads(source: str, text: str) -> list[Payload]:
-    """One payload when the whole text is JSON; otherwise one per non-empty line."""
+    """One payload when the whole text is JSON; otherwise one per non-empty line (JSON Lines: lines
+    end at \n only, as U+2028, U+2029 and U+0085 may stand raw inside a JSON string)."""
     try:
         return [Payload(source, _loads(text))]
     except ValueError:
         pass
     payloads = []
-    for number, line in enumerate(text.splitlines(), start=1):
+    for number, line in enumerate(text.split("\n"), start=1):
         if not line.strip():
             continue
         label = f"{source}:{number}"

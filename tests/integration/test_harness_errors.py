@@ -220,6 +220,7 @@ def test_the_journal_check_reads_only_the_hops_own_calls(segjet):
     by_hand = segjet.mailjet("POST", "/v3/REST/contactslist/1/managecontact", json={"Email": "x@example.com"})
     assert by_hand.status_code == 400
     assert segjet.mailjet_requests(path="/managecontact")[0]["body"] == {"Email": "x@example.com"}
+    assert segjet.mailjet_requests(limit=0) == []  # 0 was dropped as falsy: every entry came back
     segjet.mailjet("POST", "/v3/REST/contact", json={"Email": "by-hand@example.com"}).raise_for_status()
     scenario = Scenario(segjet, user_count=1, timeout=5)
     for _, hop in scenario.hops()[:2]:

@@ -158,6 +158,8 @@ def test_a_bad_number_is_a_usage_error_naming_the_flag(
         ("http://127.0.0.1:8701/?", "no path, query or fragment"),
         ("http://127.0.0.1:8701/#top", "no path, query or fragment"),
         ("http://127.0.0.1:8701#", "no path, query or fragment"),
+        # httpx took it and the connection wrapped it modulo 65536, onto another server (R49).
+        ("http://127.0.0.1:104925", "port 104925 is not a port"),
     ],
 )
 def test_check_refuses_a_url_it_could_not_call(url: str, problem: str, capsys: pytest.CaptureFixture[str]) -> None:
@@ -303,7 +305,7 @@ def test_a_start_that_fails_leaves_no_previous_ready_file(tmp_path: Path, capsys
     assert not ready.exists()
 
 
-@pytest.mark.parametrize("host", ["127.0.0.1", "127.0.0.2", "::1", "localhost"])
+@pytest.mark.parametrize("host", ["127.0.0.1", "127.0.0.2", "::1", "localhost", "LOCALHOST"])
 def test_up_on_loopback_warns_of_nothing(host: str, capsys: pytest.CaptureFixture[str]) -> None:
     cli._warn_if_exposed(host, None)
     assert capsys.readouterr().err == ""

@@ -39,6 +39,17 @@ def test_stdin_json_lines_are_checked_one_by_one():
     assert "<stdin>:4: invalid against segment.identify" in out and "not valid JSON" in out
 
 
+def test_json_lines_end_at_newlines_only_not_at_separators_json_strings_may_hold_raw(tmp_path):
+    # str.splitlines() also split at U+2028, U+2029 and U+0085, which JSON allows raw in a string:
+    # two valid lines were four invalid ones, at line numbers the file does not have (R49).
+    path = tmp_path / "events.jsonl"
+    lines = [{**VALID, "traits": {"email": "ada@example.com", "note": f"a{separator}b"}} for separator in "\u2028\u2029\x85"]
+    path.write_text("".join(json.dumps(line, ensure_ascii=False) + "\r\n" for line in lines), encoding="utf-8")
+    code, out, _ = run_with("segment.identify", [str(path)])
+    assert code == EXIT_VALID, out
+    assert out == "".join(f"{path}:{number}: valid\n" for number in (1, 2, 3))
+
+
 def test_unknown_contract_is_a_usage_error():
     code, out, err = run_with("segment.nope", ["-"], json.dumps(VALID))
     assert code == EXIT_USAGE and out == ""
