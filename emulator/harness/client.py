@@ -291,11 +291,18 @@ class SegjetClient:
     ) -> list[dict[str, Any]]:
         """The calls this client's Mailjet account made (the fake Mailjet's request journal), newest
         last, filtered by method and a path fragment."""
+        return self.mailjet_journal(method, path, limit)["requests"]
+
+    def mailjet_journal(
+        self, method: str | None = None, path: str | None = None, limit: int = 10_000
+    ) -> dict[str, Any]:
+        """The journal's whole answer, as `mailjet_requests` asks it: `requests`, and the journal's
+        `capacity` and the oldest entries it has `dropped` (a call older than those is not there)."""
         params = {"method": method, "path": path, "limit": limit}
         response = self.http.get(
             f"{self.mailjet_url}/_emulator/requests", params={**_present(params), **self._account()}
         )
-        return checked(response).json()["requests"]
+        return checked(response).json()
 
     def mailjet_email_events(self, message_id: int) -> list[dict[str, Any]]:
         response = self.http.get(

@@ -365,12 +365,16 @@ class Scenario:
         calls to `path` itself (the journal's filter is a fragment: `/managecontact` is also in
         `/managecontactslists`) made since the hop began."""
         since = self._journal_marks.get(path, 0)
+        journal = self.client.mailjet_journal(method=method, path=path)
         entries = [
-            entry for entry in self.client.mailjet_requests(method=method, path=path)
+            entry for entry in journal["requests"]
             if entry["id"] > since and entry["path"].lower().endswith(path.lower())
         ]
         if not entries:
-            raise HopFailed(f"{hop}: the fake Mailjet journal shows no {method} {path}")
+            dropped = journal.get("dropped") or 0
+            why = (f" (it keeps the newest {journal.get('capacity')} requests and has dropped {dropped}: the"
+                   " hop's may be among them; see --journal-capacity)") if dropped else ""
+            raise HopFailed(f"{hop}: the fake Mailjet journal shows no {method} {path}{why}")
         for entry in entries:
             check_contract(hop, f"{contract_prefix}.request", entry["body"])
             if entry["status"] < 300:

@@ -395,6 +395,21 @@ def test_the_identify_hop_fails_on_violations_segment_recorded(segjet):
     assert "age" in results[1].detail
 
 
+def test_a_journal_check_that_finds_nothing_because_the_journal_dropped_it_says_so():
+    # With the hop's calls pushed out of a capped journal, the check said only "shows no POST
+    # /managecontact" of a stack that had delivered every contact (R49).
+    config = BundleConfig(segment_port=0, mailjet_port=0, destination_port=0, seed=3, journal_capacity=1)
+    with BackgroundBundle(config) as info:
+        client = SegjetClient(info)
+        try:
+            results = Scenario(client, user_count=2, timeout=10).run()
+        finally:
+            client.close()
+    contacts = next(result for result in results if result.name == "Segment → destination → Mailjet contacts")
+    assert not contacts.ok
+    assert "keeps the newest 1 requests and has dropped" in contacts.detail, contacts.detail
+
+
 def test_wait_for_contact_answers_a_contact_without_properties_at_once(segjet):
     segjet.mailjet("POST", "/v3/REST/contact", json={"Email": "bare@example.com"}).raise_for_status()
     assert segjet.wait_for_contact("bare@example.com", timeout=2) == {}
