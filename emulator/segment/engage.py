@@ -1149,8 +1149,8 @@ class EngageEngine:
         self._synced_at = now
         sent: list[dict[str, Any]] = []
         evaluated = 0
-        # Applied once every definition is looked at, so that each resends to a new email.
-        told_emails: dict[str, set[str]] = {}
+        # Their emails are noted once every definition is looked at, so that each resends to a new one.
+        sent_to: set[str] = set()
         looked_at: set[str] = set()
         completed = False
         # What was recorded as told is sent even if a later definition raises (a bug): nothing
@@ -1184,38 +1184,31 @@ class EngageEngine:
                     if result.identifies:
                         computation.record(user_id, result.value)
                         sent += result.identifies
-                        told_emails.setdefault(user_id, set()).update(
-                            email for identify in result.identifies if (email := identify["traits"].get("email"))
-                        )
+                        sent_to.add(user_id)
                     computation.failed.discard(user_id)
             completed = True
         finally:
-            self._note_emails_told(told_emails, completed)
-            if completed:
-                self._note_emails_current(looked_at)
+            self._note_emails(sent_to, looked_at, completed)
             for message in sent:
                 self.emit(message)
         return SyncResult(sent, evaluated)
 
-    def _note_emails_told(self, told_emails: dict[str, set[str]], completed: bool) -> None:
-        """Record the emails a sync sent to. A user told something for the first time was sent it at
-        each of their emails. A user told before keeps the emails recorded for them when an
-        evaluation of theirs failed, or the sync did not finish: the definitions it did not reach
-        would take an email another one sent to as told, and never send theirs; sending again to an
-        email (the same value) is what that costs instead."""
-        failed = set().union(*(computation.failed for computation in self._computations.values()))
-        for user_id, emails in told_emails.items():
-            told = self._told_emails.get(user_id)
-            if told is None:
-                self._told_emails[user_id] = emails
-            elif completed and user_id not in failed:
-                told.update(emails)
+    def _note_emails(self, sent_to: set[str], looked_at: set[str], completed: bool) -> None:
+        """Note, per user, the emails that now have every value Engage told them.
 
-    def _note_emails_current(self, looked_at: set[str]) -> None:
-        """After a whole sync, each email of a told user it evaluated without failure has every value
-        told (sent now, or earlier): a user left nothing to send to a new address is done with it too,
-        not evaluated everywhere again at every sync. A user with an email not yet sent to is evaluated
-        in every definition (`observe` marks them), so one evaluated anywhere was evaluated everywhere."""
+        A user told something for the first time was sent it at each of their emails. After a whole
+        sync, each email of a told user it evaluated without failure has every value (sent now, or
+        earlier): a user left nothing to send to a new address is done with it too, not evaluated
+        everywhere again at every sync; a user with an email not yet sent to is evaluated in every
+        definition (`observe` marks them), so one evaluated anywhere was evaluated everywhere. A user
+        told before keeps the emails noted for them when an evaluation of theirs failed, or the sync
+        did not finish: the definitions it did not reach would take an email another one sent to as
+        told, and never send theirs; sending again to an email (the same value) is what that costs.
+        """
+        for user_id in sent_to:
+            self._told_emails.setdefault(user_id, set(self.profiles.emails(user_id)))
+        if not completed:
+            return
         failed = set().union(*(computation.failed for computation in self._computations.values()))
         for user_id in looked_at - failed:
             told = self._told_emails.get(user_id)
