@@ -37,8 +37,11 @@ def main(argv: list[str] | None = None) -> int:
     except KeyRingError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    print(f"destination: {len(key_ring)} account(s), listening on http://{args.host}:{args.port}/", file=sys.stderr)
-    uvicorn.run(create_app(key_ring), host=args.host, port=args.port, log_level=args.log_level)
+    config = uvicorn.Config(create_app(key_ring), host=args.host, port=args.port, log_level=args.log_level)
+    # Bound before it is announced, so that --port 0 announces the port the OS chose.
+    sock = config.bind_socket()
+    print(f"destination: {len(key_ring)} account(s), listening on http://{args.host}:{sock.getsockname()[1]}/", file=sys.stderr)
+    uvicorn.Server(config).run(sockets=[sock])
     return 0
 
 

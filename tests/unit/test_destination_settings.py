@@ -1,6 +1,10 @@
 import base64
 import json
+import re
+import subprocess
+import sys
 
+import httpx
 import pytest
 
 from destination.keyring import KeyRing, KeyRingError, MailjetAccount
@@ -145,7 +149,7 @@ def test_destination_command_refuses_a_bad_port_or_log_level(tmp_path, capsys, m
     def serve(*args, **kwargs):
         raise AssertionError(f"served with {kwargs}")
 
-    monkeypatch.setattr(command.uvicorn, "run", serve)
+    monkeypatch.setattr(command.uvicorn, "Server", serve)
     main = command.main
     path = tmp_path / "keyring.json"
     path.write_text(json.dumps({"accounts": {"auth-1": {"base_url": "http://127.0.0.1:1", "api_key": "pk", "secret_key": "sk"}}}))
@@ -155,19 +159,22 @@ def test_destination_command_refuses_a_bad_port_or_log_level(tmp_path, capsys, m
     assert option[0] in capsys.readouterr().err
 
 
-def test_destination_command_serves_the_key_ring_it_was_given(tmp_path, capsys, monkeypatch):
-    import destination.__main__ as command
-
-    served = []
-    monkeypatch.setattr(command.uvicorn, "run", lambda app, **options: served.append((app, options)))
+def test_destination_command_serves_the_key_ring_it_was_given_on_the_port_it_announces(tmp_path):
+    # With --port 0 it announced port 0, a URL nobody could reach; it announces the port the OS chose.
     path = tmp_path / "keyring.json"
     entry = {"base_url": "http://127.0.0.1:1", "api_key": "pk", "secret_key": "sk"}
     path.write_text(json.dumps({"accounts": {"auth-1": entry, "auth-2": entry}}))
-    assert command.main(["--keyring", str(path), "--port", "0", "--log-level", "WARNING"]) == 0
-    [(app, options)] = served
-    assert options == {"host": "127.0.0.1", "port": 0, "log_level": "warning"}
-    assert [route.path for route in app.routes] == ["/", "/health"]
-    assert "2 account(s), listening on http://127.0.0.1:0/" in capsys.readouterr().err
+    command = [sys.executable, "-m", "destination", "--keyring", str(path), "--port", "0", "--log-level", "WARNING"]
+    process = subprocess.Popen(command, stderr=subprocess.PIPE, text=True)
+    try:
+        announced = process.stderr.readline()
+        match = re.fullmatch(r"destination: 2 account\(s\), listening on (http://127\.0\.0\.1:(\d+)/)\n", announced)
+        assert match is not None, announced
+        assert int(match[2]) != 0
+        assert httpx.get(match[1] + "health", timeout=10).status_code == 200
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
 
 
 @pytest.mark.parametrize("content", [None, "{not json", '{"accounts": []}'])
@@ -177,7 +184,7 @@ def test_destination_command_refuses_a_key_ring_it_cannot_load(tmp_path, capsys,
     def serve(*args, **kwargs):
         raise AssertionError(f"served with {kwargs}")
 
-    monkeypatch.setattr(command.uvicorn, "run", serve)
+    monkeypatch.setattr(command.uvicorn, "Server", serve)
     path = tmp_path / "keyring.json"
     if content is not None:
         path.write_text(content)
