@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import functools
 import html
+import math
 import random
 import re
 from dataclasses import dataclass, field, replace
@@ -255,7 +256,8 @@ def _new_faker() -> Faker:
 
 
 def unix_time(moment: datetime) -> int:
-    return int(moment.astimezone(timezone.utc).timestamp())
+    """The Unix second `moment` falls in: floored, as int() would round a time before 1970 up."""
+    return math.floor(moment.astimezone(timezone.utc).timestamp())
 
 
 class EmailEvents:

@@ -46,7 +46,7 @@ import aiohttp
 from ..common.clock import iso, parse_iso
 from ..common.http import read_answer, recorded_body
 from ..common.server import CLIENT_IDLE_SECONDS
-from .events import SEGMENT_EVENTS, EmailEvent, track_call
+from .events import SEGMENT_EVENTS, EmailEvent, track_call, unix_time
 from .models import Account, EventCallback
 
 log = logging.getLogger(__name__)
@@ -252,7 +252,7 @@ class Webhooks:
         if not callbacks:
             return
         callback = callbacks[0]
-        second = int(record.at.timestamp())
+        second = unix_time(record.at)
         if callback.version == 2:
             batch = self._open_batches.get((callback.url, second))
             # An open batch has not been sent yet (it leaves `_open_batches` when its timer fires).

@@ -818,6 +818,22 @@ def test_webhook_version_2_never_puts_two_seconds_in_one_batch(fake: Fake) -> No
     assert [[event["event"] for event in body] for _, body, _ in fake.transport.posts] == [["open"], ["open"]]
 
 
+def test_event_time_before_1970_is_the_second_it_happened_in(fake: Fake) -> None:
+    # int() rounds toward zero: before 1970 an event at -1.3 s had `time` 0, after its own moment,
+    # and its Version 2 batch was keyed (and sent) by that later second.
+    register(fake, "open", "http://hooks.test/open", version=2)
+    fake.clock.set(parse_iso("1969-12-31T23:59:57.000Z"))
+    message = fake.send()
+    fake.advance()
+    fake.clock.set(parse_iso("1969-12-31T23:59:58.700Z"))
+    first = fake.emit(message, "open")
+    fake.clock.advance(timedelta(milliseconds=200))
+    second = fake.emit(message, "open")
+    assert first.payload["time"] == second.payload["time"] == -2
+    fake.advance(timedelta(seconds=1))
+    assert [[event["time"] for event in body] for _, body, _ in fake.transport.posts] == [[-2, -2]]
+
+
 def test_webhook_version_2_keeps_one_batch_per_second_when_an_earlier_second_comes_late(fake: Fake) -> None:
     # A timer fires after the clock passed it, so an event of an earlier second (here A's `sent`)
     # can be routed after one of the current second: it took the URL's open batch over, and the
