@@ -341,7 +341,7 @@ def _mailjet_control_paths() -> dict[str, Any]:
                     authenticationKey=TEXT, listId={"type": "integer"}, sendEvents={"type": "boolean"},
                     writeKey={"type": ["string", "null"]}, segmentUrl={"type": "string", "format": "uri"},
                 ),
-                errors=(400,),
+                errors=(400, 409),
             )),
         },
         "/_emulator/messages": {"get": _in_account(control_operation("Messages sent", query={"limit": LIMIT}, errors=(400,)))},
@@ -353,8 +353,8 @@ def _mailjet_control_paths() -> dict[str, Any]:
                     body={
                         **_fields(
                             event={"enum": ["open", "click", "bounce", "blocked", "spam", "unsub"]}, url=TEXT,
-                            hard_bounce={"type": "boolean"}, error_related_to=TEXT, error=TEXT,
-                            mj_list_id={"type": "integer"},
+                            ip=TEXT, geo=TEXT, agent=TEXT, hard_bounce={"type": "boolean"}, blocked={"type": "boolean"},
+                            error_related_to=TEXT, error=TEXT, comment=TEXT, source=TEXT, mj_list_id={"type": "integer"},
                         ),
                         "required": ["event"],
                     },

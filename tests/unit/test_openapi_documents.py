@@ -24,6 +24,7 @@ from emulator.common.server import serve_in_background
 from emulator.config import BundleConfig, BundleUrls
 from emulator.dashboard import mailjet_routes, segment_routes
 from emulator.mailjet import models as mailjet_models
+from emulator.mailjet.events import CONTROL_FIELDS
 from emulator.mailjet import routes as mailjet_app
 from emulator.mailjet.openapi import PAGING
 from emulator.mailjet.openapi import openapi_document as mailjet_document
@@ -428,3 +429,19 @@ def test_the_trace_requires_its_user(urls: dict[str, str]) -> None:
         assert http.get("/_emulator/dashboard/trace", params={"user": " "}).status_code == 400
         assert http.get("/_emulator/dashboard/trace").status_code == 400
     assert user["required"] is True
+
+
+def test_an_authentication_key_another_account_has_is_a_documented_409(urls: dict[str, str]) -> None:
+    path = "/_emulator/app-connections/segment"
+    with _client(urls, "mailjet") as http:
+        assert http.post("/_emulator/accounts", json={"api_key": "openapi-other", "secret_key": "s"}).status_code == 201
+        taken = http.get(path).json()["authenticationKey"]
+        answer = http.put(path, params={"apiKey": "openapi-other"}, json={"authenticationKey": taken})
+        http.post("/_emulator/reset")
+    assert answer.status_code == 409, answer.text
+    assert "409" in DOCUMENTS["mailjet"]()["paths"][path]["put"]["responses"]
+
+
+def test_the_email_event_body_documents_every_field_an_event_takes() -> None:
+    documented = set(_body_schema("mailjet", "post", "/_emulator/messages/{message_id}/events")["properties"])
+    assert documented == {"event", *(name for fields in CONTROL_FIELDS.values() for name in fields)}
