@@ -17,7 +17,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-from jsonschema import Draft202012Validator
+from jsonschema import Draft202012Validator, FormatChecker
 from jsonschema.exceptions import ValidationError
 from referencing import Registry, Resource
 
@@ -48,6 +48,23 @@ class UnknownContract(KeyError):
             return f"{name!r} holds definitions the contracts share, not a contract; known: {', '.join(names())}"
         return f"unknown contract {name!r}; known: {', '.join(names())}"
 
+
+def _format_checker() -> FormatChecker:
+    """Draft 2020-12's format checks, with a date-time that ends where its text ends: rfc3339-validator
+    reads its pattern with Python's `$`, which also matches before a final newline, so
+    "2025-01-01T00:00:00Z\n" passed. RFC 3339 has no newline, and ECMA-262's `$` (other validators) none."""
+    checker = FormatChecker(())
+    checker.checkers = dict(Draft202012Validator.FORMAT_CHECKER.checkers)
+    rfc3339, raises = checker.checkers["date-time"]
+
+    def date_time(instance: object) -> bool:
+        return not (isinstance(instance, str) and instance.endswith("\n")) and rfc3339(instance)
+
+    checker.checkers["date-time"] = (date_time, raises)
+    return checker
+
+
+FORMAT_CHECKER = _format_checker()
 
 # Keywords of a schema's root that name or describe it; a root with nothing else checks nothing.
 _ANNOTATIONS = frozenset({"$schema", "$id", "$comment", "title", "description", "$defs"})
@@ -85,7 +102,7 @@ def _validator(name: str) -> Draft202012Validator:
     if name not in names():
         raise UnknownContract(name)
     return Draft202012Validator(
-        schema(name), registry=_registry(), format_checker=Draft202012Validator.FORMAT_CHECKER
+        schema(name), registry=_registry(), format_checker=FORMAT_CHECKER
     )
 
 
@@ -132,9 +149,9 @@ def _shown(value: Any) -> str:
     return text if len(text) <= MAX_SHOWN else text[: MAX_SHOWN - 1] + "…"
 
 
-# A key pattern of mailjet.common.json: the key's letters in either case (`^[Aa][Cc][Tt]...$`).
+# A key pattern of mailjet.common.json: the key's letters in either case, to the end of the text (`^[Aa][Cc][Tt]...$(?!\n)`).
 _ANY_CASE_LETTER = re.compile(r"\[([A-Z])([a-z])\]")
-_ANY_CASE_KEY = re.compile(r"\^(?:\[[A-Z][a-z]\]|[0-9_])+\$")
+_ANY_CASE_KEY = re.compile(r"\^((?:\[[A-Z][a-z]\]|[0-9_])+)\$\(\?!\\n\)")
 
 
 def _unknown_keys(error: ValidationError) -> str:
@@ -144,7 +161,7 @@ def _unknown_keys(error: ValidationError) -> str:
     known = list(schema.get("properties", {}))
     patterns = list(schema.get("patternProperties", {}))
     extras = [key for key in instance if key not in known and not any(re.search(p, key) for p in patterns)]
-    any_case = [_ANY_CASE_LETTER.sub(lambda m: m.group(2), p)[1:-1] for p in patterns if _ANY_CASE_KEY.fullmatch(p)]
+    any_case = [_ANY_CASE_LETTER.sub(lambda m: m.group(2), key[1]) for p in patterns if (key := _ANY_CASE_KEY.fullmatch(p))]
     if not extras:
         return error.message
     message = f"unknown key{'s' if len(extras) > 1 else ''} {', '.join(_json(key) for key in extras)}"

@@ -18,14 +18,13 @@ from functools import cache, lru_cache, partial
 from typing import Any, Callable
 
 import jsonschema_rs
-from jsonschema import Draft202012Validator
 
 import contracts
 
 # jsonschema-rs resolves `$ref`s against absolute URIs; the contracts name each other by file
 # name, which becomes relative to this base (never fetched: every document is in the registry).
 _BASE = "https://segjet.invalid/contracts/"
-_FORMATS = Draft202012Validator.FORMAT_CHECKER  # the checker contracts.validate uses
+_FORMATS = contracts.FORMAT_CHECKER  # the checker contracts.validate uses
 
 # jsonschema's `date-time` (rfc3339-validator on the upper-cased text: its pattern, no year 0, no
 # day past the month's end) as one regular expression. Calling back into Python for each
@@ -34,8 +33,7 @@ _YEAR = "(?:000[1-9]|00[1-9][0-9]|0[1-9][0-9]{2}|[1-9][0-9]{3})"
 _MONTH_DAY = "(?:(?:0[13578]|1[02])-(?:0[1-9]|[12][0-9]|3[01])|(?:0[469]|11)-(?:0[1-9]|[12][0-9]|30)|02-(?:0[1-9]|1[0-9]|2[0-8]))"
 _LEAP_YEAR = "(?:[0-9]{2}(?:0[48]|[2468][048]|[13579][26])|(?:0[48]|[2468][048]|[13579][26])00)"
 _TIME = r"(?:[01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](?:\.[0-9]+)?(?:[Zz]|[+-](?:[01][0-9]|2[0-3]):[0-5][0-9])"
-# `\n?$`: Python's `$`, in rfc3339-validator, also matches before a final newline; Rust's does not.
-DATE_TIME_PATTERN = rf"^(?:{_YEAR}-{_MONTH_DAY}|{_LEAP_YEAR}-02-29)[Tt]{_TIME}\n?$"
+DATE_TIME_PATTERN = rf"^(?:{_YEAR}-{_MONTH_DAY}|{_LEAP_YEAR}-02-29)[Tt]{_TIME}$"
 
 
 def is_valid(name: str, payload: Any) -> bool:
@@ -63,9 +61,21 @@ def all_valid(name: str, payloads: list[Any]) -> bool:
 # differ: Python's `$` also matches before a final newline, its `\d` takes any Unicode digit
 # ("١٢"), its `.` any character but "\n". A pattern made only of what both read alike (literal
 # ASCII, classes, groups, quantifiers, a leading `^`) stays in Rust: every pattern of a Segment
-# contract is one ("^spa_"). Any other is checked in Python, as a format of its own.
+# contract is one ("^spa_"), and so is such a pattern ending `$(?!\n)`, the end of the text to both
+# (ECMA-262's `$` alone), as every Mailjet key pattern does. Any other is checked in Python, as a
+# format of its own.
 _READ_ALIKE = re.compile(r"\^?[A-Za-z0-9_/:, \-\[\]()|+*?{}]*")
+_TEXT_END = r"$(?!\n)"
 _PATTERN_FORMAT = "segjet-python-pattern:"
+
+
+def _ecma_pattern(pattern: str) -> str | None:
+    """`pattern` as ECMA-262 must spell it to match what it matches in Python; None when unknown."""
+    if _READ_ALIKE.fullmatch(pattern):
+        return pattern
+    if pattern.endswith(_TEXT_END) and _READ_ALIKE.fullmatch(pattern[: -len(_TEXT_END)]):
+        return pattern[: -len(_TEXT_END)] + "$"
+    return None
 
 
 def _with_absolute_id(name: str) -> dict[str, Any]:
@@ -86,9 +96,13 @@ def _rewritten(schema: Any) -> Any:
         del rewritten["format"]
         extra.append({"pattern": DATE_TIME_PATTERN})
     pattern = rewritten.get("pattern")
-    if isinstance(pattern, str) and not _READ_ALIKE.fullmatch(pattern):
-        del rewritten["pattern"]
-        extra.append({"format": _PATTERN_FORMAT + pattern})
+    if isinstance(pattern, str):
+        ecma = _ecma_pattern(pattern)
+        if ecma is None:
+            del rewritten["pattern"]
+            extra.append({"format": _PATTERN_FORMAT + pattern})
+        else:
+            rewritten["pattern"] = ecma
     if isinstance(rewritten.get("patternProperties"), dict):
         rewritten["patternProperties"] = {_key_pattern(key): value for key, value in rewritten["patternProperties"].items()}
     if extra:
@@ -97,24 +111,22 @@ def _rewritten(schema: Any) -> Any:
 
 
 def _key_pattern(pattern: str) -> str:
-    """A patternProperties key (no format can stand for it) as ECMA-262 reads Python's meaning:
-    a final `$` also before a final newline ("Email\\n" is an `^[Ee][Mm][Aa][Ii][Ll]$` key to jsonschema)."""
-    if _READ_ALIKE.fullmatch(pattern):
-        return pattern
-    if pattern.endswith("$") and _READ_ALIKE.fullmatch(pattern[:-1]):
-        return pattern[:-1] + r"\n?$"
-    raise ValueError(f"patternProperties key {pattern!r}: no ECMA-262 equivalent of its Python reading known")
+    """A patternProperties key as ECMA-262 spells it (no format can stand for a key)."""
+    ecma = _ecma_pattern(pattern)
+    if ecma is None:
+        raise ValueError(f"patternProperties key {pattern!r}: no ECMA-262 equivalent of its Python reading known")
+    return ecma
 
 
 def _python_patterns() -> set[str]:
-    """Every pattern of the contracts checked in Python (see _READ_ALIKE)."""
+    """Every pattern of the contracts checked in Python (see _ecma_pattern)."""
     found: set[str] = set()
     pending: list[Any] = [contracts.schema(name) for name in contracts.schema_names()]
     while pending:
         node = pending.pop()
         if isinstance(node, dict):
             pattern = node.get("pattern")
-            if isinstance(pattern, str) and not _READ_ALIKE.fullmatch(pattern):
+            if isinstance(pattern, str) and _ecma_pattern(pattern) is None:
                 found.add(pattern)
             pending.extend(node.values())
         elif isinstance(node, list):

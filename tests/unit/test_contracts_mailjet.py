@@ -182,6 +182,12 @@ INVALID = [
     # An id given as text is ASCII digits: an Arabic-Indic "١" is no list id (the fake answers "listID missing or not valid").
     ("mailjet.managemanycontacts.request", _with(BULK_CONTACT_GO, ContactsLists=[{"ListID": "\u0661", "Action": "addnoforce"}]),
      "$.ContactsLists[0].ListID", "anyOf"),
+    # A key is its name exactly, in any case: "Email\n" is an unknown key (Python's `$` also matched
+    # before a final newline), refused by the fake, and no Email.
+    ("mailjet.managecontact.request", {"Email\n": "a@b.co", "Action": "addforce"}, "$.Email", "required"),
+    ("mailjet.managecontact.request", {"Email\n": "a@b.co", "Action": "addforce"}, "$", "additionalProperties"),
+    ("mailjet.managemanycontacts.request", _with(BULK_GO, Contacts=[{"Email\n": "a@b.co"}]), "$.Contacts[0].Email", "required"),
+    ("mailjet.send.request", {**SEND_REQUEST, "SandboxMode\n": True}, "$", "additionalProperties"),
     ("mailjet.managemanycontacts.job", _with(JOB, Status="Done"), "$.Status", "enum"),
     ("mailjet.contactmetadata", _with(METADATA, Datatype="string"), "$.Datatype", "enum"),
     ("mailjet.contactmetadata", _with(METADATA, NameSpace="dynamic"), "$.NameSpace", "enum"),
@@ -295,6 +301,19 @@ def test_a_valid_example_without_a_required_field_is_refused_there(name: str, ke
 def test_invalid_examples_fail_at_the_expected_place(name: str, payload: dict, path: str, rule: str) -> None:
     violations = contracts.validate(name, payload)
     assert (path, rule) in [(v.path, v.rule) for v in violations], violations
+
+
+@pytest.mark.parametrize("globals_value", [None, "x", []])
+def test_globals_that_are_no_object_are_a_type_error_alone(globals_value: object) -> None:
+    # Its "no To" rule held for any value but an object, and said only "Every message property but To".
+    violations = contracts.validate("mailjet.send.request", {**SEND_REQUEST, "Globals": globals_value})
+    assert [(v.path, v.rule) for v in violations] == [("$.Globals", "type")], violations
+
+
+def test_to_in_globals_is_named_in_the_violation() -> None:
+    payload = _with(SEND_GLOBALS, Globals={**SEND_GLOBALS["Globals"], "To": [{"Email": "ops@example.com"}]})
+    [violation] = [v for v in contracts.validate("mailjet.send.request", payload) if v.path == "$.Globals"]
+    assert "To is not allowed in Globals" in violation.message, violation
 
 
 def test_bounce_sample_with_the_docs_missing_comma_is_not_json() -> None:

@@ -422,6 +422,8 @@ INVALID: list[tuple[str, str, Any, list[tuple[str, str]]]] = [
     ("segment.identify", "wrong type", changed(PY_IDENTIFY, type="track"), [("$.type", "const")]),
     ("segment.identify", "messageId over 100", changed(PY_IDENTIFY, messageId="m" * 101), [("$.messageId", "maxLength")]),
     ("segment.identify", "naive timestamp", changed(PY_IDENTIFY, timestamp="2025-01-01T12:00:00"), [("$.timestamp", "format")]),
+    ("segment.identify", "timestamp with a final newline", changed(PY_IDENTIFY, timestamp="2025-01-01T12:00:00Z\n"),
+     [("$.timestamp", "format")]),
     ("segment.identify", "numeric timestamp", changed(PY_IDENTIFY, timestamp=1735732800), [("$.timestamp", "type")]),
     ("segment.identify", "traits not an object", changed(PY_IDENTIFY, traits=["a"]), [("$.traits", "type")]),
     ("segment.identify", "email not a string", changed(PY_IDENTIFY, traits__email=42), [("$.traits.email", "type")]),
