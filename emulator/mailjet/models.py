@@ -345,13 +345,15 @@ class Query:
             if lowered in query.filters:
                 continue  # documented: only the first occurrence of a filter counts
             query.filters[lowered] = value
-        if "limit" in query.filters:
-            limit = _int_filter(query.filters.pop("limit"), "Limit")
-            # Documented: "Limit=0 delivers the maximum amount of results - 1000". Guess: larger
-            # values are capped at the maximum rather than refused.
-            query.limit = MAX_LIMIT if limit == 0 else min(limit, MAX_LIMIT)
+        limit = _int_filter(query.filters.pop("limit"), "Limit") if "limit" in query.filters else DEFAULT_LIMIT
+        # Documented: "Limit=0 delivers the maximum amount of results - 1000". Guess: larger
+        # values are capped at the maximum rather than refused.
+        query.limit = MAX_LIMIT if limit == 0 else min(limit, MAX_LIMIT)
         if "offset" in query.filters:
-            query.offset = _int_filter(query.filters.pop("offset"), "Offset")
+            offset = _int_filter(query.filters.pop("offset"), "Offset")
+            # With Limit=0 the Offset is not applied: mailjet-apiv3-nodejs#68 got the first 1000
+            # rows again at Offset 1001, and Mailjet's answer was to give a Limit instead.
+            query.offset = offset if limit != 0 else 0
         if "sort" in query.filters:
             query.sort = _parse_sort(query.filters.pop("sort"))
         if "countonly" in query.filters:

@@ -97,6 +97,8 @@ def test_a_listing_pages_through_every_contact_at_the_limits(http: httpx.Client)
     assert (rest["Count"], len(rest["Data"])) == (500, 500)
     seen = [row["Email"] for row in first["Data"] + rest["Data"]]
     assert sorted(seen) == sorted(c["Email"] for c in contacts) and len(set(seen)) == 1_500
+    # Limit=0 takes no Offset: paging with it gets the first 1,000 again (mailjet-apiv3-nodejs#68).
+    assert page(Limit=0, Offset=1_000) == first
     assert page(Limit=10, Offset=1_500) == {"Count": 0, "Data": [], "Total": 0}
     assert page(Limit=10, Offset=10**15) == {"Count": 0, "Data": [], "Total": 0}
     newest = page(Limit=1, Sort="ID DESC")["Data"]
