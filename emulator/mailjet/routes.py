@@ -503,7 +503,9 @@ def create_app(config: BundleConfig, clock: Clock, urls: BundleUrls) -> Starlett
                 raise MailjetError(
                     400, "Send API v3 (POST /v3/send) is not emulated by segjet; use Send API v3.1 (POST /v3.1/send)"
                 )
-            if _is_job_error_file(lowered) and request.method in ("GET", "HEAD"):
+            if _is_job_error_file(lowered):
+                if request.method not in ("GET", "HEAD"):
+                    raise MailjetError(405, "Method not allowed")
                 return JSONResponse(account.job_errors(segments[3]))
             raise MailjetError(404, "Object not found")
         except MailjetError as error:

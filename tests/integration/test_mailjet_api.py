@@ -672,7 +672,10 @@ def test_head_is_answered_as_get_without_the_body(server: Server) -> None:
     error_file = f"/v3/DATA/batchjob/{job['JobID']}/JSONError/application:json/LAST"
     get, head = server.http.get(error_file), server.http.head(error_file)
     assert (head.status_code, head.content, head.headers["content-length"]) == (200, b"", get.headers["content-length"])
-    assert server.http.request("TRACE", error_file).headers["Allow"] == "GET, HEAD"
+    for method in ("TRACE", "POST", "PUT", "DELETE"):  # all but TRACE were 404 Object not found
+        refused = server.http.request(method, error_file)
+        assert (refused.status_code, refused.headers.get("Allow")) == (405, "GET, HEAD"), method
+        assert refused.json() == {"ErrorInfo": "", "ErrorMessage": "Method not allowed", "StatusCode": 405}
     # Only that path is the file: the job's id alone, or anything after it, was served it too.
     for path in (f"/v3/DATA/batchjob/{job['JobID']}", f"/v3/DATA/batchjob/{job['JobID']}/x/y/z"):
         assert server.http.get(path).status_code == 404, path
