@@ -1093,19 +1093,21 @@ class Account:
     def list_recipients(self, query: Query) -> list[ListRecipient]:
         contact_id = query.get_int("Contact")
         list_id = query.get_int("ContactsList")
-        # Started from an index when a filter allows (the filters below still all apply).
-        if list_id is not None:
-            recipients = list(self.list_members(list_id))
+        email = query.get("ContactEmail")
+        by_email = self.find_contact(email.strip()) if email is not None and "@" in email else None
+        # Started from the narrowest index a filter allows, a contact's few subscriptions before a
+        # list's members (every contact, maybe); the filters below still all apply. Each index is
+        # in ID order, as the whole listing is.
+        if email is not None:
+            recipients = [] if by_email is None else self.subscriptions_of(by_email.id)
         elif contact_id is not None:
             recipients = self.subscriptions_of(contact_id)
+        elif list_id is not None:
+            recipients = list(self.list_members(list_id))
         else:
             recipients = list(self.recipients.values())
         if contact_id is not None:
             recipients = [r for r in recipients if r.contact_id == contact_id]
-        email = query.get("ContactEmail")
-        if email is not None:
-            contact = self.find_contact(email.strip()) if "@" in email else None
-            recipients = [r for r in recipients if contact is not None and r.contact_id == contact.id]
         if list_id is not None:
             recipients = [r for r in recipients if r.list_id == list_id]
         list_name = query.get("ListName")
