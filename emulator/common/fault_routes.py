@@ -174,9 +174,11 @@ class FaultMiddleware:
         if not late_answer:
             await body.discard_rest()
         epoch = self._epoch(scope, body, credential) if late_answer else None
-        if rule.delay_ms:
-            await asyncio.sleep(rule.delay_ms / 1000)
-        if self.journal.generation != arrived or (late_answer and self._epoch(scope, body, credential) != epoch):
+        if rule.delay_ms and not await _delayed(scope, rule.delay_ms / 1000):
+            # Asked to stop meanwhile: closed unanswered, as a held request is (see _hold).
+            _close_connection(receive)
+            await _until_disconnect(receive)
+        elif self.journal.generation != arrived or (late_answer and self._epoch(scope, body, credential) != epoch):
             # The server, or the request's own account or workspace, was reset (or replaced by a
             # snapshot import) while the request was held: it belongs to the forgotten state, so it
             # is neither handled nor journaled, and its client sees the connection close unanswered.
@@ -236,6 +238,19 @@ class FaultMiddleware:
         entry = self.journal.record(scope, body, fault=rule.id)
         entry.status = None
         return entry
+
+
+async def _delayed(scope: Scope, seconds: float) -> bool:
+    """Wait `seconds`; False when the server is asked to stop first."""
+    stopping = scope.get(STOPPING_SCOPE_KEY)
+    if stopping is None:
+        await asyncio.sleep(seconds)
+        return True
+    try:
+        await asyncio.wait_for(stopping.wait(), timeout=seconds)
+    except asyncio.TimeoutError:
+        return True
+    return False
 
 
 class _ReadAhead:

@@ -349,17 +349,18 @@ def test_a_mailjet_call_held_by_a_delay_across_a_snapshot_import_is_closed_unans
     assert contacts.json()["Total"] == 0
 
 
-def test_segjet_up_stops_cleanly_while_a_timeout_fault_holds_a_request(segjet_up: SegjetUp, tmp_path: Path) -> None:
+@pytest.mark.parametrize("rule", [{"action": "timeout"}, {"status": None, "delay_ms": 60_000}], ids=["timeout", "delay"])
+def test_segjet_up_stops_cleanly_while_a_fault_holds_a_request(segjet_up: SegjetUp, tmp_path: Path, rule: dict[str, Any]) -> None:
     """A held Mailjet call is dropped when the bundle stops: uvicorn's graceful shutdown waited its
     2 s for it, then cancelled it and the destination's request waiting on it, logging an ERROR and
-    CancelledError tracebacks."""
+    CancelledError tracebacks (a delay, until it also watched for the stop)."""
     faults = tmp_path / "faults.json"
-    faults.write_text(json.dumps({"mailjet": [{"path": MANAGECONTACT, "action": "timeout"}]}))
+    faults.write_text(json.dumps({"mailjet": [{"path": MANAGECONTACT, **rule}]}))
     info, process = segjet_up("--faults", str(faults))
     with httpx.Client(timeout=10) as client:
         identify = {"type": "identify", "userId": "held", "traits": {"email": "held@example.com"}}
         client.post(f"{info['segment_url']}/v1/identify", json=identify, auth=(info["write_key"], "")).raise_for_status()
-        wait_for(lambda: any(entry["path"].endswith("/managecontact") for entry in journal(client, info["mailjet_url"])),
+        wait_for(lambda: client.get(f"{info['mailjet_url']}/_emulator/faults").json()["faults"][0]["fired"],
                  "the held managecontact call")
     process.send_signal(signal.SIGTERM)
     output, _ = process.communicate(timeout=30)
