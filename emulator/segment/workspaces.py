@@ -284,12 +284,17 @@ class Workspaces:
         """
         config_keys = {source.write_key for source in self._config_sources}
         for state in states:
-            if workspace_id(state.write_key) != self.default.id and state.write_key in config_keys:
-                # Its own key would go to the default workspace, leaving it unreachable and saved so.
-                raise WorkspaceError(
-                    f"workspace {workspace_id(state.write_key)} has write key {state.write_key!r}, which --config "
-                    "gives the default workspace; remove that source from --config"
-                )
+            if workspace_id(state.write_key) == self.default.id:
+                continue
+            for source in state.sources:
+                if source.write_key in config_keys:
+                    # The source would go to the default workspace, and the messages sent with its
+                    # key stay in this one; with its own key, the workspace is left unreachable.
+                    raise WorkspaceError(
+                        f"workspace {workspace_id(state.write_key)} has a source with write key {source.write_key!r},"
+                        " which --write-key or --config gives the default workspace; remove that source from --config"
+                        " or give another --write-key"
+                    )
         wanted = {workspace_id(state.write_key) for state in states}
         removed = [ws for ws in self if ws.id not in wanted and ws is not self.default]
         for workspace in removed:

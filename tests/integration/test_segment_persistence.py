@@ -342,6 +342,27 @@ def test_a_workspace_reached_by_a_config_source_key_is_refused_not_emptied(
         configured.stop()
 
 
+def test_a_workspace_whose_other_source_has_a_config_key_is_refused_not_split(
+    tmp_path: Path, destination: tuple[Destination, str]
+) -> None:
+    # The source was moved to the default workspace and its messages left in the old one, which no
+    # key reached; the export that followed was refused on import.
+    plain = Segment(tmp_path / "a", destination[1])
+    created = plain.send("POST", "/_emulator/sources", {"name": "w", "write_key": "persist-w"}, status=201)
+    plain.send("POST", "/_emulator/sources", {"name": "x", "write_key": "persist-x", "workspace": created["workspace"]}, status=201)
+    document = plain.get("/_emulator/snapshot")
+    plain.stop()
+    configured = Segment(tmp_path / "b", destination[1], sources=[{"name": "x", "write_key": "persist-x"}])
+    try:
+        before = configured.get("/_emulator/snapshot")["state"]
+        answer = httpx.put(configured.url + "/_emulator/snapshot", json=document)
+        assert answer.status_code == 400, answer.text
+        assert "persist-x" in answer.json()["error"] and "--config" in answer.json()["error"]
+        assert configured.get("/_emulator/snapshot")["state"] == before
+    finally:
+        configured.stop()
+
+
 def test_a_delivery_seq_beyond_what_sqlite_keys_hold_answers_400_and_tracking_keeps_working(segment: Segment) -> None:
     # PUT answered 500 with the state replaced in memory only; from then on every flush failed, so
     # every tracking call answered 500 until a restart, which brought back the state before the import.
