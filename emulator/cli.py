@@ -346,6 +346,11 @@ async def _up(args: argparse.Namespace) -> int:
 
         # In a thread: the scenario's client is synchronous, and this loop serves its requests.
         demo_code = await asyncio.to_thread(run.run_scenario, info, args.seed or 0, DEMO_USERS)
+        if bundle.runner.stopping.is_set():
+            # Stopped (Ctrl-C, SIGTERM) while the demo ran: no ready file, no URLs of servers going away.
+            await bundle.wait()
+            print("segjet stopped", flush=True)
+            return demo_code
         if demo_code != 0:
             print("segjet: the demo round trip failed (see above); the servers keep running, and the exit"
                   " status will be 1", file=sys.stderr, flush=True)
@@ -419,6 +424,8 @@ def _run_command(args: argparse.Namespace) -> int:
     if args.command == "up":
         try:
             return server.run(_up(args))
+        except BrokenPipeError:
+            raise  # stdout's reader left (`| head`): main's exit, not a failed start
         # ValueError: a bad --config or Engage definition; ServerStartError: an app's startup failed.
         except (OSError, ValueError, server.ServerStartError) as exc:
             print(f"segjet: cannot start: {exc}", file=sys.stderr)

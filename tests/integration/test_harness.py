@@ -409,3 +409,23 @@ def test_up_whose_demo_fails_keeps_serving_and_exits_1_when_stopped(segjet_up, t
     assert "4 passed, 1 failed, 3 skipped" in output
     assert "the demo round trip failed (see above); the servers keep running, and the exit status will be 1" in output
     assert "segjet stopped" in output
+
+
+def test_up_whose_stdout_reader_left_stops_as_a_pipe_closed_not_a_failed_start(tmp_path):
+    # `segjet up | head -1`, then Ctrl-C: "segjet stopped" met the closed pipe, reported as
+    # "segjet: cannot start: [Errno 32] Broken pipe" with status 1.
+    process = subprocess.Popen(
+        [sys.executable, "-m", "emulator", "up", "--segment-port", "0", "--mailjet-port", "0", "--destination-port", "0"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        while process.stdout.readline().strip() != "Ctrl-C stops.":
+            assert process.poll() is None, process.stderr.read()
+        process.stdout.close()
+        process.send_signal(signal.SIGTERM)
+        _, err = process.communicate(timeout=30)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert process.returncode == 141, err
+    assert "cannot start" not in err

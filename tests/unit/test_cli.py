@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -380,3 +383,23 @@ def test_the_help_of_up_says_what_the_readme_says_of_strict_seed_and_the_token()
     assert "batch" in helps["--strict"]
     assert "repeat" in helps["--seed"]
     assert "?token=T" in helps["--control-token"]
+
+
+def test_up_stopped_while_its_demo_runs_writes_no_ready_file(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # It wrote the ready file and printed "segjet is up" for servers already stopping.
+    def stopped_midway(info: dict[str, Any], seed: int, users: int) -> int:
+        os.kill(os.getpid(), signal.SIGTERM)  # as Ctrl-C does, while a hop runs
+        time.sleep(0.5)
+        return 1
+
+    monkeypatch.setattr(run, "run_scenario", stopped_midway)
+    ready = tmp_path / "ready.json"
+    code = main(["up", "--segment-port", "0", "--mailjet-port", "0", "--destination-port", "0", "--demo",
+                 "--ready-file", str(ready)])
+    out, err = capsys.readouterr()
+    assert code == 1
+    assert not ready.exists()
+    assert "segjet is up" not in out and "segjet stopped" in out
+    assert "keep running" not in err
