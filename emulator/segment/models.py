@@ -681,10 +681,6 @@ class SegmentBackend:
         self.reset()
 
     @classmethod
-    def from_config(cls, config: BundleConfig, clock: Clock) -> SegmentBackend:
-        return cls.with_sources(config, clock, Source.of_config(config))
-
-    @classmethod
     def with_sources(cls, config: BundleConfig, clock: Clock, sources: list[Source]) -> SegmentBackend:
         return cls(
             clock, sources, strict=config.strict, validate=config.validate, events_capacity=config.events_capacity
@@ -732,16 +728,6 @@ class SegmentBackend:
         self._dedupe_window.forget_expired(self.clock.now())
 
     # -- ingestion -----------------------------------------------------------------------------
-
-    def receive(
-        self, endpoint: str, raw: bytes, content_encoding: str | None = None, authorization: str | None = None,
-        client_ip: str | None = None,
-    ) -> list[StoredMessage]:
-        """Handle one POST /v1/<endpoint>; answer what was stored, or raise TrackingApiError (a 4xx).
-
-        `endpoint` must be a key of ENDPOINTS.
-        """
-        return self.accept(parse_tracking_request(endpoint, raw, content_encoding, authorization, client_ip))
 
     def accept(self, request: TrackingRequest) -> list[StoredMessage]:
         """Store a decoded tracking call under its write key's source; raise TrackingApiError for a 4xx."""

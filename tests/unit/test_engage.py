@@ -14,7 +14,7 @@ import pytest
 import contracts
 from emulator.common.clock import Clock, iso
 from emulator.config import BundleConfig
-from emulator.segment.models import SegmentBackend, Source, emails_carried
+from emulator.segment.models import SegmentBackend, Source, emails_carried, parse_tracking_request
 from emulator.segment.engage import (
     ENGAGE_SOURCE_NAME,
     SYNC_RETRY,
@@ -1468,7 +1468,7 @@ def _old_user_who_ordered() -> tuple[Clock, SegmentBackend, EngageSpace]:
 
 
 def _call(backend: SegmentBackend, call_type: str, **body: Any) -> None:
-    [stored] = backend.receive(call_type, json.dumps({"writeKey": "wk", **body}).encode())
+    [stored] = backend.accept(parse_tracking_request(call_type, json.dumps({"writeKey": "wk", **body}).encode()))
     assert stored.accepted, stored.discard_reason
 
 
