@@ -3,7 +3,7 @@
 Plain HTML/CSS/JS under `static/`, no build step and no external URL. Each service's
 `create_app` mounts its own routes:
 
-- `segment_dashboard_routes(backend, urls)`: pages `/`, `/debugger`, `/destinations`,
+- `segment_dashboard_routes(backend, urls, named_write_key)`: pages `/`, `/debugger`, `/destinations`,
   `/deliveries`, `/engage`, `/trace`; `GET /_emulator/events/stream` (SSE);
   `POST /_emulator/validate/{contract}`; `GET /_emulator/contracts`; `GET /_emulator/dashboard/info`,
   `GET /_emulator/dashboard/overview` (the Overview's steps), `GET /_emulator/dashboard/trace` and

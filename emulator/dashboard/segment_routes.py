@@ -8,7 +8,7 @@ import html
 import json
 import re
 import uuid
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable
 
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
@@ -16,11 +16,11 @@ from starlette.routing import BaseRoute, Route
 
 import contracts
 
-from ..common.control import ControlError, control_error_response, control_token_of, named_tenant
+from ..common.control import ControlError, control_error_response, control_token_of
 from ..common.json_body import decode_json
 from ..config import BundleUrls
 from .common import STATIC_DIR, Broadcaster, page_routes, static_mount
-from .contracts_for import violation_json
+from .contracts_for import contract_names, violation_json
 from .trace import build_trace
 
 if TYPE_CHECKING:
@@ -34,8 +34,11 @@ TRACE_REFUSAL = (
 )
 
 
-def segment_dashboard_routes(backend: SegmentBackend, urls: BundleUrls) -> list[BaseRoute]:
-    """Routes to add to the fake Segment's app. Registers one listener on `backend`."""
+def segment_dashboard_routes(
+    backend: SegmentBackend, urls: BundleUrls, named_write_key: Callable[[Request], str | None]
+) -> list[BaseRoute]:
+    """Routes to add to the fake Segment's app. Registers one listener on `backend`.
+    `named_write_key(request)` is the write key a request names its workspace by, as the control API reads it."""
     feed = Broadcaster()
 
     def on_message(stored: StoredMessage) -> None:
@@ -56,7 +59,7 @@ def segment_dashboard_routes(backend: SegmentBackend, urls: BundleUrls) -> list[
     def other_workspace(request: Request, refusal: str) -> Response | None:
         """400 when the request names a workspace other than the default one, which is all the
         dashboard's feeds read: its caller silently got the default workspace's data instead."""
-        key = named_tenant(request, "writeKey", "x-segjet-write-key")
+        key = named_write_key(request)
         if key is not None and key not in {source.write_key for source in backend.sources}:
             return control_error_response(ControlError(refusal))
         return None
@@ -71,8 +74,8 @@ def segment_dashboard_routes(backend: SegmentBackend, urls: BundleUrls) -> list[
 
     async def validate(request: Request) -> Response:
         name = request.path_params["contract"]
-        if name not in contracts.names():
-            return JSONResponse({"error": f"unknown contract {name!r}; known: {', '.join(contracts.names())}"}, status_code=404)
+        if name not in contract_names():
+            return JSONResponse({"error": str(contracts.UnknownContract(name))}, status_code=404)
         try:
             payload = decode_json(await request.body())
         except ValueError as exc:
@@ -83,8 +86,8 @@ def segment_dashboard_routes(backend: SegmentBackend, urls: BundleUrls) -> list[
             return JSONResponse({"error": "payload is nested too deeply to validate"}, status_code=400)
         return JSONResponse({"contract": name, "violations": found})
 
-    async def contract_names(request: Request) -> Response:
-        return JSONResponse({"contracts": contracts.names()})
+    async def list_contracts(request: Request) -> Response:
+        return JSONResponse({"contracts": sorted(contract_names())})
 
     async def info(request: Request) -> Response:
         refusal = "the dashboard shows the default workspace only; read GET /_emulator/sources?writeKey=K for another"
@@ -126,7 +129,7 @@ def segment_dashboard_routes(backend: SegmentBackend, urls: BundleUrls) -> list[
         static_mount(),
         Route("/_emulator/events/stream", stream, methods=["GET"]),
         Route("/_emulator/validate/{contract}", validate, methods=["POST"]),
-        Route("/_emulator/contracts", contract_names, methods=["GET"]),
+        Route("/_emulator/contracts", list_contracts, methods=["GET"]),
         Route("/_emulator/dashboard/info", info, methods=["GET"]),
         Route("/_emulator/dashboard/overview", overview, methods=["GET"]),
         Route("/_emulator/dashboard/trace", trace, methods=["GET"]),

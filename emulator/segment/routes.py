@@ -221,7 +221,7 @@ def create_app(config: BundleConfig, clock: Clock, urls: BundleUrls) -> Starlett
             *engage_routes(lambda request: workspace_of(request).engage),
             *delivery_routes(lambda request: workspace_of(request).pipeline),
             # The dashboard shows the default workspace.
-            *segment_dashboard_routes(default.backend, urls),  # pages at /, /debugger, ...; SSE, validate, trace
+            *segment_dashboard_routes(default.backend, urls, named_write_key),  # pages at /, /debugger, ...; SSE, validate, trace
         ],
         middleware=[Middleware(TrackingCors)] + service_middleware(
             faults, journal, segment_fault_response, write_key, config.control_token, credential_in_body=True,

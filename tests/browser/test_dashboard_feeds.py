@@ -135,6 +135,9 @@ def test_validation_endpoint_answers_violations(stack: dict[str, Any], http: htt
     assert bad.status_code == 200 and bad.json()["violations"]
     assert {"path", "rule", "message"} <= set(bad.json()["violations"][0])
     assert http.post(f"{url}/no.such.contract", json={}).status_code == 404
+    # Shared definitions are no contract, and the answer says so, as `segjet validate` does.
+    shared = http.post(f"{url}/segment.common", json={})
+    assert shared.status_code == 404 and "holds definitions the contracts share" in shared.json()["error"]
     assert http.post(f"{url}/segment.identify", content=b"{not json").status_code == 400
 
 
