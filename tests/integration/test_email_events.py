@@ -106,8 +106,7 @@ class Stack:
         return MailjetClient(auth=auth, api_url=self.mailjet_url + "/", **kwargs)
 
     def identify(self, user_id: str, traits: dict[str, Any]) -> None:
-        ok, _ = SegmentClient(self.info["write_key"], host=self.segment_url, sync_mode=True).identify(user_id, traits)
-        assert ok
+        SegmentClient(self.info["write_key"], host=self.segment_url, sync_mode=True).identify(user_id, traits)
 
     def contact_properties(self, email: str) -> dict[str, str] | None:
         try:

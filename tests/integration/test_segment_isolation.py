@@ -64,8 +64,7 @@ def new_workspace(http: httpx.Client, key: str) -> str:
 
 
 def identify(url: str, key: str, user_id: str, traits: dict[str, Any]) -> str:
-    ok, message = Client(key, host=url, sync_mode=True).identify(user_id, traits)
-    assert ok
+    _, message = Client(key, host=url, sync_mode=True).identify(user_id, traits)
     return message["messageId"]
 
 

@@ -93,8 +93,7 @@ class Segment:
 
     def identify(self, user_id: str, traits: dict[str, Any]) -> str:
         client = Client(KEY, host=self.url, sync_mode=True)
-        ok, message = client.identify(user_id, traits)
-        assert ok
+        _, message = client.identify(user_id, traits)
         return message["messageId"]
 
     def delivery(self, message_id: str) -> dict[str, Any]:
