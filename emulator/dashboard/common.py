@@ -29,9 +29,9 @@ SSE_HEADERS = {"Cache-Control": "no-store", "X-Accel-Buffering": "no"}
 
 def page_routes(shell: str, paths: list[str]) -> list[BaseRoute]:
     """Every path answers the same HTML shell; the page's script picks the view from the path."""
+    html = (STATIC_DIR / shell).read_text(encoding="utf-8")  # once, not on the event loop at each request
 
     async def page(request: Request) -> Response:
-        html = (STATIC_DIR / shell).read_text(encoding="utf-8")
         return HTMLResponse(html, headers={"Cache-Control": "no-store"})
 
     return [Route(path, page, methods=["GET"]) for path in paths]

@@ -8,6 +8,7 @@ import html
 import json
 import re
 import uuid
+from functools import cache
 from typing import TYPE_CHECKING, Any, Callable
 
 from starlette.requests import Request
@@ -211,6 +212,12 @@ _EXPORT_BOOT = """
 """
 
 
+@cache
+def _export_assets() -> tuple[str, str]:
+    """The dashboard CSS and the trace renderer, read once (not on the event loop at each export)."""
+    return (STATIC_DIR / "dashboard.css").read_text(encoding="utf-8"), (STATIC_DIR / "trace-view.js").read_text(encoding="utf-8")
+
+
 def export_html(data: dict[str, Any]) -> str:
     """One self-contained HTML file: the dashboard CSS, the trace renderer and the data, inline.
 
@@ -218,8 +225,7 @@ def export_html(data: dict[str, Any]) -> str:
     the file's own style and scripts run (allowed by hash), so markup that got in runs no script.
     The data's `<script type="application/json">` is never run, so it needs no hash.
     """
-    css = (STATIC_DIR / "dashboard.css").read_text(encoding="utf-8")
-    script = (STATIC_DIR / "trace-view.js").read_text(encoding="utf-8")
+    css, script = _export_assets()
     title = html.escape(f"segjet trace: {data.get('user', '')}")
     policy = (
         f"default-src 'none'; style-src {_csp_hash(css)}; script-src {_csp_hash(script)} {_csp_hash(_EXPORT_BOOT)}; "
