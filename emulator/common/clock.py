@@ -109,7 +109,7 @@ def iso(moment: datetime) -> str:
 
 
 @dataclass(order=True)
-class _Timer:
+class Timer:
     due: datetime
     seq: int
     callback: TimerCallback = field(compare=False)
@@ -133,7 +133,7 @@ class Clock:
 
     def __init__(self) -> None:
         self._offset = timedelta()
-        self._timers: list[_Timer] = []
+        self._timers: list[Timer] = []
         self._seq = itertools.count()
         self._firing = asyncio.Lock()
         self._wake: asyncio.Event | None = None
@@ -176,9 +176,9 @@ class Clock:
         self._offset = timedelta()
         self._moved()  # after the cancelling: what watchers arm for the new time is kept
 
-    def call_at(self, due: datetime, callback: TimerCallback, owner: str = "") -> _Timer:
+    def call_at(self, due: datetime, callback: TimerCallback, owner: str = "") -> Timer:
         """Run `callback` (sync or async) once the virtual time reaches `due`."""
-        timer = _Timer(due, next(self._seq), callback, owner)
+        timer = Timer(due, next(self._seq), callback, owner)
         heapq.heappush(self._timers, timer)
         self._poke()
         return timer
@@ -192,7 +192,7 @@ class Clock:
             self._watchers.remove(callback)
 
     @staticmethod
-    def cancel(timer: _Timer) -> None:
+    def cancel(timer: Timer) -> None:
         timer.cancelled = True
 
     def pending(self) -> int:
@@ -243,7 +243,7 @@ class Clock:
         return bool(self._timers) and self._timers[0].due <= horizon
 
     @staticmethod
-    async def _fire(timer: _Timer) -> None:
+    async def _fire(timer: Timer) -> None:
         try:
             result = timer.callback()
             if inspect.isawaitable(result):

@@ -39,8 +39,11 @@ from .send import Message, new_message, store_message
 if TYPE_CHECKING:
     from faker import Faker
 
-    from ..common.clock import _Timer
+    from ..common.clock import Timer
+    from .outbound import SegmentForward, WebhookDelivery
 
+# The state of an event's Segment forward when it is not sent (set by outbound.SegmentForwarder).
+NOT_FORWARDED = "not_forwarded"
 # Guess: Mailjet hands a message to the receiving server within seconds; one second of virtual time
 # keeps `sent` after the Send API answer while real-time use (demo, polling) sees it almost at once.
 SENT_DELAY = timedelta(seconds=1)
@@ -127,8 +130,8 @@ class EmailEvent:
     message: Message
     at: datetime
     payload: dict[str, Any]
-    webhook: Any = None  # outbound.WebhookDelivery, or None when no webhook listens for the type
-    segment: Any = None  # outbound.SegmentForward
+    webhook: WebhookDelivery | None = None  # None when no webhook listens for the type
+    segment: SegmentForward | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -143,7 +146,7 @@ class EmailEvent:
             else {"state": "none", "reason": f"no live webhook for {self.event} events", "attempts": []},
             "segment": self.segment.to_json()
             if self.segment is not None
-            else {"state": "not_forwarded", "reason": "not routed", "attempts": []},
+            else {"state": NOT_FORWARDED, "reason": "not routed", "attempts": []},
         }
 
 
@@ -238,7 +241,7 @@ class Life:
     hard_bounced: bool = False
     blocked: bool = False
     spam_reported: bool = False
-    sent_timer: _Timer | None = None
+    sent_timer: Timer | None = None
 
 
 def links_of(message: Message) -> list[str]:

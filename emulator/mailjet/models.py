@@ -26,7 +26,7 @@ from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Sequence, TypeVar
 from urllib.parse import unquote, urlsplit
 
-from ..common.clock import Clock, _Timer, parse_iso
+from ..common.clock import Clock, Timer, parse_iso
 from ..common.json_body import decode_json
 from ..config import BundleConfig
 
@@ -647,9 +647,9 @@ class AccountTimers:
     def __init__(self, clock: Clock, changes: Changes) -> None:
         self._clock = clock
         self._changes = changes
-        self._live: dict[int, _Timer] = {}  # by id(): timers compare by due time, they do not hash
+        self._live: dict[int, Timer] = {}  # by id(): timers compare by due time, they do not hash
 
-    def call_at(self, due: datetime, callback: Callable[[], None]) -> _Timer:
+    def call_at(self, due: datetime, callback: Callable[[], None]) -> Timer:
         # Every timer of an account is a plain function: what it starts over the network runs as a
         # task of its own (outbound.py), so that the shared clock is not held.
         def run() -> None:
@@ -661,7 +661,7 @@ class AccountTimers:
         self._live[id(timer)] = timer
         return timer
 
-    def cancel(self, timer: _Timer) -> None:
+    def cancel(self, timer: Timer) -> None:
         Clock.cancel(timer)
         self._live.pop(id(timer), None)
 

@@ -46,7 +46,7 @@ import aiohttp
 from ..common.clock import iso, parse_iso
 from ..common.http import read_answer, recorded_body
 from ..common.server import CLIENT_IDLE_SECONDS
-from .events import SEGMENT_EVENTS, EmailEvent, track_call, unix_time
+from .events import NOT_FORWARDED, SEGMENT_EVENTS, EmailEvent, track_call, unix_time
 from .models import Account, EventCallback
 
 log = logging.getLogger(__name__)
@@ -64,7 +64,7 @@ SEGMENT_TIMEOUT_SECONDS = 15.0  # analytics-python timeout
 _RESPONSE_TEXT_LIMIT = 2000
 
 PENDING, RETRYING, DELIVERED, FAILED = "pending", "retrying", "delivered", "failed"
-QUEUED, NOT_FORWARDED = "queued", "not_forwarded"
+QUEUED = "queued"
 
 
 @dataclass(frozen=True)

@@ -49,7 +49,7 @@ from ..common.server import CLIENT_IDLE_SECONDS
 from ..config import BundleConfig, BundleUrls
 
 if TYPE_CHECKING:
-    from ..common.clock import _Timer
+    from ..common.clock import Timer
 
 logger = logging.getLogger(__name__)
 
@@ -257,7 +257,7 @@ class _Lane:
     pending: deque[DeliveryRecord] = field(default_factory=deque)
     scheduled: bool = False  # waiting in the ready queue for a worker
     active: bool = False  # a worker or the retry timer is sending its head
-    timer: _Timer | None = None  # set while its head waits for a retry
+    timer: Timer | None = None  # set while its head waits for a retry
 
     @property
     def idle(self) -> bool:
@@ -297,7 +297,7 @@ class DeliveryPipeline:
         # The waiting lanes by due time, (due, n, lane, timer); an entry whose lane no longer waits
         # on that timer is skipped when popped. Each lane's timer fires `_fire_due`, which scanned
         # every waiting lane: thousands of users retrying made each retry wave quadratic.
-        self._due: list[tuple[datetime, int, _Lane, _Timer]] = []
+        self._due: list[tuple[datetime, int, _Lane, Timer]] = []
         self._pushes = itertools.count()
         self._records: deque[DeliveryRecord] = deque()
         # Unfinished records that reached the front of `_records` when room was needed, oldest
