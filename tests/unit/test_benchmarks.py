@@ -96,6 +96,20 @@ def test_verdicts_compare_each_figure_with_its_target_bound_included(run: Any) -
     assert set(met) == set(run.TARGETS)
 
 
+def test_the_results_hold_each_target_and_verdict_as_flat_keys_beside_its_figure(run: Any) -> None:
+    # Issue 10: "every figure, with the targets beside them ... (flat keys ...)"; they were nested
+    # under "targets" and "met", as strings in one object at the end.
+    flat = run.with_targets({"mode": "quick", "startup_s": 0.8, "startup_cold_s": 0.9, "reset_ms": 7.5})
+    keys = list(flat)
+    assert keys[:7] == ["mode", "startup_s", "startup_s_target", "startup_s_met", "startup_cold_s", "reset_ms",
+                        "reset_ms_target"]
+    assert (flat["startup_s_target"], flat["startup_s_met"], flat["reset_ms_met"]) == ("<= 1", True, False)
+    # A target this run did not measure is there, unmet as null, after the figures.
+    assert (flat["engage_change_ratio_100k_target"], flat["engage_change_ratio_100k_met"]) == ("<= 0.05", None)
+    assert "engage_change_ratio_100k" not in flat
+    assert {f"{name}_target" for name in run.TARGETS} <= set(flat)
+
+
 def test_closed_loop_statuses_include_the_warm_up_so_an_error_there_fails_the_figure(run: Any) -> None:
     result = closed_loop_against(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n", duration=0.1, warmup=0.2,
                                  first=b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\n\r\n")
