@@ -44,8 +44,7 @@ from typing import Any
 import aiohttp
 
 from ..common.clock import iso, parse_iso
-from ..common.http import read_answer, recorded_body
-from ..common.server import CLIENT_IDLE_SECONDS
+from ..common.http import outgoing_session, read_answer, recorded_body
 from .events import NOT_FORWARDED, SEGMENT_EVENTS, EmailEvent, track_call, unix_time
 from .models import Account, EventCallback
 
@@ -105,15 +104,7 @@ class HttpTransport:
 
     async def post_json(self, url: str, body: Any, headers: dict[str, str], timeout: float) -> Outcome:
         if self._client is None:
-            # aiohttp, as the fake Segment's delivery: an httpx request cost ~15x the CPU on the
-            # bundle's one event loop (benchmarks/). It ignores proxy variables unless told to.
-            # No cookie jar: aiohttp's default one sent what one webhook endpoint set back with every
-            # later call to its host, other accounts' webhooks and Segment forwards included. GUESS:
-            # Mailjet's senders keep no cookies between calls.
-            self._client = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(keepalive_timeout=CLIENT_IDLE_SECONDS),
-                cookie_jar=aiohttp.DummyCookieJar(),
-            )
+            self._client = outgoing_session()
         content = json.dumps(body, separators=(",", ":")).encode()
         try:
             # aiohttp turns user:password@ in a URL into Basic auth, which is how Mailjet webhooks authenticate.

@@ -43,9 +43,8 @@ import aiohttp
 
 from ..common.clock import Clock, iso, parse_iso
 from ..common.feeds import newest
-from ..common.http import read_answer, recorded_body
+from ..common.http import outgoing_session, read_answer, recorded_body
 from ..common.journal import REDACTED
-from ..common.server import CLIENT_IDLE_SECONDS
 from ..config import BundleConfig, BundleUrls
 
 if TYPE_CHECKING:
@@ -521,17 +520,11 @@ class DeliveryPipeline:
         """The ready queue; the queue, connection pool and workers are made on first use, in the serving loop."""
         if self._ready is None:
             self._ready = asyncio.Queue()
-            # aiohttp, not httpx: on the bundle's one event loop httpx's pool cost ~800 µs of CPU per
-            # request against ~50 µs here (benchmarks/, issue 10). It ignores proxy variables
-            # unless trust_env is set, as an offline tool must.
-            self._client = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(limit=self._max_in_flight, keepalive_timeout=CLIENT_IDLE_SECONDS),
+            self._client = outgoing_session(
+                self._max_in_flight,
                 timeout=aiohttp.ClientTimeout(total=self._timeout),
                 # Only the headers of Segment's request (destination_headers), not aiohttp's own.
                 skip_auto_headers=("User-Agent", "Accept-Encoding"),
-                # aiohttp's default jar keeps what a destination at a host name sets and sends it back
-                # on every later message. GUESS: Segment's senders keep no cookies between requests.
-                cookie_jar=aiohttp.DummyCookieJar(),
             )
             self._workers = [
                 asyncio.create_task(self._work(), name=f"segment-delivery-{n}") for n in range(self._max_in_flight)
