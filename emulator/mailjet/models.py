@@ -1405,7 +1405,13 @@ class Account:
             if self.find_property(name) is None:
                 # Observed: `Invalid key name: "createdate"` (nodejs#293, php-simple#57).
                 raise MailjetError(400, f'Invalid key name: "{name}"')
-            raw[name] = ci_get(entry, "Value")
+            # An entry is the reference's Name and Value, refused otherwise as any object with
+            # another key is (the type name a guess): a misspelt or missing Value unassigned the
+            # property, which only an explicit null does.
+            item = read_fields(entry, "TContactDataItem", ("Name", "Value"))
+            if "Value" not in item:
+                raise required("Value")
+            raw[name] = item["Value"]
         values, problems = self.coerce_properties(raw)
         if problems:
             # Guess: the managecontact problem texts, keyed by "Data" here.

@@ -159,6 +159,18 @@ def test_contactdata_merges_and_rejects_undefined_keys(account: Account) -> None
     assert error_of(account.set_contact_data, "d@example.com", {"Data": [{"Name": "nope", "Value": 1}]}).message == 'Invalid key name: "nope"'
 
 
+@pytest.mark.parametrize("entry", [{"Name": "first", "Valeu": "x"}, {"Name": "first"}, {"Name": "first", "Value": "x", "Extra": 1}])
+def test_a_contactdata_entry_is_its_name_and_value_only(account: Account, entry: dict[str, Any]) -> None:
+    # A misspelt or missing Value unassigned the property with 200, as an explicit null does.
+    account.create_property({"Name": "first", "Datatype": "str"})
+    account.create_contact({"Email": "d@example.com"})
+    contact, _ = account.set_contact_data("d@example.com", {"Data": [{"Name": "first", "Value": "D"}]})
+    assert error_of(account.set_contact_data, "d@example.com", {"Data": [entry]}).status == 400
+    assert account.contact_data_json(contact)["Data"] == [{"Name": "first", "Value": "D"}]
+    account.set_contact_data("d@example.com", {"Data": [{"name": "first", "value": None}]})  # keys in any case; null unassigns
+    assert account.contact_data_json(contact)["Data"] == []
+
+
 def test_a_property_value_is_read_by_its_name_in_any_case(account: Account) -> None:
     # Values are kept under the defined spelling; a reader naming the property otherwise (the
     # Segment forwarder asks for `segment_user_id`) must still find it, as writers do.
