@@ -27,6 +27,7 @@ import unicodedata
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from fractions import Fraction
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping, Optional, Protocol, Sequence, TypeVar
 
 from destination.mapping import USER_ID_PROPERTY
@@ -643,8 +644,16 @@ def _aggregate(kind: str, samples: list[tuple[datetime, Any]]) -> Any:
             total = sum(values)
             result = total if kind == "sum" else total / len(values)
         except OverflowError:  # an integer beyond a double's range (JSON keeps them exact) met a float
+            result = math.inf
+        if not (isinstance(result, float) and math.isinf(result)):
+            return result
+        # The running total left a double's range: the exact one says whether the result is in it
+        # (an average of 1e308 and 1e308, or a sum of 1e308, 1e308 and -1e308, is 1e308).
+        exact = sum(map(Fraction, values))
+        try:
+            return float(exact if kind == "sum" else exact / len(values))
+        except OverflowError:
             return None
-        return None if isinstance(result, float) and not math.isfinite(result) else result
     # Samples are oldest first (equal timestamps in arrival order).
     if kind == "first":
         return samples[0][1]

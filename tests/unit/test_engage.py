@@ -1194,7 +1194,7 @@ def test_a_realtime_schedule_settles_with_audiences_of_audience_members():
     asyncio.run(scenario())
 
 
-def test_a_sum_beyond_a_doubles_range_is_no_value():
+def test_a_sum_or_average_beyond_a_doubles_range_is_no_value_and_one_within_it_is():
     # Two 1e308 revenues summed to inf: the sync answered 500 and delivery sent `Infinity`.
     world = World()
     world.track("u1", revenue=1e308)
@@ -1208,11 +1208,14 @@ def test_a_sum_beyond_a_doubles_range_is_no_value():
         json.dumps(messages, allow_nan=False)  # valid JSON, as the control API renders it
         return [(m["userId"], m["traits"]) for m in messages]
 
-    assert sent() == [("u1", {"s": 1e308}), ("u1", {"a": 1e308})]  # u2 has no value to send yet
-    assert world.engine.profile_view("u2")["computed_traits"] == {}
+    # u2's sum has no value to send; its average, 1e308, is a double (the total was divided after it overflowed).
+    assert sent() == [("u1", {"s": 1e308}), ("u1", {"a": 1e308}), ("u2", {"a": 1e308})]
+    assert world.engine.profile_view("u2")["computed_traits"] == {"a": 1e308}
     world.track("u1", revenue=1e308)
-    assert sent() == [("u1", {"s": None}), ("u1", {"a": None})]  # what was sent no longer holds
-    assert world.engine.profile_view("u1")["computed_traits"] == {"s": None, "a": None}
+    assert sent() == [("u1", {"s": None})]  # what was sent no longer holds; the average still does
+    assert world.engine.profile_view("u1")["computed_traits"] == {"s": None, "a": 1e308}
+    world.track("u1", revenue=-1e308)  # a running total that left the range and came back: 1e308
+    assert sent() == [("u1", {"s": 1e308}), ("u1", {"a": 1e308 / 3})]
 
 
 def test_integers_beyond_a_doubles_range_sum_exactly_and_never_overflow():
