@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import functools
 import html
-import math
 import random
 import re
 from dataclasses import dataclass, field, replace
@@ -258,9 +257,14 @@ def _new_faker() -> Faker:
     return Faker()
 
 
+_UNIX_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+
+
 def unix_time(moment: datetime) -> int:
-    """The Unix second `moment` falls in: floored, as int() would round a time before 1970 up."""
-    return math.floor(moment.astimezone(timezone.utc).timestamp())
+    """The Unix second `moment` falls in, in whole numbers: int() of a float timestamp rounded a time
+    before 1970 up, and far from 1970 a float's step passes a microsecond (8999-12-31T23:59:59.999999
+    was the next second)."""
+    return (moment - _UNIX_EPOCH) // timedelta(seconds=1)
 
 
 class EmailEvents:

@@ -9,7 +9,7 @@ import json
 import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import pytest
@@ -19,6 +19,7 @@ from emulator.common.clock import LATEST, Clock, parse_iso
 from emulator.config import BundleConfig
 from emulator.mailjet.events import (
     CONTROL_FIELDS, SENT_DELAY, EmailEvent, EmailEventError, EmailEvents, Simulation, check_control_event, links_of, track_call,
+    unix_time,
 )
 from emulator.mailjet.models import Account, MailjetBackend
 from emulator.mailjet.outbound import HttpTransport, Outbox, Outcome
@@ -816,6 +817,16 @@ def test_webhook_version_2_never_puts_two_seconds_in_one_batch(fake: Fake) -> No
     fake.loop.run_until_complete(settle(fake.clock))
     fake.advance(timedelta(seconds=1))
     assert [[event["event"] for event in body] for _, body, _ in fake.transport.posts] == [["open"], ["open"]]
+
+
+@pytest.mark.parametrize(("moment", "second"), [
+    (datetime(8999, 12, 31, 23, 59, 59, 999_999, tzinfo=timezone.utc), 221_845_391_999),
+    (datetime(1000, 1, 1, 0, 0, 0, 999_999, tzinfo=timezone.utc), -30_610_224_000),
+    (datetime(1969, 12, 31, 23, 59, 58, 700_000, tzinfo=timezone.utc), -2),
+])
+def test_unix_time_is_the_second_a_moment_falls_in_across_the_clocks_range(moment: datetime, second: int) -> None:
+    # A float timestamp's step passes a microsecond far from 1970: the last microsecond of a second rounded up to the next.
+    assert unix_time(moment) == second
 
 
 def test_event_time_before_1970_is_the_second_it_happened_in(fake: Fake) -> None:
