@@ -432,6 +432,11 @@ INVALID: list[tuple[str, str, Any, list[tuple[str, str]]]] = [
     ("segment.identify", "birthday not a date", changed(PY_IDENTIFY, traits__birthday="10/12/1815"), [("$.traits.birthday", "anyOf")]),
     ("segment.identify", "createdAt without seconds' digits", changed(PY_IDENTIFY, traits__createdAt="2020-01-01T12:00:6"),
      [("$.traits.createdAt", "anyOf")]),
+    # Without an offset as with one, the calendar holds: no February 30, no month 13.
+    ("segment.identify", "createdAt on February 30", changed(PY_IDENTIFY, traits__createdAt="2025-02-30T10:00:00"),
+     [("$.traits.createdAt", "anyOf")]),
+    ("segment.identify", "createdAt in month 13", changed(PY_IDENTIFY, traits__createdAt="2025-13-01T10:00"),
+     [("$.traits.createdAt", "anyOf")]),
     ("segment.identify", "createdAt as epoch", changed(PY_IDENTIFY, traits__createdAt=1717228800), [("$.traits.createdAt", "anyOf")]),
     ("segment.identify", "company employee_count string", changed(PY_IDENTIFY, traits__company__employee_count="3"), [("$.traits.company.employee_count", "type")]),
     ("segment.identify", "context not an object", changed(PY_IDENTIFY, context="web"), [("$.context", "type")]),
