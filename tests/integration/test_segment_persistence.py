@@ -323,40 +323,27 @@ def test_a_snapshot_time_out_of_range_once_in_utc_answers_400(segment: Segment) 
     assert answer.status_code == 400 and "created_at" in answer.json()["error"]
 
 
-def test_a_workspace_reached_by_a_config_source_key_is_refused_not_emptied(
-    tmp_path: Path, destination: tuple[Destination, str]
+@pytest.mark.parametrize("held_by", ["its own key", "its other source"])
+def test_a_workspace_holding_a_config_source_key_is_refused_not_emptied_or_split(
+    tmp_path: Path, destination: tuple[Destination, str], held_by: str
 ) -> None:
-    # Its own key went to the default workspace and it was saved with no source: every later start failed.
-    plain = Segment(tmp_path / "a", destination[1])
-    plain.send("POST", "/_emulator/sources", {"name": "ci", "write_key": "persist-ci"}, status=201)
-    document = plain.get("/_emulator/snapshot")
-    plain.stop()
-    configured = Segment(tmp_path / "b", destination[1], sources=[{"name": "ci", "write_key": "persist-ci"}])
-    try:
-        before = configured.get("/_emulator/snapshot")["state"]
-        answer = httpx.put(configured.url + "/_emulator/snapshot", json=document)
-        assert answer.status_code == 400 and "--config" in answer.json()["error"]
-        assert configured.get("/_emulator/snapshot")["state"] == before
-    finally:
-        configured.stop()
-
-
-def test_a_workspace_whose_other_source_has_a_config_key_is_refused_not_split(
-    tmp_path: Path, destination: tuple[Destination, str]
-) -> None:
-    # The source was moved to the default workspace and its messages left in the old one, which no
-    # key reached; the export that followed was refused on import.
+    # Its own key went to the default workspace and it was saved with no source: every later start
+    # failed. Its other source was moved to the default workspace and the messages sent with it left
+    # in the old one, which no key reached; the export that followed was refused on import.
     plain = Segment(tmp_path / "a", destination[1])
     created = plain.send("POST", "/_emulator/sources", {"name": "w", "write_key": "persist-w"}, status=201)
-    plain.send("POST", "/_emulator/sources", {"name": "x", "write_key": "persist-x", "workspace": created["workspace"]}, status=201)
+    config_key = "persist-w"
+    if held_by == "its other source":
+        config_key = "persist-x"
+        plain.send("POST", "/_emulator/sources", {"name": "x", "write_key": config_key, "workspace": created["workspace"]}, status=201)
     document = plain.get("/_emulator/snapshot")
     plain.stop()
-    configured = Segment(tmp_path / "b", destination[1], sources=[{"name": "x", "write_key": "persist-x"}])
+    configured = Segment(tmp_path / "b", destination[1], sources=[{"name": "ci", "write_key": config_key}])
     try:
         before = configured.get("/_emulator/snapshot")["state"]
         answer = httpx.put(configured.url + "/_emulator/snapshot", json=document)
         assert answer.status_code == 400, answer.text
-        assert "persist-x" in answer.json()["error"] and "--config" in answer.json()["error"]
+        assert config_key in answer.json()["error"] and "--config" in answer.json()["error"]
         assert configured.get("/_emulator/snapshot")["state"] == before
     finally:
         configured.stop()
