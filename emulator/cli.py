@@ -331,12 +331,14 @@ def _print_ready(info: dict[str, Any]) -> None:
 async def _up(args: argparse.Namespace) -> int:
     config = config_from_args(args)
     _warn_if_exposed(config.host, config.control_token)
+    # Before the ready file goes: a start refused for a data dir another segjet holds leaves that
+    # one's file, most likely the same (the same command run twice).
+    bundle = Bundle(config)
     if args.ready_file:
         try:
             args.ready_file.unlink(missing_ok=True)  # a script waiting for it must not read a previous run's URLs
         except OSError as exc:
             raise OSError(f"--ready-file {args.ready_file}: {exc.strerror or exc}") from None
-    bundle = Bundle(config)
     info = await bundle.start()
     server.tune_gc_for_serving()
     bundle.runner.install_signal_handlers()

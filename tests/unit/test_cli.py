@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
@@ -403,3 +404,22 @@ def test_up_stopped_while_its_demo_runs_writes_no_ready_file(
     assert not ready.exists()
     assert "segjet is up" not in out and "segjet stopped" in out
     assert "keep running" not in err
+
+
+def test_a_start_refused_for_a_data_dir_in_use_leaves_the_running_bundles_ready_file(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # The same `segjet up` run twice: the second, refused, removed the first's ready file.
+    from emulator.bundle import Bundle
+
+    data_dir, ready = tmp_path / "data", tmp_path / "ready.json"
+    running = Bundle(BundleConfig(data_dir=str(data_dir)))  # holds the data dir's lock
+    try:
+        ready.write_text('{"segment_url": "http://127.0.0.1:8701"}', encoding="utf-8")
+        code = main(["up", "--segment-port", "0", "--mailjet-port", "0", "--destination-port", "0",
+                     "--data-dir", str(data_dir), "--ready-file", str(ready)])
+    finally:
+        asyncio.run(running.stop())
+    assert code == 1
+    assert "is in use by another segjet" in capsys.readouterr().err
+    assert ready.read_text(encoding="utf-8") == '{"segment_url": "http://127.0.0.1:8701"}'
