@@ -23,7 +23,7 @@ import random
 import re
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Sequence, TypeVar
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping, Sequence, TypeVar
 from urllib.parse import unquote, urlsplit
 
 from ..common.clock import Clock, Timer, parse_iso
@@ -164,12 +164,21 @@ def read_rest_body(raw: bytes) -> dict[str, Any]:
     return payload
 
 
-def read_fields(body: dict[str, Any], type_name: str, writable: Iterable[str], read_only: Iterable[str] = ()) -> dict[str, Any]:
+def read_fields(
+    body: dict[str, Any], type_name: str, writable: Iterable[str], read_only: Iterable[str] = (),
+    shown: Mapping[str, Any] | None = None, path: str = "",
+) -> dict[str, Any]:
     """Map JSON keys case-insensitively onto canonical names, rejecting unknown and read-only ones.
 
     The real API matches keys case-insensitively (observed) and rejects unknown ones with
-    `Invalid json input: object ""->"TContact" has no property "x"` (php#244). The type names
-    other than TContact are a guess in the same pattern.
+    `Invalid json input: object ""->"TContact" has no property "x"` (php#244; `path` is the
+    object's place, "" for the body). The type names other than TContact and TKeyValue are a
+    guess in the same pattern.
+
+    `shown`, for a PUT, is the object as a GET shows it: a read-only field sent back with the value
+    shown is ignored, as Mailjet took a GET-change-PUT round trip (mailjet-gem#258: a listrecipient's
+    own Id, ContactId and ListId sent back, answered 200; GUESS: another value is refused).
+    UnsubscribedAt is refused whatever its value, as observed even when "" (java#46, gem#258).
     """
     canonical = {name.lower(): name for name in writable}
     locked = {name.lower(): name for name in read_only}
@@ -179,12 +188,20 @@ def read_fields(body: dict[str, Any], type_name: str, writable: Iterable[str], r
         if lowered in canonical:
             fields[canonical[lowered]] = value
         elif lowered in locked:
+            name = locked[lowered]
+            if shown is not None and name != "UnsubscribedAt" and name in shown and _same_json(shown[name], value):
+                continue
             # Observed as "MJ19 Setting a value for property "UnsubscribedAt" is not allowed" with
             # status 401 (java#46); we answer 400 so clients do not mistake it for bad credentials.
-            raise MailjetError(400, f'MJ19 Setting a value for property "{locked[lowered]}" is not allowed')
+            raise MailjetError(400, f'MJ19 Setting a value for property "{name}" is not allowed')
         else:
-            raise MailjetError(400, f'Invalid json input: object ""->"{type_name}" has no property "{key}"')
+            raise MailjetError(400, f'Invalid json input: object "{path}"->"{type_name}" has no property "{key}"')
     return fields
+
+
+def _same_json(shown: Any, sent: Any) -> bool:
+    """The same JSON value: `true` is not `1`, as Python's == would have it."""
+    return type(shown) is type(sent) and shown == sent
 
 
 def ci_get(body: dict[str, Any], name: str, default: Any = None) -> Any:
@@ -807,7 +824,7 @@ class Account:
 
     def update_contact(self, ref: str, body: dict[str, Any]) -> tuple[Contact, bool]:
         contact = self.get_contact(ref)
-        fields = read_fields(body, "TContact", ("Name", "IsExcludedFromCampaigns"), ("Email",) + _CONTACT_READ_ONLY)
+        fields = read_fields(body, "TContact", ("Name", "IsExcludedFromCampaigns"), ("Email",) + _CONTACT_READ_ONLY, contact.to_json())
         # Every field checked before any is applied: a PUT answered 400 changes nothing.
         name = check_string(fields["Name"], "Name") if "Name" in fields else None
         excluded = parse_bool(fields["IsExcludedFromCampaigns"], "IsExcludedFromCampaigns") if "IsExcludedFromCampaigns" in fields else None
@@ -905,7 +922,7 @@ class Account:
             # Observed text (php-simple#107, there with status 401; we answer 400).
             raise MailjetError(400, "Internal error: List address is automatically generated and can't be changed")
         body = {k: v for k, v in body.items() if k.lower() != "address"}
-        fields = read_fields(body, "TContactsList", ("Name", "IsDeleted"), _LIST_READ_ONLY)
+        fields = read_fields(body, "TContactsList", ("Name", "IsDeleted"), _LIST_READ_ONLY, self.list_json(contacts_list))
         # Every field checked before any is applied: a PUT answered 400 changes nothing.
         name = check_string(fields["Name"], "Name", allow_empty=False) if "Name" in fields else None
         if name is not None:
@@ -1071,6 +1088,7 @@ class Account:
             "TListRecipient",
             ("IsUnsubscribed", "IsActive"),
             ("ID", "ContactID", "ContactALT", "ListID", "ListALT", "ListName", "SubscribedAt", "UnsubscribedAt"),
+            self.recipient_json(recipient),
         )
         # Every field checked before any is applied: a PUT answered 400 changes nothing.
         active = parse_bool(fields["IsActive"], "IsActive") if "IsActive" in fields else None
@@ -1246,7 +1264,7 @@ class Account:
 
     def update_property(self, ref: str, body: dict[str, Any]) -> tuple[PropertyDefinition, bool]:
         definition = self.get_property(ref)
-        fields = read_fields(body, "TContactMetaData", ("Name", "Datatype", "NameSpace"), ("ID",))
+        fields = read_fields(body, "TContactMetaData", ("Name", "Datatype", "NameSpace"), ("ID",), definition.to_json())
         # Every field checked before any is applied: a PUT answered 400 renames no value.
         name = check_string(fields["Name"], "Name", allow_empty=False) if "Name" in fields else None
         if name is not None:
@@ -1406,9 +1424,9 @@ class Account:
                 # Observed: `Invalid key name: "createdate"` (nodejs#293, php-simple#57).
                 raise MailjetError(400, f'Invalid key name: "{name}"')
             # An entry is the reference's Name and Value, refused otherwise as any object with
-            # another key is (the type name a guess): a misspelt or missing Value unassigned the
-            # property, which only an explicit null does.
-            item = read_fields(entry, "TContactDataItem", ("Name", "Value"))
+            # another key is: a misspelt or missing Value unassigned the property, which only an
+            # explicit null does.
+            item = read_fields(entry, "TKeyValue", ("Name", "Value"), path=".Data..item")  # observed: php-simple#83
             if "Value" not in item:
                 raise required("Value")
             raw[name] = item["Value"]
@@ -1473,8 +1491,8 @@ class Account:
 
     def update_callback(self, ref: str, body: dict[str, Any]) -> tuple[EventCallback, bool]:
         callback = self.get_callback(ref)
-        fields = read_fields(body, "TEventCallbackUrl", ("EventType", "Url", "Version", "IsBackup", "Status"), ("ID", "APIKeyID"))
         before = callback.to_json()
+        fields = read_fields(body, "TEventCallbackUrl", ("EventType", "Url", "Version", "IsBackup", "Status"), ("ID", "APIKeyID"), before)
         event_type = self._check_event_type(fields["EventType"]) if "EventType" in fields else callback.event_type
         is_backup = parse_bool(fields["IsBackup"], "IsBackup") if "IsBackup" in fields else callback.is_backup
         self._check_callback_free(event_type, is_backup, callback.id)

@@ -650,6 +650,23 @@ def test_resubscribing_a_recipient_clears_its_unsubscribed_at(account: Account) 
     assert account.recipient_json(recipient)["UnsubscribedAt"] == ""
 
 
+def test_a_put_may_send_back_the_read_only_fields_a_get_showed_but_unsubscribed_at(account: Account) -> None:
+    # mailjet-gem#258: a listrecipient PUT carrying its own Id, ContactId and ListId went through;
+    # the one carrying UnsubscribedAt was refused, as a contact's was even with "" (java#46).
+    contact = account.create_contact({"Email": "r@example.com"})
+    recipient = account.create_recipient({"ContactID": contact.id, "ListID": 1, "IsUnsubscribed": True})
+    shown = {k: v for k, v in account.recipient_json(recipient).items() if k != "UnsubscribedAt"}
+    assert account.update_recipient(str(recipient.id), {**shown, "IsUnsubscribed": False})[1] is True
+    assert not recipient.is_unsubscribed
+    again = account.recipient_json(recipient)
+    assert "UnsubscribedAt" in error_of(account.update_recipient, str(recipient.id), again).message
+    assert "ContactID" in error_of(account.update_recipient, str(recipient.id), {**shown, "ContactID": contact.id + 1}).message
+    contact_shown = {k: v for k, v in contact.to_json().items() if k != "UnsubscribedAt"}
+    assert account.update_contact(str(contact.id), {**contact_shown, "Name": "R"}) == (contact, True)
+    assert "MJ19" in error_of(account.update_contact, str(contact.id), {**contact_shown, "DeliveredCount": 5}).message
+    assert "UnsubscribedAt" in error_of(account.update_contact, str(contact.id), contact.to_json()).message
+
+
 def test_recipient_filters_contact_email_and_list_name(account: Account) -> None:
     news = account.create_list({"Name": "News"})
     first = account.manage_contact("1", {"Email": "a@example.com", "Action": "addforce"})["ContactID"]
