@@ -191,9 +191,10 @@ def read_fields(
             name = locked[lowered]
             if shown is not None and name != "UnsubscribedAt" and name in shown and _same_json(shown[name], value):
                 continue
-            # Observed as "MJ19 Setting a value for property "UnsubscribedAt" is not allowed" with
-            # status 401 (java#46); we answer 400 so clients do not mistake it for bad credentials.
-            raise MailjetError(400, f'MJ19 Setting a value for property "{name}" is not allowed')
+            # Observed as "Internal error: MJ19 Setting a value for property "UnsubscribedAt" is not
+            # allowed" with status 401 (java#46, gem#258); we answer 400 so clients do not mistake it
+            # for bad credentials.
+            raise MailjetError(400, f'Internal error: MJ19 Setting a value for property "{name}" is not allowed')
         else:
             raise MailjetError(400, f'Invalid json input: object "{path}"->"{type_name}" has no property "{key}"')
     return fields

@@ -265,7 +265,7 @@ def test_observed_error_bodies(server: Server) -> None:
         "A duplicate ListRecipient already exists.")  # php-simple#46
     assert error(http.post("/v3/REST/contactslist/1", json={"Name": "x"}), 405)["ErrorMessage"] == "Method not allowed"  # java#48
     assert error(http.put("/v3/REST/listrecipient/1", json={"IsUnsubscribed": True, "UnsubscribedAt": "2018-01-01T00:00:00"}),
-                 400)["ErrorMessage"] == 'MJ19 Setting a value for property "UnsubscribedAt" is not allowed'  # java#46
+                 400)["ErrorMessage"] == 'Internal error: MJ19 Setting a value for property "UnsubscribedAt" is not allowed'  # java#46
     assert error(http.put("/v3/REST/contactdata/foo@domain.tld", json={"Data": [{"Name": "createdate", "Value": "x"}]}),
                  400)["ErrorMessage"] == 'Invalid key name: "createdate"'  # nodejs#293
 

@@ -29,7 +29,7 @@ def test_undefined_or_mistyped_property_is_about_property_definitions(info):
         # An invalid Email also says "Object properties invalid"; re-reading definitions cannot help.
         (400, OBJECT_PROPERTIES_INVALID, 'MJ08 Property Email is invalid: "user@localhost" is not a valid email address'),
         (400, OBJECT_PROPERTIES_INVALID, {"Properties": "must be a JSON object"}),
-        (400, 'MJ19 Setting a value for property "UnsubscribedAt" is not allowed', None),
+        (400, 'Internal error: MJ19 Setting a value for property "UnsubscribedAt" is not allowed', None),
         (401, OBJECT_PROPERTIES_INVALID, {"Properties": [{"plan": "Property not defined"}]}),
     ],
 )
