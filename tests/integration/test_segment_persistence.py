@@ -59,7 +59,7 @@ class Segment:
 
     def __init__(self, data_dir: Path, destination_url: str, **config: Any) -> None:
         self.clock = Clock()
-        self.config = BundleConfig(write_key=KEY, data_dir=str(data_dir), engage_sync_interval="manual", **config)
+        self.config = BundleConfig(**{"write_key": KEY, "data_dir": str(data_dir), "engage_sync_interval": "manual", **config})
         self.urls = BundleUrls("http://127.0.0.1:9", "http://127.0.0.1:9", destination_url)
         self._server: tuple[LoopThread, Runner] | None = None
         self.url = ""
@@ -323,9 +323,11 @@ def test_a_snapshot_time_out_of_range_once_in_utc_answers_400(segment: Segment) 
     assert answer.status_code == 400 and "created_at" in answer.json()["error"]
 
 
-@pytest.mark.parametrize("held_by", ["its own key", "its other source"])
+@pytest.mark.parametrize(("held_by", "given_as"), [
+    ("its own key", "--config"), ("its other source", "--config"), ("its other source", "--write-key"),
+])
 def test_a_workspace_holding_a_config_source_key_is_refused_not_emptied_or_split(
-    tmp_path: Path, destination: tuple[Destination, str], held_by: str
+    tmp_path: Path, destination: tuple[Destination, str], held_by: str, given_as: str
 ) -> None:
     # Its own key went to the default workspace and it was saved with no source: every later start
     # failed. Its other source was moved to the default workspace and the messages sent with it left
@@ -338,7 +340,10 @@ def test_a_workspace_holding_a_config_source_key_is_refused_not_emptied_or_split
         plain.send("POST", "/_emulator/sources", {"name": "x", "write_key": config_key, "workspace": created["workspace"]}, status=201)
     document = plain.get("/_emulator/snapshot")
     plain.stop()
-    configured = Segment(tmp_path / "b", destination[1], sources=[{"name": "ci", "write_key": config_key}])
+    if given_as == "--config":
+        configured = Segment(tmp_path / "b", destination[1], sources=[{"name": "ci", "write_key": config_key}])
+    else:
+        configured = Segment(tmp_path / "b", destination[1], write_key=config_key)
     try:
         before = configured.get("/_emulator/snapshot")["state"]
         answer = httpx.put(configured.url + "/_emulator/snapshot", json=document)

@@ -188,6 +188,8 @@ INVALID = [
     ("mailjet.managecontact.request", {"Email\n": "a@b.co", "Action": "addforce"}, "$", "additionalProperties"),
     ("mailjet.managemanycontacts.request", _with(BULK_GO, Contacts=[{"Email\n": "a@b.co"}]), "$.Contacts[0].Email", "required"),
     ("mailjet.send.request", {**SEND_REQUEST, "SandboxMode\n": True}, "$", "additionalProperties"),
+    ("mailjet.managemanycontacts.request", _with(BULK_GO, ContactsLists=[{"ListID": 1, "Action\n": "addforce"}]),
+     "$.ContactsLists[0].Action", "required"),
     ("mailjet.managemanycontacts.job", _with(JOB, Status="Done"), "$.Status", "enum"),
     ("mailjet.contactmetadata", _with(METADATA, Datatype="string"), "$.Datatype", "enum"),
     ("mailjet.contactmetadata", _with(METADATA, NameSpace="dynamic"), "$.NameSpace", "enum"),

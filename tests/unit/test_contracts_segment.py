@@ -362,6 +362,9 @@ VALID: list[tuple[str, str, Any]] = [
     ("segment.identify", "reserved traits null", changed(PY_IDENTIFY, traits={"age": None, "birthday": None})),
     ("segment.identify", "snake_case reserved traits", changed(PY_IDENTIFY, traits={"first_name": "Ada", "created_at": "2024-06-01"})),
     ("segment.identify", "email not validated as an address", changed(PY_IDENTIFY, traits={"email": "not-an-email"})),
+    # A Date without an offset: to the minute, or with a fraction; February 29 of a leap year.
+    *[("segment.identify", f"createdAt {value!r}", changed(PY_IDENTIFY, traits__createdAt=value))
+      for value in ("2025-01-01T10:00", "2024-02-29T10:00:00.123456")],
     ("segment.identify", "extra top-level field", changed(DOC_IDENTIFY, channel="server", _metadata={"bundled": []})),
     ("segment.track", "docs track", DOC_TRACK),
     ("segment.track", "docs common.md track", DOC_COMMON_TRACK),
@@ -437,6 +440,8 @@ INVALID: list[tuple[str, str, Any, list[tuple[str, str]]]] = [
      [("$.traits.createdAt", "anyOf")]),
     ("segment.identify", "createdAt in month 13", changed(PY_IDENTIFY, traits__createdAt="2025-13-01T10:00"),
      [("$.traits.createdAt", "anyOf")]),
+    *[("segment.identify", f"createdAt {value!r}", changed(PY_IDENTIFY, traits__createdAt=value), [("$.traits.createdAt", "anyOf")])
+      for value in ("2025-02-29T10:00:00", "2025-01-01T10:00:00\n", "2025-01-01T24:00")],
     ("segment.identify", "createdAt as epoch", changed(PY_IDENTIFY, traits__createdAt=1717228800), [("$.traits.createdAt", "anyOf")]),
     ("segment.identify", "company employee_count string", changed(PY_IDENTIFY, traits__company__employee_count="3"), [("$.traits.company.employee_count", "type")]),
     ("segment.identify", "context not an object", changed(PY_IDENTIFY, context="web"), [("$.context", "type")]),

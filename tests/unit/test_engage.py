@@ -2061,3 +2061,13 @@ def test_a_merge_hands_storage_both_the_merged_away_user_id_and_the_survivor():
     space.sync()
     assert changes.told == [("order_completed_last_30days", {"old": None, "new": (True, None)})]
     assert space.engine.take_told() == {}  # taken once
+
+
+def test_integers_beyond_a_doubles_range_that_cancel_leave_the_sum_of_the_rest():
+    # Python's sum of 10**309 and 1.5 raises OverflowError; the exact total is 1.5.
+    world = World()
+    for revenue in (10**309, 1.5, -(10**309)):
+        world.track("u1", revenue=revenue)  # only a Python caller gives such integers
+    world.engine.define_trait({"name": "s", "computed": "sum", "event": ORDER, "property": "revenue"})
+    world.engine.define_trait({"name": "a", "computed": "avg", "event": ORDER, "property": "revenue"})
+    assert world.engine.profile_view("u1")["computed_traits"] == {"s": 1.5, "a": 0.5}

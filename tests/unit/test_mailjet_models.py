@@ -679,6 +679,10 @@ def test_recipient_filters_contact_email_and_list_name(account: Account) -> None
     assert lists(("ContactEmail", "A@example.com"), ("ListName", "segjet")) == [1]
     # ContactEmail is an address: the contact's ID written there matches no one.
     assert lists(("ContactEmail", str(first))) == []
+    # Every filter applies, whichever index the listing starts from.
+    other = account.manage_contact("1", {"Email": "b@example.com", "Action": "addforce"})["ContactID"]
+    assert lists(("ContactEmail", "a@example.com"), ("Contact", str(other))) == []
+    assert lists(("ContactEmail", "a@example.com"), ("ContactsList", str(news.id))) == [news.id]
     contact_data = account.list_contact_data(Query.parse([("ContactEmail", " A@Example.COM ")]))
     assert [c.email for c in contact_data] == ["a@example.com"]
 
