@@ -135,31 +135,40 @@ def find_email(message: Mapping[str, Any]) -> str | None:
     return None
 
 
-def _first_text(traits: Mapping[str, Any], *keys: str) -> tuple[str, str]:
-    """(key, stripped text) of the first of `keys` whose trait is text that is not blank; ("", "")
-    when none is."""
-    for key in keys:
-        value = traits.get(key)
-        if isinstance(value, str) and value.strip():
+def _facade_key(key: str) -> str:
+    """A trait key as Segment's facade matches it (segmentio/obj-case: only letters, digits and dots
+    count, in any case), so that `first_name`, `FirstName` and `firstname` are one key."""
+    return _NOT_KEY_CHARACTERS.sub("", key).lower()
+
+
+_NOT_KEY_CHARACTERS = re.compile(r"[^a-zA-Z0-9.]+")
+
+
+def _first_text(traits: Mapping[str, Any], name: str) -> tuple[str, str]:
+    """(key, stripped text) of the first trait, in the traits' order, that the facade reads as
+    `name` and holds text that is not blank; ("", "") when none does."""
+    wanted = _facade_key(name)
+    for key, value in traits.items():
+        if _facade_key(key) == wanted and isinstance(value, str) and value.strip():
             return key, value.strip()
     return "", ""
 
 
 def contact_name(traits: Mapping[str, Any]) -> tuple[str, str] | None:
     """Mailjet's contact `Name` and the traits it is made of: `name`, else first and last name
-    (camelCase or snake_case) when both are given ("firstName+last_name"); None (Name left as it
-    is) otherwise.
+    when both are given ("firstName+last_name"), each key matched as the facade matches it (any
+    case, with or without `_`); None (Name left as it is) otherwise.
 
     Both, as Segment's own facade builds a name (segmentio/facade lib/identify.js: "if (firstName &&
     lastName)") and as the identify spec says ("If you only pass a first and last name"): an update
     carrying only one half would otherwise replace a full Name with it. That half is still kept as
     a property.
     """
-    _, name = _first_text(traits, "name")
+    name_key, name = _first_text(traits, "name")
     if name:
-        return name, "name"
-    first_key, first = _first_text(traits, "firstName", "first_name")
-    last_key, last = _first_text(traits, "lastName", "last_name")
+        return name, name_key
+    first_key, first = _first_text(traits, "firstName")
+    last_key, last = _first_text(traits, "lastName")
     return (f"{first} {last}", f"{first_key}+{last_key}") if first and last else None
 
 

@@ -71,6 +71,12 @@ def test_flatten_traits_yields_path_name_and_value():
         ({"firstName": "Ada", "lastName": "  "}, None),
         ({"name": 42}, None),
         ({}, None),
+        # Keys as Segment's facade matches them (obj-case: any case, `_` or not): these gave no Name.
+        ({"Name": "Ada Lovelace"}, ("Ada Lovelace", "Name")),
+        ({"FirstName": "Ada", "LastName": "Lovelace"}, ("Ada Lovelace", "FirstName+LastName")),
+        ({"firstname": "Ada", "LAST_NAME": "Lovelace"}, ("Ada Lovelace", "firstname+LAST_NAME")),
+        ({"first-name": "Ada", "lastname": "Lovelace"}, ("Ada Lovelace", "first-name+lastname")),
+        ({"firstNames": "Ada", "lastName": "Lovelace"}, None),
     ],
 )
 def test_contact_name(traits, expected):
