@@ -403,7 +403,16 @@ def _validate_message(account: Account, message: dict[str, Any]) -> list[dict[st
             if header.lower() in FORBIDDEN_HEADERS:  # GUESS: names match case-insensitively, as in email
                 text = f'The "{header}" header cannot be set in "Headers": use its message property.'
                 errors.append(_error(account, "send-0011", text, [f'Headers["{header}"]']))  # documented form
-    errors += _check_object(account, ci_get(message, "Variables"), "Variables")
+    variables = ci_get(message, "Variables")
+    errors += _check_object(account, variables, "Variables")
+    if isinstance(variables, dict):
+        # Observed: "mailjet denies null variables: Property value cannot be null." (mailjet-apiv3-php#210;
+        # a Mailjet developer in php#80: "You can NOT do: 'Property' => null"). GUESS: the code, the
+        # one of other type mismatches, and that the message alone is refused.
+        errors += [
+            _error(account, TYPE_MISMATCH, "Property value cannot be null.", [f"Variables.{name}"])
+            for name, value in variables.items() if value is None
+        ]
     return errors
 
 

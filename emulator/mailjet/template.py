@@ -9,9 +9,11 @@ event, `content` / `error in template language`) unless `TemplateErrorDeliver` i
 
 Only these two forms are interpreted. Statements (`{% if %}`, `{% for %}`), functions, operators and
 the `mj:` and `segmentation:` namespaces are left as written, and so is anything else between
-`{{` and `}}`. An expression inside a statement's block is printed too, but a missing value there
-is no error: Mailjet prints a block only when its condition holds, and `{% if var:x %}...{% endif %}`
-is how a template makes a value optional. A block left open, or a closing tag with no block, is.
+`{{` and `}}`, and the templates' simple personalization (`[[var:x]]`, `[[data:x]]`). An
+expression inside a statement's block is printed too, but a missing value there is no error (GUESS:
+the block may be one whose condition fails, as `{% if var:x %}...{% endif %}` means to make a value
+optional; mjml#676 saw Mailjet fail on such a value all the same). A block left open, or a closing
+tag with no block, is.
 """
 
 from __future__ import annotations

@@ -182,6 +182,18 @@ def test_headers_and_variables_hold_at_most_50_entries(account: Account, name: s
     assert mismatch(account, message(**{name: ["X-Key: v"]})) == [f"Messages.{name}"]
 
 
+def test_a_null_variable_is_refused(account: Account) -> None:
+    # "mailjet denies null variables: Property value cannot be null." (mailjet-apiv3-php#210; a
+    # Mailjet developer in php#80: "You can NOT do: 'Property' => null"); it was sent with a template error.
+    result = answer(account, message(TemplateLanguage=True, TextPart="Hi {{var:x}}", Variables={"x": None, "y": "Ada"}))
+    assert [(e["ErrorCode"], e["ErrorRelatedTo"], e["ErrorMessage"]) for e in result["Errors"]] == [
+        ("mj-0004", ["Variables.x"], "Property value cannot be null.")
+    ]
+    status, body = send(account, {"Globals": {"Variables": {"x": None}}, "Messages": [message()]})
+    assert status == 400 and body["Messages"][0]["Errors"][0]["ErrorRelatedTo"] == ["Variables.x"]
+    assert accepted(account, message(TemplateLanguage=True, TextPart="Hi {{var:x}}", Variables={"x": ""}))
+
+
 def test_attachments_must_be_an_array_of_objects(account: Account) -> None:
     assert mismatch(account, message(Attachments=ATTACHMENT)) == ["Messages.Attachments"]
     assert mismatch(account, message(Attachments=["a.txt"])) == ["Messages.Attachments"]
