@@ -146,7 +146,8 @@ _NOT_KEY_CHARACTERS = re.compile(r"[^a-zA-Z0-9.]+")
 
 def _first_text(traits: Mapping[str, Any], name: str) -> tuple[str, str]:
     """(key, stripped text) of the first trait, in the traits' order, that the facade reads as
-    `name` and holds text that is not blank; ("", "") when none does."""
+    `name` and holds text that is not blank; ("", "") when none does. (The facade stops at the first
+    key it reads as `name`, blank or not: a blank `name` passed over for first and last name is ours.)"""
     wanted = _facade_key(name)
     for key, value in traits.items():
         if _facade_key(key) == wanted and isinstance(value, str) and value.strip():

@@ -79,6 +79,10 @@ def _restored_time(offset_seconds: float) -> datetime:
     return moment
 
 
+class DataDirInUse(OSError):
+    """Another segjet holds the data dir."""
+
+
 def _lock_data_dir(data_dir: str) -> TextIO:
     """Hold DIR/segjet.lock for the bundle's life: two bundles on one data dir would each write over
     what the other answered 2xx for (ids, rows), and neither would notice."""
@@ -94,7 +98,7 @@ def _lock_data_dir(data_dir: str) -> TextIO:
         lock.seek(0)
         holder = lock.read().strip()
         lock.close()
-        raise OSError(f"--data-dir {data_dir} is in use by another segjet{f' (pid {holder})' if holder else ''}") from None
+        raise DataDirInUse(f"--data-dir {data_dir} is in use by another segjet{f' (pid {holder})' if holder else ''}") from None
     lock.seek(0)
     lock.truncate()
     lock.write(str(os.getpid()))

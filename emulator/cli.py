@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import ipaddress
 import json
 import os
@@ -11,7 +12,7 @@ import sys
 from pathlib import Path
 from typing import Any, Sequence
 
-from .bundle import Bundle, remembered_auth_key
+from .bundle import Bundle, DataDirInUse, remembered_auth_key
 from .common import server
 from .common.faults import FaultRuleError, FaultRules
 from .common.json_body import decode_json
@@ -257,6 +258,16 @@ def _control_token(given: str | None) -> str | None:
     return given
 
 
+def _remove_ready_file(path: Path | None) -> None:
+    """A script waiting for the ready file must not read a previous run's URLs."""
+    if path is None:
+        return
+    try:
+        path.unlink(missing_ok=True)
+    except OSError as exc:
+        raise OSError(f"--ready-file {path}: {exc.strerror or exc}") from None
+
+
 def _write_private(path: Path, text: str) -> None:
     """Write `text` readable by this user only (the ready file holds the credentials and the token),
     aside and renamed, so that a reader never sees it half written."""
@@ -329,16 +340,21 @@ def _print_ready(info: dict[str, Any]) -> None:
 
 
 async def _up(args: argparse.Namespace) -> int:
-    config = config_from_args(args)
-    _warn_if_exposed(config.host, config.control_token)
-    # Before the ready file goes: a start refused for a data dir another segjet holds leaves that
-    # one's file, most likely the same (the same command run twice).
-    bundle = Bundle(config)
-    if args.ready_file:
-        try:
-            args.ready_file.unlink(missing_ok=True)  # a script waiting for it must not read a previous run's URLs
-        except OSError as exc:
-            raise OSError(f"--ready-file {args.ready_file}: {exc.strerror or exc}") from None
+    try:
+        config = config_from_args(args)
+        _warn_if_exposed(config.host, config.control_token)
+        bundle = Bundle(config)
+    except DataDirInUse:
+        raise  # that segjet's ready file, most likely this one (the same command run twice), stays
+    except BaseException:
+        with contextlib.suppress(OSError):  # the error to tell is the start's
+            _remove_ready_file(args.ready_file)
+        raise
+    try:
+        _remove_ready_file(args.ready_file)
+    except OSError:
+        await bundle.stop()  # the data dir's lock goes with it
+        raise
     info = await bundle.start()
     server.tune_gc_for_serving()
     bundle.runner.install_signal_handlers()

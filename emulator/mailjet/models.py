@@ -1410,7 +1410,7 @@ class Account:
             contact = self._resolve_ref(fields, "ContactID", "ContactALT", "Contact", self.find_contact)
         else:
             contact = self.get_contact(contact_ref)
-            fields = self._contact_data_fields(body, ("Data",), ("ID", "ContactID"))
+            fields = self._contact_data_fields(body, ("Data",), ("ID", "ContactID"), self.contact_data_json(contact))
         entries = fields.get("Data")
         if entries is None:
             raise required("Data")
@@ -1438,7 +1438,9 @@ class Account:
         return contact, self.apply_contact_changes(contact, None, None, values)
 
     @staticmethod
-    def _contact_data_fields(body: dict[str, Any], writable: tuple[str, ...], read_only: tuple[str, ...]) -> dict[str, Any]:
+    def _contact_data_fields(
+        body: dict[str, Any], writable: tuple[str, ...], read_only: tuple[str, ...], shown: Mapping[str, Any] | None = None
+    ) -> dict[str, Any]:
         known = {name.lower() for name in writable + read_only}
         unknown = next((key for key in body if key.lower() not in known), None)
         if unknown is not None:
@@ -1446,7 +1448,7 @@ class Account:
             # instead of Data ({"first_name": "John"}) are refused as "Invalid key name", not with
             # the "has no property" text of other objects.
             raise MailjetError(400, f'Invalid key name: "{unknown}"')
-        return read_fields(body, "TContactData", writable, read_only)
+        return read_fields(body, "TContactData", writable, read_only, shown)
 
     def clear_contact_data(self, contact_ref: str) -> None:
         contact = self.get_contact(contact_ref)

@@ -767,7 +767,7 @@ def test_published_put_bodies_list_only_fields_a_put_takes(server: Server) -> No
             # null reaches the key check (unknown or read-only) before any value check.
             response = http.put(path.split("{")[0] + "1", json={field: None})
             message = response.json().get("ErrorMessage", "") if response.status_code == 400 else ""
-            assert not message.startswith(("MJ19", "Invalid json input")), (path, field, message)
+            assert "MJ19" not in message and not message.startswith("Invalid json input"), (path, field, message)
             checked += 1
     assert checked >= 10
 
@@ -782,9 +782,9 @@ def test_contactdata_with_raw_property_pairs_instead_of_data_is_an_invalid_key_n
         mj.contactdata.update(id="raw@example.com", data={"first_name": "John"})
     with pytest.raises(ValidationError, match='Invalid key name: "first_name"'):
         mj.contactdata.create(data={"ContactID": 1, "first_name": "John"})
-    # The keys of the object itself keep their own answers.
+    # The keys of the object itself keep their own answers (its own ContactID sent back is taken).
     with pytest.raises(ValidationError, match="MJ19"):
-        mj.contactdata.update(id="raw@example.com", data={"ContactID": 1, "Data": []})
+        mj.contactdata.update(id="raw@example.com", data={"ContactID": 999, "Data": []})
     assert data(mj.contactdata.get(id="raw@example.com"))[0]["Data"] == []
 
 

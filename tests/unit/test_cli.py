@@ -423,3 +423,18 @@ def test_a_start_refused_for_a_data_dir_in_use_leaves_the_running_bundles_ready_
     assert code == 1
     assert "is in use by another segjet" in capsys.readouterr().err
     assert ready.read_text(encoding="utf-8") == '{"segment_url": "http://127.0.0.1:8701"}'
+
+
+def test_a_start_that_fails_on_its_data_dir_leaves_no_previous_ready_file(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # A damaged bundle.json is no segjet holding the data dir: the file is a dead run's.
+    data_dir, ready = tmp_path / "data", tmp_path / "ready.json"
+    data_dir.mkdir()
+    (data_dir / "bundle.json").write_text("not json", encoding="utf-8")
+    ready.write_text('{"segment_url": "http://127.0.0.1:1"}', encoding="utf-8")
+    code = main(["up", "--segment-port", "0", "--mailjet-port", "0", "--destination-port", "0",
+                 "--data-dir", str(data_dir), "--ready-file", str(ready)])
+    assert code == 1
+    assert "bundle.json" in capsys.readouterr().err
+    assert not ready.exists()

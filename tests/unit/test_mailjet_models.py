@@ -665,6 +665,16 @@ def test_a_put_may_send_back_the_read_only_fields_a_get_showed_but_unsubscribed_
     assert account.update_contact(str(contact.id), {**contact_shown, "Name": "R"}) == (contact, True)
     assert "MJ19" in error_of(account.update_contact, str(contact.id), {**contact_shown, "DeliveredCount": 5}).message
     assert "UnsubscribedAt" in error_of(account.update_contact, str(contact.id), contact.to_json()).message
+    # Every PUT takes its own GET's answer back.
+    news = account.create_list({"Name": "News"})
+    assert account.update_list(str(news.id), account.list_json(news)) == (news, False)
+    definition = account.create_property({"Name": "plan", "Datatype": "str"})
+    assert account.update_property(str(definition.id), definition.to_json()) == (definition, False)
+    callback = account.create_callback({"EventType": "open", "Url": "https://hooks.example.com/open"})
+    assert account.update_callback(str(callback.id), callback.to_json()) == (callback, False)
+    account.set_contact_data(str(contact.id), {"Data": [{"Name": "plan", "Value": "pro"}]})
+    assert account.set_contact_data(str(contact.id), account.contact_data_json(contact)) == (contact, False)
+    assert "MJ19" in error_of(account.set_contact_data, str(contact.id), {"ID": contact.id + 1, "Data": []}).message
 
 
 def test_recipient_filters_contact_email_and_list_name(account: Account) -> None:
