@@ -262,14 +262,16 @@ class SegjetClient:
                 return None
             return current
 
-        return self.wait_until(
-            probe, timeout, f"Mailjet contact {email} with {expected or 'any properties'}",
-            lambda: f"no such contact; {self._fate_of_identify(email)}" if seen[0] is None else f"properties {seen[0]}",
-        )
+        def last_seen() -> str:
+            found = "no such contact" if seen[0] is None else f"properties {seen[0]}"
+            return f"{found}; {self._fate_of_identify(email, made=seen[0] is not None)}"
 
-    def _fate_of_identify(self, email: str) -> str:
+        return self.wait_until(probe, timeout, f"Mailjet contact {email} with {expected or 'any properties'}", last_seen)
+
+    def _fate_of_identify(self, email: str, made: bool) -> str:
         """What the fake Segment did with the newest identify of this workspace carrying `email`
-        (among the last 1,000), for a timeout: the delivery's record holds why no contact came."""
+        (among the last 1,000), for a timeout: the delivery's record holds why no contact came, or
+        which traits the destination skipped; `made`: this account has the contact."""
         wanted = email.strip().lower()
         for message in reversed(self.events(type="identify", limit=1000)):
             context = message.get("context") if isinstance(message.get("context"), dict) else {}
@@ -283,7 +285,19 @@ class SegjetClient:
             if not records:
                 return f"{said}: no delivery record (is the Mailjet destination enabled?)"
             record = records[-1]
-            return f"{said}: delivery {record['state']}" + (f": {record['reason']}" if record.get("reason") else "")
+            said += f": delivery {record['state']}" + (f": {record['reason']}" if record.get("reason") else "")
+            if record["state"] != "delivered":
+                return said
+            answer = record["attempts"][-1].get("response") if record.get("attempts") else None
+            skipped = answer.get("skipped") if isinstance(answer, dict) else None
+            if isinstance(skipped, list) and skipped:
+                said += "; the destination skipped " + ", ".join(
+                    f"{item.get('trait')} ({item.get('reason')})" for item in skipped if isinstance(item, dict)
+                )
+            if not made:
+                said += ("; this account has no such contact: the workspace's Mailjet tile writes to another"
+                         " account (GET /_emulator/destinations/mailjet shows its authentication key)")
+            return said
         return "no identify with this email in the fake Segment"
 
     def mailjet_requests(

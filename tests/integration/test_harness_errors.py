@@ -509,3 +509,33 @@ def test_a_list_id_of_no_list_says_the_list_does_not_exist(segjet):
         f"Mailjet contact {user.email} is not subscribed to list 99: the fake Mailjet account"
         f" {segjet.mailjet_api_key} has no list 99; check --list-id (GET /v3/REST/contactslist shows its lists)"
     )
+
+
+def test_a_contact_wait_says_which_traits_the_destination_skipped(segjet):
+    # The contact existed with the old value: the timeout showed its properties, not the delivery's
+    # own answer saying why the new value never came.
+    segjet.identify("u-age", {"email": "age@example.com", "age": 36})
+    segjet.wait_for_contact("age@example.com", {"age": 36})
+    segjet.identify("u-age", {"email": "age@example.com", "age": "thirty-six"})
+    segjet.wait_until(lambda: len(segjet.deliveries(user_id="u-age", state="delivered")) == 2 or None, 10, "both deliveries")
+    with pytest.raises(SegjetTimeout) as raised:
+        segjet.wait_for_contact("age@example.com", {"age": "thirty-six"}, timeout=0.2)
+    assert "properties {" in str(raised.value) and "'age': '36'" in str(raised.value)
+    assert "delivery delivered; the destination skipped age (Mailjet property 'age' is defined as int" in str(raised.value)
+
+
+def test_a_contact_delivered_to_another_account_says_so(segjet):
+    # The workspace's tile wrote to the default account; this client reads its own: "delivered" next
+    # to "no such contact" gave no hint where the contact went.
+    account = {"api_key": "harness-other", "secret_key": "harness-other-secret"}
+    assert httpx.post(f"{segjet.mailjet_url}/_emulator/accounts", json=account).status_code == 201
+    other = SegjetClient(dict(segjet.info, mailjet_api_key=account["api_key"], mailjet_secret_key=account["secret_key"]))
+    try:
+        message_id = other.identify("u-elsewhere", {"email": "elsewhere@example.com"})
+        other.wait_until(lambda: other.deliveries(message_id=message_id, state="delivered") or None, 10, "the delivery")
+        with pytest.raises(SegjetTimeout) as raised:
+            other.wait_for_contact("elsewhere@example.com", timeout=0.2)
+    finally:
+        other.close()
+    assert "delivery delivered" in str(raised.value)
+    assert "this account has no such contact: the workspace's Mailjet tile writes to another account" in str(raised.value)
