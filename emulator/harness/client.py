@@ -31,7 +31,11 @@ _NO_PROXIES: dict[str, str | None] = {"http": None, "https": None, "all": None}
 
 
 class SegjetTimeout(AssertionError):
-    """A wait ran out of time; the message says what was last seen."""
+    """A wait ran out of time; the message says what was last seen, and `last_seen` holds that alone."""
+
+    def __init__(self, message: str, last_seen: str = "") -> None:
+        super().__init__(message)
+        self.last_seen = last_seen
 
 
 class SegjetHTTPError(httpx.HTTPStatusError):
@@ -157,8 +161,8 @@ class SegjetClient:
             if result is not None:
                 return result
             if time.monotonic() >= deadline:
-                seen = f"; last seen: {last_seen()}" if last_seen else ""
-                raise SegjetTimeout(f"timed out after {timeout}s waiting for {what}{seen}")
+                seen = last_seen() if last_seen else ""
+                raise SegjetTimeout(f"timed out after {timeout}s waiting for {what}" + (f"; last seen: {seen}" if seen else ""), seen)
             time.sleep(_POLL_SECONDS)
 
     # -- Segment side ---------------------------------------------------------------------

@@ -247,8 +247,8 @@ class Scenario:
             try:
                 self.client.wait_for_contact(user.email, expected, timeout=self.timeout)
             except SegjetTimeout as exc:
-                seen = self.client.contact_properties(user.email)
-                raise HopFailed(f"Mailjet contact {user.email}: expected {expected}, found {seen}") from exc
+                # Its last sight: the properties found, and what became of the identify.
+                raise HopFailed(f"Mailjet contact {user.email}: expected {expected}; last seen: {exc.last_seen}") from exc
             if not self._in_list(user.email, list_id):
                 raise HopFailed(
                     f"Mailjet contact {user.email} is not subscribed to list {list_id}{self._no_such_list(list_id)}"

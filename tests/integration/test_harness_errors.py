@@ -539,3 +539,18 @@ def test_a_contact_delivered_to_another_account_says_so(segjet):
         other.close()
     assert "delivery delivered" in str(raised.value)
     assert "this account has no such contact: the workspace's Mailjet tile writes to another account" in str(raised.value)
+
+
+def test_the_contacts_hop_says_when_the_contacts_went_to_another_account(segjet):
+    # `segjet check --mailjet-api-key` of an account the write key's tile does not write to: the hop
+    # said only "expected {...}, found None".
+    account = {"api_key": "check-other", "secret_key": "check-other-secret"}
+    assert httpx.post(f"{segjet.mailjet_url}/_emulator/accounts", json=account).status_code == 201
+    other = SegjetClient(dict(segjet.info, mailjet_api_key=account["api_key"], mailjet_secret_key=account["secret_key"]))
+    try:
+        results = Scenario(other, user_count=1, timeout=1).run()
+    finally:
+        other.close()
+    contacts = next(result for result in results if result.name == "Segment → destination → Mailjet contacts")
+    assert not contacts.ok
+    assert "the workspace's Mailjet tile writes to another account" in contacts.detail, contacts.detail
