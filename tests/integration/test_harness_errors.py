@@ -524,19 +524,26 @@ def test_a_contact_wait_says_which_traits_the_destination_skipped(segjet):
     assert "delivery delivered; the destination skipped age (Mailjet property 'age' is defined as int" in str(raised.value)
 
 
-def test_a_contact_delivered_to_another_account_says_so(segjet):
-    # The workspace's tile wrote to the default account; this client reads its own: "delivered" next
-    # to "no such contact" gave no hint where the contact went.
-    account = {"api_key": "harness-other", "secret_key": "harness-other-secret"}
+@contextlib.contextmanager
+def client_of_another_account(segjet: SegjetClient, api_key: str) -> Iterator[SegjetClient]:
+    """A client of a second Mailjet account, with the stack's write key, whose tile writes to the default account."""
+    account = {"api_key": api_key, "secret_key": f"{api_key}-secret"}
     assert httpx.post(f"{segjet.mailjet_url}/_emulator/accounts", json=account).status_code == 201
     other = SegjetClient(dict(segjet.info, mailjet_api_key=account["api_key"], mailjet_secret_key=account["secret_key"]))
     try:
+        yield other
+    finally:
+        other.close()
+
+
+def test_a_contact_delivered_to_another_account_says_so(segjet):
+    # The workspace's tile wrote to the default account; this client reads its own: "delivered" next
+    # to "no such contact" gave no hint where the contact went.
+    with client_of_another_account(segjet, "harness-other") as other:
         message_id = other.identify("u-elsewhere", {"email": "elsewhere@example.com"})
         other.wait_until(lambda: other.deliveries(message_id=message_id, state="delivered") or None, 10, "the delivery")
         with pytest.raises(SegjetTimeout) as raised:
             other.wait_for_contact("elsewhere@example.com", timeout=0.2)
-    finally:
-        other.close()
     assert "delivery delivered" in str(raised.value)
     assert "this account has no such contact: the workspace's Mailjet tile writes to another account" in str(raised.value)
 
@@ -544,13 +551,8 @@ def test_a_contact_delivered_to_another_account_says_so(segjet):
 def test_the_contacts_hop_says_when_the_contacts_went_to_another_account(segjet):
     # `segjet check --mailjet-api-key` of an account the write key's tile does not write to: the hop
     # said only "expected {...}, found None".
-    account = {"api_key": "check-other", "secret_key": "check-other-secret"}
-    assert httpx.post(f"{segjet.mailjet_url}/_emulator/accounts", json=account).status_code == 201
-    other = SegjetClient(dict(segjet.info, mailjet_api_key=account["api_key"], mailjet_secret_key=account["secret_key"]))
-    try:
+    with client_of_another_account(segjet, "check-other") as other:
         results = Scenario(other, user_count=1, timeout=1).run()
-    finally:
-        other.close()
     contacts = next(result for result in results if result.name == "Segment → destination → Mailjet contacts")
     assert not contacts.ok
     assert "the workspace's Mailjet tile writes to another account" in contacts.detail, contacts.detail
