@@ -79,8 +79,16 @@ def _restored_time(offset_seconds: float) -> datetime:
     return moment
 
 
-class DataDirInUse(OSError):
-    """Another segjet holds the data dir."""
+def data_dir_held(data_dir: str) -> bool:
+    """Whether another segjet holds `data_dir` now (its lock taken); asked without making anything."""
+    try:
+        with (Path(data_dir) / LOCK_FILE).open("r", encoding="utf-8") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)  # released as the file closes
+    except BlockingIOError:
+        return True
+    except OSError:
+        return False  # no data dir, or no lock file: nobody holds it
+    return False
 
 
 def _lock_data_dir(data_dir: str) -> TextIO:
@@ -98,7 +106,7 @@ def _lock_data_dir(data_dir: str) -> TextIO:
         lock.seek(0)
         holder = lock.read().strip()
         lock.close()
-        raise DataDirInUse(f"--data-dir {data_dir} is in use by another segjet{f' (pid {holder})' if holder else ''}") from None
+        raise OSError(f"--data-dir {data_dir} is in use by another segjet{f' (pid {holder})' if holder else ''}") from None
     lock.seek(0)
     lock.truncate()
     lock.write(str(os.getpid()))

@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 from typing import Any, Sequence
 
-from .bundle import Bundle, DataDirInUse, remembered_auth_key
+from .bundle import Bundle, data_dir_held, remembered_auth_key
 from .common import server
 from .common.faults import FaultRuleError, FaultRules
 from .common.json_body import decode_json
@@ -344,11 +344,12 @@ async def _up(args: argparse.Namespace) -> int:
         config = config_from_args(args)
         _warn_if_exposed(config.host, config.control_token)
         bundle = Bundle(config)
-    except DataDirInUse:
-        raise  # that segjet's ready file, most likely this one (the same command run twice), stays
     except BaseException:
-        with contextlib.suppress(OSError):  # the error to tell is the start's
-            _remove_ready_file(args.ready_file)
+        # A segjet holding the data dir keeps its ready file, most likely this one (the same command
+        # run twice, maybe with a bad flag); otherwise the file is a dead run's.
+        if not (args.data_dir and data_dir_held(str(args.data_dir))):
+            with contextlib.suppress(OSError):  # the error to tell is the start's
+                _remove_ready_file(args.ready_file)
         raise
     try:
         _remove_ready_file(args.ready_file)

@@ -30,6 +30,18 @@ _ACCOUNT_PARAM = "apiKey"
 _NO_PROXIES: dict[str, str | None] = {"http": None, "https": None, "all": None}
 
 
+def _addressed_to(message: dict[str, Any]) -> str | None:
+    """The address the Mailjet destination writes an identify to: `traits.email`, else
+    `context.traits.email`, the first that is text (destination.mapping.find_email's order, without
+    its checks: an address the destination refused is still the one the identify was for)."""
+    context = message.get("context")
+    for holder in (message.get("traits"), context.get("traits") if isinstance(context, dict) else None):
+        value = holder.get("email") if isinstance(holder, dict) else None
+        if isinstance(value, str) and value.strip():
+            return value.strip()
+    return None
+
+
 class SegjetTimeout(AssertionError):
     """A wait ran out of time; the message says what was last seen, and `last_seen` holds that alone."""
 
@@ -278,9 +290,7 @@ class SegjetClient:
         which traits the destination skipped; `made`: this account has the contact."""
         wanted = email.strip().lower()
         for message in reversed(self.events(type="identify", limit=1000)):
-            context = message.get("context") if isinstance(message.get("context"), dict) else {}
-            carried = [traits.get("email") for traits in (message.get("traits"), context.get("traits")) if isinstance(traits, dict)]
-            if not any(isinstance(value, str) and value.strip().lower() == wanted for value in carried):
+            if (_addressed_to(message) or "").lower() != wanted:
                 continue
             said = f"identify {message['messageId']} of user {message.get('userId')!r}"
             if message.get("status") != "accepted":
@@ -299,10 +309,19 @@ class SegjetClient:
                     f"{item.get('trait')} ({item.get('reason')})" for item in skipped if isinstance(item, dict)
                 )
             if not made:
-                said += ("; this account has no such contact: the workspace's Mailjet tile writes to another"
-                         " account (GET /_emulator/destinations/mailjet shows its authentication key)")
+                said += f"; this account has no such contact{self._why_no_contact()}"
             return said
         return "no identify with this email in the fake Segment"
+
+    def _why_no_contact(self) -> str:
+        """For a delivered identify whose contact this account lacks: whether the workspace's Mailjet
+        tile writes to another account (its key is not this account's App Connections key)."""
+        tile_key = (self.segment("GET", "/_emulator/destinations/mailjet").get("settings") or {}).get("apiKey")
+        page = checked(self.http.get(f"{self.mailjet_url}/_emulator/app-connections/segment", params=self._account())).json()
+        if tile_key != page.get("authenticationKey"):
+            return (": the workspace's Mailjet tile writes to another account (GET /_emulator/destinations/mailjet"
+                    " shows its authentication key)")
+        return " now (deleted, or the account reset, since?)"
 
     def mailjet_requests(
         self, method: str | None = None, path: str | None = None, limit: int = 10_000

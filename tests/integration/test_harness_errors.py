@@ -556,3 +556,19 @@ def test_the_contacts_hop_says_when_the_contacts_went_to_another_account(segjet)
     contacts = next(result for result in results if result.name == "Segment → destination → Mailjet contacts")
     assert not contacts.ok
     assert "the workspace's Mailjet tile writes to another account" in contacts.detail, contacts.detail
+
+
+def test_a_contact_wait_blames_no_other_account_for_a_contact_gone_or_never_addressed(segjet):
+    # "the workspace's Mailjet tile writes to another account" was said of a contact the account's
+    # reset removed, and of an identify matched on its context.traits.email while the destination
+    # wrote to its traits.email.
+    segjet.identify("u-gone", {"email": "gone@example.com"})
+    segjet.wait_for_contact("gone@example.com")
+    assert httpx.post(f"{segjet.mailjet_url}/_emulator/reset", params={"apiKey": segjet.mailjet_api_key}).status_code == 200
+    with pytest.raises(SegjetTimeout) as raised:
+        segjet.wait_for_contact("gone@example.com", timeout=0.2)
+    assert "this account has no such contact now" in str(raised.value) and "another account" not in str(raised.value)
+    segjet.analytics.identify("u-two", {"email": "first@example.com"}, context={"traits": {"email": "second@example.com"}})
+    segjet.wait_for_contact("first@example.com")
+    with pytest.raises(SegjetTimeout, match="no identify with this email in the fake Segment"):
+        segjet.wait_for_contact("second@example.com", timeout=0.2)

@@ -406,10 +406,12 @@ def test_up_stopped_while_its_demo_runs_writes_no_ready_file(
     assert "keep running" not in err
 
 
-def test_a_start_refused_for_a_data_dir_in_use_leaves_the_running_bundles_ready_file(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+@pytest.mark.parametrize(("flags", "refusal"), [([], "is in use by another segjet"), (["--write-key", ""], "--write-key")])
+def test_a_start_refused_while_another_bundle_holds_the_data_dir_leaves_its_ready_file(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], flags: list[str], refusal: str
 ) -> None:
-    # The same `segjet up` run twice: the second, refused, removed the first's ready file.
+    # The same `segjet up` run twice (the second maybe with a bad flag): the second, refused,
+    # removed the first's ready file.
     from emulator.bundle import Bundle
 
     data_dir, ready = tmp_path / "data", tmp_path / "ready.json"
@@ -417,11 +419,11 @@ def test_a_start_refused_for_a_data_dir_in_use_leaves_the_running_bundles_ready_
     try:
         ready.write_text('{"segment_url": "http://127.0.0.1:8701"}', encoding="utf-8")
         code = main(["up", "--segment-port", "0", "--mailjet-port", "0", "--destination-port", "0",
-                     "--data-dir", str(data_dir), "--ready-file", str(ready)])
+                     "--data-dir", str(data_dir), "--ready-file", str(ready), *flags])
     finally:
         asyncio.run(running.stop())
     assert code == 1
-    assert "is in use by another segjet" in capsys.readouterr().err
+    assert refusal in capsys.readouterr().err
     assert ready.read_text(encoding="utf-8") == '{"segment_url": "http://127.0.0.1:8701"}'
 
 
