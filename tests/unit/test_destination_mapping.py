@@ -77,6 +77,10 @@ def test_flatten_traits_yields_path_name_and_value():
         ({"firstname": "Ada", "LAST_NAME": "Lovelace"}, ("Ada Lovelace", "firstname+LAST_NAME")),
         ({"first-name": "Ada", "lastname": "Lovelace"}, ("Ada Lovelace", "first-name+lastname")),
         ({"firstNames": "Ada", "lastName": "Lovelace"}, None),
+        ({"first.name": "Ada", "last_name": "Lovelace"}, None),  # obj-case keeps dots: a path, not firstName
+        # Ours, not the facade's (it stops at the first key it reads as the name): a blank one is passed over.
+        ({"first_name": " ", "firstName": "Ada", "lastName": "Lovelace"}, ("Ada Lovelace", "firstName+lastName")),
+        ({"name": "", "Name": "Ada L"}, ("Ada L", "Name")),
     ],
 )
 def test_contact_name(traits, expected):

@@ -189,6 +189,8 @@ def test_a_null_variable_is_refused(account: Account) -> None:
     assert [(e["ErrorCode"], e["ErrorRelatedTo"], e["ErrorMessage"]) for e in result["Errors"]] == [
         ("mj-0004", ["Variables.x"], "Property value cannot be null.")
     ]
+    twice = answer(account, message(TemplateLanguage=True, TextPart="Hi", Variables={"a": None, "b": None}))
+    assert [e["ErrorRelatedTo"] for e in twice["Errors"]] == [["Variables.a"], ["Variables.b"]]
     status, body = send(account, {"Globals": {"Variables": {"x": None}}, "Messages": [message()]})
     assert status == 400 and body["Messages"][0]["Errors"][0]["ErrorRelatedTo"] == ["Variables.x"]
     assert accepted(account, message(TemplateLanguage=True, TextPart="Hi {{var:x}}", Variables={"x": ""}))
