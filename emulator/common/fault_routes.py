@@ -40,6 +40,8 @@ from .server import STOPPING_SCOPE_KEY
 HOLD_CAP_SECONDS = 30.0
 # A write key is looked for in the first MB of a body: the fake Segment refuses larger ones unread.
 _CREDENTIAL_BYTES = 1024 * 1024
+# How often a delayed request looks whether the server is stopping or its state was replaced.
+_WATCH_SECONDS = 0.05
 # How much of a body is read before a rule acts, so the request has arrived whole: more than either
 # fake accepts (Mailjet 25 MB). The rest of a larger body is passed on, or thrown away, as it comes.
 _READ_AHEAD_BYTES = 32 * 1024 * 1024
@@ -97,7 +99,7 @@ def write_key(scope: Scope, body: bytes | None) -> str | None:
     username = basic_username(scope, None)
     if username:
         return username
-    if not body:
+    if not body or len(body) > _CREDENTIAL_BYTES:
         return None
     # The encodings the fake Segment reads (segment/models.py `decode_body`): a body it refuses
     # unread (deflate, br) carries no write key it would see, so none is read here either.
@@ -137,7 +139,6 @@ class FaultMiddleware:
         journal: Journal,
         render: Renderer,
         credential: Callable[[Scope, bytes | None], str | None],
-        credential_in_body: bool = False,
         tenant_epoch: Callable[[str | None], object] | None = None,
     ) -> None:
         self.app = app
@@ -145,7 +146,6 @@ class FaultMiddleware:
         self.journal = journal
         self.render = render
         self.credential = credential
-        self.credential_in_body = credential_in_body
         self.tenant_epoch = tenant_epoch
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -156,32 +156,25 @@ class FaultMiddleware:
         if not candidates:
             await self.app(scope, receive, send)
             return
-        arrived = self.journal.generation
+        # The whole request arrives before a rule is chosen, as at a slow or failing server: a rule
+        # fires on a request it can act on at once, so the state the request belongs to is the one
+        # at its firing (which a test sees, then resets or imports).
         body = _ReadAhead(receive)
-        credential: str | None = None
-        if FaultRules.needs_credential(candidates):
-            if self.credential_in_body:
-                await body.read(_CREDENTIAL_BYTES)
-            credential = self.credential(scope, body.content())
+        await body.read(_READ_AHEAD_BYTES)
+        credential = self.credential(scope, body.content()) if FaultRules.needs_credential(candidates) else None
         rule = FaultRules.choose(candidates, credential)
         if rule is None:
             await self.app(scope, body.replay(), send)
             return
-        # The whole request arrives before the fault acts, as it would at a slow or failing server;
-        # a late answer is still computed even if the client has given up meanwhile.
+        # A late answer is still computed even if the client has given up meanwhile.
         late_answer = rule.action not in (DROP, TIMEOUT) and rule.status is None
-        await body.read(_READ_AHEAD_BYTES)
+        forgotten = self._state_watch(scope, body, credential, late_answer)
         if not late_answer:
             await body.discard_rest()
-        epoch = self._epoch(scope, body, credential) if late_answer else None
-        if rule.delay_ms and not await _delayed(scope, rule.delay_ms / 1000):
-            # Asked to stop meanwhile: closed unanswered, as a held request is (see _hold).
-            _close_connection(receive)
-            await _until_disconnect(receive)
-        elif self.journal.generation != arrived or (late_answer and self._epoch(scope, body, credential) != epoch):
-            # The server, or the request's own account or workspace, was reset (or replaced by a
-            # snapshot import) while the request was held: it belongs to the forgotten state, so it
-            # is neither handled nor journaled, and its client sees the connection close unanswered.
+        if (rule.delay_ms and not await _delayed(scope, rule.delay_ms / 1000, forgotten)) or forgotten():
+            # The server is stopping, or the request belongs to a state forgotten while it was held:
+            # answering it (and journaling it) would show a test an exchange of the test before. Its
+            # client sees the connection close unanswered, as a held request's does (see _hold).
             _close_connection(receive)
             await _until_disconnect(receive)
         elif late_answer:
@@ -194,11 +187,17 @@ class FaultMiddleware:
         else:
             await self._respond(scope, send, body.content(), rule)
 
-    def _epoch(self, scope: Scope, body: _ReadAhead, credential: str | None) -> object:
-        """What a reset of the request's account or workspace changes (None without `tenant_epoch`)."""
-        if self.tenant_epoch is None:
-            return None
-        return self.tenant_epoch(credential if credential is not None else self.credential(scope, body.content()))
+    def _state_watch(self, scope: Scope, body: _ReadAhead, credential: str | None, late_answer: bool) -> Callable[[], bool]:
+        """Whether the state the request belongs to has been replaced since now: the server's (a
+        reset), or, for a request still to be applied, its own account's or workspace's (a reset of
+        it, or a snapshot import: `tenant_epoch`)."""
+        arrived = self.journal.generation
+        tenant_epoch = self.tenant_epoch
+        if not late_answer or tenant_epoch is None:
+            return lambda: self.journal.generation != arrived
+        tenant = credential if credential is not None else self.credential(scope, body.content())
+        epoch = tenant_epoch(tenant)
+        return lambda: self.journal.generation != arrived or tenant_epoch(tenant) != epoch
 
     async def _respond(self, scope: Scope, send: Send, body: bytes, rule: FaultRule) -> None:
         status, headers, content = self.render(rule, scope)
@@ -240,17 +239,17 @@ class FaultMiddleware:
         return entry
 
 
-async def _delayed(scope: Scope, seconds: float) -> bool:
-    """Wait `seconds`; False when the server is asked to stop first."""
+async def _delayed(scope: Scope, seconds: float, forgotten: Callable[[], bool]) -> bool:
+    """Wait `seconds`; False as soon as the server is asked to stop or `forgotten()` holds, so that
+    such a request is closed then, not at the end of its delay."""
     stopping = scope.get(STOPPING_SCOPE_KEY)
-    if stopping is None:
-        await asyncio.sleep(seconds)
-        return True
-    try:
-        await asyncio.wait_for(stopping.wait(), timeout=seconds)
-    except asyncio.TimeoutError:
-        return True
-    return False
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + seconds
+    while (left := deadline - loop.time()) > 0:
+        if (stopping is not None and stopping.is_set()) or forgotten():
+            return False
+        await asyncio.sleep(min(left, _WATCH_SECONDS))
+    return True
 
 
 class _ReadAhead:
@@ -352,7 +351,6 @@ def service_middleware(
     render: Renderer,
     credential: Callable[[Scope, bytes | None], str | None],
     control_token: str | None,
-    credential_in_body: bool = False,
     tenant_epoch: Callable[[str | None], object] | None = None,
 ) -> list[Middleware]:
     """The middleware stack both fakes share, outermost first: a client gone mid-body is no error,
@@ -369,7 +367,7 @@ def service_middleware(
     return stack + [
         Middleware(
             FaultMiddleware, rules=rules, journal=journal, render=render, credential=credential,
-            credential_in_body=credential_in_body, tenant_epoch=tenant_epoch,
+            tenant_epoch=tenant_epoch,
         ),
         Middleware(JournalMiddleware, journal=journal),
     ]
