@@ -552,7 +552,7 @@ def test_the_contacts_hop_says_when_the_contacts_went_to_another_account(segjet)
     # `segjet check --mailjet-api-key` of an account the write key's tile does not write to: the hop
     # said only "expected {...}, found None".
     with client_of_another_account(segjet, "check-other") as other:
-        results = Scenario(other, user_count=1, timeout=1).run()
+        results = Scenario(other, user_count=1, timeout=5).run()
     contacts = next(result for result in results if result.name == "Segment → destination → Mailjet contacts")
     assert not contacts.ok
     assert "the workspace's Mailjet tile writes to another account" in contacts.detail, contacts.detail

@@ -819,14 +819,17 @@ def test_many_users_retrying_each_retry_once_at_their_own_time(harness):
         harness.clock.set(moment)
         await harness.clock.run_due()
 
-    # The virtual clock goes on with real time while the retries run (a loaded machine: tenths of a
-    # second): stop at the lane, in the middle half, that the next one waits furthest behind.
+    # Stop at the lane, in the middle half, that the next one waits furthest behind. The virtual
+    # clock goes on with real time while the retries run, so a lane due by the time the counts are
+    # read (a loaded machine: seconds) may have had its retry too; one due later may not.
     k = max(range(len(dues) // 4, 3 * len(dues) // 4), key=lambda i: dues[i + 1] - dues[i])
     middle = dues[k]
     harness.run(move_to(middle))
-    for message_id, record in zip(ids, records):
-        expected = 2 if parse_iso(record["next_attempt_at"]) <= middle else 1
-        assert len(harness.wait_state(message_id, "retrying")["attempts"]) == expected
+    counts = [len(harness.wait_state(message_id, "retrying")["attempts"]) for message_id in ids]
+    read_by = harness.clock.now()
+    for count, record in zip(counts, records):
+        due = parse_iso(record["next_attempt_at"])
+        assert count in ({2} if due <= middle else {1} if due > read_by else {1, 2}), (count, due, middle, read_by)
     harness.run(move_to(dues[-1]))
     for message_id in ids:
         assert len(harness.wait_state(message_id, "retrying")["attempts"]) == 2
