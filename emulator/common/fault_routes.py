@@ -40,8 +40,6 @@ from .server import STOPPING_SCOPE_KEY
 HOLD_CAP_SECONDS = 30.0
 # A write key is looked for in the first MB of a body: the fake Segment refuses larger ones unread.
 _CREDENTIAL_BYTES = 1024 * 1024
-# How often a delayed request looks whether the server is stopping or its state was replaced.
-_WATCH_SECONDS = 0.05
 # How much of a body is read before a rule acts, so the request has arrived whole: more than either
 # fake accepts (Mailjet 25 MB). The rest of a larger body is passed on, or thrown away, as it comes.
 _READ_AHEAD_BYTES = 32 * 1024 * 1024
@@ -147,22 +145,32 @@ class FaultMiddleware:
         self.render = render
         self.credential = credential
         self.tenant_epoch = tenant_epoch
+        # Set, then replaced, when a control call that may have replaced state ends (_delayed).
+        self._control_call_ended = asyncio.Event()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or not self.rules or scope["path"].startswith(CONTROL_PREFIX):
+        if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        candidates = self.rules.candidates(scope["method"], scope["path"])
-        if not candidates:
+        if scope["path"].startswith(CONTROL_PREFIX):
+            try:
+                await self.app(scope, receive, send)
+            finally:
+                if scope["method"] not in ("GET", "HEAD"):
+                    self._wake_held_requests()
+            return
+        if not self.rules.candidates(scope["method"], scope["path"]):
             await self.app(scope, receive, send)
             return
         # The whole request arrives before a rule is chosen, as at a slow or failing server: a rule
         # fires on a request it can act on at once, so the state the request belongs to is the one
-        # at its firing (which a test sees, then resets or imports).
+        # at its firing (which a test sees, then resets or imports), and so are the rules it meets
+        # (a reset or DELETE meanwhile removed some). A client gone mid-body sent no request.
         body = _ReadAhead(receive)
         await body.read(_READ_AHEAD_BYTES)
+        candidates = self.rules.candidates(scope["method"], scope["path"])
         credential = self.credential(scope, body.content()) if FaultRules.needs_credential(candidates) else None
-        rule = FaultRules.choose(candidates, credential)
+        rule = None if body.disconnected else FaultRules.choose(candidates, credential)
         if rule is None:
             await self.app(scope, body.replay(), send)
             return
@@ -171,7 +179,7 @@ class FaultMiddleware:
         forgotten = self._state_watch(scope, body, credential, late_answer)
         if not late_answer:
             await body.discard_rest()
-        if (rule.delay_ms and not await _delayed(scope, rule.delay_ms / 1000, forgotten)) or forgotten():
+        if (rule.delay_ms and not await self._delayed(scope, rule.delay_ms / 1000, forgotten)) or forgotten():
             # The server is stopping, or the request belongs to a state forgotten while it was held:
             # answering it (and journaling it) would show a test an exchange of the test before. Its
             # client sees the connection close unanswered, as a held request's does (see _hold).
@@ -186,6 +194,32 @@ class FaultMiddleware:
             await self._hold(scope, receive, body.content(), rule)
         else:
             await self._respond(scope, send, body.content(), rule)
+
+    def _wake_held_requests(self) -> None:
+        """A control call that may have replaced state has ended: each request a delay holds looks
+        again whether its state was forgotten."""
+        self._control_call_ended.set()
+        self._control_call_ended = asyncio.Event()
+
+    async def _delayed(self, scope: Scope, seconds: float, forgotten: Callable[[], bool]) -> bool:
+        """Wait `seconds`; False as soon as the server is asked to stop or `forgotten()` holds, so that
+        such a request is closed then, not at the end of its delay. State is replaced only by control
+        calls (a reset, an import), so `forgotten()` is asked again after each."""
+        stopping = scope.get(STOPPING_SCOPE_KEY)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + seconds
+        while (left := deadline - loop.time()) > 0:
+            if (stopping is not None and stopping.is_set()) or forgotten():
+                return False
+            wakers = [asyncio.ensure_future(self._control_call_ended.wait())]
+            if stopping is not None:
+                wakers.append(asyncio.ensure_future(stopping.wait()))
+            try:
+                await asyncio.wait(wakers, timeout=left, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                for waker in wakers:
+                    waker.cancel()
+        return True
 
     def _state_watch(self, scope: Scope, body: _ReadAhead, credential: str | None, late_answer: bool) -> Callable[[], bool]:
         """Whether the state the request belongs to has been replaced since now: the server's (a
@@ -239,19 +273,6 @@ class FaultMiddleware:
         return entry
 
 
-async def _delayed(scope: Scope, seconds: float, forgotten: Callable[[], bool]) -> bool:
-    """Wait `seconds`; False as soon as the server is asked to stop or `forgotten()` holds, so that
-    such a request is closed then, not at the end of its delay."""
-    stopping = scope.get(STOPPING_SCOPE_KEY)
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + seconds
-    while (left := deadline - loop.time()) > 0:
-        if (stopping is not None and stopping.is_set()) or forgotten():
-            return False
-        await asyncio.sleep(min(left, _WATCH_SECONDS))
-    return True
-
-
 class _ReadAhead:
     """A request body read before the app sees it. The app is given what was read, then the rest
     straight from the client, so it always gets the whole body, however little was read here."""
@@ -261,6 +282,7 @@ class _ReadAhead:
         self._messages: list[Message] = []
         self._size = 0
         self._ended = False
+        self.disconnected = False  # the client went before the body ended
 
     async def read(self, limit: int) -> None:
         """Read on until the body has ended or more than `limit` bytes of it are in."""
@@ -277,6 +299,7 @@ class _ReadAhead:
     def _take(self, message: Message) -> None:
         self._size += len(message.get("body", b""))
         self._ended = message["type"] != "http.request" or not message.get("more_body", False)
+        self.disconnected = message["type"] == "http.disconnect"
 
     def content(self) -> bytes:
         """The part of the body read ahead: what a rule matches on, and the journal's copy."""

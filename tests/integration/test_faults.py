@@ -341,6 +341,31 @@ def test_a_tracking_call_held_by_a_delay_across_a_snapshot_import_is_closed_unan
     assert http.get(f"{url}/_emulator/profiles/held-u1").status_code == 404
 
 
+def _half_sent(stack: dict[str, Any], path: str, body: dict[str, Any]) -> tuple[socket.socket, bytes]:
+    """A tracking call to the fake Segment whose headers and first bytes of body are sent; answers
+    the socket and the rest of the body, to send when the test says."""
+    raw = json.dumps(body).encode()
+    authorization = "Basic " + base64.b64encode(f"{stack['write_key']}:".encode()).decode()
+    host, port = stack["segment_url"].removeprefix("http://").split(":")
+    sock = socket.create_connection((host, int(port)))
+    sock.settimeout(15)
+    sock.sendall(f"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {len(raw)}\r\n"
+                 f"Authorization: {authorization}\r\nConnection: close\r\n\r\n".encode() + raw[:5])
+    time.sleep(0.3)  # the headers and the start of the body are in
+    return sock, raw[5:]
+
+
+def _answer(sock: socket.socket) -> bytes:
+    answer = b""
+    while chunk := sock.recv(65536):
+        answer += chunk
+    return answer
+
+
+def _segment_faults(http: httpx.Client, stack: dict[str, Any]) -> list[dict[str, Any]]:
+    return http.get(f"{stack['segment_url']}/_emulator/faults").json()["faults"]
+
+
 def test_a_rule_fires_on_a_request_once_its_body_has_arrived(http: httpx.Client, stack: dict[str, Any]) -> None:
     # The rule fired as the headers came: a test saw it fire and imported a snapshot while the body
     # was still on its way (a loaded machine), and the held identify, checked against the state at
@@ -348,25 +373,44 @@ def test_a_rule_fires_on_a_request_once_its_body_has_arrived(http: httpx.Client,
     url = stack["segment_url"]
     snapshot = http.get(f"{url}/_emulator/snapshot").json()
     add_fault(http, url, {"path": "/v1/identify", "status": None, "delay_ms": HELD_ACROSS_MS})
-
-    def fired() -> int:
-        return http.get(f"{url}/_emulator/faults").json()["faults"][0]["fired"]
-
-    raw = json.dumps({"userId": "held-u2", "traits": {"plan": "pro"}}).encode()
-    authorization = "Basic " + base64.b64encode(f"{stack['write_key']}:".encode()).decode()
-    host, port = url.removeprefix("http://").split(":")
-    with socket.create_connection((host, int(port))) as sock:
-        sock.sendall(f"POST /v1/identify HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {len(raw)}\r\n"
-                     f"Authorization: {authorization}\r\nConnection: close\r\n\r\n".encode() + raw[:5])
-        time.sleep(0.3)  # the headers and the start of the body are in
-        assert fired() == 0
-        sock.sendall(raw[5:])
-        wait_for(fired, "the call to reach the rule")
+    sock, rest = _half_sent(stack, "/v1/identify", {"userId": "held-u2", "traits": {"plan": "pro"}})
+    with sock:
+        assert _segment_faults(http, stack)[0]["fired"] == 0
+        sock.sendall(rest)
+        wait_for(lambda: _segment_faults(http, stack)[0]["fired"], "the call to reach the rule")
         assert http.put(f"{url}/_emulator/snapshot", json=snapshot).status_code == 200
-        sock.settimeout(15)
-        assert sock.recv(65536) == b""  # closed unanswered
+        assert _answer(sock) == b""  # closed unanswered
     assert http.get(f"{url}/_emulator/events").json()["events"] == []
     assert http.get(f"{url}/_emulator/profiles/held-u2").status_code == 404
+
+
+@pytest.mark.parametrize("removal", ["DELETE faults", "POST reset"])
+def test_a_rule_removed_while_a_body_arrives_leaves_the_request_alone(http: httpx.Client, stack: dict[str, Any], removal: str) -> None:
+    # The rule was chosen at the headers: removed (or the server reset) before the body's end, it
+    # still answered its 503, journaled in the fresh journal.
+    url = stack["segment_url"]
+    add_fault(http, url, {"path": "/v1/track", "status": 503})
+    sock, rest = _half_sent(stack, "/v1/track", {"userId": "u-late-body", "event": "Signed Up"})
+    with sock:
+        method, path = removal.split()
+        assert http.request(method, f"{url}/_emulator/{path}").is_success
+        sock.sendall(rest)
+        assert _answer(sock).startswith(b"HTTP/1.1 200 ")
+    assert [(entry["status"], entry["fault"]) for entry in journal(http, url)] == [(200, None)]
+    stored = http.get(f"{url}/_emulator/events").json()["events"]
+    assert [(event["type"], event["userId"], event["status"]) for event in stored] == [("track", "u-late-body", "accepted")]
+
+
+def test_a_request_whose_client_leaves_mid_body_spends_no_rule(http: httpx.Client, stack: dict[str, Any]) -> None:
+    # It drew the rule and spent its one firing on a request that never arrived: the next, whole,
+    # request went through unfaulted.
+    add_fault(http, stack["segment_url"], {"path": "/v1/track", "status": 503, "times": 1})
+    sock, _ = _half_sent(stack, "/v1/track", {"userId": "u-gone", "event": "Signed Up"})
+    sock.close()
+    time.sleep(0.3)  # the server has seen the client go
+    assert {key: _segment_faults(http, stack)[0][key] for key in ("matched", "fired", "spent")} == {"matched": 0, "fired": 0, "spent": False}
+    whole = http.post(f"{stack['segment_url']}/v1/track", auth=(stack["write_key"], ""), json={"userId": "u-next", "event": "Signed Up"})
+    assert whole.status_code == 503
 
 
 def test_a_mailjet_call_held_by_a_delay_across_a_snapshot_import_is_closed_unanswered(
