@@ -40,6 +40,8 @@ from .server import STOPPING_SCOPE_KEY
 HOLD_CAP_SECONDS = 30.0
 # A write key is looked for in the first MB of a body: the fake Segment refuses larger ones unread.
 _CREDENTIAL_BYTES = 1024 * 1024
+# How often a request a delay holds looks whether its state was replaced, while a control call runs.
+_WATCH_SECONDS = 0.05
 # How much of a body is read before a rule acts, so the request has arrived whole: more than either
 # fake accepts (Mailjet 25 MB). The rest of a larger body is passed on, or thrown away, as it comes.
 _READ_AHEAD_BYTES = 32 * 1024 * 1024
@@ -145,30 +147,40 @@ class FaultMiddleware:
         self.render = render
         self.credential = credential
         self.tenant_epoch = tenant_epoch
-        # Set, then replaced, when a control call that may have replaced state ends (_delayed).
-        self._control_call_ended = asyncio.Event()
+        # Non-GET control calls under way, and an event set (then replaced) as one starts or ends (_delayed).
+        self._control_calls = 0
+        self._control_call_moved = asyncio.Event()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
         if scope["path"].startswith(CONTROL_PREFIX):
+            if scope["method"] in ("GET", "HEAD"):
+                await self.app(scope, receive, send)
+                return
+            # It may replace state (a reset, an import), then wait for the calls in flight: the
+            # requests a delay holds watch their state while it runs (_delayed).
+            self._control_calls += 1
+            self._wake_held_requests()
             try:
                 await self.app(scope, receive, send)
             finally:
-                if scope["method"] not in ("GET", "HEAD"):
-                    self._wake_held_requests()
+                self._control_calls -= 1
+                self._wake_held_requests()
             return
-        if not self.rules.candidates(scope["method"], scope["path"]):
+        at_headers = self.rules.candidates(scope["method"], scope["path"])
+        if not at_headers:
             await self.app(scope, receive, send)
             return
         # The whole request arrives before a rule is chosen, as at a slow or failing server: a rule
         # fires on a request it can act on at once, so the state the request belongs to is the one
-        # at its firing (which a test sees, then resets or imports), and so are the rules it meets
-        # (a reset or DELETE meanwhile removed some). A client gone mid-body sent no request.
+        # at its firing (which a test sees, then resets or imports). It meets the rules in place
+        # both at its headers and then (a reset or DELETE meanwhile removed some). A client gone
+        # mid-body sent no request.
         body = _ReadAhead(receive)
         await body.read(_READ_AHEAD_BYTES)
-        candidates = self.rules.candidates(scope["method"], scope["path"])
+        candidates = [rule for rule in self.rules.candidates(scope["method"], scope["path"]) if rule in at_headers]
         credential = self.credential(scope, body.content()) if FaultRules.needs_credential(candidates) else None
         rule = None if body.disconnected else FaultRules.choose(candidates, credential)
         if rule is None:
@@ -196,22 +208,25 @@ class FaultMiddleware:
             await self._respond(scope, send, body.content(), rule)
 
     def _wake_held_requests(self) -> None:
-        """A control call that may have replaced state has ended: each request a delay holds looks
-        again whether its state was forgotten."""
-        self._control_call_ended.set()
-        self._control_call_ended = asyncio.Event()
+        """A control call that may replace state has started or ended (_delayed)."""
+        self._control_call_moved.set()
+        self._control_call_moved = asyncio.Event()
 
     async def _delayed(self, scope: Scope, seconds: float, forgotten: Callable[[], bool]) -> bool:
         """Wait `seconds`; False as soon as the server is asked to stop or `forgotten()` holds, so that
         such a request is closed then, not at the end of its delay. State is replaced only by control
-        calls (a reset, an import), so `forgotten()` is asked again after each."""
+        calls (a reset, an import): `forgotten()` is asked every `_WATCH_SECONDS` while one runs,
+        and after it."""
         stopping = scope.get(STOPPING_SCOPE_KEY)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + seconds
         while (left := deadline - loop.time()) > 0:
             if (stopping is not None and stopping.is_set()) or forgotten():
                 return False
-            wakers = [asyncio.ensure_future(self._control_call_ended.wait())]
+            if self._control_calls:
+                await asyncio.sleep(min(left, _WATCH_SECONDS))
+                continue
+            wakers = [asyncio.ensure_future(self._control_call_moved.wait())]
             if stopping is not None:
                 wakers.append(asyncio.ensure_future(stopping.wait()))
             try:

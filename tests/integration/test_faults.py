@@ -341,6 +341,29 @@ def test_a_tracking_call_held_by_a_delay_across_a_snapshot_import_is_closed_unan
     assert http.get(f"{url}/_emulator/profiles/held-u1").status_code == 404
 
 
+def test_a_request_held_across_a_reset_is_closed_before_the_reset_has_waited_for_the_calls_in_flight(
+    http: httpx.Client, stack: dict[str, Any]
+) -> None:
+    # A reset forgets the state, then waits (up to 5 s) for the deliveries in flight to be answered:
+    # the held request was closed only when the reset answered.
+    add_fault(http, stack["mailjet_url"], {"path": "/v3/*", "action": "timeout"})  # holds the delivery's calls
+    identify = http.post(f"{stack['segment_url']}/v1/identify", auth=(stack["write_key"], ""),
+                         json={"userId": "q1", "traits": {"email": "q1@example.com"}})
+    assert identify.status_code == 200
+    wait_for(lambda: http.get(f"{stack['mailjet_url']}/_emulator/faults").json()["faults"][0]["fired"], "the delivery held")
+    add_fault(http, stack["segment_url"], {"path": "/v1/track", "status": None, "delay_ms": HELD_ACROSS_MS})
+    thread, outcome = _held_outcome(lambda: http.post(
+        f"{stack['segment_url']}/v1/track", auth=(stack["write_key"], ""), json={"userId": "held-u3", "event": "Signed Up"}
+    ))
+    wait_for(lambda: _segment_faults(http, stack)[0]["fired"], "the call to reach the rule")
+    resetting = threading.Thread(target=lambda: http.post(f"{stack['segment_url']}/_emulator/reset").raise_for_status())
+    resetting.start()
+    thread.join(timeout=15)
+    assert outcome == [httpx.RemoteProtocolError]
+    assert resetting.is_alive()  # still waiting for the delivery the fake Mailjet holds
+    resetting.join(timeout=15)
+
+
 def _half_sent(stack: dict[str, Any], path: str, body: dict[str, Any]) -> tuple[socket.socket, bytes]:
     """A tracking call to the fake Segment whose headers and first bytes of body are sent; answers
     the socket and the rest of the body, to send when the test says."""
@@ -399,6 +422,18 @@ def test_a_rule_removed_while_a_body_arrives_leaves_the_request_alone(http: http
     assert [(entry["status"], entry["fault"]) for entry in journal(http, url)] == [(200, None)]
     stored = http.get(f"{url}/_emulator/events").json()["events"]
     assert [(event["type"], event["userId"], event["status"]) for event in stored] == [("track", "u-late-body", "accepted")]
+
+
+def test_a_rule_added_while_a_body_arrives_is_not_met_by_that_request(http: httpx.Client, stack: dict[str, Any]) -> None:
+    # Whether it was met depended on another rule for the path, one that never fired here: with
+    # none, the request went through as its headers came; with one, it met the rule added since.
+    add_fault(http, stack["segment_url"], {"path": "/v1/track", "status": 500, "write_key": "someone-else"})
+    sock, rest = _half_sent(stack, "/v1/track", {"userId": "u-mid-body", "event": "Signed Up"})
+    with sock:
+        add_fault(http, stack["segment_url"], {"path": "/v1/track", "status": 503})
+        sock.sendall(rest)
+        assert _answer(sock).startswith(b"HTTP/1.1 200 ")
+    assert _segment_faults(http, stack)[1]["matched"] == 0
 
 
 def test_a_request_whose_client_leaves_mid_body_spends_no_rule(http: httpx.Client, stack: dict[str, Any]) -> None:
