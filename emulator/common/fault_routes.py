@@ -38,7 +38,7 @@ from .server import STOPPING_SCOPE_KEY
 
 # A held request (`timeout`) is released after this long if the client never gives up.
 HOLD_CAP_SECONDS = 30.0
-# A write key is looked for in the first MB of a body: the fake Segment refuses larger ones unread.
+# A write key is looked for in a body of at most 1 MB: the fake Segment refuses larger ones unread.
 _CREDENTIAL_BYTES = 1024 * 1024
 # How often a request a delay holds looks whether its state was replaced, while a control call runs.
 _WATCH_SECONDS = 0.05
