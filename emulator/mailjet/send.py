@@ -17,7 +17,7 @@ from typing import Any
 
 from ..common.json_body import decode_json
 from .models import EMAIL_PATTERN, MAX_STRING_LENGTH, Account, ci_get, mj_time
-from .template import render
+from .template import RenderedTooLong, render
 
 TYPE_MISMATCH = "mj-0004"
 # Documented for Messages, Attachments, InlinedAttachments, Headers and Variables (mj-0008).
@@ -25,6 +25,12 @@ MAX_ITEMS = 50
 MAX_RECIPIENTS = 50
 # Documented maximum lengths (mj-0006): Subject 255, URLTags 256 (reference §6).
 MAX_LENGTHS = {"Subject": 255, "URLTags": 256}
+# GUESS: Mailjet publishes no limit on what the template language prints. One recipient's Subject,
+# TextPart and HTMLPart may hold 15 MB of text, what a message may hold in attachments (reference
+# §6), and all the messages of one send, for all their recipients, 256 MB (2,500 emails of 100 KB).
+# Without them a 100 KB send printing one variable 500 times held 50 MB for each recipient.
+MAX_PRINTED_PER_RECIPIENT = 15 * 1024 * 1024
+MAX_PRINTED_PER_SEND = 256 * 1024 * 1024
 TRACKING_VALUES = ("account_default", "disabled", "enabled")
 # GUESS: the fake account's own tracking settings are Mailjet's defaults for a new account, opens and
 # clicks tracked, so "account_default" (or no value) means tracked; only "disabled" turns it off.
@@ -230,10 +236,11 @@ def send(account: Account, body: Any) -> tuple[int, dict[str, Any]]:
         _check_structure(raw, "Messages")
 
     results = []
+    budget = _PrintBudget(MAX_PRINTED_PER_SEND)
     for raw in messages:
         message = _with_globals(globals_, raw)
         errors = _validate_message(account, message)
-        results.append({"Status": "error", "Errors": errors} if errors else _accept(account, message, sandbox))
+        results.append({"Status": "error", "Errors": errors} if errors else _accept(account, message, sandbox, budget))
     failed = [result for result in results if result["Status"] == "error"]
     status = failed[0]["Errors"][0]["StatusCode"] if failed else 200
     return status, {"Messages": results}
@@ -501,43 +508,49 @@ def _check_address(account: Account, value: dict[str, Any], where: str) -> list[
     return errors
 
 
-def _accept(account: Account, message: dict[str, Any], sandbox: bool) -> dict[str, Any]:
+def _accept(account: Account, message: dict[str, Any], sandbox: bool, budget: _PrintBudget) -> dict[str, Any]:
+    """The message sent to each of its recipients; or, when the template language would print more
+    than the limits allow, an error and nothing sent."""
+    recipients = [(kind, _address(raw)) for kind in RECIPIENT_KINDS for raw in ci_get(message, kind) or []]
+    budget_before = budget.left
+    try:
+        contents = [_content(account, message, recipient["Email"], budget) for _, recipient in recipients]
+    except _PrintedTooLong as too_long:
+        budget.left = budget_before  # what it printed is not kept
+        return {"Status": "error", "Errors": [_error(account, "mj-0006", too_long.text, [too_long.part])]}
     result: dict[str, Any] = {"Status": "success", "CustomID": ci_get(message, "CustomID") or ""}
+    result.update({kind: [] for kind in RECIPIENT_KINDS})
     sender = _address(ci_get(message, "From") or {})
     payload = ci_get(message, "EventPayload")
-    for kind in ("To", "Cc", "Bcc"):
-        result[kind] = []
-        for raw in ci_get(message, kind) or []:
-            recipient = _address(raw)
-            content = _content(account, message, recipient["Email"])
-            stored = new_message(
-                account,
-                sender=sender,
-                recipient=recipient,
-                recipient_type=kind,
-                subject=content.subject,
-                text_part=content.text_part,
-                html_part=content.html_part,
-                custom_id=ci_get(message, "CustomID") or "",
-                event_payload=payload if isinstance(payload, str) else ("" if payload is None else _json_text(payload)),
-                custom_campaign=ci_get(message, "CustomCampaign") or "",
-                # Validation let it through as true only with a CustomCampaign (send-0012).
-                deduplicate_campaign=ci_get(message, "DeduplicateCampaign") is True,
-                track_opens=_tracked(ci_get(message, "TrackOpens")),
-                track_clicks=_tracked(ci_get(message, "TrackClicks")),
-                template_error=content.template_error,
-                template_error_deliver=ci_get(message, "TemplateErrorDeliver") is True,
-                sandbox=sandbox,
-            )
-            store_message(account, stored)
-            result[kind].append(
-                {
-                    "Email": recipient["Email"],
-                    "MessageUUID": stored.message_uuid,
-                    "MessageID": stored.message_id,
-                    "MessageHref": stored.message_href,
-                }
-            )
+    for (kind, recipient), content in zip(recipients, contents):
+        stored = new_message(
+            account,
+            sender=sender,
+            recipient=recipient,
+            recipient_type=kind,
+            subject=content.subject,
+            text_part=content.text_part,
+            html_part=content.html_part,
+            custom_id=ci_get(message, "CustomID") or "",
+            event_payload=payload if isinstance(payload, str) else ("" if payload is None else _json_text(payload)),
+            custom_campaign=ci_get(message, "CustomCampaign") or "",
+            # Validation let it through as true only with a CustomCampaign (send-0012).
+            deduplicate_campaign=ci_get(message, "DeduplicateCampaign") is True,
+            track_opens=_tracked(ci_get(message, "TrackOpens")),
+            track_clicks=_tracked(ci_get(message, "TrackClicks")),
+            template_error=content.template_error,
+            template_error_deliver=ci_get(message, "TemplateErrorDeliver") is True,
+            sandbox=sandbox,
+        )
+        store_message(account, stored)
+        result[kind].append(
+            {
+                "Email": recipient["Email"],
+                "MessageUUID": stored.message_uuid,
+                "MessageID": stored.message_id,
+                "MessageHref": stored.message_href,
+            }
+        )
     return result
 
 
@@ -549,9 +562,23 @@ class _Content:
     template_error: str
 
 
-def _content(account: Account, message: dict[str, Any], email: str) -> _Content:
+class _PrintedTooLong(Exception):
+    def __init__(self, part: str, text: str) -> None:
+        super().__init__(text)
+        self.part, self.text = part, text
+
+
+class _PrintBudget:
+    """What the template language may still print in one send (MAX_PRINTED_PER_SEND)."""
+
+    def __init__(self, characters: int) -> None:
+        self.left = characters
+
+
+def _content(account: Account, message: dict[str, Any], email: str, budget: _PrintBudget) -> _Content:
     """Subject, TextPart and HTMLPart as the recipient `email` gets them: with TemplateLanguage true,
-    the template language printed with the message's Variables and the recipient's contact properties."""
+    the template language printed with the message's Variables and the recipient's contact
+    properties, within MAX_PRINTED_PER_RECIPIENT and what `budget` has left (_PrintedTooLong)."""
     subject, text_part, html_part = ci_get(message, "Subject") or "", ci_get(message, "TextPart"), ci_get(message, "HTMLPart")
     if ci_get(message, "TemplateLanguage") is not True:
         return _Content(subject, text_part, html_part, "")
@@ -562,15 +589,29 @@ def _content(account: Account, message: dict[str, Any], email: str) -> _Content:
         return account.property_value(contact, name) if contact is not None else None
 
     errors: list[str] = []
+    recipient_left = MAX_PRINTED_PER_RECIPIENT
 
-    def printed(part: str | None) -> str | None:
+    def printed(name: str, part: str | None) -> str | None:
+        nonlocal recipient_left
         if part is None:
             return None
-        rendered = render(part, variables, contact_data)
+        limit = min(recipient_left, budget.left)
+        try:
+            rendered = render(part, variables, contact_data, limit)
+        except RenderedTooLong:
+            if limit == recipient_left:
+                text = f'"{name}" is too long once printed: Subject, TextPart and HTMLPart may hold at most {MAX_PRINTED_PER_RECIPIENT} characters for one recipient.'
+            else:
+                text = f'"{name}" is too long once printed: one send may print at most {MAX_PRINTED_PER_SEND} characters for all its recipients.'
+            raise _PrintedTooLong(name, text) from None
+        recipient_left -= len(rendered.text)
+        budget.left -= len(rendered.text)
         errors.extend(rendered.errors)
         return rendered.text
 
-    return _Content(printed(subject) or "", printed(text_part), printed(html_part), "; ".join(errors))
+    return _Content(
+        printed("Subject", subject) or "", printed("TextPart", text_part), printed("HTMLPart", html_part), "; ".join(errors)
+    )
 
 
 def message_href(base_url: str, message_id: int) -> str:

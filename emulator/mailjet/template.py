@@ -37,6 +37,10 @@ _OPENING_TAGS = frozenset({"if", "for"})
 _CLOSING_TAGS = frozenset({"endif", "endfor"})
 
 
+class RenderedTooLong(Exception):
+    """The printed text would be longer than the limit `render` was given."""
+
+
 @dataclass(frozen=True)
 class Rendered:
     text: str
@@ -45,14 +49,27 @@ class Rendered:
     errors: tuple[str, ...]
 
 
-def render(text: str, variables: Mapping[str, Any], contact_data: Callable[[str], str | None]) -> Rendered:
+def render(
+    text: str, variables: Mapping[str, Any], contact_data: Callable[[str], str | None], limit: int | None = None
+) -> Rendered:
     """`text` with each `{{var:...}}` and `{{data:...}}` replaced by its value, else its default.
 
     Variable names are matched as written (GUESS, as `Variables` merge with Globals); contact
-    properties as the REST API matches them, in any case.
+    properties as the REST API matches them, in any case. Past `limit` characters of printed text,
+    RenderedTooLong, raised before the text is put together: a variable printed in a loop of
+    expressions would otherwise hold many times the request's size.
     """
     errors: list[str] = []
     depth = 0  # of the statement blocks around the current token
+    grown = 0  # how much longer than `text` the printed text is so far
+
+    def printed_within_limit(match: re.Match[str]) -> str:
+        nonlocal grown
+        value = printed(match)
+        grown += len(value) - len(match[0])
+        if limit is not None and match.end() + grown > limit:
+            raise RenderedTooLong
+        return value
 
     def printed(match: re.Match[str]) -> str:
         nonlocal depth
@@ -77,7 +94,9 @@ def render(text: str, variables: Mapping[str, Any], contact_data: Callable[[str]
             errors.append(f'{{{{{namespace}:{name}}}}}: the {what} "{name}" has no value and the expression no default')
         return ""
 
-    rendered = _TOKEN.sub(printed, text)
+    rendered = _TOKEN.sub(printed_within_limit, text)
+    if limit is not None and len(rendered) > limit:
+        raise RenderedTooLong
     if depth:
         errors.append(f"{depth} {{% if %}} or {{% for %}} block(s) not closed")
     return Rendered(rendered, tuple(errors))

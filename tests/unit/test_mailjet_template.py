@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from emulator.mailjet.template import render
+from emulator.mailjet.template import RenderedTooLong, render
 
 # The DevGuide's "Use vars and custom vars" TextPart, exactly.
 DEVGUIDE_TEXT = 'Dear passenger, welcome to Mailjet! On this {{var:day:"monday"}}, may the delivery force be with you! {{var:personalmessage:""}}'
@@ -92,3 +92,12 @@ def test_an_unbalanced_statement_block_is_an_error() -> None:
     assert render("{% if var:x %}{{var:missing}}", {}, no_contact_data).errors == ("1 {% if %} or {% for %} block(s) not closed",)
     assert render("{% endif %}", {}, no_contact_data).errors == ("{% endif %} closes no block",)
     assert render("{% for a in var:b %}{% if a %}x{% endif %}{% endfor %}", {}, no_contact_data).errors == ()
+
+
+def test_a_limit_stops_the_printing_past_it() -> None:
+    assert render("ab{{var:x}}{{var:x}}c", {"x": "123"}, no_contact_data, limit=9).text == "ab123123c"
+    for text in ("ab{{var:x}}{{var:x}}cd", "{{var:x}}" * 1000):
+        with pytest.raises(RenderedTooLong):
+            render(text, {"x": "123"}, no_contact_data, limit=9)
+    # Only the printed text counts: expressions printing less than they take are within it.
+    assert render("{{var:missing:\"\"}}" * 10, {}, no_contact_data, limit=0).text == ""
