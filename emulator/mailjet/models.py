@@ -98,6 +98,27 @@ def authentication_key_problem(key: Any) -> str | None:
     return basic_username_problem(key)
 
 
+def write_key_problem(key: Any) -> str | None:
+    """Why `key` cannot be the App Connection's Segment write key, or None (null or "" clear it):
+    forwards sign with it as Basic auth's user name, as the fake Segment's sources require."""
+    if key is not None and not isinstance(key, str):
+        return "must be a string or null"
+    return basic_username_problem(key) if key else None
+
+
+def segment_url_problem(url: Any) -> str | None:
+    """Why `url` cannot be the App Connection's Segment URL, or None: forwards post to `{url}/v1/batch`
+    and sign with the write key, so a path prefix is fine but not a query, fragment or user:password."""
+    if not isinstance(url, str) or not re.match(r"^https?://\S+$", url, re.IGNORECASE) or unreachable_url(url):
+        return "must be an http(s) URL"
+    parts = urlsplit(url)
+    if parts.username is not None:
+        return "must carry no user:password: forwards authenticate with the write key"
+    if parts.query or parts.fragment or url.endswith(("?", "#")):
+        return "must carry no query nor fragment: forwards post to its /v1/batch"
+    return None
+
+
 class MailjetError(Exception):
     """An answer in the REST v3 error shape `{"ErrorInfo", "ErrorMessage", "StatusCode"}`."""
 
@@ -1723,15 +1744,12 @@ class Account:
                 raise ValueError("sendEvents must be a boolean")
             updated.send_events = changes["sendEvents"]
         if "writeKey" in changes:
-            if changes["writeKey"] is not None and not isinstance(changes["writeKey"], str):
-                raise ValueError("writeKey must be a string or null")
+            if (problem := write_key_problem(changes["writeKey"])) is not None:
+                raise ValueError(f"writeKey {problem}")
             updated.write_key = changes["writeKey"] or None
         if "segmentUrl" in changes:
-            url = changes["segmentUrl"]
-            if not isinstance(url, str) or not re.match(r"^https?://\S+$", url, re.IGNORECASE) or unreachable_url(url):
-                raise ValueError("segmentUrl must be an http(s) URL")
-            if urlsplit(url).username is not None:
-                raise ValueError("segmentUrl must carry no user:password: forwards authenticate with the write key")
+            if (problem := segment_url_problem(changes["segmentUrl"])) is not None:
+                raise ValueError(f"segmentUrl {problem}")
             updated.segment_url = changes["segmentUrl"].rstrip("/")
             # The bundle's own URL (the dashboard sends back the one it shows) keeps following the bundle.
             updated.segment_url_explicit = updated.segment_url != self.bundle_segment_url

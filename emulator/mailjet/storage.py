@@ -47,6 +47,8 @@ from .models import (
     basic_username_problem,
     check_email,
     job_error_file,
+    segment_url_problem,
+    write_key_problem,
 )
 from .outbound import DELIVERED, FAILED, PENDING, QUEUED, RETRYING, SegmentBatch, SegmentForward, WebhookDelivery
 from .send import Message, message_href
@@ -375,6 +377,10 @@ def load_account(service: MailjetService, data: Any, where: str) -> Tenant:
     if (problem := basic_username_problem(api_key)) is not None:
         raise StateError(f"{at}.api_key: {problem}")
     connection: AppConnection = load_fields(AppConnection, row["app_connection"], f"{at}.app_connection")
+    # As PUT app-connections/segment refuses them: every email event's forward would fail.
+    for name, problem in (("write_key", write_key_problem(connection.write_key)), ("segment_url", segment_url_problem(connection.segment_url))):
+        if problem is not None:
+            raise StateError(f"{at}.app_connection.{name}: {problem}")
     api_key_id = _require(row, "api_key_id", "int", at)
     if not 1 <= api_key_id <= MAX_API_KEY_ID:
         raise StateError(f"{at}.api_key_id: must be between 1 and {MAX_API_KEY_ID}, got {api_key_id}")

@@ -472,6 +472,19 @@ def test_app_connection_segment(server: Server) -> None:
     assert bad_list.status_code == 400 and "99" in bad_list.json()["error"]
     bad_type = server.control("PUT", "app-connections/segment", json={"sendEvents": "yes"})
     assert bad_type.status_code == 400 and "error" in bad_type.json()
+    # Forwards sign with the write key as Basic auth's user name and post to segmentUrl + "/v1/batch":
+    # a colon, a query or a fragment was accepted, and every email event then failed.
+    refused = {
+        "writeKey": ("abc:def", "writeKey must not contain ':', a colon, which Basic auth could not carry"),
+        "segmentUrl": ("http://127.0.0.1:9/?src=mj", "segmentUrl must carry no query nor fragment: forwards post to its /v1/batch"),
+    }
+    for name, (value, error) in refused.items():
+        answer = server.control("PUT", "app-connections/segment", json={name: value})
+        assert (answer.status_code, answer.json()) == (400, {"error": error})
+    assert server.control("PUT", "app-connections/segment", json={"segmentUrl": "http://127.0.0.1:9/#x"}).status_code == 400
+    assert server.control("GET", "app-connections/segment").json() == {**changed, "segmentUrl": "http://127.0.0.1:9/segment"}
+    proxied = server.control("PUT", "app-connections/segment", json={"segmentUrl": "http://127.0.0.1:9/proxy/segment/"})
+    assert proxied.json()["segmentUrl"] == "http://127.0.0.1:9/proxy/segment"
     server.control("POST", "reset")
     assert server.control("GET", "app-connections/segment").json()["writeKey"] is None
 

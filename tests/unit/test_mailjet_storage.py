@@ -551,6 +551,9 @@ def _planned(account: dict[str, Any]) -> dict[str, Any]:
         (lambda a: a["lists"][1].update(name=a["lists"][0]["name"]), "two lists named 'segjet'"),
         # PUT app-connection could never set it: the list was deleted (listId goes to 0) or never existed.
         (lambda a: a["account"]["app_connection"].update(list_id=99), r"app_connection.list_id: 99 is not a contact list of this account"),
+        # Every email event's forward failed: a 405 at the URL's root, unknown_write_key at the fake Segment.
+        (lambda a: a["account"]["app_connection"].update(segment_url="http://127.0.0.1:9/?src=mj"), r"app_connection.segment_url: must carry no query"),
+        (lambda a: a["account"]["app_connection"].update(write_key="abc:def"), r"app_connection.write_key: must not contain ':'"),
         # A bounce after a delivery is refused by the status word (ENGAGED_STATUSES).
         (lambda a: _delivered(a).update(status="Weird"), r"messages\[\d+\].status: must be one of queued, sandbox, sent"),
         (lambda a: _delivered(a).update(recipient_type="Reply-To"), r"messages\[\d+\].recipient_type: must be one of To, Cc, Bcc"),
