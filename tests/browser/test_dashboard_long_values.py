@@ -115,3 +115,54 @@ def test_contacts_with_a_long_email_fit_the_screen(context: BrowserContext, stac
     scroll = table.locator("xpath=..").evaluate("wrap => wrap.scrollWidth - wrap.clientWidth")
     assert scroll <= 0, f"the Contacts table is cut off by {scroll}px at {viewport['width']}px"
     assert sideways_scroll(page) <= 0
+
+
+LONG_WORD = "W" * 255  # Mailjet's longest Subject and Name, with no place to break a line
+
+
+def long_subject(stack: dict[str, Any], http: httpx.Client) -> None:
+    http.post(f"{stack['mailjet_url']}/v3.1/send", auth=(stack["mailjet_api_key"], stack["mailjet_secret_key"]),
+              json={"Messages": [{"From": {"Email": "demo@segjet.test"}, "To": [{"Email": "ada@example.com"}],
+                                  "Subject": LONG_WORD, "TextPart": "x"}]}).raise_for_status()
+
+
+def long_contact_name(stack: dict[str, Any], http: httpx.Client) -> None:
+    http.post(f"{stack['mailjet_url']}/v3/REST/contact", auth=(stack["mailjet_api_key"], stack["mailjet_secret_key"]),
+              json={"Email": "ada@example.com", "Name": LONG_WORD}).raise_for_status()
+
+
+def long_event_name(stack: dict[str, Any], http: httpx.Client) -> None:
+    http.post(f"{stack['segment_url']}/v1/track", auth=(stack["write_key"], ""),
+              json={"userId": "U" * 255, "event": LONG_WORD}).raise_for_status()
+    wait_for(lambda: http.get(f"{stack['segment_url']}/_emulator/deliveries").json()["deliveries"], "the delivery record")
+
+
+def long_audience_name(stack: dict[str, Any], http: httpx.Client) -> None:
+    http.post(f"{stack['segment_url']}/_emulator/engage/audiences",
+              json={"name": LONG_WORD, "rule": {"event": LONG_WORD, "within": "30d", "at_least": 1}}).raise_for_status()
+
+
+@pytest.mark.parametrize(
+    ("make", "service", "path", "table"),
+    [
+        (long_subject, "mailjet_url", "/messages", "Messages"),
+        (long_contact_name, "mailjet_url", "/contacts", "Contacts"),
+        (long_event_name, "segment_url", "/deliveries", "Deliveries"),
+        (long_audience_name, "segment_url", "/engage", "Audiences"),
+    ],
+    ids=["subject", "contact-name", "event-name", "audience-name"],
+)
+@pytest.mark.parametrize("viewport", [DESKTOP, PHONE], ids=["desktop", "phone"])
+def test_a_long_word_in_a_table_wraps_instead_of_pushing_the_row_off_screen(
+    context: BrowserContext, stack: dict[str, Any], http: httpx.Client, make: Any, service: str, path: str, table: str,
+    viewport: dict[str, int],
+) -> None:
+    # Only addresses could break: a 255-character Subject made the Messages table 3,000 px wide,
+    # its Status and Open button out of sight.
+    make(stack, http)
+    page = open_page(context, f"{stack[service]}{path}")
+    page.set_viewport_size(viewport)
+    shown = page.get_by_role("table", name=table)
+    expect(shown).to_contain_text(LONG_WORD)
+    scroll = shown.locator("xpath=..").evaluate("wrap => wrap.scrollWidth - wrap.clientWidth")
+    assert scroll <= 0, f"the {table} table is cut off by {scroll}px"

@@ -299,7 +299,7 @@ const Segjet = (() => {
       };
       keepFocus(body, () => fill(body, table([
         { label: "Rule", render: (r) => h("code", {}, r.id) },
-        { label: "Request", render: (r) => h("code", {}, `${r.method} ${r.path}`) },
+        { label: "Request", render: (r) => h("code", {}, `${r.method} ${r.path}`), class: "wrap" },
         { label: "Fault", render: (r) => `${r.action}${r.status ? ` ${r.status}` : ""}${r.delay_ms ? ` +${r.delay_ms} ms` : ""}` },
         { label: "Rate", render: (r) => `${Math.round(r.rate * 100)} %${r.times ? `, ${r.times}×` : ""}` },
         { label: "Fired", render: (r) => r.spent ? badge(`${r.fired}/${r.matched} spent`, "warn") : `${r.fired}/${r.matched}` },

@@ -181,7 +181,7 @@
     const listFilter = h("select", { id: "ct-list" }, h("option", { value: "" }, "All lists"));
     const listsBox = h("div");
     const contactsBox = h("div");
-    const position = h("span", { id: "ct-position", class: "hint", "aria-live": "polite" });
+    const position = h("span", { id: "ct-position", class: "hint", "aria-live": "polite", tabindex: "-1" });
     const previous = h("button", { type: "button", disabled: true }, "Previous");
     const next = h("button", { type: "button", disabled: true }, "Next");
     const pager = h("div", { class: "row", role: "group", "aria-label": "Contact pages" }, previous, position, next);
@@ -201,12 +201,18 @@
       position.textContent = total
         ? `Contacts ${first.toLocaleString("en")}–${(page.offset + contacts.length).toLocaleString("en")} of ${total.toLocaleString("en")}`
         : "";
+      const focused = document.activeElement;
       previous.disabled = page.offset === 0;
       next.disabled = page.offset + contacts.length >= total;
+      // A button disabled under the keyboard's focus sent it back to the top of the document.
+      if ((focused === previous || focused === next) && focused.disabled) {
+        const other = focused === next ? previous : next;
+        (other.disabled ? position : other).focus();
+      }
       const filtered = search.value.trim() || listFilter.value;
       keepFocus(contactsBox, () => fill(contactsBox, contacts.length ? table([
-        { label: "Email", render: (c) => h("strong", {}, c.Email), class: "address" },
-        { label: "Name", render: (c) => c.Name || "—" },
+        { label: "Email", render: (c) => h("strong", {}, c.Email), class: "wrap" },
+        { label: "Name", render: (c) => c.Name || "—", class: "wrap" },
         { label: "ID", render: (c) => String(c.ID), class: "num" },
         { label: "Lists", render: (c) => (c.Lists || []).length
           ? (c.Lists || []).map((s) => h("div", {}, `${s.ListName || "list"} (ID ${s.ListID}) `,
@@ -246,7 +252,7 @@
       listFilter.value = lists.some((l) => String(l.ID) === chosen) ? chosen : "";
       fill(listsBox, table([
         { label: "ID", render: (l) => String(l.ID), class: "num" },
-        { label: "Name", render: (l) => l.Name },
+        { label: "Name", render: (l) => l.Name, class: "wrap" },
         { label: "Subscribers", render: (l) => String(l.SubscriberCount), class: "num" },
         { label: "Address", render: (l) => h("code", {}, l.Address) },
         { label: "Created", render: (l) => dateTime(l.CreatedAt) },
@@ -315,8 +321,8 @@
       messages = messages.slice().reverse();
       keepFocus(messagesBox, () => fill(messagesBox, capNote(messages.length, CAP, "emails"), messages.length ? table([
         { label: "Sent", render: (m) => dateTime(m.created_at) },
-        { label: "To", render: (m) => h("strong", {}, (m.to && m.to.Email) || "?"), class: "address" },
-        { label: "Subject", render: (m) => m.subject || "" },
+        { label: "To", render: (m) => h("strong", {}, (m.to && m.to.Email) || "?"), class: "wrap" },
+        { label: "Subject", render: (m) => m.subject || "", class: "wrap" },
         { label: "MessageID", render: (m) => h("code", {}, String(m.MessageID)) },
         { label: "Status", render: (m) => badge(m.status || "?", m.status === "bounced" || m.status === "blocked" ? "bad" : m.status === "opened" || m.status === "clicked" ? "ok" : "info") },
         { label: "Events", render: eventList },
@@ -331,7 +337,7 @@
         keepFocus(eventsBox, () => fill(eventsBox, capNote(events.length, CAP, "email events"), events.length ? table([
           { label: "Time", render: (e) => dateTime(e.at || (typeof e.time === "number" ? new Date(e.time * 1000).toISOString() : e.time)) },
           { label: "Event", render: (e) => badge(e.event || (e.payload && e.payload.event) || "?", "type") },
-          { label: "Email", render: (e) => e.email || (e.payload && e.payload.email) || "", class: "address" },
+          { label: "Email", render: (e) => e.email || (e.payload && e.payload.email) || "", class: "wrap" },
           { label: "MessageID", render: (e) => h("code", {}, String(e.MessageID || (e.payload && e.payload.MessageID) || "")) },
           { label: "Webhook", render: (e) => statusText(e.webhook ?? e.webhook_status) },
           { label: "To Segment", render: (e) => statusText(e.segment ?? e.segment_status ?? e.forward) },

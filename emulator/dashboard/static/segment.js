@@ -463,13 +463,13 @@
       records = records.slice().reverse();
       keepFocus(rows, () => fill(rows, capNote(records.length, CAP, state ? `${state} delivery records` : "delivery records"), records.length ? table([
         { label: "Last attempt", render: (r) => dateTime((r.attempts || []).slice(-1)[0]?.at) || "—" },
-        { label: "Message", render: (r) => h("button", { type: "button", class: "small", onclick: () => showDetail(r), "aria-label": `Details of ${r.messageId}` }, r.messageId) },
-        { label: "Type", render: (r) => [badge(r.type || "?", "type"), r.event ? ` ${r.event}` : ""] },
-        { label: "userId", render: (r) => r.userId || "—" },
+        { label: "Message", render: (r) => h("button", { type: "button", class: "small", onclick: () => showDetail(r), "aria-label": `Details of ${r.messageId}` }, r.messageId), class: "wrap" },
+        { label: "Type", render: (r) => [badge(r.type || "?", "type"), r.event ? ` ${r.event}` : ""], class: "wrap" },
+        { label: "userId", render: (r) => r.userId || "—", class: "wrap" },
         { label: "State", render: (r) => badge(r.state, tone[r.state]) },
         { label: "Attempts", render: (r) => String((r.attempts || []).length), class: "num" },
-        { label: "Reason", render: (r) => r.reason || "" },
-      ], records, { label: "Deliveries" }) : h("p", { class: "empty" }, "Nothing routed to the destination yet.")));
+        { label: "Reason", render: (r) => r.reason || "", class: "wrap" },
+      ], records, { label: "Deliveries" }) : h("p", { class: "empty" }, state && all.length ? `No ${state} delivery record.` : "Nothing routed to the destination yet.")));
       if (selected) {
         const again = records.find((r) => r.messageId === selected);
         if (again) showDetail(again);
@@ -531,18 +531,18 @@
         h("h2", {}, "Audiences"),
         audiences.error ? h("p", { class: "alert bad" }, `Audiences unavailable: ${audiences.error.message}`)
           : (audiences.audiences || []).length ? table([
-            { label: "Name", render: (a) => a.name },
-            { label: "Key", render: (a) => h("code", {}, a.key) },
-            { label: "Rule", render: (a) => h("code", {}, JSON.stringify(a.rule)) },
+            { label: "Name", render: (a) => a.name, class: "wrap" },
+            { label: "Key", render: (a) => h("code", {}, a.key), class: "wrap" },
+            { label: "Rule", render: (a) => h("code", {}, JSON.stringify(a.rule)), class: "wrap" },
             { label: "Synced", render: (a) => a.synced ? badge("synced", "ok") : badge("not yet") },
             { label: "Members", render: (a) => [String(a.members ?? "—"), " ", chips(latest[a.key], (v) => v === true)] },
           ], audiences.audiences, { label: "Audiences" }) : h("p", { class: "empty" }, "No audiences defined."),
         h("h2", {}, "Computed traits"),
         traits.error ? h("p", { class: "alert bad" }, `Computed traits unavailable: ${traits.error.message}`)
           : (traits.traits || []).length ? table([
-            { label: "Name", render: (t) => t.name },
-            { label: "Key", render: (t) => h("code", {}, t.key) },
-            { label: "Computation", render: (t) => `${t.computed} of ${t.event}${t.property ? "." + t.property : ""} within ${t.within || "all time"}` },
+            { label: "Name", render: (t) => t.name, class: "wrap" },
+            { label: "Key", render: (t) => h("code", {}, t.key), class: "wrap" },
+            { label: "Computation", render: (t) => `${t.computed} of ${t.event}${t.property ? "." + t.property : ""} within ${t.within || "all time"}`, class: "wrap" },
             { label: "Profiles", render: (t) => String(t.profiles_with_value ?? "—") },
             { label: "Values", render: (t) => chips(latest[t.key], () => true) },
           ], traits.traits, { label: "Computed traits" }) : h("p", { class: "empty" }, "No computed traits defined."),
@@ -552,10 +552,10 @@
         capNote(identifies.events.length, ENGAGE_READ, "identify calls (of any sender)", "are read for the members, values and history shown; older syncs are not in them."),
         synced.length ? table([
           { label: "Time", render: (m) => dateTime(m.receivedAt) },
-          { label: "userId", render: (m) => m.userId || m.anonymousId },
-          { label: "Computation", render: (m) => h("code", {}, text(m.context.personas.computation_key)) },
-          { label: "Value", render: (m) => JSON.stringify((m.traits || {})[m.context.personas.computation_key]) },
-          { label: "messageId", render: (m) => h("code", {}, m.messageId) },
+          { label: "userId", render: (m) => m.userId || m.anonymousId, class: "wrap" },
+          { label: "Computation", render: (m) => h("code", {}, text(m.context.personas.computation_key)), class: "wrap" },
+          { label: "Value", render: (m) => JSON.stringify((m.traits || {})[m.context.personas.computation_key]), class: "wrap" },
+          { label: "messageId", render: (m) => h("code", {}, m.messageId), class: "wrap" },
         ], synced, { label: "Sync history" }) : h("p", { class: "empty" }, "Nothing synced yet."));
       refreshClock();
     }
