@@ -1187,7 +1187,7 @@ class Account:
         contact = self.find_contact(email)
         if contact is None and action == "remove":
             # Guess: removing an unknown address from a list is a no-op that creates nothing.
-            return {"ContactID": 0, "Email": email, "Action": action, "Name": name or "", "Properties": fields.get("Properties") or {}}
+            return {"ContactID": 0, "Email": email, "Action": action, "Name": name or "", "Properties": {}}
         contact = self.ensure_contact(email, name)
         self.apply_contact_changes(contact, name, None, properties)
         self.apply_action(contact, contacts_list.id, action)
@@ -1196,7 +1196,10 @@ class Account:
             "Email": contact.email,
             "Action": action,
             "Name": contact.name,
-            "Properties": fields.get("Properties") or {},
+            # Documented (the API reference's text in mailjet-apiv3-go and laravel-mailjet): "the same
+            # format but with all properties available for that contact", not only those sent
+            # (php#68 saw one set from the dashboard). GUESS: the values as contactdata shows them, text.
+            "Properties": dict(contact.properties),
         }
 
     def manage_contacts_lists(self, contact_ref: str, body: dict[str, Any]) -> list[dict[str, Any]]:
@@ -1695,8 +1698,11 @@ class Account:
         properties = ci_get(raw, "Properties")
         if properties is None:
             properties = {}  # null is what the Go client sends for no properties
+        elif isinstance(properties, list):
+            # Observed (php#245): [{"Name", "Value"}] pairs of a defined property failed so.
+            return "property not defined"
         elif not isinstance(properties, dict):
-            # As managecontact refuses them: "", [] or false are no "no properties" either.
+            # As managecontact refuses them: "", 0 or false are no "no properties" either.
             return "properties must be a JSON object"
         values, problems = self.coerce_properties(properties)
         if problems:

@@ -103,6 +103,14 @@ def test_newsletter_guide_managecontact_echoes_the_contact(server: Server) -> No
     assert {key: answer[key] for key in ("Email", "Action", "Name", "Properties")} == {
         key: body[key] for key in ("Email", "Action", "Name", "Properties")}
     assert isinstance(answer["ContactID"], int)
+    # "with all properties available for that contact" (the API reference, in mailjet-apiv3-go): the
+    # contact's, under their defined names, not only those this call sent.
+    http.post("/v3/REST/contactmetadata", json={"Datatype": "int", "Name": "Score"})
+    again = rows(http.post("/v3/REST/contactslist/1/managecontact",
+                           json={"Email": "MrSmith@mailjet.com", "Action": "addnoforce", "Properties": {"score": 7}}))[0]
+    assert again["Properties"] == {"property1": "value", "propertyN": "valueN", "Score": "7"}
+    unsub = rows(http.post("/v3/REST/contactslist/1/managecontact", json={"Email": "mrsmith@mailjet.com", "Action": "unsub"}))[0]
+    assert unsub["Properties"] == again["Properties"]
     # Undefined properties: the guide's documented 400.
     undefined = http.post("/v3/REST/contactslist/1/managecontact", json={**body, "Properties": {"nope": "x"}})
     assert error(undefined, 400) == {"ErrorInfo": {"Properties": [{"nope": "Property not defined"}]},

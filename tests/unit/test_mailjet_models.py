@@ -549,8 +549,19 @@ def test_job_properties_that_are_not_an_object_fail_as_in_managecontact(account:
     assert error_of(account.manage_contact, "1", {"Email": "p@example.com", "Action": "addforce", "Properties": properties}).status == 400
     job = account.start_list_job("1", {"Action": "addforce", "Contacts": [{"Email": "p@example.com", "Properties": properties}]})
     run_jobs(account)
-    assert job.errors == [{"Index": 0, "Email": "p@example.com", "Error": "properties must be a JSON object"}]
+    # Observed (php#245): an array, even of defined {"Name", "Value"} pairs, fails "property not defined".
+    expected = "property not defined" if isinstance(properties, list) else "properties must be a JSON object"
+    assert job.errors == [{"Index": 0, "Email": "p@example.com", "Error": expected}]
     assert account.find_contact("p@example.com") is None
+
+
+def test_job_properties_as_name_value_pairs_fail_as_users_saw(account: Account) -> None:
+    # mailjet-apiv3-php#245: this body, with "age" defined, failed "property not defined".
+    account.create_property({"Name": "age", "Datatype": "int"})
+    job = account.start_contacts_job({"Contacts": [{"Email": "paul@test.de", "Properties": [{"Name": "age", "Value": "3"}]}],
+                                      "ContactsLists": [{"Action": "addnoforce", "ListID": "1"}]})
+    run_jobs(account)
+    assert job.errors == [{"Index": 0, "Email": "paul@test.de", "Error": "property not defined"}]
 
 
 @pytest.mark.parametrize("value", [2**63, -(2**63) - 1, "9223372036854775808", 1e19, 1e300])
@@ -898,11 +909,14 @@ def test_contactdata_list_filter_and_contact_lists_of_one_contact(account: Accou
     assert [row["ListID"] for row in account.get_contacts_lists("one@example.com")] == [1]
 
 
-def test_managecontact_echoes_the_properties_as_sent_and_refuses_an_empty_action(account: Account) -> None:
-    # The documented response echoes Properties; stored values are strings, the echo is what was sent.
+def test_managecontact_answers_the_contacts_properties_and_refuses_an_empty_action(account: Account) -> None:
+    # Documented: "with all properties available for that contact"; as contactdata shows them, text.
     account.create_property({"Name": "age", "Datatype": "int"})
+    account.create_property({"Name": "City", "Datatype": "str"})
+    account.manage_contact("1", {"Email": "e@example.com", "Action": "addforce", "Properties": {"city": "Lyon"}})
     result = account.manage_contact("1", {"Email": "e@example.com", "Action": "addforce", "Properties": {"age": 36}})
-    assert result["Properties"] == {"age": 36}
+    assert result["Properties"] == {"City": "Lyon", "age": "36"}
+    assert account.manage_contact("1", {"Email": "new@example.com", "Action": "remove"})["Properties"] == {}
     assert error_of(account.manage_contact, "1", {"Email": "e@example.com", "Action": ""}).info == (
         "MJ08 Property Action is invalid: MJ03 A non-empty value is required")
 
