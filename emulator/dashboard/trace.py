@@ -16,6 +16,7 @@ from typing import Any
 import aiohttp
 
 from ..common.clock import parse_iso
+from ..segment.models import VIEW_KEYS
 from .contracts_for import check, contract_names, first_known, segment_contract
 
 LIMIT = 10_000
@@ -337,7 +338,7 @@ def _linked_ids(user_ids: tuple[Any, ...], events: list[dict[str, Any]]) -> tupl
 
 def _segment_step(event: dict[str, Any]) -> dict[str, Any]:
     call_type = _shown(event.get("type") or "?")
-    wire = {key: value for key, value in event.items() if key not in ("status", "discard_reason", "violations", "source")}
+    wire = {key: value for key, value in event.items() if key not in VIEW_KEYS} | (event.get("call_fields") or {})
     verdict = check(segment_contract(wire), wire)
     personas = (event.get("context") or {}).get("personas") if isinstance(event.get("context"), dict) else None
     event_name = event.get("event")

@@ -248,6 +248,10 @@ class Source:
         return {"id": self.id, "name": self.name, "writeKey": self.write_key}
 
 
+# The keys StoredMessage.to_json adds to a message, `call_fields` holding the message's own of these names.
+VIEW_KEYS = ("source", "status", "discard_reason", "violations", "call_fields")
+
+
 @dataclass(slots=True)
 class StoredMessage:
     """One message as Segment kept it. `message` is what destinations receive; the rest is ours."""
@@ -286,13 +290,19 @@ class StoredMessage:
         return self.message["messageId"]
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        """The message with what segjet knows of it; the message's own fields of those names, which
+        Segment keeps (custom top-level fields are the sender's), are under `call_fields`."""
+        shown = {
             **self.message,
             "source": self.source.ref(),
             "status": self.status,
             "discard_reason": self.discard_reason,
             "violations": list(self.violations),
         }
+        hidden = {key: self.message[key] for key in VIEW_KEYS if key in self.message}
+        if hidden:
+            shown["call_fields"] = hidden
+        return shown
 
 
 def stored_times(message: Mapping[str, Any]) -> tuple[datetime, datetime]:

@@ -409,6 +409,21 @@ def test_debugger_details_of_a_message_whose_type_names_an_object_property(page:
     expect(page.get_by_role("region", name="Event details").get_by_label("Pretty view")).to_contain_text('"type": "constructor"')
 
 
+def test_debugger_raw_view_shows_the_call_as_sent(page: Page, stack: dict[str, Any], http: httpx.Client) -> None:
+    # Segment's Raw view is the JSON sent on to destinations: a call's own top-level "source" was
+    # hidden by the events API's, and segjet's status and violations were shown as if sent.
+    http.post(f"{stack['segment_url']}/v1/track", auth=(stack["write_key"], ""),
+              json={"userId": "u-raw", "event": "Raw", "source": "web"}).raise_for_status()
+    open_page(page, f"{stack['segment_url']}/debugger")
+    page.get_by_role("list", name="Events").get_by_role("button").filter(has_text="u-raw").click()
+    details = page.get_by_role("region", name="Event details")
+    details.get_by_role("button", name="Raw").click()
+    raw = details.get_by_label("Raw view")
+    expect(raw).to_contain_text('"source": "web"')
+    expect(raw).not_to_contain_text('"status"')
+    expect(details).to_contain_text("segjet")  # the Source row names the source that received it
+
+
 def test_debugger_shows_ids_that_are_not_strings_as_json(page: Page, stack: dict[str, Any], http: httpx.Client) -> None:
     # Discarded (id_not_string) messages keep the ids as sent: an object read "[object Object]" and
     # an array ["a", "b"] read "ab", and the trace link named a user no trace can match.

@@ -123,6 +123,17 @@ def test_the_write_key_authentication_curl_example(http: httpx.Client) -> None:
     assert message["source"]["name"] == "segjet"
 
 
+def test_a_top_level_field_named_like_a_view_key_is_shown_under_call_fields(http: httpx.Client) -> None:
+    # Custom top-level fields are kept (the example above); a call's own "source" or "status" was
+    # hidden by the keys the events view adds, there and in the Debugger's feed.
+    own = {"source": "web", "status": "draft", "discard_reason": 1, "violations": "none", "call_fields": [2]}
+    assert_success(post(http, "/v1/track", {"userId": "u1", "event": "E", "writeKey": DOCS_KEY, **own}))
+    assert_success(post(http, "/v1/track", {"userId": "u1", "event": "Plain", "writeKey": DOCS_KEY}))
+    shadowed, plain = stored(http)
+    assert (shadowed["status"], shadowed["source"]["name"], shadowed["call_fields"]) == ("accepted", "segjet", own)
+    assert "call_fields" not in plain
+
+
 def test_the_oauth_example_takes_the_write_key_from_the_payload(http: httpx.Client) -> None:
     """HTTP "OAuth": a Bearer token in the header and the write key in the payload."""
     example = {

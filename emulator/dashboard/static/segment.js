@@ -33,6 +33,13 @@
     }
   }
 
+  /** A stored message as it was sent: the keys the events API adds out, the call's own fields of
+   *  those names (`call_fields`) back in. */
+  function asSent(m) {
+    const added = ["source", "status", "discard_reason", "violations", "call_fields"];
+    return { ...Object.fromEntries(Object.entries(m).filter(([k]) => !added.includes(k))), ...(m.call_fields || {}) };
+  }
+
   function prettyCall(m) {
     const who = m.userId ? JSON.stringify(m.userId) : JSON.stringify(m.anonymousId ?? null);
     const printers = {
@@ -200,7 +207,7 @@
 
     function renderDetail(m) {
       const body = h("pre", { "aria-label": state.mode === "pretty" ? "Pretty view" : "Raw view" },
-        state.mode === "pretty" ? prettyCall(m) : pretty(m));
+        state.mode === "pretty" ? prettyCall(asSent(m)) : pretty(asSent(m)));
       const tab = (mode, label) => h("button", {
         type: "button", class: "small", "aria-pressed": String(state.mode === mode),
         onclick: () => { state.mode = mode; renderDetail(m); },
@@ -419,7 +426,7 @@
       // The accepted message only: a discarded duplicate (a client's retry) shares its messageId, and was never delivered.
       try { sent = (await api("GET", `/_emulator/events?messageId=${encodeURIComponent(record.messageId)}&status=accepted&limit=1`)).events[0]; } catch { /* shown as unknown */ }
       if (!current()) return;
-      const wire = sent ? Object.fromEntries(Object.entries(sent).filter(([k]) => !["status", "discard_reason", "violations", "source"].includes(k))) : null;
+      const wire = sent ? asSent(sent) : null;
       fill(detail, 
         h("h2", {}, `Delivery of ${record.messageId}`),
         h("dl", { class: "kv" },
