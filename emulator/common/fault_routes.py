@@ -42,9 +42,6 @@ HOLD_CAP_SECONDS = 30.0
 _CREDENTIAL_BYTES = 1024 * 1024
 # How often a request a delay holds looks whether its state was replaced, while a control call runs.
 _WATCH_SECONDS = 0.05
-# How much of a body is read before a rule acts, so the request has arrived whole: more than either
-# fake accepts (Mailjet 25 MB). The rest of a larger body is passed on, or thrown away, as it comes.
-_READ_AHEAD_BYTES = 32 * 1024 * 1024
 
 Renderer = Callable[[FaultRule, Scope], tuple[int, dict[str, str], bytes]]
 
@@ -139,6 +136,7 @@ class FaultMiddleware:
         journal: Journal,
         render: Renderer,
         credential: Callable[[Scope, bytes | None], str | None],
+        body_limit: int,
         tenant_epoch: Callable[[str | None], object] | None = None,
     ) -> None:
         self.app = app
@@ -146,6 +144,7 @@ class FaultMiddleware:
         self.journal = journal
         self.render = render
         self.credential = credential
+        self.body_limit = body_limit
         self.tenant_epoch = tenant_epoch
         # Non-GET control calls under way, and an event set (then replaced) as one starts or ends (_delayed).
         self._control_calls = 0
@@ -178,9 +177,10 @@ class FaultMiddleware:
         # fires on a request it can act on at once, so the state the request belongs to is the one
         # at its firing (which a test sees, then resets or imports). It meets the rules in place
         # both at its headers and then (a reset or DELETE meanwhile removed some). A client gone
-        # mid-body sent no request.
+        # mid-body sent no request. Read ahead no further than the service takes: the rest of a larger
+        # body (which it refuses) is passed on, or thrown away, as it comes.
         body = _ReadAhead(receive)
-        await body.read(_READ_AHEAD_BYTES)
+        await body.read(self.body_limit)
         candidates = [rule for rule in self.rules.candidates(scope["method"], scope["path"]) if rule in at_headers]
         credential = self.credential(scope, body.content()) if FaultRules.needs_credential(candidates) else None
         rule = None if body.disconnected else FaultRules.choose(candidates, credential)
@@ -204,7 +204,7 @@ class FaultMiddleware:
         elif rule.action == DROP:
             await self._drop(scope, receive, body.content(), rule)
         elif rule.action == TIMEOUT:
-            await self._hold(scope, receive, body.content(), rule)
+            await self._hold(scope, receive, body.content(), rule, forgotten)
         else:
             await self._respond(scope, send, body.content(), rule)
 
@@ -264,23 +264,22 @@ class FaultMiddleware:
         _close_connection(receive)
         await _until_disconnect(receive)
 
-    async def _hold(self, scope: Scope, receive: Receive, body: bytes, rule: FaultRule) -> None:
-        """Answer nothing until the client disconnects; after the cap, or once the server is asked
-        to stop, drop the connection. Held on, it made uvicorn's graceful shutdown wait its 2 s,
-        then cancel the request, and the destination's call waiting on it, with ERRORs and
-        tracebacks logged."""
+    async def _hold(self, scope: Scope, receive: Receive, body: bytes, rule: FaultRule, forgotten: Callable[[], bool]) -> None:
+        """Answer nothing until the client disconnects; after the cap, once the server is asked to
+        stop, or once the state the request belongs to is replaced (a reset), drop the connection.
+        Held on, it made uvicorn's graceful shutdown wait its 2 s, then cancel the request, and the
+        destination's call waiting on it, with ERRORs and tracebacks logged."""
         self._journal(scope, body, rule)
         disconnected = asyncio.ensure_future(_until_disconnect(receive))
-        stopping = scope.get(STOPPING_SCOPE_KEY)
-        stopped = asyncio.ensure_future(stopping.wait() if stopping is not None else asyncio.Event().wait())
+        held = asyncio.ensure_future(self._delayed(scope, HOLD_CAP_SECONDS, forgotten))
         try:
-            await asyncio.wait((disconnected, stopped), timeout=HOLD_CAP_SECONDS, return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait((disconnected, held), return_when=asyncio.FIRST_COMPLETED)
             if not disconnected.done():
                 _close_connection(receive)
             await disconnected
         finally:
             disconnected.cancel()
-            stopped.cancel()
+            held.cancel()
 
     def _journal(self, scope: Scope, body: bytes, rule: FaultRule) -> Exchange:
         """The faulted exchange, with no status: a dropped or held request is never answered."""
@@ -390,10 +389,11 @@ def service_middleware(
     render: Renderer,
     credential: Callable[[Scope, bytes | None], str | None],
     control_token: str | None,
+    body_limit: int,
     tenant_epoch: Callable[[str | None], object] | None = None,
 ) -> list[Middleware]:
     """The middleware stack both fakes share, outermost first: a client gone mid-body is no error,
-    control token, faults, journal.
+    control token, faults, journal. `body_limit` is the largest body the service takes.
 
     `tenant_epoch(credential)` changes when the account or workspace a request's credential names
     is reset or replaced by a snapshot import: a request a fault held across that is closed
@@ -406,7 +406,7 @@ def service_middleware(
     return stack + [
         Middleware(
             FaultMiddleware, rules=rules, journal=journal, render=render, credential=credential,
-            tenant_epoch=tenant_epoch,
+            body_limit=body_limit, tenant_epoch=tenant_epoch,
         ),
         Middleware(JournalMiddleware, journal=journal),
     ]

@@ -568,7 +568,7 @@ def create_app(config: BundleConfig, clock: Clock, urls: BundleUrls) -> Starlett
         Route("/{path:anypath}", api, methods=ALL_METHODS),
     ]
     middleware = service_middleware(
-        faults, journal, mailjet_fault_response, basic_username, config.control_token,
+        faults, journal, mailjet_fault_response, basic_username, config.control_token, MAX_BODY_BYTES,
         # A reset of one account replaces its Tenant: a request held across it is not applied to the new one.
         tenant_epoch=lambda api_key: service.tenant(api_key) if api_key is not None else None,
     )

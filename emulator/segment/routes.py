@@ -224,7 +224,7 @@ def create_app(config: BundleConfig, clock: Clock, urls: BundleUrls) -> Starlett
             *segment_dashboard_routes(default.backend, urls, named_write_key),  # pages at /, /debugger, ...; SSE, validate, trace
         ],
         middleware=[Middleware(TrackingCors)] + service_middleware(
-            faults, journal, segment_fault_response, write_key, config.control_token,
+            faults, journal, segment_fault_response, write_key, config.control_token, MAX_RAW_BODY_BYTES,
             tenant_epoch=workspace_epoch,
         ) + ([Middleware(BeforeAnswer, hook=store.flush)] if store is not None else []),
         exception_handlers={HTTPException: _http_error, Exception: _internal_error},

@@ -283,12 +283,14 @@ def test_segment_write_key_rule_reads_the_body_as_the_fake_does(http: httpx.Clie
     assert answer.status_code == 400 and answer.json()["code"] == "invalid_json"
 
 
-def test_a_request_held_by_a_delay_across_a_reset_is_closed_unanswered_and_not_journaled(
-    http: httpx.Client, stack: dict[str, Any]
+@pytest.mark.parametrize("rule", [{"status": 503, "delay_ms": HELD_ACROSS_MS}, {"action": "timeout"}], ids=["delay", "timeout"])
+def test_a_request_held_across_a_reset_is_closed_unanswered_and_not_journaled(
+    http: httpx.Client, stack: dict[str, Any], rule: dict[str, Any]
 ) -> None:
     # It belongs to the state the reset forgot: answering it (and journaling it) after the reset
-    # would show a test an exchange of the test before.
-    add_fault(http, stack["mailjet_url"], {"path": MANAGECONTACT, "status": 503, "delay_ms": HELD_ACROSS_MS})
+    # would show a test an exchange of the test before. A `timeout` hold was kept on past the reset,
+    # until the client (here after 10 s) or the 30 s cap gave up.
+    add_fault(http, stack["mailjet_url"], {"path": MANAGECONTACT, **rule})
     outcome: list[object] = []
 
     def held() -> None:

@@ -1,12 +1,17 @@
-"""Fault rules as plain Python: parsing, matching, seeded draws, `times`, credentials."""
+"""Fault rules as plain Python: parsing, matching, seeded draws, `times`, credentials; and how far
+the middleware reads a body before it picks one."""
 
 from __future__ import annotations
 
+import asyncio
 import random
 
 import pytest
 
+from emulator.common.clock import Clock
+from emulator.common.fault_routes import FaultMiddleware, segment_fault_response, write_key
 from emulator.common.faults import FaultRuleError, FaultRules
+from emulator.common.journal import Journal
 
 
 def mailjet() -> FaultRules:
@@ -200,3 +205,25 @@ def test_values_at_the_edge_of_each_fields_range_are_kept() -> None:
     rule = rules.add({"path": "/x", "status": 599, "delay_ms": 60_000, "retry_after": 0, "seed": None, "rate": 0})
     assert (rule.status, rule.delay_ms, rule.retry_after, rule.seed, rule.rate) == (599, 60_000, 0, 0, 0.0)
     assert rules.add({"path": "/x", "status": 400, "times": 1}).status == 400
+
+
+def test_a_rule_reads_ahead_no_further_than_the_service_takes() -> None:
+    # The body was read ahead up to 32 MB whatever the service: a rule on /v1/* that never fires
+    # held four 30 MB tracking bodies (110 MB) that the fake Segment refuses past 1 MB unread.
+    chunk, limit = b"x" * 65_536, 1024 * 1024
+    pulled: list[int] = []
+    read_by_app: list[int] = []
+
+    async def client() -> dict[str, object]:
+        pulled.append(len(chunk))
+        return {"type": "http.request", "body": chunk, "more_body": len(pulled) < 500}  # ~32 MB in all
+
+    async def app(scope: object, receive: object, send: object) -> None:
+        read_by_app.append(sum(pulled))
+
+    rules = segment()
+    rules.add({"path": "/v1/*", "rate": 0})
+    middleware = FaultMiddleware(app, rules, Journal(Clock()), segment_fault_response, write_key, body_limit=limit)
+    scope = {"type": "http", "method": "POST", "path": "/v1/batch", "headers": [], "query_string": b""}
+    asyncio.run(middleware(scope, client, lambda message: asyncio.sleep(0)))  # type: ignore[arg-type]
+    assert limit < read_by_app[0] <= limit + len(chunk)

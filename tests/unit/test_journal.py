@@ -14,6 +14,7 @@ from emulator.common.clock import Clock, iso
 from emulator.common.http import ANSWER_KEEP_BYTES, recorded_body
 from emulator.common.journal import Journal, JournalMiddleware
 from emulator.common.server import Runner, ServerHandle, ServerStartError, serve_in_background
+from emulator.mailjet.models import MAX_BODY_BYTES
 
 SCOPE = {"method": "POST", "path": "/v1/batch", "query_string": b"", "headers": []}
 BIG = b'{"batch": [' + b'"x",' * 20_000 + b'"x"]}'
@@ -268,7 +269,7 @@ def test_get_requests_is_filtered_by_the_tenant_the_call_names_and_404s_an_unkno
         routes=[*control_routes("mailjet", clock, journal, lambda: None, journal_tenant=journal_tenant),
                 Route("/v3/REST/contact", api, methods=["GET"])],
         middleware=service_middleware(
-            FaultRules.for_mailjet(), journal, mailjet_fault_response, basic_username, None
+            FaultRules.for_mailjet(), journal, mailjet_fault_response, basic_username, None, MAX_BODY_BYTES
         ),
     )
     loop_thread, runner, urls = serve_in_background({"mailjet": app})
@@ -317,7 +318,7 @@ def control():  # type: ignore[no-untyped-def]
         routes=[*control_routes("mailjet", clock, journal, lambda: calls.append("reset"), quiesce=quiesce),
                 Route("/v3/REST/contact", api, methods=["GET", "POST"])],
         middleware=service_middleware(
-            FaultRules.for_mailjet(), journal, mailjet_fault_response, basic_username, None
+            FaultRules.for_mailjet(), journal, mailjet_fault_response, basic_username, None, MAX_BODY_BYTES
         ),
     )
     loop_thread, runner, urls = serve_in_background({"mailjet": app})
