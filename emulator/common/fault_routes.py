@@ -181,15 +181,18 @@ class FaultMiddleware:
         # body (which it refuses) is passed on, or thrown away, as it comes.
         body = _ReadAhead(receive)
         await body.read(self.body_limit)
+        # A body over the cap is looked in for no credential, however much of it came before the
+        # read stopped: whether a rule fires does not depend on how the body was cut into chunks.
+        content = body.content() if body.size <= self.body_limit else None
         candidates = [rule for rule in self.rules.candidates(scope["method"], scope["path"]) if rule in at_headers]
-        credential = self.credential(scope, body.content()) if FaultRules.needs_credential(candidates) else None
+        credential = self.credential(scope, content) if FaultRules.needs_credential(candidates) else None
         rule = None if body.disconnected else FaultRules.choose(candidates, credential)
         if rule is None:
             await self.app(scope, body.replay(), send)
             return
         # A late answer is still computed even if the client has given up meanwhile.
         late_answer = rule.action not in (DROP, TIMEOUT) and rule.status is None
-        forgotten = self._state_watch(scope, body, credential, late_answer)
+        forgotten = self._state_watch(scope, content, credential, late_answer)
         if not late_answer:
             await body.discard_rest()
         if (rule.delay_ms and not await self._delayed(scope, rule.delay_ms / 1000, forgotten)) or forgotten():
@@ -237,7 +240,7 @@ class FaultMiddleware:
                     waker.cancel()
         return True
 
-    def _state_watch(self, scope: Scope, body: _ReadAhead, credential: str | None, late_answer: bool) -> Callable[[], bool]:
+    def _state_watch(self, scope: Scope, content: bytes | None, credential: str | None, late_answer: bool) -> Callable[[], bool]:
         """Whether the state the request belongs to has been replaced since now: the server's (a
         reset), or, for a request still to be applied, its own account's or workspace's (a reset of
         it, or a snapshot import: `tenant_epoch`)."""
@@ -245,7 +248,7 @@ class FaultMiddleware:
         tenant_epoch = self.tenant_epoch
         if not late_answer or tenant_epoch is None:
             return lambda: self.journal.generation != arrived
-        tenant = credential if credential is not None else self.credential(scope, body.content())
+        tenant = credential if credential is not None else self.credential(scope, content)
         epoch = tenant_epoch(tenant)
         return lambda: self.journal.generation != arrived or tenant_epoch(tenant) != epoch
 
@@ -295,13 +298,13 @@ class _ReadAhead:
     def __init__(self, receive: Receive) -> None:
         self._receive = receive
         self._messages: list[Message] = []
-        self._size = 0
         self._ended = False
+        self.size = 0  # bytes of the body read so far
         self.disconnected = False  # the client went before the body ended
 
     async def read(self, limit: int) -> None:
         """Read on until the body has ended or more than `limit` bytes of it are in."""
-        while not self._ended and self._size <= limit:
+        while not self._ended and self.size <= limit:
             message = await self._receive()
             self._messages.append(message)
             self._take(message)
@@ -312,7 +315,7 @@ class _ReadAhead:
             self._take(await self._receive())
 
     def _take(self, message: Message) -> None:
-        self._size += len(message.get("body", b""))
+        self.size += len(message.get("body", b""))
         self._ended = message["type"] != "http.request" or not message.get("more_body", False)
         self.disconnected = message["type"] == "http.disconnect"
 

@@ -25,10 +25,12 @@ MAX_ITEMS = 50
 MAX_RECIPIENTS = 50
 # Documented maximum lengths (mj-0006): Subject 255, URLTags 256 (reference §6).
 MAX_LENGTHS = {"Subject": 255, "URLTags": 256}
-# GUESS: Mailjet publishes no limit on what the template language prints. One recipient's Subject,
-# TextPart and HTMLPart may hold 15 MB of text, what a message may hold in attachments (reference
-# §6), and all the messages of one send, for all their recipients, 256 MB (2,500 emails of 100 KB).
-# Without them a 100 KB send printing one variable 500 times held 50 MB for each recipient.
+# GUESS: Mailjet publishes no limit on what the template language prints. The parts it prints for
+# one recipient (Subject, TextPart, HTMLPart with an expression or statement in them; the others are
+# kept as sent, one object for every recipient) may hold 15 MB of characters, what a message may
+# hold in attachments (reference §6), and for all the recipients of all the messages of one send,
+# 256 MB (2,500 emails of 100 KB). Without them a 100 KB send printing one variable 500 times held
+# 50 MB for each recipient.
 MAX_PRINTED_PER_RECIPIENT = 15 * 1024 * 1024
 MAX_PRINTED_PER_SEND = 256 * 1024 * 1024
 TRACKING_VALUES = ("account_default", "disabled", "enabled")
@@ -600,12 +602,13 @@ def _content(account: Account, message: dict[str, Any], email: str, budget: _Pri
             rendered = render(part, variables, contact_data, limit)
         except RenderedTooLong:
             if limit == recipient_left:
-                text = f'"{name}" is too long once printed: Subject, TextPart and HTMLPart may hold at most {MAX_PRINTED_PER_RECIPIENT} characters for one recipient.'
+                text = f'"{name}" is too long once printed: the template language may print at most {MAX_PRINTED_PER_RECIPIENT} characters for one recipient.'
             else:
-                text = f'"{name}" is too long once printed: one send may print at most {MAX_PRINTED_PER_SEND} characters for all its recipients.'
+                text = f'"{name}" is too long once printed: the template language may print at most {MAX_PRINTED_PER_SEND} characters in one send.'
             raise _PrintedTooLong(name, text) from None
-        recipient_left -= len(rendered.text)
-        budget.left -= len(rendered.text)
+        if rendered.text is not part:  # printed anew for this recipient
+            recipient_left -= len(rendered.text)
+            budget.left -= len(rendered.text)
         errors.extend(rendered.errors)
         return rendered.text
 

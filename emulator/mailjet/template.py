@@ -55,9 +55,10 @@ def render(
     """`text` with each `{{var:...}}` and `{{data:...}}` replaced by its value, else its default.
 
     Variable names are matched as written (GUESS, as `Variables` merge with Globals); contact
-    properties as the REST API matches them, in any case. Past `limit` characters of printed text,
-    RenderedTooLong, raised before the text is put together: a variable printed in a loop of
-    expressions would otherwise hold many times the request's size.
+    properties as the REST API matches them, in any case. A text with nothing to read is given back
+    as it is, the same object; otherwise, past `limit` characters of printed text, RenderedTooLong,
+    raised before the text is put together: a variable printed in a loop of expressions would
+    otherwise hold many times the request's size.
     """
     errors: list[str] = []
     depth = 0  # of the statement blocks around the current token
@@ -94,7 +95,9 @@ def render(
             errors.append(f'{{{{{namespace}:{name}}}}}: the {what} "{name}" has no value and the expression no default')
         return ""
 
-    rendered = _TOKEN.sub(printed_within_limit, text)
+    rendered, count = _TOKEN.subn(printed_within_limit, text)
+    if count == 0:
+        return Rendered(text, ())
     if limit is not None and len(rendered) > limit:
         raise RenderedTooLong
     if depth:

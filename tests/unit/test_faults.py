@@ -4,6 +4,7 @@ the middleware reads a body before it picks one."""
 from __future__ import annotations
 
 import asyncio
+import json
 import random
 
 import pytest
@@ -227,3 +228,36 @@ def test_a_rule_reads_ahead_no_further_than_the_service_takes() -> None:
     scope = {"type": "http", "method": "POST", "path": "/v1/batch", "headers": [], "query_string": b""}
     asyncio.run(middleware(scope, client, lambda message: asyncio.sleep(0)))  # type: ignore[arg-type]
     assert limit < read_by_app[0] <= limit + len(chunk)
+
+
+@pytest.mark.parametrize("chunk_size", [100, 10_000], ids=["small-chunks", "one-chunk"])
+def test_a_write_key_rule_meets_a_body_over_the_cap_the_same_however_it_is_cut(chunk_size: int) -> None:
+    # Read ahead to the cap, a body just over it was looked in whole when it came in one chunk and
+    # cut short when it came in many: the same request fired the rule, or did not.
+    limit = 1000
+
+    def outcome(size: int) -> str:
+        body = json.dumps({"writeKey": "k", "batch": [], "pad": ""}).encode()
+        body = body[:-2] + b"x" * (size - len(body)) + b'"}'
+        chunks = [body[i:i + chunk_size] for i in range(0, len(body), chunk_size)]
+        answered: list[str] = []
+
+        async def client() -> dict[str, object]:
+            return {"type": "http.request", "body": chunks.pop(0), "more_body": bool(chunks)}
+
+        async def app(scope: object, receive: object, send: object) -> None:
+            answered.append("passed on")
+
+        async def send(message: dict[str, object]) -> None:
+            if message["type"] == "http.response.start":
+                answered.append(f"fault {message['status']}")
+
+        rules = segment()
+        rules.add({"path": "/v1/*", "write_key": "k", "status": 500})
+        middleware = FaultMiddleware(app, rules, Journal(Clock()), segment_fault_response, write_key, body_limit=limit)
+        scope = {"type": "http", "method": "POST", "path": "/v1/batch", "headers": [], "query_string": b"", "client": None}
+        asyncio.run(middleware(scope, client, send))  # type: ignore[arg-type]
+        return answered[0]
+
+    assert outcome(limit) == "fault 500"
+    assert outcome(limit + 1) == "passed on"

@@ -201,18 +201,20 @@ def test_a_message_printed_past_the_recipient_limit_is_refused_whole(account: Ac
     monkeypatch.setattr(send_module, "MAX_PRINTED_PER_RECIPIENT", 100)
     monkeypatch.setattr(send_module, "MAX_PRINTED_PER_SEND", 10_000)
     to_two = [{"Email": "a@example.com"}, {"Email": "b@example.com"}]
-    at_limit = message(To=to_two, TemplateLanguage=True, Subject="S" * 10, TextPart="{{var:x}}" * 9, Variables={"x": "x" * 10})
+    # A part with nothing to print is kept as sent, one object for all, and counts for nothing.
+    at_limit = message(To=to_two, TemplateLanguage=True, Subject="{{var:x}}", TextPart="{{var:x}}" * 9, HTMLPart="H" * 500,
+                       Variables={"x": "x" * 10})
     assert accepted(account, at_limit)
     assert [m.text_part for m in account.messages[-2:]] == ["x" * 90] * 2
     before = len(account.messages)
-    over = message(To=to_two, TemplateLanguage=True, Subject="S" * 11, TextPart="{{var:x}}" * 9, Variables={"x": "x" * 10})
+    over = {**at_limit, "TextPart": "{{var:x}}" * 9 + "!"}
     status, body = send(account, {"Messages": [over, message(TextPart="plain")]})
     refused, sent = body["Messages"]
     assert status == 400 and sent["Status"] == "success"
     assert [(e["ErrorCode"], e["ErrorRelatedTo"]) for e in refused["Errors"]] == [("mj-0006", ["TextPart"])]
-    assert "at most 100 characters for one recipient" in refused["Errors"][0]["ErrorMessage"]
+    assert "may print at most 100 characters for one recipient" in refused["Errors"][0]["ErrorMessage"]
     assert [m.text_part for m in account.messages[before:]] == ["plain"]  # neither recipient of the refused one
-    contact_data = message(TemplateLanguage=True, HTMLPart="{{data:city}}" * 20)
+    contact_data = message(TemplateLanguage=True, HTMLPart="{{data:city}}" * 21)
     account.create_property({"Name": "city", "DataType": "str"})
     account.set_contact_data(str(account.ensure_contact("t@example.com").id), {"Data": [{"Name": "city", "Value": "Lyon!"}]})
     assert errors(account, contact_data) == [("mj-0006", ["HTMLPart"])]
@@ -224,7 +226,7 @@ def test_a_send_printed_past_its_limit_refuses_the_messages_that_pass_it(account
     before = len(account.messages)
     status, body = send(account, {"Messages": [printed_100, printed_100, printed_100, message(TemplateLanguage=True, TextPart="{{var:x}}", Variables={"x": "y" * 50})]})
     assert status == 400 and [m["Status"] for m in body["Messages"]] == ["success", "success", "error", "success"]
-    assert "one send may print at most 250 characters" in body["Messages"][2]["Errors"][0]["ErrorMessage"]
+    assert "may print at most 250 characters in one send" in body["Messages"][2]["Errors"][0]["ErrorMessage"]
     assert len(account.messages) == before + 3
     # Without the template language nothing is printed: the parts are kept as sent.
     assert accepted(account, message(TextPart="{{var:x}}" * 100))

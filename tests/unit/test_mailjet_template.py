@@ -101,3 +101,6 @@ def test_a_limit_stops_the_printing_past_it() -> None:
             render(text, {"x": "123"}, no_contact_data, limit=9)
     # Only the printed text counts: expressions printing less than they take are within it.
     assert render("{{var:missing:\"\"}}" * 10, {}, no_contact_data, limit=0).text == ""
+    # A text with nothing to read is no printed text: given back as it is, whatever its length.
+    plain = "no expression here " * 10
+    assert render(plain, {}, no_contact_data, limit=0).text is plain
