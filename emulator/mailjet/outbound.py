@@ -78,6 +78,10 @@ class Outcome:
         return f"HTTP {self.status}" if self.status is not None else str(self.error)
 
 
+# An attempt segjet stopped in the middle of: the receiver may have had the call, but no answer came.
+STOPPED_WAITING = Outcome(None, error="no answer: segjet stopped while waiting for it")
+
+
 class HttpTransport:
     """The one HTTP client of the fake Mailjet's outgoing calls (all accounts), created in the serving
     event loop, and the keeper of the tasks that make those calls."""
@@ -124,8 +128,8 @@ class HttpTransport:
         return Outcome(status, recorded_body(raw, _RESPONSE_TEXT_LIMIT))
 
     async def aclose(self) -> None:
-        """Server shutdown: attempts in flight are abandoned unrecorded (a stored delivery is sent
-        again after a restart), then the connections close."""
+        """Server shutdown: attempts in flight are cancelled (each recorded as one its receiver did
+        not answer, `STOPPED_WAITING`, so it is retried after a restart), then the connections close."""
         tasks = list(self._tasks)
         for task in tasks:
             task.cancel()
@@ -344,6 +348,10 @@ class Webhooks:
         at = self._clock.now()
         try:
             outcome = await self._transport.post_json(url, delivery.body(), {}, WEBHOOK_TIMEOUT_SECONDS)
+        except asyncio.CancelledError:
+            if delivery.generation == self._generation:
+                self._record(delivery, at, STOPPED_WAITING)
+            raise
         except Exception as exc:  # a bug must not stop the other deliveries of this lane
             log.exception("webhook delivery %s failed unexpectedly", delivery.id)
             outcome = Outcome(None, error=f"internal error: {exc!r}")
@@ -569,11 +577,18 @@ class SegmentForwarder:
             outcome = await self._transport.post_json(
                 f"{batch.url}/v1/batch", body, {"Authorization": f"Basic {token}"}, SEGMENT_TIMEOUT_SECONDS
             )
+        except asyncio.CancelledError:
+            if batch.generation == self._generation:
+                self._record(batch, at, STOPPED_WAITING)
+            raise
         except Exception as exc:  # a bug must not leave the forwarder stuck on this batch
             log.exception("Segment batch failed unexpectedly")
             outcome = Outcome(None, error=f"internal error: {exc!r}")
         if batch.generation != self._generation:
             return
+        self._record(batch, at, outcome)
+
+    def _record(self, batch: SegmentBatch, at: datetime, outcome: Outcome) -> None:
         batch.attempts.append(_attempt_json(at, outcome))
         self._account.touch("segment_batch", batch.id)
         status = outcome.status

@@ -798,3 +798,43 @@ def test_messages_stored_before_tracking_settings_existed_load_as_tracked(world:
     (restored,) = second.default.account.messages
     assert (restored.track_opens, restored.track_clicks) == (True, True)
     assert second.default.events.apply(restored.message_id, {"event": "open"}).event == "open"
+
+
+class HangingTransport(Transport):
+    """Sends each POST and never hears back, as when the receiver is slow and segjet stops meanwhile."""
+
+    async def post_json(self, url: str, body: Any, headers: dict[str, str], timeout: float) -> Outcome:
+        self.posts.append((url, body))
+        await asyncio.get_running_loop().create_future()
+        raise AssertionError("unreachable")
+
+
+def test_a_call_in_flight_when_the_server_stops_is_recorded_as_unanswered_and_retried(world: World) -> None:
+    # Cut by the stop, a webhook POST the receiver had was recorded nowhere: after a restart it was
+    # sent again as a first attempt, and the receiver had two POSTs for one attempt shown.
+    world.transport = HangingTransport()
+    first = world.service()
+    account = first.default.account
+    account.create_callback({"EventType": "sent", "Url": "http://hooks.test/sent"})
+    account.update_app_connection({"writeKey": "wk", "sendEvents": True})
+    send(account, {"Messages": [{"From": {"Email": "shop@example.com"}, "To": [{"Email": "ada@example.com"}], "TextPart": "t"}]})
+    world.clock.advance(timedelta(seconds=1))
+
+    async def sent_then_stopped() -> None:
+        await world.clock.run_due()
+        while len(world.transport.posts) < 2:
+            await asyncio.sleep(0)
+        await first.aclose()
+
+    world.loop.run_until_complete(sent_then_stopped())
+    first.changes.save()  # as the lifespan does once the transport is closed
+    world.stop(first)
+    world.transport = Transport(status=200)
+    restarted = world.service().default
+    [webhook] = restarted.outbox.webhooks.deliveries.values()
+    [batch] = restarted.outbox.segment.batches.values()
+    for record in (webhook, batch):
+        assert record.state == "retrying"
+        assert [attempt["error"] for attempt in record.attempts] == ["no answer: segjet stopped while waiting for it"]
+    world.advance(timedelta(seconds=30))
+    assert (webhook.state, len(webhook.attempts), batch.state, len(batch.attempts)) == ("delivered", 2, "delivered", 2)
