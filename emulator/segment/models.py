@@ -384,11 +384,15 @@ EMAIL_LIMIT = 5
 
 
 def emails_carried(message: Mapping[str, Any]) -> list[str]:
-    """The emails an identify or track call makes external ids of its profile: `traits.email` and
-    `context.traits.email` (Unify, identity resolution settings: the default external ids)."""
+    """The emails an identify or track call makes external ids of its profile: `traits.email`,
+    `context.traits.email` and a track's `properties.email` (Unify, Identity Resolution ExternalIDs:
+    "traits.email, context.traits.email or properties.email")."""
     context = message.get("context")
     found = []
-    for holder in (message.get("traits"), context.get("traits") if context.__class__ is dict else None):
+    holders = [message.get("traits"), context.get("traits") if context.__class__ is dict else None]
+    if message.get("type") == "track":
+        holders.append(message.get("properties"))
+    for holder in holders:
         if holder.__class__ is dict:
             email = holder.get("email")
             if email.__class__ is str and email:

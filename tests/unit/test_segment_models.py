@@ -688,20 +688,22 @@ def test_a_merge_keeps_the_surviving_profiles_traits_over_the_absorbed_ones(back
 
 
 def test_a_profiles_emails_are_those_its_identify_and_track_calls_carried_up_to_five(backend: SegmentBackend) -> None:
-    # Unify's default external ids: email from traits.email or context.traits.email, in track or
-    # identify calls; 5 values of an identifier type at most (a guess: later ones are not added).
+    # Unify's default external ids: email from "traits.email, context.traits.email or
+    # properties.email" in track or identify calls; 5 values of an identifier type at most (a guess:
+    # later ones are not added).
     one(backend, "identify", {"userId": "u", "traits": {"email": "a@example.com"}})
     one(backend, "track", {"userId": "u", "event": "E", "context": {"traits": {"email": "b@example.com"}}})
     one(backend, "identify", {"userId": "u", "traits": {"email": "a@example.com", "plan": "pro"}})
-    one(backend, "page", {"userId": "u", "context": {"traits": {"email": "page@example.com"}}})
+    one(backend, "page", {"userId": "u", "context": {"traits": {"email": "page@example.com"}}, "properties": {"email": "p@example.com"}})
     one(backend, "identify", {"userId": "u", "traits": {"email": None}, "context": {"traits": {"email": 7}}})
+    one(backend, "track", {"userId": "u", "event": "E", "properties": {"email": "c@example.com"}})
     profile = backend.profiles.get("u")
-    assert profile.emails == ("a@example.com", "b@example.com")
+    assert profile.emails == ("a@example.com", "b@example.com", "c@example.com")
     assert profile.traits["email"] is None  # the trait changes; the external id stays
     for number in range(5):
         one(backend, "identify", {"userId": "u", "traits": {"email": f"more{number}@example.com"}})
-    assert profile.to_json()["emails"] == ["a@example.com", "b@example.com", "more0@example.com",
-                                           "more1@example.com", "more2@example.com"]
+    assert profile.to_json()["emails"] == ["a@example.com", "b@example.com", "c@example.com",
+                                           "more0@example.com", "more1@example.com"]
 
 
 def test_a_merged_profile_has_both_profiles_emails(backend: SegmentBackend) -> None:
