@@ -762,7 +762,7 @@ class SegmentBackend:
         """Store a message made inside the workspace (e.g. by Engage) under `source`.
 
         Same rules as a batch item of the tracking API (enrichment, discards, contracts, dedupe,
-        profiles, listeners); never raises: with --strict a violating message is stored discarded.
+        profiles, listeners), but --strict, which filters clients' calls; never raises.
         """
         # A copy: enrichment fills in the message it is given, and this one is the caller's.
         return self._process(dict(message), self._arrival(source, message.get("sentAt")))
@@ -853,7 +853,9 @@ class SegmentBackend:
             stored.violations = _violations(message)
             if stored.violations:
                 message["context"] = _with_protocols(message.get("context"), stored.violations, stored.source)
-                if self.strict:
+                # --strict filters what clients send; Engage's own identify names its traits after
+                # definition keys, "website" or "age" too, with true/false or computed values.
+                if self.strict and not stored.source.is_engage:
                     reason = SCHEMA_VIOLATION
         if reason is None and not self._dedupe_window.admit(message["messageId"], arrival.received_at):
             reason = DUPLICATE_MESSAGE_ID

@@ -440,6 +440,16 @@ def test_strict_rejects_a_violating_call_and_discards_violating_batch_items(cloc
     assert [s.discard_reason for s in stored] == ["schema_violation", None]
 
 
+def test_strict_keeps_engages_own_identify_whose_trait_a_reserved_one_is_named_after(clock: Clock) -> None:
+    # An audience keyed "website" (a reserved identify trait, a string) sends website: true. Discarded
+    # by --strict, it reached no destination, and Engage counted it sent and never sent it again.
+    strict = make_backend(clock, strict=True)
+    engage = Source.named("Engage", ENGAGE_WRITE_KEY_PREFIX + "spa_1")
+    stored = strict.ingest({"type": "identify", "userId": "u", "traits": {"website": True, "email": "u@example.com"}}, engage)
+    assert stored.accepted and [v["field"] for v in stored.violations] == ["traits.website"]
+    assert rejected(strict, "identify", body({"writeKey": KEY, "userId": "u", "traits": {"website": True}})) == "schema_violation"
+
+
 def test_validation_off_records_no_violations_and_strict_keeps_the_message(clock: Clock) -> None:
     config = BundleConfig(write_key=KEY, strict=True, validate=False)
     unchecked = backend_of(config, clock)
