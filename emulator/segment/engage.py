@@ -58,6 +58,8 @@ SYNC_RETRY = timedelta(minutes=1)
 # removed from the product limits in 2025). Ten years covers any real window and keeps the window
 # arithmetic well inside datetime's range.
 MAX_WINDOW_DAYS = 3650
+# How many members (or profiles with a value) a definition's description names, for the dashboard.
+SAMPLE_SIZE = 50
 
 log = logging.getLogger("segjet.engage")
 
@@ -1031,13 +1033,17 @@ class EngageEngine:
         return [c.definition for c in self._computations.values() if isinstance(c.definition, ComputedTrait)]
 
     def describe(self, definition: Audience | ComputedTrait) -> dict[str, Any]:
-        """The definition with its sync state: synced yet, and how many profiles the destination knows."""
+        """The definition with its sync state: synced yet, how many profiles the destination knows,
+        and the first SAMPLE_SIZE of them by userId (with their values, for a computed trait)."""
         computation = self._computations[definition.key]
+        if isinstance(definition, Audience):
+            members = computation.members
+            return {**definition.to_json(), "synced": computation.synced, "members": len(members),
+                    "member_sample": heapq.nsmallest(SAMPLE_SIZE, members)}
         # A computed trait's value told as null (its events lapsed) is no value.
-        known = (len(computation.members) if isinstance(definition, Audience)
-                 else sum(1 for value in computation.values.values() if value is not None))
-        count_name = "members" if isinstance(definition, Audience) else "profiles_with_value"
-        return {**definition.to_json(), "synced": computation.synced, count_name: known}
+        valued = [user_id for user_id, value in computation.values.items() if value is not None]
+        sample = {user_id: computation.values[user_id] for user_id in heapq.nsmallest(SAMPLE_SIZE, valued)}
+        return {**definition.to_json(), "synced": computation.synced, "profiles_with_value": len(valued), "value_sample": sample}
 
     def _reindex(self) -> None:
         self._by_event, self._by_trait = {}, {}

@@ -385,6 +385,23 @@ def test_a_paused_debugger_counts_a_discarded_message_once(page: Page, stack: di
     expect(page.get_by_role("list", name="Events").get_by_role("button").filter(has_text="Orphan While Paused")).to_have_count(1)
 
 
+def test_engage_shows_the_members_engage_holds_not_those_it_once_told(page: Page, stack: dict[str, Any], http: httpx.Client) -> None:
+    # The chips came from the newest identify calls: a member merged away by an alias stayed listed.
+    segment, auth = stack["segment_url"], (stack["write_key"], "")
+    http.post(f"{segment}/_emulator/engage/audiences",
+              json={"name": "Big Spenders", "rule": {"event": "Order Completed", "within": "30d", "at_least": 1}}).raise_for_status()
+    http.post(f"{segment}/v1/track", auth=auth, json={"userId": "u-before", "event": "Order Completed"}).raise_for_status()
+    http.post(f"{segment}/_emulator/engage/sync").raise_for_status()
+    open_page(page, f"{segment}/engage")
+    members = page.get_by_role("table", name="Audiences").locator("tbody tr").first
+    expect(members).to_contain_text("u-before")
+    http.post(f"{segment}/v1/alias", auth=auth, json={"previousId": "u-before", "userId": "u-after"}).raise_for_status()
+    http.post(f"{segment}/_emulator/engage/sync").raise_for_status()
+    page.reload()
+    expect(members).to_contain_text("u-after")
+    expect(members).not_to_contain_text("u-before")
+
+
 def test_engage_survives_a_computation_key_named_like_an_object_property(page: Page, stack: dict[str, Any], http: httpx.Client) -> None:
     # context.personas is the sender's to write: a computation_key "__proto__" once set the members
     # map's prototype, and its userId "error" made every later object look like a failed fetch.

@@ -221,7 +221,7 @@ def test_a_computed_trait_is_deleted_over_http(stack):
     assert stack.segment.delete("/_emulator/engage/audiences/frequent").json()["key"] == reader["key"]
     removed = stack.segment.delete("/_emulator/engage/traits/orders")
     assert removed.status_code == 200, removed.text
-    assert removed.json() == {key: value for key, value in trait.items() if key not in ("synced", "profiles_with_value")}
+    assert removed.json() == {key: value for key, value in trait.items() if key not in ("synced", "profiles_with_value", "value_sample")}
     assert stack.get("/_emulator/engage/traits") == {"traits": []}
     state = stack.get("/_emulator/snapshot")["state"]["workspaces"][0]["engage"]
     assert [item["definition"]["key"] for item in state] == [KEY, "not_buyers"]

@@ -17,6 +17,7 @@ from emulator.config import BundleConfig
 from emulator.segment.models import SegmentBackend, Source, emails_carried, parse_tracking_request
 from emulator.segment.engage import (
     ENGAGE_SOURCE_NAME,
+    SAMPLE_SIZE,
     SYNC_RETRY,
     DefinitionError,
     DefinitionInUse,
@@ -550,7 +551,7 @@ def test_exits_send_false_when_the_window_lapses():
     assert result.evaluated == 2  # alice's and bob's first orders lapsed; bob has a newer one
     assert world.engine.profile_view("bob")["audiences"]["order_completed_last_30days"] is True
     audience = world.engine.audiences()[0]
-    assert world.engine.describe(audience) == {**audience.to_json(), "synced": True, "members": 1}
+    assert world.engine.describe(audience) == {**audience.to_json(), "synced": True, "members": 1, "member_sample": ["bob"]}
 
 
 def world_traits(result) -> dict[str, Any]:
@@ -1741,6 +1742,24 @@ def test_an_alias_merging_two_members_sends_nothing_new():
     _call(backend, "alias", previousId="old", userId="new")
     assert space.sync().sent == []
     assert space.engine.export_state()[0].members == ["new"]
+    # The dashboard names the members Engage holds: "old" was still shown from its last identify.
+    [audience] = space.engine.audiences()
+    assert (space.engine.describe(audience)["members"], space.engine.describe(audience)["member_sample"]) == (1, ["new"])
+
+
+def test_a_definition_names_its_first_members_and_values_by_user_id():
+    _, backend, space = _space_on_backend()
+    for number in range(SAMPLE_SIZE + 5):
+        _call(backend, "identify", userId=f"u{number:03d}", traits={"email": f"u{number}@example.com"})
+        _call(backend, "track", userId=f"u{number:03d}", event=ORDER, properties={"revenue": number})
+    audience = space.define_audience(LAST_30)
+    trait = space.define_trait({"name": "Spent", "computed": "sum", "event": ORDER, "property": "revenue"})
+    space.sync()
+    shown = space.engine.describe(audience)
+    assert shown["members"] == SAMPLE_SIZE + 5 and shown["member_sample"] == [f"u{n:03d}" for n in range(SAMPLE_SIZE)]
+    values = space.engine.describe(trait)
+    assert values["profiles_with_value"] == SAMPLE_SIZE + 5
+    assert values["value_sample"] == {f"u{n:03d}": n for n in range(SAMPLE_SIZE)}
 
 
 def test_a_change_pending_under_a_user_id_merged_away_before_the_sync_is_synced_under_the_survivor():

@@ -523,17 +523,13 @@
       ]);
       if (!current()) return;
       const synced = identifies.events.filter((m) => m.context && m.context.personas).reverse();
-      // Latest value Engage sent per (computation, user), from its identify calls: the members.
-      // Maps without a prototype: the keys come from the messages, and "__proto__" would reach it.
-      const latest = Object.create(null);
-      for (const m of synced.slice().reverse()) {
-        const key = m.context.personas.computation_key;
-        (latest[key] ||= Object.create(null))[m.userId || m.anonymousId] = (m.traits || {})[key];
-      }
-      const chips = (values, keep) => {
-        const entries = Object.entries(values || {}).filter(([, v]) => keep(v));
-        return entries.length ? h("div", { class: "chips" }, entries.map(([u, v]) => h("span", { class: "chip" }, v === true ? u : `${u}=${JSON.stringify(v)}`))) : "—";
-      };
+      // The members and values Engage holds now (the first by userId), not those its identify calls
+      // once carried: a member merged away, or of a deleted definition whose key was used again, stayed.
+      const chips = (labels, count) => labels.length
+        ? h("div", { class: "chips" }, labels.map((label) => h("span", { class: "chip" }, label)),
+            count > labels.length ? h("span", { class: "hint" }, `and ${(count - labels.length).toLocaleString("en")} more`) : null)
+        : "—";
+      const valueLabels = (values) => Object.entries(values || {}).map(([u, v]) => `${u}=${JSON.stringify(v)}`);
       fill(body, 
         h("h2", {}, "Audiences"),
         audiences.error ? h("p", { class: "alert bad" }, `Audiences unavailable: ${audiences.error.message}`)
@@ -542,7 +538,7 @@
             { label: "Key", render: (a) => h("code", {}, a.key), class: "wrap" },
             { label: "Rule", render: (a) => h("code", {}, JSON.stringify(a.rule)), class: "wrap" },
             { label: "Synced", render: (a) => a.synced ? badge("synced", "ok") : badge("not yet") },
-            { label: "Members", render: (a) => [String(a.members ?? "—"), " ", chips(latest[a.key], (v) => v === true)] },
+            { label: "Members", render: (a) => [String(a.members ?? "—"), " ", chips(a.member_sample || [], a.members)] },
           ], audiences.audiences, { label: "Audiences" }) : h("p", { class: "empty" }, "No audiences defined."),
         h("h2", {}, "Computed traits"),
         traits.error ? h("p", { class: "alert bad" }, `Computed traits unavailable: ${traits.error.message}`)
@@ -551,12 +547,12 @@
             { label: "Key", render: (t) => h("code", {}, t.key), class: "wrap" },
             { label: "Computation", render: (t) => `${t.computed} of ${t.event}${t.property ? "." + t.property : ""} within ${t.within || "all time"}`, class: "wrap" },
             { label: "Profiles", render: (t) => String(t.profiles_with_value ?? "—") },
-            { label: "Values", render: (t) => chips(latest[t.key], () => true) },
+            { label: "Values", render: (t) => chips(valueLabels(t.value_sample), t.profiles_with_value) },
           ], traits.traits, { label: "Computed traits" }) : h("p", { class: "empty" }, "No computed traits defined."),
         h("h2", {}, "Sync history"),
         h("p", { class: "hint" }, "The identify calls Engage sent to destinations (messages carrying context.personas)."),
-        // Members, values and history come from the newest identify calls only (any identify, not Engage's alone).
-        capNote(identifies.events.length, ENGAGE_READ, "identify calls (of any sender)", "are read for the members, values and history shown; older syncs are not in them."),
+        // The history comes from the newest identify calls only (any identify, not Engage's alone).
+        capNote(identifies.events.length, ENGAGE_READ, "identify calls (of any sender)", "are read for the history shown; older syncs are not in it."),
         synced.length ? table([
           { label: "Time", render: (m) => dateTime(m.receivedAt) },
           { label: "userId", render: (m) => m.userId || m.anonymousId, class: "wrap" },
