@@ -429,6 +429,7 @@ def test_debugger_details_of_a_message_whose_type_names_an_object_property(page:
 def test_debugger_raw_view_shows_the_call_as_sent(page: Page, stack: dict[str, Any], http: httpx.Client) -> None:
     # Segment's Raw view is the JSON sent on to destinations: a call's own top-level "source" was
     # hidden by the events API's, and segjet's status and violations were shown as if sent.
+    enable_destination(http, stack)
     http.post(f"{stack['segment_url']}/v1/track", auth=(stack["write_key"], ""),
               json={"userId": "u-raw", "event": "Raw", "source": "web"}).raise_for_status()
     open_page(page, f"{stack['segment_url']}/debugger")
@@ -439,6 +440,14 @@ def test_debugger_raw_view_shows_the_call_as_sent(page: Page, stack: dict[str, A
     expect(raw).to_contain_text('"source": "web"')
     expect(raw).not_to_contain_text('"status"')
     expect(details).to_contain_text("segjet")  # the Source row names the source that received it
+    # So does the request a delivery record shows.
+    wait_for(lambda: http.get(f"{stack['segment_url']}/_emulator/deliveries", params={"userId": "u-raw"}).json()["deliveries"],
+             "the delivery record of u-raw")
+    open_page(page, f"{stack['segment_url']}/deliveries")
+    page.get_by_role("table", name="Deliveries").get_by_role("button").first.click()
+    sent = page.get_by_role("region", name="Delivery details").locator("pre").first
+    expect(sent).to_contain_text('"source": "web"')
+    expect(sent).not_to_contain_text('"discard_reason"')
 
 
 def test_debugger_shows_ids_that_are_not_strings_as_json(page: Page, stack: dict[str, Any], http: httpx.Client) -> None:

@@ -137,6 +137,11 @@ def long_event_name(stack: dict[str, Any], http: httpx.Client) -> None:
     wait_for(lambda: http.get(f"{stack['segment_url']}/_emulator/deliveries").json()["deliveries"], "the delivery record")
 
 
+def long_email_event(stack: dict[str, Any], http: httpx.Client) -> None:
+    send_email(stack, http, LONG_EMAIL)
+    wait_for(lambda: http.get(f"{stack['mailjet_url']}/_emulator/email-events").json()["email_events"], "the sent event")
+
+
 def long_audience_name(stack: dict[str, Any], http: httpx.Client) -> None:
     http.post(f"{stack['segment_url']}/_emulator/engage/audiences",
               json={"name": LONG_WORD, "rule": {"event": LONG_WORD, "within": "30d", "at_least": 1}}).raise_for_status()
@@ -149,8 +154,9 @@ def long_audience_name(stack: dict[str, Any], http: httpx.Client) -> None:
         (long_contact_name, "mailjet_url", "/contacts", "Contacts"),
         (long_event_name, "segment_url", "/deliveries", "Deliveries"),
         (long_audience_name, "segment_url", "/engage", "Audiences"),
+        (long_email_event, "mailjet_url", "/messages", "Email events"),
     ],
-    ids=["subject", "contact-name", "event-name", "audience-name"],
+    ids=["subject", "contact-name", "event-name", "audience-name", "email-event"],
 )
 @pytest.mark.parametrize("viewport", [DESKTOP, PHONE], ids=["desktop", "phone"])
 def test_a_long_word_in_a_table_wraps_instead_of_pushing_the_row_off_screen(
@@ -163,6 +169,6 @@ def test_a_long_word_in_a_table_wraps_instead_of_pushing_the_row_off_screen(
     page = open_page(context, f"{stack[service]}{path}")
     page.set_viewport_size(viewport)
     shown = page.get_by_role("table", name=table)
-    expect(shown).to_contain_text(LONG_WORD)
+    expect(shown).to_contain_text(LONG_EMAIL if table == "Email events" else LONG_WORD)
     scroll = shown.locator("xpath=..").evaluate("wrap => wrap.scrollWidth - wrap.clientWidth")
     assert scroll <= 0, f"the {table} table is cut off by {scroll}px"

@@ -55,6 +55,14 @@ def test_a_track_whose_event_is_an_object_is_titled_in_json(tenant_b: TwoTenantS
     assert titles == ['Segment received track “{"x": 1, "y": "é"}”'], titles
 
 
+def test_a_calls_step_shows_it_as_sent_its_own_source_field_too(tenant_b: TwoTenantStack) -> None:
+    # The events API shows a call's own top-level "source" under call_fields: the step dropped it.
+    stack = tenant_b
+    call(stack, "track", {"userId": "u-own", "event": "E", "source": "web"})
+    [step] = [step for step in trace(stack, "u-own")["steps"] if step["kind"] == "segment"]
+    assert step["payload"]["source"] == "web" and "status" not in step["payload"]
+
+
 def test_a_step_that_breaks_its_contract_carries_jsonschemas_violations(tenant_b: TwoTenantStack) -> None:
     # The compiled check answers yes/no; a payload it fails must still be explained, rule by rule.
     stack = tenant_b

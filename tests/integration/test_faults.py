@@ -21,6 +21,7 @@ from segment.analytics import Client as SegmentClient
 from segment.analytics.request import APIError
 
 from emulator.bundle import BackgroundBundle
+from emulator.common import fault_routes
 from emulator.cli import build_parser, config_from_args
 from emulator.config import BundleConfig
 
@@ -140,6 +141,29 @@ def test_timeout_holds_the_request_until_the_client_gives_up(http: httpx.Client,
     # Mailjet did nothing with the held request.
     contacts = http.get(stack["mailjet_url"] + "/v3/REST/contact", auth=(stack["mailjet_api_key"], stack["mailjet_secret_key"]))
     assert contacts.json()["Total"] == 0
+
+
+def test_a_mailjet_rule_meets_a_send_of_several_megabytes_once_it_has_arrived_whole(http: httpx.Client, stack: dict[str, Any]) -> None:
+    # Send v3.1 takes 15 MB of attachments: the rule acts on the whole body (journaled whole), as
+    # the fake Mailjet's 25 MB cap allows, not on its first megabyte.
+    add_fault(http, stack["mailjet_url"], {"method": "POST", "path": "/v3.1/send", "status": 503})
+    attachment = {"ContentType": "text/plain", "Filename": "big.txt", "Base64Content": "QUJD" * 500_000}
+    content = json.dumps({"Messages": [{"From": {"Email": "a@example.com"}, "To": [{"Email": "b@example.com"}],
+                                        "TextPart": "t", "Attachments": [attachment]}]}).encode()
+    answer = http.post(stack["mailjet_url"] + "/v3.1/send", content=content, headers={"Content-Type": "application/json"},
+                       auth=(stack["mailjet_api_key"], stack["mailjet_secret_key"]))
+    assert answer.status_code == 503
+    [entry] = journal(http, stack["mailjet_url"])
+    assert entry["body"] == {"truncated": True, "bytes": len(content)}
+
+
+def test_a_timeout_hold_is_closed_unanswered_at_its_cap(http: httpx.Client, stack: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> None:
+    # Past HOLD_CAP_SECONDS (30 s; here shortened) a client that never gives up sees the connection
+    # close, not a hang until the bundle stops.
+    monkeypatch.setattr(fault_routes, "HOLD_CAP_SECONDS", 0.5)
+    add_fault(http, stack["mailjet_url"], {"path": MANAGECONTACT, "action": "timeout"})
+    with pytest.raises(httpx.RemoteProtocolError):
+        manage(http, stack)  # its client waits 10 s
 
 
 def test_null_status_answers_for_real_late_and_is_journaled(http: httpx.Client, stack: dict[str, Any]) -> None:

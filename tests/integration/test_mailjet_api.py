@@ -481,7 +481,8 @@ def test_app_connection_segment(server: Server) -> None:
     for name, (value, error) in refused.items():
         answer = server.control("PUT", "app-connections/segment", json={name: value})
         assert (answer.status_code, answer.json()) == (400, {"error": error})
-    assert server.control("PUT", "app-connections/segment", json={"segmentUrl": "http://127.0.0.1:9/#x"}).status_code == 400
+    for url in ("http://127.0.0.1:9/#x", "http://127.0.0.1:9/?", "http://127.0.0.1:9/#"):
+        assert server.control("PUT", "app-connections/segment", json={"segmentUrl": url}).status_code == 400, url
     assert server.control("GET", "app-connections/segment").json() == {**changed, "segmentUrl": "http://127.0.0.1:9/segment"}
     proxied = server.control("PUT", "app-connections/segment", json={"segmentUrl": "http://127.0.0.1:9/proxy/segment/"})
     assert proxied.json()["segmentUrl"] == "http://127.0.0.1:9/proxy/segment"

@@ -232,6 +232,25 @@ def test_a_send_printed_past_its_limit_refuses_the_messages_that_pass_it(account
     assert accepted(account, message(TextPart="{{var:x}}" * 100))
 
 
+def test_a_refused_message_gives_back_what_it_printed_and_unprinted_parts_cost_nothing(
+    account: Account, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(send_module, "MAX_PRINTED_PER_RECIPIENT", 100)
+    monkeypatch.setattr(send_module, "MAX_PRINTED_PER_SEND", 120)
+    variables = {"x": "x" * 10}
+    # Its Subject prints 50 before its TextPart passes the recipient's 100: refused, and the 50 are
+    # the send's again, so the next message's 90 fit in the send's 120.
+    printed_then_refused = message(TemplateLanguage=True, Subject="{{var:x}}" * 5, TextPart="{{var:x}}" * 11, Variables=variables)
+    fits_after = message(TemplateLanguage=True, TextPart="{{var:x}}" * 9, Variables=variables)
+    status, body = send(account, {"Messages": [printed_then_refused, fits_after]})
+    assert [m["Status"] for m in body["Messages"]] == ["error", "success"]
+    # Parts with nothing to print are shared by every recipient and count for nothing: three
+    # messages of 200 unprinted characters and 10 printed ones fit in the send's 120.
+    unprinted = message(TemplateLanguage=True, Subject="{{var:x}}", HTMLPart="H" * 200, Variables=variables)
+    status, body = send(account, {"Messages": [unprinted] * 3})
+    assert status == 200, body
+
+
 def test_attachments_must_be_an_array_of_objects(account: Account) -> None:
     assert mismatch(account, message(Attachments=ATTACHMENT)) == ["Messages.Attachments"]
     assert mismatch(account, message(Attachments=["a.txt"])) == ["Messages.Attachments"]

@@ -621,6 +621,9 @@ def _nested(depth: int) -> list[Any]:
         (lambda accounts: accounts.__setitem__(0, []), r"state.accounts\[0\]: expected an object"),
         (lambda accounts: accounts.append(copy.deepcopy(accounts[0])), r"state.accounts\[2\]: a second account with API key 'segjet-api-key'"),
         (lambda accounts: accounts[1]["account"].update(api_key_id=accounts[0]["account"]["api_key_id"]), "two accounts with one api_key_id"),
+        # Every account's App Connection is checked, not the first one's only.
+        (lambda accounts: accounts[1]["account"]["app_connection"].update(write_key="a:b"),
+         r"state.accounts\[1\].account.app_connection.write_key: must not contain ':'"),
     ],
 )
 def test_snapshot_refuses_accounts_that_are_no_object_or_clash(world: World, change: Any, words: str) -> None:

@@ -101,6 +101,16 @@ def test_a_limit_stops_the_printing_past_it() -> None:
             render(text, {"x": "123"}, no_contact_data, limit=9)
     # Only the printed text counts: expressions printing less than they take are within it.
     assert render("{{var:missing:\"\"}}" * 10, {}, no_contact_data, limit=0).text == ""
+    # Printing stops at the limit: a value is not looked up, nor the text built, past it.
+    looked_up: list[str] = []
+
+    def counted(name: str) -> str:
+        looked_up.append(name)
+        return "x" * 10
+
+    with pytest.raises(RenderedTooLong):
+        render("{{data:p}}" * 1000, {}, counted, limit=95)
+    assert len(looked_up) == 10
     # A text with nothing to read is no printed text: given back as it is, whatever its length.
     plain = "no expression here " * 10
     assert render(plain, {}, no_contact_data, limit=0).text is plain
