@@ -31,6 +31,9 @@ CONTROL_TOKEN_VARIABLE = "SEGJET_CONTROL_TOKEN"
 
 # What a shell reports for a command SIGPIPE ended (128 + 13): output cut short by its reader.
 EXIT_BROKEN_PIPE = 141
+# Output that could not be written (a full disk, /dev/full): not exit 1, which `validate` and
+# `check` give as a verdict; 2, as a report file that could not be written.
+EXIT_OUTPUT_UNWRITTEN = 2
 
 
 def _add_up_arguments(parser: argparse.ArgumentParser) -> None:
@@ -259,9 +262,13 @@ def _control_token(given: str | None) -> str | None:
 
 
 def _remove_ready_file(path: Path | None) -> None:
-    """A script waiting for the ready file must not read a previous run's URLs."""
+    """A script waiting for the ready file must not read a previous run's URLs. Only a regular file
+    is one: a device, a link or a directory there (/dev/stdout, /dev/null) is no previous run's, and
+    was replaced by a file."""
     if path is None:
         return
+    if path.is_symlink() or (path.exists() and not path.is_file()):
+        raise OSError(f"--ready-file {path}: not a regular file (the ready file is written aside, then renamed there)")
     try:
         path.unlink(missing_ok=True)
     except OSError as exc:
@@ -437,6 +444,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         # stdout onto /dev/null, so that the flush at exit does not fail again.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return EXIT_BROKEN_PIPE
+    except OSError as exc:
+        # The commands handle the files they read and write themselves: what is left is the
+        # standard output, which then goes to /dev/null too, so that the flush at exit is quiet.
+        print(f"segjet: cannot write the output: {exc.strerror or exc}", file=sys.stderr)
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_OUTPUT_UNWRITTEN
 
 
 def _run_command(args: argparse.Namespace) -> int:

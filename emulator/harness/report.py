@@ -18,7 +18,8 @@ from .scenario import HopResult
 _UNSHOWABLE = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\ud800-\udfff\ufffe\uffff]")
 
 
-def _shown(text: str) -> str:
+def shown(text: str) -> str:
+    """`text` with the characters a terminal or XML cannot take written as escapes (\\x1b)."""
     return _UNSHOWABLE.sub(lambda match: match.group().encode("unicode_escape").decode("ascii"), text)
 
 
@@ -35,7 +36,7 @@ class HopPrinter:
             mark = "-" if result.skipped else "\033[32m✓\033[0m" if result.ok else "\033[31m✗\033[0m"
         else:
             mark = _verdict(result).upper()
-        print(f"{mark} {result.name} ({result.seconds:.2f}s): {_shown(result.detail)}", file=self.out, flush=True)
+        print(f"{mark} {result.name} ({result.seconds:.2f}s): {shown(result.detail)}", file=self.out, flush=True)
 
 
 def _verdict(result: HopResult) -> str:
@@ -69,7 +70,7 @@ def write_junit(path: Path, results: list[HopResult]) -> None:
     for result in results:
         case = ElementTree.SubElement(suite, "testcase", classname="segjet.roundtrip", name=result.name,
                                       time=f"{result.seconds:.3f}")
-        detail = _shown(result.detail)
+        detail = shown(result.detail)
         if result.skipped:
             ElementTree.SubElement(case, "skipped", message=detail)
         elif not result.ok:

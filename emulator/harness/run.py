@@ -13,7 +13,7 @@ import httpx
 from ..bundle import BackgroundBundle
 from ..config import BundleConfig
 from .client import SegjetClient
-from .report import HopPrinter, summary_table, write_json, write_junit
+from .report import HopPrinter, shown, summary_table, write_json, write_junit
 from .scenario import Scenario, control_token_hint
 
 # A report file that could not be written: a usage error (its path), as argparse's exit code.
@@ -31,7 +31,10 @@ def run_scenario(
             try:
                 client.reset()
             except httpx.HTTPError as exc:
-                print(f"segjet check: cannot reset the stack: {_server_called(client, exc.request)}: {exc}"
+                # One line, whatever the server answered (another app's HTML page, control characters; the
+                # client cuts an answer's text at 500 characters).
+                answer = shown(str(exc).replace("\n", " "))
+                print(f"segjet check: cannot reset the stack: {_server_called(client, exc.request)}: {answer}"
                       f"{control_token_hint(exc) or UP_HINT}", file=sys.stderr)
                 return 1
         scenario = Scenario(client, seed=seed, user_count=users)

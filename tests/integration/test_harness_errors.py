@@ -298,6 +298,21 @@ class _EmptyJson(_NotSegjet):
     do_GET = do_POST = do_PUT = _page
 
 
+class _HostileError(_NotSegjet):
+    """A server whose error text holds a colour escape, a carriage return and lines."""
+
+    def _page(self) -> None:
+        self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        body = json.dumps({"error": "boom \x1b[31mRED\x1b[0m \r overwritten\nsecond line"}).encode()
+        self.send_response(500)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    do_GET = do_POST = do_PUT = _page
+
+
 def _serve(handler: type[http.server.BaseHTTPRequestHandler]) -> Iterator[str]:
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
@@ -482,6 +497,15 @@ def test_a_reset_that_cannot_reach_a_server_names_that_one(segjet, capsys, gone,
     assert line.startswith(f"segjet check: cannot reset the stack: {named}: ") and "Connection refused" in line
     assert line.endswith(": is `segjet up` running at that URL?")
     assert segjet.info["segment_url" if gone == "mailjet_url" else "mailjet_url"] not in line
+
+
+def test_a_reset_refused_with_control_characters_is_told_on_one_escaped_line(segjet, capsys):
+    # The reset's error printed the server's text raw: ESC coloured the terminal, CR rewrote the line.
+    for url in _serve(_HostileError):
+        assert run_scenario(dict(segjet.info, mailjet_url=url), 0, 1, reset=True) == 1
+    [line] = capsys.readouterr().err.splitlines()
+    assert "\x1b" not in line and "\r" not in line
+    assert "boom \\x1b[31mRED" in line and line.endswith(": is `segjet up` running at that URL?")
 
 
 def test_a_hop_that_cannot_connect_names_the_url_it_called(segjet):

@@ -217,6 +217,19 @@ def test_output_piped_into_a_reader_that_stops_early_ends_without_a_traceback(tm
     assert code == cli.EXIT_BROKEN_PIPE
 
 
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="no /dev/full on this machine")
+def test_output_that_cannot_be_written_is_no_verdict_and_no_traceback(tmp_path: Path) -> None:
+    # `segjet validate ... > /dev/full` died with an OSError traceback and exit 1, which a CI job
+    # reads as "some payload invalid".
+    payload = tmp_path / "track.json"
+    payload.write_text('{"type": "track", "event": "E", "userId": "u", "messageId": "m"}', encoding="utf-8")
+    with open("/dev/full", "w") as full:
+        done = subprocess.run([sys.executable, "-m", "emulator", "validate", "segment.track", str(payload)],
+                              stdout=full, stderr=subprocess.PIPE, text=True, timeout=60)
+    assert done.returncode == cli.EXIT_OUTPUT_UNWRITTEN
+    assert done.stderr == "segjet: cannot write the output: No space left on device\n"
+
+
 def test_a_bad_engage_sync_interval_is_a_usage_error_before_any_port_is_bound(capsys) -> None:
     with pytest.raises(SystemExit) as exit_info:
         build_parser().parse_args(["up", "--engage-sync-interval", "3x"])
@@ -307,6 +320,20 @@ def test_a_start_that_fails_leaves_no_previous_ready_file(tmp_path: Path, capsys
     assert code == 1
     assert f"segjet: cannot start: the fake Segment cannot listen on 127.0.0.1:{port}" in capsys.readouterr().err
     assert not ready.exists()
+
+
+@pytest.mark.parametrize("kind", ["link", "directory"])
+def test_a_ready_file_path_that_is_no_regular_file_is_refused_and_kept(tmp_path: Path, capsys: pytest.CaptureFixture[str], kind: str) -> None:
+    # It was removed and replaced by a file: as root, `--ready-file /dev/stdout` or /dev/null took
+    # the system's node away.
+    target = tmp_path / "elsewhere.txt"
+    target.write_text("someone's", encoding="utf-8")
+    ready = tmp_path / "ready.json"
+    ready.symlink_to(target) if kind == "link" else ready.mkdir()
+    code = main(["up", "--segment-port", "0", "--mailjet-port", "0", "--destination-port", "0", "--ready-file", str(ready)])
+    assert code == 1
+    assert f"segjet: cannot start: --ready-file {ready}: not a regular file" in capsys.readouterr().err
+    assert (ready.is_symlink() and target.read_text(encoding="utf-8") == "someone's") if kind == "link" else ready.is_dir()
 
 
 @pytest.mark.parametrize("host", ["127.0.0.1", "127.0.0.2", "::1", "localhost", "LOCALHOST"])
