@@ -11,6 +11,7 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Protocol
+from urllib.parse import urlsplit
 
 
 class KeyRingError(ValueError):
@@ -59,6 +60,12 @@ class KeyRing:
             missing = [name for name in ("base_url", "api_key", "secret_key") if not isinstance(entry, dict) or not isinstance(entry.get(name), str) or not entry[name]]
             if missing:
                 raise KeyRingError(f"key ring entry {auth_key!r} lacks non-empty string field(s): {', '.join(missing)}")
+            # Refused here, not met as a 503 at every identify (which Segment retries for hours).
+            problem = _base_url_problem(entry["base_url"]) or _username_problem("authentication key", auth_key) or _username_problem(
+                "api_key", entry["api_key"]
+            )
+            if problem is not None:
+                raise KeyRingError(f"key ring entry {auth_key!r}: {problem}")
             accounts[auth_key] = MailjetAccount(entry["base_url"], entry["api_key"], entry["secret_key"])
         return cls(accounts)
 
@@ -69,3 +76,22 @@ class KeyRing:
         except (OSError, ValueError) as exc:
             raise KeyRingError(f"cannot read key ring {path}: {exc}") from exc
         return cls.from_json(data)
+
+
+def _base_url_problem(url: str) -> str | None:
+    """Why `url` cannot be an account's base URL (paths such as /v3/REST/contact are appended), or None."""
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises ValueError for a port out of range or not a number
+    except ValueError as exc:
+        return f"base_url {url!r}: {exc}"
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        return f"base_url {url!r} is not an http(s) URL with a host"
+    if parts.query or parts.fragment or parts.username is not None:
+        return f"base_url {url!r} must carry no query, fragment nor user:password (the API key pair signs each call)"
+    return None
+
+
+def _username_problem(what: str, value: str) -> str | None:
+    """Segment sends the authentication key, and the destination the API key, as a Basic auth user name."""
+    return f"the {what} must not contain ':', which a Basic auth user name cannot carry" if ":" in value else None

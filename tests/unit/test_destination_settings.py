@@ -123,6 +123,24 @@ def test_bad_key_ring(data):
         KeyRing.from_json(data)
 
 
+@pytest.mark.parametrize(
+    ("auth_key", "base_url", "api_key", "complaint"),
+    [
+        ("a", "ftp://x", "k", "is not an http(s) URL with a host"),
+        ("a", "not a url", "k", "is not an http(s) URL with a host"),
+        ("a", "http://127.0.0.1:99999", "k", "Port out of range"),
+        ("a", "http://127.0.0.1:9/?x=1", "k", "must carry no query"),
+        ("a:b", "http://127.0.0.1:9", "k", "the authentication key must not contain ':'"),
+        ("a", "http://127.0.0.1:9", "k:1", "the api_key must not contain ':'"),
+    ],
+)
+def test_a_key_ring_entry_that_could_never_work_is_refused_at_start(auth_key, base_url, api_key, complaint):
+    # It started, then answered every identify 503 ("Mailjet unreachable"), which Segment retries for hours.
+    with pytest.raises(KeyRingError, match=re.escape(complaint)):
+        KeyRing.from_json({"accounts": {auth_key: {"base_url": base_url, "api_key": api_key, "secret_key": "s"}}})
+    assert len(KeyRing.from_json({"accounts": {"a": {"base_url": "http://127.0.0.1:9/proxy/", "api_key": "k", "secret_key": "s"}}})) == 1
+
+
 def test_unreadable_key_ring_file(tmp_path):
     with pytest.raises(KeyRingError, match="cannot read"):
         KeyRing.from_file(tmp_path / "missing.json")
