@@ -178,11 +178,11 @@ class MailjetService:
 
     async def quiesce(self) -> None:
         """Return once every webhook or Segment call that a replaced account had in flight has its
-        answer (within its timeout: 5 s, 15 s), so none lands after a reset has answered."""
-        retiring = [task for task in self._retiring if not task.done()]
-        self._retiring.clear()
-        if retiring:
-            await asyncio.wait(retiring)
+        answer (within its timeout: 5 s, 15 s), so none lands after a reset has answered. The calls
+        stay listed until they end: a reset arriving while another waits waits for them too."""
+        self._retiring = {task for task in self._retiring if not task.done()}
+        if self._retiring:
+            await asyncio.wait(self._retiring)
 
     async def aclose(self) -> None:
         await self.transport.aclose()

@@ -30,8 +30,11 @@ def delivery_routes(pipeline_of: Callable[[Request], DeliveryPipeline]) -> list[
 
     async def put_destination(request: Request) -> Response:
         try:
-            pipeline = pipeline_of(request)
+            pipeline_of(request)  # an unknown write key is told before a bad body
             update = await read_json_object(request)
+            # Looked up again once the body is in: a reset meanwhile may have removed the workspace,
+            # whose settings, applied, would come back from its store at the next start.
+            pipeline = pipeline_of(request)
             try:
                 return JSONResponse(pipeline.configure(update).to_json())
             except DestinationConfigError as exc:

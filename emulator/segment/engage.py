@@ -1392,13 +1392,14 @@ class EngageScheduler:
         self.owner = owner
         self._timer: Any = None
         self._retry_at: datetime | None = None  # realtime: no sync before this, after one raised
+        self._closed = False
         # A timer armed before the clock was set back would wait the set-back out (an interval's
         # next mark is earlier now; a realtime space must look at every profile again at once).
         clock.watch_moves(self.arm)
 
     def arm(self) -> None:
         """Make sure the next sync is scheduled; call after anything that can change what to send."""
-        if self.interval == MANUAL:
+        if self.interval == MANUAL or self._closed:
             return
         if self.interval == REALTIME:
             due = self.clock.now() if self.engine.has_pending() else None
@@ -1452,7 +1453,9 @@ class EngageScheduler:
             self._timer = None
 
     def close(self) -> None:
-        """No more syncs, and no more looking at clock moves (the space is gone)."""
+        """No more syncs, and no more looking at clock moves (the space is gone): a call still under
+        way in it (a definition, a message) arms nothing."""
+        self._closed = True
         self.cancel()
         self.clock.unwatch_moves(self.arm)
 

@@ -68,8 +68,12 @@ def engage_routes(space_of: Callable[[Request], EngageSpace]) -> list[Route]:
 
     async def _define(request: Request, define: Callable[[EngageSpace, Any], Any]) -> Response:
         try:
+            space_of(request)  # an unknown write key is told before a bad body
+            body = await read_json_object(request)
+            # Looked up again once the body is in: a reset meanwhile may have removed the workspace
+            # (see put_destination).
             space = space_of(request)
-            definition = define(space, await read_json_object(request))
+            definition = define(space, body)
         except ControlError as exc:
             return control_error_response(exc)
         except DefinitionError as exc:

@@ -90,9 +90,12 @@ class Workspace:
         self.pipeline.restore(state.destination, state.deliveries, state.deliveries_dropped)
 
     def close(self) -> None:
-        """Stop its timers (the workspace is being removed); the caller awaits `pipeline.aclose()`."""
+        """Stop its timers and its writes to the store (the workspace is being removed: a call still
+        under way in it wrote its rows back, and a restart brought the workspace back); the caller
+        awaits `pipeline.aclose()`."""
         self.clear()
         self.engage.close()
+        self.recorder = self.backend.recorder = self.pipeline.changes = self.engage.changes = None
 
     def clear(self) -> None:
         """Reset in memory only (the storage is told by `reset`, or rewritten by the caller)."""
@@ -251,9 +254,7 @@ class Workspaces:
                 del self._by_id[workspace.id]
                 if self.store is not None:
                     self.store.workspace_removed(workspace.id)
-                task = asyncio.get_running_loop().create_task(self._retire(workspace.pipeline))
-                self._closing.add(task)
-                task.add_done_callback(self._closing.discard)
+                self._start_retiring(workspace.pipeline)
         self._by_key = {source.write_key: self.default for source in self._config_sources}
         self.default.backend.replace_sources(self._config_sources)
         self.default.reset()
@@ -266,10 +267,16 @@ class Workspaces:
         for workspace in self:  # one after the other: their requests are out together anyway
             await workspace.pipeline.quiesce()
 
+    def _start_retiring(self, pipeline: DeliveryPipeline) -> None:
+        """Close a removed workspace's pipeline once its requests in flight are answered (cancelled,
+        they would leave the destination still writing their results to Mailjet); every quiesce,
+        a reset's or an import's, waits for it meanwhile."""
+        task = asyncio.get_running_loop().create_task(self._retire(pipeline))
+        self._closing.add(task)
+        task.add_done_callback(self._closing.discard)
+
     @staticmethod
     async def _retire(pipeline: DeliveryPipeline) -> None:
-        # Its requests in flight are answered before its connections close: cancelled, they would
-        # leave the destination still writing their results to Mailjet.
         await pipeline.quiesce()
         await pipeline.aclose()
 
@@ -337,7 +344,7 @@ class Workspaces:
                 dataclasses.replace(kept, messages=imported.get(workspace_id(kept.write_key), [])) for kept in self.export()
             ])
         for workspace in removed:
-            await self._retire(workspace.pipeline)
+            self._start_retiring(workspace.pipeline)
         await self.quiesce()
         self.resume()
 

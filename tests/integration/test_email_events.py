@@ -9,6 +9,8 @@ Every hop is a real server; waits poll server state, and retries are driven by `
 from __future__ import annotations
 
 import asyncio
+import threading
+import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -272,6 +274,21 @@ def test_a_reset_answers_once_the_webhook_call_in_flight_is_answered(stack: Stac
     wait_for(lambda: receiver.bodies("/slow/hook"), "the webhook call to start")
     httpx.post(f"{stack.mailjet_url}/_emulator/reset").raise_for_status()
     assert receiver.answered_slowly == ["/slow/hook"]
+
+
+def test_a_whole_reset_during_an_account_reset_waits_for_the_webhook_call_in_flight_too(stack: Stack, receiver: Receiver) -> None:
+    # The account's reset took the call to wait for and cleared the list: a whole reset arriving
+    # meanwhile found nothing to wait for and answered before the call had its answer.
+    stack.register_webhook("sent", "/slow/hook", version=1)
+    stack.send_email("dee@example.com")
+    wait_for(lambda: receiver.bodies("/slow/hook"), "the webhook call to start")
+    account_reset = threading.Thread(target=lambda: httpx.post(
+        f"{stack.mailjet_url}/_emulator/reset", params={"apiKey": stack.info["mailjet_api_key"]}, timeout=30))
+    account_reset.start()
+    time.sleep(0.1)  # the account's reset is waiting for the call (it answers after 0.5 s)
+    httpx.post(f"{stack.mailjet_url}/_emulator/reset", timeout=30).raise_for_status()
+    assert receiver.answered_slowly == ["/slow/hook"]
+    account_reset.join(timeout=30)
 
 
 def test_a_snapshot_import_answers_once_the_webhook_call_in_flight_is_answered(stack: Stack, receiver: Receiver) -> None:

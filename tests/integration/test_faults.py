@@ -415,6 +415,26 @@ def _segment_faults(http: httpx.Client, stack: dict[str, Any]) -> list[dict[str,
     return http.get(f"{stack['segment_url']}/_emulator/faults").json()["faults"]
 
 
+def test_a_whole_reset_during_an_import_waits_for_the_deliveries_of_the_workspaces_the_import_removed(
+    http: httpx.Client, stack: dict[str, Any]
+) -> None:
+    # The import awaited the removed workspace's delivery itself, unseen by the reset's quiesce: the
+    # reset answered while the destination's managecontact was still held, and it landed after.
+    segment, mailjet = stack["segment_url"], stack["mailjet_url"]
+    snapshot = http.get(f"{segment}/_emulator/snapshot").json()
+    http.post(f"{segment}/_emulator/sources", json={"name": "ci", "write_key": "wk-removed"}).raise_for_status()
+    rule = add_fault(http, mailjet, {"path": MANAGECONTACT, "status": None, "delay_ms": 1500, "times": 1})
+    http.post(f"{segment}/v1/identify", auth=("wk-removed", ""),
+              json={"userId": "u-removed", "traits": {"email": "removed@example.com"}}).raise_for_status()
+    wait_for(lambda: http.get(f"{mailjet}/_emulator/faults").json()["faults"][0]["fired"], "the destination's call to be held")
+    importing = threading.Thread(target=lambda: http.put(f"{segment}/_emulator/snapshot", json=snapshot, timeout=30))
+    importing.start()
+    time.sleep(0.2)  # the import is waiting for the removed workspace's delivery
+    http.post(f"{segment}/_emulator/reset", timeout=30).raise_for_status()
+    assert [entry["status"] for entry in journal(http, mailjet) if entry["fault"] == rule["id"]] == [201]
+    importing.join(timeout=30)
+
+
 def test_a_rule_fires_on_a_request_once_its_body_has_arrived(http: httpx.Client, stack: dict[str, Any]) -> None:
     # The rule fired as the headers came: a test saw it fire and imported a snapshot while the body
     # was still on its way (a loaded machine), and the held identify, checked against the state at

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import copy
 import json
+import socket
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -153,6 +154,36 @@ def test_a_restart_keeps_messages_profiles_engage_and_destination_settings(segme
     segment.identify("u1", {"plan": "free"})
     sent = segment.send("POST", "/_emulator/engage/sync")["sent"]
     assert [(message["userId"], message["traits"]["pro"]) for message in sent] == [("u1", False)]
+
+
+@pytest.mark.parametrize(
+    ("path", "body"),
+    [("/_emulator/destinations/mailjet", {"enabled": True, "settings": {"listId": "7"}}),
+     ("/_emulator/engage/audiences", {"name": "Pro Users", "rule": {"trait": "plan", "equals": "pro"}})],
+    ids=["destination", "engage"],
+)
+def test_a_workspace_call_whose_body_arrives_after_a_reset_removed_the_workspace_is_refused(
+    segment: Segment, path: str, body: dict[str, Any]
+) -> None:
+    # The workspace was looked up before the body was read: the call was applied to the removed
+    # workspace (200/201), its row written back, and the next start brought the workspace back.
+    segment.send("POST", "/_emulator/sources", {"name": "ci", "write_key": "wk-gone"}, status=201)
+    raw = json.dumps(body).encode()
+    host, port = segment.url.removeprefix("http://").split(":")
+    method = "PUT" if "destinations" in path else "POST"
+    with socket.create_connection((host, int(port)), timeout=15) as sock:
+        sock.sendall(f"{method} {path}?writeKey=wk-gone HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                     f"Content-Length: {len(raw)}\r\nConnection: close\r\n\r\n".encode() + raw[:5])
+        time.sleep(0.3)  # the headers and the start of the body are in
+        segment.send("POST", "/_emulator/reset")
+        sock.sendall(raw[5:])
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+    assert answer.startswith(b"HTTP/1.1 404 "), answer[:200]
+    segment.restart()
+    gone = httpx.get(segment.url + "/_emulator/sources", params={"writeKey": "wk-gone"}, timeout=30)
+    assert gone.status_code == 404, gone.text
 
 
 def test_a_deleted_computed_trait_stays_deleted_across_a_restart(segment: Segment) -> None:
