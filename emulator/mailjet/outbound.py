@@ -207,7 +207,7 @@ class Webhooks:
         self._open_batches: dict[tuple[str, int], WebhookDelivery] = {}
         # By URL: deliveries due, sent one after another by the one task that drains the lane.
         self._lanes: dict[str, deque[WebhookDelivery]] = {}
-        # By URL: when it last answered 200, which proves it alive (see `_give_up`).
+        # By URL: the virtual time of the last 200 it answered, which proves it alive (see `_give_up`).
         self._last_ok: dict[str, datetime] = {}
 
     def close(self) -> None:
@@ -222,7 +222,7 @@ class Webhooks:
         self._due = [(d.due, d.id, next(self._pushes), d) for d in self._waiting.values()]
         heapq.heapify(self._due)
         self._open_batches = {}
-        self._last_ok = {}
+        oks: list[tuple[datetime, str]] = []
         for delivery in deliveries:
             delivery.generation = self._generation
             if delivery.version == 2 and delivery.state == PENDING and not delivery.attempts:
@@ -230,13 +230,18 @@ class Webhooks:
             if delivery.state == DELIVERED and delivery.attempts:
                 # A delivery ends at its first 200, at the URL it still names.
                 try:
-                    self._note_ok(delivery.url, parse_iso(delivery.attempts[-1]["at"]))
+                    oks.append((parse_iso(delivery.attempts[-1]["at"]), delivery.url))
                 except (KeyError, TypeError, ValueError):  # a hand-made snapshot: nothing proven
                     pass
+        # In time order, as they were answered; one after the clock's time now came before it was
+        # set back, and proves nothing of what comes next.
+        now = self._clock.now()
+        self._last_ok = {url: at for at, url in sorted(oks) if at <= now}
 
     def _note_ok(self, url: str, at: datetime) -> None:
-        if url not in self._last_ok or at > self._last_ok[url]:
-            self._last_ok[url] = at
+        # The last 200 answered, whatever its time: a 200 of a later virtual time, answered before
+        # the clock was set back, is no sign of life during a failure that began since.
+        self._last_ok[url] = at
 
     def resume_timers(self) -> None:
         for delivery in self._waiting.values():
@@ -388,7 +393,7 @@ class Webhooks:
         # 24 h of nothing but failures; one event it keeps refusing, while it answers 200 to the
         # others, only fails that event.
         last_ok = self._last_ok.get(delivery.url)
-        if last_ok is not None and last_ok >= failing_since:
+        if last_ok is not None and failing_since <= last_ok <= self._clock.now():
             return "given up; the webhook stays alive: its URL answered 200 to other events meanwhile"
         live = self._live_callbacks(delivery)
         suspended = [callback for callback in live if callback.url == delivery.url]

@@ -962,6 +962,25 @@ def test_an_endpoint_that_answered_200_before_and_during_the_failures_stays_aliv
     assert fake.account.callbacks[callback].status == "alive"
 
 
+def test_a_200_answered_before_the_clock_was_set_back_does_not_keep_a_failing_endpoint_alive(fake: Fake) -> None:
+    # Its 200 had a later virtual time than any failure since: counted as "answered meanwhile", it
+    # kept the webhook alive through 24 h of nothing but failures, and no backup URL took over.
+    callback = register(fake, "open", "http://hooks.test/hook")
+    fake.transport.answer = lambda url, body: 200 if body["email"] == "early@example.com" else 500
+    fake.clock.set(datetime(2031, 1, 1, tzinfo=timezone.utc))
+    fake.emit(fake.send("early@example.com"), "open")
+    fake.advance(timedelta(0))
+    fake.clock.set(datetime(2030, 1, 1, tzinfo=timezone.utc))
+    fake.emit(fake.send("late@example.com"), "open")
+    fake.advance(timedelta(0))
+    for _ in range(2):
+        fake.advance(timedelta(hours=12, minutes=1))
+    early, late = (record.webhook for record in fake.events.events(event="open"))
+    assert early.state == "delivered"
+    assert late.state == "failed" and late.reason.endswith("webhook suspended (Status dead)")
+    assert fake.account.callbacks[callback].status == "dead"
+
+
 def test_a_webhook_that_recovers_is_delivered(fake: Fake) -> None:
     register(fake, "sent", "http://hooks.test/flaky")
     fake.transport.statuses = [None, 500, 200]
