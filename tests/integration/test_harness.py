@@ -381,7 +381,7 @@ def test_the_readme_plugin_example_passes_as_pasted(pytester):
 
 
 @pytest.mark.parametrize(
-    ("where", "problem"), [("missing/ready.json", "No such file or directory"), (".", "Is a directory")]
+    ("where", "problem"), [("missing/ready.json", "No such file or directory"), (".", "not a regular file")]
 )
 def test_up_says_which_ready_file_it_cannot_write_and_stops(tmp_path, where, problem):
     # It failed naming only "<file>.tmp" (or the bare path), and after the servers had started left
