@@ -25,7 +25,6 @@ from __future__ import annotations
 import functools
 import html
 import random
-import re
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any, Callable
@@ -33,7 +32,7 @@ from typing import TYPE_CHECKING, Any, Callable
 from ..common.clock import Clock, iso, parse_duration
 from ..common.feeds import newest
 from .models import Account, Contact, read_id
-from .send import Message, new_message, store_message
+from .send import HTML_LINK, Message, new_message, store_message
 
 if TYPE_CHECKING:
     from faker import Faker
@@ -87,7 +86,6 @@ CONTROL_FIELDS: dict[str, tuple[str, ...]] = {
     "spam": ("source",),
     "unsub": ("mj_list_id", "ip", "geo", "agent"),
 }
-_LINK = re.compile(r"""href\s*=\s*["'](https?://[^"']+)["']""", re.IGNORECASE)
 SIMULATION_RATES = ("open_rate", "click_rate", "bounce_rate", "spam_rate", "unsub_rate")
 DEFAULT_SIMULATION_DELAY = timedelta(minutes=10)
 # A recipient's events chain up to two delays after `sent`; from the clock's last moment (year 9000)
@@ -245,7 +243,7 @@ class Life:
 
 def links_of(message: Message) -> list[str]:
     """The http(s) links of the message's HTML part, in order, without repeats (what click tracking sees)."""
-    found = [html.unescape(url) for url in _LINK.findall(message.html_part or "")]
+    found = [html.unescape(url) for url in HTML_LINK.findall(message.html_part or "")]
     return list(dict.fromkeys(found))
 
 

@@ -9,9 +9,11 @@ wording and "Max Allowed item limit is 50" are documented, the other texts are g
 
 from __future__ import annotations
 
+import html
 import json
+import re
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
@@ -34,6 +36,8 @@ MAX_LENGTHS = {"Subject": 255, "URLTags": 256}
 MAX_PRINTED_PER_RECIPIENT = 15 * 1024 * 1024
 MAX_PRINTED_PER_SEND = 256 * 1024 * 1024
 TRACKING_VALUES = ("account_default", "disabled", "enabled")
+# An http(s) link of an HTML part: what click tracking sees, and what URLTags are added to.
+HTML_LINK = re.compile(r"""href\s*=\s*["'](https?://[^"']+)["']""", re.IGNORECASE)
 # GUESS: the fake account's own tracking settings are Mailjet's defaults for a new account, opens and
 # clicks tracked, so "account_default" (or no value) means tracked; only "disabled" turns it off.
 TRACKED_BY_DEFAULT = True
@@ -520,6 +524,14 @@ def _accept(account: Account, message: dict[str, Any], sandbox: bool, budget: _P
     except _PrintedTooLong as too_long:
         budget.left = budget_before  # what it printed is not kept
         return {"Status": "error", "Errors": [_error(account, "mj-0006", too_long.text, [too_long.part])]}
+    tags = ci_get(message, "URLTags")
+    if tags:
+        tagged: dict[int, str] = {}  # by part: without the template language, one for every recipient
+        contents = [
+            replace(content, html_part=tagged.setdefault(id(content.html_part), with_url_tags(content.html_part, tags)))
+            if content.html_part else content
+            for content in contents
+        ]
     result: dict[str, Any] = {"Status": "success", "CustomID": ci_get(message, "CustomID") or ""}
     result.update({kind: [] for kind in RECIPIENT_KINDS})
     sender = _address(ci_get(message, "From") or {})
@@ -615,6 +627,21 @@ def _content(account: Account, message: dict[str, Any], email: str, budget: _Pri
     return _Content(
         printed("Subject", subject) or "", printed("TextPart", text_part), printed("HTMLPart", html_part), "; ".join(errors)
     )
+
+
+def with_url_tags(html_part: str, tags: str) -> str:
+    """`html_part` with URLTags in the query of each of its http(s) links, as Mailjet adds them
+    "in all of the URLs in your message, before adding the Mailjet click tracking" (DevGuide "Add
+    URL tags": "the query part between the first "?" character and "#" character"). GUESS: after a
+    query the link has, joined by "&"; written as HTML text ("&amp;"), as a link's URL is."""
+
+    def tagged(match: re.Match[str]) -> str:
+        url = html.unescape(match[1])
+        address, hash_mark, fragment = url.partition("#")
+        address += ("&" if "?" in address else "?") + tags
+        return match[0].replace(match[1], html.escape(address + hash_mark + fragment), 1)
+
+    return HTML_LINK.sub(tagged, html_part)
 
 
 def message_href(base_url: str, message_id: int) -> str:

@@ -209,6 +209,22 @@ def test_click_needs_one_of_the_message_links(fake: Fake) -> None:
     assert fake.events.find_message(message_id).status == "clicked"
 
 
+def test_url_tags_are_in_every_link_and_in_the_clicks(fake: Fake) -> None:
+    # DevGuide "Add URL tags": Mailjet adds them "in all of the URLs in your message, before adding
+    # the Mailjet click tracking", and "the URLs in your click statistics will include the URLTags".
+    page = '<a href="http://www.example.com">x</a> <a href="http://e.com/p?z=9&amp;y=1#top">y</a> <a href="mailto:a@b.co">m</a>'
+    message_id = fake.send(html=page, URLTags="param1=1&param2=2")
+    message = fake.events.find_message(message_id)
+    assert links_of(message) == ["http://www.example.com?param1=1&param2=2", "http://e.com/p?z=9&y=1&param1=1&param2=2#top"]
+    assert 'href="mailto:a@b.co"' in message.html_part
+    assert fake.emit(message_id, "click").payload["url"] == "http://www.example.com?param1=1&param2=2"
+    assert "is not a link of message" in fake.refused(message_id, "click", url="http://www.example.com").message
+    # Printed by the template language first, then tagged: a link a variable holds gets them too.
+    printed = fake.send("bob@example.com", html='<a href="{{var:link}}">go</a>', URLTags="utm_source=mj",
+                        TemplateLanguage=True, Variables={"link": "https://shop.example.com/"})
+    assert links_of(fake.events.find_message(printed)) == ["https://shop.example.com/?utm_source=mj"]
+
+
 def test_no_open_without_open_tracking_and_no_click_without_click_tracking(fake: Fake) -> None:
     # TrackOpens "disabled": no pixel, so Mailjet can record no open; TrackClicks "disabled": links are
     # not rewritten, so no click. Refused before anything happens (the message stays queued).
