@@ -77,6 +77,9 @@ SEND_GLOBAL_CC = {"Globals": {"Cc": [{"Email": "ops@example.com"}], "CustomCampa
 SEND_GO_SANDBOX = {"Messages": SEND_REQUEST["Messages"], "SandBoxMode": True}
 # mailjet-apiv3-go's InfoMessagesV31 also has StatisticsContactsListID (an int, sent when set).
 SEND_GO_STATISTICS_LIST = {"Messages": [{**SEND_REQUEST["Messages"][0], "StatisticsContactsListID": 42}]}
+# DevGuide "Set global payload properties" writes "variables" in lower case, in Globals and a message.
+SEND_GLOBAL_VARIABLES = {"Globals": {"variables": {"var1": "value1", "var2": "value2"}},
+                         "Messages": [{**SEND_REQUEST["Messages"][0], "TemplateLanguage": True, "variables": {"var3": "value3"}}]}
 SEND_RESPONSE = json.loads(
     '{"Messages":[{"Status":"success","CustomID":"","To":[{"Email":"passenger1@mailjet.com",'
     '"MessageUUID":"cb927469-36fd-4c02-bce4-0d199929a207","MessageID":70650219165027410,'
@@ -127,7 +130,7 @@ VALID = {
     "mailjet.listrecipient": [LISTRECIPIENT],
     "mailjet.eventcallbackurl": [CALLBACK],
     "mailjet.error": REST_ERRORS,
-    "mailjet.send.request": [SEND_REQUEST, SEND_GLOBALS, SEND_GLOBAL_CC, SEND_GO_SANDBOX, SEND_GO_STATISTICS_LIST],
+    "mailjet.send.request": [SEND_REQUEST, SEND_GLOBALS, SEND_GLOBAL_CC, SEND_GO_SANDBOX, SEND_GO_STATISTICS_LIST, SEND_GLOBAL_VARIABLES],
     "mailjet.send.response": [SEND_RESPONSE, SEND_PARTIAL_ERROR],
     "mailjet.send.error": [SEND_ERROR, SEND_401],
     **{f"mailjet.event.{name}": [json.loads(text)] for name, text in EVENTS.items()},
