@@ -9,6 +9,7 @@ import ipaddress
 import json
 import os
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -277,13 +278,18 @@ def _remove_ready_file(path: Path | None) -> None:
 
 def _write_private(path: Path, text: str) -> None:
     """Write `text` readable by this user only (the ready file holds the credentials and the token),
-    aside and renamed, so that a reader never sees it half written."""
-    temporary = path.with_name(path.name + ".tmp")
-    descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    os.fchmod(descriptor, 0o600)  # a file that already existed keeps its mode otherwise
-    with os.fdopen(descriptor, "w", encoding="utf-8") as file:
-        file.write(text)
-    os.replace(temporary, path)
+    aside and renamed, so that a reader never sees it half written. The file aside is a new one
+    (mkstemp: a random name, mode 0600, never an existing file or a link, which a fixed
+    "PATH.tmp" followed, writing the credentials into its target)."""
+    descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(descriptor, "w", encoding="utf-8") as file:
+            file.write(text)
+        os.replace(temporary, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(temporary)
+        raise
 
 
 def _warn_if_exposed(host: str, control_token: str | None) -> None:

@@ -50,10 +50,38 @@ class FaultRuleError(ValueError):
     """A rule that cannot be used; the message says which field and why."""
 
 
-def glob_pattern(glob: str, case_insensitive: bool) -> re.Pattern[str]:
-    """`*` matches any run of characters (`/` included); everything else is literal."""
-    regex = ".*".join(re.escape(part) for part in glob.split("*"))
-    return re.compile(regex, re.IGNORECASE if case_insensitive else 0)
+@dataclass(frozen=True)
+class Glob:
+    """`*` matches any run of characters (`/` included); everything else is literal.
+
+    Matched piece by piece, each the leftmost after the one before (exact when `*` is the only
+    wildcard), in one pass over the path: as a regex of `.*`s it backtracked, and under a rule with
+    two of them a 64 KB path held the three servers' one event loop for 10 s.
+    """
+
+    pieces: tuple[str, ...]
+    case_insensitive: bool
+
+    @classmethod
+    def of(cls, glob: str, case_insensitive: bool) -> Glob:
+        return cls(tuple((glob.lower() if case_insensitive else glob).split("*")), case_insensitive)
+
+    def matches(self, path: str) -> bool:
+        if self.case_insensitive:
+            path = path.lower()
+        if len(self.pieces) == 1:
+            return path == self.pieces[0]
+        first, *middle, last = self.pieces
+        end = len(path) - len(last)
+        if end < len(first) or not path.startswith(first) or not path.endswith(last):
+            return False
+        at = len(first)
+        for piece in middle:
+            found = path.find(piece, at, end)
+            if found < 0:
+                return False
+            at = found + len(piece)
+        return True
 
 
 @dataclass
@@ -74,11 +102,11 @@ class FaultRule:
     case_insensitive: bool
     matched: int = 0
     fired: int = 0
-    _pattern: re.Pattern[str] = field(init=False, repr=False)
+    _glob: Glob = field(init=False, repr=False)
     _rng: random.Random = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
-        self._pattern = glob_pattern(self.path, self.case_insensitive)
+        self._glob = Glob.of(self.path, self.case_insensitive)
         self._rng = random.Random(self.seed)
 
     @property
@@ -86,7 +114,7 @@ class FaultRule:
         return self.times is not None and self.fired >= self.times
 
     def matches(self, method: str, path: str) -> bool:
-        return (self.method is None or self.method == method.upper()) and self._pattern.fullmatch(path) is not None
+        return (self.method is None or self.method == method.upper()) and self._glob.matches(path)
 
     def draw(self, credential: str | None) -> bool:
         """One matching request meets this rule: does the fault fire? Counts it either way."""

@@ -17,6 +17,7 @@ from typing import Any, Coroutine, Iterator, TypeVar
 
 import uvicorn
 from starlette.types import ASGIApp, Receive, Scope, Send
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 T = TypeVar("T")
 
@@ -28,6 +29,34 @@ KEEP_ALIVE_SECONDS = 5
 CLIENT_IDLE_SECONDS = 4.0
 # Where in each request's ASGI scope a Runner's servers put its `stopping` event, for the app.
 STOPPING_SCOPE_KEY = "segjet.stopping"
+# The most a request's head (its request line and headers) may hold, far above any client's.
+MAX_HEAD_BYTES = 1024 * 1024
+
+
+class HeadBoundHttpTools(HttpToolsProtocol):
+    """uvicorn's httptools protocol, answering 400 and closing once a request's head passes
+    MAX_HEAD_BYTES. httptools sets no limit (h11's is 16 KB): a 100 MB header was read whole, the
+    event loop the three servers share busy for seconds, and the memory kept. Bytes are counted as
+    they come, from the end of one request to the end of the next one's headers."""
+
+    _head_bytes = 0
+    _in_head = True
+
+    def data_received(self, data: bytes) -> None:
+        if self._in_head:
+            self._head_bytes += len(data)
+            if self._head_bytes > MAX_HEAD_BYTES:
+                self.send_400_response("Request head too large.")
+                return
+        super().data_received(data)
+
+    def on_headers_complete(self) -> None:
+        self._in_head = False
+        super().on_headers_complete()
+
+    def on_message_complete(self) -> None:
+        super().on_message_complete()
+        self._in_head, self._head_bytes = True, 0
 
 
 def new_event_loop() -> asyncio.AbstractEventLoop:
@@ -142,6 +171,7 @@ class Runner:
         config = uvicorn.Config(
             told_of_stops(app, self.stopping), log_level="warning", access_log=False, lifespan="on",
             timeout_graceful_shutdown=2, proxy_headers=False, timeout_keep_alive=KEEP_ALIVE_SECONDS,
+            http=HeadBoundHttpTools,
         )
         handle = ServerHandle(name, sock, _QuietServer(config))
         self.handles.append(handle)

@@ -28,10 +28,12 @@ from typing import Any
 # form) or a bare word such as 0.
 _TOKEN = re.compile(
     # A tag's body holds no brace nor percent sign: a stray "{%" then matches nothing (not the text
-    # up to some later "%}", such as CSS's "100%}"), and no scan runs past the next brace.
-    r'\{%\s*(?P<tag>\w*)[^{}%]*%\}'
-    r'|\{\{\s*(?P<namespace>var|data)\s*:\s*(?P<name>[^\s:{}"]+)\s*'
-    r'(?::\s*(?:"(?P<quoted>(?:[^"\\]|\\.)*)"|(?P<bare>[^\s{}"]*)))?\s*\}\}',
+    # up to some later "%}", such as CSS's "100%}"), and no scan runs past the next brace. Every run
+    # is possessive: where two runs could take the same characters (spaces, then a word, then the
+    # rest), a "{%" or "{{var:x" left open before 64,000 of them was tried at every split, for seconds.
+    r'\{%\s*+(?P<tag>\w*+)[^{}%]*+%\}'
+    r'|\{\{\s*+(?P<namespace>var|data)\s*+:\s*+(?P<name>[^\s:{}"]++)\s*+'
+    r'(?::\s*+(?:"(?P<quoted>(?:[^"\\]|\\.)*+)"|(?P<bare>[^\s{}"]*+)))?\s*+\}\}',
 )
 _OPENING_TAGS = frozenset({"if", "for"})
 _CLOSING_TAGS = frozenset({"endif", "endfor"})

@@ -322,6 +322,20 @@ def test_a_start_that_fails_leaves_no_previous_ready_file(tmp_path: Path, capsys
     assert not ready.exists()
 
 
+def test_the_ready_file_is_written_aside_in_a_new_file_never_through_a_link(tmp_path: Path) -> None:
+    # It was written to the fixed "PATH.tmp", following a link there: the link's target got the
+    # credentials (and mode 0600), and PATH became the link.
+    target = tmp_path / "victim.txt"
+    target.write_text("precious", encoding="utf-8")
+    ready = tmp_path / "ready.json"
+    (tmp_path / "ready.json.tmp").symlink_to(target)
+    cli._write_private(ready, '{"write_key": "k"}\n')
+    assert target.read_text(encoding="utf-8") == "precious"
+    assert not ready.is_symlink() and json.loads(ready.read_text(encoding="utf-8")) == {"write_key": "k"}
+    assert ready.stat().st_mode & 0o777 == 0o600
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ready.json", "ready.json.tmp", "victim.txt"]
+
+
 @pytest.mark.parametrize("kind", ["link", "directory"])
 def test_a_ready_file_path_that_is_no_regular_file_is_refused_and_kept(tmp_path: Path, capsys: pytest.CaptureFixture[str], kind: str) -> None:
     # It was removed and replaced by a file: as root, `--ready-file /dev/stdout` or /dev/null took

@@ -1,6 +1,7 @@
 import asyncio
 import contextlib
 import json
+import socket
 import threading
 import tracemalloc
 from datetime import timedelta
@@ -8,12 +9,14 @@ from types import SimpleNamespace
 
 import pytest
 from starlette.applications import Starlette
-from starlette.requests import ClientDisconnect
+from starlette.requests import ClientDisconnect, Request
+from starlette.responses import Response
+from starlette.routing import Route
 
 from emulator.common.clock import Clock, iso
 from emulator.common.http import ANSWER_KEEP_BYTES, recorded_body
 from emulator.common.journal import Journal, JournalMiddleware
-from emulator.common.server import Runner, ServerHandle, ServerStartError, serve_in_background
+from emulator.common.server import MAX_HEAD_BYTES, Runner, ServerHandle, ServerStartError, serve_in_background
 from emulator.mailjet.models import MAX_BODY_BYTES
 
 SCOPE = {"method": "POST", "path": "/v1/batch", "query_string": b"", "headers": []}
@@ -177,6 +180,42 @@ def test_serve_in_background_lets_go_of_everything_when_a_server_fails_to_start(
     assert loop_threads() == before
 
 
+def test_a_request_head_past_the_limit_is_answered_400_and_the_connection_closed() -> None:
+    # httptools sets no limit on a header: a 100 MB one was read whole, the shared loop busy for
+    # seconds. The next request on a kept-alive connection gets a fresh count.
+    async def ok(request: Request) -> Response:
+        return Response(b"ok")
+
+    loop_thread, runner, urls = serve_in_background({"app": Starlette(routes=[Route("/", ok)])})
+    try:
+        host, port = urls["app"].removeprefix("http://").split(":")
+        with socket.create_connection((host, int(port)), timeout=10) as sock:
+            below = b"GET / HTTP/1.1\r\nHost: x\r\nX-A: " + b"a" * (MAX_HEAD_BYTES // 2) + b"\r\n\r\n"
+            for _ in range(3):  # three heads of half the limit on one connection: each is within it
+                sock.sendall(below)
+                assert _http_answer(sock).startswith(b"HTTP/1.1 200 ")
+            sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\nX-A: ")
+            with contextlib.suppress(OSError):  # the server closes as soon as the limit is passed
+                for _ in range(MAX_HEAD_BYTES // 65536 + 2):
+                    sock.sendall(b"a" * 65536)
+            answer = b""
+            with contextlib.suppress(OSError):
+                while chunk := sock.recv(65536):
+                    answer += chunk
+        assert answer.startswith(b"HTTP/1.1 400 ") and answer.endswith(b"Request head too large.")
+    finally:
+        loop_thread.run(runner.stop())
+        loop_thread.close()
+
+
+def _http_answer(sock: socket.socket) -> bytes:
+    """One answer with a Content-Length, read off a kept-alive connection."""
+    answer = b""
+    while b"\r\n\r\n" not in answer or len(answer.split(b"\r\n\r\n", 1)[1]) < 2:
+        answer += sock.recv(65536)
+    return answer
+
+
 def test_an_exchange_the_app_failed_on_is_journaled_as_the_500_it_was_answered() -> None:
     # Starlette answers an unhandled exception (the fake Segment's `_internal_error`) outside every
     # middleware: the exchange that most needs looking at was missing from the journal.
@@ -241,9 +280,7 @@ def test_a_read_naming_a_tenant_sees_only_the_exchanges_its_credential_made() ->
 
 
 def test_get_requests_is_filtered_by_the_tenant_the_call_names_and_404s_an_unknown_one() -> None:
-    from starlette.requests import Request
     from starlette.responses import JSONResponse
-    from starlette.routing import Route
     import httpx
 
     from emulator.common.control import ControlError, control_routes
@@ -295,9 +332,7 @@ def test_get_requests_is_filtered_by_the_tenant_the_call_names_and_404s_an_unkno
 @pytest.fixture(scope="module")
 def control():  # type: ignore[no-untyped-def]
     """A server with the shared control routes and middleware, and a public `/v3/REST/contact`."""
-    from starlette.requests import Request
     from starlette.responses import JSONResponse
-    from starlette.routing import Route
     import httpx
 
     from emulator.common.control import control_routes
@@ -417,7 +452,6 @@ def test_an_unanswered_exchange_shows_no_response() -> None:
 
 @pytest.mark.parametrize(("size", "too_large"), [(99, False), (100, False), (101, True)])
 def test_read_capped_takes_a_body_of_exactly_the_limit(size: int, too_large: bool) -> None:
-    from starlette.requests import Request
 
     from emulator.common.http import BodyTooLarge, read_capped
 
