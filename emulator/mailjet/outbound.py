@@ -129,7 +129,7 @@ class HttpTransport:
 
     async def aclose(self) -> None:
         """Server shutdown: attempts in flight are cancelled (each recorded as one its receiver did
-        not answer, `STOPPED_WAITING`, so it is retried after a restart), then the connections close."""
+        not answer, `STOPPED_WAITING`, and sent again after a restart), then the connections close."""
         tasks = list(self._tasks)
         for task in tasks:
             task.cancel()
@@ -355,7 +355,10 @@ class Webhooks:
             outcome = await self._transport.post_json(url, delivery.body(), {}, WEBHOOK_TIMEOUT_SECONDS)
         except asyncio.CancelledError:
             if delivery.generation == self._generation:
-                self._record(delivery, at, STOPPED_WAITING)
+                # No verdict on an answer never heard (not even past the 24 h): sent again at the restart.
+                delivery.attempts.append({**_attempt_json(at, STOPPED_WAITING), "url": delivery.url})
+                delivery.state, delivery.reason, delivery.due = RETRYING, STOPPED_WAITING.describe(), at
+                account.touch("webhook", delivery.id)
             raise
         except Exception as exc:  # a bug must not stop the other deliveries of this lane
             log.exception("webhook delivery %s failed unexpectedly", delivery.id)
@@ -584,16 +587,16 @@ class SegmentForwarder:
             )
         except asyncio.CancelledError:
             if batch.generation == self._generation:
-                self._record(batch, at, STOPPED_WAITING)
+                # No verdict on an answer never heard (no retry counted): sent again at the restart.
+                batch.attempts.append(_attempt_json(at, STOPPED_WAITING))
+                batch.state, batch.reason, batch.due = RETRYING, STOPPED_WAITING.describe(), at
+                self._account.touch("segment_batch", batch.id)
             raise
         except Exception as exc:  # a bug must not leave the forwarder stuck on this batch
             log.exception("Segment batch failed unexpectedly")
             outcome = Outcome(None, error=f"internal error: {exc!r}")
         if batch.generation != self._generation:
             return
-        self._record(batch, at, outcome)
-
-    def _record(self, batch: SegmentBatch, at: datetime, outcome: Outcome) -> None:
         batch.attempts.append(_attempt_json(at, outcome))
         self._account.touch("segment_batch", batch.id)
         status = outcome.status

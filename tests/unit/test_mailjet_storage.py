@@ -803,29 +803,45 @@ def test_messages_stored_before_tracking_settings_existed_load_as_tracked(world:
     assert second.default.events.apply(restored.message_id, {"event": "open"}).event == "open"
 
 
+@dataclass
 class HangingTransport(Transport):
-    """Sends each POST and never hears back, as when the receiver is slow and segjet stops meanwhile."""
+    """Answers `status` until told to hang; then sends each POST and never hears back, as when the
+    receiver is slow and segjet stops meanwhile."""
+
+    hang: bool = False
 
     async def post_json(self, url: str, body: Any, headers: dict[str, str], timeout: float) -> Outcome:
+        if not self.hang:
+            return await super().post_json(url, body, headers, timeout)
         self.posts.append((url, body))
         await asyncio.get_running_loop().create_future()
         raise AssertionError("unreachable")
 
 
-def test_a_call_in_flight_when_the_server_stops_is_recorded_as_unanswered_and_retried(world: World) -> None:
+@pytest.mark.parametrize("cut", ["first attempt", "last attempt"])
+def test_a_call_in_flight_when_the_server_stops_is_recorded_as_unanswered_and_sent_again(world: World, cut: str) -> None:
     # Cut by the stop, a webhook POST the receiver had was recorded nowhere: after a restart it was
-    # sent again as a first attempt, and the receiver had two POSTs for one attempt shown.
-    world.transport = HangingTransport()
+    # sent again as a first attempt, and the receiver had two POSTs for one attempt shown. Recorded
+    # as an ordinary failure, a cut last attempt (24 h after the first failure; the 10th retry) ended
+    # the delivery failed, and suspended the webhook, on an answer never heard.
+    transport = world.transport = HangingTransport(status=500, hang=cut == "first attempt")
     first = world.service()
     account = first.default.account
     account.create_callback({"EventType": "sent", "Url": "http://hooks.test/sent"})
     account.update_app_connection({"writeKey": "wk", "sendEvents": True})
     send(account, {"Messages": [{"From": {"Email": "shop@example.com"}, "To": [{"Email": "ada@example.com"}], "TextPart": "t"}]})
     world.clock.advance(timedelta(seconds=1))
+    if cut == "last attempt":
+        world.loop.run_until_complete(world.clock.run_due())
+        for _ in range(9):  # the webhook's retries every 30 s; the batch's 2nd to 10th retries
+            world.advance(timedelta(hours=1))
+        world.clock.advance(timedelta(hours=15))  # past the webhook's 24 h; the batch's 11th try
+        transport.hang = True
+    posted = len(transport.posts)
 
     async def sent_then_stopped() -> None:
         await world.clock.run_due()
-        while len(world.transport.posts) < 2:
+        while len(transport.posts) < posted + 2:
             await asyncio.sleep(0)
         await first.aclose()
 
@@ -836,8 +852,11 @@ def test_a_call_in_flight_when_the_server_stops_is_recorded_as_unanswered_and_re
     restarted = world.service().default
     [webhook] = restarted.outbox.webhooks.deliveries.values()
     [batch] = restarted.outbox.segment.batches.values()
+    tries = (len(webhook.attempts), len(batch.attempts))
     for record in (webhook, batch):
         assert record.state == "retrying"
-        assert [attempt["error"] for attempt in record.attempts] == ["no answer: segjet stopped while waiting for it"]
+        assert record.attempts[-1]["error"] == "no answer: segjet stopped while waiting for it"
+    assert restarted.account.callbacks[1].status == "alive"
     world.advance(timedelta(seconds=30))
-    assert (webhook.state, len(webhook.attempts), batch.state, len(batch.attempts)) == ("delivered", 2, "delivered", 2)
+    assert (webhook.state, batch.state) == ("delivered", "delivered")
+    assert (len(webhook.attempts), len(batch.attempts)) == (tries[0] + 1, tries[1] + 1)
