@@ -269,16 +269,17 @@ def test_hop_lines_go_where_the_summary_goes():
 class _NotSegjet(http.server.BaseHTTPRequestHandler):
     """Some other web app on the port the check was given: 200 and a page for every request."""
 
-    def _page(self) -> None:
-        self.rfile.read(int(self.headers.get("Content-Length") or 0))
-        body = b"<!doctype html><title>my app</title>"
-        self.send_response(200)
-        self.send_header("Content-Type", "text/html")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
+    status, content_type, body = 200, "text/html", b"<!doctype html><title>my app</title>"
 
-    do_GET = do_POST = do_PUT = _page
+    def _answer(self) -> None:
+        self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        self.send_response(self.status)
+        self.send_header("Content-Type", self.content_type)
+        self.send_header("Content-Length", str(len(self.body)))
+        self.end_headers()
+        self.wfile.write(self.body)
+
+    do_GET = do_POST = do_PUT = _answer
 
     def log_message(self, *args: object) -> None:
         pass
@@ -287,30 +288,14 @@ class _NotSegjet(http.server.BaseHTTPRequestHandler):
 class _EmptyJson(_NotSegjet):
     """An API that answers `{}` to everything."""
 
-    def _page(self) -> None:
-        self.rfile.read(int(self.headers.get("Content-Length") or 0))
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", "2")
-        self.end_headers()
-        self.wfile.write(b"{}")
-
-    do_GET = do_POST = do_PUT = _page
+    content_type, body = "application/json", b"{}"
 
 
 class _HostileError(_NotSegjet):
     """A server whose error text holds a colour escape, a carriage return and lines."""
 
-    def _page(self) -> None:
-        self.rfile.read(int(self.headers.get("Content-Length") or 0))
-        body = json.dumps({"error": "boom \x1b[31mRED\x1b[0m \r overwritten\nsecond line"}).encode()
-        self.send_response(500)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    do_GET = do_POST = do_PUT = _page
+    status, content_type = 500, "application/json"
+    body = json.dumps({"error": "boom \x1b[31mRED\x1b[0m \r overwritten\nsecond line"}).encode()
 
 
 def _serve(handler: type[http.server.BaseHTTPRequestHandler]) -> Iterator[str]:
