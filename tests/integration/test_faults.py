@@ -431,7 +431,9 @@ def test_a_whole_reset_during_an_import_waits_for_the_deliveries_of_the_workspac
     importing.start()
     time.sleep(0.2)  # the import is waiting for the removed workspace's delivery
     http.post(f"{segment}/_emulator/reset", timeout=30).raise_for_status()
-    assert [entry["status"] for entry in journal(http, mailjet) if entry["fault"] == rule["id"]] == [201]
+    # Landed (journaled once answered) before the reset answered; its status is Mailjet's (a 400 when
+    # the destination's property definitions came from an account reset since, which it then mends).
+    assert len([entry for entry in journal(http, mailjet) if entry["fault"] == rule["id"]]) == 1
     importing.join(timeout=30)
 
 
