@@ -23,7 +23,6 @@ message can no longer bounce.
 from __future__ import annotations
 
 import functools
-import html
 import random
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta, timezone
@@ -32,7 +31,7 @@ from typing import TYPE_CHECKING, Any, Callable
 from ..common.clock import Clock, iso, parse_duration
 from ..common.feeds import newest
 from .models import Account, Contact, read_id
-from .send import HTML_LINK, Message, new_message, store_message
+from .send import Message, link_urls, new_message, store_message
 
 if TYPE_CHECKING:
     from faker import Faker
@@ -243,8 +242,7 @@ class Life:
 
 def links_of(message: Message) -> list[str]:
     """The http(s) links of the message's HTML part, in order, without repeats (what click tracking sees)."""
-    found = [html.unescape(url) for url in HTML_LINK.findall(message.html_part or "")]
-    return list(dict.fromkeys(found))
+    return list(dict.fromkeys(link_urls(message.html_part or "")))
 
 
 def _new_faker() -> Faker:

@@ -36,8 +36,12 @@ MAX_LENGTHS = {"Subject": 255, "URLTags": 256}
 MAX_PRINTED_PER_RECIPIENT = 15 * 1024 * 1024
 MAX_PRINTED_PER_SEND = 256 * 1024 * 1024
 TRACKING_VALUES = ("account_default", "disabled", "enabled")
-# An http(s) link of an HTML part: what click tracking sees, and what URLTags are added to.
-HTML_LINK = re.compile(r"""href\s*=\s*["'](https?://[^"']+)["']""", re.IGNORECASE)
+# An http(s) link of an HTML part, as its attribute's text between either kind of quote (the other
+# kind may be in it): what click tracking sees, and what URLTags are added to.
+_HTML_LINK = re.compile(r"""href\s*+=\s*+(?:"(?P<double>https?://[^"]++)"|'(?P<single>https?://[^']++)')""", re.IGNORECASE)
+# A character reference an attribute's text decodes: one ended by ";" (a browser also reads some
+# without, but not before "=" or a letter or digit: "?a=1&region=eu" keeps its "&region").
+_CHARACTER_REFERENCE = re.compile(r"&(?:#[0-9]++|#[xX][0-9a-fA-F]++|[A-Za-z][A-Za-z0-9]*+);")
 # GUESS: the fake account's own tracking settings are Mailjet's defaults for a new account, opens and
 # clicks tracked, so "account_default" (or no value) means tracked; only "disabled" turns it off.
 TRACKED_BY_DEFAULT = True
@@ -527,11 +531,10 @@ def _accept(account: Account, message: dict[str, Any], sandbox: bool, budget: _P
     tags = ci_get(message, "URLTags")
     if tags:
         tagged: dict[int, str] = {}  # by part: without the template language, one for every recipient
-        contents = [
-            replace(content, html_part=tagged.setdefault(id(content.html_part), with_url_tags(content.html_part, tags)))
-            if content.html_part else content
-            for content in contents
-        ]
+        for content in contents:
+            if content.html_part and id(content.html_part) not in tagged:
+                tagged[id(content.html_part)] = with_url_tags(content.html_part, tags)
+        contents = [replace(content, html_part=tagged[id(content.html_part)]) if content.html_part else content for content in contents]
     result: dict[str, Any] = {"Status": "success", "CustomID": ci_get(message, "CustomID") or ""}
     result.update({kind: [] for kind in RECIPIENT_KINDS})
     sender = _address(ci_get(message, "From") or {})
@@ -633,15 +636,26 @@ def with_url_tags(html_part: str, tags: str) -> str:
     """`html_part` with URLTags in the query of each of its http(s) links, as Mailjet adds them
     "in all of the URLs in your message, before adding the Mailjet click tracking" (DevGuide "Add
     URL tags": "the query part between the first "?" character and "#" character"). GUESS: after a
-    query the link has, joined by "&"; written as HTML text ("&amp;"), as a link's URL is."""
+    query the link has, joined by "&"; written as HTML text ("&amp;"), the link's own text kept as
+    it is."""
 
     def tagged(match: re.Match[str]) -> str:
-        url = html.unescape(match[1])
-        address, hash_mark, fragment = url.partition("#")
-        address += ("&" if "?" in address else "?") + tags
-        return match[0].replace(match[1], html.escape(address + hash_mark + fragment), 1)
+        group = "double" if match["double"] is not None else "single"
+        start, end = match.span(group)
+        address_end = html_part.find("#", start, end)
+        address_end = end if address_end < 0 else address_end
+        joint = "&amp;" if "?" in html_part[start:address_end] else "?"
+        return html_part[match.start():address_end] + joint + html.escape(tags) + html_part[address_end:match.end()]
 
-    return HTML_LINK.sub(tagged, html_part)
+    return _HTML_LINK.sub(tagged, html_part)
+
+
+def link_urls(html_part: str) -> list[str]:
+    """The http(s) links of an HTML part, in order, as a browser reads their attributes."""
+    return [
+        _CHARACTER_REFERENCE.sub(lambda reference: html.unescape(reference[0]), match["double"] or match["single"])
+        for match in _HTML_LINK.finditer(html_part)
+    ]
 
 
 def message_href(base_url: str, message_id: int) -> str:

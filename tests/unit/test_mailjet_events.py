@@ -219,6 +219,15 @@ def test_url_tags_are_in_every_link_and_in_the_clicks(fake: Fake) -> None:
     assert 'href="mailto:a@b.co"' in message.html_part
     assert fake.emit(message_id, "click").payload["url"] == "http://www.example.com?param1=1&param2=2"
     assert "is not a link of message" in fake.refused(message_id, "click", url="http://www.example.com").message
+    # A link's own text is kept: "&region" is no entity there (as a browser reads an attribute), an
+    # apostrophe ends no double-quoted link, and single quotes are a link's quotes too.
+    kept = fake.send("kept@example.com", URLTags="utm_source=mj", html=(
+        '<a href="https://shop.example.com/list?page=2&region=eu">eu</a> <a href="https://x.example.com/it\'s">it</a>'
+        " <a href='https://y.example.com/a?b=1&amp;c=2'>y</a>"))
+    assert links_of(fake.events.find_message(kept)) == [
+        "https://shop.example.com/list?page=2&region=eu&utm_source=mj", "https://x.example.com/it's?utm_source=mj",
+        "https://y.example.com/a?b=1&c=2&utm_source=mj"]
+    assert 'href="https://shop.example.com/list?page=2&region=eu&amp;utm_source=mj"' in fake.events.find_message(kept).html_part
     # Printed by the template language first, then tagged: a link a variable holds gets them too.
     printed = fake.send("bob@example.com", html='<a href="{{var:link}}">go</a>', URLTags="utm_source=mj",
                         TemplateLanguage=True, Variables={"link": "https://shop.example.com/"})

@@ -251,6 +251,17 @@ def test_a_refused_message_gives_back_what_it_printed_and_unprinted_parts_cost_n
     assert status == 200, body
 
 
+def test_url_tags_are_added_once_to_a_part_every_recipient_shares(account: Account, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Tagged again for each recipient, a 5 MB part sent to 50 took 14 s of the servers' one loop.
+    calls: list[str] = []
+    tag = send_module.with_url_tags
+    monkeypatch.setattr(send_module, "with_url_tags", lambda part, tags: calls.append(part) or tag(part, tags))
+    many = [{"Email": f"r{n}@example.com"} for n in range(3)]
+    assert accepted(account, message(To=many, HTMLPart='<a href="https://example.com/">x</a>', URLTags="utm_source=mj"))
+    assert len(calls) == 1
+    assert {m.html_part for m in account.messages[-3:]} == {'<a href="https://example.com/?utm_source=mj">x</a>'}
+
+
 def test_attachments_must_be_an_array_of_objects(account: Account) -> None:
     assert mismatch(account, message(Attachments=ATTACHMENT)) == ["Messages.Attachments"]
     assert mismatch(account, message(Attachments=["a.txt"])) == ["Messages.Attachments"]
