@@ -226,7 +226,7 @@ def test_output_that_cannot_be_written_is_no_verdict_and_no_traceback(tmp_path: 
     with open("/dev/full", "w") as full:
         done = subprocess.run([sys.executable, "-m", "emulator", "validate", "segment.track", str(payload)],
                               stdout=full, stderr=subprocess.PIPE, text=True, timeout=60)
-    assert done.returncode == cli.EXIT_OUTPUT_UNWRITTEN
+    assert done.returncode == 2  # as an unwritable report file; 1 says a payload is invalid
     assert done.stderr == "segjet: cannot write the output: No space left on device\n"
 
 
@@ -333,6 +333,10 @@ def test_the_ready_file_is_written_aside_in_a_new_file_never_through_a_link(tmp_
     assert target.read_text(encoding="utf-8") == "precious"
     assert not ready.is_symlink() and json.loads(ready.read_text(encoding="utf-8")) == {"write_key": "k"}
     assert ready.stat().st_mode & 0o777 == 0o600
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ready.json", "ready.json.tmp", "victim.txt"]
+    # A write that fails leaves no file aside.
+    with pytest.raises(UnicodeEncodeError):
+        cli._write_private(ready, "\ud800")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ready.json", "ready.json.tmp", "victim.txt"]
 
 

@@ -130,6 +130,7 @@ def test_bad_key_ring(data):
         ("a", "not a url", "k", "is not an http(s) URL with a host"),
         ("a", "http://127.0.0.1:99999", "k", "Port out of range"),
         ("a", "http://127.0.0.1:9/?x=1", "k", "must carry no query"),
+        ("a", "http://u:p@127.0.0.1:9", "k", "nor user:password"),
         ("a:b", "http://127.0.0.1:9", "k", "the authentication key must not contain ':'"),
         ("a", "http://127.0.0.1:9", "k:1", "the api_key must not contain ':'"),
     ],

@@ -1006,6 +1006,27 @@ def test_a_200_answered_before_the_clock_was_set_back_does_not_keep_a_failing_en
     assert fake.account.callbacks[callback].status == "dead"
 
 
+def test_a_200_answered_after_the_clock_was_set_back_keeps_the_endpoint_alive(fake: Fake) -> None:
+    # The last 200 counts, whatever its virtual time: kept as the latest time, the 200 of 2031 hid
+    # the 200 answered during the failure since, and the webhook was suspended.
+    callback = register(fake, "open", "http://hooks.test/hook")
+    fake.transport.answer = lambda url, body: 500 if body["email"] == "late@example.com" else 200
+    fake.clock.set(datetime(2031, 1, 1, tzinfo=timezone.utc))
+    fake.emit(fake.send("early@example.com"), "open")
+    fake.advance(timedelta(0))
+    fake.clock.set(datetime(2030, 1, 1, tzinfo=timezone.utc))
+    fake.emit(fake.send("late@example.com"), "open")
+    fake.advance(timedelta(0))
+    fake.advance(timedelta(hours=6))
+    fake.emit(fake.send("mid@example.com"), "open")
+    fake.advance(timedelta(0))
+    for _ in range(2):
+        fake.advance(timedelta(hours=12, minutes=1))
+    late = next(record.webhook for record in fake.events.events(event="open") if record.payload["email"] == "late@example.com")
+    assert late.state == "failed" and "stays alive" in late.reason
+    assert fake.account.callbacks[callback].status == "alive"
+
+
 def test_a_webhook_that_recovers_is_delivered(fake: Fake) -> None:
     register(fake, "sent", "http://hooks.test/flaky")
     fake.transport.statuses = [None, 500, 200]
