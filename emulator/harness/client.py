@@ -135,6 +135,16 @@ class SegjetClient:
         times a reset."""
         return SegjetClient(dict(self.info), http=self.http)
 
+    def service_at(self, url: str) -> str | None:
+        """What `/_emulator/health` at `url` says it is ("segment", "mailjet"); None when nothing there
+        says (no server, another app, a body without `service`)."""
+        try:
+            body = self.http.get(f"{url}/_emulator/health").json()
+        except (httpx.HTTPError, ValueError):
+            return None
+        service = body.get("service") if isinstance(body, dict) else None
+        return service if isinstance(service, str) else None
+
     def reset(self) -> None:
         """Both fakes back to fresh, with no delivery from before this call landing after it.
 

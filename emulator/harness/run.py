@@ -27,6 +27,9 @@ def run_scenario(
 ) -> int:
     client = SegjetClient(info)
     try:
+        if (mix_up := _services_mixed_up(client)) is not None:
+            print(f"segjet check: {mix_up}", file=sys.stderr)
+            return 1
         if reset:
             try:
                 client.reset()
@@ -57,6 +60,23 @@ def run_scenario(
             print(f"segjet check: cannot write {flag} {path}: {exc.strerror or exc}", file=sys.stderr)
             code = EXIT_REPORT_UNWRITTEN
     return code
+
+
+_FAKES = {"segment": "the fake Segment", "mailjet": "the fake Mailjet"}
+
+
+def _services_mixed_up(client: SegjetClient) -> str | None:
+    """What is wrong when a URL answers as the other fake, before a reset or hop acts on the wrong one
+    (both fakes have `/_emulator/reset`; the first hop then failed with a bare 404)."""
+    given = (("--segment-url", client.segment_url, "segment"), ("--mailjet-url", client.mailjet_url, "mailjet"))
+    found = [client.service_at(url) for _, url, _ in given]
+    if found == ["mailjet", "segment"]:
+        return (f"--segment-url {client.segment_url} is the fake Mailjet, and --mailjet-url {client.mailjet_url}"
+                " the fake Segment: are the two swapped?")
+    for (flag, url, wanted), service in zip(given, found):
+        if service in _FAKES and service != wanted:
+            return f"{flag} {url} is {_FAKES[service]}, not {_FAKES[wanted]}"
+    return None
 
 
 def _server_called(client: SegjetClient, request: httpx.Request) -> str:

@@ -484,6 +484,29 @@ def test_a_reset_that_cannot_reach_a_server_names_that_one(segjet, capsys, gone,
     assert segjet.info["segment_url" if gone == "mailjet_url" else "mailjet_url"] not in line
 
 
+@pytest.mark.parametrize("reset", [True, False])
+def test_swapped_urls_are_told_as_swapped_before_anything_is_sent(segjet, capsys, reset):
+    # Segment's URL given as --mailjet-url: the reset "worked" (both fakes have /_emulator/reset) and
+    # the first hop failed with "PUT .../app-connections/segment answered 404 Not Found: Not Found".
+    segjet.identify("u-kept", {"email": "kept@example.com"})
+    swapped = dict(segjet.info, segment_url=segjet.mailjet_url, mailjet_url=segjet.segment_url)
+    assert run_scenario(swapped, 0, 1, reset=reset) == 1
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert captured.err.splitlines() == [
+        f"segjet check: --segment-url {segjet.mailjet_url} is the fake Mailjet, and --mailjet-url "
+        f"{segjet.segment_url} the fake Segment: are the two swapped?",
+    ]
+    assert [message["userId"] for message in segjet.events()] == ["u-kept"]
+
+
+def test_a_url_that_is_the_other_fake_is_named_alone(segjet, capsys):
+    assert run_scenario(dict(segjet.info, segment_url=segjet.mailjet_url), 0, 1, reset=True) == 1
+    assert capsys.readouterr().err.splitlines() == [
+        f"segjet check: --segment-url {segjet.mailjet_url} is the fake Mailjet, not the fake Segment",
+    ]
+
+
 def test_a_reset_refused_with_control_characters_is_told_on_one_escaped_line(segjet, capsys):
     # The reset's error printed the server's text raw: ESC coloured the terminal, CR rewrote the line.
     for url in _serve(_HostileError):
