@@ -359,6 +359,20 @@ def test_a_client_attribute_one_test_changes_is_not_the_next_tests(pytester):
     result.assert_outcomes(passed=2)
 
 
+@pytest.mark.parametrize("named", ["option", "conftest"])
+def test_a_project_that_also_names_the_plugin_gets_it_once(pytester, named):
+    # `-p emulator.pytest_plugin` or `pytest_plugins = [...]`, as users enable plugins, stopped the run:
+    # "Plugin already registered under a different name" (the entry point was called `segjet`).
+    pytester.makepyfile(test_one_stack=ONE_STACK_TEST)
+    options = ["-p", "no:cacheprovider"]
+    if named == "option":
+        options += ["-p", "emulator.pytest_plugin"]
+    else:
+        pytester.makeconftest('pytest_plugins = ["emulator.pytest_plugin"]')
+    result = pytester.runpytest_subprocess(*options)
+    result.assert_outcomes(passed=2)
+
+
 def test_plugin_under_xdist(pytester):
     # One stack per worker, each on its own free ports.
     pytester.makepyfile(test_user_project=PLUGIN_TEST)
