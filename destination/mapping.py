@@ -114,25 +114,43 @@ def _object_or_empty(value: Any, where: str) -> Mapping[str, Any]:
 
 
 def find_email(message: Mapping[str, Any]) -> str | None:
-    """`traits.email`, else `context.traits.email` (where Engage and some sources put it)."""
+    """The contact's address, as Segment's facade reads an identify's email (segmentio/facade
+    lib/identify.js `email()`: `traits.email` in any casing, else the userId when it is an address),
+    with `context.traits.email` (where Engage and some sources put it) tried between the two.
+
+    The direct-destination guide asks partners to "be ready to accept any casing". A key that reads
+    as `email` but holds null or blank text names no address, so the next one is tried."""
     traits = _object_or_empty(message.get("traits"), "traits")
     context = _object_or_empty(message.get("context"), "context")
     context_traits = _object_or_empty(context.get("traits"), "context.traits")
-    for where, candidate in (("traits.email", traits.get("email")), ("context.traits.email", context_traits.get("email"))):
-        if candidate is None:
-            continue
-        if not isinstance(candidate, str):
-            raise MappingError(f"{where} must be a string, got {type(candidate).__name__}")
-        email = candidate.strip()
-        if not email:
-            # Blank, as "" is: no address given here, so the next place is tried.
-            continue
-        # A light check only: Mailjet itself decides what it accepts as an address.
-        local, at, domain = email.rpartition("@")
-        if not at or not local or not domain or " " in email:
-            raise MappingError(f"{where} is not an email address: {candidate!r}")
-        return email
+    for where, found in (("traits", traits), ("context.traits", context_traits)):
+        for key in email_keys(found):
+            candidate = found[key]
+            if candidate is None:
+                continue
+            if not isinstance(candidate, str):
+                raise MappingError(f"{where}.{key} must be a string, got {type(candidate).__name__}")
+            email = candidate.strip()
+            if not email:
+                continue
+            if not _looks_like_address(email):
+                # A light check only: Mailjet itself decides what it accepts as an address.
+                raise MappingError(f"{where}.{key} is not an email address: {candidate!r}")
+            return email
+    user_id = message.get("userId")
+    if isinstance(user_id, str) and _looks_like_address(user_id.strip()):
+        return user_id.strip()
     return None
+
+
+def email_keys(traits: Mapping[str, Any]) -> list[str]:
+    """The keys of `traits` the facade reads as `email` ("email", "Email", "e_mail"...), in order."""
+    return [key for key in traits if _facade_key(key) == "email"]
+
+
+def _looks_like_address(text: str) -> bool:
+    local, at, domain = text.rpartition("@")
+    return bool(at and local and domain) and " " not in text
 
 
 def _facade_key(key: str) -> str:
@@ -293,9 +311,11 @@ def map_identify(message: Mapping[str, Any]) -> ContactUpdate:
     traits = _object_or_empty(message.get("traits"), "traits")
     email = find_email(message)
     if email is None:
-        raise MappingError("no email: the Mailjet destination needs traits.email (or context.traits.email) to identify a contact")
+        raise MappingError("no email: the Mailjet destination needs traits.email (in any casing), context.traits.email,"
+                           " or a userId that is an email address to identify a contact")
 
-    leaves, skipped = flatten_traits(traits)
+    left_out = set(email_keys(traits))
+    leaves, skipped = flatten_traits({key: value for key, value in traits.items() if key not in left_out})
     properties: dict[str, Property] = {}
     renamed: list[RenamedTrait] = []
 
@@ -318,12 +338,11 @@ def map_identify(message: Mapping[str, Any]) -> ContactUpdate:
         # Kept so that Mailjet's email events can be sent back to Segment with this userId.
         keep(USER_ID_PROPERTY, str(user_id), "str", "userId")
 
+    # The email traits (every spelling) are left out above: the email is the contact's own key
+    # (Contact.Email), and a property copy would add nothing and could drift from it. Name traits
+    # do become properties (first_name, lastName, ...): Mailjet's Name is one field, and templates
+    # personalise with properties ([[data:first_name]]).
     for trait, joined, value in leaves:
-        # The email is the contact's own key (Contact.Email); a property copy would add nothing and
-        # could drift from it. Name traits do become properties too (first_name, lastName, ...):
-        # Mailjet's Name is one field, and templates personalise with properties ([[data:first_name]]).
-        if trait == "email":
-            continue
         datatype = infer_datatype(value)
         if datatype is None:
             reason = "null: Mailjet property left unchanged" if value is None else f"unsupported value {value!r}"

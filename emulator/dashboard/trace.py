@@ -15,6 +15,8 @@ from typing import Any
 
 import aiohttp
 
+from destination.mapping import MappingError, find_email
+
 from ..common.clock import parse_iso
 from ..segment.models import VIEW_KEYS
 from .contracts_for import check, contract_names, first_known, segment_contract
@@ -106,11 +108,12 @@ def _when(value: Any) -> str | None:
 
 
 def _email_of(message: dict[str, Any]) -> str | None:
-    context = message.get("context")  # any JSON value on a discarded event
-    for holder in (message.get("traits"), context.get("traits") if isinstance(context, dict) else None):
-        if isinstance(holder, dict) and isinstance(holder.get("email"), str):
-            return holder["email"]
-    return None
+    """The address the destination reads from a call: the contact it writes to. (A discarded event's
+    fields may be any JSON value: MappingError, no address.)"""
+    try:
+        return find_email(message)
+    except MappingError:
+        return None
 
 
 def _same_email(value: Any, email: str | None) -> bool:

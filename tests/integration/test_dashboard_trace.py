@@ -392,6 +392,18 @@ def test_a_trace_by_email_shows_the_address_as_the_users_calls_spell_it(tenant_b
     assert any(step["kind"] == "segment" for step in found["steps"])
 
 
+def test_a_trace_follows_the_address_the_destination_reads_in_any_casing(tenant_b: TwoTenantStack) -> None:
+    # The destination reads `traits.Email` as the contact's address (any casing, as Segment asks of
+    # partners): the trace looked only at `traits.email` and found no email, so no contact.
+    stack = tenant_b
+    call(stack, "identify", {"userId": "u-cased-key", "traits": {"Email": "cased-key@example.com"}})
+    wait_for(lambda: delivered(stack, "u-cased-key", 1), "the identify's delivery", WAIT_SECONDS)
+    by_user = trace(stack, "u-cased-key")
+    assert by_user["email"] == "cased-key@example.com"
+    assert by_user["contact"]["Email"] == "cased-key@example.com"
+    assert trace(stack, "cased-key@example.com")["userId"] == "u-cased-key"
+
+
 def test_a_trace_that_read_only_the_newest_records_of_a_source_says_so(tenant_b: TwoTenantStack) -> None:
     # The trace reads the newest LIMIT records of each source: the user's identify, older than the
     # newest 10,000 events, was left out without a word, and looked like a call Segment never got.

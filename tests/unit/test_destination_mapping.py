@@ -181,6 +181,35 @@ def test_email_from_context_traits_when_traits_have_none():
     assert find_email({"traits": {"email": ""}, "context": {"traits": {"email": "b@example.com"}}}) == "b@example.com"
 
 
+@pytest.mark.parametrize("key", ["Email", "EMAIL", "e_mail", "E-Mail"])
+def test_the_email_trait_is_read_in_any_casing_and_is_not_also_a_property(key):
+    # Segment's direct-destination guide: "The casing on these fields will vary by customer, so be
+    # ready to accept any casing"; `traits.Email` was a property named Email and the identify a 400.
+    update = map_identify({"type": "identify", "userId": "u1", "traits": {key: " Ada@Example.com ", "plan": "pro"}})
+    assert update.email == "Ada@Example.com"
+    assert sorted(props(update)) == ["plan", "segment_user_id"]
+    assert find_email({"traits": {key: "a@example.com"}, "context": {"traits": {"email": "c@example.com"}}}) == "a@example.com"
+
+
+def test_the_first_key_read_as_email_with_an_address_wins_and_every_spelling_is_left_out():
+    message = {"type": "identify", "userId": "u1", "traits": {"EMAIL": " ", "Email": "first@example.com", "email": "second@example.com"}}
+    update = map_identify(message)
+    assert update.email == "first@example.com"
+    assert props(update) == {"segment_user_id": ("u1", "str")}
+    with pytest.raises(MappingError, match="traits.Email must be a string"):
+        find_email({"traits": {"Email": 42}})
+
+
+def test_a_user_id_that_is_an_address_is_the_email_when_no_trait_gives_one():
+    # Segment's facade (lib/identify.js email()): traits.email, else the userId when it is an email.
+    message = {"type": "identify", "userId": " u1@example.com", "traits": {"plan": "pro"}}
+    assert map_identify(message).email == "u1@example.com"
+    assert find_email({"userId": "u1@example.com", "context": {"traits": {"email": "c@example.com"}}}) == "c@example.com"
+    for user_id in ("u1", "not an@address", "@example.com", 42):
+        with pytest.raises(MappingError, match="no email"):
+            map_identify({"type": "identify", "userId": user_id, "traits": {"plan": "pro"}})
+
+
 @pytest.mark.parametrize(
     "message",
     [
