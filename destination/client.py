@@ -25,6 +25,9 @@ from .keyring import MailjetAccount
 MANAGECONTACT_ACTION = "addnoforce"
 # Mailjet's page size maximum (reference/mailjet.md §1).
 METADATA_PAGE_SIZE = 1000
+# Property creations one identify runs at once: its new traits, created together, must neither take
+# the connection pool every account shares nor meet Mailjet's per-key rate limit with a burst (429).
+MAX_PARALLEL_CREATIONS = 8
 # What managecontact says of a property in ErrorInfo.Properties when it is not defined or its value
 # is not of the defined type (reference/mailjet.md §1, §3), lower-cased.
 _DEFINITION_PROBLEMS = ("property not defined", "property type does not match definition")
@@ -239,7 +242,13 @@ class MailjetClient:
         """Create the names of `wanted` missing from `definitions`: the definitions with those
         created, the ones created, and each failed name's error."""
         missing = {name: datatype for name, datatype in wanted.items() if name.lower() not in definitions}
-        results = await asyncio.gather(*(self._create_property(n, t) for n, t in missing.items()), return_exceptions=True)
+        turns = asyncio.Semaphore(MAX_PARALLEL_CREATIONS)
+
+        async def create(name: str, datatype: str) -> PropertyDefinition:
+            async with turns:
+                return await self._create_property(name, datatype)
+
+        results = await asyncio.gather(*(create(n, t) for n, t in missing.items()), return_exceptions=True)
         created = [result for result in results if isinstance(result, PropertyDefinition)]
         definitions = {**definitions, **{definition.name.lower(): definition for definition in created}}
         return definitions, created, {name: result for name, result in zip(missing, results) if isinstance(result, BaseException)}

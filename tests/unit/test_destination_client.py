@@ -3,7 +3,7 @@ from typing import Any, Mapping
 
 import pytest
 
-from destination.client import METADATA_PAGE_SIZE, MailjetClient, MailjetError, PropertyDefinition
+from destination.client import MAX_PARALLEL_CREATIONS, METADATA_PAGE_SIZE, MailjetClient, MailjetError, PropertyDefinition
 from destination.identify import _contact_id
 from destination.keyring import MailjetAccount
 
@@ -92,6 +92,34 @@ def test_a_failed_creation_reports_the_error_of_the_property_still_missing():
     assert raised.value.status == 503 and raised.value.temporary
     # Each is tried once: Segment's backoff retries an outage, not an immediate second call.
     assert sorted(client.attempted) == ["age", "plan"]
+
+
+class _ConcurrencyClient(_StubClient):
+    """Counts the property creations in flight at once."""
+
+    def __init__(self) -> None:
+        super().__init__({}, defined_after={})
+        self.in_flight = self.most_in_flight = 0
+
+    async def _create_property(self, name: str, datatype: str) -> PropertyDefinition:
+        self.in_flight += 1
+        self.most_in_flight = max(self.most_in_flight, self.in_flight)
+        try:
+            await asyncio.sleep(0.001)
+            return await super()._create_property(name, datatype)
+        finally:
+            self.in_flight -= 1
+
+
+def test_an_identify_with_many_new_traits_creates_them_a_few_at_a_time():
+    # 2,400 new traits were 2,400 POST /contactmetadata at once: the shared connection pool (256) was
+    # the identify's, other accounts' identifies waited for a connection past their timeout (503), and
+    # the real Mailjet would meet that burst with 429.
+    client = _ConcurrencyClient()
+    wanted = {f"trait_{index}": "str" for index in range(200)}
+    definitions, created = asyncio.run(client.define_properties(wanted))
+    assert len(created) == 200 and all(name.lower() in definitions for name in wanted)
+    assert client.most_in_flight == MAX_PARALLEL_CREATIONS
 
 
 class _RecordingClient(MailjetClient):
