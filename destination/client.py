@@ -203,15 +203,19 @@ class MailjetClient:
         created = _field(answer, "Data")[0] if _field(answer, "Data") else {}
         return PropertyDefinition(_field(created, "Name") or name, _field(created, "Datatype") or datatype)
 
-    async def define_properties(self, wanted: Mapping[str, str]) -> tuple[dict[str, PropertyDefinition], list[PropertyDefinition]]:
+    async def define_properties(
+        self, wanted: Mapping[str, str]
+    ) -> tuple[dict[str, PropertyDefinition], list[PropertyDefinition], dict[str, MailjetError]]:
         """Create the properties of `wanted` (name → datatype) that the account lacks.
 
-        Answers all definitions and the ones created. Creation is serialised per account so that
-        concurrent identifies carrying the same new trait create it once.
+        Answers all definitions, the ones created, and the names Mailjet refused to define (a 400:
+        that property cannot be, the others can; its rules for names are undocumented) with its
+        error. Any other failure (the account refused, an outage) is raised. Creation is serialised
+        per account so that concurrent identifies carrying the same new trait create it once.
         """
         definitions = await self.property_definitions()
         if all(name.lower() in definitions for name in wanted):
-            return definitions, []
+            return definitions, [], {}
         async with self._definitions_lock:
             epoch = self._definitions_epoch
             definitions = self._definitions if self._definitions is not None else await self._fetch_definitions()
@@ -232,9 +236,11 @@ class MailjetClient:
             # Dropped meanwhile (a property deleted in Mailjet): this copy may hold it still.
             if epoch == self._definitions_epoch:
                 self._definitions = definitions
-            if failures:
-                raise next(iter(failures.values()))
-            return definitions, created
+            refused = {name: error for name, error in failures.items() if isinstance(error, MailjetError) and error.status == 400}
+            for name, error in failures.items():
+                if name not in refused:
+                    raise error
+            return definitions, created, refused
 
     async def _create_missing(
         self, wanted: Mapping[str, str], definitions: dict[str, PropertyDefinition]

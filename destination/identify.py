@@ -54,11 +54,14 @@ async def _apply(
 ) -> IdentifyOutcome:
     # `created` is shared by both attempts: properties created by a first attempt that then has to
     # be made again are reported too.
-    definitions, newly_created = await client.define_properties({prop.name: prop.datatype for prop in update.properties})
+    definitions, newly_created, refused = await client.define_properties({prop.name: prop.datatype for prop in update.properties})
     created.extend(newly_created)
     properties: list[Property] = []
     skipped = list(update.skipped)
     for prop in update.properties:
+        if prop.name in refused:
+            skipped.append(SkippedTrait(prop.source, f"Mailjet refused to define property {prop.name!r}: {refused[prop.name]}"))
+            continue
         definition = definitions[prop.name.lower()]
         try:
             fitted = conform_to_definition(prop, definition.datatype)

@@ -597,6 +597,39 @@ def _answer_with_a_mailjet_fault(stack: Stack, status: int) -> httpx.Response:
         httpx.delete(faults, timeout=10).raise_for_status()
 
 
+def test_a_property_mailjet_refuses_to_define_is_skipped_and_the_rest_of_the_update_kept(stack: Stack) -> None:
+    # One property definition refused (400: a name the real Mailjet will not take, whose rules are
+    # undocumented) was a 400 for the whole identify: no contact, no other trait, and Segment drops it.
+    email = unique_email()
+    assert post(stack, identify(email)).status_code == 200  # segment_user_id defined before the fault
+    refused, kept = f"it_refused_{uuid.uuid4().hex[:8]}", f"it_kept_{uuid.uuid4().hex[:8]}"
+    assert post(stack, identify(unique_email(), {kept: "yes"})).status_code == 200
+    faults = f"{stack.mailjet_url}/_emulator/faults"
+    rule = {"method": "POST", "path": "/v3/REST/contactmetadata", "status": 400, "times": 1}
+    assert httpx.post(faults, json=rule, timeout=10).status_code < 300
+    try:
+        response = post(stack, identify(email, {refused: "no", kept: "still"}))
+    finally:
+        httpx.delete(faults, timeout=10).raise_for_status()
+    assert response.status_code == 200, response.text
+    [skipped] = response.json()["skipped"]
+    assert skipped["trait"] == refused and skipped["reason"].startswith(f"Mailjet refused to define property {refused!r}: ")
+    data = mailjet_get(stack, f"contactdata/{email}").json()["Data"][0]["Data"]
+    assert {"Name": kept, "Value": "still"} in data and all(entry["Name"] != refused for entry in data)
+
+
+@pytest.mark.parametrize("status", [401, 403, 503])
+def test_a_property_definition_refused_for_the_account_or_an_outage_still_fails_the_identify(stack: Stack, status: int) -> None:
+    faults = f"{stack.mailjet_url}/_emulator/faults"
+    rule = {"method": "POST", "path": "/v3/REST/contactmetadata", "status": status, "times": 1}
+    assert httpx.post(faults, json=rule, timeout=10).status_code < 300
+    try:
+        response = post(stack, identify(unique_email(), {f"it_new_{uuid.uuid4().hex[:8]}": 1}))
+    finally:
+        httpx.delete(faults, timeout=10).raise_for_status()
+    assert response.status_code == status, response.text
+
+
 @pytest.mark.parametrize("status", [429, 500, 502])
 def test_mailjet_rate_limiting_or_failing_is_503_so_segment_retries(stack: Stack, status: int) -> None:
     # Segment retries 429 and 5xx but 501 (reference/segment.md §5.1); answered 400, the contact is dropped.

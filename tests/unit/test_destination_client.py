@@ -117,7 +117,7 @@ def test_an_identify_with_many_new_traits_creates_them_a_few_at_a_time():
     # the real Mailjet would meet that burst with 429.
     client = _ConcurrencyClient()
     wanted = {f"trait_{index}": "str" for index in range(200)}
-    definitions, created = asyncio.run(client.define_properties(wanted))
+    definitions, created, refused = asyncio.run(client.define_properties(wanted))
     assert len(created) == 200 and all(name.lower() in definitions for name in wanted)
     assert client.most_in_flight == MAX_PARALLEL_CREATIONS
 
@@ -156,7 +156,7 @@ def test_a_new_property_is_created_static_with_its_datatype():
     # reference/mailjet.md /contactmetadata: POST {"Datatype":"str","Name":"first_name","NameSpace":"static"};
     # managecontact only sets static properties ("must be static").
     client = _RecordingClient()
-    definitions, created = asyncio.run(client.define_properties({"plan": "str"}))
+    definitions, created, refused = asyncio.run(client.define_properties({"plan": "str"}))
     assert created == [PropertyDefinition("plan", "str")]
     assert client.calls[-1] == ("POST", "/v3/REST/contactmetadata", {}, {"Name": "plan", "Datatype": "str", "NameSpace": "static"})
 
@@ -165,7 +165,7 @@ def test_a_property_created_is_defined_even_when_the_reread_after_another_failur
     # "age" lost a creation race (MJ18) and the re-read shows it, but not yet "plan", which this
     # call created: without "plan" in the definitions the identify failed with a KeyError (a 500).
     client = _StubClient({"age": MailjetError(400, 'MJ18 A ContactMetaData resource with value "age" for Name already exists.')}, defined_after={"age": "int"})
-    definitions, created = asyncio.run(client.define_properties({"plan": "str", "age": "int"}))
+    definitions, created, refused = asyncio.run(client.define_properties({"plan": "str", "age": "int"}))
     assert created == [PropertyDefinition("plan", "str")]
     assert definitions["plan"] == PropertyDefinition("plan", "str") and definitions["age"] == PropertyDefinition("age", "int")
     assert asyncio.run(client.property_definitions()) == definitions
@@ -178,7 +178,7 @@ def test_a_cached_property_mailjet_lost_is_created_when_the_reread_misses_it():
     client = _StubClient({"age": MailjetError(400, 'MJ18 A ContactMetaData resource with value "age" for Name already exists.')},
                          defined_after={"age": "int"})
     client._definitions = {"segment_user_id": PropertyDefinition("segment_user_id", "str")}
-    definitions, created = asyncio.run(client.define_properties({"segment_user_id": "str", "age": "int"}))
+    definitions, created, refused = asyncio.run(client.define_properties({"segment_user_id": "str", "age": "int"}))
     assert created == [PropertyDefinition("segment_user_id", "str")]
     assert set(definitions) == {"segment_user_id", "age"}
 
