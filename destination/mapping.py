@@ -114,9 +114,26 @@ def _object_or_empty(value: Any, where: str) -> Mapping[str, Any]:
 
 
 def find_email(message: Mapping[str, Any]) -> str | None:
-    """The contact's address, as Segment's facade reads an identify's email (segmentio/facade
-    lib/identify.js `email()`: `traits.email` in any casing, else the userId when it is an address),
-    with `context.traits.email` (where Engage and some sources put it) tried between the two.
+    """The contact's address (see `email_field`), checked: MappingError when the field chosen holds
+    no text or no address."""
+    found = email_field(message)
+    if found is None:
+        return None
+    where, candidate = found
+    if not isinstance(candidate, str):
+        raise MappingError(f"{where} must be a string, got {type(candidate).__name__}")
+    email = candidate.strip()
+    if not _looks_like_address(email):
+        # A light check only: Mailjet itself decides what it accepts as an address.
+        raise MappingError(f"{where} is not an email address: {candidate!r}")
+    return email
+
+
+def email_field(message: Mapping[str, Any]) -> tuple[str, Any] | None:
+    """(where, value) of the field an identify's address is read from, as Segment's facade reads an
+    identify's email (segmentio/facade lib/identify.js `email()`: `traits.email` in any casing, else
+    the userId when it is an address), with `context.traits.email` (where Engage and some sources
+    put it) tried between the two; None when none gives one. Not checked (`find_email` checks).
 
     The direct-destination guide asks partners to "be ready to accept any casing". A key that reads
     as `email` but holds null or blank text names no address, so the next one is tried."""
@@ -126,20 +143,12 @@ def find_email(message: Mapping[str, Any]) -> str | None:
     for where, found in (("traits", traits), ("context.traits", context_traits)):
         for key in email_keys(found):
             candidate = found[key]
-            if candidate is None:
+            if candidate is None or (isinstance(candidate, str) and not candidate.strip()):
                 continue
-            if not isinstance(candidate, str):
-                raise MappingError(f"{where}.{key} must be a string, got {type(candidate).__name__}")
-            email = candidate.strip()
-            if not email:
-                continue
-            if not _looks_like_address(email):
-                # A light check only: Mailjet itself decides what it accepts as an address.
-                raise MappingError(f"{where}.{key} is not an email address: {candidate!r}")
-            return email
+            return f"{where}.{key}", candidate
     user_id = message.get("userId")
     if isinstance(user_id, str) and _looks_like_address(user_id.strip()):
-        return user_id.strip()
+        return "userId", user_id
     return None
 
 

@@ -13,6 +13,7 @@ from urllib.parse import quote
 import httpx
 
 import contracts
+from destination.mapping import MappingError, email_field
 
 T = TypeVar("T")
 _POLL_SECONDS = 0.02
@@ -31,15 +32,13 @@ _NO_PROXIES: dict[str, str | None] = {"http": None, "https": None, "all": None}
 
 
 def _addressed_to(message: dict[str, Any]) -> str | None:
-    """The address the Mailjet destination writes an identify to: `traits.email`, else
-    `context.traits.email`, the first that is text (destination.mapping.find_email's order, without
-    its checks: an address the destination refused is still the one the identify was for)."""
-    context = message.get("context")
-    for holder in (message.get("traits"), context.get("traits") if isinstance(context, dict) else None):
-        value = holder.get("email") if isinstance(holder, dict) else None
-        if isinstance(value, str) and value.strip():
-            return value.strip()
-    return None
+    """The address the Mailjet destination writes an identify to (`destination.mapping.email_field`),
+    without its checks: an address the destination refused is still the one the identify was for."""
+    try:
+        found = email_field(message)
+    except MappingError:  # traits or context that is no object: the identify named no address
+        return None
+    return found[1].strip() if found is not None and isinstance(found[1], str) else None
 
 
 class SegjetTimeout(AssertionError):

@@ -77,6 +77,17 @@ def test_a_contact_wait_for_a_contact_never_made_says_what_became_of_its_identif
     assert "MJ08 Property Email is invalid" in str(raised.value)
 
 
+@pytest.mark.parametrize(("user_id", "traits"), [("u-cased", {"Email": "cased@example.com"}), ("cased@example.com", {})])
+def test_a_contact_wait_finds_the_identify_whose_address_the_destination_read(segjet, user_id, traits):
+    # The destination reads `traits.Email` (any casing) and an address userId; the wait looked at
+    # `traits.email` only and said "no identify with this email" of the identify that made the contact.
+    message_id = segjet.identify(user_id, {**traits, "plan": "pro"})
+    segjet.wait_for_contact("cased@example.com", {"plan": "pro"})
+    with pytest.raises(SegjetTimeout) as raised:
+        segjet.wait_for_contact("cased@example.com", {"plan": "basic"}, timeout=0.2)
+    assert f"identify {message_id} of user '{user_id}': delivery delivered" in str(raised.value)
+
+
 def test_wait_for_event_says_what_the_user_has(segjet):
     with pytest.raises(SegjetTimeout, match="last seen: no events"):
         segjet.wait_for_event("Order Completed", "u-none", timeout=0.2)
