@@ -9,7 +9,11 @@ from __future__ import annotations
 import asyncio
 import copy
 import json
+import os
+import shutil
 import sqlite3
+import subprocess
+import sys
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
@@ -152,6 +156,52 @@ def test_open_database_writes_the_schema_and_its_version_then_refuses_another_ve
         open_database(path, schema, 4)
 
 
+def test_a_database_damaged_where_loading_does_not_read_is_refused_at_open(tmp_path: Path) -> None:
+    # A damaged index page: a table scan (what loading does) reads fine, and the first write at
+    # start crashed `segjet up` with a traceback ("database disk image is malformed"), no file named.
+    path = tmp_path / "x.sqlite3"
+    schema = "CREATE TABLE IF NOT EXISTS things (name TEXT PRIMARY KEY);"
+    db = open_database(path, schema, 1)
+    with transaction(db):
+        db.executemany("INSERT INTO things VALUES (?)", [(f"thing-{index:05}",) for index in range(2000)])
+    [(index_page,)] = db.execute("SELECT rootpage FROM sqlite_master WHERE type = 'index'").fetchall()
+    page_size = db.execute("PRAGMA page_size").fetchone()[0]
+    db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    db.close()
+    with path.open("r+b") as file:
+        file.seek((index_page - 1) * page_size)
+        file.write(b"\xff" * page_size)
+    assert len(sqlite3.connect(path).execute("SELECT name FROM things").fetchall()) == 2000
+    with pytest.raises(DatabaseFileError, match=f"{path}: damaged .*; use another --data-dir or delete the file"):
+        open_database(path, schema, 1)
+
+
+_OPEN_READ_ONLY = """
+import sys
+from emulator.common.sqlite import DatabaseFileError, open_database
+try:
+    open_database(sys.argv[1], "CREATE TABLE IF NOT EXISTS things (name TEXT);", 1)
+except DatabaseFileError as exc:
+    print(exc)
+"""
+
+
+def test_a_database_file_that_cannot_be_written_is_refused_at_open(tmp_path: Path) -> None:
+    # SQLite opens a file it may not write read-only, silently: the first write at start crashed
+    # `segjet up` with "attempt to write a readonly database" and a traceback.
+    path = tmp_path / "x.sqlite3"
+    open_database(path, "CREATE TABLE IF NOT EXISTS things (name TEXT);", 1).close()
+    path.chmod(0o444)
+    command = [sys.executable, "-c", _OPEN_READ_ONLY, str(path)]
+    if os.geteuid() == 0:  # root writes any file; without its capabilities the mode applies
+        if shutil.which("setpriv") is None:
+            pytest.skip("root without setpriv: a file's mode cannot be made to apply")
+        command = ["setpriv", "--bounding-set=-all", "--inh-caps=-all", "--", *command]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=60, cwd=Path(__file__).parents[2])
+    assert (result.returncode, result.stderr) == (0, "")
+    assert result.stdout == f"{path}: attempt to write a readonly database\n"
+
+
 def test_a_failed_transaction_leaves_nothing(tmp_path: Path) -> None:
     db = open_database(tmp_path / "x.sqlite3", "CREATE TABLE IF NOT EXISTS things (name TEXT UNIQUE);", 1)
     with pytest.raises(sqlite3.IntegrityError):
@@ -159,6 +209,18 @@ def test_a_failed_transaction_leaves_nothing(tmp_path: Path) -> None:
             db.execute("INSERT INTO things VALUES ('a')")
             db.execute("INSERT INTO things VALUES ('a')")
     assert db.execute("SELECT count(*) FROM things").fetchone()[0] == 0
+
+
+def test_a_transaction_sqlite_already_rolled_back_raises_its_own_error(tmp_path: Path) -> None:
+    # On some errors (a full disk) SQLite rolls back itself: the ROLLBACK after it failed, and its
+    # "cannot rollback - no transaction is active" was the error a request's 500 reported.
+    db = open_database(tmp_path / "x.sqlite3", "CREATE TABLE IF NOT EXISTS things (name TEXT);", 1)
+    with pytest.raises(sqlite3.OperationalError, match="^database or disk is full$"):
+        with transaction(db):
+            db.execute("INSERT INTO things VALUES ('a')")
+            db.execute("ROLLBACK")  # as SQLite does on SQLITE_FULL
+            raise sqlite3.OperationalError("database or disk is full")
+    assert not db.in_transaction and db.execute("SELECT count(*) FROM things").fetchone()[0] == 0
 
 
 def test_a_transaction_whose_commit_fails_is_rolled_back_and_the_next_one_runs(tmp_path: Path) -> None:
@@ -208,7 +270,7 @@ def test_a_damaged_segment_database_is_refused_with_its_path(tmp_path: Path, clo
     assert len(content) > 2 * page
     content[page:] = b"\xff" * (len(content) - page)  # the header page whole, every other page garbage
     path.write_bytes(bytes(content))
-    with pytest.raises(DatabaseFileError, match="database disk image is malformed; use another --data-dir"):
+    with pytest.raises(DatabaseFileError, match=r"segment.sqlite3: damaged \(.*\); use another --data-dir"):
         SegmentStore(tmp_path).load()
 
 
@@ -579,6 +641,10 @@ class _FullDisk:
             self.failing = False
             raise sqlite3.OperationalError("database or disk is full")
         return self.db.execute(sql, *args)
+
+    @property
+    def in_transaction(self) -> bool:
+        return self.db.in_transaction
 
     def executemany(self, sql: str, rows: Any) -> Any:
         if self.failing:
