@@ -836,3 +836,20 @@ def test_many_users_retrying_each_retry_once_at_their_own_time(harness):
     harness.run(move_to(dues[-1] + timedelta(hours=1)))
     for message_id in ids:
         assert len(harness.wait_state(message_id, "delivered")["attempts"]) == 3
+
+
+def test_a_users_lane_is_its_user_id_whatever_its_anonymous_id(harness):
+    # README: "Order is kept per user: per userId, else anonymousId".
+    harness.receiver.script["ada"] = deque([503])
+    first = harness.identify("ada", anonymousId="device-1")
+    second = harness.identify("ada", anonymousId="device-2")
+    harness.wait_state(first, "retrying")
+    assert harness.record(second)["state"] == "queued"
+    harness.fire_retry(first)
+    harness.wait_state(second, "delivered")
+    assert harness.receiver.bodies_of("ada") == [first, first, second]
+
+
+def test_the_default_timeout_is_segments_5_seconds():
+    # README: "Timeout 5 s (as Segment's webhooks)"; the slow-destination tests pass their own.
+    assert DeliveryPipeline(Clock(), "http://127.0.0.1:9", api_key="k")._timeout == 5.0

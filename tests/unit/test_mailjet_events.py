@@ -47,6 +47,7 @@ class ScriptedTransport(HttpTransport):
 
     statuses: list[int | None] = field(default_factory=lambda: [200])
     posts: list[tuple[str, Any, dict[str, str]]] = field(default_factory=list)
+    timeouts: list[tuple[str, float]] = field(default_factory=list)  # (url, timeout) of each POST
     answer: Callable[[str, Any], int | None] | None = None
     gate: asyncio.Event | None = None
 
@@ -55,6 +56,7 @@ class ScriptedTransport(HttpTransport):
 
     async def post_json(self, url: str, body: Any, headers: dict[str, str], timeout: float) -> Outcome:
         self.posts.append((url, body, headers))
+        self.timeouts.append((url, timeout))
         if self.gate is not None:
             await self.gate.wait()
         if self.answer is not None:
@@ -1446,3 +1448,24 @@ def test_email_events_read_by_message_and_kind_answer_the_newest_in_order(fake: 
     assert [r.id for r in fake.events.events(limit=3)] == [98, 99, 100]
     assert fake.events.events(limit=0) == [] and fake.events.events(message_id=12345) == []
     assert len(fake.events.events(limit=10_000)) == 100
+
+
+def test_a_2xx_other_than_200_from_segment_is_retried(fake: Fake) -> None:
+    # analytics-python counts only a 200 (reference/segment.md §8.3).
+    connect(fake)
+    fake.transport.statuses = [202, 200]
+    fake.send()
+    fake.advance()
+    forward = fake.events.records[0].segment
+    assert (forward.state, forward.batch.reason) == ("retrying", "HTTP 202")
+    fake.advance(timedelta(seconds=1))
+    assert forward.state == "delivered" and [a["status"] for a in forward.batch.attempts] == [202, 200]
+
+
+def test_a_webhook_waits_5_seconds_for_its_answer_and_a_segment_forward_15(fake: Fake) -> None:
+    # README: webhooks time out after 5 s, forwards after analytics-python's 15 s.
+    connect(fake)
+    register(fake, "sent", "http://hooks.test/sent")
+    fake.send()
+    fake.advance()
+    assert sorted(fake.transport.timeouts) == [("http://hooks.test/sent", 5.0), ("http://segment.test/v1/batch", 15.0)]

@@ -10,7 +10,7 @@ import json
 import sqlite3
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -860,3 +860,74 @@ def test_a_call_in_flight_when_the_server_stops_is_recorded_as_unanswered_and_se
     world.advance(timedelta(seconds=30))
     assert (webhook.state, batch.state) == ("delivered", "delivered")
     assert (len(webhook.attempts), len(batch.attempts)) == (tries[0] + 1, tries[1] + 1)
+
+
+def test_a_segment_batch_waiting_for_its_retry_at_a_restart_is_sent_at_its_time(world: World) -> None:
+    # Its wake-up armed at the restart's "now" found it not yet due, and nothing woke it again.
+    world.transport = Transport(status=500)
+    first = world.service()
+    account = first.default.account
+    account.update_app_connection({"writeKey": "wk", "sendEvents": True})
+    send(account, {"Messages": [{"From": {"Email": "shop@example.com"}, "To": [{"Email": "ada@example.com"}], "TextPart": "t"}]})
+    world.advance(timedelta(seconds=1))
+    for _ in range(5):  # retries 1..5 fail; the 6th waits 32 s
+        world.advance(timedelta(seconds=20))
+    [batch] = first.default.outbox.segment.batches.values()
+    assert batch.state == "retrying" and batch.due > world.clock.now()
+    first.changes.save()
+    world.stop(first)
+    world.transport.status = 200
+    restarted = world.service().default
+    world.advance(timedelta(0))  # a running server's clock ticks at once
+    world.advance(timedelta(minutes=1))
+    [batch] = restarted.outbox.segment.batches.values()
+    assert batch.state == "delivered"
+
+
+class PoisonTransport(Transport):
+    async def post_json(self, url: str, body: Any, headers: dict[str, str], timeout: float) -> Outcome:
+        self.posts.append((url, body))
+        status = 500 if isinstance(body, dict) and body.get("email") == "poison@example.com" else 200
+        return Outcome(status, {"message": f"scripted {status}"})
+
+
+def test_a_200_answered_before_a_restart_still_keeps_a_webhook_alive(world: World) -> None:
+    # README: a URL that answered 200 to other events stays alive when one event gives up.
+    world.transport = PoisonTransport()
+    first = world.service()
+    account = first.default.account
+    callback = account.create_callback({"EventType": "sent", "Url": "http://hooks.test/sent"})
+    for email in ("poison@example.com", "fine@example.com"):
+        send(account, {"Messages": [{"From": {"Email": "shop@example.com"}, "To": [{"Email": email}], "TextPart": "t"}]})
+        world.advance(timedelta(minutes=1))
+    first.changes.save()
+    world.stop(first)
+    restarted = world.service().default
+    for _ in range(3):
+        world.advance(timedelta(hours=9))
+    poison, fine = (record.webhook for record in restarted.events.events(event="sent"))
+    assert fine.state == "delivered" and poison.state == "failed", (fine.state, poison.state)
+    assert "stays alive" in poison.reason
+    assert restarted.account.callbacks[callback.id].status == "alive"
+
+
+def test_a_200_of_a_later_time_restored_after_a_set_back_keeps_nothing_alive(world: World) -> None:
+    # The restore-side twin of the live clock set-back case: a 200 "in the future" proves nothing.
+    world.transport = PoisonTransport()
+    first = world.service()
+    account = first.default.account
+    callback = account.create_callback({"EventType": "sent", "Url": "http://hooks.test/sent"})
+    world.clock.set(datetime(2030, 1, 1, 12, tzinfo=timezone.utc))
+    send(account, {"Messages": [{"From": {"Email": "shop@example.com"}, "To": [{"Email": "fine@example.com"}], "TextPart": "t"}]})
+    world.advance(timedelta(minutes=1))
+    world.clock.set(datetime(2030, 1, 1, tzinfo=timezone.utc))
+    first.changes.save()
+    world.stop(first)
+    restarted = world.service().default
+    send(restarted.account, {"Messages": [{"From": {"Email": "shop@example.com"}, "To": [{"Email": "poison@example.com"}], "TextPart": "t"}]})
+    world.advance(timedelta(minutes=1))
+    for _ in range(3):
+        world.advance(timedelta(hours=9))
+    poison = next(r.webhook for r in restarted.events.events(event="sent") if r.payload["email"] == "poison@example.com")
+    assert poison.state == "failed" and "Status dead" in poison.reason, poison.reason
+    assert restarted.account.callbacks[callback.id].status == "dead"
