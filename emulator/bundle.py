@@ -54,8 +54,19 @@ def _read_bundle_state(data_dir: str) -> dict[str, Any]:
 
 
 def remembered_auth_key(data_dir: str) -> str | None:
-    """The authentication key generated at the first start on `data_dir`, if any."""
+    """The authentication key a start on `data_dir` without --auth-key takes: the one its state is
+    wired with (generated at the first start), or the one a start was moving it to when it was
+    killed (the next start finishes that move); None for a new data dir."""
+    return _pending_move(data_dir) or _wired_key(data_dir)
+
+
+def _wired_key(data_dir: str) -> str | None:
     key = _read_bundle_state(data_dir).get("auth_key")
+    return key if isinstance(key, str) and key else None
+
+
+def _pending_move(data_dir: str) -> str | None:
+    key = _read_bundle_state(data_dir).get("moving_to")
     return key if isinstance(key, str) and key else None
 
 
@@ -148,9 +159,13 @@ class Bundle:
         # until `_follow_auth_key` has moved the state to this start's key (a start that fails before,
         # on a port in use say, must leave the next one something to follow).
         self._wired_auth_key = config.auth_key
+        # The key a move of the stored state was going to when a kill cut it short: the tiles may
+        # hold it already, the page and `_wired_auth_key` not yet. Kept in bundle.json until done.
+        self._moving_to: str | None = None
         if config.data_dir:
             self._lock = _lock_data_dir(config.data_dir)
-            self._wired_auth_key = remembered_auth_key(config.data_dir) or config.auth_key
+            self._wired_auth_key = _wired_key(config.data_dir) or config.auth_key
+            self._moving_to = _pending_move(config.data_dir)
             offset = _read_bundle_state(config.data_dir).get("clock_offset_seconds")
             if isinstance(offset, (int, float)) and not isinstance(offset, bool) and not math.isnan(offset):
                 self.clock.set(_restored_time(offset))
@@ -257,15 +272,21 @@ class Bundle:
             if service.tenant_with_authentication_key(replaced) is not None:
                 self._move_tiles(workspaces, {replaced}, self.config.auth_key)
             return
-        if self.config.auth_key == self._wired_auth_key:
+        if self.config.auth_key == self._wired_auth_key and self._moving_to is None:
             return
         connection_key = service.default.account.app_connection.authentication_key
         new = self.config.auth_key
-        self._move_tiles(workspaces, {self._wired_auth_key, connection_key} - {new}, new)
+        stale = {self._wired_auth_key, connection_key, self._moving_to} - {new, None}
+        # Announced first: the tiles, the page and bundle.json are three writes, and a kill between
+        # them left the tiles on one key and the page on another, which no later start mended.
+        self._moving_to = new
+        self._save_state()
+        self._move_tiles(workspaces, stale, new)
         if connection_key != new:
             service.update_app_connection(service.default, {"authenticationKey": new})
             service.changes.save()
         self._wired_auth_key = new
+        self._moving_to = None
         self._save_state()
 
     @staticmethod
@@ -306,7 +327,9 @@ class Bundle:
     def _save_state(self) -> None:
         assert self.config.data_dir is not None
         path = Path(self.config.data_dir) / BUNDLE_STATE_FILE
-        state = {"auth_key": self._wired_auth_key, "clock_offset_seconds": self.clock.offset.total_seconds()}
+        state: dict[str, Any] = {"auth_key": self._wired_auth_key, "clock_offset_seconds": self.clock.offset.total_seconds()}
+        if self._moving_to is not None:
+            state["moving_to"] = self._moving_to
         # Written aside and renamed: a kill mid-write leaves the previous file whole.
         temporary = path.with_suffix(".json.tmp")
         temporary.write_text(json.dumps(state) + "\n", encoding="utf-8")

@@ -302,6 +302,49 @@ def test_a_key_changed_in_a_run_that_was_killed_is_kept_by_a_start_without_auth_
     assert remembered_auth_key(str(data_dir)) == "put-key"
 
 
+def test_a_key_move_a_kill_cut_short_is_finished_by_the_next_start_without_auth_key(tmp_path: Path) -> None:
+    # Killed after the tiles took the new key but before the page and bundle.json did: the next start
+    # (no --auth-key) took bundle.json's old key, and every delivery failed "unknown authentication key".
+    data_dir = tmp_path / "data"
+
+    def config(auth_key: str | None) -> BundleConfig:
+        assert auth_key is not None
+        return BundleConfig(segment_port=0, mailjet_port=0, destination_port=0, data_dir=str(data_dir), auth_key=auth_key)
+
+    with BackgroundBundle(config("first-key")) as first:
+        call("PUT", f"{first['segment_url']}/_emulator/destinations/mailjet", {"settings": {"apiKey": "new-key"}})
+    # What such a kill leaves: the move to new-key announced, the page and the key in use the first.
+    (data_dir / BUNDLE_STATE_FILE).write_text(
+        json.dumps({"auth_key": "first-key", "moving_to": "new-key", "clock_offset_seconds": 0}) + "\n")
+    assert remembered_auth_key(str(data_dir)) == "new-key"
+    with BackgroundBundle(config(remembered_auth_key(str(data_dir)))) as again:  # as `segjet up` without --auth-key
+        assert again["auth_key"] == "new-key"
+        assert call("GET", f"{again['mailjet_url']}/_emulator/app-connections/segment")["authenticationKey"] == "new-key"
+        assert call("GET", f"{again['segment_url']}/_emulator/destinations/mailjet")["settings"]["apiKey"] == "new-key"
+        call("POST", f"{again['segment_url']}/v1/identify", {"userId": "u1", "traits": {"email": "u1@example.com"}},
+             auth=(again["write_key"], ""))
+        wait_for("the identify after the restart delivered", lambda: delivery_states(again, "u1") == ["delivered"])
+    assert json.loads((data_dir / BUNDLE_STATE_FILE).read_text())["auth_key"] == "new-key"
+    assert "moving_to" not in json.loads((data_dir / BUNDLE_STATE_FILE).read_text())
+
+
+@pytest.mark.parametrize("given", ["third-key", "first-key"])
+def test_a_key_move_cut_short_then_given_another_key_moves_the_half_moved_tiles_too(tmp_path: Path, given: str) -> None:
+    data_dir = tmp_path / "data"
+
+    def config(auth_key: str) -> BundleConfig:
+        return BundleConfig(segment_port=0, mailjet_port=0, destination_port=0, data_dir=str(data_dir), auth_key=auth_key)
+
+    with BackgroundBundle(config("first-key")) as first:
+        call("PUT", f"{first['segment_url']}/_emulator/destinations/mailjet", {"settings": {"apiKey": "new-key"}})
+    (data_dir / BUNDLE_STATE_FILE).write_text(
+        json.dumps({"auth_key": "first-key", "moving_to": "new-key", "clock_offset_seconds": 0}) + "\n")
+    with BackgroundBundle(config(given)) as again:
+        assert call("GET", f"{again['segment_url']}/_emulator/destinations/mailjet")["settings"]["apiKey"] == given
+        assert call("GET", f"{again['mailjet_url']}/_emulator/app-connections/segment")["authenticationKey"] == given
+    assert "moving_to" not in json.loads((data_dir / BUNDLE_STATE_FILE).read_text())
+
+
 def test_a_start_that_fails_before_serving_leaves_the_key_change_to_the_next_one(tmp_path: Path) -> None:
     # bundle.json took the new key as the bundle was made: a start that then failed (a port in use)
     # left the next start with that key, nothing to move the stored state from, and deliveries failing.
