@@ -27,7 +27,7 @@ MANAGECONTACT_ACTION = "addnoforce"
 METADATA_PAGE_SIZE = 1000
 # Property creations one identify runs at once: its new traits, created together, must neither take
 # the connection pool every account shares nor meet Mailjet's per-key rate limit with a burst (429).
-MAX_PARALLEL_CREATIONS = 8
+MAX_PARALLEL_CREATIONS = 32
 # What managecontact says of a property in ErrorInfo.Properties when it is not defined or its value
 # is not of the defined type (reference/mailjet.md §1, §3), lower-cased.
 _DEFINITION_PROBLEMS = ("property not defined", "property type does not match definition")
@@ -249,10 +249,16 @@ class MailjetClient:
         created, the ones created, and each failed name's error."""
         missing = {name: datatype for name, datatype in wanted.items() if name.lower() not in definitions}
         turns = asyncio.Semaphore(MAX_PARALLEL_CREATIONS)
+        epoch = self._definitions_epoch
 
         async def create(name: str, datatype: str) -> PropertyDefinition:
             async with turns:
-                return await self._create_property(name, datatype)
+                definition = await self._create_property(name, datatype)
+            # Cached at once: the identify's time may run out before the others are made, and its
+            # retry must not make this one again (MJ18, a call spent) but go on with the rest.
+            if self._definitions is not None and epoch == self._definitions_epoch:
+                self._definitions[definition.name.lower()] = definition
+            return definition
 
         results = await asyncio.gather(*(create(n, t) for n, t in missing.items()), return_exceptions=True)
         created = [result for result in results if isinstance(result, PropertyDefinition)]

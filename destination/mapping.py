@@ -7,6 +7,7 @@ the guide does not document is marked "Guess:" and listed in README "Fidelity".
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 import unicodedata
@@ -153,8 +154,13 @@ def email_field(message: Mapping[str, Any]) -> tuple[str, Any] | None:
 
 
 def email_keys(traits: Mapping[str, Any]) -> list[str]:
-    """The keys of `traits` the facade reads as `email` ("email", "Email", "e_mail"...), in order."""
-    return [key for key in traits if _facade_key(key) == "email"]
+    """The keys of `traits` the facade reads as `email`, in order."""
+    return [key for key in traits if reads_as_email(key)]
+
+
+def reads_as_email(key: str) -> bool:
+    """Is `key` one the facade reads as `email` ("email", "Email", "e_mail"...)?"""
+    return _facade_key(key) == "email"
 
 
 def _looks_like_address(text: str) -> bool:
@@ -162,6 +168,7 @@ def _looks_like_address(text: str) -> bool:
     return bool(at and local and domain) and " " not in text
 
 
+@functools.lru_cache(maxsize=4096)  # trait names repeat: the dashboard's trace reads every event's
 def _facade_key(key: str) -> str:
     """A trait key as Segment's facade matches it (segmentio/obj-case: only letters, digits and dots
     count, in any case), so that `first_name`, `FirstName` and `firstname` are one key."""

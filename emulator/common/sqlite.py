@@ -85,6 +85,7 @@ def open_database(
                         connection.execute(statement)
                     connection.execute(f"PRAGMA user_version = {int(version)}")
             elif found < version and all(step in steps for step in range(found, version)):
+                _check_pages(connection, path)
                 try:
                     with transaction(connection):
                         for step in range(found, version):

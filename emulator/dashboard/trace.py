@@ -179,7 +179,7 @@ async def build_trace(
     session_timeout = aiohttp.ClientTimeout(total=None, sock_connect=timeout, sock_read=timeout)
     async with aiohttp.ClientSession(timeout=session_timeout, headers=headers) as http:
         events = await _get(http, f"{segment_url}/_emulator/events", "events", {"limit": LIMIT}, "Segment events", reads)
-        user_id, email = _identify_user(user, events)
+        user_id, email = await asyncio.to_thread(_identify_user, user, events)  # reads every event: off the loop
         deliveries = await _get(
             http, f"{segment_url}/_emulator/deliveries", "deliveries", {"limit": LIMIT}, "Segment deliveries", reads
         )
@@ -300,10 +300,11 @@ def _identify_user(user: str, events: list[dict[str, Any]]) -> tuple[str | None,
     if "@" in user:
         email = user
         for event in events:
+            address = _email_of(event)
             # A discarded call's userId may be any JSON value (`id_not_string`); only a string names a user.
-            if _same_email(_email_of(event), user) and isinstance(event.get("userId"), str) and event["userId"]:
+            if _same_email(address, user) and isinstance(event.get("userId"), str) and event["userId"]:
                 user_id = event["userId"]
-                email = _email_of(event)  # as the user's calls spell it, not as it was searched for
+                email = address  # as the user's calls spell it, not as it was searched for
     else:
         user_id = user
         identified = None

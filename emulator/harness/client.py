@@ -18,6 +18,7 @@ from destination.mapping import MappingError, email_field
 T = TypeVar("T")
 _POLL_SECONDS = 0.02
 _BODY_LIMIT = 500
+_PROBE_SECONDS = 5.0
 # Every call this client makes carries it, so that its own REST calls (wait_for_contact polls
 # contactdata) can be told from the app's in the fake Mailjet's journal.
 HARNESS_USER_AGENT = "segjet-harness/0.1"
@@ -138,7 +139,8 @@ class SegjetClient:
         """What `/_emulator/health` at `url` says it is ("segment", "mailjet"); None when nothing there
         says (no server, another app, a body without `service`)."""
         try:
-            body = self.http.get(f"{url}/_emulator/health").json()
+            # A server slow to say what it is is left to the calls that follow (their own timeouts).
+            body = self.http.get(f"{url}/_emulator/health", timeout=_PROBE_SECONDS).json()
         except (httpx.HTTPError, ValueError):
             return None
         service = body.get("service") if isinstance(body, dict) else None

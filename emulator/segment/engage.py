@@ -30,7 +30,7 @@ from datetime import datetime, timedelta
 from fractions import Fraction
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping, Optional, Protocol, Sequence, TypeVar
 
-from destination.mapping import USER_ID_PROPERTY
+from destination.mapping import USER_ID_PROPERTY, reads_as_email
 
 from ..common.clock import LATEST, Clock, iso, parse_duration, parse_iso
 from ..common.json_body import MAX_DEPTH, fits_depth
@@ -708,10 +708,12 @@ def definition_from_json(data: Any) -> Audience | ComputedTrait:
 def check_key(key: str) -> None:
     """Refuse a key that is taken (DefinitionError): when a definition is made, and when a snapshot
     brings one (a database an older segjet wrote still loads with it)."""
-    if key == "email":
+    if reads_as_email(key):
         # GUESS: Engage writes the profile's email in the same traits as the key, so this key's
-        # value would be lost under the address (or replace it on the profile).
-        raise DefinitionError("the key 'email' is taken by the profile's email, which Engage sends with each "
+        # value would be lost under the address (or replace it on the profile). Any spelling the
+        # Mailjet destination reads as the email ("Email", "e_mail") is taken too: it would read the
+        # value as the address.
+        raise DefinitionError(f"the key {key!r} is taken by the profile's email, which Engage sends with each "
                               "value; give another key")
     if key == USER_ID_PROPERTY:
         # Not Segment's rule but the bundle's: its Mailjet destination writes the userId to this

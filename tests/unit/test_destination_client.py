@@ -122,6 +122,47 @@ def test_an_identify_with_many_new_traits_creates_them_a_few_at_a_time():
     assert client.most_in_flight == MAX_PARALLEL_CREATIONS
 
 
+class _StallingClient(_StubClient):
+    """Creates the first `quick` properties at once; the others wait until `go` is set."""
+
+    def __init__(self, quick: int) -> None:
+        super().__init__({}, defined_after={})
+        self.quick = quick
+        self.go = asyncio.Event()
+        self.made: list[str] = []
+
+    async def _create_property(self, name: str, datatype: str) -> PropertyDefinition:
+        if len(self.attempted) >= self.quick:
+            await self.go.wait()
+        definition = await super()._create_property(name, datatype)
+        self.made.append(name)
+        return definition
+
+
+def test_properties_created_before_an_identify_ran_out_of_time_are_not_created_again():
+    # The identify's budget cancelled define_properties before its end: what it had created never
+    # reached the cache, so every retry created them again (MJ18, each a Mailjet call), ran out of
+    # time before the rest, and the identify never got through.
+    client = _StallingClient(quick=3)
+    client._definitions = {"plan": PropertyDefinition("plan", "str")}
+    wanted = {f"trait_{index}": "str" for index in range(10)}
+
+    async def attempts() -> None:
+        first = asyncio.create_task(client.define_properties(wanted))
+        while len(client.made) < 3:
+            await asyncio.sleep(0)
+        first.cancel()  # as the identify's budget does
+        with pytest.raises(asyncio.CancelledError):
+            await first
+        done = list(client.made)
+        client.go.set()
+        definitions, created, refused = await client.define_properties(wanted)
+        assert sorted(definition.name for definition in created) == sorted(set(wanted) - set(done))
+        assert sorted(client.made) == sorted(wanted) and all(name in definitions for name in wanted)
+
+    asyncio.run(attempts())
+
+
 class _RecordingClient(MailjetClient):
     """`_request` answered from `pages` of contactmetadata, or an echo of a POST; every call recorded."""
 

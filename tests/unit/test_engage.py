@@ -1265,6 +1265,9 @@ def test_a_trait_whose_name_has_a_dot_is_followed():
 @pytest.mark.parametrize(("reserved", "body"), [
     ("email", {"name": "Email", "rule": {"event": ORDER}}),
     ("email", {"name": "x", "key": "email", "rule": {"event": ORDER}}),
+    # Spellings the Mailjet destination reads as the email: it took the membership for the address.
+    ("Email", {"name": "x", "key": "Email", "rule": {"event": ORDER}}),
+    ("E_mail", {"name": "x", "key": "E_mail", "rule": {"event": ORDER}}),
     ("segment_user_id", {"name": "Segment User Id", "rule": {"event": ORDER}}),
     ("segment_user_id", {"name": "x", "key": "segment_user_id", "rule": {"event": ORDER}}),
 ])
