@@ -278,27 +278,37 @@ def test_a_restart_keeps_and_names_the_key_app_connections_holds(start: Callable
     assert call("GET", f"{moved['segment_url']}/_emulator/destinations/mailjet")["settings"]["apiKey"] == "flag-key"
 
 
+def on_data_dir(data_dir: Path, auth_key: str | None) -> BackgroundBundle:
+    assert auth_key is not None
+    return BackgroundBundle(BundleConfig(segment_port=0, mailjet_port=0, destination_port=0, data_dir=str(data_dir),
+                                         auth_key=auth_key))
+
+
+def leave_as_a_kill_would(data_dir: Path, **state: Any) -> None:
+    """bundle.json as the start wrote it (with `state`), not as the stop writes it."""
+    (data_dir / BUNDLE_STATE_FILE).write_text(json.dumps({"clock_offset_seconds": 0, **state}) + "\n")
+
+
+def assert_wired_to(info: dict[str, Any], key: str) -> None:
+    """The page, the tile and the start's answer hold `key`, and an identify is delivered with it."""
+    assert info["auth_key"] == key
+    assert call("GET", f"{info['mailjet_url']}/_emulator/app-connections/segment")["authenticationKey"] == key
+    assert call("GET", f"{info['segment_url']}/_emulator/destinations/mailjet")["settings"]["apiKey"] == key
+    call("POST", f"{info['segment_url']}/v1/identify", {"userId": "u1", "traits": {"email": "u1@example.com"}},
+         auth=(info["write_key"], ""))
+    wait_for("the identify after the restart delivered", lambda: delivery_states(info, "u1") == ["delivered"])
+
+
 def test_a_key_changed_in_a_run_that_was_killed_is_kept_by_a_start_without_auth_key(tmp_path: Path) -> None:
     # A kill left bundle.json naming the first key, and the next start moved the page and the tile
     # back to it: a change answered 200 was undone, depending on how the run ended.
     data_dir = tmp_path / "data"
-
-    def config(auth_key: str | None) -> BundleConfig:
-        assert auth_key is not None
-        return BundleConfig(segment_port=0, mailjet_port=0, destination_port=0, data_dir=str(data_dir), auth_key=auth_key)
-
-    with BackgroundBundle(config("first-key")) as first:
+    with on_data_dir(data_dir, "first-key") as first:
         call("PUT", f"{first['mailjet_url']}/_emulator/app-connections/segment", {"authenticationKey": "put-key"})
         call("PUT", f"{first['segment_url']}/_emulator/destinations/mailjet", {"settings": {"apiKey": "put-key"}})
-    # What a kill leaves: bundle.json as the start wrote it, not as the stop writes it.
-    (data_dir / BUNDLE_STATE_FILE).write_text(json.dumps({"auth_key": "first-key", "clock_offset_seconds": 0}) + "\n")
-    with BackgroundBundle(config(remembered_auth_key(str(data_dir)))) as again:  # as `segjet up` without --auth-key
-        assert again["auth_key"] == "put-key"
-        assert call("GET", f"{again['mailjet_url']}/_emulator/app-connections/segment")["authenticationKey"] == "put-key"
-        assert call("GET", f"{again['segment_url']}/_emulator/destinations/mailjet")["settings"]["apiKey"] == "put-key"
-        call("POST", f"{again['segment_url']}/v1/identify", {"userId": "u1", "traits": {"email": "u1@example.com"}},
-             auth=(again["write_key"], ""))
-        wait_for("the identify after the restart delivered", lambda: delivery_states(again, "u1") == ["delivered"])
+    leave_as_a_kill_would(data_dir, auth_key="first-key")
+    with on_data_dir(data_dir, remembered_auth_key(str(data_dir))) as again:  # as `segjet up` without --auth-key
+        assert_wired_to(again, "put-key")
     assert remembered_auth_key(str(data_dir)) == "put-key"
 
 
@@ -306,24 +316,12 @@ def test_a_key_move_a_kill_cut_short_is_finished_by_the_next_start_without_auth_
     # Killed after the tiles took the new key but before the page and bundle.json did: the next start
     # (no --auth-key) took bundle.json's old key, and every delivery failed "unknown authentication key".
     data_dir = tmp_path / "data"
-
-    def config(auth_key: str | None) -> BundleConfig:
-        assert auth_key is not None
-        return BundleConfig(segment_port=0, mailjet_port=0, destination_port=0, data_dir=str(data_dir), auth_key=auth_key)
-
-    with BackgroundBundle(config("first-key")) as first:
+    with on_data_dir(data_dir, "first-key") as first:
         call("PUT", f"{first['segment_url']}/_emulator/destinations/mailjet", {"settings": {"apiKey": "new-key"}})
-    # What such a kill leaves: the move to new-key announced, the page and the key in use the first.
-    (data_dir / BUNDLE_STATE_FILE).write_text(
-        json.dumps({"auth_key": "first-key", "moving_to": "new-key", "clock_offset_seconds": 0}) + "\n")
+    leave_as_a_kill_would(data_dir, auth_key="first-key", moving_to="new-key")
     assert remembered_auth_key(str(data_dir)) == "new-key"
-    with BackgroundBundle(config(remembered_auth_key(str(data_dir)))) as again:  # as `segjet up` without --auth-key
-        assert again["auth_key"] == "new-key"
-        assert call("GET", f"{again['mailjet_url']}/_emulator/app-connections/segment")["authenticationKey"] == "new-key"
-        assert call("GET", f"{again['segment_url']}/_emulator/destinations/mailjet")["settings"]["apiKey"] == "new-key"
-        call("POST", f"{again['segment_url']}/v1/identify", {"userId": "u1", "traits": {"email": "u1@example.com"}},
-             auth=(again["write_key"], ""))
-        wait_for("the identify after the restart delivered", lambda: delivery_states(again, "u1") == ["delivered"])
+    with on_data_dir(data_dir, remembered_auth_key(str(data_dir))) as again:  # as `segjet up` without --auth-key
+        assert_wired_to(again, "new-key")
     assert json.loads((data_dir / BUNDLE_STATE_FILE).read_text())["auth_key"] == "new-key"
     assert "moving_to" not in json.loads((data_dir / BUNDLE_STATE_FILE).read_text())
 
@@ -331,17 +329,11 @@ def test_a_key_move_a_kill_cut_short_is_finished_by_the_next_start_without_auth_
 @pytest.mark.parametrize("given", ["third-key", "first-key"])
 def test_a_key_move_cut_short_then_given_another_key_moves_the_half_moved_tiles_too(tmp_path: Path, given: str) -> None:
     data_dir = tmp_path / "data"
-
-    def config(auth_key: str) -> BundleConfig:
-        return BundleConfig(segment_port=0, mailjet_port=0, destination_port=0, data_dir=str(data_dir), auth_key=auth_key)
-
-    with BackgroundBundle(config("first-key")) as first:
+    with on_data_dir(data_dir, "first-key") as first:
         call("PUT", f"{first['segment_url']}/_emulator/destinations/mailjet", {"settings": {"apiKey": "new-key"}})
-    (data_dir / BUNDLE_STATE_FILE).write_text(
-        json.dumps({"auth_key": "first-key", "moving_to": "new-key", "clock_offset_seconds": 0}) + "\n")
-    with BackgroundBundle(config(given)) as again:
-        assert call("GET", f"{again['segment_url']}/_emulator/destinations/mailjet")["settings"]["apiKey"] == given
-        assert call("GET", f"{again['mailjet_url']}/_emulator/app-connections/segment")["authenticationKey"] == given
+    leave_as_a_kill_would(data_dir, auth_key="first-key", moving_to="new-key")
+    with on_data_dir(data_dir, given) as again:
+        assert_wired_to(again, given)
     assert "moving_to" not in json.loads((data_dir / BUNDLE_STATE_FILE).read_text())
 
 
