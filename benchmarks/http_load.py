@@ -4,8 +4,9 @@ It writes request bytes built from a template on keep-alive connections and read
 each answer (status line, headers, Content-Length or chunked body) to know it is complete. A request
 costs the client a fraction of what it costs the server (~260 µs of CPU against the bare endpoint's
 ~510 µs for an ingestion batch, measured), so the figure is the server's. An exchange that takes
-longer than EXCHANGE_TIMEOUT_SECONDS fails the run (a server gone silent would otherwise hang it). The same generator drives every
-server measured (segjet, the bare Starlette endpoint, moto), so ratios compare servers only.
+longer than EXCHANGE_TIMEOUT_SECONDS fails the run (a server gone silent would otherwise hang it).
+The same generator drives every server measured (segjet, the bare Starlette endpoint, moto), so
+ratios compare servers only.
 
 A request spec (JSON file): {"url", "method", "path", "headers": {...}, "body": "..."}; every
 `@N@` in the path and body is replaced by the request's sequence number, so ids can be unique.
