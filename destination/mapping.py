@@ -137,7 +137,8 @@ def email_field(message: Mapping[str, Any]) -> tuple[str, Any] | None:
     put it) tried between the two; None when none gives one. Not checked (`find_email` checks).
 
     The direct-destination guide asks partners to "be ready to accept any casing". A key that reads
-    as `email` but holds null or blank text names no address, so the next one is tried."""
+    as `email` but holds null or blank text names no address, so the next one is tried (ours: the
+    facade stops at the first key it finds, empty or not)."""
     traits = _object_or_empty(message.get("traits"), "traits")
     context = _object_or_empty(message.get("context"), "context")
     context_traits = _object_or_empty(context.get("traits"), "context.traits")
