@@ -57,16 +57,13 @@ def remembered_auth_key(data_dir: str) -> str | None:
     """The authentication key a start on `data_dir` without --auth-key takes: the one its state is
     wired with (generated at the first start), or the one a start was moving it to when it was
     killed (the next start finishes that move); None for a new data dir."""
-    return _pending_move(data_dir) or _wired_key(data_dir)
+    state = _read_bundle_state(data_dir)
+    return _key_in(state, "moving_to") or _key_in(state, "auth_key")
 
 
-def _wired_key(data_dir: str) -> str | None:
-    key = _read_bundle_state(data_dir).get("auth_key")
-    return key if isinstance(key, str) and key else None
-
-
-def _pending_move(data_dir: str) -> str | None:
-    key = _read_bundle_state(data_dir).get("moving_to")
+def _key_in(state: dict[str, Any], field: str) -> str | None:
+    """bundle.json's `field` ("auth_key", "moving_to") when it holds a key."""
+    key = state.get(field)
     return key if isinstance(key, str) and key else None
 
 
@@ -164,9 +161,10 @@ class Bundle:
         self._moving_to: str | None = None
         if config.data_dir:
             self._lock = _lock_data_dir(config.data_dir)
-            self._wired_auth_key = _wired_key(config.data_dir) or config.auth_key
-            self._moving_to = _pending_move(config.data_dir)
-            offset = _read_bundle_state(config.data_dir).get("clock_offset_seconds")
+            state = _read_bundle_state(config.data_dir)
+            self._wired_auth_key = _key_in(state, "auth_key") or config.auth_key
+            self._moving_to = _key_in(state, "moving_to")
+            offset = state.get("clock_offset_seconds")
             if isinstance(offset, (int, float)) and not isinstance(offset, bool) and not math.isnan(offset):
                 self.clock.set(_restored_time(offset))
             self.clock.on_move = self._save_state
