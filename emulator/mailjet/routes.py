@@ -396,6 +396,24 @@ REST_ROUTES = [
     RestRoute(("eventcallbackurl", "{}"), {"GET": get_callback, "PUT": update_callback, "DELETE": delete_callback}),
 ]
 KNOWN_RESOURCES = {route.shape[0] for route in REST_ROUTES}
+# Mailjet's REST v3 resources that segjet does not serve: the names of mailjet-apiv3-java's generated
+# resource classes (src/main/java/com/mailjet/client/resource/). A call to one is told that, not
+# that the resource is unknown, which reads as a typo.
+NOT_EMULATED_RESOURCES = frozenset({
+    "aggregategraphstatistics", "apikey", "apikeyaccess", "apikeytotals", "apitoken", "axtesting", "batchjob",
+    "bouncestatistics", "campaign", "campaignaggregate", "campaigndraft", "campaigngraphstatistics",
+    "campaignoverview", "campaignstatistics", "clickstatistics", "contactfilter", "contacthistorydata",
+    "contactslistsignup", "contactstatistics", "csvimport", "dns", "domainstatistics", "geostatistics",
+    "graphstatistics", "listrecipientstatistics", "liststatistics", "message", "messagehistory",
+    "messageinformation", "messagesentstatistics", "messagestate", "messagestatistics", "metadata", "metasender",
+    "myprofile", "newsletter", "newslettertemplate", "newslettertemplatecategory", "openinformation",
+    "openstatistics", "parseroute", "preferences", "preset", "sender", "senderstatistics", "statcounters",
+    "statistics", "template", "toplinkclicked", "trigger", "user", "useragentstatistics", "widget",
+    "widgetcustomvalue",
+})
+# The same client's actions on a resource segjet serves that segjet does not (ContactslistImportList).
+NOT_EMULATED_ACTIONS = frozenset({("contactslist", "importlist")})
+_SEE_FIDELITY = '(README "Fidelity" lists what is)'
 
 
 def _rest_route(segments: list[str]) -> tuple[RestRoute, list[str]] | None:
@@ -410,9 +428,14 @@ def resolve_rest(method: str, segments: list[str]) -> tuple[Handler, list[str]]:
     found = _rest_route(segments)
     if found is None:
         # Documented: 400 for an "unknown resource or action"; the texts are guesses.
-        if not segments or segments[0].lower() not in KNOWN_RESOURCES:
-            raise MailjetError(400, f'Unknown resource: "{segments[0] if segments else ""}"')
-        raise MailjetError(400, f'Unknown action on resource "{segments[0]}": "{"/".join(segments[1:])}"')
+        resource = segments[0] if segments else ""
+        if resource.lower() in NOT_EMULATED_RESOURCES:
+            raise MailjetError(400, f'Resource "{resource}" is not emulated by segjet {_SEE_FIDELITY}')
+        if resource.lower() not in KNOWN_RESOURCES:
+            raise MailjetError(400, f'Unknown resource: "{resource}"')
+        if len(segments) == 3 and (resource.lower(), segments[2].lower()) in NOT_EMULATED_ACTIONS:
+            raise MailjetError(400, f'Action "{segments[2]}" on resource "{resource}" is not emulated by segjet {_SEE_FIDELITY}')
+        raise MailjetError(400, f'Unknown action on resource "{resource}": "{"/".join(segments[1:])}"')
     route, ids = found
     handler = route.handler_for(method)
     if handler is None:
@@ -503,6 +526,9 @@ def create_app(config: BundleConfig, clock: Clock, urls: BundleUrls) -> Starlett
                 raise MailjetError(
                     400, "Send API v3 (POST /v3/send) is not emulated by segjet; use Send API v3.1 (POST /v3.1/send)"
                 )
+            if lowered[:3] == ["v3", "data", "contactslist"]:
+                raise MailjetError(400, "The CSV import (/v3/DATA/contactslist/{id}/CSVData, /v3/REST/csvimport) is not"
+                                        " emulated by segjet; use /v3/REST/contactslist/{id}/managemanycontacts")
             if _is_job_error_file(lowered):
                 if request.method not in ("GET", "HEAD"):
                     raise MailjetError(405, "Method not allowed")

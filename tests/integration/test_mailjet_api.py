@@ -422,6 +422,16 @@ def test_paths_and_keys_are_case_insensitive_and_ids_percent_decoded(server: Ser
         ("DELETE", "/v3/REST/contact/1", None, 401, "Operation not allowed"),  # observed (php#98)
         ("PATCH", "/v3/REST/contactslist/1", {}, 405, "Method not allowed"),
         ("GET", "/v3/REST/nosuchresource", None, 400, 'Unknown resource: "nosuchresource"'),
+        # Mailjet's own resources segjet does not serve say so, rather than that they are unknown.
+        ("POST", "/v3/REST/csvimport", {"ContactsListID": 1, "DataID": 1}, 400,
+         'Resource "csvimport" is not emulated by segjet (README "Fidelity" lists what is)'),
+        ("GET", "/v3/REST/Message?CustomID=x", None, 400,
+         'Resource "Message" is not emulated by segjet (README "Fidelity" lists what is)'),
+        ("POST", "/v3/REST/contactslist/1/ImportList", {"Action": "addforce", "ListID": 2}, 400,
+         'Action "ImportList" on resource "contactslist" is not emulated by segjet (README "Fidelity" lists what is)'),
+        ("POST", "/v3/DATA/contactslist/1/CSVData/text:plain", None, 400,
+         "The CSV import (/v3/DATA/contactslist/{id}/CSVData, /v3/REST/csvimport) is not emulated by segjet;"
+         " use /v3/REST/contactslist/{id}/managemanycontacts"),
         ("GET", "/v3/REST/contact/1/history", None, 400, 'Unknown action on resource "contact": "1/history"'),
         ("POST", "/v3/REST/contactslist/1/managecontact/2", {}, 400, 'Unknown action on resource "contactslist": "1/managecontact/2"'),
         ("GET", "/v3/REST/contact/12345", None, 404, "Object not found"),
