@@ -13,6 +13,8 @@ from pathlib import Path
 from typing import Any, Mapping, Protocol
 from urllib.parse import urlsplit
 
+from .http_rules import basic_username_problem, unreachable_url
+
 
 class KeyRingError(ValueError):
     """A key ring file or object that cannot be loaded."""
@@ -82,16 +84,17 @@ def _base_url_problem(url: str) -> str | None:
     """Why `url` cannot be an account's base URL (paths such as /v3/REST/contact are appended), or None."""
     try:
         parts = urlsplit(url)
-        parts.port  # noqa: B018 - raises ValueError for a port out of range or not a number
-    except ValueError as exc:
+    except ValueError as exc:  # a broken IPv6 host
         return f"base_url {url!r}: {exc}"
     if parts.scheme not in ("http", "https") or not parts.hostname:
         return f"base_url {url!r} is not an http(s) URL with a host"
     if parts.query or parts.fragment or parts.username is not None:
         return f"base_url {url!r} must carry no query, fragment nor user:password (the API key pair signs each call)"
-    return None
+    unreachable = unreachable_url(url)
+    return None if unreachable is None else f"base_url {url!r}: {unreachable}"
 
 
 def _username_problem(what: str, value: str) -> str | None:
     """Segment sends the authentication key, and the destination the API key, as a Basic auth user name."""
-    return f"the {what} must not contain ':', which a Basic auth user name cannot carry" if ":" in value else None
+    problem = basic_username_problem(value)
+    return None if problem is None else f"the {what} {problem}"

@@ -13,12 +13,13 @@ import tempfile
 from pathlib import Path
 from typing import Any, Sequence
 
+from destination.http_rules import basic_username_problem
+
 from .bundle import Bundle, data_dir_held, remembered_auth_key
 from .common import server
 from .common.faults import FaultRuleError, FaultRules
 from .common.json_body import decode_json
 from .config import BundleConfig
-from .mailjet.models import basic_username_problem
 from .segment.engage import parse_sync_interval
 from .segment.models import DEFAULT_SOURCE_NAME
 from .segment.workspaces import WorkspaceError, check_source

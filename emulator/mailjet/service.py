@@ -12,10 +12,12 @@ import asyncio
 from dataclasses import dataclass
 from typing import Any
 
+from destination.http_rules import basic_username_problem
+
 from ..common.clock import Clock
 from ..config import BundleConfig, new_authentication_key
 from .events import EmailEvents
-from .models import Account, AppConnection, Changes, MailjetBackend, basic_username_problem
+from .models import Account, AppConnection, Changes, MailjetBackend
 from .outbound import HttpTransport, Outbox
 
 

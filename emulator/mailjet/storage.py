@@ -24,6 +24,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Callable
 
+from destination.http_rules import basic_username_problem
+
 from ..common.clock import parse_iso
 from ..common.json_body import MAX_DEPTH, fits_depth
 from ..common.snapshot import MAX_ID, gc_paused, read_stored_json, snapshot_document, snapshot_state
@@ -44,7 +46,6 @@ from .models import (
     MailjetError,
     PropertyDefinition,
     authentication_key_problem,
-    basic_username_problem,
     check_email,
     job_error_file,
     segment_url_problem,

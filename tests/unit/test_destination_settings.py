@@ -131,6 +131,9 @@ def test_bad_key_ring(data):
         ("a", "http://127.0.0.1:99999", "k", "Port out of range"),
         ("a", "http://127.0.0.1:9/?x=1", "k", "must carry no query"),
         ("a", "http://u:p@127.0.0.1:9", "k", "nor user:password"),
+        # Each made aiohttp's resolver raise UnicodeError at every identify, answered 500.
+        ("a", "http://a..b:8702", "k", "host name labels must be 1 to 63 characters"),
+        ("a", "http://" + "x" * 64 + ".example.com", "k", "host name labels must be 1 to 63 characters"),
         ("a:b", "http://127.0.0.1:9", "k", "the authentication key must not contain ':'"),
         ("a", "http://127.0.0.1:9", "k:1", "the api_key must not contain ':'"),
     ],
