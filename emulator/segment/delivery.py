@@ -632,23 +632,11 @@ class DeliveryPipeline:
         self._settle(record, outcome)
 
     async def _send(self, url: str, headers: dict[str, str], body: dict[str, Any]) -> _Outcome:
-        assert self._client is not None
         content = json.dumps(body, separators=(",", ":")).encode()
-        target = url
         try:
-            for _ in range(MAX_REDIRECTS + 1):
-                # Redirects are followed here, not by aiohttp: it turns a POST answered 301, 302 or 303
-                # into a GET without the event, whose 200 would be recorded as a delivery.
-                async with self._client.post(target, data=content, headers=headers, allow_redirects=False) as response:
-                    status, raw = response.status, await read_answer(response)
-                    location = response.headers.get("Location")
-                if status not in FOLLOWED_REDIRECTS or not location:
-                    break
-                moved = urljoin(target, location)
-                if urlsplit(moved)[:2] != urlsplit(target)[:2]:
-                    # As aiohttp and browsers do: the destination's key is not handed to another origin.
-                    headers = {name: value for name, value in headers.items() if name.lower() != "authorization"}
-                target = moved
+            # The timeout bounds the whole attempt, redirects included: a reset waits for it (quiesce).
+            async with asyncio.timeout(self._timeout):
+                status, raw = await self._post_following_redirects(url, headers, content)
         except asyncio.TimeoutError:
             return _Outcome(None, None, "ETIMEDOUT", f"timeout: no response within {self._timeout:g}s")
         except aiohttp.ClientConnectorError as exc:
@@ -657,6 +645,24 @@ class DeliveryPipeline:
             return _Outcome(None, None, "ECONNRESET", f"connection error: {exc or type(exc).__name__}")
         parsed = recorded_body(raw, _RESPONSE_TEXT_LIMIT)
         return _Outcome(status, parsed, None, _destination_message(status, parsed))
+
+    async def _post_following_redirects(self, target: str, headers: dict[str, str], content: bytes) -> tuple[int, bytes]:
+        """The final answer's status and body, after at most MAX_REDIRECTS 307/308s."""
+        assert self._client is not None
+        for _ in range(MAX_REDIRECTS + 1):
+            # Redirects are followed here, not by aiohttp: it turns a POST answered 301, 302 or 303
+            # into a GET without the event, whose 200 would be recorded as a delivery.
+            async with self._client.post(target, data=content, headers=headers, allow_redirects=False) as response:
+                status, raw = response.status, await read_answer(response)
+                location = response.headers.get("Location")
+            if status not in FOLLOWED_REDIRECTS or not location:
+                break
+            moved = urljoin(target, location)
+            if urlsplit(moved)[:2] != urlsplit(target)[:2]:
+                # As aiohttp and browsers do: the destination's key is not handed to another origin.
+                headers = {name: value for name, value in headers.items() if name.lower() != "authorization"}
+            target = moved
+        return status, raw
 
     def _settle(self, record: DeliveryRecord, outcome: _Outcome) -> None:
         record.next_attempt_at = None

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import math
 import socket
 import threading
 import time
@@ -53,6 +54,9 @@ REDIRECT = "redirect-"
 REDIRECT_ELSEWHERE = "elsewhere"
 # A 200 that also sets a cookie, as a destination behind a load balancer's sticky session does.
 SET_COOKIE = "set-cookie"
+# A 307 back to the endpoint itself, SLOW_HOP_SECONDS after the request, every time it is asked.
+SLOW_SELF_REDIRECT = "slow-self-redirect"
+SLOW_HOP_SECONDS = 0.2
 
 
 class Receiver:
@@ -71,6 +75,9 @@ class Receiver:
         body = json.loads(await request.body())
         self.received.append({"headers": dict(request.headers), "body": body, "path": request.url.path})
         steps = self.script.get(body.get("userId") or "", deque())
+        if steps and steps[0] == SLOW_SELF_REDIRECT:
+            await asyncio.sleep(SLOW_HOP_SECONDS)
+            return Response(status_code=307, headers={"Location": "/"})
         step = steps.popleft() if steps else 200
         if step == HANG:
             await self.release.wait()
@@ -310,6 +317,17 @@ def test_a_temporary_or_permanent_redirect_is_followed_with_the_same_post(harnes
     moved = [entry for entry in harness.receiver.received if entry["path"] == "/moved"]
     assert [(entry["method"], entry["body"]["messageId"]) for entry in moved] == [("POST", message_id)]
     assert moved[0]["headers"]["authorization"].startswith("Basic ")
+
+
+@pytest.mark.parametrize("harness", [SHORT_TIMEOUT], indirect=True)
+def test_an_attempt_with_its_redirects_ends_within_the_timeout(harness):
+    # Each hop answers within the timeout, but the chain does not: the attempt (which a reset's
+    # quiesce waits for) timed out only after ten redirects, 11 × the timeout at worst.
+    harness.receiver.script["ada"] = deque([SLOW_SELF_REDIRECT])
+    record = harness.wait_state(harness.identify("ada"), "retrying", "failed")
+    assert record["state"] == "retrying"
+    assert record["reason"] == f"timeout: no response within {SHORT_TIMEOUT:g}s"
+    assert len(harness.receiver.bodies_of("ada")) <= math.ceil(SHORT_TIMEOUT / SLOW_HOP_SECONDS)
 
 
 def test_a_redirect_to_another_origin_is_followed_without_the_destinations_key(harness):
