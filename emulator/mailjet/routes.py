@@ -554,12 +554,7 @@ def create_app(config: BundleConfig, clock: Clock, urls: BundleUrls) -> Starlett
     def auth_failure(is_send_v31: bool) -> JSONResponse:
         if is_send_v31:
             # Observed v3.1 body (php#109, go fixture), with the documented code for bad credentials.
-            body: dict[str, Any] = {
-                "ErrorIdentifier": str(uuid.uuid4()),
-                "ErrorCode": "mj-0015",
-                "StatusCode": 401,
-                "ErrorMessage": AUTH_FAILURE,
-            }
+            body = SendError("mj-0015", AUTH_FAILURE, 401).to_json(str(uuid.uuid4()))
         else:
             # Guess: the v3 REST body is unconfirmed; this is the reference's recommendation.
             body = MailjetError(401, AUTH_FAILURE).to_json()
@@ -631,11 +626,13 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
     if request.url.path.startswith(CONTROL_PREFIX):
         return JSONResponse({"error": exc.detail}, exc.status_code, headers=exc.headers)
-    error = MailjetError(exc.status_code, _HTTP_ERROR_MESSAGES.get(exc.status_code, exc.detail))
+    message = _HTTP_ERROR_MESSAGES.get(exc.status_code, exc.detail)
     headers = exc.headers
     if exc.status_code == 405:
         headers = allow_header(request) or headers
-    return JSONResponse(error.to_json(), exc.status_code, headers=headers)
+    if request.url.path.lower().startswith("/v3.1/"):  # as the fault layer picks the shape
+        return JSONResponse(SendError(None, message, exc.status_code).to_json(str(uuid.uuid4())), exc.status_code, headers=headers)
+    return JSONResponse(MailjetError(exc.status_code, message).to_json(), exc.status_code, headers=headers)
 
 
 async def _internal_error(request: Request, exc: Exception) -> Response:

@@ -728,10 +728,15 @@ def test_a_bug_is_answered_500_saying_the_connection_closes_and_the_next_request
 def test_methods_and_targets_no_route_takes_answer_in_the_shape_of_the_api_called(server: Server) -> None:
     # TRACE is in no route's methods, and `OPTIONS *` (a request target with no path) matches no
     # route: both were Starlette's plain-text answers, which no Mailjet client can parse.
-    for path in ("/v3/REST/contact", "/v3.1/send", "/nowhere"):
+    for path in ("/v3/REST/contact", "/nowhere"):
         response = server.http.request("TRACE", path)
         assert response.status_code == 405, (path, response.text)
         assert response.json() == {"ErrorInfo": "", "ErrorMessage": "Method not allowed", "StatusCode": 405}
+    # The Send API's own shape, as its GET has (it was REST v3's: one API, two shapes).
+    response = server.http.request("TRACE", "/v3.1/send")
+    assert response.status_code == 405, response.text
+    assert contracts.validate("mailjet.send.error", response.json()) == []
+    assert {**response.json(), "ErrorIdentifier": "x"} == {"ErrorIdentifier": "x", "ErrorMessage": "Method not allowed", "StatusCode": 405}
     response = server.http.request("TRACE", "/_emulator/health")
     assert response.status_code == 405 and set(response.json()) == {"error"}, response.text
     host, port = server.url.removeprefix("http://").split(":")
