@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import json
 import uuid
-import zlib
 from collections import deque
 from http import HTTPStatus
 from typing import Any, Callable
@@ -32,14 +31,10 @@ from .auth import basic_credentials
 from .control import ControlError, ControlTokenMiddleware, control_error_response, read_json_object
 from .faults import DROP, TIMEOUT, FaultRule, FaultRuleError, FaultRules
 from .journal import CONTROL_PREFIX, FAULT_SCOPE_KEY, Exchange, Journal, JournalMiddleware
-from .http import GZIP_ENCODINGS, gunzip_bounded
-from .json_body import decode_json
 from .server import STOPPING_SCOPE_KEY
 
 # A held request (`timeout`) is released after this long if the client never gives up.
 HOLD_CAP_SECONDS = 30.0
-# A write key is looked for in a body of at most 1 MB: the fake Segment refuses larger ones unread.
-_CREDENTIAL_BYTES = 1024 * 1024
 # How often a request a delay holds looks whether its state was replaced, while a control call runs.
 _WATCH_SECONDS = 0.05
 
@@ -89,28 +84,6 @@ def basic_username(scope: Scope, body: bytes | None) -> str | None:
     """The Basic-auth username (Mailjet's API key)."""
     credentials = basic_credentials(_header(scope, b"authorization"))
     return credentials[0] if credentials else None
-
-
-def write_key(scope: Scope, body: bytes | None) -> str | None:
-    """The Segment write key: Basic-auth username first, else the body's `writeKey` (as the fake reads it)."""
-    username = basic_username(scope, None)
-    if username:
-        return username
-    if not body or len(body) > _CREDENTIAL_BYTES:
-        return None
-    # The encodings the fake Segment reads (segment/models.py `decode_body`): a body it refuses
-    # unread (deflate, br) carries no write key it would see, so none is read here either.
-    encoding = (_header(scope, b"content-encoding") or "").strip().lower()
-    if encoding not in ("", "identity", *GZIP_ENCODINGS):
-        return None
-    try:
-        if encoding in GZIP_ENCODINGS:
-            body = gunzip_bounded(body, _CREDENTIAL_BYTES).data
-        payload = decode_json(body)
-    except (ValueError, zlib.error):
-        return None
-    key = payload.get("writeKey") if isinstance(payload, dict) else None
-    return key if isinstance(key, str) else None
 
 
 def _header(scope: Scope, name: bytes) -> str | None:

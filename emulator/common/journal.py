@@ -160,7 +160,8 @@ def _redacted(fields: dict[str, Any]) -> dict[str, Any]:
     return {k: (REDACTED if k in _REDACTED_BODY_FIELDS else v) for k, v in fields.items()}
 
 
-# Reads the credential of a request (fault_routes `write_key`, `basic_username`) from its scope and body.
+# Reads the credential of a request (segment/routes.py `tracking_write_key`, fault_routes `basic_username`)
+# from its scope (headers and path) and body.
 Credential = Callable[[Scope, "bytes | None"], "str | None"]
 
 
@@ -186,7 +187,7 @@ class Journal:
         """The credential the exchange's request carried, from the headers and body kept: a body
         over 64 KB is not kept, so a write key only inside such a body is not seen (None)."""
         if entry.credential is _UNSEEN:
-            scope = {"headers": entry.raw_headers}
+            scope = {"headers": entry.raw_headers, "path": entry.path}
             entry.credential = self.credential(scope, entry.request_body) if self.credential is not None else None
         return entry.credential  # type: ignore[return-value]
 

@@ -15,6 +15,7 @@ from contextlib import asynccontextmanager
 from typing import AsyncIterator, Callable
 
 from starlette.applications import Starlette
+from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
@@ -25,7 +26,8 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from ..common.clock import Clock
 from ..common.control import ControlError, control_error_response, control_routes, named_tenant, query_limit
-from ..common.fault_routes import fault_routes, segment_fault_response, service_middleware, write_key
+from ..common.auth import basic_credentials
+from ..common.fault_routes import fault_routes, segment_fault_response, service_middleware
 from ..common.faults import FaultRules
 from ..common.http import CONNECTION_CLOSE, BeforeAnswer, BodyTooLarge, read_capped
 from ..common.journal import CONTROL_PREFIX, Journal
@@ -97,6 +99,24 @@ class TrackingCors:
             await self.cors(scope, receive, send)
         else:
             await self.app(scope, receive, send)
+
+
+def tracking_write_key(scope: Scope, body: bytes | None) -> str | None:
+    """The write key a request carries, as the tracking API reads it: the Basic auth username, else
+    the `writeKey` of a body the tracking API would take (`parse_tracking_request`). For the fault
+    rules' `write_key` and `GET /_emulator/requests?writeKey=`: a body the API refuses carries none."""
+    headers = Headers(scope=scope)
+    credentials = basic_credentials(headers.get("authorization"))
+    if credentials and credentials[0]:
+        return credentials[0]
+    path = scope.get("path", "")
+    endpoint = path.removeprefix(TRACKING_PREFIX)
+    if not body or not path.startswith(TRACKING_PREFIX) or endpoint not in ENDPOINTS:
+        return None
+    try:
+        return parse_tracking_request(endpoint, body, headers.get("content-encoding")).write_key
+    except TrackingApiError:
+        return None
 
 
 def create_app(config: BundleConfig, clock: Clock, urls: BundleUrls) -> Starlette:
@@ -224,7 +244,7 @@ def create_app(config: BundleConfig, clock: Clock, urls: BundleUrls) -> Starlett
             *segment_dashboard_routes(default.backend, urls, named_write_key),  # pages at /, /debugger, ...; SSE, validate, trace
         ],
         middleware=[Middleware(TrackingCors)] + service_middleware(
-            faults, journal, segment_fault_response, write_key, config.control_token, MAX_RAW_BODY_BYTES,
+            faults, journal, segment_fault_response, tracking_write_key, config.control_token, MAX_RAW_BODY_BYTES,
             tenant_epoch=workspace_epoch,
         ) + ([Middleware(BeforeAnswer, hook=store.flush)] if store is not None else []),
         exception_handlers={HTTPException: _http_error, Exception: _internal_error},

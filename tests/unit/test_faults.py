@@ -10,9 +10,10 @@ import random
 import pytest
 
 from emulator.common.clock import Clock
-from emulator.common.fault_routes import FaultMiddleware, segment_fault_response, write_key
+from emulator.common.fault_routes import FaultMiddleware, segment_fault_response
 from emulator.common.faults import FaultRuleError, FaultRules
 from emulator.common.journal import Journal
+from emulator.segment.routes import tracking_write_key
 
 
 def mailjet() -> FaultRules:
@@ -224,7 +225,7 @@ def test_a_rule_reads_ahead_no_further_than_the_service_takes() -> None:
 
     rules = segment()
     rules.add({"path": "/v1/*", "rate": 0})
-    middleware = FaultMiddleware(app, rules, Journal(Clock()), segment_fault_response, write_key, body_limit=limit)
+    middleware = FaultMiddleware(app, rules, Journal(Clock()), segment_fault_response, tracking_write_key, body_limit=limit)
     scope = {"type": "http", "method": "POST", "path": "/v1/batch", "headers": [], "query_string": b""}
     asyncio.run(middleware(scope, client, lambda message: asyncio.sleep(0)))  # type: ignore[arg-type]
     assert limit < read_by_app[0] <= limit + len(chunk)
@@ -254,7 +255,7 @@ def test_a_write_key_rule_meets_a_body_over_the_cap_the_same_however_it_is_cut(c
 
         rules = segment()
         rules.add({"path": "/v1/*", "write_key": "k", "status": 500})
-        middleware = FaultMiddleware(app, rules, Journal(Clock()), segment_fault_response, write_key, body_limit=limit)
+        middleware = FaultMiddleware(app, rules, Journal(Clock()), segment_fault_response, tracking_write_key, body_limit=limit)
         scope = {"type": "http", "method": "POST", "path": "/v1/batch", "headers": [], "query_string": b"", "client": None}
         asyncio.run(middleware(scope, client, send))  # type: ignore[arg-type]
         return answered[0]

@@ -262,20 +262,26 @@ def test_a_read_naming_a_tenant_sees_only_the_exchanges_its_credential_made() ->
     import base64
     import gzip
 
-    from emulator.common.fault_routes import write_key
+    from emulator.segment.routes import tracking_write_key
 
     journal = Journal(Clock(), capacity=10)
-    journal.credential = write_key
+    journal.credential = tracking_write_key
     basic = [(b"authorization", b"Basic " + base64.b64encode(b"mine:"))]
+    gzipped = [(b"content-encoding", b"gzip")]
     journal.record({**SCOPE, "headers": basic}, b'{"batch": []}')
     journal.record(SCOPE, b'{"writeKey": "theirs", "batch": []}')
     journal.record(SCOPE, b'{"writeKey": "mine", "batch": []}')
-    journal.record({**SCOPE, "headers": [(b"content-encoding", b"gzip")]}, gzip.compress(b'{"writeKey": "mine"}'))
+    journal.record({**SCOPE, "headers": gzipped}, gzip.compress(b'{"writeKey": "mine"}'))
     journal.record(SCOPE, b"not json")
+    # Bodies the tracking API refuses (400) carry no write key it would see, so none is read here:
+    # UTF-16 JSON, gzip cut short, a single call over its 32 KB.
+    journal.record(SCOPE, '{"writeKey": "mine"}'.encode("utf-16"))
+    journal.record({**SCOPE, "headers": gzipped}, gzip.compress(b'{"writeKey": "mine"}')[:-4])
+    journal.record({**SCOPE, "path": "/v1/track"}, b'{"writeKey": "mine", "pad": "' + b"x" * 40_000 + b'"}')
     mine = journal.entries(tenant=lambda key: key == "mine")
     assert [entry.id for entry in mine] == [1, 3, 4]
-    assert [entry.id for entry in journal.entries(tenant=lambda key: key is None)] == [5]
-    assert len(journal.entries()) == 5  # naming no tenant: everything, as before
+    assert [entry.id for entry in journal.entries(tenant=lambda key: key is None)] == [5, 6, 7, 8]
+    assert len(journal.entries()) == 8  # naming no tenant: everything, as before
     assert [entry.id for entry in journal.entries(tenant=lambda key: key == "mine", limit=1)] == [4]
 
 
