@@ -60,10 +60,10 @@ def all_valid(name: str, payloads: list[Any]) -> bool:
 # jsonschema reads a pattern with Python's `re` (re.search); jsonschema-rs as ECMA-262 does. They
 # differ: Python's `$` also matches before a final newline, its `\d` takes any Unicode digit
 # ("١٢"), its `.` any character but "\n". A pattern made only of what both read alike (literal
-# ASCII, classes, groups, quantifiers, a leading `^`) stays in Rust: every pattern of a Segment
-# contract is one ("^spa_"), and so is such a pattern ending `$(?!\n)`, the end of the text to both
+# ASCII, classes, groups, quantifiers, a leading `^`) stays in Rust: the Segment contracts' prefix
+# patterns are ("^spa_"), and so is such a pattern ending `$(?!\n)`, the end of the text to both
 # (ECMA-262's `$` alone), as every Mailjet key pattern does. Any other is checked in Python, as a
-# format of its own.
+# format of its own: segment.common's local date-time (`[.]`), which only a few traits carry.
 _READ_ALIKE = re.compile(r"\^?[A-Za-z0-9_/:, \-\[\]()|+*?{}]*")
 _TEXT_END = r"$(?!\n)"
 _PATTERN_FORMAT = "segjet-python-pattern:"

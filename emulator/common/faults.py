@@ -9,8 +9,8 @@ A rule (DESIGN §3, `POST /_emulator/faults`):
 - `path`: a glob on the request path; `*` matches any run of characters, `/` included. The fake
   Mailjet matches it case-insensitively (its paths are), the fake Segment exactly. A glob that can
   only match the control API (`/_emulator/...`, never faulted) is refused.
-- `action`: `respond` (answer `status` in the real service's error shape; without `status`, let the
-  real handler answer, only `delay_ms` late), `drop` (close the connection without an answer) or
+- `action`: `respond` (answer `status`, default 503, in the real service's error shape; with
+  `"status": null`, let the real handler answer, only `delay_ms` late), `drop` (close the connection without an answer) or
   `timeout` (hold the request, unanswered, until the client gives up).
 - `rate` (0..1, default 1) is drawn from the rule's own RNG, seeded by `seed` (default 0), so the
   same sequence of requests meets the same faults run after run. `times` caps how often the rule

@@ -71,7 +71,8 @@ SEGMENT_FAULTS = [
     {"method": "POST", "path": BATCH, "status": 503, "rate": 0.25, "times": 2, "seed": 23},
     {"method": "POST", "path": BATCH, "status": 429, "rate": 0.25, "times": 3, "seed": 24},
 ]
-DROP_RULE, HELD_RULE, LATE_RULE = "fault-1", "fault-2", "fault-3"
+# The ids the rules above get, in order (fault-2, the held requests, is checked as any timed-out attempt).
+DROP_RULE, LATE_RULE = "fault-1", "fault-3"
 # Webhooks: Version 1 per type, Version 2 for the engagement events sharing one URL (mixed arrays).
 WEBHOOKS = [
     ("sent", "/v1/sent", 1), ("open", "/v1/open", 1), ("bounce", "/v1/bounce", 1),

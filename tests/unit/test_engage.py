@@ -681,7 +681,7 @@ class ClockWorld(World):
         super().__init__()
 
     # The world's notion of now (the engine's and the events') follows the virtual clock.
-    @property  # type: ignore[override]
+    @property
     def now(self):
         return self.clock.now()
 

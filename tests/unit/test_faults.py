@@ -227,7 +227,7 @@ def test_a_rule_reads_ahead_no_further_than_the_service_takes() -> None:
     rules.add({"path": "/v1/*", "rate": 0})
     middleware = FaultMiddleware(app, rules, Journal(Clock()), segment_fault_response, tracking_write_key, body_limit=limit)
     scope = {"type": "http", "method": "POST", "path": "/v1/batch", "headers": [], "query_string": b""}
-    asyncio.run(middleware(scope, client, lambda message: asyncio.sleep(0)))  # type: ignore[arg-type]
+    asyncio.run(middleware(scope, client, lambda message: asyncio.sleep(0)))
     assert limit < read_by_app[0] <= limit + len(chunk)
 
 

@@ -82,7 +82,7 @@ class Fake:
         self.clock = Clock()
         self.transport = ScriptedTransport()
         self.service = MailjetService(
-            BundleConfig(seed=seed), self.clock, "http://mj.test", "http://segment.test", self.transport  # type: ignore[arg-type]
+            BundleConfig(seed=seed), self.clock, "http://mj.test", "http://segment.test", self.transport
         )
         self.loop = asyncio.new_event_loop()
 

@@ -63,7 +63,7 @@ class World:
         self.stores: list[MailjetStore] = []
 
     def service(self, persistent: bool = True) -> MailjetService:
-        service = MailjetService(BundleConfig(seed=3), self.clock, "http://mj.test", "http://segment.test", self.transport)  # type: ignore[arg-type]
+        service = MailjetService(BundleConfig(seed=3), self.clock, "http://mj.test", "http://segment.test", self.transport)
         if persistent:
             store = MailjetStore(self.data_dir)
             self.stores.append(store)
@@ -661,7 +661,7 @@ def test_events_waiting_for_segment_follow_the_bundles_segment_of_the_run_that_l
     assert queued, "populate leaves events queued behind the batch being retried"
     snapshot = json.loads(json.dumps(export_snapshot(source)))
     world.stop(source)
-    moved = MailjetService(BundleConfig(seed=3), world.clock, "http://mj.test", "http://segment-2.test", world.transport)  # type: ignore[arg-type]
+    moved = MailjetService(BundleConfig(seed=3), world.clock, "http://mj.test", "http://segment-2.test", world.transport)
     import_snapshot(moved, snapshot, None)
     world.transport.status = 200
     posted_before = len(world.transport.posts)
