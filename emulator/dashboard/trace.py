@@ -18,6 +18,7 @@ import aiohttp
 from destination.mapping import MappingError, find_email
 
 from ..common.clock import parse_iso
+from ..common.http import outgoing_session
 from ..segment.models import VIEW_KEYS
 from .contracts_for import check, contract_names, first_known, segment_contract
 
@@ -174,10 +175,10 @@ async def build_trace(
     # to an open control API, is not needed to read it.
     usable = control_token and control_token.isascii() and control_token.isprintable()
     headers = {"X-Segjet-Token": control_token} if usable else {}
-    # aiohttp, as the servers' other outgoing calls: never through the environment's HTTP(S)_PROXY
+    # The servers' outgoing session (aiohttp): never through the environment's HTTP(S)_PROXY
     # (trust_env is off), and `timeout` bounds connecting and each read, not the whole answer.
     session_timeout = aiohttp.ClientTimeout(total=None, sock_connect=timeout, sock_read=timeout)
-    async with aiohttp.ClientSession(timeout=session_timeout, headers=headers) as http:
+    async with outgoing_session(timeout=session_timeout, headers=headers) as http:
         events = await _get(http, f"{segment_url}/_emulator/events", "events", {"limit": LIMIT}, "Segment events", reads)
         user_id, email = await asyncio.to_thread(_identify_user, user, events)  # reads every event: off the loop
         deliveries = await _get(
