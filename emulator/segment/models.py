@@ -85,7 +85,6 @@ NAME_NOT_STRING = "name_not_string"  # docs
 CATEGORY_NOT_STRING = "category_not_string"  # docs
 BAD_REQUEST = "bad_request"  # docs; used for a batch item that is not an object, or context not an object
 INVALID_TYPE = "invalid_type"  # GUESS: a batch item whose `type` is not one of CALL_TYPES
-EVENT_TOO_LARGE = "event_too_large"  # GUESS: a batch item over 32 KB
 BATCH_TOO_MANY_EVENTS = "batch_too_many_events"  # GUESS: every item of a batch of more than 2,500
 SCHEMA_VIOLATION = "schema_violation"  # docs ("Filtered at source"), only with --strict
 DUPLICATE_MESSAGE_ID = "duplicate_message_id"  # GUESS: Segment drops duplicates silently
@@ -661,7 +660,6 @@ class _Arrival:
     skew: timedelta | None  # receivedAt - sentAt, None when sentAt is absent or unreadable
     shared: dict[str, dict[str, Any]] | None = None  # batch-level context and integrations
     forced_reason: str | None = None  # every item is discarded for this reason
-    measure: bool = False  # whether items must be measured against the 32 KB limit
     client_ip: str | None = None  # the request's address: `context.ip` where Segment adds it
     client_side: bool = False  # an analytics.js endpoint's calls, which get `context.ip`
 
@@ -791,15 +789,14 @@ class SegmentBackend:
         if arrival.client_side and arrival.client_ip is not None and "ip" not in shared.get("context", {}):
             # Once for the batch: the items without a context of their own then share this one.
             shared["context"] = {**shared.get("context", {}), "ip": arrival.client_ip}
+        # A body within 32 KB cannot hold an item over 32 KB, so only bigger batches pay for measuring.
+        if size > MAX_CALL_BYTES:
+            _check_item_sizes(items)
         # Docs: "Segment returns a 200 response but rejects the event" when a batch exceeds
         # 2,500 events. GUESS: the whole batch is rejected; each item is recorded as discarded.
         too_many = len(items) > MAX_BATCH_EVENTS
-        # A body within 32 KB cannot hold an item over 32 KB, so only bigger batches pay for measuring.
-        measure_items = size > MAX_CALL_BYTES
         # An empty batch stores nothing (Segment counts it as `empty_batch`); the journal shows it.
-        arrival = replace(
-            arrival, shared=shared, forced_reason=BATCH_TOO_MANY_EVENTS if too_many else None, measure=measure_items
-        )
+        arrival = replace(arrival, shared=shared, forced_reason=BATCH_TOO_MANY_EVENTS if too_many else None)
         prepared = [self._prepare(item, arrival) for item in items]
         valid_types = self._types_all_valid(prepared)
         return [
@@ -821,14 +818,8 @@ class SegmentBackend:
         if not isinstance(item, dict):
             stub = {"type": None, "messageId": _new_message_id(), "receivedAt": arrival.received_iso, "item": item}
             return StoredMessage(stub, source), arrival.received_at, BAD_REQUEST
-        # Docs: "each batched event needs to be less than 32KB ... Segment returns a 200 response
-        # but rejects the event" — so an oversized item is dropped alone, not the whole batch.
-        # Measured as sent, before enrichment adds to it.
-        too_large = arrival.measure and _encoded_size(item) > MAX_CALL_BYTES
         message, timestamp = _enrich(item, arrival)
         reason = arrival.forced_reason or (None if source.known else UNKNOWN_WRITE_KEY) or ingest_problem(message)
-        if reason is None and too_large:
-            reason = EVENT_TOO_LARGE
         return StoredMessage(message, source), timestamp, reason
 
     def _types_all_valid(self, prepared: list[_Prepared]) -> set[str]:
@@ -1086,8 +1077,16 @@ def ingest_problem(message: dict[str, Any]) -> str | None:
     return None
 
 
-def _encoded_size(item: dict[str, Any]) -> int:
-    return len(json.dumps(item, separators=(",", ":"), ensure_ascii=False).encode("utf-8"))
+def _check_item_sizes(items: list[Any]) -> None:
+    """TrackingApiError(400) naming the first item over 32 KB. Docs ("Max request size"): "a limit of
+    `32KB` per event in the batch ... Segment's API responds with `400 Bad Request` if these limits
+    are exceeded". Measured as sent, before enrichment adds to it."""
+    for index, item in enumerate(items):
+        size = len(json.dumps(item, separators=(",", ":"), ensure_ascii=False).encode("utf-8"))
+        if size > MAX_CALL_BYTES:
+            raise TrackingApiError(
+                "payload_too_large", f"batch item {index} is {size} bytes; the limit per event is {MAX_CALL_BYTES} bytes"
+            )
 
 
 # -- Protocols-style violations ----------------------------------------------------------------

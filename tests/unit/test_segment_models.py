@@ -312,19 +312,19 @@ def test_a_call_of_exactly_32kb_is_accepted_and_one_byte_more_is_400(backend: Se
     assert rejected(backend, "track", raw + b" ") == "payload_too_large"
 
 
-def test_a_batch_item_of_exactly_32kb_is_kept(backend: SegmentBackend) -> None:
-    # Docs: an item "needs to be less than 32KB"; analytics-python sends one of exactly 32 << 10.
+def test_a_batch_item_of_exactly_32kb_is_kept_and_one_byte_more_makes_the_batch_400(backend: SegmentBackend) -> None:
+    # Docs ("Max request size"): "a limit of 32KB per event in the batch ... Segment's API responds
+    # with 400 Bad Request if these limits are exceeded"; analytics-python sends one of exactly 32 << 10.
     exact = _padded({"type": "track", "userId": "u", "event": "Exact"}, MAX_CALL_BYTES)
     over = _padded({"type": "track", "userId": "u", "event": "Over"}, MAX_CALL_BYTES + 1)
-    stored = batch(backend, [exact, over])
-    assert [(s.event, s.discard_reason) for s in stored] == [("Exact", None), ("Over", "event_too_large")]
-
-def test_batch_item_over_32kb_is_discarded_alone(backend: SegmentBackend) -> None:
-    stored = batch(backend, [
-        {"type": "track", "userId": "u", "event": "Big", "properties": {"pad": "x" * MAX_CALL_BYTES}},
-        {"type": "track", "userId": "u", "event": "Small"},
-    ])
-    assert [(s.status, s.discard_reason) for s in stored] == [("discarded", "event_too_large"), ("accepted", None)]
+    small = {"type": "track", "userId": "u", "event": "Small"}
+    raw = json.dumps({"writeKey": KEY, "batch": [small, over, exact]}).encode()
+    with pytest.raises(TrackingApiError) as caught:
+        receive(backend, "batch", raw)
+    assert (caught.value.status, caught.value.code) == (400, "payload_too_large")
+    assert caught.value.message == f"batch item 1 is {MAX_CALL_BYTES + 1} bytes; the limit per event is {MAX_CALL_BYTES} bytes"
+    assert backend.events(limit=10) == []  # nothing of the refused batch is kept
+    assert [(s.event, s.discard_reason) for s in batch(backend, [small, exact])] == [("Small", None), ("Exact", None)]
 
 
 def test_more_than_2500_events_drops_the_whole_batch(backend: SegmentBackend) -> None:
