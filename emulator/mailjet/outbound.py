@@ -59,6 +59,9 @@ SEGMENT_BATCH_SIZE = 100  # analytics-python upload_size
 # room for `sentAt`; a larger batch is refused whole (400, not retried).
 SEGMENT_BATCH_BYTES = 475_000
 SEGMENT_MAX_RETRIES = 10  # analytics-python max_retries
+# analytics-python's MAX_MSG_SIZE: a bigger message is refused when it is enqueued; Segment answers
+# 400 to a batch holding one.
+SEGMENT_CALL_BYTES = 32 << 10
 SEGMENT_TIMEOUT_SECONDS = 15.0  # analytics-python timeout
 _RESPONSE_TEXT_LIMIT = 2000
 
@@ -519,6 +522,10 @@ class SegmentForwarder:
         else:
             # The write key and URL of the moment the event happened, as a client built with them would send.
             call = track_call(record, account, str(uuid.uuid4()))
+            if (size := _json_size(call)) > SEGMENT_CALL_BYTES:
+                reason = f"its track call is {size} bytes, over the {SEGMENT_CALL_BYTES} Segment takes (analytics-python drops it)"
+                record.segment = SegmentForward(name, reason=reason)
+                return
             forward = SegmentForward(name, call, connection.segment_url, connection.write_key, record_id=record.id)
             record.segment = forward
             self._queue.append(forward)

@@ -1283,6 +1283,25 @@ def test_segment_batches_stay_under_the_500_kb_segment_accepts(fake: Fake) -> No
     assert all(record.segment.state == "delivered" for record in fake.events.records)
 
 
+def test_a_track_call_over_32_kb_is_not_forwarded_and_the_others_still_are(fake: Fake) -> None:
+    # analytics-python refuses a message over 32 KB when it is enqueued (MAX_MSG_SIZE), and Segment
+    # answers 400 to a batch holding one: in a batch, it took every other event down with it.
+    connect(fake)
+    huge_link = "https://shop.example.com/?q=" + "x" * 33_000
+    clicked = fake.send(html=f'<a href="{huge_link}">go</a>')
+    opened = fake.send("bob@example.com")
+    fake.advance()
+    fake.emit(clicked, "click")
+    fake.emit(opened, "open")
+    fake.advance(timedelta(0))
+    click = fake.events.events(event="click")[0].to_json()["segment"]
+    assert click["state"] == "not_forwarded"
+    assert re.fullmatch(r"its track call is \d+ bytes, over the 32768 Segment takes \(analytics-python drops it\)", click["reason"])
+    forwarded = [call["event"] for _, body, _ in segment_posts(fake) for call in body["batch"]]
+    assert forwarded == ["Email Delivered", "Email Delivered", "Email Opened"]
+    assert fake.events.events(event="open")[0].to_json()["segment"]["state"] == "delivered"
+
+
 def test_message_ids_count_from_2_to_the_59_in_the_accounts_range(fake: Fake) -> None:
     # The default account is the first: its range starts at 2**59 (README "Fidelity").
     first, second = fake.send(), fake.send("bob@example.com")
