@@ -59,6 +59,7 @@ def test_flatten_traits_yields_path_name_and_value():
     ("traits", "expected"),
     [
         ({"name": "Ada Lovelace", "firstName": "Augusta"}, ("Ada Lovelace", "name")),
+        ({"name": "Ada King", "firstName": "Ada", "lastName": "Lovelace"}, ("Ada King", "name")),
         ({"firstName": "Ada", "lastName": "Lovelace"}, ("Ada Lovelace", "firstName+lastName")),
         ({"first_name": "Ada", "last_name": "Lovelace"}, ("Ada Lovelace", "first_name+last_name")),
         ({"firstName": "Ada", "last_name": "Lovelace"}, ("Ada Lovelace", "firstName+last_name")),
@@ -242,6 +243,8 @@ def test_user_id_is_kept_as_segment_user_id():
     update = map_identify(identify(userId="user-42"))
     assert props(update)["segment_user_id"] == ("user-42", "str")
     assert update.properties[0].source == "userId"
+    # A numeric userId (sent to the destination directly; Segment discards them) is kept as text.
+    assert props(map_identify(identify(userId=42)))["segment_user_id"] == ("42", "str")
 
 
 def test_user_id_wins_over_a_trait_of_the_same_name():

@@ -84,7 +84,8 @@ def test_property_values_are_stored_as_strings(datatype: str, value: object, sto
 
 
 @pytest.mark.parametrize(("datatype", "value"), [("int", "4.5"), ("int", 4.5), ("int", "+5"), ("int", True), ("float", "abc"),
-                                                 ("bool", "yes"), ("bool", 1), ("datetime", "tomorrow"), ("str", {"a": 1}),
+                                                 ("bool", "yes"), ("bool", 1), ("bool", "1"), ("bool", "0"),
+                                                 ("datetime", "tomorrow"), ("str", {"a": 1}),
                                                  ("float", "nan"), ("str", "x" * 256), ("float", True), ("datetime", False),
                                                  ("datetime", 10**20)])
 def test_property_type_mismatches(datatype: str, value: object) -> None:
@@ -97,6 +98,8 @@ def test_managecontact_actions_and_properties(account: Account) -> None:
     result = account.manage_contact("1", {"Email": "m@example.com", "Action": "addnoforce", "Properties": {"AGE": "7"}})
     contact = account.get_contact("m@example.com")
     assert result["ContactID"] == contact.id and contact.properties == {"age": "7"}
+    account.manage_contact("1", {"Email": "m@example.com", "Name": "M", "Action": "addnoforce"})
+    assert contact.name == "M"  # an existing contact's Name is updated
     account.manage_contact("1", {"Email": "m@example.com", "Action": "unsub"})
     assert account.find_recipient(contact.id, 1).is_unsubscribed is True
     account.manage_contact("1", {"Email": "m@example.com", "Action": "addnoforce"})
@@ -542,6 +545,19 @@ def test_a_job_removing_an_unknown_email_creates_nothing_as_managecontact_does(a
     account.start_contacts_job({"Contacts": [{"Email": "alone@example.com"}]})
     run_jobs(account)
     assert sorted(c.email for c in account.contacts.values()) == ["alone@example.com", "kept@example.com"]
+
+
+def test_a_job_updates_the_name_and_properties_of_an_existing_contact(account: Account) -> None:
+    # Bulk guide (reference/mailjet.md): uploading a contact again creates no duplicate; "Properties
+    # and Name ... will be updated".
+    account.create_property({"Name": "plan", "Datatype": "str"})
+    account.manage_contact("1", {"Email": "bulk@example.com", "Name": "Old", "Action": "addnoforce", "Properties": {"plan": "free"}})
+    job = account.start_list_job("1", {"Action": "addnoforce", "Contacts": [
+        {"Email": "bulk@example.com", "Name": "New", "Properties": {"plan": "pro"}}]})
+    run_jobs(account)
+    assert job.status == "Completed"
+    [contact] = account.contacts.values()
+    assert (contact.email, contact.name, contact.properties) == ("bulk@example.com", "New", {"plan": "pro"})
 
 
 @pytest.mark.parametrize("properties", ["", "{}", [], 0, False])
