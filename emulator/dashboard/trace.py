@@ -389,6 +389,7 @@ def _delivery_steps(record: dict[str, Any], received_at: Any = None) -> list[dic
 _CALL_CONTRACTS: list[tuple[str, re.Pattern[str], str | None, str | None, str | None]] = [
     ("POST", re.compile(r"^/v3/rest/contactslist/[^/]+/managecontact$"), "mailjet.managecontact.request", "mailjet.managecontact.response", None),
     ("POST", re.compile(r"^/v3/rest/contactslist/[^/]+/managemanycontacts$"), "mailjet.managemanycontacts.request", None, None),
+    ("POST", re.compile(r"^/v3/rest/contact/managemanycontacts$"), "mailjet.contact.managemanycontacts.request", None, None),
     ("POST", re.compile(r"^/v3/rest/contactmetadata$"), None, None, "mailjet.contactmetadata"),
     ("GET", re.compile(r"^/v3/rest/contactmetadata$"), None, None, "mailjet.contactmetadata"),
     ("GET", re.compile(r"^/v3/rest/contactdata/[^/]+$"), None, None, "mailjet.contactdata"),

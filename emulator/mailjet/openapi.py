@@ -42,6 +42,7 @@ CONTRACTS = [
     "mailjet.managecontact.request",
     "mailjet.managecontact.response",
     "mailjet.managemanycontacts.request",
+    "mailjet.contact.managemanycontacts.request",
     "mailjet.managemanycontacts.job",
     "mailjet.send.request",
     "mailjet.send.response",
@@ -165,7 +166,7 @@ def _rest_paths() -> dict[str, Any]:
             },
         },
         f"{rest}/contact/managemanycontacts": {
-            "post": _operation("Bulk contacts job", 201, job_id, body=contract_ref("mailjet.managemanycontacts.request")),
+            "post": _operation("Bulk contacts job", 201, job_id, body=contract_ref("mailjet.contact.managemanycontacts.request")),
         },
         f"{rest}/contact/managemanycontacts/{{job_id}}": {
             "get": _operation("A bulk job", 200, contract_ref("mailjet.managemanycontacts.job"), ids=("job_id",)),

@@ -184,15 +184,6 @@ def test_every_reported_combinator_says_what_was_expected(path: Path) -> None:
     assert bare == []
 
 
-def test_a_combinator_at_the_root_is_explained_by_its_own_description_not_the_contracts() -> None:
-    # managemanycontacts: Action (one list, in the URL) or ContactsLists (several lists), not both.
-    payload = {"Action": "addnoforce", "ContactsLists": [{"ListID": 1, "Action": "addforce"}], "Contacts": [{"Email": "a@b.co"}]}
-    [violation] = validate("mailjet.managemanycontacts.request", payload)
-    assert (violation.path, violation.rule) == ("$", "not")
-    assert violation.message != schema("mailjet.managemanycontacts.request")["description"]
-    assert "Action" in violation.message and "ContactsLists" in violation.message and "not both" in violation.message
-
-
 @pytest.mark.parametrize(
     ("name", "payload", "path", "expected"),
     [
