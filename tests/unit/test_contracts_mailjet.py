@@ -55,6 +55,9 @@ LISTRECIPIENT = json.loads(
     '{"IsUnsubscribed":true,"ContactID":987654321,"ID":1234567890,"IsActive":true,"ListID":123456,"ListName":"abcdef123",'
     '"SubscribedAt":"2018-01-01T00:00:00","UnsubscribedAt":"2018-01-01T00:00:00"}'
 )
+# Real rows pasted in mailjet-apiv3-php#40 (2016): no SubscribedAt.
+LISTRECIPIENT_PHP40 = {"ContactID": 1, "ID": 2, "IsActive": True, "IsUnsubscribed": False, "ListID": 3, "ListName": "list",
+                       "UnsubscribedAt": ""}
 CALLBACK = {"APIKeyID": 1234, "EventType": "click", "ID": 567, "IsBackup": False, "Status": "alive",
             "Url": "https://example.com/click.php", "Version": 2}
 SEND_REQUEST = json.loads(
@@ -128,7 +131,7 @@ VALID = {
     "mailjet.managemanycontacts.job": [JOB, {**JOB, "Status": "In Progress", "JobEnd": "", "Count": 0}],
     "mailjet.contactmetadata": [METADATA],
     "mailjet.contactdata": [CONTACTDATA, {"ContactID": 1, "Data": [], "ID": 1}],
-    "mailjet.listrecipient": [LISTRECIPIENT],
+    "mailjet.listrecipient": [LISTRECIPIENT, LISTRECIPIENT_PHP40],
     "mailjet.eventcallbackurl": [CALLBACK],
     "mailjet.error": REST_ERRORS,
     "mailjet.send.request": [SEND_REQUEST, SEND_GLOBALS, SEND_GLOBAL_CC, SEND_GO_SANDBOX, SEND_GO_STATISTICS_LIST, SEND_GLOBAL_VARIABLES],
@@ -288,8 +291,7 @@ REQUIRED_FIELDS = {
     "mailjet.event.spam": ["source"],
     "mailjet.event.unsub": ["mj_list_id"],
     "mailjet.eventcallbackurl": ["APIKeyID", "EventType", "ID", "IsBackup", "Status", "Url", "Version"],
-    "mailjet.listrecipient": ["ContactID", "ID", "IsActive", "IsUnsubscribed", "ListID", "ListName", "SubscribedAt",
-                              "UnsubscribedAt"],
+    "mailjet.listrecipient": ["ContactID", "ID", "IsActive", "IsUnsubscribed", "ListID", "ListName", "UnsubscribedAt"],
     "mailjet.managemanycontacts.job": ["ContactsLists", "Count", "Error", "ErrorFile", "JobEnd", "JobStart", "Status"],
     "mailjet.send.error": ["ErrorIdentifier", "StatusCode", "ErrorMessage"],
     "mailjet.send.response": ["Messages"],
