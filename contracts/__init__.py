@@ -204,8 +204,10 @@ def _message(error: ValidationError) -> str:
     else:
         message = error.message
     if "propertyNames" in error.absolute_schema_path:
-        # The instance is a key of the object at the error's path, which jsonschema does not say.
-        message = f"key {message}"
+        # The instance is a key of the object at the error's path, which jsonschema does not say;
+        # a description (a combinator's) does not show it either.
+        described = rule in ("anyOf", "oneOf", "not") and isinstance(error.schema, dict) and "description" in error.schema
+        message = f"key {_json(found)}: {message}" if described else f"key {message}"
     return message if len(message) <= MAX_MESSAGE else message[: MAX_MESSAGE - 1] + "…"
 
 

@@ -213,6 +213,13 @@ INVALID = [
     ("mailjet.error", {"ErrorInfo": "", "ErrorMessage": "x", "StatusCode": 200}, "$.StatusCode", "anyOf"),
     ("mailjet.send.request", {"InvalidField": True}, "$.Messages", "required"),
     ("mailjet.send.request", {"Messages": []}, "$.Messages", "minItems"),
+    # What the fake refuses with mj-0004 (a null variable, php#210) and send-0011 (a header that has a
+    # message property), in a message or in Globals, any case of the header's name.
+    ("mailjet.send.request", {"Messages": [{**SEND_REQUEST["Messages"][0], "Variables": {"a": None}}]}, "$.Messages[0].Variables.a", "not"),
+    ("mailjet.send.request", {**SEND_REQUEST, "Globals": {"variables": {"a": None}}}, "$.Globals.variables.a", "not"),
+    ("mailjet.send.request", {"Messages": [{**SEND_REQUEST["Messages"][0], "Headers": {"x-mj-templatelanguage": "1"}}]},
+     "$.Messages[0].Headers", "not"),
+    ("mailjet.send.request", {**SEND_REQUEST, "Globals": {"Headers": {"Subject": "x"}}}, "$.Globals.Headers", "not"),
     ("mailjet.send.request", {"Messages": [{**SEND_REQUEST["Messages"][0], "Subject": "s" * 256}]}, "$.Messages[0].Subject", "maxLength"),
     ("mailjet.send.request", {"Messages": [{"From": {"Email": "a@b.co"}, "To": [{"Email": "c@d.co"}]}]}, "$.Messages[0]", "anyOf"),
     ("mailjet.send.request", {"Messages": [{"TextPart": "t", "To": [{"Email": "c@d.co"}]}]}, "$.Messages[0].From", "required"),
