@@ -417,7 +417,8 @@ def _validate_message(account: Account, message: dict[str, Any]) -> list[dict[st
     errors += _check_object(account, headers, "Headers")
     if isinstance(headers, dict):
         for header in headers:
-            if header.lower() in FORBIDDEN_HEADERS:  # GUESS: names match case-insensitively, as in email
+            # GUESS: names match case-insensitively, as in email; ASCII case only, as header names are ASCII.
+            if header.isascii() and header.lower() in FORBIDDEN_HEADERS:
                 text = f'The "{header}" header cannot be set in "Headers": use its message property.'
                 errors.append(_error(account, "send-0011", text, [f'Headers["{header}"]']))  # documented form
     variables = ci_get(message, "Variables")

@@ -83,6 +83,9 @@ SEND_GO_STATISTICS_LIST = {"Messages": [{**SEND_REQUEST["Messages"][0], "Statist
 # DevGuide "Set global payload properties" writes "variables" in lower case, in Globals and a message.
 SEND_GLOBAL_VARIABLES = {"Globals": {"variables": {"var1": "value1", "var2": "value2"}},
                          "Messages": [{**SEND_REQUEST["Messages"][0], "TemplateLanguage": True, "variables": {"var3": "value3"}}]}
+# A null variable in Globals that the message overrides is gone once merged: the fake takes it.
+SEND_GLOBAL_NULL_OVERRIDDEN = {"Globals": {"Variables": {"a": None}},
+                               "Messages": [{**SEND_REQUEST["Messages"][0], "variables": {"a": "x"}}]}
 SEND_RESPONSE = json.loads(
     '{"Messages":[{"Status":"success","CustomID":"","To":[{"Email":"passenger1@mailjet.com",'
     '"MessageUUID":"cb927469-36fd-4c02-bce4-0d199929a207","MessageID":70650219165027410,'
@@ -134,7 +137,8 @@ VALID = {
     "mailjet.listrecipient": [LISTRECIPIENT, LISTRECIPIENT_PHP40],
     "mailjet.eventcallbackurl": [CALLBACK],
     "mailjet.error": REST_ERRORS,
-    "mailjet.send.request": [SEND_REQUEST, SEND_GLOBALS, SEND_GLOBAL_CC, SEND_GO_SANDBOX, SEND_GO_STATISTICS_LIST, SEND_GLOBAL_VARIABLES],
+    "mailjet.send.request": [SEND_REQUEST, SEND_GLOBALS, SEND_GLOBAL_CC, SEND_GO_SANDBOX, SEND_GO_STATISTICS_LIST, SEND_GLOBAL_VARIABLES,
+                             SEND_GLOBAL_NULL_OVERRIDDEN],
     "mailjet.send.response": [SEND_RESPONSE, SEND_PARTIAL_ERROR],
     "mailjet.send.error": [SEND_ERROR, SEND_401],
     **{f"mailjet.event.{name}": [json.loads(text)] for name, text in EVENTS.items()},
@@ -216,7 +220,6 @@ INVALID = [
     # What the fake refuses with mj-0004 (a null variable, php#210) and send-0011 (a header that has a
     # message property), in a message or in Globals, any case of the header's name.
     ("mailjet.send.request", {"Messages": [{**SEND_REQUEST["Messages"][0], "Variables": {"a": None}}]}, "$.Messages[0].Variables.a", "not"),
-    ("mailjet.send.request", {**SEND_REQUEST, "Globals": {"variables": {"a": None}}}, "$.Globals.variables.a", "not"),
     ("mailjet.send.request", {"Messages": [{**SEND_REQUEST["Messages"][0], "Headers": {"x-mj-templatelanguage": "1"}}]},
      "$.Messages[0].Headers", "not"),
     ("mailjet.send.request", {**SEND_REQUEST, "Globals": {"Headers": {"Subject": "x"}}}, "$.Globals.Headers", "not"),
