@@ -26,8 +26,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from ..common.clock import Clock
 from ..common.control import ControlError, control_error_response, control_routes, named_tenant, query_limit
-from ..common.auth import basic_credentials
-from ..common.fault_routes import fault_routes, segment_fault_response, service_middleware
+from ..common.fault_routes import basic_username, fault_routes, segment_fault_response, service_middleware
 from ..common.faults import FaultRules
 from ..common.http import CONNECTION_CLOSE, BeforeAnswer, BodyTooLarge, read_capped
 from ..common.journal import CONTROL_PREFIX, Journal
@@ -105,16 +104,15 @@ def tracking_write_key(scope: Scope, body: bytes | None) -> str | None:
     """The write key a request carries, as the tracking API reads it: the Basic auth username, else
     the `writeKey` of a body the tracking API would take (`parse_tracking_request`). For the fault
     rules' `write_key` and `GET /_emulator/requests?writeKey=`: a body the API refuses carries none."""
-    headers = Headers(scope=scope)
-    credentials = basic_credentials(headers.get("authorization"))
-    if credentials and credentials[0]:
-        return credentials[0]
+    username = basic_username(scope, None)
+    if username:
+        return username
     path = scope.get("path", "")
     endpoint = path.removeprefix(TRACKING_PREFIX)
     if not body or not path.startswith(TRACKING_PREFIX) or endpoint not in ENDPOINTS:
         return None
     try:
-        return parse_tracking_request(endpoint, body, headers.get("content-encoding")).write_key
+        return parse_tracking_request(endpoint, body, Headers(scope=scope).get("content-encoding")).write_key
     except TrackingApiError:
         return None
 
